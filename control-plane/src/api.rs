@@ -1,0 +1,40 @@
+//! The gRPC surface: `Discovery` (sidecar streams) and `Admin` (the CLI), behind the
+//! token check of `auth`. Every error leaves through the one `From<ControlError>`.
+
+use tonic::Status;
+
+use crate::control::ControlError;
+use crate::store::StoreError;
+
+mod admin;
+mod auth;
+mod discovery;
+
+pub use self::admin::AdminService;
+pub use self::auth::{Auth, Role, Tokens};
+pub use self::discovery::DiscoveryService;
+
+/// Metadata key the CLI fills with `user@host`, recorded in history as who applied.
+pub const USER_METADATA: &str = "x-graylane-user";
+
+impl From<ControlError> for Status {
+    fn from(e: ControlError) -> Self {
+        match e {
+            ControlError::Invalid(_) => Status::invalid_argument(e.to_string()),
+            ControlError::NotFound(msg) => Status::not_found(msg),
+            ControlError::BadRequest(msg) => Status::invalid_argument(msg),
+            ControlError::Store(StoreError::Conflict { expected, actual }) => Status::failed_precondition(format!(
+                "revision conflict: expected revision {expected}, but {actual} is in force; nothing was changed"
+            )),
+            ControlError::Store(StoreError::Unavailable(msg)) => {
+                tracing::warn!(error = %msg, "store unavailable");
+                Status::unavailable(format!("rule store unavailable: {msg}; nothing was changed"))
+            }
+            ControlError::Store(StoreError::Corrupt(msg)) => {
+                // Details (paths, content) stay in the server's log.
+                tracing::error!(error = %msg, "store data corrupt");
+                Status::internal("the rule store holds data this server cannot read; see the server log")
+            }
+        }
+    }
+}

@@ -1,0 +1,161 @@
+//! The sidecar stream: Hello → register → snapshots out, ACK/NACK in → deregister.
+
+use std::collections::VecDeque;
+use std::sync::Arc;
+use std::time::Duration;
+
+use graylane_proto::v1::discovery_server::Discovery;
+use graylane_proto::v1::sidecar_message::Message;
+use graylane_proto::v1::{EndpointSet, Hello, SidecarMessage, Snapshot};
+use tokio::sync::{mpsc, oneshot, watch};
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::{Request, Response, Status, Streaming};
+
+use crate::push::{Hub, SidecarId, State};
+
+/// How long a new stream may take to say Hello before it is dropped.
+const HELLO_TIMEOUT: Duration = Duration::from_secs(10);
+/// Snapshot versions remembered per stream to map an ACK back to its rule revision.
+/// An ACK for anything older is stale (a newer snapshot is already on its way).
+const SENT_REMEMBERED: usize = 16;
+
+/// `graylane.v1.Discovery`, serving every sidecar from the shared `Hub`.
+pub struct DiscoveryService {
+    hub: Arc<Hub>,
+    /// Flips to true on shutdown: every stream ends with UNAVAILABLE so sidecars
+    /// reconnect (to another replica) instead of holding a dead stream.
+    shutdown: watch::Receiver<bool>,
+}
+
+impl DiscoveryService {
+    pub fn new(hub: Arc<Hub>, shutdown: watch::Receiver<bool>) -> Self {
+        Self { hub, shutdown }
+    }
+}
+
+#[tonic::async_trait]
+impl Discovery for DiscoveryService {
+    type SubscribeStream = ReceiverStream<Result<Snapshot, Status>>;
+
+    async fn subscribe(
+        &self,
+        request: Request<Streaming<SidecarMessage>>,
+    ) -> Result<Response<Self::SubscribeStream>, Status> {
+        let mut inbound = request.into_inner();
+        let first = tokio::time::timeout(HELLO_TIMEOUT, inbound.message())
+            .await
+            .map_err(|_| Status::deadline_exceeded("no Hello within 10s"))??;
+        let hello = match first {
+            Some(SidecarMessage { message: Some(Message::Hello(hello)) }) => hello,
+            _ => return Err(Status::invalid_argument("the first message must be Hello")),
+        };
+        check_hello(&hello)?;
+        tracing::info!(service = %hello.service, instance = %hello.instance_id, address = %hello.address, "sidecar connected");
+        let (id, kicked) = self.hub.register(hello, crate::now_ms());
+        // Capacity 1: with at most one snapshot in the channel and one pending in the
+        // task, a slow sidecar costs bounded memory and gets the latest state.
+        let (tx, rx) = mpsc::channel(1);
+        let stream = Stream { hub: Arc::clone(&self.hub), id, tx, sent: VecDeque::new() };
+        tokio::spawn(stream.run(inbound, kicked, self.shutdown.clone()));
+        Ok(Response::new(ReceiverStream::new(rx)))
+    }
+}
+
+fn check_hello(hello: &Hello) -> Result<(), Status> {
+    let bad = |what: &str| Err(Status::invalid_argument(format!("Hello.{what}")));
+    if hello.service.is_empty() || hello.service.len() > 253 {
+        return bad("service: must be 1-253 characters");
+    }
+    if hello.instance_id.is_empty() || hello.instance_id.len() > 253 {
+        return bad("instance_id: must be 1-253 characters");
+    }
+    let (host, port) = hello.address.rsplit_once(':').unwrap_or(("", ""));
+    if host.is_empty() || port.parse::<u16>().map_or(true, |p| p == 0) {
+        return bad(&format!("address: {:?} is not host:port", hello.address));
+    }
+    Ok(())
+}
+
+struct Stream {
+    hub: Arc<Hub>,
+    id: SidecarId,
+    tx: mpsc::Sender<Result<Snapshot, Status>>,
+    /// (version, revision, rules sent?, endpoints generation) of the snapshots sent.
+    sent: VecDeque<(u64, u64)>,
+}
+
+impl Stream {
+    async fn run(
+        mut self,
+        mut inbound: Streaming<SidecarMessage>,
+        mut kicked: oneshot::Receiver<()>,
+        mut shutdown: watch::Receiver<bool>,
+    ) {
+        let mut states = self.hub.subscribe();
+        let mut pending = Some(states.borrow_and_update().clone());
+        let mut last: Option<Arc<State>> = None;
+        let end = loop {
+            tokio::select! {
+                _ = &mut kicked => break Some(Status::aborted("replaced by a newer stream of the same instance")),
+                _ = shutdown.wait_for(|down| *down) => break Some(Status::unavailable("control plane shutting down")),
+                message = inbound.message() => match message {
+                    Ok(Some(message)) => if let Err(status) = self.answer(message) { break Some(status) },
+                    Ok(None) | Err(_) => break None,
+                },
+                changed = states.changed() => match changed {
+                    Ok(()) => pending = Some(states.borrow_and_update().clone()),
+                    Err(_) => break Some(Status::unavailable("control plane shutting down")),
+                },
+                permit = self.tx.reserve(), if pending.is_some() => {
+                    let (Ok(permit), Some(state)) = (permit, pending.take()) else { break None };
+                    permit.send(Ok(snapshot(&state, last.as_deref())));
+                    self.sent.push_back((state.version, state.revision));
+                    if self.sent.len() > SENT_REMEMBERED {
+                        self.sent.pop_front();
+                    }
+                    last = Some(state);
+                },
+            }
+        };
+        if let Some(status) = end {
+            let _ = self.tx.try_send(Err(status));
+        }
+        tracing::info!(instance = %self.id.instance_id, "sidecar disconnected");
+        self.hub.deregister(&self.id);
+    }
+
+    fn answer(&mut self, message: SidecarMessage) -> Result<(), Status> {
+        match message.message {
+            Some(Message::Ack(ack)) => {
+                if let Some(revision) = self.revision_of(ack.version) {
+                    self.hub.ack(&self.id, ack.version, revision);
+                }
+            }
+            Some(Message::Nack(nack)) => {
+                if let Some(revision) = self.revision_of(nack.version) {
+                    tracing::warn!(instance = %self.id.instance_id, revision, reason = %nack.reason, "sidecar rejected snapshot");
+                    self.hub.nack(&self.id, revision, nack.reason);
+                }
+            }
+            Some(Message::Hello(_)) => return Err(Status::invalid_argument("Hello sent twice")),
+            None => return Err(Status::invalid_argument("empty message")),
+        }
+        Ok(())
+    }
+
+    fn revision_of(&self, version: u64) -> Option<u64> {
+        self.sent.iter().find(|(v, _)| *v == version).map(|(_, r)| *r)
+    }
+}
+
+/// The snapshot for `state`, leaving out the parts equal to what `last` already sent.
+fn snapshot(state: &State, last: Option<&State>) -> Snapshot {
+    let rules_changed = last.is_none_or(|l| l.revision != state.revision || l.rules != state.rules);
+    let endpoints_changed = last.is_none_or(|l| l.endpoints_generation != state.endpoints_generation);
+    Snapshot {
+        version: state.version,
+        revision: state.revision,
+        rules: rules_changed.then(|| state.rules.to_string()),
+        endpoints: endpoints_changed.then(|| EndpointSet { endpoints: state.endpoints.as_ref().clone() }),
+    }
+}

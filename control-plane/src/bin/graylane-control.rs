@@ -1,0 +1,92 @@
+//! `graylane-control`: flags → `Server`. Wiring only.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use anyhow::{Context, bail};
+use clap::Parser;
+use graylane_control::api::Tokens;
+use graylane_control::server::Server;
+use graylane_control::store::StoreUrl;
+
+/// graylane's control plane: stores rules, pushes them to sidecars, serves the CLI.
+#[derive(Parser, Debug)]
+#[command(version)]
+struct Args {
+    /// gRPC listener (sidecar streams and the admin API).
+    #[arg(long, env = "GRAYLANE_GRPC_ADDR", default_value = "127.0.0.1:15010")]
+    grpc_addr: SocketAddr,
+    /// HTTP listener for /ready, /live and /metrics.
+    #[arg(long, env = "GRAYLANE_HTTP_ADDR", default_value = "127.0.0.1:15014")]
+    http_addr: SocketAddr,
+    /// Rule store: file:PATH (embedded, on disk) or memory:.
+    #[arg(long, env = "GRAYLANE_STORE", default_value = "file:./graylane-data")]
+    store: StoreUrl,
+    /// Tokens, one `role:token` per line (roles: admin, sidecar). Without it every call
+    /// is accepted, so the server only listens on loopback.
+    #[arg(long, env = "GRAYLANE_TOKEN_FILE")]
+    token_file: Option<PathBuf>,
+    /// Revisions kept in history (at least 100).
+    #[arg(long, env = "GRAYLANE_HISTORY", default_value_t = 1000)]
+    history: usize,
+    /// Listen on non-loopback addresses without --token-file (anyone who can reach the
+    /// port may then change the rules).
+    #[arg(long, env = "GRAYLANE_ALLOW_UNAUTHENTICATED")]
+    allow_unauthenticated: bool,
+    #[arg(long, hide = true)]
+    webhook_addr: Option<SocketAddr>,
+}
+
+#[tokio::main]
+async fn main() {
+    tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::try_from_env("GRAYLANE_LOG").unwrap_or_else(|_| "info,h2=warn,tonic=warn,hyper=warn,tower=warn".into()))
+        .with_writer(std::io::stderr)
+        .init();
+    if let Err(e) = run(Args::parse()).await {
+        tracing::error!("{e:#}");
+        std::process::exit(1);
+    }
+}
+
+async fn run(args: Args) -> anyhow::Result<()> {
+    if args.webhook_addr.is_some() {
+        bail!("--webhook-addr is not available in this version (see issue 6)");
+    }
+    let tokens = match &args.token_file {
+        Some(path) => {
+            let text = std::fs::read_to_string(path).with_context(|| format!("--token-file {}", path.display()))?;
+            Some(Tokens::parse(&text).map_err(|e| anyhow::anyhow!("--token-file {}: {e}", path.display()))?)
+        }
+        None => None,
+    };
+    if tokens.is_none() {
+        let open: Vec<_> = [args.grpc_addr, args.http_addr].into_iter().filter(|a| !a.ip().is_loopback()).collect();
+        if !open.is_empty() && !args.allow_unauthenticated {
+            bail!("refusing to listen on {open:?} without --token-file: anyone could change the rules (add --token-file, or --allow-unauthenticated to accept that)");
+        }
+        tracing::warn!("no --token-file: every call is accepted without a token; listening on loopback only");
+    }
+    let store = args.store.open(args.history).await.with_context(|| format!("--store {:?}", args.store))?;
+    let grpc = tokio::net::TcpListener::bind(args.grpc_addr).await.with_context(|| format!("--grpc-addr {}", args.grpc_addr))?;
+    let http = tokio::net::TcpListener::bind(args.http_addr).await.with_context(|| format!("--http-addr {}", args.http_addr))?;
+    let (grpc_addr, http_addr) = (grpc.local_addr()?, http.local_addr()?);
+    tracing::info!(%grpc_addr, %http_addr, store = ?args.store, auth = tokens.is_some(), "graylane-control listening");
+    Server { store, tokens }.run(grpc, http, shutdown_signal()).await
+}
+
+/// SIGTERM or Ctrl-C.
+async fn shutdown_signal() {
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending().await,
+        }
+    };
+    tokio::select! {
+        _ = term => {},
+        _ = tokio::signal::ctrl_c() => {},
+    }
+}

@@ -1,0 +1,246 @@
+//! `graylane rules apply|delete|get|diff|validate|history|rollback`.
+
+use std::time::Duration;
+
+use clap::Subcommand;
+use graylane_proto::v1 as pb;
+use graylane_routing::{Kind, RuleSet};
+use serde_json::json;
+
+use super::client::Connect;
+use super::output::{self, Table};
+use super::{CliError, Format, files, parse_duration};
+
+#[derive(Subcommand, Debug)]
+pub enum RulesCommand {
+    /// Create or update the resources in the files (others stay) as one new revision.
+    Apply {
+        #[arg(short = 'f', long = "filename", required = true)]
+        files: Vec<String>,
+        /// Make the files the whole rule set: resources not in them are deleted.
+        #[arg(long)]
+        prune: bool,
+        /// Validate and show what would change; write nothing.
+        #[arg(long)]
+        dry_run: bool,
+        /// Fail unless this is the revision in force (optimistic locking).
+        #[arg(long)]
+        expect_revision: Option<u64>,
+        /// Wait until every connected sidecar acked the new revision.
+        #[arg(long)]
+        wait: bool,
+        /// How long --wait waits.
+        #[arg(long, default_value = "30s", value_parser = parse_duration)]
+        timeout: Duration,
+    },
+    /// Remove resources (KIND/NAME ...) as one new revision.
+    Delete {
+        #[arg(required = true)]
+        resources: Vec<String>,
+        #[arg(long)]
+        expect_revision: Option<u64>,
+        #[arg(long)]
+        dry_run: bool,
+    },
+    /// The rules in force (YAML unless -o says otherwise).
+    Get {
+        /// KIND or KIND/NAME.
+        selector: Option<String>,
+    },
+    /// What applying the files would change (exit 0 either way).
+    Diff {
+        #[arg(short = 'f', long = "filename", required = true)]
+        files: Vec<String>,
+        #[arg(long)]
+        prune: bool,
+    },
+    /// Validate files locally; no server needed.
+    Validate {
+        #[arg(short = 'f', long = "filename", required = true)]
+        files: Vec<String>,
+    },
+    /// Revisions, newest first.
+    History {
+        /// Show at most this many (0: all kept).
+        #[arg(long, default_value_t = 0)]
+        limit: u32,
+    },
+    /// Restore an earlier revision's rules as a new revision.
+    Rollback {
+        #[arg(long)]
+        to: u64,
+        #[arg(long)]
+        expect_revision: Option<u64>,
+    },
+}
+
+fn parse_ref(s: &str) -> Result<(Kind, String), CliError> {
+    let (kind, name) = s.split_once('/').ok_or_else(|| CliError::usage(format!("{s:?}: expected KIND/NAME, e.g. Lane/gray")))?;
+    let kind = kind.parse().map_err(|_| CliError::usage(format!("{s:?}: unknown kind {kind:?} (Lane, RoutePolicy, TagPolicy)")))?;
+    Ok((kind, name.to_string()))
+}
+
+/// Local validation before anything is sent: per document, duplicates across the
+/// files and, with --prune (the files are then the whole set), the whole-set checks.
+/// Without --prune, references to stored resources are checked by the server.
+fn validate_locally(files: &[(String, String)], whole_set: bool) -> Result<RuleSet, CliError> {
+    let set = RuleSet::parse_files(files).map_err(refused_with)?;
+    if whole_set {
+        set.validate().map_err(refused_with)?;
+    }
+    Ok(set)
+}
+
+fn refused_with(errors: Vec<graylane_routing::ValidationError>) -> CliError {
+    CliError::refused(errors.iter().map(ToString::to_string).collect::<Vec<_>>().join("\n"))
+}
+
+fn sources(files: Vec<(String, String)>) -> Vec<pb::SourceFile> {
+    files.into_iter().map(|(name, content)| pb::SourceFile { name, content }).collect()
+}
+
+fn action_name(action: i32) -> &'static str {
+    match pb::ChangeAction::try_from(action) {
+        Ok(pb::ChangeAction::Created) => "created",
+        Ok(pb::ChangeAction::Configured) => "configured",
+        Ok(pb::ChangeAction::Deleted) => "deleted",
+        _ => "unchanged",
+    }
+}
+
+/// Prints a change result: kubectl-style lines, or JSON/YAML.
+fn print_change(format: Format, response: &pb::ChangeResponse, dry_run: bool) {
+    let suffix = if dry_run { " (dry run)" } else { "" };
+    output::emit(
+        format,
+        || {
+            let mut t = Table::new(vec!["RESOURCE", "ACTION"]);
+            for c in &response.changes {
+                t.row(vec![format!("{}/{}", c.kind, c.name), format!("{}{suffix}", action_name(c.action))]);
+            }
+            t.row(vec![String::new(), String::new()]);
+            let state = if response.committed { "new revision" } else { "revision in force, unchanged" };
+            t.row(vec![format!("revision {}", response.revision), state.to_string()]);
+            t
+        },
+        || {
+            json!({
+                "revision": response.revision,
+                "committed": response.committed,
+                "dryRun": dry_run,
+                "changes": response.changes.iter().map(|c| json!({
+                    "kind": c.kind, "name": c.name, "action": action_name(c.action),
+                })).collect::<Vec<_>>(),
+            })
+        },
+    );
+}
+
+impl RulesCommand {
+    pub(crate) async fn run(self, connect: &Connect, format: Option<Format>) -> Result<(), CliError> {
+        let table = format.unwrap_or(Format::Table);
+        match self {
+            Self::Validate { files } => {
+                let files = files::read_all(&files)?;
+                let set = validate_locally(&files, true)?;
+                output::text(&format!("{} resources in {} files are valid", set.len(), files.len()));
+                Ok(())
+            }
+            Self::Apply { files, prune, dry_run, expect_revision, wait, timeout } => {
+                let files = files::read_all(&files)?;
+                validate_locally(&files, prune)?;
+                let mut client = connect.client().await?;
+                let request = pb::ApplyRequest { files: sources(files), prune, dry_run, expect_revision };
+                let response = client.apply(request).await?.into_inner();
+                print_change(table, &response, dry_run);
+                if wait && !dry_run {
+                    super::status::wait_for_rollout(&mut client, response.revision, timeout).await?;
+                }
+                Ok(())
+            }
+            Self::Delete { resources, expect_revision, dry_run } => {
+                let resources = resources
+                    .iter()
+                    .map(|s| parse_ref(s).map(|(k, name)| pb::ResourceRef { kind: k.to_string(), name }))
+                    .collect::<Result<_, _>>()?;
+                let mut client = connect.client().await?;
+                let response = client.delete(pb::DeleteRequest { resources, expect_revision, dry_run }).await?.into_inner();
+                print_change(table, &response, dry_run);
+                Ok(())
+            }
+            Self::Get { selector } => get(connect, format.unwrap_or(Format::Yaml), selector).await,
+            Self::Diff { files, prune } => {
+                let files = files::read_all(&files)?;
+                validate_locally(&files, prune)?;
+                let mut client = connect.client().await?;
+                let request = pb::ApplyRequest { files: sources(files), prune, dry_run: true, expect_revision: None };
+                let response = client.apply(request).await?.into_inner();
+                if table == Format::Table {
+                    let diffs: Vec<&str> = response.changes.iter().map(|c| c.diff.as_str()).filter(|d| !d.is_empty()).collect();
+                    output::text(&diffs.concat());
+                } else {
+                    print_change(table, &response, true);
+                }
+                Ok(())
+            }
+            Self::History { limit } => history(connect, table, limit).await,
+            Self::Rollback { to, expect_revision } => {
+                let mut client = connect.client().await?;
+                let response = client.rollback(pb::RollbackRequest { to, expect_revision }).await?.into_inner();
+                print_change(table, &response, false);
+                Ok(())
+            }
+        }
+    }
+}
+
+async fn get(connect: &Connect, format: Format, selector: Option<String>) -> Result<(), CliError> {
+    let (kind, name) = match selector.as_deref() {
+        None => (String::new(), String::new()),
+        Some(s) => match s.split_once('/') {
+            Some(_) => parse_ref(s).map(|(k, n)| (k.to_string(), n))?,
+            None => (s.parse::<Kind>().map_err(|_| CliError::usage(format!("unknown kind {s:?} (Lane, RoutePolicy, TagPolicy)")))?.to_string(), String::new()),
+        },
+    };
+    let mut client = connect.client().await?;
+    let response = client.get(pb::GetRequest { kind, name }).await?.into_inner();
+    let set = RuleSet::from_yaml("(server response)", &response.rules)
+        .map_err(|e| CliError::unavailable(format!("the server sent rules this CLI cannot read: {}", e[0])))?;
+    match format {
+        Format::Yaml => output::text(&response.rules),
+        Format::Json => output::raw(Format::Json, &json!({
+            "revision": response.revision,
+            "items": set.iter().collect::<Vec<_>>(),
+        })),
+        Format::Table => {
+            let mut t = Table::new(vec!["KIND", "NAME", "SUMMARY"]);
+            for r in set.iter() {
+                t.row(vec![r.kind().to_string(), r.name().to_string(), r.summary()]);
+            }
+            output::emit(Format::Table, || t, || json!(null));
+        }
+    }
+    Ok(())
+}
+
+async fn history(connect: &Connect, format: Format, limit: u32) -> Result<(), CliError> {
+    let mut client = connect.client().await?;
+    let entries = client.history(pb::HistoryRequest { limit }).await?.into_inner().entries;
+    output::emit(
+        format,
+        || {
+            let mut t = Table::new(vec!["REVISION", "APPLIED", "BY", "RESOURCES", "SUMMARY"]);
+            for e in &entries {
+                t.row(vec![e.revision.to_string(), output::timestamp(e.applied_at_ms), e.applied_by.clone(), e.resources.to_string(), e.summary.clone()]);
+            }
+            t
+        },
+        || {
+            json!(entries.iter().map(|e| json!({
+                "revision": e.revision, "appliedAtMs": e.applied_at_ms, "appliedBy": e.applied_by,
+                "resources": e.resources, "summary": e.summary,
+            })).collect::<Vec<_>>())
+        },
+    );
+    Ok(())
+}

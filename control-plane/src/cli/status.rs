@@ -1,0 +1,82 @@
+//! `graylane status`, and `rules apply --wait`'s progress.
+
+use std::time::Duration;
+
+use graylane_proto::v1 as pb;
+use serde_json::json;
+
+use super::client::{Client, Connect};
+use super::output::{self, Table};
+use super::{CliError, Format};
+
+fn labels(s: &pb::SidecarStatus) -> String {
+    let mut pairs: Vec<String> = s.labels.iter().map(|(k, v)| format!("{k}={v}")).collect();
+    pairs.sort();
+    pairs.join(",")
+}
+
+fn lane(s: &pb::SidecarStatus) -> String {
+    if s.lanes.is_empty() { "(base)".into() } else { s.lanes.join(",") }
+}
+
+pub(crate) async fn run(connect: &Connect, format: Option<Format>) -> Result<(), CliError> {
+    let mut client = connect.client().await?;
+    let response = client.list_sidecars(pb::ListSidecarsRequest {}).await?.into_inner();
+    let revision = response.revision;
+    output::emit(
+        format.unwrap_or(Format::Table),
+        || {
+            let mut t = Table::new(vec!["SERVICE", "INSTANCE", "ADDRESS", "LABELS", "LANE", "ACKED", "NACK"]);
+            for s in &response.sidecars {
+                let acked = if s.acked_revision == revision { format!("{} (current)", s.acked_revision) } else { s.acked_revision.to_string() };
+                let nack = if s.nack_reason.is_empty() { "-".into() } else { format!("rev {}: {}", s.nacked_revision, s.nack_reason) };
+                t.row(vec![s.service.clone(), s.instance_id.clone(), s.address.clone(), labels(s), lane(s), acked, nack]);
+            }
+            t
+        },
+        || {
+            json!({
+                "revision": revision,
+                "sidecars": response.sidecars.iter().map(|s| json!({
+                    "service": s.service, "instance": s.instance_id, "address": s.address,
+                    "labels": s.labels, "lanes": s.lanes, "ackedRevision": s.acked_revision,
+                    "nackedRevision": (!s.nack_reason.is_empty()).then_some(s.nacked_revision),
+                    "nackReason": (!s.nack_reason.is_empty()).then_some(&s.nack_reason),
+                    "connectedAtMs": s.connected_at_ms,
+                })).collect::<Vec<_>>(),
+            })
+        },
+    );
+    Ok(())
+}
+
+/// Follows the rollout of `revision` on standard error until every connected sidecar
+/// acked it (ok), one NACKed it (refused, with the reason), or `timeout` passed
+/// (refused, naming who is missing).
+#[allow(clippy::print_stderr)]
+pub(crate) async fn wait_for_rollout(client: &mut Client, revision: u64, timeout: Duration) -> Result<(), CliError> {
+    let follow = async {
+        let mut stream = client.watch_rollout(pb::WatchRolloutRequest { revision }).await?.into_inner();
+        let mut last = None;
+        while let Some(progress) = stream.message().await? {
+            eprintln!("revision {revision}: {}/{} sidecars acked", progress.acked, progress.total);
+            if let Some(s) = progress.nacked.first() {
+                return Err(CliError::refused(format!(
+                    "revision {revision} rejected by {}/{}: {}",
+                    s.service, s.instance_id, s.nack_reason
+                )));
+            }
+            last = Some(progress);
+        }
+        match last {
+            Some(p) if p.acked == p.total => Ok(()),
+            _ => Err(CliError::unavailable("the control plane ended the rollout watch early")),
+        }
+    };
+    match tokio::time::timeout(timeout, follow).await {
+        Ok(result) => result,
+        Err(_) => Err(CliError::refused(format!(
+            "timed out after {timeout:?} waiting for every sidecar to ack revision {revision}; see graylane status"
+        ))),
+    }
+}

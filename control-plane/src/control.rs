@@ -1,0 +1,203 @@
+//! The control plane's one write path: read the current revision, compute the next
+//! rule set (apply, delete, rollback, release), validate it with `graylane-routing`,
+//! and commit it with compare-and-swap. Also feeds the push hub from the store.
+//!
+//! ```text
+//! admin call ─► Change ─► next_set(current) ─► validate ─► store.commit(cas) ─┐
+//!                  ▲  conflict and no --expect-revision: read again, retry   │
+//!                  └─────────────────────────────────────────────────────────┤
+//!                                store.watch() ─► hub.set_rules() ◄──────────┘
+//! ```
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use graylane_routing::{RuleSet, ValidationError};
+use tokio::sync::watch;
+
+use crate::push::Hub;
+use crate::store::{Revision, RevisionMeta, Store, StoreError};
+
+mod change;
+mod diff;
+
+pub use self::change::Change;
+pub use self::diff::{Action, ResourceChange};
+
+/// How often a change without `--expect-revision` is recomputed after losing a race.
+const MAX_ATTEMPTS: usize = 16;
+/// The origin name for resources that came from the store, in error messages.
+pub const STORED: &str = "(stored rules)";
+
+/// Why a change or read failed; `api` turns each into one gRPC status.
+#[derive(Debug, thiserror::Error)]
+pub enum ControlError {
+    #[error("{}", join(.0))]
+    Invalid(Vec<ValidationError>),
+    #[error("{0}")]
+    NotFound(String),
+    #[error("{0}")]
+    BadRequest(String),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+fn join(errors: &[ValidationError]) -> String {
+    errors.iter().map(ToString::to_string).collect::<Vec<_>>().join("\n")
+}
+
+/// Options every change takes.
+#[derive(Clone, Debug, Default)]
+pub struct ChangeOptions {
+    /// Fail with a conflict unless this is the current revision.
+    pub expect_revision: Option<u64>,
+    pub dry_run: bool,
+    /// Recorded in history.
+    pub applied_by: String,
+}
+
+/// What a change did (or, dry run, would do).
+#[derive(Clone, Debug)]
+pub struct ChangeOutcome {
+    /// The revision in force afterwards.
+    pub revision: u64,
+    pub committed: bool,
+    pub changes: Vec<ResourceChange>,
+}
+
+/// Counters for `/metrics`.
+#[derive(Debug, Default)]
+pub struct Counters {
+    pub commits: AtomicU64,
+    pub rejected: AtomicU64,
+    pub conflicts: AtomicU64,
+    pub store_errors: AtomicU64,
+}
+
+impl Counters {
+    /// (name, help, value) for each counter.
+    pub fn render(&self) -> [(&'static str, &'static str, u64); 4] {
+        let get = |c: &AtomicU64| c.load(Ordering::Relaxed);
+        [
+            ("graylane_control_commits_total", "Changes committed as a new revision.", get(&self.commits)),
+            ("graylane_control_rejected_total", "Changes refused by validation.", get(&self.rejected)),
+            ("graylane_control_conflicts_total", "Changes refused for a stale --expect-revision.", get(&self.conflicts)),
+            ("graylane_control_store_errors_total", "Store calls that failed.", get(&self.store_errors)),
+        ]
+    }
+}
+
+/// The store, the push hub, and the write path between them.
+pub struct Control {
+    store: Box<dyn Store>,
+    hub: Arc<Hub>,
+    counters: Counters,
+}
+
+impl Control {
+    pub fn new(store: Box<dyn Store>, hub: Arc<Hub>) -> Self {
+        Self { store, hub, counters: Counters::default() }
+    }
+
+    pub fn hub(&self) -> &Arc<Hub> {
+        &self.hub
+    }
+
+    pub fn counters(&self) -> &Counters {
+        &self.counters
+    }
+
+    pub fn store(&self) -> &dyn Store {
+        self.store.as_ref()
+    }
+
+    /// Ready when the store answers.
+    pub async fn ready(&self) -> Result<(), String> {
+        self.store.current().await.map(|_| ()).map_err(|e| e.to_string())
+    }
+
+    /// The revision in force, parsed.
+    pub async fn rules(&self) -> Result<(u64, RuleSet), ControlError> {
+        let current = self.store.current().await.inspect_err(|_| self.count(&self.counters.store_errors))?;
+        Ok((current.number, parse_stored(&current)?))
+    }
+
+    /// Applies `change` as one new revision (nothing is written when it changes
+    /// nothing, is a dry run, or fails). Validation errors list every problem found.
+    pub async fn change(&self, change: Change, options: ChangeOptions) -> Result<ChangeOutcome, ControlError> {
+        for _ in 0..MAX_ATTEMPTS {
+            let current = self.store.current().await.inspect_err(|_| self.count(&self.counters.store_errors))?;
+            if let Some(expected) = options.expect_revision {
+                if expected != current.number {
+                    self.count(&self.counters.conflicts);
+                    return Err(StoreError::Conflict { expected, actual: current.number }.into());
+                }
+            }
+            let old = parse_stored(&current)?;
+            let new = change.next_set(&old, self.store.as_ref()).await.inspect_err(|e| {
+                if matches!(e, ControlError::Invalid(_)) {
+                    self.count(&self.counters.rejected);
+                }
+            })?;
+            let changes = diff::changes(&old, &new);
+            let nothing = changes.iter().all(|c| c.action == Action::Unchanged);
+            if options.dry_run || nothing {
+                return Ok(ChangeOutcome { revision: current.number, committed: false, changes });
+            }
+            let meta = RevisionMeta {
+                applied_at_ms: crate::now_ms(),
+                applied_by: options.applied_by.clone(),
+                summary: change.summary(&changes),
+                resources: u32::try_from(new.len()).unwrap_or(u32::MAX),
+            };
+            match self.store.commit(current.number, new.to_yaml(), meta).await {
+                Ok(revision) => {
+                    self.count(&self.counters.commits);
+                    tracing::info!(revision, by = %options.applied_by, "committed");
+                    return Ok(ChangeOutcome { revision, committed: true, changes });
+                }
+                // Someone else committed between our read and our write. Without an
+                // expected revision the user asked for "my change on top of whatever
+                // is current", so compute it again on the new state.
+                Err(StoreError::Conflict { .. }) if options.expect_revision.is_none() => continue,
+                Err(e) => {
+                    if matches!(e, StoreError::Conflict { .. }) {
+                        self.count(&self.counters.conflicts);
+                    } else {
+                        self.count(&self.counters.store_errors);
+                    }
+                    return Err(e.into());
+                }
+            }
+        }
+        Err(StoreError::Unavailable("too many concurrent changes, try again".into()).into())
+    }
+
+    fn count(&self, counter: &AtomicU64) {
+        counter.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Feeds every committed revision to the hub until `shutdown`. Reads the current
+    /// revision after each wake-up, so skipped notifications lose nothing.
+    pub async fn push_revisions(self: Arc<Self>, mut shutdown: watch::Receiver<bool>) {
+        let mut revisions = self.store.watch();
+        loop {
+            match self.store.current().await {
+                Ok(current) => self.hub.set_rules(current.number, current.rules),
+                Err(e) => tracing::warn!(error = %e, "cannot read the current revision"),
+            }
+            tokio::select! {
+                changed = revisions.changed() => if changed.is_err() { return },
+                _ = shutdown.wait_for(|down| *down) => return,
+            }
+        }
+    }
+}
+
+/// Stored text was validated before it was committed; failing to parse it now means
+/// the data was changed behind our back (or a newer version wrote it).
+pub(crate) fn parse_stored(revision: &Revision) -> Result<RuleSet, ControlError> {
+    RuleSet::from_yaml(STORED, &revision.rules).map_err(|errors| {
+        ControlError::Store(StoreError::Corrupt(format!("revision {}: {}", revision.number, join(&errors))))
+    })
+}

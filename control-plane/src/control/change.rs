@@ -1,0 +1,77 @@
+//! The four ways to change the rule set, each computed from the set in force.
+
+use graylane_routing::{Kind, Release, RuleSet};
+
+use super::diff::{self, ResourceChange};
+use super::{ControlError, parse_stored};
+use crate::store::Store;
+
+/// A requested change of the rule set.
+#[derive(Clone, Debug)]
+pub enum Change {
+    /// Create or update the resources of these (file name, content) pairs; with
+    /// `prune`, they become the whole set.
+    Apply { files: Vec<(String, String)>, prune: bool },
+    /// Remove these resources; each must exist.
+    Delete(Vec<(Kind, String)>),
+    /// Restore the content of an earlier revision.
+    Rollback(u64),
+    /// Set a service's release state in its RoutePolicy (created when missing).
+    Release { service: String, state: Release },
+}
+
+impl Change {
+    /// The set this change leads to from `old`, validated as a whole.
+    pub(super) async fn next_set(&self, old: &RuleSet, store: &dyn Store) -> Result<RuleSet, ControlError> {
+        let new = match self {
+            Self::Apply { files, prune } => {
+                let applied = RuleSet::parse_files(files).map_err(ControlError::Invalid)?;
+                if *prune {
+                    applied
+                } else {
+                    let mut merged = old.clone();
+                    merged.merge(applied);
+                    merged
+                }
+            }
+            Self::Delete(refs) => {
+                let mut new = old.clone();
+                let missing: Vec<String> = refs
+                    .iter()
+                    .filter(|(kind, name)| new.remove(*kind, name).is_none())
+                    .map(|(kind, name)| format!("{kind}/{name}"))
+                    .collect();
+                if !missing.is_empty() {
+                    return Err(ControlError::NotFound(format!("not found: {}", missing.join(", "))));
+                }
+                new
+            }
+            Self::Rollback(to) => {
+                let revision = store
+                    .get(*to)
+                    .await?
+                    .ok_or_else(|| ControlError::NotFound(format!("revision {to} does not exist or is no longer kept")))?;
+                parse_stored(&revision)?
+            }
+            Self::Release { service, state } => {
+                let mut new = old.clone();
+                new.set_release(service, *state).map_err(|e| ControlError::Invalid(vec![e]))?;
+                new
+            }
+        };
+        new.validate().map_err(ControlError::Invalid)?;
+        Ok(new)
+    }
+
+    /// The history line for this change.
+    pub(super) fn summary(&self, changes: &[ResourceChange]) -> String {
+        let what = diff::summary(changes);
+        match self {
+            Self::Apply { prune: false, .. } => format!("apply: {what}"),
+            Self::Apply { prune: true, .. } => format!("apply --prune: {what}"),
+            Self::Delete(_) => format!("delete: {what}"),
+            Self::Rollback(to) => format!("rollback to {to}: {what}"),
+            Self::Release { service, state } => format!("release {service} {state}"),
+        }
+    }
+}

@@ -1,0 +1,22 @@
+//! graylane's control plane: it stores versioned rule sets (`store`), validates and
+//! changes them with `graylane-routing` (`control`), pushes snapshots of rules and
+//! endpoints to every connected sidecar and tracks their ACK/NACK (`push`), and serves
+//! the admin API the `graylane` CLI calls (`api`). It never routes traffic: that is the
+//! sidecar's job. The CLI itself lives in `cli`.
+
+#![cfg_attr(test, allow(clippy::unwrap_used))]
+
+pub mod api;
+pub mod cli;
+pub mod control;
+pub mod http;
+pub mod push;
+pub mod server;
+pub mod store;
+
+/// Milliseconds since the Unix epoch (0 if the clock is before it).
+pub fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+}

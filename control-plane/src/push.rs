@@ -1,0 +1,165 @@
+//! Push: the state every sidecar stream serves, and what each sidecar answered.
+//!
+//! ```text
+//!  store.watch() ──► set_rules(rev, yaml) ─┐
+//!  stream Hello  ──► register()  ──────────┼─► State (one watch::Sender<Arc<State>>)
+//!  stream ends   ──► deregister() ─────────┘        │  latest value only: a slow
+//!                                                   ▼  stream skips what it missed
+//!                                     one task per stream (api::discovery) sends the
+//!                                     parts that changed, records ACK/NACK here
+//! ```
+//!
+//! Memory per stream is bounded: a stream holds one `Arc<State>` and at most one
+//! snapshot waiting to be sent, however fast rules change.
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
+
+use graylane_proto::v1::{Endpoint, Hello};
+use tokio::sync::{oneshot, watch};
+
+mod registry;
+
+pub use self::registry::{SidecarEntry, SidecarId};
+use self::registry::Registry;
+
+/// What a snapshot is made of. Versioned as a whole; the parts keep their own
+/// generation so a stream can tell which changed since it last sent.
+#[derive(Clone, Debug, Default)]
+pub struct State {
+    /// Bumped on every change of rules or endpoints.
+    pub version: u64,
+    pub revision: u64,
+    pub rules: Arc<str>,
+    /// Bumped whenever `endpoints` changes.
+    pub endpoints_generation: u64,
+    pub endpoints: Arc<Vec<Endpoint>>,
+}
+
+/// The push hub, shared by the discovery streams, the admin API and the store watcher.
+pub struct Hub {
+    state: watch::Sender<Arc<State>>,
+    registry: Mutex<Registry>,
+    /// Bumped whenever a sidecar connects, leaves, ACKs or NACKs: wakes rollout watchers.
+    answers: watch::Sender<u64>,
+}
+
+impl Default for Hub {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Hub {
+    pub fn new() -> Self {
+        Self {
+            state: watch::channel(Arc::new(State::default())).0,
+            registry: Mutex::new(Registry::default()),
+            answers: watch::channel(0).0,
+        }
+    }
+
+    fn registry(&self) -> std::sync::MutexGuard<'_, Registry> {
+        // Every registry mutation is a single map operation, so a poisoned lock still
+        // guards consistent data.
+        self.registry.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The state streams serve from; `changed()` fires on every new version.
+    pub fn subscribe(&self) -> watch::Receiver<Arc<State>> {
+        self.state.subscribe()
+    }
+
+    pub fn current(&self) -> Arc<State> {
+        self.state.borrow().clone()
+    }
+
+    /// Publishes a new rule revision. Older or equal revisions are ignored, so a
+    /// sidecar never sees an older revision after a newer one.
+    pub fn set_rules(&self, revision: u64, rules: String) {
+        self.state.send_if_modified(|state| {
+            if revision <= state.revision && state.version > 0 {
+                return false;
+            }
+            let mut next = State::clone(state);
+            next.version += 1;
+            next.revision = revision;
+            next.rules = rules.into();
+            *state = Arc::new(next);
+            true
+        });
+    }
+
+    fn publish_endpoints(&self, endpoints: Vec<Endpoint>) {
+        self.state.send_modify(|state| {
+            let mut next = State::clone(state);
+            next.version += 1;
+            next.endpoints_generation += 1;
+            next.endpoints = Arc::new(endpoints);
+            *state = Arc::new(next);
+        });
+    }
+
+    /// Registers the instance of a new stream. A live stream with the same instance id
+    /// is replaced (a sidecar reconnecting before its old stream timed out): the
+    /// returned receiver fires when this registration is replaced in turn.
+    pub fn register(&self, hello: Hello, now_ms: i64) -> (SidecarId, oneshot::Receiver<()>) {
+        let (id, kicked, endpoints) = {
+            let mut registry = self.registry();
+            let (id, kicked) = registry.insert(hello, now_ms);
+            (id, kicked, registry.endpoints())
+        };
+        self.publish_endpoints(endpoints);
+        self.answers.send_modify(|n| *n += 1);
+        (id, kicked)
+    }
+
+    /// Removes the instance when its stream ends; a no-op if a newer stream replaced it.
+    pub fn deregister(&self, id: &SidecarId) {
+        let endpoints = {
+            let mut registry = self.registry();
+            registry.remove(id).then(|| registry.endpoints())
+        };
+        if let Some(endpoints) = endpoints {
+            self.publish_endpoints(endpoints);
+            self.answers.send_modify(|n| *n += 1);
+        }
+    }
+
+    /// Records an ACK of the snapshot `version`, which carried rule `revision`.
+    pub fn ack(&self, id: &SidecarId, version: u64, revision: u64) {
+        self.registry().update(id, |e| {
+            e.acked_version = version;
+            e.acked_revision = revision;
+            e.nack = None;
+        });
+        self.answers.send_modify(|n| *n += 1);
+    }
+
+    /// Records a NACK: the sidecar keeps its previous snapshot.
+    pub fn nack(&self, id: &SidecarId, revision: u64, reason: String) {
+        self.registry().update(id, |e| e.nack = Some((revision, reason)));
+        self.answers.send_modify(|n| *n += 1);
+    }
+
+    /// Every connected sidecar, ordered by service then instance id.
+    pub fn sidecars(&self) -> Vec<SidecarEntry> {
+        let mut list: Vec<SidecarEntry> = self.registry().entries().cloned().collect();
+        list.sort_by(|a, b| (&a.hello.service, &a.hello.instance_id).cmp(&(&b.hello.service, &b.hello.instance_id)));
+        list
+    }
+
+    /// Fires on every connect, disconnect, ACK or NACK.
+    pub fn answers(&self) -> watch::Receiver<u64> {
+        self.answers.subscribe()
+    }
+
+    /// Services with a connected sidecar, with their instance count.
+    pub fn services(&self) -> BTreeMap<String, usize> {
+        let mut services = BTreeMap::new();
+        for entry in self.registry().entries() {
+            *services.entry(entry.hello.service.clone()).or_insert(0) += 1;
+        }
+        services
+    }
+}

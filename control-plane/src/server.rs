@@ -1,0 +1,71 @@
+//! Wiring: the gRPC server (Discovery + Admin behind auth), the HTTP probe server and
+//! the store → hub feed, all stopped by one shutdown signal.
+//!
+//! Takes already-bound listeners (tests bind port 0 and read the address back).
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use graylane_proto::v1::admin_server::AdminServer;
+use graylane_proto::v1::discovery_server::DiscoveryServer;
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tokio_stream::wrappers::TcpListenerStream;
+
+use crate::api::{AdminService, Auth, DiscoveryService, Role, Tokens};
+use crate::control::Control;
+use crate::push::Hub;
+use crate::store::Store;
+
+/// Everything the server needs besides its listeners.
+pub struct Server {
+    pub store: Box<dyn Store>,
+    /// `None`: no token required (the binary then binds loopback only).
+    pub tokens: Option<Tokens>,
+}
+
+/// Rule sets and snapshots are bounded by validation (10,000 documents of ≤ 1 MiB);
+/// the gRPC message limit must let the largest valid apply through.
+const MAX_MESSAGE: usize = 64 * 1024 * 1024;
+
+impl Server {
+    /// Serves until `shutdown` completes, then ends every sidecar stream with
+    /// UNAVAILABLE (so sidecars move to another replica) and returns.
+    pub async fn run(self, grpc: TcpListener, http: TcpListener, shutdown: impl Future<Output = ()>) -> anyhow::Result<()> {
+        let hub = Arc::new(Hub::new());
+        let control = Arc::new(Control::new(self.store, Arc::clone(&hub)));
+        // Sender side of the shutdown fan-out: streams, the HTTP server and the store
+        // feed each hold a receiver and end when it turns true.
+        let (stop, stopped) = watch::channel(false);
+        let tokens = self.tokens.map(Arc::new);
+
+        let feed = tokio::spawn(Arc::clone(&control).push_revisions(stopped.clone()));
+        let probes = tokio::spawn(crate::http::serve(http, Arc::clone(&control), stopped.clone()));
+
+        let discovery = DiscoveryServer::new(DiscoveryService::new(hub, stopped.clone()))
+            .max_decoding_message_size(MAX_MESSAGE)
+            .max_encoding_message_size(MAX_MESSAGE);
+        let admin = AdminServer::new(AdminService::new(Arc::clone(&control)))
+            .max_decoding_message_size(MAX_MESSAGE)
+            .max_encoding_message_size(MAX_MESSAGE);
+        let mut stopped_grpc = stopped.clone();
+        tonic::transport::Server::builder()
+            // Keep-alive pings find sidecars that vanished without closing their stream,
+            // so their instance is deregistered instead of lingering.
+            .http2_keepalive_interval(Some(Duration::from_secs(10)))
+            .http2_keepalive_timeout(Some(Duration::from_secs(5)))
+            .add_service(tonic::service::interceptor::InterceptedService::new(discovery, Auth::new(tokens.clone(), Role::Sidecar)))
+            .add_service(tonic::service::interceptor::InterceptedService::new(admin, Auth::new(tokens, Role::Admin)))
+            .serve_with_incoming_shutdown(TcpListenerStream::new(grpc), async move {
+                shutdown.await;
+                tracing::info!("shutting down");
+                let _ = stop.send(true);
+                let _ = stopped_grpc.wait_for(|down| *down).await;
+            })
+            .await?;
+        let _ = feed.await;
+        let _ = probes.await;
+        Ok(())
+    }
+}

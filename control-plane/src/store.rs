@@ -1,0 +1,129 @@
+//! Where rule revisions live. One trait, several backends (`memory:`, `file:`; etcd
+//! next), all held to one conformance suite (`store::conformance`).
+//!
+//! A store is a versioned document: revision N holds the whole rule set as canonical
+//! YAML plus who wrote it and when. It knows nothing about rule semantics; parsing and
+//! validation happen before `commit` (in `crate::rules`), so every backend stores only
+//! valid sets.
+
+use std::future::Future;
+use std::path::PathBuf;
+use std::pin::Pin;
+
+use tokio::sync::watch;
+
+mod file;
+mod memory;
+
+#[cfg(test)]
+pub(crate) mod conformance;
+
+pub use self::file::FileStore;
+pub use self::memory::MemoryStore;
+
+/// The minimum number of revisions every backend keeps (spec: "at least the last 100").
+pub const MIN_HISTORY: usize = 100;
+
+/// One stored revision of the whole rule set.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Revision {
+    /// 1, 2, 3, ...; 0 only for the empty state before the first apply.
+    pub number: u64,
+    /// The whole rule set, canonical YAML ("" when empty).
+    pub rules: String,
+    #[serde(flatten)]
+    pub meta: RevisionMeta,
+}
+
+/// What history shows about a revision.
+#[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct RevisionMeta {
+    /// Unix time in milliseconds.
+    pub applied_at_ms: i64,
+    pub applied_by: String,
+    /// e.g. "apply: 2 created, 1 configured", "rollback to 4".
+    pub summary: String,
+    /// How many resources the set holds.
+    pub resources: u32,
+}
+
+/// Why a store call failed. Callers branch on it; `crate::api::status` maps it to gRPC.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// Compare-and-swap lost: someone committed since `expected` was read.
+    #[error("revision conflict: expected {expected}, current is {actual}")]
+    Conflict { expected: u64, actual: u64 },
+    /// The backend cannot be reached or refused to work; nothing was written.
+    #[error("store unavailable: {0}")]
+    Unavailable(String),
+    /// The backend's data cannot be read back (a bug or outside tampering).
+    #[error("store data corrupt: {0}")]
+    Corrupt(String),
+}
+
+/// A boxed future, so backends can be chosen at run time behind `dyn Store`.
+pub type StoreFuture<'a, T> = Pin<Box<dyn Future<Output = Result<T, StoreError>> + Send + 'a>>;
+
+/// A versioned, crash-safe home for the rule set.
+///
+/// Contract, checked by the conformance suite for every backend:
+/// - revisions are numbered 1, 2, 3... without gaps; `current` is the highest;
+/// - `commit` succeeds only when `expected` is the current number, atomically;
+///   on any error nothing was written;
+/// - at least `MIN_HISTORY` revisions stay readable with `get` and `history`;
+/// - `watch` sees the current number after every commit (possibly skipping some).
+pub trait Store: Send + Sync + 'static {
+    /// The revision in force (number 0, empty rules, before the first commit).
+    fn current(&self) -> StoreFuture<'_, Revision>;
+
+    /// Writes `rules` as revision `expected + 1` if `expected` is still current.
+    fn commit(&self, expected: u64, rules: String, meta: RevisionMeta) -> StoreFuture<'_, u64>;
+
+    /// Kept revisions, newest first, at most `limit` (0 = all kept).
+    fn history(&self, limit: usize) -> StoreFuture<'_, Vec<(u64, RevisionMeta)>>;
+
+    /// One kept revision; `None` when it never existed or was pruned.
+    fn get(&self, number: u64) -> StoreFuture<'_, Option<Revision>>;
+
+    /// The current revision number, updated after every commit.
+    fn watch(&self) -> watch::Receiver<u64>;
+}
+
+/// `--store` values: `memory:` or `file:PATH` (default `file:./graylane-data`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum StoreUrl {
+    Memory,
+    File(PathBuf),
+}
+
+impl std::str::FromStr for StoreUrl {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        if s == "memory:" {
+            return Ok(Self::Memory);
+        }
+        if let Some(path) = s.strip_prefix("file:") {
+            if path.is_empty() {
+                return Err("file: needs a path, e.g. file:./graylane-data".into());
+            }
+            return Ok(Self::File(PathBuf::from(path)));
+        }
+        if s.starts_with("etcd://") {
+            return Err("the etcd store is not built into this version yet (see issue 4); \
+                 use file:PATH or memory:"
+                .into());
+        }
+        Err(format!("unknown store {s:?}: expected memory: or file:PATH"))
+    }
+}
+
+impl StoreUrl {
+    /// Opens the store; the file store takes an exclusive lock on its directory.
+    pub async fn open(&self, history_limit: usize) -> Result<Box<dyn Store>, StoreError> {
+        Ok(match self {
+            Self::Memory => Box::new(MemoryStore::new(history_limit)),
+            Self::File(path) => Box::new(FileStore::open(path.clone(), history_limit).await?),
+        })
+    }
+}

@@ -1,0 +1,252 @@
+//! `file:PATH` — the default embedded store: one JSON file per revision on local disk.
+//!
+//! ```text
+//! PATH/lock                    held (flock) while a control plane uses PATH
+//! PATH/revisions/00000000000000000042.json   revision 42, whole rule set + meta
+//! PATH/revisions/.tmp-43       a commit in progress (ignored and removed at open)
+//! ```
+//!
+//! Crash safety: a revision is written to a temp file, fsynced, renamed to its final
+//! name, then the directory is fsynced. rename(2) is atomic, so after a crash at any
+//! moment a revision file is either absent or complete; the current revision is the
+//! highest complete file. A commit is acknowledged only after the directory fsync, so
+//! an acknowledged revision survives power loss.
+
+use std::fs::{self, File};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use tokio::sync::{Mutex, watch};
+
+use super::{MIN_HISTORY, Revision, RevisionMeta, Store, StoreError, StoreFuture};
+
+/// The embedded on-disk store.
+pub struct FileStore {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    dir: PathBuf,
+    limit: usize,
+    /// Serialises commits within this process; the `lock` file keeps other processes out.
+    state: Mutex<State>,
+    notify: watch::Sender<u64>,
+    /// Held for the store's lifetime: the OS releases the lock when the process dies.
+    _lock: File,
+}
+
+struct State {
+    current: Revision,
+    /// Kept revision numbers with their meta, oldest first.
+    history: Vec<(u64, RevisionMeta)>,
+}
+
+impl FileStore {
+    /// Opens (creating if needed) the store at `dir`. Fails when another process holds
+    /// it, or when a revision file cannot be parsed.
+    pub async fn open(dir: PathBuf, history_limit: usize) -> Result<Self, StoreError> {
+        let limit = history_limit.max(MIN_HISTORY);
+        let (lock, state) = tokio::task::spawn_blocking({
+            let dir = dir.clone();
+            move || open_dir(&dir)
+        })
+        .await
+        .map_err(|e| StoreError::Unavailable(format!("open task failed: {e}")))??;
+        let notify = watch::channel(state.current.number).0;
+        Ok(Self {
+            inner: Arc::new(Inner { dir, limit, state: Mutex::new(state), notify, _lock: lock }),
+        })
+    }
+}
+
+fn unavailable(what: &str, path: &Path, e: std::io::Error) -> StoreError {
+    StoreError::Unavailable(format!("{what} {}: {e}", path.display()))
+}
+
+fn revisions_dir(dir: &Path) -> PathBuf {
+    dir.join("revisions")
+}
+
+fn revision_path(dir: &Path, number: u64) -> PathBuf {
+    revisions_dir(dir).join(format!("{number:020}.json"))
+}
+
+fn open_dir(dir: &Path) -> Result<(File, State), StoreError> {
+    let revs = revisions_dir(dir);
+    fs::create_dir_all(&revs).map_err(|e| unavailable("create", &revs, e))?;
+    let lock_path = dir.join("lock");
+    let lock = File::options()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&lock_path)
+        .map_err(|e| unavailable("open", &lock_path, e))?;
+    lock.try_lock().map_err(|_| {
+        StoreError::Unavailable(format!(
+            "{} is in use by another graylane-control process",
+            dir.display()
+        ))
+    })?;
+
+    let mut numbers = Vec::new();
+    for entry in fs::read_dir(&revs).map_err(|e| unavailable("read", &revs, e))? {
+        let entry = entry.map_err(|e| unavailable("read", &revs, e))?;
+        let name = entry.file_name();
+        let name = name.to_string_lossy();
+        if name.starts_with(".tmp-") {
+            // A commit that never reached its rename: it was never acknowledged.
+            let _ = fs::remove_file(entry.path());
+        } else if let Some(n) = name.strip_suffix(".json").and_then(|n| n.parse::<u64>().ok()) {
+            numbers.push(n);
+        }
+    }
+    numbers.sort_unstable();
+    let mut history = Vec::with_capacity(numbers.len());
+    let mut current = super::memory::empty_revision();
+    for n in numbers {
+        let rev = read_revision(dir, n)?;
+        history.push((n, rev.meta.clone()));
+        current = rev;
+    }
+    Ok((lock, State { current, history }))
+}
+
+fn read_revision(dir: &Path, number: u64) -> Result<Revision, StoreError> {
+    let path = revision_path(dir, number);
+    let bytes = fs::read(&path).map_err(|e| unavailable("read", &path, e))?;
+    let rev: Revision = serde_json::from_slice(&bytes)
+        .map_err(|e| StoreError::Corrupt(format!("{}: {e}", path.display())))?;
+    if rev.number != number {
+        return Err(StoreError::Corrupt(format!(
+            "{} holds revision {}",
+            path.display(),
+            rev.number
+        )));
+    }
+    Ok(rev)
+}
+
+/// temp file → fsync → rename → fsync(dir): see the module docs.
+fn write_revision(dir: &Path, rev: &Revision) -> Result<(), StoreError> {
+    let revs = revisions_dir(dir);
+    let tmp = revs.join(format!(".tmp-{}", rev.number));
+    let bytes = serde_json::to_vec(rev)
+        .map_err(|e| StoreError::Unavailable(format!("encode revision: {e}")))?;
+    let mut file = File::create(&tmp).map_err(|e| unavailable("create", &tmp, e))?;
+    file.write_all(&bytes).map_err(|e| unavailable("write", &tmp, e))?;
+    file.sync_all().map_err(|e| unavailable("fsync", &tmp, e))?;
+    drop(file);
+    let target = revision_path(dir, rev.number);
+    fs::rename(&tmp, &target).map_err(|e| unavailable("rename", &target, e))?;
+    File::open(&revs)
+        .and_then(|d| d.sync_all())
+        .map_err(|e| unavailable("fsync", &revs, e))
+}
+
+impl Inner {
+    async fn commit(&self, expected: u64, rules: String, meta: RevisionMeta) -> Result<u64, StoreError> {
+        let mut state = self.state.lock().await;
+        let actual = state.current.number;
+        if actual != expected {
+            return Err(StoreError::Conflict { expected, actual });
+        }
+        let rev = Revision { number: actual + 1, rules, meta };
+        let dir = self.dir.clone();
+        let written = rev.clone();
+        // Blocking file I/O and fsync stay off the runtime threads. The state lock is
+        // held across this await on purpose: commits must be serialised (a tokio Mutex).
+        tokio::task::spawn_blocking(move || write_revision(&dir, &written))
+            .await
+            .map_err(|e| StoreError::Unavailable(format!("write task failed: {e}")))??;
+        state.history.push((rev.number, rev.meta.clone()));
+        let number = rev.number;
+        state.current = rev;
+        let excess = state.history.len().saturating_sub(self.limit);
+        let pruned: Vec<u64> = state.history.drain(..excess).map(|(n, _)| n).collect();
+        drop(state);
+        for n in pruned {
+            // Losing a prune (crash) only keeps one more old revision around.
+            let _ = fs::remove_file(revision_path(&self.dir, n));
+        }
+        self.notify.send_replace(number);
+        Ok(number)
+    }
+}
+
+impl Store for FileStore {
+    fn current(&self) -> StoreFuture<'_, Revision> {
+        Box::pin(async move { Ok(self.inner.state.lock().await.current.clone()) })
+    }
+
+    fn commit(&self, expected: u64, rules: String, meta: RevisionMeta) -> StoreFuture<'_, u64> {
+        Box::pin(self.inner.commit(expected, rules, meta))
+    }
+
+    fn history(&self, limit: usize) -> StoreFuture<'_, Vec<(u64, RevisionMeta)>> {
+        Box::pin(async move {
+            let state = self.inner.state.lock().await;
+            let take = if limit == 0 { usize::MAX } else { limit };
+            Ok(state.history.iter().rev().take(take).cloned().collect())
+        })
+    }
+
+    fn get(&self, number: u64) -> StoreFuture<'_, Option<Revision>> {
+        Box::pin(async move {
+            let kept = {
+                let state = self.inner.state.lock().await;
+                if state.current.number == number && number > 0 {
+                    return Ok(Some(state.current.clone()));
+                }
+                state.history.iter().any(|(n, _)| *n == number)
+            };
+            if !kept {
+                return Ok(None);
+            }
+            let dir = self.inner.dir.clone();
+            tokio::task::spawn_blocking(move || read_revision(&dir, number).map(Some))
+                .await
+                .map_err(|e| StoreError::Unavailable(format!("read task failed: {e}")))?
+        })
+    }
+
+    fn watch(&self) -> watch::Receiver<u64> {
+        self.inner.notify.subscribe()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::FileStore;
+
+    crate::store::conformance::suite!(|dir: &std::path::Path| {
+        let dir = dir.to_path_buf();
+        async move { FileStore::open(dir, crate::store::MIN_HISTORY).await.expect("open") }
+    });
+
+    #[tokio::test]
+    async fn survives_reopen_and_refuses_second_opener() {
+        use crate::store::{RevisionMeta, Store};
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let store = FileStore::open(tmp.path().into(), 100).await.expect("open");
+        store.commit(0, "a".into(), RevisionMeta::default()).await.expect("commit");
+        let second = FileStore::open(tmp.path().into(), 100).await;
+        assert!(second.is_err(), "a second process must not share the directory");
+        drop(store);
+        let reopened = FileStore::open(tmp.path().into(), 100).await.expect("reopen");
+        let current = reopened.current().await.expect("current");
+        assert_eq!((current.number, current.rules.as_str()), (1, "a"));
+    }
+
+    #[tokio::test]
+    async fn leftover_temp_files_are_ignored_and_removed() {
+        use crate::store::Store;
+        let tmp = tempfile::tempdir().expect("tempdir");
+        std::fs::create_dir_all(tmp.path().join("revisions")).expect("mkdir");
+        let junk = tmp.path().join("revisions/.tmp-1");
+        std::fs::write(&junk, b"{\"number\": 1, \"ru").expect("write");
+        let store = FileStore::open(tmp.path().into(), 100).await.expect("open");
+        assert_eq!(store.current().await.expect("current").number, 0);
+        assert!(!junk.exists());
+    }
+}

@@ -1,0 +1,90 @@
+//! `memory:` — revisions in a map; gone when the process ends. For tests and demos.
+
+use std::collections::BTreeMap;
+use std::sync::Mutex;
+
+use tokio::sync::watch;
+
+use super::{MIN_HISTORY, Revision, RevisionMeta, Store, StoreError, StoreFuture};
+
+/// An in-process store. Commits are serialised by one mutex, never held across `.await`.
+pub struct MemoryStore {
+    inner: Mutex<BTreeMap<u64, Revision>>,
+    limit: usize,
+    /// Tells the push hub the newest revision number.
+    notify: watch::Sender<u64>,
+}
+
+impl MemoryStore {
+    /// An empty store keeping at least `MIN_HISTORY` and at most `history_limit` revisions.
+    pub fn new(history_limit: usize) -> Self {
+        Self {
+            inner: Mutex::new(BTreeMap::new()),
+            limit: history_limit.max(MIN_HISTORY),
+            notify: watch::channel(0).0,
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, BTreeMap<u64, Revision>> {
+        // A panic while holding the lock cannot leave the map half-updated (every
+        // mutation is a single insert/remove), so a poisoned lock is still usable.
+        self.inner.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+pub(super) fn empty_revision() -> Revision {
+    Revision { number: 0, rules: String::new(), meta: RevisionMeta::default() }
+}
+
+impl Store for MemoryStore {
+    fn current(&self) -> StoreFuture<'_, Revision> {
+        let rev = self.lock().last_key_value().map(|(_, r)| r.clone());
+        Box::pin(async move { Ok(rev.unwrap_or_else(empty_revision)) })
+    }
+
+    fn commit(&self, expected: u64, rules: String, meta: RevisionMeta) -> StoreFuture<'_, u64> {
+        let result = {
+            let mut map = self.lock();
+            let actual = map.last_key_value().map_or(0, |(n, _)| *n);
+            if actual == expected {
+                let number = actual + 1;
+                map.insert(number, Revision { number, rules, meta });
+                while map.len() > self.limit {
+                    map.pop_first();
+                }
+                Ok(number)
+            } else {
+                Err(StoreError::Conflict { expected, actual })
+            }
+        };
+        if let Ok(n) = result {
+            self.notify.send_replace(n);
+        }
+        Box::pin(async move { result })
+    }
+
+    fn history(&self, limit: usize) -> StoreFuture<'_, Vec<(u64, RevisionMeta)>> {
+        let map = self.lock();
+        let take = if limit == 0 { usize::MAX } else { limit };
+        let list = map.iter().rev().take(take).map(|(n, r)| (*n, r.meta.clone())).collect();
+        Box::pin(async move { Ok(list) })
+    }
+
+    fn get(&self, number: u64) -> StoreFuture<'_, Option<Revision>> {
+        let rev = self.lock().get(&number).cloned();
+        Box::pin(async move { Ok(rev) })
+    }
+
+    fn watch(&self) -> watch::Receiver<u64> {
+        self.notify.subscribe()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::MemoryStore;
+
+    crate::store::conformance::suite!(|_dir: &std::path::Path| async {
+        MemoryStore::new(crate::store::MIN_HISTORY)
+    });
+}

@@ -1,0 +1,10 @@
+//! graylane's gRPC API, generated from `proto/graylane.proto`: the `Discovery` stream
+//! every sidecar holds open, and the `Admin` API the CLI calls. No hand-written logic
+//! lives here; the rule model is `graylane-routing`, the server is `graylane-control`.
+
+#![allow(unreachable_pub, clippy::all, rust_2018_idioms)]
+
+/// Version 1 of the API (`package graylane.v1`).
+pub mod v1 {
+    tonic::include_proto!("graylane.v1");
+}

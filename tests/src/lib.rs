@@ -1,0 +1,213 @@
+//! Test harness for end-to-end scenarios: the real graylane binaries as child
+//! processes on loopback, each with its own temp dir and log file.
+//!
+//! - every process sits behind a guard that kills it on drop (no leaks);
+//! - ports are bound from 0 by the process itself and read back from its log;
+//! - readiness comes from `/ready`, waits from the bounded `eventually`, never sleeps;
+//! - a failing test prints every process's log.
+
+#![allow(clippy::unwrap_used, clippy::print_stderr, unreachable_pub)]
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+mod subscriber;
+
+pub use self::subscriber::Subscriber;
+
+/// Path of a workspace binary, built by `cargo build --workspace` before the tests run.
+pub fn bin(name: &str) -> PathBuf {
+    let exe = std::env::current_exe().expect("current exe");
+    // target/debug/deps/<test> → target/debug/<name>
+    let dir = exe.parent().and_then(Path::parent).expect("target dir");
+    let path = dir.join(name);
+    assert!(path.exists(), "{} is missing: run `cargo build --workspace --bins` first", path.display());
+    path
+}
+
+/// Polls `check` until it returns `Some` or `timeout` passes (then panics with `what`).
+pub fn eventually<T>(timeout: Duration, what: &str, mut check: impl FnMut() -> Option<T>) -> T {
+    let deadline = Instant::now() + timeout;
+    let mut pause = Duration::from_millis(2);
+    loop {
+        if let Some(v) = check() {
+            return v;
+        }
+        assert!(Instant::now() < deadline, "timed out after {timeout:?} waiting for {what}");
+        // Polling interval of a bounded wait for an external condition, not a sleep
+        // standing in for synchronisation: the condition is checked again each time.
+        std::thread::sleep(pause);
+        pause = (pause * 2).min(Duration::from_millis(50));
+    }
+}
+
+/// A child process killed (SIGKILL) on drop; prints its log if the test is failing.
+pub struct Proc {
+    pub name: String,
+    child: Child,
+    pub log: PathBuf,
+}
+
+impl Proc {
+    pub fn spawn(name: &str, mut cmd: Command, log: PathBuf) -> Proc {
+        let file = std::fs::File::create(&log).expect("log file");
+        cmd.stdin(Stdio::null()).stdout(file.try_clone().expect("dup log")).stderr(file);
+        let child = cmd.spawn().unwrap_or_else(|e| panic!("spawn {name}: {e}"));
+        Proc { name: name.to_string(), child, log }
+    }
+
+    pub fn pid(&self) -> i32 {
+        i32::try_from(self.child.id()).expect("pid fits")
+    }
+
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// Sends a signal to this process (only ever to a child we started).
+    pub fn signal(&self, sig: i32) {
+        #[allow(unsafe_code)]
+        // SAFETY: kill(2) with the pid of our own live child and a valid signal number.
+        unsafe {
+            libc::kill(self.pid(), sig);
+        }
+    }
+
+    /// SIGTERM, then wait up to `timeout` for the exit status.
+    pub fn terminate(&mut self, timeout: Duration) -> std::process::ExitStatus {
+        self.signal(libc::SIGTERM);
+        eventually(timeout, &format!("{} to exit after SIGTERM", self.name), || self.child.try_wait().ok().flatten())
+    }
+
+    /// SIGKILL and reap.
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    pub fn has_exited(&mut self) -> bool {
+        matches!(self.child.try_wait(), Ok(Some(_)))
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        self.kill();
+        if std::thread::panicking() {
+            eprintln!("----- log of {} ({}) -----\n{}", self.name, self.log.display(), self.log_text());
+        }
+    }
+}
+
+/// A running `graylane-control`.
+pub struct ControlPlane {
+    pub proc: Proc,
+    pub grpc: SocketAddr,
+    pub http: SocketAddr,
+    pub data: PathBuf,
+}
+
+impl ControlPlane {
+    /// Starts on free ports with a file store in `dir/data`; returns once `/ready` is 200.
+    pub fn start(dir: &Path, extra: &[&str]) -> ControlPlane {
+        let data = dir.join("data");
+        let mut cmd = Command::new(bin("graylane-control"));
+        cmd.args(["--grpc-addr", "127.0.0.1:0", "--http-addr", "127.0.0.1:0"])
+            .arg("--store")
+            .arg(format!("file:{}", data.display()))
+            .args(extra)
+            .env("GRAYLANE_LOG", "info");
+        let log = unique(dir, "control", "log");
+        let mut proc = Proc::spawn("graylane-control", cmd, log);
+        let (grpc, http) = eventually(Duration::from_secs(20), "graylane-control to log its addresses", || {
+            assert!(!proc.has_exited(), "graylane-control exited early:\n{}", proc.log_text());
+            let text = proc.log_text();
+            Some((field(&text, "grpc_addr=")?, field(&text, "http_addr=")?))
+        });
+        eventually(Duration::from_secs(20), "graylane-control /ready", || (http_get(http, "/ready").0 == 200).then_some(()));
+        ControlPlane { proc, grpc, http, data }
+    }
+
+    pub fn url(&self) -> String {
+        format!("http://{}", self.grpc)
+    }
+
+    /// Runs the `graylane` CLI against this control plane.
+    pub fn cli(&self, args: &[&str]) -> CliOutput {
+        cli(&[&["--server", &self.url()], args].concat())
+    }
+}
+
+/// A log file name unique within `dir` (restarted processes get a new one).
+fn unique(dir: &Path, stem: &str, ext: &str) -> PathBuf {
+    (0..).map(|i| dir.join(format!("{stem}-{i}.{ext}"))).find(|p| !p.exists()).expect("a free name")
+}
+
+/// The `SocketAddr` after `key` in a log (e.g. `grpc_addr=127.0.0.1:4321`).
+fn field(text: &str, key: &str) -> Option<SocketAddr> {
+    let start = text.find(key)? + key.len();
+    let rest = &text[start..];
+    let end = rest.find(|c: char| c.is_whitespace()).unwrap_or(rest.len());
+    rest[..end].parse().ok()
+}
+
+/// What a CLI run left behind.
+#[derive(Debug)]
+pub struct CliOutput {
+    pub code: i32,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+impl CliOutput {
+    /// Parses stdout as JSON (for `-o json` runs), panicking with the output otherwise.
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::from_str(&self.stdout).unwrap_or_else(|e| panic!("stdout is not JSON ({e}): {self:?}"))
+    }
+
+    pub fn assert_ok(&self) -> &Self {
+        assert_eq!(self.code, 0, "expected success: {self:?}");
+        self
+    }
+}
+
+/// Runs `graylane ARGS` and collects its output (bounded by the CLI's own timeouts).
+pub fn cli(args: &[&str]) -> CliOutput {
+    let out = Command::new(bin("graylane"))
+        .args(args)
+        .env_remove("GRAYLANE_SERVER")
+        .env_remove("GRAYLANE_TOKEN_FILE")
+        .stdin(Stdio::null())
+        .output()
+        .expect("run graylane");
+    CliOutput {
+        code: out.status.code().unwrap_or(-1),
+        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+    }
+}
+
+/// A minimal HTTP/1.1 GET: (status, body). Status 0 when nothing answers.
+pub fn http_get(addr: SocketAddr, path: &str) -> (u16, String) {
+    let Ok(mut stream) = TcpStream::connect_timeout(&addr, Duration::from_secs(2)) else { return (0, String::new()) };
+    let _ = stream.set_read_timeout(Some(Duration::from_secs(5)));
+    let request = format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n");
+    if stream.write_all(request.as_bytes()).is_err() {
+        return (0, String::new());
+    }
+    let mut response = String::new();
+    let _ = stream.read_to_string(&mut response);
+    let status = response.split_whitespace().nth(1).and_then(|s| s.parse().ok()).unwrap_or(0);
+    let body = response.split_once("\r\n\r\n").map(|(_, b)| b.to_string()).unwrap_or_default();
+    (status, body)
+}
+
+/// Writes `content` to `dir/name` and returns the path as a string.
+pub fn write_file(dir: &Path, name: &str, content: &str) -> String {
+    let path = dir.join(name);
+    std::fs::write(&path, content).expect("write file");
+    path.to_string_lossy().into_owned()
+}

@@ -1,0 +1,84 @@
+//! A test sidecar: the generated Discovery client, driven by hand (Hello, then ACK or
+//! NACK each snapshot as the test decides).
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use graylane_proto::v1::discovery_client::DiscoveryClient;
+use graylane_proto::v1::sidecar_message::Message;
+use graylane_proto::v1::{Ack, Hello, Nack, SidecarMessage, Snapshot};
+use tokio::sync::mpsc;
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::Streaming;
+
+/// One subscribed stream.
+pub struct Subscriber {
+    tx: mpsc::Sender<SidecarMessage>,
+    inbound: Streaming<Snapshot>,
+    /// The latest rules and endpoints seen (snapshots omit unchanged parts).
+    pub rules: String,
+    pub endpoints: usize,
+}
+
+impl Subscriber {
+    /// Connects and says Hello; `token` is sent as a bearer token when given.
+    pub async fn connect(url: &str, service: &str, instance: &str, labels: &[(&str, &str)], token: Option<&str>) -> Result<Subscriber, tonic::Status> {
+        let channel = tonic::transport::Endpoint::from_shared(url.to_string())
+            .map_err(|e| tonic::Status::invalid_argument(e.to_string()))?
+            .connect()
+            .await
+            .map_err(|e| tonic::Status::unavailable(e.to_string()))?;
+        let (tx, rx) = mpsc::channel(16);
+        let hello = Hello {
+            service: service.into(),
+            instance_id: instance.into(),
+            labels: labels.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect::<HashMap<_, _>>(),
+            address: "127.0.0.1:15006".into(),
+        };
+        tx.send(SidecarMessage { message: Some(Message::Hello(hello)) }).await.expect("queue hello");
+        let mut request = tonic::Request::new(ReceiverStream::new(rx));
+        if let Some(token) = token {
+            request.metadata_mut().insert("authorization", format!("Bearer {token}").parse().expect("ascii token"));
+        }
+        let inbound = DiscoveryClient::new(channel).subscribe(request).await?.into_inner();
+        Ok(Subscriber { tx, inbound, rules: String::new(), endpoints: 0 })
+    }
+
+    /// The next snapshot (within 10 s), with `rules`/`endpoints` updated.
+    pub async fn next(&mut self) -> Snapshot {
+        let snapshot = tokio::time::timeout(Duration::from_secs(10), self.inbound.message())
+            .await
+            .expect("a snapshot within 10s")
+            .expect("stream ok")
+            .expect("stream open");
+        if let Some(rules) = &snapshot.rules {
+            self.rules = rules.clone();
+        }
+        if let Some(endpoints) = &snapshot.endpoints {
+            self.endpoints = endpoints.endpoints.len();
+        }
+        snapshot
+    }
+
+    /// Snapshots until one carries rule `revision` (or newer).
+    pub async fn until_revision(&mut self, revision: u64) -> Snapshot {
+        loop {
+            let s = self.next().await;
+            if s.revision >= revision {
+                return s;
+            }
+        }
+    }
+
+    pub async fn ack(&self, version: u64) {
+        self.send(Message::Ack(Ack { version })).await;
+    }
+
+    pub async fn nack(&self, version: u64, reason: &str) {
+        self.send(Message::Nack(Nack { version, reason: reason.into() })).await;
+    }
+
+    async fn send(&self, message: Message) {
+        self.tx.send(SidecarMessage { message: Some(message) }).await.expect("stream open");
+    }
+}
