@@ -23,17 +23,23 @@ impl From<ControlError> for Status {
             ControlError::Invalid(_) => Status::invalid_argument(e.to_string()),
             ControlError::NotFound(msg) => Status::not_found(msg),
             ControlError::BadRequest(msg) => Status::invalid_argument(msg),
-            ControlError::Store(StoreError::Conflict { expected, actual }) => Status::failed_precondition(format!(
-                "revision conflict: expected revision {expected}, but {actual} is in force; nothing was changed"
-            )),
+            ControlError::Store(StoreError::Conflict { expected, actual }) => {
+                Status::failed_precondition(format!(
+                    "revision conflict: expected revision {expected}, but {actual} is in force; nothing was changed"
+                ))
+            }
             ControlError::Store(StoreError::Unavailable(msg)) => {
                 tracing::warn!(error = %msg, "store unavailable");
-                Status::unavailable(format!("rule store unavailable: {msg}; nothing was changed"))
+                Status::unavailable(format!(
+                    "rule store unavailable: {msg}; nothing was changed"
+                ))
             }
             ControlError::Store(StoreError::Corrupt(msg)) => {
                 // Details (paths, content) stay in the server's log.
                 tracing::error!(error = %msg, "store data corrupt");
-                Status::internal("the rule store holds data this server cannot read; see the server log")
+                Status::internal(
+                    "the rule store holds data this server cannot read; see the server log",
+                )
             }
         }
     }

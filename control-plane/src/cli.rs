@@ -22,7 +22,12 @@ pub use self::client::Client;
 #[command(name = "graylane", version, propagate_version = true)]
 pub struct Cli {
     /// Control-plane gRPC URL(s), comma-separated, tried in turn.
-    #[arg(long, global = true, env = "GRAYLANE_SERVER", default_value = "http://127.0.0.1:15010")]
+    #[arg(
+        long,
+        global = true,
+        env = "GRAYLANE_SERVER",
+        default_value = "http://127.0.0.1:15010"
+    )]
     pub server: String,
     /// File holding the bearer token (the token alone).
     #[arg(long, global = true, env = "GRAYLANE_TOKEN_FILE")]
@@ -62,13 +67,22 @@ pub struct CliError {
 
 impl CliError {
     pub fn refused(message: impl Into<String>) -> Self {
-        Self { code: 1, message: message.into() }
+        Self {
+            code: 1,
+            message: message.into(),
+        }
     }
     pub fn usage(message: impl Into<String>) -> Self {
-        Self { code: 2, message: message.into() }
+        Self {
+            code: 2,
+            message: message.into(),
+        }
     }
     pub fn unavailable(message: impl Into<String>) -> Self {
-        Self { code: 3, message: message.into() }
+        Self {
+            code: 3,
+            message: message.into(),
+        }
     }
 }
 
@@ -77,9 +91,11 @@ impl From<tonic::Status> for CliError {
         use tonic::Code;
         let message = status.message().to_string();
         match status.code() {
-            Code::Unavailable | Code::DeadlineExceeded | Code::Internal | Code::Unknown | Code::Cancelled => {
-                Self::unavailable(format!("server unavailable: {message}"))
-            }
+            Code::Unavailable
+            | Code::DeadlineExceeded
+            | Code::Internal
+            | Code::Unknown
+            | Code::Cancelled => Self::unavailable(format!("server unavailable: {message}")),
             Code::Unauthenticated => Self::refused(format!("unauthenticated: {message}")),
             Code::PermissionDenied => Self::refused(format!("permission denied: {message}")),
             _ => Self::refused(message),
@@ -91,7 +107,9 @@ impl From<tonic::Status> for CliError {
 pub fn parse_duration(s: &str) -> Result<Duration, String> {
     let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
     let (n, unit) = s.split_at(split);
-    let n: u64 = n.parse().map_err(|_| format!("{s:?}: expected a number with a unit, e.g. 30s"))?;
+    let n: u64 = n
+        .parse()
+        .map_err(|_| format!("{s:?}: expected a number with a unit, e.g. 30s"))?;
     match unit {
         "ms" => Ok(Duration::from_millis(n)),
         "s" => Ok(Duration::from_secs(n)),
@@ -103,7 +121,10 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
 impl Cli {
     /// Runs the command; the caller prints the error and exits with its code.
     pub async fn run(self) -> Result<(), CliError> {
-        let connect = client::Connect { servers: self.server.clone(), token_file: self.token_file.clone() };
+        let connect = client::Connect {
+            servers: self.server.clone(),
+            token_file: self.token_file.clone(),
+        };
         match self.command {
             Command::Rules(cmd) => cmd.run(&connect, self.output).await,
             Command::Release(cmd) => cmd.run(&connect, self.output).await,

@@ -43,7 +43,11 @@ pub enum ControlError {
 }
 
 fn join(errors: &[ValidationError]) -> String {
-    errors.iter().map(ToString::to_string).collect::<Vec<_>>().join("\n")
+    errors
+        .iter()
+        .map(ToString::to_string)
+        .collect::<Vec<_>>()
+        .join("\n")
 }
 
 /// Options every change takes.
@@ -79,10 +83,26 @@ impl Counters {
     pub fn render(&self) -> [(&'static str, &'static str, u64); 4] {
         let get = |c: &AtomicU64| c.load(Ordering::Relaxed);
         [
-            ("graylane_control_commits_total", "Changes committed as a new revision.", get(&self.commits)),
-            ("graylane_control_rejected_total", "Changes refused by validation.", get(&self.rejected)),
-            ("graylane_control_conflicts_total", "Changes refused for a stale --expect-revision.", get(&self.conflicts)),
-            ("graylane_control_store_errors_total", "Store calls that failed.", get(&self.store_errors)),
+            (
+                "graylane_control_commits_total",
+                "Changes committed as a new revision.",
+                get(&self.commits),
+            ),
+            (
+                "graylane_control_rejected_total",
+                "Changes refused by validation.",
+                get(&self.rejected),
+            ),
+            (
+                "graylane_control_conflicts_total",
+                "Changes refused for a stale --expect-revision.",
+                get(&self.conflicts),
+            ),
+            (
+                "graylane_control_store_errors_total",
+                "Store calls that failed.",
+                get(&self.store_errors),
+            ),
         ]
     }
 }
@@ -96,7 +116,11 @@ pub struct Control {
 
 impl Control {
     pub fn new(store: Box<dyn Store>, hub: Arc<Hub>) -> Self {
-        Self { store, hub, counters: Counters::default() }
+        Self {
+            store,
+            hub,
+            counters: Counters::default(),
+        }
     }
 
     pub fn hub(&self) -> &Arc<Hub> {
@@ -113,36 +137,63 @@ impl Control {
 
     /// Ready when the store answers.
     pub async fn ready(&self) -> Result<(), String> {
-        self.store.current().await.map(|_| ()).map_err(|e| e.to_string())
+        self.store
+            .current()
+            .await
+            .map(|_| ())
+            .map_err(|e| e.to_string())
     }
 
     /// The revision in force, parsed.
     pub async fn rules(&self) -> Result<(u64, RuleSet), ControlError> {
-        let current = self.store.current().await.inspect_err(|_| self.count(&self.counters.store_errors))?;
+        let current = self
+            .store
+            .current()
+            .await
+            .inspect_err(|_| self.count(&self.counters.store_errors))?;
         Ok((current.number, parse_stored(&current)?))
     }
 
     /// Applies `change` as one new revision (nothing is written when it changes
     /// nothing, is a dry run, or fails). Validation errors list every problem found.
-    pub async fn change(&self, change: Change, options: ChangeOptions) -> Result<ChangeOutcome, ControlError> {
+    pub async fn change(
+        &self,
+        change: Change,
+        options: ChangeOptions,
+    ) -> Result<ChangeOutcome, ControlError> {
         for _ in 0..MAX_ATTEMPTS {
-            let current = self.store.current().await.inspect_err(|_| self.count(&self.counters.store_errors))?;
-            if let Some(expected) = options.expect_revision {
-                if expected != current.number {
-                    self.count(&self.counters.conflicts);
-                    return Err(StoreError::Conflict { expected, actual: current.number }.into());
+            let current = self
+                .store
+                .current()
+                .await
+                .inspect_err(|_| self.count(&self.counters.store_errors))?;
+            if let Some(expected) = options.expect_revision
+                && expected != current.number
+            {
+                self.count(&self.counters.conflicts);
+                return Err(StoreError::Conflict {
+                    expected,
+                    actual: current.number,
                 }
+                .into());
             }
             let old = parse_stored(&current)?;
-            let new = change.next_set(&old, self.store.as_ref()).await.inspect_err(|e| {
-                if matches!(e, ControlError::Invalid(_)) {
-                    self.count(&self.counters.rejected);
-                }
-            })?;
+            let new = change
+                .next_set(&old, self.store.as_ref())
+                .await
+                .inspect_err(|e| {
+                    if matches!(e, ControlError::Invalid(_)) {
+                        self.count(&self.counters.rejected);
+                    }
+                })?;
             let changes = diff::changes(&old, &new);
             let nothing = changes.iter().all(|c| c.action == Action::Unchanged);
             if options.dry_run || nothing {
-                return Ok(ChangeOutcome { revision: current.number, committed: false, changes });
+                return Ok(ChangeOutcome {
+                    revision: current.number,
+                    committed: false,
+                    changes,
+                });
             }
             let meta = RevisionMeta {
                 applied_at_ms: crate::now_ms(),
@@ -154,7 +205,11 @@ impl Control {
                 Ok(revision) => {
                     self.count(&self.counters.commits);
                     tracing::info!(revision, by = %options.applied_by, "committed");
-                    return Ok(ChangeOutcome { revision, committed: true, changes });
+                    return Ok(ChangeOutcome {
+                        revision,
+                        committed: true,
+                        changes,
+                    });
                 }
                 // Someone else committed between our read and our write. Without an
                 // expected revision the user asked for "my change on top of whatever
@@ -198,6 +253,10 @@ impl Control {
 /// the data was changed behind our back (or a newer version wrote it).
 pub(crate) fn parse_stored(revision: &Revision) -> Result<RuleSet, ControlError> {
     RuleSet::from_yaml(STORED, &revision.rules).map_err(|errors| {
-        ControlError::Store(StoreError::Corrupt(format!("revision {}: {}", revision.number, join(&errors))))
+        ControlError::Store(StoreError::Corrupt(format!(
+            "revision {}: {}",
+            revision.number,
+            join(&errors)
+        )))
     })
 }

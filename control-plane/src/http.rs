@@ -16,7 +16,11 @@ use crate::control::Control;
 
 /// Serves until `shutdown` turns true. Connections are HTTP/1.1 with a header-read
 /// timeout, so an idle scraper cannot pin a task forever.
-pub async fn serve(listener: TcpListener, control: Arc<Control>, mut shutdown: watch::Receiver<bool>) {
+pub async fn serve(
+    listener: TcpListener,
+    control: Arc<Control>,
+    mut shutdown: watch::Receiver<bool>,
+) {
     loop {
         let accepted = tokio::select! {
             accepted = listener.accept() => accepted,
@@ -43,10 +47,16 @@ async fn respond<B>(control: &Control, req: &Request<B>) -> Response<Full<Bytes>
         "/live" => (StatusCode::OK, "live\n".to_string()),
         "/ready" => match control.ready().await {
             Ok(()) => (StatusCode::OK, "ready\n".to_string()),
-            Err(why) => (StatusCode::SERVICE_UNAVAILABLE, format!("not ready: {why}\n")),
+            Err(why) => (
+                StatusCode::SERVICE_UNAVAILABLE,
+                format!("not ready: {why}\n"),
+            ),
         },
         "/metrics" => (StatusCode::OK, metrics(control)),
-        _ => (StatusCode::NOT_FOUND, "not found: try /live, /ready or /metrics\n".to_string()),
+        _ => (
+            StatusCode::NOT_FOUND,
+            "not found: try /live, /ready or /metrics\n".to_string(),
+        ),
     };
     let mut response = Response::new(Full::new(Bytes::from(body)));
     *response.status_mut() = status;
@@ -58,19 +68,48 @@ fn metrics(control: &Control) -> String {
     let state = hub.current();
     let sidecars = hub.sidecars();
     let nacking = sidecars.iter().filter(|s| s.nack.is_some()).count();
-    let current = sidecars.iter().filter(|s| s.acked_revision == state.revision).count();
+    let current = sidecars
+        .iter()
+        .filter(|s| s.acked_revision == state.revision)
+        .count();
     let counters = control.counters();
     let mut out = String::new();
     let mut gauge = |name: &str, help: &str, value: u64| {
-        let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} gauge\n{name} {value}");
+        let _ = writeln!(
+            out,
+            "# HELP {name} {help}\n# TYPE {name} gauge\n{name} {value}"
+        );
     };
-    gauge("graylane_control_rule_revision", "Rule revision in force.", state.revision);
-    gauge("graylane_control_snapshot_version", "Snapshot version served to sidecars.", state.version);
-    gauge("graylane_control_connected_sidecars", "Sidecars with a live stream.", sidecars.len() as u64);
-    gauge("graylane_control_sidecars_current", "Sidecars that acked the revision in force.", current as u64);
-    gauge("graylane_control_sidecars_nacking", "Sidecars whose last answer was a NACK.", nacking as u64);
+    gauge(
+        "graylane_control_rule_revision",
+        "Rule revision in force.",
+        state.revision,
+    );
+    gauge(
+        "graylane_control_snapshot_version",
+        "Snapshot version served to sidecars.",
+        state.version,
+    );
+    gauge(
+        "graylane_control_connected_sidecars",
+        "Sidecars with a live stream.",
+        sidecars.len() as u64,
+    );
+    gauge(
+        "graylane_control_sidecars_current",
+        "Sidecars that acked the revision in force.",
+        current as u64,
+    );
+    gauge(
+        "graylane_control_sidecars_nacking",
+        "Sidecars whose last answer was a NACK.",
+        nacking as u64,
+    );
     for (name, help, value) in counters.render() {
-        let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} counter\n{name} {value}");
+        let _ = writeln!(
+            out,
+            "# HELP {name} {help}\n# TYPE {name} counter\n{name} {value}"
+        );
     }
     out
 }

@@ -20,8 +20,8 @@ use tokio::sync::{oneshot, watch};
 
 mod registry;
 
-pub use self::registry::{SidecarEntry, SidecarId};
 use self::registry::Registry;
+pub use self::registry::{SidecarEntry, SidecarId};
 
 /// What a snapshot is made of. Versioned as a whole; the parts keep their own
 /// generation so a stream can tell which changed since it last sent.
@@ -138,14 +138,17 @@ impl Hub {
 
     /// Records a NACK: the sidecar keeps its previous snapshot.
     pub fn nack(&self, id: &SidecarId, revision: u64, reason: String) {
-        self.registry().update(id, |e| e.nack = Some((revision, reason)));
+        self.registry()
+            .update(id, |e| e.nack = Some((revision, reason)));
         self.answers.send_modify(|n| *n += 1);
     }
 
     /// Every connected sidecar, ordered by service then instance id.
     pub fn sidecars(&self) -> Vec<SidecarEntry> {
         let mut list: Vec<SidecarEntry> = self.registry().entries().cloned().collect();
-        list.sort_by(|a, b| (&a.hello.service, &a.hello.instance_id).cmp(&(&b.hello.service, &b.hello.instance_id)));
+        list.sort_by(|a, b| {
+            (&a.hello.service, &a.hello.instance_id).cmp(&(&b.hello.service, &b.hello.instance_id))
+        });
         list
     }
 

@@ -32,16 +32,29 @@ const MAX_MESSAGE: usize = 64 * 1024 * 1024;
 impl Server {
     /// Serves until `shutdown` completes, then ends every sidecar stream with
     /// UNAVAILABLE (so sidecars move to another replica) and returns.
-    pub async fn run(self, grpc: TcpListener, http: TcpListener, shutdown: impl Future<Output = ()>) -> anyhow::Result<()> {
+    pub async fn run(
+        self,
+        grpc: TcpListener,
+        http: TcpListener,
+        shutdown: impl Future<Output = ()>,
+    ) -> anyhow::Result<()> {
         let hub = Arc::new(Hub::new());
         let control = Arc::new(Control::new(self.store, Arc::clone(&hub)));
+        // Load the revision in force before the first stream is served: a sidecar that
+        // reconnects must never be handed an empty rule set while we start up.
+        let current = control.store().current().await?;
+        hub.set_rules(current.number, current.rules);
         // Sender side of the shutdown fan-out: streams, the HTTP server and the store
         // feed each hold a receiver and end when it turns true.
         let (stop, stopped) = watch::channel(false);
         let tokens = self.tokens.map(Arc::new);
 
         let feed = tokio::spawn(Arc::clone(&control).push_revisions(stopped.clone()));
-        let probes = tokio::spawn(crate::http::serve(http, Arc::clone(&control), stopped.clone()));
+        let probes = tokio::spawn(crate::http::serve(
+            http,
+            Arc::clone(&control),
+            stopped.clone(),
+        ));
 
         let discovery = DiscoveryServer::new(DiscoveryService::new(hub, stopped.clone()))
             .max_decoding_message_size(MAX_MESSAGE)
@@ -55,8 +68,14 @@ impl Server {
             // so their instance is deregistered instead of lingering.
             .http2_keepalive_interval(Some(Duration::from_secs(10)))
             .http2_keepalive_timeout(Some(Duration::from_secs(5)))
-            .add_service(tonic::service::interceptor::InterceptedService::new(discovery, Auth::new(tokens.clone(), Role::Sidecar)))
-            .add_service(tonic::service::interceptor::InterceptedService::new(admin, Auth::new(tokens, Role::Admin)))
+            .add_service(tonic::service::interceptor::InterceptedService::new(
+                discovery,
+                Auth::new(tokens.clone(), Role::Sidecar),
+            ))
+            .add_service(tonic::service::interceptor::InterceptedService::new(
+                admin,
+                Auth::new(tokens, Role::Admin),
+            ))
             .serve_with_incoming_shutdown(TcpListenerStream::new(grpc), async move {
                 shutdown.await;
                 tracing::info!("shutting down");

@@ -110,11 +110,15 @@ impl std::str::FromStr for StoreUrl {
             return Ok(Self::File(PathBuf::from(path)));
         }
         if s.starts_with("etcd://") {
-            return Err("the etcd store is not built into this version yet (see issue 4); \
+            return Err(
+                "the etcd store is not built into this version yet (see issue 4); \
                  use file:PATH or memory:"
-                .into());
+                    .into(),
+            );
         }
-        Err(format!("unknown store {s:?}: expected memory: or file:PATH"))
+        Err(format!(
+            "unknown store {s:?}: expected memory: or file:PATH"
+        ))
     }
 }
 

@@ -24,7 +24,11 @@ pub fn bin(name: &str) -> PathBuf {
     // target/debug/deps/<test> → target/debug/<name>
     let dir = exe.parent().and_then(Path::parent).expect("target dir");
     let path = dir.join(name);
-    assert!(path.exists(), "{} is missing: run `cargo build --workspace --bins` first", path.display());
+    assert!(
+        path.exists(),
+        "{} is missing: run `cargo build --workspace --bins` first",
+        path.display()
+    );
     path
 }
 
@@ -36,7 +40,10 @@ pub fn eventually<T>(timeout: Duration, what: &str, mut check: impl FnMut() -> O
         if let Some(v) = check() {
             return v;
         }
-        assert!(Instant::now() < deadline, "timed out after {timeout:?} waiting for {what}");
+        assert!(
+            Instant::now() < deadline,
+            "timed out after {timeout:?} waiting for {what}"
+        );
         // Polling interval of a bounded wait for an external condition, not a sleep
         // standing in for synchronisation: the condition is checked again each time.
         std::thread::sleep(pause);
@@ -54,9 +61,15 @@ pub struct Proc {
 impl Proc {
     pub fn spawn(name: &str, mut cmd: Command, log: PathBuf) -> Proc {
         let file = std::fs::File::create(&log).expect("log file");
-        cmd.stdin(Stdio::null()).stdout(file.try_clone().expect("dup log")).stderr(file);
+        cmd.stdin(Stdio::null())
+            .stdout(file.try_clone().expect("dup log"))
+            .stderr(file);
         let child = cmd.spawn().unwrap_or_else(|e| panic!("spawn {name}: {e}"));
-        Proc { name: name.to_string(), child, log }
+        Proc {
+            name: name.to_string(),
+            child,
+            log,
+        }
     }
 
     pub fn pid(&self) -> i32 {
@@ -79,7 +92,11 @@ impl Proc {
     /// SIGTERM, then wait up to `timeout` for the exit status.
     pub fn terminate(&mut self, timeout: Duration) -> std::process::ExitStatus {
         self.signal(libc::SIGTERM);
-        eventually(timeout, &format!("{} to exit after SIGTERM", self.name), || self.child.try_wait().ok().flatten())
+        eventually(
+            timeout,
+            &format!("{} to exit after SIGTERM", self.name),
+            || self.child.try_wait().ok().flatten(),
+        )
     }
 
     /// SIGKILL and reap.
@@ -97,7 +114,12 @@ impl Drop for Proc {
     fn drop(&mut self) {
         self.kill();
         if std::thread::panicking() {
-            eprintln!("----- log of {} ({}) -----\n{}", self.name, self.log.display(), self.log_text());
+            eprintln!(
+                "----- log of {} ({}) -----\n{}",
+                self.name,
+                self.log.display(),
+                self.log_text()
+            );
         }
     }
 }
@@ -122,13 +144,28 @@ impl ControlPlane {
             .env("GRAYLANE_LOG", "info");
         let log = unique(dir, "control", "log");
         let mut proc = Proc::spawn("graylane-control", cmd, log);
-        let (grpc, http) = eventually(Duration::from_secs(20), "graylane-control to log its addresses", || {
-            assert!(!proc.has_exited(), "graylane-control exited early:\n{}", proc.log_text());
-            let text = proc.log_text();
-            Some((field(&text, "grpc_addr=")?, field(&text, "http_addr=")?))
+        let (grpc, http) = eventually(
+            Duration::from_secs(20),
+            "graylane-control to log its addresses",
+            || {
+                assert!(
+                    !proc.has_exited(),
+                    "graylane-control exited early:\n{}",
+                    proc.log_text()
+                );
+                let text = proc.log_text();
+                Some((field(&text, "grpc_addr=")?, field(&text, "http_addr=")?))
+            },
+        );
+        eventually(Duration::from_secs(20), "graylane-control /ready", || {
+            (http_get(http, "/ready").0 == 200).then_some(())
         });
-        eventually(Duration::from_secs(20), "graylane-control /ready", || (http_get(http, "/ready").0 == 200).then_some(()));
-        ControlPlane { proc, grpc, http, data }
+        ControlPlane {
+            proc,
+            grpc,
+            http,
+            data,
+        }
     }
 
     pub fn url(&self) -> String {
@@ -143,7 +180,10 @@ impl ControlPlane {
 
 /// A log file name unique within `dir` (restarted processes get a new one).
 fn unique(dir: &Path, stem: &str, ext: &str) -> PathBuf {
-    (0..).map(|i| dir.join(format!("{stem}-{i}.{ext}"))).find(|p| !p.exists()).expect("a free name")
+    (0..)
+        .map(|i| dir.join(format!("{stem}-{i}.{ext}")))
+        .find(|p| !p.exists())
+        .expect("a free name")
 }
 
 /// The `SocketAddr` after `key` in a log (e.g. `grpc_addr=127.0.0.1:4321`).
@@ -165,7 +205,8 @@ pub struct CliOutput {
 impl CliOutput {
     /// Parses stdout as JSON (for `-o json` runs), panicking with the output otherwise.
     pub fn json(&self) -> serde_json::Value {
-        serde_json::from_str(&self.stdout).unwrap_or_else(|e| panic!("stdout is not JSON ({e}): {self:?}"))
+        serde_json::from_str(&self.stdout)
+            .unwrap_or_else(|e| panic!("stdout is not JSON ({e}): {self:?}"))
     }
 
     pub fn assert_ok(&self) -> &Self {
@@ -192,7 +233,9 @@ pub fn cli(args: &[&str]) -> CliOutput {
 
 /// A minimal HTTP/1.1 GET: (status, body). Status 0 when nothing answers.
 pub fn http_get(addr: SocketAddr, path: &str) -> (u16, String) {
-    let Ok(mut stream) = TcpStream::connect_timeout(&addr, Duration::from_secs(2)) else { return (0, String::new()) };
+    let Ok(mut stream) = TcpStream::connect_timeout(&addr, Duration::from_secs(2)) else {
+        return (0, String::new());
+    };
     let _ = stream.set_read_timeout(Some(Duration::from_secs(5)));
     let request = format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n");
     if stream.write_all(request.as_bytes()).is_err() {
@@ -200,8 +243,15 @@ pub fn http_get(addr: SocketAddr, path: &str) -> (u16, String) {
     }
     let mut response = String::new();
     let _ = stream.read_to_string(&mut response);
-    let status = response.split_whitespace().nth(1).and_then(|s| s.parse().ok()).unwrap_or(0);
-    let body = response.split_once("\r\n\r\n").map(|(_, b)| b.to_string()).unwrap_or_default();
+    let status = response
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0);
+    let body = response
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_string())
+        .unwrap_or_default();
     (status, body)
 }
 

@@ -22,7 +22,13 @@ pub struct Subscriber {
 
 impl Subscriber {
     /// Connects and says Hello; `token` is sent as a bearer token when given.
-    pub async fn connect(url: &str, service: &str, instance: &str, labels: &[(&str, &str)], token: Option<&str>) -> Result<Subscriber, tonic::Status> {
+    pub async fn connect(
+        url: &str,
+        service: &str,
+        instance: &str,
+        labels: &[(&str, &str)],
+        token: Option<&str>,
+    ) -> Result<Subscriber, tonic::Status> {
         let channel = tonic::transport::Endpoint::from_shared(url.to_string())
             .map_err(|e| tonic::Status::invalid_argument(e.to_string()))?
             .connect()
@@ -32,16 +38,34 @@ impl Subscriber {
         let hello = Hello {
             service: service.into(),
             instance_id: instance.into(),
-            labels: labels.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect::<HashMap<_, _>>(),
+            labels: labels
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect::<HashMap<_, _>>(),
             address: "127.0.0.1:15006".into(),
         };
-        tx.send(SidecarMessage { message: Some(Message::Hello(hello)) }).await.expect("queue hello");
+        tx.send(SidecarMessage {
+            message: Some(Message::Hello(hello)),
+        })
+        .await
+        .expect("queue hello");
         let mut request = tonic::Request::new(ReceiverStream::new(rx));
         if let Some(token) = token {
-            request.metadata_mut().insert("authorization", format!("Bearer {token}").parse().expect("ascii token"));
+            request.metadata_mut().insert(
+                "authorization",
+                format!("Bearer {token}").parse().expect("ascii token"),
+            );
         }
-        let inbound = DiscoveryClient::new(channel).subscribe(request).await?.into_inner();
-        Ok(Subscriber { tx, inbound, rules: String::new(), endpoints: 0 })
+        let inbound = DiscoveryClient::new(channel)
+            .subscribe(request)
+            .await?
+            .into_inner();
+        Ok(Subscriber {
+            tx,
+            inbound,
+            rules: String::new(),
+            endpoints: 0,
+        })
     }
 
     /// The next snapshot (within 10 s), with `rules`/`endpoints` updated.
@@ -75,10 +99,19 @@ impl Subscriber {
     }
 
     pub async fn nack(&self, version: u64, reason: &str) {
-        self.send(Message::Nack(Nack { version, reason: reason.into() })).await;
+        self.send(Message::Nack(Nack {
+            version,
+            reason: reason.into(),
+        }))
+        .await;
     }
 
     async fn send(&self, message: Message) {
-        self.tx.send(SidecarMessage { message: Some(message) }).await.expect("stream open");
+        self.tx
+            .send(SidecarMessage {
+                message: Some(message),
+            })
+            .await
+            .expect("stream open");
     }
 }

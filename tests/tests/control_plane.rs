@@ -48,12 +48,20 @@ fn names(get_json: &serde_json::Value) -> Vec<String> {
         .as_array()
         .unwrap()
         .iter()
-        .map(|i| format!("{}/{}", i["kind"].as_str().unwrap(), i["metadata"]["name"].as_str().unwrap()))
+        .map(|i| {
+            format!(
+                "{}/{}",
+                i["kind"].as_str().unwrap(),
+                i["metadata"]["name"].as_str().unwrap()
+            )
+        })
         .collect()
 }
 
 fn revision(cp: &ControlPlane) -> u64 {
-    cp.cli(&["rules", "get", "-o", "json"]).assert_ok().json()["revision"].as_u64().unwrap()
+    cp.cli(&["rules", "get", "-o", "json"]).assert_ok().json()["revision"]
+        .as_u64()
+        .unwrap()
 }
 
 #[test]
@@ -67,32 +75,71 @@ fn rules_lifecycle_apply_prune_delete_diff_history_rollback() {
     let applied = out.assert_ok().json();
     assert_eq!(applied["revision"], 1);
     assert_eq!(applied["changes"].as_array().unwrap().len(), 2);
-    assert!(applied["changes"].as_array().unwrap().iter().all(|c| c["action"] == "created"));
+    assert!(
+        applied["changes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|c| c["action"] == "created")
+    );
 
     // kubectl semantics: resources not in the file stay.
     cp.cli(&["rules", "apply", "-f", &blue]).assert_ok();
     let all = cp.cli(&["rules", "get", "-o", "json"]).assert_ok().json();
     assert_eq!(all["revision"], 2);
-    assert_eq!(names(&all), ["Lane/blue", "Lane/gray", "RoutePolicy/orders"]);
+    assert_eq!(
+        names(&all),
+        ["Lane/blue", "Lane/gray", "RoutePolicy/orders"]
+    );
 
     // Re-applying the same content writes no revision.
-    let again = cp.cli(&["rules", "apply", "-f", &blue, "-o", "json"]).assert_ok().json();
-    assert_eq!((again["revision"].as_u64(), again["committed"].as_bool()), (Some(2), Some(false)));
+    let again = cp
+        .cli(&["rules", "apply", "-f", &blue, "-o", "json"])
+        .assert_ok()
+        .json();
+    assert_eq!(
+        (again["revision"].as_u64(), again["committed"].as_bool()),
+        (Some(2), Some(false))
+    );
 
     // diff shows the change and exits 0; nothing is written.
-    let changed = write_file(dir.path(), "changed.yaml", &POLICY.replace("weight: 90", "weight: 50").replace("weight: 10", "weight: 50"));
+    let changed = write_file(
+        dir.path(),
+        "changed.yaml",
+        &POLICY
+            .replace("weight: 90", "weight: 50")
+            .replace("weight: 10", "weight: 50"),
+    );
     let diff = cp.cli(&["rules", "diff", "-f", &changed]);
     diff.assert_ok();
-    assert!(diff.stdout.contains("-    weight: 90") || diff.stdout.contains("weight: 90"), "{diff:?}");
-    assert!(diff.stdout.contains("+") && diff.stdout.contains("50"), "{diff:?}");
+    assert!(
+        diff.stdout.contains("-    weight: 90") || diff.stdout.contains("weight: 90"),
+        "{diff:?}"
+    );
+    assert!(
+        diff.stdout.contains("+") && diff.stdout.contains("50"),
+        "{diff:?}"
+    );
     assert_eq!(revision(&cp), 2);
 
     // --prune makes the files the whole set.
-    let pruned = cp.cli(&["rules", "apply", "--prune", "-f", &blue, "-o", "json"]).assert_ok().json();
+    let pruned = cp
+        .cli(&["rules", "apply", "--prune", "-f", &blue, "-o", "json"])
+        .assert_ok()
+        .json();
     assert_eq!(pruned["revision"], 3);
-    let deleted: Vec<_> = pruned["changes"].as_array().unwrap().iter().filter(|c| c["action"] == "deleted").map(|c| c["name"].as_str().unwrap().to_string()).collect();
+    let deleted: Vec<_> = pruned["changes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|c| c["action"] == "deleted")
+        .map(|c| c["name"].as_str().unwrap().to_string())
+        .collect();
     assert_eq!(deleted, ["gray", "orders"]);
-    assert_eq!(names(&cp.cli(&["rules", "get", "-o", "json"]).json()), ["Lane/blue"]);
+    assert_eq!(
+        names(&cp.cli(&["rules", "get", "-o", "json"]).json()),
+        ["Lane/blue"]
+    );
 
     // get of one resource, YAML by default; a missing one is refused.
     let one = cp.cli(&["rules", "get", "Lane/blue"]);
@@ -100,9 +147,15 @@ fn rules_lifecycle_apply_prune_delete_diff_history_rollback() {
     assert_eq!(cp.cli(&["rules", "get", "Lane/nope"]).code, 1);
 
     // rollback restores revision 2's content as revision 4.
-    let rolled = cp.cli(&["rules", "rollback", "--to", "2", "-o", "json"]).assert_ok().json();
+    let rolled = cp
+        .cli(&["rules", "rollback", "--to", "2", "-o", "json"])
+        .assert_ok()
+        .json();
     assert_eq!(rolled["revision"], 4);
-    assert_eq!(names(&cp.cli(&["rules", "get", "-o", "json"]).json()), ["Lane/blue", "Lane/gray", "RoutePolicy/orders"]);
+    assert_eq!(
+        names(&cp.cli(&["rules", "get", "-o", "json"]).json()),
+        ["Lane/blue", "Lane/gray", "RoutePolicy/orders"]
+    );
     assert_eq!(cp.cli(&["rules", "rollback", "--to", "99"]).code, 1);
 
     // delete: existing ok; missing refused with nothing changed.
@@ -112,11 +165,31 @@ fn rules_lifecycle_apply_prune_delete_diff_history_rollback() {
     assert!(missing.stderr.contains("Lane/nope"), "{missing:?}");
     assert_eq!(revision(&cp), 5);
 
-    let history = cp.cli(&["rules", "history", "-o", "json"]).assert_ok().json();
-    let revs: Vec<u64> = history.as_array().unwrap().iter().map(|e| e["revision"].as_u64().unwrap()).collect();
+    let history = cp
+        .cli(&["rules", "history", "-o", "json"])
+        .assert_ok()
+        .json();
+    let revs: Vec<u64> = history
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["revision"].as_u64().unwrap())
+        .collect();
     assert_eq!(revs, [5, 4, 3, 2, 1]);
-    assert!(history[1]["summary"].as_str().unwrap().starts_with("rollback to 2"), "{history}");
-    assert!(history[0]["appliedBy"].as_str().unwrap().contains("127.0.0.1"), "{history}");
+    assert!(
+        history[1]["summary"]
+            .as_str()
+            .unwrap()
+            .starts_with("rollback to 2"),
+        "{history}"
+    );
+    assert!(
+        history[0]["appliedBy"]
+            .as_str()
+            .unwrap()
+            .contains("127.0.0.1"),
+        "{history}"
+    );
     let table = cp.cli(&["rules", "history"]).assert_ok().stdout.clone();
     assert!(table.starts_with("REVISION"), "{table}");
 }
@@ -128,20 +201,35 @@ fn invalid_documents_are_refused_with_file_document_and_field() {
     let good = write_file(dir.path(), "good.yaml", LANE);
     cp.cli(&["rules", "apply", "-f", &good]).assert_ok();
 
-    let bad = write_file(dir.path(), "rules.yaml", &format!("{LANE}---\n{}", POLICY.replace("weight: 10", "weight: 5")));
+    let bad = write_file(
+        dir.path(),
+        "rules.yaml",
+        &format!("{LANE}---\n{}", POLICY.replace("weight: 10", "weight: 5")),
+    );
     let out = cp.cli(&["rules", "apply", "-f", &bad]);
     assert_eq!(out.code, 1, "{out:?}");
     assert!(out.stderr.contains("rules.yaml: document 2 (RoutePolicy/orders): spec.default: weights sum to 95, must be 100"), "{out:?}");
     let validate = cli(&["rules", "validate", "-f", &bad]);
-    assert_eq!(validate.code, 1, "offline validation refuses too: {validate:?}");
+    assert_eq!(
+        validate.code, 1,
+        "offline validation refuses too: {validate:?}"
+    );
     assert!(validate.stderr.contains("spec.default"), "{validate:?}");
 
     // The server validates as well (a client that skips local checks changes nothing):
     // a lane whose fallback names a lane that only the merged set could declare.
-    let dangling = write_file(dir.path(), "dangling.yaml", &BLUE.replace("version: v3", "version: v3\n  fallback: [nope]"));
+    let dangling = write_file(
+        dir.path(),
+        "dangling.yaml",
+        &BLUE.replace("version: v3", "version: v3\n  fallback: [nope]"),
+    );
     let out = cp.cli(&["rules", "apply", "-f", &dangling]);
     assert_eq!(out.code, 1, "{out:?}");
-    assert!(out.stderr.contains("dangling.yaml: document 1 (Lane/blue): spec.fallback[0]"), "{out:?}");
+    assert!(
+        out.stderr
+            .contains("dangling.yaml: document 1 (Lane/blue): spec.fallback[0]"),
+        "{out:?}"
+    );
     assert_eq!(revision(&cp), 1, "a rejected apply changes nothing");
 
     let unreadable = cp.cli(&["rules", "apply", "-f", "/nonexistent/rules.yaml"]);
@@ -157,12 +245,14 @@ fn stale_expect_revision_is_a_conflict_and_changes_nothing() {
     let cp = ControlPlane::start(dir.path(), &[]);
     let lane = write_file(dir.path(), "lane.yaml", LANE);
     let blue = write_file(dir.path(), "blue.yaml", BLUE);
-    cp.cli(&["rules", "apply", "-f", &lane, "--expect-revision", "0"]).assert_ok();
+    cp.cli(&["rules", "apply", "-f", &lane, "--expect-revision", "0"])
+        .assert_ok();
     let stale = cp.cli(&["rules", "apply", "-f", &blue, "--expect-revision", "0"]);
     assert_eq!(stale.code, 1, "{stale:?}");
     assert!(stale.stderr.contains("conflict"), "{stale:?}");
     assert_eq!(revision(&cp), 1);
-    cp.cli(&["rules", "apply", "-f", &blue, "--expect-revision", "1"]).assert_ok();
+    cp.cli(&["rules", "apply", "-f", &blue, "--expect-revision", "1"])
+        .assert_ok();
     assert_eq!(revision(&cp), 2);
 }
 
@@ -181,7 +271,14 @@ fn restart_keeps_the_same_revision_and_history() {
     let cp = ControlPlane::start(dir.path(), &[]);
     assert_eq!(revision(&cp), 2);
     assert_eq!(cp.cli(&["rules", "get"]).assert_ok().stdout, before);
-    assert_eq!(cp.cli(&["rules", "history", "-o", "json"]).json().as_array().unwrap().len(), 2);
+    assert_eq!(
+        cp.cli(&["rules", "history", "-o", "json"])
+            .json()
+            .as_array()
+            .unwrap()
+            .len(),
+        2
+    );
 }
 
 #[test]
@@ -189,7 +286,11 @@ fn server_unreachable_is_exit_3() {
     let out = cli(&["--server", "http://127.0.0.1:1", "rules", "get"]);
     assert_eq!(out.code, 3, "{out:?}");
     assert!(out.stderr.starts_with("error: "), "{out:?}");
-    assert_eq!(out.stderr.lines().count(), 1, "one line, no backtrace: {out:?}");
+    assert_eq!(
+        out.stderr.lines().count(),
+        1,
+        "one line, no backtrace: {out:?}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -197,16 +298,29 @@ async fn snapshots_reach_every_subscriber_and_acks_show_in_status() {
     let dir = tempfile::tempdir().unwrap();
     let cp = ControlPlane::start(dir.path(), &[]);
     let url = cp.url();
-    let mut a = Subscriber::connect(&url, "orders", "orders-1", &[("version", "v1")], None).await.unwrap();
-    let mut b = Subscriber::connect(&url, "orders", "orders-2", &[("version", "v2")], None).await.unwrap();
+    let mut a = Subscriber::connect(&url, "orders", "orders-1", &[("version", "v1")], None)
+        .await
+        .unwrap();
+    let mut b = Subscriber::connect(&url, "orders", "orders-2", &[("version", "v2")], None)
+        .await
+        .unwrap();
     let first = a.next().await;
     assert_eq!((first.revision, first.rules.as_deref()), (0, Some("")));
-    assert!(first.endpoints.is_some(), "the first snapshot carries the endpoints");
+    assert!(
+        first.endpoints.is_some(),
+        "the first snapshot carries the endpoints"
+    );
 
     let lane = write_file(dir.path(), "lane.yaml", LANE);
     let cli_lane = lane.clone();
     let url2 = url.clone();
-    tokio::task::spawn_blocking(move || graylane_tests::cli(&["--server", &url2, "rules", "apply", "-f", &cli_lane]).assert_ok().code).await.unwrap();
+    tokio::task::spawn_blocking(move || {
+        graylane_tests::cli(&["--server", &url2, "rules", "apply", "-f", &cli_lane])
+            .assert_ok()
+            .code
+    })
+    .await
+    .unwrap();
     let sa = a.until_revision(1).await;
     let sb = b.until_revision(1).await;
     assert!(a.rules.contains("tag: gray") && b.rules.contains("tag: gray"));
@@ -214,25 +328,45 @@ async fn snapshots_reach_every_subscriber_and_acks_show_in_status() {
     a.ack(sa.version).await;
     b.nack(sb.version, "cannot compile: test says no").await;
 
-    let status = graylane_tests::eventually(Duration::from_secs(10), "status to show the ACK and the NACK", || {
-        let s = cp.cli(&["status", "-o", "json"]).json();
-        let list = s["sidecars"].as_array()?.clone();
-        let acked = list.iter().any(|x| x["instance"] == "orders-1" && x["ackedRevision"] == 1);
-        let nacked = list.iter().any(|x| x["instance"] == "orders-2" && x["nackReason"] == "cannot compile: test says no");
-        (acked && nacked).then_some(list)
-    });
+    let status = graylane_tests::eventually(
+        Duration::from_secs(10),
+        "status to show the ACK and the NACK",
+        || {
+            let s = cp.cli(&["status", "-o", "json"]).json();
+            let list = s["sidecars"].as_array()?.clone();
+            let acked = list
+                .iter()
+                .any(|x| x["instance"] == "orders-1" && x["ackedRevision"] == 1);
+            let nacked = list.iter().any(|x| {
+                x["instance"] == "orders-2" && x["nackReason"] == "cannot compile: test says no"
+            });
+            (acked && nacked).then_some(list)
+        },
+    );
     let gray = status.iter().find(|x| x["instance"] == "orders-2").unwrap();
-    assert_eq!(gray["lanes"], serde_json::json!(["gray"]), "status shows the lane the labels select");
+    assert_eq!(
+        gray["lanes"],
+        serde_json::json!(["gray"]),
+        "status shows the lane the labels select"
+    );
     assert_eq!(gray["nackedRevision"], 1);
 
     // The instance is deregistered when its stream ends.
     drop(b);
-    graylane_tests::eventually(Duration::from_secs(10), "orders-2 to be deregistered", || {
-        let s = cp.cli(&["status", "-o", "json"]).json();
-        (s["sidecars"].as_array()?.len() == 1).then_some(())
-    });
+    graylane_tests::eventually(
+        Duration::from_secs(10),
+        "orders-2 to be deregistered",
+        || {
+            let s = cp.cli(&["status", "-o", "json"]).json();
+            (s["sidecars"].as_array()?.len() == 1).then_some(())
+        },
+    );
     let update = a.next().await;
-    assert_eq!(update.endpoints.map(|e| e.endpoints.len()), Some(1), "endpoint removal is pushed");
+    assert_eq!(
+        update.endpoints.map(|e| e.endpoints.len()),
+        Some(1),
+        "endpoint removal is pushed"
+    );
     assert!(update.rules.is_none(), "unchanged rules are not resent");
 }
 
@@ -241,13 +375,27 @@ async fn apply_wait_follows_acks_and_fails_on_nack() {
     let dir = tempfile::tempdir().unwrap();
     let cp = ControlPlane::start(dir.path(), &[]);
     let url = cp.url();
-    let mut sub = Subscriber::connect(&url, "orders", "orders-1", &[("version", "v1")], None).await.unwrap();
+    let mut sub = Subscriber::connect(&url, "orders", "orders-1", &[("version", "v1")], None)
+        .await
+        .unwrap();
     let first = sub.next().await;
     sub.ack(first.version).await;
 
     let lane = write_file(dir.path(), "lane.yaml", LANE);
     let (u, f) = (url.clone(), lane.clone());
-    let waiting = tokio::task::spawn_blocking(move || graylane_tests::cli(&["--server", &u, "rules", "apply", "-f", &f, "--wait", "--timeout", "20s"]));
+    let waiting = tokio::task::spawn_blocking(move || {
+        graylane_tests::cli(&[
+            "--server",
+            &u,
+            "rules",
+            "apply",
+            "-f",
+            &f,
+            "--wait",
+            "--timeout",
+            "20s",
+        ])
+    });
     let s = sub.until_revision(1).await;
     sub.ack(s.version).await;
     let out = waiting.await.unwrap();
@@ -256,7 +404,19 @@ async fn apply_wait_follows_acks_and_fails_on_nack() {
 
     let blue = write_file(dir.path(), "blue.yaml", BLUE);
     let (u, f) = (url.clone(), blue.clone());
-    let waiting = tokio::task::spawn_blocking(move || graylane_tests::cli(&["--server", &u, "rules", "apply", "-f", &f, "--wait", "--timeout", "20s"]));
+    let waiting = tokio::task::spawn_blocking(move || {
+        graylane_tests::cli(&[
+            "--server",
+            &u,
+            "rules",
+            "apply",
+            "-f",
+            &f,
+            "--wait",
+            "--timeout",
+            "20s",
+        ])
+    });
     let s = sub.until_revision(2).await;
     sub.nack(s.version, "lane blue: unsupported").await;
     let out = waiting.await.unwrap();
@@ -273,17 +433,34 @@ fn release_set_and_get() {
     cp.cli(&["release", "set", "orders", "gray"]).assert_ok();
     cp.cli(&["release", "set", "payments", "prod"]).assert_ok();
     let states = cp.cli(&["release", "get", "-o", "json"]).assert_ok().json();
-    assert_eq!(states["services"], serde_json::json!([{"service": "orders", "release": "gray"}, {"service": "payments", "release": "prod"}]));
-    let orders = cp.cli(&["rules", "get", "RoutePolicy/orders"]).assert_ok().stdout.clone();
-    assert!(orders.contains("release: gray") && orders.contains("weight: 90"), "only the release field changed: {orders}");
+    assert_eq!(
+        states["services"],
+        serde_json::json!([{"service": "orders", "release": "gray"}, {"service": "payments", "release": "prod"}])
+    );
+    let orders = cp
+        .cli(&["rules", "get", "RoutePolicy/orders"])
+        .assert_ok()
+        .stdout
+        .clone();
+    assert!(
+        orders.contains("release: gray") && orders.contains("weight: 90"),
+        "only the release field changed: {orders}"
+    );
     assert_eq!(cp.cli(&["release", "set", "orders", "canary"]).code, 2);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn calls_without_a_valid_token_are_refused_and_change_nothing() {
     let dir = tempfile::tempdir().unwrap();
-    let (admin, sidecar) = ("admin-token-0123456789abcdef", "sidecar-token-0123456789abcdef");
-    let tokens = write_file(dir.path(), "tokens", &format!("admin:{admin}\nsidecar:{sidecar}\n"));
+    let (admin, sidecar) = (
+        "admin-token-0123456789abcdef",
+        "sidecar-token-0123456789abcdef",
+    );
+    let tokens = write_file(
+        dir.path(),
+        "tokens",
+        &format!("admin:{admin}\nsidecar:{sidecar}\n"),
+    );
     let cp = ControlPlane::start(dir.path(), &["--token-file", &tokens]);
     let admin_file = write_file(dir.path(), "admin.token", admin);
     let sidecar_file = write_file(dir.path(), "sidecar.token", sidecar);
@@ -292,10 +469,38 @@ async fn calls_without_a_valid_token_are_refused_and_change_nothing() {
 
     let (none, wrong, ok) = tokio::task::spawn_blocking(move || {
         let none = cli(&["--server", &url, "rules", "apply", "-f", &l]);
-        let wrong = cli(&["--server", &url, "--token-file", &sidecar_file, "rules", "apply", "-f", &l]);
-        let get_before = cli(&["--server", &url, "--token-file", &admin_file, "rules", "get", "-o", "json"]).json();
+        let wrong = cli(&[
+            "--server",
+            &url,
+            "--token-file",
+            &sidecar_file,
+            "rules",
+            "apply",
+            "-f",
+            &l,
+        ]);
+        let get_before = cli(&[
+            "--server",
+            &url,
+            "--token-file",
+            &admin_file,
+            "rules",
+            "get",
+            "-o",
+            "json",
+        ])
+        .json();
         assert_eq!(get_before["revision"], 0, "refused calls changed nothing");
-        let ok = cli(&["--server", &url, "--token-file", &admin_file, "rules", "apply", "-f", &l]);
+        let ok = cli(&[
+            "--server",
+            &url,
+            "--token-file",
+            &admin_file,
+            "rules",
+            "apply",
+            "-f",
+            &l,
+        ]);
         (none, wrong, ok)
     })
     .await
@@ -306,8 +511,13 @@ async fn calls_without_a_valid_token_are_refused_and_change_nothing() {
     assert!(wrong.stderr.contains("permission denied"), "{wrong:?}");
     ok.assert_ok();
 
-    let refused = Subscriber::connect(&cp.url(), "orders", "o-1", &[], None).await.err().expect("refused");
+    let refused = Subscriber::connect(&cp.url(), "orders", "o-1", &[], None)
+        .await
+        .err()
+        .expect("refused");
     assert_eq!(refused.code(), tonic::Code::Unauthenticated);
-    let mut sub = Subscriber::connect(&cp.url(), "orders", "o-1", &[], Some(sidecar)).await.unwrap();
+    let mut sub = Subscriber::connect(&cp.url(), "orders", "o-1", &[], Some(sidecar))
+        .await
+        .unwrap();
     assert_eq!(sub.until_revision(1).await.revision, 1);
 }

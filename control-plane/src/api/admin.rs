@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use graylane_proto::v1 as pb;
 use graylane_proto::v1::admin_server::Admin;
-use graylane_routing::{Kind, Release, RuleSet};
+use graylane_routing::{Kind, Release, Resource, RuleSet};
 use tokio_stream::Stream;
 use tonic::{Request, Response, Status};
 
@@ -24,8 +24,18 @@ impl AdminService {
         Self { control }
     }
 
-    async fn change<T>(&self, request: &Request<T>, change: Change, expect: Option<u64>, dry_run: bool) -> Result<Response<pb::ChangeResponse>, Status> {
-        let options = ChangeOptions { expect_revision: expect, dry_run, applied_by: who(request) };
+    async fn change<T>(
+        &self,
+        request: &Request<T>,
+        change: Change,
+        expect: Option<u64>,
+        dry_run: bool,
+    ) -> Result<Response<pb::ChangeResponse>, Status> {
+        let options = ChangeOptions {
+            expect_revision: expect,
+            dry_run,
+            applied_by: who(request),
+        };
         let outcome = self.control.change(change, options).await?;
         Ok(Response::new(change_response(outcome)))
     }
@@ -68,11 +78,22 @@ fn change_response(outcome: ChangeOutcome) -> pb::ChangeResponse {
 }
 
 fn kind(s: &str) -> Result<Kind, Status> {
-    s.parse().map_err(|_| Status::invalid_argument(format!("unknown kind {s:?}: expected Lane, RoutePolicy or TagPolicy")))
+    s.parse().map_err(|_| {
+        Status::invalid_argument(format!(
+            "unknown kind {s:?}: expected Lane, RoutePolicy or TagPolicy"
+        ))
+    })
 }
 
 fn sidecar_status(entry: SidecarEntry, rules: &RuleSet) -> pb::SidecarStatus {
-    let lanes = rules.lanes_matching(&entry.hello.labels.iter().map(|(k, v)| (k.clone(), v.clone())).collect());
+    let lanes = rules.lanes_matching(
+        &entry
+            .hello
+            .labels
+            .iter()
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect(),
+    );
     let (nacked_revision, nack_reason) = entry.nack.unwrap_or_default();
     pb::SidecarStatus {
         lanes: lanes.into_iter().map(str::to_string).collect(),
@@ -92,43 +113,86 @@ type RolloutStream = Pin<Box<dyn Stream<Item = Result<pb::RolloutProgress, Statu
 
 #[tonic::async_trait]
 impl Admin for AdminService {
-    async fn apply(&self, request: Request<pb::ApplyRequest>) -> Result<Response<pb::ChangeResponse>, Status> {
+    async fn apply(
+        &self,
+        request: Request<pb::ApplyRequest>,
+    ) -> Result<Response<pb::ChangeResponse>, Status> {
         let r = request.get_ref();
         if r.files.is_empty() {
             return Err(Status::invalid_argument("no files to apply"));
         }
-        let files = r.files.iter().map(|f| (f.name.clone(), f.content.clone())).collect();
-        let change = Change::Apply { files, prune: r.prune };
-        self.change(&request, change, r.expect_revision, r.dry_run).await
+        let files = r
+            .files
+            .iter()
+            .map(|f| (f.name.clone(), f.content.clone()))
+            .collect();
+        let change = Change::Apply {
+            files,
+            prune: r.prune,
+        };
+        self.change(&request, change, r.expect_revision, r.dry_run)
+            .await
     }
 
-    async fn delete(&self, request: Request<pb::DeleteRequest>) -> Result<Response<pb::ChangeResponse>, Status> {
+    async fn delete(
+        &self,
+        request: Request<pb::DeleteRequest>,
+    ) -> Result<Response<pb::ChangeResponse>, Status> {
         let r = request.get_ref();
         if r.resources.is_empty() {
             return Err(Status::invalid_argument("no resources to delete"));
         }
-        let refs = r.resources.iter().map(|x| Ok((kind(&x.kind)?, x.name.clone()))).collect::<Result<_, Status>>()?;
-        self.change(&request, Change::Delete(refs), r.expect_revision, r.dry_run).await
+        let refs = r
+            .resources
+            .iter()
+            .map(|x| Ok((kind(&x.kind)?, x.name.clone())))
+            .collect::<Result<_, Status>>()?;
+        self.change(&request, Change::Delete(refs), r.expect_revision, r.dry_run)
+            .await
     }
 
-    async fn get(&self, request: Request<pb::GetRequest>) -> Result<Response<pb::GetResponse>, Status> {
+    async fn get(
+        &self,
+        request: Request<pb::GetRequest>,
+    ) -> Result<Response<pb::GetResponse>, Status> {
         let r = request.into_inner();
         let (revision, rules) = self.control.rules().await?;
-        let filter = if r.kind.is_empty() { None } else { Some(kind(&r.kind)?) };
+        let filter = if r.kind.is_empty() {
+            None
+        } else {
+            Some(kind(&r.kind)?)
+        };
         let selected: Vec<_> = rules
             .iter()
-            .filter(|x| filter.is_none_or(|k| x.kind() == k) && (r.name.is_empty() || x.name() == r.name))
+            .filter(|x| {
+                filter.is_none_or(|k| x.kind() == k) && (r.name.is_empty() || x.name() == r.name)
+            })
             .collect();
         if let (Some(k), false, true) = (filter, r.name.is_empty(), selected.is_empty()) {
             return Err(ControlError::NotFound(format!("{k}/{} not found", r.name)).into());
         }
-        let text = selected.iter().map(|x| x.to_yaml()).collect::<Vec<_>>().join("---\n");
-        Ok(Response::new(pb::GetResponse { revision, rules: text }))
+        let text = selected
+            .iter()
+            .map(|x| x.to_yaml())
+            .collect::<Vec<_>>()
+            .join("---\n");
+        Ok(Response::new(pb::GetResponse {
+            revision,
+            rules: text,
+        }))
     }
 
-    async fn history(&self, request: Request<pb::HistoryRequest>) -> Result<Response<pb::HistoryResponse>, Status> {
+    async fn history(
+        &self,
+        request: Request<pb::HistoryRequest>,
+    ) -> Result<Response<pb::HistoryResponse>, Status> {
         let limit = request.into_inner().limit as usize;
-        let list = self.control.store().history(limit).await.map_err(ControlError::from)?;
+        let list = self
+            .control
+            .store()
+            .history(limit)
+            .await
+            .map_err(ControlError::from)?;
         let entries = list
             .into_iter()
             .map(|(revision, m)| pb::HistoryEntry {
@@ -142,24 +206,46 @@ impl Admin for AdminService {
         Ok(Response::new(pb::HistoryResponse { entries }))
     }
 
-    async fn rollback(&self, request: Request<pb::RollbackRequest>) -> Result<Response<pb::ChangeResponse>, Status> {
+    async fn rollback(
+        &self,
+        request: Request<pb::RollbackRequest>,
+    ) -> Result<Response<pb::ChangeResponse>, Status> {
         let r = request.get_ref();
-        self.change(&request, Change::Rollback(r.to), r.expect_revision, false).await
+        self.change(&request, Change::Rollback(r.to), r.expect_revision, false)
+            .await
     }
 
-    async fn set_release(&self, request: Request<pb::SetReleaseRequest>) -> Result<Response<pb::ChangeResponse>, Status> {
+    async fn set_release(
+        &self,
+        request: Request<pb::SetReleaseRequest>,
+    ) -> Result<Response<pb::ChangeResponse>, Status> {
         let r = request.get_ref();
-        let state: Release = r.state.parse().map_err(|_| Status::invalid_argument(format!("release state {:?}: expected all, gray or prod", r.state)))?;
-        let change = Change::Release { service: r.service.clone(), state };
-        self.change(&request, change, r.expect_revision, false).await
+        let state: Release = r.state.parse().map_err(|_| {
+            Status::invalid_argument(format!(
+                "release state {:?}: expected all, gray or prod",
+                r.state
+            ))
+        })?;
+        let change = Change::Release {
+            service: r.service.clone(),
+            state,
+        };
+        self.change(&request, change, r.expect_revision, false)
+            .await
     }
 
-    async fn get_release(&self, request: Request<pb::GetReleaseRequest>) -> Result<Response<pb::GetReleaseResponse>, Status> {
+    async fn get_release(
+        &self,
+        request: Request<pb::GetReleaseRequest>,
+    ) -> Result<Response<pb::GetReleaseResponse>, Status> {
         let service = request.into_inner().service;
         let (revision, rules) = self.control.rules().await?;
         let mut services: Vec<String> = if service.is_empty() {
             let mut all: Vec<String> = self.control.hub().services().into_keys().collect();
-            all.extend(rules.iter().filter_map(|r| r.route_policy().map(|p| p.service().to_string())));
+            all.extend(rules.of_kind(Kind::RoutePolicy).filter_map(|r| match r {
+                Resource::RoutePolicy(p) => Some(p.spec.service.as_str().to_string()),
+                _ => None,
+            }));
             all
         } else {
             vec![service]
@@ -168,20 +254,38 @@ impl Admin for AdminService {
         services.dedup();
         let states = services
             .into_iter()
-            .map(|s| pb::ReleaseState { state: rules.release_of(&s).to_string(), service: s })
+            .map(|s| pb::ReleaseState {
+                state: rules.release_of(&s).to_string(),
+                service: s,
+            })
             .collect();
         Ok(Response::new(pb::GetReleaseResponse { revision, states }))
     }
 
-    async fn list_sidecars(&self, _: Request<pb::ListSidecarsRequest>) -> Result<Response<pb::ListSidecarsResponse>, Status> {
+    async fn list_sidecars(
+        &self,
+        _: Request<pb::ListSidecarsRequest>,
+    ) -> Result<Response<pb::ListSidecarsResponse>, Status> {
         let (revision, rules) = self.control.rules().await?;
-        let sidecars = self.control.hub().sidecars().into_iter().map(|e| sidecar_status(e, &rules)).collect();
-        Ok(Response::new(pb::ListSidecarsResponse { revision, sidecars }))
+        let sidecars = self
+            .control
+            .hub()
+            .sidecars()
+            .into_iter()
+            .map(|e| sidecar_status(e, &rules))
+            .collect();
+        Ok(Response::new(pb::ListSidecarsResponse {
+            revision,
+            sidecars,
+        }))
     }
 
     type WatchRolloutStream = RolloutStream;
 
-    async fn watch_rollout(&self, request: Request<pb::WatchRolloutRequest>) -> Result<Response<RolloutStream>, Status> {
+    async fn watch_rollout(
+        &self,
+        request: Request<pb::WatchRolloutRequest>,
+    ) -> Result<Response<RolloutStream>, Status> {
         let revision = request.into_inner().revision;
         let control = Arc::clone(&self.control);
         let mut answers = control.hub().answers();
@@ -199,10 +303,16 @@ impl Admin for AdminService {
                     }
                 };
                 let sidecars = control.hub().sidecars();
-                let acked = sidecars.iter().filter(|s| s.acked_revision >= revision).count();
+                let acked = sidecars
+                    .iter()
+                    .filter(|s| s.acked_revision >= revision)
+                    .count();
                 let nacked = sidecars
                     .iter()
-                    .filter(|s| s.acked_revision < revision && s.nack.as_ref().is_some_and(|(r, _)| *r >= revision))
+                    .filter(|s| {
+                        s.acked_revision < revision
+                            && s.nack.as_ref().is_some_and(|(r, _)| *r >= revision)
+                    })
                     .map(|s| sidecar_status(s.clone(), &rules))
                     .collect();
                 let total = sidecars.len();
@@ -221,6 +331,8 @@ impl Admin for AdminService {
                 }
             }
         });
-        Ok(Response::new(Box::pin(tokio_stream::wrappers::ReceiverStream::new(rx))))
+        Ok(Response::new(Box::pin(
+            tokio_stream::wrappers::ReceiverStream::new(rx),
+        )))
     }
 }

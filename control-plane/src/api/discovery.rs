@@ -45,9 +45,11 @@ impl Discovery for DiscoveryService {
         let first = tokio::time::timeout(HELLO_TIMEOUT, inbound.message())
             .await
             .map_err(|_| Status::deadline_exceeded("no Hello within 10s"))??;
-        let hello = match first {
-            Some(SidecarMessage { message: Some(Message::Hello(hello)) }) => hello,
-            _ => return Err(Status::invalid_argument("the first message must be Hello")),
+        let Some(SidecarMessage {
+            message: Some(Message::Hello(hello)),
+        }) = first
+        else {
+            return Err(Status::invalid_argument("the first message must be Hello"));
         };
         check_hello(&hello)?;
         tracing::info!(service = %hello.service, instance = %hello.instance_id, address = %hello.address, "sidecar connected");
@@ -55,8 +57,12 @@ impl Discovery for DiscoveryService {
         // Capacity 1: with at most one snapshot in the channel and one pending in the
         // task, a slow sidecar costs bounded memory and gets the latest state.
         let (tx, rx) = mpsc::channel(1);
-        let stream = Stream { hub: Arc::clone(&self.hub), id, tx, sent: VecDeque::new() };
-        tokio::spawn(stream.run(inbound, kicked, self.shutdown.clone()));
+        let stream = Stream {
+            hub: Arc::clone(&self.hub),
+            id,
+            sent: VecDeque::new(),
+        };
+        tokio::spawn(stream.run(tx, inbound, kicked, self.shutdown.clone()));
         Ok(Response::new(ReceiverStream::new(rx)))
     }
 }
@@ -79,14 +85,14 @@ fn check_hello(hello: &Hello) -> Result<(), Status> {
 struct Stream {
     hub: Arc<Hub>,
     id: SidecarId,
-    tx: mpsc::Sender<Result<Snapshot, Status>>,
-    /// (version, revision, rules sent?, endpoints generation) of the snapshots sent.
+    /// (version, rule revision) of the last snapshots sent.
     sent: VecDeque<(u64, u64)>,
 }
 
 impl Stream {
     async fn run(
         mut self,
+        tx: mpsc::Sender<Result<Snapshot, Status>>,
         mut inbound: Streaming<SidecarMessage>,
         mut kicked: oneshot::Receiver<()>,
         mut shutdown: watch::Receiver<bool>,
@@ -106,7 +112,7 @@ impl Stream {
                     Ok(()) => pending = Some(states.borrow_and_update().clone()),
                     Err(_) => break Some(Status::unavailable("control plane shutting down")),
                 },
-                permit = self.tx.reserve(), if pending.is_some() => {
+                permit = tx.reserve(), if pending.is_some() => {
                     let (Ok(permit), Some(state)) = (permit, pending.take()) else { break None };
                     permit.send(Ok(snapshot(&state, last.as_deref())));
                     self.sent.push_back((state.version, state.revision));
@@ -118,13 +124,13 @@ impl Stream {
             }
         };
         if let Some(status) = end {
-            let _ = self.tx.try_send(Err(status));
+            let _ = tx.try_send(Err(status));
         }
         tracing::info!(instance = %self.id.instance_id, "sidecar disconnected");
         self.hub.deregister(&self.id);
     }
 
-    fn answer(&mut self, message: SidecarMessage) -> Result<(), Status> {
+    fn answer(&self, message: SidecarMessage) -> Result<(), Status> {
         match message.message {
             Some(Message::Ack(ack)) => {
                 if let Some(revision) = self.revision_of(ack.version) {
@@ -144,18 +150,24 @@ impl Stream {
     }
 
     fn revision_of(&self, version: u64) -> Option<u64> {
-        self.sent.iter().find(|(v, _)| *v == version).map(|(_, r)| *r)
+        self.sent
+            .iter()
+            .find(|(v, _)| *v == version)
+            .map(|(_, r)| *r)
     }
 }
 
 /// The snapshot for `state`, leaving out the parts equal to what `last` already sent.
 fn snapshot(state: &State, last: Option<&State>) -> Snapshot {
     let rules_changed = last.is_none_or(|l| l.revision != state.revision || l.rules != state.rules);
-    let endpoints_changed = last.is_none_or(|l| l.endpoints_generation != state.endpoints_generation);
+    let endpoints_changed =
+        last.is_none_or(|l| l.endpoints_generation != state.endpoints_generation);
     Snapshot {
         version: state.version,
         revision: state.revision,
         rules: rules_changed.then(|| state.rules.to_string()),
-        endpoints: endpoints_changed.then(|| EndpointSet { endpoints: state.endpoints.as_ref().clone() }),
+        endpoints: endpoints_changed.then(|| EndpointSet {
+            endpoints: state.endpoints.as_ref().clone(),
+        }),
     }
 }

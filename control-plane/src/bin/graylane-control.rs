@@ -40,8 +40,12 @@ struct Args {
 #[tokio::main]
 async fn main() {
     tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::try_from_env("GRAYLANE_LOG").unwrap_or_else(|_| "info,h2=warn,tonic=warn,hyper=warn,tower=warn".into()))
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("GRAYLANE_LOG")
+                .unwrap_or_else(|_| "info,h2=warn,tonic=warn,hyper=warn,tower=warn".into()),
+        )
         .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
     if let Err(e) = run(Args::parse()).await {
         tracing::error!("{e:#}");
@@ -55,24 +59,45 @@ async fn run(args: Args) -> anyhow::Result<()> {
     }
     let tokens = match &args.token_file {
         Some(path) => {
-            let text = std::fs::read_to_string(path).with_context(|| format!("--token-file {}", path.display()))?;
-            Some(Tokens::parse(&text).map_err(|e| anyhow::anyhow!("--token-file {}: {e}", path.display()))?)
+            let text = std::fs::read_to_string(path)
+                .with_context(|| format!("--token-file {}", path.display()))?;
+            Some(
+                Tokens::parse(&text)
+                    .map_err(|e| anyhow::anyhow!("--token-file {}: {e}", path.display()))?,
+            )
         }
         None => None,
     };
     if tokens.is_none() {
-        let open: Vec<_> = [args.grpc_addr, args.http_addr].into_iter().filter(|a| !a.ip().is_loopback()).collect();
+        let open: Vec<_> = [args.grpc_addr, args.http_addr]
+            .into_iter()
+            .filter(|a| !a.ip().is_loopback())
+            .collect();
         if !open.is_empty() && !args.allow_unauthenticated {
-            bail!("refusing to listen on {open:?} without --token-file: anyone could change the rules (add --token-file, or --allow-unauthenticated to accept that)");
+            bail!(
+                "refusing to listen on {open:?} without --token-file: anyone could change the rules (add --token-file, or --allow-unauthenticated to accept that)"
+            );
         }
-        tracing::warn!("no --token-file: every call is accepted without a token; listening on loopback only");
+        tracing::warn!(
+            "no --token-file: every call is accepted without a token; listening on loopback only"
+        );
     }
-    let store = args.store.open(args.history).await.with_context(|| format!("--store {:?}", args.store))?;
-    let grpc = tokio::net::TcpListener::bind(args.grpc_addr).await.with_context(|| format!("--grpc-addr {}", args.grpc_addr))?;
-    let http = tokio::net::TcpListener::bind(args.http_addr).await.with_context(|| format!("--http-addr {}", args.http_addr))?;
+    let store = args
+        .store
+        .open(args.history)
+        .await
+        .with_context(|| format!("--store {:?}", args.store))?;
+    let grpc = tokio::net::TcpListener::bind(args.grpc_addr)
+        .await
+        .with_context(|| format!("--grpc-addr {}", args.grpc_addr))?;
+    let http = tokio::net::TcpListener::bind(args.http_addr)
+        .await
+        .with_context(|| format!("--http-addr {}", args.http_addr))?;
     let (grpc_addr, http_addr) = (grpc.local_addr()?, http.local_addr()?);
     tracing::info!(%grpc_addr, %http_addr, store = ?args.store, auth = tokens.is_some(), "graylane-control listening");
-    Server { store, tokens }.run(grpc, http, shutdown_signal()).await
+    Server { store, tokens }
+        .run(grpc, http, shutdown_signal())
+        .await
 }
 
 /// SIGTERM or Ctrl-C.

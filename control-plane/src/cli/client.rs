@@ -32,9 +32,14 @@ pub struct Credentials {
 }
 
 impl tonic::service::Interceptor for Credentials {
-    fn call(&mut self, mut request: tonic::Request<()>) -> Result<tonic::Request<()>, tonic::Status> {
+    fn call(
+        &mut self,
+        mut request: tonic::Request<()>,
+    ) -> Result<tonic::Request<()>, tonic::Status> {
         if let Some(token) = &self.token {
-            request.metadata_mut().insert("authorization", token.clone());
+            request
+                .metadata_mut()
+                .insert("authorization", token.clone());
         }
         if let Some(user) = &self.user {
             request.metadata_mut().insert(USER_METADATA, user.clone());
@@ -45,7 +50,9 @@ impl tonic::service::Interceptor for Credentials {
 
 /// `user@host` for history, from the environment (best effort).
 fn user() -> Option<MetadataValue<tonic::metadata::Ascii>> {
-    let name = std::env::var("USER").or_else(|_| std::env::var("LOGNAME")).unwrap_or_else(|_| "unknown".into());
+    let name = std::env::var("USER")
+        .or_else(|_| std::env::var("LOGNAME"))
+        .unwrap_or_else(|_| "unknown".into());
     let host = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_default();
     format!("{name}@{}", host.trim()).parse().ok()
 }
@@ -54,23 +61,35 @@ impl Connect {
     fn credentials(&self) -> Result<Credentials, CliError> {
         let token = match &self.token_file {
             Some(path) => {
-                let text = std::fs::read_to_string(path)
-                    .map_err(|e| CliError::usage(format!("--token-file {}: {e}", path.display())))?;
-                let value = format!("Bearer {}", text.trim())
-                    .parse()
-                    .map_err(|_| CliError::usage(format!("--token-file {}: the token has characters a header cannot carry", path.display())))?;
+                let text = std::fs::read_to_string(path).map_err(|e| {
+                    CliError::usage(format!("--token-file {}: {e}", path.display()))
+                })?;
+                let value = format!("Bearer {}", text.trim()).parse().map_err(|_| {
+                    CliError::usage(format!(
+                        "--token-file {}: the token has characters a header cannot carry",
+                        path.display()
+                    ))
+                })?;
                 Some(value)
             }
             None => None,
         };
-        Ok(Credentials { token, user: user() })
+        Ok(Credentials {
+            token,
+            user: user(),
+        })
     }
 
     /// Connects to the first server that answers.
     pub(crate) async fn client(&self) -> Result<Client, CliError> {
         let credentials = self.credentials()?;
         let mut failures = Vec::new();
-        for url in self.servers.split(',').map(str::trim).filter(|s| !s.is_empty()) {
+        for url in self
+            .servers
+            .split(',')
+            .map(str::trim)
+            .filter(|s| !s.is_empty())
+        {
             let endpoint = Endpoint::from_shared(url.to_string())
                 .map_err(|e| CliError::usage(format!("--server {url:?}: {e}")))?
                 .connect_timeout(Duration::from_secs(5))
@@ -87,7 +106,10 @@ impl Connect {
         if failures.is_empty() {
             return Err(CliError::usage("--server: no URL given"));
         }
-        Err(CliError::unavailable(format!("cannot reach the control plane ({})", failures.join("; "))))
+        Err(CliError::unavailable(format!(
+            "cannot reach the control plane ({})",
+            failures.join("; ")
+        )))
     }
 }
 

@@ -9,7 +9,9 @@ use super::CliError;
 /// (name shown in errors, content) for every document source named by `-f`.
 pub(crate) fn read_all(paths: &[String]) -> Result<Vec<(String, String)>, CliError> {
     if paths.is_empty() {
-        return Err(CliError::usage("no rule files: pass -f FILE (a file, a directory or -)"));
+        return Err(CliError::usage(
+            "no rule files: pass -f FILE (a file, a directory or -)",
+        ));
     }
     let mut files = Vec::new();
     for path in paths {
@@ -41,6 +43,7 @@ pub(crate) fn read_all(paths: &[String]) -> Result<Vec<(String, String)>, CliErr
 }
 
 fn read_one(path: &str) -> Result<(String, String), CliError> {
-    let text = std::fs::read_to_string(path).map_err(|e| CliError::usage(format!("cannot read {path}: {e}")))?;
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| CliError::usage(format!("cannot read {path}: {e}")))?;
     Ok((path.to_string(), text))
 }

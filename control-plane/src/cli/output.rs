@@ -15,7 +15,10 @@ pub(crate) struct Table {
 
 impl Table {
     pub(crate) fn new(headers: Vec<&'static str>) -> Self {
-        Self { headers, rows: Vec::new() }
+        Self {
+            headers,
+            rows: Vec::new(),
+        }
     }
 
     pub(crate) fn row(&mut self, cells: Vec<String>) {
@@ -32,11 +35,19 @@ impl Table {
             }
         }
         let line = |cells: Vec<&str>| {
-            let padded: Vec<String> = cells.iter().zip(&widths).map(|(c, w)| format!("{c:<w$}")).collect();
+            let padded: Vec<String> = cells
+                .iter()
+                .zip(&widths)
+                .map(|(c, w)| format!("{c:<w$}"))
+                .collect();
             padded.join("   ").trim_end().to_string()
         };
         let mut out = vec![line(self.headers.clone())];
-        out.extend(self.rows.iter().map(|r| line(r.iter().map(String::as_str).collect())));
+        out.extend(
+            self.rows
+                .iter()
+                .map(|r| line(r.iter().map(String::as_str).collect())),
+        );
         out.join("\n")
     }
 }
@@ -52,8 +63,13 @@ pub(crate) fn emit(format: Format, table: impl FnOnce() -> Table, value: impl Fn
 /// Prints `value` as JSON (pretty) or YAML; `Table` falls back to YAML.
 pub(crate) fn raw(format: Format, value: &Value) {
     match format {
-        Format::Json => println!("{}", serde_json::to_string_pretty(value).unwrap_or_default()),
-        Format::Table | Format::Yaml => print!("{}", serde_saphyr::to_string(value).unwrap_or_default()),
+        Format::Json => println!(
+            "{}",
+            serde_json::to_string_pretty(value).unwrap_or_default()
+        ),
+        Format::Table | Format::Yaml => {
+            print!("{}", serde_saphyr::to_string(value).unwrap_or_default())
+        }
     }
 }
 
@@ -80,7 +96,12 @@ pub(crate) fn timestamp(ms: i64) -> String {
     let day = doy - (153 * mp + 2) / 5 + 1;
     let month = if mp < 10 { mp + 3 } else { mp - 9 };
     let year = yoe + era * 400 + i64::from(month <= 2);
-    format!("{year:04}-{month:02}-{day:02} {:02}:{:02}:{:02}Z", rem / 3600, rem % 3600 / 60, rem % 60)
+    format!(
+        "{year:04}-{month:02}-{day:02} {:02}:{:02}:{:02}Z",
+        rem / 3600,
+        rem % 3600 / 60,
+        rem % 60
+    )
 }
 
 #[cfg(test)]

@@ -23,25 +23,46 @@ pub enum ReleaseCommand {
 }
 
 impl ReleaseCommand {
-    pub(crate) async fn run(self, connect: &Connect, format: Option<Format>) -> Result<(), CliError> {
+    pub(crate) async fn run(
+        self,
+        connect: &Connect,
+        format: Option<Format>,
+    ) -> Result<(), CliError> {
         let format = format.unwrap_or(Format::Table);
         let mut client = connect.client().await?;
         match self {
-            Self::Set { service, state, expect_revision } => {
-                let request = pb::SetReleaseRequest { service: service.clone(), state: state.clone(), expect_revision };
+            Self::Set {
+                service,
+                state,
+                expect_revision,
+            } => {
+                let request = pb::SetReleaseRequest {
+                    service: service.clone(),
+                    state: state.clone(),
+                    expect_revision,
+                };
                 let response = client.set_release(request).await?.into_inner();
                 output::emit(
                     format,
                     || {
                         let mut t = Table::new(vec!["SERVICE", "RELEASE", "REVISION"]);
-                        t.row(vec![service.clone(), state.clone(), response.revision.to_string()]);
+                        t.row(vec![
+                            service.clone(),
+                            state.clone(),
+                            response.revision.to_string(),
+                        ]);
                         t
                     },
                     || json!({"service": service, "release": state, "revision": response.revision, "committed": response.committed}),
                 );
             }
             Self::Get { service } => {
-                let response = client.get_release(pb::GetReleaseRequest { service: service.unwrap_or_default() }).await?.into_inner();
+                let response = client
+                    .get_release(pb::GetReleaseRequest {
+                        service: service.unwrap_or_default(),
+                    })
+                    .await?
+                    .into_inner();
                 output::emit(
                     format,
                     || {

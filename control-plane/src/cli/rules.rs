@@ -4,7 +4,7 @@ use std::time::Duration;
 
 use clap::Subcommand;
 use graylane_proto::v1 as pb;
-use graylane_routing::{Kind, RuleSet};
+use graylane_routing::{Kind, Resource, RuleSet};
 use serde_json::json;
 
 use super::client::Connect;
@@ -75,8 +75,14 @@ pub enum RulesCommand {
 }
 
 fn parse_ref(s: &str) -> Result<(Kind, String), CliError> {
-    let (kind, name) = s.split_once('/').ok_or_else(|| CliError::usage(format!("{s:?}: expected KIND/NAME, e.g. Lane/gray")))?;
-    let kind = kind.parse().map_err(|_| CliError::usage(format!("{s:?}: unknown kind {kind:?} (Lane, RoutePolicy, TagPolicy)")))?;
+    let (kind, name) = s
+        .split_once('/')
+        .ok_or_else(|| CliError::usage(format!("{s:?}: expected KIND/NAME, e.g. Lane/gray")))?;
+    let kind = kind.parse().map_err(|_| {
+        CliError::usage(format!(
+            "{s:?}: unknown kind {kind:?} (Lane, RoutePolicy, TagPolicy)"
+        ))
+    })?;
     Ok((kind, name.to_string()))
 }
 
@@ -92,11 +98,20 @@ fn validate_locally(files: &[(String, String)], whole_set: bool) -> Result<RuleS
 }
 
 fn refused_with(errors: Vec<graylane_routing::ValidationError>) -> CliError {
-    CliError::refused(errors.iter().map(ToString::to_string).collect::<Vec<_>>().join("\n"))
+    CliError::refused(
+        errors
+            .iter()
+            .map(ToString::to_string)
+            .collect::<Vec<_>>()
+            .join("\n"),
+    )
 }
 
 fn sources(files: Vec<(String, String)>) -> Vec<pb::SourceFile> {
-    files.into_iter().map(|(name, content)| pb::SourceFile { name, content }).collect()
+    files
+        .into_iter()
+        .map(|(name, content)| pb::SourceFile { name, content })
+        .collect()
 }
 
 fn action_name(action: i32) -> &'static str {
@@ -116,11 +131,21 @@ fn print_change(format: Format, response: &pb::ChangeResponse, dry_run: bool) {
         || {
             let mut t = Table::new(vec!["RESOURCE", "ACTION"]);
             for c in &response.changes {
-                t.row(vec![format!("{}/{}", c.kind, c.name), format!("{}{suffix}", action_name(c.action))]);
+                t.row(vec![
+                    format!("{}/{}", c.kind, c.name),
+                    format!("{}{suffix}", action_name(c.action)),
+                ]);
             }
             t.row(vec![String::new(), String::new()]);
-            let state = if response.committed { "new revision" } else { "revision in force, unchanged" };
-            t.row(vec![format!("revision {}", response.revision), state.to_string()]);
+            let state = if response.committed {
+                "new revision"
+            } else {
+                "revision in force, unchanged"
+            };
+            t.row(vec![
+                format!("revision {}", response.revision),
+                state.to_string(),
+            ]);
             t
         },
         || {
@@ -137,34 +162,71 @@ fn print_change(format: Format, response: &pb::ChangeResponse, dry_run: bool) {
 }
 
 impl RulesCommand {
-    pub(crate) async fn run(self, connect: &Connect, format: Option<Format>) -> Result<(), CliError> {
+    pub(crate) async fn run(
+        self,
+        connect: &Connect,
+        format: Option<Format>,
+    ) -> Result<(), CliError> {
         let table = format.unwrap_or(Format::Table);
         match self {
             Self::Validate { files } => {
                 let files = files::read_all(&files)?;
                 let set = validate_locally(&files, true)?;
-                output::text(&format!("{} resources in {} files are valid", set.len(), files.len()));
+                output::text(&format!(
+                    "{} resources in {} files are valid",
+                    set.len(),
+                    files.len()
+                ));
                 Ok(())
             }
-            Self::Apply { files, prune, dry_run, expect_revision, wait, timeout } => {
+            Self::Apply {
+                files,
+                prune,
+                dry_run,
+                expect_revision,
+                wait,
+                timeout,
+            } => {
                 let files = files::read_all(&files)?;
                 validate_locally(&files, prune)?;
                 let mut client = connect.client().await?;
-                let request = pb::ApplyRequest { files: sources(files), prune, dry_run, expect_revision };
+                let request = pb::ApplyRequest {
+                    files: sources(files),
+                    prune,
+                    dry_run,
+                    expect_revision,
+                };
                 let response = client.apply(request).await?.into_inner();
                 print_change(table, &response, dry_run);
                 if wait && !dry_run {
-                    super::status::wait_for_rollout(&mut client, response.revision, timeout).await?;
+                    super::status::wait_for_rollout(&mut client, response.revision, timeout)
+                        .await?;
                 }
                 Ok(())
             }
-            Self::Delete { resources, expect_revision, dry_run } => {
+            Self::Delete {
+                resources,
+                expect_revision,
+                dry_run,
+            } => {
                 let resources = resources
                     .iter()
-                    .map(|s| parse_ref(s).map(|(k, name)| pb::ResourceRef { kind: k.to_string(), name }))
+                    .map(|s| {
+                        parse_ref(s).map(|(k, name)| pb::ResourceRef {
+                            kind: k.to_string(),
+                            name,
+                        })
+                    })
                     .collect::<Result<_, _>>()?;
                 let mut client = connect.client().await?;
-                let response = client.delete(pb::DeleteRequest { resources, expect_revision, dry_run }).await?.into_inner();
+                let response = client
+                    .delete(pb::DeleteRequest {
+                        resources,
+                        expect_revision,
+                        dry_run,
+                    })
+                    .await?
+                    .into_inner();
                 print_change(table, &response, dry_run);
                 Ok(())
             }
@@ -173,10 +235,20 @@ impl RulesCommand {
                 let files = files::read_all(&files)?;
                 validate_locally(&files, prune)?;
                 let mut client = connect.client().await?;
-                let request = pb::ApplyRequest { files: sources(files), prune, dry_run: true, expect_revision: None };
+                let request = pb::ApplyRequest {
+                    files: sources(files),
+                    prune,
+                    dry_run: true,
+                    expect_revision: None,
+                };
                 let response = client.apply(request).await?.into_inner();
                 if table == Format::Table {
-                    let diffs: Vec<&str> = response.changes.iter().map(|c| c.diff.as_str()).filter(|d| !d.is_empty()).collect();
+                    let diffs: Vec<&str> = response
+                        .changes
+                        .iter()
+                        .map(|c| c.diff.as_str())
+                        .filter(|d| !d.is_empty())
+                        .collect();
                     output::text(&diffs.concat());
                 } else {
                     print_change(table, &response, true);
@@ -184,9 +256,18 @@ impl RulesCommand {
                 Ok(())
             }
             Self::History { limit } => history(connect, table, limit).await,
-            Self::Rollback { to, expect_revision } => {
+            Self::Rollback {
+                to,
+                expect_revision,
+            } => {
                 let mut client = connect.client().await?;
-                let response = client.rollback(pb::RollbackRequest { to, expect_revision }).await?.into_inner();
+                let response = client
+                    .rollback(pb::RollbackRequest {
+                        to,
+                        expect_revision,
+                    })
+                    .await?
+                    .into_inner();
                 print_change(table, &response, false);
                 Ok(())
             }
@@ -199,23 +280,42 @@ async fn get(connect: &Connect, format: Format, selector: Option<String>) -> Res
         None => (String::new(), String::new()),
         Some(s) => match s.split_once('/') {
             Some(_) => parse_ref(s).map(|(k, n)| (k.to_string(), n))?,
-            None => (s.parse::<Kind>().map_err(|_| CliError::usage(format!("unknown kind {s:?} (Lane, RoutePolicy, TagPolicy)")))?.to_string(), String::new()),
+            None => (
+                s.parse::<Kind>()
+                    .map_err(|_| {
+                        CliError::usage(format!(
+                            "unknown kind {s:?} (Lane, RoutePolicy, TagPolicy)"
+                        ))
+                    })?
+                    .to_string(),
+                String::new(),
+            ),
         },
     };
     let mut client = connect.client().await?;
-    let response = client.get(pb::GetRequest { kind, name }).await?.into_inner();
-    let set = RuleSet::from_yaml("(server response)", &response.rules)
-        .map_err(|e| CliError::unavailable(format!("the server sent rules this CLI cannot read: {}", e[0])))?;
+    let response = client
+        .get(pb::GetRequest { kind, name })
+        .await?
+        .into_inner();
+    let set = RuleSet::from_yaml("(server response)", &response.rules).map_err(|e| {
+        CliError::unavailable(format!(
+            "the server sent rules this CLI cannot read: {}",
+            e[0]
+        ))
+    })?;
     match format {
         Format::Yaml => output::text(&response.rules),
-        Format::Json => output::raw(Format::Json, &json!({
-            "revision": response.revision,
-            "items": set.iter().collect::<Vec<_>>(),
-        })),
+        Format::Json => output::raw(
+            Format::Json,
+            &json!({
+                "revision": response.revision,
+                "items": set.iter().collect::<Vec<_>>(),
+            }),
+        ),
         Format::Table => {
             let mut t = Table::new(vec!["KIND", "NAME", "SUMMARY"]);
             for r in set.iter() {
-                t.row(vec![r.kind().to_string(), r.name().to_string(), r.summary()]);
+                t.row(vec![r.kind().to_string(), r.name().to_string(), summary(r)]);
             }
             output::emit(Format::Table, || t, || json!(null));
         }
@@ -225,13 +325,23 @@ async fn get(connect: &Connect, format: Format, selector: Option<String>) -> Res
 
 async fn history(connect: &Connect, format: Format, limit: u32) -> Result<(), CliError> {
     let mut client = connect.client().await?;
-    let entries = client.history(pb::HistoryRequest { limit }).await?.into_inner().entries;
+    let entries = client
+        .history(pb::HistoryRequest { limit })
+        .await?
+        .into_inner()
+        .entries;
     output::emit(
         format,
         || {
             let mut t = Table::new(vec!["REVISION", "APPLIED", "BY", "RESOURCES", "SUMMARY"]);
             for e in &entries {
-                t.row(vec![e.revision.to_string(), output::timestamp(e.applied_at_ms), e.applied_by.clone(), e.resources.to_string(), e.summary.clone()]);
+                t.row(vec![
+                    e.revision.to_string(),
+                    output::timestamp(e.applied_at_ms),
+                    e.applied_by.clone(),
+                    e.resources.to_string(),
+                    e.summary.clone(),
+                ]);
             }
             t
         },
@@ -243,4 +353,50 @@ async fn history(connect: &Connect, format: Format, limit: u32) -> Result<(), Cl
         },
     );
     Ok(())
+}
+
+/// One line about a resource for `rules get -o table`.
+fn summary(resource: &Resource) -> String {
+    match resource {
+        Resource::Lane(l) => {
+            let selector: Vec<String> = l
+                .spec
+                .selector
+                .as_map()
+                .iter()
+                .map(|(k, v)| format!("{k}={v}"))
+                .collect();
+            let fallback: Vec<String> = l.spec.fallback.iter().map(ToString::to_string).collect();
+            format!(
+                "tag={} selector={} fallback=[{}]",
+                l.spec.tag.as_str(),
+                selector.join(","),
+                fallback.join(",")
+            )
+        }
+        Resource::RoutePolicy(p) => {
+            let weights: Vec<String> = p
+                .spec
+                .default
+                .iter()
+                .map(|w| format!("{}:{}", w.subset, w.weight))
+                .collect();
+            format!(
+                "service={} release={} subsets={} default=[{}]",
+                p.spec.service.as_str(),
+                p.spec.release,
+                p.spec.subsets.len(),
+                weights.join(",")
+            )
+        }
+        Resource::TagPolicy(t) => {
+            let services: Vec<&str> = t.spec.services.iter().map(|s| s.as_str()).collect();
+            format!(
+                "services={} incoming={} rules={}",
+                services.join(","),
+                t.spec.incoming,
+                t.spec.rules.len()
+            )
+        }
+    }
 }

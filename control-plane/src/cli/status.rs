@@ -16,21 +16,46 @@ fn labels(s: &pb::SidecarStatus) -> String {
 }
 
 fn lane(s: &pb::SidecarStatus) -> String {
-    if s.lanes.is_empty() { "(base)".into() } else { s.lanes.join(",") }
+    if s.lanes.is_empty() {
+        "(base)".into()
+    } else {
+        s.lanes.join(",")
+    }
 }
 
 pub(crate) async fn run(connect: &Connect, format: Option<Format>) -> Result<(), CliError> {
     let mut client = connect.client().await?;
-    let response = client.list_sidecars(pb::ListSidecarsRequest {}).await?.into_inner();
+    let response = client
+        .list_sidecars(pb::ListSidecarsRequest {})
+        .await?
+        .into_inner();
     let revision = response.revision;
     output::emit(
         format.unwrap_or(Format::Table),
         || {
-            let mut t = Table::new(vec!["SERVICE", "INSTANCE", "ADDRESS", "LABELS", "LANE", "ACKED", "NACK"]);
+            let mut t = Table::new(vec![
+                "SERVICE", "INSTANCE", "ADDRESS", "LABELS", "LANE", "ACKED", "NACK",
+            ]);
             for s in &response.sidecars {
-                let acked = if s.acked_revision == revision { format!("{} (current)", s.acked_revision) } else { s.acked_revision.to_string() };
-                let nack = if s.nack_reason.is_empty() { "-".into() } else { format!("rev {}: {}", s.nacked_revision, s.nack_reason) };
-                t.row(vec![s.service.clone(), s.instance_id.clone(), s.address.clone(), labels(s), lane(s), acked, nack]);
+                let acked = if s.acked_revision == revision {
+                    format!("{} (current)", s.acked_revision)
+                } else {
+                    s.acked_revision.to_string()
+                };
+                let nack = if s.nack_reason.is_empty() {
+                    "-".into()
+                } else {
+                    format!("rev {}: {}", s.nacked_revision, s.nack_reason)
+                };
+                t.row(vec![
+                    s.service.clone(),
+                    s.instance_id.clone(),
+                    s.address.clone(),
+                    labels(s),
+                    lane(s),
+                    acked,
+                    nack,
+                ]);
             }
             t
         },
@@ -54,12 +79,22 @@ pub(crate) async fn run(connect: &Connect, format: Option<Format>) -> Result<(),
 /// acked it (ok), one NACKed it (refused, with the reason), or `timeout` passed
 /// (refused, naming who is missing).
 #[allow(clippy::print_stderr)]
-pub(crate) async fn wait_for_rollout(client: &mut Client, revision: u64, timeout: Duration) -> Result<(), CliError> {
+pub(crate) async fn wait_for_rollout(
+    client: &mut Client,
+    revision: u64,
+    timeout: Duration,
+) -> Result<(), CliError> {
     let follow = async {
-        let mut stream = client.watch_rollout(pb::WatchRolloutRequest { revision }).await?.into_inner();
+        let mut stream = client
+            .watch_rollout(pb::WatchRolloutRequest { revision })
+            .await?
+            .into_inner();
         let mut last = None;
         while let Some(progress) = stream.message().await? {
-            eprintln!("revision {revision}: {}/{} sidecars acked", progress.acked, progress.total);
+            eprintln!(
+                "revision {revision}: {}/{} sidecars acked",
+                progress.acked, progress.total
+            );
             if let Some(s) = progress.nacked.first() {
                 return Err(CliError::refused(format!(
                     "revision {revision} rejected by {}/{}: {}",
@@ -70,7 +105,9 @@ pub(crate) async fn wait_for_rollout(client: &mut Client, revision: u64, timeout
         }
         match last {
             Some(p) if p.acked == p.total => Ok(()),
-            _ => Err(CliError::unavailable("the control plane ended the rollout watch early")),
+            _ => Err(CliError::unavailable(
+                "the control plane ended the rollout watch early",
+            )),
         }
     };
     match tokio::time::timeout(timeout, follow).await {

@@ -11,7 +11,10 @@ use crate::store::Store;
 pub enum Change {
     /// Create or update the resources of these (file name, content) pairs; with
     /// `prune`, they become the whole set.
-    Apply { files: Vec<(String, String)>, prune: bool },
+    Apply {
+        files: Vec<(String, String)>,
+        prune: bool,
+    },
     /// Remove these resources; each must exist.
     Delete(Vec<(Kind, String)>),
     /// Restore the content of an earlier revision.
@@ -22,7 +25,11 @@ pub enum Change {
 
 impl Change {
     /// The set this change leads to from `old`, validated as a whole.
-    pub(super) async fn next_set(&self, old: &RuleSet, store: &dyn Store) -> Result<RuleSet, ControlError> {
+    pub(super) async fn next_set(
+        &self,
+        old: &RuleSet,
+        store: &dyn Store,
+    ) -> Result<RuleSet, ControlError> {
         let new = match self {
             Self::Apply { files, prune } => {
                 let applied = RuleSet::parse_files(files).map_err(ControlError::Invalid)?;
@@ -42,20 +49,25 @@ impl Change {
                     .map(|(kind, name)| format!("{kind}/{name}"))
                     .collect();
                 if !missing.is_empty() {
-                    return Err(ControlError::NotFound(format!("not found: {}", missing.join(", "))));
+                    return Err(ControlError::NotFound(format!(
+                        "not found: {}",
+                        missing.join(", ")
+                    )));
                 }
                 new
             }
             Self::Rollback(to) => {
-                let revision = store
-                    .get(*to)
-                    .await?
-                    .ok_or_else(|| ControlError::NotFound(format!("revision {to} does not exist or is no longer kept")))?;
+                let revision = store.get(*to).await?.ok_or_else(|| {
+                    ControlError::NotFound(format!(
+                        "revision {to} does not exist or is no longer kept"
+                    ))
+                })?;
                 parse_stored(&revision)?
             }
             Self::Release { service, state } => {
                 let mut new = old.clone();
-                new.set_release(service, *state).map_err(|e| ControlError::Invalid(vec![e]))?;
+                new.set_release(service, *state)
+                    .map_err(ControlError::Invalid)?;
                 new
             }
         };

@@ -60,10 +60,18 @@ pub(crate) fn changes(old: &RuleSet, new: &RuleSet) -> Vec<ResourceChange> {
                 let label = format!("{kind}/{name}");
                 similar::TextDiff::from_lines(&before, &after)
                     .unified_diff()
-                    .header(&format!("{label} (in force)"), &format!("{label} (applied)"))
+                    .header(
+                        &format!("{label} (in force)"),
+                        &format!("{label} (applied)"),
+                    )
                     .to_string()
             };
-            ResourceChange { kind, name, action, diff }
+            ResourceChange {
+                kind,
+                name,
+                action,
+                diff,
+            }
         })
         .collect()
 }
@@ -78,5 +86,9 @@ pub(crate) fn summary(changes: &[ResourceChange]) -> String {
             (n > 0).then(|| format!("{n} {}", a.as_str()))
         })
         .collect();
-    if parts.is_empty() { "no changes".into() } else { parts.join(", ") }
+    if parts.is_empty() {
+        "no changes".into()
+    } else {
+        parts.join(", ")
+    }
 }

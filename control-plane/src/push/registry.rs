@@ -32,17 +32,36 @@ pub(super) struct Registry {
 }
 
 impl Registry {
-    pub(super) fn insert(&mut self, hello: Hello, now_ms: i64) -> (SidecarId, oneshot::Receiver<()>) {
+    pub(super) fn insert(
+        &mut self,
+        hello: Hello,
+        now_ms: i64,
+    ) -> (SidecarId, oneshot::Receiver<()>) {
         self.next_session += 1;
         let session = self.next_session;
         let (kick, kicked) = oneshot::channel();
         let instance_id = hello.instance_id.clone();
-        let entry = SidecarEntry { hello, connected_at_ms: now_ms, acked_version: 0, acked_revision: 0, nack: None };
-        if let Some((_, _, old_kick)) = self.entries.insert(instance_id.clone(), (session, entry, kick)) {
+        let entry = SidecarEntry {
+            hello,
+            connected_at_ms: now_ms,
+            acked_version: 0,
+            acked_revision: 0,
+            nack: None,
+        };
+        if let Some((_, _, old_kick)) = self
+            .entries
+            .insert(instance_id.clone(), (session, entry, kick))
+        {
             // The old stream may already be gone; then nobody listens and that is fine.
             let _ = old_kick.send(());
         }
-        (SidecarId { instance_id, session }, kicked)
+        (
+            SidecarId {
+                instance_id,
+                session,
+            },
+            kicked,
+        )
     }
 
     /// True when `id` was still the live registration and is now removed.
@@ -57,10 +76,10 @@ impl Registry {
     }
 
     pub(super) fn update(&mut self, id: &SidecarId, f: impl FnOnce(&mut SidecarEntry)) {
-        if let Some((session, entry, _)) = self.entries.get_mut(&id.instance_id) {
-            if *session == id.session {
-                f(entry);
-            }
+        if let Some((session, entry, _)) = self.entries.get_mut(&id.instance_id)
+            && *session == id.session
+        {
+            f(entry);
         }
     }
 

@@ -55,7 +55,13 @@ impl FileStore {
         .map_err(|e| StoreError::Unavailable(format!("open task failed: {e}")))??;
         let notify = watch::channel(state.current.number).0;
         Ok(Self {
-            inner: Arc::new(Inner { dir, limit, state: Mutex::new(state), notify, _lock: lock }),
+            inner: Arc::new(Inner {
+                dir,
+                limit,
+                state: Mutex::new(state),
+                notify,
+                _lock: lock,
+            }),
         })
     }
 }
@@ -97,7 +103,10 @@ fn open_dir(dir: &Path) -> Result<(File, State), StoreError> {
         if name.starts_with(".tmp-") {
             // A commit that never reached its rename: it was never acknowledged.
             let _ = fs::remove_file(entry.path());
-        } else if let Some(n) = name.strip_suffix(".json").and_then(|n| n.parse::<u64>().ok()) {
+        } else if let Some(n) = name
+            .strip_suffix(".json")
+            .and_then(|n| n.parse::<u64>().ok())
+        {
             numbers.push(n);
         }
     }
@@ -134,7 +143,8 @@ fn write_revision(dir: &Path, rev: &Revision) -> Result<(), StoreError> {
     let bytes = serde_json::to_vec(rev)
         .map_err(|e| StoreError::Unavailable(format!("encode revision: {e}")))?;
     let mut file = File::create(&tmp).map_err(|e| unavailable("create", &tmp, e))?;
-    file.write_all(&bytes).map_err(|e| unavailable("write", &tmp, e))?;
+    file.write_all(&bytes)
+        .map_err(|e| unavailable("write", &tmp, e))?;
     file.sync_all().map_err(|e| unavailable("fsync", &tmp, e))?;
     drop(file);
     let target = revision_path(dir, rev.number);
@@ -145,13 +155,22 @@ fn write_revision(dir: &Path, rev: &Revision) -> Result<(), StoreError> {
 }
 
 impl Inner {
-    async fn commit(&self, expected: u64, rules: String, meta: RevisionMeta) -> Result<u64, StoreError> {
+    async fn commit(
+        &self,
+        expected: u64,
+        rules: String,
+        meta: RevisionMeta,
+    ) -> Result<u64, StoreError> {
         let mut state = self.state.lock().await;
         let actual = state.current.number;
         if actual != expected {
             return Err(StoreError::Conflict { expected, actual });
         }
-        let rev = Revision { number: actual + 1, rules, meta };
+        let rev = Revision {
+            number: actual + 1,
+            rules,
+            meta,
+        };
         let dir = self.dir.clone();
         let written = rev.clone();
         // Blocking file I/O and fsync stay off the runtime threads. The state lock is
@@ -221,7 +240,11 @@ mod tests {
 
     crate::store::conformance::suite!(|dir: &std::path::Path| {
         let dir = dir.to_path_buf();
-        async move { FileStore::open(dir, crate::store::MIN_HISTORY).await.expect("open") }
+        async move {
+            FileStore::open(dir, crate::store::MIN_HISTORY)
+                .await
+                .expect("open")
+        }
     });
 
     #[tokio::test]
@@ -229,11 +252,19 @@ mod tests {
         use crate::store::{RevisionMeta, Store};
         let tmp = tempfile::tempdir().expect("tempdir");
         let store = FileStore::open(tmp.path().into(), 100).await.expect("open");
-        store.commit(0, "a".into(), RevisionMeta::default()).await.expect("commit");
+        store
+            .commit(0, "a".into(), RevisionMeta::default())
+            .await
+            .expect("commit");
         let second = FileStore::open(tmp.path().into(), 100).await;
-        assert!(second.is_err(), "a second process must not share the directory");
+        assert!(
+            second.is_err(),
+            "a second process must not share the directory"
+        );
         drop(store);
-        let reopened = FileStore::open(tmp.path().into(), 100).await.expect("reopen");
+        let reopened = FileStore::open(tmp.path().into(), 100)
+            .await
+            .expect("reopen");
         let current = reopened.current().await.expect("current");
         assert_eq!((current.number, current.rules.as_str()), (1, "a"));
     }

@@ -33,7 +33,11 @@ impl MemoryStore {
 }
 
 pub(super) fn empty_revision() -> Revision {
-    Revision { number: 0, rules: String::new(), meta: RevisionMeta::default() }
+    Revision {
+        number: 0,
+        rules: String::new(),
+        meta: RevisionMeta::default(),
+    }
 }
 
 impl Store for MemoryStore {
@@ -48,7 +52,14 @@ impl Store for MemoryStore {
             let actual = map.last_key_value().map_or(0, |(n, _)| *n);
             if actual == expected {
                 let number = actual + 1;
-                map.insert(number, Revision { number, rules, meta });
+                map.insert(
+                    number,
+                    Revision {
+                        number,
+                        rules,
+                        meta,
+                    },
+                );
                 while map.len() > self.limit {
                     map.pop_first();
                 }
@@ -66,7 +77,12 @@ impl Store for MemoryStore {
     fn history(&self, limit: usize) -> StoreFuture<'_, Vec<(u64, RevisionMeta)>> {
         let map = self.lock();
         let take = if limit == 0 { usize::MAX } else { limit };
-        let list = map.iter().rev().take(take).map(|(n, r)| (*n, r.meta.clone())).collect();
+        let list = map
+            .iter()
+            .rev()
+            .take(take)
+            .map(|(n, r)| (*n, r.meta.clone()))
+            .collect();
         Box::pin(async move { Ok(list) })
     }
 

@@ -1,0 +1,43 @@
+//! graylane-routing: the rule model, its validation, the tag, and the routing
+//! decision — pure code, used by the sidecar, the control plane and the CLI, so that
+//! matching and validation exist exactly once.
+//!
+//! Owns: the typed model of rules.md (`Lane`, `RoutePolicy`, `TagPolicy`), reading
+//! YAML rule files with errors located by file, document and field path, set-level
+//! validation (`RuleSet`), the tag grammar with its `baggage`/`traceparent` helpers,
+//! the stable hash every sidecar shares, and the compiled `RoutingTable` that answers
+//! "which instances may serve this request" and "which tag does this request get".
+//!
+//! Does not own: sockets, load balancing among the candidates it returns, retries,
+//! timeouts, metrics, storage or the wire format of snapshots. No I/O, no clock, no
+//! randomness of its own (callers pass random numbers in), no global state.
+
+#![cfg_attr(test, allow(clippy::unwrap_used))]
+
+mod error;
+mod hash;
+mod model;
+mod parse;
+mod path;
+mod set;
+mod table;
+mod tag;
+
+pub use self::error::{Origin, STORED_RULES, ValidationError};
+pub use self::hash::{StableHasher, stable_hash};
+pub use self::model::{
+    API_VERSION, Abort, BASE, Cidr, Delay, Duration, Exclude, Fallback, Fault, HashKey, Incoming,
+    Kind, LABEL_MAX_LEN, Labels, Lane, LaneOverride, LaneSpec, MAX_RETRY_ATTEMPTS, MatchBlock,
+    Metadata, Mirror, Name, Pattern, REGEX_MAX_COMPILED, REGEX_MAX_LEN, Release, Resource, Retries,
+    RetryOn, RoutePolicy, RoutePolicySpec, ServiceName, StringMatch, Subset, TagPolicy,
+    TagPolicySpec, TagRule, WeightedSubset, default_fallback,
+};
+pub use self::parse::{MAX_DOCUMENT_BYTES, MAX_DOCUMENTS, parse_file};
+pub use self::set::RuleSet;
+pub use self::table::{
+    Candidates, FallbackInfo, FallbackTarget, Gate, InboundSource, InboundTag, Instance,
+    RequestView, Route, RouteError, RoutingTable,
+};
+pub use self::tag::{
+    BAGGAGE_KEY, TAG_MAX_LEN, Tag, baggage_with_tag, tag_from_baggage, trace_id_from_traceparent,
+};

@@ -1,0 +1,269 @@
+//! Match blocks: the request conditions of TagPolicy rules.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::fmt;
+use std::net::IpAddr;
+
+use ipnet::IpNet;
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+use super::StringMatch;
+use crate::path::{Checker, quote};
+
+/// Request conditions; all fields given in one block must hold (AND). `any` is an OR
+/// of blocks, `not` negates one. A block with no condition at all is rejected by
+/// validation (it would match every request). Empty lists and maps count as not given.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct MatchBlock {
+    /// Header name (case-insensitive) → condition on its first value.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub headers: BTreeMap<String, StringMatch>,
+    /// Cookie name → condition on its value.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub cookies: BTreeMap<String, StringMatch>,
+    /// Query parameter name → condition on its first value.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub query: BTreeMap<String, StringMatch>,
+    /// Condition on the request path (without the query string).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub path: Option<StringMatch>,
+    /// The request method is one of these (compared case-insensitively).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub methods: Vec<String>,
+    /// The source address is in one of these networks.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub source_cidrs: Vec<Cidr>,
+    /// This share of keys (0-100, resolution 0.01) matches; needs `hash_by`.
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "opt_percent"
+    )]
+    pub percent: Option<f64>,
+    /// The key whose consistent hash picks the `percent` bucket.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hash_by: Option<HashKey>,
+    /// At least one of these blocks holds.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub any: Vec<MatchBlock>,
+    /// This block does not hold.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub not: Option<Box<MatchBlock>>,
+}
+
+/// Where a hash key is read from: `{header: NAME}` or `{cookie: NAME}`.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub enum HashKey {
+    /// A request header (name case-insensitive).
+    Header(String),
+    /// A cookie.
+    Cookie(String),
+}
+
+/// A network in CIDR form (`10.8.0.0/16`, `2001:db8::/32`); a bare address means that
+/// one address (`/32` or `/128`).
+#[derive(Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Cidr(IpNet);
+
+impl Cidr {
+    /// Parses `10.8.0.0/16`, `2001:db8::/32` or a bare address.
+    pub fn parse(s: &str) -> Result<Self, String> {
+        if let Ok(net) = s.parse::<IpNet>() {
+            return Ok(Self(net));
+        }
+        s.parse::<IpAddr>()
+            .map(|a| Self(IpNet::from(a)))
+            .map_err(|_| {
+                format!(
+                    "{} is not a valid CIDR (e.g. 10.8.0.0/16 or 2001:db8::/32)",
+                    quote(s)
+                )
+            })
+    }
+
+    /// The network.
+    pub fn net(&self) -> IpNet {
+        self.0
+    }
+
+    /// Whether `ip` is inside; an IPv4-mapped IPv6 address (`::ffff:10.0.0.1`) is
+    /// treated as the IPv4 address, since dual-stack sockets report IPv4 peers so.
+    pub fn contains(&self, ip: IpAddr) -> bool {
+        let ip = match ip {
+            IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, IpAddr::V4),
+            v4 => v4,
+        };
+        self.0.contains(&ip)
+    }
+}
+
+impl fmt::Display for Cidr {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Display::fmt(&self.0, f)
+    }
+}
+
+impl fmt::Debug for Cidr {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Display::fmt(&self.0, f)
+    }
+}
+
+impl Serialize for Cidr {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
+impl<'de> Deserialize<'de> for Cidr {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        Self::parse(&String::deserialize(d)?).map_err(serde::de::Error::custom)
+    }
+}
+
+/// Whether `s` is an RFC 9110 token (header names, cookie names, methods).
+pub(crate) fn is_token(s: &str) -> bool {
+    !s.is_empty()
+        && s.bytes()
+            .all(|c| c.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&c))
+}
+
+/// Reads a percentage rounded to 0.01, its resolution everywhere (10 000 buckets):
+/// more digits would mean nothing, and two decimals read back exactly from any
+/// YAML or JSON parser.
+pub(crate) fn percent<'de, D: Deserializer<'de>>(d: D) -> Result<f64, D::Error> {
+    Ok((f64::deserialize(d)? * 100.0).round() / 100.0)
+}
+
+fn opt_percent<'de, D: Deserializer<'de>>(d: D) -> Result<Option<f64>, D::Error> {
+    percent(d).map(Some)
+}
+
+/// Checks a percentage: finite, 0-100.
+pub(crate) fn check_percent(c: &mut Checker, field: &str, p: f64) {
+    if !(0.0..=100.0).contains(&p) {
+        c.error_at(field, format!("percent {p} is outside 0-100"));
+    }
+}
+
+impl HashKey {
+    /// Checks the header or cookie name.
+    pub(crate) fn check(&self, c: &mut Checker) {
+        let (field, name) = match self {
+            Self::Header(n) => ("header", n),
+            Self::Cookie(n) => ("cookie", n),
+        };
+        if !is_token(name) {
+            c.error_at(
+                field,
+                format!("{} is not a valid {field} name", quote(name)),
+            );
+        }
+    }
+}
+
+impl MatchBlock {
+    /// Whether no condition is given.
+    pub fn is_empty(&self) -> bool {
+        self == &MatchBlock::default()
+    }
+
+    /// Semantic checks of this block and those nested in it.
+    pub(crate) fn check(&self, c: &mut Checker) {
+        if self.is_empty() {
+            c.error("empty match block: it would match every request; give at least one condition");
+            return;
+        }
+        check_names(c, "headers", &self.headers, NameRule::Header);
+        check_names(c, "cookies", &self.cookies, NameRule::Token);
+        check_names(c, "query", &self.query, NameRule::NonEmpty);
+        c.field("methods", |c| {
+            for (i, m) in self.methods.iter().enumerate() {
+                if !is_token(m) {
+                    c.index(i, |c| {
+                        c.error(format!("{} is not an HTTP method", quote(m)))
+                    });
+                }
+            }
+        });
+        match (self.percent, &self.hash_by) {
+            (Some(p), Some(key)) => {
+                check_percent(c, "percent", p);
+                c.field("hashBy", |c| key.check(c));
+            }
+            (Some(_), None) => c.error_at(
+                "percent",
+                "percent needs hashBy (the header or cookie that keeps a user in the same bucket)",
+            ),
+            (None, Some(_)) => c.error_at("hashBy", "hashBy is only used with percent"),
+            (None, None) => {}
+        }
+        c.field("any", |c| {
+            for (i, block) in self.any.iter().enumerate() {
+                c.index(i, |c| block.check(c));
+            }
+        });
+        if let Some(not) = &self.not {
+            c.field("not", |c| not.check(c));
+        }
+    }
+}
+
+#[derive(Clone, Copy, PartialEq)]
+enum NameRule {
+    /// A token, compared case-insensitively.
+    Header,
+    /// A token.
+    Token,
+    /// Anything but empty (query parameter names like `ids[]` are not tokens).
+    NonEmpty,
+}
+
+fn check_names(c: &mut Checker, field: &str, map: &BTreeMap<String, StringMatch>, rule: NameRule) {
+    let mut seen = BTreeSet::new();
+    c.field(field, |c| {
+        for name in map.keys() {
+            let valid = match rule {
+                NameRule::NonEmpty => !name.is_empty(),
+                NameRule::Header | NameRule::Token => is_token(name),
+            };
+            if !valid {
+                c.field(name, |c| {
+                    c.error(format!("{} is not a valid name", quote(name)))
+                });
+            } else if rule == NameRule::Header && !seen.insert(name.to_ascii_lowercase()) {
+                c.field(name, |c| {
+                    c.error("header names are case-insensitive: this header is listed twice")
+                });
+            }
+        }
+    });
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cidr_accepts_networks_and_bare_addresses() {
+        let c = Cidr::parse("10.8.0.0/16").unwrap();
+        assert!(c.contains("10.8.3.4".parse().unwrap()));
+        assert!(!c.contains("10.9.0.1".parse().unwrap()));
+        assert!(c.contains("::ffff:10.8.0.1".parse().unwrap()));
+        let one = Cidr::parse("2001:db8::1").unwrap();
+        assert_eq!(one.to_string(), "2001:db8::1/128");
+        assert!(Cidr::parse("10.8.0.0/33").is_err());
+        assert!(Cidr::parse("nope").is_err());
+    }
+
+    #[test]
+    fn tokens() {
+        assert!(is_token("x-user-group"));
+        assert!(is_token("GET"));
+        assert!(!is_token(""));
+        assert!(!is_token("a b"));
+        assert!(!is_token("a:b"));
+    }
+}

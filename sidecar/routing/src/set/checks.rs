@@ -1,0 +1,114 @@
+//! Checks that need several resources of a set.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use super::RuleSet;
+use crate::error::{Origin, ValidationError};
+use crate::model::{Fallback, Resource};
+use crate::path::{join_index, quote};
+
+/// Runs every set-level check, appending errors in kind, name, field order.
+pub(super) fn run(set: &RuleSet, errors: &mut Vec<ValidationError>) {
+    let mut lane_names = BTreeSet::new();
+    let mut lane_tags: BTreeMap<&str, (&str, Option<&Origin>)> = BTreeMap::new();
+    let mut policy_services: BTreeMap<&str, (&str, Option<&Origin>)> = BTreeMap::new();
+    let mut tagged_services: BTreeMap<&str, (&str, Option<&Origin>)> = BTreeMap::new();
+    for (r, _) in set.entries() {
+        if let Resource::Lane(l) = r {
+            lane_names.insert(l.metadata.name.as_str());
+        }
+    }
+    for (r, origin) in set.entries() {
+        let mut error = |path: String, reason: String| {
+            errors.push(ValidationError::for_resource(
+                origin,
+                r.kind().as_str(),
+                r.name(),
+                path,
+                reason,
+            ));
+        };
+        match r {
+            Resource::Lane(l) => {
+                if let Some(first) = claim(&mut lane_tags, l.spec.tag.as_str(), r.name(), origin) {
+                    error(
+                        "spec.tag".into(),
+                        format!(
+                            "tag {} is already used by Lane {first}",
+                            quote(l.spec.tag.as_str())
+                        ),
+                    );
+                }
+                for (i, f) in l.spec.fallback.iter().enumerate() {
+                    if let Fallback::Lane(name) = f
+                        && !lane_names.contains(name.as_str())
+                    {
+                        error(
+                            join_index("spec.fallback", i),
+                            format!("lane {} is not declared", quote(name.as_str())),
+                        );
+                    }
+                }
+            }
+            Resource::RoutePolicy(p) => {
+                let service = p.spec.service.as_str();
+                if let Some(first) = claim(&mut policy_services, service, r.name(), origin) {
+                    error(
+                        "spec.service".into(),
+                        format!("service {} already has RoutePolicy {first}", quote(service)),
+                    );
+                }
+            }
+            Resource::TagPolicy(t) => {
+                for (i, s) in t.spec.services.iter().enumerate() {
+                    if let Some(first) = claim(&mut tagged_services, s.as_str(), r.name(), origin) {
+                        error(
+                            join_index("spec.services", i),
+                            format!(
+                                "service {} is already listed in TagPolicy {first}",
+                                quote(s.as_str())
+                            ),
+                        );
+                    }
+                }
+            }
+        }
+    }
+    // Lane overrides need every tag known first, so they are a second pass.
+    for (r, origin) in set.entries() {
+        if let Resource::RoutePolicy(p) = r {
+            for (i, o) in p.spec.lanes.iter().enumerate() {
+                if !lane_tags.contains_key(o.tag.as_str()) {
+                    errors.push(ValidationError::for_resource(
+                        origin,
+                        r.kind().as_str(),
+                        r.name(),
+                        format!("{}.tag", join_index("spec.lanes", i)),
+                        format!("no Lane has tag {}", quote(o.tag.as_str())),
+                    ));
+                }
+            }
+        }
+    }
+}
+
+/// Records `owner` for `key`; when another resource had it first, returns that one as
+/// `"name" (file document N)` for the message.
+fn claim<'a>(
+    seen: &mut BTreeMap<&'a str, (&'a str, Option<&'a Origin>)>,
+    key: &'a str,
+    owner: &'a str,
+    origin: Option<&'a Origin>,
+) -> Option<String> {
+    match seen.get(key) {
+        Some((first, first_origin)) if *first != owner => Some(match first_origin {
+            Some(o) => format!("{} ({} document {})", quote(first), o.file, o.document),
+            None => quote(first),
+        }),
+        Some(_) => None,
+        None => {
+            seen.insert(key, (owner, origin));
+            None
+        }
+    }
+}

@@ -1,0 +1,332 @@
+//! Building the table: per service, every decision that does not depend on the request.
+
+use std::collections::{BTreeMap, HashMap};
+
+use super::{Instance, RoutingTable, inbound};
+use crate::model::{Fallback, HashKey, Labels, Lane, Release, Resource, RoutePolicy};
+use crate::set::RuleSet;
+
+/// A Lane, with its fallback list resolved to lane indices.
+#[derive(Debug)]
+pub(super) struct LaneInfo {
+    pub(super) name: String,
+    pub(super) selector: Labels,
+    pub(super) fallback: Vec<Step>,
+}
+
+/// One resolved fallback entry.
+#[derive(Clone, Copy, Debug)]
+pub(super) enum Step {
+    Lane(usize),
+    Base,
+}
+
+/// A RoutePolicy, with its lane overrides resolved per lane index.
+#[derive(Debug)]
+pub(super) struct PolicyInfo {
+    pub(super) policy: RoutePolicy,
+    /// Per lane index: the override subset's name and labels, if any.
+    pub(super) overrides: Vec<Option<(String, Labels)>>,
+}
+
+/// Everything about one service that does not depend on the request.
+#[derive(Debug)]
+pub(super) struct ServiceTable {
+    /// All instances given, in id order.
+    pub(super) instances: Vec<Instance>,
+    /// Indices into `instances` that may serve (step 1: not excluded, allowed by the
+    /// release state).
+    pub(super) candidates: Vec<usize>,
+    /// Per lane index: the candidates in that lane.
+    pub(super) lane_groups: Vec<Vec<usize>>,
+    /// Per lane index: the subset name of the lane override, if any.
+    pub(super) lane_subset: Vec<Option<String>>,
+    /// Per lane index: what a request tagged for that lane gets (step 2).
+    pub(super) lane_plans: Vec<LanePlan>,
+    /// Untagged routing (step 3).
+    pub(super) untagged: Untagged,
+}
+
+/// The outcome of step 2 for one lane of one service.
+#[derive(Clone, Copy, Debug)]
+pub(super) enum LanePlan {
+    /// Serve from the candidates of lane `group` (the lane itself, or a fallback lane).
+    Serve {
+        group: usize,
+        fallback: Option<Planned>,
+    },
+    /// Go to step 3.
+    Base(Planned),
+    /// Fallback list exhausted: 503.
+    Fail,
+}
+
+/// A fallback decided at build time: `to` is a lane index, `None` for base.
+#[derive(Clone, Copy, Debug)]
+pub(super) struct Planned {
+    pub(super) to: Option<usize>,
+    pub(super) release_prod: bool,
+}
+
+/// Step 3 for one service.
+#[derive(Debug, Default)]
+pub(super) struct Untagged {
+    /// The `default` entries in order, with their candidates (possibly none).
+    pub(super) weighted: Vec<Weighted>,
+    /// Sum of all weights.
+    pub(super) total: u64,
+    /// Sum of the weights of entries that have a candidate.
+    pub(super) available: u64,
+    /// Candidates in no lane.
+    pub(super) base: Vec<usize>,
+    /// `stickyBy`, with a header name in lowercase.
+    pub(super) sticky: Option<HashKey>,
+}
+
+/// One `default` entry.
+#[derive(Debug)]
+pub(super) struct Weighted {
+    pub(super) subset: String,
+    pub(super) weight: u64,
+    pub(super) members: Vec<usize>,
+}
+
+impl RoutingTable {
+    /// Compiles `rules` (expected to be valid; in an unchecked set the first resource
+    /// by name wins where several compete, and dangling references are ignored) and the
+    /// ready instances of every service.
+    pub fn build(rules: &RuleSet, instances: Vec<Instance>) -> RoutingTable {
+        let lane_list: Vec<&Lane> = rules
+            .iter()
+            .filter_map(|r| match r {
+                Resource::Lane(l) => Some(l),
+                _ => None,
+            })
+            .collect();
+        let mut lane_by_tag = HashMap::new();
+        for (i, l) in lane_list.iter().enumerate() {
+            lane_by_tag
+                .entry(l.spec.tag.as_str().to_owned())
+                .or_insert(i);
+        }
+        let index_of = |name: &str| {
+            lane_list
+                .iter()
+                .position(|l| l.metadata.name.as_str() == name)
+        };
+        let lanes: Vec<LaneInfo> = lane_list
+            .iter()
+            .map(|l| LaneInfo {
+                name: l.metadata.name.as_str().to_owned(),
+                selector: l.spec.selector.clone(),
+                fallback: l
+                    .spec
+                    .fallback
+                    .iter()
+                    .filter_map(|f| match f {
+                        Fallback::Base => Some(Step::Base),
+                        Fallback::Lane(n) => index_of(n.as_str()).map(Step::Lane),
+                    })
+                    .collect(),
+            })
+            .collect();
+        let mut policies = HashMap::new();
+        for r in rules.iter() {
+            if let Resource::RoutePolicy(p) = r {
+                let service = p.spec.service.as_str().to_owned();
+                policies
+                    .entry(service)
+                    .or_insert_with(|| policy_info(p, &lane_list));
+            }
+        }
+        let mut table = RoutingTable {
+            lanes,
+            tag_policies: inbound::compile(rules),
+            lane_by_tag,
+            services: HashMap::new(),
+            policies,
+        };
+        let mut by_service: BTreeMap<String, Vec<Instance>> = BTreeMap::new();
+        for i in instances {
+            by_service.entry(i.service.clone()).or_default().push(i);
+        }
+        for (service, mut list) in by_service {
+            list.sort_by(|a, b| (&a.id, &a.address).cmp(&(&b.id, &b.address)));
+            let st = table.service_table(&service, list);
+            table.services.insert(service, st);
+        }
+        table
+    }
+
+    /// The labels that put an instance of a service with `policy` in lane `lane`.
+    pub(super) fn selector<'a>(
+        &'a self,
+        policy: Option<&'a PolicyInfo>,
+        lane: usize,
+    ) -> &'a Labels {
+        policy
+            .and_then(|p| p.overrides.get(lane))
+            .and_then(|o| o.as_ref())
+            .map_or(&self.lanes[lane].selector, |(_, labels)| labels)
+    }
+
+    fn service_table(&self, service: &str, instances: Vec<Instance>) -> ServiceTable {
+        let policy = self.policies.get(service);
+        let spec = policy.map(|p| &p.policy.spec);
+        let release = spec.map_or(Release::All, |s| s.release);
+        let excluded = |i: &Instance| {
+            spec.is_some_and(|s| {
+                s.exclude
+                    .instances
+                    .iter()
+                    .any(|x| *x == i.id || *x == i.address)
+            })
+        };
+        let nlanes = self.lanes.len();
+        let in_lane: Vec<Vec<bool>> = instances
+            .iter()
+            .map(|i| {
+                (0..nlanes)
+                    .map(|l| self.selector(policy, l).matches(&i.labels))
+                    .collect()
+            })
+            .collect();
+        let candidates: Vec<usize> = (0..instances.len())
+            .filter(|&i| !excluded(&instances[i]))
+            .filter(|&i| match release {
+                Release::All => true,
+                Release::Gray => in_lane[i].contains(&true),
+                Release::Prod => !in_lane[i].contains(&true),
+            })
+            .collect();
+        let lane_groups: Vec<Vec<usize>> = (0..nlanes)
+            .map(|l| {
+                candidates
+                    .iter()
+                    .copied()
+                    .filter(|&i| in_lane[i][l])
+                    .collect()
+            })
+            .collect();
+        let lane_plans = (0..nlanes)
+            .map(|l| self.plan(l, &lane_groups, release))
+            .collect();
+        let lane_subset = (0..nlanes)
+            .map(|l| {
+                policy
+                    .and_then(|p| p.overrides.get(l))
+                    .and_then(|o| o.as_ref())
+                    .map(|(name, _)| name.clone())
+            })
+            .collect();
+        let mut untagged = Untagged {
+            base: candidates
+                .iter()
+                .copied()
+                .filter(|&i| !in_lane[i].contains(&true))
+                .collect(),
+            sticky: spec.and_then(|s| s.sticky_by.clone()).map(lowercase_header),
+            ..Untagged::default()
+        };
+        if let Some(spec) = spec {
+            for w in &spec.default {
+                let labels = spec
+                    .subsets
+                    .iter()
+                    .find(|s| s.name.as_str() == w.subset)
+                    .map(|s| &s.labels);
+                let members: Vec<usize> = match labels {
+                    Some(labels) => candidates
+                        .iter()
+                        .copied()
+                        .filter(|&i| labels.matches(&instances[i].labels))
+                        .collect(),
+                    None => Vec::new(),
+                };
+                let weight = u64::from(w.weight);
+                untagged.total += weight;
+                if !members.is_empty() {
+                    untagged.available += weight;
+                }
+                untagged.weighted.push(Weighted {
+                    subset: w.subset.clone(),
+                    weight,
+                    members,
+                });
+            }
+        }
+        ServiceTable {
+            instances,
+            candidates,
+            lane_groups,
+            lane_subset,
+            lane_plans,
+            untagged,
+        }
+    }
+
+    /// Step 2 for lane `l`, given each lane's candidates.
+    fn plan(&self, l: usize, groups: &[Vec<usize>], release: Release) -> LanePlan {
+        if release == Release::Prod {
+            return LanePlan::Base(Planned {
+                to: None,
+                release_prod: true,
+            });
+        }
+        if !groups[l].is_empty() {
+            return LanePlan::Serve {
+                group: l,
+                fallback: None,
+            };
+        }
+        for step in &self.lanes[l].fallback {
+            match *step {
+                Step::Lane(other) if other != l && !groups[other].is_empty() => {
+                    let fallback = Some(Planned {
+                        to: Some(other),
+                        release_prod: false,
+                    });
+                    return LanePlan::Serve {
+                        group: other,
+                        fallback,
+                    };
+                }
+                Step::Lane(_) => {}
+                Step::Base => {
+                    return LanePlan::Base(Planned {
+                        to: None,
+                        release_prod: false,
+                    });
+                }
+            }
+        }
+        LanePlan::Fail
+    }
+}
+
+fn policy_info(p: &RoutePolicy, lanes: &[&Lane]) -> PolicyInfo {
+    let overrides = lanes
+        .iter()
+        .map(|lane| {
+            let o = p.spec.lanes.iter().find(|o| o.tag == lane.spec.tag)?;
+            let subset = p
+                .spec
+                .subsets
+                .iter()
+                .find(|s| s.name.as_str() == o.subset)?;
+            Some((o.subset.clone(), subset.labels.clone()))
+        })
+        .collect();
+    PolicyInfo {
+        policy: p.clone(),
+        overrides,
+    }
+}
+
+/// Request header names are looked up in lowercase.
+pub(super) fn lowercase_header(key: HashKey) -> HashKey {
+    match key {
+        HashKey::Header(h) => HashKey::Header(h.to_ascii_lowercase()),
+        cookie => cookie,
+    }
+}

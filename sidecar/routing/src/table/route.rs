@@ -1,0 +1,149 @@
+//! rules.md "Routing, step by step", steps 1-3, over a built table.
+
+use super::build::{LanePlan, Planned, ServiceTable, Untagged};
+use super::{
+    Candidates, FallbackInfo, FallbackTarget, RequestView, Route, RouteError, RoutingTable,
+};
+use crate::Tag;
+use crate::hash::{mix, stable_hash};
+use crate::model::HashKey;
+
+impl RoutingTable {
+    /// The instances a request to `service` carrying `tag` may go to.
+    ///
+    /// `random` is any uniformly random `u64` the caller draws per request (the crate
+    /// has no randomness of its own, which keeps it pure and testable); it splits
+    /// untagged requests by weight when `stickyBy` is not set or its key is missing.
+    ///
+    /// Errors: [`RouteError::UnknownService`] when the table has no instance of
+    /// `service`; [`RouteError::NoInstance`] when none may serve this request (naming
+    /// the lane of the tag when there is one). Allocates only on error.
+    pub fn route(
+        &self,
+        service: &str,
+        tag: Option<&Tag>,
+        req: &dyn RequestView,
+        random: u64,
+    ) -> Result<Route<'_>, RouteError> {
+        let Some(st) = self.services.get(service) else {
+            return Err(RouteError::UnknownService {
+                service: service.to_owned(),
+            });
+        };
+        let Some(lane) = tag.and_then(|t| self.lane_by_tag.get(t.as_str()).copied()) else {
+            return self.untagged(service, st, None, None, req, random);
+        };
+        match st.lane_plans[lane] {
+            LanePlan::Serve { group, fallback } => Ok(Route {
+                candidates: Candidates {
+                    all: &st.instances,
+                    idx: &st.lane_groups[group],
+                },
+                subset: st.lane_subset[group].as_deref(),
+                lane: Some(&self.lanes[lane].name),
+                fallback: fallback.map(|p| self.fallback_info(lane, p)),
+                base_fallback: false,
+            }),
+            LanePlan::Base(p) => {
+                let info = self.fallback_info(lane, p);
+                self.untagged(service, st, Some(lane), Some(info), req, random)
+            }
+            LanePlan::Fail => Err(self.no_instance(service, Some(lane))),
+        }
+    }
+
+    fn fallback_info(&self, from: usize, p: Planned) -> FallbackInfo<'_> {
+        FallbackInfo {
+            from: &self.lanes[from].name,
+            to: p.to.map_or(FallbackTarget::Base, |l| {
+                FallbackTarget::Lane(&self.lanes[l].name)
+            }),
+            release_prod: p.release_prod,
+        }
+    }
+
+    fn no_instance(&self, service: &str, lane: Option<usize>) -> RouteError {
+        RouteError::NoInstance {
+            service: service.to_owned(),
+            lane: lane.map(|l| self.lanes[l].name.clone()),
+        }
+    }
+
+    /// Step 3: weights, else base candidates, else any candidate.
+    fn untagged<'a>(
+        &'a self,
+        service: &str,
+        st: &'a ServiceTable,
+        lane: Option<usize>,
+        fallback: Option<FallbackInfo<'a>>,
+        req: &dyn RequestView,
+        random: u64,
+    ) -> Result<Route<'a>, RouteError> {
+        let u = &st.untagged;
+        let route = |idx: &'a [usize], subset: Option<&'a str>, base_fallback: bool| Route {
+            candidates: Candidates {
+                all: &st.instances,
+                idx,
+            },
+            subset,
+            lane: lane.map(|l| self.lanes[l].name.as_str()),
+            fallback,
+            base_fallback,
+        };
+        if u.available > 0 {
+            let draw = sticky_key(u.sticky.as_ref(), req).map_or(random, stable_hash);
+            if let Some(w) = pick(u, draw) {
+                return Ok(route(&w.members, Some(&w.subset), false));
+            }
+        } else if u.weighted.is_empty() && !u.base.is_empty() {
+            return Ok(route(&u.base, None, false));
+        }
+        if st.candidates.is_empty() {
+            return Err(self.no_instance(service, lane));
+        }
+        Ok(route(&st.candidates, None, true))
+    }
+}
+
+/// The bytes of the `stickyBy` key in this request, if present.
+fn sticky_key<'r>(key: Option<&HashKey>, req: &'r dyn RequestView) -> Option<&'r [u8]> {
+    let value = match key? {
+        HashKey::Header(name) => req.header(name),
+        HashKey::Cookie(name) => req.cookie(name),
+    };
+    value.map(str::as_bytes)
+}
+
+/// Chooses a `default` entry with a candidate, by `draw`.
+///
+/// First the point `draw % total` over all entries: when that entry has candidates it
+/// wins, so a sticky key keeps its subset while other subsets come and go. Otherwise a
+/// second, independent point (`mix(draw) % available`) over the entries that have
+/// candidates. For a uniform `draw` each available entry gets `weight / available` of
+/// the traffic: the weights are re-normalised over the subsets that can serve.
+fn pick(u: &Untagged, draw: u64) -> Option<&super::build::Weighted> {
+    if u.total == 0 || u.available == 0 {
+        return None;
+    }
+    let mut point = draw % u.total;
+    for w in &u.weighted {
+        if point < w.weight {
+            if !w.members.is_empty() {
+                return Some(w);
+            }
+            break;
+        }
+        point -= w.weight;
+    }
+    let mut point = mix(draw) % u.available;
+    for w in u.weighted.iter().filter(|w| !w.members.is_empty()) {
+        if point < w.weight {
+            return Some(w);
+        }
+        point -= w.weight;
+    }
+    None
+}
+
+#[cfg(test)]
+mod tests;

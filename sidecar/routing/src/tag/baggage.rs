@@ -1,0 +1,133 @@
+//! The `gray-publish` entry of a W3C `baggage` header
+//! (<https://www.w3.org/TR/baggage/>): `key=value;prop, key2=value2`.
+
+use super::Tag;
+
+/// The baggage key that carries the tag.
+pub const BAGGAGE_KEY: &str = "gray-publish";
+
+/// The tag in the `gray-publish` entry of a `baggage` header value.
+///
+/// Tolerates optional whitespace around members, keys and values, properties after
+/// `;`, and percent-encoded values. The key is compared ASCII-case-insensitively.
+/// `None` when there is no such entry, when its value is not a valid tag, or when
+/// several entries disagree (like two `Gray-Publish` headers, that is no tag).
+pub fn tag_from_baggage(baggage: &str) -> Option<Tag> {
+    let mut found: Option<Tag> = None;
+    for member in baggage.split(',') {
+        let Some((key, value)) = member.split_once('=') else {
+            continue;
+        };
+        if !key.trim().eq_ignore_ascii_case(BAGGAGE_KEY) {
+            continue;
+        }
+        let value = value.split(';').next().unwrap_or_default().trim();
+        let tag = Tag::parse(&percent_decode(value)?)?;
+        match &found {
+            Some(prev) if *prev != tag => return None,
+            _ => found = Some(tag),
+        }
+    }
+    found
+}
+
+/// A `baggage` value with the `gray-publish` entry set to `tag`: any existing entry is
+/// removed and the new one put first (W3C asks that updated entries go first, since
+/// members at the end are the ones dropped when a header is too long). Other members
+/// are kept as they were, without surrounding whitespace; empty members are dropped.
+pub fn baggage_with_tag(existing: Option<&str>, tag: &Tag) -> String {
+    // Tag characters are all baggage-octets, so the value needs no encoding.
+    let mut out = format!("{BAGGAGE_KEY}={tag}");
+    for member in existing.unwrap_or_default().split(',') {
+        let member = member.trim();
+        if member.is_empty() {
+            continue;
+        }
+        let key = member.split_once('=').map_or(member, |(k, _)| k).trim();
+        if key.eq_ignore_ascii_case(BAGGAGE_KEY) {
+            continue;
+        }
+        out.push(',');
+        out.push_str(member);
+    }
+    out
+}
+
+/// Decodes `%XX` escapes; `None` on a broken escape or bytes that are not UTF-8.
+fn percent_decode(value: &str) -> Option<String> {
+    if !value.contains('%') {
+        return Some(value.to_owned());
+    }
+    let bytes = value.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'%' {
+            let hex = bytes.get(i + 1..i + 3)?;
+            let hi = char::from(hex[0]).to_digit(16)?;
+            let lo = char::from(hex[1]).to_digit(16)?;
+            out.push(u8::try_from(hi * 16 + lo).ok()?);
+            i += 3;
+        } else {
+            out.push(bytes[i]);
+            i += 1;
+        }
+    }
+    String::from_utf8(out).ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn tag(s: &str) -> Option<String> {
+        tag_from_baggage(s).map(|t| t.as_str().to_owned())
+    }
+
+    #[test]
+    fn reads_the_entry_among_others() {
+        assert_eq!(
+            tag("userId=alice, gray-publish=gray ,x=y"),
+            Some("gray".into())
+        );
+        assert_eq!(tag("gray-publish = gray;ttl=10"), Some("gray".into()));
+        assert_eq!(tag("Gray-Publish=blue"), Some("blue".into()));
+    }
+
+    #[test]
+    fn decodes_percent_encoding() {
+        assert_eq!(tag("gray-publish=%67ray"), Some("gray".into()));
+        assert_eq!(tag("gray-publish=gr%2"), None);
+        assert_eq!(tag("gray-publish=%ff"), None);
+    }
+
+    #[test]
+    fn invalid_or_missing_values_are_no_tag() {
+        assert_eq!(tag(""), None);
+        assert_eq!(tag("gray-publish"), None);
+        assert_eq!(tag("gray-publish="), None);
+        assert_eq!(tag("gray-publish=a%20b"), None);
+        assert_eq!(tag("other=gray"), None);
+    }
+
+    #[test]
+    fn disagreeing_entries_are_no_tag() {
+        assert_eq!(tag("gray-publish=gray,gray-publish=blue"), None);
+        assert_eq!(
+            tag("gray-publish=gray,gray-publish=gray"),
+            Some("gray".into())
+        );
+    }
+
+    #[test]
+    fn with_tag_replaces_and_puts_first() {
+        let t = Tag::parse("gray").unwrap();
+        assert_eq!(baggage_with_tag(None, &t), "gray-publish=gray");
+        assert_eq!(baggage_with_tag(Some("  "), &t), "gray-publish=gray");
+        assert_eq!(
+            baggage_with_tag(Some("a=1, gray-publish=blue;p ,, b=2"), &t),
+            "gray-publish=gray,a=1,b=2"
+        );
+        assert_eq!(tag(&baggage_with_tag(Some("x=y"), &t)), Some("gray".into()));
+    }
+}
