@@ -370,6 +370,24 @@ async fn snapshots_reach_every_subscriber_and_acks_show_in_status() {
     assert!(update.rules.is_none(), "unchanged rules are not resent");
 }
 
+/// `graylane rules apply -f FILE --wait` in the background (the test plays the sidecar).
+fn apply_and_wait(url: &str, file: &str) -> tokio::task::JoinHandle<graylane_tests::CliOutput> {
+    let (url, file) = (url.to_string(), file.to_string());
+    tokio::task::spawn_blocking(move || {
+        cli(&[
+            "--server",
+            &url,
+            "rules",
+            "apply",
+            "-f",
+            &file,
+            "--wait",
+            "--timeout",
+            "20s",
+        ])
+    })
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn apply_wait_follows_acks_and_fails_on_nack() {
     let dir = tempfile::tempdir().unwrap();
@@ -382,20 +400,7 @@ async fn apply_wait_follows_acks_and_fails_on_nack() {
     sub.ack(first.version).await;
 
     let lane = write_file(dir.path(), "lane.yaml", LANE);
-    let (u, f) = (url.clone(), lane.clone());
-    let waiting = tokio::task::spawn_blocking(move || {
-        graylane_tests::cli(&[
-            "--server",
-            &u,
-            "rules",
-            "apply",
-            "-f",
-            &f,
-            "--wait",
-            "--timeout",
-            "20s",
-        ])
-    });
+    let waiting = apply_and_wait(&url, &lane);
     let s = sub.until_revision(1).await;
     sub.ack(s.version).await;
     let out = waiting.await.unwrap();
@@ -403,20 +408,7 @@ async fn apply_wait_follows_acks_and_fails_on_nack() {
     assert!(out.stderr.contains("1/1 sidecars acked"), "{out:?}");
 
     let blue = write_file(dir.path(), "blue.yaml", BLUE);
-    let (u, f) = (url.clone(), blue.clone());
-    let waiting = tokio::task::spawn_blocking(move || {
-        graylane_tests::cli(&[
-            "--server",
-            &u,
-            "rules",
-            "apply",
-            "-f",
-            &f,
-            "--wait",
-            "--timeout",
-            "20s",
-        ])
-    });
+    let waiting = apply_and_wait(&url, &blue);
     let s = sub.until_revision(2).await;
     sub.nack(s.version, "lane blue: unsupported").await;
     let out = waiting.await.unwrap();
@@ -520,4 +512,74 @@ async fn calls_without_a_valid_token_are_refused_and_change_nothing() {
         .await
         .unwrap();
     assert_eq!(sub.until_revision(1).await.revision, 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_slow_subscriber_gets_the_latest_snapshot_not_a_backlog() {
+    let dir = tempfile::tempdir().unwrap();
+    let cp = ControlPlane::start(dir.path(), &[]);
+    let mut slow = Subscriber::connect(&cp.url(), "orders", "slow-1", &[], None)
+        .await
+        .unwrap();
+    // Each revision carries 256 KiB of rules, so a few unread snapshots fill the
+    // client's HTTP/2 receive window (2 MiB) and the server's send buffer; the rest
+    // must be coalesced by the server, not queued.
+    let padding = "x".repeat(256 * 1024);
+    let applies = 40u64;
+    for i in 1..=applies {
+        let doc = format!(
+            "{}metadata:\n  name: gray\n  annotations:\n    note: \"{i}{padding}\"\n",
+            LANE.replace("metadata:\n  name: gray\n", "")
+        );
+        let file = write_file(dir.path(), "big.yaml", &doc);
+        let out = cp.cli(&["rules", "apply", "-f", &file]);
+        out.assert_ok();
+    }
+    let mut received = 0;
+    loop {
+        let s = slow.next().await;
+        received += 1;
+        if s.revision == applies {
+            break;
+        }
+    }
+    assert!(
+        received < applies / 2,
+        "received {received} snapshots for {applies} revisions: intermediate ones must be skipped"
+    );
+    assert!(
+        slow.rules.contains(&format!("{applies}xxxx")),
+        "the last snapshot holds the latest rules"
+    );
+}
+
+#[test]
+fn without_tokens_the_server_refuses_non_loopback_addresses() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = std::process::Command::new(graylane_tests::bin("graylane-control"))
+        .args(["--grpc-addr", "0.0.0.0:0", "--http-addr", "127.0.0.1:0"])
+        .arg("--store")
+        .arg(format!("file:{}", dir.path().join("data").display()))
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let log = String::from_utf8_lossy(&out.stderr);
+    assert!(log.contains("without --token-file"), "{log}");
+}
+
+#[test]
+fn metrics_report_revision_and_sidecars() {
+    let dir = tempfile::tempdir().unwrap();
+    let cp = ControlPlane::start(dir.path(), &[]);
+    let lane = write_file(dir.path(), "lane.yaml", LANE);
+    cp.cli(&["rules", "apply", "-f", &lane]).assert_ok();
+    let (status, body) = graylane_tests::http_get(cp.http, "/metrics");
+    assert_eq!(status, 200);
+    assert!(body.contains("graylane_control_rule_revision 1"), "{body}");
+    assert!(body.contains("graylane_control_commits_total 1"), "{body}");
+    assert!(
+        body.contains("graylane_control_connected_sidecars 0"),
+        "{body}"
+    );
+    assert_eq!(graylane_tests::http_get(cp.http, "/live").0, 200);
 }

@@ -117,7 +117,11 @@ fn source_chain(e: &dyn std::error::Error) -> String {
     let mut text = e.to_string();
     let mut source = e.source();
     while let Some(s) = source {
-        text = format!("{text}: {s}");
+        // hyper and tonic wrap errors in layers that repeat the inner message.
+        let inner = s.to_string();
+        if !text.contains(&inner) {
+            text = format!("{text}: {inner}");
+        }
         source = s.source();
     }
     text

@@ -136,16 +136,6 @@ fn print_change(format: Format, response: &pb::ChangeResponse, dry_run: bool) {
                     format!("{}{suffix}", action_name(c.action)),
                 ]);
             }
-            t.row(vec![String::new(), String::new()]);
-            let state = if response.committed {
-                "new revision"
-            } else {
-                "revision in force, unchanged"
-            };
-            t.row(vec![
-                format!("revision {}", response.revision),
-                state.to_string(),
-            ]);
             t
         },
         || {
@@ -159,6 +149,16 @@ fn print_change(format: Format, response: &pb::ChangeResponse, dry_run: bool) {
             })
         },
     );
+    if format == Format::Table {
+        output::text(&match (response.committed, dry_run) {
+            (true, _) => format!("revision {} written", response.revision),
+            (false, true) => format!(
+                "dry run: nothing written (revision {} in force)",
+                response.revision
+            ),
+            (false, false) => format!("nothing changed (revision {} in force)", response.revision),
+        });
+    }
 }
 
 impl RulesCommand {
