@@ -7,6 +7,7 @@ use crate::Resource;
 use crate::error::{Origin, ValidationError};
 
 pub(crate) mod document;
+mod recover;
 mod split;
 mod value_de;
 
@@ -19,9 +20,10 @@ pub const MAX_DOCUMENTS: usize = 10_000;
 /// `RuleSet::from_files` for duplicates and set-level checks).
 ///
 /// `Ok` when every document is valid, with each resource's origin. Otherwise every
-/// error found, in document order: each document is checked even after a bad one; a
-/// document whose shape or a value is wrong reports that one error, a document that
-/// reads well reports every semantic error. Empty documents (only blanks, comments or
+/// error found, in document order: each document is checked even after a bad one, and
+/// a document reports all its errors — of shape, of values and semantic — except
+/// those that only follow from another one (a required field missing because its
+/// value was unreadable, "weights sum to 90" when a weight was unreadable). Empty documents (only blanks, comments or
 /// `null`) are skipped but keep their number. A document over [`MAX_DOCUMENT_BYTES`] is
 /// rejected without being read; more than [`MAX_DOCUMENTS`] non-empty documents stop
 /// the reading with one error about the file.

@@ -52,11 +52,50 @@ pub(crate) fn quote(value: &str) -> String {
     format!("{cut:?}…")
 }
 
+/// One step of a field path: a mapping key or a list index.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub(crate) enum Seg {
+    /// A field or map key.
+    Key(String),
+    /// A list index.
+    Index(usize),
+}
+
+/// The path as users read it: `spec.default[1].subset`.
+pub(crate) fn render(path: &[Seg]) -> String {
+    let mut s = String::new();
+    for seg in path {
+        match seg {
+            Seg::Key(k) => push_key(&mut s, k),
+            Seg::Index(i) => push_index(&mut s, *i),
+        }
+    }
+    s
+}
+
+/// Whether one of `a` and `b` is at or below the other.
+pub(crate) fn nested(a: &[Seg], b: &[Seg]) -> bool {
+    a.starts_with(b) || b.starts_with(a)
+}
+
+/// A semantic error as found: where, why, and the other places it was read from.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) struct Found {
+    /// Where it is reported.
+    pub(crate) path: Vec<Seg>,
+    /// What is wrong, for a human.
+    pub(crate) reason: String,
+    /// Fields besides `path` whose values the check read (e.g. the declared subsets
+    /// for "not a declared subset").
+    pub(crate) inputs: Vec<Vec<Seg>>,
+}
+
 /// Collects semantic errors of one document while walking it, tracking the path.
 #[derive(Debug, Default)]
 pub(crate) struct Checker {
-    path: String,
-    errors: Vec<(String, String)>,
+    path: Vec<Seg>,
+    inputs: Vec<Vec<Seg>>,
+    errors: Vec<Found>,
 }
 
 impl Checker {
@@ -66,25 +105,44 @@ impl Checker {
 
     /// Runs `f` with `name` appended to the current path.
     pub(crate) fn field<R>(&mut self, name: &str, f: impl FnOnce(&mut Self) -> R) -> R {
-        let len = self.path.len();
-        push_key(&mut self.path, name);
+        self.path.push(Seg::Key(name.to_owned()));
         let r = f(self);
-        self.path.truncate(len);
+        self.path.pop();
         r
     }
 
     /// Runs `f` with `[index]` appended to the current path.
     pub(crate) fn index<R>(&mut self, index: usize, f: impl FnOnce(&mut Self) -> R) -> R {
-        let len = self.path.len();
-        push_index(&mut self.path, index);
+        self.path.push(Seg::Index(index));
         let r = f(self);
-        self.path.truncate(len);
+        self.path.pop();
+        r
+    }
+
+    /// The path of field `name` of the current one, to pass to [`Self::reading`].
+    pub(crate) fn path_of(&self, name: &str) -> Vec<Seg> {
+        let mut p = self.path.clone();
+        p.push(Seg::Key(name.to_owned()));
+        p
+    }
+
+    /// Runs `f`, noting that the errors it records also depend on the value at `input`
+    /// (a path from [`Self::path_of`]), so a reader that dropped that value as
+    /// unreadable can tell those errors may be its consequence.
+    pub(crate) fn reading<R>(&mut self, input: &[Seg], f: impl FnOnce(&mut Self) -> R) -> R {
+        self.inputs.push(input.to_vec());
+        let r = f(self);
+        self.inputs.pop();
         r
     }
 
     /// Records an error at the current path.
     pub(crate) fn error(&mut self, reason: impl Into<String>) {
-        self.errors.push((self.path.clone(), reason.into()));
+        self.errors.push(Found {
+            path: self.path.clone(),
+            reason: reason.into(),
+            inputs: self.inputs.clone(),
+        });
     }
 
     /// Records an error at the current path + `name`.
@@ -93,7 +151,18 @@ impl Checker {
     }
 
     /// The collected (path, reason) pairs, in the order found.
+    // Reading documents needs the paths as steps (`into_found`); this is the short
+    // form for tests of the checks.
+    #[cfg(test)]
     pub(crate) fn into_errors(self) -> Vec<(String, String)> {
+        self.errors
+            .into_iter()
+            .map(|f| (render(&f.path), f.reason))
+            .collect()
+    }
+
+    /// The collected errors with their paths and inputs, in the order found.
+    pub(crate) fn into_found(self) -> Vec<Found> {
         self.errors
     }
 }

@@ -7,7 +7,7 @@ use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 use super::{Labels, Metadata, Name};
 use crate::Tag;
-use crate::path::{Checker, quote};
+use crate::path::{Checker, Seg, quote};
 
 /// The fallback entry that means "the base instances".
 pub const BASE: &str = "base";
@@ -95,6 +95,7 @@ impl Lane {
                 )
             });
         }
+        let name = c.field("metadata", |c| c.path_of("name"));
         c.field("spec", |c| {
             if self.spec.selector.is_empty() {
                 c.error_at(
@@ -102,11 +103,12 @@ impl Lane {
                     "an empty selector would put every instance in this lane; give at least one label",
                 );
             }
-            c.field("fallback", |c| self.check_fallback(c));
+            c.field("fallback", |c| self.check_fallback(c, &name));
         });
     }
 
-    fn check_fallback(&self, c: &mut Checker) {
+    /// `name` is where `metadata.name` is, which the self-reference check reads.
+    fn check_fallback(&self, c: &mut Checker, name: &[Seg]) {
         let mut seen = BTreeSet::new();
         let mut after_base = false;
         for (i, entry) in self.spec.fallback.iter().enumerate() {
@@ -118,7 +120,7 @@ impl Lane {
                 } else if !seen.insert(entry) {
                     c.error(format!("{entry} is listed twice"));
                 } else if matches!(entry, Fallback::Lane(n) if *n == self.metadata.name) {
-                    c.error("a lane cannot fall back to itself");
+                    c.reading(name, |c| c.error("a lane cannot fall back to itself"));
                 }
             });
             after_base |= *entry == Fallback::Base;

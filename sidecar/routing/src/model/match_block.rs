@@ -193,11 +193,21 @@ impl MatchBlock {
                 check_percent(c, "percent", p);
                 c.field("hashBy", |c| key.check(c));
             }
-            (Some(_), None) => c.error_at(
-                "percent",
-                "percent needs hashBy (the header or cookie that keeps a user in the same bucket)",
-            ),
-            (None, Some(_)) => c.error_at("hashBy", "hashBy is only used with percent"),
+            (Some(_), None) => {
+                let hash_by = c.path_of("hashBy");
+                c.reading(&hash_by, |c| {
+                    c.error_at(
+                        "percent",
+                        "percent needs hashBy (the header or cookie that keeps a user in the same bucket)",
+                    )
+                });
+            }
+            (None, Some(_)) => {
+                let percent = c.path_of("percent");
+                c.reading(&percent, |c| {
+                    c.error_at("hashBy", "hashBy is only used with percent")
+                });
+            }
             (None, None) => {}
         }
         c.field("any", |c| {

@@ -9,7 +9,7 @@ use serde::{Deserialize, Deserializer, Serialize};
 
 use super::{HashKey, Labels, Metadata, Name, ServiceName};
 use crate::Tag;
-use crate::path::{Checker, quote};
+use crate::path::{Checker, Seg, quote};
 
 mod traffic;
 
@@ -203,7 +203,10 @@ impl RoutePolicy {
             let declared = check_subsets(c, &s.subsets);
             check_default(c, s, &declared);
             if s.sticky_by.is_some() && s.default.is_empty() {
-                c.error_at("stickyBy", "stickyBy needs default weights to choose among");
+                let default = c.path_of("default");
+                c.reading(&default, |c| {
+                    c.error_at("stickyBy", "stickyBy needs default weights to choose among")
+                });
             }
             if let Some(key) = &s.sticky_by {
                 c.field("stickyBy", |c| key.check(c));
@@ -241,8 +244,16 @@ impl RoutePolicy {
     }
 }
 
-fn check_subsets<'a>(c: &mut Checker, subsets: &'a [Subset]) -> BTreeSet<&'a str> {
+/// The subset names of a policy, and where they are declared.
+struct Declared<'a> {
+    names: BTreeSet<&'a str>,
+    /// `spec.subsets`: errors about references read it.
+    at: Vec<Seg>,
+}
+
+fn check_subsets<'a>(c: &mut Checker, subsets: &'a [Subset]) -> Declared<'a> {
     let mut declared = BTreeSet::new();
+    let at = c.path_of("subsets");
     c.field("subsets", |c| {
         for (i, sub) in subsets.iter().enumerate() {
             c.index(i, |c| {
@@ -258,16 +269,21 @@ fn check_subsets<'a>(c: &mut Checker, subsets: &'a [Subset]) -> BTreeSet<&'a str
             });
         }
     });
-    declared
+    Declared {
+        names: declared,
+        at,
+    }
 }
 
-fn check_default(c: &mut Checker, s: &RoutePolicySpec, declared: &BTreeSet<&str>) {
+fn check_default(c: &mut Checker, s: &RoutePolicySpec, declared: &Declared<'_>) {
     if s.default.is_empty() {
         return;
     }
     c.field("default", |c| {
         if s.subsets.is_empty() {
-            c.error("default weights need subsets: spec.subsets is empty");
+            c.reading(&declared.at, |c| {
+                c.error("default weights need subsets: spec.subsets is empty")
+            });
             return;
         }
         let mut listed = BTreeSet::new();
@@ -291,11 +307,13 @@ fn check_default(c: &mut Checker, s: &RoutePolicySpec, declared: &BTreeSet<&str>
 }
 
 /// Records an error at `<current>.subset` when `name` is not declared.
-fn check_ref(c: &mut Checker, declared: &BTreeSet<&str>, name: &str) {
-    if !declared.contains(name) {
-        c.error_at(
-            "subset",
-            format!("{} is not a declared subset", quote(name)),
-        );
+fn check_ref(c: &mut Checker, declared: &Declared<'_>, name: &str) {
+    if !declared.names.contains(name) {
+        c.reading(&declared.at, |c| {
+            c.error_at(
+                "subset",
+                format!("{} is not a declared subset", quote(name)),
+            )
+        });
     }
 }

@@ -2,7 +2,7 @@
 
 use serde_json::{Map, Value};
 
-use super::value_de::from_value;
+use super::recover::Edits;
 use crate::Resource;
 use crate::model::{API_VERSION, Kind, Lane, Metadata, Name, RoutePolicy, TagPolicy};
 use crate::path::{Checker, quote};
@@ -26,6 +26,12 @@ pub(crate) fn readable_label(v: &Value) -> (Option<String>, Option<String>) {
 
 /// The resource in `v`, checked on its own (shape, values, and the checks within one
 /// document); or every (path, reason) found. Set-level checks are not done here.
+///
+/// Errors come in this order: the envelope (unknown top-level fields, `apiVersion`,
+/// `kind`), then those of reading `metadata` and `spec` (mapping keys in sorted order,
+/// list elements by index), then the semantic ones in check order. A bad part is
+/// dropped and the rest read on, so one document reports all its independent errors;
+/// see `recover` for which errors count as following from a dropped part.
 pub(crate) fn resource_from_value(v: &Value) -> Result<Resource, Vec<(String, String)>> {
     let Value::Object(doc) = v else {
         return Err(vec![(
@@ -42,14 +48,13 @@ pub(crate) fn resource_from_value(v: &Value) -> Result<Resource, Vec<(String, St
     }
     check_api_version(doc, &mut errors);
     let kind = read_kind(doc, &mut errors);
+    let mut edits = Edits::new(v);
     let metadata = match doc.get("metadata") {
         None => {
             errors.push(("metadata".into(), "missing required field".into()));
             None
         }
-        Some(m) => from_value::<Metadata>(m, "metadata")
-            .map_err(|e| errors.push(e.into_parts()))
-            .ok(),
+        Some(m) => edits.read::<Metadata>(m, "metadata", &mut errors),
     };
     let Some(spec) = doc.get("spec") else {
         errors.push(("spec".into(), "missing required field".into()));
@@ -59,30 +64,27 @@ pub(crate) fn resource_from_value(v: &Value) -> Result<Resource, Vec<(String, St
         return Err(errors);
     };
     // Read the spec even when the metadata is bad, so its errors are reported too.
-    let metadata_ok = metadata.is_some();
-    let metadata = metadata.unwrap_or_else(placeholder_metadata);
-    let typed = match kind {
-        Kind::Lane => from_value(spec, "spec").map(|spec| Resource::Lane(Lane { metadata, spec })),
-        Kind::RoutePolicy => from_value(spec, "spec")
+    let metadata = metadata.unwrap_or_else(|| {
+        edits.replaced("metadata");
+        placeholder_metadata()
+    });
+    let resource = match kind {
+        Kind::Lane => edits
+            .read(spec, "spec", &mut errors)
+            .map(|spec| Resource::Lane(Lane { metadata, spec })),
+        Kind::RoutePolicy => edits
+            .read(spec, "spec", &mut errors)
             .map(|spec| Resource::RoutePolicy(RoutePolicy { metadata, spec })),
-        Kind::TagPolicy => {
-            from_value(spec, "spec").map(|spec| Resource::TagPolicy(TagPolicy { metadata, spec }))
-        }
+        Kind::TagPolicy => edits
+            .read(spec, "spec", &mut errors)
+            .map(|spec| Resource::TagPolicy(TagPolicy { metadata, spec })),
     };
-    let resource = match typed {
-        Ok(r) => r,
-        Err(e) => {
-            errors.push(e.into_parts());
-            return Err(errors);
-        }
+    let Some(resource) = resource else {
+        return Err(errors);
     };
     let mut c = Checker::new();
     resource.check(&mut c);
-    errors.extend(
-        c.into_errors()
-            .into_iter()
-            .filter(|(path, _)| metadata_ok || !path.starts_with("metadata")),
-    );
+    edits.add_independent(c.into_found(), &mut errors);
     if errors.is_empty() {
         Ok(resource)
     } else {
@@ -91,7 +93,7 @@ pub(crate) fn resource_from_value(v: &Value) -> Result<Resource, Vec<(String, St
 }
 
 /// Only used to run the spec checks of a document whose metadata is already reported
-/// as bad; that resource is never returned.
+/// as missing or unreadable; that resource is never returned.
 fn placeholder_metadata() -> Metadata {
     Metadata::named(Name::placeholder())
 }

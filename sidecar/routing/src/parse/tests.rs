@@ -41,6 +41,19 @@ pub(super) fn rejects(text: &str, path: &str, fragment: &str) -> ValidationError
     e
 }
 
+/// Asserts that `text` has exactly these errors, in this order: each at its path, with
+/// a reason that contains the fragment.
+pub(super) fn rejects_all(text: &str, want: &[(&str, &str)]) -> Vec<ValidationError> {
+    let errs = errors(text);
+    let paths: Vec<&str> = errs.iter().map(|e| e.path.as_str()).collect();
+    let want_paths: Vec<&str> = want.iter().map(|(p, _)| *p).collect();
+    assert_eq!(paths, want_paths, "{errs:#?}");
+    for (e, (_, fragment)) in errs.iter().zip(want) {
+        assert!(e.reason.contains(fragment), "{e}");
+    }
+    errs
+}
+
 pub(super) fn accepts(text: &str) -> Vec<Resource> {
     match parse_file("rules.yaml", text) {
         Ok(r) => r.into_iter().map(|(r, _)| r).collect(),
@@ -222,6 +235,55 @@ fn spec_errors_are_reported_even_when_metadata_is_bad() {
     );
     let paths: Vec<&str> = errs.iter().map(|e| e.path.as_str()).collect();
     assert_eq!(paths, vec!["metadata.name", "spec.tag"]);
+}
+
+#[test]
+fn every_metadata_error_is_reported_with_the_spec_errors() {
+    let errs = rejects_all(
+        &LANE
+            .replace("name: gray", "name: Gray\n  namespace: x")
+            .replace("tag: gray", "tag: -x"),
+        &[
+            ("metadata.name", "not a valid name"),
+            ("metadata.namespace", "unknown field"),
+            ("spec.tag", "is not a valid tag"),
+        ],
+    );
+    assert_eq!(
+        errs[2].to_string(),
+        "rules.yaml: document 1 (Lane/Gray): spec.tag: \"-x\" is not a valid tag: 1-64 characters from [A-Za-z0-9._-], starting with a letter or digit"
+    );
+}
+
+#[test]
+fn a_field_missing_as_written_is_reported_with_the_others() {
+    rejects_all(
+        &doc(
+            "TagPolicy",
+            "edge",
+            "  services: [Front_End]\n  rules: [{tag: \"gray!\"}]\n",
+        ),
+        &[
+            ("spec.rules[0].tag", "is not a valid tag"),
+            ("spec.rules[0].match", "missing required field"),
+            ("spec.services[0]", "not a valid service name"),
+        ],
+    );
+}
+
+#[test]
+fn a_document_with_thousands_of_errors_stops_reading_with_a_note() {
+    let cidrs = vec!["bad"; 1000].join(", ");
+    let errs = errors(&doc(
+        "TagPolicy",
+        "edge",
+        &format!("  services: [a]\n  rules: [{{tag: t, match: {{sourceCidrs: [{cidrs}]}}}}]\n"),
+    ));
+    assert!(errs.len() < 300, "{}", errs.len());
+    assert_eq!(errs[1].path, "spec.rules[0].match.sourceCidrs[1]");
+    let last = errs.last().unwrap();
+    assert_eq!(last.path, "spec");
+    assert!(last.reason.contains("too many errors"), "{last}");
 }
 
 #[test]

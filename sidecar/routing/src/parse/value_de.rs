@@ -1,136 +1,87 @@
 //! A serde `Deserializer` over a `serde_json::Value` that knows where it is, so every
-//! error names the exact field path (`spec.default[1].weight`). The serde derives of
-//! the model stay the one definition of its shape.
-
-use std::fmt;
+//! error names the exact field path (`spec.default[1].weight`), both as text and as
+//! steps a caller can follow back into the value. The serde derives of the model stay
+//! the one definition of its shape.
 
 use serde::de::{
-    self, DeserializeSeed, EnumAccess, Expected, IntoDeserializer, MapAccess, SeqAccess,
-    Unexpected, VariantAccess, Visitor,
+    self, DeserializeSeed, EnumAccess, IntoDeserializer, MapAccess, SeqAccess, Unexpected,
+    VariantAccess, Visitor,
 };
 use serde::forward_to_deserialize_any;
 use serde_json::{Map, Value};
 
-use crate::path::{join_index, join_key};
+use crate::path::Seg;
 
-/// A deserialization error and the path where it happened.
-#[derive(Debug)]
-pub(crate) struct DeError {
-    path: Option<String>,
-    reason: String,
-    missing: Option<&'static str>,
-}
+mod error;
 
-impl DeError {
-    /// (path, reason), the path relative to where deserialization started.
-    pub(crate) fn into_parts(self) -> (String, String) {
-        (self.path.unwrap_or_default(), self.reason)
-    }
+pub(crate) use self::error::DeError;
 
-    /// Fixes the path at the innermost place the error passed through.
-    fn at(mut self, path: &str) -> Self {
-        if self.path.is_none() {
-            self.path = Some(match self.missing {
-                Some(field) => join_key(path, field),
-                None => path.to_owned(),
-            });
-        }
-        self
-    }
-}
-
-impl fmt::Display for DeError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match &self.path {
-            Some(p) if !p.is_empty() => write!(f, "{p}: {}", self.reason),
-            _ => f.write_str(&self.reason),
-        }
-    }
-}
-
-impl std::error::Error for DeError {}
-
-fn describe(u: &Unexpected<'_>) -> String {
-    match u {
-        Unexpected::Unit => "null".to_owned(),
-        Unexpected::Map => "a mapping".to_owned(),
-        Unexpected::Seq => "a list".to_owned(),
-        other => other.to_string(),
-    }
-}
-
-impl de::Error for DeError {
-    fn custom<T: fmt::Display>(msg: T) -> Self {
-        Self {
-            path: None,
-            reason: msg.to_string(),
-            missing: None,
-        }
-    }
-
-    fn invalid_type(unexp: Unexpected<'_>, exp: &dyn Expected) -> Self {
-        let hint = match unexp {
-            Unexpected::Bool(_)
-            | Unexpected::Unsigned(_)
-            | Unexpected::Signed(_)
-            | Unexpected::Float(_)
-                if exp.to_string().contains("string") =>
-            {
-                " (quote it)"
-            }
-            _ => "",
-        };
-        Self::custom(format_args!(
-            "expected {exp}, found {}{hint}",
-            describe(&unexp)
-        ))
-    }
-
-    fn invalid_value(unexp: Unexpected<'_>, exp: &dyn Expected) -> Self {
-        Self::custom(format_args!(
-            "invalid value {}, expected {exp}",
-            describe(&unexp)
-        ))
-    }
-
-    fn unknown_field(_field: &str, expected: &'static [&'static str]) -> Self {
-        Self::custom(format_args!(
-            "unknown field (expected one of: {})",
-            expected.join(", ")
-        ))
-    }
-
-    fn unknown_variant(variant: &str, expected: &'static [&'static str]) -> Self {
-        Self::custom(format_args!(
-            "unknown value {}, expected one of: {}",
-            crate::path::quote(variant),
-            expected.join(", ")
-        ))
-    }
-
-    fn missing_field(field: &'static str) -> Self {
-        Self {
-            path: None,
-            reason: "missing required field".to_owned(),
-            missing: Some(field),
-        }
-    }
-}
-
-/// Deserializes `value`; error paths start with `path` (e.g. `"spec"`).
+/// Deserializes `value`; error paths start with the field `path` (e.g. `"spec"`), or
+/// with nothing when it is empty.
 pub(crate) fn from_value<'a, T: de::Deserialize<'a>>(
     value: &'a Value,
     path: &str,
 ) -> Result<T, DeError> {
-    T::deserialize(ValueDe {
-        value,
-        path: path.to_owned(),
-    })
+    let root = Here {
+        parent: None,
+        step: if path.is_empty() {
+            Step::Root
+        } else {
+            Step::Key(path)
+        },
+    };
+    T::deserialize(ValueDe { value, here: root })
 }
 
-struct ValueDe<'a> {
+/// Where a value sits: a chain of borrowed steps back to the root. Walking down costs
+/// no allocation; the path is only written out when an error needs it.
+#[derive(Clone, Copy)]
+struct Here<'p> {
+    parent: Option<&'p Here<'p>>,
+    step: Step<'p>,
+}
+
+#[derive(Clone, Copy)]
+enum Step<'p> {
+    Root,
+    Key(&'p str),
+    Index(usize),
+}
+
+impl<'p> Here<'p> {
+    fn key(parent: &'p Here<'p>, key: &'p str) -> Self {
+        Self {
+            parent: Some(parent),
+            step: Step::Key(key),
+        }
+    }
+
+    fn index(parent: &'p Here<'p>, index: usize) -> Self {
+        Self {
+            parent: Some(parent),
+            step: Step::Index(index),
+        }
+    }
+
+    fn segments(&self) -> Vec<Seg> {
+        let mut out = Vec::new();
+        let mut at = Some(self);
+        while let Some(h) = at {
+            match h.step {
+                Step::Root => {}
+                Step::Key(k) => out.push(Seg::Key(k.to_owned())),
+                Step::Index(i) => out.push(Seg::Index(i)),
+            }
+            at = h.parent;
+        }
+        out.reverse();
+        out
+    }
+}
+
+struct ValueDe<'a, 'p> {
     value: &'a Value,
-    path: String,
+    here: Here<'p>,
 }
 
 fn unexpected(v: &Value) -> Unexpected<'_> {
@@ -148,7 +99,7 @@ fn unexpected(v: &Value) -> Unexpected<'_> {
     }
 }
 
-impl<'de> de::Deserializer<'de> for ValueDe<'de> {
+impl<'de> de::Deserializer<'de> for ValueDe<'de, '_> {
     type Error = DeError;
 
     fn deserialize_any<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value, DeError> {
@@ -163,16 +114,16 @@ impl<'de> de::Deserializer<'de> for ValueDe<'de> {
             Value::String(s) => visitor.visit_borrowed_str(s),
             Value::Array(items) => visitor.visit_seq(SeqDe {
                 items: items.iter().enumerate(),
-                path: &self.path,
+                here: &self.here,
             }),
-            Value::Object(map) => visitor.visit_map(MapDe::new(map, &self.path)),
+            Value::Object(map) => visitor.visit_map(MapDe::new(map, &self.here)),
         };
-        r.map_err(|e| e.at(&self.path))
+        r.map_err(|e| e.at(&self.here))
     }
 
     fn deserialize_option<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value, DeError> {
         match self.value {
-            Value::Null => visitor.visit_none().map_err(|e: DeError| e.at(&self.path)),
+            Value::Null => visitor.visit_none().map_err(|e: DeError| e.at(&self.here)),
             _ => visitor.visit_some(self),
         }
     }
@@ -196,7 +147,7 @@ impl<'de> de::Deserializer<'de> for ValueDe<'de> {
         match self.value {
             Value::Object(_) => self.deserialize_any(visitor),
             other => Err(
-                <DeError as de::Error>::invalid_type(unexpected(other), &visitor).at(&self.path),
+                <DeError as de::Error>::invalid_type(unexpected(other), &visitor).at(&self.here),
             ),
         }
     }
@@ -213,13 +164,13 @@ impl<'de> de::Deserializer<'de> for ValueDe<'de> {
                 Some((key, value)) => visitor.visit_enum(EnumDe {
                     key,
                     value,
-                    path: &self.path,
+                    here: &self.here,
                 }),
                 None => Err(de::Error::custom("expected a single-key mapping")),
             },
             other => Err(de::Error::invalid_type(unexpected(other), &visitor)),
         };
-        r.map_err(|e| e.at(&self.path))
+        r.map_err(|e| e.at(&self.here))
     }
 
     fn deserialize_ignored_any<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value, DeError> {
@@ -234,7 +185,7 @@ impl<'de> de::Deserializer<'de> for ValueDe<'de> {
 
 struct SeqDe<'a, 'p> {
     items: std::iter::Enumerate<std::slice::Iter<'a, Value>>,
-    path: &'p str,
+    here: &'p Here<'p>,
 }
 
 impl<'de> SeqAccess<'de> for SeqDe<'de, '_> {
@@ -247,13 +198,10 @@ impl<'de> SeqAccess<'de> for SeqDe<'de, '_> {
         match self.items.next() {
             None => Ok(None),
             Some((i, value)) => {
-                let path = join_index(self.path, i);
-                seed.deserialize(ValueDe {
-                    value,
-                    path: path.clone(),
-                })
-                .map(Some)
-                .map_err(|e| e.at(&path))
+                let here = Here::index(self.here, i);
+                seed.deserialize(ValueDe { value, here })
+                    .map(Some)
+                    .map_err(|e| e.at(&here))
             }
         }
     }
@@ -266,15 +214,15 @@ impl<'de> SeqAccess<'de> for SeqDe<'de, '_> {
 struct MapDe<'a, 'p> {
     entries: serde_json::map::Iter<'a>,
     current: Option<(&'a String, &'a Value)>,
-    path: &'p str,
+    here: &'p Here<'p>,
 }
 
 impl<'a, 'p> MapDe<'a, 'p> {
-    fn new(map: &'a Map<String, Value>, path: &'p str) -> Self {
+    fn new(map: &'a Map<String, Value>, here: &'p Here<'p>) -> Self {
         Self {
             entries: map.iter(),
             current: None,
-            path,
+            here,
         }
     }
 }
@@ -292,19 +240,16 @@ impl<'de> MapAccess<'de> for MapDe<'de, '_> {
         self.current = Some((key, value));
         seed.deserialize(KeyDe(key))
             .map(Some)
-            .map_err(|e| e.at(&join_key(self.path, key)))
+            .map_err(|e| e.at(&Here::key(self.here, key)))
     }
 
     fn next_value_seed<V: DeserializeSeed<'de>>(&mut self, seed: V) -> Result<V::Value, DeError> {
         let Some((key, value)) = self.current.take() else {
             return Err(de::Error::custom("value without a key"));
         };
-        let path = join_key(self.path, key);
-        seed.deserialize(ValueDe {
-            value,
-            path: path.clone(),
-        })
-        .map_err(|e| e.at(&path))
+        let here = Here::key(self.here, key);
+        seed.deserialize(ValueDe { value, here })
+            .map_err(|e| e.at(&here))
     }
 
     fn size_hint(&self) -> Option<usize> {
@@ -333,44 +278,44 @@ impl<'de> de::Deserializer<'de> for KeyDe<'de> {
 struct EnumDe<'a, 'p> {
     key: &'a str,
     value: &'a Value,
-    path: &'p str,
+    here: &'p Here<'p>,
 }
 
-impl<'de, 'p> EnumAccess<'de> for EnumDe<'de, 'p> {
+impl<'de: 'p, 'p> EnumAccess<'de> for EnumDe<'de, 'p> {
     type Error = DeError;
-    type Variant = ValueDe<'de>;
+    type Variant = ValueDe<'de, 'p>;
 
     fn variant_seed<V: DeserializeSeed<'de>>(
         self,
         seed: V,
-    ) -> Result<(V::Value, ValueDe<'de>), DeError> {
-        let path = join_key(self.path, self.key);
-        let v = seed.deserialize(KeyDe(self.key)).map_err(|e| e.at(&path))?;
+    ) -> Result<(V::Value, ValueDe<'de, 'p>), DeError> {
+        let here = Here::key(self.here, self.key);
+        let v = seed.deserialize(KeyDe(self.key)).map_err(|e| e.at(&here))?;
         Ok((
             v,
             ValueDe {
                 value: self.value,
-                path,
+                here,
             },
         ))
     }
 }
 
-impl<'de> VariantAccess<'de> for ValueDe<'de> {
+impl<'de> VariantAccess<'de> for ValueDe<'de, '_> {
     type Error = DeError;
 
     fn unit_variant(self) -> Result<(), DeError> {
         match self.value {
             Value::Null => Ok(()),
             other => Err(
-                <DeError as de::Error>::invalid_type(unexpected(other), &"nothing").at(&self.path),
+                <DeError as de::Error>::invalid_type(unexpected(other), &"nothing").at(&self.here),
             ),
         }
     }
 
     fn newtype_variant_seed<T: DeserializeSeed<'de>>(self, seed: T) -> Result<T::Value, DeError> {
-        let path = self.path.clone();
-        seed.deserialize(self).map_err(|e| e.at(&path))
+        let here = self.here;
+        seed.deserialize(self).map_err(|e| e.at(&here))
     }
 
     fn tuple_variant<V: Visitor<'de>>(self, _len: usize, visitor: V) -> Result<V::Value, DeError> {

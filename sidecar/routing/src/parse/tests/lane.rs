@@ -1,4 +1,4 @@
-use super::{LANE, accepts, doc, rejects};
+use super::{LANE, accepts, doc, rejects, rejects_all};
 use crate::{Fallback, Resource};
 
 fn lane(spec: &str) -> String {
@@ -138,5 +138,40 @@ fn unknown_spec_field_is_rejected() {
         &lane("  tag: gray\n  selector: {version: v2}\n  fallbacks: []\n"),
         "spec.fallbacks",
         "unknown field",
+    );
+}
+
+#[test]
+fn unknown_fields_in_several_places_are_all_reported() {
+    // `selector` is missing because it is misspelt: only the misspelling is reported.
+    rejects_all(
+        &lane("  tag: gray\n  selectr: {version: v2}\n  fallbak: [base]\n"),
+        &[
+            ("spec.fallbak", "unknown field"),
+            ("spec.selectr", "unknown field"),
+        ],
+    );
+    rejects_all(
+        &lane(
+            "  tag: gray\n  selector: {version: v2, \"a b\": x, zone: \"\"}\n  fallback: [Blue, blue, blue]\n",
+        ),
+        &[
+            ("spec.fallback[0]", "neither `base` nor a lane name"),
+            ("spec.selector[\"a b\"]", "not a valid label key"),
+            ("spec.selector.zone", "not a valid label value"),
+            ("spec.fallback[2]", "listed twice"),
+        ],
+    );
+}
+
+#[test]
+fn a_lane_with_an_unreadable_name_is_not_said_to_fall_back_to_itself() {
+    rejects_all(
+        &doc(
+            "Lane",
+            "invalid_",
+            "  tag: gray\n  selector: {v: a}\n  fallback: [invalid]\n",
+        ),
+        &[("metadata.name", "not a valid name")],
     );
 }

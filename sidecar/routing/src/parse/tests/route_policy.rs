@@ -1,4 +1,4 @@
-use super::{accepts, doc, rejects};
+use super::{accepts, doc, rejects, rejects_all};
 use crate::{Release, Resource, RetryOn};
 
 const SUBSETS: &str = "  subsets:\n    - {name: v1, labels: {version: v1}}\n    - {name: v2, labels: {version: v2}}\n";
@@ -101,19 +101,24 @@ fn weights_not_summing_to_100_are_rejected() {
 
 #[test]
 fn negative_weight_is_rejected() {
-    rejects(
+    // Both weights are bad: every error of a document is reported.
+    rejects_all(
         &policy("  default: [{subset: v1, weight: -10}, {subset: v2, weight: 110}]\n"),
-        "spec.default[0].weight",
-        "weight -10 is negative",
+        &[
+            ("spec.default[0].weight", "weight -10 is negative"),
+            ("spec.default[1].weight", "weight 110 is over 100"),
+        ],
     );
 }
 
 #[test]
 fn fractional_weight_is_rejected() {
-    rejects(
+    rejects_all(
         &policy("  default: [{subset: v1, weight: 50.5}, {subset: v2, weight: 49.5}]\n"),
-        "spec.default[0].weight",
-        "whole number",
+        &[
+            ("spec.default[0].weight", "whole number"),
+            ("spec.default[1].weight", "whole number"),
+        ],
     );
 }
 
@@ -403,5 +408,41 @@ fn empty_exclude_entry_is_rejected() {
         &policy("  exclude: {instances: [orders-1, \"\"]}\n"),
         "spec.exclude.instances[1]",
         "must not be empty",
+    );
+}
+
+#[test]
+fn a_bad_duration_and_a_bad_weight_are_both_reported() {
+    // The weight that could not be read does not also make the sum wrong.
+    rejects_all(
+        &policy(
+            "  default: [{subset: v1, weight: 90}, {subset: v2, weight: -5}]\n  timeout: 2sec\n  fault: {delay: {percent: 120, duration: 5x}}\n",
+        ),
+        &[
+            ("spec.default[1].weight", "weight -5 is negative"),
+            ("spec.fault.delay.duration", "is not a duration"),
+            ("spec.timeout", "is not a duration"),
+            ("spec.fault.delay.percent", "outside 0-100"),
+        ],
+    );
+}
+
+#[test]
+fn references_to_an_unreadable_subset_are_not_reported() {
+    let text = doc(
+        "RoutePolicy",
+        "orders",
+        "  service: orders\n  subsets:\n    - {name: V1, labels: {version: v1}}\n    - {name: v2, labels: {version: v2}}\n  default: [{subset: V1, weight: 50}, {subset: v2, weight: 40}]\n  mirror: {subset: V1, percent: 101}\n  retries: {attempts: 0, on: [timeout, reset, 302]}\n",
+    );
+    rejects_all(
+        &text,
+        &[
+            ("spec.retries.on[0]", "not a retry condition"),
+            ("spec.subsets[0].name", "not a valid name"),
+            ("spec.default", "weights sum to 90, must be 100"),
+            ("spec.retries.attempts", "must be 1-10"),
+            ("spec.retries.on[2]", "status 302 is outside 400-599"),
+            ("spec.mirror.percent", "outside 0-100"),
+        ],
     );
 }

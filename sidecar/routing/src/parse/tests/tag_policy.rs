@@ -1,4 +1,4 @@
-use super::{accepts, doc, rejects};
+use super::{accepts, doc, rejects, rejects_all};
 use crate::{HashKey, Incoming, Resource, StringMatch};
 
 fn policy(rules: &str) -> String {
@@ -324,4 +324,102 @@ fn percentages_are_read_to_two_decimals() {
         panic!()
     };
     assert_eq!(p.spec.rules[0].matches.percent, Some(12.35));
+}
+
+#[test]
+fn every_value_error_of_a_rule_is_reported() {
+    let bad = "    - tag: \"gray!\"\n      match: {headers: {x: {regex: \"a(b\"}}, sourceCidrs: [10.0.0.0/33], percent: 120, hashBy: {header: uid}}\n";
+    rejects_all(
+        &policy(bad),
+        &[
+            (
+                "spec.rules[0].match.headers.x.regex",
+                "invalid regex \"a(b\"",
+            ),
+            ("spec.rules[0].match.sourceCidrs[0]", "not a valid CIDR"),
+            ("spec.rules[0].tag", "\"gray!\" is not a valid tag"),
+            (
+                "spec.rules[0].match.percent",
+                "percent 120 is outside 0-100",
+            ),
+        ],
+    );
+    // Without hashBy, percent gets the reason it gets alone.
+    rejects_all(
+        &policy(&bad.replace(", hashBy: {header: uid}", "")),
+        &[
+            ("spec.rules[0].match.headers.x.regex", "invalid regex"),
+            ("spec.rules[0].match.sourceCidrs[0]", "not a valid CIDR"),
+            ("spec.rules[0].tag", "is not a valid tag"),
+            ("spec.rules[0].match.percent", "percent needs hashBy"),
+        ],
+    );
+}
+
+#[test]
+fn list_errors_keep_the_indices_as_written() {
+    rejects_all(
+        &rule("        sourceCidrs: [bad1, 10.0.0.0/8, bad2]\n"),
+        &[
+            (
+                "spec.rules[0].match.sourceCidrs[0]",
+                "\"bad1\" is not a valid CIDR",
+            ),
+            (
+                "spec.rules[0].match.sourceCidrs[2]",
+                "\"bad2\" is not a valid CIDR",
+            ),
+        ],
+    );
+    // A semantic error after a dropped element names the element as written too.
+    rejects_all(
+        &rule("        methods: [1, GET, \"PO ST\"]\n"),
+        &[
+            ("spec.rules[0].match.methods[0]", "expected a string"),
+            ("spec.rules[0].match.methods[2]", "not an HTTP method"),
+        ],
+    );
+    // A check that reads a dropped sibling (percent needs hashBy) stays quiet, also
+    // when its rule moved up in the list.
+    rejects_all(
+        &policy(
+            "    - 5\n    - {tag: a, match: {methods: [GET]}}\n    - tag: gray\n      match: {percent: 5, hashBy: {query: q}}\n",
+        ),
+        &[
+            ("spec.rules[0]", "expected struct TagRule"),
+            (
+                "spec.rules[2].match.hashBy.query",
+                "expected one of: header, cookie",
+            ),
+        ],
+    );
+    // Indices of later rules are not shifted by a dropped rule.
+    rejects_all(
+        &policy("    - 5\n    - tag: gray\n      match: {sourceCidrs: [x]}\n"),
+        &[
+            ("spec.rules[0]", "expected struct TagRule"),
+            ("spec.rules[1].match.sourceCidrs[0]", "not a valid CIDR"),
+        ],
+    );
+}
+
+#[test]
+fn errors_of_several_rules_and_services_are_all_reported() {
+    rejects_all(
+        &doc(
+            "TagPolicy",
+            "edge",
+            "  services: [a, B, a]\n  incoming: trust\n  rules:\n    - {tag: gray, match: {headers: {x-a: {exact: a, regex: \"(\"}}}}\n    - {tag: blue, match: {methods: [GET], percent: 5, hashBy: {query: q}}}\n",
+        ),
+        &[
+            ("spec.incoming", "expected one of: strip, keep, keep-known"),
+            ("spec.rules[0].match.headers.x-a.regex", "invalid regex"),
+            (
+                "spec.rules[1].match.hashBy.query",
+                "expected one of: header, cookie",
+            ),
+            ("spec.services[1]", "not a valid service name"),
+            ("spec.services[2]", "listed twice"),
+        ],
+    );
 }
