@@ -1,27 +1,37 @@
 //! Push: the state every sidecar stream serves, and what each sidecar answered.
 //!
 //! ```text
-//!  store.watch() ──► set_rules(rev, yaml) ─┐
-//!  stream Hello  ──► register()  ──────────┼─► State (one watch::Sender<Arc<State>>)
-//!  stream ends   ──► deregister() ─────────┘        │  latest value only: a slow
-//!                                                   ▼  stream skips what it missed
-//!                                     one task per stream (api::discovery) sends the
-//!                                     parts that changed, records ACK/NACK here
+//!  store.watch() ──► set_rules(rev, yaml) ───────────┐
+//!  stream Hello  ──► register()   ─┐ registry changes  ├─► State (one watch::Sender<Arc<State>>)
+//!  stream ends   ──► deregister() ─┴─► debounced ──────┘        │  latest value only: a slow
+//!                                       (publish_endpoints)     ▼  stream skips what it missed
+//!                                         one task per stream (api::discovery) sends the
+//!                                         parts that changed (endpoints as a delta),
+//!                                         records ACK/NACK here
 //! ```
 //!
 //! Memory per stream is bounded: a stream holds one `Arc<State>` and at most one
-//! snapshot waiting to be sent, however fast rules change.
+//! snapshot waiting to be sent, however fast rules change. Endpoint changes are
+//! batched for `ENDPOINT_DEBOUNCE`, so 1,000 sidecars reconnecting after a restart
+//! cause a handful of pushes, not 1,000 pushes to each of 1,000 streams.
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use graylane_proto::v1::{Endpoint, Hello};
-use tokio::sync::{oneshot, watch};
+use tokio::sync::{Notify, oneshot, watch};
 
+mod delta;
 mod registry;
 
+pub use self::delta::endpoint_delta;
 use self::registry::Registry;
 pub use self::registry::{SidecarEntry, SidecarId};
+
+/// How long registry changes are collected before they are pushed as one endpoint
+/// update (Istio debounces its pushes the same way, 100 ms by default).
+pub const ENDPOINT_DEBOUNCE: Duration = Duration::from_millis(100);
 
 /// What a snapshot is made of. Versioned as a whole; the parts keep their own
 /// generation so a stream can tell which changed since it last sent.
@@ -33,6 +43,7 @@ pub struct State {
     pub rules: Arc<str>,
     /// Bumped whenever `endpoints` changes.
     pub endpoints_generation: u64,
+    /// Sorted by (service, instance id); instance ids are unique.
     pub endpoints: Arc<Vec<Endpoint>>,
 }
 
@@ -42,6 +53,8 @@ pub struct Hub {
     registry: Mutex<Registry>,
     /// Bumped whenever a sidecar connects, leaves, ACKs or NACKs: wakes rollout watchers.
     answers: watch::Sender<u64>,
+    /// Signalled on every registry change; `publish_endpoints` batches them.
+    registry_changed: Notify,
 }
 
 impl Default for Hub {
@@ -56,6 +69,7 @@ impl Hub {
             state: watch::channel(Arc::new(State::default())).0,
             registry: Mutex::new(Registry::default()),
             answers: watch::channel(0).0,
+            registry_changed: Notify::new(),
         }
     }
 
@@ -90,38 +104,52 @@ impl Hub {
         });
     }
 
-    fn publish_endpoints(&self, endpoints: Vec<Endpoint>) {
-        self.state.send_modify(|state| {
-            let mut next = State::clone(state);
-            next.version += 1;
-            next.endpoints_generation += 1;
-            next.endpoints = Arc::new(endpoints);
-            *state = Arc::new(next);
-        });
+    /// Publishes the registry's endpoints after each batch of changes, until
+    /// `shutdown`: waits for a change, collects further changes for `debounce`, then
+    /// pushes them as one new state. Runs as one task per hub.
+    pub async fn publish_endpoints(
+        self: Arc<Self>,
+        debounce: Duration,
+        mut shutdown: watch::Receiver<bool>,
+    ) {
+        loop {
+            tokio::select! {
+                () = self.registry_changed.notified() => {}
+                _ = shutdown.wait_for(|down| *down) => return,
+            }
+            tokio::select! {
+                () = tokio::time::sleep(debounce) => {}
+                _ = shutdown.wait_for(|down| *down) => return,
+            }
+            let endpoints = self.registry().endpoints();
+            self.state.send_if_modified(|state| {
+                if *state.endpoints == endpoints {
+                    return false; // e.g. a sidecar that reconnected within the window
+                }
+                let mut next = State::clone(state);
+                next.version += 1;
+                next.endpoints_generation += 1;
+                next.endpoints = Arc::new(endpoints);
+                *state = Arc::new(next);
+                true
+            });
+        }
     }
 
     /// Registers the instance of a new stream. A live stream with the same instance id
     /// is replaced (a sidecar reconnecting before its old stream timed out): the
     /// returned receiver fires when this registration is replaced in turn.
     pub fn register(&self, hello: Hello, now_ms: i64) -> (SidecarId, oneshot::Receiver<()>) {
-        let (id, kicked, endpoints) = {
-            let mut registry = self.registry();
-            let (id, kicked) = registry.insert(hello, now_ms);
-            (id, kicked, registry.endpoints())
-        };
-        self.publish_endpoints(endpoints);
+        let (id, kicked) = self.registry().insert(hello, now_ms);
+        self.registry_changed.notify_one();
         self.answers.send_modify(|n| *n += 1);
         (id, kicked)
     }
 
     /// Removes the instance when its stream ends; a no-op if a newer stream replaced it.
     pub fn deregister(&self, id: &SidecarId) {
-        let endpoints = {
-            let mut registry = self.registry();
-            registry.remove(id).then(|| registry.endpoints())
-        };
-        if let Some(endpoints) = endpoints {
-            self.publish_endpoints(endpoints);
+        if self.registry().remove(id) {
+            self.registry_changed.notify_one();
             self.answers.send_modify(|n| *n += 1);
         }
     }

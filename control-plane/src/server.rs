@@ -11,11 +11,11 @@ use graylane_proto::v1::admin_server::AdminServer;
 use graylane_proto::v1::discovery_server::DiscoveryServer;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
-use tokio_stream::wrappers::TcpListenerStream;
+use tonic::transport::server::TcpIncoming;
 
 use crate::api::{AdminService, Auth, DiscoveryService, Role, Tokens};
 use crate::control::Control;
-use crate::push::Hub;
+use crate::push::{ENDPOINT_DEBOUNCE, Hub};
 use crate::store::Store;
 
 /// Everything the server needs besides its listeners.
@@ -55,6 +55,8 @@ impl Server {
             Arc::clone(&control),
             stopped.clone(),
         ));
+        let endpoints =
+            tokio::spawn(Arc::clone(&hub).publish_endpoints(ENDPOINT_DEBOUNCE, stopped.clone()));
 
         let discovery = DiscoveryServer::new(DiscoveryService::new(hub, stopped.clone()))
             .max_decoding_message_size(MAX_MESSAGE)
@@ -76,15 +78,20 @@ impl Server {
                 admin,
                 Auth::new(tokens, Role::Admin),
             ))
-            .serve_with_incoming_shutdown(TcpListenerStream::new(grpc), async move {
-                shutdown.await;
-                tracing::info!("shutting down");
-                let _ = stop.send(true);
-                let _ = stopped_grpc.wait_for(|down| *down).await;
-            })
+            // Snapshots and ACKs are small writes that must not wait for Nagle.
+            .serve_with_incoming_shutdown(
+                TcpIncoming::from(grpc).with_nodelay(Some(true)),
+                async move {
+                    shutdown.await;
+                    tracing::info!("shutting down");
+                    let _ = stop.send(true);
+                    let _ = stopped_grpc.wait_for(|down| *down).await;
+                },
+            )
             .await?;
         let _ = feed.await;
         let _ = probes.await;
+        let _ = endpoints.await;
         Ok(())
     }
 }

@@ -1,12 +1,12 @@
 //! A test sidecar: the generated Discovery client, driven by hand (Hello, then ACK or
 //! NACK each snapshot as the test decides).
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::time::Duration;
 
 use graylane_proto::v1::discovery_client::DiscoveryClient;
 use graylane_proto::v1::sidecar_message::Message;
-use graylane_proto::v1::{Ack, Hello, Nack, SidecarMessage, Snapshot};
+use graylane_proto::v1::{Ack, Endpoint, Hello, Nack, SidecarMessage, Snapshot};
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::Streaming;
@@ -15,9 +15,10 @@ use tonic::Streaming;
 pub struct Subscriber {
     tx: mpsc::Sender<SidecarMessage>,
     inbound: Streaming<Snapshot>,
-    /// The latest rules and endpoints seen (snapshots omit unchanged parts).
+    /// The latest rules seen (snapshots omit unchanged parts).
     pub rules: String,
-    pub endpoints: usize,
+    /// The endpoints as a sidecar holds them: full sets replace, deltas apply.
+    pub endpoints: BTreeMap<String, Endpoint>,
 }
 
 impl Subscriber {
@@ -64,7 +65,7 @@ impl Subscriber {
             tx,
             inbound,
             rules: String::new(),
-            endpoints: 0,
+            endpoints: BTreeMap::new(),
         })
     }
 
@@ -78,20 +79,38 @@ impl Subscriber {
         if let Some(rules) = &snapshot.rules {
             self.rules = rules.clone();
         }
-        if let Some(endpoints) = &snapshot.endpoints {
-            self.endpoints = endpoints.endpoints.len();
+        if let Some(set) = &snapshot.endpoints {
+            self.endpoints = set
+                .endpoints
+                .iter()
+                .map(|e| (e.instance_id.clone(), e.clone()))
+                .collect();
+        }
+        if let Some(delta) = &snapshot.endpoint_changes {
+            for id in &delta.removed {
+                self.endpoints.remove(id);
+            }
+            for e in &delta.upserted {
+                self.endpoints.insert(e.instance_id.clone(), e.clone());
+            }
         }
         snapshot
     }
 
-    /// Snapshots until one carries rule `revision` (or newer).
-    pub async fn until_revision(&mut self, revision: u64) -> Snapshot {
+    /// Snapshots until `done` holds for this subscriber's state after one of them
+    /// (each wait bounded by `next`); returns that snapshot.
+    pub async fn until(&mut self, done: impl Fn(&Subscriber, &Snapshot) -> bool) -> Snapshot {
         loop {
             let s = self.next().await;
-            if s.revision >= revision {
+            if done(self, &s) {
                 return s;
             }
         }
+    }
+
+    /// Snapshots until one carries rule `revision` (or newer).
+    pub async fn until_revision(&mut self, revision: u64) -> Snapshot {
+        self.until(|_, s| s.revision >= revision).await
     }
 
     pub async fn ack(&self, version: u64) {

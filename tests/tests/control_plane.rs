@@ -324,7 +324,13 @@ async fn snapshots_reach_every_subscriber_and_acks_show_in_status() {
     let sa = a.until_revision(1).await;
     let sb = b.until_revision(1).await;
     assert!(a.rules.contains("tag: gray") && b.rules.contains("tag: gray"));
-    assert_eq!(a.endpoints, 2, "both instances are registered endpoints");
+    let c = Subscriber::connect(&url, "payments", "payments-1", &[], None)
+        .await
+        .unwrap();
+    a.until(|sub, _| sub.endpoints.len() == 3).await;
+    assert!(
+        a.endpoints.contains_key("orders-2") && a.endpoints["payments-1"].service == "payments"
+    );
     a.ack(sa.version).await;
     b.nack(sb.version, "cannot compile: test says no").await;
 
@@ -358,16 +364,23 @@ async fn snapshots_reach_every_subscriber_and_acks_show_in_status() {
         "orders-2 to be deregistered",
         || {
             let s = cp.cli(&["status", "-o", "json"]).json();
-            (s["sidecars"].as_array()?.len() == 1).then_some(())
+            (s["sidecars"].as_array()?.len() == 2).then_some(())
         },
     );
-    let update = a.next().await;
+    let update = a
+        .until(|sub, _| !sub.endpoints.contains_key("orders-2"))
+        .await;
+    let delta = update
+        .endpoint_changes
+        .expect("one instance leaving is sent as a delta");
+    assert_eq!(delta.removed, ["orders-2"]);
+    assert!(delta.upserted.is_empty() && update.endpoints.is_none());
     assert_eq!(
-        update.endpoints.map(|e| e.endpoints.len()),
-        Some(1),
-        "endpoint removal is pushed"
+        a.endpoints.keys().collect::<Vec<_>>(),
+        ["orders-1", "payments-1"]
     );
     assert!(update.rules.is_none(), "unchanged rules are not resent");
+    drop(c);
 }
 
 /// `graylane rules apply -f FILE --wait` in the background (the test plays the sidecar).

@@ -11,7 +11,7 @@ use tokio::sync::{mpsc, oneshot, watch};
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status, Streaming};
 
-use crate::push::{Hub, SidecarId, State};
+use crate::push::{Hub, SidecarId, State, endpoint_delta};
 
 /// How long a new stream may take to say Hello before it is dropped.
 const HELLO_TIMEOUT: Duration = Duration::from_secs(10);
@@ -157,17 +157,34 @@ impl Stream {
     }
 }
 
-/// The snapshot for `state`, leaving out the parts equal to what `last` already sent.
+/// The snapshot for `state` as this stream needs it after `last`: parts that did not
+/// change are left out, and changed endpoints go as a delta when that is smaller.
 fn snapshot(state: &State, last: Option<&State>) -> Snapshot {
     let rules_changed = last.is_none_or(|l| l.revision != state.revision || l.rules != state.rules);
-    let endpoints_changed =
-        last.is_none_or(|l| l.endpoints_generation != state.endpoints_generation);
-    Snapshot {
+    let mut snapshot = Snapshot {
         version: state.version,
         revision: state.revision,
         rules: rules_changed.then(|| state.rules.to_string()),
-        endpoints: endpoints_changed.then(|| EndpointSet {
-            endpoints: state.endpoints.as_ref().clone(),
-        }),
+        endpoints: None,
+        endpoint_changes: None,
+    };
+    match last {
+        Some(l) if l.endpoints_generation == state.endpoints_generation => {}
+        Some(l) => {
+            let delta = endpoint_delta(&l.endpoints, &state.endpoints);
+            if delta.upserted.len() + delta.removed.len() < state.endpoints.len() {
+                snapshot.endpoint_changes = Some(delta);
+            } else {
+                snapshot.endpoints = Some(EndpointSet {
+                    endpoints: state.endpoints.as_ref().clone(),
+                });
+            }
+        }
+        None => {
+            snapshot.endpoints = Some(EndpointSet {
+                endpoints: state.endpoints.as_ref().clone(),
+            })
+        }
     }
+    snapshot
 }
