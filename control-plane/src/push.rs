@@ -23,9 +23,11 @@ use graylane_proto::v1::{Endpoint, Hello};
 use tokio::sync::{Notify, oneshot, watch};
 
 mod delta;
+mod outgoing;
 mod registry;
 
 pub use self::delta::endpoint_delta;
+pub use self::outgoing::{Outgoing, PART_BYTES};
 use self::registry::Registry;
 pub use self::registry::{SidecarEntry, SidecarId};
 

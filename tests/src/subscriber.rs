@@ -69,13 +69,33 @@ impl Subscriber {
         })
     }
 
-    /// The next snapshot (within 10 s), with `rules`/`endpoints` updated.
+    /// The next snapshot (each part within 10 s), its parts reassembled, with `rules`
+    /// and `endpoints` updated as a sidecar would.
     pub async fn next(&mut self) -> Snapshot {
-        let snapshot = tokio::time::timeout(Duration::from_secs(10), self.inbound.message())
-            .await
-            .expect("a snapshot within 10s")
-            .expect("stream ok")
-            .expect("stream open");
+        let mut snapshot = self.part().await;
+        while snapshot.more {
+            let part = self.part().await;
+            assert_eq!(
+                part.version, snapshot.version,
+                "parts of one snapshot are not interleaved"
+            );
+            if let Some(rules) = part.rules {
+                snapshot.rules.get_or_insert_default().push_str(&rules);
+            }
+            if let Some(set) = part.endpoints {
+                snapshot
+                    .endpoints
+                    .get_or_insert_default()
+                    .endpoints
+                    .extend(set.endpoints);
+            }
+            if let Some(delta) = part.endpoint_changes {
+                let d = snapshot.endpoint_changes.get_or_insert_default();
+                d.removed.extend(delta.removed);
+                d.upserted.extend(delta.upserted);
+            }
+            snapshot.more = part.more;
+        }
         if let Some(rules) = &snapshot.rules {
             self.rules = rules.clone();
         }
@@ -95,6 +115,14 @@ impl Subscriber {
             }
         }
         snapshot
+    }
+
+    async fn part(&mut self) -> Snapshot {
+        tokio::time::timeout(Duration::from_secs(10), self.inbound.message())
+            .await
+            .expect("a snapshot within 10s")
+            .expect("stream ok")
+            .expect("stream open")
     }
 
     /// Snapshots until `done` holds for this subscriber's state after one of them

@@ -433,15 +433,19 @@ async fn subscribe(
         (client, inbound)
     };
     // The endpoint set as a sidecar holds it: a full set replaces it, a delta
-    // removes then upserts (see the proto).
+    // removes then upserts; a snapshot may come in parts (see the proto).
     let mut endpoints: HashSet<String> = HashSet::new();
+    let mut replacing: Option<HashSet<String>> = None;
+    let mut touched = false;
     loop {
         let Some(snapshot) = inbound.message().await? else {
             bail!("stream ended");
         };
         let at = Instant::now();
         if let Some(set) = &snapshot.endpoints {
-            endpoints = set.endpoints.iter().map(|e| e.instance_id.clone()).collect();
+            replacing
+                .get_or_insert_default()
+                .extend(set.endpoints.iter().map(|e| e.instance_id.clone()));
         }
         if let Some(delta) = &snapshot.endpoint_changes {
             for id in &delta.removed {
@@ -449,12 +453,18 @@ async fn subscribe(
             }
             endpoints.extend(delta.upserted.iter().map(|e| e.instance_id.clone()));
         }
-        let touched = snapshot.endpoints.is_some() || snapshot.endpoint_changes.is_some();
+        touched |= snapshot.endpoints.is_some() || snapshot.endpoint_changes.is_some();
+        if snapshot.more {
+            continue;
+        }
+        if let Some(set) = replacing.take() {
+            endpoints = set;
+        }
         let seen = Seen {
             idx,
             version: snapshot.version,
             revision: snapshot.revision,
-            endpoints: touched.then_some(endpoints.len()),
+            endpoints: std::mem::take(&mut touched).then_some(endpoints.len()),
             at,
         };
         if events.send(Event::Seen(seen)).is_err() {

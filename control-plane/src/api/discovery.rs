@@ -6,12 +6,12 @@ use std::time::Duration;
 
 use graylane_proto::v1::discovery_server::Discovery;
 use graylane_proto::v1::sidecar_message::Message;
-use graylane_proto::v1::{EndpointSet, Hello, SidecarMessage, Snapshot};
+use graylane_proto::v1::{Hello, SidecarMessage, Snapshot};
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status, Streaming};
 
-use crate::push::{Hub, SidecarId, State, endpoint_delta};
+use crate::push::{Hub, Outgoing, SidecarId, State};
 
 /// How long a new stream may take to say Hello before it is dropped.
 const HELLO_TIMEOUT: Duration = Duration::from_secs(10);
@@ -98,9 +98,21 @@ impl Stream {
         mut shutdown: watch::Receiver<bool>,
     ) {
         let mut states = self.hub.subscribe();
+        // The newest state not yet being sent; replaced (coalesced) by newer ones.
         let mut pending = Some(states.borrow_and_update().clone());
+        // The snapshot whose parts are going out; always finished before the next.
+        let mut sending: Option<Outgoing> = None;
         let mut last: Option<Arc<State>> = None;
         let end = loop {
+            if sending.is_none()
+                && let Some(state) = pending.take()
+            {
+                self.sent.push_back((state.version, state.revision));
+                if self.sent.len() > SENT_REMEMBERED {
+                    self.sent.pop_front();
+                }
+                sending = Some(Outgoing::new(state, last.as_deref()));
+            }
             tokio::select! {
                 _ = &mut kicked => break Some(Status::aborted("replaced by a newer stream of the same instance")),
                 _ = shutdown.wait_for(|down| *down) => break Some(Status::unavailable("control plane shutting down")),
@@ -112,14 +124,17 @@ impl Stream {
                     Ok(()) => pending = Some(states.borrow_and_update().clone()),
                     Err(_) => break Some(Status::unavailable("control plane shutting down")),
                 },
-                permit = tx.reserve(), if pending.is_some() => {
-                    let (Ok(permit), Some(state)) = (permit, pending.take()) else { break None };
-                    permit.send(Ok(snapshot(&state, last.as_deref())));
-                    self.sent.push_back((state.version, state.revision));
-                    if self.sent.len() > SENT_REMEMBERED {
-                        self.sent.pop_front();
+                permit = tx.reserve(), if sending.is_some() => {
+                    let (Ok(permit), Some(out)) = (permit, sending.as_mut()) else { break None };
+                    match out.next_part() {
+                        Some(part) if part.more => permit.send(Ok(part)),
+                        Some(part) => {
+                            permit.send(Ok(part));
+                            last = Some(Arc::clone(out.state()));
+                            sending = None;
+                        }
+                        None => sending = None,
                     }
-                    last = Some(state);
                 },
             }
         };
@@ -155,36 +170,4 @@ impl Stream {
             .find(|(v, _)| *v == version)
             .map(|(_, r)| *r)
     }
-}
-
-/// The snapshot for `state` as this stream needs it after `last`: parts that did not
-/// change are left out, and changed endpoints go as a delta when that is smaller.
-fn snapshot(state: &State, last: Option<&State>) -> Snapshot {
-    let rules_changed = last.is_none_or(|l| l.revision != state.revision || l.rules != state.rules);
-    let mut snapshot = Snapshot {
-        version: state.version,
-        revision: state.revision,
-        rules: rules_changed.then(|| state.rules.to_string()),
-        endpoints: None,
-        endpoint_changes: None,
-    };
-    match last {
-        Some(l) if l.endpoints_generation == state.endpoints_generation => {}
-        Some(l) => {
-            let delta = endpoint_delta(&l.endpoints, &state.endpoints);
-            if delta.upserted.len() + delta.removed.len() < state.endpoints.len() {
-                snapshot.endpoint_changes = Some(delta);
-            } else {
-                snapshot.endpoints = Some(EndpointSet {
-                    endpoints: state.endpoints.as_ref().clone(),
-                });
-            }
-        }
-        None => {
-            snapshot.endpoints = Some(EndpointSet {
-                endpoints: state.endpoints.as_ref().clone(),
-            })
-        }
-    }
-    snapshot
 }
