@@ -1,8 +1,12 @@
 //! graylane's gRPC API, generated from `proto/graylane.proto`: the `Discovery` stream
-//! every sidecar holds open, and the `Admin` API the CLI calls. No hand-written logic
-//! lives here; the rule model is `graylane-routing`, the server is `graylane-control`.
+//! every sidecar holds open, and the `Admin` API the CLI calls. No rule logic lives
+//! here; the rule model is `graylane-routing`, the server is `graylane-control`.
 
 #![allow(unreachable_pub, clippy::all, rust_2018_idioms)]
+
+mod codec;
+
+pub use self::codec::Codec;
 
 /// Version 1 of the API (`package graylane.v1`).
 pub mod v1 {

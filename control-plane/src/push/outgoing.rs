@@ -16,7 +16,7 @@ use super::{State, endpoint_delta};
 
 /// Target size of one message. Small enough to keep per-stream buffers small, large
 /// enough that a 1,000-endpoint set is a handful of messages.
-pub const PART_BYTES: usize = 12 * 1024;
+pub const PART_BYTES: usize = 6 * 1024;
 
 /// The endpoint change one snapshot carries.
 enum Endpoints {
