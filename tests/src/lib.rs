@@ -14,6 +14,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+pub mod docs;
 mod subscriber;
 
 pub use self::subscriber::Subscriber;

@@ -1,0 +1,140 @@
+//! The read-only rules commands: `get` and `history`.
+
+use graylane_proto::v1 as pb;
+use graylane_routing::{Kind, Resource, RuleSet};
+use serde_json::json;
+
+use super::super::client::Connect;
+use super::super::output::{self, Table};
+use super::super::{CliError, Format};
+use super::parse_ref;
+
+pub(super) async fn get(
+    connect: &Connect,
+    format: Format,
+    selector: Option<String>,
+) -> Result<(), CliError> {
+    let (kind, name) = match selector.as_deref() {
+        None => (String::new(), String::new()),
+        Some(s) => match s.split_once('/') {
+            Some(_) => parse_ref(s).map(|(k, n)| (k.to_string(), n))?,
+            None => (
+                s.parse::<Kind>()
+                    .map_err(|_| {
+                        CliError::usage(format!(
+                            "unknown kind {s:?} (Lane, RoutePolicy, TagPolicy)"
+                        ))
+                    })?
+                    .to_string(),
+                String::new(),
+            ),
+        },
+    };
+    let mut client = connect.client().await?;
+    let response = client
+        .get(pb::GetRequest { kind, name })
+        .await?
+        .into_inner();
+    let set = RuleSet::from_yaml("(server response)", &response.rules).map_err(|e| {
+        CliError::unavailable(format!(
+            "the server sent rules this CLI cannot read: {}",
+            e[0]
+        ))
+    })?;
+    match format {
+        Format::Yaml => output::text(&response.rules),
+        Format::Json => output::raw(
+            Format::Json,
+            &json!({
+                "revision": response.revision,
+                "items": set.iter().collect::<Vec<_>>(),
+            }),
+        ),
+        Format::Table => {
+            let mut t = Table::new(vec!["KIND", "NAME", "SUMMARY"]);
+            for r in set.iter() {
+                t.row(vec![r.kind().to_string(), r.name().to_string(), summary(r)]);
+            }
+            output::emit(Format::Table, || t, || json!(null));
+        }
+    }
+    Ok(())
+}
+
+pub(super) async fn history(connect: &Connect, format: Format, limit: u32) -> Result<(), CliError> {
+    let mut client = connect.client().await?;
+    let entries = client
+        .history(pb::HistoryRequest { limit })
+        .await?
+        .into_inner()
+        .entries;
+    output::emit(
+        format,
+        || {
+            let mut t = Table::new(vec!["REVISION", "APPLIED", "BY", "RESOURCES", "SUMMARY"]);
+            for e in &entries {
+                t.row(vec![
+                    e.revision.to_string(),
+                    output::timestamp(e.applied_at_ms),
+                    e.applied_by.clone(),
+                    e.resources.to_string(),
+                    e.summary.clone(),
+                ]);
+            }
+            t
+        },
+        || {
+            json!(entries.iter().map(|e| json!({
+                "revision": e.revision, "appliedAtMs": e.applied_at_ms, "appliedBy": e.applied_by,
+                "resources": e.resources, "summary": e.summary,
+            })).collect::<Vec<_>>())
+        },
+    );
+    Ok(())
+}
+
+/// One line about a resource for `rules get -o table`.
+fn summary(resource: &Resource) -> String {
+    match resource {
+        Resource::Lane(l) => {
+            let selector: Vec<String> = l
+                .spec
+                .selector
+                .as_map()
+                .iter()
+                .map(|(k, v)| format!("{k}={v}"))
+                .collect();
+            let fallback: Vec<String> = l.spec.fallback.iter().map(ToString::to_string).collect();
+            format!(
+                "tag={} selector={} fallback=[{}]",
+                l.spec.tag.as_str(),
+                selector.join(","),
+                fallback.join(",")
+            )
+        }
+        Resource::RoutePolicy(p) => {
+            let weights: Vec<String> = p
+                .spec
+                .default
+                .iter()
+                .map(|w| format!("{}:{}", w.subset, w.weight))
+                .collect();
+            format!(
+                "service={} release={} subsets={} default=[{}]",
+                p.spec.service.as_str(),
+                p.spec.release,
+                p.spec.subsets.len(),
+                weights.join(",")
+            )
+        }
+        Resource::TagPolicy(t) => {
+            let services: Vec<&str> = t.spec.services.iter().map(|s| s.as_str()).collect();
+            format!(
+                "services={} incoming={} rules={}",
+                services.join(","),
+                t.spec.incoming,
+                t.spec.rules.len()
+            )
+        }
+    }
+}

@@ -1,0 +1,264 @@
+//! Rules through the CLI against a real graylane-control: apply (with and without
+//! --prune), delete, get, diff, history, rollback, validation, optimistic locking,
+//! restart, release states, and the exit codes.
+
+#![allow(clippy::unwrap_used)]
+
+use std::time::Duration;
+
+use graylane_tests::docs::{BLUE, LANE, POLICY, names, revision};
+use graylane_tests::{ControlPlane, cli, write_file};
+
+#[test]
+fn rules_lifecycle_apply_prune_delete_diff_history_rollback() {
+    let dir = tempfile::tempdir().unwrap();
+    let cp = ControlPlane::start(dir.path(), &[]);
+    let both = write_file(dir.path(), "both.yaml", &format!("{LANE}---\n{POLICY}"));
+    let blue = write_file(dir.path(), "blue.yaml", BLUE);
+
+    let out = cp.cli(&["rules", "apply", "-f", &both, "-o", "json"]);
+    let applied = out.assert_ok().json();
+    assert_eq!(applied["revision"], 1);
+    assert_eq!(applied["changes"].as_array().unwrap().len(), 2);
+    assert!(
+        applied["changes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|c| c["action"] == "created")
+    );
+
+    // kubectl semantics: resources not in the file stay.
+    cp.cli(&["rules", "apply", "-f", &blue]).assert_ok();
+    let all = cp.cli(&["rules", "get", "-o", "json"]).assert_ok().json();
+    assert_eq!(all["revision"], 2);
+    assert_eq!(
+        names(&all),
+        ["Lane/blue", "Lane/gray", "RoutePolicy/orders"]
+    );
+
+    // Re-applying the same content writes no revision.
+    let again = cp
+        .cli(&["rules", "apply", "-f", &blue, "-o", "json"])
+        .assert_ok()
+        .json();
+    assert_eq!(
+        (again["revision"].as_u64(), again["committed"].as_bool()),
+        (Some(2), Some(false))
+    );
+
+    // diff shows the change and exits 0; nothing is written.
+    let changed = write_file(
+        dir.path(),
+        "changed.yaml",
+        &POLICY
+            .replace("weight: 90", "weight: 50")
+            .replace("weight: 10", "weight: 50"),
+    );
+    let diff = cp.cli(&["rules", "diff", "-f", &changed]);
+    diff.assert_ok();
+    assert!(
+        diff.stdout.contains("-    weight: 90") || diff.stdout.contains("weight: 90"),
+        "{diff:?}"
+    );
+    assert!(
+        diff.stdout.contains("+") && diff.stdout.contains("50"),
+        "{diff:?}"
+    );
+    assert_eq!(revision(&cp), 2);
+
+    // --prune makes the files the whole set.
+    let pruned = cp
+        .cli(&["rules", "apply", "--prune", "-f", &blue, "-o", "json"])
+        .assert_ok()
+        .json();
+    assert_eq!(pruned["revision"], 3);
+    let deleted: Vec<_> = pruned["changes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|c| c["action"] == "deleted")
+        .map(|c| c["name"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(deleted, ["gray", "orders"]);
+    assert_eq!(
+        names(&cp.cli(&["rules", "get", "-o", "json"]).json()),
+        ["Lane/blue"]
+    );
+
+    // get of one resource, YAML by default; a missing one is refused.
+    let one = cp.cli(&["rules", "get", "Lane/blue"]);
+    assert!(one.assert_ok().stdout.contains("tag: blue"), "{one:?}");
+    assert_eq!(cp.cli(&["rules", "get", "Lane/nope"]).code, 1);
+
+    // rollback restores revision 2's content as revision 4.
+    let rolled = cp
+        .cli(&["rules", "rollback", "--to", "2", "-o", "json"])
+        .assert_ok()
+        .json();
+    assert_eq!(rolled["revision"], 4);
+    assert_eq!(
+        names(&cp.cli(&["rules", "get", "-o", "json"]).json()),
+        ["Lane/blue", "Lane/gray", "RoutePolicy/orders"]
+    );
+    assert_eq!(cp.cli(&["rules", "rollback", "--to", "99"]).code, 1);
+
+    // delete: existing ok; missing refused with nothing changed.
+    cp.cli(&["rules", "delete", "Lane/blue"]).assert_ok();
+    let missing = cp.cli(&["rules", "delete", "Lane/gray", "Lane/nope"]);
+    assert_eq!(missing.code, 1, "{missing:?}");
+    assert!(missing.stderr.contains("Lane/nope"), "{missing:?}");
+    assert_eq!(revision(&cp), 5);
+
+    let history = cp
+        .cli(&["rules", "history", "-o", "json"])
+        .assert_ok()
+        .json();
+    let revs: Vec<u64> = history
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["revision"].as_u64().unwrap())
+        .collect();
+    assert_eq!(revs, [5, 4, 3, 2, 1]);
+    assert!(
+        history[1]["summary"]
+            .as_str()
+            .unwrap()
+            .starts_with("rollback to 2"),
+        "{history}"
+    );
+    assert!(
+        history[0]["appliedBy"]
+            .as_str()
+            .unwrap()
+            .contains("127.0.0.1"),
+        "{history}"
+    );
+    let table = cp.cli(&["rules", "history"]).assert_ok().stdout.clone();
+    assert!(table.starts_with("REVISION"), "{table}");
+}
+
+#[test]
+fn invalid_documents_are_refused_with_file_document_and_field() {
+    let dir = tempfile::tempdir().unwrap();
+    let cp = ControlPlane::start(dir.path(), &[]);
+    let good = write_file(dir.path(), "good.yaml", LANE);
+    cp.cli(&["rules", "apply", "-f", &good]).assert_ok();
+
+    let bad = write_file(
+        dir.path(),
+        "rules.yaml",
+        &format!("{LANE}---\n{}", POLICY.replace("weight: 10", "weight: 5")),
+    );
+    let out = cp.cli(&["rules", "apply", "-f", &bad]);
+    assert_eq!(out.code, 1, "{out:?}");
+    assert!(out.stderr.contains("rules.yaml: document 2 (RoutePolicy/orders): spec.default: weights sum to 95, must be 100"), "{out:?}");
+    let validate = cli(&["rules", "validate", "-f", &bad]);
+    assert_eq!(
+        validate.code, 1,
+        "offline validation refuses too: {validate:?}"
+    );
+    assert!(validate.stderr.contains("spec.default"), "{validate:?}");
+
+    // The server validates as well (a client that skips local checks changes nothing):
+    // a lane whose fallback names a lane that only the merged set could declare.
+    let dangling = write_file(
+        dir.path(),
+        "dangling.yaml",
+        &BLUE.replace("version: v3", "version: v3\n  fallback: [nope]"),
+    );
+    let out = cp.cli(&["rules", "apply", "-f", &dangling]);
+    assert_eq!(out.code, 1, "{out:?}");
+    assert!(
+        out.stderr
+            .contains("dangling.yaml: document 1 (Lane/blue): spec.fallback[0]"),
+        "{out:?}"
+    );
+    assert_eq!(revision(&cp), 1, "a rejected apply changes nothing");
+
+    let unreadable = cp.cli(&["rules", "apply", "-f", "/nonexistent/rules.yaml"]);
+    assert_eq!(unreadable.code, 2, "{unreadable:?}");
+    assert_eq!(cli(&["rules", "apply"]).code, 2, "usage error");
+    let valid = cli(&["rules", "validate", "-f", &good]);
+    assert!(valid.assert_ok().stdout.contains("valid"));
+}
+
+#[test]
+fn stale_expect_revision_is_a_conflict_and_changes_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let cp = ControlPlane::start(dir.path(), &[]);
+    let lane = write_file(dir.path(), "lane.yaml", LANE);
+    let blue = write_file(dir.path(), "blue.yaml", BLUE);
+    cp.cli(&["rules", "apply", "-f", &lane, "--expect-revision", "0"])
+        .assert_ok();
+    let stale = cp.cli(&["rules", "apply", "-f", &blue, "--expect-revision", "0"]);
+    assert_eq!(stale.code, 1, "{stale:?}");
+    assert!(stale.stderr.contains("conflict"), "{stale:?}");
+    assert_eq!(revision(&cp), 1);
+    cp.cli(&["rules", "apply", "-f", &blue, "--expect-revision", "1"])
+        .assert_ok();
+    assert_eq!(revision(&cp), 2);
+}
+
+#[test]
+fn restart_keeps_the_same_revision_and_history() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut cp = ControlPlane::start(dir.path(), &[]);
+    let lane = write_file(dir.path(), "lane.yaml", LANE);
+    let blue = write_file(dir.path(), "blue.yaml", BLUE);
+    cp.cli(&["rules", "apply", "-f", &lane]).assert_ok();
+    cp.cli(&["rules", "apply", "-f", &blue]).assert_ok();
+    let before = cp.cli(&["rules", "get"]).assert_ok().stdout.clone();
+    assert!(cp.proc.terminate(Duration::from_secs(20)).success());
+    drop(cp);
+
+    let cp = ControlPlane::start(dir.path(), &[]);
+    assert_eq!(revision(&cp), 2);
+    assert_eq!(cp.cli(&["rules", "get"]).assert_ok().stdout, before);
+    assert_eq!(
+        cp.cli(&["rules", "history", "-o", "json"])
+            .json()
+            .as_array()
+            .unwrap()
+            .len(),
+        2
+    );
+}
+
+#[test]
+fn server_unreachable_is_exit_3() {
+    let out = cli(&["--server", "http://127.0.0.1:1", "rules", "get"]);
+    assert_eq!(out.code, 3, "{out:?}");
+    assert!(out.stderr.starts_with("error: "), "{out:?}");
+    assert_eq!(
+        out.stderr.lines().count(),
+        1,
+        "one line, no backtrace: {out:?}"
+    );
+}
+
+#[test]
+fn release_set_and_get() {
+    let dir = tempfile::tempdir().unwrap();
+    let cp = ControlPlane::start(dir.path(), &[]);
+    let policy = write_file(dir.path(), "policy.yaml", POLICY);
+    cp.cli(&["rules", "apply", "-f", &policy]).assert_ok();
+    cp.cli(&["release", "set", "orders", "gray"]).assert_ok();
+    cp.cli(&["release", "set", "payments", "prod"]).assert_ok();
+    let states = cp.cli(&["release", "get", "-o", "json"]).assert_ok().json();
+    assert_eq!(
+        states["services"],
+        serde_json::json!([{"service": "orders", "release": "gray"}, {"service": "payments", "release": "prod"}])
+    );
+    let orders = cp
+        .cli(&["rules", "get", "RoutePolicy/orders"])
+        .assert_ok()
+        .stdout
+        .clone();
+    assert!(
+        orders.contains("release: gray") && orders.contains("weight: 90"),
+        "only the release field changed: {orders}"
+    );
+    assert_eq!(cp.cli(&["release", "set", "orders", "canary"]).code, 2);
+}
