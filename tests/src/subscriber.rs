@@ -117,6 +117,18 @@ impl Subscriber {
         snapshot
     }
 
+    /// Waits (up to 10 s) for the server to end the stream; returns its status.
+    pub async fn ended(&mut self) -> tonic::Status {
+        loop {
+            match tokio::time::timeout(Duration::from_secs(10), self.inbound.message()).await {
+                Err(_) => panic!("the stream did not end within 10s"),
+                Ok(Ok(Some(_))) => continue,
+                Ok(Ok(None)) => return tonic::Status::ok("stream closed without a status"),
+                Ok(Err(status)) => return status,
+            }
+        }
+    }
+
     async fn part(&mut self) -> Snapshot {
         tokio::time::timeout(Duration::from_secs(10), self.inbound.message())
             .await

@@ -183,3 +183,21 @@ async fn a_slow_subscriber_gets_the_latest_snapshot_not_a_backlog() {
         "the last snapshot holds the latest rules"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_ends_streams_with_unavailable_and_exits_cleanly() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut cp = ControlPlane::start(dir.path(), &[]);
+    let mut sub = Subscriber::connect(&cp.url(), "orders", "orders-1", &[], None)
+        .await
+        .unwrap();
+    sub.next().await;
+    let status = tokio::task::spawn_blocking(move || {
+        let status = cp.proc.terminate(Duration::from_secs(10));
+        (status, cp)
+    });
+    let ended = sub.ended().await;
+    assert_eq!(ended.code(), tonic::Code::Unavailable, "{ended:?}");
+    let (status, _cp) = status.await.unwrap();
+    assert!(status.success(), "exit status {status:?}");
+}
