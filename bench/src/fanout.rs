@@ -1,0 +1,289 @@
+//! The push fan-out run against a live control plane: connect N subscribers, read the
+//! memory they cost, then time applies until every subscriber holds the new revision.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, anyhow, ensure};
+use graylane_proto::v1::admin_client::AdminClient;
+use graylane_proto::v1::{ApplyRequest, ListSidecarsRequest, SourceFile, WatchRolloutRequest};
+use tokio::sync::{Semaphore, mpsc};
+use tonic::transport::{Channel, Endpoint};
+
+use crate::control::{ControlProcess, memory};
+use crate::report::{Results, report};
+use crate::stats::Stats;
+use crate::subscriber::{Event, Subs, next_event, subscriber};
+
+/// Bound on any single wait inside the run (an apply reaching everyone, ACKs, ...).
+const STEP_TIMEOUT: Duration = Duration::from_secs(30);
+/// Pause before each memory reading, so in-flight work (ACKs, frees) has finished.
+pub(crate) const SETTLE: Duration = Duration::from_secs(1);
+
+/// What one run does.
+#[derive(Clone, Debug)]
+pub struct Plan {
+    /// Connected subscribers (simulated sidecars); at least one.
+    pub subscribers: usize,
+    /// Measured applies; at least one.
+    pub applies: usize,
+    /// Applies before the measured ones, not counted.
+    pub warmup: usize,
+    /// Subscribers connecting at the same time during setup (0 counts as 1).
+    pub connect_concurrency: usize,
+    /// Keep the N idle streams this long after the memory reading (to attach a
+    /// profiler to the printed pid).
+    pub hold_idle: Duration,
+}
+
+/// The subscribers, all connected and holding every endpoint.
+struct Connected {
+    subs: Subs,
+    /// Every subscriber's snapshots; the subscriber tasks hold the senders.
+    events: mpsc::UnboundedReceiver<Event>,
+    /// From the first connect until the last subscriber saw all `n` endpoints.
+    settled: Duration,
+    /// Snapshots received while connecting.
+    snapshots: u64,
+    /// Of those, the ones that carried endpoints.
+    endpoint_sets: u64,
+}
+
+/// Latencies of the measured applies, from just before the Apply RPC.
+struct Timings {
+    /// Until the last subscriber holds the revision.
+    fanout: Vec<Duration>,
+    /// Until the first subscriber holds it.
+    first: Vec<Duration>,
+    /// The Apply RPC itself.
+    rpc: Vec<Duration>,
+}
+
+impl Connected {
+    /// Waits until every subscriber holds `revision` (of apply `i`, applied at `t0`);
+    /// returns how long after `t0` the first and the last one had it.
+    async fn reach_all(
+        &mut self,
+        i: usize,
+        revision: u64,
+        t0: Instant,
+    ) -> anyhow::Result<(Duration, Duration)> {
+        let subs = &mut self.subs;
+        let mut pending = subs.revision.iter().filter(|r| **r < revision).count();
+        let (mut earliest, mut latest) = (None::<Instant>, t0);
+        while pending > 0 {
+            let seen = next_event(&mut self.events, STEP_TIMEOUT)
+                .await
+                .with_context(|| {
+                    format!("apply {i} (revision {revision}): {pending} subscribers still waiting")
+                })?;
+            if seen.revision >= revision && subs.revision[seen.idx] < revision {
+                pending -= 1;
+                latest = latest.max(seen.at);
+                earliest = Some(earliest.map_or(seen.at, |e| e.min(seen.at)));
+            }
+            subs.record(&seen);
+        }
+        let last = latest - t0;
+        let first_one = earliest.map_or(Duration::ZERO, |e| e - t0);
+        Ok((first_one, last))
+    }
+}
+
+/// Everything measured against a running control plane; returns the report section.
+/// Progress goes to stderr. `plan` must have at least one subscriber and one apply;
+/// `nofile` (the descriptor limit in force) is only reported.
+pub async fn measure(plan: &Plan, control: &ControlProcess, nofile: u64) -> anyhow::Result<String> {
+    let n = plan.subscribers;
+    let url = format!("http://{}", control.grpc);
+    let mut admin = AdminClient::new(Endpoint::from_shared(url.clone())?.connect().await?);
+
+    tokio::time::sleep(SETTLE).await;
+    let before = memory(control.pid)?;
+    eprintln!("0 streams: {before}");
+
+    let mut connected = connect(plan, &url).await?;
+    let version = connected.subs.version[0];
+    ensure!(
+        connected.subs.version.iter().all(|v| *v == version),
+        "subscribers disagree on the final snapshot version"
+    );
+    // Every subscriber has ACKed the final snapshot: the control plane recorded it.
+    wait_acked(&mut admin, n, version).await?;
+    let Connected {
+        settled,
+        snapshots: setup_snapshots,
+        endpoint_sets: setup_endpoint_sets,
+        ..
+    } = connected;
+    eprintln!(
+        "{n} subscribers connected, all endpoints seen and ACKed in {settled:.2?} \
+         ({setup_snapshots} snapshots received, {setup_endpoint_sets} with endpoints)"
+    );
+    tokio::time::sleep(SETTLE).await;
+    let idle = memory(control.pid)?;
+    eprintln!("{n} idle streams: {idle}");
+    if !plan.hold_idle.is_zero() {
+        eprintln!(
+            "holding the idle streams {}s: graylane-control is pid {}",
+            plan.hold_idle.as_secs(),
+            control.pid
+        );
+        tokio::time::sleep(plan.hold_idle).await;
+        eprintln!("after holding: {}", memory(control.pid)?);
+    }
+
+    let timings = applies(plan, &mut admin, &mut connected).await?;
+    tokio::time::sleep(SETTLE).await;
+    let after = memory(control.pid)?;
+
+    Ok(report(
+        plan,
+        &Results {
+            settled,
+            setup_snapshots,
+            before,
+            idle,
+            after,
+            fanout: Stats::of(timings.fanout),
+            first: Stats::of(timings.first),
+            rpc: Stats::of(timings.rpc),
+            nofile,
+        },
+    ))
+}
+
+/// Starts every subscriber and waits until each holds all `n` endpoints.
+async fn connect(plan: &Plan, url: &str) -> anyhow::Result<Connected> {
+    let n = plan.subscribers;
+    let (events_tx, mut events) = mpsc::unbounded_channel();
+    let gate = Arc::new(Semaphore::new(plan.connect_concurrency.max(1)));
+    let started = Instant::now();
+    for idx in 0..n {
+        tokio::spawn(subscriber(
+            idx,
+            url.to_owned(),
+            Arc::clone(&gate),
+            events_tx.clone(),
+        ));
+    }
+    drop(events_tx);
+    let mut subs = Subs::new(n);
+    let (mut setup_snapshots, mut setup_endpoint_sets) = (0_u64, 0_u64);
+    while subs.full_endpoints < n {
+        let seen = next_event(&mut events, Duration::from_secs(60)).await?;
+        setup_snapshots += 1;
+        setup_endpoint_sets += u64::from(seen.endpoints.is_some());
+        subs.record(&seen);
+    }
+    Ok(Connected {
+        subs,
+        events,
+        settled: started.elapsed(),
+        snapshots: setup_snapshots,
+        endpoint_sets: setup_endpoint_sets,
+    })
+}
+
+/// ListSidecars until all `n` sidecars acked `version`.
+async fn wait_acked(
+    admin: &mut AdminClient<Channel>,
+    n: usize,
+    version: u64,
+) -> anyhow::Result<()> {
+    let acked_by = Instant::now() + STEP_TIMEOUT;
+    loop {
+        let list = admin
+            .list_sidecars(ListSidecarsRequest {})
+            .await?
+            .into_inner();
+        if list.sidecars.len() == n && list.sidecars.iter().all(|s| s.acked_version == version) {
+            return Ok(());
+        }
+        ensure!(
+            Instant::now() < acked_by,
+            "the control plane did not record {n} ACKs of version {version}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// The warm-up and measured applies, one at a time; returns the measured latencies.
+async fn applies(
+    plan: &Plan,
+    admin: &mut AdminClient<Channel>,
+    connected: &mut Connected,
+) -> anyhow::Result<Timings> {
+    let n = plan.subscribers;
+    let mut timings = Timings {
+        fanout: Vec::with_capacity(plan.applies),
+        first: Vec::with_capacity(plan.applies),
+        rpc: Vec::with_capacity(plan.applies),
+    };
+    for i in 0..plan.warmup + plan.applies {
+        let request = lane(i);
+        let t0 = Instant::now();
+        let response = admin.apply(request).await?.into_inner();
+        let apply_rpc = t0.elapsed();
+        ensure!(response.committed, "apply {i} committed nothing");
+        let revision = response.revision;
+
+        let (first_one, last) = connected.reach_all(i, revision, t0).await?;
+        // Quiesce before the next apply: every ACK recorded by the control plane.
+        wait_rollout(admin, revision, n).await?;
+        if i >= plan.warmup {
+            timings.fanout.push(last);
+            timings.first.push(first_one);
+            timings.rpc.push(apply_rpc);
+        }
+        eprintln!(
+            "apply {i:>3}{}: revision {revision}, rpc {apply_rpc:.2?}, first {first_one:.2?}, all {n} {last:.2?}",
+            if i < plan.warmup { " (warm-up)" } else { "" }
+        );
+    }
+    Ok(timings)
+}
+
+/// Apply number `i`: one Lane whose tag changes every time.
+fn lane(i: usize) -> ApplyRequest {
+    ApplyRequest {
+        files: vec![SourceFile {
+            name: "bench.yaml".into(),
+            content: format!(
+                "apiVersion: graylane.io/v1\nkind: Lane\nmetadata:\n  name: bench\nspec:\n  tag: t{i}\n  selector:\n    version: v2\n"
+            ),
+        }],
+        prune: false,
+        dry_run: false,
+        expect_revision: None,
+    }
+}
+
+/// WatchRollout until every connected sidecar acked `revision`.
+async fn wait_rollout(
+    admin: &mut AdminClient<Channel>,
+    revision: u64,
+    n: usize,
+) -> anyhow::Result<()> {
+    let wait = async {
+        let mut progress = admin
+            .watch_rollout(WatchRolloutRequest { revision })
+            .await?
+            .into_inner();
+        let mut last = None;
+        while let Some(p) = progress.message().await? {
+            last = Some(p);
+        }
+        let last = last.context("WatchRollout sent nothing")?;
+        ensure!(
+            usize::try_from(last.acked)? == n && usize::try_from(last.total)? == n,
+            "revision {revision}: {} of {} sidecars acked, expected {n}",
+            last.acked,
+            last.total
+        );
+        anyhow::Ok(())
+    };
+    tokio::time::timeout(STEP_TIMEOUT, wait)
+        .await
+        .map_err(|_| anyhow!("revision {revision}: not every ACK within {STEP_TIMEOUT:?}"))?
+}

@@ -1,0 +1,19 @@
+//! graylane-bench: benchmarks that run the real, release-built graylane binaries as
+//! processes and measure them from outside; results go to `bench/README.md`. This
+//! library owns the pieces (the graylane-control child, simulated sidecars, statistics,
+//! the report); the binaries in `src/bin` only parse flags and wire them together.
+//!
+//! It uses `anyhow` throughout: it is the bench binaries' body, and its errors are
+//! only ever printed, never branched on.
+
+mod control;
+mod fanout;
+mod nofile;
+mod report;
+mod stats;
+mod subscriber;
+
+pub use self::control::ControlProcess;
+pub use self::fanout::{Plan, measure};
+pub use self::nofile::raise_nofile;
+pub use self::report::write_section;
