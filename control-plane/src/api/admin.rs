@@ -295,26 +295,35 @@ impl Admin for AdminService {
                 // Mark seen before reading, so an answer arriving while we compute
                 // wakes the next round instead of being lost.
                 answers.borrow_and_update();
-                let rules = match control.rules().await {
-                    Ok((_, rules)) => rules,
-                    Err(e) => {
-                        let _ = tx.send(Err(e.into())).await;
-                        return;
-                    }
-                };
                 let sidecars = control.hub().sidecars();
                 let acked = sidecars
                     .iter()
                     .filter(|s| s.acked_revision >= revision)
                     .count();
-                let nacked = sidecars
+                let nacking: Vec<SidecarEntry> = sidecars
                     .iter()
                     .filter(|s| {
                         s.acked_revision < revision
                             && s.nack.as_ref().is_some_and(|(r, _)| *r >= revision)
                     })
-                    .map(|s| sidecar_status(s.clone(), &rules))
+                    .cloned()
                     .collect();
+                // The rules are read only to name the lanes of NACKing sidecars: an
+                // ACK-only round (the common case, once per sidecar) parses nothing.
+                let nacked = if nacking.is_empty() {
+                    Vec::new()
+                } else {
+                    match control.rules().await {
+                        Ok((_, rules)) => nacking
+                            .into_iter()
+                            .map(|s| sidecar_status(s, &rules))
+                            .collect(),
+                        Err(e) => {
+                            let _ = tx.send(Err(e.into())).await;
+                            return;
+                        }
+                    }
+                };
                 let total = sidecars.len();
                 let progress = pb::RolloutProgress {
                     revision,
