@@ -136,9 +136,14 @@ pub struct ControlPlane {
 impl ControlPlane {
     /// Starts on free ports with a file store in `dir/data`; returns once `/ready` is 200.
     pub fn start(dir: &Path, extra: &[&str]) -> ControlPlane {
+        Self::start_on(dir, "127.0.0.1:0", extra)
+    }
+
+    /// Like `start`, with the gRPC listener on `grpc` (to restart on the same port).
+    pub fn start_on(dir: &Path, grpc: &str, extra: &[&str]) -> ControlPlane {
         let data = dir.join("data");
         let mut cmd = Command::new(bin("graylane-control"));
-        cmd.args(["--grpc-addr", "127.0.0.1:0", "--http-addr", "127.0.0.1:0"])
+        cmd.args(["--grpc-addr", grpc, "--http-addr", "127.0.0.1:0"])
             .arg("--store")
             .arg(format!("file:{}", data.display()))
             .args(extra)
@@ -176,6 +181,51 @@ impl ControlPlane {
     /// Runs the `graylane` CLI against this control plane.
     pub fn cli(&self, args: &[&str]) -> CliOutput {
         cli(&[&["--server", &self.url()], args].concat())
+    }
+}
+
+/// A running `graylane-sidecar`.
+pub struct Sidecar {
+    pub proc: Proc,
+    pub admin: SocketAddr,
+}
+
+impl Sidecar {
+    /// Starts with its listeners on free ports; `args` are the rest of its flags.
+    /// Returns once it logged its addresses (not necessarily ready: see `wait_ready`).
+    pub fn start(dir: &Path, name: &str, args: &[&str]) -> Sidecar {
+        let mut cmd = Command::new(bin("graylane-sidecar"));
+        cmd.args(["--admin-addr", "127.0.0.1:0"])
+            .args(args)
+            .env("GRAYLANE_LOG", "info");
+        let mut proc = Proc::spawn(&format!("sidecar {name}"), cmd, unique(dir, name, "log"));
+        let admin = eventually(
+            Duration::from_secs(20),
+            "graylane-sidecar to log its addresses",
+            || {
+                assert!(
+                    !proc.has_exited(),
+                    "graylane-sidecar exited early:\n{}",
+                    proc.log_text()
+                );
+                field(&proc.log_text(), "admin_addr=")
+            },
+        );
+        Sidecar { proc, admin }
+    }
+
+    /// Waits until `/ready` answers 200.
+    pub fn wait_ready(&self) {
+        eventually(Duration::from_secs(20), "the sidecar to be ready", || {
+            (http_get(self.admin, "/ready").0 == 200).then_some(())
+        });
+    }
+
+    /// `/config` as JSON.
+    pub fn config(&self) -> serde_json::Value {
+        let (status, body) = http_get(self.admin, "/config");
+        assert_eq!(status, 200, "{body}");
+        serde_json::from_str(&body).unwrap_or_else(|e| panic!("/config is not JSON ({e}): {body}"))
     }
 }
 

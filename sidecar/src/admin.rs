@@ -1,0 +1,211 @@
+//! The admin listener: `/live`, `/ready`, `/metrics`, `/config`, and the gate API
+//! (`/gates/self`, `?watch=1` to stream changes) for message consumers and jobs.
+
+use std::collections::BTreeMap;
+use std::convert::Infallible;
+use std::fmt::Write;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::{Request, Response, StatusCode, header};
+use http_body_util::{BodyExt, Full, StreamBody, combinators::BoxBody};
+use hyper::body::Frame;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use serde_json::json;
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tokio_stream::StreamExt;
+use tokio_stream::wrappers::ReceiverStream;
+
+use crate::discovery::Counters;
+use crate::routes::Shared;
+
+/// What the admin listener serves from.
+pub struct Admin {
+    pub service: String,
+    pub instance_id: String,
+    pub labels: BTreeMap<String, String>,
+    pub routes: Shared,
+    pub counters: Arc<Counters>,
+}
+
+type Body = BoxBody<Bytes, Infallible>;
+
+impl Admin {
+    /// Serves until `shutdown` turns true.
+    pub async fn serve(
+        self: Arc<Self>,
+        listener: TcpListener,
+        mut shutdown: watch::Receiver<bool>,
+    ) {
+        loop {
+            let accepted = tokio::select! {
+                accepted = listener.accept() => accepted,
+                _ = shutdown.wait_for(|down| *down) => return,
+            };
+            let Ok((stream, _)) = accepted else { continue };
+            let admin = Arc::clone(&self);
+            let stop = shutdown.clone();
+            tokio::spawn(async move {
+                let service = hyper::service::service_fn(move |req| {
+                    let admin = Arc::clone(&admin);
+                    let stop = stop.clone();
+                    async move { Ok::<_, Infallible>(admin.respond(&req, stop)) }
+                });
+                let _ = hyper::server::conn::http1::Builder::new()
+                    .timer(TokioTimer::new())
+                    .header_read_timeout(Duration::from_secs(10))
+                    .serve_connection(TokioIo::new(stream), service)
+                    .await;
+            });
+        }
+    }
+
+    fn respond<B>(&self, req: &Request<B>, shutdown: watch::Receiver<bool>) -> Response<Body> {
+        let watch = req
+            .uri()
+            .query()
+            .is_some_and(|q| q.split('&').any(|p| p == "watch=1"));
+        match req.uri().path() {
+            "/live" => text(StatusCode::OK, "live\n".into()),
+            "/ready" => match self.routes.load() {
+                Some(r) => text(StatusCode::OK, format!("ready (revision {})\n", r.revision)),
+                None => text(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "not ready: no snapshot yet\n".into(),
+                ),
+            },
+            "/metrics" => text(StatusCode::OK, self.metrics()),
+            "/config" => json_response(&self.config()),
+            "/gates/self" if watch => self.watch_gate(shutdown),
+            "/gates/self" => json_response(&self.gate()),
+            _ => text(
+                StatusCode::NOT_FOUND,
+                "not found: /live /ready /metrics /config /gates/self\n".into(),
+            ),
+        }
+    }
+
+    /// sidecar.md "Gate API": lane of this instance, the service's release state, and
+    /// whether background work should run here.
+    fn gate(&self) -> serde_json::Value {
+        let (lane, release, active) = match self.routes.load() {
+            Some(r) => {
+                let g = r.table.gate(&self.service, &self.labels);
+                (g.lane.map(str::to_string), g.release.to_string(), g.active)
+            }
+            // Before the first snapshot nothing says otherwise: `all` lets everyone run.
+            None => (None, "all".to_string(), true),
+        };
+        json!({"service": self.service, "instance": self.instance_id, "lane": lane, "release": release, "active": active})
+    }
+
+    /// One JSON line now and one whenever the answer changes.
+    fn watch_gate(&self, mut shutdown: watch::Receiver<bool>) -> Response<Body> {
+        let (tx, rx) = tokio::sync::mpsc::channel::<Bytes>(1);
+        let mut changes = self.routes.subscribe();
+        let admin = Admin {
+            service: self.service.clone(),
+            instance_id: self.instance_id.clone(),
+            labels: self.labels.clone(),
+            routes: Arc::clone(&self.routes),
+            counters: Arc::clone(&self.counters),
+        };
+        tokio::spawn(async move {
+            let mut last = None;
+            loop {
+                changes.borrow_and_update();
+                let gate = admin.gate();
+                if last.as_ref() != Some(&gate) {
+                    if tx.send(Bytes::from(format!("{gate}\n"))).await.is_err() {
+                        return;
+                    }
+                    last = Some(gate);
+                }
+                tokio::select! {
+                    changed = changes.changed() => if changed.is_err() { return },
+                    _ = shutdown.wait_for(|down| *down) => return,
+                    () = tx.closed() => return,
+                }
+            }
+        });
+        let body =
+            StreamBody::new(ReceiverStream::new(rx).map(|b| Ok::<_, Infallible>(Frame::data(b))));
+        let mut response = Response::new(BodyExt::boxed(body));
+        response.headers_mut().insert(
+            header::CONTENT_TYPE,
+            "application/x-ndjson".parse().expect("static header"),
+        );
+        response
+    }
+
+    fn config(&self) -> serde_json::Value {
+        match self.routes.load() {
+            None => json!({"service": self.service, "instance": self.instance_id, "ready": false}),
+            Some(r) => json!({
+                "service": self.service,
+                "instance": self.instance_id,
+                "labels": self.labels,
+                "ready": true,
+                "revision": r.revision,
+                "version": r.version,
+                "source": r.source,
+                "rules": r.rules.iter().collect::<Vec<_>>(),
+            }),
+        }
+    }
+
+    fn metrics(&self) -> String {
+        let revision = self.routes.load().map_or(0, |r| r.revision);
+        let c = &self.counters;
+        let mut out = String::new();
+        let mut one = |name: &str, kind: &str, help: &str, value: u64| {
+            let _ = writeln!(
+                out,
+                "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {value}"
+            );
+        };
+        one(
+            "graylane_sidecar_rule_revision",
+            "gauge",
+            "Rule revision in force (0: none).",
+            revision,
+        );
+        one(
+            "graylane_sidecar_snapshots_applied_total",
+            "counter",
+            "Snapshots applied and ACKed.",
+            c.applied.load(Ordering::Relaxed),
+        );
+        one(
+            "graylane_sidecar_snapshots_rejected_total",
+            "counter",
+            "Snapshots NACKed.",
+            c.rejected.load(Ordering::Relaxed),
+        );
+        one(
+            "graylane_sidecar_control_plane_connects_total",
+            "counter",
+            "Connections made to a control plane.",
+            c.connects.load(Ordering::Relaxed),
+        );
+        out
+    }
+}
+
+fn text(status: StatusCode, body: String) -> Response<Body> {
+    let mut response = Response::new(BodyExt::boxed(Full::new(Bytes::from(body))));
+    *response.status_mut() = status;
+    response
+}
+
+fn json_response(value: &serde_json::Value) -> Response<Body> {
+    let mut response = text(StatusCode::OK, format!("{value}\n"));
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        "application/json".parse().expect("static header"),
+    );
+    response
+}

@@ -1,0 +1,224 @@
+//! What the control plane believes this sidecar holds: the rules text and endpoints of
+//! every snapshot received, applied or not.
+//!
+//! Why separate from the routes in force: the server sends each snapshot as changes
+//! against the previous one it *sent*. After a NACK the sidecar keeps routing by the
+//! last good snapshot, but must read the next delta against the rejected one.
+
+use std::collections::BTreeMap;
+
+use graylane_proto::v1::{Endpoint, Snapshot};
+use graylane_routing::Instance;
+
+/// The received state; also what the cache file holds.
+#[derive(Clone, Debug, Default, PartialEq, serde::Serialize, serde::Deserialize)]
+pub(crate) struct Received {
+    pub(crate) revision: u64,
+    pub(crate) rules: String,
+    /// By instance id.
+    pub(crate) endpoints: BTreeMap<String, CachedEndpoint>,
+}
+
+/// An endpoint as stored (the proto type has no serde).
+#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
+pub(crate) struct CachedEndpoint {
+    pub(crate) service: String,
+    pub(crate) address: String,
+    pub(crate) labels: BTreeMap<String, String>,
+}
+
+impl From<&Endpoint> for CachedEndpoint {
+    fn from(e: &Endpoint) -> Self {
+        Self {
+            service: e.service.clone(),
+            address: e.address.clone(),
+            labels: e
+                .labels
+                .iter()
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect(),
+        }
+    }
+}
+
+/// Collects the parts of one snapshot (`more` set on all but the last).
+#[derive(Default)]
+pub(crate) struct Parts {
+    first: Option<Snapshot>,
+}
+
+impl Parts {
+    /// Adds a part; returns the whole snapshot after its last part. A part of another
+    /// version than the one being collected is a protocol error.
+    pub(crate) fn add(&mut self, part: Snapshot) -> Result<Option<Snapshot>, String> {
+        let whole = match self.first.take() {
+            None => part,
+            Some(mut whole) => {
+                if whole.version != part.version {
+                    return Err(format!(
+                        "snapshot {} interrupted by a part of {}",
+                        whole.version, part.version
+                    ));
+                }
+                if let Some(rules) = part.rules {
+                    whole.rules.get_or_insert_default().push_str(&rules);
+                }
+                if let Some(set) = part.endpoints {
+                    whole
+                        .endpoints
+                        .get_or_insert_default()
+                        .endpoints
+                        .extend(set.endpoints);
+                }
+                if let Some(delta) = part.endpoint_changes {
+                    let d = whole.endpoint_changes.get_or_insert_default();
+                    d.removed.extend(delta.removed);
+                    d.upserted.extend(delta.upserted);
+                }
+                whole.more = part.more;
+                whole
+            }
+        };
+        if whole.more {
+            self.first = Some(whole);
+            Ok(None)
+        } else {
+            Ok(Some(whole))
+        }
+    }
+}
+
+impl Received {
+    /// The state after `snapshot`: rules replaced when present, endpoints replaced by a
+    /// full set or changed by a delta (removals first, then upserts).
+    pub(crate) fn after(&self, snapshot: &Snapshot) -> Received {
+        let mut next = self.clone();
+        next.revision = snapshot.revision;
+        if let Some(rules) = &snapshot.rules {
+            next.rules.clone_from(rules);
+        }
+        if let Some(set) = &snapshot.endpoints {
+            next.endpoints = set
+                .endpoints
+                .iter()
+                .map(|e| (e.instance_id.clone(), e.into()))
+                .collect();
+        }
+        if let Some(delta) = &snapshot.endpoint_changes {
+            for id in &delta.removed {
+                next.endpoints.remove(id);
+            }
+            for e in &delta.upserted {
+                next.endpoints.insert(e.instance_id.clone(), e.into());
+            }
+        }
+        next
+    }
+
+    /// The endpoints as the routing crate takes them.
+    pub(crate) fn instances(&self) -> Vec<Instance> {
+        self.endpoints
+            .iter()
+            .map(|(id, e)| Instance {
+                service: e.service.clone(),
+                id: id.clone(),
+                address: e.address.clone(),
+                labels: e.labels.clone(),
+            })
+            .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use graylane_proto::v1::{EndpointDelta, EndpointSet};
+
+    use super::*;
+
+    fn ep(id: &str, service: &str) -> Endpoint {
+        Endpoint {
+            service: service.into(),
+            instance_id: id.into(),
+            labels: Default::default(),
+            address: format!("{id}:15006"),
+        }
+    }
+
+    #[test]
+    fn parts_reassemble_into_one_snapshot() {
+        let mut parts = Parts::default();
+        let first = Snapshot {
+            version: 3,
+            revision: 2,
+            rules: Some("ab".into()),
+            more: true,
+            ..Default::default()
+        };
+        let last = Snapshot {
+            version: 3,
+            revision: 2,
+            rules: Some("cd".into()),
+            endpoints: Some(EndpointSet {
+                endpoints: vec![ep("a-1", "a")],
+            }),
+            ..Default::default()
+        };
+        assert_eq!(parts.add(first).unwrap(), None);
+        let whole = parts.add(last).unwrap().unwrap();
+        assert_eq!(whole.rules.as_deref(), Some("abcd"));
+        assert_eq!(whole.endpoints.unwrap().endpoints.len(), 1);
+    }
+
+    #[test]
+    fn a_part_of_another_version_is_an_error() {
+        let mut parts = Parts::default();
+        let first = Snapshot {
+            version: 3,
+            more: true,
+            ..Default::default()
+        };
+        parts.add(first).unwrap();
+        assert!(
+            parts
+                .add(Snapshot {
+                    version: 4,
+                    ..Default::default()
+                })
+                .is_err()
+        );
+    }
+
+    #[test]
+    fn deltas_remove_then_upsert_and_absent_parts_keep_what_was_there() {
+        let full = Snapshot {
+            version: 1,
+            revision: 1,
+            rules: Some("r1".into()),
+            endpoints: Some(EndpointSet {
+                endpoints: vec![ep("a-1", "a"), ep("b-1", "b")],
+            }),
+            ..Default::default()
+        };
+        let r = Received::default().after(&full);
+        let moved = Snapshot {
+            version: 2,
+            revision: 1,
+            endpoint_changes: Some(EndpointDelta {
+                upserted: vec![ep("b-1", "c"), ep("d-1", "d")],
+                removed: vec!["a-1".into(), "b-1".into()],
+            }),
+            ..Default::default()
+        };
+        let r = r.after(&moved);
+        assert_eq!(r.rules, "r1", "absent rules mean unchanged");
+        let ids: Vec<_> = r
+            .instances()
+            .into_iter()
+            .map(|i| (i.id, i.service))
+            .collect();
+        assert_eq!(
+            ids,
+            [("b-1".into(), "c".into()), ("d-1".into(), "d".into())]
+        );
+    }
+}

@@ -1,0 +1,67 @@
+//! The routing state in force: one immutable value, swapped whole.
+//!
+//! Requests load an `Arc<Routes>` once and use it to the end, so a swap between two
+//! requests never shows half a rule set and never fails a request in flight.
+
+use std::sync::Arc;
+
+use arc_swap::ArcSwapOption;
+use graylane_routing::{RoutingTable, RuleSet};
+use tokio::sync::watch;
+
+/// A compiled snapshot: the rules and endpoints the sidecar routes by.
+pub struct Routes {
+    /// The control plane's snapshot version this was built from (0: from the cache).
+    pub version: u64,
+    /// The rule revision.
+    pub revision: u64,
+    pub rules: RuleSet,
+    pub table: RoutingTable,
+    /// Where it came from, for `/config` and logs.
+    pub source: Source,
+}
+
+/// Where the routes in force came from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Source {
+    ControlPlane,
+    Cache,
+}
+
+/// The routes in force, shared by every listener and swapped by discovery.
+pub struct Routing {
+    current: ArcSwapOption<Routes>,
+    /// Bumped after every swap: wakes `/gates/self?watch=1` streams.
+    changed: watch::Sender<u64>,
+}
+
+/// How listeners hold the routing state.
+pub type Shared = Arc<Routing>;
+
+impl Default for Routing {
+    fn default() -> Self {
+        Self {
+            current: ArcSwapOption::empty(),
+            changed: watch::channel(0).0,
+        }
+    }
+}
+
+impl Routing {
+    /// The routes in force; `None` until the first snapshot (the sidecar is not ready).
+    pub fn load(&self) -> Option<Arc<Routes>> {
+        self.current.load_full()
+    }
+
+    /// Swaps in new routes for every request that starts from now on.
+    pub fn publish(&self, routes: Routes) {
+        self.current.store(Some(Arc::new(routes)));
+        self.changed.send_modify(|n| *n += 1);
+    }
+
+    /// Fires after every swap.
+    pub fn subscribe(&self) -> watch::Receiver<u64> {
+        self.changed.subscribe()
+    }
+}

@@ -1,0 +1,206 @@
+//! graylane-sidecar's control-plane stream with real processes: ready after the first
+//! snapshot, its ACK in `graylane status`, the gate API following the release state,
+//! a start from the cache while the control plane is down, and resync after restart.
+
+#![allow(clippy::unwrap_used)]
+
+use std::io::{BufRead, BufReader, Write};
+use std::net::TcpStream;
+use std::time::Duration;
+
+use graylane_tests::docs::{BLUE, LANE};
+use graylane_tests::{ControlPlane, Sidecar, eventually, http_get, write_file};
+
+fn sidecar_args<'a>(url: &'a str, cache: &'a str, instance: &'a str) -> Vec<&'a str> {
+    vec![
+        "--service",
+        "orders",
+        "--instance-id",
+        instance,
+        "--labels",
+        "version=v2",
+        "--advertise-addr",
+        "127.0.0.1:15006",
+        "--control-plane",
+        url,
+        "--cache-dir",
+        cache,
+    ]
+}
+
+/// Reads `/gates/self?watch=1` line by line.
+struct GateWatch(BufReader<TcpStream>);
+
+impl GateWatch {
+    fn open(sidecar: &Sidecar) -> GateWatch {
+        let mut stream = TcpStream::connect(sidecar.admin).unwrap();
+        stream
+            .set_read_timeout(Some(Duration::from_secs(10)))
+            .unwrap();
+        write!(
+            stream,
+            "GET /gates/self?watch=1 HTTP/1.1\r\nHost: admin\r\n\r\n"
+        )
+        .unwrap();
+        let mut reader = BufReader::new(stream);
+        let mut line = String::new();
+        while line != "\r\n" {
+            line.clear();
+            reader.read_line(&mut line).unwrap();
+        }
+        GateWatch(reader)
+    }
+
+    /// The next gate JSON line (chunked encoding: skip the chunk-size lines).
+    fn next(&mut self) -> serde_json::Value {
+        loop {
+            let mut line = String::new();
+            assert!(
+                self.0.read_line(&mut line).unwrap() > 0,
+                "gate stream ended"
+            );
+            if let Ok(v) = serde_json::from_str::<serde_json::Value>(line.trim())
+                && v.is_object()
+            {
+                return v;
+            }
+        }
+    }
+}
+
+#[test]
+fn sidecar_acks_snapshots_and_gates_follow_the_release_state() {
+    let dir = tempfile::tempdir().unwrap();
+    let cp = ControlPlane::start(dir.path(), &[]);
+    cp.cli(&[
+        "rules",
+        "apply",
+        "-f",
+        &write_file(dir.path(), "lane.yaml", LANE),
+    ])
+    .assert_ok();
+    let url = cp.url();
+    let cache = dir.path().join("cache-1").to_string_lossy().into_owned();
+    let sidecar = Sidecar::start(
+        dir.path(),
+        "orders-1",
+        &sidecar_args(&url, &cache, "orders-1"),
+    );
+    sidecar.wait_ready();
+    let config = sidecar.config();
+    assert_eq!(
+        (config["revision"].as_u64(), config["source"].as_str()),
+        (Some(1), Some("control-plane"))
+    );
+
+    let status = eventually(
+        Duration::from_secs(10),
+        "status to show the sidecar's ACK",
+        || {
+            let s = cp.cli(&["status", "-o", "json"]).json();
+            let entry = s["sidecars"]
+                .as_array()?
+                .iter()
+                .find(|x| x["instance"] == "orders-1")?
+                .clone();
+            (entry["ackedRevision"] == 1).then_some(entry)
+        },
+    );
+    assert_eq!(status["lanes"], serde_json::json!(["gray"]));
+
+    let (code, body) = http_get(sidecar.admin, "/gates/self");
+    assert_eq!(code, 200);
+    let gate: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(
+        gate,
+        serde_json::json!({"service": "orders", "instance": "orders-1", "lane": "gray", "release": "all", "active": true})
+    );
+
+    let mut watch = GateWatch::open(&sidecar);
+    assert_eq!(watch.next()["active"], true);
+    cp.cli(&["release", "set", "orders", "prod"]).assert_ok();
+    let changed = watch.next();
+    assert_eq!(
+        (changed["release"].as_str(), changed["active"].as_bool()),
+        (Some("prod"), Some(false)),
+        "a lane instance stops background work under prod"
+    );
+    cp.cli(&["release", "set", "orders", "gray"]).assert_ok();
+    assert_eq!(watch.next()["active"], true);
+
+    let (code, metrics) = http_get(sidecar.admin, "/metrics");
+    assert_eq!(code, 200);
+    assert!(
+        metrics.contains("graylane_sidecar_rule_revision 3"),
+        "{metrics}"
+    );
+}
+
+#[test]
+fn a_sidecar_starts_from_its_cache_while_the_control_plane_is_down_and_resyncs() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut cp = ControlPlane::start(dir.path(), &[]);
+    cp.cli(&[
+        "rules",
+        "apply",
+        "-f",
+        &write_file(dir.path(), "lane.yaml", LANE),
+    ])
+    .assert_ok();
+    let url = cp.url();
+    let grpc = cp.grpc.to_string();
+    let cache = dir.path().join("cache").to_string_lossy().into_owned();
+    let first = Sidecar::start(
+        dir.path(),
+        "orders-1",
+        &sidecar_args(&url, &cache, "orders-1"),
+    );
+    first.wait_ready();
+    // The ACK is sent once the snapshot is applied and cached.
+    eventually(
+        Duration::from_secs(10),
+        "orders-1 to ack revision 1",
+        || {
+            let s = cp.cli(&["status", "-o", "json"]).json();
+            s["sidecars"]
+                .as_array()?
+                .iter()
+                .any(|x| x["instance"] == "orders-1" && x["ackedRevision"] == 1)
+                .then_some(())
+        },
+    );
+    drop(first);
+
+    assert!(cp.proc.terminate(Duration::from_secs(20)).success());
+    drop(cp);
+    let cached = Sidecar::start(
+        dir.path(),
+        "orders-2",
+        &sidecar_args(&url, &cache, "orders-2"),
+    );
+    cached.wait_ready();
+    let config = cached.config();
+    assert_eq!(
+        (config["revision"].as_u64(), config["source"].as_str()),
+        (Some(1), Some("cache"))
+    );
+
+    // The control plane comes back on the same address: the sidecar reconnects by
+    // itself (jittered backoff) and follows new revisions.
+    let cp = ControlPlane::start_on(dir.path(), &grpc, &[]);
+    cp.cli(&[
+        "rules",
+        "apply",
+        "-f",
+        &write_file(dir.path(), "blue.yaml", BLUE),
+    ])
+    .assert_ok();
+    eventually(
+        Duration::from_secs(20),
+        "the sidecar to resync to revision 2",
+        || {
+            let c = cached.config();
+            (c["revision"] == 2 && c["source"] == "control-plane").then_some(())
+        },
+    );
+}
