@@ -152,6 +152,7 @@ impl Admin {
                 "revision": r.revision,
                 "version": r.version,
                 "source": r.source,
+                "endpoints": r.endpoints,
                 "rules": r.rules.iter().collect::<Vec<_>>(),
             }),
         }

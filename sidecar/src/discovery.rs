@@ -224,12 +224,21 @@ fn compile(received: &Received, version: u64, source: Source) -> Result<Routes, 
         let lines: Vec<String> = errors.iter().take(10).map(ToString::to_string).collect();
         lines.join("; ")
     })?;
-    let table = RoutingTable::build(&rules, received.instances());
+    let instances = received.instances();
+    let mut endpoints: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    for i in &instances {
+        endpoints
+            .entry(i.service.clone())
+            .or_default()
+            .push(i.id.clone());
+    }
+    let table = RoutingTable::build(&rules, instances);
     Ok(Routes {
         version,
         revision: received.revision,
         rules,
         table,
+        endpoints,
         source,
     })
 }

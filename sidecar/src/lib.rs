@@ -1,9 +1,10 @@
 //! graylane-sidecar: the data plane. One runs beside each service instance.
 //!
-//! Owns: the control-plane stream (`discovery`) and the routing state it swaps in
-//! (`routes`), the tag of a request on the way in and out (`tag`), choosing an
-//! instance among the candidates the routing crate returns (`balance`), and the admin
-//! listener (`admin`). Rules are parsed, validated and matched only in
+//! Owns: the listeners — `outbound` (the app's calls out), `inbound` (calls to the
+//! app), `admin` — on one accept loop (`server`) with shared forwarding (`proxy`);
+//! the control-plane stream (`discovery`) and the routing state it swaps in
+//! (`routes`); the tag of a request on the way in and out (`tag`); and choosing an
+//! instance among the candidates the routing crate returns (`balance`). Rules are parsed, validated and matched only in
 //! `graylane-routing`; this crate never interprets a rule itself.
 
 #![cfg_attr(test, allow(clippy::unwrap_used))]
@@ -11,5 +12,9 @@
 pub mod admin;
 pub mod balance;
 pub mod discovery;
+pub mod inbound;
+pub mod outbound;
+pub mod proxy;
 pub mod routes;
+pub mod server;
 pub mod tag;

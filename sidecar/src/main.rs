@@ -4,13 +4,28 @@ use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
+use std::sync::atomic::AtomicU64;
+use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
 use clap::Parser;
 use graylane_sidecar::admin::Admin;
+use graylane_sidecar::balance::Balancer;
 use graylane_sidecar::discovery::{self, Discovery};
+use graylane_sidecar::inbound::Inbound;
+use graylane_sidecar::outbound::Outbound;
+use graylane_sidecar::proxy::Clients;
 use graylane_sidecar::routes::Routing;
+use graylane_sidecar::server::{self, Limits};
+use graylane_sidecar::tag::TraceTable;
 use tokio::sync::watch;
+
+/// The trace table: traces remembered at most, and for how long.
+const TRACE_ENTRIES: usize = 100_000;
+const TRACE_TTL: Duration = Duration::from_secs(60);
+/// How long an instance that failed is skipped by the balancer.
+const EJECT_FOR: Duration = Duration::from_secs(5);
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// graylane's sidecar: keeps a request in its gray lane across every hop.
 #[derive(Parser, Debug)]
@@ -25,9 +40,35 @@ struct Args {
     /// Instance labels, k=v,k=v (e.g. version=v2,zone=a).
     #[arg(long, env = "GRAYLANE_LABELS", value_parser = parse_labels, default_value = "")]
     labels: BTreeMap<String, String>,
-    /// How other sidecars reach this instance's inbound listener.
+    /// How other sidecars reach this instance's inbound listener (default: the
+    /// inbound listener's address, when it is not a wildcard).
     #[arg(long, env = "GRAYLANE_ADVERTISE_ADDR")]
-    advertise_addr: String,
+    advertise_addr: Option<String>,
+    /// The local app, where inbound requests go.
+    #[arg(long, env = "GRAYLANE_APP_ADDR", default_value = "127.0.0.1:8080")]
+    app_addr: String,
+    /// The app's outgoing calls: explicit proxy (HTTP_PROXY) or origin-form with Host.
+    #[arg(
+        long,
+        env = "GRAYLANE_OUTBOUND_ADDR",
+        default_value = "127.0.0.1:15001"
+    )]
+    outbound_addr: SocketAddr,
+    /// Calls from other sidecars to this instance.
+    #[arg(long, env = "GRAYLANE_INBOUND_ADDR", default_value = "0.0.0.0:15006")]
+    inbound_addr: SocketAddr,
+    /// Extra headers recovered by trace id like the tag, e.g. x-tenant,x-user-id.
+    #[arg(long, env = "GRAYLANE_PROPAGATE_HEADERS", value_delimiter = ',')]
+    propagate_headers: Vec<http::HeaderName>,
+    /// Whole-request timeout upstream, unless a RoutePolicy says otherwise.
+    #[arg(long, env = "GRAYLANE_UPSTREAM_TIMEOUT", default_value = "30s", value_parser = parse_duration)]
+    upstream_timeout: Duration,
+    /// Request headers must be complete within this.
+    #[arg(long, env = "GRAYLANE_HEADER_READ_TIMEOUT", default_value = "10s", value_parser = parse_duration)]
+    header_read_timeout: Duration,
+    /// On SIGTERM, in-flight requests may finish for this long.
+    #[arg(long, env = "GRAYLANE_DRAIN_TIMEOUT", default_value = "20s", value_parser = parse_duration)]
+    drain_timeout: Duration,
     /// Control-plane URL(s), comma-separated, tried in turn.
     #[arg(
         long,
@@ -44,6 +85,10 @@ struct Args {
     /// Where the last good snapshot is kept, to start from when the control plane is down.
     #[arg(long, env = "GRAYLANE_CACHE_DIR")]
     cache_dir: Option<PathBuf>,
+}
+
+fn parse_duration(s: &str) -> Result<Duration, String> {
+    graylane_routing::Duration::parse(s).map(|d| d.as_std())
 }
 
 fn parse_labels(s: &str) -> Result<BTreeMap<String, String>, String> {
@@ -94,17 +139,58 @@ async fn run(args: Args) -> anyhow::Result<()> {
         bail!("--control-plane: no URL given");
     }
     let instance_id = args.instance_id.clone().unwrap_or_else(default_instance_id);
-    let routes = Arc::new(Routing::default());
-    let counters = Arc::new(discovery::Counters::default());
-    let admin_listener = tokio::net::TcpListener::bind(args.admin_addr)
-        .await
-        .with_context(|| format!("--admin-addr {}", args.admin_addr))?;
+    let bind = |addr: SocketAddr, flag: &'static str| async move {
+        tokio::net::TcpListener::bind(addr)
+            .await
+            .with_context(|| format!("{flag} {addr}"))
+    };
+    let admin_listener = bind(args.admin_addr, "--admin-addr").await?;
+    let outbound_listener = bind(args.outbound_addr, "--outbound-addr").await?;
+    let inbound_listener = bind(args.inbound_addr, "--inbound-addr").await?;
+    let inbound_addr = inbound_listener.local_addr()?;
+    let advertise = match args.advertise_addr.clone() {
+        Some(a) => a,
+        None if !inbound_addr.ip().is_unspecified() => inbound_addr.to_string(),
+        None => {
+            bail!("--advertise-addr is required when --inbound-addr is a wildcard ({inbound_addr})")
+        }
+    };
     tracing::info!(
-        service = %args.service, instance = %instance_id,
+        service = %args.service, instance = %instance_id, %advertise,
         admin_addr = %admin_listener.local_addr()?,
+        outbound_addr = %outbound_listener.local_addr()?,
+        inbound_addr = %inbound_addr,
         "graylane-sidecar listening"
     );
-    let (stop, stopped) = watch::channel(false);
+    let routes = Arc::new(Routing::default());
+    let counters = Arc::new(discovery::Counters::default());
+    let traces = Arc::new(TraceTable::new(TRACE_ENTRIES, TRACE_TTL));
+    let clients = Clients::new(CONNECT_TIMEOUT);
+    let limits = Limits {
+        header_read_timeout: args.header_read_timeout,
+        drain_timeout: args.drain_timeout,
+    };
+    let outbound = Arc::new(Outbound {
+        routes: Arc::clone(&routes),
+        balancer: Balancer::new(EJECT_FOR, Instant::now()),
+        clients: clients.clone(),
+        traces: Arc::clone(&traces),
+        self_address: advertise.clone(),
+        propagate: args.propagate_headers.clone(),
+        upstream_timeout: args.upstream_timeout,
+        invalid_tags: AtomicU64::new(0),
+    });
+    let inbound = Arc::new(Inbound {
+        service: args.service.clone(),
+        instance_id: instance_id.clone(),
+        app_addr: args.app_addr.clone(),
+        routes: Arc::clone(&routes),
+        clients,
+        traces,
+        propagate: args.propagate_headers,
+        upstream_timeout: args.upstream_timeout,
+        invalid_tags: AtomicU64::new(0),
+    });
     let admin = Arc::new(Admin {
         service: args.service.clone(),
         instance_id: instance_id.clone(),
@@ -112,13 +198,30 @@ async fn run(args: Args) -> anyhow::Result<()> {
         routes: Arc::clone(&routes),
         counters: Arc::clone(&counters),
     });
-    let admin_task = tokio::spawn(admin.serve(admin_listener, stopped.clone()));
+    // One shutdown signal for every task: listeners stop accepting and drain, and the
+    // discovery stream ends, which deregisters this instance.
+    let (stop, stopped) = watch::channel(false);
+    let tasks = [
+        tokio::spawn(admin.serve(admin_listener, stopped.clone())),
+        tokio::spawn(server::serve(
+            outbound_listener,
+            outbound,
+            limits,
+            stopped.clone(),
+        )),
+        tokio::spawn(server::serve(
+            inbound_listener,
+            inbound,
+            limits,
+            stopped.clone(),
+        )),
+    ];
     let discovery = Discovery::new(
         discovery::Config {
             service: args.service,
             instance_id,
             labels: args.labels,
-            advertise: args.advertise_addr,
+            advertise,
             control_planes,
             token,
             cache_dir: args.cache_dir,
@@ -128,10 +231,12 @@ async fn run(args: Args) -> anyhow::Result<()> {
     );
     let discovery_task = tokio::spawn(discovery.run(stopped));
     shutdown_signal().await;
-    tracing::info!("shutting down");
+    tracing::info!("shutting down: draining");
     let _ = stop.send(true);
     let _ = discovery_task.await;
-    let _ = admin_task.await;
+    for task in tasks {
+        let _ = task.await;
+    }
     Ok(())
 }
 

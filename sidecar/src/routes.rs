@@ -17,6 +17,8 @@ pub struct Routes {
     pub revision: u64,
     pub rules: RuleSet,
     pub table: RoutingTable,
+    /// Instance ids per service, for `/config`.
+    pub endpoints: std::collections::BTreeMap<String, Vec<String>>,
     /// Where it came from, for `/config` and logs.
     pub source: Source,
 }

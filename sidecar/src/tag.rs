@@ -1,6 +1,9 @@
-//! The gray tag of a request: where the sidecar finds it, and what it remembers per
-//! trace so an app that forwards only `traceparent` keeps its calls in the lane.
+//! The gray tag of a request: where the sidecar finds it (`resolve`), and what it
+//! remembers per trace (`trace_table`) so an app that forwards only `traceparent`
+//! keeps its calls in the lane.
 
+mod resolve;
 mod trace_table;
 
+pub use self::resolve::{HeaderTag, Source, TAG_HEADER, View, from_baggage, from_header, trace_id};
 pub use self::trace_table::{TraceEntry, TraceTable};

@@ -59,12 +59,60 @@ pub struct Proc {
     pub log: PathBuf,
 }
 
+/// A started `graylane-demo-app`.
+pub struct DemoApp {
+    pub proc: Proc,
+    pub addr: SocketAddr,
+}
+
+impl DemoApp {
+    /// Starts an instance of `service` at `version`; when `call` is set, it calls that
+    /// service through a sidecar whose outbound address `connect` tells it later.
+    pub fn start(dir: &Path, service: &str, version: &str, call: Option<&str>) -> DemoApp {
+        let mut cmd = Command::new(bin("graylane-demo-app"));
+        cmd.args(["--service", service, "--version", version]);
+        if let Some(call) = call {
+            cmd.args(["--call", call, "--outbound", "-"]);
+        }
+        let name = format!("app-{service}-{version}");
+        let mut proc = Proc::spawn_with_stdin(&name, cmd, unique(dir, &name, "log"));
+        let addr = eventually(
+            Duration::from_secs(20),
+            "the demo app to log its address",
+            || {
+                assert!(
+                    !proc.has_exited(),
+                    "demo app exited early:\n{}",
+                    proc.log_text()
+                );
+                field(&proc.log_text(), "addr=")
+            },
+        );
+        DemoApp { proc, addr }
+    }
+}
+
 impl Proc {
     pub fn spawn(name: &str, mut cmd: Command, log: PathBuf) -> Proc {
+        cmd.stdin(Stdio::null());
+        Self::spawn_inner(name, cmd, log)
+    }
+
+    /// Like `spawn`, with a pipe to the process's standard input (see `write_line`).
+    pub fn spawn_with_stdin(name: &str, mut cmd: Command, log: PathBuf) -> Proc {
+        cmd.stdin(Stdio::piped());
+        Self::spawn_inner(name, cmd, log)
+    }
+
+    /// Writes one line to the process's standard input.
+    pub fn write_line(&mut self, line: &str) {
+        let stdin = self.child.stdin.as_mut().expect("spawned with stdin");
+        writeln!(stdin, "{line}").expect("write to stdin");
+    }
+
+    fn spawn_inner(name: &str, mut cmd: Command, log: PathBuf) -> Proc {
         let file = std::fs::File::create(&log).expect("log file");
-        cmd.stdin(Stdio::null())
-            .stdout(file.try_clone().expect("dup log"))
-            .stderr(file);
+        cmd.stdout(file.try_clone().expect("dup log")).stderr(file);
         let child = cmd.spawn().unwrap_or_else(|e| panic!("spawn {name}: {e}"));
         Proc {
             name: name.to_string(),
@@ -188,6 +236,8 @@ impl ControlPlane {
 pub struct Sidecar {
     pub proc: Proc,
     pub admin: SocketAddr,
+    pub outbound: SocketAddr,
+    pub inbound: SocketAddr,
 }
 
 impl Sidecar {
@@ -195,11 +245,17 @@ impl Sidecar {
     /// Returns once it logged its addresses (not necessarily ready: see `wait_ready`).
     pub fn start(dir: &Path, name: &str, args: &[&str]) -> Sidecar {
         let mut cmd = Command::new(bin("graylane-sidecar"));
-        cmd.args(["--admin-addr", "127.0.0.1:0"])
-            .args(args)
-            .env("GRAYLANE_LOG", "info");
+        cmd.args([
+            "--admin-addr",
+            "127.0.0.1:0",
+            "--outbound-addr",
+            "127.0.0.1:0",
+        ])
+        .args(["--inbound-addr", "127.0.0.1:0"])
+        .args(args)
+        .env("GRAYLANE_LOG", "info");
         let mut proc = Proc::spawn(&format!("sidecar {name}"), cmd, unique(dir, name, "log"));
-        let admin = eventually(
+        let (admin, outbound, inbound) = eventually(
             Duration::from_secs(20),
             "graylane-sidecar to log its addresses",
             || {
@@ -208,10 +264,20 @@ impl Sidecar {
                     "graylane-sidecar exited early:\n{}",
                     proc.log_text()
                 );
-                field(&proc.log_text(), "admin_addr=")
+                let text = proc.log_text();
+                Some((
+                    field(&text, "admin_addr=")?,
+                    field(&text, "outbound_addr=")?,
+                    field(&text, "inbound_addr=")?,
+                ))
             },
         );
-        Sidecar { proc, admin }
+        Sidecar {
+            proc,
+            admin,
+            outbound,
+            inbound,
+        }
     }
 
     /// Waits until `/ready` answers 200.

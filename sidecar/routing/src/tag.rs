@@ -10,7 +10,7 @@ use crate::path::quote;
 mod baggage;
 mod traceparent;
 
-pub use self::baggage::{BAGGAGE_KEY, baggage_with_tag, tag_from_baggage};
+pub use self::baggage::{BAGGAGE_KEY, baggage_with_tag, baggage_without_tag, tag_from_baggage};
 pub use self::traceparent::trace_id_from_traceparent;
 
 /// Longest tag value, in bytes (all tag characters are ASCII).

@@ -38,19 +38,26 @@ pub fn tag_from_baggage(baggage: &str) -> Option<Tag> {
 pub fn baggage_with_tag(existing: Option<&str>, tag: &Tag) -> String {
     // Tag characters are all baggage-octets, so the value needs no encoding.
     let mut out = format!("{BAGGAGE_KEY}={tag}");
-    for member in existing.unwrap_or_default().split(',') {
-        let member = member.trim();
-        if member.is_empty() {
-            continue;
-        }
-        let key = member.split_once('=').map_or(member, |(k, _)| k).trim();
-        if key.eq_ignore_ascii_case(BAGGAGE_KEY) {
-            continue;
-        }
+    for member in other_members(existing.unwrap_or_default()) {
         out.push(',');
         out.push_str(member);
     }
     out
+}
+
+/// A `baggage` value without any `gray-publish` entry (what a sidecar forwards when a
+/// TagPolicy removed the caller's tag); `None` when no other member is left.
+pub fn baggage_without_tag(existing: &str) -> Option<String> {
+    let rest: Vec<&str> = other_members(existing).collect();
+    (!rest.is_empty()).then(|| rest.join(","))
+}
+
+/// The members other than `gray-publish`, trimmed, empty ones dropped.
+fn other_members(baggage: &str) -> impl Iterator<Item = &str> {
+    baggage.split(',').map(str::trim).filter(|member| {
+        let key = member.split_once('=').map_or(*member, |(k, _)| k).trim();
+        !member.is_empty() && !key.eq_ignore_ascii_case(BAGGAGE_KEY)
+    })
 }
 
 /// Decodes `%XX` escapes; `None` on a broken escape or bytes that are not UTF-8.
@@ -78,6 +85,15 @@ fn percent_decode(value: &str) -> Option<String> {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn removing_the_tag_keeps_the_other_members() {
+        assert_eq!(
+            super::baggage_without_tag("a=1, Gray-Publish=gray ,b=2").as_deref(),
+            Some("a=1,b=2")
+        );
+        assert_eq!(super::baggage_without_tag("gray-publish=gray"), None);
+    }
+
     use super::*;
 
     fn tag(s: &str) -> Option<String> {

@@ -1,0 +1,181 @@
+//! `graylane-demo-app`: the small service `graylane demo` and the end-to-end tests run
+//! behind sidecars. It answers with who it is and what it received, after calling its
+//! downstream (if any) through its own sidecar's outbound listener.
+//!
+//! How it forwards context to the downstream call is chosen per request by the
+//! `x-demo-forward` header (passed along the chain): `header` (Gray-Publish, baggage,
+//! traceparent), `traceparent` (only that, like tracing instrumentation), `baggage`
+//! (only that), `none`. It always relays `Graylane-Debug` down and `Graylane-Route` up,
+//! so the hop trail covers the whole chain.
+
+#![allow(clippy::print_stdout)]
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+
+use anyhow::Context;
+use bytes::Bytes;
+use clap::Parser;
+use http::{HeaderMap, HeaderValue, Request, Response, StatusCode};
+use http_body_util::{BodyExt, Full};
+use hyper::body::Incoming;
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use serde_json::{Value, json};
+
+/// A demo service for graylane.
+#[derive(Parser, Debug, Clone)]
+struct Args {
+    /// Service name it reports.
+    #[arg(long)]
+    service: String,
+    /// Version it reports.
+    #[arg(long)]
+    version: String,
+    #[arg(long, default_value = "127.0.0.1:0")]
+    listen: SocketAddr,
+    /// Downstream service to call on every request.
+    #[arg(long)]
+    call: Option<String>,
+    /// Its sidecar's outbound listener, or `-` to read it from the first line of
+    /// standard input (when the sidecar starts after the app, on a port bound from 0).
+    #[arg(long)]
+    outbound: Option<String>,
+}
+
+/// Headers passed to the downstream call in each forwarding mode.
+fn forwarded(mode: &str) -> &'static [&'static str] {
+    match mode {
+        "header" => &["gray-publish", "baggage", "traceparent"],
+        "traceparent" => &["traceparent"],
+        "baggage" => &["baggage"],
+        _ => &[],
+    }
+}
+
+#[tokio::main(flavor = "current_thread")]
+async fn main() -> anyhow::Result<()> {
+    let args = Args::parse();
+    let listener = tokio::net::TcpListener::bind(args.listen)
+        .await
+        .context("--listen")?;
+    println!(
+        "graylane-demo-app listening addr={}",
+        listener.local_addr()?
+    );
+    let client: Client<HttpConnector, Full<Bytes>> =
+        Client::builder(TokioExecutor::new()).build_http();
+    let outbound = outbound_address(args.outbound.as_deref()).await?;
+    loop {
+        let (stream, _) = listener.accept().await?;
+        let (args, client) = (args.clone(), client.clone());
+        tokio::spawn(async move {
+            let service = hyper::service::service_fn(move |req| {
+                let (args, client) = (args.clone(), client.clone());
+                async move { Ok::<_, Infallible>(handle(&args, outbound, &client, req).await) }
+            });
+            let _ = hyper::server::conn::http1::Builder::new()
+                .serve_connection(TokioIo::new(stream), service)
+                .await;
+        });
+    }
+}
+
+/// `--outbound`: an address, or `-` for the first line of standard input.
+async fn outbound_address(flag: Option<&str>) -> anyhow::Result<Option<SocketAddr>> {
+    let text = match flag {
+        None => return Ok(None),
+        Some("-") => tokio::task::spawn_blocking(|| {
+            let mut line = String::new();
+            std::io::stdin().read_line(&mut line).map(|_| line)
+        })
+        .await?
+        .context("reading --outbound from stdin")?,
+        Some(addr) => addr.to_string(),
+    };
+    text.trim()
+        .parse()
+        .map(Some)
+        .with_context(|| format!("--outbound {:?}", text.trim()))
+}
+
+async fn handle(
+    args: &Args,
+    outbound: Option<SocketAddr>,
+    client: &Client<HttpConnector, Full<Bytes>>,
+    req: Request<Incoming>,
+) -> Response<Full<Bytes>> {
+    let headers = req.headers().clone();
+    let get = |name: &str| {
+        headers
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_string)
+    };
+    let mode = get("x-demo-forward").unwrap_or_else(|| "header".into());
+    let (downstream, trail) = match (&args.call, outbound) {
+        (Some(target), Some(outbound)) => call(client, outbound, target, &headers, &mode).await,
+        _ => (Value::Null, None),
+    };
+    let body = json!({
+        "service": args.service,
+        "version": args.version,
+        "tag": get("gray-publish"),
+        "baggage": get("baggage"),
+        "traceparent": get("traceparent"),
+        "downstream": downstream,
+    });
+    let mut response = Response::new(Full::new(Bytes::from(body.to_string())));
+    if let Some(trail) = trail {
+        response.headers_mut().insert("graylane-route", trail);
+    }
+    response
+}
+
+/// Calls `target` through the sidecar (origin-form with `Host: target`).
+async fn call(
+    client: &Client<HttpConnector, Full<Bytes>>,
+    outbound: SocketAddr,
+    target: &str,
+    incoming: &HeaderMap,
+    mode: &str,
+) -> (Value, Option<HeaderValue>) {
+    let mut request = Request::new(Full::new(Bytes::new()));
+    *request.uri_mut() = match format!("http://{outbound}/").parse() {
+        Ok(uri) => uri,
+        Err(e) => return (json!({"error": e.to_string()}), None),
+    };
+    let headers = request.headers_mut();
+    headers.insert(
+        http::header::HOST,
+        HeaderValue::from_str(target).unwrap_or(HeaderValue::from_static("invalid")),
+    );
+    for name in forwarded(mode)
+        .iter()
+        .chain(&["graylane-debug", "x-demo-forward"])
+    {
+        if let Some(v) = incoming.get(*name) {
+            headers.insert(*name, v.clone());
+        }
+    }
+    match client.request(request).await {
+        Err(e) => (json!({"error": e.to_string()}), None),
+        Ok(response) => {
+            let status = response.status();
+            let trail = response.headers().get("graylane-route").cloned();
+            let bytes = response
+                .into_body()
+                .collect()
+                .await
+                .map(|b| b.to_bytes())
+                .unwrap_or_default();
+            let value = if status == StatusCode::OK {
+                serde_json::from_slice(&bytes).unwrap_or(Value::Null)
+            } else {
+                json!({"status": status.as_u16(), "error": String::from_utf8_lossy(&bytes)})
+            };
+            (value, trail)
+        }
+    }
+}

@@ -1,0 +1,188 @@
+//! The inbound listener: calls from other sidecars (or, at the edge, from clients) to
+//! this instance's app.
+//!
+//! ```text
+//! request ─► caller's tag (Gray-Publish header, else baggage)
+//!         ─► TagPolicy of this service: incoming strip|keep|keep-known, then rules
+//!         ─► remember trace id → (tag, --propagate-headers) in the trace table
+//!         ─► forward to --app-addr with Gray-Publish and baggage set to the tag
+//!            (or both removed), hop-by-hop stripped
+//!         ─► response (+ Graylane-Route entry for the mesh's entry hop)
+//! ```
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use graylane_routing::{InboundSource, Tag, baggage_with_tag, baggage_without_tag};
+use http::header::{HeaderName, HeaderValue};
+use http::request::Parts;
+use http::{Request, Response};
+use hyper::body::Incoming;
+
+use crate::outbound::{DEBUG_HEADER, VIA_HEADER, append_route};
+use crate::proxy::{self, Body, Clients, ProxyError, SendError};
+use crate::routes::Shared;
+use crate::server::Handler;
+use crate::tag::{self, HeaderTag, Source, TAG_HEADER, TraceEntry, TraceTable, View};
+
+const BAGGAGE: &str = "baggage";
+
+/// The inbound side of one sidecar.
+pub struct Inbound {
+    pub service: String,
+    pub instance_id: String,
+    pub app_addr: String,
+    pub routes: Shared,
+    pub clients: Clients,
+    pub traces: Arc<TraceTable>,
+    pub propagate: Vec<HeaderName>,
+    pub upstream_timeout: Duration,
+    pub invalid_tags: AtomicU64,
+}
+
+impl Handler for Inbound {
+    async fn handle(
+        self: Arc<Self>,
+        peer: SocketAddr,
+        request: Request<Incoming>,
+    ) -> Response<Body> {
+        self.proxy(peer, request)
+            .await
+            .unwrap_or_else(ProxyError::into_response)
+    }
+}
+
+impl Inbound {
+    async fn proxy(
+        &self,
+        peer: SocketAddr,
+        request: Request<Incoming>,
+    ) -> Result<Response<Body>, ProxyError> {
+        let (mut parts, body) = request.into_parts();
+        let from_sidecar = parts.headers.remove(VIA_HEADER).is_some();
+        let debug = parts.headers.get(DEBUG_HEADER).is_some_and(|v| v == "1");
+        let (tag, source) = self.decide_tag(&mut parts, peer);
+        set_tag(&mut parts, tag.as_ref());
+        if let Some(trace) = tag::trace_id(&parts.headers) {
+            let headers = self
+                .propagate
+                .iter()
+                .filter_map(|n| Some((n.clone(), parts.headers.get(n)?.clone())))
+                .collect();
+            self.traces.remember(
+                trace,
+                TraceEntry {
+                    tag: tag.clone(),
+                    headers,
+                },
+                Instant::now(),
+            );
+        }
+        proxy::strip_hop_by_hop(&mut parts.headers, false);
+        let request = Request::from_parts(parts, proxy::boxed(body));
+        let response = match self
+            .clients
+            .send(request, &self.app_addr, self.upstream_timeout)
+            .await
+        {
+            Ok(response) => response,
+            Err(SendError::Connect(reason)) => {
+                return Err(ProxyError::Connect {
+                    service: self.service.clone(),
+                    instance: self.instance_id.clone(),
+                    address: self.app_addr.clone(),
+                    reason,
+                });
+            }
+            Err(SendError::Timeout) => {
+                return Err(ProxyError::Timeout {
+                    service: self.service.clone(),
+                    seconds: self.upstream_timeout.as_secs_f64(),
+                });
+            }
+            Err(SendError::Other(reason)) => {
+                return Err(ProxyError::BadUpstream {
+                    service: self.service.clone(),
+                    reason,
+                });
+            }
+        };
+        let (mut parts, body) = response.into_parts();
+        proxy::strip_hop_by_hop(&mut parts.headers, false);
+        if debug && !from_sidecar {
+            // The hop that entered the mesh: no outbound sidecar decided it.
+            let entry = format!(
+                "service={};instance={};subset=-;tag={};source={};fallback=false",
+                self.service,
+                self.instance_id,
+                tag.as_ref().map_or("-", Tag::as_str),
+                source.as_str()
+            );
+            append_route(&mut parts.headers, &entry);
+        }
+        Ok(Response::from_parts(parts, proxy::boxed(body)))
+    }
+
+    /// sidecar.md "The tag on the way in": the caller's tag, then this service's
+    /// TagPolicy (trust setting, then rules) when it has one.
+    fn decide_tag(&self, parts: &mut Parts, peer: SocketAddr) -> (Option<Tag>, Source) {
+        let (incoming, from) = match tag::from_header(&parts.headers) {
+            HeaderTag::Valid(t) => (Some(t), Source::Header),
+            HeaderTag::Absent => match tag::from_baggage(&parts.headers) {
+                Some(t) => (Some(t), Source::Baggage),
+                None => (None, Source::None),
+            },
+            HeaderTag::Invalid => {
+                self.invalid_tags.fetch_add(1, Ordering::Relaxed);
+                (None, Source::None)
+            }
+        };
+        let Some(routes) = self.routes.load() else {
+            return (incoming, from);
+        };
+        let decided = routes.table.inbound_tag(
+            &self.service,
+            incoming,
+            &View {
+                parts,
+                source_ip: Some(peer.ip()),
+            },
+        );
+        let source = match decided.source {
+            InboundSource::Incoming => from,
+            InboundSource::Rule => Source::Rule,
+            InboundSource::None => Source::None,
+        };
+        (decided.tag, source)
+    }
+}
+
+/// `Gray-Publish` and the baggage entry both say `tag`, or are both gone: a tag the
+/// TagPolicy removed cannot come back through baggage.
+fn set_tag(parts: &mut Parts, tag: Option<&Tag>) {
+    parts.headers.remove(TAG_HEADER);
+    let baggage: Vec<String> = parts
+        .headers
+        .get_all(BAGGAGE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .map(str::to_string)
+        .collect();
+    parts.headers.remove(BAGGAGE);
+    let existing = (!baggage.is_empty()).then(|| baggage.join(","));
+    let updated = match tag {
+        Some(tag) => {
+            parts.headers.insert(
+                TAG_HEADER,
+                HeaderValue::from_str(tag.as_str()).expect("a tag is a valid header value"),
+            );
+            Some(baggage_with_tag(existing.as_deref(), tag))
+        }
+        None => existing.as_deref().and_then(baggage_without_tag),
+    };
+    if let Some(value) = updated.and_then(|v| HeaderValue::from_str(&v).ok()) {
+        parts.headers.insert(BAGGAGE, value);
+    }
+}

@@ -1,0 +1,280 @@
+//! The outbound listener: the app's calls to other services.
+//!
+//! ```text
+//! request ─► destination service (absolute URI, Host, :authority)
+//!         ─► tag: Gray-Publish header ─► baggage ─► trace table (traceparent)
+//!         ─► RoutingTable::route (lane, fallback, release, weights)   [graylane-routing]
+//!         ─► Balancer::pick (P2C least in-flight, skip ejected)        [balance]
+//!         ─► forward to the instance's inbound listener, tag set, hop-by-hop stripped
+//!            (connect failure on an idempotent body-less request: once more elsewhere)
+//!         ─► response (+ Graylane-Route entry when Graylane-Debug: 1)
+//! ```
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use graylane_routing::{Route, RouteError};
+use http::header::{self, HeaderName, HeaderValue};
+use http::request::Parts;
+use http::{Method, Request, Response};
+use hyper::body::{Body as _, Incoming};
+
+use crate::balance::Balancer;
+use crate::proxy::{self, Body, Clients, ProxyError, SendError};
+use crate::routes::{Routes, Shared};
+use crate::server::Handler;
+use crate::tag::{self, HeaderTag, Source, TAG_HEADER, TraceTable, View};
+
+mod debug;
+
+pub(crate) use self::debug::{DEBUG_HEADER, VIA_HEADER, append_route};
+
+/// The outbound side of one sidecar.
+pub struct Outbound {
+    pub routes: Shared,
+    pub balancer: Balancer,
+    pub clients: Clients,
+    pub traces: Arc<TraceTable>,
+    /// This sidecar's own inbound address: a request routed there would loop.
+    pub self_address: String,
+    /// Extra headers recovered from the trace table when the app dropped them.
+    pub propagate: Vec<HeaderName>,
+    pub upstream_timeout: Duration,
+    pub invalid_tags: AtomicU64,
+}
+
+impl Handler for Outbound {
+    async fn handle(
+        self: Arc<Self>,
+        _peer: SocketAddr,
+        request: Request<Incoming>,
+    ) -> Response<Body> {
+        self.proxy(request)
+            .await
+            .unwrap_or_else(ProxyError::into_response)
+    }
+}
+
+impl Outbound {
+    async fn proxy(&self, request: Request<Incoming>) -> Result<Response<Body>, ProxyError> {
+        let routes = self.routes.load().ok_or(ProxyError::NotReady)?;
+        let (mut parts, body) = request.into_parts();
+        let service = destination(&parts)?;
+        let (tag, source) = self.resolve_tag(&mut parts);
+        let debug = parts.headers.get(DEBUG_HEADER).is_some_and(|v| v == "1");
+        let route = routes
+            .table
+            .route(
+                &service,
+                tag.as_ref(),
+                &View {
+                    parts: &parts,
+                    source_ip: None,
+                },
+                fastrand::u64(..),
+            )
+            .map_err(|e| match e {
+                RouteError::UnknownService { service } => ProxyError::UnknownService(service),
+                e @ RouteError::NoInstance { .. } => ProxyError::NoInstance(e.to_string()),
+            })?;
+        proxy::strip_hop_by_hop(&mut parts.headers, false);
+        if let Some(tag) = &tag {
+            parts.headers.insert(
+                TAG_HEADER,
+                HeaderValue::from_str(tag.as_str()).expect("a tag is a valid header value"),
+            );
+        }
+        parts
+            .headers
+            .insert(VIA_HEADER, HeaderValue::from_static("1"));
+        let retryable = idempotent(&parts.method) && body.is_end_stream();
+        let timeout = timeout_of(&routes, &service).unwrap_or(self.upstream_timeout);
+        let (response, instance) = self
+            .send(&route, &service, parts, body, retryable, timeout)
+            .await?;
+        let (mut parts, body) = response.into_parts();
+        proxy::strip_hop_by_hop(&mut parts.headers, false);
+        if debug {
+            let entry = debug::entry(&service, &instance, &route, tag.as_ref(), source);
+            append_route(&mut parts.headers, &entry);
+        }
+        Ok(Response::from_parts(parts, proxy::boxed(body)))
+    }
+
+    /// sidecar.md "The tag on the way out": header, then baggage, then the trace
+    /// table. An invalid header is removed and counted; it never travels further.
+    fn resolve_tag(&self, parts: &mut Parts) -> (Option<graylane_routing::Tag>, Source) {
+        let from_header = tag::from_header(&parts.headers);
+        parts.headers.remove(TAG_HEADER);
+        match from_header {
+            HeaderTag::Valid(tag) => return (Some(tag), Source::Header),
+            HeaderTag::Absent => {}
+            HeaderTag::Invalid => {
+                self.invalid_tags.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+        if let Some(tag) = tag::from_baggage(&parts.headers) {
+            return (Some(tag), Source::Baggage);
+        }
+        let Some(trace) = tag::trace_id(&parts.headers) else {
+            return (None, Source::None);
+        };
+        let Some(entry) = self.traces.recall(&trace, Instant::now()) else {
+            return (None, Source::None);
+        };
+        for (name, value) in entry.headers {
+            if self.propagate.contains(&name) && !parts.headers.contains_key(&name) {
+                parts.headers.insert(name, value);
+            }
+        }
+        match entry.tag {
+            Some(tag) => (Some(tag), Source::Trace),
+            None => (None, Source::None),
+        }
+    }
+
+    /// Picks an instance and sends; after a connect failure of a retryable request,
+    /// once more on another instance.
+    async fn send<'r>(
+        &self,
+        route: &Route<'r>,
+        service: &str,
+        parts: Parts,
+        body: Incoming,
+        retryable: bool,
+        timeout: Duration,
+    ) -> Result<(Response<Incoming>, graylane_routing::Instance), ProxyError> {
+        // A retryable request has no body: each attempt is a copy of the head. Others
+        // are sent once, moved.
+        let mut held = Some((parts, proxy::boxed(body)));
+        let mut avoid: Option<String> = None;
+        loop {
+            let mut rng = fastrand::Rng::new();
+            let (instance, _in_flight) = self
+                .balancer
+                .pick(route.candidates, avoid.as_deref(), &mut rng, Instant::now())
+                .ok_or_else(|| {
+                    ProxyError::NoInstance(format!("no ready instance of service {service}"))
+                })?;
+            if instance.address == self.self_address {
+                return Err(ProxyError::Loop(format!(
+                    "{service} instance {} is this sidecar",
+                    instance.id
+                )));
+            }
+            let request = match (&held, retryable) {
+                (Some((head, _)), true) => copy_head(head),
+                _ => {
+                    let (head, body) = held
+                        .take()
+                        .ok_or_else(|| ProxyError::BadRequest("request already sent".into()))?;
+                    Request::from_parts(head, body)
+                }
+            };
+            match self.clients.send(request, &instance.address, timeout).await {
+                Ok(response) => return Ok((response, instance.clone())),
+                Err(SendError::Connect(reason)) => {
+                    self.balancer.failed(&instance.address, Instant::now());
+                    if retryable && avoid.is_none() && route.candidates.len() > 1 {
+                        tracing::debug!(%service, instance = %instance.id, %reason, "connect failed; retrying on another instance");
+                        avoid = Some(instance.address.clone());
+                        continue;
+                    }
+                    return Err(ProxyError::Connect {
+                        service: service.to_string(),
+                        instance: instance.id.clone(),
+                        address: instance.address.clone(),
+                        reason,
+                    });
+                }
+                Err(SendError::Timeout) => {
+                    return Err(ProxyError::Timeout {
+                        service: service.to_string(),
+                        seconds: timeout.as_secs_f64(),
+                    });
+                }
+                Err(SendError::Other(reason)) => {
+                    self.balancer.failed(&instance.address, Instant::now());
+                    return Err(ProxyError::BadUpstream {
+                        service: service.to_string(),
+                        reason,
+                    });
+                }
+            }
+        }
+    }
+}
+
+/// The destination service: the host of an absolute-form URI, else of `Host` (or the
+/// HTTP/2 `:authority`), without port; `orders.shop.svc.cluster.local` is `orders`.
+fn destination(parts: &Parts) -> Result<String, ProxyError> {
+    let host = match parts.uri.host() {
+        Some(host) => host.to_string(),
+        None => parts
+            .headers
+            .get(header::HOST)
+            .and_then(|h| h.to_str().ok())
+            .map(|h| {
+                h.rsplit_once(':')
+                    .filter(|(_, p)| p.parse::<u16>().is_ok())
+                    .map_or(h, |(host, _)| host)
+                    .to_string()
+            })
+            .ok_or_else(|| {
+                ProxyError::BadRequest(
+                    "no destination: use an absolute URI or a Host header".into(),
+                )
+            })?,
+    };
+    if host.parse::<std::net::IpAddr>().is_ok()
+        || host
+            .trim_start_matches('[')
+            .trim_end_matches(']')
+            .parse::<std::net::Ipv6Addr>()
+            .is_ok()
+    {
+        return Err(ProxyError::BadRequest(format!(
+            "destination {host} is an address, not a service name"
+        )));
+    }
+    let service = host
+        .split('.')
+        .next()
+        .unwrap_or_default()
+        .to_ascii_lowercase();
+    if service.is_empty() {
+        return Err(ProxyError::BadRequest(format!(
+            "destination {host:?} has no service name"
+        )));
+    }
+    Ok(service)
+}
+
+/// A body-less copy of a request head (`Parts` is not `Clone`: extensions are not).
+fn copy_head(head: &Parts) -> Request<Body> {
+    let mut request = Request::new(proxy::empty());
+    *request.method_mut() = head.method.clone();
+    *request.uri_mut() = head.uri.clone();
+    *request.version_mut() = head.version;
+    *request.headers_mut() = head.headers.clone();
+    request
+}
+
+/// RFC 9110 §9.2.2: requests that may be sent twice.
+fn idempotent(method: &Method) -> bool {
+    matches!(
+        *method,
+        Method::GET | Method::HEAD | Method::OPTIONS | Method::TRACE | Method::PUT | Method::DELETE
+    )
+}
+
+fn timeout_of(routes: &Routes, service: &str) -> Option<Duration> {
+    routes
+        .rules
+        .route_policy_for(service)?
+        .spec
+        .timeout
+        .map(|d| d.as_std())
+}

@@ -1,0 +1,123 @@
+//! What inbound and outbound share: the body type, the upstream clients, header
+//! hygiene and the error table.
+//!
+//! Bodies are streamed both ways (hyper's `Incoming` boxed, never collected), so a
+//! 100 MiB upload costs a few frames of memory and backpressure reaches the sender.
+
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::{Request, Response, Version};
+use http_body_util::BodyExt;
+use http_body_util::combinators::UnsyncBoxBody;
+use hyper::body::Incoming;
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::{TokioExecutor, TokioTimer};
+
+mod error;
+mod headers;
+
+pub use self::error::ProxyError;
+pub use self::headers::strip_hop_by_hop;
+
+/// Every body the sidecar sends or receives.
+pub type Body = UnsyncBoxBody<Bytes, BoxError>;
+pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+/// A streamed body, boxed.
+pub fn boxed(body: Incoming) -> Body {
+    body.map_err(Into::into).boxed_unsync()
+}
+
+/// An empty body (for retries of body-less requests and for errors).
+pub fn empty() -> Body {
+    http_body_util::Empty::new()
+        .map_err(|e| match e {})
+        .boxed_unsync()
+}
+
+/// Pooled clients to upstreams: HTTP/1.1, and HTTP/2 with prior knowledge for requests
+/// that arrived as HTTP/2 (gRPC needs it end to end; one connection multiplexes).
+#[derive(Clone)]
+pub struct Clients {
+    http1: Client<HttpConnector, Body>,
+    http2: Client<HttpConnector, Body>,
+}
+
+impl Clients {
+    pub fn new(connect_timeout: Duration) -> Self {
+        let mut connector = HttpConnector::new();
+        connector.set_nodelay(true);
+        connector.set_connect_timeout(Some(connect_timeout));
+        let mut builder = Client::builder(TokioExecutor::new());
+        builder
+            .timer(TokioTimer::new())
+            .pool_timer(TokioTimer::new())
+            .pool_idle_timeout(Duration::from_secs(60));
+        let http1 = builder.build(connector.clone());
+        builder
+            .http2_only(true)
+            .http2_keep_alive_interval(Duration::from_secs(30));
+        let http2 = builder.build(connector);
+        Self { http1, http2 }
+    }
+
+    /// Sends `request` to `http://{address}` within `timeout`. The URI's authority is
+    /// replaced; the `Host` header keeps the service name for the next hop.
+    pub async fn send(
+        &self,
+        mut request: Request<Body>,
+        address: &str,
+        timeout: Duration,
+    ) -> Result<Response<Incoming>, SendError> {
+        let path = request
+            .uri()
+            .path_and_query()
+            .map_or("/", |p| p.as_str())
+            .to_string();
+        *request.uri_mut() = format!("http://{address}{path}")
+            .parse()
+            .map_err(|e| SendError::Other(format!("bad upstream URI: {e}")))?;
+        let client = if request.version() == Version::HTTP_2 {
+            &self.http2
+        } else {
+            &self.http1
+        };
+        if request.version() != Version::HTTP_2 {
+            // Whatever the caller spoke (HTTP/1.0 included), the hop to the next
+            // sidecar is HTTP/1.1.
+            *request.version_mut() = Version::HTTP_11;
+        }
+        match tokio::time::timeout(timeout, client.request(request)).await {
+            Err(_) => Err(SendError::Timeout),
+            Ok(Ok(response)) => Ok(response),
+            Ok(Err(e)) if e.is_connect() => Err(SendError::Connect(source_text(&e))),
+            Ok(Err(e)) => Err(SendError::Other(source_text(&e))),
+        }
+    }
+}
+
+/// How a send failed.
+#[derive(Debug)]
+pub enum SendError {
+    /// No connection could be made: nothing was sent, a retry elsewhere is safe.
+    Connect(String),
+    Timeout,
+    /// Anything after connecting (a malformed response, a reset): hyper drops that
+    /// connection, it is never reused.
+    Other(String),
+}
+
+fn source_text(e: &dyn std::error::Error) -> String {
+    let mut text = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        let inner = s.to_string();
+        if !text.contains(&inner) {
+            text = format!("{text}: {inner}");
+        }
+        source = s.source();
+    }
+    text
+}

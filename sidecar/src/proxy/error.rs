@@ -1,0 +1,78 @@
+//! Every proxy error, who caused it, and the one place it becomes a response: the
+//! error table of sidecar.md.
+
+use bytes::Bytes;
+use http::{Response, StatusCode, header};
+use http_body_util::{BodyExt, Full};
+
+use super::Body;
+
+/// Why the sidecar answered instead of the upstream.
+#[derive(Debug, thiserror::Error)]
+pub enum ProxyError {
+    /// Policy: the rules leave no instance for this request.
+    #[error("{0}")]
+    NoInstance(String),
+    /// Policy: no instance of this service ever registered.
+    #[error("unknown service {0}")]
+    UnknownService(String),
+    /// Upstream: connecting failed (after the retry, when one was allowed).
+    #[error("upstream {service} instance {instance} ({address}): {reason}")]
+    Connect {
+        service: String,
+        instance: String,
+        address: String,
+        reason: String,
+    },
+    /// Upstream: the answer did not come within the timeout.
+    #[error("upstream {service} did not answer within {seconds:.1}s")]
+    Timeout { service: String, seconds: f64 },
+    /// Upstream: a malformed response or a broken connection mid-request.
+    #[error("upstream {service}: {reason}")]
+    BadUpstream { service: String, reason: String },
+    /// Downstream: the request cannot be proxied (no destination, bad URI).
+    #[error("{0}")]
+    BadRequest(String),
+    /// Policy: the request would come back into this sidecar.
+    #[error("loop detected: {0}")]
+    Loop(String),
+    /// Internal: not ready to route (no snapshot yet).
+    #[error("sidecar not ready: no routing snapshot yet")]
+    NotReady,
+}
+
+impl ProxyError {
+    /// The status of the sidecar.md error table.
+    pub fn status(&self) -> StatusCode {
+        match self {
+            Self::NoInstance(_) | Self::NotReady => StatusCode::SERVICE_UNAVAILABLE,
+            Self::UnknownService(_) | Self::Connect { .. } | Self::BadUpstream { .. } => {
+                StatusCode::BAD_GATEWAY
+            }
+            Self::Timeout { .. } => StatusCode::GATEWAY_TIMEOUT,
+            Self::BadRequest(_) => StatusCode::BAD_REQUEST,
+            Self::Loop(_) => StatusCode::LOOP_DETECTED,
+        }
+    }
+
+    /// The response the caller sees: the status and one line saying what happened.
+    pub fn into_response(self) -> Response<Body> {
+        let status = self.status();
+        tracing::debug!(%status, error = %self, "proxy error");
+        let mut response = Response::new(
+            Full::new(Bytes::from(format!("graylane: {self}\n")))
+                .map_err(|e| match e {})
+                .boxed_unsync(),
+        );
+        *response.status_mut() = status;
+        response.headers_mut().insert(
+            header::CONTENT_TYPE,
+            header::HeaderValue::from_static("text/plain; charset=utf-8"),
+        );
+        // Marks the answer as the sidecar's own, not the upstream's.
+        response
+            .headers_mut()
+            .insert("graylane-error", header::HeaderValue::from_static("1"));
+        response
+    }
+}

@@ -1,0 +1,125 @@
+//! Header hygiene on every hop.
+//!
+//! Hop-by-hop headers (RFC 9110 §7.6.1) are for one connection only: the standard ones
+//! and every header named in `Connection` are removed before forwarding. The gray tag
+//! is never removed that way — a client must not be able to drop the lane by writing
+//! `Connection: gray-publish`. `Gray_Publish` (underscore) is not the tag and is
+//! removed, so no server that folds `_` into `-` can be fooled by it.
+
+use http::HeaderMap;
+use http::header::{self, HeaderName};
+
+use crate::tag::TAG_HEADER;
+
+const HOP_BY_HOP: [&str; 8] = [
+    "connection",
+    "keep-alive",
+    "proxy-connection",
+    "proxy-authenticate",
+    "proxy-authorization",
+    "te",
+    "trailer",
+    "upgrade",
+];
+
+/// Removes hop-by-hop headers (except `TE: trailers`, which gRPC needs end to end,
+/// and `Upgrade` when `keep_upgrade`), and every header the `Connection` header names,
+/// except the tag.
+pub fn strip_hop_by_hop(headers: &mut HeaderMap, keep_upgrade: bool) {
+    let named: Vec<HeaderName> = headers
+        .get_all(header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .filter_map(|name| HeaderName::from_bytes(name.trim().as_bytes()).ok())
+        .filter(|name| name.as_str() != TAG_HEADER)
+        .collect();
+    for name in named {
+        if keep_upgrade && name == header::UPGRADE {
+            continue;
+        }
+        headers.remove(name);
+    }
+    let trailers = headers
+        .get(header::TE)
+        .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"trailers"));
+    for name in HOP_BY_HOP {
+        if keep_upgrade && (name == "upgrade" || name == "connection") {
+            continue;
+        }
+        headers.remove(name);
+    }
+    if trailers {
+        headers.insert(header::TE, header::HeaderValue::from_static("trailers"));
+    }
+    remove_underscore_tag(headers);
+}
+
+/// Removes `gray_publish` in any case: it is not the tag.
+fn remove_underscore_tag(headers: &mut HeaderMap) {
+    let fakes: Vec<HeaderName> = headers
+        .keys()
+        .filter(|k| k.as_str().eq_ignore_ascii_case("gray_publish"))
+        .cloned()
+        .collect();
+    for name in fakes {
+        headers.remove(name);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn map(pairs: &[(&str, &str)]) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        for (k, v) in pairs {
+            h.append(
+                HeaderName::from_bytes(k.as_bytes()).unwrap(),
+                v.parse().unwrap(),
+            );
+        }
+        h
+    }
+
+    #[test]
+    fn connection_cannot_strip_the_tag() {
+        let mut h = map(&[
+            ("connection", "gray-publish, x-secret"),
+            ("gray-publish", "gray"),
+            ("x-secret", "1"),
+            ("keep-alive", "5"),
+        ]);
+        strip_hop_by_hop(&mut h, false);
+        assert_eq!(h.get("gray-publish").unwrap(), "gray");
+        assert!(
+            h.get("x-secret").is_none()
+                && h.get("keep-alive").is_none()
+                && h.get("connection").is_none()
+        );
+    }
+
+    #[test]
+    fn te_trailers_survives_for_grpc() {
+        let mut h = map(&[("te", "trailers")]);
+        strip_hop_by_hop(&mut h, false);
+        assert_eq!(h.get("te").unwrap(), "trailers");
+        let mut h = map(&[("te", "gzip")]);
+        strip_hop_by_hop(&mut h, false);
+        assert!(h.get("te").is_none());
+    }
+
+    #[test]
+    fn the_underscore_tag_is_removed() {
+        let mut h = map(&[("gray_publish", "gray")]);
+        strip_hop_by_hop(&mut h, false);
+        assert!(h.is_empty());
+    }
+
+    #[test]
+    fn upgrades_keep_their_headers_when_asked() {
+        let mut h = map(&[("connection", "upgrade"), ("upgrade", "websocket")]);
+        strip_hop_by_hop(&mut h, true);
+        assert_eq!(h.get("upgrade").unwrap(), "websocket");
+    }
+}
