@@ -12,7 +12,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use http::{Request, Response};
+use http::{Request, Response, Version, header};
 use hyper::body::Incoming;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
@@ -20,7 +20,7 @@ use hyper_util::server::graceful::GracefulShutdown;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
-use crate::proxy::Body;
+use crate::proxy::{Body, ProxyError};
 
 /// Connection limits of a listener.
 #[derive(Clone, Copy, Debug)]
@@ -33,6 +33,44 @@ pub struct Limits {
 /// sidecar.md: request headers over 64 KiB in total or over 100 in number get 431.
 const MAX_HEADER_BYTES: usize = 64 * 1024;
 const MAX_HEADERS: usize = 100;
+
+/// Request-smuggling defences hyper leaves to us (sidecar.md error table): an HTTP/1.x
+/// request whose body length two parsers could read differently is refused.
+///
+/// Content-Length together with Transfer-Encoding never reaches this check: hyper
+/// drops the Content-Length, frames the body as chunked and closes the connection
+/// after the response (RFC 9112 §6.1), so nothing can be smuggled behind it, and the
+/// next hop gets a body framed by us. Differing Content-Lengths hyper refuses itself.
+fn check_framing<B>(request: &Request<B>) -> Result<(), &'static str> {
+    if request.version() >= Version::HTTP_2 {
+        return Ok(());
+    }
+    let headers = request.headers();
+    let te = headers.get_all(header::TRANSFER_ENCODING).iter().count();
+    let lengths: Vec<_> = headers.get_all(header::CONTENT_LENGTH).iter().collect();
+    if te > 1 {
+        return Err("Transfer-Encoding repeated");
+    }
+    if lengths.windows(2).any(|w| w[0] != w[1]) {
+        return Err("differing Content-Length values");
+    }
+    if request.version() == Version::HTTP_11 && !headers.contains_key(header::HOST) {
+        return Err("HTTP/1.1 request without Host");
+    }
+    Ok(())
+}
+
+/// 400 with the reason, and the connection closes after it (the rest of the bytes on
+/// it cannot be trusted to start a new request).
+fn refuse(reason: &'static str) -> Response<Body> {
+    let mut response =
+        ProxyError::BadRequest(format!("malformed request: {reason}")).into_response();
+    response.headers_mut().insert(
+        header::CONNECTION,
+        header::HeaderValue::from_static("close"),
+    );
+    response
+}
 
 /// A request handler: (peer address, request) → response. Errors are already
 /// responses (see `proxy::ProxyError::into_response`).
@@ -77,9 +115,14 @@ pub async fn serve<H: Handler>(
         };
         let _ = stream.set_nodelay(true);
         let handler = Arc::clone(&handler);
-        let service = hyper::service::service_fn(move |request| {
+        let service = hyper::service::service_fn(move |request: Request<Incoming>| {
             let handler = Arc::clone(&handler);
-            async move { Ok::<_, Infallible>(handler.handle(peer, request).await) }
+            async move {
+                Ok::<_, Infallible>(match check_framing(&request) {
+                    Ok(()) => handler.handle(peer, request).await,
+                    Err(reason) => refuse(reason),
+                })
+            }
         });
         let connection = builder.serve_connection_with_upgrades(TokioIo::new(stream), service);
         let connection = graceful.watch(connection.into_owned());

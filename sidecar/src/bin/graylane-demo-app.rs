@@ -6,7 +6,7 @@
 //! `x-demo-forward` header (passed along the chain): `header` (Gray-Publish, baggage,
 //! traceparent), `traceparent` (only that, like tracing instrumentation), `baggage`
 //! (only that), `none`. It always relays `Graylane-Debug` down and `Graylane-Route` up,
-//! so the hop trail covers the whole chain.
+//! so the hop trail covers the whole chain. `x-demo-delay-ms` makes it answer late.
 
 #![allow(clippy::print_stdout)]
 
@@ -114,6 +114,10 @@ async fn handle(
             .map(str::to_string)
     };
     let mode = get("x-demo-forward").unwrap_or_else(|| "header".into());
+    // `x-demo-delay-ms`: answer late (for timeout demos and tests).
+    if let Some(ms) = get("x-demo-delay-ms").and_then(|v| v.parse::<u64>().ok()) {
+        tokio::time::sleep(std::time::Duration::from_millis(ms.min(60_000))).await;
+    }
     let (downstream, trail) = match (&args.call, outbound) {
         (Some(target), Some(outbound)) => call(client, outbound, target, &headers, &mode).await,
         _ => (Value::Null, None),

@@ -1,0 +1,131 @@
+//! The sidecar's error table and hardening, over real sockets: unknown service (502),
+//! upstream timeout (504), loop (508), too many headers (431), ambiguous framing (400),
+//! and the header-read timeout.
+
+#![allow(clippy::unwrap_used)]
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::time::{Duration, Instant};
+
+use graylane_tests::{ControlPlane, DemoApp, Sidecar, eventually};
+
+/// Sends raw bytes, returns (status, whole response). Status 0 when the server closed
+/// without answering.
+fn raw(addr: SocketAddr, request: &str) -> (u16, String) {
+    let mut stream = TcpStream::connect(addr).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    stream.write_all(request.as_bytes()).unwrap();
+    let mut response = String::new();
+    let _ = stream.read_to_string(&mut response);
+    let status = response
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0);
+    (status, response)
+}
+
+fn get(addr: SocketAddr, host: &str, extra: &str) -> (u16, String) {
+    raw(
+        addr,
+        &format!("GET / HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n{extra}\r\n"),
+    )
+}
+
+#[test]
+fn the_error_table() {
+    let dir = tempfile::tempdir().unwrap();
+    let cp = ControlPlane::start(dir.path(), &[]);
+    let url = cp.url();
+    let app = DemoApp::start(dir.path(), "orders", "v1", None);
+    let orders = Sidecar::start(
+        dir.path(),
+        "orders-v1",
+        &[
+            "--service",
+            "orders",
+            "--instance-id",
+            "orders-v1",
+            "--app-addr",
+            &app.addr.to_string(),
+            "--control-plane",
+            &url,
+            "--upstream-timeout",
+            "300ms",
+            "--header-read-timeout",
+            "500ms",
+        ],
+    );
+    orders.wait_ready();
+    eventually(Duration::from_secs(10), "orders to know itself", || {
+        (orders.config()["endpoints"]["orders"].as_array()?.len() == 1).then_some(())
+    });
+
+    let (status, body) = get(orders.outbound, "nosuch", "");
+    assert_eq!(status, 502, "{body}");
+    assert!(body.contains("unknown service nosuch"), "{body}");
+
+    // The only orders instance is this sidecar itself: coming back in would loop.
+    let (status, body) = get(orders.outbound, "orders", "");
+    assert_eq!(status, 508, "{body}");
+
+    // Through the inbound side to the app, late: 504 naming the service.
+    let (status, body) = get(orders.inbound, "orders", "x-demo-delay-ms: 2000\r\n");
+    assert_eq!(status, 504, "{body}");
+    assert!(body.contains("orders"), "{body}");
+    let (status, _) = get(orders.inbound, "orders", "");
+    assert_eq!(status, 200, "the same path answers when the app is on time");
+
+    let many: String = (0..101).map(|i| format!("x-h{i}: v\r\n")).collect();
+    let (status, _) = get(orders.inbound, "orders", &many);
+    assert_eq!(status, 431);
+
+    // Content-Length with Transfer-Encoding: read as chunked, answered once, and the
+    // connection closed, so the request hidden behind it is never served.
+    let (_, response) = raw(
+        orders.inbound,
+        "POST / HTTP/1.1\r\nHost: orders\r\nContent-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\nGET /smuggled HTTP/1.1\r\nHost: orders\r\n\r\n",
+    );
+    assert_eq!(
+        response.matches("HTTP/1.1 ").count(),
+        1,
+        "one response, no smuggled second one: {response}"
+    );
+    let (status, _) = raw(
+        orders.inbound,
+        "POST / HTTP/1.1\r\nHost: orders\r\nTransfer-Encoding: chunked\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n",
+    );
+    assert_eq!(status, 400, "repeated Transfer-Encoding is refused");
+    let (status, _) = raw(
+        orders.inbound,
+        "GET / HTTP/1.1\r\nConnection: close\r\n\r\n",
+    );
+    assert_eq!(status, 400, "HTTP/1.1 without Host is refused");
+    let (status, _) = raw(
+        orders.inbound,
+        "POST / HTTP/1.1\r\nHost: orders\r\nContent-Length: 5\r\nContent-Length: 6\r\n\r\nhello",
+    );
+    assert_eq!(status, 400, "differing Content-Lengths are refused");
+
+    // Headers that never complete: the connection is closed after the header-read
+    // timeout (500 ms here), not held open.
+    let mut slow = TcpStream::connect(orders.inbound).unwrap();
+    slow.set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    slow.write_all(b"GET / HTTP/1.1\r\nHost: orders\r\n")
+        .unwrap();
+    let started = Instant::now();
+    let mut rest = String::new();
+    let _ = slow.read_to_string(&mut rest);
+    assert!(
+        started.elapsed() < Duration::from_secs(8),
+        "closed by the header-read timeout, got {rest:?}"
+    );
+    assert!(
+        rest.is_empty() || rest.starts_with("HTTP/1.1 408"),
+        "{rest}"
+    );
+}
