@@ -1,0 +1,161 @@
+//! gRPC end to end through two sidecars (client → frontend outbound → orders inbound →
+//! server): bidirectional streaming in both directions, the tag delivered as metadata,
+//! and the final status carried in trailers.
+
+#![allow(clippy::unwrap_used)]
+
+use std::pin::Pin;
+use std::time::Duration;
+
+use graylane_proto::v1::discovery_client::DiscoveryClient;
+use graylane_proto::v1::discovery_server::{Discovery, DiscoveryServer};
+use graylane_proto::v1::sidecar_message::Message;
+use graylane_proto::v1::{Ack, SidecarMessage, Snapshot};
+use graylane_tests::{ControlPlane, Sidecar, eventually};
+use tokio_stream::{Stream, StreamExt};
+use tonic::{Request, Response, Status, Streaming};
+
+/// Echoes each message as a snapshot (version = the ACKed version, rules = the tag it
+/// received), then ends the stream with FAILED_PRECONDITION "done".
+struct Echo;
+
+#[tonic::async_trait]
+impl Discovery for Echo {
+    type SubscribeStream = Pin<Box<dyn Stream<Item = Result<Snapshot, Status>> + Send>>;
+
+    async fn subscribe(
+        &self,
+        request: Request<Streaming<SidecarMessage>>,
+    ) -> Result<Response<Self::SubscribeStream>, Status> {
+        let tag = request
+            .metadata()
+            .get("gray-publish")
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("-")
+            .to_string();
+        let mut inbound = request.into_inner();
+        let stream = async_stream(move |tx| async move {
+            while let Some(Ok(message)) = inbound.next().await {
+                if let Some(Message::Ack(ack)) = message.message {
+                    let snapshot = Snapshot {
+                        version: ack.version,
+                        rules: Some(tag.clone()),
+                        ..Default::default()
+                    };
+                    if tx.send(Ok(snapshot)).await.is_err() {
+                        return;
+                    }
+                }
+            }
+            let _ = tx.send(Err(Status::failed_precondition("done"))).await;
+        });
+        Ok(Response::new(stream))
+    }
+}
+
+/// A stream fed by a task.
+fn async_stream<F, Fut>(f: F) -> Pin<Box<dyn Stream<Item = Result<Snapshot, Status>> + Send>>
+where
+    F: FnOnce(tokio::sync::mpsc::Sender<Result<Snapshot, Status>>) -> Fut,
+    Fut: std::future::Future<Output = ()> + Send + 'static,
+{
+    let (tx, rx) = tokio::sync::mpsc::channel(4);
+    tokio::spawn(f(tx));
+    Box::pin(tokio_stream::wrappers::ReceiverStream::new(rx))
+}
+
+fn ack(version: u64) -> SidecarMessage {
+    SidecarMessage {
+        message: Some(Message::Ack(Ack { version })),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn grpc_bidi_streaming_and_trailers_pass_through_two_sidecars() {
+    let dir = tempfile::tempdir().unwrap();
+    let cp = ControlPlane::start(dir.path(), &[]);
+    let url = cp.url();
+
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let app = listener.local_addr().unwrap().to_string();
+    tokio::spawn(
+        tonic::transport::Server::builder()
+            .add_service(DiscoveryServer::new(Echo))
+            .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(listener)),
+    );
+    let d = dir.path().to_path_buf();
+    let (orders, frontend) = tokio::task::spawn_blocking(move || {
+        let orders = Sidecar::start(
+            &d,
+            "orders",
+            &[
+                "--service",
+                "orders",
+                "--instance-id",
+                "orders-1",
+                "--app-addr",
+                &app,
+                "--control-plane",
+                &url,
+            ],
+        );
+        let frontend = Sidecar::start(
+            &d,
+            "frontend",
+            &[
+                "--service",
+                "frontend",
+                "--instance-id",
+                "frontend-1",
+                "--control-plane",
+                &url,
+            ],
+        );
+        orders.wait_ready();
+        frontend.wait_ready();
+        eventually(Duration::from_secs(10), "frontend to know orders", || {
+            (frontend.config()["endpoints"]["orders"].as_array()?.len() == 1).then_some(())
+        });
+        (orders, frontend)
+    })
+    .await
+    .unwrap();
+
+    let channel = tonic::transport::Endpoint::from_shared(format!("http://{}", frontend.outbound))
+        .unwrap()
+        .origin("http://orders".parse().unwrap())
+        .connect()
+        .await
+        .unwrap();
+    let (tx, rx) = tokio::sync::mpsc::channel(4);
+    let mut request = Request::new(tokio_stream::wrappers::ReceiverStream::new(rx));
+    request
+        .metadata_mut()
+        .insert("gray-publish", "gray".parse().unwrap());
+    let mut responses = DiscoveryClient::new(channel)
+        .subscribe(request)
+        .await
+        .unwrap()
+        .into_inner();
+    for version in 1..=3 {
+        tx.send(ack(version)).await.unwrap();
+        let echoed = responses.message().await.unwrap().unwrap();
+        assert_eq!(
+            echoed.version, version,
+            "each message crosses both sidecars, both ways"
+        );
+        assert_eq!(
+            echoed.rules.as_deref(),
+            Some("gray"),
+            "the tag arrives as gRPC metadata"
+        );
+    }
+    drop(tx);
+    let end = responses.message().await.unwrap_err();
+    assert_eq!(
+        (end.code(), end.message()),
+        (tonic::Code::FailedPrecondition, "done"),
+        "the status in the trailers is intact"
+    );
+    drop((orders, frontend));
+}
