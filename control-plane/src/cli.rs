@@ -9,6 +9,7 @@ use std::time::Duration;
 use clap::{Parser, Subcommand, ValueEnum};
 
 mod client;
+mod demo;
 mod files;
 mod output;
 mod release;
@@ -56,6 +57,12 @@ pub enum Command {
     Release(release::ReleaseCommand),
     /// Connected sidecars: instance, labels, lane, acked revision, NACK reason.
     Status,
+    /// Start a whole mesh on loopback and walk through a gray release.
+    Demo {
+        /// Exit after the walkthrough instead of running until Ctrl-C.
+        #[arg(long)]
+        once: bool,
+    },
 }
 
 /// A failure with its exit code; printed as one line.
@@ -129,6 +136,7 @@ impl Cli {
             Command::Rules(cmd) => cmd.run(&connect, self.output).await,
             Command::Release(cmd) => cmd.run(&connect, self.output).await,
             Command::Status => status::run(&connect, self.output).await,
+            Command::Demo { once } => demo::run(once).await,
         }
     }
 }

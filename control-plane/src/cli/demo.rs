@@ -1,0 +1,272 @@
+//! `graylane demo`: a whole mesh on loopback, and a gray release walked through.
+//!
+//! ```text
+//! client ─► frontend v1 ─► orders v1 | orders v2 ─► payments v1      (each app behind
+//!           (TagPolicy: testers → gray)   (Lane gray = version v2)     its own sidecar)
+//! ```
+//! Everything binds port 0 on 127.0.0.1; data and logs go to a temp directory.
+
+#![allow(clippy::print_stdout)]
+
+use std::net::SocketAddr;
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use graylane_proto::v1 as pb;
+use serde_json::Value;
+
+use super::CliError;
+use super::client::Connect;
+
+mod procs;
+
+use self::procs::{Proc, get};
+
+/// The sample rules the demo applies (also the README's walkthrough).
+const RULES: &str = include_str!("../../../deploy/rules/gray-release.yaml");
+
+/// (service, version, downstream it calls)
+const INSTANCES: [(&str, &str, Option<&str>); 4] = [
+    ("frontend", "v1", Some("orders")),
+    ("orders", "v1", Some("payments")),
+    ("orders", "v2", Some("payments")),
+    ("payments", "v1", None),
+];
+
+/// (what the request shows, its headers)
+const REQUESTS: [(&str, &[(&str, &str)]); 4] = [
+    ("untagged request", &[]),
+    (
+        "client sends Gray-Publish: gray (stripped at the edge)",
+        &[("Gray-Publish", "gray")],
+    ),
+    (
+        "tester (x-user-group: testers)",
+        &[("x-user-group", "testers")],
+    ),
+    (
+        "tester, apps forward only traceparent",
+        &[
+            ("x-user-group", "testers"),
+            ("x-demo-forward", "traceparent"),
+        ],
+    ),
+];
+
+/// Runs the demo; with `once`, stops after the walkthrough instead of waiting for Ctrl-C.
+pub(crate) async fn run(once: bool) -> Result<(), CliError> {
+    let dir = tempfile_dir()?;
+    let mut control = Proc::start(
+        &dir,
+        "graylane-control",
+        "graylane-control",
+        &[
+            "--grpc-addr",
+            "127.0.0.1:0",
+            "--http-addr",
+            "127.0.0.1:0",
+            "--store",
+            &format!("file:{}", dir.join("data").display()),
+        ],
+        false,
+    )?;
+    let grpc = control.address("grpc_addr=")?;
+    let url = format!("http://{grpc}");
+    println!(
+        "graylane demo: control plane on {url}, logs in {}",
+        dir.display()
+    );
+    apply_rules(&url).await?;
+
+    let mut procs = vec![control];
+    let mut entry = None;
+    for (service, version, call) in INSTANCES {
+        let (app, sidecar, inbound) = start_instance(&dir, &url, service, version, call)?;
+        if service == "frontend" {
+            entry = Some((inbound, sidecar.1));
+        }
+        procs.extend([app, sidecar.0]);
+    }
+    let (entry, frontend_admin) = entry.ok_or_else(|| CliError::unavailable("no frontend"))?;
+    wait_for(
+        Duration::from_secs(20),
+        "the frontend sidecar to see every instance",
+        || {
+            let (_, _, body) = get(frontend_admin, "/config", &[]).ok()?;
+            let config: Value = serde_json::from_str(&body).ok()?;
+            let count = |s: &str| config["endpoints"][s].as_array().map_or(0, Vec::len);
+            (count("orders") == 2 && count("payments") == 1).then_some(())
+        },
+    )?;
+
+    println!(
+        "\nrules: Lane gray (version=v2, fallback base), orders 90/10 v1/v2, TagPolicy edge (testers → gray)\n"
+    );
+    for (n, (what, headers)) in REQUESTS.iter().enumerate() {
+        let mut all = vec![("Graylane-Debug", "1")];
+        all.extend_from_slice(headers);
+        let traceparent = format!(
+            "00-{:032x}-00f067aa0ba902b7-01",
+            0x4bf9_2f35_77b3_4da6_a3ce_929d_0e0e_4700_u128 + n as u128
+        );
+        all.push(("traceparent", &traceparent));
+        let (status, head, body) = get(entry, "/", &all)?;
+        println!(
+            "{}. {what}: HTTP {status}\n   {}",
+            n + 1,
+            trail(&head, &body)
+        );
+    }
+    println!(
+        "\nTry it: curl -i -H 'Graylane-Debug: 1' -H 'x-user-group: testers' http://{entry}/\n      \
+         graylane --server {url} status    |    graylane --server {url} release set orders prod"
+    );
+    if once {
+        drop(procs);
+        let _ = std::fs::remove_dir_all(&dir);
+        return Ok(());
+    }
+    println!("Ctrl-C stops the demo.");
+    let _ = tokio::signal::ctrl_c().await;
+    drop(procs);
+    let _ = std::fs::remove_dir_all(&dir);
+    Ok(())
+}
+
+fn tempfile_dir() -> Result<std::path::PathBuf, CliError> {
+    let dir = std::env::temp_dir().join(format!("graylane-demo-{}", std::process::id()));
+    std::fs::create_dir_all(&dir)
+        .map_err(|e| CliError::unavailable(format!("{}: {e}", dir.display())))?;
+    Ok(dir)
+}
+
+async fn apply_rules(url: &str) -> Result<(), CliError> {
+    let connect = Connect {
+        servers: url.to_string(),
+        token_file: None,
+    };
+    let files = vec![pb::SourceFile {
+        name: "gray-release.yaml".into(),
+        content: RULES.into(),
+    }];
+    connect
+        .client()
+        .await?
+        .apply(pb::ApplyRequest {
+            files,
+            ..Default::default()
+        })
+        .await?;
+    Ok(())
+}
+
+/// A demo app and its sidecar: ((app, sidecar), (sidecar, admin), inbound address).
+fn start_instance(
+    dir: &Path,
+    url: &str,
+    service: &str,
+    version: &str,
+    call: Option<&str>,
+) -> Result<(Proc, (Proc, SocketAddr), SocketAddr), CliError> {
+    let id = format!("{service}-{version}");
+    let mut app_args = vec!["--service", service, "--version", version];
+    if let Some(call) = call {
+        app_args.extend(["--call", call, "--outbound", "-"]);
+    }
+    let mut app = Proc::start(
+        dir,
+        &format!("app-{id}"),
+        "graylane-demo-app",
+        &app_args,
+        true,
+    )?;
+    let app_addr = app.address("addr=")?.to_string();
+    let labels = format!("version={version}");
+    let mut sidecar = Proc::start(
+        dir,
+        &format!("sidecar-{id}"),
+        "graylane-sidecar",
+        &[
+            "--service",
+            service,
+            "--instance-id",
+            &id,
+            "--labels",
+            &labels,
+            "--app-addr",
+            &app_addr,
+            "--control-plane",
+            url,
+            "--admin-addr",
+            "127.0.0.1:0",
+            "--outbound-addr",
+            "127.0.0.1:0",
+            "--inbound-addr",
+            "127.0.0.1:0",
+        ],
+        false,
+    )?;
+    let admin = sidecar.address("admin_addr=")?;
+    let outbound = sidecar.address("outbound_addr=")?;
+    let inbound = sidecar.address("inbound_addr=")?;
+    if call.is_some() {
+        app.tell(&outbound.to_string())?;
+    }
+    wait_for(
+        Duration::from_secs(20),
+        &format!("sidecar {id} to be ready"),
+        || (get(admin, "/ready", &[]).ok()?.0 == 200).then_some(()),
+    )?;
+    Ok((app, (sidecar, admin), inbound))
+}
+
+/// "frontend v1 [gray] → orders v2 [gray] → payments v1 [gray, fell back to base]"
+fn trail(head: &str, body: &str) -> String {
+    let entries: Vec<&str> = head
+        .lines()
+        .find_map(|l| l.strip_prefix("graylane-route: "))
+        .map(|t| t.split(", ").collect())
+        .unwrap_or_default();
+    let mut hops = Vec::new();
+    let mut v: Value = serde_json::from_str(body).unwrap_or(Value::Null);
+    let mut i = 0;
+    while v.get("service").is_some() {
+        let tag = v["tag"].as_str().unwrap_or("untagged");
+        let fallback = entries.get(i).is_some_and(|e| e.ends_with("fallback=true"));
+        let note = if fallback {
+            format!("{tag}, no v2: fell back to base")
+        } else {
+            tag.to_string()
+        };
+        hops.push(format!(
+            "{} {} [{note}]",
+            v["service"].as_str().unwrap_or("?"),
+            v["version"].as_str().unwrap_or("?")
+        ));
+        v = v["downstream"].clone();
+        i += 1;
+    }
+    if let Some(error) = v.get("error") {
+        hops.push(format!("error: {error}"));
+    }
+    hops.join(" → ")
+}
+
+fn wait_for<T>(
+    timeout: Duration,
+    what: &str,
+    mut check: impl FnMut() -> Option<T>,
+) -> Result<T, CliError> {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(v) = check() {
+            return Ok(v);
+        }
+        if Instant::now() > deadline {
+            return Err(CliError::unavailable(format!(
+                "timed out waiting for {what}"
+            )));
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}

@@ -1,0 +1,135 @@
+//! The demo's child processes: started from the binaries next to `graylane`, each
+//! with a log file, killed when the demo ends.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use crate::cli::CliError;
+
+/// A child process, killed on drop.
+pub(super) struct Proc {
+    pub(super) name: String,
+    child: Child,
+    log: PathBuf,
+}
+
+impl Proc {
+    /// Starts `binary` (a sibling of the running `graylane`) with `args`, output to
+    /// `dir/<name>.log`.
+    pub(super) fn start(
+        dir: &Path,
+        name: &str,
+        binary: &str,
+        args: &[&str],
+        stdin: bool,
+    ) -> Result<Proc, CliError> {
+        let exe = std::env::current_exe()
+            .map_err(|e| CliError::unavailable(format!("cannot find graylane itself: {e}")))?;
+        let path = exe.with_file_name(binary);
+        if !path.exists() {
+            return Err(CliError::unavailable(format!(
+                "{} not found next to graylane: build the workspace (cargo build --release --bins)",
+                path.display()
+            )));
+        }
+        let log = dir.join(format!("{name}.log"));
+        let file = std::fs::File::create(&log)
+            .map_err(|e| CliError::unavailable(format!("{}: {e}", log.display())))?;
+        let out = file
+            .try_clone()
+            .map_err(|e| CliError::unavailable(e.to_string()))?;
+        let child = Command::new(&path)
+            .args(args)
+            .env("GRAYLANE_LOG", "info")
+            .stdin(if stdin { Stdio::piped() } else { Stdio::null() })
+            .stdout(out)
+            .stderr(file)
+            .spawn()
+            .map_err(|e| CliError::unavailable(format!("start {name}: {e}")))?;
+        Ok(Proc {
+            name: name.to_string(),
+            child,
+            log,
+        })
+    }
+
+    /// Waits (up to 20 s) for `key=ADDR` in the log and returns ADDR.
+    pub(super) fn address(&mut self, key: &str) -> Result<SocketAddr, CliError> {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                return Err(CliError::unavailable(format!(
+                    "{} exited ({status}); see {}",
+                    self.name,
+                    self.log.display()
+                )));
+            }
+            let text = std::fs::read_to_string(&self.log).unwrap_or_default();
+            if let Some(addr) = text
+                .split_whitespace()
+                .find_map(|w| w.strip_prefix(key)?.parse().ok())
+            {
+                return Ok(addr);
+            }
+            if Instant::now() > deadline {
+                return Err(CliError::unavailable(format!(
+                    "{} did not start; see {}",
+                    self.name,
+                    self.log.display()
+                )));
+            }
+            // Polling a log file the child writes: nothing to wait on but the file.
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Writes a line to the child's standard input.
+    pub(super) fn tell(&mut self, line: &str) -> Result<(), CliError> {
+        use std::io::Write;
+        let stdin = self
+            .child
+            .stdin
+            .as_mut()
+            .ok_or_else(|| CliError::unavailable("no stdin"))?;
+        writeln!(stdin, "{line}").map_err(|e| CliError::unavailable(format!("{}: {e}", self.name)))
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A minimal HTTP/1.1 GET of `path` (Connection: close): (status, head, body).
+pub(super) fn get(
+    addr: SocketAddr,
+    path: &str,
+    headers: &[(&str, &str)],
+) -> Result<(u16, String, String), CliError> {
+    use std::io::{Read, Write};
+    let fail = |e: std::io::Error| CliError::unavailable(format!("request to {addr}: {e}"));
+    let mut stream =
+        std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(5)).map_err(fail)?;
+    stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .map_err(fail)?;
+    let mut request = format!("GET {path} HTTP/1.1\r\nHost: frontend\r\nConnection: close\r\n");
+    for (k, v) in headers {
+        request.push_str(&format!("{k}: {v}\r\n"));
+    }
+    request.push_str("\r\n");
+    stream.write_all(request.as_bytes()).map_err(fail)?;
+    let mut response = String::new();
+    stream.read_to_string(&mut response).map_err(fail)?;
+    let (head, body) = response.split_once("\r\n\r\n").unwrap_or((&response, ""));
+    let status = head
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0);
+    Ok((status, head.to_string(), body.to_string()))
+}
