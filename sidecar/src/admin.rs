@@ -20,6 +20,7 @@ use tokio_stream::StreamExt;
 use tokio_stream::wrappers::ReceiverStream;
 
 use crate::discovery::Counters;
+use crate::metrics::Metrics;
 use crate::routes::Shared;
 
 /// What the admin listener serves from.
@@ -29,6 +30,7 @@ pub struct Admin {
     pub labels: BTreeMap<String, String>,
     pub routes: Shared,
     pub counters: Arc<Counters>,
+    pub metrics: Arc<Metrics>,
 }
 
 type Body = BoxBody<Bytes, Infallible>;
@@ -112,6 +114,7 @@ impl Admin {
             labels: self.labels.clone(),
             routes: Arc::clone(&self.routes),
             counters: Arc::clone(&self.counters),
+            metrics: Arc::clone(&self.metrics),
         };
         tokio::spawn(async move {
             let mut last = None;
@@ -192,6 +195,7 @@ impl Admin {
             "Connections made to a control plane.",
             c.connects.load(Ordering::Relaxed),
         );
+        self.metrics.render(&mut out);
         out
     }
 }

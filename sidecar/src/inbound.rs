@@ -12,7 +12,7 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use graylane_routing::{InboundSource, Tag, baggage_with_tag, baggage_without_tag};
@@ -21,7 +21,8 @@ use http::request::Parts;
 use http::{Request, Response};
 use hyper::body::Incoming;
 
-use crate::outbound::{DEBUG_HEADER, VIA_HEADER, append_route};
+use crate::metrics::{Key, Metrics};
+use crate::outbound::{DEBUG_HEADER, VIA_HEADER, append_route, tag_label};
 use crate::proxy::{self, Body, Clients, ProxyError, SendError};
 use crate::routes::Shared;
 use crate::server::Handler;
@@ -39,7 +40,7 @@ pub struct Inbound {
     pub traces: Arc<TraceTable>,
     pub propagate: Vec<HeaderName>,
     pub upstream_timeout: Duration,
-    pub invalid_tags: AtomicU64,
+    pub metrics: Arc<Metrics>,
 }
 
 impl Handler for Inbound {
@@ -48,9 +49,22 @@ impl Handler for Inbound {
         peer: SocketAddr,
         request: Request<Incoming>,
     ) -> Response<Body> {
-        self.proxy(peer, request)
+        let _in_flight = self.metrics.start();
+        let started = Instant::now();
+        let mut key = Key {
+            direction: "inbound",
+            service: self.service.clone(),
+            subset: "-".into(),
+            tag: "-".into(),
+            status: 0,
+        };
+        let response = self
+            .proxy(peer, request, &mut key)
             .await
-            .unwrap_or_else(ProxyError::into_response)
+            .unwrap_or_else(ProxyError::into_response);
+        key.status = response.status().as_u16();
+        self.metrics.record(key, started.elapsed());
+        response
     }
 }
 
@@ -59,11 +73,15 @@ impl Inbound {
         &self,
         peer: SocketAddr,
         request: Request<Incoming>,
+        key: &mut Key,
     ) -> Result<Response<Body>, ProxyError> {
         let (mut parts, body) = request.into_parts();
         let from_sidecar = parts.headers.remove(VIA_HEADER).is_some();
         let debug = parts.headers.get(DEBUG_HEADER).is_some_and(|v| v == "1");
         let (tag, source) = self.decide_tag(&mut parts, peer);
+        if let Some(routes) = self.routes.load() {
+            key.tag = tag_label(&routes, tag.as_ref());
+        }
         set_tag(&mut parts, tag.as_ref());
         if let Some(trace) = tag::trace_id(&parts.headers) {
             let headers = self
@@ -135,7 +153,7 @@ impl Inbound {
                 None => (None, Source::None),
             },
             HeaderTag::Invalid => {
-                self.invalid_tags.fetch_add(1, Ordering::Relaxed);
+                self.metrics.invalid_tags.fetch_add(1, Ordering::Relaxed);
                 (None, Source::None)
             }
         };

@@ -13,6 +13,7 @@ pub mod admin;
 pub mod balance;
 pub mod discovery;
 pub mod inbound;
+pub mod metrics;
 pub mod outbound;
 pub mod proxy;
 pub mod routes;

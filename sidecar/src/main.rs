@@ -4,7 +4,6 @@ use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::sync::atomic::AtomicU64;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
@@ -13,6 +12,7 @@ use graylane_sidecar::admin::Admin;
 use graylane_sidecar::balance::Balancer;
 use graylane_sidecar::discovery::{self, Discovery};
 use graylane_sidecar::inbound::Inbound;
+use graylane_sidecar::metrics::Metrics;
 use graylane_sidecar::outbound::Outbound;
 use graylane_sidecar::proxy::Clients;
 use graylane_sidecar::routes::Routing;
@@ -166,6 +166,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
     let counters = Arc::new(discovery::Counters::default());
     let traces = Arc::new(TraceTable::new(TRACE_ENTRIES, TRACE_TTL));
     let clients = Clients::new(CONNECT_TIMEOUT);
+    let metrics = Arc::new(Metrics::default());
     let limits = Limits {
         header_read_timeout: args.header_read_timeout,
         drain_timeout: args.drain_timeout,
@@ -178,7 +179,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
         self_address: advertise.clone(),
         propagate: args.propagate_headers.clone(),
         upstream_timeout: args.upstream_timeout,
-        invalid_tags: AtomicU64::new(0),
+        metrics: Arc::clone(&metrics),
     });
     let inbound = Arc::new(Inbound {
         service: args.service.clone(),
@@ -189,7 +190,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
         traces,
         propagate: args.propagate_headers,
         upstream_timeout: args.upstream_timeout,
-        invalid_tags: AtomicU64::new(0),
+        metrics: Arc::clone(&metrics),
     });
     let admin = Arc::new(Admin {
         service: args.service.clone(),
@@ -197,6 +198,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
         labels: args.labels.clone(),
         routes: Arc::clone(&routes),
         counters: Arc::clone(&counters),
+        metrics,
     });
     // One shutdown signal for every task: listeners stop accepting and drain, and the
     // discovery stream ends, which deregisters this instance.

@@ -12,7 +12,7 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use graylane_routing::{Route, RouteError};
@@ -22,6 +22,7 @@ use http::{Method, Request, Response};
 use hyper::body::{Body as _, Incoming};
 
 use crate::balance::Balancer;
+use crate::metrics::{Key, Metrics};
 use crate::proxy::{self, Body, Clients, ProxyError, SendError};
 use crate::routes::{Routes, Shared};
 use crate::server::Handler;
@@ -42,7 +43,7 @@ pub struct Outbound {
     /// Extra headers recovered from the trace table when the app dropped them.
     pub propagate: Vec<HeaderName>,
     pub upstream_timeout: Duration,
-    pub invalid_tags: AtomicU64,
+    pub metrics: Arc<Metrics>,
 }
 
 impl Handler for Outbound {
@@ -51,18 +52,36 @@ impl Handler for Outbound {
         _peer: SocketAddr,
         request: Request<Incoming>,
     ) -> Response<Body> {
-        self.proxy(request)
+        let _in_flight = self.metrics.start();
+        let started = Instant::now();
+        let mut key = Key {
+            direction: "outbound",
+            service: "-".into(),
+            subset: "-".into(),
+            tag: "-".into(),
+            status: 0,
+        };
+        let response = self
+            .proxy(request, &mut key)
             .await
-            .unwrap_or_else(ProxyError::into_response)
+            .unwrap_or_else(ProxyError::into_response);
+        key.status = response.status().as_u16();
+        self.metrics.record(key, started.elapsed());
+        response
     }
 }
 
 impl Outbound {
-    async fn proxy(&self, request: Request<Incoming>) -> Result<Response<Body>, ProxyError> {
+    async fn proxy(
+        &self,
+        request: Request<Incoming>,
+        key: &mut Key,
+    ) -> Result<Response<Body>, ProxyError> {
         let routes = self.routes.load().ok_or(ProxyError::NotReady)?;
         let (mut parts, body) = request.into_parts();
         let service = destination(&parts)?;
         let (tag, source) = self.resolve_tag(&mut parts);
+        key.tag = tag_label(&routes, tag.as_ref());
         let debug = parts.headers.get(DEBUG_HEADER).is_some_and(|v| v == "1");
         let route = routes
             .table
@@ -79,6 +98,8 @@ impl Outbound {
                 RouteError::UnknownService { service } => ProxyError::UnknownService(service),
                 e @ RouteError::NoInstance { .. } => ProxyError::NoInstance(e.to_string()),
             })?;
+        key.service.clone_from(&service);
+        key.subset = route.subset.unwrap_or("-").to_string();
         proxy::strip_hop_by_hop(&mut parts.headers, false);
         if let Some(tag) = &tag {
             parts.headers.insert(
@@ -112,7 +133,7 @@ impl Outbound {
             HeaderTag::Valid(tag) => return (Some(tag), Source::Header),
             HeaderTag::Absent => {}
             HeaderTag::Invalid => {
-                self.invalid_tags.fetch_add(1, Ordering::Relaxed);
+                self.metrics.invalid_tags.fetch_add(1, Ordering::Relaxed);
             }
         }
         if let Some(tag) = tag::from_baggage(&parts.headers) {
@@ -250,6 +271,15 @@ fn destination(parts: &Parts) -> Result<String, ProxyError> {
         )));
     }
     Ok(service)
+}
+
+/// The metrics label of a tag: lane tags as they are, anything else `other`.
+pub(crate) fn tag_label(routes: &Routes, tag: Option<&graylane_routing::Tag>) -> String {
+    match tag {
+        None => "-".into(),
+        Some(t) if routes.table.is_lane_tag(t) => t.as_str().into(),
+        Some(_) => "other".into(),
+    }
 }
 
 /// A body-less copy of a request head (`Parts` is not `Clone`: extensions are not).

@@ -201,6 +201,16 @@ fn a_tagged_request_stays_in_its_lane_on_every_hop_in_every_propagation_mode() {
         "the underscore variant is not the tag"
     );
 
+    let (_, metrics) = graylane_tests::http_get(frontend.sidecar.admin, "/metrics");
+    assert!(
+        metrics.contains(r#"graylane_sidecar_requests_total{direction="outbound",service="orders",subset="-",tag="gray",status="200"} 3"#),
+        "per-lane request counts: {metrics}"
+    );
+    assert!(
+        metrics.contains("graylane_invalid_tag_total 1"),
+        "the malformed tag is counted: {metrics}"
+    );
+
     // Strict lane without instances: 503 naming the service and the lane.
     let (_, _, body) = get(entry, &[("Gray-Publish", "blue")]);
     let v: Value = serde_json::from_str(&body).unwrap();

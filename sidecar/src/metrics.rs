@@ -1,0 +1,178 @@
+//! Request metrics for `/metrics` (Prometheus text): count and latency by direction,
+//! destination service, subset, tag and status; requests in flight; invalid tags.
+//!
+//! Label values come from the routing table (services, subsets, lane tags), never
+//! from raw request input, so a client cannot grow the series without bound: a tag
+//! that names no lane is counted as `other`.
+
+use std::collections::BTreeMap;
+use std::fmt::Write;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+use std::time::Duration;
+
+/// Upper bounds of the latency buckets, in seconds.
+const BUCKETS: [f64; 12] = [
+    0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+];
+
+/// The labels of one series.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub struct Key {
+    /// `outbound` or `inbound`.
+    pub direction: &'static str,
+    pub service: String,
+    /// The subset that served, `-` when no RoutePolicy names one.
+    pub subset: String,
+    /// The lane tag, `-` untagged, `other` for a tag no lane declares.
+    pub tag: String,
+    pub status: u16,
+}
+
+#[derive(Default)]
+struct Series {
+    count: u64,
+    sum: f64,
+    buckets: [u64; BUCKETS.len()],
+}
+
+/// The sidecar's request metrics.
+#[derive(Default)]
+pub struct Metrics {
+    in_flight: AtomicI64,
+    pub invalid_tags: AtomicU64,
+    series: Mutex<BTreeMap<Key, Series>>,
+}
+
+/// Counts a request as in flight until dropped.
+pub struct InFlight<'a>(&'a Metrics);
+
+impl Drop for InFlight<'_> {
+    fn drop(&mut self) {
+        self.0.in_flight.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+impl Metrics {
+    /// Marks a request in flight for as long as the guard lives.
+    pub fn start(&self) -> InFlight<'_> {
+        self.in_flight.fetch_add(1, Ordering::Relaxed);
+        InFlight(self)
+    }
+
+    /// Records one answered request and how long it took until its response head.
+    pub fn record(&self, key: Key, elapsed: Duration) {
+        let seconds = elapsed.as_secs_f64();
+        // Poisoning only means another thread panicked mid-update of a counter.
+        let mut series = self.series.lock().unwrap_or_else(|e| e.into_inner());
+        let s = series.entry(key).or_default();
+        s.count += 1;
+        s.sum += seconds;
+        for (bucket, bound) in s.buckets.iter_mut().zip(BUCKETS) {
+            if seconds <= bound {
+                *bucket += 1;
+            }
+        }
+    }
+
+    /// Appends the Prometheus text of every series.
+    pub fn render(&self, out: &mut String) {
+        let _ = writeln!(
+            out,
+            "# HELP graylane_sidecar_requests_in_flight Requests being proxied now.\n# TYPE graylane_sidecar_requests_in_flight gauge\ngraylane_sidecar_requests_in_flight {}",
+            self.in_flight.load(Ordering::Relaxed)
+        );
+        let _ = writeln!(
+            out,
+            "# HELP graylane_invalid_tag_total Gray-Publish values outside the tag grammar, removed.\n# TYPE graylane_invalid_tag_total counter\ngraylane_invalid_tag_total {}",
+            self.invalid_tags.load(Ordering::Relaxed)
+        );
+        let series = self.series.lock().unwrap_or_else(|e| e.into_inner());
+        let _ = writeln!(
+            out,
+            "# HELP graylane_sidecar_requests_total Requests answered.\n# TYPE graylane_sidecar_requests_total counter"
+        );
+        for (k, s) in series.iter() {
+            let _ = writeln!(
+                out,
+                "graylane_sidecar_requests_total{{{}}} {}",
+                labels(k),
+                s.count
+            );
+        }
+        let name = "graylane_sidecar_request_duration_seconds";
+        let _ = writeln!(
+            out,
+            "# HELP {name} Time to the response head.\n# TYPE {name} histogram"
+        );
+        for (k, s) in series.iter() {
+            let l = labels(k);
+            for (bound, n) in BUCKETS.iter().zip(s.buckets) {
+                let _ = writeln!(out, "{name}_bucket{{{l},le=\"{bound}\"}} {n}");
+            }
+            let _ = writeln!(
+                out,
+                "{name}_bucket{{{l},le=\"+Inf\"}} {}\n{name}_sum{{{l}}} {}\n{name}_count{{{l}}} {}",
+                s.count, s.sum, s.count
+            );
+        }
+    }
+}
+
+fn labels(k: &Key) -> String {
+    // Values are service names, subset names and tags: no quotes or backslashes.
+    format!(
+        "direction=\"{}\",service=\"{}\",subset=\"{}\",tag=\"{}\",status=\"{}\"",
+        k.direction, k.service, k.subset, k.tag, k.status
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn key(status: u16) -> Key {
+        Key {
+            direction: "outbound",
+            service: "orders".into(),
+            subset: "v2".into(),
+            tag: "gray".into(),
+            status,
+        }
+    }
+
+    #[test]
+    fn requests_are_counted_with_histograms_and_in_flight_gauge() {
+        let m = Metrics::default();
+        {
+            let _a = m.start();
+            let mut out = String::new();
+            m.render(&mut out);
+            assert!(out.contains("graylane_sidecar_requests_in_flight 1"));
+        }
+        m.record(key(200), Duration::from_millis(3));
+        m.record(key(200), Duration::from_millis(300));
+        m.record(key(503), Duration::from_millis(1));
+        let mut out = String::new();
+        m.render(&mut out);
+        let l = "direction=\"outbound\",service=\"orders\",subset=\"v2\",tag=\"gray\"";
+        assert!(
+            out.contains("graylane_sidecar_requests_in_flight 0"),
+            "{out}"
+        );
+        assert!(
+            out.contains(&format!(
+                "graylane_sidecar_requests_total{{{l},status=\"200\"}} 2"
+            )),
+            "{out}"
+        );
+        assert!(out.contains(&format!("graylane_sidecar_request_duration_seconds_bucket{{{l},status=\"200\",le=\"0.005\"}} 1")), "{out}");
+        assert!(out.contains(&format!("graylane_sidecar_request_duration_seconds_bucket{{{l},status=\"200\",le=\"0.5\"}} 2")), "{out}");
+        assert!(
+            out.contains(&format!(
+                "graylane_sidecar_requests_total{{{l},status=\"503\"}} 1"
+            )),
+            "{out}"
+        );
+    }
+}
