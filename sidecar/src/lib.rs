@@ -10,6 +10,7 @@
 #![cfg_attr(test, allow(clippy::unwrap_used))]
 
 pub mod admin;
+pub mod app;
 pub mod balance;
 pub mod discovery;
 pub mod inbound;

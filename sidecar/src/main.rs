@@ -3,29 +3,13 @@
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use anyhow::{Context, bail};
 use clap::Parser;
-use graylane_sidecar::admin::Admin;
-use graylane_sidecar::balance::Balancer;
-use graylane_sidecar::discovery::{self, Discovery};
-use graylane_sidecar::inbound::Inbound;
-use graylane_sidecar::metrics::Metrics;
-use graylane_sidecar::outbound::Outbound;
-use graylane_sidecar::proxy::Clients;
-use graylane_sidecar::routes::Routing;
-use graylane_sidecar::server::{self, Limits};
-use graylane_sidecar::tag::TraceTable;
-use tokio::sync::watch;
-
-/// The trace table: traces remembered at most, and for how long.
-const TRACE_ENTRIES: usize = 100_000;
-const TRACE_TTL: Duration = Duration::from_secs(60);
-/// How long an instance that failed is skipped by the balancer.
-const EJECT_FOR: Duration = Duration::from_secs(5);
-const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
+use graylane_sidecar::app;
+use graylane_sidecar::discovery;
+use graylane_sidecar::server::Limits;
 
 /// graylane's sidecar: keeps a request in its gray lane across every hop.
 #[derive(Parser, Debug)]
@@ -162,64 +146,8 @@ async fn run(args: Args) -> anyhow::Result<()> {
         inbound_addr = %inbound_addr,
         "graylane-sidecar listening"
     );
-    let routes = Arc::new(Routing::default());
-    let counters = Arc::new(discovery::Counters::default());
-    let traces = Arc::new(TraceTable::new(TRACE_ENTRIES, TRACE_TTL));
-    let clients = Clients::new(CONNECT_TIMEOUT);
-    let metrics = Arc::new(Metrics::default());
-    let limits = Limits {
-        header_read_timeout: args.header_read_timeout,
-        drain_timeout: args.drain_timeout,
-    };
-    let outbound = Arc::new(Outbound {
-        routes: Arc::clone(&routes),
-        balancer: Balancer::new(EJECT_FOR, Instant::now()),
-        clients: clients.clone(),
-        traces: Arc::clone(&traces),
-        self_address: advertise.clone(),
-        propagate: args.propagate_headers.clone(),
-        upstream_timeout: args.upstream_timeout,
-        metrics: Arc::clone(&metrics),
-    });
-    let inbound = Arc::new(Inbound {
-        service: args.service.clone(),
-        instance_id: instance_id.clone(),
-        app_addr: args.app_addr.clone(),
-        routes: Arc::clone(&routes),
-        clients,
-        traces,
-        propagate: args.propagate_headers,
-        upstream_timeout: args.upstream_timeout,
-        metrics: Arc::clone(&metrics),
-    });
-    let admin = Arc::new(Admin {
-        service: args.service.clone(),
-        instance_id: instance_id.clone(),
-        labels: args.labels.clone(),
-        routes: Arc::clone(&routes),
-        counters: Arc::clone(&counters),
-        metrics,
-    });
-    // One shutdown signal for every task: listeners stop accepting and drain, and the
-    // discovery stream ends, which deregisters this instance.
-    let (stop, stopped) = watch::channel(false);
-    let tasks = [
-        tokio::spawn(admin.serve(admin_listener, stopped.clone())),
-        tokio::spawn(server::serve(
-            outbound_listener,
-            outbound,
-            limits,
-            stopped.clone(),
-        )),
-        tokio::spawn(server::serve(
-            inbound_listener,
-            inbound,
-            limits,
-            stopped.clone(),
-        )),
-    ];
-    let discovery = Discovery::new(
-        discovery::Config {
+    let config = app::Config {
+        discovery: discovery::Config {
             service: args.service,
             instance_id,
             labels: args.labels,
@@ -228,17 +156,20 @@ async fn run(args: Args) -> anyhow::Result<()> {
             token,
             cache_dir: args.cache_dir,
         },
-        routes,
-        counters,
-    );
-    let discovery_task = tokio::spawn(discovery.run(stopped));
-    shutdown_signal().await;
-    tracing::info!("shutting down: draining");
-    let _ = stop.send(true);
-    let _ = discovery_task.await;
-    for task in tasks {
-        let _ = task.await;
-    }
+        app_addr: args.app_addr,
+        propagate_headers: args.propagate_headers,
+        upstream_timeout: args.upstream_timeout,
+        limits: Limits {
+            header_read_timeout: args.header_read_timeout,
+            drain_timeout: args.drain_timeout,
+        },
+    };
+    let listeners = app::Listeners {
+        admin: admin_listener,
+        outbound: outbound_listener,
+        inbound: inbound_listener,
+    };
+    app::run(config, listeners, shutdown_signal()).await;
     Ok(())
 }
 

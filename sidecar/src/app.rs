@@ -1,0 +1,122 @@
+//! Wiring of one sidecar: the three listeners, discovery and the shared state between
+//! them, all stopped by one shutdown future. Takes already-bound listeners, so the
+//! binary (and anything embedding it) binds where it likes, port 0 included.
+//!
+//! ```text
+//!            ┌──────────── Routing (ArcSwap) ◄── Discovery ◄── control plane
+//!            ▼                    ▼
+//! app ─► Outbound ──────► other sidecars' Inbound ─► their app
+//!            └─ TraceTable ◄─ Inbound ◄── other sidecars
+//! ```
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use http::HeaderName;
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+
+use crate::admin::Admin;
+use crate::balance::Balancer;
+use crate::discovery::{self, Discovery};
+use crate::inbound::Inbound;
+use crate::metrics::Metrics;
+use crate::outbound::Outbound;
+use crate::proxy::Clients;
+use crate::routes::Routing;
+use crate::server::{self, Limits};
+use crate::tag::TraceTable;
+
+/// The trace table: traces remembered at most, and for how long.
+const TRACE_ENTRIES: usize = 100_000;
+const TRACE_TTL: Duration = Duration::from_secs(60);
+/// How long an instance that failed is skipped by the balancer.
+const EJECT_FOR: Duration = Duration::from_secs(5);
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// Everything a sidecar is told at start.
+#[derive(Clone, Debug)]
+pub struct Config {
+    /// Identity and control planes (`advertise` must be set).
+    pub discovery: discovery::Config,
+    pub app_addr: String,
+    pub propagate_headers: Vec<HeaderName>,
+    pub upstream_timeout: Duration,
+    pub limits: Limits,
+}
+
+/// The sidecar's listeners, bound by the caller.
+pub struct Listeners {
+    pub admin: TcpListener,
+    pub outbound: TcpListener,
+    pub inbound: TcpListener,
+}
+
+/// Runs until `shutdown` completes; then stops accepting, ends the control-plane
+/// stream (which deregisters the instance) and lets in-flight requests finish for at
+/// most the drain timeout.
+pub async fn run(config: Config, listeners: Listeners, shutdown: impl Future<Output = ()>) {
+    let d = &config.discovery;
+    let routes = Arc::new(Routing::default());
+    let counters = Arc::new(discovery::Counters::default());
+    let traces = Arc::new(TraceTable::new(TRACE_ENTRIES, TRACE_TTL));
+    let clients = Clients::new(CONNECT_TIMEOUT);
+    let metrics = Arc::new(Metrics::default());
+    let outbound = Arc::new(Outbound {
+        routes: Arc::clone(&routes),
+        balancer: Balancer::new(EJECT_FOR, Instant::now()),
+        clients: clients.clone(),
+        traces: Arc::clone(&traces),
+        self_address: d.advertise.clone(),
+        propagate: config.propagate_headers.clone(),
+        upstream_timeout: config.upstream_timeout,
+        metrics: Arc::clone(&metrics),
+    });
+    let inbound = Arc::new(Inbound {
+        service: d.service.clone(),
+        instance_id: d.instance_id.clone(),
+        app_addr: config.app_addr.clone(),
+        routes: Arc::clone(&routes),
+        clients,
+        traces,
+        propagate: config.propagate_headers.clone(),
+        upstream_timeout: config.upstream_timeout,
+        metrics: Arc::clone(&metrics),
+    });
+    let admin = Arc::new(Admin {
+        service: d.service.clone(),
+        instance_id: d.instance_id.clone(),
+        labels: d.labels.clone(),
+        routes: Arc::clone(&routes),
+        counters: Arc::clone(&counters),
+        metrics,
+    });
+    // One signal for every task: listeners stop accepting and drain, the discovery
+    // stream ends.
+    let (stop, stopped) = watch::channel(false);
+    let limits = config.limits;
+    let tasks = [
+        tokio::spawn(admin.serve(listeners.admin, stopped.clone())),
+        tokio::spawn(server::serve(
+            listeners.outbound,
+            outbound,
+            limits,
+            stopped.clone(),
+        )),
+        tokio::spawn(server::serve(
+            listeners.inbound,
+            inbound,
+            limits,
+            stopped.clone(),
+        )),
+    ];
+    let discovery = tokio::spawn(Discovery::new(config.discovery, routes, counters).run(stopped));
+    shutdown.await;
+    tracing::info!("shutting down: draining");
+    let _ = stop.send(true);
+    let _ = discovery.await;
+    for task in tasks {
+        let _ = task.await;
+    }
+}
