@@ -134,3 +134,105 @@ fn killing_an_instance_under_load_fails_no_idempotent_request() {
     );
     drop(o1);
 }
+
+/// Lane `gray` served by `version` (the swap alternates v1 and v2).
+fn lane(version: &str) -> String {
+    format!(
+        "apiVersion: graylane.io/v1\nkind: Lane\nmetadata:\n  name: gray\nspec:\n  tag: gray\n  selector: {{version: {version}}}\n  fallback: []\n"
+    )
+}
+
+#[test]
+fn rules_swapped_every_50ms_under_load_fail_no_request() {
+    let dir = tempfile::tempdir().unwrap();
+    let cp = ControlPlane::start(dir.path(), &[]);
+    let url = cp.url();
+    let v1 = graylane_tests::write_file(dir.path(), "v1.yaml", &lane("v1"));
+    let v2 = graylane_tests::write_file(dir.path(), "v2.yaml", &lane("v2"));
+    cp.cli(&["rules", "apply", "-f", &v1]).assert_ok();
+    let app1 = DemoApp::start(dir.path(), "orders", "v1", None);
+    let app2 = DemoApp::start(dir.path(), "orders", "v2", None);
+    let mut sidecars = Vec::new();
+    for (id, version, app) in [("orders-1", "v1", &app1), ("orders-2", "v2", &app2)] {
+        let labels = format!("version={version}");
+        let addr = app.addr.to_string();
+        let s = Sidecar::start(
+            dir.path(),
+            id,
+            &[
+                "--service",
+                "orders",
+                "--instance-id",
+                id,
+                "--labels",
+                &labels,
+                "--app-addr",
+                &addr,
+                "--control-plane",
+                &url,
+            ],
+        );
+        s.wait_ready();
+        sidecars.push(s);
+    }
+    let client = Sidecar::start(
+        dir.path(),
+        "frontend-1",
+        &[
+            "--service",
+            "frontend",
+            "--instance-id",
+            "frontend-1",
+            "--control-plane",
+            &url,
+        ],
+    );
+    client.wait_ready();
+    eventually(
+        Duration::from_secs(10),
+        "the client to know both orders instances",
+        || (client.config()["endpoints"]["orders"].as_array()?.len() == 2).then_some(()),
+    );
+
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let swapper = {
+        let (stop, url) = (std::sync::Arc::clone(&stop), url.clone());
+        std::thread::spawn(move || {
+            let mut applied = 0;
+            let deadline = std::time::Instant::now() + Duration::from_secs(10);
+            while std::time::Instant::now() < deadline {
+                let file = if applied % 2 == 0 { &v2 } else { &v1 };
+                graylane_tests::cli(&["--server", &url, "rules", "apply", "-f", file]).assert_ok();
+                applied += 1;
+                // Pacing the swaps (one every 50 ms), not waiting for anything.
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            stop.store(true, std::sync::atomic::Ordering::SeqCst);
+            applied
+        })
+    };
+    let (mut ok, mut seen_v1, mut seen_v2, mut failures) = (0u32, false, false, Vec::new());
+    while !stop.load(std::sync::atomic::Ordering::SeqCst) {
+        let (code, body) = get(client.outbound, "orders", "Gray-Publish: gray\r\n");
+        if code == 200 {
+            ok += 1;
+            seen_v1 |= body.contains("\"version\":\"v1\"");
+            seen_v2 |= body.contains("\"version\":\"v2\"");
+        } else {
+            failures.push((code, body));
+        }
+    }
+    let applied = swapper.join().unwrap();
+    assert!(
+        failures.is_empty(),
+        "{} requests failed during {applied} swaps, first: {:?}",
+        failures.len(),
+        failures.first()
+    );
+    assert!(applied >= 20 && ok >= 100, "{applied} swaps, {ok} requests");
+    assert!(
+        seen_v1 && seen_v2,
+        "the swaps took effect while requests flowed"
+    );
+    drop(sidecars);
+}
