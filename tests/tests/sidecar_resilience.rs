@@ -196,7 +196,7 @@ fn rules_swapped_every_50ms_under_load_fail_no_request() {
 
     let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
     let swapper = {
-        let (stop, url) = (std::sync::Arc::clone(&stop), url.clone());
+        let stop = std::sync::Arc::clone(&stop);
         std::thread::spawn(move || {
             let mut applied = 0;
             let deadline = std::time::Instant::now() + Duration::from_secs(10);
