@@ -6,7 +6,8 @@
 //! `x-demo-forward` header (passed along the chain): `header` (Gray-Publish, baggage,
 //! traceparent), `traceparent` (only that, like tracing instrumentation), `baggage`
 //! (only that), `none`. It always relays `Graylane-Debug` down and `Graylane-Route` up,
-//! so the hop trail covers the whole chain. `x-demo-delay-ms` makes it answer late.
+//! so the hop trail covers the whole chain. `x-demo-delay-ms` makes it answer late; a
+//! POST body is read to its end and answered with `{"received": bytes}`.
 
 #![allow(clippy::print_stdout)]
 
@@ -106,6 +107,11 @@ async fn handle(
     client: &Client<HttpConnector, Full<Bytes>>,
     req: Request<Incoming>,
 ) -> Response<Full<Bytes>> {
+    if req.method() == http::Method::POST {
+        return Response::new(Full::new(Bytes::from(
+            json!({"received": drain(req.into_body()).await}).to_string(),
+        )));
+    }
     let headers = req.headers().clone();
     let get = |name: &str| {
         headers
@@ -135,6 +141,15 @@ async fn handle(
         response.headers_mut().insert("graylane-route", trail);
     }
     response
+}
+
+/// Reads a request body to its end, frame by frame (never whole), counting bytes.
+async fn drain(mut body: Incoming) -> u64 {
+    let mut received = 0u64;
+    while let Some(Ok(frame)) = body.frame().await {
+        received += frame.data_ref().map_or(0, |d| d.len() as u64);
+    }
+    received
 }
 
 /// Calls `target` through the sidecar (origin-form with `Host: target`).
