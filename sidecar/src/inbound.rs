@@ -98,9 +98,12 @@ impl Inbound {
                 Instant::now(),
             );
         }
-        proxy::strip_hop_by_hop(&mut parts.headers, false);
+        let upgrade = proxy::upgrade::requested(&parts.headers)
+            .then(|| proxy::upgrade::take(&mut parts))
+            .flatten();
+        proxy::strip_hop_by_hop(&mut parts.headers, upgrade.is_some());
         let request = Request::from_parts(parts, proxy::boxed(body));
-        let response = match self
+        let mut response = match self
             .clients
             .send(request, &self.app_addr, self.upstream_timeout)
             .await
@@ -127,8 +130,10 @@ impl Inbound {
                 });
             }
         };
+        proxy::upgrade::join_if_switched(upgrade, &mut response);
+        let switched = response.status() == http::StatusCode::SWITCHING_PROTOCOLS;
         let (mut parts, body) = response.into_parts();
-        proxy::strip_hop_by_hop(&mut parts.headers, false);
+        proxy::strip_hop_by_hop(&mut parts.headers, switched);
         if debug && !from_sidecar {
             // The hop that entered the mesh: no outbound sidecar decided it.
             let entry = format!(

@@ -100,7 +100,10 @@ impl Outbound {
             })?;
         key.service.clone_from(&service);
         key.subset = route.subset.unwrap_or("-").to_string();
-        proxy::strip_hop_by_hop(&mut parts.headers, false);
+        let upgrade = proxy::upgrade::requested(&parts.headers)
+            .then(|| proxy::upgrade::take(&mut parts))
+            .flatten();
+        proxy::strip_hop_by_hop(&mut parts.headers, upgrade.is_some());
         if let Some(tag) = &tag {
             parts.headers.insert(
                 TAG_HEADER,
@@ -112,11 +115,13 @@ impl Outbound {
             .insert(VIA_HEADER, HeaderValue::from_static("1"));
         let retryable = idempotent(&parts.method) && body.is_end_stream();
         let timeout = timeout_of(&routes, &service).unwrap_or(self.upstream_timeout);
-        let (response, instance) = self
+        let (mut response, instance) = self
             .send(&route, &service, parts, body, retryable, timeout)
             .await?;
+        proxy::upgrade::join_if_switched(upgrade, &mut response);
+        let switched = response.status() == http::StatusCode::SWITCHING_PROTOCOLS;
         let (mut parts, body) = response.into_parts();
-        proxy::strip_hop_by_hop(&mut parts.headers, false);
+        proxy::strip_hop_by_hop(&mut parts.headers, switched);
         if debug {
             let entry = debug::entry(&service, &instance, &route, tag.as_ref(), source);
             append_route(&mut parts.headers, &entry);

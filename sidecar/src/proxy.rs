@@ -17,6 +17,7 @@ use hyper_util::rt::{TokioExecutor, TokioTimer};
 
 mod error;
 mod headers;
+pub mod upgrade;
 
 pub use self::error::ProxyError;
 pub use self::headers::strip_hop_by_hop;
