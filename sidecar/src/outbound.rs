@@ -29,6 +29,9 @@ use crate::server::Handler;
 use crate::tag::{self, HeaderTag, Source, TAG_HEADER, TraceTable, View};
 
 mod debug;
+mod policy;
+
+use self::policy::Retry;
 
 pub(crate) use self::debug::{DEBUG_HEADER, VIA_HEADER, append_route};
 
@@ -113,10 +116,13 @@ impl Outbound {
         parts
             .headers
             .insert(VIA_HEADER, HeaderValue::from_static("1"));
-        let retryable = idempotent(&parts.method) && body.is_end_stream();
+        let policy = routes.rules.route_policy_for(&service);
+        policy::inject_fault(policy, tag.as_ref()).await?;
+        // Only idempotent requests without a body are ever sent twice.
+        let retry = (idempotent(&parts.method) && body.is_end_stream()).then(|| Retry::of(policy));
         let timeout = timeout_of(&routes, &service).unwrap_or(self.upstream_timeout);
         let (mut response, instance) = self
-            .send(&route, &service, parts, body, retryable, timeout)
+            .send(&route, &service, parts, body, retry.as_ref(), timeout)
             .await?;
         proxy::upgrade::join_if_switched(upgrade, &mut response);
         let switched = response.status() == http::StatusCode::SWITCHING_PROTOCOLS;
@@ -169,13 +175,14 @@ impl Outbound {
         service: &str,
         parts: Parts,
         body: Incoming,
-        retryable: bool,
+        retry: Option<&Retry>,
         timeout: Duration,
     ) -> Result<(Response<Incoming>, graylane_routing::Instance), ProxyError> {
         // A retryable request has no body: each attempt is a copy of the head. Others
         // are sent once, moved.
         let mut held = Some((parts, proxy::boxed(body)));
         let mut avoid: Option<String> = None;
+        let mut retries_left = retry.map_or(0, |r| r.attempts);
         loop {
             let mut rng = fastrand::Rng::new();
             let (instance, _in_flight) = self
@@ -190,7 +197,7 @@ impl Outbound {
                     instance.id
                 )));
             }
-            let request = match (&held, retryable) {
+            let request = match (&held, retry.is_some()) {
                 (Some((head, _)), true) => copy_head(head),
                 _ => {
                     let (head, body) = held
@@ -199,36 +206,42 @@ impl Outbound {
                     Request::from_parts(head, body)
                 }
             };
-            match self.clients.send(request, &instance.address, timeout).await {
-                Ok(response) => return Ok((response, instance.clone())),
-                Err(SendError::Connect(reason)) => {
-                    self.balancer.failed(&instance.address, Instant::now());
-                    if retryable && avoid.is_none() && route.candidates.len() > 1 {
-                        tracing::debug!(%service, instance = %instance.id, %reason, "connect failed; retrying on another instance");
-                        avoid = Some(instance.address.clone());
-                        continue;
-                    }
-                    return Err(ProxyError::Connect {
-                        service: service.to_string(),
-                        instance: instance.id.clone(),
-                        address: instance.address.clone(),
-                        reason,
-                    });
-                }
-                Err(SendError::Timeout) => {
-                    return Err(ProxyError::Timeout {
-                        service: service.to_string(),
-                        seconds: timeout.as_secs_f64(),
-                    });
-                }
-                Err(SendError::Other(reason)) => {
-                    self.balancer.failed(&instance.address, Instant::now());
-                    return Err(ProxyError::BadUpstream {
-                        service: service.to_string(),
-                        reason,
-                    });
-                }
+            let outcome = self.clients.send(request, &instance.address, timeout).await;
+            if matches!(outcome, Err(SendError::Connect(_) | SendError::Other(_))) {
+                self.balancer.failed(&instance.address, Instant::now());
             }
+            let again = match (&outcome, retry) {
+                (_, None) | (Err(SendError::Timeout), _) => false,
+                _ if retries_left == 0 => false,
+                (Err(SendError::Connect(_)), Some(r)) => r.connect_failure,
+                (Err(SendError::Other(_)), Some(r)) => r.reset,
+                (Ok(response), Some(r)) => r.statuses.contains(&response.status().as_u16()),
+            };
+            if again {
+                retries_left -= 1;
+                tracing::debug!(%service, instance = %instance.id, "retrying on another instance");
+                if route.candidates.len() > 1 {
+                    avoid = Some(instance.address.clone());
+                }
+                continue;
+            }
+            return match outcome {
+                Ok(response) => Ok((response, instance.clone())),
+                Err(SendError::Connect(reason)) => Err(ProxyError::Connect {
+                    service: service.to_string(),
+                    instance: instance.id.clone(),
+                    address: instance.address.clone(),
+                    reason,
+                }),
+                Err(SendError::Timeout) => Err(ProxyError::Timeout {
+                    service: service.to_string(),
+                    seconds: timeout.as_secs_f64(),
+                }),
+                Err(SendError::Other(reason)) => Err(ProxyError::BadUpstream {
+                    service: service.to_string(),
+                    reason,
+                }),
+            };
         }
     }
 }

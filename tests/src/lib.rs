@@ -69,8 +69,20 @@ impl DemoApp {
     /// Starts an instance of `service` at `version`; when `call` is set, it calls that
     /// service through a sidecar whose outbound address `connect` tells it later.
     pub fn start(dir: &Path, service: &str, version: &str, call: Option<&str>) -> DemoApp {
+        Self::start_with(dir, service, version, call, &[])
+    }
+
+    /// Like `start`, with extra flags (e.g. `--status 503`).
+    pub fn start_with(
+        dir: &Path,
+        service: &str,
+        version: &str,
+        call: Option<&str>,
+        extra: &[&str],
+    ) -> DemoApp {
         let mut cmd = Command::new(bin("graylane-demo-app"));
-        cmd.args(["--service", service, "--version", version]);
+        cmd.args(["--service", service, "--version", version])
+            .args(extra);
         if let Some(call) = call {
             cmd.args(["--call", call, "--outbound", "-"]);
         }

@@ -39,6 +39,10 @@ struct Args {
     /// Downstream service to call on every request.
     #[arg(long)]
     call: Option<String>,
+    /// Answer every request with this status (a broken deployment, for demos of
+    /// retries and fallbacks).
+    #[arg(long)]
+    status: Option<u16>,
     /// Its sidecar's outbound listener, or `-` to read it from the first line of
     /// standard input (when the sidecar starts after the app, on a port bound from 0).
     #[arg(long)]
@@ -137,6 +141,9 @@ async fn handle(
         "downstream": downstream,
     });
     let mut response = Response::new(Full::new(Bytes::from(body.to_string())));
+    if let Some(status) = args.status.and_then(|s| StatusCode::from_u16(s).ok()) {
+        *response.status_mut() = status;
+    }
     if let Some(trail) = trail {
         response.headers_mut().insert("graylane-route", trail);
     }

@@ -36,6 +36,9 @@ pub enum ProxyError {
     /// Policy: the request would come back into this sidecar.
     #[error("loop detected: {0}")]
     Loop(String),
+    /// Policy: a RoutePolicy `fault.abort` answered instead of the service.
+    #[error("fault injected by the RoutePolicy of {service}")]
+    FaultAbort { status: StatusCode, service: String },
     /// Internal: not ready to route (no snapshot yet).
     #[error("sidecar not ready: no routing snapshot yet")]
     NotReady,
@@ -52,6 +55,7 @@ impl ProxyError {
             Self::Timeout { .. } => StatusCode::GATEWAY_TIMEOUT,
             Self::BadRequest(_) => StatusCode::BAD_REQUEST,
             Self::Loop(_) => StatusCode::LOOP_DETECTED,
+            Self::FaultAbort { status, .. } => *status,
         }
     }
 

@@ -1,0 +1,137 @@
+//! A RoutePolicy's traffic settings in the data path: `retries` on a status moves the
+//! request to another instance; `fault.abort` answers tagged requests itself.
+
+#![allow(clippy::unwrap_used)]
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::time::Duration;
+
+use graylane_tests::{ControlPlane, DemoApp, Sidecar, eventually, write_file};
+
+fn get(addr: SocketAddr, extra: &str) -> u16 {
+    let mut stream = TcpStream::connect(addr).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    stream
+        .write_all(
+            format!("GET / HTTP/1.1\r\nHost: orders\r\nConnection: close\r\n{extra}\r\n")
+                .as_bytes(),
+        )
+        .unwrap();
+    let mut response = String::new();
+    let _ = stream.read_to_string(&mut response);
+    response
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0)
+}
+
+const LANE: &str = "apiVersion: graylane.io/v1\nkind: Lane\nmetadata: {name: gray}\nspec:\n  tag: gray\n  selector: {version: v2}\n";
+
+fn policy(extra: &str) -> String {
+    format!(
+        "{LANE}---\napiVersion: graylane.io/v1\nkind: RoutePolicy\nmetadata: {{name: orders}}\nspec:\n  service: orders\n{extra}"
+    )
+}
+
+#[test]
+fn retries_on_a_status_and_fault_aborts() {
+    let dir = tempfile::tempdir().unwrap();
+    let cp = ControlPlane::start(dir.path(), &[]);
+    let url = cp.url();
+    let broken = DemoApp::start_with(dir.path(), "orders", "v1", None, &["--status", "503"]);
+    let healthy = DemoApp::start(dir.path(), "orders", "v1", None);
+    let mut sidecars = Vec::new();
+    for (id, app) in [("orders-broken", &broken), ("orders-ok", &healthy)] {
+        let addr = app.addr.to_string();
+        let s = Sidecar::start(
+            dir.path(),
+            id,
+            &[
+                "--service",
+                "orders",
+                "--instance-id",
+                id,
+                "--labels",
+                "version=v1",
+                "--app-addr",
+                &addr,
+                "--control-plane",
+                &url,
+            ],
+        );
+        s.wait_ready();
+        sidecars.push(s);
+    }
+    let client = Sidecar::start(
+        dir.path(),
+        "frontend",
+        &[
+            "--service",
+            "frontend",
+            "--instance-id",
+            "frontend-1",
+            "--control-plane",
+            &url,
+        ],
+    );
+    client.wait_ready();
+    eventually(
+        Duration::from_secs(10),
+        "the client to know both orders instances",
+        || (client.config()["endpoints"]["orders"].as_array()?.len() == 2).then_some(()),
+    );
+    let statuses = |n: usize, extra: &str| {
+        (0..n)
+            .map(|_| get(client.outbound, extra))
+            .collect::<Vec<_>>()
+    };
+
+    assert!(
+        statuses(40, "").contains(&503),
+        "without retries the broken instance shows"
+    );
+
+    let retries = write_file(
+        dir.path(),
+        "retries.yaml",
+        &policy("  retries: {attempts: 2, on: [503]}\n"),
+    );
+    cp.cli(&["rules", "apply", "-f", &retries]).assert_ok();
+    eventually(
+        Duration::from_secs(10),
+        "the client to route by revision 1",
+        || (client.config()["revision"] == 1).then_some(()),
+    );
+    let after = statuses(40, "");
+    assert!(
+        after.iter().all(|s| *s == 200),
+        "a 503 is retried on the other instance: {after:?}"
+    );
+
+    let fault = write_file(
+        dir.path(),
+        "fault.yaml",
+        &policy("  fault:\n    tag: gray\n    abort: {percent: 100, status: 418}\n"),
+    );
+    cp.cli(&["rules", "apply", "-f", &fault]).assert_ok();
+    eventually(
+        Duration::from_secs(10),
+        "the client to route by revision 2",
+        || (client.config()["revision"] == 2).then_some(()),
+    );
+    assert_eq!(
+        get(client.outbound, "Gray-Publish: gray\r\n"),
+        418,
+        "the gray lane gets the injected fault"
+    );
+    assert_ne!(
+        get(client.outbound, ""),
+        418,
+        "untagged requests are not faulted"
+    );
+    drop(sidecars);
+}
