@@ -120,6 +120,14 @@ impl Outbound {
         policy::inject_fault(policy, tag.as_ref()).await?;
         // Only idempotent requests without a body are ever sent twice.
         let retry = (idempotent(&parts.method) && body.is_end_stream()).then(|| Retry::of(policy));
+        if body.is_end_stream() {
+            self.mirror(
+                &routes,
+                &service,
+                &parts,
+                timeout_of(&routes, &service).unwrap_or(self.upstream_timeout),
+            );
+        }
         let timeout = timeout_of(&routes, &service).unwrap_or(self.upstream_timeout);
         let (mut response, instance) = self
             .send(&route, &service, parts, body, retry.as_ref(), timeout)
@@ -133,6 +141,34 @@ impl Outbound {
             append_route(&mut parts.headers, &entry);
         }
         Ok(Response::from_parts(parts, proxy::boxed(body)))
+    }
+
+    /// RoutePolicy `mirror`: a copy of the request to an instance of the mirror subset,
+    /// in the background, its answer ignored. Only body-less requests are copied: a
+    /// streamed body goes to one place, and buffering it would cost what streaming saves.
+    fn mirror(&self, routes: &Routes, service: &str, head: &Parts, timeout: Duration) {
+        let Some((candidates, percent)) = routes.table.mirror(service) else {
+            return;
+        };
+        if !policy::chance(percent) {
+            return;
+        }
+        let mut rng = fastrand::Rng::new();
+        let Some((instance, in_flight)) =
+            self.balancer
+                .pick(candidates, None, &mut rng, Instant::now())
+        else {
+            return;
+        };
+        let mut request = copy_head(head);
+        request
+            .headers_mut()
+            .insert(MIRROR_HEADER, HeaderValue::from_static("1"));
+        let (clients, address) = (self.clients.clone(), instance.address.clone());
+        tokio::spawn(async move {
+            let _in_flight = in_flight;
+            let _ = clients.send(request, &address, timeout).await;
+        });
     }
 
     /// sidecar.md "The tag on the way out": header, then baggage, then the trace
@@ -299,6 +335,9 @@ pub(crate) fn tag_label(routes: &Routes, tag: Option<&graylane_routing::Tag>) ->
         Some(_) => "other".into(),
     }
 }
+
+/// Marks a mirrored copy, so the receiving app can tell it from real traffic.
+const MIRROR_HEADER: &str = "graylane-mirror";
 
 /// A body-less copy of a request head (`Parts` is not `Clone`: extensions are not).
 fn copy_head(head: &Parts) -> Request<Body> {

@@ -135,3 +135,69 @@ fn retries_on_a_status_and_fault_aborts() {
     );
     drop(sidecars);
 }
+
+#[test]
+fn mirror_copies_requests_to_a_subset_and_ignores_its_answers() {
+    let dir = tempfile::tempdir().unwrap();
+    let cp = ControlPlane::start(dir.path(), &[]);
+    let url = cp.url();
+    let rules = "apiVersion: graylane.io/v1\nkind: RoutePolicy\nmetadata: {name: orders}\nspec:\n  service: orders\n  subsets:\n    - {name: v1, labels: {version: v1}}\n    - {name: v2, labels: {version: v2}}\n  default:\n    - {subset: v1, weight: 100}\n  mirror: {subset: v2, percent: 100}\n";
+    cp.cli(&[
+        "rules",
+        "apply",
+        "-f",
+        &write_file(dir.path(), "mirror.yaml", rules),
+    ])
+    .assert_ok();
+    let v1 = DemoApp::start(dir.path(), "orders", "v1", None);
+    // The mirror target answers 500: the caller must never see it.
+    let v2 = DemoApp::start_with(dir.path(), "orders", "v2", None, &["--status", "500"]);
+    let mut sidecars = Vec::new();
+    for (id, version, app) in [("orders-1", "v1", &v1), ("orders-2", "v2", &v2)] {
+        let (labels, addr) = (format!("version={version}"), app.addr.to_string());
+        let s = Sidecar::start(
+            dir.path(),
+            id,
+            &[
+                "--service",
+                "orders",
+                "--instance-id",
+                id,
+                "--labels",
+                &labels,
+                "--app-addr",
+                &addr,
+                "--control-plane",
+                &url,
+            ],
+        );
+        s.wait_ready();
+        sidecars.push(s);
+    }
+    let client = Sidecar::start(
+        dir.path(),
+        "frontend",
+        &[
+            "--service",
+            "frontend",
+            "--instance-id",
+            "frontend-1",
+            "--control-plane",
+            &url,
+        ],
+    );
+    client.wait_ready();
+    eventually(
+        Duration::from_secs(10),
+        "the client to know both orders instances",
+        || (client.config()["endpoints"]["orders"].as_array()?.len() == 2).then_some(()),
+    );
+    for _ in 0..20 {
+        assert_eq!(get(client.outbound, ""), 200, "answers come from v1 only");
+    }
+    eventually(Duration::from_secs(10), "20 mirrored copies at v2", || {
+        (v2.proc.log_text().matches("mirror=true").count() == 20).then_some(())
+    });
+    assert_eq!(v1.proc.log_text().matches("mirror=false").count(), 20);
+    drop(sidecars);
+}

@@ -225,6 +225,20 @@ impl RoutingTable {
             .map_or(&[], |s| s.instances.as_slice())
     }
 
+    /// The RoutePolicy `mirror` of `service`: the instances of the mirror subset that
+    /// may serve, and the percentage of requests to copy there. `None` without one.
+    pub fn mirror(&self, service: &str) -> Option<(Candidates<'_>, f64)> {
+        let st = self.services.get(service)?;
+        let (idx, percent) = st.mirror.as_ref()?;
+        Some((
+            Candidates {
+                all: &st.instances,
+                idx,
+            },
+            *percent,
+        ))
+    }
+
     /// The RoutePolicy of `service` (timeouts, retries, mirror and fault are applied
     /// by the sidecar).
     pub fn route_policy(&self, service: &str) -> Option<&RoutePolicy> {

@@ -123,6 +123,14 @@ async fn handle(
             .and_then(|v| v.to_str().ok())
             .map(str::to_string)
     };
+    // One line per request: what demos and tests read to see who got what.
+    println!(
+        "request {} {} tag={} mirror={}",
+        req.method(),
+        req.uri().path(),
+        get("gray-publish").unwrap_or_else(|| "-".into()),
+        get("graylane-mirror").is_some()
+    );
     let mode = get("x-demo-forward").unwrap_or_else(|| "header".into());
     // `x-demo-delay-ms`: answer late (for timeout demos and tests).
     if let Some(ms) = get("x-demo-delay-ms").and_then(|v| v.parse::<u64>().ok()) {

@@ -35,7 +35,7 @@ pub(crate) async fn inject_fault(
 }
 
 /// True for `percent` percent of calls.
-fn chance(percent: f64) -> bool {
+pub(crate) fn chance(percent: f64) -> bool {
     fastrand::f64() * 100.0 < percent
 }
 

@@ -45,6 +45,8 @@ pub(super) struct ServiceTable {
     pub(super) lane_plans: Vec<LanePlan>,
     /// Untagged routing (step 3).
     pub(super) untagged: Untagged,
+    /// `mirror`: the candidates of the mirror subset, and the share of requests copied.
+    pub(super) mirror: Option<(Vec<usize>, f64)>,
 }
 
 /// The outcome of step 2 for one lane of one service.
@@ -228,21 +230,26 @@ impl RoutingTable {
             sticky: spec.and_then(|s| s.sticky_by.clone()).map(lowercase_header),
             ..Untagged::default()
         };
+        // The candidates in a declared subset (none for an undeclared name, which
+        // validation already refused).
+        let members_of = |subset: &str| -> Vec<usize> {
+            let labels = spec
+                .and_then(|s| s.subsets.iter().find(|x| x.name.as_str() == subset))
+                .map(|x| &x.labels);
+            labels.map_or_else(Vec::new, |labels| {
+                candidates
+                    .iter()
+                    .copied()
+                    .filter(|&i| labels.matches(&instances[i].labels))
+                    .collect()
+            })
+        };
+        let mirror = spec
+            .and_then(|s| s.mirror.as_ref())
+            .map(|m| (members_of(&m.subset), m.percent));
         if let Some(spec) = spec {
             for w in &spec.default {
-                let labels = spec
-                    .subsets
-                    .iter()
-                    .find(|s| s.name.as_str() == w.subset)
-                    .map(|s| &s.labels);
-                let members: Vec<usize> = match labels {
-                    Some(labels) => candidates
-                        .iter()
-                        .copied()
-                        .filter(|&i| labels.matches(&instances[i].labels))
-                        .collect(),
-                    None => Vec::new(),
-                };
+                let members = members_of(&w.subset);
                 let weight = u64::from(w.weight);
                 untagged.total += weight;
                 if !members.is_empty() {
@@ -262,6 +269,7 @@ impl RoutingTable {
             lane_subset,
             lane_plans,
             untagged,
+            mirror,
         }
     }
 
