@@ -100,7 +100,7 @@ pub async fn run(config: Config, listeners: Listeners, shutdown: impl Future<Out
         tokio::spawn(admin.serve(listeners.admin, stopped.clone())),
         tokio::spawn(server::serve(
             listeners.outbound,
-            outbound,
+            Arc::clone(&outbound),
             limits,
             stopped.clone(),
         )),
@@ -111,12 +111,39 @@ pub async fn run(config: Config, listeners: Listeners, shutdown: impl Future<Out
             stopped.clone(),
         )),
     ];
+    let prune = tokio::spawn(prune_balancer(
+        Arc::clone(&routes),
+        Arc::clone(&outbound),
+        stopped.clone(),
+    ));
     let discovery = tokio::spawn(Discovery::new(config.discovery, routes, counters).run(stopped));
     shutdown.await;
     tracing::info!("shutting down: draining");
     let _ = stop.send(true);
     let _ = discovery.await;
+    let _ = prune.await;
     for task in tasks {
         let _ = task.await;
+    }
+}
+
+/// After every swap, forgets the balancer stats of instances that left, so churn in a
+/// long-running mesh does not grow them without bound.
+async fn prune_balancer(
+    routes: Arc<Routing>,
+    outbound: Arc<Outbound>,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    let mut changes = routes.subscribe();
+    loop {
+        tokio::select! {
+            changed = changes.changed() => if changed.is_err() { return },
+            _ = shutdown.wait_for(|down| *down) => return,
+        }
+        if let Some(current) = routes.load() {
+            outbound
+                .balancer
+                .retain(|address| current.addresses.contains(address));
+        }
     }
 }

@@ -232,6 +232,7 @@ fn compile(received: &Received, version: u64, source: Source) -> Result<Routes, 
             .or_default()
             .push(i.id.clone());
     }
+    let addresses = instances.iter().map(|i| i.address.clone()).collect();
     let table = RoutingTable::build(&rules, instances);
     Ok(Routes {
         version,
@@ -239,6 +240,7 @@ fn compile(received: &Received, version: u64, source: Source) -> Result<Routes, 
         rules,
         table,
         endpoints,
+        addresses,
         source,
     })
 }

@@ -19,6 +19,9 @@ pub struct Routes {
     pub table: RoutingTable,
     /// Instance ids per service, for `/config`.
     pub endpoints: std::collections::BTreeMap<String, Vec<String>>,
+    /// Every instance address, so per-address state (balancer stats) of instances that
+    /// are gone can be dropped.
+    pub addresses: std::collections::HashSet<String>,
     /// Where it came from, for `/config` and logs.
     pub source: Source,
 }
