@@ -299,6 +299,16 @@ impl Sidecar {
         });
     }
 
+    /// Waits until this sidecar routes by `count` instances of `service` (endpoint
+    /// changes reach sidecars batched, a moment after the instances register).
+    pub fn wait_endpoints(&self, service: &str, count: usize) {
+        eventually(
+            Duration::from_secs(10),
+            &format!("{count} {service} instances at this sidecar"),
+            || (self.config()["endpoints"][service].as_array()?.len() == count).then_some(()),
+        );
+    }
+
     /// `/config` as JSON.
     pub fn config(&self) -> serde_json::Value {
         let (status, body) = http_get(self.admin, "/config");

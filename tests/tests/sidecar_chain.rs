@@ -237,17 +237,7 @@ fn graylane_debug_returns_the_hop_trail_in_hop_order() {
     let frontend = start(dir.path(), &url, "frontend", "v1", Some("orders"));
     let _orders = start(dir.path(), &url, "orders", "v2", Some("payments"));
     let _payments = start(dir.path(), &url, "payments", "v1", None);
-    eventually(
-        Duration::from_secs(10),
-        "the frontend sidecar to know orders",
-        || {
-            (frontend.sidecar.config()["endpoints"]["orders"]
-                .as_array()?
-                .len()
-                == 1)
-                .then_some(())
-        },
-    );
+    frontend.sidecar.wait_endpoints("orders", 1);
     let (status, head, body) = get(
         frontend.sidecar.inbound,
         &[

@@ -8,7 +8,7 @@ use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::time::{Duration, Instant};
 
-use graylane_tests::{ControlPlane, DemoApp, Sidecar, eventually};
+use graylane_tests::{ControlPlane, DemoApp, Sidecar};
 
 /// Sends raw bytes, returns (status, whole response). Status 0 when the server closed
 /// without answering.
@@ -60,9 +60,7 @@ fn the_error_table() {
         ],
     );
     orders.wait_ready();
-    eventually(Duration::from_secs(10), "orders to know itself", || {
-        (orders.config()["endpoints"]["orders"].as_array()?.len() == 1).then_some(())
-    });
+    orders.wait_endpoints("orders", 1);
 
     let (status, body) = get(orders.outbound, "nosuch", "");
     assert_eq!(status, 502, "{body}");

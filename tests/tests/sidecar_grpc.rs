@@ -5,13 +5,12 @@
 #![allow(clippy::unwrap_used)]
 
 use std::pin::Pin;
-use std::time::Duration;
 
 use graylane_proto::v1::discovery_client::DiscoveryClient;
 use graylane_proto::v1::discovery_server::{Discovery, DiscoveryServer};
 use graylane_proto::v1::sidecar_message::Message;
 use graylane_proto::v1::{Ack, SidecarMessage, Snapshot};
-use graylane_tests::{ControlPlane, Sidecar, eventually};
+use graylane_tests::{ControlPlane, Sidecar};
 use tokio_stream::{Stream, StreamExt};
 use tonic::{Request, Response, Status, Streaming};
 
@@ -113,9 +112,7 @@ async fn grpc_bidi_streaming_and_trailers_pass_through_two_sidecars() {
         );
         orders.wait_ready();
         frontend.wait_ready();
-        eventually(Duration::from_secs(10), "frontend to know orders", || {
-            (frontend.config()["endpoints"]["orders"].as_array()?.len() == 1).then_some(())
-        });
+        frontend.wait_endpoints("orders", 1);
         (orders, frontend)
     })
     .await

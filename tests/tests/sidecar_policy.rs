@@ -79,11 +79,7 @@ fn retries_on_a_status_and_fault_aborts() {
         ],
     );
     client.wait_ready();
-    eventually(
-        Duration::from_secs(10),
-        "the client to know both orders instances",
-        || (client.config()["endpoints"]["orders"].as_array()?.len() == 2).then_some(()),
-    );
+    client.wait_endpoints("orders", 2);
     let statuses = |n: usize, extra: &str| {
         (0..n)
             .map(|_| get(client.outbound, extra))
@@ -187,11 +183,7 @@ fn mirror_copies_requests_to_a_subset_and_ignores_its_answers() {
         ],
     );
     client.wait_ready();
-    eventually(
-        Duration::from_secs(10),
-        "the client to know both orders instances",
-        || (client.config()["endpoints"]["orders"].as_array()?.len() == 2).then_some(()),
-    );
+    client.wait_endpoints("orders", 2);
     for _ in 0..20 {
         assert_eq!(get(client.outbound, ""), 200, "answers come from v1 only");
     }

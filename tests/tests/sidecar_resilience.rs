@@ -110,11 +110,7 @@ fn killing_an_instance_under_load_fails_no_idempotent_request() {
         ],
     );
     client.wait_ready();
-    eventually(
-        Duration::from_secs(10),
-        "frontend to know both orders instances",
-        || (client.config()["endpoints"]["orders"].as_array()?.len() == 2).then_some(()),
-    );
+    client.wait_endpoints("orders", 2);
     let outbound = client.outbound;
     let mut failures = Vec::new();
     for i in 0..300 {
@@ -188,11 +184,7 @@ fn rules_swapped_every_50ms_under_load_fail_no_request() {
         ],
     );
     client.wait_ready();
-    eventually(
-        Duration::from_secs(10),
-        "the client to know both orders instances",
-        || (client.config()["endpoints"]["orders"].as_array()?.len() == 2).then_some(()),
-    );
+    client.wait_endpoints("orders", 2);
 
     let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
     let swapper = {
@@ -266,9 +258,7 @@ fn a_100_mib_upload_streams_through_two_sidecars_with_bounded_memory() {
         ],
     );
     client.wait_ready();
-    eventually(Duration::from_secs(10), "the client to know orders", || {
-        (client.config()["endpoints"]["orders"].as_array()?.len() == 1).then_some(())
-    });
+    client.wait_endpoints("orders", 1);
     let before = (
         peak_rss_kib(client.proc.pid()),
         peak_rss_kib(orders.proc.pid()),

@@ -7,7 +7,7 @@ use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::time::Duration;
 
-use graylane_tests::{ControlPlane, Sidecar, eventually};
+use graylane_tests::{ControlPlane, Sidecar};
 
 /// An app that answers every upgrade request with 101 and then echoes bytes.
 fn echo_app() -> String {
@@ -82,9 +82,7 @@ fn upgraded_connections_pass_through_two_sidecars() {
     );
     orders.wait_ready();
     frontend.wait_ready();
-    eventually(Duration::from_secs(10), "frontend to know orders", || {
-        (frontend.config()["endpoints"]["orders"].as_array()?.len() == 1).then_some(())
-    });
+    frontend.wait_endpoints("orders", 1);
 
     let mut stream = TcpStream::connect(frontend.outbound).unwrap();
     stream
