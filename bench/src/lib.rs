@@ -17,3 +17,4 @@ pub use self::control::ControlProcess;
 pub use self::fanout::{Plan, measure};
 pub use self::nofile::raise_nofile;
 pub use self::report::write_section;
+pub use self::stats::Stats;

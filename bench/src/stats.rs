@@ -3,18 +3,18 @@
 use std::time::Duration;
 
 /// Nearest-rank percentiles of a sample.
-pub(crate) struct Stats {
+pub struct Stats {
     sorted: Vec<Duration>,
 }
 
 impl Stats {
-    pub(crate) fn of(mut sample: Vec<Duration>) -> Self {
+    pub fn of(mut sample: Vec<Duration>) -> Self {
         sample.sort();
         Self { sorted: sample }
     }
 
     /// Nearest rank: the smallest value with at least `p`% of the sample at or below.
-    pub(crate) fn pct(&self, p: usize) -> Duration {
+    pub fn pct(&self, p: usize) -> Duration {
         let n = self.sorted.len();
         if n == 0 {
             return Duration::ZERO;
@@ -23,7 +23,7 @@ impl Stats {
         self.sorted[rank - 1]
     }
 
-    pub(crate) fn max(&self) -> Duration {
+    pub fn max(&self) -> Duration {
         self.sorted.last().copied().unwrap_or_default()
     }
 }
