@@ -27,6 +27,7 @@ use crate::proxy::Clients;
 use crate::routes::Routing;
 use crate::server::{self, Limits};
 use crate::tag::TraceTable;
+use crate::transparent::Transparent;
 
 /// The trace table: traces remembered at most, and for how long.
 const TRACE_ENTRIES: usize = 100_000;
@@ -44,6 +45,11 @@ pub struct Config {
     pub propagate_headers: Vec<HeaderName>,
     pub upstream_timeout: Duration,
     pub limits: Limits,
+    /// Transparent mode: destination ports tunnelled as TCP without a look.
+    pub opaque_ports: Vec<u16>,
+    /// Transparent mode: how long a client may stay silent before its connection is
+    /// taken for a server-first protocol and tunnelled.
+    pub detect_timeout: Duration,
 }
 
 /// The sidecar's listeners, bound by the caller.
@@ -84,6 +90,12 @@ pub async fn run(config: Config, listeners: Listeners, shutdown: impl Future<Out
         upstream_timeout: config.upstream_timeout,
         metrics: Arc::clone(&metrics),
     });
+    let transparent = Arc::new(Transparent {
+        opaque_ports: config.opaque_ports.clone(),
+        detect_timeout: config.detect_timeout,
+        connect_timeout: CONNECT_TIMEOUT,
+        metrics: Arc::clone(&metrics),
+    });
     let admin = Arc::new(Admin {
         service: d.service.clone(),
         instance_id: d.instance_id.clone(),
@@ -102,12 +114,14 @@ pub async fn run(config: Config, listeners: Listeners, shutdown: impl Future<Out
             listeners.outbound,
             Arc::clone(&outbound),
             limits,
+            Some(transparent),
             stopped.clone(),
         )),
         tokio::spawn(server::serve(
             listeners.inbound,
             inbound,
             limits,
+            None,
             stopped.clone(),
         )),
     ];

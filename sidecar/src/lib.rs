@@ -5,7 +5,8 @@
 //! the control-plane stream (`discovery`) and the routing state it swaps in
 //! (`routes`); the tag of a request on the way in and out (`tag`); and choosing an
 //! instance among the candidates the routing crate returns (`balance`). Rules are parsed, validated and matched only in
-//! `graylane-routing`; this crate never interprets a rule itself.
+//! `graylane-routing`; this crate never interprets a rule itself. Connections
+//! iptables redirected to the outbound listener are sorted out in `transparent`.
 
 #![cfg_attr(test, allow(clippy::unwrap_used))]
 
@@ -20,3 +21,4 @@ pub mod proxy;
 pub mod routes;
 pub mod server;
 pub mod tag;
+pub mod transparent;

@@ -31,7 +31,8 @@ struct Args {
     /// The local app, where inbound requests go.
     #[arg(long, env = "GRAYLANE_APP_ADDR", default_value = "127.0.0.1:8080")]
     app_addr: String,
-    /// The app's outgoing calls: explicit proxy (HTTP_PROXY) or origin-form with Host.
+    /// The app's outgoing calls: explicit proxy (HTTP_PROXY), origin-form with Host,
+    /// and connections iptables redirected here (transparent mode).
     #[arg(
         long,
         env = "GRAYLANE_OUTBOUND_ADDR",
@@ -66,6 +67,14 @@ struct Args {
     /// Admin listener: /ready, /live, /metrics, /config, /gates/self.
     #[arg(long, env = "GRAYLANE_ADMIN_ADDR", default_value = "127.0.0.1:15000")]
     admin_addr: SocketAddr,
+    /// Transparent mode: destination ports passed through as TCP without waiting for
+    /// the client to speak (server-first protocols).
+    #[arg(long, env = "GRAYLANE_OPAQUE_PORTS", value_delimiter = ',', default_value = graylane_sidecar::transparent::DEFAULT_OPAQUE_PORTS)]
+    opaque_ports: Vec<u16>,
+    /// Transparent mode: a client silent for this long is taken for a server-first
+    /// protocol, and its connection passed through as TCP.
+    #[arg(long, env = "GRAYLANE_DETECT_TIMEOUT", default_value = "10s", value_parser = parse_duration)]
+    detect_timeout: Duration,
     /// Where the last good snapshot is kept, to start from when the control plane is down.
     #[arg(long, env = "GRAYLANE_CACHE_DIR")]
     cache_dir: Option<PathBuf>,
@@ -163,6 +172,8 @@ async fn run(args: Args) -> anyhow::Result<()> {
             header_read_timeout: args.header_read_timeout,
             drain_timeout: args.drain_timeout,
         },
+        opaque_ports: args.opaque_ports,
+        detect_timeout: args.detect_timeout,
     };
     let listeners = app::Listeners {
         admin: admin_listener,

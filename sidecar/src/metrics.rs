@@ -41,6 +41,8 @@ struct Series {
 pub struct Metrics {
     in_flight: AtomicI64,
     pub invalid_tags: AtomicU64,
+    /// Intercepted connections that were not HTTP, tunnelled as TCP.
+    pub tunnels: AtomicU64,
     series: Mutex<BTreeMap<Key, Series>>,
 }
 
@@ -86,6 +88,11 @@ impl Metrics {
             out,
             "# HELP graylane_invalid_tag_total Gray-Publish values outside the tag grammar, removed.\n# TYPE graylane_invalid_tag_total counter\ngraylane_invalid_tag_total {}",
             self.invalid_tags.load(Ordering::Relaxed)
+        );
+        let _ = writeln!(
+            out,
+            "# HELP graylane_tcp_tunnels_total Intercepted connections that were not HTTP, passed through as TCP.\n# TYPE graylane_tcp_tunnels_total counter\ngraylane_tcp_tunnels_total {}",
+            self.tunnels.load(Ordering::Relaxed)
         );
         let series = self.series.lock().unwrap_or_else(|e| e.into_inner());
         let _ = writeln!(

@@ -1,7 +1,8 @@
 //! The outbound listener: the app's calls to other services.
 //!
 //! ```text
-//! request ─► destination service (absolute URI, Host, :authority)
+//! request ─► destination service (absolute URI, Host, :authority); in transparent
+//!            mode, not a mesh service ─► passed through to the original destination
 //!         ─► tag: Gray-Publish header ─► baggage ─► trace table (traceparent)
 //!         ─► RoutingTable::route (lane, fallback, release, weights)   [graylane-routing]
 //!         ─► Balancer::pick (P2C least in-flight, skip ejected)        [balance]
@@ -20,6 +21,7 @@ use http::header::{self, HeaderName, HeaderValue};
 use http::request::Parts;
 use http::{Method, Request, Response};
 use hyper::body::{Body as _, Incoming};
+use hyper::upgrade::OnUpgrade;
 
 use crate::balance::Balancer;
 use crate::metrics::{Key, Metrics};
@@ -27,13 +29,14 @@ use crate::proxy::{self, Body, Clients, ProxyError, SendError};
 use crate::routes::{Routes, Shared};
 use crate::server::Handler;
 use crate::tag::{self, HeaderTag, Source, TAG_HEADER, TraceTable, View};
+use crate::transparent::OriginalDst;
 
 mod debug;
 mod policy;
 
 use self::policy::Retry;
 
-pub(crate) use self::debug::{DEBUG_HEADER, VIA_HEADER, append_route};
+pub(crate) use self::debug::{DEBUG_HEADER, Hop, VIA_HEADER, append_route};
 
 /// The outbound side of one sidecar.
 pub struct Outbound {
@@ -82,37 +85,40 @@ impl Outbound {
     ) -> Result<Response<Body>, ProxyError> {
         let routes = self.routes.load().ok_or(ProxyError::NotReady)?;
         let (mut parts, body) = request.into_parts();
-        let service = destination(&parts)?;
+        // Set when iptables redirected the app's connection here (transparent mode).
+        let original = parts.extensions.get::<OriginalDst>().map(|o| o.0);
         let (tag, source) = self.resolve_tag(&mut parts);
         key.tag = tag_label(&routes, tag.as_ref());
+        let service = match (destination(&parts), original) {
+            (Ok(service), _) => service,
+            (Err(_), Some(to)) => return self.passthrough(parts, body, tag, to, key).await,
+            (Err(e), None) => return Err(e),
+        };
         let debug = parts.headers.get(DEBUG_HEADER).is_some_and(|v| v == "1");
-        let route = routes
+        let view = View {
+            parts: &parts,
+            source_ip: None,
+        };
+        let route = match routes
             .table
-            .route(
-                &service,
-                tag.as_ref(),
-                &View {
-                    parts: &parts,
-                    source_ip: None,
-                },
-                fastrand::u64(..),
-            )
-            .map_err(|e| match e {
-                RouteError::UnknownService { service } => ProxyError::UnknownService(service),
-                e @ RouteError::NoInstance { .. } => ProxyError::NoInstance(e.to_string()),
-            })?;
+            .route(&service, tag.as_ref(), &view, fastrand::u64(..))
+        {
+            Ok(route) => route,
+            // Transparent mode: not a mesh service, so it goes where the app sent it.
+            Err(RouteError::UnknownService { .. }) if original.is_some() => {
+                let to = original.expect("checked");
+                return self.passthrough(parts, body, tag, to, key).await;
+            }
+            Err(RouteError::UnknownService { service }) => {
+                return Err(ProxyError::UnknownService(service));
+            }
+            Err(e @ RouteError::NoInstance { .. }) => {
+                return Err(ProxyError::NoInstance(e.to_string()));
+            }
+        };
         key.service.clone_from(&service);
         key.subset = route.subset.unwrap_or("-").to_string();
-        let upgrade = proxy::upgrade::requested(&parts.headers)
-            .then(|| proxy::upgrade::take(&mut parts))
-            .flatten();
-        proxy::strip_hop_by_hop(&mut parts.headers, upgrade.is_some());
-        if let Some(tag) = &tag {
-            parts.headers.insert(
-                TAG_HEADER,
-                HeaderValue::from_str(tag.as_str()).expect("a tag is a valid header value"),
-            );
-        }
+        let upgrade = forward_head(&mut parts, tag.as_ref());
         parts
             .headers
             .insert(VIA_HEADER, HeaderValue::from_static("1"));
@@ -120,27 +126,51 @@ impl Outbound {
         policy::inject_fault(policy, tag.as_ref()).await?;
         // Only idempotent requests without a body are ever sent twice.
         let retry = (idempotent(&parts.method) && body.is_end_stream()).then(|| Retry::of(policy));
-        if body.is_end_stream() {
-            self.mirror(
-                &routes,
-                &service,
-                &parts,
-                timeout_of(&routes, &service).unwrap_or(self.upstream_timeout),
-            );
-        }
         let timeout = timeout_of(&routes, &service).unwrap_or(self.upstream_timeout);
-        let (mut response, instance) = self
+        if body.is_end_stream() {
+            self.mirror(&routes, &service, &parts, timeout);
+        }
+        let (response, instance) = self
             .send(&route, &service, parts, body, retry.as_ref(), timeout)
             .await?;
-        proxy::upgrade::join_if_switched(upgrade, &mut response);
-        let switched = response.status() == http::StatusCode::SWITCHING_PROTOCOLS;
-        let (mut parts, body) = response.into_parts();
-        proxy::strip_hop_by_hop(&mut parts.headers, switched);
+        let mut response = forward_response(response, upgrade);
         if debug {
-            let entry = debug::entry(&service, &instance, &route, tag.as_ref(), source);
-            append_route(&mut parts.headers, &entry);
+            let hop = Hop {
+                service: &service,
+                instance: &instance.id,
+                subset: route.subset,
+                tag: tag.as_ref(),
+                source,
+                fallback: route.fallback.is_some() || route.base_fallback,
+                revision: routes.revision,
+            };
+            append_route(response.headers_mut(), &hop.entry());
         }
-        Ok(Response::from_parts(parts, proxy::boxed(body)))
+        Ok(response)
+    }
+
+    /// Transparent mode, a destination that is no mesh service (an external API, an
+    /// address dialled directly): the request goes where the app sent it, unrouted, as
+    /// Istio's default `ALLOW_ANY` does. The tag is kept, so a mesh service behind
+    /// that destination still sees it.
+    async fn passthrough(
+        &self,
+        mut parts: Parts,
+        body: Incoming,
+        tag: Option<graylane_routing::Tag>,
+        to: SocketAddr,
+        key: &mut Key,
+    ) -> Result<Response<Body>, ProxyError> {
+        key.service = PASSTHROUGH.into();
+        let upgrade = forward_head(&mut parts, tag.as_ref());
+        let address = to.to_string();
+        let request = Request::from_parts(parts, proxy::boxed(body));
+        let response = self
+            .clients
+            .send(request, &address, self.upstream_timeout)
+            .await
+            .map_err(|e| send_error(e, PASSTHROUGH, &address, &address, self.upstream_timeout))?;
+        Ok(forward_response(response, upgrade))
     }
 
     /// RoutePolicy `mirror`: a copy of the request to an instance of the mirror subset,
@@ -263,23 +293,71 @@ impl Outbound {
             }
             return match outcome {
                 Ok(response) => Ok((response, instance.clone())),
-                Err(SendError::Connect(reason)) => Err(ProxyError::Connect {
-                    service: service.to_string(),
-                    instance: instance.id.clone(),
-                    address: instance.address.clone(),
-                    reason,
-                }),
-                Err(SendError::Timeout) => Err(ProxyError::Timeout {
-                    service: service.to_string(),
-                    seconds: timeout.as_secs_f64(),
-                }),
-                Err(SendError::Other(reason)) => Err(ProxyError::BadUpstream {
-                    service: service.to_string(),
-                    reason,
-                }),
+                Err(e) => Err(send_error(
+                    e,
+                    service,
+                    &instance.id,
+                    &instance.address,
+                    timeout,
+                )),
             };
         }
     }
+}
+
+/// The metrics label (`service`) of requests passed through in transparent mode.
+const PASSTHROUGH: &str = "passthrough";
+
+/// The error table's answer to a failed send.
+fn send_error(
+    e: SendError,
+    service: &str,
+    instance: &str,
+    address: &str,
+    timeout: Duration,
+) -> ProxyError {
+    match e {
+        SendError::Connect(reason) => ProxyError::Connect {
+            service: service.to_string(),
+            instance: instance.to_string(),
+            address: address.to_string(),
+            reason,
+        },
+        SendError::Timeout => ProxyError::Timeout {
+            service: service.to_string(),
+            seconds: timeout.as_secs_f64(),
+        },
+        SendError::Other(reason) => ProxyError::BadUpstream {
+            service: service.to_string(),
+            reason,
+        },
+    }
+}
+
+/// The request head as it leaves: hop-by-hop headers out (RFC 9110 §7.6.1), the
+/// resolved tag in. Returns the downstream's pending upgrade, if one was asked for.
+fn forward_head(parts: &mut Parts, tag: Option<&graylane_routing::Tag>) -> Option<OnUpgrade> {
+    let upgrade = proxy::upgrade::requested(&parts.headers)
+        .then(|| proxy::upgrade::take(parts))
+        .flatten();
+    proxy::strip_hop_by_hop(&mut parts.headers, upgrade.is_some());
+    if let Some(tag) = tag {
+        parts.headers.insert(
+            TAG_HEADER,
+            HeaderValue::from_str(tag.as_str()).expect("a tag is a valid header value"),
+        );
+    }
+    upgrade
+}
+
+/// The response as it goes back: an accepted upgrade joined, hop-by-hop headers out.
+fn forward_response(response: Response<Incoming>, upgrade: Option<OnUpgrade>) -> Response<Body> {
+    let mut response = response;
+    proxy::upgrade::join_if_switched(upgrade, &mut response);
+    let switched = response.status() == http::StatusCode::SWITCHING_PROTOCOLS;
+    let (mut parts, body) = response.into_parts();
+    proxy::strip_hop_by_hop(&mut parts.headers, switched);
+    Response::from_parts(parts, proxy::boxed(body))
 }
 
 /// The destination service: the host of an absolute-form URI, else of `Host` (or the

@@ -21,6 +21,7 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 
 use crate::proxy::{Body, ProxyError};
+use crate::transparent::{OriginalDst, Protocol, Transparent};
 
 /// Connection limits of a listener.
 #[derive(Clone, Copy, Debug)]
@@ -83,11 +84,14 @@ pub trait Handler: Send + Sync + 'static {
 }
 
 /// Serves `handler` on `listener` until `shutdown`; then stops accepting and lets the
-/// connections finish their requests for at most `drain_timeout`.
+/// connections finish their requests for at most `drain_timeout`. With `transparent`,
+/// redirected connections are told apart (see `transparent`): opaque ones tunnelled,
+/// HTTP ones served with their `OriginalDst`.
 pub async fn serve<H: Handler>(
     listener: TcpListener,
     handler: Arc<H>,
     limits: Limits,
+    transparent: Option<Arc<Transparent>>,
     mut shutdown: watch::Receiver<bool>,
 ) {
     let mut builder = auto::Builder::new(TokioExecutor::new());
@@ -114,20 +118,32 @@ pub async fn serve<H: Handler>(
             _ = shutdown.wait_for(|down| *down) => break,
         };
         let _ = stream.set_nodelay(true);
-        let handler = Arc::clone(&handler);
-        let service = hyper::service::service_fn(move |request: Request<Incoming>| {
-            let handler = Arc::clone(&handler);
-            async move {
-                Ok::<_, Infallible>(match check_framing(&request) {
-                    Ok(()) => handler.handle(peer, request).await,
-                    Err(reason) => refuse(reason),
-                })
-            }
-        });
-        let connection = builder.serve_connection_with_upgrades(TokioIo::new(stream), service);
-        let connection = graceful.watch(connection.into_owned());
+        let (handler, builder, watcher) =
+            (Arc::clone(&handler), builder.clone(), graceful.watcher());
+        let transparent = transparent.clone();
         tokio::spawn(async move {
-            if let Err(e) = connection.await {
+            let original = transparent
+                .as_ref()
+                .and_then(|_| Transparent::original_dst(&stream));
+            if let (Some(transparent), Some(to)) = (&transparent, original)
+                && transparent.protocol(&stream, to).await == Protocol::Opaque
+            {
+                return transparent.tunnel(stream, to).await;
+            }
+            let service = hyper::service::service_fn(move |mut request: Request<Incoming>| {
+                let handler = Arc::clone(&handler);
+                if let Some(to) = original {
+                    request.extensions_mut().insert(OriginalDst(to));
+                }
+                async move {
+                    Ok::<_, Infallible>(match check_framing(&request) {
+                        Ok(()) => handler.handle(peer, request).await,
+                        Err(reason) => refuse(reason),
+                    })
+                }
+            });
+            let connection = builder.serve_connection_with_upgrades(TokioIo::new(stream), service);
+            if let Err(e) = watcher.watch(connection.into_owned()).await {
                 tracing::debug!(%peer, error = %e, "connection ended with an error");
             }
         });

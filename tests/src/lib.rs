@@ -15,6 +15,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 pub mod docs;
+pub mod netns;
 mod subscriber;
 
 pub use self::subscriber::Subscriber;
@@ -256,7 +257,19 @@ impl Sidecar {
     /// Starts with its listeners on free ports; `args` are the rest of its flags.
     /// Returns once it logged its addresses (not necessarily ready: see `wait_ready`).
     pub fn start(dir: &Path, name: &str, args: &[&str]) -> Sidecar {
+        Self::start_cmd(dir, name, Command::new(bin("graylane-sidecar")), args)
+    }
+
+    /// Like `start`, as user and group `uid` (the sidecar's own traffic is exempt from
+    /// interception by its UID, as in a pod).
+    pub fn start_as(dir: &Path, name: &str, uid: u32, args: &[&str]) -> Sidecar {
+        use std::os::unix::process::CommandExt;
         let mut cmd = Command::new(bin("graylane-sidecar"));
+        cmd.uid(uid).gid(uid);
+        Self::start_cmd(dir, name, cmd, args)
+    }
+
+    fn start_cmd(dir: &Path, name: &str, mut cmd: Command, args: &[&str]) -> Sidecar {
         cmd.args([
             "--admin-addr",
             "127.0.0.1:0",

@@ -1,0 +1,156 @@
+//! Transparent mode of the outbound listener: connections that iptables redirected to
+//! it, the app having dialled some other address. The kernel keeps that address;
+//! `SO_ORIGINAL_DST` reads it back.
+//!
+//! ```text
+//! accepted ─► original destination? ── none ─► explicit proxy (HTTP)
+//!                │ redirected
+//!                ├─ its port in --opaque-ports ─────────────────► TCP tunnel to it
+//!                ├─ first bytes not HTTP, or none within
+//!                │  --detect-timeout (the server speaks first) ─► TCP tunnel to it
+//!                └─ HTTP/1.1 or HTTP/2 ─► outbound: a mesh service by Host /
+//!                   :authority is routed; any other goes to the original destination
+//! ```
+//!
+//! So turning interception on breaks neither a database connection nor a call to an
+//! external API: what the mesh does not know passes through, as with Istio's default
+//! `ALLOW_ANY`, and server-first protocols are never made to wait when their port is
+//! listed (Linkerd's "opaque ports", same defaults).
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use tokio::net::TcpStream;
+
+use crate::metrics::Metrics;
+
+/// Ports of protocols where the server speaks first (SMTP, MySQL, Galera, PostgreSQL,
+/// Redis, Elasticsearch transport, memcached): Linkerd's defaults.
+pub const DEFAULT_OPAQUE_PORTS: &str = "25,587,3306,4444,5432,6379,9300,11211";
+
+/// The address an intercepted connection was dialled to; in each of its requests'
+/// extensions.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct OriginalDst(pub SocketAddr);
+
+/// How intercepted connections are told apart and tunnelled.
+pub struct Transparent {
+    /// Destination ports tunnelled without looking at the bytes.
+    pub opaque_ports: Vec<u16>,
+    /// How long to wait for the client's first bytes before tunnelling.
+    pub detect_timeout: Duration,
+    pub connect_timeout: Duration,
+    pub metrics: Arc<Metrics>,
+}
+
+/// What an accepted connection carries.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Protocol {
+    Http,
+    Opaque,
+}
+
+impl Transparent {
+    /// The destination of a redirected connection; `None` when it was dialled to the
+    /// listener itself (explicit proxy mode).
+    pub fn original_dst(stream: &TcpStream) -> Option<SocketAddr> {
+        let local = stream.local_addr().ok()?;
+        let socket = socket2::SockRef::from(stream);
+        let original = if local.is_ipv4() {
+            socket.original_dst_v4()
+        } else {
+            socket.original_dst_v6()
+        };
+        // Not redirected: no NAT entry (ENOENT), or, with conntrack, the local address.
+        let original = original.ok()?.as_socket()?;
+        (original != local).then_some(original)
+    }
+
+    /// What a redirected connection to `to` carries: by port, else by its first bytes.
+    pub async fn protocol(&self, stream: &TcpStream, to: SocketAddr) -> Protocol {
+        if self.opaque_ports.contains(&to.port()) {
+            return Protocol::Opaque;
+        }
+        let deadline = tokio::time::Instant::now() + self.detect_timeout;
+        let mut buf = [0u8; 24];
+        loop {
+            let seen = match tokio::time::timeout_at(deadline, stream.peek(&mut buf)).await {
+                // Silence: a server-first protocol on a port not listed.
+                Err(_) => return Protocol::Opaque,
+                // Closed or broken before a byte: hyper ends it quietly.
+                Ok(Ok(0) | Err(_)) => return Protocol::Http,
+                Ok(Ok(n)) => &buf[..n],
+            };
+            if let Some(protocol) = classify(seen) {
+                return protocol;
+            }
+            // A request line split across segments (rare): peek returns at once while
+            // any byte is buffered, so wait a moment for the rest.
+            if tokio::time::timeout_at(deadline, tokio::time::sleep(Duration::from_millis(1)))
+                .await
+                .is_err()
+            {
+                return Protocol::Opaque;
+            }
+        }
+    }
+
+    /// Joins `stream` with a new connection to `to` byte for byte until either closes.
+    pub async fn tunnel(&self, mut stream: TcpStream, to: SocketAddr) {
+        self.metrics.tunnels.fetch_add(1, Ordering::Relaxed);
+        let mut upstream =
+            match tokio::time::timeout(self.connect_timeout, TcpStream::connect(to)).await {
+                Ok(Ok(upstream)) => upstream,
+                Ok(Err(e)) => {
+                    tracing::debug!(%to, error = %e, "tunnel: connect failed");
+                    return;
+                }
+                Err(_) => {
+                    tracing::debug!(%to, "tunnel: connect timed out");
+                    return;
+                }
+            };
+        let _ = upstream.set_nodelay(true);
+        if let Err(e) = tokio::io::copy_bidirectional(&mut stream, &mut upstream).await {
+            tracing::debug!(%to, error = %e, "tunnel ended with an error");
+        }
+    }
+}
+
+/// HTTP/1.x starts with a method token (upper-case letters) and a space; the HTTP/2
+/// preface with `PRI `. Anything else (TLS, Redis, PostgreSQL...) is opaque. `None`:
+/// too few bytes to tell yet.
+fn classify(seen: &[u8]) -> Option<Protocol> {
+    const LONGEST_METHOD: usize = 20;
+    let letters = seen.iter().take_while(|b| b.is_ascii_uppercase()).count();
+    match seen.get(letters) {
+        None if letters <= LONGEST_METHOD => None,
+        Some(b' ') if (1..=LONGEST_METHOD).contains(&letters) => Some(Protocol::Http),
+        _ => Some(Protocol::Opaque),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn classifies_first_bytes() {
+        assert_eq!(classify(b"GET / HTTP/1.1\r\n"), Some(Protocol::Http));
+        assert_eq!(classify(b"OPTIONS * HTTP/1.1"), Some(Protocol::Http));
+        assert_eq!(
+            classify(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"),
+            Some(Protocol::Http)
+        );
+        assert_eq!(classify(b"POS"), None);
+        assert_eq!(classify(b""), None);
+        assert_eq!(classify(b"\x16\x03\x01\x02\x00"), Some(Protocol::Opaque));
+        assert_eq!(classify(b"*1\r\n$4\r\nPING\r\n"), Some(Protocol::Opaque));
+        assert_eq!(classify(b"PING\r\n"), Some(Protocol::Opaque));
+        assert_eq!(classify(b" GET"), Some(Protocol::Opaque));
+        assert_eq!(classify(b"get / HTTP/1.1"), Some(Protocol::Opaque));
+        assert_eq!(classify(&[b'A'; 21]), Some(Protocol::Opaque));
+    }
+}
