@@ -22,9 +22,9 @@ use http::{Request, Response};
 use hyper::body::Incoming;
 
 use crate::metrics::{Key, Metrics};
-use crate::outbound::{DEBUG_HEADER, VIA_HEADER, append_route, tag_label};
+use crate::outbound::{DEBUG_HEADER, Hop, VIA_HEADER, append_route, tag_label};
 use crate::proxy::{self, Body, Clients, ProxyError, SendError};
-use crate::routes::Shared;
+use crate::routes::{Routes, Shared};
 use crate::server::Handler;
 use crate::tag::{self, HeaderTag, Source, TAG_HEADER, TraceEntry, TraceTable, View};
 
@@ -78,9 +78,11 @@ impl Inbound {
         let (mut parts, body) = request.into_parts();
         let from_sidecar = parts.headers.remove(VIA_HEADER).is_some();
         let debug = parts.headers.get(DEBUG_HEADER).is_some_and(|v| v == "1");
-        let (tag, source) = self.decide_tag(&mut parts, peer);
-        if let Some(routes) = self.routes.load() {
-            key.tag = tag_label(&routes, tag.as_ref());
+        // One snapshot for the whole decision, like the outbound side.
+        let routes = self.routes.load();
+        let (tag, source) = self.decide_tag(routes.as_deref(), &mut parts, peer);
+        if let Some(routes) = &routes {
+            key.tag = tag_label(routes, tag.as_ref());
         }
         set_tag(&mut parts, tag.as_ref());
         if let Some(trace) = tag::trace_id(&parts.headers) {
@@ -136,21 +138,28 @@ impl Inbound {
         proxy::strip_hop_by_hop(&mut parts.headers, switched);
         if debug && !from_sidecar {
             // The hop that entered the mesh: no outbound sidecar decided it.
-            let entry = format!(
-                "service={};instance={};subset=-;tag={};source={};fallback=false",
-                self.service,
-                self.instance_id,
-                tag.as_ref().map_or("-", Tag::as_str),
-                source.as_str()
-            );
-            append_route(&mut parts.headers, &entry);
+            let hop = Hop {
+                service: &self.service,
+                instance: &self.instance_id,
+                subset: None,
+                tag: tag.as_ref(),
+                source,
+                fallback: false,
+                revision: routes.as_ref().map_or(0, |r| r.revision),
+            };
+            append_route(&mut parts.headers, &hop.entry());
         }
         Ok(Response::from_parts(parts, proxy::boxed(body)))
     }
 
     /// sidecar.md "The tag on the way in": the caller's tag, then this service's
     /// TagPolicy (trust setting, then rules) when it has one.
-    fn decide_tag(&self, parts: &mut Parts, peer: SocketAddr) -> (Option<Tag>, Source) {
+    fn decide_tag(
+        &self,
+        routes: Option<&Routes>,
+        parts: &mut Parts,
+        peer: SocketAddr,
+    ) -> (Option<Tag>, Source) {
         let (incoming, from) = match tag::from_header(&parts.headers) {
             HeaderTag::Valid(t) => (Some(t), Source::Header),
             HeaderTag::Absent => match tag::from_baggage(&parts.headers) {
@@ -162,7 +171,7 @@ impl Inbound {
                 (None, Source::None)
             }
         };
-        let Some(routes) = self.routes.load() else {
+        let Some(routes) = routes else {
             return (incoming, from);
         };
         let decided = routes.table.inbound_tag(

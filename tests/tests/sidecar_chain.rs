@@ -256,9 +256,9 @@ fn graylane_debug_returns_the_hop_trail_in_hop_order() {
     assert_eq!(
         entries,
         [
-            "service=frontend;instance=frontend-v1;subset=-;tag=gray;source=header;fallback=false",
-            "service=orders;instance=orders-v2;subset=-;tag=gray;source=trace;fallback=false",
-            "service=payments;instance=payments-v1;subset=-;tag=gray;source=trace;fallback=true",
+            "service=frontend;instance=frontend-v1;subset=-;tag=gray;source=header;fallback=false;revision=1",
+            "service=orders;instance=orders-v2;subset=-;tag=gray;source=trace;fallback=false;revision=1",
+            "service=payments;instance=payments-v1;subset=-;tag=gray;source=trace;fallback=true;revision=1",
         ]
     );
     let (_, head, _) = get(frontend.sidecar.inbound, &[]);

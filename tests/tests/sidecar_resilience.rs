@@ -139,7 +139,7 @@ fn lane(version: &str) -> String {
 }
 
 #[test]
-fn rules_swapped_every_50ms_under_load_fail_no_request() {
+fn rules_swapped_every_50ms_under_load_fail_no_request_and_none_uses_stale_rules() {
     let dir = tempfile::tempdir().unwrap();
     let cp = ControlPlane::start(dir.path(), &[]);
     let url = cp.url();
@@ -203,6 +203,31 @@ fn rules_swapped_every_50ms_under_load_fail_no_request() {
             applied
         })
     };
+    // Meanwhile: a request sent after the control plane recorded the client's ACK of
+    // revision A must be routed by A or newer (the revision is in its hop-trail entry).
+    let checker = {
+        let (stop, url, outbound) = (std::sync::Arc::clone(&stop), cp.url(), client.outbound);
+        std::thread::spawn(move || {
+            let (mut checks, mut stale) = (0u32, Vec::new());
+            while !stop.load(std::sync::atomic::Ordering::SeqCst) {
+                let acked = acked_revision(&url, "frontend-1");
+                let (code, response) = get(
+                    outbound,
+                    "orders",
+                    "Gray-Publish: gray\r\nGraylane-Debug: 1\r\n",
+                );
+                if code != 200 {
+                    continue; // counted by the load loop's own requests
+                }
+                let routed = routed_revision(&response);
+                if routed < acked {
+                    stale.push((acked, routed));
+                }
+                checks += 1;
+            }
+            (checks, stale)
+        })
+    };
     let (mut ok, mut seen_v1, mut seen_v2, mut failures) = (0u32, false, false, Vec::new());
     while !stop.load(std::sync::atomic::Ordering::SeqCst) {
         let (code, body) = get(client.outbound, "orders", "Gray-Publish: gray\r\n");
@@ -215,6 +240,14 @@ fn rules_swapped_every_50ms_under_load_fail_no_request() {
         }
     }
     let applied = swapper.join().unwrap();
+    let (checks, stale) = checker.join().unwrap();
+    assert!(
+        stale.is_empty(),
+        "{} of {checks} requests were routed by a revision older than one already ACKed \
+         (acked, routed): {stale:?}",
+        stale.len()
+    );
+    assert!(checks >= 20, "only {checks} ACK checks");
     assert!(
         failures.is_empty(),
         "{} requests failed during {applied} swaps, first: {:?}",
@@ -227,6 +260,36 @@ fn rules_swapped_every_50ms_under_load_fail_no_request() {
         "the swaps took effect while requests flowed"
     );
     drop(sidecars);
+}
+
+/// The revision `instance` last ACKed, as the control plane recorded it.
+fn acked_revision(url: &str, instance: &str) -> u64 {
+    let status = graylane_tests::cli(&["--server", url, "status", "-o", "json"])
+        .assert_ok()
+        .json();
+    status["sidecars"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["instance"] == instance)
+        .and_then(|s| s["ackedRevision"].as_u64())
+        .unwrap_or_else(|| panic!("{instance} not in {status}"))
+}
+
+/// The `revision=` of the first hop-trail entry of a raw response.
+fn routed_revision(response: &str) -> u64 {
+    response
+        .lines()
+        .find_map(|l| l.strip_prefix("graylane-route: "))
+        .and_then(|trail| {
+            trail
+                .split(',')
+                .next()?
+                .split(';')
+                .find_map(|f| f.strip_prefix("revision="))
+        })
+        .and_then(|r| r.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no revision in the hop trail: {response}"))
 }
 
 /// Peak resident memory of a process (VmHWM), in KiB.

@@ -232,7 +232,7 @@ fn trail(head: &str, body: &str) -> String {
     let mut i = 0;
     while v.get("service").is_some() {
         let tag = v["tag"].as_str().unwrap_or("untagged");
-        let fallback = entries.get(i).is_some_and(|e| e.ends_with("fallback=true"));
+        let fallback = entries.get(i).is_some_and(|e| e.contains(";fallback=true"));
         let note = if fallback {
             format!("{tag}, no v2: fell back to base")
         } else {

@@ -1,6 +1,6 @@
 //! The `Graylane-Debug` / `Graylane-Route` hop trail (sidecar.md "Debugging a route").
 
-use graylane_routing::{Instance, Route, Tag};
+use graylane_routing::Tag;
 use http::HeaderMap;
 use http::header::HeaderValue;
 
@@ -14,22 +14,34 @@ pub(crate) const ROUTE_HEADER: &str = "graylane-route";
 /// knows the hop was already recorded (only the mesh's entry hop is recorded inbound).
 pub(crate) const VIA_HEADER: &str = "graylane-via";
 
-/// `service=orders;instance=orders-2;subset=v2;tag=gray;source=trace;fallback=false`
-pub(crate) fn entry(
-    service: &str,
-    instance: &Instance,
-    route: &Route<'_>,
-    tag: Option<&Tag>,
-    source: Source,
-) -> String {
-    format!(
-        "service={service};instance={};subset={};tag={};source={};fallback={}",
-        instance.id,
-        route.subset.unwrap_or("-"),
-        tag.map_or("-", Tag::as_str),
-        source.as_str(),
-        route.fallback.is_some() || route.base_fallback,
-    )
+/// One hop of the trail, as the sidecar that decided it saw it.
+pub(crate) struct Hop<'a> {
+    pub service: &'a str,
+    pub instance: &'a str,
+    /// `None` when no RoutePolicy names a subset.
+    pub subset: Option<&'a str>,
+    pub tag: Option<&'a Tag>,
+    pub source: Source,
+    pub fallback: bool,
+    /// The rule revision the decision was made by (0 before any): an addition to the
+    /// spec's entry, last, so that during a rollout each hop says which rules it saw.
+    pub revision: u64,
+}
+
+impl Hop<'_> {
+    /// `service=orders;instance=orders-2;subset=v2;tag=gray;source=trace;fallback=false;revision=7`
+    pub(crate) fn entry(&self) -> String {
+        format!(
+            "service={};instance={};subset={};tag={};source={};fallback={};revision={}",
+            self.service,
+            self.instance,
+            self.subset.unwrap_or("-"),
+            self.tag.map_or("-", Tag::as_str),
+            self.source.as_str(),
+            self.fallback,
+            self.revision,
+        )
+    }
 }
 
 /// Puts `entry` before the entries already there (those of later hops, relayed by
