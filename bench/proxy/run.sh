@@ -2,7 +2,7 @@
 # One proxy hop (client → proxy → upstream): graylane-sidecar's inbound listener beside
 # nginx, HAProxy and Envoy as plain reverse proxies to the same upstream, in one run.
 #
-#   CPU $PROXY_CPU: the proxy under test, one worker thread (TOKIO_WORKER_THREADS=1,
+#   CPU $PROXY_CPU: the proxy under test, one worker thread (--concurrency 1,
 #                   worker_processes 1, nbthread 1, --concurrency 1); one proxy loaded
 #                   at a time, the others idle
 #   CPU $LOAD_CPU:  the load generators, the upstream (target/release/upstream) and
@@ -155,7 +155,7 @@ start_all() {
         --grpc-addr 127.0.0.1:0 --http-addr 127.0.0.1:0
     local grpc
     grpc=$(log_field control "$LAST_PID" grpc_addr)
-    start graylane "$PROXY_CPU" env TOKIO_WORKER_THREADS=1 "$BIN/graylane-sidecar" \
+    start graylane "$PROXY_CPU" "$BIN/graylane-sidecar" --concurrency 1 \
         --service bench --instance-id bench-1 --app-addr "$UP" \
         --control-plane "http://$grpc" --admin-addr 127.0.0.1:0 \
         --outbound-addr 127.0.0.1:0 --inbound-addr 127.0.0.1:0

@@ -75,6 +75,9 @@ struct Args {
     /// protocol, and its connection passed through as TCP.
     #[arg(long, env = "GRAYLANE_DETECT_TIMEOUT", default_value = "10s", value_parser = parse_duration)]
     detect_timeout: Duration,
+    /// Threads that serve requests (Envoy's --concurrency; Istio's sidecars default to 2).
+    #[arg(long, env = "GRAYLANE_CONCURRENCY", default_value_t = 2, value_parser = clap::value_parser!(u16).range(1..=256))]
+    concurrency: u16,
     /// Where the last good snapshot is kept, to start from when the control plane is down.
     #[arg(long, env = "GRAYLANE_CACHE_DIR")]
     cache_dir: Option<PathBuf>,
@@ -95,8 +98,7 @@ fn parse_labels(s: &str) -> Result<BTreeMap<String, String>, String> {
         .collect()
 }
 
-#[tokio::main]
-async fn main() {
+fn main() {
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_env("GRAYLANE_LOG")
@@ -105,7 +107,23 @@ async fn main() {
         .with_writer(std::io::stderr)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
-    if let Err(e) = run(Args::parse()).await {
+    let args = Args::parse();
+    // One thread: tokio's current-thread scheduler, no work stealing to pay for (as
+    // Linkerd's proxy does on one core); more: the multi-thread one.
+    let mut builder = match args.concurrency {
+        1 => tokio::runtime::Builder::new_current_thread(),
+        n => {
+            let mut b = tokio::runtime::Builder::new_multi_thread();
+            b.worker_threads(usize::from(n));
+            b
+        }
+    };
+    let result = builder
+        .enable_all()
+        .build()
+        .context("starting the runtime")
+        .and_then(|runtime| runtime.block_on(run(args)));
+    if let Err(e) = result {
         tracing::error!("{e:#}");
         std::process::exit(1);
     }
