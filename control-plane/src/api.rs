@@ -34,6 +34,9 @@ impl From<ControlError> for Status {
                     "rule store unavailable: {msg}; nothing was changed"
                 ))
             }
+            ControlError::Store(StoreError::TooLarge(msg)) => {
+                Status::invalid_argument(format!("{msg}; nothing was changed"))
+            }
             ControlError::Store(StoreError::Corrupt(msg)) => {
                 // Details (paths, content) stay in the server's log.
                 tracing::error!(error = %msg, "store data corrupt");

@@ -1,13 +1,15 @@
 //! graylane's control plane: it stores versioned rule sets (`store`), validates and
 //! changes them with `graylane-routing` (`control`), pushes snapshots of rules and
 //! endpoints to every connected sidecar and tracks their ACK/NACK (`push`), and serves
-//! the admin API the `graylane` CLI calls (`api`). It never routes traffic: that is the
+//! the admin API the `graylane` CLI calls (`api`); with etcd, the instance registry
+//! replicas share (`cluster`). It never routes traffic: that is the
 //! sidecar's job. The CLI itself lives in `cli`.
 
 #![cfg_attr(test, allow(clippy::unwrap_used))]
 
 pub mod api;
 pub mod cli;
+pub mod cluster;
 pub mod control;
 pub mod http;
 pub mod push;

@@ -57,6 +57,12 @@ pub struct Hub {
     answers: watch::Sender<u64>,
     /// Signalled on every registry change; `publish_endpoints` batches them.
     registry_changed: Notify,
+    /// Bumped when a local instance registers or leaves (the etcd registry mirrors
+    /// the local ones: `crate::cluster`).
+    local_changes: watch::Sender<u64>,
+    /// With etcd: every replica's instances, by instance id, and whether each is
+    /// ours. Empty without etcd.
+    cluster: Mutex<BTreeMap<String, (Endpoint, bool)>>,
 }
 
 impl Default for Hub {
@@ -72,6 +78,8 @@ impl Hub {
             registry: Mutex::new(Registry::default()),
             answers: watch::channel(0).0,
             registry_changed: Notify::new(),
+            local_changes: watch::channel(0).0,
+            cluster: Mutex::new(BTreeMap::new()),
         }
     }
 
@@ -123,7 +131,7 @@ impl Hub {
                 () = tokio::time::sleep(debounce) => {}
                 _ = shutdown.wait_for(|down| *down) => return,
             }
-            let endpoints = self.registry().endpoints();
+            let endpoints = self.endpoints();
             self.state.send_if_modified(|state| {
                 if *state.endpoints == endpoints {
                     return false; // e.g. a sidecar that reconnected within the window
@@ -138,12 +146,52 @@ impl Hub {
         }
     }
 
+    /// What sidecars route to: this replica's instances, and with etcd the other
+    /// replicas' too. An instance the cluster view says is ours but that is no longer
+    /// registered here has left, even if etcd (down, or slow) still lists it.
+    fn endpoints(&self) -> Vec<Endpoint> {
+        let local = self.registry().endpoints();
+        let cluster = self.cluster.lock().unwrap_or_else(|e| e.into_inner());
+        if cluster.is_empty() {
+            return local;
+        }
+        let mut all: BTreeMap<&str, &Endpoint> = cluster
+            .iter()
+            .filter(|(_, (_, ours))| !ours)
+            .map(|(id, (e, _))| (id.as_str(), e))
+            .collect();
+        for e in &local {
+            all.insert(&e.instance_id, e);
+        }
+        let mut list: Vec<Endpoint> = all.into_values().cloned().collect();
+        list.sort_by(|a, b| (&a.service, &a.instance_id).cmp(&(&b.service, &b.instance_id)));
+        list
+    }
+
+    /// This replica's own instances, for the etcd registry to write.
+    pub fn local_endpoints(&self) -> Vec<Endpoint> {
+        self.registry().endpoints()
+    }
+
+    /// Fires when a local instance registers or leaves.
+    pub fn local_changes(&self) -> watch::Receiver<u64> {
+        self.local_changes.subscribe()
+    }
+
+    /// The etcd registry's view of every replica's instances (`true`: written by
+    /// this replica).
+    pub fn set_cluster(&self, instances: BTreeMap<String, (Endpoint, bool)>) {
+        *self.cluster.lock().unwrap_or_else(|e| e.into_inner()) = instances;
+        self.registry_changed.notify_one();
+    }
+
     /// Registers the instance of a new stream. A live stream with the same instance id
     /// is replaced (a sidecar reconnecting before its old stream timed out): the
     /// returned receiver fires when this registration is replaced in turn.
     pub fn register(&self, hello: Hello, now_ms: i64) -> (SidecarId, oneshot::Receiver<()>) {
         let (id, kicked) = self.registry().insert(hello, now_ms);
         self.registry_changed.notify_one();
+        self.local_changes.send_modify(|n| *n += 1);
         self.answers.send_modify(|n| *n += 1);
         (id, kicked)
     }
@@ -152,6 +200,7 @@ impl Hub {
     pub fn deregister(&self, id: &SidecarId) {
         if self.registry().remove(id) {
             self.registry_changed.notify_one();
+            self.local_changes.send_modify(|n| *n += 1);
             self.answers.send_modify(|n| *n += 1);
         }
     }

@@ -14,6 +14,7 @@ use tokio::sync::watch;
 use tonic::transport::server::TcpIncoming;
 
 use crate::api::{AdminService, Auth, DiscoveryService, Role, Tokens};
+use crate::cluster::Cluster;
 use crate::control::Control;
 use crate::push::{ENDPOINT_DEBOUNCE, Hub};
 use crate::store::Store;
@@ -23,6 +24,8 @@ pub struct Server {
     pub store: Box<dyn Store>,
     /// `None`: no token required (the binary then binds loopback only).
     pub tokens: Option<Tokens>,
+    /// With the etcd store: the instance registry shared with the other replicas.
+    pub cluster: Option<Arc<Cluster>>,
 }
 
 /// Rule sets and snapshots are bounded by validation (10,000 documents of ≤ 1 MiB);
@@ -42,7 +45,20 @@ impl Server {
         let control = Arc::new(Control::new(self.store, Arc::clone(&hub)));
         // Load the revision in force before the first stream is served: a sidecar that
         // reconnects must never be handed an empty rule set while we start up.
-        let current = control.store().current().await?;
+        // With etcd down at start, wait for it: serving without the rules in force
+        // would hand sidecars an empty set.
+        let mut pause = Duration::from_millis(200);
+        let current = loop {
+            match control.store().current().await {
+                Ok(current) => break current,
+                Err(crate::store::StoreError::Unavailable(e)) => {
+                    tracing::warn!(error = %e, "cannot read the rules in force; retrying");
+                    tokio::time::sleep(pause).await;
+                    pause = (pause * 2).min(Duration::from_secs(5));
+                }
+                Err(e) => return Err(e.into()),
+            }
+        };
         hub.set_rules(current.number, current.rules);
         // Sender side of the shutdown fan-out: streams, the HTTP server and the store
         // feed each hold a receiver and end when it turns true.
@@ -57,6 +73,9 @@ impl Server {
         ));
         let endpoints =
             tokio::spawn(Arc::clone(&hub).publish_endpoints(ENDPOINT_DEBOUNCE, stopped.clone()));
+        let cluster = self
+            .cluster
+            .map(|c| tokio::spawn(c.run(Arc::clone(&hub), stopped.clone())));
 
         let discovery = DiscoveryServer::new(DiscoveryService::new(hub, stopped.clone()))
             .max_decoding_message_size(MAX_MESSAGE)
@@ -92,6 +111,9 @@ impl Server {
         let _ = feed.await;
         let _ = probes.await;
         let _ = endpoints.await;
+        if let Some(cluster) = cluster {
+            let _ = cluster.await;
+        }
         Ok(())
     }
 }

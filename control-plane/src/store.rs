@@ -1,5 +1,5 @@
-//! Where rule revisions live. One trait, several backends (`memory:`, `file:`; etcd
-//! next), all held to one conformance suite (`store::conformance`).
+//! Where rule revisions live. One trait, several backends (`memory:`, `file:`,
+//! `etcd://`), all held to one conformance suite (`store::conformance`).
 //!
 //! A store is a versioned document: revision N holds the whole rule set as canonical
 //! YAML plus who wrote it and when. It knows nothing about rule semantics; parsing and
@@ -12,12 +12,14 @@ use std::pin::Pin;
 
 use tokio::sync::watch;
 
+mod etcd;
 mod file;
 mod memory;
 
 #[cfg(test)]
 pub(crate) mod conformance;
 
+pub use self::etcd::{EtcdStore, MAX_REVISION_BYTES};
 pub use self::file::FileStore;
 pub use self::memory::MemoryStore;
 
@@ -56,6 +58,10 @@ pub enum StoreError {
     /// The backend cannot be reached or refused to work; nothing was written.
     #[error("store unavailable: {0}")]
     Unavailable(String),
+    /// The revision is over what the backend can store in one write; nothing was
+    /// written.
+    #[error("{0}")]
+    TooLarge(String),
     /// The backend's data cannot be read back (a bug or outside tampering).
     #[error("store data corrupt: {0}")]
     Corrupt(String),
@@ -89,11 +95,14 @@ pub trait Store: Send + Sync + 'static {
     fn watch(&self) -> watch::Receiver<u64>;
 }
 
-/// `--store` values: `memory:` or `file:PATH` (default `file:./graylane-data`).
+/// `--store` values: `memory:`, `file:PATH` (default `file:./graylane-data`) or
+/// `etcd://host:port[,host:port...]`.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum StoreUrl {
     Memory,
     File(PathBuf),
+    /// etcd client URLs (`http://host:port`).
+    Etcd(Vec<String>),
 }
 
 impl std::str::FromStr for StoreUrl {
@@ -109,25 +118,40 @@ impl std::str::FromStr for StoreUrl {
             }
             return Ok(Self::File(PathBuf::from(path)));
         }
-        if s.starts_with("etcd://") {
-            return Err(
-                "the etcd store is not built into this version yet (see issue 4); \
-                 use file:PATH or memory:"
-                    .into(),
-            );
+        if let Some(hosts) = s.strip_prefix("etcd://") {
+            let endpoints: Vec<String> = hosts
+                .split(',')
+                .map(str::trim)
+                .filter(|h| !h.is_empty())
+                .map(|h| format!("http://{}", h.trim_end_matches('/')))
+                .collect();
+            if endpoints.is_empty() {
+                return Err(
+                    "etcd:// needs at least one host:port, e.g. etcd://127.0.0.1:2379".into(),
+                );
+            }
+            return Ok(Self::Etcd(endpoints));
         }
         Err(format!(
-            "unknown store {s:?}: expected memory: or file:PATH"
+            "unknown store {s:?}: expected memory:, file:PATH or etcd://host:port[,host:port...]"
         ))
     }
 }
 
 impl StoreUrl {
-    /// Opens the store; the file store takes an exclusive lock on its directory.
-    pub async fn open(&self, history_limit: usize) -> Result<Box<dyn Store>, StoreError> {
+    /// Opens the store; the file store takes an exclusive lock on its directory; the
+    /// etcd store keeps its keys under `etcd_prefix` and connects lazily.
+    pub async fn open(
+        &self,
+        history_limit: usize,
+        etcd_prefix: &str,
+    ) -> Result<Box<dyn Store>, StoreError> {
         Ok(match self {
             Self::Memory => Box::new(MemoryStore::new(history_limit)),
             Self::File(path) => Box::new(FileStore::open(path.clone(), history_limit).await?),
+            Self::Etcd(endpoints) => {
+                Box::new(EtcdStore::open(endpoints, etcd_prefix, history_limit).await?)
+            }
         })
     }
 }

@@ -15,6 +15,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 pub mod docs;
+pub mod etcd;
 pub mod netns;
 mod subscriber;
 
@@ -202,11 +203,23 @@ impl ControlPlane {
 
     /// Like `start`, with the gRPC listener on `grpc` (to restart on the same port).
     pub fn start_on(dir: &Path, grpc: &str, extra: &[&str]) -> ControlPlane {
+        let store = format!("file:{}", dir.join("data").display());
+        Self::spawn(dir, grpc, &store, extra)
+    }
+
+    /// A replica on the etcd store at `endpoints` (`host:port`, comma-separated),
+    /// keys under `prefix`.
+    pub fn start_etcd(dir: &Path, endpoints: &str, prefix: &str, extra: &[&str]) -> ControlPlane {
+        let store = format!("etcd://{endpoints}");
+        let args = [&["--etcd-prefix", prefix][..], extra].concat();
+        Self::spawn(dir, "127.0.0.1:0", &store, &args)
+    }
+
+    fn spawn(dir: &Path, grpc: &str, store: &str, extra: &[&str]) -> ControlPlane {
         let data = dir.join("data");
         let mut cmd = Command::new(bin("graylane-control"));
         cmd.args(["--grpc-addr", grpc, "--http-addr", "127.0.0.1:0"])
-            .arg("--store")
-            .arg(format!("file:{}", data.display()))
+            .args(["--store", store])
             .args(extra)
             .env("GRAYLANE_LOG", "info");
         let log = unique(dir, "control", "log");
@@ -331,7 +344,7 @@ impl Sidecar {
 }
 
 /// A log file name unique within `dir` (restarted processes get a new one).
-fn unique(dir: &Path, stem: &str, ext: &str) -> PathBuf {
+pub(crate) fn unique(dir: &Path, stem: &str, ext: &str) -> PathBuf {
     (0..)
         .map(|i| dir.join(format!("{stem}-{i}.{ext}")))
         .find(|p| !p.exists())
@@ -385,11 +398,28 @@ pub fn cli(args: &[&str]) -> CliOutput {
 
 /// A minimal HTTP/1.1 GET: (status, body). Status 0 when nothing answers.
 pub fn http_get(addr: SocketAddr, path: &str) -> (u16, String) {
+    http_request(
+        addr,
+        &format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"),
+    )
+}
+
+/// A minimal HTTP/1.1 POST of a JSON body: (status, body). Status 0 when nothing answers.
+pub fn http_post(addr: SocketAddr, path: &str, json: &str) -> (u16, String) {
+    http_request(
+        addr,
+        &format!(
+            "POST {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{json}",
+            json.len()
+        ),
+    )
+}
+
+fn http_request(addr: SocketAddr, request: &str) -> (u16, String) {
     let Ok(mut stream) = TcpStream::connect_timeout(&addr, Duration::from_secs(2)) else {
         return (0, String::new());
     };
     let _ = stream.set_read_timeout(Some(Duration::from_secs(5)));
-    let request = format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n");
     if stream.write_all(request.as_bytes()).is_err() {
         return (0, String::new());
     }

@@ -6,8 +6,10 @@ use std::path::PathBuf;
 use anyhow::{Context, bail};
 use clap::Parser;
 use graylane_control::api::Tokens;
+use graylane_control::cluster::Cluster;
 use graylane_control::server::Server;
 use graylane_control::store::StoreUrl;
+use std::sync::Arc;
 
 /// graylane's control plane: stores rules, pushes them to sidecars, serves the CLI.
 #[derive(Parser, Debug)]
@@ -19,9 +21,16 @@ struct Args {
     /// HTTP listener for /ready, /live and /metrics.
     #[arg(long, env = "GRAYLANE_HTTP_ADDR", default_value = "127.0.0.1:15014")]
     http_addr: SocketAddr,
-    /// Rule store: file:PATH (embedded, on disk) or memory:.
+    /// Rule store: file:PATH (embedded, on disk), memory:, or
+    /// etcd://host:port[,host:port...] (replicas sharing one etcd cluster).
     #[arg(long, env = "GRAYLANE_STORE", default_value = "file:./graylane-data")]
     store: StoreUrl,
+    /// Where the etcd store keeps its keys.
+    #[arg(long, env = "GRAYLANE_ETCD_PREFIX", default_value = "/graylane")]
+    etcd_prefix: String,
+    /// With etcd: how long the instances of a replica that died stay registered.
+    #[arg(long, env = "GRAYLANE_LEASE_TTL", default_value = "10s", value_parser = parse_duration)]
+    lease_ttl: std::time::Duration,
     /// Tokens, one `role:token` per line (roles: admin, sidecar). Without it every call
     /// is accepted, so the server only listens on loopback.
     #[arg(long, env = "GRAYLANE_TOKEN_FILE")]
@@ -84,7 +93,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
     }
     let store = args
         .store
-        .open(args.history)
+        .open(args.history, &args.etcd_prefix)
         .await
         .with_context(|| format!("--store {:?}", args.store))?;
     let grpc = tokio::net::TcpListener::bind(args.grpc_addr)
@@ -95,9 +104,33 @@ async fn run(args: Args) -> anyhow::Result<()> {
         .with_context(|| format!("--http-addr {}", args.http_addr))?;
     let (grpc_addr, http_addr) = (grpc.local_addr()?, http.local_addr()?);
     tracing::info!(%grpc_addr, %http_addr, store = ?args.store, auth = tokens.is_some(), "graylane-control listening");
-    Server { store, tokens }
-        .run(grpc, http, shutdown_signal())
-        .await
+    let cluster = match &args.store {
+        StoreUrl::Etcd(endpoints) => {
+            let replica = format!("{}-{}", hostname(), std::process::id());
+            let cluster = Cluster::open(endpoints, &args.etcd_prefix, args.lease_ttl, replica)
+                .await
+                .with_context(|| format!("--store {:?}", args.store))?;
+            Some(Arc::new(cluster))
+        }
+        _ => None,
+    };
+    Server {
+        store,
+        tokens,
+        cluster,
+    }
+    .run(grpc, http, shutdown_signal())
+    .await
+}
+
+fn parse_duration(s: &str) -> Result<std::time::Duration, String> {
+    graylane_routing::Duration::parse(s).map(|d| d.as_std())
+}
+
+fn hostname() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|h| h.trim().to_string())
+        .unwrap_or_else(|_| "replica".into())
 }
 
 /// SIGTERM or Ctrl-C.

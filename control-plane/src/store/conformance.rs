@@ -1,6 +1,6 @@
 //! The contract every `Store` backend must keep (see `Store`). Each backend's test
-//! module calls `suite!(|dir| async { make a fresh store in dir })`, which expands to
-//! one `#[tokio::test]` per case so failures name the case.
+//! module calls `suite!(|dir| async { (a fresh store in dir, what it needs alive) })`,
+//! which expands to one `#[tokio::test]` per case so failures name the case.
 
 use std::sync::Arc;
 
@@ -185,7 +185,8 @@ macro_rules! suite {
             #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
             async fn $case() {
                 let dir = tempfile::tempdir().expect("tempdir");
-                let store = ($make)(dir.path()).await;
+                // The second value keeps what the store needs alive (an etcd server).
+                let (store, _keep) = ($make)(dir.path()).await;
                 crate::store::conformance::$case(store).await;
             }
         )*

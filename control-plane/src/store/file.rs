@@ -241,9 +241,10 @@ mod tests {
     crate::store::conformance::suite!(|dir: &std::path::Path| {
         let dir = dir.to_path_buf();
         async move {
-            FileStore::open(dir, crate::store::MIN_HISTORY)
+            let store = FileStore::open(dir, crate::store::MIN_HISTORY)
                 .await
-                .expect("open")
+                .expect("open");
+            (store, ())
         }
     });
 

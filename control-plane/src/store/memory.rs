@@ -101,6 +101,6 @@ mod tests {
     use super::MemoryStore;
 
     crate::store::conformance::suite!(|_dir: &std::path::Path| async {
-        MemoryStore::new(crate::store::MIN_HISTORY)
+        (MemoryStore::new(crate::store::MIN_HISTORY), ())
     });
 }

@@ -1,0 +1,331 @@
+//! With the etcd store: the instance registry every replica shares.
+//!
+//! Each replica writes the instances of its own connected sidecars under
+//! `P/instances/<instance id>`, attached to one lease it keeps alive (TTL
+//! `--lease-ttl`, default 10 s), and watches `P/instances/` for everyone's. When a
+//! replica dies its lease expires and its instances vanish, unless their sidecars
+//! reconnected to another replica, which wrote them again under its own lease (a key
+//! belongs to the lease of its last write, so the dead lease takes nothing with it).
+//!
+//! ```text
+//! hub.local_changes ─► mirror: put ours (lease), delete gone ones (if still ours) ─► etcd
+//! etcd ─► follow: read P/instances/, then watch from that read ─► hub.set_cluster
+//! ```
+//!
+//! While etcd is unreachable the last view is kept: sidecars go on routing to what
+//! they had, and the hub drops our own instances that left (see `Hub::endpoints`).
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use etcd_client::{
+    Client, Compare, CompareOp, ConnectOptions, EventType, GetOptions, PutOptions, Txn, TxnOp,
+    WatchOptions,
+};
+use graylane_proto::v1::Endpoint;
+use tokio::sync::{Notify, watch};
+
+use crate::push::Hub;
+
+/// Between attempts after an etcd error: doubles up to the last.
+const RETRY_FIRST: Duration = Duration::from_millis(100);
+const RETRY_MAX: Duration = Duration::from_secs(3);
+
+/// The shared registry of one replica.
+pub struct Cluster {
+    client: Client,
+    /// `P/instances/`.
+    prefix: String,
+    /// Lease TTL in seconds.
+    ttl: i64,
+    /// Names this replica in what it writes.
+    replica: String,
+}
+
+/// An instance as stored in etcd.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+struct Stored {
+    service: String,
+    instance: String,
+    address: String,
+    labels: BTreeMap<String, String>,
+    /// The replica its sidecar is connected to.
+    replica: String,
+}
+
+impl Cluster {
+    /// Connects lazily (a replica may start while etcd is down).
+    pub async fn open(
+        endpoints: &[String],
+        prefix: &str,
+        ttl: Duration,
+        replica: String,
+    ) -> anyhow::Result<Self> {
+        let options = ConnectOptions::new()
+            .with_connect_timeout(Duration::from_secs(2))
+            .with_timeout(Duration::from_secs(3))
+            .with_keep_alive(Duration::from_secs(5), Duration::from_secs(3))
+            .with_keep_alive_while_idle(true)
+            .with_require_leader(true);
+        let client = Client::connect(endpoints, Some(options)).await?;
+        Ok(Self {
+            client,
+            prefix: format!("{}/instances/", prefix.trim_end_matches('/')),
+            ttl: i64::try_from(ttl.as_secs()).unwrap_or(i64::MAX).max(2),
+            replica,
+        })
+    }
+
+    /// Mirrors local instances into etcd and everyone's back into `hub`, until
+    /// `shutdown`. The lease is left to expire, not revoked: the sidecars this replica
+    /// drops reconnect to another one, which writes their instances under its own lease
+    /// before this one runs out, so they never leave the endpoint lists in between.
+    pub async fn run(self: Arc<Self>, hub: Arc<Hub>, shutdown: watch::Receiver<bool>) {
+        let lease = Arc::new(LeaseState::default());
+        let mirror = tokio::spawn(Arc::clone(&self).mirror(
+            Arc::clone(&hub),
+            Arc::clone(&lease),
+            shutdown.clone(),
+        ));
+        let follow = tokio::spawn(Arc::clone(&self).follow(hub, shutdown));
+        let _ = follow.await;
+        let _ = mirror.await;
+    }
+
+    fn key(&self, instance: &str) -> String {
+        format!("{}{instance}", self.prefix)
+    }
+
+    /// Local → etcd. Writes what changed since the last successful write; after any
+    /// failure (or a lost lease) rewrites everything under a fresh lease.
+    async fn mirror(
+        self: Arc<Self>,
+        hub: Arc<Hub>,
+        lease: Arc<LeaseState>,
+        mut shutdown: watch::Receiver<bool>,
+    ) {
+        let mut changes = hub.local_changes();
+        let mut written: BTreeMap<String, Vec<u8>> = BTreeMap::new();
+        let mut pause = RETRY_FIRST;
+        loop {
+            let ok = match self.sync(&hub, &lease, &mut written).await {
+                Ok(()) => true,
+                Err(e) => {
+                    tracing::warn!(error = %e, "etcd registry: cannot write instances; retrying");
+                    false
+                }
+            };
+            let retry = async {
+                if ok {
+                    std::future::pending::<()>().await;
+                }
+                tokio::time::sleep(pause.mul_f64(0.5 + fastrand::f64())).await;
+            };
+            tokio::select! {
+                changed = changes.changed() => if changed.is_err() { return },
+                () = lease.lost.notified() => {
+                    tracing::warn!("etcd registry: lease lost; registering again");
+                    lease.id.send_replace(None);
+                    written.clear();
+                }
+                () = retry => {}
+                _ = shutdown.wait_for(|down| *down) => return,
+            }
+            pause = if ok {
+                RETRY_FIRST
+            } else {
+                (pause * 2).min(RETRY_MAX)
+            };
+        }
+    }
+
+    async fn sync(
+        &self,
+        hub: &Hub,
+        lease: &Arc<LeaseState>,
+        written: &mut BTreeMap<String, Vec<u8>>,
+    ) -> anyhow::Result<()> {
+        let current = *lease.id.borrow();
+        let id = match current {
+            Some(id) => id,
+            None => {
+                written.clear();
+                self.grant(lease).await?
+            }
+        };
+        let want: BTreeMap<String, Vec<u8>> = hub
+            .local_endpoints()
+            .into_iter()
+            .map(|e| {
+                let stored = Stored {
+                    service: e.service,
+                    instance: e.instance_id.clone(),
+                    address: e.address,
+                    labels: e.labels.into_iter().collect(),
+                    replica: self.replica.clone(),
+                };
+                Ok((e.instance_id, serde_json::to_vec(&stored)?))
+            })
+            .collect::<anyhow::Result<_>>()?;
+        let mut client = self.client.clone();
+        for (instance, value) in &want {
+            if written.get(instance) != Some(value) {
+                let options = PutOptions::new().with_lease(id);
+                client
+                    .put(self.key(instance), value.clone(), Some(options))
+                    .await?;
+                written.insert(instance.clone(), value.clone());
+            }
+        }
+        let gone: Vec<String> = written
+            .keys()
+            .filter(|i| !want.contains_key(*i))
+            .cloned()
+            .collect();
+        for instance in gone {
+            // Only while the key is still ours: the sidecar may have moved to another
+            // replica, which wrote it under its own lease.
+            let key = self.key(&instance);
+            let txn = Txn::new()
+                .when([Compare::lease(key.as_str(), CompareOp::Equal, id)])
+                .and_then([TxnOp::delete(key.as_str(), None)]);
+            client.txn(txn).await?;
+            written.remove(&instance);
+        }
+        Ok(())
+    }
+
+    /// A new lease, kept alive in the background until it is lost.
+    async fn grant(&self, lease: &Arc<LeaseState>) -> anyhow::Result<i64> {
+        let mut client = self.client.clone();
+        let id = client.lease_grant(self.ttl, None).await?.id();
+        let (mut keeper, mut answers) = client.lease_keep_alive(id).await?;
+        lease.id.send_replace(Some(id));
+        let (state, period) = (
+            Arc::clone(lease),
+            Duration::from_secs(u64::try_from(self.ttl).unwrap_or(10) / 3)
+                .max(Duration::from_millis(500)),
+        );
+        tokio::spawn(async move {
+            loop {
+                let alive = async {
+                    keeper.keep_alive().await?;
+                    match answers.message().await? {
+                        Some(answer) if answer.ttl() > 0 => Ok(true),
+                        _ => Ok::<_, etcd_client::Error>(false),
+                    }
+                };
+                match alive.await {
+                    Ok(true) => {}
+                    Ok(false) | Err(_) => break,
+                }
+                tokio::time::sleep(period).await;
+                if *state.id.borrow() != Some(id) {
+                    return; // replaced by a newer lease
+                }
+            }
+            if *state.id.borrow() == Some(id) {
+                state.lost.notify_one();
+            }
+        });
+        Ok(id)
+    }
+
+    /// etcd → hub: the whole prefix, then every change from the revision of that read.
+    async fn follow(self: Arc<Self>, hub: Arc<Hub>, mut shutdown: watch::Receiver<bool>) {
+        let mut pause = RETRY_FIRST;
+        loop {
+            let result = tokio::select! {
+                r = self.follow_once(&hub) => r,
+                _ = shutdown.wait_for(|down| *down) => return,
+            };
+            match result {
+                Ok(()) => pause = RETRY_FIRST,
+                Err(e) => {
+                    tracing::warn!(error = %e, "etcd registry: watch lost; reading again");
+                    tokio::select! {
+                        () = tokio::time::sleep(pause.mul_f64(0.5 + fastrand::f64())) => {}
+                        _ = shutdown.wait_for(|down| *down) => return,
+                    }
+                    pause = (pause * 2).min(RETRY_MAX);
+                }
+            }
+        }
+    }
+
+    async fn follow_once(&self, hub: &Hub) -> anyhow::Result<()> {
+        let mut client = self.client.clone();
+        let response = client
+            .get(self.prefix.as_str(), Some(GetOptions::new().with_prefix()))
+            .await?;
+        let mut view = BTreeMap::new();
+        for kv in response.kvs() {
+            self.apply(&mut view, kv.key(), Some(kv.value()));
+        }
+        hub.set_cluster(view.clone());
+        let read_at = response.header().map_or(0, |h| h.revision());
+        let options = WatchOptions::new()
+            .with_prefix()
+            .with_start_revision(read_at + 1);
+        let mut stream = client.watch(self.prefix.as_str(), Some(options)).await?;
+        while let Some(message) = stream.message().await? {
+            if message.canceled() {
+                tracing::info!(
+                    reason = message.cancel_reason(),
+                    "etcd registry: watch cancelled"
+                );
+                return Ok(());
+            }
+            if message.events().is_empty() {
+                continue;
+            }
+            for event in message.events() {
+                let Some(kv) = event.kv() else { continue };
+                let value = (event.event_type() == EventType::Put).then(|| kv.value());
+                self.apply(&mut view, kv.key(), value);
+            }
+            hub.set_cluster(view.clone());
+        }
+        Ok(())
+    }
+
+    /// One key of the prefix into the view: added or replaced, or removed (`None`).
+    fn apply(
+        &self,
+        view: &mut BTreeMap<String, (Endpoint, bool)>,
+        key: &[u8],
+        value: Option<&[u8]>,
+    ) {
+        let key = String::from_utf8_lossy(key);
+        let Some(instance) = key.strip_prefix(&self.prefix) else {
+            return;
+        };
+        let Some(value) = value else {
+            view.remove(instance);
+            return;
+        };
+        match serde_json::from_slice::<Stored>(value) {
+            Ok(s) => {
+                let ours = s.replica == self.replica;
+                let endpoint = Endpoint {
+                    service: s.service,
+                    instance_id: s.instance,
+                    labels: s.labels.into_iter().collect(),
+                    address: s.address,
+                };
+                view.insert(instance.to_string(), (endpoint, ours));
+            }
+            Err(e) => {
+                tracing::warn!(%key, error = %e, "etcd registry: unreadable instance; ignored")
+            }
+        }
+    }
+}
+
+/// The lease this replica writes under, and a signal when it is lost.
+#[derive(Default)]
+struct LeaseState {
+    id: watch::Sender<Option<i64>>,
+    lost: Notify,
+}

@@ -1,0 +1,338 @@
+//! Replicated control plane on a real etcd: replicas share rules and instances, a
+//! replica or an etcd member can go away without the data path noticing, and etcd's
+//! compaction or a whole etcd outage loses nothing.
+
+#![allow(clippy::unwrap_used)]
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use graylane_tests::etcd::Etcd;
+use graylane_tests::{ControlPlane, DemoApp, Sidecar, cli, eventually, http_get, write_file};
+
+/// A Lane named `name` (each file a distinct change).
+fn lane(name: &str) -> String {
+    format!(
+        "apiVersion: graylane.io/v1\nkind: Lane\nmetadata:\n  name: {name}\nspec:\n  tag: {name}\n  selector: {{version: v2}}\n  fallback: [base]\n"
+    )
+}
+
+fn replica(dir: &Path, etcd: &[&Etcd]) -> ControlPlane {
+    let endpoints: Vec<String> = etcd.iter().map(|e| e.endpoint()).collect();
+    ControlPlane::start_etcd(dir, &endpoints.join(","), "/graylane-test", &[])
+}
+
+/// An instance of `service` behind its own sidecar, subscribed to `control_planes`
+/// (comma-separated URLs, tried in turn).
+fn instance(dir: &Path, control_planes: &str, service: &str, id: &str) -> (DemoApp, Sidecar) {
+    let app = DemoApp::start(dir, service, "v1", None);
+    let sidecar = Sidecar::start(
+        dir,
+        id,
+        &[
+            "--service",
+            service,
+            "--instance-id",
+            id,
+            "--labels",
+            "version=v1",
+            "--app-addr",
+            &app.addr.to_string(),
+            "--control-plane",
+            control_planes,
+        ],
+    );
+    sidecar.wait_ready();
+    (app, sidecar)
+}
+
+fn apply(cp: &ControlPlane, dir: &Path, name: &str) -> graylane_tests::CliOutput {
+    let file = write_file(dir, &format!("{name}.yaml"), &lane(name));
+    cp.cli(&["rules", "apply", "-f", &file])
+}
+
+fn revision_at(sidecar: &Sidecar) -> u64 {
+    sidecar.config()["revision"].as_u64().unwrap()
+}
+
+/// One GET through `outbound` to service `orders`: the status (0: no answer).
+fn get_orders(outbound: SocketAddr) -> u16 {
+    let Ok(mut stream) = TcpStream::connect(outbound) else {
+        return 0;
+    };
+    stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    let request = "GET / HTTP/1.1\r\nHost: orders\r\nConnection: close\r\n\r\n";
+    if stream.write_all(request.as_bytes()).is_err() {
+        return 0;
+    }
+    let mut response = String::new();
+    let _ = stream.read_to_string(&mut response);
+    response
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0)
+}
+
+/// GETs through `outbound` until `done` says stop: (requests, failures with status).
+fn load_until(outbound: SocketAddr, mut done: impl FnMut() -> bool) -> (u32, Vec<u16>) {
+    let (mut sent, mut failed) = (0, Vec::new());
+    while !done() {
+        let status = get_orders(outbound);
+        sent += 1;
+        if status != 200 {
+            failed.push(status);
+        }
+    }
+    (sent, failed)
+}
+
+#[test]
+fn an_apply_through_one_replica_reaches_the_other_replicas_sidecars_within_a_second() {
+    let dir = tempfile::tempdir().unwrap();
+    let etcd = Etcd::start(dir.path());
+    let a = replica(dir.path(), &[&etcd]);
+    let b = replica(dir.path(), &[&etcd]);
+    let (_orders_app, orders) = instance(dir.path(), &b.url(), "orders", "orders-1");
+    let (_front_app, front) = instance(dir.path(), &a.url(), "frontend", "frontend-1");
+
+    // Instances are shared: frontend (on A) routes to orders (registered at B).
+    front.wait_endpoints("orders", 1);
+    assert_eq!(get_orders(front.outbound), 200);
+
+    apply(&a, dir.path(), "gray").assert_ok();
+    let applied = Instant::now();
+    let revision = a.cli(&["rules", "get", "-o", "json"]).json()["revision"]
+        .as_u64()
+        .unwrap();
+    eventually(
+        Duration::from_secs(1),
+        "the sidecar on replica B to hold the revision applied through A",
+        || (revision_at(&orders) == revision).then_some(()),
+    );
+    eprintln!("apply on A → sidecar on B: {:?}", applied.elapsed());
+    // And both replicas answer for the same rules.
+    let via_b = b.cli(&["rules", "get", "-o", "json"]).json();
+    assert_eq!(via_b["revision"].as_u64(), Some(revision));
+}
+
+#[test]
+fn concurrent_applies_through_two_replicas_have_one_winner_per_revision() {
+    let dir = tempfile::tempdir().unwrap();
+    let etcd = Etcd::start(dir.path());
+    let replicas = [replica(dir.path(), &[&etcd]), replica(dir.path(), &[&etcd])];
+    for round in 0..3 {
+        let base = graylane_tests::docs::revision(&replicas[0]);
+        let runs: Vec<_> = (0..20)
+            .map(|i| {
+                let url = replicas[i % 2].url();
+                let file = write_file(
+                    dir.path(),
+                    &format!("r{round}-{i}.yaml"),
+                    &lane(&format!("l{round}x{i}")),
+                );
+                let expect = base.to_string();
+                std::thread::spawn(move || {
+                    cli(&[
+                        "--server",
+                        &url,
+                        "rules",
+                        "apply",
+                        "-f",
+                        &file,
+                        "--expect-revision",
+                        &expect,
+                    ])
+                })
+            })
+            .collect();
+        let outcomes: Vec<_> = runs.into_iter().map(|t| t.join().unwrap()).collect();
+        let wins = outcomes.iter().filter(|o| o.code == 0).count();
+        assert_eq!(wins, 1, "round {round}: {outcomes:#?}");
+        for lost in outcomes.iter().filter(|o| o.code != 0) {
+            assert_eq!(lost.code, 1, "a lost race is a refusal: {lost:?}");
+            assert!(lost.stderr.contains("conflict"), "{lost:?}");
+        }
+        assert_eq!(graylane_tests::docs::revision(&replicas[1]), base + 1);
+    }
+    let history = replicas[1].cli(&["rules", "history", "-o", "json"]).json();
+    let numbers: Vec<u64> = history
+        .as_array()
+        .or_else(|| history["items"].as_array())
+        .unwrap_or_else(|| panic!("history: {history}"))
+        .iter()
+        .map(|h| h["revision"].as_u64().unwrap())
+        .collect();
+    assert_eq!(numbers, vec![3, 2, 1], "no gaps, one entry per win");
+}
+
+#[test]
+fn a_replica_killed_under_load_fails_no_request_and_its_instances_stay() {
+    let dir = tempfile::tempdir().unwrap();
+    let etcd = Etcd::start(dir.path());
+    // A short lease, so the test sees A's lease run out.
+    let ttl = ["--lease-ttl", "2s"];
+    let mut a = ControlPlane::start_etcd(dir.path(), &etcd.endpoint(), "/graylane-test", &ttl);
+    let b = ControlPlane::start_etcd(dir.path(), &etcd.endpoint(), "/graylane-test", &ttl);
+    // Both sidecars prefer A and fail over to B.
+    let urls = format!("{},{}", a.url(), b.url());
+    let (_orders_app, orders) = instance(dir.path(), &urls, "orders", "orders-1");
+    let (_front_app, front) = instance(dir.path(), &urls, "frontend", "frontend-1");
+    front.wait_endpoints("orders", 1);
+    let key = "/graylane-test/instances/orders-1";
+    let lease_a = eventually(Duration::from_secs(5), "orders-1 registered by A", || {
+        etcd.lease_of(key)
+    });
+
+    // Load from before A dies until its lease has run out.
+    let started = Instant::now();
+    let (mut killed, mut expired) = (false, false);
+    let (sent, failed) = load_until(front.outbound, || {
+        if !killed && started.elapsed() > Duration::from_millis(500) {
+            a.proc.kill();
+            killed = true;
+        }
+        expired = expired || (killed && etcd.lease_expired(&lease_a));
+        expired || started.elapsed() > Duration::from_secs(20)
+    });
+    assert!(expired, "A's lease did not expire within 20 s");
+    assert!(
+        failed.is_empty(),
+        "{} of {sent} failed: {failed:?}",
+        failed.len()
+    );
+    assert!(sent > 50, "only {sent} requests");
+    // B re-registered orders under its own lease, so A's lease took nothing with it.
+    let lease_b = etcd.lease_of(key).expect("orders-1 still registered");
+    assert_ne!(lease_b, lease_a);
+    assert_eq!(
+        front.config()["endpoints"]["orders"]
+            .as_array()
+            .unwrap()
+            .len(),
+        1
+    );
+    let status = b.cli(&["status", "-o", "json"]).json();
+    assert_eq!(status["sidecars"].as_array().unwrap().len(), 2, "{status}");
+    // A change still reaches both sidecars, through the surviving replica.
+    apply(&b, dir.path(), "after").assert_ok();
+    let revision = graylane_tests::docs::revision(&b);
+    eventually(
+        Duration::from_secs(5),
+        "the change at both sidecars",
+        || (revision_at(&orders) == revision && revision_at(&front) == revision).then_some(()),
+    );
+}
+
+#[test]
+fn an_etcd_outage_leaves_the_data_path_alone_and_refuses_writes_with_exit_3() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut etcd = Etcd::start(dir.path());
+    let a = replica(dir.path(), &[&etcd]);
+    let b = replica(dir.path(), &[&etcd]);
+    let (_orders_app, orders) = instance(dir.path(), &a.url(), "orders", "orders-1");
+    let (_front_app, front) = instance(dir.path(), &b.url(), "frontend", "frontend-1");
+    front.wait_endpoints("orders", 1);
+    apply(&a, dir.path(), "before").assert_ok();
+
+    etcd.stop();
+    let outage = Instant::now();
+    let mut refused = None;
+    let (sent, failed) = load_until(front.outbound, || {
+        if refused.is_none() && outage.elapsed() > Duration::from_secs(2) {
+            refused = Some(apply(&a, dir.path(), "during"));
+        }
+        outage.elapsed() > Duration::from_secs(10)
+    });
+    assert!(
+        failed.is_empty(),
+        "{} of {sent} failed: {failed:?}",
+        failed.len()
+    );
+    let refused = refused.unwrap();
+    assert_eq!(refused.code, 3, "{refused:?}");
+    assert!(refused.stderr.contains("unavailable"), "{refused:?}");
+    for cp in [&a, &b] {
+        assert_eq!(http_get(cp.http, "/ready").0, 503, "not ready without etcd");
+    }
+
+    etcd.restart();
+    etcd.wait_healthy();
+    for cp in [&a, &b] {
+        eventually(Duration::from_secs(15), "the replica ready again", || {
+            (http_get(cp.http, "/ready").0 == 200).then_some(())
+        });
+    }
+    // Nothing was queued behind the user's back: the refused change is not there.
+    let names = graylane_tests::docs::names(&b.cli(&["rules", "get", "-o", "json"]).json());
+    assert_eq!(names, ["Lane/before"]);
+    apply(&b, dir.path(), "after").assert_ok();
+    let revision = graylane_tests::docs::revision(&a);
+    eventually(
+        Duration::from_secs(5),
+        "the change after the outage",
+        || (revision_at(&orders) == revision && revision_at(&front) == revision).then_some(()),
+    );
+}
+
+#[test]
+fn a_replica_behind_a_compaction_recovers_and_its_sidecars_get_the_change() {
+    let dir = tempfile::tempdir().unwrap();
+    let etcd = Etcd::start(dir.path());
+    let a = replica(dir.path(), &[&etcd]);
+    let b = replica(dir.path(), &[&etcd]);
+    let (_orders_app, orders) = instance(dir.path(), &a.url(), "orders", "orders-1");
+    apply(&b, dir.path(), "first").assert_ok();
+    let first = graylane_tests::docs::revision(&b);
+    eventually(Duration::from_secs(5), "the first change", || {
+        (revision_at(&orders) == first).then_some(())
+    });
+
+    // A is frozen while changes go on and etcd compacts them away.
+    a.proc.signal(libc::SIGSTOP);
+    for name in ["second", "third", "fourth"] {
+        apply(&b, dir.path(), name).assert_ok();
+    }
+    etcd.compact(etcd.revision());
+    a.proc.signal(libc::SIGCONT);
+    apply(&b, dir.path(), "fifth").assert_ok();
+    let last = graylane_tests::docs::revision(&b);
+    eventually(
+        Duration::from_secs(10),
+        "the latest change at A's sidecar",
+        || (revision_at(&orders) == last).then_some(()),
+    );
+}
+
+#[test]
+fn a_three_member_etcd_keeps_taking_applies_when_its_leader_stops() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut members = Etcd::cluster(dir.path(), 3);
+    let cp = replica(dir.path(), &members.iter().collect::<Vec<_>>());
+    let (_orders_app, orders) = instance(dir.path(), &cp.url(), "orders", "orders-1");
+    apply(&cp, dir.path(), "before").assert_ok();
+
+    let leader = eventually(Duration::from_secs(10), "a leader", || {
+        members.iter().position(Etcd::is_leader)
+    });
+    members[leader].stop();
+    // The election takes a moment (election timeout 500 ms); then every apply works.
+    eventually(
+        Duration::from_secs(10),
+        "an apply after the leader stopped",
+        || (apply(&cp, dir.path(), "after-0").code == 0).then_some(()),
+    );
+    for i in 1..5 {
+        apply(&cp, dir.path(), &format!("after-{i}")).assert_ok();
+    }
+    let revision = graylane_tests::docs::revision(&cp);
+    eventually(
+        Duration::from_secs(5),
+        "the sidecar on the latest revision",
+        || (revision_at(&orders) == revision).then_some(()),
+    );
+}
