@@ -1,6 +1,7 @@
 //! With the etcd store: the instance registry every replica shares.
 //!
-//! Each replica writes the instances of its own connected sidecars under
+//! Each replica writes its own connected sidecars (instance, and the revision each
+//! ACKed or NACKed, so status and rollouts see everyone through any replica) under
 //! `P/instances/<instance id>`, attached to one lease it keeps alive (TTL
 //! `--lease-ttl`, default 10 s), and watches `P/instances/` for everyone's. When a
 //! replica dies its lease expires and its instances vanish, unless their sidecars
@@ -8,7 +9,7 @@
 //! belongs to the lease of its last write, so the dead lease takes nothing with it).
 //!
 //! ```text
-//! hub.local_changes ─► mirror: put ours (lease), delete gone ones (if still ours) ─► etcd
+//! hub.answers ─► mirror: put ours (lease, batched), delete gone ones (if still ours) ─► etcd
 //! etcd ─► follow: read P/instances/, then watch from that read ─► hub.set_cluster
 //! ```
 //!
@@ -23,10 +24,10 @@ use etcd_client::{
     Client, Compare, CompareOp, ConnectOptions, EventType, GetOptions, PutOptions, Txn, TxnOp,
     WatchOptions,
 };
-use graylane_proto::v1::Endpoint;
+use graylane_proto::v1::Hello;
 use tokio::sync::{Notify, watch};
 
-use crate::push::Hub;
+use crate::push::{Hub, SidecarEntry};
 
 /// Between attempts after an etcd error: doubles up to the last.
 const RETRY_FIRST: Duration = Duration::from_millis(100);
@@ -43,8 +44,10 @@ pub struct Cluster {
     replica: String,
 }
 
-/// An instance as stored in etcd.
+/// A sidecar as stored in etcd: its instance, and what it answered (so `graylane
+/// status` and `rules apply --wait` see every sidecar through any replica).
 #[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "camelCase")]
 struct Stored {
     service: String,
     instance: String,
@@ -52,7 +55,45 @@ struct Stored {
     labels: BTreeMap<String, String>,
     /// The replica its sidecar is connected to.
     replica: String,
+    connected_at_ms: i64,
+    acked_revision: u64,
+    /// The rule revision and reason of its last NACK, if it still stands.
+    nack: Option<(u64, String)>,
 }
+
+impl Stored {
+    fn of(e: SidecarEntry, replica: &str) -> Self {
+        Self {
+            service: e.hello.service,
+            instance: e.hello.instance_id,
+            address: e.hello.address,
+            labels: e.hello.labels.into_iter().collect(),
+            replica: replica.to_string(),
+            connected_at_ms: e.connected_at_ms,
+            acked_revision: e.acked_revision,
+            nack: e.nack,
+        }
+    }
+
+    fn entry(self) -> SidecarEntry {
+        SidecarEntry {
+            hello: Hello {
+                service: self.service,
+                instance_id: self.instance,
+                labels: self.labels.into_iter().collect(),
+                address: self.address,
+            },
+            connected_at_ms: self.connected_at_ms,
+            // Snapshot versions are per replica; only the revision means anything here.
+            acked_version: 0,
+            acked_revision: self.acked_revision,
+            nack: self.nack,
+        }
+    }
+}
+
+/// Writes per etcd transaction (etcd's default `--max-txn-ops` is 128).
+const TXN_OPS: usize = 64;
 
 impl Cluster {
     /// Connects lazily (a replica may start while etcd is down).
@@ -105,7 +146,8 @@ impl Cluster {
         lease: Arc<LeaseState>,
         mut shutdown: watch::Receiver<bool>,
     ) {
-        let mut changes = hub.local_changes();
+        // Connects, leaves, ACKs and NACKs: all of it is written.
+        let mut changes = hub.answers();
         let mut written: BTreeMap<String, Vec<u8>> = BTreeMap::new();
         let mut pause = RETRY_FIRST;
         loop {
@@ -155,27 +197,34 @@ impl Cluster {
             }
         };
         let want: BTreeMap<String, Vec<u8>> = hub
-            .local_endpoints()
+            .local_sidecars()
             .into_iter()
             .map(|e| {
-                let stored = Stored {
-                    service: e.service,
-                    instance: e.instance_id.clone(),
-                    address: e.address,
-                    labels: e.labels.into_iter().collect(),
-                    replica: self.replica.clone(),
-                };
-                Ok((e.instance_id, serde_json::to_vec(&stored)?))
+                let stored = Stored::of(e, &self.replica);
+                Ok((stored.instance.clone(), serde_json::to_vec(&stored)?))
             })
             .collect::<anyhow::Result<_>>()?;
         let mut client = self.client.clone();
-        for (instance, value) in &want {
-            if written.get(instance) != Some(value) {
-                let options = PutOptions::new().with_lease(id);
-                client
-                    .put(self.key(instance), value.clone(), Some(options))
-                    .await?;
-                written.insert(instance.clone(), value.clone());
+        // Changed ones, a batch per transaction: 1,000 sidecars ACKing an apply make a
+        // few transactions, not 1,000 round trips.
+        let changed: Vec<(&String, &Vec<u8>)> = want
+            .iter()
+            .filter(|(instance, value)| written.get(*instance) != Some(*value))
+            .collect();
+        for batch in changed.chunks(TXN_OPS) {
+            let puts: Vec<TxnOp> = batch
+                .iter()
+                .map(|(instance, value)| {
+                    TxnOp::put(
+                        self.key(instance),
+                        (*value).clone(),
+                        Some(PutOptions::new().with_lease(id)),
+                    )
+                })
+                .collect();
+            client.txn(Txn::new().and_then(puts)).await?;
+            for (instance, value) in batch {
+                written.insert((*instance).clone(), (*value).clone());
             }
         }
         let gone: Vec<String> = written
@@ -293,7 +342,7 @@ impl Cluster {
     /// One key of the prefix into the view: added or replaced, or removed (`None`).
     fn apply(
         &self,
-        view: &mut BTreeMap<String, (Endpoint, bool)>,
+        view: &mut BTreeMap<String, (SidecarEntry, bool)>,
         key: &[u8],
         value: Option<&[u8]>,
     ) {
@@ -306,15 +355,9 @@ impl Cluster {
             return;
         };
         match serde_json::from_slice::<Stored>(value) {
-            Ok(s) => {
-                let ours = s.replica == self.replica;
-                let endpoint = Endpoint {
-                    service: s.service,
-                    instance_id: s.instance,
-                    labels: s.labels.into_iter().collect(),
-                    address: s.address,
-                };
-                view.insert(instance.to_string(), (endpoint, ours));
+            Ok(stored) => {
+                let ours = stored.replica == self.replica;
+                view.insert(instance.to_string(), (stored.entry(), ours));
             }
             Err(e) => {
                 tracing::warn!(%key, error = %e, "etcd registry: unreadable instance; ignored")

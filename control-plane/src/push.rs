@@ -57,12 +57,9 @@ pub struct Hub {
     answers: watch::Sender<u64>,
     /// Signalled on every registry change; `publish_endpoints` batches them.
     registry_changed: Notify,
-    /// Bumped when a local instance registers or leaves (the etcd registry mirrors
-    /// the local ones: `crate::cluster`).
-    local_changes: watch::Sender<u64>,
-    /// With etcd: every replica's instances, by instance id, and whether each is
-    /// ours. Empty without etcd.
-    cluster: Mutex<BTreeMap<String, (Endpoint, bool)>>,
+    /// With etcd: every replica's sidecars, by instance id, and whether each is
+    /// ours (`crate::cluster`). Empty without etcd.
+    cluster: Mutex<BTreeMap<String, (SidecarEntry, bool)>>,
 }
 
 impl Default for Hub {
@@ -78,7 +75,6 @@ impl Hub {
             registry: Mutex::new(Registry::default()),
             answers: watch::channel(0).0,
             registry_changed: Notify::new(),
-            local_changes: watch::channel(0).0,
             cluster: Mutex::new(BTreeMap::new()),
         }
     }
@@ -146,43 +142,51 @@ impl Hub {
         }
     }
 
-    /// What sidecars route to: this replica's instances, and with etcd the other
-    /// replicas' too. An instance the cluster view says is ours but that is no longer
-    /// registered here has left, even if etcd (down, or slow) still lists it.
-    fn endpoints(&self) -> Vec<Endpoint> {
-        let local = self.registry().endpoints();
+    /// Every sidecar this replica knows: its own, and with etcd the other replicas'.
+    /// One the cluster view says is ours but that is no longer connected here has
+    /// left, even if etcd (down, or slow) still lists it.
+    fn everyone(&self) -> Vec<SidecarEntry> {
+        let local: Vec<SidecarEntry> = self.registry().entries().cloned().collect();
         let cluster = self.cluster.lock().unwrap_or_else(|e| e.into_inner());
-        if cluster.is_empty() {
-            return local;
-        }
-        let mut all: BTreeMap<&str, &Endpoint> = cluster
+        let mut all: BTreeMap<&str, &SidecarEntry> = cluster
             .iter()
             .filter(|(_, (_, ours))| !ours)
             .map(|(id, (e, _))| (id.as_str(), e))
             .collect();
         for e in &local {
-            all.insert(&e.instance_id, e);
+            all.insert(&e.hello.instance_id, e);
         }
-        let mut list: Vec<Endpoint> = all.into_values().cloned().collect();
-        list.sort_by(|a, b| (&a.service, &a.instance_id).cmp(&(&b.service, &b.instance_id)));
+        let mut list: Vec<SidecarEntry> = all.into_values().cloned().collect();
+        list.sort_by(|a, b| {
+            (&a.hello.service, &a.hello.instance_id).cmp(&(&b.hello.service, &b.hello.instance_id))
+        });
         list
     }
 
-    /// This replica's own instances, for the etcd registry to write.
-    pub fn local_endpoints(&self) -> Vec<Endpoint> {
-        self.registry().endpoints()
+    /// What sidecars route to: every known instance (see `everyone`).
+    fn endpoints(&self) -> Vec<Endpoint> {
+        self.everyone()
+            .into_iter()
+            .map(|e| Endpoint {
+                service: e.hello.service,
+                instance_id: e.hello.instance_id,
+                labels: e.hello.labels,
+                address: e.hello.address,
+            })
+            .collect()
     }
 
-    /// Fires when a local instance registers or leaves.
-    pub fn local_changes(&self) -> watch::Receiver<u64> {
-        self.local_changes.subscribe()
+    /// This replica's own sidecars, for the etcd registry to write.
+    pub fn local_sidecars(&self) -> Vec<SidecarEntry> {
+        self.registry().entries().cloned().collect()
     }
 
-    /// The etcd registry's view of every replica's instances (`true`: written by
-    /// this replica).
-    pub fn set_cluster(&self, instances: BTreeMap<String, (Endpoint, bool)>) {
-        *self.cluster.lock().unwrap_or_else(|e| e.into_inner()) = instances;
+    /// The etcd registry's view of every replica's sidecars (`true`: written by this
+    /// replica). Their answers count for rollouts like local ones.
+    pub fn set_cluster(&self, sidecars: BTreeMap<String, (SidecarEntry, bool)>) {
+        *self.cluster.lock().unwrap_or_else(|e| e.into_inner()) = sidecars;
         self.registry_changed.notify_one();
+        self.answers.send_modify(|n| *n += 1);
     }
 
     /// Registers the instance of a new stream. A live stream with the same instance id
@@ -191,7 +195,6 @@ impl Hub {
     pub fn register(&self, hello: Hello, now_ms: i64) -> (SidecarId, oneshot::Receiver<()>) {
         let (id, kicked) = self.registry().insert(hello, now_ms);
         self.registry_changed.notify_one();
-        self.local_changes.send_modify(|n| *n += 1);
         self.answers.send_modify(|n| *n += 1);
         (id, kicked)
     }
@@ -200,7 +203,6 @@ impl Hub {
     pub fn deregister(&self, id: &SidecarId) {
         if self.registry().remove(id) {
             self.registry_changed.notify_one();
-            self.local_changes.send_modify(|n| *n += 1);
             self.answers.send_modify(|n| *n += 1);
         }
     }
@@ -222,13 +224,10 @@ impl Hub {
         self.answers.send_modify(|n| *n += 1);
     }
 
-    /// Every connected sidecar, ordered by service then instance id.
+    /// Every connected sidecar (with etcd, through any replica), ordered by service
+    /// then instance id.
     pub fn sidecars(&self) -> Vec<SidecarEntry> {
-        let mut list: Vec<SidecarEntry> = self.registry().entries().cloned().collect();
-        list.sort_by(|a, b| {
-            (&a.hello.service, &a.hello.instance_id).cmp(&(&b.hello.service, &b.hello.instance_id))
-        });
-        list
+        self.everyone()
     }
 
     /// Fires on every connect, disconnect, ACK or NACK.
@@ -239,8 +238,8 @@ impl Hub {
     /// Services with a connected sidecar, with their instance count.
     pub fn services(&self) -> BTreeMap<String, usize> {
         let mut services = BTreeMap::new();
-        for entry in self.registry().entries() {
-            *services.entry(entry.hello.service.clone()).or_insert(0) += 1;
+        for entry in self.everyone() {
+            *services.entry(entry.hello.service).or_insert(0) += 1;
         }
         services
     }

@@ -118,6 +118,31 @@ fn an_apply_through_one_replica_reaches_the_other_replicas_sidecars_within_a_sec
     // And both replicas answer for the same rules.
     let via_b = b.cli(&["rules", "get", "-o", "json"]).json();
     assert_eq!(via_b["revision"].as_u64(), Some(revision));
+
+    // Status and rollouts see every sidecar through any replica: `--wait` on B
+    // returns once the sidecar on A acked too.
+    let file = write_file(dir.path(), "blue.yaml", &lane("blue"));
+    b.cli(&["rules", "apply", "-f", &file, "--wait", "--timeout", "10s"])
+        .assert_ok();
+    let revision = graylane_tests::docs::revision(&b);
+    for cp in [&a, &b] {
+        let status = cp.cli(&["status", "-o", "json"]).json();
+        let sidecars = status["sidecars"].as_array().unwrap();
+        let acked: Vec<(&str, u64)> = sidecars
+            .iter()
+            .map(|s| {
+                (
+                    s["instance"].as_str().unwrap(),
+                    s["ackedRevision"].as_u64().unwrap(),
+                )
+            })
+            .collect();
+        assert_eq!(
+            acked,
+            [("frontend-1", revision), ("orders-1", revision)],
+            "{status}"
+        );
+    }
 }
 
 #[test]

@@ -2,7 +2,7 @@
 
 use std::collections::HashMap;
 
-use graylane_proto::v1::{Endpoint, Hello};
+use graylane_proto::v1::Hello;
 use tokio::sync::oneshot;
 
 /// Identifies one registration: the instance id plus the stream's session number, so a
@@ -85,20 +85,5 @@ impl Registry {
 
     pub(super) fn entries(&self) -> impl Iterator<Item = &SidecarEntry> {
         self.entries.values().map(|(_, e, _)| e)
-    }
-
-    /// The endpoint list every sidecar receives, in a stable order.
-    pub(super) fn endpoints(&self) -> Vec<Endpoint> {
-        let mut list: Vec<Endpoint> = self
-            .entries()
-            .map(|e| Endpoint {
-                service: e.hello.service.clone(),
-                instance_id: e.hello.instance_id.clone(),
-                labels: e.hello.labels.clone(),
-                address: e.hello.address.clone(),
-            })
-            .collect();
-        list.sort_by(|a, b| (&a.service, &a.instance_id).cmp(&(&b.service, &b.instance_id)));
-        list
     }
 }
