@@ -137,11 +137,11 @@ impl Control {
 
     /// Ready when the store answers.
     pub async fn ready(&self) -> Result<(), String> {
-        self.store
-            .current()
-            .await
-            .map(|_| ())
-            .map_err(|e| e.to_string())
+        self.store.current().await.map_err(|e| e.to_string())?;
+        if !self.hub.current().loaded {
+            return Err("the rules in force are not loaded yet".into());
+        }
+        Ok(())
     }
 
     /// The revision in force, parsed.
@@ -236,18 +236,40 @@ impl Control {
     /// revision after each wake-up, so skipped notifications lose nothing.
     pub async fn push_revisions(self: Arc<Self>, mut shutdown: watch::Receiver<bool>) {
         let mut revisions = self.store.watch();
+        let mut retry = RETRY_FIRST;
         loop {
-            match self.store.current().await {
-                Ok(current) => self.hub.set_rules(current.number, current.rules),
-                Err(e) => tracing::warn!(error = %e, "cannot read the current revision"),
-            }
+            // A failed read (the store unreachable, e.g. at start) is retried on a
+            // timer too: the store's watch may have nothing new to say once it is back.
+            let failed = match self.store.current().await {
+                Ok(current) => {
+                    self.hub.set_rules(current.number, current.rules);
+                    retry = RETRY_FIRST;
+                    false
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "cannot read the current revision; retrying");
+                    true
+                }
+            };
+            let pause = async {
+                if failed {
+                    tokio::time::sleep(retry).await;
+                } else {
+                    std::future::pending::<()>().await;
+                }
+            };
             tokio::select! {
                 changed = revisions.changed() => if changed.is_err() { return },
+                () = pause => retry = (retry * 2).min(RETRY_MAX),
                 _ = shutdown.wait_for(|down| *down) => return,
             }
         }
     }
 }
+
+/// Between reads of the revision in force while the store is unreachable.
+const RETRY_FIRST: std::time::Duration = std::time::Duration::from_millis(200);
+const RETRY_MAX: std::time::Duration = std::time::Duration::from_secs(3);
 
 /// Stored text was validated before it was committed; failing to parse it now means
 /// the data was changed behind our back (or a newer version wrote it).

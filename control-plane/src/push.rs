@@ -47,6 +47,9 @@ pub struct State {
     pub endpoints_generation: u64,
     /// Sorted by (service, instance id); instance ids are unique.
     pub endpoints: Arc<Vec<Endpoint>>,
+    /// Whether the rules in force were read from the store yet; until then streams
+    /// send nothing.
+    pub loaded: bool,
 }
 
 /// The push hub, shared by the discovery streams, the admin API and the store watcher.
@@ -105,6 +108,7 @@ impl Hub {
             next.version += 1;
             next.revision = revision;
             next.rules = rules.into();
+            next.loaded = true;
             *state = Arc::new(next);
             true
         });

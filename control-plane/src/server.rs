@@ -43,34 +43,20 @@ impl Server {
     ) -> anyhow::Result<()> {
         let hub = Arc::new(Hub::new());
         let control = Arc::new(Control::new(self.store, Arc::clone(&hub)));
-        // Load the revision in force before the first stream is served: a sidecar that
-        // reconnects must never be handed an empty rule set while we start up.
-        // With etcd down at start, wait for it: serving without the rules in force
-        // would hand sidecars an empty set.
-        let mut pause = Duration::from_millis(200);
-        let current = loop {
-            match control.store().current().await {
-                Ok(current) => break current,
-                Err(crate::store::StoreError::Unavailable(e)) => {
-                    tracing::warn!(error = %e, "cannot read the rules in force; retrying");
-                    tokio::time::sleep(pause).await;
-                    pause = (pause * 2).min(Duration::from_secs(5));
-                }
-                Err(e) => return Err(e.into()),
-            }
-        };
-        hub.set_rules(current.number, current.rules);
         // Sender side of the shutdown fan-out: streams, the HTTP server and the store
         // feed each hold a receiver and end when it turns true.
         let (stop, stopped) = watch::channel(false);
-        let tokens = self.tokens.map(Arc::new);
-
-        let feed = tokio::spawn(Arc::clone(&control).push_revisions(stopped.clone()));
         let probes = tokio::spawn(crate::http::serve(
             http,
             Arc::clone(&control),
             stopped.clone(),
         ));
+        let tokens = self.tokens.map(Arc::new);
+
+        // The revision in force, read before any stream gets a snapshot (streams wait
+        // for it: `State::loaded`); with etcd down at start, read once it is back.
+        // Meanwhile the admin API answers UNAVAILABLE and /ready 503.
+        let feed = tokio::spawn(Arc::clone(&control).push_revisions(stopped.clone()));
         let endpoints =
             tokio::spawn(Arc::clone(&hub).publish_endpoints(ENDPOINT_DEBOUNCE, stopped.clone()));
         let cluster = self

@@ -210,12 +210,37 @@ impl ControlPlane {
     /// A replica on the etcd store at `endpoints` (`host:port`, comma-separated),
     /// keys under `prefix`.
     pub fn start_etcd(dir: &Path, endpoints: &str, prefix: &str, extra: &[&str]) -> ControlPlane {
+        let cp = Self::start_etcd_unready(dir, endpoints, prefix, extra);
+        cp.wait_ready();
+        cp
+    }
+
+    /// Like `start_etcd`, returning as soon as it listens (ready or not).
+    pub fn start_etcd_unready(
+        dir: &Path,
+        endpoints: &str,
+        prefix: &str,
+        extra: &[&str],
+    ) -> ControlPlane {
         let store = format!("etcd://{endpoints}");
         let args = [&["--etcd-prefix", prefix][..], extra].concat();
-        Self::spawn(dir, "127.0.0.1:0", &store, &args)
+        Self::listening(dir, "127.0.0.1:0", &store, &args)
+    }
+
+    /// Waits until `/ready` answers 200.
+    pub fn wait_ready(&self) {
+        eventually(Duration::from_secs(20), "graylane-control /ready", || {
+            (http_get(self.http, "/ready").0 == 200).then_some(())
+        });
     }
 
     fn spawn(dir: &Path, grpc: &str, store: &str, extra: &[&str]) -> ControlPlane {
+        let cp = Self::listening(dir, grpc, store, extra);
+        cp.wait_ready();
+        cp
+    }
+
+    fn listening(dir: &Path, grpc: &str, store: &str, extra: &[&str]) -> ControlPlane {
         let data = dir.join("data");
         let mut cmd = Command::new(bin("graylane-control"));
         cmd.args(["--grpc-addr", grpc, "--http-addr", "127.0.0.1:0"])
@@ -237,9 +262,6 @@ impl ControlPlane {
                 Some((field(&text, "grpc_addr=")?, field(&text, "http_addr=")?))
             },
         );
-        eventually(Duration::from_secs(20), "graylane-control /ready", || {
-            (http_get(http, "/ready").0 == 200).then_some(())
-        });
         ControlPlane {
             proc,
             grpc,

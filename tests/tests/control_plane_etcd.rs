@@ -361,3 +361,52 @@ fn a_three_member_etcd_keeps_taking_applies_when_its_leader_stops() {
         || (revision_at(&orders) == revision).then_some(()),
     );
 }
+
+#[test]
+fn a_replica_started_while_etcd_is_down_serves_nothing_stale_until_etcd_comes() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut etcd = Etcd::start(dir.path());
+    let first = replica(dir.path(), &[&etcd]);
+    apply(&first, dir.path(), "before").assert_ok();
+    drop(first);
+    etcd.stop();
+
+    let cp = ControlPlane::start_etcd_unready(dir.path(), &etcd.endpoint(), "/graylane-test", &[]);
+    eventually(Duration::from_secs(10), "/ready to answer 503", || {
+        (http_get(cp.http, "/ready").0 == 503).then_some(())
+    });
+    let refused = apply(&cp, dir.path(), "early");
+    assert_eq!(refused.code, 3, "writes fail fast, not hang: {refused:?}");
+    // A sidecar subscribing now gets no snapshot (an empty rule set would wipe the
+    // rules it should route by) ...
+    let app = DemoApp::start(dir.path(), "orders", "v1", None);
+    let sidecar = Sidecar::start(
+        dir.path(),
+        "orders-1",
+        &[
+            "--service",
+            "orders",
+            "--instance-id",
+            "orders-1",
+            "--app-addr",
+            &app.addr.to_string(),
+            "--control-plane",
+            &cp.url(),
+        ],
+    );
+    eventually(Duration::from_secs(10), "the sidecar to subscribe", || {
+        sidecar.proc.log_text().contains("subscribed").then_some(())
+    });
+
+    // ... until etcd is back: then the rules in force, revision 1.
+    etcd.restart();
+    cp.wait_ready();
+    sidecar.wait_ready();
+    assert_eq!(revision_at(&sidecar), 1);
+    assert!(
+        !sidecar.proc.log_text().contains("revision=0"),
+        "the sidecar was never handed an empty rule set:\n{}",
+        sidecar.proc.log_text()
+    );
+    apply(&cp, dir.path(), "later").assert_ok();
+}

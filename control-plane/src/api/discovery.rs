@@ -110,7 +110,9 @@ impl Stream {
     ) {
         let mut states = self.hub.subscribe();
         // The newest state not yet being sent; replaced (coalesced) by newer ones.
-        let mut pending = Some(states.borrow_and_update().clone());
+        // Nothing goes out before the rules in force were read from the store (a
+        // replica starting while etcd is down): an empty set would wipe the sidecar's.
+        let mut pending = Some(states.borrow_and_update().clone()).filter(|s| s.loaded);
         // The snapshot whose parts are going out; always finished before the next.
         let mut sending: Option<Outgoing> = None;
         let mut last: Option<Arc<State>> = None;
@@ -132,7 +134,7 @@ impl Stream {
                     Ok(None) | Err(_) => break None,
                 },
                 changed = states.changed() => match changed {
-                    Ok(()) => pending = Some(states.borrow_and_update().clone()),
+                    Ok(()) => pending = Some(states.borrow_and_update().clone()).filter(|s| s.loaded),
                     Err(_) => break Some(Status::unavailable("control plane shutting down")),
                 },
                 permit = tx.reserve(), if sending.is_some() => {

@@ -182,6 +182,7 @@ mod tests {
             rules: rules.into(),
             endpoints_generation: generation,
             endpoints: eps,
+            loaded: true,
         })
     }
 
