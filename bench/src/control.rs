@@ -34,11 +34,13 @@ impl ControlProcess {
     /// thread kills it (and exits) should the bench overrun `deadline` by 15 s.
     pub async fn start(
         bin: &Path,
+        store: &[&str],
         env: &[(String, String)],
         deadline: Instant,
     ) -> anyhow::Result<ControlProcess> {
         let child = Command::new(bin)
-            .args(["--store", "memory:"])
+            .arg("--store")
+            .args(store)
             .args(["--grpc-addr", "127.0.0.1:0", "--http-addr", "127.0.0.1:0"])
             .env_remove("GRAYLANE_LOG")
             .env_remove("GRAYLANE_TOKEN_FILE")

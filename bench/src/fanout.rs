@@ -16,7 +16,7 @@ use crate::stats::Stats;
 use crate::subscriber::{Event, Subs, next_event, subscriber};
 
 /// Bound on any single wait inside the run (an apply reaching everyone, ACKs, ...).
-const STEP_TIMEOUT: Duration = Duration::from_secs(30);
+pub(crate) const STEP_TIMEOUT: Duration = Duration::from_secs(30);
 /// Pause before each memory reading, so in-flight work (ACKs, frees) has finished.
 pub(crate) const SETTLE: Duration = Duration::from_secs(1);
 
@@ -37,12 +37,12 @@ pub struct Plan {
 }
 
 /// The subscribers, all connected and holding every endpoint.
-struct Connected {
-    subs: Subs,
+pub(crate) struct Connected {
+    pub(crate) subs: Subs,
     /// Every subscriber's snapshots; the subscriber tasks hold the senders.
     events: mpsc::UnboundedReceiver<Event>,
     /// From the first connect until the last subscriber saw all `n` endpoints.
-    settled: Duration,
+    pub(crate) settled: Duration,
     /// Snapshots received while connecting.
     snapshots: u64,
     /// Of those, the ones that carried endpoints.
@@ -62,7 +62,7 @@ struct Timings {
 impl Connected {
     /// Waits until every subscriber holds `revision` (of apply `i`, applied at `t0`);
     /// returns how long after `t0` the first and the last one had it.
-    async fn reach_all(
+    pub(crate) async fn reach_all(
         &mut self,
         i: usize,
         revision: u64,
@@ -102,7 +102,7 @@ pub async fn measure(plan: &Plan, control: &ControlProcess, nofile: u64) -> anyh
     let before = memory(control.pid)?;
     eprintln!("0 streams: {before}");
 
-    let mut connected = connect(plan, &url).await?;
+    let mut connected = connect(plan, std::slice::from_ref(&url)).await?;
     let version = connected.subs.version[0];
     ensure!(
         connected.subs.version.iter().all(|v| *v == version),
@@ -153,8 +153,9 @@ pub async fn measure(plan: &Plan, control: &ControlProcess, nofile: u64) -> anyh
     ))
 }
 
-/// Starts every subscriber and waits until each holds all `n` endpoints.
-async fn connect(plan: &Plan, url: &str) -> anyhow::Result<Connected> {
+/// Starts every subscriber (spread over `urls` in turn) and waits until each holds
+/// all `n` endpoints.
+pub(crate) async fn connect(plan: &Plan, urls: &[String]) -> anyhow::Result<Connected> {
     let n = plan.subscribers;
     let (events_tx, mut events) = mpsc::unbounded_channel();
     let gate = Arc::new(Semaphore::new(plan.connect_concurrency.max(1)));
@@ -162,7 +163,7 @@ async fn connect(plan: &Plan, url: &str) -> anyhow::Result<Connected> {
     for idx in 0..n {
         tokio::spawn(subscriber(
             idx,
-            url.to_owned(),
+            urls[idx % urls.len()].clone(),
             Arc::clone(&gate),
             events_tx.clone(),
         ));
@@ -245,7 +246,7 @@ async fn applies(
 }
 
 /// Apply number `i`: one Lane whose tag changes every time.
-fn lane(i: usize) -> ApplyRequest {
+pub(crate) fn lane(i: usize) -> ApplyRequest {
     ApplyRequest {
         files: vec![SourceFile {
             name: "bench.yaml".into(),
@@ -260,7 +261,7 @@ fn lane(i: usize) -> ApplyRequest {
 }
 
 /// WatchRollout until every connected sidecar acked `revision`.
-async fn wait_rollout(
+pub(crate) async fn wait_rollout(
     admin: &mut AdminClient<Channel>,
     revision: u64,
     n: usize,

@@ -9,6 +9,7 @@
 mod control;
 mod fanout;
 mod nofile;
+mod replicas;
 mod report;
 mod stats;
 mod subscriber;
@@ -16,5 +17,6 @@ mod subscriber;
 pub use self::control::ControlProcess;
 pub use self::fanout::{Plan, measure};
 pub use self::nofile::raise_nofile;
-pub use self::report::write_section;
+pub use self::replicas::{REPLICAS_SECTION, measure_replicas};
+pub use self::report::{write_named_section, write_section};
 pub use self::stats::Stats;

@@ -39,6 +39,11 @@ pub(crate) fn report(plan: &Plan, r: &Results) -> String {
 /// Replaces (or adds) the results section of `path`, keeping everything else; creates
 /// the file (with a short preamble) if it is missing.
 pub fn write_section(path: &Path, section: &str) -> anyhow::Result<()> {
+    write_named_section(path, SECTION, section)
+}
+
+/// Replaces the section that starts with `heading` in `path` (or appends it).
+pub fn write_named_section(path: &Path, heading: &str, section: &str) -> anyhow::Result<()> {
     let old = match std::fs::read_to_string(path) {
         Ok(text) => text,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => String::from(
@@ -47,9 +52,9 @@ pub fn write_section(path: &Path, section: &str) -> anyhow::Result<()> {
         ),
         Err(e) => return Err(e).with_context(|| format!("read {}", path.display())),
     };
-    let new = match old.find(SECTION) {
+    let new = match old.find(heading) {
         Some(start) => {
-            let after = start + SECTION.len();
+            let after = start + heading.len();
             let end = old[after..]
                 .find("\n## ")
                 .map_or(old.len(), |i| after + i + 1);

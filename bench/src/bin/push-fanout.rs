@@ -118,7 +118,7 @@ async fn run(args: &Args, deadline: Instant) -> anyhow::Result<()> {
         hold_idle: Duration::from_secs(args.hold_idle_secs),
     };
 
-    let control = ControlProcess::start(&bin, &args.child_env, deadline).await?;
+    let control = ControlProcess::start(&bin, &["memory:"], &args.child_env, deadline).await?;
     let result = measure(&plan, &control, nofile).await;
     if result.is_err() {
         eprintln!(
