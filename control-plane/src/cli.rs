@@ -15,6 +15,7 @@ mod output;
 mod release;
 mod rules;
 mod status;
+mod trace;
 
 pub use self::client::Client;
 
@@ -57,6 +58,16 @@ pub enum Command {
     Release(release::ReleaseCommand),
     /// Connected sidecars: instance, labels, lane, acked revision, NACK reason.
     Status,
+    /// The hops of a request as a tree: service, version, lane or fallback, status,
+    /// latency (from the spans sidecars export to the control plane).
+    Trace {
+        /// The trace id (32 hex digits: the second field of `traceparent`).
+        #[arg(required_unless_present = "recent", conflicts_with = "recent")]
+        trace_id: Option<String>,
+        /// The N most recent traces instead.
+        #[arg(long, value_name = "N")]
+        recent: Option<u32>,
+    },
     /// Start a whole mesh on loopback and walk through a gray release.
     Demo {
         /// Exit after the walkthrough instead of running until Ctrl-C.
@@ -136,6 +147,9 @@ impl Cli {
             Command::Rules(cmd) => cmd.run(&connect, self.output).await,
             Command::Release(cmd) => cmd.run(&connect, self.output).await,
             Command::Status => status::run(&connect, self.output).await,
+            Command::Trace { trace_id, recent } => {
+                trace::run(&connect, self.output, trace_id, recent).await
+            }
             Command::Demo { once } => demo::run(once).await,
         }
     }

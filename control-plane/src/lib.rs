@@ -15,6 +15,7 @@ pub mod http;
 pub mod push;
 pub mod server;
 pub mod store;
+pub mod traces;
 
 /// Milliseconds since the Unix epoch (0 if the clock is before it).
 pub fn now_ms() -> i64 {

@@ -18,6 +18,8 @@ use crate::cluster::Cluster;
 use crate::control::Control;
 use crate::push::{ENDPOINT_DEBOUNCE, Hub};
 use crate::store::Store;
+use crate::traces::{Collector, Traces};
+use opentelemetry_proto::tonic::collector::trace::v1::trace_service_server::TraceServiceServer;
 
 /// Everything the server needs besides its listeners.
 pub struct Server {
@@ -66,7 +68,12 @@ impl Server {
         let discovery = DiscoveryServer::new(DiscoveryService::new(hub, stopped.clone()))
             .max_decoding_message_size(MAX_MESSAGE)
             .max_encoding_message_size(MAX_MESSAGE);
-        let admin = AdminServer::new(AdminService::new(Arc::clone(&control)))
+        let traces = Arc::new(Traces::default());
+        let collector = TraceServiceServer::new(Collector {
+            traces: Arc::clone(&traces),
+        })
+        .max_decoding_message_size(MAX_MESSAGE);
+        let admin = AdminServer::new(AdminService::new(Arc::clone(&control), traces))
             .max_decoding_message_size(MAX_MESSAGE)
             .max_encoding_message_size(MAX_MESSAGE);
         let mut stopped_grpc = stopped.clone();
@@ -81,7 +88,12 @@ impl Server {
             ))
             .add_service(tonic::service::interceptor::InterceptedService::new(
                 admin,
-                Auth::new(tokens, Role::Admin),
+                Auth::new(tokens.clone(), Role::Admin),
+            ))
+            // Sidecars export their spans here (OTLP/gRPC) with their own token.
+            .add_service(tonic::service::interceptor::InterceptedService::new(
+                collector,
+                Auth::new(tokens, Role::Sidecar),
             ))
             // Snapshots and ACKs are small writes that must not wait for Nagle.
             .serve_with_incoming_shutdown(

@@ -22,6 +22,7 @@ use tokio_stream::wrappers::ReceiverStream;
 use crate::discovery::Counters;
 use crate::metrics::Metrics;
 use crate::routes::Shared;
+use crate::spans::Tracer;
 
 /// What the admin listener serves from.
 pub struct Admin {
@@ -31,6 +32,7 @@ pub struct Admin {
     pub routes: Shared,
     pub counters: Arc<Counters>,
     pub metrics: Arc<Metrics>,
+    pub tracer: Arc<Tracer>,
 }
 
 type Body = BoxBody<Bytes, Infallible>;
@@ -115,6 +117,7 @@ impl Admin {
             routes: Arc::clone(&self.routes),
             counters: Arc::clone(&self.counters),
             metrics: Arc::clone(&self.metrics),
+            tracer: Arc::clone(&self.tracer),
         };
         tokio::spawn(async move {
             let mut last = None;
@@ -194,6 +197,18 @@ impl Admin {
             "counter",
             "Connections made to a control plane.",
             c.connects.load(Ordering::Relaxed),
+        );
+        one(
+            "graylane_spans_exported_total",
+            "counter",
+            "Spans the OTLP endpoint accepted.",
+            self.tracer.exported.load(Ordering::Relaxed),
+        );
+        one(
+            "graylane_spans_dropped_total",
+            "counter",
+            "Spans dropped: export queue full, or the OTLP endpoint failed.",
+            self.tracer.dropped.load(Ordering::Relaxed),
         );
         self.metrics.render(&mut out);
         out

@@ -26,6 +26,7 @@ use crate::outbound::Outbound;
 use crate::proxy::Clients;
 use crate::routes::Routing;
 use crate::server::{self, Limits};
+use crate::spans::{TraceConfig, Tracer, attr};
 use crate::tag::TraceTable;
 use crate::transparent::Transparent;
 
@@ -50,6 +51,8 @@ pub struct Config {
     /// Transparent mode: how long a client may stay silent before its connection is
     /// taken for a server-first protocol and tunnelled.
     pub detect_timeout: Duration,
+    /// Where spans go (OTLP) and how many.
+    pub trace: TraceConfig,
 }
 
 /// The sidecar's listeners, bound by the caller.
@@ -69,7 +72,19 @@ pub async fn run(config: Config, listeners: Listeners, shutdown: impl Future<Out
     let traces = Arc::new(TraceTable::new(TRACE_ENTRIES, TRACE_TTL));
     let clients = Clients::new(CONNECT_TIMEOUT);
     let metrics = Arc::new(Metrics::default());
+    let mut resource = vec![
+        attr("service.name", d.service.clone()),
+        attr("service.instance.id", d.instance_id.clone()),
+    ];
+    resource.extend(
+        d.labels
+            .iter()
+            .map(|(k, v)| attr(&format!("graylane.label.{k}"), v.clone())),
+    );
+    let tracer = Tracer::new(&config.trace, resource);
     let outbound = Arc::new(Outbound {
+        service: d.service.clone(),
+        instance_id: d.instance_id.clone(),
         routes: Arc::clone(&routes),
         balancer: Balancer::new(EJECT_FOR, Instant::now()),
         clients: clients.clone(),
@@ -78,6 +93,7 @@ pub async fn run(config: Config, listeners: Listeners, shutdown: impl Future<Out
         propagate: config.propagate_headers.clone(),
         upstream_timeout: config.upstream_timeout,
         metrics: Arc::clone(&metrics),
+        tracer: Arc::clone(&tracer),
     });
     let inbound = Arc::new(Inbound {
         service: d.service.clone(),
@@ -89,6 +105,7 @@ pub async fn run(config: Config, listeners: Listeners, shutdown: impl Future<Out
         propagate: config.propagate_headers.clone(),
         upstream_timeout: config.upstream_timeout,
         metrics: Arc::clone(&metrics),
+        tracer: Arc::clone(&tracer),
     });
     let transparent = Arc::new(Transparent {
         opaque_ports: config.opaque_ports.clone(),
@@ -103,6 +120,7 @@ pub async fn run(config: Config, listeners: Listeners, shutdown: impl Future<Out
         routes: Arc::clone(&routes),
         counters: Arc::clone(&counters),
         metrics,
+        tracer,
     });
     // One signal for every task: listeners stop accepting and drain, the discovery
     // stream ends.

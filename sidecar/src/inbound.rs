@@ -15,7 +15,9 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
-use graylane_routing::{InboundSource, Tag, baggage_with_tag, baggage_without_tag};
+use graylane_routing::{
+    InboundSource, Tag, TraceParent, baggage_with, baggage_with_tag, baggage_without_tag,
+};
 use http::header::{HeaderName, HeaderValue};
 use http::request::Parts;
 use http::{Request, Response};
@@ -26,6 +28,7 @@ use crate::outbound::{DEBUG_HEADER, Hop, VIA_HEADER, append_route, tag_label};
 use crate::proxy::{self, Body, Clients, ProxyError, SendError};
 use crate::routes::{Routes, Shared};
 use crate::server::Handler;
+use crate::spans::{Kind, Notes, TRACE_BAGGAGE_KEY, TRACEPARENT, Tracer};
 use crate::tag::{self, HeaderTag, Source, TAG_HEADER, TraceEntry, TraceTable, View};
 
 const BAGGAGE: &str = "baggage";
@@ -41,16 +44,19 @@ pub struct Inbound {
     pub propagate: Vec<HeaderName>,
     pub upstream_timeout: Duration,
     pub metrics: Arc<Metrics>,
+    pub tracer: Arc<Tracer>,
 }
 
 impl Handler for Inbound {
     async fn handle(
         self: Arc<Self>,
         peer: SocketAddr,
-        request: Request<Incoming>,
+        mut request: Request<Incoming>,
     ) -> Response<Body> {
         let _in_flight = self.metrics.start();
         let started = Instant::now();
+        let span = self.tracer.begin(request.headers_mut());
+        let mut notes = Notes::default();
         let mut key = Key {
             direction: "inbound",
             service: self.service.clone(),
@@ -59,10 +65,14 @@ impl Handler for Inbound {
             status: 0,
         };
         let response = self
-            .proxy(peer, request, &mut key)
+            .proxy(peer, request, &mut key, &mut notes)
             .await
             .unwrap_or_else(ProxyError::into_response);
         key.status = response.status().as_u16();
+        let name = format!("inbound {}", self.service);
+        let attributes = notes.attributes(&self.service, &self.instance_id, key.status);
+        self.tracer
+            .finish(&span, Kind::Server, name, attributes, key.status);
         self.metrics.record(key, started.elapsed());
         response
     }
@@ -74,6 +84,7 @@ impl Inbound {
         peer: SocketAddr,
         request: Request<Incoming>,
         key: &mut Key,
+        notes: &mut Notes,
     ) -> Result<Response<Body>, ProxyError> {
         let (mut parts, body) = request.into_parts();
         let from_sidecar = parts.headers.remove(VIA_HEADER).is_some();
@@ -83,7 +94,10 @@ impl Inbound {
         let (tag, source) = self.decide_tag(routes.as_deref(), &mut parts, peer);
         if let Some(routes) = &routes {
             key.tag = tag_label(routes, tag.as_ref());
+            notes.revision = routes.revision;
         }
+        notes.tag = tag.as_ref().map(|t| t.as_str().to_string());
+        notes.source = source.as_str();
         set_tag(&mut parts, tag.as_ref());
         if let Some(trace) = tag::trace_id(&parts.headers) {
             let headers = self
@@ -213,6 +227,17 @@ fn set_tag(parts: &mut Parts, tag: Option<&Tag>) {
             Some(baggage_with_tag(existing.as_deref(), tag))
         }
         None => existing.as_deref().and_then(baggage_without_tag),
+    };
+    // The trace position rides along in the baggage too, so an app that relays only
+    // `baggage` keeps its calls in this trace (see `spans::Tracer::begin`).
+    let traceparent = parts
+        .headers
+        .get(TRACEPARENT)
+        .and_then(|v| v.to_str().ok())
+        .filter(|v| TraceParent::parse(v).is_some());
+    let updated = match (updated, traceparent) {
+        (Some(baggage), Some(tp)) => Some(baggage_with(Some(&baggage), TRACE_BAGGAGE_KEY, tp)),
+        (updated, _) => updated,
     };
     if let Some(value) = updated.and_then(|v| HeaderValue::from_str(&v).ok()) {
         parts.headers.insert(BAGGAGE, value);

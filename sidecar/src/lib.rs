@@ -20,5 +20,6 @@ pub mod outbound;
 pub mod proxy;
 pub mod routes;
 pub mod server;
+pub mod spans;
 pub mod tag;
 pub mod transparent;

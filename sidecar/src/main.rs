@@ -10,6 +10,7 @@ use clap::Parser;
 use graylane_sidecar::app;
 use graylane_sidecar::discovery;
 use graylane_sidecar::server::Limits;
+use graylane_sidecar::spans::TraceConfig;
 
 /// graylane's sidecar: keeps a request in its gray lane across every hop.
 #[derive(Parser, Debug)]
@@ -78,6 +79,13 @@ struct Args {
     /// Threads that serve requests (Envoy's --concurrency; Istio's sidecars default to 2).
     #[arg(long, env = "GRAYLANE_CONCURRENCY", default_value_t = 2, value_parser = clap::value_parser!(u16).range(1..=256))]
     concurrency: u16,
+    /// Where spans go (OTLP/gRPC): a URL, or `none`. Default: the first
+    /// --control-plane URL (graylane-control keeps recent traces for `graylane trace`).
+    #[arg(long, env = "GRAYLANE_OTLP_ENDPOINT")]
+    otlp_endpoint: Option<String>,
+    /// Percent of new traces recorded (a caller's sampling decision is followed).
+    #[arg(long, env = "GRAYLANE_TRACE_SAMPLING", default_value_t = 100.0)]
+    trace_sampling: f64,
     /// Where the last good snapshot is kept, to start from when the control plane is down.
     #[arg(long, env = "GRAYLANE_CACHE_DIR")]
     cache_dir: Option<PathBuf>,
@@ -173,6 +181,15 @@ async fn run(args: Args) -> anyhow::Result<()> {
         inbound_addr = %inbound_addr,
         "graylane-sidecar listening"
     );
+    let trace = TraceConfig {
+        endpoint: match args.otlp_endpoint.as_deref() {
+            Some("none") => None,
+            Some(url) => Some(url.to_string()),
+            None => control_planes.first().cloned(),
+        },
+        token: token.clone(),
+        sampling: args.trace_sampling / 100.0,
+    };
     let config = app::Config {
         discovery: discovery::Config {
             service: args.service,
@@ -192,6 +209,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
         },
         opaque_ports: args.opaque_ports,
         detect_timeout: args.detect_timeout,
+        trace,
     };
     let listeners = app::Listeners {
         admin: admin_listener,

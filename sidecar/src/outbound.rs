@@ -28,6 +28,7 @@ use crate::metrics::{Key, Metrics};
 use crate::proxy::{self, Body, Clients, ProxyError, SendError};
 use crate::routes::{Routes, Shared};
 use crate::server::Handler;
+use crate::spans::{Kind, Notes, Tracer};
 use crate::tag::{self, HeaderTag, Source, TAG_HEADER, TraceTable, View};
 use crate::transparent::OriginalDst;
 
@@ -40,6 +41,9 @@ pub(crate) use self::debug::{DEBUG_HEADER, Hop, VIA_HEADER, append_route};
 
 /// The outbound side of one sidecar.
 pub struct Outbound {
+    /// This instance (for its spans).
+    pub service: String,
+    pub instance_id: String,
     pub routes: Shared,
     pub balancer: Balancer,
     pub clients: Clients,
@@ -50,16 +54,18 @@ pub struct Outbound {
     pub propagate: Vec<HeaderName>,
     pub upstream_timeout: Duration,
     pub metrics: Arc<Metrics>,
+    pub tracer: Arc<Tracer>,
 }
 
 impl Handler for Outbound {
     async fn handle(
         self: Arc<Self>,
         _peer: SocketAddr,
-        request: Request<Incoming>,
+        mut request: Request<Incoming>,
     ) -> Response<Body> {
         let _in_flight = self.metrics.start();
         let started = Instant::now();
+        let span = self.tracer.begin(request.headers_mut());
         let mut key = Key {
             direction: "outbound",
             service: "-".into(),
@@ -67,11 +73,16 @@ impl Handler for Outbound {
             tag: "-".into(),
             status: 0,
         };
+        let mut notes = Notes::default();
         let response = self
-            .proxy(request, &mut key)
+            .proxy(request, &mut key, &mut notes)
             .await
             .unwrap_or_else(ProxyError::into_response);
         key.status = response.status().as_u16();
+        let name = format!("outbound {}", key.service);
+        let attributes = notes.attributes(&self.service, &self.instance_id, key.status);
+        self.tracer
+            .finish(&span, Kind::Client, name, attributes, key.status);
         self.metrics.record(key, started.elapsed());
         response
     }
@@ -82,13 +93,17 @@ impl Outbound {
         &self,
         request: Request<Incoming>,
         key: &mut Key,
+        notes: &mut Notes,
     ) -> Result<Response<Body>, ProxyError> {
         let routes = self.routes.load().ok_or(ProxyError::NotReady)?;
+        notes.revision = routes.revision;
         let (mut parts, body) = request.into_parts();
         // Set when iptables redirected the app's connection here (transparent mode).
         let original = parts.extensions.get::<OriginalDst>().map(|o| o.0);
         let (tag, source) = self.resolve_tag(&mut parts);
         key.tag = tag_label(&routes, tag.as_ref());
+        notes.tag = tag.as_ref().map(|t| t.as_str().to_string());
+        notes.source = source.as_str();
         let service = match (destination(&parts), original) {
             (Ok(service), _) => service,
             (Err(_), Some(to)) => return self.passthrough(parts, body, tag, to, key).await,
@@ -118,6 +133,14 @@ impl Outbound {
         };
         key.service.clone_from(&service);
         key.subset = route.subset.unwrap_or("-").to_string();
+        notes.destination = Some(service.clone());
+        notes.lane = route.lane.map(String::from);
+        notes.subset = route.subset.map(String::from);
+        notes.fallback = match (&route.fallback, route.base_fallback) {
+            (Some(info), _) => Some(info.to_string()),
+            (None, true) => Some("no candidate by weights or base: any instance".into()),
+            (None, false) => None,
+        };
         let upgrade = forward_head(&mut parts, tag.as_ref());
         parts
             .headers
@@ -130,9 +153,11 @@ impl Outbound {
         if body.is_end_stream() {
             self.mirror(&routes, &service, &parts, timeout);
         }
-        let (response, instance) = self
+        let (response, instance, retries) = self
             .send(&route, &service, parts, body, retry.as_ref(), timeout)
             .await?;
+        notes.instance = Some(instance.id.clone());
+        notes.retries = retries;
         let mut response = forward_response(response, upgrade);
         if debug {
             let hop = Hop {
@@ -243,12 +268,13 @@ impl Outbound {
         body: Incoming,
         retry: Option<&Retry>,
         timeout: Duration,
-    ) -> Result<(Response<Incoming>, graylane_routing::Instance), ProxyError> {
+    ) -> Result<(Response<Incoming>, graylane_routing::Instance, u32), ProxyError> {
         // A retryable request has no body: each attempt is a copy of the head. Others
         // are sent once, moved.
         let mut held = Some((parts, proxy::boxed(body)));
         let mut avoid: Option<String> = None;
         let mut retries_left = retry.map_or(0, |r| r.attempts);
+        let mut retries = 0;
         loop {
             let mut rng = fastrand::Rng::new();
             let (instance, _in_flight) = self
@@ -285,6 +311,7 @@ impl Outbound {
             };
             if again {
                 retries_left -= 1;
+                retries += 1;
                 tracing::debug!(%service, instance = %instance.id, "retrying on another instance");
                 if route.candidates.len() > 1 {
                     avoid = Some(instance.address.clone());
@@ -292,7 +319,7 @@ impl Outbound {
                 continue;
             }
             return match outcome {
-                Ok(response) => Ok((response, instance.clone())),
+                Ok(response) => Ok((response, instance.clone(), retries)),
                 Err(e) => Err(send_error(
                     e,
                     service,

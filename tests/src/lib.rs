@@ -17,6 +17,7 @@ use std::time::{Duration, Instant};
 pub mod docs;
 pub mod etcd;
 pub mod netns;
+pub mod otlp;
 mod subscriber;
 
 pub use self::subscriber::Subscriber;

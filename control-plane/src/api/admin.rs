@@ -13,15 +13,17 @@ use tonic::{Request, Response, Status};
 use super::USER_METADATA;
 use crate::control::{Action, Change, ChangeOptions, ChangeOutcome, Control, ControlError};
 use crate::push::SidecarEntry;
+use crate::traces::Traces;
 
 /// The admin API over the shared `Control`.
 pub struct AdminService {
     control: Arc<Control>,
+    traces: Arc<Traces>,
 }
 
 impl AdminService {
-    pub fn new(control: Arc<Control>) -> Self {
-        Self { control }
+    pub fn new(control: Arc<Control>, traces: Arc<Traces>) -> Self {
+        Self { control, traces }
     }
 
     async fn change<T>(
@@ -343,5 +345,33 @@ impl Admin for AdminService {
         Ok(Response::new(Box::pin(
             tokio_stream::wrappers::ReceiverStream::new(rx),
         )))
+    }
+
+    async fn get_trace(
+        &self,
+        request: Request<pb::GetTraceRequest>,
+    ) -> Result<Response<pb::Trace>, Status> {
+        let id = request.into_inner().trace_id.trim().to_ascii_lowercase();
+        if id.len() != 32 || !id.bytes().all(|b| b.is_ascii_hexdigit()) || id == "0".repeat(32) {
+            return Err(Status::invalid_argument(format!(
+                "trace id {id:?}: expected 32 hex digits (the second field of traceparent)"
+            )));
+        }
+        self.traces.get(&id).map(Response::new).ok_or_else(|| {
+            Status::not_found(format!(
+                "trace {id}: no span of it reached this control plane (recent traces only; \
+                 sidecars export to it unless --otlp-endpoint says otherwise)"
+            ))
+        })
+    }
+
+    async fn recent_traces(
+        &self,
+        request: Request<pb::RecentTracesRequest>,
+    ) -> Result<Response<pb::RecentTracesResponse>, Status> {
+        let limit = usize::try_from(request.into_inner().limit.clamp(1, 1000)).unwrap_or(1000);
+        Ok(Response::new(pb::RecentTracesResponse {
+            traces: self.traces.recent(limit),
+        }))
     }
 }

@@ -39,6 +39,6 @@ pub use self::table::{
     RequestView, Route, RouteError, RoutingTable,
 };
 pub use self::tag::{
-    BAGGAGE_KEY, TAG_MAX_LEN, Tag, baggage_with_tag, baggage_without_tag, tag_from_baggage,
-    trace_id_from_traceparent,
+    BAGGAGE_KEY, TAG_MAX_LEN, Tag, TraceParent, baggage_entry, baggage_with, baggage_with_tag,
+    baggage_without_tag, push_hex, tag_from_baggage, trace_id_from_traceparent,
 };

@@ -10,8 +10,11 @@ use crate::path::quote;
 mod baggage;
 mod traceparent;
 
-pub use self::baggage::{BAGGAGE_KEY, baggage_with_tag, baggage_without_tag, tag_from_baggage};
-pub use self::traceparent::trace_id_from_traceparent;
+pub use self::baggage::{
+    BAGGAGE_KEY, baggage_entry, baggage_with, baggage_with_tag, baggage_without_tag,
+    tag_from_baggage,
+};
+pub use self::traceparent::{TraceParent, push_hex, trace_id_from_traceparent};
 
 /// Longest tag value, in bytes (all tag characters are ASCII).
 pub const TAG_MAX_LEN: usize = 64;

@@ -37,26 +37,42 @@ pub fn tag_from_baggage(baggage: &str) -> Option<Tag> {
 /// are kept as they were, without surrounding whitespace; empty members are dropped.
 pub fn baggage_with_tag(existing: Option<&str>, tag: &Tag) -> String {
     // Tag characters are all baggage-octets, so the value needs no encoding.
-    let mut out = format!("{BAGGAGE_KEY}={tag}");
-    for member in other_members(existing.unwrap_or_default()) {
+    baggage_with(existing, BAGGAGE_KEY, tag.as_str())
+}
+
+/// A `baggage` value with entry `key` set to `value` (first, replacing any other
+/// `key` entry). `value` must already be baggage-octets (no `,`, `;`, `=`...).
+pub fn baggage_with(existing: Option<&str>, key: &str, value: &str) -> String {
+    let mut out = format!("{key}={value}");
+    for member in members_except(existing.unwrap_or_default(), key) {
         out.push(',');
         out.push_str(member);
     }
     out
 }
 
+/// The raw value of the first `key` entry (properties and whitespace stripped).
+pub fn baggage_entry<'a>(baggage: &'a str, key: &str) -> Option<&'a str> {
+    baggage.split(',').find_map(|member| {
+        let (k, v) = member.split_once('=')?;
+        k.trim()
+            .eq_ignore_ascii_case(key)
+            .then(|| v.split(';').next().unwrap_or_default().trim())
+    })
+}
+
 /// A `baggage` value without any `gray-publish` entry (what a sidecar forwards when a
 /// TagPolicy removed the caller's tag); `None` when no other member is left.
 pub fn baggage_without_tag(existing: &str) -> Option<String> {
-    let rest: Vec<&str> = other_members(existing).collect();
+    let rest: Vec<&str> = members_except(existing, BAGGAGE_KEY).collect();
     (!rest.is_empty()).then(|| rest.join(","))
 }
 
-/// The members other than `gray-publish`, trimmed, empty ones dropped.
-fn other_members(baggage: &str) -> impl Iterator<Item = &str> {
-    baggage.split(',').map(str::trim).filter(|member| {
-        let key = member.split_once('=').map_or(*member, |(k, _)| k).trim();
-        !member.is_empty() && !key.eq_ignore_ascii_case(BAGGAGE_KEY)
+/// The members other than `key`, trimmed, empty ones dropped.
+fn members_except<'a>(baggage: &'a str, key: &'a str) -> impl Iterator<Item = &'a str> {
+    baggage.split(',').map(str::trim).filter(move |member| {
+        let k = member.split_once('=').map_or(*member, |(k, _)| k).trim();
+        !member.is_empty() && !k.eq_ignore_ascii_case(key)
     })
 }
 

@@ -2,30 +2,78 @@
 //! `version-traceid-parentid-flags`, e.g.
 //! `00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01`.
 
-/// The 16-byte trace id, or `None` when the value is not a valid `traceparent`.
-///
-/// Follows the W3C parsing rules: lowercase hex only; version `ff` is invalid; version
-/// `00` is exactly 55 characters; a later version may carry more fields after a `-`;
-/// an all-zero trace id or parent id is invalid. Surrounding whitespace is ignored.
+/// The fields of a W3C `traceparent` header.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct TraceParent {
+    pub trace_id: [u8; 16],
+    /// The caller's span.
+    pub parent_id: [u8; 8],
+    /// Bit 0: sampled.
+    pub flags: u8,
+}
+
+impl TraceParent {
+    /// Parses a `traceparent` value; `None` when it is not a valid one.
+    ///
+    /// Follows the W3C parsing rules: lowercase hex only; version `ff` is invalid;
+    /// version `00` is exactly 55 characters; a later version may carry more fields
+    /// after a `-`; an all-zero trace id or parent id is invalid. Surrounding
+    /// whitespace is ignored.
+    pub fn parse(value: &str) -> Option<Self> {
+        let v = value.trim().as_bytes();
+        if v.len() < 55 {
+            return None;
+        }
+        let version = hex_bytes::<1>(&v[0..2])?[0];
+        if version == 0xff || (version == 0 && v.len() != 55) || (v.len() > 55 && v[55] != b'-') {
+            return None;
+        }
+        if v[2] != b'-' || v[35] != b'-' || v[52] != b'-' {
+            return None;
+        }
+        let trace_id = hex_bytes::<16>(&v[3..35])?;
+        let parent_id = hex_bytes::<8>(&v[36..52])?;
+        let flags = hex_bytes::<1>(&v[53..55])?[0];
+        if trace_id == [0; 16] || parent_id == [0; 8] {
+            return None;
+        }
+        Some(Self {
+            trace_id,
+            parent_id,
+            flags,
+        })
+    }
+
+    pub fn sampled(&self) -> bool {
+        self.flags & 1 == 1
+    }
+
+    /// The header value (version 00), lowercase hex.
+    pub fn to_header(&self) -> String {
+        let mut out = String::with_capacity(55);
+        out.push_str("00-");
+        push_hex(&mut out, &self.trace_id);
+        out.push('-');
+        push_hex(&mut out, &self.parent_id);
+        out.push('-');
+        push_hex(&mut out, &[self.flags]);
+        out
+    }
+}
+
+/// Lowercase hex of `bytes`, appended to `out`.
+pub fn push_hex(out: &mut String, bytes: &[u8]) {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    for b in bytes {
+        out.push(char::from(HEX[usize::from(b >> 4)]));
+        out.push(char::from(HEX[usize::from(b & 15)]));
+    }
+}
+
+/// The 16-byte trace id, or `None` when the value is not a valid `traceparent` (see
+/// `TraceParent::parse`).
 pub fn trace_id_from_traceparent(value: &str) -> Option<[u8; 16]> {
-    let v = value.trim().as_bytes();
-    if v.len() < 55 {
-        return None;
-    }
-    let version = hex_bytes::<1>(&v[0..2])?[0];
-    if version == 0xff || (version == 0 && v.len() != 55) || (v.len() > 55 && v[55] != b'-') {
-        return None;
-    }
-    if v[2] != b'-' || v[35] != b'-' || v[52] != b'-' {
-        return None;
-    }
-    let trace_id = hex_bytes::<16>(&v[3..35])?;
-    let parent_id = hex_bytes::<8>(&v[36..52])?;
-    hex_bytes::<1>(&v[53..55])?;
-    if trace_id == [0; 16] || parent_id == [0; 8] {
-        return None;
-    }
-    Some(trace_id)
+    TraceParent::parse(value).map(|t| t.trace_id)
 }
 
 fn hex_bytes<const N: usize>(hex: &[u8]) -> Option<[u8; N]> {
@@ -85,5 +133,23 @@ mod tests {
         ] {
             assert!(trace_id_from_traceparent(bad).is_none(), "{bad}");
         }
+    }
+}
+
+#[cfg(test)]
+mod round_trip {
+    use super::TraceParent;
+
+    #[test]
+    fn parses_and_writes_back() {
+        let v = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+        let t = TraceParent::parse(v).expect("valid");
+        assert!(t.sampled());
+        assert_eq!(
+            t.parent_id,
+            [0x00, 0xf0, 0x67, 0xaa, 0x0b, 0xa9, 0x02, 0xb7]
+        );
+        assert_eq!(t.to_header(), v);
+        assert!(!TraceParent { flags: 0, ..t }.sampled());
     }
 }

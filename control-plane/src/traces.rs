@@ -1,0 +1,171 @@
+//! Recent traces, so `graylane trace` works with nothing but graylane running: this
+//! replica is an OTLP/gRPC trace receiver (the standard `TraceService`, on the gRPC
+//! port), and keeps what sidecars export in a bounded index by trace id.
+//!
+//! Bounded three ways: traces kept (oldest first out), spans kept in total, spans per
+//! trace. A full index forgets whole traces, never parts of the newest ones.
+
+use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::sync::Mutex;
+
+use graylane_proto::v1 as pb;
+use opentelemetry_proto::tonic::collector::trace::v1::trace_service_server::TraceService;
+use opentelemetry_proto::tonic::collector::trace::v1::{
+    ExportTraceServiceRequest, ExportTraceServiceResponse,
+};
+use opentelemetry_proto::tonic::common::v1::{KeyValue, any_value};
+use opentelemetry_proto::tonic::trace::v1::span::SpanKind;
+use tonic::{Request, Response, Status};
+
+const MAX_TRACES: usize = 10_000;
+const MAX_SPANS: usize = 200_000;
+const MAX_SPANS_PER_TRACE: usize = 1_000;
+
+/// The index of recent traces.
+#[derive(Default)]
+pub struct Traces {
+    inner: Mutex<Inner>,
+}
+
+#[derive(Default)]
+struct Inner {
+    by_id: HashMap<String, Vec<pb::TraceSpan>>,
+    /// Trace ids by first arrival, oldest first.
+    order: VecDeque<String>,
+    spans: usize,
+}
+
+impl Traces {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
+        // Each update is a few map operations; a poisoned lock still holds a usable
+        // index.
+        self.inner.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Files every span of an OTLP export under its trace id.
+    pub fn insert(&self, request: ExportTraceServiceRequest) -> usize {
+        let mut accepted = 0;
+        let mut inner = self.lock();
+        for resource_spans in request.resource_spans {
+            let resource: Vec<(String, String)> = resource_spans
+                .resource
+                .map(|r| r.attributes.iter().map(pair).collect())
+                .unwrap_or_default();
+            for scope in resource_spans.scope_spans {
+                for span in scope.spans {
+                    let trace_id = hex(&span.trace_id);
+                    if trace_id.len() != 32 {
+                        continue;
+                    }
+                    let mut attributes: BTreeMap<String, String> =
+                        span.attributes.iter().map(pair).collect();
+                    attributes.extend(resource.iter().cloned());
+                    let kind = match SpanKind::try_from(span.kind) {
+                        Ok(SpanKind::Server) => "server",
+                        Ok(SpanKind::Client) => "client",
+                        _ => "internal",
+                    };
+                    let stored = pb::TraceSpan {
+                        span_id: hex(&span.span_id),
+                        parent_span_id: hex(&span.parent_span_id),
+                        name: span.name,
+                        kind: kind.into(),
+                        start_unix_nano: span.start_time_unix_nano,
+                        end_unix_nano: span.end_time_unix_nano,
+                        attributes: attributes.into_iter().collect(),
+                    };
+                    if inner.add(trace_id, stored) {
+                        accepted += 1;
+                    }
+                }
+            }
+        }
+        accepted
+    }
+
+    /// The spans of `trace_id` (lowercase hex), in start order.
+    pub fn get(&self, trace_id: &str) -> Option<pb::Trace> {
+        let inner = self.lock();
+        let spans = inner.by_id.get(trace_id)?;
+        Some(trace(trace_id, spans))
+    }
+
+    /// Up to `limit` traces, newest first.
+    pub fn recent(&self, limit: usize) -> Vec<pb::Trace> {
+        let inner = self.lock();
+        inner
+            .order
+            .iter()
+            .rev()
+            .take(limit)
+            .filter_map(|id| Some(trace(id, inner.by_id.get(id)?)))
+            .collect()
+    }
+}
+
+impl Inner {
+    fn add(&mut self, trace_id: String, span: pb::TraceSpan) -> bool {
+        if !self.by_id.contains_key(&trace_id) {
+            self.order.push_back(trace_id.clone());
+        }
+        let spans = self.by_id.entry(trace_id).or_default();
+        if spans.len() >= MAX_SPANS_PER_TRACE {
+            return false;
+        }
+        spans.push(span);
+        self.spans += 1;
+        while self.order.len() > MAX_TRACES || self.spans > MAX_SPANS {
+            let Some(oldest) = self.order.pop_front() else {
+                break;
+            };
+            if let Some(gone) = self.by_id.remove(&oldest) {
+                self.spans -= gone.len();
+            }
+        }
+        true
+    }
+}
+
+fn trace(trace_id: &str, spans: &[pb::TraceSpan]) -> pb::Trace {
+    let mut spans = spans.to_vec();
+    spans.sort_by_key(|s| s.start_unix_nano);
+    pb::Trace {
+        trace_id: trace_id.to_string(),
+        spans,
+    }
+}
+
+fn pair(kv: &KeyValue) -> (String, String) {
+    let value = match kv.value.as_ref().and_then(|v| v.value.as_ref()) {
+        Some(any_value::Value::StringValue(s)) => s.clone(),
+        Some(any_value::Value::IntValue(i)) => i.to_string(),
+        Some(any_value::Value::BoolValue(b)) => b.to_string(),
+        Some(any_value::Value::DoubleValue(d)) => d.to_string(),
+        _ => String::new(),
+    };
+    (kv.key.clone(), value)
+}
+
+fn hex(bytes: &[u8]) -> String {
+    let mut out = String::with_capacity(bytes.len() * 2);
+    graylane_routing::push_hex(&mut out, bytes);
+    out
+}
+
+/// The OTLP/gRPC `TraceService` in front of the index.
+pub struct Collector {
+    pub traces: std::sync::Arc<Traces>,
+}
+
+#[tonic::async_trait]
+impl TraceService for Collector {
+    async fn export(
+        &self,
+        request: Request<ExportTraceServiceRequest>,
+    ) -> Result<Response<ExportTraceServiceResponse>, Status> {
+        self.traces.insert(request.into_inner());
+        Ok(Response::new(ExportTraceServiceResponse {
+            partial_success: None,
+        }))
+    }
+}

@@ -1,0 +1,379 @@
+//! OpenTelemetry spans: one per proxied request, exported over OTLP/gRPC.
+//!
+//! ```text
+//! request ─► Tracer::begin: traceparent → trace id + parent (or a new trace); a new
+//!            span id; the request goes on with traceparent = (trace id, our span),
+//!            so the next hop's span is our child, also when the app relays only that
+//!         ─► Tracer::finish ─► try_send into a bounded queue (full: dropped, counted)
+//!                 one task: a batch of ≤ 512 spans, or every second ─► TraceService/Export
+//! ```
+//!
+//! The data path never waits for the exporter: a slow or absent collector costs
+//! dropped spans (`graylane_spans_dropped_total`), not latency.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use graylane_routing::{TraceParent, baggage_entry};
+use http::{HeaderMap, HeaderValue};
+use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
+use opentelemetry_proto::tonic::collector::trace::v1::trace_service_client::TraceServiceClient;
+use opentelemetry_proto::tonic::common::v1::{AnyValue, InstrumentationScope, KeyValue, any_value};
+use opentelemetry_proto::tonic::resource::v1::Resource;
+use opentelemetry_proto::tonic::trace::v1::{
+    ResourceSpans, ScopeSpans, Span, Status, span, status,
+};
+use tokio::sync::mpsc;
+
+pub const TRACEPARENT: &str = "traceparent";
+/// The baggage entry that carries a copy of `traceparent` (set by the inbound sidecar),
+/// for apps that relay `baggage` but not `traceparent`.
+pub const TRACE_BAGGAGE_KEY: &str = "graylane-trace";
+/// Spans waiting for export at most; past this they are dropped.
+const QUEUE: usize = 4096;
+const BATCH: usize = 512;
+const FLUSH_EVERY: Duration = Duration::from_secs(1);
+const EXPORT_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Where spans go and how many.
+#[derive(Clone, Debug)]
+pub struct TraceConfig {
+    /// OTLP/gRPC endpoint (`http://host:port`); `None`: no spans (traceparent is
+    /// still carried on).
+    pub endpoint: Option<String>,
+    /// Bearer token for the endpoint (the control plane's sidecar token).
+    pub token: Option<String>,
+    /// Share of new traces recorded, 0.0–1.0 (a caller's sampled flag is followed).
+    pub sampling: f64,
+}
+
+/// Records and exports this sidecar's spans.
+pub struct Tracer {
+    queue: Option<mpsc::Sender<Span>>,
+    sampling: f64,
+    pub exported: AtomicU64,
+    pub dropped: AtomicU64,
+}
+
+/// The trace position of one proxied request.
+#[derive(Clone, Copy, Debug)]
+pub struct SpanContext {
+    pub trace_id: [u8; 16],
+    pub span_id: [u8; 8],
+    pub parent: Option<[u8; 8]>,
+    pub sampled: bool,
+    start_ns: u64,
+}
+
+/// Server (inbound) or client (outbound) side of a hop.
+#[derive(Clone, Copy, Debug)]
+pub enum Kind {
+    Server,
+    Client,
+}
+
+impl Tracer {
+    /// Starts the exporter task when an endpoint is set. `resource` names this
+    /// instance (service, instance id, labels).
+    pub fn new(config: &TraceConfig, resource: Vec<KeyValue>) -> Arc<Self> {
+        let (queue, rx) = match &config.endpoint {
+            Some(_) => {
+                let (tx, rx) = mpsc::channel(QUEUE);
+                (Some(tx), Some(rx))
+            }
+            None => (None, None),
+        };
+        let tracer = Arc::new(Self {
+            queue,
+            sampling: config.sampling.clamp(0.0, 1.0),
+            exported: AtomicU64::new(0),
+            dropped: AtomicU64::new(0),
+        });
+        if let (Some(rx), Some(endpoint)) = (rx, config.endpoint.clone()) {
+            tokio::spawn(export(
+                rx,
+                endpoint,
+                config.token.clone(),
+                resource,
+                Arc::clone(&tracer),
+            ));
+        }
+        tracer
+    }
+
+    /// The span of a request arriving with `headers`: a child of its `traceparent`,
+    /// or the root of a new trace. Rewrites `traceparent` to point at this span.
+    pub fn begin(&self, headers: &mut HeaderMap) -> SpanContext {
+        let incoming = headers
+            .get(TRACEPARENT)
+            .and_then(|v| v.to_str().ok())
+            .and_then(TraceParent::parse)
+            .or_else(|| {
+                headers
+                    .get_all(http::header::HeaderName::from_static("baggage"))
+                    .iter()
+                    .filter_map(|v| v.to_str().ok())
+                    .find_map(|b| TraceParent::parse(baggage_entry(b, TRACE_BAGGAGE_KEY)?))
+            });
+        let (trace_id, parent, sampled) = match incoming {
+            Some(t) => (t.trace_id, Some(t.parent_id), t.sampled()),
+            None => (
+                nonzero_bytes::<16>(),
+                None,
+                self.queue.is_some() && fastrand::f64() < self.sampling,
+            ),
+        };
+        let span_id = nonzero_bytes::<8>();
+        let header = TraceParent {
+            trace_id,
+            parent_id: span_id,
+            flags: u8::from(sampled),
+        }
+        .to_header();
+        if let Ok(value) = HeaderValue::from_str(&header) {
+            headers.insert(TRACEPARENT, value);
+        }
+        SpanContext {
+            trace_id,
+            span_id,
+            parent,
+            sampled,
+            start_ns: now_ns(),
+        }
+    }
+
+    /// Records the finished span of `context` (when sampled and exporting).
+    pub fn finish(
+        &self,
+        context: &SpanContext,
+        kind: Kind,
+        name: String,
+        attributes: Vec<KeyValue>,
+        http_status: u16,
+    ) {
+        let Some(queue) = &self.queue else { return };
+        if !context.sampled {
+            return;
+        }
+        let error = http_status >= 500 || http_status == 0;
+        let span = Span {
+            trace_id: context.trace_id.to_vec(),
+            span_id: context.span_id.to_vec(),
+            parent_span_id: context.parent.map(|p| p.to_vec()).unwrap_or_default(),
+            flags: u32::from(context.sampled),
+            name,
+            kind: match kind {
+                Kind::Server => span::SpanKind::Server,
+                Kind::Client => span::SpanKind::Client,
+            } as i32,
+            start_time_unix_nano: context.start_ns,
+            end_time_unix_nano: now_ns(),
+            attributes,
+            status: Some(Status {
+                code: if error {
+                    status::StatusCode::Error
+                } else {
+                    status::StatusCode::Unset
+                } as i32,
+                message: String::new(),
+            }),
+            ..Default::default()
+        };
+        if queue.try_send(span).is_err() {
+            self.dropped.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+}
+
+/// A string attribute.
+pub fn attr(key: &str, value: impl Into<String>) -> KeyValue {
+    KeyValue {
+        key: key.into(),
+        value: Some(AnyValue {
+            value: Some(any_value::Value::StringValue(value.into())),
+        }),
+        ..Default::default()
+    }
+}
+
+/// An integer attribute.
+pub fn attr_int(key: &str, value: i64) -> KeyValue {
+    KeyValue {
+        key: key.into(),
+        value: Some(AnyValue {
+            value: Some(any_value::Value::IntValue(value)),
+        }),
+        ..Default::default()
+    }
+}
+
+/// A boolean attribute.
+pub fn attr_bool(key: &str, value: bool) -> KeyValue {
+    KeyValue {
+        key: key.into(),
+        value: Some(AnyValue {
+            value: Some(any_value::Value::BoolValue(value)),
+        }),
+        ..Default::default()
+    }
+}
+
+/// Batches spans and exports them until the sender side is gone. A failed export
+/// drops its batch (counted): the collector being down must not grow memory.
+async fn export(
+    mut rx: mpsc::Receiver<Span>,
+    endpoint: String,
+    token: Option<String>,
+    resource: Vec<KeyValue>,
+    tracer: Arc<Tracer>,
+) {
+    let channel = match tonic::transport::Endpoint::from_shared(endpoint.clone()) {
+        Ok(e) => e
+            .connect_timeout(Duration::from_secs(2))
+            .timeout(EXPORT_TIMEOUT)
+            .connect_lazy(),
+        Err(e) => {
+            tracing::warn!(%endpoint, error = %e, "--otlp-endpoint is not a URL; spans are dropped");
+            return;
+        }
+    };
+    let authorization = token.and_then(|t| format!("Bearer {t}").parse().ok());
+    let mut client =
+        TraceServiceClient::with_interceptor(channel, move |mut request: tonic::Request<()>| {
+            if let Some(value) = &authorization {
+                request.metadata_mut().insert(
+                    "authorization",
+                    tonic::metadata::MetadataValue::clone(value),
+                );
+            }
+            Ok(request)
+        });
+    let mut batch = Vec::with_capacity(BATCH);
+    let mut ticker = tokio::time::interval(FLUSH_EVERY);
+    loop {
+        let closed = tokio::select! {
+            span = rx.recv() => match span {
+                Some(span) => {
+                    batch.push(span);
+                    if batch.len() < BATCH {
+                        continue;
+                    }
+                    false
+                }
+                None => true,
+            },
+            _ = ticker.tick() => false,
+        };
+        if !batch.is_empty() {
+            let spans = std::mem::take(&mut batch);
+            let count = spans.len() as u64;
+            let request = ExportTraceServiceRequest {
+                resource_spans: vec![ResourceSpans {
+                    resource: Some(Resource {
+                        attributes: resource.clone(),
+                        ..Default::default()
+                    }),
+                    scope_spans: vec![ScopeSpans {
+                        scope: Some(InstrumentationScope {
+                            name: "graylane-sidecar".into(),
+                            version: env!("CARGO_PKG_VERSION").into(),
+                            ..Default::default()
+                        }),
+                        spans,
+                        schema_url: String::new(),
+                    }],
+                    schema_url: String::new(),
+                }],
+            };
+            match client.export(request).await {
+                Ok(_) => {
+                    tracer.exported.fetch_add(count, Ordering::Relaxed);
+                }
+                Err(e) => {
+                    tracer.dropped.fetch_add(count, Ordering::Relaxed);
+                    tracing::debug!(error = %e, count, "span export failed; batch dropped");
+                }
+            }
+        }
+        if closed {
+            return;
+        }
+    }
+}
+
+fn now_ns() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX))
+}
+
+/// Random bytes, not all zero (W3C: an all-zero id is invalid).
+fn nonzero_bytes<const N: usize>() -> [u8; N] {
+    loop {
+        let mut out = [0u8; N];
+        for b in &mut out {
+            *b = fastrand::u8(..);
+        }
+        if out != [0; N] {
+            return out;
+        }
+    }
+}
+
+/// What the proxy learned about one hop, for its span.
+#[derive(Debug, Default)]
+pub struct Notes {
+    /// Outbound: the service called.
+    pub destination: Option<String>,
+    /// Outbound: the instance that served.
+    pub instance: Option<String>,
+    pub tag: Option<String>,
+    /// Where the tag came from: header | baggage | trace | rule | none.
+    pub source: &'static str,
+    pub lane: Option<String>,
+    pub subset: Option<String>,
+    /// Why the lane did not serve (`no ready instance in lane gray, served by base`).
+    pub fallback: Option<String>,
+    /// The rule revision the decision was made by.
+    pub revision: u64,
+    /// Attempts after the first.
+    pub retries: u32,
+}
+
+impl Notes {
+    /// The span attributes (`graylane.*`, and the HTTP status by its semantic name).
+    pub fn attributes(self, service: &str, instance: &str, status: u16) -> Vec<KeyValue> {
+        let mut out = vec![
+            attr("graylane.service", service),
+            attr("graylane.instance", instance),
+            attr("graylane.tag", self.tag.unwrap_or_else(|| "-".into())),
+            attr(
+                "graylane.tag_source",
+                if self.source.is_empty() {
+                    "none"
+                } else {
+                    self.source
+                },
+            ),
+            attr_int(
+                "graylane.revision",
+                i64::try_from(self.revision).unwrap_or(i64::MAX),
+            ),
+            attr_int("http.response.status_code", i64::from(status)),
+            attr_bool("graylane.fallback", self.fallback.is_some()),
+        ];
+        let optional = [
+            ("graylane.destination", self.destination),
+            ("graylane.destination_instance", self.instance),
+            ("graylane.lane", self.lane),
+            ("graylane.subset", self.subset),
+            ("graylane.fallback_reason", self.fallback),
+        ];
+        out.extend(optional.into_iter().filter_map(|(k, v)| Some(attr(k, v?))));
+        if self.retries > 0 {
+            out.push(attr_int("graylane.retries", i64::from(self.retries)));
+        }
+        out
+    }
+}
