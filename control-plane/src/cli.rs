@@ -10,6 +10,7 @@ use clap::{Parser, Subcommand, ValueEnum};
 
 mod client;
 mod demo;
+mod explain;
 mod files;
 mod output;
 mod release;
@@ -68,6 +69,8 @@ pub enum Command {
         #[arg(long, value_name = "N")]
         recent: Option<u32>,
     },
+    /// How the rules in force route a hypothetical request, step by step.
+    Explain(explain::ExplainArgs),
     /// Start a whole mesh on loopback and walk through a gray release.
     Demo {
         /// Exit after the walkthrough instead of running until Ctrl-C.
@@ -147,6 +150,7 @@ impl Cli {
             Command::Rules(cmd) => cmd.run(&connect, self.output).await,
             Command::Release(cmd) => cmd.run(&connect, self.output).await,
             Command::Status => status::run(&connect, self.output).await,
+            Command::Explain(args) => explain::run(&connect, self.output, args).await,
             Command::Trace { trace_id, recent } => {
                 trace::run(&connect, self.output, trace_id, recent).await
             }

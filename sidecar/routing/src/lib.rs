@@ -35,8 +35,8 @@ pub use self::model::{
 pub use self::parse::{MAX_DOCUMENT_BYTES, MAX_DOCUMENTS, parse_file};
 pub use self::set::RuleSet;
 pub use self::table::{
-    Candidates, FallbackInfo, FallbackTarget, Gate, InboundSource, InboundTag, Instance,
-    RequestView, Route, RouteError, RoutingTable,
+    Candidates, Explained, Explanation, FallbackInfo, FallbackTarget, Gate, InboundSource,
+    InboundTag, Instance, RequestView, Route, RouteError, RoutingTable,
 };
 pub use self::tag::{
     BAGGAGE_KEY, TAG_MAX_LEN, Tag, TraceParent, baggage_entry, baggage_with, baggage_with_tag,

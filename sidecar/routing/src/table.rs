@@ -9,7 +9,10 @@ use std::net::IpAddr;
 use crate::Tag;
 use crate::model::{Release, RoutePolicy};
 
+pub use self::explain::{Explained, Explanation};
+
 mod build;
+mod explain;
 mod inbound;
 mod matching;
 mod route;

@@ -106,7 +106,7 @@ impl RoutingTable {
 }
 
 /// The bytes of the `stickyBy` key in this request, if present.
-fn sticky_key<'r>(key: Option<&HashKey>, req: &'r dyn RequestView) -> Option<&'r [u8]> {
+pub(super) fn sticky_key<'r>(key: Option<&HashKey>, req: &'r dyn RequestView) -> Option<&'r [u8]> {
     let value = match key? {
         HashKey::Header(name) => req.header(name),
         HashKey::Cookie(name) => req.cookie(name),

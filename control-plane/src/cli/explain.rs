@@ -1,0 +1,166 @@
+//! `graylane explain`: how the rules in force route a hypothetical request, step by
+//! step. The rules and the registered instances come from the control plane; the
+//! decision is `graylane-routing`'s own (`RoutingTable::explain`), the code the
+//! sidecars run.
+
+use std::collections::BTreeMap;
+use std::net::IpAddr;
+
+use graylane_proto::v1 as pb;
+use graylane_routing::{Instance, RequestView, RoutingTable, RuleSet, Tag};
+use serde_json::json;
+
+use super::client::Connect;
+use super::output;
+use super::{CliError, Format};
+
+/// The request to explain, from the flags.
+#[derive(clap::Args, Debug)]
+pub struct ExplainArgs {
+    /// The service the request goes to.
+    #[arg(long)]
+    pub service: String,
+    /// The request enters the mesh at this service first (its TagPolicy applies).
+    #[arg(long)]
+    pub entry: Option<String>,
+    /// A request header, NAME=VALUE (repeatable); `Gray-Publish=T` is the tag.
+    #[arg(long = "header", value_name = "NAME=VALUE", value_parser = pair)]
+    pub headers: Vec<(String, String)>,
+    /// A cookie, NAME=VALUE (repeatable).
+    #[arg(long = "cookie", value_name = "NAME=VALUE", value_parser = pair)]
+    pub cookies: Vec<(String, String)>,
+    /// A query parameter, NAME=VALUE (repeatable).
+    #[arg(long = "query", value_name = "NAME=VALUE", value_parser = pair)]
+    pub query: Vec<(String, String)>,
+    #[arg(long, default_value = "/")]
+    pub path: String,
+    #[arg(long, default_value = "GET")]
+    pub method: String,
+    /// The caller's address (for TagPolicy `sourceCidr` rules).
+    #[arg(long)]
+    pub source_ip: Option<IpAddr>,
+}
+
+fn pair(s: &str) -> Result<(String, String), String> {
+    s.split_once('=')
+        .filter(|(k, _)| !k.is_empty())
+        .map(|(k, v)| (k.trim().to_string(), v.trim().to_string()))
+        .ok_or_else(|| format!("{s:?}: expected NAME=VALUE"))
+}
+
+/// The hypothetical request as the routing crate reads requests.
+struct Hypothetical<'a>(&'a ExplainArgs);
+
+fn find<'a>(list: &'a [(String, String)], name: &str, case: bool) -> Option<&'a str> {
+    list.iter()
+        .find(|(k, _)| {
+            if case {
+                k.eq_ignore_ascii_case(name)
+            } else {
+                k == name
+            }
+        })
+        .map(|(_, v)| v.as_str())
+}
+
+impl RequestView for Hypothetical<'_> {
+    fn header(&self, name: &str) -> Option<&str> {
+        find(&self.0.headers, name, true)
+    }
+    fn cookie(&self, name: &str) -> Option<&str> {
+        find(&self.0.cookies, name, false)
+    }
+    fn query(&self, name: &str) -> Option<&str> {
+        find(&self.0.query, name, false)
+    }
+    fn path(&self) -> &str {
+        &self.0.path
+    }
+    fn method(&self) -> &str {
+        &self.0.method
+    }
+    fn source_ip(&self) -> Option<IpAddr> {
+        self.0.source_ip
+    }
+}
+
+pub(crate) async fn run(
+    connect: &Connect,
+    format: Option<Format>,
+    args: ExplainArgs,
+) -> Result<(), CliError> {
+    let tag = match find(&args.headers, "gray-publish", true) {
+        None => None,
+        Some(v) => Some(Tag::parse(v).ok_or_else(|| {
+            CliError::usage(format!(
+                "--header Gray-Publish={v}: not a valid tag ([A-Za-z0-9][A-Za-z0-9._-]{{0,63}}); \
+                 a sidecar would drop it"
+            ))
+        })?),
+    };
+    let mut client = connect.client().await?;
+    let rules = client.get(pb::GetRequest::default()).await?.into_inner();
+    let sidecars = client
+        .list_sidecars(pb::ListSidecarsRequest {})
+        .await?
+        .into_inner();
+    let set = RuleSet::from_yaml("rules in force", &rules.rules).map_err(|errors| {
+        CliError::refused(format!(
+            "the rules in force do not parse here (a newer server?): {}",
+            errors.first().map(ToString::to_string).unwrap_or_default()
+        ))
+    })?;
+    let instances: Vec<Instance> = sidecars
+        .sidecars
+        .into_iter()
+        .map(|s| Instance {
+            service: s.service,
+            id: s.instance_id,
+            address: s.address,
+            labels: s.labels.into_iter().collect::<BTreeMap<_, _>>(),
+        })
+        .collect();
+    let table = RoutingTable::build(&set, instances);
+    let explanation = table.explain(
+        &args.service,
+        args.entry.as_deref(),
+        tag,
+        &Hypothetical(&args),
+        fastrand::u64(..),
+    );
+    match format.unwrap_or(Format::Table) {
+        Format::Table => {
+            let mut text = format!(
+                "request to {} under revision {}\n",
+                args.service, rules.revision
+            );
+            for step in &explanation.steps {
+                text.push_str(step);
+                text.push('\n');
+            }
+            output::text(&text);
+        }
+        f => {
+            let outcome = match &explanation.outcome {
+                Ok(e) => json!({
+                    "lane": e.lane, "subset": e.subset, "fallback": e.fallback,
+                    "candidates": e.candidates.iter().map(|i| json!({
+                        "instance": i.id, "address": i.address, "labels": i.labels,
+                    })).collect::<Vec<_>>(),
+                }),
+                Err(e) => json!({ "error": e.to_string() }),
+            };
+            output::raw(
+                f,
+                &json!({
+                    "service": args.service,
+                    "revision": rules.revision,
+                    "tag": explanation.tag.as_ref().map(Tag::as_str),
+                    "steps": explanation.steps,
+                    "outcome": outcome,
+                }),
+            );
+        }
+    }
+    Ok(())
+}
