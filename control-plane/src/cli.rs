@@ -12,6 +12,7 @@ mod client;
 mod demo;
 mod explain;
 mod files;
+mod gaps;
 mod output;
 mod release;
 mod rules;
@@ -69,6 +70,9 @@ pub enum Command {
         #[arg(long, value_name = "N")]
         recent: Option<u32>,
     },
+    /// Services whose apps drop the lane: calls without tag or trace context made
+    /// while serving a tagged request, with counts and an example trace.
+    Gaps,
     /// How the rules in force route a hypothetical request, step by step.
     Explain(explain::ExplainArgs),
     /// Start a whole mesh on loopback and walk through a gray release.
@@ -150,6 +154,7 @@ impl Cli {
             Command::Rules(cmd) => cmd.run(&connect, self.output).await,
             Command::Release(cmd) => cmd.run(&connect, self.output).await,
             Command::Status => status::run(&connect, self.output).await,
+            Command::Gaps => gaps::run(&connect, self.output).await,
             Command::Explain(args) => explain::run(&connect, self.output, args).await,
             Command::Trace { trace_id, recent } => {
                 trace::run(&connect, self.output, trace_id, recent).await

@@ -4,6 +4,9 @@
 //!
 //! Bounded three ways: traces kept (oldest first out), spans kept in total, spans per
 //! trace. A full index forgets whole traces, never parts of the newest ones.
+//!
+//! Spans marked as propagation gaps (`graylane.gap`, see the sidecar's `gaps`) are also
+//! counted per (service, destination) for `graylane gaps`, since the replica started.
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::Mutex;
@@ -29,6 +32,8 @@ pub struct Traces {
 
 #[derive(Default)]
 struct Inner {
+    /// Propagation gaps by (service, destination): count and the latest example.
+    gaps: BTreeMap<(String, String), (u64, String)>,
     by_id: HashMap<String, Vec<pb::TraceSpan>>,
     /// Trace ids by first arrival, oldest first.
     order: VecDeque<String>,
@@ -59,6 +64,15 @@ impl Traces {
                     }
                     let mut attributes: BTreeMap<String, String> =
                         span.attributes.iter().map(pair).collect();
+                    if attributes.get("graylane.gap").is_some_and(|g| g == "true") {
+                        let at = |k: &str| attributes.get(k).cloned().unwrap_or_default();
+                        let entry = inner
+                            .gaps
+                            .entry((at("graylane.service"), at("graylane.destination")))
+                            .or_default();
+                        entry.0 += 1;
+                        entry.1 = at("graylane.gap_trace");
+                    }
                     attributes.extend(resource.iter().cloned());
                     let kind = match SpanKind::try_from(span.kind) {
                         Ok(SpanKind::Server) => "server",
@@ -88,6 +102,23 @@ impl Traces {
         let inner = self.lock();
         let spans = inner.by_id.get(trace_id)?;
         Some(trace(trace_id, spans))
+    }
+
+    /// Every (service, destination) with gaps, most first.
+    pub fn gaps(&self) -> Vec<pb::Gap> {
+        let inner = self.lock();
+        let mut out: Vec<pb::Gap> = inner
+            .gaps
+            .iter()
+            .map(|((service, destination), (count, example))| pb::Gap {
+                service: service.clone(),
+                destination: destination.clone(),
+                count: *count,
+                example_trace_id: example.clone(),
+            })
+            .collect();
+        out.sort_by_key(|g| std::cmp::Reverse(g.count));
+        out
     }
 
     /// Up to `limit` traces, newest first.

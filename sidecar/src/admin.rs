@@ -20,6 +20,7 @@ use tokio_stream::StreamExt;
 use tokio_stream::wrappers::ReceiverStream;
 
 use crate::discovery::Counters;
+use crate::gaps::Gaps;
 use crate::metrics::Metrics;
 use crate::routes::Shared;
 use crate::spans::Tracer;
@@ -33,6 +34,7 @@ pub struct Admin {
     pub counters: Arc<Counters>,
     pub metrics: Arc<Metrics>,
     pub tracer: Arc<Tracer>,
+    pub gaps: Arc<Gaps>,
 }
 
 type Body = BoxBody<Bytes, Infallible>;
@@ -118,6 +120,7 @@ impl Admin {
             counters: Arc::clone(&self.counters),
             metrics: Arc::clone(&self.metrics),
             tracer: Arc::clone(&self.tracer),
+            gaps: Arc::clone(&self.gaps),
         };
         tokio::spawn(async move {
             let mut last = None;
@@ -210,6 +213,16 @@ impl Admin {
             "Spans dropped: export queue full, or the OTLP endpoint failed.",
             self.tracer.dropped.load(Ordering::Relaxed),
         );
+        let _ = writeln!(
+            out,
+            "# HELP graylane_propagation_gaps_total Outbound calls without tag or known trace while a tagged request was in flight (the app dropped the lane).\n# TYPE graylane_propagation_gaps_total counter"
+        );
+        for (destination, n) in self.gaps.counts() {
+            let _ = writeln!(
+                out,
+                "graylane_propagation_gaps_total{{destination=\"{destination}\"}} {n}"
+            );
+        }
         self.metrics.render(&mut out);
         out
     }

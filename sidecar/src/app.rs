@@ -20,6 +20,7 @@ use tokio::sync::watch;
 use crate::admin::Admin;
 use crate::balance::Balancer;
 use crate::discovery::{self, Discovery};
+use crate::gaps::Gaps;
 use crate::inbound::Inbound;
 use crate::metrics::Metrics;
 use crate::outbound::Outbound;
@@ -82,6 +83,7 @@ pub async fn run(config: Config, listeners: Listeners, shutdown: impl Future<Out
             .map(|(k, v)| attr(&format!("graylane.label.{k}"), v.clone())),
     );
     let tracer = Tracer::new(&config.trace, resource);
+    let gaps = Arc::new(Gaps::default());
     let outbound = Arc::new(Outbound {
         service: d.service.clone(),
         instance_id: d.instance_id.clone(),
@@ -94,6 +96,7 @@ pub async fn run(config: Config, listeners: Listeners, shutdown: impl Future<Out
         upstream_timeout: config.upstream_timeout,
         metrics: Arc::clone(&metrics),
         tracer: Arc::clone(&tracer),
+        gaps: Arc::clone(&gaps),
     });
     let inbound = Arc::new(Inbound {
         service: d.service.clone(),
@@ -106,6 +109,7 @@ pub async fn run(config: Config, listeners: Listeners, shutdown: impl Future<Out
         upstream_timeout: config.upstream_timeout,
         metrics: Arc::clone(&metrics),
         tracer: Arc::clone(&tracer),
+        gaps: Arc::clone(&gaps),
     });
     let transparent = Arc::new(Transparent {
         opaque_ports: config.opaque_ports.clone(),
@@ -121,6 +125,7 @@ pub async fn run(config: Config, listeners: Listeners, shutdown: impl Future<Out
         counters: Arc::clone(&counters),
         metrics,
         tracer,
+        gaps,
     });
     // One signal for every task: listeners stop accepting and drain, the discovery
     // stream ends.

@@ -23,6 +23,7 @@ use http::request::Parts;
 use http::{Request, Response};
 use hyper::body::Incoming;
 
+use crate::gaps::Gaps;
 use crate::metrics::{Key, Metrics};
 use crate::outbound::{DEBUG_HEADER, Hop, VIA_HEADER, append_route, tag_label};
 use crate::proxy::{self, Body, Clients, ProxyError, SendError};
@@ -45,6 +46,7 @@ pub struct Inbound {
     pub upstream_timeout: Duration,
     pub metrics: Arc<Metrics>,
     pub tracer: Arc<Tracer>,
+    pub gaps: Arc<Gaps>,
 }
 
 impl Handler for Inbound {
@@ -56,7 +58,10 @@ impl Handler for Inbound {
         let _in_flight = self.metrics.start();
         let started = Instant::now();
         let span = self.tracer.begin(request.headers_mut());
-        let mut notes = Notes::default();
+        let mut notes = Notes {
+            trace_id: span.trace_id,
+            ..Notes::default()
+        };
         let mut key = Key {
             direction: "inbound",
             service: self.service.clone(),
@@ -98,6 +103,8 @@ impl Inbound {
         }
         notes.tag = tag.as_ref().map(|t| t.as_str().to_string());
         notes.source = source.as_str();
+        // While the app serves a tagged request, its untraceable calls are gaps.
+        let _tagged = tag.is_some().then(|| self.gaps.tagged(notes.trace_id));
         set_tag(&mut parts, tag.as_ref());
         if let Some(trace) = tag::trace_id(&parts.headers) {
             let headers = self

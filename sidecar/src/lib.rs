@@ -14,6 +14,7 @@ pub mod admin;
 pub mod app;
 pub mod balance;
 pub mod discovery;
+pub mod gaps;
 pub mod inbound;
 pub mod metrics;
 pub mod outbound;

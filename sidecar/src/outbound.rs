@@ -24,6 +24,7 @@ use hyper::body::{Body as _, Incoming};
 use hyper::upgrade::OnUpgrade;
 
 use crate::balance::Balancer;
+use crate::gaps::Gaps;
 use crate::metrics::{Key, Metrics};
 use crate::proxy::{self, Body, Clients, ProxyError, SendError};
 use crate::routes::{Routes, Shared};
@@ -55,6 +56,7 @@ pub struct Outbound {
     pub upstream_timeout: Duration,
     pub metrics: Arc<Metrics>,
     pub tracer: Arc<Tracer>,
+    pub gaps: Arc<Gaps>,
 }
 
 impl Handler for Outbound {
@@ -73,12 +75,22 @@ impl Handler for Outbound {
             tag: "-".into(),
             status: 0,
         };
-        let mut notes = Notes::default();
+        let mut notes = Notes {
+            trace_id: span.trace_id,
+            ..Notes::default()
+        };
         let response = self
             .proxy(request, &mut key, &mut notes)
             .await
             .unwrap_or_else(ProxyError::into_response);
         key.status = response.status().as_u16();
+        // No tag, and no trace context of a request this sidecar received: a gap if a
+        // tagged request is in flight here (see `gaps`).
+        let known_trace =
+            span.parent.is_some() && self.traces.recall(&span.trace_id, Instant::now()).is_some();
+        if notes.tag.is_none() && !known_trace && key.service != "-" {
+            notes.gap = self.gaps.check(&key.service);
+        }
         let name = format!("outbound {}", key.service);
         let attributes = notes.attributes(&self.service, &self.instance_id, key.status);
         self.tracer

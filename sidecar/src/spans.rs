@@ -157,6 +157,20 @@ impl Tracer {
             return;
         }
         let error = http_status >= 500 || http_status == 0;
+        let end = now_ns();
+        // A gap is also an event, where trace viewers show it on the timeline.
+        let events = attributes
+            .iter()
+            .find(|kv| kv.key == "graylane.gap_trace")
+            .map(|kv| {
+                vec![span::Event {
+                    time_unix_nano: end,
+                    name: "graylane.propagation_gap".into(),
+                    attributes: vec![kv.clone()],
+                    ..Default::default()
+                }]
+            })
+            .unwrap_or_default();
         let span = Span {
             trace_id: context.trace_id.to_vec(),
             span_id: context.span_id.to_vec(),
@@ -168,8 +182,9 @@ impl Tracer {
                 Kind::Client => span::SpanKind::Client,
             } as i32,
             start_time_unix_nano: context.start_ns,
-            end_time_unix_nano: now_ns(),
+            end_time_unix_nano: end,
             attributes,
+            events,
             status: Some(Status {
                 code: if error {
                     status::StatusCode::Error
@@ -302,6 +317,12 @@ async fn export(
     }
 }
 
+fn hex(bytes: &[u8]) -> String {
+    let mut out = String::with_capacity(bytes.len() * 2);
+    graylane_routing::push_hex(&mut out, bytes);
+    out
+}
+
 fn now_ns() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
@@ -339,6 +360,11 @@ pub struct Notes {
     pub revision: u64,
     /// Attempts after the first.
     pub retries: u32,
+    /// This span's trace.
+    pub trace_id: [u8; 16],
+    /// Outbound: a propagation gap (see `gaps`), with the tagged trace the call
+    /// probably belonged to.
+    pub gap: Option<[u8; 16]>,
 }
 
 impl Notes {
@@ -373,6 +399,10 @@ impl Notes {
         out.extend(optional.into_iter().filter_map(|(k, v)| Some(attr(k, v?))));
         if self.retries > 0 {
             out.push(attr_int("graylane.retries", i64::from(self.retries)));
+        }
+        if let Some(trace) = self.gap {
+            out.push(attr_bool("graylane.gap", true));
+            out.push(attr("graylane.gap_trace", hex(&trace)));
         }
         out
     }

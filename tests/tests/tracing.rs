@@ -340,3 +340,72 @@ fn a_slow_collector_costs_spans_not_requests() {
     });
     drop(black_hole);
 }
+
+#[test]
+fn graylane_gaps_names_the_app_that_drops_the_lane() {
+    let dir = tempfile::tempdir().unwrap();
+    let mesh = mesh(dir.path(), None);
+    let cli = |args: &[&str]| graylane_tests::cli(&[&["--server", &mesh.cp_url], args].concat());
+    // Apps that forward traceparent keep the lane: no gap.
+    let kept = trace_id(0x51);
+    get(
+        mesh.entry,
+        &[
+            ("Gray-Publish", "gray"),
+            ("traceparent", &format!("00-{kept}-{CLIENT_SPAN}-01")),
+            ("x-demo-forward", "traceparent"),
+        ],
+    );
+    // The frontend's app forwards nothing: its calls to orders lose the lane.
+    let dropped = trace_id(0x52);
+    for _ in 0..3 {
+        let body = get(
+            mesh.entry,
+            &[
+                ("Gray-Publish", "gray"),
+                ("traceparent", &format!("00-{dropped}-{CLIENT_SPAN}-01")),
+                ("x-demo-forward", "none"),
+            ],
+        );
+        assert!(
+            body.contains(r#""version":"v1""#),
+            "orders v1 served: {body}"
+        );
+    }
+    // Every span is in before the verdict (the traceparent trace has all five).
+    eventually(
+        Duration::from_secs(10),
+        "the spans at the control plane",
+        || {
+            let out = cli(&["trace", &kept, "-o", "json"]);
+            let v = (out.code == 0).then(|| out.json())?;
+            (v[0]["spans"].as_array()?.len() == 5).then_some(())
+        },
+    );
+    let gaps = eventually(Duration::from_secs(10), "3 gaps reported", || {
+        let v = cli(&["gaps", "-o", "json"]).json();
+        (v[0]["count"].as_u64()? == 3).then_some(v)
+    });
+    assert_eq!(
+        gaps,
+        serde_json::json!([{
+            "service": "frontend",
+            "destination": "orders",
+            "count": 3,
+            "exampleTraceId": dropped,
+        }]),
+        "only the frontend's app drops the lane (orders then serves untagged requests)"
+    );
+    let table = cli(&["gaps"]);
+    table.assert_ok();
+    assert!(
+        table.stdout.contains("frontend") && table.stdout.contains(&dropped),
+        "{}",
+        table.stdout
+    );
+    let (_, metrics) = http_get(mesh._instances[0].1.admin, "/metrics");
+    assert!(
+        metrics.contains(r#"graylane_propagation_gaps_total{destination="orders"} 3"#),
+        "{metrics}"
+    );
+}

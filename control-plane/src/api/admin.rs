@@ -365,6 +365,15 @@ impl Admin for AdminService {
         })
     }
 
+    async fn gaps(
+        &self,
+        _request: Request<pb::GapsRequest>,
+    ) -> Result<Response<pb::GapsResponse>, Status> {
+        Ok(Response::new(pb::GapsResponse {
+            gaps: self.traces.gaps(),
+        }))
+    }
+
     async fn recent_traces(
         &self,
         request: Request<pb::RecentTracesRequest>,
