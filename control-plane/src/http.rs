@@ -111,5 +111,6 @@ fn metrics(control: &Control) -> String {
             "# HELP {name} {help}\n# TYPE {name} counter\n{name} {value}"
         );
     }
+    hub.stats.render(&mut out);
     out
 }

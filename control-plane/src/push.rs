@@ -25,11 +25,13 @@ use tokio::sync::{Notify, oneshot, watch};
 mod delta;
 mod outgoing;
 mod registry;
+mod stats;
 
 pub use self::delta::endpoint_delta;
 pub use self::outgoing::{Outgoing, PART_BYTES};
 use self::registry::Registry;
 pub use self::registry::{SidecarEntry, SidecarId};
+pub use self::stats::PushStats;
 
 /// How long registry changes are collected before they are pushed as one endpoint
 /// update (Istio debounces its pushes the same way, 100 ms by default).
@@ -63,6 +65,8 @@ pub struct Hub {
     /// With etcd: every replica's sidecars, by instance id, and whether each is
     /// ours (`crate::cluster`). Empty without etcd.
     cluster: Mutex<BTreeMap<String, (SidecarEntry, bool)>>,
+    /// Pushes, NACKs, push-to-ACK latency.
+    pub stats: PushStats,
 }
 
 impl Default for Hub {
@@ -79,6 +83,7 @@ impl Hub {
             answers: watch::channel(0).0,
             registry_changed: Notify::new(),
             cluster: Mutex::new(BTreeMap::new()),
+            stats: PushStats::default(),
         }
     }
 

@@ -25,7 +25,7 @@ use hyper::body::Incoming;
 
 use crate::gaps::Gaps;
 use crate::metrics::{Key, Metrics};
-use crate::outbound::{DEBUG_HEADER, Hop, VIA_HEADER, append_route, tag_label};
+use crate::outbound::{DEBUG_HEADER, Hop, VIA_HEADER, append_route, lane_label};
 use crate::proxy::{self, Body, Clients, ProxyError, SendError};
 use crate::routes::{Routes, Shared};
 use crate::server::Handler;
@@ -66,7 +66,7 @@ impl Handler for Inbound {
             direction: "inbound",
             service: self.service.clone(),
             subset: "-".into(),
-            tag: "-".into(),
+            lane: "-".into(),
             status: 0,
         };
         let response = self
@@ -98,7 +98,7 @@ impl Inbound {
         let routes = self.routes.load();
         let (tag, source) = self.decide_tag(routes.as_deref(), &mut parts, peer);
         if let Some(routes) = &routes {
-            key.tag = tag_label(routes, tag.as_ref());
+            key.lane = lane_label(routes, tag.as_ref());
             notes.revision = routes.revision;
         }
         notes.tag = tag.as_ref().map(|t| t.as_str().to_string());

@@ -1,7 +1,8 @@
-//! Request metrics for `/metrics` (Prometheus text): count and latency by direction,
-//! destination service, subset, tag and status; requests in flight; invalid tags.
+//! Request metrics for `/metrics` (Prometheus text), RED per lane: count and latency
+//! by direction, destination service, subset, lane and status (errors are the 5xx
+//! series); requests in flight; invalid tags.
 //!
-//! Label values come from the routing table (services, subsets, lane tags), never
+//! Label values come from the routing table (services, subsets, lane names), never
 //! from raw request input, so a client cannot grow the series without bound: a tag
 //! that names no lane is counted as `other`.
 
@@ -24,8 +25,8 @@ pub struct Key {
     pub service: String,
     /// The subset that served, `-` when no RoutePolicy names one.
     pub subset: String,
-    /// The lane tag, `-` untagged, `other` for a tag no lane declares.
-    pub tag: String,
+    /// The lane of the request's tag, `-` untagged, `other` for a tag no lane declares.
+    pub lane: String,
     pub status: u16,
 }
 
@@ -129,8 +130,8 @@ impl Metrics {
 fn labels(k: &Key) -> String {
     // Values are service names, subset names and tags: no quotes or backslashes.
     format!(
-        "direction=\"{}\",service=\"{}\",subset=\"{}\",tag=\"{}\",status=\"{}\"",
-        k.direction, k.service, k.subset, k.tag, k.status
+        "direction=\"{}\",service=\"{}\",subset=\"{}\",lane=\"{}\",status=\"{}\"",
+        k.direction, k.service, k.subset, k.lane, k.status
     )
 }
 
@@ -143,7 +144,7 @@ mod tests {
             direction: "outbound",
             service: "orders".into(),
             subset: "v2".into(),
-            tag: "gray".into(),
+            lane: "gray".into(),
             status,
         }
     }
@@ -162,7 +163,7 @@ mod tests {
         m.record(key(503), Duration::from_millis(1));
         let mut out = String::new();
         m.render(&mut out);
-        let l = "direction=\"outbound\",service=\"orders\",subset=\"v2\",tag=\"gray\"";
+        let l = "direction=\"outbound\",service=\"orders\",subset=\"v2\",lane=\"gray\"";
         assert!(
             out.contains("graylane_sidecar_requests_in_flight 0"),
             "{out}"

@@ -72,7 +72,7 @@ impl Handler for Outbound {
             direction: "outbound",
             service: "-".into(),
             subset: "-".into(),
-            tag: "-".into(),
+            lane: "-".into(),
             status: 0,
         };
         let mut notes = Notes {
@@ -113,7 +113,7 @@ impl Outbound {
         // Set when iptables redirected the app's connection here (transparent mode).
         let original = parts.extensions.get::<OriginalDst>().map(|o| o.0);
         let (tag, source) = self.resolve_tag(&mut parts);
-        key.tag = tag_label(&routes, tag.as_ref());
+        key.lane = lane_label(&routes, tag.as_ref());
         notes.tag = tag.as_ref().map(|t| t.as_str().to_string());
         notes.source = source.as_str();
         let service = match (destination(&parts), original) {
@@ -444,12 +444,12 @@ fn destination(parts: &Parts) -> Result<String, ProxyError> {
     Ok(service)
 }
 
-/// The metrics label of a tag: lane tags as they are, anything else `other`.
-pub(crate) fn tag_label(routes: &Routes, tag: Option<&graylane_routing::Tag>) -> String {
+/// The metrics `lane` label of a tag: the name of the lane it selects, `-` untagged,
+/// `other` for a tag no lane declares (so a client cannot grow the series).
+pub(crate) fn lane_label(routes: &Routes, tag: Option<&graylane_routing::Tag>) -> String {
     match tag {
         None => "-".into(),
-        Some(t) if routes.table.is_lane_tag(t) => t.as_str().into(),
-        Some(_) => "other".into(),
+        Some(t) => routes.table.lane_of(t).unwrap_or("other").into(),
     }
 }
 

@@ -72,6 +72,25 @@ async fn snapshots_reach_every_subscriber_and_acks_show_in_status() {
         "status shows the lane the labels select"
     );
     assert_eq!(gray["nackedRevision"], 1);
+    // /metrics counts the pushes, the NACK and the ACK's latency.
+    let (_, metrics) = graylane_tests::http_get(cp.http, "/metrics");
+    let value = |name: &str| -> u64 {
+        metrics
+            .lines()
+            .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
+            .unwrap_or_else(|| panic!("no {name} in {metrics}"))
+    };
+    assert!(value("graylane_control_pushes_total") >= 4, "{metrics}");
+    assert_eq!(value("graylane_control_nacks_total"), 1, "{metrics}");
+    assert_eq!(
+        value("graylane_control_push_ack_seconds_count"),
+        1,
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("graylane_control_push_ack_seconds_bucket{le=\"+Inf\"} 1"),
+        "{metrics}"
+    );
 
     // The instance is deregistered when its stream ends.
     drop(b);

@@ -203,7 +203,7 @@ fn a_tagged_request_stays_in_its_lane_on_every_hop_in_every_propagation_mode() {
 
     let (_, metrics) = graylane_tests::http_get(frontend.sidecar.admin, "/metrics");
     assert!(
-        metrics.contains(r#"graylane_sidecar_requests_total{direction="outbound",service="orders",subset="-",tag="gray",status="200"} 3"#),
+        metrics.contains(r#"graylane_sidecar_requests_total{direction="outbound",service="orders",subset="-",lane="gray",status="200"} 3"#),
         "per-lane request counts: {metrics}"
     );
     assert!(

@@ -2,7 +2,7 @@
 
 use std::collections::VecDeque;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use graylane_proto::v1::discovery_server::Discovery;
 use graylane_proto::v1::sidecar_message::Message;
@@ -96,8 +96,8 @@ fn check_hello(hello: &Hello) -> Result<(), Status> {
 struct Stream {
     hub: Arc<Hub>,
     id: SidecarId,
-    /// (version, rule revision) of the last snapshots sent.
-    sent: VecDeque<(u64, u64)>,
+    /// (version, rule revision, when it started going out) of the last snapshots sent.
+    sent: VecDeque<(u64, u64, Instant)>,
 }
 
 impl Stream {
@@ -120,7 +120,8 @@ impl Stream {
             if sending.is_none()
                 && let Some(state) = pending.take()
             {
-                self.sent.push_back((state.version, state.revision));
+                self.sent
+                    .push_back((state.version, state.revision, Instant::now()));
                 if self.sent.len() > SENT_REMEMBERED {
                     self.sent.pop_front();
                 }
@@ -145,6 +146,7 @@ impl Stream {
                             permit.send(Box::new(Ok(part)));
                             last = Some(Arc::clone(out.state()));
                             sending = None;
+                            self.hub.stats.pushed();
                         }
                         None => sending = None,
                     }
@@ -161,12 +163,14 @@ impl Stream {
     fn answer(&self, message: SidecarMessage) -> Result<(), Status> {
         match message.message {
             Some(Message::Ack(ack)) => {
-                if let Some(revision) = self.revision_of(ack.version) {
+                if let Some((revision, sent_at)) = self.revision_of(ack.version) {
+                    self.hub.stats.acked(sent_at.elapsed());
                     self.hub.ack(&self.id, ack.version, revision);
                 }
             }
             Some(Message::Nack(nack)) => {
-                if let Some(revision) = self.revision_of(nack.version) {
+                if let Some((revision, _)) = self.revision_of(nack.version) {
+                    self.hub.stats.nacked();
                     tracing::warn!(instance = %self.id.instance_id, revision, reason = %nack.reason, "sidecar rejected snapshot");
                     self.hub.nack(&self.id, revision, nack.reason);
                 }
@@ -177,10 +181,10 @@ impl Stream {
         Ok(())
     }
 
-    fn revision_of(&self, version: u64) -> Option<u64> {
+    fn revision_of(&self, version: u64) -> Option<(u64, Instant)> {
         self.sent
             .iter()
-            .find(|(v, _)| *v == version)
-            .map(|(_, r)| *r)
+            .find(|(v, _, _)| *v == version)
+            .map(|(_, r, at)| (*r, *at))
     }
 }

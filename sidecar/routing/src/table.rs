@@ -260,6 +260,13 @@ impl RoutingTable {
         self.lane_by_tag.contains_key(tag.as_str())
     }
 
+    /// The name of the Lane that declares `tag`.
+    pub fn lane_of(&self, tag: &Tag) -> Option<&str> {
+        self.lane_by_tag
+            .get(tag.as_str())
+            .map(|&l| self.lanes[l].name.as_str())
+    }
+
     /// The gate of an instance of `service` with these labels: its lane is the first
     /// lane, in name order, whose selector for this service (the RoutePolicy's lane
     /// override subset, else the Lane's selector) it matches.
