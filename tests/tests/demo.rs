@@ -35,6 +35,20 @@ fn the_demo_walks_a_gray_release_and_cleans_up() {
         "frontend v1 [gray] → orders v2 [gray] → payments v1 [gray, no v2: fell back to base]";
     assert_eq!(after("tester (x-user-group: testers)").trim(), tester);
     assert_eq!(after("forward only traceparent").trim(), tester);
+    // The last request's trace tree, from the spans the sidecars exported.
+    let tree = stdout
+        .split("as the sidecars traced it")
+        .nth(1)
+        .unwrap_or_else(|| panic!("no trace tree: {stdout}"));
+    for hop in [
+        "frontend v1 [gray from rule] 200",
+        "└─ → orders: orders-v2, lane gray 200",
+        "orders v2 [gray from header] 200",
+        "→ payments: payments-v1, lane gray, fallback (no ready instance in lane gray, served by base) 200",
+        "payments v1 [gray from header] 200",
+    ] {
+        assert!(tree.contains(hop), "{hop:?} in {tree}");
+    }
     let dir = stdout
         .split("logs in ")
         .nth(1)

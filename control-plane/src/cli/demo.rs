@@ -117,9 +117,46 @@ pub(crate) async fn run(once: bool) -> Result<(), CliError> {
             trail(&head, &body)
         );
     }
+    // The last request as the sidecars traced it (they export spans to the control
+    // plane in batches, at least once a second).
+    let last = format!(
+        "{:032x}",
+        0x4bf9_2f35_77b3_4da6_a3ce_929d_0e0e_4700_u128 + (REQUESTS.len() - 1) as u128
+    );
+    let connect = Connect {
+        servers: url.clone(),
+        token_file: None,
+    };
+    let mut client = connect.client().await?;
+    let mut traced = None;
+    for _ in 0..50 {
+        if let Ok(t) = client
+            .get_trace(pb::GetTraceRequest {
+                trace_id: last.clone(),
+            })
+            .await
+        {
+            let t = t.into_inner();
+            if t.spans.len() >= 5 {
+                traced = Some(t);
+                break;
+            }
+        }
+        // Polling for the batch to arrive, bounded at 5 s.
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    if let Some(t) = traced {
+        println!(
+            "\nrequest {} as the sidecars traced it (graylane trace {last}):\n{}",
+            REQUESTS.len(),
+            super::trace::tree(&t)
+        );
+    }
     println!(
-        "\nTry it: curl -i -H 'Graylane-Debug: 1' -H 'x-user-group: testers' http://{entry}/\n      \
-         graylane --server {url} status    |    graylane --server {url} release set orders prod"
+        "Try it: curl -i -H 'Graylane-Debug: 1' -H 'x-user-group: testers' http://{entry}/\n      \
+         graylane --server {url} status    |    graylane --server {url} release set orders prod\n      \
+         graylane --server {url} trace --recent 3    |    graylane --server {url} gaps\n      \
+         graylane --server {url} explain --service orders --header Gray-Publish=gray"
     );
     if once {
         drop(procs);
