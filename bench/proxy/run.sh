@@ -155,10 +155,11 @@ start_all() {
         --grpc-addr 127.0.0.1:0 --http-addr 127.0.0.1:0
     local grpc
     grpc=$(log_field control "$LAST_PID" grpc_addr)
+    # Spans off: the peers trace nothing (tracing's own cost: bench/proxy/tracing-cost.sh).
     start graylane "$PROXY_CPU" "$BIN/graylane-sidecar" --concurrency 1 \
         --service bench --instance-id bench-1 --app-addr "$UP" \
         --control-plane "http://$grpc" --admin-addr 127.0.0.1:0 \
-        --outbound-addr 127.0.0.1:0 --inbound-addr 127.0.0.1:0
+        --outbound-addr 127.0.0.1:0 --inbound-addr 127.0.0.1:0 --otlp-endpoint none
     local pid=$LAST_PID inbound admin
     inbound=$(log_field graylane "$pid" inbound_addr)
     admin=$(log_field graylane "$pid" admin_addr)
@@ -381,5 +382,8 @@ Versions: graylane $(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo '
 EOF
 }
 
-LOADAVG=$(cut -d' ' -f1-3 /proc/loadavg)
-main
+# Sourced (bench/proxy/tracing-cost.sh) for its functions; run for the comparison.
+if [[ ${BASH_SOURCE[0]} == "$0" ]]; then
+    LOADAVG=$(cut -d' ' -f1-3 /proc/loadavg)
+    main
+fi
