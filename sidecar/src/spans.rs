@@ -397,9 +397,7 @@ impl Notes {
             ("graylane.fallback_reason", self.fallback),
         ];
         out.extend(optional.into_iter().filter_map(|(k, v)| Some(attr(k, v?))));
-        if self.retries > 0 {
-            out.push(attr_int("graylane.retries", i64::from(self.retries)));
-        }
+        out.push(attr_int("graylane.retries", i64::from(self.retries)));
         if let Some(trace) = self.gap {
             out.push(attr_bool("graylane.gap", true));
             out.push(attr("graylane.gap_trace", hex(&trace)));

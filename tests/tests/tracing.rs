@@ -184,6 +184,7 @@ fn a_three_hop_chain_is_one_trace_with_its_routing_in_every_span() {
         assert_eq!(a["graylane.fallback"], "false");
         assert_eq!(a["graylane.revision"], "1");
         assert_eq!(a["http.response.status_code"], "200");
+        assert_eq!(a["graylane.retries"], "0");
         // The tag at orders' outbound side came the way the app forwarded it.
         let b = &orders_out.attributes;
         assert_eq!(b["graylane.tag_source"], source, "{mode}");

@@ -141,7 +141,7 @@ fn line(span: &pb::TraceSpan) -> String {
         if let Some(why) = a("graylane.fallback_reason") {
             let _ = write!(what, ", fallback ({why})");
         }
-        if let Some(n) = a("graylane.retries") {
+        if let Some(n) = a("graylane.retries").filter(|n| *n != "0") {
             let _ = write!(what, ", {n} retries");
         }
         format!("{what} {status} {ms:.1} ms")
