@@ -16,6 +16,7 @@ pub mod balance;
 pub mod discovery;
 pub mod gaps;
 pub mod inbound;
+pub mod iptables;
 pub mod metrics;
 pub mod outbound;
 pub mod proxy;

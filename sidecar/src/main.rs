@@ -107,6 +107,19 @@ fn parse_labels(s: &str) -> Result<BTreeMap<String, String>, String> {
 }
 
 fn main() {
+    // `graylane-sidecar init-iptables ...`: the init container's one job (see
+    // `iptables`), then exit; anything else runs the sidecar.
+    if std::env::args().nth(1).as_deref() == Some("init-iptables") {
+        let args = graylane_sidecar::iptables::InitArgs::parse_from(std::env::args().skip(1));
+        if let Err(e) = graylane_sidecar::iptables::apply(&args) {
+            #[allow(clippy::print_stderr)]
+            {
+                eprintln!("error: {e:#}");
+            }
+            std::process::exit(1);
+        }
+        return;
+    }
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_env("GRAYLANE_LOG")

@@ -45,6 +45,15 @@ impl NetNs {
         run(&[&["ip", "netns", "exec", &self.name, "iptables"], args].concat());
     }
 
+    /// The namespace's NAT table (`iptables -t nat -S`).
+    pub fn iptables_save(&self) -> String {
+        let out = Command::new("ip")
+            .args(["netns", "exec", &self.name, "iptables", "-t", "nat", "-S"])
+            .output()
+            .expect("run iptables");
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
     /// Moves the calling thread into the namespace (see the module doc).
     #[allow(unsafe_code)] // one libc call; no safe wrapper in the dependency tree
     pub fn enter(&self) {

@@ -162,15 +162,36 @@ fn redirected_connections_are_routed_passed_through_or_tunnelled() {
     );
     frontend.wait_ready();
     frontend.wait_endpoints("orders", 2);
+    // The init container's job, run twice: the second run changes nothing.
     let port = frontend.outbound.port().to_string();
     let uid = SIDECAR_UID.to_string();
-    for rule in [
-        &["-m", "owner", "--uid-owner", &uid, "-j", "RETURN"][..],
-        &["-d", "127.0.0.0/8", "-j", "RETURN"],
-        &["-j", "REDIRECT", "--to-ports", &port],
-    ] {
-        ns.iptables(&[&["-t", "nat", "-A", "OUTPUT", "-p", "tcp"], rule].concat());
-    }
+    let init = |extra: &[&str]| {
+        let out = std::process::Command::new(graylane_tests::bin("graylane-sidecar"))
+            .args([
+                "init-iptables",
+                "--outbound-port",
+                &port,
+                "--proxy-uid",
+                &uid,
+            ])
+            .args(["--inbound", "false"])
+            .args(extra)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+    init(&[]);
+    let rules = ns.iptables_save();
+    init(&[]);
+    assert_eq!(ns.iptables_save(), rules, "init-iptables twice is harmless");
+    assert!(
+        rules.contains("-A OUTPUT -p tcp -j GRAYLANE_OUTBOUND"),
+        "{rules}"
+    );
 
     // Mesh calls: routed by lane in every propagation mode, the trace table included.
     for (n, mode) in ["header", "traceparent", "baggage"].into_iter().enumerate() {
@@ -236,4 +257,37 @@ fn redirected_connections_are_routed_passed_through_or_tunnelled() {
     let (status, _, body) = get(frontend.outbound, "orders", &[("Gray-Publish", "gray")]);
     assert_eq!(status, 200, "{body}");
     assert_eq!(json(&body)["version"], "v2", "{body}");
+
+    // --cleanup: traffic goes directly again (port 80 has no listener: refused; the
+    // external app answers without the sidecar counting a passthrough).
+    init(&["--cleanup"]);
+    assert!(
+        !ns.iptables_save().contains("GRAYLANE"),
+        "{}",
+        ns.iptables_save()
+    );
+    assert!(
+        TcpStream::connect(&service_ip).is_err(),
+        "no redirect after --cleanup"
+    );
+    let before = passthroughs(&frontend);
+    let (status, _, _) = get(external.addr, "api.example.com", &[]);
+    assert_eq!(status, 200);
+    assert_eq!(
+        passthroughs(&frontend),
+        before,
+        "not through the sidecar any more"
+    );
+}
+
+/// Requests the sidecar passed through (transparent mode, not a mesh service).
+fn passthroughs(sidecar: &Sidecar) -> u64 {
+    let (_, text) = http_get(sidecar.admin, "/metrics");
+    text.lines()
+        .filter(|l| {
+            l.starts_with("graylane_sidecar_requests_total{")
+                && l.contains(r#"service="passthrough""#)
+        })
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<u64>().ok())
+        .sum()
 }
