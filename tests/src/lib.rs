@@ -18,6 +18,7 @@ pub mod docs;
 pub mod etcd;
 pub mod netns;
 pub mod otlp;
+pub mod pods;
 mod subscriber;
 
 pub use self::subscriber::Subscriber;

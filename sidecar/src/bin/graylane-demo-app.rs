@@ -43,7 +43,9 @@ struct Args {
     /// retries and fallbacks).
     #[arg(long)]
     status: Option<u16>,
-    /// Its sidecar's outbound listener, or `-` to read it from the first line of
+    /// Where its downstream calls go, HOST:PORT: its sidecar's outbound listener, or
+    /// (transparent mode) the service's own name and port, e.g. `orders:8080`, with
+    /// interception doing the rest. `-` reads it from the first line of
     /// standard input (when the sidecar starts after the app, on a port bound from 0).
     #[arg(long)]
     outbound: Option<String>,
@@ -69,15 +71,18 @@ async fn main() -> anyhow::Result<()> {
         "graylane-demo-app listening addr={}",
         listener.local_addr()?
     );
-    let client: Client<HttpConnector, Full<Bytes>> =
-        Client::builder(TokioExecutor::new()).build_http();
+    // A fresh connection per call: the demo shows routing, and interception rules may
+    // change under it (init-iptables --cleanup), which a pooled connection outlives.
+    let client: Client<HttpConnector, Full<Bytes>> = Client::builder(TokioExecutor::new())
+        .pool_max_idle_per_host(0)
+        .build_http();
     let outbound = outbound_address(args.outbound.as_deref()).await?;
     loop {
         let (stream, _) = listener.accept().await?;
-        let (args, client) = (args.clone(), client.clone());
+        let (args, client, outbound) = (args.clone(), client.clone(), outbound.clone());
         tokio::spawn(async move {
             let service = hyper::service::service_fn(move |req| {
-                let (args, client) = (args.clone(), client.clone());
+                let (args, client, outbound) = (args.clone(), client.clone(), outbound.clone());
                 async move { Ok::<_, Infallible>(handle(&args, outbound, &client, req).await) }
             });
             let _ = hyper::server::conn::http1::Builder::new()
@@ -87,8 +92,8 @@ async fn main() -> anyhow::Result<()> {
     }
 }
 
-/// `--outbound`: an address, or `-` for the first line of standard input.
-async fn outbound_address(flag: Option<&str>) -> anyhow::Result<Option<SocketAddr>> {
+/// `--outbound`: HOST:PORT, or `-` for the first line of standard input.
+async fn outbound_address(flag: Option<&str>) -> anyhow::Result<Option<String>> {
     let text = match flag {
         None => return Ok(None),
         Some("-") => tokio::task::spawn_blocking(|| {
@@ -99,15 +104,18 @@ async fn outbound_address(flag: Option<&str>) -> anyhow::Result<Option<SocketAdd
         .context("reading --outbound from stdin")?,
         Some(addr) => addr.to_string(),
     };
-    text.trim()
-        .parse()
-        .map(Some)
-        .with_context(|| format!("--outbound {:?}", text.trim()))
+    let text = text.trim();
+    match text.rsplit_once(':') {
+        Some((host, port)) if !host.is_empty() && port.parse::<u16>().is_ok() => {
+            Ok(Some(text.to_string()))
+        }
+        _ => anyhow::bail!("--outbound {text:?}: expected HOST:PORT"),
+    }
 }
 
 async fn handle(
     args: &Args,
-    outbound: Option<SocketAddr>,
+    outbound: Option<String>,
     client: &Client<HttpConnector, Full<Bytes>>,
     req: Request<Incoming>,
 ) -> Response<Full<Bytes>> {
@@ -137,7 +145,7 @@ async fn handle(
         tokio::time::sleep(std::time::Duration::from_millis(ms.min(60_000))).await;
     }
     let (downstream, trail) = match (&args.call, outbound) {
-        (Some(target), Some(outbound)) => call(client, outbound, target, &headers, &mode).await,
+        (Some(target), Some(outbound)) => call(client, &outbound, target, &headers, &mode).await,
         _ => (Value::Null, None),
     };
     let body = json!({
@@ -170,7 +178,7 @@ async fn drain(mut body: Incoming) -> u64 {
 /// Calls `target` through the sidecar (origin-form with `Host: target`).
 async fn call(
     client: &Client<HttpConnector, Full<Bytes>>,
-    outbound: SocketAddr,
+    outbound: &str,
     target: &str,
     incoming: &HeaderMap,
     mode: &str,

@@ -1,0 +1,287 @@
+//! Transparent interception for real, as in a cluster: every pod a network namespace
+//! on one bridge, with its app and its sidecar (UID 1337) and the NAT rules of
+//! `graylane-sidecar init-iptables`. The apps call plain `http://orders:8080/` with no
+//! proxy settings (names from each pod's own hosts file). Ports are the pods' usual
+//! fixed ones: each namespace is private to this test.
+
+#![allow(clippy::unwrap_used)]
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::path::Path;
+use std::time::Duration;
+
+use graylane_tests::pods::{PodNet, exec, exec_as};
+use graylane_tests::{Proc, bin, cli, eventually, http_get, write_file};
+use serde_json::Value;
+
+const RULES: &str = "apiVersion: graylane.io/v1
+kind: Lane
+metadata:
+  name: gray
+spec:
+  tag: gray
+  selector: {version: v2}
+  fallback: [base]
+";
+
+const HOSTS: &str = "127.0.0.1 localhost
+10.88.0.11 frontend
+10.88.0.12 orders
+10.88.0.14 payments
+";
+
+fn ip(n: u8) -> String {
+    format!("{}.{n}", PodNet::SUBNET)
+}
+
+/// A pod: its app on :8080, its sidecar, the init container's rules.
+fn pod(
+    net: &mut PodNet,
+    dir: &Path,
+    n: u8,
+    service: &str,
+    version: &str,
+    call: Option<&str>,
+) -> (String, Vec<Proc>) {
+    let ns = net.pod(n, HOSTS);
+    let init = exec(&ns, &bin("graylane-sidecar"), &["init-iptables"])
+        .output()
+        .unwrap();
+    assert!(
+        init.status.success(),
+        "{}",
+        String::from_utf8_lossy(&init.stderr)
+    );
+    let mut app_args = vec![
+        "--service",
+        service,
+        "--version",
+        version,
+        "--listen",
+        "0.0.0.0:8080",
+    ];
+    let outbound = call.map(|c| format!("{c}:8080"));
+    if let (Some(c), Some(o)) = (call, &outbound) {
+        app_args.extend(["--call", c, "--outbound", o]);
+    }
+    let id = format!("{service}-{version}");
+    let app = Proc::spawn(
+        &format!("app {id}"),
+        exec(&ns, &bin("graylane-demo-app"), &app_args),
+        dir.join(format!("app-{id}.log")),
+    );
+    let labels = format!("version={version}");
+    let advertise = format!("{}:15006", ip(n));
+    let cp = format!("http://{}:15010", ip(10));
+    let sidecar = Proc::spawn(
+        &format!("sidecar {id}"),
+        exec_as(
+            &ns,
+            1337,
+            &bin("graylane-sidecar"),
+            &[
+                "--service",
+                service,
+                "--instance-id",
+                &id,
+                "--labels",
+                &labels,
+                "--app-addr",
+                "127.0.0.1:8080",
+                "--control-plane",
+                &cp,
+                "--advertise-addr",
+                &advertise,
+                "--inbound-addr",
+                "0.0.0.0:15006",
+                "--outbound-addr",
+                "127.0.0.1:15001",
+                "--admin-addr",
+                "0.0.0.0:15000",
+            ],
+        ),
+        dir.join(format!("sidecar-{id}.log")),
+    );
+    let admin: SocketAddr = format!("{}:15000", ip(n)).parse().unwrap();
+    eventually(Duration::from_secs(20), &format!("{id} ready"), || {
+        (http_get(admin, "/ready").0 == 200).then_some(())
+    });
+    (ns, vec![app, sidecar])
+}
+
+/// GET http://frontend:8080/ from outside the pods: (the hops served, as the apps
+/// saw them: service, version, tag).
+fn call_frontend(headers: &[(&str, &str)]) -> Vec<(String, String, Option<String>)> {
+    let mut stream = TcpStream::connect(format!("{}:8080", ip(11))).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    let mut request =
+        String::from("GET / HTTP/1.1\r\nHost: frontend:8080\r\nConnection: close\r\n");
+    for (k, v) in headers {
+        request.push_str(&format!("{k}: {v}\r\n"));
+    }
+    request.push_str("\r\n");
+    stream.write_all(request.as_bytes()).unwrap();
+    let mut response = String::new();
+    stream.read_to_string(&mut response).unwrap();
+    assert!(response.starts_with("HTTP/1.1 200"), "{response}");
+    let body = response.split_once("\r\n\r\n").unwrap().1;
+    let mut v: Value = serde_json::from_str(body).unwrap_or_else(|e| panic!("{e}: {body}"));
+    let mut hops = Vec::new();
+    while v.get("service").is_some() {
+        hops.push((
+            v["service"].as_str().unwrap().to_string(),
+            v["version"].as_str().unwrap().to_string(),
+            v["tag"].as_str().map(String::from),
+        ));
+        v = v["downstream"].clone();
+    }
+    hops
+}
+
+fn hop(service: &str, version: &str, tag: Option<&str>) -> (String, String, Option<String>) {
+    (service.into(), version.into(), tag.map(Into::into))
+}
+
+/// The frontend sidecar's outbound requests to orders, from its /metrics.
+fn frontend_calls_to_orders() -> u64 {
+    let admin: SocketAddr = format!("{}:15000", ip(11)).parse().unwrap();
+    let (_, text) = http_get(admin, "/metrics");
+    text.lines()
+        .filter(|l| {
+            l.starts_with(
+                "graylane_sidecar_requests_total{direction=\"outbound\",service=\"orders\"",
+            )
+        })
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<u64>().ok())
+        .sum()
+}
+
+#[test]
+fn pods_with_init_iptables_keep_the_lane_without_any_proxy_setting() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut net = PodNet::create();
+    net.net.enter();
+    let cp_ns = net.pod(10, HOSTS);
+    let cp_grpc = format!("{}:15010", ip(10));
+    let cp_http = format!("{}:15014", ip(10));
+    let _cp = Proc::spawn(
+        "graylane-control",
+        exec(
+            &cp_ns,
+            &bin("graylane-control"),
+            &[
+                "--grpc-addr",
+                &cp_grpc,
+                "--http-addr",
+                &cp_http,
+                "--store",
+                "memory:",
+                "--allow-unauthenticated",
+            ],
+        ),
+        dir.path().join("control.log"),
+    );
+    eventually(Duration::from_secs(20), "the control plane ready", || {
+        (http_get(cp_http.parse().unwrap(), "/ready").0 == 200).then_some(())
+    });
+    let url = format!("http://{cp_grpc}");
+    cli(&[
+        "--server",
+        &url,
+        "rules",
+        "apply",
+        "-f",
+        &write_file(dir.path(), "rules.yaml", RULES),
+    ])
+    .assert_ok();
+
+    let mut procs = Vec::new();
+    let mut frontend_ns = String::new();
+    for (n, service, version, call) in [
+        (11, "frontend", "v1", Some("orders")),
+        (12, "orders", "v1", Some("payments")),
+        (13, "orders", "v2", Some("payments")),
+        (14, "payments", "v1", None),
+    ] {
+        let (ns, p) = pod(&mut net, dir.path(), n, service, version, call);
+        if service == "frontend" {
+            frontend_ns = ns;
+        }
+        procs.extend(p);
+    }
+    let front_admin: SocketAddr = format!("{}:15000", ip(11)).parse().unwrap();
+    eventually(
+        Duration::from_secs(10),
+        "the frontend sidecar to see every instance",
+        || {
+            let (_, body) = http_get(front_admin, "/config");
+            let c: Value = serde_json::from_str(&body).ok()?;
+            (c["endpoints"]["orders"].as_array()?.len() == 2
+                && c["endpoints"]["payments"].as_array()?.len() == 1)
+                .then_some(())
+        },
+    );
+
+    let gray = [
+        hop("frontend", "v1", Some("gray")),
+        hop("orders", "v2", Some("gray")),
+        hop("payments", "v1", Some("gray")),
+    ];
+    for (n, mode) in ["header", "traceparent", "baggage"].into_iter().enumerate() {
+        let tp = format!("00-4bf92f3577b34da6a3ce929d0e0e47{n:02x}-00f067aa0ba902b7-01");
+        let hops = call_frontend(&[
+            ("Gray-Publish", "gray"),
+            ("traceparent", &tp),
+            ("x-demo-forward", mode),
+        ]);
+        assert_eq!(
+            hops, gray,
+            "mode {mode}: the lane holds through interception"
+        );
+    }
+    // An app that forwards nothing drops the lane, as in explicit mode.
+    let hops = call_frontend(&[("Gray-Publish", "gray"), ("x-demo-forward", "none")]);
+    assert_eq!(hops[1], hop("orders", "v1", None));
+    let hops = call_frontend(&[]);
+    assert_eq!(
+        hops,
+        [
+            hop("frontend", "v1", None),
+            hop("orders", "v1", None),
+            hop("payments", "v1", None)
+        ]
+    );
+    // Each call went through the frontend sidecar once: its own connection to the
+    // orders pod was not captured again.
+    assert_eq!(frontend_calls_to_orders(), 5);
+
+    // --cleanup in the frontend pod: its app reaches orders directly (the pod the name
+    // resolves to, v1), no lane routing there any more.
+    let cleanup = exec(
+        &frontend_ns,
+        &bin("graylane-sidecar"),
+        &["init-iptables", "--cleanup"],
+    )
+    .output()
+    .unwrap();
+    assert!(
+        cleanup.status.success(),
+        "{}",
+        String::from_utf8_lossy(&cleanup.stderr)
+    );
+    let hops = call_frontend(&[("Gray-Publish", "gray"), ("x-demo-forward", "header")]);
+    assert_eq!(
+        hops[1],
+        hop("orders", "v1", Some("gray")),
+        "direct, not routed: {hops:?}"
+    );
+    assert_eq!(
+        frontend_calls_to_orders(),
+        5,
+        "the sidecar saw nothing of it"
+    );
+    drop(procs);
+}
