@@ -4,9 +4,10 @@
 #
 #   scripts/deps.sh build   protoc (+ its well-known types): etcd-client's build script
 #                           runs it (protobuf-compiler, libprotobuf-dev)
-#   scripts/deps.sh test    the above, plus what the tests start: etcd-server, and
+#   scripts/deps.sh test    the above, plus what the tests start: etcd-server;
 #                           iptables and iproute2 for transparent interception in
-#                           network namespaces
+#                           network namespaces; kubernetes-validate (PyPI, in a venv
+#                           under target/py) for the Kubernetes schemas
 set -euo pipefail
 
 need=()
@@ -15,10 +16,16 @@ check() { # check COMMAND-OR-FILE PACKAGE
 }
 check protoc protobuf-compiler
 check /usr/include/google/protobuf/timestamp.proto libprotobuf-dev
+venv=target/py
+need_validator=0
 if [[ ${1:-build} == test ]]; then
     check etcd etcd-server
     check iptables iptables
     check ip iproute2
+    if ! command -v kubernetes-validate >/dev/null && [[ ! -x $venv/bin/kubernetes-validate ]]; then
+        need_validator=1
+        python3 -c 'import venv, ensurepip' 2>/dev/null || need+=(python3-venv)
+    fi
 fi
 if ((${#need[@]})); then
     echo "== apt-get install ${need[*]}" >&2
@@ -27,4 +34,9 @@ if ((${#need[@]})); then
     "${sudo[@]}" apt-get update -qq >&2
     DEBIAN_FRONTEND=noninteractive "${sudo[@]}" apt-get install -y -qq --no-install-recommends \
         "${need[@]}" >&2
+fi
+if ((need_validator)); then
+    echo "== pip install kubernetes-validate (into $venv)" >&2
+    python3 -m venv "$venv" >&2
+    "$venv/bin/pip" install -q kubernetes-validate >&2
 fi

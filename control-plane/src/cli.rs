@@ -13,6 +13,7 @@ mod demo;
 mod explain;
 mod files;
 mod gaps;
+mod inject;
 mod output;
 mod release;
 mod rules;
@@ -73,6 +74,8 @@ pub enum Command {
     /// Services whose apps drop the lane: calls without tag or trace context made
     /// while serving a tagged request, with counts and an example trace.
     Gaps,
+    /// Print manifests with the sidecar and its init container added (offline).
+    Inject(inject::InjectArgs),
     /// How the rules in force route a hypothetical request, step by step.
     Explain(explain::ExplainArgs),
     /// Start a whole mesh on loopback and walk through a gray release.
@@ -154,6 +157,7 @@ impl Cli {
             Command::Rules(cmd) => cmd.run(&connect, self.output).await,
             Command::Release(cmd) => cmd.run(&connect, self.output).await,
             Command::Status => status::run(&connect, self.output).await,
+            Command::Inject(args) => inject::run(&args),
             Command::Gaps => gaps::run(&connect, self.output).await,
             Command::Explain(args) => explain::run(&connect, self.output, args).await,
             Command::Trace { trace_id, recent } => {

@@ -12,6 +12,7 @@ pub mod cli;
 pub mod cluster;
 pub mod control;
 pub mod http;
+pub mod inject;
 pub mod push;
 pub mod server;
 pub mod store;

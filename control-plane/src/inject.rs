@@ -1,0 +1,342 @@
+//! Sidecar injection: one function that turns a pod (its metadata and spec) into an
+//! injected one. `graylane inject -f` (offline) and the admission webhook both call it.
+//!
+//! It adds:
+//! - **`graylane-sidecar`** (UID 1337, non-root, read-only root fs), configured through
+//!   env:
+//!   - the service, version and labels from the pod's labels;
+//!   - the pod IP as advertise address (Downward API) and the pod name as instance id;
+//!   - the control plane, and a token from a mounted secret when configured;
+//!   - the app port from the pod's containers.
+//!
+//!   It also gets resource requests and probes on the admin port.
+//! - **`graylane-init`**: `init-iptables` with NET_ADMIN. It comes last among the init
+//!   containers, so the pod's own init containers reach the network before interception
+//!   begins.
+//!
+//! Pod annotations override the defaults: `graylane.io/sidecar-image`,
+//! `graylane.io/service`, `graylane.io/app-port`, `graylane.io/exclude-inbound-ports`,
+//! `graylane.io/exclude-outbound-ports`, `graylane.io/exclude-outbound-cidrs`. An
+//! injected pod carries `graylane.io/status: injected` and is returned unchanged.
+//!
+//! Plain `serde_json::Value`s: the few fields we touch do not justify k8s-openapi's
+//! build cost.
+
+use serde_json::{Map, Value, json};
+
+pub const SIDECAR: &str = "graylane-sidecar";
+pub const INIT: &str = "graylane-init";
+pub const STATUS_ANNOTATION: &str = "graylane.io/status";
+pub const PROXY_UID: u32 = 1337;
+const INBOUND_PORT: u16 = 15006;
+const ADMIN_PORT: u16 = 15000;
+
+/// Cluster-wide injection settings.
+#[derive(Clone, Debug)]
+pub struct Config {
+    /// The image of both injected containers.
+    pub image: String,
+    /// The control plane's URL(s), as sidecars reach them.
+    pub control_plane: String,
+    /// A Secret holding the sidecar token (key `token`), mounted into the sidecar;
+    /// `None`: no token (an unauthenticated control plane).
+    pub token_secret: Option<String>,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            image: format!("ghcr.io/graylane/graylane:{}", env!("CARGO_PKG_VERSION")),
+            control_plane: "http://graylane-control.graylane-system.svc:15010".into(),
+            token_secret: Some("graylane-sidecar-token".into()),
+        }
+    }
+}
+
+/// What `inject` did.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Outcome {
+    Injected,
+    /// Already injected: nothing changed.
+    Unchanged,
+}
+
+/// Why a pod cannot be injected.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum InjectError {
+    #[error("{0}: not an object")]
+    NotAnObject(&'static str),
+    #[error(
+        "no service name: set label app.kubernetes.io/name or app, or annotation graylane.io/service"
+    )]
+    NoService,
+    #[error("annotation {annotation}: {reason}")]
+    BadAnnotation {
+        annotation: &'static str,
+        reason: String,
+    },
+}
+
+/// Injects the pod whose `metadata` and `spec` are given (as in a Pod, or a template).
+pub fn inject(
+    metadata: &mut Value,
+    spec: &mut Value,
+    config: &Config,
+) -> Result<Outcome, InjectError> {
+    if !metadata.is_object() {
+        *metadata = json!({});
+    }
+    let meta = metadata
+        .as_object_mut()
+        .ok_or(InjectError::NotAnObject("metadata"))?;
+    let spec_obj = spec
+        .as_object_mut()
+        .ok_or(InjectError::NotAnObject("spec"))?;
+    let annotations = meta
+        .get("annotations")
+        .and_then(Value::as_object)
+        .cloned()
+        .unwrap_or_default();
+    let labels = meta
+        .get("labels")
+        .and_then(Value::as_object)
+        .cloned()
+        .unwrap_or_default();
+    let has_sidecar = spec_obj
+        .get("containers")
+        .and_then(Value::as_array)
+        .is_some_and(|cs| cs.iter().any(|c| c["name"] == SIDECAR));
+    if annotations
+        .get(STATUS_ANNOTATION)
+        .is_some_and(|s| s == "injected")
+        || has_sidecar
+    {
+        return Ok(Outcome::Unchanged);
+    }
+    let text = |key: &str| annotations.get(key).and_then(Value::as_str).map(str::trim);
+    let label = |key: &str| labels.get(key).and_then(Value::as_str);
+    let service = text("graylane.io/service")
+        .or_else(|| label("app.kubernetes.io/name"))
+        .or_else(|| label("app"))
+        .ok_or(InjectError::NoService)?
+        .to_string();
+    let version = label("version").or_else(|| label("app.kubernetes.io/version"));
+    let app_port = match text("graylane.io/app-port") {
+        Some(p) => p.parse::<u16>().map_err(|e| InjectError::BadAnnotation {
+            annotation: "graylane.io/app-port",
+            reason: format!("{p:?}: {e}"),
+        })?,
+        None => app_port(spec_obj).unwrap_or(8080),
+    };
+    let image = text("graylane.io/sidecar-image")
+        .unwrap_or(&config.image)
+        .to_string();
+
+    let mut graylane_labels: Vec<String> = labels
+        .iter()
+        .filter(|(k, _)| !k.contains('/'))
+        .filter_map(|(k, v)| Some(format!("{k}={}", v.as_str()?)))
+        .collect();
+    if let Some(v) = version
+        && label("version").is_none()
+    {
+        graylane_labels.push(format!("version={v}"));
+    }
+    let mut env = vec![
+        json!({"name": "GRAYLANE_SERVICE", "value": service}),
+        json!({"name": "GRAYLANE_INSTANCE_ID", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}}),
+        json!({"name": "POD_IP", "valueFrom": {"fieldRef": {"fieldPath": "status.podIP"}}}),
+        json!({"name": "GRAYLANE_ADVERTISE_ADDR", "value": format!("$(POD_IP):{INBOUND_PORT}")}),
+        json!({"name": "GRAYLANE_LABELS", "value": graylane_labels.join(",")}),
+        json!({"name": "GRAYLANE_APP_ADDR", "value": format!("127.0.0.1:{app_port}")}),
+        json!({"name": "GRAYLANE_CONTROL_PLANE", "value": config.control_plane}),
+        json!({"name": "GRAYLANE_INBOUND_ADDR", "value": format!("0.0.0.0:{INBOUND_PORT}")}),
+        json!({"name": "GRAYLANE_ADMIN_ADDR", "value": format!("0.0.0.0:{ADMIN_PORT}")}),
+    ];
+    let mut mounts = Vec::new();
+    if let Some(secret) = &config.token_secret {
+        env.push(
+            json!({"name": "GRAYLANE_TOKEN_FILE", "value": "/var/run/secrets/graylane/token"}),
+        );
+        mounts.push(json!({"name": "graylane-token", "mountPath": "/var/run/secrets/graylane", "readOnly": true}));
+        push(
+            spec_obj,
+            "volumes",
+            json!({"name": "graylane-token", "secret": {"secretName": secret}}),
+        );
+    }
+    let probe =
+        |path: &str| json!({"httpGet": {"path": path, "port": ADMIN_PORT}, "periodSeconds": 5});
+    let sidecar = json!({
+        "name": SIDECAR,
+        "image": image,
+        "env": env,
+        "ports": [
+            {"name": "graylane-in", "containerPort": INBOUND_PORT},
+            {"name": "graylane-admin", "containerPort": ADMIN_PORT},
+        ],
+        "readinessProbe": probe("/ready"),
+        "livenessProbe": probe("/live"),
+        "resources": {
+            "requests": {"cpu": "50m", "memory": "32Mi"},
+            "limits": {"memory": "128Mi"},
+        },
+        "securityContext": {
+            "runAsUser": PROXY_UID, "runAsGroup": PROXY_UID, "runAsNonRoot": true,
+            "readOnlyRootFilesystem": true, "allowPrivilegeEscalation": false,
+            "capabilities": {"drop": ["ALL"]},
+        },
+        "volumeMounts": mounts,
+    });
+    let mut init_args = vec![
+        "init-iptables".to_string(),
+        "--proxy-uid".into(),
+        PROXY_UID.to_string(),
+    ];
+    for (annotation, flag) in [
+        (
+            "graylane.io/exclude-inbound-ports",
+            "--exclude-inbound-ports",
+        ),
+        (
+            "graylane.io/exclude-outbound-ports",
+            "--exclude-outbound-ports",
+        ),
+        (
+            "graylane.io/exclude-outbound-cidrs",
+            "--exclude-outbound-cidrs",
+        ),
+    ] {
+        let mut value = text(annotation).unwrap_or_default().to_string();
+        if annotation == "graylane.io/exclude-inbound-ports" {
+            // The admin port stays reachable for the kubelet's probes.
+            value = [ADMIN_PORT.to_string(), value]
+                .into_iter()
+                .filter(|s| !s.is_empty())
+                .collect::<Vec<_>>()
+                .join(",");
+        }
+        if value.is_empty() {
+            continue;
+        }
+        check_list(annotation, &value)?;
+        init_args.extend([flag.to_string(), value]);
+    }
+    let init = json!({
+        "name": INIT,
+        "image": image,
+        "command": ["graylane-sidecar"],
+        "args": init_args,
+        "resources": {"requests": {"cpu": "10m", "memory": "16Mi"}, "limits": {"memory": "64Mi"}},
+        "securityContext": {
+            "runAsUser": 0, "runAsNonRoot": false, "allowPrivilegeEscalation": false,
+            "capabilities": {"add": ["NET_ADMIN", "NET_RAW"], "drop": ["ALL"]},
+        },
+    });
+    push(spec_obj, "containers", sidecar);
+    push(spec_obj, "initContainers", init);
+    let annotations = meta
+        .entry("annotations")
+        .or_insert_with(|| Value::Object(Map::new()));
+    if let Some(a) = annotations.as_object_mut() {
+        a.insert(STATUS_ANNOTATION.into(), json!("injected"));
+    }
+    Ok(Outcome::Injected)
+}
+
+/// The app's port: a container port named `http`, else the first container port.
+fn app_port(spec: &Map<String, Value>) -> Option<u16> {
+    let ports: Vec<&Value> = spec
+        .get("containers")?
+        .as_array()?
+        .iter()
+        .flat_map(|c| c["ports"].as_array().into_iter().flatten())
+        .collect();
+    let port = ports
+        .iter()
+        .find(|p| p["name"] == "http")
+        .or_else(|| ports.first())?;
+    u16::try_from(port["containerPort"].as_u64()?).ok()
+}
+
+/// Appends `item` to the array `key` of `obj`, creating it when missing.
+fn push(obj: &mut Map<String, Value>, key: &str, item: Value) {
+    let list = obj.entry(key).or_insert_with(|| json!([]));
+    if !list.is_array() {
+        *list = json!([]);
+    }
+    if let Some(a) = list.as_array_mut() {
+        a.push(item);
+    }
+}
+
+/// A comma list of ports or CIDRs, checked now so a typo fails the injection, not the
+/// pod's init container.
+fn check_list(annotation: &'static str, value: &str) -> Result<(), InjectError> {
+    let cidrs = annotation.ends_with("cidrs");
+    for item in value.split(',').map(str::trim) {
+        let ok = if cidrs {
+            item.parse::<ipnet::IpNet>().is_ok()
+        } else {
+            item.parse::<u16>().is_ok_and(|p| p > 0)
+        };
+        if !ok {
+            return Err(InjectError::BadAnnotation {
+                annotation,
+                reason: format!("{item:?} is not a {}", if cidrs { "CIDR" } else { "port" }),
+            });
+        }
+    }
+    Ok(())
+}
+
+/// Where a workload keeps its pod template: `(metadata, spec)` paths. `None` for kinds
+/// that have no pods (passed through untouched).
+pub fn pod_paths(kind: &str) -> Option<(&'static [&'static str], &'static [&'static str])> {
+    match kind {
+        "Pod" => Some((&["metadata"], &["spec"])),
+        "Deployment" | "StatefulSet" | "DaemonSet" | "ReplicaSet" | "Job" => Some((
+            &["spec", "template", "metadata"],
+            &["spec", "template", "spec"],
+        )),
+        "CronJob" => Some((
+            &["spec", "jobTemplate", "spec", "template", "metadata"],
+            &["spec", "jobTemplate", "spec", "template", "spec"],
+        )),
+        _ => None,
+    }
+}
+
+/// Injects the pod template of a whole object (Pod, Deployment, ...); other kinds are
+/// `Unchanged`.
+pub fn inject_object(object: &mut Value, config: &Config) -> Result<Outcome, InjectError> {
+    let kind = object["kind"].as_str().unwrap_or_default().to_string();
+    let Some((meta_path, spec_path)) = pod_paths(&kind) else {
+        return Ok(Outcome::Unchanged);
+    };
+    let mut metadata = take(object, meta_path);
+    let mut spec = take(object, spec_path);
+    let result = inject(&mut metadata, &mut spec, config);
+    put(object, meta_path, metadata);
+    put(object, spec_path, spec);
+    result
+}
+
+fn take(object: &mut Value, path: &[&str]) -> Value {
+    let mut v = object;
+    for key in path {
+        v = &mut v[*key];
+    }
+    v.take()
+}
+
+fn put(object: &mut Value, path: &[&str], value: Value) {
+    let mut v = object;
+    for key in path {
+        v = &mut v[*key];
+    }
+    *v = value;
+}
+
+#[cfg(test)]
+mod tests;

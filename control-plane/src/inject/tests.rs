@@ -1,0 +1,247 @@
+//! Table tests over pod specs: plain, with init containers, named ports, annotations,
+//! already injected, and the workload kinds.
+
+use serde_json::{Value, json};
+
+use super::*;
+
+fn pod(metadata: Value, spec: Value) -> Value {
+    json!({"apiVersion": "v1", "kind": "Pod", "metadata": metadata, "spec": spec})
+}
+
+fn app(ports: Value) -> Value {
+    json!({"containers": [{"name": "app", "image": "shop/orders:2", "ports": ports}]})
+}
+
+fn env(pod: &Value, name: &str) -> Value {
+    pod["spec"]["containers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["name"] == SIDECAR)
+        .unwrap()["env"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|e| e["name"] == name)
+        .cloned()
+        .unwrap_or(Value::Null)
+}
+
+fn init_args(pod: &Value) -> Vec<String> {
+    let inits = pod["spec"]["initContainers"].as_array().unwrap();
+    let init = inits.last().unwrap();
+    assert_eq!(init["name"], INIT);
+    init["args"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| a.as_str().unwrap().to_string())
+        .collect()
+}
+
+#[test]
+fn a_plain_pod_gets_the_sidecar_and_the_init_container() {
+    let mut p = pod(
+        json!({"name": "orders-1", "labels": {"app": "orders", "version": "v2"}}),
+        app(json!([{"containerPort": 9000}])),
+    );
+    assert_eq!(
+        inject_object(&mut p, &Config::default()).unwrap(),
+        Outcome::Injected
+    );
+    let containers = p["spec"]["containers"].as_array().unwrap();
+    assert_eq!(containers.len(), 2);
+    assert_eq!(env(&p, "GRAYLANE_SERVICE")["value"], "orders");
+    assert_eq!(env(&p, "GRAYLANE_LABELS")["value"], "app=orders,version=v2");
+    assert_eq!(env(&p, "GRAYLANE_APP_ADDR")["value"], "127.0.0.1:9000");
+    assert_eq!(
+        env(&p, "GRAYLANE_ADVERTISE_ADDR")["value"],
+        "$(POD_IP):15006"
+    );
+    assert_eq!(
+        env(&p, "POD_IP")["valueFrom"]["fieldRef"]["fieldPath"],
+        "status.podIP"
+    );
+    assert_eq!(
+        env(&p, "GRAYLANE_INSTANCE_ID")["valueFrom"]["fieldRef"]["fieldPath"],
+        "metadata.name"
+    );
+    assert_eq!(
+        env(&p, "GRAYLANE_TOKEN_FILE")["value"],
+        "/var/run/secrets/graylane/token"
+    );
+    let sidecar = &containers[1];
+    assert_eq!(sidecar["securityContext"]["runAsUser"], 1337);
+    assert_eq!(sidecar["readinessProbe"]["httpGet"]["port"], 15000);
+    assert_eq!(
+        p["spec"]["volumes"][0]["secret"]["secretName"],
+        "graylane-sidecar-token"
+    );
+    assert_eq!(
+        init_args(&p),
+        [
+            "init-iptables",
+            "--proxy-uid",
+            "1337",
+            "--exclude-inbound-ports",
+            "15000"
+        ]
+    );
+    assert_eq!(
+        p["spec"]["initContainers"][0]["securityContext"]["capabilities"]["add"],
+        json!(["NET_ADMIN", "NET_RAW"])
+    );
+    assert_eq!(p["metadata"]["annotations"][STATUS_ANNOTATION], "injected");
+}
+
+#[test]
+fn injecting_twice_changes_nothing() {
+    let mut p = pod(json!({"labels": {"app": "orders"}}), app(json!([])));
+    inject_object(&mut p, &Config::default()).unwrap();
+    let once = p.clone();
+    assert_eq!(
+        inject_object(&mut p, &Config::default()).unwrap(),
+        Outcome::Unchanged
+    );
+    assert_eq!(p, once);
+    // A pod that already has the container (injected by hand) is left alone too.
+    let mut manual = pod(
+        json!({"labels": {"app": "orders"}}),
+        json!({"containers": [{"name": "app"}, {"name": SIDECAR}]}),
+    );
+    let before = manual.clone();
+    assert_eq!(
+        inject_object(&mut manual, &Config::default()).unwrap(),
+        Outcome::Unchanged
+    );
+    assert_eq!(manual, before);
+}
+
+#[test]
+fn existing_init_containers_run_before_interception() {
+    let mut spec = app(json!([]));
+    spec["initContainers"] = json!([{"name": "migrate", "image": "shop/migrate"}]);
+    let mut p = pod(json!({"labels": {"app": "orders"}}), spec);
+    inject_object(&mut p, &Config::default()).unwrap();
+    let names: Vec<&str> = p["spec"]["initContainers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["migrate", INIT]);
+}
+
+#[test]
+fn a_port_named_http_is_the_app_port() {
+    let mut p = pod(
+        json!({"labels": {"app.kubernetes.io/name": "orders", "app.kubernetes.io/version": "v3"}}),
+        app(
+            json!([{"name": "metrics", "containerPort": 9090}, {"name": "http", "containerPort": 8081}]),
+        ),
+    );
+    inject_object(&mut p, &Config::default()).unwrap();
+    assert_eq!(env(&p, "GRAYLANE_SERVICE")["value"], "orders");
+    assert_eq!(env(&p, "GRAYLANE_APP_ADDR")["value"], "127.0.0.1:8081");
+    assert_eq!(env(&p, "GRAYLANE_LABELS")["value"], "version=v3");
+}
+
+#[test]
+fn annotations_override_image_ports_and_exclusions() {
+    let mut p = pod(
+        json!({
+            "labels": {"app": "orders"},
+            "annotations": {
+                "graylane.io/sidecar-image": "registry.local/graylane:dev",
+                "graylane.io/service": "checkout",
+                "graylane.io/app-port": "7000",
+                "graylane.io/exclude-outbound-ports": "5432,6379",
+                "graylane.io/exclude-outbound-cidrs": "10.96.0.1/32",
+                "graylane.io/exclude-inbound-ports": "9090",
+            }
+        }),
+        app(json!([{"containerPort": 8080}])),
+    );
+    inject_object(&mut p, &Config::default()).unwrap();
+    assert_eq!(env(&p, "GRAYLANE_SERVICE")["value"], "checkout");
+    assert_eq!(env(&p, "GRAYLANE_APP_ADDR")["value"], "127.0.0.1:7000");
+    assert_eq!(
+        p["spec"]["containers"][1]["image"],
+        "registry.local/graylane:dev"
+    );
+    assert_eq!(
+        init_args(&p),
+        [
+            "init-iptables",
+            "--proxy-uid",
+            "1337",
+            "--exclude-inbound-ports",
+            "15000,9090",
+            "--exclude-outbound-ports",
+            "5432,6379",
+            "--exclude-outbound-cidrs",
+            "10.96.0.1/32",
+        ]
+    );
+}
+
+#[test]
+fn bad_input_is_refused_with_the_reason() {
+    let mut p = pod(json!({"labels": {"tier": "web"}}), app(json!([])));
+    assert_eq!(
+        inject_object(&mut p, &Config::default()),
+        Err(InjectError::NoService)
+    );
+    let mut p = pod(
+        json!({"labels": {"app": "orders"}, "annotations": {"graylane.io/exclude-outbound-ports": "5432,http"}}),
+        app(json!([])),
+    );
+    let e = inject_object(&mut p, &Config::default())
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("graylane.io/exclude-outbound-ports") && e.contains("\"http\""),
+        "{e}"
+    );
+}
+
+#[test]
+fn workloads_inject_their_pod_template_and_other_kinds_pass() {
+    for kind in ["Deployment", "StatefulSet", "DaemonSet", "Job"] {
+        let mut d = json!({
+            "kind": kind,
+            "metadata": {"name": "orders"},
+            "spec": {"template": {"metadata": {"labels": {"app": "orders"}}, "spec": app(json!([]))}},
+        });
+        assert_eq!(
+            inject_object(&mut d, &Config::default()).unwrap(),
+            Outcome::Injected,
+            "{kind}"
+        );
+        assert_eq!(
+            d["spec"]["template"]["spec"]["containers"][1]["name"], SIDECAR,
+            "{kind}"
+        );
+        assert!(
+            d["metadata"].get("annotations").is_none(),
+            "the workload's own metadata is untouched"
+        );
+    }
+    let mut cron = json!({
+        "kind": "CronJob",
+        "spec": {"jobTemplate": {"spec": {"template": {"metadata": {"labels": {"app": "report"}}, "spec": app(json!([]))}}}},
+    });
+    inject_object(&mut cron, &Config::default()).unwrap();
+    assert_eq!(
+        cron["spec"]["jobTemplate"]["spec"]["template"]["spec"]["containers"][1]["name"],
+        SIDECAR
+    );
+    let mut cm = json!({"kind": "ConfigMap", "data": {"a": "b"}});
+    let before = cm.clone();
+    assert_eq!(
+        inject_object(&mut cm, &Config::default()).unwrap(),
+        Outcome::Unchanged
+    );
+    assert_eq!(cm, before);
+}
