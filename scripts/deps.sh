@@ -22,6 +22,8 @@ if [[ ${1:-build} == test ]]; then
     check etcd etcd-server
     check iptables iptables
     check ip iproute2
+    check curl curl
+    check openssl openssl
     if ! command -v kubernetes-validate >/dev/null && [[ ! -x $venv/bin/kubernetes-validate ]]; then
         need_validator=1
         python3 -c 'import venv, ensurepip' 2>/dev/null || need+=(python3-venv)

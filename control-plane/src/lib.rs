@@ -17,6 +17,7 @@ pub mod push;
 pub mod server;
 pub mod store;
 pub mod traces;
+pub mod webhook;
 
 /// Milliseconds since the Unix epoch (0 if the clock is before it).
 pub fn now_ms() -> i64 {

@@ -28,6 +28,12 @@ pub struct Server {
     pub tokens: Option<Tokens>,
     /// With the etcd store: the instance registry shared with the other replicas.
     pub cluster: Option<Arc<Cluster>>,
+    /// The admission webhook's listener, TLS and injection settings.
+    pub webhook: Option<(
+        TcpListener,
+        tokio_rustls::TlsAcceptor,
+        Arc<crate::inject::Config>,
+    )>,
 }
 
 /// Rule sets and snapshots are bounded by validation (10,000 documents of ≤ 1 MiB);
@@ -64,6 +70,14 @@ impl Server {
         let cluster = self
             .cluster
             .map(|c| tokio::spawn(c.run(Arc::clone(&hub), stopped.clone())));
+        let webhook = self.webhook.map(|(listener, tls, config)| {
+            tokio::spawn(crate::webhook::serve(
+                listener,
+                tls,
+                config,
+                stopped.clone(),
+            ))
+        });
 
         let discovery = DiscoveryServer::new(DiscoveryService::new(hub, stopped.clone()))
             .max_decoding_message_size(MAX_MESSAGE)
@@ -111,6 +125,9 @@ impl Server {
         let _ = endpoints.await;
         if let Some(cluster) = cluster {
             let _ = cluster.await;
+        }
+        if let Some(webhook) = webhook {
+            let _ = webhook.await;
         }
         Ok(())
     }

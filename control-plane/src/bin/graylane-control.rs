@@ -9,6 +9,7 @@ use graylane_control::api::Tokens;
 use graylane_control::cluster::Cluster;
 use graylane_control::server::Server;
 use graylane_control::store::StoreUrl;
+use graylane_control::{inject, webhook};
 use std::sync::Arc;
 
 /// graylane's control plane: stores rules, pushes them to sidecars, serves the CLI.
@@ -42,8 +43,28 @@ struct Args {
     /// port may then change the rules).
     #[arg(long, env = "GRAYLANE_ALLOW_UNAUTHENTICATED")]
     allow_unauthenticated: bool,
-    #[arg(long, hide = true)]
+    /// HTTPS listener of the Kubernetes mutating admission webhook (`POST /inject`).
+    #[arg(long, env = "GRAYLANE_WEBHOOK_ADDR", requires_all = ["tls_cert", "tls_key"])]
     webhook_addr: Option<SocketAddr>,
+    /// The webhook's certificate chain (PEM).
+    #[arg(long, env = "GRAYLANE_TLS_CERT")]
+    tls_cert: Option<PathBuf>,
+    /// The webhook's private key (PEM).
+    #[arg(long, env = "GRAYLANE_TLS_KEY")]
+    tls_key: Option<PathBuf>,
+    /// Injection: the sidecar image.
+    #[arg(long, env = "GRAYLANE_INJECT_IMAGE")]
+    inject_image: Option<String>,
+    /// Injection: the control-plane URL sidecars are given.
+    #[arg(long, env = "GRAYLANE_INJECT_CONTROL_PLANE")]
+    inject_control_plane: Option<String>,
+    /// Injection: the Secret with the sidecar token (`none`: no token).
+    #[arg(
+        long,
+        env = "GRAYLANE_INJECT_TOKEN_SECRET",
+        default_value = "graylane-sidecar-token"
+    )]
+    inject_token_secret: String,
 }
 
 #[tokio::main]
@@ -63,9 +84,6 @@ async fn main() {
 }
 
 async fn run(args: Args) -> anyhow::Result<()> {
-    if args.webhook_addr.is_some() {
-        bail!("--webhook-addr is not available in this version (see issue 6)");
-    }
     let tokens = match &args.token_file {
         Some(path) => {
             let text = std::fs::read_to_string(path)
@@ -102,6 +120,27 @@ async fn run(args: Args) -> anyhow::Result<()> {
     let http = tokio::net::TcpListener::bind(args.http_addr)
         .await
         .with_context(|| format!("--http-addr {}", args.http_addr))?;
+    let webhook = match (&args.webhook_addr, &args.tls_cert, &args.tls_key) {
+        (Some(addr), Some(cert), Some(key)) => {
+            let tls = webhook::tls(cert, key)?;
+            let listener = tokio::net::TcpListener::bind(addr)
+                .await
+                .with_context(|| format!("--webhook-addr {addr}"))?;
+            tracing::info!(webhook_addr = %listener.local_addr()?, "admission webhook listening");
+            let defaults = inject::Config::default();
+            let config = inject::Config {
+                image: args.inject_image.clone().unwrap_or(defaults.image),
+                control_plane: args
+                    .inject_control_plane
+                    .clone()
+                    .unwrap_or(defaults.control_plane),
+                token_secret: (args.inject_token_secret != "none")
+                    .then(|| args.inject_token_secret.clone()),
+            };
+            Some((listener, tls, Arc::new(config)))
+        }
+        _ => None,
+    };
     let (grpc_addr, http_addr) = (grpc.local_addr()?, http.local_addr()?);
     tracing::info!(%grpc_addr, %http_addr, store = ?args.store, auth = tokens.is_some(), "graylane-control listening");
     let cluster = match &args.store {
@@ -118,6 +157,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
         store,
         tokens,
         cluster,
+        webhook,
     }
     .run(grpc, http, shutdown_signal())
     .await

@@ -1,0 +1,266 @@
+//! The admission webhook over real HTTPS: certificates made here (openssl), an
+//! AdmissionReview posted with curl trusting only that CA, the JSONPatch applied to
+//! the pod and the result checked.
+
+#![allow(clippy::unwrap_used)]
+
+use std::io::Write;
+use std::path::Path;
+use std::process::{Command, Stdio};
+
+use graylane_tests::ControlPlane;
+use serde_json::{Value, json};
+
+fn run(cmd: &mut Command) -> Vec<u8> {
+    let out = cmd.output().unwrap();
+    assert!(
+        out.status.success(),
+        "{cmd:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out.stdout
+}
+
+/// A CA and a server certificate for localhost / 127.0.0.1 signed by it.
+fn certificates(dir: &Path) {
+    let ec = [
+        "-newkey",
+        "ec",
+        "-pkeyopt",
+        "ec_paramgen_curve:prime256v1",
+        "-nodes",
+    ];
+    run(Command::new("openssl")
+        .current_dir(dir)
+        .args(["req", "-x509"])
+        .args(ec)
+        .args([
+            "-keyout",
+            "ca.key",
+            "-out",
+            "ca.pem",
+            "-days",
+            "1",
+            "-subj",
+            "/CN=graylane-test-ca",
+        ]));
+    run(Command::new("openssl")
+        .current_dir(dir)
+        .arg("req")
+        .args(ec)
+        .args([
+            "-keyout",
+            "tls.key",
+            "-out",
+            "tls.csr",
+            "-subj",
+            "/CN=localhost",
+        ]));
+    std::fs::write(
+        dir.join("ext.cnf"),
+        "subjectAltName=DNS:localhost,IP:127.0.0.1\n",
+    )
+    .unwrap();
+    run(Command::new("openssl").current_dir(dir).args([
+        "x509",
+        "-req",
+        "-in",
+        "tls.csr",
+        "-CA",
+        "ca.pem",
+        "-CAkey",
+        "ca.key",
+        "-CAcreateserial",
+        "-out",
+        "tls.pem",
+        "-days",
+        "1",
+        "-extfile",
+        "ext.cnf",
+    ]));
+}
+
+/// POSTs `review` to the webhook, trusting only the test CA.
+fn post(dir: &Path, port: u16, review: &Value) -> Value {
+    let url = format!("https://localhost:{port}/inject");
+    let out = run(Command::new("curl")
+        .args(["-sS", "--fail-with-body", "--cacert"])
+        .arg(dir.join("ca.pem"))
+        .args([
+            "-H",
+            "Content-Type: application/json",
+            "--data-binary",
+            &review.to_string(),
+            &url,
+        ]));
+    serde_json::from_slice(&out).unwrap()
+}
+
+fn review(uid: &str, namespace: &str, pod: Value) -> Value {
+    json!({
+        "apiVersion": "admission.k8s.io/v1",
+        "kind": "AdmissionReview",
+        "request": {"uid": uid, "kind": {"group": "", "version": "v1", "kind": "Pod"},
+                    "operation": "CREATE", "namespace": namespace, "object": pod},
+    })
+}
+
+fn base64_decode(text: &str) -> Vec<u8> {
+    let mut child = Command::new("base64")
+        .arg("-d")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(text.as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success());
+    out.stdout
+}
+
+/// Applies the `add` operations of a JSONPatch (what the webhook emits).
+fn apply(mut doc: Value, patch: &Value) -> Value {
+    for op in patch.as_array().unwrap() {
+        assert_eq!(op["op"], "add", "{op}");
+        let path = op["path"].as_str().unwrap();
+        let mut target = &mut doc;
+        let tokens: Vec<String> = path[1..]
+            .split('/')
+            .map(|t| t.replace("~1", "/").replace("~0", "~"))
+            .collect();
+        for token in &tokens[..tokens.len() - 1] {
+            target = &mut target[token.as_str()];
+        }
+        target[tokens.last().unwrap().as_str()] = op["value"].clone();
+    }
+    doc
+}
+
+#[test]
+fn the_webhook_patches_pods_over_https() {
+    let dir = tempfile::tempdir().unwrap();
+    certificates(dir.path());
+    let cert = dir.path().join("tls.pem").display().to_string();
+    let key = dir.path().join("tls.key").display().to_string();
+    let cp = ControlPlane::start(
+        dir.path(),
+        &[
+            "--webhook-addr",
+            "127.0.0.1:0",
+            "--tls-cert",
+            &cert,
+            "--tls-key",
+            &key,
+            "--inject-image",
+            "registry.local/graylane:test",
+            "--inject-control-plane",
+            "http://graylane-control.graylane-system.svc:15010",
+        ],
+    );
+    let log = cp.proc.log_text();
+    let port: u16 = log
+        .split("webhook_addr=127.0.0.1:")
+        .nth(1)
+        .and_then(|rest| rest.split_whitespace().next()?.parse().ok())
+        .unwrap_or_else(|| panic!("no webhook_addr in {log}"));
+
+    let pod = json!({
+        "apiVersion": "v1", "kind": "Pod",
+        "metadata": {"name": "orders-7d9", "namespace": "shop",
+                     "labels": {"app": "orders", "version": "v2", "graylane.io/inject": "enabled"}},
+        "spec": {"containers": [{"name": "orders", "image": "shop/orders:2",
+                                 "ports": [{"name": "http", "containerPort": 8080}]}]},
+    });
+    let answer = post(dir.path(), port, &review("uid-1", "shop", pod.clone()));
+    let response = &answer["response"];
+    assert_eq!(response["uid"], "uid-1");
+    assert_eq!(response["allowed"], true);
+    assert_eq!(response["patchType"], "JSONPatch");
+    let patch: Value =
+        serde_json::from_slice(&base64_decode(response["patch"].as_str().unwrap())).unwrap();
+    let injected = apply(pod.clone(), &patch);
+    let containers = injected["spec"]["containers"].as_array().unwrap();
+    assert_eq!(
+        containers[0], pod["spec"]["containers"][0],
+        "the app container is untouched"
+    );
+    assert_eq!(containers[1]["name"], "graylane-sidecar");
+    assert_eq!(containers[1]["image"], "registry.local/graylane:test");
+    let env = |name: &str| {
+        containers[1]["env"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|e| e["name"] == name)
+            .cloned()
+            .unwrap()
+    };
+    assert_eq!(env("GRAYLANE_SERVICE")["value"], "orders");
+    assert_eq!(
+        env("GRAYLANE_CONTROL_PLANE")["value"],
+        "http://graylane-control.graylane-system.svc:15010"
+    );
+    assert_eq!(
+        injected["spec"]["initContainers"][0]["name"],
+        "graylane-init"
+    );
+    assert_eq!(
+        injected["metadata"]["annotations"]["graylane.io/status"],
+        "injected"
+    );
+
+    // An injected pod comes back without a patch; kube-system is never touched.
+    let again = post(dir.path(), port, &review("uid-2", "shop", injected));
+    assert_eq!(again["response"], json!({"uid": "uid-2", "allowed": true}));
+    let system = post(
+        dir.path(),
+        port,
+        &review("uid-3", "kube-system", pod.clone()),
+    );
+    assert_eq!(system["response"], json!({"uid": "uid-3", "allowed": true}));
+    // A pod whose annotations cannot be honoured is refused with the reason.
+    let mut bad = pod;
+    bad["metadata"]["annotations"] = json!({"graylane.io/exclude-outbound-cidrs": "10.0.0.0/99"});
+    let refused = post(dir.path(), port, &review("uid-4", "shop", bad));
+    assert_eq!(refused["response"]["allowed"], false);
+    let message = refused["response"]["status"]["message"].as_str().unwrap();
+    assert!(
+        message.contains("graylane.io/exclude-outbound-cidrs") && message.contains("10.0.0.0/99"),
+        "{message}"
+    );
+
+    // Real TLS: a client that does not trust the CA gets nowhere.
+    let untrusted = Command::new("curl")
+        .args([
+            "-sS",
+            "-o",
+            "/dev/null",
+            &format!("https://localhost:{port}/inject"),
+        ])
+        .output()
+        .unwrap();
+    assert!(!untrusted.status.success());
+    // Not an AdmissionReview: 400 saying so.
+    let out = Command::new("curl")
+        .args(["-sS", "--cacert"])
+        .arg(dir.path().join("ca.pem"))
+        .args([
+            "-w",
+            "\n%{http_code}",
+            "--data-binary",
+            "{}",
+            &format!("https://localhost:{port}/inject"),
+        ])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.ends_with("400") && text.contains("AdmissionReview"),
+        "{text}"
+    );
+}
