@@ -14,6 +14,7 @@ mod explain;
 mod files;
 mod gaps;
 mod inject;
+mod install;
 mod output;
 mod release;
 mod rules;
@@ -74,6 +75,9 @@ pub enum Command {
     /// Services whose apps drop the lane: calls without tag or trace context made
     /// while serving a tagged request, with counts and an example trace.
     Gaps,
+    /// Print the Kubernetes manifests of a production install, with fresh webhook
+    /// certificates and tokens: `graylane install | kubectl apply -f -`.
+    Install(install::InstallArgs),
     /// Print manifests with the sidecar and its init container added (offline).
     Inject(inject::InjectArgs),
     /// How the rules in force route a hypothetical request, step by step.
@@ -158,6 +162,7 @@ impl Cli {
             Command::Release(cmd) => cmd.run(&connect, self.output).await,
             Command::Status => status::run(&connect, self.output).await,
             Command::Inject(args) => inject::run(&args),
+            Command::Install(args) => install::run(&args),
             Command::Gaps => gaps::run(&connect, self.output).await,
             Command::Explain(args) => explain::run(&connect, self.output, args).await,
             Command::Trace { trace_id, recent } => {

@@ -28,6 +28,8 @@ pub const SIDECAR: &str = "graylane-sidecar";
 pub const INIT: &str = "graylane-init";
 pub const STATUS_ANNOTATION: &str = "graylane.io/status";
 pub const PROXY_UID: u32 = 1337;
+/// Namespaces whose pods never get a sidecar: Kubernetes' own, and graylane's.
+pub const NEVER: [&str; 2] = ["kube-system", "graylane-system"];
 const INBOUND_PORT: u16 = 15006;
 const ADMIN_PORT: u16 = 15000;
 
@@ -310,6 +312,12 @@ pub fn pod_paths(kind: &str) -> Option<(&'static [&'static str], &'static [&'sta
 /// Injects the pod template of a whole object (Pod, Deployment, ...); other kinds are
 /// `Unchanged`.
 pub fn inject_object(object: &mut Value, config: &Config) -> Result<Outcome, InjectError> {
+    if object["metadata"]["namespace"]
+        .as_str()
+        .is_some_and(|ns| NEVER.contains(&ns))
+    {
+        return Ok(Outcome::Unchanged);
+    }
     let kind = object["kind"].as_str().unwrap_or_default().to_string();
     let Some((meta_path, spec_path)) = pod_paths(&kind) else {
         return Ok(Outcome::Unchanged);

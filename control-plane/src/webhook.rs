@@ -146,7 +146,9 @@ pub fn review(body: &[u8], config: &Config) -> Result<Value, String> {
         json!({"apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview", "response": response})
     };
     let mut pod = request["object"].clone();
-    let skip = request["namespace"] == "kube-system"
+    let skip = request["namespace"]
+        .as_str()
+        .is_some_and(|ns| inject::NEVER.contains(&ns))
         || request["kind"]["kind"] != "Pod"
         || pod["metadata"]["labels"]["graylane.io/inject"] == "disabled";
     if skip {

@@ -245,3 +245,19 @@ fn workloads_inject_their_pod_template_and_other_kinds_pass() {
     );
     assert_eq!(cm, before);
 }
+
+#[test]
+fn system_namespaces_are_never_injected() {
+    for ns in NEVER {
+        let mut p = pod(
+            json!({"namespace": ns, "labels": {"app": "x"}}),
+            app(json!([])),
+        );
+        let before = p.clone();
+        assert_eq!(
+            inject_object(&mut p, &Config::default()).unwrap(),
+            Outcome::Unchanged
+        );
+        assert_eq!(p, before);
+    }
+}

@@ -1,0 +1,21 @@
+# graylane-sidecar (the sidecar, and `init-iptables` for the init container) and the
+# demo app. Build from the repository root:
+#   docker build -f deploy/docker/sidecar.Dockerfile -t graylane .
+FROM rust:1.95-bookworm AS build
+RUN apt-get update && apt-get install -y --no-install-recommends protobuf-compiler libprotobuf-dev \
+    && rm -rf /var/lib/apt/lists/*
+WORKDIR /src
+COPY . .
+RUN cargo build --release --locked -p graylane-sidecar --bins
+
+# Slim Debian, not distroless: the init container runs iptables.
+FROM debian:bookworm-slim
+RUN apt-get update && apt-get install -y --no-install-recommends iptables \
+    && rm -rf /var/lib/apt/lists/* \
+    && groupadd --gid 1337 graylane && useradd --uid 1337 --gid 1337 --no-create-home graylane
+COPY --from=build /src/target/release/graylane-sidecar /src/target/release/graylane-demo-app /usr/local/bin/
+# The sidecar runs as 1337, the UID init-iptables exempts; the init container
+# overrides this with root and NET_ADMIN.
+USER 1337:1337
+EXPOSE 15000 15001 15006
+ENTRYPOINT ["/usr/local/bin/graylane-sidecar"]
