@@ -8,7 +8,17 @@ use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, DnType, IsCa, 
 
 use super::{CliError, output};
 
-/// The templates, in apply order.
+/// The template files, in apply order (the `resources` of kustomization.yaml).
+const FILES: [&str; 6] = [
+    "namespace.yaml",
+    "etcd.yaml",
+    "secrets.yaml",
+    "control-plane.yaml",
+    "webhook.yaml",
+    "sample-app.yaml",
+];
+
+/// Their text, in the same order.
 const TEMPLATES: [&str; 6] = [
     include_str!("../../../deploy/kubernetes/namespace.yaml"),
     include_str!("../../../deploy/kubernetes/etcd.yaml"),
@@ -43,14 +53,11 @@ pub(crate) fn run(args: &InstallArgs) -> Result<(), CliError> {
         certificates().map_err(|e| CliError::refused(format!("generating certificates: {e}")))?;
     let b64 = |s: &str| base64::engine::general_purpose::STANDARD.encode(s);
     let (admin, sidecar) = (token(), token());
-    let templates = if args.no_sample_app {
-        &TEMPLATES[..TEMPLATES.len() - 1]
-    } else {
-        &TEMPLATES[..]
-    };
-    let rendered: Vec<String> = templates
+    let rendered: Vec<String> = FILES
         .iter()
-        .map(|t| {
+        .zip(TEMPLATES)
+        .filter(|(name, _)| !(args.no_sample_app && **name == "sample-app.yaml"))
+        .map(|(_, t)| {
             t.replace("@CA_BUNDLE@", &b64(&certs.ca))
                 .replace("@TLS_CRT@", &b64(&certs.cert))
                 .replace("@TLS_KEY@", &b64(&certs.key))
@@ -101,4 +108,39 @@ fn token() -> String {
     (0..16)
         .map(|_| format!("{:02x}", fastrand::u8(..)))
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// `kubectl kustomize deploy/kubernetes` and `graylane install` render the same
+    /// files in the same order.
+    #[test]
+    fn install_renders_what_kustomization_lists() {
+        let kustomization = include_str!("../../../deploy/kubernetes/kustomization.yaml");
+        let listed: Vec<&str> = kustomization
+            .lines()
+            .filter_map(|l| l.trim().strip_prefix("- "))
+            .collect();
+        assert_eq!(listed, FILES);
+        for (name, text) in FILES.iter().zip(TEMPLATES) {
+            let on_disk = std::fs::read_to_string(
+                std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+                    .join("../deploy/kubernetes")
+                    .join(name),
+            )
+            .unwrap();
+            assert_eq!(on_disk, text, "{name}");
+        }
+    }
+
+    #[test]
+    fn the_server_certificate_is_signed_by_the_generated_ca() {
+        let certs = certificates().unwrap();
+        assert!(certs.ca.starts_with("-----BEGIN CERTIFICATE-----"));
+        assert!(certs.cert.starts_with("-----BEGIN CERTIFICATE-----"));
+        assert!(certs.key.contains("PRIVATE KEY"));
+        assert_ne!(token(), token());
+    }
 }
