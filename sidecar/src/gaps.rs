@@ -41,6 +41,11 @@ impl Gaps {
         Tagged(self)
     }
 
+    /// Whether a tagged request is being served right now.
+    pub fn any_tagged(&self) -> bool {
+        self.tagged_in_flight.load(Ordering::Relaxed) > 0
+    }
+
     /// An outbound call to `destination` that had neither a tag nor a known trace:
     /// when a tagged request is in flight, it is a gap; returns the tagged trace it
     /// probably belonged to.

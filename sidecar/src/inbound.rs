@@ -74,10 +74,12 @@ impl Handler for Inbound {
             .await
             .unwrap_or_else(ProxyError::into_response);
         key.status = response.status().as_u16();
-        let name = format!("inbound {}", self.service);
-        let attributes = notes.attributes(&self.service, &self.instance_id, key.status);
-        self.tracer
-            .finish(&span, Kind::Server, name, attributes, key.status);
+        if self.tracer.records(&span) {
+            let name = format!("inbound {}", self.service);
+            let attributes = notes.attributes(&self.service, &self.instance_id, key.status);
+            self.tracer
+                .finish(&span, Kind::Server, name, attributes, key.status);
+        }
         self.metrics.record(key, started.elapsed());
         response
     }
@@ -106,14 +108,18 @@ impl Inbound {
         // While the app serves a tagged request, its untraceable calls are gaps.
         let _tagged = tag.is_some().then(|| self.gaps.tagged(notes.trace_id));
         set_tag(&mut parts, tag.as_ref());
-        if let Some(trace) = tag::trace_id(&parts.headers) {
-            let headers = self
-                .propagate
-                .iter()
-                .filter_map(|n| Some((n.clone(), parts.headers.get(n)?.clone())))
-                .collect();
+        // Remembered for the outbound side: the tag and propagated headers of this
+        // trace. An untagged trace with nothing to propagate is only worth an entry
+        // while tagged requests are in flight here, so the gap detector knows its
+        // calls; otherwise untagged traffic would churn the table for nothing.
+        let headers: Vec<_> = self
+            .propagate
+            .iter()
+            .filter_map(|n| Some((n.clone(), parts.headers.get(n)?.clone())))
+            .collect();
+        if tag.is_some() || !headers.is_empty() || self.gaps.any_tagged() {
             self.traces.remember(
-                trace,
+                notes.trace_id,
                 TraceEntry {
                     tag: tag.clone(),
                     headers,

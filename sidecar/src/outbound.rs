@@ -86,15 +86,19 @@ impl Handler for Outbound {
         key.status = response.status().as_u16();
         // No tag, and no trace context of a request this sidecar received: a gap if a
         // tagged request is in flight here (see `gaps`).
-        let known_trace =
-            span.parent.is_some() && self.traces.recall(&span.trace_id, Instant::now()).is_some();
-        if notes.tag.is_none() && !known_trace && key.service != "-" {
+        let known_trace = || {
+            span.parent.is_some() && self.traces.recall(&span.trace_id, Instant::now()).is_some()
+        };
+        if notes.tag.is_none() && key.service != "-" && !known_trace() {
             notes.gap = self.gaps.check(&key.service);
         }
-        let name = format!("outbound {}", key.service);
-        let attributes = notes.attributes(&self.service, &self.instance_id, key.status);
-        self.tracer
-            .finish(&span, Kind::Client, name, attributes, key.status);
+        // Attributes cost allocations: only for spans that are recorded.
+        if self.tracer.records(&span) {
+            let name = format!("outbound {}", key.service);
+            let attributes = notes.attributes(&self.service, &self.instance_id, key.status);
+            self.tracer
+                .finish(&span, Kind::Client, name, attributes, key.status);
+        }
         self.metrics.record(key, started.elapsed());
         response
     }

@@ -143,6 +143,11 @@ impl Tracer {
         }
     }
 
+    /// Whether the span of `context` is recorded (sampled, and spans are exported).
+    pub fn records(&self, context: &SpanContext) -> bool {
+        self.queue.is_some() && context.sampled
+    }
+
     /// Records the finished span of `context` (when sampled and exporting).
     pub fn finish(
         &self,
