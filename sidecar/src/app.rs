@@ -26,7 +26,7 @@ use crate::metrics::Metrics;
 use crate::outbound::Outbound;
 use crate::proxy::Clients;
 use crate::routes::Routing;
-use crate::server::{self, Limits};
+use crate::server::{self, Limits, Sniff};
 use crate::spans::{TraceConfig, Tracer, attr};
 use crate::tag::TraceTable;
 use crate::transparent::Transparent;
@@ -54,6 +54,10 @@ pub struct Config {
     pub detect_timeout: Duration,
     /// Where spans go (OTLP) and how many.
     pub trace: TraceConfig,
+    /// This sidecar's namespace, and the cluster domain of `name.ns.svc.<domain>`:
+    /// which hosts name a mesh service.
+    pub namespace: String,
+    pub cluster_domain: String,
 }
 
 /// The sidecar's listeners, bound by the caller.
@@ -91,7 +95,16 @@ pub async fn run(config: Config, listeners: Listeners, shutdown: impl Future<Out
         balancer: Balancer::new(EJECT_FOR, Instant::now()),
         clients: clients.clone(),
         traces: Arc::clone(&traces),
-        self_address: d.advertise.clone(),
+        namespace: config.namespace.clone(),
+        cluster_domain: config.cluster_domain.clone(),
+        own_listeners: vec![
+            listeners.outbound.local_addr().ok(),
+            listeners.admin.local_addr().ok(),
+        ]
+        .into_iter()
+        .flatten()
+        .collect(),
+        connect_timeout: CONNECT_TIMEOUT,
         propagate: config.propagate_headers.clone(),
         upstream_timeout: config.upstream_timeout,
         metrics: Arc::clone(&metrics),
@@ -123,7 +136,7 @@ pub async fn run(config: Config, listeners: Listeners, shutdown: impl Future<Out
         labels: d.labels.clone(),
         routes: Arc::clone(&routes),
         counters: Arc::clone(&counters),
-        metrics,
+        metrics: Arc::clone(&metrics),
         tracer,
         gaps,
     });
@@ -137,14 +150,16 @@ pub async fn run(config: Config, listeners: Listeners, shutdown: impl Future<Out
             listeners.outbound,
             Arc::clone(&outbound),
             limits,
-            Some(transparent),
+            Sniff::Outbound(Arc::clone(&transparent)),
+            Arc::clone(&metrics.outbound_connections),
             stopped.clone(),
         )),
         tokio::spawn(server::serve(
             listeners.inbound,
             inbound,
             limits,
-            None,
+            Sniff::Inbound(transparent, config.app_addr.clone()),
+            Arc::clone(&metrics.inbound_connections),
             stopped.clone(),
         )),
     ];

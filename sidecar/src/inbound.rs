@@ -21,11 +21,11 @@ use graylane_routing::{
 use http::header::{HeaderName, HeaderValue};
 use http::request::Parts;
 use http::{Request, Response};
-use hyper::body::Incoming;
+use hyper::body::{Body as _, Incoming};
 
 use crate::gaps::Gaps;
 use crate::metrics::{Key, Metrics};
-use crate::outbound::{DEBUG_HEADER, Hop, VIA_HEADER, append_route, lane_label};
+use crate::outbound::{DEBUG_HEADER, HOPS_HEADER, Hop, append_route, lane_label};
 use crate::proxy::{self, Body, Clients, ProxyError, SendError};
 use crate::routes::{Routes, Shared};
 use crate::server::Handler;
@@ -94,7 +94,9 @@ impl Inbound {
         notes: &mut Notes,
     ) -> Result<Response<Body>, ProxyError> {
         let (mut parts, body) = request.into_parts();
-        let from_sidecar = parts.headers.remove(VIA_HEADER).is_some();
+        // Set by the calling outbound sidecar; removed here, so the app's own calls
+        // start counting from zero (see `outbound::target`).
+        let from_sidecar = parts.headers.remove(HOPS_HEADER).is_some();
         let debug = parts.headers.get(DEBUG_HEADER).is_some_and(|v| v == "1");
         // One snapshot for the whole decision, like the outbound side.
         let routes = self.routes.load();
@@ -131,34 +133,32 @@ impl Inbound {
             .then(|| proxy::upgrade::take(&mut parts))
             .flatten();
         proxy::strip_hop_by_hop(&mut parts.headers, upgrade.is_some());
+        // An idempotent body-less request whose pooled connection to the app closed
+        // before any answer (the app's keep-alive timeout racing the request) goes once
+        // more, on a new connection.
+        let again = (proxy::idempotent(&parts.method) && body.is_end_stream())
+            .then(|| proxy::copy_head(&parts));
         let request = Request::from_parts(parts, proxy::boxed(body));
-        let mut response = match self
+        let mut outcome = self
             .clients
             .send(request, &self.app_addr, self.upstream_timeout)
-            .await
-        {
-            Ok(response) => response,
-            Err(SendError::Connect(reason)) => {
-                return Err(ProxyError::Connect {
-                    service: self.service.clone(),
-                    instance: self.instance_id.clone(),
-                    address: self.app_addr.clone(),
-                    reason,
-                });
-            }
-            Err(SendError::Timeout) => {
-                return Err(ProxyError::Timeout {
-                    service: self.service.clone(),
-                    seconds: self.upstream_timeout.as_secs_f64(),
-                });
-            }
-            Err(SendError::Other(reason)) => {
-                return Err(ProxyError::BadUpstream {
-                    service: self.service.clone(),
-                    reason,
-                });
-            }
-        };
+            .await;
+        if let (Err(SendError::Closed(reason)), Some(copy)) = (&outcome, again) {
+            tracing::debug!(%reason, "app connection closed before answering; sending again");
+            outcome = self
+                .clients
+                .send(copy, &self.app_addr, self.upstream_timeout)
+                .await;
+        }
+        let mut response = outcome.map_err(|e| {
+            ProxyError::from_send(
+                e,
+                &self.service,
+                &self.instance_id,
+                &self.app_addr,
+                self.upstream_timeout,
+            )
+        })?;
         proxy::upgrade::join_if_switched(upgrade, &mut response);
         let switched = response.status() == http::StatusCode::SWITCHING_PROTOCOLS;
         let (mut parts, body) = response.into_parts();

@@ -52,7 +52,21 @@ struct Args {
     /// Request headers must be complete within this.
     #[arg(long, env = "GRAYLANE_HEADER_READ_TIMEOUT", default_value = "10s", value_parser = parse_duration)]
     header_read_timeout: Duration,
-    /// On SIGTERM, in-flight requests may finish for this long.
+    /// A connection whose client takes no bytes of its response for this long is
+    /// closed (a reader that stopped; nginx's send_timeout).
+    #[arg(long, env = "GRAYLANE_SEND_TIMEOUT", default_value = "60s", value_parser = parse_duration)]
+    send_timeout: Duration,
+    /// Open connections per listener (inbound, outbound); more are closed at once.
+    #[arg(long, env = "GRAYLANE_MAX_CONNECTIONS", default_value_t = 10_000, value_parser = clap::value_parser!(u32).range(1..))]
+    max_connections: u32,
+    /// This instance's namespace: `orders` and `orders.<namespace>` name a service in it.
+    #[arg(long, env = "GRAYLANE_NAMESPACE", default_value = "default")]
+    namespace: String,
+    /// The cluster domain of `orders.<namespace>.svc.<domain>`.
+    #[arg(long, env = "GRAYLANE_CLUSTER_DOMAIN", default_value = "cluster.local")]
+    cluster_domain: String,
+    /// On SIGTERM, in-flight requests may finish for this long (a second SIGTERM
+    /// exits at once).
     #[arg(long, env = "GRAYLANE_DRAIN_TIMEOUT", default_value = "20s", value_parser = parse_duration)]
     drain_timeout: Duration,
     /// Control-plane URL(s), comma-separated, tried in turn.
@@ -219,7 +233,11 @@ async fn run(args: Args) -> anyhow::Result<()> {
         limits: Limits {
             header_read_timeout: args.header_read_timeout,
             drain_timeout: args.drain_timeout,
+            send_timeout: args.send_timeout,
+            max_connections: usize::try_from(args.max_connections).unwrap_or(usize::MAX),
         },
+        namespace: args.namespace,
+        cluster_domain: args.cluster_domain,
         opaque_ports: args.opaque_ports,
         detect_timeout: args.detect_timeout,
         trace,
@@ -229,7 +247,20 @@ async fn run(args: Args) -> anyhow::Result<()> {
         outbound: outbound_listener,
         inbound: inbound_listener,
     };
-    app::run(config, listeners, shutdown_signal()).await;
+    // The first SIGTERM starts the drain; a second one means "now" (an operator, or
+    // a kubelet past its grace period): exit without waiting for the drain.
+    let (first, drain) = tokio::sync::oneshot::channel::<()>();
+    tokio::spawn(async move {
+        shutdown_signal().await;
+        let _ = first.send(());
+        shutdown_signal().await;
+        tracing::warn!("second signal during the drain: exiting now");
+        std::process::exit(0);
+    });
+    app::run(config, listeners, async {
+        let _ = drain.await;
+    })
+    .await;
     Ok(())
 }
 

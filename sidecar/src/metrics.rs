@@ -8,8 +8,8 @@
 
 use std::collections::BTreeMap;
 use std::fmt::Write;
-use std::sync::Mutex;
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 /// Upper bounds of the latency buckets, in seconds.
@@ -45,6 +45,20 @@ pub struct Metrics {
     /// Intercepted connections that were not HTTP, tunnelled as TCP.
     pub tunnels: AtomicU64,
     series: Mutex<BTreeMap<Key, Series>>,
+    pub inbound_connections: Arc<Connections>,
+    pub outbound_connections: Arc<Connections>,
+}
+
+/// Connection counters of one listener.
+#[derive(Default)]
+pub struct Connections {
+    pub accepted: AtomicU64,
+    /// Closed at once: over `--max-connections`.
+    pub refused: AtomicU64,
+    /// Failed accepts (e.g. EMFILE: out of file descriptors).
+    pub accept_errors: AtomicU64,
+    /// Closed for sending no complete request head within the header-read timeout.
+    pub header_timeouts: AtomicU64,
 }
 
 /// Counts a request as in flight until dropped.
@@ -95,6 +109,7 @@ impl Metrics {
             "# HELP graylane_tcp_tunnels_total Intercepted connections that were not HTTP, passed through as TCP.\n# TYPE graylane_tcp_tunnels_total counter\ngraylane_tcp_tunnels_total {}",
             self.tunnels.load(Ordering::Relaxed)
         );
+        self.render_connections(out);
         let series = self.series.lock().unwrap_or_else(|e| e.into_inner());
         let _ = writeln!(
             out,
@@ -123,6 +138,47 @@ impl Metrics {
                 "{name}_bucket{{{l},le=\"+Inf\"}} {}\n{name}_sum{{{l}}} {}\n{name}_count{{{l}}} {}",
                 s.count, s.sum, s.count
             );
+        }
+    }
+}
+
+impl Metrics {
+    fn render_connections(&self, out: &mut String) {
+        let listeners = [
+            ("inbound", &self.inbound_connections),
+            ("outbound", &self.outbound_connections),
+        ];
+        let counters: [(&str, &str, fn(&Connections) -> &AtomicU64); 4] = [
+            (
+                "graylane_connections_accepted_total",
+                "Connections accepted.",
+                |c| &c.accepted,
+            ),
+            (
+                "graylane_connections_refused_total",
+                "Connections closed at once: over --max-connections.",
+                |c| &c.refused,
+            ),
+            (
+                "graylane_accept_errors_total",
+                "Failed accepts (e.g. out of file descriptors); each backs off.",
+                |c| &c.accept_errors,
+            ),
+            (
+                "graylane_header_timeouts_total",
+                "Connections closed for no complete request head within --header-read-timeout.",
+                |c| &c.header_timeouts,
+            ),
+        ];
+        for (name, help, field) in counters {
+            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} counter");
+            for (listener, c) in listeners {
+                let _ = writeln!(
+                    out,
+                    "{name}{{listener=\"{listener}\"}} {}",
+                    field(c).load(Ordering::Relaxed)
+                );
+            }
         }
     }
 }

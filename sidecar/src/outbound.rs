@@ -17,7 +17,7 @@ use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use graylane_routing::{Route, RouteError};
-use http::header::{self, HeaderName, HeaderValue};
+use http::header::{HeaderName, HeaderValue};
 use http::request::Parts;
 use http::{Method, Request, Response};
 use hyper::body::{Body as _, Incoming};
@@ -33,12 +33,16 @@ use crate::spans::{Kind, Notes, Tracer};
 use crate::tag::{self, HeaderTag, Source, TAG_HEADER, TraceTable, View};
 use crate::transparent::OriginalDst;
 
+mod connect;
 mod debug;
 mod policy;
+mod target;
 
 use self::policy::Retry;
+use self::target::Target;
 
-pub(crate) use self::debug::{DEBUG_HEADER, Hop, VIA_HEADER, append_route};
+pub(crate) use self::debug::{DEBUG_HEADER, Hop, append_route};
+pub(crate) use self::target::HOPS_HEADER;
 
 /// The outbound side of one sidecar.
 pub struct Outbound {
@@ -49,8 +53,12 @@ pub struct Outbound {
     pub balancer: Balancer,
     pub clients: Clients,
     pub traces: Arc<TraceTable>,
-    /// This sidecar's own inbound address: a request routed there would loop.
-    pub self_address: String,
+    /// This sidecar's namespace and cluster domain: which hosts name a mesh service.
+    pub namespace: String,
+    pub cluster_domain: String,
+    /// This sidecar's outbound and admin listeners: a request aimed at them would loop.
+    pub own_listeners: Vec<SocketAddr>,
+    pub connect_timeout: Duration,
     /// Extra headers recovered from the trace table when the app dropped them.
     pub propagate: Vec<HeaderName>,
     pub upstream_timeout: Duration,
@@ -114,16 +122,35 @@ impl Outbound {
         let routes = self.routes.load().ok_or(ProxyError::NotReady)?;
         notes.revision = routes.revision;
         let (mut parts, body) = request.into_parts();
+        let hops = target::count_hop(&parts.headers)?;
         // Set when iptables redirected the app's connection here (transparent mode).
         let original = parts.extensions.get::<OriginalDst>().map(|o| o.0);
         let (tag, source) = self.resolve_tag(&mut parts);
         key.lane = lane_label(&routes, tag.as_ref());
         notes.tag = tag.as_ref().map(|t| t.as_str().to_string());
         notes.source = source.as_str();
-        let service = match (destination(&parts), original) {
-            (Ok(service), _) => service,
-            (Err(_), Some(to)) => return self.passthrough(parts, body, tag, to, key).await,
-            (Err(e), None) => return Err(e),
+        let target = target::target(&parts, &self.namespace, &self.cluster_domain)?;
+        if parts.method == Method::CONNECT {
+            key.service = CONNECT_LABEL.into();
+            return self.connect(parts, target, &routes, tag.as_ref()).await;
+        }
+        let service = match (target, original) {
+            (Target::Service(service), _) => service,
+            // Not a mesh service: where the app sent it (transparent) or to the host
+            // itself (explicit), never to a mesh instance.
+            (Target::External { .. }, Some(to)) => {
+                key.service = PASSTHROUGH.into();
+                return self
+                    .forward_to(parts, body, tag, hops, &to.to_string())
+                    .await;
+            }
+            (Target::External { host, port }, None) => {
+                key.service = EXTERNAL.into();
+                let to = target::resolve(&host, port, &self.own_listeners).await?;
+                return self
+                    .forward_to(parts, body, tag, hops, &to[0].to_string())
+                    .await;
+            }
         };
         let debug = parts.headers.get(DEBUG_HEADER).is_some_and(|v| v == "1");
         let view = View {
@@ -138,7 +165,10 @@ impl Outbound {
             // Transparent mode: not a mesh service, so it goes where the app sent it.
             Err(RouteError::UnknownService { .. }) if original.is_some() => {
                 let to = original.expect("checked");
-                return self.passthrough(parts, body, tag, to, key).await;
+                key.service = PASSTHROUGH.into();
+                return self
+                    .forward_to(parts, body, tag, hops, &to.to_string())
+                    .await;
             }
             Err(RouteError::UnknownService { service }) => {
                 return Err(ProxyError::UnknownService(service));
@@ -157,14 +187,12 @@ impl Outbound {
             (None, true) => Some("no candidate by weights or base: any instance".into()),
             (None, false) => None,
         };
-        let upgrade = forward_head(&mut parts, tag.as_ref());
-        parts
-            .headers
-            .insert(VIA_HEADER, HeaderValue::from_static("1"));
+        let upgrade = forward_head(&mut parts, tag.as_ref(), hops);
         let policy = routes.rules.route_policy_for(&service);
         policy::inject_fault(policy, tag.as_ref()).await?;
         // Only idempotent requests without a body are ever sent twice.
-        let retry = (idempotent(&parts.method) && body.is_end_stream()).then(|| Retry::of(policy));
+        let retry =
+            (proxy::idempotent(&parts.method) && body.is_end_stream()).then(|| Retry::of(policy));
         let timeout = timeout_of(&routes, &service).unwrap_or(self.upstream_timeout);
         if body.is_end_stream() {
             self.mirror(&routes, &service, &parts, timeout);
@@ -190,27 +218,28 @@ impl Outbound {
         Ok(response)
     }
 
-    /// Transparent mode, a destination that is no mesh service (an external API, an
-    /// address dialled directly): the request goes where the app sent it, unrouted, as
-    /// Istio's default `ALLOW_ANY` does. The tag is kept, so a mesh service behind
-    /// that destination still sees it.
-    async fn passthrough(
+    /// A destination that is no mesh service (an external API, an address dialled
+    /// directly): the request goes to `address` — where the app sent it in transparent
+    /// mode, as Istio's default `ALLOW_ANY` does, or the host's own address in
+    /// explicit mode — unrouted. The tag is kept, so a mesh service behind that
+    /// destination still sees it.
+    async fn forward_to(
         &self,
         mut parts: Parts,
         body: Incoming,
         tag: Option<graylane_routing::Tag>,
-        to: SocketAddr,
-        key: &mut Key,
+        hops: u32,
+        address: &str,
     ) -> Result<Response<Body>, ProxyError> {
-        key.service = PASSTHROUGH.into();
-        let upgrade = forward_head(&mut parts, tag.as_ref());
-        let address = to.to_string();
+        let upgrade = forward_head(&mut parts, tag.as_ref(), hops);
         let request = Request::from_parts(parts, proxy::boxed(body));
         let response = self
             .clients
-            .send(request, &address, self.upstream_timeout)
+            .send(request, address, self.upstream_timeout)
             .await
-            .map_err(|e| send_error(e, PASSTHROUGH, &address, &address, self.upstream_timeout))?;
+            .map_err(|e| {
+                ProxyError::from_send(e, address, address, address, self.upstream_timeout)
+            })?;
         Ok(forward_response(response, upgrade))
     }
 
@@ -231,7 +260,7 @@ impl Outbound {
         else {
             return;
         };
-        let mut request = copy_head(head);
+        let mut request = proxy::copy_head(head);
         request
             .headers_mut()
             .insert(MIRROR_HEADER, HeaderValue::from_static("1"));
@@ -290,6 +319,9 @@ impl Outbound {
         let mut held = Some((parts, proxy::boxed(body)));
         let mut avoid: Option<String> = None;
         let mut retries_left = retry.map_or(0, |r| r.attempts);
+        // A connection that closed before any answer (a keep-alive race, a peer that
+        // died) gets one retry of its own, whatever the policy: nothing was answered.
+        let mut closed_retry = retry.is_some();
         let mut retries = 0;
         loop {
             let mut rng = fastrand::Rng::new();
@@ -299,14 +331,8 @@ impl Outbound {
                 .ok_or_else(|| {
                     ProxyError::NoInstance(format!("no ready instance of service {service}"))
                 })?;
-            if instance.address == self.self_address {
-                return Err(ProxyError::Loop(format!(
-                    "{service} instance {} is this sidecar",
-                    instance.id
-                )));
-            }
             let request = match (&held, retry.is_some()) {
-                (Some((head, _)), true) => copy_head(head),
+                (Some((head, _)), true) => proxy::copy_head(head),
                 _ => {
                     let (head, body) = held
                         .take()
@@ -320,7 +346,13 @@ impl Outbound {
             }
             let again = match (&outcome, retry) {
                 (_, None) | (Err(SendError::Timeout), _) => false,
+                (Err(SendError::Closed(_)), Some(_)) if closed_retry => {
+                    closed_retry = false;
+                    retries_left += 1;
+                    true
+                }
                 _ if retries_left == 0 => false,
+                (Err(SendError::Closed(_)), Some(r)) => r.reset,
                 (Err(SendError::Connect(_)), Some(r)) => r.connect_failure,
                 (Err(SendError::Other(_)), Some(r)) => r.reset,
                 (Ok(response), Some(r)) => r.statuses.contains(&response.status().as_u16()),
@@ -336,7 +368,7 @@ impl Outbound {
             }
             return match outcome {
                 Ok(response) => Ok((response, instance.clone(), retries)),
-                Err(e) => Err(send_error(
+                Err(e) => Err(ProxyError::from_send(
                     e,
                     service,
                     &instance.id,
@@ -348,38 +380,19 @@ impl Outbound {
     }
 }
 
-/// The metrics label (`service`) of requests passed through in transparent mode.
+/// The metrics labels (`service`) of requests to no mesh service: passed through in
+/// transparent mode, sent to an external host in explicit mode, tunnelled by CONNECT.
 const PASSTHROUGH: &str = "passthrough";
-
-/// The error table's answer to a failed send.
-fn send_error(
-    e: SendError,
-    service: &str,
-    instance: &str,
-    address: &str,
-    timeout: Duration,
-) -> ProxyError {
-    match e {
-        SendError::Connect(reason) => ProxyError::Connect {
-            service: service.to_string(),
-            instance: instance.to_string(),
-            address: address.to_string(),
-            reason,
-        },
-        SendError::Timeout => ProxyError::Timeout {
-            service: service.to_string(),
-            seconds: timeout.as_secs_f64(),
-        },
-        SendError::Other(reason) => ProxyError::BadUpstream {
-            service: service.to_string(),
-            reason,
-        },
-    }
-}
+const EXTERNAL: &str = "external";
+const CONNECT_LABEL: &str = "connect";
 
 /// The request head as it leaves: hop-by-hop headers out (RFC 9110 §7.6.1), the
 /// resolved tag in. Returns the downstream's pending upgrade, if one was asked for.
-fn forward_head(parts: &mut Parts, tag: Option<&graylane_routing::Tag>) -> Option<OnUpgrade> {
+fn forward_head(
+    parts: &mut Parts,
+    tag: Option<&graylane_routing::Tag>,
+    hops: u32,
+) -> Option<OnUpgrade> {
     let upgrade = proxy::upgrade::requested(&parts.headers)
         .then(|| proxy::upgrade::take(parts))
         .flatten();
@@ -390,6 +403,7 @@ fn forward_head(parts: &mut Parts, tag: Option<&graylane_routing::Tag>) -> Optio
             HeaderValue::from_str(tag.as_str()).expect("a tag is a valid header value"),
         );
     }
+    target::set_hops(&mut parts.headers, hops);
     upgrade
 }
 
@@ -403,51 +417,6 @@ fn forward_response(response: Response<Incoming>, upgrade: Option<OnUpgrade>) ->
     Response::from_parts(parts, proxy::boxed(body))
 }
 
-/// The destination service: the host of an absolute-form URI, else of `Host` (or the
-/// HTTP/2 `:authority`), without port; `orders.shop.svc.cluster.local` is `orders`.
-fn destination(parts: &Parts) -> Result<String, ProxyError> {
-    let host = match parts.uri.host() {
-        Some(host) => host.to_string(),
-        None => parts
-            .headers
-            .get(header::HOST)
-            .and_then(|h| h.to_str().ok())
-            .map(|h| {
-                h.rsplit_once(':')
-                    .filter(|(_, p)| p.parse::<u16>().is_ok())
-                    .map_or(h, |(host, _)| host)
-                    .to_string()
-            })
-            .ok_or_else(|| {
-                ProxyError::BadRequest(
-                    "no destination: use an absolute URI or a Host header".into(),
-                )
-            })?,
-    };
-    if host.parse::<std::net::IpAddr>().is_ok()
-        || host
-            .trim_start_matches('[')
-            .trim_end_matches(']')
-            .parse::<std::net::Ipv6Addr>()
-            .is_ok()
-    {
-        return Err(ProxyError::BadRequest(format!(
-            "destination {host} is an address, not a service name"
-        )));
-    }
-    let service = host
-        .split('.')
-        .next()
-        .unwrap_or_default()
-        .to_ascii_lowercase();
-    if service.is_empty() {
-        return Err(ProxyError::BadRequest(format!(
-            "destination {host:?} has no service name"
-        )));
-    }
-    Ok(service)
-}
-
 /// The metrics `lane` label of a tag: the name of the lane it selects, `-` untagged,
 /// `other` for a tag no lane declares (so a client cannot grow the series).
 pub(crate) fn lane_label(routes: &Routes, tag: Option<&graylane_routing::Tag>) -> String {
@@ -459,24 +428,6 @@ pub(crate) fn lane_label(routes: &Routes, tag: Option<&graylane_routing::Tag>) -
 
 /// Marks a mirrored copy, so the receiving app can tell it from real traffic.
 const MIRROR_HEADER: &str = "graylane-mirror";
-
-/// A body-less copy of a request head (`Parts` is not `Clone`: extensions are not).
-fn copy_head(head: &Parts) -> Request<Body> {
-    let mut request = Request::new(proxy::empty());
-    *request.method_mut() = head.method.clone();
-    *request.uri_mut() = head.uri.clone();
-    *request.version_mut() = head.version;
-    *request.headers_mut() = head.headers.clone();
-    request
-}
-
-/// RFC 9110 §9.2.2: requests that may be sent twice.
-fn idempotent(method: &Method) -> bool {
-    matches!(
-        *method,
-        Method::GET | Method::HEAD | Method::OPTIONS | Method::TRACE | Method::PUT | Method::DELETE
-    )
-}
 
 fn timeout_of(routes: &Routes, service: &str) -> Option<Duration> {
     routes

@@ -7,7 +7,8 @@
 use std::time::Duration;
 
 use bytes::Bytes;
-use http::{Request, Response, Version};
+use http::request::Parts;
+use http::{Method, Request, Response, Version};
 use http_body_util::BodyExt;
 use http_body_util::combinators::UnsyncBoxBody;
 use hyper::body::Incoming;
@@ -38,6 +39,12 @@ pub fn empty() -> Body {
         .boxed_unsync()
 }
 
+/// How long an idle pooled upstream connection is kept. Shorter than every server's
+/// idle timeout it meets — a peer sidecar's header-read timeout (10 s), Node.js's
+/// keep-alive timeout (5 s) — so the client gives up first and a request is never
+/// written into a connection the server is closing.
+const POOL_IDLE_TIMEOUT: Duration = Duration::from_secs(4);
+
 /// Pooled clients to upstreams: HTTP/1.1, and HTTP/2 with prior knowledge for requests
 /// that arrived as HTTP/2 (gRPC needs it end to end; one connection multiplexes).
 #[derive(Clone)]
@@ -55,7 +62,7 @@ impl Clients {
         builder
             .timer(TokioTimer::new())
             .pool_timer(TokioTimer::new())
-            .pool_idle_timeout(Duration::from_secs(60));
+            .pool_idle_timeout(POOL_IDLE_TIMEOUT);
         let http1 = builder.build(connector.clone());
         builder
             .http2_only(true)
@@ -92,11 +99,68 @@ impl Clients {
         }
         match tokio::time::timeout(timeout, client.request(request)).await {
             Err(_) => Err(SendError::Timeout),
-            Ok(Ok(response)) => Ok(response),
+            Ok(Ok(response)) => match malformed(&response) {
+                // Dropping the unread response closes that connection: never reused.
+                Some(reason) => Err(SendError::Other(format!("malformed response: {reason}"))),
+                None => Ok(response),
+            },
             Ok(Err(e)) if e.is_connect() => Err(SendError::Connect(source_text(&e))),
+            Ok(Err(e)) if closed_before_response(&e) => Err(SendError::Closed(source_text(&e))),
             Ok(Err(e)) => Err(SendError::Other(source_text(&e))),
         }
     }
+}
+
+/// What hyper's client accepts in a response but no proxy may pass on: a length two
+/// readers could frame differently (RFC 9112 §6.3: Transfer-Encoding overrides
+/// Content-Length, and such a message "ought to be handled as an error").
+fn malformed<B>(response: &Response<B>) -> Option<&'static str> {
+    let headers = response.headers();
+    (headers.contains_key(http::header::TRANSFER_ENCODING)
+        && headers.contains_key(http::header::CONTENT_LENGTH))
+    .then_some("Content-Length with Transfer-Encoding")
+}
+
+/// The connection closed or was reset before any byte of a response: the upstream
+/// closed an idle connection as the request went out, or died. Nothing of an answer
+/// was seen, so an idempotent request may go again.
+fn closed_before_response(e: &hyper_util::client::legacy::Error) -> bool {
+    let mut source = std::error::Error::source(e);
+    while let Some(s) = source {
+        if let Some(h) = s.downcast_ref::<hyper::Error>()
+            && (h.is_incomplete_message() || h.is_canceled())
+        {
+            return true;
+        }
+        if let Some(io) = s.downcast_ref::<std::io::Error>()
+            && matches!(
+                io.kind(),
+                std::io::ErrorKind::ConnectionReset | std::io::ErrorKind::BrokenPipe
+            )
+        {
+            return true;
+        }
+        source = s.source();
+    }
+    false
+}
+
+/// A body-less copy of a request head (`Parts` is not `Clone`: extensions are not).
+pub(crate) fn copy_head(head: &Parts) -> Request<Body> {
+    let mut request = Request::new(empty());
+    *request.method_mut() = head.method.clone();
+    *request.uri_mut() = head.uri.clone();
+    *request.version_mut() = head.version;
+    *request.headers_mut() = head.headers.clone();
+    request
+}
+
+/// RFC 9110 §9.2.2: requests that may be sent twice.
+pub(crate) fn idempotent(method: &Method) -> bool {
+    matches!(
+        *method,
+        Method::GET | Method::HEAD | Method::OPTIONS | Method::TRACE | Method::PUT | Method::DELETE
+    )
 }
 
 /// How a send failed.
@@ -105,6 +169,9 @@ pub enum SendError {
     /// No connection could be made: nothing was sent, a retry elsewhere is safe.
     Connect(String),
     Timeout,
+    /// The connection closed or was reset before any response (see
+    /// `closed_before_response`): retried once for idempotent requests.
+    Closed(String),
     /// Anything after connecting (a malformed response, a reset): hyper drops that
     /// connection, it is never reused.
     Other(String),

@@ -1,80 +1,70 @@
-//! The accept loop shared by the inbound and outbound listeners.
+//! The server side shared by the inbound and outbound listeners: accept, sort the
+//! connection out, serve it with hyper, drain it.
 //!
-//! HTTP/1.1 and HTTP/2 (prior knowledge) on one port, detected per connection. The
-//! limits are set here once: header-read timeout (hyper enforces it only with a timer),
-//! header count and size (431), HTTP/2 header list size; hyper's HTTP/1.1 parser
-//! rejects ambiguous framing (Content-Length with Transfer-Encoding, differing lengths,
-//! bad chunks) with 400 and closes, and its HTTP/2 flood protections stay on.
+//! ```text
+//! accept (limit, backoff: accept) ─► sniff the first bytes (transparent) ── not HTTP ─► TCP tunnel
+//!        │ HTTP/1.1 or HTTP/2 (prior knowledge), detected per connection
+//!        ▼
+//!   first request head within --header-read-timeout of accept, else closed
+//!   writes stalled for --send-timeout: closed (stall)
+//!   every request: checks (400 / 431) ─► Handler ─► response
+//! ```
+//!
+//! The limits are set here once. hyper enforces its HTTP/1 header timer only with a
+//! timer set, and starts it only after protocol detection, so a connection that sends
+//! nothing, or dribbles the HTTP/2 preface, is timed from accept here instead.
 
 use std::convert::Infallible;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::Duration;
 
-use http::{Request, Response, Version, header};
+use http::{Request, Response, header};
 use hyper::body::Incoming;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use hyper_util::server::graceful::GracefulShutdown;
-use tokio::net::TcpListener;
-use tokio::sync::watch;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{Notify, watch};
 
+use crate::metrics::Connections;
 use crate::proxy::{Body, ProxyError};
-use crate::transparent::{OriginalDst, Protocol, Transparent};
+use crate::transparent::{OriginalDst, Transparent};
+
+mod accept;
+mod checks;
+mod stall;
+
+pub(crate) use self::accept::Acceptor;
+use self::checks::Refusal;
+pub(crate) use self::checks::{MAX_HEADER_BYTES, MAX_HEADERS};
+use self::stall::SendTimeout;
 
 /// Connection limits of a listener.
 #[derive(Clone, Copy, Debug)]
 pub struct Limits {
+    /// From accept to the first complete request head, and between requests on an
+    /// HTTP/1.1 keep-alive connection (hyper's timer runs while it waits for a head).
     pub header_read_timeout: Duration,
-    /// Drain: how long in-flight requests may take after shutdown begins.
+    /// Drain: how long in-flight requests (and tunnels) may take after shutdown begins.
     pub drain_timeout: Duration,
+    /// A connection whose client has taken no bytes for this long is closed.
+    pub send_timeout: Duration,
+    /// Open connections per listener; more are closed at once.
+    pub max_connections: usize,
 }
 
-/// sidecar.md: request headers over 64 KiB in total or over 100 in number get 431.
-const MAX_HEADER_BYTES: usize = 64 * 1024;
-const MAX_HEADERS: usize = 100;
-
-/// Request-smuggling defences hyper leaves to us (sidecar.md error table): an HTTP/1.x
-/// request whose body length two parsers could read differently is refused.
-///
-/// Content-Length together with Transfer-Encoding never reaches this check: hyper
-/// drops the Content-Length, frames the body as chunked and closes the connection
-/// after the response (RFC 9112 §6.1), so nothing can be smuggled behind it, and the
-/// next hop gets a body framed by us. Differing Content-Lengths hyper refuses itself.
-fn check_framing<B>(request: &Request<B>) -> Result<(), &'static str> {
-    if request.version() >= Version::HTTP_2 {
-        return Ok(());
-    }
-    let headers = request.headers();
-    let te = headers.get_all(header::TRANSFER_ENCODING).iter().count();
-    let lengths: Vec<_> = headers.get_all(header::CONTENT_LENGTH).iter().collect();
-    if te > 1 {
-        return Err("Transfer-Encoding repeated");
-    }
-    if lengths.windows(2).any(|w| w[0] != w[1]) {
-        return Err("differing Content-Length values");
-    }
-    if request.version() == Version::HTTP_11 && !headers.contains_key(header::HOST) {
-        return Err("HTTP/1.1 request without Host");
-    }
-    Ok(())
-}
-
-/// 400 with the reason, and the connection closes after it (the rest of the bytes on
-/// it cannot be trusted to start a new request).
-fn refuse(reason: &'static str) -> Response<Body> {
-    let mut response =
-        ProxyError::BadRequest(format!("malformed request: {reason}")).into_response();
-    response.headers_mut().insert(
-        header::CONNECTION,
-        header::HeaderValue::from_static("close"),
-    );
-    response
-}
+/// HTTP/2: streams a client may open at once (gRPC-Go's and nginx's order of
+/// magnitude); more are refused with REFUSED_STREAM, which clients retry.
+const MAX_CONCURRENT_STREAMS: u32 = 100;
+/// HTTP/2 keep-alive: a peer that answers no PING within the timeout is gone.
+const H2_KEEP_ALIVE_INTERVAL: Duration = Duration::from_secs(30);
+const H2_KEEP_ALIVE_TIMEOUT: Duration = Duration::from_secs(20);
 
 /// A request handler: (peer address, request) → response. Errors are already
-/// responses (see `proxy::ProxyError::into_response`).
+/// responses (see [`ProxyError::into_response`]).
 pub trait Handler: Send + Sync + 'static {
     fn handle(
         self: Arc<Self>,
@@ -83,76 +73,204 @@ pub trait Handler: Send + Sync + 'static {
     ) -> impl Future<Output = Response<Body>> + Send;
 }
 
+/// Which connections are tunnelled as TCP instead of served as HTTP.
+#[derive(Clone)]
+pub enum Sniff {
+    /// Serve everything as HTTP (the admin listener's case).
+    Off,
+    /// The outbound listener: connections iptables redirected here are sorted out by
+    /// [`Transparent`]; non-HTTP ones go to their original destination.
+    Outbound(Arc<Transparent>),
+    /// The inbound listener: connections that are not HTTP (TLS an app speaks end to
+    /// end, a `CONNECT` tunnel of another sidecar) go to the app as they are.
+    Inbound(Arc<Transparent>, String),
+}
+
 /// Serves `handler` on `listener` until `shutdown`; then stops accepting and lets the
-/// connections finish their requests for at most `drain_timeout`. With `transparent`,
-/// redirected connections are told apart (see `transparent`): opaque ones tunnelled,
-/// HTTP ones served with their `OriginalDst`.
+/// connections finish their requests, and tunnels their bytes, for at most the drain
+/// timeout. HTTP/2 clients get a GOAWAY.
 pub async fn serve<H: Handler>(
     listener: TcpListener,
     handler: Arc<H>,
     limits: Limits,
-    transparent: Option<Arc<Transparent>>,
+    sniff: Sniff,
+    counters: Arc<Connections>,
     mut shutdown: watch::Receiver<bool>,
 ) {
+    let builder = builder(&limits);
+    let graceful = GracefulShutdown::new();
+    let tunnels = Arc::new(Tracker::default());
+    let mut acceptor = Acceptor::new(listener, limits.max_connections, Arc::clone(&counters));
+    loop {
+        let accepted = tokio::select! {
+            accepted = acceptor.next() => accepted,
+            _ = shutdown.wait_for(|down| *down) => break,
+        };
+        let (handler, builder, watcher) =
+            (Arc::clone(&handler), builder.clone(), graceful.watcher());
+        let (sniff, tunnels, counters) =
+            (sniff.clone(), Arc::clone(&tunnels), Arc::clone(&counters));
+        tokio::spawn(async move {
+            let _permit = accepted.permit;
+            let (stream, peer) = (accepted.stream, accepted.peer);
+            let _ = stream.set_nodelay(true);
+            let first_head_by = tokio::time::Instant::now() + limits.header_read_timeout;
+            let original = match &sniff {
+                Sniff::Off => None,
+                _ => Transparent::original_dst(&stream),
+            };
+            if let Some(target) = tunnel_target(&sniff, &stream, original, &limits).await {
+                let _tracked = tunnels.enter();
+                if let Sniff::Outbound(t) | Sniff::Inbound(t, _) = &sniff {
+                    t.tunnel(stream, &target).await;
+                }
+                return;
+            }
+            let seen = Arc::new(AtomicBool::new(false));
+            let service = {
+                let seen = Arc::clone(&seen);
+                hyper::service::service_fn(move |mut request: Request<Incoming>| {
+                    seen.store(true, Ordering::Relaxed);
+                    let handler = Arc::clone(&handler);
+                    if let Some(to) = original {
+                        request.extensions_mut().insert(OriginalDst(to));
+                    }
+                    async move {
+                        Ok::<_, Infallible>(match checks::check(&request) {
+                            Ok(()) => handler.handle(peer, request).await,
+                            Err(refusal) => refuse(&refusal),
+                        })
+                    }
+                })
+            };
+            let io = TokioIo::new(SendTimeout::new(stream, limits.send_timeout));
+            let connection = builder.serve_connection_with_upgrades(io, service);
+            let connection = watcher.watch(connection.into_owned());
+            let no_first_head = async {
+                tokio::time::sleep_until(first_head_by).await;
+                if seen.load(Ordering::Relaxed) {
+                    std::future::pending::<()>().await;
+                }
+            };
+            tokio::select! {
+                ended = connection => if let Err(e) = ended {
+                    tracing::debug!(%peer, error = %e, "connection ended with an error");
+                },
+                () = no_first_head => {
+                    counters.header_timeouts.fetch_add(1, Ordering::Relaxed);
+                    tracing::debug!(%peer, "no request head within the header-read timeout; closed");
+                }
+            }
+        });
+    }
+    let drained = async { tokio::join!(graceful.shutdown(), tunnels.idle()) };
+    if tokio::time::timeout(limits.drain_timeout, drained)
+        .await
+        .is_err()
+    {
+        tracing::warn!(timeout = ?limits.drain_timeout, "drain timed out; closing remaining connections");
+    }
+}
+
+/// HTTP/1.1 and HTTP/2 on one port, with every limit of this module.
+fn builder(limits: &Limits) -> auto::Builder<TokioExecutor> {
     let mut builder = auto::Builder::new(TokioExecutor::new());
     builder
         .http1()
         .timer(TokioTimer::new())
         .header_read_timeout(limits.header_read_timeout)
         .max_headers(MAX_HEADERS)
+        // Room for a 64 KiB header block plus the request line: a larger head is a 431
+        // from hyper, one just over 64 KiB a 431 from `checks`.
         .max_buf_size(MAX_HEADER_BYTES + 8 * 1024);
     builder
         .http2()
         .timer(TokioTimer::new())
-        .max_header_list_size(u32::try_from(MAX_HEADER_BYTES).unwrap_or(u32::MAX));
-    let graceful = GracefulShutdown::new();
-    loop {
-        let (stream, peer) = tokio::select! {
-            accepted = listener.accept() => match accepted {
-                Ok(accepted) => accepted,
-                Err(e) => {
-                    tracing::warn!(error = %e, "accept failed");
-                    continue;
-                }
-            },
-            _ = shutdown.wait_for(|down| *down) => break,
-        };
-        let _ = stream.set_nodelay(true);
-        let (handler, builder, watcher) =
-            (Arc::clone(&handler), builder.clone(), graceful.watcher());
-        let transparent = transparent.clone();
-        tokio::spawn(async move {
-            let original = transparent
-                .as_ref()
-                .and_then(|_| Transparent::original_dst(&stream));
-            if let (Some(transparent), Some(to)) = (&transparent, original)
-                && transparent.protocol(&stream, to).await == Protocol::Opaque
-            {
-                return transparent.tunnel(stream, to).await;
-            }
-            let service = hyper::service::service_fn(move |mut request: Request<Incoming>| {
-                let handler = Arc::clone(&handler);
-                if let Some(to) = original {
-                    request.extensions_mut().insert(OriginalDst(to));
-                }
-                async move {
-                    Ok::<_, Infallible>(match check_framing(&request) {
-                        Ok(()) => handler.handle(peer, request).await,
-                        Err(reason) => refuse(reason),
-                    })
-                }
-            });
-            let connection = builder.serve_connection_with_upgrades(TokioIo::new(stream), service);
-            if let Err(e) = watcher.watch(connection.into_owned()).await {
-                tracing::debug!(%peer, error = %e, "connection ended with an error");
-            }
-        });
+        .max_concurrent_streams(MAX_CONCURRENT_STREAMS)
+        .keep_alive_interval(H2_KEEP_ALIVE_INTERVAL)
+        .keep_alive_timeout(H2_KEEP_ALIVE_TIMEOUT)
+        .max_header_list_size(u32::try_from(2 * MAX_HEADER_BYTES).unwrap_or(u32::MAX));
+    builder
+}
+
+/// Where a connection is tunnelled, if it is not to be served as HTTP.
+async fn tunnel_target(
+    sniff: &Sniff,
+    stream: &TcpStream,
+    original: Option<SocketAddr>,
+    limits: &Limits,
+) -> Option<String> {
+    match sniff {
+        Sniff::Off => None,
+        Sniff::Outbound(t) => {
+            let to = original?;
+            t.is_opaque(stream, to.port(), true)
+                .await
+                .then(|| to.to_string())
+        }
+        Sniff::Inbound(t, app) => {
+            let port = original.map_or(0, |o| o.port());
+            // Silence on the inbound side is a client yet to speak: the header timer
+            // handles it, not a tunnel.
+            let wait = limits.header_read_timeout.min(t.detect_timeout);
+            t.is_opaque_within(stream, port, false, wait)
+                .await
+                .then(|| app.clone())
+        }
     }
-    drop(listener);
-    if tokio::time::timeout(limits.drain_timeout, graceful.shutdown())
-        .await
-        .is_err()
-    {
-        tracing::warn!(timeout = ?limits.drain_timeout, "drain timed out; closing remaining connections");
+}
+
+/// 400 or 431 with the reason, and the connection closes after it (the rest of the
+/// bytes on it cannot be trusted to start a new request).
+fn refuse(refusal: &Refusal) -> Response<Body> {
+    let error = match refusal {
+        Refusal::Malformed(reason) => {
+            ProxyError::BadRequest(format!("malformed request: {reason}"))
+        }
+        Refusal::HeadersTooLarge => ProxyError::HeadersTooLarge,
+    };
+    debug_assert_eq!(error.status(), refusal.status());
+    let mut response = error.into_response();
+    response.headers_mut().insert(
+        header::CONNECTION,
+        header::HeaderValue::from_static("close"),
+    );
+    response
+}
+
+/// Counts tasks (tunnels) the drain waits for.
+#[derive(Default)]
+struct Tracker {
+    open: AtomicUsize,
+    idle: Notify,
+}
+
+struct Tracked<'a>(&'a Tracker);
+
+impl Tracker {
+    fn enter(&self) -> Tracked<'_> {
+        self.open.fetch_add(1, Ordering::AcqRel);
+        Tracked(self)
+    }
+
+    /// Completes once no task is tracked.
+    async fn idle(&self) {
+        loop {
+            let notified = self.idle.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            if self.open.load(Ordering::Acquire) == 0 {
+                return;
+            }
+            notified.await;
+        }
+    }
+}
+
+impl Drop for Tracked<'_> {
+    fn drop(&mut self) {
+        if self.0.open.fetch_sub(1, Ordering::AcqRel) == 1 {
+            self.0.idle.notify_waiters();
+        }
     }
 }

@@ -45,13 +45,6 @@ pub struct Transparent {
     pub metrics: Arc<Metrics>,
 }
 
-/// What an accepted connection carries.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Protocol {
-    Http,
-    Opaque,
-}
-
 impl Transparent {
     /// The destination of a redirected connection; `None` when it was dialled to the
     /// listener itself (explicit proxy mode).
@@ -68,23 +61,36 @@ impl Transparent {
         (original != local).then_some(original)
     }
 
-    /// What a redirected connection to `to` carries: by port, else by its first bytes.
-    pub async fn protocol(&self, stream: &TcpStream, to: SocketAddr) -> Protocol {
-        if self.opaque_ports.contains(&to.port()) {
-            return Protocol::Opaque;
+    /// Whether a connection to `port` is to be tunnelled rather than served as HTTP:
+    /// by port, else by its first bytes within `--detect-timeout`. `silent_is_opaque`:
+    /// a client that says nothing is taken for a server-first protocol.
+    pub async fn is_opaque(&self, stream: &TcpStream, port: u16, silent_is_opaque: bool) -> bool {
+        self.is_opaque_within(stream, port, silent_is_opaque, self.detect_timeout)
+            .await
+    }
+
+    /// [`Self::is_opaque`], waiting at most `wait` for the first bytes.
+    pub async fn is_opaque_within(
+        &self,
+        stream: &TcpStream,
+        port: u16,
+        silent_is_opaque: bool,
+        wait: Duration,
+    ) -> bool {
+        if self.opaque_ports.contains(&port) {
+            return true;
         }
-        let deadline = tokio::time::Instant::now() + self.detect_timeout;
+        let deadline = tokio::time::Instant::now() + wait;
         let mut buf = [0u8; 24];
         loop {
             let seen = match tokio::time::timeout_at(deadline, stream.peek(&mut buf)).await {
-                // Silence: a server-first protocol on a port not listed.
-                Err(_) => return Protocol::Opaque,
+                Err(_) => return silent_is_opaque,
                 // Closed or broken before a byte: hyper ends it quietly.
-                Ok(Ok(0) | Err(_)) => return Protocol::Http,
+                Ok(Ok(0) | Err(_)) => return false,
                 Ok(Ok(n)) => &buf[..n],
             };
             if let Some(protocol) = classify(seen) {
-                return protocol;
+                return protocol == Protocol::Opaque;
             }
             // A request line split across segments (rare): peek returns at once while
             // any byte is buffered, so wait a moment for the rest.
@@ -92,13 +98,13 @@ impl Transparent {
                 .await
                 .is_err()
             {
-                return Protocol::Opaque;
+                return silent_is_opaque;
             }
         }
     }
 
     /// Joins `stream` with a new connection to `to` byte for byte until either closes.
-    pub async fn tunnel(&self, mut stream: TcpStream, to: SocketAddr) {
+    pub async fn tunnel(&self, mut stream: TcpStream, to: &str) {
         self.metrics.tunnels.fetch_add(1, Ordering::Relaxed);
         let mut upstream =
             match tokio::time::timeout(self.connect_timeout, TcpStream::connect(to)).await {
@@ -117,6 +123,13 @@ impl Transparent {
             tracing::debug!(%to, error = %e, "tunnel ended with an error");
         }
     }
+}
+
+/// What the first bytes of a connection say.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Protocol {
+    Http,
+    Opaque,
 }
 
 /// HTTP/1.x starts with a method token (upper-case letters) and a space; the HTTP/2

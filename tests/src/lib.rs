@@ -306,6 +306,12 @@ impl Sidecar {
         Self::start_cmd(dir, name, cmd, args)
     }
 
+    /// Like `start`, inside network namespace `ns` with its `/etc/netns/<ns>/hosts`
+    /// (`ip netns exec`).
+    pub fn start_in(dir: &Path, name: &str, ns: &str, args: &[&str]) -> Sidecar {
+        Self::start_cmd(dir, name, pods::exec(ns, &bin("graylane-sidecar"), &[]), args)
+    }
+
     fn start_cmd(dir: &Path, name: &str, mut cmd: Command, args: &[&str]) -> Sidecar {
         cmd.args([
             "--admin-addr",

@@ -68,6 +68,11 @@ fn a_plain_pod_gets_the_sidecar_and_the_init_container() {
         "metadata.name"
     );
     assert_eq!(
+        env(&p, "GRAYLANE_NAMESPACE")["valueFrom"]["fieldRef"]["fieldPath"],
+        "metadata.namespace",
+        "`orders` means orders in the pod's own namespace"
+    );
+    assert_eq!(
         env(&p, "GRAYLANE_TOKEN_FILE")["value"],
         "/var/run/secrets/graylane/token"
     );

@@ -5,8 +5,9 @@
 //! Owns: the typed model of rules.md (`Lane`, `RoutePolicy`, `TagPolicy`), reading
 //! YAML rule files with errors located by file, document and field path, set-level
 //! validation (`RuleSet`), the tag grammar with its `baggage`/`traceparent` helpers,
-//! the stable hash every sidecar shares, and the compiled `RoutingTable` that answers
-//! "which instances may serve this request" and "which tag does this request get".
+//! which hosts name a mesh service (`MeshHost`), the stable hash every sidecar shares,
+//! and the compiled `RoutingTable` that answers "which instances may serve this
+//! request" and "which tag does this request get".
 //!
 //! Does not own: sockets, load balancing among the candidates it returns, retries,
 //! timeouts, metrics, storage or the wire format of snapshots. No I/O, no clock, no
@@ -16,6 +17,7 @@
 
 mod error;
 mod hash;
+mod host;
 mod model;
 mod parse;
 mod path;
@@ -25,6 +27,7 @@ mod tag;
 
 pub use self::error::{Origin, STORED_RULES, ValidationError};
 pub use self::hash::{StableHasher, stable_hash};
+pub use self::host::MeshHost;
 pub use self::model::{
     API_VERSION, Abort, BASE, Cidr, Delay, Duration, Exclude, Fallback, Fault, HashKey, Incoming,
     Kind, LABEL_MAX_LEN, Labels, Lane, LaneOverride, LaneSpec, MAX_RETRY_ATTEMPTS, MatchBlock,

@@ -23,6 +23,7 @@ pub use self::lane::{BASE, Fallback, Lane, LaneSpec, default_fallback};
 pub use self::match_block::{Cidr, HashKey, MatchBlock};
 pub use self::matcher::{Pattern, REGEX_MAX_COMPILED, REGEX_MAX_LEN, StringMatch};
 pub use self::meta::Metadata;
+pub(crate) use self::names::is_dns_label;
 pub use self::names::{LABEL_MAX_LEN, Labels, Name, ServiceName};
 pub use self::route_policy::{
     Abort, Delay, Exclude, Fault, LaneOverride, MAX_RETRY_ATTEMPTS, Mirror, Release, Retries,

@@ -10,9 +10,6 @@ use crate::tag::Source;
 pub(crate) const DEBUG_HEADER: &str = "graylane-debug";
 /// One entry per hop, in hop order, comma-separated.
 pub(crate) const ROUTE_HEADER: &str = "graylane-route";
-/// Set by an outbound sidecar on what it forwards: the receiving inbound sidecar then
-/// knows the hop was already recorded (only the mesh's entry hop is recorded inbound).
-pub(crate) const VIA_HEADER: &str = "graylane-via";
 
 /// One hop of the trail, as the sidecar that decided it saw it.
 pub(crate) struct Hop<'a> {

@@ -5,7 +5,9 @@ use bytes::Bytes;
 use http::{Response, StatusCode, header};
 use http_body_util::{BodyExt, Full};
 
-use super::Body;
+use std::time::Duration;
+
+use super::{Body, SendError};
 
 /// Why the sidecar answered instead of the upstream.
 #[derive(Debug, thiserror::Error)]
@@ -30,9 +32,15 @@ pub enum ProxyError {
     /// Upstream: a malformed response or a broken connection mid-request.
     #[error("upstream {service}: {reason}")]
     BadUpstream { service: String, reason: String },
+    /// Upstream: an external host's name did not resolve.
+    #[error("cannot resolve {host}: {reason}")]
+    Unresolved { host: String, reason: String },
     /// Downstream: the request cannot be proxied (no destination, bad URI).
     #[error("{0}")]
     BadRequest(String),
+    /// Downstream: the header block is over 64 KiB or 100 fields.
+    #[error("request headers over 64 KiB or 100 fields")]
+    HeadersTooLarge,
     /// Policy: the request would come back into this sidecar.
     #[error("loop detected: {0}")]
     Loop(String),
@@ -45,15 +53,43 @@ pub enum ProxyError {
 }
 
 impl ProxyError {
+    /// The error table's answer to a failed send to `service` at `address`.
+    pub fn from_send(
+        e: SendError,
+        service: &str,
+        instance: &str,
+        address: &str,
+        timeout: Duration,
+    ) -> ProxyError {
+        match e {
+            SendError::Connect(reason) => ProxyError::Connect {
+                service: service.to_string(),
+                instance: instance.to_string(),
+                address: address.to_string(),
+                reason,
+            },
+            SendError::Timeout => ProxyError::Timeout {
+                service: service.to_string(),
+                seconds: timeout.as_secs_f64(),
+            },
+            SendError::Closed(reason) | SendError::Other(reason) => ProxyError::BadUpstream {
+                service: service.to_string(),
+                reason,
+            },
+        }
+    }
+
     /// The status of the sidecar.md error table.
     pub fn status(&self) -> StatusCode {
         match self {
             Self::NoInstance(_) | Self::NotReady => StatusCode::SERVICE_UNAVAILABLE,
-            Self::UnknownService(_) | Self::Connect { .. } | Self::BadUpstream { .. } => {
-                StatusCode::BAD_GATEWAY
-            }
+            Self::UnknownService(_)
+            | Self::Connect { .. }
+            | Self::BadUpstream { .. }
+            | Self::Unresolved { .. } => StatusCode::BAD_GATEWAY,
             Self::Timeout { .. } => StatusCode::GATEWAY_TIMEOUT,
             Self::BadRequest(_) => StatusCode::BAD_REQUEST,
+            Self::HeadersTooLarge => StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
             Self::Loop(_) => StatusCode::LOOP_DETECTED,
             Self::FaultAbort { status, .. } => *status,
         }

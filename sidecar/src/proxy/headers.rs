@@ -11,7 +11,7 @@ use http::header::{self, HeaderName};
 
 use crate::tag::TAG_HEADER;
 
-const HOP_BY_HOP: [&str; 8] = [
+const HOP_BY_HOP: [&str; 10] = [
     "connection",
     "keep-alive",
     "proxy-connection",
@@ -19,7 +19,10 @@ const HOP_BY_HOP: [&str; 8] = [
     "proxy-authorization",
     "te",
     "trailer",
+    "transfer-encoding",
     "upgrade",
+    // The h2c upgrade's settings (RFC 7540 §3.2.1): meaningful on one connection only.
+    "http2-settings",
 ];
 
 /// Removes hop-by-hop headers (except `TE: trailers`, which gRPC needs end to end,

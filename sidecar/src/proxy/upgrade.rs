@@ -7,9 +7,19 @@ use http::{HeaderMap, Response, StatusCode, header};
 use hyper::upgrade::OnUpgrade;
 use hyper_util::rt::TokioIo;
 
-/// Whether the request asks to switch protocols.
+/// Whether the request asks to switch protocols. Never to h2c: a proxy must not
+/// perform it (RFC 9113 §3.1 removed it; it smuggles a connection past the proxy's
+/// HTTP/1 rules), so such a request is served as plain HTTP/1.1 and its `Upgrade`
+/// and `HTTP2-Settings` headers are dropped as hop-by-hop.
 pub fn requested(headers: &HeaderMap) -> bool {
+    let h2c = headers
+        .get_all(header::UPGRADE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .any(|p| p.trim().eq_ignore_ascii_case("h2c"));
     headers.contains_key(header::UPGRADE)
+        && !h2c
         && headers
             .get_all(header::CONNECTION)
             .iter()

@@ -105,7 +105,7 @@ fn check_dns_label(s: &str) -> Result<(), String> {
     }
 }
 
-fn is_dns_label(s: &str) -> bool {
+pub(crate) fn is_dns_label(s: &str) -> bool {
     let b = s.as_bytes();
     !b.is_empty()
         && b.len() <= 63

@@ -1,0 +1,93 @@
+//! `CONNECT host:port` through the explicit proxy: what an app with `HTTPS_PROXY` set
+//! sends for every TLS call. The bytes are tunnelled as they are — to an instance of
+//! the service (its inbound listener hands non-HTTP bytes to the app) when the host is
+//! a mesh name, else to the host itself. The sidecar cannot see inside TLS, so a
+//! tunnelled call is routed by its service only: lanes need the request in the clear.
+
+use std::time::Instant;
+
+use graylane_routing::{RouteError, Tag};
+use http::request::Parts;
+use http::{Response, StatusCode};
+use hyper::upgrade::OnUpgrade;
+use hyper_util::rt::TokioIo;
+use tokio::net::TcpStream;
+
+use super::target::{self, Target};
+use super::{Outbound, View};
+use crate::proxy::{self, Body, ProxyError};
+use crate::routes::Routes;
+
+impl Outbound {
+    /// Connects to the target, answers 200, then joins the two connections in the
+    /// background. Failing to connect is a 502 and no tunnel.
+    pub(super) async fn connect(
+        &self,
+        mut parts: Parts,
+        target: Target,
+        routes: &Routes,
+        tag: Option<&Tag>,
+    ) -> Result<Response<Body>, ProxyError> {
+        let downstream = parts.extensions.remove::<OnUpgrade>().ok_or_else(|| {
+            ProxyError::BadRequest("CONNECT without a connection to take over".into())
+        })?;
+        let (service, address, in_flight) = match target {
+            Target::External { host, port } => {
+                let to = target::resolve(&host, port, &self.own_listeners).await?;
+                (host, to[0].to_string(), None)
+            }
+            Target::Service(service) => {
+                let view = View {
+                    parts: &parts,
+                    source_ip: None,
+                };
+                let route = routes
+                    .table
+                    .route(&service, tag, &view, fastrand::u64(..))
+                    .map_err(|e| match e {
+                        RouteError::UnknownService { service } => {
+                            ProxyError::UnknownService(service)
+                        }
+                        e @ RouteError::NoInstance { .. } => ProxyError::NoInstance(e.to_string()),
+                    })?;
+                let mut rng = fastrand::Rng::new();
+                let (instance, in_flight) = self
+                    .balancer
+                    .pick(route.candidates, None, &mut rng, Instant::now())
+                    .ok_or_else(|| {
+                        ProxyError::NoInstance(format!("no ready instance of service {service}"))
+                    })?;
+                (service, instance.address.clone(), Some(in_flight))
+            }
+        };
+        let upstream =
+            match tokio::time::timeout(self.connect_timeout, TcpStream::connect(&address)).await {
+                Ok(Ok(upstream)) => upstream,
+                Ok(Err(e)) => return Err(connect_failed(&service, &address, &e.to_string())),
+                Err(_) => return Err(connect_failed(&service, &address, "connect timed out")),
+            };
+        let _ = upstream.set_nodelay(true);
+        tokio::spawn(async move {
+            let _in_flight = in_flight;
+            let Ok(downstream) = downstream.await else {
+                return;
+            };
+            let (mut down, mut up) = (TokioIo::new(downstream), upstream);
+            if let Err(e) = tokio::io::copy_bidirectional(&mut down, &mut up).await {
+                tracing::debug!(error = %e, "CONNECT tunnel ended");
+            }
+        });
+        let mut response = Response::new(proxy::empty());
+        *response.status_mut() = StatusCode::OK;
+        Ok(response)
+    }
+}
+
+fn connect_failed(service: &str, address: &str, reason: &str) -> ProxyError {
+    ProxyError::Connect {
+        service: service.to_string(),
+        instance: address.to_string(),
+        address: address.to_string(),
+        reason: reason.to_string(),
+    }
+}

@@ -1,0 +1,237 @@
+//! Where an app's request is going: a mesh service (routed), or a host outside the
+//! mesh (sent where the app asked) — and whether going there would loop.
+//!
+//! Only the mesh forms of sidecar.md name a service ([`MeshHost`]): the destination
+//! of `http://payments.stripe.com/` is `payments.stripe.com`, never the mesh's own
+//! `payments`.
+
+use std::net::{IpAddr, SocketAddr};
+
+use graylane_routing::MeshHost;
+use http::HeaderMap;
+use http::header::{self, HeaderValue};
+use http::request::Parts;
+
+use crate::proxy::ProxyError;
+
+/// Carried on every request an outbound sidecar forwards: how many outbound sidecars
+/// it has passed since it left an app. The inbound side removes it (an app's own call
+/// is a new request), so a legitimate request carries 1; more means sidecars are
+/// forwarding to each other (an instance advertising another sidecar's outbound
+/// listener, an external name resolving to one), and past `MAX_HOPS` it is a loop.
+pub(crate) const HOPS_HEADER: &str = "graylane-hops";
+/// Room for egress proxies and sidecar chains; a loop reaches it in milliseconds.
+pub(crate) const MAX_HOPS: u32 = 8;
+
+/// The destination of a request leaving an app.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) enum Target {
+    /// A mesh service in this sidecar's namespace.
+    Service(String),
+    /// Anything else: a host name or address, and the port the app asked for.
+    External { host: String, port: u16 },
+}
+
+/// Reads the destination: the authority of an absolute-form (or CONNECT, or HTTP/2)
+/// request target, else the `Host` header.
+pub(crate) fn target(
+    parts: &Parts,
+    namespace: &str,
+    cluster_domain: &str,
+) -> Result<Target, ProxyError> {
+    let (host, port) = match parts.uri.authority() {
+        Some(authority) => (authority.host().to_string(), authority.port_u16()),
+        None => {
+            let value = parts
+                .headers
+                .get(header::HOST)
+                .and_then(|h| h.to_str().ok())
+                .ok_or_else(|| {
+                    ProxyError::BadRequest(
+                        "no destination: use an absolute URI or a Host header".into(),
+                    )
+                })?;
+            let authority: http::uri::Authority = value.parse().map_err(|_| {
+                ProxyError::BadRequest(format!("Host {value:?} is not a host[:port]"))
+            })?;
+            (authority.host().to_string(), authority.port_u16())
+        }
+    };
+    if host.is_empty() {
+        return Err(ProxyError::BadRequest(
+            "the destination host is empty".into(),
+        ));
+    }
+    let mesh = MeshHost::parse(&host, cluster_domain);
+    if let Some(service) = mesh.as_ref().and_then(|m| m.in_namespace(namespace)) {
+        return Ok(Target::Service(service.to_string()));
+    }
+    let https = parts.uri.scheme() == Some(&http::uri::Scheme::HTTPS);
+    let port = port.unwrap_or(if https { 443 } else { 80 });
+    let host = host
+        .trim_start_matches('[')
+        .trim_end_matches(']')
+        .to_string();
+    Ok(Target::External { host, port })
+}
+
+/// The hop count of a request arriving at the outbound listener; 508 at the limit.
+pub(crate) fn count_hop(headers: &HeaderMap) -> Result<u32, ProxyError> {
+    let hops = headers
+        .get(HOPS_HEADER)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse::<u32>().ok())
+        .unwrap_or(0);
+    if hops >= MAX_HOPS {
+        return Err(ProxyError::Loop(format!(
+            "the request has passed through {hops} sidecars without reaching an app"
+        )));
+    }
+    Ok(hops + 1)
+}
+
+/// Sets the hop count on what is forwarded.
+pub(crate) fn set_hops(headers: &mut HeaderMap, hops: u32) {
+    headers.insert(HOPS_HEADER, HeaderValue::from(hops));
+}
+
+/// Resolves an external host (a blocking `getaddrinfo` off the runtime threads) and
+/// refuses one that is this sidecar's own outbound or admin listener: the request
+/// would come straight back in.
+pub(crate) async fn resolve(
+    host: &str,
+    port: u16,
+    own: &[SocketAddr],
+) -> Result<Vec<SocketAddr>, ProxyError> {
+    let addresses: Vec<SocketAddr> = match host.parse::<IpAddr>() {
+        Ok(ip) => vec![SocketAddr::new(ip, port)],
+        Err(_) => tokio::net::lookup_host((host, port))
+            .await
+            .map_err(|e| ProxyError::Unresolved {
+                host: host.to_string(),
+                reason: e.to_string(),
+            })?
+            .collect(),
+    };
+    if let Some(a) = addresses.iter().find(|a| is_own(a, own)) {
+        return Err(ProxyError::Loop(format!(
+            "{host}:{port} ({a}) is this sidecar's own listener"
+        )));
+    }
+    if addresses.is_empty() {
+        return Err(ProxyError::Unresolved {
+            host: host.to_string(),
+            reason: "no address".into(),
+        });
+    }
+    Ok(addresses)
+}
+
+/// Whether `address` reaches one of `own` listeners.
+fn is_own(address: &SocketAddr, own: &[SocketAddr]) -> bool {
+    own.iter().any(|l| {
+        l.port() == address.port()
+            && (l.ip() == address.ip()
+                || address.ip().is_unspecified()
+                || (l.ip().is_unspecified() || l.ip().is_loopback()) && address.ip().is_loopback())
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parts(uri: &str, host: Option<&str>) -> Parts {
+        let mut b = http::Request::builder().uri(uri);
+        if let Some(h) = host {
+            b = b.header("host", h);
+        }
+        b.body(()).unwrap().into_parts().0
+    }
+
+    fn of(uri: &str, host: Option<&str>) -> Target {
+        target(&parts(uri, host), "default", "cluster.local").unwrap()
+    }
+
+    #[test]
+    fn only_mesh_forms_are_services() {
+        assert_eq!(
+            of("/", Some("orders:8080")),
+            Target::Service("orders".into())
+        );
+        assert_eq!(
+            of("http://orders.default.svc.cluster.local/x", None),
+            Target::Service("orders".into())
+        );
+        assert_eq!(
+            of("http://payments.stripe.com/v1/charges", None),
+            Target::External {
+                host: "payments.stripe.com".into(),
+                port: 80
+            }
+        );
+        assert_eq!(
+            of("/", Some("payments.stripe.com")),
+            Target::External {
+                host: "payments.stripe.com".into(),
+                port: 80
+            }
+        );
+        assert_eq!(
+            of("https://api.example.com/", None),
+            Target::External {
+                host: "api.example.com".into(),
+                port: 443
+            }
+        );
+        assert_eq!(
+            of("/", Some("[::1]:9000")),
+            Target::External {
+                host: "::1".into(),
+                port: 9000
+            }
+        );
+        assert_eq!(
+            of("/", Some("orders.shop")),
+            Target::External {
+                host: "orders.shop".into(),
+                port: 80
+            },
+            "another namespace is not this one's orders"
+        );
+    }
+
+    #[test]
+    fn a_bad_host_is_a_bad_request() {
+        let e = target(&parts("/", Some("a b")), "default", "cluster.local").unwrap_err();
+        assert_eq!(e.status(), http::StatusCode::BAD_REQUEST);
+        let e = target(&parts("/", None), "default", "cluster.local").unwrap_err();
+        assert_eq!(e.status(), http::StatusCode::BAD_REQUEST);
+    }
+
+    #[test]
+    fn hops_are_counted_up_to_the_limit() {
+        let mut h = HeaderMap::new();
+        assert_eq!(count_hop(&h).unwrap(), 1);
+        set_hops(&mut h, MAX_HOPS - 1);
+        assert_eq!(count_hop(&h).unwrap(), MAX_HOPS);
+        set_hops(&mut h, MAX_HOPS);
+        assert_eq!(
+            count_hop(&h).unwrap_err().status(),
+            http::StatusCode::LOOP_DETECTED
+        );
+    }
+
+    #[test]
+    fn own_listeners_are_recognised() {
+        let own: Vec<SocketAddr> = vec![
+            "127.0.0.1:15001".parse().unwrap(),
+            "0.0.0.0:15000".parse().unwrap(),
+        ];
+        assert!(is_own(&"127.0.0.1:15001".parse().unwrap(), &own));
+        assert!(is_own(&"127.0.0.2:15000".parse().unwrap(), &own));
+        assert!(is_own(&"0.0.0.0:15001".parse().unwrap(), &own));
+        assert!(!is_own(&"127.0.0.1:15006".parse().unwrap(), &own));
+        assert!(!is_own(&"10.0.0.7:15001".parse().unwrap(), &own));
+    }
+}

@@ -1,0 +1,146 @@
+//! What every request must pass before a handler sees it, on both listeners and both
+//! protocols: the parts of the sidecar.md error table hyper leaves to us.
+//!
+//! hyper's HTTP/1 parser already refuses differing Content-Lengths, bad chunk framing,
+//! obs-fold and request-line oddities (400), and more than `MAX_HEADERS` fields or a
+//! head over its buffer (431). Content-Length together with Transfer-Encoding never
+//! reaches this check: hyper drops the Content-Length, frames the body as chunked and
+//! closes the connection after the response (RFC 9112 §6.1), so nothing can be
+//! smuggled behind it. The h2 crate refuses malformed pseudo-headers and
+//! connection-specific fields (RFC 9113 §8.2.2) with a stream reset.
+
+use http::{HeaderMap, Request, StatusCode, Version, header};
+
+/// sidecar.md: request headers over 64 KiB in total or over 100 in number get 431.
+pub(crate) const MAX_HEADER_BYTES: usize = 64 * 1024;
+pub(crate) const MAX_HEADERS: usize = 100;
+
+/// Why a request is refused before it is handled.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) enum Refusal {
+    /// 400: the request is malformed; the rest of its connection cannot be trusted.
+    Malformed(&'static str),
+    /// 431: the header block is over the limits.
+    HeadersTooLarge,
+}
+
+impl Refusal {
+    pub(crate) fn status(&self) -> StatusCode {
+        match self {
+            Self::Malformed(_) => StatusCode::BAD_REQUEST,
+            Self::HeadersTooLarge => StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+        }
+    }
+}
+
+/// Checks one request head.
+pub(crate) fn check<B>(request: &Request<B>) -> Result<(), Refusal> {
+    let headers = request.headers();
+    // HTTP/2 has no per-field count in the h2 crate, and its list-size limit counts
+    // 32 bytes per field on top, so both limits are checked here for every version.
+    if headers.len() > MAX_HEADERS {
+        return Err(Refusal::HeadersTooLarge);
+    }
+    if header_bytes(headers) > MAX_HEADER_BYTES {
+        return Err(Refusal::HeadersTooLarge);
+    }
+    // RFC 9110 §4.2.4 and RFC 9113 §8.3.1: userinfo in an http(s) authority is
+    // malformed; `evil@orders` must not be read as a host by anyone downstream.
+    if request
+        .uri()
+        .authority()
+        .is_some_and(|a| a.as_str().contains('@'))
+    {
+        return Err(Refusal::Malformed("userinfo in the request target"));
+    }
+    if request.version() >= Version::HTTP_2 {
+        return Ok(());
+    }
+    if headers.get_all(header::TRANSFER_ENCODING).iter().count() > 1 {
+        return Err(Refusal::Malformed("Transfer-Encoding repeated"));
+    }
+    let lengths: Vec<_> = headers.get_all(header::CONTENT_LENGTH).iter().collect();
+    if lengths.windows(2).any(|w| w[0] != w[1]) {
+        return Err(Refusal::Malformed("differing Content-Length values"));
+    }
+    // RFC 9112 §3.2: a request without Host, or with more than one, is answered 400.
+    match headers.get_all(header::HOST).iter().count() {
+        0 if request.version() == Version::HTTP_11 => {
+            return Err(Refusal::Malformed("HTTP/1.1 request without Host"));
+        }
+        0 | 1 => {}
+        _ => return Err(Refusal::Malformed("more than one Host header")),
+    }
+    Ok(())
+}
+
+/// The header block's size as it was sent: every field's name and value, plus the
+/// `: ` and CRLF around them.
+fn header_bytes(headers: &HeaderMap) -> usize {
+    headers
+        .iter()
+        .map(|(name, value)| name.as_str().len() + value.len() + 4)
+        .sum()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn request(version: Version, headers: &[(&str, &str)]) -> Request<()> {
+        let mut builder = Request::builder().uri("/").version(version);
+        for (k, v) in headers {
+            builder = builder.header(*k, *v);
+        }
+        builder.body(()).unwrap()
+    }
+
+    #[test]
+    fn two_host_headers_are_malformed() {
+        let r = request(Version::HTTP_11, &[("host", "a"), ("host", "b")]);
+        assert_eq!(
+            check(&r),
+            Err(Refusal::Malformed("more than one Host header"))
+        );
+        assert_eq!(check(&request(Version::HTTP_11, &[("host", "a")])), Ok(()));
+        assert_eq!(check(&request(Version::HTTP_10, &[])), Ok(()));
+    }
+
+    #[test]
+    fn the_limits_hold_for_http2_too() {
+        let many: Vec<(String, String)> =
+            (0..101).map(|i| (format!("x-{i}"), "v".into())).collect();
+        let many: Vec<(&str, &str)> = many.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+        assert_eq!(
+            check(&request(Version::HTTP_2, &many)),
+            Err(Refusal::HeadersTooLarge)
+        );
+        assert_eq!(check(&request(Version::HTTP_2, &many[..100])), Ok(()));
+        let big = "x".repeat(70_000);
+        assert_eq!(
+            check(&request(
+                Version::HTTP_11,
+                &[("host", "a"), ("x-big", &big)]
+            )),
+            Err(Refusal::HeadersTooLarge)
+        );
+        let fits = "x".repeat(60_000);
+        assert_eq!(
+            check(&request(
+                Version::HTTP_11,
+                &[("host", "a"), ("x-big", &fits)]
+            )),
+            Ok(())
+        );
+    }
+
+    #[test]
+    fn userinfo_in_the_authority_is_malformed() {
+        let r = Request::builder()
+            .uri("http://evil@orders/")
+            .version(Version::HTTP_2)
+            .body(())
+            .unwrap();
+        assert!(matches!(check(&r), Err(Refusal::Malformed(_))));
+    }
+}

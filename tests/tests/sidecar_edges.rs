@@ -1,0 +1,376 @@
+//! Where an app's call goes at the edges of the mesh, with real processes in a network
+//! namespace of the test's own (its hosts file maps `payments.stripe.com` to this
+//! machine, so "external" hosts are reached without leaving it):
+//!
+//! - a host outside the mesh forms is never a mesh service, whatever its first label;
+//! - `CONNECT` is tunnelled, to the host or to a mesh instance (through its inbound
+//!   listener to the app);
+//! - a service calling itself is served, not a 508;
+//! - a request aimed at the sidecar's own listeners, or bouncing between sidecars, is
+//!   a 508 at once.
+
+#![allow(clippy::unwrap_used)]
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use graylane_tests::netns::NetNs;
+use graylane_tests::{ControlPlane, DemoApp, Sidecar, eventually, http_get};
+
+/// Sends raw bytes, returns (status, whole response). Status 0: closed unanswered.
+fn raw(addr: SocketAddr, request: &str) -> (u16, String) {
+    let mut stream = TcpStream::connect(addr).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    stream.write_all(request.as_bytes()).unwrap();
+    let mut response = String::new();
+    let _ = stream.read_to_string(&mut response);
+    let status = response
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0);
+    (status, response)
+}
+
+/// An HTTP server outside the mesh: answers `external` to everything and keeps the
+/// request heads it got.
+struct External {
+    addr: SocketAddr,
+    heads: Arc<Mutex<Vec<String>>>,
+}
+
+impl External {
+    fn start() -> External {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        let heads = Arc::new(Mutex::new(Vec::new()));
+        let seen = Arc::clone(&heads);
+        std::thread::spawn(move || {
+            for stream in listener.incoming() {
+                let Ok(mut stream) = stream else { return };
+                let seen = Arc::clone(&seen);
+                std::thread::spawn(move || {
+                    let _ = stream.set_read_timeout(Some(Duration::from_secs(10)));
+                    let mut buf = Vec::new();
+                    let mut chunk = [0u8; 4096];
+                    // One request per connection: read its head, answer, close.
+                    while !buf.windows(4).any(|w| w == b"\r\n\r\n") {
+                        match stream.read(&mut chunk) {
+                            Ok(0) | Err(_) => return,
+                            Ok(n) => buf.extend_from_slice(&chunk[..n]),
+                        }
+                    }
+                    seen.lock()
+                        .unwrap()
+                        .push(String::from_utf8_lossy(&buf).into_owned());
+                    let _ = stream.write_all(
+                        b"HTTP/1.1 200 OK\r\nContent-Length: 8\r\nConnection: close\r\n\r\nexternal",
+                    );
+                });
+            }
+        });
+        External { addr, heads }
+    }
+}
+
+/// A TCP echo server (stands in for an app speaking TLS end to end).
+fn echo_server() -> SocketAddr {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            let Ok(mut stream) = stream else { return };
+            std::thread::spawn(move || {
+                let mut buf = [0u8; 4096];
+                while let Ok(n) = stream.read(&mut buf) {
+                    if n == 0 || stream.write_all(&buf[..n]).is_err() {
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    addr
+}
+
+fn requests_served(app: &DemoApp) -> usize {
+    app.proc.log_text().matches("request GET").count()
+}
+
+#[test]
+fn external_hosts_connect_self_calls_and_loops() {
+    let ns = NetNs::create();
+    let etc = std::path::Path::new("/etc/netns").join(&ns.name);
+    std::fs::create_dir_all(&etc).unwrap();
+    std::fs::write(
+        etc.join("hosts"),
+        "127.0.0.1 localhost payments.stripe.com\n",
+    )
+    .unwrap();
+    struct Cleanup(std::path::PathBuf);
+    impl Drop for Cleanup {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
+    }
+    let _cleanup = Cleanup(etc);
+    ns.enter();
+
+    let dir = tempfile::tempdir().unwrap();
+    let cp = ControlPlane::start(dir.path(), &[]);
+    let url = cp.url();
+    let sidecar = |name: &str, service: &str, app: &str, extra: &[&str]| {
+        let args = [
+            &[
+                "--service",
+                service,
+                "--instance-id",
+                name,
+                "--app-addr",
+                app,
+                "--control-plane",
+                &url,
+            ][..],
+            extra,
+        ]
+        .concat();
+        let s = Sidecar::start_in(dir.path(), name, &ns.name, &args);
+        s.wait_ready();
+        s
+    };
+    let payments_app = DemoApp::start(dir.path(), "payments", "v1", None);
+    let _payments = sidecar(
+        "payments-1",
+        "payments",
+        &payments_app.addr.to_string(),
+        &[],
+    );
+    let echo = echo_server();
+    let _tls = sidecar("tls-1", "tls", &echo.to_string(), &[]);
+    let frontend_app = DemoApp::start(dir.path(), "frontend", "v1", None);
+    let frontend = sidecar(
+        "frontend-1",
+        "frontend",
+        &frontend_app.addr.to_string(),
+        &[],
+    );
+    frontend.wait_endpoints("payments", 1);
+    frontend.wait_endpoints("tls", 1);
+    frontend.wait_endpoints("frontend", 1);
+    let external = External::start();
+    let port = external.addr.port();
+
+    // The mesh's own payments, by a mesh name.
+    let (status, body) = raw(
+        frontend.outbound,
+        "GET http://payments/ HTTP/1.1\r\nHost: payments\r\nConnection: close\r\n\r\n",
+    );
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(requests_served(&payments_app), 1);
+
+    // payments.stripe.com is not the mesh's payments: absolute form and Host alike go
+    // to the host itself.
+    let (status, body) = raw(
+        frontend.outbound,
+        &format!(
+            "GET http://payments.stripe.com:{port}/v1/charges HTTP/1.1\r\nHost: payments.stripe.com:{port}\r\nConnection: close\r\n\r\n"
+        ),
+    );
+    assert_eq!(status, 200, "{body}");
+    assert!(body.ends_with("external"), "{body}");
+    let (status, body) = raw(
+        frontend.outbound,
+        &format!(
+            "GET /v1/refunds HTTP/1.1\r\nHost: payments.stripe.com:{port}\r\nConnection: close\r\n\r\n"
+        ),
+    );
+    assert_eq!(status, 200, "{body}");
+    {
+        let heads = external.heads.lock().unwrap();
+        assert_eq!(heads.len(), 2, "{heads:?}");
+        assert!(
+            heads[0].starts_with("GET /v1/charges HTTP/1.1\r\n"),
+            "{}",
+            heads[0]
+        );
+        assert!(
+            heads[0]
+                .to_ascii_lowercase()
+                .contains(&format!("host: payments.stripe.com:{port}")),
+            "{}",
+            heads[0]
+        );
+        assert!(heads[1].starts_with("GET /v1/refunds "), "{}", heads[1]);
+    }
+    assert_eq!(
+        requests_served(&payments_app),
+        1,
+        "no external call reached the mesh's payments"
+    );
+
+    // A name that does not resolve: 502 naming it, nothing reaches the mesh.
+    let (status, body) = raw(
+        frontend.outbound,
+        "GET http://payments.example.invalid/ HTTP/1.1\r\nHost: payments.example.invalid\r\nConnection: close\r\n\r\n",
+    );
+    assert_eq!(status, 502, "{body}");
+    assert!(body.contains("payments.example.invalid"), "{body}");
+    assert_eq!(requests_served(&payments_app), 1);
+
+    // CONNECT to an external host: 200, then the bytes go through as they are.
+    let mut tunnel = TcpStream::connect(frontend.outbound).unwrap();
+    tunnel
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    tunnel
+        .write_all(format!("CONNECT payments.stripe.com:{port} HTTP/1.1\r\nHost: payments.stripe.com:{port}\r\n\r\n").as_bytes())
+        .unwrap();
+    let head = read_head(&mut tunnel);
+    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+    tunnel
+        .write_all(b"GET /through-the-tunnel HTTP/1.1\r\nHost: payments.stripe.com\r\n\r\n")
+        .unwrap();
+    let mut answer = String::new();
+    let _ = tunnel.read_to_string(&mut answer);
+    assert!(answer.ends_with("external"), "{answer}");
+    assert!(external.heads.lock().unwrap()[2].starts_with("GET /through-the-tunnel "));
+
+    // CONNECT to a mesh service: tunnelled to an instance, whose inbound listener
+    // hands the (not HTTP) bytes to the app unchanged.
+    let mut tunnel = TcpStream::connect(frontend.outbound).unwrap();
+    tunnel
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    tunnel
+        .write_all(b"CONNECT tls:443 HTTP/1.1\r\nHost: tls:443\r\n\r\n")
+        .unwrap();
+    let head = read_head(&mut tunnel);
+    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+    let hello = b"\x16\x03\x01\x00\x05hello, TLS";
+    tunnel.write_all(hello).unwrap();
+    let mut back = vec![0u8; hello.len()];
+    tunnel.read_exact(&mut back).unwrap();
+    assert_eq!(back, hello);
+    drop(tunnel);
+    // CONNECT to a name that does not resolve: 502, no tunnel.
+    let head = connect_head(frontend.outbound, "nowhere.invalid:443");
+    assert!(head.starts_with("HTTP/1.1 502"), "{head}");
+
+    // frontend calling frontend: its only instance is this very sidecar, and the call
+    // goes through its inbound side to its app (every time, not 1 in N).
+    let served = requests_served(&frontend_app);
+    for _ in 0..5 {
+        let (status, body) = raw(
+            frontend.outbound,
+            "GET / HTTP/1.1\r\nHost: frontend\r\nConnection: close\r\n\r\n",
+        );
+        assert_eq!(status, 200, "a self-call is served: {body}");
+    }
+    assert_eq!(requests_served(&frontend_app), served + 5);
+
+    // Aimed at the sidecar's own outbound or admin listener: 508 at once.
+    let own = frontend.outbound.port();
+    let admin = frontend.admin.port();
+    for request in [
+        format!(
+            "GET http://127.0.0.1:{own}/ HTTP/1.1\r\nHost: 127.0.0.1:{own}\r\nConnection: close\r\n\r\n"
+        ),
+        format!("GET / HTTP/1.1\r\nHost: localhost:{admin}\r\nConnection: close\r\n\r\n"),
+    ] {
+        let (status, body) = raw(frontend.outbound, &request);
+        assert_eq!(status, 508, "{request}: {body}");
+    }
+    let head = connect_head(frontend.outbound, &format!("127.0.0.1:{own}"));
+    assert!(head.starts_with("HTTP/1.1 508"), "{head}");
+}
+
+/// Sends `CONNECT authority` and returns the response head.
+fn connect_head(proxy: SocketAddr, authority: &str) -> String {
+    let mut stream = TcpStream::connect(proxy).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    stream
+        .write_all(format!("CONNECT {authority} HTTP/1.1\r\nHost: {authority}\r\n\r\n").as_bytes())
+        .unwrap();
+    read_head(&mut stream)
+}
+
+fn read_head(stream: &mut TcpStream) -> String {
+    let mut head = Vec::new();
+    let mut byte = [0u8; 1];
+    while !head.ends_with(b"\r\n\r\n") {
+        match stream.read(&mut byte) {
+            Ok(1) => head.push(byte[0]),
+            _ => break,
+        }
+    }
+    String::from_utf8_lossy(&head).into_owned()
+}
+
+/// An instance that advertises another sidecar's outbound listener: requests for it
+/// bounce between outbound listeners. The hop count ends it with a 508 after a few
+/// hops, instead of hundreds of hops until the timeout or the file descriptors run out.
+#[test]
+fn a_multi_hop_loop_is_a_508_within_the_hop_limit() {
+    let dir = tempfile::tempdir().unwrap();
+    let cp = ControlPlane::start(dir.path(), &[]);
+    let url = cp.url();
+    let app = DemoApp::start(dir.path(), "frontend", "v1", None);
+    let frontend = Sidecar::start(
+        dir.path(),
+        "frontend-1",
+        &[
+            "--service",
+            "frontend",
+            "--app-addr",
+            &app.addr.to_string(),
+            "--control-plane",
+            &url,
+        ],
+    );
+    frontend.wait_ready();
+    let bouncing = frontend.outbound.to_string();
+    let loopy = Sidecar::start(
+        dir.path(),
+        "loopy-1",
+        &[
+            "--service",
+            "loopy",
+            "--app-addr",
+            "127.0.0.1:9",
+            "--advertise-addr",
+            &bouncing,
+            "--control-plane",
+            &url,
+        ],
+    );
+    loopy.wait_ready();
+    frontend.wait_endpoints("loopy", 1);
+    let (status, body) = raw(
+        frontend.outbound,
+        "GET / HTTP/1.1\r\nHost: loopy\r\nConnection: close\r\n\r\n",
+    );
+    assert_eq!(status, 508, "{body}");
+    assert!(body.contains("passed through 8 sidecars"), "{body}");
+    let outbound_requests = || {
+        let (_, metrics) = http_get(frontend.admin, "/metrics");
+        metrics
+            .lines()
+            .filter(|l| l.starts_with("graylane_sidecar_requests_total{direction=\"outbound\""))
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<usize>().ok())
+            .sum::<usize>()
+    };
+    let counted = eventually(Duration::from_secs(5), "the hops to be counted", || {
+        let n = outbound_requests();
+        (n >= 9).then_some(n)
+    });
+    assert_eq!(
+        counted, 9,
+        "8 forwards (the hop limit), then the 9th arrival answered 508"
+    );
+}
