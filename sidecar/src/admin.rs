@@ -23,6 +23,7 @@ use crate::discovery::Counters;
 use crate::gaps::Gaps;
 use crate::metrics::Metrics;
 use crate::routes::Shared;
+use crate::server::Acceptor;
 use crate::spans::Tracer;
 
 /// What the admin listener serves from.
@@ -39,6 +40,9 @@ pub struct Admin {
 
 type Body = BoxBody<Bytes, Infallible>;
 
+/// Open admin connections at most (`?watch=1` streams hold one each).
+const ADMIN_CONNECTIONS: usize = 256;
+
 impl Admin {
     /// Serves until `shutdown` turns true.
     pub async fn serve(
@@ -46,15 +50,18 @@ impl Admin {
         listener: TcpListener,
         mut shutdown: watch::Receiver<bool>,
     ) {
+        // Probes and scrapes: a few connections at a time is all it ever needs.
+        let mut acceptor = Acceptor::new(listener, ADMIN_CONNECTIONS, Arc::default());
         loop {
             let accepted = tokio::select! {
-                accepted = listener.accept() => accepted,
+                accepted = acceptor.next() => accepted,
                 _ = shutdown.wait_for(|down| *down) => return,
             };
-            let Ok((stream, _)) = accepted else { continue };
+            let (stream, permit) = (accepted.stream, accepted.permit);
             let admin = Arc::clone(&self);
             let stop = shutdown.clone();
             tokio::spawn(async move {
+                let _permit = permit;
                 let service = hyper::service::service_fn(move |req| {
                     let admin = Arc::clone(&admin);
                     let stop = stop.clone();

@@ -13,7 +13,7 @@ use http_body_util::BodyExt;
 use http_body_util::combinators::UnsyncBoxBody;
 use hyper::body::Incoming;
 use hyper_util::client::legacy::Client;
-use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::client::legacy::connect::{HttpConnector, capture_connection};
 use hyper_util::rt::{TokioExecutor, TokioTimer};
 
 mod error;
@@ -97,11 +97,19 @@ impl Clients {
             // sidecar is HTTP/1.1.
             *request.version_mut() = Version::HTTP_11;
         }
+        // Which connection answered, to take it out of the pool if the answer is bad.
+        let connection = capture_connection(&mut request);
         match tokio::time::timeout(timeout, client.request(request)).await {
             Err(_) => Err(SendError::Timeout),
             Ok(Ok(response)) => match malformed(&response) {
-                // Dropping the unread response closes that connection: never reused.
-                Some(reason) => Err(SendError::Other(format!("malformed response: {reason}"))),
+                Some(reason) => {
+                    // hyper may already hold the whole body and have pooled the
+                    // connection again: poison it, so nothing else is read from it.
+                    if let Some(connected) = connection.connection_metadata().as_ref() {
+                        connected.poison();
+                    }
+                    Err(SendError::Other(format!("malformed response: {reason}")))
+                }
                 None => Ok(response),
             },
             Ok(Err(e)) if e.is_connect() => Err(SendError::Connect(source_text(&e))),

@@ -312,6 +312,15 @@ impl Sidecar {
         Self::start_cmd(dir, name, pods::exec(ns, &bin("graylane-sidecar"), &[]), args)
     }
 
+    /// Like `start`, with at most `nofile` open files (`prlimit`, soft and hard).
+    pub fn start_limited(dir: &Path, name: &str, nofile: u32, args: &[&str]) -> Sidecar {
+        let mut cmd = Command::new("prlimit");
+        cmd.arg(format!("--nofile={nofile}:{nofile}"))
+            .arg("--")
+            .arg(bin("graylane-sidecar"));
+        Self::start_cmd(dir, name, cmd, args)
+    }
+
     fn start_cmd(dir: &Path, name: &str, mut cmd: Command, args: &[&str]) -> Sidecar {
         cmd.args([
             "--admin-addr",

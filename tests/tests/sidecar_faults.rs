@@ -1,0 +1,382 @@
+//! Broken upstreams, exhausted resources and impatient operators, with real processes:
+//!
+//! - a malformed upstream answer is a 502 naming the service, and that upstream
+//!   connection is never reused;
+//! - an app that closes its keep-alive connections right after answering costs no
+//!   client a single error;
+//! - at its open-file limit the sidecar backs off instead of spinning, keeps serving
+//!   open connections, and recovers;
+//! - a second SIGTERM during the drain exits at once; tunnels are part of the drain.
+
+#![allow(clippy::unwrap_used)]
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use graylane_tests::{ControlPlane, DemoApp, Sidecar, eventually, http_get};
+
+fn raw(addr: SocketAddr, request: &str) -> (u16, String) {
+    let Ok(mut stream) = TcpStream::connect(addr) else {
+        return (0, String::new());
+    };
+    stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    if stream.write_all(request.as_bytes()).is_err() {
+        return (0, String::new());
+    }
+    let mut response = String::new();
+    let _ = stream.read_to_string(&mut response);
+    let status = response
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0);
+    (status, response)
+}
+
+fn get(addr: SocketAddr) -> (u16, String) {
+    raw(
+        addr,
+        "GET / HTTP/1.1\r\nHost: orders\r\nConnection: close\r\n\r\n",
+    )
+}
+
+/// An app that answers every request on a connection with `answer`, then (when
+/// `close_after`) closes the connection without saying so. Counts connections.
+fn scripted_app(answer: &'static [u8], close_after: bool) -> (SocketAddr, Arc<AtomicUsize>) {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    let connections = Arc::new(AtomicUsize::new(0));
+    let count = Arc::clone(&connections);
+    std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            let Ok(mut stream) = stream else { return };
+            count.fetch_add(1, Ordering::SeqCst);
+            std::thread::spawn(move || {
+                let _ = stream.set_read_timeout(Some(Duration::from_secs(10)));
+                let mut buf = Vec::new();
+                let mut chunk = [0u8; 4096];
+                loop {
+                    while !buf.windows(4).any(|w| w == b"\r\n\r\n") {
+                        match stream.read(&mut chunk) {
+                            Ok(0) | Err(_) => return,
+                            Ok(n) => buf.extend_from_slice(&chunk[..n]),
+                        }
+                    }
+                    let end = buf.windows(4).position(|w| w == b"\r\n\r\n").unwrap() + 4;
+                    buf.drain(..end);
+                    if stream.write_all(answer).is_err() || close_after {
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    (addr, connections)
+}
+
+fn orders_sidecar(
+    dir: &std::path::Path,
+    cp: &ControlPlane,
+    app: SocketAddr,
+    extra: &[&str],
+) -> Sidecar {
+    let (app, url) = (app.to_string(), cp.url());
+    let args = [
+        &[
+            "--service",
+            "orders",
+            "--instance-id",
+            "orders-1",
+            "--app-addr",
+            &app,
+            "--control-plane",
+            &url,
+        ][..],
+        extra,
+    ]
+    .concat();
+    let s = Sidecar::start(dir, "orders-1", &args);
+    s.wait_ready();
+    s
+}
+
+#[test]
+fn a_malformed_upstream_answer_is_a_502_and_its_connection_is_not_reused() {
+    let dir = tempfile::tempdir().unwrap();
+    let cp = ControlPlane::start(dir.path(), &[]);
+    // Content-Length together with Transfer-Encoding: two readers could frame it two
+    // ways (RFC 9112 §6.3). The app keeps the connection open after answering.
+    let (app, connections) = scripted_app(
+        b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n",
+        false,
+    );
+    let orders = orders_sidecar(dir.path(), &cp, app, &[]);
+    for round in 1..=3 {
+        let (status, body) = get(orders.inbound);
+        assert_eq!(status, 502, "{body}");
+        assert!(
+            body.contains(
+                "upstream orders: malformed response: Content-Length with Transfer-Encoding"
+            ),
+            "{body}"
+        );
+        assert_eq!(
+            connections.load(Ordering::SeqCst),
+            round,
+            "each request on a new upstream connection: the bad one is never reused"
+        );
+    }
+}
+
+#[test]
+fn an_app_closing_keep_alive_connections_costs_no_client_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let cp = ControlPlane::start(dir.path(), &[]);
+    // Answers as if the connection stayed open, then closes it: every pooled
+    // connection is stale by the time the next request is written into it.
+    let (app, connections) = scripted_app(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok", true);
+    let orders = orders_sidecar(dir.path(), &cp, app, &[]);
+    let mut stream = TcpStream::connect(orders.inbound).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    // One keep-alive client connection, 200 requests in a row.
+    for i in 0..200 {
+        stream
+            .write_all(b"GET / HTTP/1.1\r\nHost: orders\r\n\r\n")
+            .unwrap();
+        let head = read_response(&mut stream);
+        assert!(head.starts_with("HTTP/1.1 200"), "request {i}: {head}");
+    }
+    assert!(connections.load(Ordering::SeqCst) >= 200);
+}
+
+/// Reads one response with a Content-Length body; returns head and body.
+fn read_response(stream: &mut TcpStream) -> String {
+    let mut data = Vec::new();
+    let mut byte = [0u8; 1];
+    while !data.ends_with(b"\r\n\r\n") {
+        assert_eq!(
+            stream.read(&mut byte).unwrap(),
+            1,
+            "connection closed: {data:?}"
+        );
+        data.push(byte[0]);
+    }
+    let head = String::from_utf8_lossy(&data).into_owned();
+    let length: usize = head
+        .lines()
+        .find_map(|l| {
+            let (k, v) = l.split_once(':')?;
+            k.eq_ignore_ascii_case("content-length")
+                .then(|| v.trim().parse().ok())?
+        })
+        .unwrap_or(0);
+    let mut body = vec![0u8; length];
+    stream.read_exact(&mut body).unwrap();
+    head + &String::from_utf8_lossy(&body)
+}
+
+/// User and system CPU time of a process, in clock ticks.
+fn cpu_ticks(pid: i32) -> u64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+    let fields: Vec<&str> = stat
+        .rsplit_once(')')
+        .unwrap()
+        .1
+        .split_whitespace()
+        .collect();
+    fields[11].parse::<u64>().unwrap() + fields[12].parse::<u64>().unwrap()
+}
+
+fn metric(admin: SocketAddr, line_start: &str) -> u64 {
+    let (_, metrics) = http_get(admin, "/metrics");
+    metrics
+        .lines()
+        .find(|l| l.starts_with(line_start))
+        .and_then(|l| l.rsplit(' ').next()?.parse().ok())
+        .unwrap_or(0)
+}
+
+#[test]
+fn at_the_open_file_limit_the_sidecar_backs_off_and_recovers() {
+    let dir = tempfile::tempdir().unwrap();
+    let cp = ControlPlane::start(dir.path(), &[]);
+    let app = DemoApp::start(dir.path(), "orders", "v1", None);
+    let args = [
+        "--service",
+        "orders",
+        "--instance-id",
+        "orders-1",
+        "--app-addr",
+        &app.addr.to_string(),
+        "--control-plane",
+        &cp.url(),
+        "--header-read-timeout",
+        "60s",
+    ];
+    let orders = Sidecar::start_limited(dir.path(), "orders-1", 64, &args);
+    orders.wait_ready();
+    // A keep-alive client that was served before the limit is hit.
+    let mut early = TcpStream::connect(orders.inbound).unwrap();
+    early
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    early
+        .write_all(b"GET / HTTP/1.1\r\nHost: orders\r\n\r\n")
+        .unwrap();
+    assert!(read_response(&mut early).starts_with("HTTP/1.1 200"));
+    // Idle connections until accepting fails for want of file descriptors (the admin
+    // listener cannot accept either then: the log tells).
+    let mut held = Vec::new();
+    eventually(
+        Duration::from_secs(10),
+        "accept to fail with EMFILE",
+        || {
+            for _ in 0..8 {
+                held.push(TcpStream::connect(orders.inbound).unwrap());
+            }
+            orders
+                .proc
+                .log_text()
+                .contains("accept failed")
+                .then_some(())
+        },
+    );
+    // Over two seconds at the limit: a backing-off sidecar uses next to no CPU and
+    // logs a line a second; a spinning one burns a core and writes megabytes.
+    let cpu_before = cpu_ticks(orders.proc.pid());
+    let log_before = std::fs::metadata(&orders.proc.log).unwrap().len();
+    let window = Instant::now();
+    // The measurement window of a rate, not a wait for a condition.
+    std::thread::sleep(Duration::from_secs(2));
+    let elapsed = window.elapsed();
+    let cpu = cpu_ticks(orders.proc.pid()) - cpu_before;
+    let logged = std::fs::metadata(&orders.proc.log).unwrap().len() - log_before;
+    assert!(cpu <= 20, "{cpu} ticks of CPU in {elapsed:?}: spinning");
+    assert!(logged < 2048, "{logged} bytes of log in {elapsed:?}");
+    // Connections already open are still served.
+    early
+        .write_all(b"GET / HTTP/1.1\r\nHost: orders\r\n\r\n")
+        .unwrap();
+    assert!(read_response(&mut early).starts_with("HTTP/1.1 200"));
+    // Free the descriptors: new clients are served again, and the failures counted.
+    drop(held);
+    eventually(Duration::from_secs(10), "a new client to be served", || {
+        (get(orders.inbound).0 == 200).then_some(())
+    });
+    assert!(
+        metric(
+            orders.admin,
+            "graylane_accept_errors_total{listener=\"inbound\"}"
+        ) > 0
+    );
+}
+
+#[test]
+fn a_second_sigterm_exits_at_once_and_tunnels_are_drained() {
+    let dir = tempfile::tempdir().unwrap();
+    let cp = ControlPlane::start(dir.path(), &[]);
+    // The app speaks something that is not HTTP: the inbound listener tunnels it.
+    let echo = TcpListener::bind("127.0.0.1:0").unwrap();
+    let echo_addr = echo.local_addr().unwrap();
+    std::thread::spawn(move || {
+        for stream in echo.incoming() {
+            let Ok(mut stream) = stream else { return };
+            std::thread::spawn(move || {
+                let mut buf = [0u8; 1024];
+                while let Ok(n) = stream.read(&mut buf) {
+                    if n == 0 || stream.write_all(&buf[..n]).is_err() {
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    let mut orders = orders_sidecar(dir.path(), &cp, echo_addr, &["--drain-timeout", "60s"]);
+    let mut tunnel = TcpStream::connect(orders.inbound).unwrap();
+    tunnel
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    let echoed = |tunnel: &mut TcpStream, text: &[u8]| {
+        tunnel.write_all(text).unwrap();
+        let mut back = vec![0u8; text.len()];
+        tunnel.read_exact(&mut back).unwrap();
+        assert_eq!(back, text);
+    };
+    echoed(&mut tunnel, b"\x16\x03\x01 not http");
+    orders.proc.signal(libc::SIGTERM);
+    eventually(Duration::from_secs(10), "the drain to start", || {
+        orders
+            .proc
+            .log_text()
+            .contains("shutting down: draining")
+            .then_some(())
+    });
+    // Draining: no new connections, but the open tunnel goes on.
+    echoed(&mut tunnel, b"\x16\x03\x01 still there");
+    assert!(!orders.proc.has_exited(), "the tunnel holds the drain open");
+    // A second SIGTERM: out now, not after the 60 s drain.
+    let started = Instant::now();
+    let status = orders.proc.terminate(Duration::from_secs(5));
+    assert!(status.success(), "{status:?}");
+    assert!(started.elapsed() < Duration::from_secs(5));
+    assert!(
+        orders
+            .proc
+            .log_text()
+            .contains("second signal during the drain")
+    );
+}
+
+#[test]
+fn a_drain_ends_when_the_last_tunnel_closes() {
+    let dir = tempfile::tempdir().unwrap();
+    let cp = ControlPlane::start(dir.path(), &[]);
+    let echo = TcpListener::bind("127.0.0.1:0").unwrap();
+    let echo_addr = echo.local_addr().unwrap();
+    std::thread::spawn(move || {
+        for stream in echo.incoming() {
+            let Ok(mut stream) = stream else { return };
+            std::thread::spawn(move || {
+                let mut buf = [0u8; 1024];
+                while let Ok(n) = stream.read(&mut buf) {
+                    if n == 0 || stream.write_all(&buf[..n]).is_err() {
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    let mut orders = orders_sidecar(dir.path(), &cp, echo_addr, &["--drain-timeout", "60s"]);
+    let mut tunnel = TcpStream::connect(orders.inbound).unwrap();
+    tunnel
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    tunnel.write_all(b"\x00\x01binary").unwrap();
+    let mut back = [0u8; 8];
+    tunnel.read_exact(&mut back).unwrap();
+    orders.proc.signal(libc::SIGTERM);
+    eventually(Duration::from_secs(10), "the drain to start", || {
+        orders
+            .proc
+            .log_text()
+            .contains("shutting down: draining")
+            .then_some(())
+    });
+    assert!(!orders.proc.has_exited());
+    drop(tunnel);
+    let started = Instant::now();
+    let status = eventually(
+        Duration::from_secs(10),
+        "exit once the tunnel closed",
+        || orders.proc.has_exited().then_some(()),
+    );
+    let _ = status;
+    assert!(started.elapsed() < Duration::from_secs(10));
+}
