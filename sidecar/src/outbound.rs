@@ -345,7 +345,7 @@ impl Outbound {
                 self.balancer.failed(&instance.address, Instant::now());
             }
             let again = match (&outcome, retry) {
-                (_, None) | (Err(SendError::Timeout), _) => false,
+                (_, None) | (Err(SendError::Timeout | SendError::Downstream(_)), _) => false,
                 (Err(SendError::Closed(_)), Some(_)) if closed_retry => {
                     closed_retry = false;
                     retries_left += 1;

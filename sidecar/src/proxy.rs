@@ -84,9 +84,16 @@ impl Clients {
             .path_and_query()
             .map_or("/", |p| p.as_str())
             .to_string();
+        if !path.starts_with('/') {
+            // `OPTIONS *` (RFC 9110 §9.3.7) asks about a server, not a resource: it has
+            // no meaning past this hop.
+            return Err(SendError::Downstream(format!(
+                "request target {path:?} cannot be forwarded"
+            )));
+        }
         *request.uri_mut() = format!("http://{address}{path}")
             .parse()
-            .map_err(|e| SendError::Other(format!("bad upstream URI: {e}")))?;
+            .map_err(|e| SendError::Downstream(format!("bad request target: {e}")))?;
         let client = if request.version() == Version::HTTP_2 {
             &self.http2
         } else {
@@ -113,6 +120,7 @@ impl Clients {
                 None => Ok(response),
             },
             Ok(Err(e)) if e.is_connect() => Err(SendError::Connect(source_text(&e))),
+            Ok(Err(e)) if downstream_body_failed(&e) => Err(SendError::Downstream(source_text(&e))),
             Ok(Err(e)) if closed_before_response(&e) => Err(SendError::Closed(source_text(&e))),
             Ok(Err(e)) => Err(SendError::Other(source_text(&e))),
         }
@@ -127,6 +135,21 @@ fn malformed<B>(response: &Response<B>) -> Option<&'static str> {
     (headers.contains_key(http::header::TRANSFER_ENCODING)
         && headers.contains_key(http::header::CONTENT_LENGTH))
     .then_some("Content-Length with Transfer-Encoding")
+}
+
+/// The request's own body failed (the client sent bad chunks, or went away): the
+/// client's fault, not the upstream's, so no instance is blamed for it.
+fn downstream_body_failed(e: &hyper_util::client::legacy::Error) -> bool {
+    let mut source = std::error::Error::source(e);
+    while let Some(s) = source {
+        if let Some(h) = s.downcast_ref::<hyper::Error>()
+            && h.is_user()
+        {
+            return true;
+        }
+        source = s.source();
+    }
+    false
 }
 
 /// The connection closed or was reset before any byte of a response: the upstream
@@ -180,6 +203,9 @@ pub enum SendError {
     /// The connection closed or was reset before any response (see
     /// `closed_before_response`): retried once for idempotent requests.
     Closed(String),
+    /// The request itself cannot go (a bad body from the client, a target that
+    /// cannot be forwarded): the caller gets a 400, no instance is blamed.
+    Downstream(String),
     /// Anything after connecting (a malformed response, a reset): hyper drops that
     /// connection, it is never reused.
     Other(String),

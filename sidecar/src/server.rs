@@ -21,7 +21,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::Duration;
 
-use http::{Request, Response, header};
+use http::{Request, Response};
 use hyper::body::Incoming;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
@@ -39,7 +39,7 @@ mod stall;
 
 pub(crate) use self::accept::Acceptor;
 use self::checks::Refusal;
-pub(crate) use self::checks::{MAX_HEADER_BYTES, MAX_HEADERS};
+pub(crate) use self::checks::{MAX_HEADER_BYTES, MAX_HEADERS, MESH_FIELDS};
 use self::stall::SendTimeout;
 
 /// Connection limits of a listener.
@@ -81,8 +81,8 @@ pub enum Sniff {
     /// The outbound listener: connections iptables redirected here are sorted out by
     /// [`Transparent`]; non-HTTP ones go to their original destination.
     Outbound(Arc<Transparent>),
-    /// The inbound listener: connections that are not HTTP (TLS an app speaks end to
-    /// end, a `CONNECT` tunnel of another sidecar) go to the app as they are.
+    /// The inbound listener: TLS connections (TLS an app speaks end to end, through a
+    /// `CONNECT` tunnel of another sidecar) go to the app as they are.
     Inbound(Arc<Transparent>, String),
 }
 
@@ -179,7 +179,8 @@ fn builder(limits: &Limits) -> auto::Builder<TokioExecutor> {
         .http1()
         .timer(TokioTimer::new())
         .header_read_timeout(limits.header_read_timeout)
-        .max_headers(MAX_HEADERS)
+        // Room for what the mesh adds; `checks` holds clients to MAX_HEADERS.
+        .max_headers(MAX_HEADERS + MESH_FIELDS)
         // Room for a 64 KiB header block plus the request line: a larger head is a 431
         // from hyper, one just over 64 KiB a 431 from `checks`.
         .max_buf_size(MAX_HEADER_BYTES + 8 * 1024);
@@ -213,15 +214,15 @@ async fn tunnel_target(
             // Silence on the inbound side is a client yet to speak: the header timer
             // handles it, not a tunnel.
             let wait = limits.header_read_timeout.min(t.detect_timeout);
-            t.is_opaque_within(stream, port, false, wait)
+            t.is_tls_within(stream, port, wait)
                 .await
                 .then(|| app.clone())
         }
     }
 }
 
-/// 400 or 431 with the reason, and the connection closes after it (the rest of the
-/// bytes on it cannot be trusted to start a new request).
+/// 400 or 431 with the reason; the connection closes after it (see
+/// [`ProxyError::into_response`]).
 fn refuse(refusal: &Refusal) -> Response<Body> {
     let error = match refusal {
         Refusal::Malformed(reason) => {
@@ -230,12 +231,7 @@ fn refuse(refusal: &Refusal) -> Response<Body> {
         Refusal::HeadersTooLarge => ProxyError::HeadersTooLarge,
     };
     debug_assert_eq!(error.status(), refusal.status());
-    let mut response = error.into_response();
-    response.headers_mut().insert(
-        header::CONNECTION,
-        header::HeaderValue::from_static("close"),
-    );
-    response
+    error.into_response()
 }
 
 /// Counts tasks (tunnels) the drain waits for.

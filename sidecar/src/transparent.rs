@@ -65,22 +65,10 @@ impl Transparent {
     /// by port, else by its first bytes within `--detect-timeout`. `silent_is_opaque`:
     /// a client that says nothing is taken for a server-first protocol.
     pub async fn is_opaque(&self, stream: &TcpStream, port: u16, silent_is_opaque: bool) -> bool {
-        self.is_opaque_within(stream, port, silent_is_opaque, self.detect_timeout)
-            .await
-    }
-
-    /// [`Self::is_opaque`], waiting at most `wait` for the first bytes.
-    pub async fn is_opaque_within(
-        &self,
-        stream: &TcpStream,
-        port: u16,
-        silent_is_opaque: bool,
-        wait: Duration,
-    ) -> bool {
         if self.opaque_ports.contains(&port) {
             return true;
         }
-        let deadline = tokio::time::Instant::now() + wait;
+        let deadline = tokio::time::Instant::now() + self.detect_timeout;
         let mut buf = [0u8; 24];
         loop {
             let seen = match tokio::time::timeout_at(deadline, stream.peek(&mut buf)).await {
@@ -101,6 +89,21 @@ impl Transparent {
                 return silent_is_opaque;
             }
         }
+    }
+
+    /// The inbound side's rule, stricter than [`Self::is_opaque`]: tunnel only on
+    /// positive evidence — an opaque port, or a TLS record (0x16, a handshake) first.
+    /// Anything else is parsed as HTTP, so no odd first byte (a lower-case method, a
+    /// leading CRLF) can carry requests past the checks to the app.
+    pub async fn is_tls_within(&self, stream: &TcpStream, port: u16, wait: Duration) -> bool {
+        if self.opaque_ports.contains(&port) {
+            return true;
+        }
+        let mut first = [0u8; 1];
+        matches!(
+            tokio::time::timeout(wait, stream.peek(&mut first)).await,
+            Ok(Ok(1)) if first[0] == 0x16
+        )
     }
 
     /// Joins `stream` with a new connection to `to` byte for byte until either closes.

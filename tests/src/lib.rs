@@ -19,6 +19,7 @@ pub mod etcd;
 pub mod netns;
 pub mod otlp;
 pub mod pods;
+pub mod rawhttp;
 mod subscriber;
 
 pub use self::subscriber::Subscriber;
@@ -309,7 +310,12 @@ impl Sidecar {
     /// Like `start`, inside network namespace `ns` with its `/etc/netns/<ns>/hosts`
     /// (`ip netns exec`).
     pub fn start_in(dir: &Path, name: &str, ns: &str, args: &[&str]) -> Sidecar {
-        Self::start_cmd(dir, name, pods::exec(ns, &bin("graylane-sidecar"), &[]), args)
+        Self::start_cmd(
+            dir,
+            name,
+            pods::exec(ns, &bin("graylane-sidecar"), &[]),
+            args,
+        )
     }
 
     /// Like `start`, with at most `nofile` open files (`prlimit`, soft and hard).

@@ -72,6 +72,7 @@ impl ProxyError {
                 service: service.to_string(),
                 seconds: timeout.as_secs_f64(),
             },
+            SendError::Downstream(reason) => ProxyError::BadRequest(reason),
             SendError::Closed(reason) | SendError::Other(reason) => ProxyError::BadUpstream {
                 service: service.to_string(),
                 reason,
@@ -113,6 +114,18 @@ impl ProxyError {
         response
             .headers_mut()
             .insert("graylane-error", header::HeaderValue::from_static("1"));
+        // A request refused as malformed leaves the rest of its connection's bytes
+        // untrustworthy as the start of a new request: close after answering (hyper
+        // drops the field on HTTP/2, where a stream error suffices).
+        if matches!(
+            status,
+            StatusCode::BAD_REQUEST | StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE
+        ) {
+            response.headers_mut().insert(
+                header::CONNECTION,
+                header::HeaderValue::from_static("close"),
+            );
+        }
         response
     }
 }

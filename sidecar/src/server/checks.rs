@@ -33,31 +33,62 @@ impl Refusal {
     }
 }
 
+/// What the mesh itself adds to a request it forwards (`traceparent`, `baggage`,
+/// `gray-publish`, `graylane-hops`): a request a client sent within the limits must
+/// stay within them at the next sidecar.
+pub(crate) const MESH_FIELDS: usize = 4;
+const MESH_BYTES: usize = 2 * 1024;
+
 /// Checks one request head.
 pub(crate) fn check<B>(request: &Request<B>) -> Result<(), Refusal> {
     let headers = request.headers();
     // HTTP/2 has no per-field count in the h2 crate, and its list-size limit counts
     // 32 bytes per field on top, so both limits are checked here for every version.
-    if headers.len() > MAX_HEADERS {
-        return Err(Refusal::HeadersTooLarge);
-    }
-    if header_bytes(headers) > MAX_HEADER_BYTES {
+    let from_sidecar = headers.contains_key(crate::outbound::HOPS_HEADER);
+    let (fields, bytes) = match from_sidecar {
+        true => (MAX_HEADERS + MESH_FIELDS, MAX_HEADER_BYTES + MESH_BYTES),
+        false => (MAX_HEADERS, MAX_HEADER_BYTES),
+    };
+    if headers.len() > fields || header_bytes(headers) > bytes {
         return Err(Refusal::HeadersTooLarge);
     }
     // RFC 9110 §4.2.4 and RFC 9113 §8.3.1: userinfo in an http(s) authority is
     // malformed; `evil@orders` must not be read as a host by anyone downstream.
-    if request
+    let userinfo = request
         .uri()
         .authority()
         .is_some_and(|a| a.as_str().contains('@'))
+        || headers
+            .get_all(header::HOST)
+            .iter()
+            .any(|h| h.as_bytes().contains(&b'@'));
+    if userinfo {
+        return Err(Refusal::Malformed("userinfo in the request target or Host"));
+    }
+    // Methods are case-sensitive tokens (RFC 9110 §9.1); nginx refuses lower case,
+    // which no client sends but a scanner probing for parser differentials.
+    if request
+        .method()
+        .as_str()
+        .bytes()
+        .any(|b| b.is_ascii_lowercase())
     {
-        return Err(Refusal::Malformed("userinfo in the request target"));
+        return Err(Refusal::Malformed("lower-case letters in the method"));
     }
     if request.version() >= Version::HTTP_2 {
         return Ok(());
     }
-    if headers.get_all(header::TRANSFER_ENCODING).iter().count() > 1 {
+    let codings: Vec<_> = headers.get_all(header::TRANSFER_ENCODING).iter().collect();
+    if codings.len() > 1 {
         return Err(Refusal::Malformed("Transfer-Encoding repeated"));
+    }
+    // Only `chunked` is understood; a proxy that dropped another coding would pass
+    // the body on mislabelled (nginx answers 501 here, Envoy 501 too).
+    if codings
+        .first()
+        .is_some_and(|te| !te.as_bytes().trim_ascii().eq_ignore_ascii_case(b"chunked"))
+    {
+        return Err(Refusal::Malformed("Transfer-Encoding other than chunked"));
     }
     let lengths: Vec<_> = headers.get_all(header::CONTENT_LENGTH).iter().collect();
     if lengths.windows(2).any(|w| w[0] != w[1]) {
@@ -132,6 +163,40 @@ mod tests {
             )),
             Ok(())
         );
+    }
+
+    #[test]
+    fn mesh_headers_get_room_at_the_next_hop() {
+        let many: Vec<(String, String)> =
+            (0..102).map(|i| (format!("x-{i}"), "v".into())).collect();
+        let mut many: Vec<(&str, &str)> =
+            many.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+        assert_eq!(
+            check(&request(Version::HTTP_2, &many)),
+            Err(Refusal::HeadersTooLarge)
+        );
+        many.push(("graylane-hops", "1"));
+        assert_eq!(check(&request(Version::HTTP_2, &many)), Ok(()));
+    }
+
+    #[test]
+    fn only_chunked_is_a_transfer_coding() {
+        let te = |v| {
+            check(&request(
+                Version::HTTP_11,
+                &[("host", "a"), ("transfer-encoding", v)],
+            ))
+        };
+        assert_eq!(te("chunked"), Ok(()));
+        assert_eq!(te(" Chunked "), Ok(()));
+        assert!(te("gzip, chunked").is_err());
+        assert!(te("xchunked").is_err());
+    }
+
+    #[test]
+    fn userinfo_in_the_host_header_is_malformed() {
+        let r = request(Version::HTTP_11, &[("host", "evil@orders")]);
+        assert!(matches!(check(&r), Err(Refusal::Malformed(_))));
     }
 
     #[test]
