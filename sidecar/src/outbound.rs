@@ -303,8 +303,9 @@ impl Outbound {
         }
     }
 
-    /// Picks an instance and sends; after a connect failure of a retryable request,
-    /// once more on another instance.
+    /// Picks an instance and sends. A retryable (idempotent, body-less) request goes
+    /// again as its retry policy says; any other request goes once more only when its
+    /// first connection never came up (its body never left).
     async fn send<'r>(
         &self,
         route: &Route<'r>,
@@ -323,6 +324,8 @@ impl Outbound {
         // died) gets one retry of its own, whatever the policy: nothing was answered.
         let mut closed_retry = retry.is_some();
         let mut retries = 0;
+        // A request with a body: its head, and the way back to its body while unsent.
+        let mut unsent: Option<(Parts, proxy::Reclaim)> = None;
         loop {
             let mut rng = fastrand::Rng::new();
             let (instance, _in_flight) = self
@@ -337,10 +340,24 @@ impl Outbound {
                     let (head, body) = held
                         .take()
                         .ok_or_else(|| ProxyError::BadRequest("request already sent".into()))?;
+                    let (body, reclaim) = proxy::unsent(body);
+                    let (copy, _) = proxy::copy_head(&head).into_parts();
+                    unsent = Some((copy, reclaim));
                     Request::from_parts(head, body)
                 }
             };
             let outcome = self.clients.send(request, &instance.address, timeout).await;
+            if let (Err(SendError::Connect(_)), Some((head, reclaim))) = (&outcome, unsent.take())
+                && let Some(body) = reclaim.take()
+                && retries == 0
+            {
+                self.balancer.failed(&instance.address, Instant::now());
+                tracing::debug!(%service, instance = %instance.id, "not connected: sending elsewhere");
+                held = Some((head, body));
+                retries += 1;
+                avoid = Some(instance.address.clone());
+                continue;
+            }
             if matches!(outcome, Err(SendError::Connect(_) | SendError::Other(_))) {
                 self.balancer.failed(&instance.address, Instant::now());
             }

@@ -18,10 +18,12 @@ use hyper_util::rt::{TokioExecutor, TokioTimer};
 
 mod error;
 mod headers;
+mod unsent;
 pub mod upgrade;
 
 pub use self::error::ProxyError;
 pub use self::headers::strip_hop_by_hop;
+pub(crate) use self::unsent::{Reclaim, unsent};
 
 /// Every body the sidecar sends or receives.
 pub type Body = UnsyncBoxBody<Bytes, BoxError>;
@@ -160,6 +162,14 @@ fn closed_before_response(e: &hyper_util::client::legacy::Error) -> bool {
     while let Some(s) = source {
         if let Some(h) = s.downcast_ref::<hyper::Error>()
             && (h.is_incomplete_message() || h.is_canceled())
+        {
+            return true;
+        }
+        // RFC 9113 §8.7: a stream refused, or cut by the peer's GOAWAY, was not
+        // processed.
+        if let Some(h2) = s.downcast_ref::<h2::Error>()
+            && (h2.reason() == Some(h2::Reason::REFUSED_STREAM)
+                || h2.is_go_away() && h2.is_remote())
         {
             return true;
         }

@@ -374,3 +374,74 @@ fn a_multi_hop_loop_is_a_508_within_the_hop_limit() {
         "8 forwards (the hop limit), then the 9th arrival answered 508"
     );
 }
+
+/// An instance whose address swallows connection attempts (SYNs dropped, as for a
+/// node that vanished): the connect times out (2 s) and the next instance serves; the
+/// black hole is then ejected, so only the first request pays the wait.
+#[test]
+fn a_black_holed_instance_times_out_on_connect_and_the_next_serves() {
+    let ns = NetNs::create();
+    ns.enter();
+    let hole = TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    ns.iptables(&[
+        "-A",
+        "INPUT",
+        "-p",
+        "tcp",
+        "--dport",
+        &hole.port().to_string(),
+        "-j",
+        "DROP",
+    ]);
+    let dir = tempfile::tempdir().unwrap();
+    let cp = ControlPlane::start(dir.path(), &[]);
+    let url = cp.url();
+    let app = DemoApp::start(dir.path(), "orders", "v1", None);
+    let live = Sidecar::start(
+        dir.path(),
+        "orders-live",
+        &[
+            "--service",
+            "orders",
+            "--instance-id",
+            "orders-live",
+            "--app-addr",
+            &app.addr.to_string(),
+            "--control-plane",
+            &url,
+        ],
+    );
+    live.wait_ready();
+    let _hole = Sidecar::start(
+        dir.path(),
+        "orders-hole",
+        &[
+            "--service",
+            "orders",
+            "--instance-id",
+            "orders-hole",
+            "--advertise-addr",
+            &hole.to_string(),
+            "--control-plane",
+            &url,
+        ],
+    );
+    let client = Sidecar::start(
+        dir.path(),
+        "client",
+        &["--service", "client", "--control-plane", &url],
+    );
+    client.wait_ready();
+    client.wait_endpoints("orders", 2);
+    for i in 0..20 {
+        let (status, body) = raw(
+            client.outbound,
+            "GET / HTTP/1.1\r\nHost: orders\r\nConnection: close\r\n\r\n",
+        );
+        assert_eq!(status, 200, "GET {i}: {body}");
+    }
+    assert_eq!(requests_served(&app), 20);
+}

@@ -379,3 +379,96 @@ fn a_drain_ends_when_the_last_tunnel_closes() {
     );
     assert!(started.elapsed() < Duration::from_secs(10));
 }
+
+/// A free port on loopback that nothing listens on: connecting there is refused.
+fn closed_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+#[test]
+fn a_post_whose_connection_never_came_up_goes_to_another_instance() {
+    let dir = tempfile::tempdir().unwrap();
+    let cp = ControlPlane::start(dir.path(), &[]);
+    let app = DemoApp::start(dir.path(), "orders", "v1", None);
+    let _live = orders_sidecar(dir.path(), &cp, app.addr, &[]);
+    // A registered instance whose address refuses connections (its pod just died).
+    let dead = format!("127.0.0.1:{}", closed_port());
+    let _dead = Sidecar::start(
+        dir.path(),
+        "orders-dead",
+        &[
+            "--service",
+            "orders",
+            "--instance-id",
+            "orders-dead",
+            "--advertise-addr",
+            &dead,
+            "--control-plane",
+            &cp.url(),
+        ],
+    );
+    let client = Sidecar::start(
+        dir.path(),
+        "frontend",
+        &["--service", "frontend", "--control-plane", &cp.url()],
+    );
+    client.wait_ready();
+    client.wait_endpoints("orders", 2);
+    // Each POST picks one of the two at random until the dead one is ejected: with 20
+    // of them, the dead one is all but certainly tried (1 - 2^-20). Its body never
+    // left, so it goes to the live instance, whole.
+    for i in 0..20 {
+        let body = format!("order number {i}");
+        let (status, response) = raw(
+            client.outbound,
+            &format!(
+                "POST /orders HTTP/1.1\r\nHost: orders\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                body.len()
+            ),
+        );
+        assert_eq!(status, 200, "POST {i}: {response}");
+        assert!(
+            response.contains(&format!("\"received\":{}", body.len())),
+            "{response}"
+        );
+    }
+}
+
+#[test]
+fn a_slow_upstream_gets_504_and_its_request_is_cancelled() {
+    let dir = tempfile::tempdir().unwrap();
+    let cp = ControlPlane::start(dir.path(), &[]);
+    // An app that reads a request and never answers; it notes when the sidecar
+    // gives up on the connection.
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let app = listener.local_addr().unwrap();
+    let closed = Arc::new(AtomicUsize::new(0));
+    let seen = Arc::clone(&closed);
+    std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            let Ok(mut stream) = stream else { return };
+            let seen = Arc::clone(&seen);
+            std::thread::spawn(move || {
+                let mut buf = [0u8; 4096];
+                while let Ok(n) = stream.read(&mut buf) {
+                    if n == 0 {
+                        break;
+                    }
+                }
+                seen.fetch_add(1, Ordering::SeqCst);
+            });
+        }
+    });
+    let orders = orders_sidecar(dir.path(), &cp, app, &["--upstream-timeout", "500ms"]);
+    let (status, body) = get(orders.inbound);
+    assert_eq!(status, 504, "{body}");
+    eventually(
+        Duration::from_secs(5),
+        "the upstream connection to be closed",
+        || (closed.load(Ordering::SeqCst) == 1).then_some(()),
+    );
+}
