@@ -472,3 +472,56 @@ fn a_slow_upstream_gets_504_and_its_request_is_cancelled() {
         || (closed.load(Ordering::SeqCst) == 1).then_some(()),
     );
 }
+
+/// An app that answers with `head` and `partial` bytes of its body, then dies.
+fn dying_app(answer: &'static [u8]) -> SocketAddr {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            let Ok(mut stream) = stream else { return };
+            let mut buf = [0u8; 4096];
+            let _ = stream.read(&mut buf);
+            let _ = stream.write_all(answer);
+            let _ = stream.shutdown(std::net::Shutdown::Both);
+        }
+    });
+    addr
+}
+
+#[test]
+fn an_upstream_dying_mid_body_is_never_a_complete_answer() {
+    let dir = tempfile::tempdir().unwrap();
+    let cp = ControlPlane::start(dir.path(), &[]);
+    for (framing, answer) in [
+        (
+            "content-length",
+            &b"HTTP/1.1 200 OK\r\nContent-Length: 1000\r\n\r\nonly the first bytes"[..],
+        ),
+        (
+            "chunked",
+            &b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n14\r\nonly the first bytes\r\n"
+                [..],
+        ),
+    ] {
+        let app = dying_app(answer);
+        let mut orders = orders_sidecar(dir.path(), &cp, app, &[]);
+        let (status, response) = raw(orders.inbound, "GET / HTTP/1.1\r\nHost: orders\r\n\r\n");
+        assert_eq!(status, 200, "{framing}: the head had gone out: {response}");
+        let (head, body) = response.split_once("\r\n\r\n").unwrap();
+        let head = head.to_ascii_lowercase();
+        if head.contains("content-length: 1000") {
+            assert!(body.len() < 1000, "{framing}: {response:?}");
+        } else {
+            assert!(
+                head.contains("transfer-encoding: chunked"),
+                "{framing}: {head}"
+            );
+            assert!(
+                !body.ends_with("0\r\n\r\n"),
+                "{framing}: a truncated body must not end like a complete one: {body:?}"
+            );
+        }
+        orders.proc.kill();
+    }
+}
