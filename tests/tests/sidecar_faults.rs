@@ -525,3 +525,73 @@ fn an_upstream_dying_mid_body_is_never_a_complete_answer() {
         orders.proc.kill();
     }
 }
+
+/// SIGTERM with an HTTP/2 client connected: its request in flight is answered, and the
+/// connection gets a GOAWAY, so the client opens no new stream on it.
+#[test]
+fn a_drain_answers_http2_in_flight_and_sends_goaway() {
+    let dir = tempfile::tempdir().unwrap();
+    let cp = ControlPlane::start(dir.path(), &[]);
+    let app = DemoApp::start(dir.path(), "orders", "v1", None);
+    let mut orders = orders_sidecar(dir.path(), &cp, app.addr, &["--drain-timeout", "10s"]);
+    let inbound = orders.inbound;
+    // A worker thread drives the connection between the test's steps.
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .unwrap();
+    let (client, in_flight) = runtime.block_on(async {
+        let tcp = tokio::net::TcpStream::connect(inbound).await.unwrap();
+        let (client, connection) = h2::client::handshake(tcp).await.unwrap();
+        tokio::spawn(connection);
+        let mut client = client.ready().await.unwrap();
+        let request = http::Request::builder()
+            .uri("http://orders/slow")
+            .header("x-demo-delay-ms", "1500")
+            .body(())
+            .unwrap();
+        let (response, _) = client.send_request(request, true).unwrap();
+        (client, response)
+    });
+    eventually(
+        Duration::from_secs(10),
+        "the request to be in flight",
+        || {
+            app.proc
+                .log_text()
+                .contains("request GET /slow")
+                .then_some(())
+        },
+    );
+    orders.proc.signal(libc::SIGTERM);
+    runtime.block_on(async {
+        let response = in_flight.await.unwrap();
+        assert_eq!(response.status(), 200, "the in-flight stream is answered");
+        // After the GOAWAY the connection takes no new stream.
+        let refused = tokio::time::timeout(Duration::from_secs(10), async {
+            match client.ready().await {
+                Err(e) => Some(e),
+                Ok(mut ready) => {
+                    let request = http::Request::builder()
+                        .uri("http://orders/late")
+                        .body(())
+                        .unwrap();
+                    match ready.send_request(request, true) {
+                        Err(e) => Some(e),
+                        Ok((response, _)) => response.await.err(),
+                    }
+                }
+            }
+        })
+        .await
+        .unwrap();
+        let error = refused.expect("a new stream after the drain began must not be served");
+        assert!(
+            error.is_go_away() || error.is_io() || error.reason().is_some(),
+            "{error:?}"
+        );
+    });
+    assert!(orders.proc.terminate(Duration::from_secs(15)).success());
+    assert!(!app.proc.log_text().contains("/late"));
+}

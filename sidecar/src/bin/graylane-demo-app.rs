@@ -85,7 +85,8 @@ async fn main() -> anyhow::Result<()> {
                 let (args, client, outbound) = (args.clone(), client.clone(), outbound.clone());
                 async move { Ok::<_, Infallible>(handle(&args, outbound, &client, req).await) }
             });
-            let _ = hyper::server::conn::http1::Builder::new()
+            // HTTP/1.1 and HTTP/2 (prior knowledge), as a gRPC-capable app would.
+            let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
                 .serve_connection(TokioIo::new(stream), service)
                 .await;
         });
