@@ -16,11 +16,13 @@ use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::{HttpConnector, capture_connection};
 use hyper_util::rt::{TokioExecutor, TokioTimer};
 
+mod coalesce;
 mod error;
 mod headers;
 mod unsent;
 pub mod upgrade;
 
+use self::coalesce::Coalesce;
 pub use self::error::ProxyError;
 pub use self::headers::strip_hop_by_hop;
 pub(crate) use self::unsent::{Reclaim, unsent};
@@ -29,9 +31,9 @@ pub(crate) use self::unsent::{Reclaim, unsent};
 pub type Body = UnsyncBoxBody<Bytes, BoxError>;
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
-/// A streamed body, boxed.
+/// A streamed body, boxed, its ready frames merged (see `coalesce`).
 pub fn boxed(body: Incoming) -> Body {
-    body.map_err(Into::into).boxed_unsync()
+    Coalesce::new(body).boxed_unsync()
 }
 
 /// An empty body (for retries of body-less requests and for errors).
@@ -40,6 +42,14 @@ pub fn empty() -> Body {
         .map_err(|e| match e {})
         .boxed_unsync()
 }
+
+/// HTTP/2 flow-control windows, on both sides of the proxy. h2 allows unread frames
+/// under 256 bytes a budget of half the connection window; a stream's window at most
+/// 0.137 of it keeps one stream of 55-byte frames (gRPC's small messages) within it
+/// even when fully backed up, and 64 KiB / 4 MiB leaves room for about nine such
+/// streams. 4 MiB also bounds what one connection can make the sidecar hold.
+pub(crate) const H2_STREAM_WINDOW: u32 = 64 * 1024;
+pub(crate) const H2_CONNECTION_WINDOW: u32 = 4 * 1024 * 1024;
 
 /// How long an idle pooled upstream connection is kept. Shorter than every server's
 /// idle timeout it meets — a peer sidecar's header-read timeout (10 s), Node.js's
@@ -68,7 +78,9 @@ impl Clients {
         let http1 = builder.build(connector.clone());
         builder
             .http2_only(true)
-            .http2_keep_alive_interval(Duration::from_secs(30));
+            .http2_keep_alive_interval(Duration::from_secs(30))
+            .http2_initial_stream_window_size(H2_STREAM_WINDOW)
+            .http2_initial_connection_window_size(H2_CONNECTION_WINDOW);
         let http2 = builder.build(connector);
         Self { http1, http2 }
     }

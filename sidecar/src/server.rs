@@ -30,7 +30,7 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{Notify, watch};
 
 use crate::metrics::Connections;
-use crate::proxy::{Body, ProxyError};
+use crate::proxy::{Body, H2_CONNECTION_WINDOW, H2_STREAM_WINDOW, ProxyError};
 use crate::transparent::{OriginalDst, Transparent};
 
 mod accept;
@@ -39,7 +39,7 @@ mod stall;
 
 pub(crate) use self::accept::Acceptor;
 use self::checks::Refusal;
-pub(crate) use self::checks::{MAX_HEADER_BYTES, MAX_HEADERS, MESH_FIELDS};
+pub(crate) use self::checks::{MAX_HEADER_BYTES, MAX_HEADERS, MESH_BYTES, MESH_FIELDS};
 use self::stall::SendTimeout;
 
 /// Connection limits of a listener.
@@ -188,9 +188,15 @@ fn builder(limits: &Limits) -> auto::Builder<TokioExecutor> {
         .http2()
         .timer(TokioTimer::new())
         .max_concurrent_streams(MAX_CONCURRENT_STREAMS)
+        .initial_stream_window_size(H2_STREAM_WINDOW)
+        .initial_connection_window_size(H2_CONNECTION_WINDOW)
         .keep_alive_interval(H2_KEEP_ALIVE_INTERVAL)
         .keep_alive_timeout(H2_KEEP_ALIVE_TIMEOUT)
-        .max_header_list_size(u32::try_from(2 * MAX_HEADER_BYTES).unwrap_or(u32::MAX));
+        // h2 counts 32 bytes a field on top; `checks` holds clients to 64 KiB exactly.
+        .max_header_list_size(
+            u32::try_from(MAX_HEADER_BYTES + MESH_BYTES + 32 * (MAX_HEADERS + MESH_FIELDS))
+                .unwrap_or(u32::MAX),
+        );
     builder
 }
 

@@ -16,6 +16,7 @@ use std::time::{Duration, Instant};
 
 pub mod docs;
 pub mod etcd;
+pub mod h2raw;
 pub mod netns;
 pub mod otlp;
 pub mod pods;

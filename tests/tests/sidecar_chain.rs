@@ -235,9 +235,12 @@ fn graylane_debug_returns_the_hop_trail_in_hop_order() {
     .assert_ok();
     let url = cp.url();
     let frontend = start(dir.path(), &url, "frontend", "v1", Some("orders"));
-    let _orders = start(dir.path(), &url, "orders", "v2", Some("payments"));
+    let orders = start(dir.path(), &url, "orders", "v2", Some("payments"));
     let _payments = start(dir.path(), &url, "payments", "v1", None);
     frontend.sidecar.wait_endpoints("orders", 1);
+    // orders calls payments: its sidecar must know payments too, or the last hop is
+    // a 502 and the trail ends at orders.
+    orders.sidecar.wait_endpoints("payments", 1);
     let (status, head, body) = get(
         frontend.sidecar.inbound,
         &[

@@ -37,7 +37,7 @@ impl Refusal {
 /// `gray-publish`, `graylane-hops`): a request a client sent within the limits must
 /// stay within them at the next sidecar.
 pub(crate) const MESH_FIELDS: usize = 4;
-const MESH_BYTES: usize = 2 * 1024;
+pub(crate) const MESH_BYTES: usize = 2 * 1024;
 
 /// Checks one request head.
 pub(crate) fn check<B>(request: &Request<B>) -> Result<(), Refusal> {

@@ -57,12 +57,29 @@ pub fn from_header(headers: &HeaderMap) -> HeaderTag {
         .map_or(HeaderTag::Invalid, HeaderTag::Valid)
 }
 
-/// The `gray-publish` entry of the W3C `baggage` header(s).
+/// The `gray-publish` entry of the W3C `baggage` header(s), as [`tag_from_baggage`]
+/// reads it.
+///
+/// Several `baggage` field lines are one list (RFC 9110 §5.3), so they are read as
+/// their comma-joined value: entries that disagree across lines are no tag, as they
+/// are within one line. A line that is not visible ASCII makes the list unreadable
+/// (no tag), as the same bytes in a single line do.
 pub fn from_baggage(headers: &HeaderMap) -> Option<Tag> {
-    headers
+    let mut lines = headers
         .get_all(http::header::HeaderName::from_static("baggage"))
-        .iter()
-        .find_map(|v| v.to_str().ok().and_then(tag_from_baggage))
+        .iter();
+    let first = lines.next()?.to_str().ok()?;
+    let Some(second) = lines.next() else {
+        // The usual case: one line, read in place.
+        return tag_from_baggage(first);
+    };
+    // Bounded: the whole header block is at most 64 KiB (`server::checks::MAX_HEADER_BYTES`).
+    let mut joined = first.to_owned();
+    for line in std::iter::once(second).chain(lines) {
+        joined.push(',');
+        joined.push_str(line.to_str().ok()?);
+    }
+    tag_from_baggage(&joined)
 }
 
 /// The W3C trace id of the request's `traceparent`, if valid.
@@ -80,9 +97,17 @@ pub struct View<'a> {
     pub source_ip: Option<IpAddr>,
 }
 
+/// What [`View::header`] answers for a value that is not UTF-8: the character that
+/// stands for undecodable input, which no `exact` or `prefix` of a real value equals.
+const NOT_TEXT: &str = "\u{FFFD}";
+
 impl RequestView for View<'_> {
     fn header(&self, name: &str) -> Option<&str> {
-        self.parts.headers.get(name)?.to_str().ok()
+        // Presence must not depend on the bytes: a value with obs-text (RFC 9110 §5.5)
+        // is still there for `present`/`absent`. UTF-8 is read as the text it is; other
+        // bytes cannot be a `&str`, so they stand as NOT_TEXT (never a panic).
+        let value = self.parts.headers.get(name)?;
+        Some(std::str::from_utf8(value.as_bytes()).unwrap_or(NOT_TEXT))
     }
 
     fn cookie(&self, name: &str) -> Option<&str> {
@@ -121,6 +146,9 @@ impl RequestView for View<'_> {
 
 #[cfg(test)]
 mod tests {
+    use graylane_routing::{Pattern, RoutingTable, RuleSet, StringMatch};
+    use http::{HeaderName, HeaderValue};
+
     use super::*;
 
     fn headers(pairs: &[(&str, &str)]) -> HeaderMap {
@@ -182,5 +210,110 @@ mod tests {
         ]);
         assert_eq!(from_baggage(&h), Tag::parse("blue"));
         assert_eq!(trace_id(&h).map(|t| t[0]), Some(0x4b));
+    }
+
+    /// Headers from raw bytes, which `headers` cannot build (`&str` values).
+    fn raw_headers(pairs: &[(&str, &[u8])]) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        for (k, v) in pairs {
+            h.append(
+                HeaderName::from_bytes(k.as_bytes()).unwrap(),
+                HeaderValue::from_bytes(v).unwrap(),
+            );
+        }
+        h
+    }
+
+    #[test]
+    fn two_baggage_headers_read_as_one_list() {
+        let gray = Tag::parse("gray");
+        for (lines, want) in [
+            (&["gray-publish=gray", "gray-publish=blue"][..], None),
+            (
+                &["gray-publish=gray", "a=1, Gray-Publish=gray"],
+                gray.clone(),
+            ),
+            (&["a=1", "gray-publish=gray;p"], gray),
+            (&["gray-publish=%zz", "gray-publish=gray"], None),
+            (&["a=1", "b=2", "gray-publish=blue"], Tag::parse("blue")),
+        ] {
+            let split: Vec<_> = lines.iter().map(|l| ("baggage", *l)).collect();
+            assert_eq!(from_baggage(&headers(&split)), want, "{lines:?}");
+            let joined = headers(&[("baggage", &lines.join(","))]);
+            assert_eq!(from_baggage(&joined), want, "{lines:?} in one line");
+        }
+    }
+
+    #[test]
+    fn a_baggage_line_that_is_not_ascii_makes_the_list_unreadable() {
+        let split = raw_headers(&[("baggage", b"gray-publish=gray"), ("baggage", b"x=\xff")]);
+        let joined = raw_headers(&[("baggage", b"gray-publish=gray,x=\xff")]);
+        assert_eq!(from_baggage(&split), None);
+        assert_eq!(from_baggage(&joined), None);
+    }
+
+    fn parts(headers: HeaderMap) -> Parts {
+        let mut req = http::Request::new(());
+        *req.headers_mut() = headers;
+        req.into_parts().0
+    }
+
+    #[test]
+    fn a_header_with_non_utf8_bytes_is_present() {
+        let parts = parts(raw_headers(&[("x-user", b"gr\xffy")]));
+        let view = View {
+            parts: &parts,
+            source_ip: None,
+        };
+        let value = view.header("x-user");
+        assert!(StringMatch::Present.matches(value));
+        assert!(!StringMatch::Absent.matches(value));
+        let lossy = String::from_utf8_lossy(b"gr\xffy").into_owned();
+        for m in [
+            StringMatch::Exact(lossy),
+            StringMatch::Exact("gray".into()),
+            StringMatch::Prefix("gr".into()),
+            StringMatch::Regex(Pattern::new("gr.*y").unwrap()),
+        ] {
+            assert!(!m.matches(value), "{m:?}");
+        }
+    }
+
+    #[test]
+    fn a_tag_policy_sees_a_non_utf8_header_as_present() {
+        let yaml = "apiVersion: graylane.io/v1
+kind: TagPolicy
+metadata: {name: edge}
+spec:
+  services: [frontend]
+  rules:
+    - {tag: anon, match: {headers: {x-user: {absent: true}}}}
+    - {tag: known, match: {headers: {x-user: {present: true}}}}
+";
+        let table = RoutingTable::build(&RuleSet::from_yaml("t.yaml", yaml).unwrap(), vec![]);
+        for (headers, want) in [
+            (raw_headers(&[("X-User", b"\xe9\xff")]), "known"),
+            (raw_headers(&[("x-user", b"alice")]), "known"),
+            (raw_headers(&[("x-other", b"\xff")]), "anon"),
+        ] {
+            let parts = parts(headers);
+            let view = View {
+                parts: &parts,
+                source_ip: None,
+            };
+            let got = table.inbound_tag("frontend", None, &view).tag;
+            assert_eq!(got, Tag::parse(want), "{:?}", parts.headers);
+        }
+    }
+
+    #[test]
+    fn a_utf8_header_value_is_read_as_text() {
+        let parts = parts(raw_headers(&[("x-user", "zoë".as_bytes())]));
+        let view = View {
+            parts: &parts,
+            source_ip: None,
+        };
+        assert_eq!(view.header("x-user"), Some("zoë"));
+        assert!(StringMatch::Exact("zoë".into()).matches(view.header("x-user")));
     }
 }
