@@ -59,6 +59,8 @@ pub struct Connections {
     pub accept_errors: AtomicU64,
     /// Closed for sending no complete request head within the header-read timeout.
     pub header_timeouts: AtomicU64,
+    /// Closed for cancelling most of their requests before the answer (rapid reset).
+    pub reset_abuse: AtomicU64,
 }
 
 /// Counts a request as in flight until dropped.
@@ -148,7 +150,7 @@ impl Metrics {
             ("inbound", &self.inbound_connections),
             ("outbound", &self.outbound_connections),
         ];
-        let counters: [(&str, &str, fn(&Connections) -> &AtomicU64); 4] = [
+        let counters: [(&str, &str, fn(&Connections) -> &AtomicU64); 5] = [
             (
                 "graylane_connections_accepted_total",
                 "Connections accepted.",
@@ -168,6 +170,11 @@ impl Metrics {
                 "graylane_header_timeouts_total",
                 "Connections closed for no complete request head within --header-read-timeout.",
                 |c| &c.header_timeouts,
+            ),
+            (
+                "graylane_connections_reset_abuse_total",
+                "Connections closed for cancelling most of their requests before the answer (rapid reset).",
+                |c| &c.reset_abuse,
             ),
         ];
         for (name, help, field) in counters {

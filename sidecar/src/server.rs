@@ -18,7 +18,7 @@ use std::convert::Infallible;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::time::Duration;
 
 use http::{Request, Response};
@@ -127,19 +127,23 @@ pub async fn serve<H: Handler>(
                 return;
             }
             let seen = Arc::new(AtomicBool::new(false));
+            let resets = Arc::new(Resets::default());
             let service = {
-                let seen = Arc::clone(&seen);
+                let (seen, resets) = (Arc::clone(&seen), Arc::clone(&resets));
                 hyper::service::service_fn(move |mut request: Request<Incoming>| {
                     seen.store(true, Ordering::Relaxed);
                     let handler = Arc::clone(&handler);
                     if let Some(to) = original {
                         request.extensions_mut().insert(OriginalDst(to));
                     }
+                    let mut answering = Answering::new(Arc::clone(&resets));
                     async move {
-                        Ok::<_, Infallible>(match checks::check(&request) {
+                        let response = match checks::check(&request) {
                             Ok(()) => handler.handle(peer, request).await,
                             Err(refusal) => refuse(&refusal),
-                        })
+                        };
+                        answering.done();
+                        Ok::<_, Infallible>(response)
                     }
                 })
             };
@@ -159,6 +163,10 @@ pub async fn serve<H: Handler>(
                 () = no_first_head => {
                     counters.header_timeouts.fetch_add(1, Ordering::Relaxed);
                     tracing::debug!(%peer, "no request head within the header-read timeout; closed");
+                }
+                () = resets.abusive.notified() => {
+                    counters.reset_abuse.fetch_add(1, Ordering::Relaxed);
+                    tracing::warn!(%peer, "closed: the client cancels most of its requests (rapid reset)");
                 }
             }
         });
@@ -238,6 +246,58 @@ fn refuse(refusal: &Refusal) -> Response<Body> {
     };
     debug_assert_eq!(error.status(), refusal.status());
     error.into_response()
+}
+
+/// Rapid reset of accepted streams (CVE-2023-44487): h2 limits resets of streams not
+/// yet handed over, but a client can let each request reach the app and cancel it
+/// then, costing a request's work each time. As Envoy does (its
+/// `premature_reset_total_stream_count`), a connection whose client has cancelled at
+/// least half of its requests before their answer, once it has sent
+/// `PREMATURE_RESET_MIN`, is closed.
+const PREMATURE_RESET_MIN: u64 = 500;
+
+#[derive(Default)]
+struct Resets {
+    requests: AtomicU64,
+    premature: AtomicU64,
+    abusive: Notify,
+}
+
+/// One request until its answer; dropped unanswered, it was cancelled by the client.
+struct Answering {
+    resets: Arc<Resets>,
+    answered: bool,
+}
+
+impl Answering {
+    fn new(resets: Arc<Resets>) -> Self {
+        resets.requests.fetch_add(1, Ordering::Relaxed);
+        Self {
+            resets,
+            answered: false,
+        }
+    }
+}
+
+impl Answering {
+    /// The answer is ready: not a cancellation. (A method, so the async block that
+    /// calls it owns the whole guard, not only its field.)
+    fn done(&mut self) {
+        self.answered = true;
+    }
+}
+
+impl Drop for Answering {
+    fn drop(&mut self) {
+        if self.answered {
+            return;
+        }
+        let premature = self.resets.premature.fetch_add(1, Ordering::Relaxed) + 1;
+        let requests = self.resets.requests.load(Ordering::Relaxed);
+        if requests >= PREMATURE_RESET_MIN && premature * 2 >= requests {
+            self.resets.abusive.notify_one();
+        }
+    }
 }
 
 /// Counts tasks (tunnels) the drain waits for.

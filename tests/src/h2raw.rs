@@ -465,6 +465,11 @@ impl Conn {
             .map(|f| f.goaway())
     }
 
+    /// Whether the server has closed its side (seen by a read).
+    pub fn is_eof(&self) -> bool {
+        self.eof
+    }
+
     /// Reads and discards everything (unparsed) until the server closes the
     /// connection (true) or `within` passes (false).
     pub fn closed(&mut self, within: Duration) -> bool {
