@@ -208,4 +208,40 @@ mod tests {
             .unwrap();
         assert!(matches!(check(&r), Err(Refusal::Malformed(_))));
     }
+
+    proptest::proptest! {
+        // Few cases of large heads: each is up to 130 fields of 4 KiB.
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(32))]
+
+        /// Whatever a client sends that hyper lets through, the checks answer without
+        /// panicking, and the limits are exactly the spec's.
+        #[test]
+        fn the_checks_match_the_limits_for_any_head(
+            fields in proptest::collection::vec(
+                ("[a-z][a-z0-9-]{0,20}", proptest::collection::vec(0x20u8..0x7f, 0..4096)),
+                0..130,
+            ),
+            http2 in proptest::bool::ANY,
+            method in "[A-Za-z]{1,8}",
+        ) {
+            let mut builder = Request::builder()
+                .method(method.as_str())
+                .uri("/")
+                .version(if http2 { Version::HTTP_2 } else { Version::HTTP_11 });
+            builder = builder.header("host", "orders");
+            for (name, value) in &fields {
+                builder = builder.header(name.as_str(), value.as_slice());
+            }
+            let request = builder.body(()).unwrap();
+            let headers = request.headers();
+            let too_large = headers.len() > MAX_HEADERS || header_bytes(headers) > MAX_HEADER_BYTES;
+            let result = check(&request);
+            if too_large && !headers.contains_key(crate::outbound::HOPS_HEADER) {
+                proptest::prop_assert_eq!(&result, &Err(Refusal::HeadersTooLarge));
+            }
+            if result == Err(Refusal::HeadersTooLarge) {
+                proptest::prop_assert!(too_large);
+            }
+        }
+    }
 }
