@@ -112,19 +112,33 @@ fn killing_an_instance_under_load_fails_no_idempotent_request() {
     client.wait_ready();
     client.wait_endpoints("orders", 2);
     let outbound = client.outbound;
-    let mut failures = Vec::new();
-    for i in 0..300 {
-        if i == 100 {
-            o2.proc.kill(); // its inbound now refuses connections; discovery learns later
+    // Four clients at once, each request held 10 ms by the app, so requests are in
+    // flight at orders-2 when it dies: they are reset mid-request, not only refused.
+    let done = std::sync::atomic::AtomicUsize::new(0);
+    let failures = std::sync::Mutex::new(Vec::new());
+    std::thread::scope(|scope| {
+        for _ in 0..4 {
+            scope.spawn(|| {
+                for _ in 0..100 {
+                    let (code, body) = get(outbound, "orders", "x-demo-delay-ms: 10\r\n");
+                    let i = done.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                    if code != 200 {
+                        failures.lock().unwrap().push((i, code, body));
+                    }
+                }
+            });
         }
-        let (code, body) = get(outbound, "orders", "");
-        if code != 200 {
-            failures.push((i, code, body));
-        }
-    }
+        eventually(Duration::from_secs(30), "100 requests answered", || {
+            (done.load(std::sync::atomic::Ordering::SeqCst) >= 100).then_some(())
+        });
+        // Its inbound now resets what it holds and refuses new connections;
+        // discovery learns of it later.
+        o2.proc.kill();
+    });
+    let failures = failures.into_inner().unwrap();
     assert!(
         failures.is_empty(),
-        "{} of 300 GETs failed, first: {:?}",
+        "{} of 400 GETs failed, first: {:?}",
         failures.len(),
         failures.first()
     );
