@@ -1,0 +1,218 @@
+//! HTTP/2 clients and upstreams at the edges of a request's life, with real processes:
+//!
+//! - an upstream that dies mid-response: the HTTP/2 client gets RST_STREAM, never a
+//!   stream ended as if complete;
+//! - an upstream that answers a request with GOAWAY before processing it: the request
+//!   goes again, on a new connection, and the client never sees it fail;
+//! - a POST whose body reached the upstream is never sent twice.
+
+#![allow(clippy::unwrap_used)]
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpListener};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use bytes::Bytes;
+use graylane_tests::{ControlPlane, Sidecar};
+
+fn runtime() -> tokio::runtime::Runtime {
+    // A worker thread drives connections between the test's steps.
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .unwrap()
+}
+
+fn orders(dir: &std::path::Path, cp: &ControlPlane, app: SocketAddr) -> Sidecar {
+    let (app, url) = (app.to_string(), cp.url());
+    let s = Sidecar::start(
+        dir,
+        "orders-1",
+        &[
+            "--service",
+            "orders",
+            "--instance-id",
+            "orders-1",
+            "--app-addr",
+            &app,
+            "--control-plane",
+            &url,
+        ],
+    );
+    s.wait_ready();
+    s
+}
+
+/// Sends GET `path` over a new HTTP/2 connection to `addr`; the status, and the body
+/// or the error that ended it.
+async fn h2_get(addr: SocketAddr, path: &str) -> (u16, Result<Bytes, h2::Error>) {
+    let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let (client, connection) = h2::client::handshake(tcp).await.unwrap();
+    tokio::spawn(connection);
+    let mut client = client.ready().await.unwrap();
+    let request = http::Request::builder()
+        .uri(format!("http://orders{path}"))
+        .body(())
+        .unwrap();
+    let (response, _) = client.send_request(request, true).unwrap();
+    let response = response.await.unwrap();
+    let status = response.status().as_u16();
+    let mut body = response.into_body();
+    let mut all = Vec::new();
+    while let Some(chunk) = body.data().await {
+        match chunk {
+            Ok(data) => {
+                let _ = body.flow_control().release_capacity(data.len());
+                all.extend_from_slice(&data);
+            }
+            Err(e) => return (status, Err(e)),
+        }
+    }
+    (status, Ok(Bytes::from(all)))
+}
+
+#[test]
+fn an_upstream_dying_mid_response_resets_the_http2_stream() {
+    let dir = tempfile::tempdir().unwrap();
+    let cp = ControlPlane::start(dir.path(), &[]);
+    // An HTTP/2 app that sends its head and part of its body, then dies.
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    listener.set_nonblocking(true).unwrap();
+    let app = listener.local_addr().unwrap();
+    std::thread::spawn(move || {
+        runtime().block_on(async move {
+            let listener = tokio::net::TcpListener::from_std(listener).unwrap();
+            loop {
+                let Ok((tcp, _)) = listener.accept().await else {
+                    return;
+                };
+                tokio::spawn(async move {
+                    let Ok(mut conn) = h2::server::handshake(tcp).await else {
+                        return;
+                    };
+                    let Some(Ok((_, mut respond))) = conn.accept().await else {
+                        return;
+                    };
+                    let response = http::Response::builder()
+                        .status(200)
+                        .header("content-length", "1000")
+                        .body(())
+                        .unwrap();
+                    let mut body = respond.send_response(response, false).unwrap();
+                    let _ = body.send_data(Bytes::from_static(b"only the first bytes"), false);
+                    // Flush what was sent, then the connection (the process) is gone.
+                    let _ = tokio::time::timeout(Duration::from_millis(200), conn.accept()).await;
+                });
+            }
+        });
+    });
+    let orders = orders(dir.path(), &cp, app);
+    let (status, body) = runtime().block_on(h2_get(orders.inbound, "/"));
+    assert_eq!(status, 200, "the head had gone out");
+    let error = body.expect_err("a truncated body must not end as if complete");
+    assert!(error.is_reset(), "{error:?}");
+}
+
+/// An HTTP/2 app that answers its first connection with GOAWAY before taking any
+/// stream, then serves every later connection. Counts the requests it served.
+fn goaway_then_serve() -> (SocketAddr, Arc<AtomicUsize>) {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    listener.set_nonblocking(true).unwrap();
+    let addr = listener.local_addr().unwrap();
+    let served = Arc::new(AtomicUsize::new(0));
+    let count = Arc::clone(&served);
+    std::thread::spawn(move || {
+        runtime().block_on(async move {
+            let listener = tokio::net::TcpListener::from_std(listener).unwrap();
+            let mut first = true;
+            loop {
+                let Ok((tcp, _)) = listener.accept().await else {
+                    return;
+                };
+                let refuse = std::mem::take(&mut first);
+                let count = Arc::clone(&count);
+                tokio::spawn(async move {
+                    let Ok(mut conn) = h2::server::handshake(tcp).await else {
+                        return;
+                    };
+                    if refuse {
+                        // Last processed stream 0: nothing on it was processed.
+                        conn.abrupt_shutdown(h2::Reason::NO_ERROR);
+                        while conn.accept().await.is_some() {}
+                        return;
+                    }
+                    while let Some(Ok((_, mut respond))) = conn.accept().await {
+                        count.fetch_add(1, Ordering::SeqCst);
+                        let response = http::Response::builder().status(200).body(()).unwrap();
+                        let _ = respond.send_response(response, true);
+                    }
+                });
+            }
+        });
+    });
+    (addr, served)
+}
+
+#[test]
+fn a_request_the_upstream_refused_with_goaway_goes_again() {
+    let dir = tempfile::tempdir().unwrap();
+    let cp = ControlPlane::start(dir.path(), &[]);
+    let (app, served) = goaway_then_serve();
+    let orders = orders(dir.path(), &cp, app);
+    let (status, body) = runtime().block_on(h2_get(orders.inbound, "/"));
+    assert_eq!(status, 200, "{body:?}");
+    assert_eq!(served.load(Ordering::SeqCst), 1);
+}
+
+#[test]
+fn a_post_whose_body_reached_the_upstream_is_never_sent_twice() {
+    let dir = tempfile::tempdir().unwrap();
+    let cp = ControlPlane::start(dir.path(), &[]);
+    // Reads the whole request, then dies without answering.
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let app = listener.local_addr().unwrap();
+    let received = Arc::new(AtomicUsize::new(0));
+    let count = Arc::clone(&received);
+    std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            let Ok(mut stream) = stream else { return };
+            let mut data = Vec::new();
+            let mut buf = [0u8; 4096];
+            while !data.ends_with(b"the order") {
+                match stream.read(&mut buf) {
+                    Ok(0) | Err(_) => break,
+                    Ok(n) => data.extend_from_slice(&buf[..n]),
+                }
+            }
+            count.fetch_add(1, Ordering::SeqCst);
+            drop(stream);
+        }
+    });
+    let orders = orders(dir.path(), &cp, app);
+    let client = Sidecar::start(
+        dir.path(),
+        "frontend",
+        &["--service", "frontend", "--control-plane", &cp.url()],
+    );
+    client.wait_ready();
+    client.wait_endpoints("orders", 1);
+    let mut stream = std::net::TcpStream::connect(client.outbound).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    stream
+        .write_all(b"POST /orders HTTP/1.1\r\nHost: orders\r\nContent-Length: 9\r\nConnection: close\r\n\r\nthe order")
+        .unwrap();
+    let mut response = String::new();
+    let _ = stream.read_to_string(&mut response);
+    assert!(response.starts_with("HTTP/1.1 502"), "{response}");
+    assert_eq!(
+        received.load(Ordering::SeqCst),
+        1,
+        "the app got the POST once: it is not retried"
+    );
+    drop(orders);
+}
