@@ -209,6 +209,12 @@ impl Admin {
             c.connects.load(Ordering::Relaxed),
         );
         one(
+            "graylane_sidecar_cache_rejected_total",
+            "counter",
+            "Snapshot cache files ignored at start: unreadable, failing their integrity check, of an older format, or with rules this sidecar rejects.",
+            c.cache_rejected.load(Ordering::Relaxed),
+        );
+        one(
             "graylane_spans_exported_total",
             "counter",
             "Spans the OTLP endpoint accepted.",

@@ -3,11 +3,16 @@
 //!
 //! ```text
 //!  connect (each --control-plane URL in turn, jittered backoff)
-//!    └► Hello ─► parts ─► Received::after ─► RuleSet::from_yaml + RoutingTable::build
-//!                                              ├─ ok:  swap Routes, write cache, ACK
-//!                                              └─ err: keep Routes, NACK(reason)
+//!    └► Hello ─► parts ─► blocking pool: Received::after ─► RuleSet::from_yaml
+//!                                          + RoutingTable::build
+//!                                          ├─ ok:  swap Routes, write cache ─► ACK
+//!                                          └─ err: keep Routes ─► NACK(reason)
 //!  no snapshot yet and the control plane is unreachable ─► Routes from --cache-dir
+//!                                          (once; a file failing its check is counted)
 //! ```
+//!
+//! Compiling and the cache's fsyncs run on tokio's blocking pool (see `apply`): on a
+//! one-thread runtime they would stall every request in flight.
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -17,16 +22,17 @@ use std::time::Duration;
 
 use graylane_proto::v1::discovery_client::DiscoveryClient;
 use graylane_proto::v1::sidecar_message::Message;
-use graylane_proto::v1::{Ack, Hello, Nack, SidecarMessage, Snapshot};
-use graylane_routing::{RoutingTable, RuleSet};
+use graylane_proto::v1::{Hello, SidecarMessage};
 use tokio::sync::{mpsc, watch};
 use tokio_stream::wrappers::ReceiverStream;
 
-use crate::routes::{Routes, Shared, Source};
+use crate::routes::Shared;
 
+mod apply;
 mod cache;
 mod received;
 
+use self::apply::Applier;
 use self::received::{Parts, Received};
 
 /// Backoff between connection attempts: doubles from the first to the last, each
@@ -56,21 +62,25 @@ pub struct Counters {
     pub applied: AtomicU64,
     pub rejected: AtomicU64,
     pub connects: AtomicU64,
+    /// `--cache-dir` files ignored at start: unreadable, failing their integrity
+    /// check, of an older format, or with rules this sidecar rejects.
+    pub cache_rejected: AtomicU64,
 }
 
 /// The discovery client. `run` until shutdown.
 pub struct Discovery {
     config: Config,
-    routes: Shared,
     counters: Arc<Counters>,
+    applier: Arc<Applier>,
 }
 
 impl Discovery {
     pub fn new(config: Config, routes: Shared, counters: Arc<Counters>) -> Self {
+        let applier = Applier::new(routes, Arc::clone(&counters), config.cache_dir.clone());
         Self {
             config,
-            routes,
             counters,
+            applier: Arc::new(applier),
         }
     }
 
@@ -79,6 +89,7 @@ impl Discovery {
     pub async fn run(self, mut shutdown: watch::Receiver<bool>) {
         let mut backoff = BACKOFF_FIRST;
         let mut received = Received::default();
+        let mut cache_tried = false;
         for url in self.config.control_planes.iter().cycle() {
             let result = tokio::select! {
                 r = self.session(url, &mut received) => r,
@@ -92,8 +103,9 @@ impl Discovery {
                     tracing::warn!(control_plane = %url, error = %e, "control plane stream failed")
                 }
             }
-            if self.routes.load().is_none() {
-                self.load_cache();
+            if !cache_tried && self.applier.routes.load().is_none() {
+                cache_tried = true;
+                self.applier.load_cache().await;
             }
             let wait = backoff.mul_f64(0.5 + fastrand::f64());
             backoff = (backoff * 2).min(BACKOFF_MAX);
@@ -158,89 +170,17 @@ impl Discovery {
                 continue;
             };
             any = true;
-            let answer = self.apply(&snapshot, received);
+            // Taken, not cloned: the blocking task reads deltas against it and hands
+            // back the state after. Lost only with the session, and a new stream
+            // starts with a full snapshot.
+            let (next, answer) = self
+                .applier
+                .apply(std::mem::take(received), snapshot)
+                .await?;
+            *received = next;
             if tx.send(answer).await.is_err() {
                 return Ok(any);
             }
         }
     }
-
-    /// Applies a whole snapshot; returns the ACK or NACK to send.
-    fn apply(&self, snapshot: &Snapshot, received: &mut Received) -> SidecarMessage {
-        *received = received.after(snapshot);
-        let version = snapshot.version;
-        let message = match compile(received, version, Source::ControlPlane) {
-            Ok(routes) => {
-                tracing::info!(
-                    revision = routes.revision,
-                    version,
-                    "routing by new snapshot"
-                );
-                self.routes.publish(routes);
-                self.counters.applied.fetch_add(1, Ordering::Relaxed);
-                if let Some(dir) = &self.config.cache_dir
-                    && let Err(e) = cache::write(dir, received)
-                {
-                    tracing::warn!(error = %e, "cannot write the snapshot cache");
-                }
-                Message::Ack(Ack { version })
-            }
-            Err(reason) => {
-                tracing::warn!(version, %reason, "rejected snapshot; keeping the previous one");
-                self.counters.rejected.fetch_add(1, Ordering::Relaxed);
-                Message::Nack(Nack { version, reason })
-            }
-        };
-        SidecarMessage {
-            message: Some(message),
-        }
-    }
-
-    /// Routes from the cache, when there is one and nothing better yet.
-    fn load_cache(&self) {
-        let Some(dir) = &self.config.cache_dir else {
-            return;
-        };
-        match cache::read(dir) {
-            Ok(Some(cached)) => match compile(&cached, 0, Source::Cache) {
-                Ok(routes) => {
-                    tracing::warn!(
-                        revision = routes.revision,
-                        "control plane unreachable: routing by the cached snapshot"
-                    );
-                    self.routes.publish(routes);
-                }
-                Err(e) => tracing::warn!(error = %e, "the cached snapshot is unusable"),
-            },
-            Ok(None) => {}
-            Err(e) => tracing::warn!(error = %e, "cannot read the snapshot cache"),
-        }
-    }
-}
-
-/// Validates and compiles a received state with the routing crate.
-fn compile(received: &Received, version: u64, source: Source) -> Result<Routes, String> {
-    let rules = RuleSet::from_yaml("(snapshot)", &received.rules).map_err(|errors| {
-        let lines: Vec<String> = errors.iter().take(10).map(ToString::to_string).collect();
-        lines.join("; ")
-    })?;
-    let instances = received.instances();
-    let mut endpoints: BTreeMap<String, Vec<String>> = BTreeMap::new();
-    for i in &instances {
-        endpoints
-            .entry(i.service.clone())
-            .or_default()
-            .push(i.id.clone());
-    }
-    let addresses = instances.iter().map(|i| i.address.clone()).collect();
-    let table = RoutingTable::build(&rules, instances);
-    Ok(Routes {
-        version,
-        revision: received.revision,
-        rules,
-        table,
-        endpoints,
-        addresses,
-        source,
-    })
 }

@@ -1,0 +1,183 @@
+//! Turning a received snapshot (or the cache) into the routes in force, off the serving
+//! threads.
+//!
+//! Why not inline: compiling a large rule set takes tens to hundreds of milliseconds,
+//! and the cache write waits for two fsyncs. On a `--concurrency 1` sidecar the
+//! runtime has one thread, so inline work stalled every request being proxied (bench
+//! `apply-stall` in `bench/README.md`). Both run on tokio's blocking pool; the session
+//! awaits the answer before it reads the next snapshot, so an ACK still means "routing
+//! by it, and cached", and snapshots are applied one at a time, in order.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
+
+use graylane_proto::v1::sidecar_message::Message;
+use graylane_proto::v1::{Ack, Nack, SidecarMessage, Snapshot};
+use graylane_routing::{RoutingTable, RuleSet};
+
+use super::Counters;
+use super::cache;
+use super::received::Received;
+use crate::routes::{Routes, Shared, Source};
+
+/// Compiles, publishes and caches; shared with the blocking tasks that do it.
+pub(super) struct Applier {
+    pub(super) routes: Shared,
+    counters: Arc<Counters>,
+    cache_dir: Option<PathBuf>,
+    /// Numbers snapshots in the order they were received.
+    received: AtomicU64,
+    /// The number of the newest snapshot published. Held while publishing and writing
+    /// the cache, so an older snapshot's routes or file never land after a newer one's.
+    /// (Sessions apply one snapshot at a time; this only matters if a session is
+    /// dropped mid-apply, at shutdown, and its blocking task finishes late.)
+    newest: Mutex<u64>,
+}
+
+impl Applier {
+    pub(super) fn new(routes: Shared, counters: Arc<Counters>, cache_dir: Option<PathBuf>) -> Self {
+        Self {
+            routes,
+            counters,
+            cache_dir,
+            received: AtomicU64::new(0),
+            newest: Mutex::new(0),
+        }
+    }
+
+    /// Reads `snapshot` against `previous` and applies the result: routes swapped in
+    /// and cached, or kept as they were on a bad snapshot. Returns the new received
+    /// state (also after a NACK: the next delta is relative to it) and the ACK or NACK
+    /// to send. Errs only if the blocking task could not run (runtime shutting down).
+    pub(super) async fn apply(
+        self: &Arc<Self>,
+        previous: Received,
+        snapshot: Snapshot,
+    ) -> Result<(Received, SidecarMessage), String> {
+        let number = self.received.fetch_add(1, Ordering::Relaxed) + 1;
+        let this = Arc::clone(self);
+        tokio::task::spawn_blocking(move || {
+            let next = previous.after(&snapshot);
+            let answer = this.apply_blocking(number, &next, snapshot.version);
+            (next, answer)
+        })
+        .await
+        .map_err(|e| format!("applying the snapshot: {e}"))
+    }
+
+    fn apply_blocking(&self, number: u64, received: &Received, version: u64) -> SidecarMessage {
+        let message = match compile(received, version, Source::ControlPlane) {
+            Ok(routes) => {
+                let mut newest = self.newest.lock().unwrap_or_else(PoisonError::into_inner);
+                if number < *newest {
+                    Message::Nack(Nack {
+                        version,
+                        reason: "superseded by a newer snapshot".into(),
+                    })
+                } else {
+                    *newest = number;
+                    tracing::info!(
+                        revision = routes.revision,
+                        version,
+                        "routing by new snapshot"
+                    );
+                    // Freeing a large rule set and table takes milliseconds too: hold
+                    // the old routes until after the cache write, so the requests that
+                    // still use them are done by then and the free happens here.
+                    let previous = self.routes.load();
+                    self.routes.publish(routes);
+                    self.counters.applied.fetch_add(1, Ordering::Relaxed);
+                    if let Some(dir) = &self.cache_dir
+                        && let Err(e) = cache::write(dir, received)
+                    {
+                        tracing::warn!(error = %e, "cannot write the snapshot cache");
+                    }
+                    drop(previous);
+                    Message::Ack(Ack { version })
+                }
+            }
+            Err(reason) => {
+                tracing::warn!(version, %reason, "rejected snapshot; keeping the previous one");
+                self.counters.rejected.fetch_add(1, Ordering::Relaxed);
+                Message::Nack(Nack { version, reason })
+            }
+        };
+        SidecarMessage {
+            message: Some(message),
+        }
+    }
+
+    /// Routes from the cache, when there is one and no snapshot arrived meanwhile. A
+    /// cache that is unreadable, fails its integrity check or does not compile is
+    /// ignored, counted and logged with the reason. Callers try it once per process:
+    /// the file only changes when this process writes it, after routes exist.
+    pub(super) async fn load_cache(self: &Arc<Self>) {
+        if self.cache_dir.is_none() {
+            return;
+        }
+        let this = Arc::clone(self);
+        // A join error means the runtime is shutting down: nothing left to route.
+        let _ = tokio::task::spawn_blocking(move || this.load_cache_blocking()).await;
+    }
+
+    fn load_cache_blocking(&self) {
+        let Some(dir) = &self.cache_dir else {
+            return;
+        };
+        let routes = match cache::read(dir) {
+            Ok(None) => return,
+            Ok(Some(cached)) => {
+                compile(&cached, 0, Source::Cache).map_err(|e| format!("its rules: {e}"))
+            }
+            Err(e) => Err(e.to_string()),
+        };
+        match routes {
+            Ok(routes) => {
+                // The lock orders this against a snapshot being published; one that
+                // arrived first wins.
+                let _newest = self.newest.lock().unwrap_or_else(PoisonError::into_inner);
+                if self.routes.load().is_none() {
+                    tracing::warn!(
+                        revision = routes.revision,
+                        "control plane unreachable: routing by the cached snapshot"
+                    );
+                    self.routes.publish(routes);
+                }
+            }
+            Err(reason) => {
+                self.counters.cache_rejected.fetch_add(1, Ordering::Relaxed);
+                tracing::warn!(dir = %dir.display(), %reason, "ignoring the snapshot cache");
+            }
+        }
+    }
+}
+
+/// Validates and compiles a received state with the routing crate. Takes long for a
+/// large rule set: call it off the runtime threads.
+fn compile(received: &Received, version: u64, source: Source) -> Result<Routes, String> {
+    let rules = RuleSet::from_yaml("(snapshot)", &received.rules).map_err(|errors| {
+        let lines: Vec<String> = errors.iter().take(10).map(ToString::to_string).collect();
+        lines.join("; ")
+    })?;
+    let instances = received.instances();
+    let mut endpoints: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    for i in &instances {
+        endpoints
+            .entry(i.service.clone())
+            .or_default()
+            .push(i.id.clone());
+    }
+    let addresses = instances.iter().map(|i| i.address.clone()).collect();
+    let table = RoutingTable::build(&rules, instances);
+    Ok(Routes {
+        version,
+        revision: received.revision,
+        rules,
+        table,
+        endpoints,
+        addresses,
+        source,
+    })
+}

@@ -1,0 +1,163 @@
+//! graylane-sidecar's `--cache-dir` is checked before it is trusted. With the control
+//! plane unreachable, a sidecar whose cache file is truncated, garbage, altered but
+//! still parseable, or in the older headerless format stays unready, counts the file in
+//! `graylane_sidecar_cache_rejected_total` and logs why once; a good file written by a
+//! real sidecar still gets it ready.
+
+#![allow(clippy::unwrap_used)]
+
+use std::net::TcpListener;
+use std::path::Path;
+use std::time::Duration;
+
+use graylane_tests::docs::LANE;
+use graylane_tests::{ControlPlane, Sidecar, eventually, http_get, write_file};
+
+const FILE: &str = "snapshot.json";
+const REJECTED: &str = "graylane_sidecar_cache_rejected_total";
+
+fn sidecar_args<'a>(url: &'a str, cache: &'a str, instance: &'a str) -> Vec<&'a str> {
+    vec![
+        "--service",
+        "orders",
+        "--instance-id",
+        instance,
+        "--labels",
+        "version=v2",
+        "--advertise-addr",
+        "127.0.0.1:15006",
+        "--control-plane",
+        url,
+        "--cache-dir",
+        cache,
+        "--otlp-endpoint",
+        "none",
+    ]
+}
+
+/// The cache file a real sidecar writes for revision 1 (LANE), once it has ACKed it.
+fn written_cache(dir: &Path) -> Vec<u8> {
+    let cp = ControlPlane::start(dir, &[]);
+    cp.cli(&["rules", "apply", "-f", &write_file(dir, "lane.yaml", LANE)])
+        .assert_ok();
+    let url = cp.url();
+    let cache = dir.join("written").to_string_lossy().into_owned();
+    let sidecar = Sidecar::start(dir, "writer", &sidecar_args(&url, &cache, "writer"));
+    // The ACK is sent once the snapshot is applied and cached.
+    eventually(
+        Duration::from_secs(20),
+        "the writer to ack revision 1",
+        || {
+            let s = cp.cli(&["status", "-o", "json"]).json();
+            s["sidecars"]
+                .as_array()?
+                .iter()
+                .any(|x| x["instance"] == "writer" && x["ackedRevision"] == 1)
+                .then_some(())
+        },
+    );
+    drop(sidecar);
+    std::fs::read(Path::new(&cache).join(FILE)).unwrap()
+}
+
+/// A control-plane URL nothing listens on: a port bound from 0, then released, so
+/// connects are refused at once (a listener that never accepts would hang the
+/// handshake instead).
+fn unreachable_url() -> String {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    format!("http://{}", listener.local_addr().unwrap())
+}
+
+/// A sidecar whose `--cache-dir` holds `bytes`, its control plane unreachable.
+fn start_on(dir: &Path, name: &str, bytes: &[u8]) -> Sidecar {
+    let cache = dir.join(name);
+    std::fs::create_dir_all(&cache).unwrap();
+    std::fs::write(cache.join(FILE), bytes).unwrap();
+    let url = unreachable_url();
+    let cache = cache.to_string_lossy().into_owned();
+    Sidecar::start(dir, name, &sidecar_args(&url, &cache, name))
+}
+
+/// The value of an unlabelled metric on `/metrics`.
+fn metric(sidecar: &Sidecar, name: &str) -> Option<u64> {
+    let (status, text) = http_get(sidecar.admin, "/metrics");
+    assert_eq!(status, 200, "{text}");
+    text.lines()
+        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
+}
+
+#[test]
+fn a_cache_that_fails_its_check_is_ignored_counted_and_logged_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let good = written_cache(dir.path());
+    let newline = good.iter().position(|b| *b == b'\n').unwrap();
+    let body = &good[newline + 1..];
+
+    let truncated = good[..good.len() - 20].to_vec();
+    let garbage = b"\x00\x01 not a cache \xff\n{\"revision\": 1}".to_vec();
+    // Same length, still a valid snapshot: only the hash can tell.
+    let altered =
+        String::from_utf8(good.clone())
+            .unwrap()
+            .replacen("\"revision\":1,", "\"revision\":7,", 1);
+    let altered_body = altered.split_once('\n').unwrap().1;
+    let parsed: serde_json::Value = serde_json::from_str(altered_body).unwrap();
+    assert_eq!(
+        parsed["revision"], 7,
+        "the edit must keep the body parseable"
+    );
+    // What sidecars wrote before the header existed: the bare JSON body.
+    let old_format = body.to_vec();
+
+    let cases = [
+        ("truncated", truncated, "truncated or extended"),
+        ("garbage", garbage, "no valid header line"),
+        ("altered", altered.into_bytes(), "altered"),
+        ("old-format", old_format, "written by an older sidecar"),
+    ];
+    let sidecars: Vec<_> = cases
+        .iter()
+        .map(|(name, bytes, _)| start_on(dir.path(), name, bytes))
+        .collect();
+    for ((name, _, reason), sidecar) in cases.iter().zip(&sidecars) {
+        eventually(
+            Duration::from_secs(20),
+            &format!("{name}: the cache to be counted as rejected"),
+            || (metric(sidecar, REJECTED)? == 1).then_some(()),
+        );
+        // Two more failed connects after the cache check: the loop went on without
+        // reading, counting or logging the file again.
+        eventually(
+            Duration::from_secs(20),
+            &format!("{name}: three failed connects"),
+            || {
+                let log = sidecar.proc.log_text();
+                (log.matches("control plane stream failed").count() >= 3).then_some(())
+            },
+        );
+        let (status, _) = http_get(sidecar.admin, "/ready");
+        assert_eq!(status, 503, "{name}: must not become ready from the cache");
+        assert_eq!(metric(sidecar, REJECTED), Some(1), "{name}: counted once");
+        let log = sidecar.proc.log_text();
+        let ignored: Vec<_> = log
+            .lines()
+            .filter(|l| l.contains("ignoring the snapshot cache"))
+            .collect();
+        assert_eq!(ignored.len(), 1, "{name}: logged once:\n{log}");
+        assert!(ignored[0].contains(reason), "{name}: {}", ignored[0]);
+    }
+}
+
+#[test]
+fn a_good_cache_still_gets_a_sidecar_ready_without_the_control_plane() {
+    let dir = tempfile::tempdir().unwrap();
+    let good = written_cache(dir.path());
+    let sidecar = start_on(dir.path(), "good", &good);
+    sidecar.wait_ready();
+    let config = sidecar.config();
+    assert_eq!(
+        (config["revision"].as_u64(), config["source"].as_str()),
+        (Some(1), Some("cache"))
+    );
+    assert_eq!(metric(&sidecar, REJECTED), Some(0));
+}
