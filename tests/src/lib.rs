@@ -483,6 +483,47 @@ fn http_request(addr: SocketAddr, request: &str) -> (u16, String) {
     (status, body)
 }
 
+/// Sends raw bytes on a new connection and reads until it closes (10 s at most):
+/// (status, whole response). Status 0 when nothing answered.
+pub fn raw(addr: SocketAddr, request: &str) -> (u16, String) {
+    let Ok(mut stream) = TcpStream::connect(addr) else {
+        return (0, String::new());
+    };
+    let _ = stream.set_read_timeout(Some(Duration::from_secs(10)));
+    if stream.write_all(request.as_bytes()).is_err() {
+        return (0, String::new());
+    }
+    let mut response = String::new();
+    let _ = stream.read_to_string(&mut response);
+    let status = response
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0);
+    (status, response)
+}
+
+/// A TCP echo server on loopback (an app speaking something that is not HTTP, such
+/// as TLS end to end). Its threads end with the test process.
+pub fn echo_server() -> SocketAddr {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let addr = listener.local_addr().expect("local addr");
+    std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            let Ok(mut stream) = stream else { return };
+            std::thread::spawn(move || {
+                let mut buf = [0u8; 4096];
+                while let Ok(n) = stream.read(&mut buf) {
+                    if n == 0 || stream.write_all(&buf[..n]).is_err() {
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    addr
+}
+
 /// Writes `content` to `dir/name` and returns the path as a string.
 pub fn write_file(dir: &Path, name: &str, content: &str) -> String {
     let path = dir.join(name);

@@ -17,24 +17,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use graylane_tests::netns::NetNs;
-use graylane_tests::{ControlPlane, DemoApp, Sidecar, eventually, http_get};
-
-/// Sends raw bytes, returns (status, whole response). Status 0: closed unanswered.
-fn raw(addr: SocketAddr, request: &str) -> (u16, String) {
-    let mut stream = TcpStream::connect(addr).unwrap();
-    stream
-        .set_read_timeout(Some(Duration::from_secs(10)))
-        .unwrap();
-    stream.write_all(request.as_bytes()).unwrap();
-    let mut response = String::new();
-    let _ = stream.read_to_string(&mut response);
-    let status = response
-        .split_whitespace()
-        .nth(1)
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(0);
-    (status, response)
-}
+use graylane_tests::{ControlPlane, DemoApp, Sidecar, echo_server, eventually, http_get, raw};
 
 /// An HTTP server outside the mesh: answers `external` to everything and keeps the
 /// request heads it got.
@@ -75,26 +58,6 @@ impl External {
         });
         External { addr, heads }
     }
-}
-
-/// A TCP echo server (stands in for an app speaking TLS end to end).
-fn echo_server() -> SocketAddr {
-    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-    let addr = listener.local_addr().unwrap();
-    std::thread::spawn(move || {
-        for stream in listener.incoming() {
-            let Ok(mut stream) = stream else { return };
-            std::thread::spawn(move || {
-                let mut buf = [0u8; 4096];
-                while let Ok(n) = stream.read(&mut buf) {
-                    if n == 0 || stream.write_all(&buf[..n]).is_err() {
-                        return;
-                    }
-                }
-            });
-        }
-    });
-    addr
 }
 
 fn requests_served(app: &DemoApp) -> usize {

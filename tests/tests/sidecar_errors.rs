@@ -8,25 +8,7 @@ use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::time::{Duration, Instant};
 
-use graylane_tests::{ControlPlane, DemoApp, Sidecar};
-
-/// Sends raw bytes, returns (status, whole response). Status 0 when the server closed
-/// without answering.
-fn raw(addr: SocketAddr, request: &str) -> (u16, String) {
-    let mut stream = TcpStream::connect(addr).unwrap();
-    stream
-        .set_read_timeout(Some(Duration::from_secs(10)))
-        .unwrap();
-    stream.write_all(request.as_bytes()).unwrap();
-    let mut response = String::new();
-    let _ = stream.read_to_string(&mut response);
-    let status = response
-        .split_whitespace()
-        .nth(1)
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(0);
-    (status, response)
-}
+use graylane_tests::{ControlPlane, DemoApp, Sidecar, raw};
 
 fn get(addr: SocketAddr, host: &str, extra: &str) -> (u16, String) {
     raw(

@@ -16,27 +16,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-use graylane_tests::{ControlPlane, DemoApp, Sidecar, eventually, http_get};
-
-fn raw(addr: SocketAddr, request: &str) -> (u16, String) {
-    let Ok(mut stream) = TcpStream::connect(addr) else {
-        return (0, String::new());
-    };
-    stream
-        .set_read_timeout(Some(Duration::from_secs(10)))
-        .unwrap();
-    if stream.write_all(request.as_bytes()).is_err() {
-        return (0, String::new());
-    }
-    let mut response = String::new();
-    let _ = stream.read_to_string(&mut response);
-    let status = response
-        .split_whitespace()
-        .nth(1)
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(0);
-    (status, response)
-}
+use graylane_tests::{ControlPlane, DemoApp, Sidecar, echo_server, eventually, http_get, raw};
 
 fn get(addr: SocketAddr) -> (u16, String) {
     raw(
@@ -283,21 +263,7 @@ fn a_second_sigterm_exits_at_once_and_tunnels_are_drained() {
     let dir = tempfile::tempdir().unwrap();
     let cp = ControlPlane::start(dir.path(), &[]);
     // The app speaks something that is not HTTP: the inbound listener tunnels it.
-    let echo = TcpListener::bind("127.0.0.1:0").unwrap();
-    let echo_addr = echo.local_addr().unwrap();
-    std::thread::spawn(move || {
-        for stream in echo.incoming() {
-            let Ok(mut stream) = stream else { return };
-            std::thread::spawn(move || {
-                let mut buf = [0u8; 1024];
-                while let Ok(n) = stream.read(&mut buf) {
-                    if n == 0 || stream.write_all(&buf[..n]).is_err() {
-                        return;
-                    }
-                }
-            });
-        }
-    });
+    let echo_addr = echo_server();
     let mut orders = orders_sidecar(dir.path(), &cp, echo_addr, &["--drain-timeout", "60s"]);
     let mut tunnel = TcpStream::connect(orders.inbound).unwrap();
     tunnel
@@ -338,21 +304,7 @@ fn a_second_sigterm_exits_at_once_and_tunnels_are_drained() {
 fn a_drain_ends_when_the_last_tunnel_closes() {
     let dir = tempfile::tempdir().unwrap();
     let cp = ControlPlane::start(dir.path(), &[]);
-    let echo = TcpListener::bind("127.0.0.1:0").unwrap();
-    let echo_addr = echo.local_addr().unwrap();
-    std::thread::spawn(move || {
-        for stream in echo.incoming() {
-            let Ok(mut stream) = stream else { return };
-            std::thread::spawn(move || {
-                let mut buf = [0u8; 1024];
-                while let Ok(n) = stream.read(&mut buf) {
-                    if n == 0 || stream.write_all(&buf[..n]).is_err() {
-                        return;
-                    }
-                }
-            });
-        }
-    });
+    let echo_addr = echo_server();
     let mut orders = orders_sidecar(dir.path(), &cp, echo_addr, &["--drain-timeout", "60s"]);
     let mut tunnel = TcpStream::connect(orders.inbound).unwrap();
     tunnel
