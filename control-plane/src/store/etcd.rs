@@ -379,9 +379,12 @@ fn parse_number(value: Option<&[u8]>) -> Result<Option<u64>, StoreError> {
         .transpose()
 }
 
-/// etcd's client balances calls over the endpoints and, for a while after one went
-/// down, may still pick it: a call that could not even connect reached nobody, so it
-/// is sent again (a few times) before the caller hears that etcd is unavailable.
+/// etcd's client balances calls over the endpoints (power of two choices by pending
+/// calls) and keeps a stopped member in rotation; having no pending calls (the
+/// watches and lease keep-alives sit on the live ones), it is even preferred, so a
+/// call may hit it many times in a row. A call that could not even connect reached
+/// nobody, so it is sent again, with a short pause, for up to `CONNECT_RETRY_FOR`
+/// before the caller hears that etcd is unavailable.
 async fn once_connected<T, Fut>(
     client: &Client,
     call: impl Fn(Client) -> Fut,
@@ -389,20 +392,22 @@ async fn once_connected<T, Fut>(
 where
     Fut: std::future::Future<Output = Result<T, etcd_client::Error>>,
 {
-    let mut left = CONNECT_ATTEMPTS;
+    let deadline = tokio::time::Instant::now() + CONNECT_RETRY_FOR;
     loop {
         match call(client.clone()).await {
-            Err(e) if left > 1 && connect_failed(&e) => left -= 1,
+            Err(e) if connect_failed(&e) && tokio::time::Instant::now() < deadline => {
+                tokio::time::sleep(CONNECT_RETRY_PAUSE).await;
+            }
             result => return result.map_err(unavailable),
         }
     }
 }
 
-/// Attempts of a call whose connection failed (see `once_connected`). The balancer
-/// picks a stopped member of three about one call in three, and a refused connect
-/// costs well under a millisecond: 5 attempts left a 0.4 % chance of failing a call
-/// while etcd was healthy (seen in CI), 12 leave about 2 in a million.
-const CONNECT_ATTEMPTS: u32 = 12;
+/// How long calls whose connection was refused are retried (see `once_connected`):
+/// 5 immediate attempts failed an apply now and then in CI while a 3-member etcd had
+/// a stopped member. A refused connect costs well under a millisecond.
+const CONNECT_RETRY_FOR: Duration = Duration::from_secs(2);
+const CONNECT_RETRY_PAUSE: Duration = Duration::from_millis(5);
 
 fn connect_failed(e: &etcd_client::Error) -> bool {
     matches!(e, etcd_client::Error::GRpcStatus(s)
