@@ -62,3 +62,74 @@ fn the_demo_walks_a_gray_release_and_cleans_up() {
         "the demo removes its temp dir"
     );
 }
+
+/// The processes whose parent is `pid` (from /proc), alive ones only.
+fn children(pid: u32) -> Vec<u32> {
+    std::fs::read_dir("/proc")
+        .unwrap()
+        .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|child| {
+            let Ok(stat) = std::fs::read_to_string(format!("/proc/{child}/stat")) else {
+                return false;
+            };
+            let Some((_, rest)) = stat.rsplit_once(')') else {
+                return false;
+            };
+            let fields: Vec<&str> = rest.split_whitespace().collect();
+            fields.get(1).and_then(|p| p.parse::<u32>().ok()) == Some(pid) && fields[0] != "Z"
+        })
+        .collect()
+}
+
+/// Alive: exists and is not a zombie waiting for its reaper.
+fn alive(pid: u32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .ok()
+        .and_then(|s| Some(s.rsplit_once(')')?.1.split_whitespace().next()? != "Z"))
+        .unwrap_or(false)
+}
+
+#[test]
+fn stopping_the_demo_by_any_signal_stops_its_whole_mesh() {
+    use std::io::BufRead;
+    use std::os::unix::process::CommandExt;
+    for signal in [libc::SIGTERM, libc::SIGKILL] {
+        let mut demo = Command::new(graylane_tests::bin("graylane"))
+            .arg("demo")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .process_group(0)
+            .spawn()
+            .unwrap();
+        let pid = demo.id();
+        // Read until the demo says it is up (bounded by its own start-up timeouts).
+        let stdout = demo.stdout.take().unwrap();
+        let mut up = false;
+        for line in std::io::BufReader::new(stdout).lines() {
+            let Ok(line) = line else { break };
+            if line.contains("Ctrl-C stops the demo") {
+                up = true;
+                break;
+            }
+        }
+        assert!(up, "the demo did not come up");
+        let mesh = children(pid);
+        assert!(
+            mesh.len() >= 8,
+            "control plane, 4 sidecars, 4 apps: {mesh:?}"
+        );
+        // The demo alone, not its process group.
+        #[allow(unsafe_code)]
+        // SAFETY: kill(2) on the pid of our own child with a valid signal.
+        unsafe {
+            libc::kill(i32::try_from(pid).unwrap(), signal);
+        }
+        let _ = demo.wait();
+        graylane_tests::eventually(
+            std::time::Duration::from_secs(15),
+            &format!("every child of the demo to exit after signal {signal}"),
+            || mesh.iter().all(|p| !alive(*p)).then_some(()),
+        );
+    }
+}

@@ -163,11 +163,43 @@ pub(crate) async fn run(once: bool) -> Result<(), CliError> {
         let _ = std::fs::remove_dir_all(&dir);
         return Ok(());
     }
+    // Listening before saying so: a signal sent the moment the line appears must
+    // still stop the demo the orderly way.
+    let stop = stopped();
     println!("Ctrl-C stops the demo.");
-    let _ = tokio::signal::ctrl_c().await;
+    stop.await;
     drop(procs);
     let _ = std::fs::remove_dir_all(&dir);
     Ok(())
+}
+
+/// Completes on Ctrl-C, SIGTERM or SIGHUP (the terminal closed): the demo stops and
+/// takes its children with it. The handlers are in place when this returns.
+fn stopped() -> impl std::future::Future<Output = ()> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let listen = |kind| signal(kind).ok();
+    let (mut int, mut term, mut hup) = (
+        listen(SignalKind::interrupt()),
+        listen(SignalKind::terminate()),
+        listen(SignalKind::hangup()),
+    );
+    async move {
+        tokio::select! {
+            () = recv(int.as_mut()) => {}
+            () = recv(term.as_mut()) => {}
+            () = recv(hup.as_mut()) => {}
+        }
+    }
+}
+
+/// The next signal on `handler`; never, without one.
+async fn recv(handler: Option<&mut tokio::signal::unix::Signal>) {
+    match handler {
+        Some(h) => {
+            h.recv().await;
+        }
+        None => std::future::pending().await,
+    }
 }
 
 fn tempfile_dir() -> Result<std::path::PathBuf, CliError> {

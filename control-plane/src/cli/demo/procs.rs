@@ -40,7 +40,9 @@ impl Proc {
         let out = file
             .try_clone()
             .map_err(|e| CliError::unavailable(e.to_string()))?;
-        let child = Command::new(&path)
+        let mut command = Command::new(&path);
+        die_with_parent(&mut command);
+        let child = command
             .args(args)
             .env("GRAYLANE_LOG", "info")
             .stdin(if stdin { Stdio::piped() } else { Stdio::null() })
@@ -94,6 +96,30 @@ impl Proc {
             .as_mut()
             .ok_or_else(|| CliError::unavailable("no stdin"))?;
         writeln!(stdin, "{line}").map_err(|e| CliError::unavailable(format!("{}: {e}", self.name)))
+    }
+}
+
+/// The child gets SIGTERM when the demo dies, even by SIGKILL (Linux's parent-death
+/// signal), so no mesh outlives it. The signal follows the thread that forked: the
+/// CLI runs on one thread (tokio's current-thread runtime), which lives as long as
+/// the process.
+fn die_with_parent(command: &mut Command) {
+    use std::os::unix::process::CommandExt;
+    let parent = std::process::id();
+    #[allow(unsafe_code)]
+    // SAFETY: between fork and exec the closure calls only async-signal-safe functions
+    // (prctl, getppid, _exit) and allocates nothing.
+    unsafe {
+        command.pre_exec(move || {
+            if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGTERM, 0, 0, 0) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            // The demo died before prctl took effect: go at once.
+            if u32::try_from(libc::getppid()).ok() != Some(parent) {
+                libc::_exit(0);
+            }
+            Ok(())
+        });
     }
 }
 
