@@ -9,29 +9,35 @@
 //!   - the control plane, and a token from a mounted secret when configured;
 //!   - the app port from the pod's containers.
 //!
-//!   It also gets resource requests and probes on the admin port.
+//!   It also gets resource requests. Its admin listener (`/config`: every rule and
+//!   endpoint of the mesh) stays on loopback; the kubelet's probes go to a health
+//!   listener on 15021 that answers `/ready` and `/live` only (Istio's port).
 //! - **`graylane-init`**: `init-iptables` with NET_ADMIN. It comes last among the init
 //!   containers, so the pod's own init containers reach the network before interception
 //!   begins.
 //!
 //! Pod annotations override the defaults: `graylane.io/sidecar-image`,
 //! `graylane.io/service`, `graylane.io/app-port`, `graylane.io/exclude-inbound-ports`,
-//! `graylane.io/exclude-outbound-ports`, `graylane.io/exclude-outbound-cidrs`. An
-//! injected pod carries `graylane.io/status: injected` and is returned unchanged.
+//! `graylane.io/exclude-outbound-ports`, `graylane.io/exclude-outbound-cidrs`. Which
+//! pods are injected at all is [`decide`]d in one place.
 //!
 //! Plain `serde_json::Value`s: the few fields we touch do not justify k8s-openapi's
 //! build cost.
 
 use serde_json::{Map, Value, json};
 
+mod decide;
+
+pub use self::decide::{Decision, INJECT_LABEL, NEVER, STATUS_ANNOTATION, Skip, decide};
+
 pub const SIDECAR: &str = "graylane-sidecar";
 pub const INIT: &str = "graylane-init";
-pub const STATUS_ANNOTATION: &str = "graylane.io/status";
 pub const PROXY_UID: u32 = 1337;
-/// Namespaces whose pods never get a sidecar: Kubernetes' own, and graylane's.
-pub const NEVER: [&str; 2] = ["kube-system", "graylane-system"];
 const INBOUND_PORT: u16 = 15006;
+/// On loopback only: `/config` shows the whole mesh, not for the pod network's eyes.
 const ADMIN_PORT: u16 = 15000;
+/// `/ready` and `/live` for the kubelet, on the pod IP (Istio's 15021).
+const HEALTH_PORT: u16 = 15021;
 
 /// Cluster-wide injection settings.
 #[derive(Clone, Debug)]
@@ -59,8 +65,8 @@ impl Default for Config {
 #[derive(Debug, PartialEq, Eq)]
 pub enum Outcome {
     Injected,
-    /// Already injected: nothing changed.
-    Unchanged,
+    /// Nothing changed, for this reason.
+    Skipped(Skip),
 }
 
 /// Why a pod cannot be injected.
@@ -79,10 +85,12 @@ pub enum InjectError {
     },
 }
 
-/// Injects the pod whose `metadata` and `spec` are given (as in a Pod, or a template).
+/// Injects the pod whose `metadata` and `spec` are given (as in a Pod, or a template),
+/// to run in `namespace`, unless [`decide`] says otherwise.
 pub fn inject(
     metadata: &mut Value,
     spec: &mut Value,
+    namespace: Option<&str>,
     config: &Config,
 ) -> Result<Outcome, InjectError> {
     if !metadata.is_object() {
@@ -104,16 +112,16 @@ pub fn inject(
         .and_then(Value::as_object)
         .cloned()
         .unwrap_or_default();
+    if let Decision::Skip(why) = decide(namespace, &labels, &annotations) {
+        return Ok(Outcome::Skipped(why));
+    }
+    // A sidecar added by hand, without the status annotation, is not added twice.
     let has_sidecar = spec_obj
         .get("containers")
         .and_then(Value::as_array)
         .is_some_and(|cs| cs.iter().any(|c| c["name"] == SIDECAR));
-    if annotations
-        .get(STATUS_ANNOTATION)
-        .is_some_and(|s| s == "injected")
-        || has_sidecar
-    {
-        return Ok(Outcome::Unchanged);
+    if has_sidecar {
+        return Ok(Outcome::Skipped(Skip::AlreadyInjected));
     }
     let text = |key: &str| annotations.get(key).and_then(Value::as_str).map(str::trim);
     let label = |key: &str| labels.get(key).and_then(Value::as_str);
@@ -154,7 +162,8 @@ pub fn inject(
         json!({"name": "GRAYLANE_APP_ADDR", "value": format!("127.0.0.1:{app_port}")}),
         json!({"name": "GRAYLANE_CONTROL_PLANE", "value": config.control_plane}),
         json!({"name": "GRAYLANE_INBOUND_ADDR", "value": format!("0.0.0.0:{INBOUND_PORT}")}),
-        json!({"name": "GRAYLANE_ADMIN_ADDR", "value": format!("0.0.0.0:{ADMIN_PORT}")}),
+        json!({"name": "GRAYLANE_ADMIN_ADDR", "value": format!("127.0.0.1:{ADMIN_PORT}")}),
+        json!({"name": "GRAYLANE_HEALTH_ADDR", "value": format!("0.0.0.0:{HEALTH_PORT}")}),
     ];
     let mut mounts = Vec::new();
     if let Some(secret) = &config.token_secret {
@@ -169,14 +178,14 @@ pub fn inject(
         );
     }
     let probe =
-        |path: &str| json!({"httpGet": {"path": path, "port": ADMIN_PORT}, "periodSeconds": 5});
+        |path: &str| json!({"httpGet": {"path": path, "port": HEALTH_PORT}, "periodSeconds": 5});
     let sidecar = json!({
         "name": SIDECAR,
         "image": image,
         "env": env,
         "ports": [
             {"name": "graylane-in", "containerPort": INBOUND_PORT},
-            {"name": "graylane-admin", "containerPort": ADMIN_PORT},
+            {"name": "graylane-health", "containerPort": HEALTH_PORT},
         ],
         "readinessProbe": probe("/ready"),
         "livenessProbe": probe("/live"),
@@ -212,8 +221,9 @@ pub fn inject(
     ] {
         let mut value = text(annotation).unwrap_or_default().to_string();
         if annotation == "graylane.io/exclude-inbound-ports" {
-            // The admin port stays reachable for the kubelet's probes.
-            value = [ADMIN_PORT.to_string(), value]
+            // The health port stays reachable for the kubelet's probes; the admin
+            // port needs no exemption, as nothing but loopback reaches it.
+            value = [HEALTH_PORT.to_string(), value]
                 .into_iter()
                 .filter(|s| !s.is_empty())
                 .collect::<Vec<_>>()
@@ -311,38 +321,53 @@ pub fn pod_paths(kind: &str) -> Option<(&'static [&'static str], &'static [&'sta
 }
 
 /// Injects the pod template of a whole object (Pod, Deployment, ...); other kinds are
-/// `Unchanged`.
-pub fn inject_object(object: &mut Value, config: &Config) -> Result<Outcome, InjectError> {
-    if object["metadata"]["namespace"]
-        .as_str()
-        .is_some_and(|ns| NEVER.contains(&ns))
-    {
-        return Ok(Outcome::Unchanged);
-    }
-    let kind = object["kind"].as_str().unwrap_or_default().to_string();
-    let Some((meta_path, spec_path)) = pod_paths(&kind) else {
-        return Ok(Outcome::Unchanged);
+/// `Skipped`. `namespace`: where it will run (the webhook's request), else the
+/// object's own `metadata.namespace`.
+pub fn inject_object(
+    object: &mut Value,
+    namespace: Option<&str>,
+    config: &Config,
+) -> Result<Outcome, InjectError> {
+    let kind = object["kind"].as_str().unwrap_or_default();
+    let Some((meta_path, spec_path)) = pod_paths(kind) else {
+        return Ok(Outcome::Skipped(Skip::NotAWorkload));
     };
+    let namespace = namespace
+        .or_else(|| object["metadata"]["namespace"].as_str())
+        .map(str::to_string);
     let mut metadata = take(object, meta_path);
     let mut spec = take(object, spec_path);
-    let result = inject(&mut metadata, &mut spec, config);
+    let result = inject(&mut metadata, &mut spec, namespace.as_deref(), config);
     put(object, meta_path, metadata);
     put(object, spec_path, spec);
     result
 }
 
+/// The value at `path`, taken out (`Null` when missing); never panics on a document
+/// whose fields have the wrong type.
 fn take(object: &mut Value, path: &[&str]) -> Value {
     let mut v = object;
     for key in path {
-        v = &mut v[*key];
+        match v.get_mut(*key) {
+            Some(next) => v = next,
+            None => return Value::Null,
+        }
     }
     v.take()
 }
 
+/// Puts back what `take` took: objects missing on the way are created, a field of
+/// another type on the way (whose value `take` saw as `Null`) is left as it was.
 fn put(object: &mut Value, path: &[&str], value: Value) {
     let mut v = object;
     for key in path {
-        v = &mut v[*key];
+        if v.is_null() {
+            *v = Value::Object(Map::new());
+        }
+        let Some(obj) = v.as_object_mut() else {
+            return;
+        };
+        v = obj.entry(*key).or_insert(Value::Null);
     }
     *v = value;
 }

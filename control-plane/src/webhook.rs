@@ -3,10 +3,10 @@
 //! the same `inject` function as `graylane inject`.
 //!
 //! Which pods: the MutatingWebhookConfiguration sends pods labelled (or in a namespace
-//! labelled) `graylane.io/inject: enabled`; here, `kube-system` is never touched, a
-//! pod labelled `graylane.io/inject: disabled` is left alone, and an injected one is
-//! unchanged. A pod whose annotations cannot be honoured is refused with the reason,
-//! rather than started without its sidecar.
+//! labelled) `graylane.io/inject: enabled`; here, the pods `graylane inject` skips are
+//! skipped too (one [`inject::decide`]: system namespaces, `graylane.io/inject:
+//! disabled`, already injected). A pod whose annotations cannot be honoured is refused
+//! with the reason, rather than started without its sidecar.
 
 use std::convert::Infallible;
 use std::path::Path;
@@ -146,17 +146,21 @@ pub fn review(body: &[u8], config: &Config) -> Result<Value, String> {
         json!({"apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview", "response": response})
     };
     let mut pod = request["object"].clone();
-    let skip = request["namespace"]
-        .as_str()
-        .is_some_and(|ns| inject::NEVER.contains(&ns))
-        || request["kind"]["kind"] != "Pod"
-        || pod["metadata"]["labels"]["graylane.io/inject"] == "disabled";
-    if skip {
+    // The configuration sends only pods; anything else passes as it came.
+    if request["kind"]["kind"] != "Pod" {
         return Ok(allow(json!({})));
     }
+    // `request.kind` says it is a Pod, whether or not the object repeats it.
+    if let Some(object) = pod.as_object_mut() {
+        object.entry("kind").or_insert_with(|| json!("Pod"));
+    }
     let before = pod.clone();
-    match inject::inject_object(&mut pod, config) {
-        Ok(Outcome::Unchanged) => Ok(allow(json!({}))),
+    // The request's namespace: a pod created from a template often has none of its own.
+    match inject::inject_object(&mut pod, request["namespace"].as_str(), config) {
+        Ok(Outcome::Skipped(why)) => {
+            tracing::debug!(%uid, %why, "not injected");
+            Ok(allow(json!({})))
+        }
         Ok(Outcome::Injected) => {
             let patch = patch(&before, &pod);
             let encoded = base64::engine::general_purpose::STANDARD.encode(patch.to_string());
@@ -213,10 +217,15 @@ mod tests {
         let pod = json!({"metadata": {"labels": {"app": "dns"}}, "spec": {"containers": [{"name": "dns"}]}});
         let answer = review(&review_of(pod.clone(), "kube-system"), &Config::default()).unwrap();
         assert_eq!(answer["response"], json!({"uid": "u-1", "allowed": true}));
+        let answer = review(&review_of(pod.clone(), "shop"), &Config::default()).unwrap();
+        assert!(
+            answer["response"].get("patch").is_some(),
+            "elsewhere, the same pod is injected: {answer}"
+        );
         let mut out = pod;
         out["metadata"]["labels"]["graylane.io/inject"] = json!("disabled");
         let answer = review(&review_of(out, "shop"), &Config::default()).unwrap();
-        assert!(answer["response"].get("patch").is_none());
+        assert_eq!(answer["response"], json!({"uid": "u-1", "allowed": true}));
     }
 
     #[test]

@@ -17,5 +17,5 @@ COPY --from=build /src/target/release/graylane-sidecar /src/target/release/grayl
 # The sidecar runs as 1337, the UID init-iptables exempts; the init container
 # overrides this with root and NET_ADMIN.
 USER 1337:1337
-EXPOSE 15000 15001 15006
+EXPOSE 15000 15001 15006 15021
 ENTRYPOINT ["/usr/local/bin/graylane-sidecar"]

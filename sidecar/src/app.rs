@@ -1,6 +1,7 @@
-//! Wiring of one sidecar: the three listeners, discovery and the shared state between
-//! them, all stopped by one shutdown future. Takes already-bound listeners, so the
-//! binary (and anything embedding it) binds where it likes, port 0 included.
+//! Wiring of one sidecar: the three listeners (four with health), discovery and the
+//! shared state between them, all stopped by one shutdown future. Takes already-bound
+//! listeners, so the binary (and anything embedding it) binds where it likes, port 0
+//! included.
 //!
 //! ```text
 //!            ┌──────────── Routing (ArcSwap) ◄── Discovery ◄── control plane
@@ -21,6 +22,7 @@ use crate::admin::Admin;
 use crate::balance::Balancer;
 use crate::discovery::{self, Discovery};
 use crate::gaps::Gaps;
+use crate::health;
 use crate::inbound::Inbound;
 use crate::metrics::Metrics;
 use crate::outbound::Outbound;
@@ -65,6 +67,9 @@ pub struct Listeners {
     pub admin: TcpListener,
     pub outbound: TcpListener,
     pub inbound: TcpListener,
+    /// `/ready` and `/live` only, for probes from outside while admin stays on
+    /// loopback (in a pod); `None`: probes use admin.
+    pub health: Option<TcpListener>,
 }
 
 /// Runs until `shutdown` completes; then stops accepting, ends the control-plane
@@ -100,6 +105,7 @@ pub async fn run(config: Config, listeners: Listeners, shutdown: impl Future<Out
         own_listeners: vec![
             listeners.outbound.local_addr().ok(),
             listeners.admin.local_addr().ok(),
+            listeners.health.as_ref().and_then(|h| h.local_addr().ok()),
         ]
         .into_iter()
         .flatten()
@@ -144,6 +150,9 @@ pub async fn run(config: Config, listeners: Listeners, shutdown: impl Future<Out
     // stream ends.
     let (stop, stopped) = watch::channel(false);
     let limits = config.limits;
+    let health = listeners
+        .health
+        .map(|l| tokio::spawn(health::serve(l, Arc::clone(&routes), stopped.clone())));
     let tasks = [
         tokio::spawn(admin.serve(listeners.admin, stopped.clone())),
         tokio::spawn(server::serve(
@@ -174,7 +183,7 @@ pub async fn run(config: Config, listeners: Listeners, shutdown: impl Future<Out
     let _ = stop.send(true);
     let _ = discovery.await;
     let _ = prune.await;
-    for task in tasks {
+    for task in tasks.into_iter().chain(health) {
         let _ = task.await;
     }
 }

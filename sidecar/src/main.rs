@@ -82,6 +82,11 @@ struct Args {
     /// Admin listener: /ready, /live, /metrics, /config, /gates/self.
     #[arg(long, env = "GRAYLANE_ADMIN_ADDR", default_value = "127.0.0.1:15000")]
     admin_addr: SocketAddr,
+    /// Health listener: /ready and /live only (404 for anything else), for probes
+    /// from outside while admin stays on loopback (injected pods: 0.0.0.0:15021).
+    /// Default: none.
+    #[arg(long, env = "GRAYLANE_HEALTH_ADDR")]
+    health_addr: Option<SocketAddr>,
     /// Transparent mode: destination ports passed through as TCP without waiting for
     /// the client to speak (server-first protocols).
     #[arg(long, env = "GRAYLANE_OPAQUE_PORTS", value_delimiter = ',', default_value = graylane_sidecar::transparent::DEFAULT_OPAQUE_PORTS)]
@@ -193,6 +198,15 @@ async fn run(args: Args) -> anyhow::Result<()> {
     let admin_listener = bind(args.admin_addr, "--admin-addr").await?;
     let outbound_listener = bind(args.outbound_addr, "--outbound-addr").await?;
     let inbound_listener = bind(args.inbound_addr, "--inbound-addr").await?;
+    let health_listener = match args.health_addr {
+        Some(addr) => Some(bind(addr, "--health-addr").await?),
+        None => None,
+    };
+    // Logged only when set: the line stays as it was for sidecars without one.
+    let health_addr = match &health_listener {
+        Some(l) => Some(l.local_addr()?),
+        None => None,
+    };
     let inbound_addr = inbound_listener.local_addr()?;
     let advertise = match args.advertise_addr.clone() {
         Some(a) => a,
@@ -206,6 +220,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
         admin_addr = %admin_listener.local_addr()?,
         outbound_addr = %outbound_listener.local_addr()?,
         inbound_addr = %inbound_addr,
+        health_addr = health_addr.map(tracing::field::display),
         "graylane-sidecar listening"
     );
     let trace = TraceConfig {
@@ -246,6 +261,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
         admin: admin_listener,
         outbound: outbound_listener,
         inbound: inbound_listener,
+        health: health_listener,
     };
     // The first SIGTERM starts the drain; a second one means "now" (an operator, or
     // a kubelet past its grace period): exit without waiting for the drain.

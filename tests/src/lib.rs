@@ -381,6 +381,11 @@ impl Sidecar {
         );
     }
 
+    /// The health listener's address (`--health-addr`), as logged; `None` without one.
+    pub fn health(&self) -> Option<SocketAddr> {
+        field(&self.proc.log_text(), "health_addr=")
+    }
+
     /// `/config` as JSON.
     pub fn config(&self) -> serde_json::Value {
         let (status, body) = http_get(self.admin, "/config");

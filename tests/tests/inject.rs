@@ -148,3 +148,105 @@ fn bad_input_names_the_file_and_document() {
     ]);
     assert_eq!(missing.code, 2, "{missing:?}");
 }
+
+/// A Deployment as the other tests' MANIFESTS has it, written as JSON.
+const JSON_DEPLOYMENT: &str = r#"{
+  "apiVersion": "apps/v1",
+  "kind": "Deployment",
+  "metadata": {"name": "orders-v2"},
+  "spec": {
+    "selector": {"matchLabels": {"app": "orders", "version": "v2"}},
+    "template": {
+      "metadata": {"labels": {"app": "orders", "version": "v2"}},
+      "spec": {"containers": [{"name": "orders", "image": "shop/orders:2"}]}
+    }
+  }
+}
+"#;
+
+fn injected(doc: &str) -> bool {
+    doc.contains("graylane-sidecar") && doc.contains("graylane-init")
+}
+
+#[test]
+fn every_way_of_writing_a_workload_is_injected() {
+    let dir = tempfile::tempdir().unwrap();
+    let deployment = MANIFESTS.split("---\n").nth(1).unwrap();
+    let cases = [
+        ("json", JSON_DEPLOYMENT.to_string()),
+        (
+            "comment after the kind",
+            deployment.replace("kind: Deployment", "kind: Deployment  # orders"),
+        ),
+        (
+            "quoted keys",
+            deployment.replace("kind: Deployment", "\"kind\": \"Deployment\""),
+        ),
+        (
+            "kind not first",
+            deployment.replace("apiVersion: apps/v1\nkind: Deployment\n", "")
+                + "apiVersion: apps/v1\nkind: Deployment\n",
+        ),
+    ];
+    for (case, text) in cases {
+        let file = write_file(dir.path(), "case.yaml", &text);
+        let out = cli(&["inject", "-f", &file]);
+        out.assert_ok();
+        assert!(injected(&out.stdout), "{case}: {}", out.stdout);
+        let injected_file = write_file(dir.path(), "case-injected.yaml", &out.stdout);
+        validate(&injected_file);
+    }
+}
+
+#[test]
+fn the_items_of_a_list_are_injected() {
+    let dir = tempfile::tempdir().unwrap();
+    let list = format!(
+        r#"{{"apiVersion": "v1", "kind": "List", "items": [{JSON_DEPLOYMENT},
+           {{"apiVersion": "v1", "kind": "ConfigMap", "metadata": {{"name": "settings"}}}}]}}"#
+    );
+    let file = write_file(dir.path(), "list.json", &list);
+    let out = cli(&["inject", "-f", &file]);
+    out.assert_ok();
+    let value: serde_json::Value = serde_json::from_str(&out.stdout).expect("JSON in, JSON out");
+    let items = value["items"].as_array().unwrap();
+    assert_eq!(items.len(), 2, "{}", out.stdout);
+    let containers = &items[0]["spec"]["template"]["spec"]["containers"];
+    assert_eq!(containers[1]["name"], "graylane-sidecar", "{}", out.stdout);
+    assert_eq!(items[1]["metadata"]["name"], "settings");
+    validate(&write_file(dir.path(), "list-injected.yaml", &out.stdout));
+}
+
+#[test]
+fn opted_out_workloads_pass_through_as_written_with_the_reason() {
+    let dir = tempfile::tempdir().unwrap();
+    let opted_out = MANIFESTS.split("---\n").nth(1).unwrap().replace(
+        "      labels: {app: orders, version: v2}\n",
+        "      labels: {app: orders, version: v2, graylane.io/inject: disabled}  # not yet\n",
+    );
+    let file = write_file(dir.path(), "opted-out.yaml", &opted_out);
+    let out = cli(&["inject", "-f", &file]);
+    out.assert_ok();
+    assert_eq!(out.stdout, opted_out, "byte for byte");
+    assert!(
+        out.stderr.contains(
+            "opted-out.yaml: document 1 (Deployment/orders-v2): not injected: labelled graylane.io/inject=disabled"
+        ),
+        "{out:?}"
+    );
+}
+
+#[test]
+fn invalid_yaml_is_refused_naming_the_file_and_document() {
+    let dir = tempfile::tempdir().unwrap();
+    // Not a workload either, as far as a line-by-line look can tell: still refused.
+    let broken = format!("{MANIFESTS}---\nkind: ConfigMap\ndata: {{name: [oops\n");
+    let file = write_file(dir.path(), "broken.yaml", &broken);
+    let out = cli(&["inject", "-f", &file]);
+    assert_eq!(out.code, 1, "{out:?}");
+    assert!(
+        out.stderr.contains("broken.yaml: document 5: not YAML"),
+        "{out:?}"
+    );
+    assert!(out.stdout.is_empty(), "nothing half-printed: {out:?}");
+}

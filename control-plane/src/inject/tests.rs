@@ -47,7 +47,7 @@ fn a_plain_pod_gets_the_sidecar_and_the_init_container() {
         app(json!([{"containerPort": 9000}])),
     );
     assert_eq!(
-        inject_object(&mut p, &Config::default()).unwrap(),
+        inject_object(&mut p, None, &Config::default()).unwrap(),
         Outcome::Injected
     );
     let containers = p["spec"]["containers"].as_array().unwrap();
@@ -78,7 +78,22 @@ fn a_plain_pod_gets_the_sidecar_and_the_init_container() {
     );
     let sidecar = &containers[1];
     assert_eq!(sidecar["securityContext"]["runAsUser"], 1337);
-    assert_eq!(sidecar["readinessProbe"]["httpGet"]["port"], 15000);
+    assert_eq!(sidecar["readinessProbe"]["httpGet"]["port"], 15021);
+    assert_eq!(sidecar["livenessProbe"]["httpGet"]["port"], 15021);
+    assert_eq!(
+        env(&p, "GRAYLANE_ADMIN_ADDR")["value"],
+        "127.0.0.1:15000",
+        "/config shows the whole mesh: loopback only"
+    );
+    assert_eq!(env(&p, "GRAYLANE_HEALTH_ADDR")["value"], "0.0.0.0:15021");
+    assert_eq!(
+        sidecar["ports"],
+        json!([
+            {"name": "graylane-in", "containerPort": 15006},
+            {"name": "graylane-health", "containerPort": 15021},
+        ]),
+        "the admin port is not a container port"
+    );
     assert_eq!(
         p["spec"]["volumes"][0]["secret"]["secretName"],
         "graylane-sidecar-token"
@@ -90,7 +105,7 @@ fn a_plain_pod_gets_the_sidecar_and_the_init_container() {
             "--proxy-uid",
             "1337",
             "--exclude-inbound-ports",
-            "15000"
+            "15021"
         ]
     );
     assert_eq!(
@@ -103,11 +118,11 @@ fn a_plain_pod_gets_the_sidecar_and_the_init_container() {
 #[test]
 fn injecting_twice_changes_nothing() {
     let mut p = pod(json!({"labels": {"app": "orders"}}), app(json!([])));
-    inject_object(&mut p, &Config::default()).unwrap();
+    inject_object(&mut p, None, &Config::default()).unwrap();
     let once = p.clone();
     assert_eq!(
-        inject_object(&mut p, &Config::default()).unwrap(),
-        Outcome::Unchanged
+        inject_object(&mut p, None, &Config::default()).unwrap(),
+        Outcome::Skipped(Skip::AlreadyInjected)
     );
     assert_eq!(p, once);
     // A pod that already has the container (injected by hand) is left alone too.
@@ -117,8 +132,8 @@ fn injecting_twice_changes_nothing() {
     );
     let before = manual.clone();
     assert_eq!(
-        inject_object(&mut manual, &Config::default()).unwrap(),
-        Outcome::Unchanged
+        inject_object(&mut manual, None, &Config::default()).unwrap(),
+        Outcome::Skipped(Skip::AlreadyInjected)
     );
     assert_eq!(manual, before);
 }
@@ -128,7 +143,7 @@ fn existing_init_containers_run_before_interception() {
     let mut spec = app(json!([]));
     spec["initContainers"] = json!([{"name": "migrate", "image": "shop/migrate"}]);
     let mut p = pod(json!({"labels": {"app": "orders"}}), spec);
-    inject_object(&mut p, &Config::default()).unwrap();
+    inject_object(&mut p, None, &Config::default()).unwrap();
     let names: Vec<&str> = p["spec"]["initContainers"]
         .as_array()
         .unwrap()
@@ -146,7 +161,7 @@ fn a_port_named_http_is_the_app_port() {
             json!([{"name": "metrics", "containerPort": 9090}, {"name": "http", "containerPort": 8081}]),
         ),
     );
-    inject_object(&mut p, &Config::default()).unwrap();
+    inject_object(&mut p, None, &Config::default()).unwrap();
     assert_eq!(env(&p, "GRAYLANE_SERVICE")["value"], "orders");
     assert_eq!(env(&p, "GRAYLANE_APP_ADDR")["value"], "127.0.0.1:8081");
     assert_eq!(env(&p, "GRAYLANE_LABELS")["value"], "version=v3");
@@ -168,7 +183,7 @@ fn annotations_override_image_ports_and_exclusions() {
         }),
         app(json!([{"containerPort": 8080}])),
     );
-    inject_object(&mut p, &Config::default()).unwrap();
+    inject_object(&mut p, None, &Config::default()).unwrap();
     assert_eq!(env(&p, "GRAYLANE_SERVICE")["value"], "checkout");
     assert_eq!(env(&p, "GRAYLANE_APP_ADDR")["value"], "127.0.0.1:7000");
     assert_eq!(
@@ -182,7 +197,7 @@ fn annotations_override_image_ports_and_exclusions() {
             "--proxy-uid",
             "1337",
             "--exclude-inbound-ports",
-            "15000,9090",
+            "15021,9090",
             "--exclude-outbound-ports",
             "5432,6379",
             "--exclude-outbound-cidrs",
@@ -195,14 +210,14 @@ fn annotations_override_image_ports_and_exclusions() {
 fn bad_input_is_refused_with_the_reason() {
     let mut p = pod(json!({"labels": {"tier": "web"}}), app(json!([])));
     assert_eq!(
-        inject_object(&mut p, &Config::default()),
+        inject_object(&mut p, None, &Config::default()),
         Err(InjectError::NoService)
     );
     let mut p = pod(
         json!({"labels": {"app": "orders"}, "annotations": {"graylane.io/exclude-outbound-ports": "5432,http"}}),
         app(json!([])),
     );
-    let e = inject_object(&mut p, &Config::default())
+    let e = inject_object(&mut p, None, &Config::default())
         .unwrap_err()
         .to_string();
     assert!(
@@ -220,7 +235,7 @@ fn workloads_inject_their_pod_template_and_other_kinds_pass() {
             "spec": {"template": {"metadata": {"labels": {"app": "orders"}}, "spec": app(json!([]))}},
         });
         assert_eq!(
-            inject_object(&mut d, &Config::default()).unwrap(),
+            inject_object(&mut d, None, &Config::default()).unwrap(),
             Outcome::Injected,
             "{kind}"
         );
@@ -237,7 +252,7 @@ fn workloads_inject_their_pod_template_and_other_kinds_pass() {
         "kind": "CronJob",
         "spec": {"jobTemplate": {"spec": {"template": {"metadata": {"labels": {"app": "report"}}, "spec": app(json!([]))}}}},
     });
-    inject_object(&mut cron, &Config::default()).unwrap();
+    inject_object(&mut cron, None, &Config::default()).unwrap();
     assert_eq!(
         cron["spec"]["jobTemplate"]["spec"]["template"]["spec"]["containers"][1]["name"],
         SIDECAR
@@ -245,8 +260,8 @@ fn workloads_inject_their_pod_template_and_other_kinds_pass() {
     let mut cm = json!({"kind": "ConfigMap", "data": {"a": "b"}});
     let before = cm.clone();
     assert_eq!(
-        inject_object(&mut cm, &Config::default()).unwrap(),
-        Outcome::Unchanged
+        inject_object(&mut cm, None, &Config::default()).unwrap(),
+        Outcome::Skipped(Skip::NotAWorkload)
     );
     assert_eq!(cm, before);
 }
@@ -260,9 +275,51 @@ fn system_namespaces_are_never_injected() {
         );
         let before = p.clone();
         assert_eq!(
-            inject_object(&mut p, &Config::default()).unwrap(),
-            Outcome::Unchanged
+            inject_object(&mut p, None, &Config::default()).unwrap(),
+            Outcome::Skipped(Skip::SystemNamespace(ns.to_string()))
         );
         assert_eq!(p, before);
+    }
+}
+
+#[test]
+fn an_opted_out_pod_or_template_is_skipped_with_the_reason() {
+    let opted_out = json!({"labels": {"app": "orders", "graylane.io/inject": "disabled"}});
+    let mut p = pod(opted_out.clone(), app(json!([])));
+    let before = p.clone();
+    assert_eq!(
+        inject_object(&mut p, None, &Config::default()).unwrap(),
+        Outcome::Skipped(Skip::OptedOut)
+    );
+    assert_eq!(p, before);
+    let mut d = json!({
+        "kind": "Deployment",
+        "metadata": {"name": "orders"},
+        "spec": {"template": {"metadata": opted_out, "spec": app(json!([]))}},
+    });
+    assert_eq!(
+        inject_object(&mut d, None, &Config::default()).unwrap(),
+        Outcome::Skipped(Skip::OptedOut)
+    );
+}
+
+#[test]
+fn the_given_namespace_wins_over_the_objects() {
+    let mut p = pod(json!({"labels": {"app": "x"}}), app(json!([])));
+    assert_eq!(
+        inject_object(&mut p, Some("kube-system"), &Config::default()).unwrap(),
+        Outcome::Skipped(Skip::SystemNamespace("kube-system".into()))
+    );
+}
+
+#[test]
+fn fields_of_the_wrong_type_are_refused_not_a_panic() {
+    for spec in [json!("x"), json!([1]), json!({"template": 3}), Value::Null] {
+        let mut d = json!({"kind": "Deployment", "metadata": {"name": "orders"}, "spec": spec});
+        assert_eq!(
+            inject_object(&mut d, None, &Config::default()),
+            Err(InjectError::NotAnObject("spec")),
+            "{d}"
+        );
     }
 }
