@@ -24,6 +24,7 @@ if [[ ${1:-build} == test ]]; then
     check ip iproute2
     check curl curl
     check openssl openssl
+    check promtool prometheus # promtool check metrics: tests/tests/metrics.rs
     if ! command -v kubernetes-validate >/dev/null && [[ ! -x $venv/bin/kubernetes-validate ]]; then
         need_validator=1
         python3 -c 'import venv, ensurepip' 2>/dev/null || need+=(python3-venv)

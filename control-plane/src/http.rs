@@ -1,12 +1,13 @@
-//! `--http-addr`: `/live`, `/ready` and `/metrics` (Prometheus text) for probes and
+//! `--http-addr`: `/live`, `/ready` and `/metrics` (Prometheus text or OpenMetrics) for probes and
 //! scraping. Plain HTTP/1.1, no routing framework: three fixed paths.
 
 use std::convert::Infallible;
-use std::fmt::Write;
 use std::sync::Arc;
 
+use graylane_exposition::Scrape;
 use http_body_util::Full;
 use hyper::body::Bytes;
+use hyper::header::{self, HeaderValue};
 use hyper::{Request, Response, StatusCode};
 use hyper_util::rt::TokioIo;
 use tokio::net::TcpListener;
@@ -52,7 +53,7 @@ async fn respond<B>(control: &Control, req: &Request<B>) -> Response<Full<Bytes>
                 format!("not ready: {why}\n"),
             ),
         },
-        "/metrics" => (StatusCode::OK, metrics(control)),
+        "/metrics" => return metrics(control, req.headers().get(header::ACCEPT)),
         _ => (
             StatusCode::NOT_FOUND,
             "not found: try /live, /ready or /metrics\n".to_string(),
@@ -63,7 +64,8 @@ async fn respond<B>(control: &Control, req: &Request<B>) -> Response<Full<Bytes>
     response
 }
 
-fn metrics(control: &Control) -> String {
+/// Every metric of the control plane, in the format `accept` prefers.
+fn metrics(control: &Control, accept: Option<&HeaderValue>) -> Response<Full<Bytes>> {
     let hub = control.hub();
     let state = hub.current();
     let sidecars = hub.sidecars();
@@ -72,45 +74,47 @@ fn metrics(control: &Control) -> String {
         .iter()
         .filter(|s| s.acked_revision == state.revision)
         .count();
-    let counters = control.counters();
-    let mut out = String::new();
-    let mut gauge = |name: &str, help: &str, value: u64| {
-        let _ = writeln!(
-            out,
-            "# HELP {name} {help}\n# TYPE {name} gauge\n{name} {value}"
-        );
-    };
-    gauge(
-        "graylane_control_rule_revision",
-        "Rule revision in force.",
-        state.revision,
-    );
-    gauge(
-        "graylane_control_snapshot_version",
-        "Snapshot version served to sidecars.",
-        state.version,
-    );
-    gauge(
-        "graylane_control_connected_sidecars",
-        "Sidecars with a live stream.",
-        sidecars.len() as u64,
-    );
-    gauge(
-        "graylane_control_sidecars_current",
-        "Sidecars that acked the revision in force.",
-        current as u64,
-    );
-    gauge(
-        "graylane_control_sidecars_nacking",
-        "Sidecars whose last answer was a NACK.",
-        nacking as u64,
-    );
-    for (name, help, value) in counters.render() {
-        let _ = writeln!(
-            out,
-            "# HELP {name} {help}\n# TYPE {name} counter\n{name} {value}"
-        );
+    let count = |n: usize| i64::try_from(n).unwrap_or(i64::MAX);
+    let gauges = [
+        (
+            "graylane_control_rule_revision",
+            "Rule revision in force.",
+            i64::try_from(state.revision).unwrap_or(i64::MAX),
+        ),
+        (
+            "graylane_control_snapshot_version",
+            "Snapshot version served to sidecars.",
+            i64::try_from(state.version).unwrap_or(i64::MAX),
+        ),
+        (
+            "graylane_control_connected_sidecars",
+            "Sidecars with a live stream.",
+            count(sidecars.len()),
+        ),
+        (
+            "graylane_control_sidecars_current",
+            "Sidecars that acked the revision in force.",
+            count(current),
+        ),
+        (
+            "graylane_control_sidecars_nacking",
+            "Sidecars whose last answer was a NACK.",
+            count(nacking),
+        ),
+    ];
+    let mut scrape = Scrape::default();
+    for (name, help, value) in gauges {
+        scrape.gauge(name, help, value);
     }
-    hub.stats.render(&mut out);
-    out
+    for (name, help, value) in control.counters().render() {
+        scrape.counter(name, help, value);
+    }
+    hub.stats.register(&mut scrape);
+    let (format, body) = scrape.encode(accept);
+    let mut response = Response::new(Full::new(Bytes::from(body)));
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static(format.content_type()),
+    );
+    response
 }

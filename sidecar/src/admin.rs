@@ -3,12 +3,12 @@
 
 use std::collections::BTreeMap;
 use std::convert::Infallible;
-use std::fmt::Write;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use bytes::Bytes;
+use graylane_exposition::Scrape;
 use http::{Request, Response, StatusCode, header};
 use http_body_util::{BodyExt, Full, StreamBody, combinators::BoxBody};
 use hyper::body::Frame;
@@ -90,7 +90,7 @@ impl Admin {
                     "not ready: no snapshot yet\n".into(),
                 ),
             },
-            "/metrics" => text(StatusCode::OK, self.metrics()),
+            "/metrics" => self.metrics(req.headers().get(header::ACCEPT)),
             "/config" => json_response(&self.config()),
             "/gates/self" if watch => self.watch_gate(shutdown),
             "/gates/self" => json_response(&self.gate()),
@@ -174,70 +174,67 @@ impl Admin {
         }
     }
 
-    fn metrics(&self) -> String {
+    /// Every metric of this sidecar, in the format `accept` prefers.
+    fn metrics(&self, accept: Option<&header::HeaderValue>) -> Response<Body> {
         let revision = self.routes.load().map_or(0, |r| r.revision);
         let c = &self.counters;
-        let mut out = String::new();
-        let mut one = |name: &str, kind: &str, help: &str, value: u64| {
-            let _ = writeln!(
-                out,
-                "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {value}"
-            );
-        };
-        one(
+        let mut scrape = Scrape::default();
+        scrape.gauge(
             "graylane_sidecar_rule_revision",
-            "gauge",
             "Rule revision in force (0: none).",
-            revision,
+            i64::try_from(revision).unwrap_or(i64::MAX),
         );
-        one(
-            "graylane_sidecar_snapshots_applied_total",
-            "counter",
-            "Snapshots applied and ACKed.",
-            c.applied.load(Ordering::Relaxed),
-        );
-        one(
-            "graylane_sidecar_snapshots_rejected_total",
-            "counter",
-            "Snapshots NACKed.",
-            c.rejected.load(Ordering::Relaxed),
-        );
-        one(
-            "graylane_sidecar_control_plane_connects_total",
-            "counter",
-            "Connections made to a control plane.",
-            c.connects.load(Ordering::Relaxed),
-        );
-        one(
-            "graylane_sidecar_cache_rejected_total",
-            "counter",
-            "Snapshot cache files ignored at start: unreadable, failing their integrity check, of an older format, or with rules this sidecar rejects.",
-            c.cache_rejected.load(Ordering::Relaxed),
-        );
-        one(
-            "graylane_spans_exported_total",
-            "counter",
-            "Spans the OTLP endpoint accepted.",
-            self.tracer.exported.load(Ordering::Relaxed),
-        );
-        one(
-            "graylane_spans_dropped_total",
-            "counter",
-            "Spans dropped: export queue full, or the OTLP endpoint failed.",
-            self.tracer.dropped.load(Ordering::Relaxed),
-        );
-        let _ = writeln!(
-            out,
-            "# HELP graylane_propagation_gaps_total Outbound calls without tag or known trace while a tagged request was in flight (the app dropped the lane).\n# TYPE graylane_propagation_gaps_total counter"
-        );
-        for (destination, n) in self.gaps.counts() {
-            let _ = writeln!(
-                out,
-                "graylane_propagation_gaps_total{{destination=\"{destination}\"}} {n}"
-            );
+        let counters = [
+            (
+                "graylane_sidecar_snapshots_applied_total",
+                "Snapshots applied and ACKed.",
+                &c.applied,
+            ),
+            (
+                "graylane_sidecar_snapshots_rejected_total",
+                "Snapshots NACKed.",
+                &c.rejected,
+            ),
+            (
+                "graylane_sidecar_control_plane_connects_total",
+                "Connections made to a control plane.",
+                &c.connects,
+            ),
+            (
+                "graylane_sidecar_cache_rejected_total",
+                "Snapshot cache files ignored at start: unreadable, failing their integrity check, of an older format, or with rules this sidecar rejects.",
+                &c.cache_rejected,
+            ),
+            (
+                "graylane_spans_exported_total",
+                "Spans the OTLP endpoint accepted.",
+                &self.tracer.exported,
+            ),
+            (
+                "graylane_spans_dropped_total",
+                "Spans dropped: export queue full, or the OTLP endpoint failed.",
+                &self.tracer.dropped,
+            ),
+        ];
+        for (name, help, value) in counters {
+            scrape.counter(name, help, value.load(Ordering::Relaxed));
         }
-        self.metrics.render(&mut out);
-        out
+        scrape.counters(
+            "graylane_propagation_gaps_total",
+            "Outbound calls without tag or known trace while a tagged request was in flight (the app dropped the lane).",
+            self.gaps
+                .counts()
+                .into_iter()
+                .map(|(destination, n)| (vec![("destination", destination)], n)),
+        );
+        self.metrics.register(&mut scrape);
+        let (format, body) = scrape.encode(accept);
+        let mut response = text(StatusCode::OK, body);
+        response.headers_mut().insert(
+            header::CONTENT_TYPE,
+            header::HeaderValue::from_static(format.content_type()),
+        );
+        response
     }
 }
 

@@ -1,4 +1,4 @@
-//! Request metrics for `/metrics` (Prometheus text), RED per lane: count and latency
+//! Request metrics for `/metrics`, RED per lane: count and latency
 //! by direction, destination service, subset, lane and status (errors are the 5xx
 //! series); requests in flight; invalid tags.
 //!
@@ -6,11 +6,16 @@
 //! from raw request input, so a client cannot grow the series without bound: a tag
 //! that names no lane is counted as `other`.
 
-use std::collections::BTreeMap;
-use std::fmt::Write;
-use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
+
+use graylane_exposition::Scrape;
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::Histogram;
 
 /// Upper bounds of the latency buckets, in seconds.
 const BUCKETS: [f64; 12] = [
@@ -18,7 +23,7 @@ const BUCKETS: [f64; 12] = [
 ];
 
 /// The labels of one series.
-#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, EncodeLabelSet)]
 pub struct Key {
     /// `outbound` or `inbound`.
     pub direction: &'static str,
@@ -30,21 +35,14 @@ pub struct Key {
     pub status: u16,
 }
 
-#[derive(Default)]
-struct Series {
-    count: u64,
-    sum: f64,
-    buckets: [u64; BUCKETS.len()],
-}
-
 /// The sidecar's request metrics.
-#[derive(Default)]
 pub struct Metrics {
-    in_flight: AtomicI64,
+    in_flight: Gauge,
     pub invalid_tags: AtomicU64,
     /// Intercepted connections that were not HTTP, tunnelled as TCP.
     pub tunnels: AtomicU64,
-    series: Mutex<BTreeMap<Key, Series>>,
+    requests: Family<Key, Counter>,
+    durations: Family<Key, Histogram, fn() -> Histogram>,
     pub inbound_connections: Arc<Connections>,
     pub outbound_connections: Arc<Connections>,
 }
@@ -63,89 +61,81 @@ pub struct Connections {
     pub reset_abuse: AtomicU64,
 }
 
+/// The `listener` label of the connection counters.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, EncodeLabelSet)]
+struct Listener {
+    listener: &'static str,
+}
+
 /// Counts a request as in flight until dropped.
 pub struct InFlight<'a>(&'a Metrics);
 
 impl Drop for InFlight<'_> {
     fn drop(&mut self) {
-        self.0.in_flight.fetch_sub(1, Ordering::Relaxed);
+        self.0.in_flight.dec();
+    }
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self {
+            in_flight: Gauge::default(),
+            invalid_tags: AtomicU64::default(),
+            tunnels: AtomicU64::default(),
+            requests: Family::default(),
+            durations: Family::new_with_constructor(|| Histogram::new(BUCKETS)),
+            inbound_connections: Arc::default(),
+            outbound_connections: Arc::default(),
+        }
     }
 }
 
 impl Metrics {
     /// Marks a request in flight for as long as the guard lives.
     pub fn start(&self) -> InFlight<'_> {
-        self.in_flight.fetch_add(1, Ordering::Relaxed);
+        self.in_flight.inc();
         InFlight(self)
     }
 
     /// Records one answered request and how long it took until its response head.
     pub fn record(&self, key: Key, elapsed: Duration) {
-        let seconds = elapsed.as_secs_f64();
-        // Poisoning only means another thread panicked mid-update of a counter.
-        let mut series = self.series.lock().unwrap_or_else(|e| e.into_inner());
-        let s = series.entry(key).or_default();
-        s.count += 1;
-        s.sum += seconds;
-        for (bucket, bound) in s.buckets.iter_mut().zip(BUCKETS) {
-            if seconds <= bound {
-                *bucket += 1;
-            }
-        }
+        self.durations
+            .get_or_create(&key)
+            .observe(elapsed.as_secs_f64());
+        self.requests.get_or_create(&key).inc();
     }
 
-    /// Appends the Prometheus text of every series.
-    pub fn render(&self, out: &mut String) {
-        let _ = writeln!(
-            out,
-            "# HELP graylane_sidecar_requests_in_flight Requests being proxied now.\n# TYPE graylane_sidecar_requests_in_flight gauge\ngraylane_sidecar_requests_in_flight {}",
-            self.in_flight.load(Ordering::Relaxed)
+    /// Adds every series to a scrape.
+    pub fn register(&self, scrape: &mut Scrape) {
+        scrape.register(
+            "graylane_sidecar_requests_in_flight",
+            "Requests being proxied now.",
+            self.in_flight.clone(),
         );
-        let _ = writeln!(
-            out,
-            "# HELP graylane_invalid_tag_total Gray-Publish values outside the tag grammar, removed.\n# TYPE graylane_invalid_tag_total counter\ngraylane_invalid_tag_total {}",
-            self.invalid_tags.load(Ordering::Relaxed)
+        scrape.counter(
+            "graylane_invalid_tag_total",
+            "Gray-Publish values outside the tag grammar, removed.",
+            self.invalid_tags.load(Ordering::Relaxed),
         );
-        let _ = writeln!(
-            out,
-            "# HELP graylane_tcp_tunnels_total Intercepted connections that were not HTTP, passed through as TCP.\n# TYPE graylane_tcp_tunnels_total counter\ngraylane_tcp_tunnels_total {}",
-            self.tunnels.load(Ordering::Relaxed)
+        scrape.counter(
+            "graylane_tcp_tunnels_total",
+            "Intercepted connections that were not HTTP, passed through as TCP.",
+            self.tunnels.load(Ordering::Relaxed),
         );
-        self.render_connections(out);
-        let series = self.series.lock().unwrap_or_else(|e| e.into_inner());
-        let _ = writeln!(
-            out,
-            "# HELP graylane_sidecar_requests_total Requests answered.\n# TYPE graylane_sidecar_requests_total counter"
+        self.register_connections(scrape);
+        scrape.register(
+            "graylane_sidecar_requests_total",
+            "Requests answered.",
+            self.requests.clone(),
         );
-        for (k, s) in series.iter() {
-            let _ = writeln!(
-                out,
-                "graylane_sidecar_requests_total{{{}}} {}",
-                labels(k),
-                s.count
-            );
-        }
-        let name = "graylane_sidecar_request_duration_seconds";
-        let _ = writeln!(
-            out,
-            "# HELP {name} Time to the response head.\n# TYPE {name} histogram"
+        scrape.register(
+            "graylane_sidecar_request_duration_seconds",
+            "Time to the response head.",
+            self.durations.clone(),
         );
-        for (k, s) in series.iter() {
-            let l = labels(k);
-            for (bound, n) in BUCKETS.iter().zip(s.buckets) {
-                let _ = writeln!(out, "{name}_bucket{{{l},le=\"{bound}\"}} {n}");
-            }
-            let _ = writeln!(
-                out,
-                "{name}_bucket{{{l},le=\"+Inf\"}} {}\n{name}_sum{{{l}}} {}\n{name}_count{{{l}}} {}",
-                s.count, s.sum, s.count
-            );
-        }
     }
-}
 
-impl Metrics {
-    fn render_connections(&self, out: &mut String) {
+    fn register_connections(&self, scrape: &mut Scrape) {
         let listeners = [
             ("inbound", &self.inbound_connections),
             ("outbound", &self.outbound_connections),
@@ -178,29 +168,22 @@ impl Metrics {
             ),
         ];
         for (name, help, field) in counters {
-            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} counter");
-            for (listener, c) in listeners {
-                let _ = writeln!(
-                    out,
-                    "{name}{{listener=\"{listener}\"}} {}",
-                    field(c).load(Ordering::Relaxed)
-                );
-            }
+            let series = listeners
+                .map(|(listener, c)| (Listener { listener }, field(c).load(Ordering::Relaxed)));
+            scrape.counters(name, help, series);
         }
     }
-}
-
-fn labels(k: &Key) -> String {
-    // Values are service names, subset names and tags: no quotes or backslashes.
-    format!(
-        "direction=\"{}\",service=\"{}\",subset=\"{}\",lane=\"{}\",status=\"{}\"",
-        k.direction, k.service, k.subset, k.lane, k.status
-    )
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn render(m: &Metrics) -> String {
+        let mut scrape = Scrape::default();
+        m.register(&mut scrape);
+        scrape.encode(None).1
+    }
 
     fn key(status: u16) -> Key {
         Key {
@@ -217,15 +200,13 @@ mod tests {
         let m = Metrics::default();
         {
             let _a = m.start();
-            let mut out = String::new();
-            m.render(&mut out);
+            let out = render(&m);
             assert!(out.contains("graylane_sidecar_requests_in_flight 1"));
         }
         m.record(key(200), Duration::from_millis(3));
         m.record(key(200), Duration::from_millis(300));
         m.record(key(503), Duration::from_millis(1));
-        let mut out = String::new();
-        m.render(&mut out);
+        let out = render(&m);
         let l = "direction=\"outbound\",service=\"orders\",subset=\"v2\",lane=\"gray\"";
         assert!(
             out.contains("graylane_sidecar_requests_in_flight 0"),

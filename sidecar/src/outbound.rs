@@ -157,10 +157,17 @@ impl Outbound {
             parts: &parts,
             source_ip: None,
         };
-        let route = match routes
+        let route = routes
             .table
-            .route(&service, tag.as_ref(), &view, fastrand::u64(..))
-        {
+            .route(&service, tag.as_ref(), &view, fastrand::u64(..));
+        // Set before the outcome is known, so a 503 (no instance in the lane) is
+        // labelled by its service too; but only for a service the table knows: a Host
+        // it does not know stays `-`, or clients could grow the series without bound.
+        if !matches!(route, Err(RouteError::UnknownService { .. })) {
+            key.service.clone_from(&service);
+            notes.destination = Some(service.clone());
+        }
+        let route = match route {
             Ok(route) => route,
             // Transparent mode: not a mesh service, so it goes where the app sent it.
             Err(RouteError::UnknownService { .. }) if original.is_some() => {
@@ -177,9 +184,7 @@ impl Outbound {
                 return Err(ProxyError::NoInstance(e.to_string()));
             }
         };
-        key.service.clone_from(&service);
         key.subset = route.subset.unwrap_or("-").to_string();
-        notes.destination = Some(service.clone());
         notes.lane = route.lane.map(String::from);
         notes.subset = route.subset.map(String::from);
         notes.fallback = match (&route.fallback, route.base_fallback) {

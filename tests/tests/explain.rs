@@ -6,13 +6,15 @@
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
+use std::path::Path;
 use std::time::Duration;
 
 use graylane_tests::{ControlPlane, DemoApp, Sidecar, write_file};
 use serde_json::Value;
 
 /// Lanes gray (v2, falls back to base) and blue (v3: none exists; strict), a sticky
-/// 50/50 split of orders, and an edge TagPolicy. `{release}` varies per round.
+/// 50/50 split of orders, and an edge TagPolicy (a header rule, then a query rule).
+/// `{release}` varies per round.
 fn rules(release: &str, v1: u32) -> String {
     format!(
         "apiVersion: graylane.io/v1
@@ -56,6 +58,10 @@ spec:
       match:
         headers:
           x-user-group: {{exact: testers}}
+    - tag: gray
+      match:
+        query:
+          group: {{exact: beta testers}}
 ",
         100 - v1
     )
@@ -91,6 +97,22 @@ fn sidecar(
 
 /// GET orders through `outbound` with `headers`: (status, the instance that served).
 fn route(outbound: SocketAddr, headers: &[(String, String)]) -> (u16, Option<String>) {
+    let (status, trail) = route_trail(outbound, headers);
+    (status, trail.and_then(|t| field(&t, "instance")))
+}
+
+/// A field of the first (the deciding sidecar's) entry of a `Graylane-Route` trail.
+fn field(trail: &str, name: &str) -> Option<String> {
+    trail
+        .split(',')
+        .next()?
+        .split(';')
+        .find_map(|f| f.strip_prefix(name)?.strip_prefix('='))
+        .map(String::from)
+}
+
+/// GET orders through `outbound` with `headers`: (status, its `Graylane-Route` trail).
+fn route_trail(outbound: SocketAddr, headers: &[(String, String)]) -> (u16, Option<String>) {
     let mut stream = TcpStream::connect(outbound).unwrap();
     stream
         .set_read_timeout(Some(Duration::from_secs(10)))
@@ -106,18 +128,41 @@ fn route(outbound: SocketAddr, headers: &[(String, String)]) -> (u16, Option<Str
     let mut response = String::new();
     stream.read_to_string(&mut response).unwrap();
     let status = response.split_whitespace().nth(1).unwrap().parse().unwrap();
-    let instance = response
+    let trail = response
         .lines()
         .find_map(|l| l.strip_prefix("graylane-route: "))
-        .and_then(|trail| {
-            trail
-                .split(',')
-                .next()?
-                .split(';')
-                .find_map(|f| f.strip_prefix("instance="))
-                .map(String::from)
-        });
-    (status, instance)
+        .map(String::from);
+    (status, trail)
+}
+
+/// `explain -o json` for `args` (after `explain --service orders`).
+fn explain_json(cp: &ControlPlane, args: &[&str]) -> Value {
+    let mut all = vec!["explain", "--service", "orders", "-o", "json"];
+    all.extend(args);
+    let out = cp.cli(&all);
+    out.assert_ok();
+    out.json()
+}
+
+/// The instance ids of an explained outcome's candidates.
+fn candidates(explained: &Value) -> Vec<String> {
+    explained["outcome"]["candidates"]
+        .as_array()
+        .unwrap_or_else(|| panic!("no candidates: {explained:#}"))
+        .iter()
+        .map(|c| c["instance"].as_str().unwrap().to_owned())
+        .collect()
+}
+
+/// Steps read `1. `, `2. `, … without a gap.
+fn assert_numbered(steps: &[&str], context: &str) {
+    for (i, step) in steps.iter().enumerate() {
+        assert!(
+            step.starts_with(&format!("{}. ", i + 1)),
+            "step {} is {step:?}: {context}",
+            i + 1
+        );
+    }
 }
 
 #[test]
@@ -148,6 +193,12 @@ fn explain_predicts_where_the_sidecar_sends_each_request() {
     );
     client.wait_ready();
     client.wait_endpoints("orders", 2);
+    // The entry for the query checks: frontend's inbound applies the edge TagPolicy,
+    // then its app calls orders through its own sidecar.
+    let mut entry_app = DemoApp::start(dir.path(), "frontend", "v1", Some("orders"));
+    let frontend = sidecar(dir.path(), &url, &entry_app, "frontend", "v1");
+    entry_app.proc.write_line(&frontend.outbound.to_string());
+    frontend.wait_endpoints("orders", 2);
 
     let mut rng = 0x9e37_79b9_7f4a_7c15_u64;
     let mut next = move |n: u64| {
@@ -165,11 +216,7 @@ fn explain_predicts_where_the_sidecar_sends_each_request() {
         );
         cp.cli(&["rules", "apply", "-f", &file]).assert_ok();
         let revision = graylane_tests::docs::revision(&cp);
-        graylane_tests::eventually(
-            Duration::from_secs(10),
-            "the client on the new rules",
-            || (client.config()["revision"].as_u64()? == revision).then_some(()),
-        );
+        on_revision(&[&client, &frontend], revision);
         for _ in 0..12 {
             let mut headers = Vec::new();
             match next(4) {
@@ -217,6 +264,7 @@ fn explain_predicts_where_the_sidecar_sends_each_request() {
         }
     }
     assert!(checked >= 20, "only {checked} routed requests compared");
+    query_is_matched_as_explain_says(&cp, frontend.inbound);
 
     // Entering at the edge: the TagPolicy's rule, step by step.
     let out = cp.cli(&[
@@ -251,4 +299,145 @@ fn explain_predicts_where_the_sidecar_sends_each_request() {
         "Gray-Publish=a,b",
     ]);
     assert_eq!(bad.code, 2, "{bad:?}");
+
+    override_and_release_gray_read_as_routed(&cp, dir.path(), &client);
+}
+
+/// Waits until every sidecar in `sidecars` routes by rule revision `revision`.
+fn on_revision(sidecars: &[&Sidecar], revision: u64) {
+    for s in sidecars {
+        graylane_tests::eventually(
+            Duration::from_secs(10),
+            "the sidecars on the new rules",
+            || (s.config()["revision"].as_u64()? == revision).then_some(()),
+        );
+    }
+}
+
+/// The edge TagPolicy's query rule through a real entry sidecar: however the client
+/// encodes `beta testers` (`%20`, `+`, an encoded name), the frontend sidecar tags as
+/// `explain --query` (decoded text) says, and orders is served where it says. Rules in
+/// force: release all, weights v1 100 / v2 0, so gray goes to orders-v2, untagged to
+/// orders-v1.
+fn query_is_matched_as_explain_says(cp: &ControlPlane, entry: SocketAddr) {
+    for (raw, decoded, tagged) in [
+        ("group=beta%20testers", "group=beta testers", true),
+        ("group=beta+testers", "group=beta testers", true),
+        ("x=%zz&gr%6Fup=beta+testers", "group=beta testers", true),
+        ("group=beta%2Btesters", "group=beta+testers", false),
+        ("group=beta%2520testers", "group=beta%20testers", false),
+    ] {
+        let explained = explain_json(cp, &["--entry", "frontend", "--query", decoded]);
+        let context = format!("?{raw}\n{explained:#}");
+        let want_tag = if tagged {
+            Value::from("gray")
+        } else {
+            Value::Null
+        };
+        assert_eq!(explained["tag"], want_tag, "{context}");
+        let request =
+            format!("GET /?{raw} HTTP/1.1\r\nHost: frontend\r\nConnection: close\r\n\r\n");
+        let (status, response) = graylane_tests::raw(entry, &request);
+        assert_eq!(status, 200, "{response}\n{context}");
+        let body = response.split_once("\r\n\r\n").map_or("", |(_, b)| b);
+        let body: Value =
+            serde_json::from_str(body).unwrap_or_else(|e| panic!("{e}: {response}\n{context}"));
+        assert_eq!(
+            body["tag"], want_tag,
+            "the frontend app's tag: {body:#}\n{context}"
+        );
+        let hop = &body["downstream"];
+        assert_eq!(hop["tag"], want_tag, "{body:#}\n{context}");
+        let served = format!("orders-{}", hop["version"].as_str().unwrap());
+        let candidates = candidates(&explained);
+        assert!(
+            candidates.contains(&served),
+            "served by {served}: {context}"
+        );
+        if tagged {
+            assert_eq!(candidates, [served], "{context}");
+        }
+    }
+}
+
+/// A RoutePolicy lane override and release gray, as explain words them (`-o json` and
+/// the table) and as the sidecar routes: gray names subset canary; untagged requests
+/// find no base candidate and go to the lane instance, and say why.
+fn override_and_release_gray_read_as_routed(cp: &ControlPlane, dir: &Path, client: &Sidecar) {
+    let rules = "apiVersion: graylane.io/v1
+kind: Lane
+metadata: {name: gray}
+spec: {tag: gray, selector: {version: v2}, fallback: [base]}
+---
+apiVersion: graylane.io/v1
+kind: RoutePolicy
+metadata: {name: orders}
+spec:
+  service: orders
+  release: gray
+  subsets:
+    - {name: stable, labels: {version: v1}}
+    - {name: canary, labels: {version: v2}}
+  lanes: [{tag: gray, subset: canary}]
+";
+    let file = write_file(dir, "override.yaml", rules);
+    cp.cli(&["rules", "apply", "-f", &file]).assert_ok();
+    on_revision(&[client], graylane_tests::docs::revision(cp));
+
+    let gray = [("Gray-Publish".to_string(), "gray".to_string())];
+    let explained = explain_json(cp, &["--header", "Gray-Publish=gray"]);
+    assert_eq!(explained["outcome"]["subset"], "canary", "{explained:#}");
+    assert_eq!(candidates(&explained), ["orders-v2"], "{explained:#}");
+    let (status, trail) = route_trail(client.outbound, &gray);
+    let trail = trail.unwrap_or_default();
+    assert_eq!(status, 200, "{trail}");
+    assert_eq!(
+        field(&trail, "instance").as_deref(),
+        Some("orders-v2"),
+        "{trail}"
+    );
+    assert_eq!(
+        field(&trail, "subset").as_deref(),
+        Some("canary"),
+        "{trail}"
+    );
+    let table = cp.cli(&[
+        "explain",
+        "--service",
+        "orders",
+        "--header",
+        "Gray-Publish=gray",
+    ]);
+    table.assert_ok();
+    let steps: Vec<&str> = table.stdout.lines().skip(1).collect();
+    assert_numbered(&steps, &table.stdout);
+    assert!(
+        steps.contains(
+            &"3. tag gray is lane gray (RoutePolicy orders maps it to subset canary: \
+              version=v2): 1 of its instances may serve: orders-v2"
+        ),
+        "{}",
+        table.stdout
+    );
+
+    let explained = explain_json(cp, &[]);
+    assert_eq!(candidates(&explained), ["orders-v2"], "{explained:#}");
+    assert_eq!(route(client.outbound, &[]), (200, Some("orders-v2".into())));
+    let table = cp.cli(&["explain", "--service", "orders"]);
+    table.assert_ok();
+    let steps: Vec<&str> = table.stdout.lines().skip(1).collect();
+    assert_numbered(&steps, &table.stdout);
+    assert!(
+        !table.stdout.contains("every instance is in a lane"),
+        "orders has a base instance: {}",
+        table.stdout
+    );
+    assert!(
+        steps.contains(
+            &"3. untagged: no base candidate (release state gray: only lane instances may \
+              serve): any candidate serves"
+        ),
+        "{}",
+        table.stdout
+    );
 }

@@ -29,7 +29,9 @@ pub struct ExplainArgs {
     /// A cookie, NAME=VALUE (repeatable).
     #[arg(long = "cookie", value_name = "NAME=VALUE", value_parser = pair)]
     pub cookies: Vec<(String, String)>,
-    /// A query parameter, NAME=VALUE (repeatable).
+    /// A query parameter, NAME=VALUE (repeatable), as decoded text: `group=beta testers`
+    /// is what `?group=beta+testers` and `?group=beta%20testers` carry (a sidecar
+    /// decodes the query string before matching).
     #[arg(long = "query", value_name = "NAME=VALUE", value_parser = pair)]
     pub query: Vec<(String, String)>,
     #[arg(long, default_value = "/")]
@@ -70,6 +72,7 @@ impl RequestView for Hypothetical<'_> {
     fn cookie(&self, name: &str) -> Option<&str> {
         find(&self.0.cookies, name, false)
     }
+    // No `query_string`: `--query` is already decoded, so it must not be decoded again.
     fn query(&self, name: &str) -> Option<&str> {
         find(&self.0.query, name, false)
     }

@@ -5,9 +5,10 @@
 //! Owns: the typed model of rules.md (`Lane`, `RoutePolicy`, `TagPolicy`), reading
 //! YAML rule files with errors located by file, document and field path, set-level
 //! validation (`RuleSet`), the tag grammar with its `baggage`/`traceparent` helpers,
-//! which hosts name a mesh service (`MeshHost`), the stable hash every sidecar shares,
-//! and the compiled `RoutingTable` that answers "which instances may serve this
-//! request" and "which tag does this request get".
+//! which hosts name a mesh service (`MeshHost`), decoding the query string
+//! (`query_pairs`), the stable hash every sidecar shares, and the compiled
+//! `RoutingTable` that answers "which instances may serve this request" and "which
+//! tag does this request get".
 //!
 //! Does not own: sockets, load balancing among the candidates it returns, retries,
 //! timeouts, metrics, storage or the wire format of snapshots. No I/O, no clock, no
@@ -21,6 +22,7 @@ mod host;
 mod model;
 mod parse;
 mod path;
+mod query;
 mod set;
 mod table;
 mod tag;
@@ -36,6 +38,7 @@ pub use self::model::{
     TagPolicySpec, TagRule, WeightedSubset, default_fallback,
 };
 pub use self::parse::{MAX_DOCUMENT_BYTES, MAX_DOCUMENTS, parse_file};
+pub use self::query::query_pairs;
 pub use self::set::RuleSet;
 pub use self::table::{
     Candidates, Explained, Explanation, FallbackInfo, FallbackTarget, Gate, InboundSource,

@@ -38,8 +38,19 @@ pub trait RequestView {
     fn header(&self, name: &str) -> Option<&str>;
     /// Value of a cookie.
     fn cookie(&self, name: &str) -> Option<&str>;
-    /// First value of a query parameter (decoded).
-    fn query(&self, name: &str) -> Option<&str>;
+    /// The query string as the request carries it (after `?`, without the fragment),
+    /// still encoded. Matching decodes it with [`query_pairs`](crate::query_pairs),
+    /// the one decoder, and then never asks [`query`](Self::query): a view over a real
+    /// request answers this. `None` (the default) when the view has no raw query.
+    fn query_string(&self) -> Option<&str> {
+        None
+    }
+    /// First value of a query parameter, already decoded: for views that hold
+    /// parameters as text (`graylane explain --query`). Asked only when
+    /// [`query_string`](Self::query_string) is `None`; `None` by default.
+    fn query(&self, _name: &str) -> Option<&str> {
+        None
+    }
     /// The path, without the query string.
     fn path(&self) -> &str;
     /// The method, e.g. `GET`.

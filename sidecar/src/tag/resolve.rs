@@ -124,11 +124,10 @@ impl RequestView for View<'_> {
             })
     }
 
-    fn query(&self, name: &str) -> Option<&str> {
-        self.parts.uri.query()?.split('&').find_map(|pair| {
-            let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
-            (k == name).then_some(v)
-        })
+    fn query_string(&self) -> Option<&str> {
+        // Raw: the routing crate decodes it (`+`, `%XX`), the same way for every
+        // reader, so `graylane explain` and this sidecar cannot disagree.
+        self.parts.uri.query()
     }
 
     fn path(&self) -> &str {
@@ -303,6 +302,35 @@ spec:
             };
             let got = table.inbound_tag("frontend", None, &view).tag;
             assert_eq!(got, Tag::parse(want), "{:?}", parts.headers);
+        }
+    }
+
+    #[test]
+    fn a_tag_policy_matches_the_query_decoded() {
+        let yaml = "apiVersion: graylane.io/v1
+kind: TagPolicy
+metadata: {name: edge}
+spec:
+  services: [frontend]
+  rules:
+    - {tag: gray, match: {query: {group: {exact: beta testers}}}}
+";
+        let table = RoutingTable::build(&RuleSet::from_yaml("t.yaml", yaml).unwrap(), vec![]);
+        for (uri, want) in [
+            ("/?group=beta%20testers", Some("gray")),
+            ("/?group=beta+testers", Some("gray")),
+            ("/a?x=%zz&gr%6Fup=beta+testers", Some("gray")),
+            ("/?group=beta%2Btesters", None),
+            ("/?group=beta%FFtesters", None),
+            ("/", None),
+        ] {
+            let (parts, ()) = http::Request::get(uri).body(()).unwrap().into_parts();
+            let view = View {
+                parts: &parts,
+                source_ip: None,
+            };
+            let got = table.inbound_tag("frontend", None, &view).tag;
+            assert_eq!(got, want.and_then(Tag::parse), "{uri}");
         }
     }
 

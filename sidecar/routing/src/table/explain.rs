@@ -5,16 +5,17 @@
 use std::fmt::Write;
 
 use super::build::{LanePlan, ServiceTable};
-use super::route::sticky_key;
-use super::{InboundSource, Instance, RequestView, RouteError, RoutingTable};
+use super::route::{BaseChoice, choose_base, sticky_key};
+use super::{InboundSource, Instance, RequestView, Route, RouteError, RoutingTable};
 use crate::Tag;
 use crate::hash::stable_hash;
-use crate::model::HashKey;
+use crate::model::{HashKey, Release};
 
 /// The steps and what they lead to.
 #[derive(Debug)]
 pub struct Explanation {
-    /// One line per step of rules.md's algorithm, in order.
+    /// One line per step of rules.md's algorithm that applied, in order, numbered
+    /// `1. `, `2. `, … without gaps.
     pub steps: Vec<String>,
     /// The tag the request is routed by.
     pub tag: Option<Tag>,
@@ -36,6 +37,9 @@ impl RoutingTable {
     /// Explains a request to `service` carrying `header_tag`. With `entry`, the
     /// request enters the mesh at that service first (its TagPolicy applies). `random`
     /// stands for the sidecar's per-request draw (weights without `stickyBy`).
+    ///
+    /// The steps are numbered from 1 without gaps; each one words a decision `route`
+    /// itself takes (the precompiled lane plan, step 3's `choose_base`), not a re-reading.
     pub fn explain(
         &self,
         service: &str,
@@ -45,158 +49,176 @@ impl RoutingTable {
         random: u64,
     ) -> Explanation {
         let mut steps = Vec::new();
-        let tag = match entry {
-            Some(entry) => {
-                let decided = self.inbound_tag(entry, header_tag, req);
-                let why = match (decided.source, &decided.tag) {
-                    (InboundSource::Rule, Some(t)) => format!(
-                        "TagPolicy rule #{} of {entry} matched: tag {t}",
-                        decided.rule.map_or(0, |r| r + 1)
-                    ),
-                    (InboundSource::Incoming, Some(t)) => format!("the caller's tag {t} is kept"),
-                    _ if decided.stripped => {
-                        "the caller's tag is removed (TagPolicy incoming setting); no rule matched: untagged".into()
-                    }
-                    _ => "no tag, and no TagPolicy rule matched: untagged".into(),
-                };
-                steps.push(format!("1. entering at {entry}: {why}"));
-                decided.tag
-            }
-            None => {
-                steps.push(match &header_tag {
-                    Some(t) => format!("1. tag {t} (Gray-Publish)"),
-                    None => "1. no tag: untagged".into(),
-                });
-                header_tag
-            }
-        };
+        let tag = self.tag_step(entry, header_tag, req, &mut steps);
         let outcome = self.route(service, tag.as_ref(), req, random);
         let Some(st) = self.services.get(service) else {
-            steps.push(format!("2. no instance of {service} is registered: 502"));
+            steps.push(format!("no instance of {service} is registered: 502"));
             return Explanation {
-                steps,
+                steps: numbered(steps),
                 tag,
                 outcome: outcome.map(|_| unreachable_route()),
             };
         };
-        steps.push(candidates_step(service, st, self.release_of(service)));
-        let lane = tag
-            .as_ref()
-            .and_then(|t| self.lane_by_tag.get(t.as_str()).copied());
-        match (&tag, lane) {
-            (None, _) => {}
-            (Some(t), None) => steps.push(format!(
-                "3. no Lane declares tag {t}: routed as untagged (the tag still travels)"
-            )),
-            (Some(t), Some(l)) => {
-                let info = &self.lanes[l];
-                let mut line = format!(
-                    "3. tag {t} is lane {} (selector {})",
-                    info.name,
-                    labels(info.selector.as_map())
-                );
-                match st.lane_plans[l] {
-                    LanePlan::Serve { group, fallback } => {
-                        let ids = ids(st, &st.lane_groups[group]);
-                        match fallback {
-                            None => {
-                                let _ = write!(
-                                    line,
-                                    ": {} of its instances may serve: {ids}",
-                                    st.lane_groups[group].len()
-                                );
-                            }
-                            Some(p) => {
-                                let _ = write!(
-                                    line,
-                                    ": {}; fallback to lane {}: {ids}",
-                                    if p.release_prod {
-                                        "release state prod".to_string()
-                                    } else {
-                                        format!("no ready {service} instance in it")
-                                    },
-                                    p.to.map_or("base", |to| self.lanes[to].name.as_str())
-                                );
-                            }
-                        }
-                    }
-                    LanePlan::Base(p) => {
-                        let _ = write!(
-                            line,
-                            ": {}; fallback to base (step 4)",
-                            if p.release_prod {
-                                "release state prod".to_string()
-                            } else {
-                                format!("no ready {service} instance in it or its fallback lanes")
-                            }
-                        );
-                    }
-                    LanePlan::Fail => {
-                        let _ = write!(
-                            line,
-                            ": no ready {service} instance, and its fallback list ends (strict): 503"
-                        );
-                    }
-                }
-                steps.push(line);
-            }
+        let release = self.release_of(service);
+        steps.push(candidates_step(service, st, release));
+        let lane = self.lane_index(tag.as_ref());
+        if let Some(t) = &tag {
+            steps.push(self.lane_step(service, st, t, lane));
         }
-        let to_base = match lane {
-            None => true,
-            Some(l) => matches!(st.lane_plans[l], LanePlan::Base(_)),
-        };
-        if to_base {
-            steps.push(untagged_step(st, req));
+        let to_base = lane.is_none_or(|l| matches!(st.lane_plans[l], LanePlan::Base(_)));
+        let choice = to_base.then(|| choose_base(st, req, random));
+        if let Some(choice) = choice {
+            steps.push(base_step(service, st, release, choice, req));
         }
         // Weights without a sticky key: the draw is the sidecar's, per request, so every
         // subset with a ready instance is possible (in proportion to its weight).
         let u = &st.untagged;
-        let by_chance = to_base && u.available > 0 && sticky_key(u.sticky.as_ref(), req).is_none();
-        let outcome = outcome.map(|route| {
-            if by_chance {
-                let mut idx: Vec<usize> = u
-                    .weighted
-                    .iter()
-                    .flat_map(|w| w.members.iter().copied())
-                    .collect();
-                idx.sort_unstable();
-                idx.dedup();
-                return Explained {
-                    lane: route.lane.map(String::from),
-                    subset: None,
-                    fallback: route.fallback.map(|info| info.to_string()),
-                    candidates: idx.iter().map(|&i| st.instances[i].clone()).collect(),
-                };
-            }
-            let candidates: Vec<Instance> = route.candidates.iter().cloned().collect();
-            let fallback = match (&route.fallback, route.base_fallback) {
-                (Some(info), _) => Some(info.to_string()),
-                (None, true) => Some("no candidate by weights or base: any instance".into()),
-                (None, false) => None,
-            };
-            Explained {
-                lane: route.lane.map(String::from),
-                subset: route.subset.map(String::from),
-                fallback,
-                candidates,
-            }
-        });
+        let by_chance = matches!(choice, Some(BaseChoice::Weighted(_)))
+            && sticky_key(u.sticky.as_ref(), req).is_none();
+        let outcome = outcome.map(|route| explained(st, &route, by_chance));
         steps.push(match &outcome {
             Ok(e) => format!(
-                "5. candidates: {} (the sidecar picks the less loaded of two at random)",
+                "candidates: {} (the sidecar picks the less loaded of two at random)",
                 e.candidates
                     .iter()
                     .map(|i| i.id.as_str())
                     .collect::<Vec<_>>()
                     .join(", ")
             ),
-            Err(e) => format!("5. {e}"),
+            Err(e) => e.to_string(),
         });
         Explanation {
-            steps,
+            steps: numbered(steps),
             tag,
             outcome,
         }
+    }
+
+    /// The tag the request is routed by: the entry's TagPolicy decision, else the
+    /// `Gray-Publish` header as given.
+    fn tag_step(
+        &self,
+        entry: Option<&str>,
+        header_tag: Option<Tag>,
+        req: &dyn RequestView,
+        steps: &mut Vec<String>,
+    ) -> Option<Tag> {
+        let Some(entry) = entry else {
+            steps.push(match &header_tag {
+                Some(t) => format!("tag {t} (Gray-Publish)"),
+                None => "no tag: untagged".into(),
+            });
+            return header_tag;
+        };
+        let decided = self.inbound_tag(entry, header_tag, req);
+        let why = match (decided.source, &decided.tag) {
+            (InboundSource::Rule, Some(t)) => format!(
+                "TagPolicy rule #{} of {entry} matched: tag {t}",
+                decided.rule.map_or(0, |r| r + 1)
+            ),
+            (InboundSource::Incoming, Some(t)) => format!("the caller's tag {t} is kept"),
+            _ if decided.stripped => {
+                "the caller's tag is removed (TagPolicy incoming setting); no rule matched: untagged".into()
+            }
+            _ => "no tag, and no TagPolicy rule matched: untagged".into(),
+        };
+        steps.push(format!("entering at {entry}: {why}"));
+        decided.tag
+    }
+
+    /// Step 2 for a tagged request: the lane and its precompiled plan for `service`.
+    fn lane_step(&self, service: &str, st: &ServiceTable, t: &Tag, lane: Option<usize>) -> String {
+        let Some(l) = lane else {
+            return format!("no Lane declares tag {t}: routed as untagged (the tag still travels)");
+        };
+        let mut line = format!("tag {t} is {}", self.lane_named(service, l));
+        let _ = match st.lane_plans[l] {
+            LanePlan::Serve {
+                group,
+                fallback: None,
+            } => write!(
+                line,
+                ": {} of its instances may serve: {}",
+                st.lane_groups[group].len(),
+                ids(st, &st.lane_groups[group])
+            ),
+            LanePlan::Serve {
+                group,
+                fallback: Some(p),
+            } => write!(
+                line,
+                ": {}; fallback to {}: {}",
+                why_not(p.release_prod, service, "in it"),
+                self.lane_named(service, group),
+                ids(st, &st.lane_groups[group])
+            ),
+            LanePlan::Base(p) => write!(
+                line,
+                ": {}; fallback to base (next step)",
+                why_not(p.release_prod, service, "in it or its fallback lanes")
+            ),
+            LanePlan::Fail => write!(
+                line,
+                ": no ready {service} instance, and its fallback list ends (strict): 503"
+            ),
+        };
+        line
+    }
+
+    /// `lane gray (selector version=v2)`, or with a RoutePolicy lane override
+    /// `lane gray (RoutePolicy orders maps it to subset canary: version=v2)`.
+    fn lane_named(&self, service: &str, l: usize) -> String {
+        let lane = &self.lanes[l];
+        let policy = self.policies.get(service);
+        match policy
+            .and_then(|p| p.overrides.get(l))
+            .and_then(Option::as_ref)
+        {
+            Some((subset, selector)) => format!(
+                "lane {} (RoutePolicy {service} maps it to subset {subset}: {})",
+                lane.name,
+                labels(selector.as_map())
+            ),
+            None => format!(
+                "lane {} (selector {})",
+                lane.name,
+                labels(lane.selector.as_map())
+            ),
+        }
+    }
+}
+
+/// The outcome of `route` as explained. With `by_chance`, every candidate the
+/// sidecar's draw could give, and no one subset.
+fn explained(st: &ServiceTable, route: &Route<'_>, by_chance: bool) -> Explained {
+    if by_chance {
+        let mut idx: Vec<usize> = st
+            .untagged
+            .weighted
+            .iter()
+            // A weight of 0 is never drawn.
+            .filter(|w| w.weight > 0)
+            .flat_map(|w| w.members.iter().copied())
+            .collect();
+        idx.sort_unstable();
+        idx.dedup();
+        return Explained {
+            lane: route.lane.map(String::from),
+            subset: None,
+            fallback: route.fallback.map(|info| info.to_string()),
+            candidates: idx.iter().map(|&i| st.instances[i].clone()).collect(),
+        };
+    }
+    let fallback = match (&route.fallback, route.base_fallback) {
+        (Some(info), _) => Some(info.to_string()),
+        (None, true) => Some("no candidate by weights or base: any candidate".into()),
+        (None, false) => None,
+    };
+    Explained {
+        lane: route.lane.map(String::from),
+        subset: route.subset.map(String::from),
+        fallback,
+        candidates: route.candidates.iter().cloned().collect(),
     }
 }
 
@@ -210,10 +232,10 @@ fn unreachable_route() -> Explained {
     }
 }
 
-fn candidates_step(service: &str, st: &ServiceTable, release: crate::model::Release) -> String {
+fn candidates_step(service: &str, st: &ServiceTable, release: Release) -> String {
     let all = st.instances.len();
     let may = st.candidates.len();
-    let mut line = format!("2. {service}: {all} instance(s), release state {release}");
+    let mut line = format!("{service}: {all} instance(s), release state {release}");
     if may < all {
         let _ = write!(
             line,
@@ -223,39 +245,75 @@ fn candidates_step(service: &str, st: &ServiceTable, release: crate::model::Rele
     line
 }
 
-fn untagged_step(st: &ServiceTable, req: &dyn RequestView) -> String {
-    let u = &st.untagged;
-    if u.weighted.is_empty() {
-        return if u.base.is_empty() {
-            "4. untagged: no base instance (every instance is in a lane): any candidate".into()
-        } else {
-            format!(
-                "4. untagged: the base instances (in no lane): {}",
-                ids(st, &u.base)
-            )
-        };
+/// Why a lane did not serve.
+fn why_not(release_prod: bool, service: &str, place: &str) -> String {
+    if release_prod {
+        "release state prod".into()
+    } else {
+        format!("no ready {service} instance {place}")
     }
-    let weights = u
-        .weighted
-        .iter()
-        .map(|w| format!("{} {} ({} ready)", w.subset, w.weight, w.members.len()))
-        .collect::<Vec<_>>()
-        .join(", ");
-    let draw = match (&u.sticky, sticky_key(u.sticky.as_ref(), req)) {
-        (Some(key), Some(value)) => format!(
-            "stickyBy {} = {:?}: hash {:016x}",
-            key_name(key),
-            String::from_utf8_lossy(value),
-            stable_hash(value)
-        ),
-        (Some(key), None) => format!(
-            "stickyBy {} absent: a random draw per request, {}",
-            key_name(key),
-            shares(u)
-        ),
-        (None, _) => format!("a random draw per request, {}", shares(u)),
+}
+
+/// Step 3, worded from the choice `route` made.
+fn base_step(
+    service: &str,
+    st: &ServiceTable,
+    release: Release,
+    choice: BaseChoice<'_>,
+    req: &dyn RequestView,
+) -> String {
+    let u = &st.untagged;
+    let weights = || {
+        u.weighted
+            .iter()
+            .map(|w| format!("{} {} ({} ready)", w.subset, w.weight, w.members.len()))
+            .collect::<Vec<_>>()
+            .join(", ")
     };
-    format!("4. untagged: weights {weights}; {draw}")
+    match choice {
+        BaseChoice::Weighted(w) => {
+            let draw = match (&u.sticky, sticky_key(u.sticky.as_ref(), req)) {
+                (Some(key), Some(value)) => format!(
+                    "stickyBy {} = {:?}: hash {:016x}, subset {}",
+                    key_name(key),
+                    String::from_utf8_lossy(value),
+                    stable_hash(value),
+                    w.subset
+                ),
+                (Some(key), None) => format!(
+                    "stickyBy {} absent: a random draw per request, {}",
+                    key_name(key),
+                    shares(u)
+                ),
+                (None, _) => format!("a random draw per request, {}", shares(u)),
+            };
+            format!("untagged: weights {}; {draw}", weights())
+        }
+        BaseChoice::Base => format!(
+            "untagged: the base instances (in no lane): {}",
+            ids(st, &u.base)
+        ),
+        BaseChoice::Any if !u.weighted.is_empty() => format!(
+            "untagged: weights {}; no subset has an instance that may serve: any candidate serves",
+            weights()
+        ),
+        BaseChoice::Any if release == Release::Gray => {
+            "untagged: no base candidate (release state gray: only lane instances may serve): any candidate serves".into()
+        }
+        BaseChoice::Any => {
+            "untagged: no base candidate (every instance that may serve is in a lane): any candidate serves".into()
+        }
+        BaseChoice::Nothing => format!("untagged: no instance of {service} may serve"),
+    }
+}
+
+/// `1. …`, `2. …`: consecutive, whichever steps applied.
+fn numbered(steps: Vec<String>) -> Vec<String> {
+    steps
+        .into_iter()
+        .enumerate()
+        .map(|(i, s)| format!("{}. {s}", i + 1))
+        .collect()
 }
 
 /// Each subset's share of untagged requests among those with a ready instance.
@@ -294,3 +352,6 @@ fn labels(map: &std::collections::BTreeMap<String, String>) -> String {
         .collect::<Vec<_>>()
         .join(",")
 }
+
+#[cfg(test)]
+mod tests;

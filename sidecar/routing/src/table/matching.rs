@@ -4,6 +4,7 @@
 use super::RequestView;
 use crate::hash::StableHasher;
 use crate::model::{Cidr, HashKey, MatchBlock, StringMatch};
+use crate::query::query_param;
 
 /// Buckets of the percent hash: a percentage has a resolution of 0.01.
 pub(crate) const BUCKETS: u64 = 10_000;
@@ -93,7 +94,7 @@ impl Cond {
             Self::Methods(ms) => ms.iter().any(|m| m.eq_ignore_ascii_case(req.method())),
             Self::Path(m) => m.matches(Some(req.path())),
             Self::Header(name, m) => m.matches(req.header(name)),
-            Self::Query(name, m) => m.matches(req.query(name)),
+            Self::Query(name, m) => m.matches(query_param(req, name).as_deref()),
             Self::Cookie(name, m) => m.matches(req.cookie(name)),
             Self::Cidrs(nets) => req
                 .source_ip()

@@ -1,6 +1,6 @@
 //! rules.md "Routing, step by step", steps 1-3, over a built table.
 
-use super::build::{LanePlan, Planned, ServiceTable, Untagged};
+use super::build::{LanePlan, Planned, ServiceTable, Untagged, Weighted};
 use super::{
     Candidates, FallbackInfo, FallbackTarget, RequestView, Route, RouteError, RoutingTable,
 };
@@ -30,7 +30,7 @@ impl RoutingTable {
                 service: service.to_owned(),
             });
         };
-        let Some(lane) = tag.and_then(|t| self.lane_by_tag.get(t.as_str()).copied()) else {
+        let Some(lane) = self.lane_index(tag) else {
             return self.untagged(service, st, None, None, req, random);
         };
         match st.lane_plans[lane] {
@@ -50,6 +50,11 @@ impl RoutingTable {
             }
             LanePlan::Fail => Err(self.no_instance(service, Some(lane))),
         }
+    }
+
+    /// The index of the Lane that declares `tag` (step 2 applies), if any.
+    pub(super) fn lane_index(&self, tag: Option<&Tag>) -> Option<usize> {
+        tag.and_then(|t| self.lane_by_tag.get(t.as_str()).copied())
     }
 
     fn fallback_info(&self, from: usize, p: Planned) -> FallbackInfo<'_> {
@@ -79,7 +84,6 @@ impl RoutingTable {
         req: &dyn RequestView,
         random: u64,
     ) -> Result<Route<'a>, RouteError> {
-        let u = &st.untagged;
         let route = |idx: &'a [usize], subset: Option<&'a str>, base_fallback: bool| Route {
             candidates: Candidates {
                 all: &st.instances,
@@ -90,18 +94,48 @@ impl RoutingTable {
             fallback,
             base_fallback,
         };
-        if u.available > 0 {
-            let draw = sticky_key(u.sticky.as_ref(), req).map_or(random, stable_hash);
-            if let Some(w) = pick(u, draw) {
-                return Ok(route(&w.members, Some(&w.subset), false));
-            }
-        } else if u.weighted.is_empty() && !u.base.is_empty() {
-            return Ok(route(&u.base, None, false));
+        match choose_base(st, req, random) {
+            BaseChoice::Weighted(w) => Ok(route(&w.members, Some(&w.subset), false)),
+            BaseChoice::Base => Ok(route(&st.untagged.base, None, false)),
+            BaseChoice::Any => Ok(route(&st.candidates, None, true)),
+            BaseChoice::Nothing => Err(self.no_instance(service, lane)),
         }
-        if st.candidates.is_empty() {
-            return Err(self.no_instance(service, lane));
+    }
+}
+
+/// What step 3 chose for one request. `route` serves it and `explain` words it, so
+/// the explanation is this decision, not a second reading of the rules.
+#[derive(Clone, Copy, Debug)]
+pub(super) enum BaseChoice<'a> {
+    /// The `default` entry drawn by weight (it has candidates).
+    Weighted(&'a Weighted),
+    /// No `default` weights: the base candidates (in no lane).
+    Base,
+    /// Neither weights nor base had a candidate: any candidate serves.
+    Any,
+    /// No candidate at all: 503.
+    Nothing,
+}
+
+/// Step 3 for `req` to the service of `st`, with the caller's `random` draw.
+pub(super) fn choose_base<'a>(
+    st: &'a ServiceTable,
+    req: &dyn RequestView,
+    random: u64,
+) -> BaseChoice<'a> {
+    let u = &st.untagged;
+    if u.available > 0 {
+        let draw = sticky_key(u.sticky.as_ref(), req).map_or(random, stable_hash);
+        if let Some(w) = pick(u, draw) {
+            return BaseChoice::Weighted(w);
         }
-        Ok(route(&st.candidates, None, true))
+    } else if u.weighted.is_empty() && !u.base.is_empty() {
+        return BaseChoice::Base;
+    }
+    if st.candidates.is_empty() {
+        BaseChoice::Nothing
+    } else {
+        BaseChoice::Any
     }
 }
 
@@ -121,7 +155,7 @@ pub(super) fn sticky_key<'r>(key: Option<&HashKey>, req: &'r dyn RequestView) ->
 /// second, independent point (`mix(draw) % available`) over the entries that have
 /// candidates. For a uniform `draw` each available entry gets `weight / available` of
 /// the traffic: the weights are re-normalised over the subsets that can serve.
-fn pick(u: &Untagged, draw: u64) -> Option<&super::build::Weighted> {
+fn pick(u: &Untagged, draw: u64) -> Option<&Weighted> {
     if u.total == 0 || u.available == 0 {
         return None;
     }

@@ -74,6 +74,8 @@ pub(super) struct Req {
     headers: BTreeMap<String, String>,
     cookies: BTreeMap<String, String>,
     query: BTreeMap<String, String>,
+    /// A raw query string; when set, `query` is not asked (as with a real request).
+    raw_query: Option<String>,
     path: String,
     method: String,
     ip: Option<IpAddr>,
@@ -103,6 +105,11 @@ impl Req {
         self
     }
 
+    pub(super) fn with_raw_query(mut self, raw: &str) -> Self {
+        self.raw_query = Some(raw.to_owned());
+        self
+    }
+
     pub(super) fn with_path(mut self, p: &str) -> Self {
         p.clone_into(&mut self.path);
         self
@@ -125,6 +132,9 @@ impl RequestView for Req {
     }
     fn cookie(&self, name: &str) -> Option<&str> {
         self.cookies.get(name).map(String::as_str)
+    }
+    fn query_string(&self) -> Option<&str> {
+        self.raw_query.as_deref()
     }
     fn query(&self, name: &str) -> Option<&str> {
         self.query.get(name).map(String::as_str)

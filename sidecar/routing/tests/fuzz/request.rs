@@ -18,7 +18,9 @@ use proptest::test_runner::TestCaseResult;
 
 use crate::harness::text;
 use crate::match_block::{expected_match, match_block};
-use crate::view::{COOKIE_NAMES, QUERY_NAMES, REQUEST_HEADER_NAMES, Request, View, request};
+use crate::view::{
+    COOKIE_NAMES, QUERY_NAMES, REQUEST_HEADER_NAMES, Request, View, encode_query, request,
+};
 
 /// One case of the `request` target.
 #[derive(Clone, Debug)]
@@ -96,6 +98,10 @@ pub(crate) fn case_from_corpus(bytes: &[u8]) -> Case {
         },
     ];
     let tags = ["gray", "blue", "red", "v2.1_rc-3"];
+    let query: Vec<(String, String)> = QUERY_NAMES
+        .iter()
+        .map(|q| ((*q).to_owned(), s.clone()))
+        .collect();
     Case {
         incoming: Incoming::KeepKnown,
         rules: tags
@@ -115,10 +121,8 @@ pub(crate) fn case_from_corpus(bytes: &[u8]) -> Case {
                 .iter()
                 .map(|c| ((*c).to_owned(), s.clone()))
                 .collect(),
-            query: QUERY_NAMES
-                .iter()
-                .map(|q| ((*q).to_owned(), s.clone()))
-                .collect(),
+            raw_query: Some(encode_query(&query, stable_hash(bytes))),
+            query,
             path: s,
             method: "GET".into(),
             ip: "10.8.3.4".parse().ok(),

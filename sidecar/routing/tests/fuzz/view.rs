@@ -14,13 +14,18 @@ use crate::strategies::{any_chars, bytes_of, chars_of, huge_text, special_byte};
 
 /// A request as a sidecar would see it: header names in any case, header values as
 /// raw bytes (`header` reads the first one, `None` when it is not UTF-8: the table
-/// must agree with the model whatever a view answers), cookies and query parameters
-/// already split.
+/// must agree with the model whatever a view answers), cookies already split, query
+/// parameters as their decoded text (what the model matches) and, most of the time,
+/// also encoded into the raw query string a client would send (what the table must
+/// decode back to that text).
 #[derive(Clone)]
 pub(crate) struct Request {
     pub(crate) headers: Vec<(String, Vec<u8>)>,
     pub(crate) cookies: Vec<(String, String)>,
     pub(crate) query: Vec<(String, String)>,
+    /// `query` encoded (see [`encode_query`]); `None`: the view answers decoded
+    /// parameters, as `graylane explain --query` does.
+    pub(crate) raw_query: Option<String>,
     pub(crate) path: String,
     pub(crate) method: String,
     pub(crate) ip: Option<IpAddr>,
@@ -37,6 +42,7 @@ impl fmt::Debug for Request {
             .field("headers", &headers)
             .field("cookies", &self.cookies)
             .field("query", &self.query)
+            .field("raw_query", &self.raw_query)
             .field("path", &self.path)
             .field("method", &self.method)
             .field("ip", &self.ip)
@@ -67,6 +73,10 @@ impl RequestView for View<'_> {
         let (_, v) = self.req.cookies.iter().find(|(k, _)| k == name)?;
         Some(v)
     }
+    fn query_string(&self) -> Option<&str> {
+        self.req.raw_query.as_deref()
+    }
+    /// The decoded truth: what the model matches, whatever the table is handed.
     fn query(&self, name: &str) -> Option<&str> {
         let (_, v) = self.req.query.iter().find(|(k, _)| k == name)?;
         Some(v)
@@ -151,16 +161,54 @@ pub(crate) fn request() -> impl Strategy<Value = Request> {
         vec((names(REQUEST_HEADER_NAMES), header_value()), 0..8),
         vec((names(COOKIE_NAMES), value()), 0..4),
         vec((names(QUERY_NAMES), value()), 0..4),
+        proptest::option::weighted(0.8, any::<u64>()),
         prop_oneof![value(), select(VALUES).prop_map(String::from)],
         names(METHODS),
         proptest::option::of(select(IPS).prop_map(|ip| ip.parse::<IpAddr>().unwrap())),
     )
-        .prop_map(|(headers, cookies, query, path, method, ip)| Request {
-            headers,
-            cookies,
-            query,
-            path,
-            method,
-            ip,
-        })
+        .prop_map(
+            |(headers, cookies, query, style, path, method, ip)| Request {
+                headers,
+                cookies,
+                raw_query: style.map(|seed| encode_query(&query, seed)),
+                query,
+                path,
+                method,
+                ip,
+            },
+        )
+}
+
+/// `pairs` as a client might encode them, varying with `seed`: a space as `+` or
+/// `%20`, unreserved bytes sometimes escaped too (in either hex case), every other
+/// byte escaped, and now and then an empty pair (`&&`, which decoding skips).
+pub(crate) fn encode_query(pairs: &[(String, String)], mut seed: u64) -> String {
+    let mut coin = move || {
+        seed ^= seed << 13;
+        seed ^= seed >> 7;
+        seed ^= seed << 17;
+        seed & 3
+    };
+    let mut out = String::new();
+    for (name, value) in pairs {
+        if !out.is_empty() || coin() == 0 {
+            out.push('&');
+        }
+        encode_into(name, &mut out, &mut coin);
+        out.push('=');
+        encode_into(value, &mut out, &mut coin);
+    }
+    out
+}
+
+fn encode_into(text: &str, out: &mut String, coin: &mut dyn FnMut() -> u64) {
+    for b in text.bytes() {
+        let unreserved = b.is_ascii_alphanumeric() || b"-._~".contains(&b);
+        match coin() {
+            0 if b == b' ' => out.push('+'),
+            0 | 1 if unreserved => out.push(char::from(b)),
+            2 => out.push_str(&format!("%{b:02x}")),
+            _ => out.push_str(&format!("%{b:02X}")),
+        }
+    }
 }

@@ -37,6 +37,35 @@ fn query_parameters_match() {
 }
 
 #[test]
+fn a_raw_query_string_is_matched_decoded() {
+    let m = block("query: {group: {exact: beta testers}}");
+    for raw in [
+        "group=beta%20testers",
+        "group=beta+testers",
+        "gr%6Fup=beta+testers&group=other",
+        "x=1&&group=beta%20testers",
+    ] {
+        assert!(m.matches(&Req::new().with_raw_query(raw)), "{raw}");
+    }
+    for raw in ["group=beta%2Btesters", "group=beta testers2", "group", ""] {
+        assert!(!m.matches(&Req::new().with_raw_query(raw)), "{raw}");
+    }
+    // The raw query is the request's: decoded parameters beside it are not asked.
+    let both = Req::new()
+        .with_query("group", "beta testers")
+        .with_raw_query("group=beta");
+    assert!(!m.matches(&both));
+}
+
+#[test]
+fn a_raw_query_value_that_is_not_utf8_matches_as_replaced() {
+    let m = block("query: {q: {present: true}}");
+    assert!(m.matches(&Req::new().with_raw_query("q=%FF")));
+    let m = block("query: {q: {exact: \"a\\ufffd\"}}");
+    assert!(m.matches(&Req::new().with_raw_query("q=a%FF")));
+}
+
+#[test]
 fn path_matches_by_prefix_and_regex() {
     let m = block("path: {prefix: /api/}");
     assert!(m.matches(&Req::new().with_path("/api/orders")));
