@@ -20,6 +20,7 @@ mod release;
 mod rules;
 mod status;
 mod trace;
+mod version;
 
 pub use self::client::Client;
 
@@ -27,7 +28,8 @@ pub use self::client::Client;
 #[derive(Parser, Debug)]
 #[command(name = "graylane", version, propagate_version = true)]
 pub struct Cli {
-    /// Control-plane gRPC URL(s), comma-separated, tried in turn.
+    /// Control-plane gRPC URL(s), comma-separated, tried in turn; `host:port` means
+    /// `http://host:port`.
     #[arg(
         long,
         global = true,
@@ -35,10 +37,12 @@ pub struct Cli {
         default_value = "http://127.0.0.1:15010"
     )]
     pub server: String,
-    /// File holding the bearer token (the token alone).
-    #[arg(long, global = true, env = "GRAYLANE_TOKEN_FILE")]
+    /// File holding the bearer token (the token alone), for a control plane started
+    /// with --token-file.
+    #[arg(long, global = true, env = "GRAYLANE_TOKEN_FILE", value_name = "PATH")]
     pub token_file: Option<PathBuf>,
-    /// Output format.
+    /// Output format (default: table; YAML for `rules get`). Refused where it would
+    /// change nothing: `rules validate`, `inject`, `install`.
     #[arg(short = 'o', long, global = true, value_enum)]
     pub output: Option<Format>,
     #[command(subcommand)]
@@ -47,8 +51,11 @@ pub struct Cli {
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
 pub enum Format {
+    /// Aligned columns, for people.
     Table,
+    /// Pretty-printed JSON, for scripts.
     Json,
+    /// YAML, for scripts and for `rules apply -f`.
     Yaml,
 }
 
@@ -68,8 +75,8 @@ pub enum Command {
         /// The trace id (32 hex digits: the second field of `traceparent`).
         #[arg(required_unless_present = "recent", conflicts_with = "recent")]
         trace_id: Option<String>,
-        /// The N most recent traces instead.
-        #[arg(long, value_name = "N")]
+        /// The N most recent traces instead (N ≥ 1).
+        #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
         recent: Option<u32>,
     },
     /// Services whose apps drop the lane: calls without tag or trace context made
@@ -88,6 +95,8 @@ pub enum Command {
         #[arg(long)]
         once: bool,
     },
+    /// This CLI's version, and the control plane's when it answers.
+    Version,
 }
 
 /// A failure with its exit code; printed as one line.
@@ -128,26 +137,25 @@ impl From<tonic::Status> for CliError {
             | Code::Internal
             | Code::Unknown
             | Code::Cancelled => Self::unavailable(format!("server unavailable: {message}")),
-            Code::Unauthenticated => Self::refused(format!("unauthenticated: {message}")),
-            Code::PermissionDenied => Self::refused(format!("permission denied: {message}")),
+            Code::Unimplemented => Self::unavailable(
+                "the server does not implement this call: this is not graylane-control's \
+                 gRPC port, or its graylane-control is older than this CLI",
+            ),
+            Code::Unauthenticated => Self::refused(format!(
+                "unauthenticated: {message} (give a token with --token-file PATH or GRAYLANE_TOKEN_FILE)"
+            )),
+            Code::PermissionDenied => Self::refused(format!(
+                "permission denied: {message} (--token-file or GRAYLANE_TOKEN_FILE must name an admin token)"
+            )),
             _ => Self::refused(message),
         }
     }
 }
 
-/// Durations on the command line: `30s`, `500ms`, `2m`.
-pub fn parse_duration(s: &str) -> Result<Duration, String> {
-    let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
-    let (n, unit) = s.split_at(split);
-    let n: u64 = n
-        .parse()
-        .map_err(|_| format!("{s:?}: expected a number with a unit, e.g. 30s"))?;
-    match unit {
-        "ms" => Ok(Duration::from_millis(n)),
-        "s" => Ok(Duration::from_secs(n)),
-        "m" => Ok(Duration::from_secs(n * 60)),
-        _ => Err(format!("{s:?}: unit must be ms, s or m")),
-    }
+/// Durations on the command line, Go-style (`30s`, `1m30s`, `1.5s`, `200ms`): the one
+/// duration parser, shared with the rules and the other binaries.
+pub(crate) fn parse_duration(s: &str) -> Result<Duration, String> {
+    graylane_routing::Duration::parse(s).map(|d| d.as_std())
 }
 
 impl Cli {
@@ -157,6 +165,19 @@ impl Cli {
             servers: self.server.clone(),
             token_file: self.token_file.clone(),
         };
+        // `-o` where it changes nothing is refused, not ignored: a script asking for
+        // JSON from these would otherwise get text it cannot read.
+        let ignores_output = match &self.command {
+            Command::Rules(rules::RulesCommand::Validate { .. }) => Some("rules validate"),
+            Command::Inject(_) => Some("inject"),
+            Command::Install(_) => Some("install"),
+            _ => None,
+        };
+        if let (Some(command), Some(_)) = (ignores_output, self.output) {
+            return Err(CliError::usage(format!(
+                "-o: `graylane {command}` has one output format; leave -o out"
+            )));
+        }
         match self.command {
             Command::Rules(cmd) => cmd.run(&connect, self.output).await,
             Command::Release(cmd) => cmd.run(&connect, self.output).await,
@@ -169,6 +190,41 @@ impl Cli {
                 trace::run(&connect, self.output, trace_id, recent).await
             }
             Command::Demo { once } => demo::run(once).await,
+            Command::Version => version::run(&connect, self.output).await,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::CommandFactory;
+
+    use super::*;
+
+    /// Every command, flag and positional says what it is for in `--help`.
+    #[test]
+    fn every_command_flag_and_positional_has_help() {
+        fn walk(cmd: &clap::Command, path: &str, missing: &mut Vec<String>) {
+            for arg in cmd.get_arguments() {
+                let id = arg.get_id().as_str();
+                if arg.get_help().is_none() && !["help", "version"].contains(&id) {
+                    missing.push(format!("{path} {id}"));
+                }
+            }
+            for sub in cmd.get_subcommands() {
+                let path = format!("{path} {}", sub.get_name());
+                if sub.get_about().is_none() && sub.get_name() != "help" {
+                    missing.push(path.clone());
+                }
+                walk(sub, &path, missing);
+            }
+        }
+        // `explain`'s flags are maintained in cli/explain.rs by another change; these two
+        // had no help when this test was written. Remove them here once they do.
+        const KNOWN_GAPS: [&str; 2] = ["graylane explain path", "graylane explain method"];
+        let mut missing = Vec::new();
+        walk(&Cli::command(), "graylane", &mut missing);
+        missing.retain(|m| !KNOWN_GAPS.contains(&m.as_str()));
+        assert!(missing.is_empty(), "no help text: {missing:?}");
     }
 }

@@ -20,6 +20,7 @@ use crate::store::{Revision, RevisionMeta, Store, StoreError};
 
 mod change;
 mod diff;
+mod release;
 
 pub use self::change::Change;
 pub use self::diff::{Action, ResourceChange};
@@ -152,6 +153,21 @@ impl Control {
             .await
             .inspect_err(|_| self.count(&self.counters.store_errors))?;
         Ok((current.number, parse_stored(&current)?))
+    }
+
+    /// Revision `number`, parsed; `NotFound` when it never existed or is no longer kept.
+    pub async fn revision(&self, number: u64) -> Result<(u64, RuleSet), ControlError> {
+        let revision = self
+            .store
+            .get(number)
+            .await
+            .inspect_err(|_| self.count(&self.counters.store_errors))?
+            .ok_or_else(|| {
+                ControlError::NotFound(format!(
+                    "revision {number} does not exist or is no longer kept"
+                ))
+            })?;
+        Ok((revision.number, parse_stored(&revision)?))
     }
 
     /// Applies `change` as one new revision (nothing is written when it changes

@@ -244,8 +244,12 @@ fn release_set_and_get() {
     let cp = ControlPlane::start(dir.path(), &[]);
     let policy = write_file(dir.path(), "policy.yaml", POLICY);
     cp.cli(&["rules", "apply", "-f", &policy]).assert_ok();
-    cp.cli(&["release", "set", "orders", "gray"]).assert_ok();
-    cp.cli(&["release", "set", "payments", "prod"]).assert_ok();
+    // No instance is registered: gray for orders and any state for payments (which
+    // nothing knows) need --force (see release_set_refuses_likely_mistakes_unless_forced).
+    cp.cli(&["release", "set", "orders", "gray", "--force"])
+        .assert_ok();
+    cp.cli(&["release", "set", "payments", "prod", "--force"])
+        .assert_ok();
     let states = cp.cli(&["release", "get", "-o", "json"]).assert_ok().json();
     assert_eq!(
         states["services"],
@@ -261,4 +265,224 @@ fn release_set_and_get() {
         "only the release field changed: {orders}"
     );
     assert_eq!(cp.cli(&["release", "set", "orders", "canary"]).code, 2);
+}
+
+/// RoutePolicy `orders` with a lane override naming Lane `gray`'s tag.
+fn policy_with_override() -> String {
+    format!("{POLICY}  lanes:\n    - tag: gray\n      subset: v2\n")
+}
+
+#[test]
+fn get_of_one_kind_reads_resources_that_reference_another_kind() {
+    let dir = tempfile::tempdir().unwrap();
+    let cp = ControlPlane::start(dir.path(), &[]);
+    let rules = write_file(
+        dir.path(),
+        "rules.yaml",
+        &format!("{LANE}---\n{}", policy_with_override()),
+    );
+    cp.cli(&["rules", "apply", "-f", &rules]).assert_ok();
+    for selector in ["RoutePolicy", "RoutePolicy/orders"] {
+        for format in ["yaml", "json", "table"] {
+            let out = cp.cli(&["rules", "get", selector, "-o", format]);
+            assert!(out.assert_ok().stdout.contains("orders"), "{out:?}");
+        }
+    }
+    let json = cp
+        .cli(&["rules", "get", "RoutePolicy", "-o", "json"])
+        .json();
+    assert_eq!(names(&json), ["RoutePolicy/orders"]);
+}
+
+/// Runs `graylane ARGS` with `stdin` on its standard input.
+fn cli_with_stdin(args: &[&str], stdin: &str) -> graylane_tests::CliOutput {
+    use std::io::Write;
+    use std::process::{Command, Stdio};
+    let mut child = Command::new(graylane_tests::bin("graylane"))
+        .args(args)
+        .env_remove("GRAYLANE_SERVER")
+        .env_remove("GRAYLANE_TOKEN_FILE")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(stdin.as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    graylane_tests::CliOutput {
+        code: out.status.code().unwrap_or(-1),
+        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+    }
+}
+
+#[test]
+fn get_json_piped_into_apply_commits_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let cp = ControlPlane::start(dir.path(), &[]);
+    let rules = write_file(
+        dir.path(),
+        "rules.yaml",
+        &format!("{LANE}---\n{BLUE}---\n{}", policy_with_override()),
+    );
+    cp.cli(&["rules", "apply", "-f", &rules]).assert_ok();
+    let url = cp.url();
+    for format in ["json", "yaml"] {
+        let got = cp
+            .cli(&["-o", format, "rules", "get"])
+            .assert_ok()
+            .stdout
+            .clone();
+        let out = cli_with_stdin(
+            &["--server", &url, "-o", "json", "rules", "apply", "-f", "-"],
+            &got,
+        );
+        let applied = out.assert_ok().json();
+        assert_eq!(applied["committed"], false, "{format}: {out:?}");
+        assert_eq!(applied["changes"].as_array().unwrap().len(), 3, "{out:?}");
+        assert!(
+            applied["changes"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .all(|c| c["action"] == "unchanged"),
+            "{format}: {out:?}"
+        );
+    }
+    // With --prune too: the List is the whole set, so nothing is deleted.
+    let got = cp
+        .cli(&["-o", "json", "rules", "get"])
+        .assert_ok()
+        .stdout
+        .clone();
+    let out = cli_with_stdin(
+        &["--server", &url, "rules", "apply", "--prune", "-f", "-"],
+        &got,
+    );
+    assert!(
+        out.assert_ok().stdout.contains("nothing changed"),
+        "{out:?}"
+    );
+    assert_eq!(revision(&cp), 1);
+}
+
+#[test]
+fn get_revision_shows_a_past_revisions_rules() {
+    let dir = tempfile::tempdir().unwrap();
+    let cp = ControlPlane::start(dir.path(), &[]);
+    let lane = write_file(dir.path(), "lane.yaml", LANE);
+    let blue = write_file(dir.path(), "blue.yaml", BLUE);
+    cp.cli(&["rules", "apply", "-f", &lane]).assert_ok();
+    cp.cli(&["rules", "apply", "-f", &blue]).assert_ok();
+    let first = cp
+        .cli(&["rules", "get", "--revision", "1", "-o", "json"])
+        .assert_ok()
+        .json();
+    assert_eq!(first["revision"], 1);
+    assert_eq!(names(&first), ["Lane/gray"]);
+    let one = cp.cli(&["rules", "get", "Lane/blue", "--revision", "1"]);
+    assert_eq!(
+        one.code, 1,
+        "Lane/blue did not exist at revision 1: {one:?}"
+    );
+    let missing = cp.cli(&["rules", "get", "--revision", "9"]);
+    assert_eq!(missing.code, 1, "{missing:?}");
+    assert!(missing.stderr.contains("revision 9"), "{missing:?}");
+}
+
+#[test]
+fn diff_exit_code_is_1_only_when_the_files_differ() {
+    let dir = tempfile::tempdir().unwrap();
+    let cp = ControlPlane::start(dir.path(), &[]);
+    let lane = write_file(dir.path(), "lane.yaml", LANE);
+    let blue = write_file(dir.path(), "blue.yaml", BLUE);
+    cp.cli(&["rules", "apply", "-f", &lane]).assert_ok();
+    cp.cli(&["rules", "diff", "--exit-code", "-f", &lane])
+        .assert_ok();
+    let differs = cp.cli(&["rules", "diff", "--exit-code", "-f", &blue]);
+    assert_eq!(differs.code, 1, "{differs:?}");
+    assert!(
+        differs.stdout.contains("blue"),
+        "the diff is printed: {differs:?}"
+    );
+    cp.cli(&["rules", "diff", "-f", &blue]).assert_ok();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn release_set_refuses_likely_mistakes_unless_forced() {
+    let dir = tempfile::tempdir().unwrap();
+    let cp = ControlPlane::start(dir.path(), &[]);
+    let rules = write_file(dir.path(), "rules.yaml", &format!("{LANE}---\n{POLICY}"));
+    let cp_cli = |args: &'static [&'static str]| {
+        let url = cp.url();
+        async move {
+            tokio::task::spawn_blocking(move || cli(&[&["--server", &url], args].concat()))
+                .await
+                .unwrap()
+        }
+    };
+    cp.cli(&["rules", "apply", "-f", &rules]).assert_ok();
+
+    // A typo: no instance registered, no RoutePolicy.
+    let typo = cp_cli(&["release", "set", "ordrs", "prod"]).await;
+    assert_eq!(typo.code, 1, "{typo:?}");
+    assert!(
+        typo.stderr.contains("ordrs") && typo.stderr.contains("--force"),
+        "{typo:?}"
+    );
+    let get = cp_cli(&["release", "get", "ordrs"]).await;
+    assert_eq!(get.code, 1, "{get:?}");
+
+    // gray while orders has only a base instance: every request would be a 503.
+    let _v1 = graylane_tests::Subscriber::connect(
+        &cp.url(),
+        "orders",
+        "orders-1",
+        &[("version", "v1")],
+        None,
+    )
+    .await
+    .unwrap();
+    wait_registered(&cp, "orders-1");
+    let gray = cp_cli(&["release", "set", "orders", "gray"]).await;
+    assert_eq!(gray.code, 1, "{gray:?}");
+    assert!(gray.stderr.contains("503"), "{gray:?}");
+    cp_cli(&["release", "set", "orders", "prod"])
+        .await
+        .assert_ok();
+    assert_eq!(revision(&cp), 2, "refusals changed nothing");
+
+    // With a lane instance, gray is fine; --force overrides both refusals.
+    let _v2 = graylane_tests::Subscriber::connect(
+        &cp.url(),
+        "orders",
+        "orders-2",
+        &[("version", "v2")],
+        None,
+    )
+    .await
+    .unwrap();
+    cp_cli(&["release", "set", "orders", "gray"])
+        .await
+        .assert_ok();
+    cp_cli(&["release", "set", "ordrs", "prod", "--force"])
+        .await
+        .assert_ok();
+    cp_cli(&["release", "get", "ordrs"]).await.assert_ok();
+}
+
+fn wait_registered(cp: &ControlPlane, instance: &str) {
+    graylane_tests::eventually(Duration::from_secs(10), "the instance to register", || {
+        let status = cp.cli(&["status", "-o", "json"]).json();
+        status["sidecars"]
+            .as_array()?
+            .iter()
+            .any(|s| s["instance"] == instance)
+            .then_some(())
+    });
 }

@@ -158,7 +158,10 @@ impl Admin for AdminService {
         request: Request<pb::GetRequest>,
     ) -> Result<Response<pb::GetResponse>, Status> {
         let r = request.into_inner();
-        let (revision, rules) = self.control.rules().await?;
+        let (revision, rules) = match r.revision {
+            Some(n) => self.control.revision(n).await?,
+            None => self.control.rules().await?,
+        };
         let filter = if r.kind.is_empty() {
             None
         } else {
@@ -173,11 +176,8 @@ impl Admin for AdminService {
         if let (Some(k), false, true) = (filter, r.name.is_empty(), selected.is_empty()) {
             return Err(ControlError::NotFound(format!("{k}/{} not found", r.name)).into());
         }
-        let text = selected
-            .iter()
-            .map(|x| x.to_yaml())
-            .collect::<Vec<_>>()
-            .join("---\n");
+        let text: Vec<String> = selected.iter().map(|x| x.to_yaml()).collect();
+        let text = text.join("---\n");
         Ok(Response::new(pb::GetResponse {
             revision,
             rules: text,
@@ -228,6 +228,9 @@ impl Admin for AdminService {
                 r.state
             ))
         })?;
+        if !r.force {
+            self.control.check_release(&r.service, state).await?;
+        }
         let change = Change::Release {
             service: r.service.clone(),
             state,
@@ -250,6 +253,7 @@ impl Admin for AdminService {
             }));
             all
         } else {
+            self.control.known_service(&service).await?;
             vec![service]
         };
         services.sort();
@@ -372,6 +376,14 @@ impl Admin for AdminService {
         Ok(Response::new(pb::GapsResponse {
             gaps: self.traces.gaps(),
         }))
+    }
+
+    async fn version(
+        &self,
+        _request: Request<pb::VersionRequest>,
+    ) -> Result<Response<pb::VersionResponse>, Status> {
+        let version = env!("CARGO_PKG_VERSION").to_owned();
+        Ok(Response::new(pb::VersionResponse { version }))
     }
 
     async fn recent_traces(

@@ -84,24 +84,46 @@ impl Connect {
     pub(crate) async fn client(&self) -> Result<Client, CliError> {
         let credentials = self.credentials()?;
         let mut failures = Vec::new();
+        // Servers that answered, but not as graylane-control's gRPC API.
+        let mut foreign = Vec::new();
         for url in self
             .servers
             .split(',')
             .map(str::trim)
             .filter(|s| !s.is_empty())
         {
-            let endpoint = Endpoint::from_shared(url.to_string())
+            // `localhost:15010` is what people type; gRPC without TLS is `http://`.
+            let url = if url.contains("://") {
+                url.to_string()
+            } else {
+                format!("http://{url}")
+            };
+            let endpoint = Endpoint::from_shared(url.clone())
                 .map_err(|e| CliError::usage(format!("--server {url:?}: {e}")))?
                 .connect_timeout(Duration::from_secs(5))
                 .timeout(Duration::from_secs(60));
-            match endpoint.connect().await {
-                Ok(channel) => {
-                    return Ok(AdminClient::with_interceptor(channel, credentials)
-                        .max_decoding_message_size(64 * 1024 * 1024)
-                        .max_encoding_message_size(64 * 1024 * 1024));
+            let channel = match endpoint.connect().await {
+                Ok(channel) => channel,
+                Err(e) => {
+                    failures.push(format!("{url}: {}", source_chain(&e)));
+                    continue;
                 }
-                Err(e) => failures.push(format!("{url}: {}", source_chain(&e))),
+            };
+            let mut client = AdminClient::with_interceptor(channel, credentials.clone())
+                .max_decoding_message_size(64 * 1024 * 1024)
+                .max_encoding_message_size(64 * 1024 * 1024);
+            match probe(&mut client).await {
+                Ok(()) => return Ok(client),
+                Err(Probe::Foreign(why)) => foreign.push(format!("{url}: {why}")),
+                Err(Probe::Unavailable(why)) => failures.push(format!("{url}: {why}")),
             }
+        }
+        if !foreign.is_empty() {
+            return Err(CliError::unavailable(format!(
+                "this is not graylane-control's gRPC port (--server names its --grpc-addr, \
+                 default 127.0.0.1:15010): {}",
+                foreign.join("; ")
+            )));
         }
         if failures.is_empty() {
             return Err(CliError::usage("--server: no URL given"));
@@ -111,6 +133,54 @@ impl Connect {
             failures.join("; ")
         )))
     }
+}
+
+/// Why a connected server cannot be used.
+enum Probe {
+    /// It answers, but not as graylane-control's gRPC API.
+    Foreign(String),
+    /// It is graylane-control, or may be, and cannot answer now.
+    Unavailable(String),
+}
+
+/// One cheap call before the real one, so that a wrong port (the control plane's HTTP
+/// port, a sidecar's, anything else) is named as such rather than surfacing as a
+/// transport error from the middle of hyper. An auth refusal proves it is graylane:
+/// the real call then reports it with its hint.
+async fn probe(client: &mut Client) -> Result<(), Probe> {
+    use tonic::Code;
+    let call = client.version(graylane_proto::v1::VersionRequest {});
+    let status = match tokio::time::timeout(Duration::from_secs(10), call).await {
+        Ok(Ok(_)) => return Ok(()),
+        Ok(Err(status)) => status,
+        Err(_) => return Err(Probe::Unavailable("no answer within 10s".into())),
+    };
+    // A gRPC server always sends `grpc-status`; without one, tonic makes a status up
+    // with one of these messages (from the HTTP status, a body that is not gRPC
+    // framing, or a dropped connection), which graylane-control never sends itself.
+    let message = status.message();
+    let made_up = message == "transport error"
+        || message.starts_with("grpc-status header missing")
+        || message.starts_with("protocol error:");
+    if made_up {
+        let why = if message == "transport error" {
+            "it dropped the connection on a gRPC call (an HTTP/1 server?)".to_owned()
+        } else {
+            first_line(message)
+        };
+        return Err(Probe::Foreign(why));
+    }
+    match status.code() {
+        // UNIMPLEMENTED is a real gRPC server: a graylane-control older than the
+        // Version call still serves every other call, so it is let through (a call
+        // it lacks is reported by `CliError::from`).
+        Code::Ok | Code::Unauthenticated | Code::PermissionDenied | Code::Unimplemented => Ok(()),
+        _ => Err(Probe::Unavailable(status.message().into())),
+    }
+}
+
+fn first_line(s: &str) -> String {
+    s.lines().next().unwrap_or_default().to_owned()
 }
 
 fn source_chain(e: &dyn std::error::Error) -> String {

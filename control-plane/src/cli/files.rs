@@ -1,5 +1,7 @@
 //! Reading `-f` arguments: files, directories (their `*.yaml`/`*.yml`, sorted) or `-`
-//! for standard input. An unreadable path is a usage error (exit 2).
+//! for standard input. An unreadable path is a usage error (exit 2). A JSON `List`
+//! (what `graylane -o json rules get` prints, kubectl's `kind: List`) is unpacked into
+//! one document per item, so `rules get -o json | rules apply -f -` round-trips.
 
 use std::io::Read;
 use std::path::Path;
@@ -20,7 +22,7 @@ pub(crate) fn read_all(paths: &[String]) -> Result<Vec<(String, String)>, CliErr
             std::io::stdin()
                 .read_to_string(&mut text)
                 .map_err(|e| CliError::usage(format!("cannot read standard input: {e}")))?;
-            files.push(("<stdin>".to_string(), text));
+            files.push(("<stdin>".to_string(), unlist(text)));
         } else if Path::new(path).is_dir() {
             let mut entries: Vec<_> = std::fs::read_dir(path)
                 .map_err(|e| CliError::usage(format!("cannot read {path}: {e}")))?
@@ -45,5 +47,57 @@ pub(crate) fn read_all(paths: &[String]) -> Result<Vec<(String, String)>, CliErr
 fn read_one(path: &str) -> Result<(String, String), CliError> {
     let text = std::fs::read_to_string(path)
         .map_err(|e| CliError::usage(format!("cannot read {path}: {e}")))?;
-    Ok((path.to_string(), text))
+    Ok((path.to_string(), unlist(text)))
+}
+
+/// The items of a JSON `List` as `---`-separated JSON documents (JSON is YAML, so the
+/// one rules parser reads them, and item N is document N in its errors); any other
+/// text as it is.
+fn unlist(text: String) -> String {
+    if !text.trim_start().starts_with('{') {
+        return text;
+    }
+    let Ok(serde_json::Value::Object(list)) = serde_json::from_str(&text) else {
+        return text;
+    };
+    let is_list = list.get("kind").is_none_or(|k| k == "List")
+        && list
+            .keys()
+            .all(|k| ["apiVersion", "kind", "metadata", "revision", "items"].contains(&k.as_str()));
+    match list.get("items") {
+        Some(serde_json::Value::Array(items)) if is_list => items
+            .iter()
+            .map(ToString::to_string)
+            .collect::<Vec<_>>()
+            .join("\n---\n"),
+        _ => text,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_json_list_becomes_one_document_per_item() {
+        let list = r#"{"apiVersion": "graylane.io/v1", "kind": "List", "revision": 3,
+            "items": [{"kind": "Lane", "n": 1}, {"kind": "Lane", "n": 2}]}"#;
+        assert_eq!(
+            unlist(list.into()),
+            "{\"kind\":\"Lane\",\"n\":1}\n---\n{\"kind\":\"Lane\",\"n\":2}"
+        );
+        assert_eq!(unlist(r#"{"kind": "List", "items": []}"#.into()), "");
+    }
+
+    #[test]
+    fn other_text_is_left_alone() {
+        for text in [
+            "kind: Lane\n",
+            r#"{"kind": "Lane", "items": []}"#,
+            r#"{"kind": "List", "items": [], "extra": 1}"#,
+            "{not json",
+        ] {
+            assert_eq!(unlist(text.into()), text);
+        }
+    }
 }

@@ -12,14 +12,24 @@ use super::{CliError, Format};
 pub enum ReleaseCommand {
     /// Set a service's release state (writes its RoutePolicy's `release` field).
     Set {
+        /// The service (as its sidecars register it).
         service: String,
+        /// all: every instance serves · gray: only lane instances · prod: only base.
         #[arg(value_parser = ["all", "gray", "prod"])]
         state: String,
-        #[arg(long)]
+        /// Fail unless this is the revision in force (optimistic locking).
+        #[arg(long, value_name = "N")]
         expect_revision: Option<u64>,
+        /// Set it even for a service nothing knows (no instance, no RoutePolicy), or
+        /// `gray` where no instance is in a lane (every request would be a 503).
+        #[arg(long)]
+        force: bool,
     },
     /// Release states: one service, or every service with a policy or a sidecar.
-    Get { service: Option<String> },
+    Get {
+        /// One service (refused when it has neither an instance nor a RoutePolicy).
+        service: Option<String>,
+    },
 }
 
 impl ReleaseCommand {
@@ -35,11 +45,13 @@ impl ReleaseCommand {
                 service,
                 state,
                 expect_revision,
+                force,
             } => {
                 let request = pb::SetReleaseRequest {
                     service: service.clone(),
                     state: state.clone(),
                     expect_revision,
+                    force,
                 };
                 let response = client.set_release(request).await?.into_inner();
                 output::emit(

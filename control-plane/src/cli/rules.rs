@@ -19,7 +19,9 @@ use self::read::{get, history};
 pub enum RulesCommand {
     /// Create or update the resources in the files (others stay) as one new revision.
     Apply {
-        #[arg(short = 'f', long = "filename", required = true)]
+        /// A rules file, a directory of *.yaml, or - for standard input (YAML
+        /// documents, or the JSON List `rules get -o json` prints); repeatable.
+        #[arg(short = 'f', long = "filename", required = true, value_name = "FILE")]
         files: Vec<String>,
         /// Make the files the whole rule set: resources not in them are deleted.
         #[arg(long)]
@@ -28,39 +30,53 @@ pub enum RulesCommand {
         #[arg(long)]
         dry_run: bool,
         /// Fail unless this is the revision in force (optimistic locking).
-        #[arg(long)]
+        #[arg(long, value_name = "N")]
         expect_revision: Option<u64>,
         /// Wait until every connected sidecar acked the new revision.
         #[arg(long)]
         wait: bool,
-        /// How long --wait waits.
+        /// How long the command may take with --wait, from its start (Go-style: 30s,
+        /// 1m30s, 1.5s); past it, exit 1 even if the last ACK is on its way.
         #[arg(long, default_value = "30s", value_parser = parse_duration)]
         timeout: Duration,
     },
     /// Remove resources (KIND/NAME ...) as one new revision.
     Delete {
-        #[arg(required = true)]
+        /// The resources to remove, as KIND/NAME (e.g. Lane/gray).
+        #[arg(required = true, value_name = "KIND/NAME")]
         resources: Vec<String>,
-        #[arg(long)]
+        /// Fail unless this is the revision in force (optimistic locking).
+        #[arg(long, value_name = "N")]
         expect_revision: Option<u64>,
+        /// Show what would be removed; write nothing.
         #[arg(long)]
         dry_run: bool,
     },
     /// The rules in force (YAML unless -o says otherwise).
     Get {
-        /// KIND or KIND/NAME.
+        /// KIND or KIND/NAME (Lane, RoutePolicy, TagPolicy); everything without it.
+        #[arg(value_name = "KIND[/NAME]")]
         selector: Option<String>,
+        /// A past revision's rules instead of those in force (see `rules history`).
+        #[arg(long, value_name = "N")]
+        revision: Option<u64>,
     },
-    /// What applying the files would change (exit 0 either way).
+    /// What applying the files would change (exit 0 either way, unless --exit-code).
     Diff {
-        #[arg(short = 'f', long = "filename", required = true)]
+        /// A rules file, a directory of *.yaml, or - for standard input; repeatable.
+        #[arg(short = 'f', long = "filename", required = true, value_name = "FILE")]
         files: Vec<String>,
+        /// Compare as if the files were the whole rule set (as `apply --prune`).
         #[arg(long)]
         prune: bool,
+        /// Exit 1 when there are differences (like `git diff --exit-code`).
+        #[arg(long)]
+        exit_code: bool,
     },
     /// Validate files locally; no server needed.
     Validate {
-        #[arg(short = 'f', long = "filename", required = true)]
+        /// A rules file, a directory of *.yaml, or - for standard input; repeatable.
+        #[arg(short = 'f', long = "filename", required = true, value_name = "FILE")]
         files: Vec<String>,
     },
     /// Revisions, newest first.
@@ -71,9 +87,11 @@ pub enum RulesCommand {
     },
     /// Restore an earlier revision's rules as a new revision.
     Rollback {
-        #[arg(long)]
+        /// The revision whose rules to restore (see `rules history`).
+        #[arg(long, value_name = "N")]
         to: u64,
-        #[arg(long)]
+        /// Fail unless this is the revision in force (optimistic locking).
+        #[arg(long, value_name = "N")]
         expect_revision: Option<u64>,
     },
 }
@@ -191,6 +209,9 @@ impl RulesCommand {
                 wait,
                 timeout,
             } => {
+                // `--timeout` bounds the whole command, connecting and applying
+                // included: a slow server must not stretch the time the user allowed.
+                let deadline = tokio::time::Instant::now() + timeout;
                 let files = files::read_all(&files)?;
                 validate_locally(&files, prune)?;
                 let mut client = connect.client().await?;
@@ -203,8 +224,13 @@ impl RulesCommand {
                 let response = client.apply(request).await?.into_inner();
                 print_change(table, &response, dry_run);
                 if wait && !dry_run {
-                    super::status::wait_for_rollout(&mut client, response.revision, timeout)
-                        .await?;
+                    super::status::wait_for_rollout(
+                        &mut client,
+                        response.revision,
+                        deadline,
+                        timeout,
+                    )
+                    .await?;
                 }
                 Ok(())
             }
@@ -234,8 +260,14 @@ impl RulesCommand {
                 print_change(table, &response, dry_run);
                 Ok(())
             }
-            Self::Get { selector } => get(connect, format.unwrap_or(Format::Yaml), selector).await,
-            Self::Diff { files, prune } => {
+            Self::Get { selector, revision } => {
+                get(connect, format.unwrap_or(Format::Yaml), selector, revision).await
+            }
+            Self::Diff {
+                files,
+                prune,
+                exit_code,
+            } => {
                 let files = files::read_all(&files)?;
                 validate_locally(&files, prune)?;
                 let mut client = connect.client().await?;
@@ -256,6 +288,15 @@ impl RulesCommand {
                     output::text(&diffs.concat());
                 } else {
                     print_change(table, &response, true);
+                }
+                let differs = response
+                    .changes
+                    .iter()
+                    .any(|c| c.action != pb::ChangeAction::Unchanged as i32);
+                if exit_code && differs {
+                    return Err(CliError::refused(
+                        "the files differ from the rules in force (--exit-code)",
+                    ));
                 }
                 Ok(())
             }

@@ -4,6 +4,7 @@ use std::time::Duration;
 
 use graylane_proto::v1 as pb;
 use serde_json::json;
+use tokio::time::Instant;
 
 use super::client::{Client, Connect};
 use super::output::{self, Table};
@@ -76,12 +77,14 @@ pub(crate) async fn run(connect: &Connect, format: Option<Format>) -> Result<(),
 }
 
 /// Follows the rollout of `revision` on standard error until every connected sidecar
-/// acked it (ok), one NACKed it (refused, with the reason), or `timeout` passed
-/// (refused, naming who is missing).
+/// acked it (ok), one NACKed it (refused, with the reason), or `deadline` passed
+/// (refused, naming `timeout` and where to look). The deadline is authoritative: an
+/// answer that arrives after it is a timeout too, however the two raced.
 #[allow(clippy::print_stderr)]
 pub(crate) async fn wait_for_rollout(
     client: &mut Client,
     revision: u64,
+    deadline: Instant,
     timeout: Duration,
 ) -> Result<(), CliError> {
     let follow = async {
@@ -110,10 +113,18 @@ pub(crate) async fn wait_for_rollout(
             )),
         }
     };
-    match tokio::time::timeout(timeout, follow).await {
-        Ok(result) => result,
-        Err(_) => Err(CliError::refused(format!(
+    let timed_out = || {
+        CliError::refused(format!(
             "timed out after {timeout:?} waiting for every sidecar to ack revision {revision}; see graylane status"
-        ))),
+        ))
+    };
+    let result = tokio::time::timeout_at(deadline, follow)
+        .await
+        .map_err(|_| timed_out())?;
+    // `timeout_at` polls the watch before its timer, so a last ACK that arrives at or
+    // after the deadline would still count as success: the clock decides instead.
+    if result.is_ok() && Instant::now() >= deadline {
+        return Err(timed_out());
     }
+    result
 }

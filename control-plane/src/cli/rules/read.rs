@@ -13,6 +13,7 @@ pub(super) async fn get(
     connect: &Connect,
     format: Format,
     selector: Option<String>,
+    revision: Option<u64>,
 ) -> Result<(), CliError> {
     let (kind, name) = match selector.as_deref() {
         None => (String::new(), String::new()),
@@ -32,10 +33,18 @@ pub(super) async fn get(
     };
     let mut client = connect.client().await?;
     let response = client
-        .get(pb::GetRequest { kind, name })
+        .get(pb::GetRequest {
+            kind,
+            name,
+            revision,
+        })
         .await?
         .into_inner();
-    let set = RuleSet::from_yaml("(server response)", &response.rules).map_err(|e| {
+    // Parsed, not validated as a set: a selection (one kind, one resource) may name
+    // resources outside it, e.g. a RoutePolicy's lane override naming a Lane; the
+    // server validated the whole set before committing it.
+    let files = [("(server response)".to_owned(), response.rules.clone())];
+    let set = RuleSet::parse_files(&files).map_err(|e| {
         CliError::unavailable(format!(
             "the server sent rules this CLI cannot read: {}",
             e[0]
@@ -45,7 +54,10 @@ pub(super) async fn get(
         Format::Yaml => output::text(&response.rules),
         Format::Json => output::raw(
             Format::Json,
+            // kubectl's List shape, which `rules apply -f` reads back.
             &json!({
+                "apiVersion": "graylane.io/v1",
+                "kind": "List",
                 "revision": response.revision,
                 "items": set.iter().collect::<Vec<_>>(),
             }),

@@ -1,0 +1,172 @@
+//! The `graylane` CLI's own behaviour against a real graylane-control: `--wait`'s
+//! deadline, flag parsing (durations, `--server` forms, `-o` where it means nothing,
+//! `--recent 0`), what a wrong port or a missing token says, and `graylane version`.
+
+#![allow(clippy::unwrap_used)]
+
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use graylane_tests::docs::LANE;
+use graylane_tests::{ControlPlane, Sidecar, Subscriber, cli, eventually, write_file};
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn apply_wait_past_its_timeout_is_exit_1_even_when_every_sidecar_acks() {
+    let dir = tempfile::tempdir().unwrap();
+    let cp = ControlPlane::start(dir.path(), &[]);
+    let url = cp.url();
+    let mut sidecar = Subscriber::connect(&url, "orders", "orders-1", &[], None)
+        .await
+        .unwrap();
+    let first = sidecar.next().await;
+    sidecar.ack(first.version).await;
+    let lane = write_file(dir.path(), "lane.yaml", LANE);
+
+    // A control plane that stalls (GC pause, slow store) until the timeout has passed,
+    // then commits and gets its ACK at once: the command took longer than --timeout,
+    // so it timed out, whoever wins the race between the ACK and the timer.
+    cp.proc.signal(libc::SIGSTOP);
+    let started = Instant::now();
+    let child = Command::new(graylane_tests::bin("graylane"))
+        .args(["--server", &url, "rules", "apply", "-f", &lane])
+        .args(["--wait", "--timeout", "1s"])
+        .env_remove("GRAYLANE_TOKEN_FILE")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    eventually(Duration::from_secs(10), "the timeout to pass", || {
+        (started.elapsed() > Duration::from_millis(1200)).then_some(())
+    });
+    cp.proc.signal(libc::SIGCONT);
+    let snapshot = sidecar.until_revision(1).await;
+    sidecar.ack(snapshot.version).await;
+    let out = tokio::task::spawn_blocking(move || child.wait_with_output().unwrap())
+        .await
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "a timeout is exit 1: {stderr}");
+    assert!(stderr.contains("timed out"), "{stderr}");
+}
+
+#[test]
+fn durations_are_go_style() {
+    let dir = tempfile::tempdir().unwrap();
+    let cp = ControlPlane::start(dir.path(), &[]);
+    let lane = write_file(dir.path(), "lane.yaml", LANE);
+    for timeout in ["1m30s", "1.5s", "200ms", "1h"] {
+        let out = cp.cli(&[
+            "rules",
+            "apply",
+            "-f",
+            &lane,
+            "--wait",
+            "--timeout",
+            timeout,
+        ]);
+        out.assert_ok();
+    }
+    for bad in ["5x", "1.5", "-1s", "1.0005s"] {
+        let flag = format!("--timeout={bad}");
+        let out = cp.cli(&["rules", "apply", "-f", &lane, "--wait", &flag]);
+        assert_eq!(out.code, 2, "{bad}: {out:?}");
+        assert!(out.stderr.contains("not a duration"), "{out:?}");
+    }
+}
+
+#[test]
+fn trace_recent_0_is_a_usage_error() {
+    let out = cli(&["trace", "--recent", "0"]);
+    assert_eq!(out.code, 2, "{out:?}");
+}
+
+#[test]
+fn server_without_a_scheme_is_http() {
+    let dir = tempfile::tempdir().unwrap();
+    let cp = ControlPlane::start(dir.path(), &[]);
+    let grpc = cp.grpc.to_string();
+    let out = cli(&["--server", &grpc, "rules", "get", "-o", "json"]);
+    assert_eq!(out.assert_ok().json()["revision"], 0);
+    // In a list too, after a server that is down.
+    let list = format!("127.0.0.1:1,{grpc}");
+    cli(&["--server", &list, "status"]).assert_ok();
+}
+
+#[test]
+fn a_port_that_is_not_the_grpc_port_is_named_as_such() {
+    let dir = tempfile::tempdir().unwrap();
+    let cp = ControlPlane::start(dir.path(), &[]);
+    let sidecar = Sidecar::start(
+        dir.path(),
+        "orders-1",
+        &["--service", "orders", "--control-plane", &cp.url()],
+    );
+    for addr in [cp.http, sidecar.admin, sidecar.inbound, sidecar.outbound] {
+        let out = cli(&["--server", &addr.to_string(), "rules", "get"]);
+        assert_eq!(out.code, 3, "{addr}: {out:?}");
+        assert!(
+            out.stderr
+                .contains("this is not graylane-control's gRPC port"),
+            "{addr}: {out:?}"
+        );
+        assert_eq!(out.stderr.lines().count(), 1, "{out:?}");
+    }
+}
+
+#[test]
+fn a_missing_token_says_where_one_comes_from() {
+    let dir = tempfile::tempdir().unwrap();
+    let tokens = write_file(
+        dir.path(),
+        "tokens",
+        "admin:0123456789abcdef0123\nsidecar:fedcba9876543210fedc\n",
+    );
+    let cp = ControlPlane::start(dir.path(), &["--token-file", &tokens]);
+    for args in [&["rules", "get"][..], &["status"], &["release", "get"]] {
+        let out = cp.cli(args);
+        assert_eq!(out.code, 1, "{out:?}");
+        assert!(
+            out.stderr.contains("--token-file") && out.stderr.contains("GRAYLANE_TOKEN_FILE"),
+            "{out:?}"
+        );
+    }
+    let admin = write_file(dir.path(), "admin", "0123456789abcdef0123\n");
+    cp.cli(&["--token-file", &admin, "rules", "get"])
+        .assert_ok();
+}
+
+#[test]
+fn output_format_is_refused_where_it_changes_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let lane = write_file(dir.path(), "lane.yaml", LANE);
+    let deployment = write_file(dir.path(), "deploy.yaml", "kind: Deployment\n");
+    for args in [
+        &["rules", "validate", "-f", &lane][..],
+        &["inject", "-f", &deployment],
+        &["install"],
+    ] {
+        let out = cli(&[args, &["-o", "json"]].concat());
+        assert_eq!(out.code, 2, "{out:?}");
+        assert!(out.stderr.contains("-o"), "{out:?}");
+    }
+    cli(&["rules", "validate", "-f", &lane]).assert_ok();
+}
+
+#[test]
+fn version_shows_the_client_and_the_server() {
+    let dir = tempfile::tempdir().unwrap();
+    let cp = ControlPlane::start(dir.path(), &[]);
+    let both = cp.cli(&["version", "-o", "json"]).assert_ok().json();
+    let client = both["client"].as_str().unwrap();
+    assert!(!client.is_empty());
+    assert_eq!(both["server"], client, "{both}");
+    let table = cp.cli(&["version"]).assert_ok().stdout.clone();
+    assert!(table.contains("graylane-control"), "{table}");
+
+    let alone = cli(&["--server", "http://127.0.0.1:1", "version", "-o", "json"]);
+    let alone = alone.assert_ok().json();
+    assert_eq!(alone["client"], client);
+    assert!(alone["server"].is_null(), "{alone}");
+    assert!(alone["serverError"].is_string(), "{alone}");
+}
