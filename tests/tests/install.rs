@@ -1,6 +1,8 @@
 //! `graylane install`: the production manifests render with fresh certificates and
 //! tokens, every object (and the injected sample app) validates against the Kubernetes
-//! schemas, and the generated certificates really serve the webhook.
+//! schemas, and the generated certificates really serve the webhook; values cannot
+//! break out of their YAML scalars, tokens are fresh, and application namespaces get
+//! the sidecars' token Secret (or a hint how to make it).
 
 #![allow(clippy::unwrap_used)]
 
@@ -8,14 +10,78 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
-use graylane_tests::{ControlPlane, cli, write_file};
+use graylane_tests::{CliOutput, ControlPlane, cli, write_file};
+use serde_json::Value;
 
-fn validator() -> PathBuf {
-    let local = Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/py/bin/kubernetes-validate");
+/// A tool of the venv `scripts/deps.sh test` installs, else from `PATH`.
+fn venv_tool(name: &str) -> PathBuf {
+    let local = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../target/py/bin")
+        .join(name);
     if local.exists() {
         return local;
     }
-    PathBuf::from("kubernetes-validate")
+    PathBuf::from(name)
+}
+
+fn validator() -> PathBuf {
+    venv_tool("kubernetes-validate")
+}
+
+/// Every document of `yaml`, parsed by an independent parser (PyYAML, which
+/// kubernetes-validate brings), as JSON.
+fn documents(yaml: &str) -> Vec<Value> {
+    let mut child = Command::new(venv_tool("python3"))
+        .args([
+            "-c",
+            "import json, sys, yaml; \
+             json.dump([d for d in yaml.safe_load_all(sys.stdin) if d], sys.stdout)",
+        ])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("python3: {e} (bash scripts/deps.sh test installs it)"));
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(yaml.as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "not YAML: {}\n{yaml}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+/// The documents of `kind` named `name`, in any namespace.
+fn objects<'a>(docs: &'a [Value], kind: &str, name: &str) -> Vec<&'a Value> {
+    docs.iter()
+        .filter(|d| d["kind"] == kind && d["metadata"]["name"] == name)
+        .collect()
+}
+
+/// The sidecar token of the control plane's token file.
+fn sidecar_token(docs: &[Value]) -> String {
+    let tokens = objects(docs, "Secret", "graylane-tokens")[0]["stringData"]["tokens"]
+        .as_str()
+        .unwrap();
+    tokens
+        .lines()
+        .find_map(|l| l.strip_prefix("sidecar:"))
+        .unwrap()
+        .to_string()
+}
+
+/// Validated, and parsed.
+fn rendered(out: &CliOutput) -> Vec<Value> {
+    out.assert_ok();
+    let dir = tempfile::tempdir().unwrap();
+    validate(&write_file(dir.path(), "install.yaml", &out.stdout));
+    documents(&out.stdout)
 }
 
 fn validate(file: &str) -> String {
@@ -67,6 +133,7 @@ fn install_renders_valid_manifests_with_working_fresh_certificates() {
     let report = validate(&manifests);
     for kind in [
         "namespace/graylane-system",
+        "networkpolicy/graylane-etcd",
         "statefulset/graylane-etcd",
         "deployment/graylane-control",
         "poddisruptionbudget/graylane-control",
@@ -169,4 +236,166 @@ fn install_renders_valid_manifests_with_working_fresh_certificates() {
         "TLS by the Service name: {text}{}",
         String::from_utf8_lossy(&reached.stderr)
     );
+}
+
+/// A value with a quote, a newline and a would-be field stays one string: the output
+/// parses, the image is exactly that string, no `injected` field appears, and every
+/// object still passes `kubernetes-validate --strict`.
+#[test]
+fn install_values_cannot_break_out_of_their_yaml_scalars() {
+    let evil = "x\" evil\n  injected: true";
+    let out = cli(&["install", "--control-image", evil, "--sidecar-image", evil]);
+    let docs = rendered(&out);
+    let control = &objects(&docs, "Deployment", "graylane-control")[0];
+    let container = &control["spec"]["template"]["spec"]["containers"][0];
+    assert_eq!(container["image"], evil);
+    let inject_image = format!("--inject-image={evil}");
+    assert!(
+        container["args"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|a| *a == inject_image.as_str()),
+        "{container}"
+    );
+    let orders = &objects(&docs, "Deployment", "orders-v1")[0];
+    assert_eq!(
+        orders["spec"]["template"]["spec"]["containers"][0]["image"],
+        evil
+    );
+    assert!(!out.stdout.contains("\n  injected: true"));
+    assert!(
+        !serde_json::to_string(&docs)
+            .unwrap()
+            .contains("\"injected\":"),
+        "no injected field anywhere"
+    );
+}
+
+/// Tokens are 32 lowercase hex characters, different for admin and sidecar, and fresh
+/// on every run.
+#[test]
+fn install_tokens_are_fresh_32_hex_chars() {
+    let tokens = |docs: &[Value]| -> Vec<String> {
+        let file = objects(docs, "Secret", "graylane-tokens")[0]["stringData"]["tokens"]
+            .as_str()
+            .unwrap()
+            .to_string();
+        file.lines()
+            .map(|l| l.split_once(':').unwrap().1.to_string())
+            .collect()
+    };
+    let first = tokens(&documents(&cli(&["install"]).assert_ok().stdout));
+    let second = tokens(&documents(&cli(&["install"]).assert_ok().stdout));
+    assert_eq!(first.len(), 2, "admin and sidecar: {first:?}");
+    for t in first.iter().chain(&second) {
+        assert_eq!(t.len(), 32, "{t}");
+        assert!(t.chars().all(|c| matches!(c, '0'..='9' | 'a'..='f')), "{t}");
+    }
+    assert_ne!(first[0], first[1]);
+    assert!(
+        first.iter().all(|t| !second.contains(t)),
+        "{first:?} {second:?}"
+    );
+}
+
+/// `--namespace` (repeatable) renders the sidecars' token Secret into each application
+/// namespace, with the token the control plane accepts, and no hint is needed.
+#[test]
+fn install_namespace_renders_the_sidecar_token_secret_into_each() {
+    let out = cli(&[
+        "install",
+        "--no-sample-app",
+        "--namespace",
+        "team-a",
+        "--namespace",
+        "team-b",
+        "--namespace",
+        "team-a",
+    ]);
+    let docs = rendered(&out);
+    let secrets = objects(&docs, "Secret", "graylane-sidecar-token");
+    let namespaces: Vec<&Value> = secrets
+        .iter()
+        .map(|s| &s["metadata"]["namespace"])
+        .collect();
+    assert_eq!(namespaces, ["team-a", "team-b"], "each once");
+    let token = sidecar_token(&docs);
+    for s in &secrets {
+        assert_eq!(s["stringData"]["token"], token.as_str());
+    }
+    assert!(
+        objects(&docs, "Namespace", "team-a").is_empty(),
+        "it exists already"
+    );
+    assert!(
+        !out.stderr.contains("kubectl create secret"),
+        "{}",
+        out.stderr
+    );
+
+    let bad = cli(&["install", "--namespace", "Team\"A"]);
+    assert_eq!(bad.code, 2, "{bad:?}");
+    assert!(
+        bad.stderr.contains("not a namespace name"),
+        "{}",
+        bad.stderr
+    );
+}
+
+/// Without `--namespace` (and here without the sample app) no application namespace
+/// has the Secret, so install says on standard error how to create it, with the token.
+#[test]
+fn install_without_namespaces_prints_how_to_create_the_secret() {
+    let out = cli(&["install", "--no-sample-app"]);
+    let docs = rendered(&out);
+    assert!(objects(&docs, "Secret", "graylane-sidecar-token").is_empty());
+    let line = format!(
+        "kubectl create secret generic graylane-sidecar-token -n NS --from-literal=token={}",
+        sidecar_token(&docs)
+    );
+    assert!(out.stderr.contains(&line), "{}", out.stderr);
+    assert!(!out.stdout.contains("kubectl"), "stdout is only manifests");
+}
+
+/// etcd (no TLS, no auth) takes clients only from graylane-control and peers only from
+/// its members.
+#[test]
+fn install_fences_etcd_off_with_a_network_policy() {
+    let docs = documents(&cli(&["install"]).assert_ok().stdout);
+    let policy = &objects(&docs, "NetworkPolicy", "graylane-etcd")[0];
+    assert_eq!(policy["metadata"]["namespace"], "graylane-system");
+    let spec = &policy["spec"];
+    assert_eq!(
+        spec["podSelector"]["matchLabels"]["app.kubernetes.io/name"],
+        "graylane-etcd"
+    );
+    assert_eq!(spec["policyTypes"], serde_json::json!(["Ingress"]));
+    let rules: Vec<(String, i64)> = spec["ingress"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| {
+            assert_eq!(r["from"].as_array().unwrap().len(), 1, "{r}");
+            assert!(r["from"][0].get("namespaceSelector").is_none(), "{r}");
+            assert_eq!(r["ports"].as_array().unwrap().len(), 1, "{r}");
+            (
+                r["from"][0]["podSelector"]["matchLabels"]["app.kubernetes.io/name"]
+                    .as_str()
+                    .unwrap()
+                    .to_string(),
+                r["ports"][0]["port"].as_i64().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        rules,
+        [
+            ("graylane-control".to_string(), 2379),
+            ("graylane-etcd".to_string(), 2380)
+        ]
+    );
+    // The policy comes before etcd, so etcd's pods never run unfenced.
+    let position = |kind: &str| docs.iter().position(|d| d["kind"] == kind).unwrap();
+    assert!(position("NetworkPolicy") < position("StatefulSet"));
 }

@@ -2,6 +2,12 @@
 //! freshly generated webhook certificates (a CA for the MutatingWebhookConfiguration,
 //! a server certificate for the control plane's Service) and tokens, the way
 //! `linkerd install` does: `graylane install | kubectl apply -f -`.
+//!
+//! Values go into the templates as the *contents* of double-quoted YAML scalars,
+//! escaped so that no value can end its scalar (see [`quoted`]), rather than by parsing
+//! and re-serialising every object: the output keeps the templates' comments and layout,
+//! which is what people read before they apply it, and a placeholder inside a string
+//! (`--inject-image=@SIDECAR_IMAGE@`) needs no special case.
 
 use base64::Engine;
 use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, DnType, IsCa, KeyPair};
@@ -9,8 +15,9 @@ use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, DnType, IsCa, 
 use super::{CliError, output};
 
 /// The template files, in apply order (the `resources` of kustomization.yaml).
-const FILES: [&str; 6] = [
+const FILES: [&str; 7] = [
     "namespace.yaml",
+    "network-policy.yaml",
     "etcd.yaml",
     "secrets.yaml",
     "control-plane.yaml",
@@ -18,15 +25,33 @@ const FILES: [&str; 6] = [
     "sample-app.yaml",
 ];
 
-/// Their text, in the same order.
-const TEMPLATES: [&str; 6] = [
+/// Their text, in the same order. Every `@PLACEHOLDER@` sits inside a double-quoted
+/// scalar; `every_placeholder_is_inside_a_double_quoted_scalar` holds them to that.
+const TEMPLATES: [&str; 7] = [
     include_str!("../../../deploy/kubernetes/namespace.yaml"),
+    include_str!("../../../deploy/kubernetes/network-policy.yaml"),
     include_str!("../../../deploy/kubernetes/etcd.yaml"),
     include_str!("../../../deploy/kubernetes/secrets.yaml"),
     include_str!("../../../deploy/kubernetes/control-plane.yaml"),
     include_str!("../../../deploy/kubernetes/webhook.yaml"),
     include_str!("../../../deploy/kubernetes/sample-app.yaml"),
 ];
+
+/// The sidecars' token Secret, rendered into each `--namespace`: injected sidecars read
+/// it from their own namespace (the same document as the sample app's).
+const SIDECAR_SECRET: &str = r#"apiVersion: v1
+kind: Secret
+metadata:
+  name: graylane-sidecar-token
+  namespace: "@NAMESPACE@"
+  labels: {app.kubernetes.io/part-of: graylane}
+type: Opaque
+stringData:
+  token: "@SIDECAR_TOKEN@"
+"#;
+
+/// The sample app's namespace, which already carries its own token Secret.
+const SAMPLE_NAMESPACE: &str = "shop";
 
 /// The names the control plane's Service answers to (the webhook's TLS name).
 const SERVICE_NAMES: [&str; 3] = [
@@ -46,29 +71,122 @@ pub struct InstallArgs {
     /// Leave out the sample app (namespace `shop`).
     #[arg(long)]
     pub no_sample_app: bool,
+    /// An application namespace whose injected sidecars need the
+    /// `graylane-sidecar-token` Secret; repeatable. The namespace must already exist
+    /// (install renders the Secret, not the namespace). Without it, install prints on
+    /// standard error the `kubectl create secret` line that makes the Secret.
+    #[arg(long = "namespace", value_name = "NS", value_parser = namespace)]
+    pub namespaces: Vec<String>,
 }
 
 pub(crate) fn run(args: &InstallArgs) -> Result<(), CliError> {
     let certs =
         certificates().map_err(|e| CliError::refused(format!("generating certificates: {e}")))?;
+    let token = || {
+        token(getrandom::fill)
+            .map_err(|e| CliError::refused(format!("reading the OS random source: {e}")))
+    };
+    let (admin, sidecar) = (token()?, token()?);
     let b64 = |s: &str| base64::engine::general_purpose::STANDARD.encode(s);
-    let (admin, sidecar) = (token(), token());
-    let rendered: Vec<String> = FILES
+    let (ca, crt, key) = (b64(&certs.ca), b64(&certs.cert), b64(&certs.key));
+    let values = [
+        ("@CA_BUNDLE@", ca.as_str()),
+        ("@TLS_CRT@", crt.as_str()),
+        ("@TLS_KEY@", key.as_str()),
+        ("@ADMIN_TOKEN@", admin.as_str()),
+        ("@SIDECAR_TOKEN@", sidecar.as_str()),
+        ("@CONTROL_IMAGE@", args.control_image.as_str()),
+        ("@SIDECAR_IMAGE@", args.sidecar_image.as_str()),
+    ];
+    let mut rendered: Vec<String> = FILES
         .iter()
         .zip(TEMPLATES)
         .filter(|(name, _)| !(args.no_sample_app && **name == "sample-app.yaml"))
-        .map(|(_, t)| {
-            t.replace("@CA_BUNDLE@", &b64(&certs.ca))
-                .replace("@TLS_CRT@", &b64(&certs.cert))
-                .replace("@TLS_KEY@", &b64(&certs.key))
-                .replace("@ADMIN_TOKEN@", &admin)
-                .replace("@SIDECAR_TOKEN@", &sidecar)
-                .replace("@CONTROL_IMAGE@", &args.control_image)
-                .replace("@SIDECAR_IMAGE@", &args.sidecar_image)
-        })
+        .map(|(_, t)| fill(t, &values))
         .collect();
+    for ns in app_namespaces(args) {
+        rendered.push(fill(
+            SIDECAR_SECRET,
+            &[("@NAMESPACE@", ns), ("@SIDECAR_TOKEN@", sidecar.as_str())],
+        ));
+    }
     output::text(&rendered.join("---\n"));
+    if args.namespaces.is_empty() {
+        eprintln!("{}", secret_hint(&sidecar));
+    }
     Ok(())
+}
+
+/// The `--namespace`s, each once, less the sample app's (it has its Secret already).
+fn app_namespaces(args: &InstallArgs) -> Vec<&str> {
+    let mut out: Vec<&str> = Vec::new();
+    for ns in &args.namespaces {
+        let sample = !args.no_sample_app && ns == SAMPLE_NAMESPACE;
+        if !sample && !out.contains(&ns.as_str()) {
+            out.push(ns);
+        }
+    }
+    out
+}
+
+/// What to run for each application namespace when install rendered no Secret there.
+fn secret_hint(sidecar_token: &str) -> String {
+    format!(
+        "graylane install: injected sidecars read their token from the Secret \
+         graylane-sidecar-token in their own namespace; create it in each application \
+         namespace NS (or rerun install with --namespace NS):\n  \
+         kubectl create secret generic graylane-sidecar-token -n NS \
+         --from-literal=token={sidecar_token}"
+    )
+}
+
+/// `template` with every placeholder replaced by its value, escaped for the
+/// double-quoted scalar the placeholder sits in.
+fn fill(template: &str, values: &[(&str, &str)]) -> String {
+    values
+        .iter()
+        .fold(template.to_string(), |text, (placeholder, value)| {
+            text.replace(placeholder, &quoted(value))
+        })
+}
+
+/// `value` as the inside of a YAML double-quoted scalar (YAML 1.2 §5.7, and the same
+/// escapes in 1.1): printable ASCII as is, `"` and `\` escaped, everything else as
+/// `\u`/`\U` escapes. Non-ASCII goes escaped too because YAML 1.1 parsers read
+/// U+0085/U+2028/U+2029 as line breaks and refuse other non-printables, so the output
+/// is plain ASCII that every parser reads back as exactly `value`.
+fn quoted(value: &str) -> String {
+    let mut out = String::with_capacity(value.len());
+    for c in value.chars() {
+        match c {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            ' '..='~' => out.push(c),
+            c if u32::from(c) <= 0xffff => out.push_str(&format!("\\u{:04x}", u32::from(c))),
+            c => out.push_str(&format!("\\U{:08x}", u32::from(c))),
+        }
+    }
+    out
+}
+
+/// A Kubernetes namespace name: an RFC 1123 label (lowercase alphanumerics and `-`, at
+/// most 63, starting and ending alphanumeric).
+fn namespace(value: &str) -> Result<String, String> {
+    let alnum = |c: char| c.is_ascii_lowercase() || c.is_ascii_digit();
+    let valid = !value.is_empty()
+        && value.len() <= 63
+        && value.chars().all(|c| alnum(c) || c == '-')
+        && value.starts_with(alnum)
+        && value.ends_with(alnum);
+    if valid {
+        Ok(value.to_string())
+    } else {
+        Err(
+            "not a namespace name (lowercase letters, digits and '-', at most 63, \
+             starting and ending with a letter or digit)"
+                .to_string(),
+        )
+    }
 }
 
 struct Certs {
@@ -103,15 +221,19 @@ fn certificates() -> Result<Certs, rcgen::Error> {
     })
 }
 
-/// 32 random hex characters.
-fn token() -> String {
-    (0..16)
-        .map(|_| format!("{:02x}", fastrand::u8(..)))
-        .collect()
+/// 128 bits from `random` (the OS CSPRNG, `getrandom::fill`, outside tests) as 32 hex
+/// characters: the tokens guard the control plane's API, so they must not be guessable
+/// from a seed or an earlier token.
+fn token<E>(random: impl FnOnce(&mut [u8]) -> Result<(), E>) -> Result<String, E> {
+    let mut bytes = [0u8; 16];
+    random(&mut bytes)?;
+    Ok(bytes.iter().map(|b| format!("{b:02x}")).collect())
 }
 
 #[cfg(test)]
 mod tests {
+    use serde_json::Value;
+
     use super::*;
 
     /// `kubectl kustomize deploy/kubernetes` and `graylane install` render the same
@@ -141,6 +263,88 @@ mod tests {
         assert!(certs.ca.starts_with("-----BEGIN CERTIFICATE-----"));
         assert!(certs.cert.starts_with("-----BEGIN CERTIFICATE-----"));
         assert!(certs.key.contains("PRIVATE KEY"));
-        assert_ne!(token(), token());
+    }
+
+    /// A token is exactly the hex of what the random source gave, so it is as good as
+    /// that source: the OS CSPRNG in `run`, and no other generator in this file.
+    #[test]
+    fn tokens_are_32_hex_chars_from_the_os_csprng() {
+        let fixed = token(|b: &mut [u8]| {
+            b.iter_mut().zip(0u8..).for_each(|(b, i)| *b = i * 17);
+            Ok::<_, ()>(())
+        });
+        assert_eq!(fixed.unwrap(), "00112233445566778899aabbccddeeff");
+        let (a, b) = (
+            token(getrandom::fill).unwrap(),
+            token(getrandom::fill).unwrap(),
+        );
+        for t in [&a, &b] {
+            assert_eq!(t.len(), 32, "{t}");
+            assert!(
+                t.chars()
+                    .all(|c| c.is_ascii_hexdigit() && !c.is_ascii_uppercase())
+            );
+        }
+        assert_ne!(a, b);
+        // fastrand is not a CSPRNG (its outputs give its state away): never for tokens.
+        assert!(!include_str!("install.rs").contains(concat!("fast", "rand::")));
+    }
+
+    /// A hostile value (quotes, a newline and a would-be field, a backslash, a comment
+    /// and a Unicode line separator) in every placeholder of every template: each
+    /// document still parses, holds the value exactly, and gains no field.
+    #[test]
+    fn every_placeholder_is_inside_a_double_quoted_scalar() {
+        let evil = "x\" evil\n  injected: true\\ # \u{2028}é\u{1f600}";
+        let placeholders: Vec<&str> = TEMPLATES
+            .iter()
+            .chain([&SIDECAR_SECRET])
+            .flat_map(|t| t.split('@').skip(1).step_by(2))
+            .collect();
+        assert!(placeholders.len() >= 8, "{placeholders:?}");
+        for template in TEMPLATES.iter().chain([&SIDECAR_SECRET]) {
+            let values: Vec<(String, &str)> = placeholders
+                .iter()
+                .map(|p| (format!("@{p}@"), evil))
+                .collect();
+            let values: Vec<(&str, &str)> = values.iter().map(|(p, v)| (p.as_str(), *v)).collect();
+            let text = fill(template, &values);
+            let docs: Vec<Value> =
+                serde_saphyr::from_multiple(&text).unwrap_or_else(|e| panic!("{e}\n{text}"));
+            let expected = template.matches('@').count() / 2;
+            let strings = docs.iter().map(|d| count_evil(d, evil)).sum::<usize>();
+            assert_eq!(strings, expected, "{text}");
+        }
+    }
+
+    /// Strings holding `evil`; panics at an `injected` key.
+    fn count_evil(value: &Value, evil: &str) -> usize {
+        match value {
+            Value::String(s) => s.matches(evil).count(),
+            Value::Array(items) => items.iter().map(|v| count_evil(v, evil)).sum(),
+            Value::Object(map) => {
+                assert!(!map.contains_key("injected"), "{map:?}");
+                map.values().map(|v| count_evil(v, evil)).sum()
+            }
+            _ => 0,
+        }
+    }
+
+    #[test]
+    fn namespaces_are_rfc_1123_labels_each_rendered_once() {
+        assert!(namespace("team-a1").is_ok());
+        for bad in ["", "Team", "-a", "a-", "a.b", "a\"b", &"a".repeat(64)] {
+            assert!(namespace(bad).is_err(), "{bad:?}");
+        }
+        let args = |no_sample_app, ns: &[&str]| InstallArgs {
+            control_image: String::new(),
+            sidecar_image: String::new(),
+            no_sample_app,
+            namespaces: ns.iter().map(|s| (*s).to_string()).collect(),
+        };
+        let given = args(false, &["a", "shop", "b", "a"]);
+        assert_eq!(app_namespaces(&given), ["a", "b"], "shop has the sample's");
+        let given = args(true, &["shop", "shop"]);
+        assert_eq!(app_namespaces(&given), ["shop"]);
     }
 }
