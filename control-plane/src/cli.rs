@@ -9,6 +9,8 @@ use std::time::Duration;
 use clap::{Parser, Subcommand, ValueEnum};
 
 mod client;
+mod completion;
+mod config;
 mod demo;
 mod explain;
 mod files;
@@ -29,20 +31,28 @@ pub use self::client::Client;
 #[command(name = "graylane", version, propagate_version = true)]
 pub struct Cli {
     /// Control-plane gRPC URL(s), comma-separated, tried in turn; `host:port` means
-    /// `http://host:port`.
+    /// `http://host:port`. Default: the context's server, else http://127.0.0.1:15010.
     #[arg(
         long,
         global = true,
         env = "GRAYLANE_SERVER",
-        default_value = "http://127.0.0.1:15010"
+        value_name = "URL[,URL...]"
     )]
-    pub server: String,
+    pub server: Option<String>,
     /// File holding the bearer token (the token alone), for a control plane started
-    /// with --token-file.
+    /// with --token-file. Default: the context's tokenFile.
     #[arg(long, global = true, env = "GRAYLANE_TOKEN_FILE", value_name = "PATH")]
     pub token_file: Option<PathBuf>,
+    /// The config-file context to use for this command instead of the current one.
+    #[arg(long, global = true, env = "GRAYLANE_CONTEXT", value_name = "NAME")]
+    pub context: Option<String>,
+    /// The config file (contexts). Default: $XDG_CONFIG_HOME/graylane/config.yaml,
+    /// else ~/.config/graylane/config.yaml; a missing file is an empty one.
+    #[arg(long, global = true, env = "GRAYLANE_CONFIG", value_name = "PATH")]
+    pub config: Option<PathBuf>,
     /// Output format (default: table; YAML for `rules get`). Refused where it would
-    /// change nothing: `rules validate`, `inject`, `install`.
+    /// change nothing: `rules validate`, `inject`, `install`, `completion`, and `config`
+    /// but for `get-contexts`.
     #[arg(short = 'o', long, global = true, value_enum)]
     pub output: Option<Format>,
     #[command(subcommand)]
@@ -97,6 +107,15 @@ pub enum Command {
     },
     /// This CLI's version, and the control plane's when it answers.
     Version,
+    /// Contexts in the config file: which control plane, which token.
+    #[command(subcommand)]
+    Config(config::ConfigCommand),
+    /// Print the shell completion script for SHELL.
+    Completion {
+        /// The shell to complete for.
+        #[arg(value_enum)]
+        shell: completion::Shell,
+    },
 }
 
 /// A failure with its exit code; printed as one line.
@@ -142,10 +161,11 @@ impl From<tonic::Status> for CliError {
                  gRPC port, or its graylane-control is older than this CLI",
             ),
             Code::Unauthenticated => Self::refused(format!(
-                "unauthenticated: {message} (give a token with --token-file PATH or GRAYLANE_TOKEN_FILE)"
+                "unauthenticated: {message} (give a token with --token-file PATH, \
+                 GRAYLANE_TOKEN_FILE or a context's tokenFile)"
             )),
             Code::PermissionDenied => Self::refused(format!(
-                "permission denied: {message} (--token-file or GRAYLANE_TOKEN_FILE must name an admin token)"
+                "permission denied: {message} (the token file must hold an admin token)"
             )),
             _ => Self::refused(message),
         }
@@ -161,9 +181,11 @@ pub(crate) fn parse_duration(s: &str) -> Result<Duration, String> {
 impl Cli {
     /// Runs the command; the caller prints the error and exits with its code.
     pub async fn run(self) -> Result<(), CliError> {
-        let connect = client::Connect {
-            servers: self.server.clone(),
-            token_file: self.token_file.clone(),
+        let flags = config::Flags {
+            server: self.server,
+            token_file: self.token_file,
+            context: self.context,
+            config: self.config,
         };
         // `-o` where it changes nothing is refused, not ignored: a script asking for
         // JSON from these would otherwise get text it cannot read.
@@ -171,6 +193,12 @@ impl Cli {
             Command::Rules(rules::RulesCommand::Validate { .. }) => Some("rules validate"),
             Command::Inject(_) => Some("inject"),
             Command::Install(_) => Some("install"),
+            Command::Completion { .. } => Some("completion"),
+            Command::Config(config::ConfigCommand::UseContext { .. }) => Some("config use-context"),
+            Command::Config(config::ConfigCommand::SetContext(_)) => Some("config set-context"),
+            Command::Config(config::ConfigCommand::CurrentContext) => {
+                Some("config current-context")
+            }
             _ => None,
         };
         if let (Some(command), Some(_)) = (ignores_output, self.output) {
@@ -178,19 +206,27 @@ impl Cli {
                 "-o: `graylane {command}` has one output format; leave -o out"
             )));
         }
+        // Only commands that talk to the control plane read the config file's
+        // contexts, so that a broken file stops none of the offline ones.
+        let connect = || config::resolve(&flags);
         match self.command {
-            Command::Rules(cmd) => cmd.run(&connect, self.output).await,
-            Command::Release(cmd) => cmd.run(&connect, self.output).await,
-            Command::Status => status::run(&connect, self.output).await,
+            Command::Rules(cmd @ rules::RulesCommand::Validate { .. }) => {
+                cmd.run(&config::without_file(&flags), self.output).await
+            }
+            Command::Rules(cmd) => cmd.run(&connect()?, self.output).await,
+            Command::Release(cmd) => cmd.run(&connect()?, self.output).await,
+            Command::Status => status::run(&connect()?, self.output).await,
             Command::Inject(args) => inject::run(&args),
             Command::Install(args) => install::run(&args),
-            Command::Gaps => gaps::run(&connect, self.output).await,
-            Command::Explain(args) => explain::run(&connect, self.output, args).await,
+            Command::Gaps => gaps::run(&connect()?, self.output).await,
+            Command::Explain(args) => explain::run(&connect()?, self.output, args).await,
             Command::Trace { trace_id, recent } => {
-                trace::run(&connect, self.output, trace_id, recent).await
+                trace::run(&connect()?, self.output, trace_id, recent).await
             }
             Command::Demo { once } => demo::run(once).await,
-            Command::Version => version::run(&connect, self.output).await,
+            Command::Version => version::run(&connect()?, self.output).await,
+            Command::Config(cmd) => cmd.run(&flags, self.output),
+            Command::Completion { shell } => completion::run(shell),
         }
     }
 }

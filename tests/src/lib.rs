@@ -437,6 +437,9 @@ pub fn cli(args: &[&str]) -> CliOutput {
         .args(args)
         .env_remove("GRAYLANE_SERVER")
         .env_remove("GRAYLANE_TOKEN_FILE")
+        .env_remove("GRAYLANE_CONTEXT")
+        // Never the developer's own ~/.config/graylane/config.yaml.
+        .env("GRAYLANE_CONFIG", "/nonexistent/graylane-tests/config.yaml")
         .stdin(Stdio::null())
         .output()
         .expect("run graylane");

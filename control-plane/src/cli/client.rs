@@ -12,7 +12,8 @@ use tonic::transport::{Channel, Endpoint};
 use super::CliError;
 use crate::api::USER_METADATA;
 
-/// How to reach the control plane (flags, not yet connected).
+/// How to reach the control plane, as [`resolve`](super::config::resolve) decided
+/// from the flags, the environment and the config file; not yet connected.
 #[derive(Clone, Debug)]
 pub(crate) struct Connect {
     pub(crate) servers: String,
@@ -61,12 +62,11 @@ impl Connect {
     fn credentials(&self) -> Result<Credentials, CliError> {
         let token = match &self.token_file {
             Some(path) => {
-                let text = std::fs::read_to_string(path).map_err(|e| {
-                    CliError::usage(format!("--token-file {}: {e}", path.display()))
-                })?;
+                let text = std::fs::read_to_string(path)
+                    .map_err(|e| CliError::usage(format!("token file {}: {e}", path.display())))?;
                 let value = format!("Bearer {}", text.trim()).parse().map_err(|_| {
                     CliError::usage(format!(
-                        "--token-file {}: the token has characters a header cannot carry",
+                        "token file {}: the token has characters a header cannot carry",
                         path.display()
                     ))
                 })?;
