@@ -34,8 +34,10 @@ pub struct ExplainArgs {
     /// decodes the query string before matching).
     #[arg(long = "query", value_name = "NAME=VALUE", value_parser = pair)]
     pub query: Vec<(String, String)>,
+    /// The request path (for TagPolicy `path` rules).
     #[arg(long, default_value = "/")]
     pub path: String,
+    /// The request method (for TagPolicy `methods` rules).
     #[arg(long, default_value = "GET")]
     pub method: String,
     /// The caller's address (for TagPolicy `sourceCidr` rules).
