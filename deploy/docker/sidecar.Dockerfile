@@ -6,6 +6,9 @@ RUN apt-get update && apt-get install -y --no-install-recommends protobuf-compil
     && rm -rf /var/lib/apt/lists/*
 WORKDIR /src
 COPY . .
+# graylane_build_info{revision}: docker build --build-arg GRAYLANE_GIT_REVISION=$(git rev-parse HEAD)
+ARG GRAYLANE_GIT_REVISION=unknown
+ENV GRAYLANE_GIT_REVISION=$GRAYLANE_GIT_REVISION
 RUN cargo build --release --locked -p graylane-sidecar --bins
 
 # Slim Debian, not distroless: the init container runs iptables.
