@@ -43,6 +43,10 @@ pub struct Cli {
     /// with --token-file. Default: the context's tokenFile.
     #[arg(long, global = true, env = "GRAYLANE_TOKEN_FILE", value_name = "PATH")]
     pub token_file: Option<PathBuf>,
+    /// CA certificates (PEM) that an `https://` --server must chain to; the CLI trusts
+    /// no other CA and never falls back to plaintext. Default: the context's caBundle.
+    #[arg(long, global = true, env = "GRAYLANE_CA_BUNDLE", value_name = "PEM")]
+    pub ca_bundle: Option<PathBuf>,
     /// The config-file context to use for this command instead of the current one.
     #[arg(long, global = true, env = "GRAYLANE_CONTEXT", value_name = "NAME")]
     pub context: Option<String>,
@@ -184,6 +188,7 @@ impl Cli {
         let flags = config::Flags {
             server: self.server,
             token_file: self.token_file,
+            ca_bundle: self.ca_bundle,
             context: self.context,
             config: self.config,
         };

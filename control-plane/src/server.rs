@@ -34,6 +34,8 @@ pub struct Server {
         tokio_rustls::TlsAcceptor,
         Arc<crate::inject::Config>,
     )>,
+    /// gRPC over TLS (`--grpc-tls-cert`); `None`: plaintext.
+    pub grpc_tls: Option<tonic::transport::ServerTlsConfig>,
 }
 
 /// Rule sets and snapshots are bounded by validation (10,000 documents of ≤ 1 MiB);
@@ -91,7 +93,11 @@ impl Server {
             .max_decoding_message_size(MAX_MESSAGE)
             .max_encoding_message_size(MAX_MESSAGE);
         let mut stopped_grpc = stopped.clone();
-        tonic::transport::Server::builder()
+        let mut builder = tonic::transport::Server::builder();
+        if let Some(tls) = self.grpc_tls {
+            builder = builder.tls_config(tls)?;
+        }
+        builder
             // Keep-alive pings find sidecars that vanished without closing their stream,
             // so their instance is deregistered instead of lingering.
             .http2_keepalive_interval(Some(Duration::from_secs(10)))

@@ -54,6 +54,8 @@ pub struct Config {
     pub token: Option<String>,
     /// Where the last good snapshot is kept.
     pub cache_dir: Option<PathBuf>,
+    /// CA certificates (PEM) an `https://` control plane must chain to.
+    pub ca_bundle: Option<Vec<u8>>,
 }
 
 /// Counters for `/metrics`.
@@ -118,8 +120,7 @@ impl Discovery {
 
     /// One stream; `Ok(true)` when at least one snapshot arrived before it ended.
     async fn session(&self, url: &str, received: &mut Received) -> Result<bool, String> {
-        let channel = tonic::transport::Endpoint::from_shared(url.to_string())
-            .map_err(|e| format!("bad URL: {e}"))?
+        let channel = crate::grpc::endpoint(url, self.config.ca_bundle.as_deref())?
             .connect_timeout(Duration::from_secs(2))
             .http2_keep_alive_interval(Duration::from_secs(10))
             .keep_alive_timeout(Duration::from_secs(5))

@@ -15,6 +15,7 @@ pub mod app;
 pub mod balance;
 pub mod discovery;
 pub mod gaps;
+mod grpc;
 pub(crate) mod health;
 pub mod inbound;
 pub mod iptables;

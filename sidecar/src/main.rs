@@ -79,6 +79,10 @@ struct Args {
         default_value = "http://127.0.0.1:15010"
     )]
     control_plane: String,
+    /// CA certificates (PEM) an `https://` control plane (and OTLP endpoint) must
+    /// chain to; `https://` without it is refused, never sent in plaintext.
+    #[arg(long, env = "GRAYLANE_CA_BUNDLE")]
+    ca_bundle: Option<PathBuf>,
     /// File holding the bearer token for the control plane.
     #[arg(long, env = "GRAYLANE_TOKEN_FILE")]
     token_file: Option<PathBuf>,
@@ -201,6 +205,17 @@ async fn run(args: Args) -> anyhow::Result<()> {
         .filter(|s| !s.is_empty())
         .map(String::from)
         .collect();
+    let ca_bundle = match &args.ca_bundle {
+        Some(path) => {
+            Some(std::fs::read(path).with_context(|| format!("--ca-bundle {}", path.display()))?)
+        }
+        None => None,
+    };
+    if ca_bundle.is_none() && control_planes.iter().any(|u| u.starts_with("https://")) {
+        bail!(
+            "--control-plane https://... needs --ca-bundle: no CA is trusted by default, and it never falls back to plaintext"
+        );
+    }
     if control_planes.is_empty() {
         bail!("--control-plane: no URL given");
     }
@@ -246,6 +261,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
         },
         token: token.clone(),
         sampling: args.trace_sampling / 100.0,
+        ca_bundle: ca_bundle.clone(),
     };
     let config = app::Config {
         discovery: discovery::Config {
@@ -256,6 +272,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
             control_planes,
             token,
             cache_dir: args.cache_dir,
+            ca_bundle,
         },
         app_addr: args.app_addr,
         propagate_headers: args.propagate_headers,

@@ -46,6 +46,8 @@ pub struct TraceConfig {
     pub token: Option<String>,
     /// Share of new traces recorded, 0.0–1.0 (a caller's sampled flag is followed).
     pub sampling: f64,
+    /// CA certificates (PEM) an `https://` endpoint must chain to.
+    pub ca_bundle: Option<Vec<u8>>,
 }
 
 /// Records and exports this sidecar's spans.
@@ -95,6 +97,7 @@ impl Tracer {
                 rx,
                 endpoint,
                 config.token.clone(),
+                config.ca_bundle.clone(),
                 resource,
                 Arc::clone(&tracer),
             ));
@@ -245,16 +248,17 @@ async fn export(
     mut rx: mpsc::Receiver<Span>,
     endpoint: String,
     token: Option<String>,
+    ca_bundle: Option<Vec<u8>>,
     resource: Vec<KeyValue>,
     tracer: Arc<Tracer>,
 ) {
-    let channel = match tonic::transport::Endpoint::from_shared(endpoint.clone()) {
+    let channel = match crate::grpc::endpoint(&endpoint, ca_bundle.as_deref()) {
         Ok(e) => e
             .connect_timeout(Duration::from_secs(2))
             .timeout(EXPORT_TIMEOUT)
             .connect_lazy(),
         Err(e) => {
-            tracing::warn!(%endpoint, error = %e, "--otlp-endpoint is not a URL; spans are dropped");
+            tracing::warn!(%endpoint, error = %e, "--otlp-endpoint unusable; spans are dropped");
             return;
         }
     };

@@ -180,6 +180,7 @@ fn pods_with_init_iptables_keep_the_lane_without_any_proxy_setting() {
                 "--store",
                 "memory:",
                 "--allow-unauthenticated",
+                "--allow-plaintext",
             ],
         ),
         dir.path().join("control.log"),

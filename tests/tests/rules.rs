@@ -486,3 +486,96 @@ fn wait_registered(cp: &ControlPlane, instance: &str) {
             .then_some(())
     });
 }
+
+/// A mesh-wide PeerPolicy (a bare YAML 1.2 `off`) and one naming a service.
+const PEER_POLICIES: &str = "apiVersion: graylane.io/v1
+kind: PeerPolicy
+metadata:
+  name: mesh
+spec:
+  mtls: off
+---
+apiVersion: graylane.io/v1
+kind: PeerPolicy
+metadata:
+  name: orders
+spec:
+  mtls: strict
+  services: [orders]
+";
+
+#[test]
+fn peer_policies_apply_get_round_trip_and_delete_like_other_kinds() {
+    let dir = tempfile::tempdir().unwrap();
+    let cp = ControlPlane::start(dir.path(), &[]);
+    let rules = write_file(
+        dir.path(),
+        "rules.yaml",
+        &format!("{LANE}---\n{PEER_POLICIES}"),
+    );
+    cp.cli(&["rules", "apply", "-f", &rules]).assert_ok();
+    assert_eq!(revision(&cp), 1);
+
+    let json = cp.cli(&["rules", "get", "PeerPolicy", "-o", "json"]).json();
+    assert_eq!(names(&json), ["PeerPolicy/mesh", "PeerPolicy/orders"]);
+    assert_eq!(json["items"][0]["spec"]["mtls"], "off", "{json}");
+    let table = cp.cli(&["rules", "get", "peerpolicies", "-o", "table"]);
+    let table = &table.assert_ok().stdout;
+    assert!(table.contains("mtls=off services=*"), "{table}");
+    assert!(table.contains("mtls=strict services=orders"), "{table}");
+    let yaml = cp.cli(&["rules", "get", "PeerPolicy/mesh", "-o", "yaml"]);
+    // Quoted on the way out, so a YAML 1.1 reader does not take it for `false`.
+    assert!(
+        yaml.assert_ok().stdout.contains("mtls: \"off\""),
+        "{yaml:?}"
+    );
+
+    // What `get` prints applies back unchanged, in both formats.
+    let url = cp.url();
+    for format in ["json", "yaml"] {
+        let got = cp
+            .cli(&["-o", format, "rules", "get"])
+            .assert_ok()
+            .stdout
+            .clone();
+        let out = cli_with_stdin(
+            &["--server", &url, "-o", "json", "rules", "apply", "-f", "-"],
+            &got,
+        );
+        let applied = out.assert_ok().json();
+        assert_eq!(applied["committed"], false, "{format}: {out:?}");
+        assert_eq!(applied["changes"].as_array().unwrap().len(), 3, "{out:?}");
+    }
+    assert_eq!(revision(&cp), 1);
+
+    // A second mesh-wide policy is refused, naming the field; nothing is written.
+    let second = write_file(
+        dir.path(),
+        "second.yaml",
+        "apiVersion: graylane.io/v1\nkind: PeerPolicy\nmetadata: {name: other}\nspec:\n  mtls: strict\n",
+    );
+    let out = cp.cli(&["rules", "apply", "-f", &second]);
+    assert_eq!(out.code, 1, "{out:?}");
+    assert!(
+        out.stderr.contains(
+            "second.yaml: document 1 (PeerPolicy/other): spec.services: PeerPolicy \"mesh\""
+        ) && out.stderr.contains("already covers the whole mesh"),
+        "{out:?}"
+    );
+    assert_eq!(revision(&cp), 1, "a rejected apply changes nothing");
+
+    // diff sees a mode change; delete removes one policy as a new revision.
+    let changed = write_file(
+        dir.path(),
+        "changed.yaml",
+        &PEER_POLICIES.replace("mtls: strict", "mtls: permissive"),
+    );
+    let diff = cp.cli(&["rules", "diff", "--exit-code", "-f", &changed]);
+    assert_eq!(diff.code, 1, "{diff:?}");
+    assert!(diff.stdout.contains("permissive"), "{diff:?}");
+    cp.cli(&["rules", "delete", "PeerPolicy/orders"])
+        .assert_ok();
+    let json = cp.cli(&["rules", "get", "PeerPolicy", "-o", "json"]).json();
+    assert_eq!(names(&json), ["PeerPolicy/mesh"]);
+    assert_eq!(revision(&cp), 2);
+}

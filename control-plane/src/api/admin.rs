@@ -82,7 +82,8 @@ fn change_response(outcome: ChangeOutcome) -> pb::ChangeResponse {
 fn kind(s: &str) -> Result<Kind, Status> {
     s.parse().map_err(|_| {
         Status::invalid_argument(format!(
-            "unknown kind {s:?}: expected Lane, RoutePolicy or TagPolicy"
+            "unknown kind {s:?}: expected one of {}",
+            Kind::NAMES
         ))
     })
 }

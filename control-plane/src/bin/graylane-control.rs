@@ -46,6 +46,17 @@ struct Args {
     /// port may then change the rules).
     #[arg(long, env = "GRAYLANE_ALLOW_UNAUTHENTICATED")]
     allow_unauthenticated: bool,
+    /// Serve gRPC over TLS with this certificate chain (PEM); with --grpc-tls-key.
+    /// Sidecars and the CLI then connect with https:// and --ca-bundle.
+    #[arg(long, env = "GRAYLANE_GRPC_TLS_CERT", requires = "grpc_tls_key")]
+    grpc_tls_cert: Option<PathBuf>,
+    /// The private key (PEM) of --grpc-tls-cert.
+    #[arg(long, env = "GRAYLANE_GRPC_TLS_KEY", requires = "grpc_tls_cert")]
+    grpc_tls_key: Option<PathBuf>,
+    /// Serve gRPC without TLS on a non-loopback address (tokens and rules then
+    /// travel in plaintext).
+    #[arg(long, env = "GRAYLANE_ALLOW_PLAINTEXT")]
+    allow_plaintext: bool,
     /// HTTPS listener of the Kubernetes mutating admission webhook (`POST /inject`).
     #[arg(long, env = "GRAYLANE_WEBHOOK_ADDR", requires_all = ["tls_cert", "tls_key"])]
     webhook_addr: Option<SocketAddr>,
@@ -125,6 +136,16 @@ async fn run(args: Args) -> anyhow::Result<()> {
             "no --token-file: every call is accepted without a token; listening on loopback only"
         );
     }
+    let grpc_tls = match (&args.grpc_tls_cert, &args.grpc_tls_key) {
+        (Some(cert), Some(key)) => Some(grpc_tls(cert, key)?),
+        _ => None,
+    };
+    if grpc_tls.is_none() && !args.grpc_addr.ip().is_loopback() && !args.allow_plaintext {
+        bail!(
+            "refusing to serve gRPC on {} without TLS: tokens and rules would cross the network in plaintext (add --grpc-tls-cert/--grpc-tls-key, or --allow-plaintext to accept that)",
+            args.grpc_addr
+        );
+    }
     let store = args
         .store
         .open(args.history, &args.etcd_prefix)
@@ -158,7 +179,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
         _ => None,
     };
     let (grpc_addr, http_addr) = (grpc.local_addr()?, http.local_addr()?);
-    tracing::info!(%grpc_addr, %http_addr, store = ?args.store, auth = tokens.is_some(), "graylane-control listening");
+    tracing::info!(%grpc_addr, %http_addr, store = ?args.store, auth = tokens.is_some(), tls = args.grpc_tls_cert.is_some(), "graylane-control listening");
     let cluster = match &args.store {
         StoreUrl::Etcd(endpoints) => {
             let replica = format!("{}-{}", hostname(), std::process::id());
@@ -174,6 +195,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
         tokens,
         cluster,
         webhook,
+        grpc_tls,
     }
     .run(grpc, http, shutdown_signal())
     .await
@@ -203,4 +225,19 @@ async fn shutdown_signal() {
         _ = term => {},
         _ = tokio::signal::ctrl_c() => {},
     }
+}
+
+/// The gRPC listener's TLS (rustls: TLS 1.2 and 1.3), from PEM files.
+fn grpc_tls(
+    cert: &std::path::Path,
+    key: &std::path::Path,
+) -> anyhow::Result<tonic::transport::ServerTlsConfig> {
+    let read = |path: &std::path::Path, flag: &str| {
+        std::fs::read(path).with_context(|| format!("{flag} {}", path.display()))
+    };
+    let identity = tonic::transport::Identity::from_pem(
+        read(cert, "--grpc-tls-cert")?,
+        read(key, "--grpc-tls-key")?,
+    );
+    Ok(tonic::transport::ServerTlsConfig::new().identity(identity))
 }

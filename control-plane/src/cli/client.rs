@@ -7,7 +7,7 @@ use std::time::Duration;
 use graylane_proto::v1::admin_client::AdminClient;
 use tonic::metadata::MetadataValue;
 use tonic::service::interceptor::InterceptedService;
-use tonic::transport::{Channel, Endpoint};
+use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint};
 
 use super::CliError;
 use crate::api::USER_METADATA;
@@ -18,6 +18,8 @@ use crate::api::USER_METADATA;
 pub(crate) struct Connect {
     pub(crate) servers: String,
     pub(crate) token_file: Option<PathBuf>,
+    /// CA certificates (PEM) for `https://` servers.
+    pub(crate) ca_bundle: Option<PathBuf>,
 }
 
 type Inner = AdminClient<InterceptedService<Channel, Credentials>>;
@@ -80,6 +82,21 @@ impl Connect {
         })
     }
 
+    /// TLS for `https://` servers: TLS 1.2+ (rustls) trusting only `ca_bundle`. An
+    /// `https://` URL without one is refused, never sent in plaintext.
+    fn tls(&self) -> Result<ClientTlsConfig, CliError> {
+        let path = self.ca_bundle.as_ref().ok_or_else(|| {
+            CliError::usage(
+                "an https:// --server needs --ca-bundle PEM (or GRAYLANE_CA_BUNDLE, or a \
+                 context's caBundle): the CLI trusts no CA by default and never falls back \
+                 to plaintext",
+            )
+        })?;
+        let pem = std::fs::read(path)
+            .map_err(|e| CliError::usage(format!("--ca-bundle {}: {e}", path.display())))?;
+        Ok(ClientTlsConfig::new().ca_certificate(Certificate::from_pem(pem)))
+    }
+
     /// Connects to the first server that answers.
     pub(crate) async fn client(&self) -> Result<Client, CliError> {
         let credentials = self.credentials()?;
@@ -98,10 +115,15 @@ impl Connect {
             } else {
                 format!("http://{url}")
             };
-            let endpoint = Endpoint::from_shared(url.clone())
+            let mut endpoint = Endpoint::from_shared(url.clone())
                 .map_err(|e| CliError::usage(format!("--server {url:?}: {e}")))?
                 .connect_timeout(Duration::from_secs(5))
                 .timeout(Duration::from_secs(60));
+            if url.starts_with("https://") {
+                endpoint = endpoint
+                    .tls_config(self.tls()?)
+                    .map_err(|e| CliError::usage(format!("--server {url:?}: {e}")))?;
+            }
             let channel = match endpoint.connect().await {
                 Ok(channel) => channel,
                 Err(e) => {

@@ -9,7 +9,7 @@
 //!   - name: prod
 //!     server: http://cp-0:15010,http://cp-1:15010
 //!     tokenFile: /home/me/.config/graylane/prod.token
-//!     caBundle: /etc/graylane/ca.pem    # stored, not used yet (no TLS client)
+//!     caBundle: /etc/graylane/ca.pem    # what an https:// server must chain to
 //! ```
 
 use std::fs::{DirBuilder, OpenOptions};
@@ -37,6 +37,7 @@ const DEFAULT_SERVER: &str = "http://127.0.0.1:15010";
 pub(crate) struct Flags {
     pub(crate) server: Option<String>,
     pub(crate) token_file: Option<PathBuf>,
+    pub(crate) ca_bundle: Option<PathBuf>,
     pub(crate) context: Option<String>,
     pub(crate) config: Option<PathBuf>,
 }
@@ -59,7 +60,7 @@ struct Context {
     /// Relative paths are relative to the config file's directory, as in kubectl.
     #[serde(skip_serializing_if = "Option::is_none")]
     token_file: Option<PathBuf>,
-    /// Kept for the TLS client of a later issue; nothing reads it yet.
+    /// The CA certificates an `https://` server must chain to (see `--ca-bundle`).
     #[serde(skip_serializing_if = "Option::is_none")]
     ca_bundle: Option<PathBuf>,
 }
@@ -112,6 +113,10 @@ pub(crate) fn resolve(flags: &Flags) -> Result<Connect, CliError> {
             .token_file
             .clone()
             .or_else(|| token_context.and_then(|c| c.token_file.as_ref().map(|t| dir.join(t)))),
+        ca_bundle: flags
+            .ca_bundle
+            .clone()
+            .or_else(|| context.and_then(|c| c.ca_bundle.as_ref().map(|t| dir.join(t)))),
     })
 }
 
@@ -124,6 +129,7 @@ pub(crate) fn without_file(flags: &Flags) -> Connect {
             .clone()
             .unwrap_or_else(|| DEFAULT_SERVER.to_owned()),
         token_file: flags.token_file.clone(),
+        ca_bundle: flags.ca_bundle.clone(),
     }
 }
 

@@ -126,6 +126,7 @@ pub(crate) async fn run(once: bool) -> Result<(), CliError> {
     let connect = Connect {
         servers: url.clone(),
         token_file: None,
+        ca_bundle: None,
     };
     let mut client = connect.client().await?;
     let mut traced = None;
@@ -213,6 +214,7 @@ async fn apply_rules(url: &str) -> Result<(), CliError> {
     let connect = Connect {
         servers: url.to_string(),
         token_file: None,
+        ca_bundle: None,
     };
     let files = vec![pb::SourceFile {
         name: "gray-release.yaml".into(),

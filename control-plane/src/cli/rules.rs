@@ -54,7 +54,8 @@ pub enum RulesCommand {
     },
     /// The rules in force (YAML unless -o says otherwise).
     Get {
-        /// KIND or KIND/NAME (Lane, RoutePolicy, TagPolicy); everything without it.
+        /// KIND or KIND/NAME (Lane, RoutePolicy, TagPolicy, PeerPolicy); everything
+        /// without it.
         #[arg(value_name = "KIND[/NAME]")]
         selector: Option<String>,
         /// A past revision's rules instead of those in force (see `rules history`).
@@ -100,11 +101,9 @@ pub(super) fn parse_ref(s: &str) -> Result<(Kind, String), CliError> {
     let (kind, name) = s
         .split_once('/')
         .ok_or_else(|| CliError::usage(format!("{s:?}: expected KIND/NAME, e.g. Lane/gray")))?;
-    let kind = kind.parse().map_err(|_| {
-        CliError::usage(format!(
-            "{s:?}: unknown kind {kind:?} (Lane, RoutePolicy, TagPolicy)"
-        ))
-    })?;
+    let kind = kind
+        .parse()
+        .map_err(|_| CliError::usage(format!("{s:?}: unknown kind {kind:?} ({})", Kind::NAMES)))?;
     Ok((kind, name.to_string()))
 }
 

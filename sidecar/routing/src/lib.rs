@@ -2,8 +2,9 @@
 //! decision — pure code, used by the sidecar, the control plane and the CLI, so that
 //! matching and validation exist exactly once.
 //!
-//! Owns: the typed model of rules.md (`Lane`, `RoutePolicy`, `TagPolicy`), reading
-//! YAML rule files with errors located by file, document and field path, set-level
+//! Owns: the typed model of rules.md (`Lane`, `RoutePolicy`, `TagPolicy`) and of
+//! security.md (`PeerPolicy`, its mode looked up by `RuleSet::mtls_mode`), reading YAML
+//! rule files with errors located by file, document and field path, set-level
 //! validation (`RuleSet`), the tag grammar with its `baggage`/`traceparent` helpers,
 //! which hosts name a mesh service (`MeshHost`), decoding the query string
 //! (`query_pairs`), the stable hash every sidecar shares, and the compiled
@@ -33,9 +34,9 @@ pub use self::host::MeshHost;
 pub use self::model::{
     API_VERSION, Abort, BASE, Cidr, Delay, Duration, Exclude, Fallback, Fault, HashKey, Incoming,
     Kind, LABEL_MAX_LEN, Labels, Lane, LaneOverride, LaneSpec, MAX_RETRY_ATTEMPTS, MatchBlock,
-    Metadata, Mirror, Name, Pattern, REGEX_MAX_COMPILED, REGEX_MAX_LEN, Release, Resource, Retries,
-    RetryOn, RoutePolicy, RoutePolicySpec, ServiceName, StringMatch, Subset, TagPolicy,
-    TagPolicySpec, TagRule, WeightedSubset, default_fallback,
+    Metadata, Mirror, MtlsMode, Name, Pattern, PeerPolicy, PeerPolicySpec, REGEX_MAX_COMPILED,
+    REGEX_MAX_LEN, Release, Resource, Retries, RetryOn, RoutePolicy, RoutePolicySpec, ServiceName,
+    StringMatch, Subset, TagPolicy, TagPolicySpec, TagRule, WeightedSubset, default_fallback,
 };
 pub use self::parse::{MAX_DOCUMENT_BYTES, MAX_DOCUMENTS, parse_file};
 pub use self::query::query_pairs;

@@ -15,6 +15,7 @@ pub(crate) mod match_block;
 mod matcher;
 mod meta;
 pub(crate) mod names;
+mod peer_policy;
 mod route_policy;
 mod tag_policy;
 
@@ -25,6 +26,7 @@ pub use self::matcher::{Pattern, REGEX_MAX_COMPILED, REGEX_MAX_LEN, StringMatch}
 pub use self::meta::Metadata;
 pub(crate) use self::names::is_dns_label;
 pub use self::names::{LABEL_MAX_LEN, Labels, Name, ServiceName};
+pub use self::peer_policy::{MtlsMode, PeerPolicy, PeerPolicySpec};
 pub use self::route_policy::{
     Abort, Delay, Exclude, Fault, LaneOverride, MAX_RETRY_ATTEMPTS, Mirror, Release, Retries,
     RetryOn, RoutePolicy, RoutePolicySpec, Subset, WeightedSubset,
@@ -34,8 +36,8 @@ pub use self::tag_policy::{Incoming, TagPolicy, TagPolicySpec, TagRule};
 /// The only `apiVersion` accepted.
 pub const API_VERSION: &str = "graylane.io/v1";
 
-/// The kinds of resource. Ordered `Lane < RoutePolicy < TagPolicy` (the order of a
-/// rule set).
+/// The kinds of resource. Ordered `Lane < RoutePolicy < TagPolicy < PeerPolicy` (the
+/// order of a rule set; a new kind goes last so stored sets keep their order).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum Kind {
     /// [`Lane`].
@@ -44,18 +46,30 @@ pub enum Kind {
     RoutePolicy,
     /// [`TagPolicy`].
     TagPolicy,
+    /// [`PeerPolicy`].
+    PeerPolicy,
 }
 
 impl Kind {
     /// Every kind, in order.
-    pub const ALL: [Kind; 3] = [Kind::Lane, Kind::RoutePolicy, Kind::TagPolicy];
+    pub const ALL: [Kind; 4] = [
+        Kind::Lane,
+        Kind::RoutePolicy,
+        Kind::TagPolicy,
+        Kind::PeerPolicy,
+    ];
 
-    /// The name as written in `kind:` (`Lane`, `RoutePolicy`, `TagPolicy`).
+    /// Every kind's name, for messages: `Lane, RoutePolicy, TagPolicy, PeerPolicy`.
+    pub const NAMES: &'static str = "Lane, RoutePolicy, TagPolicy, PeerPolicy";
+
+    /// The name as written in `kind:` (`Lane`, `RoutePolicy`, `TagPolicy`,
+    /// `PeerPolicy`).
     pub fn as_str(&self) -> &'static str {
         match self {
             Self::Lane => "Lane",
             Self::RoutePolicy => "RoutePolicy",
             Self::TagPolicy => "TagPolicy",
+            Self::PeerPolicy => "PeerPolicy",
         }
     }
 }
@@ -71,15 +85,18 @@ impl std::str::FromStr for Kind {
 
     /// Accepts the exact name and the CLI spellings: `Lane`, `lane`, `lanes`,
     /// `RoutePolicy`, `routepolicy`, `routepolicies`, `TagPolicy`, `tagpolicy`,
-    /// `tagpolicies`.
+    /// `tagpolicies`, `PeerPolicy`, `peerpolicy`, `peerpolicies`. The error names every
+    /// kind.
     fn from_str(s: &str) -> Result<Self, String> {
         match s {
             "Lane" | "lane" | "lanes" => Ok(Self::Lane),
             "RoutePolicy" | "routepolicy" | "routepolicies" => Ok(Self::RoutePolicy),
             "TagPolicy" | "tagpolicy" | "tagpolicies" => Ok(Self::TagPolicy),
+            "PeerPolicy" | "peerpolicy" | "peerpolicies" => Ok(Self::PeerPolicy),
             _ => Err(format!(
-                "unknown kind {}, expected Lane, RoutePolicy or TagPolicy",
-                crate::path::quote(s)
+                "unknown kind {}, expected one of: {}",
+                crate::path::quote(s),
+                Self::NAMES
             )),
         }
     }
@@ -101,6 +118,8 @@ pub enum Resource {
     RoutePolicy(RoutePolicy),
     /// A TagPolicy.
     TagPolicy(TagPolicy),
+    /// A PeerPolicy.
+    PeerPolicy(PeerPolicy),
 }
 
 impl Resource {
@@ -110,6 +129,7 @@ impl Resource {
             Self::Lane(_) => Kind::Lane,
             Self::RoutePolicy(_) => Kind::RoutePolicy,
             Self::TagPolicy(_) => Kind::TagPolicy,
+            Self::PeerPolicy(_) => Kind::PeerPolicy,
         }
     }
 
@@ -124,6 +144,7 @@ impl Resource {
             Self::Lane(r) => &r.metadata,
             Self::RoutePolicy(r) => &r.metadata,
             Self::TagPolicy(r) => &r.metadata,
+            Self::PeerPolicy(r) => &r.metadata,
         }
     }
 
@@ -141,6 +162,7 @@ impl Resource {
             Self::Lane(r) => r.check(c),
             Self::RoutePolicy(r) => r.check(c),
             Self::TagPolicy(r) => r.check(c),
+            Self::PeerPolicy(r) => r.check(c),
         }
     }
 }
@@ -174,6 +196,13 @@ impl Serialize for Resource {
             }
             .serialize(s),
             Self::TagPolicy(r) => Envelope {
+                api_version,
+                kind,
+                metadata: &r.metadata,
+                spec: &r.spec,
+            }
+            .serialize(s),
+            Self::PeerPolicy(r) => Envelope {
                 api_version,
                 kind,
                 metadata: &r.metadata,

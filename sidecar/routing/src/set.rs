@@ -4,7 +4,7 @@
 use std::collections::BTreeMap;
 
 use crate::error::{Origin, ValidationError};
-use crate::model::{Kind, Name, Release, Resource, RoutePolicy, ServiceName};
+use crate::model::{Kind, MtlsMode, Name, Release, Resource, RoutePolicy, ServiceName};
 use crate::parse::{MAX_DOCUMENTS, parse_all};
 
 mod checks;
@@ -224,7 +224,8 @@ impl RuleSet {
 
     /// The checks that need several resources, plus the [`MAX_DOCUMENTS`] limit (an
     /// error about the whole set, named `(rule set)`):
-    /// one RoutePolicy per service, one Lane per tag, one TagPolicy per service, lane
+    /// one RoutePolicy per service, one Lane per tag, one TagPolicy per service, one
+    /// PeerPolicy per service and at most one without `services`, lane
     /// fallbacks and RoutePolicy lane overrides naming declared lanes. Per-document
     /// checks are not repeated (resources are valid on their own by construction of
     /// the parser; a resource built in code is the caller's to check). Errors name the
@@ -278,6 +279,23 @@ impl RuleSet {
     pub fn release_of(&self, service: &str) -> Release {
         self.route_policy_for(service)
             .map_or(Release::All, |p| p.spec.release)
+    }
+
+    /// The mTLS mode of `service` (security.md): that of the PeerPolicy naming it, else
+    /// that of the mesh-wide one (no `services`), else `permissive`. In an unchecked
+    /// set with several candidates, the first by name wins.
+    pub fn mtls_mode(&self, service: &str) -> MtlsMode {
+        let mut mesh_wide = None;
+        for r in self.of_kind(Kind::PeerPolicy) {
+            let Resource::PeerPolicy(p) = r else { continue };
+            if p.names(service) {
+                return p.spec.mtls;
+            }
+            if p.is_mesh_wide() {
+                mesh_wide.get_or_insert(p.spec.mtls);
+            }
+        }
+        mesh_wide.unwrap_or_default()
     }
 
     /// Names of the lanes whose selector matches these instance labels, in name order.

@@ -6,9 +6,9 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use graylane_routing::{
     Abort, Delay, Duration, Exclude, Fallback, Fault, HashKey, Incoming, Labels, Lane,
-    LaneOverride, LaneSpec, MatchBlock, Metadata, Mirror, Name, Pattern, Release, Resource,
-    Retries, RetryOn, RoutePolicy, RoutePolicySpec, RuleSet, ServiceName, StringMatch, Subset, Tag,
-    TagPolicy, TagPolicySpec, TagRule, WeightedSubset,
+    LaneOverride, LaneSpec, MatchBlock, Metadata, Mirror, MtlsMode, Name, Pattern, PeerPolicy,
+    PeerPolicySpec, Release, Resource, Retries, RetryOn, RoutePolicy, RoutePolicySpec, RuleSet,
+    ServiceName, StringMatch, Subset, Tag, TagPolicy, TagPolicySpec, TagRule, WeightedSubset,
 };
 use proptest::collection::{btree_map, btree_set, vec};
 use proptest::prelude::*;
@@ -310,12 +310,62 @@ fn tag_policy(services: Vec<String>) -> impl Strategy<Value = TagPolicy> {
         })
 }
 
+fn mtls_mode() -> impl Strategy<Value = MtlsMode> {
+    prop_oneof![
+        Just(MtlsMode::Strict),
+        Just(MtlsMode::Permissive),
+        Just(MtlsMode::Off)
+    ]
+}
+
+/// `services` of `None` is the mesh-wide policy.
+fn peer_policy(services: Option<Vec<String>>) -> impl Strategy<Value = PeerPolicy> {
+    (name("pp"), mtls_mode()).prop_flat_map(move |(n, mtls)| {
+        let spec = PeerPolicySpec {
+            mtls,
+            services: services.as_ref().map(|s| {
+                s.iter()
+                    .map(|s| ServiceName::new(s.clone()).unwrap())
+                    .collect()
+            }),
+        };
+        metadata(n).prop_map(move |metadata| PeerPolicy {
+            metadata,
+            spec: spec.clone(),
+        })
+    })
+}
+
+/// At most one mesh-wide PeerPolicy, then policies naming disjoint services.
+fn peer_policies() -> impl Strategy<Value = Vec<PeerPolicy>> {
+    (
+        any::<bool>(),
+        vec(btree_set("[a-z]{1,5}(\\.[a-z]{1,3})?", 1..3), 0..3),
+    )
+        .prop_flat_map(|(mesh_wide, named)| {
+            let mut used = BTreeSet::new();
+            let named = named.into_iter().map(|s| {
+                s.into_iter()
+                    .filter(|x| used.insert(x.clone()))
+                    .collect::<Vec<_>>()
+            });
+            let all: Vec<_> = mesh_wide
+                .then_some(None)
+                .into_iter()
+                .chain(named.filter(|s| !s.is_empty()).map(Some))
+                .map(|s| peer_policy(s).boxed())
+                .collect();
+            all
+        })
+}
+
 fn rule_set() -> impl Strategy<Value = RuleSet> {
     lanes().prop_flat_map(|lanes| {
         let tags: Vec<Tag> = lanes.iter().map(|l| l.spec.tag.clone()).collect();
         let services = btree_set("[a-z]{1,5}(\\.[a-z]{1,3})?", 0..4);
         let tag_services = btree_set("[a-z]{1,5}", 1..3);
-        (services, vec(tag_services, 0..3)).prop_flat_map(move |(services, tag_services)| {
+        let rest = (services, vec(tag_services, 0..3), peer_policies());
+        rest.prop_flat_map(move |(services, tag_services, pps)| {
             let policies: Vec<_> = services
                 .iter()
                 .map(|s| route_policy(s.clone(), tags.clone()).boxed())
@@ -334,6 +384,7 @@ fn rule_set() -> impl Strategy<Value = RuleSet> {
                 .collect();
             let lanes = lanes.clone();
             (policies, tps).prop_map(move |(policies, tps)| {
+                let pps = pps.clone();
                 let mut set = RuleSet::new();
                 let mut taken = BTreeMap::new();
                 let all = lanes
@@ -341,7 +392,8 @@ fn rule_set() -> impl Strategy<Value = RuleSet> {
                     .cloned()
                     .map(Resource::Lane)
                     .chain(policies.into_iter().map(Resource::RoutePolicy))
-                    .chain(tps.into_iter().map(Resource::TagPolicy));
+                    .chain(tps.into_iter().map(Resource::TagPolicy))
+                    .chain(pps.into_iter().map(Resource::PeerPolicy));
                 for r in all {
                     // Generated names may collide; keep the first of each kind/name.
                     if taken.insert((r.kind(), r.name().to_owned()), ()).is_none() {

@@ -38,8 +38,8 @@ pub struct SetContextArgs {
     /// File holding the bearer token; stored as an absolute path.
     #[arg(long, value_name = "PATH")]
     token_file: Option<PathBuf>,
-    /// CA bundle (PEM) for the control plane's certificate. Stored for a later release:
-    /// not used yet, this CLI speaks plain-text gRPC.
+    /// CA bundle (PEM) an `https://` server of this context must chain to (as
+    /// --ca-bundle); stored as an absolute path.
     #[arg(long, value_name = "PATH")]
     ca_bundle: Option<PathBuf>,
 }

@@ -21,11 +21,7 @@ pub(super) async fn get(
             Some(_) => parse_ref(s).map(|(k, n)| (k.to_string(), n))?,
             None => (
                 s.parse::<Kind>()
-                    .map_err(|_| {
-                        CliError::usage(format!(
-                            "unknown kind {s:?} (Lane, RoutePolicy, TagPolicy)"
-                        ))
-                    })?
+                    .map_err(|_| CliError::usage(format!("unknown kind {s:?} ({})", Kind::NAMES)))?
                     .to_string(),
                 String::new(),
             ),
@@ -147,6 +143,13 @@ fn summary(resource: &Resource) -> String {
                 t.spec.incoming,
                 t.spec.rules.len()
             )
+        }
+        Resource::PeerPolicy(p) => {
+            let services = p.spec.services.as_ref().map_or_else(
+                || "*".to_owned(),
+                |s| s.iter().map(|s| s.as_str()).collect::<Vec<_>>().join(","),
+            );
+            format!("mtls={} services={services}", p.spec.mtls)
         }
     }
 }

@@ -4,7 +4,7 @@ use serde_json::{Map, Value};
 
 use super::recover::Edits;
 use crate::Resource;
-use crate::model::{API_VERSION, Kind, Lane, Metadata, Name, RoutePolicy, TagPolicy};
+use crate::model::{API_VERSION, Kind, Lane, Metadata, Name, PeerPolicy, RoutePolicy, TagPolicy};
 use crate::path::{Checker, quote};
 
 const TOP_FIELDS: [&str; 4] = ["apiVersion", "kind", "metadata", "spec"];
@@ -78,6 +78,9 @@ pub(crate) fn resource_from_value(v: &Value) -> Result<Resource, Vec<(String, St
         Kind::TagPolicy => edits
             .read(spec, "spec", &mut errors)
             .map(|spec| Resource::TagPolicy(TagPolicy { metadata, spec })),
+        Kind::PeerPolicy => edits
+            .read(spec, "spec", &mut errors)
+            .map(|spec| Resource::PeerPolicy(PeerPolicy { metadata, spec })),
     };
     let Some(resource) = resource else {
         return Err(errors);
@@ -118,17 +121,15 @@ fn read_kind(doc: &Map<String, Value>, errors: &mut Vec<(String, String)>) -> Op
             None => errors.push((
                 "kind".into(),
                 format!(
-                    "unknown kind {}, expected Lane, RoutePolicy or TagPolicy",
-                    quote(s)
+                    "unknown kind {}, expected one of: {}",
+                    quote(s),
+                    Kind::NAMES
                 ),
             )),
         },
         Some(other) => errors.push((
             "kind".into(),
-            format!(
-                "expected Lane, RoutePolicy or TagPolicy, found {}",
-                show(other)
-            ),
+            format!("expected one of: {}, found {}", Kind::NAMES, show(other)),
         )),
     }
     None

@@ -155,7 +155,7 @@ impl<'de> de::Deserializer<'de> for ValueDe<'de, '_> {
     fn deserialize_enum<V: Visitor<'de>>(
         self,
         _name: &'static str,
-        _variants: &'static [&'static str],
+        variants: &'static [&'static str],
         visitor: V,
     ) -> Result<V::Value, DeError> {
         let r = match self.value {
@@ -168,7 +168,12 @@ impl<'de> de::Deserializer<'de> for ValueDe<'de, '_> {
                 }),
                 None => Err(de::Error::custom("expected a single-key mapping")),
             },
-            other => Err(de::Error::invalid_type(unexpected(other), &visitor)),
+            // Name the values, not the Rust type (`expected enum MtlsMode`), which
+            // means nothing to whoever wrote the rules.
+            other => Err(de::Error::invalid_type(
+                unexpected(other),
+                &format!("one of: {}", variants.join(", ")).as_str(),
+            )),
         };
         r.map_err(|e| e.at(&self.here))
     }

@@ -265,6 +265,9 @@ fn kind_reads_cli_spellings() {
         ("routepolicies", Kind::RoutePolicy),
         ("TagPolicy", Kind::TagPolicy),
         ("tagpolicies", Kind::TagPolicy),
+        ("PeerPolicy", Kind::PeerPolicy),
+        ("peerpolicy", Kind::PeerPolicy),
+        ("peerpolicies", Kind::PeerPolicy),
     ] {
         assert_eq!(s.parse::<Kind>().unwrap(), k);
     }
@@ -292,4 +295,97 @@ fn resources_deserialize_with_document_checks() {
         e.to_string().contains("spec.selector: an empty selector"),
         "{e}"
     );
+}
+
+fn peer_policy(name: &str, spec: &str) -> String {
+    format!(
+        "apiVersion: graylane.io/v1\nkind: PeerPolicy\nmetadata: {{name: {name}}}\nspec:\n{spec}"
+    )
+}
+
+#[test]
+fn a_second_mesh_wide_peer_policy_is_rejected() {
+    let e = only(set_errors(&[
+        &peer_policy("a", "  mtls: strict\n"),
+        &peer_policy("b", "  mtls: off\n"),
+    ]));
+    assert_eq!(
+        e.to_string(),
+        "rules.yaml: document 2 (PeerPolicy/b): spec.services: PeerPolicy \"a\" (rules.yaml document 1) already covers the whole mesh; list the services this one covers"
+    );
+}
+
+#[test]
+fn a_service_in_two_peer_policies_is_rejected_and_every_conflict_reported() {
+    let errs = set_errors(&[
+        &peer_policy("a", "  mtls: strict\n  services: [orders, cart]\n"),
+        &peer_policy("b", "  mtls: off\n  services: [shop, cart, orders]\n"),
+        &peer_policy("c", "  mtls: off\n"),
+        &peer_policy("d", "  mtls: strict\n"),
+    ]);
+    let got: Vec<(Option<usize>, &str, &str)> = errs
+        .iter()
+        .map(|e| (e.document, e.path.as_str(), e.reason.as_str()))
+        .collect();
+    assert_eq!(
+        got,
+        [
+            (
+                Some(2),
+                "spec.services[1]",
+                "service \"cart\" is already listed in PeerPolicy \"a\" (rules.yaml document 1)"
+            ),
+            (
+                Some(2),
+                "spec.services[2]",
+                "service \"orders\" is already listed in PeerPolicy \"a\" (rules.yaml document 1)"
+            ),
+            (
+                Some(4),
+                "spec.services",
+                "PeerPolicy \"c\" (rules.yaml document 3) already covers the whole mesh; list the services this one covers"
+            ),
+        ]
+    );
+}
+
+#[test]
+fn a_service_may_be_in_a_peer_policy_and_a_tag_policy() {
+    RuleSet::from_files(&files(&[
+        &peer_policy("a", "  mtls: strict\n  services: [web]\n"),
+        &tag_policy("a", "[web]"),
+    ]))
+    .unwrap();
+}
+
+#[test]
+fn mtls_mode_is_the_naming_policy_then_the_mesh_wide_then_permissive() {
+    let empty = RuleSet::new();
+    assert_eq!(empty.mtls_mode("orders"), MtlsMode::Permissive);
+    let named_only = RuleSet::from_files(&files(&[&peer_policy(
+        "orders",
+        "  mtls: off\n  services: [orders]\n",
+    )]))
+    .unwrap();
+    assert_eq!(named_only.mtls_mode("orders"), MtlsMode::Off);
+    assert_eq!(named_only.mtls_mode("cart"), MtlsMode::Permissive);
+    let both = RuleSet::from_files(&files(&[
+        // Named "a" so the mesh-wide one comes first: order must not matter.
+        &peer_policy("a", "  mtls: strict\n"),
+        &peer_policy("b", "  mtls: off\n  services: [orders]\n"),
+    ]))
+    .unwrap();
+    assert_eq!(both.mtls_mode("orders"), MtlsMode::Off);
+    assert_eq!(both.mtls_mode("cart"), MtlsMode::Strict);
+}
+
+#[test]
+fn kind_names_list_every_kind() {
+    let all: Vec<&str> = Kind::ALL.iter().map(Kind::as_str).collect();
+    assert_eq!(Kind::NAMES, all.join(", "));
+    for k in Kind::ALL {
+        assert_eq!(k.as_str().parse::<Kind>().unwrap(), k);
+    }
+    let e = "Peer".parse::<Kind>().unwrap_err();
+    assert!(e.ends_with(Kind::NAMES), "{e}");
 }
