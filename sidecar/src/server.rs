@@ -2,12 +2,14 @@
 //! connection out, serve it with hyper, drain it.
 //!
 //! ```text
-//! accept (limit, backoff: accept) ─► sniff the first bytes (transparent) ── not HTTP ─► TCP tunnel
-//!        │ HTTP/1.1 or HTTP/2 (prior knowledge), detected per connection
-//!        ▼
-//!   first request head within --header-read-timeout of accept, else closed
-//!   writes stalled for --send-timeout: closed (stall)
-//!   every request: checks (400 / 431) ─► Handler ─► response
+//! accept (limit, backoff: accept)
+//!   ─► sniff (`Sniff`): outbound, redirected and not HTTP ─► TCP tunnel to where
+//!      the app dialled; inbound, a TLS record first ─► TCP tunnel to the app
+//!   ─► hyper: HTTP/1.1 or HTTP/2 (prior knowledge), detected per connection
+//!        first request head within --header-read-timeout of accept, else closed
+//!        writes stalled for --send-timeout: closed (stall)
+//!        most requests cancelled by the client: closed (rapid reset)
+//!   ─► every request: checks (400 / 431) ─► Handler ─► response
 //! ```
 //!
 //! The limits are set here once. hyper enforces its HTTP/1 header timer only with a
