@@ -1,5 +1,6 @@
 //! `--http-addr`: `/live`, `/ready` and `/metrics` (Prometheus text or OpenMetrics) for probes and
-//! scraping. Plain HTTP/1.1, no routing framework: three fixed paths.
+//! scraping, and `/ca.pem`, the mesh CA's certificate (never its key) for clients'
+//! `--ca-bundle`. Plain HTTP/1.1, no routing framework: four fixed paths.
 
 use std::convert::Infallible;
 use std::sync::Arc;
@@ -20,6 +21,7 @@ use crate::control::Control;
 pub async fn serve(
     listener: TcpListener,
     control: Arc<Control>,
+    ca_pem: Option<Arc<str>>,
     mut shutdown: watch::Receiver<bool>,
 ) {
     loop {
@@ -29,10 +31,12 @@ pub async fn serve(
         };
         let Ok((stream, _)) = accepted else { continue };
         let control = Arc::clone(&control);
+        let ca_pem = ca_pem.clone();
         tokio::spawn(async move {
             let service = hyper::service::service_fn(move |req| {
                 let control = Arc::clone(&control);
-                async move { Ok::<_, Infallible>(respond(&control, &req).await) }
+                let ca_pem = ca_pem.clone();
+                async move { Ok::<_, Infallible>(respond(&control, ca_pem.as_deref(), &req).await) }
             });
             let _ = hyper::server::conn::http1::Builder::new()
                 .timer(hyper_util::rt::TokioTimer::new())
@@ -43,7 +47,11 @@ pub async fn serve(
     }
 }
 
-async fn respond<B>(control: &Control, req: &Request<B>) -> Response<Full<Bytes>> {
+async fn respond<B>(
+    control: &Control,
+    ca_pem: Option<&str>,
+    req: &Request<B>,
+) -> Response<Full<Bytes>> {
     let (status, body) = match req.uri().path() {
         "/live" => (StatusCode::OK, "live\n".to_string()),
         "/ready" => match control.ready().await {
@@ -54,9 +62,25 @@ async fn respond<B>(control: &Control, req: &Request<B>) -> Response<Full<Bytes>
             ),
         },
         "/metrics" => return metrics(control, req.headers().get(header::ACCEPT)),
+        // Public by nature: a client fetching it over plain HTTP trusts the network path
+        // once (like any bootstrap); `graylane install` hands it over in a Secret instead.
+        "/ca.pem" => match ca_pem {
+            Some(pem) => {
+                let mut response = Response::new(Full::new(Bytes::from(pem.to_string())));
+                response.headers_mut().insert(
+                    header::CONTENT_TYPE,
+                    HeaderValue::from_static("application/x-pem-file"),
+                );
+                return response;
+            }
+            None => (
+                StatusCode::NOT_FOUND,
+                "no mesh CA in use: start with --grpc-tls or --ca-cert\n".to_string(),
+            ),
+        },
         _ => (
             StatusCode::NOT_FOUND,
-            "not found: try /live, /ready or /metrics\n".to_string(),
+            "not found: try /live, /ready, /metrics or /ca.pem\n".to_string(),
         ),
     };
     let mut response = Response::new(Full::new(Bytes::from(body)));

@@ -2,12 +2,13 @@
 //! changes them with `graylane-routing` (`control`), pushes snapshots of rules and
 //! endpoints to every connected sidecar and tracks their ACK/NACK (`push`), and serves
 //! the admin API the `graylane` CLI calls (`api`); with etcd, the instance registry
-//! replicas share (`cluster`). It never routes traffic: that is the
-//! sidecar's job. The CLI itself lives in `cli`.
+//! replicas share (`cluster`); and it is the mesh CA (`ca`). It never routes traffic:
+//! that is the sidecar's job. The CLI itself lives in `cli`.
 
 #![cfg_attr(test, allow(clippy::unwrap_used))]
 
 pub mod api;
+pub mod ca;
 pub mod cli;
 pub mod cluster;
 pub mod control;

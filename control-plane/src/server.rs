@@ -34,8 +34,10 @@ pub struct Server {
         tokio_rustls::TlsAcceptor,
         Arc<crate::inject::Config>,
     )>,
-    /// gRPC over TLS (`--grpc-tls-cert`); `None`: plaintext.
+    /// gRPC over TLS (`--grpc-tls`, `--grpc-tls-cert`); `None`: plaintext.
     pub grpc_tls: Option<tonic::transport::ServerTlsConfig>,
+    /// The mesh CA's certificate (PEM), served at `/ca.pem`; `None`: no CA in use.
+    pub ca_pem: Option<String>,
 }
 
 /// Rule sets and snapshots are bounded by validation (10,000 documents of ≤ 1 MiB);
@@ -59,6 +61,7 @@ impl Server {
         let probes = tokio::spawn(crate::http::serve(
             http,
             Arc::clone(&control),
+            self.ca_pem.map(Arc::from),
             stopped.clone(),
         ));
         let tokens = self.tokens.map(Arc::new);

@@ -5,6 +5,9 @@
 //! YAML plus who wrote it and when. It knows nothing about rule semantics; parsing and
 //! validation happen before `commit` (in `crate::rules`), so every backend stores only
 //! valid sets.
+//!
+//! A store also keeps the mesh CA the control plane generated (`Store::ca_get_or_create`),
+//! so every replica and every restart signs with the same one.
 
 use std::future::Future;
 use std::path::PathBuf;
@@ -47,6 +50,24 @@ pub struct RevisionMeta {
     pub summary: String,
     /// How many resources the set holds.
     pub resources: u32,
+}
+
+/// The mesh CA as stored: its certificate and private key, PEM. The store treats both
+/// as opaque text; `crate::ca` makes and reads them.
+#[derive(Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct CaPem {
+    pub cert: String,
+    pub key: String,
+}
+
+impl std::fmt::Debug for CaPem {
+    // The key must never reach a log line or a panic message.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CaPem")
+            .field("cert", &self.cert)
+            .field("key", &"<redacted>")
+            .finish()
+    }
 }
 
 /// Why a store call failed. Callers branch on it; `crate::api::status` maps it to gRPC.
@@ -93,6 +114,11 @@ pub trait Store: Send + Sync + 'static {
 
     /// The current revision number, updated after every commit.
     fn watch(&self) -> watch::Receiver<u64>;
+
+    /// The mesh CA: the stored one if there is one, else `candidate`, stored first.
+    /// Atomic across every process sharing the store: callers racing with different
+    /// candidates all get the same CA back, and it survives reopening the store.
+    fn ca_get_or_create(&self, candidate: CaPem) -> StoreFuture<'_, CaPem>;
 }
 
 /// `--store` values: `memory:`, `file:PATH` (default `file:./graylane-data`) or

@@ -1,14 +1,17 @@
 //! The control plane's gRPC over TLS (`--grpc-tls-cert/--grpc-tls-key`), with real
 //! handshakes and certificates made by `openssl`: the CLI and sidecars connect with
 //! `https://` and `--ca-bundle`; `https://` never falls back to plaintext; a plaintext
-//! listener beyond loopback is refused unless `--allow-plaintext`.
+//! listener beyond loopback is refused unless `--allow-plaintext`. And `--grpc-tls`: a
+//! server certificate issued from the mesh CA kept in the store, its CA at `/ca.pem`.
 
 #![allow(clippy::unwrap_used)]
 
+use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
-use std::process::Command;
+use std::process::{Command, Stdio};
+use std::time::Duration;
 
-use graylane_tests::{ControlPlane, Sidecar, cli, eventually, write_file};
+use graylane_tests::{ControlPlane, Sidecar, cli, eventually, http_get, write_file};
 
 fn openssl(dir: &Path, args: &[&str]) {
     let out = Command::new("openssl")
@@ -215,4 +218,93 @@ fn plaintext_grpc_beyond_loopback_is_refused_unless_allowed() {
         log.contains("without TLS") && log.contains("--allow-plaintext"),
         "{log}"
     );
+}
+
+/// The certificate `openssl s_client` is served at `addr` (the leaf, PEM).
+fn served_certificate(addr: std::net::SocketAddr) -> String {
+    let out = Command::new("openssl")
+        .args(["s_client", "-connect", &addr.to_string(), "-showcerts"])
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    let begin = text
+        .find("-----BEGIN CERTIFICATE-----")
+        .unwrap_or_else(|| panic!("no certificate served: {text}"));
+    let end = begin + text[begin..].find("-----END CERTIFICATE-----").unwrap();
+    format!("{}-----END CERTIFICATE-----\n", &text[begin..end])
+}
+
+/// `--grpc-tls`: the control plane is its own CA. The CA comes from `/ca.pem`, the CLI
+/// trusts it, openssl verifies the served certificate and its names, and a restart on
+/// the same store keeps the same CA, whose key file only its owner can read.
+#[test]
+fn grpc_tls_serves_a_certificate_from_the_mesh_ca_kept_in_the_store() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let cp = ControlPlane::start(d, &["--grpc-tls"]);
+    assert!(
+        cp.proc.log_text().contains("tls=true"),
+        "{}",
+        cp.proc.log_text()
+    );
+    let (status, ca) = http_get(cp.http, "/ca.pem");
+    assert_eq!(status, 200, "{ca}");
+    assert!(ca.starts_with("-----BEGIN CERTIFICATE-----"), "{ca}");
+    assert!(
+        !ca.contains("PRIVATE"),
+        "only the certificate is public: {ca}"
+    );
+    let ca_path = write_file(d, "mesh-ca.pem", &ca);
+    let https = format!("https://127.0.0.1:{}", cp.grpc.port());
+    cli(&["--server", &https, "--ca-bundle", &ca_path, "status"]).assert_ok();
+
+    let leaf = write_file(d, "served.pem", &served_certificate(cp.grpc));
+    openssl(d, &["verify", "-CAfile", &ca_path, &leaf]);
+    let out = Command::new("openssl")
+        .args(["x509", "-in", &leaf, "-noout", "-ext", "subjectAltName"])
+        .output()
+        .unwrap();
+    let sans = String::from_utf8_lossy(&out.stdout);
+    for name in [
+        "IP Address:127.0.0.1",
+        "DNS:localhost",
+        "DNS:graylane-control.graylane-system.svc",
+    ] {
+        assert!(sans.contains(name), "{name} missing from {sans}");
+    }
+    let mode = std::fs::metadata(cp.data.join("ca-key.pem"))
+        .unwrap()
+        .permissions()
+        .mode();
+    assert_eq!(mode & 0o777, 0o600);
+
+    // A restart on the same store: the same CA, so clients keep their bundle.
+    drop(cp);
+    let cp = ControlPlane::start(d, &["--grpc-tls", "--server-names", "127.0.0.1"]);
+    let (status, again) = http_get(cp.http, "/ca.pem");
+    assert_eq!((status, again.as_str()), (200, ca.as_str()));
+    let https = format!("https://127.0.0.1:{}", cp.grpc.port());
+    eventually(
+        Duration::from_secs(10),
+        "status over TLS after restart",
+        || {
+            let out = cli(&["--server", &https, "--ca-bundle", &ca_path, "status"]);
+            (out.code == 0).then_some(())
+        },
+    );
+
+    // One source for the server certificate, not two.
+    let out = Command::new(graylane_tests::bin("graylane-control"))
+        .args([
+            "--grpc-tls",
+            "--grpc-tls-cert",
+            "c.pem",
+            "--grpc-tls-key",
+            "k.pem",
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2), "{out:?}");
+    assert!(String::from_utf8_lossy(&out.stderr).contains("cannot be used with"));
 }

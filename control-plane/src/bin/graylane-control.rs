@@ -6,9 +6,10 @@ use std::path::PathBuf;
 use anyhow::{Context, bail};
 use clap::Parser;
 use graylane_control::api::Tokens;
+use graylane_control::ca::{self, MeshCa};
 use graylane_control::cluster::Cluster;
 use graylane_control::server::Server;
-use graylane_control::store::StoreUrl;
+use graylane_control::store::{Store, StoreUrl};
 use graylane_control::{inject, webhook};
 use std::sync::Arc;
 
@@ -46,6 +47,34 @@ struct Args {
     /// port may then change the rules).
     #[arg(long, env = "GRAYLANE_ALLOW_UNAUTHENTICATED")]
     allow_unauthenticated: bool,
+    /// Serve gRPC over TLS with a certificate the control plane issues itself from the
+    /// mesh CA for --server-names. Clients take the CA from /ca.pem on --http-addr.
+    #[arg(long, env = "GRAYLANE_GRPC_TLS", conflicts_with = "grpc_tls_cert")]
+    grpc_tls: bool,
+    /// With --grpc-tls: the names (DNS or IP) of the server certificate, comma-separated.
+    /// Default: the IP of --grpc-addr (unless 0.0.0.0/::), localhost and
+    /// graylane-control.graylane-system.svc.
+    #[arg(
+        long,
+        env = "GRAYLANE_SERVER_NAMES",
+        value_delimiter = ',',
+        requires = "grpc_tls"
+    )]
+    server_names: Vec<String>,
+    /// Lifetime of the certificates the control plane issues (at least 1m). Not renewed
+    /// yet: restart the control plane before its own --grpc-tls certificate expires.
+    #[arg(long, env = "GRAYLANE_CERT_TTL", default_value = "24h", value_parser = parse_cert_ttl)]
+    cert_ttl: std::time::Duration,
+    /// The mesh CA's certificate (PEM; a root or an intermediate), with --ca-key.
+    /// Without it, a root is generated on first start and kept in the store.
+    #[arg(long, env = "GRAYLANE_CA_CERT", requires = "ca_key")]
+    ca_cert: Option<PathBuf>,
+    /// The private key (PEM) of --ca-cert.
+    #[arg(long, env = "GRAYLANE_CA_KEY", requires = "ca_cert")]
+    ca_key: Option<PathBuf>,
+    /// The trust domain of a generated mesh CA.
+    #[arg(long, env = "GRAYLANE_TRUST_DOMAIN", default_value = "cluster.local")]
+    trust_domain: String,
     /// Serve gRPC over TLS with this certificate chain (PEM); with --grpc-tls-key.
     /// Sidecars and the CLI then connect with https:// and --ca-bundle.
     #[arg(long, env = "GRAYLANE_GRPC_TLS_CERT", requires = "grpc_tls_key")]
@@ -136,13 +165,17 @@ async fn run(args: Args) -> anyhow::Result<()> {
             "no --token-file: every call is accepted without a token; listening on loopback only"
         );
     }
-    let grpc_tls = match (&args.grpc_tls_cert, &args.grpc_tls_key) {
+    let mut grpc_tls = match (&args.grpc_tls_cert, &args.grpc_tls_key) {
         (Some(cert), Some(key)) => Some(grpc_tls(cert, key)?),
         _ => None,
     };
-    if grpc_tls.is_none() && !args.grpc_addr.ip().is_loopback() && !args.allow_plaintext {
+    if !args.grpc_tls
+        && grpc_tls.is_none()
+        && !args.grpc_addr.ip().is_loopback()
+        && !args.allow_plaintext
+    {
         bail!(
-            "refusing to serve gRPC on {} without TLS: tokens and rules would cross the network in plaintext (add --grpc-tls-cert/--grpc-tls-key, or --allow-plaintext to accept that)",
+            "refusing to serve gRPC on {} without TLS: tokens and rules would cross the network in plaintext (add --grpc-tls or --grpc-tls-cert/--grpc-tls-key, or --allow-plaintext to accept that)",
             args.grpc_addr
         );
     }
@@ -151,6 +184,20 @@ async fn run(args: Args) -> anyhow::Result<()> {
         .open(args.history, &args.etcd_prefix)
         .await
         .with_context(|| format!("--store {:?}", args.store))?;
+    let ca = mesh_ca(&args, store.as_ref()).await?;
+    if let (true, Some(ca)) = (args.grpc_tls, &ca) {
+        let names = if args.server_names.is_empty() {
+            ca::default_server_names(args.grpc_addr.ip())
+        } else {
+            args.server_names.clone()
+        };
+        let issued = ca
+            .issue_server(&names, args.cert_ttl)
+            .context("--grpc-tls")?;
+        tracing::info!(?names, ttl = ?args.cert_ttl, "issued the gRPC server certificate from the mesh CA");
+        let identity = tonic::transport::Identity::from_pem(issued.chain_pem, issued.key_pem);
+        grpc_tls = Some(tonic::transport::ServerTlsConfig::new().identity(identity));
+    }
     let grpc = tokio::net::TcpListener::bind(args.grpc_addr)
         .await
         .with_context(|| format!("--grpc-addr {}", args.grpc_addr))?;
@@ -179,7 +226,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
         _ => None,
     };
     let (grpc_addr, http_addr) = (grpc.local_addr()?, http.local_addr()?);
-    tracing::info!(%grpc_addr, %http_addr, store = ?args.store, auth = tokens.is_some(), tls = args.grpc_tls_cert.is_some(), "graylane-control listening");
+    tracing::info!(%grpc_addr, %http_addr, store = ?args.store, auth = tokens.is_some(), tls = grpc_tls.is_some(), "graylane-control listening");
     let cluster = match &args.store {
         StoreUrl::Etcd(endpoints) => {
             let replica = format!("{}-{}", hostname(), std::process::id());
@@ -196,9 +243,38 @@ async fn run(args: Args) -> anyhow::Result<()> {
         cluster,
         webhook,
         grpc_tls,
+        ca_pem: ca.map(|ca| ca.cert_pem().to_string()),
     }
     .run(grpc, http, shutdown_signal())
     .await
+}
+
+/// The mesh CA, when something needs it: the operator's (`--ca-cert`), else the
+/// store's (created on first use). `None` without --grpc-tls or --ca-cert: nothing
+/// signs yet, and the store is not touched (an etcd store may still be down at start).
+async fn mesh_ca(args: &Args, store: &dyn Store) -> anyhow::Result<Option<MeshCa>> {
+    let ca = match (&args.ca_cert, &args.ca_key) {
+        (Some(cert), Some(key)) => {
+            let read = |path: &std::path::Path, flag: &str| {
+                std::fs::read_to_string(path).with_context(|| format!("{flag} {}", path.display()))
+            };
+            MeshCa::from_pem(&read(cert, "--ca-cert")?, &read(key, "--ca-key")?)
+                .context("--ca-cert/--ca-key")?
+        }
+        _ if args.grpc_tls => MeshCa::from_store(store, &args.trust_domain)
+            .await
+            .with_context(|| format!("the mesh CA in --store {:?}", args.store))?,
+        _ => return Ok(None),
+    };
+    Ok(Some(ca))
+}
+
+fn parse_cert_ttl(s: &str) -> Result<std::time::Duration, String> {
+    let ttl = parse_duration(s)?;
+    if ttl < std::time::Duration::from_secs(60) {
+        return Err(format!("{s} is under the minimum of 1m"));
+    }
+    Ok(ttl)
 }
 
 fn parse_duration(s: &str) -> Result<std::time::Duration, String> {

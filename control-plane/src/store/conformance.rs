@@ -4,7 +4,7 @@
 
 use std::sync::Arc;
 
-use super::{MIN_HISTORY, RevisionMeta, Store, StoreError};
+use super::{CaPem, MIN_HISTORY, RevisionMeta, Store, StoreError};
 
 fn meta(who: &str) -> RevisionMeta {
     RevisionMeta {
@@ -168,6 +168,33 @@ pub(crate) async fn watch_sees_every_commit_eventually(store: impl Store) {
     );
 }
 
+pub(crate) async fn the_ca_is_created_once_and_shared(store: impl Store) {
+    let store = Arc::new(store);
+    let pem = |n: u32| CaPem {
+        cert: format!("cert {n}"),
+        key: format!("key {n}"),
+    };
+    let racers: Vec<_> = (0..4)
+        .map(|n| {
+            let store = Arc::clone(&store);
+            tokio::spawn(async move { store.ca_get_or_create(pem(n)).await })
+        })
+        .collect();
+    let mut seen = Vec::new();
+    for racer in racers {
+        seen.push(racer.await.expect("task").expect("get-or-create"));
+    }
+    assert!(
+        (0..4).any(|n| seen[0] == pem(n)),
+        "one of the candidates won"
+    );
+    assert!(seen.iter().all(|ca| *ca == seen[0]), "{seen:?}");
+    let later = store.ca_get_or_create(pem(9)).await.expect("again");
+    assert_eq!(later, seen[0], "a later caller gets the stored CA");
+    // The CA lives beside the rules, not in them.
+    assert_eq!(store.current().await.expect("current").number, 0);
+}
+
 /// Expands to one test per conformance case for the backend `make` builds.
 macro_rules! suite {
     ($make:expr) => {
@@ -177,7 +204,8 @@ macro_rules! suite {
             stale_expected_revision_conflicts_and_writes_nothing,
             racing_commits_have_exactly_one_winner_per_revision,
             keeps_at_least_the_minimum_history,
-            watch_sees_every_commit_eventually
+            watch_sees_every_commit_eventually,
+            the_ca_is_created_once_and_shared
         );
     };
     (@cases $make:expr; $($case:ident),*) => {

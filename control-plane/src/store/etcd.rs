@@ -8,6 +8,7 @@
 //! | `P/rules/current` | the current revision number, decimal |
 //! | `P/rules/revisions/00000000000000000042` | revision 42: rules and meta, JSON |
 //! | `P/rules/history/00000000000000000042` | revision 42's meta alone, JSON (history reads stay small) |
+//! | `P/ca` | the mesh CA, certificate and key PEM, JSON; created once, never changed |
 //!
 //! etcd's own MVCC history is compacted away, so ours lives in explicit keys. A commit
 //! is one transaction: if `current` still holds the expected number, write the new
@@ -29,7 +30,7 @@ use etcd_client::{
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
-use super::{Revision, RevisionMeta, Store, StoreError, StoreFuture};
+use super::{CaPem, Revision, RevisionMeta, Store, StoreError, StoreFuture};
 
 /// The largest revision the store takes. etcd refuses requests over
 /// `--max-request-bytes` (1.5 MiB by default) and a commit carries the revision once,
@@ -59,6 +60,7 @@ struct Keys {
     current: String,
     revisions: String,
     history: String,
+    ca: String,
 }
 
 impl Keys {
@@ -68,6 +70,7 @@ impl Keys {
             current: format!("{prefix}/rules/current"),
             revisions: format!("{prefix}/rules/revisions/"),
             history: format!("{prefix}/rules/history/"),
+            ca: format!("{prefix}/ca"),
         }
     }
 
@@ -253,6 +256,38 @@ impl EtcdStore {
             .collect()
     }
 
+    /// One transaction: create `P/ca` only if it has never existed, else read it. The
+    /// replicas racing at first start thus all end up with the first one written.
+    async fn ca(&self, candidate: CaPem) -> Result<CaPem, StoreError> {
+        let value = serde_json::to_vec(&candidate)
+            .map_err(|e| StoreError::Corrupt(format!("encoding the CA: {e}")))?;
+        let key = self.keys.ca.as_str();
+        let txn = Txn::new()
+            .when([Compare::version(key, CompareOp::Equal, 0)])
+            .and_then([TxnOp::put(key, value, None)])
+            .or_else([TxnOp::get(key, None)]);
+        let response = once_connected(&self.client, |mut c| {
+            let txn = txn.clone();
+            async move { c.txn(txn).await }
+        })
+        .await?;
+        if response.succeeded() {
+            return Ok(candidate);
+        }
+        match response.op_responses().first() {
+            Some(TxnOpResponse::Get(get)) => {
+                let kv = get.kvs().first().ok_or_else(|| {
+                    StoreError::Corrupt("etcd: the CA exists but reads empty".into())
+                })?;
+                serde_json::from_slice(kv.value())
+                    .map_err(|e| StoreError::Corrupt(format!("the CA in etcd: {e}")))
+            }
+            _ => Err(StoreError::Corrupt(
+                "etcd: unexpected transaction answer".into(),
+            )),
+        }
+    }
+
     fn publish(&self, number: u64) {
         publish(&self.notify, number);
     }
@@ -283,6 +318,10 @@ impl Store for EtcdStore {
 
     fn watch(&self) -> watch::Receiver<u64> {
         self.notify.subscribe()
+    }
+
+    fn ca_get_or_create(&self, candidate: CaPem) -> StoreFuture<'_, CaPem> {
+        Box::pin(self.ca(candidate))
     }
 }
 
@@ -477,6 +516,29 @@ mod tests {
         // And the store's own follower is on the latest number.
         let mut rx = store.watch();
         assert_eq!(*rx.wait_for(|n| *n == 3).await.expect("follower alive"), 3);
+    }
+
+    /// Two replicas (two stores on one etcd) racing at first start get one CA, and a
+    /// store opened later (a restart) reads it back.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn replicas_share_one_ca() {
+        use crate::store::CaPem;
+        let dir = tempfile::tempdir().expect("tempdir");
+        let etcd = Etcd::start(dir.path());
+        let endpoints = [format!("http://{}", etcd.endpoint())];
+        let open = || EtcdStore::open(&endpoints, "/ca", MIN_HISTORY);
+        let (a, b) = (open().await.expect("open"), open().await.expect("open"));
+        let pem = |n: &str| CaPem {
+            cert: format!("cert {n}"),
+            key: format!("key {n}"),
+        };
+        let (from_a, from_b) =
+            tokio::join!(a.ca_get_or_create(pem("a")), b.ca_get_or_create(pem("b")));
+        let (from_a, from_b) = (from_a.expect("a"), from_b.expect("b"));
+        assert_eq!(from_a, from_b);
+        drop((a, b));
+        let later = open().await.expect("reopen");
+        assert_eq!(later.ca_get_or_create(pem("c")).await.expect("c"), from_a);
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -4,22 +4,25 @@
 //! PATH/lock                    held (flock) while a control plane uses PATH
 //! PATH/revisions/00000000000000000042.json   revision 42, whole rule set + meta
 //! PATH/revisions/.tmp-43       a commit in progress (ignored and removed at open)
+//! PATH/ca-key.pem, PATH/ca.pem the mesh CA's key and certificate (mode 0600)
 //! ```
 //!
 //! Crash safety: a revision is written to a temp file, fsynced, renamed to its final
 //! name, then the directory is fsynced. rename(2) is atomic, so after a crash at any
 //! moment a revision file is either absent or complete; the current revision is the
 //! highest complete file. A commit is acknowledged only after the directory fsync, so
-//! an acknowledged revision survives power loss.
+//! an acknowledged revision survives power loss. The CA files are written the same way,
+//! the key first: `ca.pem` present means both are complete.
 
 use std::fs::{self, File};
 use std::io::Write;
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use tokio::sync::{Mutex, watch};
 
-use super::{MIN_HISTORY, Revision, RevisionMeta, Store, StoreError, StoreFuture};
+use super::{CaPem, MIN_HISTORY, Revision, RevisionMeta, Store, StoreError, StoreFuture};
 
 /// The embedded on-disk store.
 pub struct FileStore {
@@ -154,7 +157,57 @@ fn write_revision(dir: &Path, rev: &Revision) -> Result<(), StoreError> {
         .map_err(|e| unavailable("fsync", &revs, e))
 }
 
+/// temp file (created mode 0600) → fsync → rename → fsync(dir).
+fn write_private(dir: &Path, name: &str, bytes: &[u8]) -> Result<(), StoreError> {
+    let tmp = dir.join(format!(".tmp-{name}"));
+    let mut file = File::options()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(&tmp)
+        .map_err(|e| unavailable("create", &tmp, e))?;
+    file.write_all(bytes)
+        .map_err(|e| unavailable("write", &tmp, e))?;
+    file.sync_all().map_err(|e| unavailable("fsync", &tmp, e))?;
+    drop(file);
+    let target = dir.join(name);
+    fs::rename(&tmp, &target).map_err(|e| unavailable("rename", &target, e))?;
+    File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(|e| unavailable("fsync", dir, e))
+}
+
+/// The caller holds the directory lock and the state mutex, so nothing else is writing.
+fn ca_get_or_create(dir: &Path, candidate: CaPem) -> Result<CaPem, StoreError> {
+    let (cert_path, key_path) = (dir.join("ca.pem"), dir.join("ca-key.pem"));
+    match fs::read_to_string(&cert_path) {
+        Ok(cert) => {
+            let key = fs::read_to_string(&key_path).map_err(|e| {
+                StoreError::Corrupt(format!("{} without its key: {e}", cert_path.display()))
+            })?;
+            return Ok(CaPem { cert, key });
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(unavailable("read", &cert_path, e)),
+    }
+    // A crash between the two renames leaves a key without ca.pem: overwritten here.
+    write_private(dir, "ca-key.pem", candidate.key.as_bytes())?;
+    write_private(dir, "ca.pem", candidate.cert.as_bytes())?;
+    Ok(candidate)
+}
+
 impl Inner {
+    async fn ca_get_or_create(&self, candidate: CaPem) -> Result<CaPem, StoreError> {
+        // Held across the blocking I/O on purpose, like a commit: one get-or-create at a
+        // time in this process (the `lock` file keeps other processes out).
+        let _state = self.state.lock().await;
+        let dir = self.dir.clone();
+        tokio::task::spawn_blocking(move || ca_get_or_create(&dir, candidate))
+            .await
+            .map_err(|e| StoreError::Unavailable(format!("CA task failed: {e}")))?
+    }
+
     async fn commit(
         &self,
         expected: u64,
@@ -232,6 +285,10 @@ impl Store for FileStore {
     fn watch(&self) -> watch::Receiver<u64> {
         self.inner.notify.subscribe()
     }
+
+    fn ca_get_or_create(&self, candidate: CaPem) -> StoreFuture<'_, CaPem> {
+        Box::pin(self.inner.ca_get_or_create(candidate))
+    }
 }
 
 #[cfg(test)]
@@ -268,6 +325,34 @@ mod tests {
             .expect("reopen");
         let current = reopened.current().await.expect("current");
         assert_eq!((current.number, current.rules.as_str()), (1, "a"));
+    }
+
+    #[tokio::test]
+    async fn the_ca_survives_reopen_in_private_files() {
+        use std::os::unix::fs::PermissionsExt;
+
+        use crate::store::{CaPem, Store};
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let pem = |n: &str| CaPem {
+            cert: format!("cert {n}"),
+            key: format!("key {n}"),
+        };
+        let store = FileStore::open(tmp.path().into(), 100).await.expect("open");
+        let first = store.ca_get_or_create(pem("1")).await.expect("create");
+        assert_eq!(first, pem("1"));
+        drop(store);
+        let reopened = FileStore::open(tmp.path().into(), 100)
+            .await
+            .expect("reopen");
+        let again = reopened.ca_get_or_create(pem("2")).await.expect("get");
+        assert_eq!(again, pem("1"));
+        for name in ["ca.pem", "ca-key.pem"] {
+            let mode = std::fs::metadata(tmp.path().join(name))
+                .expect("stat")
+                .permissions()
+                .mode();
+            assert_eq!(mode & 0o777, 0o600, "{name}");
+        }
     }
 
     #[tokio::test]

@@ -5,12 +5,14 @@ use std::sync::Mutex;
 
 use tokio::sync::watch;
 
-use super::{MIN_HISTORY, Revision, RevisionMeta, Store, StoreError, StoreFuture};
+use super::{CaPem, MIN_HISTORY, Revision, RevisionMeta, Store, StoreError, StoreFuture};
 
 /// An in-process store. Commits are serialised by one mutex, never held across `.await`.
 pub struct MemoryStore {
     inner: Mutex<BTreeMap<u64, Revision>>,
     limit: usize,
+    /// The mesh CA, once created: the mutex makes get-or-create atomic in the process.
+    ca: Mutex<Option<CaPem>>,
     /// Tells the push hub the newest revision number.
     notify: watch::Sender<u64>,
 }
@@ -21,6 +23,7 @@ impl MemoryStore {
         Self {
             inner: Mutex::new(BTreeMap::new()),
             limit: history_limit.max(MIN_HISTORY),
+            ca: Mutex::new(None),
             notify: watch::channel(0).0,
         }
     }
@@ -93,6 +96,14 @@ impl Store for MemoryStore {
 
     fn watch(&self) -> watch::Receiver<u64> {
         self.notify.subscribe()
+    }
+
+    fn ca_get_or_create(&self, candidate: CaPem) -> StoreFuture<'_, CaPem> {
+        // Poisoning cannot leave a half-set Option (one assignment), so it is ignored.
+        let mut ca = self.ca.lock().unwrap_or_else(|e| e.into_inner());
+        let stored = ca.get_or_insert(candidate).clone();
+        drop(ca);
+        Box::pin(async move { Ok(stored) })
     }
 }
 
