@@ -46,8 +46,9 @@ pub struct Config {
     pub image: String,
     /// The control plane's URL(s), as sidecars reach them.
     pub control_plane: String,
-    /// A Secret holding the sidecar token (key `token`), mounted into the sidecar;
-    /// `None`: no token (an unauthenticated control plane).
+    /// A Secret holding the sidecar token (key `token`) and the mesh CA's certificate
+    /// (key `ca.pem`, which an `https://` control plane must chain to), mounted into
+    /// the sidecar; `None`: neither (an unauthenticated, plaintext control plane).
     pub token_secret: Option<String>,
 }
 
@@ -55,7 +56,7 @@ impl Default for Config {
     fn default() -> Self {
         Self {
             image: format!("ghcr.io/graylane/graylane:{}", env!("CARGO_PKG_VERSION")),
-            control_plane: "http://graylane-control.graylane-system.svc:15010".into(),
+            control_plane: "https://graylane-control.graylane-system.svc:15010".into(),
             token_secret: Some("graylane-sidecar-token".into()),
         }
     }
@@ -169,6 +170,9 @@ pub fn inject(
     if let Some(secret) = &config.token_secret {
         env.push(
             json!({"name": "GRAYLANE_TOKEN_FILE", "value": "/var/run/secrets/graylane/token"}),
+        );
+        env.push(
+            json!({"name": "GRAYLANE_CA_BUNDLE", "value": "/var/run/secrets/graylane/ca.pem"}),
         );
         mounts.push(json!({"name": "graylane-token", "mountPath": "/var/run/secrets/graylane", "readOnly": true}));
         push(

@@ -2,7 +2,9 @@
 //! tokens, every object (and the injected sample app) validates against the Kubernetes
 //! schemas, and the generated certificates really serve the webhook; values cannot
 //! break out of their YAML scalars, tokens are fresh, and application namespaces get
-//! the sidecars' token Secret (or a hint how to make it).
+//! the sidecars' token Secret (or a hint how to make it). The control plane serves gRPC
+//! over TLS from the rendered mesh CA, whose certificate (never its key) the sidecars'
+//! Secrets carry.
 
 #![allow(clippy::unwrap_used)]
 
@@ -157,6 +159,14 @@ fn install_renders_valid_manifests_with_working_fresh_certificates() {
             .count(),
         2,
         "both versions"
+    );
+    assert!(
+        injected
+            .stdout
+            .contains("https://graylane-control.graylane-system.svc:15010")
+            && injected.stdout.contains("/var/run/secrets/graylane/ca.pem"),
+        "sidecars dial TLS and trust the mesh CA: {}",
+        injected.stdout
     );
     validate(&write_file(dir.path(), "injected.yaml", &injected.stdout));
 
@@ -351,10 +361,19 @@ fn install_without_namespaces_prints_how_to_create_the_secret() {
     let docs = rendered(&out);
     assert!(objects(&docs, "Secret", "graylane-sidecar-token").is_empty());
     let line = format!(
-        "kubectl create secret generic graylane-sidecar-token -n NS --from-literal=token={}",
+        "kubectl create secret generic graylane-sidecar-token -n NS --from-literal=token={} \
+         --from-file=ca.pem=graylane-ca.pem",
         sidecar_token(&docs)
     );
     assert!(out.stderr.contains(&line), "{}", out.stderr);
+    let ca = objects(&docs, "Secret", "graylane-ca")[0]["stringData"]["ca.pem"]
+        .as_str()
+        .unwrap();
+    assert!(
+        out.stderr.contains(ca.trim_end()) && !out.stderr.contains("PRIVATE KEY"),
+        "the mesh CA certificate to save, not its key: {}",
+        out.stderr
+    );
     assert!(!out.stdout.contains("kubectl"), "stdout is only manifests");
 }
 
@@ -398,4 +417,114 @@ fn install_fences_etcd_off_with_a_network_policy() {
     // The policy comes before etcd, so etcd's pods never run unfenced.
     let position = |kind: &str| docs.iter().position(|d| d["kind"] == kind).unwrap();
     assert!(position("NetworkPolicy") < position("StatefulSet"));
+}
+
+/// `openssl ARGS FILE`'s standard output, which must succeed.
+fn openssl(args: &[&str], file: &str) -> String {
+    let out = Command::new("openssl")
+        .args(args)
+        .arg(file)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "openssl {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap()
+}
+
+/// The rendered mesh CA is a matching certificate and key in graylane-system's
+/// `graylane-ca` Secret, mounted into graylane-control, which serves gRPC over TLS
+/// from it (no plaintext); every sidecar token Secret carries the same certificate and
+/// no key; and a control plane started with those files is reached with `https://`
+/// and that certificate as the CA bundle.
+#[test]
+fn install_puts_the_control_plane_on_tls_with_the_mesh_ca() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = cli(&["install", "--namespace", "team-a"]);
+    let docs = rendered(&out);
+    let secret = objects(&docs, "Secret", "graylane-ca");
+    assert_eq!(secret.len(), 1);
+    assert_eq!(secret[0]["metadata"]["namespace"], "graylane-system");
+    let data = &secret[0]["stringData"];
+    let (ca_pem, key_pem) = (
+        data["ca.pem"].as_str().unwrap(),
+        data["ca-key.pem"].as_str().unwrap(),
+    );
+    let ca = write_file(dir.path(), "ca.pem", ca_pem);
+    let key = write_file(dir.path(), "ca-key.pem", key_pem);
+    let subject = openssl(&["x509", "-noout", "-subject", "-in"], &ca);
+    assert!(subject.contains("graylane mesh CA"), "{subject}");
+    assert_eq!(
+        openssl(&["x509", "-noout", "-pubkey", "-in"], &ca),
+        openssl(&["pkey", "-pubout", "-in"], &key),
+        "the key is the certificate's"
+    );
+
+    // Every sidecar token Secret: the same certificate, no key.
+    let sidecar = objects(&docs, "Secret", "graylane-sidecar-token");
+    let namespaces: Vec<&Value> = sidecar
+        .iter()
+        .map(|s| &s["metadata"]["namespace"])
+        .collect();
+    assert_eq!(namespaces, ["shop", "team-a"]);
+    for s in &sidecar {
+        let keys: Vec<&String> = s["stringData"].as_object().unwrap().keys().collect();
+        assert_eq!(keys, ["ca.pem", "token"], "{s}");
+        assert_eq!(s["stringData"]["ca.pem"], ca_pem);
+        assert!(!s.to_string().contains("PRIVATE KEY"), "{s}");
+    }
+
+    // graylane-control: the mounted CA, TLS, no plaintext, sidecars sent to https://.
+    let control = &objects(&docs, "Deployment", "graylane-control")[0]["spec"]["template"]["spec"];
+    let container = &control["containers"][0];
+    let args: Vec<&str> = container["args"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| a.as_str().unwrap())
+        .collect();
+    for wanted in [
+        "--ca-cert=/etc/graylane/ca/ca.pem",
+        "--ca-key=/etc/graylane/ca/ca-key.pem",
+        "--grpc-tls",
+        "--inject-control-plane=https://graylane-control.graylane-system.svc:15010",
+    ] {
+        assert!(args.contains(&wanted), "{wanted}: {args:?}");
+    }
+    assert!(!args.iter().any(|a| a.contains("plaintext")), "{args:?}");
+    let mount = container["volumeMounts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|m| m["mountPath"] == "/etc/graylane/ca")
+        .unwrap();
+    assert_eq!(mount["readOnly"], true);
+    let volume = control["volumes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|v| v["name"] == mount["name"])
+        .unwrap();
+    assert_eq!(volume["secret"]["secretName"], "graylane-ca");
+
+    // Those files, on loopback: TLS the CLI verifies against the sidecars' ca.pem.
+    let cp = ControlPlane::start(
+        dir.path(),
+        &["--ca-cert", &ca, "--ca-key", &key, "--grpc-tls"],
+    );
+    let https = format!("https://127.0.0.1:{}", cp.grpc.port());
+    let bundle = write_file(
+        dir.path(),
+        "bundle.pem",
+        sidecar[1]["stringData"]["ca.pem"].as_str().unwrap(),
+    );
+    cli(&["--server", &https, "--ca-bundle", &bundle, "status"]).assert_ok();
+    let plain = cli(&[
+        "--server",
+        &format!("http://127.0.0.1:{}", cp.grpc.port()),
+        "status",
+    ]);
+    assert_ne!(plain.code, 0, "no plaintext: {plain:?}");
 }

@@ -101,7 +101,8 @@ struct Args {
     /// Injection: the control-plane URL sidecars are given.
     #[arg(long, env = "GRAYLANE_INJECT_CONTROL_PLANE")]
     inject_control_plane: Option<String>,
-    /// Injection: the Secret with the sidecar token (`none`: no token).
+    /// Injection: the Secret with the sidecar token (key `token`) and the mesh CA
+    /// certificate (key `ca.pem`); `none`: neither.
     #[arg(
         long,
         env = "GRAYLANE_INJECT_TOKEN_SECRET",

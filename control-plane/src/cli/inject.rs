@@ -24,7 +24,8 @@ pub struct InjectArgs {
     /// The control plane URL, as sidecars reach it.
     #[arg(long)]
     pub control_plane: Option<String>,
-    /// The Secret with the sidecar token (key `token`); `none` for no token.
+    /// The Secret with the sidecar token (key `token`) and the mesh CA certificate
+    /// (key `ca.pem`); `none` for neither.
     #[arg(long, default_value = "graylane-sidecar-token")]
     pub token_secret: String,
 }

@@ -1,7 +1,9 @@
 //! `graylane install`: the production manifests of `deploy/kubernetes/`, rendered with
 //! freshly generated webhook certificates (a CA for the MutatingWebhookConfiguration,
-//! a server certificate for the control plane's Service) and tokens, the way
-//! `linkerd install` does: `graylane install | kubectl apply -f -`.
+//! a server certificate for the control plane's Service), a mesh CA (the control
+//! plane's `--ca-cert/--ca-key`, from which it issues its own gRPC certificate; the
+//! sidecars get its certificate only) and tokens, the way `linkerd install` does:
+//! `graylane install | kubectl apply -f -`.
 //!
 //! Values go into the templates as the *contents* of double-quoted YAML scalars,
 //! escaped so that no value can end its scalar (see [`quoted`]), rather than by parsing
@@ -13,6 +15,7 @@ use base64::Engine;
 use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, DnType, IsCa, KeyPair};
 
 use super::{CliError, output};
+use crate::ca;
 
 /// The template files, in apply order (the `resources` of kustomization.yaml).
 const FILES: [&str; 7] = [
@@ -38,7 +41,8 @@ const TEMPLATES: [&str; 7] = [
 ];
 
 /// The sidecars' token Secret, rendered into each `--namespace`: injected sidecars read
-/// it from their own namespace (the same document as the sample app's).
+/// it from their own namespace (the same document as the sample app's). It carries the
+/// mesh CA's certificate (`ca.pem`, the sidecars' `--ca-bundle`), never its key.
 const SIDECAR_SECRET: &str = r#"apiVersion: v1
 kind: Secret
 metadata:
@@ -48,7 +52,11 @@ metadata:
 type: Opaque
 stringData:
   token: "@SIDECAR_TOKEN@"
+  ca.pem: "@MESH_CA_CERT@"
 "#;
+
+/// The trust domain of the generated mesh CA (graylane-control's default).
+const TRUST_DOMAIN: &str = "cluster.local";
 
 /// The sample app's namespace, which already carries its own token Secret.
 const SAMPLE_NAMESPACE: &str = "shop";
@@ -82,6 +90,9 @@ pub struct InstallArgs {
 pub(crate) fn run(args: &InstallArgs) -> Result<(), CliError> {
     let certs =
         certificates().map_err(|e| CliError::refused(format!("generating certificates: {e}")))?;
+    // The same kind of root graylane-control generates for itself without --ca-cert.
+    let mesh = ca::generate_root(TRUST_DOMAIN)
+        .map_err(|e| CliError::refused(format!("generating the mesh CA: {e}")))?;
     let token = || {
         token(getrandom::fill)
             .map_err(|e| CliError::refused(format!("reading the OS random source: {e}")))
@@ -95,6 +106,8 @@ pub(crate) fn run(args: &InstallArgs) -> Result<(), CliError> {
         ("@TLS_KEY@", key.as_str()),
         ("@ADMIN_TOKEN@", admin.as_str()),
         ("@SIDECAR_TOKEN@", sidecar.as_str()),
+        ("@MESH_CA_CERT@", mesh.cert.as_str()),
+        ("@MESH_CA_KEY@", mesh.key.as_str()),
         ("@CONTROL_IMAGE@", args.control_image.as_str()),
         ("@SIDECAR_IMAGE@", args.sidecar_image.as_str()),
     ];
@@ -107,12 +120,16 @@ pub(crate) fn run(args: &InstallArgs) -> Result<(), CliError> {
     for ns in app_namespaces(args) {
         rendered.push(fill(
             SIDECAR_SECRET,
-            &[("@NAMESPACE@", ns), ("@SIDECAR_TOKEN@", sidecar.as_str())],
+            &[
+                ("@NAMESPACE@", ns),
+                ("@SIDECAR_TOKEN@", sidecar.as_str()),
+                ("@MESH_CA_CERT@", mesh.cert.as_str()),
+            ],
         ));
     }
     output::text(&rendered.join("---\n"));
     if args.namespaces.is_empty() {
-        eprintln!("{}", secret_hint(&sidecar));
+        eprintln!("{}", secret_hint(&sidecar, &mesh.cert));
     }
     Ok(())
 }
@@ -129,14 +146,18 @@ fn app_namespaces(args: &InstallArgs) -> Vec<&str> {
     out
 }
 
-/// What to run for each application namespace when install rendered no Secret there.
-fn secret_hint(sidecar_token: &str) -> String {
+/// What to run for each application namespace when install rendered no Secret there:
+/// the token and this run's mesh CA certificate (public; the key is not in it).
+fn secret_hint(sidecar_token: &str, mesh_ca_cert: &str) -> String {
     format!(
-        "graylane install: injected sidecars read their token from the Secret \
-         graylane-sidecar-token in their own namespace; create it in each application \
-         namespace NS (or rerun install with --namespace NS):\n  \
+        "graylane install: injected sidecars read their token and the mesh CA from the \
+         Secret graylane-sidecar-token in their own namespace; create it in each \
+         application namespace NS (or rerun install with --namespace NS), with the mesh \
+         CA certificate below saved as graylane-ca.pem:\n  \
          kubectl create secret generic graylane-sidecar-token -n NS \
-         --from-literal=token={sidecar_token}"
+         --from-literal=token={sidecar_token} --from-file=ca.pem=graylane-ca.pem\n\
+         {}",
+        mesh_ca_cert.trim_end()
     )
 }
 
@@ -263,6 +284,45 @@ mod tests {
         assert!(certs.ca.starts_with("-----BEGIN CERTIFICATE-----"));
         assert!(certs.cert.starts_with("-----BEGIN CERTIFICATE-----"));
         assert!(certs.key.contains("PRIVATE KEY"));
+    }
+
+    /// The mesh CA's key goes only into graylane-system's `graylane-ca` Secret; every
+    /// sidecar token Secret carries its certificate, and the hand-made one's hint says so.
+    #[test]
+    fn only_graylane_ca_holds_the_mesh_ca_key() {
+        let holding = |placeholder: &str| -> Vec<&str> {
+            FILES
+                .iter()
+                .zip(TEMPLATES)
+                .filter(|(_, t)| t.contains(placeholder))
+                .map(|(name, _)| *name)
+                .collect()
+        };
+        assert_eq!(holding("@MESH_CA_KEY@"), ["secrets.yaml"]);
+        assert_eq!(
+            holding("@MESH_CA_CERT@"),
+            ["secrets.yaml", "sample-app.yaml"]
+        );
+        assert!(SIDECAR_SECRET.contains("ca.pem: \"@MESH_CA_CERT@\""));
+        assert!(!SIDECAR_SECRET.contains("KEY"));
+        let hint = secret_hint("t0k3n", "-----BEGIN CERTIFICATE-----\nAA==\n");
+        assert!(hint.contains("--from-literal=token=t0k3n --from-file=ca.pem=graylane-ca.pem"));
+        assert!(
+            hint.ends_with("-----BEGIN CERTIFICATE-----\nAA=="),
+            "{hint}"
+        );
+    }
+
+    /// The mesh CA is what graylane-control takes as --ca-cert/--ca-key and can issue
+    /// its gRPC certificate from.
+    #[test]
+    fn the_mesh_ca_serves_as_the_control_planes_ca() {
+        let mesh = ca::generate_root(TRUST_DOMAIN).unwrap();
+        let ca = ca::MeshCa::from_pem(&mesh.cert, &mesh.key).unwrap();
+        let names = vec![SERVICE_NAMES[0].to_string()];
+        ca.issue_server(&names, std::time::Duration::from_secs(3600))
+            .unwrap();
+        assert_ne!(ca::generate_root(TRUST_DOMAIN).unwrap().cert, mesh.cert);
     }
 
     /// A token is exactly the hex of what the random source gave, so it is as good as

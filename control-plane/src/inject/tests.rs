@@ -115,6 +115,49 @@ fn a_plain_pod_gets_the_sidecar_and_the_init_container() {
     assert_eq!(p["metadata"]["annotations"][STATUS_ANNOTATION], "injected");
 }
 
+/// Sidecars reach the control plane over TLS by default and trust the mesh CA from
+/// the token Secret; without that Secret, neither a token nor a CA bundle is set.
+#[test]
+fn sidecars_trust_the_mesh_ca_from_the_token_secret_over_https() {
+    let config = Config::default();
+    assert_eq!(
+        config.control_plane,
+        "https://graylane-control.graylane-system.svc:15010"
+    );
+    let mut p = pod(
+        json!({"name": "orders-1", "labels": {"app": "orders"}}),
+        app(json!([{"containerPort": 9000}])),
+    );
+    inject_object(&mut p, None, &config).unwrap();
+    assert_eq!(
+        env(&p, "GRAYLANE_CONTROL_PLANE")["value"],
+        "https://graylane-control.graylane-system.svc:15010"
+    );
+    assert_eq!(
+        env(&p, "GRAYLANE_CA_BUNDLE")["value"],
+        "/var/run/secrets/graylane/ca.pem",
+        "ca.pem of the mounted graylane-sidecar-token Secret"
+    );
+    let sidecar = &p["spec"]["containers"][1];
+    assert_eq!(
+        sidecar["volumeMounts"][0]["mountPath"],
+        "/var/run/secrets/graylane"
+    );
+
+    let config = Config {
+        control_plane: "http://127.0.0.1:15010".into(),
+        token_secret: None,
+        ..Config::default()
+    };
+    let mut p = pod(
+        json!({"name": "orders-1", "labels": {"app": "orders"}}),
+        app(json!([{"containerPort": 9000}])),
+    );
+    inject_object(&mut p, None, &config).unwrap();
+    assert_eq!(env(&p, "GRAYLANE_CA_BUNDLE"), Value::Null);
+    assert_eq!(env(&p, "GRAYLANE_TOKEN_FILE"), Value::Null);
+}
+
 #[test]
 fn injecting_twice_changes_nothing() {
     let mut p = pod(json!({"labels": {"app": "orders"}}), app(json!([])));
