@@ -2,7 +2,8 @@
 //! changes them with `graylane-routing` (`control`), pushes snapshots of rules and
 //! endpoints to every connected sidecar and tracks their ACK/NACK (`push`), and serves
 //! the admin API the `graylane` CLI calls (`api`); with etcd, the instance registry
-//! replicas share (`cluster`); and it is the mesh CA (`ca`). It never routes traffic:
+//! replicas share (`cluster`); and it is the mesh CA (`ca`), serving its own gRPC over
+//! TLS with a certificate it renews (`tls`). It never routes traffic:
 //! that is the sidecar's job. The CLI itself lives in `cli`.
 
 #![cfg_attr(test, allow(clippy::unwrap_used))]
@@ -17,6 +18,7 @@ pub mod inject;
 pub mod push;
 pub mod server;
 pub mod store;
+pub mod tls;
 pub mod traces;
 pub mod webhook;
 

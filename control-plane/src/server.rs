@@ -18,6 +18,7 @@ use crate::cluster::Cluster;
 use crate::control::Control;
 use crate::push::{ENDPOINT_DEBOUNCE, Hub};
 use crate::store::Store;
+use crate::tls::GrpcTls;
 use crate::traces::{Collector, Traces};
 use opentelemetry_proto::tonic::collector::trace::v1::trace_service_server::TraceServiceServer;
 
@@ -35,7 +36,7 @@ pub struct Server {
         Arc<crate::inject::Config>,
     )>,
     /// gRPC over TLS (`--grpc-tls`, `--grpc-tls-cert`); `None`: plaintext.
-    pub grpc_tls: Option<tonic::transport::ServerTlsConfig>,
+    pub grpc_tls: Option<GrpcTls>,
     /// The mesh CA's certificate (PEM), served at `/ca.pem`; `None`: no CA in use.
     pub ca_pem: Option<String>,
 }
@@ -96,11 +97,13 @@ impl Server {
             .max_decoding_message_size(MAX_MESSAGE)
             .max_encoding_message_size(MAX_MESSAGE);
         let mut stopped_grpc = stopped.clone();
-        let mut builder = tonic::transport::Server::builder();
-        if let Some(tls) = self.grpc_tls {
-            builder = builder.tls_config(tls)?;
-        }
-        builder
+        let shutdown = async move {
+            shutdown.await;
+            tracing::info!("shutting down");
+            let _ = stop.send(true);
+            let _ = stopped_grpc.wait_for(|down| *down).await;
+        };
+        let router = tonic::transport::Server::builder()
             // Keep-alive pings find sidecars that vanished without closing their stream,
             // so their instance is deregistered instead of lingering.
             .http2_keepalive_interval(Some(Duration::from_secs(10)))
@@ -117,18 +120,25 @@ impl Server {
             .add_service(tonic::service::interceptor::InterceptedService::new(
                 collector,
                 Auth::new(tokens, Role::Sidecar),
-            ))
+            ));
+        match self.grpc_tls {
+            // The TLS accept is ours, so that the certificate can be renewed live.
+            Some(tls) => {
+                let incoming = tls.incoming(grpc, stopped.clone())?;
+                router
+                    .serve_with_incoming_shutdown(incoming, shutdown)
+                    .await?
+            }
             // Snapshots and ACKs are small writes that must not wait for Nagle.
-            .serve_with_incoming_shutdown(
-                TcpIncoming::from(grpc).with_nodelay(Some(true)),
-                async move {
-                    shutdown.await;
-                    tracing::info!("shutting down");
-                    let _ = stop.send(true);
-                    let _ = stopped_grpc.wait_for(|down| *down).await;
-                },
-            )
-            .await?;
+            None => {
+                router
+                    .serve_with_incoming_shutdown(
+                        TcpIncoming::from(grpc).with_nodelay(Some(true)),
+                        shutdown,
+                    )
+                    .await?
+            }
+        }
         let _ = feed.await;
         let _ = probes.await;
         let _ = endpoints.await;

@@ -2,14 +2,16 @@
 //! handshakes and certificates made by `openssl`: the CLI and sidecars connect with
 //! `https://` and `--ca-bundle`; `https://` never falls back to plaintext; a plaintext
 //! listener beyond loopback is refused unless `--allow-plaintext`. And `--grpc-tls`: a
-//! server certificate issued from the mesh CA kept in the store, its CA at `/ca.pem`.
+//! server certificate issued from the mesh CA kept in the store, its CA at `/ca.pem`,
+//! renewed at half its lifetime without a restart.
 
 #![allow(clippy::unwrap_used)]
 
+use std::io::Write;
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 use std::process::{Command, Stdio};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use graylane_tests::{ControlPlane, Sidecar, cli, eventually, http_get, write_file};
 
@@ -223,7 +225,7 @@ fn plaintext_grpc_beyond_loopback_is_refused_unless_allowed() {
 /// The certificate `openssl s_client` is served at `addr` (the leaf, PEM).
 fn served_certificate(addr: std::net::SocketAddr) -> String {
     let out = Command::new("openssl")
-        .args(["s_client", "-connect", &addr.to_string(), "-showcerts"])
+        .args(["s_client", "-connect", &addr.to_string(), "-alpn", "h2"])
         .stdin(Stdio::null())
         .output()
         .unwrap();
@@ -307,4 +309,89 @@ fn grpc_tls_serves_a_certificate_from_the_mesh_ca_kept_in_the_store() {
         .unwrap();
     assert_eq!(out.status.code(), Some(2), "{out:?}");
     assert!(String::from_utf8_lossy(&out.stderr).contains("cannot be used with"));
+}
+
+/// The serial number of the certificate served at `addr` (`serial=…`).
+fn served_serial(addr: std::net::SocketAddr) -> String {
+    let mut x509 = Command::new("openssl")
+        .args(["x509", "-noout", "-serial"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    x509.stdin
+        .take()
+        .unwrap()
+        .write_all(served_certificate(addr).as_bytes())
+        .unwrap();
+    let out = x509.wait_with_output().unwrap();
+    assert!(out.status.success(), "{out:?}");
+    String::from_utf8(out.stdout).unwrap().trim().to_string()
+}
+
+/// `--grpc-tls` renews the control plane's own certificate at half its lifetime,
+/// live: a steady stream of CLI calls (a new connection each) never fails across the
+/// swap, and a sidecar subscribed before it keeps its one stream and stays ready.
+#[test]
+fn grpc_tls_renews_its_certificate_at_half_life_without_dropping_anyone() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let started = Instant::now();
+    let cp = ControlPlane::start(d, &["--grpc-tls", "--cert-ttl", "1m"]);
+    let (status, ca) = http_get(cp.http, "/ca.pem");
+    assert_eq!(status, 200, "{ca}");
+    let ca = write_file(d, "mesh-ca.pem", &ca);
+    let https = format!("https://127.0.0.1:{}", cp.grpc.port());
+    let first = served_serial(cp.grpc);
+
+    let sidecar = Sidecar::start(
+        d,
+        "orders-1",
+        &[
+            "--service",
+            "orders",
+            "--control-plane",
+            &https,
+            "--ca-bundle",
+            &ca,
+        ],
+    );
+    sidecar.wait_ready();
+
+    let mut calls = 0;
+    let renewed = eventually(Duration::from_secs(40), "a renewed certificate", || {
+        let out = cli(&["--server", &https, "--ca-bundle", &ca, "status"]);
+        assert_eq!(out.code, 0, "status call {calls} failed: {out:?}");
+        calls += 1;
+        assert_eq!(
+            http_get(sidecar.admin, "/ready").0,
+            200,
+            "sidecar not ready"
+        );
+        let serial = served_serial(cp.grpc);
+        (serial != first).then_some(serial)
+    });
+    let at = started.elapsed();
+    // Issued after `started`, renewed 30 s after that: never earlier.
+    assert!(at >= Duration::from_secs(30), "renewed after {at:?}");
+    assert!(calls > 10, "only {calls} status calls");
+    assert!(
+        cp.proc
+            .log_text()
+            .contains("renewed the gRPC server certificate"),
+        "{}",
+        cp.proc.log_text()
+    );
+
+    // New connections get the new certificate, which the same CA signed.
+    cli(&["--server", &https, "--ca-bundle", &ca, "status"]).assert_ok();
+    assert_eq!(served_serial(cp.grpc), renewed);
+    // The sidecar's stream, opened before the swap, was never dropped.
+    assert_eq!(http_get(sidecar.admin, "/ready").0, 200);
+    let log = sidecar.proc.log_text();
+    assert_eq!(
+        log.lines().filter(|l| l.contains("subscribed")).count(),
+        1,
+        "{log}"
+    );
 }

@@ -10,6 +10,7 @@ use graylane_control::ca::{self, MeshCa};
 use graylane_control::cluster::Cluster;
 use graylane_control::server::Server;
 use graylane_control::store::{Store, StoreUrl};
+use graylane_control::tls::GrpcTls;
 use graylane_control::{inject, webhook};
 use std::sync::Arc;
 
@@ -61,8 +62,8 @@ struct Args {
         requires = "grpc_tls"
     )]
     server_names: Vec<String>,
-    /// Lifetime of the certificates the control plane issues (at least 1m). Not renewed
-    /// yet: restart the control plane before its own --grpc-tls certificate expires.
+    /// Lifetime of the certificates the control plane issues (at least 1m); its own
+    /// --grpc-tls certificate is renewed at half of it, without a restart.
     #[arg(long, env = "GRAYLANE_CERT_TTL", default_value = "24h", value_parser = parse_cert_ttl)]
     cert_ttl: std::time::Duration,
     /// The mesh CA's certificate (PEM; a root or an intermediate), with --ca-key.
@@ -186,18 +187,16 @@ async fn run(args: Args) -> anyhow::Result<()> {
         .await
         .with_context(|| format!("--store {:?}", args.store))?;
     let ca = mesh_ca(&args, store.as_ref()).await?;
-    if let (true, Some(ca)) = (args.grpc_tls, &ca) {
+    let ca_pem = ca.as_ref().map(|ca| ca.cert_pem().to_string());
+    if let (true, Some(ca)) = (args.grpc_tls, ca) {
         let names = if args.server_names.is_empty() {
             ca::default_server_names(args.grpc_addr.ip())
         } else {
             args.server_names.clone()
         };
-        let issued = ca
-            .issue_server(&names, args.cert_ttl)
-            .context("--grpc-tls")?;
-        tracing::info!(?names, ttl = ?args.cert_ttl, "issued the gRPC server certificate from the mesh CA");
-        let identity = tonic::transport::Identity::from_pem(issued.chain_pem, issued.key_pem);
-        grpc_tls = Some(tonic::transport::ServerTlsConfig::new().identity(identity));
+        tracing::info!(?names, ttl = ?args.cert_ttl, "issuing the gRPC server certificate from the mesh CA");
+        let issued = GrpcTls::issued(ca, names, args.cert_ttl).context("--grpc-tls")?;
+        grpc_tls = Some(issued);
     }
     let grpc = tokio::net::TcpListener::bind(args.grpc_addr)
         .await
@@ -244,7 +243,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
         cluster,
         webhook,
         grpc_tls,
-        ca_pem: ca.map(|ca| ca.cert_pem().to_string()),
+        ca_pem,
     }
     .run(grpc, http, shutdown_signal())
     .await
@@ -305,16 +304,13 @@ async fn shutdown_signal() {
 }
 
 /// The gRPC listener's TLS (rustls: TLS 1.2 and 1.3), from PEM files.
-fn grpc_tls(
-    cert: &std::path::Path,
-    key: &std::path::Path,
-) -> anyhow::Result<tonic::transport::ServerTlsConfig> {
+fn grpc_tls(cert: &std::path::Path, key: &std::path::Path) -> anyhow::Result<GrpcTls> {
     let read = |path: &std::path::Path, flag: &str| {
         std::fs::read(path).with_context(|| format!("{flag} {}", path.display()))
     };
-    let identity = tonic::transport::Identity::from_pem(
-        read(cert, "--grpc-tls-cert")?,
-        read(key, "--grpc-tls-key")?,
-    );
-    Ok(tonic::transport::ServerTlsConfig::new().identity(identity))
+    GrpcTls::fixed(
+        &read(cert, "--grpc-tls-cert")?,
+        &read(key, "--grpc-tls-key")?,
+    )
+    .context("--grpc-tls-cert/--grpc-tls-key")
 }
