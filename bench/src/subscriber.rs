@@ -104,6 +104,7 @@ async fn subscribe(
         service,
         labels: HashMap::from([("version".to_string(), format!("v{}", 1 + idx % 2))]),
         address: format!("127.0.0.1:{}", 10_000 + idx % 50_000),
+        ..Hello::default()
     };
     let (tx, rx) = mpsc::channel(16);
     tx.send(SidecarMessage {

@@ -27,7 +27,7 @@ use etcd_client::{
 use graylane_proto::v1::Hello;
 use tokio::sync::{Notify, watch};
 
-use crate::push::{Hub, SidecarEntry};
+use crate::push::{Hub, SidecarEntry, with_identity_defaults};
 
 /// Between attempts after an etcd error: doubles up to the last.
 const RETRY_FIRST: Duration = Duration::from_millis(100);
@@ -53,6 +53,12 @@ struct Stored {
     instance: String,
     address: String,
     labels: BTreeMap<String, String>,
+    /// Absent in records of older replicas: then `default` and the service (see
+    /// `with_identity_defaults`).
+    #[serde(default)]
+    namespace: String,
+    #[serde(default)]
+    service_account: String,
     /// The replica its sidecar is connected to.
     replica: String,
     connected_at_ms: i64,
@@ -68,6 +74,8 @@ impl Stored {
             instance: e.hello.instance_id,
             address: e.hello.address,
             labels: e.hello.labels.into_iter().collect(),
+            namespace: e.hello.namespace,
+            service_account: e.hello.service_account,
             replica: replica.to_string(),
             connected_at_ms: e.connected_at_ms,
             acked_revision: e.acked_revision,
@@ -77,12 +85,14 @@ impl Stored {
 
     fn entry(self) -> SidecarEntry {
         SidecarEntry {
-            hello: Hello {
+            hello: with_identity_defaults(Hello {
                 service: self.service,
                 instance_id: self.instance,
                 labels: self.labels.into_iter().collect(),
                 address: self.address,
-            },
+                namespace: self.namespace,
+                service_account: self.service_account,
+            }),
             connected_at_ms: self.connected_at_ms,
             // Snapshot versions are per replica; only the revision means anything here.
             acked_version: 0,
@@ -372,3 +382,6 @@ struct LeaseState {
     id: watch::Sender<Option<i64>>,
     lost: Notify,
 }
+
+#[cfg(test)]
+mod tests;

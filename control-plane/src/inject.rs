@@ -157,6 +157,7 @@ pub fn inject(
         json!({"name": "GRAYLANE_SERVICE", "value": service}),
         json!({"name": "GRAYLANE_INSTANCE_ID", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}}),
         json!({"name": "GRAYLANE_NAMESPACE", "valueFrom": {"fieldRef": {"fieldPath": "metadata.namespace"}}}),
+        json!({"name": "GRAYLANE_SERVICE_ACCOUNT", "valueFrom": {"fieldRef": {"fieldPath": "spec.serviceAccountName"}}}),
         json!({"name": "POD_IP", "valueFrom": {"fieldRef": {"fieldPath": "status.podIP"}}}),
         json!({"name": "GRAYLANE_ADVERTISE_ADDR", "value": format!("$(POD_IP):{INBOUND_PORT}")}),
         json!({"name": "GRAYLANE_LABELS", "value": graylane_labels.join(",")}),

@@ -30,7 +30,7 @@ mod stats;
 pub use self::delta::endpoint_delta;
 pub use self::outgoing::{Outgoing, PART_BYTES};
 use self::registry::Registry;
-pub use self::registry::{SidecarEntry, SidecarId};
+pub use self::registry::{SidecarEntry, SidecarId, with_identity_defaults};
 pub use self::stats::PushStats;
 
 /// How long registry changes are collected before they are pushed as one endpoint

@@ -46,6 +46,9 @@ pub struct Config {
     pub service: String,
     pub instance_id: String,
     pub labels: BTreeMap<String, String>,
+    /// `--namespace` and `--service-account`: reported in Hello, not yet used to route.
+    pub namespace: String,
+    pub service_account: String,
     /// host:port of this sidecar's inbound listener, as other sidecars reach it.
     pub advertise: String,
     /// Control-plane URLs, tried in turn.
@@ -134,6 +137,8 @@ impl Discovery {
             instance_id: self.config.instance_id.clone(),
             labels: self.config.labels.clone().into_iter().collect(),
             address: self.config.advertise.clone(),
+            namespace: self.config.namespace.clone(),
+            service_account: self.config.service_account.clone(),
         };
         let _ = tx
             .send(SidecarMessage {

@@ -65,6 +65,9 @@ struct Args {
     /// This instance's namespace: `orders` and `orders.<namespace>` name a service in it.
     #[arg(long, env = "GRAYLANE_NAMESPACE", default_value = "default")]
     namespace: String,
+    /// This instance's service account, part of its identity (default: --service).
+    #[arg(long, env = "GRAYLANE_SERVICE_ACCOUNT")]
+    service_account: Option<String>,
     /// The cluster domain of `orders.<namespace>.svc.<domain>`.
     #[arg(long, env = "GRAYLANE_CLUSTER_DOMAIN", default_value = "cluster.local")]
     cluster_domain: String,
@@ -265,6 +268,8 @@ async fn run(args: Args) -> anyhow::Result<()> {
     };
     let config = app::Config {
         discovery: discovery::Config {
+            service_account: args.service_account.unwrap_or_else(|| args.service.clone()),
+            namespace: args.namespace.clone(),
             service: args.service,
             instance_id,
             labels: args.labels,

@@ -44,6 +44,7 @@ impl Subscriber {
                 .map(|(k, v)| (k.to_string(), v.to_string()))
                 .collect::<HashMap<_, _>>(),
             address: "127.0.0.1:15006".into(),
+            ..Hello::default()
         };
         tx.send(SidecarMessage {
             message: Some(Message::Hello(hello)),

@@ -1,6 +1,7 @@
 //! graylane-sidecar's control-plane stream with real processes: ready after the first
 //! snapshot, its ACK in `graylane status`, the gate API following the release state,
-//! a start from the cache while the control plane is down, and resync after restart.
+//! a start from the cache while the control plane is down, and resync after restart;
+//! each sidecar's namespace and service account in `graylane status`.
 
 #![allow(clippy::unwrap_used)]
 
@@ -202,5 +203,74 @@ fn a_sidecar_starts_from_its_cache_while_the_control_plane_is_down_and_resyncs()
             let c = cached.config();
             (c["revision"] == 2 && c["source"] == "control-plane").then_some(())
         },
+    );
+}
+
+#[test]
+fn status_shows_each_sidecars_namespace_and_service_account() {
+    let dir = tempfile::tempdir().unwrap();
+    let cp = ControlPlane::start(dir.path(), &[]);
+    let url = cp.url();
+    let shop_cache = dir.path().join("cache-shop").to_string_lossy().into_owned();
+    let mut shop_args = sidecar_args(&url, &shop_cache, "orders-shop");
+    shop_args.extend(["--namespace", "shop", "--service-account", "orders-sa"]);
+    let shop = Sidecar::start(dir.path(), "orders-shop", &shop_args);
+    let plain_cache = dir
+        .path()
+        .join("cache-plain")
+        .to_string_lossy()
+        .into_owned();
+    let plain = Sidecar::start(
+        dir.path(),
+        "orders-plain",
+        &sidecar_args(&url, &plain_cache, "orders-plain"),
+    );
+    shop.wait_ready();
+    plain.wait_ready();
+
+    let identities = eventually(
+        Duration::from_secs(10),
+        "status to list both sidecars",
+        || {
+            let s = cp.cli(&["-o", "json", "status"]).json();
+            let mut found: Vec<(String, String, String)> = s["sidecars"]
+                .as_array()?
+                .iter()
+                .map(|x| {
+                    let field = |k: &str| x[k].as_str().unwrap_or_default().to_string();
+                    (
+                        field("instance"),
+                        field("namespace"),
+                        field("serviceAccount"),
+                    )
+                })
+                .collect();
+            found.sort();
+            (found.len() == 2).then_some(found)
+        },
+    );
+    let owned = |i: &str, ns: &str, sa: &str| (i.to_string(), ns.to_string(), sa.to_string());
+    assert_eq!(
+        identities,
+        vec![
+            owned("orders-plain", "default", "orders"),
+            owned("orders-shop", "shop", "orders-sa"),
+        ],
+        "the defaults: namespace `default`, the service's own account"
+    );
+
+    let table = cp.cli(&["status"]).assert_ok().stdout.clone();
+    let mut lines = table.lines();
+    assert!(lines.next().unwrap().starts_with("NAMESPACE"), "{table}");
+    let rows: Vec<Vec<&str>> = lines.map(|l| l.split_whitespace().collect()).collect();
+    assert!(
+        rows.iter()
+            .any(|r| r[..3] == ["shop", "orders", "orders-shop"]),
+        "{table}"
+    );
+    assert!(
+        rows.iter()
+            .any(|r| r[..3] == ["default", "orders", "orders-plain"]),
+        "{table}"
     );
 }

@@ -104,6 +104,8 @@ fn sidecar_status(entry: SidecarEntry, rules: &RuleSet) -> pb::SidecarStatus {
         instance_id: entry.hello.instance_id,
         labels: entry.hello.labels,
         address: entry.hello.address,
+        namespace: entry.hello.namespace,
+        service_account: entry.hello.service_account,
         acked_revision: entry.acked_revision,
         acked_version: entry.acked_version,
         nacked_revision,

@@ -61,7 +61,8 @@ impl Discovery for DiscoveryService {
             return Err(Status::invalid_argument("the first message must be Hello"));
         };
         check_hello(&hello)?;
-        tracing::info!(service = %hello.service, instance = %hello.instance_id, address = %hello.address, "sidecar connected");
+        let hello = crate::push::with_identity_defaults(hello);
+        tracing::info!(service = %hello.service, namespace = %hello.namespace, instance = %hello.instance_id, address = %hello.address, "sidecar connected");
         let (id, kicked) = self.hub.register(hello, crate::now_ms());
         // Capacity 1: with at most one snapshot in the channel and one pending in the
         // task, a slow sidecar costs bounded memory and gets the latest state.
@@ -85,6 +86,9 @@ fn check_hello(hello: &Hello) -> Result<(), Status> {
     }
     if hello.instance_id.is_empty() || hello.instance_id.len() > 253 {
         return bad("instance_id: must be 1-253 characters");
+    }
+    if hello.namespace.len() > 253 || hello.service_account.len() > 253 {
+        return bad("namespace, service_account: must be at most 253 characters");
     }
     let (host, port) = hello.address.rsplit_once(':').unwrap_or(("", ""));
     if host.is_empty() || port.parse::<u16>().map_or(true, |p| p == 0) {

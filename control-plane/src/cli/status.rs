@@ -35,7 +35,14 @@ pub(crate) async fn run(connect: &Connect, format: Option<Format>) -> Result<(),
         format.unwrap_or(Format::Table),
         || {
             let mut t = Table::new(vec![
-                "SERVICE", "INSTANCE", "ADDRESS", "LABELS", "LANE", "ACKED", "NACK",
+                "NAMESPACE",
+                "SERVICE",
+                "INSTANCE",
+                "ADDRESS",
+                "LABELS",
+                "LANE",
+                "ACKED",
+                "NACK",
             ]);
             for s in &response.sidecars {
                 let acked = if s.acked_revision == revision {
@@ -49,6 +56,7 @@ pub(crate) async fn run(connect: &Connect, format: Option<Format>) -> Result<(),
                     format!("rev {}: {}", s.nacked_revision, s.nack_reason)
                 };
                 t.row(vec![
+                    s.namespace.clone(),
                     s.service.clone(),
                     s.instance_id.clone(),
                     s.address.clone(),
@@ -64,7 +72,9 @@ pub(crate) async fn run(connect: &Connect, format: Option<Format>) -> Result<(),
             json!({
                 "revision": revision,
                 "sidecars": response.sidecars.iter().map(|s| json!({
-                    "service": s.service, "instance": s.instance_id, "address": s.address,
+                    "namespace": s.namespace, "service": s.service,
+                    "serviceAccount": s.service_account,
+                    "instance": s.instance_id, "address": s.address,
                     "labels": s.labels, "lanes": s.lanes, "ackedRevision": s.acked_revision,
                     "nackedRevision": (!s.nack_reason.is_empty()).then_some(s.nacked_revision),
                     "nackReason": (!s.nack_reason.is_empty()).then_some(&s.nack_reason),

@@ -73,6 +73,11 @@ fn a_plain_pod_gets_the_sidecar_and_the_init_container() {
         "`orders` means orders in the pod's own namespace"
     );
     assert_eq!(
+        env(&p, "GRAYLANE_SERVICE_ACCOUNT")["valueFrom"]["fieldRef"]["fieldPath"],
+        "spec.serviceAccountName",
+        "the identity's service account is the pod's own"
+    );
+    assert_eq!(
         env(&p, "GRAYLANE_TOKEN_FILE")["value"],
         "/var/run/secrets/graylane/token"
     );

@@ -31,6 +31,18 @@ pub(super) struct Registry {
     entries: HashMap<String, (u64, SidecarEntry, oneshot::Sender<()>)>,
 }
 
+/// An older sidecar (or registry record) has no namespace or service account: it runs
+/// in `default`, as the service's own account (the sidecar flags' defaults).
+pub fn with_identity_defaults(mut hello: Hello) -> Hello {
+    if hello.namespace.is_empty() {
+        hello.namespace = "default".to_string();
+    }
+    if hello.service_account.is_empty() {
+        hello.service_account.clone_from(&hello.service);
+    }
+    hello
+}
+
 impl Registry {
     pub(super) fn insert(
         &mut self,
