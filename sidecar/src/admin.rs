@@ -21,6 +21,7 @@ use tokio_stream::wrappers::ReceiverStream;
 
 use crate::discovery::Counters;
 use crate::gaps::Gaps;
+use crate::health;
 use crate::metrics::Metrics;
 use crate::routes::Shared;
 use crate::server::Acceptor;
@@ -82,14 +83,15 @@ impl Admin {
             .query()
             .is_some_and(|q| q.split('&').any(|p| p == "watch=1"));
         match req.uri().path() {
-            "/live" => text(StatusCode::OK, "live\n".into()),
-            "/ready" => match self.routes.load() {
-                Some(r) => text(StatusCode::OK, format!("ready (revision {})\n", r.revision)),
-                None => text(
-                    StatusCode::SERVICE_UNAVAILABLE,
-                    "not ready: no snapshot yet\n".into(),
-                ),
-            },
+            // The same answers as the health listener's: one definition of ready.
+            "/live" => {
+                let (status, body) = health::live();
+                text(status, body)
+            }
+            "/ready" => {
+                let (status, body) = health::ready(&self.routes);
+                text(status, body)
+            }
             "/metrics" => self.metrics(req.headers().get(header::ACCEPT)),
             "/config" => json_response(&self.config()),
             "/gates/self" if watch => self.watch_gate(shutdown),

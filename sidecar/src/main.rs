@@ -14,11 +14,11 @@ use graylane_sidecar::spans::TraceConfig;
 
 /// graylane's sidecar: keeps a request in its gray lane across every hop.
 #[derive(Parser, Debug)]
-#[command(version, after_help = LOGGING)]
+#[command(version, after_help = graylane_exposition::LOGGING_HELP)]
 struct Args {
     /// Log lines as text or as JSON objects (see GRAYLANE_LOG below).
-    #[arg(long, env = "GRAYLANE_LOG_FORMAT", value_enum, default_value = "text")]
-    log_format: LogFormat,
+    #[arg(long, env = "GRAYLANE_LOG_FORMAT", default_value = "text", value_parser = graylane_exposition::LOG_FORMATS)]
+    log_format: String,
     /// The service this instance belongs to.
     #[arg(long, env = "GRAYLANE_SERVICE")]
     service: String,
@@ -120,14 +120,6 @@ struct Args {
     cache_dir: Option<PathBuf>,
 }
 
-const LOGGING: &str = "Logs go to standard error. GRAYLANE_LOG sets what is logged (an EnvFilter: `info`, `debug`, `graylane_sidecar=debug,info`; default `info` with hyper, h2, tonic and tower at `warn`); --log-format json writes one JSON object a line.";
-
-#[derive(clap::ValueEnum, Clone, Copy, Debug)]
-enum LogFormat {
-    Text,
-    Json,
-}
-
 fn parse_duration(s: &str) -> Result<Duration, String> {
     graylane_routing::Duration::parse(s).map(|d| d.as_std())
 }
@@ -158,18 +150,7 @@ fn main() {
         return;
     }
     let args = Args::parse();
-    let logs = tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_env("GRAYLANE_LOG")
-                .unwrap_or_else(|_| "info,h2=warn,tonic=warn,hyper=warn,tower=warn".into()),
-        )
-        .with_writer(std::io::stderr);
-    match args.log_format {
-        LogFormat::Json => logs.json().init(),
-        LogFormat::Text => logs
-            .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-            .init(),
-    }
+    graylane_exposition::init_logs(&args.log_format);
     // One thread: tokio's current-thread scheduler, no work stealing to pay for (as
     // Linkerd's proxy does on one core); more: the multi-thread one.
     let mut builder = match args.concurrency {

@@ -177,12 +177,7 @@ impl Outbound {
                     .forward_to(parts, body, tag, hops, &to.to_string())
                     .await;
             }
-            Err(RouteError::UnknownService { service }) => {
-                return Err(ProxyError::UnknownService(service));
-            }
-            Err(e @ RouteError::NoInstance { .. }) => {
-                return Err(ProxyError::NoInstance(e.to_string()));
-            }
+            Err(e) => return Err(e.into()),
         };
         key.subset = route.subset.unwrap_or("-").to_string();
         notes.lane = route.lane.map(String::from);

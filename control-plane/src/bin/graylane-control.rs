@@ -16,11 +16,11 @@ use std::sync::Arc;
 
 /// graylane's control plane: stores rules, pushes them to sidecars, serves the CLI.
 #[derive(Parser, Debug)]
-#[command(version, after_help = LOGGING)]
+#[command(version, after_help = graylane_exposition::LOGGING_HELP)]
 struct Args {
     /// Log lines as text or as JSON objects (see GRAYLANE_LOG below).
-    #[arg(long, env = "GRAYLANE_LOG_FORMAT", value_enum, default_value = "text")]
-    log_format: LogFormat,
+    #[arg(long, env = "GRAYLANE_LOG_FORMAT", default_value = "text", value_parser = graylane_exposition::LOG_FORMATS)]
+    log_format: String,
     /// gRPC listener (sidecar streams and the admin API).
     #[arg(long, env = "GRAYLANE_GRPC_ADDR", default_value = "127.0.0.1:15010")]
     grpc_addr: SocketAddr,
@@ -112,29 +112,10 @@ struct Args {
     inject_token_secret: String,
 }
 
-const LOGGING: &str = "Logs go to standard error. GRAYLANE_LOG sets what is logged (an EnvFilter: `info`, `debug`, `graylane_sidecar=debug,info`; default `info` with hyper, h2, tonic and tower at `warn`); --log-format json writes one JSON object a line.";
-
-#[derive(clap::ValueEnum, Clone, Copy, Debug)]
-enum LogFormat {
-    Text,
-    Json,
-}
-
 #[tokio::main]
 async fn main() {
     let args = Args::parse();
-    let logs = tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_env("GRAYLANE_LOG")
-                .unwrap_or_else(|_| "info,h2=warn,tonic=warn,hyper=warn,tower=warn".into()),
-        )
-        .with_writer(std::io::stderr);
-    match args.log_format {
-        LogFormat::Json => logs.json().init(),
-        LogFormat::Text => logs
-            .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-            .init(),
-    }
+    graylane_exposition::init_logs(&args.log_format);
     if let Err(e) = run(args).await {
         tracing::error!("{e:#}");
         std::process::exit(1);

@@ -3,11 +3,13 @@
 //!
 //! Owns: choosing the format from `Accept` (the Prometheus text format 0.0.4, or
 //! OpenMetrics 1.0.0 when the scraper prefers it), the `Content-Type` that goes with
-//! it, `graylane_build_info`, and the standard `process_*` metrics read from `/proc`.
+//! it, `graylane_build_info`, and the standard `process_*` metrics read from `/proc`;
+//! and the servers' logging (`GRAYLANE_LOG`, `--log-format`).
 //!
 //! Does not own: any component's own metrics (each adds them to a [`Scrape`]),
 //! or the HTTP server.
 
+mod logs;
 mod negotiate;
 mod process;
 
@@ -18,6 +20,7 @@ use prometheus_client::metrics::gauge::ConstGauge;
 use prometheus_client::metrics::info::Info;
 use prometheus_client::registry::{Metric, Registry};
 
+pub use self::logs::{LOG_FORMATS, LOGGING_HELP, init_logs};
 pub use self::negotiate::Format;
 
 /// The git revision the binary was built from, when the build said

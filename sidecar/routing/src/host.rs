@@ -19,28 +19,34 @@ impl MeshHost {
     /// Reads `host` (no port; a trailing dot allowed; any case). `cluster_domain` is
     /// the sidecar's `--cluster-domain` (`cluster.local`). `None`: not a mesh name.
     pub fn parse(host: &str, cluster_domain: &str) -> Option<MeshHost> {
-        let host = host.strip_suffix('.').unwrap_or(host).to_ascii_lowercase();
-        let labels: Vec<&str> = host.split('.').collect();
-        if !labels.iter().all(|l| is_dns_label(l)) {
+        // Every outbound request comes through here: no allocation but the result's,
+        // and a lower-case copy only for a host that has upper case.
+        let host = host.strip_suffix('.').unwrap_or(host);
+        let lowered;
+        let host = if host.bytes().any(|b| b.is_ascii_uppercase()) {
+            lowered = host.to_ascii_lowercase();
+            lowered.as_str()
+        } else {
+            host
+        };
+        if !host.split('.').all(is_dns_label) {
             return None;
         }
         // RFC 6761: `localhost` and `*.localhost` are this machine, never a service.
-        if labels.last() == Some(&"localhost") {
+        if host == "localhost" || host.ends_with(".localhost") {
             return None;
         }
         let domain = cluster_domain.strip_suffix('.').unwrap_or(cluster_domain);
-        let (service, namespace) = match labels.as_slice() {
-            [service] => (*service, None),
-            [service, namespace] | [service, namespace, "svc"] => (*service, Some(*namespace)),
-            [service, namespace, "svc", rest @ ..]
-                if !domain.is_empty() && rest.join(".").eq_ignore_ascii_case(domain) =>
-            {
-                (*service, Some(*namespace))
-            }
-            _ => return None,
+        let mut labels = host.splitn(4, '.');
+        let service = labels.next()?;
+        let namespace = labels.next();
+        let in_domain = match (labels.next(), labels.next()) {
+            (None, _) | (Some("svc"), None) => true,
+            (Some("svc"), Some(rest)) => !domain.is_empty() && rest.eq_ignore_ascii_case(domain),
+            _ => false,
         };
         // A name made only of digits is no service name (and `1.2` is no namespace).
-        if service.bytes().all(|b| b.is_ascii_digit()) {
+        if !in_domain || service.bytes().all(|b| b.is_ascii_digit()) {
             return None;
         }
         Some(MeshHost {

@@ -6,7 +6,7 @@
 
 use std::time::Instant;
 
-use graylane_routing::{RouteError, Tag};
+use graylane_routing::Tag;
 use http::request::Parts;
 use http::{Response, StatusCode};
 use hyper::upgrade::OnUpgrade;
@@ -43,13 +43,7 @@ impl Outbound {
                 };
                 let route = routes
                     .table
-                    .route(&service, tag, &view, fastrand::u64(..))
-                    .map_err(|e| match e {
-                        RouteError::UnknownService { service } => {
-                            ProxyError::UnknownService(service)
-                        }
-                        e @ RouteError::NoInstance { .. } => ProxyError::NoInstance(e.to_string()),
-                    })?;
+                    .route(&service, tag, &view, fastrand::u64(..))?;
                 let mut rng = fastrand::Rng::new();
                 let (instance, in_flight) = self
                     .balancer

@@ -52,6 +52,20 @@ pub enum ProxyError {
     NotReady,
 }
 
+/// The error table's answer when the rules leave a request nowhere to go.
+impl From<graylane_routing::RouteError> for ProxyError {
+    fn from(e: graylane_routing::RouteError) -> Self {
+        match e {
+            graylane_routing::RouteError::UnknownService { service } => {
+                ProxyError::UnknownService(service)
+            }
+            e @ graylane_routing::RouteError::NoInstance { .. } => {
+                ProxyError::NoInstance(e.to_string())
+            }
+        }
+    }
+}
+
 impl ProxyError {
     /// The error table's answer to a failed send to `service` at `address`.
     pub fn from_send(

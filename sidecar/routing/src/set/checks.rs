@@ -13,6 +13,11 @@ pub(super) fn run(set: &RuleSet, errors: &mut Vec<ValidationError>) {
     let mut lane_tags: BTreeMap<&str, (&str, Option<&Origin>)> = BTreeMap::new();
     let mut policy_services: BTreeMap<&str, (&str, Option<&Origin>)> = BTreeMap::new();
     let mut tagged_services: BTreeMap<&str, (&str, Option<&Origin>)> = BTreeMap::new();
+    // PeerPolicy: a service is named by at most one, and at most one omits `services`
+    // (the mesh-wide one, claimed under one key) — else a service's mode would depend
+    // on which policy was read first.
+    let mut peer_services: BTreeMap<&str, (&str, Option<&Origin>)> = BTreeMap::new();
+    let mut mesh_wide: BTreeMap<&str, (&str, Option<&Origin>)> = BTreeMap::new();
     for (r, _) in set.entries() {
         if let Resource::Lane(l) = r {
             lane_names.insert(l.metadata.name.as_str());
@@ -72,8 +77,32 @@ pub(super) fn run(set: &RuleSet, errors: &mut Vec<ValidationError>) {
                     }
                 }
             }
-            // Checked on their own below: they share nothing with the kinds above.
-            Resource::PeerPolicy(_) => {}
+            Resource::PeerPolicy(p) => match &p.spec.services {
+                None => {
+                    if let Some(first) = claim(&mut mesh_wide, "", r.name(), origin) {
+                        error(
+                            "spec.services".into(),
+                            format!(
+                                "PeerPolicy {first} already covers the whole mesh; list the services this one covers"
+                            ),
+                        );
+                    }
+                }
+                Some(services) => {
+                    for (i, s) in services.iter().enumerate() {
+                        if let Some(first) = claim(&mut peer_services, s.as_str(), r.name(), origin)
+                        {
+                            error(
+                                join_index("spec.services", i),
+                                format!(
+                                    "service {} is already listed in PeerPolicy {first}",
+                                    quote(s.as_str())
+                                ),
+                            );
+                        }
+                    }
+                }
+            },
         }
     }
     // Lane overrides need every tag known first, so they are a second pass.
@@ -89,50 +118,6 @@ pub(super) fn run(set: &RuleSet, errors: &mut Vec<ValidationError>) {
                         format!("no Lane has tag {}", quote(o.tag.as_str())),
                     ));
                 }
-            }
-        }
-    }
-    peer_policies(set, errors);
-}
-
-/// At most one PeerPolicy omits `services` (the mesh-wide one), and a service is named
-/// by at most one PeerPolicy — otherwise a service's mode would depend on which policy
-/// was read first.
-fn peer_policies(set: &RuleSet, errors: &mut Vec<ValidationError>) {
-    let mut named: BTreeMap<&str, (&str, Option<&Origin>)> = BTreeMap::new();
-    // The mesh-wide policy is claimed under one key: a second claimant is the conflict.
-    let mut mesh_wide: BTreeMap<&str, (&str, Option<&Origin>)> = BTreeMap::new();
-    for (r, origin) in set.entries() {
-        let Resource::PeerPolicy(p) = r else { continue };
-        let mut error = |path: String, reason: String| {
-            errors.push(ValidationError::for_resource(
-                origin,
-                r.kind().as_str(),
-                r.name(),
-                path,
-                reason,
-            ));
-        };
-        let Some(services) = &p.spec.services else {
-            if let Some(first) = claim(&mut mesh_wide, "", r.name(), origin) {
-                error(
-                    "spec.services".into(),
-                    format!(
-                        "PeerPolicy {first} already covers the whole mesh; list the services this one covers"
-                    ),
-                );
-            }
-            continue;
-        };
-        for (i, s) in services.iter().enumerate() {
-            if let Some(first) = claim(&mut named, s.as_str(), r.name(), origin) {
-                error(
-                    join_index("spec.services", i),
-                    format!(
-                        "service {} is already listed in PeerPolicy {first}",
-                        quote(s.as_str())
-                    ),
-                );
             }
         }
     }
