@@ -63,13 +63,13 @@ struct Args {
     #[arg(long, env = "GRAYLANE_MAX_CONNECTIONS", default_value_t = 10_000, value_parser = clap::value_parser!(u32).range(1..))]
     max_connections: u32,
     /// This instance's namespace: `orders` and `orders.<namespace>` name a service in it.
-    #[arg(long, env = "GRAYLANE_NAMESPACE", default_value = "default")]
+    #[arg(long, env = "GRAYLANE_NAMESPACE", default_value = "default", value_parser = parse_namespace)]
     namespace: String,
     /// This instance's service account, part of its identity (default: --service).
     #[arg(long, env = "GRAYLANE_SERVICE_ACCOUNT")]
     service_account: Option<String>,
     /// The cluster domain of `orders.<namespace>.svc.<domain>`.
-    #[arg(long, env = "GRAYLANE_CLUSTER_DOMAIN", default_value = "cluster.local")]
+    #[arg(long, env = "GRAYLANE_CLUSTER_DOMAIN", default_value = "cluster.local", value_parser = parse_cluster_domain)]
     cluster_domain: String,
     /// On SIGTERM, in-flight requests may finish for this long (a second SIGTERM
     /// exits at once).
@@ -118,6 +118,17 @@ struct Args {
     /// Where the last good snapshot is kept, to start from when the control plane is down.
     #[arg(long, env = "GRAYLANE_CACHE_DIR")]
     cache_dir: Option<PathBuf>,
+}
+
+/// A namespace is a DNS label (as a resource name is): `Shop` would match no host.
+fn parse_namespace(s: &str) -> Result<String, String> {
+    graylane_routing::Name::new(s).map(|n| n.as_str().to_string())
+}
+
+/// Dot-separated DNS labels, as a service name is.
+fn parse_cluster_domain(s: &str) -> Result<String, String> {
+    graylane_routing::ServiceName::new(s.strip_suffix('.').unwrap_or(s))
+        .map(|n| n.as_str().to_string())
 }
 
 fn parse_duration(s: &str) -> Result<Duration, String> {

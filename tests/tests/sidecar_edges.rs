@@ -408,3 +408,23 @@ fn a_black_holed_instance_times_out_on_connect_and_the_next_serves() {
     }
     assert_eq!(requests_served(&app), 20);
 }
+
+/// An operator's typo in the flags that decide which hosts are mesh services is refused
+/// at start, naming the flag, instead of quietly matching no host.
+#[test]
+fn a_bad_namespace_or_cluster_domain_is_refused_at_start() {
+    for (flag, value) in [
+        ("--namespace", "Shop"),
+        ("--namespace", "shop.prod"),
+        ("--cluster-domain", "corp..local"),
+        ("--cluster-domain", "Cluster Local"),
+    ] {
+        let out = std::process::Command::new(graylane_tests::bin("graylane-sidecar"))
+            .args(["--service", "orders", flag, value])
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{flag} {value}: {stderr}");
+        assert!(stderr.contains(flag), "{flag} {value}: {stderr}");
+    }
+}
