@@ -181,6 +181,8 @@ impl Hub {
                 instance_id: e.hello.instance_id,
                 labels: e.hello.labels,
                 address: e.hello.address,
+                namespace: e.hello.namespace,
+                identity: String::new(),
             })
             .collect()
     }

@@ -67,6 +67,7 @@ fn change_response(outcome: ChangeOutcome) -> pb::ChangeResponse {
             .map(|c| pb::ResourceChange {
                 kind: c.kind.to_string(),
                 name: c.name,
+                namespace: String::new(),
                 action: match c.action {
                     Action::Created => pb::ChangeAction::Created,
                     Action::Configured => pb::ChangeAction::Configured,
@@ -111,6 +112,8 @@ fn sidecar_status(entry: SidecarEntry, rules: &RuleSet) -> pb::SidecarStatus {
         nacked_revision,
         nack_reason,
         connected_at_ms: entry.connected_at_ms,
+        identity: String::new(),
+        cert_not_after: 0,
     }
 }
 
@@ -266,6 +269,7 @@ impl Admin for AdminService {
             .map(|s| pb::ReleaseState {
                 state: rules.release_of(&s).to_string(),
                 service: s,
+                namespace: String::new(),
             })
             .collect();
         Ok(Response::new(pb::GetReleaseResponse { revision, states }))

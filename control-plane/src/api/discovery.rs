@@ -6,6 +6,7 @@ use std::time::{Duration, Instant};
 
 use graylane_proto::v1::discovery_server::Discovery;
 use graylane_proto::v1::sidecar_message::Message;
+use graylane_proto::v1 as pb;
 use graylane_proto::v1::{Hello, SidecarMessage, Snapshot};
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio_stream::StreamExt;
@@ -45,6 +46,14 @@ impl DiscoveryService {
 #[tonic::async_trait]
 impl Discovery for DiscoveryService {
     type SubscribeStream = Outbound;
+
+    async fn issue_certificate(
+        &self,
+        _request: Request<pb::CertificateRequest>,
+    ) -> Result<Response<pb::CertificateResponse>, Status> {
+        // Issue 12 in progress: signing lands with the identity module.
+        Err(Status::unimplemented("certificates are not issued yet"))
+    }
 
     async fn subscribe(
         &self,

@@ -52,6 +52,7 @@ impl ReleaseCommand {
                     state: state.clone(),
                     expect_revision,
                     force,
+                    namespace: String::new(),
                 };
                 let response = client.set_release(request).await?.into_inner();
                 output::emit(
@@ -72,6 +73,7 @@ impl ReleaseCommand {
                 let response = client
                     .get_release(pb::GetReleaseRequest {
                         service: service.unwrap_or_default(),
+                        namespace: String::new(),
                     })
                     .await?
                     .into_inner();

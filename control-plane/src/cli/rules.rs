@@ -244,6 +244,7 @@ impl RulesCommand {
                         parse_ref(s).map(|(k, name)| pb::ResourceRef {
                             kind: k.to_string(),
                             name,
+                            namespace: String::new(),
                         })
                     })
                     .collect::<Result<_, _>>()?;

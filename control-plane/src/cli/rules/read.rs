@@ -33,6 +33,7 @@ pub(super) async fn get(
             kind,
             name,
             revision,
+            namespace: String::new(),
         })
         .await?
         .into_inner();
