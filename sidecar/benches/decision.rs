@@ -86,6 +86,8 @@ fn instances() -> Vec<Instance> {
         address: format!("{id}:8080"),
         id,
         labels: BTreeMap::from([("version".to_owned(), version)]),
+        namespace: "default".to_owned(),
+        identity: String::new(),
     };
     let mut out = Vec::new();
     for i in 0..SERVICES {

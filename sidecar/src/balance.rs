@@ -214,6 +214,8 @@ mod tests {
                 id: (*id).to_owned(),
                 address: format!("{id}:80"),
                 labels: BTreeMap::new(),
+                namespace: "default".to_owned(),
+                identity: String::new(),
             })
             .collect();
         RoutingTable::build(&RuleSet::new(), instances)

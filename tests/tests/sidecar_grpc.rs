@@ -22,6 +22,14 @@ struct Echo;
 impl Discovery for Echo {
     type SubscribeStream = Pin<Box<dyn Stream<Item = Result<Snapshot, Status>> + Send>>;
 
+    // This app serves streams only; a unary call gets the status an app would give.
+    async fn issue_certificate(
+        &self,
+        _: Request<graylane_proto::v1::CertificateRequest>,
+    ) -> Result<Response<graylane_proto::v1::CertificateResponse>, Status> {
+        Err(Status::unimplemented("the echo app issues no certificates"))
+    }
+
     async fn subscribe(
         &self,
         request: Request<Streaming<SidecarMessage>>,

@@ -4,9 +4,9 @@ use std::collections::VecDeque;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use graylane_proto::v1 as pb;
 use graylane_proto::v1::discovery_server::Discovery;
 use graylane_proto::v1::sidecar_message::Message;
-use graylane_proto::v1 as pb;
 use graylane_proto::v1::{Hello, SidecarMessage, Snapshot};
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio_stream::StreamExt;

@@ -123,6 +123,8 @@ pub(crate) async fn run(
             id: s.instance_id,
             address: s.address,
             labels: s.labels.into_iter().collect::<BTreeMap<_, _>>(),
+            namespace: s.namespace,
+            identity: s.identity,
         })
         .collect();
     let table = RoutingTable::build(&set, instances);

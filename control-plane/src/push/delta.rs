@@ -57,6 +57,7 @@ mod tests {
             instance_id: id.into(),
             labels: Default::default(),
             address: address.into(),
+            ..Default::default()
         }
     }
 

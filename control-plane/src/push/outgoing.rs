@@ -163,6 +163,7 @@ mod tests {
                 instance_id: format!("inst-{i:05}"),
                 labels: [("version".to_string(), "v1".to_string())].into(),
                 address: format!("10.0.{}.{}:15006", i / 250, i % 250),
+                ..Default::default()
             })
             .collect();
         list.sort_by(|a, b| (&a.service, &a.instance_id).cmp(&(&b.service, &b.instance_id)));

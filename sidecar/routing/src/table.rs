@@ -20,7 +20,7 @@ mod route;
 mod test_support;
 
 /// One ready instance of a service, as discovery reports it.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Instance {
     /// The service it belongs to.
     pub service: String,
@@ -30,6 +30,11 @@ pub struct Instance {
     pub address: String,
     /// Its labels (`version=v2`).
     pub labels: BTreeMap<String, String>,
+    /// Its namespace (`default` when the control plane sent none).
+    pub namespace: String,
+    /// The identity the control plane decided for it (`spiffe://...`); empty when
+    /// unknown. A caller over mTLS requires exactly this one in the peer certificate.
+    pub identity: String,
 }
 
 /// What matching needs from a request; the sidecar implements it over its request type.

@@ -151,6 +151,8 @@ mod tests {
             service: "orders".into(),
             address: "10.0.0.7:15006".into(),
             labels: BTreeMap::from([("version".into(), "v2".into())]),
+            namespace: "shop".into(),
+            identity: "spiffe://cluster.local/ns/shop/sa/orders".into(),
         };
         Received {
             revision: 4,

@@ -25,6 +25,16 @@ pub(crate) struct CachedEndpoint {
     pub(crate) service: String,
     pub(crate) address: String,
     pub(crate) labels: BTreeMap<String, String>,
+    /// Absent in caches written before namespaces: `default`.
+    #[serde(default = "default_namespace")]
+    pub(crate) namespace: String,
+    /// Absent in older caches: unknown (empty).
+    #[serde(default)]
+    pub(crate) identity: String,
+}
+
+fn default_namespace() -> String {
+    "default".to_string()
 }
 
 impl From<&Endpoint> for CachedEndpoint {
@@ -32,6 +42,12 @@ impl From<&Endpoint> for CachedEndpoint {
         Self {
             service: e.service.clone(),
             address: e.address.clone(),
+            namespace: if e.namespace.is_empty() {
+                default_namespace()
+            } else {
+                e.namespace.clone()
+            },
+            identity: e.identity.clone(),
             labels: e
                 .labels
                 .iter()
@@ -124,6 +140,8 @@ impl Received {
                 id: id.clone(),
                 address: e.address.clone(),
                 labels: e.labels.clone(),
+                namespace: e.namespace.clone(),
+                identity: e.identity.clone(),
             })
             .collect()
     }
@@ -141,6 +159,7 @@ mod tests {
             instance_id: id.into(),
             labels: Default::default(),
             address: format!("{id}:15006"),
+            ..Default::default()
         }
     }
 

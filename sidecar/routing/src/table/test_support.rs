@@ -57,6 +57,8 @@ pub(super) fn inst(service: &str, id: &str, version: &str) -> Instance {
         id: id.to_owned(),
         address: format!("{id}:8080"),
         labels: BTreeMap::from([("version".to_owned(), version.to_owned())]),
+        namespace: "default".to_owned(),
+        identity: String::new(),
     }
 }
 

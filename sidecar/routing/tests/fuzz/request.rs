@@ -203,6 +203,8 @@ fn table(case: &Case) -> RoutingTable {
             id: format!("{SERVICE}-{i}"),
             address: format!("10.0.0.{i}:8080"),
             labels: BTreeMap::from([("version".to_owned(), (*version).to_owned())]),
+            namespace: "default".to_owned(),
+            identity: String::new(),
         })
         .collect();
     RoutingTable::build(&set, instances)
