@@ -1,5 +1,7 @@
-//! The gRPC surface: `Discovery` (sidecar streams) and `Admin` (the CLI), behind the
-//! token check of `auth`. Every error leaves through the one `From<ControlError>`.
+//! The gRPC surface: `Discovery` (sidecar streams and their certificates) and `Admin`
+//! (the CLI), behind the credential check of `auth`, which decides a `Principal`;
+//! `identity` turns that into the sidecar's SPIFFE id. Every control error leaves
+//! through the one `From<ControlError>`.
 
 use tonic::Status;
 
@@ -9,10 +11,14 @@ use crate::store::StoreError;
 mod admin;
 mod auth;
 mod discovery;
+mod identity;
+mod jwt;
 
 pub use self::admin::AdminService;
-pub use self::auth::{Auth, Role, Tokens};
+pub use self::auth::{Auth, Principal, Role, Tokens};
 pub use self::discovery::DiscoveryService;
+pub use self::identity::{Identities, ServiceAccount};
+pub use self::jwt::Jwks;
 
 /// Metadata key the CLI fills with `user@host`, recorded in history as who applied.
 pub const USER_METADATA: &str = "x-graylane-user";

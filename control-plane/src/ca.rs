@@ -1,5 +1,5 @@
-//! The mesh CA: the control plane signs with it (today its own gRPC server
-//! certificate, `--grpc-tls`; later the sidecars' certificates, issue 12).
+//! The mesh CA: the control plane signs with it its own gRPC server certificate
+//! (`--grpc-tls`) and the sidecars' workload certificates (`issue_workload`).
 //!
 //! Either an operator's CA (`--ca-cert/--ca-key`, a root or an intermediate), or a root
 //! generated on first start and kept in the store (`Store::ca_get_or_create`), so every
@@ -7,17 +7,22 @@
 //! the process (`/ca.pem`); the key stays in the store and in memory.
 
 use std::net::IpAddr;
+use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use rcgen::{
-    BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair,
-    KeyUsagePurpose, PublicKeyData, SanType, SerialNumber,
+    BasicConstraints, CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose, IsCa,
+    Issuer, KeyPair, KeyUsagePurpose, PublicKeyData, SanType, SerialNumber,
 };
 
 use rustls::pki_types::CertificateDer;
 use rustls::pki_types::pem::PemObject;
 
 use crate::store::{CaPem, Store, StoreError};
+
+mod csr;
+
+pub use self::csr::CsrKey;
 
 /// How long a generated root lives (spec: 10 years).
 const ROOT_LIFETIME: Duration = Duration::from_secs(10 * 365 * 24 * 3600);
@@ -41,10 +46,22 @@ pub enum CaError {
     Store(#[from] StoreError),
 }
 
-/// A CA the control plane can sign with.
+/// A CA the control plane can sign with. Cheap to clone: clones share the key.
+#[derive(Clone)]
 pub struct MeshCa {
-    issuer: Issuer<'static, KeyPair>,
+    issuer: Arc<Issuer<'static, KeyPair>>,
     cert_pem: String,
+    /// An operator's intermediate (issuer ≠ subject): it goes along in every chain
+    /// so that peers trusting only the root above it can verify.
+    intermediate: bool,
+}
+
+/// A workload certificate: the chain (leaf first, then any intermediate, never the
+/// root) and when it expires (Unix seconds).
+#[derive(Debug)]
+pub struct IssuedLeaf {
+    pub chain_pem: String,
+    pub not_after: i64,
 }
 
 /// A certificate the CA issued: the chain (leaf first, then the CA) and its key, PEM.
@@ -89,16 +106,59 @@ impl MeshCa {
                 "different public keys".into(),
             ));
         }
+        let intermediate =
+            !self_issued(&cert).map_err(|why| invalid("the CA certificate does not parse", why))?;
         let issuer = Issuer::from_ca_cert_der(&cert, key)
             .map_err(|e| invalid("the CA certificate does not parse", e.to_string()))?;
         // Re-encoded from the DER: only the CA itself, whatever else the file held.
         let cert_pem = pem_of(&cert);
-        Ok(Self { issuer, cert_pem })
+        Ok(Self {
+            issuer: Arc::new(issuer),
+            cert_pem,
+            intermediate,
+        })
     }
 
     /// The CA certificate, PEM: what clients pass as `--ca-bundle`.
     pub fn cert_pem(&self) -> &str {
         &self.cert_pem
+    }
+
+    /// A workload certificate for the sidecar holding `key`'s private key: `spiffe_id`
+    /// as its only SAN (no DNS name, no subject), client and server auth, valid for
+    /// `ttl` from now (backdated like every certificate of this CA).
+    pub fn issue_workload(
+        &self,
+        key: &CsrKey,
+        spiffe_id: &str,
+        ttl: Duration,
+    ) -> Result<IssuedLeaf, CaError> {
+        let sign = |what| move |source| CaError::Sign { what, source };
+        let mut params = CertificateParams::default();
+        // An empty subject (SPIFFE X.509-SVID: the URI SAN is the identity; rcgen
+        // then marks the SAN critical, as RFC 5280 §4.2.1.6 asks).
+        params.distinguished_name = DistinguishedName::new();
+        let uri = spiffe_id.try_into().map_err(sign("SPIFFE id"))?;
+        params.subject_alt_names = vec![SanType::URI(uri)];
+        let not_after = set_validity(&mut params, ttl);
+        params.serial_number = Some(serial()?);
+        params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
+        params.extended_key_usages = vec![
+            ExtendedKeyUsagePurpose::ServerAuth,
+            ExtendedKeyUsagePurpose::ClientAuth,
+        ];
+        params.use_authority_key_identifier_extension = true;
+        let cert = params
+            .signed_by(key, self.issuer.as_ref())
+            .map_err(sign("workload certificate"))?;
+        let mut chain_pem = cert.pem();
+        if self.intermediate {
+            chain_pem.push_str(&self.cert_pem);
+        }
+        Ok(IssuedLeaf {
+            chain_pem,
+            not_after,
+        })
     }
 
     /// A TLS server certificate for `names` (DNS names, or IP addresses as IP SANs),
@@ -116,7 +176,7 @@ impl MeshCa {
         params.use_authority_key_identifier_extension = true;
         let key = KeyPair::generate().map_err(sign("server key"))?;
         let cert = params
-            .signed_by(&key, &self.issuer)
+            .signed_by(&key, self.issuer.as_ref())
             .map_err(sign("server certificate"))?;
         Ok(Issued {
             // The CA goes along so that clients trusting only a root above an operator's
@@ -125,6 +185,21 @@ impl MeshCa {
             key_pem: key.serialize_pem(),
         })
     }
+}
+
+/// `--trust-bundle`: the CA certificates (PEM) in `pem`, one string each, re-encoded
+/// (comments and keys dropped). Fails when there is none or one does not parse.
+pub fn parse_trust_bundle(pem: &str) -> Result<Vec<String>, String> {
+    let mut certs = Vec::new();
+    for (i, cert) in CertificateDer::pem_slice_iter(pem.as_bytes()).enumerate() {
+        let cert = cert.map_err(|e| format!("certificate {}: {e}", i + 1))?;
+        self_issued(&cert).map_err(|e| format!("certificate {}: {e}", i + 1))?;
+        certs.push(pem_of(&cert));
+    }
+    if certs.is_empty() {
+        return Err("no PEM certificate in the file".into());
+    }
+    Ok(certs)
 }
 
 /// A new self-signed root: ECDSA P-256, 10 years, CN "graylane mesh CA", the trust
@@ -171,15 +246,26 @@ pub fn default_server_names(ip: IpAddr) -> Vec<String> {
     names
 }
 
-/// Valid from `BACKDATE` ago for `lifetime` from now. The epoch comes from rcgen, which
-/// does not re-export its `time` crate (and this crate does not depend on it).
-fn set_validity(params: &mut CertificateParams, lifetime: Duration) {
+/// Valid from `BACKDATE` ago for `lifetime` from now; returns the end (Unix seconds,
+/// as X.509 keeps it: whole seconds). The epoch comes from rcgen, which does not
+/// re-export its `time` crate (and this crate does not depend on it).
+fn set_validity(params: &mut CertificateParams, lifetime: Duration) -> i64 {
     let since_epoch = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .unwrap_or_default();
     let now = rcgen::date_time_ymd(1970, 1, 1) + since_epoch;
     params.not_before = now - BACKDATE;
     params.not_after = now + lifetime;
+    i64::try_from((since_epoch + lifetime).as_secs()).unwrap_or(i64::MAX)
+}
+
+/// Whether a certificate names itself as its issuer (a root, as opposed to an
+/// intermediate whose issuer is another CA).
+fn self_issued(cert: &CertificateDer<'_>) -> Result<bool, String> {
+    use x509_parser::prelude::FromDer as _;
+    let (_, parsed) = x509_parser::certificate::X509Certificate::from_der(cert.as_ref())
+        .map_err(|e| e.to_string())?;
+    Ok(parsed.subject().as_raw() == parsed.issuer().as_raw())
 }
 
 /// 127 random bits: RFC 5280 §4.1.2.2 wants positive serials of at most 20 bytes, and

@@ -47,6 +47,11 @@ pub struct Cli {
     /// no other CA and never falls back to plaintext. Default: the context's caBundle.
     #[arg(long, global = true, env = "GRAYLANE_CA_BUNDLE", value_name = "PEM")]
     pub ca_bundle: Option<PathBuf>,
+    /// The namespace of the services and namespaced rules (RoutePolicy, TagPolicy,
+    /// PeerPolicy) a command means, as kubectl's -n. Default: the context's namespace,
+    /// else `default`; `rules get` and `status` without either list every namespace.
+    #[arg(short = 'n', long, global = true, value_name = "NAMESPACE", value_parser = parse_namespace)]
+    pub namespace: Option<String>,
     /// The config-file context to use for this command instead of the current one.
     #[arg(long, global = true, env = "GRAYLANE_CONTEXT", value_name = "NAME")]
     pub context: Option<String>,
@@ -176,6 +181,12 @@ impl From<tonic::Status> for CliError {
     }
 }
 
+/// A namespace is a DNS label: `Shop` would name no namespace, so it is refused here
+/// (exit 2) instead of matching nothing.
+pub(crate) fn parse_namespace(s: &str) -> Result<String, String> {
+    graylane_routing::Name::new(s).map(|n| n.as_str().to_owned())
+}
+
 /// Durations on the command line, Go-style (`30s`, `1m30s`, `1.5s`, `200ms`): the one
 /// duration parser, shared with the rules and the other binaries.
 pub(crate) fn parse_duration(s: &str) -> Result<Duration, String> {
@@ -191,6 +202,7 @@ impl Cli {
             ca_bundle: self.ca_bundle,
             context: self.context,
             config: self.config,
+            namespace: self.namespace,
         };
         // `-o` where it changes nothing is refused, not ignored: a script asking for
         // JSON from these would otherwise get text it cannot read.
@@ -241,6 +253,13 @@ mod tests {
     use clap::CommandFactory;
 
     use super::*;
+
+    /// clap's own consistency checks over every subcommand (a subcommand flag that
+    /// collides with a global one, such as `-n`, would panic at run time otherwise).
+    #[test]
+    fn the_command_tree_is_consistent() {
+        Cli::command().debug_assert();
+    }
 
     /// Every command, flag and positional says what it is for in `--help`.
     #[test]

@@ -21,8 +21,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use etcd_client::{
-    Client, Compare, CompareOp, ConnectOptions, EventType, GetOptions, PutOptions, Txn, TxnOp,
-    WatchOptions,
+    Client, Compare, CompareOp, EventType, GetOptions, PutOptions, Txn, TxnOp, WatchOptions,
 };
 use graylane_proto::v1::Hello;
 use tokio::sync::{Notify, watch};
@@ -59,6 +58,12 @@ struct Stored {
     namespace: String,
     #[serde(default)]
     service_account: String,
+    /// The SPIFFE id its credential decided and its certificate's expiry (Unix
+    /// seconds); absent in records of older replicas: none known.
+    #[serde(default)]
+    identity: String,
+    #[serde(default)]
+    cert_not_after: i64,
     /// The replica its sidecar is connected to.
     replica: String,
     connected_at_ms: i64,
@@ -76,6 +81,8 @@ impl Stored {
             labels: e.hello.labels.into_iter().collect(),
             namespace: e.hello.namespace,
             service_account: e.hello.service_account,
+            identity: e.identity,
+            cert_not_after: e.cert_not_after,
             replica: replica.to_string(),
             connected_at_ms: e.connected_at_ms,
             acked_revision: e.acked_revision,
@@ -93,6 +100,8 @@ impl Stored {
                 namespace: self.namespace,
                 service_account: self.service_account,
             }),
+            identity: self.identity,
+            cert_not_after: self.cert_not_after,
             connected_at_ms: self.connected_at_ms,
             // Snapshot versions are per replica; only the revision means anything here.
             acked_version: 0,
@@ -106,19 +115,16 @@ impl Stored {
 const TXN_OPS: usize = 64;
 
 impl Cluster {
-    /// Connects lazily (a replica may start while etcd is down).
+    /// Connects lazily (a replica may start while etcd is down), the way the etcd
+    /// store does (`tls` for `https://` endpoints).
     pub async fn open(
         endpoints: &[String],
         prefix: &str,
         ttl: Duration,
         replica: String,
+        tls: Option<&crate::store::EtcdTls>,
     ) -> anyhow::Result<Self> {
-        let options = ConnectOptions::new()
-            .with_connect_timeout(Duration::from_secs(2))
-            .with_timeout(Duration::from_secs(3))
-            .with_keep_alive(Duration::from_secs(5), Duration::from_secs(3))
-            .with_keep_alive_while_idle(true)
-            .with_require_leader(true);
+        let options = crate::store::connect_options(tls);
         let client = Client::connect(endpoints, Some(options)).await?;
         Ok(Self {
             client,

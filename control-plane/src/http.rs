@@ -14,6 +14,7 @@ use hyper_util::rt::TokioIo;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
+use crate::api::Identities;
 use crate::control::Control;
 
 /// Serves until `shutdown` turns true. Connections are HTTP/1.1 with a header-read
@@ -21,7 +22,7 @@ use crate::control::Control;
 pub async fn serve(
     listener: TcpListener,
     control: Arc<Control>,
-    ca_pem: Option<Arc<str>>,
+    identities: Arc<Identities>,
     mut shutdown: watch::Receiver<bool>,
 ) {
     loop {
@@ -31,12 +32,12 @@ pub async fn serve(
         };
         let Ok((stream, _)) = accepted else { continue };
         let control = Arc::clone(&control);
-        let ca_pem = ca_pem.clone();
+        let identities = Arc::clone(&identities);
         tokio::spawn(async move {
             let service = hyper::service::service_fn(move |req| {
                 let control = Arc::clone(&control);
-                let ca_pem = ca_pem.clone();
-                async move { Ok::<_, Infallible>(respond(&control, ca_pem.as_deref(), &req).await) }
+                let identities = Arc::clone(&identities);
+                async move { Ok::<_, Infallible>(respond(&control, identities.ca_pem(), &req).await) }
             });
             let _ = hyper::server::conn::http1::Builder::new()
                 .timer(hyper_util::rt::TokioTimer::new())
@@ -55,6 +56,11 @@ async fn respond<B>(
     let (status, body) = match req.uri().path() {
         "/live" => (StatusCode::OK, "live\n".to_string()),
         "/ready" => match control.ready().await {
+            // Sidecars need certificates from this replica: not ready before the CA.
+            Ok(()) if ca_pem.is_none() => (
+                StatusCode::SERVICE_UNAVAILABLE,
+                "not ready: the mesh CA is not loaded yet\n".to_string(),
+            ),
             Ok(()) => (StatusCode::OK, "ready\n".to_string()),
             Err(why) => (
                 StatusCode::SERVICE_UNAVAILABLE,
@@ -74,8 +80,8 @@ async fn respond<B>(
                 return response;
             }
             None => (
-                StatusCode::NOT_FOUND,
-                "no mesh CA in use: start with --grpc-tls or --ca-cert\n".to_string(),
+                StatusCode::SERVICE_UNAVAILABLE,
+                "the mesh CA is not loaded yet (the store is unavailable)\n".to_string(),
             ),
         },
         _ => (

@@ -6,7 +6,8 @@
 //!   env:
 //!   - the service, version and labels from the pod's labels;
 //!   - the pod IP as advertise address (Downward API) and the pod name as instance id;
-//!   - the control plane, and a token from a mounted secret when configured;
+//!   - the control plane, and its credential ([`Credential`]): a token and the mesh
+//!     CA from a Secret, or a projected service-account token;
 //!   - the app port from the pod's containers.
 //!
 //!   It also gets resource requests. Its admin listener (`/config`: every rule and
@@ -26,8 +27,10 @@
 
 use serde_json::{Map, Value, json};
 
+mod credential;
 mod decide;
 
+pub use self::credential::{CA_BUNDLE_ANNOTATION, Credential, TOKEN_AUDIENCE, TOKEN_SECONDS};
 pub use self::decide::{Decision, INJECT_LABEL, NEVER, STATUS_ANNOTATION, Skip, decide};
 
 pub const SIDECAR: &str = "graylane-sidecar";
@@ -46,10 +49,8 @@ pub struct Config {
     pub image: String,
     /// The control plane's URL(s), as sidecars reach them.
     pub control_plane: String,
-    /// A Secret holding the sidecar token (key `token`) and the mesh CA's certificate
-    /// (key `ca.pem`, which an `https://` control plane must chain to), mounted into
-    /// the sidecar; `None`: neither (an unauthenticated, plaintext control plane).
-    pub token_secret: Option<String>,
+    /// How sidecars authenticate and which CA they trust for the control plane.
+    pub credential: Credential,
 }
 
 impl Default for Config {
@@ -57,7 +58,7 @@ impl Default for Config {
         Self {
             image: format!("ghcr.io/graylane/graylane:{}", env!("CARGO_PKG_VERSION")),
             control_plane: "https://graylane-control.graylane-system.svc:15010".into(),
-            token_secret: Some("graylane-sidecar-token".into()),
+            credential: Credential::Secret("graylane-sidecar-token".into()),
         }
     }
 }
@@ -168,20 +169,10 @@ pub fn inject(
         json!({"name": "GRAYLANE_HEALTH_ADDR", "value": format!("0.0.0.0:{HEALTH_PORT}")}),
     ];
     let mut mounts = Vec::new();
-    if let Some(secret) = &config.token_secret {
-        env.push(
-            json!({"name": "GRAYLANE_TOKEN_FILE", "value": "/var/run/secrets/graylane/token"}),
-        );
-        env.push(
-            json!({"name": "GRAYLANE_CA_BUNDLE", "value": "/var/run/secrets/graylane/ca.pem"}),
-        );
-        mounts.push(json!({"name": "graylane-token", "mountPath": "/var/run/secrets/graylane", "readOnly": true}));
-        push(
-            spec_obj,
-            "volumes",
-            json!({"name": "graylane-token", "secret": {"secretName": secret}}),
-        );
-    }
+    let mut new_annotations = annotations.clone();
+    config
+        .credential
+        .apply(&mut new_annotations, spec_obj, &mut env, &mut mounts);
     let probe =
         |path: &str| json!({"httpGet": {"path": path, "port": HEALTH_PORT}, "periodSeconds": 5});
     let sidecar = json!({
@@ -253,12 +244,8 @@ pub fn inject(
     });
     push(spec_obj, "containers", sidecar);
     push(spec_obj, "initContainers", init);
-    let annotations = meta
-        .entry("annotations")
-        .or_insert_with(|| Value::Object(Map::new()));
-    if let Some(a) = annotations.as_object_mut() {
-        a.insert(STATUS_ANNOTATION.into(), json!("injected"));
-    }
+    new_annotations.insert(STATUS_ANNOTATION.into(), json!("injected"));
+    meta.insert("annotations".into(), Value::Object(new_annotations));
     Ok(Outcome::Injected)
 }
 

@@ -52,6 +52,9 @@ pub struct State {
     /// Whether the rules in force were read from the store yet; until then streams
     /// send nothing.
     pub loaded: bool,
+    /// Every CA certificate trusted (PEM); `None` until the mesh CA is loaded. A
+    /// stream sends it in its first snapshot and whenever it changes.
+    pub trust_bundle: Option<Arc<Vec<String>>>,
 }
 
 /// The push hub, shared by the discovery streams, the admin API and the store watcher.
@@ -106,7 +109,9 @@ impl Hub {
     /// sidecar never sees an older revision after a newer one.
     pub fn set_rules(&self, revision: u64, rules: String) {
         self.state.send_if_modified(|state| {
-            if revision <= state.revision && state.version > 0 {
+            // Until the first rules arrive, any revision (0 too) is news: the version
+            // may already have moved for endpoints or the trust bundle.
+            if state.loaded && revision <= state.revision {
                 return false;
             }
             let mut next = State::clone(state);
@@ -182,7 +187,7 @@ impl Hub {
                 labels: e.hello.labels,
                 address: e.hello.address,
                 namespace: e.hello.namespace,
-                identity: String::new(),
+                identity: e.identity,
             })
             .collect()
     }
@@ -203,8 +208,14 @@ impl Hub {
     /// Registers the instance of a new stream. A live stream with the same instance id
     /// is replaced (a sidecar reconnecting before its old stream timed out): the
     /// returned receiver fires when this registration is replaced in turn.
-    pub fn register(&self, hello: Hello, now_ms: i64) -> (SidecarId, oneshot::Receiver<()>) {
-        let (id, kicked) = self.registry().insert(hello, now_ms);
+    /// `identity`: the SPIFFE id decided from its credential (`api::identity`).
+    pub fn register(
+        &self,
+        hello: Hello,
+        identity: String,
+        now_ms: i64,
+    ) -> (SidecarId, oneshot::Receiver<()>) {
+        let (id, kicked) = self.registry().insert(hello, identity, now_ms);
         self.registry_changed.notify_one();
         self.answers.send_modify(|n| *n += 1);
         (id, kicked)
@@ -216,6 +227,30 @@ impl Hub {
             self.registry_changed.notify_one();
             self.answers.send_modify(|n| *n += 1);
         }
+    }
+
+    /// Publishes the trust bundle (every CA certificate trusted) to every stream; a
+    /// no-op when it is unchanged.
+    pub fn set_trust_bundle(&self, bundle: Vec<String>) {
+        self.state.send_if_modified(|state| {
+            if state.trust_bundle.as_deref() == Some(&bundle) {
+                return false;
+            }
+            let mut next = State::clone(state);
+            next.version += 1;
+            next.trust_bundle = Some(Arc::new(bundle));
+            *state = Arc::new(next);
+            true
+        });
+    }
+
+    /// Records a certificate issued to `instance_id` for `identity`, expiring at
+    /// `not_after` (Unix seconds), for `graylane status`.
+    pub fn record_certificate(&self, instance_id: &str, identity: &str, not_after: i64) {
+        let now_secs = crate::now_ms() / 1000;
+        self.registry()
+            .record_certificate(instance_id, identity, not_after, now_secs);
+        self.answers.send_modify(|n| *n += 1);
     }
 
     /// Records an ACK of the snapshot `version`, which carried rule `revision`.
@@ -246,12 +281,38 @@ impl Hub {
         self.answers.subscribe()
     }
 
-    /// Services with a connected sidecar, with their instance count.
-    pub fn services(&self) -> BTreeMap<String, usize> {
+    /// Services with a connected sidecar, by (namespace, service), with their
+    /// instance count.
+    pub fn services(&self) -> BTreeMap<(String, String), usize> {
         let mut services = BTreeMap::new();
         for entry in self.everyone() {
-            *services.entry(entry.hello.service).or_insert(0) += 1;
+            *services
+                .entry((entry.hello.namespace, entry.hello.service))
+                .or_insert(0) += 1;
         }
         services
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Hub;
+
+    #[test]
+    fn empty_rules_load_even_when_the_trust_bundle_came_first() {
+        let hub = Hub::new();
+        hub.set_trust_bundle(vec!["ca".into()]);
+        assert!(!hub.current().loaded);
+        hub.set_rules(0, String::new());
+        let state = hub.current();
+        assert!(
+            state.loaded,
+            "an empty store's revision 0 is the rules in force"
+        );
+        assert_eq!(state.version, 2);
+        assert_eq!(state.trust_bundle.as_deref(), Some(&vec!["ca".to_string()]));
+        // Once loaded, an older or equal revision is still ignored.
+        hub.set_rules(0, "late".into());
+        assert_eq!(hub.current().version, 2);
     }
 }

@@ -13,7 +13,7 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tonic::transport::server::TcpIncoming;
 
-use crate::api::{AdminService, Auth, DiscoveryService, Role, Tokens};
+use crate::api::{AdminService, Auth, DiscoveryService, Identities, Role, Tokens};
 use crate::cluster::Cluster;
 use crate::control::Control;
 use crate::push::{ENDPOINT_DEBOUNCE, Hub};
@@ -37,8 +37,9 @@ pub struct Server {
     )>,
     /// gRPC over TLS (`--grpc-tls`, `--grpc-tls-cert`); `None`: plaintext.
     pub grpc_tls: Option<GrpcTls>,
-    /// The mesh CA's certificate (PEM), served at `/ca.pem`; `None`: no CA in use.
-    pub ca_pem: Option<String>,
+    /// The mesh CA (its certificate served at `/ca.pem`), the trust domain and the
+    /// certificate lifetime; a CA not given is loaded from the store once it answers.
+    pub identities: Arc<Identities>,
 }
 
 /// Rule sets and snapshots are bounded by validation (10,000 documents of ≤ 1 MiB);
@@ -62,7 +63,7 @@ impl Server {
         let probes = tokio::spawn(crate::http::serve(
             http,
             Arc::clone(&control),
-            self.ca_pem.map(Arc::from),
+            Arc::clone(&self.identities),
             stopped.clone(),
         ));
         let tokens = self.tokens.map(Arc::new);
@@ -85,9 +86,18 @@ impl Server {
             ))
         });
 
-        let discovery = DiscoveryServer::new(DiscoveryService::new(hub, stopped.clone()))
-            .max_decoding_message_size(MAX_MESSAGE)
-            .max_encoding_message_size(MAX_MESSAGE);
+        // The trust bundle goes out with the first snapshot when the CA is already
+        // loaded; otherwise once the store hands it over.
+        if let Some(bundle) = self.identities.trust_bundle() {
+            hub.set_trust_bundle(bundle);
+        }
+        let ca = tokio::spawn(
+            Arc::clone(&self.identities).load_ca(Arc::clone(&control), stopped.clone()),
+        );
+        let discovery =
+            DiscoveryServer::new(DiscoveryService::new(hub, self.identities, stopped.clone()))
+                .max_decoding_message_size(MAX_MESSAGE)
+                .max_encoding_message_size(MAX_MESSAGE);
         let traces = Arc::new(Traces::default());
         let collector = TraceServiceServer::new(Collector {
             traces: Arc::clone(&traces),
@@ -140,6 +150,7 @@ impl Server {
             }
         }
         let _ = feed.await;
+        let _ = ca.await;
         let _ = probes.await;
         let _ = endpoints.await;
         if let Some(cluster) = cluster {

@@ -22,7 +22,7 @@ mod memory;
 #[cfg(test)]
 pub(crate) mod conformance;
 
-pub use self::etcd::{EtcdStore, MAX_REVISION_BYTES};
+pub use self::etcd::{EtcdStore, EtcdTls, EtcdTlsError, MAX_REVISION_BYTES, connect_options};
 pub use self::file::FileStore;
 pub use self::memory::MemoryStore;
 
@@ -121,13 +121,14 @@ pub trait Store: Send + Sync + 'static {
     fn ca_get_or_create(&self, candidate: CaPem) -> StoreFuture<'_, CaPem>;
 }
 
-/// `--store` values: `memory:`, `file:PATH` (default `file:./graylane-data`) or
-/// `etcd://host:port[,host:port...]`.
+/// `--store` values: `memory:`, `file:PATH` (default `file:./graylane-data`),
+/// `etcd://host:port[,host:port...]`, or `etcd+https://host:port[,...]` (etcd over TLS:
+/// `--etcd-ca` and usually `--etcd-cert/--etcd-key`).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum StoreUrl {
     Memory,
     File(PathBuf),
-    /// etcd client URLs (`http://host:port`).
+    /// etcd client URLs (`http://host:port`, or all `https://host:port`).
     Etcd(Vec<String>),
 }
 
@@ -144,22 +145,31 @@ impl std::str::FromStr for StoreUrl {
             }
             return Ok(Self::File(PathBuf::from(path)));
         }
-        if let Some(hosts) = s.strip_prefix("etcd://") {
+        let etcd = [("etcd://", "http"), ("etcd+https://", "https")]
+            .into_iter()
+            .find_map(|(prefix, scheme)| Some((s.strip_prefix(prefix)?, scheme)));
+        if let Some((hosts, scheme)) = etcd {
             let endpoints: Vec<String> = hosts
                 .split(',')
                 .map(str::trim)
                 .filter(|h| !h.is_empty())
-                .map(|h| format!("http://{}", h.trim_end_matches('/')))
+                .map(|h| format!("{scheme}://{}", h.trim_end_matches('/')))
                 .collect();
             if endpoints.is_empty() {
                 return Err(
                     "etcd:// needs at least one host:port, e.g. etcd://127.0.0.1:2379".into(),
                 );
             }
+            // `etcd://https://h:2379` would quietly become plaintext to a host "https".
+            if hosts.contains("://") {
+                return Err(format!(
+                    "{s:?}: list host:port only; etcd over TLS is etcd+https://host:port[,host:port...]"
+                ));
+            }
             return Ok(Self::Etcd(endpoints));
         }
         Err(format!(
-            "unknown store {s:?}: expected memory:, file:PATH or etcd://host:port[,host:port...]"
+            "unknown store {s:?}: expected memory:, file:PATH, etcd://host:port[,host:port...] or etcd+https://host:port[,host:port...]"
         ))
     }
 }
@@ -167,16 +177,18 @@ impl std::str::FromStr for StoreUrl {
 impl StoreUrl {
     /// Opens the store; the file store takes an exclusive lock on its directory; the
     /// etcd store keeps its keys under `etcd_prefix` and connects lazily.
+    /// `etcd_tls` is for `etcd+https://` only.
     pub async fn open(
         &self,
         history_limit: usize,
         etcd_prefix: &str,
+        etcd_tls: Option<&EtcdTls>,
     ) -> Result<Box<dyn Store>, StoreError> {
         Ok(match self {
             Self::Memory => Box::new(MemoryStore::new(history_limit)),
             Self::File(path) => Box::new(FileStore::open(path.clone(), history_limit).await?),
             Self::Etcd(endpoints) => {
-                Box::new(EtcdStore::open(endpoints, etcd_prefix, history_limit).await?)
+                Box::new(EtcdStore::open(endpoints, etcd_prefix, history_limit, etcd_tls).await?)
             }
         })
     }

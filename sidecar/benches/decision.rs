@@ -184,7 +184,7 @@ fn decide<'t>(
     };
     let route = sc
         .table
-        .route(service, tag.as_ref(), &view, rng.u64(..))
+        .route("default", service, tag.as_ref(), &view, rng.u64(..))
         .expect("every bench service has a candidate");
     sc.balancer
         .pick(route.candidates, None, rng, now)
@@ -200,7 +200,10 @@ fn check(sc: &Sidecar, services: &[String], parts: &Parts, path: &str) {
             parts,
             source_ip: None,
         };
-        let route = sc.table.route(s, tag.as_ref(), &view, 0).expect("routable");
+        let route = sc
+            .table
+            .route("default", s, tag.as_ref(), &view, 0)
+            .expect("routable");
         let ok = match path {
             "lane" => route.lane == Some("lane3") && route.fallback.is_none(),
             "weighted" => tag.is_none() && route.subset.is_some(),

@@ -22,6 +22,7 @@ use tokio_stream::wrappers::ReceiverStream;
 use crate::discovery::Counters;
 use crate::gaps::Gaps;
 use crate::health;
+use crate::identity::Identity;
 use crate::metrics::Metrics;
 use crate::routes::Shared;
 use crate::server::Acceptor;
@@ -30,6 +31,8 @@ use crate::spans::Tracer;
 /// What the admin listener serves from.
 pub struct Admin {
     pub service: String,
+    /// This instance's namespace: the gate is that of (namespace, service).
+    pub namespace: String,
     pub instance_id: String,
     pub labels: BTreeMap<String, String>,
     pub routes: Shared,
@@ -37,6 +40,8 @@ pub struct Admin {
     pub metrics: Arc<Metrics>,
     pub tracer: Arc<Tracer>,
     pub gaps: Arc<Gaps>,
+    /// The workload certificate: `/config`'s `identity`, and `/ready`.
+    pub(crate) identity: Arc<Identity>,
 }
 
 type Body = BoxBody<Bytes, Infallible>;
@@ -89,7 +94,7 @@ impl Admin {
                 text(status, body)
             }
             "/ready" => {
-                let (status, body) = health::ready(&self.routes);
+                let (status, body) = health::ready(&self.routes, &self.identity);
                 text(status, body)
             }
             "/metrics" => self.metrics(req.headers().get(header::ACCEPT)),
@@ -108,7 +113,7 @@ impl Admin {
     fn gate(&self) -> serde_json::Value {
         let (lane, release, active) = match self.routes.load() {
             Some(r) => {
-                let g = r.table.gate(&self.service, &self.labels);
+                let g = r.table.gate(&self.namespace, &self.service, &self.labels);
                 (g.lane.map(str::to_string), g.release.to_string(), g.active)
             }
             // Before the first snapshot nothing says otherwise: `all` lets everyone run.
@@ -123,6 +128,7 @@ impl Admin {
         let mut changes = self.routes.subscribe();
         let admin = Admin {
             service: self.service.clone(),
+            namespace: self.namespace.clone(),
             instance_id: self.instance_id.clone(),
             labels: self.labels.clone(),
             routes: Arc::clone(&self.routes),
@@ -130,6 +136,7 @@ impl Admin {
             metrics: Arc::clone(&self.metrics),
             tracer: Arc::clone(&self.tracer),
             gaps: Arc::clone(&self.gaps),
+            identity: Arc::clone(&self.identity),
         };
         tokio::spawn(async move {
             let mut last = None;
@@ -161,10 +168,16 @@ impl Admin {
 
     fn config(&self) -> serde_json::Value {
         match self.routes.load() {
-            None => json!({"service": self.service, "instance": self.instance_id, "ready": false}),
+            None => json!({
+                "service": self.service,
+                "instance": self.instance_id,
+                "ready": false,
+                "identity": self.identity.describe(),
+            }),
             Some(r) => json!({
                 "service": self.service,
                 "instance": self.instance_id,
+                "identity": self.identity.describe(),
                 "labels": self.labels,
                 "ready": true,
                 "revision": r.revision,

@@ -8,6 +8,8 @@
 //!            ▼                    ▼
 //! app ─► Outbound ──────► other sidecars' Inbound ─► their app
 //!            └─ TraceTable ◄─ Inbound ◄── other sidecars
+//!  Identity (certificate, trust bundle) ◄── renewal / Discovery ◄── control plane
+//!     └► mesh mTLS configs for Outbound and Inbound; /config, /ready
 //! ```
 
 use std::future::Future;
@@ -23,12 +25,13 @@ use crate::balance::Balancer;
 use crate::discovery::{self, Discovery};
 use crate::gaps::Gaps;
 use crate::health;
+use crate::identity::{self, Identity};
 use crate::inbound::Inbound;
 use crate::metrics::Metrics;
 use crate::outbound::Outbound;
 use crate::proxy::Clients;
 use crate::routes::Routing;
-use crate::server::{self, Limits, Sniff};
+use crate::server::{self, Limits, MeshInbound, Sniff};
 use crate::spans::{TraceConfig, Tracer, attr};
 use crate::tag::TraceTable;
 use crate::transparent::Transparent;
@@ -80,11 +83,28 @@ pub async fn run(config: Config, listeners: Listeners, shutdown: impl Future<Out
     let routes = Arc::new(Routing::default());
     let counters = Arc::new(discovery::Counters::default());
     let traces = Arc::new(TraceTable::new(TRACE_ENTRIES, TRACE_TTL));
-    let clients = Clients::new(CONNECT_TIMEOUT);
     let metrics = Arc::new(Metrics::default());
+    // The workload certificate, asked for as whom discovery registers, from the same
+    // control planes.
+    let identity = Arc::new(Identity::new(
+        identity::Config {
+            namespace: d.namespace.clone(),
+            service_account: d.service_account.clone(),
+            instance_id: d.instance_id.clone(),
+            control_planes: d.control_planes.clone(),
+            token_file: d.token_file.clone(),
+            ca_bundle: d.ca_bundle.clone(),
+        },
+        Arc::clone(&metrics),
+    ));
+    // Mesh mTLS to other sidecars by the PeerPolicy of each destination.
+    let clients = Clients::new(CONNECT_TIMEOUT, Some(Arc::clone(&identity)));
     let mut resource = vec![
         attr("service.name", d.service.clone()),
         attr("service.instance.id", d.instance_id.clone()),
+        // OpenTelemetry's Kubernetes convention: `orders` of `shop` and of `staging`
+        // are told apart by it.
+        attr("k8s.namespace.name", config.namespace.clone()),
     ];
     resource.extend(
         d.labels
@@ -119,6 +139,7 @@ pub async fn run(config: Config, listeners: Listeners, shutdown: impl Future<Out
     });
     let inbound = Arc::new(Inbound {
         service: d.service.clone(),
+        namespace: config.namespace.clone(),
         instance_id: d.instance_id.clone(),
         app_addr: config.app_addr.clone(),
         routes: Arc::clone(&routes),
@@ -138,6 +159,7 @@ pub async fn run(config: Config, listeners: Listeners, shutdown: impl Future<Out
     });
     let admin = Arc::new(Admin {
         service: d.service.clone(),
+        namespace: config.namespace.clone(),
         instance_id: d.instance_id.clone(),
         labels: d.labels.clone(),
         routes: Arc::clone(&routes),
@@ -145,14 +167,20 @@ pub async fn run(config: Config, listeners: Listeners, shutdown: impl Future<Out
         metrics: Arc::clone(&metrics),
         tracer,
         gaps,
+        identity: Arc::clone(&identity),
     });
     // One signal for every task: listeners stop accepting and drain, the discovery
     // stream ends.
     let (stop, stopped) = watch::channel(false);
     let limits = config.limits;
-    let health = listeners
-        .health
-        .map(|l| tokio::spawn(health::serve(l, Arc::clone(&routes), stopped.clone())));
+    let health = listeners.health.map(|l| {
+        tokio::spawn(health::serve(
+            l,
+            Arc::clone(&routes),
+            Arc::clone(&identity),
+            stopped.clone(),
+        ))
+    });
     let tasks = [
         tokio::spawn(admin.serve(listeners.admin, stopped.clone())),
         tokio::spawn(server::serve(
@@ -167,7 +195,17 @@ pub async fn run(config: Config, listeners: Listeners, shutdown: impl Future<Out
             listeners.inbound,
             inbound,
             limits,
-            Sniff::Inbound(transparent, config.app_addr.clone()),
+            Sniff::Inbound(
+                transparent,
+                config.app_addr.clone(),
+                Arc::new(MeshInbound::new(
+                    Arc::clone(&identity),
+                    Arc::clone(&routes),
+                    config.namespace.clone(),
+                    d.service.clone(),
+                    Arc::clone(&metrics),
+                )),
+            ),
             Arc::clone(&metrics.inbound_connections),
             stopped.clone(),
         )),
@@ -177,11 +215,14 @@ pub async fn run(config: Config, listeners: Listeners, shutdown: impl Future<Out
         Arc::clone(&outbound),
         stopped.clone(),
     ));
-    let discovery = tokio::spawn(Discovery::new(config.discovery, routes, counters).run(stopped));
+    let renewal = tokio::spawn(Arc::clone(&identity).run(stopped.clone()));
+    let discovery =
+        tokio::spawn(Discovery::new(config.discovery, routes, counters, identity).run(stopped));
     shutdown.await;
     tracing::info!("shutting down: draining");
     let _ = stop.send(true);
     let _ = discovery.await;
+    let _ = renewal.await;
     let _ = prune.await;
     for task in tasks.into_iter().chain(health) {
         let _ = task.await;

@@ -222,7 +222,7 @@ mod tests {
     }
 
     fn candidates(t: &RoutingTable) -> Candidates<'_> {
-        t.route("svc", None, &Req, 0).unwrap().candidates
+        t.route("default", "svc", None, &Req, 0).unwrap().candidates
     }
 
     /// How often each id is picked in `n` picks, each guard dropped at once.

@@ -2,9 +2,10 @@
 //! into `Routes`, swap it in, ACK it (or NACK with the reason and keep the old one).
 //!
 //! ```text
-//!  connect (each --control-plane URL in turn, jittered backoff)
+//!  connect (each --control-plane URL in turn, jittered backoff, the token re-read)
 //!    └► Hello ─► parts ─► blocking pool: Received::after ─► RuleSet::from_yaml
 //!                                          + RoutingTable::build
+//!                                          ├─ trust bundle ─► Identity (any part)
 //!                                          ├─ ok:  swap Routes, write cache ─► ACK
 //!                                          └─ err: keep Routes ─► NACK(reason)
 //!  no snapshot yet and the control plane is unreachable ─► Routes from --cache-dir
@@ -26,6 +27,8 @@ use graylane_proto::v1::{Hello, SidecarMessage};
 use tokio::sync::{mpsc, watch};
 use tokio_stream::wrappers::ReceiverStream;
 
+use crate::backoff::Backoff;
+use crate::identity::Identity;
 use crate::routes::Shared;
 
 mod apply;
@@ -36,9 +39,13 @@ use self::apply::Applier;
 use self::received::{Parts, Received};
 
 /// Backoff between connection attempts: doubles from the first to the last, each
-/// wait jittered ±50% so a fleet does not reconnect in lockstep after a restart.
+/// wait jittered (see `Backoff`) so a fleet does not reconnect in lockstep.
 const BACKOFF_FIRST: Duration = Duration::from_millis(100);
 const BACKOFF_MAX: Duration = Duration::from_secs(5);
+/// How long registration waits for the first certificate request to be over (it
+/// usually takes milliseconds; a control plane that cannot issue does not hold the
+/// instance back longer than this).
+const FIRST_CERTIFICATE_WAIT: Duration = Duration::from_secs(3);
 
 /// Who this sidecar is and where it gets its rules.
 #[derive(Clone, Debug)]
@@ -53,8 +60,9 @@ pub struct Config {
     pub advertise: String,
     /// Control-plane URLs, tried in turn.
     pub control_planes: Vec<String>,
-    /// Bearer token for the control plane.
-    pub token: Option<String>,
+    /// The file holding the bearer token for the control plane; read again at every
+    /// (re)connect, because Kubernetes rotates projected tokens in place.
+    pub token_file: Option<PathBuf>,
     /// Where the last good snapshot is kept.
     pub cache_dir: Option<PathBuf>,
     /// CA certificates (PEM) an `https://` control plane must chain to.
@@ -80,8 +88,19 @@ pub struct Discovery {
 }
 
 impl Discovery {
-    pub fn new(config: Config, routes: Shared, counters: Arc<Counters>) -> Self {
-        let applier = Applier::new(routes, Arc::clone(&counters), config.cache_dir.clone());
+    /// Snapshots' trust bundles go to `identity`.
+    pub(crate) fn new(
+        config: Config,
+        routes: Shared,
+        counters: Arc<Counters>,
+        identity: Arc<Identity>,
+    ) -> Self {
+        let applier = Applier::new(
+            routes,
+            Arc::clone(&counters),
+            config.cache_dir.clone(),
+            identity,
+        );
         Self {
             config,
             counters,
@@ -92,9 +111,13 @@ impl Discovery {
     /// Keeps a stream to some control plane open until `shutdown` turns true. Never
     /// returns an error: every failure is logged and retried after a backoff.
     pub async fn run(self, mut shutdown: watch::Receiver<bool>) {
-        let mut backoff = BACKOFF_FIRST;
+        let mut backoff = Backoff::new(BACKOFF_FIRST, BACKOFF_MAX);
         let mut received = Received::default();
         let mut cache_tried = false;
+        tokio::select! {
+            () = self.applier.identity.first_attempt(FIRST_CERTIFICATE_WAIT) => {}
+            _ = shutdown.wait_for(|down| *down) => return,
+        }
         for url in self.config.control_planes.iter().cycle() {
             let result = tokio::select! {
                 r = self.session(url, &mut received) => r,
@@ -102,7 +125,7 @@ impl Discovery {
             };
             match result {
                 // A session that delivered a snapshot was healthy: start over fast.
-                Ok(true) => backoff = BACKOFF_FIRST,
+                Ok(true) => backoff.reset(),
                 Ok(false) => {}
                 Err(e) => {
                     tracing::warn!(control_plane = %url, error = %e, "control plane stream failed")
@@ -112,10 +135,8 @@ impl Discovery {
                 cache_tried = true;
                 self.applier.load_cache().await;
             }
-            let wait = backoff.mul_f64(0.5 + fastrand::f64());
-            backoff = (backoff * 2).min(BACKOFF_MAX);
             tokio::select! {
-                () = tokio::time::sleep(wait) => {}
+                () = tokio::time::sleep(backoff.next_wait()) => {}
                 _ = shutdown.wait_for(|down| *down) => return,
             }
         }
@@ -146,11 +167,8 @@ impl Discovery {
             })
             .await;
         let mut request = tonic::Request::new(ReceiverStream::new(rx));
-        if let Some(token) = &self.config.token {
-            let value = format!("Bearer {token}")
-                .parse()
-                .map_err(|_| "token is not a valid header value")?;
-            request.metadata_mut().insert("authorization", value);
+        if let Some(bearer) = crate::grpc::bearer(self.config.token_file.as_deref()).await? {
+            request.metadata_mut().insert("authorization", bearer);
         }
         let mut inbound = DiscoveryClient::new(channel)
             .subscribe(request)

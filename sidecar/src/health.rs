@@ -14,6 +14,7 @@ use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
+use crate::identity::{self, Identity};
 use crate::routes::{Routing, Shared};
 use crate::server::Acceptor;
 
@@ -23,10 +24,12 @@ const HEALTH_CONNECTIONS: usize = 32;
 /// A probe sends its request at once; a connection silent this long is closed.
 const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(5);
 
-/// Serves `/ready` and `/live` from `routes` until `shutdown` turns true.
+/// Serves `/ready` and `/live` from `routes` and `identity` until `shutdown` turns
+/// true.
 pub(crate) async fn serve(
     listener: TcpListener,
     routes: Shared,
+    identity: Arc<Identity>,
     mut shutdown: watch::Receiver<bool>,
 ) {
     let mut acceptor = Acceptor::new(listener, HEALTH_CONNECTIONS, Arc::default());
@@ -37,11 +40,12 @@ pub(crate) async fn serve(
         };
         let (stream, permit) = (accepted.stream, accepted.permit);
         let routes = Arc::clone(&routes);
+        let identity = Arc::clone(&identity);
         tokio::spawn(async move {
             let _permit = permit;
             let service = hyper::service::service_fn(move |req| {
-                let routes = Arc::clone(&routes);
-                async move { Ok::<_, Infallible>(respond(&req, &routes)) }
+                let (routes, identity) = (Arc::clone(&routes), Arc::clone(&identity));
+                async move { Ok::<_, Infallible>(respond(&req, &routes, &identity)) }
             });
             let _ = hyper::server::conn::http1::Builder::new()
                 .timer(TokioTimer::new())
@@ -52,10 +56,10 @@ pub(crate) async fn serve(
     }
 }
 
-fn respond<B>(req: &Request<B>, routes: &Routing) -> Response<Full<Bytes>> {
+fn respond<B>(req: &Request<B>, routes: &Routing, identity: &Identity) -> Response<Full<Bytes>> {
     let (status, body) = match req.uri().path() {
         "/live" => live(),
-        "/ready" => ready(routes),
+        "/ready" => ready(routes, identity),
         _ => (StatusCode::NOT_FOUND, "not found: /live /ready\n".into()),
     };
     let mut response = Response::new(Full::new(Bytes::from(body)));
@@ -69,15 +73,29 @@ pub(crate) fn live() -> (StatusCode, String) {
 }
 
 /// Readiness: a snapshot of the routes is in force (from the control plane or the
-/// cache), so requests can be routed.
-pub(crate) fn ready(routes: &Routing) -> (StatusCode, String) {
-    match routes.load() {
-        Some(r) => (StatusCode::OK, format!("ready (revision {})\n", r.revision)),
-        None => (
+/// cache), so requests can be routed; and the workload certificate, once there is
+/// one, has not expired (mesh mTLS would fail). Before the first certificate nothing
+/// needs one (mTLS `off`, an older control plane).
+pub(crate) fn ready(routes: &Routing, identity: &Identity) -> (StatusCode, String) {
+    ready_at(routes, identity, identity::unix_now())
+}
+
+/// `ready` at `now` (unix seconds).
+fn ready_at(routes: &Routing, identity: &Identity, now: i64) -> (StatusCode, String) {
+    let Some(r) = routes.load() else {
+        return (
             StatusCode::SERVICE_UNAVAILABLE,
             "not ready: no snapshot yet\n".into(),
-        ),
+        );
+    };
+    if let Some(at) = identity.expired_at(now) {
+        let at = identity::rfc3339(at);
+        return (
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!("not ready: the workload certificate expired at {at} and was not renewed\n"),
+        );
     }
+    (StatusCode::OK, format!("ready (revision {})\n", r.revision))
 }
 
 #[cfg(test)]
@@ -86,7 +104,38 @@ mod tests {
 
     fn get(path: &str) -> StatusCode {
         let req = Request::get(path).body(()).unwrap();
-        respond(&req, &Routing::default()).status()
+        let identity = Identity::new(identity::Config::default(), Arc::default());
+        respond(&req, &Routing::default(), &identity).status()
+    }
+
+    #[test]
+    fn ready_turns_503_once_the_certificate_expired() {
+        use crate::identity::testing::TestCa;
+        let routes = Routing::default();
+        let rules = graylane_routing::RuleSet::from_yaml("(test)", "").unwrap();
+        routes.publish(crate::routes::Routes {
+            version: 1,
+            revision: 1,
+            table: graylane_routing::RoutingTable::build(&rules, Vec::new()),
+            rules,
+            endpoints: Default::default(),
+            addresses: Default::default(),
+            source: crate::routes::Source::ControlPlane,
+        });
+        let none = Identity::new(identity::Config::default(), Arc::default());
+        assert_eq!(
+            ready_at(&routes, &none, i64::MAX).0,
+            StatusCode::OK,
+            "none needed"
+        );
+        let ca = TestCa::new("mesh");
+        let id = ca.identity("spiffe://cluster.local/ns/a/sa/b", &[ca.pem()]);
+        let now = identity::unix_now();
+        assert_eq!(ready_at(&routes, &id, now).0, StatusCode::OK);
+        // The test certificate lives an hour: two hours on, it has expired.
+        let (status, body) = ready_at(&routes, &id, now + 7200);
+        assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
+        assert!(body.contains("certificate expired"), "{body}");
     }
 
     #[test]

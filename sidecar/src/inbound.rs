@@ -3,6 +3,8 @@
 //!
 //! ```text
 //! request ─► caller's tag (Gray-Publish header, else baggage)
+//!         ─► mTLS on (permissive|strict) and the peer proved no mesh identity: the
+//!            tag is an untrusted caller's (TagPolicy decides; none: stripped)
 //!         ─► TagPolicy of this service: incoming strip|keep|keep-known, then rules
 //!         ─► remember trace id → (tag, --propagate-headers) in the trace table
 //!         ─► forward to --app-addr with Gray-Publish and baggage set to the tag
@@ -10,13 +12,12 @@
 //!         ─► response (+ Graylane-Route entry for the mesh's entry hop)
 //! ```
 
-use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use graylane_routing::{
-    InboundSource, Tag, TraceParent, baggage_with, baggage_with_tag, baggage_without_tag,
+    InboundSource, MtlsMode, Tag, TraceParent, baggage_with, baggage_with_tag, baggage_without_tag,
 };
 use http::header::{HeaderName, HeaderValue};
 use http::request::Parts;
@@ -28,7 +29,7 @@ use crate::metrics::{Key, Metrics};
 use crate::outbound::{DEBUG_HEADER, HOPS_HEADER, Hop, append_route, lane_label};
 use crate::proxy::{self, Body, Clients, ProxyError, SendError};
 use crate::routes::{Routes, Shared};
-use crate::server::Handler;
+use crate::server::{Handler, Peer};
 use crate::spans::{Kind, Notes, TRACE_BAGGAGE_KEY, TRACEPARENT, Tracer};
 use crate::tag::{self, HeaderTag, Source, TAG_HEADER, TraceEntry, TraceTable, View};
 
@@ -37,6 +38,8 @@ const BAGGAGE: &str = "baggage";
 /// The inbound side of one sidecar.
 pub struct Inbound {
     pub service: String,
+    /// This service's namespace: whose TagPolicy and PeerPolicy apply.
+    pub namespace: String,
     pub instance_id: String,
     pub app_addr: String,
     pub routes: Shared,
@@ -50,21 +53,19 @@ pub struct Inbound {
 }
 
 impl Handler for Inbound {
-    async fn handle(
-        self: Arc<Self>,
-        peer: SocketAddr,
-        mut request: Request<Incoming>,
-    ) -> Response<Body> {
+    async fn handle(self: Arc<Self>, peer: Peer, mut request: Request<Incoming>) -> Response<Body> {
         let _in_flight = self.metrics.start();
         let started = Instant::now();
         let span = self.tracer.begin(request.headers_mut());
         let mut notes = Notes {
             trace_id: span.trace_id,
+            peer_identity: peer.identity.as_deref().map(str::to_owned),
             ..Notes::default()
         };
         let mut key = Key {
             direction: "inbound",
             service: self.service.clone(),
+            namespace: self.namespace.clone(),
             subset: "-".into(),
             lane: "-".into(),
             status: 0,
@@ -88,7 +89,7 @@ impl Handler for Inbound {
 impl Inbound {
     async fn proxy(
         &self,
-        peer: SocketAddr,
+        peer: Peer,
         request: Request<Incoming>,
         key: &mut Key,
         notes: &mut Notes,
@@ -100,7 +101,7 @@ impl Inbound {
         let debug = parts.headers.get(DEBUG_HEADER).is_some_and(|v| v == "1");
         // One snapshot for the whole decision, like the outbound side.
         let routes = self.routes.load();
-        let (tag, source) = self.decide_tag(routes.as_deref(), &mut parts, peer);
+        let (tag, source) = self.decide_tag(routes.as_deref(), &mut parts, &peer);
         if let Some(routes) = &routes {
             key.lane = lane_label(routes, tag.as_ref());
             notes.revision = routes.revision;
@@ -173,6 +174,7 @@ impl Inbound {
                 source,
                 fallback: false,
                 revision: routes.as_ref().map_or(0, |r| r.revision),
+                peer: peer.identity.as_deref(),
             };
             append_route(&mut parts.headers, &hop.entry());
         }
@@ -180,12 +182,15 @@ impl Inbound {
     }
 
     /// sidecar.md "The tag on the way in": the caller's tag, then this service's
-    /// TagPolicy (trust setting, then rules) when it has one.
+    /// TagPolicy (trust setting, then rules) when it has one. With mTLS on
+    /// (security.md "The tag across the trust boundary"), a tag from a peer that
+    /// proved no mesh identity is an untrusted caller's: with no TagPolicy to decide,
+    /// it is stripped and counted.
     fn decide_tag(
         &self,
         routes: Option<&Routes>,
         parts: &mut Parts,
-        peer: SocketAddr,
+        peer: &Peer,
     ) -> (Option<Tag>, Source) {
         let (incoming, from) = match tag::from_header(&parts.headers) {
             HeaderTag::Valid(t) => (Some(t), Source::Header),
@@ -198,17 +203,44 @@ impl Inbound {
                 (None, Source::None)
             }
         };
+        // Before any snapshot the mode is the default (permissive) and no TagPolicy is
+        // known: an unproved tag is stripped, failing closed.
+        let untrusted = peer.identity.is_none()
+            && proxy::mtls_mode(routes, &self.namespace, &self.service) != MtlsMode::Off;
+        let had_tag = incoming.is_some();
+        let incoming = match incoming {
+            Some(_)
+                if untrusted
+                    && !routes.is_some_and(|r| {
+                        r.table.has_tag_policy(&self.namespace, &self.service)
+                    }) =>
+            {
+                self.metrics.untrusted_tags.fetch_add(1, Ordering::Relaxed);
+                tracing::debug!(peer = %peer.addr, "tag from a peer without a mesh identity stripped");
+                None
+            }
+            incoming => incoming,
+        };
         let Some(routes) = routes else {
+            let from = if incoming.is_some() {
+                from
+            } else {
+                Source::None
+            };
             return (incoming, from);
         };
         let decided = routes.table.inbound_tag(
+            &self.namespace,
             &self.service,
             incoming,
             &View {
                 parts,
-                source_ip: Some(peer.ip()),
+                source_ip: Some(peer.addr.ip()),
             },
         );
+        if untrusted && had_tag && decided.stripped {
+            self.metrics.untrusted_tags.fetch_add(1, Ordering::Relaxed);
+        }
         let source = match decided.source {
             InboundSource::Incoming => from,
             InboundSource::Rule => Source::Rule,

@@ -12,11 +12,13 @@
 
 pub mod admin;
 pub mod app;
+mod backoff;
 pub mod balance;
 pub mod discovery;
 pub mod gaps;
 mod grpc;
 pub(crate) mod health;
+pub(crate) mod identity;
 pub mod inbound;
 pub mod iptables;
 pub mod metrics;

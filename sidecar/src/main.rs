@@ -254,7 +254,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
             Some(url) => Some(url.to_string()),
             None => control_planes.first().cloned(),
         },
-        token: token.clone(),
+        token,
         sampling: args.trace_sampling / 100.0,
         ca_bundle: ca_bundle.clone(),
     };
@@ -267,7 +267,9 @@ async fn run(args: Args) -> anyhow::Result<()> {
             labels: args.labels,
             advertise,
             control_planes,
-            token,
+            // Read again at every (re)connect; read once above to refuse a missing
+            // file at start.
+            token_file: args.token_file,
             cache_dir: args.cache_dir,
             ca_bundle,
         },

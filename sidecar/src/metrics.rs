@@ -7,11 +7,11 @@
 //! that names no lane is counted as `other`.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::time::Duration;
 
 use graylane_exposition::Scrape;
-use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::encoding::{EncodeLabel, EncodeLabelSet, LabelSetEncoder};
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
@@ -23,16 +23,34 @@ const BUCKETS: [f64; 12] = [
 ];
 
 /// The labels of one series.
-#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, EncodeLabelSet)]
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct Key {
     /// `outbound` or `inbound`.
     pub direction: &'static str,
+    /// Outbound: the destination service; inbound: this one.
     pub service: String,
+    /// The namespace of `service`; `-` where `service` is (no mesh service). Shown as
+    /// the `namespace` label only outside `default` (and `-`), so the series of a
+    /// mesh without namespaces keep the labels they always had.
+    pub namespace: String,
     /// The subset that served, `-` when no RoutePolicy names one.
     pub subset: String,
     /// The lane of the request's tag, `-` untagged, `other` for a tag no lane declares.
     pub lane: String,
     pub status: u16,
+}
+
+impl EncodeLabelSet for Key {
+    fn encode(&self, encoder: &mut LabelSetEncoder<'_>) -> Result<(), std::fmt::Error> {
+        ("direction", self.direction).encode(encoder.encode_label())?;
+        ("service", self.service.as_str()).encode(encoder.encode_label())?;
+        if !matches!(self.namespace.as_str(), "default" | "-" | "") {
+            ("namespace", self.namespace.as_str()).encode(encoder.encode_label())?;
+        }
+        ("subset", self.subset.as_str()).encode(encoder.encode_label())?;
+        ("lane", self.lane.as_str()).encode(encoder.encode_label())?;
+        ("status", self.status).encode(encoder.encode_label())
+    }
 }
 
 /// The sidecar's request metrics.
@@ -45,6 +63,69 @@ pub struct Metrics {
     durations: Family<Key, Histogram, fn() -> Histogram>,
     pub inbound_connections: Arc<Connections>,
     pub outbound_connections: Arc<Connections>,
+    /// Inbound connections refused by the mTLS mode, by reason.
+    pub inbound_refused: Refusals,
+    /// Tags from a peer without a verified mesh identity, removed (mTLS on, no
+    /// TagPolicy keeping them).
+    pub untrusted_tags: AtomicU64,
+    /// The workload certificate's expiry, unix seconds (0: none yet).
+    certificate_expiry: AtomicI64,
+    /// Certificate requests answered with a certificate put in force, and failed.
+    certificate_renewals_ok: AtomicU64,
+    certificate_renewals_error: AtomicU64,
+}
+
+/// Why the inbound listener refused a connection (the `reason` label of
+/// `graylane_inbound_refused_total`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RefusedReason {
+    /// Strict mode: not TLS.
+    Plaintext,
+    /// Strict mode: TLS, but not to a mesh SNI (an app's own TLS, or no SNI).
+    NotMesh,
+    /// The client presented no certificate.
+    NoCertificate,
+    /// The handshake failed: a certificate from another CA, expired, no identity, a
+    /// malformed or too slow ClientHello.
+    Handshake,
+    /// This sidecar has no valid certificate (not issued yet, or expired).
+    NoCertificateLocal,
+}
+
+impl RefusedReason {
+    const ALL: [RefusedReason; 5] = [
+        Self::Plaintext,
+        Self::NotMesh,
+        Self::NoCertificate,
+        Self::Handshake,
+        Self::NoCertificateLocal,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Plaintext => "plaintext",
+            Self::NotMesh => "not_mesh",
+            Self::NoCertificate => "no_certificate",
+            Self::Handshake => "handshake",
+            Self::NoCertificateLocal => "no_certificate_local",
+        }
+    }
+}
+
+/// One counter per [`RefusedReason`].
+#[derive(Default)]
+pub struct Refusals([AtomicU64; RefusedReason::ALL.len()]);
+
+impl Refusals {
+    pub fn count(&self, reason: RefusedReason) {
+        self.0[reason as usize].fetch_add(1, Ordering::Relaxed);
+    }
+}
+
+/// The `reason` label of the refusal counter.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, EncodeLabelSet)]
+struct Reason {
+    reason: &'static str,
 }
 
 /// Connection counters of one listener.
@@ -67,6 +148,12 @@ struct Listener {
     listener: &'static str,
 }
 
+/// The `result` label of the certificate renewals.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, EncodeLabelSet)]
+struct Renewal {
+    result: &'static str,
+}
+
 /// Counts a request as in flight until dropped.
 pub struct InFlight<'a>(&'a Metrics);
 
@@ -86,6 +173,11 @@ impl Default for Metrics {
             durations: Family::new_with_constructor(|| Histogram::new(BUCKETS)),
             inbound_connections: Arc::default(),
             outbound_connections: Arc::default(),
+            inbound_refused: Refusals::default(),
+            untrusted_tags: AtomicU64::default(),
+            certificate_expiry: AtomicI64::default(),
+            certificate_renewals_ok: AtomicU64::default(),
+            certificate_renewals_error: AtomicU64::default(),
         }
     }
 }
@@ -103,6 +195,21 @@ impl Metrics {
             .get_or_create(&key)
             .observe(elapsed.as_secs_f64());
         self.requests.get_or_create(&key).inc();
+    }
+
+    /// A new workload certificate is in force until `not_after` (unix seconds).
+    pub(crate) fn set_certificate_expiry(&self, not_after: i64) {
+        self.certificate_expiry.store(not_after, Ordering::Relaxed);
+    }
+
+    /// One certificate request done: `ok` when its certificate is in force.
+    pub(crate) fn certificate_renewal(&self, ok: bool) {
+        let counter = if ok {
+            &self.certificate_renewals_ok
+        } else {
+            &self.certificate_renewals_error
+        };
+        counter.fetch_add(1, Ordering::Relaxed);
     }
 
     /// Adds every series to a scrape.
@@ -123,6 +230,20 @@ impl Metrics {
             self.tunnels.load(Ordering::Relaxed),
         );
         self.register_connections(scrape);
+        self.register_certificate(scrape);
+        scrape.counters(
+            "graylane_inbound_refused_total",
+            "Inbound connections refused by the PeerPolicy mTLS mode, by reason.",
+            RefusedReason::ALL.map(|r| {
+                let count = self.inbound_refused.0[r as usize].load(Ordering::Relaxed);
+                (Reason { reason: r.as_str() }, count)
+            }),
+        );
+        scrape.counter(
+            "graylane_untrusted_tag_total",
+            "Tags from a peer without a verified mesh identity, removed (mTLS on, no TagPolicy).",
+            self.untrusted_tags.load(Ordering::Relaxed),
+        );
         scrape.register(
             "graylane_sidecar_requests_total",
             "Requests answered.",
@@ -132,6 +253,23 @@ impl Metrics {
             "graylane_sidecar_request_duration_seconds",
             "Time to the response head.",
             self.durations.clone(),
+        );
+    }
+
+    fn register_certificate(&self, scrape: &mut Scrape) {
+        scrape.gauge(
+            "graylane_certificate_expiry_seconds",
+            "When the workload certificate in force expires, unix seconds (0: none yet).",
+            self.certificate_expiry.load(Ordering::Relaxed),
+        );
+        scrape.counters(
+            "graylane_certificate_renewals_total",
+            "Workload certificate requests, by result (ok: the certificate is in force).",
+            [
+                ("ok", &self.certificate_renewals_ok),
+                ("error", &self.certificate_renewals_error),
+            ]
+            .map(|(result, n)| (Renewal { result }, n.load(Ordering::Relaxed))),
         );
     }
 
@@ -189,10 +327,29 @@ mod tests {
         Key {
             direction: "outbound",
             service: "orders".into(),
+            namespace: "default".into(),
             subset: "v2".into(),
             lane: "gray".into(),
             status,
         }
+    }
+
+    #[test]
+    fn the_namespace_label_appears_outside_default_only() {
+        let m = Metrics::default();
+        m.record(key(200), Duration::from_millis(1));
+        let shop = Key {
+            namespace: "shop".into(),
+            ..key(200)
+        };
+        m.record(shop, Duration::from_millis(1));
+        let out = render(&m);
+        assert!(out.contains(
+            "graylane_sidecar_requests_total{direction=\"outbound\",service=\"orders\",subset=\"v2\",lane=\"gray\",status=\"200\"} 1"
+        ), "{out}");
+        assert!(out.contains(
+            "graylane_sidecar_requests_total{direction=\"outbound\",service=\"orders\",namespace=\"shop\",subset=\"v2\",lane=\"gray\",status=\"200\"} 1"
+        ), "{out}");
     }
 
     #[test]

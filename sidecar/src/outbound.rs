@@ -26,9 +26,9 @@ use hyper::upgrade::OnUpgrade;
 use crate::balance::Balancer;
 use crate::gaps::Gaps;
 use crate::metrics::{Key, Metrics};
-use crate::proxy::{self, Body, Clients, ProxyError, SendError};
+use crate::proxy::{self, Body, Clients, ProxyError, SendError, Transport};
 use crate::routes::{Routes, Shared};
-use crate::server::Handler;
+use crate::server::{Handler, Peer};
 use crate::spans::{Kind, Notes, Tracer};
 use crate::tag::{self, HeaderTag, Source, TAG_HEADER, TraceTable, View};
 use crate::transparent::OriginalDst;
@@ -70,7 +70,7 @@ pub struct Outbound {
 impl Handler for Outbound {
     async fn handle(
         self: Arc<Self>,
-        _peer: SocketAddr,
+        _peer: Peer,
         mut request: Request<Incoming>,
     ) -> Response<Body> {
         let _in_flight = self.metrics.start();
@@ -79,6 +79,7 @@ impl Handler for Outbound {
         let mut key = Key {
             direction: "outbound",
             service: "-".into(),
+            namespace: "-".into(),
             subset: "-".into(),
             lane: "-".into(),
             status: 0,
@@ -134,8 +135,8 @@ impl Outbound {
             key.service = CONNECT_LABEL.into();
             return self.connect(parts, target, &routes, tag.as_ref()).await;
         }
-        let service = match (target, original) {
-            (Target::Service(service), _) => service,
+        let dest = match (target, original) {
+            (Target::Service(dest), _) => dest,
             // Not a mesh service: where the app sent it (transparent) or to the host
             // itself (explicit), never to a mesh instance.
             (Target::External { .. }, Some(to)) => {
@@ -157,15 +158,18 @@ impl Outbound {
             parts: &parts,
             source_ip: None,
         };
+        let (namespace, service) = (&dest.namespace, &dest.service);
         let route = routes
             .table
-            .route(&service, tag.as_ref(), &view, fastrand::u64(..));
+            .route(namespace, service, tag.as_ref(), &view, fastrand::u64(..));
         // Set before the outcome is known, so a 503 (no instance in the lane) is
         // labelled by its service too; but only for a service the table knows: a Host
         // it does not know stays `-`, or clients could grow the series without bound.
         if !matches!(route, Err(RouteError::UnknownService { .. })) {
-            key.service.clone_from(&service);
+            key.service.clone_from(service);
+            key.namespace.clone_from(namespace);
             notes.destination = Some(service.clone());
+            notes.destination_namespace = Some(namespace.clone());
         }
         let route = match route {
             Ok(route) => route,
@@ -175,6 +179,15 @@ impl Outbound {
                 key.service = PASSTHROUGH.into();
                 return self
                     .forward_to(parts, body, tag, hops, &to.to_string())
+                    .await;
+            }
+            // `api.corp` with no service `api` in a namespace `corp`: an ordinary host.
+            Err(RouteError::UnknownService { .. }) if dest.external.is_some() => {
+                let (host, port) = dest.external.as_ref().expect("checked");
+                key.service = EXTERNAL.into();
+                let to = target::resolve(host, *port, &self.own_listeners).await?;
+                return self
+                    .forward_to(parts, body, tag, hops, &to[0].to_string())
                     .await;
             }
             Err(e) => return Err(e.into()),
@@ -188,30 +201,31 @@ impl Outbound {
             (None, false) => None,
         };
         let upgrade = forward_head(&mut parts, tag.as_ref(), hops);
-        let policy = routes.rules.route_policy_for(&service);
+        let policy = routes.rules.route_policy_for(namespace, service);
         policy::inject_fault(policy, tag.as_ref()).await?;
         // Only idempotent requests without a body are ever sent twice.
         let retry =
             (proxy::idempotent(&parts.method) && body.is_end_stream()).then(|| Retry::of(policy));
-        let timeout = timeout_of(&routes, &service).unwrap_or(self.upstream_timeout);
+        let timeout = timeout_of(&routes, namespace, service).unwrap_or(self.upstream_timeout);
         if body.is_end_stream() {
-            self.mirror(&routes, &service, &parts, timeout);
+            self.mirror(&routes, namespace, service, &parts, timeout);
         }
-        let (response, instance, retries) = self
-            .send(&route, &service, parts, body, retry.as_ref(), timeout)
+        let (response, instance, retries, mtls) = self
+            .send(&route, service, parts, body, retry.as_ref(), timeout)
             .await?;
         notes.instance = Some(instance.id.clone());
         notes.retries = retries;
         let mut response = forward_response(response, upgrade);
         if debug {
             let hop = Hop {
-                service: &service,
+                service,
                 instance: &instance.id,
                 subset: route.subset,
                 tag: tag.as_ref(),
                 source,
                 fallback: route.fallback.is_some() || route.base_fallback,
                 revision: routes.revision,
+                peer: mtls.then_some(instance.identity.as_str()),
             };
             append_route(response.headers_mut(), &hop.entry());
         }
@@ -246,8 +260,15 @@ impl Outbound {
     /// RoutePolicy `mirror`: a copy of the request to an instance of the mirror subset,
     /// in the background, its answer ignored. Only body-less requests are copied: a
     /// streamed body goes to one place, and buffering it would cost what streaming saves.
-    fn mirror(&self, routes: &Routes, service: &str, head: &Parts, timeout: Duration) {
-        let Some((candidates, percent)) = routes.table.mirror(service) else {
+    fn mirror(
+        &self,
+        routes: &Routes,
+        namespace: &str,
+        service: &str,
+        head: &Parts,
+        timeout: Duration,
+    ) {
+        let Some((candidates, percent)) = routes.table.mirror(namespace, service) else {
             return;
         };
         if !policy::chance(percent) {
@@ -260,6 +281,11 @@ impl Outbound {
         else {
             return;
         };
+        // A copy goes as the real request would (mTLS by the PeerPolicy), or not at all.
+        let Ok(transport) = self.clients.transport_for(Some(routes), instance, false) else {
+            return;
+        };
+        let peer = matches!(transport, Transport::Mtls(_)).then(|| instance.identity.clone());
         let mut request = proxy::copy_head(head);
         request
             .headers_mut()
@@ -267,7 +293,8 @@ impl Outbound {
         let (clients, address) = (self.clients.clone(), instance.address.clone());
         tokio::spawn(async move {
             let _in_flight = in_flight;
-            let _ = clients.send(request, &address, timeout).await;
+            let transport = peer.as_deref().map_or(Transport::Plain, Transport::Mtls);
+            let _ = clients.send_to(request, &address, transport, timeout).await;
         });
     }
 
@@ -303,9 +330,11 @@ impl Outbound {
         }
     }
 
-    /// Picks an instance and sends. A retryable (idempotent, body-less) request goes
-    /// again as its retry policy says; any other request goes once more only when its
-    /// first connection never came up (its body never left).
+    /// Picks an instance and sends, over mTLS when the PeerPolicy mode of the
+    /// instance's service asks for it (the last of the result: whether it did). A
+    /// retryable (idempotent, body-less) request goes again as its retry policy says;
+    /// any other request goes once more only when its first connection never came up
+    /// (its body never left).
     async fn send<'r>(
         &self,
         route: &Route<'r>,
@@ -314,7 +343,7 @@ impl Outbound {
         body: Incoming,
         retry: Option<&Retry>,
         timeout: Duration,
-    ) -> Result<(Response<Incoming>, graylane_routing::Instance, u32), ProxyError> {
+    ) -> Result<(Response<Incoming>, graylane_routing::Instance, u32, bool), ProxyError> {
         // A retryable request has no body: each attempt is a copy of the head. Others
         // are sent once, moved.
         let mut held = Some((parts, proxy::boxed(body)));
@@ -326,6 +355,11 @@ impl Outbound {
         let mut retries = 0;
         // A request with a body: its head, and the way back to its body while unsent.
         let mut unsent: Option<(Parts, proxy::Reclaim)> = None;
+        // Off → strict: an instance may refuse plaintext a moment before this sidecar
+        // sees the new rules; that refusal is retried over mTLS, once.
+        let mut force_mtls = false;
+        // The PeerPolicy of the instances' service, as in force now.
+        let routes = self.routes.load();
         loop {
             let mut rng = fastrand::Rng::new();
             let (instance, _in_flight) = self
@@ -346,7 +380,23 @@ impl Outbound {
                     Request::from_parts(head, body)
                 }
             };
-            let outcome = self.clients.send(request, &instance.address, timeout).await;
+            let transport = self
+                .clients
+                .transport_for(routes.as_deref(), instance, force_mtls)?;
+            let outcome = self
+                .clients
+                .send_to(request, &instance.address, transport, timeout)
+                .await;
+            if matches!(outcome, Err(SendError::Closed(_)))
+                && transport == Transport::Plain
+                && !force_mtls
+                && self.clients.can_reach(&instance.identity)
+                && (held.is_some() || proxy::reclaim(&mut unsent, &mut held))
+            {
+                tracing::debug!(%service, instance = %instance.id, "plaintext refused: sending over mTLS");
+                force_mtls = true;
+                continue;
+            }
             if let (Err(SendError::Connect(_)), Some((head, reclaim))) = (&outcome, unsent.take())
                 && let Some(body) = reclaim.take()
                 && retries == 0
@@ -383,8 +433,9 @@ impl Outbound {
                 }
                 continue;
             }
+            let mtls = matches!(transport, Transport::Mtls(_));
             return match outcome {
-                Ok(response) => Ok((response, instance.clone(), retries)),
+                Ok(response) => Ok((response, instance.clone(), retries, mtls)),
                 Err(e) => Err(ProxyError::from_send(
                     e,
                     service,
@@ -446,10 +497,10 @@ pub(crate) fn lane_label(routes: &Routes, tag: Option<&graylane_routing::Tag>) -
 /// Marks a mirrored copy, so the receiving app can tell it from real traffic.
 const MIRROR_HEADER: &str = "graylane-mirror";
 
-fn timeout_of(routes: &Routes, service: &str) -> Option<Duration> {
+fn timeout_of(routes: &Routes, namespace: &str, service: &str) -> Option<Duration> {
     routes
         .rules
-        .route_policy_for(service)?
+        .route_policy_for(namespace, service)?
         .spec
         .timeout
         .map(|d| d.as_std())

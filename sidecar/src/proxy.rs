@@ -4,9 +4,11 @@
 //! Bodies are streamed both ways (hyper's `Incoming` boxed, never collected), so a
 //! 100 MiB upload costs a few frames of memory and backpressure reaches the sender.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
+use graylane_routing::MtlsMode;
 use http::request::Parts;
 use http::{Method, Request, Response, Version};
 use http_body_util::BodyExt;
@@ -19,12 +21,15 @@ use hyper_util::rt::{TokioExecutor, TokioTimer};
 mod coalesce;
 mod error;
 mod headers;
+mod mtls;
 mod unsent;
 pub mod upgrade;
 
 use self::coalesce::Coalesce;
 pub use self::error::ProxyError;
 pub use self::headers::strip_hop_by_hop;
+use self::mtls::MeshClients;
+pub(crate) use self::mtls::{Transport, mtls_mode};
 pub(crate) use self::unsent::{Reclaim, unsent};
 
 /// Every body the sidecar sends or receives.
@@ -58,15 +63,23 @@ pub(crate) const H2_CONNECTION_WINDOW: u32 = 4 * 1024 * 1024;
 const POOL_IDLE_TIMEOUT: Duration = Duration::from_secs(4);
 
 /// Pooled clients to upstreams: HTTP/1.1, and HTTP/2 with prior knowledge for requests
-/// that arrived as HTTP/2 (gRPC needs it end to end; one connection multiplexes).
+/// that arrived as HTTP/2 (gRPC needs it end to end; one connection multiplexes); the
+/// same over mesh mTLS to other sidecars (ALPN `http/1.1` or `h2`).
 #[derive(Clone)]
 pub struct Clients {
     http1: Client<HttpConnector, Body>,
     http2: Client<HttpConnector, Body>,
+    /// `None`: no workload identity, plaintext only (`strict` calls fail).
+    mesh: Option<MeshClients>,
 }
 
 impl Clients {
-    pub fn new(connect_timeout: Duration) -> Self {
+    /// Clients for upstreams; `identity` (this sidecar's certificate and trust
+    /// bundle) enables mesh mTLS.
+    pub(crate) fn new(
+        connect_timeout: Duration,
+        identity: Option<Arc<crate::identity::Identity>>,
+    ) -> Self {
         let mut connector = HttpConnector::new();
         connector.set_nodelay(true);
         connector.set_connect_timeout(Some(connect_timeout));
@@ -76,21 +89,79 @@ impl Clients {
             .pool_timer(TokioTimer::new())
             .pool_idle_timeout(POOL_IDLE_TIMEOUT);
         let http1 = builder.build(connector.clone());
+        let h1_builder = builder.clone();
         builder
             .http2_only(true)
             .http2_keep_alive_interval(Duration::from_secs(30))
             .http2_initial_stream_window_size(H2_STREAM_WINDOW)
             .http2_initial_connection_window_size(H2_CONNECTION_WINDOW);
-        let http2 = builder.build(connector);
-        Self { http1, http2 }
+        let http2 = builder.build(connector.clone());
+        let mesh = identity.map(|identity| {
+            MeshClients::new(identity, connector, connect_timeout, h1_builder, builder)
+        });
+        Self { http1, http2, mesh }
     }
 
-    /// Sends `request` to `http://{address}` within `timeout`. The URI's authority is
-    /// replaced; the `Host` header keeps the service name for the next hop.
+    /// How a call to an instance whose identity is `peer` (empty: unknown) goes when
+    /// its service's mode is `mode`; `Err` says why a `strict` call cannot be made.
+    pub(crate) fn transport<'a>(
+        &self,
+        mode: MtlsMode,
+        peer: &'a str,
+    ) -> Result<Transport<'a>, String> {
+        match (&self.mesh, mode) {
+            (Some(mesh), _) => mesh.transport(mode, peer),
+            (None, MtlsMode::Strict) => Err("strict mTLS: this sidecar has no identity".into()),
+            (None, _) => Ok(Transport::Plain),
+        }
+    }
+
+    /// How a call to `instance` goes by its service's mode in `routes` (mTLS whatever
+    /// the mode when `force_mtls` and it can be tried); a `strict` call that cannot be
+    /// made is an error naming the instance.
+    pub(crate) fn transport_for<'i>(
+        &self,
+        routes: Option<&crate::routes::Routes>,
+        instance: &'i graylane_routing::Instance,
+        force_mtls: bool,
+    ) -> Result<Transport<'i>, ProxyError> {
+        if force_mtls && self.can_reach(&instance.identity) {
+            return Ok(Transport::Mtls(&instance.identity));
+        }
+        let mode = mtls_mode(routes, &instance.namespace, &instance.service);
+        self.transport(mode, &instance.identity)
+            .map_err(|reason| ProxyError::MtlsRequired {
+                service: instance.service.clone(),
+                instance: instance.id.clone(),
+                reason,
+            })
+    }
+
+    /// Whether mTLS to `peer` could be tried now, whatever the mode.
+    pub(crate) fn can_reach(&self, peer: &str) -> bool {
+        self.mesh.as_ref().is_some_and(|m| m.can_reach(peer))
+    }
+
+    /// Sends `request` to `http://{address}` within `timeout` (see [`Self::send_to`]).
     pub async fn send(
+        &self,
+        request: Request<Body>,
+        address: &str,
+        timeout: Duration,
+    ) -> Result<Response<Incoming>, SendError> {
+        self.send_to(request, address, Transport::Plain, timeout)
+            .await
+    }
+
+    /// Sends `request` to `address` within `timeout`, in the clear or over mesh mTLS
+    /// (`https://{address}`, the server proving the identity). The URI's authority is
+    /// replaced; the `Host` header keeps the service name for the next hop. A failed
+    /// handshake is a [`SendError::Connect`]: nothing was sent.
+    pub(crate) async fn send_to(
         &self,
         mut request: Request<Body>,
         address: &str,
+        transport: Transport<'_>,
         timeout: Duration,
     ) -> Result<Response<Incoming>, SendError> {
         let path = request
@@ -105,22 +176,38 @@ impl Clients {
                 "request target {path:?} cannot be forwarded"
             )));
         }
-        *request.uri_mut() = format!("http://{address}{path}")
+        let scheme = match transport {
+            Transport::Plain => "http",
+            Transport::Mtls(_) => "https",
+        };
+        *request.uri_mut() = format!("{scheme}://{address}{path}")
             .parse()
             .map_err(|e| SendError::Downstream(format!("bad request target: {e}")))?;
-        let client = if request.version() == Version::HTTP_2 {
-            &self.http2
-        } else {
-            &self.http1
-        };
-        if request.version() != Version::HTTP_2 {
+        let h2 = request.version() == Version::HTTP_2;
+        if !h2 {
             // Whatever the caller spoke (HTTP/1.0 included), the hop to the next
             // sidecar is HTTP/1.1.
             *request.version_mut() = Version::HTTP_11;
         }
         // Which connection answered, to take it out of the pool if the answer is bad.
         let connection = capture_connection(&mut request);
-        match tokio::time::timeout(timeout, client.request(request)).await {
+        let sent = match (transport, &self.mesh) {
+            (Transport::Plain, _) => {
+                let client = if h2 { &self.http2 } else { &self.http1 };
+                client.request(request)
+            }
+            (Transport::Mtls(peer), Some(mesh)) => {
+                let clients = mesh.clients(peer);
+                let client = if h2 { &clients.http2 } else { &clients.http1 };
+                client.request(request)
+            }
+            (Transport::Mtls(peer), None) => {
+                return Err(SendError::Connect(format!(
+                    "mTLS to {peer}: this sidecar has no identity"
+                )));
+            }
+        };
+        match tokio::time::timeout(timeout, sent).await {
             Err(_) => Err(SendError::Timeout),
             Ok(Ok(response)) => match malformed(&response) {
                 Some(reason) => {
@@ -185,10 +272,14 @@ fn closed_before_response(e: &hyper_util::client::legacy::Error) -> bool {
         {
             return true;
         }
+        // Over mesh mTLS, a peer that died or closed mid-exchange is an EOF without
+        // TLS close_notify (rustls reports it as `UnexpectedEof`).
         if let Some(io) = s.downcast_ref::<std::io::Error>()
             && matches!(
                 io.kind(),
-                std::io::ErrorKind::ConnectionReset | std::io::ErrorKind::BrokenPipe
+                std::io::ErrorKind::ConnectionReset
+                    | std::io::ErrorKind::BrokenPipe
+                    | std::io::ErrorKind::UnexpectedEof
             )
         {
             return true;
@@ -196,6 +287,24 @@ fn closed_before_response(e: &hyper_util::client::legacy::Error) -> bool {
         source = s.source();
     }
     false
+}
+
+/// Puts a request whose body never left (`unsent`) back into `held` for another
+/// attempt; `false` when its body was already (partly) sent.
+pub(crate) fn reclaim(
+    unsent: &mut Option<(Parts, Reclaim)>,
+    held: &mut Option<(Parts, Body)>,
+) -> bool {
+    let Some((head, reclaim)) = unsent.take() else {
+        return false;
+    };
+    match reclaim.take() {
+        Some(body) => {
+            *held = Some((head, body));
+            true
+        }
+        None => false,
+    }
 }
 
 /// A body-less copy of a request head (`Parts` is not `Clone`: extensions are not).

@@ -4,7 +4,9 @@
 //! ```text
 //! accept (limit, backoff: accept)
 //!   ─► sniff (`Sniff`): outbound, redirected and not HTTP ─► TCP tunnel to where
-//!      the app dialled; inbound, a TLS record first ─► TCP tunnel to the app
+//!      the app dialled; inbound: by the PeerPolicy mode (`mtls`), mesh mTLS ─►
+//!      HTTP over TLS with the peer's identity; an app's own TLS ─► TCP tunnel to the
+//!      app; plaintext ─► HTTP, or refused in strict mode
 //!   ─► hyper: HTTP/1.1 or HTTP/2 (prior knowledge), detected per connection
 //!        first request head within --header-read-timeout of accept, else closed
 //!        writes stalled for --send-timeout: closed (stall)
@@ -16,33 +18,34 @@
 //! timer set, and starts it only after protocol detection, so a connection that sends
 //! nothing, or dribbles the HTTP/2 preface, is timed from accept here instead.
 
-use std::convert::Infallible;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::Duration;
 
 use http::{Request, Response};
 use hyper::body::Incoming;
-use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::rt::{TokioExecutor, TokioTimer};
 use hyper_util::server::conn::auto;
-use hyper_util::server::graceful::GracefulShutdown;
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::TcpListener;
 use tokio::sync::{Notify, watch};
 
 use crate::metrics::Connections;
 use crate::proxy::{Body, H2_CONNECTION_WINDOW, H2_STREAM_WINDOW, ProxyError};
-use crate::transparent::{OriginalDst, Transparent};
+use crate::transparent::Transparent;
 
 mod accept;
 mod checks;
+mod connection;
+mod mtls;
 mod stall;
 
 pub(crate) use self::accept::Acceptor;
 use self::checks::Refusal;
 pub(crate) use self::checks::{MAX_HEADER_BYTES, MAX_HEADERS, MESH_BYTES, MESH_FIELDS};
-use self::stall::SendTimeout;
+use self::connection::Connection;
+pub use self::mtls::MeshInbound;
 
 /// Connection limits of a listener.
 #[derive(Clone, Copy, Debug)]
@@ -65,14 +68,23 @@ const MAX_CONCURRENT_STREAMS: u32 = 100;
 const H2_KEEP_ALIVE_INTERVAL: Duration = Duration::from_secs(30);
 const H2_KEEP_ALIVE_TIMEOUT: Duration = Duration::from_secs(20);
 
-/// A request handler: (peer address, request) → response. Errors are already
-/// responses (see [`ProxyError::into_response`]).
+/// A request handler: (peer, request) → response. Errors are already responses (see
+/// [`ProxyError::into_response`]).
 pub trait Handler: Send + Sync + 'static {
     fn handle(
         self: Arc<Self>,
-        peer: SocketAddr,
+        peer: Peer,
         request: Request<Incoming>,
     ) -> impl Future<Output = Response<Body>> + Send;
+}
+
+/// Who is on the other end of a connection.
+#[derive(Clone, Debug)]
+pub struct Peer {
+    pub addr: SocketAddr,
+    /// The mesh identity (`spiffe://…`) the peer proved over mTLS; `None` in the
+    /// clear. Only a verified handshake sets it.
+    pub identity: Option<Arc<str>>,
 }
 
 /// Which connections are tunnelled as TCP instead of served as HTTP.
@@ -83,14 +95,16 @@ pub enum Sniff {
     /// The outbound listener: connections iptables redirected here are sorted out by
     /// [`Transparent`]; non-HTTP ones go to their original destination.
     Outbound(Arc<Transparent>),
-    /// The inbound listener: TLS connections (TLS an app speaks end to end, through a
-    /// `CONNECT` tunnel of another sidecar) go to the app as they are.
-    Inbound(Arc<Transparent>, String),
+    /// The inbound listener: mesh mTLS by the PeerPolicy mode ([`MeshInbound`]);
+    /// other TLS connections (TLS an app speaks end to end, through a `CONNECT`
+    /// tunnel of another sidecar) go to the app (the address) as they are.
+    Inbound(Arc<Transparent>, String, Arc<MeshInbound>),
 }
 
 /// Serves `handler` on `listener` until `shutdown`; then stops accepting and lets the
 /// connections finish their requests, and tunnels their bytes, for at most the drain
-/// timeout. HTTP/2 clients get a GOAWAY.
+/// timeout. HTTP/1 connections close after their current request; HTTP/2 clients get
+/// a GOAWAY.
 pub async fn serve<H: Handler>(
     listener: TcpListener,
     handler: Arc<H>,
@@ -100,81 +114,30 @@ pub async fn serve<H: Handler>(
     mut shutdown: watch::Receiver<bool>,
 ) {
     let builder = builder(&limits);
-    let graceful = GracefulShutdown::new();
-    let tunnels = Arc::new(Tracker::default());
+    // Every connection and tunnel: the drain waits for them.
+    let open = Arc::new(Tracker::default());
     let mut acceptor = Acceptor::new(listener, limits.max_connections, Arc::clone(&counters));
     loop {
         let accepted = tokio::select! {
             accepted = acceptor.next() => accepted,
             _ = shutdown.wait_for(|down| *down) => break,
         };
-        let (handler, builder, watcher) =
-            (Arc::clone(&handler), builder.clone(), graceful.watcher());
-        let (sniff, tunnels, counters) =
-            (sniff.clone(), Arc::clone(&tunnels), Arc::clone(&counters));
+        let connection = Connection {
+            handler: Arc::clone(&handler),
+            builder: builder.clone(),
+            limits,
+            sniff: sniff.clone(),
+            counters: Arc::clone(&counters),
+            shutdown: shutdown.clone(),
+        };
+        let open = Arc::clone(&open);
         tokio::spawn(async move {
             let _permit = accepted.permit;
-            let (stream, peer) = (accepted.stream, accepted.peer);
-            let _ = stream.set_nodelay(true);
-            let first_head_by = tokio::time::Instant::now() + limits.header_read_timeout;
-            let original = match &sniff {
-                Sniff::Off => None,
-                _ => Transparent::original_dst(&stream),
-            };
-            if let Some(target) = tunnel_target(&sniff, &stream, original, &limits).await {
-                let _tracked = tunnels.enter();
-                if let Sniff::Outbound(t) | Sniff::Inbound(t, _) = &sniff {
-                    t.tunnel(stream, &target).await;
-                }
-                return;
-            }
-            let seen = Arc::new(AtomicBool::new(false));
-            let resets = Arc::new(Resets::default());
-            let service = {
-                let (seen, resets) = (Arc::clone(&seen), Arc::clone(&resets));
-                hyper::service::service_fn(move |mut request: Request<Incoming>| {
-                    seen.store(true, Ordering::Relaxed);
-                    let handler = Arc::clone(&handler);
-                    if let Some(to) = original {
-                        request.extensions_mut().insert(OriginalDst(to));
-                    }
-                    let mut answering = Answering::new(Arc::clone(&resets));
-                    async move {
-                        let response = match checks::check(&request) {
-                            Ok(()) => handler.handle(peer, request).await,
-                            Err(refusal) => refuse(&refusal),
-                        };
-                        answering.done();
-                        Ok::<_, Infallible>(response)
-                    }
-                })
-            };
-            let io = TokioIo::new(SendTimeout::new(stream, limits.send_timeout));
-            let connection = builder.serve_connection_with_upgrades(io, service);
-            let connection = watcher.watch(connection.into_owned());
-            let no_first_head = async {
-                tokio::time::sleep_until(first_head_by).await;
-                if seen.load(Ordering::Relaxed) {
-                    std::future::pending::<()>().await;
-                }
-            };
-            tokio::select! {
-                ended = connection => if let Err(e) = ended {
-                    tracing::debug!(%peer, error = %e, "connection ended with an error");
-                },
-                () = no_first_head => {
-                    counters.header_timeouts.fetch_add(1, Ordering::Relaxed);
-                    tracing::debug!(%peer, "no request head within the header-read timeout; closed");
-                }
-                () = resets.abusive.notified() => {
-                    counters.reset_abuse.fetch_add(1, Ordering::Relaxed);
-                    tracing::warn!(%peer, "closed: the client cancels most of its requests (rapid reset)");
-                }
-            }
+            let _tracked = open.enter();
+            connection.run(accepted.stream, accepted.peer).await;
         });
     }
-    let drained = async { tokio::join!(graceful.shutdown(), tunnels.idle()) };
-    if tokio::time::timeout(limits.drain_timeout, drained)
+    if tokio::time::timeout(limits.drain_timeout, open.idle())
         .await
         .is_err()
     {
@@ -208,33 +171,6 @@ fn builder(limits: &Limits) -> auto::Builder<TokioExecutor> {
                 .unwrap_or(u32::MAX),
         );
     builder
-}
-
-/// Where a connection is tunnelled, if it is not to be served as HTTP.
-async fn tunnel_target(
-    sniff: &Sniff,
-    stream: &TcpStream,
-    original: Option<SocketAddr>,
-    limits: &Limits,
-) -> Option<String> {
-    match sniff {
-        Sniff::Off => None,
-        Sniff::Outbound(t) => {
-            let to = original?;
-            t.is_opaque(stream, to.port(), true)
-                .await
-                .then(|| to.to_string())
-        }
-        Sniff::Inbound(t, app) => {
-            let port = original.map_or(0, |o| o.port());
-            // Silence on the inbound side is a client yet to speak: the header timer
-            // handles it, not a tunnel.
-            let wait = limits.header_read_timeout.min(t.detect_timeout);
-            t.is_tls_within(stream, port, wait)
-                .await
-                .then(|| app.clone())
-        }
-    }
 }
 
 /// 400 or 431 with the reason; the connection closes after it (see
@@ -302,7 +238,7 @@ impl Drop for Answering {
     }
 }
 
-/// Counts tasks (tunnels) the drain waits for.
+/// Counts the connection tasks (HTTP and tunnels) the drain waits for.
 #[derive(Default)]
 struct Tracker {
     open: AtomicUsize,

@@ -356,6 +356,8 @@ fn nonzero_bytes<const N: usize>() -> [u8; N] {
 pub struct Notes {
     /// Outbound: the service called.
     pub destination: Option<String>,
+    /// Outbound: the namespace of the service called.
+    pub destination_namespace: Option<String>,
     /// Outbound: the instance that served.
     pub instance: Option<String>,
     pub tag: Option<String>,
@@ -374,6 +376,8 @@ pub struct Notes {
     /// Outbound: a propagation gap (see `gaps`), with the tagged trace the call
     /// probably belonged to.
     pub gap: Option<[u8; 16]>,
+    /// Inbound: the mesh identity the caller proved over mTLS (none in the clear).
+    pub peer_identity: Option<String>,
 }
 
 impl Notes {
@@ -400,10 +404,12 @@ impl Notes {
         ];
         let optional = [
             ("graylane.destination", self.destination),
+            ("graylane.destination.namespace", self.destination_namespace),
             ("graylane.destination_instance", self.instance),
             ("graylane.lane", self.lane),
             ("graylane.subset", self.subset),
             ("graylane.fallback_reason", self.fallback),
+            ("graylane.peer_identity", self.peer_identity),
         ];
         out.extend(optional.into_iter().filter_map(|(k, v)| Some(attr(k, v?))));
         out.push(attr_int("graylane.retries", i64::from(self.retries)));

@@ -231,6 +231,12 @@ impl ControlPlane {
         Self::listening(dir, "127.0.0.1:0", &store, &args)
     }
 
+    /// On `--store store` (e.g. `etcd+https://...`), returning as soon as it listens
+    /// (ready or not).
+    pub fn start_store_unready(dir: &Path, store: &str, extra: &[&str]) -> ControlPlane {
+        Self::listening(dir, "127.0.0.1:0", store, extra)
+    }
+
     /// Waits until `/ready` answers 200.
     pub fn wait_ready(&self) {
         eventually(Duration::from_secs(20), "graylane-control /ready", || {

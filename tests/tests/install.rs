@@ -528,3 +528,217 @@ fn install_puts_the_control_plane_on_tls_with_the_mesh_ca() {
     ]);
     assert_ne!(plain.code, 0, "no plaintext: {plain:?}");
 }
+
+/// The args of the first container of Deployment/StatefulSet `name`.
+fn container_args<'a>(docs: &'a [Value], kind: &str, name: &str) -> Vec<&'a str> {
+    let spec = &objects(docs, kind, name)[0]["spec"]["template"]["spec"];
+    let container = &spec["containers"][0];
+    match container["args"].as_array() {
+        Some(args) => args.iter().map(|a| a.as_str().unwrap()).collect(),
+        None => Vec::new(),
+    }
+}
+
+/// An issuer key as `/openid/v1/jwks` serves it (RFC 7517's P-256 example key).
+const JWKS: &str = r#"{"keys":[{"kty":"EC","crv":"P-256","kid":"1","use":"sig","x":"MKBCTNIcKUSDii11ySs3526iDZ8AiTo7Tu6KPAqv7D4","y":"4Etl6SRW2YiLUrN5vfvVHuhp7x8PxltmWWlbbM4IFyM"}]}"#;
+
+/// `--k8s-jwks`: the keys in a ConfigMap mounted into graylane-control, which checks
+/// projected tokens with them and injects such tokens; no sidecar token exists, so no
+/// namespace gets a token Secret and no hint is printed; the injected sample app
+/// validates. The control plane starts with those flags.
+#[test]
+fn install_k8s_jwks_wires_service_account_tokens_without_a_sidecar_secret() {
+    let dir = tempfile::tempdir().unwrap();
+    let jwks = write_file(dir.path(), "jwks.json", JWKS);
+    let out = cli(&["install", "--k8s-jwks", &jwks]);
+    let docs = rendered(&out);
+    let config_map = objects(&docs, "ConfigMap", "graylane-k8s-jwks");
+    assert_eq!(config_map[0]["metadata"]["namespace"], "graylane-system");
+    assert_eq!(config_map[0]["data"]["jwks.json"], JWKS);
+    let args = container_args(&docs, "Deployment", "graylane-control");
+    for wanted in [
+        "--k8s-jwks=/etc/graylane/jwks/jwks.json",
+        "--inject-projected-token",
+    ] {
+        assert!(args.contains(&wanted), "{wanted}: {args:?}");
+    }
+    let control = &objects(&docs, "Deployment", "graylane-control")[0]["spec"]["template"]["spec"];
+    let mount = control["containers"][0]["volumeMounts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|m| m["mountPath"] == "/etc/graylane/jwks")
+        .unwrap();
+    let volume = control["volumes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|v| v["name"] == mount["name"])
+        .unwrap();
+    assert_eq!(volume["configMap"]["name"], "graylane-k8s-jwks");
+    let config_map_at = docs.iter().position(|d| d["kind"] == "ConfigMap").unwrap();
+    let deployment_at = docs.iter().position(|d| d["kind"] == "Deployment").unwrap();
+    assert!(config_map_at < deployment_at, "keys before their reader");
+
+    let tokens = objects(&docs, "Secret", "graylane-tokens")[0]["stringData"]["tokens"]
+        .as_str()
+        .unwrap();
+    assert!(
+        tokens.starts_with("admin:") && !tokens.contains("sidecar:"),
+        "{tokens}"
+    );
+    assert!(objects(&docs, "Secret", "graylane-sidecar-token").is_empty());
+    assert!(
+        !out.stderr.contains("kubectl create secret"),
+        "{}",
+        out.stderr
+    );
+    assert!(
+        !objects(&docs, "Deployment", "orders-v1").is_empty(),
+        "sample app kept"
+    );
+
+    // The flags install passes are ones graylane-control takes together.
+    let token_file = write_file(dir.path(), "tokens", tokens);
+    let cp = ControlPlane::start(
+        dir.path(),
+        &["--token-file", &token_file, "--k8s-jwks", &jwks],
+    );
+    assert!(cp.proc.log_text().contains("graylane-control listening"));
+
+    let both = cli(&["install", "--k8s-jwks", &jwks, "--namespace", "team-a"]);
+    assert_eq!(both.code, 2, "token Secrets are meaningless here: {both:?}");
+}
+
+/// A file that is not a JWKS with a usable key is refused before anything is
+/// rendered: exit 2, naming the flag.
+#[test]
+fn install_refuses_a_k8s_jwks_file_that_is_not_a_jwks_with_keys() {
+    let dir = tempfile::tempdir().unwrap();
+    let cases = [
+        ("missing.json", None),
+        ("pem.json", Some("-----BEGIN PUBLIC KEY-----\nAA==\n")),
+        ("empty.json", Some(r#"{"keys":[]}"#)),
+        (
+            "hmac.json",
+            Some(r#"{"keys":[{"kty":"oct","k":"c2VjcmV0"}]}"#),
+        ),
+        (
+            "kubeconfig.json",
+            Some(r#"{"apiVersion":"v1","kind":"Config"}"#),
+        ),
+    ];
+    for (name, content) in cases {
+        let path = match content {
+            Some(text) => write_file(dir.path(), name, text),
+            None => dir.path().join(name).display().to_string(),
+        };
+        let out = cli(&["install", "--k8s-jwks", &path]);
+        assert_eq!(out.code, 2, "{name}: {out:?}");
+        assert!(out.stderr.contains("--k8s-jwks"), "{name}: {}", out.stderr);
+        assert!(out.stdout.is_empty(), "{name}: nothing rendered");
+    }
+}
+
+/// etcd serves clients over TLS only, with client certificates checked against a CA of
+/// its own (not the mesh CA); graylane-control has the one client certificate; both
+/// chain to that CA and the server's names cover every member; the CA's key is
+/// nowhere in the output; probes use the plaintext metrics port.
+#[test]
+fn install_puts_etcd_on_client_tls_with_its_own_ca() {
+    let dir = tempfile::tempdir().unwrap();
+    let docs = rendered(&cli(&["install"]));
+    let etcd_args =
+        objects(&docs, "StatefulSet", "graylane-etcd")[0]["spec"]["template"]["spec"]["containers"]
+            [0]["args"][0]
+            .as_str()
+            .unwrap()
+            .to_string();
+    for wanted in [
+        "--listen-client-urls https://0.0.0.0:2379",
+        "--client-cert-auth --trusted-ca-file /etc/etcd/tls/ca.crt",
+        "--cert-file /etc/etcd/tls/tls.crt --key-file /etc/etcd/tls/tls.key",
+        "--listen-metrics-urls http://0.0.0.0:2381",
+    ] {
+        assert!(etcd_args.contains(wanted), "{wanted}: {etcd_args}");
+    }
+    assert!(
+        !etcd_args.contains("--listen-client-urls http://"),
+        "{etcd_args}"
+    );
+    let etcd_pod = &objects(&docs, "StatefulSet", "graylane-etcd")[0]["spec"]["template"]["spec"];
+    assert_eq!(
+        etcd_pod["containers"][0]["readinessProbe"]["httpGet"]["port"],
+        "metrics"
+    );
+    assert_eq!(
+        etcd_pod["volumes"][0]["secret"]["secretName"],
+        "graylane-etcd-server"
+    );
+    let args = container_args(&docs, "Deployment", "graylane-control");
+    let store = args.iter().find(|a| a.starts_with("--store=")).unwrap();
+    assert!(
+        store.starts_with("--store=etcd+https://graylane-etcd-0."),
+        "{store}"
+    );
+    for wanted in [
+        "--etcd-ca=/etc/graylane/etcd/ca.crt",
+        "--etcd-cert=/etc/graylane/etcd/tls.crt",
+        "--etcd-key=/etc/graylane/etcd/tls.key",
+    ] {
+        assert!(args.contains(&wanted), "{wanted}: {args:?}");
+    }
+
+    let secret = |name: &str, key: &str| {
+        let file = format!("{name}-{key}");
+        let pem = objects(&docs, "Secret", name)[0]["stringData"][key]
+            .as_str()
+            .unwrap_or_else(|| panic!("{name} {key}"))
+            .to_string();
+        write_file(dir.path(), &file, &pem)
+    };
+    let ca = secret("graylane-etcd-server", "ca.crt");
+    assert_eq!(
+        std::fs::read_to_string(&ca).unwrap(),
+        std::fs::read_to_string(secret("graylane-etcd-client", "ca.crt")).unwrap()
+    );
+    let mesh = secret("graylane-ca", "ca.pem");
+    assert_ne!(
+        openssl(&["x509", "-noout", "-pubkey", "-in"], &ca),
+        openssl(&["x509", "-noout", "-pubkey", "-in"], &mesh),
+        "not the mesh CA"
+    );
+    for (name, purpose) in [
+        ("graylane-etcd-server", "sslserver"),
+        ("graylane-etcd-client", "sslclient"),
+    ] {
+        let cert = secret(name, "tls.crt");
+        let verify = Command::new("openssl")
+            .args(["verify", "-purpose", purpose, "-CAfile", &ca, &cert])
+            .output()
+            .unwrap();
+        assert!(verify.status.success(), "{name}: {verify:?}");
+        assert_eq!(
+            openssl(&["x509", "-noout", "-pubkey", "-in"], &cert),
+            openssl(&["pkey", "-pubout", "-in"], &secret(name, "tls.key")),
+            "{name}: the key is the certificate's"
+        );
+    }
+    let server = secret("graylane-etcd-server", "tls.crt");
+    let names = openssl(
+        &["x509", "-noout", "-ext", "subjectAltName", "-in"],
+        &server,
+    );
+    for i in 0..3 {
+        let name = format!("DNS:graylane-etcd-{i}.graylane-etcd.graylane-system.svc");
+        assert!(names.contains(&name), "{name}: {names}");
+    }
+    // Keys in the output: webhook, mesh CA, etcd server, etcd client. Not etcd's CA.
+    let text = serde_json::to_string(&docs).unwrap();
+    let private_keys = text.matches("PRIVATE KEY-----\\n").count() / 2
+        + docs
+            .iter()
+            .filter(|d| d["data"]["tls.key"].is_string())
+            .count();
+    assert_eq!(private_keys, 4, "{text}");
+}

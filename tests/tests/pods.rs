@@ -23,6 +23,16 @@ spec:
   tag: gray
   selector: {version: v2}
   fallback: [base]
+---
+apiVersion: graylane.io/v1
+kind: TagPolicy
+metadata:
+  name: edge
+spec:
+  services: [frontend]
+  # The test client calls the edge from outside the mesh: no mesh identity, so with
+  # mTLS on (the default, permissive) its tag is kept only because this policy says so.
+  incoming: keep
 ";
 
 const HOSTS: &str = "127.0.0.1 localhost
@@ -260,7 +270,8 @@ fn pods_with_init_iptables_keep_the_lane_without_any_proxy_setting() {
     assert_eq!(frontend_calls_to_orders(), 5);
 
     // --cleanup in the frontend pod: its app reaches orders directly (the pod the name
-    // resolves to, v1), no lane routing there any more.
+    // resolves to, v1), no lane routing there any more; and, a caller outside the mesh
+    // now, its tag is not trusted by orders' sidecar (mTLS on, no TagPolicy): stripped.
     let cleanup = exec(
         &frontend_ns,
         &bin("graylane-sidecar"),
@@ -276,8 +287,8 @@ fn pods_with_init_iptables_keep_the_lane_without_any_proxy_setting() {
     let hops = call_frontend(&[("Gray-Publish", "gray"), ("x-demo-forward", "header")]);
     assert_eq!(
         hops[1],
-        hop("orders", "v1", Some("gray")),
-        "direct, not routed: {hops:?}"
+        hop("orders", "v1", None),
+        "direct, not routed, tag untrusted: {hops:?}"
     );
     assert_eq!(
         frontend_calls_to_orders(),

@@ -29,6 +29,16 @@ spec:
   tag: blue
   selector: {version: v3}
   fallback: []
+---
+apiVersion: graylane.io/v1
+kind: TagPolicy
+metadata:
+  name: edge
+spec:
+  services: [frontend]
+  # The test client calls the edge in plaintext: no mesh identity, so with mTLS on
+  # (the default, permissive) its tag is kept only because this policy says so.
+  incoming: keep
 ";
 
 struct Instance {
@@ -260,8 +270,9 @@ fn graylane_debug_returns_the_hop_trail_in_hop_order() {
         entries,
         [
             "service=frontend;instance=frontend-v1;subset=-;tag=gray;source=header;fallback=false;revision=1",
-            "service=orders;instance=orders-v2;subset=-;tag=gray;source=trace;fallback=false;revision=1",
-            "service=payments;instance=payments-v1;subset=-;tag=gray;source=trace;fallback=true;revision=1",
+            // The hops a sidecar made over mesh mTLS name the identity the instance proved.
+            "service=orders;instance=orders-v2;subset=-;tag=gray;source=trace;fallback=false;revision=1;peer=spiffe://cluster.local/ns/default/sa/orders",
+            "service=payments;instance=payments-v1;subset=-;tag=gray;source=trace;fallback=true;revision=1;peer=spiffe://cluster.local/ns/default/sa/payments",
         ]
     );
     let (_, head, _) = get(frontend.sidecar.inbound, &[]);

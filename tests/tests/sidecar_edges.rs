@@ -282,6 +282,16 @@ fn read_head(stream: &mut TcpStream) -> String {
 fn a_multi_hop_loop_is_a_508_within_the_hop_limit() {
     let dir = tempfile::tempdir().unwrap();
     let cp = ControlPlane::start(dir.path(), &[]);
+    // Over mesh mTLS the first bounce already fails (an outbound listener speaks no
+    // TLS: a 502 naming the instance); the hop count is what guards plaintext.
+    let off = "apiVersion: graylane.io/v1\nkind: PeerPolicy\nmetadata: {name: loopy}\nspec:\n  mtls: \"off\"\n  services: [loopy]\n";
+    cp.cli(&[
+        "rules",
+        "apply",
+        "-f",
+        &graylane_tests::write_file(dir.path(), "rules.yaml", off),
+    ])
+    .assert_ok();
     let url = cp.url();
     let app = DemoApp::start(dir.path(), "frontend", "v1", None);
     let frontend = Sidecar::start(

@@ -21,6 +21,16 @@ spec:
   tag: gray
   selector: {version: v2}
   fallback: [base]
+---
+apiVersion: graylane.io/v1
+kind: TagPolicy
+metadata:
+  name: edge
+spec:
+  services: [frontend]
+  # The test client calls the edge in plaintext: no mesh identity, so with mTLS on
+  # (the default, permissive) its tag is kept only because this policy says so.
+  incoming: keep
 ";
 
 /// The client's own span id, the parent of the first sidecar span.

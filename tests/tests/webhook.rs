@@ -264,3 +264,113 @@ fn the_webhook_patches_pods_over_https() {
         "{text}"
     );
 }
+
+/// `kubernetes-validate` from the venv `scripts/deps.sh test` installs, else `PATH`.
+fn validator() -> std::path::PathBuf {
+    let local = Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/py/bin/kubernetes-validate");
+    if local.exists() {
+        return local;
+    }
+    "kubernetes-validate".into()
+}
+
+/// An issuer key as `/openid/v1/jwks` serves it (RFC 7517's P-256 example key).
+const JWKS: &str = r#"{"keys":[{"kty":"EC","crv":"P-256","kid":"1","use":"sig","x":"MKBCTNIcKUSDii11ySs3526iDZ8AiTo7Tu6KPAqv7D4","y":"4Etl6SRW2YiLUrN5vfvVHuhp7x8PxltmWWlbbM4IFyM"}]}"#;
+
+/// A control plane checking service-account tokens (`--k8s-jwks`) injects a projected
+/// token and the mesh CA (the one it serves gRPC TLS from) through the pod's own
+/// annotation, overwriting one the pod brought; the patched pod validates.
+#[test]
+fn with_service_account_tokens_the_webhook_mounts_a_projected_token_and_the_mesh_ca() {
+    let dir = tempfile::tempdir().unwrap();
+    certificates(dir.path());
+    let path = |f: &str| dir.path().join(f).display().to_string();
+    std::fs::write(dir.path().join("jwks.json"), JWKS).unwrap();
+    let cp = ControlPlane::start(
+        dir.path(),
+        &[
+            "--webhook-addr",
+            "127.0.0.1:0",
+            "--tls-cert",
+            &path("tls.pem"),
+            "--tls-key",
+            &path("tls.key"),
+            "--ca-cert",
+            &path("ca.pem"),
+            "--ca-key",
+            &path("ca.key"),
+            "--k8s-jwks",
+            &path("jwks.json"),
+            "--inject-projected-token",
+        ],
+    );
+    let log = cp.proc.log_text();
+    let port: u16 = log
+        .split("webhook_addr=127.0.0.1:")
+        .nth(1)
+        .and_then(|rest| rest.split_whitespace().next()?.parse().ok())
+        .unwrap_or_else(|| panic!("no webhook_addr in {log}"));
+    let pod = json!({
+        "apiVersion": "v1", "kind": "Pod",
+        "metadata": {"name": "orders-7d9", "namespace": "shop",
+                     "labels": {"app": "orders"},
+                     "annotations": {"graylane.io/ca-bundle": "the pod's own CA"}},
+        "spec": {"serviceAccountName": "orders",
+                 "containers": [{"name": "orders", "image": "shop/orders:2"}]},
+    });
+    let answer = post(dir.path(), port, &review("uid-1", "shop", pod.clone()));
+    let patch: Value = serde_json::from_slice(&base64_decode(
+        answer["response"]["patch"].as_str().unwrap(),
+    ))
+    .unwrap();
+    let injected = apply(pod, &patch);
+    let ca = std::fs::read_to_string(dir.path().join("ca.pem")).unwrap();
+    assert_eq!(
+        injected["metadata"]["annotations"]["graylane.io/ca-bundle"]
+            .as_str()
+            .unwrap()
+            .trim_end(),
+        ca.trim_end(),
+        "the mesh CA, not the pod's"
+    );
+    let volume = injected["spec"]["volumes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|v| v["name"] == "graylane-token")
+        .unwrap();
+    assert_eq!(
+        volume["projected"]["sources"][0]["serviceAccountToken"],
+        json!({"audience": "graylane", "expirationSeconds": 3600, "path": "token"})
+    );
+    let text = injected.to_string();
+    assert!(
+        !text.contains("graylane-sidecar-token"),
+        "no Secret: {text}"
+    );
+    let file = dir.path().join("injected.json");
+    std::fs::write(&file, &text).unwrap();
+    let out = Command::new(validator())
+        .args(["--strict", "--no-warn"])
+        .arg(&file)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// Projected tokens are only worth injecting when the control plane can check them.
+#[test]
+fn inject_projected_token_without_k8s_jwks_is_refused_naming_the_flag() {
+    let out = Command::new(graylane_tests::bin("graylane-control"))
+        .args(["--inject-projected-token", "--store", "memory:"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("--k8s-jwks"), "{stderr}");
+}

@@ -13,10 +13,15 @@
 //! cannot hide the delay of those behind it. `lag` (task start − scheduled time) shows
 //! whether the generator itself kept up.
 //!
+//! `--connect HOST:PORT` sends every connection there whatever the URL names, so
+//! `--url http://up/ --connect 127.0.0.1:15001` reaches a proxy that routes by Host /
+//! `:authority` (a sidecar's outbound listener; `bench/proxy/mtls.sh`).
+//!
 //! Prints one line: `count= errors= p50_us= p90_us= p99_us= max_us= lag_p99_us=`.
 
 #![allow(clippy::print_stdout)]
 
+use std::task::{Context as TaskContext, Poll};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, ensure};
@@ -51,6 +56,31 @@ struct Args {
     /// A request not answered within this many seconds is an error.
     #[arg(long, default_value_t = 5)]
     timeout: u64,
+    /// Connect here (HOST:PORT) instead of the URL's host; Host / `:authority` stay the
+    /// URL's (a proxy that routes by them).
+    #[arg(long)]
+    connect: Option<String>,
+}
+
+/// hyper's connector, sent to `--connect` when given.
+#[derive(Clone)]
+struct Connector {
+    http: HttpConnector,
+    to: Option<Uri>,
+}
+
+impl tower_service::Service<Uri> for Connector {
+    type Response = <HttpConnector as tower_service::Service<Uri>>::Response;
+    type Error = <HttpConnector as tower_service::Service<Uri>>::Error;
+    type Future = <HttpConnector as tower_service::Service<Uri>>::Future;
+
+    fn poll_ready(&mut self, cx: &mut TaskContext<'_>) -> Poll<Result<(), Self::Error>> {
+        self.http.poll_ready(cx)
+    }
+
+    fn call(&mut self, dst: Uri) -> Self::Future {
+        self.http.call(self.to.clone().unwrap_or(dst))
+    }
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
@@ -90,11 +120,19 @@ fn main() -> anyhow::Result<()> {
 }
 
 async fn run(args: &Args) -> anyhow::Result<Vec<Sample>> {
-    let mut connector = HttpConnector::new();
-    connector.set_nodelay(true);
-    let client: Client<HttpConnector, Full<Bytes>> = Client::builder(TokioExecutor::new())
+    let mut http = HttpConnector::new();
+    http.set_nodelay(true);
+    let to = match &args.connect {
+        Some(addr) => Some(
+            format!("http://{addr}")
+                .parse::<Uri>()
+                .with_context(|| format!("--connect {addr}"))?,
+        ),
+        None => None,
+    };
+    let client: Client<Connector, Full<Bytes>> = Client::builder(TokioExecutor::new())
         .http2_only(args.proto != Proto::H1)
-        .build(connector);
+        .build(Connector { http, to });
     let rate = u64::from(args.rate);
     let warm = rate * args.warmup;
     let total = warm + rate * args.duration;
@@ -165,7 +203,7 @@ fn build(url: &Uri, proto: Proto) -> anyhow::Result<Request<Full<Bytes>>> {
 
 /// true: 200, body read to its end, and for gRPC `grpc-status: 0` in the trailers.
 async fn exchange(
-    client: &Client<HttpConnector, Full<Bytes>>,
+    client: &Client<Connector, Full<Bytes>>,
     request: Request<Full<Bytes>>,
     proto: Proto,
 ) -> bool {

@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use graylane_proto::v1 as pb;
 use graylane_proto::v1::admin_server::Admin;
-use graylane_routing::{Kind, Release, Resource, RuleSet};
+use graylane_routing::{DEFAULT_NAMESPACE, Kind, Name, Release, Resource, RuleSet};
 use tokio_stream::Stream;
 use tonic::{Request, Response, Status};
 
@@ -67,7 +67,12 @@ fn change_response(outcome: ChangeOutcome) -> pb::ChangeResponse {
             .map(|c| pb::ResourceChange {
                 kind: c.kind.to_string(),
                 name: c.name,
-                namespace: String::new(),
+                // Lanes are mesh-wide: no namespace on the wire.
+                namespace: if c.kind.is_namespaced() {
+                    c.namespace
+                } else {
+                    String::new()
+                },
                 action: match c.action {
                     Action::Created => pb::ChangeAction::Created,
                     Action::Configured => pb::ChangeAction::Configured,
@@ -87,6 +92,17 @@ fn kind(s: &str) -> Result<Kind, Status> {
             Kind::NAMES
         ))
     })
+}
+
+/// A request's namespace: empty is `default` (older clients); anything else must be a
+/// DNS label, as a namespace is.
+fn namespace_of(s: &str) -> Result<&str, Status> {
+    if s.is_empty() {
+        return Ok(DEFAULT_NAMESPACE);
+    }
+    Name::new(s)
+        .map(|_| s)
+        .map_err(|e| Status::invalid_argument(format!("namespace: {e}")))
 }
 
 fn sidecar_status(entry: SidecarEntry, rules: &RuleSet) -> pb::SidecarStatus {
@@ -112,8 +128,8 @@ fn sidecar_status(entry: SidecarEntry, rules: &RuleSet) -> pb::SidecarStatus {
         nacked_revision,
         nack_reason,
         connected_at_ms: entry.connected_at_ms,
-        identity: String::new(),
-        cert_not_after: 0,
+        identity: entry.identity,
+        cert_not_after: entry.cert_not_after,
     }
 }
 
@@ -153,7 +169,10 @@ impl Admin for AdminService {
         let refs = r
             .resources
             .iter()
-            .map(|x| Ok((kind(&x.kind)?, x.name.clone())))
+            .map(|x| {
+                let ns = namespace_of(&x.namespace)?.to_owned();
+                Ok((kind(&x.kind)?, ns, x.name.clone()))
+            })
             .collect::<Result<_, Status>>()?;
         self.change(&request, Change::Delete(refs), r.expect_revision, r.dry_run)
             .await
@@ -173,14 +192,24 @@ impl Admin for AdminService {
         } else {
             Some(kind(&r.kind)?)
         };
+        // A namespace filters namespaced resources; Lanes are mesh-wide and shown in
+        // every namespace, as they apply in every one.
+        let namespace = if r.namespace.is_empty() {
+            None
+        } else {
+            Some(namespace_of(&r.namespace)?)
+        };
         let selected: Vec<_> = rules
             .iter()
             .filter(|x| {
-                filter.is_none_or(|k| x.kind() == k) && (r.name.is_empty() || x.name() == r.name)
+                filter.is_none_or(|k| x.kind() == k)
+                    && (r.name.is_empty() || x.name() == r.name)
+                    && namespace.is_none_or(|ns| !x.is_namespaced() || x.namespace() == ns)
             })
             .collect();
         if let (Some(k), false, true) = (filter, r.name.is_empty(), selected.is_empty()) {
-            return Err(ControlError::NotFound(format!("{k}/{} not found", r.name)).into());
+            let what = k.display_ref(namespace.unwrap_or_default(), &r.name);
+            return Err(ControlError::NotFound(format!("{what} not found")).into());
         }
         let text: Vec<String> = selected.iter().map(|x| x.to_yaml()).collect();
         let text = text.join("---\n");
@@ -234,10 +263,14 @@ impl Admin for AdminService {
                 r.state
             ))
         })?;
+        let namespace = namespace_of(&r.namespace)?;
         if !r.force {
-            self.control.check_release(&r.service, state).await?;
+            self.control
+                .check_release(namespace, &r.service, state)
+                .await?;
         }
         let change = Change::Release {
+            namespace: namespace.to_owned(),
             service: r.service.clone(),
             state,
         };
@@ -249,27 +282,39 @@ impl Admin for AdminService {
         &self,
         request: Request<pb::GetReleaseRequest>,
     ) -> Result<Response<pb::GetReleaseResponse>, Status> {
-        let service = request.into_inner().service;
+        let r = request.into_inner();
         let (revision, rules) = self.control.rules().await?;
-        let mut services: Vec<String> = if service.is_empty() {
-            let mut all: Vec<String> = self.control.hub().services().into_keys().collect();
+        // (namespace, service) pairs, in that order.
+        let mut services: Vec<(String, String)> = if r.service.is_empty() {
+            let only = if r.namespace.is_empty() {
+                None
+            } else {
+                Some(namespace_of(&r.namespace)?)
+            };
+            let mut all: Vec<(String, String)> =
+                self.control.hub().services().into_keys().collect();
             all.extend(rules.of_kind(Kind::RoutePolicy).filter_map(|r| match r {
-                Resource::RoutePolicy(p) => Some(p.spec.service.as_str().to_string()),
+                Resource::RoutePolicy(p) => {
+                    let (ns, service) = p.spec.service.resolve(p.metadata.namespace());
+                    Some((ns.to_owned(), service.to_owned()))
+                }
                 _ => None,
             }));
+            all.retain(|(ns, _)| only.is_none_or(|only| ns == only));
             all
         } else {
-            self.control.known_service(&service).await?;
-            vec![service]
+            let namespace = namespace_of(&r.namespace)?;
+            self.control.known_service(namespace, &r.service).await?;
+            vec![(namespace.to_owned(), r.service)]
         };
         services.sort();
         services.dedup();
         let states = services
             .into_iter()
-            .map(|s| pb::ReleaseState {
-                state: rules.release_of(&s).to_string(),
-                service: s,
-                namespace: String::new(),
+            .map(|(namespace, service)| pb::ReleaseState {
+                state: rules.release_of(&namespace, &service).to_string(),
+                service,
+                namespace,
             })
             .collect();
         Ok(Response::new(pb::GetReleaseResponse { revision, states }))

@@ -1,68 +1,171 @@
-//! `--token-file`: bearer tokens with a role, checked before any handler runs.
+//! Who is calling: `--token-file` bearer tokens and, with `--k8s-jwks`, Kubernetes
+//! service-account tokens, checked before any handler runs. The interceptor leaves
+//! its decision in the request's extensions as a [`Principal`] for the handlers.
 //!
-//! File format: one `role:token` per line (`admin` may change rules, `sidecar` may
-//! subscribe); blank lines and `#` comments are skipped.
+//! Token file: one line per token, blank lines and `#` comments skipped:
+//! - `admin:TOKEN`: may change rules (and subscribe, for debugging);
+//! - `sidecar:TOKEN`: may subscribe, unbound (gets the identity it asks for);
+//! - `sidecar:TOKEN:NAMESPACE/SERVICE-ACCOUNT`: may subscribe as exactly that identity.
 
 use std::sync::Arc;
 
 use tonic::Status;
 use tonic::service::Interceptor;
 
-/// What a token may do. `Admin` may also subscribe (for debugging with a client).
+use super::identity::ServiceAccount;
+use super::jwt::Jwks;
+
+/// What a credential may do. `Admin` may also subscribe (for debugging with a client).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Role {
     Admin,
     Sidecar,
 }
 
-/// The accepted tokens; `None` in `Auth` means the server runs without tokens.
-#[derive(Debug)]
-pub struct Tokens(Vec<(Role, String)>);
+/// What the interceptor decided about a call, in its extensions for the handlers.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Principal {
+    pub role: Role,
+    /// The one identity this credential may have; `None`: whatever it asks for (an
+    /// unbound token, an admin, or a server without credentials).
+    pub bound: Option<ServiceAccount>,
+}
+
+/// The accepted credentials; `None` in `Auth` means the server runs without any.
+#[derive(Default)]
+pub struct Tokens {
+    lines: Vec<(Role, String, Option<ServiceAccount>)>,
+    jwks: Option<Jwks>,
+}
+
+impl std::fmt::Debug for Tokens {
+    // Never print a token: only how many there are.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Tokens")
+            .field("lines", &self.lines.len())
+            .field("jwks", &self.jwks)
+            .finish()
+    }
+}
 
 impl Tokens {
+    /// The credentials of `--token-file` and `--k8s-jwks`, read and checked; `None`
+    /// when neither is given (every call accepted). The error names the flag.
+    pub fn load(
+        token_file: Option<&std::path::Path>,
+        jwks: Option<&std::path::Path>,
+    ) -> Result<Option<Self>, String> {
+        let read = |flag: &str, path: &std::path::Path| {
+            std::fs::read_to_string(path).map_err(|e| format!("{flag} {}: {e}", path.display()))
+        };
+        let mut tokens = match token_file {
+            Some(path) => Self::parse(&read("--token-file", path)?)
+                .map_err(|e| format!("--token-file {}: {e}", path.display()))?,
+            None => Self::default(),
+        };
+        if let Some(path) = jwks {
+            let keys = Jwks::parse(&read("--k8s-jwks", path)?)
+                .map_err(|e| format!("--k8s-jwks {}: {e}", path.display()))?;
+            tokens = tokens.with_jwks(keys);
+        }
+        if tokens.has_unbound_sidecar() {
+            tracing::warn!(
+                "--token-file has unbound sidecar tokens (sidecar:TOKEN): their holders get any identity they ask for; bind them (sidecar:TOKEN:NAMESPACE/SERVICE-ACCOUNT) outside local runs"
+            );
+        }
+        Ok((token_file.is_some() || jwks.is_some()).then_some(tokens))
+    }
+
     /// Parses a token file; the error names the line.
     pub fn parse(text: &str) -> Result<Self, String> {
-        let mut tokens = Vec::new();
+        let mut lines = Vec::new();
         for (i, line) in text.lines().enumerate() {
             let line = line.trim();
             if line.is_empty() || line.starts_with('#') {
                 continue;
             }
-            let (role, token) = line
-                .split_once(':')
-                .ok_or_else(|| format!("line {}: expected role:token", i + 1))?;
-            let role = match role.trim() {
-                "admin" => Role::Admin,
-                "sidecar" => Role::Sidecar,
-                other => {
-                    return Err(format!(
-                        "line {}: unknown role {other:?} (admin or sidecar)",
-                        i + 1
-                    ));
-                }
-            };
-            let token = token.trim();
-            if token.len() < 16 {
-                return Err(format!("line {}: token shorter than 16 characters", i + 1));
-            }
-            tokens.push((role, token.to_string()));
+            lines.push(parse_line(line).map_err(|e| format!("line {}: {e}", i + 1))?);
         }
-        if tokens.is_empty() {
+        if lines.is_empty() {
             return Err("no tokens in the file".into());
         }
-        Ok(Self(tokens))
+        Ok(Self { lines, jwks: None })
     }
 
-    fn role_of(&self, presented: &[u8]) -> Option<Role> {
+    /// Also accept service-account tokens signed by one of `jwks`' keys.
+    pub fn with_jwks(mut self, jwks: Jwks) -> Self {
+        self.jwks = Some(jwks);
+        self
+    }
+
+    /// Whether some `sidecar:` line lets its holder pick any identity.
+    pub fn has_unbound_sidecar(&self) -> bool {
+        self.lines
+            .iter()
+            .any(|(role, _, bound)| *role == Role::Sidecar && bound.is_none())
+    }
+
+    fn principal_of(&self, presented: &[u8]) -> Result<Principal, Status> {
         // Compare every token in full so timing does not reveal a matching prefix.
         let mut found = None;
-        for (role, token) in &self.0 {
+        for (role, token, bound) in &self.lines {
             if constant_time_eq(token.as_bytes(), presented) {
-                found = Some(*role);
+                found = Some(Principal {
+                    role: *role,
+                    bound: bound.clone(),
+                });
             }
         }
-        found
+        if let Some(principal) = found {
+            return Ok(principal);
+        }
+        match (&self.jwks, std::str::from_utf8(presented)) {
+            // A JWT is three base64url parts; its header always starts `{"` → `eyJ`.
+            (Some(jwks), Ok(token))
+                if token.starts_with("eyJ") && token.split('.').count() == 3 =>
+            {
+                let account = jwks.verify(token).map_err(|why| {
+                    Status::unauthenticated(format!("service-account token refused: {why}"))
+                })?;
+                // Never admin: a pod's token only ever speaks for that pod.
+                Ok(Principal {
+                    role: Role::Sidecar,
+                    bound: Some(account),
+                })
+            }
+            _ => Err(Status::unauthenticated("invalid token")),
+        }
     }
+}
+
+/// One `role:token[:namespace/service-account]` line.
+fn parse_line(line: &str) -> Result<(Role, String, Option<ServiceAccount>), String> {
+    let (role, rest) = line
+        .split_once(':')
+        .ok_or("expected role:token or sidecar:token:namespace/service-account")?;
+    let role = match role.trim() {
+        "admin" => Role::Admin,
+        "sidecar" => Role::Sidecar,
+        other => return Err(format!("unknown role {other:?} (admin or sidecar)")),
+    };
+    // A binding is the last `:`-field and holds a `/`; a token may contain `:` itself.
+    let (token, bound) = match rest.rsplit_once(':') {
+        Some((token, binding)) if binding.contains('/') => {
+            let (ns, sa) = binding.trim().split_once('/').unwrap_or_default();
+            let account = ServiceAccount::new(ns, sa)
+                .map_err(|e| format!("binding {:?}: {e}", binding.trim()))?;
+            if role == Role::Admin {
+                return Err("an admin token cannot be bound to an identity".into());
+            }
+            (token, Some(account))
+        }
+        _ => (rest, None),
+    };
+    let token = token.trim();
+    if token.len() < 16 {
+        return Err("token shorter than 16 characters".into());
+    }
+    Ok((role, token.to_string(), bound))
 }
 
 fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
@@ -86,95 +189,40 @@ impl Auth {
 }
 
 impl Interceptor for Auth {
-    fn call(&mut self, request: tonic::Request<()>) -> Result<tonic::Request<()>, Status> {
-        let Some(tokens) = &self.tokens else {
-            return Ok(request);
+    fn call(&mut self, mut request: tonic::Request<()>) -> Result<tonic::Request<()>, Status> {
+        let principal = match &self.tokens {
+            // No credentials configured (loopback only): anyone may do anything.
+            None => Principal {
+                role: Role::Admin,
+                bound: None,
+            },
+            Some(tokens) => {
+                let header = request
+                    .metadata()
+                    .get("authorization")
+                    .map(|v| v.as_bytes());
+                let presented = header
+                    .and_then(|h| {
+                        h.strip_prefix(b"Bearer ")
+                            .or_else(|| h.strip_prefix(b"bearer "))
+                    })
+                    .ok_or_else(|| {
+                        Status::unauthenticated(
+                            "missing bearer token (authorization: Bearer <token>)",
+                        )
+                    })?;
+                tokens.principal_of(presented)?
+            }
         };
-        let header = request
-            .metadata()
-            .get("authorization")
-            .map(|v| v.as_bytes());
-        let presented = header
-            .and_then(|h| {
-                h.strip_prefix(b"Bearer ")
-                    .or_else(|| h.strip_prefix(b"bearer "))
-            })
-            .ok_or_else(|| {
-                Status::unauthenticated("missing bearer token (authorization: Bearer <token>)")
-            })?;
-        match (tokens.role_of(presented), self.need) {
-            (None, _) => Err(Status::unauthenticated("invalid token")),
-            (Some(Role::Sidecar), Role::Admin) => Err(Status::permission_denied(
+        if self.need == Role::Admin && principal.role != Role::Admin {
+            return Err(Status::permission_denied(
                 "a sidecar token may not call the admin API",
-            )),
-            (Some(_), _) => Ok(request),
+            ));
         }
+        request.extensions_mut().insert(principal);
+        Ok(request)
     }
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn parses_roles_and_rejects_bad_lines() {
-        let tokens = Tokens::parse(
-            "# comment\nadmin:aaaaaaaaaaaaaaaaaaaa\n\nsidecar: bbbbbbbbbbbbbbbbbbbb\n",
-        )
-        .unwrap();
-        assert_eq!(tokens.role_of(b"aaaaaaaaaaaaaaaaaaaa"), Some(Role::Admin));
-        assert_eq!(tokens.role_of(b"bbbbbbbbbbbbbbbbbbbb"), Some(Role::Sidecar));
-        assert_eq!(tokens.role_of(b"bbbbbbbbbbbbbbbbbbb"), None);
-        assert!(
-            Tokens::parse("root:aaaaaaaaaaaaaaaaaaaa")
-                .unwrap_err()
-                .contains("line 1")
-        );
-        assert!(
-            Tokens::parse("admin:short")
-                .unwrap_err()
-                .contains("shorter")
-        );
-        assert!(Tokens::parse("\n# only a comment\n").is_err());
-    }
-
-    fn call(auth: &mut Auth, header: Option<&str>) -> Result<(), tonic::Code> {
-        let mut request = tonic::Request::new(());
-        if let Some(h) = header {
-            request
-                .metadata_mut()
-                .insert("authorization", h.parse().unwrap());
-        }
-        auth.call(request).map(|_| ()).map_err(|s| s.code())
-    }
-
-    #[test]
-    fn sidecar_token_is_denied_admin_calls() {
-        let tokens = Arc::new(
-            Tokens::parse("admin:aaaaaaaaaaaaaaaaaaaa\nsidecar:bbbbbbbbbbbbbbbbbbbb").unwrap(),
-        );
-        let mut admin = Auth::new(Some(Arc::clone(&tokens)), Role::Admin);
-        let mut discovery = Auth::new(Some(tokens), Role::Sidecar);
-        assert_eq!(call(&mut admin, None), Err(tonic::Code::Unauthenticated));
-        assert_eq!(
-            call(&mut admin, Some("Bearer nope")),
-            Err(tonic::Code::Unauthenticated)
-        );
-        assert_eq!(
-            call(&mut admin, Some("Bearer bbbbbbbbbbbbbbbbbbbb")),
-            Err(tonic::Code::PermissionDenied)
-        );
-        assert_eq!(
-            call(&mut admin, Some("Bearer aaaaaaaaaaaaaaaaaaaa")),
-            Ok(())
-        );
-        assert_eq!(
-            call(&mut discovery, Some("Bearer bbbbbbbbbbbbbbbbbbbb")),
-            Ok(())
-        );
-        assert_eq!(
-            call(&mut discovery, Some("Bearer aaaaaaaaaaaaaaaaaaaa")),
-            Ok(())
-        );
-    }
-}
+mod tests;

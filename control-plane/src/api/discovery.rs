@@ -13,6 +13,8 @@ use tokio_stream::StreamExt;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status, Streaming};
 
+use super::auth::Principal;
+use super::identity::{self, Identities};
 use crate::push::{Hub, Outgoing, SidecarId, State};
 
 /// How long a new stream may take to say Hello before it is dropped.
@@ -32,14 +34,24 @@ pub(crate) type Outbound =
 /// `graylane.v1.Discovery`, serving every sidecar from the shared `Hub`.
 pub struct DiscoveryService {
     hub: Arc<Hub>,
+    /// Decides each sidecar's identity and signs its certificates.
+    identities: Arc<Identities>,
     /// Flips to true on shutdown: every stream ends with UNAVAILABLE so sidecars
     /// reconnect (to another replica) instead of holding a dead stream.
     shutdown: watch::Receiver<bool>,
 }
 
 impl DiscoveryService {
-    pub fn new(hub: Arc<Hub>, shutdown: watch::Receiver<bool>) -> Self {
-        Self { hub, shutdown }
+    pub fn new(
+        hub: Arc<Hub>,
+        identities: Arc<Identities>,
+        shutdown: watch::Receiver<bool>,
+    ) -> Self {
+        Self {
+            hub,
+            identities,
+            shutdown,
+        }
     }
 }
 
@@ -49,16 +61,39 @@ impl Discovery for DiscoveryService {
 
     async fn issue_certificate(
         &self,
-        _request: Request<pb::CertificateRequest>,
+        request: Request<pb::CertificateRequest>,
     ) -> Result<Response<pb::CertificateResponse>, Status> {
-        // Issue 12 in progress: signing lands with the identity module.
-        Err(Status::unimplemented("certificates are not issued yet"))
+        let principal = principal_of(&request)?;
+        let request = request.into_inner();
+        if request.instance_id.len() > 253 {
+            return Err(Status::invalid_argument(
+                "instance_id: must be at most 253 characters",
+            ));
+        }
+        // Signing is CPU work (an RSA CSR's check, an ECDSA signature): off the
+        // runtime's threads.
+        let identities = Arc::clone(&self.identities);
+        let issued = tokio::task::spawn_blocking(move || {
+            identities.issue(&principal, &request).map(|r| (r, request))
+        })
+        .await
+        .map_err(|_| Status::internal("signing the certificate failed"))?;
+        let (response, request) = issued?;
+        if !request.instance_id.is_empty() {
+            self.hub.record_certificate(
+                &request.instance_id,
+                &response.identity,
+                response.not_after,
+            );
+        }
+        Ok(Response::new(response))
     }
 
     async fn subscribe(
         &self,
         request: Request<Streaming<SidecarMessage>>,
     ) -> Result<Response<Self::SubscribeStream>, Status> {
+        let principal = principal_of(&request)?;
         let mut inbound = request.into_inner();
         let first = tokio::time::timeout(HELLO_TIMEOUT, inbound.message())
             .await
@@ -71,8 +106,9 @@ impl Discovery for DiscoveryService {
         };
         check_hello(&hello)?;
         let hello = crate::push::with_identity_defaults(hello);
-        tracing::info!(service = %hello.service, namespace = %hello.namespace, instance = %hello.instance_id, address = %hello.address, "sidecar connected");
-        let (id, kicked) = self.hub.register(hello, crate::now_ms());
+        let identity = self.identity_of(&principal, &hello)?;
+        tracing::info!(service = %hello.service, namespace = %hello.namespace, instance = %hello.instance_id, address = %hello.address, %identity, "sidecar connected");
+        let (id, kicked) = self.hub.register(hello, identity, crate::now_ms());
         // Capacity 1: with at most one snapshot in the channel and one pending in the
         // task, a slow sidecar costs bounded memory and gets the latest state.
         let (tx, rx) = mpsc::channel(1);
@@ -86,6 +122,33 @@ impl Discovery for DiscoveryService {
             (|item: Item| *item) as fn(Item) -> Result<Snapshot, Status>,
         )))
     }
+}
+
+impl DiscoveryService {
+    /// The SPIFFE id of a stream: a bound credential must say Hello as its own
+    /// identity (else PERMISSION_DENIED, and nothing is registered); an unbound one
+    /// gets what it says, or none when that is not a valid service account (an older
+    /// sidecar whose service name is not a DNS name: it still routes, without mTLS).
+    fn identity_of(&self, principal: &Principal, hello: &Hello) -> Result<String, Status> {
+        match identity::decide(principal, &hello.namespace, &hello.service_account) {
+            Ok(account) => Ok(self.identities.spiffe_id(&account)),
+            Err(status) if status.code() == tonic::Code::PermissionDenied => Err(status),
+            Err(status) => {
+                tracing::warn!(instance = %hello.instance_id, reason = %status.message(), "no identity for this sidecar");
+                Ok(String::new())
+            }
+        }
+    }
+}
+
+/// What the auth interceptor decided about this call.
+fn principal_of<T>(request: &Request<T>) -> Result<Principal, Status> {
+    request
+        .extensions()
+        .get::<Principal>()
+        .cloned()
+        // Every Discovery call passes the interceptor; without it, nobody is trusted.
+        .ok_or_else(|| Status::unauthenticated("no credential was checked for this call"))
 }
 
 fn check_hello(hello: &Hello) -> Result<(), Status> {

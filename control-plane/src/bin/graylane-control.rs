@@ -5,11 +5,11 @@ use std::path::PathBuf;
 
 use anyhow::{Context, bail};
 use clap::Parser;
-use graylane_control::api::Tokens;
+use graylane_control::api::{Identities, Tokens};
 use graylane_control::ca::{self, MeshCa};
 use graylane_control::cluster::Cluster;
 use graylane_control::server::Server;
-use graylane_control::store::{Store, StoreUrl};
+use graylane_control::store::{EtcdTls, Store, StoreUrl};
 use graylane_control::tls::GrpcTls;
 use graylane_control::{inject, webhook};
 use std::sync::Arc;
@@ -34,6 +34,21 @@ struct Args {
     /// Where the etcd store keeps its keys.
     #[arg(long, env = "GRAYLANE_ETCD_PREFIX", default_value = "/graylane")]
     etcd_prefix: String,
+    /// With --store etcd+https://: the CA (PEM) that signed etcd's server certificate.
+    #[arg(long, env = "GRAYLANE_ETCD_CA", value_name = "PEM")]
+    etcd_ca: Option<PathBuf>,
+    /// The client certificate (PEM) to show etcd (its --client-cert-auth), with
+    /// --etcd-key.
+    #[arg(long, env = "GRAYLANE_ETCD_CERT", value_name = "PEM", requires_all = ["etcd_key", "etcd_ca"])]
+    etcd_cert: Option<PathBuf>,
+    /// The private key (PEM) of --etcd-cert.
+    #[arg(
+        long,
+        env = "GRAYLANE_ETCD_KEY",
+        value_name = "PEM",
+        requires = "etcd_cert"
+    )]
+    etcd_key: Option<PathBuf>,
     /// With etcd: how long the instances of a replica that died stay registered.
     #[arg(long, env = "GRAYLANE_LEASE_TTL", default_value = "10s", value_parser = parse_duration)]
     lease_ttl: std::time::Duration,
@@ -41,6 +56,15 @@ struct Args {
     /// is accepted, so the server only listens on loopback.
     #[arg(long, env = "GRAYLANE_TOKEN_FILE")]
     token_file: Option<PathBuf>,
+    /// Kubernetes service-account issuer keys (a JWKS file, as served at
+    /// /openid/v1/jwks): projected tokens with audience `graylane` are then accepted
+    /// as sidecar credentials, bound to their service account.
+    #[arg(long, env = "GRAYLANE_K8S_JWKS", value_name = "PATH")]
+    k8s_jwks: Option<PathBuf>,
+    /// CA certificates (PEM) trusted besides the mesh CA and sent to every sidecar in
+    /// the trust bundle: trust old and new together while rotating a CA.
+    #[arg(long, env = "GRAYLANE_TRUST_BUNDLE", value_name = "PEM")]
+    trust_bundle: Option<PathBuf>,
     /// Revisions kept in history (at least 100).
     #[arg(long, env = "GRAYLANE_HISTORY", default_value_t = 1000)]
     history: usize,
@@ -110,6 +134,17 @@ struct Args {
         default_value = "graylane-sidecar-token"
     )]
     inject_token_secret: String,
+    /// Injection: give sidecars a projected service-account token (audience
+    /// `graylane`, 1h, rotated by the kubelet) checked with --k8s-jwks, and the mesh CA
+    /// through a pod annotation, instead of --inject-token-secret: no Secret is needed
+    /// in application namespaces.
+    #[arg(
+        long,
+        env = "GRAYLANE_INJECT_PROJECTED_TOKEN",
+        requires = "k8s_jwks",
+        conflicts_with = "inject_token_secret"
+    )]
+    inject_projected_token: bool,
 }
 
 #[tokio::main]
@@ -123,17 +158,8 @@ async fn main() {
 }
 
 async fn run(args: Args) -> anyhow::Result<()> {
-    let tokens = match &args.token_file {
-        Some(path) => {
-            let text = std::fs::read_to_string(path)
-                .with_context(|| format!("--token-file {}", path.display()))?;
-            Some(
-                Tokens::parse(&text)
-                    .map_err(|e| anyhow::anyhow!("--token-file {}: {e}", path.display()))?,
-            )
-        }
-        None => None,
-    };
+    let tokens = Tokens::load(args.token_file.as_deref(), args.k8s_jwks.as_deref())
+        .map_err(anyhow::Error::msg)?;
     if tokens.is_none() {
         let open: Vec<_> = [args.grpc_addr, args.http_addr]
             .into_iter()
@@ -162,13 +188,14 @@ async fn run(args: Args) -> anyhow::Result<()> {
             args.grpc_addr
         );
     }
+    let etcd_tls = etcd_tls(&args)?;
     let store = args
         .store
-        .open(args.history, &args.etcd_prefix)
+        .open(args.history, &args.etcd_prefix, etcd_tls.as_ref())
         .await
         .with_context(|| format!("--store {:?}", args.store))?;
     let ca = mesh_ca(&args, store.as_ref()).await?;
-    let ca_pem = ca.as_ref().map(|ca| ca.cert_pem().to_string());
+    let identities = Arc::new(identities(&args, ca.clone())?);
     if let (true, Some(ca)) = (args.grpc_tls, ca) {
         let names = if args.server_names.is_empty() {
             ca::default_server_names(args.grpc_addr.ip())
@@ -192,16 +219,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
                 .await
                 .with_context(|| format!("--webhook-addr {addr}"))?;
             tracing::info!(webhook_addr = %listener.local_addr()?, "admission webhook listening");
-            let defaults = inject::Config::default();
-            let config = inject::Config {
-                image: args.inject_image.clone().unwrap_or(defaults.image),
-                control_plane: args
-                    .inject_control_plane
-                    .clone()
-                    .unwrap_or(defaults.control_plane),
-                token_secret: (args.inject_token_secret != "none")
-                    .then(|| args.inject_token_secret.clone()),
-            };
+            let config = inject_config(&args, &identities);
             Some((listener, tls, Arc::new(config)))
         }
         _ => None,
@@ -211,7 +229,8 @@ async fn run(args: Args) -> anyhow::Result<()> {
     let cluster = match &args.store {
         StoreUrl::Etcd(endpoints) => {
             let replica = format!("{}-{}", hostname(), std::process::id());
-            let cluster = Cluster::open(endpoints, &args.etcd_prefix, args.lease_ttl, replica)
+            let tls = etcd_tls.as_ref();
+            let cluster = Cluster::open(endpoints, &args.etcd_prefix, args.lease_ttl, replica, tls)
                 .await
                 .with_context(|| format!("--store {:?}", args.store))?;
             Some(Arc::new(cluster))
@@ -224,15 +243,16 @@ async fn run(args: Args) -> anyhow::Result<()> {
         cluster,
         webhook,
         grpc_tls,
-        ca_pem,
+        identities,
     }
     .run(grpc, http, shutdown_signal())
     .await
 }
 
 /// The mesh CA, when something needs it: the operator's (`--ca-cert`), else the
-/// store's (created on first use). `None` without --grpc-tls or --ca-cert: nothing
-/// signs yet, and the store is not touched (an etcd store may still be down at start).
+/// store's (created on first use). `None` without --grpc-tls or --ca-cert: the server
+/// then reads it from the store in the background (an etcd store may still be down at
+/// start; certificates are refused with UNAVAILABLE until it is read).
 async fn mesh_ca(args: &Args, store: &dyn Store) -> anyhow::Result<Option<MeshCa>> {
     let ca = match (&args.ca_cert, &args.ca_key) {
         (Some(cert), Some(key)) => {
@@ -248,6 +268,75 @@ async fn mesh_ca(args: &Args, store: &dyn Store) -> anyhow::Result<Option<MeshCa
         _ => return Ok(None),
     };
     Ok(Some(ca))
+}
+
+/// The webhook's injection settings (`--inject-*`). With a projected token, the CA
+/// sidecars trust is the trust bundle known at start (the mesh CA first).
+fn inject_config(args: &Args, identities: &Identities) -> inject::Config {
+    let defaults = inject::Config::default();
+    let control_plane = args
+        .inject_control_plane
+        .clone()
+        .unwrap_or(defaults.control_plane);
+    let credential = if args.inject_projected_token {
+        let ca_bundle = identities.trust_bundle().map(|pems| {
+            pems.iter()
+                .map(|p| format!("{}\n", p.trim_end()))
+                .collect::<String>()
+        });
+        if ca_bundle.is_none() && control_plane.starts_with("https://") {
+            tracing::warn!(%control_plane, "--inject-projected-token: no mesh CA (--ca-cert or --grpc-tls), so injected sidecars get no CA to check the control plane's certificate against");
+        }
+        inject::Credential::ServiceAccount { ca_bundle }
+    } else if args.inject_token_secret == "none" {
+        inject::Credential::None
+    } else {
+        inject::Credential::Secret(args.inject_token_secret.clone())
+    };
+    inject::Config {
+        image: args.inject_image.clone().unwrap_or(defaults.image),
+        control_plane,
+        credential,
+    }
+}
+
+/// `--etcd-ca/--etcd-cert/--etcd-key`, read and checked; refused when they do not fit
+/// `--store` (TLS flags for a plaintext store are a typo, not something to ignore).
+fn etcd_tls(args: &Args) -> anyhow::Result<Option<EtcdTls>> {
+    let https =
+        matches!(&args.store, StoreUrl::Etcd(e) if e.iter().any(|e| e.starts_with("https://")));
+    let Some(ca) = &args.etcd_ca else {
+        if https {
+            bail!(
+                "--store {:?} (etcd over TLS) needs --etcd-ca: the CA that signed etcd's server certificate",
+                args.store
+            );
+        }
+        return Ok(None);
+    };
+    if !https {
+        bail!(
+            "--etcd-ca/--etcd-cert/--etcd-key are for --store etcd+https://host:port; --store {:?} does not use TLS",
+            args.store
+        );
+    }
+    let client = args.etcd_cert.as_deref().zip(args.etcd_key.as_deref());
+    Ok(Some(EtcdTls::from_files(ca, client)?))
+}
+
+/// The trust domain, `--cert-ttl`, `--trust-bundle`, and the CA if already loaded.
+fn identities(args: &Args, ca: Option<MeshCa>) -> anyhow::Result<Identities> {
+    let extra = match &args.trust_bundle {
+        Some(path) => {
+            let pem = std::fs::read_to_string(path)
+                .with_context(|| format!("--trust-bundle {}", path.display()))?;
+            ca::parse_trust_bundle(&pem)
+                .map_err(|e| anyhow::anyhow!("--trust-bundle {}: {e}", path.display()))?
+        }
+        None => Vec::new(),
+    };
+    Identities::new(&args.trust_domain, args.cert_ttl, ca, extra)
+        .map_err(|e| anyhow::anyhow!("--trust-domain {:?}: {e}", args.trust_domain))
 }
 
 fn parse_cert_ttl(s: &str) -> Result<std::time::Duration, String> {

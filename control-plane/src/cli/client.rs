@@ -20,6 +20,10 @@ pub(crate) struct Connect {
     pub(crate) token_file: Option<PathBuf>,
     /// CA certificates (PEM) for `https://` servers.
     pub(crate) ca_bundle: Option<PathBuf>,
+    /// `-n NAMESPACE`, when given.
+    pub(crate) namespace: Option<String>,
+    /// The context's `namespace`, when it has one.
+    pub(crate) context_namespace: Option<String>,
 }
 
 type Inner = AdminClient<InterceptedService<Channel, Credentials>>;
@@ -61,6 +65,21 @@ fn user() -> Option<MetadataValue<tonic::metadata::Ascii>> {
 }
 
 impl Connect {
+    /// The namespace a command means, as kubectl: `-n`, else the context's, else
+    /// `default`.
+    pub(crate) fn namespace(&self) -> &str {
+        self.namespace_filter()
+            .unwrap_or(graylane_routing::DEFAULT_NAMESPACE)
+    }
+
+    /// The namespace a listing is limited to: `-n`, else the context's; `None` lists
+    /// every namespace.
+    pub(crate) fn namespace_filter(&self) -> Option<&str> {
+        self.namespace
+            .as_deref()
+            .or(self.context_namespace.as_deref())
+    }
+
     fn credentials(&self) -> Result<Credentials, CliError> {
         let token = match &self.token_file {
             Some(path) => {

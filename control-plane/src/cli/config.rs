@@ -10,6 +10,7 @@
 //!     server: http://cp-0:15010,http://cp-1:15010
 //!     tokenFile: /home/me/.config/graylane/prod.token
 //!     caBundle: /etc/graylane/ca.pem    # what an https:// server must chain to
+//!     namespace: shop                   # what commands mean without -n
 //! ```
 
 use std::fs::{DirBuilder, OpenOptions};
@@ -40,6 +41,8 @@ pub(crate) struct Flags {
     pub(crate) ca_bundle: Option<PathBuf>,
     pub(crate) context: Option<String>,
     pub(crate) config: Option<PathBuf>,
+    /// `-n`, already checked to be a DNS label.
+    pub(crate) namespace: Option<String>,
 }
 
 /// The file as written; read by [`decode`], which names the field at fault.
@@ -63,6 +66,9 @@ struct Context {
     /// The CA certificates an `https://` server must chain to (see `--ca-bundle`).
     #[serde(skip_serializing_if = "Option::is_none")]
     ca_bundle: Option<PathBuf>,
+    /// The namespace commands mean without `-n` (kubectl's context namespace).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    namespace: Option<String>,
 }
 
 /// Decides which control plane a command talks to and with which token. Each setting
@@ -117,6 +123,8 @@ pub(crate) fn resolve(flags: &Flags) -> Result<Connect, CliError> {
             .ca_bundle
             .clone()
             .or_else(|| context.and_then(|c| c.ca_bundle.as_ref().map(|t| dir.join(t)))),
+        namespace: flags.namespace.clone(),
+        context_namespace: context.and_then(|c| c.namespace.clone()),
     })
 }
 
@@ -130,6 +138,8 @@ pub(crate) fn without_file(flags: &Flags) -> Connect {
             .unwrap_or_else(|| DEFAULT_SERVER.to_owned()),
         token_file: flags.token_file.clone(),
         ca_bundle: flags.ca_bundle.clone(),
+        namespace: flags.namespace.clone(),
+        context_namespace: None,
     }
 }
 
@@ -213,24 +223,32 @@ fn decode_context(value: Value, i: usize) -> Result<Context, String> {
     let at = |field: &str| format!("contexts[{i}].{field}");
     let Value::Object(fields) = value else {
         return Err(format!(
-            "contexts[{i}]: expected a mapping with name, server, tokenFile, caBundle"
+            "contexts[{i}]: expected a mapping with name, server, tokenFile, caBundle, \
+             namespace"
         ));
     };
     let (mut name, mut server, mut token_file, mut ca_bundle) = (None, None, None, None);
+    let mut namespace = None;
     for (key, value) in fields {
         let slot = match key.as_str() {
             "name" => &mut name,
             "server" => &mut server,
             "tokenFile" => &mut token_file,
             "caBundle" => &mut ca_bundle,
+            "namespace" => &mut namespace,
             _ => {
                 return Err(format!(
-                    "{}: unknown field (expected name, server, tokenFile, caBundle)",
+                    "{}: unknown field (expected name, server, tokenFile, caBundle, namespace)",
                     at(&key)
                 ));
             }
         };
         *slot = optional(value, &at(&key))?;
+    }
+    // Checked here, so a typo names the file's field rather than failing every call.
+    if let Some(ns) = &namespace {
+        graylane_routing::Name::new(ns.as_str())
+            .map_err(|e| format!("{}: {e}", at("namespace")))?;
     }
     let required =
         |v: Option<String>, field: &str| v.ok_or_else(|| format!("{}: missing", at(field)));
@@ -239,6 +257,7 @@ fn decode_context(value: Value, i: usize) -> Result<Context, String> {
         server: required(server, "server")?,
         token_file: token_file.map(PathBuf::from),
         ca_bundle: ca_bundle.map(PathBuf::from),
+        namespace,
     })
 }
 

@@ -127,6 +127,8 @@ pub(crate) async fn run(once: bool) -> Result<(), CliError> {
         servers: url.clone(),
         token_file: None,
         ca_bundle: None,
+        namespace: None,
+        context_namespace: None,
     };
     let mut client = connect.client().await?;
     let mut traced = None;
@@ -215,6 +217,8 @@ async fn apply_rules(url: &str) -> Result<(), CliError> {
         servers: url.to_string(),
         token_file: None,
         ca_bundle: None,
+        namespace: None,
+        context_namespace: None,
     };
     let files = vec![pb::SourceFile {
         name: "gray-release.yaml".into(),

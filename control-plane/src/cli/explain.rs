@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 use std::net::IpAddr;
 
 use graylane_proto::v1 as pb;
-use graylane_routing::{Instance, RequestView, RoutingTable, RuleSet, Tag};
+use graylane_routing::{Instance, RequestView, RoutingTable, RuleSet, ServiceName, Tag, qualified};
 use serde_json::json;
 
 use super::client::Connect;
@@ -17,10 +17,12 @@ use super::{CliError, Format};
 /// The request to explain, from the flags.
 #[derive(clap::Args, Debug)]
 pub struct ExplainArgs {
-    /// The service the request goes to.
+    /// The service the request goes to: NAME in the caller's namespace (-n), or
+    /// NAME.NAMESPACE.
     #[arg(long)]
     pub service: String,
-    /// The request enters the mesh at this service first (its TagPolicy applies).
+    /// The request enters the mesh at this service first (its TagPolicy applies):
+    /// NAME in the caller's namespace (-n), or NAME.NAMESPACE.
     #[arg(long)]
     pub entry: Option<String>,
     /// A request header, NAME=VALUE (repeatable); `Gray-Publish=T` is the tag.
@@ -89,11 +91,27 @@ impl RequestView for Hypothetical<'_> {
     }
 }
 
+/// (namespace, service) of a `--service`/`--entry` value, read from `caller`'s
+/// namespace as a sidecar there reads a host: `orders` there, `orders.shop` in `shop`.
+fn service_ref(flag: &str, value: &str, caller: &str) -> Result<(String, String), CliError> {
+    let name = ServiceName::new(value)
+        .and_then(|n| n.check_reference().map(|()| n))
+        .map_err(|e| CliError::usage(format!("{flag}: {e}")))?;
+    let (namespace, service) = name.resolve(caller);
+    Ok((namespace.to_owned(), service.to_owned()))
+}
+
 pub(crate) async fn run(
     connect: &Connect,
     format: Option<Format>,
     args: ExplainArgs,
 ) -> Result<(), CliError> {
+    let caller = connect.namespace();
+    let (namespace, service) = service_ref("--service", &args.service, caller)?;
+    let entry = match &args.entry {
+        Some(e) => Some(service_ref("--entry", e, caller)?),
+        None => None,
+    };
     let tag = match find(&args.headers, "gray-publish", true) {
         None => None,
         Some(v) => Some(Tag::parse(v).ok_or_else(|| {
@@ -129,18 +147,25 @@ pub(crate) async fn run(
         .collect();
     let table = RoutingTable::build(&set, instances);
     let explanation = table.explain(
-        &args.service,
-        args.entry.as_deref(),
+        &namespace,
+        &service,
+        entry.as_ref().map(|(ns, s)| (ns.as_str(), s.as_str())),
         tag,
         &Hypothetical(&args),
         fastrand::u64(..),
     );
     match format.unwrap_or(Format::Table) {
         Format::Table => {
-            let mut text = format!(
-                "request to {} under revision {}\n",
-                args.service, rules.revision
-            );
+            let shown = qualified(&namespace, &service);
+            let mut text = match namespace.as_str() {
+                graylane_routing::DEFAULT_NAMESPACE => {
+                    format!("request to {shown} under revision {}\n", rules.revision)
+                }
+                ns => format!(
+                    "request to {shown} (namespace {ns}) under revision {}\n",
+                    rules.revision
+                ),
+            };
             for step in &explanation.steps {
                 text.push_str(step);
                 text.push('\n');
@@ -160,7 +185,8 @@ pub(crate) async fn run(
             output::raw(
                 f,
                 &json!({
-                    "service": args.service,
+                    "service": service,
+                    "namespace": namespace,
                     "revision": rules.revision,
                     "tag": explanation.tag.as_ref().map(Tag::as_str),
                     "steps": explanation.steps,

@@ -11,7 +11,7 @@ use std::path::PathBuf;
 use serde_json::Value;
 
 use super::{CliError, output};
-use crate::inject::{self, Config, InjectError, Outcome, Skip};
+use crate::inject::{self, Config, Credential, InjectError, Outcome, Skip};
 
 #[derive(clap::Args, Debug)]
 pub struct InjectArgs {
@@ -41,7 +41,10 @@ pub(crate) fn run(args: &InjectArgs) -> Result<(), CliError> {
     let config = Config {
         image: args.image.clone().unwrap_or(defaults.image),
         control_plane: args.control_plane.clone().unwrap_or(defaults.control_plane),
-        token_secret: (args.token_secret != "none").then(|| args.token_secret.clone()),
+        credential: match args.token_secret.as_str() {
+            "none" => Credential::None,
+            name => Credential::Secret(name.to_string()),
+        },
     };
     let mut out = String::new();
     for path in &args.files {

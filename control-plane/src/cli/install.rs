@@ -2,8 +2,10 @@
 //! freshly generated webhook certificates (a CA for the MutatingWebhookConfiguration,
 //! a server certificate for the control plane's Service), a mesh CA (the control
 //! plane's `--ca-cert/--ca-key`, from which it issues its own gRPC certificate; the
-//! sidecars get its certificate only) and tokens, the way `linkerd install` does:
-//! `graylane install | kubectl apply -f -`.
+//! sidecars get its certificate only), etcd's client TLS ([`etcd`]) and tokens, the
+//! way `linkerd install` does: `graylane install | kubectl apply -f -`. With
+//! `--k8s-jwks`, sidecars use projected service-account tokens instead of a shared
+//! token ([`jwks`]).
 //!
 //! Values go into the templates as the *contents* of double-quoted YAML scalars,
 //! escaped so that no value can end its scalar (see [`quoted`]), rather than by parsing
@@ -17,12 +19,15 @@ use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, DnType, IsCa, 
 use super::{CliError, output};
 use crate::ca;
 
+mod etcd;
+mod jwks;
+
 /// The template files, in apply order (the `resources` of kustomization.yaml).
 const FILES: [&str; 7] = [
     "namespace.yaml",
     "network-policy.yaml",
-    "etcd.yaml",
     "secrets.yaml",
+    "etcd.yaml",
     "control-plane.yaml",
     "webhook.yaml",
     "sample-app.yaml",
@@ -33,8 +38,8 @@ const FILES: [&str; 7] = [
 const TEMPLATES: [&str; 7] = [
     include_str!("../../../deploy/kubernetes/namespace.yaml"),
     include_str!("../../../deploy/kubernetes/network-policy.yaml"),
-    include_str!("../../../deploy/kubernetes/etcd.yaml"),
     include_str!("../../../deploy/kubernetes/secrets.yaml"),
+    include_str!("../../../deploy/kubernetes/etcd.yaml"),
     include_str!("../../../deploy/kubernetes/control-plane.yaml"),
     include_str!("../../../deploy/kubernetes/webhook.yaml"),
     include_str!("../../../deploy/kubernetes/sample-app.yaml"),
@@ -83,13 +88,24 @@ pub struct InstallArgs {
     /// `graylane-sidecar-token` Secret; repeatable. The namespace must already exist
     /// (install renders the Secret, not the namespace). Without it, install prints on
     /// standard error the `kubectl create secret` line that makes the Secret.
-    #[arg(long = "namespace", value_name = "NS", value_parser = namespace)]
+    // The id of the global `-n`: clap then keeps this (repeatable) flag for install
+    // instead of propagating the global one here.
+    #[arg(id = "namespace", long = "namespace", value_name = "NS", value_parser = namespace)]
     pub namespaces: Vec<String>,
+    /// The cluster's service-account issuer keys, as `kubectl get --raw
+    /// /openid/v1/jwks` prints them: sidecars then authenticate with projected
+    /// service-account tokens (their identity is their service account), and no
+    /// application namespace needs a token Secret.
+    #[arg(long, value_name = "FILE", conflicts_with = "namespace")]
+    pub k8s_jwks: Option<std::path::PathBuf>,
 }
 
 pub(crate) fn run(args: &InstallArgs) -> Result<(), CliError> {
+    let jwks = args.k8s_jwks.as_deref().map(jwks::read).transpose()?;
     let certs =
         certificates().map_err(|e| CliError::refused(format!("generating certificates: {e}")))?;
+    let etcd = etcd::generate()
+        .map_err(|e| CliError::refused(format!("generating etcd's certificates: {e}")))?;
     // The same kind of root graylane-control generates for itself without --ca-cert.
     let mesh = ca::generate_root(TRUST_DOMAIN)
         .map_err(|e| CliError::refused(format!("generating the mesh CA: {e}")))?;
@@ -98,25 +114,47 @@ pub(crate) fn run(args: &InstallArgs) -> Result<(), CliError> {
             .map_err(|e| CliError::refused(format!("reading the OS random source: {e}")))
     };
     let (admin, sidecar) = (token()?, token()?);
+    // With service-account tokens there is no sidecar token to leak.
+    let tokens = match jwks {
+        Some(_) => format!("admin:{admin}\n"),
+        None => format!("admin:{admin}\nsidecar:{sidecar}\n"),
+    };
     let b64 = |s: &str| base64::engine::general_purpose::STANDARD.encode(s);
     let (ca, crt, key) = (b64(&certs.ca), b64(&certs.cert), b64(&certs.key));
     let values = [
         ("@CA_BUNDLE@", ca.as_str()),
         ("@TLS_CRT@", crt.as_str()),
         ("@TLS_KEY@", key.as_str()),
-        ("@ADMIN_TOKEN@", admin.as_str()),
+        ("@TOKENS@", tokens.as_str()),
         ("@SIDECAR_TOKEN@", sidecar.as_str()),
         ("@MESH_CA_CERT@", mesh.cert.as_str()),
         ("@MESH_CA_KEY@", mesh.key.as_str()),
+        ("@ETCD_CA@", etcd.ca.as_str()),
+        ("@ETCD_SERVER_CERT@", etcd.server_cert.as_str()),
+        ("@ETCD_SERVER_KEY@", etcd.server_key.as_str()),
+        ("@ETCD_CLIENT_CERT@", etcd.client_cert.as_str()),
+        ("@ETCD_CLIENT_KEY@", etcd.client_key.as_str()),
         ("@CONTROL_IMAGE@", args.control_image.as_str()),
         ("@SIDECAR_IMAGE@", args.sidecar_image.as_str()),
     ];
-    let mut rendered: Vec<String> = FILES
-        .iter()
-        .zip(TEMPLATES)
-        .filter(|(name, _)| !(args.no_sample_app && **name == "sample-app.yaml"))
-        .map(|(_, t)| fill(t, &values))
-        .collect();
+    let mut rendered = Vec::new();
+    for (name, template) in FILES.iter().zip(TEMPLATES) {
+        match (*name, &jwks) {
+            ("sample-app.yaml", _) if args.no_sample_app => {}
+            ("sample-app.yaml", Some(_)) => {
+                rendered.push(without_secrets(&fill(template, &values)));
+            }
+            ("control-plane.yaml", Some(keys)) => {
+                rendered.push(fill(jwks::CONFIG_MAP, &[("@K8S_JWKS@", keys)]));
+                rendered.push(jwks::wire(&fill(template, &values)));
+            }
+            _ => rendered.push(fill(template, &values)),
+        }
+    }
+    if jwks.is_some() {
+        output::text(&rendered.join("---\n"));
+        return Ok(());
+    }
     for ns in app_namespaces(args) {
         rendered.push(fill(
             SIDECAR_SECRET,
@@ -132,6 +170,15 @@ pub(crate) fn run(args: &InstallArgs) -> Result<(), CliError> {
         eprintln!("{}", secret_hint(&sidecar, &mesh.cert));
     }
     Ok(())
+}
+
+/// `text`'s documents but its Secrets (the sample app's token Secret, which
+/// service-account tokens make unneeded).
+fn without_secrets(text: &str) -> String {
+    text.split("\n---\n")
+        .filter(|doc| !doc.lines().any(|l| l == "kind: Secret"))
+        .collect::<Vec<_>>()
+        .join("\n---\n")
 }
 
 /// The `--namespace`s, each once, less the sample app's (it has its Secret already).
@@ -172,8 +219,8 @@ fn fill(template: &str, values: &[(&str, &str)]) -> String {
 }
 
 /// `value` as the inside of a YAML double-quoted scalar (YAML 1.2 §5.7, and the same
-/// escapes in 1.1): printable ASCII as is, `"` and `\` escaped, everything else as
-/// `\u`/`\U` escapes. Non-ASCII goes escaped too because YAML 1.1 parsers read
+/// escapes in 1.1): printable ASCII as is, `"`, `\` and newline escaped, everything
+/// else as `\u`/`\U` escapes. Non-ASCII goes escaped too because YAML 1.1 parsers read
 /// U+0085/U+2028/U+2029 as line breaks and refuse other non-printables, so the output
 /// is plain ASCII that every parser reads back as exactly `value`.
 fn quoted(value: &str) -> String {
@@ -182,6 +229,9 @@ fn quoted(value: &str) -> String {
         match c {
             '"' => out.push_str("\\\""),
             '\\' => out.push_str("\\\\"),
+            // The one control character values carry (PEM, the token file), in the
+            // escape every YAML version and JSON read alike.
+            '\n' => out.push_str("\\n"),
             ' '..='~' => out.push(c),
             c if u32::from(c) <= 0xffff => out.push_str(&format!("\\u{:04x}", u32::from(c))),
             c => out.push_str(&format!("\\U{:08x}", u32::from(c))),
@@ -358,11 +408,11 @@ mod tests {
         let evil = "x\" evil\n  injected: true\\ # \u{2028}é\u{1f600}";
         let placeholders: Vec<&str> = TEMPLATES
             .iter()
-            .chain([&SIDECAR_SECRET])
+            .chain([&SIDECAR_SECRET, &jwks::CONFIG_MAP])
             .flat_map(|t| t.split('@').skip(1).step_by(2))
             .collect();
         assert!(placeholders.len() >= 8, "{placeholders:?}");
-        for template in TEMPLATES.iter().chain([&SIDECAR_SECRET]) {
+        for template in TEMPLATES.iter().chain([&SIDECAR_SECRET, &jwks::CONFIG_MAP]) {
             let values: Vec<(String, &str)> = placeholders
                 .iter()
                 .map(|p| (format!("@{p}@"), evil))
@@ -401,6 +451,7 @@ mod tests {
             sidecar_image: String::new(),
             no_sample_app,
             namespaces: ns.iter().map(|s| (*s).to_string()).collect(),
+            k8s_jwks: None,
         };
         let given = args(false, &["a", "shop", "b", "a"]);
         assert_eq!(app_namespaces(&given), ["a", "b"], "shop has the sample's");

@@ -1,7 +1,9 @@
-//! `graylane release set SERVICE all|gray|prod` / `graylane release get [SERVICE]`.
+//! `graylane release set SERVICE all|gray|prod` / `graylane release get [SERVICE]`, in
+//! the namespace of `-n` (the context's, else `default`).
 
 use clap::Subcommand;
 use graylane_proto::v1 as pb;
+use graylane_routing::DEFAULT_NAMESPACE;
 use serde_json::json;
 
 use super::client::Connect;
@@ -52,7 +54,7 @@ impl ReleaseCommand {
                     state: state.clone(),
                     expect_revision,
                     force,
-                    namespace: String::new(),
+                    namespace: connect.namespace().to_owned(),
                 };
                 let response = client.set_release(request).await?.into_inner();
                 output::emit(
@@ -66,30 +68,56 @@ impl ReleaseCommand {
                         ]);
                         t
                     },
-                    || json!({"service": service, "release": state, "revision": response.revision, "committed": response.committed}),
+                    || json!({"service": service, "namespace": connect.namespace(), "release": state, "revision": response.revision, "committed": response.committed}),
                 );
             }
             Self::Get { service } => {
                 let response = client
                     .get_release(pb::GetReleaseRequest {
+                        // One service is looked up in one namespace; a listing is
+                        // limited to one only when asked.
+                        namespace: match &service {
+                            Some(_) => connect.namespace().to_owned(),
+                            None => connect.namespace_filter().unwrap_or_default().to_owned(),
+                        },
                         service: service.unwrap_or_default(),
-                        namespace: String::new(),
                     })
                     .await?
                     .into_inner();
+                // A mesh without namespaces keeps the output it always had: the
+                // namespace shows where one other than `default` does.
+                let namespaced = response
+                    .states
+                    .iter()
+                    .any(|s| !s.namespace.is_empty() && s.namespace != DEFAULT_NAMESPACE);
                 output::emit(
                     format,
                     || {
-                        let mut t = Table::new(vec!["SERVICE", "RELEASE"]);
+                        let mut t = Table::new(if namespaced {
+                            vec!["NAMESPACE", "SERVICE", "RELEASE"]
+                        } else {
+                            vec!["SERVICE", "RELEASE"]
+                        });
                         for s in &response.states {
-                            t.row(vec![s.service.clone(), s.state.clone()]);
+                            let mut row = Vec::with_capacity(3);
+                            if namespaced {
+                                row.push(s.namespace.clone());
+                            }
+                            row.extend([s.service.clone(), s.state.clone()]);
+                            t.row(row);
                         }
                         t
                     },
                     || {
                         json!({
                             "revision": response.revision,
-                            "services": response.states.iter().map(|s| json!({"service": s.service, "release": s.state})).collect::<Vec<_>>(),
+                            "services": response.states.iter().map(|s| {
+                                let mut state = json!({"service": s.service, "release": s.state});
+                                if namespaced {
+                                    state["namespace"] = json!(s.namespace);
+                                }
+                                state
+                            }).collect::<Vec<_>>(),
                         })
                     },
                 );

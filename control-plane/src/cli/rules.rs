@@ -4,7 +4,7 @@ use std::time::Duration;
 
 use clap::Subcommand;
 use graylane_proto::v1 as pb;
-use graylane_routing::{Kind, RuleSet};
+use graylane_routing::{DEFAULT_NAMESPACE, Kind, RuleSet, with_namespace};
 use serde_json::json;
 
 use super::client::Connect;
@@ -42,7 +42,8 @@ pub enum RulesCommand {
     },
     /// Remove resources (KIND/NAME ...) as one new revision.
     Delete {
-        /// The resources to remove, as KIND/NAME (e.g. Lane/gray).
+        /// The resources to remove, as KIND/NAME (e.g. Lane/gray); namespaced kinds
+        /// in the namespace of -n.
         #[arg(required = true, value_name = "KIND/NAME")]
         resources: Vec<String>,
         /// Fail unless this is the revision in force (optimistic locking).
@@ -107,6 +108,43 @@ pub(super) fn parse_ref(s: &str) -> Result<(Kind, String), CliError> {
     Ok((kind, name.to_string()))
 }
 
+/// `-n` given to the namespaced documents without a namespace, refusing those of
+/// another one (kubectl's rule); or, without `-n`, the context's namespace given to
+/// them as a default. Neither: the files as they are.
+fn in_namespace(
+    files: Vec<(String, String)>,
+    connect: &Connect,
+) -> Result<Vec<(String, String)>, CliError> {
+    let (namespace, refuse_others) = match (&connect.namespace, &connect.context_namespace) {
+        (Some(ns), _) => (ns, true),
+        (None, Some(ns)) => (ns, false),
+        (None, None) => return Ok(files),
+    };
+    let mut errors = Vec::new();
+    let mut out = Vec::with_capacity(files.len());
+    for (name, text) in files {
+        match with_namespace(&name, &text, namespace, refuse_others) {
+            Ok(text) => out.push((name, text)),
+            Err(mut found) => errors.append(&mut found),
+        }
+    }
+    if errors.is_empty() {
+        Ok(out)
+    } else {
+        Err(refused_with(errors))
+    }
+}
+
+/// `RoutePolicy/orders`, and ` (shop)` after it outside namespace `default` (the
+/// `default` form is what scripts already read).
+fn change_ref(c: &pb::ResourceChange) -> String {
+    if c.namespace.is_empty() || c.namespace == DEFAULT_NAMESPACE {
+        format!("{}/{}", c.kind, c.name)
+    } else {
+        format!("{}/{} ({})", c.kind, c.name, c.namespace)
+    }
+}
+
 /// Local validation before anything is sent: per document, duplicates across the
 /// files and, with --prune (the files are then the whole set), the whole-set checks.
 /// Without --prune, references to stored resources are checked by the server.
@@ -153,7 +191,7 @@ fn print_change(format: Format, response: &pb::ChangeResponse, dry_run: bool) {
             let mut t = Table::new(vec!["RESOURCE", "ACTION"]);
             for c in &response.changes {
                 t.row(vec![
-                    format!("{}/{}", c.kind, c.name),
+                    change_ref(c),
                     format!("{}{suffix}", action_name(c.action)),
                 ]);
             }
@@ -164,9 +202,16 @@ fn print_change(format: Format, response: &pb::ChangeResponse, dry_run: bool) {
                 "revision": response.revision,
                 "committed": response.committed,
                 "dryRun": dry_run,
-                "changes": response.changes.iter().map(|c| json!({
-                    "kind": c.kind, "name": c.name, "action": action_name(c.action),
-                })).collect::<Vec<_>>(),
+                "changes": response.changes.iter().map(|c| {
+                    let mut change = json!({
+                        "kind": c.kind, "name": c.name, "action": action_name(c.action),
+                    });
+                    // Lanes are mesh-wide: no namespace.
+                    if !c.namespace.is_empty() {
+                        change["namespace"] = json!(c.namespace);
+                    }
+                    change
+                }).collect::<Vec<_>>(),
             })
         },
     );
@@ -191,7 +236,7 @@ impl RulesCommand {
         let table = format.unwrap_or(Format::Table);
         match self {
             Self::Validate { files } => {
-                let files = files::read_all(&files)?;
+                let files = in_namespace(files::read_all(&files)?, connect)?;
                 let set = validate_locally(&files, true)?;
                 output::text(&format!(
                     "{} resources in {} files are valid",
@@ -211,7 +256,7 @@ impl RulesCommand {
                 // `--timeout` bounds the whole command, connecting and applying
                 // included: a slow server must not stretch the time the user allowed.
                 let deadline = tokio::time::Instant::now() + timeout;
-                let files = files::read_all(&files)?;
+                let files = in_namespace(files::read_all(&files)?, connect)?;
                 validate_locally(&files, prune)?;
                 let mut client = connect.client().await?;
                 let request = pb::ApplyRequest {
@@ -244,7 +289,11 @@ impl RulesCommand {
                         parse_ref(s).map(|(k, name)| pb::ResourceRef {
                             kind: k.to_string(),
                             name,
-                            namespace: String::new(),
+                            namespace: if k.is_namespaced() {
+                                connect.namespace().to_owned()
+                            } else {
+                                String::new()
+                            },
                         })
                     })
                     .collect::<Result<_, _>>()?;
@@ -268,7 +317,7 @@ impl RulesCommand {
                 prune,
                 exit_code,
             } => {
-                let files = files::read_all(&files)?;
+                let files = in_namespace(files::read_all(&files)?, connect)?;
                 validate_locally(&files, prune)?;
                 let mut client = connect.client().await?;
                 let request = pb::ApplyRequest {

@@ -24,12 +24,35 @@ fn lane(s: &pb::SidecarStatus) -> String {
     }
 }
 
+/// How long until a certificate expires, for people: `23h59m` (hours up to two days,
+/// so a fresh 24h certificate reads as such), `6d23h`, `42s`;
+/// `expired` once past, `-` when none was issued (`not_after` 0).
+fn expires_in(not_after: i64, now_secs: i64) -> String {
+    if not_after == 0 {
+        return "-".into();
+    }
+    let left = not_after - now_secs;
+    let (d, h, m) = (left / 86_400, left % 86_400 / 3600, left % 3600 / 60);
+
+    match left {
+        ..=0 => "expired".into(),
+        1..60 => format!("{left}s"),
+        60..3600 => format!("{m}m"),
+        3600..172_800 => format!("{}h{m}m", left / 3600),
+        _ => format!("{d}d{h}h"),
+    }
+}
+
 pub(crate) async fn run(connect: &Connect, format: Option<Format>) -> Result<(), CliError> {
     let mut client = connect.client().await?;
-    let response = client
+    let mut response = client
         .list_sidecars(pb::ListSidecarsRequest {})
         .await?
         .into_inner();
+    // `-n` (or the context's namespace): that namespace's sidecars only.
+    if let Some(namespace) = connect.namespace_filter() {
+        response.sidecars.retain(|s| s.namespace == namespace);
+    }
     let revision = response.revision;
     output::emit(
         format.unwrap_or(Format::Table),
@@ -43,7 +66,10 @@ pub(crate) async fn run(connect: &Connect, format: Option<Format>) -> Result<(),
                 "LANE",
                 "ACKED",
                 "NACK",
+                "IDENTITY",
+                "CERT EXPIRES",
             ]);
+            let now_secs = crate::now_ms() / 1000;
             for s in &response.sidecars {
                 let acked = if s.acked_revision == revision {
                     format!("{} (current)", s.acked_revision)
@@ -64,6 +90,12 @@ pub(crate) async fn run(connect: &Connect, format: Option<Format>) -> Result<(),
                     lane(s),
                     acked,
                     nack,
+                    if s.identity.is_empty() {
+                        "-".into()
+                    } else {
+                        s.identity.clone()
+                    },
+                    expires_in(s.cert_not_after, now_secs),
                 ]);
             }
             t
@@ -79,6 +111,8 @@ pub(crate) async fn run(connect: &Connect, format: Option<Format>) -> Result<(),
                     "nackedRevision": (!s.nack_reason.is_empty()).then_some(s.nacked_revision),
                     "nackReason": (!s.nack_reason.is_empty()).then_some(&s.nack_reason),
                     "connectedAtMs": s.connected_at_ms,
+                    "identity": (!s.identity.is_empty()).then_some(&s.identity),
+                    "certNotAfter": (s.cert_not_after != 0).then_some(s.cert_not_after),
                 })).collect::<Vec<_>>(),
             })
         },
@@ -137,4 +171,23 @@ pub(crate) async fn wait_for_rollout(
         return Err(timed_out());
     }
     result
+}
+
+#[cfg(test)]
+mod tests {
+    use super::expires_in;
+
+    #[test]
+    fn expiry_reads_as_time_left() {
+        let now = 1_000_000;
+        assert_eq!(expires_in(0, now), "-");
+        assert_eq!(expires_in(now - 1, now), "expired");
+        assert_eq!(expires_in(now, now), "expired");
+        assert_eq!(expires_in(now + 42, now), "42s");
+        assert_eq!(expires_in(now + 90, now), "1m");
+        assert_eq!(expires_in(now + 24 * 3600 - 60, now), "23h59m");
+        assert_eq!(expires_in(now + 24 * 3600, now), "24h0m");
+        assert_eq!(expires_in(now + 47 * 3600 + 120, now), "47h2m");
+        assert_eq!(expires_in(now + 7 * 86_400 - 3600, now), "6d23h");
+    }
 }

@@ -15,6 +15,8 @@ fn a_record_carries_the_namespace_and_service_account() {
             service_account: "orders-sa".into(),
             ..Hello::default()
         },
+        identity: "spiffe://cluster.local/ns/shop/sa/orders-sa".into(),
+        cert_not_after: 1_700_000_000,
         connected_at_ms: 1,
         acked_version: 0,
         acked_revision: 2,
@@ -22,6 +24,10 @@ fn a_record_carries_the_namespace_and_service_account() {
     };
     let json = serde_json::to_vec(&Stored::of(entry, "replica-a")).unwrap();
     let back = serde_json::from_slice::<Stored>(&json).unwrap().entry();
+    assert_eq!(
+        (back.identity.as_str(), back.cert_not_after),
+        ("spiffe://cluster.local/ns/shop/sa/orders-sa", 1_700_000_000)
+    );
     assert_eq!(
         (
             back.hello.namespace.as_str(),
@@ -43,4 +49,6 @@ fn a_record_from_an_older_replica_gets_the_defaults() {
         ),
         ("default", "orders")
     );
+    // No identity known (it was decided by an older replica): none shown.
+    assert_eq!((entry.identity.as_str(), entry.cert_not_after), ("", 0));
 }

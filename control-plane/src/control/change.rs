@@ -1,6 +1,6 @@
 //! The four ways to change the rule set, each computed from the set in force.
 
-use graylane_routing::{Kind, Release, RuleSet};
+use graylane_routing::{Kind, Release, RuleSet, qualified};
 
 use super::diff::{self, ResourceChange};
 use super::{ControlError, parse_stored};
@@ -15,12 +15,16 @@ pub enum Change {
         files: Vec<(String, String)>,
         prune: bool,
     },
-    /// Remove these resources; each must exist.
-    Delete(Vec<(Kind, String)>),
+    /// Remove these resources, as (kind, namespace, name); each must exist.
+    Delete(Vec<(Kind, String, String)>),
     /// Restore the content of an earlier revision.
     Rollback(u64),
     /// Set a service's release state in its RoutePolicy (created when missing).
-    Release { service: String, state: Release },
+    Release {
+        namespace: String,
+        service: String,
+        state: Release,
+    },
 }
 
 impl Change {
@@ -45,8 +49,8 @@ impl Change {
                 let mut new = old.clone();
                 let missing: Vec<String> = refs
                     .iter()
-                    .filter(|(kind, name)| new.remove(*kind, name).is_none())
-                    .map(|(kind, name)| format!("{kind}/{name}"))
+                    .filter(|(kind, namespace, name)| new.remove(*kind, namespace, name).is_none())
+                    .map(|(kind, namespace, name)| kind.display_ref(namespace, name))
                     .collect();
                 if !missing.is_empty() {
                     return Err(ControlError::NotFound(format!(
@@ -64,9 +68,13 @@ impl Change {
                 })?;
                 parse_stored(&revision)?
             }
-            Self::Release { service, state } => {
+            Self::Release {
+                namespace,
+                service,
+                state,
+            } => {
                 let mut new = old.clone();
-                new.set_release(service, *state)
+                new.set_release(namespace, service, *state)
                     .map_err(ControlError::Invalid)?;
                 new
             }
@@ -83,7 +91,11 @@ impl Change {
             Self::Apply { prune: true, .. } => format!("apply --prune: {what}"),
             Self::Delete(_) => format!("delete: {what}"),
             Self::Rollback(to) => format!("rollback to {to}: {what}"),
-            Self::Release { service, state } => format!("release {service} {state}"),
+            Self::Release {
+                namespace,
+                service,
+                state,
+            } => format!("release {} {state}", qualified(namespace, service)),
         }
     }
 }

@@ -29,23 +29,28 @@ impl Action {
 #[derive(Clone, Debug)]
 pub struct ResourceChange {
     pub kind: Kind,
+    /// `default` for a Lane (lanes are mesh-wide) and for a namespaced resource
+    /// written without one.
+    pub namespace: String,
     pub name: String,
     pub action: Action,
     /// Unified diff of the YAML ("" when unchanged).
     pub diff: String,
 }
 
-/// Every resource of `old` ∪ `new`, in (kind, name) order.
+/// Every resource of `old` ∪ `new`, in (kind, namespace, name) order.
 pub(crate) fn changes(old: &RuleSet, new: &RuleSet) -> Vec<ResourceChange> {
-    let mut all: BTreeMap<(Kind, String), (Option<&Resource>, Option<&Resource>)> = BTreeMap::new();
+    type Pair<'a> = (Option<&'a Resource>, Option<&'a Resource>);
+    let mut all: BTreeMap<(Kind, String, String), Pair<'_>> = BTreeMap::new();
+    let key = |r: &Resource| (r.kind(), r.namespace().to_string(), r.name().to_string());
     for r in old.iter() {
-        all.entry((r.kind(), r.name().to_string())).or_default().0 = Some(r);
+        all.entry(key(r)).or_default().0 = Some(r);
     }
     for r in new.iter() {
-        all.entry((r.kind(), r.name().to_string())).or_default().1 = Some(r);
+        all.entry(key(r)).or_default().1 = Some(r);
     }
     all.into_iter()
-        .map(|((kind, name), (before, after))| {
+        .map(|((kind, namespace, name), (before, after))| {
             let action = match (before, after) {
                 (None, _) => Action::Created,
                 (Some(_), None) => Action::Deleted,
@@ -57,7 +62,7 @@ pub(crate) fn changes(old: &RuleSet, new: &RuleSet) -> Vec<ResourceChange> {
             } else {
                 let before = before.map(Resource::to_yaml).unwrap_or_default();
                 let after = after.map(Resource::to_yaml).unwrap_or_default();
-                let label = format!("{kind}/{name}");
+                let label = kind.display_ref(&namespace, &name);
                 similar::TextDiff::from_lines(&before, &after)
                     .unified_diff()
                     .header(
@@ -68,6 +73,7 @@ pub(crate) fn changes(old: &RuleSet, new: &RuleSet) -> Vec<ResourceChange> {
             };
             ResourceChange {
                 kind,
+                namespace,
                 name,
                 action,
                 diff,

@@ -3,7 +3,7 @@
 
 use std::collections::BTreeMap;
 
-use graylane_routing::{Release, RoutingTable, RuleSet};
+use graylane_routing::{Release, RoutingTable, RuleSet, qualified};
 
 use super::{Control, ControlError};
 
@@ -16,6 +16,7 @@ impl Control {
     /// acceptable for a guard against typing mistakes.
     pub(crate) async fn check_release(
         &self,
+        namespace: &str,
         service: &str,
         state: Release,
     ) -> Result<(), ControlError> {
@@ -24,40 +25,51 @@ impl Control {
             .hub()
             .sidecars()
             .into_iter()
-            .filter(|s| s.hello.service == service)
+            .filter(|s| s.hello.service == service && s.hello.namespace == namespace)
             .map(|s| s.hello.labels.into_iter().collect())
             .collect();
-        match mistake(&rules, service, state, &labels) {
+        match mistake(&rules, (namespace, service), state, &labels) {
             Some(why) => Err(ControlError::BadRequest(format!(
-                "release {service} {state}: {why}; nothing was changed (--force sets it anyway)"
+                "release {} {state}: {why}; nothing was changed (--force sets it anyway)",
+                qualified(namespace, service)
             ))),
             None => Ok(()),
         }
     }
 
-    /// `NotFound` unless `service` has a registered instance or a RoutePolicy.
-    pub(crate) async fn known_service(&self, service: &str) -> Result<(), ControlError> {
+    /// `NotFound` unless `service` of `namespace` has a registered instance or a
+    /// RoutePolicy.
+    pub(crate) async fn known_service(
+        &self,
+        namespace: &str,
+        service: &str,
+    ) -> Result<(), ControlError> {
         let (_, rules) = self.rules().await?;
-        if rules.route_policy_for(service).is_some() || self.hub().services().contains_key(service)
+        let key = (namespace.to_owned(), service.to_owned());
+        if rules.route_policy_for(namespace, service).is_some()
+            || self.hub().services().contains_key(&key)
         {
             return Ok(());
         }
         Err(ControlError::NotFound(format!(
-            "service {service:?}: no registered instance and no RoutePolicy"
+            "service {service:?} in namespace {namespace:?}: no registered instance and no \
+             RoutePolicy"
         )))
     }
 }
 
-/// Why setting `state` on `service` is probably a mistake, given the labels of its
-/// registered instances.
+/// Why setting `state` on `key` (namespace, service) is probably a mistake, given the
+/// labels of its registered instances.
 fn mistake(
     rules: &RuleSet,
-    service: &str,
+    key: (&str, &str),
     state: Release,
     instances: &[BTreeMap<String, String>],
 ) -> Option<String> {
-    let has_policy = rules.route_policy_for(service).is_some();
+    let (namespace, service) = key;
+    let has_policy = rules.route_policy_for(namespace, service).is_some();
     if instances.is_empty() && !has_policy {
+        let service = qualified(namespace, service);
         return Some(format!(
             "no service {service:?} is known (no registered instance and no RoutePolicy)"
         ));
@@ -70,7 +82,7 @@ fn mistake(
     let table = RoutingTable::build(rules, Vec::new());
     let in_lane = instances
         .iter()
-        .filter(|labels| table.gate(service, labels).lane.is_some())
+        .filter(|labels| table.gate(namespace, service, labels).lane.is_some())
         .count();
     (in_lane == 0).then(|| {
         format!(
@@ -100,22 +112,34 @@ mod tests {
     fn unknown_service_is_a_mistake_in_any_state() {
         let set = rules(LANE);
         for state in [Release::All, Release::Gray, Release::Prod] {
-            assert!(mistake(&set, "ordrs", state, &[]).is_some());
+            assert!(mistake(&set, ("default", "ordrs"), state, &[]).is_some());
         }
     }
 
     #[test]
     fn gray_without_a_lane_instance_is_a_mistake() {
         let set = rules(LANE);
-        let why = mistake(&set, "orders", Release::Gray, &[labels("v1")]);
+        let orders = ("default", "orders");
+        let why = mistake(&set, orders, Release::Gray, &[labels("v1")]);
         assert!(why.is_some_and(|w| w.contains("503")));
         assert_eq!(
-            mistake(&set, "orders", Release::Gray, &[labels("v1"), labels("v2")]),
+            mistake(&set, orders, Release::Gray, &[labels("v1"), labels("v2")]),
             None
+        );
+        assert_eq!(mistake(&set, orders, Release::Prod, &[labels("v1")]), None);
+    }
+
+    #[test]
+    fn a_policy_in_another_namespace_does_not_make_a_service_known() {
+        let set = rules(
+            "apiVersion: graylane.io/v1\nkind: RoutePolicy\n\
+             metadata: {name: orders, namespace: staging}\nspec: {service: orders}\n",
         );
         assert_eq!(
-            mistake(&set, "orders", Release::Prod, &[labels("v1")]),
+            mistake(&set, ("staging", "orders"), Release::All, &[]),
             None
         );
+        let why = mistake(&set, ("shop", "orders"), Release::All, &[]);
+        assert!(why.is_some_and(|w| w.contains("orders.shop")));
     }
 }

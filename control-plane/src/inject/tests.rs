@@ -151,7 +151,7 @@ fn sidecars_trust_the_mesh_ca_from_the_token_secret_over_https() {
 
     let config = Config {
         control_plane: "http://127.0.0.1:15010".into(),
-        token_secret: None,
+        credential: Credential::None,
         ..Config::default()
     };
     let mut p = pod(
@@ -370,4 +370,99 @@ fn fields_of_the_wrong_type_are_refused_not_a_panic() {
             "{d}"
         );
     }
+}
+
+fn volume<'a>(pod: &'a Value, name: &str) -> &'a Value {
+    pod["spec"]["volumes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|v| v["name"] == name)
+        .unwrap()
+}
+
+/// With service-account tokens: a projected token for the audience `graylane`, an hour
+/// long, and the CA from the pod annotation the injection set (overwriting one the
+/// pod brought), both where the Secret's `token` and `ca.pem` would be.
+#[test]
+fn a_service_account_sidecar_gets_a_projected_token_and_the_injected_ca() {
+    let pem = "-----BEGIN CERTIFICATE-----\nAA==\n-----END CERTIFICATE-----\n";
+    let config = Config {
+        credential: Credential::ServiceAccount {
+            ca_bundle: Some(pem.into()),
+        },
+        ..Config::default()
+    };
+    let mut p = pod(
+        json!({"name": "orders-1", "labels": {"app": "orders"},
+               "annotations": {CA_BUNDLE_ANNOTATION: "a CA of the pod's choosing"}}),
+        app(json!([{"containerPort": 9000}])),
+    );
+    inject_object(&mut p, Some("shop"), &config).unwrap();
+    assert_eq!(p["metadata"]["annotations"][CA_BUNDLE_ANNOTATION], pem);
+    assert_eq!(
+        env(&p, "GRAYLANE_TOKEN_FILE")["value"],
+        "/var/run/secrets/graylane/token"
+    );
+    assert_eq!(
+        env(&p, "GRAYLANE_CA_BUNDLE")["value"],
+        "/var/run/secrets/graylane/ca.pem"
+    );
+    assert_eq!(
+        env(&p, "GRAYLANE_SERVICE_ACCOUNT")["valueFrom"]["fieldRef"]["fieldPath"],
+        "spec.serviceAccountName",
+        "the identity the token proves"
+    );
+    let sources = &volume(&p, "graylane-token")["projected"]["sources"];
+    assert_eq!(
+        sources[0]["serviceAccountToken"],
+        json!({"audience": "graylane", "expirationSeconds": 3600, "path": "token"})
+    );
+    assert_eq!(
+        sources[1]["downwardAPI"]["items"][0],
+        json!({"path": "ca.pem", "fieldRef": {"fieldPath": "metadata.annotations['graylane.io/ca-bundle']"}})
+    );
+    assert!(volume(&p, "graylane-token").get("secret").is_none());
+    let sidecar = &p["spec"]["containers"][1];
+    assert_eq!(
+        sidecar["volumeMounts"],
+        json!([{"name": "graylane-token", "mountPath": "/var/run/secrets/graylane", "readOnly": true}])
+    );
+}
+
+/// A plaintext control plane has no CA: the token alone, and a CA annotation the pod
+/// brought is dropped rather than trusted. The Secret mode drops it too.
+#[test]
+fn without_a_ca_only_the_token_is_mounted_and_a_pod_supplied_ca_is_dropped() {
+    let brought = json!({"name": "o", "labels": {"app": "orders"},
+                         "annotations": {CA_BUNDLE_ANNOTATION: "x", "team": "a"}});
+    let config = Config {
+        credential: Credential::ServiceAccount { ca_bundle: None },
+        ..Config::default()
+    };
+    let mut p = pod(brought.clone(), app(json!([])));
+    inject_object(&mut p, None, &config).unwrap();
+    let annotations = p["metadata"]["annotations"].as_object().unwrap();
+    assert!(
+        !annotations.contains_key(CA_BUNDLE_ANNOTATION),
+        "{annotations:?}"
+    );
+    assert_eq!(annotations["team"], "a", "other annotations stay");
+    assert_eq!(env(&p, "GRAYLANE_CA_BUNDLE"), Value::Null);
+    let sources = volume(&p, "graylane-token")["projected"]["sources"]
+        .as_array()
+        .unwrap();
+    assert_eq!(sources.len(), 1, "{sources:?}");
+
+    let mut p = pod(brought, app(json!([])));
+    inject_object(&mut p, None, &Config::default()).unwrap();
+    assert!(
+        p["metadata"]["annotations"]
+            .get(CA_BUNDLE_ANNOTATION)
+            .is_none()
+    );
+    assert_eq!(
+        volume(&p, "graylane-token")["secret"]["secretName"],
+        "graylane-sidecar-token"
+    );
 }

@@ -9,7 +9,7 @@
 
 use std::sync::Arc;
 
-use graylane_proto::v1::{Endpoint, EndpointDelta, EndpointSet, Snapshot};
+use graylane_proto::v1::{Endpoint, EndpointDelta, EndpointSet, Snapshot, TrustBundle};
 use prost::Message;
 
 use super::{State, endpoint_delta};
@@ -37,6 +37,8 @@ pub struct Outgoing {
     /// Byte offset into `state.rules` of what is left to send; `None`: rules unchanged.
     rules: Option<usize>,
     endpoints: Endpoints,
+    /// Whether the trust bundle goes out (in the first part): new to this stream.
+    trust_bundle: bool,
     started: bool,
 }
 
@@ -58,9 +60,12 @@ impl Outgoing {
             }
             None => Endpoints::Full { next: 0 },
         };
+        let trust_bundle = state.trust_bundle.is_some()
+            && last.is_none_or(|l| l.trust_bundle != state.trust_bundle);
         Self {
             rules: rules_changed.then_some(0),
             endpoints,
+            trust_bundle,
             state,
             started: false,
         }
@@ -76,12 +81,18 @@ impl Outgoing {
         if self.started && self.done() {
             return None;
         }
+        let first = !self.started;
         self.started = true;
         let mut part = Snapshot {
             version: self.state.version,
             revision: self.state.revision,
             ..Snapshot::default()
         };
+        if first && self.trust_bundle {
+            part.trust_bundle = self.state.trust_bundle.as_ref().map(|b| TrustBundle {
+                certificates_pem: b.to_vec(),
+            });
+        }
         let mut budget = PART_BYTES;
         if let Some(offset) = self.rules {
             let rules = &self.state.rules[offset..];
@@ -184,6 +195,7 @@ mod tests {
             endpoints_generation: generation,
             endpoints: eps,
             loaded: true,
+            trust_bundle: None,
         })
     }
 
@@ -279,5 +291,30 @@ mod tests {
             delta.map(|d| (d.removed, d.upserted.len())),
             Some((vec![gone], 0))
         );
+    }
+
+    #[test]
+    fn the_trust_bundle_goes_out_first_and_again_only_when_it_changes() {
+        let with = |s: Arc<State>, bundle: &[&str]| {
+            let mut next = State::clone(&s);
+            next.trust_bundle = Some(Arc::new(bundle.iter().map(|b| b.to_string()).collect()));
+            Arc::new(next)
+        };
+        let bundle_of = |out: Outgoing| {
+            let (parts, ..) = drain(out);
+            let carrying: Vec<_> = parts.iter().filter(|p| p.trust_bundle.is_some()).collect();
+            assert!(carrying.len() <= 1, "at most one part carries it");
+            carrying.first().and_then(|p| p.trust_bundle.clone())
+        };
+        let first = with(state(1, 1, "r", 1, endpoints(3)), &["ca"]);
+        let sent = bundle_of(Outgoing::new(Arc::clone(&first), None)).unwrap();
+        assert_eq!(sent.certificates_pem, ["ca"]);
+        let rules = with(state(2, 2, "r2", 1, endpoints(3)), &["ca"]);
+        assert!(bundle_of(Outgoing::new(Arc::clone(&rules), Some(&first))).is_none());
+        let rotated = with(state(3, 2, "r2", 1, endpoints(3)), &["ca", "new"]);
+        let sent = bundle_of(Outgoing::new(rotated, Some(&rules))).unwrap();
+        assert_eq!(sent.certificates_pem, ["ca", "new"]);
+        // Not loaded yet: nothing to send.
+        assert!(bundle_of(Outgoing::new(state(1, 1, "r", 1, endpoints(3)), None)).is_none());
     }
 }

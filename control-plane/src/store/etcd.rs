@@ -24,23 +24,23 @@
 use std::time::Duration;
 
 use etcd_client::{
-    Client, Compare, CompareOp, ConnectOptions, DeleteOptions, EventType, GetOptions, SortOrder,
-    SortTarget, Txn, TxnOp, TxnOpResponse, WatchOptions,
+    Client, Compare, CompareOp, DeleteOptions, EventType, GetOptions, SortOrder, SortTarget, Txn,
+    TxnOp, TxnOpResponse, WatchOptions,
 };
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 use super::{CaPem, Revision, RevisionMeta, Store, StoreError, StoreFuture};
 
+mod tls;
+
+pub use self::tls::{EtcdTls, EtcdTlsError, connect_options};
+
 /// The largest revision the store takes. etcd refuses requests over
 /// `--max-request-bytes` (1.5 MiB by default) and a commit carries the revision once,
 /// plus small keys; past this, the apply is refused whole with a clear error.
 pub const MAX_REVISION_BYTES: usize = 1_400_000;
 
-/// Each etcd call must answer within this (a replica cut off from etcd says so fast:
-/// `/ready` turns 503 and writes fail with UNAVAILABLE).
-const REQUEST_TIMEOUT: Duration = Duration::from_secs(3);
-const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
 /// Between attempts to re-establish the watch: doubles up to the last.
 const RETRY_FIRST: Duration = Duration::from_millis(100);
 const RETRY_MAX: Duration = Duration::from_secs(3);
@@ -85,19 +85,15 @@ impl Keys {
 
 impl EtcdStore {
     /// Connects lazily: a store opened while etcd is down works once etcd is back.
+    /// With `tls`, `endpoints` are `https://` and a failed handshake is reported as
+    /// one ("etcd TLS: ...") by every call, `/ready` included.
     pub async fn open(
         endpoints: &[String],
         prefix: &str,
         history_limit: usize,
+        tls: Option<&EtcdTls>,
     ) -> Result<Self, StoreError> {
-        let options = ConnectOptions::new()
-            .with_connect_timeout(CONNECT_TIMEOUT)
-            .with_timeout(REQUEST_TIMEOUT)
-            .with_keep_alive(Duration::from_secs(5), Duration::from_secs(3))
-            .with_keep_alive_while_idle(true)
-            // A member cut off from the quorum refuses instead of serving stale data.
-            .with_require_leader(true);
-        let client = Client::connect(endpoints, Some(options))
+        let client = Client::connect(endpoints, Some(connect_options(tls)))
             .await
             .map_err(unavailable)?;
         let keys = Keys::new(prefix);
@@ -454,7 +450,7 @@ fn connect_failed(e: &etcd_client::Error) -> bool {
 }
 
 fn unavailable(e: etcd_client::Error) -> StoreError {
-    StoreError::Unavailable(format!("etcd: {e}"))
+    StoreError::Unavailable(tls::describe(&e))
 }
 
 #[cfg(test)]
@@ -471,7 +467,7 @@ mod tests {
         let etcd = Etcd::start(dir);
         async move {
             let endpoints = [format!("http://{}", etcd.endpoint())];
-            let store = EtcdStore::open(&endpoints, "/conformance", MIN_HISTORY)
+            let store = EtcdStore::open(&endpoints, "/conformance", MIN_HISTORY, None)
                 .await
                 .expect("open");
             (store, etcd)
@@ -485,7 +481,7 @@ mod tests {
         let dir = tempfile::tempdir().expect("tempdir");
         let etcd = Etcd::start(dir.path());
         let endpoints = [format!("http://{}", etcd.endpoint())];
-        let store = EtcdStore::open(&endpoints, "/compaction", MIN_HISTORY)
+        let store = EtcdStore::open(&endpoints, "/compaction", MIN_HISTORY, None)
             .await
             .expect("open");
         for n in 0..3 {
@@ -526,7 +522,7 @@ mod tests {
         let dir = tempfile::tempdir().expect("tempdir");
         let etcd = Etcd::start(dir.path());
         let endpoints = [format!("http://{}", etcd.endpoint())];
-        let open = || EtcdStore::open(&endpoints, "/ca", MIN_HISTORY);
+        let open = || EtcdStore::open(&endpoints, "/ca", MIN_HISTORY, None);
         let (a, b) = (open().await.expect("open"), open().await.expect("open"));
         let pem = |n: &str| CaPem {
             cert: format!("cert {n}"),
@@ -546,7 +542,7 @@ mod tests {
         let dir = tempfile::tempdir().expect("tempdir");
         let etcd = Etcd::start(dir.path());
         let endpoints = [format!("http://{}", etcd.endpoint())];
-        let store = EtcdStore::open(&endpoints, "/big", MIN_HISTORY)
+        let store = EtcdStore::open(&endpoints, "/big", MIN_HISTORY, None)
             .await
             .expect("open");
         let big = "x".repeat(super::MAX_REVISION_BYTES + 1);

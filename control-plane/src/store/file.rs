@@ -34,6 +34,9 @@ struct Inner {
     limit: usize,
     /// Serialises commits within this process; the `lock` file keeps other processes out.
     state: Mutex<State>,
+    /// Serialises CA get-or-create within this process. Not `state`: creating the CA
+    /// fsyncs twice, and reads of the rules (`/ready`) must not wait for that.
+    ca: Mutex<()>,
     notify: watch::Sender<u64>,
     /// Held for the store's lifetime: the OS releases the lock when the process dies.
     _lock: File,
@@ -62,6 +65,7 @@ impl FileStore {
                 dir,
                 limit,
                 state: Mutex::new(state),
+                ca: Mutex::new(()),
                 notify,
                 _lock: lock,
             }),
@@ -178,7 +182,7 @@ fn write_private(dir: &Path, name: &str, bytes: &[u8]) -> Result<(), StoreError>
         .map_err(|e| unavailable("fsync", dir, e))
 }
 
-/// The caller holds the directory lock and the state mutex, so nothing else is writing.
+/// The caller holds the directory lock and the CA mutex, so nothing else is writing.
 fn ca_get_or_create(dir: &Path, candidate: CaPem) -> Result<CaPem, StoreError> {
     let (cert_path, key_path) = (dir.join("ca.pem"), dir.join("ca-key.pem"));
     match fs::read_to_string(&cert_path) {
@@ -199,9 +203,10 @@ fn ca_get_or_create(dir: &Path, candidate: CaPem) -> Result<CaPem, StoreError> {
 
 impl Inner {
     async fn ca_get_or_create(&self, candidate: CaPem) -> Result<CaPem, StoreError> {
-        // Held across the blocking I/O on purpose, like a commit: one get-or-create at a
-        // time in this process (the `lock` file keeps other processes out).
-        let _state = self.state.lock().await;
+        // Held across the blocking I/O on purpose: one get-or-create at a time in this
+        // process (the `lock` file keeps other processes out). The CA files are
+        // written by nothing else, so the rules' lock is not needed.
+        let _ca = self.ca.lock().await;
         let dir = self.dir.clone();
         tokio::task::spawn_blocking(move || ca_get_or_create(&dir, candidate))
             .await

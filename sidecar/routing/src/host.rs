@@ -55,6 +55,12 @@ impl MeshHost {
         })
     }
 
+    /// The (namespace, service) the host names for a caller in namespace `own`: the
+    /// bare form is the caller's own namespace.
+    pub fn target<'a>(&'a self, own: &'a str) -> (&'a str, &'a str) {
+        (self.namespace.as_deref().unwrap_or(own), &self.service)
+    }
+
     /// The service, when the host names one in `namespace` (the caller's own).
     pub fn in_namespace(&self, namespace: &str) -> Option<&str> {
         match &self.namespace {
@@ -118,6 +124,19 @@ mod tests {
         assert_eq!(host.namespace.as_deref(), Some("shop"));
         assert_eq!(host.in_namespace("default"), None);
         assert_eq!(host.in_namespace("shop"), Some("orders"));
+    }
+
+    #[test]
+    fn each_form_names_its_namespace_and_the_bare_form_the_callers() {
+        for (host, want) in [
+            ("orders", ("shop", "orders")),
+            ("orders.staging", ("staging", "orders")),
+            ("orders.staging.svc", ("staging", "orders")),
+            ("orders.staging.svc.cluster.local", ("staging", "orders")),
+        ] {
+            let parsed = MeshHost::parse(host, "cluster.local").unwrap();
+            assert_eq!(parsed.target("shop"), want, "{host}");
+        }
     }
 
     #[test]

@@ -9,7 +9,10 @@
 //! which hosts name a mesh service (`MeshHost`), decoding the query string
 //! (`query_pairs`), the stable hash every sidecar shares, and the compiled
 //! `RoutingTable` that answers "which instances may serve this request" and "which
-//! tag does this request get".
+//! tag does this request get". Services are namespaced: everything is keyed by
+//! (namespace, service), a document's service references are read relative to its
+//! `metadata.namespace` (`orders`, or `orders.shop` for another namespace:
+//! [`ServiceName::resolve`]), and Lanes are mesh-wide.
 //!
 //! Does not own: sockets, load balancing among the candidates it returns, retries,
 //! timeouts, metrics, storage or the wire format of snapshots. No I/O, no clock, no
@@ -32,13 +35,14 @@ pub use self::error::{Origin, STORED_RULES, ValidationError};
 pub use self::hash::{StableHasher, stable_hash};
 pub use self::host::MeshHost;
 pub use self::model::{
-    API_VERSION, Abort, BASE, Cidr, Delay, Duration, Exclude, Fallback, Fault, HashKey, Incoming,
-    Kind, LABEL_MAX_LEN, Labels, Lane, LaneOverride, LaneSpec, MAX_RETRY_ATTEMPTS, MatchBlock,
-    Metadata, Mirror, MtlsMode, Name, Pattern, PeerPolicy, PeerPolicySpec, REGEX_MAX_COMPILED,
-    REGEX_MAX_LEN, Release, Resource, Retries, RetryOn, RoutePolicy, RoutePolicySpec, ServiceName,
-    StringMatch, Subset, TagPolicy, TagPolicySpec, TagRule, WeightedSubset, default_fallback,
+    API_VERSION, Abort, BASE, Cidr, DEFAULT_NAMESPACE, Delay, Duration, Exclude, Fallback, Fault,
+    HashKey, Incoming, Kind, LABEL_MAX_LEN, Labels, Lane, LaneOverride, LaneSpec,
+    MAX_RETRY_ATTEMPTS, MatchBlock, Metadata, Mirror, MtlsMode, Name, Pattern, PeerPolicy,
+    PeerPolicySpec, REGEX_MAX_COMPILED, REGEX_MAX_LEN, Release, Resource, Retries, RetryOn,
+    RoutePolicy, RoutePolicySpec, ServiceName, StringMatch, Subset, TagPolicy, TagPolicySpec,
+    TagRule, WeightedSubset, default_fallback, qualified,
 };
-pub use self::parse::{MAX_DOCUMENT_BYTES, MAX_DOCUMENTS, parse_file};
+pub use self::parse::{MAX_DOCUMENT_BYTES, MAX_DOCUMENTS, parse_file, with_namespace};
 pub use self::query::query_pairs;
 pub use self::set::RuleSet;
 pub use self::table::{

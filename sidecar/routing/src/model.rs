@@ -25,7 +25,7 @@ pub use self::match_block::{Cidr, HashKey, MatchBlock};
 pub use self::matcher::{Pattern, REGEX_MAX_COMPILED, REGEX_MAX_LEN, StringMatch};
 pub use self::meta::Metadata;
 pub(crate) use self::names::is_dns_label;
-pub use self::names::{LABEL_MAX_LEN, Labels, Name, ServiceName};
+pub use self::names::{DEFAULT_NAMESPACE, LABEL_MAX_LEN, Labels, Name, ServiceName, qualified};
 pub use self::peer_policy::{MtlsMode, PeerPolicy, PeerPolicySpec};
 pub use self::route_policy::{
     Abort, Delay, Exclude, Fault, LaneOverride, MAX_RETRY_ATTEMPTS, Mirror, Release, Retries,
@@ -70,6 +70,24 @@ impl Kind {
             Self::RoutePolicy => "RoutePolicy",
             Self::TagPolicy => "TagPolicy",
             Self::PeerPolicy => "PeerPolicy",
+        }
+    }
+}
+
+impl Kind {
+    /// Whether resources of this kind live in a namespace (all but Lane, which is
+    /// mesh-wide).
+    pub fn is_namespaced(&self) -> bool {
+        *self != Kind::Lane
+    }
+
+    /// `RoutePolicy/orders`, plus ` (shop)` when `namespace` is not `default`: the
+    /// `default` form is the one scripts already read.
+    pub fn display_ref(&self, namespace: &str, name: &str) -> String {
+        if namespace.is_empty() || namespace == DEFAULT_NAMESPACE {
+            format!("{self}/{name}")
+        } else {
+            format!("{self}/{name} ({namespace})")
         }
     }
 }
@@ -138,6 +156,22 @@ impl Resource {
         self.metadata().name.as_str()
     }
 
+    /// `metadata.namespace`, `default` when none is given (always, for a Lane).
+    pub fn namespace(&self) -> &str {
+        self.metadata().namespace()
+    }
+
+    /// Whether resources of this kind live in a namespace (all but Lane).
+    pub fn is_namespaced(&self) -> bool {
+        self.kind().is_namespaced()
+    }
+
+    /// `RoutePolicy/orders`, with ` (shop)` after it outside namespace `default`: how
+    /// messages and the CLI name a resource.
+    pub fn display_ref(&self) -> String {
+        self.kind().display_ref(self.namespace(), self.name())
+    }
+
     /// The metadata.
     pub fn metadata(&self) -> &Metadata {
         match self {
@@ -154,6 +188,24 @@ impl Resource {
         // The model holds only strings, numbers, lists and string-keyed maps, all of
         // which YAML can write.
         serde_saphyr::to_string(self).unwrap_or_default()
+    }
+
+    /// `namespace: default` written out is the same resource as none written: parsed
+    /// resources keep `None` for it, so re-applying either form changes nothing.
+    pub(crate) fn normalize_namespace(&mut self) {
+        let metadata = match self {
+            Self::Lane(r) => &mut r.metadata,
+            Self::RoutePolicy(r) => &mut r.metadata,
+            Self::TagPolicy(r) => &mut r.metadata,
+            Self::PeerPolicy(r) => &mut r.metadata,
+        };
+        if metadata
+            .namespace
+            .as_ref()
+            .is_some_and(|n| n.as_str() == DEFAULT_NAMESPACE)
+        {
+            metadata.namespace = None;
+        }
     }
 
     /// Per-document checks (the semantic ones; the shape is checked when reading).

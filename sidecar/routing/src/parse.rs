@@ -7,9 +7,12 @@ use crate::Resource;
 use crate::error::{Origin, ValidationError};
 
 pub(crate) mod document;
+mod namespace;
 mod recover;
 mod split;
 mod value_de;
+
+pub use self::namespace::with_namespace;
 
 /// Largest document accepted, in bytes.
 pub const MAX_DOCUMENT_BYTES: usize = 1024 * 1024;

@@ -4,18 +4,37 @@
 use std::collections::BTreeMap;
 
 use crate::error::{Origin, ValidationError};
-use crate::model::{Kind, MtlsMode, Name, Release, Resource, RoutePolicy, ServiceName};
+use crate::model::{
+    DEFAULT_NAMESPACE, Kind, MtlsMode, Name, Release, Resource, RoutePolicy, ServiceName,
+};
 use crate::parse::{MAX_DOCUMENTS, parse_all};
 
 mod checks;
 
-/// A set of resources, unique per (kind, name), iterated in kind then name order.
+/// A set of resources, unique per (kind, namespace, name), iterated in kind, namespace,
+/// name order. A Lane's namespace is always `default` (lanes are mesh-wide).
 ///
 /// Each entry may carry the [`Origin`] it was read from, so set-level errors can name
 /// the file and document; origins are not part of equality or of the YAML form.
 #[derive(Clone, Debug, Default)]
 pub struct RuleSet {
-    entries: BTreeMap<(Kind, String), Entry>,
+    entries: BTreeMap<Key, Entry>,
+}
+
+/// (kind, namespace, name).
+type Key = (Kind, String, String);
+
+fn key(kind: Kind, namespace: &str, name: &str) -> Key {
+    let namespace = if kind.is_namespaced() && !namespace.is_empty() {
+        namespace
+    } else {
+        DEFAULT_NAMESPACE
+    };
+    (kind, namespace.to_owned(), name.to_owned())
+}
+
+fn key_of(resource: &Resource) -> Key {
+    key(resource.kind(), resource.namespace(), resource.name())
 }
 
 #[derive(Clone, Debug)]
@@ -42,7 +61,7 @@ impl RuleSet {
     }
 
     /// Parses and checks several files as one apply: every document on its own, then
-    /// (kind, name) duplicates across all files, then the set-level checks of
+    /// (kind, namespace, name) duplicates across all files, then the set-level checks of
     /// [`RuleSet::validate`] over the documents that were valid. `Err` holds every
     /// error, in file and document order, then the set-level ones.
     pub fn from_files(files: &[(String, String)]) -> Result<RuleSet, Vec<ValidationError>> {
@@ -90,16 +109,17 @@ impl RuleSet {
         self.entries.extend(other.entries);
     }
 
-    /// Sets the release state of `service` in its RoutePolicy, or adds a minimal
-    /// RoutePolicy named after the service when it has none. Fails (naming the field)
-    /// when the service name cannot be a resource name or that name is taken by a
-    /// RoutePolicy of another service.
+    /// Sets the release state of `service` of `namespace` in its RoutePolicy, or adds a
+    /// minimal RoutePolicy named after the service, in that namespace, when it has
+    /// none. Fails (naming the field) when the service or namespace cannot be a
+    /// resource name or that name is taken by a RoutePolicy of another service.
     pub fn set_release(
         &mut self,
+        namespace: &str,
         service: &str,
         release: Release,
     ) -> Result<(), Vec<ValidationError>> {
-        let existing = self.route_policy_for(service).cloned();
+        let existing = self.route_policy_for(namespace, service).cloned();
         let policy = match existing {
             Some(mut policy) => {
                 policy.spec.release = release;
@@ -117,21 +137,28 @@ impl RuleSet {
                     }]
                 };
                 let name = Name::new(service).map_err(|e| refuse("metadata.name", e))?;
-                if self.get(Kind::RoutePolicy, service).is_some() {
+                let ns = Name::new(namespace).map_err(|e| refuse("metadata.namespace", e))?;
+                if self.get(Kind::RoutePolicy, namespace, service).is_some() {
                     return Err(refuse(
                         "metadata.name",
                         format!("RoutePolicy {service:?} exists for another service"),
                     ));
                 }
-                RoutePolicy::new(
+                let mut policy = RoutePolicy::new(
                     name,
                     ServiceName::new(service).map_err(|e| refuse("spec.service", e))?,
                     release,
-                )
+                );
+                policy.metadata.namespace = (namespace != DEFAULT_NAMESPACE).then_some(ns);
+                policy
             }
         };
         let origin = self
-            .origin(Kind::RoutePolicy, policy.metadata.name.as_str())
+            .origin(
+                Kind::RoutePolicy,
+                policy.metadata.namespace(),
+                policy.metadata.name.as_str(),
+            )
             .cloned();
         self.insert(Resource::RoutePolicy(policy), origin);
         Ok(())
@@ -149,17 +176,22 @@ impl RuleSet {
         origin: Origin,
         errors: &mut Vec<ValidationError>,
     ) {
-        let key = (resource.kind(), resource.name().to_owned());
+        let key = key_of(&resource);
         if let Some(first) = self.entries.get(&key) {
             let at = first.origin.as_ref().map_or_else(String::new, |o| {
                 format!(" in {} document {}", o.file, o.document)
             });
+            let namespace = if key.0.is_namespaced() && key.1 != DEFAULT_NAMESPACE {
+                format!(" in namespace {:?}", key.1)
+            } else {
+                String::new()
+            };
             errors.push(ValidationError::for_resource(
                 Some(&origin),
                 key.0.as_str(),
-                &key.1,
+                &key.2,
                 "metadata.name",
-                format!("{} {:?} is already defined{at}", key.0, key.1),
+                format!("{} {:?}{namespace} is already defined{at}", key.0, key.2),
             ));
             return;
         }
@@ -172,37 +204,38 @@ impl RuleSet {
         );
     }
 
-    /// Adds or replaces the resource of the same kind and name; returns the replaced
-    /// one. No check is done: call [`RuleSet::validate`] before using the set.
+    /// Adds or replaces the resource of the same kind, namespace and name; returns the
+    /// replaced one. No check is done: call [`RuleSet::validate`] before using the set.
     pub fn insert(&mut self, resource: Resource, origin: Option<Origin>) -> Option<Resource> {
-        let key = (resource.kind(), resource.name().to_owned());
+        let key = key_of(&resource);
         self.entries
             .insert(key, Entry { resource, origin })
             .map(|e| e.resource)
     }
 
-    /// Removes and returns the resource of that kind and name, if present.
-    pub fn remove(&mut self, kind: Kind, name: &str) -> Option<Resource> {
+    /// Removes and returns the resource of that kind, namespace and name, if present
+    /// (a Lane's namespace is ignored).
+    pub fn remove(&mut self, kind: Kind, namespace: &str, name: &str) -> Option<Resource> {
         self.entries
-            .remove(&(kind, name.to_owned()))
+            .remove(&key(kind, namespace, name))
             .map(|e| e.resource)
     }
 
-    /// The resource of that kind and name.
-    pub fn get(&self, kind: Kind, name: &str) -> Option<&Resource> {
+    /// The resource of that kind, namespace and name (a Lane's namespace is ignored).
+    pub fn get(&self, kind: Kind, namespace: &str, name: &str) -> Option<&Resource> {
         self.entries
-            .get(&(kind, name.to_owned()))
+            .get(&key(kind, namespace, name))
             .map(|e| &e.resource)
     }
 
-    /// Where the resource of that kind and name was read from, if known.
-    pub fn origin(&self, kind: Kind, name: &str) -> Option<&Origin> {
+    /// Where the resource of that kind, namespace and name was read from, if known.
+    pub fn origin(&self, kind: Kind, namespace: &str, name: &str) -> Option<&Origin> {
         self.entries
-            .get(&(kind, name.to_owned()))
+            .get(&key(kind, namespace, name))
             .and_then(|e| e.origin.as_ref())
     }
 
-    /// Every resource, in kind then name order.
+    /// Every resource, in kind, namespace, name order.
     pub fn iter(&self) -> impl Iterator<Item = &Resource> {
         self.entries.values().map(|e| &e.resource)
     }
@@ -267,28 +300,36 @@ impl RuleSet {
         docs.join("---\n")
     }
 
-    /// The RoutePolicy of `service` (the first by name if an unchecked set has several).
-    pub fn route_policy_for(&self, service: &str) -> Option<&RoutePolicy> {
+    /// The RoutePolicy of `service` in `namespace` — one whose `spec.service`, read
+    /// relative to the policy's own namespace, names it (the first by namespace and
+    /// name if an unchecked set has several).
+    pub fn route_policy_for(&self, namespace: &str, service: &str) -> Option<&RoutePolicy> {
         self.of_kind(Kind::RoutePolicy).find_map(|r| match r {
-            Resource::RoutePolicy(p) if p.spec.service.as_str() == service => Some(p),
+            Resource::RoutePolicy(p)
+                if p.spec.service.resolve(p.metadata.namespace()) == (namespace, service) =>
+            {
+                Some(p)
+            }
             _ => None,
         })
     }
 
-    /// The release state of `service`: its RoutePolicy's, `all` without one.
-    pub fn release_of(&self, service: &str) -> Release {
-        self.route_policy_for(service)
+    /// The release state of `service` in `namespace`: its RoutePolicy's, `all` without
+    /// one.
+    pub fn release_of(&self, namespace: &str, service: &str) -> Release {
+        self.route_policy_for(namespace, service)
             .map_or(Release::All, |p| p.spec.release)
     }
 
-    /// The mTLS mode of `service` (security.md): that of the PeerPolicy naming it, else
-    /// that of the mesh-wide one (no `services`), else `permissive`. In an unchecked
-    /// set with several candidates, the first by name wins.
-    pub fn mtls_mode(&self, service: &str) -> MtlsMode {
+    /// The mTLS mode of `service` in `namespace` (security.md): that of the PeerPolicy
+    /// naming it (its `services` read relative to the policy's namespace), else that of
+    /// the mesh-wide one (no `services`, whatever its namespace), else `permissive`. In
+    /// an unchecked set with several candidates, the first by namespace and name wins.
+    pub fn mtls_mode(&self, namespace: &str, service: &str) -> MtlsMode {
         let mut mesh_wide = None;
         for r in self.of_kind(Kind::PeerPolicy) {
             let Resource::PeerPolicy(p) = r else { continue };
-            if p.names(service) {
+            if p.names(namespace, service) {
                 return p.spec.mtls;
             }
             if p.is_mesh_wide() {

@@ -9,6 +9,8 @@ use std::net::IpAddr;
 use crate::Tag;
 use crate::model::{Release, RoutePolicy};
 
+use self::scoped::Scoped;
+
 pub use self::explain::{Explained, Explanation};
 
 mod build;
@@ -16,6 +18,7 @@ mod explain;
 mod inbound;
 mod matching;
 mod route;
+mod scoped;
 #[cfg(test)]
 mod test_support;
 
@@ -71,12 +74,13 @@ pub struct RoutingTable {
     /// Lanes in name order.
     lanes: Vec<build::LaneInfo>,
     lane_by_tag: HashMap<String, usize>,
-    /// Services with at least one instance.
-    services: HashMap<String, build::ServiceTable>,
-    /// RoutePolicies by service, with each lane's selector for that service.
-    policies: HashMap<String, build::PolicyInfo>,
-    /// TagPolicies by listed service.
-    tag_policies: HashMap<String, inbound::CompiledTagPolicy>,
+    /// Services with at least one instance, by (namespace, service).
+    services: Scoped<build::ServiceTable>,
+    /// RoutePolicies by the (namespace, service) they name, with each lane's selector
+    /// for that service.
+    policies: Scoped<build::PolicyInfo>,
+    /// TagPolicies by listed (namespace, service).
+    tag_policies: Scoped<inbound::CompiledTagPolicy>,
 }
 
 /// The instances a request may go to (rules.md routing steps 1-3). The sidecar
@@ -180,7 +184,8 @@ impl fmt::Display for FallbackInfo<'_> {
     }
 }
 
-/// Why a request cannot be routed. `Display` is the response body the sidecar sends.
+/// Why a request cannot be routed. `Display` is the response body the sidecar sends;
+/// `service` names a service outside `default` as `orders.shop`.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 pub enum RouteError {
     /// No instance of the service is known at all (the sidecar answers 502).
@@ -236,18 +241,19 @@ pub struct Gate<'a> {
 }
 
 impl RoutingTable {
-    /// The instances of `service` as given to `build` (excluded ones too), in id order;
-    /// empty for an unknown service.
-    pub fn instances(&self, service: &str) -> &[Instance] {
+    /// The instances of `service` in `namespace` as given to `build` (excluded ones
+    /// too), in id order; empty for an unknown service.
+    pub fn instances(&self, namespace: &str, service: &str) -> &[Instance] {
         self.services
-            .get(service)
+            .get(namespace, service)
             .map_or(&[], |s| s.instances.as_slice())
     }
 
-    /// The RoutePolicy `mirror` of `service`: the instances of the mirror subset that
-    /// may serve, and the percentage of requests to copy there. `None` without one.
-    pub fn mirror(&self, service: &str) -> Option<(Candidates<'_>, f64)> {
-        let st = self.services.get(service)?;
+    /// The RoutePolicy `mirror` of `service` in `namespace`: the instances of the
+    /// mirror subset that may serve, and the percentage of requests to copy there.
+    /// `None` without one.
+    pub fn mirror(&self, namespace: &str, service: &str) -> Option<(Candidates<'_>, f64)> {
+        let st = self.services.get(namespace, service)?;
         let (idx, percent) = st.mirror.as_ref()?;
         Some((
             Candidates {
@@ -258,16 +264,16 @@ impl RoutingTable {
         ))
     }
 
-    /// The RoutePolicy of `service` (timeouts, retries, mirror and fault are applied
-    /// by the sidecar).
-    pub fn route_policy(&self, service: &str) -> Option<&RoutePolicy> {
-        self.policies.get(service).map(|p| &p.policy)
+    /// The RoutePolicy of `service` in `namespace` (timeouts, retries, mirror and
+    /// fault are applied by the sidecar).
+    pub fn route_policy(&self, namespace: &str, service: &str) -> Option<&RoutePolicy> {
+        self.policies.get(namespace, service).map(|p| &p.policy)
     }
 
-    /// The release state of `service`; `all` without a RoutePolicy.
-    pub fn release_of(&self, service: &str) -> Release {
+    /// The release state of `service` in `namespace`; `all` without a RoutePolicy.
+    pub fn release_of(&self, namespace: &str, service: &str) -> Release {
         self.policies
-            .get(service)
+            .get(namespace, service)
             .map_or(Release::All, |p| p.policy.spec.release)
     }
 
@@ -283,11 +289,16 @@ impl RoutingTable {
             .map(|&l| self.lanes[l].name.as_str())
     }
 
-    /// The gate of an instance of `service` with these labels: its lane is the first
-    /// lane, in name order, whose selector for this service (the RoutePolicy's lane
-    /// override subset, else the Lane's selector) it matches.
-    pub fn gate(&self, service: &str, labels: &BTreeMap<String, String>) -> Gate<'_> {
-        let policy = self.policies.get(service);
+    /// The gate of an instance of `service` in `namespace` with these labels: its lane
+    /// is the first lane, in name order, whose selector for this service (the
+    /// RoutePolicy's lane override subset, else the Lane's selector) it matches.
+    pub fn gate(
+        &self,
+        namespace: &str,
+        service: &str,
+        labels: &BTreeMap<String, String>,
+    ) -> Gate<'_> {
+        let policy = self.policies.get(namespace, service);
         let lane = (0..self.lanes.len())
             .find(|&l| self.selector(policy, l).matches(labels))
             .map(|l| self.lanes[l].name.as_str());

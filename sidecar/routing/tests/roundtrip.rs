@@ -34,6 +34,7 @@ fn metadata(n: Name) -> impl Strategy<Value = Metadata> + Clone {
     )
         .prop_map(move |(labels, annotations)| Metadata {
             name: n.clone(),
+            namespace: None,
             labels,
             annotations,
         })

@@ -20,6 +20,7 @@ use graylane_routing::{RoutingTable, RuleSet};
 use super::Counters;
 use super::cache;
 use super::received::Received;
+use crate::identity::Identity;
 use crate::routes::{Routes, Shared, Source};
 
 /// Compiles, publishes and caches; shared with the blocking tasks that do it.
@@ -27,6 +28,8 @@ pub(super) struct Applier {
     pub(super) routes: Shared,
     counters: Arc<Counters>,
     cache_dir: Option<PathBuf>,
+    /// Takes the trust bundle a snapshot carries.
+    pub(super) identity: Arc<Identity>,
     /// Numbers snapshots in the order they were received.
     received: AtomicU64,
     /// The number of the newest snapshot published. Held while publishing and writing
@@ -37,11 +40,17 @@ pub(super) struct Applier {
 }
 
 impl Applier {
-    pub(super) fn new(routes: Shared, counters: Arc<Counters>, cache_dir: Option<PathBuf>) -> Self {
+    pub(super) fn new(
+        routes: Shared,
+        counters: Arc<Counters>,
+        cache_dir: Option<PathBuf>,
+        identity: Arc<Identity>,
+    ) -> Self {
         Self {
             routes,
             counters,
             cache_dir,
+            identity,
             received: AtomicU64::new(0),
             newest: Mutex::new(0),
         }
@@ -59,6 +68,12 @@ impl Applier {
         let number = self.received.fetch_add(1, Ordering::Relaxed) + 1;
         let this = Arc::clone(self);
         tokio::task::spawn_blocking(move || {
+            // Apart from the rules: a CA rotation must reach the verifiers even when
+            // the rules of the same snapshot are refused. Parsing the bundle and
+            // rebuilding the TLS configs is CPU work too, hence here.
+            if let Some(bundle) = &snapshot.trust_bundle {
+                this.identity.set_trust_bundle(&bundle.certificates_pem);
+            }
             let next = previous.after(&snapshot);
             let answer = this.apply_blocking(number, &next, snapshot.version);
             (next, answer)
@@ -162,10 +177,11 @@ fn compile(received: &Received, version: u64, source: Source) -> Result<Routes, 
         lines.join("; ")
     })?;
     let instances = received.instances();
+    // By service as a host names it from `default`: `orders`, `orders.staging`.
     let mut endpoints: BTreeMap<String, Vec<String>> = BTreeMap::new();
     for i in &instances {
         endpoints
-            .entry(i.service.clone())
+            .entry(graylane_routing::qualified(&i.namespace, &i.service))
             .or_default()
             .push(i.id.clone());
     }

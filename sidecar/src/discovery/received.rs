@@ -91,6 +91,9 @@ impl Parts {
                     d.removed.extend(delta.removed);
                     d.upserted.extend(delta.upserted);
                 }
+                if part.trust_bundle.is_some() {
+                    whole.trust_bundle = part.trust_bundle;
+                }
                 whole.more = part.more;
                 whole
             }

@@ -36,14 +36,19 @@ impl Outbound {
                 let to = target::resolve(&host, port, &self.own_listeners).await?;
                 (host, to[0].to_string(), None)
             }
-            Target::Service(service) => {
+            Target::Service(dest) => {
                 let view = View {
                     parts: &parts,
                     source_ip: None,
                 };
-                let route = routes
-                    .table
-                    .route(&service, tag, &view, fastrand::u64(..))?;
+                let route = routes.table.route(
+                    &dest.namespace,
+                    &dest.service,
+                    tag,
+                    &view,
+                    fastrand::u64(..),
+                )?;
+                let service = dest.service;
                 let mut rng = fastrand::Rng::new();
                 let (instance, in_flight) = self
                     .balancer
@@ -51,6 +56,20 @@ impl Outbound {
                     .ok_or_else(|| {
                         ProxyError::NoInstance(format!("no ready instance of service {service}"))
                     })?;
+                // A tunnel carries the app's own TLS, never the mesh's: a strict
+                // instance would refuse it (not a mesh SNI), so it is refused here,
+                // where the app can be told why.
+                let mode = proxy::mtls_mode(Some(routes), &instance.namespace, &instance.service);
+                if mode == graylane_routing::MtlsMode::Strict {
+                    return Err(ProxyError::MtlsRequired {
+                        service,
+                        instance: instance.id.clone(),
+                        reason: "strict mTLS: a CONNECT tunnel cannot carry a mesh identity \
+                                 (call the service over HTTP through the sidecar, or make \
+                                 its PeerPolicy permissive)"
+                            .into(),
+                    });
+                }
                 (service, instance.address.clone(), Some(in_flight))
             }
         };

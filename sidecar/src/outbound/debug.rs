@@ -23,12 +23,16 @@ pub(crate) struct Hop<'a> {
     /// The rule revision the decision was made by (0 before any): an addition to the
     /// spec's entry, last, so that during a rollout each hop says which rules it saw.
     pub revision: u64,
+    /// The mesh identity proved over mTLS: the caller's at the entry hop (inbound),
+    /// the instance's on an outbound hop; `None` in the clear (then no `peer=`).
+    pub peer: Option<&'a str>,
 }
 
 impl Hop<'_> {
-    /// `service=orders;instance=orders-2;subset=v2;tag=gray;source=trace;fallback=false;revision=7`
+    /// `service=orders;instance=orders-2;subset=v2;tag=gray;source=trace;fallback=false;revision=7`,
+    /// then `;peer=spiffe://…` over mTLS.
     pub(crate) fn entry(&self) -> String {
-        format!(
+        let mut entry = format!(
             "service={};instance={};subset={};tag={};source={};fallback={};revision={}",
             self.service,
             self.instance,
@@ -37,7 +41,12 @@ impl Hop<'_> {
             self.source.as_str(),
             self.fallback,
             self.revision,
-        )
+        );
+        if let Some(peer) = self.peer {
+            entry.push_str(";peer=");
+            entry.push_str(peer);
+        }
+        entry
     }
 }
 

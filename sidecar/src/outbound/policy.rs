@@ -107,7 +107,7 @@ mod tests {
     async fn a_fault_for_another_tag_leaves_the_request_alone() {
         let yaml = "apiVersion: graylane.io/v1\nkind: RoutePolicy\nmetadata: {name: orders}\nspec:\n  service: orders\n  fault:\n    tag: gray\n    abort: {percent: 100, status: 418}\n    delay: {percent: 100, duration: 5s}\n";
         let set = graylane_routing::RuleSet::from_yaml("t.yaml", yaml).unwrap();
-        let policy = set.route_policy_for("orders");
+        let policy = set.route_policy_for("default", "orders");
         let gray = Tag::parse("gray");
         let blue = Tag::parse("blue");
         assert!(inject_fault(policy, blue.as_ref()).await.is_ok());

@@ -3,7 +3,9 @@
 //!
 //! Only the mesh forms of sidecar.md name a service ([`MeshHost`]): the destination
 //! of `http://payments.stripe.com/` is `payments.stripe.com`, never the mesh's own
-//! `payments`.
+//! `payments`. `orders` is `orders` of the caller's namespace; `orders.staging`,
+//! `orders.staging.svc` and `orders.staging.svc.<cluster-domain>` are `orders` of
+//! `staging`.
 
 use std::net::{IpAddr, SocketAddr};
 
@@ -26,10 +28,21 @@ pub(crate) const MAX_HOPS: u32 = 8;
 /// The destination of a request leaving an app.
 #[derive(Debug, PartialEq, Eq)]
 pub(crate) enum Target {
-    /// A mesh service in this sidecar's namespace.
-    Service(String),
+    /// A mesh service.
+    Service(Dest),
     /// Anything else: a host name or address, and the port the app asked for.
     External { host: String, port: u16 },
+}
+
+/// A mesh service a host names, and the host itself.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) struct Dest {
+    /// The namespace: the host's, else the caller's own.
+    pub(crate) namespace: String,
+    pub(crate) service: String,
+    /// Set when the host named a namespace (`orders.staging`): a name the mesh does
+    /// not know is then an ordinary host (`api.corp`), sent as `External` is.
+    pub(crate) external: Option<(String, u16)>,
 }
 
 /// Reads the destination: the authority of an absolute-form (or CONNECT, or HTTP/2)
@@ -62,12 +75,16 @@ pub(crate) fn target(
             "the destination host is empty".into(),
         ));
     }
-    let mesh = MeshHost::parse(&host, cluster_domain);
-    if let Some(service) = mesh.as_ref().and_then(|m| m.in_namespace(namespace)) {
-        return Ok(Target::Service(service.to_string()));
-    }
     let https = parts.uri.scheme() == Some(&http::uri::Scheme::HTTPS);
     let port = port.unwrap_or(if https { 443 } else { 80 });
+    if let Some(mesh) = MeshHost::parse(&host, cluster_domain) {
+        let (ns, service) = mesh.target(namespace);
+        return Ok(Target::Service(Dest {
+            namespace: ns.to_string(),
+            service: service.to_string(),
+            external: mesh.namespace.is_some().then(|| (host.clone(), port)),
+        }));
+    }
     let host = host
         .trim_start_matches('[')
         .trim_end_matches(']')
@@ -153,15 +170,27 @@ mod tests {
         target(&parts(uri, host), "default", "cluster.local").unwrap()
     }
 
+    fn service(namespace: &str, service: &str, external: Option<(&str, u16)>) -> Target {
+        Target::Service(Dest {
+            namespace: namespace.into(),
+            service: service.into(),
+            external: external.map(|(h, p)| (h.into(), p)),
+        })
+    }
+
     #[test]
     fn only_mesh_forms_are_services() {
         assert_eq!(
             of("/", Some("orders:8080")),
-            Target::Service("orders".into())
+            service("default", "orders", None)
         );
         assert_eq!(
             of("http://orders.default.svc.cluster.local/x", None),
-            Target::Service("orders".into())
+            service(
+                "default",
+                "orders",
+                Some(("orders.default.svc.cluster.local", 80))
+            )
         );
         assert_eq!(
             of("http://payments.stripe.com/v1/charges", None),
@@ -191,14 +220,30 @@ mod tests {
                 port: 9000
             }
         );
+    }
+
+    #[test]
+    fn each_mesh_form_names_its_namespace_and_the_bare_one_the_callers() {
+        let of_shop = |host: &str| target(&parts("/", Some(host)), "shop", "cluster.local");
         assert_eq!(
-            of("/", Some("orders.shop")),
-            Target::External {
-                host: "orders.shop".into(),
-                port: 80
-            },
-            "another namespace is not this one's orders"
+            of_shop("orders:8080").unwrap(),
+            service("shop", "orders", None)
         );
+        for host in [
+            "orders.staging",
+            "orders.staging.svc",
+            "orders.staging.svc.cluster.local",
+        ] {
+            assert_eq!(
+                of_shop(host).unwrap(),
+                service("staging", "orders", Some((host, 80))),
+                "{host}"
+            );
+        }
+        assert!(matches!(
+            of_shop("orders.staging.svc.example.com").unwrap(),
+            Target::External { .. }
+        ));
     }
 
     #[test]

@@ -26,6 +26,14 @@ pub enum ProxyError {
         address: String,
         reason: String,
     },
+    /// Policy: the PeerPolicy mode asks for mTLS this call cannot have (strict with no
+    /// local certificate, an instance without a mesh identity, a CONNECT tunnel).
+    #[error("upstream {service} instance {instance}: {reason}")]
+    MtlsRequired {
+        service: String,
+        instance: String,
+        reason: String,
+    },
     /// Upstream: the answer did not come within the timeout.
     #[error("upstream {service} did not answer within {seconds:.1}s")]
     Timeout { service: String, seconds: f64 },
@@ -100,6 +108,7 @@ impl ProxyError {
             Self::NoInstance(_) | Self::NotReady => StatusCode::SERVICE_UNAVAILABLE,
             Self::UnknownService(_)
             | Self::Connect { .. }
+            | Self::MtlsRequired { .. }
             | Self::BadUpstream { .. }
             | Self::Unresolved { .. } => StatusCode::BAD_GATEWAY,
             Self::Timeout { .. } => StatusCode::GATEWAY_TIMEOUT,

@@ -300,7 +300,7 @@ spec:
                 parts: &parts,
                 source_ip: None,
             };
-            let got = table.inbound_tag("frontend", None, &view).tag;
+            let got = table.inbound_tag("default", "frontend", None, &view).tag;
             assert_eq!(got, Tag::parse(want), "{:?}", parts.headers);
         }
     }
@@ -329,7 +329,7 @@ spec:
                 parts: &parts,
                 source_ip: None,
             };
-            let got = table.inbound_tag("frontend", None, &view).tag;
+            let got = table.inbound_tag("default", "frontend", None, &view).tag;
             assert_eq!(got, want.and_then(Tag::parse), "{uri}");
         }
     }

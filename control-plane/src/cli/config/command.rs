@@ -42,6 +42,10 @@ pub struct SetContextArgs {
     /// --ca-bundle); stored as an absolute path.
     #[arg(long, value_name = "PATH")]
     ca_bundle: Option<PathBuf>,
+    /// The namespace commands mean without -n (kubectl's context namespace); shares
+    /// its id with the global -n, so this is the one read here.
+    #[arg(short = 'n', long, value_name = "NAMESPACE", value_parser = super::super::parse_namespace)]
+    namespace: Option<String>,
 }
 
 impl ConfigCommand {
@@ -116,6 +120,7 @@ fn set_context(file: &mut ConfigFile, args: SetContextArgs) -> Result<bool, CliE
         }
         context.token_file = token_file.or(context.token_file.take());
         context.ca_bundle = ca_bundle.or(context.ca_bundle.take());
+        context.namespace = args.namespace.or(context.namespace.take());
         return Ok(false);
     }
     let server = args.server.ok_or_else(|| {
@@ -129,6 +134,7 @@ fn set_context(file: &mut ConfigFile, args: SetContextArgs) -> Result<bool, CliE
         server,
         token_file,
         ca_bundle,
+        namespace: args.namespace,
     });
     Ok(true)
 }
@@ -160,6 +166,7 @@ fn get_contexts(file: &ConfigFile, format: Format) {
                     "server": c.server,
                     "tokenFile": c.token_file,
                     "caBundle": c.ca_bundle,
+                    "namespace": c.namespace,
                 })
             })
             .collect();

@@ -33,7 +33,7 @@ pub(super) async fn get(
             kind,
             name,
             revision,
-            namespace: String::new(),
+            namespace: connect.namespace_filter().unwrap_or_default().to_owned(),
         })
         .await?
         .into_inner();
@@ -59,10 +59,26 @@ pub(super) async fn get(
                 "items": set.iter().collect::<Vec<_>>(),
             }),
         ),
+        // Every namespace: a NAMESPACE column, as `kubectl get -A` (`-` for Lanes,
+        // which are mesh-wide). One namespace: the column would only repeat it.
         Format::Table => {
-            let mut t = Table::new(vec!["KIND", "NAME", "SUMMARY"]);
+            let every = connect.namespace_filter().is_none();
+            let mut t = Table::new(if every {
+                vec!["KIND", "NAMESPACE", "NAME", "SUMMARY"]
+            } else {
+                vec!["KIND", "NAME", "SUMMARY"]
+            });
             for r in set.iter() {
-                t.row(vec![r.kind().to_string(), r.name().to_string(), summary(r)]);
+                let mut row = vec![r.kind().to_string()];
+                if every {
+                    row.push(if r.is_namespaced() {
+                        r.namespace().to_string()
+                    } else {
+                        "-".to_string()
+                    });
+                }
+                row.extend([r.name().to_string(), summary(r)]);
+                t.row(row);
             }
             output::emit(Format::Table, || t, || json!(null));
         }

@@ -95,6 +95,14 @@ impl Lane {
                 )
             });
         }
+        if self.metadata.namespace.is_some() {
+            c.field("metadata", |c| {
+                c.error_at(
+                    "namespace",
+                    "lanes are mesh-wide (a lane spans namespaces): a Lane takes no namespace",
+                )
+            });
+        }
         let name = c.field("metadata", |c| c.path_of("name"));
         c.field("spec", |c| {
             if self.spec.selector.is_empty() {

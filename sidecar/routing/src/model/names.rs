@@ -11,6 +11,10 @@ use crate::path::quote;
 /// Longest label key or value.
 pub const LABEL_MAX_LEN: usize = 63;
 
+/// The namespace of a namespaced document without `metadata.namespace`, and of an
+/// instance registered without one.
+pub const DEFAULT_NAMESPACE: &str = "default";
+
 /// Defines a string newtype that is valid by construction: `new` checks, serde uses
 /// `new`, `Display`/`Debug`/`AsRef<str>` show the text.
 macro_rules! checked_string {
@@ -86,6 +90,42 @@ checked_string!(
     ServiceName,
     check_service_name
 );
+
+impl ServiceName {
+    /// The (namespace, service) this reference names from a document in `namespace`:
+    /// `orders` is `orders` there, `orders.shop` is `orders` in namespace `shop`. The
+    /// one reading of a service reference; a checked document holds at most one dot
+    /// ([`ServiceName::check_reference`]), and a further dot stays in the namespace part.
+    pub fn resolve<'a>(&'a self, namespace: &'a str) -> (&'a str, &'a str) {
+        match self.0.split_once('.') {
+            Some((service, ns)) => (ns, service),
+            None => (namespace, &self.0),
+        }
+    }
+
+    /// A reference in a rule names `name` or `name.namespace`: the error says so for
+    /// anything with more labels (`orders.shop.svc` is a host, not a reference).
+    pub fn check_reference(&self) -> Result<(), String> {
+        if self.0.matches('.').count() <= 1 {
+            Ok(())
+        } else {
+            Err(format!(
+                "{} is not a service reference: write NAME (this namespace) or NAME.NAMESPACE",
+                quote(&self.0)
+            ))
+        }
+    }
+}
+
+/// `service` as people read it from `namespace`'s point of view: `orders` in
+/// `default`, `orders.shop` elsewhere (the reference form rules and hosts use).
+pub fn qualified(namespace: &str, service: &str) -> String {
+    if namespace.is_empty() || namespace == DEFAULT_NAMESPACE {
+        service.to_owned()
+    } else {
+        format!("{service}.{namespace}")
+    }
+}
 
 impl Name {
     /// A valid name for stand-in values that are never shown or stored.
@@ -249,6 +289,23 @@ mod tests {
         ] {
             assert!(ServiceName::new(bad).is_err(), "{bad}");
         }
+    }
+
+    #[test]
+    fn references_resolve_relative_to_the_document() {
+        let bare = ServiceName::new("orders").unwrap();
+        assert_eq!(bare.resolve("shop"), ("shop", "orders"));
+        let other = ServiceName::new("orders.staging").unwrap();
+        assert_eq!(other.resolve("shop"), ("staging", "orders"));
+        assert!(bare.check_reference().is_ok() && other.check_reference().is_ok());
+        let host = ServiceName::new("orders.staging.svc").unwrap();
+        assert!(
+            host.check_reference()
+                .unwrap_err()
+                .contains("NAME.NAMESPACE")
+        );
+        assert_eq!(qualified("default", "orders"), "orders");
+        assert_eq!(qualified("shop", "orders"), "orders.shop");
     }
 
     #[test]

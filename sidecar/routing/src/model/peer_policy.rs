@@ -77,6 +77,9 @@ impl PeerPolicy {
                 }
                 let mut seen = BTreeSet::new();
                 for (i, s) in services.iter().enumerate() {
+                    if let Err(e) = s.check_reference() {
+                        c.index(i, |c| c.error(e));
+                    }
                     if !seen.insert(s) {
                         c.index(i, |c| {
                             c.error(format!("service {} is listed twice", quote(s.as_str())))
@@ -92,12 +95,14 @@ impl PeerPolicy {
         self.spec.services.is_none()
     }
 
-    /// Whether this policy names `service` in its `services`.
-    pub(crate) fn names(&self, service: &str) -> bool {
+    /// Whether this policy names `service` of `namespace` in its `services` (read
+    /// relative to the policy's own namespace).
+    pub(crate) fn names(&self, namespace: &str, service: &str) -> bool {
+        let own = self.metadata.namespace();
         self.spec
             .services
             .iter()
             .flatten()
-            .any(|s| s.as_str() == service)
+            .any(|s| s.resolve(own) == (namespace, service))
     }
 }

@@ -1,7 +1,7 @@
 //! `RoutePolicy`: per destination service overrides — release state, subsets, weights,
 //! per-service lane instances, exclusions and traffic policy.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeSet;
 use std::fmt;
 
 use serde::de::{self, Visitor};
@@ -175,11 +175,7 @@ impl RoutePolicy {
     /// `graylane release set` creates for a service without a policy).
     pub fn new(name: Name, service: ServiceName, release: Release) -> Self {
         Self {
-            metadata: Metadata {
-                name,
-                labels: BTreeMap::new(),
-                annotations: BTreeMap::new(),
-            },
+            metadata: Metadata::named(name),
             spec: RoutePolicySpec {
                 service,
                 release,
@@ -200,6 +196,9 @@ impl RoutePolicy {
     pub(crate) fn check(&self, c: &mut Checker) {
         let s = &self.spec;
         c.field("spec", |c| {
+            if let Err(e) = s.service.check_reference() {
+                c.error_at("service", e);
+            }
             let declared = check_subsets(c, &s.subsets);
             check_default(c, s, &declared);
             if s.sticky_by.is_some() && s.default.is_empty() {

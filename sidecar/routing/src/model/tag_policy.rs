@@ -84,6 +84,9 @@ impl TagPolicy {
                 }
                 let mut seen = BTreeSet::new();
                 for (i, s) in self.spec.services.iter().enumerate() {
+                    if let Err(e) = s.check_reference() {
+                        c.index(i, |c| c.error(e));
+                    }
                     if !seen.insert(s) {
                         c.index(i, |c| {
                             c.error(format!("service {} is listed twice", quote(s.as_str())))

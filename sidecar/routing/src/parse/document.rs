@@ -82,13 +82,14 @@ pub(crate) fn resource_from_value(v: &Value) -> Result<Resource, Vec<(String, St
             .read(spec, "spec", &mut errors)
             .map(|spec| Resource::PeerPolicy(PeerPolicy { metadata, spec })),
     };
-    let Some(resource) = resource else {
+    let Some(mut resource) = resource else {
         return Err(errors);
     };
     let mut c = Checker::new();
     resource.check(&mut c);
     edits.add_independent(c.into_found(), &mut errors);
     if errors.is_empty() {
+        resource.normalize_namespace();
         Ok(resource)
     } else {
         Err(errors)

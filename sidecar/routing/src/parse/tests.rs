@@ -242,11 +242,11 @@ fn spec_errors_are_reported_even_when_metadata_is_bad() {
 fn every_metadata_error_is_reported_with_the_spec_errors() {
     let errs = rejects_all(
         &LANE
-            .replace("name: gray", "name: Gray\n  namespace: x")
+            .replace("name: gray", "name: Gray\n  nmespace: x")
             .replace("tag: gray", "tag: -x"),
         &[
             ("metadata.name", "not a valid name"),
-            ("metadata.namespace", "unknown field"),
+            ("metadata.nmespace", "unknown field"),
             ("spec.tag", "is not a valid tag"),
         ],
     );
@@ -300,10 +300,29 @@ fn metadata_labels_and_annotations_are_kept() {
 #[test]
 fn unknown_metadata_field_is_rejected() {
     rejects(
-        &LANE.replace("  name: gray\n", "  name: gray\n  namespace: x\n"),
-        "metadata.namespace",
+        &LANE.replace("  name: gray\n", "  name: gray\n  nmespace: x\n"),
+        "metadata.nmespace",
         "unknown field",
     );
+}
+
+#[test]
+fn a_lane_with_a_namespace_is_refused_as_mesh_wide() {
+    for ns in ["shop", "default"] {
+        let e = rejects(
+            &LANE.replace(
+                "  name: gray\n",
+                &format!("  name: gray\n  namespace: {ns}\n"),
+            ),
+            "metadata.namespace",
+            "lanes are mesh-wide",
+        );
+        assert_eq!(
+            e.to_string(),
+            "rules.yaml: document 1 (Lane/gray): metadata.namespace: lanes are mesh-wide \
+             (a lane spans namespaces): a Lane takes no namespace"
+        );
+    }
 }
 
 #[test]

@@ -189,7 +189,10 @@ fn iteration_is_by_kind_then_name() {
             (Kind::TagPolicy, "edge")
         ]
     );
-    assert_eq!(set.origin(Kind::Lane, "gray").unwrap().document, 3);
+    assert_eq!(
+        set.origin(Kind::Lane, "default", "gray").unwrap().document,
+        3
+    );
 }
 
 #[test]
@@ -213,13 +216,13 @@ fn an_empty_set_is_empty_yaml() {
 #[test]
 fn insert_replaces_and_remove_returns() {
     let mut set = sample();
-    let old = set.get(Kind::Lane, "gray").unwrap().clone();
+    let old = set.get(Kind::Lane, "default", "gray").unwrap().clone();
     assert_eq!(set.insert(old.clone(), None), Some(old.clone()));
     assert_eq!(set.len(), 4);
-    assert_eq!(set.remove(Kind::Lane, "gray"), Some(old));
-    assert_eq!(set.remove(Kind::Lane, "gray"), None);
+    assert_eq!(set.remove(Kind::Lane, "default", "gray"), Some(old));
+    assert_eq!(set.remove(Kind::Lane, "default", "gray"), None);
     assert_eq!(set.len(), 3);
-    assert!(set.get(Kind::Lane, "gray").is_none());
+    assert!(set.get(Kind::Lane, "default", "gray").is_none());
 }
 
 #[test]
@@ -236,16 +239,16 @@ fn equality_ignores_origins() {
 fn policy_and_release_lookups() {
     let set = sample();
     assert_eq!(
-        set.route_policy_for("orders")
+        set.route_policy_for("default", "orders")
             .unwrap()
             .metadata
             .name
             .as_str(),
         "orders"
     );
-    assert!(set.route_policy_for("users").is_none());
-    assert_eq!(set.release_of("orders"), Release::Gray);
-    assert_eq!(set.release_of("users"), Release::All);
+    assert!(set.route_policy_for("default", "users").is_none());
+    assert_eq!(set.release_of("default", "orders"), Release::Gray);
+    assert_eq!(set.release_of("default", "users"), Release::All);
 }
 
 #[test]
@@ -361,22 +364,25 @@ fn a_service_may_be_in_a_peer_policy_and_a_tag_policy() {
 #[test]
 fn mtls_mode_is_the_naming_policy_then_the_mesh_wide_then_permissive() {
     let empty = RuleSet::new();
-    assert_eq!(empty.mtls_mode("orders"), MtlsMode::Permissive);
+    assert_eq!(empty.mtls_mode("default", "orders"), MtlsMode::Permissive);
     let named_only = RuleSet::from_files(&files(&[&peer_policy(
         "orders",
         "  mtls: off\n  services: [orders]\n",
     )]))
     .unwrap();
-    assert_eq!(named_only.mtls_mode("orders"), MtlsMode::Off);
-    assert_eq!(named_only.mtls_mode("cart"), MtlsMode::Permissive);
+    assert_eq!(named_only.mtls_mode("default", "orders"), MtlsMode::Off);
+    assert_eq!(
+        named_only.mtls_mode("default", "cart"),
+        MtlsMode::Permissive
+    );
     let both = RuleSet::from_files(&files(&[
         // Named "a" so the mesh-wide one comes first: order must not matter.
         &peer_policy("a", "  mtls: strict\n"),
         &peer_policy("b", "  mtls: off\n  services: [orders]\n"),
     ]))
     .unwrap();
-    assert_eq!(both.mtls_mode("orders"), MtlsMode::Off);
-    assert_eq!(both.mtls_mode("cart"), MtlsMode::Strict);
+    assert_eq!(both.mtls_mode("default", "orders"), MtlsMode::Off);
+    assert_eq!(both.mtls_mode("default", "cart"), MtlsMode::Strict);
 }
 
 #[test]
@@ -389,3 +395,5 @@ fn kind_names_list_every_kind() {
     let e = "Peer".parse::<Kind>().unwrap_err();
     assert!(e.ends_with(Kind::NAMES), "{e}");
 }
+
+mod namespaces;

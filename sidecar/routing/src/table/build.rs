@@ -2,8 +2,11 @@
 
 use std::collections::{BTreeMap, HashMap};
 
+use super::scoped::Scoped;
 use super::{Instance, RoutingTable, inbound};
-use crate::model::{Fallback, HashKey, Labels, Lane, Release, Resource, RoutePolicy};
+use crate::model::{
+    DEFAULT_NAMESPACE, Fallback, HashKey, Labels, Lane, Release, Resource, RoutePolicy,
+};
 use crate::set::RuleSet;
 
 /// A Lane, with its fallback list resolved to lane indices.
@@ -96,7 +99,9 @@ pub(super) struct Weighted {
 impl RoutingTable {
     /// Compiles `rules` (expected to be valid; in an unchecked set the first resource
     /// by name wins where several compete, and dangling references are ignored) and the
-    /// ready instances of every service.
+    /// ready instances of every service. An instance's service is (its namespace, its
+    /// service), an empty namespace being `default`; a RoutePolicy's or TagPolicy's
+    /// services are read relative to the policy's namespace.
     pub fn build(rules: &RuleSet, instances: Vec<Instance>) -> RoutingTable {
         let lane_list: Vec<&Lane> = rules
             .iter()
@@ -132,30 +137,36 @@ impl RoutingTable {
                     .collect(),
             })
             .collect();
-        let mut policies = HashMap::new();
+        let mut policies = Scoped::default();
         for r in rules.iter() {
             if let Resource::RoutePolicy(p) = r {
-                let service = p.spec.service.as_str().to_owned();
-                policies
-                    .entry(service)
-                    .or_insert_with(|| policy_info(p, &lane_list));
+                let (namespace, service) = p.spec.service.resolve(p.metadata.namespace());
+                policies.get_or_insert_with(namespace, service, || policy_info(p, &lane_list));
             }
         }
         let mut table = RoutingTable {
             lanes,
             tag_policies: inbound::compile(rules),
             lane_by_tag,
-            services: HashMap::new(),
+            services: Scoped::default(),
             policies,
         };
-        let mut by_service: BTreeMap<String, Vec<Instance>> = BTreeMap::new();
+        let mut by_service: BTreeMap<(String, String), Vec<Instance>> = BTreeMap::new();
         for i in instances {
-            by_service.entry(i.service.clone()).or_default().push(i);
+            let namespace = if i.namespace.is_empty() {
+                DEFAULT_NAMESPACE.to_owned()
+            } else {
+                i.namespace.clone()
+            };
+            by_service
+                .entry((namespace, i.service.clone()))
+                .or_default()
+                .push(i);
         }
-        for (service, mut list) in by_service {
+        for ((namespace, service), mut list) in by_service {
             list.sort_by(|a, b| (&a.id, &a.address).cmp(&(&b.id, &b.address)));
-            let st = table.service_table(&service, list);
-            table.services.insert(service, st);
+            let st = table.service_table(&namespace, &service, list);
+            table.services.insert(&namespace, &service, st);
         }
         table
     }
@@ -172,8 +183,13 @@ impl RoutingTable {
             .map_or(&self.lanes[lane].selector, |(_, labels)| labels)
     }
 
-    fn service_table(&self, service: &str, instances: Vec<Instance>) -> ServiceTable {
-        let policy = self.policies.get(service);
+    fn service_table(
+        &self,
+        namespace: &str,
+        service: &str,
+        instances: Vec<Instance>,
+    ) -> ServiceTable {
+        let policy = self.policies.get(namespace, service);
         let spec = policy.map(|p| &p.policy.spec);
         let release = spec.map_or(Release::All, |s| s.release);
         let excluded = |i: &Instance| {

@@ -9,7 +9,7 @@ use super::route::{BaseChoice, choose_base, sticky_key};
 use super::{InboundSource, Instance, RequestView, Route, RouteError, RoutingTable};
 use crate::Tag;
 use crate::hash::stable_hash;
-use crate::model::{HashKey, Release};
+use crate::model::{HashKey, Release, qualified};
 
 /// The steps and what they lead to.
 #[derive(Debug)]
@@ -34,36 +34,42 @@ pub struct Explained {
 }
 
 impl RoutingTable {
-    /// Explains a request to `service` carrying `header_tag`. With `entry`, the
-    /// request enters the mesh at that service first (its TagPolicy applies). `random`
-    /// stands for the sidecar's per-request draw (weights without `stickyBy`).
+    /// Explains a request to `service` of `namespace` carrying `header_tag`. With
+    /// `entry` (namespace, service), the request enters the mesh at that service first
+    /// (its TagPolicy applies). `random` stands for the sidecar's per-request draw
+    /// (weights without `stickyBy`). Services outside `default` are shown with their
+    /// namespace (`orders in namespace shop`, `orders.shop`).
     ///
     /// The steps are numbered from 1 without gaps; each one words a decision `route`
     /// itself takes (the precompiled lane plan, step 3's `choose_base`), not a re-reading.
     pub fn explain(
         &self,
+        namespace: &str,
         service: &str,
-        entry: Option<&str>,
+        entry: Option<(&str, &str)>,
         header_tag: Option<Tag>,
         req: &dyn RequestView,
         random: u64,
     ) -> Explanation {
         let mut steps = Vec::new();
         let tag = self.tag_step(entry, header_tag, req, &mut steps);
-        let outcome = self.route(service, tag.as_ref(), req, random);
-        let Some(st) = self.services.get(service) else {
-            steps.push(format!("no instance of {service} is registered: 502"));
+        let outcome = self.route(namespace, service, tag.as_ref(), req, random);
+        let key = (namespace, service);
+        let shown = qualified(namespace, service);
+        let Some(st) = self.services.get(namespace, service) else {
+            steps.push(format!("no instance of {shown} is registered: 502"));
             return Explanation {
                 steps: numbered(steps),
                 tag,
                 outcome: outcome.map(|_| unreachable_route()),
             };
         };
-        let release = self.release_of(service);
-        steps.push(candidates_step(service, st, release));
+        let release = self.release_of(namespace, service);
+        steps.push(candidates_step(key, st, release));
+        let service = shown.as_str();
         let lane = self.lane_index(tag.as_ref());
         if let Some(t) = &tag {
-            steps.push(self.lane_step(service, st, t, lane));
+            steps.push(self.lane_step(key, st, t, lane));
         }
         let to_base = lane.is_none_or(|l| matches!(st.lane_plans[l], LanePlan::Base(_)));
         let choice = to_base.then(|| choose_base(st, req, random));
@@ -98,7 +104,7 @@ impl RoutingTable {
     /// `Gray-Publish` header as given.
     fn tag_step(
         &self,
-        entry: Option<&str>,
+        entry: Option<(&str, &str)>,
         header_tag: Option<Tag>,
         req: &dyn RequestView,
         steps: &mut Vec<String>,
@@ -110,7 +116,8 @@ impl RoutingTable {
             });
             return header_tag;
         };
-        let decided = self.inbound_tag(entry, header_tag, req);
+        let decided = self.inbound_tag(entry.0, entry.1, header_tag, req);
+        let entry = qualified(entry.0, entry.1);
         let why = match (decided.source, &decided.tag) {
             (InboundSource::Rule, Some(t)) => format!(
                 "TagPolicy rule #{} of {entry} matched: tag {t}",
@@ -126,12 +133,20 @@ impl RoutingTable {
         decided.tag
     }
 
-    /// Step 2 for a tagged request: the lane and its precompiled plan for `service`.
-    fn lane_step(&self, service: &str, st: &ServiceTable, t: &Tag, lane: Option<usize>) -> String {
+    /// Step 2 for a tagged request: the lane and its precompiled plan for `key`
+    /// (namespace, service).
+    fn lane_step(
+        &self,
+        key: (&str, &str),
+        st: &ServiceTable,
+        t: &Tag,
+        lane: Option<usize>,
+    ) -> String {
         let Some(l) = lane else {
             return format!("no Lane declares tag {t}: routed as untagged (the tag still travels)");
         };
-        let mut line = format!("tag {t} is {}", self.lane_named(service, l));
+        let service = &qualified(key.0, key.1);
+        let mut line = format!("tag {t} is {}", self.lane_named(key, l));
         let _ = match st.lane_plans[l] {
             LanePlan::Serve {
                 group,
@@ -149,7 +164,7 @@ impl RoutingTable {
                 line,
                 ": {}; fallback to {}: {}",
                 why_not(p.release_prod, service, "in it"),
-                self.lane_named(service, group),
+                self.lane_named(key, group),
                 ids(st, &st.lane_groups[group])
             ),
             LanePlan::Base(p) => write!(
@@ -167,9 +182,10 @@ impl RoutingTable {
 
     /// `lane gray (selector version=v2)`, or with a RoutePolicy lane override
     /// `lane gray (RoutePolicy orders maps it to subset canary: version=v2)`.
-    fn lane_named(&self, service: &str, l: usize) -> String {
+    fn lane_named(&self, key: (&str, &str), l: usize) -> String {
         let lane = &self.lanes[l];
-        let policy = self.policies.get(service);
+        let policy = self.policies.get(key.0, key.1);
+        let service = qualified(key.0, key.1);
         match policy
             .and_then(|p| p.overrides.get(l))
             .and_then(Option::as_ref)
@@ -232,9 +248,14 @@ fn unreachable_route() -> Explained {
     }
 }
 
-fn candidates_step(service: &str, st: &ServiceTable, release: Release) -> String {
+/// `key` is (namespace, service); a namespace other than `default` is named.
+fn candidates_step(key: (&str, &str), st: &ServiceTable, release: Release) -> String {
     let all = st.instances.len();
     let may = st.candidates.len();
+    let service = match key {
+        (crate::model::DEFAULT_NAMESPACE, service) => service.to_owned(),
+        (namespace, service) => format!("{service} in namespace {namespace}"),
+    };
     let mut line = format!("{service}: {all} instance(s), release state {release}");
     if may < all {
         let _ = write!(

@@ -1,8 +1,7 @@
 //! The tag on the way in: a TagPolicy's `incoming` trust, then its rules.
 
-use std::collections::HashMap;
-
 use super::matching::Compiled;
+use super::scoped::Scoped;
 use super::{InboundSource, InboundTag, RequestView, RoutingTable};
 use crate::Tag;
 use crate::model::{Incoming, Resource};
@@ -15,37 +14,38 @@ pub(super) struct CompiledTagPolicy {
     rules: Vec<(Tag, Compiled)>,
 }
 
-/// Compiles every TagPolicy, keyed by each service it lists (the first policy by name
-/// wins when an unchecked set lists a service twice). The policies share nothing, so
+/// Compiles every TagPolicy, keyed by each (namespace, service) it lists, read
+/// relative to the policy's namespace (the first policy wins when an unchecked set
+/// lists a service twice). The policies share nothing, so
 /// one listing several services is compiled once per service; policies list a few
 /// entry services, not the mesh.
-pub(super) fn compile(rules: &RuleSet) -> HashMap<String, CompiledTagPolicy> {
-    let mut out = HashMap::new();
+pub(super) fn compile(rules: &RuleSet) -> Scoped<CompiledTagPolicy> {
+    let mut out = Scoped::default();
     for r in rules.iter() {
         let Resource::TagPolicy(p) = r else { continue };
         for service in &p.spec.services {
-            out.entry(service.as_str().to_owned())
-                .or_insert_with(|| CompiledTagPolicy {
-                    incoming: p.spec.incoming,
-                    rules: p
-                        .spec
-                        .rules
-                        .iter()
-                        .map(|rule| {
-                            (
-                                rule.tag.clone(),
-                                Compiled::new(&rule.matches, rule.tag.as_str()),
-                            )
-                        })
-                        .collect(),
-                });
+            let (namespace, service) = service.resolve(p.metadata.namespace());
+            out.get_or_insert_with(namespace, service, || CompiledTagPolicy {
+                incoming: p.spec.incoming,
+                rules: p
+                    .spec
+                    .rules
+                    .iter()
+                    .map(|rule| {
+                        (
+                            rule.tag.clone(),
+                            Compiled::new(&rule.matches, rule.tag.as_str()),
+                        )
+                    })
+                    .collect(),
+            });
         }
     }
     out
 }
 
 impl RoutingTable {
-    /// The tag a request entering `service` carries to the app.
+    /// The tag a request entering `service` of `namespace` carries to the app.
     ///
     /// Without a TagPolicy listing `service`, `incoming` is kept as is. With one, its
     /// `incoming` setting applies first (`strip` removes it, `keep` keeps it,
@@ -53,6 +53,7 @@ impl RoutingTable {
     /// rules are tried in order and the first match gives the tag.
     pub fn inbound_tag(
         &self,
+        namespace: &str,
         service: &str,
         incoming: Option<Tag>,
         req: &dyn RequestView,
@@ -63,7 +64,7 @@ impl RoutingTable {
             rule: None,
             stripped: false,
         };
-        let Some(policy) = self.tag_policies.get(service) else {
+        let Some(policy) = self.tag_policies.get(namespace, service) else {
             return match incoming {
                 Some(tag) => kept(tag),
                 None => InboundTag {
@@ -98,6 +99,13 @@ impl RoutingTable {
             rule: None,
             stripped,
         }
+    }
+
+    /// Whether a TagPolicy lists `service` of `namespace`: with mTLS on, a tag from a
+    /// peer without a mesh identity is kept only if one says so (security.md "The tag
+    /// across the trust boundary").
+    pub fn has_tag_policy(&self, namespace: &str, service: &str) -> bool {
+        self.tag_policies.get(namespace, service).is_some()
     }
 }
 

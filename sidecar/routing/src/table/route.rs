@@ -6,10 +6,10 @@ use super::{
 };
 use crate::Tag;
 use crate::hash::{mix, stable_hash};
-use crate::model::HashKey;
+use crate::model::{HashKey, qualified};
 
 impl RoutingTable {
-    /// The instances a request to `service` carrying `tag` may go to.
+    /// The instances a request to `service` of `namespace` carrying `tag` may go to.
     ///
     /// `random` is any uniformly random `u64` the caller draws per request (the crate
     /// has no randomness of its own, which keeps it pure and testable); it splits
@@ -20,16 +20,18 @@ impl RoutingTable {
     /// the lane of the tag when there is one). Allocates only on error.
     pub fn route(
         &self,
+        namespace: &str,
         service: &str,
         tag: Option<&Tag>,
         req: &dyn RequestView,
         random: u64,
     ) -> Result<Route<'_>, RouteError> {
-        let Some(st) = self.services.get(service) else {
+        let Some(st) = self.services.get(namespace, service) else {
             return Err(RouteError::UnknownService {
-                service: service.to_owned(),
+                service: qualified(namespace, service),
             });
         };
+        let service = (namespace, service);
         let Some(lane) = self.lane_index(tag) else {
             return self.untagged(service, st, None, None, req, random);
         };
@@ -67,9 +69,10 @@ impl RoutingTable {
         }
     }
 
-    fn no_instance(&self, service: &str, lane: Option<usize>) -> RouteError {
+    /// `service` is (namespace, service).
+    fn no_instance(&self, service: (&str, &str), lane: Option<usize>) -> RouteError {
         RouteError::NoInstance {
-            service: service.to_owned(),
+            service: qualified(service.0, service.1),
             lane: lane.map(|l| self.lanes[l].name.clone()),
         }
     }
@@ -77,7 +80,7 @@ impl RoutingTable {
     /// Step 3: weights, else base candidates, else any candidate.
     fn untagged<'a>(
         &'a self,
-        service: &str,
+        service: (&str, &str),
         st: &'a ServiceTable,
         lane: Option<usize>,
         fallback: Option<FallbackInfo<'a>>,

@@ -14,7 +14,7 @@ fn gate_of(release: &str, version: &str) -> (Option<String>, Release, bool) {
         &rules(&policy("orders", &format!("  release: {release}\n"))),
         Vec::new(),
     );
-    let g = t.gate("orders", &labels(version));
+    let g = t.gate("default", "orders", &labels(version));
     (g.lane.map(str::to_owned), g.release, g.active)
 }
 
@@ -48,7 +48,7 @@ fn gate_under_release_prod_is_active_for_base_instances_only() {
 #[test]
 fn gate_without_a_policy_is_release_all() {
     let t = RoutingTable::build(&rules(""), Vec::new());
-    let g = t.gate("users", &labels("v3"));
+    let g = t.gate("default", "users", &labels("v3"));
     assert_eq!(
         (g.lane, g.release, g.active),
         (Some("blue"), Release::All, true)
@@ -61,8 +61,8 @@ fn gate_follows_lane_overrides() {
     let t = RoutingTable::build(&rules(&policy("orders", body)), Vec::new());
     let mut canary = labels("v1");
     canary.insert("track".into(), "canary".into());
-    assert_eq!(t.gate("orders", &canary).lane, Some("gray"));
-    assert_eq!(t.gate("orders", &labels("v2")).lane, None);
+    assert_eq!(t.gate("default", "orders", &canary).lane, Some("gray"));
+    assert_eq!(t.gate("default", "orders", &labels("v2")).lane, None);
 }
 
 #[test]
@@ -74,7 +74,7 @@ fn instances_are_listed_in_id_order() {
     ];
     let t = RoutingTable::build(&rules(""), list);
     let ids: Vec<&str> = t
-        .instances("orders")
+        .instances("default", "orders")
         .iter()
         .map(|i| i.id.as_str())
         .collect();
@@ -93,9 +93,17 @@ fn table_answers_policy_questions() {
         &rules(&policy("orders", "  release: prod\n  timeout: 2s\n")),
         Vec::new(),
     );
-    assert_eq!(t.release_of("orders"), Release::Prod);
-    assert_eq!(t.release_of("users"), Release::All);
-    assert!(t.route_policy("orders").unwrap().spec.timeout.is_some());
+    assert_eq!(t.release_of("default", "orders"), Release::Prod);
+    assert_eq!(t.release_of("default", "users"), Release::All);
+    assert!(
+        t.route_policy("default", "orders")
+            .unwrap()
+            .spec
+            .timeout
+            .is_some()
+    );
     assert!(t.is_lane_tag(&Tag::parse("red").unwrap()));
     assert!(!t.is_lane_tag(&Tag::parse("purple").unwrap()));
 }
+
+mod namespaces;

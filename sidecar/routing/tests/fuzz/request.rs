@@ -264,16 +264,19 @@ pub(crate) fn check(case: &Case) -> TestCaseResult {
         bad_names: Cell::new(0),
     };
 
-    let got = table.inbound_tag(SERVICE, case.tag.clone(), &view);
+    let got = table.inbound_tag("default", SERVICE, case.tag.clone(), &view);
     prop_assert_eq!(&got, &expected_inbound(case, &view));
-    prop_assert_eq!(&table.inbound_tag(SERVICE, case.tag.clone(), &view), &got);
+    prop_assert_eq!(
+        &table.inbound_tag("default", SERVICE, case.tag.clone(), &view),
+        &got
+    );
     // A service no TagPolicy lists keeps what came in.
-    let elsewhere = table.inbound_tag("other", case.tag.clone(), &view);
+    let elsewhere = table.inbound_tag("default", "other", case.tag.clone(), &view);
     prop_assert_eq!(&elsewhere.tag, &case.tag);
 
-    let route = decision(table.route(SERVICE, got.tag.as_ref(), &view, case.random));
+    let route = decision(table.route("default", SERVICE, got.tag.as_ref(), &view, case.random));
     prop_assert_eq!(
-        &decision(table.route(SERVICE, got.tag.as_ref(), &view, case.random)),
+        &decision(table.route("default", SERVICE, got.tag.as_ref(), &view, case.random)),
         &route
     );
     if let Ok((ids, _, _)) = &route {
@@ -287,13 +290,20 @@ pub(crate) fn check(case: &Case) -> TestCaseResult {
     if sticky.is_some() {
         let other = case.random ^ 0x5555_5555_5555_5555;
         prop_assert_eq!(
-            &decision(table.route(SERVICE, got.tag.as_ref(), &view, other)),
+            &decision(table.route("default", SERVICE, got.tag.as_ref(), &view, other)),
             &route,
             "stickyBy is set and present: the draw must not matter"
         );
     }
 
-    let explained = table.explain(SERVICE, Some(SERVICE), case.tag.clone(), &view, case.random);
+    let explained = table.explain(
+        "default",
+        SERVICE,
+        Some(("default", SERVICE)),
+        case.tag.clone(),
+        &view,
+        case.random,
+    );
     prop_assert_eq!(&explained.tag, &got.tag);
     prop_assert!(!explained.steps.is_empty());
     match (&explained.outcome, &route) {

@@ -10,7 +10,7 @@ fn table(extra: &str, instances: &[(&str, &str)]) -> RoutingTable {
 }
 
 fn explain(t: &RoutingTable, tag_: Option<&str>, req: &Req) -> Explanation {
-    t.explain("orders", None, tag_.map(tag), req, 0)
+    t.explain("default", "orders", None, tag_.map(tag), req, 0)
 }
 
 /// The steps, checked to be numbered 1, 2, 3… and returned without the numbers.
@@ -88,7 +88,7 @@ fn release_gray_says_why_base_instances_do_not_serve() {
             "candidates: o2 (the sidecar picks the less loaded of two at random)",
         ]
     );
-    let r = t.route("orders", None, &Req::new(), 0).unwrap();
+    let r = t.route("default", "orders", None, &Req::new(), 0).unwrap();
     assert!(r.base_fallback);
 }
 
@@ -144,7 +144,11 @@ fn a_sticky_draw_names_the_subset_route_chose() {
     let t = table(&policy("orders", sticky), &[("o1", "v1"), ("o2", "v2")]);
     for user in 0..20 {
         let req = Req::new().with_header("x-user", &format!("user-{user}"));
-        let subset = t.route("orders", None, &req, 0).unwrap().subset.unwrap();
+        let subset = t
+            .route("default", "orders", None, &req, 0)
+            .unwrap()
+            .subset
+            .unwrap();
         let e = explain(&t, None, &req);
         let line = &steps(&e)[2];
         assert!(line.ends_with(&format!(", subset {subset}")), "{line}");
@@ -165,7 +169,14 @@ fn steps_are_numbered_without_gaps() {
     for tag_ in [None, Some("gray"), Some("blue"), Some("red")] {
         steps(&explain(&lane_only, tag_, &Req::new()));
     }
-    let e = t.explain("payments", Some("frontend"), None, &Req::new(), 0);
+    let e = t.explain(
+        "default",
+        "payments",
+        Some(("default", "frontend")),
+        None,
+        &Req::new(),
+        0,
+    );
     assert_eq!(
         steps(&e),
         [
@@ -188,12 +199,28 @@ spec:
     let t = table(edge, &[("o1", "v1"), ("o2", "v2")]);
     for raw in ["group=beta%20testers", "group=beta+testers"] {
         let req = Req::new().with_raw_query(raw);
-        let e = t.explain("orders", Some("frontend"), None, &req, 0);
+        let e = t.explain(
+            "default",
+            "orders",
+            Some(("default", "frontend")),
+            None,
+            &req,
+            0,
+        );
         assert_eq!(e.tag, Some(tag("gray")), "{raw}");
-        let r = t.route("orders", e.tag.as_ref(), &req, 0).unwrap();
+        let r = t
+            .route("default", "orders", e.tag.as_ref(), &req, 0)
+            .unwrap();
         assert_eq!(r.lane, Some("gray"));
     }
     let decoded = Req::new().with_query("group", "beta testers");
-    let e = t.explain("orders", Some("frontend"), None, &decoded, 0);
+    let e = t.explain(
+        "default",
+        "orders",
+        Some(("default", "frontend")),
+        None,
+        &decoded,
+        0,
+    );
     assert_eq!(e.tag, Some(tag("gray")));
 }

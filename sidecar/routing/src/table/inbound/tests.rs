@@ -33,20 +33,24 @@ fn none(stripped: bool) -> InboundTag {
 #[test]
 fn without_a_tag_policy_the_incoming_tag_is_kept() {
     let t = table("strip");
-    let got = t.inbound_tag("orders", Some(tag("purple")), &Req::new());
+    let got = t.inbound_tag("default", "orders", Some(tag("purple")), &Req::new());
     assert_eq!(got.tag, Some(tag("purple")));
     assert_eq!(got.source, InboundSource::Incoming);
-    assert_eq!(t.inbound_tag("orders", None, &Req::new()), none(false));
+    assert_eq!(
+        t.inbound_tag("default", "orders", None, &Req::new()),
+        none(false)
+    );
 }
 
 #[test]
 fn strip_removes_the_incoming_tag_then_rules_decide() {
     let t = table("strip");
     assert_eq!(
-        t.inbound_tag("frontend", Some(tag("gray")), &Req::new()),
+        t.inbound_tag("default", "frontend", Some(tag("gray")), &Req::new()),
         none(true)
     );
     let got = t.inbound_tag(
+        "default",
         "frontend",
         Some(tag("gray")),
         &Req::new().with_cookie("lane", "blue"),
@@ -66,6 +70,7 @@ fn strip_removes_the_incoming_tag_then_rules_decide() {
 fn keep_keeps_any_valid_incoming_tag() {
     let t = table("keep");
     let got = t.inbound_tag(
+        "default",
         "frontend",
         Some(tag("purple")),
         &Req::new().with_cookie("lane", "blue"),
@@ -84,10 +89,10 @@ fn keep_keeps_any_valid_incoming_tag() {
 #[test]
 fn keep_known_keeps_only_tags_of_declared_lanes() {
     let t = table("keep-known");
-    let got = t.inbound_tag("frontend", Some(tag("gray")), &Req::new());
+    let got = t.inbound_tag("default", "frontend", Some(tag("gray")), &Req::new());
     assert_eq!(got.source, InboundSource::Incoming);
     assert_eq!(
-        t.inbound_tag("frontend", Some(tag("purple")), &Req::new()),
+        t.inbound_tag("default", "frontend", Some(tag("purple")), &Req::new()),
         none(true)
     );
 }
@@ -98,16 +103,21 @@ fn the_first_matching_rule_wins() {
     let req = Req::new()
         .with_header("x-user-group", "testers")
         .with_cookie("lane", "blue");
-    let got = t.inbound_tag("frontend", None, &req);
+    let got = t.inbound_tag("default", "frontend", None, &req);
     assert_eq!((got.tag, got.rule), (Some(tag("gray")), Some(0)));
-    let got = t.inbound_tag("frontend", None, &Req::new().with_cookie("lane", "other"));
+    let got = t.inbound_tag(
+        "default",
+        "frontend",
+        None,
+        &Req::new().with_cookie("lane", "other"),
+    );
     assert_eq!((got.tag, got.rule), (Some(tag("gray")), Some(2)));
 }
 
 #[test]
 fn no_matching_rule_leaves_the_request_untagged() {
     assert_eq!(
-        table("strip").inbound_tag("frontend", None, &Req::new()),
+        table("strip").inbound_tag("default", "frontend", None, &Req::new()),
         none(false)
     );
 }

@@ -21,7 +21,7 @@ const WEIGHTS: &str = "  subsets:
 fn a_tag_with_a_lane_goes_to_the_lane_instances() {
     let t = table("", &[("o1", "v1"), ("o2", "v2"), ("o3", "v2")]);
     let r = t
-        .route("orders", Some(&tag("gray")), &Req::new(), 0)
+        .route("default", "orders", Some(&tag("gray")), &Req::new(), 0)
         .unwrap();
     assert_eq!(ids(&r), vec!["o2", "o3"]);
     assert_eq!(r.lane, Some("gray"));
@@ -33,7 +33,7 @@ fn a_tag_with_a_lane_goes_to_the_lane_instances() {
 fn an_empty_lane_falls_back_to_another_lane() {
     let t = table("", &[("o1", "v1"), ("o2", "v2")]);
     let r = t
-        .route("orders", Some(&tag("blue")), &Req::new(), 0)
+        .route("default", "orders", Some(&tag("blue")), &Req::new(), 0)
         .unwrap();
     assert_eq!(ids(&r), vec!["o2"]);
     assert_eq!(r.lane, Some("blue"));
@@ -57,7 +57,7 @@ fn a_fallback_lane_own_fallback_is_not_followed() {
     // blue falls back to gray only; gray would fall back to base, but that is not followed.
     let t = table("", &[("o1", "v1")]);
     let e = t
-        .route("orders", Some(&tag("blue")), &Req::new(), 0)
+        .route("default", "orders", Some(&tag("blue")), &Req::new(), 0)
         .unwrap_err();
     assert_eq!(
         e,
@@ -72,7 +72,7 @@ fn a_fallback_lane_own_fallback_is_not_followed() {
 fn an_empty_lane_falls_back_to_base() {
     let t = table("", &[("o1", "v1"), ("o4", "v4")]);
     let r = t
-        .route("orders", Some(&tag("gray")), &Req::new(), 0)
+        .route("default", "orders", Some(&tag("gray")), &Req::new(), 0)
         .unwrap();
     assert_eq!(ids(&r), vec!["o1"]);
     assert_eq!(r.fallback.unwrap().to, FallbackTarget::Base);
@@ -83,7 +83,7 @@ fn an_empty_lane_falls_back_to_base() {
 fn strict_lane_without_instances_is_no_instance_naming_service_and_lane() {
     let t = table("", &[("o1", "v1")]);
     let e = t
-        .route("orders", Some(&tag("red")), &Req::new(), 0)
+        .route("default", "orders", Some(&tag("red")), &Req::new(), 0)
         .unwrap_err();
     assert_eq!(
         e.to_string(),
@@ -95,7 +95,7 @@ fn strict_lane_without_instances_is_no_instance_naming_service_and_lane() {
 fn an_unknown_tag_routes_as_untagged() {
     let t = table("", &[("o1", "v1"), ("o2", "v2")]);
     let r = t
-        .route("orders", Some(&tag("purple")), &Req::new(), 0)
+        .route("default", "orders", Some(&tag("purple")), &Req::new(), 0)
         .unwrap();
     assert_eq!(ids(&r), vec!["o1"]);
     assert_eq!(r.lane, None);
@@ -105,7 +105,7 @@ fn an_unknown_tag_routes_as_untagged() {
 #[test]
 fn untagged_without_weights_goes_to_base_instances() {
     let t = table("", &[("o1", "v1"), ("o2", "v2"), ("o0", "v0")]);
-    let r = t.route("orders", None, &Req::new(), 0).unwrap();
+    let r = t.route("default", "orders", None, &Req::new(), 0).unwrap();
     assert_eq!(ids(&r), vec!["o0", "o1"]);
     assert_eq!(r.subset, None);
 }
@@ -116,11 +116,11 @@ fn release_gray_serves_only_lane_instances() {
         &policy("orders", "  release: gray\n"),
         &[("o1", "v1"), ("o2", "v2"), ("o3", "v3")],
     );
-    let untagged = t.route("orders", None, &Req::new(), 0).unwrap();
+    let untagged = t.route("default", "orders", None, &Req::new(), 0).unwrap();
     assert_eq!(ids(&untagged), vec!["o2", "o3"]);
     assert!(untagged.base_fallback);
     let gray = t
-        .route("orders", Some(&tag("gray")), &Req::new(), 0)
+        .route("default", "orders", Some(&tag("gray")), &Req::new(), 0)
         .unwrap();
     assert_eq!(ids(&gray), vec!["o2"]);
     // The gray lane's fallback is base: under release gray, base is empty, so any
@@ -130,7 +130,7 @@ fn release_gray_serves_only_lane_instances() {
         &[("o1", "v1"), ("o3", "v3")],
     );
     let gray = t
-        .route("orders", Some(&tag("gray")), &Req::new(), 0)
+        .route("default", "orders", Some(&tag("gray")), &Req::new(), 0)
         .unwrap();
     assert_eq!(ids(&gray), vec!["o3"]);
     assert!(gray.base_fallback);
@@ -142,10 +142,10 @@ fn release_prod_serves_only_base_instances() {
         &policy("orders", "  release: prod\n"),
         &[("o1", "v1"), ("o2", "v2")],
     );
-    let untagged = t.route("orders", None, &Req::new(), 0).unwrap();
+    let untagged = t.route("default", "orders", None, &Req::new(), 0).unwrap();
     assert_eq!(ids(&untagged), vec!["o1"]);
     let gray = t
-        .route("orders", Some(&tag("gray")), &Req::new(), 0)
+        .route("default", "orders", Some(&tag("gray")), &Req::new(), 0)
         .unwrap();
     assert_eq!(ids(&gray), vec!["o1"]);
     assert_eq!(gray.lane, Some("gray"));
@@ -161,7 +161,7 @@ fn release_prod_sends_strict_lanes_to_base_too() {
         &[("o1", "v1"), ("o4", "v4")],
     );
     let r = t
-        .route("orders", Some(&tag("red")), &Req::new(), 0)
+        .route("default", "orders", Some(&tag("red")), &Req::new(), 0)
         .unwrap();
     assert_eq!(ids(&r), vec!["o1"]);
 }
@@ -169,10 +169,12 @@ fn release_prod_sends_strict_lanes_to_base_too() {
 #[test]
 fn release_prod_with_only_lane_instances_is_no_instance() {
     let t = table(&policy("orders", "  release: prod\n"), &[("o2", "v2")]);
-    let e = t.route("orders", None, &Req::new(), 0).unwrap_err();
+    let e = t
+        .route("default", "orders", None, &Req::new(), 0)
+        .unwrap_err();
     assert_eq!(e.to_string(), "no ready instance of service orders");
     let e = t
-        .route("orders", Some(&tag("gray")), &Req::new(), 0)
+        .route("default", "orders", Some(&tag("gray")), &Req::new(), 0)
         .unwrap_err();
     assert_eq!(
         e.to_string(),
@@ -184,12 +186,12 @@ fn release_prod_with_only_lane_instances_is_no_instance() {
 fn release_all_lets_tagged_and_untagged_requests_use_their_instances() {
     let t = table(&policy("orders", ""), &[("o1", "v1"), ("o2", "v2")]);
     assert_eq!(
-        ids(&t.route("orders", None, &Req::new(), 0).unwrap()),
+        ids(&t.route("default", "orders", None, &Req::new(), 0).unwrap()),
         vec!["o1"]
     );
     assert_eq!(
         ids(&t
-            .route("orders", Some(&tag("gray")), &Req::new(), 0)
+            .route("default", "orders", Some(&tag("gray")), &Req::new(), 0)
             .unwrap()),
         vec!["o2"]
     );
@@ -198,7 +200,9 @@ fn release_all_lets_tagged_and_untagged_requests_use_their_instances() {
 fn share_of_v2(t: &RoutingTable, draws: usize) -> f64 {
     let mut v2 = 0u32;
     for random in Draws(7).take(draws) {
-        let r = t.route("orders", None, &Req::new(), random).unwrap();
+        let r = t
+            .route("default", "orders", None, &Req::new(), random)
+            .unwrap();
         if r.subset == Some("v2") {
             v2 += 1;
         }
@@ -215,7 +219,7 @@ fn weights_split_untagged_traffic() {
     // 20,000 draws at p = 0.1: sigma is about 0.0021; allow more than 4 sigma.
     let share = share_of_v2(&t, 20_000);
     assert!((0.09..0.11).contains(&share), "{share}");
-    let r = t.route("orders", None, &Req::new(), 0).unwrap();
+    let r = t.route("default", "orders", None, &Req::new(), 0).unwrap();
     let want: Vec<&str> = if r.subset == Some("v1") {
         vec!["o1", "o2"]
     } else {
@@ -231,9 +235,14 @@ fn sticky_key_always_gets_the_same_subset() {
     let mut seen = BTreeMap::new();
     for user in 0..1_000 {
         let req = Req::new().with_header("x-user-id", &format!("user-{user}"));
-        let first = t.route("orders", None, &req, 0).unwrap().subset;
+        let first = t.route("default", "orders", None, &req, 0).unwrap().subset;
         for random in Draws(user).take(20) {
-            assert_eq!(t.route("orders", None, &req, random).unwrap().subset, first);
+            assert_eq!(
+                t.route("default", "orders", None, &req, random)
+                    .unwrap()
+                    .subset,
+                first
+            );
         }
         *seen.entry(first).or_insert(0) += 1;
     }
@@ -247,11 +256,11 @@ fn sticky_by_cookie_uses_the_cookie() {
     let body = format!("{WEIGHTS}  stickyBy: {{cookie: uid}}\n");
     let t = table(&policy("orders", &body), &[("o1", "v1"), ("o3", "v2")]);
     let req = Req::new().with_cookie("uid", "alice");
-    let first = t.route("orders", None, &req, 1).unwrap().subset;
+    let first = t.route("default", "orders", None, &req, 1).unwrap().subset;
     assert!(
         Draws(3)
             .take(50)
-            .all(|r| t.route("orders", None, &req, r).unwrap().subset == first)
+            .all(|r| t.route("default", "orders", None, &req, r).unwrap().subset == first)
     );
 }
 
@@ -274,7 +283,7 @@ fn weights_without_any_candidate_fall_back_to_any_candidate() {
     let body =
         "  subsets: [{name: v9, labels: {version: v9}}]\n  default: [{subset: v9, weight: 100}]\n";
     let t = table(&policy("orders", body), &[("o1", "v1"), ("o2", "v2")]);
-    let r = t.route("orders", None, &Req::new(), 0).unwrap();
+    let r = t.route("default", "orders", None, &Req::new(), 0).unwrap();
     assert_eq!(ids(&r), vec!["o1", "o2"]);
     assert!(r.base_fallback);
 }
@@ -286,10 +295,10 @@ fn excluded_instances_get_no_traffic() {
         &[("o1", "v1"), ("o2", "v1"), ("o3", "v1")],
     );
     assert_eq!(
-        ids(&t.route("orders", None, &Req::new(), 0).unwrap()),
+        ids(&t.route("default", "orders", None, &Req::new(), 0).unwrap()),
         vec!["o2"]
     );
-    assert_eq!(t.instances("orders").len(), 3);
+    assert_eq!(t.instances("default", "orders").len(), 3);
 }
 
 #[test]
@@ -298,7 +307,9 @@ fn a_service_with_every_instance_excluded_has_no_instance() {
         &policy("orders", "  exclude: {instances: [o1]}\n"),
         &[("o1", "v1")],
     );
-    let e = t.route("orders", None, &Req::new(), 0).unwrap_err();
+    let e = t
+        .route("default", "orders", None, &Req::new(), 0)
+        .unwrap_err();
     assert_eq!(
         e,
         RouteError::NoInstance {
@@ -320,13 +331,13 @@ fn a_lane_override_picks_the_service_subset() {
     ];
     let t = RoutingTable::build(&rules(&policy("orders", body)), list);
     let r = t
-        .route("orders", Some(&tag("gray")), &Req::new(), 0)
+        .route("default", "orders", Some(&tag("gray")), &Req::new(), 0)
         .unwrap();
     assert_eq!(ids(&r), vec!["c1"]);
     assert_eq!(r.subset, Some("canary"));
     // With the override, version=v2 is not a gray instance of orders: it is base.
     assert_eq!(
-        ids(&t.route("orders", None, &Req::new(), 0).unwrap()),
+        ids(&t.route("default", "orders", None, &Req::new(), 0).unwrap()),
         vec!["o1", "o2"]
     );
 }
@@ -334,7 +345,7 @@ fn a_lane_override_picks_the_service_subset() {
 #[test]
 fn a_service_only_in_a_lane_still_answers_untagged_traffic() {
     let t = table("", &[("o2", "v2")]);
-    let r = t.route("orders", None, &Req::new(), 0).unwrap();
+    let r = t.route("default", "orders", None, &Req::new(), 0).unwrap();
     assert_eq!(ids(&r), vec!["o2"]);
     assert!(r.base_fallback);
 }
@@ -342,7 +353,9 @@ fn a_service_only_in_a_lane_still_answers_untagged_traffic() {
 #[test]
 fn unknown_service_differs_from_no_instance() {
     let t = table("", &[("o1", "v1")]);
-    let e = t.route("users", None, &Req::new(), 0).unwrap_err();
+    let e = t
+        .route("default", "users", None, &Req::new(), 0)
+        .unwrap_err();
     assert_eq!(
         e,
         RouteError::UnknownService {
@@ -353,5 +366,5 @@ fn unknown_service_differs_from_no_instance() {
         e.to_string(),
         "unknown service users: no instance is registered"
     );
-    assert!(t.instances("users").is_empty());
+    assert!(t.instances("default", "users").is_empty());
 }

@@ -1,0 +1,47 @@
+//! A map keyed by (namespace, service): `orders` of `shop` and of `staging` are two
+//! services. Nested maps, so a lookup from two `&str` allocates nothing (the route
+//! path is lookups only).
+
+use std::collections::HashMap;
+
+/// Values per (namespace, service).
+#[derive(Debug)]
+pub(super) struct Scoped<T> {
+    by_namespace: HashMap<String, HashMap<String, T>>,
+}
+
+impl<T> Default for Scoped<T> {
+    fn default() -> Self {
+        Self {
+            by_namespace: HashMap::new(),
+        }
+    }
+}
+
+impl<T> Scoped<T> {
+    pub(super) fn get(&self, namespace: &str, service: &str) -> Option<&T> {
+        self.by_namespace.get(namespace)?.get(service)
+    }
+
+    /// The value of (namespace, service), inserted by `make` when there is none yet
+    /// (so the first of several competitors wins).
+    pub(super) fn get_or_insert_with(
+        &mut self,
+        namespace: &str,
+        service: &str,
+        make: impl FnOnce() -> T,
+    ) -> &mut T {
+        self.by_namespace
+            .entry(namespace.to_owned())
+            .or_default()
+            .entry(service.to_owned())
+            .or_insert_with(make)
+    }
+
+    pub(super) fn insert(&mut self, namespace: &str, service: &str, value: T) {
+        self.by_namespace
+            .entry(namespace.to_owned())
+            .or_default()
+            .insert(service.to_owned(), value);
+    }
+}

@@ -1,0 +1,164 @@
+//! Workload identities (`spiffe://<trust-domain>/ns/<namespace>/sa/<service-account>`)
+//! and the TLS server names that stand for them.
+//!
+//! Why a server name at all: a workload certificate carries no DNS name, only its
+//! identity as a URI SAN, and rustls hands a verifier nothing but the SNI the
+//! connection was made with. So the caller encodes the identity it expects as
+//! `<sa>.<ns>.identity.graylane.internal` and the verifier decodes it back. The same
+//! suffix tells the inbound listener mesh mTLS from an app's own TLS passing through.
+
+use std::fmt;
+
+use rustls::pki_types::ServerName;
+
+/// The DNS suffix of every mesh server name; never a real domain (`.internal` is
+/// reserved for private use).
+pub(crate) const MESH_SNI_SUFFIX: &str = "identity.graylane.internal";
+
+const SCHEME: &str = "spiffe://";
+
+/// A workload identity, split into its parts.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) struct SpiffeId {
+    pub(crate) trust_domain: String,
+    pub(crate) namespace: String,
+    pub(crate) service_account: String,
+}
+
+impl SpiffeId {
+    /// Parses `spiffe://<td>/ns/<ns>/sa/<sa>`; `None` for anything else (another
+    /// path, an empty part, a query or fragment, extra segments).
+    pub(crate) fn parse(id: &str) -> Option<Self> {
+        let rest = id.strip_prefix(SCHEME)?;
+        let mut parts = rest.split('/');
+        let (Some(td), Some("ns"), Some(ns), Some("sa"), Some(sa), None) = (
+            parts.next(),
+            parts.next(),
+            parts.next(),
+            parts.next(),
+            parts.next(),
+            parts.next(),
+        ) else {
+            return None;
+        };
+        let plain = |s: &str| !s.is_empty() && !s.contains(['?', '#', '%', ' ']);
+        (plain(td) && plain(ns) && plain(sa)).then(|| Self {
+            trust_domain: td.to_string(),
+            namespace: ns.to_string(),
+            service_account: sa.to_string(),
+        })
+    }
+
+    /// The server name that stands for this identity: `<sa>.<ns>.<MESH_SNI_SUFFIX>`.
+    /// `None` when the namespace is not one DNS label or the service account not a
+    /// DNS name (no valid SNI could carry them).
+    pub(crate) fn server_name(&self) -> Option<ServerName<'static>> {
+        if self.namespace.contains('.') {
+            return None;
+        }
+        let name = format!(
+            "{}.{}.{MESH_SNI_SUFFIX}",
+            self.service_account, self.namespace
+        );
+        match ServerName::try_from(name).ok()? {
+            dns @ ServerName::DnsName(_) => Some(dns),
+            // An all-digits service account could read as an address: not a name.
+            _ => None,
+        }
+    }
+
+    /// The identity a mesh server name stands for, in `trust_domain`; `None` when
+    /// `sni` is not a mesh name.
+    pub(crate) fn from_server_name(sni: &str, trust_domain: &str) -> Option<Self> {
+        let (sa, ns) = mesh_prefix(sni)?.rsplit_once('.')?;
+        (!sa.is_empty() && !ns.is_empty()).then(|| Self {
+            trust_domain: trust_domain.to_string(),
+            namespace: ns.to_string(),
+            service_account: sa.to_string(),
+        })
+    }
+}
+
+impl fmt::Display for SpiffeId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "{SCHEME}{}/ns/{}/sa/{}",
+            self.trust_domain, self.namespace, self.service_account
+        )
+    }
+}
+
+/// Whether `sni` is a mesh server name (`<sa>.<ns>.<MESH_SNI_SUFFIX>`, any case).
+pub(crate) fn is_mesh_sni(sni: &str) -> bool {
+    mesh_prefix(sni).is_some_and(|p| {
+        p.split_once('.')
+            .is_some_and(|(sa, ns)| !sa.is_empty() && !ns.is_empty())
+    })
+}
+
+/// `<sa>.<ns>` of a mesh server name. DNS names compare case-insensitively, and a
+/// trailing dot (the absolute form) names the same host.
+fn mesh_prefix(sni: &str) -> Option<&str> {
+    let sni = sni.strip_suffix('.').unwrap_or(sni);
+    let cut = sni.len().checked_sub(MESH_SNI_SUFFIX.len() + 1)?;
+    let (prefix, suffix) = (sni.get(..cut)?, sni.get(cut..)?);
+    let suffix = suffix.strip_prefix('.')?;
+    suffix
+        .eq_ignore_ascii_case(MESH_SNI_SUFFIX)
+        .then_some(prefix)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn identities_round_trip_through_their_server_name() {
+        let id = SpiffeId::parse("spiffe://cluster.local/ns/shop/sa/orders.v2").unwrap();
+        assert_eq!(
+            id.to_string(),
+            "spiffe://cluster.local/ns/shop/sa/orders.v2"
+        );
+        let sni = id.server_name().unwrap().to_str().into_owned();
+        assert_eq!(sni, "orders.v2.shop.identity.graylane.internal");
+        assert!(is_mesh_sni(&sni));
+        assert_eq!(SpiffeId::from_server_name(&sni, "cluster.local"), Some(id));
+    }
+
+    #[test]
+    fn malformed_identities_are_refused() {
+        for bad in [
+            "",
+            "spiffe://",
+            "https://cluster.local/ns/a/sa/b",
+            "spiffe://cluster.local/ns/a",
+            "spiffe://cluster.local/ns//sa/b",
+            "spiffe://cluster.local/ns/a/sa/b/extra",
+            "spiffe://cluster.local/sa/b/ns/a",
+            "spiffe://cluster.local/ns/a/sa/b?x=1",
+        ] {
+            assert_eq!(SpiffeId::parse(bad), None, "{bad:?}");
+        }
+        // A namespace with a dot could not be decoded back from the name.
+        let dotted = SpiffeId::parse("spiffe://td/ns/a.b/sa/c").unwrap();
+        assert_eq!(dotted.server_name(), None);
+        let spaced = SpiffeId::parse("spiffe://td/ns/a/sa/b:c").unwrap();
+        assert_eq!(spaced.server_name(), None, "not a DNS name");
+    }
+
+    #[test]
+    fn only_mesh_names_are_mesh_sni() {
+        assert!(is_mesh_sni("orders.shop.IDENTITY.graylane.internal."));
+        for other in [
+            "identity.graylane.internal",
+            "shop.identity.graylane.internal",
+            ".shop.identity.graylane.internal",
+            "orders.shopidentity.graylane.internal",
+            "api.stripe.com",
+            "",
+        ] {
+            assert!(!is_mesh_sni(other), "{other:?}");
+        }
+    }
+}

@@ -1,0 +1,309 @@
+//! Mesh mTLS while the rules change: PeerPolicy switches under steady load fail no
+//! request, and `CONNECT` tunnels by mode (security.md "mTLS between sidecars").
+
+#![allow(clippy::unwrap_used)]
+
+#[path = "mtls/support.rs"]
+mod support;
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::time::Duration;
+
+use graylane_tests::{ControlPlane, Sidecar, eventually};
+use serde_json::Value;
+
+use self::support::*;
+
+#[test]
+fn live_switches_under_steady_load_fail_no_request() {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+
+    let dir = tempfile::tempdir().unwrap();
+    let cp = ControlPlane::start(dir.path(), &[]);
+    let a = node(dir.path(), &cp, "a", "v1", Some("b"), &[]);
+    let b = node(dir.path(), &cp, "b", "v1", None, &[]);
+    a.sidecar.wait_endpoints("b", 1);
+    let rules = |mode: &str| {
+        format!(
+            "{}---\n{}",
+            peer_policy("edge", "off", Some("a")),
+            peer_policy("b", mode, Some("b"))
+        )
+    };
+    apply(
+        &cp,
+        dir.path(),
+        &rules("permissive"),
+        &[&a.sidecar, &b.sidecar],
+    );
+
+    let stop = Arc::new(AtomicBool::new(false));
+    let (ok, failed) = (Arc::new(AtomicU64::new(0)), Arc::new(AtomicU64::new(0)));
+    let entry = a.sidecar.inbound;
+    let load = {
+        let (stop, ok, failed) = (Arc::clone(&stop), Arc::clone(&ok), Arc::clone(&failed));
+        std::thread::spawn(move || {
+            let mut failures = Vec::new();
+            // Bounded: a few minutes of requests at most, whatever happens.
+            for _ in 0..200_000 {
+                if stop.load(Ordering::Relaxed) {
+                    break;
+                }
+                let (status, head, body) = get(entry, "a", &[]);
+                let served = status == 200
+                    && serde_json::from_str::<Value>(&body)
+                        .is_ok_and(|v| v["downstream"]["service"] == "b");
+                if served {
+                    ok.fetch_add(1, Ordering::Relaxed);
+                } else {
+                    failed.fetch_add(1, Ordering::Relaxed);
+                    failures.push(format!("{status} {head} {body}"));
+                }
+            }
+            failures
+        })
+    };
+    let served_more = |n: u64| {
+        let from = ok.load(Ordering::Relaxed);
+        eventually(Duration::from_secs(20), "requests served", || {
+            (ok.load(Ordering::Relaxed) >= from + n).then_some(())
+        });
+    };
+    served_more(20);
+    for mode in ["strict", "off", "strict"] {
+        apply(&cp, dir.path(), &rules(mode), &[&a.sidecar, &b.sidecar]);
+        served_more(50);
+    }
+    stop.store(true, Ordering::Relaxed);
+    let failures = load.join().unwrap();
+    assert!(
+        failures.is_empty(),
+        "{} of {} requests failed across the switches; first: {:?}",
+        failures.len(),
+        failures.len() as u64 + ok.load(Ordering::Relaxed),
+        failures.first()
+    );
+    assert_eq!(failed.load(Ordering::Relaxed), 0);
+    // Strict at the end: a's calls to b are mTLS, plaintext straight at b is refused.
+    let (status, head, _) = get(a.sidecar.inbound, "a", &[("graylane-debug", "1")]);
+    assert_eq!(status, 200);
+    assert!(head.contains("peer=spiffe://"), "{head}");
+    assert_eq!(get(b.sidecar.inbound, "b", &[]).0, 0);
+}
+
+/// `CONNECT` to a mesh service: in permissive mode the app's own TLS goes through the
+/// tunnel to the app as before; in strict mode the instance would refuse it (not the
+/// mesh's TLS), so the caller's sidecar answers 502 saying why instead of a tunnel that
+/// dies.
+#[test]
+fn connect_tunnels_pass_in_permissive_mode_and_are_refused_in_strict_mode() {
+    let dir = tempfile::tempdir().unwrap();
+    let cp = ControlPlane::start(dir.path(), &[]);
+    let a = node(dir.path(), &cp, "a", "v1", None, &[]);
+    let echo = graylane_tests::echo_server().to_string();
+    let b = Sidecar::start(
+        dir.path(),
+        "b-1",
+        &[
+            "--service",
+            "b",
+            "--instance-id",
+            "b-1",
+            "--app-addr",
+            &echo,
+            "--control-plane",
+            &cp.url(),
+        ],
+    );
+    b.wait_ready();
+    identity(&b);
+    a.sidecar.wait_endpoints("b", 1);
+    let connect = || {
+        let mut tunnel = TcpStream::connect(a.sidecar.outbound).unwrap();
+        tunnel
+            .set_read_timeout(Some(Duration::from_secs(10)))
+            .unwrap();
+        tunnel
+            .write_all(b"CONNECT b:443 HTTP/1.1\r\nHost: b:443\r\n\r\n")
+            .unwrap();
+        let mut head = Vec::new();
+        let mut byte = [0u8; 1];
+        while !head.ends_with(b"\r\n\r\n") && tunnel.read(&mut byte).unwrap_or(0) == 1 {
+            head.push(byte[0]);
+        }
+        (tunnel, String::from_utf8_lossy(&head).into_owned())
+    };
+    // An app's TLS record (not a ClientHello to a mesh name): passed to the app.
+    let hello = b"\x16\x03\x01\x00\x05hello, TLS";
+    let (mut tunnel, head) = connect();
+    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+    tunnel.write_all(hello).unwrap();
+    let mut back = vec![0u8; hello.len()];
+    tunnel.read_exact(&mut back).unwrap();
+    assert_eq!(back, hello);
+    drop(tunnel);
+
+    let policy = peer_policy("b", "strict", Some("b"));
+    apply(&cp, dir.path(), &policy, &[&a.sidecar, &b]);
+    let (mut tunnel, head) = connect();
+    assert!(head.starts_with("HTTP/1.1 502"), "{head}");
+    let length = head
+        .lines()
+        .find_map(|l| {
+            l.to_lowercase()
+                .strip_prefix("content-length: ")?
+                .parse()
+                .ok()
+        })
+        .unwrap_or(0);
+    let mut body = vec![0u8; length];
+    tunnel.read_exact(&mut body).unwrap();
+    let body = String::from_utf8_lossy(&body);
+    assert!(body.contains("instance b-1"), "{body}");
+    assert!(body.contains("CONNECT tunnel"), "{body}");
+}
+
+/// Off → strict, with the caller's sidecar held on the old rules (its control-plane
+/// stream gated): it still dials plaintext, the instance refuses it, and the request
+/// goes again over mTLS — served, never failed.
+#[test]
+fn a_caller_that_has_not_seen_strict_yet_is_retried_over_mtls() {
+    let dir = tempfile::tempdir().unwrap();
+    let cp = ControlPlane::start(dir.path(), &[]);
+    let gate = Gate::start(cp.grpc);
+    let via_gate = format!("http://{}", gate.addr);
+    let a = node_via(dir.path(), &via_gate, "a", "v1", Some("b"), &[]);
+    let b = node(dir.path(), &cp, "b", "v1", None, &[]);
+    a.sidecar.wait_endpoints("b", 1);
+    let rules = |mode: &str| {
+        format!(
+            "{}---\n{}",
+            peer_policy("edge", "off", Some("a")),
+            peer_policy("b", mode, Some("b"))
+        )
+    };
+    apply(&cp, dir.path(), &rules("off"), &[&a.sidecar, &b.sidecar]);
+    let (status, head, _) = get(a.sidecar.inbound, "a", &[("graylane-debug", "1")]);
+    assert_eq!(status, 200);
+    assert!(!head.contains("peer="), "off: plaintext: {head}");
+
+    gate.hold(true);
+    let lagging = a.sidecar.config()["revision"].as_u64();
+    apply(&cp, dir.path(), &rules("strict"), &[&b.sidecar]);
+    for _ in 0..5 {
+        let (status, head, body) = get(a.sidecar.inbound, "a", &[("graylane-debug", "1")]);
+        assert_eq!(status, 200, "{head}\n{body}");
+        let v: Value = serde_json::from_str(&body).unwrap();
+        assert_eq!(v["downstream"]["service"], "b", "{body}");
+        assert!(
+            head.contains("peer=spiffe://"),
+            "sent again over mTLS: {head}"
+        );
+    }
+    assert_eq!(
+        a.sidecar.config()["revision"].as_u64(),
+        lagging,
+        "a saw the new rules: the scenario did not happen"
+    );
+    assert!(
+        metric(&b.sidecar, &format!("{REFUSED}{{reason=\"plaintext\"}}")) >= 1,
+        "a's plaintext attempts were refused first"
+    );
+    gate.hold(false);
+}
+
+/// A listener turning strict closes the plaintext connections it accepted before: an
+/// idle one at once, a busy one after its request, answered (`Connection: close`).
+#[test]
+fn plaintext_connections_open_when_strict_begins_finish_their_request_then_close() {
+    let dir = tempfile::tempdir().unwrap();
+    let cp = ControlPlane::start(dir.path(), &[]);
+    let b = node(dir.path(), &cp, "b", "v1", None, &[]);
+    let permissive = peer_policy("b", "permissive", Some("b"));
+    apply(&cp, dir.path(), &permissive, &[&b.sidecar]);
+    let open = || {
+        let s = TcpStream::connect(b.sidecar.inbound).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        s
+    };
+    // Idle: one request answered, kept alive.
+    let mut idle = open();
+    idle.write_all(b"GET / HTTP/1.1\r\nHost: b\r\n\r\n")
+        .unwrap();
+    let mut answer = [0u8; 4096];
+    let n = idle.read(&mut answer).unwrap();
+    assert!(answer[..n].starts_with(b"HTTP/1.1 200"));
+    // Busy: half of its body sent.
+    let mut busy = open();
+    busy.write_all(b"POST / HTTP/1.1\r\nHost: b\r\nContent-Length: 10\r\n\r\nhello")
+        .unwrap();
+
+    let strict = peer_policy("b", "strict", Some("b"));
+    apply(&cp, dir.path(), &strict, &[&b.sidecar]);
+    let mut rest = Vec::new();
+    assert_eq!(
+        idle.read_to_end(&mut rest).unwrap(),
+        0,
+        "the idle one is closed"
+    );
+    busy.write_all(b"world").unwrap();
+    let mut response = Vec::new();
+    busy.read_to_end(&mut response).unwrap();
+    let response = String::from_utf8_lossy(&response).to_lowercase();
+    assert!(response.starts_with("http/1.1 200"), "{response}");
+    assert!(response.contains("connection: close"), "{response}");
+    assert!(
+        response.contains(r#"{"received":10}"#),
+        "the whole body reached the app: {response}"
+    );
+    // And a new plaintext connection is refused.
+    assert_eq!(get(b.sidecar.inbound, "b", &[]).0, 0);
+}
+
+/// HTTP/2 in the clear, open when the listener turns strict: a GOAWAY ends it once
+/// its streams are done, and the client sees the connection close cleanly.
+#[test]
+fn a_plaintext_http2_connection_gets_a_goaway_when_strict_begins() {
+    let dir = tempfile::tempdir().unwrap();
+    let cp = ControlPlane::start(dir.path(), &[]);
+    let b = node(dir.path(), &cp, "b", "v1", None, &[]);
+    let permissive = peer_policy("b", "permissive", Some("b"));
+    apply(&cp, dir.path(), &permissive, &[&b.sidecar]);
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let inbound = b.sidecar.inbound;
+    let (mut sender, mut connection) = runtime.block_on(async {
+        let tcp = tokio::net::TcpStream::connect(inbound).await.unwrap();
+        let (sender, connection) = hyper::client::conn::http2::handshake(
+            hyper_util::rt::TokioExecutor::new(),
+            hyper_util::rt::TokioIo::new(tcp),
+        )
+        .await
+        .unwrap();
+        (sender, tokio::spawn(connection))
+    });
+    let get = |sender: &mut hyper::client::conn::http2::SendRequest<
+        http_body_util::Empty<bytes::Bytes>,
+    >| {
+        let request = http::Request::get(format!("http://{inbound}/"))
+            .header("host", "b")
+            .body(http_body_util::Empty::new())
+            .unwrap();
+        runtime.block_on(sender.send_request(request))
+    };
+    assert_eq!(get(&mut sender).unwrap().status(), 200);
+
+    let strict = peer_policy("b", "strict", Some("b"));
+    apply(&cp, dir.path(), &strict, &[&b.sidecar]);
+    let ended = runtime
+        .block_on(async { tokio::time::timeout(Duration::from_secs(10), &mut connection).await });
+    let ended = ended
+        .expect("the connection ends after the GOAWAY")
+        .unwrap();
+    assert!(ended.is_ok(), "a graceful end, not an error: {ended:?}");
+    assert!(get(&mut sender).is_err(), "no new stream after the GOAWAY");
+}
