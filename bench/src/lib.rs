@@ -13,6 +13,7 @@ mod replicas;
 mod report;
 mod stats;
 mod subscriber;
+mod traffic;
 
 pub use self::control::ControlProcess;
 pub use self::fanout::{Plan, measure};
@@ -20,3 +21,4 @@ pub use self::nofile::raise_nofile;
 pub use self::replicas::{REPLICAS_SECTION, measure_replicas};
 pub use self::report::{write_named_section, write_section};
 pub use self::stats::Stats;
+pub use self::traffic::{control_cost, sidecar_cost};

@@ -5,6 +5,7 @@
 
 use tonic::Status;
 
+use crate::admin::AdminError;
 use crate::control::ControlError;
 use crate::store::StoreError;
 
@@ -22,6 +23,15 @@ pub use self::jwt::Jwks;
 
 /// Metadata key the CLI fills with `user@host`, recorded in history as who applied.
 pub const USER_METADATA: &str = "x-graylane-user";
+
+impl From<AdminError> for Status {
+    fn from(e: AdminError) -> Self {
+        match e {
+            AdminError::Control(e) => e.into(),
+            AdminError::Forbidden(msg) => Status::permission_denied(msg),
+        }
+    }
+}
 
 impl From<ControlError> for Status {
     fn from(e: ControlError) -> Self {

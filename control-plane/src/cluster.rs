@@ -150,6 +150,13 @@ impl Cluster {
         let _ = mirror.await;
     }
 
+    /// Traffic reports shared through the same etcd, prefix and replica name.
+    pub(crate) fn traffic_replicas(&self) -> crate::traffic::Replicas {
+        let root = self.prefix.trim_end_matches('/');
+        let root = root.strip_suffix("instances").unwrap_or(root);
+        crate::traffic::Replicas::new(self.client.clone(), root, self.replica.clone())
+    }
+
     fn key(&self, instance: &str) -> String {
         format!("{}{instance}", self.prefix)
     }

@@ -8,6 +8,7 @@
 
 #![cfg_attr(test, allow(clippy::unwrap_used))]
 
+pub(crate) mod admin;
 pub mod api;
 pub mod ca;
 pub mod cli;
@@ -20,6 +21,7 @@ pub mod server;
 pub mod store;
 pub mod tls;
 pub mod traces;
+pub mod traffic;
 pub mod webhook;
 
 /// Milliseconds since the Unix epoch (0 if the clock is before it).

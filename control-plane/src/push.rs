@@ -70,6 +70,8 @@ pub struct Hub {
     cluster: Mutex<BTreeMap<String, (SidecarEntry, bool)>>,
     /// Pushes, NACKs, push-to-ACK latency.
     pub stats: PushStats,
+    /// What the sidecars' traffic reports say, for `/api/v1/traffic`.
+    pub traffic: crate::traffic::Traffic,
 }
 
 impl Default for Hub {
@@ -87,6 +89,7 @@ impl Hub {
             registry_changed: Notify::new(),
             cluster: Mutex::new(BTreeMap::new()),
             stats: PushStats::default(),
+            traffic: crate::traffic::Traffic::new(u64::try_from(crate::now_ms()).unwrap_or(0)),
         }
     }
 

@@ -13,6 +13,7 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tonic::transport::server::TcpIncoming;
 
+use crate::admin::AdminCore;
 use crate::api::{AdminService, Auth, DiscoveryService, Identities, Role, Tokens};
 use crate::cluster::Cluster;
 use crate::control::Control;
@@ -40,6 +41,8 @@ pub struct Server {
     /// The mesh CA (its certificate served at `/ca.pem`), the trust domain and the
     /// certificate lifetime; a CA not given is loaded from the store once it answers.
     pub identities: Arc<Identities>,
+    /// `GET /api/v1/traffic` (issue 13's traffic reports); `None`: the route is 404.
+    pub traffic: Option<crate::http::TrafficHandler>,
 }
 
 /// Rule sets and snapshots are bounded by validation (10,000 documents of ≤ 1 MiB);
@@ -60,13 +63,20 @@ impl Server {
         // Sender side of the shutdown fan-out: streams, the HTTP server and the store
         // feed each hold a receiver and end when it turns true.
         let (stop, stopped) = watch::channel(false);
-        let probes = tokio::spawn(crate::http::serve(
-            http,
-            Arc::clone(&control),
-            Arc::clone(&self.identities),
-            stopped.clone(),
-        ));
         let tokens = self.tokens.map(Arc::new);
+        let traces = Arc::new(Traces::default());
+        let core = Arc::new(AdminCore::new(Arc::clone(&control), Arc::clone(&traces)));
+        let http_state = crate::http::HttpState {
+            core: Arc::clone(&core),
+            identities: Arc::clone(&self.identities),
+            tokens: tokens.clone(),
+            // The sidecars' reports on this replica's streams, unless the embedder
+            // brings its own.
+            traffic: self
+                .traffic
+                .or_else(|| Some(crate::traffic::handler(Arc::clone(&hub)))),
+        };
+        let probes = tokio::spawn(crate::http::serve(http, http_state, stopped.clone()));
 
         // The revision in force, read before any stream gets a snapshot (streams wait
         // for it: `State::loaded`); with etcd down at start, read once it is back.
@@ -74,6 +84,10 @@ impl Server {
         let feed = tokio::spawn(Arc::clone(&control).push_revisions(stopped.clone()));
         let endpoints =
             tokio::spawn(Arc::clone(&hub).publish_endpoints(ENDPOINT_DEBOUNCE, stopped.clone()));
+        // With etcd: every replica's traffic reports, so any replica answers for all.
+        let traffic = self.cluster.as_ref().map(|c| {
+            tokio::spawn(Arc::new(c.traffic_replicas()).run(Arc::clone(&hub), stopped.clone()))
+        });
         let cluster = self
             .cluster
             .map(|c| tokio::spawn(c.run(Arc::clone(&hub), stopped.clone())));
@@ -98,12 +112,11 @@ impl Server {
             DiscoveryServer::new(DiscoveryService::new(hub, self.identities, stopped.clone()))
                 .max_decoding_message_size(MAX_MESSAGE)
                 .max_encoding_message_size(MAX_MESSAGE);
-        let traces = Arc::new(Traces::default());
         let collector = TraceServiceServer::new(Collector {
             traces: Arc::clone(&traces),
         })
         .max_decoding_message_size(MAX_MESSAGE);
-        let admin = AdminServer::new(AdminService::new(Arc::clone(&control), traces))
+        let admin = AdminServer::new(AdminService::new(core))
             .max_decoding_message_size(MAX_MESSAGE)
             .max_encoding_message_size(MAX_MESSAGE);
         let mut stopped_grpc = stopped.clone();
@@ -153,6 +166,9 @@ impl Server {
         let _ = ca.await;
         let _ = probes.await;
         let _ = endpoints.await;
+        if let Some(traffic) = traffic {
+            let _ = traffic.await;
+        }
         if let Some(cluster) = cluster {
             let _ = cluster.await;
         }

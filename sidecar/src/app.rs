@@ -34,6 +34,7 @@ use crate::routes::Routing;
 use crate::server::{self, Limits, MeshInbound, Sniff};
 use crate::spans::{TraceConfig, Tracer, attr};
 use crate::tag::TraceTable;
+use crate::traffic::Traffic;
 use crate::transparent::Transparent;
 
 /// The trace table: traces remembered at most, and for how long.
@@ -113,6 +114,7 @@ pub async fn run(config: Config, listeners: Listeners, shutdown: impl Future<Out
     );
     let tracer = Tracer::new(&config.trace, resource);
     let gaps = Arc::new(Gaps::default());
+    let traffic = Arc::new(Traffic::default());
     let outbound = Arc::new(Outbound {
         service: d.service.clone(),
         instance_id: d.instance_id.clone(),
@@ -136,6 +138,7 @@ pub async fn run(config: Config, listeners: Listeners, shutdown: impl Future<Out
         metrics: Arc::clone(&metrics),
         tracer: Arc::clone(&tracer),
         gaps: Arc::clone(&gaps),
+        traffic: Arc::clone(&traffic),
     });
     let inbound = Arc::new(Inbound {
         service: d.service.clone(),
@@ -216,8 +219,9 @@ pub async fn run(config: Config, listeners: Listeners, shutdown: impl Future<Out
         stopped.clone(),
     ));
     let renewal = tokio::spawn(Arc::clone(&identity).run(stopped.clone()));
-    let discovery =
-        tokio::spawn(Discovery::new(config.discovery, routes, counters, identity).run(stopped));
+    let discovery = tokio::spawn(
+        Discovery::new(config.discovery, routes, counters, identity, traffic).run(stopped),
+    );
     shutdown.await;
     tracing::info!("shutting down: draining");
     let _ = stop.send(true);

@@ -8,6 +8,7 @@
 //!                                          ├─ trust bundle ─► Identity (any part)
 //!                                          ├─ ok:  swap Routes, write cache ─► ACK
 //!                                          └─ err: keep Routes ─► NACK(reason)
+//!    └► every --traffic-report-interval: Traffic::drain ─► TrafficReport (if any)
 //!  no snapshot yet and the control plane is unreachable ─► Routes from --cache-dir
 //!                                          (once; a file failing its check is counted)
 //! ```
@@ -30,6 +31,7 @@ use tokio_stream::wrappers::ReceiverStream;
 use crate::backoff::Backoff;
 use crate::identity::Identity;
 use crate::routes::Shared;
+use crate::traffic::Traffic;
 
 mod apply;
 mod cache;
@@ -67,6 +69,8 @@ pub struct Config {
     pub cache_dir: Option<PathBuf>,
     /// CA certificates (PEM) an `https://` control plane must chain to.
     pub ca_bundle: Option<Vec<u8>>,
+    /// How often a `TrafficReport` goes out (when there was traffic).
+    pub traffic_interval: Duration,
 }
 
 /// Counters for `/metrics`.
@@ -85,6 +89,8 @@ pub struct Discovery {
     config: Config,
     counters: Arc<Counters>,
     applier: Arc<Applier>,
+    /// Drained into a report on the stream every `traffic_interval`.
+    traffic: Arc<Traffic>,
 }
 
 impl Discovery {
@@ -94,6 +100,7 @@ impl Discovery {
         routes: Shared,
         counters: Arc<Counters>,
         identity: Arc<Identity>,
+        traffic: Arc<Traffic>,
     ) -> Self {
         let applier = Applier::new(
             routes,
@@ -105,6 +112,7 @@ impl Discovery {
             config,
             counters,
             applier: Arc::new(applier),
+            traffic,
         }
     }
 
@@ -178,8 +186,27 @@ impl Discovery {
         tracing::info!(control_plane = %url, "subscribed");
         let mut parts = Parts::default();
         let mut any = false;
+        let mut report = tokio::time::interval(self.config.traffic_interval);
+        report.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        report.reset();
         loop {
-            let part = match inbound.message().await {
+            let message = tokio::select! {
+                m = inbound.message() => m,
+                _ = report.tick() => {
+                    // Counts drained here and lost with a broken stream are a few
+                    // seconds' worth; the next stream's reports carry on.
+                    if let Some(traffic) = self.traffic.drain() {
+                        let message = SidecarMessage {
+                            message: Some(Message::Traffic(traffic)),
+                        };
+                        if tx.send(message).await.is_err() {
+                            return Ok(any);
+                        }
+                    }
+                    continue;
+                }
+            };
+            let part = match message {
                 Ok(Some(part)) => part,
                 Ok(None) => return Ok(any),
                 Err(status) => {

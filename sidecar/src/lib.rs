@@ -28,4 +28,5 @@ pub mod routes;
 pub mod server;
 pub mod spans;
 pub mod tag;
+pub mod traffic;
 pub mod transparent;

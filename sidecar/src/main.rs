@@ -118,6 +118,9 @@ struct Args {
     /// Where the last good snapshot is kept, to start from when the control plane is down.
     #[arg(long, env = "GRAYLANE_CACHE_DIR")]
     cache_dir: Option<PathBuf>,
+    /// How often traffic counts go to the control plane (100ms to 1m); for tests.
+    #[arg(long, env = "GRAYLANE_TRAFFIC_REPORT_INTERVAL", default_value = "5s", value_parser = parse_report_interval, hide = true)]
+    traffic_report_interval: Duration,
 }
 
 /// A namespace is a DNS label (as a resource name is): `Shop` would match no host.
@@ -129,6 +132,14 @@ fn parse_namespace(s: &str) -> Result<String, String> {
 fn parse_cluster_domain(s: &str) -> Result<String, String> {
     graylane_routing::ServiceName::new(s.strip_suffix('.').unwrap_or(s))
         .map(|n| n.as_str().to_string())
+}
+
+fn parse_report_interval(s: &str) -> Result<Duration, String> {
+    let interval = parse_duration(s)?;
+    if !(Duration::from_millis(100)..=Duration::from_secs(60)).contains(&interval) {
+        return Err(format!("{s}: must be 100ms to 1m"));
+    }
+    Ok(interval)
 }
 
 fn parse_duration(s: &str) -> Result<Duration, String> {
@@ -272,6 +283,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
             token_file: args.token_file,
             cache_dir: args.cache_dir,
             ca_bundle,
+            traffic_interval: args.traffic_report_interval,
         },
         app_addr: args.app_addr,
         propagate_headers: args.propagate_headers,

@@ -31,6 +31,7 @@ use crate::routes::{Routes, Shared};
 use crate::server::{Handler, Peer};
 use crate::spans::{Kind, Notes, Tracer};
 use crate::tag::{self, HeaderTag, Source, TAG_HEADER, TraceTable, View};
+use crate::traffic::{Destination, Traffic};
 use crate::transparent::OriginalDst;
 
 mod connect;
@@ -65,6 +66,8 @@ pub struct Outbound {
     pub metrics: Arc<Metrics>,
     pub tracer: Arc<Tracer>,
     pub gaps: Arc<Gaps>,
+    /// Per-destination counts for the control plane's traffic reports.
+    pub traffic: Arc<Traffic>,
 }
 
 impl Handler for Outbound {
@@ -108,7 +111,19 @@ impl Handler for Outbound {
             self.tracer
                 .finish(&span, Kind::Client, name, attributes, key.status);
         }
-        self.metrics.record(key, started.elapsed());
+        let elapsed = started.elapsed();
+        // Mesh services only (`namespace` is `-` for anything else), so the series
+        // stay bounded by the rules, not by what hosts clients name.
+        if key.namespace != "-" {
+            let to = Destination {
+                namespace: &key.namespace,
+                service: &key.service,
+                lane: &key.lane,
+                subset: &key.subset,
+            };
+            self.traffic.record(&to, key.status, elapsed);
+        }
+        self.metrics.record(key, elapsed);
         response
     }
 }

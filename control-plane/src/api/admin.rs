@@ -1,45 +1,47 @@
-//! `graylane.v1.Admin`: each call translates its request into a `Change` or a read of
-//! `Control`, and its result into the response message. No rule logic lives here.
+//! `graylane.v1.Admin`: a thin adapter over [`AdminCore`]. Each call reads its request
+//! into the core's arguments and writes the typed result back as the response message;
+//! no rule logic and no authorization decision lives here.
 
 use std::pin::Pin;
 use std::sync::Arc;
 
 use graylane_proto::v1 as pb;
 use graylane_proto::v1::admin_server::Admin;
-use graylane_routing::{DEFAULT_NAMESPACE, Kind, Name, Release, Resource, RuleSet};
 use tokio_stream::Stream;
 use tonic::{Request, Response, Status};
 
 use super::USER_METADATA;
-use crate::control::{Action, Change, ChangeOptions, ChangeOutcome, Control, ControlError};
+use super::auth::Principal;
+use crate::admin::{self, AdminCore, Caller, Selector, SidecarView, Write};
+use crate::control::{Action, ChangeOutcome};
 use crate::push::SidecarEntry;
-use crate::traces::Traces;
 
-/// The admin API over the shared `Control`.
+/// The admin API over the shared [`AdminCore`].
 pub struct AdminService {
-    control: Arc<Control>,
-    traces: Arc<Traces>,
+    core: Arc<AdminCore>,
 }
 
 impl AdminService {
-    pub fn new(control: Arc<Control>, traces: Arc<Traces>) -> Self {
-        Self { control, traces }
+    pub(crate) fn new(core: Arc<AdminCore>) -> Self {
+        Self { core }
     }
+}
 
-    async fn change<T>(
-        &self,
-        request: &Request<T>,
-        change: Change,
-        expect: Option<u64>,
-        dry_run: bool,
-    ) -> Result<Response<pb::ChangeResponse>, Status> {
-        let options = ChangeOptions {
-            expect_revision: expect,
-            dry_run,
-            applied_by: who(request),
-        };
-        let outcome = self.control.change(change, options).await?;
-        Ok(Response::new(change_response(outcome)))
+/// The write options of a request: its principal (put there by `Auth`) and who it is.
+fn write<T>(request: &Request<T>, expect_revision: Option<u64>, dry_run: bool) -> Write {
+    let role = request
+        .extensions()
+        .get::<Principal>()
+        .cloned()
+        .unwrap_or_else(Principal::anyone)
+        .role;
+    Write {
+        caller: Caller {
+            role,
+            who: who(request),
+        },
+        expect_revision,
+        dry_run,
     }
 }
 
@@ -85,38 +87,11 @@ fn change_response(outcome: ChangeOutcome) -> pb::ChangeResponse {
     }
 }
 
-fn kind(s: &str) -> Result<Kind, Status> {
-    s.parse().map_err(|_| {
-        Status::invalid_argument(format!(
-            "unknown kind {s:?}: expected one of {}",
-            Kind::NAMES
-        ))
-    })
-}
-
-/// A request's namespace: empty is `default` (older clients); anything else must be a
-/// DNS label, as a namespace is.
-fn namespace_of(s: &str) -> Result<&str, Status> {
-    if s.is_empty() {
-        return Ok(DEFAULT_NAMESPACE);
-    }
-    Name::new(s)
-        .map(|_| s)
-        .map_err(|e| Status::invalid_argument(format!("namespace: {e}")))
-}
-
-fn sidecar_status(entry: SidecarEntry, rules: &RuleSet) -> pb::SidecarStatus {
-    let lanes = rules.lanes_matching(
-        &entry
-            .hello
-            .labels
-            .iter()
-            .map(|(k, v)| (k.clone(), v.clone()))
-            .collect(),
-    );
+fn sidecar_status(view: SidecarView) -> pb::SidecarStatus {
+    let SidecarView { entry, lanes } = view;
     let (nacked_revision, nack_reason) = entry.nack.unwrap_or_default();
     pb::SidecarStatus {
-        lanes: lanes.into_iter().map(str::to_string).collect(),
+        lanes,
         service: entry.hello.service,
         instance_id: entry.hello.instance_id,
         labels: entry.hello.labels,
@@ -142,20 +117,14 @@ impl Admin for AdminService {
         request: Request<pb::ApplyRequest>,
     ) -> Result<Response<pb::ChangeResponse>, Status> {
         let r = request.get_ref();
-        if r.files.is_empty() {
-            return Err(Status::invalid_argument("no files to apply"));
-        }
         let files = r
             .files
             .iter()
             .map(|f| (f.name.clone(), f.content.clone()))
             .collect();
-        let change = Change::Apply {
-            files,
-            prune: r.prune,
-        };
-        self.change(&request, change, r.expect_revision, r.dry_run)
-            .await
+        let write = write(&request, r.expect_revision, r.dry_run);
+        let outcome = self.core.apply(files, r.prune, write).await?;
+        Ok(Response::new(change_response(outcome)))
     }
 
     async fn delete(
@@ -163,19 +132,17 @@ impl Admin for AdminService {
         request: Request<pb::DeleteRequest>,
     ) -> Result<Response<pb::ChangeResponse>, Status> {
         let r = request.get_ref();
-        if r.resources.is_empty() {
-            return Err(Status::invalid_argument("no resources to delete"));
-        }
         let refs = r
             .resources
             .iter()
             .map(|x| {
-                let ns = namespace_of(&x.namespace)?.to_owned();
-                Ok((kind(&x.kind)?, ns, x.name.clone()))
+                let ns = admin::namespace_of(&x.namespace)?.to_owned();
+                Ok((admin::kind(&x.kind)?, ns, x.name.clone()))
             })
-            .collect::<Result<_, Status>>()?;
-        self.change(&request, Change::Delete(refs), r.expect_revision, r.dry_run)
-            .await
+            .collect::<Result<_, admin::AdminError>>()?;
+        let write = write(&request, r.expect_revision, r.dry_run);
+        let outcome = self.core.delete(refs, write).await?;
+        Ok(Response::new(change_response(outcome)))
     }
 
     async fn get(
@@ -183,39 +150,19 @@ impl Admin for AdminService {
         request: Request<pb::GetRequest>,
     ) -> Result<Response<pb::GetResponse>, Status> {
         let r = request.into_inner();
-        let (revision, rules) = match r.revision {
-            Some(n) => self.control.revision(n).await?,
-            None => self.control.rules().await?,
+        let select = Selector {
+            kind: (!r.kind.is_empty())
+                .then(|| admin::kind(&r.kind))
+                .transpose()?,
+            name: (!r.name.is_empty()).then_some(r.name),
+            namespace: (!r.namespace.is_empty()).then_some(r.namespace),
+            revision: r.revision,
         };
-        let filter = if r.kind.is_empty() {
-            None
-        } else {
-            Some(kind(&r.kind)?)
-        };
-        // A namespace filters namespaced resources; Lanes are mesh-wide and shown in
-        // every namespace, as they apply in every one.
-        let namespace = if r.namespace.is_empty() {
-            None
-        } else {
-            Some(namespace_of(&r.namespace)?)
-        };
-        let selected: Vec<_> = rules
-            .iter()
-            .filter(|x| {
-                filter.is_none_or(|k| x.kind() == k)
-                    && (r.name.is_empty() || x.name() == r.name)
-                    && namespace.is_none_or(|ns| !x.is_namespaced() || x.namespace() == ns)
-            })
-            .collect();
-        if let (Some(k), false, true) = (filter, r.name.is_empty(), selected.is_empty()) {
-            let what = k.display_ref(namespace.unwrap_or_default(), &r.name);
-            return Err(ControlError::NotFound(format!("{what} not found")).into());
-        }
+        let (revision, selected) = self.core.get(&select).await?;
         let text: Vec<String> = selected.iter().map(|x| x.to_yaml()).collect();
-        let text = text.join("---\n");
         Ok(Response::new(pb::GetResponse {
             revision,
-            rules: text,
+            rules: text.join("---\n"),
         }))
     }
 
@@ -224,13 +171,10 @@ impl Admin for AdminService {
         request: Request<pb::HistoryRequest>,
     ) -> Result<Response<pb::HistoryResponse>, Status> {
         let limit = request.into_inner().limit as usize;
-        let list = self
-            .control
-            .store()
+        let entries = self
+            .core
             .history(limit)
-            .await
-            .map_err(ControlError::from)?;
-        let entries = list
+            .await?
             .into_iter()
             .map(|(revision, m)| pb::HistoryEntry {
                 revision,
@@ -248,8 +192,9 @@ impl Admin for AdminService {
         request: Request<pb::RollbackRequest>,
     ) -> Result<Response<pb::ChangeResponse>, Status> {
         let r = request.get_ref();
-        self.change(&request, Change::Rollback(r.to), r.expect_revision, false)
-            .await
+        let write = write(&request, r.expect_revision, false);
+        let outcome = self.core.rollback(r.to, write).await?;
+        Ok(Response::new(change_response(outcome)))
     }
 
     async fn set_release(
@@ -257,25 +202,13 @@ impl Admin for AdminService {
         request: Request<pb::SetReleaseRequest>,
     ) -> Result<Response<pb::ChangeResponse>, Status> {
         let r = request.get_ref();
-        let state: Release = r.state.parse().map_err(|_| {
-            Status::invalid_argument(format!(
-                "release state {:?}: expected all, gray or prod",
-                r.state
-            ))
-        })?;
-        let namespace = namespace_of(&r.namespace)?;
-        if !r.force {
-            self.control
-                .check_release(namespace, &r.service, state)
-                .await?;
-        }
-        let change = Change::Release {
-            namespace: namespace.to_owned(),
-            service: r.service.clone(),
-            state,
-        };
-        self.change(&request, change, r.expect_revision, false)
-            .await
+        let state = admin::release_state(&r.state)?;
+        let write = write(&request, r.expect_revision, false);
+        let outcome = self
+            .core
+            .set_release(&r.namespace, &r.service, state, r.force, write)
+            .await?;
+        Ok(Response::new(change_response(outcome)))
     }
 
     async fn get_release(
@@ -283,36 +216,13 @@ impl Admin for AdminService {
         request: Request<pb::GetReleaseRequest>,
     ) -> Result<Response<pb::GetReleaseResponse>, Status> {
         let r = request.into_inner();
-        let (revision, rules) = self.control.rules().await?;
-        // (namespace, service) pairs, in that order.
-        let mut services: Vec<(String, String)> = if r.service.is_empty() {
-            let only = if r.namespace.is_empty() {
-                None
-            } else {
-                Some(namespace_of(&r.namespace)?)
-            };
-            let mut all: Vec<(String, String)> =
-                self.control.hub().services().into_keys().collect();
-            all.extend(rules.of_kind(Kind::RoutePolicy).filter_map(|r| match r {
-                Resource::RoutePolicy(p) => {
-                    let (ns, service) = p.spec.service.resolve(p.metadata.namespace());
-                    Some((ns.to_owned(), service.to_owned()))
-                }
-                _ => None,
-            }));
-            all.retain(|(ns, _)| only.is_none_or(|only| ns == only));
-            all
-        } else {
-            let namespace = namespace_of(&r.namespace)?;
-            self.control.known_service(namespace, &r.service).await?;
-            vec![(namespace.to_owned(), r.service)]
-        };
-        services.sort();
-        services.dedup();
-        let states = services
+        let namespace = (!r.namespace.is_empty()).then_some(r.namespace.as_str());
+        let service = (!r.service.is_empty()).then_some(r.service.as_str());
+        let (revision, states) = self.core.releases(namespace, service).await?;
+        let states = states
             .into_iter()
-            .map(|(namespace, service)| pb::ReleaseState {
-                state: rules.release_of(&namespace, &service).to_string(),
+            .map(|(namespace, service, state)| pb::ReleaseState {
+                state: state.to_string(),
                 service,
                 namespace,
             })
@@ -324,14 +234,8 @@ impl Admin for AdminService {
         &self,
         _: Request<pb::ListSidecarsRequest>,
     ) -> Result<Response<pb::ListSidecarsResponse>, Status> {
-        let (revision, rules) = self.control.rules().await?;
-        let sidecars = self
-            .control
-            .hub()
-            .sidecars()
-            .into_iter()
-            .map(|e| sidecar_status(e, &rules))
-            .collect();
+        let (revision, views) = self.core.sidecars().await?;
+        let sidecars = views.into_iter().map(sidecar_status).collect();
         Ok(Response::new(pb::ListSidecarsResponse {
             revision,
             sidecars,
@@ -345,7 +249,7 @@ impl Admin for AdminService {
         request: Request<pb::WatchRolloutRequest>,
     ) -> Result<Response<RolloutStream>, Status> {
         let revision = request.into_inner().revision;
-        let control = Arc::clone(&self.control);
+        let control = Arc::clone(self.core.control());
         let mut answers = control.hub().answers();
         let (tx, rx) = tokio::sync::mpsc::channel(1);
         tokio::spawn(async move {
@@ -374,7 +278,7 @@ impl Admin for AdminService {
                     match control.rules().await {
                         Ok((_, rules)) => nacking
                             .into_iter()
-                            .map(|s| sidecar_status(s, &rules))
+                            .map(|s| sidecar_status(admin::view(s, &rules)))
                             .collect(),
                         Err(e) => {
                             let _ = tx.send(Err(e.into())).await;
@@ -407,18 +311,8 @@ impl Admin for AdminService {
         &self,
         request: Request<pb::GetTraceRequest>,
     ) -> Result<Response<pb::Trace>, Status> {
-        let id = request.into_inner().trace_id.trim().to_ascii_lowercase();
-        if id.len() != 32 || !id.bytes().all(|b| b.is_ascii_hexdigit()) || id == "0".repeat(32) {
-            return Err(Status::invalid_argument(format!(
-                "trace id {id:?}: expected 32 hex digits (the second field of traceparent)"
-            )));
-        }
-        self.traces.get(&id).map(Response::new).ok_or_else(|| {
-            Status::not_found(format!(
-                "trace {id}: no span of it reached this control plane (recent traces only; \
-                 sidecars export to it unless --otlp-endpoint says otherwise)"
-            ))
-        })
+        let trace = self.core.trace(&request.into_inner().trace_id)?;
+        Ok(Response::new(trace))
     }
 
     async fn gaps(
@@ -426,7 +320,7 @@ impl Admin for AdminService {
         _request: Request<pb::GapsRequest>,
     ) -> Result<Response<pb::GapsResponse>, Status> {
         Ok(Response::new(pb::GapsResponse {
-            gaps: self.traces.gaps(),
+            gaps: self.core.gaps(),
         }))
     }
 
@@ -442,9 +336,9 @@ impl Admin for AdminService {
         &self,
         request: Request<pb::RecentTracesRequest>,
     ) -> Result<Response<pb::RecentTracesResponse>, Status> {
-        let limit = usize::try_from(request.into_inner().limit.clamp(1, 1000)).unwrap_or(1000);
+        let limit = request.into_inner().limit;
         Ok(Response::new(pb::RecentTracesResponse {
-            traces: self.traces.recent(limit),
+            traces: self.core.recent_traces(limit),
         }))
     }
 }

@@ -4,6 +4,8 @@
 //!
 //! Token file: one line per token, blank lines and `#` comments skipped:
 //! - `admin:TOKEN`: may change rules (and subscribe, for debugging);
+//! - `viewer:TOKEN`: may read through the admin API (gRPC and HTTP), never write or
+//!   subscribe;
 //! - `sidecar:TOKEN`: may subscribe, unbound (gets the identity it asks for);
 //! - `sidecar:TOKEN:NAMESPACE/SERVICE-ACCOUNT`: may subscribe as exactly that identity.
 
@@ -19,7 +21,20 @@ use super::jwt::Jwks;
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Role {
     Admin,
+    /// Reads only: every admin read, no write, no discovery stream.
+    Viewer,
     Sidecar,
+}
+
+impl Role {
+    /// As written in the token file and recorded in history.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Admin => "admin",
+            Self::Viewer => "viewer",
+            Self::Sidecar => "sidecar",
+        }
+    }
 }
 
 /// What the interceptor decided about a call, in its extensions for the handlers.
@@ -29,6 +44,16 @@ pub struct Principal {
     /// The one identity this credential may have; `None`: whatever it asks for (an
     /// unbound token, an admin, or a server without credentials).
     pub bound: Option<ServiceAccount>,
+}
+
+impl Principal {
+    /// The principal of a server without credentials (loopback only): may do anything.
+    pub(crate) fn anyone() -> Self {
+        Self {
+            role: Role::Admin,
+            bound: None,
+        }
+    }
 }
 
 /// The accepted credentials; `None` in `Auth` means the server runs without any.
@@ -105,7 +130,9 @@ impl Tokens {
             .any(|(role, _, bound)| *role == Role::Sidecar && bound.is_none())
     }
 
-    fn principal_of(&self, presented: &[u8]) -> Result<Principal, Status> {
+    /// Who `presented` (a bearer token, without `Bearer `) is; UNAUTHENTICATED when
+    /// no credential matches.
+    pub(crate) fn principal_of(&self, presented: &[u8]) -> Result<Principal, Status> {
         // Compare every token in full so timing does not reveal a matching prefix.
         let mut found = None;
         for (role, token, bound) in &self.lines {
@@ -145,8 +172,9 @@ fn parse_line(line: &str) -> Result<(Role, String, Option<ServiceAccount>), Stri
         .ok_or("expected role:token or sidecar:token:namespace/service-account")?;
     let role = match role.trim() {
         "admin" => Role::Admin,
+        "viewer" => Role::Viewer,
         "sidecar" => Role::Sidecar,
-        other => return Err(format!("unknown role {other:?} (admin or sidecar)")),
+        other => return Err(format!("unknown role {other:?} (admin, viewer or sidecar)")),
     };
     // A binding is the last `:`-field and holds a `/`; a token may contain `:` itself.
     let (token, bound) = match rest.rsplit_once(':') {
@@ -154,8 +182,11 @@ fn parse_line(line: &str) -> Result<(Role, String, Option<ServiceAccount>), Stri
             let (ns, sa) = binding.trim().split_once('/').unwrap_or_default();
             let account = ServiceAccount::new(ns, sa)
                 .map_err(|e| format!("binding {:?}: {e}", binding.trim()))?;
-            if role == Role::Admin {
-                return Err("an admin token cannot be bound to an identity".into());
+            if role != Role::Sidecar {
+                return Err(format!(
+                    "{} tokens cannot be bound to an identity (only sidecar tokens)",
+                    role.as_str()
+                ));
             }
             (token, Some(account))
         }
@@ -192,10 +223,7 @@ impl Interceptor for Auth {
     fn call(&mut self, mut request: tonic::Request<()>) -> Result<tonic::Request<()>, Status> {
         let principal = match &self.tokens {
             // No credentials configured (loopback only): anyone may do anything.
-            None => Principal {
-                role: Role::Admin,
-                bound: None,
-            },
+            None => Principal::anyone(),
             Some(tokens) => {
                 let header = request
                     .metadata()
@@ -214,10 +242,20 @@ impl Interceptor for Auth {
                 tokens.principal_of(presented)?
             }
         };
-        if self.need == Role::Admin && principal.role != Role::Admin {
-            return Err(Status::permission_denied(
-                "a sidecar token may not call the admin API",
-            ));
+        // The admin service lets viewers in and refuses their writes itself (it knows
+        // which calls write); a viewer never gets a stream, nor a certificate.
+        match (self.need, principal.role) {
+            (Role::Admin, Role::Sidecar) => {
+                return Err(Status::permission_denied(
+                    "a sidecar token may not call the admin API",
+                ));
+            }
+            (Role::Sidecar, Role::Viewer) => {
+                return Err(Status::permission_denied(
+                    "a viewer token may only read the admin API",
+                ));
+            }
+            _ => {}
         }
         request.extensions_mut().insert(principal);
         Ok(request)

@@ -251,6 +251,10 @@ impl Stream {
                     self.hub.nack(&self.id, revision, nack.reason);
                 }
             }
+            Some(Message::Traffic(report)) => self
+                .hub
+                .traffic
+                .record(&report, u64::try_from(crate::now_ms()).unwrap_or(0)),
             Some(Message::Hello(_)) => return Err(Status::invalid_argument("Hello sent twice")),
             None => return Err(Status::invalid_argument("empty message")),
         }

@@ -244,6 +244,8 @@ async fn run(args: Args) -> anyhow::Result<()> {
         webhook,
         grpc_tls,
         identities,
+        // Traffic reports (issue 13) plug in here.
+        traffic: None,
     }
     .run(grpc, http, shutdown_signal())
     .await

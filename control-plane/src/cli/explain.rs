@@ -7,15 +7,17 @@ use std::collections::BTreeMap;
 use std::net::IpAddr;
 
 use graylane_proto::v1 as pb;
-use graylane_routing::{Instance, RequestView, RoutingTable, RuleSet, ServiceName, Tag, qualified};
-use serde_json::json;
+use graylane_routing::{
+    Explanation, Instance, RequestView, RoutingTable, RuleSet, ServiceName, Tag, qualified,
+};
+use serde_json::{Value, json};
 
 use super::client::Connect;
 use super::output;
 use super::{CliError, Format};
 
 /// The request to explain, from the flags.
-#[derive(clap::Args, Debug)]
+#[derive(clap::Args, Debug, Default)]
 pub struct ExplainArgs {
     /// The service the request goes to: NAME in the caller's namespace (-n), or
     /// NAME.NAMESPACE.
@@ -101,12 +103,18 @@ fn service_ref(flag: &str, value: &str, caller: &str) -> Result<(String, String)
     Ok((namespace.to_owned(), service.to_owned()))
 }
 
-pub(crate) async fn run(
-    connect: &Connect,
-    format: Option<Format>,
-    args: ExplainArgs,
-) -> Result<(), CliError> {
-    let caller = connect.namespace();
+/// What to explain, resolved from the arguments: the service and entry as
+/// (namespace, name) and the tag of `Gray-Publish`.
+pub(crate) struct Target {
+    pub(crate) namespace: String,
+    pub(crate) service: String,
+    entry: Option<(String, String)>,
+    tag: Option<Tag>,
+}
+
+/// Reads `args`' service, entry and tag from `caller`'s namespace; the error is the
+/// CLI's message (the HTTP API sends the same words).
+pub(crate) fn target(args: &ExplainArgs, caller: &str) -> Result<Target, CliError> {
     let (namespace, service) = service_ref("--service", &args.service, caller)?;
     let entry = match &args.entry {
         Some(e) => Some(service_ref("--entry", e, caller)?),
@@ -121,6 +129,62 @@ pub(crate) async fn run(
             ))
         })?),
     };
+    Ok(Target {
+        namespace,
+        service,
+        entry,
+        tag,
+    })
+}
+
+/// The routing crate's own explanation of `args` against `set` and `instances`.
+pub(crate) fn explain(
+    target: &Target,
+    args: &ExplainArgs,
+    set: &RuleSet,
+    instances: Vec<Instance>,
+) -> Explanation {
+    let table = RoutingTable::build(set, instances);
+    table.explain(
+        &target.namespace,
+        &target.service,
+        target
+            .entry
+            .as_ref()
+            .map(|(ns, s)| (ns.as_str(), s.as_str())),
+        target.tag.clone(),
+        &Hypothetical(args),
+        fastrand::u64(..),
+    )
+}
+
+/// `explain -o json`, also the HTTP API's `POST /api/v1/explain` answer.
+pub(crate) fn to_json(target: &Target, revision: u64, explanation: &Explanation) -> Value {
+    let outcome = match &explanation.outcome {
+        Ok(e) => json!({
+            "lane": e.lane, "subset": e.subset, "fallback": e.fallback,
+            "candidates": e.candidates.iter().map(|i| json!({
+                "instance": i.id, "address": i.address, "labels": i.labels,
+            })).collect::<Vec<_>>(),
+        }),
+        Err(e) => json!({ "error": e.to_string() }),
+    };
+    json!({
+        "service": target.service,
+        "namespace": target.namespace,
+        "revision": revision,
+        "tag": explanation.tag.as_ref().map(Tag::as_str),
+        "steps": explanation.steps,
+        "outcome": outcome,
+    })
+}
+
+pub(crate) async fn run(
+    connect: &Connect,
+    format: Option<Format>,
+    args: ExplainArgs,
+) -> Result<(), CliError> {
+    let target = target(&args, connect.namespace())?;
     let mut client = connect.client().await?;
     let rules = client.get(pb::GetRequest::default()).await?.into_inner();
     let sidecars = client
@@ -145,18 +209,11 @@ pub(crate) async fn run(
             identity: s.identity,
         })
         .collect();
-    let table = RoutingTable::build(&set, instances);
-    let explanation = table.explain(
-        &namespace,
-        &service,
-        entry.as_ref().map(|(ns, s)| (ns.as_str(), s.as_str())),
-        tag,
-        &Hypothetical(&args),
-        fastrand::u64(..),
-    );
+    let explanation = explain(&target, &args, &set, instances);
+    let (namespace, service) = (&target.namespace, &target.service);
     match format.unwrap_or(Format::Table) {
         Format::Table => {
-            let shown = qualified(&namespace, &service);
+            let shown = qualified(namespace, service);
             let mut text = match namespace.as_str() {
                 graylane_routing::DEFAULT_NAMESPACE => {
                     format!("request to {shown} under revision {}\n", rules.revision)
@@ -172,28 +229,7 @@ pub(crate) async fn run(
             }
             output::text(&text);
         }
-        f => {
-            let outcome = match &explanation.outcome {
-                Ok(e) => json!({
-                    "lane": e.lane, "subset": e.subset, "fallback": e.fallback,
-                    "candidates": e.candidates.iter().map(|i| json!({
-                        "instance": i.id, "address": i.address, "labels": i.labels,
-                    })).collect::<Vec<_>>(),
-                }),
-                Err(e) => json!({ "error": e.to_string() }),
-            };
-            output::raw(
-                f,
-                &json!({
-                    "service": service,
-                    "namespace": namespace,
-                    "revision": rules.revision,
-                    "tag": explanation.tag.as_ref().map(Tag::as_str),
-                    "steps": explanation.steps,
-                    "outcome": outcome,
-                }),
-            );
-        }
+        f => output::raw(f, &to_json(&target, rules.revision, &explanation)),
     }
     Ok(())
 }

@@ -55,7 +55,8 @@ pub(crate) async fn run(
     Ok(())
 }
 
-fn to_json(trace: &pb::Trace) -> Value {
+/// One trace as `trace -o json` prints it, also the HTTP API's traces answer.
+pub(crate) fn to_json(trace: &pb::Trace) -> Value {
     json!({
         "traceId": trace.trace_id,
         "spans": trace.spans.iter().map(|s| json!({

@@ -6,8 +6,8 @@
 //! `x-demo-forward` header (passed along the chain): `header` (Gray-Publish, baggage,
 //! traceparent), `traceparent` (only that, like tracing instrumentation), `baggage`
 //! (only that), `none`. It always relays `Graylane-Debug` down and `Graylane-Route` up,
-//! so the hop trail covers the whole chain. `x-demo-delay-ms` makes it answer late; a
-//! POST body is read to its end and answered with `{"received": bytes}`.
+//! so the hop trail covers the whole chain. `x-demo-delay-ms` makes it answer late,
+//! `x-demo-status` with that status (one request); a POST body is read to its end and answered with `{"received": bytes}`.
 
 #![allow(clippy::print_stdout)]
 
@@ -159,6 +159,12 @@ async fn handle(
     });
     let mut response = Response::new(Full::new(Bytes::from(body.to_string())));
     if let Some(status) = args.status.and_then(|s| StatusCode::from_u16(s).ok()) {
+        *response.status_mut() = status;
+    }
+    // `x-demo-status`: answer this one request with this status (a share of failing
+    // requests, for tests of error rates).
+    let asked = get("x-demo-status").and_then(|v| v.parse::<u16>().ok());
+    if let Some(status) = asked.and_then(|s| StatusCode::from_u16(s).ok()) {
         *response.status_mut() = status;
     }
     if let Some(trail) = trail {

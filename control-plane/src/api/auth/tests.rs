@@ -91,6 +91,25 @@ fn sidecar_token_is_denied_admin_calls() {
 }
 
 #[test]
+fn a_viewer_reaches_the_admin_service_but_never_a_stream() {
+    const VIEWER: &str = "dddddddddddddddddddd";
+    let tokens = Arc::new(Tokens::parse(&format!("admin:{ADMIN}\nviewer:{VIEWER}")).unwrap());
+    let mut admin = Auth::new(Some(Arc::clone(&tokens)), Role::Admin);
+    let mut discovery = Auth::new(Some(tokens), Role::Sidecar);
+    // The admin service refuses a viewer's writes itself (it knows which calls write).
+    assert_eq!(
+        call(&mut admin, bearer(VIEWER).as_deref()).unwrap().role,
+        Role::Viewer
+    );
+    assert_eq!(
+        call(&mut discovery, bearer(VIEWER).as_deref()),
+        Err(tonic::Code::PermissionDenied)
+    );
+    let err = Tokens::parse(&format!("viewer:{VIEWER}:shop/orders")).unwrap_err();
+    assert!(err.contains("viewer tokens cannot be bound"), "{err}");
+}
+
+#[test]
 fn without_credentials_everyone_is_an_unbound_admin() {
     let mut auth = Auth::new(None, Role::Admin);
     assert_eq!(

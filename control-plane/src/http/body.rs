@@ -1,0 +1,183 @@
+//! What the API reads from a request: the query parameters and the JSON or YAML
+//! bodies, with unknown fields refused (an operator's typo is an error, not a no-op).
+
+use std::collections::BTreeMap;
+use std::net::IpAddr;
+
+use axum::http::HeaderMap;
+use axum::http::header::CONTENT_TYPE;
+use serde::Deserialize;
+
+use super::error::ApiError;
+use crate::cli::explain::ExplainArgs;
+
+/// Validation messages name this file, as the CLI's name the files it read.
+pub(crate) const REQUEST_FILE: &str = "request";
+
+/// Every query parameter of the API; each route reads the ones it takes.
+#[derive(Debug, Default, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub(crate) struct Params {
+    pub(crate) namespace: Option<String>,
+    pub(crate) kind: Option<String>,
+    pub(crate) revision: Option<u64>,
+    pub(crate) prune: Option<bool>,
+    pub(crate) dry_run: Option<bool>,
+    pub(crate) expect_revision: Option<u64>,
+    pub(crate) limit: Option<usize>,
+    pub(crate) recent: Option<u32>,
+    pub(crate) window: Option<String>,
+}
+
+/// An apply's (file name, YAML) pairs.
+pub(crate) struct ApplyBody(pub(crate) Vec<(String, String)>);
+
+/// `{"resources": [...]}`, each resource as in the YAML.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ApplyJson {
+    resources: Vec<serde_json::Value>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RollbackBody {
+    pub(crate) to: u64,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct ReleaseBody {
+    pub(crate) state: String,
+    /// As `graylane release set --force`: skip the known-service check.
+    #[serde(default)]
+    pub(crate) force: bool,
+}
+
+/// `graylane explain`'s flags as JSON.
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub(crate) struct ExplainBody {
+    service: String,
+    entry: Option<String>,
+    #[serde(default)]
+    headers: BTreeMap<String, String>,
+    #[serde(default)]
+    cookies: BTreeMap<String, String>,
+    #[serde(default)]
+    query: BTreeMap<String, String>,
+    path: Option<String>,
+    method: Option<String>,
+    source_ip: Option<IpAddr>,
+}
+
+impl ExplainBody {
+    pub(crate) fn into_args(self) -> ExplainArgs {
+        let pairs = |m: BTreeMap<String, String>| m.into_iter().collect();
+        ExplainArgs {
+            service: self.service,
+            entry: self.entry,
+            headers: pairs(self.headers),
+            cookies: pairs(self.cookies),
+            query: pairs(self.query),
+            path: self.path.unwrap_or_else(|| "/".into()),
+            method: self.method.unwrap_or_else(|| "GET".into()),
+            source_ip: self.source_ip,
+        }
+    }
+}
+
+/// The body's media type, without parameters, lowercase; "" when absent.
+fn media_type(headers: &HeaderMap) -> String {
+    headers
+        .get(CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split(';').next())
+        .map(|v| v.trim().to_ascii_lowercase())
+        .unwrap_or_default()
+}
+
+/// An apply body: YAML (multi-document) or JSON `{"resources": [...]}`. JSON
+/// resources become YAML documents (JSON is YAML's flow style), so one parser
+/// validates both and the messages count documents the same way.
+pub(crate) fn apply(headers: &HeaderMap, body: &[u8]) -> Result<ApplyBody, ApiError> {
+    let media = media_type(headers);
+    let text = match media.as_str() {
+        "application/yaml" | "application/x-yaml" | "text/yaml" => std::str::from_utf8(body)
+            .map_err(|e| ApiError::BadRequest(format!("{REQUEST_FILE}: not UTF-8: {e}")))?
+            .to_owned(),
+        "application/json" => {
+            let parsed: ApplyJson = serde_json::from_slice(body)
+                .map_err(|e| ApiError::BadRequest(format!("{REQUEST_FILE}: invalid JSON: {e}")))?;
+            let docs: Vec<String> = parsed
+                .resources
+                .iter()
+                .map(serde_json::Value::to_string)
+                .collect();
+            docs.join("\n---\n")
+        }
+        _ => {
+            return Err(ApiError::UnsupportedMediaType(
+                "application/yaml or application/json",
+            ));
+        }
+    };
+    Ok(ApplyBody(vec![(REQUEST_FILE.to_owned(), text)]))
+}
+
+/// A small JSON body of type `T`.
+pub(crate) fn json<T: for<'de> Deserialize<'de>>(
+    headers: &HeaderMap,
+    body: &[u8],
+) -> Result<T, ApiError> {
+    if media_type(headers) != "application/json" {
+        return Err(ApiError::UnsupportedMediaType("application/json"));
+    }
+    serde_json::from_slice(body)
+        .map_err(|e| ApiError::BadRequest(format!("{REQUEST_FILE}: invalid JSON: {e}")))
+}
+
+#[cfg(test)]
+mod tests {
+    use axum::http::HeaderValue;
+
+    use super::*;
+
+    fn typed(content_type: &str) -> HeaderMap {
+        let mut headers = HeaderMap::new();
+        headers.insert(CONTENT_TYPE, HeaderValue::from_str(content_type).unwrap());
+        headers
+    }
+
+    #[test]
+    fn json_resources_become_yaml_documents_of_the_request_file() {
+        let body = br#"{"resources": [{"kind": "Lane"}, {"kind": "TagPolicy"}]}"#;
+        let ApplyBody(files) = apply(&typed("Application/JSON; charset=utf-8"), body).unwrap();
+        assert_eq!(files.len(), 1);
+        assert_eq!(files[0].0, "request");
+        assert_eq!(
+            files[0].1,
+            "{\"kind\":\"Lane\"}\n---\n{\"kind\":\"TagPolicy\"}"
+        );
+    }
+
+    #[test]
+    fn other_content_types_and_bad_bodies_are_refused() {
+        for content_type in ["text/plain", "application/jsonx", "multipart/form-data"] {
+            assert!(matches!(
+                apply(&typed(content_type), b"{}"),
+                Err(ApiError::UnsupportedMediaType(_))
+            ));
+        }
+        assert!(matches!(
+            apply(&HeaderMap::new(), b"{}"),
+            Err(ApiError::UnsupportedMediaType(_))
+        ));
+        assert!(matches!(
+            apply(&typed("application/yaml"), &[0xff, 0xfe]),
+            Err(ApiError::BadRequest(_))
+        ));
+        let unknown = json::<RollbackBody>(&typed("application/json"), br#"{"to": 1, "from": 2}"#);
+        assert!(matches!(unknown, Err(ApiError::BadRequest(m)) if m.contains("from")));
+    }
+}

@@ -1,0 +1,376 @@
+//! `/api/v1`: each handler reads its request into the admin core's arguments and its
+//! typed result into the contract's JSON (spec/http-api.md). Writes need an admin
+//! token; the core, not the handler, says so.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::body::Bytes;
+use axum::extract::rejection::{BytesRejection, PathRejection};
+use axum::extract::{DefaultBodyLimit, Path, Query, State};
+use axum::http::{HeaderMap, Uri};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Extension, Json, Router};
+use serde_json::{Value, json};
+
+use super::HttpState;
+use super::body::{self, ApplyBody, ExplainBody, Params, ReleaseBody, RollbackBody};
+use super::error::ApiError;
+use crate::admin::{self, Caller, Selector, Write};
+use crate::cli;
+use crate::control::{Action, ChangeOutcome, ControlError};
+
+/// `GET /api/v1/traffic`: per service × lane × subset rates over the window, as the
+/// contract's JSON array. Built by the traffic-report module; the router only parses
+/// `?window=` (default 5 minutes) and authenticates.
+pub type TrafficHandler = Arc<dyn Fn(Duration) -> Value + Send + Sync>;
+
+/// An apply body may hold the largest valid rule set a person would write by hand
+/// many times over; anything larger is a mistake or an attack.
+pub(crate) const APPLY_LIMIT: usize = 8 * 1024 * 1024;
+/// Every other body is a few fields (explain's headers are the largest).
+pub(crate) const SMALL_LIMIT: usize = 64 * 1024;
+
+type ApiResult = Result<Response, ApiError>;
+
+pub(super) fn router(state: HttpState) -> Router {
+    let api = Router::new()
+        .route("/rules", get(list_rules).post(apply))
+        // Only apply takes a large body; this layer is the innermost for its route.
+        .route_layer(DefaultBodyLimit::max(APPLY_LIMIT))
+        .route("/rules/{kind}/{name}", get(get_rule).delete(delete_rule))
+        .route("/history", get(history))
+        .route("/rollback", post(rollback))
+        .route("/releases", get(releases))
+        .route("/releases/{service}", get(release).put(set_release))
+        .route("/sidecars", get(sidecars))
+        .route("/lanes", get(lanes))
+        .route("/traffic", get(traffic))
+        .route("/traces", get(recent_traces))
+        .route("/traces/{id}", get(trace))
+        .route("/gaps", get(gaps))
+        .route("/explain", post(explain))
+        .fallback(|| async { ApiError::UnknownPath })
+        .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed })
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            super::auth::require_token,
+        ))
+        .layer(DefaultBodyLimit::max(SMALL_LIMIT));
+    Router::new().nest("/api/v1", api).with_state(state)
+}
+
+fn params(uri: &Uri) -> Result<Params, ApiError> {
+    Query::<Params>::try_from_uri(uri)
+        .map(|Query(p)| p)
+        .map_err(|e| ApiError::BadRequest(format!("query: {}", e.body_text())))
+}
+
+fn path<T>(path: Result<Path<T>, PathRejection>) -> Result<T, ApiError> {
+    path.map(|Path(p)| p)
+        .map_err(|e| ApiError::BadRequest(format!("path: {}", e.body_text())))
+}
+
+fn bytes(body: Result<Bytes, BytesRejection>, limit: usize) -> Result<Bytes, ApiError> {
+    body.map_err(|e| match e.status().as_u16() {
+        413 => ApiError::TooLarge(limit),
+        _ => ApiError::BadRequest(format!("body: {}", e.body_text())),
+    })
+}
+
+/// A kind named in a path: one that does not exist names no resource, so 404.
+fn path_kind(kind: &str) -> Result<graylane_routing::Kind, ApiError> {
+    admin::kind(kind).map_err(|e| ControlError::NotFound(e.to_string()).into())
+}
+
+fn write(caller: Caller, p: &Params) -> Write {
+    Write {
+        caller,
+        expect_revision: p.expect_revision,
+        dry_run: p.dry_run.unwrap_or(false),
+    }
+}
+
+/// The contract's change answer, with the CLI's words for each action.
+fn changed(outcome: ChangeOutcome) -> Response {
+    let changes: Vec<Value> = outcome
+        .changes
+        .iter()
+        .map(|c| {
+            let action = match c.action {
+                Action::Created => "created",
+                Action::Configured => "configured",
+                Action::Unchanged => "unchanged",
+                Action::Deleted => "deleted",
+            };
+            let mut change =
+                json!({"resource": format!("{}/{}", c.kind, c.name), "action": action});
+            if c.kind.is_namespaced() {
+                change["namespace"] = json!(c.namespace);
+            }
+            change
+        })
+        .collect();
+    Json(json!({
+        "revision": outcome.revision,
+        "committed": outcome.committed,
+        "changes": changes,
+    }))
+    .into_response()
+}
+
+async fn list_rules(State(s): State<HttpState>, uri: Uri) -> ApiResult {
+    let p = params(&uri)?;
+    let select = Selector {
+        kind: p.kind.as_deref().map(admin::kind).transpose()?,
+        namespace: p.namespace,
+        revision: p.revision,
+        ..Selector::default()
+    };
+    let (revision, resources) = s.core.get(&select).await?;
+    Ok(Json(json!({"revision": revision, "resources": resources})).into_response())
+}
+
+async fn get_rule(
+    State(s): State<HttpState>,
+    uri: Uri,
+    kind_name: Result<Path<(String, String)>, PathRejection>,
+) -> ApiResult {
+    let p = params(&uri)?;
+    let (kind, name) = path(kind_name)?;
+    let select = Selector {
+        kind: Some(path_kind(&kind)?),
+        name: Some(name),
+        namespace: Some(p.namespace.unwrap_or_default()),
+        revision: p.revision,
+    };
+    let (_, mut found) = s.core.get(&select).await?;
+    // A kind and a name select at most one resource per namespace: the core said
+    // NotFound for none.
+    let resource = found.pop().map(|r| json!(r)).unwrap_or(Value::Null);
+    Ok(Json(resource).into_response())
+}
+
+async fn apply(
+    State(s): State<HttpState>,
+    Extension(caller): Extension<Caller>,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> ApiResult {
+    let p = params(&uri)?;
+    let body = bytes(body, APPLY_LIMIT)?;
+    let ApplyBody(files) = body::apply(&headers, &body)?;
+    let prune = p.prune.unwrap_or(false);
+    Ok(changed(
+        s.core.apply(files, prune, write(caller, &p)).await?,
+    ))
+}
+
+async fn delete_rule(
+    State(s): State<HttpState>,
+    Extension(caller): Extension<Caller>,
+    uri: Uri,
+    kind_name: Result<Path<(String, String)>, PathRejection>,
+) -> ApiResult {
+    let p = params(&uri)?;
+    let (kind, name) = path(kind_name)?;
+    let namespace = admin::namespace_of(p.namespace.as_deref().unwrap_or_default())?;
+    let refs = vec![(path_kind(&kind)?, namespace.to_owned(), name)];
+    Ok(changed(s.core.delete(refs, write(caller, &p)).await?))
+}
+
+async fn history(State(s): State<HttpState>, uri: Uri) -> ApiResult {
+    let p = params(&uri)?;
+    let entries: Vec<Value> = s
+        .core
+        .history(p.limit.unwrap_or(0))
+        .await?
+        .into_iter()
+        .map(|(revision, m)| {
+            json!({
+                "revision": revision,
+                // RFC 3339 for JavaScript's Date; the milliseconds as the CLI prints them.
+                "appliedAt": cli::output::timestamp(m.applied_at_ms).replacen(' ', "T", 1),
+                "appliedAtMs": m.applied_at_ms,
+                "appliedBy": m.applied_by,
+                "summary": m.summary,
+                "resources": m.resources,
+            })
+        })
+        .collect();
+    Ok(Json(entries).into_response())
+}
+
+async fn rollback(
+    State(s): State<HttpState>,
+    Extension(caller): Extension<Caller>,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> ApiResult {
+    let p = params(&uri)?;
+    let RollbackBody { to } = body::json(&headers, &bytes(body, SMALL_LIMIT)?)?;
+    let mut write = write(caller, &p);
+    write.dry_run = false;
+    Ok(changed(s.core.rollback(to, write).await?))
+}
+
+async fn releases(State(s): State<HttpState>, uri: Uri) -> ApiResult {
+    let p = params(&uri)?;
+    let (_, states) = s.core.releases(p.namespace.as_deref(), None).await?;
+    let states: Vec<Value> = states
+        .into_iter()
+        .map(|(namespace, service, state)| {
+            json!({"service": service, "namespace": namespace, "state": state.to_string()})
+        })
+        .collect();
+    Ok(Json(states).into_response())
+}
+
+async fn release(
+    State(s): State<HttpState>,
+    uri: Uri,
+    service: Result<Path<String>, PathRejection>,
+) -> ApiResult {
+    let p = params(&uri)?;
+    let service = path(service)?;
+    let namespace = p.namespace.unwrap_or_default();
+    let (_, states) = s.core.releases(Some(&namespace), Some(&service)).await?;
+    let (namespace, service, state) = states
+        .into_iter()
+        .next()
+        .ok_or_else(|| ApiError::BadRequest(format!("service {service:?}: no state")))?;
+    Ok(
+        Json(json!({"service": service, "namespace": namespace, "state": state.to_string()}))
+            .into_response(),
+    )
+}
+
+async fn set_release(
+    State(s): State<HttpState>,
+    Extension(caller): Extension<Caller>,
+    uri: Uri,
+    headers: HeaderMap,
+    service: Result<Path<String>, PathRejection>,
+    body: Result<Bytes, BytesRejection>,
+) -> ApiResult {
+    let p = params(&uri)?;
+    let service = path(service)?;
+    let ReleaseBody { state, force } = body::json(&headers, &bytes(body, SMALL_LIMIT)?)?;
+    let state = admin::release_state(&state)?;
+    let namespace = p.namespace.clone().unwrap_or_default();
+    let write = write(caller, &p);
+    let outcome = s
+        .core
+        .set_release(&namespace, &service, state, force, write)
+        .await?;
+    Ok(changed(outcome))
+}
+
+async fn sidecars(State(s): State<HttpState>) -> ApiResult {
+    let (_, views) = s.core.sidecars().await?;
+    let list: Vec<Value> = views
+        .into_iter()
+        .map(|v| {
+            let e = v.entry;
+            json!({
+                "service": e.hello.service,
+                "namespace": e.hello.namespace,
+                "instance": e.hello.instance_id,
+                "address": e.hello.address,
+                "labels": e.hello.labels.into_iter().collect::<std::collections::BTreeMap<_, _>>(),
+                "lane": v.lanes.first(),
+                "lanes": v.lanes,
+                "ackedRevision": e.acked_revision,
+                "nack": e.nack.map(|(revision, reason)| json!({"revision": revision, "reason": reason})),
+                "identity": e.identity,
+            })
+        })
+        .collect();
+    Ok(Json(list).into_response())
+}
+
+async fn lanes(State(s): State<HttpState>) -> ApiResult {
+    let lanes: Vec<Value> = s
+        .core
+        .lanes()
+        .await?
+        .into_iter()
+        .map(|l| {
+            let services: Vec<Value> = l
+                .services
+                .into_iter()
+                .map(|s| {
+                    json!({
+                        "service": s.service, "namespace": s.namespace,
+                        "instances": s.instances, "fallsBackTo": s.falls_back_to,
+                    })
+                })
+                .collect();
+            json!({
+                "name": l.name, "tag": l.tag, "selector": l.selector,
+                "fallback": l.fallback, "services": services,
+            })
+        })
+        .collect();
+    Ok(Json(lanes).into_response())
+}
+
+/// The shortest traffic window: one slot of the control plane's window.
+const MIN_TRAFFIC_WINDOW: Duration = Duration::from_secs(10);
+
+async fn traffic(State(s): State<HttpState>, uri: Uri) -> ApiResult {
+    let p = params(&uri)?;
+    let Some(handler) = &s.traffic else {
+        return Err(ApiError::UnknownPath);
+    };
+    let window = match p.window.as_deref() {
+        None => Duration::from_secs(300),
+        Some(w) => cli::parse_duration(w)
+            .map_err(|e| ApiError::BadRequest(format!("window {w:?}: {e}")))
+            .and_then(|d| {
+                // A window the reports do not cover would be answered for less time
+                // than asked, silently: refused instead.
+                if (MIN_TRAFFIC_WINDOW..=crate::traffic::MAX_WINDOW).contains(&d) {
+                    Ok(d)
+                } else {
+                    Err(ApiError::BadRequest(format!(
+                        "window {w:?}: between 10s (one report slot) and 15m (what is kept)"
+                    )))
+                }
+            })?,
+    };
+    Ok(Json(handler(window)).into_response())
+}
+
+async fn recent_traces(State(s): State<HttpState>, uri: Uri) -> ApiResult {
+    let p = params(&uri)?;
+    let traces = s.core.recent_traces(p.recent.unwrap_or(20));
+    let list: Vec<Value> = traces.iter().map(cli::trace::to_json).collect();
+    Ok(Json(list).into_response())
+}
+
+async fn trace(State(s): State<HttpState>, id: Result<Path<String>, PathRejection>) -> ApiResult {
+    let trace = s.core.trace(&path(id)?)?;
+    // The CLI prints a list for one id too: the same shape here.
+    Ok(Json(json!([cli::trace::to_json(&trace)])).into_response())
+}
+
+async fn gaps(State(s): State<HttpState>) -> ApiResult {
+    Ok(Json(cli::gaps::to_json(&s.core.gaps())).into_response())
+}
+
+async fn explain(
+    State(s): State<HttpState>,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> ApiResult {
+    let p = params(&uri)?;
+    let request: ExplainBody = body::json(&headers, &bytes(body, SMALL_LIMIT)?)?;
+    let args = request.into_args();
+    let namespace = p.namespace.unwrap_or_default();
+    Ok(Json(s.core.explain(&args, &namespace).await?).into_response())
+}
