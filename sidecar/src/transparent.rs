@@ -91,21 +91,6 @@ impl Transparent {
         }
     }
 
-    /// The inbound side's rule, stricter than [`Self::is_opaque`]: tunnel only on
-    /// positive evidence — an opaque port, or a TLS record (0x16, a handshake) first.
-    /// Anything else is parsed as HTTP, so no odd first byte (a lower-case method, a
-    /// leading CRLF) can carry requests past the checks to the app.
-    pub async fn is_tls_within(&self, stream: &TcpStream, port: u16, wait: Duration) -> bool {
-        if self.opaque_ports.contains(&port) {
-            return true;
-        }
-        let mut first = [0u8; 1];
-        matches!(
-            tokio::time::timeout(wait, stream.peek(&mut first)).await,
-            Ok(Ok(1)) if first[0] == 0x16
-        )
-    }
-
     /// Joins `stream` with a new connection to `to` byte for byte until either closes.
     pub async fn tunnel(&self, mut stream: TcpStream, to: &str) {
         self.metrics.tunnels.fetch_add(1, Ordering::Relaxed);

@@ -10,16 +10,13 @@ use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::time::Duration;
 
-use graylane_tests::{ControlPlane, Sidecar, eventually};
+use graylane_tests::{ControlPlane, Sidecar};
 use serde_json::Value;
 
 use self::support::*;
 
 #[test]
 fn live_switches_under_steady_load_fail_no_request() {
-    use std::sync::Arc;
-    use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-
     let dir = tempfile::tempdir().unwrap();
     let cp = ControlPlane::start(dir.path(), &[]);
     let a = node(dir.path(), &cp, "a", "v1", Some("b"), &[]);
@@ -39,53 +36,13 @@ fn live_switches_under_steady_load_fail_no_request() {
         &[&a.sidecar, &b.sidecar],
     );
 
-    let stop = Arc::new(AtomicBool::new(false));
-    let (ok, failed) = (Arc::new(AtomicU64::new(0)), Arc::new(AtomicU64::new(0)));
-    let entry = a.sidecar.inbound;
-    let load = {
-        let (stop, ok, failed) = (Arc::clone(&stop), Arc::clone(&ok), Arc::clone(&failed));
-        std::thread::spawn(move || {
-            let mut failures = Vec::new();
-            // Bounded: a few minutes of requests at most, whatever happens.
-            for _ in 0..200_000 {
-                if stop.load(Ordering::Relaxed) {
-                    break;
-                }
-                let (status, head, body) = get(entry, "a", &[]);
-                let served = status == 200
-                    && serde_json::from_str::<Value>(&body)
-                        .is_ok_and(|v| v["downstream"]["service"] == "b");
-                if served {
-                    ok.fetch_add(1, Ordering::Relaxed);
-                } else {
-                    failed.fetch_add(1, Ordering::Relaxed);
-                    failures.push(format!("{status} {head} {body}"));
-                }
-            }
-            failures
-        })
-    };
-    let served_more = |n: u64| {
-        let from = ok.load(Ordering::Relaxed);
-        eventually(Duration::from_secs(20), "requests served", || {
-            (ok.load(Ordering::Relaxed) >= from + n).then_some(())
-        });
-    };
-    served_more(20);
+    let load = Load::start(a.sidecar.inbound);
+    load.served_more(20);
     for mode in ["strict", "off", "strict"] {
         apply(&cp, dir.path(), &rules(mode), &[&a.sidecar, &b.sidecar]);
-        served_more(50);
+        load.served_more(50);
     }
-    stop.store(true, Ordering::Relaxed);
-    let failures = load.join().unwrap();
-    assert!(
-        failures.is_empty(),
-        "{} of {} requests failed across the switches; first: {:?}",
-        failures.len(),
-        failures.len() as u64 + ok.load(Ordering::Relaxed),
-        failures.first()
-    );
-    assert_eq!(failed.load(Ordering::Relaxed), 0);
+    load.finish("the switches");
     // Strict at the end: a's calls to b are mTLS, plaintext straight at b is refused.
     let (status, head, _) = get(a.sidecar.inbound, "a", &[("graylane-debug", "1")]);
     assert_eq!(status, 200);

@@ -330,3 +330,63 @@ fn forward(mut from: TcpStream, mut into: TcpStream, held: &AtomicBool) {
         }
     }
 }
+
+/// Steady requests through `entry` (a's inbound; a's app calls b) on a thread of its
+/// own, each checked to have been served by b, until `finish`. Bounded in count.
+pub(crate) struct Load {
+    stop: Arc<AtomicBool>,
+    ok: Arc<std::sync::atomic::AtomicU64>,
+    thread: std::thread::JoinHandle<Vec<String>>,
+}
+
+impl Load {
+    pub(crate) fn start(entry: SocketAddr) -> Load {
+        let stop = Arc::new(AtomicBool::new(false));
+        let ok = Arc::new(std::sync::atomic::AtomicU64::new(0));
+        let thread = {
+            let (stop, ok) = (Arc::clone(&stop), Arc::clone(&ok));
+            std::thread::spawn(move || {
+                let mut failures = Vec::new();
+                // Bounded: a few minutes of requests at most, whatever happens.
+                for _ in 0..200_000 {
+                    if stop.load(Ordering::Relaxed) {
+                        break;
+                    }
+                    let (status, head, body) = get(entry, "a", &[]);
+                    let served = status == 200
+                        && serde_json::from_str::<Value>(&body)
+                            .is_ok_and(|v| v["downstream"]["service"] == "b");
+                    if served {
+                        ok.fetch_add(1, Ordering::Relaxed);
+                    } else {
+                        failures.push(format!("{status} {head} {body}"));
+                    }
+                }
+                failures
+            })
+        };
+        Load { stop, ok, thread }
+    }
+
+    /// Waits until `n` more requests were served.
+    pub(crate) fn served_more(&self, n: u64) {
+        let from = self.ok.load(Ordering::Relaxed);
+        eventually(Duration::from_secs(20), "requests served", || {
+            (self.ok.load(Ordering::Relaxed) >= from + n).then_some(())
+        });
+    }
+
+    /// Stops the load; asserts that not one request failed (`across`: during what).
+    pub(crate) fn finish(self, across: &str) {
+        self.stop.store(true, Ordering::Relaxed);
+        let failures = self.thread.join().unwrap();
+        let served = self.ok.load(Ordering::Relaxed);
+        assert!(
+            failures.is_empty(),
+            "{} of {} requests failed across {across}; first: {:?}",
+            failures.len(),
+            failures.len() as u64 + served,
+            failures.first()
+        );
+    }
+}
