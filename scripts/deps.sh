@@ -7,7 +7,9 @@
 #   scripts/deps.sh test    the above, plus what the tests start: etcd-server;
 #                           iptables and iproute2 for transparent interception in
 #                           network namespaces; kubernetes-validate (PyPI, in a venv
-#                           under target/py) for the Kubernetes schemas
+#                           under target/py) for the Kubernetes schemas; chromium and
+#                           chromium-driver for the console's browser tests
+#                           (tests/tests/console.rs, over WebDriver)
 set -euo pipefail
 
 need=()
@@ -25,6 +27,8 @@ if [[ ${1:-build} == test ]]; then
     check curl curl
     check openssl openssl
     check promtool prometheus # promtool check metrics: tests/tests/metrics.rs
+    check chromium chromium
+    check chromedriver chromium-driver # WebDriver for chromium: tests/tests/console.rs
     if ! command -v kubernetes-validate >/dev/null && [[ ! -x $venv/bin/kubernetes-validate ]]; then
         need_validator=1
         python3 -c 'import venv, ensurepip' 2>/dev/null || need+=(python3-venv)

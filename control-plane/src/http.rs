@@ -1,10 +1,11 @@
 //! `--http-addr`: one axum router for the probes (`/live`, `/ready`, `/metrics`,
-//! `/ca.pem`) and the HTTP/JSON admin API under `/api/v1` (the contract in
-//! spec/http-api.md), served by one accept loop.
+//! `/ca.pem`), the HTTP/JSON admin API under `/api/v1` (the contract in
+//! spec/http-api.md) and the web console that calls it, served by one accept loop.
 //!
 //! ```text
 //! accept ─► hyper http1 (header-read timeout) ─► Router
 //!             ├─ /live /ready /metrics /ca.pem      probes (no auth: kubelet, scrapers)
+//!             ├─ / /console/{file}                  the web console (no auth to load; CSP)
 //!             └─ /api/v1/…  ─► bearer auth ─► body limit ─► handler ─► AdminCore
 //!                                  every error leaves through ApiError's IntoResponse
 //! ```
@@ -27,6 +28,7 @@ use crate::api::{Identities, Tokens};
 
 mod auth;
 mod body;
+mod console;
 mod error;
 mod probes;
 mod routes;
@@ -59,7 +61,9 @@ pub(crate) struct HttpState {
 
 /// The whole router: probes and the API. Tests can drive it without a socket.
 pub(crate) fn router(state: HttpState) -> Router {
-    probes::router(state.clone()).merge(routes::router(state))
+    probes::router(state.clone())
+        .merge(routes::router(state))
+        .merge(console::router())
 }
 
 /// Serves `router(state)` until `shutdown` turns true. Connections are HTTP/1.1 with

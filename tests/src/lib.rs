@@ -22,6 +22,7 @@ pub mod otlp;
 pub mod pods;
 pub mod rawhttp;
 mod subscriber;
+pub mod webdriver;
 
 pub use self::subscriber::Subscriber;
 

@@ -71,6 +71,7 @@ pub(crate) async fn run(once: bool) -> Result<(), CliError> {
         false,
     )?;
     let grpc = control.address("grpc_addr=")?;
+    let http = control.address("http_addr=")?;
     let url = format!("http://{grpc}");
     println!(
         "graylane demo: control plane on {url}, logs in {}",
@@ -155,6 +156,7 @@ pub(crate) async fn run(once: bool) -> Result<(), CliError> {
             super::trace::tree(&t)
         );
     }
+    println!("console: http://{http}/");
     println!(
         "Try it: curl -i -H 'Graylane-Debug: 1' -H 'x-user-group: testers' http://{entry}/\n      \
          graylane --server {url} status    |    graylane --server {url} release set orders prod\n      \

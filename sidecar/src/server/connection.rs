@@ -3,7 +3,6 @@
 //! closes it, or a graceful close begins (shutdown; a listener turned `strict` for a
 //! plaintext connection).
 
-use std::convert::Infallible;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::pin::pin;
@@ -19,7 +18,7 @@ use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpStream;
 use tokio::sync::watch;
 
-use super::mtls::{self, Sorted};
+use super::mtls::{self, MeshInbound, PlaintextAfterStrict, Sorted};
 use super::stall::SendTimeout;
 use super::{Answering, Handler, Limits, Peer, Resets, Sniff, checks, refuse};
 use crate::metrics::Connections;
@@ -51,13 +50,16 @@ impl<H: Handler> Connection<H> {
         };
         let never = std::future::pending::<()>;
         match &self.sniff {
-            Sniff::Off => self.http(stream, clear, None, first_head_by, never()).await,
+            Sniff::Off => {
+                self.http(stream, clear, None, first_head_by, never(), None)
+                    .await;
+            }
             Sniff::Outbound(t) => match original {
                 Some(to) if t.is_opaque(&stream, to.port(), true).await => {
                     t.tunnel(stream, &to.to_string()).await;
                 }
                 _ => {
-                    self.http(stream, clear, original, first_head_by, never())
+                    self.http(stream, clear, original, first_head_by, never(), None)
                         .await;
                 }
             },
@@ -77,7 +79,8 @@ impl<H: Handler> Connection<H> {
                 let first = mtls::peek_first(&stream, wait).await;
                 match mesh.sort(stream, first, mode, first_head_by).await {
                     Sorted::Plain(stream) => {
-                        self.http(stream, clear, original, first_head_by, mesh.until_strict())
+                        let (until_strict, gate) = (mesh.until_strict(), Some(Arc::clone(mesh)));
+                        self.http(stream, clear, original, first_head_by, until_strict, gate)
                             .await;
                     }
                     Sorted::Mesh(tls, identity) => {
@@ -85,7 +88,7 @@ impl<H: Handler> Connection<H> {
                             addr,
                             identity: Some(identity),
                         };
-                        self.http(*tls, peer, original, first_head_by, never())
+                        self.http(*tls, peer, original, first_head_by, never(), None)
                             .await;
                     }
                     Sorted::Tunnel(stream) => t.tunnel(stream, app).await,
@@ -97,6 +100,8 @@ impl<H: Handler> Connection<H> {
 
     /// Serves HTTP/1.1 or HTTP/2 on `io` until the client is done, the limits close
     /// it, or a graceful close begins: at shutdown, or once `close_when` completes.
+    /// `strict_gate`: a plaintext inbound connection, whose requests are refused once
+    /// the listener is strict (see [`MeshInbound::refuses_plaintext`]).
     async fn http<IO>(
         &self,
         io: IO,
@@ -104,6 +109,7 @@ impl<H: Handler> Connection<H> {
         original: Option<SocketAddr>,
         first_head_by: tokio::time::Instant,
         close_when: impl Future<Output = ()>,
+        strict_gate: Option<Arc<MeshInbound>>,
     ) where
         IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
     {
@@ -115,17 +121,22 @@ impl<H: Handler> Connection<H> {
             hyper::service::service_fn(move |mut request: Request<Incoming>| {
                 seen.store(true, Ordering::Relaxed);
                 let (handler, peer) = (Arc::clone(&handler), peer.clone());
+                let refused = strict_gate.as_ref().is_some_and(|m| m.refuses_plaintext());
                 if let Some(to) = original {
                     request.extensions_mut().insert(OriginalDst(to));
                 }
                 let mut answering = Answering::new(Arc::clone(&resets));
                 async move {
+                    if refused {
+                        answering.done();
+                        return Err(PlaintextAfterStrict);
+                    }
                     let response = match checks::check(&request) {
                         Ok(()) => handler.handle(peer, request).await,
                         Err(refusal) => refuse(&refusal),
                     };
                     answering.done();
-                    Ok::<_, Infallible>(response)
+                    Ok(response)
                 }
             })
         };

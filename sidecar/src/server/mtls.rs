@@ -180,6 +180,18 @@ impl MeshInbound {
         Sorted::Closed
     }
 
+    /// Whether a request on a plaintext connection is refused: the listener turned
+    /// `strict` after the connection was accepted, and the graceful close it began
+    /// has not reached the connection yet (a request already on its way). Refused
+    /// without an answer, so a sidecar that sent it retries over mTLS; counted.
+    pub(crate) fn refuses_plaintext(&self) -> bool {
+        let strict = self.mode() == MtlsMode::Strict;
+        if strict {
+            self.metrics.inbound_refused.count(RefusedReason::Plaintext);
+        }
+        strict
+    }
+
     /// Completes once this service's mode is `strict`: a plaintext connection accepted
     /// before then is closed gracefully (after its current request on HTTP/1, with a
     /// GOAWAY on HTTP/2).
@@ -195,6 +207,12 @@ impl MeshInbound {
         }
     }
 }
+
+/// A plaintext request that reached an inbound listener after it turned strict: the
+/// connection is closed without an answer.
+#[derive(Debug, thiserror::Error)]
+#[error("a plaintext request after the listener turned strict: refused")]
+pub(crate) struct PlaintextAfterStrict;
 
 /// The first byte of a TLS handshake record (RFC 8446 §5.1, `handshake(22)`).
 pub(crate) const TLS_HANDSHAKE_RECORD: u8 = 0x16;
