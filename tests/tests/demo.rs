@@ -105,15 +105,26 @@ fn stopping_the_demo_by_any_signal_stops_its_whole_mesh() {
         let pid = demo.id();
         // Read until the demo says it is up (bounded by its own start-up timeouts).
         let stdout = demo.stdout.take().unwrap();
-        let mut up = false;
+        let (mut up, mut console) = (false, None);
         for line in std::io::BufReader::new(stdout).lines() {
             let Ok(line) = line else { break };
+            if let Some(url) = line.strip_prefix("console: http://") {
+                console = url
+                    .trim_end_matches('/')
+                    .parse::<std::net::SocketAddr>()
+                    .ok();
+            }
             if line.contains("Ctrl-C stops the demo") {
                 up = true;
                 break;
             }
         }
         assert!(up, "the demo did not come up");
+        // The console URL it printed serves the console of the running mesh.
+        let console = console.expect("the demo prints `console: http://ADDR/`");
+        let (status, page) = graylane_tests::http_get(console, "/");
+        assert_eq!(status, 200, "{page}");
+        assert!(page.contains("graylane"), "{page}");
         let mesh = children(pid);
         assert!(
             mesh.len() >= 8,
