@@ -325,18 +325,12 @@ impl RuleSet {
     /// naming it (its `services` read relative to the policy's namespace), else that of
     /// the mesh-wide one (no `services`, whatever its namespace), else `permissive`. In
     /// an unchecked set with several candidates, the first by namespace and name wins.
+    ///
+    /// Compiles the set's PeerPolicies on each call: for a one-off question. The
+    /// sidecar asks its routing table, which holds them compiled
+    /// ([`RoutingTable::mtls_mode`](crate::RoutingTable::mtls_mode)).
     pub fn mtls_mode(&self, namespace: &str, service: &str) -> MtlsMode {
-        let mut mesh_wide = None;
-        for r in self.of_kind(Kind::PeerPolicy) {
-            let Resource::PeerPolicy(p) = r else { continue };
-            if p.names(namespace, service) {
-                return p.spec.mtls;
-            }
-            if p.is_mesh_wide() {
-                mesh_wide.get_or_insert(p.spec.mtls);
-            }
-        }
-        mesh_wide.unwrap_or_default()
+        crate::table::peer::PeerModes::compile(self).get(namespace, service)
     }
 
     /// Names of the lanes whose selector matches these instance labels, in name order.

@@ -17,6 +17,7 @@ mod build;
 mod explain;
 mod inbound;
 mod matching;
+pub(crate) mod peer;
 mod route;
 mod scoped;
 #[cfg(test)]
@@ -81,6 +82,8 @@ pub struct RoutingTable {
     policies: Scoped<build::PolicyInfo>,
     /// TagPolicies by listed (namespace, service).
     tag_policies: Scoped<inbound::CompiledTagPolicy>,
+    /// PeerPolicy modes by (namespace, service).
+    peer_modes: peer::PeerModes,
 }
 
 /// The instances a request may go to (rules.md routing steps 1-3). The sidecar

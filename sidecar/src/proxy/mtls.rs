@@ -41,7 +41,7 @@ const MAX_PEERS: usize = 4096;
 /// snapshot, as with no PeerPolicy.
 pub(crate) fn mtls_mode(routes: Option<&Routes>, namespace: &str, service: &str) -> MtlsMode {
     routes.map_or(MtlsMode::Permissive, |r| {
-        r.rules.mtls_mode(namespace, service)
+        r.table.mtls_mode(namespace, service)
     })
 }
 

@@ -89,20 +89,4 @@ impl PeerPolicy {
             });
         });
     }
-
-    /// Whether this is the mesh-wide policy (no `services`).
-    pub(crate) fn is_mesh_wide(&self) -> bool {
-        self.spec.services.is_none()
-    }
-
-    /// Whether this policy names `service` of `namespace` in its `services` (read
-    /// relative to the policy's own namespace).
-    pub(crate) fn names(&self, namespace: &str, service: &str) -> bool {
-        let own = self.metadata.namespace();
-        self.spec
-            .services
-            .iter()
-            .flatten()
-            .any(|s| s.resolve(own) == (namespace, service))
-    }
 }

@@ -2,6 +2,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 
+use super::peer::PeerModes;
 use super::scoped::Scoped;
 use super::{Instance, RoutingTable, inbound};
 use crate::model::{
@@ -147,6 +148,7 @@ impl RoutingTable {
         let mut table = RoutingTable {
             lanes,
             tag_policies: inbound::compile(rules),
+            peer_modes: PeerModes::compile(rules),
             lane_by_tag,
             services: Scoped::default(),
             policies,
