@@ -35,8 +35,9 @@ pub use self::error::{Origin, STORED_RULES, ValidationError};
 pub use self::hash::{StableHasher, stable_hash};
 pub use self::host::MeshHost;
 pub use self::model::{
-    API_VERSION, Abort, BASE, Cidr, DEFAULT_NAMESPACE, Delay, Duration, Exclude, Fallback, Fault,
-    HashKey, Incoming, Kind, LABEL_MAX_LEN, Labels, Lane, LaneOverride, LaneSpec,
+    API_VERSION, Abort, Analysis, BASE, Cidr, DEFAULT_NAMESPACE, Delay, Duration, Exclude, Fallback, Fault,
+    HashKey, Incoming, Kind, LABEL_MAX_LEN, Labels, Lane, LaneOverride, LaneRollout,
+    LaneRolloutSpec, LaneSpec, MAX_STEPS, MIN_ANALYSIS_INTERVAL, OnSuccess, Rate, Step,
     MAX_RETRY_ATTEMPTS, MatchBlock, Metadata, Mirror, MtlsMode, Name, Pattern, PeerPolicy,
     PeerPolicySpec, REGEX_MAX_COMPILED, REGEX_MAX_LEN, Release, Resource, Retries, RetryOn,
     RoutePolicy, RoutePolicySpec, ServiceName, StringMatch, Subset, TagPolicy, TagPolicySpec,

@@ -11,6 +11,7 @@ use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 mod duration;
 mod lane;
+mod lane_rollout;
 pub(crate) mod match_block;
 mod matcher;
 mod meta;
@@ -21,6 +22,9 @@ mod tag_policy;
 
 pub use self::duration::Duration;
 pub use self::lane::{BASE, Fallback, Lane, LaneSpec, default_fallback};
+pub use self::lane_rollout::{
+    Analysis, LaneRollout, LaneRolloutSpec, MAX_STEPS, MIN_ANALYSIS_INTERVAL, OnSuccess, Rate, Step,
+};
 pub use self::match_block::{Cidr, HashKey, MatchBlock};
 pub use self::matcher::{Pattern, REGEX_MAX_COMPILED, REGEX_MAX_LEN, StringMatch};
 pub use self::meta::Metadata;
@@ -36,8 +40,9 @@ pub use self::tag_policy::{Incoming, TagPolicy, TagPolicySpec, TagRule};
 /// The only `apiVersion` accepted.
 pub const API_VERSION: &str = "graylane.io/v1";
 
-/// The kinds of resource. Ordered `Lane < RoutePolicy < TagPolicy < PeerPolicy` (the
-/// order of a rule set; a new kind goes last so stored sets keep their order).
+/// The kinds of resource. Ordered `Lane < RoutePolicy < TagPolicy < PeerPolicy <
+/// LaneRollout` (the order of a rule set; a new kind goes last so stored sets keep
+/// their order).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum Kind {
     /// [`Lane`].
@@ -48,28 +53,33 @@ pub enum Kind {
     TagPolicy,
     /// [`PeerPolicy`].
     PeerPolicy,
+    /// [`LaneRollout`].
+    LaneRollout,
 }
 
 impl Kind {
     /// Every kind, in order.
-    pub const ALL: [Kind; 4] = [
+    pub const ALL: [Kind; 5] = [
         Kind::Lane,
         Kind::RoutePolicy,
         Kind::TagPolicy,
         Kind::PeerPolicy,
+        Kind::LaneRollout,
     ];
 
-    /// Every kind's name, for messages: `Lane, RoutePolicy, TagPolicy, PeerPolicy`.
-    pub const NAMES: &'static str = "Lane, RoutePolicy, TagPolicy, PeerPolicy";
+    /// Every kind's name, for messages: `Lane, RoutePolicy, TagPolicy, PeerPolicy,
+    /// LaneRollout`.
+    pub const NAMES: &'static str = "Lane, RoutePolicy, TagPolicy, PeerPolicy, LaneRollout";
 
     /// The name as written in `kind:` (`Lane`, `RoutePolicy`, `TagPolicy`,
-    /// `PeerPolicy`).
+    /// `PeerPolicy`, `LaneRollout`).
     pub fn as_str(&self) -> &'static str {
         match self {
             Self::Lane => "Lane",
             Self::RoutePolicy => "RoutePolicy",
             Self::TagPolicy => "TagPolicy",
             Self::PeerPolicy => "PeerPolicy",
+            Self::LaneRollout => "LaneRollout",
         }
     }
 }
@@ -103,14 +113,15 @@ impl std::str::FromStr for Kind {
 
     /// Accepts the exact name and the CLI spellings: `Lane`, `lane`, `lanes`,
     /// `RoutePolicy`, `routepolicy`, `routepolicies`, `TagPolicy`, `tagpolicy`,
-    /// `tagpolicies`, `PeerPolicy`, `peerpolicy`, `peerpolicies`. The error names every
-    /// kind.
+    /// `tagpolicies`, `PeerPolicy`, `peerpolicy`, `peerpolicies`, `LaneRollout`,
+    /// `lanerollout`, `lanerollouts`. The error names every kind.
     fn from_str(s: &str) -> Result<Self, String> {
         match s {
             "Lane" | "lane" | "lanes" => Ok(Self::Lane),
             "RoutePolicy" | "routepolicy" | "routepolicies" => Ok(Self::RoutePolicy),
             "TagPolicy" | "tagpolicy" | "tagpolicies" => Ok(Self::TagPolicy),
             "PeerPolicy" | "peerpolicy" | "peerpolicies" => Ok(Self::PeerPolicy),
+            "LaneRollout" | "lanerollout" | "lanerollouts" => Ok(Self::LaneRollout),
             _ => Err(format!(
                 "unknown kind {}, expected one of: {}",
                 crate::path::quote(s),
@@ -138,6 +149,8 @@ pub enum Resource {
     TagPolicy(TagPolicy),
     /// A PeerPolicy.
     PeerPolicy(PeerPolicy),
+    /// A LaneRollout.
+    LaneRollout(LaneRollout),
 }
 
 impl Resource {
@@ -148,6 +161,7 @@ impl Resource {
             Self::RoutePolicy(_) => Kind::RoutePolicy,
             Self::TagPolicy(_) => Kind::TagPolicy,
             Self::PeerPolicy(_) => Kind::PeerPolicy,
+            Self::LaneRollout(_) => Kind::LaneRollout,
         }
     }
 
@@ -179,6 +193,7 @@ impl Resource {
             Self::RoutePolicy(r) => &r.metadata,
             Self::TagPolicy(r) => &r.metadata,
             Self::PeerPolicy(r) => &r.metadata,
+            Self::LaneRollout(r) => &r.metadata,
         }
     }
 
@@ -198,6 +213,7 @@ impl Resource {
             Self::RoutePolicy(r) => &mut r.metadata,
             Self::TagPolicy(r) => &mut r.metadata,
             Self::PeerPolicy(r) => &mut r.metadata,
+            Self::LaneRollout(r) => &mut r.metadata,
         };
         if metadata
             .namespace
@@ -215,6 +231,7 @@ impl Resource {
             Self::RoutePolicy(r) => r.check(c),
             Self::TagPolicy(r) => r.check(c),
             Self::PeerPolicy(r) => r.check(c),
+            Self::LaneRollout(r) => r.check(c),
         }
     }
 }
@@ -255,6 +272,13 @@ impl Serialize for Resource {
             }
             .serialize(s),
             Self::PeerPolicy(r) => Envelope {
+                api_version,
+                kind,
+                metadata: &r.metadata,
+                spec: &r.spec,
+            }
+            .serialize(s),
+            Self::LaneRollout(r) => Envelope {
                 api_version,
                 kind,
                 metadata: &r.metadata,

@@ -10,6 +10,7 @@ use crate::model::{
 use crate::parse::{MAX_DOCUMENTS, parse_all};
 
 mod checks;
+mod rollouts;
 
 /// A set of resources, unique per (kind, namespace, name), iterated in kind, namespace,
 /// name order. A Lane's namespace is always `default` (lanes are mesh-wide).
@@ -286,7 +287,7 @@ impl RuleSet {
         }
     }
 
-    fn entries(&self) -> impl Iterator<Item = (&Resource, Option<&Origin>)> {
+    pub(super) fn entries(&self) -> impl Iterator<Item = (&Resource, Option<&Origin>)> {
         self.entries
             .values()
             .map(|e| (&e.resource, e.origin.as_ref()))

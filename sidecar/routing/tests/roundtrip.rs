@@ -301,6 +301,7 @@ fn tag_policy(services: Vec<String>) -> impl Strategy<Value = TagPolicy> {
                     .map(|(tag, matches)| TagRule {
                         tag: Tag::parse(&tag).unwrap(),
                         matches,
+                        rollout: None,
                     })
                     .collect(),
             };

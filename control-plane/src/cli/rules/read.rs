@@ -154,11 +154,41 @@ fn summary(resource: &Resource) -> String {
         }
         Resource::TagPolicy(t) => {
             let services: Vec<&str> = t.spec.services.iter().map(|s| s.as_str()).collect();
+            // A rollout's rule is named, so `rules get` shows which share it sets now.
+            let owned: Vec<String> = t
+                .spec
+                .rules
+                .iter()
+                .filter_map(|r| {
+                    let rollout = r.rollout.as_ref()?;
+                    Some(format!("{}%:{rollout}", r.matches.percent.unwrap_or(0.0)))
+                })
+                .collect();
+            let owned = if owned.is_empty() {
+                String::new()
+            } else {
+                format!(" rollouts=[{}]", owned.join(","))
+            };
             format!(
-                "services={} incoming={} rules={}",
+                "services={} incoming={} rules={}{owned}",
                 services.join(","),
                 t.spec.incoming,
                 t.spec.rules.len()
+            )
+        }
+        Resource::LaneRollout(r) => {
+            let steps: Vec<String> = r
+                .spec
+                .steps
+                .iter()
+                .map(|s| format!("{}%/{}", s.percent, s.hold))
+                .collect();
+            format!(
+                "lane={} entry={} steps=[{}] interval={}",
+                r.spec.lane,
+                r.spec.entry,
+                steps.join(","),
+                r.spec.analysis.interval
             )
         }
         Resource::PeerPolicy(p) => {

@@ -5,7 +5,7 @@ use std::fmt;
 
 use serde::{Deserialize, Serialize};
 
-use super::{MatchBlock, Metadata, ServiceName};
+use super::{MatchBlock, Metadata, Name, ServiceName};
 use crate::Tag;
 use crate::path::{Checker, quote};
 
@@ -72,6 +72,10 @@ pub struct TagRule {
     /// The conditions; not empty.
     #[serde(rename = "match")]
     pub matches: MatchBlock,
+    /// The LaneRollout (same namespace) that wrote this rule and changes its percent
+    /// while it is active; set by the control plane, cleared when the rollout ends.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rollout: Option<Name>,
 }
 
 impl TagPolicy {

@@ -4,7 +4,9 @@ use serde_json::{Map, Value};
 
 use super::recover::Edits;
 use crate::Resource;
-use crate::model::{API_VERSION, Kind, Lane, Metadata, Name, PeerPolicy, RoutePolicy, TagPolicy};
+use crate::model::{
+    API_VERSION, Kind, Lane, LaneRollout, Metadata, Name, PeerPolicy, RoutePolicy, TagPolicy,
+};
 use crate::path::{Checker, quote};
 
 const TOP_FIELDS: [&str; 4] = ["apiVersion", "kind", "metadata", "spec"];
@@ -81,6 +83,9 @@ pub(crate) fn resource_from_value(v: &Value) -> Result<Resource, Vec<(String, St
         Kind::PeerPolicy => edits
             .read(spec, "spec", &mut errors)
             .map(|spec| Resource::PeerPolicy(PeerPolicy { metadata, spec })),
+        Kind::LaneRollout => edits
+            .read(spec, "spec", &mut errors)
+            .map(|spec| Resource::LaneRollout(LaneRollout { metadata, spec })),
     };
     let Some(mut resource) = resource else {
         return Err(errors);

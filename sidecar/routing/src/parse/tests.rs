@@ -5,6 +5,7 @@ use super::*;
 use crate::Kind;
 
 mod lane;
+mod lane_rollout;
 mod peer_policy;
 mod route_policy;
 mod tag_policy;

@@ -113,8 +113,11 @@ pub(super) fn run(set: &RuleSet, errors: &mut Vec<ValidationError>) {
                     }
                 }
             },
+            // Checked with the rules they own, in `rollouts`.
+            Resource::LaneRollout(_) => {}
         }
     }
+    super::rollouts::check(set, errors);
     // Lane overrides need every tag known first, so they are a second pass.
     for (r, origin) in set.entries() {
         if let Resource::RoutePolicy(p) = r {

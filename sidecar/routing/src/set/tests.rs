@@ -397,3 +397,5 @@ fn kind_names_list_every_kind() {
 }
 
 mod namespaces;
+
+mod rollouts;

@@ -117,8 +117,9 @@ impl RoutingTable {
             return header_tag;
         };
         let decided = self.inbound_tag(entry.0, entry.1, header_tag, req);
+        let rollouts = self.rollout_notes(entry.0, entry.1);
         let entry = qualified(entry.0, entry.1);
-        let why = match (decided.source, &decided.tag) {
+        let mut why = match (decided.source, &decided.tag) {
             (InboundSource::Rule, Some(t)) => format!(
                 "TagPolicy rule #{} of {entry} matched: tag {t}",
                 decided.rule.map_or(0, |r| r + 1)
@@ -129,6 +130,12 @@ impl RoutingTable {
             }
             _ => "no tag, and no TagPolicy rule matched: untagged".into(),
         };
+        // A rollout's share is the answer to "why is this user (not) in the lane".
+        for (rule, note) in rollouts {
+            let this = decided.rule == Some(*rule);
+            let verdict = if this { "this one is" } else { "this one is not" };
+            why.push_str(&format!(" ({note}: {verdict} among them)"));
+        }
         steps.push(format!("entering at {entry}: {why}"));
         decided.tag
     }

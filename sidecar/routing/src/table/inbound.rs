@@ -12,6 +12,8 @@ use crate::set::RuleSet;
 pub(super) struct CompiledTagPolicy {
     incoming: Incoming,
     rules: Vec<(Tag, Compiled)>,
+    /// Rule index → what the LaneRollout owning it does, for `explain`.
+    rollouts: Vec<(usize, String)>,
 }
 
 /// Compiles every TagPolicy, keyed by each (namespace, service) it lists, read
@@ -38,10 +40,31 @@ pub(super) fn compile(rules: &RuleSet) -> Scoped<CompiledTagPolicy> {
                         )
                     })
                     .collect(),
+                rollouts: rollout_notes(p),
             });
         }
     }
     out
+}
+
+/// "LaneRollout gray-2 lets 25% of users in, by header x-user-id" per owned rule.
+fn rollout_notes(policy: &crate::model::TagPolicy) -> Vec<(usize, String)> {
+    let rules = policy.spec.rules.iter().enumerate();
+    rules
+        .filter_map(|(i, rule)| {
+            let name = rule.rollout.as_ref()?;
+            let by = match &rule.matches.hash_by {
+                Some(crate::model::HashKey::Header(h)) => format!("header {h}"),
+                Some(crate::model::HashKey::Cookie(c)) => format!("cookie {c}"),
+                None => "no key".into(),
+            };
+            let percent = rule.matches.percent.unwrap_or(0.0);
+            Some((
+                i,
+                format!("LaneRollout {name} lets {percent}% of users in, by {by}"),
+            ))
+        })
+        .collect()
 }
 
 impl RoutingTable {
@@ -106,6 +129,13 @@ impl RoutingTable {
     /// across the trust boundary").
     pub fn has_tag_policy(&self, namespace: &str, service: &str) -> bool {
         self.tag_policies.get(namespace, service).is_some()
+    }
+
+    /// The rollouts moving users at this entry: (rule index, what it does).
+    pub(super) fn rollout_notes(&self, namespace: &str, service: &str) -> &[(usize, String)] {
+        self.tag_policies
+            .get(namespace, service)
+            .map_or(&[], |p| p.rollouts.as_slice())
     }
 }
 

@@ -189,6 +189,7 @@ fn table(case: &Case) -> RoutingTable {
                 .map(|(tag, matches)| TagRule {
                     tag: tag.clone(),
                     matches: matches.clone(),
+                    rollout: None,
                 })
                 .collect(),
         },

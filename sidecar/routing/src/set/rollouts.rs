@@ -1,0 +1,333 @@
+//! LaneRollouts in a set: their references, the one TagPolicy rule each owns, the
+//! changes a rollout makes to that rule, and what a person's change may not do while
+//! a rollout is active (release.md). Whether a rollout is active is state the control
+//! plane keeps in its store, so callers pass it in, as randomness is passed in
+//! elsewhere: the meaning of the rules stays here.
+
+use std::collections::BTreeMap;
+
+use super::RuleSet;
+use crate::error::{Origin, ValidationError};
+use crate::model::{
+    Kind, LaneRollout, MIN_ANALYSIS_INTERVAL, MatchBlock, Resource, TagPolicy, TagRule,
+};
+use crate::path::{join_index, quote};
+
+/// Set-level checks of LaneRollouts and of owned TagPolicy rules.
+pub(super) fn check(set: &RuleSet, errors: &mut Vec<ValidationError>) {
+    for (r, origin) in set.entries() {
+        let mut error = |path: String, reason: String| {
+            errors.push(ValidationError::for_resource(
+                origin,
+                r.kind().as_str(),
+                r.name(),
+                path,
+                reason,
+            ));
+        };
+        match r {
+            Resource::LaneRollout(rollout) => {
+                let spec = &rollout.spec;
+                if set.get(Kind::Lane, "", spec.lane.as_str()).is_none() {
+                    error(
+                        "spec.lane".into(),
+                        format!("Lane {} is not declared", quote(spec.lane.as_str())),
+                    );
+                }
+                if set
+                    .get(Kind::TagPolicy, r.namespace(), spec.entry.as_str())
+                    .is_none()
+                {
+                    error(
+                        "spec.entry".into(),
+                        format!(
+                            "TagPolicy {} does not exist in namespace {}",
+                            quote(spec.entry.as_str()),
+                            quote(r.namespace())
+                        ),
+                    );
+                }
+            }
+            Resource::TagPolicy(policy) => {
+                for (i, rule) in policy.spec.rules.iter().enumerate() {
+                    if let Some(reason) = owned_rule_problem(set, policy, rule) {
+                        error(format!("{}.rollout", join_index("spec.rules", i)), reason);
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
+}
+
+/// Why a rule marked `rollout: NAME` is not the rule that rollout would write.
+fn owned_rule_problem(set: &RuleSet, policy: &TagPolicy, rule: &TagRule) -> Option<String> {
+    let name = rule.rollout.as_ref()?;
+    let ns = policy.metadata.namespace();
+    let Some(Resource::LaneRollout(rollout)) = set.get(Kind::LaneRollout, ns, name.as_str()) else {
+        return Some(format!(
+            "LaneRollout {} does not exist: a rollout's rule is released when the rollout ends (graylane rollout abort {name})",
+            quote(name.as_str())
+        ));
+    };
+    if rollout.spec.entry != policy.metadata.name {
+        return Some(format!(
+            "LaneRollout {} has entry {}, not this TagPolicy",
+            quote(name.as_str()),
+            quote(rollout.spec.entry.as_str())
+        ));
+    }
+    let same = |other: &TagRule| other.rollout.as_ref() == Some(name);
+    let first = policy.spec.rules.iter().position(same);
+    if first.is_some_and(|i| !std::ptr::eq(&policy.spec.rules[i], rule)) {
+        return Some(format!(
+            "LaneRollout {} owns one rule only",
+            quote(name.as_str())
+        ));
+    }
+    let expected = owned_rule(set, rollout, rule.matches.percent.unwrap_or(0.0))?;
+    (expected.tag != rule.tag || expected.matches != rule.matches).then(|| {
+        format!(
+            "a rule owned by LaneRollout {} is {{tag: {}, match: {{percent, hashBy}}}} as the rollout writes it",
+            quote(name.as_str()),
+            expected.tag
+        )
+    })
+}
+
+/// The rule `rollout` owns at `percent`; `None` when its lane is missing.
+fn owned_rule(set: &RuleSet, rollout: &LaneRollout, percent: f64) -> Option<TagRule> {
+    let Some(Resource::Lane(lane)) = set.get(Kind::Lane, "", rollout.spec.lane.as_str()) else {
+        return None;
+    };
+    Some(TagRule {
+        tag: lane.spec.tag.clone(),
+        matches: MatchBlock {
+            percent: Some(percent),
+            hash_by: Some(rollout.spec.hash_by.clone()),
+            ..MatchBlock::default()
+        },
+        rollout: Some(rollout.metadata.name.clone()),
+    })
+}
+
+impl RuleSet {
+    /// The LaneRollout `name` of `namespace`.
+    pub fn lane_rollout(&self, namespace: &str, name: &str) -> Option<&LaneRollout> {
+        match self.get(Kind::LaneRollout, namespace, name) {
+            Some(Resource::LaneRollout(r)) => Some(r),
+            _ => None,
+        }
+    }
+
+    /// Every LaneRollout, in namespace and name order.
+    pub fn lane_rollouts(&self) -> impl Iterator<Item = &LaneRollout> {
+        self.of_kind(Kind::LaneRollout).filter_map(|r| match r {
+            Resource::LaneRollout(r) => Some(r),
+            _ => None,
+        })
+    }
+
+    /// The percent of the rule rollout `name` owns in its entry TagPolicy, if it has
+    /// written one.
+    pub fn rollout_percent(&self, namespace: &str, name: &str) -> Option<f64> {
+        let rollout = self.lane_rollout(namespace, name)?;
+        let policy = self.tag_policy(namespace, rollout.spec.entry.as_str())?;
+        let rule = policy
+            .spec
+            .rules
+            .iter()
+            .find(|r| r.rollout.as_ref() == Some(&rollout.metadata.name))?;
+        rule.matches.percent
+    }
+
+    /// Sets the percent of the rule rollout `name` owns, adding it after the entry
+    /// TagPolicy's rules when there is none yet. `Err` says why it cannot (the
+    /// rollout, its lane or its entry is gone).
+    pub fn set_rollout_percent(
+        &mut self,
+        namespace: &str,
+        name: &str,
+        percent: f64,
+    ) -> Result<(), String> {
+        let rollout = self
+            .lane_rollout(namespace, name)
+            .ok_or_else(|| format!("LaneRollout {} does not exist", quote(name)))?;
+        let rule = owned_rule(self, rollout, percent)
+            .ok_or_else(|| format!("Lane {} does not exist", quote(rollout.spec.lane.as_str())))?;
+        let entry = rollout.spec.entry.clone();
+        let mut policy = self
+            .tag_policy(namespace, entry.as_str())
+            .cloned()
+            .ok_or_else(|| format!("TagPolicy {} does not exist", quote(entry.as_str())))?;
+        let rules = &mut policy.spec.rules;
+        match rules.iter_mut().find(|r| r.rollout == rule.rollout) {
+            Some(owned) => *owned = rule,
+            None => rules.push(rule),
+        }
+        self.replace_keeping_origin(Resource::TagPolicy(policy));
+        Ok(())
+    }
+
+    /// Gives the rule rollout `name` owns back to the user: it stays, without its
+    /// `rollout` mark. Nothing when there is none.
+    pub fn release_rollout_rule(&mut self, namespace: &str, name: &str) {
+        let Some(entry) = self
+            .lane_rollout(namespace, name)
+            .map(|r| r.spec.entry.clone())
+        else {
+            return;
+        };
+        let Some(mut policy) = self.tag_policy(namespace, entry.as_str()).cloned() else {
+            return;
+        };
+        for rule in &mut policy.spec.rules {
+            if rule.rollout.as_ref().is_some_and(|n| n.as_str() == name) {
+                rule.rollout = None;
+            }
+        }
+        self.replace_keeping_origin(Resource::TagPolicy(policy));
+    }
+
+    /// How often sidecars report traffic for the rollouts of this set: the shortest
+    /// `analysis.interval` (at least 1 s); `None` without a LaneRollout.
+    pub fn traffic_report_interval(&self) -> Option<std::time::Duration> {
+        self.lane_rollouts()
+            .map(|r| r.spec.analysis.interval.max(MIN_ANALYSIS_INTERVAL).as_std())
+            .min()
+    }
+
+    /// What a person's change (an apply, a delete, a rollback) may not do while a
+    /// rollout is active, checked on the set it would make (`self`) against the set in
+    /// force (`old`): change or delete an active rollout, change or add a rule a
+    /// rollout owns, or give a lane a second active rollout. `is_active` says, from
+    /// the control plane's records, whether a rollout of this spec is (or, new, would
+    /// be) running. Errors name the resource and field.
+    pub fn check_rollout_change(
+        &self,
+        old: &RuleSet,
+        is_active: impl Fn(&LaneRollout) -> bool,
+    ) -> Result<(), Vec<ValidationError>> {
+        let mut errors = Vec::new();
+        let stored = |r: &LaneRollout| (r.metadata.namespace().to_owned(), r.metadata.name.clone());
+        for before in old.lane_rollouts().filter(|r| is_active(r)) {
+            let (ns, name) = stored(before);
+            let now = self.lane_rollout(&ns, name.as_str());
+            if now.is_none_or(|now| now.spec != before.spec) {
+                errors.push(rollout_error(
+                    self,
+                    before,
+                    "spec",
+                    format!(
+                        "LaneRollout {} is active: it cannot be changed or deleted until it ends (graylane rollout abort|promote {name})",
+                        quote(name.as_str())
+                    ),
+                ));
+            }
+        }
+        let owned_before = owned_rules(old, &is_active);
+        let marked_before = owned_rules(old, |_| true);
+        let owned_now = owned_rules(self, |_| true);
+        for (key, (policy, index, rule)) in &owned_now {
+            let unchanged = marked_before.get(key).is_some_and(|(_, _, r)| r == rule);
+            if !unchanged {
+                errors.push(ValidationError::for_resource(
+                    self.origin(Kind::TagPolicy, &key.0, policy),
+                    "TagPolicy",
+                    policy,
+                    format!("{}.rollout", join_index("spec.rules", *index)),
+                    format!(
+                        "only LaneRollout {} writes this rule, while it is active; leave it as `graylane rules get tagpolicy {policy}` shows it",
+                        quote(&key.1)
+                    ),
+                ));
+            }
+        }
+        for (key, (policy, index, _)) in &owned_before {
+            if !owned_now.contains_key(key) {
+                errors.push(ValidationError::for_resource(
+                    self.origin(Kind::TagPolicy, &key.0, policy),
+                    "TagPolicy",
+                    policy,
+                    join_index("spec.rules", *index),
+                    format!(
+                        "the rule of LaneRollout {} cannot be removed while the rollout is active",
+                        quote(&key.1)
+                    ),
+                ));
+            }
+        }
+        let mut lanes: BTreeMap<&str, &LaneRollout> = BTreeMap::new();
+        for rollout in self.lane_rollouts().filter(|r| is_active(r)) {
+            let lane = rollout.spec.lane.as_str();
+            if let Some(first) = lanes.insert(lane, rollout) {
+                lanes.insert(lane, first);
+                errors.push(rollout_error(
+                    self,
+                    rollout,
+                    "spec.lane",
+                    format!(
+                        "lane {} already has an active rollout, LaneRollout {}",
+                        quote(lane),
+                        quote(first.metadata.name.as_str())
+                    ),
+                ));
+            }
+        }
+        if errors.is_empty() {
+            Ok(())
+        } else {
+            Err(errors)
+        }
+    }
+
+    fn tag_policy(&self, namespace: &str, name: &str) -> Option<&TagPolicy> {
+        match self.get(Kind::TagPolicy, namespace, name) {
+            Some(Resource::TagPolicy(p)) => Some(p),
+            _ => None,
+        }
+    }
+
+    fn replace_keeping_origin(&mut self, resource: Resource) {
+        let origin = self
+            .origin(resource.kind(), resource.namespace(), resource.name())
+            .cloned();
+        self.insert(resource, origin);
+    }
+}
+
+/// (namespace, rollout name) → (policy name, rule index, rule) of every marked rule
+/// whose rollout `keep` selects (an unknown rollout is kept: it is an error anyway).
+fn owned_rules<'a>(
+    set: &'a RuleSet,
+    keep: impl Fn(&LaneRollout) -> bool,
+) -> BTreeMap<(String, String), (&'a str, usize, &'a TagRule)> {
+    let mut owned = BTreeMap::new();
+    for r in set.of_kind(Kind::TagPolicy) {
+        let Resource::TagPolicy(policy) = r else {
+            continue;
+        };
+        let ns = policy.metadata.namespace();
+        for (i, rule) in policy.spec.rules.iter().enumerate() {
+            let Some(name) = &rule.rollout else { continue };
+            if set.lane_rollout(ns, name.as_str()).is_none_or(&keep) {
+                owned.insert(
+                    (ns.to_owned(), name.as_str().to_owned()),
+                    (policy.metadata.name.as_str(), i, rule),
+                );
+            }
+        }
+    }
+    owned
+}
+
+fn rollout_error(
+    set: &RuleSet,
+    rollout: &LaneRollout,
+    path: &str,
+    reason: String,
+) -> ValidationError {
+    let (ns, name) = (rollout.metadata.namespace(), rollout.metadata.name.as_str());
+    let origin: Option<&Origin> = set.origin(Kind::LaneRollout, ns, name);
+    ValidationError::for_resource(origin, "LaneRollout", name, path, reason)
+}
