@@ -8,11 +8,12 @@ import * as api from './api.js';
 import { el, morph } from './dom.js';
 import lanes from './lanes.js';
 import releases from './releases.js';
+import rollouts from './rollouts.js';
 import rules from './rules.js';
 import sidecars from './sidecars.js';
 import traces from './traces.js';
 
-const VIEWS = { lanes, releases, rules, sidecars, traces };
+const VIEWS = { lanes, releases, rollouts, rules, sidecars, traces };
 const POLL_MS = 2000;
 
 const main = document.getElementById('main');

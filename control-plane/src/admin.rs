@@ -20,6 +20,7 @@ use crate::api::Role;
 use crate::cli::explain::{self, ExplainArgs};
 use crate::control::{Change, ChangeOptions, ChangeOutcome, Control, ControlError};
 use crate::push::SidecarEntry;
+use crate::rollout::{Action, RolloutView, Rollouts};
 use crate::store::RevisionMeta;
 use crate::traces::Traces;
 
@@ -33,6 +34,10 @@ pub(crate) enum AdminError {
     /// The credential is valid but may not do this (a viewer writing).
     #[error("{0}")]
     Forbidden(String),
+    /// A rollout action the rollout's state does not allow (resume when not paused,
+    /// anything once it is over), naming that state.
+    #[error("{why}")]
+    Refused { why: String, state: Option<String> },
 }
 
 /// Who makes a write, as history records it.
@@ -73,15 +78,62 @@ pub(crate) struct SidecarView {
 pub(crate) struct AdminCore {
     control: Arc<Control>,
     traces: Arc<Traces>,
+    rollouts: Arc<Rollouts>,
 }
 
 impl AdminCore {
-    pub(crate) fn new(control: Arc<Control>, traces: Arc<Traces>) -> Self {
-        Self { control, traces }
+    pub(crate) fn new(control: Arc<Control>, traces: Arc<Traces>, rollouts: Arc<Rollouts>) -> Self {
+        Self {
+            control,
+            traces,
+            rollouts,
+        }
     }
 
     pub(crate) fn control(&self) -> &Arc<Control> {
         &self.control
+    }
+
+    /// Progressive lane rollouts, to show them (acting goes through `rollout_act`).
+    pub(crate) fn rollouts(&self) -> &Rollouts {
+        &self.rollouts
+    }
+
+    /// Pauses, resumes, promotes or aborts a rollout, as `caller` (an admin: the role
+    /// is checked first, so a viewer learns nothing from the refusal). An action the
+    /// state does not allow is `Refused`, naming the state.
+    pub(crate) async fn rollout_act(
+        &self,
+        namespace: &str,
+        name: &str,
+        action: Action,
+        caller: &Caller,
+    ) -> Result<RolloutView, AdminError> {
+        authorize(caller)?;
+        match self
+            .rollouts
+            .act(namespace, name, action, &caller.who)
+            .await
+        {
+            Ok(view) => Ok(view),
+            // Every refusal of `act` is about the rollout's state, not the request.
+            Err(ControlError::BadRequest(why)) => {
+                let state = self
+                    .rollouts
+                    .get(namespace, name)
+                    .await
+                    .ok()
+                    .map(|v| v.state);
+                let why = match &state {
+                    Some(state) if !why.contains(state.as_str()) => {
+                        format!("{why} (state {state})")
+                    }
+                    _ => why,
+                };
+                Err(AdminError::Refused { why, state })
+            }
+            Err(e) => Err(e.into()),
+        }
     }
 
     /// Applies `files` ((name, YAML) pairs; with `prune` they become the whole set).

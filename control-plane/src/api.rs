@@ -29,6 +29,7 @@ impl From<AdminError> for Status {
         match e {
             AdminError::Control(e) => e.into(),
             AdminError::Forbidden(msg) => Status::permission_denied(msg),
+            AdminError::Refused { why, .. } => Status::failed_precondition(why),
         }
     }
 }
@@ -44,6 +45,9 @@ impl From<ControlError> for Status {
                     "revision conflict: expected revision {expected}, but {actual} is in force; nothing was changed"
                 ))
             }
+            ControlError::Store(StoreError::NotLeader) => Status::failed_precondition(
+                "this replica does not lead (another one drives rollouts); nothing was changed",
+            ),
             ControlError::Store(StoreError::Unavailable(msg)) => {
                 tracing::warn!(error = %msg, "store unavailable");
                 Status::unavailable(format!(

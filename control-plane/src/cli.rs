@@ -19,6 +19,7 @@ mod inject;
 mod install;
 pub(crate) mod output;
 mod release;
+mod rollout;
 mod rules;
 mod status;
 pub(crate) mod trace;
@@ -86,6 +87,9 @@ pub enum Command {
     /// Release states (all | gray | prod) per service.
     #[command(subcommand)]
     Release(release::ReleaseCommand),
+    /// Progressive lane releases (LaneRollout): status, pause, resume, promote, abort.
+    #[command(subcommand)]
+    Rollout(rollout::RolloutCommand),
     /// Connected sidecars: instance, labels, lane, acked revision, NACK reason.
     Status,
     /// The hops of a request as a tree: service, version, lane or fallback, status,
@@ -232,6 +236,7 @@ impl Cli {
             }
             Command::Rules(cmd) => cmd.run(&connect()?, self.output).await,
             Command::Release(cmd) => cmd.run(&connect()?, self.output).await,
+            Command::Rollout(cmd) => cmd.run(&connect()?, self.output).await,
             Command::Status => status::run(&connect()?, self.output).await,
             Command::Inject(args) => inject::run(&args),
             Command::Install(args) => install::run(&args),

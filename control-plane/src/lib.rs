@@ -3,7 +3,8 @@
 //! endpoints to every connected sidecar and tracks their ACK/NACK (`push`), and serves
 //! the admin API the `graylane` CLI calls (`api`); with etcd, the instance registry
 //! replicas share (`cluster`); and it is the mesh CA (`ca`), serving its own gRPC over
-//! TLS with a certificate it renews (`tls`). It never routes traffic:
+//! TLS with a certificate it renews (`tls`); it drives progressive lane rollouts from
+//! the sidecars' traffic reports (`rollout`). It never routes traffic:
 //! that is the sidecar's job. The CLI itself lives in `cli`.
 
 #![cfg_attr(test, allow(clippy::unwrap_used))]
@@ -17,6 +18,7 @@ pub mod control;
 pub mod http;
 pub mod inject;
 pub mod push;
+pub(crate) mod rollout;
 pub mod server;
 pub mod store;
 pub mod tls;

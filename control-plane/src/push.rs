@@ -36,6 +36,9 @@ pub use self::stats::PushStats;
 /// How long registry changes are collected before they are pushed as one endpoint
 /// update (Istio debounces its pushes the same way, 100 ms by default).
 pub const ENDPOINT_DEBOUNCE: Duration = Duration::from_millis(100);
+/// The traffic report period (ms) of a rule set without LaneRollouts: the sidecars'
+/// default `--traffic-report-interval`.
+pub const DEFAULT_TRAFFIC_REPORT_MS: u32 = 5_000;
 
 /// What a snapshot is made of. Versioned as a whole; the parts keep their own
 /// generation so a stream can tell which changed since it last sent.
@@ -55,6 +58,10 @@ pub struct State {
     /// Every CA certificate trusted (PEM); `None` until the mesh CA is loaded. A
     /// stream sends it in its first snapshot and whenever it changes.
     pub trust_bundle: Option<Arc<Vec<String>>>,
+    /// How often sidecars report traffic under `rules`, in ms: from its LaneRollouts'
+    /// analysis intervals (`RuleSet::traffic_report_interval`), or
+    /// `DEFAULT_TRAFFIC_REPORT_MS`. Sent with the rules.
+    pub traffic_report_interval_ms: u32,
 }
 
 /// The push hub, shared by the discovery streams, the admin API and the store watcher.
@@ -111,6 +118,16 @@ impl Hub {
     /// Publishes a new rule revision. Older or equal revisions are ignored, so a
     /// sidecar never sees an older revision after a newer one.
     pub fn set_rules(&self, revision: u64, rules: String) {
+        // Parsing takes a while for a large set: only for news, and not while holding
+        // the state every stream reads.
+        let news = {
+            let state = self.state.borrow();
+            !state.loaded || revision > state.revision
+        };
+        if !news {
+            return;
+        }
+        let report_ms = traffic_report_interval_ms(&rules);
         self.state.send_if_modified(|state| {
             // Until the first rules arrive, any revision (0 too) is news: the version
             // may already have moved for endpoints or the trust bundle.
@@ -121,6 +138,7 @@ impl Hub {
             next.version += 1;
             next.revision = revision;
             next.rules = rules.into();
+            next.traffic_report_interval_ms = report_ms;
             next.loaded = true;
             *state = Arc::new(next);
             true
@@ -297,6 +315,26 @@ impl Hub {
     }
 }
 
+/// The report period sidecars should use under `rules`: what its LaneRollouts need
+/// (`RuleSet::traffic_report_interval`), `DEFAULT_TRAFFIC_REPORT_MS` without one.
+fn traffic_report_interval_ms(rules: &str) -> u32 {
+    match graylane_routing::RuleSet::from_yaml(crate::control::STORED, rules) {
+        Ok(set) => set
+            .traffic_report_interval()
+            .map_or(DEFAULT_TRAFFIC_REPORT_MS, |d| {
+                u32::try_from(d.as_millis()).unwrap_or(u32::MAX)
+            }),
+        // Stored rules were validated when committed; sidecars will NACK these too.
+        Err(errors) => {
+            tracing::warn!(
+                errors = errors.len(),
+                "stored rules do not parse; default traffic report period"
+            );
+            DEFAULT_TRAFFIC_REPORT_MS
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::Hub;
@@ -317,5 +355,39 @@ mod tests {
         // Once loaded, an older or equal revision is still ignored.
         hub.set_rules(0, "late".into());
         assert_eq!(hub.current().version, 2);
+    }
+
+    const ROLLOUT: &str = "apiVersion: graylane.io/v1
+kind: Lane
+metadata: {name: gray}
+spec: {tag: gray, selector: {version: v2}}
+---
+apiVersion: graylane.io/v1
+kind: TagPolicy
+metadata: {name: edge}
+spec: {services: [frontend]}
+---
+apiVersion: graylane.io/v1
+kind: LaneRollout
+metadata: {name: r}
+spec:
+  lane: gray
+  entry: edge
+  hashBy: {header: x-user-id}
+  steps: [{percent: 5, hold: 1m}]
+  analysis: {interval: 4s}
+";
+
+    #[test]
+    fn the_report_period_follows_the_rollouts_of_the_rules() {
+        let hub = Hub::new();
+        hub.set_rules(1, String::new());
+        assert_eq!(hub.current().traffic_report_interval_ms, 5_000);
+        // Half its interval (`RuleSet::traffic_report_interval`).
+        hub.set_rules(2, ROLLOUT.into());
+        assert_eq!(hub.current().traffic_report_interval_ms, 2_000);
+        // Rules that do not parse (edited in the store by hand): the default.
+        hub.set_rules(3, "kind: [".into());
+        assert_eq!(hub.current().traffic_report_interval_ms, 5_000);
     }
 }

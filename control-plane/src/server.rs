@@ -18,6 +18,7 @@ use crate::api::{AdminService, Auth, DiscoveryService, Identities, Role, Tokens}
 use crate::cluster::Cluster;
 use crate::control::Control;
 use crate::push::{ENDPOINT_DEBOUNCE, Hub};
+use crate::rollout::Rollouts;
 use crate::store::Store;
 use crate::tls::GrpcTls;
 use crate::traces::{Collector, Traces};
@@ -65,7 +66,12 @@ impl Server {
         let (stop, stopped) = watch::channel(false);
         let tokens = self.tokens.map(Arc::new);
         let traces = Arc::new(Traces::default());
-        let core = Arc::new(AdminCore::new(Arc::clone(&control), Arc::clone(&traces)));
+        let rollouts = Arc::new(Rollouts::new(Arc::clone(&control)));
+        let core = Arc::new(AdminCore::new(
+            Arc::clone(&control),
+            Arc::clone(&traces),
+            Arc::clone(&rollouts),
+        ));
         let http_state = crate::http::HttpState {
             core: Arc::clone(&core),
             identities: Arc::clone(&self.identities),
@@ -82,6 +88,9 @@ impl Server {
         // for it: `State::loaded`); with etcd down at start, read once it is back.
         // Meanwhile the admin API answers UNAVAILABLE and /ready 503.
         let feed = tokio::spawn(Arc::clone(&control).push_revisions(stopped.clone()));
+        // Only the replica holding the store's leadership drives; the others wait.
+        let holder = format!("pid {}", std::process::id());
+        let driver = tokio::spawn(rollouts.run(holder, stopped.clone()));
         let endpoints =
             tokio::spawn(Arc::clone(&hub).publish_endpoints(ENDPOINT_DEBOUNCE, stopped.clone()));
         // With etcd: every replica's traffic reports, so any replica answers for all.
@@ -163,6 +172,7 @@ impl Server {
             }
         }
         let _ = feed.await;
+        let _ = driver.await;
         let _ = ca.await;
         let _ = probes.await;
         let _ = endpoints.await;

@@ -8,16 +8,22 @@
 //!
 //! A store also keeps the mesh CA the control plane generated (`Store::ca_get_or_create`),
 //! so every replica and every restart signs with the same one.
+//!
+//! Beside the revisions, a store keeps small versioned records (a rollout's progress,
+//! `Store::record_put`) and elects one leader among the processes sharing it
+//! (`Store::leadership`), so exactly one replica drives the rollouts.
 
 use std::future::Future;
 use std::path::PathBuf;
 use std::pin::Pin;
+use std::time::Duration;
 
 use tokio::sync::watch;
 
 mod etcd;
 mod file;
 mod memory;
+mod records;
 
 #[cfg(test)]
 pub(crate) mod conformance;
@@ -70,6 +76,14 @@ impl std::fmt::Debug for CaPem {
     }
 }
 
+/// A small versioned record beside the revisions (a rollout's progress, as JSON).
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Record {
+    /// Changes on every write; what `record_put`'s `expected` compares with. Never 0.
+    pub version: u64,
+    pub value: String,
+}
+
 /// Why a store call failed. Callers branch on it; `crate::api::status` maps it to gRPC.
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -86,6 +100,11 @@ pub enum StoreError {
     /// The backend's data cannot be read back (a bug or outside tampering).
     #[error("store data corrupt: {0}")]
     Corrupt(String),
+    /// A `fenced` write by a process that does not hold the leadership (never had it,
+    /// lost it, or stopped believing it at TTL/2 without a keep-alive); nothing was
+    /// written. Another replica drives what the write was about.
+    #[error("not the leader: another replica holds the leadership, or this one lost it")]
+    NotLeader,
 }
 
 /// A boxed future, so backends can be chosen at run time behind `dyn Store`.
@@ -119,7 +138,59 @@ pub trait Store: Send + Sync + 'static {
     /// Atomic across every process sharing the store: callers racing with different
     /// candidates all get the same CA back, and it survives reopening the store.
     fn ca_get_or_create(&self, candidate: CaPem) -> StoreFuture<'_, CaPem>;
+
+    /// The record under `key` (keys are like `rollouts/default/gray-orders-2`).
+    fn record_get(&self, key: &str) -> StoreFuture<'_, Option<Record>>;
+
+    /// Every record whose key starts with `prefix`, ordered by key.
+    fn record_list(&self, prefix: &str) -> StoreFuture<'_, Vec<(String, Record)>>;
+
+    /// Writes `value` under `key` if its version is still `expected` (0: it must not
+    /// exist), returning the new version; otherwise `StoreError::Conflict { expected,
+    /// actual }` (actual 0: absent) and nothing written. With `fenced`, the write also
+    /// requires that this process holds the leadership (see `leadership`) at the moment
+    /// of the write, checked by the backend in the same atomic step, else
+    /// `StoreError::NotLeader`. A value over `MAX_RECORD_BYTES` is `TooLarge`.
+    fn record_put(
+        &self,
+        key: &str,
+        value: String,
+        expected: u64,
+        fenced: bool,
+    ) -> StoreFuture<'_, u64>;
+
+    /// Deletes the record if its version is still `expected` (`Conflict` otherwise);
+    /// absent = Ok.
+    fn record_delete(&self, key: &str, expected: u64) -> StoreFuture<'_, ()>;
+
+    /// Starts (once; later calls return the same receiver, whatever `holder`)
+    /// campaigning for the one leadership of this store's shared state, as `holder` (a
+    /// replica id, shown in logs): the receiver is `true` while this process holds it.
+    /// File and memory stores: always true at once (the file store already holds an
+    /// exclusive lock on its directory). Must be called within a tokio runtime.
+    ///
+    /// Split brain: with etcd, the leadership is a key attached to this process's
+    /// lease. A leader that is cut off (etcd unreachable, a long pause) turns `false`
+    /// when TTL/2 has passed without a successful keep-alive, before the server could
+    /// expire the lease and let another replica win. And that belief is not what keeps
+    /// the shared state safe: every state change a leader makes is a `fenced`
+    /// `record_put`, which etcd applies only if the leader key still carries this
+    /// process's lease in the same transaction. A deposed leader that has not noticed
+    /// yet therefore changes nothing; its writes fail with `NotLeader`.
+    fn leadership(&self, holder: &str) -> watch::Receiver<bool>;
+
+    /// For a clean shutdown: gives the leadership up now (etcd: revokes the lease and
+    /// waits briefly for etcd to confirm) instead of leaving the other replicas to
+    /// wait for the lease to expire, and stops campaigning for good (`leadership`
+    /// stays `false`). Dropping the store does the same, but cannot wait for etcd.
+    /// File and memory stores: nothing to hand over, a no-op.
+    fn resign(&self) -> StoreFuture<'_, ()> {
+        Box::pin(async { Ok(()) })
+    }
 }
+
+/// The largest record value a store takes (etcd's request limit, with room to spare).
+pub const MAX_RECORD_BYTES: usize = MAX_REVISION_BYTES;
 
 /// `--store` values: `memory:`, `file:PATH` (default `file:./graylane-data`),
 /// `etcd://host:port[,host:port...]`, or `etcd+https://host:port[,...]` (etcd over TLS:
@@ -177,18 +248,22 @@ impl std::str::FromStr for StoreUrl {
 impl StoreUrl {
     /// Opens the store; the file store takes an exclusive lock on its directory; the
     /// etcd store keeps its keys under `etcd_prefix` and connects lazily.
-    /// `etcd_tls` is for `etcd+https://` only.
+    /// `etcd_tls` is for `etcd+https://` only; `lease_ttl` is the etcd leader lease's
+    /// TTL (how long a dead leader keeps the leadership).
     pub async fn open(
         &self,
         history_limit: usize,
         etcd_prefix: &str,
         etcd_tls: Option<&EtcdTls>,
+        lease_ttl: Duration,
     ) -> Result<Box<dyn Store>, StoreError> {
         Ok(match self {
             Self::Memory => Box::new(MemoryStore::new(history_limit)),
             Self::File(path) => Box::new(FileStore::open(path.clone(), history_limit).await?),
             Self::Etcd(endpoints) => {
-                Box::new(EtcdStore::open(endpoints, etcd_prefix, history_limit, etcd_tls).await?)
+                let store =
+                    EtcdStore::open(endpoints, etcd_prefix, history_limit, etcd_tls, lease_ttl);
+                Box::new(store.await?)
             }
         })
     }

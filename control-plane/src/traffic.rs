@@ -3,8 +3,9 @@
 //! 10-second slots, answering `GET /api/v1/traffic?window=5m`.
 //!
 //! ```text
-//!  sidecar ─ TrafficReport (every 5 s) ─► Stream::answer ─► Traffic::record
-//!                                                              └► Window (slot of now)
+//!  sidecar ─ TrafficReport ─► Stream::answer ─► Traffic::record ─┬► Window (slot of now)
+//!   (every 5 s; under a rollout, the snapshot's period)           └► Tally (since start)
+//!  rollout driver, every interval ─► Traffic::cumulative ─► Cumulative::reading_since
 //!  GET /api/v1/traffic?window=5m ─► handler ─► Traffic::rows: rps, errorRate, p50/p99
 //! ```
 //!
@@ -12,6 +13,10 @@
 //! 24-bucket histogram, so ~45 MiB at the bound), whatever the number of sidecars. A
 //! new series past the bound is not kept (its requests are counted in `dropped`);
 //! a series idle for the whole window is forgotten, freeing its place.
+//!
+//! `Traffic::cumulative` gives every series' totals since start (`cumulative`): the
+//! rollout driver diffs two of them for a reading over exactly its interval, however
+//! short (10 s slots could not answer a 1 s interval).
 //!
 //! With etcd replicas, each publishes its own sidecars' completed slots and reads
 //! the others' (`replicas`), so any replica answers for the whole mesh.
@@ -26,12 +31,15 @@ use serde::Serialize;
 use crate::http::TrafficHandler;
 use crate::push::Hub;
 
+mod cumulative;
 mod histogram;
 mod replicas;
 mod window;
 
+pub use self::cumulative::{Cumulative, Reading};
 pub use self::replicas::Replicas;
 
+use self::cumulative::Tally;
 use self::histogram::{BUCKETS, LATENCY_BOUNDS_MS, quantile};
 use self::window::{Counts, SLOT_MS, SLOTS, SeriesKey, Totals, Window};
 
@@ -42,6 +50,9 @@ pub const MAX_SERIES: usize = 4_096;
 const MAX_SERIES_PER_REPORT: usize = MAX_SERIES;
 /// The longest name a series may carry (a DNS name).
 const MAX_NAME: usize = 253;
+/// How long after its start another replica's slot still counts in the cumulative
+/// totals: published a second after its end, then a watch event away.
+const REMOTE_FRESH_MS: u64 = 3 * SLOT_MS;
 /// The longest window answered.
 pub const MAX_WINDOW: Duration = Duration::from_secs(900);
 
@@ -80,6 +91,9 @@ struct Windows {
     /// Other replicas' slots (`replicas`), kept apart so they are never published
     /// again; each bounded by `MAX_SERIES` on its own.
     remote: Window,
+    /// Both of them since start, added up per series: only series one of them keeps,
+    /// so at most twice `MAX_SERIES`.
+    tally: Tally,
 }
 
 impl Traffic {
@@ -92,6 +106,7 @@ impl Traffic {
             windows: Mutex::new(Windows {
                 own: Window::new(max_series),
                 remote: Window::new(max_series),
+                tally: Tally::new(max_series.saturating_mul(2)),
             }),
             started_ms: now_ms,
         }
@@ -109,12 +124,29 @@ impl Traffic {
         let mut windows = self.lock();
         // A sidecar whose own table was full: those requests are in no series.
         windows.own.dropped = windows.own.dropped.saturating_add(report.overflow_requests);
-        add_report(&mut windows.own, report, now_ms);
+        let Windows { own, tally, .. } = &mut *windows;
+        add_report(own, Some(tally), report, now_ms);
     }
 
-    /// Adds another replica's slot `slot` (checked as a sidecar's report is).
-    pub(crate) fn merge_remote(&self, report: &TrafficReport, slot: u64) {
-        add_report(&mut self.lock().remote, report, slot * SLOT_MS);
+    /// Adds another replica's slot `slot` (checked as a sidecar's report is), read at
+    /// `now_ms`. Each slot must be merged once (`replicas` remembers which it read).
+    /// A slot older than `REMOTE_FRESH_MS` fills the window but not the cumulative
+    /// totals: those are the up-to-16 minutes read at start (or published late after
+    /// an etcd outage), and counting them "now" would put all of it in one interval.
+    pub(crate) fn merge_remote(&self, report: &TrafficReport, slot: u64, now_ms: u64) {
+        let at_ms = slot * SLOT_MS;
+        let fresh = at_ms.saturating_add(REMOTE_FRESH_MS) >= now_ms;
+        let mut windows = self.lock();
+        let Windows { remote, tally, .. } = &mut *windows;
+        add_report(remote, fresh.then_some(tally), report, at_ms);
+    }
+
+    /// Every series' totals since this replica started: diff two with
+    /// `Cumulative::reading_since` for what arrived in between. Other replicas'
+    /// traffic arrives a slot at a time, up to ~11 s after it happened. Copies every
+    /// series kept (at most `MAX_SERIES`, ~200 bytes each).
+    pub fn cumulative(&self) -> Cumulative {
+        self.lock().tally.snapshot()
     }
 
     /// What this replica's own sidecars reported during slot `slot`, to publish;
@@ -191,8 +223,14 @@ impl Traffic {
     }
 }
 
-/// One report into `window` at `at_ms`; see `Traffic::record` for what is skipped.
-fn add_report(window: &mut Window, report: &TrafficReport, at_ms: u64) {
+/// One report into `window` (and `tally`, if any) at `at_ms`; see `Traffic::record`
+/// for what is skipped.
+fn add_report(
+    window: &mut Window,
+    mut tally: Option<&mut Tally>,
+    report: &TrafficReport,
+    at_ms: u64,
+) {
     let usable_histograms = report.latency_bounds_ms == LATENCY_BOUNDS_MS;
     for series in report.series.iter().take(MAX_SERIES_PER_REPORT) {
         let names = [
@@ -217,7 +255,12 @@ fn add_report(window: &mut Window, report: &TrafficReport, at_ms: u64) {
             errors: series.errors,
             buckets,
         };
-        window.add(key, &counts, at_ms);
+        // Only series the window keeps: the totals are bounded as it is.
+        if window.add(&key, &counts, at_ms)
+            && let Some(tally) = tally.as_deref_mut()
+        {
+            tally.add(&key, &counts, at_ms);
+        }
     }
 }
 

@@ -167,12 +167,24 @@ impl Admin {
     }
 
     fn config(&self) -> serde_json::Value {
+        // The period in force: the flag's, or a shorter one a rollout asked for.
+        let report_ms = self
+            .counters
+            .traffic_report_interval_ms
+            .load(Ordering::Relaxed);
+        // 0: discovery not started yet (the first instants of the process).
+        let report_interval = match report_ms {
+            0 => None,
+            ms if ms.is_multiple_of(1000) => Some(format!("{}s", ms / 1000)),
+            ms => Some(format!("{ms}ms")),
+        };
         match self.routes.load() {
             None => json!({
                 "service": self.service,
                 "instance": self.instance_id,
                 "ready": false,
                 "identity": self.identity.describe(),
+                "trafficReportInterval": report_interval,
             }),
             Some(r) => json!({
                 "service": self.service,
@@ -185,6 +197,7 @@ impl Admin {
                 "source": r.source,
                 "endpoints": r.endpoints,
                 "rules": r.rules.iter().collect::<Vec<_>>(),
+                "trafficReportInterval": report_interval,
             }),
         }
     }

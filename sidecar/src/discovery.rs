@@ -8,7 +8,8 @@
 //!                                          ├─ trust bundle ─► Identity (any part)
 //!                                          ├─ ok:  swap Routes, write cache ─► ACK
 //!                                          └─ err: keep Routes ─► NACK(reason)
-//!    └► every --traffic-report-interval: Traffic::drain ─► TrafficReport (if any)
+//!    └► every min(--traffic-report-interval, the snapshot's traffic_report_interval_ms):
+//!         Traffic::drain ─► TrafficReport (if any)
 //!  no snapshot yet and the control plane is unreachable ─► Routes from --cache-dir
 //!                                          (once; a file failing its check is counted)
 //! ```
@@ -28,7 +29,7 @@ use graylane_proto::v1::{Hello, SidecarMessage};
 use tokio::sync::{mpsc, watch};
 use tokio_stream::wrappers::ReceiverStream;
 
-use crate::backoff::Backoff;
+use graylane_exposition::backoff::Backoff;
 use crate::identity::Identity;
 use crate::routes::Shared;
 use crate::traffic::Traffic;
@@ -48,6 +49,10 @@ const BACKOFF_MAX: Duration = Duration::from_secs(5);
 /// usually takes milliseconds; a control plane that cannot issue does not hold the
 /// instance back longer than this).
 const FIRST_CERTIFICATE_WAIT: Duration = Duration::from_secs(3);
+/// The report periods a control plane may ask for: a buggy or hostile one can neither
+/// make every sidecar report in a busy loop nor silence the reports for long.
+const MIN_ASKED_PERIOD: Duration = Duration::from_secs(1);
+const MAX_ASKED_PERIOD: Duration = Duration::from_secs(60);
 
 /// Who this sidecar is and where it gets its rules.
 #[derive(Clone, Debug)]
@@ -69,7 +74,8 @@ pub struct Config {
     pub cache_dir: Option<PathBuf>,
     /// CA certificates (PEM) an `https://` control plane must chain to.
     pub ca_bundle: Option<Vec<u8>>,
-    /// How often a `TrafficReport` goes out (when there was traffic).
+    /// How often a `TrafficReport` goes out (when there was traffic), at most: a
+    /// control plane running a rollout may ask for a shorter period.
     pub traffic_interval: Duration,
 }
 
@@ -82,6 +88,9 @@ pub struct Counters {
     /// `--cache-dir` files ignored at start: unreadable, failing their integrity
     /// check, of an older format, or with rules this sidecar rejects.
     pub cache_rejected: AtomicU64,
+    /// The traffic report period in force, in ms (`/config`'s
+    /// `trafficReportInterval`); 0 until discovery starts.
+    pub traffic_report_interval_ms: AtomicU64,
 }
 
 /// The discovery client. `run` until shutdown.
@@ -102,6 +111,9 @@ impl Discovery {
         identity: Arc<Identity>,
         traffic: Arc<Traffic>,
     ) -> Self {
+        counters
+            .traffic_report_interval_ms
+            .store(millis(config.traffic_interval), Ordering::Relaxed);
         let applier = Applier::new(
             routes,
             Arc::clone(&counters),
@@ -186,9 +198,9 @@ impl Discovery {
         tracing::info!(control_plane = %url, "subscribed");
         let mut parts = Parts::default();
         let mut any = false;
-        let mut report = tokio::time::interval(self.config.traffic_interval);
-        report.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        report.reset();
+        // The period of the previous stream until this one's first snapshot says.
+        let mut period = self.period();
+        let mut report = ticker(period);
         loop {
             let message = tokio::select! {
                 m = inbound.message() => m,
@@ -220,7 +232,21 @@ impl Discovery {
             let Some(snapshot) = parts.add(part)? else {
                 continue;
             };
+            // Before applying: the period is the control plane's to set even when
+            // the rules of the same snapshot are refused.
+            let asked = snapshot.traffic_report_interval_ms;
+            let next = report_period(self.config.traffic_interval, period, asked, !any);
             any = true;
+            if next != period {
+                tracing::info!(?next, asked_ms = ?asked, "traffic report period changed");
+                // Counts since the last report stay in `Traffic` and go out with the
+                // first report of the new period.
+                period = next;
+                report = ticker(period);
+                self.counters
+                    .traffic_report_interval_ms
+                    .store(millis(period), Ordering::Relaxed);
+            }
             // Taken, not cloned: the blocking task reads deltas against it and hands
             // back the state after. Lost only with the session, and a new stream
             // starts with a full snapshot.
@@ -233,5 +259,93 @@ impl Discovery {
                 return Ok(any);
             }
         }
+    }
+
+    /// The report period in force (the flag's until a control plane asks otherwise).
+    fn period(&self) -> Duration {
+        match self
+            .counters
+            .traffic_report_interval_ms
+            .load(Ordering::Relaxed)
+        {
+            0 => self.config.traffic_interval,
+            ms => Duration::from_millis(ms),
+        }
+    }
+}
+
+/// The report period after a snapshot asking for `asked` (ms), `current` before it,
+/// `flag` the flag's: the shorter of the flag's and the asked one, read inside
+/// `MIN_ASKED_PERIOD..=MAX_ASKED_PERIOD`. Absent means unchanged, except in the first
+/// snapshot of a stream (which carries it whenever the control plane knows of it):
+/// there it means a control plane that never asks, so the flag's.
+fn report_period(flag: Duration, current: Duration, asked: Option<u32>, first: bool) -> Duration {
+    match asked {
+        Some(ms) => {
+            let asked = Duration::from_millis(u64::from(ms));
+            flag.min(asked.clamp(MIN_ASKED_PERIOD, MAX_ASKED_PERIOD))
+        }
+        None if first => flag,
+        None => current,
+    }
+}
+
+/// A report ticker whose first tick is one `period` from now; a late tick delays the
+/// next ones rather than bursting.
+fn ticker(period: Duration) -> tokio::time::Interval {
+    let mut report = tokio::time::interval(period);
+    report.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    report.reset();
+    report
+}
+
+fn millis(d: Duration) -> u64 {
+    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const FIVE: Duration = Duration::from_secs(5);
+    const ONE: Duration = Duration::from_secs(1);
+
+    /// The period after one later snapshot of a stream, from `current`.
+    fn asked(flag: Duration, ms: u32) -> Duration {
+        report_period(flag, Duration::from_secs(3), Some(ms), false)
+    }
+
+    #[test]
+    fn the_shorter_of_the_flag_and_the_asked_period_wins() {
+        assert_eq!(asked(FIVE, 1_000), ONE);
+        assert_eq!(asked(FIVE, 2_500), Duration::from_millis(2_500));
+        assert_eq!(asked(FIVE, 5_000), FIVE);
+        // What a control plane without rollouts asks for: the flag's.
+        assert_eq!(asked(FIVE, 30_000), FIVE);
+        // A test's 100 ms flag stays below what a control plane may ask.
+        let fast = Duration::from_millis(100);
+        assert_eq!(asked(fast, 1_000), fast);
+    }
+
+    #[test]
+    fn hostile_asked_periods_are_clamped() {
+        // 0 or 1 ms would make every sidecar report in a busy loop (and 0 would make
+        // the ticker panic).
+        assert_eq!(asked(FIVE, 0), MIN_ASKED_PERIOD);
+        assert_eq!(asked(FIVE, 1), MIN_ASKED_PERIOD);
+        // A huge one cannot stretch the flag's period; with a long flag, 60 s at most.
+        assert_eq!(asked(FIVE, u32::MAX), FIVE);
+        let hour = Duration::from_secs(3_600);
+        assert_eq!(asked(hour, u32::MAX), MAX_ASKED_PERIOD);
+    }
+
+    #[test]
+    fn an_absent_period_is_unchanged_except_from_a_control_plane_that_never_sends_one() {
+        // A later snapshot without it (endpoints only): unchanged.
+        assert_eq!(report_period(FIVE, ONE, None, false), ONE);
+        // A stream's first snapshot without it: a control plane that does not know
+        // of periods (older, mid-upgrade); the one of the previous stream is stale.
+        assert_eq!(report_period(FIVE, ONE, None, true), FIVE);
+        assert_eq!(report_period(FIVE, FIVE, Some(1_000), true), ONE);
     }
 }

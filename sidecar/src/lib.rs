@@ -12,7 +12,6 @@
 
 pub mod admin;
 pub mod app;
-mod backoff;
 pub mod balance;
 pub mod discovery;
 pub mod gaps;

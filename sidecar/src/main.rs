@@ -20,7 +20,7 @@ struct Args {
     #[arg(long, env = "GRAYLANE_LOG_FORMAT", default_value = "text", value_parser = graylane_exposition::LOG_FORMATS)]
     log_format: String,
     /// The service this instance belongs to.
-    #[arg(long, env = "GRAYLANE_SERVICE")]
+    #[arg(long, env = "GRAYLANE_SERVICE", value_parser = parse_service)]
     service: String,
     /// This instance's id (default: hostname-pid).
     #[arg(long, env = "GRAYLANE_INSTANCE_ID")]
@@ -146,15 +146,25 @@ fn parse_duration(s: &str) -> Result<Duration, String> {
     graylane_routing::Duration::parse(s).map(|d| d.as_std())
 }
 
+/// A service is one DNS label, as a resource name is (`orders.shop` would read as
+/// service `orders` of namespace `shop` everywhere else).
+fn parse_service(s: &str) -> Result<String, String> {
+    graylane_routing::Name::new(s).map(|n| n.as_str().to_string())
+}
+
+/// `k=v,k=v`, each key and value checked by the rules' own label rule, so an instance
+/// label that no selector could ever name is refused at start, not silently unmatched.
 fn parse_labels(s: &str) -> Result<BTreeMap<String, String>, String> {
-    s.split(',')
+    let pairs: BTreeMap<String, String> = s
+        .split(',')
         .map(str::trim)
         .filter(|p| !p.is_empty())
         .map(|pair| match pair.split_once('=') {
             Some((k, v)) if !k.is_empty() => Ok((k.to_string(), v.to_string())),
             _ => Err(format!("{pair:?}: expected key=value")),
         })
-        .collect()
+        .collect::<Result<_, _>>()?;
+    graylane_routing::Labels::new(pairs).map(|l| l.as_map().clone())
 }
 
 fn main() {

@@ -5,7 +5,8 @@
 //! ```text
 //!  Outbound::handle ─► Traffic::record ─► table (ArcSwap, read without a lock)
 //!                                            └► Series: atomic counters
-//!  discovery session, every --traffic-report-interval ─► Traffic::drain ─► report
+//!  discovery session, every --traffic-report-interval (or the shorter period a
+//!  rollout asks for in the snapshot) ─► Traffic::drain ─► report
 //! ```
 //!
 //! The per-request path takes no lock: it loads the table (an `ArcSwap`), finds its

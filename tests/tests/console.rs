@@ -39,6 +39,24 @@ spec:
   incoming: keep
 ";
 
+/// A rollout of lane `gray` that holds at its first step for longer than any test
+/// (no traffic: no verdict moves it).
+const ROLLOUT: &str = "apiVersion: graylane.io/v1
+kind: LaneRollout
+metadata:
+  name: gray-orders-2
+spec:
+  lane: gray
+  entry: edge
+  hashBy: {header: x-user-id}
+  steps:
+    - {percent: 5, hold: 10m}
+    - {percent: 25, hold: 10m}
+    - {percent: 100, hold: 10m}
+  analysis:
+    interval: 1s
+";
+
 /// A strict lane (no fallback) with no instance: every cell of it fails.
 const BLUE: &str = "apiVersion: graylane.io/v1
 kind: Lane
@@ -56,7 +74,9 @@ const CSP: &str = "default-src 'none'; script-src 'self'; style-src 'self'; img-
 /// The field labelled "Token" on the sign-in form.
 const TOKEN_FIELD: &str = "//input[@id=//label[normalize-space(.)='Token']/@for]";
 
-const VIEWS: [&str; 5] = ["Lanes", "Releases", "Rules", "Sidecars", "Traces"];
+const VIEWS: [&str; 6] = [
+    "Lanes", "Releases", "Rollouts", "Rules", "Sidecars", "Traces",
+];
 
 struct Mesh {
     cp: ControlPlane,
@@ -486,4 +506,83 @@ fn with_tokens(dir: &Path) -> ControlPlane {
         "admin:admin-token-0123456789\nviewer:viewer-token-0123456789\n",
     );
     ControlPlane::start(dir, &["--token-file", &tokens])
+}
+
+#[test]
+fn the_rollouts_view_shows_a_rollout_and_pauses_resumes_and_aborts_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let cp = ControlPlane::start(dir.path(), &[]);
+    let rules = write_file(dir.path(), "rules.yaml", &format!("{RULES}---\n{ROLLOUT}"));
+    cp.cli(&["rules", "apply", "-f", &rules]).assert_ok();
+    let rollout = || {
+        let args = ["rollout", "status", "gray-orders-2", "-o", "json"];
+        cp.cli(&args).assert_ok().json()
+    };
+    eventually(WAIT, "the rollout at step 1", || {
+        (rollout()["step"] == 1).then_some(())
+    });
+    let browser = Browser::start(dir.path());
+    browser.goto(&format!("http://{}/#/lanes", cp.http));
+    open(&browser, "Rollouts");
+    // Name, state and share of users, as a person reads them.
+    let page = browser.wait_text("gray-orders-2");
+    for word in [
+        "Progressing",
+        "5%",
+        "step 1 of 3",
+        "lane gray",
+        "started: step 1, 5%",
+    ] {
+        assert!(
+            page.contains(word),
+            "{word:?} in the Rollouts view:\n{page}"
+        );
+    }
+
+    // Pause and resume act at once; the page follows.
+    browser.click(&button("Pause"));
+    browser.wait_for(&button("Resume"));
+    assert_eq!(rollout()["state"], "Paused");
+    browser.wait_text("paused by admin");
+    browser.click(&button("Resume"));
+    browser.wait_for(&button("Pause"));
+    assert_eq!(rollout()["state"], "Progressing");
+    // One verdict (none: no traffic) with its lane and base readings.
+    browser.wait_text("no verdict");
+    browser.screenshot_page(&shot("rollouts"));
+
+    // Whoever a CLI says it is lands on the timeline: shown as characters, never markup.
+    let out = std::process::Command::new(graylane_tests::bin("graylane"))
+        .args(["--server", &cp.url(), "rollout", "pause", "gray-orders-2"])
+        .env("USER", XSS)
+        .env("GRAYLANE_CONFIG", "/nonexistent/graylane-tests/config.yaml")
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    let page = browser.wait_text(&format!("paused by {XSS}"));
+    assert!(page.contains("Paused"), "{page}");
+    let made = browser.execute(
+        "return document.querySelectorAll('img[src=\"x\"], [onerror]').length",
+        &[],
+    );
+    assert_eq!(made, 0, "markup from a user name became elements");
+    browser.click(&button("Resume"));
+    browser.wait_for(&button("Pause"));
+
+    // Abort ends the rollout: it asks first, and nothing changes until confirmed.
+    browser.click(&button("Abort"));
+    browser.wait_for(&button("Confirm abort"));
+    assert_eq!(
+        rollout()["state"],
+        "Progressing",
+        "aborted without a confirm"
+    );
+    browser.click(&button("Confirm abort"));
+    browser.wait_text("RolledBack");
+    browser.wait_text("aborted by admin");
+    assert_eq!(rollout()["state"], "RolledBack");
+    // Over: no action is offered any more.
+    browser.wait_gone(&button("Pause"));
+    assert!(browser.find_all(&button("Abort")).is_empty());
+    assert_eq!(browser.dialog(), None, "a dialog is open");
 }

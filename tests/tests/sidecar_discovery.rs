@@ -274,3 +274,27 @@ fn status_shows_each_sidecars_namespace_and_service_account() {
         "{table}"
     );
 }
+
+/// `--service` and `--labels` are read with the rules' own name and label rules: an
+/// instance no rule could ever select is refused at start, naming the flag.
+#[test]
+fn a_service_or_label_no_rule_could_name_is_refused_at_start() {
+    for (flag, bad) in [
+        ("--service", "Orders"),
+        ("--service", "orders.shop"),
+        ("--labels", "version=v 2"),
+        ("--labels", "version=v2,zone=eu:west"),
+    ] {
+        let mut args = vec!["--service", "orders", "--labels", "version=v1"];
+        let at = args.iter().position(|a| *a == flag).unwrap();
+        args[at + 1] = bad;
+        let out = std::process::Command::new(graylane_tests::bin("graylane-sidecar"))
+            .args(&args)
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{bad}: {stderr}");
+        assert!(stderr.contains("invalid value"), "{bad}: {stderr}");
+        assert!(stderr.contains(flag), "{bad}: {stderr}");
+    }
+}

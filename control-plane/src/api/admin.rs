@@ -16,6 +16,8 @@ use crate::admin::{self, AdminCore, Caller, Selector, SidecarView, Write};
 use crate::control::{Action, ChangeOutcome};
 use crate::push::SidecarEntry;
 
+mod rollouts;
+
 /// The admin API over the shared [`AdminCore`].
 pub struct AdminService {
     core: Arc<AdminCore>,
@@ -330,6 +332,25 @@ impl Admin for AdminService {
     ) -> Result<Response<pb::VersionResponse>, Status> {
         let version = env!("CARGO_PKG_VERSION").to_owned();
         Ok(Response::new(pb::VersionResponse { version }))
+    }
+
+    async fn lane_rollouts(
+        &self,
+        request: Request<pb::LaneRolloutsRequest>,
+    ) -> Result<Response<pb::LaneRolloutsResponse>, Status> {
+        rollouts::list(&self.core, request.into_inner())
+            .await
+            .map(Response::new)
+    }
+
+    async fn lane_rollout_action(
+        &self,
+        request: Request<pb::LaneRolloutActionRequest>,
+    ) -> Result<Response<pb::LaneRolloutsResponse>, Status> {
+        let caller = write(&request, None, false).caller;
+        rollouts::act(&self.core, request.into_inner(), caller)
+            .await
+            .map(Response::new)
     }
 
     async fn recent_traces(

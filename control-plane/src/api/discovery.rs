@@ -151,10 +151,21 @@ fn principal_of<T>(request: &Request<T>) -> Result<Principal, Status> {
         .ok_or_else(|| Status::unauthenticated("no credential was checked for this call"))
 }
 
+/// Names and labels are checked with the routing crate's own types, the ones rules are
+/// read with: a sidecar registering a name no rule could ever refer to is refused.
 fn check_hello(hello: &Hello) -> Result<(), Status> {
     let bad = |what: &str| Err(Status::invalid_argument(format!("Hello.{what}")));
-    if hello.service.is_empty() || hello.service.len() > 253 {
-        return bad("service: must be 1-253 characters");
+    if let Err(e) = graylane_routing::Name::new(hello.service.as_str()) {
+        return bad(&format!("service: {e}"));
+    }
+    if !hello.namespace.is_empty()
+        && let Err(e) = graylane_routing::Name::new(hello.namespace.as_str())
+    {
+        return bad(&format!("namespace: {e}"));
+    }
+    let labels = hello.labels.iter().map(|(k, v)| (k.clone(), v.clone()));
+    if let Err(e) = graylane_routing::Labels::new(labels.collect()) {
+        return bad(&format!("labels: {e}"));
     }
     if hello.instance_id.is_empty() || hello.instance_id.len() > 253 {
         return bad("instance_id: must be 1-253 characters");
@@ -266,5 +277,42 @@ impl Stream {
             .iter()
             .find(|(v, _, _)| *v == version)
             .map(|(_, r, at)| (*r, *at))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn hello(service: &str, namespace: &str, labels: &[(&str, &str)]) -> Hello {
+        Hello {
+            service: service.into(),
+            namespace: namespace.into(),
+            instance_id: "i-1".into(),
+            address: "10.0.0.1:8080".into(),
+            labels: labels
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+            ..Hello::default()
+        }
+    }
+
+    #[test]
+    fn names_and_labels_are_read_as_rules_read_them() {
+        check_hello(&hello("orders", "", &[("version", "v2")])).unwrap();
+        check_hello(&hello("orders", "shop", &[("app.kubernetes.io/name", "x")])).unwrap();
+        for (bad, field) in [
+            (hello("Orders", "", &[]), "Hello.service"),
+            (hello("orders.shop", "", &[]), "Hello.service"),
+            (hello("", "", &[]), "Hello.service"),
+            (hello("orders", "Shop", &[]), "Hello.namespace"),
+            (hello("orders", "", &[("version", "v 2")]), "Hello.labels"),
+            (hello("orders", "", &[("", "v2")]), "Hello.labels"),
+        ] {
+            let e = check_hello(&bad).unwrap_err();
+            assert_eq!(e.code(), tonic::Code::InvalidArgument);
+            assert!(e.message().starts_with(field), "{}", e.message());
+        }
     }
 }

@@ -49,7 +49,9 @@ struct Args {
         requires = "etcd_cert"
     )]
     etcd_key: Option<PathBuf>,
-    /// With etcd: how long the instances of a replica that died stay registered.
+    /// With etcd: how long the instances of a replica that died stay registered, and
+    /// how long a leader that died keeps driving rollouts (it stops believing it leads
+    /// after half of it without etcd).
     #[arg(long, env = "GRAYLANE_LEASE_TTL", default_value = "10s", value_parser = parse_duration)]
     lease_ttl: std::time::Duration,
     /// Tokens, one `role:token` per line (roles: admin, sidecar). Without it every call
@@ -191,7 +193,12 @@ async fn run(args: Args) -> anyhow::Result<()> {
     let etcd_tls = etcd_tls(&args)?;
     let store = args
         .store
-        .open(args.history, &args.etcd_prefix, etcd_tls.as_ref())
+        .open(
+            args.history,
+            &args.etcd_prefix,
+            etcd_tls.as_ref(),
+            args.lease_ttl,
+        )
         .await
         .with_context(|| format!("--store {:?}", args.store))?;
     let ca = mesh_ca(&args, store.as_ref()).await?;

@@ -25,6 +25,17 @@ pub enum Change {
         service: String,
         state: Release,
     },
+    /// A rollout's own decision (`crate::rollout`): the percent of the rule it owns
+    /// and, once it is over, the rule released and these services set to `all`.
+    Rollout {
+        namespace: String,
+        name: String,
+        percent: f64,
+        end: bool,
+        release_all: Vec<(String, String)>,
+        /// History's summary after `rollout NAME: `.
+        note: String,
+    },
 }
 
 impl Change {
@@ -78,8 +89,44 @@ impl Change {
                     .map_err(ControlError::Invalid)?;
                 new
             }
+            Self::Rollout { .. } => {
+                let new = self.rollout_set(old)?;
+                new.validate().map_err(ControlError::Invalid)?;
+                return Ok(new);
+            }
         };
+        // A person's change: it may not touch what an active rollout owns. Checked
+        // first, since deleting a rollout also breaks its rule's reference, and "it is
+        // active" is the error that says what to do.
+        let active = crate::rollout::active(store).await?;
+        new.check_rollout_change(old, active)
+            .map_err(ControlError::Invalid)?;
         new.validate().map_err(ControlError::Invalid)?;
+        Ok(new)
+    }
+
+    fn rollout_set(&self, old: &RuleSet) -> Result<RuleSet, ControlError> {
+        let Self::Rollout {
+            namespace,
+            name,
+            percent,
+            end,
+            release_all,
+            ..
+        } = self
+        else {
+            return Ok(old.clone());
+        };
+        let mut new = old.clone();
+        new.set_rollout_percent(namespace, name, *percent)
+            .map_err(ControlError::BadRequest)?;
+        if *end {
+            new.release_rollout_rule(namespace, name);
+            for (ns, service) in release_all {
+                new.set_release(ns, service, Release::All)
+                    .map_err(ControlError::Invalid)?;
+            }
+        }
         Ok(new)
     }
 
@@ -96,6 +143,7 @@ impl Change {
                 service,
                 state,
             } => format!("release {} {state}", qualified(namespace, service)),
+            Self::Rollout { name, note, .. } => format!("rollout {name}: {note}"),
         }
     }
 }

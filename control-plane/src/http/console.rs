@@ -27,7 +27,7 @@ const SVG: &str = "image/svg+xml";
 
 /// (file name, content type, content). Names are matched exactly: nothing is read
 /// from disk, so no path can escape.
-const ASSETS: [(&str, &str, &str); 14] = [
+const ASSETS: [(&str, &str, &str); 15] = [
     ("index.html", HTML, include_str!("../../console/index.html")),
     ("style.css", CSS, include_str!("../../console/style.css")),
     ("icon.svg", SVG, include_str!("../../console/icon.svg")),
@@ -39,6 +39,7 @@ const ASSETS: [(&str, &str, &str); 14] = [
     ("yaml.js", JS, include_str!("../../console/yaml.js")),
     ("lanes.js", JS, include_str!("../../console/lanes.js")),
     ("releases.js", JS, include_str!("../../console/releases.js")),
+    ("rollouts.js", JS, include_str!("../../console/rollouts.js")),
     ("rules.js", JS, include_str!("../../console/rules.js")),
     ("sidecars.js", JS, include_str!("../../console/sidecars.js")),
     ("traces.js", JS, include_str!("../../console/traces.js")),

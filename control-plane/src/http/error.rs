@@ -45,6 +45,11 @@ impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let (status, error, details) = match self {
             Self::Admin(AdminError::Forbidden(msg)) => (StatusCode::FORBIDDEN, msg, Vec::new()),
+            // The state too, so a script can tell "already paused" from "over".
+            Self::Admin(AdminError::Refused { why, state }) => {
+                let body = json!({"error": why, "details": [], "state": state});
+                return (StatusCode::CONFLICT, Json(body)).into_response();
+            }
             Self::Admin(AdminError::Control(e)) => control(e),
             Self::Unauthenticated(msg) => {
                 let mut response = body(StatusCode::UNAUTHORIZED, msg, Vec::new());
@@ -72,7 +77,7 @@ impl IntoResponse for ApiError {
             Self::UnknownPath => (
                 StatusCode::NOT_FOUND,
                 "no such API path: see /api/v1/rules, /history, /releases, /sidecars, \
-                 /traces, /gaps, /explain"
+                 /lanes, /traffic, /traces, /gaps, /explain, /rollouts"
                     .to_string(),
                 Vec::new(),
             ),
@@ -100,6 +105,12 @@ fn control(e: ControlError) -> (StatusCode, String, Vec<String>) {
             format!(
                 "revision conflict: expected revision {expected}, but {actual} is in force; nothing was changed"
             ),
+            Vec::new(),
+        ),
+        ControlError::Store(StoreError::NotLeader) => (
+            StatusCode::CONFLICT,
+            "this replica does not lead (another one drives rollouts); nothing was changed"
+                .to_string(),
             Vec::new(),
         ),
         ControlError::Store(StoreError::Unavailable(msg)) => {

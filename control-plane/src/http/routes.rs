@@ -21,6 +21,8 @@ use crate::admin::{self, Caller, Selector, Write};
 use crate::cli;
 use crate::control::{Action, ChangeOutcome, ControlError};
 
+mod rollouts;
+
 /// `GET /api/v1/traffic`: per service × lane × subset rates over the window, as the
 /// contract's JSON array. Built by the traffic-report module; the router only parses
 /// `?window=` (default 5 minutes) and authenticates.
@@ -51,6 +53,9 @@ pub(super) fn router(state: HttpState) -> Router {
         .route("/traces/{id}", get(trace))
         .route("/gaps", get(gaps))
         .route("/explain", post(explain))
+        .route("/rollouts", get(rollouts::list))
+        // `{target}` is NAME for a read, NAME:ACTION for an action (rollouts.rs).
+        .route("/rollouts/{target}", get(rollouts::one).post(rollouts::act))
         .fallback(|| async { ApiError::UnknownPath })
         .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed })
         .layer(axum::middleware::from_fn_with_state(

@@ -88,6 +88,10 @@ impl Outgoing {
             revision: self.state.revision,
             ..Snapshot::default()
         };
+        // The report period follows from the rules: sent with them, in the first part.
+        if first && self.rules.is_some() {
+            part.traffic_report_interval_ms = Some(self.state.traffic_report_interval_ms);
+        }
         if first && self.trust_bundle {
             part.trust_bundle = self.state.trust_bundle.as_ref().map(|b| TrustBundle {
                 certificates_pem: b.to_vec(),
@@ -196,6 +200,7 @@ mod tests {
             endpoints: eps,
             loaded: true,
             trust_bundle: None,
+            traffic_report_interval_ms: 5_000,
         })
     }
 
@@ -290,6 +295,38 @@ mod tests {
         assert_eq!(
             delta.map(|d| (d.removed, d.upserted.len())),
             Some((vec![gone], 0))
+        );
+    }
+
+    #[test]
+    fn the_report_period_goes_out_with_the_rules_only() {
+        let period_of = |out: Outgoing| {
+            let (parts, ..) = drain(out);
+            assert!(
+                parts
+                    .iter()
+                    .skip(1)
+                    .all(|p| p.traffic_report_interval_ms.is_none())
+            );
+            parts[0].traffic_report_interval_ms
+        };
+        let mut rollout = State::clone(&state(1, 1, &"r".repeat(20_000), 1, endpoints(3)));
+        rollout.traffic_report_interval_ms = 1_000;
+        let first = Arc::new(rollout);
+        assert_eq!(
+            period_of(Outgoing::new(Arc::clone(&first), None)),
+            Some(1_000)
+        );
+        let endpoints_only = state(2, 1, &first.rules, 2, endpoints(4));
+        assert_eq!(
+            period_of(Outgoing::new(Arc::clone(&endpoints_only), Some(&first))),
+            None
+        );
+        // A rule change carries it even when it stays the same.
+        let rules = state(3, 2, "r2", 2, endpoints(4));
+        assert_eq!(
+            period_of(Outgoing::new(rules, Some(&endpoints_only))),
+            Some(5_000)
         );
     }
 

@@ -2,9 +2,11 @@
 //! module calls `suite!(|dir| async { (a fresh store in dir, what it needs alive) })`,
 //! which expands to one `#[tokio::test]` per case so failures name the case.
 
+use std::future::Future;
 use std::sync::Arc;
+use std::time::Duration;
 
-use super::{CaPem, MIN_HISTORY, RevisionMeta, Store, StoreError};
+use super::{CaPem, MAX_RECORD_BYTES, MIN_HISTORY, RevisionMeta, Store, StoreError};
 
 fn meta(who: &str) -> RevisionMeta {
     RevisionMeta {
@@ -195,6 +197,242 @@ pub(crate) async fn the_ca_is_created_once_and_shared(store: impl Store) {
     assert_eq!(store.current().await.expect("current").number, 0);
 }
 
+pub(crate) async fn records_round_trip_beside_the_revisions(store: impl Store) {
+    let key = "rollouts/default/gray-orders-2";
+    assert_eq!(store.record_get(key).await.expect("get"), None);
+    let v1 = store
+        .record_put(key, r#"{"step":1}"#.into(), 0, false)
+        .await
+        .expect("create");
+    assert_ne!(v1, 0, "a version is never 0");
+    let got = store.record_get(key).await.expect("get").expect("stored");
+    assert_eq!((got.version, got.value.as_str()), (v1, r#"{"step":1}"#));
+    let v2 = store
+        .record_put(key, r#"{"step":2}"#.into(), v1, false)
+        .await
+        .expect("update");
+    assert_ne!(v2, v1, "every write changes the version");
+    let listed = store.record_list("rollouts/").await.expect("list");
+    assert_eq!(listed.len(), 1);
+    assert_eq!((listed[0].0.as_str(), listed[0].1.version), (key, v2));
+    store.record_delete(key, v2).await.expect("delete");
+    assert_eq!(store.record_get(key).await.expect("get"), None);
+    store
+        .record_delete(key, v2)
+        .await
+        .expect("deleting an absent record is fine");
+    // Records are not rules: no revision, no history, no watch event.
+    assert_eq!(store.current().await.expect("current").number, 0);
+    assert!(store.history(0).await.expect("history").is_empty());
+    assert_eq!(*store.watch().borrow(), 0);
+}
+
+pub(crate) async fn a_stale_record_version_conflicts_and_writes_nothing(store: impl Store) {
+    let key = "rollouts/default/r";
+    let v1 = store
+        .record_put(key, "one".into(), 0, false)
+        .await
+        .expect("create");
+    let v2 = store
+        .record_put(key, "two".into(), v1, false)
+        .await
+        .expect("update");
+    match store.record_put(key, "lost".into(), v1, false).await {
+        Err(StoreError::Conflict { expected, actual }) => assert_eq!((expected, actual), (v1, v2)),
+        other => panic!("expected a conflict, got {other:?}"),
+    }
+    match store.record_delete(key, v1).await {
+        Err(StoreError::Conflict { expected, actual }) => assert_eq!((expected, actual), (v1, v2)),
+        other => panic!("expected a conflict, got {other:?}"),
+    }
+    match store
+        .record_put("rollouts/none", "x".into(), v2, false)
+        .await
+    {
+        Err(StoreError::Conflict { expected, actual }) => assert_eq!((expected, actual), (v2, 0)),
+        other => panic!("updating an absent record must conflict, got {other:?}"),
+    }
+    match store.record_put(key, "x".into(), u64::MAX, false).await {
+        Err(StoreError::Conflict { actual, .. }) => assert_eq!(actual, v2),
+        other => panic!("an impossible version must conflict, got {other:?}"),
+    }
+    let got = store.record_get(key).await.expect("get").expect("kept");
+    assert_eq!((got.version, got.value.as_str()), (v2, "two"));
+    assert_eq!(store.record_get("rollouts/none").await.expect("get"), None);
+}
+
+pub(crate) async fn creating_an_existing_record_conflicts(store: impl Store) {
+    let key = "rollouts/default/r";
+    let v1 = store
+        .record_put(key, "first".into(), 0, false)
+        .await
+        .expect("create");
+    match store.record_put(key, "second".into(), 0, false).await {
+        Err(StoreError::Conflict { expected, actual }) => assert_eq!((expected, actual), (0, v1)),
+        other => panic!("expected a conflict, got {other:?}"),
+    }
+    let got = store.record_get(key).await.expect("get").expect("kept");
+    assert_eq!(got.value, "first");
+}
+
+pub(crate) async fn racing_record_creates_have_exactly_one_winner(store: impl Store) {
+    let store = Arc::new(store);
+    let racers: Vec<_> = (0..6)
+        .map(|n| {
+            let store = Arc::clone(&store);
+            tokio::spawn(async move { store.record_put("race", format!("{n}"), 0, false).await })
+        })
+        .collect();
+    let mut wins = Vec::new();
+    for racer in racers {
+        match racer.await.expect("task") {
+            Ok(version) => wins.push(version),
+            Err(StoreError::Conflict { expected: 0, .. }) => {}
+            Err(e) => panic!("unexpected {e}"),
+        }
+    }
+    assert_eq!(wins.len(), 1, "{wins:?}");
+    let got = store
+        .record_get("race")
+        .await
+        .expect("get")
+        .expect("stored");
+    assert_eq!(got.version, wins[0]);
+}
+
+pub(crate) async fn record_list_is_ordered_and_stays_in_its_prefix(store: impl Store) {
+    // Written out of order; neighbours that share characters but not the prefix.
+    for key in [
+        "rollouts/b/2",
+        "rollouts/a/1",
+        "rollouts/b/10",
+        "rollouts0",
+        "rollout",
+        "other/rollouts/a",
+        "rollouts/b/1",
+    ] {
+        store
+            .record_put(key, key.into(), 0, false)
+            .await
+            .expect("put");
+    }
+    let keys = |list: Vec<(String, super::Record)>| -> Vec<String> {
+        list.into_iter()
+            .map(|(k, r)| {
+                assert_eq!(k, r.value, "each key with its own value");
+                k
+            })
+            .collect()
+    };
+    assert_eq!(
+        keys(store.record_list("rollouts/").await.expect("list")),
+        [
+            "rollouts/a/1",
+            "rollouts/b/1",
+            "rollouts/b/10",
+            "rollouts/b/2"
+        ]
+    );
+    assert_eq!(
+        keys(store.record_list("rollouts/b/1").await.expect("list")),
+        ["rollouts/b/1", "rollouts/b/10"]
+    );
+    assert!(
+        store
+            .record_list("nothing/")
+            .await
+            .expect("list")
+            .is_empty()
+    );
+    assert_eq!(store.record_list("").await.expect("list").len(), 7);
+}
+
+/// Keys and values are data, never paths or markup: odd ones round-trip, and a value
+/// over the limit is refused whole on every backend.
+pub(crate) async fn odd_record_keys_round_trip_and_huge_values_are_refused(store: impl Store) {
+    for key in [
+        "../../escape",
+        "with space/ünïcode",
+        "a//b/",
+        ".tmp-records.json",
+    ] {
+        let v = store
+            .record_put(key, format!("value of {key}"), 0, false)
+            .await
+            .expect("put");
+        let got = store.record_get(key).await.expect("get").expect("stored");
+        assert_eq!((got.version, got.value), (v, format!("value of {key}")));
+    }
+    let huge = "x".repeat(MAX_RECORD_BYTES + 1);
+    match store.record_put("huge", huge, 0, false).await {
+        Err(StoreError::TooLarge(_)) => {}
+        other => panic!("expected TooLarge, got {other:?}"),
+    }
+    assert_eq!(store.record_get("huge").await.expect("get"), None);
+}
+
+/// Alone, a store becomes the leader (file and memory at once, etcd after one
+/// campaign), and its fenced writes pass.
+pub(crate) async fn alone_a_store_leads_and_its_fenced_writes_pass(store: impl Store) {
+    let mut leading = store.leadership("replica-a");
+    tokio::time::timeout(Duration::from_secs(10), leading.wait_for(|l| *l))
+        .await
+        .expect("leads within 10 s")
+        .expect("campaign alive");
+    assert!(
+        *store.leadership("replica-b").borrow(),
+        "the same leadership"
+    );
+    let v = store
+        .record_put("rollouts/r", "fenced".into(), 0, true)
+        .await
+        .expect("fenced put by the leader");
+    store
+        .record_put("rollouts/r", "fenced again".into(), v, true)
+        .await
+        .expect("fenced update by the leader");
+}
+
+/// Records and their version counter survive reopening the store (not part of
+/// `suite!`: only backends that persist call it, with how to reopen them).
+pub(crate) async fn records_survive_reopening<S: Store, F: Future<Output = S>>(
+    store: S,
+    reopen: impl FnOnce(S) -> F,
+) {
+    let v1 = store
+        .record_put("rollouts/a", "a".into(), 0, false)
+        .await
+        .expect("put");
+    let v2 = store
+        .record_put("rollouts/b", "b".into(), 0, false)
+        .await
+        .expect("put");
+    store.record_delete("rollouts/b", v2).await.expect("delete");
+    let store = reopen(store).await;
+    let got = store
+        .record_get("rollouts/a")
+        .await
+        .expect("get")
+        .expect("kept");
+    assert_eq!((got.version, got.value.as_str()), (v1, "a"));
+    assert_eq!(store.record_get("rollouts/b").await.expect("get"), None);
+    let v3 = store
+        .record_put("rollouts/b", "b again".into(), 0, false)
+        .await
+        .expect("recreate");
+    assert!(
+        v3 > v2,
+        "versions keep growing across reopening: {v3} after {v2}"
+    );
+    match store
+        .record_put("rollouts/a", "stale".into(), v2, false)
+        .await
+    {
+        Err(StoreError::Conflict { actual, .. }) => assert_eq!(actual, v1),
+        other => panic!("expected a conflict, got {other:?}"),
+    }
+}
+
 /// Expands to one test per conformance case for the backend `make` builds.
 macro_rules! suite {
     ($make:expr) => {
@@ -205,7 +443,14 @@ macro_rules! suite {
             racing_commits_have_exactly_one_winner_per_revision,
             keeps_at_least_the_minimum_history,
             watch_sees_every_commit_eventually,
-            the_ca_is_created_once_and_shared
+            the_ca_is_created_once_and_shared,
+            records_round_trip_beside_the_revisions,
+            a_stale_record_version_conflicts_and_writes_nothing,
+            creating_an_existing_record_conflicts,
+            racing_record_creates_have_exactly_one_winner,
+            record_list_is_ordered_and_stays_in_its_prefix,
+            odd_record_keys_round_trip_and_huge_values_are_refused,
+            alone_a_store_leads_and_its_fenced_writes_pass
         );
     };
     (@cases $make:expr; $($case:ident),*) => {

@@ -9,6 +9,8 @@
 //! | `P/rules/revisions/00000000000000000042` | revision 42: rules and meta, JSON |
 //! | `P/rules/history/00000000000000000042` | revision 42's meta alone, JSON (history reads stay small) |
 //! | `P/ca` | the mesh CA, certificate and key PEM, JSON; created once, never changed |
+//! | `P/records/<key>` | a record (`Store::record_put`), its version the key's `mod_revision` |
+//! | `P/leader` | the leader's name, attached to its lease (`leader`) |
 //!
 //! etcd's own MVCC history is compacted away, so ours lives in explicit keys. A commit
 //! is one transaction: if `current` still holds the expected number, write the new
@@ -16,22 +18,28 @@
 //! history; else write nothing. Two replicas racing can never both win, and no history
 //! entry is ever missing.
 //!
-//! `watch` follows `P/rules/current` with an etcd watch. When the watch is cancelled
-//! (its start revision was compacted), breaks, or etcd changes leader, the follower
-//! reads the current number again and watches on from the etcd revision of that read,
-//! so a change is never missed; the number it publishes only ever grows.
+//! `watch` follows `P/rules/current` with an etcd watch (`follow`); records and the
+//! leadership live in `records` and `leader`.
 
+use std::sync::OnceLock;
 use std::time::Duration;
 
 use etcd_client::{
-    Client, Compare, CompareOp, DeleteOptions, EventType, GetOptions, SortOrder, SortTarget, Txn,
-    TxnOp, TxnOpResponse, WatchOptions,
+    Client, Compare, CompareOp, DeleteOptions, GetOptions, SortOrder, SortTarget, Txn, TxnOp,
+    TxnOpResponse,
 };
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
-use super::{CaPem, Revision, RevisionMeta, Store, StoreError, StoreFuture};
+use self::call::{once_connected, unavailable};
+use self::follow::{follow, publish};
+use self::leader::Leader;
+use super::{CaPem, Record, Revision, RevisionMeta, Store, StoreError, StoreFuture};
 
+mod call;
+mod follow;
+mod leader;
+mod records;
 mod tls;
 
 pub use self::tls::{EtcdTls, EtcdTlsError, connect_options};
@@ -41,10 +49,6 @@ pub use self::tls::{EtcdTls, EtcdTlsError, connect_options};
 /// plus small keys; past this, the apply is refused whole with a clear error.
 pub const MAX_REVISION_BYTES: usize = 1_400_000;
 
-/// Between attempts to re-establish the watch: doubles up to the last.
-const RETRY_FIRST: Duration = Duration::from_millis(100);
-const RETRY_MAX: Duration = Duration::from_secs(3);
-
 /// The rule store in etcd.
 pub struct EtcdStore {
     client: Client,
@@ -52,6 +56,11 @@ pub struct EtcdStore {
     history_limit: usize,
     notify: watch::Sender<u64>,
     follower: JoinHandle<()>,
+    /// The leader lease's TTL (`--lease-ttl`).
+    lease_ttl: Duration,
+    /// The campaign, once `leadership` started it; dropped with the store, which
+    /// resigns.
+    leader: OnceLock<Leader>,
 }
 
 /// The key layout under one prefix.
@@ -61,6 +70,8 @@ struct Keys {
     revisions: String,
     history: String,
     ca: String,
+    records: String,
+    leader: String,
 }
 
 impl Keys {
@@ -71,6 +82,8 @@ impl Keys {
             revisions: format!("{prefix}/rules/revisions/"),
             history: format!("{prefix}/rules/history/"),
             ca: format!("{prefix}/ca"),
+            records: format!("{prefix}/records/"),
+            leader: format!("{prefix}/leader"),
         }
     }
 
@@ -86,12 +99,14 @@ impl Keys {
 impl EtcdStore {
     /// Connects lazily: a store opened while etcd is down works once etcd is back.
     /// With `tls`, `endpoints` are `https://` and a failed handshake is reported as
-    /// one ("etcd TLS: ...") by every call, `/ready` included.
+    /// one ("etcd TLS: ...") by every call, `/ready` included. `lease_ttl` is the
+    /// leader lease's TTL (whole seconds, at least 2).
     pub async fn open(
         endpoints: &[String],
         prefix: &str,
         history_limit: usize,
         tls: Option<&EtcdTls>,
+        lease_ttl: Duration,
     ) -> Result<Self, StoreError> {
         let client = Client::connect(endpoints, Some(connect_options(tls)))
             .await
@@ -105,7 +120,14 @@ impl EtcdStore {
             history_limit: history_limit.max(super::MIN_HISTORY),
             notify,
             follower,
+            lease_ttl,
+            leader: OnceLock::new(),
         })
+    }
+
+    /// The lease a fenced write compares `P/leader` with; `None`: not leading.
+    fn fence(&self) -> Option<i64> {
+        self.leader.get().and_then(Leader::fence)
     }
 
     async fn read_current(&self) -> Result<Revision, StoreError> {
@@ -319,83 +341,50 @@ impl Store for EtcdStore {
     fn ca_get_or_create(&self, candidate: CaPem) -> StoreFuture<'_, CaPem> {
         Box::pin(self.ca(candidate))
     }
-}
 
-/// Keeps `notify` on the current revision number for as long as the store lives.
-async fn follow(client: Client, key: String, notify: watch::Sender<u64>) {
-    let mut pause = RETRY_FIRST;
-    loop {
-        match follow_once(client.clone(), &key, &notify).await {
-            // Cancelled (compacted) or ended: read again and watch on, at once.
-            Ok(()) => pause = RETRY_FIRST,
-            Err(e) => {
-                tracing::warn!(error = %e, "etcd watch lost; retrying");
-                tokio::time::sleep(pause.mul_f64(0.5 + fastrand::f64())).await;
-                pause = (pause * 2).min(RETRY_MAX);
+    fn record_get(&self, key: &str) -> StoreFuture<'_, Option<Record>> {
+        let key = key.to_string();
+        Box::pin(async move { self.get_record(&key).await })
+    }
+
+    fn record_list(&self, prefix: &str) -> StoreFuture<'_, Vec<(String, Record)>> {
+        let prefix = prefix.to_string();
+        Box::pin(async move { self.list_records(&prefix).await })
+    }
+
+    fn record_put(
+        &self,
+        key: &str,
+        value: String,
+        expected: u64,
+        fenced: bool,
+    ) -> StoreFuture<'_, u64> {
+        let key = key.to_string();
+        Box::pin(async move { self.put_record(&key, value, expected, fenced).await })
+    }
+
+    fn record_delete(&self, key: &str, expected: u64) -> StoreFuture<'_, ()> {
+        let key = key.to_string();
+        Box::pin(async move { self.delete_record(&key, expected).await })
+    }
+
+    fn resign(&self) -> StoreFuture<'_, ()> {
+        Box::pin(async move {
+            if let Some(leader) = self.leader.get() {
+                leader.resign().await;
             }
-        }
+            Ok(())
+        })
     }
-}
 
-/// Reads the number, publishes it, then watches from the etcd revision right after
-/// that read: nothing can change unseen between the two.
-async fn follow_once(
-    mut client: Client,
-    key: &str,
-    notify: &watch::Sender<u64>,
-) -> Result<(), StoreError> {
-    let response = client.get(key, None).await.map_err(unavailable)?;
-    if let Some(number) = parse_number(response.kvs().first().map(|kv| kv.value()))? {
-        publish(notify, number);
+    fn leadership(&self, holder: &str) -> watch::Receiver<bool> {
+        self.leader
+            .get_or_init(|| {
+                let key = self.keys.leader.clone();
+                Leader::start(self.client.clone(), key, holder.to_string(), self.lease_ttl)
+            })
+            .subscribe()
     }
-    let read_at = response.header().map_or(0, |h| h.revision());
-    watch_from(client, key, read_at + 1, notify).await
-}
-
-/// Publishes every new number from etcd revision `start` on. Returns `Ok` when etcd
-/// cancels the watch (`start` was compacted away) or ends it: the caller reads again.
-async fn watch_from(
-    mut client: Client,
-    key: &str,
-    start: i64,
-    notify: &watch::Sender<u64>,
-) -> Result<(), StoreError> {
-    let options = WatchOptions::new()
-        .with_start_revision(start)
-        .with_progress_notify();
-    let mut stream = client
-        .watch(key, Some(options))
-        .await
-        .map_err(unavailable)?;
-    while let Some(message) = stream.message().await.map_err(unavailable)? {
-        if message.canceled() {
-            tracing::info!(
-                compacted_to = message.compact_revision(),
-                reason = message.cancel_reason(),
-                "etcd watch cancelled; reading the current revision again"
-            );
-            return Ok(());
-        }
-        for event in message.events() {
-            if event.event_type() == EventType::Put
-                && let Some(number) = parse_number(event.kv().map(|kv| kv.value()))?
-            {
-                publish(notify, number);
-            }
-        }
-    }
-    Ok(())
-}
-
-/// Moves `notify` forward only: a late event never takes it back.
-fn publish(notify: &watch::Sender<u64>, number: u64) {
-    notify.send_if_modified(|current| {
-        let newer = number > *current;
-        if newer {
-            *current = number;
-        }
-        newer
-    });
 }
 
 fn parse_number(value: Option<&[u8]>) -> Result<Option<u64>, StoreError> {
@@ -414,145 +403,5 @@ fn parse_number(value: Option<&[u8]>) -> Result<Option<u64>, StoreError> {
         .transpose()
 }
 
-/// etcd's client balances calls over the endpoints (power of two choices by pending
-/// calls) and keeps a stopped member in rotation; having no pending calls (the
-/// watches and lease keep-alives sit on the live ones), it is even preferred, so a
-/// call may hit it many times in a row. A call that could not even connect reached
-/// nobody, so it is sent again, with a short pause, for up to `CONNECT_RETRY_FOR`
-/// before the caller hears that etcd is unavailable.
-async fn once_connected<T, Fut>(
-    client: &Client,
-    call: impl Fn(Client) -> Fut,
-) -> Result<T, StoreError>
-where
-    Fut: std::future::Future<Output = Result<T, etcd_client::Error>>,
-{
-    let deadline = tokio::time::Instant::now() + CONNECT_RETRY_FOR;
-    loop {
-        match call(client.clone()).await {
-            Err(e) if connect_failed(&e) && tokio::time::Instant::now() < deadline => {
-                tokio::time::sleep(CONNECT_RETRY_PAUSE).await;
-            }
-            result => return result.map_err(unavailable),
-        }
-    }
-}
-
-/// How long calls whose connection was refused are retried (see `once_connected`):
-/// 5 immediate attempts failed an apply now and then in CI while a 3-member etcd had
-/// a stopped member. A refused connect costs well under a millisecond.
-const CONNECT_RETRY_FOR: Duration = Duration::from_secs(2);
-const CONNECT_RETRY_PAUSE: Duration = Duration::from_millis(5);
-
-fn connect_failed(e: &etcd_client::Error) -> bool {
-    matches!(e, etcd_client::Error::GRpcStatus(s)
-        if s.code() == tonic::Code::Unavailable && s.message().contains("connect"))
-}
-
-fn unavailable(e: etcd_client::Error) -> StoreError {
-    StoreError::Unavailable(tls::describe(&e))
-}
-
 #[cfg(test)]
-mod tests {
-    use std::time::Duration;
-
-    use graylane_tests::etcd::Etcd;
-
-    use super::{EtcdStore, watch_from};
-    use crate::store::{MIN_HISTORY, RevisionMeta, Store};
-
-    // Against a real etcd server, one per case (nextest runs each in its own process).
-    crate::store::conformance::suite!(|dir: &std::path::Path| {
-        let etcd = Etcd::start(dir);
-        async move {
-            let endpoints = [format!("http://{}", etcd.endpoint())];
-            let store = EtcdStore::open(&endpoints, "/conformance", MIN_HISTORY, None)
-                .await
-                .expect("open");
-            (store, etcd)
-        }
-    });
-
-    /// The recovery path: a watch from a compacted revision is cancelled by etcd, and
-    /// the follower takes that as "read again", not as an error nor as silence.
-    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn a_watch_from_a_compacted_revision_returns_to_be_read_again() {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let etcd = Etcd::start(dir.path());
-        let endpoints = [format!("http://{}", etcd.endpoint())];
-        let store = EtcdStore::open(&endpoints, "/compaction", MIN_HISTORY, None)
-            .await
-            .expect("open");
-        for n in 0..3 {
-            store
-                .commit(n, format!("rules {n}"), RevisionMeta::default())
-                .await
-                .expect("commit");
-        }
-        let mut client = etcd_client::Client::connect(&endpoints, None)
-            .await
-            .expect("connect");
-        let now = client
-            .get("/", None)
-            .await
-            .expect("get")
-            .header()
-            .expect("header")
-            .revision();
-        client.compact(now, None).await.expect("compact");
-        let notify = tokio::sync::watch::channel(0).0;
-        let returned = tokio::time::timeout(
-            Duration::from_secs(5),
-            watch_from(client, "/compaction/rules/current", 1, &notify),
-        )
-        .await
-        .expect("the cancelled watch returns instead of waiting for events");
-        assert!(returned.is_ok(), "{returned:?}");
-        // And the store's own follower is on the latest number.
-        let mut rx = store.watch();
-        assert_eq!(*rx.wait_for(|n| *n == 3).await.expect("follower alive"), 3);
-    }
-
-    /// Two replicas (two stores on one etcd) racing at first start get one CA, and a
-    /// store opened later (a restart) reads it back.
-    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn replicas_share_one_ca() {
-        use crate::store::CaPem;
-        let dir = tempfile::tempdir().expect("tempdir");
-        let etcd = Etcd::start(dir.path());
-        let endpoints = [format!("http://{}", etcd.endpoint())];
-        let open = || EtcdStore::open(&endpoints, "/ca", MIN_HISTORY, None);
-        let (a, b) = (open().await.expect("open"), open().await.expect("open"));
-        let pem = |n: &str| CaPem {
-            cert: format!("cert {n}"),
-            key: format!("key {n}"),
-        };
-        let (from_a, from_b) =
-            tokio::join!(a.ca_get_or_create(pem("a")), b.ca_get_or_create(pem("b")));
-        let (from_a, from_b) = (from_a.expect("a"), from_b.expect("b"));
-        assert_eq!(from_a, from_b);
-        drop((a, b));
-        let later = open().await.expect("reopen");
-        assert_eq!(later.ca_get_or_create(pem("c")).await.expect("c"), from_a);
-    }
-
-    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn a_revision_over_the_size_limit_is_refused_whole() {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let etcd = Etcd::start(dir.path());
-        let endpoints = [format!("http://{}", etcd.endpoint())];
-        let store = EtcdStore::open(&endpoints, "/big", MIN_HISTORY, None)
-            .await
-            .expect("open");
-        let big = "x".repeat(super::MAX_REVISION_BYTES + 1);
-        match store.commit(0, big, RevisionMeta::default()).await {
-            Err(crate::store::StoreError::TooLarge(msg)) => {
-                assert!(msg.contains("at most"), "{msg}");
-            }
-            other => panic!("expected TooLarge, got {other:?}"),
-        }
-        assert_eq!(store.current().await.expect("current").number, 0);
-        assert!(store.history(0).await.expect("history").is_empty());
-    }
-}
+mod tests;

@@ -5,6 +5,7 @@
 //! PATH/revisions/00000000000000000042.json   revision 42, whole rule set + meta
 //! PATH/revisions/.tmp-43       a commit in progress (ignored and removed at open)
 //! PATH/ca-key.pem, PATH/ca.pem the mesh CA's key and certificate (mode 0600)
+//! PATH/records.json            every record and the version counter (mode 0600)
 //! ```
 //!
 //! Crash safety: a revision is written to a temp file, fsynced, renamed to its final
@@ -12,7 +13,9 @@
 //! moment a revision file is either absent or complete; the current revision is the
 //! highest complete file. A commit is acknowledged only after the directory fsync, so
 //! an acknowledged revision survives power loss. The CA files are written the same way,
-//! the key first: `ca.pem` present means both are complete.
+//! the key first: `ca.pem` present means both are complete. `records.json` too: a
+//! record write is acknowledged after the directory fsync, and the file holds the
+//! version counter, so versions keep growing across restarts.
 
 use std::fs::{self, File};
 use std::io::Write;
@@ -22,7 +25,8 @@ use std::sync::Arc;
 
 use tokio::sync::{Mutex, watch};
 
-use super::{CaPem, MIN_HISTORY, Revision, RevisionMeta, Store, StoreError, StoreFuture};
+use super::records::Records;
+use super::{CaPem, MIN_HISTORY, Record, Revision, RevisionMeta, Store, StoreError, StoreFuture};
 
 /// The embedded on-disk store.
 pub struct FileStore {
@@ -37,7 +41,11 @@ struct Inner {
     /// Serialises CA get-or-create within this process. Not `state`: creating the CA
     /// fsyncs twice, and reads of the rules (`/ready`) must not wait for that.
     ca: Mutex<()>,
+    /// The records as on disk; held across a record write (one writer at a time).
+    records: Mutex<Records>,
     notify: watch::Sender<u64>,
+    /// Always true: the directory lock already makes this process the only one.
+    leader: watch::Sender<bool>,
     /// Held for the store's lifetime: the OS releases the lock when the process dies.
     _lock: File,
 }
@@ -53,7 +61,7 @@ impl FileStore {
     /// it, or when a revision file cannot be parsed.
     pub async fn open(dir: PathBuf, history_limit: usize) -> Result<Self, StoreError> {
         let limit = history_limit.max(MIN_HISTORY);
-        let (lock, state) = tokio::task::spawn_blocking({
+        let (lock, state, records) = tokio::task::spawn_blocking({
             let dir = dir.clone();
             move || open_dir(&dir)
         })
@@ -66,7 +74,9 @@ impl FileStore {
                 limit,
                 state: Mutex::new(state),
                 ca: Mutex::new(()),
+                records: Mutex::new(records),
                 notify,
+                leader: watch::channel(true).0,
                 _lock: lock,
             }),
         })
@@ -85,7 +95,7 @@ fn revision_path(dir: &Path, number: u64) -> PathBuf {
     revisions_dir(dir).join(format!("{number:020}.json"))
 }
 
-fn open_dir(dir: &Path) -> Result<(File, State), StoreError> {
+fn open_dir(dir: &Path) -> Result<(File, State, Records), StoreError> {
     let revs = revisions_dir(dir);
     fs::create_dir_all(&revs).map_err(|e| unavailable("create", &revs, e))?;
     let lock_path = dir.join("lock");
@@ -125,7 +135,19 @@ fn open_dir(dir: &Path) -> Result<(File, State), StoreError> {
         history.push((n, rev.meta.clone()));
         current = rev;
     }
-    Ok((lock, State { current, history }))
+    Ok((lock, State { current, history }, read_records(dir)?))
+}
+
+const RECORDS: &str = "records.json";
+
+fn read_records(dir: &Path) -> Result<Records, StoreError> {
+    let path = dir.join(RECORDS);
+    match fs::read(&path) {
+        Ok(bytes) => serde_json::from_slice(&bytes)
+            .map_err(|e| StoreError::Corrupt(format!("{}: {e}", path.display()))),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Records::default()),
+        Err(e) => Err(unavailable("read", &path, e)),
+    }
 }
 
 fn read_revision(dir: &Path, number: u64) -> Result<Revision, StoreError> {
@@ -213,6 +235,29 @@ impl Inner {
             .map_err(|e| StoreError::Unavailable(format!("CA task failed: {e}")))?
     }
 
+    /// Applies `change` to a copy of the records, writes the copy crash-safely, and
+    /// only then makes it the records: a failed write changes nothing.
+    async fn change_records<T: Send + 'static>(
+        &self,
+        change: impl FnOnce(&mut Records) -> Result<(T, bool), StoreError>,
+    ) -> Result<T, StoreError> {
+        // Held across the write on purpose: record writes are serialised.
+        let mut records = self.records.lock().await;
+        let mut next = records.clone();
+        let (answer, write) = change(&mut next)?;
+        if !write {
+            return Ok(answer);
+        }
+        let bytes = serde_json::to_vec(&next)
+            .map_err(|e| StoreError::Unavailable(format!("encode records: {e}")))?;
+        let dir = self.dir.clone();
+        tokio::task::spawn_blocking(move || write_private(&dir, RECORDS, &bytes))
+            .await
+            .map_err(|e| StoreError::Unavailable(format!("records task failed: {e}")))??;
+        *records = next;
+        Ok(answer)
+    }
+
     async fn commit(
         &self,
         expected: u64,
@@ -294,6 +339,43 @@ impl Store for FileStore {
     fn ca_get_or_create(&self, candidate: CaPem) -> StoreFuture<'_, CaPem> {
         Box::pin(self.inner.ca_get_or_create(candidate))
     }
+
+    fn record_get(&self, key: &str) -> StoreFuture<'_, Option<Record>> {
+        let key = key.to_string();
+        Box::pin(async move { Ok(self.inner.records.lock().await.get(&key)) })
+    }
+
+    fn record_list(&self, prefix: &str) -> StoreFuture<'_, Vec<(String, Record)>> {
+        let prefix = prefix.to_string();
+        Box::pin(async move { Ok(self.inner.records.lock().await.list(&prefix)) })
+    }
+
+    fn record_put(
+        &self,
+        key: &str,
+        value: String,
+        expected: u64,
+        _fenced: bool,
+    ) -> StoreFuture<'_, u64> {
+        // Fenced or not: the directory lock makes this process the leader.
+        let key = key.to_string();
+        Box::pin(
+            self.inner
+                .change_records(move |r| Ok((r.put(&key, value, expected)?, true))),
+        )
+    }
+
+    fn record_delete(&self, key: &str, expected: u64) -> StoreFuture<'_, ()> {
+        let key = key.to_string();
+        Box::pin(
+            self.inner
+                .change_records(move |r| Ok(((), r.delete(&key, expected)?))),
+        )
+    }
+
+    fn leadership(&self, _holder: &str) -> watch::Receiver<bool> {
+        self.inner.leader.subscribe()
+    }
 }
 
 #[cfg(test)]
@@ -357,6 +439,38 @@ mod tests {
                 .permissions()
                 .mode();
             assert_eq!(mode & 0o777, 0o600, "{name}");
+        }
+    }
+
+    #[tokio::test]
+    async fn records_survive_reopen() {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let dir = tmp.path().to_path_buf();
+        let store = FileStore::open(dir.clone(), 100).await.expect("open");
+        crate::store::conformance::records_survive_reopening(store, |store| async move {
+            drop(store);
+            FileStore::open(dir, 100).await.expect("reopen")
+        })
+        .await;
+    }
+
+    #[tokio::test]
+    async fn leads_at_once_and_a_damaged_records_file_is_refused_at_open() {
+        use crate::store::{Store, StoreError};
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let store = FileStore::open(tmp.path().into(), 100).await.expect("open");
+        assert!(*store.leadership("a").borrow());
+        store
+            .record_put("k", "v".into(), 0, true)
+            .await
+            .expect("put");
+        drop(store);
+        // A hand edit gone wrong: refused with the path, not read as "no records".
+        std::fs::write(tmp.path().join("records.json"), b"{\"version\": 1, \"rec").expect("write");
+        match FileStore::open(tmp.path().into(), 100).await {
+            Err(StoreError::Corrupt(msg)) => assert!(msg.contains("records.json"), "{msg}"),
+            Err(e) => panic!("expected Corrupt, got {e}"),
+            Ok(_) => panic!("a damaged records file must not open"),
         }
     }
 

@@ -5,7 +5,8 @@ use std::sync::Mutex;
 
 use tokio::sync::watch;
 
-use super::{CaPem, MIN_HISTORY, Revision, RevisionMeta, Store, StoreError, StoreFuture};
+use super::records::Records;
+use super::{CaPem, MIN_HISTORY, Record, Revision, RevisionMeta, Store, StoreError, StoreFuture};
 
 /// An in-process store. Commits are serialised by one mutex, never held across `.await`.
 pub struct MemoryStore {
@@ -15,6 +16,10 @@ pub struct MemoryStore {
     ca: Mutex<Option<CaPem>>,
     /// Tells the push hub the newest revision number.
     notify: watch::Sender<u64>,
+    /// Rollout progress and the like; every call is one critical section.
+    records: Mutex<Records>,
+    /// Always true: one process, one leader. Kept so receivers never see it closed.
+    leader: watch::Sender<bool>,
 }
 
 impl MemoryStore {
@@ -25,7 +30,15 @@ impl MemoryStore {
             limit: history_limit.max(MIN_HISTORY),
             ca: Mutex::new(None),
             notify: watch::channel(0).0,
+            records: Mutex::new(Records::default()),
+            leader: watch::channel(true).0,
         }
+    }
+
+    fn records(&self) -> std::sync::MutexGuard<'_, Records> {
+        // Every mutation checks first and changes after, without panicking in
+        // between, so a poisoned lock is still consistent.
+        self.records.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, BTreeMap<u64, Revision>> {
@@ -105,6 +118,37 @@ impl Store for MemoryStore {
         drop(ca);
         Box::pin(async move { Ok(stored) })
     }
+
+    fn record_get(&self, key: &str) -> StoreFuture<'_, Option<Record>> {
+        let record = self.records().get(key);
+        Box::pin(async move { Ok(record) })
+    }
+
+    fn record_list(&self, prefix: &str) -> StoreFuture<'_, Vec<(String, Record)>> {
+        let list = self.records().list(prefix);
+        Box::pin(async move { Ok(list) })
+    }
+
+    fn record_put(
+        &self,
+        key: &str,
+        value: String,
+        expected: u64,
+        _fenced: bool,
+    ) -> StoreFuture<'_, u64> {
+        // Fenced or not: this process always leads its own memory.
+        let result = self.records().put(key, value, expected);
+        Box::pin(async move { result })
+    }
+
+    fn record_delete(&self, key: &str, expected: u64) -> StoreFuture<'_, ()> {
+        let result = self.records().delete(key, expected).map(drop);
+        Box::pin(async move { result })
+    }
+
+    fn leadership(&self, _holder: &str) -> watch::Receiver<bool> {
+        self.leader.subscribe()
+    }
 }
 
 #[cfg(test)]
@@ -114,4 +158,11 @@ mod tests {
     crate::store::conformance::suite!(|_dir: &std::path::Path| async {
         (MemoryStore::new(crate::store::MIN_HISTORY), ())
     });
+
+    #[test]
+    fn leads_at_once() {
+        use crate::store::Store;
+        let store = MemoryStore::new(crate::store::MIN_HISTORY);
+        assert!(*store.leadership("a").borrow());
+    }
 }

@@ -165,7 +165,7 @@ impl Replicas {
             return;
         }
         match TrafficReport::decode(value) {
-            Ok(report) => hub.traffic.merge_remote(&report, slot),
+            Ok(report) => hub.traffic.merge_remote(&report, slot, now_ms()),
             Err(e) => tracing::warn!(%key, error = %e, "traffic: unreadable slot; ignored"),
         }
     }

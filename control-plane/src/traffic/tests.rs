@@ -153,7 +153,7 @@ fn other_replicas_slots_add_to_rows_and_are_not_published_again() {
     let traffic = Traffic::new(T0 - 600_000);
     traffic.record(&report(vec![series("api", "v1", 30, 3)]), T0);
     let slot = T0 / SLOT_MS;
-    traffic.merge_remote(&report(vec![series("api", "v1", 70, 7)]), slot - 1);
+    traffic.merge_remote(&report(vec![series("api", "v1", 70, 7)]), slot - 1, T0);
     let rows = traffic.rows(Duration::from_secs(60), T0);
     assert_eq!((rows[0].requests, rows[0].errors), (100, 10));
     let published = traffic.own_slot(slot).unwrap();
@@ -163,9 +163,199 @@ fn other_replicas_slots_add_to_rows_and_are_not_published_again() {
     assert_eq!(traffic.own_slot(slot - 1), None);
     // A published slot read back by another replica is the same counts.
     let other = Traffic::new(T0 - 600_000);
-    other.merge_remote(&published, slot);
+    other.merge_remote(&published, slot, T0);
     let rows = other.rows(Duration::from_secs(60), T0);
     assert_eq!((rows[0].requests, rows[0].errors), (30, 3));
     let p50 = rows[0].p50_ms.unwrap();
     assert!((5.0..=7.0).contains(&p50), "{p50}");
+}
+
+fn lane_series(service: &str, lane: &str, requests: u64, errors: u64) -> TrafficSeries {
+    TrafficSeries {
+        lane: lane.into(),
+        ..series(service, "-", requests, errors)
+    }
+}
+
+fn everything(_: &str, _: &str, _: &str, _: &str) -> bool {
+    true
+}
+
+#[test]
+fn a_reading_is_what_arrived_between_two_cumulatives() {
+    let traffic = Traffic::new(T0);
+    traffic.record(&report(vec![series("api", "v1", 100, 10)]), T0);
+    let earlier = traffic.cumulative();
+    traffic.record(&report(vec![series("api", "v1", 40, 2)]), T0 + 1_000);
+    // Same slot as the first report: the 10 s slots cannot tell these apart.
+    traffic.record(&report(vec![series("api", "v1", 10, 3)]), T0 + 2_000);
+    let later = traffic.cumulative();
+    let reading = later.reading_since(&earlier, everything);
+    assert_eq!((reading.requests, reading.errors), (50, 5));
+    assert!((reading.error_rate - 0.1).abs() < 1e-12, "{reading:?}");
+    // Nothing in between: an empty reading, not NaN.
+    let none = later.reading_since(&traffic.cumulative(), everything);
+    assert_eq!(none, Reading::default());
+    assert_eq!(none.error_rate, 0.0);
+    // Since the very start: a default (empty) Cumulative.
+    let all = later.reading_since(&Cumulative::default(), everything);
+    assert_eq!((all.requests, all.errors), (150, 15));
+}
+
+#[test]
+fn a_series_that_appears_between_two_readings_counts_whole() {
+    let traffic = Traffic::new(T0);
+    traffic.record(&report(vec![series("api", "v1", 5, 0)]), T0);
+    let earlier = traffic.cumulative();
+    traffic.record(&report(vec![series("api", "v2", 7, 1)]), T0 + 500);
+    let reading = traffic.cumulative().reading_since(&earlier, everything);
+    assert_eq!((reading.requests, reading.errors), (7, 1));
+}
+
+#[test]
+fn the_filter_picks_the_lane_and_the_base_apart() {
+    let traffic = Traffic::new(T0);
+    let earlier = traffic.cumulative();
+    traffic.record(
+        &report(vec![
+            lane_series("orders", "gray", 20, 4),
+            lane_series("payments", "gray", 30, 0),
+            lane_series("orders", "-", 200, 2),
+            lane_series("search", "gray", 1_000, 1_000),
+        ]),
+        T0,
+    );
+    let later = traffic.cumulative();
+    let services = ["orders", "payments"];
+    let lane = later.reading_since(&earlier, |_, service, lane, _| {
+        lane == "gray" && services.contains(&service)
+    });
+    let base = later.reading_since(&earlier, |_, service, lane, _| {
+        lane != "gray" && services.contains(&service)
+    });
+    assert_eq!((lane.requests, lane.errors), (50, 4));
+    assert!((lane.error_rate - 0.08).abs() < 1e-12);
+    assert_eq!((base.requests, base.errors), (200, 2));
+    let nobody = later.reading_since(&earlier, |_, _, _, _| false);
+    assert_eq!(nobody, Reading::default());
+}
+
+#[test]
+fn p99_comes_from_the_merged_histogram_of_the_interval() {
+    let traffic = Traffic::new(T0);
+    // Before the interval: slow requests that must not weigh on its p99.
+    let mut slow = series("api", "v1", 100, 0);
+    slow.latency_buckets = vec![0; BUCKETS];
+    slow.latency_buckets[BUCKETS - 2] = 100;
+    traffic.record(&report(vec![slow]), T0);
+    let earlier = traffic.cumulative();
+    // In it: 98 in (5, 7] ms from one sidecar, 2 in (500, 700] ms from another.
+    traffic.record(&report(vec![series("api", "v1", 98, 0)]), T0 + 1_000);
+    let mut tail = series("api", "v1", 2, 0);
+    tail.latency_buckets = vec![0; BUCKETS];
+    tail.latency_buckets[16] = 2;
+    traffic.record(&report(vec![tail]), T0 + 1_500);
+    let reading = traffic.cumulative().reading_since(&earlier, everything);
+    assert_eq!(reading.requests, 100);
+    let p99 = reading.p99_ms.unwrap();
+    assert!((500.0..=700.0).contains(&p99), "{p99}");
+    // Counts without a usable histogram: no p99 rather than a made-up one.
+    let before = traffic.cumulative();
+    let mut other_bounds = report(vec![series("api", "v1", 10, 0)]);
+    other_bounds.latency_bounds_ms = vec![1.0];
+    traffic.record(&other_bounds, T0 + 2_000);
+    let reading = traffic.cumulative().reading_since(&before, everything);
+    assert_eq!((reading.requests, reading.p99_ms), (10, None));
+}
+
+#[test]
+fn hostile_counts_saturate_and_errors_never_exceed_requests() {
+    let traffic = Traffic::new(T0);
+    let earlier = traffic.cumulative();
+    let mut huge = series("api", "v1", u64::MAX, u64::MAX);
+    huge.latency_buckets[4] = u64::MAX;
+    traffic.record(&report(vec![huge.clone()]), T0);
+    traffic.record(&report(vec![huge]), T0 + 1);
+    traffic.record(&report(vec![series("api", "v1", 3, 9)]), T0 + 2);
+    let middle = traffic.cumulative();
+    let reading = middle.reading_since(&earlier, everything);
+    assert_eq!((reading.requests, reading.errors), (u64::MAX, u64::MAX));
+    assert!((reading.error_rate - 1.0).abs() < 1e-12);
+    // Saturated counts stand still: a later diff is 0, never a wrapped-around number.
+    traffic.record(&report(vec![series("api", "v1", 5, 0)]), T0 + 3);
+    let reading = traffic.cumulative().reading_since(&middle, everything);
+    assert_eq!((reading.requests, reading.errors), (0, 0));
+    // Two saturated series add up without overflowing.
+    traffic.record(&report(vec![series("web", "v1", u64::MAX, 1)]), T0 + 4);
+    let both = traffic.cumulative().reading_since(&earlier, everything);
+    assert_eq!((both.requests, both.errors), (u64::MAX, u64::MAX));
+}
+
+#[test]
+fn a_diff_in_the_wrong_order_is_empty_not_wrapped() {
+    let traffic = Traffic::new(T0);
+    let earlier = traffic.cumulative();
+    traffic.record(&report(vec![series("api", "v1", 10, 1)]), T0);
+    let later = traffic.cumulative();
+    let backwards = earlier.reading_since(&later, everything);
+    assert_eq!(backwards, Reading::default());
+}
+
+#[test]
+fn remote_slots_count_once_and_own_slots_are_not_counted_again() {
+    let traffic = Traffic::new(T0);
+    let earlier = traffic.cumulative();
+    traffic.record(&report(vec![series("api", "v1", 30, 3)]), T0);
+    let slot = T0 / SLOT_MS;
+    traffic.merge_remote(&report(vec![series("api", "v1", 70, 7)]), slot - 1, T0);
+    // Publishing this replica's slot reads it; it adds nothing here.
+    let published = traffic.own_slot(slot).unwrap();
+    let reading = traffic.cumulative().reading_since(&earlier, everything);
+    assert_eq!((reading.requests, reading.errors), (100, 10));
+    // The other replica counts the published slot once, when it merges it.
+    let other = Traffic::new(T0);
+    let before = other.cumulative();
+    other.merge_remote(&published, slot, T0 + SLOT_MS + 1_000);
+    let reading = other.cumulative().reading_since(&before, everything);
+    assert_eq!((reading.requests, reading.errors), (30, 3));
+    // Slots from long ago (what a replica reads at start) fill the window but not
+    // the interval readings: all of it in one interval would be a made-up spike.
+    let mid = other.cumulative();
+    other.merge_remote(&report(vec![series("api", "v1", 4, 0)]), slot - 3, T0);
+    other.merge_remote(&report(vec![series("api", "v1", 500, 0)]), slot - 60, T0);
+    assert_eq!(
+        other.cumulative().reading_since(&mid, everything).requests,
+        4
+    );
+    let rows = other.rows(MAX_WINDOW, T0);
+    assert_eq!(rows[0].requests, 30 + 4 + 500);
+}
+
+#[test]
+fn cumulative_series_are_bounded_and_forgotten_when_idle() {
+    let traffic = Traffic::with_max_series(2, T0);
+    for i in 0..4 {
+        traffic.record(&report(vec![series(&format!("s{i}"), "-", 1, 0)]), T0);
+    }
+    let full = traffic.cumulative();
+    assert_eq!(full.len(), 2, "series past the bound are not kept");
+    let reading = full.reading_since(&Cumulative::default(), everything);
+    assert_eq!(reading.requests, 2);
+    // s0 keeps sending; s1 is idle for the whole window and leaves, making room.
+    let later = T0 + (SLOTS as u64 - 1) * SLOT_MS;
+    traffic.record(&report(vec![series("s0", "-", 1, 0)]), later);
+    traffic.record(&report(vec![series("s2", "-", 5, 0)]), later + SLOT_MS);
+    let now = traffic.cumulative();
+    assert_eq!(now.len(), 2);
+    let s2 = now.reading_since(&full, |_, s, _, _| s == "s2");
+    assert_eq!(s2.requests, 5);
+    // s1 back after it was forgotten: counted from zero, not diffed against the
+    // totals it had before (which would hide its first requests).
+    traffic.record(&report(vec![series("s0", "-", 1, 0)]), later + 2 * SLOT_MS);
+    let back = later + (SLOTS as u64 + 1) * SLOT_MS;
+    traffic.record(&report(vec![series("s1", "-", 100, 0)]), back);
+    let s1 = traffic
+        .cumulative()
+        .reading_since(&full, |_, s, _, _| s == "s1");
+    assert_eq!(s1.requests, 100);
 }

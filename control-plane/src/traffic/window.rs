@@ -81,8 +81,8 @@ impl Window {
     }
 
     /// Adds `counts` to `key`'s slot of `now_ms`. A new series past the bound is
-    /// refused and its requests counted in `dropped`.
-    pub(crate) fn add(&mut self, key: SeriesKey, counts: &Counts<'_>, now_ms: u64) {
+    /// refused (`false`) and its requests counted in `dropped`.
+    pub(crate) fn add(&mut self, key: &SeriesKey, counts: &Counts<'_>, now_ms: u64) -> bool {
         let id = now_ms / SLOT_MS;
         if id > self.newest {
             self.newest = id;
@@ -90,22 +90,22 @@ impl Window {
         }
         let max = self.max_series;
         let len = self.series.len();
-        let ring = match self.series.get_mut(&key) {
+        let ring = match self.series.get_mut(key) {
             Some(ring) => ring,
             None if len >= max => {
                 self.dropped = self.dropped.saturating_add(counts.requests);
-                return;
+                return false;
             }
             None => self
                 .series
-                .entry(key)
+                .entry(key.clone())
                 .or_insert_with(|| Box::new([Slot::default(); SLOTS])),
         };
         let slot = &mut ring[slot_index(id)];
         // A late slot (another replica's, published after this ring moved past it)
         // must not wipe newer counts.
         if slot.id > id {
-            return;
+            return true;
         }
         if slot.id != id {
             *slot = Slot {
@@ -122,6 +122,7 @@ impl Window {
                 *into = into.saturating_add(u32::try_from(n).unwrap_or(u32::MAX));
             }
         }
+        true
     }
 
     /// Each series' totals over the last `slots` slots up to `now_ms`'s (at most all
@@ -186,8 +187,8 @@ mod tests {
     #[test]
     fn reports_in_one_slot_add_up() {
         let mut w = Window::new(10);
-        w.add(key("a"), &counts(10, 1), T0);
-        w.add(key("a"), &counts(5, 2), T0 + 1_000);
+        w.add(&key("a"), &counts(10, 1), T0);
+        w.add(&key("a"), &counts(5, 2), T0 + 1_000);
         let totals = w.totals(1, T0 + 2_000);
         assert_eq!(totals.len(), 1);
         assert_eq!((totals[0].1.requests, totals[0].1.errors), (15, 3));
@@ -196,8 +197,8 @@ mod tests {
     #[test]
     fn a_query_sees_only_the_slots_of_its_window() {
         let mut w = Window::new(10);
-        w.add(key("a"), &counts(100, 0), T0);
-        w.add(key("a"), &counts(7, 0), T0 + 5 * SLOT_MS);
+        w.add(&key("a"), &counts(100, 0), T0);
+        w.add(&key("a"), &counts(7, 0), T0 + 5 * SLOT_MS);
         let now = T0 + 5 * SLOT_MS;
         assert_eq!(w.totals(1, now)[0].1.requests, 7);
         assert_eq!(w.totals(6, now)[0].1.requests, 107);
@@ -206,10 +207,10 @@ mod tests {
     #[test]
     fn a_slot_reused_by_the_ring_starts_from_zero() {
         let mut w = Window::new(10);
-        w.add(key("a"), &counts(100, 0), T0);
+        w.add(&key("a"), &counts(100, 0), T0);
         // The same ring position, one lap later: the old counts are not added to.
-        w.add(key("b"), &counts(1, 0), T0 + 50 * SLOT_MS);
-        w.add(key("a"), &counts(3, 0), T0 + SLOTS as u64 * SLOT_MS);
+        w.add(&key("b"), &counts(1, 0), T0 + 50 * SLOT_MS);
+        w.add(&key("a"), &counts(3, 0), T0 + SLOTS as u64 * SLOT_MS);
         let totals = w.totals(SLOTS, T0 + SLOTS as u64 * SLOT_MS);
         let a = totals.iter().find(|(k, _)| k.service == "a").unwrap();
         assert_eq!(a.1.requests, 3);
@@ -218,9 +219,9 @@ mod tests {
     #[test]
     fn a_late_slot_never_wipes_a_newer_one() {
         let mut w = Window::new(10);
-        w.add(key("a"), &counts(5, 0), T0 + SLOTS as u64 * SLOT_MS);
+        w.add(&key("a"), &counts(5, 0), T0 + SLOTS as u64 * SLOT_MS);
         // The same ring position, one lap earlier.
-        w.add(key("a"), &counts(100, 0), T0);
+        w.add(&key("a"), &counts(100, 0), T0);
         let totals = w.totals(SLOTS, T0 + SLOTS as u64 * SLOT_MS);
         assert_eq!(totals[0].1.requests, 5);
     }
@@ -228,18 +229,18 @@ mod tests {
     #[test]
     fn errors_never_exceed_requests() {
         let mut w = Window::new(10);
-        w.add(key("a"), &counts(2, 9), T0);
+        w.add(&key("a"), &counts(2, 9), T0);
         assert_eq!(w.totals(1, T0)[0].1.errors, 2);
     }
 
     #[test]
     fn past_the_bound_new_series_are_dropped_and_counted() {
         let mut w = Window::new(2);
-        w.add(key("a"), &counts(1, 0), T0);
-        w.add(key("b"), &counts(1, 0), T0);
-        w.add(key("c"), &counts(4, 0), T0);
+        w.add(&key("a"), &counts(1, 0), T0);
+        w.add(&key("b"), &counts(1, 0), T0);
+        w.add(&key("c"), &counts(4, 0), T0);
         // Known series still count.
-        w.add(key("a"), &counts(1, 0), T0);
+        w.add(&key("a"), &counts(1, 0), T0);
         assert_eq!(w.len(), 2);
         assert_eq!(w.dropped, 4);
         assert_eq!(w.totals(1, T0).len(), 2);
@@ -248,9 +249,9 @@ mod tests {
     #[test]
     fn idle_series_leave_and_make_room() {
         let mut w = Window::new(1);
-        w.add(key("a"), &counts(1, 0), T0);
+        w.add(&key("a"), &counts(1, 0), T0);
         // A whole window later `a` is gone, so `b` fits.
-        w.add(key("b"), &counts(1, 0), T0 + SLOTS as u64 * SLOT_MS);
+        w.add(&key("b"), &counts(1, 0), T0 + SLOTS as u64 * SLOT_MS);
         assert_eq!(w.len(), 1);
         assert_eq!(w.dropped, 0);
     }
@@ -265,8 +266,8 @@ mod tests {
             errors: 0,
             buckets: Some(&buckets),
         };
-        w.add(key("a"), &c, T0);
-        w.add(key("a"), &c, T0);
+        w.add(&key("a"), &c, T0);
+        w.add(&key("a"), &c, T0);
         let totals = w.totals(1, T0);
         assert_eq!(totals[0].1.requests, u64::MAX);
         assert_eq!(totals[0].1.buckets[3], u64::from(u32::MAX));

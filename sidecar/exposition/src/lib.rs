@@ -4,11 +4,13 @@
 //! Owns: choosing the format from `Accept` (the Prometheus text format 0.0.4, or
 //! OpenMetrics 1.0.0 when the scraper prefers it), the `Content-Type` that goes with
 //! it, `graylane_build_info`, and the standard `process_*` metrics read from `/proc`;
-//! and the servers' logging (`GRAYLANE_LOG`, `--log-format`).
+//! and the servers' logging (`GRAYLANE_LOG`, `--log-format`); and the one retry
+//! [`backoff::Backoff`] of their background loops (shared here, the crate both use).
 //!
 //! Does not own: any component's own metrics (each adds them to a [`Scrape`]),
 //! or the HTTP server.
 
+pub mod backoff;
 mod logs;
 mod negotiate;
 mod process;

@@ -94,6 +94,9 @@ impl Parts {
                 if part.trust_bundle.is_some() {
                     whole.trust_bundle = part.trust_bundle;
                 }
+                if part.traffic_report_interval_ms.is_some() {
+                    whole.traffic_report_interval_ms = part.traffic_report_interval_ms;
+                }
                 whole.more = part.more;
                 whole
             }
@@ -180,6 +183,7 @@ mod tests {
             version: 3,
             revision: 2,
             rules: Some("cd".into()),
+            traffic_report_interval_ms: Some(1_000),
             endpoints: Some(EndpointSet {
                 endpoints: vec![ep("a-1", "a")],
             }),
@@ -189,6 +193,7 @@ mod tests {
         let whole = parts.add(last).unwrap().unwrap();
         assert_eq!(whole.rules.as_deref(), Some("abcd"));
         assert_eq!(whole.endpoints.unwrap().endpoints.len(), 1);
+        assert_eq!(whole.traffic_report_interval_ms, Some(1_000));
     }
 
     #[test]

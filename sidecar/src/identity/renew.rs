@@ -14,7 +14,7 @@ use rcgen::{CertificateParams, KeyPair, PKCS_ECDSA_P256_SHA256};
 use tokio::sync::watch;
 
 use super::{CertError, Identity, Issued, rfc3339, unix_now};
-use crate::backoff::Backoff;
+use graylane_exposition::backoff::Backoff;
 
 /// Retries after a failed request: quick at first, then at most every 30 s, so a fleet
 /// does not hammer a control plane that is down.

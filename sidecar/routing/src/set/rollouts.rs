@@ -161,8 +161,16 @@ impl RuleSet {
             .cloned()
             .ok_or_else(|| format!("TagPolicy {} does not exist", quote(entry.as_str())))?;
         let rules = &mut policy.spec.rules;
-        match rules.iter_mut().find(|r| r.rollout == rule.rollout) {
-            Some(owned) => *owned = rule,
+        // A rule left at 0% by an earlier run's rollback lets nobody in: a new run
+        // takes it over rather than adding another.
+        let zero = MatchBlock {
+            percent: Some(0.0),
+            ..rule.matches.clone()
+        };
+        let leftover = |r: &TagRule| r.rollout.is_none() && r.tag == rule.tag && r.matches == zero;
+        let owned = rules.iter().position(|r| r.rollout == rule.rollout);
+        match owned.or_else(|| rules.iter().position(leftover)) {
+            Some(i) => rules[i] = rule,
             None => rules.push(rule),
         }
         self.replace_keeping_origin(Resource::TagPolicy(policy));
@@ -189,11 +197,14 @@ impl RuleSet {
         self.replace_keeping_origin(Resource::TagPolicy(policy));
     }
 
-    /// How often sidecars report traffic for the rollouts of this set: the shortest
-    /// `analysis.interval` (at least 1 s); `None` without a LaneRollout.
+    /// How often sidecars report traffic for the rollouts of this set: half the
+    /// shortest `analysis.interval`, at least 1 s; `None` without a LaneRollout. Half,
+    /// so every interval holds a report whatever the phase between the sidecars'
+    /// timers and the analysis (at the period itself, an interval could end just
+    /// before a report and hold none).
     pub fn traffic_report_interval(&self) -> Option<std::time::Duration> {
         self.lane_rollouts()
-            .map(|r| r.spec.analysis.interval.max(MIN_ANALYSIS_INTERVAL).as_std())
+            .map(|r| (r.spec.analysis.interval.as_std() / 2).max(MIN_ANALYSIS_INTERVAL.as_std()))
             .min()
     }
 
@@ -298,10 +309,10 @@ impl RuleSet {
 
 /// (namespace, rollout name) → (policy name, rule index, rule) of every marked rule
 /// whose rollout `keep` selects (an unknown rollout is kept: it is an error anyway).
-fn owned_rules<'a>(
-    set: &'a RuleSet,
+fn owned_rules(
+    set: &RuleSet,
     keep: impl Fn(&LaneRollout) -> bool,
-) -> BTreeMap<(String, String), (&'a str, usize, &'a TagRule)> {
+) -> BTreeMap<(String, String), (&str, usize, &TagRule)> {
     let mut owned = BTreeMap::new();
     for r in set.of_kind(Kind::TagPolicy) {
         let Resource::TagPolicy(policy) = r else {

@@ -61,6 +61,24 @@ fn the_owned_rule_is_added_after_the_users_rules_then_only_its_percent_changes()
 }
 
 #[test]
+fn a_new_run_takes_over_the_zero_percent_rule_an_earlier_rollback_left() {
+    let mut s = set(&[LANE, EDGE, &rollout("r", "gray", "10s")]);
+    s.set_rollout_percent("default", "r", 5.0).unwrap();
+    // Rolled back: 0%, released.
+    s.set_rollout_percent("default", "r", 0.0).unwrap();
+    s.release_rollout_rule("default", "r");
+    s.set_rollout_percent("default", "r", 5.0).unwrap();
+    let rules = edge_rules(&s);
+    assert_eq!(rules.len(), 2, "{rules:#?}");
+    assert_eq!(rules[1].matches.percent, Some(5.0));
+    // A user's rule that lets users in is never taken over.
+    s.set_rollout_percent("default", "r", 30.0).unwrap();
+    s.release_rollout_rule("default", "r");
+    s.set_rollout_percent("default", "r", 5.0).unwrap();
+    assert_eq!(edge_rules(&s).len(), 3);
+}
+
+#[test]
 fn a_mark_naming_no_rollout_or_a_tampered_owned_rule_is_refused() {
     let marked = |matches: &str, owner: &str| {
         format!(
@@ -149,16 +167,21 @@ fn a_lane_has_one_active_rollout_at_a_time() {
 }
 
 #[test]
-fn reports_come_as_often_as_the_shortest_analysis_interval() {
+fn reports_come_twice_per_shortest_analysis_interval_at_most_every_second() {
     assert_eq!(set(&[LANE, EDGE]).traffic_report_interval(), None);
     let s = set(&[
         LANE,
         EDGE,
         &rollout("a", "gray", "10s"),
-        &rollout("b", "gray", "2s"),
+        &rollout("b", "gray", "4s"),
     ]);
     assert_eq!(
         s.traffic_report_interval(),
         Some(std::time::Duration::from_secs(2))
+    );
+    let s = set(&[LANE, EDGE, &rollout("a", "gray", "1s")]);
+    assert_eq!(
+        s.traffic_report_interval(),
+        Some(std::time::Duration::from_secs(1))
     );
 }

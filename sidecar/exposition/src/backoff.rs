@@ -1,19 +1,20 @@
-//! The one retry backoff of the sidecar's background loops (the control-plane stream,
-//! the certificate renewal): doubling from a first wait to a cap, each wait jittered
-//! ±50% so a fleet restarted together does not retry in lockstep.
+//! The one retry backoff of graylane's background loops (the sidecar's control-plane
+//! stream and certificate renewal, the control plane's etcd follower and leader
+//! campaign): doubling from a first wait to a cap, each wait jittered ±50% so a fleet
+//! restarted together does not retry in lockstep.
 
 use std::time::Duration;
 
 /// Waits between attempts of one retry loop.
 #[derive(Debug)]
-pub(crate) struct Backoff {
+pub struct Backoff {
     first: Duration,
     max: Duration,
     next: Duration,
 }
 
 impl Backoff {
-    pub(crate) const fn new(first: Duration, max: Duration) -> Self {
+    pub const fn new(first: Duration, max: Duration) -> Self {
         Self {
             first,
             max,
@@ -23,14 +24,14 @@ impl Backoff {
 
     /// The wait before the next attempt (jittered); the one after is twice as long,
     /// up to the cap.
-    pub(crate) fn next_wait(&mut self) -> Duration {
+    pub fn next_wait(&mut self) -> Duration {
         let wait = self.next.mul_f64(0.5 + fastrand::f64());
         self.next = (self.next * 2).min(self.max);
         wait
     }
 
     /// After a success: the next failure waits the first wait again.
-    pub(crate) fn reset(&mut self) {
+    pub fn reset(&mut self) {
         self.next = self.first;
     }
 }

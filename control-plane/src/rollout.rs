@@ -1,0 +1,380 @@
+//! Progressive lane rollouts (release.md): one replica drives every LaneRollout of
+//! the rules in force, step by step, from the sidecars' traffic reports; any replica
+//! shows them and takes manual actions.
+//!
+//! ```text
+//!  rules in force ─► LaneRollouts ─┐
+//!  store records: Progress ────────┤ driver (the store's leader only; driver.rs)
+//!  hub.traffic.cumulative() ───────┘   every analysis.interval: verdict (verdict.rs)
+//!                                      └► Progress::on_verdict (progress.rs): next step,
+//!                                         rollback, success
+//!  1. the new Progress is written first: a fenced compare-and-swap on its record
+//!  2. then the rules are brought to it: Change::Rollout (one revision, "who" is
+//!     graylane-rollout/NAME), a no-op when they already say it
+//!  admin (any replica): pause|resume|promote|abort = CAS on the record, then step 2
+//! ```
+//!
+//! Step 2 is idempotent and derived from the record alone, so a crash between 1 and 2,
+//! a failover, or two replicas reconciling at once all end in the same rules. What a
+//! rollout's rule means is the routing crate's (`RuleSet::set_rollout_percent` and
+//! friends); this module only decides when.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use graylane_routing::{LaneRollout, Release, RuleSet};
+use serde::Serialize;
+
+use crate::control::{Change, ChangeOptions, Control, ControlError};
+use crate::store::{Record, StoreError};
+
+mod driver;
+mod progress;
+mod verdict;
+
+pub(crate) use self::progress::Action;
+use self::progress::{Phase, Progress, Target, Verdict};
+
+/// Records live under this prefix, one per rollout: `rollouts/<namespace>/<name>`.
+const PREFIX: &str = "rollouts/";
+
+fn record_key(namespace: &str, name: &str) -> String {
+    format!("{PREFIX}{namespace}/{name}")
+}
+
+/// A rollout as `graylane rollout status` and `GET /api/v1/rollouts` show it.
+#[derive(Clone, Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub(crate) struct RolloutView {
+    pub(crate) name: String,
+    pub(crate) namespace: String,
+    pub(crate) lane: String,
+    /// `Progressing`, `Paused`, `Succeeded`, `RolledBack`.
+    pub(crate) state: String,
+    /// 1-based; 0 before the driver has started the rollout.
+    pub(crate) step: usize,
+    pub(crate) steps: usize,
+    pub(crate) percent: f64,
+    pub(crate) step_started_at: Option<String>,
+    pub(crate) reason: Option<String>,
+    pub(crate) verdicts: Vec<VerdictView>,
+    pub(crate) decisions: Vec<DecisionView>,
+}
+
+#[derive(Clone, Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub(crate) struct VerdictView {
+    pub(crate) at: String,
+    pub(crate) verdict: verdict::Outcome,
+    pub(crate) reason: String,
+    pub(crate) lane: verdict::Side,
+    pub(crate) base: verdict::Side,
+}
+
+#[derive(Clone, Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub(crate) struct DecisionView {
+    pub(crate) at: String,
+    pub(crate) what: String,
+}
+
+/// The rollouts of one control plane: shown and acted on from the admin core,
+/// driven by `run` on the replica that leads.
+pub(crate) struct Rollouts {
+    control: Arc<Control>,
+}
+
+impl Rollouts {
+    pub(crate) fn new(control: Arc<Control>) -> Self {
+        Self { control }
+    }
+
+    /// Every LaneRollout of the rules in force, by namespace and name.
+    pub(crate) async fn list(&self) -> Result<Vec<RolloutView>, ControlError> {
+        let (_, rules) = self.control.rules().await?;
+        let records = self.records().await?;
+        Ok(rules
+            .lane_rollouts()
+            .map(|r| view(r, records.get(&key_of(r)).map(|(_, p)| p)))
+            .collect())
+    }
+
+    /// One rollout; `NotFound` when the rules in force have no such LaneRollout.
+    pub(crate) async fn get(
+        &self,
+        namespace: &str,
+        name: &str,
+    ) -> Result<RolloutView, ControlError> {
+        let (_, rules) = self.control.rules().await?;
+        let rollout = find(&rules, namespace, name)?;
+        let record = self.record(namespace, name).await?;
+        Ok(view(rollout, record.as_ref().map(|(_, p)| p)))
+    }
+
+    /// A manual action by `by` (shown on the timeline and in history's summary): the
+    /// record first, then the rules, so the answer comes after the revision.
+    pub(crate) async fn act(
+        &self,
+        namespace: &str,
+        name: &str,
+        action: Action,
+        by: &str,
+    ) -> Result<RolloutView, ControlError> {
+        // Another writer (the driver's verdict) may win the record in between: read
+        // again and decide again, as a change of the rules does.
+        for _ in 0..16 {
+            let (_, rules) = self.control.rules().await?;
+            let rollout = find(&rules, namespace, name)?;
+            let Some((version, mut progress)) = self.record(namespace, name).await? else {
+                return Err(ControlError::BadRequest(format!(
+                    "LaneRollout {name:?} has not started yet; try again in a moment"
+                )));
+            };
+            if !progress.is_of(&rollout.spec) {
+                return Err(ControlError::BadRequest(format!(
+                    "LaneRollout {name:?} has not started its new spec yet; try again in a moment"
+                )));
+            }
+            progress
+                .act(&rollout.spec, action, by, crate::now_ms())
+                .map_err(|e| ControlError::BadRequest(format!("LaneRollout {name:?}: {e}")))?;
+            match self.put(namespace, name, &progress, version, false).await {
+                Ok(()) => {
+                    self.reconcile(&rules, rollout, &progress).await?;
+                    return self.get(namespace, name).await;
+                }
+                Err(ControlError::Store(StoreError::Conflict { .. })) => continue,
+                Err(e) => return Err(e),
+            }
+        }
+        Err(StoreError::Unavailable("the rollout changes too often, try again".into()).into())
+    }
+
+    /// Brings the rules in force to what `progress` says (one revision by
+    /// `graylane-rollout/NAME`, or nothing when they already say it).
+    async fn reconcile(
+        &self,
+        rules: &RuleSet,
+        rollout: &LaneRollout,
+        progress: &Progress,
+    ) -> Result<(), ControlError> {
+        let ns = rollout.metadata.namespace();
+        let name = rollout.metadata.name.as_str();
+        let target = progress.target(&rollout.spec);
+        let owned = rules.rollout_percent(ns, name);
+        // Over: the rule is released in the revision that ends the rollout, so a rule
+        // still marked is the sign it has not been written yet (and a run ended before
+        // its first step has nothing to release).
+        let needed = if target.end {
+            owned.is_some()
+        } else {
+            owned != Some(target.percent)
+        };
+        if !needed {
+            return Ok(());
+        }
+        let release_all = if target.release_all {
+            self.lane_services(rules, rollout)
+        } else {
+            Vec::new()
+        };
+        let change = Change::Rollout {
+            namespace: ns.to_owned(),
+            name: name.to_owned(),
+            percent: target.percent,
+            end: target.end,
+            release_all,
+            note: note(progress, &target),
+        };
+        let options = ChangeOptions {
+            applied_by: LaneRollout::author(ns, name),
+            ..ChangeOptions::default()
+        };
+        let outcome = self.control.change(change, options).await?;
+        tracing::info!(
+            rollout = name,
+            namespace = ns,
+            percent = target.percent,
+            end = target.end,
+            revision = outcome.revision,
+            "rollout revision"
+        );
+        Ok(())
+    }
+
+    /// (namespace, service) of every connected instance in the rollout's lane.
+    fn lane_services(&self, rules: &RuleSet, rollout: &LaneRollout) -> Vec<(String, String)> {
+        let lane = rollout.spec.lane.as_str();
+        let mut services: Vec<(String, String)> = self
+            .control
+            .hub()
+            .sidecars()
+            .into_iter()
+            .filter(|s| {
+                let labels = s
+                    .hello
+                    .labels
+                    .iter()
+                    .map(|(k, v)| (k.clone(), v.clone()))
+                    .collect();
+                rules.lanes_matching(&labels).contains(&lane)
+            })
+            .map(|s| (s.hello.namespace, s.hello.service))
+            .collect();
+        services.sort();
+        services.dedup();
+        services
+            .into_iter()
+            .filter(|(ns, svc)| rules.release_of(ns, svc) != Release::All)
+            .collect()
+    }
+
+    async fn records(&self) -> Result<BTreeMap<(String, String), (u64, Progress)>, ControlError> {
+        let list = self.control.store().record_list(PREFIX).await?;
+        Ok(list
+            .into_iter()
+            .filter_map(|(key, record)| {
+                let (ns, name) = key.strip_prefix(PREFIX)?.split_once('/')?;
+                Some(((ns.to_owned(), name.to_owned()), parse(&key, &record)?))
+            })
+            .collect())
+    }
+
+    async fn record(
+        &self,
+        namespace: &str,
+        name: &str,
+    ) -> Result<Option<(u64, Progress)>, ControlError> {
+        let key = record_key(namespace, name);
+        let record = self.control.store().record_get(&key).await?;
+        Ok(record.and_then(|r| parse(&key, &r)))
+    }
+
+    async fn put(
+        &self,
+        namespace: &str,
+        name: &str,
+        progress: &Progress,
+        expected: u64,
+        fenced: bool,
+    ) -> Result<(), ControlError> {
+        // Plain data (strings, numbers, lists): serializing cannot fail.
+        let value = serde_json::to_string(progress).unwrap_or_default();
+        let key = record_key(namespace, name);
+        self.control
+            .store()
+            .record_put(&key, value, expected, fenced)
+            .await?;
+        Ok(())
+    }
+}
+
+/// Which rollouts a person's change must leave alone (`RuleSet::check_rollout_change`):
+/// those running, and those applied but not yet started or re-applied with a new spec
+/// after they ended (a new run).
+pub(crate) async fn active(
+    store: &dyn crate::store::Store,
+) -> Result<impl Fn(&LaneRollout) -> bool + use<>, StoreError> {
+    let list = store.record_list(PREFIX).await?;
+    let runs: BTreeMap<(String, String), Progress> = list
+        .into_iter()
+        .filter_map(|(key, record)| {
+            let (ns, name) = key.strip_prefix(PREFIX)?.split_once('/')?;
+            Some(((ns.to_owned(), name.to_owned()), parse(&key, &record)?.1))
+        })
+        .collect();
+    Ok(move |r: &LaneRollout| match runs.get(&key_of(r)) {
+        Some(p) => !(p.phase.is_over() && p.is_of(&r.spec)),
+        None => true,
+    })
+}
+
+/// A record this version cannot read is left alone (and logged): a newer replica may
+/// have written it.
+fn parse(key: &str, record: &Record) -> Option<(u64, Progress)> {
+    match serde_json::from_str(&record.value) {
+        Ok(p) => Some((record.version, p)),
+        Err(e) => {
+            tracing::warn!(key, error = %e, "unreadable rollout record; ignored");
+            None
+        }
+    }
+}
+
+fn key_of(r: &LaneRollout) -> (String, String) {
+    (
+        r.metadata.namespace().to_owned(),
+        r.metadata.name.as_str().to_owned(),
+    )
+}
+
+fn find<'a>(
+    rules: &'a RuleSet,
+    namespace: &str,
+    name: &str,
+) -> Result<&'a LaneRollout, ControlError> {
+    rules.lane_rollout(namespace, name).ok_or_else(|| {
+        ControlError::NotFound(format!(
+            "LaneRollout {name:?} not found in namespace {namespace:?}"
+        ))
+    })
+}
+
+/// History's summary of a rollout revision: the newest decision.
+fn note(progress: &Progress, target: &Target) -> String {
+    let what = progress.decisions.last().map_or("", |d| d.what.as_str());
+    if target.end {
+        what.to_owned()
+    } else {
+        format!("{}% ({what})", target.percent)
+    }
+}
+
+fn view(rollout: &LaneRollout, record: Option<&Progress>) -> RolloutView {
+    let at = |ms: i64| crate::cli::output::timestamp(ms).replacen(' ', "T", 1);
+    let spec = &rollout.spec;
+    let base = RolloutView {
+        name: rollout.metadata.name.as_str().to_owned(),
+        namespace: rollout.metadata.namespace().to_owned(),
+        lane: spec.lane.as_str().to_owned(),
+        state: "Progressing".into(),
+        step: 0,
+        steps: spec.steps.len(),
+        percent: 0.0,
+        step_started_at: None,
+        reason: None,
+        verdicts: Vec::new(),
+        decisions: Vec::new(),
+    };
+    // Not started yet, or applied again with a new spec the driver has not taken up.
+    let Some(p) = record.filter(|p| p.is_of(spec)) else {
+        return base;
+    };
+    RolloutView {
+        state: format!("{:?}", p.phase),
+        step: p.step + 1,
+        percent: p.target(spec).percent,
+        step_started_at: Some(at(p.step_started_ms)),
+        reason: p.reason.clone().filter(|_| p.phase == Phase::RolledBack),
+        verdicts: p
+            .verdicts
+            .iter()
+            .map(|v: &Verdict| VerdictView {
+                at: at(v.at_ms),
+                verdict: v.verdict,
+                reason: v.reason.clone(),
+                lane: v.lane,
+                base: v.base,
+            })
+            .collect(),
+        decisions: p
+            .decisions
+            .iter()
+            .map(|d| DecisionView {
+                at: at(d.at_ms),
+                what: d.what.clone(),
+            })
+            .collect(),
+        ..base
+    }
+}
