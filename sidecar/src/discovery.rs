@@ -29,10 +29,10 @@ use graylane_proto::v1::{Hello, SidecarMessage};
 use tokio::sync::{mpsc, watch};
 use tokio_stream::wrappers::ReceiverStream;
 
-use graylane_exposition::backoff::Backoff;
 use crate::identity::Identity;
 use crate::routes::Shared;
 use crate::traffic::Traffic;
+use graylane_exposition::backoff::Backoff;
 
 mod apply;
 mod cache;

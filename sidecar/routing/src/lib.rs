@@ -35,13 +35,13 @@ pub use self::error::{Origin, STORED_RULES, ValidationError};
 pub use self::hash::{StableHasher, stable_hash};
 pub use self::host::MeshHost;
 pub use self::model::{
-    API_VERSION, Abort, Analysis, BASE, Cidr, DEFAULT_NAMESPACE, Delay, Duration, Exclude, Fallback, Fault,
-    HashKey, Incoming, Kind, LABEL_MAX_LEN, Labels, Lane, LaneOverride, LaneRollout,
-    LaneRolloutSpec, LaneSpec, MAX_STEPS, MIN_ANALYSIS_INTERVAL, OnSuccess, Rate, Step,
-    MAX_RETRY_ATTEMPTS, MatchBlock, Metadata, Mirror, MtlsMode, Name, Pattern, PeerPolicy,
-    PeerPolicySpec, REGEX_MAX_COMPILED, REGEX_MAX_LEN, Release, Resource, Retries, RetryOn,
-    RoutePolicy, RoutePolicySpec, ServiceName, StringMatch, Subset, TagPolicy, TagPolicySpec,
-    TagRule, WeightedSubset, default_fallback, qualified,
+    API_VERSION, Abort, Analysis, BASE, Cidr, DEFAULT_NAMESPACE, Delay, Duration, Exclude,
+    Fallback, Fault, HashKey, Incoming, Kind, LABEL_MAX_LEN, Labels, Lane, LaneOverride,
+    LaneRollout, LaneRolloutSpec, LaneSpec, MAX_RETRY_ATTEMPTS, MAX_STEPS, MIN_ANALYSIS_INTERVAL,
+    MatchBlock, Metadata, Mirror, MtlsMode, Name, OnSuccess, Pattern, PeerPolicy, PeerPolicySpec,
+    REGEX_MAX_COMPILED, REGEX_MAX_LEN, Rate, Release, Resource, Retries, RetryOn, RoutePolicy,
+    RoutePolicySpec, ServiceName, Step, StringMatch, Subset, TagPolicy, TagPolicySpec, TagRule,
+    WeightedSubset, default_fallback, qualified,
 };
 pub use self::parse::{MAX_DOCUMENT_BYTES, MAX_DOCUMENTS, parse_file, with_namespace};
 pub use self::query::query_pairs;

@@ -133,7 +133,11 @@ impl RoutingTable {
         // A rollout's share is the answer to "why is this user (not) in the lane".
         for (rule, note) in rollouts {
             let this = decided.rule == Some(*rule);
-            let verdict = if this { "this one is" } else { "this one is not" };
+            let verdict = if this {
+                "this one is"
+            } else {
+                "this one is not"
+            };
             why.push_str(&format!(" ({note}: {verdict} among them)"));
         }
         steps.push(format!("entering at {entry}: {why}"));
