@@ -7,7 +7,8 @@
 //! traceparent), `traceparent` (only that, like tracing instrumentation), `baggage`
 //! (only that), `none`. It always relays `Graylane-Debug` down and `Graylane-Route` up,
 //! so the hop trail covers the whole chain. `x-demo-delay-ms` makes it answer late,
-//! `x-demo-status` with that status (one request); a POST body is read to its end and answered with `{"received": bytes}`.
+//! `x-demo-status` with that status (one request); `--delay` and `--status`
+//! do the same for every request; a POST body is read to its end and answered with `{"received": bytes}`.
 
 #![allow(clippy::print_stdout)]
 
@@ -43,12 +44,26 @@ struct Args {
     /// retries and fallbacks).
     #[arg(long)]
     status: Option<u16>,
+    /// Answer every request this late (a slow deployment, for demos and tests of
+    /// latency checks), e.g. `200ms`; added to any `x-demo-delay-ms`.
+    #[arg(long, value_parser = parse_delay)]
+    delay: Option<std::time::Duration>,
     /// Where its downstream calls go, HOST:PORT: its sidecar's outbound listener, or
     /// (transparent mode) the service's own name and port, e.g. `orders:8080`, with
     /// interception doing the rest. `-` reads it from the first line of
     /// standard input (when the sidecar starts after the app, on a port bound from 0).
     #[arg(long)]
     outbound: Option<String>,
+}
+
+/// `--delay`: the one duration syntax of the rules (`200ms`, `1.5s`), at most a minute
+/// (a typo such as `2h` would otherwise hang every caller).
+fn parse_delay(s: &str) -> Result<std::time::Duration, String> {
+    let delay = graylane_routing::Duration::parse(s)?.as_std();
+    if delay > std::time::Duration::from_secs(60) {
+        return Err(format!("{s} is longer than a minute"));
+    }
+    Ok(delay)
 }
 
 /// Headers passed to the downstream call in each forwarding mode.
@@ -144,6 +159,9 @@ async fn handle(
     // `x-demo-delay-ms`: answer late (for timeout demos and tests).
     if let Some(ms) = get("x-demo-delay-ms").and_then(|v| v.parse::<u64>().ok()) {
         tokio::time::sleep(std::time::Duration::from_millis(ms.min(60_000))).await;
+    }
+    if let Some(delay) = args.delay {
+        tokio::time::sleep(delay).await;
     }
     let (downstream, trail) = match (&args.call, outbound) {
         (Some(target), Some(outbound)) => call(client, &outbound, target, &headers, &mode).await,
