@@ -3,7 +3,8 @@
 //! spec/http-api.md) and the web console that calls it, served by one accept loop.
 //!
 //! ```text
-//! accept ─► hyper http1 (header-read timeout) ─► Router
+//! graylane_serve (limit, backoff, drain) ─► hyper http1 (header-read timeout;
+//!   heads over 64 KiB: 431) ─► Router
 //!             ├─ /live /ready /metrics /ca.pem      probes (no auth: kubelet, scrapers)
 //!             ├─ / /console/{file}                  the web console (no auth to load; CSP)
 //!             └─ /api/v1/…  ─► bearer auth ─► body limit ─► handler ─► AdminCore
@@ -12,13 +13,11 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::Duration;
 
 use axum::Router;
 use axum::body::Body;
 use hyper::Request;
 use hyper::body::Incoming;
-use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tower_service::Service as _;
@@ -35,16 +34,9 @@ mod routes;
 
 pub use self::routes::TrafficHandler;
 
-/// A connection must send its request headers within this, so an idle or slow client
-/// cannot pin a task forever.
-const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
-
 /// The connection's remote address, in each request's extensions.
 #[derive(Clone, Copy, Debug)]
 pub(crate) struct Peer(pub(crate) SocketAddr);
-
-/// The read buffer, which bounds a request's header block.
-const MAX_HEADER_BYTES: usize = 64 * 1024;
 
 /// What the HTTP server serves.
 #[derive(Clone)]
@@ -66,37 +58,30 @@ pub(crate) fn router(state: HttpState) -> Router {
         .merge(console::router())
 }
 
-/// Serves `router(state)` until `shutdown` turns true. Connections are HTTP/1.1 with
-/// a header-read timeout.
+/// Serves `router(state)` until `shutdown` turns true, within `limits` (connection
+/// cap, header-read timeout, drain; HTTP/1.1), through the one accept loop of every
+/// graylane listener ([`graylane_serve::serve_http`]).
 pub(crate) async fn serve(
     listener: TcpListener,
     state: HttpState,
-    mut shutdown: watch::Receiver<bool>,
+    limits: graylane_serve::Limits,
+    shutdown: watch::Receiver<bool>,
 ) {
     let router = router(state);
-    loop {
-        let accepted = tokio::select! {
-            accepted = listener.accept() => accepted,
-            _ = shutdown.wait_for(|down| *down) => return,
-        };
-        let Ok((stream, peer)) = accepted else {
-            continue;
-        };
-        let router = router.clone();
-        // The caller's address goes to history as part of "who" for API writes.
-        let service = hyper::service::service_fn(move |mut request: Request<Incoming>| {
-            request.extensions_mut().insert(Peer(peer));
-            router.clone().call(request.map(Body::new))
-        });
-        tokio::spawn(async move {
-            let _ = hyper::server::conn::http1::Builder::new()
-                .timer(TokioTimer::new())
-                .header_read_timeout(HEADER_READ_TIMEOUT)
-                // Headers beyond this are refused (431) before any handler: the API's
-                // requests carry a token and a content type, not 400 KiB of cookies.
-                .max_buf_size(MAX_HEADER_BYTES)
-                .serve_connection(TokioIo::new(stream), service)
-                .await;
-        });
-    }
+    graylane_serve::serve_http(
+        listener,
+        limits,
+        None,
+        Arc::new(()),
+        shutdown,
+        move |peer| {
+            let router = router.clone();
+            // The caller's address goes to history as part of "who" for API writes.
+            hyper::service::service_fn(move |mut request: Request<Incoming>| {
+                request.extensions_mut().insert(Peer(peer));
+                router.clone().call(request.map(Body::new))
+            })
+        },
+    )
+    .await;
 }

@@ -44,6 +44,9 @@ pub struct Server {
     pub identities: Arc<Identities>,
     /// `GET /api/v1/traffic` (issue 13's traffic reports); `None`: the route is 404.
     pub traffic: Option<crate::http::TrafficHandler>,
+    /// The HTTP API's and the webhook's limits (`--header-read-timeout`,
+    /// `--tls-handshake-timeout`, `--max-connections`).
+    pub limits: graylane_serve::Limits,
 }
 
 /// Rule sets and snapshots are bounded by validation (10,000 documents of ≤ 1 MiB);
@@ -82,7 +85,12 @@ impl Server {
                 .traffic
                 .or_else(|| Some(crate::traffic::handler(Arc::clone(&hub)))),
         };
-        let probes = tokio::spawn(crate::http::serve(http, http_state, stopped.clone()));
+        let probes = tokio::spawn(crate::http::serve(
+            http,
+            http_state,
+            self.limits,
+            stopped.clone(),
+        ));
 
         // The revision in force, read before any stream gets a snapshot (streams wait
         // for it: `State::loaded`); with etcd down at start, read once it is back.
@@ -105,6 +113,7 @@ impl Server {
                 listener,
                 tls,
                 config,
+                self.limits,
                 stopped.clone(),
             ))
         });

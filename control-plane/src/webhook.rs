@@ -17,7 +17,6 @@ use base64::Engine;
 use http_body_util::{BodyExt, Full, Limited};
 use hyper::body::{Bytes, Incoming};
 use hyper::{Method, Request, Response, StatusCode};
-use hyper_util::rt::TokioIo;
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use serde_json::{Value, json};
@@ -53,45 +52,25 @@ pub fn tls(cert: &Path, key: &Path) -> anyhow::Result<TlsAcceptor> {
     Ok(TlsAcceptor::from(Arc::new(config)))
 }
 
-/// Serves `POST /inject` until `shutdown`.
+/// Serves `POST /inject` over HTTPS until `shutdown`, within `limits` (connection
+/// cap, TLS-handshake and header-read timeouts, drain), through the one accept loop of
+/// every graylane listener ([`graylane_serve::serve_http`]).
 pub async fn serve(
     listener: TcpListener,
     tls: TlsAcceptor,
     config: Arc<Config>,
-    mut shutdown: watch::Receiver<bool>,
+    limits: graylane_serve::Limits,
+    shutdown: watch::Receiver<bool>,
 ) {
-    loop {
-        let (stream, peer) = tokio::select! {
-            accepted = listener.accept() => match accepted {
-                Ok(a) => a,
-                Err(e) => {
-                    tracing::warn!(error = %e, "webhook accept failed");
-                    continue;
-                }
-            },
-            _ = shutdown.wait_for(|down| *down) => return,
-        };
-        let (tls, config) = (tls.clone(), Arc::clone(&config));
-        tokio::spawn(async move {
-            let stream = match tls.accept(stream).await {
-                Ok(s) => s,
-                Err(e) => {
-                    tracing::debug!(%peer, error = %e, "webhook TLS handshake failed");
-                    return;
-                }
-            };
-            let service = hyper::service::service_fn(move |req| {
-                let config = Arc::clone(&config);
-                async move { Ok::<_, Infallible>(handle(req, &config).await) }
-            });
-            if let Err(e) = hyper::server::conn::http1::Builder::new()
-                .serve_connection(TokioIo::new(stream), service)
-                .await
-            {
-                tracing::debug!(%peer, error = %e, "webhook connection ended with an error");
-            }
-        });
-    }
+    let tls = Some(tls);
+    graylane_serve::serve_http(listener, limits, tls, Arc::new(()), shutdown, move |_| {
+        let config = Arc::clone(&config);
+        hyper::service::service_fn(move |req| {
+            let config = Arc::clone(&config);
+            async move { Ok::<_, Infallible>(handle(req, &config).await) }
+        })
+    })
+    .await;
 }
 
 async fn handle(req: Request<Incoming>, config: &Config) -> Response<Full<Bytes>> {

@@ -5,14 +5,12 @@ use std::collections::BTreeMap;
 use std::convert::Infallible;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
-use std::time::Duration;
 
 use bytes::Bytes;
 use graylane_exposition::Scrape;
 use http::{Request, Response, StatusCode, header};
 use http_body_util::{BodyExt, Full, StreamBody, combinators::BoxBody};
 use hyper::body::Frame;
-use hyper_util::rt::{TokioIo, TokioTimer};
 use serde_json::json;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
@@ -25,7 +23,6 @@ use crate::health;
 use crate::identity::Identity;
 use crate::metrics::Metrics;
 use crate::routes::Shared;
-use crate::server::Acceptor;
 use crate::spans::Tracer;
 
 /// What the admin listener serves from.
@@ -46,40 +43,25 @@ pub struct Admin {
 
 type Body = BoxBody<Bytes, Infallible>;
 
-/// Open admin connections at most (`?watch=1` streams hold one each).
-const ADMIN_CONNECTIONS: usize = 256;
-
 impl Admin {
-    /// Serves until `shutdown` turns true.
+    /// Serves until `shutdown` turns true, within `limits` (connection cap, header-read
+    /// timeout, drain), through the one accept loop of every graylane listener.
     pub async fn serve(
         self: Arc<Self>,
         listener: TcpListener,
-        mut shutdown: watch::Receiver<bool>,
+        limits: graylane_serve::Limits,
+        shutdown: watch::Receiver<bool>,
     ) {
-        // Probes and scrapes: a few connections at a time is all it ever needs.
-        let mut acceptor = Acceptor::new(listener, ADMIN_CONNECTIONS, Arc::default());
-        loop {
-            let accepted = tokio::select! {
-                accepted = acceptor.next() => accepted,
-                _ = shutdown.wait_for(|down| *down) => return,
-            };
-            let (stream, permit) = (accepted.stream, accepted.permit);
-            let admin = Arc::clone(&self);
-            let stop = shutdown.clone();
-            tokio::spawn(async move {
-                let _permit = permit;
-                let service = hyper::service::service_fn(move |req| {
-                    let admin = Arc::clone(&admin);
-                    let stop = stop.clone();
-                    async move { Ok::<_, Infallible>(admin.respond(&req, stop)) }
-                });
-                let _ = hyper::server::conn::http1::Builder::new()
-                    .timer(TokioTimer::new())
-                    .header_read_timeout(Duration::from_secs(10))
-                    .serve_connection(TokioIo::new(stream), service)
-                    .await;
-            });
-        }
+        let stop = shutdown.clone();
+        graylane_serve::serve_http(listener, limits, None, Arc::new(()), shutdown, move |_| {
+            let (admin, stop) = (Arc::clone(&self), stop.clone());
+            hyper::service::service_fn(move |req| {
+                let admin = Arc::clone(&admin);
+                let stop = stop.clone();
+                async move { Ok::<_, Infallible>(admin.respond(&req, stop)) }
+            })
+        })
+        .await;
     }
 
     fn respond<B>(&self, req: &Request<B>, shutdown: watch::Receiver<bool>) -> Response<Body> {
@@ -196,6 +178,9 @@ impl Admin {
                 "version": r.version,
                 "source": r.source,
                 "endpoints": r.endpoints,
+                // Among `endpoints`: kept through a reconnect, not (yet) listed by the
+                // control plane, dropped when `--endpoint-grace` ends.
+                "staleEndpoints": self.counters.stale_endpoints(),
                 "rules": r.rules.iter().collect::<Vec<_>>(),
                 "trafficReportInterval": report_interval,
             }),
@@ -211,6 +196,11 @@ impl Admin {
             "graylane_sidecar_rule_revision",
             "Rule revision in force (0: none).",
             i64::try_from(revision).unwrap_or(i64::MAX),
+        );
+        scrape.gauge(
+            "graylane_stale_endpoints",
+            "Instances routed to that the control plane does not list (yet): kept through a reconnect for --endpoint-grace.",
+            i64::try_from(c.stale_count()).unwrap_or(i64::MAX),
         );
         let counters = [
             (

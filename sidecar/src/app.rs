@@ -185,7 +185,7 @@ pub async fn run(config: Config, listeners: Listeners, shutdown: impl Future<Out
         ))
     });
     let tasks = [
-        tokio::spawn(admin.serve(listeners.admin, stopped.clone())),
+        tokio::spawn(admin.serve(listeners.admin, limits.admin(), stopped.clone())),
         tokio::spawn(server::serve(
             listeners.outbound,
             Arc::clone(&outbound),

@@ -10,13 +10,11 @@ use std::time::Duration;
 use bytes::Bytes;
 use http::{Request, Response, StatusCode};
 use http_body_util::Full;
-use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
 use crate::identity::{self, Identity};
 use crate::routes::{Routing, Shared};
-use crate::server::Acceptor;
 
 /// Probes from one kubelet, a few at a time: a small limit keeps anyone else on the
 /// pod network from holding more.
@@ -25,35 +23,26 @@ const HEALTH_CONNECTIONS: usize = 32;
 const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Serves `/ready` and `/live` from `routes` and `identity` until `shutdown` turns
-/// true.
+/// true, through the one accept loop of every graylane listener.
 pub(crate) async fn serve(
     listener: TcpListener,
     routes: Shared,
     identity: Arc<Identity>,
-    mut shutdown: watch::Receiver<bool>,
+    shutdown: watch::Receiver<bool>,
 ) {
-    let mut acceptor = Acceptor::new(listener, HEALTH_CONNECTIONS, Arc::default());
-    loop {
-        let accepted = tokio::select! {
-            accepted = acceptor.next() => accepted,
-            _ = shutdown.wait_for(|down| *down) => return,
-        };
-        let (stream, permit) = (accepted.stream, accepted.permit);
-        let routes = Arc::clone(&routes);
-        let identity = Arc::clone(&identity);
-        tokio::spawn(async move {
-            let _permit = permit;
-            let service = hyper::service::service_fn(move |req| {
-                let (routes, identity) = (Arc::clone(&routes), Arc::clone(&identity));
-                async move { Ok::<_, Infallible>(respond(&req, &routes, &identity)) }
-            });
-            let _ = hyper::server::conn::http1::Builder::new()
-                .timer(TokioTimer::new())
-                .header_read_timeout(HEADER_READ_TIMEOUT)
-                .serve_connection(TokioIo::new(stream), service)
-                .await;
-        });
-    }
+    let limits = graylane_serve::Limits {
+        max_connections: HEALTH_CONNECTIONS,
+        header_read_timeout: HEADER_READ_TIMEOUT,
+        ..graylane_serve::Limits::default()
+    };
+    graylane_serve::serve_http(listener, limits, None, Arc::new(()), shutdown, move |_| {
+        let (routes, identity) = (Arc::clone(&routes), Arc::clone(&identity));
+        hyper::service::service_fn(move |req| {
+            let (routes, identity) = (Arc::clone(&routes), Arc::clone(&identity));
+            async move { Ok::<_, Infallible>(respond(&req, &routes, &identity)) }
+        })
+    })
+    .await;
 }
 
 fn respond<B>(req: &Request<B>, routes: &Routing, identity: &Identity) -> Response<Full<Bytes>> {

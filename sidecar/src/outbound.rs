@@ -5,6 +5,8 @@
 //!            mode, not a mesh service ─► passed through to the original destination
 //!         ─► tag: Gray-Publish header ─► baggage ─► trace table (traceparent)
 //!         ─► RoutingTable::route (lane, fallback, release, weights)   [graylane-routing]
+//!         ─► RoutingTable::policy (fault, mirror, timeout, retries)   [graylane-routing]
+//!            decided there, carried out here: sleep, abort, copy, retry loop
 //!         ─► Balancer::pick (P2C least in-flight, skip ejected)        [balance]
 //!         ─► forward to the instance's inbound listener, tag set, hop-by-hop stripped
 //!            (connect failure on an idempotent body-less request: once more elsewhere)
@@ -16,7 +18,7 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
-use graylane_routing::{Route, RouteError};
+use graylane_routing::{Candidates, RetryPolicy, Route, RouteError};
 use http::header::{HeaderName, HeaderValue};
 use http::request::Parts;
 use http::{Method, Request, Response};
@@ -39,7 +41,6 @@ mod debug;
 mod policy;
 mod target;
 
-use self::policy::Retry;
 use self::target::Target;
 
 pub(crate) use self::debug::{DEBUG_HEADER, Hop, append_route};
@@ -216,17 +217,24 @@ impl Outbound {
             (None, false) => None,
         };
         let upgrade = forward_head(&mut parts, tag.as_ref(), hops);
-        let policy = routes.rules.route_policy_for(namespace, service);
-        policy::inject_fault(policy, tag.as_ref()).await?;
+        // One lookup for the destination's timeout, retries, fault and mirror, all
+        // decided by the table; what follows only carries them out.
+        let policy = routes.table.policy(namespace, service);
+        let fault = policy.fault(tag.as_ref(), fastrand::u64(..));
+        policy::inject_fault(fault, &graylane_routing::qualified(namespace, service)).await?;
         // Only idempotent requests without a body are ever sent twice.
         let retry =
-            (proxy::idempotent(&parts.method) && body.is_end_stream()).then(|| Retry::of(policy));
-        let timeout = timeout_of(&routes, namespace, service).unwrap_or(self.upstream_timeout);
-        if body.is_end_stream() {
-            self.mirror(&routes, namespace, service, &parts, timeout);
+            (proxy::idempotent(&parts.method) && body.is_end_stream()).then(|| policy.retry());
+        let timeout = policy.timeout().unwrap_or(self.upstream_timeout);
+        // Only body-less requests are copied: a streamed body goes to one place, and
+        // buffering it would cost what streaming saves.
+        if body.is_end_stream()
+            && let Some(candidates) = policy.mirror(fastrand::u64(..))
+        {
+            self.mirror(&routes, candidates, &parts, timeout);
         }
         let (response, instance, retries, mtls) = self
-            .send(&route, service, parts, body, retry.as_ref(), timeout)
+            .send(&route, service, parts, body, retry, timeout)
             .await?;
         notes.instance = Some(instance.id.clone());
         notes.retries = retries;
@@ -272,23 +280,10 @@ impl Outbound {
         Ok(forward_response(response, upgrade))
     }
 
-    /// RoutePolicy `mirror`: a copy of the request to an instance of the mirror subset,
-    /// in the background, its answer ignored. Only body-less requests are copied: a
-    /// streamed body goes to one place, and buffering it would cost what streaming saves.
-    fn mirror(
-        &self,
-        routes: &Routes,
-        namespace: &str,
-        service: &str,
-        head: &Parts,
-        timeout: Duration,
-    ) {
-        let Some((candidates, percent)) = routes.table.mirror(namespace, service) else {
-            return;
-        };
-        if !policy::chance(percent) {
-            return;
-        }
+    /// RoutePolicy `mirror`, once the table chose to copy this request: a copy of its
+    /// head to one of `candidates` (the mirror subset's), in the background, its answer
+    /// ignored.
+    fn mirror(&self, routes: &Routes, candidates: Candidates<'_>, head: &Parts, timeout: Duration) {
         let mut rng = fastrand::Rng::new();
         let Some((instance, in_flight)) =
             self.balancer
@@ -356,14 +351,14 @@ impl Outbound {
         service: &str,
         parts: Parts,
         body: Incoming,
-        retry: Option<&Retry>,
+        retry: Option<&RetryPolicy>,
         timeout: Duration,
     ) -> Result<(Response<Incoming>, graylane_routing::Instance, u32, bool), ProxyError> {
         // A retryable request has no body: each attempt is a copy of the head. Others
         // are sent once, moved.
         let mut held = Some((parts, proxy::boxed(body)));
         let mut avoid: Option<String> = None;
-        let mut retries_left = retry.map_or(0, |r| r.attempts);
+        let mut retries_left = retry.map_or(0, RetryPolicy::attempts);
         // A connection that closed before any answer (a keep-alive race, a peer that
         // died) gets one retry of its own, whatever the policy: nothing was answered.
         let mut closed_retry = retry.is_some();
@@ -426,18 +421,15 @@ impl Outbound {
             if matches!(outcome, Err(SendError::Connect(_) | SendError::Other(_))) {
                 self.balancer.failed(&instance.address, Instant::now());
             }
-            let again = match (&outcome, retry) {
-                (_, None) | (Err(SendError::Timeout | SendError::Downstream(_)), _) => false,
-                (Err(SendError::Closed(_)), Some(_)) if closed_retry => {
+            let again = match retry {
+                None => false,
+                Some(_) if closed_retry && matches!(outcome, Err(SendError::Closed(_))) => {
                     closed_retry = false;
                     retries_left += 1;
                     true
                 }
-                _ if retries_left == 0 => false,
-                (Err(SendError::Closed(_)), Some(r)) => r.reset,
-                (Err(SendError::Connect(_)), Some(r)) => r.connect_failure,
-                (Err(SendError::Other(_)), Some(r)) => r.reset,
-                (Ok(response), Some(r)) => r.statuses.contains(&response.status().as_u16()),
+                Some(_) if retries_left == 0 => false,
+                Some(r) => policy::outcome(&outcome).is_some_and(|o| r.retries(o)),
             };
             if again {
                 retries_left -= 1;
@@ -511,12 +503,3 @@ pub(crate) fn lane_label(routes: &Routes, tag: Option<&graylane_routing::Tag>) -
 
 /// Marks a mirrored copy, so the receiving app can tell it from real traffic.
 const MIRROR_HEADER: &str = "graylane-mirror";
-
-fn timeout_of(routes: &Routes, namespace: &str, service: &str) -> Option<Duration> {
-    routes
-        .rules
-        .route_policy_for(namespace, service)?
-        .spec
-        .timeout
-        .map(|d| d.as_std())
-}

@@ -2,7 +2,7 @@
 //! connection out, serve it with hyper, drain it.
 //!
 //! ```text
-//! accept (limit, backoff: accept)
+//! accept (limit, backoff, drain: graylane_serve::serve; counted here by `accept`)
 //!   ─► sniff (`Sniff`): outbound, redirected and not HTTP ─► TCP tunnel to where
 //!      the app dialled; inbound: by the PeerPolicy mode (`mtls`), mesh mTLS ─►
 //!      HTTP over TLS with the peer's identity; an app's own TLS ─► TCP tunnel to the
@@ -21,12 +21,12 @@
 use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use http::{Request, Response};
 use hyper::body::Incoming;
-use hyper_util::rt::{TokioExecutor, TokioTimer};
+use hyper_util::rt::TokioExecutor;
 use hyper_util::server::conn::auto;
 use tokio::net::TcpListener;
 use tokio::sync::{Notify, watch};
@@ -41,7 +41,6 @@ mod connection;
 mod mtls;
 mod stall;
 
-pub(crate) use self::accept::Acceptor;
 use self::checks::Refusal;
 pub(crate) use self::checks::{MAX_HEADER_BYTES, MAX_HEADERS, MESH_BYTES, MESH_FIELDS};
 use self::connection::Connection;
@@ -64,9 +63,6 @@ pub struct Limits {
 /// HTTP/2: streams a client may open at once (gRPC-Go's and nginx's order of
 /// magnitude); more are refused with REFUSED_STREAM, which clients retry.
 const MAX_CONCURRENT_STREAMS: u32 = 100;
-/// HTTP/2 keep-alive: a peer that answers no PING within the timeout is gone.
-const H2_KEEP_ALIVE_INTERVAL: Duration = Duration::from_secs(30);
-const H2_KEEP_ALIVE_TIMEOUT: Duration = Duration::from_secs(20);
 
 /// A request handler: (peer, request) → response. Errors are already responses (see
 /// [`ProxyError::into_response`]).
@@ -104,24 +100,20 @@ pub enum Sniff {
 /// Serves `handler` on `listener` until `shutdown`; then stops accepting and lets the
 /// connections finish their requests, and tunnels their bytes, for at most the drain
 /// timeout. HTTP/1 connections close after their current request; HTTP/2 clients get
-/// a GOAWAY.
+/// a GOAWAY. The accept loop, its limit and backoff and the drain are
+/// [`graylane_serve::serve`]'s, the one of every graylane listener.
 pub async fn serve<H: Handler>(
     listener: TcpListener,
     handler: Arc<H>,
     limits: Limits,
     sniff: Sniff,
     counters: Arc<Connections>,
-    mut shutdown: watch::Receiver<bool>,
+    shutdown: watch::Receiver<bool>,
 ) {
     let builder = builder(&limits);
-    // Every connection and tunnel: the drain waits for them.
-    let open = Arc::new(Tracker::default());
-    let mut acceptor = Acceptor::new(listener, limits.max_connections, Arc::clone(&counters));
-    loop {
-        let accepted = tokio::select! {
-            accepted = acceptor.next() => accepted,
-            _ = shutdown.wait_for(|down| *down) => break,
-        };
+    let observe: Arc<dyn graylane_serve::Observe> = Arc::clone(&counters) as _;
+    let stop = shutdown.clone();
+    graylane_serve::serve(listener, &limits.serve(), observe, stop, |stream, peer| {
         let connection = Connection {
             handler: Arc::clone(&handler),
             builder: builder.clone(),
@@ -130,41 +122,47 @@ pub async fn serve<H: Handler>(
             counters: Arc::clone(&counters),
             shutdown: shutdown.clone(),
         };
-        let open = Arc::clone(&open);
-        tokio::spawn(async move {
-            let _permit = accepted.permit;
-            let _tracked = open.enter();
-            connection.run(accepted.stream, accepted.peer).await;
-        });
+        connection.run(stream, peer)
+    })
+    .await;
+}
+
+impl Limits {
+    /// The shared server's view of these limits: HTTP/2 offered, and a read buffer with
+    /// room for a 64 KiB header block plus the request line (a larger head is a 431
+    /// from hyper, one just over 64 KiB a 431 from `checks`).
+    fn serve(&self) -> graylane_serve::Limits {
+        graylane_serve::Limits {
+            max_connections: self.max_connections,
+            header_read_timeout: self.header_read_timeout,
+            drain_timeout: self.drain_timeout,
+            max_header_bytes: MAX_HEADER_BYTES + 8 * 1024,
+            http2: true,
+            ..graylane_serve::Limits::default()
+        }
     }
-    if tokio::time::timeout(limits.drain_timeout, open.idle())
-        .await
-        .is_err()
-    {
-        tracing::warn!(timeout = ?limits.drain_timeout, "drain timed out; closing remaining connections");
+
+    /// The admin listener's limits: the shared defaults for an admin listener (256
+    /// connections, HTTP/1.1 only), with this sidecar's `--header-read-timeout`.
+    pub(crate) fn admin(&self) -> graylane_serve::Limits {
+        graylane_serve::Limits {
+            header_read_timeout: self.header_read_timeout,
+            ..graylane_serve::Limits::default()
+        }
     }
 }
 
 /// HTTP/1.1 and HTTP/2 on one port, with every limit of this module.
 fn builder(limits: &Limits) -> auto::Builder<TokioExecutor> {
-    let mut builder = auto::Builder::new(TokioExecutor::new());
-    builder
-        .http1()
-        .timer(TokioTimer::new())
-        .header_read_timeout(limits.header_read_timeout)
-        // Room for what the mesh adds; `checks` holds clients to MAX_HEADERS.
-        .max_headers(MAX_HEADERS + MESH_FIELDS)
-        // Room for a 64 KiB header block plus the request line: a larger head is a 431
-        // from hyper, one just over 64 KiB a 431 from `checks`.
-        .max_buf_size(MAX_HEADER_BYTES + 8 * 1024);
+    // The shared settings: hyper's header timer, the read buffer, HTTP/2 keep-alive.
+    let mut builder = graylane_serve::builder(&limits.serve());
+    // Room for what the mesh adds; `checks` holds clients to MAX_HEADERS.
+    builder.http1().max_headers(MAX_HEADERS + MESH_FIELDS);
     builder
         .http2()
-        .timer(TokioTimer::new())
         .max_concurrent_streams(MAX_CONCURRENT_STREAMS)
         .initial_stream_window_size(H2_STREAM_WINDOW)
         .initial_connection_window_size(H2_CONNECTION_WINDOW)
-        .keep_alive_interval(H2_KEEP_ALIVE_INTERVAL)
-        .keep_alive_timeout(H2_KEEP_ALIVE_TIMEOUT)
         // h2 counts 32 bytes a field on top; `checks` holds clients to 64 KiB exactly.
         .max_header_list_size(
             u32::try_from(MAX_HEADER_BYTES + MESH_BYTES + 32 * (MAX_HEADERS + MESH_FIELDS))
@@ -234,43 +232,6 @@ impl Drop for Answering {
         let requests = self.resets.requests.load(Ordering::Relaxed);
         if requests >= PREMATURE_RESET_MIN && premature * 2 >= requests {
             self.resets.abusive.notify_one();
-        }
-    }
-}
-
-/// Counts the connection tasks (HTTP and tunnels) the drain waits for.
-#[derive(Default)]
-struct Tracker {
-    open: AtomicUsize,
-    idle: Notify,
-}
-
-struct Tracked<'a>(&'a Tracker);
-
-impl Tracker {
-    fn enter(&self) -> Tracked<'_> {
-        self.open.fetch_add(1, Ordering::AcqRel);
-        Tracked(self)
-    }
-
-    /// Completes once no task is tracked.
-    async fn idle(&self) {
-        loop {
-            let notified = self.idle.notified();
-            tokio::pin!(notified);
-            notified.as_mut().enable();
-            if self.open.load(Ordering::Acquire) == 0 {
-                return;
-            }
-            notified.await;
-        }
-    }
-}
-
-impl Drop for Tracked<'_> {
-    fn drop(&mut self) {
-        if self.0.open.fetch_sub(1, Ordering::AcqRel) == 1 {
-            self.0.idle.notify_waiters();
         }
     }
 }

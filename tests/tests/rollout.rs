@@ -110,13 +110,14 @@ fn shares_rise_and_stick(cp: &ControlPlane, samples: &[Sample], steps: &[(u64, f
     let mut before: Option<BTreeSet<usize>> = None;
     for (revision, percent, _) in steps {
         let (_, users) = &by_revision[revision];
-        // Each step but the last lasts long enough for every user to ask (~1,000
-        // requests); the last one ends after its 2 s hold.
+        // Each step but the last lasts long enough for most users to ask (~1,000
+        // requests on an idle machine; fewer on a loaded one, so not every user):
+        // a share is read over those who asked. The last one ends after its 2 s hold.
         if *percent < 100.0 {
-            assert_eq!(
-                users.len(),
-                USERS,
-                "every user asked at the {percent}% step"
+            assert!(
+                users.len() >= USERS * 3 / 4,
+                "{} of {USERS} users asked at the {percent}% step",
+                users.len()
             );
         }
         let inside: BTreeSet<usize> = users.iter().filter(|u| *u.1).map(|u| *u.0).collect();

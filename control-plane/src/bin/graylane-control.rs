@@ -122,6 +122,18 @@ struct Args {
     /// The webhook's private key (PEM).
     #[arg(long, env = "GRAYLANE_TLS_KEY")]
     tls_key: Option<PathBuf>,
+    /// HTTP API and webhook: a connection must send a complete request head within
+    /// this (after its TLS handshake), and the next one within this on a keep-alive
+    /// connection; otherwise it is closed.
+    #[arg(long, env = "GRAYLANE_HEADER_READ_TIMEOUT", default_value = "10s", value_parser = parse_timeout)]
+    header_read_timeout: std::time::Duration,
+    /// Webhook: a connection must complete its TLS handshake within this.
+    #[arg(long, env = "GRAYLANE_TLS_HANDSHAKE_TIMEOUT", default_value = "10s", value_parser = parse_timeout)]
+    tls_handshake_timeout: std::time::Duration,
+    /// Open connections per HTTP listener (--http-addr, --webhook-addr); more are
+    /// closed at once.
+    #[arg(long, env = "GRAYLANE_MAX_CONNECTIONS", default_value_t = 256, value_parser = clap::value_parser!(u32).range(1..))]
+    max_connections: u32,
     /// Injection: the sidecar image.
     #[arg(long, env = "GRAYLANE_INJECT_IMAGE")]
     inject_image: Option<String>,
@@ -253,6 +265,12 @@ async fn run(args: Args) -> anyhow::Result<()> {
         identities,
         // Traffic reports (issue 13) plug in here.
         traffic: None,
+        limits: graylane_serve::Limits {
+            max_connections: usize::try_from(args.max_connections).unwrap_or(usize::MAX),
+            header_read_timeout: args.header_read_timeout,
+            tls_handshake_timeout: args.tls_handshake_timeout,
+            ..graylane_serve::Limits::default()
+        },
     }
     .run(grpc, http, shutdown_signal())
     .await
@@ -358,6 +376,14 @@ fn parse_cert_ttl(s: &str) -> Result<std::time::Duration, String> {
 
 fn parse_duration(s: &str) -> Result<std::time::Duration, String> {
     graylane_routing::Duration::parse(s).map(|d| d.as_std())
+}
+
+/// A timeout: a duration above zero (zero would close every connection at once).
+fn parse_timeout(s: &str) -> Result<std::time::Duration, String> {
+    match parse_duration(s)? {
+        d if d.is_zero() => Err("must be above zero".into()),
+        d => Ok(d),
+    }
 }
 
 fn hostname() -> String {

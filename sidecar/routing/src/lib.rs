@@ -8,14 +8,16 @@
 //! validation (`RuleSet`), the tag grammar with its `baggage`/`traceparent` helpers,
 //! which hosts name a mesh service (`MeshHost`), decoding the query string
 //! (`query_pairs`), the stable hash every sidecar shares, and the compiled
-//! `RoutingTable` that answers "which instances may serve this request" and "which
-//! tag does this request get". Services are namespaced: everything is keyed by
+//! `RoutingTable` that answers "which instances may serve this request", "which
+//! tag does this request get" and, from a RoutePolicy compiled once per table, "how
+//! long may it take, is it retried, faulted, mirrored" ([`CompiledPolicy`]). Services are namespaced: everything is keyed by
 //! (namespace, service), a document's service references are read relative to its
 //! `metadata.namespace` (`orders`, or `orders.shop` for another namespace:
 //! [`ServiceName::resolve`]), and Lanes are mesh-wide.
 //!
-//! Does not own: sockets, load balancing among the candidates it returns, retries,
-//! timeouts, metrics, storage or the wire format of snapshots. No I/O, no clock, no
+//! Does not own: sockets, load balancing among the candidates it returns, carrying
+//! out retries, timeouts, faults and mirror copies (it only decides them), metrics,
+//! storage or the wire format of snapshots. No I/O, no clock, no
 //! randomness of its own (callers pass random numbers in), no global state.
 
 #![cfg_attr(test, allow(clippy::unwrap_used))]
@@ -47,8 +49,9 @@ pub use self::parse::{MAX_DOCUMENT_BYTES, MAX_DOCUMENTS, parse_file, with_namesp
 pub use self::query::query_pairs;
 pub use self::set::RuleSet;
 pub use self::table::{
-    Candidates, Explained, Explanation, FallbackInfo, FallbackTarget, Gate, InboundSource,
-    InboundTag, Instance, RequestView, Route, RouteError, RoutingTable,
+    Candidates, CompiledPolicy, Explained, Explanation, FallbackInfo, FallbackTarget, Gate,
+    InboundSource, InboundTag, Injected, Instance, RequestView, RetryPolicy, Route, RouteError,
+    RoutingTable,
 };
 pub use self::tag::{
     BAGGAGE_KEY, TAG_MAX_LEN, Tag, TraceParent, baggage_entry, baggage_with, baggage_with_tag,

@@ -12,12 +12,14 @@ use crate::model::{Release, RoutePolicy};
 use self::scoped::Scoped;
 
 pub use self::explain::{Explained, Explanation};
+pub use self::policy::{CompiledPolicy, Injected, RetryPolicy};
 
 mod build;
 mod explain;
 mod inbound;
 mod matching;
 pub(crate) mod peer;
+mod policy;
 mod route;
 mod scoped;
 #[cfg(test)]
@@ -80,6 +82,9 @@ pub struct RoutingTable {
     /// RoutePolicies by the (namespace, service) they name, with each lane's selector
     /// for that service.
     policies: Scoped<build::PolicyInfo>,
+    /// The traffic settings of each RoutePolicy (timeout, retries, fault, mirror), by
+    /// the (namespace, service) it names.
+    traffic: Scoped<policy::CompiledPolicy>,
     /// TagPolicies by listed (namespace, service).
     tag_policies: Scoped<inbound::CompiledTagPolicy>,
     /// PeerPolicy modes by (namespace, service).
@@ -252,23 +257,18 @@ impl RoutingTable {
             .map_or(&[], |s| s.instances.as_slice())
     }
 
-    /// The RoutePolicy `mirror` of `service` in `namespace`: the instances of the
-    /// mirror subset that may serve, and the percentage of requests to copy there.
-    /// `None` without one.
-    pub fn mirror(&self, namespace: &str, service: &str) -> Option<(Candidates<'_>, f64)> {
-        let st = self.services.get(namespace, service)?;
-        let (idx, percent) = st.mirror.as_ref()?;
-        Some((
-            Candidates {
-                all: &st.instances,
-                idx,
-            },
-            *percent,
-        ))
+    /// The compiled traffic policy of `service` in `namespace` — timeout, retries,
+    /// fault and mirror — for the sidecar to look up once per request and use for all
+    /// four. A service without a RoutePolicy gets a shared default (see
+    /// [`CompiledPolicy`]).
+    pub fn policy(&self, namespace: &str, service: &str) -> &CompiledPolicy {
+        self.traffic
+            .get(namespace, service)
+            .unwrap_or(&policy::DEFAULT_POLICY)
     }
 
-    /// The RoutePolicy of `service` in `namespace` (timeouts, retries, mirror and
-    /// fault are applied by the sidecar).
+    /// The RoutePolicy of `service` in `namespace`, as written (for explaining it; the
+    /// sidecar routes by the compiled parts, e.g. [`policy`](Self::policy)).
     pub fn route_policy(&self, namespace: &str, service: &str) -> Option<&RoutePolicy> {
         self.policies.get(namespace, service).map(|p| &p.policy)
     }

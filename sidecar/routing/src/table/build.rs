@@ -3,6 +3,7 @@
 use std::collections::{BTreeMap, HashMap};
 
 use super::peer::PeerModes;
+use super::policy::CompiledPolicy;
 use super::scoped::Scoped;
 use super::{Instance, RoutingTable, inbound};
 use crate::model::{
@@ -49,8 +50,6 @@ pub(super) struct ServiceTable {
     pub(super) lane_plans: Vec<LanePlan>,
     /// Untagged routing (step 3).
     pub(super) untagged: Untagged,
-    /// `mirror`: the candidates of the mirror subset, and the share of requests copied.
-    pub(super) mirror: Option<(Vec<usize>, f64)>,
 }
 
 /// The outcome of step 2 for one lane of one service.
@@ -152,6 +151,7 @@ impl RoutingTable {
             lane_by_tag,
             services: Scoped::default(),
             policies,
+            traffic: Scoped::default(),
         };
         let mut by_service: BTreeMap<(String, String), Vec<Instance>> = BTreeMap::new();
         for i in instances {
@@ -170,6 +170,17 @@ impl RoutingTable {
             let st = table.service_table(&namespace, &service, list);
             table.services.insert(&namespace, &service, st);
         }
+        // After the services: a mirror's candidates are among the service's.
+        let mut traffic = Scoped::default();
+        for (namespace, service, p) in table.policies.iter() {
+            let st = table.services.get(namespace, service);
+            traffic.insert(
+                namespace,
+                service,
+                CompiledPolicy::compile(&p.policy.spec, st),
+            );
+        }
+        table.traffic = traffic;
         table
     }
 
@@ -262,9 +273,6 @@ impl RoutingTable {
                     .collect()
             })
         };
-        let mirror = spec
-            .and_then(|s| s.mirror.as_ref())
-            .map(|m| (members_of(&m.subset), m.percent));
         if let Some(spec) = spec {
             for w in &spec.default {
                 let members = members_of(&w.subset);
@@ -287,7 +295,6 @@ impl RoutingTable {
             lane_subset,
             lane_plans,
             untagged,
-            mirror,
         }
     }
 

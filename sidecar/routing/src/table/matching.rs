@@ -127,7 +127,7 @@ pub(crate) fn percent_bucket(salt: &str, key: &str) -> u64 {
 
 /// Buckets below the threshold match: `round(percent × 100)`, clamped to 0..=10 000,
 /// so 10% is 1 000 buckets and 0.01% is one.
-fn threshold(percent: f64) -> u64 {
+pub(super) fn threshold(percent: f64) -> u64 {
     let t = (percent * 100.0).round().clamp(0.0, 10_000.0);
     // Clamped to 0..=10 000 just above (NaN clamps to NaN, which `as` maps to 0).
     #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)]

@@ -38,6 +38,15 @@ impl<T> Scoped<T> {
             .or_insert_with(make)
     }
 
+    /// Every (namespace, service, value), in no particular order.
+    pub(super) fn iter(&self) -> impl Iterator<Item = (&str, &str, &T)> {
+        self.by_namespace.iter().flat_map(|(namespace, services)| {
+            services
+                .iter()
+                .map(move |(service, v)| (namespace.as_str(), service.as_str(), v))
+        })
+    }
+
     pub(super) fn insert(&mut self, namespace: &str, service: &str, value: T) {
         self.by_namespace
             .entry(namespace.to_owned())
