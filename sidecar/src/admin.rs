@@ -178,6 +178,9 @@ impl Admin {
                 "version": r.version,
                 "source": r.source,
                 "endpoints": r.endpoints,
+                // Among `endpoints`: kept through a reconnect, not (yet) listed by the
+                // control plane, dropped when `--endpoint-grace` ends.
+                "staleEndpoints": self.counters.stale_endpoints(),
                 "rules": r.rules.iter().collect::<Vec<_>>(),
                 "trafficReportInterval": report_interval,
             }),
@@ -193,6 +196,11 @@ impl Admin {
             "graylane_sidecar_rule_revision",
             "Rule revision in force (0: none).",
             i64::try_from(revision).unwrap_or(i64::MAX),
+        );
+        scrape.gauge(
+            "graylane_stale_endpoints",
+            "Instances routed to that the control plane does not list (yet): kept through a reconnect for --endpoint-grace.",
+            i64::try_from(c.stale_count()).unwrap_or(i64::MAX),
         );
         let counters = [
             (

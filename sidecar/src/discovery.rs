@@ -3,7 +3,7 @@
 //!
 //! ```text
 //!  connect (each --control-plane URL in turn, jittered backoff, the token re-read)
-//!    └► Hello ─► parts ─► blocking pool: Received::after ─► RuleSet::from_yaml
+//!    └► Hello ─► parts ─► blocking pool: Held::after ─► RuleSet::from_yaml
 //!                                          + RoutingTable::build
 //!                                          ├─ trust bundle ─► Identity (any part)
 //!                                          ├─ ok:  swap Routes, write cache ─► ACK
@@ -12,6 +12,10 @@
 //!         Traffic::drain ─► TrafficReport (if any)
 //!  no snapshot yet and the control plane is unreachable ─► Routes from --cache-dir
 //!                                          (once; a file failing its check is counted)
+//!  a reconnect's first full endpoint set ─► what it lacks kept stale for
+//!                                          --endpoint-grace (`stale`), then a timer
+//!                                          (in the stream loop and between attempts)
+//!                                          rebuilds the routes without it
 //! ```
 //!
 //! Compiling and the cache's fsyncs run on tokio's blocking pool (see `apply`): on a
@@ -19,14 +23,15 @@
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use graylane_proto::v1::discovery_client::DiscoveryClient;
 use graylane_proto::v1::sidecar_message::Message;
-use graylane_proto::v1::{Hello, SidecarMessage};
+use graylane_proto::v1::{Hello, SidecarMessage, Snapshot};
 use tokio::sync::{mpsc, watch};
+use tokio::time::Instant;
 use tokio_stream::wrappers::ReceiverStream;
 
 use crate::identity::Identity;
@@ -36,10 +41,14 @@ use graylane_exposition::backoff::Backoff;
 
 mod apply;
 mod cache;
+mod period;
 mod received;
+mod stale;
 
 use self::apply::Applier;
-use self::received::{Parts, Received};
+use self::period::{millis, report_period, ticker};
+use self::received::Parts;
+use self::stale::Held;
 
 /// Backoff between connection attempts: doubles from the first to the last, each
 /// wait jittered (see `Backoff`) so a fleet does not reconnect in lockstep.
@@ -49,10 +58,6 @@ const BACKOFF_MAX: Duration = Duration::from_secs(5);
 /// usually takes milliseconds; a control plane that cannot issue does not hold the
 /// instance back longer than this).
 const FIRST_CERTIFICATE_WAIT: Duration = Duration::from_secs(3);
-/// The report periods a control plane may ask for: a buggy or hostile one can neither
-/// make every sidecar report in a busy loop nor silence the reports for long.
-const MIN_ASKED_PERIOD: Duration = Duration::from_secs(1);
-const MAX_ASKED_PERIOD: Duration = Duration::from_secs(60);
 
 /// Who this sidecar is and where it gets its rules.
 #[derive(Clone, Debug)]
@@ -77,6 +82,9 @@ pub struct Config {
     /// How often a `TrafficReport` goes out (when there was traffic), at most: a
     /// control plane running a rollout may ask for a shorter period.
     pub traffic_interval: Duration,
+    /// How long a reconnect keeps, as stale, the instances its first full endpoint set
+    /// lacks (a restarted control plane that has not heard from them yet); zero: none.
+    pub endpoint_grace: Duration,
 }
 
 /// Counters for `/metrics`.
@@ -91,6 +99,30 @@ pub struct Counters {
     /// The traffic report period in force, in ms (`/config`'s
     /// `trafficReportInterval`); 0 until discovery starts.
     pub traffic_report_interval_ms: AtomicU64,
+    /// The instances kept stale through a reconnect and routed to, by service as a
+    /// host names it (`/config`'s `staleEndpoints`, the `graylane_stale_endpoints`
+    /// gauge); set with the routes that include them.
+    stale: Mutex<BTreeMap<String, Vec<String>>>,
+}
+
+impl Counters {
+    /// The stale instances in the routes in force, by service.
+    pub fn stale_endpoints(&self) -> BTreeMap<String, Vec<String>> {
+        self.stale
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+    }
+
+    /// How many instances in the routes in force are stale.
+    pub fn stale_count(&self) -> usize {
+        let stale = self.stale.lock().unwrap_or_else(PoisonError::into_inner);
+        stale.values().map(Vec::len).sum()
+    }
+
+    fn set_stale(&self, by_service: BTreeMap<String, Vec<String>>) {
+        *self.stale.lock().unwrap_or_else(PoisonError::into_inner) = by_service;
+    }
 }
 
 /// The discovery client. `run` until shutdown.
@@ -119,6 +151,7 @@ impl Discovery {
             Arc::clone(&counters),
             config.cache_dir.clone(),
             identity,
+            config.endpoint_grace,
         );
         Self {
             config,
@@ -132,7 +165,7 @@ impl Discovery {
     /// returns an error: every failure is logged and retried after a backoff.
     pub async fn run(self, mut shutdown: watch::Receiver<bool>) {
         let mut backoff = Backoff::new(BACKOFF_FIRST, BACKOFF_MAX);
-        let mut received = Received::default();
+        let mut held = Held::default();
         let mut cache_tried = false;
         tokio::select! {
             () = self.applier.identity.first_attempt(FIRST_CERTIFICATE_WAIT) => {}
@@ -140,7 +173,7 @@ impl Discovery {
         }
         for url in self.config.control_planes.iter().cycle() {
             let result = tokio::select! {
-                r = self.session(url, &mut received) => r,
+                r = self.session(url, &mut held) => r,
                 _ = shutdown.wait_for(|down| *down) => return,
             };
             match result {
@@ -155,15 +188,119 @@ impl Discovery {
                 cache_tried = true;
                 self.applier.load_cache().await;
             }
-            tokio::select! {
-                () = tokio::time::sleep(backoff.next_wait()) => {}
-                _ = shutdown.wait_for(|down| *down) => return,
+            // A grace may end while the control plane is away again: its timer runs
+            // during the wait too.
+            let wait = tokio::time::sleep(backoff.next_wait());
+            tokio::pin!(wait);
+            loop {
+                tokio::select! {
+                    () = &mut wait => break,
+                    () = grace_end(held.next_expiry()) => {
+                        if self.expire(&mut held).await.is_err() {
+                            return;
+                        }
+                    }
+                    // Through `stopped`: the `Ref` it waits with is not `Send`, and
+                    // the select's output is held across the `expire` above.
+                    () = stopped(&mut shutdown) => return,
+                }
             }
         }
     }
 
     /// One stream; `Ok(true)` when at least one snapshot arrived before it ended.
-    async fn session(&self, url: &str, received: &mut Received) -> Result<bool, String> {
+    async fn session(&self, url: &str, held: &mut Held) -> Result<bool, String> {
+        let opening = self.open(url);
+        tokio::pin!(opening);
+        let (tx, mut inbound) = loop {
+            tokio::select! {
+                opened = &mut opening => break opened?,
+                () = grace_end(held.next_expiry()) => self.expire(held).await?,
+            }
+        };
+        let mut parts = Parts::default();
+        let mut any = false;
+        // Until this stream's first full endpoint set: what that set lacks is kept stale.
+        let mut reconnect = held.streamed;
+        // The period of the previous stream until this one's first snapshot says.
+        let mut period = self.period();
+        let mut report = ticker(period);
+        loop {
+            let message = tokio::select! {
+                m = inbound.message() => m,
+                _ = report.tick() => {
+                    if !self.report(&tx).await {
+                        return Ok(any);
+                    }
+                    continue;
+                }
+                () = grace_end(held.next_expiry()) => {
+                    self.expire(held).await?;
+                    continue;
+                }
+            };
+            let part = match message {
+                Ok(Some(part)) => part,
+                Ok(None) => return Ok(any),
+                Err(status) => {
+                    return if any {
+                        Ok(true)
+                    } else {
+                        Err(status.message().to_string())
+                    };
+                }
+            };
+            let Some(snapshot) = parts.add(part)? else {
+                continue;
+            };
+            // Before applying: the period is the control plane's to set even when
+            // the rules of the same snapshot are refused.
+            let asked = snapshot.traffic_report_interval_ms;
+            self.follow_period(asked, !any, &mut period, &mut report);
+            any = true;
+            let full = snapshot.endpoints.is_some();
+            // Taken, not cloned: the blocking task reads deltas against it and hands
+            // back the state after. Lost only with the session, and a new stream
+            // starts with a full snapshot.
+            let (next, answer) = self
+                .applier
+                .apply(std::mem::take(held), snapshot, reconnect)
+                .await?;
+            *held = next;
+            reconnect &= !full;
+            if tx.send(answer).await.is_err() {
+                return Ok(any);
+            }
+        }
+    }
+
+    /// Takes the report period a snapshot asks for (`first`: of its stream).
+    fn follow_period(
+        &self,
+        asked: Option<u32>,
+        first: bool,
+        period: &mut Duration,
+        report: &mut tokio::time::Interval,
+    ) {
+        let next = report_period(self.config.traffic_interval, *period, asked, first);
+        if next != *period {
+            tracing::info!(?next, asked_ms = ?asked, "traffic report period changed");
+            // Counts since the last report stay in `Traffic` and go out with the
+            // first report of the new period.
+            *period = next;
+            *report = ticker(next);
+            self.counters
+                .traffic_report_interval_ms
+                .store(millis(next), Ordering::Relaxed);
+        }
+    }
+
+    /// Connects, sends the Hello and subscribes: the way to send answers, and the
+    /// stream of snapshot parts.
+    async fn open(
+        &self,
+        url: &str,
+    ) -> Result<(mpsc::Sender<SidecarMessage>, tonic::Streaming<Snapshot>), String> {
         let channel = crate::grpc::endpoint(url, self.config.ca_bundle.as_deref())?
             .connect_timeout(Duration::from_secs(2))
             .http2_keep_alive_interval(Duration::from_secs(10))
@@ -190,75 +327,34 @@ impl Discovery {
         if let Some(bearer) = crate::grpc::bearer(self.config.token_file.as_deref()).await? {
             request.metadata_mut().insert("authorization", bearer);
         }
-        let mut inbound = DiscoveryClient::new(channel)
+        let inbound = DiscoveryClient::new(channel)
             .subscribe(request)
             .await
             .map_err(|s| format!("subscribe: {}", s.message()))?
             .into_inner();
         tracing::info!(control_plane = %url, "subscribed");
-        let mut parts = Parts::default();
-        let mut any = false;
-        // The period of the previous stream until this one's first snapshot says.
-        let mut period = self.period();
-        let mut report = ticker(period);
-        loop {
-            let message = tokio::select! {
-                m = inbound.message() => m,
-                _ = report.tick() => {
-                    // Counts drained here and lost with a broken stream are a few
-                    // seconds' worth; the next stream's reports carry on.
-                    if let Some(traffic) = self.traffic.drain() {
-                        let message = SidecarMessage {
-                            message: Some(Message::Traffic(traffic)),
-                        };
-                        if tx.send(message).await.is_err() {
-                            return Ok(any);
-                        }
-                    }
-                    continue;
-                }
-            };
-            let part = match message {
-                Ok(Some(part)) => part,
-                Ok(None) => return Ok(any),
-                Err(status) => {
-                    return if any {
-                        Ok(true)
-                    } else {
-                        Err(status.message().to_string())
-                    };
-                }
-            };
-            let Some(snapshot) = parts.add(part)? else {
-                continue;
-            };
-            // Before applying: the period is the control plane's to set even when
-            // the rules of the same snapshot are refused.
-            let asked = snapshot.traffic_report_interval_ms;
-            let next = report_period(self.config.traffic_interval, period, asked, !any);
-            any = true;
-            if next != period {
-                tracing::info!(?next, asked_ms = ?asked, "traffic report period changed");
-                // Counts since the last report stay in `Traffic` and go out with the
-                // first report of the new period.
-                period = next;
-                report = ticker(period);
-                self.counters
-                    .traffic_report_interval_ms
-                    .store(millis(period), Ordering::Relaxed);
-            }
-            // Taken, not cloned: the blocking task reads deltas against it and hands
-            // back the state after. Lost only with the session, and a new stream
-            // starts with a full snapshot.
-            let (next, answer) = self
-                .applier
-                .apply(std::mem::take(received), snapshot)
-                .await?;
-            *received = next;
-            if tx.send(answer).await.is_err() {
-                return Ok(any);
-            }
-        }
+        Ok((tx, inbound))
+    }
+
+    /// Sends the traffic counted since the last report, if any; false once the stream
+    /// is gone.
+    async fn report(&self, tx: &mpsc::Sender<SidecarMessage>) -> bool {
+        // Counts drained here and lost with a broken stream are a few seconds' worth;
+        // the next stream's reports carry on.
+        let Some(traffic) = self.traffic.drain() else {
+            return true;
+        };
+        let message = SidecarMessage {
+            message: Some(Message::Traffic(traffic)),
+        };
+        tx.send(message).await.is_ok()
+    }
+
+    /// Drops the stale instances whose grace ended, rebuilding the routes. Errs only
+    /// when the runtime is shutting down.
+    async fn expire(&self, held: &mut Held) -> Result<(), String> {
+        *held = self.applier.refresh(std::mem::take(held)).await?;
+        Ok(())
     }
 
     /// The report period in force (the flag's until a control plane asks otherwise).
@@ -274,78 +370,16 @@ impl Discovery {
     }
 }
 
-/// The report period after a snapshot asking for `asked` (ms), `current` before it,
-/// `flag` the flag's: the shorter of the flag's and the asked one, read inside
-/// `MIN_ASKED_PERIOD..=MAX_ASKED_PERIOD`. Absent means unchanged, except in the first
-/// snapshot of a stream (which carries it whenever the control plane knows of it):
-/// there it means a control plane that never asks, so the flag's.
-fn report_period(flag: Duration, current: Duration, asked: Option<u32>, first: bool) -> Duration {
-    match asked {
-        Some(ms) => {
-            let asked = Duration::from_millis(u64::from(ms));
-            flag.min(asked.clamp(MIN_ASKED_PERIOD, MAX_ASKED_PERIOD))
-        }
-        None if first => flag,
-        None => current,
-    }
+/// Once `shutdown` turns true (or its sender is gone).
+async fn stopped(shutdown: &mut watch::Receiver<bool>) {
+    let _ = shutdown.wait_for(|down| *down).await;
 }
 
-/// A report ticker whose first tick is one `period` from now; a late tick delays the
-/// next ones rather than bursting.
-fn ticker(period: Duration) -> tokio::time::Interval {
-    let mut report = tokio::time::interval(period);
-    report.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    report.reset();
-    report
-}
-
-fn millis(d: Duration) -> u64 {
-    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    const FIVE: Duration = Duration::from_secs(5);
-    const ONE: Duration = Duration::from_secs(1);
-
-    /// The period after one later snapshot of a stream, from `current`.
-    fn asked(flag: Duration, ms: u32) -> Duration {
-        report_period(flag, Duration::from_secs(3), Some(ms), false)
-    }
-
-    #[test]
-    fn the_shorter_of_the_flag_and_the_asked_period_wins() {
-        assert_eq!(asked(FIVE, 1_000), ONE);
-        assert_eq!(asked(FIVE, 2_500), Duration::from_millis(2_500));
-        assert_eq!(asked(FIVE, 5_000), FIVE);
-        // What a control plane without rollouts asks for: the flag's.
-        assert_eq!(asked(FIVE, 30_000), FIVE);
-        // A test's 100 ms flag stays below what a control plane may ask.
-        let fast = Duration::from_millis(100);
-        assert_eq!(asked(fast, 1_000), fast);
-    }
-
-    #[test]
-    fn hostile_asked_periods_are_clamped() {
-        // 0 or 1 ms would make every sidecar report in a busy loop (and 0 would make
-        // the ticker panic).
-        assert_eq!(asked(FIVE, 0), MIN_ASKED_PERIOD);
-        assert_eq!(asked(FIVE, 1), MIN_ASKED_PERIOD);
-        // A huge one cannot stretch the flag's period; with a long flag, 60 s at most.
-        assert_eq!(asked(FIVE, u32::MAX), FIVE);
-        let hour = Duration::from_secs(3_600);
-        assert_eq!(asked(hour, u32::MAX), MAX_ASKED_PERIOD);
-    }
-
-    #[test]
-    fn an_absent_period_is_unchanged_except_from_a_control_plane_that_never_sends_one() {
-        // A later snapshot without it (endpoints only): unchanged.
-        assert_eq!(report_period(FIVE, ONE, None, false), ONE);
-        // A stream's first snapshot without it: a control plane that does not know
-        // of periods (older, mid-upgrade); the one of the previous stream is stale.
-        assert_eq!(report_period(FIVE, ONE, None, true), FIVE);
-        assert_eq!(report_period(FIVE, FIVE, Some(1_000), true), ONE);
+/// Fires when the next grace ends; never without stale instances. A timer, not a
+/// poll: nothing runs until then.
+async fn grace_end(at: Option<Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
     }
 }

@@ -118,6 +118,14 @@ struct Args {
     /// Where the last good snapshot is kept, to start from when the control plane is down.
     #[arg(long, env = "GRAYLANE_CACHE_DIR")]
     cache_dir: Option<PathBuf>,
+    /// After a reconnect, instances the control plane does not list (yet: it was
+    /// restarted and their sidecars are not back) are still routed to for this long
+    /// (0s to 5m; 0s: dropped at once).
+    // 10 s: long enough for a fleet to reconnect to a restarted control plane (a
+    // sidecar's backoff waits 5 s at most, jittered), short enough that an instance
+    // that died meanwhile is not tried for long.
+    #[arg(long, env = "GRAYLANE_ENDPOINT_GRACE", default_value = "10s", value_parser = parse_endpoint_grace)]
+    endpoint_grace: Duration,
     /// How often traffic counts go to the control plane (100ms to 1m); for tests.
     #[arg(long, env = "GRAYLANE_TRAFFIC_REPORT_INTERVAL", default_value = "5s", value_parser = parse_report_interval, hide = true)]
     traffic_report_interval: Duration,
@@ -140,6 +148,16 @@ fn parse_report_interval(s: &str) -> Result<Duration, String> {
         return Err(format!("{s}: must be 100ms to 1m"));
     }
     Ok(interval)
+}
+
+/// Capped: a typo such as `10h` would keep a dead instance's address in the routes
+/// for hours.
+fn parse_endpoint_grace(s: &str) -> Result<Duration, String> {
+    let grace = parse_duration(s)?;
+    if grace > Duration::from_secs(300) {
+        return Err(format!("{s}: must be 0s to 5m"));
+    }
+    Ok(grace)
 }
 
 fn parse_duration(s: &str) -> Result<Duration, String> {
@@ -294,6 +312,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
             cache_dir: args.cache_dir,
             ca_bundle,
             traffic_interval: args.traffic_report_interval,
+            endpoint_grace: args.endpoint_grace,
         },
         app_addr: args.app_addr,
         propagate_headers: args.propagate_headers,

@@ -7,19 +7,26 @@
 //! `apply-stall` in `bench/README.md`). Both run on tokio's blocking pool; the session
 //! awaits the answer before it reads the next snapshot, so an ACK still means "routing
 //! by it, and cached", and snapshots are applied one at a time, in order.
+//!
+//! What is routed by (and cached) is the control plane's view plus the instances kept
+//! stale through a reconnect (see `stale`); when a grace ends, `refresh` rebuilds the
+//! routes without them.
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
 
 use graylane_proto::v1::sidecar_message::Message;
 use graylane_proto::v1::{Ack, Nack, SidecarMessage, Snapshot};
 use graylane_routing::{RoutingTable, RuleSet};
+use tokio::time::Instant;
 
 use super::Counters;
 use super::cache;
 use super::received::Received;
+use super::stale::Held;
 use crate::identity::Identity;
 use crate::routes::{Routes, Shared, Source};
 
@@ -30,6 +37,9 @@ pub(super) struct Applier {
     cache_dir: Option<PathBuf>,
     /// Takes the trust bundle a snapshot carries.
     pub(super) identity: Arc<Identity>,
+    /// `--endpoint-grace`: how long a reconnect keeps the instances its first full
+    /// endpoint set lacks.
+    grace: Duration,
     /// Numbers snapshots in the order they were received.
     received: AtomicU64,
     /// The number of the newest snapshot published. Held while publishing and writing
@@ -45,26 +55,31 @@ impl Applier {
         counters: Arc<Counters>,
         cache_dir: Option<PathBuf>,
         identity: Arc<Identity>,
+        grace: Duration,
     ) -> Self {
         Self {
             routes,
             counters,
             cache_dir,
             identity,
+            grace,
             received: AtomicU64::new(0),
             newest: Mutex::new(0),
         }
     }
 
     /// Reads `snapshot` against `previous` and applies the result: routes swapped in
-    /// and cached, or kept as they were on a bad snapshot. Returns the new received
-    /// state (also after a NACK: the next delta is relative to it) and the ACK or NACK
-    /// to send. Errs only if the blocking task could not run (runtime shutting down).
+    /// and cached, or kept as they were on a bad snapshot. `reconnect`: this stream
+    /// followed another and has not sent a full endpoint set yet (see
+    /// [`Held::after`]). Returns the new held state (also after a NACK: the next delta
+    /// is relative to it) and the ACK or NACK to send. Errs only if the blocking task
+    /// could not run (runtime shutting down).
     pub(super) async fn apply(
         self: &Arc<Self>,
-        previous: Received,
+        previous: Held,
         snapshot: Snapshot,
-    ) -> Result<(Received, SidecarMessage), String> {
+        reconnect: bool,
+    ) -> Result<(Held, SidecarMessage), String> {
         let number = self.received.fetch_add(1, Ordering::Relaxed) + 1;
         let this = Arc::clone(self);
         tokio::task::spawn_blocking(move || {
@@ -74,7 +89,15 @@ impl Applier {
             if let Some(bundle) = &snapshot.trust_bundle {
                 this.identity.set_trust_bundle(&bundle.certificates_pem);
             }
-            let next = previous.after(&snapshot);
+            let reconnect = reconnect && snapshot.endpoints.is_some();
+            let next = previous.after(&snapshot, reconnect, this.grace, Instant::now());
+            if reconnect {
+                tracing::info!(
+                    kept = next.stale_count(),
+                    grace = ?this.grace,
+                    "reconnected: instances the control plane does not list (yet) kept as stale"
+                );
+            }
             let answer = this.apply_blocking(number, &next, snapshot.version);
             (next, answer)
         })
@@ -82,35 +105,17 @@ impl Applier {
         .map_err(|e| format!("applying the snapshot: {e}"))
     }
 
-    fn apply_blocking(&self, number: u64, received: &Received, version: u64) -> SidecarMessage {
-        let message = match compile(received, version, Source::ControlPlane) {
+    fn apply_blocking(&self, number: u64, held: &Held, version: u64) -> SidecarMessage {
+        let message = match compile(&held.routed(), version, Source::ControlPlane) {
             Ok(routes) => {
-                let mut newest = self.newest.lock().unwrap_or_else(PoisonError::into_inner);
-                if number < *newest {
+                if self.publish(number, routes, held) {
+                    self.counters.applied.fetch_add(1, Ordering::Relaxed);
+                    Message::Ack(Ack { version })
+                } else {
                     Message::Nack(Nack {
                         version,
                         reason: "superseded by a newer snapshot".into(),
                     })
-                } else {
-                    *newest = number;
-                    tracing::info!(
-                        revision = routes.revision,
-                        version,
-                        "routing by new snapshot"
-                    );
-                    // Freeing a large rule set and table takes milliseconds too: hold
-                    // the old routes until after the cache write, so the requests that
-                    // still use them are done by then and the free happens here.
-                    let previous = self.routes.load();
-                    self.routes.publish(routes);
-                    self.counters.applied.fetch_add(1, Ordering::Relaxed);
-                    if let Some(dir) = &self.cache_dir
-                        && let Err(e) = cache::write(dir, received)
-                    {
-                        tracing::warn!(error = %e, "cannot write the snapshot cache");
-                    }
-                    drop(previous);
-                    Message::Ack(Ack { version })
                 }
             }
             Err(reason) => {
@@ -122,6 +127,68 @@ impl Applier {
         SidecarMessage {
             message: Some(message),
         }
+    }
+
+    /// Swaps in `routes` built from `held` (snapshot `number`) and caches what they
+    /// route by, unless a newer snapshot was published already; whether it did.
+    fn publish(&self, number: u64, routes: Routes, held: &Held) -> bool {
+        let mut newest = self.newest.lock().unwrap_or_else(PoisonError::into_inner);
+        if number < *newest {
+            return false;
+        }
+        *newest = number;
+        tracing::info!(
+            revision = routes.revision,
+            version = routes.version,
+            stale = held.stale_count(),
+            "routing by new snapshot"
+        );
+        // Freeing a large rule set and table takes milliseconds too: hold the old
+        // routes until after the cache write, so the requests that still use them are
+        // done by then and the free happens here.
+        let previous = self.routes.load();
+        self.routes.publish(routes);
+        self.counters.set_stale(held.stale_by_service());
+        // With the stale instances: a sidecar restarted while the control plane is
+        // still down starts from what it routed by.
+        if let Some(dir) = &self.cache_dir
+            && let Err(e) = cache::write(dir, &held.routed())
+        {
+            tracing::warn!(error = %e, "cannot write the snapshot cache");
+        }
+        drop(previous);
+        true
+    }
+
+    /// Drops the stale instances whose grace ended and, if any did, rebuilds the
+    /// routes without them (the version in force stays: nothing new was received).
+    /// A rule set that was NACKed is still what `held` has: then the routes stay as
+    /// they are until the control plane sends one that compiles. Errs only if the
+    /// blocking task could not run (runtime shutting down).
+    pub(super) async fn refresh(self: &Arc<Self>, mut held: Held) -> Result<Held, String> {
+        let number = self.received.fetch_add(1, Ordering::Relaxed) + 1;
+        let this = Arc::clone(self);
+        tokio::task::spawn_blocking(move || {
+            if !held.expire(Instant::now()) {
+                return held;
+            }
+            let version = this.routes.load().map_or(0, |r| r.version);
+            match compile(&held.routed(), version, Source::ControlPlane) {
+                Ok(routes) => {
+                    tracing::info!(
+                        left = held.stale_count(),
+                        "endpoint grace over: stale instances dropped"
+                    );
+                    this.publish(number, routes, &held);
+                }
+                Err(reason) => {
+                    tracing::warn!(%reason, "endpoint grace over, but the rules held do not compile: routes kept");
+                }
+            }
+            held
+        })
+        .await
+        .map_err(|e| format!("dropping stale endpoints: {e}"))
     }
 
     /// Routes from the cache, when there is one and no snapshot arrived meanwhile. A

@@ -109,14 +109,11 @@ fn a_control_plane_killed_mid_hold_resumes_the_step_where_it_was() {
         failed.first().map(span),
         failed.last().map(span),
     );
-    // KNOWN ISSUE (reported, not the driver's): a restarted control plane knows only
-    // the instances whose sidecars reconnected so far, and pushes that endpoint set
-    // to the first ones back; until the rest reconnect, their callers answer 502
-    // "unknown service". Counted above; any other failure, or one before the kill, fails.
-    for s in &failed {
-        let why = s.failure.as_deref().unwrap_or_default();
-        assert!(s.at >= killed && why.contains("unknown service"), "{s:?}");
-    }
+    // A restarted control plane knows only the instances whose sidecars reconnected
+    // so far, and pushes that endpoint set to the first ones back; the sidecars keep
+    // the rest as stale (`--endpoint-grace`) until they are announced again, so no
+    // request fails, not even for the ~100 ms it once took ("unknown service").
+    assert!(failed.is_empty(), "{failed:#?}");
 }
 
 #[test]
