@@ -4,7 +4,8 @@
 //! client ─► frontend v1 ─► orders v1 | orders v2 ─► payments v1      (each app behind
 //!           (TagPolicy: testers → gray)   (Lane gray = version v2)     its own sidecar)
 //! ```
-//! Everything binds port 0 on 127.0.0.1; data and logs go to a temp directory.
+//! Everything binds port 0 on 127.0.0.1; data and logs go to a temp directory. Act two
+//! ([`rollout`]) releases the gray lane progressively, with a good build and a bad one.
 
 #![allow(clippy::print_stdout)]
 
@@ -19,6 +20,7 @@ use super::CliError;
 use super::client::Connect;
 
 mod procs;
+mod rollout;
 
 use self::procs::{Proc, get};
 
@@ -77,18 +79,17 @@ pub(crate) async fn run(once: bool) -> Result<(), CliError> {
         "graylane demo: control plane on {url}, logs in {}",
         dir.display()
     );
-    apply_rules(&url).await?;
+    apply_rules(&url, "gray-release.yaml", RULES).await?;
 
     let mut procs = vec![control];
-    let mut entry = None;
+    let mut instances = Vec::new();
     for (service, version, call) in INSTANCES {
-        let (app, sidecar, inbound) = start_instance(&dir, &url, service, version, call)?;
-        if service == "frontend" {
-            entry = Some((inbound, sidecar.1));
-        }
-        procs.extend([app, sidecar.0]);
+        instances.push(start_instance(&dir, &url, service, version, call)?);
     }
-    let (entry, frontend_admin) = entry.ok_or_else(|| CliError::unavailable("no frontend"))?;
+    let instance = |id: &str| instances.iter().position(|i| i.id == id);
+    let frontend = instance("frontend-v1").ok_or_else(|| CliError::unavailable("no frontend"))?;
+    let orders_v2 = instance("orders-v2").ok_or_else(|| CliError::unavailable("no orders v2"))?;
+    let (entry, frontend_admin) = (instances[frontend].inbound, instances[frontend].admin);
     wait_for(
         Duration::from_secs(20),
         "the frontend sidecar to see every instance",
@@ -157,12 +158,15 @@ pub(crate) async fn run(once: bool) -> Result<(), CliError> {
         );
     }
     println!("console: http://{http}/");
+    rollout::act_two(&dir, &url, http, entry, &mut instances[orders_v2]).await?;
     println!(
         "Try it: curl -i -H 'Graylane-Debug: 1' -H 'x-user-group: testers' http://{entry}/\n      \
          graylane --server {url} status    |    graylane --server {url} release set orders prod\n      \
          graylane --server {url} trace --recent 3    |    graylane --server {url} gaps\n      \
-         graylane --server {url} explain --service orders --header Gray-Publish=gray"
+         graylane --server {url} explain --service orders --header Gray-Publish=gray\n      \
+         graylane --server {url} rollout status gray-demo-2"
     );
+    procs.extend(instances.into_iter().flat_map(|i| [i.app, i.sidecar]));
     if once {
         drop(procs);
         let _ = std::fs::remove_dir_all(&dir);
@@ -214,7 +218,8 @@ fn tempfile_dir() -> Result<std::path::PathBuf, CliError> {
     Ok(dir)
 }
 
-async fn apply_rules(url: &str) -> Result<(), CliError> {
+/// Applies one file of rules (merged into the rules in force).
+async fn apply_rules(url: &str, name: &str, content: &str) -> Result<(), CliError> {
     let connect = Connect {
         servers: url.to_string(),
         token_file: None,
@@ -223,8 +228,8 @@ async fn apply_rules(url: &str) -> Result<(), CliError> {
         context_namespace: None,
     };
     let files = vec![pb::SourceFile {
-        name: "gray-release.yaml".into(),
-        content: RULES.into(),
+        name: name.into(),
+        content: content.into(),
     }];
     connect
         .client()
@@ -237,14 +242,29 @@ async fn apply_rules(url: &str) -> Result<(), CliError> {
     Ok(())
 }
 
-/// A demo app and its sidecar: ((app, sidecar), (sidecar, admin), inbound address).
+/// A demo app and its sidecar, and their addresses.
+struct Instance {
+    /// `service-version`, also the sidecar's instance id.
+    id: String,
+    app: Proc,
+    /// Builds of the app started so far, the first included (each logs to its own file).
+    builds: u32,
+    sidecar: Proc,
+    /// The app's listener: a new build of the app starts on it again.
+    app_addr: SocketAddr,
+    /// The sidecar's admin, inbound and outbound listeners.
+    admin: SocketAddr,
+    inbound: SocketAddr,
+    outbound: SocketAddr,
+}
+
 fn start_instance(
     dir: &Path,
     url: &str,
     service: &str,
     version: &str,
     call: Option<&str>,
-) -> Result<(Proc, (Proc, SocketAddr), SocketAddr), CliError> {
+) -> Result<Instance, CliError> {
     let id = format!("{service}-{version}");
     let mut app_args = vec!["--service", service, "--version", version];
     if let Some(call) = call {
@@ -257,7 +277,7 @@ fn start_instance(
         &app_args,
         true,
     )?;
-    let app_addr = app.address("addr=")?.to_string();
+    let app_addr = app.address("addr=")?;
     let labels = format!("version={version}");
     let mut sidecar = Proc::start(
         dir,
@@ -271,7 +291,7 @@ fn start_instance(
             "--labels",
             &labels,
             "--app-addr",
-            &app_addr,
+            &app_addr.to_string(),
             "--control-plane",
             url,
             "--admin-addr",
@@ -294,7 +314,16 @@ fn start_instance(
         &format!("sidecar {id} to be ready"),
         || (get(admin, "/ready", &[]).ok()?.0 == 200).then_some(()),
     )?;
-    Ok((app, (sidecar, admin), inbound))
+    Ok(Instance {
+        id,
+        app,
+        builds: 1,
+        sidecar,
+        app_addr,
+        admin,
+        inbound,
+        outbound,
+    })
 }
 
 /// "frontend v1 [gray] → orders v2 [gray] → payments v1 [gray, fell back to base]"

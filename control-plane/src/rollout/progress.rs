@@ -8,7 +8,7 @@ use serde::{Deserialize, Serialize};
 use super::verdict::{Outcome, Side};
 
 /// Verdicts kept per rollout (newest last), enough for the console's readings.
-const KEPT_VERDICTS: usize = 30;
+const KEPT_VERDICTS: usize = 12;
 /// Decisions kept per rollout (newest last): every step of a long rollout and then some.
 const KEPT_DECISIONS: usize = 60;
 

@@ -5,7 +5,8 @@
 //! PATH/revisions/00000000000000000042.json   revision 42, whole rule set + meta
 //! PATH/revisions/.tmp-43       a commit in progress (ignored and removed at open)
 //! PATH/ca-key.pem, PATH/ca.pem the mesh CA's key and certificate (mode 0600)
-//! PATH/records.json            every record and the version counter (mode 0600)
+//! PATH/records/                one file per record, and the version counter
+//!                              (mode 0600; `file/record_files.rs`)
 //! ```
 //!
 //! Crash safety: a revision is written to a temp file, fsynced, renamed to its final
@@ -13,9 +14,8 @@
 //! moment a revision file is either absent or complete; the current revision is the
 //! highest complete file. A commit is acknowledged only after the directory fsync, so
 //! an acknowledged revision survives power loss. The CA files are written the same way,
-//! the key first: `ca.pem` present means both are complete. `records.json` too: a
-//! record write is acknowledged after the directory fsync, and the file holds the
-//! version counter, so versions keep growing across restarts.
+//! the key first: `ca.pem` present means both are complete. Records too: a record
+//! write is acknowledged after the directory fsync.
 
 use std::fs::{self, File};
 use std::io::Write;
@@ -26,6 +26,8 @@ use std::sync::Arc;
 use tokio::sync::{Mutex, watch};
 
 use super::records::Records;
+
+mod record_files;
 use super::{CaPem, MIN_HISTORY, Record, Revision, RevisionMeta, Store, StoreError, StoreFuture};
 
 /// The embedded on-disk store.
@@ -135,19 +137,7 @@ fn open_dir(dir: &Path) -> Result<(File, State, Records), StoreError> {
         history.push((n, rev.meta.clone()));
         current = rev;
     }
-    Ok((lock, State { current, history }, read_records(dir)?))
-}
-
-const RECORDS: &str = "records.json";
-
-fn read_records(dir: &Path) -> Result<Records, StoreError> {
-    let path = dir.join(RECORDS);
-    match fs::read(&path) {
-        Ok(bytes) => serde_json::from_slice(&bytes)
-            .map_err(|e| StoreError::Corrupt(format!("{}: {e}", path.display()))),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Records::default()),
-        Err(e) => Err(unavailable("read", &path, e)),
-    }
+    Ok((lock, State { current, history }, record_files::read(dir)?))
 }
 
 fn read_revision(dir: &Path, number: u64) -> Result<Revision, StoreError> {
@@ -235,25 +225,28 @@ impl Inner {
             .map_err(|e| StoreError::Unavailable(format!("CA task failed: {e}")))?
     }
 
-    /// Applies `change` to a copy of the records, writes the copy crash-safely, and
-    /// only then makes it the records: a failed write changes nothing.
+    /// Applies `change` to a copy of the records, writes what it changed crash-safely
+    /// (the record it names: `Some(key)`), and only then makes it the records: a
+    /// failed write changes nothing.
     async fn change_records<T: Send + 'static>(
         &self,
-        change: impl FnOnce(&mut Records) -> Result<(T, bool), StoreError>,
+        change: impl FnOnce(&mut Records) -> Result<(T, Option<String>), StoreError>,
     ) -> Result<T, StoreError> {
         // Held across the write on purpose: record writes are serialised.
         let mut records = self.records.lock().await;
         let mut next = records.clone();
-        let (answer, write) = change(&mut next)?;
-        if !write {
+        let (answer, changed) = change(&mut next)?;
+        let Some(key) = changed else {
             return Ok(answer);
-        }
-        let bytes = serde_json::to_vec(&next)
-            .map_err(|e| StoreError::Unavailable(format!("encode records: {e}")))?;
+        };
         let dir = self.dir.clone();
-        tokio::task::spawn_blocking(move || write_private(&dir, RECORDS, &bytes))
-            .await
-            .map_err(|e| StoreError::Unavailable(format!("records task failed: {e}")))??;
+        let (record, counter) = (next.get(&key), next.counter());
+        tokio::task::spawn_blocking(move || match record {
+            Some(record) => record_files::write(&dir, &key, &record),
+            None => record_files::delete(&dir, &key, counter),
+        })
+        .await
+        .map_err(|e| StoreError::Unavailable(format!("records task failed: {e}")))??;
         *records = next;
         Ok(answer)
     }
@@ -359,18 +352,18 @@ impl Store for FileStore {
     ) -> StoreFuture<'_, u64> {
         // Fenced or not: the directory lock makes this process the leader.
         let key = key.to_string();
-        Box::pin(
-            self.inner
-                .change_records(move |r| Ok((r.put(&key, value, expected)?, true))),
-        )
+        Box::pin(self.inner.change_records(move |r| {
+            let version = r.put(&key, value, expected)?;
+            Ok((version, Some(key)))
+        }))
     }
 
     fn record_delete(&self, key: &str, expected: u64) -> StoreFuture<'_, ()> {
         let key = key.to_string();
-        Box::pin(
-            self.inner
-                .change_records(move |r| Ok(((), r.delete(&key, expected)?))),
-        )
+        Box::pin(self.inner.change_records(move |r| {
+            let removed = r.delete(&key, expected)?;
+            Ok(((), removed.then_some(key)))
+        }))
     }
 
     fn leadership(&self, _holder: &str) -> watch::Receiver<bool> {
@@ -455,6 +448,36 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn a_deleted_records_version_is_not_handed_out_again_after_a_restart() {
+        use crate::store::Store;
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let store = FileStore::open(tmp.path().into(), 100).await.expect("open");
+        let first = store
+            .record_put("a", "1".into(), 0, true)
+            .await
+            .expect("put");
+        let second = store
+            .record_put("b", "2".into(), 0, true)
+            .await
+            .expect("put");
+        store.record_delete("b", second).await.expect("delete");
+        drop(store);
+        let store = FileStore::open(tmp.path().into(), 100)
+            .await
+            .expect("reopen");
+        let third = store
+            .record_put("b", "3".into(), 0, true)
+            .await
+            .expect("put");
+        assert!(third > second && second > first, "{first} {second} {third}");
+        // One file per record: a write touches that record only.
+        let files = std::fs::read_dir(tmp.path().join("records"))
+            .expect("list")
+            .count();
+        assert_eq!(files, 3, "a, b and the counter");
+    }
+
+    #[tokio::test]
     async fn leads_at_once_and_a_damaged_records_file_is_refused_at_open() {
         use crate::store::{Store, StoreError};
         let tmp = tempfile::tempdir().expect("tempdir");
@@ -466,9 +489,11 @@ mod tests {
             .expect("put");
         drop(store);
         // A hand edit gone wrong: refused with the path, not read as "no records".
-        std::fs::write(tmp.path().join("records.json"), b"{\"version\": 1, \"rec").expect("write");
+        let file = tmp.path().join("records").join("6b.json");
+        assert!(file.exists(), "record k is stored as records/6b.json");
+        std::fs::write(&file, b"{\"version\": 1, \"rec").expect("write");
         match FileStore::open(tmp.path().into(), 100).await {
-            Err(StoreError::Corrupt(msg)) => assert!(msg.contains("records.json"), "{msg}"),
+            Err(StoreError::Corrupt(msg)) => assert!(msg.contains("6b.json"), "{msg}"),
             Err(e) => panic!("expected Corrupt, got {e}"),
             Ok(_) => panic!("a damaged records file must not open"),
         }

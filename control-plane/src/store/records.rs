@@ -1,7 +1,7 @@
 //! The records of the embedded stores (memory, file): a map plus a version counter,
 //! with the compare-and-swap rules of `Store::record_put`/`record_delete` written
-//! once. The file store persists the whole struct as JSON, so the counter survives
-//! restarts and a version is never handed out twice (no ABA after delete/recreate).
+//! once. The file store persists each record and the counter (`file/record_files.rs`),
+//! so a version is never handed out twice (no ABA after delete/recreate).
 
 use std::collections::BTreeMap;
 use std::ops::Bound;
@@ -18,6 +18,16 @@ pub(super) struct Records {
 }
 
 impl Records {
+    /// The records read back from disk, with the last version handed out.
+    pub(super) fn from_parts(version: u64, records: BTreeMap<String, Record>) -> Self {
+        Self { version, records }
+    }
+
+    /// The last version handed out.
+    pub(super) fn counter(&self) -> u64 {
+        self.version
+    }
+
     pub(super) fn get(&self, key: &str) -> Option<Record> {
         self.records.get(key).cloned()
     }

@@ -87,6 +87,12 @@ impl Proc {
         }
     }
 
+    /// Kills the child and waits for it (a new build of it may then take its port).
+    pub(super) fn stop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
     /// Writes a line to the child's standard input.
     pub(super) fn tell(&mut self, line: &str) -> Result<(), CliError> {
         use std::io::Write;
@@ -125,8 +131,7 @@ fn die_with_parent(command: &mut Command) {
 
 impl Drop for Proc {
     fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        self.stop();
     }
 }
 
