@@ -17,7 +17,7 @@ use tokio::sync::watch;
 use tokio_stream::StreamExt;
 use tokio_stream::wrappers::ReceiverStream;
 
-use crate::discovery::Counters;
+use crate::discovery::DiscoveryStatus;
 use crate::gaps::Gaps;
 use crate::health;
 use crate::identity::Identity;
@@ -26,17 +26,17 @@ use crate::routes::Shared;
 use crate::spans::Tracer;
 
 /// What the admin listener serves from.
-pub struct Admin {
-    pub service: String,
+pub(crate) struct Admin {
+    pub(crate) service: String,
     /// This instance's namespace: the gate is that of (namespace, service).
-    pub namespace: String,
-    pub instance_id: String,
-    pub labels: BTreeMap<String, String>,
-    pub routes: Shared,
-    pub counters: Arc<Counters>,
-    pub metrics: Arc<Metrics>,
-    pub tracer: Arc<Tracer>,
-    pub gaps: Arc<Gaps>,
+    pub(crate) namespace: String,
+    pub(crate) instance_id: String,
+    pub(crate) labels: BTreeMap<String, String>,
+    pub(crate) routes: Shared,
+    pub(crate) counters: Arc<DiscoveryStatus>,
+    pub(crate) metrics: Arc<Metrics>,
+    pub(crate) tracer: Arc<Tracer>,
+    pub(crate) gaps: Arc<Gaps>,
     /// The workload certificate: `/config`'s `identity`, and `/ready`.
     pub(crate) identity: Arc<Identity>,
 }
@@ -46,7 +46,7 @@ type Body = BoxBody<Bytes, Infallible>;
 impl Admin {
     /// Serves until `shutdown` turns true, within `limits` (connection cap, header-read
     /// timeout, drain), through the one accept loop of every graylane listener.
-    pub async fn serve(
+    pub(crate) async fn serve(
         self: Arc<Self>,
         listener: TcpListener,
         limits: graylane_serve::Limits,

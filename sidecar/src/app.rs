@@ -82,7 +82,7 @@ pub struct Listeners {
 pub async fn run(config: Config, listeners: Listeners, shutdown: impl Future<Output = ()>) {
     let d = &config.discovery;
     let routes = Arc::new(Routing::default());
-    let counters = Arc::new(discovery::Counters::default());
+    let counters = Arc::new(discovery::DiscoveryStatus::default());
     let traces = Arc::new(TraceTable::new(TRACE_ENTRIES, TRACE_TTL));
     let metrics = Arc::new(Metrics::default());
     // The workload certificate, asked for as whom discovery registers, from the same

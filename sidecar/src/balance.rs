@@ -138,7 +138,7 @@ impl Balancer {
     /// routing-table swap with "is this address in the new table", so the map stays
     /// bounded by the instances that exist. Requests still in flight to a dropped
     /// address finish normally; if it comes back it starts with a clean slate.
-    pub fn retain(&self, live: impl Fn(&str) -> bool) {
+    pub(crate) fn retain(&self, live: impl Fn(&str) -> bool) {
         self.stats
             .write()
             .unwrap_or_else(PoisonError::into_inner)

@@ -47,7 +47,7 @@ mod stale;
 
 use self::apply::Applier;
 use self::period::{millis, report_period, ticker};
-use self::received::Parts;
+use self::received::PartialSnapshot;
 use self::stale::Held;
 
 /// Backoff between connection attempts: doubles from the first to the last, each
@@ -87,9 +87,9 @@ pub struct Config {
     pub endpoint_grace: Duration,
 }
 
-/// Counters for `/metrics`.
+/// What discovery has done and holds, for `/metrics` and `/config`.
 #[derive(Debug, Default)]
-pub struct Counters {
+pub struct DiscoveryStatus {
     pub applied: AtomicU64,
     pub rejected: AtomicU64,
     pub connects: AtomicU64,
@@ -105,7 +105,7 @@ pub struct Counters {
     stale: Mutex<BTreeMap<String, Vec<String>>>,
 }
 
-impl Counters {
+impl DiscoveryStatus {
     /// The stale instances in the routes in force, by service.
     pub fn stale_endpoints(&self) -> BTreeMap<String, Vec<String>> {
         self.stale
@@ -128,7 +128,7 @@ impl Counters {
 /// The discovery client. `run` until shutdown.
 pub struct Discovery {
     config: Config,
-    counters: Arc<Counters>,
+    counters: Arc<DiscoveryStatus>,
     applier: Arc<Applier>,
     /// Drained into a report on the stream every `traffic_interval`.
     traffic: Arc<Traffic>,
@@ -139,7 +139,7 @@ impl Discovery {
     pub(crate) fn new(
         config: Config,
         routes: Shared,
-        counters: Arc<Counters>,
+        counters: Arc<DiscoveryStatus>,
         identity: Arc<Identity>,
         traffic: Arc<Traffic>,
     ) -> Self {
@@ -218,7 +218,7 @@ impl Discovery {
                 () = grace_end(held.next_expiry()) => self.expire(held).await?,
             }
         };
-        let mut parts = Parts::default();
+        let mut parts = PartialSnapshot::default();
         let mut any = false;
         // Until this stream's first full endpoint set: what that set lacks is kept stale.
         let mut reconnect = held.streamed;

@@ -16,7 +16,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 
 /// The detector's state for one sidecar.
 #[derive(Default)]
-pub struct Gaps {
+pub(crate) struct Gaps {
     tagged_in_flight: AtomicUsize,
     /// The trace of the latest tagged request to arrive.
     last_tagged: Mutex<Option<[u8; 16]>>,
@@ -25,7 +25,7 @@ pub struct Gaps {
 }
 
 /// Marks a tagged request in flight until dropped.
-pub struct Tagged<'a>(&'a Gaps);
+pub(crate) struct Tagged<'a>(&'a Gaps);
 
 impl Drop for Tagged<'_> {
     fn drop(&mut self) {
@@ -35,21 +35,21 @@ impl Drop for Tagged<'_> {
 
 impl Gaps {
     /// A tagged request of trace `trace_id` is being served.
-    pub fn tagged(&self, trace_id: [u8; 16]) -> Tagged<'_> {
+    pub(crate) fn tagged(&self, trace_id: [u8; 16]) -> Tagged<'_> {
         self.tagged_in_flight.fetch_add(1, Ordering::Relaxed);
         *self.last_tagged.lock().unwrap_or_else(|e| e.into_inner()) = Some(trace_id);
         Tagged(self)
     }
 
     /// Whether a tagged request is being served right now.
-    pub fn any_tagged(&self) -> bool {
+    pub(crate) fn any_tagged(&self) -> bool {
         self.tagged_in_flight.load(Ordering::Relaxed) > 0
     }
 
     /// An outbound call to `destination` that had neither a tag nor a known trace:
     /// when a tagged request is in flight, it is a gap; returns the tagged trace it
     /// probably belonged to.
-    pub fn check(&self, destination: &str) -> Option<[u8; 16]> {
+    pub(crate) fn check(&self, destination: &str) -> Option<[u8; 16]> {
         if self.tagged_in_flight.load(Ordering::Relaxed) == 0 {
             return None;
         }
@@ -63,7 +63,7 @@ impl Gaps {
     }
 
     /// Gaps so far, by destination.
-    pub fn counts(&self) -> BTreeMap<String, u64> {
+    pub(crate) fn counts(&self) -> BTreeMap<String, u64> {
         self.counts
             .lock()
             .unwrap_or_else(|e| e.into_inner())

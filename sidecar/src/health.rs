@@ -109,7 +109,7 @@ mod tests {
             rules,
             endpoints: Default::default(),
             addresses: Default::default(),
-            source: crate::routes::Source::ControlPlane,
+            source: crate::routes::Origin::ControlPlane,
         });
         let none = Identity::new(identity::Config::default(), Arc::default());
         assert_eq!(

@@ -27,29 +27,29 @@ use hyper::body::{Body as _, Incoming};
 use crate::gaps::Gaps;
 use crate::metrics::{Key, Metrics};
 use crate::outbound::{DEBUG_HEADER, HOPS_HEADER, Hop, append_route, lane_label};
-use crate::proxy::{self, Body, Clients, ProxyError, SendError};
+use crate::proxy::{self, Body, Clients, ProxyError, SendFailure, Upstream};
 use crate::routes::{Routes, Shared};
 use crate::server::{Handler, Peer};
 use crate::spans::{Kind, Notes, TRACE_BAGGAGE_KEY, TRACEPARENT, Tracer};
-use crate::tag::{self, HeaderTag, Source, TAG_HEADER, TraceEntry, TraceTable, View};
+use crate::tag::{self, HeaderTag, TAG_HEADER, TagSource, TraceEntry, TraceTable, View};
 
 const BAGGAGE: &str = "baggage";
 
 /// The inbound side of one sidecar.
-pub struct Inbound {
-    pub service: String,
+pub(crate) struct Inbound {
+    pub(crate) service: String,
     /// This service's namespace: whose TagPolicy and PeerPolicy apply.
-    pub namespace: String,
-    pub instance_id: String,
-    pub app_addr: String,
-    pub routes: Shared,
-    pub clients: Clients,
-    pub traces: Arc<TraceTable>,
-    pub propagate: Vec<HeaderName>,
-    pub upstream_timeout: Duration,
-    pub metrics: Arc<Metrics>,
-    pub tracer: Arc<Tracer>,
-    pub gaps: Arc<Gaps>,
+    pub(crate) namespace: String,
+    pub(crate) instance_id: String,
+    pub(crate) app_addr: String,
+    pub(crate) routes: Shared,
+    pub(crate) clients: Clients,
+    pub(crate) traces: Arc<TraceTable>,
+    pub(crate) propagate: Vec<HeaderName>,
+    pub(crate) upstream_timeout: Duration,
+    pub(crate) metrics: Arc<Metrics>,
+    pub(crate) tracer: Arc<Tracer>,
+    pub(crate) gaps: Arc<Gaps>,
 }
 
 impl Handler for Inbound {
@@ -70,10 +70,13 @@ impl Handler for Inbound {
             lane: "-".into(),
             status: 0,
         };
-        let response = self
-            .proxy(peer, request, &mut key, &mut notes)
-            .await
-            .unwrap_or_else(ProxyError::into_response);
+        let response = match self.proxy(peer, request, &mut key, &mut notes).await {
+            Ok(response) => response,
+            Err(e) => {
+                notes.error_source = Some(e.caused_by().as_str());
+                e.into_response()
+            }
+        };
         key.status = response.status().as_u16();
         if self.tracer.records(&span) {
             let name = format!("inbound {}", self.service);
@@ -140,26 +143,20 @@ impl Inbound {
         let again = (proxy::idempotent(&parts.method) && body.is_end_stream())
             .then(|| proxy::copy_head(&parts));
         let request = Request::from_parts(parts, proxy::boxed(body));
-        let mut outcome = self
-            .clients
-            .send(request, &self.app_addr, self.upstream_timeout)
-            .await;
-        if let (Err(SendError::Closed(reason)), Some(copy)) = (&outcome, again) {
+        let app = Upstream {
+            service: &self.service,
+            instance: &self.instance_id,
+            address: &self.app_addr,
+            timeout: self.upstream_timeout,
+        };
+        let mut outcome = self.clients.send(request, &app).await;
+        if let (Err(e), Some(copy)) = (&outcome, again)
+            && let SendFailure::Closed(reason) = &e.failure
+        {
             tracing::debug!(%reason, "app connection closed before answering; sending again");
-            outcome = self
-                .clients
-                .send(copy, &self.app_addr, self.upstream_timeout)
-                .await;
+            outcome = self.clients.send(copy, &app).await;
         }
-        let mut response = outcome.map_err(|e| {
-            ProxyError::from_send(
-                e,
-                &self.service,
-                &self.instance_id,
-                &self.app_addr,
-                self.upstream_timeout,
-            )
-        })?;
+        let mut response = outcome?;
         proxy::upgrade::join_if_switched(upgrade, &mut response);
         let switched = response.status() == http::StatusCode::SWITCHING_PROTOCOLS;
         let (mut parts, body) = response.into_parts();
@@ -191,16 +188,16 @@ impl Inbound {
         routes: Option<&Routes>,
         parts: &mut Parts,
         peer: &Peer,
-    ) -> (Option<Tag>, Source) {
+    ) -> (Option<Tag>, TagSource) {
         let (incoming, from) = match tag::from_header(&parts.headers) {
-            HeaderTag::Valid(t) => (Some(t), Source::Header),
+            HeaderTag::Valid(t) => (Some(t), TagSource::Header),
             HeaderTag::Absent => match tag::from_baggage(&parts.headers) {
-                Some(t) => (Some(t), Source::Baggage),
-                None => (None, Source::None),
+                Some(t) => (Some(t), TagSource::Baggage),
+                None => (None, TagSource::None),
             },
             HeaderTag::Invalid => {
                 self.metrics.invalid_tags.fetch_add(1, Ordering::Relaxed);
-                (None, Source::None)
+                (None, TagSource::None)
             }
         };
         // Before any snapshot the mode is the default (permissive) and no TagPolicy is
@@ -225,7 +222,7 @@ impl Inbound {
             let from = if incoming.is_some() {
                 from
             } else {
-                Source::None
+                TagSource::None
             };
             return (incoming, from);
         };
@@ -243,8 +240,8 @@ impl Inbound {
         }
         let source = match decided.source {
             InboundSource::Incoming => from,
-            InboundSource::Rule => Source::Rule,
-            InboundSource::None => Source::None,
+            InboundSource::Rule => TagSource::Rule,
+            InboundSource::None => TagSource::None,
         };
         (decided.tag, source)
     }

@@ -16,8 +16,8 @@ use std::process::Command;
 
 use anyhow::{Context, bail};
 
-pub const INBOUND_CHAIN: &str = "GRAYLANE_INBOUND";
-pub const OUTBOUND_CHAIN: &str = "GRAYLANE_OUTBOUND";
+pub(crate) const INBOUND_CHAIN: &str = "GRAYLANE_INBOUND";
+pub(crate) const OUTBOUND_CHAIN: &str = "GRAYLANE_OUTBOUND";
 
 /// What to capture, from the flags (or the pod's annotations, through injection).
 #[derive(Clone, Debug, clap::Args)]
@@ -60,7 +60,7 @@ pub struct InitArgs {
 }
 
 /// One `iptables` invocation (arguments after the program name).
-pub type Rule = Vec<String>;
+pub(crate) type Rule = Vec<String>;
 
 fn rule(parts: &[&str]) -> Rule {
     parts.iter().map(|s| (*s).to_string()).collect()
@@ -68,7 +68,7 @@ fn rule(parts: &[&str]) -> Rule {
 
 impl Interception {
     /// The rules of our two chains, in order (after `-t nat -A CHAIN`).
-    pub fn chains(&self) -> Vec<(&'static str, Rule)> {
+    pub(crate) fn chains(&self) -> Vec<(&'static str, Rule)> {
         let mut out = Vec::new();
         if self.inbound {
             let inbound = self.inbound_port.to_string();

@@ -10,20 +10,20 @@
 
 #![cfg_attr(test, allow(clippy::unwrap_used))]
 
-pub mod admin;
+pub(crate) mod admin;
 pub mod app;
 pub mod balance;
 pub mod discovery;
-pub mod gaps;
+pub(crate) mod gaps;
 mod grpc;
 pub(crate) mod health;
 pub(crate) mod identity;
-pub mod inbound;
+pub(crate) mod inbound;
 pub mod iptables;
 pub mod metrics;
-pub mod outbound;
-pub mod proxy;
-pub mod routes;
+pub(crate) mod outbound;
+pub(crate) mod proxy;
+pub(crate) mod routes;
 pub mod server;
 pub mod spans;
 pub mod tag;

@@ -24,20 +24,20 @@ const BUCKETS: [f64; 12] = [
 
 /// The labels of one series.
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub struct Key {
+pub(crate) struct Key {
     /// `outbound` or `inbound`.
-    pub direction: &'static str,
+    pub(crate) direction: &'static str,
     /// Outbound: the destination service; inbound: this one.
-    pub service: String,
+    pub(crate) service: String,
     /// The namespace of `service`; `-` where `service` is (no mesh service). Shown as
     /// the `namespace` label only outside `default` (and `-`), so the series of a
     /// mesh without namespaces keep the labels they always had.
-    pub namespace: String,
+    pub(crate) namespace: String,
     /// The subset that served, `-` when no RoutePolicy names one.
-    pub subset: String,
+    pub(crate) subset: String,
     /// The lane of the request's tag, `-` untagged, `other` for a tag no lane declares.
-    pub lane: String,
-    pub status: u16,
+    pub(crate) lane: String,
+    pub(crate) status: u16,
 }
 
 impl EncodeLabelSet for Key {
@@ -54,20 +54,20 @@ impl EncodeLabelSet for Key {
 }
 
 /// The sidecar's request metrics.
-pub struct Metrics {
+pub(crate) struct Metrics {
     in_flight: Gauge,
-    pub invalid_tags: AtomicU64,
+    pub(crate) invalid_tags: AtomicU64,
     /// Intercepted connections that were not HTTP, tunnelled as TCP.
-    pub tunnels: AtomicU64,
+    pub(crate) tunnels: AtomicU64,
     requests: Family<Key, Counter>,
     durations: Family<Key, Histogram, fn() -> Histogram>,
-    pub inbound_connections: Arc<Connections>,
-    pub outbound_connections: Arc<Connections>,
+    pub(crate) inbound_connections: Arc<Connections>,
+    pub(crate) outbound_connections: Arc<Connections>,
     /// Inbound connections refused by the mTLS mode, by reason.
-    pub inbound_refused: Refusals,
+    pub(crate) inbound_refused: Refusals,
     /// Tags from a peer without a verified mesh identity, removed (mTLS on, no
     /// TagPolicy keeping them).
-    pub untrusted_tags: AtomicU64,
+    pub(crate) untrusted_tags: AtomicU64,
     /// The workload certificate's expiry, unix seconds (0: none yet).
     certificate_expiry: AtomicI64,
     /// Certificate requests answered with a certificate put in force, and failed.
@@ -78,7 +78,7 @@ pub struct Metrics {
 /// Why the inbound listener refused a connection (the `reason` label of
 /// `graylane_inbound_refused_total`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum RefusedReason {
+pub(crate) enum RefusedReason {
     /// Strict mode: not TLS.
     Plaintext,
     /// Strict mode: TLS, but not to a mesh SNI (an app's own TLS, or no SNI).
@@ -101,7 +101,7 @@ impl RefusedReason {
         Self::NoCertificateLocal,
     ];
 
-    pub fn as_str(self) -> &'static str {
+    pub(crate) fn as_str(self) -> &'static str {
         match self {
             Self::Plaintext => "plaintext",
             Self::NotMesh => "not_mesh",
@@ -114,10 +114,10 @@ impl RefusedReason {
 
 /// One counter per [`RefusedReason`].
 #[derive(Default)]
-pub struct Refusals([AtomicU64; RefusedReason::ALL.len()]);
+pub(crate) struct Refusals([AtomicU64; RefusedReason::ALL.len()]);
 
 impl Refusals {
-    pub fn count(&self, reason: RefusedReason) {
+    pub(crate) fn count(&self, reason: RefusedReason) {
         self.0[reason as usize].fetch_add(1, Ordering::Relaxed);
     }
 }
@@ -131,15 +131,15 @@ struct Reason {
 /// Connection counters of one listener.
 #[derive(Default)]
 pub struct Connections {
-    pub accepted: AtomicU64,
+    pub(crate) accepted: AtomicU64,
     /// Closed at once: over `--max-connections`.
-    pub refused: AtomicU64,
+    pub(crate) refused: AtomicU64,
     /// Failed accepts (e.g. EMFILE: out of file descriptors).
-    pub accept_errors: AtomicU64,
+    pub(crate) accept_errors: AtomicU64,
     /// Closed for sending no complete request head within the header-read timeout.
-    pub header_timeouts: AtomicU64,
+    pub(crate) header_timeouts: AtomicU64,
     /// Closed for cancelling most of their requests before the answer (rapid reset).
-    pub reset_abuse: AtomicU64,
+    pub(crate) reset_abuse: AtomicU64,
 }
 
 /// The `listener` label of the connection counters.
@@ -155,7 +155,7 @@ struct Renewal {
 }
 
 /// Counts a request as in flight until dropped.
-pub struct InFlight<'a>(&'a Metrics);
+pub(crate) struct InFlight<'a>(&'a Metrics);
 
 impl Drop for InFlight<'_> {
     fn drop(&mut self) {
@@ -184,13 +184,13 @@ impl Default for Metrics {
 
 impl Metrics {
     /// Marks a request in flight for as long as the guard lives.
-    pub fn start(&self) -> InFlight<'_> {
+    pub(crate) fn start(&self) -> InFlight<'_> {
         self.in_flight.inc();
         InFlight(self)
     }
 
     /// Records one answered request and how long it took until its response head.
-    pub fn record(&self, key: Key, elapsed: Duration) {
+    pub(crate) fn record(&self, key: Key, elapsed: Duration) {
         self.durations
             .get_or_create(&key)
             .observe(elapsed.as_secs_f64());
@@ -213,7 +213,7 @@ impl Metrics {
     }
 
     /// Adds every series to a scrape.
-    pub fn register(&self, scrape: &mut Scrape) {
+    pub(crate) fn register(&self, scrape: &mut Scrape) {
         scrape.register(
             "graylane_sidecar_requests_in_flight",
             "Requests being proxied now.",

@@ -18,7 +18,7 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
-use graylane_routing::{Candidates, RetryPolicy, Route, RouteError};
+use graylane_routing::{Candidates, RouteError};
 use http::header::{HeaderName, HeaderValue};
 use http::request::Parts;
 use http::{Method, Request, Response};
@@ -28,17 +28,18 @@ use hyper::upgrade::OnUpgrade;
 use crate::balance::Balancer;
 use crate::gaps::Gaps;
 use crate::metrics::{Key, Metrics};
-use crate::proxy::{self, Body, Clients, ProxyError, SendError, Transport};
+use crate::proxy::{self, Body, Clients, ProxyError, Transport, Upstream};
 use crate::routes::{Routes, Shared};
 use crate::server::{Handler, Peer};
 use crate::spans::{Kind, Notes, Tracer};
-use crate::tag::{self, HeaderTag, Source, TAG_HEADER, TraceTable, View};
+use crate::tag::{self, HeaderTag, TAG_HEADER, TagSource, TraceTable, View};
 use crate::traffic::{Destination, Traffic};
 use crate::transparent::OriginalDst;
 
 mod connect;
 mod debug;
 mod policy;
+mod send;
 mod target;
 
 use self::target::Target;
@@ -47,28 +48,28 @@ pub(crate) use self::debug::{DEBUG_HEADER, Hop, append_route};
 pub(crate) use self::target::HOPS_HEADER;
 
 /// The outbound side of one sidecar.
-pub struct Outbound {
+pub(crate) struct Outbound {
     /// This instance (for its spans).
-    pub service: String,
-    pub instance_id: String,
-    pub routes: Shared,
-    pub balancer: Balancer,
-    pub clients: Clients,
-    pub traces: Arc<TraceTable>,
+    pub(crate) service: String,
+    pub(crate) instance_id: String,
+    pub(crate) routes: Shared,
+    pub(crate) balancer: Balancer,
+    pub(crate) clients: Clients,
+    pub(crate) traces: Arc<TraceTable>,
     /// This sidecar's namespace and cluster domain: which hosts name a mesh service.
-    pub namespace: String,
-    pub cluster_domain: String,
+    pub(crate) namespace: String,
+    pub(crate) cluster_domain: String,
     /// This sidecar's outbound and admin listeners: a request aimed at them would loop.
-    pub own_listeners: Vec<SocketAddr>,
-    pub connect_timeout: Duration,
+    pub(crate) own_listeners: Vec<SocketAddr>,
+    pub(crate) connect_timeout: Duration,
     /// Extra headers recovered from the trace table when the app dropped them.
-    pub propagate: Vec<HeaderName>,
-    pub upstream_timeout: Duration,
-    pub metrics: Arc<Metrics>,
-    pub tracer: Arc<Tracer>,
-    pub gaps: Arc<Gaps>,
+    pub(crate) propagate: Vec<HeaderName>,
+    pub(crate) upstream_timeout: Duration,
+    pub(crate) metrics: Arc<Metrics>,
+    pub(crate) tracer: Arc<Tracer>,
+    pub(crate) gaps: Arc<Gaps>,
     /// Per-destination counts for the control plane's traffic reports.
-    pub traffic: Arc<Traffic>,
+    pub(crate) traffic: Arc<Traffic>,
 }
 
 impl Handler for Outbound {
@@ -92,10 +93,13 @@ impl Handler for Outbound {
             trace_id: span.trace_id,
             ..Notes::default()
         };
-        let response = self
-            .proxy(request, &mut key, &mut notes)
-            .await
-            .unwrap_or_else(ProxyError::into_response);
+        let response = match self.proxy(request, &mut key, &mut notes).await {
+            Ok(response) => response,
+            Err(e) => {
+                notes.error_source = Some(e.caused_by().as_str());
+                e.into_response()
+            }
+        };
         key.status = response.status().as_u16();
         // No tag, and no trace context of a request this sidecar received: a gap if a
         // tagged request is in flight here (see `gaps`).
@@ -270,13 +274,13 @@ impl Outbound {
     ) -> Result<Response<Body>, ProxyError> {
         let upgrade = forward_head(&mut parts, tag.as_ref(), hops);
         let request = Request::from_parts(parts, proxy::boxed(body));
-        let response = self
-            .clients
-            .send(request, address, self.upstream_timeout)
-            .await
-            .map_err(|e| {
-                ProxyError::from_send(e, address, address, address, self.upstream_timeout)
-            })?;
+        let to = Upstream {
+            service: address,
+            instance: address,
+            address,
+            timeout: self.upstream_timeout,
+        };
+        let response = self.clients.send(request, &to).await?;
         Ok(forward_response(response, upgrade))
     }
 
@@ -301,33 +305,40 @@ impl Outbound {
             .headers_mut()
             .insert(MIRROR_HEADER, HeaderValue::from_static("1"));
         let (clients, address) = (self.clients.clone(), instance.address.clone());
+        let (service, id) = (instance.service.clone(), instance.id.clone());
         tokio::spawn(async move {
             let _in_flight = in_flight;
             let transport = peer.as_deref().map_or(Transport::Plain, Transport::Mtls);
-            let _ = clients.send_to(request, &address, transport, timeout).await;
+            let to = Upstream {
+                service: &service,
+                instance: &id,
+                address: &address,
+                timeout,
+            };
+            let _ = clients.send_to(request, &to, transport).await;
         });
     }
 
     /// sidecar.md "The tag on the way out": header, then baggage, then the trace
     /// table. An invalid header is removed and counted; it never travels further.
-    fn resolve_tag(&self, parts: &mut Parts) -> (Option<graylane_routing::Tag>, Source) {
+    fn resolve_tag(&self, parts: &mut Parts) -> (Option<graylane_routing::Tag>, TagSource) {
         let from_header = tag::from_header(&parts.headers);
         parts.headers.remove(TAG_HEADER);
         match from_header {
-            HeaderTag::Valid(tag) => return (Some(tag), Source::Header),
+            HeaderTag::Valid(tag) => return (Some(tag), TagSource::Header),
             HeaderTag::Absent => {}
             HeaderTag::Invalid => {
                 self.metrics.invalid_tags.fetch_add(1, Ordering::Relaxed);
             }
         }
         if let Some(tag) = tag::from_baggage(&parts.headers) {
-            return (Some(tag), Source::Baggage);
+            return (Some(tag), TagSource::Baggage);
         }
         let Some(trace) = tag::trace_id(&parts.headers) else {
-            return (None, Source::None);
+            return (None, TagSource::None);
         };
         let Some(entry) = self.traces.recall(&trace, Instant::now()) else {
-            return (None, Source::None);
+            return (None, TagSource::None);
         };
         for (name, value) in entry.headers {
             if self.propagate.contains(&name) && !parts.headers.contains_key(&name) {
@@ -335,122 +346,8 @@ impl Outbound {
             }
         }
         match entry.tag {
-            Some(tag) => (Some(tag), Source::Trace),
-            None => (None, Source::None),
-        }
-    }
-
-    /// Picks an instance and sends, over mTLS when the PeerPolicy mode of the
-    /// instance's service asks for it (the last of the result: whether it did). A
-    /// retryable (idempotent, body-less) request goes again as its retry policy says;
-    /// any other request goes once more only when its first connection never came up
-    /// (its body never left).
-    async fn send<'r>(
-        &self,
-        route: &Route<'r>,
-        service: &str,
-        parts: Parts,
-        body: Incoming,
-        retry: Option<&RetryPolicy>,
-        timeout: Duration,
-    ) -> Result<(Response<Incoming>, graylane_routing::Instance, u32, bool), ProxyError> {
-        // A retryable request has no body: each attempt is a copy of the head. Others
-        // are sent once, moved.
-        let mut held = Some((parts, proxy::boxed(body)));
-        let mut avoid: Option<String> = None;
-        let mut retries_left = retry.map_or(0, RetryPolicy::attempts);
-        // A connection that closed before any answer (a keep-alive race, a peer that
-        // died) gets one retry of its own, whatever the policy: nothing was answered.
-        let mut closed_retry = retry.is_some();
-        let mut retries = 0;
-        // A request with a body: its head, and the way back to its body while unsent.
-        let mut unsent: Option<(Parts, proxy::Reclaim)> = None;
-        // Off → strict: an instance may refuse plaintext a moment before this sidecar
-        // sees the new rules; that refusal is retried over mTLS, once.
-        let mut force_mtls = false;
-        // The PeerPolicy of the instances' service, as in force now.
-        let routes = self.routes.load();
-        loop {
-            let mut rng = fastrand::Rng::new();
-            let (instance, _in_flight) = self
-                .balancer
-                .pick(route.candidates, avoid.as_deref(), &mut rng, Instant::now())
-                .ok_or_else(|| {
-                    ProxyError::NoInstance(format!("no ready instance of service {service}"))
-                })?;
-            let request = match (&held, retry.is_some()) {
-                (Some((head, _)), true) => proxy::copy_head(head),
-                _ => {
-                    let (head, body) = held
-                        .take()
-                        .ok_or_else(|| ProxyError::BadRequest("request already sent".into()))?;
-                    let (body, reclaim) = proxy::unsent(body);
-                    let (copy, _) = proxy::copy_head(&head).into_parts();
-                    unsent = Some((copy, reclaim));
-                    Request::from_parts(head, body)
-                }
-            };
-            let transport = self
-                .clients
-                .transport_for(routes.as_deref(), instance, force_mtls)?;
-            let outcome = self
-                .clients
-                .send_to(request, &instance.address, transport, timeout)
-                .await;
-            if matches!(outcome, Err(SendError::Closed(_)))
-                && transport == Transport::Plain
-                && !force_mtls
-                && self.clients.can_reach(&instance.identity)
-                && (held.is_some() || proxy::reclaim(&mut unsent, &mut held))
-            {
-                tracing::debug!(%service, instance = %instance.id, "plaintext refused: sending over mTLS");
-                force_mtls = true;
-                continue;
-            }
-            if let (Err(SendError::Connect(_)), Some((head, reclaim))) = (&outcome, unsent.take())
-                && let Some(body) = reclaim.take()
-                && retries == 0
-            {
-                self.balancer.failed(&instance.address, Instant::now());
-                tracing::debug!(%service, instance = %instance.id, "not connected: sending elsewhere");
-                held = Some((head, body));
-                retries += 1;
-                avoid = Some(instance.address.clone());
-                continue;
-            }
-            if matches!(outcome, Err(SendError::Connect(_) | SendError::Other(_))) {
-                self.balancer.failed(&instance.address, Instant::now());
-            }
-            let again = match retry {
-                None => false,
-                Some(_) if closed_retry && matches!(outcome, Err(SendError::Closed(_))) => {
-                    closed_retry = false;
-                    retries_left += 1;
-                    true
-                }
-                Some(_) if retries_left == 0 => false,
-                Some(r) => policy::outcome(&outcome).is_some_and(|o| r.retries(o)),
-            };
-            if again {
-                retries_left -= 1;
-                retries += 1;
-                tracing::debug!(%service, instance = %instance.id, "retrying on another instance");
-                if route.candidates.len() > 1 {
-                    avoid = Some(instance.address.clone());
-                }
-                continue;
-            }
-            let mtls = matches!(transport, Transport::Mtls(_));
-            return match outcome {
-                Ok(response) => Ok((response, instance.clone(), retries, mtls)),
-                Err(e) => Err(ProxyError::from_send(
-                    e,
-                    service,
-                    &instance.id,
-                    &instance.address,
-                    timeout,
-                )),
-            };
+            Some(tag) => (Some(tag), TagSource::Trace),
+            None => (None, TagSource::None),
         }
     }
 }

@@ -23,26 +23,27 @@ mod error;
 mod headers;
 mod mtls;
 mod unsent;
-pub mod upgrade;
+pub(crate) mod upgrade;
 
 use self::coalesce::Coalesce;
-pub use self::error::ProxyError;
-pub use self::headers::strip_hop_by_hop;
+pub(crate) use self::error::ProxyError;
+pub(crate) use self::error::{RetryClass, SendError, SendFailure, Upstream};
+pub(crate) use self::headers::strip_hop_by_hop;
 use self::mtls::MeshClients;
 pub(crate) use self::mtls::{Transport, mtls_mode};
 pub(crate) use self::unsent::{Reclaim, unsent};
 
 /// Every body the sidecar sends or receives.
-pub type Body = UnsyncBoxBody<Bytes, BoxError>;
-pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
+pub(crate) type Body = UnsyncBoxBody<Bytes, BoxError>;
+pub(crate) type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
 /// A streamed body, boxed, its ready frames merged (see `coalesce`).
-pub fn boxed(body: Incoming) -> Body {
+pub(crate) fn boxed(body: Incoming) -> Body {
     Coalesce::new(body).boxed_unsync()
 }
 
 /// An empty body (for retries of body-less requests and for errors).
-pub fn empty() -> Body {
+pub(crate) fn empty() -> Body {
     http_body_util::Empty::new()
         .map_err(|e| match e {})
         .boxed_unsync()
@@ -66,7 +67,7 @@ const POOL_IDLE_TIMEOUT: Duration = Duration::from_secs(4);
 /// that arrived as HTTP/2 (gRPC needs it end to end; one connection multiplexes); the
 /// same over mesh mTLS to other sidecars (ALPN `http/1.1` or `h2`).
 #[derive(Clone)]
-pub struct Clients {
+pub(crate) struct Clients {
     http1: Client<HttpConnector, Body>,
     http2: Client<HttpConnector, Body>,
     /// `None`: no workload identity, plaintext only (`strict` calls fail).
@@ -142,28 +143,38 @@ impl Clients {
         self.mesh.as_ref().is_some_and(|m| m.can_reach(peer))
     }
 
-    /// Sends `request` to `http://{address}` within `timeout` (see [`Self::send_to`]).
-    pub async fn send(
+    /// Sends `request` to `http://{to.address}` within `to.timeout` (see
+    /// [`Self::send_to`]).
+    pub(crate) async fn send(
         &self,
         request: Request<Body>,
-        address: &str,
-        timeout: Duration,
+        to: &Upstream<'_>,
     ) -> Result<Response<Incoming>, SendError> {
-        self.send_to(request, address, Transport::Plain, timeout)
-            .await
+        self.send_to(request, to, Transport::Plain).await
     }
 
-    /// Sends `request` to `address` within `timeout`, in the clear or over mesh mTLS
-    /// (`https://{address}`, the server proving the identity). The URI's authority is
-    /// replaced; the `Host` header keeps the service name for the next hop. A failed
-    /// handshake is a [`SendError::Connect`]: nothing was sent.
+    /// Sends `request` to `to.address` within `to.timeout`, in the clear or over mesh
+    /// mTLS (`https://{address}`, the server proving the identity). The URI's authority
+    /// is replaced; the `Host` header keeps the service name for the next hop. A failed
+    /// handshake is a [`SendFailure::Connect`]: nothing was sent.
     pub(crate) async fn send_to(
+        &self,
+        request: Request<Body>,
+        to: &Upstream<'_>,
+        transport: Transport<'_>,
+    ) -> Result<Response<Incoming>, SendError> {
+        self.try_send(request, to.address, transport, to.timeout)
+            .await
+            .map_err(|failure| to.failed(failure))
+    }
+
+    async fn try_send(
         &self,
         mut request: Request<Body>,
         address: &str,
         transport: Transport<'_>,
         timeout: Duration,
-    ) -> Result<Response<Incoming>, SendError> {
+    ) -> Result<Response<Incoming>, SendFailure> {
         let path = request
             .uri()
             .path_and_query()
@@ -172,7 +183,7 @@ impl Clients {
         if !path.starts_with('/') {
             // `OPTIONS *` (RFC 9110 §9.3.7) asks about a server, not a resource: it has
             // no meaning past this hop.
-            return Err(SendError::Downstream(format!(
+            return Err(SendFailure::Downstream(format!(
                 "request target {path:?} cannot be forwarded"
             )));
         }
@@ -180,9 +191,12 @@ impl Clients {
             Transport::Plain => "http",
             Transport::Mtls(_) => "https",
         };
+        // The path was parsed from the request already: what fails here is the
+        // address, a registration's or a flag's, never the client's doing. Nothing was
+        // sent, so another instance may be tried.
         *request.uri_mut() = format!("{scheme}://{address}{path}")
             .parse()
-            .map_err(|e| SendError::Downstream(format!("bad request target: {e}")))?;
+            .map_err(|e| SendFailure::Connect(format!("no URI for address {address:?}: {e}")))?;
         let h2 = request.version() == Version::HTTP_2;
         if !h2 {
             // Whatever the caller spoke (HTTP/1.0 included), the hop to the next
@@ -202,13 +216,13 @@ impl Clients {
                 client.request(request)
             }
             (Transport::Mtls(peer), None) => {
-                return Err(SendError::Connect(format!(
+                return Err(SendFailure::Connect(format!(
                     "mTLS to {peer}: this sidecar has no identity"
                 )));
             }
         };
         match tokio::time::timeout(timeout, sent).await {
-            Err(_) => Err(SendError::Timeout),
+            Err(_) => Err(SendFailure::Timeout),
             Ok(Ok(response)) => match malformed(&response) {
                 Some(reason) => {
                     // hyper may already hold the whole body and have pooled the
@@ -216,14 +230,17 @@ impl Clients {
                     if let Some(connected) = connection.connection_metadata().as_ref() {
                         connected.poison();
                     }
-                    Err(SendError::Other(format!("malformed response: {reason}")))
+                    Err(SendFailure::Other(format!("malformed response: {reason}")))
                 }
                 None => Ok(response),
             },
-            Ok(Err(e)) if e.is_connect() => Err(SendError::Connect(source_text(&e))),
-            Ok(Err(e)) if downstream_body_failed(&e) => Err(SendError::Downstream(source_text(&e))),
-            Ok(Err(e)) if closed_before_response(&e) => Err(SendError::Closed(source_text(&e))),
-            Ok(Err(e)) => Err(SendError::Other(source_text(&e))),
+            Ok(Err(e)) if e.is_connect() => Err(SendFailure::Connect(source_text(&e))),
+            Ok(Err(e)) => Err(match user_error(&e) {
+                Some(User::Body) => SendFailure::Downstream(source_text(&e)),
+                Some(User::Misuse) => SendFailure::Internal(source_text(&e)),
+                None if closed_before_response(&e) => SendFailure::Closed(source_text(&e)),
+                None => SendFailure::Other(source_text(&e)),
+            }),
         }
     }
 }
@@ -238,19 +255,38 @@ fn malformed<B>(response: &Response<B>) -> Option<&'static str> {
     .then_some("Content-Length with Transfer-Encoding")
 }
 
-/// The request's own body failed (the client sent bad chunks, or went away): the
-/// client's fault, not the upstream's, so no instance is blamed for it.
-fn downstream_body_failed(e: &hyper_util::client::legacy::Error) -> bool {
+/// A hyper error about what the sidecar handed it, not about the upstream.
+enum User {
+    /// The request's own body failed (the client sent bad chunks, or went away): the
+    /// client's fault, not the upstream's, so no instance is blamed for it.
+    Body,
+    /// Anything else hyper refuses in a request (an unsupported version, a header
+    /// HTTP/2 forbids): the request as the sidecar built it.
+    Misuse,
+}
+
+/// hyper's user errors, told apart by their text: its kinds are not public, and
+/// each kind's text is fixed (`Error::description`).
+fn user_error(e: &hyper_util::client::legacy::Error) -> Option<User> {
     let mut source = std::error::Error::source(e);
     while let Some(s) = source {
         if let Some(h) = s.downcast_ref::<hyper::Error>()
             && h.is_user()
         {
-            return true;
+            let text = h.to_string();
+            return if h.is_body_write_aborted() || text == "error from user's Body stream" {
+                Some(User::Body)
+            } else if text == "dispatch task is gone" {
+                // The connection's task ended under the request: the connection's
+                // failure, classified as the upstream's below.
+                None
+            } else {
+                Some(User::Misuse)
+            };
         }
         source = s.source();
     }
-    false
+    None
 }
 
 /// The connection closed or was reset before any byte of a response: the upstream
@@ -323,23 +359,6 @@ pub(crate) fn idempotent(method: &Method) -> bool {
         *method,
         Method::GET | Method::HEAD | Method::OPTIONS | Method::TRACE | Method::PUT | Method::DELETE
     )
-}
-
-/// How a send failed.
-#[derive(Debug)]
-pub enum SendError {
-    /// No connection could be made: nothing was sent, a retry elsewhere is safe.
-    Connect(String),
-    Timeout,
-    /// The connection closed or was reset before any response (see
-    /// `closed_before_response`): retried once for idempotent requests.
-    Closed(String),
-    /// The request itself cannot go (a bad body from the client, a target that
-    /// cannot be forwarded): the caller gets a 400, no instance is blamed.
-    Downstream(String),
-    /// Anything after connecting (a malformed response, a reset): hyper drops that
-    /// connection, it is never reused.
-    Other(String),
 }
 
 fn source_text(e: &dyn std::error::Error) -> String {

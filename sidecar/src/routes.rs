@@ -10,39 +10,39 @@ use graylane_routing::{RoutingTable, RuleSet};
 use tokio::sync::watch;
 
 /// A compiled snapshot: the rules and endpoints the sidecar routes by.
-pub struct Routes {
+pub(crate) struct Routes {
     /// The control plane's snapshot version this was built from (0: from the cache).
-    pub version: u64,
+    pub(crate) version: u64,
     /// The rule revision.
-    pub revision: u64,
-    pub rules: RuleSet,
-    pub table: RoutingTable,
+    pub(crate) revision: u64,
+    pub(crate) rules: RuleSet,
+    pub(crate) table: RoutingTable,
     /// Instance ids per service, for `/config`.
-    pub endpoints: std::collections::BTreeMap<String, Vec<String>>,
+    pub(crate) endpoints: std::collections::BTreeMap<String, Vec<String>>,
     /// Every instance address, so per-address state (balancer stats) of instances that
     /// are gone can be dropped.
-    pub addresses: std::collections::HashSet<String>,
+    pub(crate) addresses: std::collections::HashSet<String>,
     /// Where it came from, for `/config` and logs.
-    pub source: Source,
+    pub(crate) source: Origin,
 }
 
 /// Where the routes in force came from.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
 #[serde(rename_all = "kebab-case")]
-pub enum Source {
+pub(crate) enum Origin {
     ControlPlane,
     Cache,
 }
 
 /// The routes in force, shared by every listener and swapped by discovery.
-pub struct Routing {
+pub(crate) struct Routing {
     current: ArcSwapOption<Routes>,
     /// Bumped after every swap: wakes `/gates/self?watch=1` streams.
     changed: watch::Sender<u64>,
 }
 
 /// How listeners hold the routing state.
-pub type Shared = Arc<Routing>;
+pub(crate) type Shared = Arc<Routing>;
 
 impl Default for Routing {
     fn default() -> Self {
@@ -55,18 +55,18 @@ impl Default for Routing {
 
 impl Routing {
     /// The routes in force; `None` until the first snapshot (the sidecar is not ready).
-    pub fn load(&self) -> Option<Arc<Routes>> {
+    pub(crate) fn load(&self) -> Option<Arc<Routes>> {
         self.current.load_full()
     }
 
     /// Swaps in new routes for every request that starts from now on.
-    pub fn publish(&self, routes: Routes) {
+    pub(crate) fn publish(&self, routes: Routes) {
         self.current.store(Some(Arc::new(routes)));
         self.changed.send_modify(|n| *n += 1);
     }
 
     /// Fires after every swap.
-    pub fn subscribe(&self) -> watch::Receiver<u64> {
+    pub(crate) fn subscribe(&self) -> watch::Receiver<u64> {
         self.changed.subscribe()
     }
 }

@@ -26,10 +26,10 @@ use opentelemetry_proto::tonic::trace::v1::{
 };
 use tokio::sync::mpsc;
 
-pub const TRACEPARENT: &str = "traceparent";
+pub(crate) const TRACEPARENT: &str = "traceparent";
 /// The baggage entry that carries a copy of `traceparent` (set by the inbound sidecar),
 /// for apps that relay `baggage` but not `traceparent`.
-pub const TRACE_BAGGAGE_KEY: &str = "graylane-trace";
+pub(crate) const TRACE_BAGGAGE_KEY: &str = "graylane-trace";
 /// Spans waiting for export at most; past this they are dropped.
 const QUEUE: usize = 4096;
 const BATCH: usize = 512;
@@ -51,26 +51,26 @@ pub struct TraceConfig {
 }
 
 /// Records and exports this sidecar's spans.
-pub struct Tracer {
+pub(crate) struct Tracer {
     queue: Option<mpsc::Sender<Span>>,
     sampling: f64,
-    pub exported: AtomicU64,
-    pub dropped: AtomicU64,
+    pub(crate) exported: AtomicU64,
+    pub(crate) dropped: AtomicU64,
 }
 
 /// The trace position of one proxied request.
 #[derive(Clone, Copy, Debug)]
-pub struct SpanContext {
-    pub trace_id: [u8; 16],
-    pub span_id: [u8; 8],
-    pub parent: Option<[u8; 8]>,
-    pub sampled: bool,
+pub(crate) struct SpanContext {
+    pub(crate) trace_id: [u8; 16],
+    pub(crate) span_id: [u8; 8],
+    pub(crate) parent: Option<[u8; 8]>,
+    pub(crate) sampled: bool,
     start_ns: u64,
 }
 
 /// Server (inbound) or client (outbound) side of a hop.
 #[derive(Clone, Copy, Debug)]
-pub enum Kind {
+pub(crate) enum Kind {
     Server,
     Client,
 }
@@ -78,7 +78,7 @@ pub enum Kind {
 impl Tracer {
     /// Starts the exporter task when an endpoint is set. `resource` names this
     /// instance (service, instance id, labels).
-    pub fn new(config: &TraceConfig, resource: Vec<KeyValue>) -> Arc<Self> {
+    pub(crate) fn new(config: &TraceConfig, resource: Vec<KeyValue>) -> Arc<Self> {
         let (queue, rx) = match &config.endpoint {
             Some(_) => {
                 let (tx, rx) = mpsc::channel(QUEUE);
@@ -107,7 +107,7 @@ impl Tracer {
 
     /// The span of a request arriving with `headers`: a child of its `traceparent`,
     /// or the root of a new trace. Rewrites `traceparent` to point at this span.
-    pub fn begin(&self, headers: &mut HeaderMap) -> SpanContext {
+    pub(crate) fn begin(&self, headers: &mut HeaderMap) -> SpanContext {
         let incoming = headers
             .get(TRACEPARENT)
             .and_then(|v| v.to_str().ok())
@@ -147,12 +147,12 @@ impl Tracer {
     }
 
     /// Whether the span of `context` is recorded (sampled, and spans are exported).
-    pub fn records(&self, context: &SpanContext) -> bool {
+    pub(crate) fn records(&self, context: &SpanContext) -> bool {
         self.queue.is_some() && context.sampled
     }
 
     /// Records the finished span of `context` (when sampled and exporting).
-    pub fn finish(
+    pub(crate) fn finish(
         &self,
         context: &SpanContext,
         kind: Kind,
@@ -210,7 +210,7 @@ impl Tracer {
 }
 
 /// A string attribute.
-pub fn attr(key: &str, value: impl Into<String>) -> KeyValue {
+pub(crate) fn attr(key: &str, value: impl Into<String>) -> KeyValue {
     KeyValue {
         key: key.into(),
         value: Some(AnyValue {
@@ -221,7 +221,7 @@ pub fn attr(key: &str, value: impl Into<String>) -> KeyValue {
 }
 
 /// An integer attribute.
-pub fn attr_int(key: &str, value: i64) -> KeyValue {
+pub(crate) fn attr_int(key: &str, value: i64) -> KeyValue {
     KeyValue {
         key: key.into(),
         value: Some(AnyValue {
@@ -232,7 +232,7 @@ pub fn attr_int(key: &str, value: i64) -> KeyValue {
 }
 
 /// A boolean attribute.
-pub fn attr_bool(key: &str, value: bool) -> KeyValue {
+pub(crate) fn attr_bool(key: &str, value: bool) -> KeyValue {
     KeyValue {
         key: key.into(),
         value: Some(AnyValue {
@@ -353,36 +353,39 @@ fn nonzero_bytes<const N: usize>() -> [u8; N] {
 
 /// What the proxy learned about one hop, for its span.
 #[derive(Debug, Default)]
-pub struct Notes {
+pub(crate) struct Notes {
     /// Outbound: the service called.
-    pub destination: Option<String>,
+    pub(crate) destination: Option<String>,
     /// Outbound: the namespace of the service called.
-    pub destination_namespace: Option<String>,
+    pub(crate) destination_namespace: Option<String>,
     /// Outbound: the instance that served.
-    pub instance: Option<String>,
-    pub tag: Option<String>,
+    pub(crate) instance: Option<String>,
+    pub(crate) tag: Option<String>,
     /// Where the tag came from: header | baggage | trace | rule | none.
-    pub source: &'static str,
-    pub lane: Option<String>,
-    pub subset: Option<String>,
+    pub(crate) source: &'static str,
+    pub(crate) lane: Option<String>,
+    pub(crate) subset: Option<String>,
     /// Why the lane did not serve (`no ready instance in lane gray, served by base`).
-    pub fallback: Option<String>,
+    pub(crate) fallback: Option<String>,
     /// The rule revision the decision was made by.
-    pub revision: u64,
+    pub(crate) revision: u64,
     /// Attempts after the first.
-    pub retries: u32,
+    pub(crate) retries: u32,
     /// This span's trace.
-    pub trace_id: [u8; 16],
+    pub(crate) trace_id: [u8; 16],
     /// Outbound: a propagation gap (see `gaps`), with the tagged trace the call
     /// probably belonged to.
-    pub gap: Option<[u8; 16]>,
+    pub(crate) gap: Option<[u8; 16]>,
     /// Inbound: the mesh identity the caller proved over mTLS (none in the clear).
-    pub peer_identity: Option<String>,
+    pub(crate) peer_identity: Option<String>,
+    /// Who caused the error when the sidecar answered instead of the upstream
+    /// (`downstream`, `upstream`, `policy`, `internal`).
+    pub(crate) error_source: Option<&'static str>,
 }
 
 impl Notes {
     /// The span attributes (`graylane.*`, and the HTTP status by its semantic name).
-    pub fn attributes(self, service: &str, instance: &str, status: u16) -> Vec<KeyValue> {
+    pub(crate) fn attributes(self, service: &str, instance: &str, status: u16) -> Vec<KeyValue> {
         let mut out = vec![
             attr("graylane.service", service),
             attr("graylane.instance", instance),
@@ -410,6 +413,7 @@ impl Notes {
             ("graylane.subset", self.subset),
             ("graylane.fallback_reason", self.fallback),
             ("graylane.peer_identity", self.peer_identity),
+            ("graylane.error.source", self.error_source.map(String::from)),
         ];
         out.extend(optional.into_iter().filter_map(|(k, v)| Some(attr(k, v?))));
         out.push(attr_int("graylane.retries", i64::from(self.retries)));

@@ -27,13 +27,13 @@ use graylane_proto::v1::{TrafficReport, TrafficSeries};
 /// control plane's `traffic::histogram` holds the same list: 1 ms to 10 s in steps of
 /// at most 2× (1.5× above 10 ms), so an interpolated p50/p99 is within about one step
 /// of the truth, in 24 counts (≈ 24–40 bytes on the wire) per series.
-pub const LATENCY_BOUNDS_MS: [f64; 23] = [
+pub(crate) const LATENCY_BOUNDS_MS: [f64; 23] = [
     1.0, 2.0, 3.0, 5.0, 7.0, 10.0, 15.0, 20.0, 30.0, 50.0, 70.0, 100.0, 150.0, 200.0, 300.0, 500.0,
     700.0, 1000.0, 1500.0, 2000.0, 3000.0, 5000.0, 10000.0,
 ];
 const BUCKETS: usize = LATENCY_BOUNDS_MS.len() + 1;
 /// Series one sidecar keeps (destination namespace × service × lane × subset).
-pub const MAX_SERIES: usize = 2_000;
+pub(crate) const MAX_SERIES: usize = 2_000;
 /// Reports without traffic after which a series leaves the table.
 const IDLE_REPORTS: u32 = 2;
 

@@ -33,22 +33,22 @@ pub const DEFAULT_OPAQUE_PORTS: &str = "25,587,3306,4444,5432,6379,9300,11211";
 /// The address an intercepted connection was dialled to; in each of its requests'
 /// extensions.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct OriginalDst(pub SocketAddr);
+pub(crate) struct OriginalDst(pub(crate) SocketAddr);
 
 /// How intercepted connections are told apart and tunnelled.
 pub struct Transparent {
     /// Destination ports tunnelled without looking at the bytes.
-    pub opaque_ports: Vec<u16>,
+    pub(crate) opaque_ports: Vec<u16>,
     /// How long to wait for the client's first bytes before tunnelling.
-    pub detect_timeout: Duration,
-    pub connect_timeout: Duration,
-    pub metrics: Arc<Metrics>,
+    pub(crate) detect_timeout: Duration,
+    pub(crate) connect_timeout: Duration,
+    pub(crate) metrics: Arc<Metrics>,
 }
 
 impl Transparent {
     /// The destination of a redirected connection; `None` when it was dialled to the
     /// listener itself (explicit proxy mode).
-    pub fn original_dst(stream: &TcpStream) -> Option<SocketAddr> {
+    pub(crate) fn original_dst(stream: &TcpStream) -> Option<SocketAddr> {
         let local = stream.local_addr().ok()?;
         let socket = socket2::SockRef::from(stream);
         let original = if local.is_ipv4() {
@@ -64,7 +64,12 @@ impl Transparent {
     /// Whether a connection to `port` is to be tunnelled rather than served as HTTP:
     /// by port, else by its first bytes within `--detect-timeout`. `silent_is_opaque`:
     /// a client that says nothing is taken for a server-first protocol.
-    pub async fn is_opaque(&self, stream: &TcpStream, port: u16, silent_is_opaque: bool) -> bool {
+    pub(crate) async fn is_opaque(
+        &self,
+        stream: &TcpStream,
+        port: u16,
+        silent_is_opaque: bool,
+    ) -> bool {
         if self.opaque_ports.contains(&port) {
             return true;
         }
@@ -92,7 +97,7 @@ impl Transparent {
     }
 
     /// Joins `stream` with a new connection to `to` byte for byte until either closes.
-    pub async fn tunnel(&self, mut stream: TcpStream, to: &str) {
+    pub(crate) async fn tunnel(&self, mut stream: TcpStream, to: &str) {
         self.metrics.tunnels.fetch_add(1, Ordering::Relaxed);
         let mut upstream =
             match tokio::time::timeout(self.connect_timeout, TcpStream::connect(to)).await {

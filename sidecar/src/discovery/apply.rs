@@ -23,17 +23,17 @@ use graylane_proto::v1::{Ack, Nack, SidecarMessage, Snapshot};
 use graylane_routing::{RoutingTable, RuleSet};
 use tokio::time::Instant;
 
-use super::Counters;
+use super::DiscoveryStatus;
 use super::cache;
 use super::received::Received;
 use super::stale::Held;
 use crate::identity::Identity;
-use crate::routes::{Routes, Shared, Source};
+use crate::routes::{Origin, Routes, Shared};
 
 /// Compiles, publishes and caches; shared with the blocking tasks that do it.
 pub(super) struct Applier {
     pub(super) routes: Shared,
-    counters: Arc<Counters>,
+    counters: Arc<DiscoveryStatus>,
     cache_dir: Option<PathBuf>,
     /// Takes the trust bundle a snapshot carries.
     pub(super) identity: Arc<Identity>,
@@ -52,7 +52,7 @@ pub(super) struct Applier {
 impl Applier {
     pub(super) fn new(
         routes: Shared,
-        counters: Arc<Counters>,
+        counters: Arc<DiscoveryStatus>,
         cache_dir: Option<PathBuf>,
         identity: Arc<Identity>,
         grace: Duration,
@@ -106,7 +106,7 @@ impl Applier {
     }
 
     fn apply_blocking(&self, number: u64, held: &Held, version: u64) -> SidecarMessage {
-        let message = match compile(&held.routed(), version, Source::ControlPlane) {
+        let message = match compile(&held.routed(), version, Origin::ControlPlane) {
             Ok(routes) => {
                 if self.publish(number, routes, held) {
                     self.counters.applied.fetch_add(1, Ordering::Relaxed);
@@ -173,7 +173,7 @@ impl Applier {
                 return held;
             }
             let version = this.routes.load().map_or(0, |r| r.version);
-            match compile(&held.routed(), version, Source::ControlPlane) {
+            match compile(&held.routed(), version, Origin::ControlPlane) {
                 Ok(routes) => {
                     tracing::info!(
                         left = held.stale_count(),
@@ -211,7 +211,7 @@ impl Applier {
         let routes = match cache::read(dir) {
             Ok(None) => return,
             Ok(Some(cached)) => {
-                compile(&cached, 0, Source::Cache).map_err(|e| format!("its rules: {e}"))
+                compile(&cached, 0, Origin::Cache).map_err(|e| format!("its rules: {e}"))
             }
             Err(e) => Err(e.to_string()),
         };
@@ -238,7 +238,7 @@ impl Applier {
 
 /// Validates and compiles a received state with the routing crate. Takes long for a
 /// large rule set: call it off the runtime threads.
-fn compile(received: &Received, version: u64, source: Source) -> Result<Routes, String> {
+fn compile(received: &Received, version: u64, source: Origin) -> Result<Routes, String> {
     let rules = RuleSet::from_yaml("(snapshot)", &received.rules).map_err(|errors| {
         let lines: Vec<String> = errors.iter().take(10).map(ToString::to_string).collect();
         lines.join("; ")

@@ -59,11 +59,11 @@ impl From<&Endpoint> for CachedEndpoint {
 
 /// Collects the parts of one snapshot (`more` set on all but the last).
 #[derive(Default)]
-pub(crate) struct Parts {
+pub(crate) struct PartialSnapshot {
     first: Option<Snapshot>,
 }
 
-impl Parts {
+impl PartialSnapshot {
     /// Adds a part; returns the whole snapshot after its last part. A part of another
     /// version than the one being collected is a protocol error.
     pub(crate) fn add(&mut self, part: Snapshot) -> Result<Option<Snapshot>, String> {
@@ -171,7 +171,7 @@ mod tests {
 
     #[test]
     fn parts_reassemble_into_one_snapshot() {
-        let mut parts = Parts::default();
+        let mut parts = PartialSnapshot::default();
         let first = Snapshot {
             version: 3,
             revision: 2,
@@ -198,7 +198,7 @@ mod tests {
 
     #[test]
     fn a_part_of_another_version_is_an_error() {
-        let mut parts = Parts::default();
+        let mut parts = PartialSnapshot::default();
         let first = Snapshot {
             version: 3,
             more: true,

@@ -28,8 +28,11 @@ impl Outbound {
         routes: &Routes,
         tag: Option<&Tag>,
     ) -> Result<Response<Body>, ProxyError> {
+        // hyper hands every CONNECT it accepts its connection to take over (HTTP/1.1
+        // and HTTP/2 alike): without one, the server was set up wrongly, not the
+        // request.
         let downstream = parts.extensions.remove::<OnUpgrade>().ok_or_else(|| {
-            ProxyError::BadRequest("CONNECT without a connection to take over".into())
+            ProxyError::Internal("CONNECT without a connection to take over".into())
         })?;
         let (service, address, in_flight) = match target {
             Target::External { host, port } => {

@@ -4,7 +4,7 @@ use graylane_routing::Tag;
 use http::HeaderMap;
 use http::header::HeaderValue;
 
-use crate::tag::Source;
+use crate::tag::TagSource;
 
 /// `Graylane-Debug: 1` on a request asks for the trail.
 pub(crate) const DEBUG_HEADER: &str = "graylane-debug";
@@ -13,19 +13,19 @@ pub(crate) const ROUTE_HEADER: &str = "graylane-route";
 
 /// One hop of the trail, as the sidecar that decided it saw it.
 pub(crate) struct Hop<'a> {
-    pub service: &'a str,
-    pub instance: &'a str,
+    pub(crate) service: &'a str,
+    pub(crate) instance: &'a str,
     /// `None` when no RoutePolicy names a subset.
-    pub subset: Option<&'a str>,
-    pub tag: Option<&'a Tag>,
-    pub source: Source,
-    pub fallback: bool,
+    pub(crate) subset: Option<&'a str>,
+    pub(crate) tag: Option<&'a Tag>,
+    pub(crate) source: TagSource,
+    pub(crate) fallback: bool,
     /// The rule revision the decision was made by (0 before any): an addition to the
     /// spec's entry, last, so that during a rollout each hop says which rules it saw.
-    pub revision: u64,
+    pub(crate) revision: u64,
     /// The mesh identity proved over mTLS: the caller's at the entry hop (inbound),
     /// the instance's on an outbound hop; `None` in the clear (then no `peer=`).
-    pub peer: Option<&'a str>,
+    pub(crate) peer: Option<&'a str>,
 }
 
 impl Hop<'_> {

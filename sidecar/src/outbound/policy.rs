@@ -6,7 +6,7 @@ use graylane_routing::{Injected, RetryOn};
 use http::{Response, StatusCode};
 use hyper::body::Incoming;
 
-use crate::proxy::{ProxyError, SendError};
+use crate::proxy::{ProxyError, RetryClass, SendError};
 
 /// Carries out an injected fault: the delay (awaited here), then the abort (returned
 /// as the error the caller answers with, nothing forwarded). `service` names the
@@ -25,15 +25,18 @@ pub(crate) async fn inject_fault(fault: Injected, service: &str) -> Result<(), P
     }
 }
 
-/// What an attempt's outcome is, in the terms of `retries.on`; `None` for outcomes no
-/// policy retries: a timeout (the budget is spent) or a request that cannot go at all.
+/// What an attempt's outcome is, in the terms of `retries.on`, read from the retry
+/// class its failure was given where it was made: nothing sent is a connect failure,
+/// a send the upstream may have seen is a reset; `None` for what no policy retries
+/// (a timeout spends the budget; a request that cannot go at all).
 pub(crate) fn outcome(sent: &Result<Response<Incoming>, SendError>) -> Option<RetryOn> {
     match sent {
         Ok(response) => Some(RetryOn::Status(response.status().as_u16())),
-        Err(SendError::Connect(_)) => Some(RetryOn::ConnectFailure),
-        // Closed before the response, or broken after connecting: the peer reset.
-        Err(SendError::Closed(_) | SendError::Other(_)) => Some(RetryOn::Reset),
-        Err(SendError::Timeout | SendError::Downstream(_)) => None,
+        Err(e) => match e.failure.retry() {
+            RetryClass::Safe => Some(RetryOn::ConnectFailure),
+            RetryClass::IfIdempotent => Some(RetryOn::Reset),
+            RetryClass::Never => None,
+        },
     }
 }
 
@@ -42,6 +45,7 @@ mod tests {
     use std::time::Duration;
 
     use super::*;
+    use crate::proxy::SendFailure;
 
     #[tokio::test(start_paused = true)]
     async fn the_delay_is_served_before_the_abort() {
@@ -62,19 +66,41 @@ mod tests {
         assert_eq!(started.elapsed(), Duration::ZERO);
     }
 
+    fn failed(failure: SendFailure) -> Result<Response<Incoming>, SendError> {
+        let to = crate::proxy::Upstream {
+            service: "orders",
+            instance: "orders-1",
+            address: "127.0.0.1:1",
+            timeout: Duration::from_secs(1),
+        };
+        Err(to.failed(failure))
+    }
+
     #[test]
-    fn timeouts_and_bad_requests_are_never_retried() {
-        assert_eq!(outcome(&Err(SendError::Timeout)), None);
+    fn timeouts_bad_requests_and_internal_errors_are_never_retried() {
+        assert_eq!(outcome(&failed(SendFailure::Timeout)), None);
         assert_eq!(
-            outcome(&Err(SendError::Downstream("bad body".into()))),
+            outcome(&failed(SendFailure::Downstream("bad body".into()))),
             None
         );
         assert_eq!(
-            outcome(&Err(SendError::Connect("refused".into()))),
+            outcome(&failed(SendFailure::Internal("unsupported version".into()))),
+            None
+        );
+    }
+
+    #[test]
+    fn nothing_sent_is_a_connect_failure_and_a_seen_send_a_reset() {
+        assert_eq!(
+            outcome(&failed(SendFailure::Connect("refused".into()))),
             Some(RetryOn::ConnectFailure)
         );
         assert_eq!(
-            outcome(&Err(SendError::Closed("eof".into()))),
+            outcome(&failed(SendFailure::Closed("eof".into()))),
+            Some(RetryOn::Reset)
+        );
+        assert_eq!(
+            outcome(&failed(SendFailure::Other("malformed response".into()))),
             Some(RetryOn::Reset)
         );
     }

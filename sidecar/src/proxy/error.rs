@@ -1,17 +1,75 @@
-//! Every proxy error, who caused it, and the one place it becomes a response: the
-//! error table of sidecar.md.
+//! Every proxy error, who caused it, whether another attempt may help, and the one
+//! place it becomes a response: the error table of sidecar.md.
+//!
+//! | variant          | source     | retry        | status |
+//! |------------------|------------|--------------|--------|
+//! | `BadRequest`     | downstream | never        | 400    |
+//! | `HeadersTooLarge`| downstream | never        | 431    |
+//! | `Connect`        | upstream   | safe         | 502    |
+//! | `Unresolved`     | upstream   | safe         | 502    |
+//! | `BadUpstream`    | upstream   | if idempotent| 502    |
+//! | `Timeout`        | upstream   | never        | 504    |
+//! | `NoInstance`     | policy     | never        | 503    |
+//! | `UnknownService` | policy     | never        | 502    |
+//! | `MtlsRequired`   | policy     | never        | 502    |
+//! | `Loop`           | policy     | never        | 508    |
+//! | `FaultAbort`     | policy     | never        | its own|
+//! | `NotReady`       | internal   | safe         | 503    |
+//! | `Internal`       | internal   | never        | 500    |
+//!
+//! The variant is the classification: each names one source and one retry class, so
+//! choosing the variant where the error is made decides both, and nothing downstream
+//! of that re-classifies (as pingora's `Error` carries `ErrorSource` and `RetryType`).
+
+use std::time::Duration;
 
 use bytes::Bytes;
 use http::{Response, StatusCode, header};
 use http_body_util::{BodyExt, Full};
 
-use std::time::Duration;
+use super::Body;
 
-use super::{Body, SendError};
+/// Who caused an error (pingora's `ErrorSource`, with the rules as their own cause).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum ErrorSource {
+    /// The client: its request was bad, or it went away.
+    Downstream,
+    /// The app or the peer sidecar: it failed, was too slow, or answered badly.
+    Upstream,
+    /// The rules in force: they leave the request nowhere to go, or abort it.
+    Policy,
+    /// The sidecar's own invariant or state: never answered with a 4xx.
+    Internal,
+}
+
+impl ErrorSource {
+    /// The span attribute's value.
+    pub(crate) fn as_str(self) -> &'static str {
+        match self {
+            Self::Downstream => "downstream",
+            Self::Upstream => "upstream",
+            Self::Policy => "policy",
+            Self::Internal => "internal",
+        }
+    }
+}
+
+/// Whether sending the request again could help, and which requests may be.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum RetryClass {
+    /// Nothing reached the upstream: any request may go again, anywhere.
+    Safe,
+    /// The upstream may have seen (part of) the request: only an idempotent one
+    /// (RFC 9110 §9.2.2) may go again.
+    IfIdempotent,
+    /// Another attempt cannot help (the budget is spent, the request or the rules
+    /// are the problem) or is not allowed.
+    Never,
+}
 
 /// Why the sidecar answered instead of the upstream.
 #[derive(Debug, thiserror::Error)]
-pub enum ProxyError {
+pub(crate) enum ProxyError {
     /// Policy: the rules leave no instance for this request.
     #[error("{0}")]
     NoInstance(String),
@@ -43,7 +101,8 @@ pub enum ProxyError {
     /// Upstream: an external host's name did not resolve.
     #[error("cannot resolve {host}: {reason}")]
     Unresolved { host: String, reason: String },
-    /// Downstream: the request cannot be proxied (no destination, bad URI).
+    /// Downstream: the request cannot be proxied (no destination, bad URI, a body
+    /// the client broke off).
     #[error("{0}")]
     BadRequest(String),
     /// Downstream: the header block is over 64 KiB or 100 fields.
@@ -58,6 +117,127 @@ pub enum ProxyError {
     /// Internal: not ready to route (no snapshot yet).
     #[error("sidecar not ready: no routing snapshot yet")]
     NotReady,
+    /// Internal: an invariant of the sidecar did not hold; the client did nothing
+    /// wrong.
+    #[error("sidecar internal error: {0}")]
+    Internal(String),
+}
+
+/// How a send to an upstream failed, with where it was going (for the message).
+#[derive(Debug, thiserror::Error)]
+#[error("{failure} (to {service} at {address})")]
+pub(crate) struct SendError {
+    pub(crate) failure: SendFailure,
+    pub(crate) service: String,
+    pub(crate) instance: String,
+    pub(crate) address: String,
+    pub(crate) timeout: Duration,
+}
+
+/// What went wrong in one send.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum SendFailure {
+    /// No connection could be made (or its TLS handshake failed): nothing was sent.
+    #[error("{0}")]
+    Connect(String),
+    /// No answer within the timeout.
+    #[error("timed out")]
+    Timeout,
+    /// The connection closed or was reset before any response (see
+    /// `closed_before_response`): the upstream may have seen the request.
+    #[error("{0}")]
+    Closed(String),
+    /// The request itself cannot go (a body the client broke off, a target that
+    /// cannot be forwarded): no instance is blamed.
+    #[error("{0}")]
+    Downstream(String),
+    /// Anything after connecting (a malformed response, a reset): hyper drops that
+    /// connection, it is never reused.
+    #[error("{0}")]
+    Other(String),
+    /// hyper refused the request as the sidecar built it: the sidecar's bug.
+    #[error("{0}")]
+    Internal(String),
+}
+
+/// Where one attempt goes: what a [`SendError`] names.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Upstream<'a> {
+    /// The service (or external host) for the error's message.
+    pub(crate) service: &'a str,
+    pub(crate) instance: &'a str,
+    /// `host:port` to connect to.
+    pub(crate) address: &'a str,
+    pub(crate) timeout: Duration,
+}
+
+impl Upstream<'_> {
+    /// This attempt's failure, with its context.
+    pub(crate) fn failed(&self, failure: SendFailure) -> SendError {
+        SendError {
+            failure,
+            service: self.service.to_owned(),
+            instance: self.instance.to_owned(),
+            address: self.address.to_owned(),
+            timeout: self.timeout,
+        }
+    }
+}
+
+impl RetryClass {
+    /// Whether a request may go again after this, `idempotent` or not (RFC 9110
+    /// §9.2.2; the caller also needs its body still in hand).
+    pub(crate) fn allows(self, idempotent: bool) -> bool {
+        match self {
+            Self::Safe => true,
+            Self::IfIdempotent => idempotent,
+            Self::Never => false,
+        }
+    }
+}
+
+impl SendFailure {
+    /// Whether this attempt may go again (and the source, by [`ProxyError`]'s table:
+    /// a unit test holds the two together).
+    pub(crate) fn retry(&self) -> RetryClass {
+        match self {
+            Self::Connect(_) => RetryClass::Safe,
+            Self::Closed(_) | Self::Other(_) => RetryClass::IfIdempotent,
+            Self::Timeout | Self::Downstream(_) | Self::Internal(_) => RetryClass::Never,
+        }
+    }
+}
+
+/// The one conversion of a failed send into the error table.
+impl From<SendError> for ProxyError {
+    fn from(e: SendError) -> Self {
+        let SendError {
+            failure,
+            service,
+            instance,
+            address,
+            timeout,
+        } = e;
+        match failure {
+            SendFailure::Connect(reason) => ProxyError::Connect {
+                service,
+                instance,
+                address,
+                reason,
+            },
+            SendFailure::Timeout => ProxyError::Timeout {
+                service,
+                seconds: timeout.as_secs_f64(),
+            },
+            SendFailure::Downstream(reason) => ProxyError::BadRequest(reason),
+            SendFailure::Closed(reason) | SendFailure::Other(reason) => {
+                ProxyError::BadUpstream { service, reason }
+            }
+            SendFailure::Internal(reason) => {
+                ProxyError::Internal(format!("sending to {service} at {address}: {reason}"))
+            }
+        }
+    }
 }
 
 /// The error table's answer when the rules leave a request nowhere to go.
@@ -75,35 +255,43 @@ impl From<graylane_routing::RouteError> for ProxyError {
 }
 
 impl ProxyError {
-    /// The error table's answer to a failed send to `service` at `address`.
-    pub fn from_send(
-        e: SendError,
-        service: &str,
-        instance: &str,
-        address: &str,
-        timeout: Duration,
-    ) -> ProxyError {
-        match e {
-            SendError::Connect(reason) => ProxyError::Connect {
-                service: service.to_string(),
-                instance: instance.to_string(),
-                address: address.to_string(),
-                reason,
-            },
-            SendError::Timeout => ProxyError::Timeout {
-                service: service.to_string(),
-                seconds: timeout.as_secs_f64(),
-            },
-            SendError::Downstream(reason) => ProxyError::BadRequest(reason),
-            SendError::Closed(reason) | SendError::Other(reason) => ProxyError::BadUpstream {
-                service: service.to_string(),
-                reason,
-            },
+    /// Who caused it (not `source`: that is `std::error::Error`'s cause chain).
+    pub(crate) fn caused_by(&self) -> ErrorSource {
+        match self {
+            Self::BadRequest(_) | Self::HeadersTooLarge => ErrorSource::Downstream,
+            Self::Connect { .. }
+            | Self::Timeout { .. }
+            | Self::BadUpstream { .. }
+            | Self::Unresolved { .. } => ErrorSource::Upstream,
+            Self::NoInstance(_)
+            | Self::UnknownService(_)
+            | Self::MtlsRequired { .. }
+            | Self::Loop(_)
+            | Self::FaultAbort { .. } => ErrorSource::Policy,
+            Self::NotReady | Self::Internal(_) => ErrorSource::Internal,
         }
     }
 
-    /// The status of the sidecar.md error table.
-    pub fn status(&self) -> StatusCode {
+    /// Whether the request may go again, as decided by the variant.
+    pub(crate) fn retry(&self) -> RetryClass {
+        match self {
+            Self::Connect { .. } | Self::Unresolved { .. } | Self::NotReady => RetryClass::Safe,
+            Self::BadUpstream { .. } => RetryClass::IfIdempotent,
+            Self::NoInstance(_)
+            | Self::UnknownService(_)
+            | Self::MtlsRequired { .. }
+            | Self::Timeout { .. }
+            | Self::BadRequest(_)
+            | Self::HeadersTooLarge
+            | Self::Loop(_)
+            | Self::FaultAbort { .. }
+            | Self::Internal(_) => RetryClass::Never,
+        }
+    }
+
+    /// The status of the sidecar.md error table. Internal errors are 500 (503 while
+    /// not ready): a 4xx would tell the client to change a request that was fine.
+    pub(crate) fn status(&self) -> StatusCode {
         match self {
             Self::NoInstance(_) | Self::NotReady => StatusCode::SERVICE_UNAVAILABLE,
             Self::UnknownService(_)
@@ -116,13 +304,20 @@ impl ProxyError {
             Self::HeadersTooLarge => StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
             Self::Loop(_) => StatusCode::LOOP_DETECTED,
             Self::FaultAbort { status, .. } => *status,
+            Self::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
 
     /// The response the caller sees: the status and one line saying what happened.
-    pub fn into_response(self) -> Response<Body> {
+    pub(crate) fn into_response(self) -> Response<Body> {
         let status = self.status();
-        tracing::debug!(%status, error = %self, "proxy error");
+        let source = self.caused_by();
+        if source == ErrorSource::Internal && status == StatusCode::INTERNAL_SERVER_ERROR {
+            // A broken invariant is a bug to find, not traffic: always in the log.
+            tracing::warn!(%status, error = %self, "internal proxy error");
+        } else {
+            tracing::debug!(%status, ?source, retry = ?self.retry(), error = %self, "proxy error");
+        }
         let mut response = Response::new(
             Full::new(Bytes::from(format!("graylane: {self}\n")))
                 .map_err(|e| match e {})
@@ -152,3 +347,6 @@ impl ProxyError {
         response
     }
 }
+
+#[cfg(test)]
+mod tests;

@@ -28,7 +28,7 @@ const HOP_BY_HOP: [&str; 10] = [
 /// Removes hop-by-hop headers (except `TE: trailers`, which gRPC needs end to end,
 /// and `Upgrade` when `keep_upgrade`), and every header the `Connection` header names,
 /// except the tag.
-pub fn strip_hop_by_hop(headers: &mut HeaderMap, keep_upgrade: bool) {
+pub(crate) fn strip_hop_by_hop(headers: &mut HeaderMap, keep_upgrade: bool) {
     let named: Vec<HeaderName> = headers
         .get_all(header::CONNECTION)
         .iter()

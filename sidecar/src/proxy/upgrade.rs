@@ -11,7 +11,7 @@ use hyper_util::rt::TokioIo;
 /// perform it (RFC 9113 §3.1 removed it; it smuggles a connection past the proxy's
 /// HTTP/1 rules), so such a request is served as plain HTTP/1.1 and its `Upgrade`
 /// and `HTTP2-Settings` headers are dropped as hop-by-hop.
-pub fn requested(headers: &HeaderMap) -> bool {
+pub(crate) fn requested(headers: &HeaderMap) -> bool {
     let h2c = headers
         .get_all(header::UPGRADE)
         .iter()
@@ -30,13 +30,13 @@ pub fn requested(headers: &HeaderMap) -> bool {
 
 /// Takes the downstream side's pending upgrade out of the request head (hyper keeps it
 /// in the extensions), before the head is forwarded.
-pub fn take(parts: &mut Parts) -> Option<OnUpgrade> {
+pub(crate) fn take(parts: &mut Parts) -> Option<OnUpgrade> {
     parts.extensions.remove::<OnUpgrade>()
 }
 
 /// When `response` is a 101, joins `downstream` with the upstream connection in the
 /// background. The response itself is then returned to the downstream as usual.
-pub fn join_if_switched<B>(downstream: Option<OnUpgrade>, response: &mut Response<B>) {
+pub(crate) fn join_if_switched<B>(downstream: Option<OnUpgrade>, response: &mut Response<B>) {
     let Some(downstream) = downstream else { return };
     if response.status() != StatusCode::SWITCHING_PROTOCOLS {
         return;

@@ -11,7 +11,7 @@ pub const TAG_HEADER: &str = "gray-publish";
 
 /// Where the deciding sidecar found a request's tag (the `source=` of Graylane-Route).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Source {
+pub(crate) enum TagSource {
     Header,
     Baggage,
     Trace,
@@ -19,8 +19,8 @@ pub enum Source {
     None,
 }
 
-impl Source {
-    pub fn as_str(self) -> &'static str {
+impl TagSource {
+    pub(crate) fn as_str(self) -> &'static str {
         match self {
             Self::Header => "header",
             Self::Baggage => "baggage",

@@ -1,0 +1,136 @@
+//! Sending a routed request: picking an instance, the transport its PeerPolicy asks
+//! for, and going again as the retry class of each failure and the destination's
+//! `RetryPolicy` allow.
+
+use std::time::{Duration, Instant};
+
+use graylane_routing::{RetryPolicy, Route};
+use http::request::Parts;
+use http::{Request, Response};
+use hyper::body::Incoming;
+
+use super::{Outbound, policy};
+use crate::proxy::{self, ProxyError, SendFailure, Transport, Upstream};
+
+impl Outbound {
+    /// Picks an instance and sends, over mTLS when the PeerPolicy mode of the
+    /// instance's service asks for it (the last of the result: whether it did). A
+    /// retryable (idempotent, body-less) request goes again as its retry policy says;
+    /// any other request goes once more only when its first connection never came up
+    /// (its body never left).
+    pub(super) async fn send<'r>(
+        &self,
+        route: &Route<'r>,
+        service: &str,
+        parts: Parts,
+        body: Incoming,
+        retry: Option<&RetryPolicy>,
+        timeout: Duration,
+    ) -> Result<(Response<Incoming>, graylane_routing::Instance, u32, bool), ProxyError> {
+        // A retryable request has no body: each attempt is a copy of the head. Others
+        // are sent once, moved.
+        let mut held = Some((parts, proxy::boxed(body)));
+        let mut avoid: Option<String> = None;
+        let mut retries_left = retry.map_or(0, RetryPolicy::attempts);
+        // A connection that closed before any answer (a keep-alive race, a peer that
+        // died) gets one retry of its own, whatever the policy: nothing was answered.
+        let mut closed_retry = retry.is_some();
+        let mut retries = 0;
+        // A request with a body: its head, and the way back to its body while unsent.
+        let mut unsent: Option<(Parts, proxy::Reclaim)> = None;
+        // Off → strict: an instance may refuse plaintext a moment before this sidecar
+        // sees the new rules; that refusal is retried over mTLS, once.
+        let mut force_mtls = false;
+        // The PeerPolicy of the instances' service, as in force now.
+        let routes = self.routes.load();
+        loop {
+            let mut rng = fastrand::Rng::new();
+            let (instance, _in_flight) = self
+                .balancer
+                .pick(route.candidates, avoid.as_deref(), &mut rng, Instant::now())
+                .ok_or_else(|| {
+                    ProxyError::NoInstance(format!("no ready instance of service {service}"))
+                })?;
+            let request = match (&held, retry.is_some()) {
+                (Some((head, _)), true) => proxy::copy_head(head),
+                _ => {
+                    // The loop only goes round with the request held again (a copy
+                    // of the head, or its body reclaimed unsent).
+                    let (head, body) = held.take().ok_or_else(|| {
+                        ProxyError::Internal(format!(
+                            "request to {service} already sent, yet another attempt began"
+                        ))
+                    })?;
+                    let (body, reclaim) = proxy::unsent(body);
+                    let (copy, _) = proxy::copy_head(&head).into_parts();
+                    unsent = Some((copy, reclaim));
+                    Request::from_parts(head, body)
+                }
+            };
+            let transport = self
+                .clients
+                .transport_for(routes.as_deref(), instance, force_mtls)?;
+            let to = Upstream {
+                service,
+                instance: &instance.id,
+                address: &instance.address,
+                timeout,
+            };
+            let outcome = self.clients.send_to(request, &to, transport).await;
+            let failure = outcome.as_ref().err().map(|e| &e.failure);
+            if matches!(failure, Some(SendFailure::Closed(_)))
+                && transport == Transport::Plain
+                && !force_mtls
+                && self.clients.can_reach(&instance.identity)
+                && (held.is_some() || proxy::reclaim(&mut unsent, &mut held))
+            {
+                tracing::debug!(%service, instance = %instance.id, "plaintext refused: sending over mTLS");
+                force_mtls = true;
+                continue;
+            }
+            // A request with a body goes again only when nothing of it was sent.
+            if failure.is_some_and(|f| f.retry().allows(false))
+                && let Some((head, reclaim)) = unsent.take()
+                && let Some(body) = reclaim.take()
+                && retries == 0
+            {
+                self.balancer.failed(&instance.address, Instant::now());
+                tracing::debug!(%service, instance = %instance.id, "not connected: sending elsewhere");
+                held = Some((head, body));
+                retries += 1;
+                avoid = Some(instance.address.clone());
+                continue;
+            }
+            if matches!(
+                failure,
+                Some(SendFailure::Connect(_) | SendFailure::Other(_))
+            ) {
+                self.balancer.failed(&instance.address, Instant::now());
+            }
+            let again = match retry {
+                None => false,
+                Some(_) if closed_retry && matches!(failure, Some(SendFailure::Closed(_))) => {
+                    closed_retry = false;
+                    retries_left += 1;
+                    true
+                }
+                Some(_) if retries_left == 0 => false,
+                Some(r) => policy::outcome(&outcome).is_some_and(|o| r.retries(o)),
+            };
+            if again {
+                retries_left -= 1;
+                retries += 1;
+                tracing::debug!(%service, instance = %instance.id, "retrying on another instance");
+                if route.candidates.len() > 1 {
+                    avoid = Some(instance.address.clone());
+                }
+                continue;
+            }
+            let mtls = matches!(transport, Transport::Mtls(_));
+            return match outcome {
+                Ok(response) => Ok((response, instance.clone(), retries, mtls)),
+                Err(e) => Err(e.into()),
+            };
+        }
+    }
+}
