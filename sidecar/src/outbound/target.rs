@@ -53,7 +53,7 @@ pub(crate) fn target(
     cluster_domain: &str,
 ) -> Result<Target, ProxyError> {
     let (host, port) = match parts.uri.authority() {
-        Some(authority) => (authority.host().to_string(), authority.port_u16()),
+        Some(authority) => host_port(authority)?,
         None => {
             let value = parts
                 .headers
@@ -67,7 +67,7 @@ pub(crate) fn target(
             let authority: http::uri::Authority = value.parse().map_err(|_| {
                 ProxyError::BadRequest(format!("Host {value:?} is not a host[:port]"))
             })?;
-            (authority.host().to_string(), authority.port_u16())
+            host_port(&authority)?
         }
     };
     if host.is_empty() {
@@ -93,6 +93,27 @@ pub(crate) fn target(
 }
 
 /// The hop count of a request arriving at the outbound listener; 508 at the limit.
+/// The host and port of an authority. A port that is not a number (`orders:nope`) is
+/// refused: the `http` crate parses such an authority and only drops the port, which
+/// would send the request to port 80 of a service the client did not name that way.
+fn host_port(authority: &http::uri::Authority) -> Result<(String, Option<u16>), ProxyError> {
+    let port = authority.port_u16();
+    // What follows the host (`:nope`); `port()` is `None` for a port that does not
+    // parse, so the text itself is read. A bare `:` is an empty port: the default.
+    let at = authority
+        .as_str()
+        .rsplit_once('@')
+        .map_or(authority.as_str(), |(_, h)| h);
+    let after = at.get(authority.host().len()..).unwrap_or_default();
+    if after.len() > 1 && port.is_none() {
+        return Err(ProxyError::BadRequest(format!(
+            "{:?} is not a host[:port]: the port is not a number from 0 to 65535",
+            authority.as_str()
+        )));
+    }
+    Ok((authority.host().to_string(), port))
+}
+
 pub(crate) fn count_hop(headers: &HeaderMap) -> Result<u32, ProxyError> {
     let hops = headers
         .get(HOPS_HEADER)
@@ -252,6 +273,12 @@ mod tests {
         assert_eq!(e.status(), http::StatusCode::BAD_REQUEST);
         let e = target(&parts("/", None), "default", "cluster.local").unwrap_err();
         assert_eq!(e.status(), http::StatusCode::BAD_REQUEST);
+        for host in ["orders:nope", "orders:99999", "orders:-1"] {
+            let e = target(&parts("/", Some(host)), "default", "cluster.local").unwrap_err();
+            assert_eq!(e.status(), http::StatusCode::BAD_REQUEST, "{host}");
+        }
+        let e = target(&parts("http://orders:x/", None), "default", "cluster.local");
+        assert!(e.is_err(), "an absolute URI with a bad port");
     }
 
     #[test]
