@@ -6,7 +6,7 @@
 //! `analysis.interval: 1s`. First `--seconds` with the rules but no rollout (the cost
 //! of the streams and reports alone), then `--rollouts` LaneRollouts (interval 1 s,
 //! hour-long holds: every interval gives a verdict, none ends a step), `--settle-secs`
-//! for every rollout to hold its 30 kept verdicts, and `--seconds`
+//! for every rollout to hold its 12 kept verdicts, and `--seconds`
 //! again. CPU from /proc/PID/stat (utime + stime); verdicts counted from the control
 //! plane's own "rollout verdict" log lines. Prints a Markdown table.
 
@@ -39,7 +39,7 @@ struct Args {
     #[arg(long, default_value_t = 200)]
     base_requests: u32,
     /// Wait after every rollout has a verdict, before measuring: a rollout keeps its
-    /// last 30 verdicts, so by then its stored progress has its steady size.
+    /// last 12 verdicts, so by then its stored progress has its steady size.
     #[arg(long, default_value_t = 35)]
     settle_secs: u64,
     #[arg(long, default_value_t = 400)]
