@@ -217,7 +217,10 @@ impl AdminCore {
     /// that select nothing are NotFound.
     pub(crate) async fn get(&self, select: &Selector) -> Result<(u64, Vec<Resource>), AdminError> {
         let (revision, rules) = match select.revision {
-            Some(n) => self.control.revision(n).await?,
+            Some(n) => {
+                let (n, set) = self.control.revision(n).await?;
+                (n, Arc::new(set))
+            }
             None => self.control.rules().await?,
         };
         let namespace = select.namespace.as_deref().map(namespace_of).transpose()?;

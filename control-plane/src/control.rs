@@ -113,6 +113,9 @@ pub struct Control {
     store: Box<dyn Store>,
     hub: Arc<Hub>,
     counters: Counters,
+    /// The revision in force, parsed: reads (the console polling every 2 s, the
+    /// rollout driver every 250 ms) parse a revision once, not on every call.
+    parsed: std::sync::Mutex<Option<(u64, Arc<RuleSet>)>>,
 }
 
 impl Control {
@@ -121,6 +124,7 @@ impl Control {
             store,
             hub,
             counters: Counters::default(),
+            parsed: std::sync::Mutex::new(None),
         }
     }
 
@@ -145,14 +149,26 @@ impl Control {
         Ok(())
     }
 
-    /// The revision in force, parsed.
-    pub async fn rules(&self) -> Result<(u64, RuleSet), ControlError> {
+    /// The revision in force, parsed (once per revision: a revision never changes).
+    pub async fn rules(&self) -> Result<(u64, Arc<RuleSet>), ControlError> {
         let current = self
             .store
             .current()
             .await
             .inspect_err(|_| self.count(&self.counters.store_errors))?;
-        Ok((current.number, parse_stored(&current)?))
+        let cached = |c: &Option<(u64, Arc<RuleSet>)>| {
+            c.as_ref()
+                .filter(|(n, _)| *n == current.number)
+                .map(|(_, set)| Arc::clone(set))
+        };
+        // Only a few field reads happen under the lock: a poisoned one is still usable.
+        if let Some(set) = cached(&self.parsed.lock().unwrap_or_else(|e| e.into_inner())) {
+            return Ok((current.number, set));
+        }
+        let set = Arc::new(parse_stored(&current)?);
+        *self.parsed.lock().unwrap_or_else(|e| e.into_inner()) =
+            Some((current.number, Arc::clone(&set)));
+        Ok((current.number, set))
     }
 
     /// Revision `number`, parsed; `NotFound` when it never existed or is no longer kept.
@@ -297,4 +313,34 @@ pub(crate) fn parse_stored(revision: &Revision) -> Result<RuleSet, ControlError>
             join(&errors)
         )))
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::MemoryStore;
+
+    const LANE: &str = "apiVersion: graylane.io/v1\nkind: Lane\nmetadata: {name: gray}\nspec:\n  tag: gray\n  selector: {version: v2}\n";
+
+    #[tokio::test]
+    async fn a_revision_is_parsed_once_and_a_new_one_is_read_anew() {
+        let control = Control::new(Box::new(MemoryStore::new(100)), Arc::new(Hub::new()));
+        let (n0, empty) = control.rules().await.unwrap();
+        let (_, again) = control.rules().await.unwrap();
+        assert!(
+            Arc::ptr_eq(&empty, &again),
+            "the same revision, parsed once"
+        );
+        let apply = Change::Apply {
+            files: vec![("lane.yaml".into(), LANE.into())],
+            prune: false,
+        };
+        control
+            .change(apply, ChangeOptions::default())
+            .await
+            .unwrap();
+        let (n1, rules) = control.rules().await.unwrap();
+        assert_eq!((n0, n1), (0, 1));
+        assert_eq!(rules.len(), 1, "the new revision, not the cached one");
+    }
 }
