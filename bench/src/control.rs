@@ -3,7 +3,7 @@
 use std::collections::VecDeque;
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -18,6 +18,15 @@ pub struct ControlProcess {
     pub(crate) pid: u32,
     pub(crate) grpc: SocketAddr,
     tail: Arc<Mutex<VecDeque<String>>>,
+    /// How it was started, for [`ControlProcess::restart`].
+    launch: Launch,
+}
+
+/// The command line of the child.
+struct Launch {
+    bin: PathBuf,
+    store: Vec<String>,
+    env: Vec<(String, String)>,
 }
 
 /// Resident memory of a process, in KiB.
@@ -38,35 +47,53 @@ impl ControlProcess {
         env: &[(String, String)],
         deadline: Instant,
     ) -> anyhow::Result<ControlProcess> {
-        let child = Command::new(bin)
-            .arg("--store")
-            .args(store)
-            .args(["--grpc-addr", "127.0.0.1:0", "--http-addr", "127.0.0.1:0"])
-            .env_remove("GRAYLANE_LOG")
-            .env_remove("GRAYLANE_TOKEN_FILE")
-            .envs(env.iter().map(|(k, v)| (k, v)))
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .with_context(|| format!("spawn {}", bin.display()))?;
+        let launch = Launch {
+            bin: bin.to_path_buf(),
+            store: store.iter().map(|s| s.to_string()).collect(),
+            env: env.to_vec(),
+        };
+        let child = launch.spawn(SocketAddr::from(([127, 0, 0, 1], 0)))?;
         // From here on the guard kills the child on every exit path.
         let mut control = ControlProcess {
             pid: child.id(),
             child: Arc::new(Mutex::new(child)),
             grpc: SocketAddr::from(([127, 0, 0, 1], 0)),
             tail: Arc::new(Mutex::new(VecDeque::new())),
+            launch,
         };
-        let stderr = control
+        let watched = Arc::clone(&control.child);
+        std::thread::spawn(move || {
+            std::thread::sleep(deadline.saturating_duration_since(Instant::now()));
+            std::thread::sleep(Duration::from_secs(15));
+            eprintln!("error: watchdog: the bench overran its timeout");
+            kill(&watched);
+            std::process::exit(124);
+        });
+        control.await_ready().await?;
+        Ok(control)
+    }
+
+    /// Kills it (SIGKILL: no goodbye to its streams) and starts it again on the same
+    /// gRPC port, with an empty memory store; returns once `/ready` answers 200.
+    pub(crate) async fn restart(&mut self) -> anyhow::Result<()> {
+        kill(&self.child);
+        let child = self.launch.spawn(self.grpc)?;
+        self.pid = child.id();
+        *self.child.lock().unwrap_or_else(|e| e.into_inner()) = child;
+        self.await_ready().await
+    }
+
+    /// Drains the current child's log and waits until it listens and is ready.
+    async fn await_ready(&mut self) -> anyhow::Result<()> {
+        let stderr = self
             .child
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .stderr
             .take()
             .context("child stderr")?;
-
         let (addrs_tx, addrs_rx) = oneshot::channel();
-        let log_tail = Arc::clone(&control.tail);
+        let log_tail = Arc::clone(&self.tail);
         // Drains the log until the child exits (a full pipe would block it), keeping
         // the last lines for error reports.
         std::thread::spawn(move || {
@@ -86,20 +113,11 @@ impl ControlProcess {
                 }
             }
         });
-        let watched = Arc::clone(&control.child);
-        std::thread::spawn(move || {
-            std::thread::sleep(deadline.saturating_duration_since(Instant::now()));
-            std::thread::sleep(Duration::from_secs(15));
-            eprintln!("error: watchdog: the bench overran its timeout");
-            kill(&watched);
-            std::process::exit(124);
-        });
-
         let (grpc, http) = tokio::time::timeout(Duration::from_secs(20), addrs_rx)
             .await
             .map_err(|_| anyhow!("graylane-control did not log its addresses within 20s"))?
-            .map_err(|_| anyhow!("graylane-control exited early:\n{}", control.tail()))?;
-        control.grpc = grpc;
+            .map_err(|_| anyhow!("graylane-control exited early:\n{}", self.tail()))?;
+        self.grpc = grpc;
         let ready_by = Instant::now() + Duration::from_secs(20);
         while !ready(http).await {
             ensure!(
@@ -108,13 +126,32 @@ impl ControlProcess {
             );
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
-        Ok(control)
+        Ok(())
     }
 
     /// The last (up to 40) lines of its log, each ending in a newline.
     pub fn tail(&self) -> String {
         let tail = self.tail.lock().unwrap_or_else(|e| e.into_inner());
         tail.iter().map(|l| format!("{l}\n")).collect()
+    }
+}
+
+impl Launch {
+    fn spawn(&self, grpc: SocketAddr) -> anyhow::Result<Child> {
+        Command::new(&self.bin)
+            .arg("--store")
+            .args(&self.store)
+            .arg("--grpc-addr")
+            .arg(grpc.to_string())
+            .args(["--http-addr", "127.0.0.1:0"])
+            .env_remove("GRAYLANE_LOG")
+            .env_remove("GRAYLANE_TOKEN_FILE")
+            .envs(self.env.iter().map(|(k, v)| (k, v)))
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .with_context(|| format!("spawn {}", self.bin.display()))
     }
 }
 

@@ -13,7 +13,7 @@ use tonic::transport::{Channel, Endpoint};
 use crate::control::{ControlProcess, memory};
 use crate::report::{Results, report};
 use crate::stats::Stats;
-use crate::subscriber::{Event, Subs, next_event, subscriber};
+use crate::subscriber::{Event, OnEnd, Subs, next_event, subscriber};
 
 /// Bound on any single wait inside the run (an apply reaching everyone, ACKs, ...).
 pub(crate) const STEP_TIMEOUT: Duration = Duration::from_secs(30);
@@ -60,6 +60,11 @@ struct Timings {
 }
 
 impl Connected {
+    /// Every subscriber's snapshots, as they come.
+    pub(crate) fn events(&mut self) -> &mut mpsc::UnboundedReceiver<Event> {
+        &mut self.events
+    }
+
     /// Waits until every subscriber holds `revision` (of apply `i`, applied at `t0`);
     /// returns how long after `t0` the first and the last one had it.
     pub(crate) async fn reach_all(
@@ -93,7 +98,14 @@ impl Connected {
 /// Everything measured against a running control plane; returns the report section.
 /// Progress goes to stderr. `plan` must have at least one subscriber and one apply;
 /// `nofile` (the descriptor limit in force) is only reported.
-pub async fn measure(plan: &Plan, control: &ControlProcess, nofile: u64) -> anyhow::Result<String> {
+/// With `storm`, the control plane is then killed and restarted under the subscribers
+/// ([`crate::storm`]).
+pub async fn measure(
+    plan: &Plan,
+    control: &mut ControlProcess,
+    nofile: u64,
+    storm: bool,
+) -> anyhow::Result<String> {
     let n = plan.subscribers;
     let url = format!("http://{}", control.grpc);
     let mut admin = AdminClient::new(Endpoint::from_shared(url.clone())?.connect().await?);
@@ -102,12 +114,21 @@ pub async fn measure(plan: &Plan, control: &ControlProcess, nofile: u64) -> anyh
     let before = memory(control.pid)?;
     eprintln!("0 streams: {before}");
 
-    let mut connected = connect(plan, std::slice::from_ref(&url)).await?;
+    let on_end = if storm { OnEnd::Reconnect } else { OnEnd::Fail };
+    let mut connected = connect_with(plan, std::slice::from_ref(&url), on_end).await?;
+    // The last endpoint batch may still be on its way to some (or, with reconnects, a
+    // later one): wait until everyone holds the same version.
+    let settle_by = Instant::now() + STEP_TIMEOUT;
+    while let Some(version) = connected.subs.version.iter().max().copied()
+        && connected.subs.version.iter().any(|v| *v != version)
+    {
+        let left = settle_by.saturating_duration_since(Instant::now());
+        let seen = next_event(&mut connected.events, left)
+            .await
+            .context("subscribers disagree on the final snapshot version")?;
+        connected.subs.record(&seen);
+    }
     let version = connected.subs.version[0];
-    ensure!(
-        connected.subs.version.iter().all(|v| *v == version),
-        "subscribers disagree on the final snapshot version"
-    );
     // Every subscriber has ACKed the final snapshot: the control plane recorded it.
     wait_acked(&mut admin, n, version).await?;
     let Connected {
@@ -136,6 +157,12 @@ pub async fn measure(plan: &Plan, control: &ControlProcess, nofile: u64) -> anyh
     let timings = applies(plan, &mut admin, &mut connected).await?;
     tokio::time::sleep(SETTLE).await;
     let after = memory(control.pid)?;
+    let storm = match storm {
+        true => Some(crate::storm::storm(control, &mut connected).await?),
+        false => None,
+    };
+    // Last: one more instance changes every subscriber's endpoint count.
+    let snapshot_bytes = full_snapshot_bytes(n, &format!("http://{}", control.grpc)).await?;
 
     Ok(report(
         plan,
@@ -149,13 +176,24 @@ pub async fn measure(plan: &Plan, control: &ControlProcess, nofile: u64) -> anyh
             first: Stats::of(timings.first),
             rpc: Stats::of(timings.rpc),
             nofile,
+            storm,
+            snapshot_bytes,
         },
     ))
 }
 
 /// Starts every subscriber (spread over `urls` in turn) and waits until each holds
-/// all `n` endpoints.
+/// all `n` endpoints. A stream's end fails the run.
 pub(crate) async fn connect(plan: &Plan, urls: &[String]) -> anyhow::Result<Connected> {
+    connect_with(plan, urls, OnEnd::Fail).await
+}
+
+/// [`connect`], with subscribers that do `on_end` when their stream ends.
+pub(crate) async fn connect_with(
+    plan: &Plan,
+    urls: &[String],
+    on_end: OnEnd,
+) -> anyhow::Result<Connected> {
     let n = plan.subscribers;
     let (events_tx, mut events) = mpsc::unbounded_channel();
     let gate = Arc::new(Semaphore::new(plan.connect_concurrency.max(1)));
@@ -163,9 +201,11 @@ pub(crate) async fn connect(plan: &Plan, urls: &[String]) -> anyhow::Result<Conn
     for idx in 0..n {
         tokio::spawn(subscriber(
             idx,
+            n,
             urls[idx % urls.len()].clone(),
             Arc::clone(&gate),
             events_tx.clone(),
+            on_end,
         ));
     }
     drop(events_tx);
@@ -184,6 +224,17 @@ pub(crate) async fn connect(plan: &Plan, urls: &[String]) -> anyhow::Result<Conn
         snapshots: setup_snapshots,
         endpoint_sets: setup_endpoint_sets,
     })
+}
+
+/// The encoded size of the first snapshot a new sidecar receives (rules and every
+/// endpoint): what each of them holds.
+async fn full_snapshot_bytes(n: usize, url: &str) -> anyhow::Result<usize> {
+    let (tx, mut events) = mpsc::unbounded_channel();
+    let gate = Arc::new(Semaphore::new(1));
+    let probe = tokio::spawn(subscriber(n, n, url.to_string(), gate, tx, OnEnd::Fail));
+    let seen = next_event(&mut events, STEP_TIMEOUT).await;
+    probe.abort();
+    Ok(seen.context("the probe subscriber's first snapshot")?.bytes)
 }
 
 /// ListSidecars until all `n` sidecars acked `version`.

@@ -12,6 +12,7 @@ mod nofile;
 mod replicas;
 mod report;
 mod stats;
+mod storm;
 mod subscriber;
 mod traffic;
 

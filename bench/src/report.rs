@@ -9,8 +9,31 @@ use anyhow::Context;
 use crate::control::Memory;
 use crate::fanout::{Plan, SETTLE};
 use crate::stats::Stats;
+use crate::storm::Storm;
 
 const SECTION: &str = "## Push fan-out (control plane)";
+/// Runs above this many subscribers have their own section, and the 1 s target of
+/// issue 15 instead of 100 ms.
+const LARGE: usize = 1000;
+
+/// The heading of a run with `n` subscribers.
+pub(crate) fn section(n: usize) -> String {
+    if n > LARGE {
+        // Digits grouped as the README writes them ("10,000"), so a run replaces the
+        // section it measured.
+        let digits = n.to_string();
+        let mut grouped = String::new();
+        for (i, c) in digits.chars().enumerate() {
+            if i > 0 && (digits.len() - i).is_multiple_of(3) {
+                grouped.push(',');
+            }
+            grouped.push(c);
+        }
+        format!("## Push fan-out at {grouped} sidecars (control plane)")
+    } else {
+        SECTION.to_string()
+    }
+}
 
 /// Everything one run measured.
 pub(crate) struct Results {
@@ -24,22 +47,28 @@ pub(crate) struct Results {
     pub(crate) first: Stats,
     pub(crate) rpc: Stats,
     pub(crate) nofile: u64,
+    pub(crate) storm: Option<Storm>,
+    /// A new sidecar's first snapshot, encoded.
+    pub(crate) snapshot_bytes: usize,
 }
 
 /// The README section: heading, method, results table (with targets), machine.
 pub(crate) fn report(plan: &Plan, r: &Results) -> String {
     let mut s = String::new();
-    let _ = writeln!(s, "{SECTION}\n");
-    method(&mut s, plan);
+    let _ = writeln!(s, "{}\n", section(plan.subscribers));
+    method(&mut s, plan, r.storm.is_some());
     table(&mut s, plan.subscribers, r);
+    if let Some(storm) = &r.storm {
+        storm_rows(&mut s, plan.subscribers, storm);
+    }
     machine(&mut s, r.nofile);
     s
 }
 
 /// Replaces (or adds) the results section of `path`, keeping everything else; creates
 /// the file (with a short preamble) if it is missing.
-pub fn write_section(path: &Path, section: &str) -> anyhow::Result<()> {
-    write_named_section(path, SECTION, section)
+pub fn write_section(path: &Path, subscribers: usize, text: &str) -> anyhow::Result<()> {
+    write_named_section(path, &section(subscribers), text)
 }
 
 /// Replaces the section that starts with `heading` in `path` (or appends it).
@@ -67,7 +96,7 @@ pub fn write_named_section(path: &Path, heading: &str, section: &str) -> anyhow:
     std::fs::write(path, new).with_context(|| format!("write {}", path.display()))
 }
 
-fn method(s: &mut String, plan: &Plan) {
+fn method(s: &mut String, plan: &Plan, storm: bool) {
     let n = plan.subscribers;
     let _ = writeln!(
         s,
@@ -91,20 +120,37 @@ fn method(s: &mut String, plan: &Plan) {
             ""
         }
     );
+    if storm {
+        let _ = writeln!(
+            s,
+            "Connection storm (`--storm`): the subscribers reconnect when their stream ends, \
+             after the sidecar's own jittered backoff (100 ms doubling to 5 s, ±50 %), with a \
+             new Hello and no connect gate. After the applies, graylane-control is killed \
+             (SIGKILL) and started again on the same gRPC port with an empty memory store; the \
+             clock starts at the kill. \"Holds a snapshot of the new process\" is a subscriber's \
+             first complete snapshot on a stream opened after the kill; \"converged\" is when \
+             every subscriber's endpoint set lists all {n} instances again.\n"
+        );
+    }
 }
 
 fn table(s: &mut String, n: usize, r: &Results) {
     let rss_per = per_stream(r.before.rss, r.idle.rss, n);
     let p99 = r.fanout.pct(99);
+    let target = if n > LARGE {
+        Duration::from_secs(1)
+    } else {
+        Duration::from_millis(100)
+    };
     let _ = writeln!(s, "| metric | result | target |");
     let _ = writeln!(s, "|---|---|---|");
     let _ = writeln!(
         s,
-        "| apply → all {n} subscribers hold the revision, p50 / p99 / max | {} / {} / {} | p99 ≤ 100 ms: {} |",
+        "| apply → all {n} subscribers hold the revision, p50 / p99 / max | {} / {} / {} | p99 ≤ {target:?}: {} |",
         ms(r.fanout.pct(50)),
         ms(p99),
         ms(r.fanout.max()),
-        verdict(p99 <= Duration::from_millis(100))
+        verdict(p99 <= target)
     );
     let _ = writeln!(
         s,
@@ -155,6 +201,49 @@ fn table(s: &mut String, n: usize, r: &Results) {
         r.settled.as_secs_f64(),
         r.setup_snapshots
     );
+    let _ = writeln!(
+        s,
+        "| a new sidecar's first snapshot (rules + {n} endpoints), encoded | {:.1} KiB ({} bytes per endpoint) | |",
+        r.snapshot_bytes as f64 / 1024.0,
+        r.snapshot_bytes / n.max(1)
+    );
+}
+
+fn storm_rows(s: &mut String, n: usize, storm: &Storm) {
+    let _ = writeln!(
+        s,
+        "| connection storm: kill -9, restart on the same port → `/ready` | {:.2} s | |",
+        storm.ready.as_secs_f64()
+    );
+    let all_back = storm.back == n;
+    let _ = writeln!(
+        s,
+        "| connection storm: kill → each subscriber holds a snapshot of the new process, p50 / p99 / max ({} of {n} back) | {:.2} s / {:.2} s / {:.2} s | all ≤ 10 s: {} |",
+        storm.back,
+        storm.snapshot.pct(50).as_secs_f64(),
+        storm.snapshot.pct(99).as_secs_f64(),
+        storm.snapshot.max().as_secs_f64(),
+        verdict(all_back && storm.snapshot.max() <= Duration::from_secs(10))
+    );
+    let converged = match storm.converged {
+        Some(t) => format!("{:.2} s", t.as_secs_f64()),
+        None => format!("not within the bench's bound ({} of {n} did)", storm.full),
+    };
+    let _ = writeln!(
+        s,
+        "| connection storm: kill → all {n} list all {n} endpoints again | {converged} ({} snapshots received) | ≤ 10 s: {} |",
+        storm.snapshots,
+        verdict(
+            storm
+                .converged
+                .is_some_and(|t| t <= Duration::from_secs(10))
+        )
+    );
+    let _ = writeln!(
+        s,
+        "| control-plane RSS after the storm, {n} streams | {} | |",
+        mib(storm.memory.rss)
+    );
 }
 
 fn machine(s: &mut String, nofile: u64) {
@@ -198,4 +287,26 @@ fn per_stream(before: u64, after: u64, n: usize) -> f64 {
 
 fn verdict(ok: bool) -> &'static str {
     if ok { "met" } else { "**missed**" }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::section;
+
+    #[test]
+    fn large_runs_have_their_own_section_named_as_the_readme_writes_it() {
+        assert_eq!(section(1000), "## Push fan-out (control plane)");
+        assert_eq!(
+            section(10_000),
+            "## Push fan-out at 10,000 sidecars (control plane)"
+        );
+        assert_eq!(
+            section(3000),
+            "## Push fan-out at 3,000 sidecars (control plane)"
+        );
+        assert_eq!(
+            section(123_456),
+            "## Push fan-out at 123,456 sidecars (control plane)"
+        );
+    }
 }

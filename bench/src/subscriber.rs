@@ -1,14 +1,16 @@
 //! The simulated sidecars: each subscribes on its own connection, ACKs every snapshot
 //! and reports what it received to one collector.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::bail;
+use graylane_exposition::backoff::Backoff;
 use graylane_proto::v1::discovery_client::DiscoveryClient;
 use graylane_proto::v1::sidecar_message::Message;
 use graylane_proto::v1::{Ack, Hello, SidecarMessage};
+use prost::Message as _;
 use tokio::sync::{Semaphore, mpsc};
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::transport::Endpoint;
@@ -18,6 +20,11 @@ pub(crate) struct Seen {
     pub(crate) idx: usize,
     pub(crate) version: u64,
     pub(crate) revision: u64,
+    /// The subscriber's connection it came on: 1 for the first, then one more per
+    /// reconnect.
+    pub(crate) conn: u32,
+    /// The snapshot's encoded size, all its parts.
+    pub(crate) bytes: usize,
     /// Set when the snapshot carried the endpoint set.
     pub(crate) endpoints: Option<usize>,
     /// When the decoded snapshot was in the subscriber's hands.
@@ -35,6 +42,8 @@ pub(crate) struct Subs {
     n: usize,
     pub(crate) version: Vec<u64>,
     pub(crate) revision: Vec<u64>,
+    /// The connection each one's latest snapshot came on.
+    pub(crate) conn: Vec<u32>,
     endpoints: Vec<usize>,
     /// Subscribers whose latest endpoint set has all `n` instances.
     pub(crate) full_endpoints: usize,
@@ -46,6 +55,7 @@ impl Subs {
             n,
             version: vec![0; n],
             revision: vec![0; n],
+            conn: vec![0; n],
             endpoints: vec![0; n],
             full_endpoints: 0,
         }
@@ -54,6 +64,7 @@ impl Subs {
     pub(crate) fn record(&mut self, seen: &Seen) {
         self.version[seen.idx] = seen.version;
         self.revision[seen.idx] = seen.revision;
+        self.conn[seen.idx] = seen.conn;
         if let Some(count) = seen.endpoints {
             let was = self.endpoints[seen.idx] == self.n;
             self.endpoints[seen.idx] = count;
@@ -79,25 +90,63 @@ pub(crate) async fn next_event(
     }
 }
 
-/// A subscriber task: runs [`subscribe`] and reports its failure as an event.
+/// How a subscriber task behaves when its stream ends.
+#[derive(Clone, Copy, Debug)]
+pub(crate) enum OnEnd {
+    /// The end is a failure of the run.
+    Fail,
+    /// Reconnect after a jittered backoff, as a sidecar does (100 ms doubling to 5 s):
+    /// the connection storm after a control-plane restart.
+    Reconnect,
+}
+
+/// A subscriber task: runs [`subscribe`] (again, with `OnEnd::Reconnect`) and reports
+/// a failure as an event. `n`: the subscribers in the run (instance ids `..-{idx}`).
 pub(crate) async fn subscriber(
     idx: usize,
+    n: usize,
     url: String,
     gate: Arc<Semaphore>,
     events: mpsc::UnboundedSender<Event>,
+    on_end: OnEnd,
 ) {
-    if let Err(e) = subscribe(idx, url, gate, &events).await {
-        let _ = events.send(Event::Failed(idx, e));
+    let mut backoff = Backoff::new(Duration::from_millis(100), Duration::from_secs(5));
+    let mut conn = 0_u32;
+    loop {
+        conn += 1;
+        let gate = (conn == 1).then_some(&gate);
+        let result = subscribe(idx, n, conn, &url, gate, &events).await;
+        if events.is_closed() {
+            return; // the bench is done
+        }
+        match (result, on_end) {
+            (Ok(true), OnEnd::Reconnect) => backoff.reset(),
+            // Refused or cut before a snapshot: back off further.
+            (Ok(false) | Err(_), OnEnd::Reconnect) => {}
+            (Ok(_), OnEnd::Fail) => {
+                let _ = events.send(Event::Failed(idx, anyhow::anyhow!("stream ended")));
+                return;
+            }
+            (Err(e), OnEnd::Fail) => {
+                let _ = events.send(Event::Failed(idx, e));
+                return;
+            }
+        }
+        tokio::time::sleep(backoff.next_wait()).await;
     }
 }
 
-/// A sidecar's side of the stream: its own connection, Hello, then ACK every snapshot.
+/// A sidecar's side of one stream: its own connection, Hello, then ACK every snapshot.
+/// `gate` bounds concurrent connects (the first connect only). Returns when the stream
+/// ends: `true` if it delivered a snapshot, `false` if the bench is done.
 async fn subscribe(
     idx: usize,
-    url: String,
-    gate: Arc<Semaphore>,
+    n: usize,
+    conn: u32,
+    url: &str,
+    gate: Option<&Arc<Semaphore>>,
     events: &mpsc::UnboundedSender<Event>,
-) -> anyhow::Result<()> {
+) -> anyhow::Result<bool> {
     let service = format!("svc-{:02}", idx % 20);
     let hello = Hello {
         instance_id: format!("{service}-{idx:05}"),
@@ -111,10 +160,13 @@ async fn subscribe(
         message: Some(Message::Hello(hello)),
     })
     .await?;
-    // The client (and with it the connection) lives as long as this task.
+    // The client (and with it the connection) lives as long as this call.
     let (_client, mut inbound) = {
-        let _permit = gate.acquire().await?;
-        let channel = Endpoint::from_shared(url)?
+        let _permit = match gate {
+            Some(gate) => Some(gate.acquire().await?),
+            None => None,
+        };
+        let channel = Endpoint::from_shared(url.to_string())?
             .connect_timeout(Duration::from_secs(10))
             .connect()
             .await?;
@@ -126,25 +178,30 @@ async fn subscribe(
         (client, inbound)
     };
     // The endpoint set as a sidecar holds it: a full set replaces it, a delta
-    // removes then upserts; a snapshot may come in parts (see the proto).
-    let mut endpoints: HashSet<String> = HashSet::new();
-    let mut replacing: Option<HashSet<String>> = None;
-    let mut touched = false;
+    // removes then upserts; a snapshot may come in parts (see the proto). Kept as a
+    // bitset of subscriber indices: 10,000 subscribers each holding 10,000 id strings
+    // would make the bench, not the control plane, the thing measured.
+    let mut endpoints = Members::new(n);
+    let mut replacing: Option<Members> = None;
+    let (mut touched, mut bytes, mut delivered) = (false, 0_usize, false);
     loop {
         let Some(snapshot) = inbound.message().await? else {
-            bail!("stream ended");
+            return Ok(delivered);
         };
         let at = Instant::now();
+        bytes += snapshot.encoded_len();
         if let Some(set) = &snapshot.endpoints {
-            replacing
-                .get_or_insert_default()
-                .extend(set.endpoints.iter().map(|e| e.instance_id.clone()));
+            let next = replacing.get_or_insert_with(|| Members::new(n));
+            set.endpoints
+                .iter()
+                .for_each(|e| next.insert(&e.instance_id));
         }
         if let Some(delta) = &snapshot.endpoint_changes {
-            for id in &delta.removed {
-                endpoints.remove(id);
-            }
-            endpoints.extend(delta.upserted.iter().map(|e| e.instance_id.clone()));
+            delta.removed.iter().for_each(|id| endpoints.remove(id));
+            delta
+                .upserted
+                .iter()
+                .for_each(|e| endpoints.insert(&e.instance_id));
         }
         touched |= snapshot.endpoints.is_some() || snapshot.endpoint_changes.is_some();
         if snapshot.more {
@@ -155,19 +212,60 @@ async fn subscribe(
         }
         let seen = Seen {
             idx,
+            conn,
             version: snapshot.version,
             revision: snapshot.revision,
-            endpoints: std::mem::take(&mut touched).then_some(endpoints.len()),
+            endpoints: std::mem::take(&mut touched).then_some(endpoints.len),
+            bytes: std::mem::take(&mut bytes),
             at,
         };
         if events.send(Event::Seen(seen)).is_err() {
-            return Ok(()); // the bench is done
+            return Ok(false); // the bench is done
         }
+        delivered = true;
         tx.send(SidecarMessage {
             message: Some(Message::Ack(Ack {
                 version: snapshot.version,
             })),
         })
         .await?;
+    }
+}
+
+/// A set of subscriber indices, parsed from instance ids `svc-NN-IDX`.
+struct Members {
+    bits: Vec<u64>,
+    len: usize,
+}
+
+impl Members {
+    fn new(n: usize) -> Self {
+        Self {
+            bits: vec![0; n.div_ceil(64)],
+            len: 0,
+        }
+    }
+
+    fn slot(&self, id: &str) -> Option<(usize, u64)> {
+        let idx: usize = id.rsplit_once('-')?.1.parse().ok()?;
+        (idx / 64 < self.bits.len()).then_some((idx / 64, 1 << (idx % 64)))
+    }
+
+    fn insert(&mut self, id: &str) {
+        if let Some((word, bit)) = self.slot(id)
+            && self.bits[word] & bit == 0
+        {
+            self.bits[word] |= bit;
+            self.len += 1;
+        }
+    }
+
+    fn remove(&mut self, id: &str) {
+        if let Some((word, bit)) = self.slot(id)
+            && self.bits[word] & bit != 0
+        {
+            self.bits[word] &= !bit;
+            self.len -= 1;
+        }
     }
 }

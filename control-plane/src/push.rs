@@ -12,14 +12,16 @@
 //!
 //! Memory per stream is bounded: a stream holds one `Arc<State>` and at most one
 //! snapshot waiting to be sent, however fast rules change. Endpoint changes are
-//! batched for `ENDPOINT_DEBOUNCE`, so 1,000 sidecars reconnecting after a restart
-//! cause a handful of pushes, not 1,000 pushes to each of 1,000 streams.
+//! batched until none came for `ENDPOINT_DEBOUNCE`, and at most `ENDPOINT_DEBOUNCE_MAX`
+//! after the first, so 10,000 sidecars reconnecting after a restart cause about one
+//! push a second to each stream while they come, not one per 100 ms (which, fanned out
+//! to every stream, is what made such a storm take minutes).
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use graylane_proto::v1::{Endpoint, Hello};
+use graylane_proto::v1::{Endpoint, EndpointDelta, Hello};
 use tokio::sync::{Notify, oneshot, watch};
 
 mod delta;
@@ -27,7 +29,7 @@ mod outgoing;
 mod registry;
 mod stats;
 
-pub use self::delta::endpoint_delta;
+pub use self::delta::{compose, endpoint_delta};
 pub use self::outgoing::{Outgoing, PART_BYTES};
 use self::registry::Registry;
 pub use self::registry::{SidecarEntry, SidecarId, with_identity_defaults};
@@ -36,6 +38,12 @@ pub use self::stats::PushStats;
 /// How long registry changes are collected before they are pushed as one endpoint
 /// update (Istio debounces its pushes the same way, 100 ms by default).
 pub const ENDPOINT_DEBOUNCE: Duration = Duration::from_millis(100);
+/// The longest a registry change waits for the changes after it to stop: under a
+/// steady stream of them (a restart's reconnects) endpoints still go out this often.
+pub const ENDPOINT_DEBOUNCE_MAX: Duration = Duration::from_secs(1);
+/// Endpoint changes kept in `State::endpoint_changes`: a stream further behind than
+/// this (busy sending a large snapshot for longer) diffs the whole list.
+pub const CHANGES_KEPT: usize = 32;
 /// The traffic report period (ms) of a rule set without LaneRollouts: the sidecars'
 /// default `--traffic-report-interval`.
 pub const DEFAULT_TRAFFIC_REPORT_MS: u32 = 5_000;
@@ -52,6 +60,12 @@ pub struct State {
     pub endpoints_generation: u64,
     /// Sorted by (service, instance id); instance ids are unique.
     pub endpoints: Arc<Vec<Endpoint>>,
+    /// The changes that led to this generation, oldest first: the last one is from
+    /// `endpoints_generation - 1`, and so on, at most `CHANGES_KEPT`. Each is diffed
+    /// once, here; a stream a few generations behind composes them instead of diffing
+    /// the whole list itself (10,000 streams × 10,000 endpoints per debounce window
+    /// otherwise, while a restarted control plane's sidecars reconnect).
+    pub endpoint_changes: Arc<Vec<Arc<EndpointDelta>>>,
     /// Whether the rules in force were read from the store yet; until then streams
     /// send nothing.
     pub loaded: bool,
@@ -146,7 +160,8 @@ impl Hub {
     }
 
     /// Publishes the registry's endpoints after each batch of changes, until
-    /// `shutdown`: waits for a change, collects further changes for `debounce`, then
+    /// `shutdown`: waits for a change, collects further changes until none came for
+    /// `debounce` (but no longer than `ENDPOINT_DEBOUNCE_MAX` after the first), then
     /// pushes them as one new state. Runs as one task per hub.
     pub async fn publish_endpoints(
         self: Arc<Self>,
@@ -158,11 +173,24 @@ impl Hub {
                 () = self.registry_changed.notified() => {}
                 _ = shutdown.wait_for(|down| *down) => return,
             }
-            tokio::select! {
-                () = tokio::time::sleep(debounce) => {}
-                _ = shutdown.wait_for(|down| *down) => return,
+            let cap = tokio::time::sleep(ENDPOINT_DEBOUNCE_MAX.max(debounce));
+            tokio::pin!(cap);
+            loop {
+                tokio::select! {
+                    () = self.registry_changed.notified() => {} // not quiet yet
+                    () = tokio::time::sleep(debounce) => break,
+                    () = &mut cap => break,
+                    _ = shutdown.wait_for(|down| *down) => return,
+                }
             }
             let endpoints = self.endpoints();
+            // Diffed outside the state's lock (every stream reads it); only this task
+            // changes endpoints, so the generation diffed against is still current.
+            let (base, change) = {
+                let current = self.current();
+                let change = endpoint_delta(&current.endpoints, &endpoints);
+                (current.endpoints_generation, Arc::new(change))
+            };
             self.state.send_if_modified(|state| {
                 if *state.endpoints == endpoints {
                     return false; // e.g. a sidecar that reconnected within the window
@@ -171,6 +199,22 @@ impl Hub {
                 next.version += 1;
                 next.endpoints_generation += 1;
                 next.endpoints = Arc::new(endpoints);
+                let mut changes = Vec::with_capacity(CHANGES_KEPT);
+                // A history with a gap would compose into a wrong delta: start again.
+                if base == state.endpoints_generation {
+                    let kept = state.endpoint_changes.len().min(CHANGES_KEPT - 1);
+                    changes.extend(
+                        state
+                            .endpoint_changes
+                            .iter()
+                            .rev()
+                            .take(kept)
+                            .rev()
+                            .cloned(),
+                    );
+                    changes.push(change);
+                }
+                next.endpoint_changes = Arc::new(changes);
                 *state = Arc::new(next);
                 true
             });
@@ -337,7 +381,47 @@ fn traffic_report_interval_ms(rules: &str) -> u32 {
 
 #[cfg(test)]
 mod tests {
-    use super::Hub;
+    use super::*;
+
+    fn hello(i: usize) -> Hello {
+        Hello {
+            service: "svc".into(),
+            instance_id: format!("i-{i:03}"),
+            address: "10.0.0.1:8080".into(),
+            ..Hello::default()
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn endpoints_go_out_when_quiet_or_at_the_cap_with_their_changes_kept() {
+        let hub = Arc::new(Hub::new());
+        let (_stop, stopped) = watch::channel(false);
+        tokio::spawn(Arc::clone(&hub).publish_endpoints(ENDPOINT_DEBOUNCE, stopped));
+        let step = Duration::from_millis(50);
+        hub.register(hello(0), String::new(), 0);
+        tokio::time::sleep(ENDPOINT_DEBOUNCE + step).await;
+        assert_eq!(hub.current().endpoints.len(), 1, "out once quiet");
+        let generation = hub.current().endpoints_generation;
+        // A change every 50 ms is never quiet for 100 ms: out at the cap, not before.
+        for i in 1..=30 {
+            hub.register(hello(i), String::new(), 0);
+            // Checked mid-step, away from the instant the cap fires.
+            tokio::time::sleep(step / 2).await;
+            let published = hub.current().endpoints_generation > generation;
+            let elapsed = (i - 1) * 50 + 25;
+            assert_eq!(published, elapsed > 1_000, "after {elapsed} ms");
+            tokio::time::sleep(step / 2).await;
+        }
+        tokio::time::sleep(ENDPOINT_DEBOUNCE_MAX).await;
+        let state = hub.current();
+        assert_eq!(state.endpoints.len(), 31);
+        // Every generation's change is kept: composed, they rebuild the list.
+        let changes = state.endpoint_changes.as_slice();
+        assert_eq!(changes.len() as u64, state.endpoints_generation);
+        let delta = compose(changes);
+        assert!(delta.removed.is_empty());
+        assert_eq!(delta.upserted, *state.endpoints);
+    }
 
     #[test]
     fn empty_rules_load_even_when_the_trust_bundle_came_first() {

@@ -50,6 +50,10 @@ struct Args {
     /// profiler to the printed pid).
     #[arg(long, default_value_t = 0)]
     hold_idle_secs: u64,
+    /// Then kill graylane-control and restart it on the same port: time until every
+    /// subscriber (reconnecting like a sidecar) holds a snapshot and every endpoint.
+    #[arg(long)]
+    storm: bool,
     /// Where the results section is written ("-": nowhere) [default: bench/README.md].
     #[arg(long)]
     readme: Option<PathBuf>,
@@ -118,8 +122,8 @@ async fn run(args: &Args, deadline: Instant) -> anyhow::Result<()> {
         hold_idle: Duration::from_secs(args.hold_idle_secs),
     };
 
-    let control = ControlProcess::start(&bin, &["memory:"], &args.child_env, deadline).await?;
-    let result = measure(&plan, &control, nofile).await;
+    let mut control = ControlProcess::start(&bin, &["memory:"], &args.child_env, deadline).await?;
+    let result = measure(&plan, &mut control, nofile, args.storm).await;
     if result.is_err() {
         eprintln!(
             "----- last lines of graylane-control's log -----\n{}",
@@ -136,7 +140,7 @@ async fn run(args: &Args, deadline: Instant) -> anyhow::Result<()> {
         None => Some(Path::new(env!("CARGO_MANIFEST_DIR")).join("README.md")),
     };
     if let Some(path) = readme {
-        write_section(&path, &report)?;
+        write_section(&path, n, &report)?;
         eprintln!("written to {}", path.display());
     }
     Ok(())

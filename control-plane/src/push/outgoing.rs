@@ -12,7 +12,7 @@ use std::sync::Arc;
 use graylane_proto::v1::{Endpoint, EndpointDelta, EndpointSet, Snapshot, TrustBundle};
 use prost::Message;
 
-use super::{State, endpoint_delta};
+use super::{State, compose, endpoint_delta};
 
 /// Target size of one message. Small enough to keep per-stream buffers small, large
 /// enough that a 1,000-endpoint set is a handful of messages.
@@ -50,8 +50,10 @@ impl Outgoing {
         let endpoints = match last {
             Some(l) if l.endpoints_generation == state.endpoints_generation => Endpoints::Unchanged,
             Some(l) => {
-                let EndpointDelta { upserted, removed } =
-                    endpoint_delta(&l.endpoints, &state.endpoints);
+                let EndpointDelta { upserted, removed } = match changes_since(&state, l) {
+                    Some(changes) => compose(changes),
+                    None => endpoint_delta(&l.endpoints, &state.endpoints),
+                };
                 if upserted.len() + removed.len() < state.endpoints.len() {
                     Endpoints::Delta { removed, upserted }
                 } else {
@@ -167,6 +169,16 @@ impl Outgoing {
     }
 }
 
+/// The changes from `last`'s endpoints to `state`'s, if `state` still keeps them all.
+fn changes_since<'a>(state: &'a State, last: &State) -> Option<&'a [Arc<EndpointDelta>]> {
+    let behind = state
+        .endpoints_generation
+        .checked_sub(last.endpoints_generation)?;
+    let kept = &state.endpoint_changes;
+    let behind = usize::try_from(behind).ok().filter(|b| *b <= kept.len())?;
+    Some(&kept[kept.len() - behind..])
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -198,6 +210,7 @@ mod tests {
             rules: rules.into(),
             endpoints_generation: generation,
             endpoints: eps,
+            endpoint_changes: Arc::default(),
             loaded: true,
             trust_bundle: None,
             traffic_report_interval_ms: 5_000,
@@ -296,6 +309,28 @@ mod tests {
             delta.map(|d| (d.removed, d.upserted.len())),
             Some((vec![gone], 0))
         );
+    }
+
+    #[test]
+    fn a_stream_behind_by_kept_changes_sends_them_composed() {
+        let eps = endpoints(10);
+        let first = state(1, 1, "r", 1, Arc::clone(&eps));
+        let mut fewer = eps.as_ref().clone();
+        let gone = fewer.remove(0).instance_id;
+        let mut next = State::clone(&state(2, 1, "r", 2, Arc::new(fewer.clone())));
+        // A marker the diff would never produce: proves the shared change is used.
+        let shared = EndpointDelta {
+            removed: vec!["shared".into()],
+            upserted: Vec::new(),
+        };
+        next.endpoint_changes = Arc::new(vec![Arc::new(shared.clone())]);
+        let next = Arc::new(next);
+        let (_, _, _, delta) = drain(Outgoing::new(Arc::clone(&next), Some(&first)));
+        assert_eq!(delta, Some(shared));
+        // Two generations behind, one change kept: diffed here.
+        let older = state(0, 1, "r", 0, eps);
+        let (_, _, _, delta) = drain(Outgoing::new(next, Some(&older)));
+        assert_eq!(delta.map(|d| d.removed), Some(vec![gone]));
     }
 
     #[test]
