@@ -255,9 +255,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
     }
     let instance_id = args.instance_id.clone().unwrap_or_else(default_instance_id);
     let bind = |addr: SocketAddr, flag: &'static str| async move {
-        tokio::net::TcpListener::bind(addr)
-            .await
-            .with_context(|| format!("{flag} {addr}"))
+        graylane_serve::bind(addr).with_context(|| format!("{flag} {addr}"))
     };
     let admin_listener = bind(args.admin_addr, "--admin-addr").await?;
     let outbound_listener = bind(args.outbound_addr, "--outbound-addr").await?;

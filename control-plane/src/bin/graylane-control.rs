@@ -225,18 +225,15 @@ async fn run(args: Args) -> anyhow::Result<()> {
         let issued = GrpcTls::issued(ca, names, args.cert_ttl).context("--grpc-tls")?;
         grpc_tls = Some(issued);
     }
-    let grpc = tokio::net::TcpListener::bind(args.grpc_addr)
-        .await
+    let grpc = graylane_serve::bind(args.grpc_addr)
         .with_context(|| format!("--grpc-addr {}", args.grpc_addr))?;
-    let http = tokio::net::TcpListener::bind(args.http_addr)
-        .await
+    let http = graylane_serve::bind(args.http_addr)
         .with_context(|| format!("--http-addr {}", args.http_addr))?;
     let webhook = match (&args.webhook_addr, &args.tls_cert, &args.tls_key) {
         (Some(addr), Some(cert), Some(key)) => {
             let tls = webhook::tls(cert, key)?;
-            let listener = tokio::net::TcpListener::bind(addr)
-                .await
-                .with_context(|| format!("--webhook-addr {addr}"))?;
+            let listener =
+                graylane_serve::bind(*addr).with_context(|| format!("--webhook-addr {addr}"))?;
             tracing::info!(webhook_addr = %listener.local_addr()?, "admission webhook listening");
             let config = inject_config(&args, &identities);
             Some((listener, tls, Arc::new(config)))

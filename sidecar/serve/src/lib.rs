@@ -26,12 +26,14 @@
 #![cfg_attr(test, allow(clippy::unwrap_used))]
 
 mod accept;
+mod bind;
 mod drain;
 mod http;
 
 use std::time::Duration;
 
 pub use self::accept::{Accepted, Acceptor};
+pub use self::bind::{BACKLOG, bind};
 pub use self::drain::serve;
 pub use self::http::{builder, serve_http};
 
