@@ -10,7 +10,8 @@ use std::time::Duration;
 use bytes::Bytes;
 use graylane_routing::MtlsMode;
 use http::request::Parts;
-use http::{Method, Request, Response, Version};
+use http::uri::PathAndQuery;
+use http::{HeaderValue, Method, Request, Response, Uri, Version};
 use http_body_util::BodyExt;
 use http_body_util::combinators::UnsyncBoxBody;
 use hyper::body::Incoming;
@@ -18,19 +19,23 @@ use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::{HttpConnector, capture_connection};
 use hyper_util::rt::{TokioExecutor, TokioTimer};
 
+mod classify;
 mod coalesce;
 mod error;
 mod headers;
 mod mtls;
+mod pool;
 mod unsent;
 pub(crate) mod upgrade;
 
+use self::classify::{classify, malformed, pool_failure, source_text};
 use self::coalesce::Coalesce;
 pub(crate) use self::error::ProxyError;
 pub(crate) use self::error::{RetryClass, SendError, SendFailure, Upstream};
 pub(crate) use self::headers::strip_hop_by_hop;
 use self::mtls::MeshClients;
 pub(crate) use self::mtls::{Transport, mtls_mode};
+use self::pool::Pool;
 pub(crate) use self::unsent::{Reclaim, unsent};
 
 /// Every body the sidecar sends or receives.
@@ -65,11 +70,12 @@ const POOL_IDLE_TIMEOUT: Duration = Duration::from_secs(4);
 
 /// Pooled clients to upstreams: HTTP/1.1, and HTTP/2 with prior knowledge for requests
 /// that arrived as HTTP/2 (gRPC needs it end to end; one connection multiplexes); the
-/// same over mesh mTLS to other sidecars (ALPN `http/1.1` or `h2`).
+/// same over mesh mTLS to other sidecars (ALPN `http/1.1` or `h2`; still hyper-util's
+/// legacy `Client`, one pair per peer identity: see `mtls`).
 #[derive(Clone)]
 pub(crate) struct Clients {
-    http1: Client<HttpConnector, Body>,
-    http2: Client<HttpConnector, Body>,
+    /// Plaintext upstreams, HTTP/1.1 and HTTP/2, on hyper's connection API.
+    plain: Pool,
     /// `None`: no workload identity, plaintext only (`strict` calls fail).
     mesh: Option<MeshClients>,
 }
@@ -89,18 +95,19 @@ impl Clients {
             .timer(TokioTimer::new())
             .pool_timer(TokioTimer::new())
             .pool_idle_timeout(POOL_IDLE_TIMEOUT);
-        let http1 = builder.build(connector.clone());
         let h1_builder = builder.clone();
         builder
             .http2_only(true)
             .http2_keep_alive_interval(Duration::from_secs(30))
             .http2_initial_stream_window_size(H2_STREAM_WINDOW)
             .http2_initial_connection_window_size(H2_CONNECTION_WINDOW);
-        let http2 = builder.build(connector.clone());
         let mesh = identity.map(|identity| {
             MeshClients::new(identity, connector, connect_timeout, h1_builder, builder)
         });
-        Self { http1, http2, mesh }
+        Self {
+            plain: Pool::new(connect_timeout),
+            mesh,
+        }
     }
 
     /// How a call to an instance whose identity is `peer` (empty: unknown) goes when
@@ -175,11 +182,12 @@ impl Clients {
         transport: Transport<'_>,
         timeout: Duration,
     ) -> Result<Response<Incoming>, SendFailure> {
-        let path = request
+        let target = request
             .uri()
             .path_and_query()
-            .map_or("/", |p| p.as_str())
-            .to_string();
+            .cloned()
+            .unwrap_or_else(|| PathAndQuery::from_static("/"));
+        let path = target.as_str();
         if !path.starts_with('/') {
             // `OPTIONS *` (RFC 9110 §9.3.7) asks about a server, not a resource: it has
             // no meaning past this hop.
@@ -187,41 +195,99 @@ impl Clients {
                 "request target {path:?} cannot be forwarded"
             )));
         }
-        let scheme = match transport {
-            Transport::Plain => "http",
-            Transport::Mtls(_) => "https",
-        };
-        // The path was parsed from the request already: what fails here is the
-        // address, a registration's or a flag's, never the client's doing. Nothing was
-        // sent, so another instance may be tried.
-        *request.uri_mut() = format!("{scheme}://{address}{path}")
-            .parse()
-            .map_err(|e| SendFailure::Connect(format!("no URI for address {address:?}: {e}")))?;
         let h2 = request.version() == Version::HTTP_2;
         if !h2 {
             // Whatever the caller spoke (HTTP/1.0 included), the hop to the next
             // sidecar is HTTP/1.1.
             *request.version_mut() = Version::HTTP_11;
         }
+        match transport {
+            Transport::Plain if h2 => self.send_plain_h2(request, address, path, timeout).await,
+            Transport::Plain => {
+                self.send_plain_h1(request, address, target.clone(), timeout)
+                    .await
+            }
+            Transport::Mtls(peer) => {
+                self.send_mesh(request, address, path, peer, h2, timeout)
+                    .await
+            }
+        }
+    }
+
+    async fn send_plain_h1(
+        &self,
+        mut request: Request<Body>,
+        address: &str,
+        target: PathAndQuery,
+        timeout: Duration,
+    ) -> Result<Response<Incoming>, SendFailure> {
+        // hyper's connection writes the target as given: origin-form, and a `Host`
+        // for an HTTP/1.0 caller that sent none (RFC 9112 §3.2).
+        let mut parts = http::uri::Parts::default();
+        parts.path_and_query = Some(target);
+        *request.uri_mut() = Uri::from_parts(parts)
+            .map_err(|e| SendFailure::Internal(format!("origin-form target: {e}")))?;
+        if !request.headers().contains_key(http::header::HOST) {
+            let host = HeaderValue::from_str(address).map_err(|e| {
+                SendFailure::Connect(format!("no Host for address {address:?}: {e}"))
+            })?;
+            request.headers_mut().insert(http::header::HOST, host);
+        }
+        let sent = self.plain.send_http1(address, request);
+        let (response, checkout) = match tokio::time::timeout(timeout, sent).await {
+            Err(_) => return Err(SendFailure::Timeout),
+            Ok(sent) => sent.map_err(pool_failure)?,
+        };
+        if let Some(reason) = malformed(&response) {
+            // The connection is dropped, never pooled again: nothing else is read
+            // from it.
+            return Err(SendFailure::Other(format!("malformed response: {reason}")));
+        }
+        self.plain.give_back(address, checkout);
+        Ok(response)
+    }
+
+    async fn send_plain_h2(
+        &self,
+        mut request: Request<Body>,
+        address: &str,
+        path: &str,
+        timeout: Duration,
+    ) -> Result<Response<Incoming>, SendFailure> {
+        // HTTP/2 carries the target as :scheme and :authority (RFC 9113 §8.3.1).
+        *request.uri_mut() = absolute("http", address, path)?;
+        let sent = self.plain.send_http2(address, request);
+        let response = match tokio::time::timeout(timeout, sent).await {
+            Err(_) => return Err(SendFailure::Timeout),
+            Ok(sent) => sent.map_err(pool_failure)?,
+        };
+        if let Some(reason) = malformed(&response) {
+            self.plain.poison_http2(address);
+            return Err(SendFailure::Other(format!("malformed response: {reason}")));
+        }
+        Ok(response)
+    }
+
+    async fn send_mesh(
+        &self,
+        mut request: Request<Body>,
+        address: &str,
+        path: &str,
+        peer: &str,
+        h2: bool,
+        timeout: Duration,
+    ) -> Result<Response<Incoming>, SendFailure> {
+        let Some(mesh) = &self.mesh else {
+            return Err(SendFailure::Connect(format!(
+                "mTLS to {peer}: this sidecar has no identity"
+            )));
+        };
+        *request.uri_mut() = absolute("https", address, path)?;
         // Which connection answered, to take it out of the pool if the answer is bad.
         let connection = capture_connection(&mut request);
-        let sent = match (transport, &self.mesh) {
-            (Transport::Plain, _) => {
-                let client = if h2 { &self.http2 } else { &self.http1 };
-                client.request(request)
-            }
-            (Transport::Mtls(peer), Some(mesh)) => {
-                let clients = mesh.clients(peer);
-                let client = if h2 { &clients.http2 } else { &clients.http1 };
-                client.request(request)
-            }
-            (Transport::Mtls(peer), None) => {
-                return Err(SendFailure::Connect(format!(
-                    "mTLS to {peer}: this sidecar has no identity"
-                )));
-            }
-        };
-        match tokio::time::timeout(timeout, sent).await {
+        let clients = mesh.clients(peer);
+        let client = if h2 { &clients.http2 } else { &clients.http1 };
+        match tokio::time::timeout(timeout, client.request(request)).await {
             Err(_) => Err(SendFailure::Timeout),
             Ok(Ok(response)) => match malformed(&response) {
                 Some(reason) => {
@@ -235,94 +301,18 @@ impl Clients {
                 None => Ok(response),
             },
             Ok(Err(e)) if e.is_connect() => Err(SendFailure::Connect(source_text(&e))),
-            Ok(Err(e)) => Err(match user_error(&e) {
-                Some(User::Body) => SendFailure::Downstream(source_text(&e)),
-                Some(User::Misuse) => SendFailure::Internal(source_text(&e)),
-                None if closed_before_response(&e) => SendFailure::Closed(source_text(&e)),
-                None => SendFailure::Other(source_text(&e)),
-            }),
+            Ok(Err(e)) => Err(classify(&e)),
         }
     }
 }
 
-/// What hyper's client accepts in a response but no proxy may pass on: a length two
-/// readers could frame differently (RFC 9112 §6.3: Transfer-Encoding overrides
-/// Content-Length, and such a message "ought to be handled as an error").
-fn malformed<B>(response: &Response<B>) -> Option<&'static str> {
-    let headers = response.headers();
-    (headers.contains_key(http::header::TRANSFER_ENCODING)
-        && headers.contains_key(http::header::CONTENT_LENGTH))
-    .then_some("Content-Length with Transfer-Encoding")
-}
-
-/// A hyper error about what the sidecar handed it, not about the upstream.
-enum User {
-    /// The request's own body failed (the client sent bad chunks, or went away): the
-    /// client's fault, not the upstream's, so no instance is blamed for it.
-    Body,
-    /// Anything else hyper refuses in a request (an unsupported version, a header
-    /// HTTP/2 forbids): the request as the sidecar built it.
-    Misuse,
-}
-
-/// hyper's user errors, told apart by their text: its kinds are not public, and
-/// each kind's text is fixed (`Error::description`).
-fn user_error(e: &hyper_util::client::legacy::Error) -> Option<User> {
-    let mut source = std::error::Error::source(e);
-    while let Some(s) = source {
-        if let Some(h) = s.downcast_ref::<hyper::Error>()
-            && h.is_user()
-        {
-            let text = h.to_string();
-            return if h.is_body_write_aborted() || text == "error from user's Body stream" {
-                Some(User::Body)
-            } else if text == "dispatch task is gone" {
-                // The connection's task ended under the request: the connection's
-                // failure, classified as the upstream's below.
-                None
-            } else {
-                Some(User::Misuse)
-            };
-        }
-        source = s.source();
-    }
-    None
-}
-
-/// The connection closed or was reset before any byte of a response: the upstream
-/// closed an idle connection as the request went out, or died. Nothing of an answer
-/// was seen, so an idempotent request may go again.
-fn closed_before_response(e: &hyper_util::client::legacy::Error) -> bool {
-    let mut source = std::error::Error::source(e);
-    while let Some(s) = source {
-        if let Some(h) = s.downcast_ref::<hyper::Error>()
-            && (h.is_incomplete_message() || h.is_canceled())
-        {
-            return true;
-        }
-        // RFC 9113 §8.7: a stream refused, or cut by the peer's GOAWAY, was not
-        // processed.
-        if let Some(h2) = s.downcast_ref::<h2::Error>()
-            && (h2.reason() == Some(h2::Reason::REFUSED_STREAM)
-                || h2.is_go_away() && h2.is_remote())
-        {
-            return true;
-        }
-        // Over mesh mTLS, a peer that died or closed mid-exchange is an EOF without
-        // TLS close_notify (rustls reports it as `UnexpectedEof`).
-        if let Some(io) = s.downcast_ref::<std::io::Error>()
-            && matches!(
-                io.kind(),
-                std::io::ErrorKind::ConnectionReset
-                    | std::io::ErrorKind::BrokenPipe
-                    | std::io::ErrorKind::UnexpectedEof
-            )
-        {
-            return true;
-        }
-        source = s.source();
-    }
-    false
+/// `{scheme}://{address}{path}`. The path was parsed from the request already: what
+/// fails here is the address, a registration's or a flag's, never the client's
+/// doing. Nothing was sent, so another instance may be tried.
+fn absolute(scheme: &str, address: &str, path: &str) -> Result<Uri, SendFailure> {
+    format!("{scheme}://{address}{path}")
+        .parse()
+        .map_err(|e| SendFailure::Connect(format!("no URI for address {address:?}: {e}")))
 }
 
 /// Puts a request whose body never left (`unsent`) back into `held` for another
@@ -359,17 +349,4 @@ pub(crate) fn idempotent(method: &Method) -> bool {
         *method,
         Method::GET | Method::HEAD | Method::OPTIONS | Method::TRACE | Method::PUT | Method::DELETE
     )
-}
-
-fn source_text(e: &dyn std::error::Error) -> String {
-    let mut text = e.to_string();
-    let mut source = e.source();
-    while let Some(s) = source {
-        let inner = s.to_string();
-        if !text.contains(&inner) {
-            text = format!("{text}: {inner}");
-        }
-        source = s.source();
-    }
-    text
 }

@@ -1,0 +1,118 @@
+//! Who caused a failed exchange with an upstream, told from hyper's errors, and the
+//! responses no proxy may pass on.
+
+use http::Response;
+
+use super::SendFailure;
+use super::pool::PoolError;
+
+/// A pool's failure: a connect error means nothing was sent.
+pub(super) fn pool_failure(e: PoolError) -> SendFailure {
+    match e {
+        PoolError::Connect(text) => SendFailure::Connect(text),
+        PoolError::Hyper(e) => classify(&e),
+    }
+}
+
+/// A failed exchange (not a connect), by who caused it.
+pub(super) fn classify(e: &(dyn std::error::Error + 'static)) -> SendFailure {
+    match user_error(e) {
+        Some(User::Body) => SendFailure::Downstream(source_text(e)),
+        Some(User::Misuse) => SendFailure::Internal(source_text(e)),
+        None if closed_before_response(e) => SendFailure::Closed(source_text(e)),
+        None => SendFailure::Other(source_text(e)),
+    }
+}
+
+/// What hyper's client accepts in a response but no proxy may pass on: a length two
+/// readers could frame differently (RFC 9112 §6.3: Transfer-Encoding overrides
+/// Content-Length, and such a message "ought to be handled as an error").
+pub(super) fn malformed<B>(response: &Response<B>) -> Option<&'static str> {
+    let headers = response.headers();
+    (headers.contains_key(http::header::TRANSFER_ENCODING)
+        && headers.contains_key(http::header::CONTENT_LENGTH))
+    .then_some("Content-Length with Transfer-Encoding")
+}
+
+/// A hyper error about what the sidecar handed it, not about the upstream.
+enum User {
+    /// The request's own body failed (the client sent bad chunks, or went away): the
+    /// client's fault, not the upstream's, so no instance is blamed for it.
+    Body,
+    /// Anything else hyper refuses in a request (an unsupported version, a header
+    /// HTTP/2 forbids): the request as the sidecar built it.
+    Misuse,
+}
+
+/// hyper's user errors, told apart by their text: its kinds are not public, and
+/// each kind's text is fixed (`Error::description`).
+fn user_error(e: &(dyn std::error::Error + 'static)) -> Option<User> {
+    let mut source = Some(e);
+    while let Some(s) = source {
+        if let Some(h) = s.downcast_ref::<hyper::Error>()
+            && h.is_user()
+        {
+            let text = h.to_string();
+            return if h.is_body_write_aborted() || text == "error from user's Body stream" {
+                Some(User::Body)
+            } else if text == "dispatch task is gone" {
+                // The connection's task ended under the request: the connection's
+                // failure, classified as the upstream's below.
+                None
+            } else {
+                Some(User::Misuse)
+            };
+        }
+        source = s.source();
+    }
+    None
+}
+
+/// The connection closed or was reset before any byte of a response: the upstream
+/// closed an idle connection as the request went out, or died. Nothing of an answer
+/// was seen, so an idempotent request may go again.
+fn closed_before_response(e: &(dyn std::error::Error + 'static)) -> bool {
+    let mut source = Some(e);
+    while let Some(s) = source {
+        if let Some(h) = s.downcast_ref::<hyper::Error>()
+            && (h.is_incomplete_message() || h.is_canceled())
+        {
+            return true;
+        }
+        // RFC 9113 §8.7: a stream refused, or cut by the peer's GOAWAY, was not
+        // processed.
+        if let Some(h2) = s.downcast_ref::<h2::Error>()
+            && (h2.reason() == Some(h2::Reason::REFUSED_STREAM)
+                || h2.is_go_away() && h2.is_remote())
+        {
+            return true;
+        }
+        // Over mesh mTLS, a peer that died or closed mid-exchange is an EOF without
+        // TLS close_notify (rustls reports it as `UnexpectedEof`).
+        if let Some(io) = s.downcast_ref::<std::io::Error>()
+            && matches!(
+                io.kind(),
+                std::io::ErrorKind::ConnectionReset
+                    | std::io::ErrorKind::BrokenPipe
+                    | std::io::ErrorKind::UnexpectedEof
+            )
+        {
+            return true;
+        }
+        source = s.source();
+    }
+    false
+}
+
+pub(super) fn source_text(e: &dyn std::error::Error) -> String {
+    let mut text = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        let inner = s.to_string();
+        if !text.contains(&inner) {
+            text = format!("{text}: {inner}");
+        }
+        source = s.source();
+    }
+    text
+}
