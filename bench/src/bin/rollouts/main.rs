@@ -121,8 +121,14 @@ async fn run(args: &Args) -> anyhow::Result<String> {
         states.iter().all(|s| *s == "Progressing"),
         "every rollout still progressing: {states:?}"
     );
-    let records = std::fs::metadata(control.dir.path().join("data").join("records.json"))
-        .map(|m| m.len())
+    // One file per record: their total is every rollout's stored progress.
+    let records: u64 = std::fs::read_dir(control.dir.path().join("data").join("records"))
+        .map(|dir| {
+            dir.filter_map(Result::ok)
+                .filter_map(|e| e.metadata().ok())
+                .map(|m| m.len())
+                .sum()
+        })
         .unwrap_or(0);
     Ok(table(args, idle, driving, warm, records))
 }
@@ -216,7 +222,7 @@ fn table(args: &Args, idle: Reading, driving: Reading, warm: Duration, records: 
             format!("{:.1} s", warm.as_secs_f64()),
         ),
         (
-            "records file (every rollout's progress)".into(),
+            "record files (every rollout's progress, one file each)".into(),
             format!("{} KiB", records / 1024),
         ),
     ];
