@@ -230,14 +230,7 @@ impl Rollouts {
     }
 
     async fn records(&self) -> Result<BTreeMap<(String, String), (u64, Progress)>, ControlError> {
-        let list = self.control.store().record_list(PREFIX).await?;
-        Ok(list
-            .into_iter()
-            .filter_map(|(key, record)| {
-                let (ns, name) = key.strip_prefix(PREFIX)?.split_once('/')?;
-                Some(((ns.to_owned(), name.to_owned()), parse(&key, &record)?))
-            })
-            .collect())
+        Ok(all_records(self.control.store()).await?)
     }
 
     async fn record(
@@ -275,18 +268,25 @@ impl Rollouts {
 pub(crate) async fn active(
     store: &dyn crate::store::Store,
 ) -> Result<impl Fn(&LaneRollout) -> bool + use<>, StoreError> {
+    let runs = all_records(store).await?;
+    Ok(move |r: &LaneRollout| match runs.get(&key_of(r)) {
+        Some((_, p)) => !(p.phase.is_over() && p.is_of(&r.spec)),
+        None => true,
+    })
+}
+
+/// Every readable rollout record, by (namespace, name).
+async fn all_records(
+    store: &dyn crate::store::Store,
+) -> Result<BTreeMap<(String, String), (u64, Progress)>, StoreError> {
     let list = store.record_list(PREFIX).await?;
-    let runs: BTreeMap<(String, String), Progress> = list
+    Ok(list
         .into_iter()
         .filter_map(|(key, record)| {
             let (ns, name) = key.strip_prefix(PREFIX)?.split_once('/')?;
-            Some(((ns.to_owned(), name.to_owned()), parse(&key, &record)?.1))
+            Some(((ns.to_owned(), name.to_owned()), parse(&key, &record)?))
         })
-        .collect();
-    Ok(move |r: &LaneRollout| match runs.get(&key_of(r)) {
-        Some(p) => !(p.phase.is_over() && p.is_of(&r.spec)),
-        None => true,
-    })
+        .collect())
 }
 
 /// A record this version cannot read is left alone (and logged): a newer replica may
