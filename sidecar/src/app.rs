@@ -26,9 +26,9 @@ use crate::discovery::{self, Discovery};
 use crate::gaps::Gaps;
 use crate::health;
 use crate::identity::{self, Identity};
-use crate::inbound::Inbound;
+use crate::inbound::{self, Inbound};
 use crate::metrics::Metrics;
-use crate::outbound::Outbound;
+use crate::outbound::{self, Outbound};
 use crate::proxy::Clients;
 use crate::routes::Routing;
 use crate::server::{self, Limits, MeshInbound, Sniff};
@@ -115,11 +115,12 @@ pub async fn run(config: Config, listeners: Listeners, shutdown: impl Future<Out
     let tracer = Tracer::new(&config.trace, resource);
     let gaps = Arc::new(Gaps::default());
     let traffic = Arc::new(Traffic::default());
-    let outbound = Arc::new(Outbound {
+    let balancer = Arc::new(Balancer::new(EJECT_FOR, Instant::now()));
+    let outbound = Arc::new(outbound::stack(Outbound {
         service: d.service.clone(),
         instance_id: d.instance_id.clone(),
         routes: Arc::clone(&routes),
-        balancer: Balancer::new(EJECT_FOR, Instant::now()),
+        balancer: Arc::clone(&balancer),
         clients: clients.clone(),
         traces: Arc::clone(&traces),
         namespace: config.namespace.clone(),
@@ -139,8 +140,8 @@ pub async fn run(config: Config, listeners: Listeners, shutdown: impl Future<Out
         tracer: Arc::clone(&tracer),
         gaps: Arc::clone(&gaps),
         traffic: Arc::clone(&traffic),
-    });
-    let inbound = Arc::new(Inbound {
+    }));
+    let inbound = Arc::new(inbound::stack(Inbound {
         service: d.service.clone(),
         namespace: config.namespace.clone(),
         instance_id: d.instance_id.clone(),
@@ -153,7 +154,7 @@ pub async fn run(config: Config, listeners: Listeners, shutdown: impl Future<Out
         metrics: Arc::clone(&metrics),
         tracer: Arc::clone(&tracer),
         gaps: Arc::clone(&gaps),
-    });
+    }));
     let transparent = Arc::new(Transparent {
         opaque_ports: config.opaque_ports.clone(),
         detect_timeout: config.detect_timeout,
@@ -215,7 +216,7 @@ pub async fn run(config: Config, listeners: Listeners, shutdown: impl Future<Out
     ];
     let prune = tokio::spawn(prune_balancer(
         Arc::clone(&routes),
-        Arc::clone(&outbound),
+        balancer,
         stopped.clone(),
     ));
     let renewal = tokio::spawn(Arc::clone(&identity).run(stopped.clone()));
@@ -237,7 +238,7 @@ pub async fn run(config: Config, listeners: Listeners, shutdown: impl Future<Out
 /// long-running mesh does not grow them without bound.
 async fn prune_balancer(
     routes: Arc<Routing>,
-    outbound: Arc<Outbound>,
+    balancer: Arc<Balancer>,
     mut shutdown: watch::Receiver<bool>,
 ) {
     let mut changes = routes.subscribe();
@@ -247,9 +248,7 @@ async fn prune_balancer(
             _ = shutdown.wait_for(|down| *down) => return,
         }
         if let Some(current) = routes.load() {
-            outbound
-                .balancer
-                .retain(|address| current.addresses.contains(address));
+            balancer.retain(|address| current.addresses.contains(address));
         }
     }
 }

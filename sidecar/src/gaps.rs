@@ -11,8 +11,8 @@
 //! Apps that forward `traceparent` (or the tag, or `baggage`) are never reported.
 
 use std::collections::BTreeMap;
-use std::sync::Mutex;
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
 
 /// The detector's state for one sidecar.
 #[derive(Default)]
@@ -25,9 +25,9 @@ pub(crate) struct Gaps {
 }
 
 /// Marks a tagged request in flight until dropped.
-pub(crate) struct Tagged<'a>(&'a Gaps);
+pub(crate) struct Tagged(Arc<Gaps>);
 
-impl Drop for Tagged<'_> {
+impl Drop for Tagged {
     fn drop(&mut self) {
         self.0.tagged_in_flight.fetch_sub(1, Ordering::Relaxed);
     }
@@ -35,10 +35,10 @@ impl Drop for Tagged<'_> {
 
 impl Gaps {
     /// A tagged request of trace `trace_id` is being served.
-    pub(crate) fn tagged(&self, trace_id: [u8; 16]) -> Tagged<'_> {
+    pub(crate) fn tagged(self: &Arc<Self>, trace_id: [u8; 16]) -> Tagged {
         self.tagged_in_flight.fetch_add(1, Ordering::Relaxed);
         *self.last_tagged.lock().unwrap_or_else(|e| e.into_inner()) = Some(trace_id);
-        Tagged(self)
+        Tagged(Arc::clone(self))
     }
 
     /// Whether a tagged request is being served right now.

@@ -23,7 +23,7 @@ const BUCKETS: [f64; 12] = [
 ];
 
 /// The labels of one series.
-#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub(crate) struct Key {
     /// `outbound` or `inbound`.
     pub(crate) direction: &'static str,
@@ -155,11 +155,11 @@ struct Renewal {
 }
 
 /// Counts a request as in flight until dropped.
-pub(crate) struct InFlight<'a>(&'a Metrics);
+pub(crate) struct InFlight(Gauge);
 
-impl Drop for InFlight<'_> {
+impl Drop for InFlight {
     fn drop(&mut self) {
-        self.0.in_flight.dec();
+        self.0.dec();
     }
 }
 
@@ -182,11 +182,23 @@ impl Default for Metrics {
     }
 }
 
+#[cfg(test)]
+impl Metrics {
+    /// Requests recorded under `key`.
+    pub(crate) fn count(&self, key: &Key) -> u64 {
+        self.requests.get_or_create(key).get()
+    }
+
+    pub(crate) fn in_flight_now(&self) -> i64 {
+        self.in_flight.get()
+    }
+}
+
 impl Metrics {
     /// Marks a request in flight for as long as the guard lives.
-    pub(crate) fn start(&self) -> InFlight<'_> {
+    pub(crate) fn start(&self) -> InFlight {
         self.in_flight.inc();
-        InFlight(self)
+        InFlight(self.in_flight.clone())
     }
 
     /// Records one answered request and how long it took until its response head.

@@ -22,6 +22,7 @@ use hyper_util::rt::{TokioExecutor, TokioTimer};
 mod classify;
 mod coalesce;
 mod error;
+pub(crate) mod forward;
 mod headers;
 mod mtls;
 mod pool;

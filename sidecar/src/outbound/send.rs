@@ -23,13 +23,13 @@ impl Outbound {
         route: &Route<'r>,
         service: &str,
         parts: Parts,
-        body: Incoming,
+        body: proxy::Body,
         retry: Option<&RetryPolicy>,
         timeout: Duration,
     ) -> Result<(Response<Incoming>, graylane_routing::Instance, u32, bool), ProxyError> {
         // A retryable request has no body: each attempt is a copy of the head. Others
         // are sent once, moved.
-        let mut held = Some((parts, proxy::boxed(body)));
+        let mut held = Some((parts, body));
         let mut avoid: Option<String> = None;
         let mut retries_left = retry.map_or(0, RetryPolicy::attempts);
         // A connection that closed before any answer (a keep-alive race, a peer that

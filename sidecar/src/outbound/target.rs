@@ -10,20 +10,10 @@
 use std::net::{IpAddr, SocketAddr};
 
 use graylane_routing::MeshHost;
-use http::HeaderMap;
-use http::header::{self, HeaderValue};
+use http::header;
 use http::request::Parts;
 
 use crate::proxy::ProxyError;
-
-/// Carried on every request an outbound sidecar forwards: how many outbound sidecars
-/// it has passed since it left an app. The inbound side removes it (an app's own call
-/// is a new request), so a legitimate request carries 1; more means sidecars are
-/// forwarding to each other (an instance advertising another sidecar's outbound
-/// listener, an external name resolving to one), and past `MAX_HOPS` it is a loop.
-pub(crate) const HOPS_HEADER: &str = "graylane-hops";
-/// Room for egress proxies and sidecar chains; a loop reaches it in milliseconds.
-pub(crate) const MAX_HOPS: u32 = 8;
 
 /// The destination of a request leaving an app.
 #[derive(Debug, PartialEq, Eq)]
@@ -112,25 +102,6 @@ fn host_port(authority: &http::uri::Authority) -> Result<(String, Option<u16>), 
         )));
     }
     Ok((authority.host().to_string(), port))
-}
-
-pub(crate) fn count_hop(headers: &HeaderMap) -> Result<u32, ProxyError> {
-    let hops = headers
-        .get(HOPS_HEADER)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.trim().parse::<u32>().ok())
-        .unwrap_or(0);
-    if hops >= MAX_HOPS {
-        return Err(ProxyError::Loop(format!(
-            "the request has passed through {hops} sidecars without reaching an app"
-        )));
-    }
-    Ok(hops + 1)
-}
-
-/// Sets the hop count on what is forwarded.
-pub(crate) fn set_hops(headers: &mut HeaderMap, hops: u32) {
-    headers.insert(HOPS_HEADER, HeaderValue::from(hops));
 }
 
 /// Resolves an external host (a blocking `getaddrinfo` off the runtime threads) and
@@ -279,19 +250,6 @@ mod tests {
         }
         let e = target(&parts("http://orders:x/", None), "default", "cluster.local");
         assert!(e.is_err(), "an absolute URI with a bad port");
-    }
-
-    #[test]
-    fn hops_are_counted_up_to_the_limit() {
-        let mut h = HeaderMap::new();
-        assert_eq!(count_hop(&h).unwrap(), 1);
-        set_hops(&mut h, MAX_HOPS - 1);
-        assert_eq!(count_hop(&h).unwrap(), MAX_HOPS);
-        set_hops(&mut h, MAX_HOPS);
-        assert_eq!(
-            count_hop(&h).unwrap_err().status(),
-            http::StatusCode::LOOP_DETECTED
-        );
     }
 
     #[test]

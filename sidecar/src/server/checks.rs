@@ -44,7 +44,7 @@ pub(crate) fn check<B>(request: &Request<B>) -> Result<(), Refusal> {
     let headers = request.headers();
     // HTTP/2 has no per-field count in the h2 crate, and its list-size limit counts
     // 32 bytes per field on top, so both limits are checked here for every version.
-    let from_sidecar = headers.contains_key(crate::outbound::HOPS_HEADER);
+    let from_sidecar = headers.contains_key(crate::trail::HOPS_HEADER);
     let (fields, bytes) = match from_sidecar {
         true => (MAX_HEADERS + MESH_FIELDS, MAX_HEADER_BYTES + MESH_BYTES),
         false => (MAX_HEADERS, MAX_HEADER_BYTES),
@@ -236,7 +236,7 @@ mod tests {
             let headers = request.headers();
             let too_large = headers.len() > MAX_HEADERS || header_bytes(headers) > MAX_HEADER_BYTES;
             let result = check(&request);
-            if too_large && !headers.contains_key(crate::outbound::HOPS_HEADER) {
+            if too_large && !headers.contains_key(crate::trail::HOPS_HEADER) {
                 proptest::prop_assert_eq!(&result, &Err(Refusal::HeadersTooLarge));
             }
             if result == Err(Refusal::HeadersTooLarge) {

@@ -57,6 +57,42 @@ pub fn from_header(headers: &HeaderMap) -> HeaderTag {
         .map_or(HeaderTag::Invalid, HeaderTag::Valid)
 }
 
+/// The tag a request carries itself, found the same way in both directions
+/// (sidecar.md): its `Gray-Publish` header, else the `gray-publish` entry of its
+/// `baggage`. An invalid header is no tag, so the baggage is asked next.
+#[derive(Debug, PartialEq)]
+pub(crate) struct Carried {
+    pub(crate) tag: Option<Tag>,
+    /// `Header`, `Baggage`, or `None`.
+    pub(crate) source: TagSource,
+    /// The header was there and invalid: the caller counts it.
+    pub(crate) invalid_header: bool,
+}
+
+pub(crate) fn carried(headers: &HeaderMap) -> Carried {
+    let invalid_header = match from_header(headers) {
+        HeaderTag::Valid(tag) => {
+            return Carried {
+                tag: Some(tag),
+                source: TagSource::Header,
+                invalid_header: false,
+            };
+        }
+        HeaderTag::Absent => false,
+        HeaderTag::Invalid => true,
+    };
+    let tag = from_baggage(headers);
+    Carried {
+        source: if tag.is_some() {
+            TagSource::Baggage
+        } else {
+            TagSource::None
+        },
+        tag,
+        invalid_header,
+    }
+}
+
 /// The `gray-publish` entry of the W3C `baggage` header(s), as [`tag_from_baggage`]
 /// reads it.
 ///

@@ -1,15 +1,32 @@
-//! The `Graylane-Debug` / `Graylane-Route` hop trail (sidecar.md "Debugging a route").
+//! What travels with a request from hop to hop besides the tag: the hop count that
+//! stops sidecar loops, and the `Graylane-Debug` / `Graylane-Route` trail of who decided
+//! each hop (sidecar.md "Debugging a route"). Both directions read and write them.
 
 use graylane_routing::Tag;
 use http::HeaderMap;
 use http::header::HeaderValue;
 
+use crate::proxy::ProxyError;
 use crate::tag::TagSource;
+
+/// Carried on every request an outbound sidecar forwards: how many outbound sidecars
+/// it has passed since it left an app. The inbound side removes it (an app's own call
+/// is a new request), so a legitimate request carries 1; more means sidecars are
+/// forwarding to each other (an instance advertising another sidecar's outbound
+/// listener, an external name resolving to one), and past `MAX_HOPS` it is a loop.
+pub(crate) const HOPS_HEADER: &str = "graylane-hops";
+/// Room for egress proxies and sidecar chains; a loop reaches it in milliseconds.
+pub(crate) const MAX_HOPS: u32 = 8;
 
 /// `Graylane-Debug: 1` on a request asks for the trail.
 pub(crate) const DEBUG_HEADER: &str = "graylane-debug";
 /// One entry per hop, in hop order, comma-separated.
 pub(crate) const ROUTE_HEADER: &str = "graylane-route";
+
+/// Whether the request asks for the trail.
+pub(crate) fn wanted(headers: &HeaderMap) -> bool {
+    headers.get(DEBUG_HEADER).is_some_and(|v| v == "1")
+}
 
 /// One hop of the trail, as the sidecar that decided it saw it.
 pub(crate) struct Hop<'a> {
@@ -64,5 +81,44 @@ pub(crate) fn append_route(headers: &mut HeaderMap, entry: &str) {
         .join(", ");
     if let Ok(value) = HeaderValue::from_str(&value) {
         headers.insert(ROUTE_HEADER, value);
+    }
+}
+
+/// The hop count this sidecar forwards with: one more than the request carries, or a
+/// 508 once it has passed `MAX_HOPS` sidecars.
+pub(crate) fn count_hop(headers: &HeaderMap) -> Result<u32, ProxyError> {
+    let hops = headers
+        .get(HOPS_HEADER)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse::<u32>().ok())
+        .unwrap_or(0);
+    if hops >= MAX_HOPS {
+        return Err(ProxyError::Loop(format!(
+            "the request has passed through {hops} sidecars without reaching an app"
+        )));
+    }
+    Ok(hops + 1)
+}
+
+/// Sets the hop count on what is forwarded.
+pub(crate) fn set_hops(headers: &mut HeaderMap, hops: u32) {
+    headers.insert(HOPS_HEADER, HeaderValue::from(hops));
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hops_are_counted_up_to_the_limit() {
+        let mut h = HeaderMap::new();
+        assert_eq!(count_hop(&h).unwrap(), 1);
+        set_hops(&mut h, MAX_HOPS - 1);
+        assert_eq!(count_hop(&h).unwrap(), MAX_HOPS);
+        set_hops(&mut h, MAX_HOPS);
+        assert_eq!(
+            count_hop(&h).unwrap_err().status(),
+            http::StatusCode::LOOP_DETECTED
+        );
     }
 }

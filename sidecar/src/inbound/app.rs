@@ -1,0 +1,97 @@
+//! The innermost inbound layer: the request to this instance's app, and its answer.
+
+use std::convert::Infallible;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+use http::request::Parts;
+use http::{Request, Response};
+use hyper::body::Body as _;
+use tower::Service;
+
+use super::Inbound;
+use crate::pipeline::{Answer, Boxed, Call, Ledger};
+use crate::proxy::{self, Body, ProxyError, SendFailure, Upstream, forward};
+use crate::server::Peer;
+use crate::trail::{self, HOPS_HEADER, Hop};
+
+/// The service.
+#[derive(Clone)]
+pub(crate) struct ToApp(pub(crate) Arc<Inbound>);
+
+impl Service<Call> for ToApp {
+    type Response = Answer;
+    type Error = Infallible;
+    type Future = Boxed;
+
+    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, call: Call) -> Boxed {
+        let inbound = Arc::clone(&self.0);
+        Box::pin(async move {
+            let Call {
+                head,
+                body,
+                peer,
+                ledger,
+            } = call;
+            let response = inbound.to_app(head, body, &peer, &ledger).await;
+            Ok(Answer { response, ledger })
+        })
+    }
+}
+
+impl Inbound {
+    async fn to_app(
+        &self,
+        mut parts: Parts,
+        body: Body,
+        peer: &Peer,
+        ledger: &Ledger,
+    ) -> Result<Response<Body>, ProxyError> {
+        // Set by the calling outbound sidecar; removed here, so the app's own calls
+        // start counting from zero (see `trail::count_hop`).
+        let from_sidecar = parts.headers.remove(HOPS_HEADER).is_some();
+        let debug = trail::wanted(&parts.headers);
+        let upgrade = forward::head(&mut parts);
+        // An idempotent body-less request whose pooled connection to the app closed
+        // before any answer (the app's keep-alive timeout racing the request) goes once
+        // more, on a new connection.
+        let again = (proxy::idempotent(&parts.method) && body.is_end_stream())
+            .then(|| proxy::copy_head(&parts));
+        let app = Upstream {
+            service: &self.service,
+            instance: &self.instance_id,
+            address: &self.app_addr,
+            timeout: self.upstream_timeout,
+        };
+        let mut outcome = self
+            .clients
+            .send(Request::from_parts(parts, body), &app)
+            .await;
+        if let (Err(e), Some(copy)) = (&outcome, again)
+            && let SendFailure::Closed(reason) = &e.failure
+        {
+            tracing::debug!(%reason, "app connection closed before answering; sending again");
+            outcome = self.clients.send(copy, &app).await;
+        }
+        let mut response = forward::response(outcome?, upgrade);
+        if debug && !from_sidecar {
+            // The hop that entered the mesh: no outbound sidecar decided it.
+            let hop = Hop {
+                service: &self.service,
+                instance: &self.instance_id,
+                subset: None,
+                tag: ledger.tag.as_ref(),
+                source: ledger.source,
+                fallback: false,
+                revision: ledger.routes.as_ref().map_or(0, |r| r.revision),
+                peer: peer.identity.as_deref(),
+            };
+            trail::append_route(response.headers_mut(), &hop.entry());
+        }
+        Ok(response)
+    }
+}

@@ -1,0 +1,310 @@
+//! The innermost outbound layer: where the call goes. A mesh service is routed by the
+//! routing table and carried out here; anything else goes where the app sent it.
+
+use std::convert::Infallible;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
+
+use graylane_routing::{Candidates, RouteError, Tag};
+use http::header::HeaderValue;
+use http::request::Parts;
+use http::{Method, Request, Response};
+use hyper::body::Body as _;
+use hyper::upgrade::OnUpgrade;
+use tower::Service;
+
+use super::target::{self, Dest, Target};
+use super::{Outbound, View, policy};
+use crate::pipeline::{Answer, Boxed, Call, Ledger};
+use crate::proxy::{self, Body, ProxyError, Transport, Upstream, forward};
+use crate::routes::Routes;
+use crate::tag::TAG_HEADER;
+use crate::trail::{self, Hop};
+use crate::transparent::OriginalDst;
+
+/// The metrics labels (`service`) of requests to no mesh service: passed through in
+/// transparent mode, sent to an external host in explicit mode, tunnelled by CONNECT.
+const PASSTHROUGH: &str = "passthrough";
+const EXTERNAL: &str = "external";
+const CONNECT_LABEL: &str = "connect";
+
+/// Marks a mirrored copy, so the receiving app can tell it from real traffic.
+const MIRROR_HEADER: &str = "graylane-mirror";
+
+/// The service.
+#[derive(Clone)]
+pub(crate) struct Route(pub(crate) Arc<Outbound>);
+
+/// A request on its way to a mesh service: the head, the body and the hop count it
+/// leaves with.
+struct Leaving {
+    parts: Parts,
+    body: Body,
+    hops: u32,
+}
+
+impl Service<Call> for Route {
+    type Response = Answer;
+    type Error = Infallible;
+    type Future = Boxed;
+
+    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, call: Call) -> Boxed {
+        let outbound = Arc::clone(&self.0);
+        Box::pin(async move {
+            let Call {
+                head,
+                body,
+                mut ledger,
+                ..
+            } = call;
+            let response = outbound.route(head, body, &mut ledger).await;
+            Ok(Answer { response, ledger })
+        })
+    }
+}
+
+impl Outbound {
+    /// Sorts the call out by its destination: CONNECT, a host outside the mesh, or a
+    /// mesh service.
+    async fn route(
+        &self,
+        parts: Parts,
+        body: Body,
+        ledger: &mut Ledger,
+    ) -> Result<Response<Body>, ProxyError> {
+        let routes = ledger.routes.clone().ok_or(ProxyError::NotReady)?;
+        let hops = trail::count_hop(&parts.headers)?;
+        // Set when iptables redirected the app's connection here (transparent mode).
+        let original = parts.extensions.get::<OriginalDst>().map(|o| o.0);
+        let target = target::target(&parts, &self.namespace, &self.cluster_domain)?;
+        let tag = ledger.tag.clone();
+        if parts.method == Method::CONNECT {
+            ledger.key.service = CONNECT_LABEL.into();
+            return self.connect(parts, target, &routes, tag.as_ref()).await;
+        }
+        let leaving = Leaving { parts, body, hops };
+        let dest = match (target, original) {
+            (Target::Service(dest), _) => dest,
+            // Not a mesh service: where the app sent it (transparent) or to the host
+            // itself (explicit), never to a mesh instance.
+            (Target::External { .. }, Some(to)) => {
+                ledger.key.service = PASSTHROUGH.into();
+                return self.forward_to(leaving, tag, &to.to_string()).await;
+            }
+            (Target::External { host, port }, None) => {
+                ledger.key.service = EXTERNAL.into();
+                let to = target::resolve(&host, port, &self.own_listeners).await?;
+                return self.forward_to(leaving, tag, &to[0].to_string()).await;
+            }
+        };
+        let (unknown, why) = match self.to_service(&routes, &dest, leaving, ledger).await {
+            Err(Unrouted::Unknown(leaving, why)) => (leaving, why),
+            Err(Unrouted::Failed(e)) => return Err(e),
+            Ok(response) => return Ok(response),
+        };
+        if let Some(to) = original {
+            // Transparent mode: not a mesh service, so it goes where the app sent it.
+            ledger.key.service = PASSTHROUGH.into();
+            return self.forward_to(unknown, tag, &to.to_string()).await;
+        }
+        match &dest.external {
+            // `api.corp` with no service `api` in a namespace `corp`: an ordinary host.
+            Some((host, port)) => {
+                ledger.key.service = EXTERNAL.into();
+                let to = target::resolve(host, *port, &self.own_listeners).await?;
+                self.forward_to(unknown, tag, &to[0].to_string()).await
+            }
+            None => Err(why.into()),
+        }
+    }
+
+    /// A mesh service: the routing table decides the lane, subset and policy; this
+    /// carries them out. A service the table does not know comes back unsent.
+    async fn to_service(
+        &self,
+        routes: &Routes,
+        dest: &Dest,
+        leaving: Leaving,
+        ledger: &mut Ledger,
+    ) -> Result<Response<Body>, Unrouted> {
+        let Leaving {
+            mut parts,
+            body,
+            hops,
+        } = leaving;
+        let (namespace, service) = (&dest.namespace, &dest.service);
+        let view = View {
+            parts: &parts,
+            source_ip: None,
+        };
+        let tag = ledger.tag.as_ref();
+        let route = match routes
+            .table
+            .route(namespace, service, tag, &view, fastrand::u64(..))
+        {
+            Err(why @ RouteError::UnknownService { .. }) => {
+                let leaving = Leaving { parts, body, hops };
+                return Err(Unrouted::Unknown(leaving, why));
+            }
+            // Labelled by its service too, so a 503 (no instance in the lane) shows
+            // where it happened.
+            route => {
+                ledger.key.service.clone_from(service);
+                ledger.key.namespace.clone_from(namespace);
+                ledger.notes.destination = Some(service.clone());
+                ledger.notes.destination_namespace = Some(namespace.clone());
+                route?
+            }
+        };
+        ledger.key.subset = route.subset.unwrap_or("-").to_string();
+        ledger.notes.lane = route.lane.map(String::from);
+        ledger.notes.subset = route.subset.map(String::from);
+        ledger.notes.fallback = match (&route.fallback, route.base_fallback) {
+            (Some(info), _) => Some(info.to_string()),
+            (None, true) => Some("no candidate by weights or base: any instance".into()),
+            (None, false) => None,
+        };
+        let debug = trail::wanted(&parts.headers);
+        let upgrade = leave(&mut parts, tag, hops);
+        // One lookup for the destination's timeout, retries, fault and mirror, all
+        // decided by the table; what follows only carries them out.
+        let policy = routes.table.policy(namespace, service);
+        let fault = policy.fault(tag, fastrand::u64(..));
+        policy::inject_fault(fault, &graylane_routing::qualified(namespace, service)).await?;
+        // Only idempotent requests without a body are ever sent twice.
+        let retry =
+            (proxy::idempotent(&parts.method) && body.is_end_stream()).then(|| policy.retry());
+        let timeout = policy.timeout().unwrap_or(self.upstream_timeout);
+        // Only body-less requests are copied: a streamed body goes to one place, and
+        // buffering it would cost what streaming saves.
+        if body.is_end_stream()
+            && let Some(candidates) = policy.mirror(fastrand::u64(..))
+        {
+            self.mirror(routes, candidates, &parts, timeout);
+        }
+        let (response, instance, retries, mtls) = self
+            .send(&route, service, parts, body, retry, timeout)
+            .await?;
+        ledger.notes.instance = Some(instance.id.clone());
+        ledger.notes.retries = retries;
+        let mut response = forward::response(response, upgrade);
+        if debug {
+            let hop = Hop {
+                service,
+                instance: &instance.id,
+                subset: route.subset,
+                tag,
+                source: ledger.source,
+                fallback: route.fallback.is_some() || route.base_fallback,
+                revision: routes.revision,
+                peer: mtls.then_some(instance.identity.as_str()),
+            };
+            trail::append_route(response.headers_mut(), &hop.entry());
+        }
+        Ok(response)
+    }
+
+    /// A destination that is no mesh service (an external API, an address dialled
+    /// directly): the request goes to `address` — where the app sent it in transparent
+    /// mode, as Istio's default `ALLOW_ANY` does, or the host's own address in
+    /// explicit mode — unrouted. The tag is kept, so a mesh service behind that
+    /// destination still sees it.
+    async fn forward_to(
+        &self,
+        leaving: Leaving,
+        tag: Option<Tag>,
+        address: &str,
+    ) -> Result<Response<Body>, ProxyError> {
+        let Leaving {
+            mut parts,
+            body,
+            hops,
+        } = leaving;
+        let upgrade = leave(&mut parts, tag.as_ref(), hops);
+        let to = Upstream {
+            service: address,
+            instance: address,
+            address,
+            timeout: self.upstream_timeout,
+        };
+        let response = self
+            .clients
+            .send(Request::from_parts(parts, body), &to)
+            .await?;
+        Ok(forward::response(response, upgrade))
+    }
+
+    /// RoutePolicy `mirror`, once the table chose to copy this request: a copy of its
+    /// head to one of `candidates` (the mirror subset's), in the background, its answer
+    /// ignored.
+    fn mirror(&self, routes: &Routes, candidates: Candidates<'_>, head: &Parts, timeout: Duration) {
+        let mut rng = fastrand::Rng::new();
+        let Some((instance, in_flight)) =
+            self.balancer
+                .pick(candidates, None, &mut rng, Instant::now())
+        else {
+            return;
+        };
+        // A copy goes as the real request would (mTLS by the PeerPolicy), or not at all.
+        let Ok(transport) = self.clients.transport_for(Some(routes), instance, false) else {
+            return;
+        };
+        let peer = matches!(transport, Transport::Mtls(_)).then(|| instance.identity.clone());
+        let mut request = proxy::copy_head(head);
+        request
+            .headers_mut()
+            .insert(MIRROR_HEADER, HeaderValue::from_static("1"));
+        let (clients, address) = (self.clients.clone(), instance.address.clone());
+        let (service, id) = (instance.service.clone(), instance.id.clone());
+        tokio::spawn(async move {
+            let _in_flight = in_flight;
+            let transport = peer.as_deref().map_or(Transport::Plain, Transport::Mtls);
+            let to = Upstream {
+                service: &service,
+                instance: &id,
+                address: &address,
+                timeout,
+            };
+            let _ = clients.send_to(request, &to, transport).await;
+        });
+    }
+}
+
+/// Why `to_service` sent nothing.
+enum Unrouted {
+    /// The table knows no such service: the request, for the caller to send elsewhere,
+    /// and the error to answer with if there is nowhere else.
+    Unknown(Leaving, RouteError),
+    Failed(ProxyError),
+}
+
+impl From<ProxyError> for Unrouted {
+    fn from(e: ProxyError) -> Self {
+        Self::Failed(e)
+    }
+}
+
+impl From<RouteError> for Unrouted {
+    fn from(e: RouteError) -> Self {
+        Self::Failed(e.into())
+    }
+}
+
+/// The request head as it leaves for the next hop: hop-by-hop headers out, the
+/// resolved tag in, the hop count up. Returns the downstream's pending upgrade.
+fn leave(parts: &mut Parts, tag: Option<&Tag>, hops: u32) -> Option<OnUpgrade> {
+    let upgrade = forward::head(parts);
+    if let Some(tag) = tag {
+        parts.headers.insert(
+            TAG_HEADER,
+            HeaderValue::from_str(tag.as_str()).expect("a tag is a valid header value"),
+        );
+    }
+    trail::set_hops(&mut parts.headers, hops);
+    upgrade
+}

@@ -1,0 +1,32 @@
+//! A request and its response as they pass through the sidecar, in either direction:
+//! hop-by-hop headers out (RFC 9110 §7.6.1), an upgrade carried across.
+
+use http::Response;
+use http::request::Parts;
+use hyper::body::Incoming;
+use hyper::upgrade::OnUpgrade;
+
+use super::{Body, boxed, strip_hop_by_hop, upgrade};
+
+/// The request head as it leaves. Returns the downstream's pending upgrade, if the
+/// request asked for one (its `Connection: upgrade` and `Upgrade` are then kept).
+pub(crate) fn head(parts: &mut Parts) -> Option<OnUpgrade> {
+    let pending = upgrade::requested(&parts.headers)
+        .then(|| upgrade::take(parts))
+        .flatten();
+    strip_hop_by_hop(&mut parts.headers, pending.is_some());
+    pending
+}
+
+/// The response as it goes back: an accepted upgrade joined to the downstream's,
+/// hop-by-hop headers out.
+pub(crate) fn response(
+    mut response: Response<Incoming>,
+    pending: Option<OnUpgrade>,
+) -> Response<Body> {
+    upgrade::join_if_switched(pending, &mut response);
+    let switched = response.status() == http::StatusCode::SWITCHING_PROTOCOLS;
+    let (mut parts, body) = response.into_parts();
+    strip_hop_by_hop(&mut parts.headers, switched);
+    Response::from_parts(parts, boxed(body))
+}
