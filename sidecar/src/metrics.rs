@@ -6,6 +6,7 @@
 //! from raw request input, so a client cannot grow the series without bound: a tag
 //! that names no lane is counted as `other`.
 
+use std::borrow::Cow;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::time::Duration;
@@ -22,33 +23,37 @@ const BUCKETS: [f64; 12] = [
     0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
 ];
 
+/// A label value: most are fixed (`-`, `other`, this sidecar's own service) and
+/// borrowed, so a request's labels cost no allocation unless it names a destination.
+pub(crate) type Label = Cow<'static, str>;
+
 /// The labels of one series.
 #[derive(Clone, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub(crate) struct Key {
     /// `outbound` or `inbound`.
     pub(crate) direction: &'static str,
     /// Outbound: the destination service; inbound: this one.
-    pub(crate) service: String,
+    pub(crate) service: Label,
     /// The namespace of `service`; `-` where `service` is (no mesh service). Shown as
     /// the `namespace` label only outside `default` (and `-`), so the series of a
     /// mesh without namespaces keep the labels they always had.
-    pub(crate) namespace: String,
+    pub(crate) namespace: Label,
     /// The subset that served, `-` when no RoutePolicy names one.
-    pub(crate) subset: String,
+    pub(crate) subset: Label,
     /// The lane of the request's tag, `-` untagged, `other` for a tag no lane declares.
-    pub(crate) lane: String,
+    pub(crate) lane: Label,
     pub(crate) status: u16,
 }
 
 impl EncodeLabelSet for Key {
     fn encode(&self, encoder: &mut LabelSetEncoder<'_>) -> Result<(), std::fmt::Error> {
         ("direction", self.direction).encode(encoder.encode_label())?;
-        ("service", self.service.as_str()).encode(encoder.encode_label())?;
-        if !matches!(self.namespace.as_str(), "default" | "-" | "") {
-            ("namespace", self.namespace.as_str()).encode(encoder.encode_label())?;
+        ("service", &*self.service).encode(encoder.encode_label())?;
+        if !matches!(&*self.namespace, "default" | "-" | "") {
+            ("namespace", &*self.namespace).encode(encoder.encode_label())?;
         }
-        ("subset", self.subset.as_str()).encode(encoder.encode_label())?;
-        ("lane", self.lane.as_str()).encode(encoder.encode_label())?;
+        ("subset", &*self.subset).encode(encoder.encode_label())?;
+        ("lane", &*self.lane).encode(encoder.encode_label())?;
         ("status", self.status).encode(encoder.encode_label())
     }
 }

@@ -18,6 +18,7 @@
 //! both, so what an inner layer learned (the service, the lane, the instance, the
 //! retries) reaches the outer layers that record it, errors included.
 
+use std::borrow::Cow;
 use std::convert::Infallible;
 use std::future::Future;
 use std::pin::Pin;
@@ -145,10 +146,10 @@ impl Ledger {
         Self {
             key: Key {
                 direction: "-",
-                service: "-".into(),
-                namespace: "-".into(),
-                subset: "-".into(),
-                lane: "-".into(),
+                service: Cow::Borrowed("-"),
+                namespace: Cow::Borrowed("-"),
+                subset: Cow::Borrowed("-"),
+                lane: Cow::Borrowed("-"),
                 status: 0,
             },
             notes: Notes::default(),
@@ -168,8 +169,11 @@ impl Ledger {
     pub(crate) fn set_tag(&mut self, tag: Option<Tag>, source: TagSource) {
         if let Some(routes) = &self.routes {
             self.key.lane = match &tag {
-                None => "-".into(),
-                Some(t) => routes.table.lane_of(t).unwrap_or("other").into(),
+                None => Cow::Borrowed("-"),
+                Some(t) => match routes.table.lane_of(t) {
+                    Some(lane) => Cow::Owned(lane.to_owned()),
+                    None => Cow::Borrowed("other"),
+                },
             };
         }
         self.notes.tag = tag.as_ref().map(|t| t.as_str().to_string());

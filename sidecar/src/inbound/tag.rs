@@ -2,6 +2,7 @@
 //! across the trust boundary"): what the app is told, and what the outbound side will
 //! recover for the app's own calls.
 
+use std::borrow::Cow;
 use std::convert::Infallible;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -32,11 +33,21 @@ const BAGGAGE: &str = "baggage";
 pub(crate) struct InboundTag<S = ()> {
     inner: S,
     inbound: Arc<Inbound>,
+    /// This service and namespace as metrics labels, borrowed by every request.
+    labels: (&'static str, &'static str),
 }
 
 impl InboundTag {
     pub(crate) fn layer(inbound: Arc<Inbound>) -> Self {
-        Self { inner: (), inbound }
+        // Leaked once per listener (two short strings for the life of the process),
+        // so no request allocates its own copy of the labels.
+        let leak = |s: &str| -> &'static str { Box::leak(s.to_owned().into_boxed_str()) };
+        let labels = (leak(&inbound.service), leak(&inbound.namespace));
+        Self {
+            inner: (),
+            inbound,
+            labels,
+        }
     }
 }
 
@@ -47,6 +58,7 @@ impl<S> Layer<S> for InboundTag {
         InboundTag {
             inner,
             inbound: Arc::clone(&self.inbound),
+            labels: self.labels,
         }
     }
 }
@@ -64,8 +76,8 @@ impl<S: Layered> Service<Call> for InboundTag<S> {
     fn call(&mut self, mut call: Call) -> Self::Future {
         let inbound = &self.inbound;
         let ledger = &mut call.ledger;
-        ledger.key.service.clone_from(&inbound.service);
-        ledger.key.namespace.clone_from(&inbound.namespace);
+        ledger.key.service = Cow::Borrowed(self.labels.0);
+        ledger.key.namespace = Cow::Borrowed(self.labels.1);
         let (tag, source) =
             inbound.decide_tag(ledger.routes.as_deref(), &mut call.head, &call.peer);
         let trace_id = ledger.notes.trace_id;

@@ -1,6 +1,7 @@
 //! The innermost outbound layer: where the call goes. A mesh service is routed by the
 //! routing table and carried out here; anything else goes where the app sent it.
 
+use std::borrow::Cow;
 use std::convert::Infallible;
 use std::sync::Arc;
 use std::task::{Context, Poll};
@@ -154,14 +155,16 @@ impl Outbound {
             // Labelled by its service too, so a 503 (no instance in the lane) shows
             // where it happened.
             route => {
-                ledger.key.service.clone_from(service);
-                ledger.key.namespace.clone_from(namespace);
+                ledger.key.service = Cow::Owned(service.clone());
+                ledger.key.namespace = Cow::Owned(namespace.clone());
                 ledger.notes.destination = Some(service.clone());
                 ledger.notes.destination_namespace = Some(namespace.clone());
                 route?
             }
         };
-        ledger.key.subset = route.subset.unwrap_or("-").to_string();
+        ledger.key.subset = route
+            .subset
+            .map_or(Cow::Borrowed("-"), |s| Cow::Owned(s.to_owned()));
         ledger.notes.lane = route.lane.map(String::from);
         ledger.notes.subset = route.subset.map(String::from);
         ledger.notes.fallback = match (&route.fallback, route.base_fallback) {

@@ -171,7 +171,7 @@ async fn calls_to_a_mesh_service_are_reported_with_their_status_and_others_are_n
         if service == "orders" {
             call.ledger.key.namespace = "default".into();
         }
-        call.ledger.key.service = service;
+        call.ledger.key.service = service.into();
         let response = http::Response::builder()
             .status(StatusCode::BAD_GATEWAY)
             .body(proxy::empty())

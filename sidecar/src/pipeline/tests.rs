@@ -59,8 +59,8 @@ fn observe(metrics: &Arc<Metrics>) -> Observe {
 pub(crate) fn key(direction: &'static str, service: &str, namespace: &str, status: u16) -> Key {
     Key {
         direction,
-        service: service.into(),
-        namespace: namespace.into(),
+        service: service.to_owned().into(),
+        namespace: namespace.to_owned().into(),
         subset: "-".into(),
         lane: "-".into(),
         status,
