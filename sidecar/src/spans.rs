@@ -16,7 +16,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use graylane_routing::{TraceParent, baggage_entry};
-use http::{HeaderMap, HeaderValue};
+use http::{HeaderMap, HeaderName, HeaderValue};
 use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
 use opentelemetry_proto::tonic::collector::trace::v1::trace_service_client::TraceServiceClient;
 use opentelemetry_proto::tonic::common::v1::{AnyValue, InstrumentationScope, KeyValue, any_value};
@@ -136,7 +136,8 @@ impl Tracer {
         .to_header();
         // The string's own buffer becomes the value (exactly 55 bytes: no copy).
         if let Ok(value) = HeaderValue::from_maybe_shared(bytes::Bytes::from(header.into_bytes())) {
-            headers.insert(TRACEPARENT, value);
+            // A static name: inserting by `&str` copies a custom name every time.
+            headers.insert(HeaderName::from_static(TRACEPARENT), value);
         }
         SpanContext {
             trace_id,

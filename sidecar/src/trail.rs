@@ -4,7 +4,7 @@
 
 use graylane_routing::Tag;
 use http::HeaderMap;
-use http::header::HeaderValue;
+use http::header::{HeaderName, HeaderValue};
 
 use crate::proxy::ProxyError;
 use crate::tag::TagSource;
@@ -80,7 +80,7 @@ pub(crate) fn append_route(headers: &mut HeaderMap, entry: &str) {
         .collect::<Vec<_>>()
         .join(", ");
     if let Ok(value) = HeaderValue::from_str(&value) {
-        headers.insert(ROUTE_HEADER, value);
+        headers.insert(HeaderName::from_static(ROUTE_HEADER), value);
     }
 }
 
@@ -102,7 +102,11 @@ pub(crate) fn count_hop(headers: &HeaderMap) -> Result<u32, ProxyError> {
 
 /// Sets the hop count on what is forwarded.
 pub(crate) fn set_hops(headers: &mut HeaderMap, hops: u32) {
-    headers.insert(HOPS_HEADER, HeaderValue::from(hops));
+    // A static name: inserting by `&str` copies a custom name every time.
+    headers.insert(
+        HeaderName::from_static(HOPS_HEADER),
+        HeaderValue::from(hops),
+    );
 }
 
 #[cfg(test)]

@@ -12,7 +12,7 @@ use std::time::Instant;
 use graylane_routing::{
     InboundSource, MtlsMode, Tag, TraceParent, baggage_with, baggage_with_tag, baggage_without_tag,
 };
-use http::header::HeaderValue;
+use http::header::{HeaderName, HeaderValue};
 use http::request::Parts;
 use tower::{Layer, Service};
 
@@ -180,7 +180,7 @@ fn set_tag(parts: &mut Parts, tag: Option<&Tag>) {
     let updated = match tag {
         Some(tag) => {
             parts.headers.insert(
-                TAG_HEADER,
+                HeaderName::from_static(TAG_HEADER),
                 HeaderValue::from_str(tag.as_str()).expect("a tag is a valid header value"),
             );
             Some(baggage_with_tag(existing.as_deref(), tag))
@@ -199,6 +199,8 @@ fn set_tag(parts: &mut Parts, tag: Option<&Tag>) {
         (updated, _) => updated,
     };
     if let Some(value) = updated.and_then(|v| HeaderValue::from_str(&v).ok()) {
-        parts.headers.insert(BAGGAGE, value);
+        parts
+            .headers
+            .insert(HeaderName::from_static(BAGGAGE), value);
     }
 }

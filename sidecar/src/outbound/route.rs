@@ -8,7 +8,7 @@ use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
 use graylane_routing::{Candidates, RouteError, Tag};
-use http::header::HeaderValue;
+use http::header::{HeaderName, HeaderValue};
 use http::request::Parts;
 use http::{Method, Request, Response};
 use hyper::body::Body as _;
@@ -259,9 +259,10 @@ impl Outbound {
         };
         let peer = matches!(transport, Transport::Mtls(_)).then(|| instance.identity.clone());
         let mut request = proxy::copy_head(head);
-        request
-            .headers_mut()
-            .insert(MIRROR_HEADER, HeaderValue::from_static("1"));
+        request.headers_mut().insert(
+            HeaderName::from_static(MIRROR_HEADER),
+            HeaderValue::from_static("1"),
+        );
         let (clients, address) = (self.clients.clone(), instance.address.clone());
         let (service, id) = (instance.service.clone(), instance.id.clone());
         tokio::spawn(async move {
@@ -304,7 +305,7 @@ fn leave(parts: &mut Parts, tag: Option<&Tag>, hops: u32) -> Option<OnUpgrade> {
     let upgrade = forward::head(parts);
     if let Some(tag) = tag {
         parts.headers.insert(
-            TAG_HEADER,
+            HeaderName::from_static(TAG_HEADER),
             HeaderValue::from_str(tag.as_str()).expect("a tag is a valid header value"),
         );
     }
