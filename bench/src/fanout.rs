@@ -34,6 +34,54 @@ pub struct Plan {
     /// Keep the N idle streams this long after the memory reading (to attach a
     /// profiler to the printed pid).
     pub hold_idle: Duration,
+    /// How the subscribers are spread over services, and what each one asks for.
+    pub mesh: Mesh,
+}
+
+/// The mesh the subscribers make up.
+#[derive(Clone, Copy, Debug)]
+pub struct Mesh {
+    /// Services the subscribers are spread over (round robin); at least one.
+    pub services: usize,
+    /// `Some(k)`: each subscriber is scoped (issue 15) to its own service and the `k`
+    /// services after it; `None`: unscoped, every endpoint.
+    pub calls: Option<usize>,
+}
+
+impl Default for Mesh {
+    /// What the bench measured before scoping: 20 services, every endpoint.
+    fn default() -> Self {
+        Self {
+            services: 20,
+            calls: None,
+        }
+    }
+}
+
+impl Mesh {
+    /// The service of subscriber `idx`: `svc-NN`, zero-padded to the widest index.
+    pub(crate) fn service(&self, idx: usize) -> String {
+        let services = self.services.max(1);
+        let width = (services - 1).to_string().len().max(2);
+        format!("svc-{:0width$}", idx % services)
+    }
+
+    /// The services subscriber `idx` calls, by index (its own not included).
+    pub(crate) fn calls(&self, idx: usize) -> Vec<usize> {
+        let services = self.services.max(1);
+        let k = self.calls.unwrap_or(0).min(services - 1);
+        (1..=k).map(|d| (idx + d) % services).collect()
+    }
+
+    /// How many endpoints subscriber `idx` holds once all `n` are registered.
+    pub(crate) fn expected(&self, idx: usize, n: usize) -> usize {
+        if self.calls.is_none() {
+            return n;
+        }
+        let services = self.services.max(1);
+        let count = |s: usize| n / services + usize::from(s < n % services);
+        count(idx % services) + self.calls(idx).into_iter().map(count).sum::<usize>()
+    }
 }
 
 /// The subscribers, all connected and holding every endpoint.
@@ -162,7 +210,19 @@ pub async fn measure(
         false => None,
     };
     // Last: one more instance changes every subscriber's endpoint count.
-    let snapshot_bytes = full_snapshot_bytes(n, &format!("http://{}", control.grpc)).await?;
+    let url = format!("http://{}", control.grpc);
+    let snapshot_bytes = full_snapshot_bytes(n, plan.mesh, &url).await?;
+    // Scoped: what the same sidecar would receive unscoped, for before/after.
+    let unscoped_bytes = match plan.mesh.calls {
+        Some(_) => {
+            let all = Mesh {
+                calls: None,
+                ..plan.mesh
+            };
+            Some(full_snapshot_bytes(n, all, &url).await?)
+        }
+        None => None,
+    };
 
     Ok(report(
         plan,
@@ -178,6 +238,7 @@ pub async fn measure(
             nofile,
             storm,
             snapshot_bytes,
+            unscoped_bytes,
         },
     ))
 }
@@ -202,6 +263,7 @@ pub(crate) async fn connect_with(
         tokio::spawn(subscriber(
             idx,
             n,
+            plan.mesh,
             urls[idx % urls.len()].clone(),
             Arc::clone(&gate),
             events_tx.clone(),
@@ -209,7 +271,7 @@ pub(crate) async fn connect_with(
         ));
     }
     drop(events_tx);
-    let mut subs = Subs::new(n);
+    let mut subs = Subs::new(n, plan.mesh);
     let (mut setup_snapshots, mut setup_endpoint_sets) = (0_u64, 0_u64);
     while subs.full_endpoints < n {
         let seen = next_event(&mut events, Duration::from_secs(60)).await?;
@@ -227,11 +289,12 @@ pub(crate) async fn connect_with(
 }
 
 /// The encoded size of the first snapshot a new sidecar receives (rules and every
-/// endpoint): what each of them holds.
-async fn full_snapshot_bytes(n: usize, url: &str) -> anyhow::Result<usize> {
+/// endpoint it is scoped to, with the directory when scoped): what each of them holds.
+async fn full_snapshot_bytes(n: usize, mesh: Mesh, url: &str) -> anyhow::Result<usize> {
     let (tx, mut events) = mpsc::unbounded_channel();
     let gate = Arc::new(Semaphore::new(1));
-    let probe = tokio::spawn(subscriber(n, n, url.to_string(), gate, tx, OnEnd::Fail));
+    let probe = subscriber(n, n, mesh, url.to_string(), gate, tx, OnEnd::Fail);
+    let probe = tokio::spawn(probe);
     let seen = next_event(&mut events, STEP_TIMEOUT).await;
     probe.abort();
     Ok(seen.context("the probe subscriber's first snapshot")?.bytes)

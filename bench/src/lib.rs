@@ -17,7 +17,7 @@ mod subscriber;
 mod traffic;
 
 pub use self::control::ControlProcess;
-pub use self::fanout::{Plan, measure};
+pub use self::fanout::{Mesh, Plan, measure};
 pub use self::nofile::raise_nofile;
 pub use self::replicas::{REPLICAS_SECTION, measure_replicas};
 pub use self::report::{write_named_section, write_section};

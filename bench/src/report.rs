@@ -50,6 +50,8 @@ pub(crate) struct Results {
     pub(crate) storm: Option<Storm>,
     /// A new sidecar's first snapshot, encoded.
     pub(crate) snapshot_bytes: usize,
+    /// Scoped runs: the same sidecar's first snapshot unscoped (every endpoint).
+    pub(crate) unscoped_bytes: Option<usize>,
 }
 
 /// The README section: heading, method, results table (with targets), machine.
@@ -57,7 +59,7 @@ pub(crate) fn report(plan: &Plan, r: &Results) -> String {
     let mut s = String::new();
     let _ = writeln!(s, "{}\n", section(plan.subscribers));
     method(&mut s, plan, r.storm.is_some());
-    table(&mut s, plan.subscribers, r);
+    table(&mut s, plan, r);
     if let Some(storm) = &r.storm {
         storm_rows(&mut s, plan.subscribers, storm);
     }
@@ -102,9 +104,9 @@ fn method(s: &mut String, plan: &Plan, storm: bool) {
         s,
         "Method: `push-fanout` starts the release-built `graylane-control --store memory:` as \
          a child process and connects {n} subscribers from its own (tokio) process on the same \
-         machine, each on its own HTTP/2 connection with a distinct instance id (20 services); \
+         machine, each on its own HTTP/2 connection with a distinct instance id ({}); \
          each says Hello and ACKs every snapshot, like a sidecar. Once every subscriber holds \
-         a snapshot listing all {n} endpoints and the control plane has recorded every ACK \
+         a snapshot listing {} and the control plane has recorded every ACK \
          (ListSidecars), the control plane's memory is read from `/proc/PID/smaps_rollup` and \
          compared with the reading taken before any stream connected (both after a {SETTLE:?} \
          pause). Then each apply (one `Lane` document whose tag changes) is timed from just \
@@ -112,6 +114,11 @@ fn method(s: &mut String, plan: &Plan, storm: bool) {
          the new revision; WatchRollout then waits for all {n} ACKs before the next apply. The \
          first {} applies are warm-up and not counted; percentiles are nearest-rank over the {} \
          measured applies{}.\n",
+        mesh_text(plan),
+        match plan.mesh.calls {
+            None => format!("all {n} endpoints"),
+            Some(_) => "every endpoint of its scope".to_string(),
+        },
         plan.warmup,
         plan.applies,
         if plan.applies < 100 {
@@ -134,7 +141,8 @@ fn method(s: &mut String, plan: &Plan, storm: bool) {
     }
 }
 
-fn table(s: &mut String, n: usize, r: &Results) {
+fn table(s: &mut String, plan: &Plan, r: &Results) {
+    let n = plan.subscribers;
     let rss_per = per_stream(r.before.rss, r.idle.rss, n);
     let p99 = r.fanout.pct(99);
     let target = if n > LARGE {
@@ -197,19 +205,47 @@ fn table(s: &mut String, n: usize, r: &Results) {
     );
     let _ = writeln!(
         s,
-        "| connect {n} subscribers until all saw {n} endpoints | {:.1} s ({} snapshots received) | |",
+        "| connect {n} subscribers until all saw every endpoint of their scope | {:.1} s ({} snapshots received) | |",
         r.settled.as_secs_f64(),
         r.setup_snapshots
     );
     let _ = writeln!(
         s,
-        "| a new sidecar's first snapshot (rules + {n} endpoints), encoded | {:.1} KiB ({} bytes per endpoint) | |",
+        "| a new sidecar's first snapshot ({}), encoded | {:.1} KiB ({} bytes per mesh endpoint) | |",
+        match plan.mesh.calls {
+            None => format!("rules + {n} endpoints"),
+            Some(k) => format!("scoped to {} services + the directory", k + 1),
+        },
         r.snapshot_bytes as f64 / 1024.0,
         r.snapshot_bytes / n.max(1)
     );
+    if let Some(all) = r.unscoped_bytes {
+        let _ = writeln!(
+            s,
+            "| the same sidecar's first snapshot unscoped (rules + {n} endpoints), encoded | {:.1} KiB (scoped: {:.1}× smaller) | |",
+            all as f64 / 1024.0,
+            all as f64 / r.snapshot_bytes.max(1) as f64
+        );
+    }
+}
+
+/// The mesh shape as the method text says it.
+fn mesh_text(plan: &Plan) -> String {
+    let services = plan.mesh.services;
+    match plan.mesh.calls {
+        None => format!("{services} services; unscoped: every subscriber gets every endpoint"),
+        Some(k) => format!(
+            "{services} services; scoped (`Hello.scope`, issue 15): each subscriber asks for its own service's endpoints and those of the {k} services after it, plus the directory"
+        ),
+    }
 }
 
 fn storm_rows(s: &mut String, n: usize, storm: &Storm) {
+    let _ = writeln!(
+        s,
+        "| streams that ended and reconnected before the kill / extra reconnects during the storm | {} / {} | |",
+        storm.dropped_before, storm.dropped_during
+    );
     let _ = writeln!(
         s,
         "| connection storm: kill -9, restart on the same port → `/ready` | {:.2} s | |",
@@ -231,7 +267,7 @@ fn storm_rows(s: &mut String, n: usize, storm: &Storm) {
     };
     let _ = writeln!(
         s,
-        "| connection storm: kill → all {n} list all {n} endpoints again | {converged} ({} snapshots received) | ≤ 10 s: {} |",
+        "| connection storm: kill → all {n} list every endpoint (of their scope) again | {converged} ({} snapshots received) | ≤ 10 s: {} |",
         storm.snapshots,
         verdict(
             storm

@@ -36,6 +36,10 @@ pub(crate) struct Storm {
     pub(crate) full: usize,
     /// Snapshots received from the kill until converged.
     pub(crate) snapshots: u64,
+    /// Streams that ended before the kill (each one a reconnect: a keepalive drop, a
+    /// reset), and reconnects after the first one back, until converged.
+    pub(crate) dropped_before: u64,
+    pub(crate) dropped_during: u64,
     /// The new process's memory with every stream back, after a pause.
     pub(crate) memory: Memory,
 }
@@ -81,6 +85,16 @@ pub(crate) async fn storm(
         connected.subs.record(&seen);
     }
     let full = connected.subs.full_endpoints;
+    let dropped_before: u64 = conn_before
+        .iter()
+        .map(|c| u64::from(c.saturating_sub(1)))
+        .sum();
+    let dropped_during: u64 = (connected.subs.conn.iter().zip(&conn_before))
+        .map(|(now, before)| u64::from(now.saturating_sub(*before).saturating_sub(1)))
+        .sum();
+    eprintln!(
+        "storm: streams dropped before the kill {dropped_before}, extra reconnects during it {dropped_during}"
+    );
     let converged = (back == n && full == n).then(|| t0.elapsed());
     eprintln!("storm: converged {converged:.2?}");
     tokio::time::sleep(SETTLE).await;
@@ -91,6 +105,8 @@ pub(crate) async fn storm(
         back,
         full,
         snapshots,
+        dropped_before,
+        dropped_during,
         memory: memory(control.pid)?,
     })
 }

@@ -9,11 +9,13 @@ use anyhow::bail;
 use graylane_exposition::backoff::Backoff;
 use graylane_proto::v1::discovery_client::DiscoveryClient;
 use graylane_proto::v1::sidecar_message::Message;
-use graylane_proto::v1::{Ack, Hello, SidecarMessage};
+use graylane_proto::v1::{Ack, EndpointScope, Hello, ServiceName, SidecarMessage};
 use prost::Message as _;
 use tokio::sync::{Semaphore, mpsc};
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::transport::Endpoint;
+
+use crate::fanout::Mesh;
 
 /// One snapshot as a subscriber received it.
 pub(crate) struct Seen {
@@ -39,20 +41,22 @@ pub(crate) enum Event {
 
 /// What the collector knows of every subscriber.
 pub(crate) struct Subs {
-    n: usize,
     pub(crate) version: Vec<u64>,
     pub(crate) revision: Vec<u64>,
     /// The connection each one's latest snapshot came on.
     pub(crate) conn: Vec<u32>,
     endpoints: Vec<usize>,
-    /// Subscribers whose latest endpoint set has all `n` instances.
+    /// What each one holds when it has every endpoint of its scope.
+    expected: Vec<usize>,
+    /// Subscribers whose latest endpoint set has every instance of their scope (all
+    /// `n` when unscoped).
     pub(crate) full_endpoints: usize,
 }
 
 impl Subs {
-    pub(crate) fn new(n: usize) -> Self {
+    pub(crate) fn new(n: usize, mesh: Mesh) -> Self {
         Self {
-            n,
+            expected: (0..n).map(|idx| mesh.expected(idx, n)).collect(),
             version: vec![0; n],
             revision: vec![0; n],
             conn: vec![0; n],
@@ -66,9 +70,10 @@ impl Subs {
         self.revision[seen.idx] = seen.revision;
         self.conn[seen.idx] = seen.conn;
         if let Some(count) = seen.endpoints {
-            let was = self.endpoints[seen.idx] == self.n;
+            let full = self.expected[seen.idx];
+            let was = self.endpoints[seen.idx] == full;
             self.endpoints[seen.idx] = count;
-            match (was, count == self.n) {
+            match (was, count == full) {
                 (false, true) => self.full_endpoints += 1,
                 (true, false) => self.full_endpoints -= 1,
                 _ => {}
@@ -105,6 +110,7 @@ pub(crate) enum OnEnd {
 pub(crate) async fn subscriber(
     idx: usize,
     n: usize,
+    mesh: Mesh,
     url: String,
     gate: Arc<Semaphore>,
     events: mpsc::UnboundedSender<Event>,
@@ -115,7 +121,7 @@ pub(crate) async fn subscriber(
     loop {
         conn += 1;
         let gate = (conn == 1).then_some(&gate);
-        let result = subscribe(idx, n, conn, &url, gate, &events).await;
+        let result = subscribe((idx, n, mesh), conn, &url, gate, &events).await;
         if events.is_closed() {
             return; // the bench is done
         }
@@ -140,19 +146,27 @@ pub(crate) async fn subscriber(
 /// `gate` bounds concurrent connects (the first connect only). Returns when the stream
 /// ends: `true` if it delivered a snapshot, `false` if the bench is done.
 async fn subscribe(
-    idx: usize,
-    n: usize,
+    (idx, n, mesh): (usize, usize, Mesh),
     conn: u32,
     url: &str,
     gate: Option<&Arc<Semaphore>>,
     events: &mpsc::UnboundedSender<Event>,
 ) -> anyhow::Result<bool> {
-    let service = format!("svc-{:02}", idx % 20);
+    let service = mesh.service(idx);
+    let scope = mesh.calls.map(|_| EndpointScope {
+        services: (mesh.calls(idx).into_iter())
+            .map(|s| ServiceName {
+                namespace: String::new(),
+                service: mesh.service(s),
+            })
+            .collect(),
+    });
     let hello = Hello {
         instance_id: format!("{service}-{idx:05}"),
         service,
         labels: HashMap::from([("version".to_string(), format!("v{}", 1 + idx % 2))]),
         address: format!("127.0.0.1:{}", 10_000 + idx % 50_000),
+        scope,
         ..Hello::default()
     };
     let (tx, rx) = mpsc::channel(16);

@@ -99,6 +99,8 @@ impl Stored {
                 address: self.address,
                 namespace: self.namespace,
                 service_account: self.service_account,
+                // Another replica's sidecar: its scope matters to its own stream only.
+                scope: None,
             }),
             identity: self.identity,
             cert_not_after: self.cert_not_after,

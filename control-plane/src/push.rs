@@ -21,18 +21,22 @@ use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use graylane_proto::v1::{Endpoint, EndpointDelta, Hello};
+use graylane_proto::v1::{Endpoint, Hello};
 use tokio::sync::{Notify, oneshot, watch};
 
 mod delta;
+mod directory;
 mod outgoing;
 mod registry;
+mod scope;
 mod stats;
 
-pub use self::delta::{compose, endpoint_delta};
+pub use self::delta::{Change, Removed, compose, endpoint_delta};
+pub use self::directory::Directory;
 pub use self::outgoing::{Outgoing, PART_BYTES};
 use self::registry::Registry;
 pub use self::registry::{SidecarEntry, SidecarId, with_identity_defaults};
+pub use self::scope::{MAX_SCOPE, Scope, ScopeError};
 pub use self::stats::PushStats;
 
 /// How long registry changes are collected before they are pushed as one endpoint
@@ -58,14 +62,17 @@ pub struct State {
     pub rules: Arc<str>,
     /// Bumped whenever `endpoints` changes.
     pub endpoints_generation: u64,
-    /// Sorted by (service, instance id); instance ids are unique.
+    /// Sorted by (namespace, service, instance id); instance ids are unique.
     pub endpoints: Arc<Vec<Endpoint>>,
+    /// The services of `endpoints` and where each one's run is: what scoped streams
+    /// send as the directory and take their full sets from. Changes with them.
+    pub directory: Arc<Directory>,
     /// The changes that led to this generation, oldest first: the last one is from
     /// `endpoints_generation - 1`, and so on, at most `CHANGES_KEPT`. Each is diffed
     /// once, here; a stream a few generations behind composes them instead of diffing
     /// the whole list itself (10,000 streams × 10,000 endpoints per debounce window
     /// otherwise, while a restarted control plane's sidecars reconnect).
-    pub endpoint_changes: Arc<Vec<Arc<EndpointDelta>>>,
+    pub endpoint_changes: Arc<Vec<Arc<Change>>>,
     /// Whether the rules in force were read from the store yet; until then streams
     /// send nothing.
     pub loaded: bool,
@@ -186,10 +193,17 @@ impl Hub {
             let endpoints = self.endpoints();
             // Diffed outside the state's lock (every stream reads it); only this task
             // changes endpoints, so the generation diffed against is still current.
-            let (base, change) = {
+            let (base, change, directory) = {
                 let current = self.current();
                 let change = endpoint_delta(&current.endpoints, &endpoints);
-                (current.endpoints_generation, Arc::new(change))
+                let directory = Directory::of(&endpoints);
+                // Kept when equal, so streams tell "unchanged" by pointer.
+                let directory = if directory == *current.directory {
+                    Arc::clone(&current.directory)
+                } else {
+                    Arc::new(directory)
+                };
+                (current.endpoints_generation, Arc::new(change), directory)
             };
             self.state.send_if_modified(|state| {
                 if *state.endpoints == endpoints {
@@ -199,6 +213,7 @@ impl Hub {
                 next.version += 1;
                 next.endpoints_generation += 1;
                 next.endpoints = Arc::new(endpoints);
+                next.directory = directory;
                 let mut changes = Vec::with_capacity(CHANGES_KEPT);
                 // A history with a gap would compose into a wrong delta: start again.
                 if base == state.endpoints_generation {
@@ -242,19 +257,29 @@ impl Hub {
         list
     }
 
-    /// What sidecars route to: every known instance (see `everyone`).
+    /// What sidecars route to: every known instance (see `everyone`), in the order
+    /// of `delta::key`.
     fn endpoints(&self) -> Vec<Endpoint> {
-        self.everyone()
+        let mut list: Vec<Endpoint> = self
+            .everyone()
             .into_iter()
             .map(|e| Endpoint {
                 service: e.hello.service,
                 instance_id: e.hello.instance_id,
                 labels: e.hello.labels,
                 address: e.hello.address,
-                namespace: e.hello.namespace,
+                // Registered with the identity defaults; an empty one is `default`
+                // all the same, so scopes (which name it) match.
+                namespace: if e.hello.namespace.is_empty() {
+                    "default".to_string()
+                } else {
+                    e.hello.namespace
+                },
                 identity: e.identity,
             })
-            .collect()
+            .collect();
+        list.sort_by(|a, b| delta::key(a).cmp(&delta::key(b)));
+        list
     }
 
     /// This replica's own sidecars, for the etcd registry to write.
@@ -418,9 +443,10 @@ mod tests {
         // Every generation's change is kept: composed, they rebuild the list.
         let changes = state.endpoint_changes.as_slice();
         assert_eq!(changes.len() as u64, state.endpoints_generation);
-        let delta = compose(changes);
+        let delta = compose(changes, &Scope::default());
         assert!(delta.removed.is_empty());
         assert_eq!(delta.upserted, *state.endpoints);
+        assert_eq!(state.directory.names.len(), 1, "one service");
     }
 
     #[test]

@@ -181,6 +181,8 @@ impl Admin {
                 // Among `endpoints`: kept through a reconnect, not (yet) listed by the
                 // control plane, dropped when `--endpoint-grace` ends.
                 "staleEndpoints": self.counters.stale_endpoints(),
+                // Scoped endpoints (issue 15): `all`, or declared + learned services.
+                "endpointScope": self.counters.endpoint_scope(&self.routes),
                 "rules": r.rules.iter().collect::<Vec<_>>(),
                 "trafficReportInterval": report_interval,
             }),
@@ -222,6 +224,21 @@ impl Admin {
                 "graylane_sidecar_cache_rejected_total",
                 "Snapshot cache files ignored at start: unreadable, failing their integrity check, of an older format, or with rules this sidecar rejects.",
                 &c.cache_rejected,
+            ),
+            (
+                "graylane_sidecar_endpoint_interest_total",
+                "Services whose endpoints this sidecar asked the control plane for (scoped endpoints: a first call).",
+                &self.routes.interest.requests,
+            ),
+            (
+                "graylane_sidecar_endpoint_interest_waits_total",
+                "Requests that waited for the endpoints of a service this sidecar held none of.",
+                &self.routes.interest.waits,
+            ),
+            (
+                "graylane_sidecar_endpoint_interest_timeouts_total",
+                "Of those waits, the ones that ended after 1 s without the endpoints.",
+                &self.routes.interest.timeouts,
             ),
             (
                 "graylane_spans_exported_total",

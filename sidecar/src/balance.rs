@@ -69,7 +69,7 @@ impl Balancer {
     /// When every candidate other than `avoid` is ejected, picks among them anyway:
     /// ejection degrades the choice, it never fails a request. A lone eligible
     /// candidate is returned without drawing. `None` only when `candidates` is empty
-    /// or `avoid` was the only one.
+    /// or `avoid` was the only one — whatever other requests eject meanwhile.
     pub fn pick<'a>(
         &self,
         candidates: Candidates<'a>,
@@ -86,24 +86,15 @@ impl Balancer {
                 allowed(i)
                     && state(i).is_none_or(|s| s.ejected_until.load(Ordering::Relaxed) <= now_ms)
             };
-            let mut n = candidates.iter().filter(|i| healthy(i)).count();
-            let eligible: &dyn Fn(&Instance) -> bool = if n > 0 {
-                &healthy
-            } else {
-                n = candidates.iter().filter(|i| allowed(i)).count();
-                &allowed
-            };
-            let nth = |k: usize| candidates.iter().filter(|i| eligible(i)).nth(k);
-            let chosen = match n {
-                0 => return None,
-                1 => nth(0)?,
-                _ => {
-                    let first = rng.usize(..n);
-                    let mut second = rng.usize(..n - 1);
-                    if second >= first {
-                        second += 1;
-                    }
-                    let (a, b) = (nth(first)?, nth(second)?);
+            // One pass, each candidate's ejection read once: other requests eject
+            // instances concurrently, and a count of the healthy ones taken in one
+            // pass, then a draw by index in another, could disagree and draw past
+            // the end — no instance, a 503, while a live one was there (issue 15).
+            let drawn = draw_two(candidates.iter().filter(|i| healthy(i)), rng)
+                .or_else(|| draw_two(candidates.iter().filter(|i| allowed(i)), rng))?;
+            let chosen = match drawn {
+                (only, None) => only,
+                (a, Some(b)) => {
                     let load =
                         |i: &Instance| state(i).map_or(0, |s| s.in_flight.load(Ordering::Relaxed));
                     if load(b) < load(a) { b } else { a }
@@ -164,6 +155,31 @@ impl Balancer {
         let ms = now.saturating_duration_since(self.epoch).as_millis();
         u64::try_from(ms).unwrap_or(u64::MAX)
     }
+}
+
+/// Two distinct items of `items` drawn at random in one pass, in random order (the
+/// second `None` when there is only one); `None` when there are none. Reservoir
+/// sampling (Algorithm R) of two: the k-th item takes a slot with probability 2/k,
+/// either slot alike, so every ordered pair is equally likely.
+fn draw_two<'a>(
+    mut items: impl Iterator<Item = &'a Instance>,
+    rng: &mut fastrand::Rng,
+) -> Option<(&'a Instance, Option<&'a Instance>)> {
+    let mut first = items.next()?;
+    let Some(mut second) = items.next() else {
+        return Some((first, None));
+    };
+    if rng.bool() {
+        std::mem::swap(&mut first, &mut second);
+    }
+    for (seen, item) in (3..).zip(items) {
+        match rng.usize(..seen) {
+            0 => first = item,
+            1 => second = item,
+            _ => {}
+        }
+    }
+    Some((first, Some(second)))
 }
 
 /// Rounded up, so an ejection lasts at least `eject_for` despite ms precision.
@@ -404,6 +420,38 @@ mod tests {
         assert_eq!(b.read().len(), 0);
         drop(guard);
         assert_eq!(b.in_flight("b:80"), 0);
+    }
+
+    #[test]
+    fn a_concurrent_ejection_never_leaves_a_pick_without_an_instance() {
+        // Issue 15's flake: another request ejected b between the count of healthy
+        // candidates and the draw among them, and the draw found none.
+        let t = table(&["a", "b"]);
+        let epoch = Instant::now();
+        let b = Balancer::new(Duration::from_millis(1), epoch);
+        let tick = AtomicU64::new(0);
+        let stop = std::sync::atomic::AtomicBool::new(false);
+        std::thread::scope(|scope| {
+            // Each round b turns from healthy (ejected until `k`, now `k`) to ejected.
+            scope.spawn(|| {
+                for k in 1.. {
+                    if stop.load(Ordering::Relaxed) {
+                        break;
+                    }
+                    tick.store(k, Ordering::SeqCst);
+                    b.failed("b:80", epoch + Duration::from_millis(k));
+                }
+            });
+            let mut rng = fastrand::Rng::with_seed(3);
+            let empty = (0..200_000)
+                .filter(|_| {
+                    let now = epoch + Duration::from_millis(tick.load(Ordering::SeqCst));
+                    b.pick(candidates(&t), None, &mut rng, now).is_none()
+                })
+                .count();
+            stop.store(true, Ordering::Relaxed);
+            assert_eq!(empty, 0, "picks without an instance of 200000");
+        });
     }
 
     #[test]

@@ -10,6 +10,8 @@
 //!                                          └─ err: keep Routes ─► NACK(reason)
 //!    └► every min(--traffic-report-interval, the snapshot's traffic_report_interval_ms):
 //!         Traffic::drain ─► TrafficReport (if any)
+//!    └► --endpoint-scope scoped: Hello names own service + --calls + learned; a first
+//!         call to a mesh service not held ─► interest on the stream (`interest`)
 //!  no snapshot yet and the control plane is unreachable ─► Routes from --cache-dir
 //!                                          (once; a file failing its check is counted)
 //!  a reconnect's first full endpoint set ─► what it lacks kept stale for
@@ -23,8 +25,8 @@
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use graylane_proto::v1::discovery_client::DiscoveryClient;
@@ -41,9 +43,15 @@ use graylane_exposition::backoff::Backoff;
 
 mod apply;
 mod cache;
+mod interest;
 mod period;
 mod received;
 mod stale;
+mod status;
+
+pub use self::interest::{EndpointScope, endpoint_scope, parse_call};
+pub(crate) use self::interest::{Interest, ensure};
+pub use self::status::DiscoveryStatus;
 
 use self::apply::Applier;
 use self::period::{millis, report_period, ticker};
@@ -85,44 +93,9 @@ pub struct Config {
     /// How long a reconnect keeps, as stale, the instances its first full endpoint set
     /// lacks (a restarted control plane that has not heard from them yet); zero: none.
     pub endpoint_grace: Duration,
-}
-
-/// What discovery has done and holds, for `/metrics` and `/config`.
-#[derive(Debug, Default)]
-pub struct DiscoveryStatus {
-    pub applied: AtomicU64,
-    pub rejected: AtomicU64,
-    pub connects: AtomicU64,
-    /// `--cache-dir` files ignored at start: unreadable, failing their integrity
-    /// check, of an older format, or with rules this sidecar rejects.
-    pub cache_rejected: AtomicU64,
-    /// The traffic report period in force, in ms (`/config`'s
-    /// `trafficReportInterval`); 0 until discovery starts.
-    pub traffic_report_interval_ms: AtomicU64,
-    /// The instances kept stale through a reconnect and routed to, by service as a
-    /// host names it (`/config`'s `staleEndpoints`, the `graylane_stale_endpoints`
-    /// gauge); set with the routes that include them.
-    stale: Mutex<BTreeMap<String, Vec<String>>>,
-}
-
-impl DiscoveryStatus {
-    /// The stale instances in the routes in force, by service.
-    pub fn stale_endpoints(&self) -> BTreeMap<String, Vec<String>> {
-        self.stale
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .clone()
-    }
-
-    /// How many instances in the routes in force are stale.
-    pub fn stale_count(&self) -> usize {
-        let stale = self.stale.lock().unwrap_or_else(PoisonError::into_inner);
-        stale.values().map(Vec::len).sum()
-    }
-
-    fn set_stale(&self, by_service: BTreeMap<String, Vec<String>>) {
-        *self.stale.lock().unwrap_or_else(PoisonError::into_inner) = by_service;
-    }
+    /// `--endpoint-scope` and `--calls`: every endpoint, or only those of the services
+    /// this sidecar calls.
+    pub endpoint_scope: EndpointScope,
 }
 
 /// The discovery client. `run` until shutdown.
@@ -146,6 +119,7 @@ impl Discovery {
         counters
             .traffic_report_interval_ms
             .store(millis(config.traffic_interval), Ordering::Relaxed);
+        let _ = counters.endpoint_scope.set(config.endpoint_scope.clone());
         let applier = Applier::new(
             routes,
             Arc::clone(&counters),
@@ -238,6 +212,12 @@ impl Discovery {
                     self.expire(held).await?;
                     continue;
                 }
+                () = self.applier.routes.interest.asked() => {
+                    if !self.send_interest(&tx, held).await {
+                        return Ok(any);
+                    }
+                    continue;
+                }
             };
             let part = match message {
                 Ok(Some(part)) => part,
@@ -268,7 +248,7 @@ impl Discovery {
                 .await?;
             *held = next;
             reconnect &= !full;
-            if tx.send(answer).await.is_err() {
+            if tx.send(answer).await.is_err() || !self.send_interest(&tx, held).await {
                 return Ok(any);
             }
         }
@@ -317,6 +297,8 @@ impl Discovery {
             address: self.config.advertise.clone(),
             namespace: self.config.namespace.clone(),
             service_account: self.config.service_account.clone(),
+            scope: interest::declared(&self.config.endpoint_scope)
+                .map(|calls| self.applier.routes.interest.hello_scope(calls)),
         };
         let _ = tx
             .send(SidecarMessage {
@@ -346,6 +328,25 @@ impl Discovery {
         };
         let message = SidecarMessage {
             message: Some(Message::Traffic(traffic)),
+        };
+        tx.send(message).await.is_ok()
+    }
+
+    /// Sends the services learned since the Hello (or the last interest); false once
+    /// the stream is gone. Only to a control plane that scopes this stream (its
+    /// snapshots carry a directory): an older one would end the stream on a message
+    /// it does not know, and sends every endpoint anyway.
+    /// Until this stream's first snapshot says so, what was learned waits (the next
+    /// applied snapshot sends it).
+    async fn send_interest(&self, tx: &mpsc::Sender<SidecarMessage>, held: &Held) -> bool {
+        if held.received.directory.is_none() {
+            return true;
+        }
+        let Some(services) = self.applier.routes.interest.take_unsent() else {
+            return true;
+        };
+        let message = SidecarMessage {
+            message: Some(Message::Interest(services)),
         };
         tx.send(message).await.is_ok()
     }

@@ -110,6 +110,7 @@ mod tests {
             endpoints: Default::default(),
             addresses: Default::default(),
             source: crate::routes::Origin::ControlPlane,
+            directory: None,
         });
         let none = Identity::new(identity::Config::default(), Arc::default());
         assert_eq!(

@@ -126,6 +126,15 @@ struct Args {
     // that died meanwhile is not tried for long.
     #[arg(long, env = "GRAYLANE_ENDPOINT_GRACE", default_value = "10s", value_parser = parse_endpoint_grace)]
     endpoint_grace: Duration,
+    /// Which endpoints this sidecar receives: `all` (every instance of the mesh) or
+    /// `scoped` (its own service's, those of --calls, and those its app calls: the
+    /// first call to another service waits up to 1 s for them).
+    #[arg(long, env = "GRAYLANE_ENDPOINT_SCOPE", default_value = "all", value_parser = ["all", "scoped"])]
+    endpoint_scope: String,
+    /// With --endpoint-scope scoped: services wanted from the start, comma-separated:
+    /// `svc` (this sidecar's namespace) or `namespace/svc`.
+    #[arg(long, env = "GRAYLANE_CALLS", value_delimiter = ',', value_parser = discovery::parse_call)]
+    calls: Vec<(Option<String>, String)>,
     /// How often traffic counts go to the control plane (100ms to 1m); for tests.
     #[arg(long, env = "GRAYLANE_TRAFFIC_REPORT_INTERVAL", default_value = "5s", value_parser = parse_report_interval, hide = true)]
     traffic_report_interval: Duration,
@@ -253,6 +262,9 @@ async fn run(args: Args) -> anyhow::Result<()> {
     if control_planes.is_empty() {
         bail!("--control-plane: no URL given");
     }
+    let endpoint_scope =
+        discovery::endpoint_scope(&args.endpoint_scope, args.calls.clone(), &args.namespace)
+            .map_err(anyhow::Error::msg)?;
     let instance_id = args.instance_id.clone().unwrap_or_else(default_instance_id);
     let bind = |addr: SocketAddr, flag: &'static str| async move {
         graylane_serve::bind(addr).with_context(|| format!("{flag} {addr}"))
@@ -311,6 +323,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
             ca_bundle,
             traffic_interval: args.traffic_report_interval,
             endpoint_grace: args.endpoint_grace,
+            endpoint_scope,
         },
         app_addr: args.app_addr,
         propagate_headers: args.propagate_headers,

@@ -15,9 +15,6 @@ use http::{HeaderValue, Method, Request, Response, Uri, Version};
 use http_body_util::BodyExt;
 use http_body_util::combinators::UnsyncBoxBody;
 use hyper::body::Incoming;
-use hyper_util::client::legacy::Client;
-use hyper_util::client::legacy::connect::{HttpConnector, capture_connection};
-use hyper_util::rt::{TokioExecutor, TokioTimer};
 
 mod classify;
 mod coalesce;
@@ -29,14 +26,14 @@ mod pool;
 mod unsent;
 pub(crate) mod upgrade;
 
-use self::classify::{classify, malformed, pool_failure, source_text};
+use self::classify::{malformed, pool_failure};
 use self::coalesce::Coalesce;
 pub(crate) use self::error::ProxyError;
 pub(crate) use self::error::{RetryClass, SendError, SendFailure, Upstream};
 pub(crate) use self::headers::strip_hop_by_hop;
 use self::mtls::MeshClients;
 pub(crate) use self::mtls::{Transport, mtls_mode};
-use self::pool::Pool;
+use self::pool::{Dest, Pool};
 pub(crate) use self::unsent::{Reclaim, unsent};
 
 /// Every body the sidecar sends or receives.
@@ -71,12 +68,12 @@ const POOL_IDLE_TIMEOUT: Duration = Duration::from_secs(4);
 
 /// Pooled clients to upstreams: HTTP/1.1, and HTTP/2 with prior knowledge for requests
 /// that arrived as HTTP/2 (gRPC needs it end to end; one connection multiplexes); the
-/// same over mesh mTLS to other sidecars (ALPN `http/1.1` or `h2`; still hyper-util's
-/// legacy `Client`, one pair per peer identity: see `mtls`).
+/// same over mesh mTLS to other sidecars (ALPN `http/1.1` or `h2`), all in one pool
+/// keyed by address and the peer identity expected (see `pool`, `mtls`).
 #[derive(Clone)]
 pub(crate) struct Clients {
-    /// Plaintext upstreams, HTTP/1.1 and HTTP/2, on hyper's connection API.
-    plain: Pool,
+    /// Every upstream connection, plaintext and mTLS, on hyper's connection API.
+    pool: Pool,
     /// `None`: no workload identity, plaintext only (`strict` calls fail).
     mesh: Option<MeshClients>,
 }
@@ -88,26 +85,9 @@ impl Clients {
         connect_timeout: Duration,
         identity: Option<Arc<crate::identity::Identity>>,
     ) -> Self {
-        let mut connector = HttpConnector::new();
-        connector.set_nodelay(true);
-        connector.set_connect_timeout(Some(connect_timeout));
-        let mut builder = Client::builder(TokioExecutor::new());
-        builder
-            .timer(TokioTimer::new())
-            .pool_timer(TokioTimer::new())
-            .pool_idle_timeout(POOL_IDLE_TIMEOUT);
-        let h1_builder = builder.clone();
-        builder
-            .http2_only(true)
-            .http2_keep_alive_interval(Duration::from_secs(30))
-            .http2_initial_stream_window_size(H2_STREAM_WINDOW)
-            .http2_initial_connection_window_size(H2_CONNECTION_WINDOW);
-        let mesh = identity.map(|identity| {
-            MeshClients::new(identity, connector, connect_timeout, h1_builder, builder)
-        });
         Self {
-            plain: Pool::new(connect_timeout),
-            mesh,
+            pool: Pool::new(connect_timeout, identity.clone()),
+            mesh: identity.map(MeshClients::new),
         }
     }
 
@@ -202,23 +182,27 @@ impl Clients {
             // sidecar is HTTP/1.1.
             *request.version_mut() = Version::HTTP_11;
         }
-        match transport {
-            Transport::Plain if h2 => self.send_plain_h2(request, address, path, timeout).await,
-            Transport::Plain => {
-                self.send_plain_h1(request, address, target.clone(), timeout)
-                    .await
-            }
-            Transport::Mtls(peer) => {
-                self.send_mesh(request, address, path, peer, h2, timeout)
-                    .await
-            }
+        let dest = match transport {
+            Transport::Plain => Dest {
+                address,
+                peer: None,
+            },
+            Transport::Mtls(peer) => Dest {
+                address,
+                peer: Some(peer),
+            },
+        };
+        if h2 {
+            self.send_h2(request, dest, path, timeout).await
+        } else {
+            self.send_h1(request, dest, target.clone(), timeout).await
         }
     }
 
-    async fn send_plain_h1(
+    async fn send_h1(
         &self,
         mut request: Request<Body>,
-        address: &str,
+        dest: Dest<'_>,
         target: PathAndQuery,
         timeout: Duration,
     ) -> Result<Response<Incoming>, SendFailure> {
@@ -229,12 +213,13 @@ impl Clients {
         *request.uri_mut() = Uri::from_parts(parts)
             .map_err(|e| SendFailure::Internal(format!("origin-form target: {e}")))?;
         if !request.headers().contains_key(http::header::HOST) {
+            let address = dest.address;
             let host = HeaderValue::from_str(address).map_err(|e| {
                 SendFailure::Connect(format!("no Host for address {address:?}: {e}"))
             })?;
             request.headers_mut().insert(http::header::HOST, host);
         }
-        let sent = self.plain.send_http1(address, request);
+        let sent = self.pool.send_http1(dest, request);
         let (response, checkout) = match tokio::time::timeout(timeout, sent).await {
             Err(_) => return Err(SendFailure::Timeout),
             Ok(sent) => sent.map_err(pool_failure)?,
@@ -244,66 +229,30 @@ impl Clients {
             // from it.
             return Err(SendFailure::Other(format!("malformed response: {reason}")));
         }
-        self.plain.give_back(address, checkout);
+        self.pool.give_back(dest, checkout);
         Ok(response)
     }
 
-    async fn send_plain_h2(
+    async fn send_h2(
         &self,
         mut request: Request<Body>,
-        address: &str,
+        dest: Dest<'_>,
         path: &str,
         timeout: Duration,
     ) -> Result<Response<Incoming>, SendFailure> {
         // HTTP/2 carries the target as :scheme and :authority (RFC 9113 §8.3.1).
-        *request.uri_mut() = absolute("http", address, path)?;
-        let sent = self.plain.send_http2(address, request);
+        let scheme = if dest.peer.is_some() { "https" } else { "http" };
+        *request.uri_mut() = absolute(scheme, dest.address, path)?;
+        let sent = self.pool.send_http2(dest, request);
         let response = match tokio::time::timeout(timeout, sent).await {
             Err(_) => return Err(SendFailure::Timeout),
             Ok(sent) => sent.map_err(pool_failure)?,
         };
         if let Some(reason) = malformed(&response) {
-            self.plain.poison_http2(address);
+            self.pool.poison_http2(dest);
             return Err(SendFailure::Other(format!("malformed response: {reason}")));
         }
         Ok(response)
-    }
-
-    async fn send_mesh(
-        &self,
-        mut request: Request<Body>,
-        address: &str,
-        path: &str,
-        peer: &str,
-        h2: bool,
-        timeout: Duration,
-    ) -> Result<Response<Incoming>, SendFailure> {
-        let Some(mesh) = &self.mesh else {
-            return Err(SendFailure::Connect(format!(
-                "mTLS to {peer}: this sidecar has no identity"
-            )));
-        };
-        *request.uri_mut() = absolute("https", address, path)?;
-        // Which connection answered, to take it out of the pool if the answer is bad.
-        let connection = capture_connection(&mut request);
-        let clients = mesh.clients(peer);
-        let client = if h2 { &clients.http2 } else { &clients.http1 };
-        match tokio::time::timeout(timeout, client.request(request)).await {
-            Err(_) => Err(SendFailure::Timeout),
-            Ok(Ok(response)) => match malformed(&response) {
-                Some(reason) => {
-                    // hyper may already hold the whole body and have pooled the
-                    // connection again: poison it, so nothing else is read from it.
-                    if let Some(connected) = connection.connection_metadata().as_ref() {
-                        connected.poison();
-                    }
-                    Err(SendFailure::Other(format!("malformed response: {reason}")))
-                }
-                None => Ok(response),
-            },
-            Ok(Err(e)) if e.is_connect() => Err(SendFailure::Connect(source_text(&e))),
-            Ok(Err(e)) => Err(classify(&e)),
-        }
     }
 }
 

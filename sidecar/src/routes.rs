@@ -3,6 +3,7 @@
 //! Requests load an `Arc<Routes>` once and use it to the end, so a swap between two
 //! requests never shows half a rule set and never fails a request in flight.
 
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
 use arc_swap::ArcSwapOption;
@@ -24,6 +25,19 @@ pub(crate) struct Routes {
     pub(crate) addresses: std::collections::HashSet<String>,
     /// Where it came from, for `/config` and logs.
     pub(crate) source: Origin,
+    /// Scoped endpoints: the mesh services the control plane's directory names that
+    /// these routes hold no endpoints for (a call to one asks for them). `None`: not
+    /// scoped, every endpoint is here, and a service without any is no mesh service.
+    pub(crate) directory: Option<Unheld>,
+}
+
+/// The directory's services whose endpoints are not held, by namespace then service
+/// (looked up with borrowed names: nothing allocated per request).
+#[derive(Debug, Default)]
+pub(crate) struct Unheld {
+    pub(crate) by_namespace: HashMap<String, HashSet<String>>,
+    /// Services the directory names, held or not.
+    pub(crate) directory_len: usize,
 }
 
 /// Where the routes in force came from.
@@ -34,11 +48,31 @@ pub(crate) enum Origin {
     Cache,
 }
 
+impl Routes {
+    /// Whether `service` of `namespace` is a mesh service whose endpoints these
+    /// routes lack (scoped endpoints: ask for them before routing).
+    pub(crate) fn lacks(&self, namespace: &str, service: &str) -> bool {
+        self.directory.as_ref().is_some_and(|d| {
+            d.by_namespace
+                .get(namespace)
+                .is_some_and(|s| s.contains(service))
+        })
+    }
+
+    /// How many services the directory names; `None` when not scoped.
+    pub(crate) fn directory_len(&self) -> Option<usize> {
+        self.directory.as_ref().map(|d| d.directory_len)
+    }
+}
+
 /// The routes in force, shared by every listener and swapped by discovery.
 pub(crate) struct Routing {
     current: ArcSwapOption<Routes>,
-    /// Bumped after every swap: wakes `/gates/self?watch=1` streams.
+    /// Bumped after every swap: wakes `/gates/self?watch=1` streams and first calls
+    /// waiting for a service's endpoints.
     changed: watch::Sender<u64>,
+    /// Scoped endpoints: services asked for by traffic, sent on the stream.
+    pub(crate) interest: crate::discovery::Interest,
 }
 
 /// How listeners hold the routing state.
@@ -49,6 +83,7 @@ impl Default for Routing {
         Self {
             current: ArcSwapOption::empty(),
             changed: watch::channel(0).0,
+            interest: crate::discovery::Interest::default(),
         }
     }
 }

@@ -19,7 +19,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, anyhow, ensure};
 use clap::Parser;
-use graylane_bench::{ControlProcess, Plan, measure, raise_nofile, write_section};
+use graylane_bench::{ControlProcess, Mesh, Plan, measure, raise_nofile, write_section};
 
 /// Push fan-out latency and per-stream memory of graylane-control.
 #[derive(Parser, Debug)]
@@ -54,6 +54,13 @@ struct Args {
     /// subscriber (reconnecting like a sidecar) holds a snapshot and every endpoint.
     #[arg(long)]
     storm: bool,
+    /// Services the subscribers are spread over (round robin).
+    #[arg(long, default_value_t = 20, value_parser = clap::value_parser!(u64).range(1..=100_000))]
+    services: u64,
+    /// Scope each subscriber (issue 15) to its own service and this many others; absent:
+    /// unscoped, every subscriber receives every endpoint.
+    #[arg(long)]
+    calls: Option<usize>,
     /// Where the results section is written ("-": nowhere) [default: bench/README.md].
     #[arg(long)]
     readme: Option<PathBuf>,
@@ -120,6 +127,10 @@ async fn run(args: &Args, deadline: Instant) -> anyhow::Result<()> {
         warmup: args.warmup,
         connect_concurrency: args.connect_concurrency,
         hold_idle: Duration::from_secs(args.hold_idle_secs),
+        mesh: Mesh {
+            services: usize::try_from(args.services)?,
+            calls: args.calls,
+        },
     };
 
     let mut control = ControlProcess::start(&bin, &["memory:"], &args.child_env, deadline).await?;

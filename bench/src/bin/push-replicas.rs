@@ -80,6 +80,7 @@ fn run(args: &Args) -> anyhow::Result<()> {
             warmup: args.warmup,
             connect_concurrency: 32,
             hold_idle: Duration::ZERO,
+            mesh: graylane_bench::Mesh::default(),
         };
         let endpoint = format!("http://{}", etcd.endpoint());
         tokio::select! {

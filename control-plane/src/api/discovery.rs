@@ -15,7 +15,7 @@ use tonic::{Request, Response, Status, Streaming};
 
 use super::auth::Principal;
 use super::identity::{self, Identities};
-use crate::push::{Hub, Outgoing, SidecarId, State};
+use crate::push::{Hub, Outgoing, Scope, SidecarId, State};
 
 /// How long a new stream may take to say Hello before it is dropped.
 const HELLO_TIMEOUT: Duration = Duration::from_secs(10);
@@ -105,7 +105,10 @@ impl Discovery for DiscoveryService {
             return Err(Status::invalid_argument("the first message must be Hello"));
         };
         check_hello(&hello)?;
-        let hello = crate::push::with_identity_defaults(hello);
+        let mut hello = crate::push::with_identity_defaults(hello);
+        // Scoped endpoints (issue 15): checked like the rest of Hello, kept by the stream.
+        let scope = Scope::of_hello(&mut hello)
+            .map_err(|e| Status::invalid_argument(format!("Hello.scope: {e}")))?;
         let identity = self.identity_of(&principal, &hello)?;
         tracing::info!(service = %hello.service, namespace = %hello.namespace, instance = %hello.instance_id, address = %hello.address, %identity, "sidecar connected");
         let (id, kicked) = self.hub.register(hello, identity, crate::now_ms());
@@ -116,6 +119,7 @@ impl Discovery for DiscoveryService {
             hub: Arc::clone(&self.hub),
             id,
             sent: VecDeque::new(),
+            scope,
         };
         tokio::spawn(stream.run(tx, inbound, kicked, self.shutdown.clone()));
         Ok(Response::new(ReceiverStream::new(rx).map(
@@ -185,6 +189,8 @@ struct Stream {
     id: SidecarId,
     /// (version, rule revision, when it started going out) of the last snapshots sent.
     sent: VecDeque<(u64, u64, Instant)>,
+    /// Whose endpoints this stream sends (`push::Scope`); widened by interest.
+    scope: Scope,
 }
 
 impl Stream {
@@ -212,13 +218,20 @@ impl Stream {
                 if self.sent.len() > SENT_REMEMBERED {
                     self.sent.pop_front();
                 }
-                sending = Some(Outgoing::new(state, last.as_deref()));
+                sending = Some(Outgoing::new(state, last.as_deref(), &mut self.scope));
             }
             tokio::select! {
                 _ = &mut kicked => break Some(Status::aborted("replaced by a newer stream of the same instance")),
                 _ = shutdown.wait_for(|down| *down) => break Some(Status::unavailable("control plane shutting down")),
                 message = inbound.message() => match message {
-                    Ok(Some(message)) => if let Err(status) = self.answer(message) { break Some(status) },
+                    Ok(Some(message)) => {
+                        if let Err(status) = self.answer(message) { break Some(status) }
+                        // Interest widened the scope: its endpoints go out even if
+                        // nothing changed (after the snapshot being sent, if any).
+                        if self.scope.owes() && pending.is_none() {
+                            pending = Some(states.borrow().clone()).filter(|s| s.loaded);
+                        }
+                    }
                     Ok(None) | Err(_) => break None,
                 },
                 changed = states.changed() => match changed {
@@ -247,7 +260,7 @@ impl Stream {
         self.hub.deregister(&self.id);
     }
 
-    fn answer(&self, message: SidecarMessage) -> Result<(), Status> {
+    fn answer(&mut self, message: SidecarMessage) -> Result<(), Status> {
         match message.message {
             Some(Message::Ack(ack)) => {
                 if let Some((revision, sent_at)) = self.revision_of(ack.version) {
@@ -266,6 +279,12 @@ impl Stream {
                 .hub
                 .traffic
                 .record(&report, u64::try_from(crate::now_ms()).unwrap_or(0)),
+            Some(Message::Interest(interest)) => {
+                self.hub.stats.interest();
+                self.scope.widen(&interest).map_err(|e| {
+                    Status::invalid_argument(format!("SidecarMessage.interest: {e}"))
+                })?;
+            }
             Some(Message::Hello(_)) => return Err(Status::invalid_argument("Hello sent twice")),
             None => return Err(Status::invalid_argument("empty message")),
         }

@@ -1,5 +1,10 @@
 //! Endpoint deltas: what a stream sends when the endpoints changed since its last
 //! snapshot, instead of the whole list.
+//!
+//! A change is diffed once per batch, for every stream (`endpoint_delta`); each stream
+//! then keeps the part its scope covers while composing (`compose`). A removal keeps
+//! the service it was removed from, so a scoped stream can drop the removals it never
+//! sent without remembering what it sent.
 
 use std::cmp::Ordering;
 use std::collections::{BTreeMap, BTreeSet};
@@ -7,20 +12,49 @@ use std::sync::Arc;
 
 use graylane_proto::v1::{Endpoint, EndpointDelta};
 
-fn key(e: &Endpoint) -> (&str, &str) {
-    (&e.service, &e.instance_id)
+use super::scope::Scope;
+
+/// One batch of endpoint changes, shared by every stream.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Change {
+    /// Instances gone, with the (namespace, service) they were in. Applied first.
+    pub removed: Vec<Removed>,
+    /// Instances added or changed.
+    pub upserted: Vec<Endpoint>,
 }
 
-/// The changes from `old` to `new`, both sorted by (service, instance id): one merge
-/// pass, O(old + new). Removed ids are to be applied before upserts.
-pub fn endpoint_delta(old: &[Endpoint], new: &[Endpoint]) -> EndpointDelta {
-    let mut delta = EndpointDelta::default();
+/// An instance removed from a service.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Removed {
+    pub namespace: String,
+    pub service: String,
+    pub instance_id: String,
+}
+
+/// The order of `State::endpoints`: by namespace, service, instance id, so each
+/// service's instances are one run of the list (what a scoped full set sends).
+pub(crate) fn key(e: &Endpoint) -> (&str, &str, &str) {
+    (&e.namespace, &e.service, &e.instance_id)
+}
+
+fn removal(e: &Endpoint) -> Removed {
+    Removed {
+        namespace: e.namespace.clone(),
+        service: e.service.clone(),
+        instance_id: e.instance_id.clone(),
+    }
+}
+
+/// The changes from `old` to `new`, both sorted by `key`: one merge pass,
+/// O(old + new). Removals are to be applied before upserts.
+pub fn endpoint_delta(old: &[Endpoint], new: &[Endpoint]) -> Change {
+    let mut delta = Change::default();
     let (mut o, mut n) = (old.iter().peekable(), new.iter().peekable());
     loop {
         match (o.peek(), n.peek()) {
             (None, None) => break,
             (Some(a), None) => {
-                delta.removed.push(a.instance_id.clone());
+                delta.removed.push(removal(a));
                 o.next();
             }
             (None, Some(b)) => {
@@ -29,7 +63,7 @@ pub fn endpoint_delta(old: &[Endpoint], new: &[Endpoint]) -> EndpointDelta {
             }
             (Some(a), Some(b)) => match key(a).cmp(&key(b)) {
                 Ordering::Less => {
-                    delta.removed.push(a.instance_id.clone());
+                    delta.removed.push(removal(a));
                     o.next();
                 }
                 Ordering::Greater => {
@@ -50,21 +84,30 @@ pub fn endpoint_delta(old: &[Endpoint], new: &[Endpoint]) -> EndpointDelta {
 }
 
 /// One delta with the effect of `changes` applied in order (each: its removals, then
-/// its upserts), as a sidecar applies one delta. An id removed by any of them is
-/// removed (an instance that moved service must leave its old one first), then
-/// upserted again if its last change was an upsert.
-pub fn compose(changes: &[Arc<EndpointDelta>]) -> EndpointDelta {
+/// its upserts), as a sidecar applies one delta, keeping only what `scope` covers
+/// (every entry for an unscoped stream). An id removed by any of them is removed (an
+/// instance that moved service must leave its old one first), then upserted again if
+/// its last change was an upsert.
+pub fn compose(changes: &[Arc<Change>], scope: &Scope) -> EndpointDelta {
+    let covers_removed = |r: &Removed| scope.covers(&r.namespace, &r.service);
+    let covers = |e: &Endpoint| scope.covers(&e.namespace, &e.service);
     if let [one] = changes {
-        return EndpointDelta::clone(one);
+        return EndpointDelta {
+            removed: (one.removed.iter())
+                .filter(|r| covers_removed(r))
+                .map(|r| r.instance_id.clone())
+                .collect(),
+            upserted: one.upserted.iter().filter(|e| covers(e)).cloned().collect(),
+        };
     }
     let mut removed = BTreeSet::new();
     let mut latest: BTreeMap<&str, Option<&Endpoint>> = BTreeMap::new();
     for change in changes {
-        for id in &change.removed {
-            removed.insert(id.as_str());
-            latest.insert(id, None);
+        for r in change.removed.iter().filter(|r| covers_removed(r)) {
+            removed.insert(r.instance_id.as_str());
+            latest.insert(&r.instance_id, None);
         }
-        for e in &change.upserted {
+        for e in change.upserted.iter().filter(|e| covers(e)) {
             latest.insert(&e.instance_id, Some(e));
         }
     }
@@ -77,6 +120,14 @@ pub fn compose(changes: &[Arc<EndpointDelta>]) -> EndpointDelta {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn all() -> Scope {
+        Scope::default()
+    }
+
+    fn ids(removed: &[Removed]) -> Vec<String> {
+        removed.iter().map(|r| r.instance_id.clone()).collect()
+    }
 
     fn ep(service: &str, id: &str, address: &str) -> Endpoint {
         Endpoint {
@@ -101,7 +152,7 @@ mod tests {
             ep("c", "c-1", "h:4"),
         ];
         let d = endpoint_delta(&old, &new);
-        assert_eq!(d.removed, vec!["a-1".to_string()]);
+        assert_eq!(ids(&d.removed), vec!["a-1".to_string()]);
         assert_eq!(
             d.upserted,
             vec![ep("a", "a-2", "h:9"), ep("c", "c-1", "h:4")]
@@ -111,7 +162,11 @@ mod tests {
     #[test]
     fn an_instance_moving_service_is_removed_then_upserted() {
         let d = endpoint_delta(&[ep("a", "x", "h:1")], &[ep("b", "x", "h:1")]);
-        assert_eq!(d.removed, vec!["x".to_string()]);
+        assert_eq!(ids(&d.removed), vec!["x".to_string()]);
+        assert_eq!(
+            d.removed[0].service, "a",
+            "removed from the service it was in"
+        );
         assert_eq!(d.upserted, vec![ep("b", "x", "h:1")]);
     }
 
@@ -157,16 +212,43 @@ mod tests {
             Arc::new(endpoint_delta(&b, &c)),
             Arc::new(endpoint_delta(&c, &d)),
         ];
-        assert_eq!(apply(&a, &compose(&steps[..2])), c);
-        assert_eq!(apply(&a, &compose(&steps)), d);
-        assert_eq!(apply(&b, &compose(&steps[1..])), d);
-        assert_eq!(compose(&steps[..1]), *steps[0]);
-        assert_eq!(compose(&[]), EndpointDelta::default());
+        assert_eq!(apply(&a, &compose(&steps[..2], &all())), c);
+        assert_eq!(apply(&a, &compose(&steps, &all())), d);
+        assert_eq!(apply(&b, &compose(&steps[1..], &all())), d);
+        let one = compose(&steps[..1], &all());
+        assert_eq!(one.removed, ids(&steps[0].removed));
+        assert_eq!(one.upserted, steps[0].upserted);
+        assert_eq!(compose(&[], &all()), EndpointDelta::default());
     }
 
     #[test]
     fn equal_lists_have_an_empty_delta() {
         let list = vec![ep("a", "a-1", "h:1")];
-        assert_eq!(endpoint_delta(&list, &list), EndpointDelta::default());
+        assert_eq!(endpoint_delta(&list, &list), Change::default());
+    }
+
+    #[test]
+    fn a_scoped_stream_keeps_only_the_changes_of_its_services() {
+        let a = vec![ep("a", "a-1", "h:1"), ep("b", "b-1", "h:2")];
+        let b = vec![ep("a", "a-2", "h:3"), ep("b", "b-2", "h:4")];
+        let c = vec![ep("b", "a-2", "h:3"), ep("b", "b-2", "h:4")];
+        let steps = [
+            Arc::new(endpoint_delta(&a, &b)),
+            Arc::new(endpoint_delta(&b, &c)),
+        ];
+        let only_a = Scope::only([("".to_string(), "a".to_string())]);
+        let one = compose(&steps[..1], &only_a);
+        assert_eq!(
+            (one.removed, one.upserted),
+            (names(&["a-1"]), vec![b[0].clone()])
+        );
+        // a-2 moved to b: removed from the stream's view, never upserted there.
+        let both = compose(&steps, &only_a);
+        assert_eq!(both.removed, names(&["a-1", "a-2"]));
+        assert!(both.upserted.is_empty());
+    }
+
+    fn names(ids: &[&str]) -> Vec<String> {
+        ids.iter().map(|s| (*s).to_string()).collect()
     }
 }

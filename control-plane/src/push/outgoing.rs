@@ -6,13 +6,25 @@
 //! ever sent (up to 64 KiB), for the life of the stream. With 1,000 endpoints a full
 //! set is ~57 KB, so every idle stream would hold ~64 KiB for nothing. Parts are built
 //! lazily from the shared `State`, so a slow stream holds no copy of it either.
+//!
+//! A scoped stream (`Scope`) sends the endpoints its scope covers and the directory:
+//! a full set is the runs of its services (`Directory::runs`), a delta the shared
+//! changes filtered by the scope (`compose`), plus every endpoint of a service that
+//! just joined the scope.
 
+use std::collections::VecDeque;
+use std::ops::Range;
 use std::sync::Arc;
 
-use graylane_proto::v1::{Endpoint, EndpointDelta, EndpointSet, Snapshot, TrustBundle};
+use graylane_proto::v1::{
+    Endpoint, EndpointDelta, EndpointSet, ServiceDirectory, ServiceDirectoryDelta, ServiceName,
+    Snapshot, TrustBundle,
+};
 use prost::Message;
 
-use super::{State, compose, endpoint_delta};
+use super::directory::diff;
+use super::scope::{Owed, Scope};
+use super::{Change, State, compose, endpoint_delta};
 
 /// Target size of one message. Small enough to keep per-stream buffers small, large
 /// enough that a 1,000-endpoint set is a handful of messages.
@@ -21,13 +33,29 @@ pub const PART_BYTES: usize = 6 * 1024;
 /// The endpoint change one snapshot carries.
 enum Endpoints {
     Unchanged,
-    /// The whole set, from `state.endpoints[next..]`.
+    /// The whole set (of the scope): these runs of `state.endpoints`. `sent`: at
+    /// least one part carried it (an empty set still goes out once: it replaces).
     Full {
-        next: usize,
+        runs: VecDeque<Range<usize>>,
+        sent: bool,
     },
     Delta {
         removed: Vec<String>,
         upserted: Vec<Endpoint>,
+    },
+}
+
+/// The directory change one snapshot carries (scoped streams only).
+enum Names {
+    Unchanged,
+    /// `state.directory.names[next..]`; `sent` as for endpoints.
+    Full {
+        next: usize,
+        sent: bool,
+    },
+    Delta {
+        added: Vec<ServiceName>,
+        removed: Vec<ServiceName>,
     },
 }
 
@@ -36,6 +64,7 @@ pub struct Outgoing {
     state: Arc<State>,
     /// Byte offset into `state.rules` of what is left to send; `None`: rules unchanged.
     rules: Option<usize>,
+    directory: Names,
     endpoints: Endpoints,
     /// Whether the trust bundle goes out (in the first part): new to this stream.
     trust_bundle: bool,
@@ -43,29 +72,46 @@ pub struct Outgoing {
 }
 
 impl Outgoing {
-    /// The snapshot of `state` for a stream whose previous snapshot was `last`.
-    pub fn new(state: Arc<State>, last: Option<&State>) -> Self {
+    /// The snapshot of `state` for a stream whose previous snapshot was `last`, with
+    /// `scope` (whatever it is owed is sent now).
+    pub fn new(state: Arc<State>, last: Option<&State>, scope: &mut Scope) -> Self {
         let rules_changed =
             last.is_none_or(|l| l.revision != state.revision || l.rules != state.rules);
-        let endpoints = match last {
-            Some(l) if l.endpoints_generation == state.endpoints_generation => Endpoints::Unchanged,
-            Some(l) => {
-                let EndpointDelta { upserted, removed } = match changes_since(&state, l) {
-                    Some(changes) => compose(changes),
-                    None => endpoint_delta(&l.endpoints, &state.endpoints),
+        let owed = scope.take_owed();
+        let endpoints = match (last, owed) {
+            (None, _) | (_, Owed::Full) => full(&state, scope),
+            (Some(l), owed) => {
+                let added = match owed {
+                    Owed::Added(added) => added,
+                    _ => Vec::new(),
                 };
-                if upserted.len() + removed.len() < state.endpoints.len() {
-                    Endpoints::Delta { removed, upserted }
+                changed_endpoints(&state, l, scope, &added)
+            }
+        };
+        let directory = match (&endpoints, last) {
+            _ if !scope.is_scoped() => Names::Unchanged,
+            (Endpoints::Full { .. }, _) | (_, None) => Names::Full {
+                next: 0,
+                sent: false,
+            },
+            (_, Some(l)) if Arc::ptr_eq(&l.directory, &state.directory) => Names::Unchanged,
+            (_, Some(l)) => {
+                let (added, removed) = diff(&l.directory.names, &state.directory.names);
+                if added.len() + removed.len() < state.directory.names.len() {
+                    Names::Delta { added, removed }
                 } else {
-                    Endpoints::Full { next: 0 }
+                    Names::Full {
+                        next: 0,
+                        sent: false,
+                    }
                 }
             }
-            None => Endpoints::Full { next: 0 },
         };
         let trust_bundle = state.trust_bundle.is_some()
             && last.is_none_or(|l| l.trust_bundle != state.trust_bundle);
         Self {
             rules: rules_changed.then_some(0),
+            directory,
             endpoints,
             trust_bundle,
             state,
@@ -111,7 +157,10 @@ impl Outgoing {
             self.rules = (offset + end < self.state.rules.len()).then_some(offset + end);
         }
         if self.rules.is_none() {
-            self.fill_endpoints(&mut part, budget);
+            budget = self.fill_directory(&mut part, budget);
+            if self.directory_done() {
+                self.fill_endpoints(&mut part, budget);
+            }
         }
         part.more = !self.done();
         Some(part)
@@ -119,30 +168,84 @@ impl Outgoing {
 
     fn done(&self) -> bool {
         self.rules.is_none()
+            && self.directory_done()
             && match &self.endpoints {
                 Endpoints::Unchanged => true,
-                Endpoints::Full { next } => *next >= self.state.endpoints.len() && *next > 0,
+                Endpoints::Full { runs, sent } => *sent && runs.is_empty(),
                 Endpoints::Delta { removed, upserted } => removed.is_empty() && upserted.is_empty(),
             }
+    }
+
+    fn directory_done(&self) -> bool {
+        match &self.directory {
+            Names::Unchanged => true,
+            Names::Full { next, sent } => *sent && *next >= self.state.directory.names.len(),
+            Names::Delta { added, removed } => added.is_empty() && removed.is_empty(),
+        }
+    }
+
+    /// Adds what fits of the directory; the budget left.
+    fn fill_directory(&mut self, part: &mut Snapshot, mut budget: usize) -> usize {
+        match &mut self.directory {
+            Names::Unchanged => {}
+            Names::Full { next, sent } => {
+                let names = &self.state.directory.names;
+                let mut set = ServiceDirectory::default();
+                while let Some(n) = names.get(*next) {
+                    let size = n.encoded_len() + 3;
+                    if size > budget && !set.services.is_empty() {
+                        break;
+                    }
+                    budget = budget.saturating_sub(size);
+                    set.services.push(n.clone());
+                    *next += 1;
+                }
+                *sent = true;
+                part.directory = Some(set);
+            }
+            Names::Delta { added, removed } => {
+                let mut delta = ServiceDirectoryDelta::default();
+                for (from, to) in [(removed, &mut delta.removed), (added, &mut delta.added)] {
+                    while let Some(n) = from.last() {
+                        let size = n.encoded_len() + 3;
+                        if size > budget && !to.is_empty() {
+                            break;
+                        }
+                        budget = budget.saturating_sub(size);
+                        to.extend(from.pop());
+                    }
+                }
+                part.directory_changes = Some(delta);
+            }
+        }
+        budget
     }
 
     fn fill_endpoints(&mut self, part: &mut Snapshot, mut budget: usize) {
         match &mut self.endpoints {
             Endpoints::Unchanged => {}
-            Endpoints::Full { next } => {
+            Endpoints::Full { runs, sent } => {
                 let mut set = EndpointSet::default();
                 // At least one entry per part, so a huge endpoint still makes progress.
-                while let Some(e) = self.state.endpoints.get(*next) {
+                while let Some(run) = runs.front_mut() {
+                    let Some(e) = self
+                        .state
+                        .endpoints
+                        .get(run.start)
+                        .filter(|_| run.start < run.end)
+                    else {
+                        runs.pop_front();
+                        continue;
+                    };
                     let size = e.encoded_len() + 4;
                     if size > budget && !set.endpoints.is_empty() {
                         break;
                     }
                     budget = budget.saturating_sub(size);
                     set.endpoints.push(e.clone());
-                    *next += 1;
+                    run.start += 1;
                 }
-                // An empty set must still be sent once: it replaces what the sidecar had.
-                *next = (*next).max(1);
+                *sent = true;
                 part.endpoints = Some(set);
             }
             Endpoints::Delta { removed, upserted } => {
@@ -169,8 +272,66 @@ impl Outgoing {
     }
 }
 
+/// The whole set a stream with `scope` holds.
+fn full(state: &State, scope: &Scope) -> Endpoints {
+    Endpoints::Full {
+        runs: state.directory.runs(scope, state.endpoints.len()).into(),
+        sent: false,
+    }
+}
+
+/// What changed for a stream whose last snapshot was `last`: the shared changes its
+/// scope covers, and every endpoint of the services `added` to it since (the sidecar
+/// holds none of theirs). A full set when that is not smaller.
+fn changed_endpoints(
+    state: &State,
+    last: &State,
+    scope: &Scope,
+    added: &[(String, String)],
+) -> Endpoints {
+    if last.endpoints_generation == state.endpoints_generation && added.is_empty() {
+        return Endpoints::Unchanged;
+    }
+    let is_added = |ns: &str, svc: &str| added.iter().any(|(n, s)| n == ns && s == svc);
+    let EndpointDelta {
+        mut upserted,
+        removed,
+    } = if last.endpoints_generation == state.endpoints_generation {
+        EndpointDelta::default()
+    } else {
+        match changes_since(state, last) {
+            Some(changes) => compose(changes, scope),
+            None => compose(
+                &[Arc::new(endpoint_delta(&last.endpoints, &state.endpoints))],
+                scope,
+            ),
+        }
+    };
+    if !added.is_empty() {
+        // Theirs come whole below; an instance of theirs the sidecar never had needs
+        // no removal either (ids are unique, so dropping them here is exact).
+        upserted.retain(|e| !is_added(&e.namespace, &e.service));
+        for (ns, svc) in added {
+            if let Some(run) = state.directory.run(ns, svc) {
+                upserted.extend(state.endpoints[run].iter().cloned());
+            }
+        }
+    }
+    let whole: usize = state
+        .directory
+        .runs(scope, state.endpoints.len())
+        .iter()
+        .map(|r| r.len())
+        .sum();
+    if upserted.len() + removed.len() < whole.max(1) {
+        Endpoints::Delta { removed, upserted }
+    } else {
+        full(state, scope)
+    }
+}
+
 /// The changes from `last`'s endpoints to `state`'s, if `state` still keeps them all.
-fn changes_since<'a>(state: &'a State, last: &State) -> Option<&'a [Arc<EndpointDelta>]> {
+fn changes_since<'a>(state: &'a State, last: &State) -> Option<&'a [Arc<Change>]> {
     let behind = state
         .endpoints_generation
         .checked_sub(last.endpoints_generation)?;
@@ -180,213 +341,4 @@ fn changes_since<'a>(state: &'a State, last: &State) -> Option<&'a [Arc<Endpoint
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn endpoints(n: usize) -> Arc<Vec<Endpoint>> {
-        let mut list: Vec<Endpoint> = (0..n)
-            .map(|i| Endpoint {
-                service: format!("svc-{:02}", i % 20),
-                instance_id: format!("inst-{i:05}"),
-                labels: [("version".to_string(), "v1".to_string())].into(),
-                address: format!("10.0.{}.{}:15006", i / 250, i % 250),
-                ..Default::default()
-            })
-            .collect();
-        list.sort_by(|a, b| (&a.service, &a.instance_id).cmp(&(&b.service, &b.instance_id)));
-        Arc::new(list)
-    }
-
-    fn state(
-        version: u64,
-        revision: u64,
-        rules: &str,
-        generation: u64,
-        eps: Arc<Vec<Endpoint>>,
-    ) -> Arc<State> {
-        Arc::new(State {
-            version,
-            revision,
-            rules: rules.into(),
-            endpoints_generation: generation,
-            endpoints: eps,
-            endpoint_changes: Arc::default(),
-            loaded: true,
-            trust_bundle: None,
-            traffic_report_interval_ms: 5_000,
-        })
-    }
-
-    /// Sends every part and reassembles them as a sidecar would.
-    fn drain(
-        mut out: Outgoing,
-    ) -> (
-        Vec<Snapshot>,
-        Option<String>,
-        Option<Vec<Endpoint>>,
-        Option<EndpointDelta>,
-    ) {
-        let mut parts = Vec::new();
-        while let Some(p) = out.next_part() {
-            parts.push(p);
-        }
-        let rules = parts
-            .iter()
-            .any(|p| p.rules.is_some())
-            .then(|| parts.iter().filter_map(|p| p.rules.clone()).collect());
-        let full = parts.iter().any(|p| p.endpoints.is_some()).then(|| {
-            parts
-                .iter()
-                .filter_map(|p| p.endpoints.clone())
-                .flat_map(|s| s.endpoints)
-                .collect()
-        });
-        let delta = parts.iter().any(|p| p.endpoint_changes.is_some()).then(|| {
-            let mut d = EndpointDelta::default();
-            for c in parts.iter().filter_map(|p| p.endpoint_changes.clone()) {
-                d.removed.extend(c.removed);
-                d.upserted.extend(c.upserted);
-            }
-            d
-        });
-        (parts, rules, full, delta)
-    }
-
-    #[test]
-    fn a_large_first_snapshot_is_cut_into_small_parts_that_reassemble_exactly() {
-        let rules = "é".repeat(20_000); // 40 KB, multi-byte: cuts must fall on char boundaries
-        let s = state(7, 7, &rules, 1, endpoints(1000));
-        let (parts, got_rules, full, delta) = drain(Outgoing::new(Arc::clone(&s), None));
-        assert!(parts.len() > 5);
-        assert!(parts.iter().all(|p| p.version == 7 && p.revision == 7));
-        assert!(parts.iter().rev().skip(1).all(|p| p.more) && !parts.last().unwrap().more);
-        assert!(
-            parts.iter().all(|p| p.encoded_len() <= PART_BYTES + 512),
-            "every message stays small"
-        );
-        assert_eq!(got_rules.as_deref(), Some(rules.as_str()));
-        assert_eq!(full.as_deref(), Some(s.endpoints.as_slice()));
-        assert!(delta.is_none());
-    }
-
-    #[test]
-    fn an_empty_first_snapshot_is_one_part_that_still_replaces_endpoints() {
-        let (parts, rules, full, _) = drain(Outgoing::new(
-            state(1, 0, "", 0, Arc::new(Vec::new())),
-            None,
-        ));
-        assert_eq!(parts.len(), 1);
-        assert!(!parts[0].more);
-        assert_eq!(
-            (rules.as_deref(), full.map(|f| f.len())),
-            (Some(""), Some(0))
-        );
-    }
-
-    #[test]
-    fn later_snapshots_carry_only_what_changed() {
-        let eps = endpoints(100);
-        let first = state(1, 1, "a", 1, Arc::clone(&eps));
-        let rules_only = state(2, 2, "b", 1, Arc::clone(&eps));
-        let (parts, rules, full, delta) =
-            drain(Outgoing::new(Arc::clone(&rules_only), Some(&first)));
-        assert_eq!(
-            (
-                parts.len(),
-                rules.as_deref(),
-                full.is_none(),
-                delta.is_none()
-            ),
-            (1, Some("b"), true, true)
-        );
-
-        let mut fewer = eps.as_ref().clone();
-        let gone = fewer.remove(3).instance_id;
-        let endpoints_only = state(3, 2, "b", 2, Arc::new(fewer));
-        let (_, rules, full, delta) = drain(Outgoing::new(endpoints_only, Some(&rules_only)));
-        assert!(rules.is_none() && full.is_none());
-        assert_eq!(
-            delta.map(|d| (d.removed, d.upserted.len())),
-            Some((vec![gone], 0))
-        );
-    }
-
-    #[test]
-    fn a_stream_behind_by_kept_changes_sends_them_composed() {
-        let eps = endpoints(10);
-        let first = state(1, 1, "r", 1, Arc::clone(&eps));
-        let mut fewer = eps.as_ref().clone();
-        let gone = fewer.remove(0).instance_id;
-        let mut next = State::clone(&state(2, 1, "r", 2, Arc::new(fewer.clone())));
-        // A marker the diff would never produce: proves the shared change is used.
-        let shared = EndpointDelta {
-            removed: vec!["shared".into()],
-            upserted: Vec::new(),
-        };
-        next.endpoint_changes = Arc::new(vec![Arc::new(shared.clone())]);
-        let next = Arc::new(next);
-        let (_, _, _, delta) = drain(Outgoing::new(Arc::clone(&next), Some(&first)));
-        assert_eq!(delta, Some(shared));
-        // Two generations behind, one change kept: diffed here.
-        let older = state(0, 1, "r", 0, eps);
-        let (_, _, _, delta) = drain(Outgoing::new(next, Some(&older)));
-        assert_eq!(delta.map(|d| d.removed), Some(vec![gone]));
-    }
-
-    #[test]
-    fn the_report_period_goes_out_with_the_rules_only() {
-        let period_of = |out: Outgoing| {
-            let (parts, ..) = drain(out);
-            assert!(
-                parts
-                    .iter()
-                    .skip(1)
-                    .all(|p| p.traffic_report_interval_ms.is_none())
-            );
-            parts[0].traffic_report_interval_ms
-        };
-        let mut rollout = State::clone(&state(1, 1, &"r".repeat(20_000), 1, endpoints(3)));
-        rollout.traffic_report_interval_ms = 1_000;
-        let first = Arc::new(rollout);
-        assert_eq!(
-            period_of(Outgoing::new(Arc::clone(&first), None)),
-            Some(1_000)
-        );
-        let endpoints_only = state(2, 1, &first.rules, 2, endpoints(4));
-        assert_eq!(
-            period_of(Outgoing::new(Arc::clone(&endpoints_only), Some(&first))),
-            None
-        );
-        // A rule change carries it even when it stays the same.
-        let rules = state(3, 2, "r2", 2, endpoints(4));
-        assert_eq!(
-            period_of(Outgoing::new(rules, Some(&endpoints_only))),
-            Some(5_000)
-        );
-    }
-
-    #[test]
-    fn the_trust_bundle_goes_out_first_and_again_only_when_it_changes() {
-        let with = |s: Arc<State>, bundle: &[&str]| {
-            let mut next = State::clone(&s);
-            next.trust_bundle = Some(Arc::new(bundle.iter().map(|b| b.to_string()).collect()));
-            Arc::new(next)
-        };
-        let bundle_of = |out: Outgoing| {
-            let (parts, ..) = drain(out);
-            let carrying: Vec<_> = parts.iter().filter(|p| p.trust_bundle.is_some()).collect();
-            assert!(carrying.len() <= 1, "at most one part carries it");
-            carrying.first().and_then(|p| p.trust_bundle.clone())
-        };
-        let first = with(state(1, 1, "r", 1, endpoints(3)), &["ca"]);
-        let sent = bundle_of(Outgoing::new(Arc::clone(&first), None)).unwrap();
-        assert_eq!(sent.certificates_pem, ["ca"]);
-        let rules = with(state(2, 2, "r2", 1, endpoints(3)), &["ca"]);
-        assert!(bundle_of(Outgoing::new(Arc::clone(&rules), Some(&first))).is_none());
-        let rotated = with(state(3, 2, "r2", 1, endpoints(3)), &["ca", "new"]);
-        let sent = bundle_of(Outgoing::new(rotated, Some(&rules))).unwrap();
-        assert_eq!(sent.certificates_pem, ["ca", "new"]);
-        // Not loaded yet: nothing to send.
-        assert!(bundle_of(Outgoing::new(state(1, 1, "r", 1, endpoints(3)), None)).is_none());
-    }
-}
+mod tests;

@@ -17,6 +17,8 @@ const BUCKETS: [f64; 12] = [
 pub struct PushStats {
     pushes: Counter,
     nacks: Counter,
+    /// Interest messages (a scoped sidecar asking for more services' endpoints).
+    interest: Counter,
     ack_seconds: Histogram,
 }
 
@@ -25,6 +27,7 @@ impl Default for PushStats {
         Self {
             pushes: Counter::default(),
             nacks: Counter::default(),
+            interest: Counter::default(),
             ack_seconds: Histogram::new(BUCKETS),
         }
     }
@@ -38,6 +41,11 @@ impl PushStats {
 
     pub fn nacked(&self) {
         self.nacks.inc();
+    }
+
+    /// A scoped sidecar asked for more services' endpoints.
+    pub fn interest(&self) {
+        self.interest.inc();
     }
 
     /// A sidecar ACKed a snapshot `took` after it started going out.
@@ -56,6 +64,11 @@ impl PushStats {
             "graylane_control_nacks_total",
             "Snapshots a sidecar rejected.",
             self.nacks.clone(),
+        );
+        scrape.register(
+            "graylane_control_endpoint_interest_total",
+            "Interest messages: a scoped sidecar asking for more services' endpoints.",
+            self.interest.clone(),
         );
         scrape.register(
             "graylane_control_push_ack_seconds",

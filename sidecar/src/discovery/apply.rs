@@ -12,7 +12,7 @@
 //! stale through a reconnect (see `stale`); when a grace ends, `refresh` rebuilds the
 //! routes without them.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
@@ -28,7 +28,7 @@ use super::cache;
 use super::received::Received;
 use super::stale::Held;
 use crate::identity::Identity;
-use crate::routes::{Origin, Routes, Shared};
+use crate::routes::{Origin, Routes, Shared, Unheld};
 
 /// Compiles, publishes and caches; shared with the blocking tasks that do it.
 pub(super) struct Applier {
@@ -253,6 +253,7 @@ fn compile(received: &Received, version: u64, source: Origin) -> Result<Routes, 
             .push(i.id.clone());
     }
     let addresses = instances.iter().map(|i| i.address.clone()).collect();
+    let directory = unheld(received, &instances);
     let table = RoutingTable::build(&rules, instances);
     Ok(Routes {
         version,
@@ -262,5 +263,30 @@ fn compile(received: &Received, version: u64, source: Origin) -> Result<Routes, 
         endpoints,
         addresses,
         source,
+        directory,
     })
+}
+
+/// Scoped endpoints: the directory's services with no instance among `instances`
+/// (the stale ones count: they are routed to). `None` when not scoped.
+fn unheld(received: &Received, instances: &[graylane_routing::Instance]) -> Option<Unheld> {
+    let directory = received.directory.as_ref()?;
+    let held: BTreeSet<(&str, &str)> = instances
+        .iter()
+        .map(|i| (i.namespace.as_str(), i.service.as_str()))
+        .collect();
+    let mut unheld = Unheld {
+        directory_len: directory.len(),
+        ..Unheld::default()
+    };
+    for (ns, svc) in directory {
+        if !held.contains(&(ns.as_str(), svc.as_str())) {
+            unheld
+                .by_namespace
+                .entry(ns.clone())
+                .or_default()
+                .insert(svc.clone());
+        }
+    }
+    Some(unheld)
 }

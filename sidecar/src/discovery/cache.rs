@@ -158,6 +158,7 @@ mod tests {
             revision: 4,
             rules: "apiVersion: graylane.io/v1\nkind: Lane\n".into(),
             endpoints: BTreeMap::from([("orders-1".into(), endpoint)]),
+            directory: Some([("shop".into(), "orders".into())].into()),
         }
     }
 

@@ -5,7 +5,7 @@
 //! against the previous one it *sent*. After a NACK the sidecar keeps routing by the
 //! last good snapshot, but must read the next delta against the rejected one.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use graylane_proto::v1::{Endpoint, Snapshot};
 use graylane_routing::Instance;
@@ -17,6 +17,11 @@ pub(crate) struct Received {
     pub(crate) rules: String,
     /// By instance id.
     pub(crate) endpoints: BTreeMap<String, CachedEndpoint>,
+    /// Scoped endpoints: every mesh service with an instance, (namespace, service).
+    /// `None`: the stream is not scoped (every endpoint is here); also in caches
+    /// written before scoping.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(crate) directory: Option<BTreeSet<(String, String)>>,
 }
 
 /// An endpoint as stored (the proto type has no serde).
@@ -91,6 +96,14 @@ impl PartialSnapshot {
                     d.removed.extend(delta.removed);
                     d.upserted.extend(delta.upserted);
                 }
+                if let Some(dir) = part.directory {
+                    (whole.directory.get_or_insert_default().services).extend(dir.services);
+                }
+                if let Some(delta) = part.directory_changes {
+                    let d = whole.directory_changes.get_or_insert_default();
+                    d.added.extend(delta.added);
+                    d.removed.extend(delta.removed);
+                }
                 if part.trust_bundle.is_some() {
                     whole.trust_bundle = part.trust_bundle;
                 }
@@ -134,7 +147,33 @@ impl Received {
                 next.endpoints.insert(e.instance_id.clone(), e.into());
             }
         }
+        next.directory_after(snapshot);
         next
+    }
+
+    /// The directory after `snapshot`: a full endpoint set comes with the directory
+    /// on a scoped stream, so one without it means "not scoped" (an older control
+    /// plane, or a scope the control plane dropped as too large).
+    fn directory_after(&mut self, snapshot: &Snapshot) {
+        let key = |s: &graylane_proto::v1::ServiceName| {
+            let ns = if s.namespace.is_empty() {
+                default_namespace()
+            } else {
+                s.namespace.clone()
+            };
+            (ns, s.service.clone())
+        };
+        if let Some(dir) = &snapshot.directory {
+            self.directory = Some(dir.services.iter().map(key).collect());
+        } else if snapshot.endpoints.is_some() {
+            self.directory = None;
+        }
+        if let (Some(delta), Some(dir)) = (&snapshot.directory_changes, &mut self.directory) {
+            for s in &delta.removed {
+                dir.remove(&key(s));
+            }
+            dir.extend(delta.added.iter().map(key));
+        }
     }
 
     /// The endpoints as the routing crate takes them.
@@ -247,5 +286,47 @@ mod tests {
             ids,
             [("b-1".into(), "c".into()), ("d-1".into(), "d".into())]
         );
+    }
+
+    #[test]
+    fn the_directory_comes_with_full_sets_and_changes_by_deltas() {
+        use graylane_proto::v1::{ServiceDirectory, ServiceDirectoryDelta, ServiceName};
+        let name = |ns: &str, svc: &str| ServiceName {
+            namespace: ns.into(),
+            service: svc.into(),
+        };
+        let scoped = Snapshot {
+            endpoints: Some(EndpointSet::default()),
+            directory: Some(ServiceDirectory {
+                services: vec![name("", "a"), name("shop", "b")],
+            }),
+            ..Default::default()
+        };
+        let r = Received::default().after(&scoped);
+        let dir = |r: &Received| {
+            r.directory
+                .clone()
+                .map(|d| d.into_iter().collect::<Vec<_>>())
+        };
+        let pair = |ns: &str, svc: &str| (ns.to_string(), svc.to_string());
+        assert_eq!(dir(&r), Some(vec![pair("default", "a"), pair("shop", "b")]));
+        let changed = Snapshot {
+            directory_changes: Some(ServiceDirectoryDelta {
+                added: vec![name("shop", "c")],
+                removed: vec![name("default", "a")],
+            }),
+            ..Default::default()
+        };
+        let r = r.after(&changed);
+        assert_eq!(dir(&r), Some(vec![pair("shop", "b"), pair("shop", "c")]));
+        // Rules only: the directory stays.
+        let r = r.after(&Snapshot::default());
+        assert_eq!(dir(&r).map(|d| d.len()), Some(2));
+        // A full set without one: not scoped (any more), every endpoint is here.
+        let r = r.after(&Snapshot {
+            endpoints: Some(EndpointSet::default()),
+            ..Default::default()
+        });
+        assert_eq!(dir(&r), None);
     }
 }

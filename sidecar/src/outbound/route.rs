@@ -103,6 +103,10 @@ impl Outbound {
                 return self.forward_to(leaving, tag, &to[0].to_string()).await;
             }
         };
+        // Scoped endpoints: a mesh service whose endpoints are not held yet is asked
+        // for, waiting at most 1 s, before it is routed (`discovery::ensure`).
+        let routes =
+            crate::discovery::ensure(&self.routes, routes, &dest.namespace, &dest.service).await;
         let (unknown, why) = match self.to_service(&routes, &dest, leaving, ledger).await {
             Err(Unrouted::Unknown(leaving, why)) => (leaving, why),
             Err(Unrouted::Failed(e)) => return Err(e),

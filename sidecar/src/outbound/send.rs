@@ -98,7 +98,11 @@ impl Outbound {
                 tracing::debug!(%service, instance = %instance.id, "not connected: sending elsewhere");
                 held = Some((head, body));
                 retries += 1;
-                avoid = Some(instance.address.clone());
+                // With no other candidate, the same one once more: avoiding it would
+                // leave none, a 503 hiding the connect error that names it.
+                if route.candidates.len() > 1 {
+                    avoid = Some(instance.address.clone());
+                }
                 continue;
             }
             if matches!(

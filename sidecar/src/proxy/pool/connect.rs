@@ -1,0 +1,143 @@
+//! Making one upstream connection: TCP; for mesh mTLS, the TLS handshake with this
+//! sidecar's certificate as it is at that moment; then hyper's HTTP/1.1 or HTTP/2
+//! handshake, the connection driven by a task of its own until it closes.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use hyper::client::conn::{http1, http2};
+use hyper::rt::{Read, Write};
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use tokio::net::TcpStream;
+
+use super::super::{Body, H2_CONNECTION_WINDOW, H2_STREAM_WINDOW, mtls};
+use super::{Dest, PoolError};
+use crate::identity::{Alpn, Identity};
+
+/// How the pool connects.
+#[derive(Clone)]
+pub(super) struct Connector {
+    /// Bounds the TCP connect, and separately the TLS handshake after it.
+    pub(super) timeout: Duration,
+    /// This sidecar's certificate and trust bundle, read per connection (a renewed
+    /// certificate serves every connection made after it); `None`: mTLS fails.
+    pub(super) identity: Option<Arc<Identity>>,
+}
+
+impl Connector {
+    /// A new HTTP/1.1 connection to `dest` (ALPN `http/1.1` over mTLS).
+    pub(super) async fn http1(
+        &self,
+        dest: Dest<'_>,
+    ) -> Result<http1::SendRequest<Body>, PoolError> {
+        match dest.peer {
+            None => handshake_http1(self.tcp(dest.address).await?, dest.address).await,
+            Some(peer) => {
+                let tls = self.tls(dest.address, peer, Alpn::Http1).await?;
+                handshake_http1(tls, dest.address).await
+            }
+        }
+    }
+
+    /// A new HTTP/2 connection to `dest` (prior knowledge in the clear, ALPN `h2` over
+    /// mTLS).
+    pub(super) async fn http2(
+        &self,
+        dest: Dest<'_>,
+    ) -> Result<http2::SendRequest<Body>, PoolError> {
+        match dest.peer {
+            None => handshake_http2(self.tcp(dest.address).await?, dest.address).await,
+            Some(peer) => {
+                let tls = self.tls(dest.address, peer, Alpn::H2).await?;
+                handshake_http2(tls, dest.address).await
+            }
+        }
+    }
+
+    /// Mesh TLS to `address`, its server proving `peer`, with this sidecar's
+    /// certificate as it is now.
+    async fn tls(
+        &self,
+        address: &str,
+        peer: &str,
+        alpn: Alpn,
+    ) -> Result<TokioIo<mtls::TlsStream<TcpStream>>, PoolError> {
+        let Some(identity) = &self.identity else {
+            return Err(PoolError::Connect(format!(
+                "mTLS to {peer}: this sidecar has no identity"
+            )));
+        };
+        // Checked before connecting: without a certificate or a name for the peer
+        // there is nothing to try.
+        let client = mtls::MeshTls::new(identity, peer, alpn).map_err(PoolError::Connect)?;
+        let tcp = self.tcp(address).await?.into_inner();
+        let tls = client
+            .handshake(tcp, self.timeout)
+            .await
+            .map_err(PoolError::Connect)?;
+        Ok(TokioIo::new(tls))
+    }
+
+    async fn tcp(&self, address: &str) -> Result<TokioIo<TcpStream>, PoolError> {
+        let connect = async {
+            // An address without a port is port 80, as in `http://{address}`.
+            match address.rsplit_once(':') {
+                Some((_, port)) if !port.contains(']') => TcpStream::connect(address).await,
+                _ => TcpStream::connect((address.trim_matches(['[', ']']), 80)).await,
+            }
+        };
+        let stream = match tokio::time::timeout(self.timeout, connect).await {
+            Err(_) => {
+                return Err(PoolError::Connect(format!(
+                    "tcp connect error: {address}: timed out after {:?}",
+                    self.timeout
+                )));
+            }
+            Ok(Err(e)) => {
+                return Err(PoolError::Connect(format!(
+                    "tcp connect error: {address}: {e}"
+                )));
+            }
+            Ok(Ok(stream)) => stream,
+        };
+        // Small requests and answers go out at once (Nagle would hold them for the
+        // peer's delayed ACK).
+        let _ = stream.set_nodelay(true);
+        Ok(TokioIo::new(stream))
+    }
+}
+
+async fn handshake_http1<T>(io: T, address: &str) -> Result<http1::SendRequest<Body>, PoolError>
+where
+    T: Read + Write + Unpin + Send + 'static,
+{
+    let (sender, connection) = http1::handshake(io)
+        .await
+        .map_err(|e| PoolError::Connect(format!("handshake with {address}: {e}")))?;
+    tokio::spawn(async move {
+        if let Err(e) = connection.with_upgrades().await {
+            tracing::debug!(error = %e, "upstream connection ended");
+        }
+    });
+    Ok(sender)
+}
+
+async fn handshake_http2<T>(io: T, address: &str) -> Result<http2::SendRequest<Body>, PoolError>
+where
+    T: Read + Write + Unpin + Send + 'static,
+{
+    let (sender, connection) = http2::Builder::new(TokioExecutor::new())
+        .timer(TokioTimer::new())
+        .keep_alive_interval(Duration::from_secs(30))
+        .initial_stream_window_size(H2_STREAM_WINDOW)
+        .initial_connection_window_size(H2_CONNECTION_WINDOW)
+        .handshake(io)
+        .await
+        .map_err(|e| PoolError::Connect(format!("h2 handshake with {address}: {e}")))?;
+    tokio::spawn(async move {
+        if let Err(e) = connection.await {
+            tracing::debug!(error = %e, "upstream h2 connection ended");
+        }
+    });
+    Ok(sender)
+}
