@@ -19,7 +19,8 @@
 //!
 //! Pod annotations override the defaults: `graylane.io/sidecar-image`,
 //! `graylane.io/service`, `graylane.io/app-port`, `graylane.io/exclude-inbound-ports`,
-//! `graylane.io/exclude-outbound-ports`, `graylane.io/exclude-outbound-cidrs`. Which
+//! `graylane.io/exclude-outbound-ports`, `graylane.io/exclude-outbound-cidrs`,
+//! `graylane.io/endpoint-scope` and `graylane.io/calls` (see `scope`). Which
 //! pods are injected at all is [`decide`]d in one place.
 //!
 //! Plain `serde_json::Value`s: the few fields we touch do not justify k8s-openapi's
@@ -29,6 +30,7 @@ use serde_json::{Map, Value, json};
 
 mod credential;
 mod decide;
+mod scope;
 
 pub use self::credential::{CA_BUNDLE_ANNOTATION, Credential, TOKEN_AUDIENCE, TOKEN_SECONDS};
 pub use self::decide::{Decision, INJECT_LABEL, NEVER, STATUS_ANNOTATION, Skip, decide};
@@ -168,6 +170,7 @@ pub fn inject(
         json!({"name": "GRAYLANE_ADMIN_ADDR", "value": format!("127.0.0.1:{ADMIN_PORT}")}),
         json!({"name": "GRAYLANE_HEALTH_ADDR", "value": format!("0.0.0.0:{HEALTH_PORT}")}),
     ];
+    env.extend(scope::env(text)?);
     let mut mounts = Vec::new();
     let mut new_annotations = annotations.clone();
     config

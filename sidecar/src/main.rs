@@ -132,9 +132,9 @@ struct Args {
     #[arg(long, env = "GRAYLANE_ENDPOINT_SCOPE", default_value = "all", value_parser = ["all", "scoped"])]
     endpoint_scope: String,
     /// With --endpoint-scope scoped: services wanted from the start, comma-separated:
-    /// `svc` (this sidecar's namespace) or `namespace/svc`.
+    /// `svc` (this sidecar's namespace) or `svc.namespace`, as rules name them.
     #[arg(long, env = "GRAYLANE_CALLS", value_delimiter = ',', value_parser = discovery::parse_call)]
-    calls: Vec<(Option<String>, String)>,
+    calls: Vec<graylane_routing::ServiceName>,
     /// How often traffic counts go to the control plane (100ms to 1m); for tests.
     #[arg(long, env = "GRAYLANE_TRAFFIC_REPORT_INTERVAL", default_value = "5s", value_parser = parse_report_interval, hide = true)]
     traffic_report_interval: Duration,

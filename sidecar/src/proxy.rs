@@ -7,15 +7,13 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use bytes::Bytes;
 use graylane_routing::MtlsMode;
 use http::request::Parts;
 use http::uri::PathAndQuery;
 use http::{HeaderValue, Method, Request, Response, Uri, Version};
-use http_body_util::BodyExt;
-use http_body_util::combinators::UnsyncBoxBody;
 use hyper::body::Incoming;
 
+mod body;
 mod classify;
 mod coalesce;
 mod error;
@@ -26,6 +24,7 @@ mod pool;
 mod unsent;
 pub(crate) mod upgrade;
 
+pub(crate) use self::body::Body;
 use self::classify::{malformed, pool_failure};
 use self::coalesce::Coalesce;
 pub(crate) use self::error::ProxyError;
@@ -36,20 +35,16 @@ pub(crate) use self::mtls::{Transport, mtls_mode};
 use self::pool::{Dest, Pool};
 pub(crate) use self::unsent::{Reclaim, unsent};
 
-/// Every body the sidecar sends or receives.
-pub(crate) type Body = UnsyncBoxBody<Bytes, BoxError>;
 pub(crate) type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
-/// A streamed body, boxed, its ready frames merged (see `coalesce`).
+/// A streamed body, its ready frames merged (see `coalesce`).
 pub(crate) fn boxed(body: Incoming) -> Body {
-    Coalesce::new(body).boxed_unsync()
+    Body::Received(Coalesce::new(body))
 }
 
 /// An empty body (for retries of body-less requests and for errors).
 pub(crate) fn empty() -> Body {
-    http_body_util::Empty::new()
-        .map_err(|e| match e {})
-        .boxed_unsync()
+    Body::Empty
 }
 
 /// HTTP/2 flow-control windows, on both sides of the proxy. h2 allows unread frames

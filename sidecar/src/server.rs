@@ -66,7 +66,7 @@ const MAX_CONCURRENT_STREAMS: u32 = 100;
 
 /// A request handler: (peer, request) → response. Errors are already responses (see
 /// [`ProxyError::into_response`]).
-pub trait Handler: Send + Sync + 'static {
+pub(crate) trait Handler: Send + Sync + 'static {
     fn handle(
         self: Arc<Self>,
         peer: Peer,
@@ -102,7 +102,7 @@ pub enum Sniff {
 /// timeout. HTTP/1 connections close after their current request; HTTP/2 clients get
 /// a GOAWAY. The accept loop, its limit and backoff and the drain are
 /// [`graylane_serve::serve`]'s, the one of every graylane listener.
-pub async fn serve<H: Handler>(
+pub(crate) async fn serve<H: Handler>(
     listener: TcpListener,
     handler: Arc<H>,
     limits: Limits,

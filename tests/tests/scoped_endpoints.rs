@@ -149,7 +149,7 @@ fn declared_calls_are_held_from_the_start_and_unknown_services_fail_as_before() 
     let cp = ControlPlane::start(dir, &[]);
     let url = cp.url();
     let (_orders_app, _orders) = instance(dir, &url, "orders", "orders-1");
-    let web = web(dir, &url, &["--calls", "orders,default/payments"]);
+    let web = web(dir, &url, &["--calls", "orders,payments.default"]);
     web.wait_endpoints("orders", 1);
     let scope = &web.config()["endpointScope"];
     assert_eq!(scope["declared"], serde_json::json!(["orders", "payments"]));

@@ -255,6 +255,38 @@ fn annotations_override_image_ports_and_exclusions() {
 }
 
 #[test]
+fn injected_sidecars_receive_only_the_endpoints_their_app_calls_unless_told() {
+    let mut p = pod(json!({"labels": {"app": "web"}}), app(json!([])));
+    inject_object(&mut p, None, &Config::default()).unwrap();
+    assert_eq!(env(&p, "GRAYLANE_ENDPOINT_SCOPE")["value"], "scoped");
+    assert_eq!(env(&p, "GRAYLANE_CALLS"), Value::Null);
+    let annotated = |scope: &str, calls: &str| {
+        pod(
+            json!({"labels": {"app": "web"}, "annotations": {
+                "graylane.io/endpoint-scope": scope, "graylane.io/calls": calls}}),
+            app(json!([])),
+        )
+    };
+    let mut p = annotated("scoped", "orders, payments.shop");
+    inject_object(&mut p, None, &Config::default()).unwrap();
+    assert_eq!(env(&p, "GRAYLANE_CALLS")["value"], "orders, payments.shop");
+    let mut p = annotated("all", "");
+    inject_object(&mut p, None, &Config::default()).unwrap();
+    assert_eq!(env(&p, "GRAYLANE_ENDPOINT_SCOPE")["value"], "all");
+    for (scope, calls, names) in [
+        ("some", "", "graylane.io/endpoint-scope"),
+        ("scoped", "orders,Payments", "\"Payments\""),
+        ("scoped", "shop/orders", "\"shop/orders\""),
+        ("all", "orders", "graylane.io/calls"),
+    ] {
+        let e = inject_object(&mut annotated(scope, calls), None, &Config::default())
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains(names), "{scope} {calls}: {e}");
+    }
+}
+
+#[test]
 fn bad_input_is_refused_with_the_reason() {
     let mut p = pod(json!({"labels": {"tier": "web"}}), app(json!([])));
     assert_eq!(

@@ -23,6 +23,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use graylane_proto::v1::ServiceName;
+use graylane_routing::ServiceName as ServiceRef;
 use tokio::sync::Notify;
 
 use crate::routes::{Routes, Routing};
@@ -152,28 +153,18 @@ pub(crate) async fn ensure(
     }
 }
 
-/// One `--calls` entry: `svc` (in the sidecar's own namespace) or `namespace/svc`,
-/// each checked as rules name them. `None` namespace: the sidecar's own.
-pub fn parse_call(s: &str) -> Result<(Option<String>, String), String> {
-    let (namespace, service) = match s.trim().split_once('/') {
-        Some((ns, svc)) => (Some(ns), svc),
-        None => (None, s.trim()),
-    };
-    let name = |what: &str, v: &str| {
-        graylane_routing::Name::new(v)
-            .map(|n| n.as_str().to_string())
-            .map_err(|e| format!("{s:?}: {what}: {e}"))
-    };
-    Ok((
-        namespace.map(|ns| name("namespace", ns)).transpose()?,
-        name("service", service)?,
-    ))
+/// One `--calls` entry, a service reference as rules write one: `svc` (in the
+/// sidecar's own namespace) or `svc.namespace`, read by the routing crate.
+pub fn parse_call(s: &str) -> Result<ServiceRef, String> {
+    let name = ServiceRef::new(s.trim()).map_err(|e| format!("{s:?}: {e}"))?;
+    name.check_reference().map_err(|e| format!("{s:?}: {e}"))?;
+    Ok(name)
 }
 
 /// `--endpoint-scope` (`all` | `scoped`) with `--calls`, read in `namespace`.
 pub fn endpoint_scope(
     mode: &str,
-    calls: Vec<(Option<String>, String)>,
+    calls: Vec<ServiceRef>,
     namespace: &str,
 ) -> Result<EndpointScope, String> {
     match mode {
@@ -184,8 +175,11 @@ pub fn endpoint_scope(
         ),
         "scoped" => Ok(EndpointScope::Scoped(
             calls
-                .into_iter()
-                .map(|(ns, svc)| (ns.unwrap_or_else(|| namespace.to_string()), svc))
+                .iter()
+                .map(|call| {
+                    let (ns, svc) = call.resolve(namespace);
+                    (ns.to_owned(), svc.to_owned())
+                })
                 .collect(),
         )),
         other => Err(format!(
@@ -222,15 +216,15 @@ mod tests {
 
     #[test]
     fn calls_are_names_as_rules_read_them_and_need_a_scoped_sidecar() {
-        assert_eq!(parse_call("cart"), Ok((None, "cart".into())));
+        assert_eq!(parse_call("cart").map(|c| c.to_string()), Ok("cart".into()));
         assert_eq!(
-            parse_call("shop/cart"),
-            Ok((Some("shop".into()), "cart".into()))
+            parse_call(" cart.shop ").map(|c| c.to_string()),
+            Ok("cart.shop".into())
         );
-        for bad in ["Cart", "shop/", "/cart", "a/b/c", "cart.shop", ""] {
+        for bad in ["Cart", "shop/cart", "cart.", ".cart", "a.b.c", ""] {
             assert!(parse_call(bad).is_err(), "{bad}");
         }
-        let calls = vec![(None, "cart".into()), (Some("x".into()), "pay".into())];
+        let calls = vec![parse_call("cart").unwrap(), parse_call("pay.x").unwrap()];
         assert_eq!(
             endpoint_scope("scoped", calls.clone(), "shop"),
             Ok(EndpointScope::Scoped(vec![

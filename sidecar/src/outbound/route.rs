@@ -108,7 +108,7 @@ impl Outbound {
         let routes =
             crate::discovery::ensure(&self.routes, routes, &dest.namespace, &dest.service).await;
         let (unknown, why) = match self.to_service(&routes, &dest, leaving, ledger).await {
-            Err(Unrouted::Unknown(leaving, why)) => (leaving, why),
+            Err(Unrouted::Unknown(leaving, why)) => (*leaving, why),
             Err(Unrouted::Failed(e)) => return Err(e),
             Ok(response) => return Ok(response),
         };
@@ -154,7 +154,7 @@ impl Outbound {
         {
             Err(why @ RouteError::UnknownService { .. }) => {
                 let leaving = Leaving { parts, body, hops };
-                return Err(Unrouted::Unknown(leaving, why));
+                return Err(Unrouted::Unknown(Box::new(leaving), why));
             }
             // Labelled by its service too, so a 503 (no instance in the lane) shows
             // where it happened.
@@ -287,7 +287,7 @@ impl Outbound {
 enum Unrouted {
     /// The table knows no such service: the request, for the caller to send elsewhere,
     /// and the error to answer with if there is nowhere else.
-    Unknown(Leaving, RouteError),
+    Unknown(Box<Leaving>, RouteError),
     Failed(ProxyError),
 }
 

@@ -321,7 +321,8 @@ impl ProxyError {
         let mut response = Response::new(
             Full::new(Bytes::from(format!("graylane: {self}\n")))
                 .map_err(|e| match e {})
-                .boxed_unsync(),
+                .boxed_unsync()
+                .into(),
         );
         *response.status_mut() = status;
         response.headers_mut().insert(

@@ -21,7 +21,7 @@ pub(crate) fn unsent(body: Body) -> (Body, Reclaim) {
         taken: None,
         hint,
     };
-    (lazy.boxed_unsync(), Reclaim(slot))
+    (lazy.boxed_unsync().into(), Reclaim(slot))
 }
 
 /// The way back to a body [`unsent`] has not let go of.
@@ -78,6 +78,7 @@ mod tests {
         Full::new(Bytes::from(text))
             .map_err(|e| match e {})
             .boxed_unsync()
+            .into()
     }
 
     #[tokio::test]
