@@ -50,13 +50,15 @@ pub(crate) struct Call {
     pub(crate) head: Parts,
     pub(crate) body: Body,
     pub(crate) peer: Peer,
-    pub(crate) ledger: Ledger,
+    /// Boxed: a call and its answer pass through every layer by value, and the
+    /// ledger is most of their size (half a kilobyte).
+    pub(crate) ledger: Box<Ledger>,
 }
 
 /// One request on its way back: the response, or the error to answer with.
 pub(crate) struct Answer {
     pub(crate) response: Result<Response<Body>, ProxyError>,
-    pub(crate) ledger: Ledger,
+    pub(crate) ledger: Box<Ledger>,
 }
 
 /// What the layers learn about a call, for the ones that record it.
@@ -127,7 +129,7 @@ impl Call {
             head,
             body,
             peer,
-            ledger: Ledger::new(),
+            ledger: Box::new(Ledger::new()),
         }
     }
 

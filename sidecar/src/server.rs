@@ -11,7 +11,9 @@
 //!        first request head within --header-read-timeout of accept, else closed
 //!        writes stalled for --send-timeout: closed (stall)
 //!        most requests cancelled by the client: closed (rapid reset)
-//!   ─► every request: checks (400 / 431) ─► Handler ─► response
+//!        HTTP/1.1 idle 20 ms between requests: parked, hyper's buffers freed,
+//!        the socket kept (`idle`, driven by `drive`)
+//!   ─► every request: checks (400 / 431) ─► Handler (the `pipeline`) ─► response
 //! ```
 //!
 //! The limits are set here once. hyper enforces its HTTP/1 header timer only with a
@@ -26,8 +28,6 @@ use std::time::Duration;
 
 use http::{Request, Response};
 use hyper::body::Incoming;
-use hyper_util::rt::TokioExecutor;
-use hyper_util::server::conn::auto;
 use tokio::net::TcpListener;
 use tokio::sync::{Notify, watch};
 
@@ -38,12 +38,14 @@ use crate::transparent::Transparent;
 mod accept;
 mod checks;
 mod connection;
+mod drive;
+mod idle;
 mod mtls;
 mod stall;
 
 use self::checks::Refusal;
 pub(crate) use self::checks::{MAX_HEADER_BYTES, MAX_HEADERS, MESH_BYTES, MESH_FIELDS};
-use self::connection::Connection;
+use self::connection::{Connection, Protocols};
 pub use self::mtls::MeshInbound;
 
 /// Connection limits of a listener.
@@ -153,14 +155,13 @@ impl Limits {
 }
 
 /// HTTP/1.1 and HTTP/2 on one port, with every limit of this module.
-fn builder(limits: &Limits) -> auto::Builder<TokioExecutor> {
+fn builder(limits: &Limits) -> Arc<Protocols> {
     // The shared settings: hyper's header timer, the read buffer, HTTP/2 keep-alive.
-    let mut builder = graylane_serve::builder(&limits.serve());
+    let mut h1 = graylane_serve::http1_builder(&limits.serve());
     // Room for what the mesh adds; `checks` holds clients to MAX_HEADERS.
-    builder.http1().max_headers(MAX_HEADERS + MESH_FIELDS);
-    builder
-        .http2()
-        .max_concurrent_streams(MAX_CONCURRENT_STREAMS)
+    h1.max_headers(MAX_HEADERS + MESH_FIELDS);
+    let mut h2 = graylane_serve::http2_builder();
+    h2.max_concurrent_streams(MAX_CONCURRENT_STREAMS)
         .initial_stream_window_size(H2_STREAM_WINDOW)
         .initial_connection_window_size(H2_CONNECTION_WINDOW)
         // h2 counts 32 bytes a field on top; `checks` holds clients to 64 KiB exactly.
@@ -168,7 +169,7 @@ fn builder(limits: &Limits) -> auto::Builder<TokioExecutor> {
             u32::try_from(MAX_HEADER_BYTES + MESH_BYTES + 32 * (MAX_HEADERS + MESH_FIELDS))
                 .unwrap_or(u32::MAX),
         );
-    builder
+    Arc::new(Protocols { h1, h2 })
 }
 
 /// 400 or 431 with the reason; the connection closes after it (see

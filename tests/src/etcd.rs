@@ -22,10 +22,31 @@ pub struct Etcd {
 }
 
 /// A loopback port that was free a moment ago (etcd cannot bind port 0 and report it).
+/// Picked below the kernel's ephemeral range: a port found by binding port 0 and let
+/// go is the kind the next `bind(0)` of another test may get, and a member whose peer
+/// port another test's server took never becomes healthy (its peers probe a stranger:
+/// "404 from /raft/probing"). Ports below the range are never handed out for port 0.
 fn free_port() -> std::net::SocketAddr {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("a free port")
+    let low = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|r| r.split_whitespace().next()?.parse::<u16>().ok())
+        .unwrap_or(32768);
+    let below = low.saturating_sub(10_000).max(1024);
+    for _ in 0..1000 {
+        let offset = random() % u64::from(low - below);
+        let port = below + u16::try_from(offset).expect("below the range's width");
+        if let Ok(l) = TcpListener::bind(("127.0.0.1", port)) {
+            return l.local_addr().expect("a bound address");
+        }
+    }
+    panic!("no free loopback port in {below}..{low}")
+}
+
+/// A random number: std's `RandomState` is seeded from the OS and differs per instance
+/// (no RNG crate for one use).
+fn random() -> u64 {
+    use std::hash::{BuildHasher, RandomState};
+    RandomState::new().hash_one(std::time::SystemTime::now())
 }
 
 impl Etcd {

@@ -10,6 +10,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use hyper::body::{Body, Incoming};
+use hyper::server::conn::{http1, http2};
 use hyper::service::Service;
 use hyper::{Request, Response};
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
@@ -39,8 +40,7 @@ pub fn builder(limits: &Limits) -> auto::Builder<TokioExecutor> {
         .http1()
         .timer(TokioTimer::new())
         .header_read_timeout(limits.header_read_timeout)
-        // hyper's floor is 8 KiB + 1; below it, hyper would panic.
-        .max_buf_size(limits.max_header_bytes.max(8 * 1024 + 1));
+        .max_buf_size(max_buf_size(limits));
     builder
         .http2()
         .timer(TokioTimer::new())
@@ -53,6 +53,33 @@ pub fn builder(limits: &Limits) -> auto::Builder<TokioExecutor> {
         // once too.
         builder.http1_only()
     }
+}
+
+/// The HTTP/1.1 half of [`builder`], for a caller that tells the protocols apart and
+/// drives hyper's HTTP/1 connections itself (the sidecar's data path, which releases
+/// an idle connection's buffers between requests).
+pub fn http1_builder(limits: &Limits) -> http1::Builder {
+    let mut builder = http1::Builder::new();
+    builder
+        .timer(TokioTimer::new())
+        .header_read_timeout(limits.header_read_timeout)
+        .max_buf_size(max_buf_size(limits));
+    builder
+}
+
+/// The HTTP/2 half of [`builder`] (see [`http1_builder`]).
+pub fn http2_builder() -> http2::Builder<TokioExecutor> {
+    let mut builder = http2::Builder::new(TokioExecutor::new());
+    builder
+        .timer(TokioTimer::new())
+        .keep_alive_interval(H2_KEEP_ALIVE_INTERVAL)
+        .keep_alive_timeout(H2_KEEP_ALIVE_TIMEOUT);
+    builder
+}
+
+/// hyper's floor is 8 KiB + 1; below it, hyper would panic.
+fn max_buf_size(limits: &Limits) -> usize {
+    limits.max_header_bytes.max(8 * 1024 + 1)
 }
 
 /// Serves HTTP on `listener` until `shutdown` turns true, through [`serve`](crate::serve)

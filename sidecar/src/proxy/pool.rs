@@ -124,7 +124,9 @@ impl Pool {
                     reused: true,
                 },
                 None => Checkout {
-                    sender: self.connector.http1(dest).await?,
+                    // Boxed: a connect (TCP, maybe TLS, handshake) is rare and its
+                    // future large; inline, every request's future would carry it.
+                    sender: Box::pin(self.connector.http1(dest)).await?,
                     reused: false,
                 },
             };
@@ -182,7 +184,7 @@ impl Pool {
             }
             self.poison_http2(dest);
         }
-        let mut sender = self.connect_http2(dest).await?;
+        let mut sender = Box::pin(self.connect_http2(dest)).await?;
         sender.ready().await.map_err(PoolError::Hyper)?;
         sender.send_request(request).await.map_err(PoolError::Hyper)
     }

@@ -5,29 +5,40 @@
 
 use std::future::Future;
 use std::net::SocketAddr;
-use std::pin::pin;
+use std::pin::{Pin, pin};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
+use bytes::{Bytes, BytesMut};
 use graylane_routing::MtlsMode;
 use http::Request;
 use hyper::body::Incoming;
+use hyper::server::conn::http1::{self, UpgradeableConnection};
+use hyper::server::conn::http2;
 use hyper_util::rt::{TokioExecutor, TokioIo};
-use hyper_util::server::conn::auto;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpStream;
 use tokio::sync::watch;
+use tokio::time::Instant;
 
+use super::drive::Watch;
+use super::idle::{H2_PREFACE, Lent, Park, ParkTimer, Readable};
 use super::mtls::{self, MeshInbound, PlaintextAfterStrict, Sorted};
 use super::stall::SendTimeout;
 use super::{Answering, Handler, Limits, Peer, Resets, Sniff, checks, refuse};
 use crate::metrics::Connections;
 use crate::transparent::{OriginalDst, Transparent};
 
+/// hyper's HTTP/1.1 and HTTP/2 settings of a listener, shared by its connections.
+pub(super) struct Protocols {
+    pub(super) h1: http1::Builder,
+    pub(super) h2: http2::Builder<TokioExecutor>,
+}
+
 /// One accepted connection and what serving it needs.
 pub(super) struct Connection<H> {
     pub(super) handler: Arc<H>,
-    pub(super) builder: auto::Builder<TokioExecutor>,
+    pub(super) builder: Arc<Protocols>,
     pub(super) limits: Limits,
     pub(super) sniff: Sniff,
     pub(super) counters: Arc<Connections>,
@@ -36,10 +47,12 @@ pub(super) struct Connection<H> {
 }
 
 impl<H: Handler> Connection<H> {
-    /// Sorts the connection out (`Sniff`), then tunnels it or serves it as HTTP.
+    /// Sorts the connection out (`Sniff`), then tunnels it or serves it as HTTP. The
+    /// sorting and serving futures are boxed: the task keeps the size of its largest
+    /// state for as long as it lives, and most of them are over once it idles.
     pub(super) async fn run(self, stream: TcpStream, addr: SocketAddr) {
         let _ = stream.set_nodelay(true);
-        let first_head_by = tokio::time::Instant::now() + self.limits.header_read_timeout;
+        let first_head_by = Instant::now() + self.limits.header_read_timeout;
         let original = match &self.sniff {
             Sniff::Off => None,
             _ => Transparent::original_dst(&stream),
@@ -51,22 +64,21 @@ impl<H: Handler> Connection<H> {
         let never = std::future::pending::<()>;
         match &self.sniff {
             Sniff::Off => {
-                self.http(stream, clear, None, first_head_by, never(), None)
-                    .await;
+                Box::pin(self.http(stream, clear, None, first_head_by, never(), None)).await;
             }
             Sniff::Outbound(t) => match original {
-                Some(to) if t.is_opaque(&stream, to.port(), true).await => {
-                    t.tunnel(stream, &to.to_string()).await;
+                Some(to) if Box::pin(t.is_opaque(&stream, to.port(), true)).await => {
+                    Box::pin(t.tunnel(stream, &to.to_string())).await;
                 }
                 _ => {
-                    self.http(stream, clear, original, first_head_by, never(), None)
+                    Box::pin(self.http(stream, clear, original, first_head_by, never(), None))
                         .await;
                 }
             },
             Sniff::Inbound(t, app, mesh) => {
                 let port = original.map_or(0, |o| o.port());
                 if t.opaque_ports.contains(&port) {
-                    return t.tunnel(stream, app).await;
+                    return Box::pin(t.tunnel(stream, app)).await;
                 }
                 let mode = mesh.mode();
                 // Silence on the inbound side is a client yet to speak: the header timer
@@ -77,21 +89,28 @@ impl<H: Handler> Connection<H> {
                     _ => self.limits.header_read_timeout.min(t.detect_timeout),
                 };
                 let first = mtls::peek_first(&stream, wait).await;
-                match mesh.sort(stream, first, mode, first_head_by).await {
+                match Box::pin(mesh.sort(stream, first, mode, first_head_by)).await {
                     Sorted::Plain(stream) => {
                         let (until_strict, gate) = (mesh.until_strict(), Some(Arc::clone(mesh)));
-                        self.http(stream, clear, original, first_head_by, until_strict, gate)
-                            .await;
+                        Box::pin(self.http(
+                            stream,
+                            clear,
+                            original,
+                            first_head_by,
+                            until_strict,
+                            gate,
+                        ))
+                        .await;
                     }
                     Sorted::Mesh(tls, identity) => {
                         let peer = Peer {
                             addr,
                             identity: Some(identity),
                         };
-                        self.http(*tls, peer, original, first_head_by, never(), None)
+                        Box::pin(self.http(tls, peer, original, first_head_by, never(), None))
                             .await;
                     }
-                    Sorted::Tunnel(stream) => t.tunnel(stream, app).await,
+                    Sorted::Tunnel(stream) => Box::pin(t.tunnel(stream, app)).await,
                     Sorted::Closed => {}
                 }
             }
@@ -101,91 +120,126 @@ impl<H: Handler> Connection<H> {
     /// Serves HTTP/1.1 or HTTP/2 on `io` until the client is done, the limits close
     /// it, or a graceful close begins: at shutdown, or once `close_when` completes.
     /// `strict_gate`: a plaintext inbound connection, whose requests are refused once
-    /// the listener is strict (see [`MeshInbound::refuses_plaintext`]).
+    /// the listener is strict (see [`MeshInbound::refuses_plaintext`]). An idle
+    /// HTTP/1.1 connection is parked between requests (see [`idle`](super::idle)).
     async fn http<IO>(
         &self,
         io: IO,
         peer: Peer,
         original: Option<SocketAddr>,
-        first_head_by: tokio::time::Instant,
+        first_head_by: Instant,
         close_when: impl Future<Output = ()>,
         strict_gate: Option<Arc<MeshInbound>>,
     ) where
-        IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+        IO: AsyncRead + AsyncWrite + Readable + Unpin + Send + 'static,
     {
         let seen = Arc::new(AtomicBool::new(false));
         let resets = Arc::new(Resets::default());
-        let service = {
-            let (seen, resets) = (Arc::clone(&seen), Arc::clone(&resets));
-            let (handler, peer) = (Arc::clone(&self.handler), peer.clone());
-            hyper::service::service_fn(move |mut request: Request<Incoming>| {
-                seen.store(true, Ordering::Relaxed);
-                let (handler, peer) = (Arc::clone(&handler), peer.clone());
-                let refused = strict_gate.as_ref().is_some_and(|m| m.refuses_plaintext());
-                if let Some(to) = original {
-                    request.extensions_mut().insert(OriginalDst(to));
-                }
-                let mut answering = Answering::new(Arc::clone(&resets));
-                async move {
-                    if refused {
-                        answering.done();
-                        return Err(PlaintextAfterStrict);
-                    }
-                    let response = match checks::check(&request) {
-                        Ok(()) => handler.handle(peer, request).await,
-                        Err(refusal) => refuse(&refusal),
-                    };
-                    answering.done();
-                    Ok(response)
-                }
-            })
-        };
-        let io = TokioIo::new(SendTimeout::new(io, self.limits.send_timeout));
-        let mut connection = pin!(
-            self.builder
-                .serve_connection_with_upgrades(io, service)
-                .into_owned()
-        );
-        let mut no_first_head = pin!(async {
-            tokio::time::sleep_until(first_head_by).await;
-            if seen.load(Ordering::Relaxed) {
-                std::future::pending::<()>().await;
-            }
-        });
-        let mut close_when = pin!(close_when);
-        let mut shutdown = self.shutdown.clone();
-        let mut closing = false;
+        let park = Arc::new(Park::default());
         let addr = peer.addr;
+        let mut service = self.service(peer, original, strict_gate, &seen, &resets);
+        let mut io = Lent::new(
+            SendTimeout::new(io, self.limits.send_timeout),
+            Arc::clone(&park),
+        );
+        let mut watch = Watch {
+            no_first_head: pin!(async {
+                tokio::time::sleep_until(first_head_by).await;
+                if seen.load(Ordering::Relaxed) {
+                    std::future::pending::<()>().await;
+                }
+            }),
+            close_when: pin!(close_when),
+            shutdown: self.shutdown.clone(),
+            closing: false,
+            counters: &self.counters,
+            resets: &resets,
+            addr,
+        };
+        let (mut head_by, mut leftover, mut first) = (first_head_by, Bytes::new(), true);
         loop {
-            tokio::select! {
-                ended = connection.as_mut() => {
-                    if let Err(e) = ended {
-                        tracing::debug!(peer = %addr, error = %e, "connection ended with an error");
-                    }
-                    return;
-                }
-                () = &mut no_first_head => {
-                    self.counters.header_timeouts.fetch_add(1, Ordering::Relaxed);
-                    tracing::debug!(peer = %addr, "no request head within the header-read timeout; closed");
-                    return;
-                }
-                () = resets.abusive.notified() => {
-                    self.counters.reset_abuse.fetch_add(1, Ordering::Relaxed);
-                    tracing::warn!(peer = %addr, "closed: the client cancels most of its requests (rapid reset)");
-                    return;
-                }
-                // Requests in flight finish; HTTP/1 answers its current one with
-                // `Connection: close`, HTTP/2 sends GOAWAY.
-                _ = shutdown.wait_for(|down| *down), if !closing => {
-                    closing = true;
-                    connection.as_mut().graceful_shutdown();
-                }
-                () = &mut close_when, if !closing => {
-                    closing = true;
-                    tracing::debug!(peer = %addr, "closing gracefully: the listener's mode changed");
-                    connection.as_mut().graceful_shutdown();
-                }
+            let Some(read) = watch.next_bytes(&mut io, first, head_by).await else {
+                return;
+            };
+            io.replay(join(leftover, read));
+            if first && io.replays(H2_PREFACE) {
+                let mut h2 = Box::pin(self.builder.h2.serve_connection(TokioIo::new(io), service));
+                watch
+                    .drive(h2.as_mut(), |c| c.graceful_shutdown(), None)
+                    .await;
+                return;
             }
+            first = false;
+            let mut h1 = self.builder.h1.clone();
+            h1.timer(ParkTimer::new(Arc::clone(&park), head_by));
+            let mut h1 = Box::new(
+                h1.serve_connection(TokioIo::new(io), service)
+                    .with_upgrades(),
+            );
+            let graceful = |c: Pin<&mut UpgradeableConnection<_, _>>| c.graceful_shutdown();
+            let parked = watch.drive(Pin::new(&mut *h1), graceful, Some(&park)).await;
+            // Parked: hyper's buffers go with its connection; the socket, the bytes
+            // hyper read past the last message (if any) and the service stay.
+            let (Some(deadline), Some(parts)) = (parked, h1.into_parts()) else {
+                return;
+            };
+            // A copy: the rest of hyper's read buffer would keep all of it alive.
+            leftover = Bytes::copy_from_slice(&parts.read_buf);
+            (io, service) = (parts.io.into_inner(), parts.service);
+            head_by = deadline;
         }
     }
+
+    /// The per-request service: marks the first head seen, refuses plaintext after a
+    /// switch to strict, checks, counts cancellations, then calls the handler.
+    fn service(
+        &self,
+        peer: Peer,
+        original: Option<SocketAddr>,
+        strict_gate: Option<Arc<MeshInbound>>,
+        seen: &Arc<AtomicBool>,
+        resets: &Arc<Resets>,
+    ) -> impl hyper::service::Service<
+        Request<Incoming>,
+        Response = http::Response<crate::proxy::Body>,
+        Error = PlaintextAfterStrict,
+        Future: Send + 'static,
+    > + Send
+    + Unpin
+    + 'static {
+        let (seen, resets) = (Arc::clone(seen), Arc::clone(resets));
+        let handler = Arc::clone(&self.handler);
+        hyper::service::service_fn(move |mut request: Request<Incoming>| {
+            seen.store(true, Ordering::Relaxed);
+            let (handler, peer) = (Arc::clone(&handler), peer.clone());
+            let refused = strict_gate.as_ref().is_some_and(|m| m.refuses_plaintext());
+            if let Some(to) = original {
+                request.extensions_mut().insert(OriginalDst(to));
+            }
+            let mut answering = Answering::new(Arc::clone(&resets));
+            async move {
+                if refused {
+                    answering.done();
+                    return Err(PlaintextAfterStrict);
+                }
+                let response = match checks::check(&request) {
+                    Ok(()) => handler.handle(peer, request).await,
+                    Err(refusal) => refuse(&refusal),
+                };
+                answering.done();
+                Ok(response)
+            }
+        })
+    }
+}
+
+/// What hyper had read past the last message, then what came while parked.
+fn join(leftover: Bytes, read: Bytes) -> Bytes {
+    if leftover.is_empty() {
+        return read;
+    }
+    let mut joined = BytesMut::with_capacity(leftover.len() + read.len());
+    joined.extend_from_slice(&leftover);
+    joined.extend_from_slice(&read);
+    joined.freeze()
 }

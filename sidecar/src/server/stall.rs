@@ -56,6 +56,12 @@ impl<T> SendTimeout<T> {
     }
 }
 
+impl<T: super::idle::Readable> super::idle::Readable for SendTimeout<T> {
+    fn poll_readable(&self, cx: &mut Context<'_>) -> Poll<bool> {
+        self.inner.poll_readable(cx)
+    }
+}
+
 impl<T: AsyncRead + Unpin> AsyncRead for SendTimeout<T> {
     fn poll_read(
         mut self: Pin<&mut Self>,

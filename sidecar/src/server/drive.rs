@@ -1,0 +1,157 @@
+//! What watches a connection while hyper serves it and while it is parked: the first
+//! head's deadline, the next head's deadline, rapid reset, shutdown and a switch to
+//! strict mTLS. The limits are the same in both states; only who reads differs.
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::atomic::Ordering;
+
+use bytes::Bytes;
+use tokio::io::{AsyncRead, AsyncReadExt};
+use tokio::sync::watch;
+use tokio::time::Instant;
+
+use super::Resets;
+use super::idle::{H2_PREFACE, Park, Readable};
+use crate::metrics::Connections;
+
+/// One connection's watchers. `no_first_head` completes at the first head's deadline
+/// unless a request has been seen; `close_when` begins a graceful close.
+pub(super) struct Watch<'a, N, C> {
+    pub(super) no_first_head: Pin<&'a mut N>,
+    pub(super) close_when: Pin<&'a mut C>,
+    pub(super) shutdown: watch::Receiver<bool>,
+    /// A graceful close has begun: no park, and `close_when` is done or moot.
+    pub(super) closing: bool,
+    pub(super) counters: &'a Connections,
+    pub(super) resets: &'a Resets,
+    pub(super) addr: SocketAddr,
+}
+
+impl<N, C> Watch<'_, N, C>
+where
+    N: Future<Output = ()>,
+    C: Future<Output = ()>,
+{
+    /// Serves `conn` until it ends or a limit closes it (`None`), or until `park`
+    /// asks for the connection to be parked: the head wait's deadline.
+    pub(super) async fn drive<F>(
+        &mut self,
+        mut conn: Pin<&mut F>,
+        graceful: impl Fn(Pin<&mut F>),
+        park: Option<&Park>,
+    ) -> Option<Instant>
+    where
+        F: Future<Output = Result<(), hyper::Error>>,
+    {
+        let addr = self.addr;
+        loop {
+            // Biased: the park request is set while `conn` is polled, and read right
+            // after it.
+            tokio::select! {
+                biased;
+                ended = conn.as_mut() => {
+                    if let Err(e) = ended {
+                        tracing::debug!(peer = %addr, error = %e, "connection ended with an error");
+                    }
+                    return None;
+                }
+                deadline = requested(park), if !self.closing => return Some(deadline),
+                () = self.no_first_head.as_mut() => {
+                    first_head_timed_out(self.counters, addr);
+                    return None;
+                }
+                () = self.resets.abusive.notified() => {
+                    self.counters.reset_abuse.fetch_add(1, Ordering::Relaxed);
+                    tracing::warn!(peer = %addr, "closed: the client cancels most of its requests (rapid reset)");
+                    return None;
+                }
+                // Requests in flight finish; HTTP/1 answers its current one with
+                // `Connection: close`, HTTP/2 sends GOAWAY.
+                _ = self.shutdown.wait_for(|down| *down), if !self.closing => {
+                    self.closing = true;
+                    graceful(conn.as_mut());
+                }
+                () = self.close_when.as_mut(), if !self.closing => {
+                    self.closing = true;
+                    tracing::debug!(peer = %addr, "closing gracefully: the listener's mode changed");
+                    graceful(conn.as_mut());
+                }
+            }
+        }
+    }
+
+    /// Parked (or not yet served): the next bytes of the connection, read into a small
+    /// buffer (after a park, none: only readable, where `io` can tell), or `None` once
+    /// it is to be closed: the client closed it, the head was
+    /// not complete by `head_by`, shutdown, or a switch to strict (an idle connection
+    /// has no request to finish first). On the `first` read, a prefix of the HTTP/2
+    /// preface is read on until it is whole or differs.
+    pub(super) async fn next_bytes<T: AsyncRead + Readable + Unpin>(
+        &mut self,
+        io: &mut T,
+        first: bool,
+        head_by: Instant,
+    ) -> Option<Bytes> {
+        let mut head_timeout = std::pin::pin!(tokio::time::sleep_until(head_by));
+        // After a park, readable is enough where the stream can tell: hyper reads.
+        if !first {
+            let readable = std::future::poll_fn(|cx| io.poll_readable(cx));
+            if self.watched(readable, head_timeout.as_mut()).await? {
+                return Some(Bytes::new());
+            }
+        }
+        let mut buf = [0u8; H2_PREFACE.len()];
+        let mut len = 0;
+        loop {
+            match self
+                .watched(io.read(&mut buf[len..]), head_timeout.as_mut())
+                .await?
+            {
+                Ok(0) | Err(_) => return None,
+                Ok(n) => len += n,
+            }
+            if !first || len == buf.len() || !H2_PREFACE.starts_with(&buf[..len]) {
+                return Some(Bytes::copy_from_slice(&buf[..len]));
+            }
+        }
+    }
+
+    /// `wait`'s output, or `None` once the connection is to be closed (see
+    /// [`next_bytes`](Self::next_bytes)).
+    async fn watched<F: Future>(
+        &mut self,
+        wait: F,
+        head_timeout: Pin<&mut tokio::time::Sleep>,
+    ) -> Option<F::Output> {
+        let addr = self.addr;
+        tokio::select! {
+            biased;
+            done = wait => Some(done),
+            () = self.no_first_head.as_mut() => {
+                first_head_timed_out(self.counters, addr);
+                None
+            }
+            () = head_timeout => {
+                tracing::debug!(peer = %addr, "no request head within the header-read timeout; closed");
+                None
+            }
+            _ = self.shutdown.wait_for(|down| *down) => None,
+            () = self.close_when.as_mut(), if !self.closing => None,
+        }
+    }
+}
+
+fn first_head_timed_out(counters: &Connections, addr: SocketAddr) {
+    counters.header_timeouts.fetch_add(1, Ordering::Relaxed);
+    tracing::debug!(peer = %addr, "no request head within the header-read timeout; closed");
+}
+
+/// Completes once `park` asks for a park; never without one (HTTP/2).
+async fn requested(park: Option<&Park>) -> Instant {
+    match park {
+        Some(park) => park.requested().await,
+        None => std::future::pending().await,
+    }
+}

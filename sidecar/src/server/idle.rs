@@ -1,0 +1,386 @@
+//! Idle HTTP/1.1 keep-alive connections hold no hyper state: once a connection has
+//! waited [`PARK_AFTER`] for its next request head, hyper's connection is taken apart
+//! (`into_parts`) and dropped, and only the socket is kept ("parked") until the next
+//! bytes come; then a new hyper connection is built on it, fed those bytes first.
+//!
+//! Why: hyper keeps each connection's read buffer (8–16 KiB), write buffer (8 KiB) and
+//! boxed request and response slots (~6 KiB) at their high-water mark for as long as
+//! the connection is open, idle or not: 37 KiB per idle keep-alive connection, where
+//! a parked one costs its task and socket (issue 15: ≤ 6 KiB). linkerd2-proxy
+//! releases idle buffers for the same reason.
+//!
+//! When: hyper tells us it waits for a head by arming its header-read timer, and that
+//! the wait has gone on by polling it; the timer here ([`ParkTimer`]) is that hook.
+//! hyper arms the timer only between messages (request body read, response written),
+//! so nothing is mid-flight; a response not yet flushed to a client that does not
+//! read ([`Lent`] sees the write pending) is not parked. The grace keeps a busy
+//! connection (requests µs apart) from paying a rebuild per request.
+//!
+//! The header-read timeout spans a park: a head wait keeps its deadline across the
+//! hyper connections that serve it (a client dribbling a head byte by byte is cut
+//! at the same time as before).
+
+use std::io;
+use std::pin::Pin;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::task::{Context, Poll, ready};
+use std::time::Duration;
+
+use bytes::{Buf, Bytes};
+use hyper::rt::{Sleep, Timer};
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::time::Instant;
+
+/// How long an HTTP/1.1 connection waits for its next head before it is parked.
+/// A connection kept busy (a load generator, a pool under load) sends its next
+/// request within microseconds to a few milliseconds and never pays a rebuild; past
+/// this, the rebuild (a few allocations and one more read, about a microsecond) is
+/// small beside the wait. Short, because a connection not yet parked holds ~17 KiB
+/// of hyper's buffers, and the allocator keeps the high-water mark of a burst.
+pub(super) const PARK_AFTER: Duration = Duration::from_millis(20);
+
+/// The HTTP/2 connection preface (RFC 9113 §3.4): its first bytes tell a prior-
+/// knowledge HTTP/2 client from an HTTP/1.1 one.
+pub(super) const H2_PREFACE: &[u8; 24] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+
+/// One connection's parking state, shared by its timer, its socket wrapper and the
+/// loop that serves it.
+#[derive(Default)]
+pub(super) struct Park {
+    /// The grace has passed in a head wait: park, with the wait's deadline.
+    requested: AtomicBool,
+    deadline: Mutex<Option<Instant>>,
+    /// The last write or flush did not complete: hyper still holds response bytes.
+    write_pending: AtomicBool,
+}
+
+impl Park {
+    fn request(&self, deadline: Instant) {
+        if let Ok(mut slot) = self.deadline.lock() {
+            *slot = Some(deadline);
+            self.requested.store(true, Ordering::Relaxed);
+        }
+    }
+
+    /// The head wait's deadline, if the connection is to be parked now.
+    pub(super) fn take(&self) -> Option<Instant> {
+        if !self.requested.swap(false, Ordering::Relaxed) {
+            return None;
+        }
+        let deadline = self.deadline.lock().ok()?.take()?;
+        // A response still being written stays with hyper until the client reads it
+        // (or the send timeout cuts it).
+        (!self.write_pending.load(Ordering::Relaxed)).then_some(deadline)
+    }
+
+    /// Completes once the connection is to be parked. Only the connection's own poll
+    /// sets the request, so polling this right after it (a biased `select!`) needs
+    /// no waker.
+    pub(super) async fn requested(&self) -> Instant {
+        std::future::poll_fn(|_| self.take().map_or(Poll::Pending, Poll::Ready)).await
+    }
+}
+
+/// hyper's header-read timer for one hyper connection: the deadline of the head
+/// wait it continues, and a park request once a wait has lasted [`PARK_AFTER`].
+pub(super) struct ParkTimer {
+    park: std::sync::Arc<Park>,
+    /// The deadline of the head wait under way when this hyper connection was built
+    /// (from accept, or from the end of the last response before the park).
+    head_by: Instant,
+}
+
+impl ParkTimer {
+    pub(super) fn new(park: std::sync::Arc<Park>, head_by: Instant) -> Self {
+        Self { park, head_by }
+    }
+}
+
+impl Timer for ParkTimer {
+    fn sleep(&self, duration: Duration) -> Pin<Box<dyn Sleep>> {
+        self.sleep_until((Instant::now() + duration).into_std())
+    }
+
+    /// hyper's first head wait on this connection: the one under way, whose deadline
+    /// was set before the park.
+    fn sleep_until(&self, deadline: std::time::Instant) -> Pin<Box<dyn Sleep>> {
+        let deadline = Instant::from_std(deadline).min(self.head_by);
+        Box::pin(HeadSleep::new(std::sync::Arc::clone(&self.park), deadline))
+    }
+
+    /// A new head wait, after a request was served on this hyper connection.
+    fn reset(&self, sleep: &mut Pin<Box<dyn Sleep>>, new_deadline: std::time::Instant) {
+        match sleep.as_mut().downcast_mut_pin::<HeadSleep>() {
+            Some(sleep) => sleep.rearm(Instant::from_std(new_deadline)),
+            None => *sleep = self.sleep_until(new_deadline),
+        }
+    }
+
+    fn now(&self) -> std::time::Instant {
+        Instant::now().into_std()
+    }
+}
+
+pin_project_lite::pin_project! {
+    /// One head wait: fires first at the park grace (asking to park, then going on
+    /// to the deadline), then at the deadline (hyper's header-read timeout).
+    struct HeadSleep {
+        #[pin]
+        sleep: tokio::time::Sleep,
+        deadline: Instant,
+        park_at: Option<Instant>,
+        park: std::sync::Arc<Park>,
+    }
+}
+
+impl HeadSleep {
+    fn new(park: std::sync::Arc<Park>, deadline: Instant) -> Self {
+        let park_at = Self::park_at(deadline);
+        Self {
+            sleep: tokio::time::sleep_until(park_at.unwrap_or(deadline)),
+            deadline,
+            park_at,
+            park,
+        }
+    }
+
+    /// A grace ending before the deadline, if any.
+    fn park_at(deadline: Instant) -> Option<Instant> {
+        Some(Instant::now() + PARK_AFTER).filter(|at| *at < deadline)
+    }
+
+    fn rearm(self: Pin<&mut Self>, deadline: Instant) {
+        let this = self.project();
+        *this.deadline = deadline;
+        *this.park_at = Self::park_at(deadline);
+        this.sleep.reset(this.park_at.unwrap_or(deadline));
+    }
+}
+
+impl Future for HeadSleep {
+    type Output = ();
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
+        let mut this = self.project();
+        loop {
+            ready!(this.sleep.as_mut().poll(cx));
+            if this.park_at.take().is_none() {
+                return Poll::Ready(());
+            }
+            // hyper polls this only while its head read is pending: the grace has
+            // passed with nothing to parse. Park; until the loop does, time the head.
+            this.park.request(*this.deadline);
+            this.sleep.as_mut().reset(*this.deadline);
+        }
+    }
+}
+
+impl Sleep for HeadSleep {}
+
+/// A stream whose next bytes can be awaited without reading them, so that a parked
+/// connection's next request goes straight into the next hyper connection's buffer
+/// (no small read first, no second read for the rest).
+pub(super) trait Readable {
+    /// Ready once a read would not block: `true`; `false` if this stream cannot tell
+    /// (TLS may hold decrypted bytes already read off the socket): read instead.
+    fn poll_readable(&self, cx: &mut Context<'_>) -> Poll<bool>;
+}
+
+impl Readable for tokio::net::TcpStream {
+    fn poll_readable(&self, cx: &mut Context<'_>) -> Poll<bool> {
+        // An error is the next read's to report.
+        self.poll_read_ready(cx).map(|_| true)
+    }
+}
+
+impl<T> Readable for Box<tokio_rustls::server::TlsStream<T>> {
+    fn poll_readable(&self, _: &mut Context<'_>) -> Poll<bool> {
+        Poll::Ready(false)
+    }
+}
+
+impl<T: Readable> Readable for Lent<T> {
+    fn poll_readable(&self, cx: &mut Context<'_>) -> Poll<bool> {
+        if self.prefix.is_empty() {
+            self.inner.poll_readable(cx)
+        } else {
+            Poll::Ready(true)
+        }
+    }
+}
+
+/// The socket as lent to one hyper connection after another: the bytes read while
+/// parked are replayed first, and a pending write is noted for [`Park::take`].
+pub(super) struct Lent<T> {
+    prefix: Bytes,
+    inner: T,
+    park: std::sync::Arc<Park>,
+}
+
+impl<T> Lent<T> {
+    pub(super) fn new(inner: T, park: std::sync::Arc<Park>) -> Self {
+        Self {
+            prefix: Bytes::new(),
+            inner,
+            park,
+        }
+    }
+
+    /// The next hyper connection reads `prefix` before the socket.
+    pub(super) fn replay(&mut self, prefix: Bytes) {
+        self.prefix = prefix;
+    }
+
+    /// Whether the bytes to replay begin with `prefix`.
+    pub(super) fn replays(&self, prefix: &[u8]) -> bool {
+        self.prefix.starts_with(prefix)
+    }
+
+    fn wrote<R>(&self, polled: Poll<io::Result<R>>) -> Poll<io::Result<R>> {
+        self.park
+            .write_pending
+            .store(polled.is_pending(), Ordering::Relaxed);
+        polled
+    }
+}
+
+impl<T: AsyncRead + Unpin> AsyncRead for Lent<T> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        if self.prefix.is_empty() {
+            return Pin::new(&mut self.inner).poll_read(cx, buf);
+        }
+        let n = self.prefix.len().min(buf.remaining());
+        buf.put_slice(&self.prefix[..n]);
+        self.prefix.advance(n);
+        // The rest of the head in the same read, if it has come: hyper wants a whole
+        // free read size (8 KiB) before each read, and a second read after a short
+        // first one would double its buffer. An error or nothing yet: the next read
+        // sees it.
+        if self.prefix.is_empty() && buf.remaining() > 0 {
+            let _ = Pin::new(&mut self.inner).poll_read(cx, buf);
+        }
+        Poll::Ready(Ok(()))
+    }
+}
+
+impl<T: AsyncWrite + Unpin> AsyncWrite for Lent<T> {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        let polled = Pin::new(&mut self.inner).poll_write(cx, buf);
+        self.wrote(polled)
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        let polled = Pin::new(&mut self.inner).poll_write_vectored(cx, bufs);
+        self.wrote(polled)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        let polled = Pin::new(&mut self.inner).poll_flush(cx);
+        self.wrote(polled)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    use super::*;
+
+    /// hyper's first arm of a rebuilt connection: the wait's deadline, and a park
+    /// request once the grace has passed.
+    fn first_arm(park: &Arc<Park>, head_by: Instant) -> Pin<Box<dyn Sleep>> {
+        let timer = ParkTimer::new(Arc::clone(park), head_by);
+        timer.sleep_until((Instant::now() + Duration::from_secs(60)).into_std())
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_head_wait_asks_to_park_after_the_grace_and_times_out_at_its_deadline() {
+        let park = Arc::new(Park::default());
+        let started = Instant::now();
+        let head_by = started + Duration::from_secs(10);
+        let mut sleep = first_arm(&park, head_by);
+        assert!(
+            tokio::time::timeout(PARK_AFTER / 2, sleep.as_mut())
+                .await
+                .is_err()
+        );
+        assert_eq!(park.take(), None, "not before the grace");
+        tokio::time::advance(PARK_AFTER).await;
+        assert!(futures_poll(sleep.as_mut()).is_pending());
+        assert_eq!(
+            park.take(),
+            Some(head_by),
+            "the wait's deadline, not hyper's 60 s"
+        );
+        assert_eq!(park.take(), None, "asked once");
+        sleep.as_mut().await;
+        assert_eq!(Instant::now(), head_by);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_new_wait_after_a_request_gets_a_new_deadline_and_grace() {
+        let park = Arc::new(Park::default());
+        let timer = ParkTimer::new(Arc::clone(&park), Instant::now() + Duration::from_secs(10));
+        let mut sleep = timer.sleep_until((Instant::now() + Duration::from_secs(10)).into_std());
+        tokio::time::advance(Duration::from_secs(3)).await;
+        // A request was served; hyper starts the next head wait.
+        let next = Instant::now() + Duration::from_secs(10);
+        timer.reset(&mut sleep, next.into_std());
+        tokio::time::advance(PARK_AFTER).await;
+        assert!(futures_poll(sleep.as_mut()).is_pending());
+        assert_eq!(park.take(), Some(next));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_response_still_being_written_is_not_parked() {
+        let park = Arc::new(Park::default());
+        // A client that reads nothing: the write stays pending.
+        let (near, _far) = tokio::io::duplex(16);
+        let mut lent = Lent::new(near, Arc::clone(&park));
+        let blocked = tokio::time::timeout(Duration::from_millis(1), lent.write_all(&[0; 64]));
+        assert!(blocked.await.is_err());
+        park.request(Instant::now());
+        assert_eq!(park.take(), None);
+    }
+
+    #[tokio::test]
+    async fn the_bytes_read_while_parked_come_first_then_the_socket_in_the_same_read() {
+        let park = Arc::new(Park::default());
+        let (near, mut far) = tokio::io::duplex(64);
+        let mut lent = Lent::new(near, park);
+        far.write_all(b"rest of the head").await.unwrap();
+        lent.replay(Bytes::from_static(b"GET / "));
+        assert!(lent.replays(b"GET"));
+        let mut buf = [0u8; 64];
+        let n = lent.read(&mut buf).await.unwrap();
+        assert_eq!(&buf[..n], b"GET / rest of the head");
+    }
+
+    fn futures_poll(sleep: Pin<&mut dyn Sleep>) -> Poll<()> {
+        let waker = std::task::Waker::noop();
+        sleep.poll(&mut Context::from_waker(waker))
+    }
+}
