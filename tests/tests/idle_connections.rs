@@ -65,3 +65,45 @@ fn parked_keep_alive_connections_serve_split_and_pipelined_requests_in_order() {
         "each forwarded once, in order"
     );
 }
+
+/// A connection kept busy (requests back to back, never idle long enough to park)
+/// outlives the header-read timeout: that timeout bounds each wait for a head, not the
+/// connection. (The parking timer once bounded every wait by the first one's deadline,
+/// so every busy keep-alive connection was cut when it expired.)
+#[test]
+fn a_busy_keep_alive_connection_outlives_the_header_read_timeout() {
+    let dir = tempfile::tempdir().unwrap();
+    let cp = ControlPlane::start(dir.path(), &[]);
+    let upstream = Upstream::start();
+    let app = upstream.addr.to_string();
+    let flags = [
+        "--service",
+        "orders",
+        "--app-addr",
+        &app,
+        "--control-plane",
+        &cp.url(),
+        "--header-read-timeout",
+        "1s",
+    ];
+    let orders = Sidecar::start(dir.path(), "orders", &flags);
+    orders.wait_ready();
+    let mut client = Client::connect(orders.inbound);
+    let started = std::time::Instant::now();
+    let mut answered = 0;
+    // Three header-read timeouts' worth of back-to-back requests on one connection.
+    while started.elapsed() < Duration::from_secs(3) {
+        client
+            .send(b"GET /busy HTTP/1.1\r\nHost: orders\r\n\r\n")
+            .unwrap();
+        let response = client.response(Duration::from_secs(5)).unwrap_or_else(|e| {
+            panic!(
+                "request {answered} on the busy connection, at {:?}: {e:?}",
+                started.elapsed()
+            )
+        });
+        assert_eq!(response.body_text(), "ok /busy");
+        answered += 1;
+    }
+    assert!(answered > 10, "{answered} requests in 3 s");
+}

@@ -87,13 +87,21 @@ impl Park {
 pub(super) struct ParkTimer {
     park: std::sync::Arc<Park>,
     /// The deadline of the head wait under way when this hyper connection was built
-    /// (from accept, or from the end of the last response before the park).
+    /// (from accept, or from the end of the last response before the park). It bounds
+    /// that first wait only: hyper may drop its timer after a head and ask for a new
+    /// one for the next, whose deadline is its own (else every busy keep-alive
+    /// connection was cut `--header-read-timeout` after it was built).
     head_by: Instant,
+    first_wait: std::sync::atomic::AtomicBool,
 }
 
 impl ParkTimer {
     pub(super) fn new(park: std::sync::Arc<Park>, head_by: Instant) -> Self {
-        Self { park, head_by }
+        Self {
+            park,
+            head_by,
+            first_wait: std::sync::atomic::AtomicBool::new(true),
+        }
     }
 }
 
@@ -105,7 +113,13 @@ impl Timer for ParkTimer {
     /// hyper's first head wait on this connection: the one under way, whose deadline
     /// was set before the park.
     fn sleep_until(&self, deadline: std::time::Instant) -> Pin<Box<dyn Sleep>> {
-        let deadline = Instant::from_std(deadline).min(self.head_by);
+        let mut deadline = Instant::from_std(deadline);
+        if self
+            .first_wait
+            .swap(false, std::sync::atomic::Ordering::Relaxed)
+        {
+            deadline = deadline.min(self.head_by);
+        }
         Box::pin(HeadSleep::new(std::sync::Arc::clone(&self.park), deadline))
     }
 
