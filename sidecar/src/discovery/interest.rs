@@ -22,6 +22,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
+use tokio::time::Instant;
+
 use graylane_proto::v1::ServiceName;
 use graylane_routing::ServiceName as ServiceRef;
 use tokio::sync::Notify;
@@ -30,6 +32,11 @@ use crate::routes::{Routes, Routing};
 
 /// How long the first call to a service waits for its endpoints.
 pub(crate) const INTEREST_WAIT: Duration = Duration::from_secs(1);
+
+/// After a wait that ended without endpoints (the control plane down or slow), calls
+/// to that service fail at once for this long instead of each waiting a second (and
+/// each logging): what Envoy's on-demand discovery does not spare its callers.
+const GIVE_UP_FOR: Duration = Duration::from_secs(5);
 
 /// `--endpoint-scope`: what this sidecar asks endpoints for.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -55,6 +62,8 @@ pub(crate) struct Interest {
     /// Requests that waited for endpoints, and those whose wait ended without them.
     pub(crate) waits: AtomicU64,
     pub(crate) timeouts: AtomicU64,
+    /// When a service's last wait ended without endpoints (see `GIVE_UP_FOR`).
+    gave_up: Mutex<std::collections::HashMap<(String, String), Instant>>,
 }
 
 impl Interest {
@@ -127,6 +136,13 @@ pub(crate) async fn ensure(
         return routes;
     }
     let interest = &routing.interest;
+    let key = (namespace.to_string(), service.to_string());
+    if lock(&interest.gave_up)
+        .get(&key)
+        .is_some_and(|at| at.elapsed() < GIVE_UP_FOR)
+    {
+        return routes;
+    }
     // Subscribed before asking: a swap after this point wakes the wait below.
     let mut changed = routing.subscribe();
     interest.learn(namespace, service);
@@ -147,7 +163,8 @@ pub(crate) async fn ensure(
         Ok(now) => now,
         Err(_) => {
             interest.timeouts.fetch_add(1, Ordering::Relaxed);
-            tracing::warn!(%namespace, %service, "no endpoints within 1s of asking the control plane");
+            lock(&interest.gave_up).insert(key, Instant::now());
+            tracing::warn!(%namespace, %service, "no endpoints within 1s of asking the control plane; calls to it fail at once for 5s");
             routing.load().unwrap_or(routes)
         }
     }
