@@ -8,7 +8,7 @@
 //!                  none: stripped); this service's TagPolicy: incoming
 //!                  strip|keep|keep-known, then rules; trace id → (tag,
 //!                  --propagate-headers) remembered for the outbound side   [inbound/tag]
-//!   ─► ToApp       to --app-addr with Gray-Publish and baggage set to the tag (or both
+//!   ─► app::serve  to --app-addr with Gray-Publish and baggage set to the tag (or both
 //!                  removed), hop-by-hop stripped; response (+ Graylane-Route entry
 //!                  for the mesh's entry hop)                                [inbound/app]
 //! ```
@@ -30,7 +30,6 @@ use crate::tag::TraceTable;
 mod app;
 mod tag;
 
-use self::app::ToApp;
 use self::tag::InboundTag;
 
 /// The inbound side of one sidecar.
@@ -67,7 +66,9 @@ pub(crate) fn stack(inbound: Inbound) -> Stack<impl Layered> {
         .layer(Snapshot::layer(Arc::clone(&inbound.routes)))
         // The tag is decided before the app sees the request: it forwards the result.
         .layer(InboundTag::layer(Arc::clone(&inbound)))
-        .service(ToApp(inbound));
+        .service(tower::service_fn(move |call| {
+            app::serve(Arc::clone(&inbound), call)
+        }));
     Stack(stack)
 }
 

@@ -6,7 +6,7 @@
 //!   ─► Report       traffic series for the control plane, propagation gaps [outbound/report]
 //!   ─► Snapshot
 //!   ─► OutboundTag  Gray-Publish ─► baggage ─► trace table (traceparent)   [outbound/tag]
-//!   ─► Route        destination service (absolute URI, Host, :authority); in
+//!   ─► route::serve destination service (absolute URI, Host, :authority); in
 //!                   transparent mode, not a mesh service ─► passed through [outbound/route]
 //!                   ─► RoutingTable::route (lane, fallback, release, weights)  [routing]
 //!                   ─► RoutingTable::policy (fault, mirror, timeout, retries)  [routing]
@@ -43,7 +43,6 @@ mod tag;
 mod target;
 
 use self::report::Report;
-use self::route::Route;
 use self::tag::OutboundTag;
 
 /// The outbound side of one sidecar.
@@ -91,7 +90,9 @@ pub(crate) fn stack(outbound: Outbound) -> Stack<impl Layered> {
         .layer(Snapshot::layer(Arc::clone(&outbound.routes)))
         // The tag before the route: lanes are chosen by it.
         .layer(OutboundTag::layer(Arc::clone(&outbound)))
-        .service(Route(outbound));
+        .service(tower::service_fn(move |call| {
+            route::serve(Arc::clone(&outbound), call)
+        }));
     Stack(stack)
 }
 

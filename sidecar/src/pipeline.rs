@@ -10,8 +10,8 @@
 //!   ─► Snapshot     both  the routes in force, loaded once for the whole call
 //!   ─► InboundTag   in    caller's tag ─► trust boundary ─► TagPolicy ─► trace table
 //!      OutboundTag  out   Gray-Publish ─► baggage ─► trace table
-//!   ─► ToApp        in    to --app-addr
-//!      Route        out   RoutingTable::route and ::policy, pick, send [outbound/route]
+//!   ─► app::serve   in    to --app-addr                                [inbound/app]
+//!      route::serve out   RoutingTable::route and ::policy, pick, send [outbound/route]
 //! ```
 //!
 //! A layer hands the [`Call`] on and gets an [`Answer`] back; the [`Ledger`] travels in

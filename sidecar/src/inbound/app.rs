@@ -1,13 +1,10 @@
 //! The innermost inbound layer: the request to this instance's app, and its answer.
 
-use std::convert::Infallible;
 use std::sync::Arc;
-use std::task::{Context, Poll};
 
 use http::request::Parts;
 use http::{Request, Response};
 use hyper::body::Body as _;
-use tower::Service;
 
 use super::Inbound;
 use crate::pipeline::{Answer, Boxed, Call, Ledger};
@@ -15,32 +12,18 @@ use crate::proxy::{self, Body, ProxyError, SendFailure, Upstream, forward};
 use crate::server::Peer;
 use crate::trail::{self, HOPS_HEADER, Hop};
 
-/// The service.
-#[derive(Clone)]
-pub(crate) struct ToApp(pub(crate) Arc<Inbound>);
-
-impl Service<Call> for ToApp {
-    type Response = Answer;
-    type Error = Infallible;
-    type Future = Boxed;
-
-    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
-        Poll::Ready(Ok(()))
-    }
-
-    fn call(&mut self, call: Call) -> Boxed {
-        let inbound = Arc::clone(&self.0);
-        Box::pin(async move {
-            let Call {
-                head,
-                body,
-                peer,
-                ledger,
-            } = call;
-            let response = inbound.to_app(head, body, &peer, &ledger).await;
-            Ok(Answer { response, ledger })
-        })
-    }
+/// The layer's work for one call (a `tower::service_fn` in `inbound::stack`).
+pub(super) fn serve(inbound: Arc<Inbound>, call: Call) -> Boxed {
+    Box::pin(async move {
+        let Call {
+            head,
+            body,
+            peer,
+            ledger,
+        } = call;
+        let response = inbound.to_app(head, body, &peer, &ledger).await;
+        Ok(Answer { response, ledger })
+    })
 }
 
 impl Inbound {

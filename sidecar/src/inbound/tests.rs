@@ -12,15 +12,10 @@ use tower::{Layer, ServiceExt, service_fn};
 use super::Inbound;
 use super::tag::InboundTag;
 use crate::metrics::Metrics;
-use crate::pipeline::tests::{call, tracer};
+use crate::pipeline::tests::{TRACE, TRACEPARENT, call, tracer};
 use crate::pipeline::{Answer, Call};
 use crate::proxy::{Clients, ProxyError};
 use crate::tag::{TagSource, TraceTable};
-
-const TRACE: [u8; 16] = [
-    0x0a, 0xf7, 0x65, 0x19, 0x16, 0xcd, 0x43, 0xdd, 0x84, 0x48, 0xeb, 0x21, 0x1c, 0x80, 0x31, 0x9c,
-];
-const TRACEPARENT: &str = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01";
 
 fn inbound() -> Inbound {
     Inbound {

@@ -2,9 +2,7 @@
 //! routing table and carried out here; anything else goes where the app sent it.
 
 use std::borrow::Cow;
-use std::convert::Infallible;
 use std::sync::Arc;
-use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
 use graylane_routing::{Candidates, RouteError, Tag};
@@ -13,7 +11,6 @@ use http::request::Parts;
 use http::{Method, Request, Response};
 use hyper::body::Body as _;
 use hyper::upgrade::OnUpgrade;
-use tower::Service;
 
 use super::target::{self, Dest, Target};
 use super::{Outbound, View, policy};
@@ -33,10 +30,6 @@ const CONNECT_LABEL: &str = "connect";
 /// Marks a mirrored copy, so the receiving app can tell it from real traffic.
 const MIRROR_HEADER: &str = "graylane-mirror";
 
-/// The service.
-#[derive(Clone)]
-pub(crate) struct Route(pub(crate) Arc<Outbound>);
-
 /// A request on its way to a mesh service: the head, the body and the hop count it
 /// leaves with.
 struct Leaving {
@@ -45,28 +38,18 @@ struct Leaving {
     hops: u32,
 }
 
-impl Service<Call> for Route {
-    type Response = Answer;
-    type Error = Infallible;
-    type Future = Boxed;
-
-    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
-        Poll::Ready(Ok(()))
-    }
-
-    fn call(&mut self, call: Call) -> Boxed {
-        let outbound = Arc::clone(&self.0);
-        Box::pin(async move {
-            let Call {
-                head,
-                body,
-                mut ledger,
-                ..
-            } = call;
-            let response = outbound.route(head, body, &mut ledger).await;
-            Ok(Answer { response, ledger })
-        })
-    }
+/// The layer's work for one call (a `tower::service_fn` in `outbound::stack`).
+pub(super) fn serve(outbound: Arc<Outbound>, call: Call) -> Boxed {
+    Box::pin(async move {
+        let Call {
+            head,
+            body,
+            mut ledger,
+            ..
+        } = call;
+        let response = outbound.route(head, body, &mut ledger).await;
+        Ok(Answer { response, ledger })
+    })
 }
 
 impl Outbound {

@@ -14,15 +14,10 @@ use super::tag::OutboundTag;
 use super::{Outbound, stack};
 use crate::balance::Balancer;
 use crate::metrics::Metrics;
-use crate::pipeline::tests::{call, key, tracer};
+use crate::pipeline::tests::{TRACE, TRACEPARENT, call, key, tracer};
 use crate::pipeline::{Answer, Call};
 use crate::proxy::{self, Clients, ProxyError};
 use crate::tag::{TagSource, TraceEntry, TraceTable};
-
-const TRACE: [u8; 16] = [
-    0x0a, 0xf7, 0x65, 0x19, 0x16, 0xcd, 0x43, 0xdd, 0x84, 0x48, 0xeb, 0x21, 0x1c, 0x80, 0x31, 0x9c,
-];
-const TRACEPARENT: &str = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01";
 
 fn outbound() -> Outbound {
     Outbound {

@@ -18,6 +18,12 @@ use crate::routes::Routing;
 use crate::server::Peer;
 use crate::spans::{TraceConfig, Tracer};
 
+/// A trace id and a `traceparent` of it, for the tests that follow one trace.
+pub(crate) const TRACE: [u8; 16] = [
+    0x0a, 0xf7, 0x65, 0x19, 0x16, 0xcd, 0x43, 0xdd, 0x84, 0x48, 0xeb, 0x21, 0x1c, 0x80, 0x31, 0x9c,
+];
+pub(crate) const TRACEPARENT: &str = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01";
+
 /// A body-less call for `uri` with `headers`, from a peer with `identity`.
 pub(crate) fn call(uri: &str, headers: &[(&str, &str)], identity: Option<&str>) -> Call {
     let mut request = Request::builder().uri(uri);
@@ -146,7 +152,7 @@ async fn the_span_continues_the_callers_trace_and_every_layer_sees_it() {
         Ok::<_, Infallible>(call.answer(Err(ProxyError::NotReady)))
     });
     let stack = ServiceBuilder::new().layer(observe(&metrics)).service(seen);
-    let parent = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01";
+    let parent = TRACEPARENT;
     let answer = stack
         .oneshot(call("http://orders/", &[("traceparent", parent)], None))
         .await
