@@ -66,10 +66,11 @@ impl Outbound {
         // Set when iptables redirected the app's connection here (transparent mode).
         let original = parts.extensions.get::<OriginalDst>().map(|o| o.0);
         let target = target::target(&parts, &self.namespace, &self.cluster_domain)?;
-        let tag = ledger.tag.clone();
         if parts.method == Method::CONNECT {
             ledger.key.service = CONNECT_LABEL.into();
-            return self.connect(parts, target, &routes, tag.as_ref()).await;
+            return self
+                .connect(parts, target, &routes, ledger.tag.as_ref())
+                .await;
         }
         let leaving = Leaving { parts, body, hops };
         let dest = match (target, original) {
@@ -78,12 +79,16 @@ impl Outbound {
             // itself (explicit), never to a mesh instance.
             (Target::External { .. }, Some(to)) => {
                 ledger.key.service = PASSTHROUGH.into();
-                return self.forward_to(leaving, tag, &to.to_string()).await;
+                return self
+                    .forward_to(leaving, ledger.tag.as_ref(), &to.to_string())
+                    .await;
             }
             (Target::External { host, port }, None) => {
                 ledger.key.service = EXTERNAL.into();
                 let to = target::resolve(&host, port, &self.own_listeners).await?;
-                return self.forward_to(leaving, tag, &to[0].to_string()).await;
+                return self
+                    .forward_to(leaving, ledger.tag.as_ref(), &to[0].to_string())
+                    .await;
             }
         };
         // Scoped endpoints: a mesh service whose endpoints are not held yet is asked
@@ -98,14 +103,17 @@ impl Outbound {
         if let Some(to) = original {
             // Transparent mode: not a mesh service, so it goes where the app sent it.
             ledger.key.service = PASSTHROUGH.into();
-            return self.forward_to(unknown, tag, &to.to_string()).await;
+            return self
+                .forward_to(unknown, ledger.tag.as_ref(), &to.to_string())
+                .await;
         }
         match &dest.external {
             // `api.corp` with no service `api` in a namespace `corp`: an ordinary host.
             Some((host, port)) => {
                 ledger.key.service = EXTERNAL.into();
                 let to = target::resolve(host, *port, &self.own_listeners).await?;
-                self.forward_to(unknown, tag, &to[0].to_string()).await
+                self.forward_to(unknown, ledger.tag.as_ref(), &to[0].to_string())
+                    .await
             }
             None => Err(why.into()),
         }
@@ -207,7 +215,7 @@ impl Outbound {
     async fn forward_to(
         &self,
         leaving: Leaving,
-        tag: Option<Tag>,
+        tag: Option<&Tag>,
         address: &str,
     ) -> Result<Response<Body>, ProxyError> {
         let Leaving {
@@ -215,7 +223,7 @@ impl Outbound {
             body,
             hops,
         } = leaving;
-        let upgrade = leave(&mut parts, tag.as_ref(), hops);
+        let upgrade = leave(&mut parts, tag, hops);
         let to = Upstream {
             service: address,
             instance: address,
