@@ -2,7 +2,7 @@
 
 Run after `cargo build --release --workspace --bins`:
 
-    python3 bench/conn-memory.py [CONNECTIONS]    # default 1000
+    python3 bench/conn-memory.py [CONNECTIONS] [--bin-dir DIR]    # default 1000, target/release
 
 Starts graylane-control (`memory:`), a demo app and a release sidecar
 (`--concurrency 1`) on loopback, sends one request, reads the sidecar's memory, then
@@ -16,17 +16,24 @@ once that peak has been reached.
 Each reading gives VmRSS and its anonymous part (`/proc/PID/smaps_rollup`): the rest
 of the RSS is the binary's own pages (text, read-only data), shared and clean.
 """
+import argparse
 import atexit
 import os
 import re
 import signal
 import socket
 import subprocess
-import sys
 import time
 
-B = "/work/main/target/release"
-N = int(sys.argv[1]) if len(sys.argv) > 1 else 1000
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+ARGS = argparse.ArgumentParser(description="Sidecar memory: idle and per idle connection.")
+ARGS.add_argument("connections", nargs="?", type=int, default=1000)
+ARGS.add_argument("--bin-dir", default=os.path.join(ROOT, "target", "release"),
+                  help="where graylane-control, graylane-demo-app and graylane-sidecar are "
+                       "(default: the release build the users get)")
+OPTS = ARGS.parse_args()
+B = OPTS.bin_dir
+N = OPTS.connections
 D = "/tmp/connmem"
 ALL = []
 
@@ -39,6 +46,23 @@ def memory(pid):
         if len(parts) >= 2 and parts[0].endswith(":"):
             fields[parts[0][:-1]] = parts[1]
     return int(fields["Rss"]), int(fields["Anonymous"])
+
+
+def binary_pages(pid, path):
+    """KiB resident of the binary's own mappings: (code, everything else)."""
+    code = other = 0
+    exe = os.path.realpath(path)
+    mapping = None
+    for line in open(f"/proc/{pid}/smaps"):
+        parts = line.split()
+        if re.match(r"^[0-9a-f]+-[0-9a-f]+ ", line):
+            mapping = parts[1] if len(parts) >= 6 and parts[5] == exe else None
+        elif mapping and parts[0] == "Rss:":
+            if "x" in mapping:
+                code += int(parts[1])
+            else:
+                other += int(parts[1])
+    return code, other
 
 
 def cleanup():
@@ -113,6 +137,9 @@ time.sleep(1)
 idle, idle_anon = memory(sc.pid)
 print(f"idle: RSS {idle / 1024:.1f} MiB ({idle_anon / 1024:.1f} MiB anonymous, "
       f"{(idle - idle_anon) / 1024:.1f} MiB the binary's and libraries' pages)")
+code, other = binary_pages(sc.pid, f"{B}/graylane-sidecar")
+print(f"  of which the sidecar binary's code {code / 1024:.1f} MiB, its other mappings "
+      f"{other / 1024:.1f} MiB")
 for label in ("first burst", "second burst"):
     conns = burst(addr)
     time.sleep(1)

@@ -243,7 +243,7 @@ fn mesh_text(plan: &Plan) -> String {
 fn storm_rows(s: &mut String, n: usize, storm: &Storm) {
     let _ = writeln!(
         s,
-        "| streams that ended and reconnected before the kill / extra reconnects during the storm | {} / {} | |",
+        "| streams that ended and reconnected before the kill / streams that came back and dropped again | {} / {} | |",
         storm.dropped_before, storm.dropped_during
     );
     let _ = writeln!(

@@ -16,7 +16,11 @@ use anyhow::Context;
 use crate::control::{ControlProcess, Memory, memory};
 use crate::fanout::{Connected, SETTLE};
 use crate::stats::Stats;
-use crate::subscriber::next_event;
+use crate::subscriber::{ATTEMPTS, Outcome, next_event};
+
+mod timeline;
+
+use self::timeline::timeline;
 
 /// The whole storm's bound.
 const STORM_TIMEOUT: Duration = Duration::from_secs(180);
@@ -37,7 +41,7 @@ pub(crate) struct Storm {
     /// Snapshots received from the kill until converged.
     pub(crate) snapshots: u64,
     /// Streams that ended before the kill (each one a reconnect: a keepalive drop, a
-    /// reset), and reconnects after the first one back, until converged.
+    /// reset), and streams that came back after it and ended again, until converged.
     pub(crate) dropped_before: u64,
     pub(crate) dropped_during: u64,
     /// The new process's memory with every stream back, after a pause.
@@ -56,6 +60,7 @@ pub(crate) async fn storm(
     let deadline = t0 + STORM_TIMEOUT;
     // A reconnect before the kill would be counted as one after it.
     let conn_before = connected.subs.conn.clone();
+    ATTEMPTS.lock().unwrap_or_else(|e| e.into_inner()).clear();
     control
         .restart()
         .await
@@ -63,6 +68,8 @@ pub(crate) async fn storm(
     let ready = t0.elapsed();
     eprintln!("storm: restarted, ready after {ready:.2?}");
     let mut first: Vec<Option<Duration>> = vec![None; n];
+    // When each subscriber last went from lacking endpoints to holding them all.
+    let mut full_at: Vec<Option<Duration>> = vec![None; n];
     let (mut back, mut snapshots) = (0_usize, 0_u64);
     while back < n || connected.subs.full_endpoints < n {
         let left = deadline.saturating_duration_since(Instant::now());
@@ -82,18 +89,33 @@ pub(crate) async fn storm(
                 eprintln!("storm: {back} of {n} back after {:.2?}", seen.at - t0);
             }
         }
+        let was_full = connected.subs.is_full(seen.idx);
         connected.subs.record(&seen);
+        if !was_full && connected.subs.is_full(seen.idx) {
+            full_at[seen.idx] = Some(seen.at - t0);
+        }
     }
     let full = connected.subs.full_endpoints;
+    let attempts = std::mem::take(&mut *ATTEMPTS.lock().unwrap_or_else(|e| e.into_inner()));
+    timeline(t0, ready, &attempts, &first, &full_at);
     let dropped_before: u64 = conn_before
         .iter()
         .map(|c| u64::from(c.saturating_sub(1)))
         .sum();
-    let dropped_during: u64 = (connected.subs.conn.iter().zip(&conn_before))
+    let attempts_during: u64 = (connected.subs.conn.iter().zip(&conn_before))
         .map(|(now, before)| u64::from(now.saturating_sub(*before).saturating_sub(1)))
         .sum();
+    // A drop after coming back: a stream opened after the kill that had delivered its
+    // snapshot, then ended. (Counting connection attempts instead would count the
+    // refused ones while the control plane was down.)
+    let dropped_during = (attempts.iter())
+        .filter(|a| a.started >= t0 && a.outcome == Outcome::Ended(true))
+        .count();
+    let dropped_during = u64::try_from(dropped_during)?;
     eprintln!(
-        "storm: streams dropped before the kill {dropped_before}, extra reconnects during it {dropped_during}"
+        "storm: streams dropped before the kill {dropped_before}; after the kill, \
+         connection attempts beyond one per subscriber {attempts_during}, streams that \
+         came back and dropped again {dropped_during}"
     );
     let converged = (back == n && full == n).then(|| t0.elapsed());
     eprintln!("storm: converged {converged:.2?}");

@@ -17,6 +17,10 @@ use tonic::transport::Endpoint;
 
 use crate::fanout::Mesh;
 
+mod attempt;
+
+pub(crate) use self::attempt::{ATTEMPTS, Attempt, Outcome};
+
 /// One snapshot as a subscriber received it.
 pub(crate) struct Seen {
     pub(crate) idx: usize,
@@ -32,6 +36,14 @@ pub(crate) struct Seen {
     /// When the decoded snapshot was in the subscriber's hands.
     pub(crate) at: Instant,
 }
+
+/// The sidecar's own settings for its control-plane connection
+/// (`graylane-sidecar`'s `discovery::Discovery::open`), so the bench reconnects as a
+/// fleet of sidecars would: a 2 s connect timeout, HTTP/2 pings every 10 s, the
+/// connection dropped after 5 s without an answer.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
+const KEEPALIVE_INTERVAL: Duration = Duration::from_secs(10);
+const KEEPALIVE_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// What a subscriber task reports to the collector.
 pub(crate) enum Event {
@@ -63,6 +75,11 @@ impl Subs {
             endpoints: vec![0; n],
             full_endpoints: 0,
         }
+    }
+
+    /// Whether subscriber `idx` holds every endpoint of its scope.
+    pub(crate) fn is_full(&self, idx: usize) -> bool {
+        self.endpoints[idx] == self.expected[idx]
     }
 
     pub(crate) fn record(&mut self, seen: &Seen) {
@@ -121,10 +138,24 @@ pub(crate) async fn subscriber(
     loop {
         conn += 1;
         let gate = (conn == 1).then_some(&gate);
-        let result = subscribe((idx, n, mesh), conn, &url, gate, &events).await;
+        let started = Instant::now();
+        let mut connected = None;
+        // Attempts are only timed where reconnects happen (the storm).
+        let timed = matches!(on_end, OnEnd::Reconnect).then_some(started);
+        let result = subscribe(
+            (idx, n, mesh),
+            conn,
+            &url,
+            gate,
+            &events,
+            &mut connected,
+            timed,
+        )
+        .await;
         if events.is_closed() {
             return; // the bench is done
         }
+        let outcome = attempt::outcome(idx, conn, &result, connected);
         match (result, on_end) {
             (Ok(true), OnEnd::Reconnect) => backoff.reset(),
             // Refused or cut before a snapshot: back off further.
@@ -138,7 +169,16 @@ pub(crate) async fn subscriber(
                 return;
             }
         }
-        tokio::time::sleep(backoff.next_wait()).await;
+        let wait = backoff.next_wait();
+        attempt::record(Attempt {
+            idx,
+            started,
+            connected,
+            ended: Instant::now(),
+            outcome,
+            wait,
+        });
+        tokio::time::sleep(wait).await;
     }
 }
 
@@ -151,6 +191,8 @@ async fn subscribe(
     url: &str,
     gate: Option<&Arc<Semaphore>>,
     events: &mpsc::UnboundedSender<Event>,
+    connected: &mut Option<Instant>,
+    started: Option<Instant>,
 ) -> anyhow::Result<bool> {
     let service = mesh.service(idx);
     let scope = mesh.calls.map(|_| EndpointScope {
@@ -181,14 +223,30 @@ async fn subscribe(
             None => None,
         };
         let channel = Endpoint::from_shared(url.to_string())?
-            .connect_timeout(Duration::from_secs(10))
+            .connect_timeout(CONNECT_TIMEOUT)
+            .http2_keep_alive_interval(KEEPALIVE_INTERVAL)
+            .keep_alive_timeout(KEEPALIVE_TIMEOUT)
             .connect()
             .await?;
+        *connected = Some(Instant::now());
         let mut client = DiscoveryClient::new(channel);
         let inbound = client
             .subscribe(ReceiverStream::new(rx))
             .await?
             .into_inner();
+        if let Some(started) = started {
+            ATTEMPTS
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .push(Attempt {
+                    idx,
+                    started,
+                    connected: *connected,
+                    ended: Instant::now(),
+                    outcome: Outcome::Opened,
+                    wait: Duration::ZERO,
+                });
+        }
         (client, inbound)
     };
     // The endpoint set as a sidecar holds it: a full set replaces it, a delta

@@ -25,6 +25,7 @@ use crate::store::RevisionMeta;
 use crate::traces::Traces;
 
 mod lanes;
+pub(crate) mod scope;
 
 /// Why an admin call failed; each door maps it to its status in one place.
 #[derive(Debug, thiserror::Error)]

@@ -26,7 +26,7 @@ use etcd_client::{
 use graylane_proto::v1::Hello;
 use tokio::sync::{Notify, watch};
 
-use crate::push::{Hub, SidecarEntry, with_identity_defaults};
+use crate::push::{Hub, LISTED_SCOPE, ListedScope, SidecarEntry, with_identity_defaults};
 
 /// Between attempts after an etcd error: doubles up to the last.
 const RETRY_FIRST: Duration = Duration::from_millis(100);
@@ -70,6 +70,53 @@ struct Stored {
     acked_revision: u64,
     /// The rule revision and reason of its last NACK, if it still stands.
     nack: Option<(u64, String)>,
+    /// Its endpoint scope; absent in records of older replicas: not known.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    endpoint_scope: Option<StoredScope>,
+}
+
+/// `ListedScope` in a record: `scoped` false is every endpoint.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct StoredScope {
+    scoped: bool,
+    #[serde(default)]
+    service_count: usize,
+    #[serde(default)]
+    services: Vec<(String, String)>,
+}
+
+impl StoredScope {
+    fn of(scope: ListedScope) -> Option<Self> {
+        match scope {
+            ListedScope::Unknown => None,
+            ListedScope::All => Some(Self {
+                scoped: false,
+                service_count: 0,
+                services: Vec::new(),
+            }),
+            ListedScope::Scoped { len, first } => Some(Self {
+                scoped: true,
+                service_count: len,
+                services: first.to_vec(),
+            }),
+        }
+    }
+
+    fn listed(stored: Option<Self>) -> ListedScope {
+        match stored {
+            None => ListedScope::Unknown,
+            Some(s) if !s.scoped => ListedScope::All,
+            Some(mut s) => {
+                // Another replica wrote it: held to the listing's bound all the same.
+                s.services.truncate(LISTED_SCOPE);
+                ListedScope::Scoped {
+                    len: s.service_count.max(s.services.len()),
+                    first: s.services.into(),
+                }
+            }
+        }
+    }
 }
 
 impl Stored {
@@ -87,6 +134,7 @@ impl Stored {
             connected_at_ms: e.connected_at_ms,
             acked_revision: e.acked_revision,
             nack: e.nack,
+            endpoint_scope: StoredScope::of(e.scope),
         }
     }
 
@@ -109,6 +157,7 @@ impl Stored {
             acked_version: 0,
             acked_revision: self.acked_revision,
             nack: self.nack,
+            scope: StoredScope::listed(self.endpoint_scope),
         }
     }
 }

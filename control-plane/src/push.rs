@@ -35,7 +35,9 @@ pub use self::delta::{Change, Removed, compose, endpoint_delta};
 pub use self::directory::Directory;
 pub use self::outgoing::{Outgoing, PART_BYTES};
 use self::registry::Registry;
-pub use self::registry::{SidecarEntry, SidecarId, with_identity_defaults};
+pub use self::registry::{
+    LISTED_SCOPE, ListedScope, SidecarEntry, SidecarId, with_identity_defaults,
+};
 pub use self::scope::{MAX_SCOPE, Scope, ScopeError};
 pub use self::stats::PushStats;
 
@@ -351,6 +353,15 @@ impl Hub {
             e.nack = None;
         });
         self.answers.send_modify(|n| *n += 1);
+    }
+
+    /// Records the endpoint scope of `id`'s stream (when it connects, and each time
+    /// interest widens it), for `graylane status`. Not an answer: listings read it when
+    /// asked, and the etcd record is rewritten on the ACK of the snapshot every change
+    /// of scope causes, so rollout watchers are not woken for it.
+    pub fn set_scope(&self, id: &SidecarId, scope: &Scope) {
+        let listed = ListedScope::of(scope);
+        self.registry().update(id, |e| e.scope = listed);
     }
 
     /// Records a NACK: the sidecar keeps its previous snapshot.

@@ -10,7 +10,7 @@ use std::time::Duration;
 use graylane_routing::MtlsMode;
 use http::request::Parts;
 use http::uri::PathAndQuery;
-use http::{HeaderValue, Method, Request, Response, Uri, Version};
+use http::{HeaderMap, HeaderValue, Method, Request, Response, Uri, Version};
 use hyper::body::Incoming;
 
 mod body;
@@ -128,21 +128,26 @@ impl Clients {
 
     /// Sends `request` to `http://{to.address}` within `to.timeout` (see
     /// [`Self::send_to`]).
-    pub(crate) async fn send(
+    pub(crate) fn send(
         &self,
-        request: Request<Body>,
+        request: Box<Request<Body>>,
         to: &Upstream<'_>,
-    ) -> Result<Response<Incoming>, SendError> {
-        self.send_to(request, to, Transport::Plain).await
+    ) -> impl Future<Output = Result<Response<Incoming>, SendError>> {
+        self.send_to(request, to, Transport::Plain)
     }
 
     /// Sends `request` to `to.address` within `to.timeout`, in the clear or over mesh
     /// mTLS (`https://{address}`, the server proving the identity). The URI's authority
     /// is replaced; the `Host` header keeps the service name for the next hop. A failed
     /// handshake is a [`SendFailure::Connect`]: nothing was sent.
+    ///
+    /// The request comes boxed: each `async fn` on the way to hyper keeps its
+    /// arguments in its future twice (rust-lang/rust#62958), and the futures are moved
+    /// as they nest, so a 368-byte request by value made the inbound future 5.8 KB
+    /// of copies per request (bench/README.md, "Future sizes").
     pub(crate) async fn send_to(
         &self,
-        request: Request<Body>,
+        request: Box<Request<Body>>,
         to: &Upstream<'_>,
         transport: Transport<'_>,
     ) -> Result<Response<Incoming>, SendError> {
@@ -153,7 +158,7 @@ impl Clients {
 
     async fn try_send(
         &self,
-        mut request: Request<Body>,
+        mut request: Box<Request<Body>>,
         address: &str,
         transport: Transport<'_>,
         timeout: Duration,
@@ -196,7 +201,7 @@ impl Clients {
 
     async fn send_h1(
         &self,
-        mut request: Request<Body>,
+        mut request: Box<Request<Body>>,
         dest: Dest<'_>,
         target: PathAndQuery,
         timeout: Duration,
@@ -230,7 +235,7 @@ impl Clients {
 
     async fn send_h2(
         &self,
-        mut request: Request<Body>,
+        mut request: Box<Request<Body>>,
         dest: Dest<'_>,
         path: &str,
         timeout: Duration,
@@ -263,28 +268,44 @@ fn absolute(scheme: &str, address: &str, path: &str) -> Result<Uri, SendFailure>
 /// Puts a request whose body never left (`unsent`) back into `held` for another
 /// attempt; `false` when its body was already (partly) sent.
 pub(crate) fn reclaim(
-    unsent: &mut Option<(Parts, Reclaim)>,
-    held: &mut Option<(Parts, Body)>,
+    unsent: &mut Option<(Box<Request<Body>>, Reclaim)>,
+    held: &mut Option<Box<Request<Body>>>,
 ) -> bool {
-    let Some((head, reclaim)) = unsent.take() else {
+    let Some((mut head, reclaim)) = unsent.take() else {
         return false;
     };
     match reclaim.take() {
         Some(body) => {
-            *held = Some((head, body));
+            *head.body_mut() = body;
+            *held = Some(head);
             true
         }
         None => false,
     }
 }
 
-/// A body-less copy of a request head (`Parts` is not `Clone`: extensions are not).
-pub(crate) fn copy_head(head: &Parts) -> Request<Body> {
-    let mut request = Request::new(empty());
-    *request.method_mut() = head.method.clone();
-    *request.uri_mut() = head.uri.clone();
-    *request.version_mut() = head.version;
-    *request.headers_mut() = head.headers.clone();
+/// A body-less copy of a request head (`Parts` is not `Clone`: extensions are not),
+/// boxed as [`Clients::send_to`] takes it.
+pub(crate) fn copy_head(head: &Parts) -> Box<Request<Body>> {
+    copy(&head.method, &head.uri, head.version, &head.headers)
+}
+
+/// [`copy_head`] of a request.
+pub(crate) fn copy_request(request: &Request<Body>) -> Box<Request<Body>> {
+    copy(
+        request.method(),
+        request.uri(),
+        request.version(),
+        request.headers(),
+    )
+}
+
+fn copy(method: &Method, uri: &Uri, version: Version, headers: &HeaderMap) -> Box<Request<Body>> {
+    let mut request = Box::new(Request::new(empty()));
+    *request.method_mut() = method.clone();
+    *request.uri_mut() = uri.clone();
+    *request.version_mut() = version;
+    *request.headers_mut() = headers.clone();
     request
 }
 

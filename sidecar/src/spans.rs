@@ -26,7 +26,7 @@ use opentelemetry_proto::tonic::trace::v1::{
 };
 use tokio::sync::mpsc;
 
-pub(crate) const TRACEPARENT: &str = "traceparent";
+pub(crate) const TRACEPARENT: HeaderName = HeaderName::from_static("traceparent");
 /// The baggage entry that carries a copy of `traceparent` (set by the inbound sidecar),
 /// for apps that relay `baggage` but not `traceparent`.
 pub(crate) const TRACE_BAGGAGE_KEY: &str = "graylane-trace";
@@ -114,7 +114,7 @@ impl Tracer {
             .and_then(TraceParent::parse)
             .or_else(|| {
                 headers
-                    .get_all(http::header::HeaderName::from_static("baggage"))
+                    .get_all(crate::tag::BAGGAGE)
                     .iter()
                     .filter_map(|v| v.to_str().ok())
                     .find_map(|b| TraceParent::parse(baggage_entry(b, TRACE_BAGGAGE_KEY)?))
@@ -137,7 +137,7 @@ impl Tracer {
         // The string's own buffer becomes the value (exactly 55 bytes: no copy).
         if let Ok(value) = HeaderValue::from_maybe_shared(bytes::Bytes::from(header.into_bytes())) {
             // A static name: inserting by `&str` copies a custom name every time.
-            headers.insert(HeaderName::from_static(TRACEPARENT), value);
+            headers.insert(TRACEPARENT, value);
         }
         SpanContext {
             trace_id,

@@ -5,6 +5,6 @@
 mod resolve;
 mod trace_table;
 
+pub(crate) use self::resolve::{BAGGAGE, TAG_HEADER_NAME, TagSource, carried};
 pub use self::resolve::{HeaderTag, TAG_HEADER, View, from_baggage, from_header, trace_id};
-pub(crate) use self::resolve::{TagSource, carried};
 pub use self::trace_table::{TraceEntry, TraceTable};

@@ -14,14 +14,14 @@ use crate::tag::TagSource;
 /// is a new request), so a legitimate request carries 1; more means sidecars are
 /// forwarding to each other (an instance advertising another sidecar's outbound
 /// listener, an external name resolving to one), and past `MAX_HOPS` it is a loop.
-pub(crate) const HOPS_HEADER: &str = "graylane-hops";
+pub(crate) const HOPS_HEADER: HeaderName = HeaderName::from_static("graylane-hops");
 /// Room for egress proxies and sidecar chains; a loop reaches it in milliseconds.
 pub(crate) const MAX_HOPS: u32 = 8;
 
 /// `Graylane-Debug: 1` on a request asks for the trail.
-pub(crate) const DEBUG_HEADER: &str = "graylane-debug";
+pub(crate) const DEBUG_HEADER: HeaderName = HeaderName::from_static("graylane-debug");
 /// One entry per hop, in hop order, comma-separated.
-pub(crate) const ROUTE_HEADER: &str = "graylane-route";
+pub(crate) const ROUTE_HEADER: HeaderName = HeaderName::from_static("graylane-route");
 
 /// Whether the request asks for the trail.
 pub(crate) fn wanted(headers: &HeaderMap) -> bool {
@@ -80,7 +80,7 @@ pub(crate) fn append_route(headers: &mut HeaderMap, entry: &str) {
         .collect::<Vec<_>>()
         .join(", ");
     if let Ok(value) = HeaderValue::from_str(&value) {
-        headers.insert(HeaderName::from_static(ROUTE_HEADER), value);
+        headers.insert(ROUTE_HEADER, value);
     }
 }
 
@@ -103,10 +103,7 @@ pub(crate) fn count_hop(headers: &HeaderMap) -> Result<u32, ProxyError> {
 /// Sets the hop count on what is forwarded.
 pub(crate) fn set_hops(headers: &mut HeaderMap, hops: u32) {
     // A static name: inserting by `&str` copies a custom name every time.
-    headers.insert(
-        HeaderName::from_static(HOPS_HEADER),
-        HeaderValue::from(hops),
-    );
+    headers.insert(HOPS_HEADER, HeaderValue::from(hops));
 }
 
 #[cfg(test)]

@@ -8,7 +8,10 @@ use std::time::Duration;
 
 use graylane_tests::{Proc, bin, eventually};
 
-/// Every line of the log is a JSON object; returns them once one says `listening`.
+/// Every line of the log is a JSON object; returns them once the server says it is
+/// listening (`graylane-control listening`, `graylane-sidecar listening`). Not any
+/// line mentioning it: the warning about running without a token says "listening on
+/// loopback only" a moment before.
 fn json_lines_until_listening(proc: &mut Proc) -> Vec<serde_json::Value> {
     eventually(
         Duration::from_secs(20),
@@ -25,7 +28,7 @@ fn json_lines_until_listening(proc: &mut Proc) -> Vec<serde_json::Value> {
                 .any(|l| {
                     l["fields"]["message"]
                         .as_str()
-                        .is_some_and(|m| m.contains("listening"))
+                        .is_some_and(|m| m.ends_with(" listening"))
                 })
                 .then_some(lines)
         },

@@ -256,3 +256,44 @@ fn a_scoped_sidecar_started_from_its_cache_routes_what_it_had_learned() {
     }
     assert_eq!((counter(&web, WAITS), counter(&web, TIMEOUTS)), (1, 1));
 }
+
+/// HTTP/2 with prior knowledge (how gRPC clients call): the service comes from
+/// `:authority`, and the first call to it asks and waits as an HTTP/1.1 call does.
+#[test]
+fn an_http2_call_by_authority_asks_for_the_service_too() {
+    let dir = tempfile::tempdir().unwrap();
+    let dir = dir.path();
+    let cp = ControlPlane::start(dir, &[]);
+    let url = cp.url();
+    let (_orders_app, _orders) = instance(dir, &url, "orders", "orders-1");
+    let web = web(dir, &url, &[]);
+    eventually(
+        Duration::from_secs(10),
+        "the directory to list 2 services",
+        || (web.config()["endpointScope"]["directory"] == 2).then_some(()),
+    );
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let call = |authority: &str| {
+        runtime.block_on(async {
+            let tcp = tokio::net::TcpStream::connect(web.outbound).await.unwrap();
+            let (client, connection) = h2::client::handshake(tcp).await.unwrap();
+            tokio::spawn(connection);
+            let mut client = client.ready().await.unwrap();
+            let request = http::Request::builder()
+                .uri(format!("http://{authority}/"))
+                .body(())
+                .unwrap();
+            let (response, _) = client.send_request(request, true).unwrap();
+            response.await.unwrap().status().as_u16()
+        })
+    };
+    assert_eq!(call("orders"), 200);
+    assert_eq!(held(&web), ["orders", "web"]);
+    assert_eq!((counter(&web, INTEREST), counter(&web, WAITS)), (1, 1));
+    // A host outside the mesh forms is not the mesh's orders: nothing asked for.
+    assert_eq!(call("orders.example.invalid"), 502);
+    assert_eq!((counter(&web, INTEREST), counter(&web, WAITS)), (1, 1));
+}

@@ -107,6 +107,7 @@ fn sidecar_status(view: SidecarView) -> pb::SidecarStatus {
         connected_at_ms: entry.connected_at_ms,
         identity: entry.identity,
         cert_not_after: entry.cert_not_after,
+        endpoint_scope: admin::scope::message(entry.scope),
     }
 }
 

@@ -112,6 +112,7 @@ impl Discovery for DiscoveryService {
         let identity = self.identity_of(&principal, &hello)?;
         tracing::info!(service = %hello.service, namespace = %hello.namespace, instance = %hello.instance_id, address = %hello.address, %identity, "sidecar connected");
         let (id, kicked) = self.hub.register(hello, identity, crate::now_ms());
+        self.hub.set_scope(&id, &scope);
         // Capacity 1: with at most one snapshot in the channel and one pending in the
         // task, a slow sidecar costs bounded memory and gets the latest state.
         let (tx, rx) = mpsc::channel(1);
@@ -281,9 +282,12 @@ impl Stream {
                 .record(&report, u64::try_from(crate::now_ms()).unwrap_or(0)),
             Some(Message::Interest(interest)) => {
                 self.hub.stats.interest();
-                self.scope.widen(&interest).map_err(|e| {
+                let widened = self.scope.widen(&interest).map_err(|e| {
                     Status::invalid_argument(format!("SidecarMessage.interest: {e}"))
                 })?;
+                if widened {
+                    self.hub.set_scope(&self.id, &self.scope);
+                }
             }
             Some(Message::Hello(_)) => return Err(Status::invalid_argument("Hello sent twice")),
             None => return Err(Status::invalid_argument("empty message")),

@@ -9,6 +9,7 @@ use tokio::time::Instant;
 use super::client::{Client, Connect};
 use super::output::{self, Table};
 use super::{CliError, Format};
+use crate::admin::scope;
 
 fn labels(s: &pb::SidecarStatus) -> String {
     let mut pairs: Vec<String> = s.labels.iter().map(|(k, v)| format!("{k}={v}")).collect();
@@ -68,6 +69,7 @@ pub(crate) async fn run(connect: &Connect, format: Option<Format>) -> Result<(),
                 "NACK",
                 "IDENTITY",
                 "CERT EXPIRES",
+                "SCOPE",
             ]);
             let now_secs = crate::now_ms() / 1000;
             for s in &response.sidecars {
@@ -96,6 +98,7 @@ pub(crate) async fn run(connect: &Connect, format: Option<Format>) -> Result<(),
                         s.identity.clone()
                     },
                     expires_in(s.cert_not_after, now_secs),
+                    scope::column(s.endpoint_scope.as_ref()),
                 ]);
             }
             t
@@ -113,6 +116,7 @@ pub(crate) async fn run(connect: &Connect, format: Option<Format>) -> Result<(),
                     "connectedAtMs": s.connected_at_ms,
                     "identity": (!s.identity.is_empty()).then_some(&s.identity),
                     "certNotAfter": (s.cert_not_after != 0).then_some(s.cert_not_after),
+                    "endpointScope": scope::json(s.endpoint_scope.as_ref()),
                 })).collect::<Vec<_>>(),
             })
         },

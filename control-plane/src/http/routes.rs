@@ -291,6 +291,7 @@ async fn sidecars(State(s): State<HttpState>) -> ApiResult {
                 "ackedRevision": e.acked_revision,
                 "nack": e.nack.map(|(revision, reason)| json!({"revision": revision, "reason": reason})),
                 "identity": e.identity,
+                "endpointScope": admin::scope::json(admin::scope::message(e.scope).as_ref()),
             })
         })
         .collect();

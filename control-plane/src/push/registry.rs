@@ -1,9 +1,12 @@
 //! The instances registered by live streams, keyed by instance id.
 
 use std::collections::HashMap;
+use std::sync::Arc;
 
 use graylane_proto::v1::Hello;
 use tokio::sync::oneshot;
+
+use super::scope::Scope;
 
 /// Identifies one registration: the instance id plus the stream's session number, so a
 /// stream that was replaced cannot deregister its successor.
@@ -34,6 +37,46 @@ pub struct SidecarEntry {
     pub acked_revision: u64,
     /// The rule revision and reason of the last NACK, cleared by the next ACK.
     pub nack: Option<(u64, String)>,
+    /// Its stream's endpoint scope (`Hub::set_scope`), for listings.
+    pub scope: ListedScope,
+}
+
+/// The most services of one scope a listing names (it counts them all): 10,000
+/// sidecars at the scope limit would otherwise make `graylane status` gigabytes.
+pub const LISTED_SCOPE: usize = 100;
+
+/// A stream's endpoint scope as listings show it.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub enum ListedScope {
+    /// Not known: the record of an older replica, or a stream that has not said yet.
+    #[default]
+    Unknown,
+    /// Every endpoint of the mesh.
+    All,
+    /// `len` services; `first` holds up to `LISTED_SCOPE` of them, sorted by
+    /// namespace then service (shared: listings clone entries).
+    Scoped {
+        len: usize,
+        first: Arc<[(String, String)]>,
+    },
+}
+
+impl ListedScope {
+    /// What `scope` sends endpoints of, as listed.
+    pub fn of(scope: &Scope) -> Self {
+        match scope.size() {
+            None => Self::All,
+            Some(len) => Self::Scoped {
+                len,
+                first: scope
+                    .services()
+                    .into_iter()
+                    .take(LISTED_SCOPE)
+                    .map(|(ns, svc)| (ns.to_string(), svc.to_string()))
+                    .collect(),
+            },
+        }
+    }
 }
 
 #[derive(Default)]
@@ -79,6 +122,7 @@ impl Registry {
             acked_version: 0,
             acked_revision: 0,
             nack: None,
+            scope: ListedScope::Unknown,
         };
         if let Some((_, _, old_kick)) = self
             .entries

@@ -5,6 +5,7 @@ use std::sync::Arc;
 use http::request::Parts;
 use http::{Request, Response};
 use hyper::body::Body as _;
+use hyper::upgrade::OnUpgrade;
 
 use super::Inbound;
 use crate::pipeline::{Answer, Boxed, Call, Ledger};
@@ -12,48 +13,77 @@ use crate::proxy::{self, Body, ProxyError, SendFailure, Upstream, forward};
 use crate::server::Peer;
 use crate::trail::{self, HOPS_HEADER, Hop};
 
-/// The layer's work for one call (a `tower::service_fn` in `inbound::stack`).
+/// The layer's work for one call (a `tower::service_fn` in `inbound::stack`). What
+/// needs no waiting is done before the future is made, so the future (boxed per
+/// request) holds the request boxed, not by value (see `Clients::send_to`).
 pub(super) fn serve(inbound: Arc<Inbound>, call: Call) -> Boxed {
+    let Call {
+        head,
+        body,
+        peer,
+        ledger,
+    } = call;
+    let leaving = Leaving::new(head, body);
     Box::pin(async move {
-        let Call {
-            head,
-            body,
-            peer,
-            ledger,
-        } = call;
-        let response = inbound.to_app(head, body, &peer, &ledger).await;
+        let response = inbound.to_app(leaving, &peer, &ledger).await;
         Ok(Answer { response, ledger })
     })
 }
 
-impl Inbound {
-    async fn to_app(
-        &self,
-        mut parts: Parts,
-        body: Body,
-        peer: &Peer,
-        ledger: &Ledger,
-    ) -> Result<Response<Body>, ProxyError> {
+/// A request on its way to the app, and what its answer needs from it.
+struct Leaving {
+    request: Box<Request<Body>>,
+    /// An idempotent body-less request whose pooled connection to the app closed
+    /// before any answer (the app's keep-alive timeout racing the request) goes once
+    /// more, on a new connection: this copy.
+    again: Option<Box<Request<Body>>>,
+    upgrade: Option<OnUpgrade>,
+    /// The call came from another sidecar (it counted the hop).
+    from_sidecar: bool,
+    /// The client asked for the `Graylane-Route` trail.
+    debug: bool,
+}
+
+impl Leaving {
+    fn new(mut parts: Parts, body: Body) -> Self {
         // Set by the calling outbound sidecar; removed here, so the app's own calls
         // start counting from zero (see `trail::count_hop`).
         let from_sidecar = parts.headers.remove(HOPS_HEADER).is_some();
         let debug = trail::wanted(&parts.headers);
         let upgrade = forward::head(&mut parts);
-        // An idempotent body-less request whose pooled connection to the app closed
-        // before any answer (the app's keep-alive timeout racing the request) goes once
-        // more, on a new connection.
         let again = (proxy::idempotent(&parts.method) && body.is_end_stream())
             .then(|| proxy::copy_head(&parts));
+        Self {
+            request: Box::new(Request::from_parts(parts, body)),
+            again,
+            upgrade,
+            from_sidecar,
+            debug,
+        }
+    }
+}
+
+impl Inbound {
+    async fn to_app(
+        &self,
+        leaving: Leaving,
+        peer: &Peer,
+        ledger: &Ledger,
+    ) -> Result<Response<Body>, ProxyError> {
+        let Leaving {
+            request,
+            again,
+            upgrade,
+            from_sidecar,
+            debug,
+        } = leaving;
         let app = Upstream {
             service: &self.service,
             instance: &self.instance_id,
             address: &self.app_addr,
             timeout: self.upstream_timeout,
         };
-        let mut outcome = self
-            .clients
-            .send(Request::from_parts(parts, body), &app)
-            .await;
+        let mut outcome = self.clients.send(request, &app).await;
         if let (Err(e), Some(copy)) = (&outcome, again)
             && let SendFailure::Closed(reason) = &e.failure
         {

@@ -12,7 +12,7 @@ use std::time::Instant;
 use graylane_routing::{
     InboundSource, MtlsMode, Tag, TraceParent, baggage_with, baggage_with_tag, baggage_without_tag,
 };
-use http::header::{HeaderName, HeaderValue};
+use http::header::HeaderValue;
 use http::request::Parts;
 use tower::{Layer, Service};
 
@@ -24,9 +24,7 @@ use crate::routes::Routes;
 use crate::server::Peer;
 use crate::spans::TRACE_BAGGAGE_KEY;
 use crate::spans::TRACEPARENT;
-use crate::tag::{self, TAG_HEADER, TagSource, TraceEntry, View};
-
-const BAGGAGE: &str = "baggage";
+use crate::tag::{self, BAGGAGE, TAG_HEADER_NAME, TagSource, TraceEntry, View};
 
 /// The layer and its service.
 #[derive(Clone)]
@@ -167,7 +165,7 @@ impl Inbound {
 /// `Gray-Publish` and the baggage entry both say `tag`, or are both gone: a tag the
 /// TagPolicy removed cannot come back through baggage.
 fn set_tag(parts: &mut Parts, tag: Option<&Tag>) {
-    parts.headers.remove(TAG_HEADER);
+    parts.headers.remove(TAG_HEADER_NAME);
     let baggage: Vec<String> = parts
         .headers
         .get_all(BAGGAGE)
@@ -180,7 +178,7 @@ fn set_tag(parts: &mut Parts, tag: Option<&Tag>) {
     let updated = match tag {
         Some(tag) => {
             parts.headers.insert(
-                HeaderName::from_static(TAG_HEADER),
+                TAG_HEADER_NAME,
                 HeaderValue::from_str(tag.as_str()).expect("a tag is a valid header value"),
             );
             Some(baggage_with_tag(existing.as_deref(), tag))
@@ -188,19 +186,20 @@ fn set_tag(parts: &mut Parts, tag: Option<&Tag>) {
         None => existing.as_deref().and_then(baggage_without_tag),
     };
     // The trace position rides along in the baggage too, so an app that relays only
-    // `baggage` keeps its calls in this trace (see `spans::Tracer::begin`).
-    let traceparent = parts
-        .headers
-        .get(TRACEPARENT)
-        .and_then(|v| v.to_str().ok())
-        .filter(|v| TraceParent::parse(v).is_some());
-    let updated = match (updated, traceparent) {
-        (Some(baggage), Some(tp)) => Some(baggage_with(Some(&baggage), TRACE_BAGGAGE_KEY, tp)),
-        (updated, _) => updated,
-    };
-    if let Some(value) = updated.and_then(|v| HeaderValue::from_str(&v).ok()) {
-        parts
+    // `baggage` keeps its calls in this trace (see `spans::Tracer::begin`). Read only
+    // when there is baggage to write: most requests have none.
+    let updated = updated.map(|baggage| {
+        let traceparent = parts
             .headers
-            .insert(HeaderName::from_static(BAGGAGE), value);
+            .get(TRACEPARENT)
+            .and_then(|v| v.to_str().ok())
+            .filter(|v| TraceParent::parse(v).is_some());
+        match traceparent {
+            Some(tp) => baggage_with(Some(&baggage), TRACE_BAGGAGE_KEY, tp),
+            None => baggage,
+        }
+    });
+    if let Some(value) = updated.and_then(|v| HeaderValue::from_str(&v).ok()) {
+        parts.headers.insert(BAGGAGE, value);
     }
 }

@@ -4,28 +4,33 @@
 //! a mesh name, else to the host itself. The sidecar cannot see inside TLS, so a
 //! tunnelled call is routed by its service only: lanes need the request in the clear.
 
+use std::sync::Arc;
 use std::time::Instant;
 
-use graylane_routing::Tag;
+use graylane_routing::{RouteError, Tag};
 use http::request::Parts;
 use http::{Response, StatusCode};
 use hyper::upgrade::OnUpgrade;
 use hyper_util::rt::TokioIo;
 use tokio::net::TcpStream;
 
-use super::target::{self, Target};
+use super::target::{self, Dest, Target};
 use super::{Outbound, View};
+use crate::balance::InFlight;
 use crate::proxy::{self, Body, ProxyError};
 use crate::routes::Routes;
 
 impl Outbound {
     /// Connects to the target, answers 200, then joins the two connections in the
-    /// background. Failing to connect is a 502 and no tunnel.
+    /// background. Failing to connect is a 502 and no tunnel. A mesh service whose
+    /// endpoints a scoped sidecar does not hold yet is asked for first, as a plain
+    /// request's is (`discovery::ensure`); a host the directory does not name is
+    /// tunnelled at once.
     pub(super) async fn connect(
         &self,
         mut parts: Parts,
         target: Target,
-        routes: &Routes,
+        routes: Arc<Routes>,
         tag: Option<&Tag>,
     ) -> Result<Response<Body>, ProxyError> {
         // hyper hands every CONNECT it accepts its connection to take over (HTTP/1.1
@@ -35,45 +40,21 @@ impl Outbound {
             ProxyError::Internal("CONNECT without a connection to take over".into())
         })?;
         let (service, address, in_flight) = match target {
-            Target::External { host, port } => {
-                let to = target::resolve(&host, port, &self.own_listeners).await?;
-                (host, to[0].to_string(), None)
-            }
+            Target::External { host, port } => self.host(host, port).await?,
             Target::Service(dest) => {
-                let view = View {
-                    parts: &parts,
-                    source_ip: None,
-                };
-                let route = routes.table.route(
-                    &dest.namespace,
-                    &dest.service,
-                    tag,
-                    &view,
-                    fastrand::u64(..),
-                )?;
-                let service = dest.service;
-                let mut rng = fastrand::Rng::new();
-                let (instance, in_flight) = self
-                    .balancer
-                    .pick(route.candidates, None, &mut rng, Instant::now())
-                    .ok_or_else(|| {
-                        ProxyError::NoInstance(format!("no ready instance of service {service}"))
-                    })?;
-                // A tunnel carries the app's own TLS, never the mesh's: a strict
-                // instance would refuse it (not a mesh SNI), so it is refused here,
-                // where the app can be told why.
-                let mode = proxy::mtls_mode(Some(routes), &instance.namespace, &instance.service);
-                if mode == graylane_routing::MtlsMode::Strict {
-                    return Err(ProxyError::MtlsRequired {
-                        service,
-                        instance: instance.id.clone(),
-                        reason: "strict mTLS: a CONNECT tunnel cannot carry a mesh identity \
-                                 (call the service over HTTP through the sidecar, or make \
-                                 its PeerPolicy permissive)"
-                            .into(),
-                    });
+                let routes =
+                    crate::discovery::ensure(&self.routes, routes, &dest.namespace, &dest.service)
+                        .await;
+                match self.instance(&parts, &dest, &routes, tag) {
+                    Err(Unrouted::Unknown(why)) => match dest.external {
+                        // `api.corp:443` with no service `api` in a namespace `corp`:
+                        // an ordinary host, as for a plain request.
+                        Some((host, port)) => self.host(host, port).await?,
+                        None => return Err(why.into()),
+                    },
+                    Err(Unrouted::Failed(e)) => return Err(e),
+                    Ok(picked) => picked,
                 }
-                (service, instance.address.clone(), Some(in_flight))
             }
         };
         let upstream =
@@ -97,6 +78,73 @@ impl Outbound {
         *response.status_mut() = StatusCode::OK;
         Ok(response)
     }
+
+    /// A host outside the mesh: its own address (never this sidecar's listeners).
+    async fn host(&self, host: String, port: u16) -> Result<Tunnel, ProxyError> {
+        let to = target::resolve(&host, port, &self.own_listeners).await?;
+        Ok((host, to[0].to_string(), None))
+    }
+
+    /// An instance of the mesh service `dest`, routed by its service only (a tunnel
+    /// shows no request to match lanes on beyond the tag).
+    fn instance(
+        &self,
+        parts: &Parts,
+        dest: &Dest,
+        routes: &Routes,
+        tag: Option<&Tag>,
+    ) -> Result<Tunnel, Unrouted> {
+        let view = View {
+            parts,
+            source_ip: None,
+        };
+        let route = match routes.table.route(
+            &dest.namespace,
+            &dest.service,
+            tag,
+            &view,
+            fastrand::u64(..),
+        ) {
+            Err(why @ RouteError::UnknownService { .. }) => return Err(Unrouted::Unknown(why)),
+            route => route.map_err(|e| Unrouted::Failed(e.into()))?,
+        };
+        let service = dest.service.clone();
+        let mut rng = fastrand::Rng::new();
+        let (instance, in_flight) = self
+            .balancer
+            .pick(route.candidates, None, &mut rng, Instant::now())
+            .ok_or_else(|| {
+                Unrouted::Failed(ProxyError::NoInstance(format!(
+                    "no ready instance of service {service}"
+                )))
+            })?;
+        // A tunnel carries the app's own TLS, never the mesh's: a strict instance
+        // would refuse it (not a mesh SNI), so it is refused here, where the app can
+        // be told why.
+        let mode = proxy::mtls_mode(Some(routes), &instance.namespace, &instance.service);
+        if mode == graylane_routing::MtlsMode::Strict {
+            return Err(Unrouted::Failed(ProxyError::MtlsRequired {
+                service,
+                instance: instance.id.clone(),
+                reason: "strict mTLS: a CONNECT tunnel cannot carry a mesh identity \
+                         (call the service over HTTP through the sidecar, or make \
+                         its PeerPolicy permissive)"
+                    .into(),
+            }));
+        }
+        Ok((service, instance.address.clone(), Some(in_flight)))
+    }
+}
+
+/// Where a tunnel goes: the name it is labelled by, the address, and the instance's
+/// in-flight guard (mesh instances only).
+type Tunnel = (String, String, Option<InFlight>);
+
+/// Why `instance` picked none.
+enum Unrouted {
+    /// The table knows no such service.
+    Unknown(RouteError),
+    Failed(ProxyError),
 }
 
 fn connect_failed(service: &str, address: &str, reason: &str) -> ProxyError {

@@ -17,7 +17,7 @@ use super::{Outbound, View, policy};
 use crate::pipeline::{Answer, Boxed, Call, Ledger};
 use crate::proxy::{self, Body, ProxyError, Transport, Upstream, forward};
 use crate::routes::Routes;
-use crate::tag::TAG_HEADER;
+use crate::tag::TAG_HEADER_NAME;
 use crate::trail::{self, Hop};
 use crate::transparent::OriginalDst;
 
@@ -28,10 +28,11 @@ const EXTERNAL: &str = "external";
 const CONNECT_LABEL: &str = "connect";
 
 /// Marks a mirrored copy, so the receiving app can tell it from real traffic.
-const MIRROR_HEADER: &str = "graylane-mirror";
+const MIRROR_HEADER: HeaderName = HeaderName::from_static("graylane-mirror");
 
 /// A request on its way to a mesh service: the head, the body and the hop count it
-/// leaves with.
+/// leaves with. Boxed once per request: the futures of the route carry a pointer,
+/// not its 370 bytes at each level (see `Clients::send_to`).
 struct Leaving {
     parts: Parts,
     body: Body,
@@ -40,14 +41,19 @@ struct Leaving {
 
 /// The layer's work for one call (a `tower::service_fn` in `outbound::stack`).
 pub(super) fn serve(outbound: Arc<Outbound>, call: Call) -> Boxed {
+    let Call {
+        head,
+        body,
+        mut ledger,
+        ..
+    } = call;
+    let leaving = Box::new(Leaving {
+        parts: head,
+        body,
+        hops: 0,
+    });
     Box::pin(async move {
-        let Call {
-            head,
-            body,
-            mut ledger,
-            ..
-        } = call;
-        let response = outbound.route(head, body, &mut ledger).await;
+        let response = outbound.route(leaving, &mut ledger).await;
         Ok(Answer { response, ledger })
     })
 }
@@ -57,22 +63,23 @@ impl Outbound {
     /// mesh service.
     async fn route(
         &self,
-        parts: Parts,
-        body: Body,
+        mut leaving: Box<Leaving>,
         ledger: &mut Ledger,
     ) -> Result<Response<Body>, ProxyError> {
         let routes = ledger.routes.clone().ok_or(ProxyError::NotReady)?;
+        let parts = &leaving.parts;
         let hops = trail::count_hop(&parts.headers)?;
         // Set when iptables redirected the app's connection here (transparent mode).
         let original = parts.extensions.get::<OriginalDst>().map(|o| o.0);
-        let target = target::target(&parts, &self.namespace, &self.cluster_domain)?;
+        let target = target::target(parts, &self.namespace, &self.cluster_domain)?;
         if parts.method == Method::CONNECT {
+            // Asks for a scoped sidecar's missing endpoints itself, as below.
             ledger.key.service = CONNECT_LABEL.into();
             return self
-                .connect(parts, target, &routes, ledger.tag.as_ref())
+                .connect(leaving.parts, target, routes, ledger.tag.as_ref())
                 .await;
         }
-        let leaving = Leaving { parts, body, hops };
+        leaving.hops = hops;
         let dest = match (target, original) {
             (Target::Service(dest), _) => dest,
             // Not a mesh service: where the app sent it (transparent) or to the host
@@ -96,7 +103,7 @@ impl Outbound {
         let routes =
             crate::discovery::ensure(&self.routes, routes, &dest.namespace, &dest.service).await;
         let (unknown, why) = match self.to_service(&routes, &dest, leaving, ledger).await {
-            Err(Unrouted::Unknown(leaving, why)) => (*leaving, why),
+            Err(Unrouted::Unknown(leaving, why)) => (leaving, why),
             Err(Unrouted::Failed(e)) => return Err(e),
             Ok(response) => return Ok(response),
         };
@@ -125,17 +132,12 @@ impl Outbound {
         &self,
         routes: &Routes,
         dest: &Dest,
-        leaving: Leaving,
+        mut leaving: Box<Leaving>,
         ledger: &mut Ledger,
     ) -> Result<Response<Body>, Unrouted> {
-        let Leaving {
-            mut parts,
-            body,
-            hops,
-        } = leaving;
         let (namespace, service) = (&dest.namespace, &dest.service);
         let view = View {
-            parts: &parts,
+            parts: &leaving.parts,
             source_ip: None,
         };
         let tag = ledger.tag.as_ref();
@@ -144,8 +146,7 @@ impl Outbound {
             .route(namespace, service, tag, &view, fastrand::u64(..))
         {
             Err(why @ RouteError::UnknownService { .. }) => {
-                let leaving = Leaving { parts, body, hops };
-                return Err(Unrouted::Unknown(Box::new(leaving), why));
+                return Err(Unrouted::Unknown(leaving, why));
             }
             // Labelled by its service too, so a 503 (no instance in the lane) shows
             // where it happened.
@@ -167,14 +168,16 @@ impl Outbound {
             (None, true) => Some("no candidate by weights or base: any instance".into()),
             (None, false) => None,
         };
-        let debug = trail::wanted(&parts.headers);
-        let upgrade = leave(&mut parts, tag, hops);
+        let debug = trail::wanted(&leaving.parts.headers);
+        let hops = leaving.hops;
+        let upgrade = leave(&mut leaving.parts, tag, hops);
         // One lookup for the destination's timeout, retries, fault and mirror, all
         // decided by the table; what follows only carries them out.
         let policy = routes.table.policy(namespace, service);
         let fault = policy.fault(tag, fastrand::u64(..));
         policy::inject_fault(fault, &graylane_routing::qualified(namespace, service)).await?;
         // Only idempotent requests without a body are ever sent twice.
+        let Leaving { parts, body, .. } = *leaving;
         let retry =
             (proxy::idempotent(&parts.method) && body.is_end_stream()).then(|| policy.retry());
         let timeout = policy.timeout().unwrap_or(self.upstream_timeout);
@@ -185,9 +188,9 @@ impl Outbound {
         {
             self.mirror(routes, candidates, &parts, timeout);
         }
-        let (response, instance, retries, mtls) = self
-            .send(&route, service, parts, body, retry, timeout)
-            .await?;
+        let request = Box::new(Request::from_parts(parts, body));
+        let (response, instance, retries, mtls) =
+            self.send(&route, service, request, retry, timeout).await?;
         ledger.notes.instance = Some(instance.id.clone());
         ledger.notes.retries = retries;
         let mut response = forward::response(response, upgrade);
@@ -214,7 +217,7 @@ impl Outbound {
     /// destination still sees it.
     async fn forward_to(
         &self,
-        leaving: Leaving,
+        leaving: Box<Leaving>,
         tag: Option<&Tag>,
         address: &str,
     ) -> Result<Response<Body>, ProxyError> {
@@ -222,7 +225,7 @@ impl Outbound {
             mut parts,
             body,
             hops,
-        } = leaving;
+        } = *leaving;
         let upgrade = leave(&mut parts, tag, hops);
         let to = Upstream {
             service: address,
@@ -232,7 +235,7 @@ impl Outbound {
         };
         let response = self
             .clients
-            .send(Request::from_parts(parts, body), &to)
+            .send(Box::new(Request::from_parts(parts, body)), &to)
             .await?;
         Ok(forward::response(response, upgrade))
     }
@@ -254,10 +257,9 @@ impl Outbound {
         };
         let peer = matches!(transport, Transport::Mtls(_)).then(|| instance.identity.clone());
         let mut request = proxy::copy_head(head);
-        request.headers_mut().insert(
-            HeaderName::from_static(MIRROR_HEADER),
-            HeaderValue::from_static("1"),
-        );
+        request
+            .headers_mut()
+            .insert(MIRROR_HEADER, HeaderValue::from_static("1"));
         let (clients, address) = (self.clients.clone(), instance.address.clone());
         let (service, id) = (instance.service.clone(), instance.id.clone());
         tokio::spawn(async move {
@@ -300,7 +302,7 @@ fn leave(parts: &mut Parts, tag: Option<&Tag>, hops: u32) -> Option<OnUpgrade> {
     let upgrade = forward::head(parts);
     if let Some(tag) = tag {
         parts.headers.insert(
-            HeaderName::from_static(TAG_HEADER),
+            TAG_HEADER_NAME,
             HeaderValue::from_str(tag.as_str()).expect("a tag is a valid header value"),
         );
     }

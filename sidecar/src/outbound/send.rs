@@ -5,7 +5,6 @@
 use std::time::{Duration, Instant};
 
 use graylane_routing::{RetryPolicy, Route};
-use http::request::Parts;
 use http::{Request, Response};
 use hyper::body::Incoming;
 
@@ -18,18 +17,19 @@ impl Outbound {
     /// retryable (idempotent, body-less) request goes again as its retry policy says;
     /// any other request goes once more only when its first connection never came up
     /// (its body never left).
+    ///
+    /// The request comes boxed, as `Clients::send_to` takes it (its doc says why).
     pub(super) async fn send<'r>(
         &self,
         route: &Route<'r>,
         service: &str,
-        parts: Parts,
-        body: proxy::Body,
+        request: Box<Request<proxy::Body>>,
         retry: Option<&RetryPolicy>,
         timeout: Duration,
     ) -> Result<(Response<Incoming>, graylane_routing::Instance, u32, bool), ProxyError> {
         // A retryable request has no body: each attempt is a copy of the head. Others
         // are sent once, moved.
-        let mut held = Some((parts, body));
+        let mut held = Some(request);
         let mut avoid: Option<String> = None;
         let mut retries_left = retry.map_or(0, RetryPolicy::attempts);
         // A connection that closed before any answer (a keep-alive race, a peer that
@@ -37,7 +37,7 @@ impl Outbound {
         let mut closed_retry = retry.is_some();
         let mut retries = 0;
         // A request with a body: its head, and the way back to its body while unsent.
-        let mut unsent: Option<(Parts, proxy::Reclaim)> = None;
+        let mut unsent: Option<(Box<Request<proxy::Body>>, proxy::Reclaim)> = None;
         // Off → strict: an instance may refuse plaintext a moment before this sidecar
         // sees the new rules; that refusal is retried over mTLS, once.
         let mut force_mtls = false;
@@ -52,19 +52,20 @@ impl Outbound {
                     ProxyError::NoInstance(format!("no ready instance of service {service}"))
                 })?;
             let request = match (&held, retry.is_some()) {
-                (Some((head, _)), true) => proxy::copy_head(head),
+                (Some(request), true) => proxy::copy_request(request),
                 _ => {
                     // The loop only goes round with the request held again (a copy
                     // of the head, or its body reclaimed unsent).
-                    let (head, body) = held.take().ok_or_else(|| {
+                    let mut request = held.take().ok_or_else(|| {
                         ProxyError::Internal(format!(
                             "request to {service} already sent, yet another attempt began"
                         ))
                     })?;
+                    let body = std::mem::replace(request.body_mut(), proxy::empty());
                     let (body, reclaim) = proxy::unsent(body);
-                    let (copy, _) = proxy::copy_head(&head).into_parts();
-                    unsent = Some((copy, reclaim));
-                    Request::from_parts(head, body)
+                    *request.body_mut() = body;
+                    unsent = Some((proxy::copy_request(&request), reclaim));
+                    request
                 }
             };
             let transport = self
@@ -90,13 +91,14 @@ impl Outbound {
             }
             // A request with a body goes again only when nothing of it was sent.
             if failure.is_some_and(|f| f.retry().allows(false))
-                && let Some((head, reclaim)) = unsent.take()
+                && let Some((mut head, reclaim)) = unsent.take()
                 && let Some(body) = reclaim.take()
                 && retries == 0
             {
                 self.balancer.failed(&instance.address, Instant::now());
                 tracing::debug!(%service, instance = %instance.id, "not connected: sending elsewhere");
-                held = Some((head, body));
+                *head.body_mut() = body;
+                held = Some(head);
                 retries += 1;
                 // With no other candidate, the same one once more: avoiding it would
                 // leave none, a 503 hiding the connect error that names it.

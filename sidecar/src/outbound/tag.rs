@@ -14,7 +14,7 @@ use tower::{Layer, Service};
 
 use super::Outbound;
 use crate::pipeline::{Answer, Call, Layered};
-use crate::tag::{self, TAG_HEADER, TagSource};
+use crate::tag::{self, TAG_HEADER_NAME, TagSource};
 
 /// The layer and its service.
 #[derive(Clone)]
@@ -65,7 +65,7 @@ impl Outbound {
     /// is counted and never travels further.
     fn resolve_tag(&self, parts: &mut Parts) -> (Option<Tag>, TagSource) {
         let carried = tag::carried(&parts.headers);
-        parts.headers.remove(TAG_HEADER);
+        parts.headers.remove(TAG_HEADER_NAME);
         if carried.invalid_header {
             self.metrics.invalid_tags.fetch_add(1, Ordering::Relaxed);
         }

@@ -115,7 +115,7 @@ impl Pool {
     pub(crate) async fn send_http1(
         &self,
         dest: Dest<'_>,
-        mut request: Request<Body>,
+        mut request: Box<Request<Body>>,
     ) -> Result<(Response<Incoming>, Checkout), PoolError> {
         loop {
             let mut checkout = match self.idle_http1(dest) {
@@ -130,10 +130,10 @@ impl Pool {
                     reused: false,
                 },
             };
-            match checkout.sender.try_send_request(request).await {
+            match checkout.sender.try_send_request(*request).await {
                 Ok(response) => return Ok((response, checkout)),
                 Err(mut e) => match e.take_message() {
-                    Some(back) if checkout.reused => request = back,
+                    Some(back) if checkout.reused => *request = back,
                     _ => return Err(PoolError::Hyper(e.into_error())),
                 },
             }
@@ -168,16 +168,16 @@ impl Pool {
     pub(crate) async fn send_http2(
         &self,
         dest: Dest<'_>,
-        mut request: Request<Body>,
+        mut request: Box<Request<Body>>,
     ) -> Result<Response<Incoming>, PoolError> {
         // A pooled connection that closed before the request went out (a GOAWAY, an
         // idle close) is replaced by a fresh one, once: the request had not left.
         if let Some(mut sender) = self.live_http2(dest) {
             if sender.ready().await.is_ok() {
-                match sender.try_send_request(request).await {
+                match sender.try_send_request(*request).await {
                     Ok(response) => return Ok(response),
                     Err(mut e) => match e.take_message() {
-                        Some(back) => request = back,
+                        Some(back) => *request = back,
                         None => return Err(PoolError::Hyper(e.into_error())),
                     },
                 }
@@ -186,7 +186,10 @@ impl Pool {
         }
         let mut sender = Box::pin(self.connect_http2(dest)).await?;
         sender.ready().await.map_err(PoolError::Hyper)?;
-        sender.send_request(request).await.map_err(PoolError::Hyper)
+        sender
+            .send_request(*request)
+            .await
+            .map_err(PoolError::Hyper)
     }
 
     /// Takes `dest`'s HTTP/2 connection out of the pool (it answered malformed).

@@ -4,10 +4,16 @@ use std::net::IpAddr;
 
 use graylane_routing::{RequestView, Tag, tag_from_baggage, trace_id_from_traceparent};
 use http::HeaderMap;
+use http::header::HeaderName;
 use http::request::Parts;
 
 /// The tag header (case-insensitive, as every header name).
 pub const TAG_HEADER: &str = "gray-publish";
+/// [`TAG_HEADER`] as a header name: made at compile time, and looked up without
+/// parsing (a lookup by `&str` parses and validates the name each time).
+pub(crate) const TAG_HEADER_NAME: HeaderName = HeaderName::from_static(TAG_HEADER);
+/// W3C baggage, where the tag travels too.
+pub(crate) const BAGGAGE: HeaderName = HeaderName::from_static("baggage");
 
 /// Where the deciding sidecar found a request's tag (the `source=` of Graylane-Route).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -43,7 +49,7 @@ pub enum HeaderTag {
 
 /// The tag carried by the `Gray-Publish` header: exactly one value of the tag grammar.
 pub fn from_header(headers: &HeaderMap) -> HeaderTag {
-    let mut values = headers.get_all(TAG_HEADER).iter();
+    let mut values = headers.get_all(TAG_HEADER_NAME).iter();
     let Some(first) = values.next() else {
         return HeaderTag::Absent;
     };
@@ -101,9 +107,7 @@ pub(crate) fn carried(headers: &HeaderMap) -> Carried {
 /// are within one line. A line that is not visible ASCII makes the list unreadable
 /// (no tag), as the same bytes in a single line do.
 pub fn from_baggage(headers: &HeaderMap) -> Option<Tag> {
-    let mut lines = headers
-        .get_all(http::header::HeaderName::from_static("baggage"))
-        .iter();
+    let mut lines = headers.get_all(BAGGAGE).iter();
     let first = lines.next()?.to_str().ok()?;
     let Some(second) = lines.next() else {
         // The usual case: one line, read in place.
@@ -121,7 +125,7 @@ pub fn from_baggage(headers: &HeaderMap) -> Option<Tag> {
 /// The W3C trace id of the request's `traceparent`, if valid.
 pub fn trace_id(headers: &HeaderMap) -> Option<[u8; 16]> {
     headers
-        .get("traceparent")?
+        .get(crate::spans::TRACEPARENT)?
         .to_str()
         .ok()
         .and_then(trace_id_from_traceparent)

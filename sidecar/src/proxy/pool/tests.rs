@@ -48,12 +48,14 @@ async fn server(close_after_one: bool) -> (String, Arc<AtomicUsize>, Arc<AtomicU
     (address, accepted, closed)
 }
 
-fn get() -> Request<Body> {
-    Request::builder()
-        .uri("/")
-        .header(http::header::HOST, "upstream")
-        .body(super::super::empty())
-        .unwrap()
+fn get() -> Box<Request<Body>> {
+    Box::new(
+        Request::builder()
+            .uri("/")
+            .header(http::header::HOST, "upstream")
+            .body(super::super::empty())
+            .unwrap(),
+    )
 }
 
 async fn round_trip(pool: &Pool, address: &str) -> Bytes {
@@ -214,12 +216,14 @@ async fn mesh_round_trip(pool: &Pool, dest: Dest<'_>) -> Result<Bytes, String> {
     Ok(body)
 }
 
-fn h2_get(address: &str) -> Request<Body> {
-    Request::builder()
-        .uri(format!("https://{address}/"))
-        .version(http::Version::HTTP_2)
-        .body(super::super::empty())
-        .unwrap()
+fn h2_get(address: &str) -> Box<Request<Body>> {
+    Box::new(
+        Request::builder()
+            .uri(format!("https://{address}/"))
+            .version(http::Version::HTTP_2)
+            .body(super::super::empty())
+            .unwrap(),
+    )
 }
 
 #[tokio::test]

@@ -1,0 +1,72 @@
+#!/usr/bin/env bash
+# User-space instructions and malloc calls per request of one sidecar hop (client →
+# graylane-sidecar inbound, --concurrency 1 → upstream), counted by valgrind's
+# callgrind. Unlike req/s per core, the count does not move with what else runs on the
+# machine, so an A/B of two builds means something on a shared 2-CPU VM. It does not
+# count the kernel (about half of a hop's CPU on loopback: see bench/README.md).
+#
+# Usage, after `cargo build --release --workspace --bins`:
+#   bash bench/proxy/instructions.sh                # this tree's target/release
+#   BENCH_BIN=/tmp/before bash bench/proxy/instructions.sh
+# Env: REQUESTS=3000 (counted, after 1,000 not counted) BENCH_BIN=target/release
+set -euo pipefail
+ROUNDS=1
+TMP_PREFIX=graylane-instructions
+source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
+REQUESTS=${REQUESTS:-3000}
+
+for tool in valgrind=valgrind h2load=nghttp2-client curl=curl; do
+    if ! command -v "${tool%%=*}" >/dev/null; then
+        say "apt-get install ${tool#*=}"
+        DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
+            "${tool#*=}" >&2
+    fi
+done
+for b in graylane-sidecar graylane-control upstream; do
+    [[ -x $BIN/$b ]] || die "$BIN/$b missing: cargo build --release --workspace --bins"
+done
+
+start upstream 0 "$BIN/upstream"
+UP=$(log_field upstream "$LAST_PID" upstream_addr)
+start control 0 "$BIN/graylane-control" --store memory: --grpc-addr 127.0.0.1:0 \
+    --http-addr 127.0.0.1:0
+GRPC=$(log_field control "$LAST_PID" grpc_addr)
+# Instrumentation off until the warm-up is done: start-up and first connections are
+# not what a request costs.
+start sidecar 1 valgrind --tool=callgrind --instr-atstart=no \
+    "--callgrind-out-file=$TMP/callgrind.%p" \
+    "$BIN/graylane-sidecar" --concurrency 1 --service bench --instance-id bench-1 \
+    --app-addr "$UP" --control-plane "http://$GRPC" --admin-addr 127.0.0.1:0 \
+    --outbound-addr 127.0.0.1:0 --inbound-addr 127.0.0.1:0 --otlp-endpoint none
+SIDECAR=$LAST_PID
+INBOUND=$(log_field sidecar "$SIDECAR" inbound_addr)
+ADMIN=$(log_field sidecar "$SIDECAR" admin_addr)
+wait_ok sidecar "$SIDECAR" "http://$ADMIN/ready"
+
+# count PROTO: one line "PROTO instructions/request mallocs/request".
+count() {
+    local proto=$1 load=(h2load -t1 -c8 -m16)
+    [[ $proto == h1 ]] && load=(h2load --h1 -t1 -c16 -m1)
+    timeout 300 "${load[@]}" -n 1000 "http://$INBOUND/" >/dev/null
+    callgrind_control --zero "$SIDECAR" >/dev/null 2>&1
+    callgrind_control --instr=on "$SIDECAR" >/dev/null 2>&1
+    local out
+    out=$(timeout 300 "${load[@]}" -n "$REQUESTS" "http://$INBOUND/")
+    callgrind_control --instr=off "$SIDECAR" >/dev/null 2>&1
+    rm -f "$TMP"/callgrind.*.*
+    callgrind_control --dump="$proto" "$SIDECAR" >/dev/null 2>&1
+    local dump ok
+    dump=$(ls -t "$TMP"/callgrind.*.* | head -n1)
+    ok=$(awk '/^status codes:/ { print $3 }' <<<"$out")
+    [[ $ok == "$REQUESTS" ]] || die "$proto: $ok of $REQUESTS requests answered 2xx"
+    # malloc calls: callgrind's call counts into glibc's malloc, summed over callers.
+    local ir mallocs
+    ir=$(awk '/^(summary|totals):/ { if ($2 > m) m = $2 } END { print m + 0 }' "$dump")
+    mallocs=$(callgrind_annotate --tree=caller "$dump" 2>/dev/null |
+        awk 'BEGIN { RS = "" } /\*  [^\n]*malloc\.c:malloc \[/' |
+        grep -o '([0-9,]*x)' | tr -d '(),x' | awk '{ s += $1 } END { print s + 0 }')
+    python3 -c "print('$proto', 'instructions/request %.0f' % ($ir / $REQUESTS), \
+        'mallocs/request %.1f' % ($mallocs / $REQUESTS))"
+}
+count h1
+count h2
