@@ -201,7 +201,7 @@ pub async fn run(config: Config, listeners: Listeners, shutdown: impl Future<Out
             limits,
             Sniff::Inbound(
                 transparent,
-                config.app_addr.clone(),
+                Arc::from(config.app_addr.as_str()),
                 Arc::new(MeshInbound::new(
                     Arc::clone(&identity),
                     Arc::clone(&routes),

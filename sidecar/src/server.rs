@@ -96,7 +96,7 @@ pub enum Sniff {
     /// The inbound listener: mesh mTLS by the PeerPolicy mode ([`MeshInbound`]);
     /// other TLS connections (TLS an app speaks end to end, through a `CONNECT`
     /// tunnel of another sidecar) go to the app (the address) as they are.
-    Inbound(Arc<Transparent>, String, Arc<MeshInbound>),
+    Inbound(Arc<Transparent>, Arc<str>, Arc<MeshInbound>),
 }
 
 /// Serves `handler` on `listener` until `shutdown`; then stops accepting and lets the

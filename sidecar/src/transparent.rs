@@ -97,7 +97,8 @@ impl Transparent {
     }
 
     /// Joins `stream` with a new connection to `to` byte for byte until either closes.
-    pub(crate) async fn tunnel(&self, mut stream: TcpStream, to: &str) {
+    pub(crate) async fn tunnel(&self, mut stream: TcpStream, to: Arc<str>) {
+        let to = &*to;
         self.metrics.tunnels.fetch_add(1, Ordering::Relaxed);
         let mut upstream =
             match tokio::time::timeout(self.connect_timeout, TcpStream::connect(to)).await {

@@ -26,7 +26,9 @@ pub struct Etcd {
 /// go is the kind the next `bind(0)` of another test may get, and a member whose peer
 /// port another test's server took never becomes healthy (its peers probe a stranger:
 /// "404 from /raft/probing"). Ports below the range are never handed out for port 0.
-fn free_port() -> std::net::SocketAddr {
+/// The port stays bound until the listener is dropped: a cluster holds all of its
+/// ports while it picks them, so no two of its members' URLs get the same one.
+fn free_port() -> TcpListener {
     let low = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
         .ok()
         .and_then(|r| r.split_whitespace().next()?.parse::<u16>().ok())
@@ -36,7 +38,7 @@ fn free_port() -> std::net::SocketAddr {
         let offset = random() % u64::from(low - below);
         let port = below + u16::try_from(offset).expect("below the range's width");
         if let Ok(l) = TcpListener::bind(("127.0.0.1", port)) {
-            return l.local_addr().expect("a bound address");
+            return l;
         }
     }
     panic!("no free loopback port in {below}..{low}")
@@ -58,9 +60,16 @@ impl Etcd {
     /// An `n`-member cluster on loopback, healthy when this returns.
     pub fn cluster(dir: &Path, n: usize) -> Vec<Etcd> {
         let token = format!("graylane-test-{}", std::process::id());
-        let members: Vec<(String, std::net::SocketAddr, std::net::SocketAddr)> = (0..n)
-            .map(|i| (format!("etcd{i}"), free_port(), free_port()))
+        let held: Vec<(TcpListener, TcpListener)> =
+            (0..n).map(|_| (free_port(), free_port())).collect();
+        let addr = |l: &TcpListener| l.local_addr().expect("a bound address");
+        let members: Vec<(String, std::net::SocketAddr, std::net::SocketAddr)> = held
+            .iter()
+            .enumerate()
+            .map(|(i, (client, peer))| (format!("etcd{i}"), addr(client), addr(peer)))
             .collect();
+        // Let go just before the members bind them.
+        drop(held);
         let cluster = members
             .iter()
             .map(|(name, _, peer)| format!("{name}=http://{peer}"))

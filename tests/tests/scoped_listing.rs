@@ -192,7 +192,12 @@ fn every_replica_lists_a_scope_another_replica_holds() {
     eventually(Duration::from_secs(10), "B to list web's scope", || {
         (listed_scope(&b, "web-1")? == declared).then_some(())
     });
-    assert_eq!(listed_scope(&a, "orders-1"), Some(json!({"mode": "all"})));
+    // And the other way: A lists B's unscoped sidecar, once B's record has reached it.
+    eventually(
+        Duration::from_secs(10),
+        "A to list orders-1 as unscoped",
+        || (listed_scope(&a, "orders-1")? == json!({"mode": "all"})).then_some(()),
+    );
 
     // Widened on A's stream: B's listing follows.
     eventually(

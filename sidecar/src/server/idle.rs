@@ -34,11 +34,13 @@ use tokio::time::Instant;
 
 /// How long an HTTP/1.1 connection waits for its next head before it is parked.
 /// A connection kept busy (a load generator, a pool under load) sends its next
-/// request within microseconds to a few milliseconds and never pays a rebuild; past
-/// this, the rebuild (a few allocations and one more read, about a microsecond) is
-/// small beside the wait. Short, because a connection not yet parked holds ~17 KiB
-/// of hyper's buffers, and the allocator keeps the high-water mark of a burst.
-pub(super) const PARK_AFTER: Duration = Duration::from_millis(20);
+/// request within microseconds to a millisecond and never pays a rebuild; past this,
+/// the rebuild (3–7 µs of CPU) costs at most 0.15 % of a core per connection (200
+/// requests a second at most). Short, because a connection not yet parked holds
+/// ~17 KiB of hyper's buffers, and the allocator keeps the high-water mark of a
+/// burst: 1,000 connections opened back to back left 6.6 KiB each parked after
+/// 20 ms, 4.9 KiB after 5 ms (bench/conn-memory.py, issue 15's bar is 6 KiB).
+pub(super) const PARK_AFTER: Duration = Duration::from_millis(5);
 
 /// The HTTP/2 connection preface (RFC 9113 §3.4): its first bytes tell a prior-
 /// knowledge HTTP/2 client from an HTTP/1.1 one.
