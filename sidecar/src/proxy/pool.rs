@@ -2,8 +2,9 @@
 //! to an address, or mesh mTLS to an address whose server proves a given identity.
 //!
 //! HTTP/1.1: an idle list of `SendRequest`s per destination; a miss connects; a
-//! connection goes back once its response body has ended (`ready()` resolves only
-//! then) and is dropped after [`POOL_IDLE_TIMEOUT`] unused. HTTP/2: one connection
+//! connection goes back with its response, and is lent again once hyper says it is
+//! ready (its response body has ended); it is dropped after [`POOL_IDLE_TIMEOUT`]
+//! unused. HTTP/2: one connection
 //! per destination, its `SendRequest` cloned per request (streams multiplex; the
 //! server's SETTINGS cap them); a burst that finds none waits for one request's
 //! connect instead of each making its own (a TLS handshake each, over mTLS). Per
@@ -140,28 +141,17 @@ impl Pool {
         }
     }
 
-    /// Puts `checkout` back once its response body has ended (a connection that
-    /// closes instead is dropped).
+    /// Puts `checkout` back with its response, whose body may still be on its way:
+    /// [`idle_http1`](Self::idle_http1) lends it only once hyper says it is ready, so
+    /// no request waits behind another's body. Not a task per request that awaits
+    /// `ready()` and then puts it back: that was 5 % of a hop's instructions. Its idle
+    /// time counts from here, which can only close it early, never late.
     pub(crate) fn give_back(&self, dest: Dest<'_>, checkout: Checkout) {
-        let pool = Arc::downgrade(&self.by_address);
-        let (address, peer): (Box<str>, Option<Box<str>>) =
-            (dest.address.into(), dest.peer.map(Into::into));
-        let mut sender = checkout.sender;
-        tokio::spawn(async move {
-            if sender.ready().await.is_err() {
-                return;
-            }
-            let Some(pool) = pool.upgrade() else { return };
-            let mut map = pool.lock().unwrap_or_else(PoisonError::into_inner);
-            let dest = Dest {
-                address: &address,
-                peer: peer.as_deref(),
-            };
-            let idle = &mut entry(&mut map, dest).idle;
-            if idle.len() < MAX_IDLE {
-                idle.push((sender, Instant::now()));
-            }
-        });
+        let mut map = self.lock();
+        let idle = &mut entry(&mut map, dest).idle;
+        if idle.len() < MAX_IDLE {
+            idle.push((checkout.sender, Instant::now()));
+        }
     }
 
     /// Sends an HTTP/2 `request` (absolute-form) on `dest`'s one connection.
@@ -210,10 +200,17 @@ impl Pool {
         let mut map = self.lock();
         let idle = &mut existing(&mut map, dest)?.idle;
         // Most recently used first: the likeliest to be still open, and the older
-        // ones age out.
-        while let Some((sender, since)) = idle.pop() {
-            if since.elapsed() < POOL_IDLE_TIMEOUT && sender.is_ready() {
-                return Some(sender);
+        // ones age out. One still reading its last response stays for a later request
+        // (hyper would queue this one behind that body).
+        let now = Instant::now();
+        let mut at = idle.len();
+        while at > 0 {
+            at -= 1;
+            let (sender, since) = &idle[at];
+            if now.duration_since(*since) >= POOL_IDLE_TIMEOUT || sender.is_closed() {
+                idle.remove(at);
+            } else if sender.is_ready() {
+                return Some(idle.remove(at).0);
             }
         }
         None

@@ -10,7 +10,11 @@ use super::*;
 use crate::identity::testing::TestCa;
 use crate::identity::{Config, Issued, unix_now};
 
-/// A server on port 0 answering `ok`; counts the connections it accepted, then
+/// A body larger than what hyper reads ahead of its reader (its read buffer and one
+/// chunk in the body's channel): its connection stays busy until the body is read.
+const BIG: usize = 4 << 20;
+
+/// A server on port 0 answering `ok` (`/big`: [`BIG`] bytes); counts the connections it accepted, then
 /// those it closed. With `close_after_one`, it drops each connection soon after
 /// its first answer without saying so (no `Connection: close`), like a server
 /// whose idle timeout fired.
@@ -26,10 +30,12 @@ async fn server(close_after_one: bool) -> (String, Arc<AtomicUsize>, Arc<AtomicU
             count.fetch_add(1, Ordering::SeqCst);
             let gone = Arc::clone(&gone);
             tokio::spawn(async move {
-                let service = hyper::service::service_fn(|_| async {
-                    Ok::<_, std::convert::Infallible>(Response::new(Full::new(Bytes::from_static(
-                        b"ok",
-                    ))))
+                let service = hyper::service::service_fn(|request: Request<_>| async move {
+                    let body = match request.uri().path() {
+                        "/big" => Bytes::from(vec![b'x'; BIG]),
+                        _ => Bytes::from_static(b"ok"),
+                    };
+                    Ok::<_, std::convert::Infallible>(Response::new(Full::new(body)))
                 });
                 let connection = hyper::server::conn::http1::Builder::new()
                     .serve_connection(TokioIo::new(stream), service);
@@ -70,7 +76,7 @@ async fn a_connection_serves_request_after_request() {
     let pool = Pool::new(Duration::from_secs(1), None);
     for _ in 0..5 {
         assert_eq!(round_trip(&pool, &address).await, "ok");
-        // The connection goes back from a task once the body has ended.
+        // hyper's connection task marks the connection ready once the body has ended.
         for _ in 0..10 {
             tokio::task::yield_now().await;
         }
@@ -79,13 +85,41 @@ async fn a_connection_serves_request_after_request() {
 }
 
 #[tokio::test]
-async fn a_connection_whose_body_is_unread_is_not_lent_again() {
+async fn a_connection_whose_body_is_unread_is_not_lent_until_it_is_read() {
+    let (address, accepted, _) = server(false).await;
+    let pool = Pool::new(Duration::from_secs(1), None);
+    let mut big = get();
+    *big.uri_mut() = http::Uri::from_static("/big");
+    let (first, checkout) = pool.send_http1(plain(&address), big).await.ok().unwrap();
+    // Given back with its body still on the wire: pooled, but not lent.
+    pool.give_back(plain(&address), checkout);
+    assert_eq!(round_trip(&pool, &address).await, "ok");
+    assert_eq!(accepted.load(Ordering::SeqCst), 2, "the first one is busy");
+    let body = first.into_body().collect().await.unwrap().to_bytes();
+    assert_eq!(body.len(), BIG, "the first body, whole");
+    // Read: both are lent again, no third connection.
+    for _ in 0..4 {
+        assert_eq!(round_trip(&pool, &address).await, "ok");
+        for _ in 0..10 {
+            tokio::task::yield_now().await;
+        }
+    }
+    assert_eq!(accepted.load(Ordering::SeqCst), 2);
+}
+
+#[tokio::test]
+async fn a_body_hyper_has_read_whole_does_not_hold_its_connection() {
     let (address, accepted, _) = server(false).await;
     let pool = Pool::new(Duration::from_secs(1), None);
     let (first, checkout) = pool.send_http1(plain(&address), get()).await.ok().unwrap();
     pool.give_back(plain(&address), checkout);
+    // hyper read `ok` with the head: the connection is idle on the wire, lent again
+    // before the first body is collected, which still arrives whole.
+    for _ in 0..10 {
+        tokio::task::yield_now().await;
+    }
     assert_eq!(round_trip(&pool, &address).await, "ok");
-    assert_eq!(accepted.load(Ordering::SeqCst), 2, "the first one is busy");
+    assert_eq!(accepted.load(Ordering::SeqCst), 1);
     assert_eq!(first.into_body().collect().await.unwrap().to_bytes(), "ok");
 }
 
