@@ -393,6 +393,22 @@ impl Sidecar {
         field(&self.proc.log_text(), "health_addr=")
     }
 
+    /// A counter without labels from `/metrics`; 0 while it is absent (not yet counted).
+    pub fn counter(&self, name: &str) -> u64 {
+        let (_, metrics) = http_get(self.admin, "/metrics");
+        metrics
+            .lines()
+            .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.trim().parse().ok())
+            .unwrap_or(0)
+    }
+
+    /// The services `/config` holds endpoints for.
+    pub fn held_services(&self) -> Vec<String> {
+        let config = self.config();
+        let map = config["endpoints"].as_object().cloned().unwrap_or_default();
+        map.keys().cloned().collect()
+    }
+
     /// `/config` as JSON.
     pub fn config(&self) -> serde_json::Value {
         let (status, body) = http_get(self.admin, "/config");
@@ -544,4 +560,26 @@ pub fn write_file(dir: &Path, name: &str, content: &str) -> String {
     let path = dir.join(name);
     std::fs::write(&path, content).expect("write file");
     path.to_string_lossy().into_owned()
+}
+
+/// An instance of `service`: a demo app (v1) behind a sidecar of the control plane at
+/// `url`, holding every endpoint (the default); ready when this returns.
+pub fn instance(dir: &Path, url: &str, service: &str, id: &str) -> (DemoApp, Sidecar) {
+    let app = DemoApp::start(dir, service, "v1", None);
+    let addr = app.addr.to_string();
+    let args = [
+        "--service",
+        service,
+        "--instance-id",
+        id,
+        "--app-addr",
+        &addr,
+        "--control-plane",
+        url,
+        "--otlp-endpoint",
+        "none",
+    ];
+    let sidecar = Sidecar::start(dir, id, &args);
+    sidecar.wait_ready();
+    (app, sidecar)
 }

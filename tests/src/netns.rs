@@ -54,6 +54,14 @@ impl NetNs {
         String::from_utf8_lossy(&out.stdout).into_owned()
     }
 
+    /// Writes the namespace's `/etc/netns/<name>/hosts` (what `ip netns exec` and a
+    /// thread that `enter`s resolve names by); removed with the namespace.
+    pub fn write_hosts(&self, hosts: &str) {
+        let etc = std::path::Path::new("/etc/netns").join(&self.name);
+        std::fs::create_dir_all(&etc).expect("create /etc/netns/<name>");
+        std::fs::write(etc.join("hosts"), hosts).expect("write /etc/netns/<name>/hosts");
+    }
+
     /// Moves the calling thread into the namespace (see the module doc).
     #[allow(unsafe_code)] // one libc call; no safe wrapper in the dependency tree
     pub fn enter(&self) {
@@ -66,6 +74,7 @@ impl NetNs {
 
 impl Drop for NetNs {
     fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(std::path::Path::new("/etc/netns").join(&self.name));
         let _ = Command::new("ip")
             .args(["netns", "del", &self.name])
             .status();

@@ -17,7 +17,7 @@ use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::time::Duration;
 
 use graylane_tests::netns::NetNs;
-use graylane_tests::{ControlPlane, DemoApp, Sidecar, eventually, http_get};
+use graylane_tests::{ControlPlane, DemoApp, Sidecar, eventually};
 
 /// An HTTP server outside the mesh: answers `external` to every request.
 fn external() -> SocketAddr {
@@ -77,22 +77,6 @@ fn tunnel_get(proxy: SocketAddr, authority: &str) -> (String, Option<String>) {
     (head, Some(answer))
 }
 
-/// A counter of the sidecar's `/metrics` (0 when absent).
-fn counter(sidecar: &Sidecar, name: &str) -> u64 {
-    let (_, metrics) = http_get(sidecar.admin, "/metrics");
-    metrics
-        .lines()
-        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.trim().parse().ok())
-        .unwrap_or(0)
-}
-
-/// The services `/config` holds endpoints for.
-fn held(sidecar: &Sidecar) -> Vec<String> {
-    let config = sidecar.config();
-    let map = config["endpoints"].as_object().cloned().unwrap_or_default();
-    map.keys().cloned().collect()
-}
-
 fn requests_served(app: &DemoApp) -> usize {
     app.proc.log_text().matches("request GET").count()
 }
@@ -103,20 +87,7 @@ const WAITS: &str = "graylane_sidecar_endpoint_interest_waits_total";
 #[test]
 fn connect_asks_for_a_mesh_service_and_never_waits_for_a_host_outside_the_mesh() {
     let ns = NetNs::create();
-    let etc = std::path::Path::new("/etc/netns").join(&ns.name);
-    std::fs::create_dir_all(&etc).unwrap();
-    std::fs::write(
-        etc.join("hosts"),
-        "127.0.0.1 localhost payments.stripe.com payments.stripe\n",
-    )
-    .unwrap();
-    struct Cleanup(std::path::PathBuf);
-    impl Drop for Cleanup {
-        fn drop(&mut self) {
-            let _ = std::fs::remove_dir_all(&self.0);
-        }
-    }
-    let _cleanup = Cleanup(etc);
+    ns.write_hosts("127.0.0.1 localhost payments.stripe.com payments.stripe\n");
     ns.enter();
 
     let dir = tempfile::tempdir().unwrap();
@@ -151,7 +122,7 @@ fn connect_asks_for_a_mesh_service_and_never_waits_for_a_host_outside_the_mesh()
         "the directory to list payments and web",
         || (web.config()["endpointScope"]["directory"] == 2).then_some(()),
     );
-    assert_eq!(held(&web), ["web"], "its own service only, so far");
+    assert_eq!(web.held_services(), ["web"], "its own service only, so far");
 
     // A service it never called: the tunnel asks for its endpoints, waits for them and
     // reaches its instance (through its inbound listener to the app).
@@ -160,12 +131,12 @@ fn connect_asks_for_a_mesh_service_and_never_waits_for_a_host_outside_the_mesh()
     let answer = answer.unwrap();
     assert!(answer.contains("payments"), "{answer}");
     assert_eq!(requests_served(&payments_app), 1);
-    assert_eq!(held(&web), ["payments", "web"]);
-    assert_eq!((counter(&web, INTEREST), counter(&web, WAITS)), (1, 1));
+    assert_eq!(web.held_services(), ["payments", "web"]);
+    assert_eq!((web.counter(INTEREST), web.counter(WAITS)), (1, 1));
     // Held now: the next tunnel neither asks nor waits.
     let (head, _) = tunnel_get(web.outbound, "payments:443");
     assert!(head.starts_with("HTTP/1.1 200"), "{head}");
-    assert_eq!((counter(&web, INTEREST), counter(&web, WAITS)), (1, 1));
+    assert_eq!((web.counter(INTEREST), web.counter(WAITS)), (1, 1));
     assert_eq!(requests_served(&payments_app), 2);
 
     // payments.stripe.com is not the mesh's payments: to the host, nothing asked for
@@ -177,7 +148,7 @@ fn connect_asks_for_a_mesh_service_and_never_waits_for_a_host_outside_the_mesh()
         assert!(head.starts_with("HTTP/1.1 200"), "{host}: {head}");
         assert!(answer.unwrap().ends_with("external"), "{host}");
     }
-    assert_eq!((counter(&web, INTEREST), counter(&web, WAITS)), (1, 1));
+    assert_eq!((web.counter(INTEREST), web.counter(WAITS)), (1, 1));
     assert_eq!(requests_served(&payments_app), 2);
 
     // A bare name the directory does not list (a typo): no mesh service, no host by
@@ -185,5 +156,5 @@ fn connect_asks_for_a_mesh_service_and_never_waits_for_a_host_outside_the_mesh()
     let (head, answer) = tunnel_get(web.outbound, "paymnets:443");
     assert!(head.starts_with("HTTP/1.1 502"), "{head}");
     assert!(answer.is_none());
-    assert_eq!((counter(&web, INTEREST), counter(&web, WAITS)), (1, 1));
+    assert_eq!((web.counter(INTEREST), web.counter(WAITS)), (1, 1));
 }

@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 
 use std::process::Command;
 
-use graylane_tests::{ControlPlane, DemoApp, Proc, Sidecar, bin, eventually, http_get};
+use graylane_tests::{ControlPlane, DemoApp, Proc, Sidecar, bin, eventually, instance};
 
 /// `GET /` with `Host: host` through a sidecar's outbound listener: (status, response).
 fn get(outbound: SocketAddr, host: &str) -> (u16, String) {
@@ -31,27 +31,6 @@ fn get(outbound: SocketAddr, host: &str) -> (u16, String) {
         .and_then(|s| s.parse().ok())
         .unwrap_or(0);
     (status, response)
-}
-
-/// An instance of `service` (demo app + sidecar, every endpoint: the default).
-fn instance(dir: &Path, url: &str, service: &str, id: &str) -> (DemoApp, Sidecar) {
-    let app = DemoApp::start(dir, service, "v1", None);
-    let addr = app.addr.to_string();
-    let args = [
-        "--service",
-        service,
-        "--instance-id",
-        id,
-        "--app-addr",
-        &addr,
-        "--control-plane",
-        url,
-        "--otlp-endpoint",
-        "none",
-    ];
-    let sidecar = Sidecar::start(dir, id, &args);
-    sidecar.wait_ready();
-    (app, sidecar)
 }
 
 /// The scoped caller: service `web`, no app behind it.
@@ -74,22 +53,6 @@ fn web(dir: &Path, url: &str, extra: &[&str]) -> Sidecar {
     sidecar
 }
 
-/// The services `/config` holds endpoints for.
-fn held(sidecar: &Sidecar) -> Vec<String> {
-    let config = sidecar.config();
-    let map = config["endpoints"].as_object().cloned().unwrap_or_default();
-    map.keys().cloned().collect()
-}
-
-/// A counter of the sidecar's `/metrics` (0 when absent).
-fn counter(sidecar: &Sidecar, name: &str) -> u64 {
-    let (_, metrics) = http_get(sidecar.admin, "/metrics");
-    metrics
-        .lines()
-        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.trim().parse().ok())
-        .unwrap_or(0)
-}
-
 const INTEREST: &str = "graylane_sidecar_endpoint_interest_total";
 const WAITS: &str = "graylane_sidecar_endpoint_interest_waits_total";
 const TIMEOUTS: &str = "graylane_sidecar_endpoint_interest_timeouts_total";
@@ -108,22 +71,22 @@ fn a_first_call_asks_for_the_service_and_the_sidecar_holds_only_what_it_calls() 
         "the directory to list 3 services",
         || (web.config()["endpointScope"]["directory"] == 3).then_some(()),
     );
-    assert_eq!(held(&web), ["web"], "its own service only, so far");
+    assert_eq!(web.held_services(), ["web"], "its own service only, so far");
 
     // Never declared: the first call waits for the endpoints and gets the answer.
     let (status, response) = get(web.outbound, "orders");
     assert_eq!(status, 200, "{response}");
     assert!(response.contains("orders"), "{response}");
-    assert_eq!(held(&web), ["orders", "web"]);
-    assert_eq!(counter(&web, INTEREST), 1);
-    assert_eq!(counter(&web, WAITS), 1);
-    assert_eq!(counter(&web, TIMEOUTS), 0);
+    assert_eq!(web.held_services(), ["orders", "web"]);
+    assert_eq!(web.counter(INTEREST), 1);
+    assert_eq!(web.counter(WAITS), 1);
+    assert_eq!(web.counter(TIMEOUTS), 0);
     let scope = &web.config()["endpointScope"];
     assert_eq!(scope["mode"], "scoped");
     assert_eq!(scope["learned"], serde_json::json!(["orders"]));
     // Held now: the next call does not wait or ask again.
     assert_eq!(get(web.outbound, "orders").0, 200);
-    assert_eq!((counter(&web, INTEREST), counter(&web, WAITS)), (1, 1));
+    assert_eq!((web.counter(INTEREST), web.counter(WAITS)), (1, 1));
 
     // A host the directory does not name is no mesh service: straight to the host,
     // without asking or waiting.
@@ -133,13 +96,17 @@ fn a_first_call_asks_for_the_service_and_the_sidecar_holds_only_what_it_calls() 
     assert_eq!(status, 200, "{response}");
     assert!(response.contains("outside"), "{response}");
     assert!(started.elapsed() < Duration::from_millis(900));
-    assert_eq!((counter(&web, INTEREST), counter(&web, WAITS)), (1, 1));
+    assert_eq!((web.counter(INTEREST), web.counter(WAITS)), (1, 1));
 
     // New instances: those of a called service arrive, those of others do not.
     let (_pay2_app, _pay2) = instance(dir, &url, "payments", "payments-2");
     let (_orders2_app, _orders2) = instance(dir, &url, "orders", "orders-2");
     web.wait_endpoints("orders", 2);
-    assert_eq!(held(&web), ["orders", "web"], "payments never sent");
+    assert_eq!(
+        web.held_services(),
+        ["orders", "web"],
+        "payments never sent"
+    );
 }
 
 #[test]
@@ -161,7 +128,7 @@ fn declared_calls_are_held_from_the_start_and_unknown_services_fail_as_before() 
     // Declared: its first instance arrives without any call.
     let (_pay_app, _pay) = instance(dir, &url, "payments", "payments-1");
     web.wait_endpoints("payments", 1);
-    assert_eq!(counter(&web, INTEREST), 0, "nothing had to be asked for");
+    assert_eq!(web.counter(INTEREST), 0, "nothing had to be asked for");
 
     // A typo in --calls is refused at start, naming the flag's value.
     let mut cmd = Command::new(bin("graylane-sidecar"));
@@ -190,19 +157,19 @@ fn after_a_control_plane_restart_the_learned_scope_is_declared_again() {
         || (web.config()["endpointScope"]["directory"] == 2).then_some(()),
     );
     assert_eq!(get(web.outbound, "orders").0, 200);
-    let connects = counter(&web, "graylane_sidecar_control_plane_connects_total");
+    let connects = web.counter("graylane_sidecar_control_plane_connects_total");
 
     let grpc = cp.grpc.to_string();
     cp.proc.kill();
     let _cp = ControlPlane::start_on(dir, &grpc, &[]);
     eventually(Duration::from_secs(20), "web to reconnect", || {
-        (counter(&web, "graylane_sidecar_control_plane_connects_total") > connects).then_some(())
+        (web.counter("graylane_sidecar_control_plane_connects_total") > connects).then_some(())
     });
     // With no grace, orders is held again only if the new stream's Hello named it.
     web.wait_endpoints("orders", 1);
     assert_eq!(get(web.outbound, "orders").0, 200);
     assert_eq!(
-        counter(&web, INTEREST),
+        web.counter(INTEREST),
         1,
         "declared again, not asked for again"
     );
@@ -236,17 +203,17 @@ fn a_scoped_sidecar_started_from_its_cache_routes_what_it_had_learned() {
     let web = web(dir, &url, &["--cache-dir", &cache_arg]);
     let config = web.config();
     assert_eq!(config["source"], "cache");
-    assert_eq!(held(&web), ["orders", "web"]);
+    assert_eq!(web.held_services(), ["orders", "web"]);
     let (status, response) = get(web.outbound, "orders");
     assert_eq!(status, 200, "{response}");
-    assert_eq!(counter(&web, WAITS), 0, "held: no wait");
+    assert_eq!(web.counter(WAITS), 0, "held: no wait");
     // payments is a mesh service the file has no endpoints for, and no control plane
     // can send them: one bounded wait, then the old answer.
     let started = Instant::now();
     let (status, _) = get(web.outbound, "payments");
     assert_eq!(status, 502);
     assert!(started.elapsed() >= Duration::from_millis(900));
-    assert_eq!((counter(&web, WAITS), counter(&web, TIMEOUTS)), (1, 1));
+    assert_eq!((web.counter(WAITS), web.counter(TIMEOUTS)), (1, 1));
     // The next calls fail at once for a while: a dead control plane does not cost
     // every caller a second.
     for _ in 0..3 {
@@ -254,7 +221,7 @@ fn a_scoped_sidecar_started_from_its_cache_routes_what_it_had_learned() {
         assert_eq!(get(web.outbound, "payments").0, 502);
         assert!(started.elapsed() < Duration::from_millis(900));
     }
-    assert_eq!((counter(&web, WAITS), counter(&web, TIMEOUTS)), (1, 1));
+    assert_eq!((web.counter(WAITS), web.counter(TIMEOUTS)), (1, 1));
 }
 
 /// HTTP/2 with prior knowledge (how gRPC clients call): the service comes from
@@ -291,9 +258,9 @@ fn an_http2_call_by_authority_asks_for_the_service_too() {
         })
     };
     assert_eq!(call("orders"), 200);
-    assert_eq!(held(&web), ["orders", "web"]);
-    assert_eq!((counter(&web, INTEREST), counter(&web, WAITS)), (1, 1));
+    assert_eq!(web.held_services(), ["orders", "web"]);
+    assert_eq!((web.counter(INTEREST), web.counter(WAITS)), (1, 1));
     // A host outside the mesh forms is not the mesh's orders: nothing asked for.
     assert_eq!(call("orders.example.invalid"), 502);
-    assert_eq!((counter(&web, INTEREST), counter(&web, WAITS)), (1, 1));
+    assert_eq!((web.counter(INTEREST), web.counter(WAITS)), (1, 1));
 }

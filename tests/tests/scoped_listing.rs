@@ -12,29 +12,8 @@ use std::path::Path;
 use std::time::Duration;
 
 use graylane_tests::etcd::Etcd;
-use graylane_tests::{ControlPlane, DemoApp, Sidecar, eventually, http_get, raw};
+use graylane_tests::{ControlPlane, Sidecar, eventually, http_get, instance, raw};
 use serde_json::{Value, json};
-
-/// A sidecar of `service` in front of a demo app (every endpoint: the default).
-fn instance(dir: &Path, url: &str, service: &str, id: &str) -> (DemoApp, Sidecar) {
-    let app = DemoApp::start(dir, service, "v1", None);
-    let addr = app.addr.to_string();
-    let args = [
-        "--service",
-        service,
-        "--instance-id",
-        id,
-        "--app-addr",
-        &addr,
-        "--control-plane",
-        url,
-        "--otlp-endpoint",
-        "none",
-    ];
-    let sidecar = Sidecar::start(dir, id, &args);
-    sidecar.wait_ready();
-    (app, sidecar)
-}
 
 /// A scoped sidecar of `web` with no app, declaring `calls`.
 fn scoped(dir: &Path, url: &str, id: &str, calls: &str) -> Sidecar {

@@ -67,20 +67,7 @@ fn requests_served(app: &DemoApp) -> usize {
 #[test]
 fn external_hosts_connect_self_calls_and_loops() {
     let ns = NetNs::create();
-    let etc = std::path::Path::new("/etc/netns").join(&ns.name);
-    std::fs::create_dir_all(&etc).unwrap();
-    std::fs::write(
-        etc.join("hosts"),
-        "127.0.0.1 localhost payments.stripe.com\n",
-    )
-    .unwrap();
-    struct Cleanup(std::path::PathBuf);
-    impl Drop for Cleanup {
-        fn drop(&mut self) {
-            let _ = std::fs::remove_dir_all(&self.0);
-        }
-    }
-    let _cleanup = Cleanup(etc);
+    ns.write_hosts("127.0.0.1 localhost payments.stripe.com\n");
     ns.enter();
 
     let dir = tempfile::tempdir().unwrap();
