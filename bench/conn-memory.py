@@ -2,7 +2,10 @@
 
 Run after `cargo build --release --workspace --bins`:
 
-    python3 bench/conn-memory.py [CONNECTIONS] [--bin-dir DIR]    # default 1000, target/release
+    python3 bench/conn-memory.py [CONNECTIONS] [--bin-dir DIR] [--h2]
+
+CONNECTIONS defaults to 1000, DIR to target/release; --h2 opens prior-knowledge h2c
+connections (one GET each, then idle) instead of HTTP/1.1 keep-alive ones.
 
 Starts graylane-control (`memory:`), a demo app and a release sidecar
 (`--concurrency 1`) on loopback, sends one request, reads the sidecar's memory, then
@@ -31,6 +34,8 @@ ARGS.add_argument("connections", nargs="?", type=int, default=1000)
 ARGS.add_argument("--bin-dir", default=os.path.join(ROOT, "target", "release"),
                   help="where graylane-control, graylane-demo-app and graylane-sidecar are "
                        "(default: the release build the users get)")
+ARGS.add_argument("--h2", action="store_true",
+                  help="h2c (prior knowledge) connections instead of HTTP/1.1")
 OPTS = ARGS.parse_args()
 B = OPTS.bin_dir
 N = OPTS.connections
@@ -108,11 +113,36 @@ def req(s):
     return head.split(b"\r\n")[0]
 
 
+def frame(kind, flags, stream, payload=b""):
+    return len(payload).to_bytes(3, "big") + bytes([kind, flags]) + stream.to_bytes(4, "big") + payload
+
+
+def req_h2(s):
+    """One GET on stream 1 of a new h2c connection; returns once it has ended."""
+    # HPACK, static table only: :method GET, :scheme http, :path /, :authority orders.
+    block = bytes([0x82, 0x86, 0x84, 0x01, 6]) + b"orders"
+    s.sendall(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n" + frame(4, 0, 0) + frame(1, 0x5, 1, block))
+    data = b""
+    while True:
+        while len(data) < 9 or len(data) < 9 + int.from_bytes(data[:3], "big"):
+            chunk = s.recv(4096)
+            if not chunk:
+                raise SystemExit("h2: connection closed before the response ended")
+            data += chunk
+        n = int.from_bytes(data[:3], "big")
+        kind, flags, stream = data[3], data[4], int.from_bytes(data[5:9], "big") & 0x7FFFFFFF
+        data = data[9 + n:]
+        if kind == 4 and not flags & 1:
+            s.sendall(frame(4, 1, 0))  # ACK the server's SETTINGS
+        if stream == 1 and kind in (0, 1) and flags & 1:  # DATA or HEADERS, END_STREAM
+            return b"h2 stream 1 ended"
+
+
 def burst(addr):
     conns = []
     for _ in range(N):
         s = socket.create_connection(addr)
-        req(s)
+        req_h2(s) if OPTS.h2 else req(s)
         conns.append(s)
     return conns
 
@@ -131,7 +161,7 @@ host, port = inbound.rsplit(":", 1)
 addr = (host, int(port))
 time.sleep(2)
 s = socket.create_connection(addr)
-print("warm-up:", req(s).decode())
+print("warm-up:", (req_h2(s) if OPTS.h2 else req(s)).decode())
 s.close()
 time.sleep(1)
 idle, idle_anon = memory(sc.pid)
@@ -144,7 +174,7 @@ for label in ("first burst", "second burst"):
     conns = burst(addr)
     time.sleep(1)
     rss, anon = memory(sc.pid)
-    print(f"{label}: {N} idle keep-alive connections: RSS {rss / 1024:.1f} MiB, "
+    print(f"{label}: {N} idle {'h2c' if OPTS.h2 else 'keep-alive'} connections: RSS {rss / 1024:.1f} MiB, "
           f"per connection {(rss - idle) / N:.1f} KiB RSS, {(anon - idle_anon) / N:.1f} KiB anonymous")
     for c in conns:
         c.close()

@@ -154,25 +154,37 @@ ticks() { # utime + stime of the given PIDs, in clock ticks
     done
     echo "$t"
 }
+kernel_ticks() { # stime alone
+    local t=0 pid f
+    for pid in "$@"; do
+        read -r -a f <<<"$(sed 's/^.*) //' "/proc/$pid/stat")"
+        t=$((t + f[12]))
+    done
+    echo "$t"
+}
 
 # window_open NAME / window_close NAME MODE: bracket a measured load run, in this shell
 # (not in $(...): `times` must see the load generators as children). window_close sets
-# WINDOW: the proxy's CPU-seconds, wall seconds, LOAD_CPU busy %, and the CPU (% of one
-# core) used by anything but this script's processes and load generators: nonzero means
-# someone else's job shared the machine. A task's stime includes the softirq work run in
+# WINDOW: the proxy's CPU-seconds, wall seconds, LOAD_CPU busy %, the CPU (% of one
+# core) used by anything but this script's processes and load generators (nonzero means
+# someone else's job shared the machine), and the part of the proxy's CPU-seconds spent
+# in the kernel (stime: system calls, and the loopback TCP stack run in their context). A task's stime includes the softirq work run in
 # its context, which /proc/stat counts apart; under saturation (MODE sat) that is all of
 # it, but at a low rate much of it runs from the idle task, so MODE fixed leaves irq and
 # softirq time out (and may then miss a little foreign load).
 window_open() {
     times >"$TMP/times" # the children line counts the load generators that have ended
     W=("$(date +%s%N)" "$(ticks ${PROCS[$1]:-})" "$(ticks "${PIDS[@]}")"
-        "$(awk 'NR == 2 { print $1, $2 }' "$TMP/times")" "$(cpu_busy)")
+        "$(awk 'NR == 2 { print $1, $2 }' "$TMP/times")" "$(cpu_busy)"
+        "$(kernel_ticks ${PROCS[$1]:-})")
 }
 window_close() {
     times >"$TMP/times"
     local now=("$(date +%s%N)" "$(ticks ${PROCS[$1]:-})" "$(ticks "${PIDS[@]}")"
-        "$(awk 'NR == 2 { print $1, $2 }' "$TMP/times")" "$(cpu_busy)")
+        "$(awk 'NR == 2 { print $1, $2 }' "$TMP/times")" "$(cpu_busy)"
+        "$(kernel_ticks ${PROCS[$1]:-})")
     WINDOW=$(awk -v hz="$HZ" -v t0="${W[0]}" -v t1="${now[0]}" -v p0="${W[1]}" -v p1="${now[1]}" \
+        -v s0="${W[5]}" -v s1="${now[5]}" \
         -v o0="${W[2]}" -v o1="${now[2]}" -v k0="${W[3]}" -v k1="${now[3]}" \
         -v c0="${W[4]}" -v c1="${now[4]}" -v mode="$2" 'function sec(x, a) { # bash times: 1m2.345s
             split(x, a, /[ms]/); return a[1] * 60 + a[2] }
@@ -180,8 +192,9 @@ window_close() {
             wall = (t1 - t0) / 1e9; kids = sec(b[1]) + sec(b[2]) - sec(a[1]) - sec(a[2])
             busy = mode == "sat" ? y[1] - x[1] : y[3] - x[3]
             other = (busy - (o1 - o0)) / hz - kids
-            printf "%.2f\t%.3f\t%.1f\t%.1f\n", (p1 - p0) / hz, wall,
-                100 * (y[4] - x[4]) / (y[5] - x[5]), 100 * (other > 0 ? other : 0) / wall }')
+            printf "%.2f\t%.3f\t%.1f\t%.1f\t%.2f\n", (p1 - p0) / hz, wall,
+                100 * (y[4] - x[4]) / (y[5] - x[5]), 100 * (other > 0 ? other : 0) / wall,
+                (s1 - s0) / hz }')
 }
 
 # cpu_busy: ticks from /proc/stat: all CPUs' busy, total and busy outside irq/softirq;
