@@ -8,7 +8,9 @@
 # Usage, after `cargo build --release --workspace --bins`:
 #   bash bench/proxy/instructions.sh                # this tree's target/release
 #   BENCH_BIN=/tmp/before bash bench/proxy/instructions.sh
-# Env: REQUESTS=3000 (counted, after 1,000 not counted) BENCH_BIN=target/release
+# Env: REQUESTS=3000 (counted, after 1,000 not counted) BENCH_BIN=target/release; KEEP=1
+# keeps the temp dir, with each protocol's profile (callgrind.h1, .h2, .grpc) for
+# callgrind_annotate.
 set -euo pipefail
 ROUNDS=1
 TMP_PREFIX=graylane-instructions
@@ -45,18 +47,26 @@ wait_ok sidecar "$SIDECAR" "http://$ADMIN/ready"
 
 # count PROTO: one line "PROTO instructions/request mallocs/request".
 count() {
-    local proto=$1 load=(h2load -t1 -c8 -m16)
-    [[ $proto == h1 ]] && load=(h2load --h1 -t1 -c16 -m1)
-    timeout 300 "${load[@]}" -n 1000 "http://$INBOUND/" >/dev/null
+    local proto=$1 load=(h2load -t1 -c8 -m16) url=http://$INBOUND/
+    case $proto in
+    h1) load=(h2load --h1 -t1 -c16 -m1) ;;
+    grpc)
+        printf '\0\0\0\0\0' >"$TMP/grpc.bin" # one empty gRPC message
+        load+=(-d "$TMP/grpc.bin" -H 'content-type: application/grpc' -H 'te: trailers')
+        url=http://$INBOUND$GRPC_PATH
+        ;;
+    esac
+    timeout 300 "${load[@]}" -n 1000 "$url" >/dev/null
     callgrind_control --zero "$SIDECAR" >/dev/null 2>&1
     callgrind_control --instr=on "$SIDECAR" >/dev/null 2>&1
     local out
-    out=$(timeout 300 "${load[@]}" -n "$REQUESTS" "http://$INBOUND/")
+    out=$(timeout 300 "${load[@]}" -n "$REQUESTS" "$url")
     callgrind_control --instr=off "$SIDECAR" >/dev/null 2>&1
-    rm -f "$TMP"/callgrind.*.*
     callgrind_control --dump="$proto" "$SIDECAR" >/dev/null 2>&1
     local dump ok
     dump=$(ls -t "$TMP"/callgrind.*.* | head -n1)
+    mv "$dump" "$TMP/callgrind.$proto"
+    dump=$TMP/callgrind.$proto
     ok=$(awk '/^status codes:/ { print $3 }' <<<"$out")
     [[ $ok == "$REQUESTS" ]] || die "$proto: $ok of $REQUESTS requests answered 2xx"
     # malloc calls: callgrind's call counts into glibc's malloc, summed over callers.
@@ -70,3 +80,4 @@ count() {
 }
 count h1
 count h2
+count grpc
