@@ -133,19 +133,23 @@ impl Tracer {
             parent_id: span_id,
             flags: u8::from(sampled),
         }
-        .to_header();
-        // The string's own buffer becomes the value (exactly 55 bytes: no copy).
-        if let Ok(value) = HeaderValue::from_maybe_shared(bytes::Bytes::from(header.into_bytes())) {
+        .to_bytes();
+        if let Ok(value) = HeaderValue::from_bytes(&header) {
             // A static name: inserting by `&str` copies a custom name every time.
             headers.insert(TRACEPARENT, value);
         }
-        SpanContext {
+        let mut context = SpanContext {
             trace_id,
             span_id,
             parent,
             sampled,
-            start_ns: now_ns(),
+            start_ns: 0,
+        };
+        // The clock is read only for a span that will be exported.
+        if self.records(&context) {
+            context.start_ns = now_ns();
         }
+        context
     }
 
     /// Whether the span of `context` is recorded (sampled, and spans are exported).
@@ -340,12 +344,14 @@ fn now_ns() -> u64 {
         .map_or(0, |d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX))
 }
 
-/// Random bytes, not all zero (W3C: an all-zero id is invalid).
+/// Random bytes, not all zero (W3C: an all-zero id is invalid). Eight at a time: each
+/// call to the thread's generator costs a thread-local lookup.
 fn nonzero_bytes<const N: usize>() -> [u8; N] {
     loop {
         let mut out = [0u8; N];
-        for b in &mut out {
-            *b = fastrand::u8(..);
+        for chunk in out.chunks_mut(8) {
+            let random = fastrand::u64(..).to_le_bytes();
+            chunk.copy_from_slice(&random[..chunk.len()]);
         }
         if out != [0; N] {
             return out;

@@ -248,6 +248,21 @@ fn graylane_trace_shows_the_hops_the_apps_saw() {
             (v[0]["spans"].as_array()?.len() == 5).then_some(v)
         },
     );
+    // Every span says when it started (the sidecar reads the clock only for spans it
+    // exports): within the last minute, and a duration, not an epoch's worth.
+    let now = u64::try_from(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_nanos(),
+    )
+    .unwrap();
+    for s in json[0]["spans"].as_array().unwrap() {
+        let start = s["startUnixNano"].as_u64().unwrap();
+        assert!(start <= now && now - start < 60_000_000_000, "{s}");
+        let ms = s["durationMs"].as_f64().unwrap();
+        assert!((0.0..10_000.0).contains(&ms), "{s}");
+    }
     // The served instances, in hop order, from the inbound spans.
     let mut inbound: Vec<(u64, String)> = json[0]["spans"]
         .as_array()

@@ -9,7 +9,7 @@
 //! smuggled behind it. The h2 crate refuses malformed pseudo-headers and
 //! connection-specific fields (RFC 9113 §8.2.2) with a stream reset.
 
-use http::{HeaderMap, Request, StatusCode, Version, header};
+use http::{HeaderMap, HeaderValue, Request, StatusCode, Version, header};
 
 /// sidecar.md: request headers over 64 KiB in total or over 100 in number get 431.
 pub(crate) const MAX_HEADER_BYTES: usize = 64 * 1024;
@@ -42,14 +42,14 @@ pub(crate) const MESH_BYTES: usize = 2 * 1024;
 /// Checks one request head.
 pub(crate) fn check<B>(request: &Request<B>) -> Result<(), Refusal> {
     let headers = request.headers();
+    let seen = Scan::of(headers);
     // HTTP/2 has no per-field count in the h2 crate, and its list-size limit counts
     // 32 bytes per field on top, so both limits are checked here for every version.
-    let from_sidecar = headers.contains_key(crate::trail::HOPS_HEADER);
-    let (fields, bytes) = match from_sidecar {
+    let (fields, bytes) = match seen.from_sidecar {
         true => (MAX_HEADERS + MESH_FIELDS, MAX_HEADER_BYTES + MESH_BYTES),
         false => (MAX_HEADERS, MAX_HEADER_BYTES),
     };
-    if headers.len() > fields || header_bytes(headers) > bytes {
+    if headers.len() > fields || seen.bytes > bytes {
         return Err(Refusal::HeadersTooLarge);
     }
     // RFC 9110 §4.2.4 and RFC 9113 §8.3.1: userinfo in an http(s) authority is
@@ -58,10 +58,7 @@ pub(crate) fn check<B>(request: &Request<B>) -> Result<(), Refusal> {
         .uri()
         .authority()
         .is_some_and(|a| a.as_str().contains('@'))
-        || headers
-            .get_all(header::HOST)
-            .iter()
-            .any(|h| h.as_bytes().contains(&b'@'));
+        || seen.host_userinfo;
     if userinfo {
         return Err(Refusal::Malformed("userinfo in the request target or Host"));
     }
@@ -78,24 +75,22 @@ pub(crate) fn check<B>(request: &Request<B>) -> Result<(), Refusal> {
     if request.version() >= Version::HTTP_2 {
         return Ok(());
     }
-    let codings: Vec<_> = headers.get_all(header::TRANSFER_ENCODING).iter().collect();
-    if codings.len() > 1 {
+    if seen.codings > 1 {
         return Err(Refusal::Malformed("Transfer-Encoding repeated"));
     }
     // Only `chunked` is understood; a proxy that dropped another coding would pass
     // the body on mislabelled (nginx answers 501 here, Envoy 501 too).
-    if codings
-        .first()
+    if seen
+        .coding
         .is_some_and(|te| !te.as_bytes().trim_ascii().eq_ignore_ascii_case(b"chunked"))
     {
         return Err(Refusal::Malformed("Transfer-Encoding other than chunked"));
     }
-    let lengths: Vec<_> = headers.get_all(header::CONTENT_LENGTH).iter().collect();
-    if lengths.windows(2).any(|w| w[0] != w[1]) {
+    if seen.lengths_differ {
         return Err(Refusal::Malformed("differing Content-Length values"));
     }
     // RFC 9112 §3.2: a request without Host, or with more than one, is answered 400.
-    match headers.get_all(header::HOST).iter().count() {
+    match seen.hosts {
         0 if request.version() == Version::HTTP_11 => {
             return Err(Refusal::Malformed("HTTP/1.1 request without Host"));
         }
@@ -105,13 +100,41 @@ pub(crate) fn check<B>(request: &Request<B>) -> Result<(), Refusal> {
     Ok(())
 }
 
-/// The header block's size as it was sent: every field's name and value, plus the
-/// `: ` and CRLF around them.
-fn header_bytes(headers: &HeaderMap) -> usize {
-    headers
-        .iter()
-        .map(|(name, value)| name.as_str().len() + value.len() + 4)
-        .sum()
+/// What the checks read from the header block, in one pass over it: the pass that
+/// sums its size anyway, instead of a hashed lookup per field checked.
+#[derive(Default)]
+struct Scan<'a> {
+    /// The block's size as it was sent: every field's name and value, plus the `: `
+    /// and CRLF around them.
+    bytes: usize,
+    from_sidecar: bool,
+    hosts: usize,
+    host_userinfo: bool,
+    codings: usize,
+    coding: Option<&'a HeaderValue>,
+    length: Option<&'a HeaderValue>,
+    lengths_differ: bool,
+}
+
+impl<'a> Scan<'a> {
+    fn of(headers: &'a HeaderMap) -> Self {
+        let mut seen = Self::default();
+        for (name, value) in headers {
+            seen.bytes += name.as_str().len() + value.len() + 4;
+            if name == header::HOST {
+                seen.hosts += 1;
+                seen.host_userinfo |= value.as_bytes().contains(&b'@');
+            } else if name == header::TRANSFER_ENCODING {
+                seen.codings += 1;
+                seen.coding.get_or_insert(value);
+            } else if name == header::CONTENT_LENGTH {
+                seen.lengths_differ |= *seen.length.get_or_insert(value) != value;
+            } else if name == crate::trail::HOPS_HEADER {
+                seen.from_sidecar = true;
+            }
+        }
+        seen
+    }
 }
 
 #[cfg(test)]
@@ -194,6 +217,31 @@ mod tests {
     }
 
     #[test]
+    fn repeated_framing_fields_are_checked_across_their_values() {
+        let with = |fields: &[(&str, &str)]| check(&request(Version::HTTP_11, fields));
+        let te = ("transfer-encoding", "chunked");
+        assert_eq!(
+            with(&[("host", "a"), te, te]),
+            Err(Refusal::Malformed("Transfer-Encoding repeated"))
+        );
+        let cl = |v| ("content-length", v);
+        assert_eq!(with(&[("host", "a"), cl("3"), cl("3")]), Ok(()));
+        assert_eq!(
+            with(&[("host", "a"), cl("3"), cl("3"), cl("4")]),
+            Err(Refusal::Malformed("differing Content-Length values"))
+        );
+        assert_eq!(
+            with(&[]),
+            Err(Refusal::Malformed("HTTP/1.1 request without Host"))
+        );
+        // Userinfo in any Host value, the second included, before the count.
+        assert_eq!(
+            with(&[("host", "orders"), ("host", "evil@orders")]),
+            Err(Refusal::Malformed("userinfo in the request target or Host"))
+        );
+    }
+
+    #[test]
     fn userinfo_in_the_host_header_is_malformed() {
         let r = request(Version::HTTP_11, &[("host", "evil@orders")]);
         assert!(matches!(check(&r), Err(Refusal::Malformed(_))));
@@ -234,7 +282,9 @@ mod tests {
             }
             let request = builder.body(()).unwrap();
             let headers = request.headers();
-            let too_large = headers.len() > MAX_HEADERS || header_bytes(headers) > MAX_HEADER_BYTES;
+            // The spec's measure: every name and value, plus `: ` and CRLF.
+            let bytes: usize = headers.iter().map(|(n, v)| n.as_str().len() + v.len() + 4).sum();
+            let too_large = headers.len() > MAX_HEADERS || bytes > MAX_HEADER_BYTES;
             let result = check(&request);
             if too_large && !headers.contains_key(crate::trail::HOPS_HEADER) {
                 proptest::prop_assert_eq!(&result, &Err(Refusal::HeadersTooLarge));
