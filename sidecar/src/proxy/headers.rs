@@ -31,6 +31,14 @@ const HOP_BY_HOP: [HeaderName; 10] = [
 /// and `Upgrade` when `keep_upgrade`), and every header the `Connection` header names,
 /// except the tag.
 pub(crate) fn strip_hop_by_hop(headers: &mut HeaderMap, keep_upgrade: bool) {
+    // Most messages carry none of these: one pass over the names present decides,
+    // instead of a hashed lookup for each.
+    if !headers
+        .keys()
+        .any(|name| HOP_BY_HOP.contains(name) || is_underscore_tag(name))
+    {
+        return;
+    }
     let named: Vec<HeaderName> = headers
         .get_all(header::CONNECTION)
         .iter()
@@ -68,12 +76,16 @@ pub(crate) fn strip_hop_by_hop(headers: &mut HeaderMap, keep_upgrade: bool) {
 fn remove_underscore_tag(headers: &mut HeaderMap) {
     let fakes: Vec<HeaderName> = headers
         .keys()
-        .filter(|k| k.as_str().eq_ignore_ascii_case("gray_publish"))
+        .filter(|k| is_underscore_tag(k))
         .cloned()
         .collect();
     for name in fakes {
         headers.remove(name);
     }
+}
+
+fn is_underscore_tag(name: &HeaderName) -> bool {
+    name.as_str().eq_ignore_ascii_case("gray_publish")
 }
 
 #[cfg(test)]
@@ -123,6 +135,30 @@ mod tests {
         let mut h = map(&[("gray_publish", "gray")]);
         strip_hop_by_hop(&mut h, false);
         assert!(h.is_empty());
+    }
+
+    #[test]
+    fn each_standard_hop_by_hop_field_alone_is_removed() {
+        for name in &HOP_BY_HOP {
+            let mut h = map(&[("host", "orders"), (name.as_str(), "x")]);
+            strip_hop_by_hop(&mut h, false);
+            assert!(h.get(name).is_none(), "{name} kept");
+            assert_eq!(h.len(), 1, "{name}: {h:?}");
+        }
+    }
+
+    #[test]
+    fn end_to_end_fields_pass_untouched() {
+        let fields = [
+            ("host", "orders"),
+            ("accept", "a"),
+            ("accept", "b"),
+            ("gray-publish", "gray"),
+            ("x-keep-alive", "not hop-by-hop"),
+        ];
+        let mut h = map(&fields);
+        strip_hop_by_hop(&mut h, false);
+        assert_eq!(h, map(&fields));
     }
 
     #[test]
