@@ -143,26 +143,7 @@ impl Load {
 
 /// An orders instance (demo app + sidecar) that reaches the control plane at `url`.
 fn orders(dir: &Path, url: &str, id: &str) -> (DemoApp, Sidecar) {
-    let app = DemoApp::start(dir, "orders", "v1", None);
-    let addr = app.addr.to_string();
-    let sidecar = Sidecar::start(
-        dir,
-        id,
-        &[
-            "--service",
-            "orders",
-            "--instance-id",
-            id,
-            "--app-addr",
-            &addr,
-            "--control-plane",
-            url,
-            "--otlp-endpoint",
-            "none",
-        ],
-    );
-    sidecar.wait_ready();
-    (app, sidecar)
+    graylane_tests::instance(dir, url, "orders", id)
 }
 
 /// A caller of orders (no app behind it), with `extra` flags.

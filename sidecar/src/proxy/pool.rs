@@ -4,11 +4,11 @@
 //! HTTP/1.1: an idle list of `SendRequest`s per destination; a miss connects; a
 //! connection goes back with its response, and is lent again once hyper says it is
 //! ready (its response body has ended); it is dropped after [`POOL_IDLE_TIMEOUT`]
-//! unused. HTTP/2: one connection
-//! per destination, its `SendRequest` cloned per request (streams multiplex; the
-//! server's SETTINGS cap them); a burst that finds none waits for one request's
-//! connect instead of each making its own (a TLS handshake each, over mTLS). Per
-//! request this is a lock, a pop and a clone of the handle, where hyper-util's legacy
+//! unused. HTTP/2: one connection per destination, its `SendRequest` cloned per
+//! request (streams multiplex; the server's SETTINGS cap them); a burst that finds
+//! none waits for one request's connect instead of each making its own (a TLS
+//! handshake each, over mTLS). Per request this is a lock, a pop and a clone of the
+//! handle, where hyper-util's legacy
 //! `Client` builds a pool key from a rebuilt URI, a lazy connect future and a
 //! checkout.
 //!

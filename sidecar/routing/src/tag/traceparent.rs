@@ -64,22 +64,23 @@ impl TraceParent {
     }
 }
 
-const HEX: &[u8; 16] = b"0123456789abcdef";
-
 /// Lowercase hex of `bytes` into `out` (twice as long).
 fn write_hex(out: &mut [u8], bytes: &[u8]) {
-    for (pair, b) in out.chunks_exact_mut(2).zip(bytes) {
-        pair[0] = HEX[usize::from(b >> 4)];
-        pair[1] = HEX[usize::from(b & 15)];
+    for (pair, &b) in out.chunks_exact_mut(2).zip(bytes) {
+        pair.copy_from_slice(&hex_pair(b));
     }
 }
 
 /// Lowercase hex of `bytes`, appended to `out`.
 pub fn push_hex(out: &mut String, bytes: &[u8]) {
-    for b in bytes {
-        out.push(char::from(HEX[usize::from(b >> 4)]));
-        out.push(char::from(HEX[usize::from(b & 15)]));
+    for &b in bytes {
+        out.extend(hex_pair(b).map(char::from));
     }
+}
+
+fn hex_pair(b: u8) -> [u8; 2] {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    [HEX[usize::from(b >> 4)], HEX[usize::from(b & 15)]]
 }
 
 /// The 16-byte trace id, or `None` when the value is not a valid `traceparent` (see

@@ -64,6 +64,14 @@ fn get() -> Box<Request<Body>> {
     )
 }
 
+/// Lets hyper's connection tasks run (this runtime has one thread): a connection is
+/// marked ready once the body it carried has ended.
+async fn let_connections_settle() {
+    for _ in 0..10 {
+        tokio::task::yield_now().await;
+    }
+}
+
 async fn round_trip(pool: &Pool, address: &str) -> Bytes {
     let (response, checkout) = pool.send_http1(plain(address), get()).await.ok().unwrap();
     pool.give_back(plain(address), checkout);
@@ -76,10 +84,7 @@ async fn a_connection_serves_request_after_request() {
     let pool = Pool::new(Duration::from_secs(1), None);
     for _ in 0..5 {
         assert_eq!(round_trip(&pool, &address).await, "ok");
-        // hyper's connection task marks the connection ready once the body has ended.
-        for _ in 0..10 {
-            tokio::task::yield_now().await;
-        }
+        let_connections_settle().await;
     }
     assert_eq!(accepted.load(Ordering::SeqCst), 1);
 }
@@ -100,9 +105,7 @@ async fn a_connection_whose_body_is_unread_is_not_lent_until_it_is_read() {
     // Read: both are lent again, no third connection.
     for _ in 0..4 {
         assert_eq!(round_trip(&pool, &address).await, "ok");
-        for _ in 0..10 {
-            tokio::task::yield_now().await;
-        }
+        let_connections_settle().await;
     }
     assert_eq!(accepted.load(Ordering::SeqCst), 2);
 }
@@ -115,9 +118,7 @@ async fn a_body_hyper_has_read_whole_does_not_hold_its_connection() {
     pool.give_back(plain(&address), checkout);
     // hyper read `ok` with the head: the connection is idle on the wire, lent again
     // before the first body is collected, which still arrives whole.
-    for _ in 0..10 {
-        tokio::task::yield_now().await;
-    }
+    let_connections_settle().await;
     assert_eq!(round_trip(&pool, &address).await, "ok");
     assert_eq!(accepted.load(Ordering::SeqCst), 1);
     assert_eq!(first.into_body().collect().await.unwrap().to_bytes(), "ok");
@@ -244,9 +245,7 @@ async fn mesh_round_trip(pool: &Pool, dest: Dest<'_>) -> Result<Bytes, String> {
     pool.give_back(dest, checkout);
     let body = response.into_body().collect().await.unwrap().to_bytes();
     // The connection goes back from a task once the body has ended.
-    for _ in 0..10 {
-        tokio::task::yield_now().await;
-    }
+    let_connections_settle().await;
     Ok(body)
 }
 
