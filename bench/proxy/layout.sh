@@ -1,0 +1,133 @@
+#!/usr/bin/env bash
+# Writes sidecar/layout/graylane-sidecar.order: the functions a running sidecar
+# executes, hottest first, for the linker to place side by side at the start of .text
+# (sidecar/build.rs passes it to lld as --symbol-ordering-file in release builds).
+#
+# Why: the kernel maps 64 KiB of a file around every page fault, so code executed here
+# and there across an 8 MiB .text left 6 MiB of it resident, most of an idle sidecar's
+# RSS. Packed together, the code that runs is a few hundred KiB of pages (see
+# bench/README.md, "Sidecar memory").
+#
+# How: the sidecar runs under valgrind's callgrind from its first instruction, through
+# start-up, a rule push, mesh mTLS, span export, HTTP/1.1, HTTP/2 and gRPC on both listeners, tagged requests,
+# the admin endpoints and a graceful stop; every function of the binary that executed
+# is listed, by instructions executed, most first. Symbol names carry a hash of the
+# build's settings and dependencies, so run this after changing Cargo.lock or the
+# release profile; names that no longer exist are skipped by the linker, and new code
+# is simply laid out after the listed code.
+#
+# Usage, after `cargo build --release --workspace --bins`:  bash bench/proxy/layout.sh
+# Env: REQUESTS=2000 (per protocol and listener) BENCH_BIN=target/release KEEP=0
+set -euo pipefail
+ROUNDS=1
+TMP_PREFIX=graylane-layout
+source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
+REQUESTS=${REQUESTS:-2000}
+OUT=$ROOT/sidecar/layout/graylane-sidecar.order
+
+for tool in valgrind=valgrind h2load=nghttp2-client curl=curl openssl=openssl; do
+    if ! command -v "${tool%%=*}" >/dev/null; then
+        say "apt-get install ${tool#*=}"
+        DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
+            "${tool#*=}" >&2
+    fi
+done
+for b in graylane graylane-sidecar graylane-control upstream; do
+    [[ -x $BIN/$b ]] || die "$BIN/$b missing: cargo build --release --workspace --bins"
+done
+
+start upstream 0 "$BIN/upstream"
+UP=$(log_field upstream "$LAST_PID" upstream_addr)
+# A mesh CA for the first control plane: its sidecar gets a workload certificate, and
+# its outbound listener reaches its inbound one over mTLS.
+openssl genpkey -algorithm EC -pkeyopt ec_paramgen_curve:P-256 -out "$TMP/ca-key.pem" 2>/dev/null
+openssl req -x509 -new -key "$TMP/ca-key.pem" -subj "/O=graylane layout/CN=layout mesh CA" \
+    -days 2 -sha256 -addext "basicConstraints=critical,CA:TRUE" \
+    -addext "keyUsage=critical,keyCertSign,cRLSign" -out "$TMP/ca.pem" 2>/dev/null
+printf '\0\0\0\0\0' >"$TMP/grpc.bin" # one empty gRPC message
+load() { # load URL [h2load args...]: REQUESTS requests, all answered 2xx
+    local url=$1 out ok
+    shift
+    out=$(timeout 300 h2load -t1 -c4 -n "$REQUESTS" "$@" "$url")
+    ok=$(awk '/^status codes:/ { print $3 }' <<<"$out")
+    [[ $ok == "$REQUESTS" ]] || die "$url $*: $ok of $REQUESTS requests answered 2xx"
+}
+
+# profile N [SIDECAR ARGS...]: the whole workload against sidecar N, its profile
+# written to $TMP/callgrind.N when it stops.
+profile() {
+    local n=$1 listener host grpc
+    shift
+    local ca=()
+    ((n == 1)) && ca=(--ca-cert "$TMP/ca.pem" --ca-key "$TMP/ca-key.pem")
+    start "control$n" 0 "$BIN/graylane-control" --store memory: --grpc-addr 127.0.0.1:0 \
+        --http-addr 127.0.0.1:0 "${ca[@]}"
+    grpc=$(log_field "control$n" "$LAST_PID" grpc_addr)
+    # Mangled names (what the linker matches), one string table entry per name.
+    start "sidecar$n" 1 valgrind --tool=callgrind --demangle=no --compress-strings=no \
+        --compress-pos=no "--callgrind-out-file=$TMP/callgrind.$n" \
+        "$BIN/graylane-sidecar" --service "bench$n" --instance-id "bench-$n" \
+        --labels version=v2 --app-addr "$UP" --control-plane "http://$grpc" \
+        --admin-addr 127.0.0.1:0 --outbound-addr 127.0.0.1:0 --inbound-addr 127.0.0.1:0 \
+        "$@"
+    local pid=$LAST_PID inbound outbound admin
+    inbound=$(log_field "sidecar$n" "$pid" inbound_addr)
+    outbound=$(log_field "sidecar$n" "$pid" outbound_addr)
+    admin=$(log_field "sidecar$n" "$pid" admin_addr)
+    wait_ok "sidecar$n" "$pid" "http://$admin/ready"
+    # A pushed revision to compile (the first snapshot has none).
+    "$BIN/graylane" --server "http://$grpc" rules apply --wait --timeout 60s \
+        -f "$ROOT/deploy/rules/gray-release.yaml" -f "$TMP/canary.yaml" >&2
+    for listener in "http://$inbound" "http://$outbound"; do
+        host=()
+        [[ $listener == "http://$outbound" ]] && host=(-H ":authority: bench$n")
+        load "$listener/" --h1 -m1 "${host[@]}"
+        load "$listener/" --h1 -m1 "${host[@]}" -H 'gray-publish: gray'
+        load "$listener/" -m8 "${host[@]}"
+        load "$listener$GRPC_PATH" -m8 "${host[@]}" -d "$TMP/grpc.bin" \
+            -H 'content-type: application/grpc' -H 'te: trailers'
+    done
+    for path in /live /ready /metrics /config /gates/self; do
+        curl -s -o /dev/null "http://$admin$path"
+    done
+    kill -TERM "$pid"
+    wait "$pid" || true
+    [[ -s $TMP/callgrind.$n ]] || die "sidecar $n: no profile written"
+}
+cat >"$TMP/canary.yaml" <<'EOF'
+apiVersion: graylane.io/v1
+kind: Lane
+metadata:
+  name: canary
+spec:
+  tag: canary
+  selector:
+    version: v3
+  fallback: [base]
+EOF
+# As a pod runs it (a worker per CPU, mesh mTLS, spans exported to the control plane),
+# and as the benchmarks do (one worker, plaintext, no export).
+profile 1
+profile 2 --concurrency 1 --otlp-endpoint none
+
+# Exclusive instructions per function of the sidecar binary (the cost lines under
+# `fn=`, not the inclusive cost line that follows each `calls=`), and in which of the
+# two runs it executed. First what both ran, then what only the first ran (mTLS, span
+# export, the multi-threaded runtime), then what only the second ran, each hottest
+# first: a sidecar configured either way finds the code it runs in one stretch.
+mkdir -p "$(dirname "$OUT")"
+awk -v bin="$BIN/graylane-sidecar" '
+    FNR == 1 { run = (run == 0) ? 1 : 2 }
+    /^ob=/ { ours = (substr($0, 4) == bin); next }
+    /^fn=/ { fn = ours ? substr($0, 4) : ""; sub(/'"'"'.*/, "", fn); next }
+    /^calls=/ { skip = 1; next }
+    /^[0-9+-]/ {
+        if (skip) { skip = 0; next }
+        if (fn != "" && $NF > 0) { cost[fn] += $NF; ran[fn, run] = 1 }
+        next
+    }
+    END {
+        for (f in cost) print ((f, 1) in ran ? ((f, 2) in ran ? 0 : 1) : 2), cost[f], f
+    }' \
+    "$TMP/callgrind.1" "$TMP/callgrind.2" | sort -k1,1n -k2,2nr | awk '{ print $3 }' >"$OUT"
+say "$(wc -l <"$OUT") functions in ${OUT#"$ROOT"/}"
