@@ -17,6 +17,8 @@
 # is simply laid out after the listed code.
 #
 # Usage, after `cargo build --release --workspace --bins`:  bash bench/proxy/layout.sh
+#   --check: writes nothing; fails unless the release sidecar has ≥ 90 % of the listed
+#   functions, they come first in its .text, and it starts (.ci/test runs this).
 # Env: REQUESTS=2000 (per protocol and listener) BENCH_BIN=target/release KEEP=0
 set -euo pipefail
 ROUNDS=1
@@ -24,6 +26,33 @@ TMP_PREFIX=graylane-layout
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 REQUESTS=${REQUESTS:-2000}
 OUT=$ROOT/sidecar/layout/graylane-sidecar.order
+
+if [[ ${1:-} == --check ]]; then
+    [[ -x $BIN/graylane-sidecar ]] || die "$BIN/graylane-sidecar missing: cargo build --release"
+    # Loads: packed relocations need the dynamic loader's support (glibc 2.36+).
+    "$BIN/graylane-sidecar" --version >/dev/null || die "the release sidecar does not start"
+    nm -n "$BIN/graylane-sidecar" | python3 -c '
+import sys
+order = [line.strip() for line in open(sys.argv[1]) if line.strip()]
+listed = set(order)
+code = [(int(f[0], 16), f[2]) for f in map(str.split, sys.stdin) if len(f) == 3 and f[1] in "tTwW"]
+present = [a for a, name in code if name in listed]
+share = len(present) / len(order)
+# Placed first: hardly any other function lies before the last listed one (a few
+# assembly routines share sections with listed ones).
+before = sum(1 for a, name in code if name not in listed and present and a < max(present))
+print(f"layout: {len(present)} of {len(order)} listed functions present ({share:.0%}), "
+      f"{before} other functions among them")
+if share < 0.9:
+    sys.exit("layout: the order is stale (a new toolchain or Cargo.lock?): run "
+             "`bash bench/proxy/layout.sh` after a release build and commit "
+             "sidecar/layout/graylane-sidecar.order")
+if before > len(code) // 100:
+    sys.exit("layout: the linker did not place the listed functions first "
+             "(sidecar/build.rs: is the linker rust-lld?)")
+' "$OUT"
+    exit
+fi
 
 for tool in valgrind=valgrind h2load=nghttp2-client curl=curl openssl=openssl; do
     if ! command -v "${tool%%=*}" >/dev/null; then
