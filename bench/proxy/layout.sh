@@ -9,16 +9,17 @@
 # bench/README.md, "Sidecar memory").
 #
 # How: the sidecar runs under valgrind's callgrind from its first instruction, through
-# start-up, a rule push, mesh mTLS, span export, HTTP/1.1, HTTP/2 and gRPC on both listeners, tagged requests,
-# the admin endpoints and a graceful stop; every function of the binary that executed
-# is listed, by instructions executed, most first. Symbol names carry a hash of the
-# build's settings and dependencies, so run this after changing Cargo.lock or the
-# release profile; names that no longer exist are skipped by the linker, and new code
-# is simply laid out after the listed code.
+# start-up, a rule push, mesh mTLS, span export, HTTP/1.1, HTTP/2 and gRPC on both
+# listeners, tagged requests, the admin endpoints and a graceful stop; every function
+# of the binary that executed is listed (grouping and order: see the end). Symbol
+# names carry a hash of the build's settings and dependencies, so run this after
+# changing the toolchain, Cargo.lock or the release profile; names that no longer
+# exist are skipped by the linker, and new code is laid out after the listed code.
 #
 # Usage, after `cargo build --release --workspace --bins`:  bash bench/proxy/layout.sh
 #   --check: writes nothing; fails unless the release sidecar has ≥ 90 % of the listed
-#   functions, they come first in its .text, and it starts (.ci/test runs this).
+#   functions, they come first in its .text, and it serves a request (.ci/test runs
+#   this, with AUX_BIN=target/debug for the control plane and the upstream).
 # Env: REQUESTS=2000 (per protocol and listener) BENCH_BIN=target/release KEEP=0
 set -euo pipefail
 ROUNDS=1
@@ -29,13 +30,12 @@ OUT=$ROOT/sidecar/layout/graylane-sidecar.order
 
 if [[ ${1:-} == --check ]]; then
     [[ -x $BIN/graylane-sidecar ]] || die "$BIN/graylane-sidecar missing: cargo build --release"
-    # Loads: packed relocations need the dynamic loader's support (glibc 2.36+).
-    "$BIN/graylane-sidecar" --version >/dev/null || die "the release sidecar does not start"
     nm -n "$BIN/graylane-sidecar" | python3 -c '
 import sys
 order = [line.strip() for line in open(sys.argv[1]) if line.strip()]
 listed = set(order)
-code = [(int(f[0], 16), f[2]) for f in map(str.split, sys.stdin) if len(f) == 3 and f[1] in "tTwW"]
+code = [(int(f[0], 16), f[2]) for f in map(str.split, sys.stdin)
+        if len(f) == 3 and f[1] in "tTwW"]
 present = [a for a, name in code if name in listed]
 share = len(present) / len(order)
 # Placed first: hardly any other function lies before the last listed one (a few
@@ -51,6 +51,27 @@ if before > len(code) // 100:
     sys.exit("layout: the linker did not place the listed functions first "
              "(sidecar/build.rs: is the linker rust-lld?)")
 ' "$OUT"
+    # And the binary so linked serves (packed relocations need the dynamic loader's
+    # support): one HTTP/1.1 and one h2c request through its inbound listener. The
+    # control plane and the app may come from a debug build (AUX_BIN).
+    aux=${AUX_BIN:-$BIN}
+    start upstream 0 "$aux/upstream"
+    up=$(log_field upstream "$LAST_PID" upstream_addr)
+    start control 0 "$aux/graylane-control" --store memory: --grpc-addr 127.0.0.1:0 \
+        --http-addr 127.0.0.1:0
+    grpc=$(log_field control "$LAST_PID" grpc_addr)
+    start sidecar 1 "$BIN/graylane-sidecar" --concurrency 1 --service check \
+        --app-addr "$up" --control-plane "http://$grpc" --admin-addr 127.0.0.1:0 \
+        --outbound-addr 127.0.0.1:0 --inbound-addr 127.0.0.1:0 --otlp-endpoint none
+    pid=$LAST_PID
+    admin=$(log_field sidecar "$pid" admin_addr)
+    inbound=$(log_field sidecar "$pid" inbound_addr)
+    wait_ok sidecar "$pid" "http://$admin/ready"
+    for version in --http1.1 --http2-prior-knowledge; do
+        got=$(curl -s -o /dev/null -w '%{http_code}' --max-time 5 "$version" "http://$inbound/")
+        [[ $got == 200 ]] || die "the release sidecar answered $got ($version)"
+    done
+    say "layout: the release sidecar serves HTTP/1.1 and h2c"
     exit
 fi
 
@@ -69,7 +90,8 @@ start upstream 0 "$BIN/upstream"
 UP=$(log_field upstream "$LAST_PID" upstream_addr)
 # A mesh CA for the first control plane: its sidecar gets a workload certificate, and
 # its outbound listener reaches its inbound one over mTLS.
-openssl genpkey -algorithm EC -pkeyopt ec_paramgen_curve:P-256 -out "$TMP/ca-key.pem" 2>/dev/null
+openssl genpkey -algorithm EC -pkeyopt ec_paramgen_curve:P-256 \
+    -out "$TMP/ca-key.pem" 2>/dev/null
 openssl req -x509 -new -key "$TMP/ca-key.pem" -subj "/O=graylane layout/CN=layout mesh CA" \
     -days 2 -sha256 -addext "basicConstraints=critical,CA:TRUE" \
     -addext "keyUsage=critical,keyCertSign,cRLSign" -out "$TMP/ca.pem" 2>/dev/null
@@ -159,4 +181,7 @@ awk -v bin="$BIN/graylane-sidecar" '
         for (f in cost) print ((f, 1) in ran ? ((f, 2) in ran ? 0 : 1) : 2), cost[f], f
     }' \
     "$TMP/callgrind.1" "$TMP/callgrind.2" | sort -k1,1n -k2,2nr | awk '{ print $3 }' >"$OUT"
+# The first run's outbound → inbound hop is the only TLS here: without rustls in the
+# list, the mesh certificate never came and mTLS's code is missing from the layout.
+grep -q rustls "$OUT" || die "no mTLS in the first run's profile (see $TMP/sidecar1.log)"
 say "$(wc -l <"$OUT") functions in ${OUT#"$ROOT"/}"

@@ -106,7 +106,7 @@ start() {
 log_field() {
     local name=$1 pid=$2 key=$3 i value
     for ((i = 0; i < 200; i++)); do
-        value=$(grep -o -m1 "$key=[^ ]*" "$TMP/$name.log" | head -n1 | cut -d= -f2) || true
+        value=$(grep -o -m1 "$key=[^ ]*" "$TMP/$name.log" 2>/dev/null | head -n1 | cut -d= -f2) || true
         [[ -n $value ]] && { echo "$value"; return; }
         kill -0 "$pid" 2>/dev/null || { cat "$TMP/$name.log" >&2; die "$name exited"; }
         sleep 0.1
