@@ -1,6 +1,7 @@
 //! Release builds of `graylane-sidecar` for x86_64 Linux place the functions a running
-//! sidecar executes side by side at the start of `.text`, hottest first, from
-//! `layout/graylane-sidecar.order` (written by `bench/proxy/layout.sh`).
+//! sidecar executes side by side at the start of `.text`, grouped by configuration and
+//! hottest first, from `layout/graylane-sidecar.order` (written by
+//! `bench/proxy/layout.sh`).
 //!
 //! Why: the kernel maps a binary's pages 64 KiB around each page fault, so code run
 //! here and there across the 8 MiB of `.text` kept 6 MiB of it resident: most of an

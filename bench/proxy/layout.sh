@@ -1,12 +1,12 @@
 #!/usr/bin/env bash
 # Writes sidecar/layout/graylane-sidecar.order: the functions a running sidecar
-# executes, hottest first, for the linker to place side by side at the start of .text
-# (sidecar/build.rs passes it to lld as --symbol-ordering-file in release builds).
+# executes, grouped by configuration and hottest first, for the linker to place side
+# by side at the start of .text (sidecar/build.rs passes it to lld as
+# --symbol-ordering-file in release builds).
 #
 # Why: the kernel maps 64 KiB of a file around every page fault, so code executed here
 # and there across an 8 MiB .text left 6 MiB of it resident, most of an idle sidecar's
-# RSS. Packed together, the code that runs is a few hundred KiB of pages (see
-# bench/README.md, "Sidecar memory").
+# RSS. Packed together, 3.6 MiB of it is (see bench/README.md, "Sidecar memory").
 #
 # How: the sidecar runs under valgrind's callgrind from its first instruction, through
 # start-up, a rule push, mesh mTLS, span export, HTTP/1.1, HTTP/2 and gRPC on both
@@ -156,19 +156,25 @@ spec:
     version: v3
   fallback: [base]
 EOF
-# As a pod runs it (a worker per CPU, mesh mTLS, spans exported to the control plane),
-# and as the benchmarks do (one worker, plaintext, no export).
+# 1: as a pod runs it (a worker per CPU, mesh mTLS, spans exported to the control
+# plane); 2: as the benchmarks do (one worker, plaintext, no export); 3: a worker per
+# CPU, plaintext, no export (what tells the multi-threaded runtime's code from mTLS's
+# and export's).
 profile 1
 profile 2 --concurrency 1 --otlp-endpoint none
+profile 3 --otlp-endpoint none
 
 # Exclusive instructions per function of the sidecar binary (the cost lines under
-# `fn=`, not the inclusive cost line that follows each `calls=`), and in which of the
-# two runs it executed. First what both ran, then what only the first ran (mTLS, span
-# export, the multi-threaded runtime), then what only the second ran, each hottest
-# first: a sidecar configured either way finds the code it runs in one stretch.
+# `fn=`, not the inclusive cost line that follows each `calls=`), and which runs
+# executed it. Grouped by that set, each group hottest first: what every run executed,
+# then the multi-threaded runtime (1 and 3), what only a plain multi-threaded sidecar
+# ran, what 2 and 3 share (plaintext, no export), the rest of the single worker's (2),
+# what 1 and 2 share, and last mTLS and span export (1). Each configuration finds the
+# code it runs in a few long stretches, not interleaved with code it never runs: the
+# kernel maps 64 KiB around each fault, so only fine interleaving costs pages.
 mkdir -p "$(dirname "$OUT")"
 awk -v bin="$BIN/graylane-sidecar" '
-    FNR == 1 { run = (run == 0) ? 1 : 2 }
+    FNR == 1 { run++ }
     /^ob=/ { ours = (substr($0, 4) == bin); next }
     /^fn=/ { fn = ours ? substr($0, 4) : ""; sub(/'"'"'.*/, "", fn); next }
     /^calls=/ { skip = 1; next }
@@ -178,9 +184,15 @@ awk -v bin="$BIN/graylane-sidecar" '
         next
     }
     END {
-        for (f in cost) print ((f, 1) in ran ? ((f, 2) in ran ? 0 : 1) : 2), cost[f], f
-    }' \
-    "$TMP/callgrind.1" "$TMP/callgrind.2" | sort -k1,1n -k2,2nr | awk '{ print $3 }' >"$OUT"
+        split("123 13 3 23 2 12 1", order, " ")
+        for (i in order) rank[order[i]] = i
+        for (f in cost) {
+            set = ""
+            for (r = 1; r <= 3; r++) if ((f, r) in ran) set = set r
+            print rank[set], cost[f], f
+        }
+    }' "$TMP/callgrind.1" "$TMP/callgrind.2" "$TMP/callgrind.3" |
+    sort -k1,1n -k2,2nr | awk '{ print $3 }' >"$OUT"
 # The first run's outbound → inbound hop is the only TLS here: without rustls in the
 # list, the mesh certificate never came and mTLS's code is missing from the layout.
 grep -q rustls "$OUT" || die "no mTLS in the first run's profile (see $TMP/sidecar1.log)"
