@@ -17,20 +17,19 @@
 # exist are skipped by the linker, and new code is laid out after the listed code.
 #
 # Usage, after `cargo build --release --workspace --bins`:  bash bench/proxy/layout.sh
-#   --check: writes nothing; fails unless the release sidecar has ≥ 90 % of the listed
-#   functions, they come first in its .text, and it serves a request (.ci/test runs
-#   this, with AUX_BIN=target/debug for the control plane and the upstream).
+#   --symbols: writes nothing; prints how many listed functions the release sidecar
+#   has, and fails under 90 % or when they do not come first in its .text (run.sh
+#   prints the line beside its results).
+#   --check: --symbols, then the sidecar must serve a request (.ci/test runs this, with
+#   AUX_BIN=target/debug for the control plane and the upstream).
 # Env: REQUESTS=2000 (per protocol and listener) BENCH_BIN=target/release KEEP=0
 set -euo pipefail
-ROUNDS=1
-TMP_PREFIX=graylane-layout
-source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
-REQUESTS=${REQUESTS:-2000}
-OUT=$ROOT/sidecar/layout/graylane-sidecar.order
 
-if [[ ${1:-} == --check ]]; then
-    [[ -x $BIN/graylane-sidecar ]] || die "$BIN/graylane-sidecar missing: cargo build --release"
-    nm -n "$BIN/graylane-sidecar" | python3 -c '
+if [[ ${1:-} == --symbols || ${1:-} == --check ]]; then
+    root=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
+    sidecar=${BENCH_BIN:-$root/target/release}/graylane-sidecar
+    [[ -x $sidecar ]] || { echo "$sidecar missing: cargo build --release" >&2; exit 1; }
+    nm -n "$sidecar" | python3 -c '
 import sys
 order = [line.strip() for line in open(sys.argv[1]) if line.strip()]
 listed = set(order)
@@ -40,7 +39,8 @@ present = [a for a, name in code if name in listed]
 share = len(present) / len(order)
 # Placed first: hardly any other function lies before the last listed one (a few
 # assembly routines share sections with listed ones).
-before = sum(1 for a, name in code if name not in listed and present and a < max(present))
+last = max(present, default=0)
+before = sum(1 for a, name in code if name not in listed and a < last)
 print(f"layout: {len(present)} of {len(order)} listed functions present ({share:.0%}), "
       f"{before} other functions among them")
 if share < 0.9:
@@ -50,7 +50,17 @@ if share < 0.9:
 if before > len(code) // 100:
     sys.exit("layout: the linker did not place the listed functions first "
              "(sidecar/build.rs: is the linker rust-lld?)")
-' "$OUT"
+' "$root/sidecar/layout/graylane-sidecar.order"
+    if [[ $1 == --symbols ]]; then exit; fi
+fi
+
+ROUNDS=1
+TMP_PREFIX=graylane-layout
+source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
+REQUESTS=${REQUESTS:-2000}
+OUT=$ROOT/sidecar/layout/graylane-sidecar.order
+
+if [[ ${1:-} == --check ]]; then
     # And the binary so linked serves (packed relocations need the dynamic loader's
     # support): one HTTP/1.1 and one h2c request through its inbound listener. The
     # control plane and the app may come from a debug build (AUX_BIN).

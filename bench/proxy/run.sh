@@ -107,16 +107,6 @@ check() {
         die "$name gRPC: no grpc-status: 0"
 }
 
-# How many of the functions sidecar/layout/graylane-sidecar.order lists this build has:
-# well under all of them means the order is stale (bench/proxy/layout.sh writes it), and
-# the idle RSS measured here is higher than it should be.
-layout_present() {
-    local order=$ROOT/sidecar/layout/graylane-sidecar.order
-    printf '%s of %s listed functions present' \
-        "$(nm "$BIN/graylane-sidecar" 2>/dev/null | awk '{ print $NF }' | sort -u |
-            comm -12 - <(sort -u "$order") | wc -l)" "$(wc -l <"$order")"
-}
-
 main() {
     ensure_tools nginx=nginx haproxy=haproxy
     ((${#PIDS[@]} == 0)) || die "unexpected state"
@@ -158,7 +148,7 @@ main() {
     cat <<EOF
 
 Machine: $(nproc) CPUs ($(awk -F': ' '/model name/ { print $2; exit }' /proc/cpuinfo)), Linux $(uname -r); load average before the run: $LOADAVG.
-Code layout (sidecar/build.rs): $(layout_present).
+Code $(bash "$HERE/layout.sh" --symbols 2>&1 | paste -sd ' ') (sidecar/build.rs).
 Versions: graylane $(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo '?'), $(nginx -v 2>&1 | sed 's|nginx version: ||'), HAProxy $(haproxy -v | awk 'NR == 1 { print $3 }'), Envoy $("$ENVOY" --version | grep -o 'version: [^ ]*' | cut -d/ -f2), $(wrk -v 2>&1 | awk 'NR == 1 { print $1, $2 }'), h2load $(h2load --version | awk '{ print $NF }'). Settings: DURATION=$DURATION WARMUP=$WARMUP RATE=$RATE ROUNDS=$ROUNDS PROXY_CPU=$PROXY_CPU LOAD_CPU=$LOAD_CPU.
 EOF
 }
