@@ -20,8 +20,10 @@
 #   --symbols: writes nothing; prints how many listed functions the release sidecar
 #   has, and fails under 90 % or when they do not come first in its .text (run.sh
 #   prints the line beside its results).
-#   --check: --symbols, then the sidecar must serve a request (.ci/test runs this, with
-#   AUX_BIN=target/debug for the control plane and the upstream).
+#   --check: --symbols, then the sidecar must serve a request (.ci/test runs this).
+# The names are those of a `--workspace` build (features unify differently with
+# `-p graylane-sidecar`, and symbol hashes follow them): the README's, the image's and
+# the benchmarks' build.
 # Env: REQUESTS=2000 (per protocol and listener) BENCH_BIN=target/release KEEP=0
 set -euo pipefail
 
@@ -62,12 +64,10 @@ OUT=$ROOT/sidecar/layout/graylane-sidecar.order
 
 if [[ ${1:-} == --check ]]; then
     # And the binary so linked serves (packed relocations need the dynamic loader's
-    # support): one HTTP/1.1 and one h2c request through its inbound listener. The
-    # control plane and the app may come from a debug build (AUX_BIN).
-    aux=${AUX_BIN:-$BIN}
-    start upstream 0 "$aux/upstream"
+    # support): one HTTP/1.1 and one h2c request through its inbound listener.
+    start upstream 0 "$BIN/upstream"
     up=$(log_field upstream "$LAST_PID" upstream_addr)
-    start control 0 "$aux/graylane-control" --store memory: --grpc-addr 127.0.0.1:0 \
+    start control 0 "$BIN/graylane-control" --store memory: --grpc-addr 127.0.0.1:0 \
         --http-addr 127.0.0.1:0
     grpc=$(log_field control "$LAST_PID" grpc_addr)
     start sidecar 1 "$BIN/graylane-sidecar" --concurrency 1 --service check \

@@ -9,7 +9,9 @@ COPY . .
 # graylane_build_info{revision}: docker build --build-arg GRAYLANE_GIT_REVISION=$(git rev-parse HEAD)
 ARG GRAYLANE_GIT_REVISION=unknown
 ENV GRAYLANE_GIT_REVISION=$GRAYLANE_GIT_REVISION
-RUN cargo build --release --locked -p graylane-sidecar --bins
+# The whole workspace, as the README builds it: the sidecar's code layout
+# (sidecar/layout/) names its functions as that build's feature set does.
+RUN cargo build --release --locked --workspace --bins
 
 # Slim Debian, not distroless: the init container runs iptables.
 FROM debian:bookworm-slim
