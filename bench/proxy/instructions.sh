@@ -30,20 +30,13 @@ done
 
 start upstream 0 "$BIN/upstream"
 UP=$(log_field upstream "$LAST_PID" upstream_addr)
-start control 0 "$BIN/graylane-control" --store memory: --grpc-addr 127.0.0.1:0 \
-    --http-addr 127.0.0.1:0
-GRPC=$(log_field control "$LAST_PID" grpc_addr)
+start_control control 0
 # Instrumentation off until the warm-up is done: start-up and first connections are
 # not what a request costs.
-start sidecar 1 valgrind --tool=callgrind --instr-atstart=no \
-    "--callgrind-out-file=$TMP/callgrind.%p" \
-    "$BIN/graylane-sidecar" --concurrency 1 --service bench --instance-id bench-1 \
-    --app-addr "$UP" --control-plane "http://$GRPC" --admin-addr 127.0.0.1:0 \
-    --outbound-addr 127.0.0.1:0 --inbound-addr 127.0.0.1:0 --otlp-endpoint none
-SIDECAR=$LAST_PID
-INBOUND=$(log_field sidecar "$SIDECAR" inbound_addr)
-ADMIN=$(log_field sidecar "$SIDECAR" admin_addr)
-wait_ok sidecar "$SIDECAR" "http://$ADMIN/ready"
+SIDECAR_WRAP=(valgrind --tool=callgrind --instr-atstart=no "--callgrind-out-file=$TMP/callgrind.%p")
+start_sidecar sidecar 1 "$GRPC_ADDR" "$UP" --concurrency 1 --service bench \
+    --instance-id bench-1 --otlp-endpoint none
+SIDECAR=$SIDECAR_PID
 
 # count PROTO: one line "PROTO instructions/request mallocs/request".
 count() {

@@ -67,18 +67,11 @@ if [[ ${1:-} == --check ]]; then
     # support): one HTTP/1.1 and one h2c request through its inbound listener.
     start upstream 0 "$BIN/upstream"
     up=$(log_field upstream "$LAST_PID" upstream_addr)
-    start control 0 "$BIN/graylane-control" --store memory: --grpc-addr 127.0.0.1:0 \
-        --http-addr 127.0.0.1:0
-    grpc=$(log_field control "$LAST_PID" grpc_addr)
-    start sidecar 1 "$BIN/graylane-sidecar" --concurrency 1 --service check \
-        --app-addr "$up" --control-plane "http://$grpc" --admin-addr 127.0.0.1:0 \
-        --outbound-addr 127.0.0.1:0 --inbound-addr 127.0.0.1:0 --otlp-endpoint none
-    pid=$LAST_PID
-    admin=$(log_field sidecar "$pid" admin_addr)
-    inbound=$(log_field sidecar "$pid" inbound_addr)
-    wait_ok sidecar "$pid" "http://$admin/ready"
+    start_control control 0
+    start_sidecar sidecar 1 "$GRPC_ADDR" "$up" --concurrency 1 --service check \
+        --otlp-endpoint none
     for version in --http1.1 --http2-prior-knowledge; do
-        got=$(curl -s -o /dev/null -w '%{http_code}' --max-time 5 "$version" "http://$inbound/")
+        got=$(curl -s -o /dev/null -w '%{http_code}' --max-time 5 "$version" "http://$INBOUND/")
         [[ $got == 200 ]] || die "the release sidecar answered $got ($version)"
     done
     say "layout: the release sidecar serves HTTP/1.1 and h2c"
@@ -117,31 +110,23 @@ load() { # load URL [h2load args...]: REQUESTS requests, all answered 2xx
 # profile N [SIDECAR ARGS...]: the whole workload against sidecar N, its profile
 # written to $TMP/callgrind.N when it stops.
 profile() {
-    local n=$1 listener host grpc
+    local n=$1 listener host
     shift
     local ca=()
     ((n == 1)) && ca=(--ca-cert "$TMP/ca.pem" --ca-key "$TMP/ca-key.pem")
-    start "control$n" 0 "$BIN/graylane-control" --store memory: --grpc-addr 127.0.0.1:0 \
-        --http-addr 127.0.0.1:0 "${ca[@]}"
-    grpc=$(log_field "control$n" "$LAST_PID" grpc_addr)
+    start_control "control$n" 0 "${ca[@]}"
     # Mangled names (what the linker matches), one string table entry per name.
-    start "sidecar$n" 1 valgrind --tool=callgrind --demangle=no --compress-strings=no \
-        --compress-pos=no "--callgrind-out-file=$TMP/callgrind.$n" \
-        "$BIN/graylane-sidecar" --service "bench$n" --instance-id "bench-$n" \
-        --labels version=v2 --app-addr "$UP" --control-plane "http://$grpc" \
-        --admin-addr 127.0.0.1:0 --outbound-addr 127.0.0.1:0 --inbound-addr 127.0.0.1:0 \
-        "$@"
-    local pid=$LAST_PID inbound outbound admin
-    inbound=$(log_field "sidecar$n" "$pid" inbound_addr)
-    outbound=$(log_field "sidecar$n" "$pid" outbound_addr)
-    admin=$(log_field "sidecar$n" "$pid" admin_addr)
-    wait_ok "sidecar$n" "$pid" "http://$admin/ready"
+    SIDECAR_WRAP=(valgrind --tool=callgrind --demangle=no --compress-strings=no
+        --compress-pos=no "--callgrind-out-file=$TMP/callgrind.$n")
+    start_sidecar "sidecar$n" 1 "$GRPC_ADDR" "$UP" --service "bench$n" \
+        --instance-id "bench-$n" --labels version=v2 "$@"
+    local pid=$SIDECAR_PID
     # A pushed revision to compile (the first snapshot has none).
-    "$BIN/graylane" --server "http://$grpc" rules apply --wait --timeout 60s \
+    "$BIN/graylane" --server "http://$GRPC_ADDR" rules apply --wait --timeout 60s \
         -f "$ROOT/deploy/rules/gray-release.yaml" -f "$TMP/canary.yaml" >&2
-    for listener in "http://$inbound" "http://$outbound"; do
+    for listener in "http://$INBOUND" "http://$OUTBOUND"; do
         host=()
-        [[ $listener == "http://$outbound" ]] && host=(-H ":authority: bench$n")
+        [[ $listener == "http://$OUTBOUND" ]] && host=(-H ":authority: bench$n")
         load "$listener/" --h1 -m1 "${host[@]}"
         load "$listener/" --h1 -m1 "${host[@]}" -H 'gray-publish: gray'
         load "$listener/" -m8 "${host[@]}"
@@ -149,7 +134,7 @@ profile() {
             -H 'content-type: application/grpc' -H 'te: trailers'
     done
     for path in /live /ready /metrics /config /gates/self; do
-        curl -s -o /dev/null "http://$admin$path"
+        curl -s -o /dev/null "http://$ADMIN$path"
     done
     kill -TERM "$pid"
     wait "$pid" || true

@@ -129,6 +129,33 @@ wait_ok() {
     die "$name: no 200 from $url within 20 s"
 }
 
+# start_control NAME CPU [ARGS...]: graylane-control on a memory store, both listeners
+# on port 0; sets GRPC_ADDR.
+start_control() {
+    local name=$1 cpu=$2
+    shift 2
+    start "$name" "$cpu" "$BIN/graylane-control" --store memory: --grpc-addr 127.0.0.1:0 \
+        --http-addr 127.0.0.1:0 "$@"
+    GRPC_ADDR=$(log_field "$name" "$LAST_PID" grpc_addr)
+}
+
+# start_sidecar NAME CPU GRPC APP [ARGS...]: graylane-sidecar in front of APP, fed by
+# the control plane at GRPC, every listener on port 0, run under SIDECAR_WRAP when set
+# (e.g. valgrind); waits for /ready and sets SIDECAR_PID, INBOUND, OUTBOUND and ADMIN.
+SIDECAR_WRAP=()
+start_sidecar() {
+    local name=$1 cpu=$2 grpc=$3 app=$4
+    shift 4
+    start "$name" "$cpu" ${SIDECAR_WRAP[@]+"${SIDECAR_WRAP[@]}"} "$BIN/graylane-sidecar" \
+        --app-addr "$app" --control-plane "http://$grpc" --admin-addr 127.0.0.1:0 \
+        --outbound-addr 127.0.0.1:0 --inbound-addr 127.0.0.1:0 "$@"
+    SIDECAR_PID=$LAST_PID
+    INBOUND=$(log_field "$name" "$SIDECAR_PID" inbound_addr)
+    OUTBOUND=$(log_field "$name" "$SIDECAR_PID" outbound_addr)
+    ADMIN=$(log_field "$name" "$SIDECAR_PID" admin_addr)
+    wait_ok "$name" "$SIDECAR_PID" "http://$ADMIN/ready"
+}
+
 # closed_loop NAME PROTO SECONDS: the saturating load generator, pinned to LOAD_CPU.
 closed_loop() {
     local name=$1 proto=$2 secs=$3 host=()

@@ -45,20 +45,11 @@ start_all() {
     UP=$(log_field upstream "$LAST_PID" upstream_addr)
     H1[direct]=http://$UP H2[direct]=http://$UP
 
-    start control "$LOAD_CPU" "$BIN/graylane-control" --store memory: \
-        --grpc-addr 127.0.0.1:0 --http-addr 127.0.0.1:0
-    local grpc
-    grpc=$(log_field control "$LAST_PID" grpc_addr)
+    start_control control "$LOAD_CPU"
     # Spans off: the peers trace nothing (tracing's own cost: bench/proxy/tracing-cost.sh).
-    start graylane "$PROXY_CPU" "$BIN/graylane-sidecar" --concurrency 1 \
-        --service bench --instance-id bench-1 --app-addr "$UP" \
-        --control-plane "http://$grpc" --admin-addr 127.0.0.1:0 \
-        --outbound-addr 127.0.0.1:0 --inbound-addr 127.0.0.1:0 --otlp-endpoint none
-    local pid=$LAST_PID inbound admin
-    inbound=$(log_field graylane "$pid" inbound_addr)
-    admin=$(log_field graylane "$pid" admin_addr)
-    wait_ok graylane "$pid" "http://$admin/ready"
-    PROCS[graylane]=$pid H1[graylane]=http://$inbound H2[graylane]=http://$inbound
+    start_sidecar graylane "$PROXY_CPU" "$GRPC_ADDR" "$UP" --concurrency 1 \
+        --service bench --instance-id bench-1 --otlp-endpoint none
+    PROCS[graylane]=$SIDECAR_PID H1[graylane]=http://$INBOUND H2[graylane]=http://$INBOUND
 
     local name p1 p2
     for name in nginx haproxy envoy; do
