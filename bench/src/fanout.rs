@@ -11,7 +11,7 @@ use tokio::sync::{Semaphore, mpsc};
 use tonic::transport::{Channel, Endpoint};
 
 use crate::control::{ControlProcess, memory};
-use crate::report::{Results, report};
+use crate::report::{Churn, Results, report};
 use crate::stats::Stats;
 use crate::subscriber::{Event, OnEnd, Subs, next_event, subscriber};
 
@@ -165,20 +165,11 @@ pub async fn measure(
     let on_end = if storm { OnEnd::Reconnect } else { OnEnd::Fail };
     let mut connected = connect_with(plan, std::slice::from_ref(&url), on_end).await?;
     // The last endpoint batch may still be on its way to some (or, with reconnects, a
-    // later one): wait until everyone holds the same version.
-    let settle_by = Instant::now() + STEP_TIMEOUT;
-    while let Some(version) = connected.subs.version.iter().max().copied()
-        && connected.subs.version.iter().any(|v| *v != version)
-    {
-        let left = settle_by.saturating_duration_since(Instant::now());
-        let seen = next_event(&mut connected.events, left)
-            .await
-            .context("subscribers disagree on the final snapshot version")?;
-        connected.subs.record(&seen);
-    }
-    let version = connected.subs.version[0];
-    // Every subscriber has ACKed the final snapshot: the control plane recorded it.
-    wait_acked(&mut admin, n, version).await?;
+    // later one): wait until the control plane records everyone as holding the same
+    // version. A scoped subscriber is not sent a batch that has nothing in its scope;
+    // its ACK of the snapshot before counts for it.
+    let newest = connected.subs.version.iter().max().copied().unwrap_or(0);
+    wait_acked(&mut admin, n, |v| v >= newest).await?;
     let Connected {
         settled,
         snapshots: setup_snapshots,
@@ -203,6 +194,8 @@ pub async fn measure(
     }
 
     let timings = applies(plan, &mut admin, &mut connected).await?;
+    let url = format!("http://{}", control.grpc);
+    let churn = churn(plan, &mut admin, &mut connected, &url).await?;
     tokio::time::sleep(SETTLE).await;
     let after = memory(control.pid)?;
     let storm = match storm {
@@ -210,7 +203,6 @@ pub async fn measure(
         false => None,
     };
     // Last: one more instance changes every subscriber's endpoint count.
-    let url = format!("http://{}", control.grpc);
     let snapshot_bytes = full_snapshot_bytes(n, plan.mesh, &url).await?;
     // Scoped: what the same sidecar would receive unscoped, for before/after.
     let unscoped_bytes = match plan.mesh.calls {
@@ -239,6 +231,7 @@ pub async fn measure(
             storm,
             snapshot_bytes,
             unscoped_bytes,
+            churn,
         },
     ))
 }
@@ -300,24 +293,85 @@ async fn full_snapshot_bytes(n: usize, mesh: Mesh, url: &str) -> anyhow::Result<
     Ok(seen.context("the probe subscriber's first snapshot")?.bytes)
 }
 
-/// ListSidecars until all `n` sidecars acked `version`.
+/// One more instance of an existing service joins, as a pod starting does, then
+/// leaves: how many of the `n` subscribers were sent a snapshot for the join, and how
+/// long from its Hello until the control plane recorded every sidecar (it included)
+/// as holding the new version.
+async fn churn(
+    plan: &Plan,
+    admin: &mut AdminClient<Channel>,
+    connected: &mut Connected,
+    url: &str,
+) -> anyhow::Result<Churn> {
+    let n = plan.subscribers;
+    let before = wait_acked(admin, n, |_| true).await?;
+    while let Ok(event) = connected.events.try_recv() {
+        if let Event::Seen(seen) = event {
+            connected.subs.record(&seen);
+        }
+    }
+    let (tx, mut events) = mpsc::unbounded_channel();
+    let gate = Arc::new(Semaphore::new(1));
+    let started = Instant::now();
+    let joiner = tokio::spawn(subscriber(
+        n,
+        n,
+        plan.mesh,
+        url.to_string(),
+        gate,
+        tx,
+        OnEnd::Fail,
+    ));
+    next_event(&mut events, STEP_TIMEOUT).await?;
+    let joined = wait_acked(admin, n + 1, |v| v > before).await?;
+    let took = started.elapsed();
+    // A subscriber reports a snapshot before it ACKs it: all are in the channel.
+    let mut sent = 0;
+    while let Ok(event) = connected.events.try_recv() {
+        if let Event::Seen(seen) = event {
+            sent += usize::from(seen.version > before && seen.version <= joined);
+            connected.subs.record(&seen);
+        }
+    }
+    joiner.abort();
+    let left = wait_acked(admin, n, |v| v > joined).await?;
+    while let Ok(event) = connected.events.try_recv() {
+        if let Event::Seen(seen) = event {
+            connected.subs.record(&seen);
+        }
+    }
+    eprintln!(
+        "one instance joined: {sent} of {n} subscribers sent a snapshot, all held version {joined} after {took:.2?}; it left: version {left}"
+    );
+    Ok(Churn { sent, took })
+}
+
+/// ListSidecars until all `n` sidecars acked the same version, one `wanted` accepts;
+/// returns it.
 async fn wait_acked(
     admin: &mut AdminClient<Channel>,
     n: usize,
-    version: u64,
-) -> anyhow::Result<()> {
+    wanted: impl Fn(u64) -> bool,
+) -> anyhow::Result<u64> {
     let acked_by = Instant::now() + STEP_TIMEOUT;
     loop {
         let list = admin
             .list_sidecars(ListSidecarsRequest {})
             .await?
             .into_inner();
-        if list.sidecars.len() == n && list.sidecars.iter().all(|s| s.acked_version == version) {
-            return Ok(());
+        let versions: std::collections::BTreeSet<u64> =
+            list.sidecars.iter().map(|s| s.acked_version).collect();
+        if list.sidecars.len() == n
+            && let [version] = versions.iter().copied().collect::<Vec<_>>()[..]
+            && wanted(version)
+        {
+            return Ok(version);
         }
         ensure!(
             Instant::now() < acked_by,
-            "the control plane did not record {n} ACKs of version {version}"
+            "the control plane did not record {n} sidecars holding one version: {} listed, \
+             versions {versions:?}",
+            list.sidecars.len()
         );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }

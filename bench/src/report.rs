@@ -52,6 +52,15 @@ pub(crate) struct Results {
     pub(crate) snapshot_bytes: usize,
     /// Scoped runs: the same sidecar's first snapshot unscoped (every endpoint).
     pub(crate) unscoped_bytes: Option<usize>,
+    pub(crate) churn: Churn,
+}
+
+/// One instance joining a settled mesh (`fanout::churn`).
+pub(crate) struct Churn {
+    /// Subscribers sent a snapshot for it.
+    pub(crate) sent: usize,
+    /// From its Hello until every sidecar was recorded as holding it.
+    pub(crate) took: Duration,
 }
 
 /// The README section: heading, method, results table (with targets), machine.
@@ -218,6 +227,12 @@ fn table(s: &mut String, plan: &Plan, r: &Results) {
         },
         r.snapshot_bytes as f64 / 1024.0,
         r.snapshot_bytes / n.max(1)
+    );
+    let _ = writeln!(
+        s,
+        "| one more instance of a service joins: subscribers sent a snapshot / until all hold it | {} of {n} / {} | |",
+        r.churn.sent,
+        ms(r.churn.took)
     );
     if let Some(all) = r.unscoped_bytes {
         let _ = writeln!(

@@ -7,10 +7,13 @@
 use std::collections::BTreeSet;
 use std::time::Duration;
 
+use graylane_proto::v1::admin_client::AdminClient;
 use graylane_proto::v1::discovery_client::DiscoveryClient;
 use graylane_proto::v1::sidecar_message::Message;
-use graylane_proto::v1::{EndpointScope, Hello, ServiceName, SidecarMessage, Snapshot};
-use graylane_tests::{ControlPlane, Subscriber};
+use graylane_proto::v1::{
+    Ack, EndpointScope, Hello, ListSidecarsRequest, ServiceName, SidecarMessage, Snapshot,
+};
+use graylane_tests::{ControlPlane, Subscriber, http_get};
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::Streaming;
@@ -96,6 +99,8 @@ async fn next(stream: &mut Streaming<Snapshot>) -> Result<Snapshot, tonic::Statu
 struct Held {
     endpoints: std::collections::BTreeMap<String, String>,
     directory: Option<BTreeSet<String>>,
+    /// The version of the last snapshot read.
+    version: u64,
 }
 
 impl Held {
@@ -103,6 +108,7 @@ impl Held {
     async fn until(&mut self, stream: &mut Streaming<Snapshot>, done: impl Fn(&Held) -> bool) {
         while !done(self) {
             let s = next(stream).await.unwrap();
+            self.version = s.version;
             if let Some(set) = s.endpoints {
                 self.endpoints = (set.endpoints.into_iter())
                     .map(|e| (e.instance_id, e.service))
@@ -146,18 +152,23 @@ async fn registered(url: &str, n: usize) -> Subscriber {
     probe
 }
 
+/// Instances `orders-1` and `payments-1`, and the unscoped probe once it lists them.
+async fn orders_and_payments(url: &str) -> ([Subscriber; 2], Subscriber) {
+    let orders = Subscriber::connect(url, "orders", "orders-1", &[], None)
+        .await
+        .unwrap();
+    let payments = Subscriber::connect(url, "payments", "payments-1", &[], None)
+        .await
+        .unwrap();
+    ([orders, payments], registered(url, 2).await)
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_scoped_hello_gets_its_services_and_the_directory_and_bad_scopes_are_refused() {
     let dir = tempfile::tempdir().unwrap();
     let cp = ControlPlane::start(dir.path(), &[]);
     let url = cp.url();
-    let _orders = Subscriber::connect(&url, "orders", "orders-1", &[], None)
-        .await
-        .unwrap();
-    let _payments = Subscriber::connect(&url, "payments", "payments-1", &[], None)
-        .await
-        .unwrap();
-    let _probe = registered(&url, 2).await;
+    let (_others, _probe) = orders_and_payments(&url).await;
 
     // Scoped to orders: orders and its own service, and every name in the directory.
     let (tx, mut stream) = open(&url, Some(vec![name("orders")])).await.unwrap();
@@ -216,4 +227,80 @@ async fn a_scope_past_the_cap_gets_every_endpoint_as_an_unscoped_stream_does() {
     held.until(&mut stream, |h| h.endpoints.len() == 3).await;
     assert_eq!(held.services(), set(&["orders", "probe", "web"]));
     assert!(held.directory.is_none(), "not scoped: no directory");
+}
+
+/// The version `ListSidecars` says `instance` acked, once it is `want` (≤ 10 s).
+async fn acked(url: &str, instance: &str, want: u64) -> u64 {
+    let mut admin = AdminClient::connect(url.to_string()).await.unwrap();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let list = admin
+            .list_sidecars(ListSidecarsRequest {})
+            .await
+            .unwrap()
+            .into_inner();
+        let version = list
+            .sidecars
+            .iter()
+            .find(|s| s.instance_id == instance)
+            .map_or(0, |s| s.acked_version);
+        if version == want || tokio::time::Instant::now() > deadline {
+            return version;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_change_outside_a_scope_is_not_sent_yet_the_sidecar_counts_as_holding_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let cp = ControlPlane::start(dir.path(), &[]);
+    let url = cp.url();
+    let (_others, mut probe) = orders_and_payments(&url).await;
+    let (tx, mut stream) = open(&url, Some(vec![name("orders")])).await.unwrap();
+    let mut held = Held::default();
+    let all = set(&["orders", "payments", "probe", "web"]);
+    held.until(&mut stream, |h| {
+        h.directory.as_ref() == Some(&all) && h.services() == set(&["orders", "web"])
+    })
+    .await;
+    let ack = |version| SidecarMessage {
+        message: Some(Message::Ack(Ack { version })),
+    };
+    tx.send(ack(held.version)).await.unwrap();
+    assert_eq!(acked(&url, "web-1", held.version).await, held.version);
+
+    // Another payments instance: not in web's scope, and the directory is unchanged.
+    let _payments2 = Subscriber::connect(&url, "payments", "payments-2", &[], None)
+        .await
+        .unwrap();
+    let joined = probe.until(|sub, _| sub.endpoints.len() == 5).await.version;
+    assert!(joined > held.version);
+    // Nothing was sent (it would wait unread, unACKed), yet web-1 holds that version.
+    assert_eq!(acked(&url, "web-1", joined).await, joined);
+
+    // Another orders instance is in its scope: the next snapshot web reads.
+    let _orders2 = Subscriber::connect(&url, "orders", "orders-2", &[], None)
+        .await
+        .unwrap();
+    let snapshot = next(&mut stream).await.unwrap();
+    assert!(snapshot.version > joined, "{snapshot:?}");
+    let upserted: Vec<String> = (snapshot.endpoint_changes.into_iter())
+        .flat_map(|d| d.upserted)
+        .map(|e| e.instance_id)
+        .collect();
+    assert_eq!(upserted, ["orders-2"]);
+    tx.send(ack(snapshot.version)).await.unwrap();
+    assert_eq!(
+        acked(&url, "web-1", snapshot.version).await,
+        snapshot.version
+    );
+
+    let (status, metrics) = http_get(cp.http, "/metrics");
+    assert_eq!(status, 200);
+    let skipped = metrics
+        .lines()
+        .find_map(|l| l.strip_prefix("graylane_control_pushes_skipped_total "))
+        .and_then(|v| v.trim().parse::<u64>().ok());
+    assert!(skipped.is_some_and(|n| n >= 1), "{metrics}");
 }

@@ -188,10 +188,25 @@ fn check_hello(hello: &Hello) -> Result<(), Status> {
 struct Stream {
     hub: Arc<Hub>,
     id: SidecarId,
-    /// (version, rule revision, when it started going out) of the last snapshots sent.
-    sent: VecDeque<(u64, u64, Instant)>,
+    /// The last snapshots sent, oldest first.
+    sent: VecDeque<Sent>,
     /// Whose endpoints this stream sends (`push::Scope`); widened by interest.
     scope: Scope,
+}
+
+/// A snapshot sent on a stream, remembered to map its ACK back.
+struct Sent {
+    version: u64,
+    /// The rule revision it carried.
+    revision: u64,
+    /// When its first part went out.
+    at: Instant,
+    /// The newest version it stands for: its own, or a later one that carried nothing
+    /// for this sidecar and was not sent (`Outgoing::carries_nothing`). Its ACK is
+    /// recorded as that version's, so `ListSidecars` shows an unaffected sidecar as
+    /// holding the version every other one holds.
+    stands_for: u64,
+    acked: bool,
 }
 
 impl Stream {
@@ -214,12 +229,23 @@ impl Stream {
             if sending.is_none()
                 && let Some(state) = pending.take()
             {
-                self.sent
-                    .push_back((state.version, state.revision, Instant::now()));
-                if self.sent.len() > SENT_REMEMBERED {
-                    self.sent.pop_front();
+                let out = Outgoing::new(state, last.as_deref(), &mut self.scope);
+                if out.carries_nothing() {
+                    self.skip(out.state());
+                    last = Some(Arc::clone(out.state()));
+                } else {
+                    self.sent.push_back(Sent {
+                        version: out.state().version,
+                        revision: out.state().revision,
+                        at: Instant::now(),
+                        stands_for: out.state().version,
+                        acked: false,
+                    });
+                    if self.sent.len() > SENT_REMEMBERED {
+                        self.sent.pop_front();
+                    }
+                    sending = Some(out);
                 }
-                sending = Some(Outgoing::new(state, last.as_deref(), &mut self.scope));
             }
             tokio::select! {
                 _ = &mut kicked => break Some(Status::aborted("replaced by a newer stream of the same instance")),
@@ -264,13 +290,14 @@ impl Stream {
     fn answer(&mut self, message: SidecarMessage) -> Result<(), Status> {
         match message.message {
             Some(Message::Ack(ack)) => {
-                if let Some((revision, sent_at)) = self.revision_of(ack.version) {
-                    self.hub.stats.acked(sent_at.elapsed());
-                    self.hub.ack(&self.id, ack.version, revision);
+                if let Some(sent) = self.sent.iter_mut().find(|s| s.version == ack.version) {
+                    sent.acked = true;
+                    self.hub.stats.acked(sent.at.elapsed());
+                    self.hub.ack(&self.id, sent.stands_for, sent.revision);
                 }
             }
             Some(Message::Nack(nack)) => {
-                if let Some((revision, _)) = self.revision_of(nack.version) {
+                if let Some(revision) = self.revision_of(nack.version) {
                     self.hub.stats.nacked();
                     tracing::warn!(instance = %self.id.instance_id, revision, reason = %nack.reason, "sidecar rejected snapshot");
                     self.hub.nack(&self.id, revision, nack.reason);
@@ -295,11 +322,25 @@ impl Stream {
         Ok(())
     }
 
-    fn revision_of(&self, version: u64) -> Option<(u64, Instant)> {
+    fn revision_of(&self, version: u64) -> Option<u64> {
         self.sent
             .iter()
-            .find(|(v, _, _)| *v == version)
-            .map(|(_, r, at)| (*r, *at))
+            .find(|s| s.version == version)
+            .map(|s| s.revision)
+    }
+
+    /// `state` carried nothing for this sidecar: the snapshot sent last stands for it,
+    /// and once that one is ACKed the sidecar holds `state` as far as it is concerned.
+    /// (Its revision is that snapshot's: a rule change is never skipped.)
+    fn skip(&mut self, state: &State) {
+        self.hub.stats.skipped();
+        let Some(last) = self.sent.back_mut() else {
+            return;
+        };
+        last.stands_for = state.version;
+        if last.acked {
+            self.hub.ack(&self.id, state.version, last.revision);
+        }
     }
 }
 

@@ -1,5 +1,5 @@
-//! Push counters for `/metrics`: snapshots sent, NACKs, and how long sidecars take to
-//! ACK a snapshot (from its first part going out to the ACK arriving).
+//! Push counters for `/metrics`: snapshots sent and skipped, NACKs, and how long
+//! sidecars take to ACK a snapshot (from its first part going out to the ACK arriving).
 
 use std::time::Duration;
 
@@ -16,6 +16,8 @@ const BUCKETS: [f64; 12] = [
 /// lock once per ACK; a scrape registers clones, which share the same values.
 pub struct PushStats {
     pushes: Counter,
+    /// New states that carried nothing for a stream: not sent to it.
+    skipped: Counter,
     nacks: Counter,
     /// Interest messages (a scoped sidecar asking for more services' endpoints).
     interest: Counter,
@@ -26,6 +28,7 @@ impl Default for PushStats {
     fn default() -> Self {
         Self {
             pushes: Counter::default(),
+            skipped: Counter::default(),
             nacks: Counter::default(),
             interest: Counter::default(),
             ack_seconds: Histogram::new(BUCKETS),
@@ -37,6 +40,11 @@ impl PushStats {
     /// A snapshot went out whole to one sidecar.
     pub fn pushed(&self) {
         self.pushes.inc();
+    }
+
+    /// A new state carried nothing for one sidecar's scope: not sent to it.
+    pub fn skipped(&self) {
+        self.skipped.inc();
     }
 
     pub fn nacked(&self) {
@@ -59,6 +67,11 @@ impl PushStats {
             "graylane_control_pushes_total",
             "Snapshots sent whole to a sidecar.",
             self.pushes.clone(),
+        );
+        scrape.register(
+            "graylane_control_pushes_skipped_total",
+            "New states not sent to a sidecar: nothing in its endpoint scope changed.",
+            self.skipped.clone(),
         );
         scrape.register(
             "graylane_control_nacks_total",

@@ -311,13 +311,46 @@ fn a_scoped_stream_gets_its_services_endpoints_and_the_whole_directory() {
     ))]);
     next.directory = Arc::clone(&first.directory); // same services: unchanged
     let next = Arc::new(next);
-    let (parts, _, full, delta) = drain(Outgoing::new(Arc::clone(&next), Some(&first), &mut scope));
+    let out = Outgoing::new(Arc::clone(&next), Some(&first), &mut scope);
+    assert!(!out.carries_nothing());
+    let (parts, _, full, delta) = drain(out);
     assert!(full.is_none());
     assert_eq!(
         delta.map(|d| (d.removed, d.upserted.len())),
         Some((vec!["inst-00003".to_string()], 0))
     );
     assert_eq!(directory_of(&parts), (None, None), "directory unchanged");
+
+    // Then only svc-04 changes: nothing for this stream (not sent), all for an
+    // unscoped one.
+    let mut after = next.endpoints.as_ref().clone();
+    after.retain(|e| e.instance_id != "inst-00024");
+    let mut third = State::clone(&state(3, 1, "r", 3, Arc::new(after)));
+    third.endpoint_changes = Arc::new(vec![Arc::new(crate::push::endpoint_delta(
+        &next.endpoints,
+        &third.endpoints,
+    ))]);
+    third.directory = Arc::clone(&first.directory);
+    let third = Arc::new(third);
+    let out = Outgoing::new(Arc::clone(&third), Some(&next), &mut scope);
+    assert!(out.carries_nothing());
+    let mut everything = Scope::default();
+    let out = Outgoing::new(Arc::clone(&third), Some(&next), &mut everything);
+    assert!(!out.carries_nothing());
+    // A rule change, or a new trust bundle, is never nothing.
+    let rules = state(4, 2, "r2", 3, Arc::clone(&third.endpoints));
+    let rules = State {
+        directory: Arc::clone(&first.directory),
+        endpoint_changes: Arc::clone(&third.endpoint_changes),
+        ..State::clone(&rules)
+    };
+    assert!(!Outgoing::new(Arc::new(rules), Some(&third), &mut scope).carries_nothing());
+    let bundle = State {
+        version: 5,
+        trust_bundle: Some(Arc::new(vec!["ca".into()])),
+        ..State::clone(&third)
+    };
+    assert!(!Outgoing::new(Arc::new(bundle), Some(&third), &mut scope).carries_nothing());
 }
 
 #[test]
