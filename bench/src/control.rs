@@ -227,3 +227,22 @@ pub(crate) fn memory(pid: u32) -> anyhow::Result<Memory> {
     let rss = kib(&status, "VmRSS:").context("VmRSS in /proc/PID/status")?;
     Ok(Memory { rss, pss: None })
 }
+
+/// CPU time (user + system) of `pid` so far.
+pub fn cpu(pid: u32) -> anyhow::Result<Duration> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
+    // Fields after the command name (which may hold spaces): utime is the 12th.
+    let rest = stat.rsplit_once(')').context("/proc/PID/stat")?.1;
+    let fields: Vec<u64> = rest
+        .split_whitespace()
+        .skip(11)
+        .take(2)
+        .map(str::parse)
+        .collect::<Result<_, _>>()?;
+    // SAFETY: sysconf has no preconditions.
+    #[allow(unsafe_code)]
+    let ticks = u64::try_from(unsafe { libc::sysconf(libc::_SC_CLK_TCK) }).unwrap_or(100);
+    Ok(Duration::from_millis(
+        fields.iter().sum::<u64>() * 1000 / ticks.max(1),
+    ))
+}

@@ -16,7 +16,7 @@ mod storm;
 mod subscriber;
 mod traffic;
 
-pub use self::control::ControlProcess;
+pub use self::control::{ControlProcess, cpu};
 pub use self::fanout::{Mesh, Plan, measure};
 pub use self::nofile::raise_nofile;
 pub use self::replicas::{REPLICAS_SECTION, measure_replicas};

@@ -17,7 +17,7 @@ use tokio::sync::{Semaphore, mpsc};
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::transport::Endpoint;
 
-use crate::control::{ControlProcess, memory};
+use crate::control::{ControlProcess, cpu, memory};
 
 /// Requests recorded per series before each drain (their count changes only varint
 /// widths).
@@ -132,25 +132,6 @@ async fn reporter(
             }
         }
     }
-}
-
-/// CPU time (user + system) of `pid` so far.
-fn cpu(pid: u32) -> anyhow::Result<Duration> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
-    // Fields after the command name (which may hold spaces): utime is the 12th.
-    let rest = stat.rsplit_once(')').context("/proc/PID/stat")?.1;
-    let fields: Vec<u64> = rest
-        .split_whitespace()
-        .skip(11)
-        .take(2)
-        .map(str::parse)
-        .collect::<Result<_, _>>()?;
-    // SAFETY: sysconf has no preconditions.
-    #[allow(unsafe_code)]
-    let ticks = u64::try_from(unsafe { libc::sysconf(libc::_SC_CLK_TCK) }).unwrap_or(100);
-    Ok(Duration::from_millis(
-        fields.iter().sum::<u64>() * 1000 / ticks.max(1),
-    ))
 }
 
 /// Control-plane side: memory with `sidecars` idle streams, then while each sends a

@@ -3,8 +3,9 @@
 //!
 //! ```text
 //!  connect (each --control-plane URL in turn, jittered backoff, the token re-read)
-//!    └► Hello ─► parts ─► blocking pool: Held::after ─► RuleSet::from_yaml
-//!                                          + RoutingTable::build
+//!    └► Hello ─► parts ─► blocking pool: Held::after ─► RuleSet::from_yaml (only
+//!                                          when the rules text changed) +
+//!                                          RoutingTable::build
 //!                                          ├─ trust bundle ─► Identity (any part)
 //!                                          ├─ ok:  swap Routes, write cache ─► ACK
 //!                                          └─ err: keep Routes ─► NACK(reason)

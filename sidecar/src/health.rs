@@ -106,7 +106,7 @@ mod tests {
             version: 1,
             revision: 1,
             table: graylane_routing::RoutingTable::build(&rules, Vec::new()),
-            rules,
+            rules: Arc::new(rules),
             endpoints: Default::default(),
             addresses: Default::default(),
             source: crate::routes::Origin::ControlPlane,

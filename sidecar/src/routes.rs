@@ -16,7 +16,8 @@ pub(crate) struct Routes {
     pub(crate) version: u64,
     /// The rule revision.
     pub(crate) revision: u64,
-    pub(crate) rules: RuleSet,
+    /// Shared with the next routes while the rules stay the same (`discovery::apply`).
+    pub(crate) rules: Arc<RuleSet>,
     pub(crate) table: RoutingTable,
     /// Instance ids per service, for `/config`.
     pub(crate) endpoints: std::collections::BTreeMap<String, Vec<String>>,

@@ -6,6 +6,7 @@
 //! last good snapshot, but must read the next delta against the rejected one.
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
 
 use graylane_proto::v1::{Endpoint, Snapshot};
 use graylane_routing::Instance;
@@ -14,7 +15,9 @@ use graylane_routing::Instance;
 #[derive(Clone, Debug, Default, PartialEq, serde::Serialize, serde::Deserialize)]
 pub(crate) struct Received {
     pub(crate) revision: u64,
-    pub(crate) rules: String,
+    /// Shared, not copied, by every state after it until the rules change: an
+    /// endpoint change copies the rest, and the applier tells unchanged rules by it.
+    pub(crate) rules: Arc<str>,
     /// By instance id.
     pub(crate) endpoints: BTreeMap<String, CachedEndpoint>,
     /// Scoped endpoints: every mesh service with an instance, (namespace, service).
@@ -130,7 +133,7 @@ impl Received {
         let mut next = self.clone();
         next.revision = snapshot.revision;
         if let Some(rules) = &snapshot.rules {
-            next.rules.clone_from(rules);
+            next.rules = Arc::from(rules.as_str());
         }
         if let Some(set) = &snapshot.endpoints {
             next.endpoints = set
@@ -276,7 +279,7 @@ mod tests {
             ..Default::default()
         };
         let r = r.after(&moved);
-        assert_eq!(r.rules, "r1", "absent rules mean unchanged");
+        assert_eq!(&*r.rules, "r1", "absent rules mean unchanged");
         let ids: Vec<_> = r
             .instances()
             .into_iter()

@@ -6,7 +6,9 @@
 //!     │                    graylane-demo-app ◄─ graylane-sidecar --concurrency 1
 //!     │  N keep-alive connections, closed loop ──────────┘ (inbound listener)
 //!     ├─ quiet window: baseline latencies
-//!     └─ per apply: Apply(whole set) → sidecar /ready shows it → ACK (WatchRollout)
+//!     ├─ per apply: Apply(whole set) → sidecar /ready shows it → ACK (WatchRollout)
+//!     └─ --endpoint-changes N: an instance elsewhere joins, leaves, ... → the
+//!        sidecar's CPU per change and time to its ACK (`churn`)
 //! ```
 //!
 //! Prints one Markdown table row and writes the section of `bench/README.md`, keeping
@@ -27,6 +29,7 @@ use self::mesh::{Mesh, acked, holds};
 use self::report::{Results, row, section, split};
 
 mod child;
+mod churn;
 mod load;
 mod mesh;
 mod report;
@@ -60,6 +63,11 @@ struct Args {
     /// with everything else equal.
     #[arg(long)]
     sidecar_bin: Option<PathBuf>,
+    /// After the applies: this many endpoint changes elsewhere in the mesh (an
+    /// instance joining, then leaving, ...), with the sidecar's CPU per change and the
+    /// time to its ACK printed (`churn`).
+    #[arg(long, default_value_t = 0)]
+    endpoint_changes: usize,
 }
 
 const WARMUP: Duration = Duration::from_secs(1);
@@ -171,6 +179,18 @@ async fn measure(args: &Args, mesh: &mut Mesh) -> anyhow::Result<Results> {
         tokio::time::sleep(GAP).await;
     }
     let samples = load.stop().await?;
+    if args.endpoint_changes > 0 {
+        let churn = churn::churn(mesh, args.endpoint_changes).await?;
+        let mut took = churn.took.clone();
+        took.sort();
+        println!(
+            "endpoint changes: {}, sidecar CPU {:.1?} per change, change → ACK p50 {:.1?} / max {:.1?}",
+            took.len(),
+            churn.cpu / u32::try_from(took.len()).unwrap_or(u32::MAX),
+            took[took.len() / 2],
+            took[took.len() - 1]
+        );
+    }
     // The slowest request of each apply: robust to the odd hiccup of a shared
     // machine, which lands in one apply's window, not in all of them.
     let mut worst = Vec::with_capacity(windows.len());

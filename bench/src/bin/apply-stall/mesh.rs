@@ -31,6 +31,8 @@ pub(crate) struct Mesh {
     pub(crate) sidecar_admin: SocketAddr,
     /// The sidecar's inbound listener, where the load goes.
     pub(crate) inbound: SocketAddr,
+    /// The control plane's gRPC URL.
+    pub(crate) url: String,
 }
 
 impl Mesh {
@@ -112,6 +114,7 @@ impl Mesh {
             admin,
             sidecar_admin,
             inbound,
+            url,
         })
     }
 }

@@ -153,25 +153,6 @@ pub(crate) fn verdicts_logged(log: &Path) -> anyhow::Result<usize> {
         .count())
 }
 
-/// CPU time (user + system) of `pid` so far.
-pub(crate) fn cpu(pid: u32) -> anyhow::Result<Duration> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
-    // Fields after the command name (which may hold spaces): utime is the 12th.
-    let rest = stat.rsplit_once(')').context("/proc/PID/stat")?.1;
-    let fields: Vec<u64> = rest
-        .split_whitespace()
-        .skip(11)
-        .take(2)
-        .map(str::parse)
-        .collect::<Result<_, _>>()?;
-    // SAFETY: sysconf has no preconditions.
-    #[allow(unsafe_code)]
-    let ticks = u64::try_from(unsafe { libc::sysconf(libc::_SC_CLK_TCK) }).unwrap_or(100);
-    Ok(Duration::from_millis(
-        fields.iter().sum::<u64>() * 1000 / ticks.max(1),
-    ))
-}
-
 /// `POST /api/v1/rules` with a YAML body; an answer other than 200 is an error.
 pub(crate) fn post_yaml(http: SocketAddr, yaml: &str) -> anyhow::Result<()> {
     let (status, body) = request(http, "POST", "/api/v1/rules", Some(yaml))?;

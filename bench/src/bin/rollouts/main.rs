@@ -22,7 +22,8 @@ use clap::Parser;
 
 mod control;
 
-use self::control::{Control, cpu, get_json, post_yaml, sidecar, start_control, verdicts_logged};
+use self::control::{Control, get_json, post_yaml, sidecar, start_control, verdicts_logged};
+use graylane_bench::cpu;
 
 /// The control plane's CPU for driving many rollouts at once.
 #[derive(Parser, Debug)]

@@ -1,0 +1,94 @@
+//! `--endpoint-changes N`: what an instance joining or leaving elsewhere in the mesh
+//! costs the sidecar once it holds the large rule set (no load running): its CPU per
+//! change, and the time from the change to its ACK of the snapshot that carries it.
+//! The rules do not change, so none of that should be parsing them again.
+
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, ensure};
+use graylane_proto::v1::discovery_client::DiscoveryClient;
+use graylane_proto::v1::sidecar_message::Message;
+use graylane_proto::v1::{Hello, ListSidecarsRequest, SidecarMessage, Snapshot};
+use tokio::sync::mpsc;
+use tokio_stream::wrappers::ReceiverStream;
+
+use crate::mesh::Mesh;
+
+/// The sidecar under test, as it registers.
+const MEASURED: &str = "demo-1";
+
+pub(crate) struct Churn {
+    /// CPU (user + system) the sidecar used over all the changes.
+    pub(crate) cpu: Duration,
+    /// Per change: from it (a stream opened or dropped) to the sidecar's ACK.
+    pub(crate) took: Vec<Duration>,
+}
+
+/// An instance of service `churn`, registered while this is held.
+struct Instance {
+    _hello: mpsc::Sender<SidecarMessage>,
+    _snapshots: tonic::Streaming<Snapshot>,
+}
+
+/// `changes` changes in turn: an instance joins, then leaves, and so on.
+pub(crate) async fn churn(mesh: &mut Mesh, changes: usize) -> anyhow::Result<Churn> {
+    let pid = mesh.sidecar.pid();
+    let mut acked = acked_version(mesh, 0).await?;
+    let before = graylane_bench::cpu(pid)?;
+    let mut took = Vec::with_capacity(changes);
+    let mut instance = None;
+    for i in 0..changes {
+        let started = Instant::now();
+        instance = match instance {
+            None => Some(join(&mesh.url, i).await?),
+            Some(_) => None, // dropped: its stream ends and it is deregistered
+        };
+        acked = acked_version(mesh, acked).await?;
+        took.push(started.elapsed());
+    }
+    let cpu = graylane_bench::cpu(pid)?.saturating_sub(before);
+    Ok(Churn { cpu, took })
+}
+
+async fn join(url: &str, i: usize) -> anyhow::Result<Instance> {
+    let (tx, rx) = mpsc::channel(1);
+    let hello = Hello {
+        service: "churn".into(),
+        instance_id: format!("churn-{i}"),
+        address: "127.0.0.1:9".into(),
+        ..Hello::default()
+    };
+    tx.send(SidecarMessage {
+        message: Some(Message::Hello(hello)),
+    })
+    .await?;
+    let snapshots = DiscoveryClient::connect(url.to_string())
+        .await?
+        .subscribe(ReceiverStream::new(rx))
+        .await?
+        .into_inner();
+    Ok(Instance {
+        _hello: tx,
+        _snapshots: snapshots,
+    })
+}
+
+/// The snapshot version the measured sidecar has ACKed, once it is past `after`.
+async fn acked_version(mesh: &mut Mesh, after: u64) -> anyhow::Result<u64> {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let list = mesh.admin.list_sidecars(ListSidecarsRequest {}).await?;
+        let version = (list.into_inner().sidecars.iter())
+            .find(|s| s.instance_id == MEASURED)
+            .map(|s| s.acked_version)
+            .context("the measured sidecar is not listed")?;
+        if version > after {
+            return Ok(version);
+        }
+        ensure!(
+            Instant::now() < deadline,
+            "{MEASURED} did not ACK past version {after} within 60 s"
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
