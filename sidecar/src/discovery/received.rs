@@ -17,6 +17,7 @@ pub(crate) struct Received {
     pub(crate) revision: u64,
     /// Shared, not copied, by every state after it until the rules change: an
     /// endpoint change copies the rest, and the applier tells unchanged rules by it.
+    #[serde(with = "text")]
     pub(crate) rules: Arc<str>,
     /// By instance id.
     pub(crate) endpoints: BTreeMap<String, CachedEndpoint>,
@@ -25,6 +26,28 @@ pub(crate) struct Received {
     /// written before scoping.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub(crate) directory: Option<BTreeSet<(String, String)>>,
+}
+
+/// `Arc<str>` stored as a string. Not serde's own impl: that needs its `rc` feature,
+/// which would rename every crate's symbols and so void the release build's code
+/// layout (`sidecar/layout/`).
+mod text {
+    use std::sync::Arc;
+
+    use serde::Deserialize;
+
+    pub(super) fn serialize<S: serde::Serializer>(
+        text: &Arc<str>,
+        s: S,
+    ) -> Result<S::Ok, S::Error> {
+        s.serialize_str(text)
+    }
+
+    pub(super) fn deserialize<'de, D: serde::Deserializer<'de>>(
+        d: D,
+    ) -> Result<Arc<str>, D::Error> {
+        String::deserialize(d).map(Arc::from)
+    }
 }
 
 /// An endpoint as stored (the proto type has no serde).
