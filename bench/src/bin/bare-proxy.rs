@@ -8,15 +8,23 @@
 //!                  Content-Length body, write the bytes unchanged; the same back
 //!   --codec hyper: hyper's HTTP/1 server; each request sent as it came on a hyper
 //!                  client connection (`client::conn::http1`), the answer returned
+//!   --codec mesh:  as bare, with the inbound hop's per-request work done on the read
+//!                  buffer, heads rewritten into a write buffer (no HeaderMap): the
+//!                  tag and trace context read (`Gray-Publish`, `baggage`,
+//!                  `traceparent`), a new span id in `traceparent`, hop-by-hop headers
+//!                  dropped both ways, a request counter and a latency histogram
 //! ```
 //!
-//! Not a proxy anyone should run: no header is rewritten, no routing, no pool shared
-//! between clients, no chunked bodies in `bare` (the connection is closed), no
-//! timeouts. `bare` makes one `read` and one `write` per message each way: the system
-//! calls of nginx's hop. Prints `bare_addr=IP:PORT` on stdout once listening; runs
+//! Not a proxy anyone should run: no routing, no pool shared between clients, no
+//! chunked bodies in `bare` and `mesh` (the connection is closed), no limits, no
+//! timeouts. `bare` and `mesh` make one `read` and one `write` per message each way:
+//! the system calls of nginx's hop. Prints `bare_addr=IP:PORT` on stdout once listening; runs
 //! until killed.
 
 #![allow(clippy::print_stdout)]
+
+#[path = "bare-proxy/mesh.rs"]
+mod mesh;
 
 use std::io::Write;
 use std::net::SocketAddr;
@@ -50,6 +58,9 @@ enum Codec {
     Bare,
     /// hyper's HTTP/1 server and client connections, as graylane-sidecar uses them.
     Hyper,
+    /// httparse on the read buffer, and the mesh's per-request work done there: what
+    /// a codec of our own would cost (issue 15).
+    Mesh,
 }
 
 fn main() -> anyhow::Result<()> {
@@ -65,15 +76,17 @@ async fn serve(args: Args) -> anyhow::Result<()> {
     let mut stdout = std::io::stdout();
     writeln!(stdout, "bare_addr={}", listener.local_addr()?)?;
     stdout.flush()?;
+    let metrics = Arc::new(mesh::Metrics::default());
     loop {
         let (client, _) = listener.accept().await?;
-        let (upstream, codec) = (args.upstream, args.codec);
+        let (upstream, codec, metrics) = (args.upstream, args.codec, Arc::clone(&metrics));
         tokio::spawn(async move {
             // The load generators close their connections at the end: an error here is
             // the end of a connection, nothing to report.
             let _ = match codec {
                 Codec::Bare => forward(client, upstream).await,
                 Codec::Hyper => forward_hyper(client, upstream).await,
+                Codec::Mesh => mesh::forward(client, upstream, &metrics).await,
             };
         });
     }
