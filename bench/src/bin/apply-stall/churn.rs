@@ -30,31 +30,69 @@ struct Instance {
     _snapshots: tonic::Streaming<Snapshot>,
 }
 
-/// `changes` changes in turn: an instance joins, then leaves, and so on.
-pub(crate) async fn churn(mesh: &mut Mesh, changes: usize) -> anyhow::Result<Churn> {
+/// `changes` changes in turn: an instance joins, then leaves, and so on; first
+/// `others` more instances (of 100 services) join and stay, for a mesh of that size.
+pub(crate) async fn churn(mesh: &mut Mesh, changes: usize, others: usize) -> anyhow::Result<Churn> {
     let pid = mesh.sidecar.pid();
-    let mut acked = acked_version(mesh, 0).await?;
+    let mut kept = Vec::with_capacity(others);
+    for i in 0..others {
+        kept.push(
+            join(
+                &mesh.url,
+                &format!("other-{}", i % 100),
+                &format!("other-{i}"),
+            )
+            .await?,
+        );
+    }
+    let mut acked = settled(mesh, others + 1).await?;
     let before = graylane_bench::cpu(pid)?;
     let mut took = Vec::with_capacity(changes);
     let mut instance = None;
     for i in 0..changes {
         let started = Instant::now();
         instance = match instance {
-            None => Some(join(&mesh.url, i).await?),
+            None => Some(join(&mesh.url, "churn", &format!("churn-{i}")).await?),
             Some(_) => None, // dropped: its stream ends and it is deregistered
         };
         acked = acked_version(mesh, acked).await?;
         took.push(started.elapsed());
     }
     let cpu = graylane_bench::cpu(pid)?.saturating_sub(before);
+    drop(kept);
     Ok(Churn { cpu, took })
 }
 
-async fn join(url: &str, i: usize) -> anyhow::Result<Instance> {
+/// Once `listed` sidecars are registered, the version the measured one ACKed when it
+/// has not ACKed a newer one for 2 s (past the control plane's 1 s debounce cap).
+async fn settled(mesh: &mut Mesh, listed: usize) -> anyhow::Result<u64> {
+    let deadline = Instant::now() + Duration::from_secs(120);
+    let (mut last, mut since) = (0, Instant::now());
+    loop {
+        let list = mesh.admin.list_sidecars(ListSidecarsRequest {}).await?;
+        let list = list.into_inner().sidecars;
+        let version = (list.iter())
+            .find(|s| s.instance_id == MEASURED)
+            .map_or(0, |s| s.acked_version);
+        if version != last || list.len() < listed {
+            (last, since) = (version, Instant::now());
+        } else if since.elapsed() >= Duration::from_secs(2) {
+            return Ok(version);
+        }
+        ensure!(
+            Instant::now() < deadline,
+            "the mesh did not settle within 120 s: {} of {listed} listed, {MEASURED} at version {version}",
+            list.len()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+async fn join(url: &str, service: &str, instance: &str) -> anyhow::Result<Instance> {
     let (tx, rx) = mpsc::channel(1);
     let hello = Hello {
-        service: "churn".into(),
-        instance_id: format!("churn-{i}"),
+        service: service.into(),
+        instance_id: instance.into(),
         address: "127.0.0.1:9".into(),
         ..Hello::default()
     };

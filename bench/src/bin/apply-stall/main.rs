@@ -68,6 +68,10 @@ struct Args {
     /// time to its ACK printed (`churn`).
     #[arg(long, default_value_t = 0)]
     endpoint_changes: usize,
+    /// With --endpoint-changes: this many more instances registered first (and kept),
+    /// so the sidecar holds a mesh of that size.
+    #[arg(long, default_value_t = 0)]
+    mesh_instances: usize,
 }
 
 const WARMUP: Duration = Duration::from_secs(1);
@@ -115,6 +119,9 @@ async fn run(args: &Args) -> anyhow::Result<()> {
         args.applies > 0 && args.connections > 0,
         "need applies and connections"
     );
+    // One connection per --mesh-instances instance, here and in the control plane
+    // (which inherits the limit).
+    graylane_bench::raise_nofile(u64::try_from(args.mesh_instances)? + 1024)?;
     let dir = tempfile::tempdir()?;
     let mut mesh = Mesh::start(args, dir.path()).await?;
     let result = measure(args, &mut mesh).await;
@@ -180,7 +187,7 @@ async fn measure(args: &Args, mesh: &mut Mesh) -> anyhow::Result<Results> {
     }
     let samples = load.stop().await?;
     if args.endpoint_changes > 0 {
-        let churn = churn::churn(mesh, args.endpoint_changes).await?;
+        let churn = churn::churn(mesh, args.endpoint_changes, args.mesh_instances).await?;
         let mut took = churn.took.clone();
         took.sort();
         println!(
