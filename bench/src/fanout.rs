@@ -305,11 +305,7 @@ async fn churn(
 ) -> anyhow::Result<Churn> {
     let n = plan.subscribers;
     let before = wait_acked(admin, n, |_| true).await?;
-    while let Ok(event) = connected.events.try_recv() {
-        if let Event::Seen(seen) = event {
-            connected.subs.record(&seen);
-        }
-    }
+    drain(connected);
     let (tx, mut events) = mpsc::unbounded_channel();
     let gate = Arc::new(Semaphore::new(1));
     let started = Instant::now();
@@ -326,24 +322,28 @@ async fn churn(
     let joined = wait_acked(admin, n + 1, |v| v > before).await?;
     let took = started.elapsed();
     // A subscriber reports a snapshot before it ACKs it: all are in the channel.
-    let mut sent = 0;
-    while let Ok(event) = connected.events.try_recv() {
-        if let Event::Seen(seen) = event {
-            sent += usize::from(seen.version > before && seen.version <= joined);
-            connected.subs.record(&seen);
-        }
-    }
+    let sent = (drain(connected).into_iter())
+        .filter(|v| *v > before && *v <= joined)
+        .count();
     joiner.abort();
     let left = wait_acked(admin, n, |v| v > joined).await?;
-    while let Ok(event) = connected.events.try_recv() {
-        if let Event::Seen(seen) = event {
-            connected.subs.record(&seen);
-        }
-    }
+    drain(connected);
     eprintln!(
         "one instance joined: {sent} of {n} subscribers sent a snapshot, all held version {joined} after {took:.2?}; it left: version {left}"
     );
     Ok(Churn { sent, took })
+}
+
+/// Records the snapshots the subscribers reported so far; their versions.
+fn drain(connected: &mut Connected) -> Vec<u64> {
+    let mut versions = Vec::new();
+    while let Ok(event) = connected.events.try_recv() {
+        if let Event::Seen(seen) = event {
+            connected.subs.record(&seen);
+            versions.push(seen.version);
+        }
+    }
+    versions
 }
 
 /// ListSidecars until all `n` sidecars acked the same version, one `wanted` accepts;

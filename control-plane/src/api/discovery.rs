@@ -234,16 +234,7 @@ impl Stream {
                     self.skip(out.state());
                     last = Some(Arc::clone(out.state()));
                 } else {
-                    self.sent.push_back(Sent {
-                        version: out.state().version,
-                        revision: out.state().revision,
-                        at: Instant::now(),
-                        stands_for: out.state().version,
-                        acked: false,
-                    });
-                    if self.sent.len() > SENT_REMEMBERED {
-                        self.sent.pop_front();
-                    }
+                    self.sending(out.state());
                     sending = Some(out);
                 }
             }
@@ -322,6 +313,20 @@ impl Stream {
         Ok(())
     }
 
+    /// Remembers the snapshot of `state` as it starts going out.
+    fn sending(&mut self, state: &State) {
+        self.sent.push_back(Sent {
+            version: state.version,
+            revision: state.revision,
+            at: Instant::now(),
+            stands_for: state.version,
+            acked: false,
+        });
+        if self.sent.len() > SENT_REMEMBERED {
+            self.sent.pop_front();
+        }
+    }
+
     fn revision_of(&self, version: u64) -> Option<u64> {
         self.sent
             .iter()
@@ -360,6 +365,61 @@ mod tests {
                 .collect(),
             ..Hello::default()
         }
+    }
+
+    /// What `ListSidecars` records for `stream`'s sidecar: acked version, NACK.
+    fn recorded(stream: &Stream) -> (u64, Option<(u64, String)>) {
+        let entry = stream.hub.sidecars().into_iter().next().unwrap();
+        (entry.acked_version, entry.nack)
+    }
+
+    fn answer(version: u64, nack: bool) -> SidecarMessage {
+        let message = match nack {
+            false => Message::Ack(pb::Ack { version }),
+            true => Message::Nack(pb::Nack {
+                version,
+                reason: "bad".into(),
+            }),
+        };
+        SidecarMessage {
+            message: Some(message),
+        }
+    }
+
+    #[test]
+    fn a_skipped_state_counts_as_held_only_once_the_snapshot_before_is_acked() {
+        let hub = Arc::new(Hub::new());
+        let (id, _kicked) = hub.register(hello("web", "", &[]), String::new(), 0);
+        let mut stream = Stream {
+            hub,
+            id,
+            sent: VecDeque::new(),
+            scope: Scope::default(),
+        };
+        let state = |version| State {
+            version,
+            revision: 7,
+            ..State::default()
+        };
+        // Acked, then a state with nothing for it: held at once.
+        stream.sending(&state(1));
+        stream.answer(answer(1, false)).unwrap();
+        stream.skip(&state(2));
+        assert_eq!(recorded(&stream), (2, None));
+        // Skipped while the snapshot before is unanswered: held when that one is acked.
+        stream.sending(&state(3));
+        stream.skip(&state(4));
+        assert_eq!(recorded(&stream).0, 2);
+        // A sidecar cannot ACK a version it was never sent.
+        stream.answer(answer(4, false)).unwrap();
+        assert_eq!(recorded(&stream).0, 2);
+        stream.answer(answer(3, false)).unwrap();
+        assert_eq!(recorded(&stream).0, 4);
+        // NACKed: what follows is not held either.
+        stream.sending(&state(5));
+        stream.answer(answer(5, true)).unwrap();
+        stream.skip(&state(6));
+        assert_eq!(recorded(&stream), (4, Some((7, "bad".into()))));
     }
 
     #[test]

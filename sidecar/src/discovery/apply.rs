@@ -216,9 +216,9 @@ impl Applier {
         };
         let routes = match cache::read(dir) {
             Ok(None) => return,
-            Ok(Some(cached)) => {
-                (self.compile(&cached, 0, Origin::Cache)).map_err(|e| format!("its rules: {e}"))
-            }
+            Ok(Some(cached)) => self
+                .compile(&cached, 0, Origin::Cache)
+                .map_err(|e| format!("its rules: {e}")),
             Err(e) => Err(e.to_string()),
         };
         match routes {
@@ -240,9 +240,7 @@ impl Applier {
             }
         }
     }
-}
 
-impl Applier {
     /// Validates and compiles a received state with the routing crate. Takes long for a
     /// large rule set: call it off the runtime threads.
     fn compile(&self, received: &Received, version: u64, source: Origin) -> Result<Routes, String> {

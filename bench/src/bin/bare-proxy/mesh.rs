@@ -176,21 +176,16 @@ fn rewrite(
         out.put_slice(b"\r\n");
     }
     if side == Side::Request {
-        let random = |n: usize| -> [u8; 16] {
-            let mut id = [0; 16];
-            for chunk in id[..n].chunks_mut(8) {
-                chunk.copy_from_slice(&fastrand::u64(1..).to_le_bytes()[..chunk.len()]);
-            }
-            id
-        };
-        let span: [u8; 8] = random(8)[..8].try_into()?;
+        // Nonzero, as W3C requires: one random u64 per 8 bytes, as the sidecar does.
+        let random = || fastrand::u64(1..).to_le_bytes();
+        let span = random();
         let next = match trace {
             Some(t) => TraceParent {
                 parent_id: span,
                 ..t
             },
             None => TraceParent {
-                trace_id: random(16),
+                trace_id: join_halves(random(), random()),
                 parent_id: span,
                 flags: 0,
             },
@@ -201,4 +196,12 @@ fn rewrite(
     }
     out.put_slice(b"\r\n");
     Ok(Some((head, body, tag.or(baggage_tag))))
+}
+
+/// A 16-byte id from two 8-byte halves.
+fn join_halves(high: [u8; 8], low: [u8; 8]) -> [u8; 16] {
+    let mut id = [0; 16];
+    id[..8].copy_from_slice(&high);
+    id[8..].copy_from_slice(&low);
+    id
 }
