@@ -60,6 +60,10 @@ struct Args {
     /// URL's (a proxy that routes by them).
     #[arg(long)]
     connect: Option<String>,
+    /// Also write every measured request here, one line each: `scheduled_us latency_us
+    /// ok` (scheduled from the start of the run), to see when the slow ones came.
+    #[arg(long)]
+    samples: Option<std::path::PathBuf>,
 }
 
 /// hyper's connector, sent to `--connect` when given.
@@ -97,6 +101,8 @@ struct Tick {
 }
 
 struct Sample {
+    /// Scheduled time, from the start of the run.
+    at: Duration,
     measured: bool,
     ok: bool,
     latency: Duration,
@@ -116,6 +122,9 @@ fn main() -> anyhow::Result<()> {
         .context("tokio runtime")?;
     let samples = runtime.block_on(run(&args))?;
     report(&samples);
+    if let Some(path) = &args.samples {
+        write_samples(path, &samples).with_context(|| format!("--samples {}", path.display()))?;
+    }
     Ok(())
 }
 
@@ -138,8 +147,8 @@ async fn run(args: &Args) -> anyhow::Result<Vec<Sample>> {
     let total = warm + rate * args.duration;
     // Bounded: should the runtime fall behind, the pacer blocks and `lag` shows it.
     let (tick_tx, mut tick_rx) = mpsc::channel::<Tick>(4096);
+    let t0 = Instant::now();
     let pacer = std::thread::spawn(move || {
-        let t0 = Instant::now();
         for i in 0..total {
             let at = t0 + Duration::from_nanos(i * 1_000_000_000 / rate);
             if let Some(wait) = at.checked_duration_since(Instant::now()) {
@@ -153,7 +162,9 @@ async fn run(args: &Args) -> anyhow::Result<Vec<Sample>> {
     });
     let (done_tx, mut done_rx) = mpsc::channel::<Sample>(4096);
     let collector = tokio::spawn(async move {
-        let mut samples = Vec::new();
+        // Sized up front: growing it copies the samples mid-run, a pause every proxy
+        // would be measured with.
+        let mut samples = Vec::with_capacity(usize::try_from(total).unwrap_or(0));
         while let Some(sample) = done_rx.recv().await {
             samples.push(sample);
         }
@@ -170,6 +181,7 @@ async fn run(args: &Args) -> anyhow::Result<Vec<Sample>> {
                 .await
                 .unwrap_or(false);
             let sample = Sample {
+                at: tick.at - t0,
                 measured: tick.measured,
                 ok,
                 latency: sent.elapsed(),
@@ -220,6 +232,16 @@ async fn exchange(
             .and_then(|t| t.get("grpc-status"))
             .is_some_and(|v| v == "0");
     status == StatusCode::OK && grpc_ok
+}
+
+fn write_samples(path: &std::path::Path, samples: &[Sample]) -> std::io::Result<()> {
+    use std::io::Write;
+    let mut out = std::io::BufWriter::new(std::fs::File::create(path)?);
+    for s in samples.iter().filter(|s| s.measured) {
+        let (at, latency) = (s.at.as_micros(), s.latency.as_micros());
+        writeln!(out, "{at} {latency} {}", u8::from(s.ok))?;
+    }
+    out.flush()
 }
 
 fn report(samples: &[Sample]) {
