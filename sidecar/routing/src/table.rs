@@ -2,9 +2,10 @@
 //! not depend on the request is worked out per service when the table is built, so a
 //! decision is a few lookups and, for weights, one hash — no allocation on success.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::fmt;
 use std::net::IpAddr;
+use std::sync::Arc;
 
 use crate::Tag;
 use crate::model::{Release, RoutePolicy};
@@ -71,24 +72,14 @@ pub trait RequestView {
 }
 
 /// The compiled rules and instances. Immutable once built; `Send + Sync`, meant to be
-/// shared behind an `Arc` and replaced whole when rules or instances change.
+/// shared behind an `Arc` and replaced whole when rules or instances change
+/// ([`with_instances`](Self::with_instances) shares the unchanged parts).
 #[derive(Debug, Default)]
 pub struct RoutingTable {
-    /// Lanes in name order.
-    lanes: Vec<build::LaneInfo>,
-    lane_by_tag: HashMap<String, usize>,
+    /// What the rules alone decide: the same for every table of one rule set.
+    compiled: Arc<build::Compiled>,
     /// Services with at least one instance, by (namespace, service).
-    services: Scoped<build::ServiceTable>,
-    /// RoutePolicies by the (namespace, service) they name, with each lane's selector
-    /// for that service.
-    policies: Scoped<build::PolicyInfo>,
-    /// The traffic settings of each RoutePolicy (timeout, retries, fault, mirror), by
-    /// the (namespace, service) it names.
-    traffic: Scoped<policy::CompiledPolicy>,
-    /// TagPolicies by listed (namespace, service).
-    tag_policies: Scoped<inbound::CompiledTagPolicy>,
-    /// PeerPolicy modes by (namespace, service).
-    peer_modes: peer::PeerModes,
+    services: Scoped<Arc<build::ServiceTable>>,
 }
 
 /// The instances a request may go to (rules.md routing steps 1-3). The sidecar
@@ -262,34 +253,41 @@ impl RoutingTable {
     /// four. A service without a RoutePolicy gets a shared default (see
     /// [`CompiledPolicy`]).
     pub fn policy(&self, namespace: &str, service: &str) -> &CompiledPolicy {
-        self.traffic
-            .get(namespace, service)
-            .unwrap_or(&policy::DEFAULT_POLICY)
+        match self.services.get(namespace, service) {
+            Some(st) => st.traffic.as_ref(),
+            None => self.compiled.idle_traffic.get(namespace, service),
+        }
+        .unwrap_or(&policy::DEFAULT_POLICY)
     }
 
     /// The RoutePolicy of `service` in `namespace`, as written (for explaining it; the
     /// sidecar routes by the compiled parts, e.g. [`policy`](Self::policy)).
     pub fn route_policy(&self, namespace: &str, service: &str) -> Option<&RoutePolicy> {
-        self.policies.get(namespace, service).map(|p| &p.policy)
+        self.compiled
+            .policies
+            .get(namespace, service)
+            .map(|p| &p.policy)
     }
 
     /// The release state of `service` in `namespace`; `all` without a RoutePolicy.
     pub fn release_of(&self, namespace: &str, service: &str) -> Release {
-        self.policies
+        self.compiled
+            .policies
             .get(namespace, service)
             .map_or(Release::All, |p| p.policy.spec.release)
     }
 
     /// Whether some Lane declares `tag`.
     pub fn is_lane_tag(&self, tag: &Tag) -> bool {
-        self.lane_by_tag.contains_key(tag.as_str())
+        self.compiled.lane_by_tag.contains_key(tag.as_str())
     }
 
     /// The name of the Lane that declares `tag`.
     pub fn lane_of(&self, tag: &Tag) -> Option<&str> {
-        self.lane_by_tag
+        self.compiled
+            .lane_by_tag
             .get(tag.as_str())
-            .map(|&l| self.lanes[l].name.as_str())
+            .map(|&l| self.compiled.lanes[l].name.as_str())
     }
 
     /// The gate of an instance of `service` in `namespace` with these labels: its lane
@@ -301,10 +299,10 @@ impl RoutingTable {
         service: &str,
         labels: &BTreeMap<String, String>,
     ) -> Gate<'_> {
-        let policy = self.policies.get(namespace, service);
-        let lane = (0..self.lanes.len())
-            .find(|&l| self.selector(policy, l).matches(labels))
-            .map(|l| self.lanes[l].name.as_str());
+        let policy = self.compiled.policies.get(namespace, service);
+        let lane = (0..self.compiled.lanes.len())
+            .find(|&l| self.compiled.selector(policy, l).matches(labels))
+            .map(|l| self.compiled.lanes[l].name.as_str());
         let release = policy.map_or(Release::All, |p| p.policy.spec.release);
         let active = match release {
             Release::All => true,

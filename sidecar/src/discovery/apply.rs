@@ -244,8 +244,11 @@ impl Applier {
     /// Validates and compiles a received state with the routing crate. Takes long for a
     /// large rule set: call it off the runtime threads.
     fn compile(&self, received: &Received, version: u64, source: Origin) -> Result<Routes, String> {
+        let rules = self.rules_of(&received.rules)?;
+        let previous = self.routes.load();
         Ok(build_routes(
-            self.rules_of(&received.rules)?,
+            rules,
+            previous.as_deref(),
             received,
             version,
             source,
@@ -272,8 +275,16 @@ impl Applier {
     }
 }
 
-/// Builds the routes of a received state under `rules` (its rules text, parsed).
-fn build_routes(rules: Arc<RuleSet>, received: &Received, version: u64, source: Origin) -> Routes {
+/// Builds the routes of a received state under `rules` (its rules text, parsed). The
+/// table shares what it can with the `previous` routes' when the rule set is the same
+/// (an endpoint change): a concurrent build from older routes only shares less.
+fn build_routes(
+    rules: Arc<RuleSet>,
+    previous: Option<&Routes>,
+    received: &Received,
+    version: u64,
+    source: Origin,
+) -> Routes {
     let instances = received.instances();
     // By service as a host names it from `default`: `orders`, `orders.staging`.
     let mut endpoints: BTreeMap<String, Vec<String>> = BTreeMap::new();
@@ -285,7 +296,12 @@ fn build_routes(rules: Arc<RuleSet>, received: &Received, version: u64, source: 
     }
     let addresses = instances.iter().map(|i| i.address.clone()).collect();
     let directory = unheld(received, &instances);
-    let table = RoutingTable::build(&rules, instances);
+    let table = match previous {
+        Some(previous) if Arc::ptr_eq(&previous.rules, &rules) => {
+            previous.table.with_instances(instances)
+        }
+        _ => RoutingTable::build(&rules, instances),
+    };
     Routes {
         version,
         revision: received.revision,

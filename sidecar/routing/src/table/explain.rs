@@ -194,8 +194,8 @@ impl RoutingTable {
     /// `lane gray (selector version=v2)`, or with a RoutePolicy lane override
     /// `lane gray (RoutePolicy orders maps it to subset canary: version=v2)`.
     fn lane_named(&self, key: (&str, &str), l: usize) -> String {
-        let lane = &self.lanes[l];
-        let policy = self.policies.get(key.0, key.1);
+        let lane = &self.compiled.lanes[l];
+        let policy = self.compiled.policies.get(key.0, key.1);
         let service = qualified(key.0, key.1);
         match policy
             .and_then(|p| p.overrides.get(l))

@@ -87,7 +87,7 @@ impl RoutingTable {
             rule: None,
             stripped: false,
         };
-        let Some(policy) = self.tag_policies.get(namespace, service) else {
+        let Some(policy) = self.compiled.tag_policies.get(namespace, service) else {
             return match incoming {
                 Some(tag) => kept(tag),
                 None => InboundTag {
@@ -128,12 +128,13 @@ impl RoutingTable {
     /// peer without a mesh identity is kept only if one says so (security.md "The tag
     /// across the trust boundary").
     pub fn has_tag_policy(&self, namespace: &str, service: &str) -> bool {
-        self.tag_policies.get(namespace, service).is_some()
+        self.compiled.tag_policies.get(namespace, service).is_some()
     }
 
     /// The rollouts moving users at this entry: (rule index, what it does).
     pub(super) fn rollout_notes(&self, namespace: &str, service: &str) -> &[(usize, String)] {
-        self.tag_policies
+        self.compiled
+            .tag_policies
             .get(namespace, service)
             .map_or(&[], |p| p.rollouts.as_slice())
     }

@@ -53,6 +53,6 @@ impl super::RoutingTable {
     /// The PeerPolicy mode of `service` of `namespace` (security.md): the naming
     /// policy's, else the mesh-wide one's, else `permissive`. A lookup.
     pub fn mtls_mode(&self, namespace: &str, service: &str) -> MtlsMode {
-        self.peer_modes.get(namespace, service)
+        self.compiled.peer_modes.get(namespace, service)
     }
 }

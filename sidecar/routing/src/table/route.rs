@@ -42,7 +42,7 @@ impl RoutingTable {
                     idx: &st.lane_groups[group],
                 },
                 subset: st.lane_subset[group].as_deref(),
-                lane: Some(&self.lanes[lane].name),
+                lane: Some(&self.compiled.lanes[lane].name),
                 fallback: fallback.map(|p| self.fallback_info(lane, p)),
                 base_fallback: false,
             }),
@@ -56,14 +56,14 @@ impl RoutingTable {
 
     /// The index of the Lane that declares `tag` (step 2 applies), if any.
     pub(super) fn lane_index(&self, tag: Option<&Tag>) -> Option<usize> {
-        tag.and_then(|t| self.lane_by_tag.get(t.as_str()).copied())
+        tag.and_then(|t| self.compiled.lane_by_tag.get(t.as_str()).copied())
     }
 
     fn fallback_info(&self, from: usize, p: Planned) -> FallbackInfo<'_> {
         FallbackInfo {
-            from: &self.lanes[from].name,
+            from: &self.compiled.lanes[from].name,
             to: p.to.map_or(FallbackTarget::Base, |l| {
-                FallbackTarget::Lane(&self.lanes[l].name)
+                FallbackTarget::Lane(&self.compiled.lanes[l].name)
             }),
             release_prod: p.release_prod,
         }
@@ -73,7 +73,7 @@ impl RoutingTable {
     fn no_instance(&self, service: (&str, &str), lane: Option<usize>) -> RouteError {
         RouteError::NoInstance {
             service: qualified(service.0, service.1),
-            lane: lane.map(|l| self.lanes[l].name.clone()),
+            lane: lane.map(|l| self.compiled.lanes[l].name.clone()),
         }
     }
 
@@ -93,7 +93,7 @@ impl RoutingTable {
                 idx,
             },
             subset,
-            lane: lane.map(|l| self.lanes[l].name.as_str()),
+            lane: lane.map(|l| self.compiled.lanes[l].name.as_str()),
             fallback,
             base_fallback,
         };

@@ -1,8 +1,11 @@
 //! The gate API and table-wide behaviour.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
-use super::test_support::{inst, policy, rules};
+use crate::RuleSet;
+
+use super::test_support::{Req, ids, inst, policy, rules, tag};
 use super::*;
 
 fn labels(version: &str) -> BTreeMap<String, String> {
@@ -107,3 +110,141 @@ fn table_answers_policy_questions() {
 }
 
 mod namespaces;
+
+/// Orders with a weighted split and a mirror, users without a policy.
+fn split_and_mirror() -> RuleSet {
+    rules(&policy(
+        "orders",
+        "  subsets: [{name: v1, labels: {version: v1}}, {name: v2, labels: {version: v2}}]\n  default: [{subset: v1, weight: 90}, {subset: v2, weight: 10}]\n  mirror: {subset: v2, percent: 100}\n",
+    ))
+}
+
+/// Everything a table decides about `service`, as text (the services' and policies'
+/// own types hold no hash maps, so equal tables print the same).
+fn decided(t: &RoutingTable, service: &str) -> String {
+    format!(
+        "{:?} {:?}",
+        t.services.get("default", service),
+        t.policy("default", service)
+    )
+}
+
+#[test]
+fn a_table_with_new_instances_decides_as_a_fresh_build() {
+    let rules = split_and_mirror();
+    let before = vec![
+        inst("orders", "o1", "v1"),
+        inst("users", "u1", "v1"),
+        inst("gone", "g1", "v1"),
+    ];
+    let old = RoutingTable::build(&rules, before);
+    // orders gains its v2 (and with it a mirror target), gone goes, payments comes.
+    let after = vec![
+        inst("payments", "p1", "v1"),
+        inst("orders", "o2", "v2"),
+        inst("users", "u1", "v1"),
+        inst("orders", "o1", "v1"),
+    ];
+    let updated = old.with_instances(after.clone());
+    let fresh = RoutingTable::build(&rules, after);
+    for service in ["orders", "users", "gone", "payments"] {
+        assert_eq!(
+            decided(&updated, service),
+            decided(&fresh, service),
+            "{service}"
+        );
+    }
+    assert!(updated.instances("default", "gone").is_empty());
+    let mirror = updated
+        .policy("default", "orders")
+        .mirror(0)
+        .expect("mirrors to o2");
+    assert_eq!(
+        mirror.iter().map(|i| i.id.as_str()).collect::<Vec<_>>(),
+        ["o2"]
+    );
+    let gray = updated.route("default", "orders", Some(&tag("gray")), &Req::new(), 0);
+    assert_eq!(gray.map(|r| ids(&r)), Ok(vec!["o2"]));
+}
+
+#[test]
+fn a_table_with_new_instances_shares_what_did_not_change() {
+    let rules = split_and_mirror();
+    let old = RoutingTable::build(
+        &rules,
+        vec![inst("orders", "o1", "v1"), inst("users", "u1", "v1")],
+    );
+    let same = old.with_instances(vec![inst("users", "u1", "v1"), inst("orders", "o1", "v1")]);
+    assert!(Arc::ptr_eq(&old.compiled, &same.compiled));
+    for service in ["orders", "users"] {
+        let (a, b) = (
+            old.services.get("default", service),
+            same.services.get("default", service),
+        );
+        assert!(Arc::ptr_eq(a.unwrap(), b.unwrap()), "{service}");
+    }
+    let orders = |t: &RoutingTable| std::ptr::from_ref(t.policy("default", "orders"));
+    assert_eq!(orders(&old), orders(&same));
+
+    // A label change is a change: that service (and its policy) is compiled again.
+    let relabelled =
+        same.with_instances(vec![inst("users", "u1", "v1"), inst("orders", "o1", "v2")]);
+    let (a, b) = (
+        same.services.get("default", "orders"),
+        relabelled.services.get("default", "orders"),
+    );
+    assert!(!Arc::ptr_eq(a.unwrap(), b.unwrap()));
+    assert_ne!(orders(&same), orders(&relabelled));
+    let (a, b) = (
+        same.services.get("default", "users"),
+        relabelled.services.get("default", "users"),
+    );
+    assert!(Arc::ptr_eq(a.unwrap(), b.unwrap()));
+    assert_eq!(
+        decided(&relabelled, "orders"),
+        decided(
+            &RoutingTable::build(
+                &rules,
+                vec![inst("users", "u1", "v1"), inst("orders", "o1", "v2")]
+            ),
+            "orders"
+        )
+    );
+}
+
+#[test]
+fn instances_of_one_service_in_two_namespaces_stay_two_services() {
+    let mut staging = inst("orders", "s1", "v1");
+    staging.namespace = "staging".into();
+    let mut unnamed = inst("orders", "d2", "v1");
+    unnamed.namespace = String::new();
+    let t = RoutingTable::build(&rules(""), Vec::new()).with_instances(vec![
+        staging,
+        inst("orders", "d1", "v1"),
+        unnamed,
+    ]);
+    let ids = |ns| {
+        t.instances(ns, "orders")
+            .iter()
+            .map(|i| i.id.as_str())
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(ids("default"), ["d1", "d2"]);
+    assert_eq!(ids("staging"), ["s1"]);
+}
+
+#[test]
+fn a_policy_outlives_its_services_instances() {
+    let rules = rules(&policy(
+        "orders",
+        "  timeout: 2s\n  subsets: [{name: v1, labels: {version: v1}}]\n  mirror: {subset: v1, percent: 100}\n",
+    ));
+    let held = RoutingTable::build(&rules, vec![inst("orders", "o1", "v1")]);
+    assert!(held.policy("default", "orders").mirror(0).is_some());
+    let none = held.with_instances(Vec::new());
+    let policy = none.policy("default", "orders");
+    assert_eq!(policy.timeout(), Some(std::time::Duration::from_secs(2)));
+    assert!(policy.mirror(0).is_none(), "no instance left to mirror to");
+    let back = none.with_instances(vec![inst("orders", "o1", "v1")]);
+    assert!(back.policy("default", "orders").mirror(0).is_some());
+}
