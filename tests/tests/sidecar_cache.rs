@@ -1,8 +1,9 @@
 //! graylane-sidecar's `--cache-dir` is checked before it is trusted. With the control
 //! plane unreachable, a sidecar whose cache file is truncated, garbage, altered but
-//! still parseable, or in the older headerless format stays unready, counts the file in
-//! `graylane_sidecar_cache_rejected_total` and logs why once; a good file written by a
-//! real sidecar still gets it ready.
+//! still parseable, or in the older headerless format, or whose rules file is missing
+//! or altered, stays unready, counts the cache in
+//! `graylane_sidecar_cache_rejected_total` and logs why once; good files written by a
+//! real sidecar still get it ready.
 
 #![allow(clippy::unwrap_used)]
 
@@ -35,8 +36,9 @@ fn sidecar_args<'a>(url: &'a str, cache: &'a str, instance: &'a str) -> Vec<&'a 
     ]
 }
 
-/// The cache file a real sidecar writes for revision 1 (LANE), once it has ACKed it.
-fn written_cache(dir: &Path) -> Vec<u8> {
+/// What a real sidecar writes for revision 1 (LANE), once it has ACKed it: the
+/// snapshot file, and the one rules file it names (name, bytes).
+fn written_cache(dir: &Path) -> (Vec<u8>, (String, Vec<u8>)) {
     let cp = ControlPlane::start(dir, &[]);
     cp.cli(&["rules", "apply", "-f", &write_file(dir, "lane.yaml", LANE)])
         .assert_ok();
@@ -57,7 +59,15 @@ fn written_cache(dir: &Path) -> Vec<u8> {
         },
     );
     drop(sidecar);
-    std::fs::read(Path::new(&cache).join(FILE)).unwrap()
+    let cache = Path::new(&cache);
+    let rules: Vec<_> = std::fs::read_dir(cache)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .filter(|n| n.starts_with("rules-"))
+        .collect();
+    let [rules] = rules.try_into().unwrap();
+    let bytes = std::fs::read(cache.join(&rules)).unwrap();
+    (std::fs::read(cache.join(FILE)).unwrap(), (rules, bytes))
 }
 
 /// A control-plane URL nothing listens on: a port bound from 0, then released, so
@@ -68,11 +78,15 @@ fn unreachable_url() -> String {
     format!("http://{}", listener.local_addr().unwrap())
 }
 
-/// A sidecar whose `--cache-dir` holds `bytes`, its control plane unreachable.
-fn start_on(dir: &Path, name: &str, bytes: &[u8]) -> Sidecar {
+/// A sidecar whose `--cache-dir` holds `bytes` as the snapshot file, and the rules
+/// file given, its control plane unreachable.
+fn start_on(dir: &Path, name: &str, bytes: &[u8], rules: Option<&(String, Vec<u8>)>) -> Sidecar {
     let cache = dir.join(name);
     std::fs::create_dir_all(&cache).unwrap();
     std::fs::write(cache.join(FILE), bytes).unwrap();
+    if let Some((file, text)) = rules {
+        std::fs::write(cache.join(file), text).unwrap();
+    }
     let url = unreachable_url();
     let cache = cache.to_string_lossy().into_owned();
     Sidecar::start(dir, name, &sidecar_args(&url, &cache, name))
@@ -89,7 +103,7 @@ fn metric(sidecar: &Sidecar, name: &str) -> Option<u64> {
 #[test]
 fn a_cache_that_fails_its_check_is_ignored_counted_and_logged_once() {
     let dir = tempfile::tempdir().unwrap();
-    let good = written_cache(dir.path());
+    let (good, rules) = written_cache(dir.path());
     let newline = good.iter().position(|b| *b == b'\n').unwrap();
     let body = &good[newline + 1..];
 
@@ -109,17 +123,40 @@ fn a_cache_that_fails_its_check_is_ignored_counted_and_logged_once() {
     // What sidecars wrote before the header existed: the bare JSON body.
     let old_format = body.to_vec();
 
+    // The snapshot intact, its rules file changed by one byte, or not there.
+    let mut altered_rules = rules.clone();
+    let last = altered_rules.1.len() - 2;
+    altered_rules.1[last] ^= 0x20;
+    let rules_file = format!("its rules file {}", rules.0);
+
     let cases = [
-        ("truncated", truncated, "truncated or extended"),
-        ("garbage", garbage, "no valid header line"),
-        ("altered", altered.into_bytes(), "altered"),
-        ("old-format", old_format, "written by an older sidecar"),
+        (
+            "truncated",
+            truncated,
+            Some(&rules),
+            "truncated or extended",
+        ),
+        ("garbage", garbage, Some(&rules), "no valid header line"),
+        ("altered", altered.into_bytes(), Some(&rules), "altered"),
+        (
+            "old-format",
+            old_format,
+            Some(&rules),
+            "written by an older sidecar",
+        ),
+        (
+            "rules-altered",
+            good.clone(),
+            Some(&altered_rules),
+            &*rules_file,
+        ),
+        ("rules-missing", good.clone(), None, &*rules_file),
     ];
     let sidecars: Vec<_> = cases
         .iter()
-        .map(|(name, bytes, _)| start_on(dir.path(), name, bytes))
+        .map(|(name, bytes, rules, _)| start_on(dir.path(), name, bytes, *rules))
         .collect();
-    for ((name, _, reason), sidecar) in cases.iter().zip(&sidecars) {
+    for ((name, _, _, reason), sidecar) in cases.iter().zip(&sidecars) {
         eventually(
             Duration::from_secs(20),
             &format!("{name}: the cache to be counted as rejected"),
@@ -151,8 +188,8 @@ fn a_cache_that_fails_its_check_is_ignored_counted_and_logged_once() {
 #[test]
 fn a_good_cache_still_gets_a_sidecar_ready_without_the_control_plane() {
     let dir = tempfile::tempdir().unwrap();
-    let good = written_cache(dir.path());
-    let sidecar = start_on(dir.path(), "good", &good);
+    let (good, rules) = written_cache(dir.path());
+    let sidecar = start_on(dir.path(), "good", &good, Some(&rules));
     sidecar.wait_ready();
     let config = sidecar.config();
     assert_eq!(

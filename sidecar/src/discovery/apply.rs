@@ -34,7 +34,7 @@ use crate::routes::{Origin, Routes, Shared, Unheld};
 pub(super) struct Applier {
     pub(super) routes: Shared,
     counters: Arc<DiscoveryStatus>,
-    cache_dir: Option<PathBuf>,
+    cache: Option<cache::Cache>,
     /// Takes the trust bundle a snapshot carries.
     pub(super) identity: Arc<Identity>,
     /// `--endpoint-grace`: how long a reconnect keeps the instances its first full
@@ -65,7 +65,7 @@ impl Applier {
         Self {
             routes,
             counters,
-            cache_dir,
+            cache: cache_dir.map(cache::Cache::new),
             identity,
             grace,
             received: AtomicU64::new(0),
@@ -157,8 +157,8 @@ impl Applier {
         self.counters.set_stale(held.stale_by_service());
         // With the stale instances: a sidecar restarted while the control plane is
         // still down starts from what it routed by.
-        if let Some(dir) = &self.cache_dir
-            && let Err(e) = cache::write(dir, &held.routed())
+        if let Some(cache) = &self.cache
+            && let Err(e) = cache.write(&held.routed())
         {
             tracing::warn!(error = %e, "cannot write the snapshot cache");
         }
@@ -202,7 +202,7 @@ impl Applier {
     /// ignored, counted and logged with the reason. Callers try it once per process:
     /// the file only changes when this process writes it, after routes exist.
     pub(super) async fn load_cache(self: &Arc<Self>) {
-        if self.cache_dir.is_none() {
+        if self.cache.is_none() {
             return;
         }
         let this = Arc::clone(self);
@@ -211,9 +211,10 @@ impl Applier {
     }
 
     fn load_cache_blocking(&self) {
-        let Some(dir) = &self.cache_dir else {
+        let Some(cache) = &self.cache else {
             return;
         };
+        let dir = cache.dir();
         let routes = match cache::read(dir) {
             Ok(None) => return,
             Ok(Some(cached)) => self
