@@ -5,7 +5,8 @@
 //!  connect (each --control-plane URL in turn, jittered backoff, the token re-read)
 //!    └► Hello ─► parts ─► blocking pool: Held::after ─► RuleSet::from_yaml (only
 //!                                          when the rules text changed) +
-//!                                          RoutingTable::build
+//!                                          RoutingTable::build (with_instances,
+//!                                          sharing, when only endpoints changed)
 //!                                          ├─ trust bundle ─► Identity (any part)
 //!                                          ├─ ok:  swap Routes, write cache ─► ACK
 //!                                          └─ err: keep Routes ─► NACK(reason)

@@ -25,7 +25,7 @@ use tokio::time::Instant;
 
 use super::DiscoveryStatus;
 use super::cache;
-use super::received::Received;
+use super::received::{Received, same_text};
 use super::stale::Held;
 use crate::identity::Identity;
 use crate::routes::{Origin, Routes, Shared, Unheld};
@@ -112,9 +112,11 @@ impl Applier {
     }
 
     fn apply_blocking(&self, number: u64, held: &Held, version: u64) -> SidecarMessage {
-        let message = match self.compile(&held.routed(), version, Origin::ControlPlane) {
+        // Once: with stale instances kept, it is a copy of the whole state.
+        let routed = held.routed();
+        let message = match self.compile(&routed, version, Origin::ControlPlane) {
             Ok(routes) => {
-                if self.publish(number, routes, held) {
+                if self.publish(number, routes, held, &routed) {
                     self.counters.applied.fetch_add(1, Ordering::Relaxed);
                     Message::Ack(Ack { version })
                 } else {
@@ -135,9 +137,10 @@ impl Applier {
         }
     }
 
-    /// Swaps in `routes` built from `held` (snapshot `number`) and caches what they
-    /// route by, unless a newer snapshot was published already; whether it did.
-    fn publish(&self, number: u64, routes: Routes, held: &Held) -> bool {
+    /// Swaps in `routes` built from `routed` (`held` with its stale instances,
+    /// snapshot `number`) and caches it, unless a newer snapshot was published
+    /// already; whether it did.
+    fn publish(&self, number: u64, routes: Routes, held: &Held, routed: &Received) -> bool {
         let mut newest = self.newest.lock().unwrap_or_else(PoisonError::into_inner);
         if number < *newest {
             return false;
@@ -158,7 +161,7 @@ impl Applier {
         // With the stale instances: a sidecar restarted while the control plane is
         // still down starts from what it routed by.
         if let Some(cache) = &self.cache
-            && let Err(e) = cache.write(&held.routed())
+            && let Err(e) = cache.write(routed)
         {
             tracing::warn!(error = %e, "cannot write the snapshot cache");
         }
@@ -179,13 +182,14 @@ impl Applier {
                 return held;
             }
             let version = this.routes.load().map_or(0, |r| r.version);
-            match this.compile(&held.routed(), version, Origin::ControlPlane) {
+            let routed = held.routed();
+            match this.compile(&routed, version, Origin::ControlPlane) {
                 Ok(routes) => {
                     tracing::info!(
                         left = held.stale_count(),
                         "endpoint grace over: stale instances dropped"
                     );
-                    this.publish(number, routes, &held);
+                    this.publish(number, routes, &held, &routed);
                 }
                 Err(reason) => {
                     tracing::warn!(%reason, "endpoint grace over, but the rules held do not compile: routes kept");
@@ -214,8 +218,7 @@ impl Applier {
         let Some(cache) = &self.cache else {
             return;
         };
-        let dir = cache.dir();
-        let routes = match cache::read(dir) {
+        let routes = match cache.read() {
             Ok(None) => return,
             Ok(Some(cached)) => self
                 .compile(&cached, 0, Origin::Cache)
@@ -237,7 +240,7 @@ impl Applier {
             }
             Err(reason) => {
                 self.counters.cache_rejected.fetch_add(1, Ordering::Relaxed);
-                tracing::warn!(dir = %dir.display(), %reason, "ignoring the snapshot cache");
+                tracing::warn!(dir = %cache.dir().display(), %reason, "ignoring the snapshot cache");
             }
         }
     }
@@ -262,7 +265,7 @@ impl Applier {
     fn rules_of(&self, text: &Arc<str>) -> Result<Arc<RuleSet>, String> {
         let mut parsed = self.parsed.lock().unwrap_or_else(PoisonError::into_inner);
         if let Some((last, rules)) = &*parsed
-            && (Arc::ptr_eq(last, text) || last == text)
+            && same_text(last, text)
         {
             return Ok(Arc::clone(rules));
         }

@@ -36,7 +36,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 
 use graylane_routing::stable_hash;
 
-use super::received::{CachedEndpoint, Received};
+use super::received::{CachedEndpoint, Received, same_text};
 
 const FILE: &str = "snapshot.json";
 const MAGIC: &str = "graylane-snapshot-cache";
@@ -110,15 +110,20 @@ impl Cache {
         &self.dir
     }
 
+    /// The cached snapshot (see [`read`]).
+    pub(super) fn read(&self) -> Result<Option<Received>, CacheError> {
+        read(&self.dir)
+    }
+
     /// Replaces the cached snapshot, writing its rules first if they are new. Blocks
     /// (two fsyncs, four when the rules change): call it off the runtime threads.
     /// Callers order concurrent writes themselves; the last rename wins.
     pub(super) fn write(&self, received: &Received) -> io::Result<()> {
         fs::create_dir_all(&self.dir)?;
         let mut written = self.written.lock().unwrap_or_else(PoisonError::into_inner);
-        let known = written.as_ref().and_then(|(text, hash)| {
-            (Arc::ptr_eq(text, &received.rules) || **text == *received.rules).then_some(*hash)
-        });
+        let known = written
+            .as_ref()
+            .and_then(|(text, hash)| same_text(text, &received.rules).then_some(*hash));
         let rules = RulesRef {
             len: received.rules.len(),
             hash: known.unwrap_or_else(|| stable_hash(received.rules.as_bytes())),

@@ -28,6 +28,12 @@ pub(crate) struct Received {
     pub(crate) directory: Option<BTreeSet<(String, String)>>,
 }
 
+/// Whether two rules texts are the same: shared (an endpoint change), or equal (the
+/// same rules received again after a reconnect, or read from the cache).
+pub(crate) fn same_text(a: &Arc<str>, b: &Arc<str>) -> bool {
+    Arc::ptr_eq(a, b) || a == b
+}
+
 /// `Arc<str>` stored as a string. Not serde's own impl: that needs its `rc` feature,
 /// which would rename every crate's symbols and so void the release build's code
 /// layout (`sidecar/layout/`).
