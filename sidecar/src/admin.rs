@@ -177,7 +177,7 @@ impl Admin {
                 "revision": r.revision,
                 "version": r.version,
                 "source": r.source,
-                "endpoints": r.endpoints,
+                "endpoints": endpoints(&r.table),
                 // Among `endpoints`: kept through a reconnect, not (yet) listed by the
                 // control plane, dropped when `--endpoint-grace` ends.
                 "staleEndpoints": self.counters.stale_endpoints(),
@@ -271,6 +271,18 @@ impl Admin {
         );
         response
     }
+}
+
+/// Instance ids by service as a host names it (`orders`, `orders.staging`), for
+/// `/config`. Read from the table on request: an endpoint change does not build it.
+fn endpoints(table: &graylane_routing::RoutingTable) -> BTreeMap<String, Vec<&str>> {
+    table
+        .services()
+        .map(|(namespace, service, instances)| {
+            let ids = instances.iter().map(|i| i.id.as_str()).collect();
+            (graylane_routing::qualified(namespace, service), ids)
+        })
+        .collect()
 }
 
 fn text(status: StatusCode, body: String) -> Response<Body> {

@@ -107,7 +107,6 @@ mod tests {
             revision: 1,
             table: graylane_routing::RoutingTable::build(&rules, Vec::new()),
             rules: Arc::new(rules),
-            endpoints: Default::default(),
             addresses: Default::default(),
             source: crate::routes::Origin::ControlPlane,
             directory: None,

@@ -19,8 +19,6 @@ pub(crate) struct Routes {
     /// Shared with the next routes while the rules stay the same (`discovery::apply`).
     pub(crate) rules: Arc<RuleSet>,
     pub(crate) table: RoutingTable,
-    /// Instance ids per service, for `/config`.
-    pub(crate) endpoints: std::collections::BTreeMap<String, Vec<String>>,
     /// Every instance address, so per-address state (balancer stats) of instances that
     /// are gone can be dropped.
     pub(crate) addresses: std::collections::HashSet<String>,

@@ -248,6 +248,14 @@ impl RoutingTable {
             .map_or(&[], |s| s.instances.as_slice())
     }
 
+    /// Every service with an instance: (namespace, service, [`instances`](Self::instances)),
+    /// in no particular order.
+    pub fn services(&self) -> impl Iterator<Item = (&str, &str, &[Instance])> {
+        self.services
+            .iter()
+            .map(|(namespace, service, s)| (namespace, service, s.instances.as_slice()))
+    }
+
     /// The compiled traffic policy of `service` in `namespace` — timeout, retries,
     /// fault and mirror — for the sidecar to look up once per request and use for all
     /// four. A service without a RoutePolicy gets a shared default (see

@@ -12,7 +12,7 @@
 //! stale through a reconnect (see `stale`); when a grace ends, `refresh` rebuilds the
 //! routes without them.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeSet;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
@@ -290,42 +290,30 @@ fn build_routes(
     source: Origin,
 ) -> Routes {
     let instances = received.instances();
-    // By service as a host names it from `default`: `orders`, `orders.staging`.
-    let mut endpoints: BTreeMap<String, Vec<String>> = BTreeMap::new();
-    for i in &instances {
-        endpoints
-            .entry(graylane_routing::qualified(&i.namespace, &i.service))
-            .or_default()
-            .push(i.id.clone());
-    }
     let addresses = instances.iter().map(|i| i.address.clone()).collect();
-    let directory = unheld(received, &instances);
     let table = match previous {
         Some(previous) if Arc::ptr_eq(&previous.rules, &rules) => {
-            previous.table.with_instances(instances)
+            previous.table.with_instances(&instances)
         }
-        _ => RoutingTable::build(&rules, instances),
+        _ => RoutingTable::build(&rules, instances.into_iter().cloned().collect()),
     };
+    let directory = unheld(received, &table);
     Routes {
         version,
         revision: received.revision,
         rules,
         table,
-        endpoints,
         addresses,
         source,
         directory,
     }
 }
 
-/// Scoped endpoints: the directory's services with no instance among `instances`
-/// (the stale ones count: they are routed to). `None` when not scoped.
-fn unheld(received: &Received, instances: &[graylane_routing::Instance]) -> Option<Unheld> {
+/// Scoped endpoints: the directory's services with no instance in `table` (the
+/// stale ones count: they are routed to). `None` when not scoped.
+fn unheld(received: &Received, table: &RoutingTable) -> Option<Unheld> {
     let directory = received.directory.as_ref()?;
-    let held: BTreeSet<(&str, &str)> = instances
-        .iter()
-        .map(|i| (i.namespace.as_str(), i.service.as_str()))
-        .collect();
+    let held: BTreeSet<(&str, &str)> = table.services().map(|(ns, svc, _)| (ns, svc)).collect();
     let mut unheld = Unheld {
         directory_len: directory.len(),
         ..Unheld::default()
@@ -373,7 +361,10 @@ mod tests {
                 address: format!("10.0.0.{i}:8080"),
                 ..Default::default()
             };
-            r.endpoints.insert(e.instance_id.clone(), (&e).into());
+            r.endpoints.insert(
+                e.instance_id.clone(),
+                crate::discovery::received::instance(&e),
+            );
         }
         r
     }

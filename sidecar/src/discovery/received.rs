@@ -5,11 +5,12 @@
 //! against the previous one it *sent*. After a NACK the sidecar keeps routing by the
 //! last good snapshot, but must read the next delta against the rejected one.
 
+use std::borrow::Cow;
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
 use graylane_proto::v1::{Endpoint, Snapshot};
-use graylane_routing::Instance;
+use graylane_routing::{DEFAULT_NAMESPACE, Instance};
 
 /// The received state; also what the cache file holds.
 #[derive(Clone, Debug, Default, PartialEq, serde::Serialize, serde::Deserialize)]
@@ -19,8 +20,10 @@ pub(crate) struct Received {
     /// endpoint change copies the rest, and the applier tells unchanged rules by it.
     #[serde(with = "text")]
     pub(crate) rules: Arc<str>,
-    /// By instance id.
-    pub(crate) endpoints: BTreeMap<String, CachedEndpoint>,
+    /// By instance id, as the routing crate takes them (borrowed: an endpoint change
+    /// copies only the instances of the services it touches).
+    #[serde(with = "stored")]
+    pub(crate) endpoints: BTreeMap<String, Instance>,
     /// Scoped endpoints: every mesh service with an instance, (namespace, service).
     /// `None`: the stream is not scoped (every endpoint is here); also in caches
     /// written before scoping.
@@ -56,41 +59,105 @@ mod text {
     }
 }
 
-/// An endpoint as stored (the proto type has no serde).
-#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
-pub(crate) struct CachedEndpoint {
-    pub(crate) service: String,
-    pub(crate) address: String,
-    pub(crate) labels: BTreeMap<String, String>,
+/// The endpoints as the cache stores them: by id, each as a [`CachedEndpoint`] (the
+/// id is the key; the routing crate's type has no serde).
+pub(crate) mod stored {
+    use std::borrow::Borrow;
+    use std::collections::BTreeMap;
+
+    use graylane_routing::Instance;
+    use serde::Deserialize;
+    use serde::ser::SerializeMap;
+
+    use super::CachedEndpoint;
+
+    pub(crate) fn serialize<S: serde::Serializer>(
+        endpoints: &impl Borrow<BTreeMap<String, Instance>>,
+        s: S,
+    ) -> Result<S::Ok, S::Error> {
+        let endpoints = endpoints.borrow();
+        let mut map = s.serialize_map(Some(endpoints.len()))?;
+        for (id, i) in endpoints {
+            map.serialize_entry(id, &CachedEndpoint::from(i))?;
+        }
+        map.end()
+    }
+
+    pub(crate) fn deserialize<'de, D: serde::Deserializer<'de>>(
+        d: D,
+    ) -> Result<BTreeMap<String, Instance>, D::Error> {
+        let stored = BTreeMap::<String, CachedEndpoint<'static>>::deserialize(d)?;
+        Ok(stored
+            .into_iter()
+            .map(|(id, e)| {
+                let instance = e.into_instance(id.clone());
+                (id, instance)
+            })
+            .collect())
+    }
+}
+
+/// An endpoint as stored (the proto type has no serde), borrowed from an [`Instance`]
+/// when written.
+#[derive(serde::Serialize, serde::Deserialize)]
+struct CachedEndpoint<'a> {
+    service: Cow<'a, str>,
+    address: Cow<'a, str>,
+    labels: Cow<'a, BTreeMap<String, String>>,
     /// Absent in caches written before namespaces: `default`.
     #[serde(default = "default_namespace")]
-    pub(crate) namespace: String,
+    namespace: Cow<'a, str>,
     /// Absent in older caches: unknown (empty).
     #[serde(default)]
-    pub(crate) identity: String,
+    identity: Cow<'a, str>,
 }
 
-fn default_namespace() -> String {
-    "default".to_string()
-}
-
-impl From<&Endpoint> for CachedEndpoint {
-    fn from(e: &Endpoint) -> Self {
+impl<'a> From<&'a Instance> for CachedEndpoint<'a> {
+    fn from(i: &'a Instance) -> Self {
         Self {
-            service: e.service.clone(),
-            address: e.address.clone(),
-            namespace: if e.namespace.is_empty() {
-                default_namespace()
-            } else {
-                e.namespace.clone()
-            },
-            identity: e.identity.clone(),
-            labels: e
-                .labels
-                .iter()
-                .map(|(k, v)| (k.clone(), v.clone()))
-                .collect(),
+            service: Cow::Borrowed(&i.service),
+            address: Cow::Borrowed(&i.address),
+            labels: Cow::Borrowed(&i.labels),
+            namespace: Cow::Borrowed(&i.namespace),
+            identity: Cow::Borrowed(&i.identity),
         }
+    }
+}
+
+impl CachedEndpoint<'_> {
+    fn into_instance(self, id: String) -> Instance {
+        Instance {
+            service: self.service.into_owned(),
+            id,
+            address: self.address.into_owned(),
+            labels: self.labels.into_owned(),
+            namespace: self.namespace.into_owned(),
+            identity: self.identity.into_owned(),
+        }
+    }
+}
+
+fn default_namespace() -> Cow<'static, str> {
+    Cow::Borrowed(DEFAULT_NAMESPACE)
+}
+
+/// An endpoint as the routing crate takes it; an empty namespace is `default`.
+pub(crate) fn instance(e: &Endpoint) -> Instance {
+    Instance {
+        service: e.service.clone(),
+        id: e.instance_id.clone(),
+        address: e.address.clone(),
+        namespace: if e.namespace.is_empty() {
+            DEFAULT_NAMESPACE.to_string()
+        } else {
+            e.namespace.clone()
+        },
+        identity: e.identity.clone(),
+        labels: e
+            .labels
+            .iter()
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect(),
     }
 }
 
@@ -156,31 +223,30 @@ impl PartialSnapshot {
 }
 
 impl Received {
-    /// The state after `snapshot`: rules replaced when present, endpoints replaced by a
-    /// full set or changed by a delta (removals first, then upserts).
-    pub(crate) fn after(&self, snapshot: &Snapshot) -> Received {
-        let mut next = self.clone();
-        next.revision = snapshot.revision;
+    /// Reads `snapshot` into this state: rules replaced when present, endpoints
+    /// replaced by a full set or changed by a delta (removals first, then upserts).
+    /// In place: a delta costs what it changes, not a copy of every endpoint held.
+    pub(crate) fn apply(&mut self, snapshot: &Snapshot) {
+        self.revision = snapshot.revision;
         if let Some(rules) = &snapshot.rules {
-            next.rules = Arc::from(rules.as_str());
+            self.rules = Arc::from(rules.as_str());
         }
         if let Some(set) = &snapshot.endpoints {
-            next.endpoints = set
+            self.endpoints = set
                 .endpoints
                 .iter()
-                .map(|e| (e.instance_id.clone(), e.into()))
+                .map(|e| (e.instance_id.clone(), instance(e)))
                 .collect();
         }
         if let Some(delta) = &snapshot.endpoint_changes {
             for id in &delta.removed {
-                next.endpoints.remove(id);
+                self.endpoints.remove(id);
             }
             for e in &delta.upserted {
-                next.endpoints.insert(e.instance_id.clone(), e.into());
+                self.endpoints.insert(e.instance_id.clone(), instance(e));
             }
         }
-        next.directory_after(snapshot);
-        next
+        self.directory_after(snapshot);
     }
 
     /// The directory after `snapshot`: a full endpoint set comes with the directory
@@ -189,7 +255,7 @@ impl Received {
     fn directory_after(&mut self, snapshot: &Snapshot) {
         let key = |s: &graylane_proto::v1::ServiceName| {
             let ns = if s.namespace.is_empty() {
-                default_namespace()
+                DEFAULT_NAMESPACE.to_string()
             } else {
                 s.namespace.clone()
             };
@@ -209,18 +275,8 @@ impl Received {
     }
 
     /// The endpoints as the routing crate takes them.
-    pub(crate) fn instances(&self) -> Vec<Instance> {
-        self.endpoints
-            .iter()
-            .map(|(id, e)| Instance {
-                service: e.service.clone(),
-                id: id.clone(),
-                address: e.address.clone(),
-                labels: e.labels.clone(),
-                namespace: e.namespace.clone(),
-                identity: e.identity.clone(),
-            })
-            .collect()
+    pub(crate) fn instances(&self) -> Vec<&Instance> {
+        self.endpoints.values().collect()
     }
 }
 
@@ -229,6 +285,11 @@ mod tests {
     use graylane_proto::v1::{EndpointDelta, EndpointSet};
 
     use super::*;
+
+    fn after(mut r: Received, snapshot: &Snapshot) -> Received {
+        r.apply(snapshot);
+        r
+    }
 
     fn ep(id: &str, service: &str) -> Endpoint {
         Endpoint {
@@ -297,7 +358,7 @@ mod tests {
             }),
             ..Default::default()
         };
-        let r = Received::default().after(&full);
+        let r = after(Received::default(), &full);
         let moved = Snapshot {
             version: 2,
             revision: 1,
@@ -307,12 +368,12 @@ mod tests {
             }),
             ..Default::default()
         };
-        let r = r.after(&moved);
+        let r = after(r, &moved);
         assert_eq!(&*r.rules, "r1", "absent rules mean unchanged");
         let ids: Vec<_> = r
             .instances()
             .into_iter()
-            .map(|i| (i.id, i.service))
+            .map(|i| (i.id.clone(), i.service.clone()))
             .collect();
         assert_eq!(
             ids,
@@ -334,7 +395,7 @@ mod tests {
             }),
             ..Default::default()
         };
-        let r = Received::default().after(&scoped);
+        let r = after(Received::default(), &scoped);
         let dir = |r: &Received| {
             r.directory
                 .clone()
@@ -349,16 +410,19 @@ mod tests {
             }),
             ..Default::default()
         };
-        let r = r.after(&changed);
+        let r = after(r, &changed);
         assert_eq!(dir(&r), Some(vec![pair("shop", "b"), pair("shop", "c")]));
         // Rules only: the directory stays.
-        let r = r.after(&Snapshot::default());
+        let r = after(r, &Snapshot::default());
         assert_eq!(dir(&r).map(|d| d.len()), Some(2));
         // A full set without one: not scoped (any more), every endpoint is here.
-        let r = r.after(&Snapshot {
-            endpoints: Some(EndpointSet::default()),
-            ..Default::default()
-        });
+        let r = after(
+            r,
+            &Snapshot {
+                endpoints: Some(EndpointSet::default()),
+                ..Default::default()
+            },
+        );
         assert_eq!(dir(&r), None);
     }
 }

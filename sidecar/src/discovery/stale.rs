@@ -34,7 +34,9 @@ use std::time::Duration;
 use graylane_proto::v1::Snapshot;
 use tokio::time::Instant;
 
-use super::received::{CachedEndpoint, Received};
+use graylane_routing::Instance;
+
+use super::received::Received;
 
 /// The control plane's view and the stale instances; owned by the discovery loop and
 /// moved through the blocking task that applies each snapshot.
@@ -52,7 +54,7 @@ pub(crate) struct Held {
 /// A stale instance: as last announced, and when its grace ends.
 #[derive(Clone, Debug)]
 struct Kept {
-    endpoint: CachedEndpoint,
+    endpoint: Instance,
     until: Instant,
 }
 
@@ -63,37 +65,36 @@ impl Held {
     /// keep their earlier end, so reconnecting again and again cannot keep a dead
     /// instance forever). A zero grace keeps nothing.
     pub(crate) fn after(
-        &self,
+        mut self,
         snapshot: &Snapshot,
         reconnect: bool,
         grace: Duration,
         now: Instant,
     ) -> Held {
-        let received = self.received.after(snapshot);
-        let mut stale = self.stale.clone();
-        if reconnect && snapshot.endpoints.is_some() && !grace.is_zero() {
-            for (id, endpoint) in &self.received.endpoints {
-                if !received.endpoints.contains_key(id) {
-                    let kept = Kept {
-                        endpoint: endpoint.clone(),
-                        until: now + grace,
-                    };
-                    stale.entry(id.clone()).or_insert(kept);
-                }
+        // In place: a delta costs what it changes, not a copy of every instance held.
+        let replaced = (reconnect && snapshot.endpoints.is_some() && !grace.is_zero())
+            .then(|| std::mem::take(&mut self.received.endpoints));
+        self.received.apply(snapshot);
+        for (id, endpoint) in replaced.into_iter().flatten() {
+            if !self.received.endpoints.contains_key(&id) {
+                let kept = Kept {
+                    endpoint,
+                    until: now + grace,
+                };
+                self.stale.entry(id).or_insert(kept);
             }
         }
         if let Some(delta) = &snapshot.endpoint_changes {
             for id in &delta.removed {
-                stale.remove(id);
+                self.stale.remove(id);
             }
         }
         // Announced again (in a set or upserted): a normal endpoint from now on.
-        stale.retain(|id, kept| !received.endpoints.contains_key(id) && kept.until > now);
-        Held {
-            received,
-            stale,
-            streamed: true,
-        }
+        let received = &self.received;
+        self.stale
+            .retain(|id, kept| !received.endpoints.contains_key(id) && kept.until > now);
+        self.streamed = true;
+        self
     }
 
     /// Drops the instances whose grace ended by `now`; whether any did.

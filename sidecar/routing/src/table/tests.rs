@@ -129,6 +129,11 @@ fn decided(t: &RoutingTable, service: &str) -> String {
     )
 }
 
+/// `table.with_instances` of `instances`, borrowed as the sidecar hands them.
+fn with(table: &RoutingTable, instances: &[Instance]) -> RoutingTable {
+    table.with_instances(&instances.iter().collect::<Vec<_>>())
+}
+
 #[test]
 fn a_table_with_new_instances_decides_as_a_fresh_build() {
     let rules = split_and_mirror();
@@ -145,7 +150,7 @@ fn a_table_with_new_instances_decides_as_a_fresh_build() {
         inst("users", "u1", "v1"),
         inst("orders", "o1", "v1"),
     ];
-    let updated = old.with_instances(after.clone());
+    let updated = with(&old, &after);
     let fresh = RoutingTable::build(&rules, after);
     for service in ["orders", "users", "gone", "payments"] {
         assert_eq!(
@@ -174,7 +179,10 @@ fn a_table_with_new_instances_shares_what_did_not_change() {
         &rules,
         vec![inst("orders", "o1", "v1"), inst("users", "u1", "v1")],
     );
-    let same = old.with_instances(vec![inst("users", "u1", "v1"), inst("orders", "o1", "v1")]);
+    let same = with(
+        &old,
+        &[inst("users", "u1", "v1"), inst("orders", "o1", "v1")],
+    );
     assert!(Arc::ptr_eq(&old.compiled, &same.compiled));
     for service in ["orders", "users"] {
         let (a, b) = (
@@ -187,8 +195,10 @@ fn a_table_with_new_instances_shares_what_did_not_change() {
     assert_eq!(orders(&old), orders(&same));
 
     // A label change is a change: that service (and its policy) is compiled again.
-    let relabelled =
-        same.with_instances(vec![inst("users", "u1", "v1"), inst("orders", "o1", "v2")]);
+    let relabelled = with(
+        &same,
+        &[inst("users", "u1", "v1"), inst("orders", "o1", "v2")],
+    );
     let (a, b) = (
         same.services.get("default", "orders"),
         relabelled.services.get("default", "orders"),
@@ -218,11 +228,10 @@ fn instances_of_one_service_in_two_namespaces_stay_two_services() {
     staging.namespace = "staging".into();
     let mut unnamed = inst("orders", "d2", "v1");
     unnamed.namespace = String::new();
-    let t = RoutingTable::build(&rules(""), Vec::new()).with_instances(vec![
-        staging,
-        inst("orders", "d1", "v1"),
-        unnamed,
-    ]);
+    let t = with(
+        &RoutingTable::build(&rules(""), Vec::new()),
+        &[staging, inst("orders", "d1", "v1"), unnamed],
+    );
     let ids = |ns| {
         t.instances(ns, "orders")
             .iter()
@@ -231,6 +240,33 @@ fn instances_of_one_service_in_two_namespaces_stay_two_services() {
     };
     assert_eq!(ids("default"), ["d1", "d2"]);
     assert_eq!(ids("staging"), ["s1"]);
+    // Handed in another order, the same instances are the same service table.
+    let again = with(
+        &t,
+        &[
+            inst("orders", "d1", "v1"),
+            {
+                let mut s = inst("orders", "s1", "v1");
+                s.namespace = "staging".into();
+                s
+            },
+            {
+                let mut d = inst("orders", "d2", "v1");
+                d.namespace = String::new();
+                d
+            },
+        ]
+        .into_iter()
+        .rev()
+        .collect::<Vec<_>>(),
+    );
+    for ns in ["default", "staging"] {
+        let (a, b) = (
+            t.services.get(ns, "orders"),
+            again.services.get(ns, "orders"),
+        );
+        assert!(Arc::ptr_eq(a.unwrap(), b.unwrap()), "{ns}");
+    }
 }
 
 #[test]
@@ -241,10 +277,10 @@ fn a_policy_outlives_its_services_instances() {
     ));
     let held = RoutingTable::build(&rules, vec![inst("orders", "o1", "v1")]);
     assert!(held.policy("default", "orders").mirror(0).is_some());
-    let none = held.with_instances(Vec::new());
+    let none = with(&held, &[]);
     let policy = none.policy("default", "orders");
     assert_eq!(policy.timeout(), Some(std::time::Duration::from_secs(2)));
     assert!(policy.mirror(0).is_none(), "no instance left to mirror to");
-    let back = none.with_instances(vec![inst("orders", "o1", "v1")]);
+    let back = with(&none, &[inst("orders", "o1", "v1")]);
     assert!(back.policy("default", "orders").mirror(0).is_some());
 }
