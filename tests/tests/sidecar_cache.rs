@@ -198,3 +198,82 @@ fn a_good_cache_still_gets_a_sidecar_ready_without_the_control_plane() {
     );
     assert_eq!(metric(&sidecar, REJECTED), Some(0));
 }
+
+/// The `/config` endpoints of `sidecar`.
+fn endpoints(sidecar: &Sidecar) -> serde_json::Value {
+    sidecar.config()["endpoints"].clone()
+}
+
+#[test]
+fn endpoint_changes_logged_after_the_snapshot_come_back_after_a_crash() {
+    let dir = tempfile::tempdir().unwrap();
+    let dir = dir.path();
+    let cp = ControlPlane::start(dir, &[]);
+    cp.cli(&["rules", "apply", "-f", &write_file(dir, "lane.yaml", LANE)])
+        .assert_ok();
+    let url = cp.url();
+    let cache = dir.join("cache");
+    let cache_arg = cache.to_string_lossy().into_owned();
+    let writer = Sidecar::start(dir, "writer", &sidecar_args(&url, &cache_arg, "writer"));
+    writer.wait_ready();
+    // Two instances of another service join (deltas), then one leaves.
+    let payments = |id: &str| {
+        let args = [
+            "--service",
+            "payments",
+            "--instance-id",
+            id,
+            "--advertise-addr",
+            "127.0.0.1:15007",
+            "--control-plane",
+            &url,
+            "--otlp-endpoint",
+            "none",
+        ];
+        Sidecar::start(dir, id, &args)
+    };
+    let p1 = payments("payments-1");
+    let p2 = payments("payments-2");
+    eventually(Duration::from_secs(20), "both payments instances", || {
+        (endpoints(&writer)["payments"] == serde_json::json!(["payments-1", "payments-2"]))
+            .then_some(())
+    });
+    drop(p2);
+    eventually(Duration::from_secs(20), "payments-2 gone", || {
+        (endpoints(&writer)["payments"] == serde_json::json!(["payments-1"])).then_some(())
+    });
+    let routed = endpoints(&writer);
+    // The leave is cached as a record of the log after the last snapshot file (the
+    // joins may have come as a full set, which the control plane sends when it is
+    // smaller than the delta, and which rewrites the snapshot file).
+    eventually(
+        Duration::from_secs(20),
+        "the leave in the endpoint log",
+        || {
+            let logs: Vec<_> = std::fs::read_dir(&cache)
+                .unwrap()
+                .map(|e| e.unwrap().path())
+                .filter(|p| p.extension().is_some_and(|x| x == "log"))
+                .collect();
+            let [log] = logs.try_into().ok()?;
+            let text = std::fs::read_to_string(log).ok()?;
+            text.contains(r#""removed":["payments-2"]"#).then_some(())
+        },
+    );
+
+    // The writer dies (SIGKILL), the control plane too; a new sidecar on the same
+    // cache routes by the snapshot and its log.
+    drop(writer);
+    drop(p1);
+    drop(cp);
+    let reader = Sidecar::start(
+        dir,
+        "reader",
+        &sidecar_args(&unreachable_url(), &cache_arg, "reader"),
+    );
+    reader.wait_ready();
+    let config = reader.config();
+    assert_eq!(config["source"], "cache");
+    assert_eq!(config["endpoints"], routed);
+    assert_eq!(metric(&reader, REJECTED), Some(0));
+}

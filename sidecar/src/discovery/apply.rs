@@ -2,8 +2,9 @@
 //! threads.
 //!
 //! Why not inline: compiling a large rule set takes tens to hundreds of milliseconds,
-//! and the cache write waits for two fsyncs. On a `--concurrency 1` sidecar the
-//! runtime has one thread, so inline work stalled every request being proxied (bench
+//! and the cache write waits for one fsync (an endpoint change) or more. On a
+//! `--concurrency 1` sidecar the runtime has one thread, so inline work stalled every
+//! request being proxied (bench
 //! `apply-stall` in `bench/README.md`). Both run on tokio's blocking pool; the session
 //! awaits the answer before it reads the next snapshot, so an ACK still means "routing
 //! by it, and cached", and snapshots are applied one at a time, in order.
@@ -161,7 +162,7 @@ impl Applier {
         // With the stale instances: a sidecar restarted while the control plane is
         // still down starts from what it routed by.
         if let Some(cache) = &self.cache
-            && let Err(e) = cache.write(routed)
+            && let Err(e) = cache.write(routed, &held.change)
         {
             tracing::warn!(error = %e, "cannot write the snapshot cache");
         }

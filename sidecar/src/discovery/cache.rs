@@ -3,11 +3,13 @@
 //! temp file, fsync, rename, fsync of the directory, so a crash leaves the old or the
 //! new file, never a torn one.
 //!
-//! Two files: the snapshot, and the rules it names. Most snapshots change endpoints
-//! only; the rules (1.3 MB for 3,000 documents) are then neither encoded, hashed nor
-//! written again, only the endpoints are. A rules file is in place (renamed, the
-//! directory synced) before a snapshot names it, and the others are removed only
-//! after, so a crash at any point leaves a snapshot whose rules are there.
+//! Three files: the snapshot, the rules it names, and the log of endpoint changes
+//! since (`log`). Most snapshots change endpoints only: the rules (1.3 MB for 3,000
+//! documents) are then neither encoded, hashed nor written again, and the change is
+//! appended to the log instead of the whole mesh's endpoints being written again. A
+//! rules file is in place (renamed, the directory synced) before a snapshot names
+//! it, and the others are removed only after, so a crash at any point leaves a
+//! snapshot whose rules are there.
 //!
 //! Neither file is trusted when read back: a disk, a copy or a hand edit can change
 //! it. The snapshot's first line carries its body's length and `stable_hash`, written
@@ -20,6 +22,7 @@
 //! snapshot.json                 graylane-snapshot-cache v3 len=1234 hash=0123456789abcdef\n
 //!                               {"revision":4,"rules":{"len":5678,"hash":…},"endpoints":{…}}
 //! rules-89abcdef01234567.yaml   the rules text as received
+//! endpoints-0123456789abcdef.log  changes since that snapshot (its hash), one record each
 //! ```
 //!
 //! The name stays `snapshot.json`, the name of the headerless format before `v2`, so
@@ -32,12 +35,15 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::fs::{self, File};
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 
 use graylane_routing::{Instance, stable_hash};
 
+use self::log::Log;
 use super::received::{Received, same_text, stored};
+use super::stale::Change;
+
+mod log;
 
 const FILE: &str = "snapshot.json";
 const MAGIC: &str = "graylane-snapshot-cache";
@@ -66,17 +72,28 @@ pub(crate) enum CacheError {
     Body(#[source] serde_json::Error),
     #[error("its rules file {file}: {reason}")]
     Rules { file: String, reason: String },
+    #[error("its endpoint log {file}: {reason}")]
+    Log { file: String, reason: String },
 }
 
 /// The cache directory, written by one applier.
 pub(super) struct Cache {
     dir: PathBuf,
-    /// The rules text this process wrote last, and its hash: a snapshot with the same
-    /// text (shared, or equal) names that file again without writing it.
-    written: Mutex<Option<(Arc<str>, u64)>>,
+    written: Mutex<Written>,
+}
+
+/// What this process wrote last.
+#[derive(Default)]
+struct Written {
+    /// The rules text and its hash: a snapshot with the same text (shared, or equal)
+    /// names that file again without writing it.
+    rules: Option<(Arc<str>, u64)>,
+    /// The held state the files hold (see `stale::Change`), and the log continuing
+    /// them; `None` when unknown (nothing written yet, or a write failed).
+    at: Option<(u64, Log)>,
     /// The length of the last snapshot body: the next one's buffer is allocated once
     /// at about that size, not grown by doubling (a mesh of 5,000 endpoints: ~1 MB).
-    last_len: AtomicUsize,
+    body_len: usize,
 }
 
 /// The snapshot file's body: a [`Received`] whose rules are named, not inlined.
@@ -116,8 +133,7 @@ impl Cache {
     pub(super) fn new(dir: PathBuf) -> Self {
         Self {
             dir,
-            written: Mutex::new(None),
-            last_len: AtomicUsize::new(0),
+            written: Mutex::default(),
         }
     }
 
@@ -130,13 +146,39 @@ impl Cache {
         read(&self.dir)
     }
 
-    /// Replaces the cached snapshot, writing its rules first if they are new. Blocks
-    /// (two fsyncs, four when the rules change): call it off the runtime threads.
+    /// Caches `received`, the state `change` made: appended to the log when the files
+    /// hold the state it was made from and the rules are the same, else a new snapshot
+    /// file (its rules file first, if they are new). Blocks (one fsync to append, two
+    /// to replace, four when the rules change): call it off the runtime threads.
     /// Callers order concurrent writes themselves; the last rename wins.
-    pub(super) fn write(&self, received: &Received) -> io::Result<()> {
-        fs::create_dir_all(&self.dir)?;
+    pub(super) fn write(&self, received: &Received, change: &Change) -> io::Result<()> {
         let mut written = self.written.lock().unwrap_or_else(PoisonError::into_inner);
+        let at = written.at.take();
+        let same_rules = written
+            .rules
+            .as_ref()
+            .is_some_and(|(text, _)| same_text(text, &received.rules));
+        if let (Some((state, mut log)), Some(ids), true) = (at, &change.ids, same_rules)
+            && state == change.from
+            && !log.full()
+        {
+            // On failure `at` stays unknown: the next write replaces the files.
+            log.append(&self.dir, received, ids)?;
+            written.at = Some((change.to, log));
+            return Ok(());
+        }
+        self.replace_all(&mut written, received, change)
+    }
+
+    fn replace_all(
+        &self,
+        written: &mut Written,
+        received: &Received,
+        change: &Change,
+    ) -> io::Result<()> {
+        fs::create_dir_all(&self.dir)?;
         let known = written
+            .rules
             .as_ref()
             .and_then(|(text, hash)| same_text(text, &received.rules).then_some(*hash));
         let rules = RulesRef {
@@ -148,7 +190,7 @@ impl Cache {
         let new_rules = known.is_none() || !self.dir.join(rules.file()).exists();
         if new_rules {
             replace(&self.dir, &rules.file(), received.rules.as_bytes())?;
-            *written = Some((Arc::clone(&received.rules), rules.hash));
+            written.rules = Some((Arc::clone(&received.rules), rules.hash));
         }
         let stored = Stored {
             revision: received.revision,
@@ -156,30 +198,42 @@ impl Cache {
             endpoints: Cow::Borrowed(&received.endpoints),
             directory: received.directory.as_ref().map(Cow::Borrowed),
         };
-        let last = self.last_len.load(Ordering::Relaxed);
-        let mut body = Vec::with_capacity(last + last / 8);
+        let mut body = Vec::with_capacity(written.body_len + written.body_len / 8);
         serde_json::to_writer(&mut body, &stored).map_err(io::Error::other)?;
-        self.last_len.store(body.len(), Ordering::Relaxed);
-        replace(&self.dir, FILE, &with_header(FORMAT, &body))?;
-        if new_rules {
-            self.remove_rules_but(&rules.file());
-        }
+        written.body_len = body.len();
+        let hash = stable_hash(&body);
+        let log = Log::after(hash, body.len(), received);
+        // A log of that name can only be an older life's, or this snapshot's own
+        // while its records undid each other: never one to read onto it.
+        remove_if_there(&self.dir.join(log.name()))?;
+        replace(&self.dir, FILE, &with_header(FORMAT, &body, hash))?;
+        self.remove_but(&[&rules.file(), log.name()]);
+        written.at = Some((change.to, log));
         Ok(())
     }
 
-    /// Removes every rules file but `keep` (older rule sets). Best effort: a file
-    /// left behind is only disk space.
-    fn remove_rules_but(&self, keep: &str) {
+    /// Removes every rules file and log but those in `keep` (older rule sets,
+    /// snapshots replaced). Best effort: a file left behind is only disk space.
+    fn remove_but(&self, keep: &[&str]) {
         let Ok(entries) = fs::read_dir(&self.dir) else {
             return;
         };
         for entry in entries.flatten() {
             let name = entry.file_name();
             let Some(name) = name.to_str() else { continue };
-            if name != keep && name.starts_with(RULES_PREFIX) && name.ends_with(RULES_SUFFIX) {
+            let ours = name.starts_with(RULES_PREFIX) && name.ends_with(RULES_SUFFIX)
+                || name.starts_with(log::PREFIX) && name.ends_with(log::SUFFIX);
+            if ours && !keep.contains(&name) {
                 let _ = fs::remove_file(entry.path());
             }
         }
+    }
+}
+
+fn remove_if_there(path: &Path) -> io::Result<()> {
+    match fs::remove_file(path) {
+        Err(e) if e.kind() != io::ErrorKind::NotFound => Err(e),
+        _ => Ok(()),
     }
 }
 
@@ -201,7 +255,7 @@ pub(super) fn read(dir: &Path) -> Result<Option<Received>, CacheError> {
         Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
         Err(e) => return Err(e.into()),
     };
-    let (format, body) = checked(&bytes)?;
+    let (format, body, hash) = checked(&bytes)?;
     if format == FORMAT_INLINE {
         return serde_json::from_slice(body)
             .map_err(CacheError::Body)
@@ -209,12 +263,14 @@ pub(super) fn read(dir: &Path) -> Result<Option<Received>, CacheError> {
     }
     let stored: Stored<'_> = serde_json::from_slice(body).map_err(CacheError::Body)?;
     let rules = read_rules(dir, stored.rules)?;
-    Ok(Some(Received {
+    let mut received = Received {
         revision: stored.revision,
         rules,
         endpoints: stored.endpoints.into_owned(),
         directory: stored.directory.map(Cow::into_owned),
-    }))
+    };
+    log::replay(dir, hash, &mut received)?;
+    Ok(Some(received))
 }
 
 /// The rules file `rules` names, checked against its length and hash.
@@ -241,20 +297,17 @@ fn read_rules(dir: &Path, rules: RulesRef) -> Result<Arc<str>, CacheError> {
         .map_err(|_| failed("not UTF-8".into()))
 }
 
-fn with_header(format: &str, body: &[u8]) -> Vec<u8> {
-    let header = format!(
-        "{MAGIC} {format} len={} hash={:016x}\n",
-        body.len(),
-        stable_hash(body)
-    );
+/// `body` (hashing to `hash`) behind its header line.
+fn with_header(format: &str, body: &[u8], hash: u64) -> Vec<u8> {
+    let header = format!("{MAGIC} {format} len={} hash={hash:016x}\n", body.len());
     let mut bytes = Vec::with_capacity(header.len() + body.len());
     bytes.extend_from_slice(header.as_bytes());
     bytes.extend_from_slice(body);
     bytes
 }
 
-/// The format and the body of a snapshot file whose header matches its body.
-fn checked(bytes: &[u8]) -> Result<(&str, &[u8]), CacheError> {
+/// The format, the body and its hash of a snapshot file whose header matches its body.
+fn checked(bytes: &[u8]) -> Result<(&str, &[u8], u64), CacheError> {
     // The format before `v2` was the bare JSON object.
     if bytes.first() == Some(&b'{') {
         return Err(CacheError::OldFormat);
@@ -292,7 +345,7 @@ fn checked(bytes: &[u8]) -> Result<(&str, &[u8]), CacheError> {
             actual,
         });
     }
-    Ok((format, body))
+    Ok((format, body, actual))
 }
 
 /// The value of `key=value` in a header field.
@@ -332,7 +385,9 @@ mod tests {
     /// Writes `snapshot()` to a fresh dir, lets `edit` change the file, reads it back.
     fn read_after(edit: impl FnOnce(Vec<u8>) -> Vec<u8>) -> Result<Option<Received>, CacheError> {
         let dir = tempfile::tempdir().unwrap();
-        Cache::new(dir.path().into()).write(&snapshot()).unwrap();
+        Cache::new(dir.path().into())
+            .write(&snapshot(), &Change::default())
+            .unwrap();
         let path = dir.path().join(FILE);
         fs::write(&path, edit(fs::read(&path).unwrap())).unwrap();
         read(dir.path())
@@ -342,7 +397,9 @@ mod tests {
     fn written_snapshots_read_back_equal() {
         let dir = tempfile::tempdir().unwrap();
         assert!(read(dir.path()).unwrap().is_none());
-        Cache::new(dir.path().into()).write(&snapshot()).unwrap();
+        Cache::new(dir.path().into())
+            .write(&snapshot(), &Change::default())
+            .unwrap();
         assert_eq!(read(dir.path()).unwrap(), Some(snapshot()));
         assert!(
             !dir.path().join(format!(".{FILE}.tmp")).exists(),
@@ -443,18 +500,18 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let cache = Cache::new(dir.path().into());
         let first = snapshot();
-        cache.write(&first).unwrap();
+        cache.write(&first, &Change::default()).unwrap();
         let [rules] = rules_files(dir.path()).try_into().unwrap();
         let before = inode(&dir.path().join(&rules));
 
         // Shared text, then an equal copy (as after a reconnect): neither rewrites it.
         let mut next = first.clone();
         next.endpoints.clear();
-        cache.write(&next).unwrap();
+        cache.write(&next, &Change::default()).unwrap();
         let mut copy = next.clone();
         copy.revision = 5;
         copy.rules = Arc::from(&*first.rules);
-        cache.write(&copy).unwrap();
+        cache.write(&copy, &Change::default()).unwrap();
         assert_eq!(
             inode(&dir.path().join(&rules)),
             before,
@@ -467,11 +524,11 @@ mod tests {
     fn new_rules_replace_the_old_rules_file() {
         let dir = tempfile::tempdir().unwrap();
         let cache = Cache::new(dir.path().into());
-        cache.write(&snapshot()).unwrap();
+        cache.write(&snapshot(), &Change::default()).unwrap();
         let old = rules_files(dir.path());
         let mut next = snapshot();
         next.rules = "apiVersion: graylane.io/v1\nkind: TagPolicy\n".into();
-        cache.write(&next).unwrap();
+        cache.write(&next, &Change::default()).unwrap();
         let now = rules_files(dir.path());
         assert_eq!(now.len(), 1, "{now:?}");
         assert_ne!(now, old);
@@ -482,7 +539,7 @@ mod tests {
     fn a_missing_or_altered_rules_file_is_rejected_and_written_again() {
         let dir = tempfile::tempdir().unwrap();
         let cache = Cache::new(dir.path().into());
-        cache.write(&snapshot()).unwrap();
+        cache.write(&snapshot(), &Change::default()).unwrap();
         let [rules] = rules_files(dir.path()).try_into().unwrap();
         let path = dir.path().join(&rules);
 
@@ -504,7 +561,7 @@ mod tests {
         assert!(matches!(r, Err(CacheError::Rules { .. })), "{r:?}");
 
         // The same rules again: the file this process wrote is gone, so it is rewritten.
-        cache.write(&snapshot()).unwrap();
+        cache.write(&snapshot(), &Change::default()).unwrap();
         assert_eq!(read(dir.path()).unwrap(), Some(snapshot()));
     }
 
@@ -512,7 +569,11 @@ mod tests {
     fn a_file_with_the_rules_inline_is_still_read() {
         let dir = tempfile::tempdir().unwrap();
         let body = serde_json::to_vec(&snapshot()).unwrap();
-        fs::write(dir.path().join(FILE), with_header(FORMAT_INLINE, &body)).unwrap();
+        fs::write(
+            dir.path().join(FILE),
+            with_header(FORMAT_INLINE, &body, stable_hash(&body)),
+        )
+        .unwrap();
         assert_eq!(read(dir.path()).unwrap(), Some(snapshot()));
     }
 }

@@ -28,7 +28,7 @@
 //! current seconds ago.
 
 use std::borrow::Cow;
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
 use graylane_proto::v1::Snapshot;
@@ -49,6 +49,21 @@ pub(crate) struct Held {
     /// Whether a stream of this process delivered a snapshot: the next stream is a
     /// reconnect.
     pub(crate) streamed: bool,
+    /// The step that made this state, for the cache to append it instead of writing
+    /// the whole state again.
+    pub(crate) change: Change,
+}
+
+/// Which instances one step changed (a snapshot read, stale instances dropped).
+#[derive(Clone, Debug, Default, PartialEq)]
+pub(crate) struct Change {
+    /// The state it was made from and the one it made: numbered per process, so the
+    /// cache appends a step only onto the state its files hold.
+    pub(crate) from: u64,
+    pub(crate) to: u64,
+    /// The ids whose routed instance may differ (upserted, removed, no longer stale);
+    /// `None`: possibly every one (a full endpoint set).
+    pub(crate) ids: Option<BTreeSet<String>>,
 }
 
 /// A stale instance: as last announced, and when its grace ends.
@@ -72,6 +87,7 @@ impl Held {
         now: Instant,
     ) -> Held {
         // In place: a delta costs what it changes, not a copy of every instance held.
+        let mut ids = snapshot.endpoints.is_none().then(BTreeSet::new);
         let replaced = (reconnect && snapshot.endpoints.is_some() && !grace.is_zero())
             .then(|| std::mem::take(&mut self.received.endpoints));
         self.received.apply(snapshot);
@@ -88,20 +104,50 @@ impl Held {
             for id in &delta.removed {
                 self.stale.remove(id);
             }
+            if let Some(ids) = &mut ids {
+                ids.extend(delta.removed.iter().cloned());
+                ids.extend(delta.upserted.iter().map(|e| e.instance_id.clone()));
+            }
         }
         // Announced again (in a set or upserted): a normal endpoint from now on.
         let received = &self.received;
-        self.stale
-            .retain(|id, kept| !received.endpoints.contains_key(id) && kept.until > now);
+        self.stale.retain(|id, kept| {
+            let keep = !received.endpoints.contains_key(id) && kept.until > now;
+            if let (false, Some(ids)) = (keep, &mut ids) {
+                ids.insert(id.clone());
+            }
+            keep
+        });
         self.streamed = true;
+        self.step(ids);
         self
+    }
+
+    /// Numbers the state this step made.
+    fn step(&mut self, ids: Option<BTreeSet<String>>) {
+        let from = self.change.to;
+        self.change = Change {
+            from,
+            to: from + 1,
+            ids,
+        };
     }
 
     /// Drops the instances whose grace ended by `now`; whether any did.
     pub(crate) fn expire(&mut self, now: Instant) -> bool {
-        let before = self.stale.len();
-        self.stale.retain(|_, kept| kept.until > now);
-        self.stale.len() != before
+        let mut ids = BTreeSet::new();
+        self.stale.retain(|id, kept| {
+            let keep = kept.until > now;
+            if !keep {
+                ids.insert(id.clone());
+            }
+            keep
+        });
+        if ids.is_empty() {
+            return false;
+        }
+        self.step(Some(ids));
+        true
     }
 
     /// When the next grace ends; `None` without stale instances.
@@ -333,5 +379,65 @@ mod tests {
         };
         let held = held.after(&rules_only, true, GRACE, now);
         assert_eq!(ids(&held), (names(&["orders-1"]), vec![]));
+    }
+
+    #[test]
+    fn each_step_names_what_it_changed() {
+        let now = Instant::now();
+        let set = |ids: &[&str]| Some(ids.iter().map(|s| (*s).to_string()).collect());
+        let first = full(1, vec![ep("orders-1", "orders", "10.0.0.1:15006")]);
+        let held = Held::default().after(&first, false, GRACE, now);
+        assert_eq!(
+            held.change,
+            Change {
+                from: 0,
+                to: 1,
+                ids: None
+            },
+            "a full set"
+        );
+        let moved = delta(2, vec![ep("web-1", "web", "10.0.0.3:15006")], &["orders-1"]);
+        let held = held.after(&moved, false, GRACE, now);
+        assert_eq!(
+            held.change,
+            Change {
+                from: 1,
+                to: 2,
+                ids: set(&["orders-1", "web-1"])
+            }
+        );
+        let rules_only = Snapshot {
+            version: 3,
+            revision: 2,
+            ..Default::default()
+        };
+        let held = held.after(&rules_only, false, GRACE, now);
+        assert_eq!(
+            held.change,
+            Change {
+                from: 2,
+                to: 3,
+                ids: set(&[])
+            }
+        );
+        // Stale instances that leave: by the grace's end, with a snapshot or without.
+        let held = reconnected(GRACE, now);
+        let later = held
+            .clone()
+            .after(&delta(3, vec![], &[]), false, GRACE, now + GRACE);
+        assert_eq!(later.change.ids, set(&["orders-1", "orders-2"]));
+        let mut held = held;
+        let to = held.change.to;
+        assert!(held.expire(now + GRACE));
+        assert_eq!(
+            held.change,
+            Change {
+                from: to,
+                to: to + 1,
+                ids: set(&["orders-1", "orders-2"])
+            }
+        );
+        assert!(!held.expire(now + GRACE));
+        assert_eq!(held.change.to, to + 1, "no step when nothing expired");
     }
 }
