@@ -58,6 +58,10 @@ impl Child {
         }
     }
 
+    pub(crate) fn log_path(&self) -> &Path {
+        &self.log
+    }
+
     pub(crate) fn pid(&self) -> u32 {
         self.child.id()
     }

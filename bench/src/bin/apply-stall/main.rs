@@ -8,7 +8,7 @@
 //!     ├─ quiet window: baseline latencies
 //!     ├─ per apply: Apply(whole set) → sidecar /ready shows it → ACK (WatchRollout)
 //!     └─ --endpoint-changes N: an instance elsewhere joins, leaves, ... → the
-//!        sidecar's CPU per change and time to its ACK (`churn`)
+//!        sidecar's CPU per change and time until it routes by it (`churn`)
 //! ```
 //!
 //! Prints one Markdown table row and writes the section of `bench/README.md`, keeping
@@ -65,7 +65,7 @@ struct Args {
     sidecar_bin: Option<PathBuf>,
     /// After the applies: this many endpoint changes elsewhere in the mesh (an
     /// instance joining, then leaving, ...), with the sidecar's CPU per change and the
-    /// time to its ACK printed (`churn`).
+    /// time until it routes by it printed (`churn`).
     #[arg(long, default_value_t = 0)]
     endpoint_changes: usize,
     /// With --endpoint-changes: this many more instances registered first (and kept),
@@ -191,7 +191,7 @@ async fn measure(args: &Args, mesh: &mut Mesh) -> anyhow::Result<Results> {
         let mut took = churn.took.clone();
         took.sort();
         println!(
-            "endpoint changes: {}, sidecar CPU {:.1?} per change, change → ACK p50 {:.1?} / max {:.1?}",
+            "endpoint changes: {}, sidecar CPU {:.1?} per change, change → routing by it p50 {:.1?} / max {:.1?}",
             took.len(),
             churn.cpu / u32::try_from(took.len()).unwrap_or(u32::MAX),
             took[took.len() / 2],
