@@ -3,7 +3,8 @@
 //! still parseable, or in the older headerless format, or whose rules file is missing
 //! or altered, stays unready, counts the cache in
 //! `graylane_sidecar_cache_rejected_total` and logs why once; good files written by a
-//! real sidecar still get it ready.
+//! real sidecar still get it ready, and the endpoint changes it appended to the log
+//! after its snapshot file are routed by after it was killed.
 
 #![allow(clippy::unwrap_used)]
 
