@@ -392,6 +392,24 @@ mod tests {
     }
 
     #[test]
+    fn a_log_cut_anywhere_reads_as_one_of_the_states_it_went_through() {
+        let dir = tempfile::tempdir().unwrap();
+        let (_, three) = three_states(dir.path());
+        let [log] = logs(dir.path()).try_into().unwrap();
+        let path = dir.path().join(log);
+        let whole = fs::read(&path).unwrap();
+        let one = state(&["a"]);
+        let mut two = three.clone();
+        two.endpoints
+            .insert("b".into(), instance("b", "10.0.0.2:15006"));
+        for cut in 0..whole.len() {
+            fs::write(&path, &whole[..cut]).unwrap();
+            let read = read(dir.path()).unwrap().unwrap();
+            assert!(read == one || read == two, "cut at {cut}: {read:?}");
+        }
+    }
+
+    #[test]
     fn a_torn_last_record_reads_as_the_state_before_it() {
         let dir = tempfile::tempdir().unwrap();
         let (_, three) = three_states(dir.path());
