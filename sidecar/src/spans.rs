@@ -134,7 +134,10 @@ impl Tracer {
             flags: u8::from(sampled),
         }
         .to_bytes();
-        if let Ok(value) = HeaderValue::from_bytes(&header) {
+        if let Ok(mut value) = HeaderValue::from_bytes(&header) {
+            // New with every request: HTTP/2 should not index it (HPACK's table would
+            // churn, evicting the fields that do repeat).
+            value.set_sensitive(true);
             // A static name: inserting by `&str` copies a custom name every time.
             headers.insert(TRACEPARENT, value);
         }

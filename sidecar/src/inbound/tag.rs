@@ -199,7 +199,10 @@ fn set_tag(parts: &mut Parts, tag: Option<&Tag>) {
             None => baggage,
         }
     });
-    if let Some(value) = updated.and_then(|v| HeaderValue::from_str(&v).ok()) {
+    if let Some(mut value) = updated.and_then(|v| HeaderValue::from_str(&v).ok()) {
+        // It carries this request's trace position: not for HTTP/2 to index (see
+        // `spans::Tracer::begin`).
+        value.set_sensitive(true);
         parts.headers.insert(BAGGAGE, value);
     }
 }

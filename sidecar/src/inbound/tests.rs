@@ -104,6 +104,10 @@ async fn a_proved_peers_tag_reaches_the_app_in_both_places_and_is_remembered() {
     assert_eq!(seen.headers["gray-publish"], "gray");
     let baggage = seen.headers["baggage"].to_str().expect("ascii");
     assert!(baggage.contains("gray-publish=gray"), "{baggage}");
+    assert!(
+        seen.headers["baggage"].is_sensitive(),
+        "it carries the trace position: not for HPACK to index"
+    );
     let remembered = inbound
         .traces
         .recall(&TRACE, Instant::now())

@@ -148,6 +148,8 @@ async fn the_span_continues_the_callers_trace_and_every_layer_sees_it() {
             !traceparent.contains("b7ad6b7169203331"),
             "a new span id: {traceparent}"
         );
+        // New with every request: HTTP/2's HPACK is told not to index it.
+        assert!(call.head.headers["traceparent"].is_sensitive());
         assert_eq!(call.ledger.notes.trace_id[0], 0x0a);
         Ok::<_, Infallible>(call.answer(Err(ProxyError::NotReady)))
     });
