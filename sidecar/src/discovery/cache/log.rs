@@ -399,7 +399,7 @@ mod tests {
         let path = dir.path().join(log);
         let whole = fs::read(&path).unwrap();
         let one = state(&["a"]);
-        let mut two = three.clone();
+        let mut two = three;
         two.endpoints
             .insert("b".into(), instance("b", "10.0.0.2:15006"));
         for cut in 0..whole.len() {
