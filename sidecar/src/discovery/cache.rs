@@ -154,11 +154,12 @@ impl Cache {
     pub(super) fn write(&self, received: &Received, change: &Change) -> io::Result<()> {
         let mut written = self.written.lock().unwrap_or_else(PoisonError::into_inner);
         let at = written.at.take();
-        let same_rules = written
+        // The hash of the rules file this process wrote, if `received` has those rules.
+        let known = written
             .rules
             .as_ref()
-            .is_some_and(|(text, _)| same_text(text, &received.rules));
-        if let (Some((state, mut log)), Some(ids), true) = (at, &change.ids, same_rules)
+            .and_then(|(text, hash)| same_text(text, &received.rules).then_some(*hash));
+        if let (Some((state, mut log)), Some(ids), Some(_)) = (at, &change.ids, known)
             && state == change.from
             && !log.full()
         {
@@ -167,20 +168,17 @@ impl Cache {
             written.at = Some((change.to, log));
             return Ok(());
         }
-        self.replace_all(&mut written, received, change)
+        self.replace_all(&mut written, known, received, change)
     }
 
     fn replace_all(
         &self,
         written: &mut Written,
+        known: Option<u64>,
         received: &Received,
         change: &Change,
     ) -> io::Result<()> {
         fs::create_dir_all(&self.dir)?;
-        let known = written
-            .rules
-            .as_ref()
-            .and_then(|(text, hash)| same_text(text, &received.rules).then_some(*hash));
         let rules = RulesRef {
             len: received.rules.len(),
             hash: known.unwrap_or_else(|| stable_hash(received.rules.as_bytes())),
@@ -481,14 +479,19 @@ mod tests {
         assert!(matches!(r, Err(CacheError::Body(_))), "{r:?}");
     }
 
-    fn rules_files(dir: &Path) -> Vec<String> {
+    /// The names of the files in `dir` starting with `prefix`, sorted.
+    pub(super) fn files(dir: &Path, prefix: &str) -> Vec<String> {
         let mut names: Vec<String> = fs::read_dir(dir)
             .unwrap()
             .map(|e| e.unwrap().file_name().into_string().unwrap())
-            .filter(|n| n.starts_with(RULES_PREFIX))
+            .filter(|n| n.starts_with(prefix))
             .collect();
         names.sort();
         names
+    }
+
+    fn rules_files(dir: &Path) -> Vec<String> {
+        files(dir, RULES_PREFIX)
     }
 
     fn inode(path: &Path) -> u64 {

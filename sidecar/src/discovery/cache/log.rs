@@ -288,15 +288,8 @@ mod tests {
         }
     }
 
-    /// The names of the logs in `dir`.
     fn logs(dir: &Path) -> Vec<String> {
-        let mut names: Vec<String> = fs::read_dir(dir)
-            .unwrap()
-            .map(|e| e.unwrap().file_name().into_string().unwrap())
-            .filter(|n| n.starts_with(PREFIX))
-            .collect();
-        names.sort();
-        names
+        super::super::tests::files(dir, PREFIX)
     }
 
     fn inode(dir: &Path) -> u64 {
@@ -304,11 +297,13 @@ mod tests {
     }
 
     /// A cache holding `a` (state 1), then `b` added and `a` moved (state 2), then
-    /// `b` gone (state 3), the two changes appended.
+    /// `b` gone (state 3), the two changes appended: the snapshot file is the one
+    /// state 1 wrote.
     fn three_states(dir: &Path) -> (Cache, Received) {
         let cache = Cache::new(dir.into());
         let mut s = state(&["a"]);
         cache.write(&s, &full(0)).unwrap();
+        let snapshot = inode(dir);
         s.endpoints
             .insert("b".into(), instance("b", "10.0.0.2:15006"));
         s.endpoints
@@ -316,27 +311,15 @@ mod tests {
         cache.write(&s, &change(1, &["a", "b"])).unwrap();
         s.endpoints.remove("b");
         cache.write(&s, &change(2, &["b"])).unwrap();
+        assert_eq!(inode(dir), snapshot, "the snapshot file is not rewritten");
         (cache, s)
     }
 
     #[test]
     fn an_endpoint_change_is_appended_and_reads_back() {
         let dir = tempfile::tempdir().unwrap();
-        let cache = Cache::new(dir.path().into());
-        let mut s = state(&["a"]);
-        cache.write(&s, &full(0)).unwrap();
-        let snapshot = inode(dir.path());
-        s.endpoints
-            .insert("b".into(), instance("b", "10.0.0.2:15006"));
-        cache.write(&s, &change(1, &["b"])).unwrap();
-        assert_eq!(
-            inode(dir.path()),
-            snapshot,
-            "the snapshot file is not rewritten"
-        );
-        assert_eq!(logs(dir.path()).len(), 1);
-        assert_eq!(read(dir.path()).unwrap(), Some(s.clone()));
         let (_, three) = three_states(dir.path());
+        assert_eq!(logs(dir.path()).len(), 1);
         assert_eq!(read(dir.path()).unwrap(), Some(three));
     }
 
