@@ -277,4 +277,58 @@ fn endpoint_changes_logged_after_the_snapshot_come_back_after_a_crash() {
     assert_eq!(config["source"], "cache");
     assert_eq!(config["endpoints"], routed);
     assert_eq!(metric(&reader, REJECTED), Some(0));
+    drop(reader);
+
+    // What a disk, a crash or a hand edit leaves of the log.
+    let (log_name, log) = std::fs::read_dir(&cache)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .find(|p| p.extension().is_some_and(|x| x == "log"))
+        .map(|p| {
+            let name = p.file_name().unwrap().to_string_lossy().into_owned();
+            (name, std::fs::read_to_string(p).unwrap())
+        })
+        .unwrap();
+    let with_log = |name: &str, text: &str| {
+        let copy = dir.join(name);
+        std::fs::create_dir_all(&copy).unwrap();
+        for file in std::fs::read_dir(&cache).unwrap() {
+            let file = file.unwrap().path();
+            std::fs::copy(&file, copy.join(file.file_name().unwrap())).unwrap();
+        }
+        std::fs::write(copy.join(&log_name), text).unwrap();
+        let url = unreachable_url();
+        let copy = copy.to_string_lossy().into_owned();
+        Sidecar::start(dir, name, &sidecar_args(&url, &copy, name))
+    };
+    // Cut inside its last record (a crash during the append): the state before it.
+    let torn = with_log("log-torn", &log[..log.len() - 5]);
+    torn.wait_ready();
+    assert_eq!(torn.config()["source"], "cache");
+    assert_eq!(metric(&torn, REJECTED), Some(0));
+    assert!(
+        torn.proc.log_text().contains("incomplete last record"),
+        "{}",
+        torn.proc.log_text()
+    );
+    // A record altered with another after it: damage, the cache is not used.
+    let damaged = with_log(
+        "log-damaged",
+        &format!("{}{log}", log.replacen("payments-2", "payments-9", 1)),
+    );
+    eventually(Duration::from_secs(20), "the damaged log counted", || {
+        (metric(&damaged, REJECTED)? == 1).then_some(())
+    });
+    assert_eq!(http_get(damaged.admin, "/ready").0, 503);
+    let text = damaged.proc.log_text();
+    let ignored: Vec<_> = text
+        .lines()
+        .filter(|l| l.contains("ignoring the snapshot cache"))
+        .collect();
+    assert_eq!(ignored.len(), 1, "{text}");
+    assert!(
+        ignored[0].contains(&format!("its endpoint log {log_name}")),
+        "{}",
+        ignored[0]
+    );
 }
