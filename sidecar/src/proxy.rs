@@ -132,7 +132,7 @@ impl Clients {
         &self,
         request: Box<Request<Body>>,
         to: &Upstream<'_>,
-    ) -> impl Future<Output = Result<Response<Incoming>, SendError>> {
+    ) -> impl Future<Output = Result<Response<Body>, SendError>> {
         self.send_to(request, to, Transport::Plain)
     }
 
@@ -150,7 +150,7 @@ impl Clients {
         request: Box<Request<Body>>,
         to: &Upstream<'_>,
         transport: Transport<'_>,
-    ) -> Result<Response<Incoming>, SendError> {
+    ) -> Result<Response<Body>, SendError> {
         self.try_send(request, to.address, transport, to.timeout)
             .await
             .map_err(|failure| to.failed(failure))
@@ -162,7 +162,7 @@ impl Clients {
         address: &str,
         transport: Transport<'_>,
         timeout: Duration,
-    ) -> Result<Response<Incoming>, SendFailure> {
+    ) -> Result<Response<Body>, SendFailure> {
         let target = request
             .uri()
             .path_and_query()
@@ -205,7 +205,7 @@ impl Clients {
         dest: Dest<'_>,
         target: PathAndQuery,
         timeout: Duration,
-    ) -> Result<Response<Incoming>, SendFailure> {
+    ) -> Result<Response<Body>, SendFailure> {
         // hyper's connection writes the target as given: origin-form, and a `Host`
         // for an HTTP/1.0 caller that sent none (RFC 9112 §3.2).
         let mut parts = http::uri::Parts::default();
@@ -230,7 +230,7 @@ impl Clients {
             return Err(SendFailure::Other(format!("malformed response: {reason}")));
         }
         self.pool.give_back(dest, checkout);
-        Ok(response)
+        Ok(response.map(boxed))
     }
 
     async fn send_h2(
@@ -239,7 +239,7 @@ impl Clients {
         dest: Dest<'_>,
         path: &str,
         timeout: Duration,
-    ) -> Result<Response<Incoming>, SendFailure> {
+    ) -> Result<Response<Body>, SendFailure> {
         // HTTP/2 carries the target as :scheme and :authority (RFC 9113 §8.3.1).
         let scheme = if dest.peer.is_some() { "https" } else { "http" };
         *request.uri_mut() = absolute(scheme, dest.address, path)?;

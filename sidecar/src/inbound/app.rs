@@ -84,10 +84,19 @@ impl Inbound {
             timeout: self.upstream_timeout,
         };
         let mut outcome = self.clients.send(request, &app).await;
-        if let (Err(e), Some(copy)) = (&outcome, again)
-            && let SendFailure::Closed(reason) = &e.failure
-        {
-            tracing::debug!(%reason, "app connection closed before answering; sending again");
+        // Decided before the await: a borrow of `outcome` held across it would make
+        // the future require a `Sync` body.
+        let closed = match &outcome {
+            Err(e) if again.is_some() => match &e.failure {
+                SendFailure::Closed(reason) => {
+                    tracing::debug!(%reason, "app connection closed before answering; sending again");
+                    true
+                }
+                _ => false,
+            },
+            _ => false,
+        };
+        if closed && let Some(copy) = again {
             outcome = self.clients.send(copy, &app).await;
         }
         let mut response = forward::response(outcome?, upgrade);

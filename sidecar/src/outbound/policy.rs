@@ -4,9 +4,8 @@
 
 use graylane_routing::{Injected, RetryOn};
 use http::{Response, StatusCode};
-use hyper::body::Incoming;
 
-use crate::proxy::{ProxyError, RetryClass, SendError};
+use crate::proxy::{Body, ProxyError, RetryClass, SendError};
 
 /// Carries out an injected fault: the delay (awaited here), then the abort (returned
 /// as the error the caller answers with, nothing forwarded). `service` names the
@@ -29,7 +28,7 @@ pub(crate) async fn inject_fault(fault: Injected, service: &str) -> Result<(), P
 /// class its failure was given where it was made: nothing sent is a connect failure,
 /// a send the upstream may have seen is a reset; `None` for what no policy retries
 /// (a timeout spends the budget; a request that cannot go at all).
-pub(crate) fn outcome(sent: &Result<Response<Incoming>, SendError>) -> Option<RetryOn> {
+pub(crate) fn outcome(sent: &Result<Response<Body>, SendError>) -> Option<RetryOn> {
     match sent {
         Ok(response) => Some(RetryOn::Status(response.status().as_u16())),
         Err(e) => match e.failure.retry() {
@@ -66,7 +65,7 @@ mod tests {
         assert_eq!(started.elapsed(), Duration::ZERO);
     }
 
-    fn failed(failure: SendFailure) -> Result<Response<Incoming>, SendError> {
+    fn failed(failure: SendFailure) -> Result<Response<Body>, SendError> {
         let to = crate::proxy::Upstream {
             service: "orders",
             instance: "orders-1",

@@ -6,10 +6,9 @@ use std::time::{Duration, Instant};
 
 use graylane_routing::{RetryPolicy, Route};
 use http::{Request, Response};
-use hyper::body::Incoming;
 
 use super::{Outbound, policy};
-use crate::proxy::{self, ProxyError, SendFailure, Transport, Upstream};
+use crate::proxy::{self, Body, ProxyError, SendFailure, Transport, Upstream};
 
 impl Outbound {
     /// Picks an instance and sends, over mTLS when the PeerPolicy mode of the
@@ -26,7 +25,7 @@ impl Outbound {
         request: Box<Request<proxy::Body>>,
         retry: Option<&RetryPolicy>,
         timeout: Duration,
-    ) -> Result<(Response<Incoming>, graylane_routing::Instance, u32, bool), ProxyError> {
+    ) -> Result<(Response<Body>, graylane_routing::Instance, u32, bool), ProxyError> {
         // A retryable request has no body: each attempt is a copy of the head. Others
         // are sent once, moved.
         let mut held = Some(request);

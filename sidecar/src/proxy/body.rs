@@ -1,6 +1,7 @@
 //! Every body the sidecar sends or receives. An enum rather than one boxed type: the
-//! two bodies of nearly every request — the one hyper received, and none at all — go
-//! through unboxed, two allocations fewer per request; anything else is boxed.
+//! bodies of nearly every request — the one hyper received, the one an HTTP/2
+//! upstream sent, and none at all — go through unboxed, two allocations fewer per
+//! request; anything else is boxed.
 
 use std::pin::Pin;
 use std::task::{Context, Poll};
@@ -11,14 +12,23 @@ use hyper::body::{Body as HttpBody, Frame, Incoming, SizeHint};
 
 use super::BoxError;
 use super::coalesce::Coalesce;
+use super::pool::http2;
 
 pub(crate) enum Body {
     /// Nothing: a body-less request's copy, a response without content.
     Empty,
     /// A body as hyper received it, its ready frames merged (see `coalesce`).
     Received(Coalesce<Incoming>),
+    /// A response body from an HTTP/2 upstream (see `pool::http2`), merged the same way.
+    ReceivedH2(Coalesce<http2::Received>),
     /// Anything else: an error's text, a body that can be taken back while unsent.
     Boxed(UnsyncBoxBody<Bytes, BoxError>),
+}
+
+impl Body {
+    pub(super) fn received_h2(body: http2::Received) -> Self {
+        Self::ReceivedH2(Coalesce::new(body))
+    }
 }
 
 impl From<UnsyncBoxBody<Bytes, BoxError>> for Body {
@@ -38,6 +48,7 @@ impl HttpBody for Body {
         match self.get_mut() {
             Self::Empty => Poll::Ready(None),
             Self::Received(body) => Pin::new(body).poll_frame(cx),
+            Self::ReceivedH2(body) => Pin::new(body).poll_frame(cx),
             Self::Boxed(body) => Pin::new(body).poll_frame(cx),
         }
     }
@@ -46,6 +57,7 @@ impl HttpBody for Body {
         match self {
             Self::Empty => true,
             Self::Received(body) => body.is_end_stream(),
+            Self::ReceivedH2(body) => body.is_end_stream(),
             Self::Boxed(body) => body.is_end_stream(),
         }
     }
@@ -54,6 +66,7 @@ impl HttpBody for Body {
         match self {
             Self::Empty => SizeHint::with_exact(0),
             Self::Received(body) => body.size_hint(),
+            Self::ReceivedH2(body) => body.size_hint(),
             Self::Boxed(body) => body.size_hint(),
         }
     }

@@ -1,4 +1,4 @@
-//! Who caused a failed exchange with an upstream, told from hyper's errors, and the
+//! Who caused a failed exchange with an upstream, told from hyper's and h2's errors, and the
 //! responses no proxy may pass on.
 
 use http::Response;
@@ -10,7 +10,8 @@ use super::pool::PoolError;
 pub(super) fn pool_failure(e: PoolError) -> SendFailure {
     match e {
         PoolError::Connect(text) => SendFailure::Connect(text),
-        PoolError::Hyper(e) => classify(&e),
+        PoolError::Exchange(e) => classify(&*e),
+        PoolError::RequestBody(e) => SendFailure::Downstream(source_text(&*e)),
     }
 }
 

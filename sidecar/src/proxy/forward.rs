@@ -3,10 +3,9 @@
 
 use http::Response;
 use http::request::Parts;
-use hyper::body::Incoming;
 use hyper::upgrade::OnUpgrade;
 
-use super::{Body, boxed, strip_hop_by_hop, upgrade};
+use super::{Body, strip_hop_by_hop, upgrade};
 
 /// The request head as it leaves. Returns the downstream's pending upgrade, if the
 /// request asked for one (its `Connection: upgrade` and `Upgrade` are then kept).
@@ -20,13 +19,9 @@ pub(crate) fn head(parts: &mut Parts) -> Option<OnUpgrade> {
 
 /// The response as it goes back: an accepted upgrade joined to the downstream's,
 /// hop-by-hop headers out.
-pub(crate) fn response(
-    mut response: Response<Incoming>,
-    pending: Option<OnUpgrade>,
-) -> Response<Body> {
+pub(crate) fn response(mut response: Response<Body>, pending: Option<OnUpgrade>) -> Response<Body> {
     upgrade::join_if_switched(pending, &mut response);
     let switched = response.status() == http::StatusCode::SWITCHING_PROTOCOLS;
-    let (mut parts, body) = response.into_parts();
-    strip_hop_by_hop(&mut parts.headers, switched);
-    Response::from_parts(parts, boxed(body))
+    strip_hop_by_hop(response.headers_mut(), switched);
+    response
 }

@@ -23,14 +23,15 @@ use std::time::Duration;
 
 use http::{Request, Response};
 use hyper::body::Incoming;
-use hyper::client::conn::{http1, http2};
+use hyper::client::conn::http1;
 use tokio::time::Instant;
 
 use self::connect::Connector;
-use super::{Body, POOL_IDLE_TIMEOUT};
+use super::{Body, BoxError, POOL_IDLE_TIMEOUT};
 use crate::identity::Identity;
 
 mod connect;
+pub(super) mod http2;
 
 /// Distinct upstream addresses kept; past it the map starts over (idle connections
 /// to the dropped ones close, requests in flight keep theirs).
@@ -65,7 +66,7 @@ struct Entry {
     peer: Option<Box<str>>,
     idle: Vec<(http1::SendRequest<Body>, Instant)>,
     /// The connection, and when a request last took it (idle ones close as HTTP/1.1's).
-    h2: Option<(http2::SendRequest<Body>, Instant)>,
+    h2: Option<(http2::Sender, Instant)>,
     /// Taken to make the HTTP/2 connection, so that a burst of requests finding none
     /// makes one (one TLS handshake), not one each; holds the last failure and when
     /// it happened, for those who waited on it.
@@ -73,11 +74,15 @@ struct Entry {
 }
 
 /// Why a request was not answered; `Connect`: nothing was sent.
+#[derive(Debug)]
 pub(crate) enum PoolError {
     /// TCP connect, TLS handshake (the peer's identity included) or HTTP handshake.
     Connect(String),
-    /// hyper's error from the exchange, classified by the caller.
-    Hyper(hyper::Error),
+    /// hyper's or h2's error from the exchange, classified by the caller.
+    Exchange(BoxError),
+    /// The request's own body failed as it went out: its client's doing, not the
+    /// upstream's (HTTP/2; hyper's HTTP/1.1 errors say so themselves).
+    RequestBody(BoxError),
 }
 
 /// An HTTP/1.1 connection checked out for one request.
@@ -135,7 +140,7 @@ impl Pool {
                 Ok(response) => return Ok((response, checkout)),
                 Err(mut e) => match e.take_message() {
                     Some(back) if checkout.reused => *request = back,
-                    _ => return Err(PoolError::Hyper(e.into_error())),
+                    _ => return Err(PoolError::Exchange(e.into_error().into())),
                 },
             }
         }
@@ -158,28 +163,19 @@ impl Pool {
     pub(crate) async fn send_http2(
         &self,
         dest: Dest<'_>,
-        mut request: Box<Request<Body>>,
-    ) -> Result<Response<Incoming>, PoolError> {
+        request: Box<Request<Body>>,
+    ) -> Result<Response<Body>, PoolError> {
         // A pooled connection that closed before the request went out (a GOAWAY, an
         // idle close) is replaced by a fresh one, once: the request had not left.
         if let Some(mut sender) = self.live_http2(dest) {
             if sender.ready().await.is_ok() {
-                match sender.try_send_request(*request).await {
-                    Ok(response) => return Ok(response),
-                    Err(mut e) => match e.take_message() {
-                        Some(back) => *request = back,
-                        None => return Err(PoolError::Hyper(e.into_error())),
-                    },
-                }
+                return sender.send(*request).await;
             }
             self.poison_http2(dest);
         }
         let mut sender = Box::pin(self.connect_http2(dest)).await?;
-        sender.ready().await.map_err(PoolError::Hyper)?;
-        sender
-            .send_request(*request)
-            .await
-            .map_err(PoolError::Hyper)
+        sender.ready().await?;
+        sender.send(*request).await
     }
 
     /// Takes `dest`'s HTTP/2 connection out of the pool (it answered malformed).
@@ -216,7 +212,7 @@ impl Pool {
         None
     }
 
-    fn live_http2(&self, dest: Dest<'_>) -> Option<http2::SendRequest<Body>> {
+    fn live_http2(&self, dest: Dest<'_>) -> Option<http2::Sender> {
         let mut map = self.lock();
         let (sender, used) = existing(&mut map, dest)?.h2.as_mut()?;
         *used = Instant::now();
@@ -226,7 +222,7 @@ impl Pool {
     /// `dest`'s HTTP/2 connection, made unless another request made it while this
     /// one waited its turn. The turns are FIFO: those queued behind a connect that
     /// failed get its error at once instead of trying (and timing out) one by one.
-    async fn connect_http2(&self, dest: Dest<'_>) -> Result<http2::SendRequest<Body>, PoolError> {
+    async fn connect_http2(&self, dest: Dest<'_>) -> Result<http2::Sender, PoolError> {
         let gate = Arc::clone(&entry(&mut self.lock(), dest).h2_connect);
         let asked = Instant::now();
         let mut failed = gate.lock().await;

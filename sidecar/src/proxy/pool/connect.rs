@@ -1,17 +1,17 @@
 //! Making one upstream connection: TCP; for mesh mTLS, the TLS handshake with this
-//! sidecar's certificate as it is at that moment; then hyper's HTTP/1.1 or HTTP/2
-//! handshake, the connection driven by a task of its own until it closes.
+//! sidecar's certificate as it is at that moment; then hyper's HTTP/1.1 or h2's HTTP/2
+//! handshake (see `http2`), the connection driven by a task of its own until it closes.
 
 use std::sync::Arc;
 use std::time::Duration;
 
-use hyper::client::conn::{http1, http2};
+use hyper::client::conn::http1;
 use hyper::rt::{Read, Write};
-use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::rt::TokioIo;
 use tokio::net::TcpStream;
 
-use super::super::{Body, H2_CONNECTION_WINDOW, H2_STREAM_WINDOW, mtls};
-use super::{Dest, PoolError};
+use super::super::{Body, mtls};
+use super::{Dest, PoolError, http2};
 use crate::identity::{Alpn, Identity};
 
 /// How the pool connects.
@@ -41,15 +41,15 @@ impl Connector {
 
     /// A new HTTP/2 connection to `dest` (prior knowledge in the clear, ALPN `h2` over
     /// mTLS).
-    pub(super) async fn http2(
-        &self,
-        dest: Dest<'_>,
-    ) -> Result<http2::SendRequest<Body>, PoolError> {
+    pub(super) async fn http2(&self, dest: Dest<'_>) -> Result<http2::Sender, PoolError> {
         match dest.peer {
-            None => handshake_http2(self.tcp(dest.address).await?, dest.address).await,
+            None => {
+                let tcp = self.tcp(dest.address).await?.into_inner();
+                http2::handshake(tcp, dest.address).await
+            }
             Some(peer) => {
-                let tls = self.tls(dest.address, peer, Alpn::H2).await?;
-                handshake_http2(tls, dest.address).await
+                let tls = self.tls(dest.address, peer, Alpn::H2).await?.into_inner();
+                http2::handshake(tls, dest.address).await
             }
         }
     }
@@ -117,26 +117,6 @@ where
     tokio::spawn(async move {
         if let Err(e) = connection.with_upgrades().await {
             tracing::debug!(error = %e, "upstream connection ended");
-        }
-    });
-    Ok(sender)
-}
-
-async fn handshake_http2<T>(io: T, address: &str) -> Result<http2::SendRequest<Body>, PoolError>
-where
-    T: Read + Write + Unpin + Send + 'static,
-{
-    let (sender, connection) = http2::Builder::new(TokioExecutor::new())
-        .timer(TokioTimer::new())
-        .keep_alive_interval(Duration::from_secs(30))
-        .initial_stream_window_size(H2_STREAM_WINDOW)
-        .initial_connection_window_size(H2_CONNECTION_WINDOW)
-        .handshake(io)
-        .await
-        .map_err(|e| PoolError::Connect(format!("h2 handshake with {address}: {e}")))?;
-    tokio::spawn(async move {
-        if let Err(e) = connection.await {
-            tracing::debug!(error = %e, "upstream h2 connection ended");
         }
     });
     Ok(sender)

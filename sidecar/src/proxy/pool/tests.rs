@@ -240,7 +240,7 @@ async fn mesh_round_trip(pool: &Pool, dest: Dest<'_>) -> Result<Bytes, String> {
     let (response, checkout) = match pool.send_http1(dest, get()).await {
         Ok(sent) => sent,
         Err(PoolError::Connect(text)) => return Err(text),
-        Err(PoolError::Hyper(e)) => return Err(e.to_string()),
+        Err(PoolError::Exchange(e) | PoolError::RequestBody(e)) => return Err(e.to_string()),
     };
     pool.give_back(dest, checkout);
     let body = response.into_body().collect().await.unwrap().to_bytes();
@@ -428,7 +428,7 @@ async fn burst(
             match pool.send_http2(dest, h2_get(&address)).await {
                 Ok(response) => Ok(response.into_body().collect().await.unwrap().to_bytes()),
                 Err(PoolError::Connect(text)) => Err(text),
-                Err(PoolError::Hyper(e)) => Err(e.to_string()),
+                Err(PoolError::Exchange(e) | PoolError::RequestBody(e)) => Err(e.to_string()),
             }
         });
     }

@@ -1,0 +1,292 @@
+//! The HTTP/2 client against h2's own server over an in-memory pipe: no sockets, and
+//! time paused where the test is about timers.
+
+use std::convert::Infallible;
+
+use ::h2::server::{self, SendResponse};
+use bytes::Bytes;
+use http::HeaderMap;
+use http_body_util::{BodyExt, Full};
+use tokio::io::DuplexStream;
+use tokio::sync::{mpsc, oneshot};
+
+use super::*;
+
+/// A connected client and the server end of its pipe.
+async fn connected() -> (Sender, DuplexStream) {
+    let (client, server) = tokio::io::duplex(1 << 20);
+    let sender = handshake(client, "app").await.unwrap();
+    (sender, server)
+}
+
+/// A request's body and trailers as the server read them, or how its stream ended.
+type Read = Result<(Bytes, Option<HeaderMap>), ::h2::Error>;
+
+/// What the server is handed for each request as it arrives: its head, its body
+/// once that has ended, and the handle to answer it with.
+type Served = (
+    http::request::Parts,
+    oneshot::Receiver<Read>,
+    SendResponse<Bytes>,
+);
+
+/// Serves `io`, handing each request over as it arrives.
+fn serve(io: DuplexStream) -> mpsc::UnboundedReceiver<Served> {
+    let (tx, rx) = mpsc::unbounded_channel();
+    tokio::spawn(async move {
+        let mut connection = server::handshake(io).await.unwrap();
+        while let Some(Ok((request, respond))) = connection.accept().await {
+            let (head, mut body) = request.into_parts();
+            let (read_tx, read_rx) = oneshot::channel();
+            tokio::spawn(async move {
+                let read = async {
+                    let mut data = Vec::new();
+                    while let Some(chunk) = body.data().await {
+                        let chunk = chunk?;
+                        let _ = body.flow_control().release_capacity(chunk.len());
+                        data.extend_from_slice(&chunk);
+                    }
+                    Ok((Bytes::from(data), body.trailers().await?))
+                };
+                let _ = read_tx.send(read.await);
+            });
+            let _ = tx.send((head, read_rx, respond));
+        }
+    });
+    rx
+}
+
+/// A request body whose frames are sent through a channel as the test goes.
+struct Frames(mpsc::UnboundedReceiver<Result<Frame<Bytes>, BoxError>>);
+
+impl HttpBody for Frames {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        self.0.poll_recv(cx)
+    }
+}
+
+fn request(body: Body) -> Request<Body> {
+    Request::builder()
+        .method("POST")
+        .uri("http://app/echo")
+        .body(body)
+        .unwrap()
+}
+
+fn full(text: &'static str) -> Body {
+    Full::new(Bytes::from_static(text.as_bytes()))
+        .map_err(|e: Infallible| match e {})
+        .boxed_unsync()
+        .into()
+}
+
+fn streamed(rx: mpsc::UnboundedReceiver<Result<Frame<Bytes>, BoxError>>) -> Body {
+    Frames(rx).boxed_unsync().into()
+}
+
+fn answer(respond: &mut SendResponse<Bytes>, body: &'static str, trailers: Option<HeaderMap>) {
+    let head = Response::builder()
+        .status(200)
+        .header("content-length", body.len())
+        .body(())
+        .unwrap();
+    let mut stream = respond.send_response(head, false).unwrap();
+    match trailers {
+        Some(trailers) => {
+            stream
+                .send_data(Bytes::from_static(body.as_bytes()), false)
+                .unwrap();
+            stream.send_trailers(trailers).unwrap();
+        }
+        None => stream
+            .send_data(Bytes::from_static(body.as_bytes()), true)
+            .unwrap(),
+    }
+}
+
+#[tokio::test]
+async fn a_body_at_hand_goes_out_with_its_request_and_the_answer_comes_back_framed() {
+    let (mut sender, io) = connected().await;
+    let mut served = serve(io);
+    sender.ready().await.unwrap();
+    let sending = tokio::spawn(async move { sender.send(request(full("hello"))).await });
+    let (head, body, mut respond) = served.recv().await.unwrap();
+    assert_eq!(head.uri.path(), "/echo");
+    assert_eq!(body.await.unwrap().unwrap().0, "hello");
+    answer(&mut respond, "done", None);
+    let Ok(response) = sending.await.unwrap() else {
+        panic!("no response")
+    };
+    assert_eq!(response.status(), 200);
+    assert_eq!(
+        response.body().size_hint().exact(),
+        Some(4),
+        "Content-Length"
+    );
+    assert_eq!(
+        response.into_body().collect().await.unwrap().to_bytes(),
+        "done"
+    );
+}
+
+#[tokio::test]
+async fn a_body_that_arrives_later_is_pumped_to_its_end_with_trailers_both_ways() {
+    let (mut sender, io) = connected().await;
+    let mut served = serve(io);
+    let (frames, rx) = mpsc::unbounded_channel();
+    sender.ready().await.unwrap();
+    let sending = tokio::spawn(async move { sender.send(request(streamed(rx))).await });
+    for part in ["a", "b", "c"] {
+        tokio::task::yield_now().await;
+        frames.send(Ok(Frame::data(Bytes::from(part)))).unwrap();
+    }
+    let mut trailers = HeaderMap::new();
+    trailers.insert("grpc-status", "0".parse().unwrap());
+    frames.send(Ok(Frame::trailers(trailers.clone()))).unwrap();
+    let (_, body, mut respond) = served.recv().await.unwrap();
+    let (data, sent_trailers) = body.await.unwrap().unwrap();
+    assert_eq!(data, "abc");
+    assert_eq!(sent_trailers, Some(trailers.clone()));
+    answer(&mut respond, "ok", Some(trailers.clone()));
+    let response = sending.await.unwrap().ok().unwrap();
+    let collected = response.into_body().collect().await.unwrap();
+    assert_eq!(collected.trailers(), Some(&trailers));
+    assert_eq!(collected.to_bytes(), "ok");
+}
+
+#[tokio::test]
+async fn a_failing_request_body_is_the_clients_doing_and_resets_the_stream() {
+    // Failing at once (the pump is still in the request's task), and after a first
+    // frame (the pump has a task of its own by then).
+    for first in [None, Some("part")] {
+        let (mut sender, io) = connected().await;
+        let mut served = serve(io);
+        let (frames, rx) = mpsc::unbounded_channel();
+        if let Some(first) = first {
+            frames.send(Ok(Frame::data(Bytes::from(first)))).unwrap();
+        }
+        frames.send(Err("client went away".into())).unwrap();
+        sender.ready().await.unwrap();
+        match sender.send(request(streamed(rx))).await {
+            Err(PoolError::RequestBody(e)) => assert!(e.to_string().contains("went away"), "{e}"),
+            Err(e) => panic!("after {first:?}, blamed elsewhere: {e:?}"),
+            Ok(_) => panic!("answered"),
+        }
+        let (_, body, _) = served.recv().await.unwrap();
+        let reset = body.await.unwrap().unwrap_err();
+        assert_eq!(reset.reason(), Some(Reason::CANCEL), "{reset}");
+    }
+}
+
+#[tokio::test]
+async fn a_request_given_up_before_its_answer_is_reset() {
+    let (mut sender, io) = connected().await;
+    let mut served = serve(io);
+    let (frames, rx) = mpsc::unbounded_channel();
+    sender.ready().await.unwrap();
+    let sending = tokio::spawn(async move { sender.send(request(streamed(rx))).await });
+    frames.send(Ok(Frame::data(Bytes::from("part")))).unwrap();
+    // The stream is open at the server, its body still coming (the pump waits in a
+    // task of its own), no answer yet: the request is given up.
+    let (_, body, _respond) = served.recv().await.unwrap();
+    sending.abort();
+    assert_eq!(
+        body.await.unwrap().unwrap_err().reason(),
+        Some(Reason::CANCEL)
+    );
+    drop(frames);
+}
+
+#[tokio::test]
+async fn an_early_reset_with_no_error_ends_the_answer_without_failing_it() {
+    let (mut sender, io) = connected().await;
+    let mut served = serve(io);
+    sender.ready().await.unwrap();
+    let sending = tokio::spawn(async move { sender.send(request(full("x"))).await });
+    let (_, _, mut respond) = served.recv().await.unwrap();
+    let head = Response::builder().status(200).body(()).unwrap();
+    let mut stream = respond.send_response(head, false).unwrap();
+    stream.send_data(Bytes::from("partial"), false).unwrap();
+    let mut body = sending.await.unwrap().unwrap().into_body();
+    let first = body.frame().await.unwrap().unwrap();
+    assert_eq!(first.into_data().unwrap(), "partial");
+    // RFC 9113 §8.1: the server is done and needs no more of the request.
+    stream.send_reset(Reason::NO_ERROR);
+    assert!(
+        body.frame().await.is_none(),
+        "the answer ends there, not in an error"
+    );
+}
+
+#[tokio::test]
+async fn an_upstream_reset_fails_the_answer_with_its_reason() {
+    let (mut sender, io) = connected().await;
+    let mut served = serve(io);
+    sender.ready().await.unwrap();
+    let sending = tokio::spawn(async move { sender.send(request(full("x"))).await });
+    let (_, _, mut respond) = served.recv().await.unwrap();
+    respond.send_reset(Reason::REFUSED_STREAM);
+    let Err(PoolError::Exchange(e)) = sending.await.unwrap() else {
+        panic!("not an exchange error")
+    };
+    let h2 = e.downcast_ref::<::h2::Error>().unwrap();
+    assert_eq!(h2.reason(), Some(Reason::REFUSED_STREAM));
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_peer_that_stops_answering_pings_is_given_up() {
+    let (sender, server_end) = connected().await;
+    // Nothing ever reads the server's end: the PING is never answered.
+    tokio::time::sleep(KEEP_ALIVE_INTERVAL + KEEP_ALIVE_TIMEOUT / 2).await;
+    assert!(!sender.is_closed(), "closed before the PONG was due");
+    tokio::time::sleep(KEEP_ALIVE_TIMEOUT).await;
+    assert!(sender.is_closed(), "still open with its PING unanswered");
+    drop(server_end);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_peer_that_answers_pings_is_kept() {
+    let (mut sender, io) = connected().await;
+    let mut served = serve(io);
+    tokio::time::sleep(10 * (KEEP_ALIVE_INTERVAL + KEEP_ALIVE_TIMEOUT)).await;
+    assert!(!sender.is_closed());
+    sender.ready().await.unwrap();
+    let sending = tokio::spawn(async move { sender.send(request(full("x"))).await });
+    let (_, _, mut respond) = served.recv().await.unwrap();
+    answer(&mut respond, "alive", None);
+    let response = sending.await.unwrap().ok().unwrap();
+    assert_eq!(
+        response.into_body().collect().await.unwrap().to_bytes(),
+        "alive"
+    );
+}
+
+#[tokio::test]
+async fn the_connection_closes_once_every_handle_is_gone() {
+    let (mut sender, io) = connected().await;
+    let closed = Arc::clone(&sender.closed);
+    let mut served = serve(io);
+    sender.ready().await.unwrap();
+    let sending = tokio::spawn(async move { sender.send(request(full("x"))).await });
+    let (_, _, mut respond) = served.recv().await.unwrap();
+    answer(&mut respond, "ok", None);
+    let response = sending.await.unwrap().unwrap();
+    drop(response);
+    // The last handle went with the request's task: the server's accept loop ends
+    // on the client's GOAWAY, and the connection's task marks it closed.
+    let ended = tokio::time::timeout(Duration::from_secs(5), served.recv()).await;
+    assert!(matches!(ended, Ok(None)), "the connection stayed open");
+    tokio::time::timeout(Duration::from_secs(5), async {
+        while !closed.load(Ordering::Relaxed) {
+            tokio::task::yield_now().await;
+        }
+    })
+    .await
+    .expect("not marked closed");
+}
