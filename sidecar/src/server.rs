@@ -164,13 +164,16 @@ fn builder(limits: &Limits) -> Arc<Protocols> {
     h2.max_concurrent_streams(MAX_CONCURRENT_STREAMS)
         .initial_stream_window_size(H2_STREAM_WINDOW)
         .initial_connection_window_size(H2_CONNECTION_WINDOW)
-        // h2 counts 32 bytes a field on top; `checks` holds clients to 64 KiB exactly.
-        .max_header_list_size(
-            u32::try_from(MAX_HEADER_BYTES + MESH_BYTES + 32 * (MAX_HEADERS + MESH_FIELDS))
-                .unwrap_or(u32::MAX),
-        );
+        .max_header_list_size(H2_MAX_HEADER_LIST);
     Arc::new(Protocols { h1, h2 })
 }
+
+/// The HTTP/2 header list a message may carry, requests in and responses from an
+/// upstream alike: 64 KiB of fields and what the mesh adds. h2 counts 32 bytes a field
+/// on top; `checks` holds clients to 64 KiB exactly.
+#[allow(clippy::cast_possible_truncation)] // ~78 KiB, a const
+pub(crate) const H2_MAX_HEADER_LIST: u32 =
+    (MAX_HEADER_BYTES + MESH_BYTES + 32 * (MAX_HEADERS + MESH_FIELDS)) as u32;
 
 /// 400 or 431 with the reason; the connection closes after it (see
 /// [`ProxyError::into_response`]).

@@ -34,11 +34,11 @@ use crate::proxy::{Body, BoxError, H2_CONNECTION_WINDOW, H2_STREAM_WINDOW};
 /// streams failing instead of waiting forever.
 const KEEP_ALIVE_INTERVAL: Duration = Duration::from_secs(30);
 const KEEP_ALIVE_TIMEOUT: Duration = Duration::from_secs(20);
-/// hyper's client defaults, kept: response header lists up to 16 KiB, 1 MiB of a
-/// request body buffered per stream past the peer's window, streams opened before
-/// the peer's SETTINGS say how many it takes, and locally reset streams per
-/// connection before it is given up.
-const MAX_HEADER_LIST: u32 = 16 * 1024;
+/// hyper's client defaults, kept: 1 MiB of a request body buffered per stream past
+/// the peer's window, streams opened before the peer's SETTINGS say how many it
+/// takes, and locally reset streams per connection before it is given up. (Not its
+/// 16 KiB for a response's header list: an app may answer with what a client may
+/// ask with, `H2_MAX_HEADER_LIST`, as it may over HTTP/1.1.)
 const MAX_SEND_BUFFER: usize = 1024 * 1024;
 const INITIAL_MAX_SEND_STREAMS: usize = 100;
 const MAX_LOCAL_RESETS: usize = 1024;
@@ -61,7 +61,7 @@ where
         .enable_push(false)
         .initial_window_size(H2_STREAM_WINDOW)
         .initial_connection_window_size(H2_CONNECTION_WINDOW)
-        .max_header_list_size(MAX_HEADER_LIST)
+        .max_header_list_size(crate::server::H2_MAX_HEADER_LIST)
         .max_send_buffer_size(MAX_SEND_BUFFER)
         .initial_max_send_streams(INITIAL_MAX_SEND_STREAMS)
         .max_local_error_reset_streams(Some(MAX_LOCAL_RESETS))

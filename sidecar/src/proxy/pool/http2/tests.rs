@@ -290,3 +290,25 @@ async fn the_connection_closes_once_every_handle_is_gone() {
     .await
     .expect("not marked closed");
 }
+
+#[tokio::test]
+async fn an_answer_may_carry_as_many_header_bytes_as_a_request() {
+    let (mut sender, io) = connected().await;
+    let mut served = serve(io);
+    sender.ready().await.unwrap();
+    let sending = tokio::spawn(async move { sender.send(request(full("x"))).await });
+    let (_, _, mut respond) = served.recv().await.unwrap();
+    // 60 KiB of fields (a large policy and cookies): past hyper's client default of
+    // 16 KiB, within what the sidecar takes in a request.
+    let big = "v".repeat(6 * 1024);
+    let mut head = Response::builder().status(200);
+    for i in 0..10 {
+        head = head.header(format!("x-big-{i}"), big.as_str());
+    }
+    respond.send_response(head.body(()).unwrap(), true).unwrap();
+    let response = match sending.await.unwrap() {
+        Ok(response) => response,
+        Err(e) => panic!("{e:?}"),
+    };
+    assert_eq!(response.headers().get("x-big-9").unwrap(), big.as_str());
+}
