@@ -4,7 +4,9 @@
 //!   stream ended as if complete;
 //! - an upstream that answers a request with GOAWAY before processing it: the request
 //!   goes again, on a new connection, and the client never sees it fail;
-//! - a POST whose body reached the upstream is never sent twice.
+//! - a POST whose body reached the upstream is never sent twice;
+//! - an answer with a large header list passes; one past the limit is a 502, and
+//!   later requests are served (on a new connection if h2 closed the old one).
 
 #![allow(clippy::unwrap_used)]
 
@@ -74,40 +76,51 @@ async fn h2_get(addr: SocketAddr, path: &str) -> (u16, Result<Bytes, h2::Error>)
     (status, Ok(Bytes::from(all)))
 }
 
+/// An HTTP/2 app on port 0: each connection it accepts goes to `serve`, with its
+/// number (from 0), in a task of its own.
+fn h2_app<F, Fut>(serve: F) -> SocketAddr
+where
+    F: Fn(tokio::net::TcpStream, usize) -> Fut + Send + 'static,
+    Fut: std::future::Future<Output = ()> + Send + 'static,
+{
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    listener.set_nonblocking(true).unwrap();
+    let addr = listener.local_addr().unwrap();
+    std::thread::spawn(move || {
+        runtime().block_on(async move {
+            let listener = tokio::net::TcpListener::from_std(listener).unwrap();
+            for n in 0.. {
+                let Ok((tcp, _)) = listener.accept().await else {
+                    return;
+                };
+                tokio::spawn(serve(tcp, n));
+            }
+        });
+    });
+    addr
+}
+
 #[test]
 fn an_upstream_dying_mid_response_resets_the_http2_stream() {
     let dir = tempfile::tempdir().unwrap();
     let cp = ControlPlane::start(dir.path(), &[]);
     // An HTTP/2 app that sends its head and part of its body, then dies.
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    listener.set_nonblocking(true).unwrap();
-    let app = listener.local_addr().unwrap();
-    std::thread::spawn(move || {
-        runtime().block_on(async move {
-            let listener = tokio::net::TcpListener::from_std(listener).unwrap();
-            loop {
-                let Ok((tcp, _)) = listener.accept().await else {
-                    return;
-                };
-                tokio::spawn(async move {
-                    let Ok(mut conn) = h2::server::handshake(tcp).await else {
-                        return;
-                    };
-                    let Some(Ok((_, mut respond))) = conn.accept().await else {
-                        return;
-                    };
-                    let response = http::Response::builder()
-                        .status(200)
-                        .header("content-length", "1000")
-                        .body(())
-                        .unwrap();
-                    let mut body = respond.send_response(response, false).unwrap();
-                    let _ = body.send_data(Bytes::from_static(b"only the first bytes"), false);
-                    // Flush what was sent, then the connection (the process) is gone.
-                    let _ = tokio::time::timeout(Duration::from_millis(200), conn.accept()).await;
-                });
-            }
-        });
+    let app = h2_app(|tcp, _| async move {
+        let Ok(mut conn) = h2::server::handshake(tcp).await else {
+            return;
+        };
+        let Some(Ok((_, mut respond))) = conn.accept().await else {
+            return;
+        };
+        let response = http::Response::builder()
+            .status(200)
+            .header("content-length", "1000")
+            .body(())
+            .unwrap();
+        let mut body = respond.send_response(response, false).unwrap();
+        let _ = body.send_data(Bytes::from_static(b"only the first bytes"), false);
+        // Flush what was sent, then the connection (the process) is gone.
+        let _ = tokio::time::timeout(Duration::from_millis(200), conn.accept()).await;
     });
     let orders = orders(dir.path(), &cp, app);
     let (status, body) = runtime().block_on(h2_get(orders.inbound, "/"));
@@ -119,39 +132,26 @@ fn an_upstream_dying_mid_response_resets_the_http2_stream() {
 /// An HTTP/2 app that answers its first connection with GOAWAY before taking any
 /// stream, then serves every later connection. Counts the requests it served.
 fn goaway_then_serve() -> (SocketAddr, Arc<AtomicUsize>) {
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    listener.set_nonblocking(true).unwrap();
-    let addr = listener.local_addr().unwrap();
     let served = Arc::new(AtomicUsize::new(0));
     let count = Arc::clone(&served);
-    std::thread::spawn(move || {
-        runtime().block_on(async move {
-            let listener = tokio::net::TcpListener::from_std(listener).unwrap();
-            let mut first = true;
-            loop {
-                let Ok((tcp, _)) = listener.accept().await else {
-                    return;
-                };
-                let refuse = std::mem::take(&mut first);
-                let count = Arc::clone(&count);
-                tokio::spawn(async move {
-                    let Ok(mut conn) = h2::server::handshake(tcp).await else {
-                        return;
-                    };
-                    if refuse {
-                        // Last processed stream 0: nothing on it was processed.
-                        conn.abrupt_shutdown(h2::Reason::NO_ERROR);
-                        while conn.accept().await.is_some() {}
-                        return;
-                    }
-                    while let Some(Ok((_, mut respond))) = conn.accept().await {
-                        count.fetch_add(1, Ordering::SeqCst);
-                        let response = http::Response::builder().status(200).body(()).unwrap();
-                        let _ = respond.send_response(response, true);
-                    }
-                });
+    let addr = h2_app(move |tcp, n| {
+        let count = Arc::clone(&count);
+        async move {
+            let Ok(mut conn) = h2::server::handshake(tcp).await else {
+                return;
+            };
+            if n == 0 {
+                // Last processed stream 0: nothing on it was processed.
+                conn.abrupt_shutdown(h2::Reason::NO_ERROR);
+                while conn.accept().await.is_some() {}
+                return;
             }
-        });
+            while let Some(Ok((_, mut respond))) = conn.accept().await {
+                count.fetch_add(1, Ordering::SeqCst);
+                let response = http::Response::builder().status(200).body(()).unwrap();
+                let _ = respond.send_response(response, true);
+            }
+        }
     });
     (addr, served)
 }
@@ -215,4 +215,64 @@ fn a_post_whose_body_reached_the_upstream_is_never_sent_twice() {
         "the app got the POST once: it is not retried"
     );
     drop(orders);
+}
+
+/// An HTTP/2 app answering `/fields-N` with N KiB of extra header fields (`/` with
+/// none); counts the connections it accepted.
+fn large_heads() -> (SocketAddr, Arc<AtomicUsize>) {
+    let accepted = Arc::new(AtomicUsize::new(0));
+    let count = Arc::clone(&accepted);
+    let addr = h2_app(move |tcp, _| {
+        count.fetch_add(1, Ordering::SeqCst);
+        async move {
+            let Ok(mut conn) = h2::server::handshake(tcp).await else {
+                return;
+            };
+            while let Some(Ok((request, mut respond))) = conn.accept().await {
+                let kib: usize = request
+                    .uri()
+                    .path()
+                    .strip_prefix("/fields-")
+                    .map_or(0, |n| n.parse().unwrap());
+                let mut response = http::Response::builder().status(200);
+                for i in 0..kib {
+                    response = response.header(format!("x-field-{i}"), "v".repeat(1000));
+                }
+                let _ = respond.send_response(response.body(()).unwrap(), true);
+            }
+        }
+    });
+    (addr, accepted)
+}
+
+#[test]
+fn answers_with_large_header_lists_pass_up_to_the_limit_and_fail_as_502_past_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let cp = ControlPlane::start(dir.path(), &[]);
+    let (app, accepted) = large_heads();
+    let orders = orders(dir.path(), &cp, app);
+    let rt = runtime();
+    // 60 KiB of fields (a large Content-Security-Policy and cookies): as much as a
+    // client may send the sidecar, so as much as an app may answer with.
+    let (status, body) = rt.block_on(h2_get(orders.inbound, "/fields-60"));
+    assert_eq!(status, 200, "{body:?}");
+    // Past the limit: that request fails, as a bad gateway, not as a hang, and the
+    // connection is kept: the next request goes on it.
+    let (status, _) = rt.block_on(h2_get(orders.inbound, "/fields-100"));
+    assert_eq!(status, 502);
+    let (status, body) = rt.block_on(h2_get(orders.inbound, "/"));
+    assert_eq!((status, body.unwrap()), (200, Bytes::new()));
+    assert_eq!(accepted.load(Ordering::SeqCst), 1, "one connection so far");
+    // Far past it (more CONTINUATION frames than the limit needs): h2 takes it for
+    // an attack and closes the connection. That request fails; the next is served
+    // on a new connection.
+    let (status, _) = rt.block_on(h2_get(orders.inbound, "/fields-300"));
+    assert_eq!(status, 502);
+    let (status, body) = rt.block_on(h2_get(orders.inbound, "/"));
+    assert_eq!((status, body.unwrap()), (200, Bytes::new()));
+    assert_eq!(
+        accepted.load(Ordering::SeqCst),
+        2,
+        "a new connection after it"
+    );
 }
