@@ -6,7 +6,9 @@
 //!   goes again, on a new connection, and the client never sees it fail;
 //! - a POST whose body reached the upstream is never sent twice;
 //! - an answer with a large header list passes; one past the limit is a 502, and
-//!   later requests are served (on a new connection if h2 closed the old one).
+//!   later requests are served (on a new connection if h2 closed the old one);
+//! - an app that speaks only HTTP/1.1 answers HTTP/2's preface with garbage (to h2):
+//!   a 502 naming the service, not a wait for the timeout (504).
 
 #![allow(clippy::unwrap_used)]
 
@@ -275,4 +277,40 @@ fn answers_with_large_header_lists_pass_up_to_the_limit_and_fail_as_502_past_it(
         2,
         "a new connection after it"
     );
+}
+
+/// An app that speaks only HTTP/1.1: whatever arrives, it answers 400 and closes, as
+/// an HTTP/1.1 server does to HTTP/2's preface.
+fn http1_only() -> SocketAddr {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            let Ok(mut stream) = stream else { return };
+            let mut buf = [0u8; 1024];
+            let _ = stream.read(&mut buf);
+            let _ = stream.write_all(
+                b"HTTP/1.1 400 Bad Request\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
+            );
+        }
+    });
+    addr
+}
+
+#[test]
+fn an_http2_request_to_an_app_that_speaks_only_http1_is_a_502_not_a_wait() {
+    let dir = tempfile::tempdir().unwrap();
+    let cp = ControlPlane::start(dir.path(), &[]);
+    let orders = orders(dir.path(), &cp, http1_only());
+    let rt = runtime();
+    for attempt in 0..2 {
+        let (status, body) = rt.block_on(h2_get(orders.inbound, "/"));
+        let body = body.unwrap();
+        assert_eq!(status, 502, "attempt {attempt}: {body:?}");
+        let text = String::from_utf8_lossy(&body);
+        assert!(
+            text.contains("upstream orders"),
+            "attempt {attempt}: {text}"
+        );
+    }
 }
