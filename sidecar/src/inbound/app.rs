@@ -9,7 +9,7 @@ use hyper::upgrade::OnUpgrade;
 
 use super::Inbound;
 use crate::pipeline::{Answer, Boxed, Call, Ledger};
-use crate::proxy::{self, Body, ProxyError, SendFailure, Upstream, forward};
+use crate::proxy::{self, Body, ProxyError, SendError, SendFailure, Upstream, forward};
 use crate::server::Peer;
 use crate::trail::{self, HOPS_HEADER, Hop};
 
@@ -84,19 +84,18 @@ impl Inbound {
             timeout: self.upstream_timeout,
         };
         let mut outcome = self.clients.send(request, &app).await;
-        // Decided before the await: a borrow of `outcome` held across it would make
-        // the future require a `Sync` body.
-        let closed = match &outcome {
-            Err(e) if again.is_some() => match &e.failure {
-                SendFailure::Closed(reason) => {
-                    tracing::debug!(%reason, "app connection closed before answering; sending again");
-                    true
-                }
-                _ => false,
-            },
-            _ => false,
+        // Decided in a statement of its own: a borrow of `outcome` held across the
+        // await below would make the future require a `Sync` body.
+        let resend = match &outcome {
+            Err(SendError {
+                failure: SendFailure::Closed(reason),
+                ..
+            }) => again.inspect(|_| {
+                tracing::debug!(%reason, "app connection closed before answering; sending again");
+            }),
+            _ => None,
         };
-        if closed && let Some(copy) = again {
+        if let Some(copy) = resend {
             outcome = self.clients.send(copy, &app).await;
         }
         let mut response = forward::response(outcome?, upgrade);

@@ -69,7 +69,7 @@ where
         .await
         .map_err(|e| PoolError::Connect(format!("h2 handshake with {address}: {e}")))?;
     let closed = Arc::new(AtomicBool::new(false));
-    let ping = connection.ping_pong();
+    let ping = connection.ping_pong().expect("taken once, here");
     let ended = Arc::clone(&closed);
     tokio::spawn(async move {
         let end = drive(connection, ping).await;
@@ -84,15 +84,12 @@ where
 /// Drives the connection until it ends, PINGing it every [`KEEP_ALIVE_INTERVAL`].
 async fn drive<T>(
     connection: ::h2::client::Connection<T, Bytes>,
-    ping: Option<PingPong>,
+    mut ping: PingPong,
 ) -> Result<(), BoxError>
 where
     T: AsyncRead + AsyncWrite + Unpin,
 {
     let mut connection = std::pin::pin!(connection);
-    let Some(mut ping) = ping else {
-        return Ok(connection.await?);
-    };
     loop {
         tokio::select! {
             end = &mut connection => return Ok(end?),

@@ -9,6 +9,7 @@ use http::HeaderMap;
 use http_body_util::{BodyExt, Full};
 use tokio::io::DuplexStream;
 use tokio::sync::{mpsc, oneshot};
+use tokio::task::JoinHandle;
 
 use super::*;
 
@@ -71,6 +72,14 @@ impl HttpBody for Frames {
     }
 }
 
+/// `body` sent on `sender` from a task of its own: the answer to come.
+fn send(mut sender: Sender, body: Body) -> JoinHandle<Result<Response<Body>, PoolError>> {
+    tokio::spawn(async move {
+        sender.ready().await?;
+        sender.send(request(body)).await
+    })
+}
+
 fn request(body: Body) -> Request<Body> {
     Request::builder()
         .method("POST")
@@ -112,10 +121,9 @@ fn answer(respond: &mut SendResponse<Bytes>, body: &'static str, trailers: Optio
 
 #[tokio::test]
 async fn a_body_at_hand_goes_out_with_its_request_and_the_answer_comes_back_framed() {
-    let (mut sender, io) = connected().await;
+    let (sender, io) = connected().await;
     let mut served = serve(io);
-    sender.ready().await.unwrap();
-    let sending = tokio::spawn(async move { sender.send(request(full("hello"))).await });
+    let sending = send(sender, full("hello"));
     let (head, body, mut respond) = served.recv().await.unwrap();
     assert_eq!(head.uri.path(), "/echo");
     assert_eq!(body.await.unwrap().unwrap().0, "hello");
@@ -137,11 +145,10 @@ async fn a_body_at_hand_goes_out_with_its_request_and_the_answer_comes_back_fram
 
 #[tokio::test]
 async fn a_body_that_arrives_later_is_pumped_to_its_end_with_trailers_both_ways() {
-    let (mut sender, io) = connected().await;
+    let (sender, io) = connected().await;
     let mut served = serve(io);
     let (frames, rx) = mpsc::unbounded_channel();
-    sender.ready().await.unwrap();
-    let sending = tokio::spawn(async move { sender.send(request(streamed(rx))).await });
+    let sending = send(sender, streamed(rx));
     for part in ["a", "b", "c"] {
         tokio::task::yield_now().await;
         frames.send(Ok(Frame::data(Bytes::from(part)))).unwrap();
@@ -186,11 +193,10 @@ async fn a_failing_request_body_is_the_clients_doing_and_resets_the_stream() {
 
 #[tokio::test]
 async fn a_request_given_up_before_its_answer_is_reset() {
-    let (mut sender, io) = connected().await;
+    let (sender, io) = connected().await;
     let mut served = serve(io);
     let (frames, rx) = mpsc::unbounded_channel();
-    sender.ready().await.unwrap();
-    let sending = tokio::spawn(async move { sender.send(request(streamed(rx))).await });
+    let sending = send(sender, streamed(rx));
     frames.send(Ok(Frame::data(Bytes::from("part")))).unwrap();
     // The stream is open at the server, its body still coming (the pump waits in a
     // task of its own), no answer yet: the request is given up.
@@ -205,10 +211,9 @@ async fn a_request_given_up_before_its_answer_is_reset() {
 
 #[tokio::test]
 async fn an_early_reset_with_no_error_ends_the_answer_without_failing_it() {
-    let (mut sender, io) = connected().await;
+    let (sender, io) = connected().await;
     let mut served = serve(io);
-    sender.ready().await.unwrap();
-    let sending = tokio::spawn(async move { sender.send(request(full("x"))).await });
+    let sending = send(sender, full("x"));
     let (_, _, mut respond) = served.recv().await.unwrap();
     let head = Response::builder().status(200).body(()).unwrap();
     let mut stream = respond.send_response(head, false).unwrap();
@@ -226,10 +231,9 @@ async fn an_early_reset_with_no_error_ends_the_answer_without_failing_it() {
 
 #[tokio::test]
 async fn an_upstream_reset_fails_the_answer_with_its_reason() {
-    let (mut sender, io) = connected().await;
+    let (sender, io) = connected().await;
     let mut served = serve(io);
-    sender.ready().await.unwrap();
-    let sending = tokio::spawn(async move { sender.send(request(full("x"))).await });
+    let sending = send(sender, full("x"));
     let (_, _, mut respond) = served.recv().await.unwrap();
     respond.send_reset(Reason::REFUSED_STREAM);
     let Err(PoolError::Exchange(e)) = sending.await.unwrap() else {
@@ -252,12 +256,11 @@ async fn a_peer_that_stops_answering_pings_is_given_up() {
 
 #[tokio::test(start_paused = true)]
 async fn a_peer_that_answers_pings_is_kept() {
-    let (mut sender, io) = connected().await;
+    let (sender, io) = connected().await;
     let mut served = serve(io);
     tokio::time::sleep(10 * (KEEP_ALIVE_INTERVAL + KEEP_ALIVE_TIMEOUT)).await;
     assert!(!sender.is_closed());
-    sender.ready().await.unwrap();
-    let sending = tokio::spawn(async move { sender.send(request(full("x"))).await });
+    let sending = send(sender, full("x"));
     let (_, _, mut respond) = served.recv().await.unwrap();
     answer(&mut respond, "alive", None);
     let response = sending.await.unwrap().ok().unwrap();
@@ -269,11 +272,10 @@ async fn a_peer_that_answers_pings_is_kept() {
 
 #[tokio::test]
 async fn the_connection_closes_once_every_handle_is_gone() {
-    let (mut sender, io) = connected().await;
+    let (sender, io) = connected().await;
     let closed = Arc::clone(&sender.closed);
     let mut served = serve(io);
-    sender.ready().await.unwrap();
-    let sending = tokio::spawn(async move { sender.send(request(full("x"))).await });
+    let sending = send(sender, full("x"));
     let (_, _, mut respond) = served.recv().await.unwrap();
     answer(&mut respond, "ok", None);
     let response = sending.await.unwrap().unwrap();
@@ -293,10 +295,9 @@ async fn the_connection_closes_once_every_handle_is_gone() {
 
 #[tokio::test]
 async fn an_answer_may_carry_as_many_header_bytes_as_a_request() {
-    let (mut sender, io) = connected().await;
+    let (sender, io) = connected().await;
     let mut served = serve(io);
-    sender.ready().await.unwrap();
-    let sending = tokio::spawn(async move { sender.send(request(full("x"))).await });
+    let sending = send(sender, full("x"));
     let (_, _, mut respond) = served.recv().await.unwrap();
     // 60 KiB of fields (a large policy and cookies): past hyper's client default of
     // 16 KiB, within what the sidecar takes in a request.
