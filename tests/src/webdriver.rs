@@ -51,6 +51,39 @@ pub struct Browser {
     _profile: tempfile::TempDir,
 }
 
+/// Starts chromedriver and waits for the port it logs; `Err`: it exited first, with
+/// its log.
+fn launch(dir: &Path) -> Result<(Proc, u16), String> {
+    use std::os::unix::process::CommandExt;
+    let mut cmd = Command::new("chromedriver");
+    cmd.arg("--port=0").process_group(0);
+    #[allow(unsafe_code)]
+    // SAFETY: prctl(2) is async-signal-safe, the one call between fork and exec.
+    // The driver dies with the test even when no Drop runs (an abort, a SIGINT
+    // that its own process group would not receive).
+    unsafe {
+        cmd.pre_exec(|| {
+            libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
+            Ok(())
+        });
+    }
+    let mut proc = Proc::spawn("chromedriver", cmd, unique(dir, "chromedriver", "log"));
+    let port = eventually(WAIT, "chromedriver to log its port or exit", || {
+        if proc.has_exited() {
+            return Some(Err(proc.log_text()));
+        }
+        let text = proc.log_text();
+        let rest = &text[text.find("started successfully on port ")? + 29..];
+        let port = rest
+            .split(|c: char| !c.is_ascii_digit())
+            .next()?
+            .parse()
+            .ok()?;
+        Some(Ok(port))
+    })?;
+    Ok((proc, port))
+}
+
 /// The W3C key for an element reference in JSON.
 const ELEMENT_KEY: &str = "element-6066-11e4-a52e-4f735466cecf";
 
@@ -58,33 +91,20 @@ impl Browser {
     /// Starts chromedriver on a port of the OS's choosing and a new chromium session
     /// with a fresh profile; `dir` holds the driver's log.
     pub fn start(dir: &Path) -> Browser {
-        use std::os::unix::process::CommandExt;
-        let mut cmd = Command::new("chromedriver");
-        cmd.arg("--port=0").process_group(0);
-        #[allow(unsafe_code)]
-        // SAFETY: prctl(2) is async-signal-safe, the one call between fork and exec.
-        // The driver dies with the test even when no Drop runs (an abort, a SIGINT
-        // that its own process group would not receive).
-        unsafe {
-            cmd.pre_exec(|| {
-                libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
-                Ok(())
-            });
-        }
-        let mut proc = Proc::spawn("chromedriver", cmd, unique(dir, "chromedriver", "log"));
-        let port: u16 = eventually(WAIT, "chromedriver to log its port", || {
-            assert!(
-                !proc.has_exited(),
-                "chromedriver exited early (scripts/deps.sh test installs it):\n{}",
-                proc.log_text()
-            );
-            let text = proc.log_text();
-            let rest = &text[text.find("started successfully on port ")? + 29..];
-            rest.split(|c: char| !c.is_ascii_digit())
-                .next()?
-                .parse()
-                .ok()
-        });
+        // With `--port=0` chromedriver takes an ephemeral port for IPv6, then asks for
+        // the same number on IPv4, which another process may hold ("IPv4 port not
+        // available"): its own race, so a fresh start is tried.
+        let mut attempt = 0;
+        let (proc, port) = loop {
+            attempt += 1;
+            match launch(dir) {
+                Ok(started) => break started,
+                Err(log) if attempt < 3 && log.contains("port not available") => {}
+                Err(log) => {
+                    panic!("chromedriver exited early (scripts/deps.sh test installs it):\n{log}")
+                }
+            }
+        };
         let driver = SocketAddr::from(([127, 0, 0, 1], port));
         let profile = tempfile::tempdir().expect("profile dir");
         let caps = capabilities(&profile.path().display().to_string());
