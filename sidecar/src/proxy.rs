@@ -21,7 +21,6 @@ pub(crate) mod forward;
 mod headers;
 mod mtls;
 mod pool;
-pub(crate) mod streams;
 mod unsent;
 pub(crate) mod upgrade;
 
