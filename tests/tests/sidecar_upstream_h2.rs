@@ -4,6 +4,8 @@
 //!   stream ended as if complete;
 //! - an upstream that answers a request with GOAWAY before processing it: the request
 //!   goes again, on a new connection, and the client never sees it fail;
+//! - an upstream whose connection closes under a GET, before any answer: the GET goes
+//!   again on a new connection;
 //! - a POST whose body reached the upstream is never sent twice;
 //! - an answer with a large header list passes; one past the limit is a 502, and
 //!   later requests are served (on a new connection if h2 closed the old one);
@@ -167,6 +169,49 @@ fn a_request_the_upstream_refused_with_goaway_goes_again() {
     let (status, body) = runtime().block_on(h2_get(orders.inbound, "/"));
     assert_eq!(status, 200, "{body:?}");
     assert_eq!(served.load(Ordering::SeqCst), 1);
+}
+
+/// An HTTP/2 app whose first connection takes a stream and then closes (no GOAWAY, no
+/// answer), as a crashing or restarting app does; later connections are served.
+/// Counts the requests it took on each.
+fn close_then_serve() -> (SocketAddr, Arc<AtomicUsize>, Arc<AtomicUsize>) {
+    let (cut, served) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
+    let (cut_count, served_count) = (Arc::clone(&cut), Arc::clone(&served));
+    let addr = h2_app(move |tcp, n| {
+        let (cut, served) = (Arc::clone(&cut_count), Arc::clone(&served_count));
+        async move {
+            let Ok(mut conn) = h2::server::handshake(tcp).await else {
+                return;
+            };
+            while let Some(Ok((_, mut respond))) = conn.accept().await {
+                if n == 0 {
+                    cut.fetch_add(1, Ordering::SeqCst);
+                    // Dropping the connection closes the socket unannounced.
+                    return;
+                }
+                served.fetch_add(1, Ordering::SeqCst);
+                let response = http::Response::builder().status(200).body(()).unwrap();
+                let _ = respond.send_response(response, true);
+            }
+        }
+    });
+    (addr, cut, served)
+}
+
+#[test]
+fn a_get_whose_upstream_connection_closed_before_answering_goes_again() {
+    let dir = tempfile::tempdir().unwrap();
+    let cp = ControlPlane::start(dir.path(), &[]);
+    let (app, cut, served) = close_then_serve();
+    let orders = orders(dir.path(), &cp, app);
+    let (status, body) = runtime().block_on(h2_get(orders.inbound, "/"));
+    assert_eq!(status, 200, "{body:?}");
+    assert_eq!(
+        cut.load(Ordering::SeqCst),
+        1,
+        "the first connection took it"
+    );
+    assert_eq!(served.load(Ordering::SeqCst), 1, "then a new one served it");
 }
 
 #[test]

@@ -88,21 +88,31 @@ fn closed_before_response(e: &(dyn std::error::Error + 'static)) -> bool {
         {
             return true;
         }
-        // Over mesh mTLS, a peer that died or closed mid-exchange is an EOF without
-        // TLS close_notify (rustls reports it as `UnexpectedEof`).
+        // h2 keeps the connection's I/O error to itself: `h2::Error` has no `source()`.
+        if let Some(io) = s.downcast_ref::<h2::Error>().and_then(h2::Error::get_io)
+            && connection_lost(io)
+        {
+            return true;
+        }
         if let Some(io) = s.downcast_ref::<std::io::Error>()
-            && matches!(
-                io.kind(),
-                std::io::ErrorKind::ConnectionReset
-                    | std::io::ErrorKind::BrokenPipe
-                    | std::io::ErrorKind::UnexpectedEof
-            )
+            && connection_lost(io)
         {
             return true;
         }
         source = s.source();
     }
     false
+}
+
+/// The peer reset or closed the connection. Over mesh mTLS, a peer that died or closed
+/// mid-exchange is an EOF without TLS close_notify (rustls reports it as `UnexpectedEof`).
+fn connection_lost(io: &std::io::Error) -> bool {
+    matches!(
+        io.kind(),
+        std::io::ErrorKind::ConnectionReset
+            | std::io::ErrorKind::BrokenPipe
+            | std::io::ErrorKind::UnexpectedEof
+    )
 }
 
 pub(super) fn source_text(e: &dyn std::error::Error) -> String {
@@ -116,4 +126,43 @@ pub(super) fn source_text(e: &dyn std::error::Error) -> String {
         source = s.source();
     }
     text
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// h2's error for a stream its connection lost: the peer closed the socket with
+    /// the request unanswered.
+    async fn stream_cut_by_a_closed_connection() -> h2::Error {
+        let (near, far) = tokio::io::duplex(64 * 1024);
+        let peer = tokio::spawn(async move {
+            let mut conn = h2::server::handshake(far).await.unwrap();
+            // Takes the request, then drops the connection and its socket.
+            conn.accept().await.unwrap().unwrap()
+        });
+        let (client, conn) = h2::client::handshake(near).await.unwrap();
+        tokio::spawn(conn);
+        let mut client = client.ready().await.unwrap();
+        let request = http::Request::get("http://app/").body(()).unwrap();
+        let (response, _) = client.send_request(request, true).unwrap();
+        drop(peer.await.unwrap());
+        response.await.unwrap_err()
+    }
+
+    #[tokio::test]
+    async fn an_h2_stream_whose_connection_closed_was_not_answered() {
+        let e = stream_cut_by_a_closed_connection().await;
+        assert!(e.get_io().is_some(), "an I/O error: {e:?}");
+        let failure = classify(&e);
+        assert!(matches!(failure, SendFailure::Closed(_)), "{failure:?}");
+    }
+
+    #[test]
+    fn a_refused_stream_was_not_processed_and_a_reset_one_may_have_been() {
+        let refused = h2::Error::from(h2::Reason::REFUSED_STREAM);
+        assert!(matches!(classify(&refused), SendFailure::Closed(_)));
+        let reset = h2::Error::from(h2::Reason::INTERNAL_ERROR);
+        assert!(matches!(classify(&reset), SendFailure::Other(_)));
+    }
 }
