@@ -29,11 +29,10 @@ use std::time::Instant;
 use graylane_routing::Tag;
 use http::request::Parts;
 use http::{Request, Response};
-use hyper::body::Incoming;
 use tower::{Service, ServiceExt};
 
 use crate::metrics::Key;
-use crate::proxy::{self, Body, ProxyError};
+use crate::proxy::{Body, ProxyError};
 use crate::routes::Routes;
 use crate::server::{Handler, Peer};
 use crate::spans::{Notes, SpanContext};
@@ -118,10 +117,10 @@ pub(crate) struct Hold<T>(pub(crate) T);
 pub(crate) struct Stack<S>(pub(crate) S);
 
 impl Call {
-    /// A call as it arrives from the server, its body boxed once for every layer.
-    pub(crate) fn new(request: Request<Incoming>, peer: Peer) -> Self {
+    /// A call as it arrives from the server.
+    pub(crate) fn new(request: Request<Body>, peer: Peer) -> Self {
         let (head, body) = request.into_parts();
-        Self::from_parts(head, proxy::boxed(body), peer)
+        Self::from_parts(head, body, peer)
     }
 
     pub(crate) fn from_parts(head: Parts, body: Body, peer: Peer) -> Self {
@@ -228,7 +227,7 @@ impl<T> Finish for Hold<T> {
 }
 
 impl<S: Layered> Handler for Stack<S> {
-    async fn handle(self: Arc<Self>, peer: Peer, request: Request<Incoming>) -> Response<Body> {
+    async fn handle(self: Arc<Self>, peer: Peer, request: Request<Body>) -> Response<Body> {
         let Ok(answer) = self.0.clone().oneshot(Call::new(request, peer)).await;
         // `Observe` has rescued every error already; this is for a stack without it.
         answer.response.unwrap_or_else(ProxyError::into_response)

@@ -21,6 +21,7 @@ pub(crate) mod forward;
 mod headers;
 mod mtls;
 mod pool;
+pub(crate) mod streams;
 mod unsent;
 pub(crate) mod upgrade;
 

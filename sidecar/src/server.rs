@@ -7,13 +7,13 @@
 //!      the app dialled; inbound: by the PeerPolicy mode (`mtls`), mesh mTLS ─►
 //!      HTTP over TLS with the peer's identity; an app's own TLS ─► TCP tunnel to the
 //!      app; plaintext ─► HTTP, or refused in strict mode
-//!   ─► hyper: HTTP/1.1 or HTTP/2 (prior knowledge), detected per connection
+//!   ─► HTTP/1.1 (hyper) or HTTP/2 (prior knowledge; `h2`), told apart by the preface
 //!        first request head within --header-read-timeout of accept, else closed
 //!        writes stalled for --send-timeout: closed (stall)
 //!        most requests cancelled by the client: closed (rapid reset)
 //!        HTTP/1.1 idle 20 ms between requests: parked, hyper's buffers freed,
 //!        the socket kept (`idle`, driven by `drive`)
-//!   ─► every request: checks (400 / 431) ─► Handler (the `pipeline`) ─► response
+//!   ─► every request (`Serve`): checks (400 / 431) ─► Handler (the `pipeline`) ─► response
 //! ```
 //!
 //! The limits are set here once. hyper enforces its HTTP/1 header timer only with a
@@ -27,18 +27,18 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use http::{Request, Response};
-use hyper::body::Incoming;
 use tokio::net::TcpListener;
 use tokio::sync::{Notify, watch};
 
 use crate::metrics::Connections;
-use crate::proxy::{Body, H2_CONNECTION_WINDOW, H2_STREAM_WINDOW, ProxyError};
+use crate::proxy::{Body, ProxyError};
 use crate::transparent::Transparent;
 
 mod accept;
 mod checks;
 mod connection;
 mod drive;
+mod h2;
 mod idle;
 mod mtls;
 mod stall;
@@ -72,7 +72,7 @@ pub(crate) trait Handler: Send + Sync + 'static {
     fn handle(
         self: Arc<Self>,
         peer: Peer,
-        request: Request<Incoming>,
+        request: Request<Body>,
     ) -> impl Future<Output = Response<Body>> + Send;
 }
 
@@ -156,16 +156,14 @@ impl Limits {
 
 /// HTTP/1.1 and HTTP/2 on one port, with every limit of this module.
 fn builder(limits: &Limits) -> Arc<Protocols> {
-    // The shared settings: hyper's header timer, the read buffer, HTTP/2 keep-alive.
+    // The shared settings: hyper's header timer, the read buffer.
     let mut h1 = graylane_serve::http1_builder(&limits.serve());
     // Room for what the mesh adds; `checks` holds clients to MAX_HEADERS.
     h1.max_headers(MAX_HEADERS + MESH_FIELDS);
-    let mut h2 = graylane_serve::http2_builder();
-    h2.max_concurrent_streams(MAX_CONCURRENT_STREAMS)
-        .initial_stream_window_size(H2_STREAM_WINDOW)
-        .initial_connection_window_size(H2_CONNECTION_WINDOW)
-        .max_header_list_size(H2_MAX_HEADER_LIST);
-    Arc::new(Protocols { h1, h2 })
+    Arc::new(Protocols {
+        h1,
+        h2: h2::builder(),
+    })
 }
 
 /// The HTTP/2 header list a message may carry, requests in and responses from an

@@ -206,9 +206,18 @@ fn external_hosts_connect_self_calls_and_loops() {
     tunnel.read_exact(&mut back).unwrap();
     assert_eq!(back, hello);
     drop(tunnel);
+    // The same over HTTP/2 (an app whose client speaks it to the proxy): the stream
+    // is the tunnel.
+    let (status, back) = h2_tunnel(frontend.outbound, "tls:443", hello);
+    assert_eq!(status, 200);
+    assert_eq!(back, hello);
     // CONNECT to a name that does not resolve: 502, no tunnel.
     let head = connect_head(frontend.outbound, "nowhere.invalid:443");
     assert!(head.starts_with("HTTP/1.1 502"), "{head}");
+    assert_eq!(
+        h2_tunnel(frontend.outbound, "nowhere.invalid:443", hello).0,
+        502
+    );
 
     // frontend calling frontend: its only instance is this very sidecar, and the call
     // goes through its inbound side to its app (every time, not 1 in N).
@@ -236,6 +245,42 @@ fn external_hosts_connect_self_calls_and_loops() {
     }
     let head = connect_head(frontend.outbound, &format!("127.0.0.1:{own}"));
     assert!(head.starts_with("HTTP/1.1 508"), "{head}");
+}
+
+/// `CONNECT authority` over HTTP/2 (prior knowledge): the status, and on a 200 what
+/// comes back through the tunnel for `sent`, once as many bytes have.
+fn h2_tunnel(proxy: SocketAddr, authority: &str, sent: &'static [u8]) -> (u16, Vec<u8>) {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    runtime.block_on(async {
+        let wait = Duration::from_secs(10);
+        let tcp = tokio::net::TcpStream::connect(proxy).await.unwrap();
+        let (send, connection) = h2::client::handshake(tcp).await.unwrap();
+        tokio::spawn(async move {
+            let _ = connection.await;
+        });
+        let mut send = send.ready().await.unwrap();
+        let request = http::Request::connect(authority).body(()).unwrap();
+        let (response, mut stream) = send.send_request(request, false).unwrap();
+        let response = tokio::time::timeout(wait, response).await.unwrap().unwrap();
+        let (head, mut recv) = response.into_parts();
+        if head.status != 200 {
+            return (head.status.as_u16(), Vec::new());
+        }
+        stream
+            .send_data(bytes::Bytes::from_static(sent), false)
+            .unwrap();
+        let mut back = Vec::new();
+        while back.len() < sent.len() {
+            let data = tokio::time::timeout(wait, recv.data()).await.unwrap();
+            let data = data.expect("the tunnel ended early").unwrap();
+            let _ = recv.flow_control().release_capacity(data.len());
+            back.extend_from_slice(&data);
+        }
+        (200, back)
+    })
 }
 
 /// Sends `CONNECT authority` and returns the response head.

@@ -35,7 +35,7 @@ use std::time::Duration;
 pub use self::accept::{Accepted, Acceptor};
 pub use self::bind::{BACKLOG, bind};
 pub use self::drain::serve;
-pub use self::http::{builder, http1_builder, http2_builder, serve_http};
+pub use self::http::{builder, http1_builder, serve_http};
 
 /// One listener's limits. [`Default`] is what an Envoy or Linkerd user expects of an
 /// admin, API or webhook listener; the sidecar's data path sets its own from flags.

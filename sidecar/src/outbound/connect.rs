@@ -10,13 +10,12 @@ use std::time::Instant;
 use graylane_routing::{RouteError, Tag};
 use http::request::Parts;
 use http::{Response, StatusCode};
-use hyper::upgrade::OnUpgrade;
-use hyper_util::rt::TokioIo;
 use tokio::net::TcpStream;
 
 use super::target::{self, Dest, Target};
 use super::{Outbound, View};
 use crate::balance::InFlight;
+use crate::proxy::upgrade::Downstream;
 use crate::proxy::{self, Body, ProxyError};
 use crate::routes::Routes;
 
@@ -33,10 +32,10 @@ impl Outbound {
         routes: Arc<Routes>,
         tag: Option<&Tag>,
     ) -> Result<Response<Body>, ProxyError> {
-        // hyper hands every CONNECT it accepts its connection to take over (HTTP/1.1
-        // and HTTP/2 alike): without one, the server was set up wrongly, not the
-        // request.
-        let downstream = parts.extensions.remove::<OnUpgrade>().ok_or_else(|| {
+        // The server hands every CONNECT it accepts its connection (HTTP/1.1) or
+        // stream (HTTP/2) to take over: without one, the server was set up wrongly,
+        // not the request.
+        let downstream = Downstream::take(&mut parts).ok_or_else(|| {
             ProxyError::Internal("CONNECT without a connection to take over".into())
         })?;
         let (service, address, in_flight) = match target {
@@ -66,13 +65,7 @@ impl Outbound {
         let _ = upstream.set_nodelay(true);
         tokio::spawn(async move {
             let _in_flight = in_flight;
-            let Ok(downstream) = downstream.await else {
-                return;
-            };
-            let (mut down, mut up) = (TokioIo::new(downstream), upstream);
-            if let Err(e) = tokio::io::copy_bidirectional(&mut down, &mut up).await {
-                tracing::debug!(error = %e, "CONNECT tunnel ended");
-            }
+            downstream.join(upstream).await;
         });
         let mut response = Response::new(proxy::empty());
         *response.status_mut() = StatusCode::OK;

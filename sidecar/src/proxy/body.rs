@@ -1,7 +1,7 @@
 //! Every body the sidecar sends or receives. An enum rather than one boxed type: the
-//! bodies of nearly every request — the one hyper received, the one an HTTP/2
-//! upstream sent, and none at all — go through unboxed, two allocations fewer per
-//! request; anything else is boxed.
+//! bodies of nearly every request — the one hyper received over HTTP/1.1, the one h2
+//! received (a client's request, an upstream's response), and none at all — go
+//! through unboxed, two allocations fewer per request; anything else is boxed.
 
 use std::pin::Pin;
 use std::task::{Context, Poll};
@@ -12,21 +12,22 @@ use hyper::body::{Body as HttpBody, Frame, Incoming, SizeHint};
 
 use super::BoxError;
 use super::coalesce::Coalesce;
-use super::pool::http2;
+use super::streams::Received;
 
 pub(crate) enum Body {
     /// Nothing: a body-less request's copy, a response without content.
     Empty,
-    /// A body as hyper received it, its ready frames merged (see `coalesce`).
+    /// A body as hyper received it (HTTP/1.1), its ready frames merged (see
+    /// `coalesce`).
     Received(Coalesce<Incoming>),
-    /// A response body from an HTTP/2 upstream (see `pool::http2`), merged the same way.
-    ReceivedH2(Coalesce<http2::Received>),
+    /// A body as h2 received it (see `streams`), merged the same way.
+    ReceivedH2(Coalesce<Received>),
     /// Anything else: an error's text, a body that can be taken back while unsent.
     Boxed(UnsyncBoxBody<Bytes, BoxError>),
 }
 
 impl Body {
-    pub(super) fn received_h2(body: http2::Received) -> Self {
+    pub(crate) fn received_h2(body: Received) -> Self {
         Self::ReceivedH2(Coalesce::new(body))
     }
 }

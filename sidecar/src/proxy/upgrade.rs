@@ -2,10 +2,15 @@
 //! `Connection: upgrade` and `Upgrade` headers; when the upstream answers 101, the two
 //! upgraded connections are joined byte for byte until either side closes.
 
+use std::sync::{Arc, Mutex};
+
 use http::request::Parts;
 use http::{HeaderMap, Response, StatusCode, header};
 use hyper::upgrade::OnUpgrade;
 use hyper_util::rt::TokioIo;
+use tokio::io::DuplexStream;
+use tokio::net::TcpStream;
+use tokio::sync::oneshot;
 
 /// Whether the request asks to switch protocols. Never to h2c: a proxy must not
 /// perform it (RFC 9113 §3.1 removed it; it smuggles a connection past the proxy's
@@ -52,4 +57,57 @@ pub(crate) fn join_if_switched<B>(downstream: Option<OnUpgrade>, response: &mut 
             tracing::debug!(error = %e, "upgraded connection ended");
         }
     });
+}
+
+/// The client's side of a `CONNECT`, taken over once it is answered 2xx: hyper's
+/// upgraded HTTP/1.1 connection, or the HTTP/2 stream the request came on.
+pub(crate) enum Downstream {
+    Http1(OnUpgrade),
+    Http2(oneshot::Receiver<DuplexStream>),
+}
+
+/// What an HTTP/2 `CONNECT` carries in its extensions: where the stream, bridged to
+/// a pipe by the server (`server::h2`), arrives once answered 2xx. (Extensions must
+/// be `Clone`; only the first taker gets it.)
+#[derive(Clone)]
+pub(crate) struct H2Tunnel(Arc<Mutex<Option<oneshot::Receiver<DuplexStream>>>>);
+
+impl H2Tunnel {
+    /// The extension, and the sender the server hands the pipe to.
+    pub(crate) fn new() -> (Self, oneshot::Sender<DuplexStream>) {
+        let (tx, rx) = oneshot::channel();
+        (Self(Arc::new(Mutex::new(Some(rx)))), tx)
+    }
+}
+
+impl Downstream {
+    /// Takes a `CONNECT`'s downstream out of its head; `None`: the server gave it
+    /// none, which is the server's fault, not the request's.
+    pub(crate) fn take(parts: &mut Parts) -> Option<Self> {
+        if let Some(upgrade) = parts.extensions.remove::<OnUpgrade>() {
+            return Some(Self::Http1(upgrade));
+        }
+        let tunnel = parts.extensions.remove::<H2Tunnel>()?;
+        let taken = tunnel.0.lock().ok()?.take();
+        taken.map(Self::Http2)
+    }
+
+    /// Joins the downstream with `upstream` byte for byte until either side closes.
+    pub(crate) async fn join(self, mut upstream: TcpStream) {
+        let copied = match self {
+            Self::Http1(upgrade) => match upgrade.await {
+                Ok(down) => {
+                    tokio::io::copy_bidirectional(&mut TokioIo::new(down), &mut upstream).await
+                }
+                Err(e) => return tracing::debug!(error = %e, "CONNECT upgrade failed"),
+            },
+            Self::Http2(pipe) => match pipe.await {
+                Ok(mut down) => tokio::io::copy_bidirectional(&mut down, &mut upstream).await,
+                Err(_) => return tracing::debug!("CONNECT stream gone before its answer"),
+            },
+        };
+        if let Err(e) = copied {
+            tracing::debug!(error = %e, "CONNECT tunnel ended");
+        }
+    }
 }

@@ -11,11 +11,10 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 use bytes::{Bytes, BytesMut};
 use graylane_routing::MtlsMode;
-use http::Request;
+use http::{Request, Response};
 use hyper::body::Incoming;
 use hyper::server::conn::http1::{self, UpgradeableConnection};
-use hyper::server::conn::http2;
-use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::rt::TokioIo;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpStream;
 use tokio::sync::watch;
@@ -25,14 +24,16 @@ use super::drive::Watch;
 use super::idle::{H2_PREFACE, Lent, Park, ParkTimer, Readable};
 use super::mtls::{self, MeshInbound, PlaintextAfterStrict, Sorted};
 use super::stall::SendTimeout;
-use super::{Answering, Handler, Limits, Peer, Resets, Sniff, checks, refuse};
+use super::{Answering, Handler, Limits, Peer, Resets, Sniff, checks, h2, refuse};
 use crate::metrics::Connections;
+use crate::proxy::{self, Body};
 use crate::transparent::{OriginalDst, Transparent};
 
-/// hyper's HTTP/1.1 and HTTP/2 settings of a listener, shared by its connections.
+/// The HTTP/1.1 (hyper) and HTTP/2 (h2) settings of a listener, shared by its
+/// connections.
 pub(super) struct Protocols {
     pub(super) h1: http1::Builder,
-    pub(super) h2: http2::Builder<TokioExecutor>,
+    pub(super) h2: ::h2::server::Builder,
 }
 
 /// A connection's tunnel or HTTP serving, on the heap (see [`Connection::run`]).
@@ -144,11 +145,18 @@ impl<H: Handler> Connection<H> {
     ) where
         IO: AsyncRead + AsyncWrite + Readable + Unpin + Send + 'static,
     {
-        let seen = Arc::new(AtomicBool::new(false));
         let resets = Arc::new(Resets::default());
         let park = Arc::new(Park::default());
         let addr = peer.addr;
-        let mut service = self.service(peer, original, strict_gate, &seen, &resets);
+        let serve = Serve {
+            handler: Arc::clone(&self.handler),
+            peer,
+            original,
+            strict_gate,
+            seen: Arc::new(AtomicBool::new(false)),
+            resets: Arc::clone(&resets),
+        };
+        let seen = Arc::clone(&serve.seen);
         let mut io = Lent::new(
             SendTimeout::new(io, self.limits.send_timeout),
             Arc::clone(&park),
@@ -167,20 +175,22 @@ impl<H: Handler> Connection<H> {
             resets: &resets,
             addr,
         };
-        let (mut head_by, mut leftover, mut first) = (first_head_by, Bytes::new(), true);
+        let Some(read) = watch.next_bytes(&mut io, true, first_head_by).await else {
+            return;
+        };
+        io.replay(read);
+        if io.replays(H2_PREFACE) {
+            let serving = h2::Serving::new(&self.builder.h2, io, move |r| serve.call(r));
+            let mut serving = Box::pin(serving);
+            watch
+                .drive(serving.as_mut(), |c| c.get_mut().graceful_shutdown(), None)
+                .await;
+            return;
+        }
+        let mut service =
+            hyper::service::service_fn(move |r: Request<Incoming>| serve.call(r.map(proxy::boxed)));
+        let mut head_by = first_head_by;
         loop {
-            let Some(read) = watch.next_bytes(&mut io, first, head_by).await else {
-                return;
-            };
-            io.replay(join(leftover, read));
-            if first && io.replays(H2_PREFACE) {
-                let mut h2 = Box::pin(self.builder.h2.serve_connection(TokioIo::new(io), service));
-                watch
-                    .drive(h2.as_mut(), |c| c.graceful_shutdown(), None)
-                    .await;
-                return;
-            }
-            first = false;
             // The builder in a block of its own: it would stay in this future otherwise.
             let mut h1 = {
                 let mut h1 = self.builder.h1.clone();
@@ -198,52 +208,59 @@ impl<H: Handler> Connection<H> {
                 return;
             };
             // A copy: the rest of hyper's read buffer would keep all of it alive.
-            leftover = Bytes::copy_from_slice(&parts.read_buf);
+            let leftover = Bytes::copy_from_slice(&parts.read_buf);
             (io, service) = (parts.io.into_inner(), parts.service);
             head_by = deadline;
+            let Some(read) = watch.next_bytes(&mut io, false, head_by).await else {
+                return;
+            };
+            io.replay(join(leftover, read));
         }
     }
+}
 
-    /// The per-request service: marks the first head seen, refuses plaintext after a
-    /// switch to strict, checks, counts cancellations, then calls the handler.
-    fn service(
+/// What every request of a connection goes through before the handler: the first
+/// head marked seen, plaintext refused after a switch to strict, the checks, and
+/// cancellations counted.
+struct Serve<H> {
+    handler: Arc<H>,
+    peer: Peer,
+    /// Where iptables had the connection go (transparent interception).
+    original: Option<SocketAddr>,
+    /// A plaintext inbound connection: its requests are refused once the listener is
+    /// strict (see [`MeshInbound::refuses_plaintext`]).
+    strict_gate: Option<Arc<MeshInbound>>,
+    seen: Arc<AtomicBool>,
+    resets: Arc<Resets>,
+}
+
+impl<H: Handler> Serve<H> {
+    fn call(
         &self,
-        peer: Peer,
-        original: Option<SocketAddr>,
-        strict_gate: Option<Arc<MeshInbound>>,
-        seen: &Arc<AtomicBool>,
-        resets: &Arc<Resets>,
-    ) -> impl hyper::service::Service<
-        Request<Incoming>,
-        Response = http::Response<crate::proxy::Body>,
-        Error = PlaintextAfterStrict,
-        Future: Send + 'static,
-    > + Send
-    + Unpin
-    + 'static {
-        let (seen, resets) = (Arc::clone(seen), Arc::clone(resets));
-        let handler = Arc::clone(&self.handler);
-        hyper::service::service_fn(move |mut request: Request<Incoming>| {
-            seen.store(true, Ordering::Relaxed);
-            let (handler, peer) = (Arc::clone(&handler), peer.clone());
-            let refused = strict_gate.as_ref().is_some_and(|m| m.refuses_plaintext());
-            if let Some(to) = original {
-                request.extensions_mut().insert(OriginalDst(to));
-            }
-            let mut answering = Answering::new(Arc::clone(&resets));
-            async move {
-                if refused {
-                    answering.done();
-                    return Err(PlaintextAfterStrict);
-                }
-                let response = match checks::check(&request) {
-                    Ok(()) => handler.handle(peer, request).await,
-                    Err(refusal) => refuse(&refusal),
-                };
+        mut request: Request<Body>,
+    ) -> impl Future<Output = Result<Response<Body>, PlaintextAfterStrict>> + Send + use<H> {
+        self.seen.store(true, Ordering::Relaxed);
+        let (handler, peer) = (Arc::clone(&self.handler), self.peer.clone());
+        let refused = self
+            .strict_gate
+            .as_ref()
+            .is_some_and(|m| m.refuses_plaintext());
+        if let Some(to) = self.original {
+            request.extensions_mut().insert(OriginalDst(to));
+        }
+        let mut answering = Answering::new(Arc::clone(&self.resets));
+        async move {
+            if refused {
                 answering.done();
-                Ok(response)
+                return Err(PlaintextAfterStrict);
             }
-        })
+            let response = match checks::check(&request) {
+                Ok(()) => handler.handle(peer, request).await,
+                Err(refusal) => refuse(&refusal),
+            };
+            answering.done();
+            Ok(response)
+        }
     }
 }
 

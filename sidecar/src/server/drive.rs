@@ -36,14 +36,15 @@ where
 {
     /// Serves `conn` until it ends or a limit closes it (`None`), or until `park`
     /// asks for the connection to be parked: the head wait's deadline.
-    pub(super) async fn drive<F>(
+    pub(super) async fn drive<F, E>(
         &mut self,
         mut conn: Pin<&mut F>,
         graceful: impl Fn(Pin<&mut F>),
         park: Option<&Park>,
     ) -> Option<Instant>
     where
-        F: Future<Output = Result<(), hyper::Error>>,
+        F: Future<Output = Result<(), E>>,
+        E: std::fmt::Display,
     {
         let addr = self.addr;
         loop {

@@ -19,21 +19,16 @@ use std::task::{Context, Poll, ready};
 use std::time::Duration;
 
 use ::h2::client::{Builder, ResponseFuture, SendRequest};
-use ::h2::{Ping, PingPong, Reason, RecvStream, SendStream};
+use ::h2::{PingPong, Reason, RecvStream};
 use bytes::Bytes;
 use http::{Request, Response};
-use hyper::body::{Body as HttpBody, Frame, SizeHint};
+use hyper::body::Body as HttpBody;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::sync::oneshot;
 
 use super::PoolError;
+use crate::proxy::streams::{KeepAlive, Pump, Pumped, Received, content_length};
 use crate::proxy::{Body, BoxError, H2_CONNECTION_WINDOW, H2_STREAM_WINDOW};
-
-/// A PING this long after the last one answered; a connection whose PONG takes
-/// longer than the timeout is dead (a peer gone without a FIN) and is closed, its
-/// streams failing instead of waiting forever.
-const KEEP_ALIVE_INTERVAL: Duration = Duration::from_secs(30);
-const KEEP_ALIVE_TIMEOUT: Duration = Duration::from_secs(20);
 /// hyper's client defaults, kept: 1 MiB of a request body buffered per stream past
 /// the peer's window, streams opened before the peer's SETTINGS say how many it
 /// takes, and locally reset streams per connection before it is given up. (Not its
@@ -81,30 +76,23 @@ where
     Ok(Sender { send, closed })
 }
 
-/// Drives the connection until it ends, PINGing it every [`KEEP_ALIVE_INTERVAL`].
+/// Drives the connection until it ends, with its keep-alive PINGs.
 async fn drive<T>(
     connection: ::h2::client::Connection<T, Bytes>,
-    mut ping: PingPong,
+    ping: PingPong,
 ) -> Result<(), BoxError>
 where
     T: AsyncRead + AsyncWrite + Unpin,
 {
+    let mut keep_alive = KeepAlive::new(ping);
     let mut connection = std::pin::pin!(connection);
-    loop {
-        tokio::select! {
-            end = &mut connection => return Ok(end?),
-            () = tokio::time::sleep(KEEP_ALIVE_INTERVAL) => {}
+    poll_fn(|cx| {
+        if let Poll::Ready(e) = keep_alive.poll(cx) {
+            return Poll::Ready(Err(e));
         }
-        ping.send_ping(Ping::opaque())?;
-        let pong = poll_fn(|cx| ping.poll_pong(cx));
-        tokio::select! {
-            end = &mut connection => return Ok(end?),
-            pong = pong => { pong?; }
-            () = tokio::time::sleep(KEEP_ALIVE_TIMEOUT) => {
-                return Err(format!("no PONG within {KEEP_ALIVE_TIMEOUT:?}").into());
-            }
-        }
-    }
+        connection.as_mut().poll(cx).map_err(Into::into)
+    })
+    .await
 }
 
 impl Sender {
@@ -139,12 +127,7 @@ impl Sender {
         // A body failing once the pump has a task of its own says so here.
         let mut failed = None;
         if !end {
-            let mut pump = Pump {
-                body,
-                stream,
-                chunk: None,
-                cancel: None,
-            };
+            let mut pump = Pump::new(body, stream);
             // Most bodies are at hand whole (a unary gRPC message): sent from here,
             // without a task.
             match poll_fn(|cx| Poll::Ready(Pin::new(&mut pump).poll(cx))).await {
@@ -152,11 +135,11 @@ impl Sender {
                 Poll::Ready(Err(Pumped::Body(e))) => return Err(PoolError::RequestBody(e)),
                 Poll::Pending => {
                     let (tx, rx) = oneshot::channel();
-                    pump.cancel = Some(rx);
+                    pump.cancel_on(rx);
                     waiting.cancel = Some(tx);
                     let (tx, rx) = oneshot::channel();
                     failed = Some(rx);
-                    tokio::spawn(pump.finish(tx));
+                    tokio::spawn(finish(pump, tx));
                 }
             }
         }
@@ -168,10 +151,7 @@ impl Sender {
             }
             Err(e) => return Err(PoolError::Exchange(e.into())),
         };
-        let length = response
-            .headers()
-            .get(http::header::CONTENT_LENGTH)
-            .and_then(|v| v.to_str().ok()?.parse().ok());
+        let length = content_length(response.headers());
         Ok(response.map(|stream| Body::received_h2(Received::new(stream, length))))
     }
 }
@@ -231,187 +211,19 @@ impl Drop for Waiting {
     }
 }
 
-/// Why a request body stopped going out.
-enum Pumped {
-    /// The body itself failed (its client reset it, or went away): the stream is to
-    /// be reset with CANCEL, and the request failed through no fault of the upstream.
-    Body(BoxError),
-    /// The stream ended under it (the upstream answered early and reset it, or the
-    /// connection went): the response, or its error, says the rest.
-    Stream(::h2::Error),
-}
-
-/// A request body going out on its stream, as hyper's `PipeToSendStream` does it.
-struct Pump {
-    body: Body,
-    stream: SendStream<Bytes>,
-    /// A data frame taken from the body and waiting for send capacity, and whether
-    /// it ends the body.
-    chunk: Option<(Bytes, bool)>,
-    /// Fires when the request was given up before its response (see [`Waiting`]).
-    cancel: Option<oneshot::Receiver<()>>,
-}
-
-impl Pump {
-    /// The rest of the body, in a task of its own; a failure of the body goes to
-    /// `failed` before the stream is reset.
-    async fn finish(mut self, failed: oneshot::Sender<BoxError>) {
-        match (&mut self).await {
-            Ok(()) => {}
-            Err(Pumped::Body(e)) => {
-                tracing::debug!(error = %e, "request body failed");
-                let _ = failed.send(e);
-                // Not at once either (see `Waiting`).
-                tokio::time::sleep(RESET_DELAY).await;
-                self.stream.send_reset(Reason::CANCEL);
-            }
-            Err(Pumped::Stream(e)) => tracing::debug!(error = %e, "request body cut"),
+/// The rest of a request body, in a task of its own; a failure of the body goes to
+/// `failed` before the stream is reset.
+async fn finish(mut pump: Pump, failed: oneshot::Sender<BoxError>) {
+    match (&mut pump).await {
+        Ok(()) => {}
+        Err(Pumped::Body(e)) => {
+            tracing::debug!(error = %e, "request body failed");
+            let _ = failed.send(e);
+            // Not at once either (see `Waiting`).
+            tokio::time::sleep(RESET_DELAY).await;
+            pump.reset(Reason::CANCEL);
         }
-    }
-}
-
-impl Future for Pump {
-    type Output = Result<(), Pumped>;
-
-    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        let me = self.get_mut();
-        if let Some(cancel) = &mut me.cancel {
-            match Pin::new(cancel).poll(cx) {
-                Poll::Ready(Ok(())) => {
-                    me.stream.send_reset(Reason::CANCEL);
-                    return Poll::Ready(Ok(()));
-                }
-                Poll::Ready(Err(_)) => me.cancel = None, // the response came
-                Poll::Pending => {}
-            }
-        }
-        loop {
-            // Registered while waiting for the body or for capacity, so a reset
-            // wakes the pump.
-            if let Poll::Ready(reset) = me.stream.poll_reset(cx) {
-                return Poll::Ready(Err(Pumped::Stream(reset.map_or_else(|e| e, Into::into))));
-            }
-            if me.chunk.is_some() {
-                while me.stream.capacity() == 0 {
-                    match ready!(me.stream.poll_capacity(cx)) {
-                        Some(Ok(0)) => {}
-                        Some(Ok(_)) => break,
-                        Some(Err(e)) => return Poll::Ready(Err(Pumped::Stream(e))),
-                        None => {
-                            return Poll::Ready(Err(Pumped::Stream(Reason::STREAM_CLOSED.into())));
-                        }
-                    }
-                }
-                let (data, end) = me.chunk.take().expect("checked above");
-                me.stream.send_data(data, end).map_err(Pumped::Stream)?;
-                if end {
-                    return Poll::Ready(Ok(()));
-                }
-                continue;
-            }
-            // The next frame is taken before any capacity is asked for: capacity
-            // claimed for a body with nothing to send would pin the connection's
-            // window (hyper#4003).
-            match ready!(Pin::new(&mut me.body).poll_frame(cx)) {
-                Some(Ok(frame)) => match frame.into_data() {
-                    Ok(data) => {
-                        let end = me.body.is_end_stream();
-                        if data.is_empty() {
-                            me.stream.send_data(data, end).map_err(Pumped::Stream)?;
-                            if end {
-                                return Poll::Ready(Ok(()));
-                            }
-                            continue;
-                        }
-                        // One byte claimed, not the chunk: h2 raises the claim to
-                        // what is buffered when it is sent.
-                        me.stream.reserve_capacity(1);
-                        me.chunk = Some((data, end));
-                    }
-                    Err(frame) => {
-                        if let Ok(trailers) = frame.into_trailers() {
-                            me.stream.reserve_capacity(0);
-                            me.stream.send_trailers(trailers).map_err(Pumped::Stream)?;
-                            return Poll::Ready(Ok(()));
-                        }
-                    }
-                },
-                // The caller resets the stream (see `Waiting`).
-                Some(Err(e)) => return Poll::Ready(Err(Pumped::Body(e))),
-                None => {
-                    me.stream
-                        .send_data(Bytes::new(), true)
-                        .map_err(Pumped::Stream)?;
-                    return Poll::Ready(Ok(()));
-                }
-            }
-        }
-    }
-}
-
-/// A response body as h2 receives it, its window given back as it is read.
-pub(crate) struct Received {
-    stream: RecvStream,
-    data_done: bool,
-    /// What `Content-Length` says is still to come (`None`: not given).
-    left: Option<u64>,
-}
-
-impl Received {
-    /// `length`: the response's `Content-Length` (h2 checked it against the data).
-    fn new(stream: RecvStream, length: Option<u64>) -> Self {
-        Self {
-            // An unframed body whose stream has already ended is empty.
-            left: length.or_else(|| stream.is_end_stream().then_some(0)),
-            stream,
-            data_done: false,
-        }
-    }
-}
-
-/// RFC 9113 §8.1: a RST_STREAM(NO_ERROR) after a complete response head asks the
-/// client to stop sending; the response ends there, it has not failed.
-fn early_end(e: &::h2::Error) -> bool {
-    e.reason() == Some(Reason::NO_ERROR)
-}
-
-impl HttpBody for Received {
-    type Data = Bytes;
-    type Error = BoxError;
-
-    fn poll_frame(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
-        let me = self.get_mut();
-        if !me.data_done {
-            match ready!(me.stream.poll_data(cx)) {
-                Some(Ok(data)) => {
-                    let _ = me.stream.flow_control().release_capacity(data.len());
-                    if let Some(left) = &mut me.left {
-                        *left = left.saturating_sub(data.len() as u64);
-                    }
-                    return Poll::Ready(Some(Ok(Frame::data(data))));
-                }
-                Some(Err(e)) if early_end(&e) => return Poll::Ready(None),
-                Some(Err(e)) => return Poll::Ready(Some(Err(e.into()))),
-                None => me.data_done = true,
-            }
-        }
-        match ready!(me.stream.poll_trailers(cx)) {
-            Ok(trailers) => Poll::Ready(trailers.map(|t| Ok(Frame::trailers(t)))),
-            Err(e) if early_end(&e) => Poll::Ready(None),
-            Err(e) => Poll::Ready(Some(Err(e.into()))),
-        }
-    }
-
-    fn is_end_stream(&self) -> bool {
-        self.stream.is_end_stream()
-    }
-
-    fn size_hint(&self) -> SizeHint {
-        self.left
-            .map_or_else(SizeHint::default, SizeHint::with_exact)
+        Err(Pumped::Stream(e)) => tracing::debug!(error = %e, "request body cut"),
     }
 }
 

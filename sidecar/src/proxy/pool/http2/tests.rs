@@ -12,6 +12,8 @@ use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
 
 use super::*;
+use crate::proxy::streams::{KEEP_ALIVE_INTERVAL, KEEP_ALIVE_TIMEOUT};
+use hyper::body::Frame;
 
 /// A connected client and the server end of its pipe.
 async fn connected() -> (Sender, DuplexStream) {
