@@ -62,8 +62,10 @@ pub(super) fn builder() -> Builder {
 pub(super) struct Serving<T, S, F> {
     state: State<T>,
     serve: S,
-    /// The streams this task runs (`inline`); empty when each has a task of its own.
-    streams: FuturesUnordered<Stream<F>>,
+    /// The streams this task runs (`inline`), while there are any: an empty
+    /// `FuturesUnordered` still holds a node the size of a stream's future (~1.5 KiB),
+    /// which an idle connection would keep for as long as it is open.
+    streams: Option<FuturesUnordered<Stream<F>>>,
     inline: bool,
     /// A graceful close asked for before the handshake was done.
     close_pending: bool,
@@ -93,7 +95,7 @@ where
         Self {
             state: State::Handshaking(builder.handshake(io)),
             serve,
-            streams: FuturesUnordered::new(),
+            streams: None,
             inline,
             close_pending: false,
         }
@@ -112,7 +114,7 @@ where
 /// its own.
 fn start<S, F, E>(
     serve: &mut S,
-    streams: &mut FuturesUnordered<Stream<F>>,
+    streams: &mut Option<FuturesUnordered<Stream<F>>>,
     inline: bool,
     request: Request<RecvStream>,
     mut reply: SendResponse<Bytes>,
@@ -144,7 +146,9 @@ fn start<S, F, E>(
         connect,
     };
     if inline {
-        streams.push(stream);
+        streams
+            .get_or_insert_with(FuturesUnordered::new)
+            .push(stream);
     } else {
         tokio::spawn(stream);
     }
@@ -185,7 +189,12 @@ where
         loop {
             // The streams first: what they write goes out in the connection's poll
             // right after, without another wake-up of this task.
-            while let Poll::Ready(Some(())) = Pin::new(&mut me.streams).poll_next(cx) {}
+            if let Some(streams) = &mut me.streams {
+                while let Poll::Ready(Some(())) = Pin::new(&mut *streams).poll_next(cx) {}
+                if streams.is_empty() {
+                    me.streams = None;
+                }
+            }
             let accepted = match connection.poll_accept(cx) {
                 Poll::Ready(Some(Ok(accepted))) => accepted,
                 Poll::Ready(Some(Err(e))) => return Poll::Ready(Err(e.into())),
