@@ -207,9 +207,15 @@ impl<H: Handler> Connection<H> {
             let (Some(deadline), Some(parts)) = (parked, h1.into_parts()) else {
                 return;
             };
-            // A copy: the rest of hyper's read buffer would keep all of it alive.
-            let leftover = Bytes::copy_from_slice(&parts.read_buf);
-            (io, service) = (parts.io.into_inner(), parts.service);
+            // A copy: the rest of hyper's read buffer would keep all of it alive. And
+            // `parts` is gone before the wait below: its read buffer (8 KiB) would
+            // otherwise stay in this future for as long as the connection is parked.
+            let leftover;
+            (io, service, leftover) = {
+                let parts = parts;
+                let leftover = Bytes::copy_from_slice(&parts.read_buf);
+                (parts.io.into_inner(), parts.service, leftover)
+            };
             head_by = deadline;
             let Some(read) = watch.next_bytes(&mut io, false, head_by).await else {
                 return;
