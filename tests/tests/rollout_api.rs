@@ -102,6 +102,20 @@ fn setup(dir: &Path) -> Setup {
             },
         );
     }
+    // A rollout records its step before it writes the rules for it: the revisions
+    // come after, and a test comparing revisions must not start between the two.
+    eventually(Duration::from_secs(10), "both rollouts' revisions", || {
+        let (status, history) = setup.http("GET", "/api/v1/history?limit=10", ADMIN);
+        assert_eq!(status, 200, "{history}");
+        let by = |name: &str| {
+            history.as_array().is_some_and(|entries| {
+                entries
+                    .iter()
+                    .any(|e| e["appliedBy"] == format!("graylane-rollout/{name}"))
+            })
+        };
+        (by("gray-orders-2") && by("blue-1")).then_some(())
+    });
     setup
 }
 
