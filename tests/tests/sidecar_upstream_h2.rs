@@ -10,18 +10,25 @@
 //! - an answer with a large header list passes; one past the limit is a 502, and
 //!   later requests are served (on a new connection if h2 closed the old one);
 //! - an app that speaks only HTTP/1.1 answers HTTP/2's preface with garbage (to h2):
-//!   a 502 naming the service, not a wait for the timeout (504).
+//!   a 502 naming the service, not a wait for the timeout (504);
+//! - a client cancelling many requests the app has not read yet (it is busy) does not
+//!   make the app close the connection other requests share (rapid-reset defences
+//!   count streams reset before they were accepted).
 
 #![allow(clippy::unwrap_used)]
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener};
-use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use bytes::Bytes;
-use graylane_tests::{ControlPlane, Sidecar};
+use graylane_tests::h2raw::{self, Conn, END_HEADERS, END_STREAM, Frame, Outcome};
+use graylane_tests::{ControlPlane, Sidecar, eventually};
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
 fn runtime() -> tokio::runtime::Runtime {
     // A worker thread drives connections between the test's steps.
@@ -358,4 +365,293 @@ fn an_http2_request_to_an_app_that_speaks_only_http1_is_a_502_not_a_wait() {
             "attempt {attempt}: {text}"
         );
     }
+}
+
+/// The app's side of a connection, with a gate: closed, the app reads nothing (as an
+/// app busy elsewhere), while the bytes the sidecar sends are kept and their frames
+/// counted; opened, the app gets them all in one read.
+struct Gated {
+    tcp: tokio::net::TcpStream,
+    gate: Arc<Gate>,
+    held: Vec<u8>,
+    /// Where the next frame header in `held` starts; before it, what was handed on.
+    scanned: usize,
+    handed: usize,
+}
+
+#[derive(Default)]
+struct Gate {
+    closed: AtomicBool,
+    /// While closed: HEADERS and RST_STREAM frames that arrived, and whether a DATA
+    /// frame carried [`MARKER`].
+    counts: Mutex<(usize, usize, bool)>,
+    /// The app's read left waiting by the gate (not by the socket), woken on opening.
+    waiting: Mutex<Option<std::task::Waker>>,
+}
+
+impl Gate {
+    fn open(&self) {
+        self.closed.store(false, Ordering::SeqCst);
+        if let Some(waker) = self.waiting.lock().unwrap().take() {
+            waker.wake();
+        }
+    }
+}
+
+const MARKER: &[u8] = b"after-the-resets";
+const PREFACE: usize = 24;
+
+impl Gated {
+    /// Counts the whole frames in `held` past `scanned`.
+    fn scan(&mut self) {
+        let closed = self.gate.closed.load(Ordering::SeqCst);
+        let mut counts = self.gate.counts.lock().unwrap();
+        while let Some(head) = self.held.get(self.scanned..self.scanned + 9) {
+            let len = usize::from(head[0]) << 16 | usize::from(head[1]) << 8 | usize::from(head[2]);
+            let Some(payload) = self.held.get(self.scanned + 9..self.scanned + 9 + len) else {
+                return;
+            };
+            if closed {
+                match head[3] {
+                    h2raw::HEADERS => counts.0 += 1,
+                    h2raw::RST_STREAM => counts.1 += 1,
+                    h2raw::DATA if payload.windows(MARKER.len()).any(|w| w == MARKER) => {
+                        counts.2 = true;
+                    }
+                    _ => {}
+                }
+            }
+            self.scanned += 9 + len;
+        }
+    }
+}
+
+impl AsyncRead for Gated {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        out: &mut ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        let this = self.get_mut();
+        // Everything the socket has, kept: a pending read registers the waker.
+        let mut eof = false;
+        loop {
+            let mut chunk = [0u8; 16 * 1024];
+            let mut buf = ReadBuf::new(&mut chunk);
+            match Pin::new(&mut this.tcp).poll_read(cx, &mut buf) {
+                Poll::Ready(Ok(())) if buf.filled().is_empty() => {
+                    eof = true;
+                    break;
+                }
+                Poll::Ready(Ok(())) => this.held.extend_from_slice(buf.filled()),
+                Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
+                Poll::Pending => break,
+            }
+        }
+        if this.scanned == 0 && this.held.len() >= PREFACE {
+            this.scanned = PREFACE;
+        }
+        if this.scanned >= PREFACE {
+            this.scan();
+        }
+        if this.gate.closed.load(Ordering::SeqCst) && !eof {
+            *this.gate.waiting.lock().unwrap() = Some(cx.waker().clone());
+            // Closed in between: nobody would wake it.
+            if this.gate.closed.load(Ordering::SeqCst) {
+                return Poll::Pending;
+            }
+        }
+        let n = out.remaining().min(this.held.len() - this.handed);
+        if n == 0 && !eof {
+            return Poll::Pending;
+        }
+        out.put_slice(&this.held[this.handed..this.handed + n]);
+        this.handed += n;
+        Poll::Ready(Ok(()))
+    }
+}
+
+impl AsyncWrite for Gated {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.get_mut().tcp).poll_write(cx, buf)
+    }
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.get_mut().tcp).poll_flush(cx)
+    }
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.get_mut().tcp).poll_shutdown(cx)
+    }
+}
+
+/// What [`gated_app`] saw: the paths it accepted, and how its connections ended.
+#[derive(Default)]
+struct Seen {
+    paths: Mutex<Vec<String>>,
+    ended: Mutex<Vec<String>>,
+    release: tokio::sync::Notify,
+}
+
+/// An HTTP/2 app on h2's defaults (hyper's server has them: GOAWAY ENHANCE_YOUR_CALM
+/// past 20 streams reset before they were accepted), its connections behind `gate`.
+/// `/slow` answers once `release` is notified; the rest at once.
+fn gated_app(gate: Arc<Gate>) -> (SocketAddr, Arc<Seen>) {
+    let seen = Arc::new(Seen::default());
+    let app_seen = Arc::clone(&seen);
+    let addr = h2_app(move |tcp, _| {
+        let (seen, gate) = (Arc::clone(&app_seen), Arc::clone(&gate));
+        async move {
+            let io = Gated {
+                tcp,
+                gate,
+                held: Vec::new(),
+                scanned: 0,
+                handed: 0,
+            };
+            let Ok(mut conn) = h2::server::handshake(io).await else {
+                return;
+            };
+            let end = loop {
+                match conn.accept().await {
+                    None => break "closed".to_string(),
+                    Some(Err(e)) => break e.to_string(),
+                    Some(Ok((request, mut respond))) => {
+                        let path = request.uri().path().to_string();
+                        seen.paths.lock().unwrap().push(path.clone());
+                        let seen = Arc::clone(&seen);
+                        tokio::spawn(async move {
+                            if path == "/slow" {
+                                seen.release.notified().await;
+                            }
+                            let response = http::Response::builder().status(200).body(()).unwrap();
+                            if let Ok(mut body) = respond.send_response(response, false) {
+                                let _ = body.send_data(Bytes::from(format!("{path} done")), true);
+                            }
+                        });
+                    }
+                }
+            };
+            seen.ended.lock().unwrap().push(end);
+        }
+    });
+    (addr, seen)
+}
+
+/// POSTs `body` to `path` over a new HTTP/2 connection; the status and the body.
+async fn h2_post(
+    addr: SocketAddr,
+    path: &str,
+    body: &'static [u8],
+) -> (u16, Result<Bytes, h2::Error>) {
+    let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let (client, connection) = h2::client::handshake(tcp).await.unwrap();
+    tokio::spawn(connection);
+    let mut client = client.ready().await.unwrap();
+    let request = http::Request::post(format!("http://orders{path}"))
+        .body(())
+        .unwrap();
+    let (response, mut send) = client.send_request(request, false).unwrap();
+    send.send_data(Bytes::from_static(body), true).unwrap();
+    let response = match response.await {
+        Ok(response) => response,
+        Err(e) => return (0, Err(e)),
+    };
+    let status = response.status().as_u16();
+    let mut received = response.into_body();
+    let mut all = Vec::new();
+    while let Some(chunk) = received.data().await {
+        match chunk {
+            Ok(data) => all.extend_from_slice(&data),
+            Err(e) => return (status, Err(e)),
+        }
+    }
+    (status, Ok(Bytes::from(all)))
+}
+
+#[test]
+fn a_client_cancelling_requests_a_busy_app_has_not_read_does_not_cost_others_the_connection() {
+    let dir = tempfile::tempdir().unwrap();
+    let cp = ControlPlane::start(dir.path(), &[]);
+    let gate = Arc::new(Gate::default());
+    let (app, seen) = gated_app(Arc::clone(&gate));
+    let orders = orders(dir.path(), &cp, app);
+    let rt = runtime();
+    // A POST in flight (never sent twice), on the pooled connection the rest shares.
+    let slow = rt.spawn(h2_post(orders.inbound, "/slow", b"the order"));
+    eventually(Duration::from_secs(10), "the POST at the app", || {
+        seen.paths
+            .lock()
+            .unwrap()
+            .contains(&"/slow".to_string())
+            .then_some(())
+    });
+    // The app gets busy: it reads nothing until the gate opens.
+    gate.closed.store(true, Ordering::SeqCst);
+    // A client opens 60 requests; once the sidecar has sent them on, it cancels them.
+    let mut client = Conn::connect(orders.inbound, &[]);
+    const FLOOD: u32 = 60;
+    let block = h2raw::request("GET", "/flood", &[]);
+    let heads: Vec<_> = (0..FLOOD)
+        .map(|i| Frame::headers(2 * i + 1, block.clone(), END_HEADERS | END_STREAM))
+        .collect();
+    client.send_all(&heads).unwrap();
+    eventually(
+        Duration::from_secs(10),
+        "the requests sent on to the app",
+        || (gate.counts.lock().unwrap().0 >= FLOOD as usize).then_some(()),
+    );
+    let resets: Vec<_> = (0..FLOOD)
+        .map(|i| Frame::rst(2 * i + 1, h2raw::CANCEL))
+        .collect();
+    client.send_all(&resets).unwrap();
+    // Then one more request, on the same connection: behind the resets.
+    let after = 2 * FLOOD + 1;
+    client
+        .send_all(&[
+            Frame::headers(after, h2raw::request("POST", "/after", &[]), END_HEADERS),
+            Frame::data(after, MARKER, true),
+        ])
+        .unwrap();
+    // The app wakes up to everything at once: the requests, what was reset of them,
+    // and the last one. (Before the sidecar held resets back, all 60 were there.)
+    eventually(
+        Duration::from_secs(10),
+        "the last request and resets at the gate",
+        || {
+            let (_, resets, marker) = *gate.counts.lock().unwrap();
+            (marker && resets >= 10).then_some(())
+        },
+    );
+    let (_, resets_seen, _) = *gate.counts.lock().unwrap();
+    gate.open();
+    assert_eq!(
+        client.outcome(after, Duration::from_secs(10)),
+        Outcome::Status(200)
+    );
+    seen.release.notify_waiters();
+    let (status, body) = rt.block_on(slow).unwrap();
+    assert_eq!(
+        (status, body.as_deref().ok()),
+        (200, Some(&b"/slow done"[..])),
+        "the POST in flight, {body:?}; the app's connections ended: {:?}; {resets_seen} resets reached the busy app",
+        seen.ended.lock().unwrap()
+    );
+    assert!(
+        seen.ended.lock().unwrap().is_empty(),
+        "{:?}",
+        seen.ended.lock().unwrap()
+    );
+    assert_eq!(
+        seen.paths
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|p| *p == "/slow")
+            .count(),
+        1,
+        "the POST reached the app once"
+    );
 }

@@ -9,7 +9,8 @@
 //! the peer's windows (in the request's task when it can finish at once, in a task
 //! of its own when it cannot), the response's window given back as it is read, a
 //! RST_STREAM(NO_ERROR) after the response read as its end, keep-alive PINGs, and
-//! server push refused.
+//! server push refused. What it did not: hold back resets an app could take for an
+//! attack ([`resets`]).
 
 use std::future::{Future, poll_fn};
 use std::pin::Pin;
@@ -26,6 +27,7 @@ use hyper::body::Body as HttpBody;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::sync::oneshot;
 
+use self::resets::{HOLD_LIMIT, Resets};
 use super::PoolError;
 use crate::proxy::streams::{KeepAlive, Pump, Pumped, Received, content_length};
 use crate::proxy::{Body, BoxError, H2_CONNECTION_WINDOW, H2_STREAM_WINDOW};
@@ -43,8 +45,15 @@ const MAX_LOCAL_RESETS: usize = 1024;
 #[derive(Clone)]
 pub(crate) struct Sender {
     send: SendRequest<Bytes>,
+    shared: Arc<Shared>,
+}
+
+/// What the clones of a [`Sender`] and its streams share.
+#[derive(Default)]
+struct Shared {
     /// Set by the connection's task when the connection ends.
-    closed: Arc<AtomicBool>,
+    closed: AtomicBool,
+    resets: Resets,
 }
 
 /// The HTTP/2 handshake over `io`; the connection is then driven by a task of its own.
@@ -63,17 +72,17 @@ where
         .handshake::<_, Bytes>(io)
         .await
         .map_err(|e| PoolError::Connect(format!("h2 handshake with {address}: {e}")))?;
-    let closed = Arc::new(AtomicBool::new(false));
+    let shared = Arc::new(Shared::default());
     let ping = connection.ping_pong().expect("taken once, here");
-    let ended = Arc::clone(&closed);
+    let ended = Arc::clone(&shared);
     tokio::spawn(async move {
         let end = drive(connection, ping).await;
-        ended.store(true, Ordering::Relaxed);
+        ended.closed.store(true, Ordering::Relaxed);
         if let Err(e) = end {
             tracing::debug!(error = %e, "upstream h2 connection ended");
         }
     });
-    Ok(Sender { send, closed })
+    Ok(Sender { send, shared })
 }
 
 /// Drives the connection until it ends, with its keep-alive PINGs.
@@ -97,7 +106,7 @@ where
 
 impl Sender {
     pub(super) fn is_closed(&self) -> bool {
-        self.closed.load(Ordering::Relaxed)
+        self.shared.closed.load(Ordering::Relaxed)
     }
 
     /// Waits until a stream may be opened; an error: the connection is gone, and
@@ -123,6 +132,7 @@ impl Sender {
         let mut waiting = Waiting {
             response: Some(response),
             cancel: None,
+            shared: &self.shared,
         };
         // A body failing once the pump has a task of its own says so here.
         let mut failed = None;
@@ -159,23 +169,20 @@ impl Sender {
 /// A stream opened and not answered yet. Given up (a timeout, a client gone), it is
 /// reset: dropping the response future resets a stream whose body has gone, and a
 /// body still being pumped is told to stop (from then on, once the response is in,
-/// the body goes on alongside it: a bidirectional stream).
-///
-/// The reset waits a millisecond. Written right behind the stream's HEADERS, both
-/// arrive in one read, and the upstream's h2 counts a stream reset before it was
-/// accepted: hyper's server closes the whole connection (GOAWAY ENHANCE_YOUR_CALM,
-/// rapid reset) past 20 of them, failing every other request on it. A client
-/// cutting a connection with many requests in flight — or this sidecar cutting an
-/// abusive one — would do that to a pooled connection other clients share.
-struct Waiting {
+/// the body goes on alongside it: a bidirectional stream). Unless the app may not
+/// have accepted it yet and too many such resets are out: then it is held until
+/// answered ([`resets`]).
+struct Waiting<'a> {
     response: Option<ResponseFuture>,
     cancel: Option<oneshot::Sender<()>>,
+    shared: &'a Arc<Shared>,
 }
 
-/// How long a reset waits (see [`Waiting`]).
+/// How long the reset of a stream whose request body failed waits: written right
+/// behind the stream's HEADERS, both would arrive in one read (see [`resets`]).
 const RESET_DELAY: Duration = Duration::from_millis(1);
 
-impl Waiting {
+impl Waiting<'_> {
     fn poll_response(
         &mut self,
         cx: &mut Context<'_>,
@@ -184,30 +191,42 @@ impl Waiting {
             .response
             .as_mut()
             .expect("polled after it was answered");
-        let answer = ready!(Pin::new(response).poll(cx));
+        let answer = ready!(Pin::new(&mut *response).poll(cx));
+        if self.shared.resets.watching() && answer.is_ok() {
+            self.shared.resets.answered(response.stream_id().into());
+        }
         self.response = None;
         self.cancel = None;
         Poll::Ready(answer)
     }
 }
 
-impl Drop for Waiting {
+impl Drop for Waiting<'_> {
     fn drop(&mut self) {
         let Some(response) = self.response.take() else {
             return;
         };
         let cancel = self.cancel.take();
-        let reset = async move {
-            tokio::time::sleep(RESET_DELAY).await;
+        let id = response.stream_id().into();
+        // Outside a runtime (it is shutting down) the reset goes at once.
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            return;
+        };
+        if self.shared.resets.may_reset(id) {
             if let Some(cancel) = cancel {
                 let _ = cancel.send(());
             }
-            drop(response);
-        };
-        // Outside a runtime (it is shutting down) the reset goes at once.
-        if let Ok(runtime) = tokio::runtime::Handle::try_current() {
-            runtime.spawn(reset);
+            return;
         }
+        let shared = Arc::clone(self.shared);
+        runtime.spawn(async move {
+            if let Ok(Ok(_)) = tokio::time::timeout(HOLD_LIMIT, response).await {
+                shared.resets.answered(id);
+            }
+            if let Some(cancel) = cancel {
+                let _ = cancel.send(());
+            }
+        });
     }
 }
 
@@ -219,7 +238,6 @@ async fn finish(mut pump: Pump, failed: oneshot::Sender<BoxError>) {
         Err(Pumped::Body(e)) => {
             tracing::debug!(error = %e, "request body failed");
             let _ = failed.send(e);
-            // Not at once either (see `Waiting`).
             tokio::time::sleep(RESET_DELAY).await;
             pump.reset(Reason::CANCEL);
         }
@@ -227,5 +245,6 @@ async fn finish(mut pump: Pump, failed: oneshot::Sender<BoxError>) {
     }
 }
 
+mod resets;
 #[cfg(test)]
 mod tests;

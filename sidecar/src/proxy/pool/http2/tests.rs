@@ -211,6 +211,61 @@ async fn a_request_given_up_before_its_answer_is_reset() {
     drop(frames);
 }
 
+/// Past ten resets the app may not have accepted yet, a given-up request's stream is
+/// held open: until the app answers it, or until `HOLD_LIMIT` (see `resets`).
+#[tokio::test(start_paused = true)]
+async fn past_ten_unconfirmed_resets_a_given_up_request_is_held_until_answered() {
+    let (sender, io) = connected().await;
+    let mut served = serve(io);
+    let sending: Vec<_> = (0..13).map(|_| send(sender.clone(), full("x"))).collect();
+    let mut open = Vec::new();
+    for _ in 0..13 {
+        open.push(served.recv().await.unwrap().2);
+    }
+    let start = tokio::time::Instant::now();
+    for request in sending {
+        request.abort();
+        let _ = request.await;
+    }
+    // Time stands still until every task is idle: what is reset at once has arrived
+    // before a second passes.
+    let mut held = Vec::new();
+    let mut reset = 0;
+    for mut respond in open {
+        let waited =
+            tokio::time::timeout(Duration::from_secs(1), poll_fn(|cx| respond.poll_reset(cx)));
+        match waited.await {
+            Ok(Ok(reason)) => {
+                assert_eq!(reason, Reason::CANCEL);
+                reset += 1;
+            }
+            Ok(Err(e)) => panic!("{e}"),
+            Err(_) => held.push(respond),
+        }
+    }
+    assert_eq!((reset, held.len()), (resets::MAX_UNCONFIRMED, 3));
+    // One is answered: it was never reset, and its answer is dropped.
+    answer(&mut held[0], "late", None);
+    // The other two go at the limit.
+    for mut respond in held.drain(1..) {
+        let reason = poll_fn(|cx| respond.poll_reset(cx)).await.unwrap();
+        assert_eq!(reason, Reason::CANCEL);
+        let after = start.elapsed();
+        assert!(
+            (HOLD_LIMIT..HOLD_LIMIT + Duration::from_secs(2)).contains(&after),
+            "reset after {after:?}"
+        );
+    }
+    // The connection was never in doubt.
+    let sending = send(sender, full("x"));
+    answer(&mut served.recv().await.unwrap().2, "next", None);
+    let response = sending.await.unwrap().unwrap();
+    assert_eq!(
+        response.into_body().collect().await.unwrap().to_bytes(),
+        "next"
+    );
+}
+
 #[tokio::test]
 async fn an_early_reset_with_no_error_ends_the_answer_without_failing_it() {
     let (sender, io) = connected().await;
@@ -275,7 +330,7 @@ async fn a_peer_that_answers_pings_is_kept() {
 #[tokio::test]
 async fn the_connection_closes_once_every_handle_is_gone() {
     let (sender, io) = connected().await;
-    let closed = Arc::clone(&sender.closed);
+    let shared = Arc::clone(&sender.shared);
     let mut served = serve(io);
     let sending = send(sender, full("x"));
     let (_, _, mut respond) = served.recv().await.unwrap();
@@ -287,7 +342,7 @@ async fn the_connection_closes_once_every_handle_is_gone() {
     let ended = tokio::time::timeout(Duration::from_secs(5), served.recv()).await;
     assert!(matches!(ended, Ok(None)), "the connection stayed open");
     tokio::time::timeout(Duration::from_secs(5), async {
-        while !closed.load(Ordering::Relaxed) {
+        while !shared.closed.load(Ordering::Relaxed) {
             tokio::task::yield_now().await;
         }
     })

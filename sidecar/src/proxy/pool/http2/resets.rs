@@ -1,0 +1,123 @@
+//! Which unanswered streams a connection may reset now, without the app taking it
+//! for a rapid-reset attack on the connection every other request shares.
+//!
+//! An h2 server counts the streams its peer reset before it accepted them (read
+//! their HEADERS but not yet handed them to the app), and closes the connection past
+//! a bound: GOAWAY ENHANCE_YOUR_CALM past 20 in hyper's server (h2's default, so
+//! tonic's and most Rust apps'). A busy app reads late, so a client cancelling many
+//! requests at once — or one this sidecar cut off — makes the app read all of their
+//! HEADERS and resets in one go, and every request on the connection fails with it.
+//!
+//! An app that has answered a stream has accepted every stream opened before it (h2
+//! servers accept in the order streams were opened). So a reset of a stream older
+//! than the newest answered one is safe; a younger one is *unconfirmed* until a
+//! later stream is answered. At most [`MAX_UNCONFIRMED`] go out unconfirmed; past
+//! that a stream is held open, its answer read and dropped, until the app answers
+//! it or [`HOLD_LIMIT`] passes. The app does the work of a cancelled request it
+//! would have started anyway; the connection stays up.
+
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use std::time::Duration;
+
+/// Half of hyper's bound: room for another client of the app on its own connection
+/// is not ours to take, but this keeps us well inside it.
+pub(super) const MAX_UNCONFIRMED: usize = 10;
+
+/// How long a held stream waits for its answer before it is reset anyway: an app
+/// that has read nothing for this long is not busy but stuck, and a slot on its
+/// connection is worth more than its verdict on one reset.
+pub(super) const HOLD_LIMIT: Duration = Duration::from_secs(5);
+
+#[derive(Default)]
+pub(super) struct Resets {
+    /// Set while some reset is unconfirmed: only then is an answer's stream id
+    /// (a lock in h2) worth reading.
+    watching: AtomicBool,
+    /// The highest stream id answered while watching (a lower bound otherwise).
+    answered: AtomicU32,
+    /// Streams reset younger than every answered one, oldest first.
+    unconfirmed: Mutex<Vec<u32>>,
+}
+
+impl Resets {
+    /// Whether answers should be reported with [`Self::answered`].
+    pub(super) fn watching(&self) -> bool {
+        self.watching.load(Ordering::Relaxed)
+    }
+
+    /// The app answered stream `id`: the resets before it are confirmed.
+    pub(super) fn answered(&self, id: u32) {
+        let answered = self.answered.fetch_max(id, Ordering::Relaxed).max(id);
+        let mut unconfirmed = self.unconfirmed.lock().unwrap_or_else(|e| e.into_inner());
+        unconfirmed.retain(|r| *r > answered);
+        if unconfirmed.is_empty() {
+            self.watching.store(false, Ordering::Relaxed);
+        }
+    }
+
+    /// Whether unanswered stream `id` may be reset now (then it is counted until a
+    /// later stream is answered); if not, hold it. (An answer missed while `watching`
+    /// was being set only keeps a reset counted longer: the error is on the safe side.)
+    pub(super) fn may_reset(&self, id: u32) -> bool {
+        let mut unconfirmed = self.unconfirmed.lock().unwrap_or_else(|e| e.into_inner());
+        let answered = self.answered.load(Ordering::Relaxed);
+        unconfirmed.retain(|r| *r > answered);
+        if id < answered {
+            return true;
+        }
+        if unconfirmed.len() >= MAX_UNCONFIRMED {
+            return false;
+        }
+        unconfirmed.push(id);
+        self.watching.store(true, Ordering::Relaxed);
+        true
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn resets_of_unaccepted_streams_stop_at_the_bound_until_a_later_stream_is_answered() {
+        let resets = Resets::default();
+        assert!(!resets.watching(), "nothing to watch before a reset");
+        let ids: Vec<u32> = (0..12).map(|i| 2 * i + 1).collect();
+        let allowed: Vec<bool> = ids.iter().map(|id| resets.may_reset(*id)).collect();
+        assert_eq!(allowed.iter().filter(|a| **a).count(), MAX_UNCONFIRMED);
+        assert!(!allowed[MAX_UNCONFIRMED] && !allowed[MAX_UNCONFIRMED + 1]);
+        assert!(resets.watching());
+        // An answer on a stream younger than some of them confirms those before it:
+        // 1 to 7, four of the ten.
+        resets.answered(7);
+        assert!(
+            resets.may_reset(5),
+            "older than an answered stream: accepted"
+        );
+        assert!([25, 27, 29, 31].iter().all(|id| resets.may_reset(*id)));
+        assert!(!resets.may_reset(33), "the bound again");
+        // A stream opened after all of them answered: every one was accepted.
+        resets.answered(35);
+        assert!(!resets.watching(), "nothing left to confirm");
+        assert!(
+            (37..)
+                .step_by(2)
+                .take(MAX_UNCONFIRMED)
+                .all(|id| resets.may_reset(id))
+        );
+        assert!(!resets.may_reset(99));
+    }
+
+    #[test]
+    fn an_answer_never_moves_the_mark_back() {
+        let resets = Resets::default();
+        resets.answered(41);
+        resets.answered(9);
+        assert!(resets.may_reset(39), "39 < 41: accepted");
+        for id in (43..).step_by(2).take(MAX_UNCONFIRMED) {
+            assert!(resets.may_reset(id));
+        }
+        assert!(!resets.may_reset(101));
+    }
+}
