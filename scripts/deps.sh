@@ -9,7 +9,8 @@
 #                           network namespaces; kubernetes-validate (PyPI, in a venv
 #                           under target/py) for the Kubernetes schemas; chromium and
 #                           chromium-driver for the console's browser tests
-#                           (tests/tests/console.rs, over WebDriver)
+#                           (tests/tests/console.rs, over WebDriver); python3 for
+#                           the memory check (bench/conn-memory.py --check)
 set -euo pipefail
 
 need=()
@@ -29,6 +30,7 @@ if [[ ${1:-build} == test ]]; then
     check promtool prometheus # promtool check metrics: tests/tests/metrics.rs
     check chromium chromium
     check chromedriver chromium-driver # WebDriver for chromium: tests/tests/console.rs
+    check python3 python3 # bench/conn-memory.py --check, the memory bounds .ci/test checks
     if ! command -v kubernetes-validate >/dev/null && [[ ! -x $venv/bin/kubernetes-validate ]]; then
         need_validator=1
         python3 -c 'import venv, ensurepip' 2>/dev/null || need+=(python3-venv)

@@ -56,91 +56,107 @@ impl<H: Handler> Connection<H> {
     /// keeps the size of its largest state for as long as it lives, and a temporary of
     /// the statement that awaits stays in that state until the await ends, boxed or not
     /// (`Box::pin(f).await` kept `f` in the task too: 1.6 KB more per idle connection).
-    pub(super) async fn run(self, stream: TcpStream, addr: SocketAddr) {
-        let _ = stream.set_nodelay(true);
-        let first_head_by = Instant::now() + self.limits.header_read_timeout;
-        let original = match &self.sniff {
-            Sniff::Off => None,
-            _ => Transparent::original_dst(&stream),
-        };
-        let clear = Peer {
-            addr,
-            identity: None,
-        };
-        let never = std::future::pending::<()>;
-        let serving: Serving<'_> = match &self.sniff {
-            Sniff::Off => Box::pin(self.http(stream, clear, None, first_head_by, never(), None)),
-            Sniff::Outbound(t) => {
-                let opaque = match original {
-                    Some(to) => {
-                        let check = Box::pin(t.is_opaque(&stream, to.port(), true));
-                        check.await.then_some(to)
-                    }
-                    None => None,
-                };
-                match opaque {
-                    Some(to) => Box::pin(t.tunnel(stream, Arc::from(to.to_string()))),
-                    None => {
-                        Box::pin(self.http(stream, clear, original, first_head_by, never(), None))
+    /// An `async` block, not an `async fn`: the latter keeps its arguments twice, as
+    /// passed and as moved into locals (208 bytes in every task).
+    #[expect(
+        clippy::manual_async_fn,
+        reason = "an async fn keeps its arguments twice (see above)"
+    )]
+    pub(super) fn run(
+        self,
+        stream: TcpStream,
+        addr: SocketAddr,
+    ) -> impl Future<Output = ()> + Send + use<H> {
+        async move {
+            let _ = stream.set_nodelay(true);
+            let first_head_by = Instant::now() + self.limits.header_read_timeout;
+            let original = match &self.sniff {
+                Sniff::Off => None,
+                _ => Transparent::original_dst(&stream),
+            };
+            let clear = Peer {
+                addr,
+                identity: None,
+            };
+            let never = std::future::pending::<()>;
+            let serving: Serving<'_> = match &self.sniff {
+                Sniff::Off => Box::pin(self.http(stream, clear, None, first_head_by, never, None)),
+                Sniff::Outbound(t) => {
+                    let opaque = match original {
+                        Some(to) => {
+                            let check = Box::pin(t.is_opaque(&stream, to.port(), true));
+                            check.await.then_some(to)
+                        }
+                        None => None,
+                    };
+                    match opaque {
+                        Some(to) => Box::pin(t.tunnel(stream, Arc::from(to.to_string()))),
+                        None => {
+                            Box::pin(self.http(stream, clear, original, first_head_by, never, None))
+                        }
                     }
                 }
-            }
-            Sniff::Inbound(t, app, mesh) => {
-                let port = original.map_or(0, |o| o.port());
-                if t.opaque_ports.contains(&port) {
-                    let tunnel = Box::pin(t.tunnel(stream, Arc::clone(app)));
-                    return tunnel.await;
-                }
-                let mode = mesh.mode();
-                // Silence on the inbound side is a client yet to speak: the header timer
-                // handles it, not a tunnel. In strict mode nothing but TLS is served, so
-                // the whole header-read time goes to waiting for its first byte.
-                let wait = match mode {
-                    MtlsMode::Strict => self.limits.header_read_timeout,
-                    _ => self.limits.header_read_timeout.min(t.detect_timeout),
-                };
-                let first = mtls::peek_first(&stream, wait).await;
-                let sorting = Box::pin(mesh.sort(stream, first, mode, first_head_by));
-                let sorted = sorting.await;
-                match sorted {
-                    Sorted::Plain(stream) => {
-                        let (until_strict, gate) = (mesh.until_strict(), Some(Arc::clone(mesh)));
-                        Box::pin(self.http(
-                            stream,
-                            clear,
-                            original,
-                            first_head_by,
-                            until_strict,
-                            gate,
-                        ))
+                Sniff::Inbound(t, app, mesh) => {
+                    let port = original.map_or(0, |o| o.port());
+                    if t.opaque_ports.contains(&port) {
+                        let tunnel = Box::pin(t.tunnel(stream, Arc::clone(app)));
+                        return tunnel.await;
                     }
-                    Sorted::Mesh(tls, identity) => {
-                        let peer = Peer {
-                            addr,
-                            identity: Some(identity),
-                        };
-                        Box::pin(self.http(tls, peer, original, first_head_by, never(), None))
+                    let mode = mesh.mode();
+                    // Silence on the inbound side is a client yet to speak: the header timer
+                    // handles it, not a tunnel. In strict mode nothing but TLS is served, so
+                    // the whole header-read time goes to waiting for its first byte.
+                    let wait = match mode {
+                        MtlsMode::Strict => self.limits.header_read_timeout,
+                        _ => self.limits.header_read_timeout.min(t.detect_timeout),
+                    };
+                    // Boxed: inline, its timer would stay in the task (376 bytes).
+                    let peek = Box::pin(mtls::peek_first(&stream, wait));
+                    let first = peek.await;
+                    let sorting = Box::pin(mesh.sort(stream, first, mode, first_head_by));
+                    let sorted = sorting.await;
+                    match sorted {
+                        Sorted::Plain(stream) => {
+                            let until_strict = || mesh.until_strict();
+                            let gate = Some(Arc::clone(mesh));
+                            Box::pin(self.http(
+                                stream,
+                                clear,
+                                original,
+                                first_head_by,
+                                until_strict,
+                                gate,
+                            ))
+                        }
+                        Sorted::Mesh(tls, identity) => {
+                            let peer = Peer {
+                                addr,
+                                identity: Some(identity),
+                            };
+                            Box::pin(self.http(tls, peer, original, first_head_by, never, None))
+                        }
+                        Sorted::Tunnel(stream) => Box::pin(t.tunnel(stream, Arc::clone(app))),
+                        Sorted::Closed => return,
                     }
-                    Sorted::Tunnel(stream) => Box::pin(t.tunnel(stream, Arc::clone(app))),
-                    Sorted::Closed => return,
                 }
-            }
-        };
-        serving.await;
+            };
+            serving.await;
+        }
     }
 
     /// Serves HTTP/1.1 or HTTP/2 on `io` until the client is done, the limits close
-    /// it, or a graceful close begins: at shutdown, or once `close_when` completes.
+    /// it, or a graceful close begins: at shutdown, or once `close_when()` completes
+    /// (made in place: passed made, it would be in this future twice).
     /// `strict_gate`: a plaintext inbound connection, whose requests are refused once
     /// the listener is strict (see [`MeshInbound::refuses_plaintext`]). An idle
     /// HTTP/1.1 connection is parked between requests (see [`idle`](super::idle)).
-    async fn http<IO>(
+    async fn http<IO, C: Future<Output = ()>>(
         &self,
         io: IO,
         peer: Peer,
         original: Option<SocketAddr>,
         first_head_by: Instant,
-        close_when: impl Future<Output = ()>,
+        close_when: impl FnOnce() -> C,
         strict_gate: Option<Arc<MeshInbound>>,
     ) where
         IO: AsyncRead + AsyncWrite + Readable + Unpin + Send + 'static,
@@ -168,7 +184,7 @@ impl<H: Handler> Connection<H> {
                     std::future::pending::<()>().await;
                 }
             }),
-            close_when: pin!(close_when),
+            close_when: pin!(close_when()),
             shutdown: self.shutdown.clone(),
             closing: false,
             counters: &self.counters,
@@ -203,8 +219,14 @@ impl<H: Handler> Connection<H> {
             let graceful = |c: Pin<&mut UpgradeableConnection<_, _>>| c.graceful_shutdown();
             let parked = watch.drive(Pin::new(&mut *h1), graceful, Some(&park)).await;
             // Parked: hyper's buffers go with its connection; the socket, the bytes
-            // hyper read past the last message (if any) and the service stay.
-            let (Some(deadline), Some(parts)) = (parked, h1.into_parts()) else {
+            // hyper read past the last message (if any) and the service stay. The box
+            // in a block of its own: moved out of, it would keep its allocation (808
+            // bytes) until the end of the loop's turn, the whole park.
+            let parts = {
+                let h1 = h1;
+                h1.into_parts()
+            };
+            let (Some(deadline), Some(parts)) = (parked, parts) else {
                 return;
             };
             // A copy: the rest of hyper's read buffer would keep all of it alive. And
