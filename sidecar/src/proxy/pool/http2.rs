@@ -10,7 +10,7 @@
 //! of its own when it cannot), the response's window given back as it is read, a
 //! RST_STREAM(NO_ERROR) after the response read as its end, keep-alive PINGs, and
 //! server push refused. What it did not: hold back resets an app could take for an
-//! attack ([`resets`]).
+//! attack ([`unaccepted`]).
 
 use std::future::{Future, poll_fn};
 use std::pin::Pin;
@@ -27,7 +27,7 @@ use hyper::body::Body as HttpBody;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::sync::oneshot;
 
-use self::resets::{HOLD_LIMIT, Resets};
+use self::unaccepted::{HOLD_LIMIT, Unaccepted};
 use super::PoolError;
 use crate::proxy::streams::{KeepAlive, Pump, Pumped, Received, content_length};
 use crate::proxy::{Body, BoxError, H2_CONNECTION_WINDOW, H2_STREAM_WINDOW};
@@ -53,7 +53,7 @@ pub(crate) struct Sender {
 struct Shared {
     /// Set by the connection's task when the connection ends.
     closed: AtomicBool,
-    resets: Resets,
+    unaccepted: Unaccepted,
 }
 
 /// The HTTP/2 handshake over `io`; the connection is then driven by a task of its own.
@@ -171,7 +171,7 @@ impl Sender {
 /// body still being pumped is told to stop (from then on, once the response is in,
 /// the body goes on alongside it: a bidirectional stream). Unless the app may not
 /// have accepted it yet and too many such resets are out: then it is held until
-/// answered ([`resets`]).
+/// answered ([`unaccepted`]).
 struct Waiting<'a> {
     response: Option<ResponseFuture>,
     cancel: Option<oneshot::Sender<()>>,
@@ -179,7 +179,7 @@ struct Waiting<'a> {
 }
 
 /// How long the reset of a stream whose request body failed waits: written right
-/// behind the stream's HEADERS, both would arrive in one read (see [`resets`]).
+/// behind the stream's HEADERS, both would arrive in one read (see [`unaccepted`]).
 const RESET_DELAY: Duration = Duration::from_millis(1);
 
 impl Waiting<'_> {
@@ -192,8 +192,8 @@ impl Waiting<'_> {
             .as_mut()
             .expect("polled after it was answered");
         let answer = ready!(Pin::new(&mut *response).poll(cx));
-        if self.shared.resets.watching() && answer.is_ok() {
-            self.shared.resets.answered(response.stream_id().into());
+        if self.shared.unaccepted.watching() && answer.is_ok() {
+            self.shared.unaccepted.answered(response.stream_id().into());
         }
         self.response = None;
         self.cancel = None;
@@ -212,7 +212,7 @@ impl Drop for Waiting<'_> {
         let Ok(runtime) = tokio::runtime::Handle::try_current() else {
             return;
         };
-        if self.shared.resets.may_reset(id) {
+        if self.shared.unaccepted.may_reset(id) {
             if let Some(cancel) = cancel {
                 let _ = cancel.send(());
             }
@@ -221,7 +221,7 @@ impl Drop for Waiting<'_> {
         let shared = Arc::clone(self.shared);
         runtime.spawn(async move {
             if let Ok(Ok(_)) = tokio::time::timeout(HOLD_LIMIT, response).await {
-                shared.resets.answered(id);
+                shared.unaccepted.answered(id);
             }
             if let Some(cancel) = cancel {
                 let _ = cancel.send(());
@@ -245,6 +245,6 @@ async fn finish(mut pump: Pump, failed: oneshot::Sender<BoxError>) {
     }
 }
 
-mod resets;
 #[cfg(test)]
 mod tests;
+mod unaccepted;

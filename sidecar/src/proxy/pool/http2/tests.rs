@@ -212,7 +212,7 @@ async fn a_request_given_up_before_its_answer_is_reset() {
 }
 
 /// Past ten resets the app may not have accepted yet, a given-up request's stream is
-/// held open: until the app answers it, or until `HOLD_LIMIT` (see `resets`).
+/// held open: until the app answers it, or until `HOLD_LIMIT` (see `unaccepted`).
 #[tokio::test(start_paused = true)]
 async fn past_ten_unconfirmed_resets_a_given_up_request_is_held_until_answered() {
     let (sender, io) = connected().await;
@@ -243,7 +243,7 @@ async fn past_ten_unconfirmed_resets_a_given_up_request_is_held_until_answered()
             Err(_) => held.push(respond),
         }
     }
-    assert_eq!((reset, held.len()), (resets::MAX_UNCONFIRMED, 3));
+    assert_eq!((reset, held.len()), (unaccepted::MAX_UNCONFIRMED, 3));
     // One is answered: it was never reset, and its answer is dropped.
     answer(&mut held[0], "late", None);
     // The other two go at the limit.

@@ -30,7 +30,7 @@ pub(super) const MAX_UNCONFIRMED: usize = 10;
 pub(super) const HOLD_LIMIT: Duration = Duration::from_secs(5);
 
 #[derive(Default)]
-pub(super) struct Resets {
+pub(super) struct Unaccepted {
     /// Set while some reset is unconfirmed: only then is an answer's stream id
     /// (a lock in h2) worth reading.
     watching: AtomicBool,
@@ -40,7 +40,7 @@ pub(super) struct Resets {
     unconfirmed: Mutex<Vec<u32>>,
 }
 
-impl Resets {
+impl Unaccepted {
     /// Whether answers should be reported with [`Self::answered`].
     pub(super) fn watching(&self) -> bool {
         self.watching.load(Ordering::Relaxed)
@@ -81,7 +81,7 @@ mod tests {
 
     #[test]
     fn resets_of_unaccepted_streams_stop_at_the_bound_until_a_later_stream_is_answered() {
-        let resets = Resets::default();
+        let resets = Unaccepted::default();
         assert!(!resets.watching(), "nothing to watch before a reset");
         let ids: Vec<u32> = (0..12).map(|i| 2 * i + 1).collect();
         let allowed: Vec<bool> = ids.iter().map(|id| resets.may_reset(*id)).collect();
@@ -111,7 +111,7 @@ mod tests {
 
     #[test]
     fn an_answer_never_moves_the_mark_back() {
-        let resets = Resets::default();
+        let resets = Unaccepted::default();
         resets.answered(41);
         resets.answered(9);
         assert!(resets.may_reset(39), "39 < 41: accepted");
