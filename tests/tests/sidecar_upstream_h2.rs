@@ -374,8 +374,9 @@ struct Gated {
     tcp: tokio::net::TcpStream,
     gate: Arc<Gate>,
     held: Vec<u8>,
-    /// Where the next frame header in `held` starts; before it, what was handed on.
+    /// Where the next frame header in `held` starts.
     scanned: usize,
+    /// How much of `held` the app has read.
     handed: usize,
 }
 

@@ -232,6 +232,8 @@ impl<H: Handler> Connection<H> {
             // A copy: the rest of hyper's read buffer would keep all of it alive. And
             // `parts` is gone before the wait below: its read buffer (8 KiB) would
             // otherwise stay in this future for as long as the connection is parked.
+            // (One block for both, returning a named tuple, measured 80 bytes larger:
+            // the tuple's slot stays in the future.)
             let leftover;
             (io, service, leftover) = {
                 let parts = parts;

@@ -20,8 +20,8 @@ use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::time::Duration;
 
-/// Half of hyper's bound: room for another client of the app on its own connection
-/// is not ours to take, but this keeps us well inside it.
+/// Half of hyper's bound (20): the margin is for the resets that cannot be held, of
+/// streams whose request body failed (they go 1 ms later, see `finish`).
 pub(super) const MAX_UNCONFIRMED: usize = 10;
 
 /// How long a held stream waits for its answer before it is reset anyway: an app
