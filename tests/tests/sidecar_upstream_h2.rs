@@ -13,7 +13,8 @@
 //!   a 502 naming the service, not a wait for the timeout (504);
 //! - a client cancelling many requests the app has not read yet (it is busy) does not
 //!   make the app close the connection other requests share (rapid-reset defences
-//!   count streams reset before they were accepted).
+//!   count streams reset before they were accepted); nor does a client dying with
+//!   many uploads the app has not read (their bodies fail in the sidecar).
 
 #![allow(clippy::unwrap_used)]
 
@@ -572,27 +573,88 @@ async fn h2_post(
     (status, Ok(Bytes::from(all)))
 }
 
+/// A sidecar in front of a [`gated_app`] with a POST in flight on the pooled
+/// connection every request shares, and the gate closed: the app is busy.
+struct Busy {
+    _dir: tempfile::TempDir,
+    _cp: ControlPlane,
+    gate: Arc<Gate>,
+    seen: Arc<Seen>,
+    orders: Sidecar,
+    rt: tokio::runtime::Runtime,
+    slow: tokio::task::JoinHandle<(u16, Result<Bytes, h2::Error>)>,
+}
+
+impl Busy {
+    fn start() -> Busy {
+        let dir = tempfile::tempdir().unwrap();
+        let cp = ControlPlane::start(dir.path(), &[]);
+        let gate = Arc::new(Gate::default());
+        let (app, seen) = gated_app(Arc::clone(&gate));
+        let orders = orders(dir.path(), &cp, app);
+        let rt = runtime();
+        let slow = rt.spawn(h2_post(orders.inbound, "/slow", b"the order"));
+        eventually(Duration::from_secs(10), "the POST at the app", || {
+            seen.paths
+                .lock()
+                .unwrap()
+                .contains(&"/slow".to_string())
+                .then_some(())
+        });
+        gate.closed.store(true, Ordering::SeqCst);
+        Busy {
+            _dir: dir,
+            _cp: cp,
+            gate,
+            seen,
+            orders,
+            rt,
+            slow,
+        }
+    }
+
+    /// Waits for [`MARKER`] and at least ten resets at the gate, then opens it: the
+    /// resets the busy app got before it read anything.
+    fn wake_up(&self) -> usize {
+        eventually(
+            Duration::from_secs(10),
+            "the last request and resets at the gate",
+            || {
+                let (_, resets, marker) = *self.gate.counts.lock().unwrap();
+                (marker && resets >= 10).then_some(())
+            },
+        );
+        let (_, resets_seen, _) = *self.gate.counts.lock().unwrap();
+        self.gate.open();
+        resets_seen
+    }
+
+    /// The POST in flight is answered, once, and the app's connection never ended.
+    fn assert_the_post_in_flight_went_through(self, resets_seen: usize) {
+        self.seen.release.notify_waiters();
+        let (status, body) = self.rt.block_on(self.slow).unwrap();
+        let ended = self.seen.ended.lock().unwrap().clone();
+        assert_eq!(
+            (status, body.as_deref().ok()),
+            (200, Some(&b"/slow done"[..])),
+            "the POST in flight, {body:?}; the app's connections ended: {ended:?}; {resets_seen} resets reached the busy app",
+        );
+        assert!(ended.is_empty(), "{ended:?}");
+        let paths = self.seen.paths.lock().unwrap();
+        let slow = paths.iter().filter(|p| *p == "/slow").count();
+        assert_eq!(slow, 1, "the POST reached the app once");
+        assert!(
+            resets_seen <= 20,
+            "{resets_seen} resets of streams the busy app had not accepted"
+        );
+    }
+}
+
 #[test]
 fn a_client_cancelling_requests_a_busy_app_has_not_read_does_not_cost_others_the_connection() {
-    let dir = tempfile::tempdir().unwrap();
-    let cp = ControlPlane::start(dir.path(), &[]);
-    let gate = Arc::new(Gate::default());
-    let (app, seen) = gated_app(Arc::clone(&gate));
-    let orders = orders(dir.path(), &cp, app);
-    let rt = runtime();
-    // A POST in flight (never sent twice), on the pooled connection the rest shares.
-    let slow = rt.spawn(h2_post(orders.inbound, "/slow", b"the order"));
-    eventually(Duration::from_secs(10), "the POST at the app", || {
-        seen.paths
-            .lock()
-            .unwrap()
-            .contains(&"/slow".to_string())
-            .then_some(())
-    });
-    // The app gets busy: it reads nothing until the gate opens.
-    gate.closed.store(true, Ordering::SeqCst);
+    let busy = Busy::start();
     // A client opens 60 requests; once the sidecar has sent them on, it cancels them.
-    let mut client = Conn::connect(orders.inbound, &[]);
+    let mut client = Conn::connect(busy.orders.inbound, &[]);
     const FLOOD: u32 = 60;
     let block = h2raw::request("GET", "/flood", &[]);
     let heads: Vec<_> = (0..FLOOD)
@@ -602,7 +664,7 @@ fn a_client_cancelling_requests_a_busy_app_has_not_read_does_not_cost_others_the
     eventually(
         Duration::from_secs(10),
         "the requests sent on to the app",
-        || (gate.counts.lock().unwrap().0 >= FLOOD as usize).then_some(()),
+        || (busy.gate.counts.lock().unwrap().0 >= FLOOD as usize).then_some(()),
     );
     let resets: Vec<_> = (0..FLOOD)
         .map(|i| Frame::rst(2 * i + 1, h2raw::CANCEL))
@@ -618,41 +680,53 @@ fn a_client_cancelling_requests_a_busy_app_has_not_read_does_not_cost_others_the
         .unwrap();
     // The app wakes up to everything at once: the requests, what was reset of them,
     // and the last one. (Before the sidecar held resets back, all 60 were there.)
-    eventually(
-        Duration::from_secs(10),
-        "the last request and resets at the gate",
-        || {
-            let (_, resets, marker) = *gate.counts.lock().unwrap();
-            (marker && resets >= 10).then_some(())
-        },
-    );
-    let (_, resets_seen, _) = *gate.counts.lock().unwrap();
-    gate.open();
+    let resets_seen = busy.wake_up();
     assert_eq!(
         client.outcome(after, Duration::from_secs(10)),
         Outcome::Status(200)
     );
-    seen.release.notify_waiters();
-    let (status, body) = rt.block_on(slow).unwrap();
+    busy.assert_the_post_in_flight_went_through(resets_seen);
+}
+
+#[test]
+fn a_client_dying_with_uploads_a_busy_app_has_not_read_does_not_cost_others_the_connection() {
+    let busy = Busy::start();
+    // A client starts 60 uploads, sends the first bytes of each, and dies: every
+    // upload's body fails in the sidecar, and every request is given up.
+    let mut client = Conn::connect(busy.orders.inbound, &[]);
+    const UPLOADS: u32 = 60;
+    let block = h2raw::request("POST", "/upload", &[("content-length", "1000")]);
+    let uploads: Vec<_> = (0..UPLOADS)
+        .flat_map(|i| {
+            [
+                Frame::headers(2 * i + 1, block.clone(), END_HEADERS),
+                Frame::data(2 * i + 1, b"the first", false),
+            ]
+        })
+        .collect();
+    client.send_all(&uploads).unwrap();
+    eventually(
+        Duration::from_secs(10),
+        "the uploads sent on to the app",
+        || (busy.gate.counts.lock().unwrap().0 >= UPLOADS as usize).then_some(()),
+    );
+    client.socket().shutdown(std::net::Shutdown::Both).unwrap();
+    drop(client);
+    eventually(
+        Duration::from_secs(10),
+        "the uploads given up, the POST in flight left",
+        || (busy.orders.counter("graylane_sidecar_requests_in_flight") == 1).then_some(()),
+    );
+    // Then one more request, from another client: behind whatever the sidecar sent.
+    let after = busy
+        .rt
+        .spawn(h2_post(busy.orders.inbound, "/after", MARKER));
+    let resets_seen = busy.wake_up();
+    let (status, body) = busy.rt.block_on(after).unwrap();
     assert_eq!(
         (status, body.as_deref().ok()),
-        (200, Some(&b"/slow done"[..])),
-        "the POST in flight, {body:?}; the app's connections ended: {:?}; {resets_seen} resets reached the busy app",
-        seen.ended.lock().unwrap()
+        (200, Some(&b"/after done"[..])),
+        "{body:?}"
     );
-    assert!(
-        seen.ended.lock().unwrap().is_empty(),
-        "{:?}",
-        seen.ended.lock().unwrap()
-    );
-    assert_eq!(
-        seen.paths
-            .lock()
-            .unwrap()
-            .iter()
-            .filter(|p| *p == "/slow")
-            .count(),
-        1,
-        "the POST reached the app once"
-    );
+    busy.assert_the_post_in_flight_went_through(resets_seen);
 }

@@ -56,6 +56,14 @@ impl Pump {
         self.cancel = Some(cancel);
     }
 
+    /// Waits until the sender given to [`Self::cancel_on`] fires or is dropped (at
+    /// once without one).
+    pub(crate) async fn cancelled(&mut self) {
+        if let Some(cancel) = self.cancel.take() {
+            let _ = cancel.await;
+        }
+    }
+
     pub(crate) fn reset(&mut self, reason: Reason) {
         self.stream.send_reset(reason);
     }

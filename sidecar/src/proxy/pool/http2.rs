@@ -17,7 +17,6 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::task::{Context, Poll, ready};
-use std::time::Duration;
 
 use ::h2::client::{Builder, ResponseFuture, SendRequest};
 use ::h2::{PingPong, Reason, RecvStream};
@@ -134,7 +133,8 @@ impl Sender {
             cancel: None,
             shared: &self.shared,
         };
-        // A body failing once the pump has a task of its own says so here.
+        // A body failing once the pump has a task of its own says so here; the
+        // stream is then given up as any other ([`Waiting`]).
         let mut failed = None;
         if !end {
             let mut pump = Pump::new(body, stream);
@@ -153,34 +153,36 @@ impl Sender {
                 }
             }
         }
-        let response = match poll_fn(|cx| waiting.poll_response(cx)).await {
-            Ok(response) => response,
-            // The stream was reset because the request's body failed.
-            Err(_) if let Some(Ok(e)) = failed.as_mut().map(oneshot::Receiver::try_recv) => {
-                return Err(PoolError::RequestBody(e));
+        let response = poll_fn(|cx| {
+            if let Some(rx) = &mut failed {
+                match Pin::new(rx).poll(cx) {
+                    Poll::Ready(Ok(e)) => return Poll::Ready(Err(PoolError::RequestBody(e))),
+                    Poll::Ready(Err(_)) => failed = None,
+                    Poll::Pending => {}
+                }
             }
-            Err(e) => return Err(PoolError::Exchange(e.into())),
-        };
+            waiting
+                .poll_response(cx)
+                .map_err(|e| PoolError::Exchange(e.into()))
+        })
+        .await?;
         let length = content_length(response.headers());
         Ok(response.map(|stream| Body::received_h2(Received::new(stream, length))))
     }
 }
 
-/// A stream opened and not answered yet. Given up (a timeout, a client gone), it is
-/// reset: dropping the response future resets a stream whose body has gone, and a
-/// body still being pumped is told to stop (from then on, once the response is in,
-/// the body goes on alongside it: a bidirectional stream). Unless the app may not
-/// have accepted it yet and too many such resets are out: then it is held until
-/// answered ([`unaccepted`]).
+/// A stream opened and not answered yet. Given up (a timeout, a client gone, its
+/// request body failed), it is reset: dropping the response future resets a stream
+/// whose body has gone, and a body still being pumped is told to stop through
+/// `cancel` (a dropped `cancel` says the answer is in: from then on the body goes on
+/// alongside it, a bidirectional stream). Unless the app may not have accepted it
+/// yet and too many such resets are out: then it is held until the app answers it or
+/// a later stream ([`unaccepted`]).
 struct Waiting<'a> {
     response: Option<ResponseFuture>,
     cancel: Option<oneshot::Sender<()>>,
     shared: &'a Arc<Shared>,
 }
-
-/// How long the reset of a stream whose request body failed waits: written right
-/// behind the stream's HEADERS, both would arrive in one read (see [`unaccepted`]).
-const RESET_DELAY: Duration = Duration::from_millis(1);
 
 impl Waiting<'_> {
     fn poll_response(
@@ -220,9 +222,17 @@ impl Drop for Waiting<'_> {
         }
         let shared = Arc::clone(self.shared);
         runtime.spawn(async move {
-            if let Ok(Ok(_)) = tokio::time::timeout(HOLD_LIMIT, response).await {
-                shared.unaccepted.answered(id);
-            }
+            let unaccepted = &shared.unaccepted;
+            let held = async {
+                tokio::select! {
+                    answer = response => if answer.is_ok() {
+                        unaccepted.answered(id);
+                    },
+                    () = unaccepted.accepted(id) => {}
+                }
+            };
+            let _ = tokio::time::timeout(HOLD_LIMIT, held).await;
+            unaccepted.release();
             if let Some(cancel) = cancel {
                 let _ = cancel.send(());
             }
@@ -230,15 +240,16 @@ impl Drop for Waiting<'_> {
     }
 }
 
-/// The rest of a request body, in a task of its own; a failure of the body goes to
-/// `failed` before the stream is reset.
+/// The rest of a request body, in a task of its own. A failure of the body goes to
+/// `failed`, and the stream is reset once its [`Waiting`] lets it: given up (at once,
+/// or after a hold), or answered.
 async fn finish(mut pump: Pump, failed: oneshot::Sender<BoxError>) {
     match (&mut pump).await {
         Ok(()) => {}
         Err(Pumped::Body(e)) => {
             tracing::debug!(error = %e, "request body failed");
             let _ = failed.send(e);
-            tokio::time::sleep(RESET_DELAY).await;
+            pump.cancelled().await;
             pump.reset(Reason::CANCEL);
         }
         Err(Pumped::Stream(e)) => tracing::debug!(error = %e, "request body cut"),

@@ -2,6 +2,7 @@
 //! time paused where the test is about timers.
 
 use std::convert::Infallible;
+use std::time::Duration;
 
 use ::h2::server::{self, SendResponse};
 use bytes::Bytes;
@@ -211,24 +212,31 @@ async fn a_request_given_up_before_its_answer_is_reset() {
     drop(frames);
 }
 
-/// Past ten resets the app may not have accepted yet, a given-up request's stream is
-/// held open: until the app answers it, or until `HOLD_LIMIT` (see `unaccepted`).
-#[tokio::test(start_paused = true)]
-async fn past_ten_unconfirmed_resets_a_given_up_request_is_held_until_answered() {
-    let (sender, io) = connected().await;
-    let mut served = serve(io);
-    let sending: Vec<_> = (0..13).map(|_| send(sender.clone(), full("x"))).collect();
+/// `count` requests sent, arrived at the server unanswered, then given up: their
+/// streams as the server holds them, in the order they were opened.
+async fn given_up(
+    sender: &Sender,
+    served: &mut mpsc::UnboundedReceiver<Served>,
+    count: usize,
+) -> Vec<SendResponse<Bytes>> {
+    let sending: Vec<_> = (0..count)
+        .map(|_| send(sender.clone(), full("x")))
+        .collect();
     let mut open = Vec::new();
-    for _ in 0..13 {
+    for _ in 0..count {
         open.push(served.recv().await.unwrap().2);
     }
-    let start = tokio::time::Instant::now();
     for request in sending {
         request.abort();
         let _ = request.await;
     }
-    // Time stands still until every task is idle: what is reset at once has arrived
-    // before a second passes.
+    open
+}
+
+/// Splits `open` into those reset within a second (with CANCEL) and those held.
+/// Time stands still until every task is idle: what is reset at once has arrived
+/// before a second passes.
+async fn reset_or_held(open: Vec<SendResponse<Bytes>>) -> (usize, Vec<SendResponse<Bytes>>) {
     let mut held = Vec::new();
     let mut reset = 0;
     for mut respond in open {
@@ -243,10 +251,33 @@ async fn past_ten_unconfirmed_resets_a_given_up_request_is_held_until_answered()
             Err(_) => held.push(respond),
         }
     }
+    (reset, held)
+}
+
+/// A request sent and answered on `sender`: the connection is in good health.
+async fn answered(sender: &Sender, served: &mut mpsc::UnboundedReceiver<Served>) {
+    let sending = send(sender.clone(), full("x"));
+    answer(&mut served.recv().await.unwrap().2, "next", None);
+    let response = sending.await.unwrap().unwrap();
+    assert_eq!(
+        response.into_body().collect().await.unwrap().to_bytes(),
+        "next"
+    );
+}
+
+/// Past ten resets the app may not have accepted yet, a given-up request's stream is
+/// held open: until the app answers it, or until `HOLD_LIMIT` (see `unaccepted`).
+#[tokio::test(start_paused = true)]
+async fn past_ten_unconfirmed_resets_a_given_up_request_is_held_until_answered() {
+    let (sender, io) = connected().await;
+    let mut served = serve(io);
+    let start = tokio::time::Instant::now();
+    let open = given_up(&sender, &mut served, 13).await;
+    let (reset, mut held) = reset_or_held(open).await;
     assert_eq!((reset, held.len()), (unaccepted::MAX_UNCONFIRMED, 3));
-    // One is answered: it was never reset, and its answer is dropped.
+    // The oldest held is answered: it was never reset, and its answer is dropped.
     answer(&mut held[0], "late", None);
-    // The other two go at the limit.
+    // The two younger ones go at the limit.
     for mut respond in held.drain(1..) {
         let reason = poll_fn(|cx| respond.poll_reset(cx)).await.unwrap();
         assert_eq!(reason, Reason::CANCEL);
@@ -257,13 +288,94 @@ async fn past_ten_unconfirmed_resets_a_given_up_request_is_held_until_answered()
         );
     }
     // The connection was never in doubt.
-    let sending = send(sender, full("x"));
-    answer(&mut served.recv().await.unwrap().2, "next", None);
-    let response = sending.await.unwrap().unwrap();
-    assert_eq!(
-        response.into_body().collect().await.unwrap().to_bytes(),
-        "next"
+    answered(&sender, &mut served).await;
+}
+
+/// An answer to a stream opened after the held ones says the app accepted them:
+/// they are reset then, not at the limit.
+#[tokio::test(start_paused = true)]
+async fn held_streams_are_reset_once_a_later_stream_is_answered() {
+    let (sender, io) = connected().await;
+    let mut served = serve(io);
+    let open = given_up(&sender, &mut served, 13).await;
+    let (_, held) = reset_or_held(open).await;
+    assert_eq!(held.len(), 3);
+    let start = tokio::time::Instant::now();
+    answered(&sender, &mut served).await;
+    for mut respond in held {
+        let reason = poll_fn(|cx| respond.poll_reset(cx)).await.unwrap();
+        assert_eq!(reason, Reason::CANCEL);
+    }
+    assert!(
+        start.elapsed() < Duration::from_secs(1),
+        "{:?}",
+        start.elapsed()
     );
+    assert!(!sender.shared.unaccepted.watching(), "nothing left held");
+}
+
+/// Ten requests given up unanswered (the unconfirmed resets at their bound), then a
+/// streamed request whose first part has reached the server: the sender of the rest
+/// of its body, the request, how the server read the body, and its reply handle.
+async fn streaming_behind_ten_unconfirmed(
+    sender: &Sender,
+    served: &mut mpsc::UnboundedReceiver<Served>,
+) -> (
+    mpsc::UnboundedSender<Result<Frame<Bytes>, BoxError>>,
+    JoinHandle<Result<Response<Body>, PoolError>>,
+    oneshot::Receiver<Read>,
+    SendResponse<Bytes>,
+) {
+    let open = given_up(sender, served, unaccepted::MAX_UNCONFIRMED).await;
+    let (frames, rx) = mpsc::unbounded_channel();
+    frames.send(Ok(Frame::data(Bytes::from("part")))).unwrap();
+    let sending = send(sender.clone(), streamed(rx));
+    let (_, body, respond) = served.recv().await.unwrap();
+    let (reset, held) = reset_or_held(open).await;
+    assert_eq!((reset, held.len()), (unaccepted::MAX_UNCONFIRMED, 0));
+    (frames, sending, body, respond)
+}
+
+/// A request body failing is a stream given up like any other: past ten
+/// unconfirmed resets it is held, and the request fails at once all the same.
+#[tokio::test(start_paused = true)]
+async fn past_ten_unconfirmed_resets_a_failed_request_body_holds_its_stream() {
+    let (sender, io) = connected().await;
+    let mut served = serve(io);
+    let (frames, sending, mut body, respond) =
+        streaming_behind_ten_unconfirmed(&sender, &mut served).await;
+    // The pump has a task of its own by now: the body fails there.
+    frames.send(Err("client went away".into())).unwrap();
+    match sending.await.unwrap() {
+        Err(PoolError::RequestBody(e)) => assert!(e.to_string().contains("went away"), "{e}"),
+        Err(e) => panic!("blamed elsewhere: {e:?}"),
+        Ok(_) => panic!("answered"),
+    }
+    let waited = tokio::time::timeout(Duration::from_secs(1), &mut body).await;
+    assert!(waited.is_err(), "reset at once: {waited:?}");
+    answered(&sender, &mut served).await;
+    let read = tokio::time::timeout(Duration::from_secs(1), body).await;
+    let reset = read.expect("still held").unwrap().unwrap_err();
+    assert_eq!(reset.reason(), Some(Reason::CANCEL), "{reset}");
+    drop(respond);
+}
+
+/// Once answered, a stream was accepted: a request body failing after the answer
+/// (a bidirectional stream) resets it at once, whatever is unconfirmed.
+#[tokio::test(start_paused = true)]
+async fn a_request_body_failing_after_the_answer_resets_the_stream_at_once() {
+    let (sender, io) = connected().await;
+    let mut served = serve(io);
+    let (frames, sending, body, mut respond) =
+        streaming_behind_ten_unconfirmed(&sender, &mut served).await;
+    let head = Response::builder().status(200).body(()).unwrap();
+    let _stream = respond.send_response(head, false).unwrap();
+    let response = sending.await.unwrap().unwrap();
+    frames.send(Err("client went away".into())).unwrap();
+    let read = tokio::time::timeout(Duration::from_secs(1), body).await;
+    let reset = read.expect("not reset at once").unwrap().unwrap_err();
+    assert_eq!(reset.reason(), Some(Reason::CANCEL), "{reset}");
+    drop(response);
 }
 
 #[tokio::test]
