@@ -190,6 +190,7 @@ impl<H: Handler> Connection<H> {
             counters: &self.counters,
             resets: &resets,
             addr,
+            woken: Arc::default(),
         };
         let Some(read) = watch.next_bytes(&mut io, true, first_head_by).await else {
             return;

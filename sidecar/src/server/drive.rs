@@ -2,12 +2,15 @@
 //! head's deadline, the next head's deadline, rapid reset, shutdown and a switch to
 //! strict mTLS. The limits are the same in both states; only who reads differs.
 
-use std::future::Future;
+use std::future::{Future, poll_fn};
 use std::net::SocketAddr;
-use std::pin::Pin;
-use std::sync::atomic::Ordering;
+use std::pin::{Pin, pin};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::task::{Context, Poll};
 
 use bytes::Bytes;
+use futures_util::task::{ArcWake, AtomicWaker, waker_ref};
 use tokio::io::{AsyncRead, AsyncReadExt};
 use tokio::sync::watch;
 use tokio::time::Instant;
@@ -27,6 +30,33 @@ pub(super) struct Watch<'a, N, C> {
     pub(super) counters: &'a Connections,
     pub(super) resets: &'a Resets,
     pub(super) addr: SocketAddr,
+    pub(super) woken: Arc<Woken>,
+}
+
+/// Wakes a connection's task on behalf of its watchers, and remembers that it did.
+/// The watchers (the first head's deadline, rapid reset, shutdown, a switch to
+/// strict) rarely fire, but a select polls every branch on every wake of the task,
+/// and each poll takes a lock or reads a timer: ~850 instructions an HTTP/1.1
+/// request. Polled only after one of them woke the task, they cost an atomic swap.
+#[derive(Default)]
+pub(super) struct Woken {
+    woken: AtomicBool,
+    task: AtomicWaker,
+}
+
+impl ArcWake for Woken {
+    fn wake_by_ref(arc_self: &Arc<Self>) {
+        arc_self.woken.store(true, Ordering::Release);
+        arc_self.task.wake();
+    }
+}
+
+/// Which watcher of [`Watch::drive`] fired.
+enum Alarm {
+    NoFirstHead,
+    Resets,
+    Shutdown,
+    CloseWhen,
 }
 
 impl<N, C> Watch<'_, N, C>
@@ -59,28 +89,66 @@ where
                     return None;
                 }
                 deadline = requested(park), if !self.closing => return Some(deadline),
-                () = self.no_first_head.as_mut() => {
-                    first_head_timed_out(self.counters, addr);
-                    return None;
-                }
-                () = self.resets.abusive.notified() => {
-                    self.counters.reset_abuse.fetch_add(1, Ordering::Relaxed);
-                    tracing::warn!(peer = %addr, "closed: the client cancels most of its requests (rapid reset)");
-                    return None;
-                }
-                // Requests in flight finish; HTTP/1 answers its current one with
-                // `Connection: close`, HTTP/2 sends GOAWAY.
-                _ = self.shutdown.wait_for(|down| *down), if !self.closing => {
-                    self.closing = true;
-                    graceful(conn.as_mut());
-                }
-                () = self.close_when.as_mut(), if !self.closing => {
-                    self.closing = true;
-                    tracing::debug!(peer = %addr, "closing gracefully: the listener's mode changed");
-                    graceful(conn.as_mut());
-                }
+                alarm = self.alarm() => match alarm {
+                    Alarm::NoFirstHead => {
+                        first_head_timed_out(self.counters, addr);
+                        return None;
+                    }
+                    Alarm::Resets => {
+                        self.counters.reset_abuse.fetch_add(1, Ordering::Relaxed);
+                        tracing::warn!(peer = %addr, "closed: the client cancels most of its requests (rapid reset)");
+                        return None;
+                    }
+                    // Requests in flight finish; HTTP/1 answers its current one with
+                    // `Connection: close`, HTTP/2 sends GOAWAY.
+                    Alarm::Shutdown | Alarm::CloseWhen => {
+                        if matches!(alarm, Alarm::CloseWhen) {
+                            tracing::debug!(peer = %addr, "closing gracefully: the listener's mode changed");
+                        }
+                        self.closing = true;
+                        graceful(conn.as_mut());
+                    }
+                },
             }
         }
+    }
+
+    /// The first of `drive`'s watchers to fire, each polled only once it has woken
+    /// the task ([`Woken`]); shutdown and a switch to strict not once closing.
+    async fn alarm(&mut self) -> Alarm {
+        let woken = Arc::clone(&self.woken);
+        // New futures below: polled once, to be registered.
+        woken.woken.store(true, Ordering::Relaxed);
+        let closing = self.closing;
+        let resets = self.resets;
+        let mut abusive = pin!(resets.abusive.notified());
+        let mut shutdown = pin!(self.shutdown.wait_for(|down| *down));
+        let (first, close_when) = (&mut self.no_first_head, &mut self.close_when);
+        poll_fn(|cx| {
+            woken.task.register(cx.waker());
+            if !woken.woken.swap(false, Ordering::Acquire) {
+                return Poll::Pending;
+            }
+            let waker = waker_ref(&woken);
+            let cx = &mut Context::from_waker(&waker);
+            if first.as_mut().poll(cx).is_ready() {
+                return Poll::Ready(Alarm::NoFirstHead);
+            }
+            if abusive.as_mut().poll(cx).is_ready() {
+                return Poll::Ready(Alarm::Resets);
+            }
+            if closing {
+                return Poll::Pending;
+            }
+            if shutdown.as_mut().poll(cx).is_ready() {
+                return Poll::Ready(Alarm::Shutdown);
+            }
+            if close_when.as_mut().poll(cx).is_ready() {
+                return Poll::Ready(Alarm::CloseWhen);
+            }
+            Poll::Pending
+        })
+        .await
     }
 
     /// Parked (or not yet served): the next bytes of the connection, read into a small

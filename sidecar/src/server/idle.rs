@@ -55,6 +55,11 @@ pub(super) struct Park {
     deadline: Mutex<Option<Instant>>,
     /// The last write or flush did not complete: hyper still holds response bytes.
     write_pending: AtomicBool,
+    /// The timer of the connection's head waits, kept from one wait to the next. A
+    /// wait moves its deadline later, which tokio does with one compare-and-swap;
+    /// a timer of its own per wait was put into tokio's timer wheel and taken out
+    /// again under the wheel's lock, ~1.5k instructions a request. Dropped at a park.
+    timer: Mutex<Option<Pin<Box<tokio::time::Sleep>>>>,
 }
 
 impl Park {
@@ -73,7 +78,17 @@ impl Park {
         let deadline = self.deadline.lock().ok()?.take()?;
         // A response still being written stays with hyper until the client reads it
         // (or the send timeout cuts it).
-        (!self.write_pending.load(Ordering::Relaxed)).then_some(deadline)
+        if self.write_pending.load(Ordering::Relaxed) {
+            return None;
+        }
+        *self.timer() = None;
+        Some(deadline)
+    }
+
+    fn timer(&self) -> std::sync::MutexGuard<'_, Option<Pin<Box<tokio::time::Sleep>>>> {
+        self.timer
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
     /// Completes once the connection is to be parked. Only the connection's own poll
@@ -128,7 +143,7 @@ impl Timer for ParkTimer {
     /// A new head wait, after a request was served on this hyper connection.
     fn reset(&self, sleep: &mut Pin<Box<dyn Sleep>>, new_deadline: std::time::Instant) {
         match sleep.as_mut().downcast_mut_pin::<HeadSleep>() {
-            Some(sleep) => sleep.rearm(Instant::from_std(new_deadline)),
+            Some(sleep) => sleep.get_mut().rearm(Instant::from_std(new_deadline)),
             None => *sleep = self.sleep_until(new_deadline),
         }
     }
@@ -138,25 +153,21 @@ impl Timer for ParkTimer {
     }
 }
 
-pin_project_lite::pin_project! {
-    /// One head wait: fires first at the park grace (asking to park, then going on
-    /// to the deadline), then at the deadline (hyper's header-read timeout).
-    struct HeadSleep {
-        #[pin]
-        sleep: tokio::time::Sleep,
-        deadline: Instant,
-        park_at: Option<Instant>,
-        park: std::sync::Arc<Park>,
-    }
+/// One head wait: fires first at the park grace (asking to park, then going on to
+/// the deadline), then at the deadline (hyper's header-read timeout). Its timer is
+/// the connection's ([`Park::timer`]), armed for this wait when polled: most heads
+/// are in the buffer already, and the wait is over unpolled.
+struct HeadSleep {
+    deadline: Instant,
+    park_at: Option<Instant>,
+    park: std::sync::Arc<Park>,
 }
 
 impl HeadSleep {
     fn new(park: std::sync::Arc<Park>, deadline: Instant) -> Self {
-        let park_at = Self::park_at(deadline);
         Self {
-            sleep: tokio::time::sleep_until(park_at.unwrap_or(deadline)),
             deadline,
-            park_at,
+            park_at: Self::park_at(deadline),
             park,
         }
     }
@@ -166,11 +177,9 @@ impl HeadSleep {
         Some(Instant::now() + PARK_AFTER).filter(|at| *at < deadline)
     }
 
-    fn rearm(self: Pin<&mut Self>, deadline: Instant) {
-        let this = self.project();
-        *this.deadline = deadline;
-        *this.park_at = Self::park_at(deadline);
-        this.sleep.reset(this.park_at.unwrap_or(deadline));
+    fn rearm(&mut self, deadline: Instant) {
+        self.deadline = deadline;
+        self.park_at = Self::park_at(deadline);
     }
 }
 
@@ -178,16 +187,23 @@ impl Future for HeadSleep {
     type Output = ();
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
-        let mut this = self.project();
+        let this = self.get_mut();
+        let mut timer = this.park.timer();
         loop {
-            ready!(this.sleep.as_mut().poll(cx));
+            let at = this.park_at.unwrap_or(this.deadline);
+            let sleep = timer.get_or_insert_with(|| Box::pin(tokio::time::sleep_until(at)));
+            // Left armed by the last wait, at its grace: moved to this one's (later,
+            // so without the wheel's lock), or to the deadline once the grace passed.
+            if sleep.deadline() != at {
+                sleep.as_mut().reset(at);
+            }
+            ready!(sleep.as_mut().poll(cx));
             if this.park_at.take().is_none() {
                 return Poll::Ready(());
             }
             // hyper polls this only while its head read is pending: the grace has
             // passed with nothing to parse. Park; until the loop does, time the head.
-            this.park.request(*this.deadline);
-            this.sleep.as_mut().reset(*this.deadline);
+            this.park.request(this.deadline);
         }
     }
 }
@@ -368,6 +384,28 @@ mod tests {
         tokio::time::advance(PARK_AFTER).await;
         assert!(futures_poll(sleep.as_mut()).is_pending());
         assert_eq!(park.take(), Some(next));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_wait_over_before_its_grace_leaves_no_park_request_and_the_next_wait_its_own() {
+        let park = Arc::new(Park::default());
+        let timer = ParkTimer::new(Arc::clone(&park), Instant::now() + Duration::from_secs(10));
+        let mut first = timer.sleep_until((Instant::now() + Duration::from_secs(10)).into_std());
+        assert!(futures_poll(first.as_mut()).is_pending());
+        // The head came: hyper drops the wait, the connection's timer stays armed.
+        drop(first);
+        tokio::time::advance(2 * PARK_AFTER).await;
+        assert_eq!(park.take(), None, "no wait, no park");
+        let next = Instant::now() + Duration::from_secs(10);
+        let mut second = timer.sleep_until(next.into_std());
+        assert!(futures_poll(second.as_mut()).is_pending());
+        tokio::time::advance(PARK_AFTER / 2).await;
+        assert!(futures_poll(second.as_mut()).is_pending());
+        assert_eq!(park.take(), None, "not before this wait's own grace");
+        tokio::time::advance(PARK_AFTER).await;
+        assert!(futures_poll(second.as_mut()).is_pending());
+        assert_eq!(park.take(), Some(next));
+        assert!(park.timer().is_none(), "a parked connection keeps no timer");
     }
 
     #[tokio::test(start_paused = true)]
