@@ -54,7 +54,7 @@ impl ArcWake for Woken {
 /// Which watcher of [`Watch::drive`] fired.
 enum Alarm {
     NoFirstHead,
-    Resets,
+    RapidReset,
     Shutdown,
     CloseWhen,
 }
@@ -94,7 +94,7 @@ where
                         first_head_timed_out(self.counters, addr);
                         return None;
                     }
-                    Alarm::Resets => {
+                    Alarm::RapidReset => {
                         self.counters.reset_abuse.fetch_add(1, Ordering::Relaxed);
                         tracing::warn!(peer = %addr, "closed: the client cancels most of its requests (rapid reset)");
                         return None;
@@ -135,7 +135,7 @@ where
                 return Poll::Ready(Alarm::NoFirstHead);
             }
             if abusive.as_mut().poll(cx).is_ready() {
-                return Poll::Ready(Alarm::Resets);
+                return Poll::Ready(Alarm::RapidReset);
             }
             if closing {
                 return Poll::Pending;
