@@ -17,7 +17,6 @@
 //! an address taken over by another instance (another identity) never receives a
 //! request over a connection verified for the old one.
 
-use std::collections::HashMap;
 use std::sync::{Arc, Mutex, PoisonError, Weak};
 use std::time::Duration;
 
@@ -59,8 +58,11 @@ pub(crate) struct Pool {
     connector: Connector,
 }
 
-/// The destinations of each address (almost always one).
-type Map = HashMap<Box<str>, Vec<Entry>>;
+/// The destinations of each address (almost always one). hashbrown's for `entry_ref`:
+/// one hash of the address per lookup, where std's map needs two to insert a key it
+/// borrows (twice a request: checkout and give-back). SipHash all the same: an app
+/// chooses the addresses it calls.
+type Map = hashbrown::HashMap<String, Vec<Entry>, std::hash::RandomState>;
 
 struct Entry {
     peer: Option<Box<str>>,
@@ -257,15 +259,10 @@ fn existing<'m>(map: &'m mut Map, dest: Dest<'_>) -> Option<&'m mut Entry> {
 
 /// `dest`'s entry, made if missing (within the bounds above).
 fn entry<'m>(map: &'m mut Map, dest: Dest<'_>) -> &'m mut Entry {
-    if !map.contains_key(dest.address) {
-        if map.len() >= MAX_ADDRESSES {
-            map.clear();
-        }
-        map.insert(dest.address.into(), Vec::new());
+    if map.len() >= MAX_ADDRESSES && !map.contains_key(dest.address) {
+        map.clear();
     }
-    let entries = map
-        .get_mut(dest.address)
-        .expect("inserted above when missing");
+    let entries = map.entry_ref(dest.address).or_default();
     let at = match entries.iter().position(|entry| dest.matches(entry)) {
         Some(at) => at,
         None => {
