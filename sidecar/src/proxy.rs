@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use graylane_routing::MtlsMode;
 use http::request::Parts;
-use http::uri::PathAndQuery;
+use http::uri::{Authority, PathAndQuery, Scheme};
 use http::{HeaderMap, HeaderValue, Method, Request, Response, Uri, Version};
 use hyper::body::Incoming;
 
@@ -169,12 +169,12 @@ impl Clients {
             .path_and_query()
             .cloned()
             .unwrap_or_else(|| PathAndQuery::from_static("/"));
-        let path = target.as_str();
-        if !path.starts_with('/') {
+        if !target.as_str().starts_with('/') {
             // `OPTIONS *` (RFC 9110 §9.3.7) asks about a server, not a resource: it has
             // no meaning past this hop.
             return Err(SendFailure::Downstream(format!(
-                "request target {path:?} cannot be forwarded"
+                "request target {:?} cannot be forwarded",
+                target.as_str()
             )));
         }
         let h2 = request.version() == Version::HTTP_2;
@@ -194,9 +194,9 @@ impl Clients {
             },
         };
         if h2 {
-            self.send_h2(request, dest, path, timeout).await
+            self.send_h2(request, dest, target, timeout).await
         } else {
-            self.send_h1(request, dest, target.clone(), timeout).await
+            self.send_h1(request, dest, target, timeout).await
         }
     }
 
@@ -238,12 +238,16 @@ impl Clients {
         &self,
         mut request: Box<Request<Body>>,
         dest: Dest<'_>,
-        path: &str,
+        target: PathAndQuery,
         timeout: Duration,
     ) -> Result<Response<Body>, SendFailure> {
         // HTTP/2 carries the target as :scheme and :authority (RFC 9113 §8.3.1).
-        let scheme = if dest.peer.is_some() { "https" } else { "http" };
-        *request.uri_mut() = absolute(scheme, dest.address, path)?;
+        let scheme = if dest.peer.is_some() {
+            Scheme::HTTPS
+        } else {
+            Scheme::HTTP
+        };
+        *request.uri_mut() = absolute(scheme, dest.address, target)?;
         let sent = self.pool.send_http2(dest, request);
         let response = match tokio::time::timeout(timeout, sent).await {
             Err(_) => return Err(SendFailure::Timeout),
@@ -257,13 +261,19 @@ impl Clients {
     }
 }
 
-/// `{scheme}://{address}{path}`. The path was parsed from the request already: what
-/// fails here is the address, a registration's or a flag's, never the client's
-/// doing. Nothing was sent, so another instance may be tried.
-fn absolute(scheme: &str, address: &str, path: &str) -> Result<Uri, SendFailure> {
-    format!("{scheme}://{address}{path}")
-        .parse()
-        .map_err(|e| SendFailure::Connect(format!("no URI for address {address:?}: {e}")))
+/// `{scheme}://{address}{target}`, from its parts: the target was parsed from the
+/// request already, and formatting the whole URI to parse it again cost 2 % of an
+/// HTTP/2 request. What fails here is the address, a registration's or a flag's, never
+/// the client's doing. Nothing was sent, so another instance may be tried.
+fn absolute(scheme: Scheme, address: &str, target: PathAndQuery) -> Result<Uri, SendFailure> {
+    let no_uri = |e: &dyn std::fmt::Display| {
+        SendFailure::Connect(format!("no URI for address {address:?}: {e}"))
+    };
+    let mut parts = http::uri::Parts::default();
+    parts.scheme = Some(scheme);
+    parts.authority = Some(Authority::try_from(address).map_err(|e| no_uri(&e))?);
+    parts.path_and_query = Some(target);
+    Uri::from_parts(parts).map_err(|e| no_uri(&e))
 }
 
 /// Puts a request whose body never left (`unsent`) back into `held` for another
