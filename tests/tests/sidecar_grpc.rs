@@ -14,8 +14,8 @@ use graylane_tests::{ControlPlane, Sidecar};
 use tokio_stream::{Stream, StreamExt};
 use tonic::{Request, Response, Status, Streaming};
 
-/// Echoes each message as a snapshot (version = the ACKed version, rules = the tag it
-/// received), then ends the stream with FAILED_PRECONDITION "done".
+/// Echoes each message as a snapshot (version = the ACKed version, rules = the tag and
+/// the `te` it received), then ends the stream with FAILED_PRECONDITION "done".
 struct Echo;
 
 #[tonic::async_trait]
@@ -34,12 +34,16 @@ impl Discovery for Echo {
         &self,
         request: Request<Streaming<SidecarMessage>>,
     ) -> Result<Response<Self::SubscribeStream>, Status> {
-        let tag = request
-            .metadata()
-            .get("gray-publish")
-            .and_then(|v| v.to_str().ok())
-            .unwrap_or("-")
-            .to_string();
+        let field = |name| {
+            request
+                .metadata()
+                .get(name)
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or("-")
+                .to_string()
+        };
+        // `te: trailers` is hop-by-hop, yet the one value every hop must pass on.
+        let tag = format!("{} te={}", field("gray-publish"), field("te"));
         let mut inbound = request.into_inner();
         let stream = async_stream(move |tx| async move {
             while let Some(Ok(message)) = inbound.next().await {
@@ -151,8 +155,8 @@ async fn grpc_bidi_streaming_and_trailers_pass_through_two_sidecars() {
         );
         assert_eq!(
             echoed.rules.as_deref(),
-            Some("gray"),
-            "the tag arrives as gRPC metadata"
+            Some("gray te=trailers"),
+            "the tag arrives as gRPC metadata, and TE: trailers as the client sent it"
         );
     }
     drop(tx);
