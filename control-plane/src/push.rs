@@ -17,7 +17,7 @@
 //! push a second to each stream while they come, not one per 100 ms (which, fanned out
 //! to every stream, is what made such a storm take minutes).
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -242,17 +242,19 @@ impl Hub {
     /// One the cluster view says is ours but that is no longer connected here has
     /// left, even if etcd (down, or slow) still lists it.
     fn everyone(&self) -> Vec<SidecarEntry> {
+        // Local entries are cloned once, here (the registry keys them by instance id),
+        // and moved into the list: at 10,000 sidecars a listing is that many clones.
         let local: Vec<SidecarEntry> = self.registry().entries().cloned().collect();
-        let cluster = self.cluster.lock().unwrap_or_else(|e| e.into_inner());
-        let mut all: BTreeMap<&str, &SidecarEntry> = cluster
-            .iter()
-            .filter(|(_, (_, ours))| !ours)
-            .map(|(id, (e, _))| (id.as_str(), e))
-            .collect();
-        for e in &local {
-            all.insert(&e.hello.instance_id, e);
-        }
-        let mut list: Vec<SidecarEntry> = all.into_values().cloned().collect();
+        let mut list: Vec<SidecarEntry> = {
+            let ids: HashSet<&str> = local.iter().map(|e| e.hello.instance_id.as_str()).collect();
+            let cluster = self.cluster.lock().unwrap_or_else(|e| e.into_inner());
+            cluster
+                .iter()
+                .filter(|(id, (_, ours))| !ours && !ids.contains(id.as_str()))
+                .map(|(_, (e, _))| e.clone())
+                .collect()
+        };
+        list.extend(local);
         list.sort_by(|a, b| {
             (&a.hello.service, &a.hello.instance_id).cmp(&(&b.hello.service, &b.hello.instance_id))
         });
