@@ -6,8 +6,8 @@
 //! `Connection: gray-publish`. `Gray_Publish` (underscore) is not the tag and is
 //! removed, so no server that folds `_` into `-` can be fooled by it.
 
+use http::HeaderMap;
 use http::header::{self, HeaderName};
-use http::{HeaderMap, HeaderValue};
 
 use crate::tag::TAG_HEADER;
 
@@ -33,9 +33,12 @@ const HOP_BY_HOP: [HeaderName; 10] = [
 pub(crate) fn strip_hop_by_hop(headers: &mut HeaderMap, keep_upgrade: bool) {
     // Most messages carry none of these: one pass over the fields present decides,
     // instead of a hashed lookup for each. `TE: trailers` alone stays as it is: every
-    // gRPC request carries it, and ten removals and an insert cost 3 % of one.
+    // gRPC request carries it, and ten removals and an insert cost 3 % of one. Only
+    // as HTTP/2 allows it, lowercase: another case is written anew below, as h2
+    // refuses to send anything else.
     if !headers.iter().any(|(name, value)| {
-        (HOP_BY_HOP.contains(name) && !is_te_trailers(name, value)) || is_underscore_tag(name)
+        (HOP_BY_HOP.contains(name) && !(name == header::TE && value == "trailers"))
+            || is_underscore_tag(name)
     }) {
         return;
     }
@@ -55,7 +58,7 @@ pub(crate) fn strip_hop_by_hop(headers: &mut HeaderMap, keep_upgrade: bool) {
     }
     let trailers = headers
         .get(header::TE)
-        .is_some_and(|v| is_te_trailers(&header::TE, v));
+        .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"trailers"));
     // Most messages carry none: one pass over the names present is cheaper than ten
     // hashed removals.
     if headers.keys().any(|name| HOP_BY_HOP.contains(name)) {
@@ -82,11 +85,6 @@ fn remove_underscore_tag(headers: &mut HeaderMap) {
     for name in fakes {
         headers.remove(name);
     }
-}
-
-/// `TE: trailers`, the one `TE` value that goes on (RFC 9113 §8.2.2).
-fn is_te_trailers(name: &HeaderName, value: &HeaderValue) -> bool {
-    name == header::TE && value.as_bytes().eq_ignore_ascii_case(b"trailers")
 }
 
 fn is_underscore_tag(name: &HeaderName) -> bool {
@@ -141,6 +139,10 @@ mod tests {
         let mut h = map(&fields);
         strip_hop_by_hop(&mut h, false);
         assert_eq!(h, map(&fields));
+        // Another case goes on as HTTP/2 requires it.
+        let mut h = map(&[("te", "Trailers")]);
+        strip_hop_by_hop(&mut h, false);
+        assert_eq!(h, map(&[("te", "trailers")]));
         // Beside a second TE line or a Connection, the rest still goes.
         for (extra, gone) in [("te", "gzip"), ("connection", "x-secret")] {
             let mut h = map(&[("te", "trailers"), (extra, gone), ("x-secret", "1")]);
