@@ -163,6 +163,16 @@ impl Identity {
         id.server_name()
     }
 
+    /// Whether [`Self::server_name`] would name `identity`, without making the name:
+    /// asked for every outbound call, where parsing and formatting it cost 7 % of the
+    /// hop.
+    pub(crate) fn can_name(&self, identity: &str) -> bool {
+        let current = self.current.load();
+        current
+            .as_ref()
+            .is_some_and(|c| name::nameable(identity, &c.issued.id.trust_domain))
+    }
+
     /// Whether a ClientHello's SNI is a mesh one: how the inbound listener tells mesh
     /// mTLS from an app's own TLS passing through (CONNECT tunnels), which it tunnels
     /// to the app as today.
@@ -364,6 +374,29 @@ mod tests {
             None
         );
         assert_eq!(id.server_name("payments.shop"), None);
+    }
+
+    #[test]
+    fn can_name_says_what_server_name_does() {
+        let ca = TestCa::new("mesh");
+        let id = ca.identity(ORDERS, &[ca.pem()]);
+        let long = format!("spiffe://cluster.local/ns/shop/sa/{}", "a.".repeat(120));
+        for peer in [
+            "spiffe://cluster.local/ns/shop/sa/payments",
+            "spiffe://cluster.local/ns/shop/sa/payments.v2",
+            "spiffe://elsewhere/ns/shop/sa/payments",
+            "spiffe://cluster.local/ns/sh.op/sa/payments",
+            "spiffe://cluster.local/ns/shop/sa/1234",
+            "spiffe://cluster.local/ns/shop/sa/pay_ments",
+            "spiffe://cluster.local/ns/shop/sa/-payments",
+            "spiffe://cluster.local/ns/shop",
+            "payments.shop",
+            "",
+            &long,
+        ] {
+            assert_eq!(id.can_name(peer), id.server_name(peer).is_some(), "{peer}");
+        }
+        assert!(id.can_name("spiffe://cluster.local/ns/shop/sa/payments"));
     }
 
     #[test]

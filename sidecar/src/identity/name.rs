@@ -29,20 +29,8 @@ impl SpiffeId {
     /// Parses `spiffe://<td>/ns/<ns>/sa/<sa>`; `None` for anything else (another
     /// path, an empty part, a query or fragment, extra segments).
     pub(crate) fn parse(id: &str) -> Option<Self> {
-        let rest = id.strip_prefix(SCHEME)?;
-        let mut parts = rest.split('/');
-        let (Some(td), Some("ns"), Some(ns), Some("sa"), Some(sa), None) = (
-            parts.next(),
-            parts.next(),
-            parts.next(),
-            parts.next(),
-            parts.next(),
-            parts.next(),
-        ) else {
-            return None;
-        };
-        let plain = |s: &str| !s.is_empty() && !s.contains(['?', '#', '%', ' ']);
-        (plain(td) && plain(ns) && plain(sa)).then(|| Self {
+        let (td, ns, sa) = split(id)?;
+        Some(Self {
             trust_domain: td.to_string(),
             namespace: ns.to_string(),
             service_account: sa.to_string(),
@@ -53,18 +41,8 @@ impl SpiffeId {
     /// `None` when the namespace is not one DNS label or the service account not a
     /// DNS name (no valid SNI could carry them).
     pub(crate) fn server_name(&self) -> Option<ServerName<'static>> {
-        if self.namespace.contains('.') {
-            return None;
-        }
-        let name = format!(
-            "{}.{}.{MESH_SNI_SUFFIX}",
-            self.service_account, self.namespace
-        );
-        match ServerName::try_from(name).ok()? {
-            dns @ ServerName::DnsName(_) => Some(dns),
-            // An all-digits service account could read as an address: not a name.
-            _ => None,
-        }
+        let mut buf = [0; MAX_NAME];
+        mesh_name(&self.namespace, &self.service_account, &mut buf).map(|n| n.to_owned())
     }
 
     /// The identity a mesh server name stands for, in `trust_domain`; `None` when
@@ -86,6 +64,66 @@ impl fmt::Display for SpiffeId {
             "{SCHEME}{}/ns/{}/sa/{}",
             self.trust_domain, self.namespace, self.service_account
         )
+    }
+}
+
+/// Whether `id` is an identity of `trust_domain` that a mesh server name can stand
+/// for: what `SpiffeId::parse(id)?.server_name()` says, without allocating (it is
+/// asked for every outbound call).
+pub(crate) fn nameable(id: &str, trust_domain: &str) -> bool {
+    split(id).is_some_and(|(td, ns, sa)| {
+        td == trust_domain && mesh_name(ns, sa, &mut [0; MAX_NAME]).is_some()
+    })
+}
+
+/// `(<td>, <ns>, <sa>)` of `spiffe://<td>/ns/<ns>/sa/<sa>`, each non-empty and
+/// without `?`, `#`, `%` or a space.
+fn split(id: &str) -> Option<(&str, &str, &str)> {
+    let rest = id.strip_prefix(SCHEME)?;
+    let mut parts = rest.split('/');
+    let (Some(td), Some("ns"), Some(ns), Some("sa"), Some(sa), None) = (
+        parts.next(),
+        parts.next(),
+        parts.next(),
+        parts.next(),
+        parts.next(),
+        parts.next(),
+    ) else {
+        return None;
+    };
+    // Bytes, not a set of chars: the four are ASCII, and a char set decodes UTF-8.
+    let plain =
+        |s: &str| !s.is_empty() && !s.bytes().any(|b| matches!(b, b'?' | b'#' | b'%' | b' '));
+    (plain(td) && plain(ns) && plain(sa)).then_some((td, ns, sa))
+}
+
+/// The longest DNS name (RFC 1035 §2.3.4); rustls refuses longer ones.
+const MAX_NAME: usize = 253;
+
+/// `<sa>.<ns>.<MESH_SNI_SUFFIX>` as a DNS server name, written into `buf`.
+fn mesh_name<'b>(
+    namespace: &str,
+    service_account: &str,
+    buf: &'b mut [u8; MAX_NAME],
+) -> Option<ServerName<'b>> {
+    if namespace.contains('.') {
+        return None;
+    }
+    let parts = [service_account, ".", namespace, ".", MESH_SNI_SUFFIX];
+    let len: usize = parts.iter().map(|p| p.len()).sum();
+    if len > MAX_NAME {
+        return None;
+    }
+    let mut at = 0;
+    for part in parts {
+        buf[at..at + part.len()].copy_from_slice(part.as_bytes());
+        at += part.len();
+    }
+    let name = std::str::from_utf8(&buf[..len]).ok()?;
+    match ServerName::try_from(name).ok()? {
+        dns @ ServerName::DnsName(_) => Some(dns),
+        // An all-digits service account could read as an address: not a name.
+        _ => None,
     }
 }
 

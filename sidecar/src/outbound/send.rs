@@ -25,7 +25,7 @@ impl Outbound {
         request: Box<Request<proxy::Body>>,
         retry: Option<&RetryPolicy>,
         timeout: Duration,
-    ) -> Result<(Response<Body>, graylane_routing::Instance, u32, bool), ProxyError> {
+    ) -> Result<(Response<Body>, &'r graylane_routing::Instance, u32, bool), ProxyError> {
         // A retryable request has no body: each attempt is a copy of the head. Others
         // are sent once, moved.
         let mut held = Some(request);
@@ -133,7 +133,7 @@ impl Outbound {
             }
             let mtls = matches!(transport, Transport::Mtls(_));
             return match outcome {
-                Ok(response) => Ok((response, instance.clone(), retries, mtls)),
+                Ok(response) => Ok((response, instance, retries, mtls)),
                 Err(e) => Err(e.into()),
             };
         }

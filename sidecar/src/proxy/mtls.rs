@@ -80,7 +80,7 @@ impl MeshClients {
                 &self.warned_no_certificate,
                 "this sidecar has no valid certificate yet".to_string(),
             ))
-        } else if peer.is_empty() || self.identity.server_name(peer).is_none() {
+        } else if !self.identity.can_name(peer) {
             Some((
                 &self.warned_no_identity,
                 format!("the instance has no mesh identity of this trust domain ({peer:?})"),
@@ -105,7 +105,7 @@ impl MeshClients {
     pub(crate) fn can_reach(&self, peer: &str) -> bool {
         !peer.is_empty()
             && self.identity.client_config(Alpn::Http1).is_some()
-            && self.identity.server_name(peer).is_some()
+            && self.identity.can_name(peer)
     }
 }
 
