@@ -3,17 +3,17 @@
 # graylane-sidecar inbound, --concurrency 1 → upstream), counted by valgrind's
 # callgrind. HOP=outbound counts the calling side instead: client → sidecar A's
 # outbound listener (the request names service `up` in its Host / :authority), routed
-# to sidecar B's inbound (not counted) → upstream. Unlike req/s per core, the count does not move with what else runs on the
-# machine, so an A/B of two builds means something on a shared 2-CPU VM. It does not
-# count the kernel (about half of a hop's CPU on loopback: see bench/README.md).
+# to sidecar B's inbound (not counted) → upstream. Unlike req/s per core, the count
+# does not move with what else runs on the machine, so an A/B of two builds means
+# something on a shared 2-CPU VM. It does not count the kernel (about half of a hop's
+# CPU on loopback: see bench/README.md).
 #
 # Usage, after `cargo build --release --workspace --bins`:
 #   bash bench/proxy/instructions.sh                # this tree's target/release
 #   BENCH_BIN=/tmp/before bash bench/proxy/instructions.sh
 # Env: REQUESTS=3000 (counted, after 1,000 not counted) BENCH_BIN=target/release;
-# HOP=inbound|outbound; KEEP=1
-# keeps the temp dir, with each protocol's profile (callgrind.h1, .h2, .grpc) for
-# callgrind_annotate.
+# HOP=inbound|outbound; KEEP=1 keeps the temp dir, with each protocol's profile
+# (callgrind.h1, .h2, .grpc) for callgrind_annotate.
 set -euo pipefail
 ROUNDS=1
 TMP_PREFIX=graylane-instructions

@@ -33,9 +33,8 @@ const HOP_BY_HOP: [HeaderName; 10] = [
 pub(crate) fn strip_hop_by_hop(headers: &mut HeaderMap, keep_upgrade: bool) {
     // Most messages carry none of these: one pass over the fields present decides,
     // instead of a hashed lookup for each. `TE: trailers` alone stays as it is: every
-    // gRPC request carries it, and ten removals and an insert cost 3 % of one. Only
-    // as HTTP/2 allows it, lowercase: another case is written anew below, as h2
-    // refuses to send anything else.
+    // gRPC request carries it, and ten removals and an insert cost 3 % of one. Only in
+    // lowercase, so that the result is what the path below makes of it.
     if !headers.iter().any(|(name, value)| {
         (HOP_BY_HOP.contains(name) && !(name == header::TE && value == "trailers"))
             || is_underscore_tag(name)

@@ -103,9 +103,7 @@ impl MeshClients {
     /// Whether mTLS to `peer` can be tried now, whatever the mode (the retry of a
     /// plaintext call an instance refused: it may be strict before this sidecar knows).
     pub(crate) fn can_reach(&self, peer: &str) -> bool {
-        !peer.is_empty()
-            && self.identity.client_config(Alpn::Http1).is_some()
-            && self.identity.can_name(peer)
+        self.identity.client_config(Alpn::Http1).is_some() && self.identity.can_name(peer)
     }
 }
 
