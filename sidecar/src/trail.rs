@@ -102,8 +102,25 @@ pub(crate) fn count_hop(headers: &HeaderMap) -> Result<u32, ProxyError> {
 
 /// Sets the hop count on what is forwarded.
 pub(crate) fn set_hops(headers: &mut HeaderMap, hops: u32) {
+    // Static values for every count forwarded (1 to MAX_HOPS; the length stops the
+    // build if MAX_HOPS changes): `From<u32>` formats and allocates each time.
+    const COUNTS: [HeaderValue; MAX_HOPS as usize + 1] = [
+        HeaderValue::from_static("0"),
+        HeaderValue::from_static("1"),
+        HeaderValue::from_static("2"),
+        HeaderValue::from_static("3"),
+        HeaderValue::from_static("4"),
+        HeaderValue::from_static("5"),
+        HeaderValue::from_static("6"),
+        HeaderValue::from_static("7"),
+        HeaderValue::from_static("8"),
+    ];
+    let value = COUNTS
+        .get(hops as usize)
+        .cloned()
+        .unwrap_or_else(|| HeaderValue::from(hops));
     // A static name: inserting by `&str` copies a custom name every time.
-    headers.insert(HOPS_HEADER, HeaderValue::from(hops));
+    headers.insert(HOPS_HEADER, value);
 }
 
 #[cfg(test)]
@@ -121,5 +138,9 @@ mod tests {
             count_hop(&h).unwrap_err().status(),
             http::StatusCode::LOOP_DETECTED
         );
+        for n in [0, 1, 7, MAX_HOPS, MAX_HOPS + 1, 123] {
+            set_hops(&mut h, n);
+            assert_eq!(h.get(HOPS_HEADER).unwrap(), &n.to_string(), "{n}");
+        }
     }
 }

@@ -105,7 +105,8 @@ pub(super) struct Weighted {
 pub(super) struct Compiled {
     /// Lanes in name order.
     pub(super) lanes: Vec<LaneInfo>,
-    pub(super) lane_by_tag: HashMap<String, usize>,
+    /// foldhash, as `Scoped`: tags are the rules' own names.
+    pub(super) lane_by_tag: foldhash::HashMap<String, usize>,
     /// RoutePolicies by the (namespace, service) they name, with each lane's selector
     /// for that service.
     pub(super) policies: Scoped<PolicyInfo>,
@@ -219,7 +220,7 @@ impl Compiled {
                 _ => None,
             })
             .collect();
-        let mut lane_by_tag = HashMap::new();
+        let mut lane_by_tag = foldhash::HashMap::default();
         for (i, l) in lane_list.iter().enumerate() {
             lane_by_tag
                 .entry(l.spec.tag.as_str().to_owned())

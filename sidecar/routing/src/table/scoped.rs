@@ -1,8 +1,11 @@
 //! A map keyed by (namespace, service): `orders` of `shop` and of `staging` are two
 //! services. Nested maps, so a lookup from two `&str` allocates nothing (the route
-//! path is lookups only).
+//! path is lookups only). Hashed with foldhash (seeded per process), not SipHash: every
+//! key stored is a name the control plane sent. A caller chooses only what it looks
+//! up, which costs at most a probe of the keys there; SipHash's four hashes a call
+//! were 1.4 % of a calling hop.
 
-use std::collections::HashMap;
+use foldhash::HashMap;
 
 /// Values per (namespace, service).
 #[derive(Debug)]
@@ -13,7 +16,7 @@ pub(super) struct Scoped<T> {
 impl<T> Default for Scoped<T> {
     fn default() -> Self {
         Self {
-            by_namespace: HashMap::new(),
+            by_namespace: HashMap::default(),
         }
     }
 }
