@@ -30,7 +30,7 @@ use self::classify::{malformed, pool_failure};
 use self::coalesce::Coalesce;
 pub(crate) use self::error::ProxyError;
 pub(crate) use self::error::{RetryClass, SendError, SendFailure, Upstream};
-pub(crate) use self::headers::strip_hop_by_hop;
+pub(crate) use self::headers::{Message, strip_hop_by_hop};
 use self::mtls::MeshClients;
 pub(crate) use self::mtls::{Transport, mtls_mode};
 use self::pool::{Dest, Pool};
@@ -164,6 +164,13 @@ impl Clients {
         transport: Transport<'_>,
         timeout: Duration,
     ) -> Result<Response<Body>, SendFailure> {
+        if request.method() == Method::CONNECT {
+            // The outbound listener opens tunnels itself (`outbound::connect`); sent on
+            // as a request, a CONNECT would reach the app as `CONNECT /`.
+            return Err(SendFailure::Downstream(
+                "CONNECT is served only by the outbound listener (a tunnel); it cannot be forwarded as a request".into(),
+            ));
+        }
         let target = request
             .uri()
             .path_and_query()
@@ -207,6 +214,14 @@ impl Clients {
         target: PathAndQuery,
         timeout: Duration,
     ) -> Result<Response<Body>, SendFailure> {
+        // An absolute-form target names the host the request was routed by: a proxy
+        // puts it in `Host` in place of the one received (RFC 9112 §3.2.2), so the app
+        // never sees another.
+        if let Some(authority) = request.uri().authority() {
+            let host = HeaderValue::from_str(authority.as_str())
+                .map_err(|e| SendFailure::Internal(format!("Host from the target: {e}")))?;
+            request.headers_mut().insert(http::header::HOST, host);
+        }
         // hyper's connection writes the target as given: origin-form, and a `Host`
         // for an HTTP/1.0 caller that sent none (RFC 9112 §3.2).
         let mut parts = http::uri::Parts::default();
@@ -247,7 +262,8 @@ impl Clients {
         } else {
             Scheme::HTTP
         };
-        *request.uri_mut() = absolute(scheme, dest.address, target)?;
+        let authority = h2_authority(&mut request, dest.address)?;
+        *request.uri_mut() = absolute(scheme, authority, target)?;
         let sent = self.pool.send_http2(dest, request);
         let response = match tokio::time::timeout(timeout, sent).await {
             Err(_) => return Err(SendFailure::Timeout),
@@ -261,19 +277,40 @@ impl Clients {
     }
 }
 
-/// `{scheme}://{address}{target}`, from its parts: the target was parsed from the
+/// The `:authority` a request goes on with over HTTP/2: the caller's, as an
+/// intermediary must (RFC 9113 §8.3.1), so that an app routing or building links by
+/// host sees what it sees over HTTP/1.1. That is the request's own `:authority`, else
+/// the `Host` it carried. `Host` itself does not go on: an app would see both, and a
+/// strict server refuses them when they differ. The address is the authority only of
+/// a request that named none.
+fn h2_authority(request: &mut Request<Body>, address: &str) -> Result<Authority, SendFailure> {
+    let host = request.headers_mut().remove(http::header::HOST);
+    if let Some(authority) = request.uri().authority() {
+        return Ok(authority.clone());
+    }
+    match host {
+        Some(host) => Authority::try_from(host.as_bytes())
+            .map_err(|_| SendFailure::Downstream(format!("Host {host:?} is not a host[:port]"))),
+        // What fails here is the address, a registration's or a flag's, never the
+        // client's doing. Nothing was sent, so another instance may be tried.
+        None => Authority::try_from(address)
+            .map_err(|e| SendFailure::Connect(format!("no URI for address {address:?}: {e}"))),
+    }
+}
+
+/// `{scheme}://{authority}{target}`, from its parts: the target was parsed from the
 /// request already, and formatting the whole URI to parse it again cost 2 % of an
-/// HTTP/2 request. What fails here is the address, a registration's or a flag's, never
-/// the client's doing. Nothing was sent, so another instance may be tried.
-fn absolute(scheme: Scheme, address: &str, target: PathAndQuery) -> Result<Uri, SendFailure> {
-    let no_uri = |e: &dyn std::fmt::Display| {
-        SendFailure::Connect(format!("no URI for address {address:?}: {e}"))
-    };
+/// HTTP/2 request.
+fn absolute(
+    scheme: Scheme,
+    authority: Authority,
+    target: PathAndQuery,
+) -> Result<Uri, SendFailure> {
     let mut parts = http::uri::Parts::default();
     parts.scheme = Some(scheme);
-    parts.authority = Some(Authority::try_from(address).map_err(|e| no_uri(&e))?);
+    parts.authority = Some(authority);
     parts.path_and_query = Some(target);
-    Uri::from_parts(parts).map_err(|e| no_uri(&e))
+    Uri::from_parts(parts).map_err(|e| SendFailure::Internal(format!("HTTP/2 target: {e}")))
 }
 
 /// Puts a request whose body never left (`unsent`) back into `held` for another
@@ -326,4 +363,49 @@ pub(crate) fn idempotent(method: &Method) -> bool {
         *method,
         Method::GET | Method::HEAD | Method::OPTIONS | Method::TRACE | Method::PUT | Method::DELETE
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn request(uri: &str, host: Option<&str>) -> Request<Body> {
+        let mut request = Request::get(uri).body(Body::Empty).unwrap();
+        if let Some(host) = host {
+            let value = HeaderValue::from_str(host).unwrap();
+            request.headers_mut().insert(http::header::HOST, value);
+        }
+        request
+    }
+
+    #[test]
+    fn the_h2_authority_is_the_callers_and_host_does_not_go_on() {
+        let cases = [
+            // (the request's target, its Host, the authority that goes on)
+            ("http://orders/a", None, "orders"),
+            ("http://orders/a", Some("elsewhere"), "orders"),
+            ("/a", Some("orders.shop:8080"), "orders.shop:8080"),
+            ("/a", None, "127.0.0.1:9"),
+        ];
+        for (uri, host, expected) in cases {
+            let mut r = request(uri, host);
+            let authority = h2_authority(&mut r, "127.0.0.1:9").unwrap();
+            assert_eq!(authority.as_str(), expected, "{uri} {host:?}");
+            assert!(
+                r.headers().get(http::header::HOST).is_none(),
+                "{uri} {host:?}"
+            );
+        }
+        let mut r = request("/a", Some("not a host"));
+        let e = h2_authority(&mut r, "127.0.0.1:9").unwrap_err();
+        assert!(
+            matches!(e, SendFailure::Downstream(ref m) if m.contains("not a host")),
+            "{e:?}"
+        );
+        let mut r = request("/a", None);
+        assert!(matches!(
+            h2_authority(&mut r, "no address"),
+            Err(SendFailure::Connect(_))
+        ));
+    }
 }

@@ -459,6 +459,8 @@ struct Record {
 /// - `/refuse-413...`: `413` as soon as the head is in, keeps the connection, and
 ///   discards the declared body before reading the next request (RFC 9110 §15.5.14);
 ///   the request is recorded with an empty body;
+/// - `/trailers...`: `200`, chunked, `Trailer: x-checksum`, body `hello` and the
+///   trailer field `x-checksum: abc`;
 /// - any request with `Upgrade: h2c`: `101 Switching Protocols` and an HTTP/2 SETTINGS
 ///   frame, then closes (what an h2c server would do, were the upgrade forwarded);
 /// - anything else, after reading the whole body: `200` with body `ok <target>`.
@@ -602,6 +604,14 @@ impl Upstream {
             if let Some(size) = target.strip_prefix("/big/") {
                 let size = size.split(['?', '/']).next().unwrap_or_default();
                 return self.stream_big(&mut wire, size.parse().unwrap_or(0));
+            }
+            if target.starts_with("/trailers") {
+                let response = "HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\ntrailer: x-checksum\r\n\r\n\
+                                5\r\nhello\r\n0\r\nx-checksum: abc\r\n\r\n";
+                if wire.stream().write_all(response.as_bytes()).is_err() {
+                    return;
+                }
+                continue;
             }
             let text = format!("ok {target}");
             let response = format!(

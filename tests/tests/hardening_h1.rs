@@ -492,6 +492,91 @@ fn pipelined_requests_are_answered_in_order_and_forwarded_once() {
     }
 }
 
+#[test]
+fn trailers_pass_both_ways_through_one_sidecar_and_two() {
+    let mesh = Mesh::start(&[], true);
+    for (name, addr) in mesh.listeners() {
+        // The client's trailer section goes to the app.
+        let request = format!(
+            "POST /up-{name} HTTP/1.1\r\nHost: orders\r\nTransfer-Encoding: chunked\r\n\
+             Trailer: x-sum\r\n\r\n2\r\nhi\r\n0\r\nx-sum: 42\r\n\r\n"
+        );
+        let mut client = Client::connect(addr);
+        client.send(request.as_bytes()).unwrap();
+        let response = client.response(Duration::from_secs(10)).unwrap();
+        assert_eq!(response.body_text(), format!("ok /up-{name}"));
+        let forwarded = mesh.upstream.requests_to(&format!("/up-{name}"));
+        assert_eq!(forwarded.len(), 1, "{name}");
+        assert_eq!(forwarded[0].head.get("trailer"), Some("x-sum"), "{name}");
+        assert!(
+            mesh.upstream.saw("x-sum: 42\r\n"),
+            "{name}: the trailer field reached the app"
+        );
+        // The app's trailer section goes to a client that said it takes one.
+        let request = format!(
+            "GET /trailers-{name} HTTP/1.1\r\nHost: orders\r\nTE: trailers\r\nConnection: close\r\n\r\n"
+        );
+        let mut client = Client::connect(addr);
+        client.send(request.as_bytes()).unwrap();
+        let (raw, stop) = client
+            .wire
+            .read_to_end(Instant::now() + Duration::from_secs(10));
+        let raw = String::from_utf8_lossy(&raw).to_ascii_lowercase();
+        assert!(stop.closed(), "{name}: {stop:?} {raw:?}");
+        assert!(raw.starts_with("http/1.1 200"), "{name}: {raw:?}");
+        assert!(
+            raw.contains("\r\ntrailer: x-checksum\r\n"),
+            "{name}: {raw:?}"
+        );
+        assert!(
+            raw.ends_with("5\r\nhello\r\n0\r\nx-checksum: abc\r\n\r\n"),
+            "{name}: {raw:?}"
+        );
+    }
+}
+
+#[test]
+fn a_connect_to_the_inbound_listener_is_a_400_saying_so_and_never_reaches_the_app() {
+    let mesh = Mesh::start(&[], false);
+    for authority in ["orders:80", "127.0.0.1:9"] {
+        let mut client = Client::connect(mesh.orders.inbound);
+        let request = format!("CONNECT {authority} HTTP/1.1\r\nHost: {authority}\r\n\r\n");
+        client.send(request.as_bytes()).unwrap();
+        let response = client.response(Duration::from_secs(10)).unwrap();
+        assert_eq!(response.status(), 400, "{authority}: {response:?}");
+        assert!(
+            response
+                .body_text()
+                .contains("CONNECT is served only by the outbound listener"),
+            "{authority}: {response:?}"
+        );
+    }
+    assert_served(mesh.orders.inbound, "/after-connect");
+    assert_eq!(
+        mesh.upstream.requests().len(),
+        1,
+        "only the GET reached the app"
+    );
+    assert!(!mesh.upstream.saw("CONNECT"));
+}
+
+#[test]
+fn an_absolute_form_target_replaces_the_host_the_app_sees() {
+    let mesh = Mesh::start(&[], true);
+    for (name, addr) in mesh.listeners() {
+        let mut client = Client::connect(addr);
+        let request =
+            format!("GET http://orders/abs-{name} HTTP/1.1\r\nHost: evil.example\r\n\r\n");
+        client.send(request.as_bytes()).unwrap();
+        let response = client.response(Duration::from_secs(10)).unwrap();
+        assert_eq!(response.body_text(), format!("ok /abs-{name}"));
+        let forwarded = mesh.upstream.requests_to(&format!("/abs-{name}"));
+        let hosts: Vec<&str> = forwarded[0].head.get_all("host").collect();
+        // RFC 9112 §3.2.2: the proxy's `Host` is the target's authority.
+        assert_eq!(hosts, ["orders"], "{name}");
+    }
+}
+
 /// `Expect: 100-continue`, the upstream answers a final status without reading the body,
 /// then the client sends the body anyway: a request in disguise, which must never reach
 /// the upstream as a request.

@@ -11,6 +11,10 @@
 //!   later requests are served (on a new connection if h2 closed the old one);
 //! - an app that speaks only HTTP/1.1 answers HTTP/2's preface with garbage (to h2):
 //!   a 502 naming the service, not a wait for the timeout (504);
+//! - the app sees the caller's `:authority` (and no `Host` beside it), through one
+//!   sidecar and through two;
+//! - a HEAD gets a head alone, from the app through two sidecars and from a sidecar's
+//!   own error;
 //! - a client cancelling many requests the app has not read yet (it is busy) does not
 //!   make the app close the connection other requests share (rapid-reset defences
 //!   count streams reset before they were accepted); nor does a client dying with
@@ -63,29 +67,8 @@ fn orders(dir: &std::path::Path, cp: &ControlPlane, app: SocketAddr) -> Sidecar 
 /// Sends GET `path` over a new HTTP/2 connection to `addr`; the status, and the body
 /// or the error that ended it.
 async fn h2_get(addr: SocketAddr, path: &str) -> (u16, Result<Bytes, h2::Error>) {
-    let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
-    let (client, connection) = h2::client::handshake(tcp).await.unwrap();
-    tokio::spawn(connection);
-    let mut client = client.ready().await.unwrap();
-    let request = http::Request::builder()
-        .uri(format!("http://orders{path}"))
-        .body(())
-        .unwrap();
-    let (response, _) = client.send_request(request, true).unwrap();
-    let response = response.await.unwrap();
-    let status = response.status().as_u16();
-    let mut body = response.into_body();
-    let mut all = Vec::new();
-    while let Some(chunk) = body.data().await {
-        match chunk {
-            Ok(data) => {
-                let _ = body.flow_control().release_capacity(data.len());
-                all.extend_from_slice(&data);
-            }
-            Err(e) => return (status, Err(e)),
-        }
-    }
-    (status, Ok(Bytes::from(all)))
+    let (head, body) = h2_send(addr, "GET", &format!("http://orders{path}")).await;
+    (head.status.as_u16(), body)
 }
 
 /// An HTTP/2 app on port 0: each connection it accepts goes to `serve`, with its
@@ -139,6 +122,142 @@ fn an_upstream_dying_mid_response_resets_the_http2_stream() {
     assert_eq!(status, 200, "the head had gone out");
     let error = body.expect_err("a truncated body must not end as if complete");
     assert!(error.is_reset(), "{error:?}");
+}
+
+/// A sidecar for `frontend`, with no app: its outbound listener is the caller's.
+fn frontend(dir: &std::path::Path, cp: &ControlPlane) -> Sidecar {
+    let url = cp.url();
+    let s = Sidecar::start(
+        dir,
+        "frontend-1",
+        &[
+            "--service",
+            "frontend",
+            "--instance-id",
+            "frontend-1",
+            "--control-plane",
+            &url,
+        ],
+    );
+    s.wait_ready();
+    s
+}
+
+/// Sends `method` to `uri` over a new HTTP/2 connection to `addr`; the answer's head,
+/// and its body or the error that ended it.
+async fn h2_send(
+    addr: SocketAddr,
+    method: &str,
+    uri: &str,
+) -> (http::response::Parts, Result<Bytes, h2::Error>) {
+    let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let (client, connection) = h2::client::handshake(tcp).await.unwrap();
+    tokio::spawn(connection);
+    let mut client = client.ready().await.unwrap();
+    let request = http::Request::builder()
+        .method(method)
+        .uri(uri)
+        .body(())
+        .unwrap();
+    let (response, _) = client.send_request(request, true).unwrap();
+    let (head, mut body) = response.await.unwrap().into_parts();
+    let mut all = Vec::new();
+    while let Some(chunk) = body.data().await {
+        match chunk {
+            Ok(data) => {
+                let _ = body.flow_control().release_capacity(data.len());
+                all.extend_from_slice(&data);
+            }
+            Err(e) => return (head, Err(e)),
+        }
+    }
+    (head, Ok(Bytes::from(all)))
+}
+
+/// An HTTP/2 app that answers every request with the `:authority` and `Host` it saw
+/// (`-` for none); a HEAD with that answer's length and no body, as a server does.
+fn authority_echo() -> SocketAddr {
+    h2_app(|tcp, _| async move {
+        let Ok(mut conn) = h2::server::handshake(tcp).await else {
+            return;
+        };
+        while let Some(Ok((request, mut respond))) = conn.accept().await {
+            let host = request.headers().get("host");
+            let seen = format!(
+                "authority={} host={}",
+                request.uri().authority().map_or("-", |a| a.as_str()),
+                host.map_or("-", |h| h.to_str().unwrap()),
+            );
+            let head = request.method() == http::Method::HEAD;
+            let response = http::Response::builder()
+                .status(200)
+                .header("content-length", seen.len())
+                .body(())
+                .unwrap();
+            let Ok(mut body) = respond.send_response(response, head) else {
+                continue;
+            };
+            if !head {
+                let _ = body.send_data(Bytes::from(seen), true);
+            }
+        }
+    })
+}
+
+#[test]
+fn http2_requests_reach_the_app_with_the_callers_authority() {
+    let dir = tempfile::tempdir().unwrap();
+    let cp = ControlPlane::start(dir.path(), &[]);
+    let orders = orders(dir.path(), &cp, authority_echo());
+    let frontend = frontend(dir.path(), &cp);
+    frontend.wait_endpoints("orders", 1);
+    let rt = runtime();
+    // One sidecar (the inbound), then two (frontend's outbound, over mTLS, then the
+    // inbound): the app sees what the caller named, not an address.
+    for (addr, uri) in [
+        (orders.inbound, "http://orders/a"),
+        (frontend.outbound, "http://orders/a"),
+        (frontend.outbound, "http://orders.default:80/a"),
+    ] {
+        let (head, body) = rt.block_on(h2_send(addr, "GET", uri));
+        assert_eq!(head.status, 200, "{uri}");
+        let authority = uri.trim_start_matches("http://").trim_end_matches("/a");
+        assert_eq!(
+            body.unwrap(),
+            format!("authority={authority} host=-"),
+            "{uri} via {addr}"
+        );
+    }
+}
+
+#[test]
+fn an_http2_head_gets_a_head_alone_from_the_app_and_from_the_sidecar() {
+    let dir = tempfile::tempdir().unwrap();
+    let cp = ControlPlane::start(dir.path(), &[]);
+    let _orders = orders(dir.path(), &cp, authority_echo());
+    let frontend = frontend(dir.path(), &cp);
+    frontend.wait_endpoints("orders", 1);
+    let rt = runtime();
+    // The app's answer, through two sidecars: the length a GET would get, no body.
+    let (head, body) = rt.block_on(h2_send(frontend.outbound, "HEAD", "http://orders/a"));
+    assert_eq!(head.status, 200);
+    assert_eq!(
+        head.headers["content-length"],
+        "authority=orders host=-".len().to_string().as_str()
+    );
+    assert_eq!(body.unwrap(), "", "a HEAD's answer ended with its head");
+    // The sidecar's own error: the client's h2 reads DATA on a HEAD as a protocol
+    // error, which ended the stream without a status through two sidecars before.
+    let (head, body) = rt.block_on(h2_send(frontend.outbound, "HEAD", "http://nosuch/a"));
+    assert_eq!(head.status, 502);
+    assert_eq!(body.unwrap(), "");
+    let (head, body) = rt.block_on(h2_send(frontend.outbound, "GET", "http://nosuch/a"));
+    assert_eq!(head.status, 502);
+    let text = body.unwrap();
+    assert!(
+        String::from_utf8_lossy(&text).contains("nosuch"),
+        "{text:?}"
+    );
 }
 
 /// An HTTP/2 app that answers its first connection with GOAWAY before taking any

@@ -5,7 +5,7 @@ use http::Response;
 use http::request::Parts;
 use hyper::upgrade::OnUpgrade;
 
-use super::{Body, strip_hop_by_hop, upgrade};
+use super::{Body, Message, strip_hop_by_hop, upgrade};
 
 /// The request head as it leaves. Returns the downstream's pending upgrade, if the
 /// request asked for one (its `Connection: upgrade` and `Upgrade` are then kept).
@@ -13,7 +13,7 @@ pub(crate) fn head(parts: &mut Parts) -> Option<OnUpgrade> {
     let pending = upgrade::requested(&parts.headers)
         .then(|| upgrade::take(parts))
         .flatten();
-    strip_hop_by_hop(&mut parts.headers, pending.is_some());
+    strip_hop_by_hop(&mut parts.headers, Message::Request, pending.is_some());
     pending
 }
 
@@ -22,6 +22,6 @@ pub(crate) fn head(parts: &mut Parts) -> Option<OnUpgrade> {
 pub(crate) fn response(mut response: Response<Body>, pending: Option<OnUpgrade>) -> Response<Body> {
     upgrade::join_if_switched(pending, &mut response);
     let switched = response.status() == http::StatusCode::SWITCHING_PROTOCOLS;
-    strip_hop_by_hop(response.headers_mut(), switched);
+    strip_hop_by_hop(response.headers_mut(), Message::Response, switched);
     response
 }

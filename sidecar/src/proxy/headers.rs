@@ -11,32 +11,41 @@ use http::header::{self, HeaderName};
 
 use crate::tag::TAG_HEADER;
 
-/// Header names, not `&str`s: removing by `&str` parses the name on every call, ten
-/// times a message here.
-const HOP_BY_HOP: [HeaderName; 10] = [
+/// Header names, not `&str`s: removing by `&str` parses the name on every call, nine
+/// times a message here. Not `Trailer`: it names the fields of the message's trailer
+/// section, end to end (RFC 9110 §6.6.2), and hyper writes an HTTP/1.1 trailer field
+/// only when `Trailer` declares it.
+const HOP_BY_HOP: [HeaderName; 9] = [
     header::CONNECTION,
     HeaderName::from_static("keep-alive"),
     HeaderName::from_static("proxy-connection"),
     header::PROXY_AUTHENTICATE,
     header::PROXY_AUTHORIZATION,
     header::TE,
-    header::TRAILER,
     header::TRANSFER_ENCODING,
     header::UPGRADE,
     // The h2c upgrade's settings (RFC 7540 §3.2.1): meaningful on one connection only.
     HeaderName::from_static("http2-settings"),
 ];
 
-/// Removes hop-by-hop headers (except `TE: trailers`, which gRPC needs end to end,
-/// and `Upgrade` when `keep_upgrade`), and every header the `Connection` header names,
-/// except the tag.
-pub(crate) fn strip_hop_by_hop(headers: &mut HeaderMap, keep_upgrade: bool) {
+/// Which message is stripped. `TE` is a request's field (RFC 9110 §10.1.4): a
+/// request's `TE: trailers` goes on (gRPC needs it end to end), a response's never.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Message {
+    Request,
+    Response,
+}
+
+/// Removes hop-by-hop headers (except a request's `TE: trailers`, and `Upgrade` when
+/// `keep_upgrade`), and every header the `Connection` header names, except the tag.
+pub(crate) fn strip_hop_by_hop(headers: &mut HeaderMap, message: Message, keep_upgrade: bool) {
+    let request = message == Message::Request;
     // Most messages carry none of these: one pass over the fields present decides,
-    // instead of a hashed lookup for each. `TE: trailers` alone stays as it is: every
-    // gRPC request carries it, and ten removals and an insert cost 3 % of one. Only in
-    // lowercase, so that the result is what the path below makes of it.
+    // instead of a hashed lookup for each. A request's `TE: trailers` alone stays as
+    // it is: every gRPC request carries it, and the removals and an insert cost 3 % of
+    // one. Only in lowercase, so that the result is what the path below makes of it.
     if !headers.iter().any(|(name, value)| {
-        (HOP_BY_HOP.contains(name) && !(name == header::TE && value == "trailers"))
+        (HOP_BY_HOP.contains(name) && !(request && name == header::TE && value == "trailers"))
             || is_underscore_tag(name)
     }) {
         return;
@@ -55,9 +64,10 @@ pub(crate) fn strip_hop_by_hop(headers: &mut HeaderMap, keep_upgrade: bool) {
         }
         headers.remove(name);
     }
-    let trailers = headers
-        .get(header::TE)
-        .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"trailers"));
+    let trailers = request
+        && headers
+            .get(header::TE)
+            .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"trailers"));
     // Most messages carry none: one pass over the names present is cheaper than ten
     // hashed removals.
     if headers.keys().any(|name| HOP_BY_HOP.contains(name)) {
@@ -113,7 +123,7 @@ mod tests {
             ("x-secret", "1"),
             ("keep-alive", "5"),
         ]);
-        strip_hop_by_hop(&mut h, false);
+        strip_hop_by_hop(&mut h, Message::Request, false);
         assert_eq!(h.get("gray-publish").unwrap(), "gray");
         assert!(
             h.get("x-secret").is_none()
@@ -125,27 +135,36 @@ mod tests {
     #[test]
     fn te_trailers_survives_for_grpc() {
         let mut h = map(&[("te", "trailers")]);
-        strip_hop_by_hop(&mut h, false);
+        strip_hop_by_hop(&mut h, Message::Request, false);
         assert_eq!(h.get("te").unwrap(), "trailers");
         let mut h = map(&[("te", "gzip")]);
-        strip_hop_by_hop(&mut h, false);
+        strip_hop_by_hop(&mut h, Message::Request, false);
         assert!(h.get("te").is_none());
+        // A response's TE means nothing past this hop, in any case, alone or not.
+        for fields in [
+            &[("te", "trailers")][..],
+            &[("te", "Trailers"), ("connection", "x")],
+        ] {
+            let mut h = map(fields);
+            strip_hop_by_hop(&mut h, Message::Response, false);
+            assert!(h.is_empty(), "{fields:?}: {h:?}");
+        }
     }
 
     #[test]
     fn te_trailers_alone_leaves_the_message_as_it_came() {
         let fields = [("te", "trailers"), ("content-type", "application/grpc")];
         let mut h = map(&fields);
-        strip_hop_by_hop(&mut h, false);
+        strip_hop_by_hop(&mut h, Message::Request, false);
         assert_eq!(h, map(&fields));
         // Another case goes on as HTTP/2 requires it.
         let mut h = map(&[("te", "Trailers")]);
-        strip_hop_by_hop(&mut h, false);
+        strip_hop_by_hop(&mut h, Message::Request, false);
         assert_eq!(h, map(&[("te", "trailers")]));
         // Beside a second TE line or a Connection, the rest still goes.
         for (extra, gone) in [("te", "gzip"), ("connection", "x-secret")] {
             let mut h = map(&[("te", "trailers"), (extra, gone), ("x-secret", "1")]);
-            strip_hop_by_hop(&mut h, false);
+            strip_hop_by_hop(&mut h, Message::Request, false);
             assert_eq!(h.get_all("te").iter().count(), 1, "{extra}: {h:?}");
             assert_eq!(h.get("te").unwrap(), "trailers", "{extra}: {h:?}");
             assert_eq!(h.contains_key("x-secret"), extra == "te", "{extra}: {h:?}");
@@ -156,7 +175,7 @@ mod tests {
     #[test]
     fn the_underscore_tag_is_removed() {
         let mut h = map(&[("gray_publish", "gray")]);
-        strip_hop_by_hop(&mut h, false);
+        strip_hop_by_hop(&mut h, Message::Request, false);
         assert!(h.is_empty());
     }
 
@@ -164,7 +183,7 @@ mod tests {
     fn each_standard_hop_by_hop_field_alone_is_removed() {
         for name in &HOP_BY_HOP {
             let mut h = map(&[("host", "orders"), (name.as_str(), "x")]);
-            strip_hop_by_hop(&mut h, false);
+            strip_hop_by_hop(&mut h, Message::Request, false);
             assert!(h.get(name).is_none(), "{name} kept");
             assert_eq!(h.len(), 1, "{name}: {h:?}");
         }
@@ -178,16 +197,19 @@ mod tests {
             ("accept", "b"),
             ("gray-publish", "gray"),
             ("x-keep-alive", "not hop-by-hop"),
+            ("trailer", "x-checksum"),
         ];
-        let mut h = map(&fields);
-        strip_hop_by_hop(&mut h, false);
-        assert_eq!(h, map(&fields));
+        for message in [Message::Request, Message::Response] {
+            let mut h = map(&fields);
+            strip_hop_by_hop(&mut h, message, false);
+            assert_eq!(h, map(&fields), "{message:?}");
+        }
     }
 
     #[test]
     fn upgrades_keep_their_headers_when_asked() {
         let mut h = map(&[("connection", "upgrade"), ("upgrade", "websocket")]);
-        strip_hop_by_hop(&mut h, true);
+        strip_hop_by_hop(&mut h, Message::Request, true);
         assert_eq!(h.get("upgrade").unwrap(), "websocket");
     }
 }

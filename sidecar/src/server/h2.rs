@@ -34,7 +34,9 @@ use tokio::sync::oneshot;
 use super::{H2_MAX_HEADER_LIST, MAX_CONCURRENT_STREAMS};
 use crate::proxy::streams::{KeepAlive, Pump, Pumped, Received, content_length};
 use crate::proxy::upgrade::H2Tunnel;
-use crate::proxy::{Body, BoxError, H2_CONNECTION_WINDOW, H2_STREAM_WINDOW, strip_hop_by_hop};
+use crate::proxy::{
+    Body, BoxError, H2_CONNECTION_WINDOW, H2_STREAM_WINDOW, Message, strip_hop_by_hop,
+};
 
 mod tunnel;
 
@@ -125,6 +127,7 @@ fn start<S, F, E>(
 {
     let (mut head, recv) = request.into_parts();
     let length = content_length(&head.headers);
+    let answers_head = head.method == Method::HEAD;
     let (body, connect) = if head.method == Method::CONNECT {
         // The stream is the tunnel: a CONNECT carries no body of its own.
         if length.is_some_and(|n| n != 0) {
@@ -144,6 +147,7 @@ fn start<S, F, E>(
         answer: serve(Request::from_parts(head, body)),
         reply,
         connect,
+        answers_head,
     };
     if inline {
         streams
@@ -219,6 +223,8 @@ pin_project_lite::pin_project! {
             reply: SendResponse<Bytes>,
             // A CONNECT's stream, and where its tunnel goes once answered 2xx.
             connect: Option<(RecvStream, oneshot::Sender<DuplexStream>)>,
+            // The request was a HEAD: its answer ends with its head.
+            answers_head: bool,
         },
         Sending { pump: Pump },
         Done,
@@ -239,8 +245,11 @@ where
                     answer,
                     reply,
                     connect,
+                    answers_head,
                 } => match answer.poll(cx) {
-                    Poll::Ready(Ok(response)) => answered(reply, connect.take(), response),
+                    Poll::Ready(Ok(response)) => {
+                        answered(reply, connect.take(), *answers_head, response)
+                    }
                     // Not answered yet: a reset from the client ends it here, and
                     // dropping the handler's future cancels what it was doing.
                     Poll::Pending => {
@@ -275,16 +284,20 @@ where
     }
 }
 
-/// Sends the head of `response`, and says what is left: its body, or nothing.
+/// Sends the head of `response`, and says what is left: its body, or nothing. The
+/// answer to a HEAD is its head alone (RFC 9113 §8.1.1), whatever body it was made
+/// with: a client reads DATA on it as a protocol error. hyper's HTTP/1.1 server drops
+/// such a body the same way.
 fn answered<F>(
     reply: &mut SendResponse<Bytes>,
     connect: Option<(RecvStream, oneshot::Sender<DuplexStream>)>,
+    answers_head: bool,
     response: Response<Body>,
 ) -> Stream<F> {
     let (mut head, body) = response.into_parts();
     // h2 refuses to send connection-specific fields; a response the sidecar made
     // itself may carry `Connection: close`.
-    strip_hop_by_hop(&mut head.headers, false);
+    strip_hop_by_hop(&mut head.headers, Message::Response, false);
     if let header::Entry::Vacant(date) = head.headers.entry(header::DATE) {
         date.insert(now());
     }
@@ -298,12 +311,14 @@ fn answered<F>(
         }
         return Stream::Done;
     }
-    let end = body.is_end_stream();
-    if !end && let Some(length) = body.size_hint().exact() {
+    let empty = body.is_end_stream();
+    // For a HEAD too: the length the body would have had, as a GET would see it.
+    if !empty && let Some(length) = body.size_hint().exact() {
         head.headers
             .entry(header::CONTENT_LENGTH)
             .or_insert_with(|| HeaderValue::from(length));
     }
+    let end = empty || answers_head;
     match reply.send_response(Response::from_parts(head, ()), end) {
         Ok(send) if !end => Stream::Sending {
             pump: Pump::new(body, send),

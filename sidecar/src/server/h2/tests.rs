@@ -105,6 +105,35 @@ async fn a_request_body_reaches_the_handler_and_the_answer_comes_back_framed() {
 }
 
 #[tokio::test]
+async fn the_answer_to_a_head_is_its_head_alone_whatever_body_it_was_made_with() {
+    // The sidecar's own errors are made with a body whatever the method.
+    let (mut send, _served) = connected(|_: Request<Body>| async move {
+        let response = Response::builder()
+            .status(502)
+            .body(full("graylane: unknown service nosuch"))
+            .unwrap();
+        Ok::<_, Infallible>(response)
+    })
+    .await;
+    let request = Request::head("http://app/").body(()).unwrap();
+    // h2's client reads DATA on a HEAD's stream as a protocol error.
+    let (head, body) = exchange(&mut send, request, "").await.unwrap();
+    assert_eq!(head.status, 502);
+    assert!(body.is_empty());
+    assert_eq!(
+        head.headers[header::CONTENT_LENGTH],
+        "32",
+        "what a GET would get"
+    );
+    // The connection is still good for the next request.
+    let (head, body) = exchange(&mut send, post("/"), "x").await.unwrap();
+    assert_eq!(
+        (head.status.as_u16(), &body[..]),
+        (502, &b"graylane: unknown service nosuch"[..])
+    );
+}
+
+#[tokio::test]
 async fn a_request_without_a_body_is_handed_over_as_ended_and_keeps_the_date_it_has() {
     let (mut send, _served) = connected(|request: Request<Body>| async move {
         assert!(request.body().is_end_stream());
