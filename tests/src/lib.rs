@@ -534,6 +534,24 @@ pub fn raw(addr: SocketAddr, request: &str) -> (u16, String) {
     (status, response)
 }
 
+/// The first flight of a TLS client connecting to `name`: its ClientHello record, what
+/// an app's own TLS sends first (the inbound listener tunnels a connection to the app
+/// only when it starts with a readable one).
+pub fn tls_client_hello(name: &str) -> Vec<u8> {
+    let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
+    let config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .expect("TLS versions")
+        .with_root_certificates(rustls::RootCertStore::empty())
+        .with_no_client_auth();
+    let name = rustls::pki_types::ServerName::try_from(name.to_owned()).expect("a DNS name");
+    let mut client =
+        rustls::ClientConnection::new(std::sync::Arc::new(config), name).expect("a client");
+    let mut hello = Vec::new();
+    client.write_tls(&mut hello).expect("the ClientHello");
+    hello
+}
+
 /// A TCP echo server on loopback (an app speaking something that is not HTTP, such
 /// as TLS end to end). Its threads end with the test process.
 pub fn echo_server() -> SocketAddr {

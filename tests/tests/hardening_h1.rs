@@ -577,6 +577,27 @@ fn an_absolute_form_target_replaces_the_host_the_app_sees() {
     }
 }
 
+#[test]
+fn a_tls_record_byte_before_plain_http_does_not_tunnel_it_past_the_checks() {
+    let mesh = Mesh::start(&[], false);
+    // What a client can send the inbound listener in permissive mode (the default):
+    // the first bytes of a TLS record, then a request carrying a forged tag. Only a
+    // readable ClientHello is tunnelled (the app's own TLS); this is parsed as HTTP.
+    let mut client = Client::connect(mesh.orders.inbound);
+    client
+        .send(b"\x16\x03\x01GET /forged HTTP/1.1\r\nHost: orders\r\nGray-Publish: gray\r\n\r\n")
+        .unwrap();
+    let (responses, _, stop) = client.responses_until_close(Duration::from_secs(10));
+    assert!(stop.closed(), "{stop:?}");
+    let statuses: Vec<u16> = responses.iter().map(Response::status).collect();
+    assert_eq!(statuses, [400], "refused as HTTP");
+    assert_served(mesh.orders.inbound, "/after");
+    assert!(
+        !mesh.upstream.saw("forged"),
+        "nothing of it reached the app"
+    );
+}
+
 /// `Expect: 100-continue`, the upstream answers a final status without reading the body,
 /// then the client sends the body anyway: a request in disguise, which must never reach
 /// the upstream as a request.

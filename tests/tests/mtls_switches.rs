@@ -92,8 +92,10 @@ fn connect_tunnels_pass_in_permissive_mode_and_are_refused_in_strict_mode() {
         }
         (tunnel, String::from_utf8_lossy(&head).into_owned())
     };
-    // An app's TLS record (not a ClientHello to a mesh name): passed to the app.
-    let hello = b"\x16\x03\x01\x00\x05hello, TLS";
+    // An app's own TLS (a ClientHello to a name outside the mesh): passed to the app,
+    // which echoes it.
+    let hello = graylane_tests::tls_client_hello("shop.example");
+    let hello = hello.as_slice();
     let (mut tunnel, head) = connect();
     assert!(head.starts_with("HTTP/1.1 200"), "{head}");
     tunnel.write_all(hello).unwrap();

@@ -17,7 +17,9 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use graylane_tests::netns::NetNs;
-use graylane_tests::{ControlPlane, DemoApp, Sidecar, echo_server, eventually, http_get, raw};
+use graylane_tests::{
+    ControlPlane, DemoApp, Sidecar, echo_server, eventually, http_get, raw, tls_client_hello,
+};
 
 /// An HTTP server outside the mesh: answers `external` to everything and keeps the
 /// request heads it got.
@@ -190,7 +192,7 @@ fn external_hosts_connect_self_calls_and_loops() {
     assert!(external.heads.lock().unwrap()[2].starts_with("GET /through-the-tunnel "));
 
     // CONNECT to a mesh service: tunnelled to an instance, whose inbound listener
-    // hands the (not HTTP) bytes to the app unchanged.
+    // hands the app's own TLS (not HTTP) to the app unchanged.
     let mut tunnel = TcpStream::connect(frontend.outbound).unwrap();
     tunnel
         .set_read_timeout(Some(Duration::from_secs(10)))
@@ -200,7 +202,7 @@ fn external_hosts_connect_self_calls_and_loops() {
         .unwrap();
     let head = read_head(&mut tunnel);
     assert!(head.starts_with("HTTP/1.1 200"), "{head}");
-    let hello = b"\x16\x03\x01\x00\x05hello, TLS";
+    let hello = &tls_client_hello("tls.example")[..];
     tunnel.write_all(hello).unwrap();
     let mut back = vec![0u8; hello.len()];
     tunnel.read_exact(&mut back).unwrap();
@@ -249,7 +251,7 @@ fn external_hosts_connect_self_calls_and_loops() {
 
 /// `CONNECT authority` over HTTP/2 (prior knowledge): the status, and on a 200 what
 /// comes back through the tunnel for `sent`, once as many bytes have.
-fn h2_tunnel(proxy: SocketAddr, authority: &str, sent: &'static [u8]) -> (u16, Vec<u8>) {
+fn h2_tunnel(proxy: SocketAddr, authority: &str, sent: &[u8]) -> (u16, Vec<u8>) {
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -270,7 +272,7 @@ fn h2_tunnel(proxy: SocketAddr, authority: &str, sent: &'static [u8]) -> (u16, V
             return (head.status.as_u16(), Vec::new());
         }
         stream
-            .send_data(bytes::Bytes::from_static(sent), false)
+            .send_data(bytes::Bytes::copy_from_slice(sent), false)
             .unwrap();
         let mut back = Vec::new();
         while back.len() < sent.len() {

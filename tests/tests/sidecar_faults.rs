@@ -16,7 +16,9 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-use graylane_tests::{ControlPlane, DemoApp, Sidecar, echo_server, eventually, http_get, raw};
+use graylane_tests::{
+    ControlPlane, DemoApp, Sidecar, echo_server, eventually, http_get, raw, tls_client_hello,
+};
 
 fn get(addr: SocketAddr) -> (u16, String) {
     raw(
@@ -275,7 +277,8 @@ fn a_second_sigterm_exits_at_once_and_tunnels_are_drained() {
         tunnel.read_exact(&mut back).unwrap();
         assert_eq!(back, text);
     };
-    echoed(&mut tunnel, b"\x16\x03\x01 not http");
+    // An app's own TLS: its ClientHello first (only that is tunnelled), then anything.
+    echoed(&mut tunnel, &tls_client_hello("orders.example"));
     orders.proc.signal(libc::SIGTERM);
     eventually(Duration::from_secs(10), "the drain to start", || {
         orders
@@ -310,8 +313,9 @@ fn a_drain_ends_when_the_last_tunnel_closes() {
     tunnel
         .set_read_timeout(Some(Duration::from_secs(10)))
         .unwrap();
-    tunnel.write_all(b"\x16\x03binary").unwrap();
-    let mut back = [0u8; 8];
+    let hello = tls_client_hello("orders.example");
+    tunnel.write_all(&hello).unwrap();
+    let mut back = vec![0u8; hello.len()];
     tunnel.read_exact(&mut back).unwrap();
     orders.proc.signal(libc::SIGTERM);
     eventually(Duration::from_secs(10), "the drain to start", || {

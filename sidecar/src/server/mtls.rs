@@ -115,8 +115,11 @@ impl MeshInbound {
                 tracing::debug!(error = %e, "unreadable ClientHello");
                 return match mode {
                     MtlsMode::Strict => self.refuse(RefusedReason::Handshake),
-                    // Whatever it is, it is the app's business, as before mTLS.
-                    _ => Sorted::Tunnel(stream),
+                    // Not TLS after its first byte: read as HTTP, as any other first
+                    // byte is, so the checks and the tag's trust boundary apply (the
+                    // parser refuses it). Tunnelled, `\x16\x03\x01GET / …` would take a
+                    // forged tag to an app whose parser is lenient.
+                    _ => Sorted::Plain(stream),
                 };
             }
         };
