@@ -235,12 +235,14 @@ impl Clients {
             })?;
             request.headers_mut().insert(http::header::HOST, host);
         }
+        // Kept by the hop-by-hop stripping only when the client asked for an upgrade.
+        let upgrading = request.headers().contains_key(http::header::UPGRADE);
         let sent = self.pool.send_http1(dest, request);
         let (response, checkout) = match tokio::time::timeout(timeout, sent).await {
             Err(_) => return Err(SendFailure::Timeout),
             Ok(sent) => sent.map_err(pool_failure)?,
         };
-        if let Some(reason) = malformed(&response) {
+        if let Some(reason) = malformed(&response, upgrading) {
             // The connection is dropped, never pooled again: nothing else is read
             // from it.
             return Err(SendFailure::Other(format!("malformed response: {reason}")));
@@ -269,7 +271,8 @@ impl Clients {
             Err(_) => return Err(SendFailure::Timeout),
             Ok(sent) => sent.map_err(pool_failure)?,
         };
-        if let Some(reason) = malformed(&response) {
+        // HTTP/2 has no upgrade (h2 refuses a 101 itself).
+        if let Some(reason) = malformed(&response, false) {
             self.pool.poison_http2(dest);
             return Err(SendFailure::Other(format!("malformed response: {reason}")));
         }

@@ -461,6 +461,7 @@ struct Record {
 ///   the request is recorded with an empty body;
 /// - `/trailers...`: `200`, chunked, `Trailer: x-checksum`, body `hello` and the
 ///   trailer field `x-checksum: abc`;
+/// - `/status-NNN...`: status NNN (any three digits) with an empty body, then closes;
 /// - any request with `Upgrade: h2c`: `101 Switching Protocols` and an HTTP/2 SETTINGS
 ///   frame, then closes (what an h2c server would do, were the upgrade forwarded);
 /// - anything else, after reading the whole body: `200` with body `ok <target>`.
@@ -604,6 +605,12 @@ impl Upstream {
             if let Some(size) = target.strip_prefix("/big/") {
                 let size = size.split(['?', '/']).next().unwrap_or_default();
                 return self.stream_big(&mut wire, size.parse().unwrap_or(0));
+            }
+            if let Some(code) = target.strip_prefix("/status-") {
+                let code = code.get(..3).unwrap_or_default();
+                let response = format!("HTTP/1.1 {code} Odd\r\ncontent-length: 0\r\n\r\n");
+                let _ = wire.stream().write_all(response.as_bytes());
+                return;
             }
             if target.starts_with("/trailers") {
                 let response = "HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\ntrailer: x-checksum\r\n\r\n\

@@ -598,6 +598,29 @@ fn a_tls_record_byte_before_plain_http_does_not_tunnel_it_past_the_checks() {
     );
 }
 
+#[test]
+fn a_status_past_599_or_a_101_no_one_asked_for_is_a_502() {
+    let mesh = Mesh::start(&[], true);
+    for (name, addr) in mesh.listeners() {
+        for (code, why) in [
+            ("600", "past 599"),
+            ("999", "past 599"),
+            ("101", "no upgrade"),
+        ] {
+            let response = rawhttp::get(addr, "orders", &format!("/status-{code}-{name}"))
+                .unwrap_or_else(|e| panic!("{name} {code}: {e:?}"));
+            assert_eq!(response.status(), 502, "{name} {code}: {response:?}");
+            assert!(
+                response.body_text().contains(why),
+                "{name} {code}: {response:?}"
+            );
+        }
+        // A status the app may send is passed on.
+        let response = rawhttp::get(addr, "orders", &format!("/status-599-{name}")).unwrap();
+        assert_eq!(response.status(), 599, "{name}");
+    }
+}
+
 /// `Expect: 100-continue`, the upstream answers a final status without reading the body,
 /// then the client sends the body anyway: a request in disguise, which must never reach
 /// the upstream as a request.

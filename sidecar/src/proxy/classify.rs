@@ -25,14 +25,27 @@ pub(super) fn classify(e: &(dyn std::error::Error + 'static)) -> SendFailure {
     }
 }
 
-/// What hyper's client accepts in a response but no proxy may pass on: a length two
-/// readers could frame differently (RFC 9112 §6.3: Transfer-Encoding overrides
-/// Content-Length, and such a message "ought to be handled as an error").
-pub(super) fn malformed<B>(response: &Response<B>) -> Option<&'static str> {
+/// What hyper's client accepts in a response but no proxy may pass on:
+/// - a length two readers could frame differently (RFC 9112 §6.3: Transfer-Encoding
+///   overrides Content-Length, and such a message "ought to be handled as an error");
+/// - a status past 599, which hyper parses (any three digits) and RFC 9110 §15 has
+///   none of;
+/// - `101 Switching Protocols` to a request that asked for no upgrade (`upgrading`
+///   false): a server must not switch to a protocol not asked for (RFC 9110 §15.2.2),
+///   and relayed, it would cut the client's connection after the head.
+pub(super) fn malformed<B>(response: &Response<B>, upgrading: bool) -> Option<&'static str> {
     let headers = response.headers();
-    (headers.contains_key(http::header::TRANSFER_ENCODING)
-        && headers.contains_key(http::header::CONTENT_LENGTH))
-    .then_some("Content-Length with Transfer-Encoding")
+    if headers.contains_key(http::header::TRANSFER_ENCODING)
+        && headers.contains_key(http::header::CONTENT_LENGTH)
+    {
+        return Some("Content-Length with Transfer-Encoding");
+    }
+    let status = response.status();
+    if status.as_u16() > 599 {
+        return Some("a status code past 599");
+    }
+    (status == http::StatusCode::SWITCHING_PROTOCOLS && !upgrading)
+        .then_some("101 Switching Protocols to a request that asked for no upgrade")
 }
 
 /// A hyper error about what the sidecar handed it, not about the upstream.
