@@ -253,6 +253,11 @@ fn malformed_cases() -> Vec<Malformed> {
             "absolute-form with userinfo",
             "GET http://evil@orders/c-{id} HTTP/1.1",
         ),
+        line("authority-form outside CONNECT", "GET orders:80 HTTP/1.1"),
+        line(
+            "a target scheme other than http",
+            "GET ftp://orders/c-{id} HTTP/1.1",
+        ),
         malformed(
             "Host with userinfo",
             format!("GET /c-{{id}} HTTP/1.1\r\nHost: evil@orders\r\n\r\n{SMUGGLED}"),

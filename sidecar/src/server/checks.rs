@@ -9,7 +9,8 @@
 //! smuggled behind it. The h2 crate refuses malformed pseudo-headers and
 //! connection-specific fields (RFC 9113 §8.2.2) with a stream reset.
 
-use http::{HeaderMap, HeaderValue, Request, StatusCode, Version, header};
+use http::uri::Scheme;
+use http::{HeaderMap, HeaderValue, Method, Request, StatusCode, Version, header};
 
 /// sidecar.md: request headers over 64 KiB in total or over 100 in number get 431.
 pub(crate) const MAX_HEADER_BYTES: usize = 64 * 1024;
@@ -61,6 +62,25 @@ pub(crate) fn check<B>(request: &Request<B>) -> Result<(), Refusal> {
         || seen.host_userinfo;
     if userinfo {
         return Err(Refusal::Malformed("userinfo in the request target or Host"));
+    }
+    // The target's form: authority-form is CONNECT's alone (RFC 9112 §3.2.3), and an
+    // absolute target is http or https. Past this hop, `GET orders:80` went on as
+    // `GET /`, and `ftp://orders/x` as HTTP.
+    let uri = request.uri();
+    if request.method() != Method::CONNECT {
+        if uri.scheme().is_none() && uri.authority().is_some() {
+            return Err(Refusal::Malformed(
+                "an authority-form target outside CONNECT",
+            ));
+        }
+        if uri
+            .scheme()
+            .is_some_and(|s| *s != Scheme::HTTP && *s != Scheme::HTTPS)
+        {
+            return Err(Refusal::Malformed(
+                "a target scheme other than http or https",
+            ));
+        }
     }
     // Methods are case-sensitive tokens (RFC 9110 §9.1); nginx refuses lower case,
     // which no client sends but a scanner probing for parser differentials.
@@ -147,6 +167,42 @@ mod tests {
             builder = builder.header(*k, *v);
         }
         builder.body(()).unwrap()
+    }
+
+    #[test]
+    fn a_target_is_origin_absolute_http_or_a_connects_authority() {
+        let with = |method: Method, uri: &str| {
+            let r = Request::builder()
+                .method(method)
+                .uri(uri)
+                .header("host", "orders");
+            check(&r.body(()).unwrap())
+        };
+        for ok in [
+            "/x",
+            "*",
+            "http://orders/x",
+            "https://orders",
+            "http://orders:8080",
+        ] {
+            assert_eq!(with(Method::GET, ok), Ok(()), "{ok}");
+        }
+        assert_eq!(with(Method::CONNECT, "orders:443"), Ok(()));
+        assert_eq!(
+            with(Method::GET, "orders:80"),
+            Err(Refusal::Malformed(
+                "an authority-form target outside CONNECT"
+            ))
+        );
+        for other in ["ftp://orders/x", "ws://orders/x"] {
+            assert_eq!(
+                with(Method::GET, other),
+                Err(Refusal::Malformed(
+                    "a target scheme other than http or https"
+                )),
+                "{other}"
+            );
+        }
     }
 
     #[test]
