@@ -170,3 +170,29 @@ fn version_shows_the_client_and_the_server() {
     assert!(alone["server"].is_null(), "{alone}");
     assert!(alone["serverError"].is_string(), "{alone}");
 }
+
+#[test]
+fn output_into_a_closed_pipe_ends_the_cli_by_sigpipe_not_a_panic() {
+    use std::os::unix::process::ExitStatusExt;
+    let dir = tempfile::tempdir().unwrap();
+    let cp = ControlPlane::start(dir.path(), &[]);
+    // `graylane rules history | true`: the reader is gone before anything is written.
+    let (reader, writer) = std::io::pipe().unwrap();
+    drop(reader);
+    let out = std::process::Command::new(graylane_tests::bin("graylane"))
+        .args(["--server", &cp.url(), "rules", "history"])
+        .env("GRAYLANE_CONFIG", "/nonexistent/graylane-tests/config.yaml")
+        .env("RUST_BACKTRACE", "0")
+        .stdin(std::process::Stdio::null())
+        .stdout(writer)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    assert_eq!(
+        out.status.signal(),
+        Some(libc::SIGPIPE),
+        "{:?} {stderr}",
+        out.status
+    );
+}

@@ -541,3 +541,101 @@ fn hostile_input_is_refused_without_harm() {
     assert_eq!(get(&cp, ADMIN, "/api/v1/rules").json["revision"], 1);
     assert_eq!(graylane_tests::http_get(cp.http, "/live").0, 200);
 }
+
+#[test]
+fn a_query_parameter_a_route_does_not_take_is_refused_and_namespace_is_given() {
+    let dir = tempfile::tempdir().unwrap();
+    let cp = start(dir.path());
+    let policy = |namespace: &str| {
+        format!(
+            "apiVersion: graylane.io/v1\nkind: RoutePolicy\nmetadata:\n  name: orders\n{namespace}spec:\n  service: orders\n  release: gray\n"
+        )
+    };
+    let a = send(
+        &cp,
+        "POST",
+        "/api/v1/rules",
+        "application/yaml",
+        &lane_yaml("gray", "v2"),
+    );
+    assert_eq!(a.json["revision"], 1, "{a:?}");
+    let a = send(
+        &cp,
+        "POST",
+        "/api/v1/rules",
+        "application/yaml",
+        &policy(""),
+    );
+    assert_eq!(a.json["revision"], 2, "{a:?}");
+    // `dryRun` where the route has no dry run: refused, not a real write.
+    for (method, path, body) in [
+        ("POST", "/api/v1/rollback?dryRun=true", r#"{"to": 1}"#),
+        (
+            "PUT",
+            "/api/v1/releases/orders?dryRun=true",
+            r#"{"state": "prod", "force": true}"#,
+        ),
+    ] {
+        let a = send(&cp, method, path, "application/json", body);
+        assert_eq!(a.status, 400, "{path}: {a:?}");
+        let error = a.json["error"].as_str().unwrap();
+        assert!(error.contains("does not take `dryRun`"), "{path}: {error}");
+    }
+    for path in [
+        "/api/v1/sidecars?limit=1",
+        "/api/v1/gaps?window=5m",
+        "/api/v1/history?kind=Lane",
+    ] {
+        assert_eq!(get(&cp, ADMIN, path).status, 400, "{path}");
+    }
+    assert_eq!(
+        get(&cp, ADMIN, "/api/v1/rules").json["revision"],
+        2,
+        "nothing written"
+    );
+    // `?namespace=NS` on an apply gives NS to a document without one, as `-n` does.
+    let a = send(
+        &cp,
+        "POST",
+        "/api/v1/rules?namespace=staging",
+        "application/yaml",
+        &policy(""),
+    );
+    assert_eq!(a.status, 200, "{a:?}");
+    let created: Vec<&Value> = a.json["changes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|c| c["action"] == "created")
+        .collect();
+    assert_eq!(created.len(), 1, "{a:?}");
+    assert_eq!(created[0]["namespace"], "staging", "{a:?}");
+    let a = get(
+        &cp,
+        ADMIN,
+        "/api/v1/rules/RoutePolicy/orders?namespace=staging",
+    );
+    assert_eq!(a.status, 200, "{a:?}");
+    // ... and refuses one naming another, writing nothing.
+    let a = send(
+        &cp,
+        "POST",
+        "/api/v1/rules?namespace=staging",
+        "application/yaml",
+        &policy("  namespace: shop\n"),
+    );
+    assert_eq!(a.status, 400, "{a:?}");
+    assert!(
+        a.json["details"].to_string().contains("metadata.namespace"),
+        "{a:?}"
+    );
+    let a = send(
+        &cp,
+        "POST",
+        "/api/v1/rules?namespace=Not_Valid",
+        "application/yaml",
+        &policy(""),
+    );
+    assert_eq!(a.status, 400, "{a:?}");
+    assert_eq!(get(&cp, ADMIN, "/api/v1/rules").json["revision"], 3);
+}

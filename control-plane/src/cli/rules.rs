@@ -4,7 +4,7 @@ use std::time::Duration;
 
 use clap::Subcommand;
 use graylane_proto::v1 as pb;
-use graylane_routing::{DEFAULT_NAMESPACE, Kind, RuleSet, with_namespace};
+use graylane_routing::{DEFAULT_NAMESPACE, Kind, RuleSet, files_with_namespace};
 use serde_json::json;
 
 use super::client::Connect;
@@ -120,19 +120,7 @@ fn in_namespace(
         (None, Some(ns)) => (ns, false),
         (None, None) => return Ok(files),
     };
-    let mut errors = Vec::new();
-    let mut out = Vec::with_capacity(files.len());
-    for (name, text) in files {
-        match with_namespace(&name, &text, namespace, refuse_others) {
-            Ok(text) => out.push((name, text)),
-            Err(mut found) => errors.append(&mut found),
-        }
-    }
-    if errors.is_empty() {
-        Ok(out)
-    } else {
-        Err(refused_with(errors))
-    }
+    files_with_namespace(files, namespace, refuse_others).map_err(refused_with)
 }
 
 /// `RoutePolicy/orders`, and ` (shop)` after it outside namespace `default` (the

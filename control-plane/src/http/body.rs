@@ -29,6 +29,26 @@ pub(crate) struct Params {
     pub(crate) window: Option<String>,
 }
 
+impl Params {
+    /// The names of the parameters given, as the query spells them.
+    pub(crate) fn given(&self) -> Vec<&'static str> {
+        let all = [
+            ("namespace", self.namespace.is_some()),
+            ("kind", self.kind.is_some()),
+            ("revision", self.revision.is_some()),
+            ("prune", self.prune.is_some()),
+            ("dryRun", self.dry_run.is_some()),
+            ("expectRevision", self.expect_revision.is_some()),
+            ("limit", self.limit.is_some()),
+            ("recent", self.recent.is_some()),
+            ("window", self.window.is_some()),
+        ];
+        all.into_iter()
+            .filter_map(|(name, given)| given.then_some(name))
+            .collect()
+    }
+}
+
 /// An apply's (file name, YAML) pairs.
 pub(crate) struct ApplyBody(pub(crate) Vec<(String, String)>);
 

@@ -66,10 +66,23 @@ pub(super) fn router(state: HttpState) -> Router {
     Router::new().nest("/api/v1", api).with_state(state)
 }
 
-fn params(uri: &Uri) -> Result<Params, ApiError> {
-    Query::<Params>::try_from_uri(uri)
+/// The query parameters of a route that `takes` those named. One it does not take
+/// is a 400 like an unknown one: `?dryRun=true` on a rollback would otherwise be a
+/// real write, and `?namespace=NS` an ignored one.
+fn params(uri: &Uri, takes: &[&str]) -> Result<Params, ApiError> {
+    let p = Query::<Params>::try_from_uri(uri)
         .map(|Query(p)| p)
-        .map_err(|e| ApiError::BadRequest(format!("query: {}", e.body_text())))
+        .map_err(|e| ApiError::BadRequest(format!("query: {}", e.body_text())))?;
+    if let Some(other) = p.given().into_iter().find(|name| !takes.contains(name)) {
+        let takes = match takes {
+            [] => "none".to_owned(),
+            _ => takes.join(", "),
+        };
+        return Err(ApiError::BadRequest(format!(
+            "query: this route does not take `{other}` (it takes: {takes})"
+        )));
+    }
+    Ok(p)
 }
 
 fn path<T>(path: Result<Path<T>, PathRejection>) -> Result<T, ApiError> {
@@ -126,7 +139,7 @@ fn changed(outcome: ChangeOutcome) -> Response {
 }
 
 async fn list_rules(State(s): State<HttpState>, uri: Uri) -> ApiResult {
-    let p = params(&uri)?;
+    let p = params(&uri, &["namespace", "kind", "revision"])?;
     let select = Selector {
         kind: p.kind.as_deref().map(admin::kind).transpose()?,
         namespace: p.namespace,
@@ -142,7 +155,7 @@ async fn get_rule(
     uri: Uri,
     kind_name: Result<Path<(String, String)>, PathRejection>,
 ) -> ApiResult {
-    let p = params(&uri)?;
+    let p = params(&uri, &["namespace", "revision"])?;
     let (kind, name) = path(kind_name)?;
     let select = Selector {
         kind: Some(path_kind(&kind)?),
@@ -164,9 +177,16 @@ async fn apply(
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> ApiResult {
-    let p = params(&uri)?;
+    let p = params(&uri, &["namespace", "prune", "dryRun", "expectRevision"])?;
     let body = bytes(body, APPLY_LIMIT)?;
-    let ApplyBody(files) = body::apply(&headers, &body)?;
+    let ApplyBody(mut files) = body::apply(&headers, &body)?;
+    if let Some(namespace) = p.namespace.as_deref() {
+        // As the CLI's `-n`: given to the namespaced documents without one, those
+        // naming another refused (kubectl's rule).
+        let namespace = admin::namespace_of(namespace)?;
+        files = graylane_routing::files_with_namespace(files, namespace, true)
+            .map_err(ControlError::Invalid)?;
+    }
     let prune = p.prune.unwrap_or(false);
     Ok(changed(
         s.core.apply(files, prune, write(caller, &p)).await?,
@@ -179,7 +199,7 @@ async fn delete_rule(
     uri: Uri,
     kind_name: Result<Path<(String, String)>, PathRejection>,
 ) -> ApiResult {
-    let p = params(&uri)?;
+    let p = params(&uri, &["namespace", "dryRun", "expectRevision"])?;
     let (kind, name) = path(kind_name)?;
     let namespace = admin::namespace_of(p.namespace.as_deref().unwrap_or_default())?;
     let refs = vec![(path_kind(&kind)?, namespace.to_owned(), name)];
@@ -187,7 +207,7 @@ async fn delete_rule(
 }
 
 async fn history(State(s): State<HttpState>, uri: Uri) -> ApiResult {
-    let p = params(&uri)?;
+    let p = params(&uri, &["limit"])?;
     let entries: Vec<Value> = s
         .core
         .history(p.limit.unwrap_or(0))
@@ -215,15 +235,13 @@ async fn rollback(
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> ApiResult {
-    let p = params(&uri)?;
+    let p = params(&uri, &["expectRevision"])?;
     let RollbackBody { to } = body::json(&headers, &bytes(body, SMALL_LIMIT)?)?;
-    let mut write = write(caller, &p);
-    write.dry_run = false;
-    Ok(changed(s.core.rollback(to, write).await?))
+    Ok(changed(s.core.rollback(to, write(caller, &p)).await?))
 }
 
 async fn releases(State(s): State<HttpState>, uri: Uri) -> ApiResult {
-    let p = params(&uri)?;
+    let p = params(&uri, &["namespace"])?;
     let (_, states) = s.core.releases(p.namespace.as_deref(), None).await?;
     let states: Vec<Value> = states
         .into_iter()
@@ -239,7 +257,7 @@ async fn release(
     uri: Uri,
     service: Result<Path<String>, PathRejection>,
 ) -> ApiResult {
-    let p = params(&uri)?;
+    let p = params(&uri, &["namespace"])?;
     let service = path(service)?;
     let namespace = p.namespace.unwrap_or_default();
     let (_, states) = s.core.releases(Some(&namespace), Some(&service)).await?;
@@ -261,7 +279,7 @@ async fn set_release(
     service: Result<Path<String>, PathRejection>,
     body: Result<Bytes, BytesRejection>,
 ) -> ApiResult {
-    let p = params(&uri)?;
+    let p = params(&uri, &["namespace", "expectRevision"])?;
     let service = path(service)?;
     let ReleaseBody { state, force } = body::json(&headers, &bytes(body, SMALL_LIMIT)?)?;
     let state = admin::release_state(&state)?;
@@ -274,7 +292,8 @@ async fn set_release(
     Ok(changed(outcome))
 }
 
-async fn sidecars(State(s): State<HttpState>) -> ApiResult {
+async fn sidecars(State(s): State<HttpState>, uri: Uri) -> ApiResult {
+    params(&uri, &[])?;
     let (_, views) = s.core.sidecars().await?;
     let list: Vec<Value> = views
         .into_iter()
@@ -298,7 +317,8 @@ async fn sidecars(State(s): State<HttpState>) -> ApiResult {
     Ok(Json(list).into_response())
 }
 
-async fn lanes(State(s): State<HttpState>) -> ApiResult {
+async fn lanes(State(s): State<HttpState>, uri: Uri) -> ApiResult {
+    params(&uri, &[])?;
     let lanes: Vec<Value> = s
         .core
         .lanes()
@@ -328,7 +348,7 @@ async fn lanes(State(s): State<HttpState>) -> ApiResult {
 const MIN_TRAFFIC_WINDOW: Duration = Duration::from_secs(10);
 
 async fn traffic(State(s): State<HttpState>, uri: Uri) -> ApiResult {
-    let p = params(&uri)?;
+    let p = params(&uri, &["window"])?;
     let Some(handler) = &s.traffic else {
         return Err(ApiError::UnknownPath);
     };
@@ -352,19 +372,25 @@ async fn traffic(State(s): State<HttpState>, uri: Uri) -> ApiResult {
 }
 
 async fn recent_traces(State(s): State<HttpState>, uri: Uri) -> ApiResult {
-    let p = params(&uri)?;
+    let p = params(&uri, &["recent"])?;
     let traces = s.core.recent_traces(p.recent.unwrap_or(20));
     let list: Vec<Value> = traces.iter().map(cli::trace::to_json).collect();
     Ok(Json(list).into_response())
 }
 
-async fn trace(State(s): State<HttpState>, id: Result<Path<String>, PathRejection>) -> ApiResult {
+async fn trace(
+    State(s): State<HttpState>,
+    uri: Uri,
+    id: Result<Path<String>, PathRejection>,
+) -> ApiResult {
+    params(&uri, &[])?;
     let trace = s.core.trace(&path(id)?)?;
     // The CLI prints a list for one id too: the same shape here.
     Ok(Json(json!([cli::trace::to_json(&trace)])).into_response())
 }
 
-async fn gaps(State(s): State<HttpState>) -> ApiResult {
+async fn gaps(State(s): State<HttpState>, uri: Uri) -> ApiResult {
+    params(&uri, &[])?;
     Ok(Json(cli::gaps::to_json(&s.core.gaps())).into_response())
 }
 
@@ -374,7 +400,7 @@ async fn explain(
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> ApiResult {
-    let p = params(&uri)?;
+    let p = params(&uri, &["namespace"])?;
     let request: ExplainBody = body::json(&headers, &bytes(body, SMALL_LIMIT)?)?;
     let args = request.into_args();
     let namespace = p.namespace.unwrap_or_default();

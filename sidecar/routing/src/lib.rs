@@ -45,7 +45,9 @@ pub use self::model::{
     RoutePolicySpec, ServiceName, Step, StringMatch, Subset, TagPolicy, TagPolicySpec, TagRule,
     WeightedSubset, default_fallback, qualified,
 };
-pub use self::parse::{MAX_DOCUMENT_BYTES, MAX_DOCUMENTS, parse_file, with_namespace};
+pub use self::parse::{
+    MAX_DOCUMENT_BYTES, MAX_DOCUMENTS, files_with_namespace, parse_file, with_namespace,
+};
 pub use self::query::query_pairs;
 pub use self::set::RuleSet;
 pub use self::table::{

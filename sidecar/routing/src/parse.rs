@@ -12,7 +12,7 @@ mod recover;
 mod split;
 mod value_de;
 
-pub use self::namespace::with_namespace;
+pub use self::namespace::{files_with_namespace, with_namespace};
 
 /// Largest document accepted, in bytes.
 pub const MAX_DOCUMENT_BYTES: usize = 1024 * 1024;

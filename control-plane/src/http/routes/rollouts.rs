@@ -21,7 +21,7 @@ use crate::rollout::Action;
 
 /// `GET /api/v1/rollouts[?namespace=NS]`: every rollout in force (of one namespace).
 pub(super) async fn list(State(s): State<HttpState>, uri: Uri) -> ApiResult {
-    let p = params(&uri)?;
+    let p = params(&uri, &["namespace"])?;
     let only = p
         .namespace
         .as_deref()
@@ -38,7 +38,7 @@ pub(super) async fn one(
     uri: Uri,
     name: Result<Path<String>, PathRejection>,
 ) -> ApiResult {
-    let p = params(&uri)?;
+    let p = params(&uri, &["namespace"])?;
     let name = path(name)?;
     let namespace = admin::namespace_of(p.namespace.as_deref().unwrap_or_default())?;
     let view = s.core.rollouts().get(namespace, &name).await?;
@@ -54,7 +54,7 @@ pub(super) async fn act(
     uri: Uri,
     target: Result<Path<String>, PathRejection>,
 ) -> ApiResult {
-    let p = params(&uri)?;
+    let p = params(&uri, &["namespace"])?;
     let (name, action) = target_of(&path(target)?)?;
     let namespace = admin::namespace_of(p.namespace.as_deref().unwrap_or_default())?;
     let view = s

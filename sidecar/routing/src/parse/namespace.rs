@@ -55,7 +55,7 @@ pub fn with_namespace(
                     path: "metadata.namespace".to_owned(),
                     reason: format!(
                         "the namespace {given} does not match the namespace {} given for \
-                         this apply (-n); leave it out or make them agree",
+                         this apply (-n, ?namespace=); leave it out or make them agree",
                         quote(namespace)
                     ),
                 });
@@ -70,6 +70,28 @@ pub fn with_namespace(
                     out.push('\n');
                 }
             }
+        }
+    }
+    if errors.is_empty() {
+        Ok(out)
+    } else {
+        Err(errors)
+    }
+}
+
+/// [`with_namespace`] over every file of an apply: all of them rewritten, or the
+/// errors of all of them.
+pub fn files_with_namespace(
+    files: Vec<(String, String)>,
+    namespace: &str,
+    refuse_others: bool,
+) -> Result<Vec<(String, String)>, Vec<ValidationError>> {
+    let mut errors = Vec::new();
+    let mut out = Vec::with_capacity(files.len());
+    for (name, text) in files {
+        match with_namespace(&name, &text, namespace, refuse_others) {
+            Ok(text) => out.push((name, text)),
+            Err(mut found) => errors.append(&mut found),
         }
     }
     if errors.is_empty() {
@@ -115,7 +137,7 @@ mod tests {
         assert_eq!(
             errors[0].to_string(),
             "r.yaml: document 2 (RoutePolicy/orders): metadata.namespace: the namespace \
-             \"staging\" does not match the namespace \"shop\" given for this apply (-n); \
+             \"staging\" does not match the namespace \"shop\" given for this apply (-n, ?namespace=); \
              leave it out or make them agree"
         );
         assert!(with_namespace("r.yaml", &text, "staging", true).is_ok());
