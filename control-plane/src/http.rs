@@ -17,7 +17,6 @@ use std::sync::Arc;
 use axum::Router;
 use axum::body::Body;
 use hyper::Request;
-use hyper::body::Incoming;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tower_service::Service as _;
@@ -77,7 +76,7 @@ pub(crate) async fn serve(
         move |peer| {
             let router = router.clone();
             // The caller's address goes to history as part of "who" for API writes.
-            hyper::service::service_fn(move |mut request: Request<Incoming>| {
+            hyper::service::service_fn(move |mut request: Request<graylane_serve::RequestBody>| {
                 request.extensions_mut().insert(Peer(peer));
                 router.clone().call(request.map(Body::new))
             })

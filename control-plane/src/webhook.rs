@@ -15,7 +15,7 @@ use std::sync::Arc;
 use anyhow::Context;
 use base64::Engine;
 use http_body_util::{BodyExt, Full, Limited};
-use hyper::body::{Bytes, Incoming};
+use hyper::body::Bytes;
 use hyper::{Method, Request, Response, StatusCode};
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
@@ -73,7 +73,10 @@ pub async fn serve(
     .await;
 }
 
-async fn handle(req: Request<Incoming>, config: &Config) -> Response<Full<Bytes>> {
+async fn handle(
+    req: Request<graylane_serve::RequestBody>,
+    config: &Config,
+) -> Response<Full<Bytes>> {
     if req.uri().path() != "/inject" {
         return reply(StatusCode::NOT_FOUND, "not found: POST /inject\n".into());
     }

@@ -2,7 +2,8 @@
 //! each set short by its flag: the admission webhook closes a client that stalls in
 //! its TLS handshake (`--tls-handshake-timeout`) and one that completes TLS but never
 //! finishes its request head (`--header-read-timeout`); graylane-control's HTTP API
-//! and the sidecar's admin listener close a stalled head; and each keeps serving
+//! and the sidecar's admin listener close a stalled head, and the API ends a request
+//! whose body stalls (`--body-read-timeout`); and each keeps serving
 //! well-behaved clients meanwhile. An operator's zero timeout is refused at start.
 
 #![allow(clippy::unwrap_used)]
@@ -157,6 +158,39 @@ fn the_http_api_closes_a_stalled_head() {
 }
 
 #[test]
+fn the_http_api_ends_a_request_whose_body_stalls() {
+    let dir = tempfile::tempdir().unwrap();
+    let cp = ControlPlane::start(dir.path(), &["--body-read-timeout", "1s"]);
+    // A whole head, then 1 byte of the 100 000 it announced, then silence: before
+    // the limit, 256 of these held every connection of the listener.
+    let mut stream = connect(cp.http);
+    let started = Instant::now();
+    stream
+        .write_all(b"POST /api/v1/rules HTTP/1.1\r\nHost: x\r\nContent-Type: application/yaml\r\nContent-Length: 100000\r\n\r\na")
+        .unwrap();
+    let mut answer = Vec::new();
+    let _ = stream.read_to_end(&mut answer);
+    let took = started.elapsed();
+    assert!(
+        took >= Duration::from_millis(900),
+        "answered after {took:?}"
+    );
+    assert!(took < PATIENCE, "still open after {took:?}");
+    let answer = String::from_utf8_lossy(&answer);
+    assert!(answer.starts_with("HTTP/1.1 400"), "{answer}");
+    assert!(
+        answer.contains("did not arrive whole within 1s"),
+        "{answer}"
+    );
+    assert_eq!(
+        cp.cli(&["rules", "history"]).code,
+        0,
+        "nothing was half-applied"
+    );
+    assert_eq!(http_get(cp.http, "/ready").0, 200);
+}
+
+#[test]
 fn the_sidecar_admin_listener_closes_a_stalled_head() {
     let dir = tempfile::tempdir().unwrap();
     let cp = ControlPlane::start(dir.path(), &[]);
@@ -180,7 +214,11 @@ fn the_sidecar_admin_listener_closes_a_stalled_head() {
 
 #[test]
 fn a_zero_timeout_is_refused_naming_the_flag() {
-    for flag in ["--header-read-timeout", "--tls-handshake-timeout"] {
+    for flag in [
+        "--header-read-timeout",
+        "--tls-handshake-timeout",
+        "--body-read-timeout",
+    ] {
         let out = std::process::Command::new(bin("graylane-control"))
             .args(["--http-addr", "127.0.0.1:0", "--grpc-addr", "127.0.0.1:0"])
             .args([flag, "0s"])

@@ -127,6 +127,10 @@ struct Args {
     /// connection; otherwise it is closed.
     #[arg(long, env = "GRAYLANE_HEADER_READ_TIMEOUT", default_value = "10s", value_parser = parse_timeout)]
     header_read_timeout: std::time::Duration,
+    /// HTTP API and webhook: a request's body must arrive whole within this of its
+    /// head; otherwise the request fails (400) and its connection closes.
+    #[arg(long, env = "GRAYLANE_BODY_READ_TIMEOUT", default_value = "60s", value_parser = parse_timeout)]
+    body_read_timeout: std::time::Duration,
     /// Webhook: a connection must complete its TLS handshake within this.
     #[arg(long, env = "GRAYLANE_TLS_HANDSHAKE_TIMEOUT", default_value = "10s", value_parser = parse_timeout)]
     tls_handshake_timeout: std::time::Duration,
@@ -266,6 +270,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
             max_connections: usize::try_from(args.max_connections).unwrap_or(usize::MAX),
             header_read_timeout: args.header_read_timeout,
             tls_handshake_timeout: args.tls_handshake_timeout,
+            body_read_timeout: args.body_read_timeout,
             ..graylane_serve::Limits::default()
         },
     }

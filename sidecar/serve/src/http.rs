@@ -21,7 +21,7 @@ use tokio::sync::watch;
 use tokio::time::Instant;
 use tokio_rustls::TlsAcceptor;
 
-use crate::{Limits, Observe};
+use crate::{Deadline, Limits, Observe, RequestBody};
 
 /// HTTP/2 keep-alive: a peer that answers no PING within the timeout is gone, so an
 /// HTTP/2 connection to a vanished client does not stay open forever.
@@ -74,7 +74,8 @@ fn max_buf_size(limits: &Limits) -> usize {
 
 /// Serves HTTP on `listener` until `shutdown` turns true, through [`serve`](crate::serve)
 /// (connection limit, accept backoff, drain): each connection gets `service(peer)`,
-/// after a TLS handshake when `tls` is given. At shutdown, HTTP/1 connections close
+/// after a TLS handshake when `tls` is given, and each request's body is bounded by
+/// `limits.body_read_timeout` ([`Deadline`]). At shutdown, HTTP/1 connections close
 /// after their current request and HTTP/2 clients get a GOAWAY.
 pub async fn serve_http<M, S, B>(
     listener: TcpListener,
@@ -85,7 +86,7 @@ pub async fn serve_http<M, S, B>(
     service: M,
 ) where
     M: Fn(SocketAddr) -> S,
-    S: Service<Request<Incoming>, Response = Response<B>> + Send + 'static,
+    S: Service<Request<RequestBody>, Response = Response<B>> + Send + 'static,
     S::Future: Send + 'static,
     S::Error: Into<BoxError>,
     B: Body + Send + 'static,
@@ -120,7 +121,7 @@ struct Served {
 impl Served {
     async fn run<S, B>(mut self, stream: TcpStream, tls: Option<TlsAcceptor>, service: S)
     where
-        S: Service<Request<Incoming>, Response = Response<B>> + Send + 'static,
+        S: Service<Request<RequestBody>, Response = Response<B>> + Send + 'static,
         S::Future: Send + 'static,
         S::Error: Into<BoxError>,
         B: Body + Send + 'static,
@@ -155,7 +156,7 @@ impl Served {
     async fn http<IO, S, B>(&self, io: IO, service: S)
     where
         IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
-        S: Service<Request<Incoming>, Response = Response<B>> + Send + 'static,
+        S: Service<Request<RequestBody>, Response = Response<B>> + Send + 'static,
         S::Future: Send + 'static,
         S::Error: Into<BoxError>,
         B: Body + Send + 'static,
@@ -167,11 +168,12 @@ impl Served {
         // dribbles an HTTP/2 preface, is closed all the same.
         let first_head_by = Instant::now() + self.limits.header_read_timeout;
         let seen = Arc::new(AtomicBool::new(false));
+        let body_within = self.limits.body_read_timeout;
         let service = {
             let seen = Arc::clone(&seen);
             hyper::service::service_fn(move |request: Request<Incoming>| {
                 seen.store(true, Ordering::Relaxed);
-                service.call(request)
+                service.call(request.map(|body| Deadline::new(body, body_within)))
             })
         };
         let mut connection = pin!(self.builder.serve_connection(TokioIo::new(io), service));

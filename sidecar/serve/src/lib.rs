@@ -27,6 +27,7 @@
 
 mod accept;
 mod bind;
+mod deadline;
 mod drain;
 mod http;
 
@@ -34,6 +35,7 @@ use std::time::Duration;
 
 pub use self::accept::{Accepted, Acceptor};
 pub use self::bind::{BACKLOG, bind};
+pub use self::deadline::{Deadline, RequestBody};
 pub use self::drain::serve;
 pub use self::http::{builder, http1_builder, serve_http};
 
@@ -66,6 +68,10 @@ pub struct Limits {
     /// HTTP/1.1. Off for admin, API and webhook listeners: their clients speak
     /// HTTP/1.1, and every protocol offered is one more to harden.
     pub http2: bool,
+    /// From a request's head to the end of its body ([`serve_http`] only; see
+    /// [`Deadline`]). Why: the header-read timeout ends at the head, and a client
+    /// sending its body a byte at a time would hold a connection of the cap forever.
+    pub body_read_timeout: Duration,
 }
 
 impl Default for Limits {
@@ -80,6 +86,9 @@ impl Default for Limits {
             drain_timeout: Duration::from_secs(5),
             max_header_bytes: 64 * 1024,
             http2: false,
+            // nginx's `client_body_timeout` order of magnitude; an 8 MiB apply needs
+            // ~1.1 Mbit/s to make it.
+            body_read_timeout: Duration::from_secs(60),
         }
     }
 }
