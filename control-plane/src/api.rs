@@ -17,6 +17,7 @@ mod jwt;
 
 pub use self::admin::AdminService;
 pub use self::auth::{Auth, Principal, Role, Tokens};
+pub(crate) use self::auth::bearer;
 pub use self::discovery::DiscoveryService;
 pub use self::identity::{Identities, ServiceAccount};
 pub use self::jwt::Jwks;

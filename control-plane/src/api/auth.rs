@@ -199,6 +199,16 @@ fn parse_line(line: &str) -> Result<(Role, String, Option<ServiceAccount>), Stri
     Ok((role, token.to_string(), bound))
 }
 
+/// The token of an `Authorization: Bearer <token>` value, gRPC's and HTTP's alike. The
+/// scheme is matched in any case (RFC 9110 §11.1): `BEARER x` is the same credential.
+pub(crate) fn bearer(header: &[u8]) -> Option<&[u8]> {
+    const SCHEME: &[u8] = b"bearer ";
+    let scheme = header.get(..SCHEME.len())?;
+    scheme
+        .eq_ignore_ascii_case(SCHEME)
+        .then(|| &header[SCHEME.len()..])
+}
+
 fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
     if a.len() != b.len() {
         return false;
@@ -229,16 +239,9 @@ impl Interceptor for Auth {
                     .metadata()
                     .get("authorization")
                     .map(|v| v.as_bytes());
-                let presented = header
-                    .and_then(|h| {
-                        h.strip_prefix(b"Bearer ")
-                            .or_else(|| h.strip_prefix(b"bearer "))
-                    })
-                    .ok_or_else(|| {
-                        Status::unauthenticated(
-                            "missing bearer token (authorization: Bearer <token>)",
-                        )
-                    })?;
+                let presented = header.and_then(bearer).ok_or_else(|| {
+                    Status::unauthenticated("missing bearer token (authorization: Bearer <token>)")
+                })?;
                 tokens.principal_of(presented)?
             }
         };

@@ -47,10 +47,7 @@ fn principal(state: &HttpState, request: &Request) -> Result<Principal, ApiError
         .headers()
         .get(AUTHORIZATION)
         .map(|v| v.as_bytes())
-        .and_then(|h| {
-            h.strip_prefix(b"Bearer ")
-                .or_else(|| h.strip_prefix(b"bearer "))
-        })
+        .and_then(crate::api::bearer)
         .ok_or_else(|| {
             ApiError::Unauthenticated("missing bearer token (Authorization: Bearer <token>)".into())
         })?;

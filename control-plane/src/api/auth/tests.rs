@@ -206,3 +206,14 @@ fn a_service_account_token_is_a_bound_sidecar_and_never_admin() {
         Err(tonic::Code::Unauthenticated)
     );
 }
+
+#[test]
+fn the_bearer_scheme_is_read_in_any_case() {
+    for header in ["Bearer tok", "bearer tok", "BEARER tok", "bEaReR tok"] {
+        assert_eq!(super::bearer(header.as_bytes()), Some(&b"tok"[..]), "{header}");
+    }
+    for header in ["Basic tok", "Bearertok", "Bearer", "", "Token tok"] {
+        assert_eq!(super::bearer(header.as_bytes()), None, "{header}");
+    }
+}
+
