@@ -52,11 +52,13 @@ impl Params {
 /// An apply's (file name, YAML) pairs.
 pub(crate) struct ApplyBody(pub(crate) Vec<(String, String)>);
 
-/// `{"resources": [...]}`, each resource as in the YAML.
+/// `{"resources": [...]}`, each resource as in the YAML: an object. Not any value:
+/// `null` would read as an empty document, so `[null]` with `prune=true` deleted every
+/// rule.
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct ApplyJson {
-    resources: Vec<serde_json::Value>,
+    resources: Vec<serde_json::Map<String, serde_json::Value>>,
 }
 
 #[derive(Deserialize)]
@@ -131,8 +133,8 @@ pub(crate) fn apply(headers: &HeaderMap, body: &[u8]) -> Result<ApplyBody, ApiEr
                 .map_err(|e| ApiError::BadRequest(format!("{REQUEST_FILE}: invalid JSON: {e}")))?;
             let docs: Vec<String> = parsed
                 .resources
-                .iter()
-                .map(serde_json::Value::to_string)
+                .into_iter()
+                .map(|r| serde_json::Value::Object(r).to_string())
                 .collect();
             docs.join("\n---\n")
         }
@@ -197,6 +199,14 @@ mod tests {
             apply(&typed("application/yaml"), &[0xff, 0xfe]),
             Err(ApiError::BadRequest(_))
         ));
+        for not_a_resource in [r#"[null]"#, r#"[1]"#, r#"["x"]"#, r#"[[]]"#, r#"[{}, null]"#] {
+            let body = format!(r#"{{"resources": {not_a_resource}}}"#);
+            let refused = apply(&typed("application/json"), body.as_bytes());
+            assert!(
+                matches!(&refused, Err(ApiError::BadRequest(m)) if m.contains("invalid JSON")),
+                "{not_a_resource}"
+            );
+        }
         let unknown = json::<RollbackBody>(&typed("application/json"), br#"{"to": 1, "from": 2}"#);
         assert!(matches!(unknown, Err(ApiError::BadRequest(m)) if m.contains("from")));
     }
