@@ -153,12 +153,16 @@ impl AdminCore {
     /// Deletes (kind, namespace, name) resources; NotFound names the absent ones.
     pub(crate) async fn delete(
         &self,
-        refs: Vec<(Kind, String, String)>,
+        mut refs: Vec<(Kind, String, String)>,
         write: Write,
     ) -> Result<ChangeOutcome, AdminError> {
         if refs.is_empty() {
             return Err(bad("no resources to delete"));
         }
+        // A resource named twice (`rules delete Lane/gray Lane/gray`) is deleted once,
+        // not found the second time.
+        refs.sort();
+        refs.dedup();
         self.change(Change::Delete(refs), write).await
     }
 

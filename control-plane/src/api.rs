@@ -16,8 +16,8 @@ mod identity;
 mod jwt;
 
 pub use self::admin::AdminService;
-pub use self::auth::{Auth, Principal, Role, Tokens};
 pub(crate) use self::auth::bearer;
+pub use self::auth::{Auth, Principal, Role, Tokens};
 pub use self::discovery::DiscoveryService;
 pub use self::identity::{Identities, ServiceAccount};
 pub use self::jwt::Jwks;

@@ -579,3 +579,18 @@ fn peer_policies_apply_get_round_trip_and_delete_like_other_kinds() {
     assert_eq!(names(&json), ["PeerPolicy/mesh"]);
     assert_eq!(revision(&cp), 2);
 }
+
+#[test]
+fn a_resource_named_twice_in_one_delete_is_deleted_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let cp = ControlPlane::start(dir.path(), &[]);
+    let lanes = write_file(dir.path(), "lanes.yaml", &format!("{LANE}---\n{BLUE}"));
+    cp.cli(&["rules", "apply", "-f", &lanes]).assert_ok();
+    cp.cli(&["rules", "delete", "Lane/gray", "Lane/gray"])
+        .assert_ok();
+    assert_eq!(
+        names(&cp.cli(&["rules", "get", "-o", "json"]).json()),
+        ["Lane/blue"]
+    );
+    assert_eq!(revision(&cp), 2);
+}

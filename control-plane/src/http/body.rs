@@ -199,7 +199,13 @@ mod tests {
             apply(&typed("application/yaml"), &[0xff, 0xfe]),
             Err(ApiError::BadRequest(_))
         ));
-        for not_a_resource in [r#"[null]"#, r#"[1]"#, r#"["x"]"#, r#"[[]]"#, r#"[{}, null]"#] {
+        for not_a_resource in [
+            r#"[null]"#,
+            r#"[1]"#,
+            r#"["x"]"#,
+            r#"[[]]"#,
+            r#"[{}, null]"#,
+        ] {
             let body = format!(r#"{{"resources": {not_a_resource}}}"#);
             let refused = apply(&typed("application/json"), body.as_bytes());
             assert!(

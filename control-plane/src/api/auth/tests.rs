@@ -210,10 +210,13 @@ fn a_service_account_token_is_a_bound_sidecar_and_never_admin() {
 #[test]
 fn the_bearer_scheme_is_read_in_any_case() {
     for header in ["Bearer tok", "bearer tok", "BEARER tok", "bEaReR tok"] {
-        assert_eq!(super::bearer(header.as_bytes()), Some(&b"tok"[..]), "{header}");
+        assert_eq!(
+            super::bearer(header.as_bytes()),
+            Some(&b"tok"[..]),
+            "{header}"
+        );
     }
     for header in ["Basic tok", "Bearertok", "Bearer", "", "Token tok"] {
         assert_eq!(super::bearer(header.as_bytes()), None, "{header}");
     }
 }
-
