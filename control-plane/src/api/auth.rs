@@ -101,15 +101,24 @@ impl Tokens {
         Ok((token_file.is_some() || jwks.is_some()).then_some(tokens))
     }
 
-    /// Parses a token file; the error names the line.
+    /// Parses a token file; the error names the line. A token on two lines is
+    /// refused: which role it carries would depend on the order of the lines.
     pub fn parse(text: &str) -> Result<Self, String> {
-        let mut lines = Vec::new();
+        let mut lines: Vec<(Role, String, Option<ServiceAccount>)> = Vec::new();
+        let mut first_line = std::collections::HashMap::new();
         for (i, line) in text.lines().enumerate() {
             let line = line.trim();
             if line.is_empty() || line.starts_with('#') {
                 continue;
             }
-            lines.push(parse_line(line).map_err(|e| format!("line {}: {e}", i + 1))?);
+            let parsed = parse_line(line).map_err(|e| format!("line {}: {e}", i + 1))?;
+            if let Some(first) = first_line.insert(parsed.1.clone(), i + 1) {
+                return Err(format!(
+                    "line {}: the token of line {first} again; give each token one line",
+                    i + 1
+                ));
+            }
+            lines.push(parsed);
         }
         if lines.is_empty() {
             return Err("no tokens in the file".into());

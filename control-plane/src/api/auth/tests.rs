@@ -220,3 +220,10 @@ fn the_bearer_scheme_is_read_in_any_case() {
         assert_eq!(super::bearer(header.as_bytes()), None, "{header}");
     }
 }
+
+#[test]
+fn a_token_on_two_lines_is_refused_naming_both() {
+    let twice = format!("viewer:{ADMIN}\n# the same one\nadmin:{ADMIN}\n");
+    let e = Tokens::parse(&twice).unwrap_err();
+    assert!(e.contains("line 3") && e.contains("line 1"), "{e}");
+}
