@@ -172,8 +172,7 @@ fn version_shows_the_client_and_the_server() {
 }
 
 #[test]
-fn output_into_a_closed_pipe_ends_the_cli_by_sigpipe_not_a_panic() {
-    use std::os::unix::process::ExitStatusExt;
+fn output_into_a_closed_pipe_ends_the_cli_quietly_not_with_a_panic() {
     let dir = tempfile::tempdir().unwrap();
     let cp = ControlPlane::start(dir.path(), &[]);
     // `graylane rules history | true`: the reader is gone before anything is written.
@@ -188,11 +187,6 @@ fn output_into_a_closed_pipe_ends_the_cli_by_sigpipe_not_a_panic() {
         .output()
         .unwrap();
     let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(!stderr.contains("panicked"), "{stderr}");
-    assert_eq!(
-        out.status.signal(),
-        Some(libc::SIGPIPE),
-        "{:?} {stderr}",
-        out.status
-    );
+    assert!(stderr.is_empty(), "{stderr}");
+    assert_eq!(out.status.code(), Some(0), "{:?}", out.status);
 }

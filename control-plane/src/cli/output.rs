@@ -55,7 +55,7 @@ impl Table {
 /// Prints `value` as JSON or YAML, or `table` for the table format.
 pub(crate) fn emit(format: Format, table: impl FnOnce() -> Table, value: impl FnOnce() -> Value) {
     match format {
-        Format::Table => println!("{}", table().render()),
+        Format::Table => text(&table().render()),
         Format::Json | Format::Yaml => raw(format, &value()),
     }
 }
@@ -63,22 +63,39 @@ pub(crate) fn emit(format: Format, table: impl FnOnce() -> Table, value: impl Fn
 /// Prints `value` as JSON (pretty) or YAML; `Table` falls back to YAML.
 pub(crate) fn raw(format: Format, value: &Value) {
     match format {
-        Format::Json => println!(
-            "{}",
-            serde_json::to_string_pretty(value).unwrap_or_default()
-        ),
-        Format::Table | Format::Yaml => {
-            print!("{}", serde_saphyr::to_string(value).unwrap_or_default())
-        }
+        Format::Json => text(&serde_json::to_string_pretty(value).unwrap_or_default()),
+        Format::Table | Format::Yaml => text(&serde_saphyr::to_string(value).unwrap_or_default()),
     }
 }
 
-/// Prints text as it is (YAML documents, diffs, messages).
+/// Prints text as it is (YAML documents, diffs, messages), ending it with a newline.
+///
+/// The one writer of the CLI's standard output. A reader that went away
+/// (`graylane rules get | head -1`) ends the CLI quietly with 0, as a filter ends: it
+/// got what it wanted. `println!` would panic there (exit 101), and restoring SIGPIPE
+/// would kill the CLI on a server closing its socket too.
 pub(crate) fn text(s: &str) {
-    if s.ends_with('\n') || s.is_empty() {
-        print!("{s}");
+    use std::io::Write as _;
+    let newline = if s.ends_with('\n') || s.is_empty() {
+        ""
     } else {
-        println!("{s}");
+        "\n"
+    };
+    let mut out = std::io::stdout().lock();
+    let written = out
+        .write_all(s.as_bytes())
+        .and_then(|()| out.write_all(newline.as_bytes()))
+        .and_then(|()| out.flush());
+    match written {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => std::process::exit(0),
+        Err(e) => {
+            #[allow(clippy::print_stderr)]
+            {
+                eprintln!("error: writing the output: {e}");
+            }
+            std::process::exit(1);
+        }
     }
 }
 
