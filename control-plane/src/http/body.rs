@@ -30,18 +30,31 @@ pub(crate) struct Params {
 }
 
 impl Params {
-    /// The names of the parameters given, as the query spells them.
+    /// The names of the parameters given, as the query spells them. Every field is
+    /// named here (the pattern is exhaustive): one left out would pass every route's
+    /// check of what it takes.
     pub(crate) fn given(&self) -> Vec<&'static str> {
+        let Self {
+            namespace,
+            kind,
+            revision,
+            prune,
+            dry_run,
+            expect_revision,
+            limit,
+            recent,
+            window,
+        } = self;
         let all = [
-            ("namespace", self.namespace.is_some()),
-            ("kind", self.kind.is_some()),
-            ("revision", self.revision.is_some()),
-            ("prune", self.prune.is_some()),
-            ("dryRun", self.dry_run.is_some()),
-            ("expectRevision", self.expect_revision.is_some()),
-            ("limit", self.limit.is_some()),
-            ("recent", self.recent.is_some()),
-            ("window", self.window.is_some()),
+            ("namespace", namespace.is_some()),
+            ("kind", kind.is_some()),
+            ("revision", revision.is_some()),
+            ("prune", prune.is_some()),
+            ("dryRun", dry_run.is_some()),
+            ("expectRevision", expect_revision.is_some()),
+            ("limit", limit.is_some()),
+            ("recent", recent.is_some()),
+            ("window", window.is_some()),
         ];
         all.into_iter()
             .filter_map(|(name, given)| given.then_some(name))
@@ -169,6 +182,23 @@ mod tests {
         let mut headers = HeaderMap::new();
         headers.insert(CONTENT_TYPE, HeaderValue::from_str(content_type).unwrap());
         headers
+    }
+
+    #[test]
+    fn given_names_every_parameter_as_the_query_spells_it() {
+        // A parameter missing from `given` would pass every route's `takes` check.
+        let query = "namespace=a&kind=Lane&revision=1&prune=true&dryRun=true\
+                     &expectRevision=1&limit=1&recent=1&window=5m";
+        let params: Params = serde_json::from_value(serde_json::json!({
+            "namespace": "a", "kind": "Lane", "revision": 1, "prune": true, "dryRun": true,
+            "expectRevision": 1, "limit": 1, "recent": 1, "window": "5m",
+        }))
+        .unwrap();
+        let spelled: Vec<&str> = query
+            .split('&')
+            .filter_map(|kv| kv.split('=').next())
+            .collect();
+        assert_eq!(params.given(), spelled);
     }
 
     #[test]
