@@ -425,6 +425,7 @@ pub(crate) fn lane(i: usize) -> ApplyRequest {
         prune: false,
         dry_run: false,
         expect_revision: None,
+        prune_namespace: None,
     }
 }
 

@@ -14,7 +14,9 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use graylane_proto::v1 as pb;
-use graylane_routing::{DEFAULT_NAMESPACE, Instance, Kind, Name, Release, Resource, RuleSet};
+use graylane_routing::{
+    DEFAULT_NAMESPACE, Instance, Kind, Name, Prune, Release, Resource, RuleSet,
+};
 
 use crate::api::Role;
 use crate::cli::explain::{self, ExplainArgs};
@@ -137,11 +139,12 @@ impl AdminCore {
         }
     }
 
-    /// Applies `files` ((name, YAML) pairs; with `prune` they become the whole set).
+    /// Applies `files` ((name, YAML) pairs), removing what `prune` covers that they
+    /// do not hold.
     pub(crate) async fn apply(
         &self,
         files: Vec<(String, String)>,
-        prune: bool,
+        prune: Prune,
         write: Write,
     ) -> Result<ChangeOutcome, AdminError> {
         if files.is_empty() {
@@ -376,6 +379,13 @@ pub(crate) fn namespace_of(s: &str) -> Result<&str, AdminError> {
     Name::new(s)
         .map(|_| s)
         .map_err(|e| bad(format!("namespace: {e}")))
+}
+
+/// What an apply prunes: `--prune` or not, scoped to a valid namespace when one is
+/// given (an empty one is `default`, as everywhere in the API).
+pub(crate) fn prune(prune: bool, namespace: Option<&str>) -> Result<Prune, AdminError> {
+    let namespace = namespace.map(namespace_of).transpose()?;
+    Ok(Prune::new(prune, namespace))
 }
 
 /// A release state by its name, or a BadRequest naming the three.

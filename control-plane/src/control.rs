@@ -333,7 +333,7 @@ mod tests {
         );
         let apply = Change::Apply {
             files: vec![("lane.yaml".into(), LANE.into())],
-            prune: false,
+            prune: graylane_routing::Prune::None,
         };
         control
             .change(apply, ChangeOptions::default())

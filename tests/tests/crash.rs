@@ -89,6 +89,7 @@ async fn killing_during_applies_never_leaves_a_torn_revision() {
                         prune: false,
                         dry_run: false,
                         expect_revision: Some(base),
+                        prune_namespace: None,
                     };
                     match client.apply(request).await {
                         Ok(r) => acked.store(r.into_inner().revision, Ordering::SeqCst),

@@ -215,6 +215,32 @@ fn apply_get_delete_and_history_speak_the_contract() {
     assert_eq!(one.json["spec"]["selector"]["version"], "v9", "{one:?}");
     assert_eq!(get(&cp, ADMIN, "/api/v1/rules/Lane/green").status, 404);
     assert_eq!(get(&cp, ADMIN, "/api/v1/rules/Gateway/gray").status, 404);
+    // prune with a namespace: only that namespace's rules are replaced; lanes stay.
+    let policy = "apiVersion: graylane.io/v1\nkind: RoutePolicy\nmetadata: {name: orders}\n\
+                  spec: {service: orders, release: gray}\n";
+    let scoped = send(
+        &cp,
+        "POST",
+        "/api/v1/rules?namespace=shop&prune=true",
+        "application/yaml",
+        policy,
+    );
+    let changes = scoped.json["changes"].as_array().unwrap();
+    let created =
+        json!({"resource": "RoutePolicy/orders", "namespace": "shop", "action": "created"});
+    assert!(changes.contains(&created), "{scoped:?}");
+    assert!(
+        changes.iter().all(|c| c["action"] != "deleted"),
+        "{scoped:?}"
+    );
+    let bad = send(
+        &cp,
+        "POST",
+        "/api/v1/rules?namespace=Shop&prune=true",
+        "application/yaml",
+        policy,
+    );
+    assert_eq!(bad.status, 400, "{bad:?}");
     // prune: the body becomes the whole set.
     let pruned = send(
         &cp,
@@ -240,7 +266,7 @@ fn apply_get_delete_and_history_speak_the_contract() {
     );
     assert_eq!(
         (deleted.status, &deleted.json["revision"]),
-        (200, &json!(4)),
+        (200, &json!(5)),
         "{deleted:?}"
     );
     assert_eq!(
@@ -262,7 +288,7 @@ fn apply_get_delete_and_history_speak_the_contract() {
         .iter()
         .map(|e| e["revision"].as_u64().unwrap())
         .collect();
-    assert_eq!(revisions, [4, 3, 2, 1], "{history}");
+    assert_eq!(revisions, [5, 4, 3, 2, 1], "{history}");
     assert!(
         history[0]["appliedAt"].as_str().unwrap().ends_with('Z'),
         "{history}"

@@ -391,3 +391,83 @@ fn the_context_namespace_is_the_default() {
         "{refused:?}"
     );
 }
+
+/// `rules apply --prune -n shop` replaces shop's rules and nothing else: a team pruning
+/// its own namespace must not delete another team's policies or the mesh-wide lanes
+/// (kubectl's prune with `-n` is scoped the same way). `diff --prune -n` says the same.
+#[test]
+fn a_prune_with_a_namespace_removes_only_that_namespaces_rules() {
+    let dir = tempfile::tempdir().unwrap();
+    let cp = ControlPlane::start(dir.path(), &[]);
+    let lane = write_file(dir.path(), "lane.yaml", OLD_RULES);
+    let cart = GRAY_ORDERS.replace("name: orders", "name: cart");
+    let cart = write_file(
+        dir.path(),
+        "cart.yaml",
+        &cart.replace("service: orders", "service: cart"),
+    );
+    let orders = write_file(dir.path(), "orders.yaml", GRAY_ORDERS);
+    cp.cli(&["rules", "apply", "-f", &lane]).assert_ok();
+    for ns in ["shop", "staging"] {
+        cp.cli(&["rules", "apply", "-f", &orders, "-f", &cart, "-n", ns])
+            .assert_ok();
+    }
+    let diff = cp.cli(&["rules", "diff", "--prune", "-f", &orders, "-n", "shop"]);
+    assert!(diff.assert_ok().stdout.contains("cart"), "{diff:?}");
+    assert!(
+        !diff.stdout.contains("staging") && !diff.stdout.contains("Lane"),
+        "{diff:?}"
+    );
+
+    let pruned = cp.cli(&[
+        "rules", "apply", "--prune", "-f", &orders, "-n", "shop", "-o", "json",
+    ]);
+    let changes = pruned.assert_ok().json()["changes"].clone();
+    let deleted: Vec<&Value> = changes
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|c| c["action"] == "deleted")
+        .collect();
+    assert_eq!(deleted.len(), 1, "{changes}");
+    let what = |c: &Value| format!("{} {} {}", c["kind"], c["name"], c["namespace"]);
+    assert_eq!(
+        what(deleted[0]),
+        r#""RoutePolicy" "cart" "shop""#,
+        "{changes}"
+    );
+    let all = cp.cli(&["rules", "get", "-o", "json"]);
+    let kept: Vec<String> = all.assert_ok().json()["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| {
+            format!(
+                "{}/{} {}",
+                r["kind"], r["metadata"]["name"], r["metadata"]["namespace"]
+            )
+        })
+        .collect();
+    assert_eq!(
+        kept.len(),
+        4,
+        "Lane, shop's orders and staging's two: {kept:?}"
+    );
+    let history = cp.cli(&["rules", "history"]);
+    assert!(
+        history
+            .assert_ok()
+            .stdout
+            .contains("apply --prune -n shop:"),
+        "{history:?}"
+    );
+    // Without a namespace the files are the whole set, as before.
+    let whole = cp.cli(&["rules", "apply", "--prune", "-f", &lane, "-o", "json"]);
+    let deleted = whole.assert_ok().json()["changes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|c| c["action"] == "deleted")
+        .count();
+    assert_eq!(deleted, 3, "{whole:?}");
+}

@@ -125,8 +125,9 @@ impl Admin for AdminService {
             .iter()
             .map(|f| (f.name.clone(), f.content.clone()))
             .collect();
+        let prune = admin::prune(r.prune, r.prune_namespace.as_deref())?;
         let write = write(&request, r.expect_revision, r.dry_run);
-        let outcome = self.core.apply(files, r.prune, write).await?;
+        let outcome = self.core.apply(files, prune, write).await?;
         Ok(Response::new(change_response(outcome)))
     }
 

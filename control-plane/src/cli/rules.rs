@@ -23,7 +23,9 @@ pub enum RulesCommand {
         /// documents, or the JSON List `rules get -o json` prints); repeatable.
         #[arg(short = 'f', long = "filename", required = true, value_name = "FILE")]
         files: Vec<String>,
-        /// Make the files the whole rule set: resources not in them are deleted.
+        /// Make the files the whole rule set: resources not in them are deleted. With
+        /// a namespace (-n or the context's), only that namespace's resources are;
+        /// Lanes and other namespaces stay.
         #[arg(long)]
         prune: bool,
         /// Validate and show what would change; write nothing.
@@ -68,7 +70,8 @@ pub enum RulesCommand {
         /// A rules file, a directory of *.yaml, or - for standard input; repeatable.
         #[arg(short = 'f', long = "filename", required = true, value_name = "FILE")]
         files: Vec<String>,
-        /// Compare as if the files were the whole rule set (as `apply --prune`).
+        /// Compare as `apply --prune` would: the files are the whole rule set, or the
+        /// whole of the namespace of -n.
         #[arg(long)]
         prune: bool,
         /// Exit 1 when there are differences (like `git diff --exit-code`).
@@ -131,6 +134,26 @@ fn change_ref(c: &pb::ResourceChange) -> String {
     } else {
         format!("{}/{} ({})", c.kind, c.name, c.namespace)
     }
+}
+
+/// The request of `apply` and `diff`, once the files passed local validation. A prune
+/// is scoped to the namespace the command means, when it means one (kubectl's rule).
+fn apply_request(
+    files: Vec<(String, String)>,
+    prune: bool,
+    connect: &Connect,
+    dry_run: bool,
+    expect_revision: Option<u64>,
+) -> Result<pb::ApplyRequest, CliError> {
+    let prune_namespace = connect.namespace_filter().filter(|_| prune);
+    validate_locally(&files, prune && prune_namespace.is_none())?;
+    Ok(pb::ApplyRequest {
+        files: sources(files),
+        prune,
+        dry_run,
+        expect_revision,
+        prune_namespace: prune_namespace.map(str::to_owned),
+    })
 }
 
 /// Local validation before anything is sent: per document, duplicates across the
@@ -245,14 +268,8 @@ impl RulesCommand {
                 // included: a slow server must not stretch the time the user allowed.
                 let deadline = tokio::time::Instant::now() + timeout;
                 let files = in_namespace(files::read_all(&files)?, connect)?;
-                validate_locally(&files, prune)?;
+                let request = apply_request(files, prune, connect, dry_run, expect_revision)?;
                 let mut client = connect.client().await?;
-                let request = pb::ApplyRequest {
-                    files: sources(files),
-                    prune,
-                    dry_run,
-                    expect_revision,
-                };
                 let response = client.apply(request).await?.into_inner();
                 print_change(table, &response, dry_run);
                 if wait && !dry_run {
@@ -306,14 +323,8 @@ impl RulesCommand {
                 exit_code,
             } => {
                 let files = in_namespace(files::read_all(&files)?, connect)?;
-                validate_locally(&files, prune)?;
+                let request = apply_request(files, prune, connect, true, None)?;
                 let mut client = connect.client().await?;
-                let request = pb::ApplyRequest {
-                    files: sources(files),
-                    prune,
-                    dry_run: true,
-                    expect_revision: None,
-                };
                 let response = client.apply(request).await?.into_inner();
                 if table == Format::Table {
                     let diffs: Vec<&str> = response

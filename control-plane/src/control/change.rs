@@ -1,6 +1,6 @@
 //! The four ways to change the rule set, each computed from the set in force.
 
-use graylane_routing::{Kind, Release, RuleSet, qualified};
+use graylane_routing::{Kind, Prune, Release, RuleSet, qualified};
 
 use super::diff::{self, ResourceChange};
 use super::{ControlError, parse_stored};
@@ -9,11 +9,11 @@ use crate::store::Store;
 /// A requested change of the rule set.
 #[derive(Clone, Debug)]
 pub enum Change {
-    /// Create or update the resources of these (file name, content) pairs; with
-    /// `prune`, they become the whole set.
+    /// Create or update the resources of these (file name, content) pairs, removing
+    /// what `prune` covers that they do not hold.
     Apply {
         files: Vec<(String, String)>,
-        prune: bool,
+        prune: Prune,
     },
     /// Remove these resources, as (kind, namespace, name); each must exist.
     Delete(Vec<(Kind, String, String)>),
@@ -48,13 +48,9 @@ impl Change {
         let new = match self {
             Self::Apply { files, prune } => {
                 let applied = RuleSet::parse_files(files).map_err(ControlError::Invalid)?;
-                if *prune {
-                    applied
-                } else {
-                    let mut merged = old.clone();
-                    merged.merge(applied);
-                    merged
-                }
+                let mut new = old.clone();
+                new.apply(applied, prune);
+                new
             }
             Self::Delete(refs) => {
                 let mut new = old.clone();
@@ -134,8 +130,16 @@ impl Change {
     pub(super) fn summary(&self, changes: &[ResourceChange]) -> String {
         let what = diff::summary(changes);
         match self {
-            Self::Apply { prune: false, .. } => format!("apply: {what}"),
-            Self::Apply { prune: true, .. } => format!("apply --prune: {what}"),
+            Self::Apply {
+                prune: Prune::None, ..
+            } => format!("apply: {what}"),
+            Self::Apply {
+                prune: Prune::All, ..
+            } => format!("apply --prune: {what}"),
+            Self::Apply {
+                prune: Prune::Namespace(ns),
+                ..
+            } => format!("apply --prune -n {ns}: {what}"),
             Self::Delete(_) => format!("delete: {what}"),
             Self::Rollback(to) => format!("rollback to {to}: {what}"),
             Self::Release {

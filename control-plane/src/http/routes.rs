@@ -187,7 +187,8 @@ async fn apply(
         files = graylane_routing::files_with_namespace(files, namespace, true)
             .map_err(ControlError::Invalid)?;
     }
-    let prune = p.prune.unwrap_or(false);
+    // `?namespace=` scopes a prune as `-n` does the CLI's.
+    let prune = admin::prune(p.prune.unwrap_or(false), p.namespace.as_deref())?;
     Ok(changed(
         s.core.apply(files, prune, write(caller, &p)).await?,
     ))

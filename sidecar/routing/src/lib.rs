@@ -49,7 +49,7 @@ pub use self::parse::{
     MAX_DOCUMENT_BYTES, MAX_DOCUMENTS, files_with_namespace, parse_file, with_namespace,
 };
 pub use self::query::query_pairs;
-pub use self::set::RuleSet;
+pub use self::set::{Prune, RuleSet};
 pub use self::table::{
     Candidates, CompiledPolicy, Explained, Explanation, FallbackInfo, FallbackTarget, Gate,
     InboundSource, InboundTag, Injected, Instance, RequestView, RetryPolicy, Route, RouteError,

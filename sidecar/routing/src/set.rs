@@ -12,6 +12,34 @@ use crate::parse::{MAX_DOCUMENTS, parse_all};
 mod checks;
 mod rollouts;
 
+/// What an apply with `--prune` removes besides replacing what its files hold.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Prune {
+    /// Nothing: resources not in the files stay (`apply` without `--prune`).
+    None,
+    /// Every resource not in the files: they become the whole set.
+    All,
+    /// The resources of this namespace not in the files (`apply --prune -n NS`).
+    Namespace(String),
+}
+
+impl Prune {
+    /// `--prune` given or not, scoped to a namespace or not.
+    pub fn new(prune: bool, namespace: Option<&str>) -> Self {
+        match (prune, namespace) {
+            (false, _) => Self::None,
+            (true, None) => Self::All,
+            (true, Some("")) => Self::Namespace(DEFAULT_NAMESPACE.to_owned()),
+            (true, Some(ns)) => Self::Namespace(ns.to_owned()),
+        }
+    }
+
+    /// The files are the whole set, so the whole-set checks can run on them alone.
+    pub fn is_whole_set(&self) -> bool {
+        *self == Self::All
+    }
+}
+
 /// A set of resources, unique per (kind, namespace, name), iterated in kind, namespace,
 /// name order. A Lane's namespace is always `default` (lanes are mesh-wide).
 ///
@@ -108,6 +136,22 @@ impl RuleSet {
     /// semantics: resources not in `other` stay).
     pub fn merge(&mut self, other: RuleSet) {
         self.entries.extend(other.entries);
+    }
+
+    /// Applies `applied` to this set: every resource of it added or replaced, and the
+    /// resources `prune` covers that it does not hold removed.
+    pub fn apply(&mut self, applied: RuleSet, prune: &Prune) {
+        match prune {
+            Prune::None => {}
+            Prune::All => self.entries.clear(),
+            // An operator of one namespace replaces that namespace's rules; Lanes span
+            // namespaces, so they are not one team's to remove (kubectl's prune with
+            // `-n` leaves other namespaces and cluster-wide objects alone too).
+            Prune::Namespace(namespace) => self
+                .entries
+                .retain(|(kind, ns, _), _| !kind.is_namespaced() || ns != namespace),
+        }
+        self.merge(applied);
     }
 
     /// Sets the release state of `service` of `namespace` in its RoutePolicy, or adds a

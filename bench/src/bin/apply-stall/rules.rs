@@ -32,6 +32,7 @@ pub(crate) fn apply_request(documents: usize, i: usize) -> ApplyRequest {
         prune: true,
         dry_run: false,
         expect_revision: None,
+        prune_namespace: None,
     }
 }
 

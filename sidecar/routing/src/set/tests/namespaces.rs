@@ -193,3 +193,47 @@ fn a_removal_names_its_namespace() {
     assert_eq!(s.release_of("shop", "orders"), Release::All);
     assert_eq!(s.release_of("staging", "orders"), Release::Gray);
 }
+
+#[test]
+fn a_prune_scoped_to_a_namespace_removes_only_that_namespaces_resources() {
+    let lane = "apiVersion: graylane.io/v1\nkind: Lane\nmetadata: {name: gray}\n\
+                spec: {tag: gray, selector: {version: v2}}\n";
+    let in_force = set(&[
+        lane,
+        &policy("orders", Some("shop"), "orders", "gray"),
+        &policy("cart", Some("shop"), "cart", "gray"),
+        &policy("orders", Some("staging"), "orders", "gray"),
+        &peer("strict", Some("staging"), "strict", None),
+    ]);
+    let files = set(&[&policy("orders", Some("shop"), "orders", "all")]);
+
+    let mut scoped = in_force.clone();
+    scoped.apply(files.clone(), &Prune::new(true, Some("shop")));
+    let kept: std::collections::BTreeSet<String> =
+        scoped.iter().map(Resource::display_ref).collect();
+    let expected = [
+        "Lane/gray",
+        "RoutePolicy/orders (shop)",
+        "RoutePolicy/orders (staging)",
+        "PeerPolicy/strict (staging)",
+    ];
+    assert_eq!(kept, expected.map(String::from).into_iter().collect());
+    assert!(scoped.get(Kind::RoutePolicy, "shop", "cart").is_none());
+    assert_eq!(scoped.release_of("shop", "orders"), Release::All);
+    assert_eq!(scoped.release_of("staging", "orders"), Release::Gray);
+
+    let mut whole = in_force.clone();
+    whole.apply(files.clone(), &Prune::new(true, None));
+    assert_eq!(
+        whole, files,
+        "an unscoped prune makes the files the whole set"
+    );
+
+    let mut merged = in_force.clone();
+    merged.apply(files, &Prune::new(false, Some("shop")));
+    assert_eq!(merged.len(), in_force.len(), "no prune removes nothing");
+    assert_eq!(
+        Prune::new(true, Some("")),
+        Prune::Namespace("default".into())
+    );
+}
