@@ -428,3 +428,45 @@ fn abort_rolls_back_and_typos_viewers_and_hostile_paths_are_refused() {
     let script = graylane_tests::cli(&["completion", "bash"]);
     assert!(script.assert_ok().stdout.contains("rollout"));
 }
+
+/// A revision written while a rollout ran can be restored once that rollout ended:
+/// its rule comes back at the percent the revision held, as the user's (no longer
+/// marked), and the ended rollout stays ended. One of a rollout still active can't:
+/// the refusal says which rollout holds it.
+#[test]
+fn a_revision_of_an_ended_rollout_is_restored_with_its_rule_given_back() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = setup(dir.path());
+    let at_step_1 = s.last_history()["revision"].as_u64().unwrap();
+    let (status, _) = s.http("POST", "/api/v1/rollouts/blue-1:abort", ADMIN);
+    assert_eq!(status, 200);
+    assert_eq!(s.edge_rule("blue")["match"]["percent"], 0.0);
+
+    let restored = s.cli(&["rules", "rollback", "--to", &at_step_1.to_string()]);
+    restored.assert_ok();
+    let rule = s.edge_rule("blue");
+    assert_eq!(rule["match"]["percent"], 10.0, "{rule}");
+    assert!(rule.get("rollout").is_none(), "given back: {rule}");
+    assert_eq!(s.rollout("blue-1")["state"], "RolledBack");
+    let gray = s.edge_rule("gray");
+    assert_eq!(
+        gray["rollout"], "gray-orders-2",
+        "still the active one's: {gray}"
+    );
+    let last = s.last_history();
+    assert!(
+        last["summary"]
+            .as_str()
+            .unwrap()
+            .starts_with(&format!("rollback to {at_step_1}")),
+        "{last}"
+    );
+
+    // gray-orders-2 is active: a revision before its rule existed would remove it.
+    let refused = s.cli(&["rules", "rollback", "--to", "1"]);
+    assert_eq!(refused.code, 1, "{refused:?}");
+    assert!(
+        refused.stderr.contains("gray-orders-2") && refused.stderr.contains("active"),
+        "{refused:?}"
+    );
+}

@@ -73,7 +73,12 @@ impl Change {
                         "revision {to} does not exist or is no longer kept"
                     ))
                 })?;
-                parse_stored(&revision)?
+                let mut restored = parse_stored(&revision)?;
+                // A revision written while a rollout ran holds its rule marked; that
+                // rollout has ended since (or it is active and the check below
+                // refuses), so its rule is the user's now, at the percent restored.
+                restored.release_ended_rollout_rules(crate::rollout::active(store).await?);
+                restored
             }
             Self::Release {
                 namespace,

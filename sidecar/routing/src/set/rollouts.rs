@@ -197,6 +197,25 @@ impl RuleSet {
         self.replace_keeping_origin(Resource::TagPolicy(policy));
     }
 
+    /// Gives back to the user the rules of every rollout `is_active` says has ended: a
+    /// past revision restored as it was written holds them marked, and only an active
+    /// rollout may hold a marked rule.
+    pub fn release_ended_rollout_rules(&mut self, is_active: impl Fn(&LaneRollout) -> bool) {
+        let ended: Vec<(String, String)> = self
+            .lane_rollouts()
+            .filter(|r| !is_active(r))
+            .map(|r| {
+                (
+                    r.metadata.namespace().to_owned(),
+                    r.metadata.name.to_string(),
+                )
+            })
+            .collect();
+        for (namespace, name) in ended {
+            self.release_rollout_rule(&namespace, &name);
+        }
+    }
+
     /// How often sidecars report traffic for the rollouts of this set: half the
     /// shortest `analysis.interval`, at least 1 s; `None` without a LaneRollout. Half,
     /// so every interval holds a report whatever the phase between the sidecars'
@@ -242,15 +261,26 @@ impl RuleSet {
         for (key, (policy, index, rule)) in &owned_now {
             let unchanged = marked_before.get(key).is_some_and(|(_, _, r)| r == rule);
             if !unchanged {
+                let name = quote(&key.1);
+                let reason = match self.lane_rollout(&key.0, &key.1) {
+                    Some(r) if is_active(r) => format!(
+                        "only LaneRollout {name} writes this rule, while it is active; leave it as `graylane rules get tagpolicy {policy}` shows it"
+                    ),
+                    // Marks are written by a running rollout only: one written by
+                    // hand is a typo or a copy of an old revision.
+                    Some(_) => format!(
+                        "LaneRollout {name} has ended, and only a running rollout marks its rule; remove the `rollout` field"
+                    ),
+                    None => format!(
+                        "there is no LaneRollout {name}, and only a running rollout marks its rule; remove the `rollout` field"
+                    ),
+                };
                 errors.push(ValidationError::for_resource(
                     self.origin(Kind::TagPolicy, &key.0, policy),
                     "TagPolicy",
                     policy,
                     format!("{}.rollout", join_index("spec.rules", *index)),
-                    format!(
-                        "only LaneRollout {} writes this rule, while it is active; leave it as `graylane rules get tagpolicy {policy}` shows it",
-                        quote(&key.1)
-                    ),
+                    reason,
                 ));
             }
         }

@@ -123,6 +123,25 @@ fn a_person_cannot_touch_an_active_rollout_or_its_rule() {
     new.set_rollout_percent("default", "r", 90.0).unwrap();
     let e = only(new.check_rollout_change(&old, active).unwrap_err());
     assert_eq!(e.path, "spec.rules[1].rollout");
+    assert!(e.reason.contains("while it is active"), "{e}");
+    // A mark written by hand for a rollout that ended, or for none: the error says so
+    // (not "while it is active"), and restoring such a revision gives the rule back.
+    let ended = |_: &LaneRollout| false;
+    let mut released = old.clone();
+    released.release_rollout_rule("default", "r");
+    let e = only(old.check_rollout_change(&released, ended).unwrap_err());
+    assert!(e.reason.contains("\"r\" has ended"), "{e}");
+    let mut restored = old.clone();
+    restored.release_ended_rollout_rules(ended);
+    restored.check_rollout_change(&released, ended).unwrap();
+    assert_eq!(edge_rules(&restored)[1].matches.percent, Some(5.0));
+    let mut kept = old.clone();
+    kept.release_ended_rollout_rules(active);
+    assert_eq!(kept, old, "an active rollout keeps its rule");
+    let mut ghost = old.clone();
+    ghost.remove(Kind::LaneRollout, "default", "r");
+    let e = only(ghost.check_rollout_change(&released, ended).unwrap_err());
+    assert!(e.reason.contains("there is no LaneRollout \"r\""), "{e}");
     // Changing or deleting the rollout itself.
     let mut new = old.clone();
     new.merge(set(&[LANE, EDGE, &rollout("r", "gray", "20s")]));
