@@ -157,6 +157,37 @@ fn credentials_come_only_from_the_bearer_header_and_roles_limit_writes() {
     let out = cli(&cp, dir.path(), VIEWER, &["rules", "apply", "-f", &file]);
     assert_ne!(out.code, 0, "{out:?}");
     assert!(out.stderr.contains("viewer"), "{out:?}");
+    // A dry run writes nothing: a viewer reviews a change before an admin applies it.
+    let diff = cli(&cp, dir.path(), VIEWER, &["rules", "diff", "-f", &file]);
+    assert!(diff.assert_ok().stdout.contains("blue"), "{diff:?}");
+    let dry = cli(
+        &cp,
+        dir.path(),
+        VIEWER,
+        &["rules", "apply", "--dry-run", "-f", &file],
+    );
+    assert!(dry.assert_ok().stdout.contains("Lane/blue"), "{dry:?}");
+    let previewed = call(
+        cp.http,
+        "POST",
+        "/api/v1/rules?dryRun=true",
+        &format!("{}Content-Type: application/yaml\r\n", bearer(VIEWER)),
+        yaml.as_bytes(),
+    );
+    assert_eq!(previewed.status, 200, "{previewed:?}");
+    assert_eq!(previewed.json["committed"], false, "{previewed:?}");
+    let deleting = cli(
+        &cp,
+        dir.path(),
+        VIEWER,
+        &["rules", "delete", "--dry-run", "Lane/gray"],
+    );
+    deleting.assert_ok();
+    assert_eq!(
+        get(&cp, ADMIN, "/api/v1/rules").json["revision"],
+        1,
+        "the viewer's dry runs wrote nothing"
+    );
     cli(&cp, dir.path(), ADMIN, &["rules", "apply", "-f", &file]).assert_ok();
 }
 
