@@ -363,10 +363,49 @@ fn validation_errors_read_as_the_cli_prints_them() {
             .starts_with("request: document 2 (Lane/gray)"),
         "{a:?}"
     );
+    // A key given twice is refused as YAML refuses it (serde_json alone keeps the last
+    // one: `Lane/green` would be created), in the API and in the CLI's JSON List.
+    let twice = r#"{"resources": [{"apiVersion": "graylane.io/v1", "kind": "Lane",
+        "metadata": {"name": "blue", "name": "green"},
+        "spec": {"tag": "blue", "selector": {"version": "v2"}}}]}"#;
+    let a = send(&cp, "POST", "/api/v1/rules", "application/json", twice);
+    assert_eq!(a.status, 400, "{a:?}");
+    let error = a.json["error"].as_str().unwrap();
+    assert!(error.contains("duplicate key \"name\" at line 2"), "{a:?}");
+    let list = twice.replace(r#"{"resources""#, r#"{"kind": "List", "items""#);
+    let file = write_file(dir.path(), "twice.json", &list);
+    let out = cli(&cp, dir.path(), ADMIN, &["rules", "apply", "-f", &file]);
+    assert_eq!(out.code, 1, "{out:?}");
+    assert!(
+        out.stderr.contains("duplicate mapping key: name"),
+        "{out:?}"
+    );
     assert_eq!(
         get(&cp, ADMIN, "/api/v1/rules").json["revision"],
         0,
         "nothing committed"
+    );
+    // What GET answers posts back as it is, `revision` and all: nothing changes.
+    send(
+        &cp,
+        "POST",
+        "/api/v1/rules",
+        "application/yaml",
+        &lane_yaml("gray", "v2"),
+    );
+    let answer = get(&cp, ADMIN, "/api/v1/rules").json;
+    let again = send(
+        &cp,
+        "POST",
+        "/api/v1/rules",
+        "application/json",
+        &answer.to_string(),
+    );
+    assert_eq!(again.status, 200, "{again:?}");
+    assert_eq!(
+        again.json["changes"],
+        json!([{"resource": "Lane/gray", "action": "unchanged"}]),
+        "{again:?}"
     );
 }
 

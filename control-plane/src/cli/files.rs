@@ -57,7 +57,9 @@ fn unlist(text: String) -> String {
     if !text.trim_start().starts_with('{') {
         return text;
     }
-    let Ok(serde_json::Value::Object(list)) = serde_json::from_str(&text) else {
+    // A key given twice fails here, and the text goes on as it is: the YAML parser
+    // then refuses the duplicate, naming its line.
+    let Ok(serde_json::Value::Object(list)) = graylane_routing::json_value(text.as_bytes()) else {
         return text;
     };
     let is_list = list.get("kind").is_none_or(|k| k == "List")

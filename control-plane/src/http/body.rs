@@ -67,11 +67,14 @@ pub(crate) struct ApplyBody(pub(crate) Vec<(String, String)>);
 
 /// `{"resources": [...]}`, each resource as in the YAML: an object. Not any value:
 /// `null` would read as an empty document, so `[null]` with `prune=true` deleted every
-/// rule.
+/// rule. `revision` is what `GET /api/v1/rules` answers beside them, so its answer
+/// posts back as it is; it is not a lock (`expectRevision` is), as for the CLI's List.
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct ApplyJson {
     resources: Vec<serde_json::Map<String, serde_json::Value>>,
+    #[serde(default, rename = "revision")]
+    _revision: Option<u64>,
 }
 
 #[derive(Deserialize)]
@@ -142,8 +145,9 @@ pub(crate) fn apply(headers: &HeaderMap, body: &[u8]) -> Result<ApplyBody, ApiEr
             .map_err(|e| ApiError::BadRequest(format!("{REQUEST_FILE}: not UTF-8: {e}")))?
             .to_owned(),
         "application/json" => {
-            let parsed: ApplyJson = serde_json::from_slice(body)
-                .map_err(|e| ApiError::BadRequest(format!("{REQUEST_FILE}: invalid JSON: {e}")))?;
+            let invalid = |e| ApiError::BadRequest(format!("{REQUEST_FILE}: invalid JSON: {e}"));
+            let value = graylane_routing::json_value(body).map_err(invalid)?;
+            let parsed: ApplyJson = serde_json::from_value(value).map_err(invalid)?;
             let docs: Vec<String> = parsed
                 .resources
                 .into_iter()

@@ -46,7 +46,7 @@ pub use self::model::{
     WeightedSubset, default_fallback, qualified,
 };
 pub use self::parse::{
-    MAX_DOCUMENT_BYTES, MAX_DOCUMENTS, files_with_namespace, parse_file, with_namespace,
+    MAX_DOCUMENT_BYTES, MAX_DOCUMENTS, files_with_namespace, json_value, parse_file, with_namespace,
 };
 pub use self::query::query_pairs;
 pub use self::set::{Prune, RuleSet};

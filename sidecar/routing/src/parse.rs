@@ -7,11 +7,13 @@ use crate::Resource;
 use crate::error::{Origin, ValidationError};
 
 pub(crate) mod document;
+mod json;
 mod namespace;
 mod recover;
 mod split;
 mod value_de;
 
+pub use self::json::json_value;
 pub use self::namespace::{files_with_namespace, with_namespace};
 
 /// Largest document accepted, in bytes.
@@ -112,7 +114,10 @@ fn read_yaml(text: &str, first_line: usize) -> Result<Value, String> {
         with_snippet: false,
     };
     serde_saphyr::from_str_with_options::<Value>(text, options).map_err(|e| {
-        let mut msg = e.to_string();
+        // The library's advice on its own options means nothing to a rule's author.
+        let mut msg = e
+            .to_string()
+            .replace(", set DuplicateKeyPolicy in Options if acceptable", "");
         if let Some(loc) = e.location() {
             let suffix = format!(" at line {}, column {}", loc.line(), loc.column());
             if let Some(stripped) = msg.strip_suffix(&suffix) {
