@@ -16,6 +16,11 @@ mod identity;
 mod jwt;
 
 pub use self::admin::AdminService;
+
+/// Rule sets and snapshots are bounded by validation (10,000 documents of ≤ 1 MiB);
+/// the gRPC message limit must let the largest valid apply through. The CLI reads no
+/// more than this from its `-f` inputs: a larger apply could not be sent.
+pub(crate) const MAX_MESSAGE: usize = 64 * 1024 * 1024;
 pub(crate) use self::auth::bearer;
 pub use self::auth::{Auth, Principal, Role, Tokens};
 pub use self::discovery::DiscoveryService;

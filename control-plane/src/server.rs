@@ -49,9 +49,7 @@ pub struct Server {
     pub limits: graylane_serve::Limits,
 }
 
-/// Rule sets and snapshots are bounded by validation (10,000 documents of ≤ 1 MiB);
-/// the gRPC message limit must let the largest valid apply through.
-const MAX_MESSAGE: usize = 64 * 1024 * 1024;
+use crate::api::MAX_MESSAGE;
 
 impl Server {
     /// Serves until `shutdown` completes, then ends every sidecar stream with

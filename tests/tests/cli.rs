@@ -190,3 +190,24 @@ fn output_into_a_closed_pipe_ends_the_cli_quietly_not_with_a_panic() {
     assert!(stderr.is_empty(), "{stderr}");
     assert_eq!(out.status.code(), Some(0), "{:?}", out.status);
 }
+
+/// `-f` reads no more than one apply can send: a wrong path such as `/dev/zero` (or a
+/// log file of gigabytes) is a usage error once past 64 MiB, not a CLI filling the
+/// memory; a file that is not UTF-8 says so. No server is needed to refuse either.
+#[test]
+fn an_input_larger_than_an_apply_or_not_text_is_refused_by_name() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = cli(&["rules", "validate", "-f", "/dev/zero"]);
+    assert_eq!(out.code, 2, "{out:?}");
+    assert!(out.stderr.contains("/dev/zero: over 64 MiB"), "{out:?}");
+    let binary = dir.path().join("rules.yaml");
+    std::fs::write(&binary, b"kind: Lane\n\xff\xfe\n").unwrap();
+    let binary = binary.to_string_lossy().into_owned();
+    let out = cli(&["rules", "validate", "-f", &binary]);
+    assert_eq!(out.code, 2, "{out:?}");
+    assert!(
+        out.stderr
+            .contains(&format!("cannot read {binary}: not UTF-8")),
+        "{out:?}"
+    );
+}

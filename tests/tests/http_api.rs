@@ -328,6 +328,10 @@ fn apply_get_delete_and_history_speak_the_contract() {
         history[0]["summary"].as_str().unwrap().contains("delete"),
         "{history}"
     );
+    // The CLI's JSON says the same, field for field.
+    let dir = tempfile::tempdir().unwrap();
+    let out = cli(&cp, dir.path(), ADMIN, &["rules", "history", "-o", "json"]);
+    assert_eq!(out.assert_ok().json(), history);
 }
 
 #[test]

@@ -151,8 +151,8 @@ impl Connect {
                 }
             };
             let mut client = AdminClient::with_interceptor(channel, credentials.clone())
-                .max_decoding_message_size(64 * 1024 * 1024)
-                .max_encoding_message_size(64 * 1024 * 1024);
+                .max_decoding_message_size(crate::api::MAX_MESSAGE)
+                .max_encoding_message_size(crate::api::MAX_MESSAGE);
             match probe(&mut client).await {
                 Ok(()) => return Ok(client),
                 Err(Probe::Foreign(why)) => foreign.push(format!("{url}: {why}")),

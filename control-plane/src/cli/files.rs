@@ -18,10 +18,7 @@ pub(crate) fn read_all(paths: &[String]) -> Result<Vec<(String, String)>, CliErr
     let mut files = Vec::new();
     for path in paths {
         if path == "-" {
-            let mut text = String::new();
-            std::io::stdin()
-                .read_to_string(&mut text)
-                .map_err(|e| CliError::usage(format!("cannot read standard input: {e}")))?;
+            let text = read_capped(std::io::stdin(), "standard input")?;
             files.push(("<stdin>".to_string(), unlist(text)));
         } else if Path::new(path).is_dir() {
             let mut entries: Vec<_> = std::fs::read_dir(path)
@@ -45,9 +42,28 @@ pub(crate) fn read_all(paths: &[String]) -> Result<Vec<(String, String)>, CliErr
 }
 
 fn read_one(path: &str) -> Result<(String, String), CliError> {
-    let text = std::fs::read_to_string(path)
+    let file = std::fs::File::open(path)
         .map_err(|e| CliError::usage(format!("cannot read {path}: {e}")))?;
-    Ok((path.to_string(), unlist(text)))
+    Ok((path.to_string(), unlist(read_capped(file, path)?)))
+}
+
+/// All of `input` as UTF-8, up to what one apply can send: `-f /dev/zero` or a wrong
+/// file of gigabytes is refused once past it, instead of filling the memory.
+fn read_capped(input: impl Read, name: &str) -> Result<String, CliError> {
+    let limit = crate::api::MAX_MESSAGE;
+    let mut bytes = Vec::new();
+    input
+        .take(limit as u64 + 1)
+        .read_to_end(&mut bytes)
+        .map_err(|e| CliError::usage(format!("cannot read {name}: {e}")))?;
+    if bytes.len() > limit {
+        return Err(CliError::usage(format!(
+            "{name}: over {} MiB, more than one apply can send",
+            limit >> 20
+        )));
+    }
+    String::from_utf8(bytes)
+        .map_err(|e| CliError::usage(format!("cannot read {name}: not UTF-8 ({e})")))
 }
 
 /// The items of a JSON `List` as `---`-separated JSON documents (JSON is YAML, so the

@@ -100,6 +100,26 @@ pub(crate) fn text(s: &str) {
 }
 
 /// "2026-11-23 15:04:05Z" from Unix milliseconds (UTC, no time-zone database needed).
+/// A history entry as JSON, the same for `rules history -o json` and
+/// `GET /api/v1/history`: `appliedAt` in RFC 3339 (JavaScript's Date, jq's
+/// `fromdate`), `appliedAtMs` as milliseconds.
+pub(crate) fn history_entry(
+    revision: u64,
+    applied_at_ms: i64,
+    applied_by: &str,
+    resources: u32,
+    summary: &str,
+) -> serde_json::Value {
+    serde_json::json!({
+        "revision": revision,
+        "appliedAt": timestamp(applied_at_ms).replacen(' ', "T", 1),
+        "appliedAtMs": applied_at_ms,
+        "appliedBy": applied_by,
+        "resources": resources,
+        "summary": summary,
+    })
+}
+
 pub(crate) fn timestamp(ms: i64) -> String {
     let secs = ms.div_euclid(1000);
     let (days, rem) = (secs.div_euclid(86_400), secs.rem_euclid(86_400));

@@ -215,15 +215,13 @@ async fn history(State(s): State<HttpState>, uri: Uri) -> ApiResult {
         .await?
         .into_iter()
         .map(|(revision, m)| {
-            json!({
-                "revision": revision,
-                // RFC 3339 for JavaScript's Date; the milliseconds as the CLI prints them.
-                "appliedAt": cli::output::timestamp(m.applied_at_ms).replacen(' ', "T", 1),
-                "appliedAtMs": m.applied_at_ms,
-                "appliedBy": m.applied_by,
-                "summary": m.summary,
-                "resources": m.resources,
-            })
+            cli::output::history_entry(
+                revision,
+                m.applied_at_ms,
+                &m.applied_by,
+                m.resources,
+                &m.summary,
+            )
         })
         .collect();
     Ok(Json(entries).into_response())

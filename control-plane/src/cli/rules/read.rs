@@ -109,10 +109,18 @@ pub(super) async fn history(connect: &Connect, format: Format, limit: u32) -> Re
             t
         },
         || {
-            json!(entries.iter().map(|e| json!({
-                "revision": e.revision, "appliedAtMs": e.applied_at_ms, "appliedBy": e.applied_by,
-                "resources": e.resources, "summary": e.summary,
-            })).collect::<Vec<_>>())
+            json!(
+                entries
+                    .iter()
+                    .map(|e| output::history_entry(
+                        e.revision,
+                        e.applied_at_ms,
+                        &e.applied_by,
+                        e.resources,
+                        &e.summary,
+                    ))
+                    .collect::<Vec<_>>()
+            )
         },
     );
     Ok(())
