@@ -81,6 +81,21 @@ fn trace_recent_0_is_a_usage_error() {
     assert_eq!(out.code, 2, "{out:?}");
 }
 
+/// A resource name no resource can have is a typo (exit 2, the naming rule quoted),
+/// not "not found" (exit 1): `rules delete Lane/` from a script whose variable was
+/// empty must not read as "already gone". No server is reached.
+#[test]
+fn a_resource_name_that_cannot_exist_is_a_usage_error() {
+    for name in ["Lane/", "Lane/Gray", "RoutePolicy/a b"] {
+        let out = cli(&["--server", "http://127.0.0.1:1", "rules", "delete", name]);
+        assert_eq!(out.code, 2, "{name}: {out:?}");
+        assert!(
+            out.stderr.contains("is not a valid name"),
+            "{name}: {out:?}"
+        );
+    }
+}
+
 #[test]
 fn server_without_a_scheme_is_http() {
     let dir = tempfile::tempdir().unwrap();

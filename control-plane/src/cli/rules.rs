@@ -108,6 +108,8 @@ pub(super) fn parse_ref(s: &str) -> Result<(Kind, String), CliError> {
     let kind = kind
         .parse()
         .map_err(|_| CliError::usage(format!("{s:?}: unknown kind {kind:?} ({})", Kind::NAMES)))?;
+    // A name no resource can have (`Lane/`, `Lane/Gray`) is a typo, not "not found".
+    graylane_routing::Name::new(name).map_err(|e| CliError::usage(format!("{s:?}: {e}")))?;
     Ok((kind, name.to_string()))
 }
 
