@@ -123,20 +123,24 @@ impl Rollouts {
         // Another writer (the driver's verdict) may win the record in between: read
         // again and decide again, as a change of the rules does.
         for _ in 0..16 {
+            let now = crate::now_ms();
             let (_, rules) = self.control.rules().await?;
             let rollout = find(&rules, namespace, name)?;
-            let Some((version, mut progress)) = self.record(namespace, name).await? else {
-                return Err(ControlError::BadRequest(format!(
-                    "LaneRollout {name:?} has not started yet; try again in a moment"
-                )));
+            let (version, mut progress) = match self.record(namespace, name).await? {
+                Some((v, p)) if p.is_of(&rollout.spec) => (v, p),
+                // Applied, and the driver has not started it yet (it ticks every
+                // 250 ms): start it here, as the driver would, so an abort right
+                // after the apply is not refused. The driver then finds the record.
+                Some((v, p)) if p.phase.is_over() => (v, Progress::start(&rollout.spec, now)),
+                None => (0, Progress::start(&rollout.spec, now)),
+                Some(_) => {
+                    return Err(ControlError::BadRequest(format!(
+                        "LaneRollout {name:?} has not started its new spec yet; try again in a moment"
+                    )));
+                }
             };
-            if !progress.is_of(&rollout.spec) {
-                return Err(ControlError::BadRequest(format!(
-                    "LaneRollout {name:?} has not started its new spec yet; try again in a moment"
-                )));
-            }
             progress
-                .act(&rollout.spec, action, by, crate::now_ms())
+                .act(&rollout.spec, action, by, now)
                 .map_err(|e| ControlError::BadRequest(format!("LaneRollout {name:?}: {e}")))?;
             match self.put(namespace, name, &progress, version, false).await {
                 Ok(()) => {

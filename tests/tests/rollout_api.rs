@@ -470,3 +470,55 @@ fn a_revision_of_an_ended_rollout_is_restored_with_its_rule_given_back() {
         "{refused:?}"
     );
 }
+
+/// An abort (or a pause) right after the apply, before the driver's next tick started
+/// the rollout, acts on it then and there: it used to be a 409 "has not started yet"
+/// for up to a tick. Whoever starts it, the rollout ends RolledBack, no user is let
+/// into the lane, and the driver does not start it again.
+#[test]
+fn an_action_right_after_the_apply_is_not_refused_for_a_rollout_not_yet_started() {
+    let dir = tempfile::tempdir().unwrap();
+    let tokens = write_file(dir.path(), "tokens", &format!("admin:{ADMIN}\n"));
+    let cp = ControlPlane::start(dir.path(), &["--token-file", &tokens]);
+    let admin = write_file(dir.path(), "admin.tok", ADMIN);
+    let rules = write_file(dir.path(), "rules.yaml", RULES);
+    cp.cli(&["--token-file", &admin, "rules", "apply", "-f", &rules])
+        .assert_ok();
+    let (status, aborted) = call(cp.http, "POST", "/api/v1/rollouts/blue-1:abort", ADMIN);
+    assert_eq!(status, 200, "{aborted}");
+    assert_eq!(aborted["state"], "RolledBack", "{aborted}");
+    let (status, paused) = call(
+        cp.http,
+        "POST",
+        "/api/v1/rollouts/gray-orders-2:pause",
+        ADMIN,
+    );
+    assert_eq!(status, 200, "{paused}");
+    assert_eq!(paused["state"], "Paused", "{paused}");
+    // The driver runs on: it must leave both where the actions put them. Wait until
+    // it wrote the paused rollout's first step, then look at the aborted one.
+    eventually(Duration::from_secs(10), "gray's first step written", || {
+        let (_, edge) = call(cp.http, "GET", "/api/v1/rules/TagPolicy/edge", ADMIN);
+        let rules = edge["spec"]["rules"].as_array()?.clone();
+        rules
+            .iter()
+            .any(|r| r["tag"] == "gray" && r["match"]["percent"] == 5.0)
+            .then_some(rules)
+    });
+    let (_, edge) = call(cp.http, "GET", "/api/v1/rules/TagPolicy/edge", ADMIN);
+    let blue = edge["spec"]["rules"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["tag"] == "blue")
+        .cloned();
+    assert!(
+        blue.as_ref()
+            .is_none_or(|r| r["match"]["percent"] == 0.0 && r.get("rollout").is_none()),
+        "nobody in the aborted lane: {edge}"
+    );
+    for (name, state) in [("blue-1", "RolledBack"), ("gray-orders-2", "Paused")] {
+        let (_, view) = call(cp.http, "GET", &format!("/api/v1/rollouts/{name}"), ADMIN);
+        assert_eq!(view["state"], state, "{view}");
+    }
+}
