@@ -144,6 +144,11 @@ impl Rollouts {
                 .map_err(|e| ControlError::BadRequest(format!("LaneRollout {name:?}: {e}")))?;
             match self.put(namespace, name, &progress, version, false).await {
                 Ok(()) => {
+                    // The rules as they are now: the driver may have written a step
+                    // since they were read, and an abort judged on the older ones
+                    // would find nothing to take back and answer before it is.
+                    let (_, rules) = self.control.rules().await?;
+                    let rollout = find(&rules, namespace, name)?;
                     self.reconcile(&rules, rollout, &progress).await?;
                     return self.get(namespace, name).await;
                 }
