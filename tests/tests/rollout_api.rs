@@ -522,3 +522,39 @@ fn an_action_right_after_the_apply_is_not_refused_for_a_rollout_not_yet_started(
         assert_eq!(view["state"], state, "{view}");
     }
 }
+
+/// A rollout whose entry already gives its lane's tag to a share of all users (what
+/// an earlier run leaves at its last percent once it ended) is refused at the apply,
+/// naming that rule: its steps below that share would change nothing. Set to 0% in
+/// the same apply, it starts and takes that rule over.
+#[test]
+fn a_rollout_behind_a_share_rule_for_its_lane_is_refused_until_that_rule_is_zero() {
+    let dir = tempfile::tempdir().unwrap();
+    let cp = ControlPlane::start(dir.path(), &[]);
+    let left = "    - tag: blue\n      match: {percent: 37, hashBy: {header: x-user-id}}\n";
+    let rules = RULES.replace(
+        "  services: [frontend]\n",
+        &format!("  services: [frontend]\n  rules:\n{left}"),
+    );
+    let file = write_file(dir.path(), "rules.yaml", &rules);
+    let refused = cp.cli(&["rules", "apply", "-f", &file]);
+    assert_eq!(refused.code, 1, "{refused:?}");
+    assert!(
+        refused.stderr.contains("(LaneRollout/blue-1): spec.entry: TagPolicy \"edge\"'s spec.rules[0] already gives tag \"blue\" to 37% of users"),
+        "{refused:?}"
+    );
+    let file = write_file(
+        dir.path(),
+        "zero.yaml",
+        &rules.replace("percent: 37", "percent: 0"),
+    );
+    cp.cli(&["rules", "apply", "-f", &file]).assert_ok();
+    eventually(Duration::from_secs(10), "blue-1's first step", || {
+        let (_, edge) = call(cp.http, "GET", "/api/v1/rules/TagPolicy/edge", ADMIN);
+        let rules = edge["spec"]["rules"].as_array()?.clone();
+        (rules.len() == 2
+            && rules[0]["rollout"] == "blue-1"
+            && rules[0]["match"]["percent"] == 10.0)
+            .then_some(())
+    });
+}

@@ -298,6 +298,12 @@ impl RuleSet {
                 ));
             }
         }
+        for rollout in self.lane_rollouts().filter(|r| is_active(r)) {
+            let key = stored(rollout);
+            if !owned_now.contains_key(&(key.0, key.1.to_string())) {
+                errors.extend(self.shadowed_start(rollout));
+            }
+        }
         let mut lanes: BTreeMap<&str, &LaneRollout> = BTreeMap::new();
         for rollout in self.lane_rollouts().filter(|r| is_active(r)) {
             let lane = rollout.spec.lane.as_str();
@@ -320,6 +326,41 @@ impl RuleSet {
         } else {
             Err(errors)
         }
+    }
+
+    /// A rollout about to start adds its rule after the entry's rules, and the first
+    /// rule that matches decides. An unmarked rule before it giving the lane's tag to a
+    /// share of all users (what an earlier run of the lane leaves once it ended) would
+    /// make every step below that share change nothing, and an abort leave those users
+    /// in the lane: refused, saying which rule.
+    fn shadowed_start(&self, rollout: &LaneRollout) -> Option<ValidationError> {
+        let ns = rollout.metadata.namespace();
+        let rule = owned_rule(self, rollout, 0.0)?;
+        let policy = self.tag_policy(ns, rollout.spec.entry.as_str())?;
+        let share_of_all = |m: &MatchBlock| {
+            MatchBlock {
+                percent: m.percent,
+                hash_by: m.hash_by.clone(),
+                ..MatchBlock::default()
+            } == *m
+        };
+        let (index, percent) = policy.spec.rules.iter().enumerate().find_map(|(i, r)| {
+            let percent = r.matches.percent.unwrap_or(100.0);
+            (r.rollout.is_none() && r.tag == rule.tag && share_of_all(&r.matches) && percent > 0.0)
+                .then_some((i, percent))
+        })?;
+        let entry = policy.metadata.name.as_str();
+        Some(rollout_error(
+            self,
+            rollout,
+            "spec.entry",
+            format!(
+                "TagPolicy {}'s {} already gives tag {} to {percent}% of users, before the rule this rollout adds: steps below {percent}% would change nothing and an abort would leave them in the lane; remove that rule or set its percent to 0 (a new rollout takes a 0% rule over)",
+                quote(entry),
+                join_index("spec.rules", index),
+                quote(rule.tag.as_str()),
+            ),
+        ))
     }
 
     fn tag_policy(&self, namespace: &str, name: &str) -> Option<&TagPolicy> {

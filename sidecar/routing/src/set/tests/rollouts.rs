@@ -204,3 +204,36 @@ fn reports_come_twice_per_shortest_analysis_interval_at_most_every_second() {
         Some(std::time::Duration::from_secs(1))
     );
 }
+
+#[test]
+fn a_rollout_cannot_start_behind_a_rule_giving_its_tag_to_a_share_of_all_users() {
+    // What a Succeeded run leaves: its rule, unmarked, at its last percent.
+    let edge = |percent: &str| {
+        format!(
+            "{EDGE}    - tag: gray\n      match: {{percent: {percent}, hashBy: {{header: x-user-id}}}}\n"
+        )
+    };
+    let ended = set(&[LANE, &edge("25")]);
+    let active = |_: &LaneRollout| true;
+    let next = set(&[LANE, &edge("25"), &rollout("r2", "gray", "10s")]);
+    let e = only(next.check_rollout_change(&ended, active).unwrap_err());
+    assert_eq!(e.path, "spec.entry", "{e}");
+    assert!(
+        e.reason.contains(
+            "TagPolicy \"edge\"'s spec.rules[1] already gives tag \"gray\" to 25% of users"
+        ),
+        "{e}"
+    );
+    // Set to 0% in the same apply, the new run takes it over; the testers' rule (a
+    // header condition) never blocks a start; a running rollout is not judged again.
+    let mut zeroed = set(&[LANE, &edge("0"), &rollout("r2", "gray", "10s")]);
+    zeroed.check_rollout_change(&ended, active).unwrap();
+    zeroed.set_rollout_percent("default", "r2", 5.0).unwrap();
+    assert_eq!(edge_rules(&zeroed).len(), 2, "taken over, not added");
+    let mut started = next;
+    started.set_rollout_percent("default", "r2", 5.0).unwrap();
+    started.check_rollout_change(&started, active).unwrap();
+    set(&[LANE, EDGE, &rollout("r", "gray", "10s")])
+        .check_rollout_change(&set(&[LANE, EDGE]), active)
+        .unwrap();
+}
