@@ -110,3 +110,76 @@ fn the_error_table() {
         "{rest}"
     );
 }
+
+/// A failing upstream is in the log at info, as linkerd2-proxy's "Request failed":
+/// the operator asking "why the 502s?" reads the cause there. A storm of them is one
+/// line a second, each saying how many were not logged; a client's own bad request is
+/// not an operator's news and stays out.
+#[test]
+fn failures_are_logged_at_most_once_a_second_with_the_count_of_the_others() {
+    let dir = tempfile::tempdir().unwrap();
+    let cp = ControlPlane::start(dir.path(), &[]);
+    // An app that is not there: nothing listens on this port any more.
+    let gone = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let app = gone.local_addr().unwrap();
+    drop(gone);
+    let orders = Sidecar::start(
+        dir.path(),
+        "orders-down",
+        &[
+            "--service",
+            "orders",
+            "--app-addr",
+            &app.to_string(),
+            "--control-plane",
+            &cp.url(),
+        ],
+    );
+    orders.wait_ready();
+    let (status, _) = get(
+        orders.inbound,
+        "orders",
+        "Content-Length: 1\r\nContent-Length: 2\r\n",
+    );
+    assert_eq!(status, 400);
+    let started = Instant::now();
+    let sent = 300;
+    for _ in 0..sent {
+        let (status, body) = get(orders.inbound, "orders", "");
+        assert_eq!(status, 502, "{body}");
+    }
+    let elapsed = started.elapsed();
+    let log = orders.proc.log_text();
+    let lines: Vec<&str> = log
+        .lines()
+        .filter(|l| l.contains("request failed"))
+        .collect();
+    assert!(!lines.is_empty(), "{log}");
+    assert!(
+        lines[0].contains("INFO") && lines[0].contains("cause=\"upstream\""),
+        "{}",
+        lines[0]
+    );
+    assert!(
+        lines[0].contains(&app.to_string()),
+        "names the address: {}",
+        lines[0]
+    );
+    assert!(
+        lines.len() as u64 <= elapsed.as_secs() + 1,
+        "{} lines in {elapsed:?}",
+        lines.len()
+    );
+    let counted: u64 = lines
+        .iter()
+        .map(|l| {
+            let n = l.split("not_logged=").nth(1).unwrap();
+            n.split_whitespace().next().unwrap().parse::<u64>().unwrap() + 1
+        })
+        .sum();
+    assert!(counted <= sent, "{counted} counted of {sent}");
+    assert!(
+        !log.contains("Content-Length"),
+        "a client's bad request is not logged: {log}"
+    );
+}

@@ -4,7 +4,8 @@
 //! Owns: choosing the format from `Accept` (the Prometheus text format 0.0.4, or
 //! OpenMetrics 1.0.0 when the scraper prefers it), the `Content-Type` that goes with
 //! it, `graylane_build_info`, and the standard `process_*` metrics read from `/proc`;
-//! and the servers' logging (`GRAYLANE_LOG`, `--log-format`); and the one retry
+//! and the servers' logging (`GRAYLANE_LOG`, `--log-format`, [`Sampled`] lines for
+//! what can happen thousands of times a second); and the one retry
 //! [`backoff::Backoff`] of their background loops (shared here, the crate both use).
 //!
 //! Does not own: any component's own metrics (each adds them to a [`Scrape`]),
@@ -14,6 +15,7 @@ pub mod backoff;
 mod logs;
 mod negotiate;
 mod process;
+mod sampled;
 
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::{ConstCounter, Counter};
@@ -24,6 +26,7 @@ use prometheus_client::registry::{Metric, Registry};
 
 pub use self::logs::{LOG_FORMATS, LOGGING_HELP, init_logs};
 pub use self::negotiate::Format;
+pub use self::sampled::Sampled;
 
 /// The git revision the binary was built from, when the build said
 /// (`GRAYLANE_GIT_REVISION=$(git rev-parse HEAD) cargo build`). Read at compile time

@@ -10,8 +10,9 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
+use graylane_exposition::Sampled;
 use graylane_exposition::backoff::Backoff;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
@@ -31,8 +32,7 @@ pub struct Acceptor {
     backoff: Backoff,
     /// The pause before the next accept: zero after a success.
     pause: Duration,
-    failures_unlogged: u64,
-    last_log: Option<Instant>,
+    log: Sampled,
 }
 
 /// An accepted connection, with the permit it holds until dropped.
@@ -53,8 +53,7 @@ impl Acceptor {
             observe,
             backoff: Backoff::new(FIRST_PAUSE, MAX_PAUSE),
             pause: Duration::ZERO,
-            failures_unlogged: 0,
-            last_log: None,
+            log: Sampled::new(LOG_EVERY),
         }
     }
 
@@ -89,18 +88,14 @@ impl Acceptor {
 
     fn failed(&mut self, e: &std::io::Error) {
         self.observe.accept_failed();
-        self.failures_unlogged += 1;
         self.pause = self.backoff.next_wait();
-        let now = Instant::now();
-        if self.last_log.is_none_or(|at| now - at >= LOG_EVERY) {
+        if let Some(not_logged) = self.log.sample() {
             tracing::warn!(
                 error = %e,
-                failures = self.failures_unlogged,
+                failures = not_logged + 1,
                 pause = ?self.pause,
                 "accept failed; backing off (open connections are still served)"
             );
-            self.failures_unlogged = 0;
-            self.last_log = Some(now);
         }
     }
 }

@@ -24,6 +24,7 @@
 use std::time::Duration;
 
 use bytes::Bytes;
+use graylane_exposition::Sampled;
 use http::{Response, StatusCode, header};
 use http_body_util::{BodyExt, Full};
 
@@ -272,6 +273,16 @@ impl ProxyError {
         }
     }
 
+    /// Whether an operator wants to hear of it: the app or a peer failing, a rule
+    /// leaving a request nowhere to go. Not the client's own bad requests (theirs to
+    /// see in their answer), nor an abort a FaultInjection rule asked for.
+    fn is_news(&self) -> bool {
+        !matches!(
+            self,
+            Self::BadRequest(_) | Self::HeadersTooLarge | Self::FaultAbort { .. }
+        )
+    }
+
     /// Whether the request may go again, as decided by the variant.
     pub(crate) fn retry(&self) -> RetryClass {
         match self {
@@ -315,6 +326,14 @@ impl ProxyError {
         if source == ErrorSource::Internal && status == StatusCode::INTERNAL_SERVER_ERROR {
             // A broken invariant is a bug to find, not traffic: always in the log.
             tracing::warn!(%status, error = %self, "internal proxy error");
+        } else if self.is_news() {
+            // An operator asking "why the 502s?" finds the answer in the log, as
+            // linkerd2-proxy's "Request failed" lines give it; a storm of them is
+            // one line a second, with the count.
+            static FAILED: Sampled = Sampled::new(Duration::from_secs(1));
+            if let Some(not_logged) = FAILED.sample() {
+                tracing::info!(%status, cause = source.as_str(), error = %self, not_logged, "request failed");
+            }
         } else {
             tracing::debug!(%status, ?source, retry = ?self.retry(), error = %self, "proxy error");
         }
