@@ -7,6 +7,7 @@
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::path::Path;
+use std::process::Command;
 use std::time::Duration;
 
 use graylane_tests::{ControlPlane, write_file};
@@ -189,6 +190,25 @@ fn credentials_come_only_from_the_bearer_header_and_roles_limit_writes() {
         "the viewer's dry runs wrote nothing"
     );
     cli(&cp, dir.path(), ADMIN, &["rules", "apply", "-f", &file]).assert_ok();
+    // Over gRPC the CLI says who its user is; history shows that claim after the role
+    // the token proved, so a client cannot write history as someone else (here, as a
+    // rollout).
+    let green = write_file(dir.path(), "green.yaml", &lane_yaml("green", "v4"));
+    let claimed = Command::new(graylane_tests::bin("graylane"))
+        .args(["--server", &cp.url(), "rules", "apply", "-f", &green])
+        .env(
+            "GRAYLANE_TOKEN_FILE",
+            write_file(dir.path(), "admin.tok", ADMIN),
+        )
+        .env("GRAYLANE_CONFIG", "/nonexistent/graylane-tests/config.yaml")
+        .env("USER", "graylane-rollout/gray")
+        .output()
+        .unwrap();
+    assert!(claimed.status.success(), "{claimed:?}");
+    let history = get(&cp, VIEWER, "/api/v1/history?limit=1").json;
+    let who = history[0]["appliedBy"].as_str().unwrap();
+    assert!(who.starts_with("admin: graylane-rollout/gray@"), "{who}");
+    assert!(who.ends_with(" (127.0.0.1)"), "{who}");
 }
 
 #[test]

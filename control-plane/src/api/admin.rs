@@ -40,7 +40,7 @@ fn write<T>(request: &Request<T>, expect_revision: Option<u64>, dry_run: bool) -
     Write {
         caller: Caller {
             role,
-            who: who(request),
+            who: format!("{}: {}", role.as_str(), who(request)),
         },
         expect_revision,
         dry_run,
@@ -48,6 +48,9 @@ fn write<T>(request: &Request<T>, expect_revision: Option<u64>, dry_run: bool) -
 }
 
 /// "alice@laptop (127.0.0.1)": the CLI's claim of who it is, plus where it called from.
+/// The claim is the client's word only, so history shows it after the role the
+/// token proved ("admin: alice@laptop (127.0.0.1)"), as the HTTP API shows the role:
+/// no client can write history as another, e.g. as a rollout's `graylane-rollout/…`.
 fn who<T>(request: &Request<T>) -> String {
     let user = request
         .metadata()
