@@ -554,7 +554,8 @@ fn the_rollouts_view_shows_a_rollout_and_pauses_resumes_and_aborts_it() {
     browser.wait_text("no verdict");
     browser.screenshot_page(&shot("rollouts"));
 
-    // Whoever a CLI says it is lands on the timeline: shown as characters, never markup.
+    // Whoever a CLI says it is lands on the timeline, after the role its token proved:
+    // shown as characters, never markup.
     let out = std::process::Command::new(graylane_tests::bin("graylane"))
         .args(["--server", &cp.url(), "rollout", "pause", "gray-orders-2"])
         .env("USER", XSS)
@@ -562,7 +563,7 @@ fn the_rollouts_view_shows_a_rollout_and_pauses_resumes_and_aborts_it() {
         .output()
         .unwrap();
     assert!(out.status.success(), "{out:?}");
-    let page = browser.wait_text(&format!("paused by {XSS}"));
+    let page = browser.wait_text(&format!("paused by admin: {XSS}"));
     assert!(page.contains("Paused"), "{page}");
     let made = browser.execute(
         "return document.querySelectorAll('img[src=\"x\"], [onerror]').length",

@@ -569,6 +569,33 @@ fn bodies_over_their_limit_are_413_and_other_types_415() {
         lane_yaml("g", "v2").as_bytes(),
     );
     assert_eq!(no_type.status, 415, "{no_type:?}");
+    // Judged on the head alone: a client announcing a body over the limit, or one of
+    // a type not taken, is answered before it sends a byte of it (and not after the
+    // body deadline, a minute later, when it never does).
+    for (path, content_type, length, status) in [
+        ("/api/v1/rules", "application/yaml", "100000000", 413),
+        ("/api/v1/explain", "application/json", "70000", 413),
+        ("/api/v1/rules", "text/plain", "10", 415),
+    ] {
+        let mut stream = TcpStream::connect(cp.http).unwrap();
+        stream
+            .set_read_timeout(Some(Duration::from_secs(10)))
+            .unwrap();
+        let head = format!(
+            "POST {path} HTTP/1.1\r\nHost: x\r\n{}Content-Type: {content_type}\r\n\
+             Content-Length: {length}\r\n\r\n",
+            bearer(ADMIN)
+        );
+        stream.write_all(head.as_bytes()).unwrap();
+        let mut answer = [0u8; 12];
+        stream.read_exact(&mut answer).unwrap();
+        let answer = String::from_utf8_lossy(&answer).into_owned();
+        assert_eq!(
+            answer,
+            format!("HTTP/1.1 {status}"),
+            "{path} {content_type} {length}"
+        );
+    }
     assert_eq!(
         get(&cp, ADMIN, "/api/v1/rules").json["revision"],
         0,

@@ -4,8 +4,10 @@
 use std::collections::BTreeMap;
 use std::net::IpAddr;
 
+use axum::body::Bytes;
 use axum::http::HeaderMap;
-use axum::http::header::CONTENT_TYPE;
+use axum::http::header::{CONTENT_LENGTH, CONTENT_TYPE};
+use http_body_util::{BodyExt, LengthLimitError, Limited};
 use serde::Deserialize;
 
 use super::error::ApiError;
@@ -122,6 +124,61 @@ impl ExplainBody {
             method: self.method.unwrap_or_else(|| "GET".into()),
             source_ip: self.source_ip,
         }
+    }
+}
+
+/// What a route's body may be: a rule set (YAML or JSON) or a small JSON object.
+#[derive(Clone, Copy)]
+pub(crate) enum Accepts {
+    Rules,
+    Json,
+}
+
+impl Accepts {
+    fn types(self) -> &'static [&'static str] {
+        match self {
+            Self::Rules => &[
+                "application/yaml",
+                "application/x-yaml",
+                "text/yaml",
+                "application/json",
+            ],
+            Self::Json => &["application/json"],
+        }
+    }
+
+    fn named(self) -> &'static str {
+        match self {
+            Self::Rules => "application/yaml or application/json",
+            Self::Json => "application/json",
+        }
+    }
+}
+
+/// A route's body, up to `limit` bytes of a type it `accepts`. The type and a
+/// declared Content-Length are judged before a byte is read: a client announcing
+/// 100 MB, or a text/plain body, is answered at once rather than after sending it
+/// (or after the body deadline, if it never does).
+pub(crate) async fn read(
+    headers: &HeaderMap,
+    body: axum::body::Body,
+    limit: usize,
+    accepts: Accepts,
+) -> Result<Bytes, ApiError> {
+    if !accepts.types().contains(&media_type(headers).as_str()) {
+        return Err(ApiError::UnsupportedMediaType(accepts.named()));
+    }
+    let declared = headers
+        .get(CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|n| n > limit as u64) {
+        return Err(ApiError::TooLarge(limit));
+    }
+    match Limited::new(body, limit).collect().await {
+        Ok(collected) => Ok(collected.to_bytes()),
+        Err(e) if e.is::<LengthLimitError>() => Err(ApiError::TooLarge(limit)),
+        Err(e) => Err(ApiError::BadRequest(format!("body: {e}"))),
     }
 }
 

@@ -5,9 +5,8 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum::body::Bytes;
-use axum::extract::rejection::{BytesRejection, PathRejection};
-use axum::extract::{DefaultBodyLimit, Path, Query, State};
+use axum::extract::rejection::PathRejection;
+use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, Uri};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
@@ -15,7 +14,7 @@ use axum::{Extension, Json, Router};
 use serde_json::{Value, json};
 
 use super::HttpState;
-use super::body::{self, ApplyBody, ExplainBody, Params, ReleaseBody, RollbackBody};
+use super::body::{self, Accepts, ApplyBody, ExplainBody, Params, ReleaseBody, RollbackBody};
 use super::error::ApiError;
 use crate::admin::{self, Caller, Selector, Write};
 use crate::cli;
@@ -39,8 +38,6 @@ type ApiResult = Result<Response, ApiError>;
 pub(super) fn router(state: HttpState) -> Router {
     let api = Router::new()
         .route("/rules", get(list_rules).post(apply))
-        // Only apply takes a large body; this layer is the innermost for its route.
-        .route_layer(DefaultBodyLimit::max(APPLY_LIMIT))
         .route("/rules/{kind}/{name}", get(get_rule).delete(delete_rule))
         .route("/history", get(history))
         .route("/rollback", post(rollback))
@@ -61,8 +58,7 @@ pub(super) fn router(state: HttpState) -> Router {
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),
             super::auth::require_token,
-        ))
-        .layer(DefaultBodyLimit::max(SMALL_LIMIT));
+        ));
     Router::new().nest("/api/v1", api).with_state(state)
 }
 
@@ -88,13 +84,6 @@ fn params(uri: &Uri, takes: &[&str]) -> Result<Params, ApiError> {
 fn path<T>(path: Result<Path<T>, PathRejection>) -> Result<T, ApiError> {
     path.map(|Path(p)| p)
         .map_err(|e| ApiError::BadRequest(format!("path: {}", e.body_text())))
-}
-
-fn bytes(body: Result<Bytes, BytesRejection>, limit: usize) -> Result<Bytes, ApiError> {
-    body.map_err(|e| match e.status().as_u16() {
-        413 => ApiError::TooLarge(limit),
-        _ => ApiError::BadRequest(format!("body: {}", e.body_text())),
-    })
 }
 
 /// A kind named in a path: one that does not exist names no resource, so 404.
@@ -175,10 +164,10 @@ async fn apply(
     Extension(caller): Extension<Caller>,
     uri: Uri,
     headers: HeaderMap,
-    body: Result<Bytes, BytesRejection>,
+    body: axum::body::Body,
 ) -> ApiResult {
     let p = params(&uri, &["namespace", "prune", "dryRun", "expectRevision"])?;
-    let body = bytes(body, APPLY_LIMIT)?;
+    let body = body::read(&headers, body, APPLY_LIMIT, Accepts::Rules).await?;
     let ApplyBody(mut files) = body::apply(&headers, &body)?;
     if let Some(namespace) = p.namespace.as_deref() {
         // As the CLI's `-n`: given to the namespaced documents without one, those
@@ -232,10 +221,11 @@ async fn rollback(
     Extension(caller): Extension<Caller>,
     uri: Uri,
     headers: HeaderMap,
-    body: Result<Bytes, BytesRejection>,
+    body: axum::body::Body,
 ) -> ApiResult {
     let p = params(&uri, &["expectRevision"])?;
-    let RollbackBody { to } = body::json(&headers, &bytes(body, SMALL_LIMIT)?)?;
+    let body = body::read(&headers, body, SMALL_LIMIT, Accepts::Json).await?;
+    let RollbackBody { to } = body::json(&headers, &body)?;
     Ok(changed(s.core.rollback(to, write(caller, &p)).await?))
 }
 
@@ -276,11 +266,12 @@ async fn set_release(
     uri: Uri,
     headers: HeaderMap,
     service: Result<Path<String>, PathRejection>,
-    body: Result<Bytes, BytesRejection>,
+    body: axum::body::Body,
 ) -> ApiResult {
     let p = params(&uri, &["namespace", "expectRevision"])?;
     let service = path(service)?;
-    let ReleaseBody { state, force } = body::json(&headers, &bytes(body, SMALL_LIMIT)?)?;
+    let body = body::read(&headers, body, SMALL_LIMIT, Accepts::Json).await?;
+    let ReleaseBody { state, force } = body::json(&headers, &body)?;
     let state = admin::release_state(&state)?;
     let namespace = p.namespace.clone().unwrap_or_default();
     let write = write(caller, &p);
@@ -397,10 +388,11 @@ async fn explain(
     State(s): State<HttpState>,
     uri: Uri,
     headers: HeaderMap,
-    body: Result<Bytes, BytesRejection>,
+    body: axum::body::Body,
 ) -> ApiResult {
     let p = params(&uri, &["namespace"])?;
-    let request: ExplainBody = body::json(&headers, &bytes(body, SMALL_LIMIT)?)?;
+    let body = body::read(&headers, body, SMALL_LIMIT, Accepts::Json).await?;
+    let request: ExplainBody = body::json(&headers, &body)?;
     let args = request.into_args();
     let namespace = p.namespace.unwrap_or_default();
     Ok(Json(s.core.explain(&args, &namespace).await?).into_response())
