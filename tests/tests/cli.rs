@@ -226,3 +226,34 @@ fn an_input_larger_than_an_apply_or_not_text_is_refused_by_name() {
         "{out:?}"
     );
 }
+
+/// `rules validate` checks the files as the whole rule set (no server): a rollout
+/// file alone names a lane it does not hold. The refusal says so and where such a
+/// file is checked instead; `apply --dry-run` checks it against the rules in force.
+#[test]
+fn validate_says_it_checks_a_whole_set_and_dry_run_checks_a_part() {
+    let dir = tempfile::tempdir().unwrap();
+    let cp = ControlPlane::start(dir.path(), &[]);
+    let rollout = write_file(
+        dir.path(),
+        "rollout.yaml",
+        "apiVersion: graylane.io/v1\nkind: LaneRollout\nmetadata: {name: r}\nspec:\n  lane: gray\n  entry: edge\n  hashBy: {header: x-user-id}\n  steps: [{percent: 5, hold: 1m}]\n  analysis: {interval: 10s}\n",
+    );
+    let out = cli(&["rules", "validate", "-f", &rollout]);
+    assert_eq!(out.code, 1, "{out:?}");
+    assert!(
+        out.stderr.contains("Lane \"gray\" is not declared"),
+        "{out:?}"
+    );
+    assert!(out.stderr.contains("apply --dry-run"), "{out:?}");
+    let base = write_file(
+        dir.path(),
+        "base.yaml",
+        &format!(
+            "{LANE}---\napiVersion: graylane.io/v1\nkind: TagPolicy\nmetadata: {{name: edge}}\nspec: {{services: [frontend]}}\n"
+        ),
+    );
+    cp.cli(&["rules", "apply", "-f", &base]).assert_ok();
+    let dry = cp.cli(&["rules", "apply", "--dry-run", "-f", &rollout]);
+    assert!(dry.assert_ok().stdout.contains("LaneRollout/r"), "{dry:?}");
+}

@@ -250,7 +250,17 @@ impl RulesCommand {
         match self {
             Self::Validate { files } => {
                 let files = in_namespace(files::read_all(&files)?, connect)?;
-                let set = validate_locally(&files, true)?;
+                let set = RuleSet::parse_files(&files).map_err(refused_with)?;
+                // Every document is fine alone; what fails now is the set they make.
+                // Files that are part of the rules (a rollout whose lane is applied
+                // already) are checked against the rules in force by the server.
+                set.validate().map_err(|errors| {
+                    let mut refused = refused_with(errors);
+                    refused.message.push_str(
+                        "\n(checked as the whole rule set; files that are part of it are checked against the rules in force by `graylane rules apply --dry-run -f ...`)",
+                    );
+                    refused
+                })?;
                 output::text(&format!(
                     "{} resources in {} files are valid",
                     set.len(),
