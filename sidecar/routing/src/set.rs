@@ -33,11 +33,6 @@ impl Prune {
             (true, Some(ns)) => Self::Namespace(ns.to_owned()),
         }
     }
-
-    /// The files are the whole set, so the whole-set checks can run on them alone.
-    pub fn is_whole_set(&self) -> bool {
-        *self == Self::All
-    }
 }
 
 /// A set of resources, unique per (kind, namespace, name), iterated in kind, namespace,
