@@ -164,6 +164,26 @@ fn a_tagged_request_stays_in_its_lane_on_every_hop_in_every_propagation_mode() {
         );
     }
 
+    // The traceparent-mode request's trace id again, untagged (clients pick trace ids
+    // and reuse them): it is untagged on every hop, not sent down the lane the earlier
+    // request of that id was in.
+    let (_, _, body) = get(
+        entry,
+        &[
+            ("traceparent", &traceparent(1)),
+            ("x-demo-forward", "traceparent"),
+        ],
+    );
+    assert_eq!(
+        hops(&body),
+        [
+            hop("frontend", "v1", None),
+            hop("orders", "v1", None),
+            hop("payments", "v1", None)
+        ],
+        "a reused trace id recovers no earlier request's tag"
+    );
+
     // An app that forwards nothing drops the lane: the documented behaviour.
     let (_, _, body) = get(
         entry,

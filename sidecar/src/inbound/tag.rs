@@ -145,7 +145,10 @@ impl Inbound {
     /// Remembered for the outbound side: the tag and propagated headers of this trace.
     /// An untagged trace with nothing to propagate is only worth an entry while tagged
     /// requests are in flight here, so the gap detector knows its calls; otherwise
-    /// untagged traffic would churn the table for nothing.
+    /// untagged traffic would churn the table for nothing. But what an earlier request
+    /// of the same trace id left is forgotten: clients pick trace ids and reuse them,
+    /// and an untagged request must not recover another's tag (and ride its lane) or
+    /// its propagated headers (another user's `x-user-id`).
     fn remember(&self, trace_id: [u8; 16], parts: &Parts, tag: Option<&Tag>) {
         let headers: Vec<_> = self
             .propagate
@@ -158,6 +161,8 @@ impl Inbound {
                 headers,
             };
             self.traces.remember(trace_id, entry, Instant::now());
+        } else {
+            self.traces.forget(&trace_id);
         }
     }
 }

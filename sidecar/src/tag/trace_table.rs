@@ -7,6 +7,7 @@
 //! so no lock is ever held across an `.await`.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
@@ -26,6 +27,8 @@ pub struct TraceEntry {
 pub struct TraceTable {
     shards: [Mutex<Lru>; SHARDS],
     ttl: Duration,
+    /// Entries held over all shards, so `forget` costs nothing while there are none.
+    held: AtomicUsize,
 }
 
 const SHARDS: usize = 16;
@@ -65,20 +68,58 @@ impl TraceTable {
             let cap = per_shard + usize::from(i < extra);
             Mutex::new(Lru::new(cap.max(1)))
         });
-        TraceTable { shards, ttl }
+        TraceTable {
+            shards,
+            ttl,
+            held: AtomicUsize::new(0),
+        }
     }
 
     /// Remembers (or replaces) the entry of `trace_id`, made most recently used and
     /// aged from `now`. Evicts the least recently used entry of the shard when full.
     pub fn remember(&self, trace_id: [u8; 16], entry: TraceEntry, now: Instant) {
-        self.shard(&trace_id).insert(trace_id, entry, now);
+        self.update(&trace_id, |shard| shard.insert(trace_id, entry, now));
+    }
+
+    /// Forgets the entry of `trace_id`, if any: a later request of that trace said
+    /// something else (no tag, no propagated headers), and the outbound side must
+    /// recover what the latest request carried, not an earlier one's tag or headers.
+    /// Free while the table is empty, as it is without tagged traffic.
+    pub fn forget(&self, trace_id: &[u8; 16]) {
+        if self.held.load(Ordering::Relaxed) == 0 {
+            return;
+        }
+        self.update(trace_id, |shard| {
+            if let Some(&i) = shard.map.get(trace_id) {
+                shard.remove(i);
+            }
+        });
+    }
+
+    /// `op` on the shard of `trace_id`, keeping `held` in step with what it added
+    /// or removed. A shard cleared after a panic leaves `held` too high, never too
+    /// low: `forget` then looks for nothing, but never skips an entry.
+    fn update<T>(&self, trace_id: &[u8; 16], op: impl FnOnce(&mut Lru) -> T) -> T {
+        let mut shard = self.shard(trace_id);
+        let before = shard.map.len();
+        let out = op(&mut shard);
+        match shard.map.len().cmp(&before) {
+            std::cmp::Ordering::Greater => {
+                self.held.fetch_add(1, Ordering::Relaxed);
+            }
+            std::cmp::Ordering::Less => {
+                self.held.fetch_sub(1, Ordering::Relaxed);
+            }
+            std::cmp::Ordering::Equal => {}
+        }
+        out
     }
 
     /// The entry of `trace_id` if present and younger than the TTL (an expired one is
     /// removed); a hit makes it most recently used (the TTL still counts from
     /// `remember`).
     pub fn recall(&self, trace_id: &[u8; 16], now: Instant) -> Option<TraceEntry> {
-        self.shard(trace_id).get(trace_id, now, self.ttl)
+        self.update(trace_id, |shard| shard.get(trace_id, now, self.ttl))
     }
 
     /// Entries held now (including expired ones not yet removed). Locks each shard in
@@ -251,6 +292,31 @@ mod tests {
         assert_eq!(table.recall(&id(1, 1), now), Some(entry("gray")));
         assert_eq!(table.recall(&id(1, 2), now), None);
         assert_eq!(table.len(), 1);
+    }
+
+    #[test]
+    fn forgetting_removes_only_that_trace_and_is_free_when_empty() {
+        let table = TraceTable::new(64, TTL);
+        let now = Instant::now();
+        table.forget(&id(1, 1));
+        assert_eq!(table.held.load(Ordering::Relaxed), 0);
+        table.remember(id(1, 1), entry("gray"), now);
+        table.remember(id(1, 2), entry("blue"), now);
+        table.remember(id(1, 2), entry("blue"), now);
+        assert_eq!(
+            table.held.load(Ordering::Relaxed),
+            2,
+            "a replacement adds none"
+        );
+        table.forget(&id(1, 1));
+        table.forget(&id(1, 1));
+        assert_eq!(table.recall(&id(1, 1), now), None);
+        assert_eq!(table.recall(&id(1, 2), now), Some(entry("blue")));
+        assert_eq!(table.held.load(Ordering::Relaxed), 1);
+        // An expired entry removed by `recall` leaves the count too.
+        assert_eq!(table.recall(&id(1, 2), now + TTL), None);
+        assert_eq!(table.held.load(Ordering::Relaxed), 0);
+        assert!(table.is_empty());
     }
 
     #[test]
