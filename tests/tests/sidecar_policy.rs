@@ -108,6 +108,31 @@ fn retries_on_a_status_and_fault_aborts() {
         "a 503 is retried on the other instance: {after:?}"
     );
 
+    // `timeout` bounds the whole request, retries included: every instance answering
+    // 503 after 0.7 s, a 1 s timeout ends in a 504 after 1 s, not in 503s after 2.1 s.
+    let bounded = write_file(
+        dir.path(),
+        "bounded.yaml",
+        &policy("  timeout: 1s\n  retries: {attempts: 2, on: [503]}\n"),
+    );
+    cp.cli(&["rules", "apply", "-f", &bounded]).assert_ok();
+    eventually(
+        Duration::from_secs(10),
+        "the client to route by revision 2",
+        || (client.config()["revision"] == 2).then_some(()),
+    );
+    let started = std::time::Instant::now();
+    let status = get(
+        client.outbound,
+        "x-demo-status: 503\r\nx-demo-delay-ms: 700\r\n",
+    );
+    let waited = started.elapsed();
+    assert_eq!(status, 504, "the retry ran out of the request's time");
+    assert!(
+        waited >= Duration::from_millis(1000) && waited < Duration::from_millis(1600),
+        "{waited:?}: one deadline for the attempts"
+    );
+
     let fault = write_file(
         dir.path(),
         "fault.yaml",
@@ -116,8 +141,8 @@ fn retries_on_a_status_and_fault_aborts() {
     cp.cli(&["rules", "apply", "-f", &fault]).assert_ok();
     eventually(
         Duration::from_secs(10),
-        "the client to route by revision 2",
-        || (client.config()["revision"] == 2).then_some(()),
+        "the client to route by revision 3",
+        || (client.config()["revision"] == 3).then_some(()),
     );
     assert_eq!(
         get(client.outbound, "Gray-Publish: gray\r\n"),

@@ -42,6 +42,9 @@ impl Outbound {
         let mut force_mtls = false;
         // The PeerPolicy of the instances' service, as in force now.
         let routes = self.routes.load();
+        // RoutePolicy `timeout` bounds the whole request, retries included (as
+        // Envoy's route timeout does): each attempt gets what is left of it.
+        let deadline = Instant::now() + timeout;
         loop {
             let mut rng = fastrand::Rng::new();
             let (instance, _in_flight) = self
@@ -74,7 +77,7 @@ impl Outbound {
                 service,
                 instance: &instance.id,
                 address: &instance.address,
-                timeout,
+                timeout: deadline.saturating_duration_since(Instant::now()),
             };
             let outcome = self.clients.send_to(request, &to, transport).await;
             let failure = outcome.as_ref().err().map(|e| &e.failure);
@@ -122,7 +125,9 @@ impl Outbound {
                 Some(_) if retries_left == 0 => false,
                 Some(r) => policy::outcome(&outcome).is_some_and(|o| r.retries(o)),
             };
-            if again {
+            // An attempt that would start with no time left would only answer 504
+            // for an answer already in hand.
+            if again && Instant::now() < deadline {
                 retries_left -= 1;
                 retries += 1;
                 tracing::debug!(%service, instance = %instance.id, "retrying on another instance");
@@ -134,7 +139,8 @@ impl Outbound {
             let mtls = matches!(transport, Transport::Mtls(_));
             return match outcome {
                 Ok(response) => Ok((response, instance, retries, mtls)),
-                Err(e) => Err(e.into()),
+                // A late retry had only what was left: the caller waited all of it.
+                Err(e) => Err(proxy::SendError { timeout, ..e }.into()),
             };
         }
     }
