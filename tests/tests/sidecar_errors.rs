@@ -47,6 +47,24 @@ fn the_error_table() {
     let (status, body) = get(orders.outbound, "nosuch", "");
     assert_eq!(status, 502, "{body}");
     assert!(body.contains("unknown service nosuch"), "{body}");
+    // A service a RoutePolicy declares is known while it has no instance (scaled to
+    // zero, all gone): 503 naming it and the lane, as a mesh's "no healthy upstream".
+    let declared = graylane_tests::write_file(
+        dir.path(),
+        "payments.yaml",
+        "apiVersion: graylane.io/v1\nkind: Lane\nmetadata: {name: gray}\nspec: {tag: gray, selector: {version: v2}, fallback: [base]}\n---\n\
+         apiVersion: graylane.io/v1\nkind: RoutePolicy\nmetadata: {name: payments}\nspec: {service: payments}\n",
+    );
+    cp.cli(&["rules", "apply", "-f", &declared]).assert_ok();
+    graylane_tests::eventually(Duration::from_secs(10), "revision 1 at the sidecar", || {
+        (orders.config()["revision"] == 1).then_some(())
+    });
+    let (status, body) = get(orders.outbound, "payments", "Gray-Publish: gray\r\n");
+    assert_eq!(status, 503, "{body}");
+    assert!(
+        body.contains("payments") && body.contains("lane gray"),
+        "{body}"
+    );
 
     // The only orders instance is this sidecar itself: not a loop, the call goes
     // through its inbound side to its app (loops: sidecar_edges.rs).

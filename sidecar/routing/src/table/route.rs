@@ -16,8 +16,9 @@ impl RoutingTable {
     /// untagged requests by weight when `stickyBy` is not set or its key is missing.
     ///
     /// Errors: [`RouteError::UnknownService`] when the table has no instance of
-    /// `service`; [`RouteError::NoInstance`] when none may serve this request (naming
-    /// the lane of the tag when there is one). Allocates only on error.
+    /// `service` and no RoutePolicy declares it; [`RouteError::NoInstance`] when none
+    /// may serve this request (naming the lane of the tag when there is one).
+    /// Allocates only on error.
     pub fn route(
         &self,
         namespace: &str,
@@ -27,6 +28,12 @@ impl RoutingTable {
         random: u64,
     ) -> Result<Route<'_>, RouteError> {
         let Some(st) = self.services.get(namespace, service) else {
+            // A service a RoutePolicy declares is known while it has no instance
+            // (all left, or none yet): 503 naming it and the lane, as any service
+            // with none that may serve; "unknown" is for a name nothing declares.
+            if self.compiled.policies.get(namespace, service).is_some() {
+                return Err(self.no_instance((namespace, service), self.lane_index(tag)));
+            }
             return Err(RouteError::UnknownService {
                 service: qualified(namespace, service),
             });

@@ -367,4 +367,15 @@ fn unknown_service_differs_from_no_instance() {
         "unknown service users: no instance is registered"
     );
     assert!(t.instances("default", "users").is_empty());
+    // Declared by a RoutePolicy, a service whose instances all left is known: 503.
+    let declared = "apiVersion: graylane.io/v1\nkind: RoutePolicy\nmetadata: {name: users}\nspec: {service: users}\n";
+    let t = table(declared, &[("o1", "v1")]);
+    let e = t
+        .route("default", "users", Some(&tag("gray")), &Req::new(), 0)
+        .unwrap_err();
+    assert_eq!(
+        e.to_string(),
+        "no ready instance of service users in lane gray",
+        "{e:?}"
+    );
 }
