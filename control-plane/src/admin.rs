@@ -15,7 +15,7 @@ use std::sync::Arc;
 
 use graylane_proto::v1 as pb;
 use graylane_routing::{
-    DEFAULT_NAMESPACE, Instance, Kind, Name, Prune, Release, Resource, RuleSet,
+    DEFAULT_NAMESPACE, Instance, Kind, Name, Prune, Release, Resource, RoutingTable, RuleSet,
 };
 
 use crate::api::Role;
@@ -306,12 +306,13 @@ impl AdminCore {
     /// The connected sidecars and their lanes, with the revision in force.
     pub(crate) async fn sidecars(&self) -> Result<(u64, Vec<SidecarView>), AdminError> {
         let (revision, rules) = self.control.rules().await?;
+        let table = lane_table(&rules);
         let views = self
             .control
             .hub()
             .sidecars()
             .into_iter()
-            .map(|entry| view(entry, &rules))
+            .map(|entry| view(entry, &table))
             .collect();
         Ok((revision, views))
     }
@@ -423,18 +424,30 @@ fn instances(sidecars: Vec<SidecarEntry>) -> Vec<Instance> {
         .collect()
 }
 
-/// `entry` with the lanes `rules` put it in.
-pub(crate) fn view(entry: SidecarEntry, rules: &RuleSet) -> SidecarView {
+/// `entry` with the lanes `table` (built from the rules in force) puts it in: its
+/// service's RoutePolicy lane overrides included, as the sidecars route.
+pub(crate) fn view(entry: SidecarEntry, table: &RoutingTable) -> SidecarView {
     let labels = entry
         .hello
         .labels
         .iter()
         .map(|(k, v)| (k.clone(), v.clone()))
         .collect();
-    let lanes = rules
-        .lanes_matching(&labels)
+    let hello = &entry.hello;
+    // Older sidecars send no namespace: theirs is `default`.
+    let namespace = match hello.namespace.as_str() {
+        "" => DEFAULT_NAMESPACE,
+        ns => ns,
+    };
+    let lanes = table
+        .lanes_of(namespace, &hello.service, &labels)
         .into_iter()
         .map(str::to_string)
         .collect();
     SidecarView { entry, lanes }
+}
+
+/// The rules' lane decisions, without instances: what `view` reads.
+pub(crate) fn lane_table(rules: &RuleSet) -> RoutingTable {
+    RoutingTable::build(rules, Vec::new())
 }

@@ -214,21 +214,15 @@ impl Rollouts {
     /// (namespace, service) of every connected instance in the rollout's lane.
     fn lane_services(&self, rules: &RuleSet, rollout: &LaneRollout) -> Vec<(String, String)> {
         let lane = rollout.spec.lane.as_str();
+        let table = crate::admin::lane_table(rules);
         let mut services: Vec<(String, String)> = self
             .control
             .hub()
             .sidecars()
             .into_iter()
-            .filter(|s| {
-                let labels = s
-                    .hello
-                    .labels
-                    .iter()
-                    .map(|(k, v)| (k.clone(), v.clone()))
-                    .collect();
-                rules.lanes_matching(&labels).contains(&lane)
-            })
-            .map(|s| (s.hello.namespace, s.hello.service))
+            .map(|s| crate::admin::view(s, &table))
+            .filter(|v| v.lanes.iter().any(|l| l == lane))
+            .map(|v| (v.entry.hello.namespace, v.entry.hello.service))
             .collect();
         services.sort();
         services.dedup();

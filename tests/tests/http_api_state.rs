@@ -347,4 +347,44 @@ fn lanes_and_sidecars_show_who_serves_each_lane_and_where_the_rest_falls_back() 
         "fail",
         "{lanes}"
     );
+
+    // A RoutePolicy's lane override puts payments' v1 in gray: the sidecars route
+    // gray there, and the sidecar list, status and the lanes view say so too.
+    let override_ = "apiVersion: graylane.io/v1\nkind: RoutePolicy\nmetadata: {name: payments}\n\
+        spec:\n  service: payments\n  subsets: [{name: v1, labels: {version: v1}}]\n  \
+        lanes: [{tag: gray, subset: v1}]\n";
+    assert_eq!(call(cp.http, "POST", "/api/v1/rules", override_).0, 200);
+    let (_, sidecars) = call(cp.http, "GET", "/api/v1/sidecars", "");
+    let payments = sidecars
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["service"] == "payments")
+        .unwrap();
+    assert_eq!(payments["lane"], "gray", "{sidecars}");
+    let (_, lanes) = call(cp.http, "GET", "/api/v1/lanes", "");
+    let gray_payments = lanes
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|l| l["name"] == "gray")
+        .and_then(|l| {
+            l["services"]
+                .as_array()?
+                .iter()
+                .find(|s| s["service"] == "payments")
+                .cloned()
+        })
+        .unwrap();
+    assert_eq!(gray_payments["instances"], json!(["payments-1"]), "{lanes}");
+    assert!(gray_payments["fallsBackTo"].is_null(), "{lanes}");
+    let table = cp.cli(&["status"]);
+    let row = table
+        .assert_ok()
+        .stdout
+        .lines()
+        .find(|l| l.contains("payments-1"))
+        .unwrap()
+        .to_owned();
+    assert!(row.contains("gray"), "{row}");
 }

@@ -60,7 +60,8 @@ impl AdminCore {
     pub(crate) async fn lanes(&self) -> Result<Vec<LaneView>, AdminError> {
         let (_, rules) = self.control.rules().await?;
         let sidecars = self.control.hub().sidecars();
-        let views: Vec<_> = sidecars.iter().cloned().map(|e| view(e, &rules)).collect();
+        let lanes = super::lane_table(&rules);
+        let views: Vec<_> = sidecars.iter().cloned().map(|e| view(e, &lanes)).collect();
         let services: BTreeSet<(String, String)> = views
             .iter()
             .map(|v| {

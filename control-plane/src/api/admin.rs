@@ -283,10 +283,13 @@ impl Admin for AdminService {
                     Vec::new()
                 } else {
                     match control.rules().await {
-                        Ok((_, rules)) => nacking
-                            .into_iter()
-                            .map(|s| sidecar_status(admin::view(s, &rules)))
-                            .collect(),
+                        Ok((_, rules)) => {
+                            let lanes = admin::lane_table(&rules);
+                            nacking
+                                .into_iter()
+                                .map(|s| sidecar_status(admin::view(s, &lanes)))
+                                .collect()
+                        }
                         Err(e) => {
                             let _ = tx.send(Err(e.into())).await;
                             return;

@@ -372,18 +372,6 @@ impl RuleSet {
     pub fn mtls_mode(&self, namespace: &str, service: &str) -> MtlsMode {
         crate::table::peer::PeerModes::compile(self).get(namespace, service)
     }
-
-    /// Names of the lanes whose selector matches these instance labels, in name order.
-    pub fn lanes_matching(&self, labels: &BTreeMap<String, String>) -> Vec<&str> {
-        self.of_kind(Kind::Lane)
-            .filter_map(|r| match r {
-                Resource::Lane(l) if l.spec.selector.matches(labels) => {
-                    Some(l.metadata.name.as_str())
-                }
-                _ => None,
-            })
-            .collect()
-    }
 }
 
 #[cfg(test)]

@@ -298,6 +298,23 @@ impl RoutingTable {
             .map(|&l| self.compiled.lanes[l].name.as_str())
     }
 
+    /// Every lane an instance of `service` in `namespace` with these labels is in, in
+    /// name order: those whose selector for this service (the RoutePolicy's lane
+    /// override subset, else the Lane's selector) it matches. What `graylane status`
+    /// and the lanes view show, so they say where tagged traffic goes.
+    pub fn lanes_of(
+        &self,
+        namespace: &str,
+        service: &str,
+        labels: &BTreeMap<String, String>,
+    ) -> Vec<&str> {
+        let policy = self.compiled.policies.get(namespace, service);
+        (0..self.compiled.lanes.len())
+            .filter(|&l| self.compiled.selector(policy, l).matches(labels))
+            .map(|l| self.compiled.lanes[l].name.as_str())
+            .collect()
+    }
+
     /// The gate of an instance of `service` in `namespace` with these labels: its lane
     /// is the first lane, in name order, whose selector for this service (the
     /// RoutePolicy's lane override subset, else the Lane's selector) it matches.

@@ -1,5 +1,3 @@
-use std::collections::BTreeMap;
-
 use super::*;
 use crate::parse::parse_file;
 
@@ -249,14 +247,6 @@ fn policy_and_release_lookups() {
     assert!(set.route_policy_for("default", "users").is_none());
     assert_eq!(set.release_of("default", "orders"), Release::Gray);
     assert_eq!(set.release_of("default", "users"), Release::All);
-}
-
-#[test]
-fn lanes_matching_lists_every_matching_lane() {
-    let set = sample();
-    let labels = BTreeMap::from([("lane".to_owned(), "gray".to_owned())]);
-    assert_eq!(set.lanes_matching(&labels), vec!["gray"]);
-    assert!(set.lanes_matching(&BTreeMap::new()).is_empty());
 }
 
 #[test]

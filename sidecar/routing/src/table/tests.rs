@@ -66,6 +66,12 @@ fn gate_follows_lane_overrides() {
     canary.insert("track".into(), "canary".into());
     assert_eq!(t.gate("default", "orders", &canary).lane, Some("gray"));
     assert_eq!(t.gate("default", "orders", &labels("v2")).lane, None);
+    // The lanes an instance is in, as status shows them, follow the override too; a
+    // service without one follows the Lanes' selectors.
+    assert_eq!(t.lanes_of("default", "orders", &canary), ["gray"]);
+    assert!(t.lanes_of("default", "orders", &labels("v2")).is_empty());
+    assert_eq!(t.lanes_of("default", "users", &labels("v2")), ["gray"]);
+    assert!(t.lanes_of("default", "users", &BTreeMap::new()).is_empty());
 }
 
 #[test]
