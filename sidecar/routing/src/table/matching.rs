@@ -103,17 +103,22 @@ impl Cond {
                 threshold,
                 key,
                 salt,
-            } => {
-                let value = match key {
-                    HashKey::Header(h) => req.header(h),
-                    HashKey::Cookie(c) => req.cookie(c),
-                };
-                value.is_some_and(|v| percent_bucket(salt, v) < *threshold)
-            }
+            } => key_value(key, req).is_some_and(|v| percent_bucket(salt, v) < *threshold),
             Self::Any(blocks) => blocks.iter().any(|b| b.matches(req)),
             Self::Not(block) => !block.matches(req),
         }
     }
+}
+
+/// The value of a `hashBy` / `stickyBy` key in this request. An empty one is no key:
+/// every client sending `x-user-id:` empty would otherwise be one user, in or out of
+/// a lane together (release.md: "users without it stay out").
+pub(crate) fn key_value<'r>(key: &HashKey, req: &'r dyn RequestView) -> Option<&'r str> {
+    let value = match key {
+        HashKey::Header(h) => req.header(h),
+        HashKey::Cookie(c) => req.cookie(c),
+    };
+    value.filter(|v| !v.is_empty())
 }
 
 /// The percent bucket (0..10 000) of `key` for a rule tagging `salt`.

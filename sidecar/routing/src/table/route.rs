@@ -151,11 +151,7 @@ pub(super) fn choose_base<'a>(
 
 /// The bytes of the `stickyBy` key in this request, if present.
 pub(super) fn sticky_key<'r>(key: Option<&HashKey>, req: &'r dyn RequestView) -> Option<&'r [u8]> {
-    let value = match key? {
-        HashKey::Header(name) => req.header(name),
-        HashKey::Cookie(name) => req.cookie(name),
-    };
-    value.map(str::as_bytes)
+    super::matching::key_value(key?, req).map(str::as_bytes)
 }
 
 /// Chooses a `default` entry with a candidate, by `draw`.

@@ -135,6 +135,16 @@ fn percent_zero_and_hundred_are_none_and_all() {
 }
 
 #[test]
+fn an_empty_or_missing_hash_key_is_no_user_and_stays_out() {
+    let all = block("percent: 100\nhashBy: {header: x-user-id}");
+    assert!(all.matches(&Req::new().with_header("x-user-id", "u1")));
+    assert!(!all.matches(&Req::new().with_header("x-user-id", "")));
+    assert!(!all.matches(&Req::new()));
+    let by_cookie = block("percent: 100\nhashBy: {cookie: uid}");
+    assert!(!by_cookie.matches(&Req::new().with_cookie("uid", "")));
+}
+
+#[test]
 fn percent_buckets_of_different_tags_are_independent() {
     let both = (0..10_000)
         .filter(|u| {
