@@ -20,6 +20,9 @@ pub(crate) const MAX_HOPS: u32 = 8;
 
 /// `Graylane-Debug: 1` on a request asks for the trail.
 pub(crate) const DEBUG_HEADER: HeaderName = HeaderName::from_static("graylane-debug");
+/// On a copy a RoutePolicy `mirror` sent: its answer is ignored, so an app may skip
+/// side effects for it.
+pub(crate) const MIRROR_HEADER: HeaderName = HeaderName::from_static("graylane-mirror");
 /// One entry per hop, in hop order, comma-separated.
 pub(crate) const ROUTE_HEADER: HeaderName = HeaderName::from_static("graylane-route");
 

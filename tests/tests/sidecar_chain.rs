@@ -295,6 +295,30 @@ fn graylane_debug_returns_the_hop_trail_in_hop_order() {
             "service=payments;instance=payments-v1;subset=-;tag=gray;source=trace;fallback=true;revision=1;peer=spiffe://cluster.local/ns/default/sa/payments",
         ]
     );
+    // A client sending the hop count a sidecar writes is not taken for one: the entry
+    // hop stays in the trail.
+    let (_, head, _) = get(
+        frontend.sidecar.inbound,
+        &[
+            ("Gray-Publish", "gray"),
+            ("Graylane-Debug", "1"),
+            ("graylane-hops", "1"),
+            ("traceparent", &traceparent(2)),
+            ("x-demo-forward", "traceparent"),
+        ],
+    );
+    let forged: Vec<String> = head
+        .lines()
+        .find_map(|l| l.strip_prefix("graylane-route: "))
+        .unwrap_or_default()
+        .split(", ")
+        .map(|e| e.split(';').next().unwrap_or_default().to_owned())
+        .collect();
+    assert_eq!(
+        forged,
+        ["service=frontend", "service=orders", "service=payments"],
+        "{head}"
+    );
     let (_, head, _) = get(frontend.sidecar.inbound, &[]);
     assert!(
         !head.to_ascii_lowercase().contains("graylane-route"),

@@ -216,5 +216,14 @@ fn mirror_copies_requests_to_a_subset_and_ignores_its_answers() {
         (v2.proc.log_text().matches("mirror=true").count() == 20).then_some(())
     });
     assert_eq!(v1.proc.log_text().matches("mirror=false").count(), 20);
+    // Only the copies carry the marker: an app (through the outbound) or an outside
+    // client (through an inbound) that sends it gets a real request served as one.
+    assert_eq!(get(client.outbound, "graylane-mirror: 1\r\n"), 200);
+    assert_eq!(get(sidecars[0].inbound, "graylane-mirror: 1\r\n"), 200);
+    eventually(Duration::from_secs(10), "the 21st copy at v2", || {
+        (v2.proc.log_text().matches("mirror=true").count() == 21).then_some(())
+    });
+    assert_eq!(v1.proc.log_text().matches("mirror=false").count(), 22);
+    assert_eq!(v1.proc.log_text().matches("mirror=true").count(), 0);
     drop(sidecars);
 }

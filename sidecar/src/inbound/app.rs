@@ -11,7 +11,7 @@ use super::Inbound;
 use crate::pipeline::{Answer, Boxed, Call, Ledger};
 use crate::proxy::{self, Body, ProxyError, SendError, SendFailure, Upstream, forward};
 use crate::server::Peer;
-use crate::trail::{self, HOPS_HEADER, Hop};
+use crate::trail::{self, HOPS_HEADER, Hop, MIRROR_HEADER};
 
 /// The layer's work for one call (a `tower::service_fn` in `inbound::stack`). What
 /// needs no waiting is done before the future is made, so the future (boxed per
@@ -23,7 +23,8 @@ pub(super) fn serve(inbound: Arc<Inbound>, call: Call) -> Boxed {
         peer,
         ledger,
     } = call;
-    let leaving = Leaving::new(head, body);
+    let vouched = inbound.vouched_for(ledger.routes.as_deref(), &peer);
+    let leaving = Leaving::new(head, body, vouched);
     Box::pin(async move {
         let response = inbound.to_app(leaving, &peer, &ledger).await;
         Ok(Answer { response, ledger })
@@ -45,10 +46,17 @@ struct Leaving {
 }
 
 impl Leaving {
-    fn new(mut parts: Parts, body: Body) -> Self {
+    /// `vouched`: the peer is a sidecar (`Inbound::vouched_for`). The marks only a
+    /// sidecar writes are believed from one only: a client sending the hop count
+    /// would hide the entry hop from the trail, one sending the mirror marker would
+    /// make an app skip a real request's side effects as a mirrored copy's.
+    fn new(mut parts: Parts, body: Body, vouched: bool) -> Self {
         // Set by the calling outbound sidecar; removed here, so the app's own calls
         // start counting from zero (see `trail::count_hop`).
-        let from_sidecar = parts.headers.remove(HOPS_HEADER).is_some();
+        let from_sidecar = parts.headers.remove(HOPS_HEADER).is_some() && vouched;
+        if !vouched {
+            parts.headers.remove(MIRROR_HEADER);
+        }
         let debug = trail::wanted(&parts.headers);
         let upgrade = forward::head(&mut parts);
         let again = (proxy::idempotent(&parts.method) && body.is_end_stream())

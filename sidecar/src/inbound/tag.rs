@@ -88,6 +88,15 @@ impl<S: Layered> Service<Call> for InboundTag<S> {
 }
 
 impl Inbound {
+    /// Whether what the mesh itself writes on a request (its tag, hop count, mirror
+    /// marker) can be believed: the peer proved a mesh identity, or mTLS is off and
+    /// every peer is taken for a sidecar. Before any snapshot the mode is the default
+    /// (permissive): an unproved peer is not vouched for, failing closed.
+    pub(super) fn vouched_for(&self, routes: Option<&Routes>, peer: &Peer) -> bool {
+        peer.identity.is_some()
+            || proxy::mtls_mode(routes, &self.namespace, &self.service) == MtlsMode::Off
+    }
+
     /// The caller's tag (header, else baggage), then this service's TagPolicy (trust
     /// setting, then rules) when it has one. With mTLS on, a tag from a peer that
     /// proved no mesh identity is an untrusted caller's: with no TagPolicy to decide,
@@ -102,10 +111,7 @@ impl Inbound {
         if carried.invalid_header {
             self.metrics.invalid_tags.fetch_add(1, Ordering::Relaxed);
         }
-        // Before any snapshot the mode is the default (permissive) and no TagPolicy is
-        // known: an unproved tag is stripped, failing closed.
-        let untrusted = peer.identity.is_none()
-            && proxy::mtls_mode(routes, &self.namespace, &self.service) != MtlsMode::Off;
+        let untrusted = !self.vouched_for(routes, peer);
         let had_tag = carried.tag.is_some();
         let has_policy =
             || routes.is_some_and(|r| r.table.has_tag_policy(&self.namespace, &self.service));

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use graylane_routing::{Candidates, RouteError, Tag};
-use http::header::{HeaderName, HeaderValue};
+use http::header::HeaderValue;
 use http::request::Parts;
 use http::{Method, Request, Response};
 use hyper::body::Body as _;
@@ -18,7 +18,7 @@ use crate::pipeline::{Answer, Boxed, Call, Ledger};
 use crate::proxy::{self, Body, ProxyError, Transport, Upstream, forward};
 use crate::routes::Routes;
 use crate::tag::TAG_HEADER_NAME;
-use crate::trail::{self, Hop};
+use crate::trail::{self, Hop, MIRROR_HEADER};
 use crate::transparent::OriginalDst;
 
 /// The metrics labels (`service`) of requests to no mesh service: passed through in
@@ -26,9 +26,6 @@ use crate::transparent::OriginalDst;
 const PASSTHROUGH: &str = "passthrough";
 const EXTERNAL: &str = "external";
 const CONNECT_LABEL: &str = "connect";
-
-/// Marks a mirrored copy, so the receiving app can tell it from real traffic.
-const MIRROR_HEADER: HeaderName = HeaderName::from_static("graylane-mirror");
 
 /// A request on its way to a mesh service: the head, the body and the hop count it
 /// leaves with. Boxed once per request: the futures of the route carry a pointer,
@@ -300,6 +297,8 @@ impl From<RouteError> for Unrouted {
 /// resolved tag in, the hop count up. Returns the downstream's pending upgrade.
 fn leave(parts: &mut Parts, tag: Option<&Tag>, hops: u32) -> Option<OnUpgrade> {
     let upgrade = forward::head(parts);
+    // Only a copy this sidecar mirrors carries the marker (`mirror`), never an app's.
+    parts.headers.remove(MIRROR_HEADER);
     if let Some(tag) = tag {
         parts.headers.insert(
             TAG_HEADER_NAME,
