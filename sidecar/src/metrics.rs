@@ -147,6 +147,10 @@ pub(crate) struct Metrics {
     /// Tags from a peer without a verified mesh identity, removed (mTLS on, no
     /// TagPolicy keeping them).
     pub(crate) untrusted_tags: AtomicU64,
+    /// Calls no weighted subset or base candidate could take, served by any instance
+    /// left (rules.md, step 3): a service under release `gray` with no base
+    /// instance, or one whose base instances are all excluded.
+    pub(crate) base_fallbacks: AtomicU64,
     /// The workload certificate's expiry, unix seconds (0: none yet).
     certificate_expiry: AtomicI64,
     /// Certificate requests answered with a certificate put in force, and failed.
@@ -254,6 +258,7 @@ impl Default for Metrics {
             outbound_connections: Arc::default(),
             inbound_refused: Refusals::default(),
             untrusted_tags: AtomicU64::default(),
+            base_fallbacks: AtomicU64::default(),
             certificate_expiry: AtomicI64::default(),
             certificate_renewals_ok: AtomicU64::default(),
             certificate_renewals_error: AtomicU64::default(),
@@ -335,6 +340,11 @@ impl Metrics {
             "graylane_untrusted_tag_total",
             "Tags from a peer without a verified mesh identity, removed (mTLS on, no TagPolicy).",
             self.untrusted_tags.load(Ordering::Relaxed),
+        );
+        scrape.counter(
+            "graylane_base_fallback_total",
+            "Calls no weighted subset or base instance could take, served by any instance left.",
+            self.base_fallbacks.load(Ordering::Relaxed),
         );
         scrape.register(
             "graylane_sidecar_requests_total",

@@ -324,4 +324,11 @@ fn graylane_debug_returns_the_hop_trail_in_hop_order() {
         !head.to_ascii_lowercase().contains("graylane-route"),
         "nothing is added without Graylane-Debug"
     );
+    // That untagged call found orders with gray instances only: no base candidate,
+    // so any instance served it, and the fallback is counted (rules.md, step 3).
+    let (_, metrics) = graylane_tests::http_get(frontend.sidecar.admin, "/metrics");
+    assert!(
+        metrics.contains("graylane_base_fallback_total 1\n"),
+        "{metrics}"
+    );
 }

@@ -3,6 +3,7 @@
 
 use std::borrow::Cow;
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use graylane_routing::{Candidates, RouteError, Tag};
@@ -165,6 +166,9 @@ impl Outbound {
             (None, true) => Some("no candidate by weights or base: any instance".into()),
             (None, false) => None,
         };
+        if route.base_fallback {
+            self.metrics.base_fallbacks.fetch_add(1, Ordering::Relaxed);
+        }
         let debug = trail::wanted(&leaving.parts.headers);
         let hops = leaving.hops;
         let upgrade = leave(&mut leaving.parts, tag, hops);
