@@ -48,6 +48,16 @@ pub(crate) fn empty() -> Body {
     Body::Empty
 }
 
+/// A body held whole: a small request body read once and sent again on a retry.
+pub(crate) fn full(bytes: bytes::Bytes) -> Body {
+    use http_body_util::BodyExt as _;
+    Body::Boxed(
+        http_body_util::Full::new(bytes)
+            .map_err(|e| match e {})
+            .boxed_unsync(),
+    )
+}
+
 /// HTTP/2 flow-control windows, on both sides of the proxy. h2 allows unread frames
 /// under 256 bytes a budget of half the connection window; a stream's window at most
 /// 0.137 of it keeps one stream of 55-byte frames (gRPC's small messages) within it

@@ -177,11 +177,18 @@ impl Outbound {
         let policy = routes.table.policy(namespace, service);
         let fault = policy.fault(tag, fastrand::u64(..));
         policy::inject_fault(fault, &graylane_routing::qualified(namespace, service)).await?;
-        // Only idempotent requests without a body are ever sent twice.
+        // Only idempotent requests are ever sent twice: body-less ones, and those with
+        // a body small enough to hold (rules.md: "never a body over 64 KiB").
         let Leaving { parts, body, .. } = *leaving;
-        let retry =
-            (proxy::idempotent(&parts.method) && body.is_end_stream()).then(|| policy.retry());
         let timeout = policy.timeout().unwrap_or(self.upstream_timeout);
+        let idempotent = proxy::idempotent(&parts.method);
+        let (body, replay) = if idempotent && policy.retry().attempts() > 0 {
+            held_for_retries(body, timeout).await?
+        } else {
+            (body, None)
+        };
+        let retry =
+            (idempotent && (body.is_end_stream() || replay.is_some())).then(|| policy.retry());
         // Only body-less requests are copied: a streamed body goes to one place, and
         // buffering it would cost what streaming saves.
         if body.is_end_stream()
@@ -190,8 +197,9 @@ impl Outbound {
             self.mirror(routes, candidates, &parts, timeout);
         }
         let request = Box::new(Request::from_parts(parts, body));
-        let (response, instance, retries, mtls) =
-            self.send(&route, service, request, retry, timeout).await?;
+        let (response, instance, retries, mtls) = self
+            .send(&route, service, request, retry, replay, timeout)
+            .await?;
         ledger.notes.instance = Some(instance.id.clone());
         ledger.notes.retries = retries;
         let mut response = forward::response(response, upgrade);
@@ -299,6 +307,37 @@ impl From<RouteError> for Unrouted {
 
 /// The request head as it leaves for the next hop: hop-by-hop headers out, the
 /// resolved tag in, the hop count up. Returns the downstream's pending upgrade.
+/// The largest request body held whole so that a retry can send it again.
+const RETRY_BODY_MAX: u64 = 64 * 1024;
+
+/// A body of a known length up to [`RETRY_BODY_MAX`], read whole (within the
+/// request's timeout) so each attempt sends its bytes; any other body as it is, sent
+/// once. Envoy buffers for retries the same way, up to its buffer limit.
+async fn held_for_retries(
+    body: Body,
+    timeout: Duration,
+) -> Result<(Body, Option<bytes::Bytes>), ProxyError> {
+    use http_body_util::BodyExt as _;
+    let small = body
+        .size_hint()
+        .upper()
+        .is_some_and(|n| n <= RETRY_BODY_MAX);
+    if body.is_end_stream() || !small {
+        return Ok((body, None));
+    }
+    let bytes = match tokio::time::timeout(timeout, body.collect()).await {
+        Ok(Ok(collected)) => collected.to_bytes(),
+        Ok(Err(e)) => return Err(ProxyError::BadRequest(format!("request body: {e}"))),
+        Err(_) => {
+            return Err(ProxyError::BadRequest(format!(
+                "request body not received within {:.1}s",
+                timeout.as_secs_f64()
+            )));
+        }
+    };
+    Ok((proxy::empty(), Some(bytes)))
+}
+
 fn leave(parts: &mut Parts, tag: Option<&Tag>, hops: u32) -> Option<OnUpgrade> {
     let upgrade = forward::head(parts);
     // Only a copy this sidecar mirrors carries the marker (`mirror`), never an app's.

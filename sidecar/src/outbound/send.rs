@@ -24,10 +24,11 @@ impl Outbound {
         service: &str,
         request: Box<Request<proxy::Body>>,
         retry: Option<&RetryPolicy>,
+        replay: Option<bytes::Bytes>,
         timeout: Duration,
     ) -> Result<(Response<Body>, &'r graylane_routing::Instance, u32, bool), ProxyError> {
-        // A retryable request has no body: each attempt is a copy of the head. Others
-        // are sent once, moved.
+        // A retryable request has no body, or one held whole (`replay`): each attempt
+        // is a copy of the head, with those bytes. Others are sent once, moved.
         let mut held = Some(request);
         let mut avoid: Option<String> = None;
         let mut retries_left = retry.map_or(0, RetryPolicy::attempts);
@@ -54,7 +55,13 @@ impl Outbound {
                     ProxyError::NoInstance(format!("no ready instance of service {service}"))
                 })?;
             let request = match (&held, retry.is_some()) {
-                (Some(request), true) => proxy::copy_request(request),
+                (Some(request), true) => {
+                    let mut copy = proxy::copy_request(request);
+                    if let Some(bytes) = &replay {
+                        *copy.body_mut() = proxy::full(bytes.clone());
+                    }
+                    copy
+                }
                 _ => {
                     // The loop only goes round with the request held again (a copy
                     // of the head, or its body reclaimed unsent).
