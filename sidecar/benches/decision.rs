@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 use criterion::{Criterion, criterion_group, criterion_main};
 use graylane_routing::{Instance, RoutingTable, RuleSet, Tag};
 use graylane_sidecar::balance::{Balancer, InFlight};
-use graylane_sidecar::tag::{self, HeaderTag, TAG_HEADER, TraceEntry, TraceTable, View};
+use graylane_sidecar::tag::{self, TAG_HEADER, TraceEntry, TraceTable, View};
 use http::request::Parts;
 
 const SERVICES: usize = 1_000;
@@ -158,11 +158,15 @@ fn rotation(keep: impl Fn(usize) -> bool) -> Vec<String> {
 /// table — without its edits to the head (removing the header, restoring propagated
 /// headers) and the invalid-tag counter.
 fn resolve(parts: &Parts, traces: &TraceTable, now: Instant) -> Option<Tag> {
-    if let HeaderTag::Valid(tag) = tag::from_header(&parts.headers) {
-        return Some(tag);
+    fn text(v: &http::HeaderValue) -> Option<&str> {
+        v.to_str().ok()
     }
-    if let Some(tag) = tag::from_baggage(&parts.headers) {
-        return Some(tag);
+    let carried = graylane_routing::carried(
+        parts.headers.get_all("gray-publish").iter().map(text),
+        parts.headers.get_all("baggage").iter().map(text),
+    );
+    if carried.tag.is_some() {
+        return carried.tag;
     }
     let trace = tag::trace_id(&parts.headers)?;
     traces.recall(&trace, now)?.tag

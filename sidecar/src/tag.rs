@@ -6,5 +6,5 @@ mod resolve;
 mod trace_table;
 
 pub(crate) use self::resolve::{BAGGAGE, TAG_HEADER_NAME, TagSource, carried};
-pub use self::resolve::{HeaderTag, TAG_HEADER, View, from_baggage, from_header, trace_id};
+pub use self::resolve::{TAG_HEADER, View, trace_id};
 pub use self::trace_table::{TraceEntry, TraceTable};

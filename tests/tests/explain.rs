@@ -219,11 +219,20 @@ fn explain_predicts_where_the_sidecar_sends_each_request() {
         on_revision(&[&client, &frontend], revision);
         for _ in 0..12 {
             let mut headers = Vec::new();
-            match next(4) {
+            let header = |k: &str, v: &str| (k.to_string(), v.to_string());
+            match next(6) {
                 0 => {}
-                1 => headers.push(("Gray-Publish".to_string(), "gray".to_string())),
-                2 => headers.push(("Gray-Publish".to_string(), "blue".to_string())),
-                _ => headers.push(("Gray-Publish".to_string(), "red".to_string())),
+                1 => headers.push(header("Gray-Publish", "gray")),
+                2 => headers.push(header("Gray-Publish", "blue")),
+                3 => headers.push(header("Gray-Publish", "red")),
+                // The baggage alone carries it.
+                4 => headers.push(header("baggage", "gray-publish=gray")),
+                // Two headers are no tag; the baggage is read next.
+                _ => headers.extend([
+                    header("Gray-Publish", "gray"),
+                    header("Gray-Publish", "gray"),
+                    header("baggage", "k=v,gray-publish=blue"),
+                ]),
             }
             if next(3) > 0 {
                 headers.push(("x-user-id".to_string(), format!("user-{}", next(1000))));

@@ -56,6 +56,7 @@ pub use self::table::{
     RoutingTable,
 };
 pub use self::tag::{
-    BAGGAGE_KEY, TAG_MAX_LEN, Tag, TraceParent, baggage_entry, baggage_with, baggage_with_tag,
-    baggage_without_tag, push_hex, tag_from_baggage, trace_id_from_traceparent,
+    BAGGAGE_KEY, Carried, CarriedFrom, TAG_MAX_LEN, Tag, TraceParent, baggage_entry, baggage_with,
+    baggage_with_tag, baggage_without_tag, carried, push_hex, tag_from_baggage,
+    trace_id_from_traceparent,
 };

@@ -8,12 +8,14 @@ use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use crate::path::quote;
 
 mod baggage;
+mod carried;
 mod traceparent;
 
 pub use self::baggage::{
     BAGGAGE_KEY, baggage_entry, baggage_with, baggage_with_tag, baggage_without_tag,
     tag_from_baggage,
 };
+pub use self::carried::{Carried, CarriedFrom, carried};
 pub use self::traceparent::{TraceParent, push_hex, trace_id_from_traceparent};
 
 /// Longest tag value, in bytes (all tag characters are ASCII).

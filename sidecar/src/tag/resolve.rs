@@ -2,7 +2,7 @@
 
 use std::net::IpAddr;
 
-use graylane_routing::{RequestView, Tag, tag_from_baggage, trace_id_from_traceparent};
+use graylane_routing::{CarriedFrom, RequestView, Tag, trace_id_from_traceparent};
 use http::HeaderMap;
 use http::header::HeaderName;
 use http::request::Parts;
@@ -37,35 +37,8 @@ impl TagSource {
     }
 }
 
-/// What the `Gray-Publish` header says.
-#[derive(Clone, Debug, PartialEq)]
-pub enum HeaderTag {
-    Absent,
-    Valid(Tag),
-    /// Two headers, a comma list or a value outside the grammar: no tag, counted by
-    /// the caller, never forwarded.
-    Invalid,
-}
-
-/// The tag carried by the `Gray-Publish` header: exactly one value of the tag grammar.
-pub fn from_header(headers: &HeaderMap) -> HeaderTag {
-    let mut values = headers.get_all(TAG_HEADER_NAME).iter();
-    let Some(first) = values.next() else {
-        return HeaderTag::Absent;
-    };
-    if values.next().is_some() {
-        return HeaderTag::Invalid;
-    }
-    first
-        .to_str()
-        .ok()
-        .and_then(Tag::parse)
-        .map_or(HeaderTag::Invalid, HeaderTag::Valid)
-}
-
-/// The tag a request carries itself, found the same way in both directions
-/// (sidecar.md): its `Gray-Publish` header, else the `gray-publish` entry of its
-/// `baggage`. An invalid header is no tag, so the baggage is asked next.
+/// The tag a request carries itself, found the same way in both directions: the
+/// routing crate's [`graylane_routing::carried`] over its header lines.
 #[derive(Debug, PartialEq)]
 pub(crate) struct Carried {
     pub(crate) tag: Option<Tag>,
@@ -76,50 +49,22 @@ pub(crate) struct Carried {
 }
 
 pub(crate) fn carried(headers: &HeaderMap) -> Carried {
-    let invalid_header = match from_header(headers) {
-        HeaderTag::Valid(tag) => {
-            return Carried {
-                tag: Some(tag),
-                source: TagSource::Header,
-                invalid_header: false,
-            };
-        }
-        HeaderTag::Absent => false,
-        HeaderTag::Invalid => true,
-    };
-    let tag = from_baggage(headers);
+    fn text(v: &http::HeaderValue) -> Option<&str> {
+        v.to_str().ok()
+    }
+    let c = graylane_routing::carried(
+        headers.get_all(TAG_HEADER_NAME).iter().map(text),
+        headers.get_all(BAGGAGE).iter().map(text),
+    );
     Carried {
-        source: if tag.is_some() {
-            TagSource::Baggage
-        } else {
-            TagSource::None
+        tag: c.tag,
+        source: match c.from {
+            CarriedFrom::Header => TagSource::Header,
+            CarriedFrom::Baggage => TagSource::Baggage,
+            CarriedFrom::None => TagSource::None,
         },
-        tag,
-        invalid_header,
+        invalid_header: c.invalid_header,
     }
-}
-
-/// The `gray-publish` entry of the W3C `baggage` header(s), as [`tag_from_baggage`]
-/// reads it.
-///
-/// Several `baggage` field lines are one list (RFC 9110 §5.3), so they are read as
-/// their comma-joined value: entries that disagree across lines are no tag, as they
-/// are within one line. A line that is not visible ASCII makes the list unreadable
-/// (no tag), as the same bytes in a single line do.
-pub fn from_baggage(headers: &HeaderMap) -> Option<Tag> {
-    let mut lines = headers.get_all(BAGGAGE).iter();
-    let first = lines.next()?.to_str().ok()?;
-    let Some(second) = lines.next() else {
-        // The usual case: one line, read in place.
-        return tag_from_baggage(first);
-    };
-    // Bounded: the whole header block is at most 64 KiB (`server::checks::MAX_HEADER_BYTES`).
-    let mut joined = first.to_owned();
-    for line in std::iter::once(second).chain(lines) {
-        joined.push(',');
-        joined.push_str(line.to_str().ok()?);
-    }
-    tag_from_baggage(&joined)
 }
 
 /// The W3C trace id of the request's `traceparent`, if valid.
@@ -203,39 +148,33 @@ mod tests {
 
     #[test]
     fn one_valid_header_value_is_the_tag() {
+        let c = carried(&headers(&[("Gray-Publish", "gray")]));
+        assert_eq!((c.tag, c.source), (Tag::parse("gray"), TagSource::Header));
+        let c = carried(&headers(&[]));
         assert_eq!(
-            from_header(&headers(&[("Gray-Publish", "gray")])),
-            HeaderTag::Valid(Tag::parse("gray").unwrap())
+            (c.tag, c.source, c.invalid_header),
+            (None, TagSource::None, false)
         );
-        assert_eq!(from_header(&headers(&[])), HeaderTag::Absent);
     }
 
     #[test]
     fn two_headers_a_list_or_a_bad_value_are_no_tag() {
-        assert_eq!(
-            from_header(&headers(&[("gray-publish", "a"), ("gray-publish", "b")])),
-            HeaderTag::Invalid
-        );
-        assert_eq!(
-            from_header(&headers(&[("gray-publish", "a,b")])),
-            HeaderTag::Invalid
-        );
-        assert_eq!(
-            from_header(&headers(&[("gray-publish", "")])),
-            HeaderTag::Invalid
-        );
-        assert_eq!(
-            from_header(&headers(&[("gray-publish", &"x".repeat(65))])),
-            HeaderTag::Invalid
-        );
+        let long = "x".repeat(65);
+        for bad in [
+            &[("gray-publish", "a"), ("gray-publish", "b")][..],
+            &[("gray-publish", "a,b")],
+            &[("gray-publish", "")],
+            &[("gray-publish", long.as_str())],
+        ] {
+            let c = carried(&headers(bad));
+            assert_eq!((c.tag, c.invalid_header), (None, true), "{bad:?}");
+        }
     }
 
     #[test]
     fn the_underscore_variant_is_not_the_tag() {
-        assert_eq!(
-            from_header(&headers(&[("gray_publish", "gray")])),
-            HeaderTag::Absent
-        );
+        let c = carried(&headers(&[("gray_publish", "gray")]));
+        assert_eq!((c.tag, c.invalid_header), (None, false));
     }
 
     #[test]
@@ -247,7 +186,8 @@ mod tests {
                 "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
             ),
         ]);
-        assert_eq!(from_baggage(&h), Tag::parse("blue"));
+        assert_eq!(carried(&h).tag, Tag::parse("blue"));
+        assert_eq!(carried(&h).source, TagSource::Baggage);
         assert_eq!(trace_id(&h).map(|t| t[0]), Some(0x4b));
     }
 
@@ -277,9 +217,9 @@ mod tests {
             (&["a=1", "b=2", "gray-publish=blue"], Tag::parse("blue")),
         ] {
             let split: Vec<_> = lines.iter().map(|l| ("baggage", *l)).collect();
-            assert_eq!(from_baggage(&headers(&split)), want, "{lines:?}");
+            assert_eq!(carried(&headers(&split)).tag, want, "{lines:?}");
             let joined = headers(&[("baggage", &lines.join(","))]);
-            assert_eq!(from_baggage(&joined), want, "{lines:?} in one line");
+            assert_eq!(carried(&joined).tag, want, "{lines:?} in one line");
         }
     }
 
@@ -287,8 +227,8 @@ mod tests {
     fn a_baggage_line_that_is_not_ascii_makes_the_list_unreadable() {
         let split = raw_headers(&[("baggage", b"gray-publish=gray"), ("baggage", b"x=\xff")]);
         let joined = raw_headers(&[("baggage", b"gray-publish=gray,x=\xff")]);
-        assert_eq!(from_baggage(&split), None);
-        assert_eq!(from_baggage(&joined), None);
+        assert_eq!(carried(&split).tag, None);
+        assert_eq!(carried(&joined).tag, None);
     }
 
     fn parts(headers: HeaderMap) -> Parts {

@@ -1,0 +1,130 @@
+//! The tag a request carries itself, read the same way by both sidecar directions and
+//! by `graylane explain` (sidecar.md): its one `Gray-Publish` value, else the
+//! `gray-publish` entry of its `baggage`.
+
+use super::{Tag, tag_from_baggage};
+
+/// Where a carried tag was found.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum CarriedFrom {
+    Header,
+    Baggage,
+    None,
+}
+
+/// What a request carries.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Carried {
+    pub tag: Option<Tag>,
+    pub from: CarriedFrom,
+    /// `Gray-Publish` was there and is no tag (two lines, a list, a value outside the
+    /// grammar, not text): never forwarded; the sidecar counts it. The baggage is read
+    /// next, as for no header.
+    pub invalid_header: bool,
+}
+
+/// The tag of a request whose `Gray-Publish` lines are `header` and whose `baggage`
+/// lines are `baggage`, each line as text (`None`: not text). Several baggage lines
+/// are one list (RFC 9110 §5.3), read as their comma-joined value, so entries that
+/// disagree across lines are no tag, as within one line; a line that is not text
+/// makes the list unreadable.
+pub fn carried<'a>(
+    mut header: impl Iterator<Item = Option<&'a str>>,
+    baggage: impl Iterator<Item = Option<&'a str>>,
+) -> Carried {
+    let invalid_header = match (header.next(), header.next()) {
+        (None, _) => false,
+        (Some(Some(value)), None) => match Tag::parse(value) {
+            Some(tag) => {
+                return Carried {
+                    tag: Some(tag),
+                    from: CarriedFrom::Header,
+                    invalid_header: false,
+                };
+            }
+            None => true,
+        },
+        _ => true,
+    };
+    let tag = from_baggage(baggage);
+    Carried {
+        from: if tag.is_some() {
+            CarriedFrom::Baggage
+        } else {
+            CarriedFrom::None
+        },
+        tag,
+        invalid_header,
+    }
+}
+
+fn from_baggage<'a>(mut lines: impl Iterator<Item = Option<&'a str>>) -> Option<Tag> {
+    let first = lines.next()??;
+    let Some(second) = lines.next() else {
+        // The usual case: one line, read in place.
+        return tag_from_baggage(first);
+    };
+    let mut joined = first.to_owned();
+    for line in std::iter::once(second).chain(lines) {
+        joined.push(',');
+        joined.push_str(line?);
+    }
+    tag_from_baggage(&joined)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn of(
+        header: &[Option<&str>],
+        baggage: &[Option<&str>],
+    ) -> (Option<String>, CarriedFrom, bool) {
+        let c = carried(header.iter().copied(), baggage.iter().copied());
+        (
+            c.tag.map(|t| t.as_str().to_owned()),
+            c.from,
+            c.invalid_header,
+        )
+    }
+
+    #[test]
+    fn one_valid_header_wins_else_the_baggage_is_read() {
+        let gray = Some("gray".to_owned());
+        assert_eq!(
+            of(&[Some("gray")], &[Some("gray-publish=blue")]),
+            (gray.clone(), CarriedFrom::Header, false)
+        );
+        assert_eq!(
+            of(&[], &[Some("gray-publish=gray")]),
+            (gray.clone(), CarriedFrom::Baggage, false)
+        );
+        assert_eq!(of(&[], &[]), (None, CarriedFrom::None, false));
+        // Two headers, a list, a bad value, not text: no tag from the header.
+        for bad in [
+            &[Some("gray"), Some("blue")][..],
+            &[Some("gray,blue")],
+            &[Some("gr@y")],
+            &[None],
+        ] {
+            assert_eq!(of(bad, &[]), (None, CarriedFrom::None, true), "{bad:?}");
+            assert_eq!(
+                of(bad, &[Some("gray-publish=gray")]),
+                (gray.clone(), CarriedFrom::Baggage, true),
+                "{bad:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn baggage_lines_are_one_list() {
+        let gray = Some("gray".to_owned());
+        assert_eq!(of(&[], &[Some("a=1"), Some("gray-publish=gray")]).0, gray);
+        assert_eq!(
+            of(&[], &[Some("gray-publish=gray"), Some("gray-publish=blue")]).0,
+            None
+        );
+        assert_eq!(of(&[], &[Some("gray-publish=gray"), None]).0, None);
+        assert_eq!(of(&[], &[None]).0, None);
+    }
+}
