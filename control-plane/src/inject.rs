@@ -87,6 +87,9 @@ pub enum InjectError {
         annotation: &'static str,
         reason: String,
     },
+    /// The service name taken from a label would stop the sidecar.
+    #[error("label {label}: {reason}; set annotation graylane.io/service to a valid name")]
+    BadServiceLabel { label: &'static str, reason: String },
 }
 
 /// Injects the pod whose `metadata` and `spec` are given (as in a Pod, or a template),
@@ -116,7 +119,11 @@ pub fn inject(
         .and_then(Value::as_object)
         .cloned()
         .unwrap_or_default();
-    if let Decision::Skip(why) = decide(namespace, &labels, &annotations) {
+    // A host-network pod's NAT rules are the node's: redirecting them would send the
+    // kubelet's, ssh's and every NodePort's traffic to a proxy (Istio and Linkerd
+    // skip such pods too).
+    let host_network = spec_obj.get("hostNetwork").and_then(Value::as_bool) == Some(true);
+    if let Decision::Skip(why) = decide(namespace, &labels, &annotations, host_network) {
         return Ok(Outcome::Skipped(why));
     }
     // A sidecar added by hand, without the status annotation, is not added twice.
@@ -129,11 +136,27 @@ pub fn inject(
     }
     let text = |key: &str| annotations.get(key).and_then(Value::as_str).map(str::trim);
     let label = |key: &str| labels.get(key).and_then(Value::as_str);
-    let service = text("graylane.io/service")
-        .or_else(|| label("app.kubernetes.io/name"))
-        .or_else(|| label("app"))
-        .ok_or(InjectError::NoService)?
-        .to_string();
+    // Checked as the sidecar checks its flags, so a pod admitted is a pod whose
+    // sidecar starts (not one that crash-loops on `--service Orders`).
+    let service = match text("graylane.io/service") {
+        Some(s) => graylane_routing::Name::new(s).map_err(|reason| InjectError::BadAnnotation {
+            annotation: "graylane.io/service",
+            reason,
+        })?,
+        None => {
+            let (label, value) = [
+                ("app.kubernetes.io/name", label("app.kubernetes.io/name")),
+                ("app", label("app")),
+            ]
+            .into_iter()
+            .find_map(|(k, v)| Some((k, v?)))
+            .ok_or(InjectError::NoService)?;
+            graylane_routing::Name::new(value)
+                .map_err(|reason| InjectError::BadServiceLabel { label, reason })?
+        }
+    }
+    .as_str()
+    .to_string();
     let version = label("version").or_else(|| label("app.kubernetes.io/version"));
     let app_port = match text("graylane.io/app-port") {
         Some(p) => p.parse::<u16>().map_err(|e| InjectError::BadAnnotation {
@@ -142,14 +165,29 @@ pub fn inject(
         })?,
         None => app_port(spec_obj).unwrap_or(8080),
     };
-    let image = text("graylane.io/sidecar-image")
-        .unwrap_or(&config.image)
-        .to_string();
+    let image = match text("graylane.io/sidecar-image") {
+        Some("") => {
+            return Err(InjectError::BadAnnotation {
+                annotation: "graylane.io/sidecar-image",
+                reason: "empty: name an image, or leave the annotation out".into(),
+            });
+        }
+        Some(image) => image,
+        None => &config.image,
+    }
+    .to_string();
 
+    // The pod's labels an instance label can be (the rules' label rule, as the
+    // sidecar's `--labels` checks it); others (`app: MyApp`, an empty value) no
+    // selector could name, and would stop the sidecar: left out.
     let mut graylane_labels: Vec<String> = labels
         .iter()
         .filter(|(k, _)| !k.contains('/'))
-        .filter_map(|(k, v)| Some(format!("{k}={}", v.as_str()?)))
+        .filter_map(|(k, v)| Some((k, v.as_str()?)))
+        .filter(|(k, v)| {
+            graylane_routing::Labels::new([((*k).clone(), (*v).to_owned())].into()).is_ok()
+        })
+        .map(|(k, v)| format!("{k}={v}"))
         .collect();
     if let Some(v) = version
         && label("version").is_none()

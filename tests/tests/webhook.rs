@@ -223,6 +223,18 @@ fn the_webhook_patches_pods_over_https() {
         &review("uid-3", "kube-system", pod.clone()),
     );
     assert_eq!(system["response"], json!({"uid": "uid-3", "allowed": true}));
+    // A host-network pod is let through untouched: its NAT rules would be the node's.
+    let mut host = pod.clone();
+    host["spec"]["hostNetwork"] = json!(true);
+    let host = post(dir.path(), port, &review("uid-5", "shop", host));
+    assert_eq!(host["response"], json!({"uid": "uid-5", "allowed": true}));
+    // A service name the sidecar would refuse at start is refused here, named.
+    let mut crashing = pod.clone();
+    crashing["metadata"]["annotations"] = json!({"graylane.io/service": "Orders"});
+    let refused = post(dir.path(), port, &review("uid-6", "shop", crashing));
+    assert_eq!(refused["response"]["allowed"], false, "{refused}");
+    let message = refused["response"]["status"]["message"].as_str().unwrap();
+    assert!(message.contains("graylane.io/service"), "{message}");
     // A pod whose annotations cannot be honoured is refused with the reason.
     let mut bad = pod;
     bad["metadata"]["annotations"] = json!({"graylane.io/exclude-outbound-cidrs": "10.0.0.0/99"});

@@ -29,15 +29,19 @@ pub enum Skip {
     OptedOut,
     #[error("already injected")]
     AlreadyInjected,
+    #[error("hostNetwork: its traffic rules would be the node's")]
+    HostNetwork,
 }
 
 /// Decides for a pod that will run in `namespace` (`None`: not known, as for a
 /// manifest without one) with these `labels` and `annotations` (its own, or its pod
-/// template's). The first reason to skip wins, in the order of [`Skip`].
+/// template's), on the node's network or not. The first reason to skip wins, in the
+/// order of [`Skip`].
 pub fn decide(
     namespace: Option<&str>,
     labels: &Map<String, Value>,
     annotations: &Map<String, Value>,
+    host_network: bool,
 ) -> Decision {
     if let Some(ns) = namespace.filter(|ns| NEVER.contains(ns)) {
         return Decision::Skip(Skip::SystemNamespace(ns.to_string()));
@@ -48,6 +52,9 @@ pub fn decide(
     }
     if annotations.get(STATUS_ANNOTATION).and_then(Value::as_str) == Some("injected") {
         return Decision::Skip(Skip::AlreadyInjected);
+    }
+    if host_network {
+        return Decision::Skip(Skip::HostNetwork);
     }
     Decision::Inject
 }
@@ -65,23 +72,30 @@ mod tests {
     #[test]
     fn each_reason_to_skip_is_named() {
         let none = Map::new();
-        assert_eq!(decide(Some("shop"), &none, &none), Decision::Inject);
-        assert_eq!(decide(None, &none, &none), Decision::Inject);
+        assert_eq!(decide(Some("shop"), &none, &none, false), Decision::Inject);
+        assert_eq!(decide(None, &none, &none, false), Decision::Inject);
         assert_eq!(
-            decide(Some("kube-system"), &none, &none),
+            decide(Some("kube-system"), &none, &none, false),
             Decision::Skip(Skip::SystemNamespace("kube-system".into()))
         );
         let opted_out = map(json!({INJECT_LABEL: "disabled"}));
         assert_eq!(
-            decide(Some("shop"), &opted_out, &none),
+            decide(Some("shop"), &opted_out, &none, false),
             Decision::Skip(Skip::OptedOut)
         );
         let enabled = map(json!({INJECT_LABEL: "enabled"}));
-        assert_eq!(decide(Some("shop"), &enabled, &none), Decision::Inject);
+        assert_eq!(
+            decide(Some("shop"), &enabled, &none, false),
+            Decision::Inject
+        );
         let injected = map(json!({STATUS_ANNOTATION: "injected"}));
         assert_eq!(
-            decide(None, &none, &injected),
+            decide(None, &none, &injected, false),
             Decision::Skip(Skip::AlreadyInjected)
+        );
+        assert_eq!(
+            decide(Some("shop"), &none, &none, true),
+            Decision::Skip(Skip::HostNetwork)
         );
         assert_eq!(
             Skip::OptedOut.to_string(),

@@ -306,6 +306,78 @@ fn bad_input_is_refused_with_the_reason() {
     );
 }
 
+/// A pod admitted is a pod whose sidecar starts: what would stop it (`--service
+/// Orders`, an empty image) is refused naming where it came from; pod labels no
+/// instance label can be (`app: MyApp`, an empty value) are left out of its labels.
+#[test]
+fn values_that_would_stop_the_sidecar_are_refused_or_left_out() {
+    let refused = |metadata: Value| {
+        let mut p = pod(metadata, app(json!([])));
+        inject_object(&mut p, None, &Config::default())
+            .unwrap_err()
+            .to_string()
+    };
+    for bad in ["Orders", "shop/orders", ""] {
+        let e = refused(
+            json!({"labels": {"app": "orders"}, "annotations": {"graylane.io/service": bad}}),
+        );
+        assert!(
+            e.starts_with("annotation graylane.io/service: "),
+            "{bad}: {e}"
+        );
+    }
+    let e = refused(json!({"labels": {"app": "MyApp"}}));
+    assert!(
+        e.starts_with("label app: \"MyApp\" is not a valid name"),
+        "{e}"
+    );
+    assert!(e.contains("graylane.io/service"), "{e}");
+    let e = refused(
+        json!({"labels": {"app": "orders"}, "annotations": {"graylane.io/sidecar-image": ""}}),
+    );
+    assert!(
+        e.starts_with("annotation graylane.io/sidecar-image: empty"),
+        "{e}"
+    );
+
+    let mut p = pod(
+        json!({"labels": {"app": "orders", "version": "v2", "canary": "", "Tier": "Web"},
+               "annotations": {"graylane.io/service": "orders"}}),
+        app(json!([])),
+    );
+    inject_object(&mut p, None, &Config::default()).unwrap();
+    let labels = env(&p, "GRAYLANE_LABELS")["value"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let parsed: std::collections::BTreeMap<String, String> = labels
+        .split(',')
+        .filter_map(|kv| {
+            kv.split_once('=')
+                .map(|(k, v)| (k.to_owned(), v.to_owned()))
+        })
+        .collect();
+    assert!(graylane_routing::Labels::new(parsed).is_ok(), "{labels}");
+    assert!(
+        labels.contains("version=v2") && !labels.contains("canary"),
+        "{labels}"
+    );
+}
+
+/// A host-network pod is left as it is: its NAT rules would be the node's.
+#[test]
+fn a_host_network_pod_is_skipped() {
+    let mut spec = app(json!([]));
+    spec["hostNetwork"] = json!(true);
+    let mut p = pod(json!({"labels": {"app": "orders"}}), spec);
+    let before = p.clone();
+    assert_eq!(
+        inject_object(&mut p, None, &Config::default()).unwrap(),
+        Outcome::Skipped(Skip::HostNetwork)
+    );
+    assert_eq!(p, before);
+}
+
 #[test]
 fn workloads_inject_their_pod_template_and_other_kinds_pass() {
     for kind in ["Deployment", "StatefulSet", "DaemonSet", "Job"] {
