@@ -44,6 +44,9 @@ pub struct Principal {
     /// The one identity this credential may have; `None`: whatever it asks for (an
     /// unbound token, an admin, or a server without credentials).
     pub bound: Option<ServiceAccount>,
+    /// A credential was presented (false: a server without credentials, where anyone
+    /// may do anything, a workload identity included).
+    pub presented: bool,
 }
 
 impl Principal {
@@ -52,6 +55,7 @@ impl Principal {
         Self {
             role: Role::Admin,
             bound: None,
+            presented: false,
         }
     }
 }
@@ -149,6 +153,7 @@ impl Tokens {
                 found = Some(Principal {
                     role: *role,
                     bound: bound.clone(),
+                    presented: true,
                 });
             }
         }
@@ -167,6 +172,7 @@ impl Tokens {
                 Ok(Principal {
                     role: Role::Sidecar,
                     bound: Some(account),
+                    presented: true,
                 })
             }
             _ => Err(Status::unauthenticated("invalid token")),

@@ -18,7 +18,7 @@ use graylane_proto::v1 as pb;
 use tokio::sync::watch;
 use tonic::Status;
 
-use super::auth::Principal;
+use super::auth::{Principal, Role};
 use crate::ca::{CaError, CsrKey, MeshCa};
 use crate::control::Control;
 
@@ -155,6 +155,14 @@ impl Identities {
             return Err(Status::invalid_argument(
                 "service_account: required (the sidecar's --service-account)",
             ));
+        }
+        // An operator's token is never a workload identity: a leaked one would
+        // otherwise let its holder act as any service over mTLS.
+        if principal.presented && principal.role != Role::Sidecar {
+            return Err(Status::permission_denied(format!(
+                "a {} token is never a workload identity; sidecars use sidecar tokens",
+                principal.role.as_str()
+            )));
         }
         let account = decide(principal, &request.namespace, &request.service_account)?;
         let (Some(ca), Some(trust_bundle_pem)) = (self.ca.get(), self.trust_bundle()) else {

@@ -116,7 +116,8 @@ fn without_credentials_everyone_is_an_unbound_admin() {
         call(&mut auth, None),
         Ok(Principal {
             role: Role::Admin,
-            bound: None
+            bound: None,
+            presented: false,
         })
     );
 }
@@ -171,7 +172,8 @@ fn a_service_account_token_is_a_bound_sidecar_and_never_admin() {
         principal,
         Principal {
             role: Role::Sidecar,
-            bound: Some(ServiceAccount::new("shop", "orders").unwrap())
+            bound: Some(ServiceAccount::new("shop", "orders").unwrap()),
+            presented: true,
         }
     );
     assert_eq!(

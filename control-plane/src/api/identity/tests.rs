@@ -16,6 +16,7 @@ fn unbound() -> Principal {
     Principal {
         role: Role::Sidecar,
         bound: None,
+        presented: true,
     }
 }
 
@@ -23,6 +24,7 @@ fn bound(ns: &str, sa: &str) -> Principal {
     Principal {
         role: Role::Sidecar,
         bound: Some(ServiceAccount::new(ns, sa).unwrap()),
+        presented: true,
     }
 }
 
@@ -151,6 +153,25 @@ fn errors_issue_nothing() {
             .code(),
         Code::PermissionDenied
     );
+    // An operator's token is never a workload identity; without credentials (a
+    // local mesh) anyone may still get one.
+    for role in [Role::Admin, Role::Viewer] {
+        let operator = Principal {
+            role,
+            bound: None,
+            presented: true,
+        };
+        let denied = ids
+            .issue(&operator, &request("shop", "orders"))
+            .unwrap_err();
+        assert_eq!(denied.code(), Code::PermissionDenied, "{role:?}");
+        assert!(
+            denied.message().contains("never a workload identity"),
+            "{denied:?}"
+        );
+    }
+    ids.issue(&Principal::anyone(), &request("shop", "orders"))
+        .unwrap();
     // The store did not hand the CA over yet: retry later.
     let waiting = Identities::new("cluster.local", TTL, None, Vec::new()).unwrap();
     assert!(waiting.trust_bundle().is_none() && waiting.ca_pem().is_none());
