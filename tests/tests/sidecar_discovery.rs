@@ -298,3 +298,33 @@ fn a_service_or_label_no_rule_could_name_is_refused_at_start() {
         assert!(stderr.contains(flag), "{bad}: {stderr}");
     }
 }
+
+/// Two sidecars started with one `--instance-id` (a copy-pasted manifest) replace each
+/// other's registration on every reconnect, flipping routing between two apps: the
+/// control plane says so in its log, naming the id and both addresses.
+#[test]
+fn two_sidecars_claiming_one_instance_id_are_named_in_the_log() {
+    let dir = tempfile::tempdir().unwrap();
+    let cp = ControlPlane::start(dir.path(), &[]);
+    let url = cp.url();
+    let args = [
+        "--service",
+        "orders",
+        "--instance-id",
+        "orders-dup",
+        "--control-plane",
+        &url,
+    ];
+    let first = Sidecar::start(dir.path(), "dup-1", &args);
+    first.wait_ready();
+    let second = Sidecar::start(dir.path(), "dup-2", &args);
+    let line = eventually(Duration::from_secs(20), "the warning", || {
+        cp.proc
+            .log_text()
+            .lines()
+            .find(|l| l.contains("two sidecars claim one --instance-id"))
+            .map(str::to_owned)
+    });
+    assert!(line.contains("orders-dup"), "{line}");
+    drop((first, second));
+}

@@ -124,10 +124,27 @@ impl Registry {
             nack: None,
             scope: ListedScope::Unknown,
         };
-        if let Some((_, _, old_kick)) = self
+        let address = entry.hello.address.clone();
+        if let Some((_, old, old_kick)) = self
             .entries
             .insert(instance_id.clone(), (session, entry, kick))
         {
+            // A sidecar reconnecting says the same address; another one claiming the
+            // id is a misconfiguration that makes the two replace each other on every
+            // reconnect, flipping routing between two apps: said, a line a second.
+            if old.hello.address != address {
+                static CLAIMED: graylane_exposition::Sampled =
+                    graylane_exposition::Sampled::new(std::time::Duration::from_secs(1));
+                if let Some(not_logged) = CLAIMED.sample() {
+                    tracing::warn!(
+                        instance = %instance_id,
+                        old = %old.hello.address,
+                        new = %address,
+                        not_logged,
+                        "two sidecars claim one --instance-id: the newer stream replaces the older; give each its own"
+                    );
+                }
+            }
             // The old stream may already be gone; then nobody listens and that is fine.
             let _ = old_kick.send(());
         }
