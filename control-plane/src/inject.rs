@@ -180,17 +180,19 @@ pub fn inject(
     // The pod's labels an instance label can be (the rules' label rule, as the
     // sidecar's `--labels` checks it); others (`app: MyApp`, an empty value) no
     // selector could name, and would stop the sidecar: left out.
+    let instance_label = |k: &str, v: &str| {
+        graylane_routing::Labels::new([(k.to_owned(), v.to_owned())].into()).is_ok()
+    };
     let mut graylane_labels: Vec<String> = labels
         .iter()
         .filter(|(k, _)| !k.contains('/'))
         .filter_map(|(k, v)| Some((k, v.as_str()?)))
-        .filter(|(k, v)| {
-            graylane_routing::Labels::new([((*k).clone(), (*v).to_owned())].into()).is_ok()
-        })
+        .filter(|(k, v)| instance_label(k, v))
         .map(|(k, v)| format!("{k}={v}"))
         .collect();
     if let Some(v) = version
         && label("version").is_none()
+        && instance_label("version", v)
     {
         graylane_labels.push(format!("version={v}"));
     }

@@ -362,6 +362,13 @@ fn values_that_would_stop_the_sidecar_are_refused_or_left_out() {
         labels.contains("version=v2") && !labels.contains("canary"),
         "{labels}"
     );
+    // The version taken from app.kubernetes.io/version is held to the same rule.
+    let mut p = pod(
+        json!({"labels": {"app": "orders", "app.kubernetes.io/version": ""}}),
+        app(json!([])),
+    );
+    inject_object(&mut p, None, &Config::default()).unwrap();
+    assert_eq!(env(&p, "GRAYLANE_LABELS")["value"], "app=orders");
 }
 
 /// A host-network pod is left as it is: its NAT rules would be the node's.
