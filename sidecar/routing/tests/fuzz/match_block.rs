@@ -94,12 +94,16 @@ pub(crate) fn match_block() -> impl Strategy<Value = MatchBlock> {
 
 /// Whether `block` holds for `req`, from MatchBlock's documentation: every given
 /// condition holds; header names and methods are case-insensitive; `percent` keeps
-/// `stable_hash(salt ‖ 0xff ‖ key) % 10 000` below `percent × 100`.
+/// `stable_hash(salt ‖ 0xff ‖ key) % 10 000` below `percent × 100`, an empty key
+/// being no key (release.md: "users without it stay out").
 pub(crate) fn expected_match(block: &MatchBlock, salt: &str, view: &View<'_>) -> bool {
     let header = |name: &str| view.header(&name.to_ascii_lowercase());
-    let key_value = |key: &HashKey| match key {
-        HashKey::Header(h) => header(h),
-        HashKey::Cookie(c) => view.cookie(c),
+    let key_value = |key: &HashKey| {
+        match key {
+            HashKey::Header(h) => header(h),
+            HashKey::Cookie(c) => view.cookie(c),
+        }
+        .filter(|v| !v.is_empty())
     };
     let in_bucket = |percent: f64, key: &str| {
         let mut h = StableHasher::new();
