@@ -79,6 +79,23 @@ async fn calls_without_a_valid_token_are_refused_and_change_nothing() {
     assert_eq!(sub.until_revision(1).await.revision, 1);
 }
 
+/// History keeps at least 100 revisions (rules.md): fewer is a usage error naming the
+/// flag, not quietly raised.
+#[test]
+fn a_history_under_the_minimum_is_refused_naming_the_flag() {
+    let out = std::process::Command::new(graylane_tests::bin("graylane-control"))
+        .args(["--grpc-addr", "127.0.0.1:0", "--http-addr", "127.0.0.1:0"])
+        .args(["--store", "memory:", "--history", "50"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let log = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        log.contains("--history") && log.contains("50 is under the minimum of 100"),
+        "{log}"
+    );
+}
+
 #[test]
 fn without_tokens_the_server_refuses_non_loopback_addresses() {
     let dir = tempfile::tempdir().unwrap();

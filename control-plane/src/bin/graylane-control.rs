@@ -68,7 +68,7 @@ struct Args {
     #[arg(long, env = "GRAYLANE_TRUST_BUNDLE", value_name = "PEM")]
     trust_bundle: Option<PathBuf>,
     /// Revisions kept in history (at least 100).
-    #[arg(long, env = "GRAYLANE_HISTORY", default_value_t = 1000)]
+    #[arg(long, env = "GRAYLANE_HISTORY", default_value_t = 1000, value_parser = parse_history)]
     history: usize,
     /// Listen on non-loopback addresses without --token-file (anyone who can reach the
     /// port may then change the rules).
@@ -374,6 +374,20 @@ fn parse_cert_ttl(s: &str) -> Result<std::time::Duration, String> {
         return Err(format!("{s} is under the minimum of 1m"));
     }
     Ok(ttl)
+}
+
+/// rules.md promises at least the last 100 revisions restorable: fewer is refused,
+/// not raised behind the operator's back.
+fn parse_history(s: &str) -> Result<usize, String> {
+    let n: usize = s.parse().map_err(|e| format!("{s:?}: {e}"))?;
+    if n < graylane_control::store::MIN_HISTORY {
+        return Err(format!(
+            "{n} is under the minimum of {}: history keeps at least the last {} revisions",
+            graylane_control::store::MIN_HISTORY,
+            graylane_control::store::MIN_HISTORY
+        ));
+    }
+    Ok(n)
 }
 
 fn parse_duration(s: &str) -> Result<std::time::Duration, String> {
