@@ -273,6 +273,7 @@ fn certificates() -> Result<Certs, rcgen::Error> {
     ca_params
         .distinguished_name
         .push(DnType::CommonName, "graylane webhook CA");
+    etcd::set_validity(&mut ca_params);
     let ca = CertifiedIssuer::self_signed(ca_params, KeyPair::generate()?)?;
     let mut params = CertificateParams::new(
         SERVICE_NAMES
@@ -283,6 +284,7 @@ fn certificates() -> Result<Certs, rcgen::Error> {
     params
         .distinguished_name
         .push(DnType::CommonName, SERVICE_NAMES[0]);
+    etcd::set_validity(&mut params);
     let key = KeyPair::generate()?;
     let cert = params.signed_by(&key, &ca)?;
     Ok(Certs {
@@ -334,6 +336,24 @@ mod tests {
         assert!(certs.ca.starts_with("-----BEGIN CERTIFICATE-----"));
         assert!(certs.cert.starts_with("-----BEGIN CERTIFICATE-----"));
         assert!(certs.key.contains("PRIVATE KEY"));
+        // Both expire with the etcd certificates the installer makes, not in 4096.
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_secs();
+        for pem in [&certs.ca, &certs.cert] {
+            use x509_parser::prelude::FromDer as _;
+            let der = rustls::pki_types::pem::PemObject::from_pem_slice(pem.as_bytes())
+                .map(|d: rustls::pki_types::CertificateDer<'_>| d.to_vec())
+                .unwrap();
+            let (_, cert) = x509_parser::certificate::X509Certificate::from_der(&der).unwrap();
+            let not_after = u64::try_from(cert.validity().not_after.timestamp()).unwrap();
+            let lifetime = etcd::LIFETIME.as_secs();
+            assert!(
+                not_after > now + lifetime - 3600 && not_after <= now + lifetime + 3600,
+                "not after {not_after}, now {now}"
+            );
+        }
     }
 
     /// The mesh CA's key goes only into graylane-system's `graylane-ca` Secret; every

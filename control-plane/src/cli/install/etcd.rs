@@ -20,7 +20,7 @@ const MEMBERS: usize = 3;
 /// The headless Service's domain; members are `graylane-etcd-N.` under it.
 const DOMAIN: &str = "graylane-etcd.graylane-system.svc";
 /// Like the mesh root: there is no rotation but rerunning install.
-const LIFETIME: Duration = Duration::from_secs(10 * 365 * 24 * 3600);
+pub(super) const LIFETIME: Duration = Duration::from_secs(10 * 365 * 24 * 3600);
 /// Clocks a little behind ours still accept a certificate made just now.
 const BACKDATE: Duration = Duration::from_secs(60);
 
@@ -100,8 +100,9 @@ pub(super) fn generate() -> Result<EtcdPki, rcgen::Error> {
 }
 
 /// Valid from `BACKDATE` ago for `LIFETIME` (rcgen does not re-export its `time`
-/// crate, so the epoch is built from its own date helper).
-fn set_validity(params: &mut CertificateParams) {
+/// crate, so the epoch is built from its own date helper). Also the webhook's: left
+/// unset, rcgen makes a certificate valid until the year 4096.
+pub(super) fn set_validity(params: &mut CertificateParams) {
     let since_epoch = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .unwrap_or_default();
