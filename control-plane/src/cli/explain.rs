@@ -126,22 +126,20 @@ pub(crate) fn target(args: &ExplainArgs, caller: &str) -> Result<Target, CliErro
             .filter(move |(k, _)| k.eq_ignore_ascii_case(name))
             .map(|(_, v)| Some(v.as_str()))
     };
-    // One value outside the grammar is a typo on the command line, said as such; the
-    // rest is read as a sidecar reads a request (two values are no tag, then the
-    // baggage), so explain cannot disagree with one.
-    if let [(_, v)] = args
-        .headers
-        .iter()
-        .filter(|(k, _)| k.eq_ignore_ascii_case("gray-publish"))
-        .collect::<Vec<_>>()[..]
-        && Tag::parse(v).is_none()
+    // Read as a sidecar reads a request (two values are no tag, then the baggage), so
+    // explain cannot disagree with one; but one value the sidecar would drop is a
+    // typo on the command line, said as such.
+    let carried = graylane_routing::carried(lines("gray-publish"), lines("baggage"));
+    let mut given = lines("gray-publish").flatten();
+    if carried.invalid_header
+        && let (Some(v), None) = (given.next(), given.next())
     {
         return Err(CliError::usage(format!(
             "--header Gray-Publish={v}: not a valid tag ([A-Za-z0-9][A-Za-z0-9._-]{{0,63}}); \
              a sidecar would drop it"
         )));
     }
-    let tag = graylane_routing::carried(lines("gray-publish"), lines("baggage")).tag;
+    let tag = carried.tag;
     Ok(Target {
         namespace,
         service,

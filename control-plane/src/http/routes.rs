@@ -225,7 +225,7 @@ async fn rollback(
 ) -> ApiResult {
     let p = params(&uri, &["expectRevision"])?;
     let body = body::read(&headers, body, SMALL_LIMIT, Accepts::Json).await?;
-    let RollbackBody { to } = body::json(&headers, &body)?;
+    let RollbackBody { to } = body::json(&body)?;
     Ok(changed(s.core.rollback(to, write(caller, &p)).await?))
 }
 
@@ -271,7 +271,7 @@ async fn set_release(
     let p = params(&uri, &["namespace", "expectRevision"])?;
     let service = path(service)?;
     let body = body::read(&headers, body, SMALL_LIMIT, Accepts::Json).await?;
-    let ReleaseBody { state, force } = body::json(&headers, &body)?;
+    let ReleaseBody { state, force } = body::json(&body)?;
     let state = admin::release_state(&state)?;
     let namespace = p.namespace.clone().unwrap_or_default();
     let write = write(caller, &p);
@@ -392,7 +392,7 @@ async fn explain(
 ) -> ApiResult {
     let p = params(&uri, &["namespace"])?;
     let body = body::read(&headers, body, SMALL_LIMIT, Accepts::Json).await?;
-    let request: ExplainBody = body::json(&headers, &body)?;
+    let request: ExplainBody = body::json(&body)?;
     let args = request.into_args();
     let namespace = p.namespace.unwrap_or_default();
     Ok(Json(s.core.explain(&args, &namespace).await?).into_response())

@@ -23,7 +23,7 @@ pub(super) fn serve(inbound: Arc<Inbound>, call: Call) -> Boxed {
         peer,
         ledger,
     } = call;
-    let vouched = inbound.vouched_for(ledger.routes.as_deref(), &peer);
+    let vouched = || inbound.vouched_for(ledger.routes.as_deref(), &peer);
     let leaving = Leaving::new(head, body, vouched);
     Box::pin(async move {
         let response = inbound.to_app(leaving, &peer, &ledger).await;
@@ -50,11 +50,16 @@ impl Leaving {
     /// sidecar writes are believed from one only: a client sending the hop count
     /// would hide the entry hop from the trail, one sending the mirror marker would
     /// make an app skip a real request's side effects as a mirrored copy's.
-    fn new(mut parts: Parts, body: Body, vouched: bool) -> Self {
+    fn new(mut parts: Parts, body: Body, vouched: impl FnOnce() -> bool) -> Self {
         // Set by the calling outbound sidecar; removed here, so the app's own calls
         // start counting from zero (see `trail::count_hop`).
-        let from_sidecar = parts.headers.remove(HOPS_HEADER).is_some() && vouched;
-        if !vouched {
+        let hops = parts.headers.remove(HOPS_HEADER).is_some();
+        let mirrored = parts.headers.contains_key(MIRROR_HEADER);
+        // Asked only when a mark is there: most requests carry none, and the answer
+        // costs a look at the mTLS mode when the peer proved no identity.
+        let vouched = (hops || mirrored) && vouched();
+        let from_sidecar = hops && vouched;
+        if mirrored && !vouched {
             parts.headers.remove(MIRROR_HEADER);
         }
         let debug = trail::wanted(&parts.headers);
