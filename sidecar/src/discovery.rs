@@ -68,6 +68,9 @@ const BACKOFF_MAX: Duration = Duration::from_secs(5);
 /// usually takes milliseconds; a control plane that cannot issue does not hold the
 /// instance back longer than this).
 const FIRST_CERTIFICATE_WAIT: Duration = Duration::from_secs(3);
+/// How long a new stream may go without its first snapshot. A healthy replica sends
+/// it at once; this leaves room for one busy with a whole fleet reconnecting.
+const FIRST_SNAPSHOT_WAIT: Duration = Duration::from_secs(30);
 
 /// Who this sidecar is and where it gets its rules.
 #[derive(Clone, Debug)]
@@ -201,9 +204,20 @@ impl Discovery {
         // The period of the previous stream until this one's first snapshot says.
         let mut period = self.period();
         let mut report = ticker(period);
+        // A replica that takes the stream but sends nothing (hung, or one that cannot
+        // read its store and predates refusing such streams) must not hold this
+        // sidecar: after a bound, the next --control-plane URL.
+        let first = tokio::time::sleep(FIRST_SNAPSHOT_WAIT);
+        tokio::pin!(first);
         loop {
             let message = tokio::select! {
                 m = inbound.message() => m,
+                () = &mut first, if !any => {
+                    return Err(format!(
+                        "no snapshot within {}s of subscribing",
+                        FIRST_SNAPSHOT_WAIT.as_secs()
+                    ));
+                }
                 _ = report.tick() => {
                     if !self.report(&tx).await {
                         return Ok(any);

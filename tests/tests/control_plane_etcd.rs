@@ -377,8 +377,8 @@ fn a_replica_started_while_etcd_is_down_serves_nothing_stale_until_etcd_comes() 
     });
     let refused = apply(&cp, dir.path(), "early");
     assert_eq!(refused.code, 3, "writes fail fast, not hang: {refused:?}");
-    // A sidecar subscribing now gets no snapshot (an empty rule set would wipe the
-    // rules it should route by) ...
+    // A sidecar subscribing now is refused (an empty rule set would wipe the rules it
+    // should route by, and a sidecar given several replicas moves on) ...
     let app = DemoApp::start(dir.path(), "orders", "v1", None);
     let sidecar = Sidecar::start(
         dir.path(),
@@ -394,9 +394,12 @@ fn a_replica_started_while_etcd_is_down_serves_nothing_stale_until_etcd_comes() 
             &cp.url(),
         ],
     );
-    eventually(Duration::from_secs(10), "the sidecar to subscribe", || {
-        sidecar.proc.log_text().contains("subscribed").then_some(())
+    eventually(Duration::from_secs(10), "the sidecar to be refused", || {
+        let log = sidecar.proc.log_text();
+        log.contains("has not loaded the rules in force")
+            .then_some(())
     });
+    assert!(!sidecar.proc.log_text().contains("subscribed"));
 
     // ... until etcd is back: then the rules in force, revision 1.
     etcd.restart();
@@ -409,4 +412,50 @@ fn a_replica_started_while_etcd_is_down_serves_nothing_stale_until_etcd_comes() 
         sidecar.proc.log_text()
     );
     apply(&cp, dir.path(), "later").assert_ok();
+}
+
+/// A replica cut off from etcd since it started (a partitioned node) answers, but can
+/// serve nobody. Listed first, it must not capture a new pod's sidecar or the CLI:
+/// both move on to the next URL, the one that is ready.
+#[test]
+fn a_replica_cut_off_from_etcd_passes_sidecars_and_the_cli_to_the_next_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let etcd = Etcd::start(dir.path());
+    let good = replica(dir.path(), &[&etcd]);
+    apply(&good, dir.path(), "shared").assert_ok();
+    // Its etcd endpoint is a port nothing listens on.
+    let dead = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let dead_endpoint = dead.local_addr().unwrap().to_string();
+    drop(dead);
+    let cut = ControlPlane::start_etcd_unready(dir.path(), &dead_endpoint, "/graylane-test", &[]);
+    eventually(Duration::from_secs(10), "/ready to answer 503", || {
+        (http_get(cut.http, "/ready").0 == 503).then_some(())
+    });
+
+    let both = format!("{},{}", cut.url(), good.url());
+    let (_app, sidecar) = instance(dir.path(), &both, "orders", "orders-1");
+    assert_eq!(
+        revision_at(&sidecar),
+        1,
+        "the rules the ready replica holds"
+    );
+    let log = sidecar.proc.log_text();
+    assert!(
+        log.contains("has not loaded the rules in force"),
+        "the first replica refused the stream, saying why:\n{log}"
+    );
+
+    let read = cli(&["--server", &both, "rules", "get", "-o", "json"]);
+    read.assert_ok();
+    assert!(read.stdout.contains("shared"), "{read:?}");
+    let file = write_file(dir.path(), "second.yaml", &lane("second"));
+    cli(&["--server", &both, "rules", "apply", "-f", &file]).assert_ok();
+    eventually(Duration::from_secs(5), "the sidecar on revision 2", || {
+        (revision_at(&sidecar) == 2).then_some(())
+    });
+
+    // Alone, the cut-off replica still answers, with its store's failure (exit 3).
+    let alone = cut.cli(&["rules", "get"]);
+    assert_eq!(alone.code, 3, "{alone:?}");
+    assert!(alone.stderr.contains("unavailable"), "{alone:?}");
 }

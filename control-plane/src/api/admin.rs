@@ -18,6 +18,9 @@ use crate::push::SidecarEntry;
 
 mod rollouts;
 
+/// How long `Version` waits to learn whether this replica is ready.
+const READY_WAIT: std::time::Duration = std::time::Duration::from_secs(3);
+
 /// The admin API over the shared [`AdminCore`].
 pub struct AdminService {
     core: Arc<AdminCore>,
@@ -339,7 +342,15 @@ impl Admin for AdminService {
         _request: Request<pb::VersionRequest>,
     ) -> Result<Response<pb::VersionResponse>, Status> {
         let version = env!("CARGO_PKG_VERSION").to_owned();
-        Ok(Response::new(pb::VersionResponse { version }))
+        // Bounded: a replica cut off from its store must not hold the CLI's probe
+        // (which then tries the next --server) longer than a few seconds.
+        let ready = tokio::time::timeout(READY_WAIT, self.core.control().ready()).await;
+        let not_ready = match ready {
+            Ok(Ok(())) => String::new(),
+            Ok(Err(why)) => why,
+            Err(_) => format!("the store did not answer within {}s", READY_WAIT.as_secs()),
+        };
+        Ok(Response::new(pb::VersionResponse { version, not_ready }))
     }
 
     async fn lane_rollouts(

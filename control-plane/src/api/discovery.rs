@@ -94,6 +94,16 @@ impl Discovery for DiscoveryService {
         request: Request<Streaming<SidecarMessage>>,
     ) -> Result<Response<Self::SubscribeStream>, Status> {
         let principal = principal_of(&request)?;
+        // A replica that has not read the rules in force (its store unavailable since
+        // it started: a partitioned node) could never send this sidecar a snapshot.
+        // Refused, the sidecar moves on to its next --control-plane URL instead of
+        // waiting here, and registers nowhere it could not be seen.
+        if !self.hub.current().loaded {
+            return Err(Status::unavailable(
+                "this replica has not loaded the rules in force yet (its store is \
+                 unavailable); try another replica",
+            ));
+        }
         let mut inbound = request.into_inner();
         let first = tokio::time::timeout(HELLO_TIMEOUT, inbound.message())
             .await

@@ -122,6 +122,9 @@ impl Connect {
         let mut failures = Vec::new();
         // Servers that answered, but not as graylane-control's gRPC API.
         let mut foreign = Vec::new();
+        // A replica that answered but is not ready (e.g. cut off from etcd): used only
+        // when no other one is ready.
+        let mut unready = None;
         for url in self
             .servers
             .split(',')
@@ -155,9 +158,17 @@ impl Connect {
                 .max_encoding_message_size(crate::api::MAX_MESSAGE);
             match probe(&mut client).await {
                 Ok(()) => return Ok(client),
+                Err(Probe::NotReady) => {
+                    unready.get_or_insert(client);
+                }
                 Err(Probe::Foreign(why)) => foreign.push(format!("{url}: {why}")),
                 Err(Probe::Unavailable(why)) => failures.push(format!("{url}: {why}")),
             }
+        }
+        // No replica is ready: the first that answered still serves what it can, and
+        // reports its store's failure on the calls that need it.
+        if let Some(client) = unready {
+            return Ok(client);
         }
         if !foreign.is_empty() {
             return Err(CliError::unavailable(format!(
@@ -182,6 +193,9 @@ enum Probe {
     Foreign(String),
     /// It is graylane-control, or may be, and cannot answer now.
     Unavailable(String),
+    /// It is graylane-control and answers, but says it is not ready (its store is
+    /// unavailable, say).
+    NotReady,
 }
 
 /// One cheap call before the real one, so that a wrong port (the control plane's HTTP
@@ -192,7 +206,13 @@ async fn probe(client: &mut Client) -> Result<(), Probe> {
     use tonic::Code;
     let call = client.version(graylane_proto::v1::VersionRequest {});
     let status = match tokio::time::timeout(Duration::from_secs(10), call).await {
-        Ok(Ok(_)) => return Ok(()),
+        Ok(Ok(answer)) => {
+            return if answer.into_inner().not_ready.is_empty() {
+                Ok(())
+            } else {
+                Err(Probe::NotReady)
+            };
+        }
         Ok(Err(status)) => status,
         Err(_) => return Err(Probe::Unavailable("no answer within 10s".into())),
     };
