@@ -14,6 +14,8 @@
 //!                   ─► Balancer::pick (P2C least in-flight, skip ejected)      [balance]
 //!                   ─► forward to the instance's inbound listener, tag set,
 //!                      hop-by-hop stripped                                     [outbound/send]
+//!                      refused by the route's last instance ─► routed again
+//!                      without it: RoutingTable::without (lane fallback)       [routing]
 //!                   ─► response (+ Graylane-Route entry when Graylane-Debug: 1)
 //! ```
 

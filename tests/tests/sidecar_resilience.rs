@@ -375,3 +375,102 @@ fn a_100_mib_upload_streams_through_two_sidecars_with_bounded_memory() {
         "peak RSS grew {before:?} → {after:?} KiB"
     );
 }
+
+/// An instance labelled `version`, its app answering as that version.
+fn versioned(dir: &std::path::Path, url: &str, id: &str, version: &str) -> (DemoApp, Sidecar) {
+    let app = DemoApp::start(dir, "orders", version, None);
+    let labels = format!("version={version}");
+    let sidecar = Sidecar::start(
+        dir,
+        id,
+        &[
+            "--service",
+            "orders",
+            "--instance-id",
+            id,
+            "--labels",
+            &labels,
+            "--control-plane",
+            url,
+            "--app-addr",
+            &app.addr.to_string(),
+        ],
+    );
+    sidecar.wait_ready();
+    (app, sidecar)
+}
+
+/// The only gray instance (and the only one of a weighted subset) stops. Until the
+/// control plane says it is gone, its address refuses connections: a gray request
+/// then goes where the lane's fallback says, and an untagged one to the other subset,
+/// not to the dead instance again (502). A strict lane still fails, naming it.
+#[test]
+fn a_lane_s_last_instance_refusing_connections_sends_its_requests_down_the_fallback() {
+    let dir = tempfile::tempdir().unwrap();
+    let cp = ControlPlane::start(dir.path(), &[]);
+    let url = cp.url();
+    let rules = "apiVersion: graylane.io/v1
+kind: Lane
+metadata: {name: gray}
+spec: {tag: gray, selector: {version: v2}, fallback: [base]}
+---
+apiVersion: graylane.io/v1
+kind: Lane
+metadata: {name: strict}
+spec: {tag: red, selector: {version: v2}, fallback: []}
+---
+apiVersion: graylane.io/v1
+kind: RoutePolicy
+metadata: {name: orders}
+spec:
+  service: orders
+  subsets:
+    - {name: v1, labels: {version: v1}}
+    - {name: v2, labels: {version: v2}}
+  default: [{subset: v1, weight: 50}, {subset: v2, weight: 50}]
+";
+    let file = graylane_tests::write_file(dir.path(), "rules.yaml", rules);
+    cp.cli(&["rules", "apply", "-f", &file]).assert_ok();
+    let (_a1, _o1) = versioned(dir.path(), &url, "orders-1", "v1");
+    let (_a2, mut o2) = versioned(dir.path(), &url, "orders-2", "v2");
+    let client = Sidecar::start(
+        dir.path(),
+        "frontend-1",
+        &[
+            "--service",
+            "frontend",
+            "--instance-id",
+            "frontend-1",
+            "--control-plane",
+            &url,
+        ],
+    );
+    client.wait_ready();
+    client.wait_endpoints("orders", 2);
+    let outbound = client.outbound;
+    let gray = "gray-publish: gray\r\ngraylane-debug: 1\r\n";
+    let (code, response) = get(outbound, "orders", gray);
+    assert_eq!(code, 200, "{response}");
+    assert!(
+        response.contains("orders-2"),
+        "the lane's instance: {response}"
+    );
+
+    // The control plane is held still, so the client keeps orders-2 in its table.
+    cp.proc.signal(libc::SIGSTOP);
+    o2.proc.kill();
+    for _ in 0..10 {
+        let (code, response) = get(outbound, "orders", gray);
+        assert_eq!(code, 200, "a gray request: {response}");
+        assert!(
+            response.contains("instance=orders-1") && response.contains("fallback=true"),
+            "served by base, and the trail says it fell back: {response}"
+        );
+        let (code, response) = get(outbound, "orders", "");
+        assert_eq!(code, 200, "an untagged request: {response}");
+    }
+    let (code, response) = get(outbound, "orders", "gray-publish: red\r\n");
+    assert_eq!(code, 502, "a strict lane has nowhere else: {response}");
+    assert!(response.contains("orders-2"), "{response}");
+    cp.proc.signal(libc::SIGCONT);
+}

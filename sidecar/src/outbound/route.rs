@@ -13,11 +13,14 @@ use http::{Method, Request, Response};
 use hyper::body::Body as _;
 use hyper::upgrade::OnUpgrade;
 
+use super::send::Reroute;
 use super::target::{self, Dest, Target};
 use super::{Outbound, View, policy};
+use crate::metrics::Key;
 use crate::pipeline::{Answer, Boxed, Call, Ledger};
 use crate::proxy::{self, Body, ProxyError, Transport, Upstream, forward};
 use crate::routes::Routes;
+use crate::spans::Notes;
 use crate::tag::TAG_HEADER_NAME;
 use crate::trail::{self, Hop, MIRROR_HEADER};
 use crate::transparent::OriginalDst;
@@ -156,19 +159,7 @@ impl Outbound {
                 route?
             }
         };
-        ledger.key.subset = route
-            .subset
-            .map_or(Cow::Borrowed("-"), |s| Cow::Owned(s.to_owned()));
-        ledger.notes.lane = route.lane.map(String::from);
-        ledger.notes.subset = route.subset.map(String::from);
-        ledger.notes.fallback = match (&route.fallback, route.base_fallback) {
-            (Some(info), _) => Some(info.to_string()),
-            (None, true) => Some("no candidate by weights or base: any instance".into()),
-            (None, false) => None,
-        };
-        if route.base_fallback {
-            self.metrics.base_fallbacks.fetch_add(1, Ordering::Relaxed);
-        }
+        self.note(&route, &mut ledger.key, &mut ledger.notes);
         let debug = trail::wanted(&leaving.parts.headers);
         let hops = leaving.hops;
         let upgrade = leave(&mut leaving.parts, tag, hops);
@@ -197,9 +188,28 @@ impl Outbound {
             self.mirror(routes, candidates, &parts, timeout);
         }
         let request = Box::new(Request::from_parts(parts, body));
-        let (response, instance, retries, mtls) = self
-            .send(&route, service, request, retry, replay, timeout)
+        let spare = std::sync::OnceLock::new();
+        let reroute = Reroute {
+            table: &routes.table,
+            namespace,
+            service,
+            tag,
+            spare: &spare,
+        };
+        let (response, sent, instance, retries, mtls) = self
+            .send(route, &reroute, request, retry, replay, timeout)
             .await?;
+        // Routed again without an instance that refused the connection: the notes
+        // and the trail say where it went in the end.
+        let route = if sent.fallback != route.fallback
+            || sent.base_fallback != route.base_fallback
+            || sent.subset != route.subset
+        {
+            self.note(&sent, &mut ledger.key, &mut ledger.notes);
+            sent
+        } else {
+            route
+        };
         ledger.notes.instance = Some(instance.id.clone());
         ledger.notes.retries = retries;
         let mut response = forward::response(response, upgrade);
@@ -217,6 +227,23 @@ impl Outbound {
             trail::append_route(response.headers_mut(), &hop.entry());
         }
         Ok(response)
+    }
+
+    /// What the route decided, in the request's metrics labels and notes.
+    fn note(&self, route: &graylane_routing::Route<'_>, key: &mut Key, notes: &mut Notes) {
+        key.subset = route
+            .subset
+            .map_or(Cow::Borrowed("-"), |s| Cow::Owned(s.to_owned()));
+        notes.lane = route.lane.map(String::from);
+        notes.subset = route.subset.map(String::from);
+        notes.fallback = match (&route.fallback, route.base_fallback) {
+            (Some(info), _) => Some(info.to_string()),
+            (None, true) => Some("no candidate by weights or base: any instance".into()),
+            (None, false) => None,
+        };
+        if route.base_fallback {
+            self.metrics.base_fallbacks.fetch_add(1, Ordering::Relaxed);
+        }
     }
 
     /// A destination that is no mesh service (an external API, an address dialled

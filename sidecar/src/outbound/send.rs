@@ -2,31 +2,90 @@
 //! for, and going again as the retry class of each failure and the destination's
 //! `RetryPolicy` allow.
 
+use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
-use graylane_routing::{RetryPolicy, Route};
+use graylane_routing::{Instance, RetryPolicy, Route, RoutingTable, Tag};
 use http::{Request, Response};
 
-use super::{Outbound, policy};
+use super::{Outbound, View, policy};
 use crate::proxy::{self, Body, ProxyError, SendFailure, Transport, Upstream};
+
+/// What routing the request again takes, when the last instance its route had
+/// refused the connection: the table it was routed by, its destination and tag, and
+/// room for the table without that instance (`RoutingTable::without`), built only
+/// then, and living as long as the route it gives.
+pub(super) struct Reroute<'a, 'r> {
+    pub(super) table: &'r RoutingTable,
+    pub(super) namespace: &'a str,
+    pub(super) service: &'a str,
+    pub(super) tag: Option<&'a Tag>,
+    pub(super) spare: &'r OnceLock<Option<RoutingTable>>,
+}
+
+impl<'r> Reroute<'_, 'r> {
+    /// Where the attempt after a failed one goes: elsewhere among `route`'s
+    /// candidates when it has another; else, when `refused` (nothing of the request
+    /// reached `failed`), the route the table gives without `failed` — a lane's
+    /// fallback, a split's other subset; else `failed` once more. The second value is
+    /// the address the next pick avoids.
+    fn next(
+        &self,
+        route: Route<'r>,
+        failed: &Instance,
+        refused: bool,
+        request: &mut Request<Body>,
+    ) -> (Route<'r>, Option<String>) {
+        let service = self.service;
+        let avoid = Some(failed.address.clone());
+        if route.candidates.iter().any(|i| i.address != failed.address) {
+            return (route, avoid);
+        }
+        // Built for the first refusal: a later one (of a fallback's instance too)
+        // routes on the same table, and goes on only where it has somewhere else.
+        let spare = || self.table.without(self.namespace, service, &failed.address);
+        if refused && let Some(rest) = self.spare.get_or_init(spare) {
+            // The head is viewed as routing saw it (sticky keys, matches): moved out
+            // and back, not copied.
+            let taken = std::mem::replace(request, Request::new(proxy::empty()));
+            let (parts, body) = taken.into_parts();
+            let view = View {
+                parts: &parts,
+                source_ip: None,
+            };
+            let again = rest.route(self.namespace, service, self.tag, &view, fastrand::u64(..));
+            *request = Request::from_parts(parts, body);
+            if let Ok(again) = again
+                && again.candidates.iter().any(|i| i.address != failed.address)
+            {
+                tracing::debug!(%service, instance = %failed.id, "refused, and the last of its route: routed without it");
+                return (again, avoid);
+            }
+        }
+        // Avoiding it would leave none: a 503 hiding the connect error that names it.
+        (route, None)
+    }
+}
 
 impl Outbound {
     /// Picks an instance and sends, over mTLS when the PeerPolicy mode of the
     /// instance's service asks for it (the last of the result: whether it did). A
     /// retryable (idempotent, body-less) request goes again as its retry policy says;
     /// any other request goes once more only when its first connection never came up
-    /// (its body never left).
+    /// (its body never left). Each attempt after a failed one goes where
+    /// `Reroute::next` says; the route of the last one is returned with its answer.
     ///
     /// The request comes boxed, as `Clients::send_to` takes it (its doc says why).
     pub(super) async fn send<'r>(
         &self,
-        route: &Route<'r>,
-        service: &str,
+        mut route: Route<'r>,
+        reroute: &Reroute<'_, 'r>,
         request: Box<Request<proxy::Body>>,
         retry: Option<&RetryPolicy>,
         replay: Option<bytes::Bytes>,
         timeout: Duration,
-    ) -> Result<(Response<Body>, &'r graylane_routing::Instance, u32, bool), ProxyError> {
+    ) -> Result<(Response<Body>, Route<'r>, &'r Instance, u32, bool), ProxyError> {
+        let service = reroute.service;
         // A retryable request has no body, or one held whole (`replay`): each attempt
         // is a copy of the head, with those bytes. Others are sent once, moved.
         let mut held = Some(request);
@@ -107,13 +166,9 @@ impl Outbound {
                 self.balancer.failed(&instance.address, Instant::now());
                 tracing::debug!(%service, instance = %instance.id, "not connected: sending elsewhere");
                 *head.body_mut() = body;
+                (route, avoid) = reroute.next(route, instance, true, &mut head);
                 held = Some(head);
                 retries += 1;
-                // With no other candidate, the same one once more: avoiding it would
-                // leave none, a 503 hiding the connect error that names it.
-                if route.candidates.len() > 1 {
-                    avoid = Some(instance.address.clone());
-                }
                 continue;
             }
             if matches!(
@@ -138,14 +193,15 @@ impl Outbound {
                 retries_left -= 1;
                 retries += 1;
                 tracing::debug!(%service, instance = %instance.id, "retrying on another instance");
-                if route.candidates.len() > 1 {
-                    avoid = Some(instance.address.clone());
+                let refused = matches!(failure, Some(SendFailure::Connect(_)));
+                if let Some(request) = held.as_deref_mut() {
+                    (route, avoid) = reroute.next(route, instance, refused, request);
                 }
                 continue;
             }
             let mtls = matches!(transport, Transport::Mtls(_));
             return match outcome {
-                Ok(response) => Ok((response, instance, retries, mtls)),
+                Ok(response) => Ok((response, route, instance, retries, mtls)),
                 // A late retry had only what was left: the caller waited all of it.
                 Err(e) => Err(proxy::SendError { timeout, ..e }.into()),
             };
