@@ -138,24 +138,35 @@ impl Hub {
         self.state.borrow().clone()
     }
 
-    /// Publishes a new rule revision. Older or equal revisions are ignored, so a
-    /// sidecar never sees an older revision after a newer one.
+    /// Publishes the store's current revision. The same revision again is ignored.
+    /// Its only caller reads the store in order, and a store's revisions only grow,
+    /// unless the store itself went back: etcd restored from a backup (its numbers
+    /// are used again, for other rules), or its current key edited by hand. Then
+    /// what the store holds is what sidecars must route by, so a lower number, or the
+    /// same number with other rules, is published too (and said at warn).
     pub fn set_rules(&self, revision: u64, rules: String) {
         // Parsing takes a while for a large set: only for news, and not while holding
         // the state every stream reads.
-        let news = {
-            let state = self.state.borrow();
-            !state.loaded || revision > state.revision
+        let news = |state: &State, rules: &str| {
+            !state.loaded || revision != state.revision || *state.rules != *rules
         };
-        if !news {
+        if !news(&self.state.borrow(), &rules) {
             return;
         }
         let report_ms = traffic_report_interval_ms(&rules);
         self.state.send_if_modified(|state| {
             // Until the first rules arrive, any revision (0 too) is news: the version
             // may already have moved for endpoints or the trust bundle.
-            if state.loaded && revision <= state.revision {
+            if !news(state, &rules) {
                 return false;
+            }
+            if state.loaded && revision <= state.revision {
+                tracing::warn!(
+                    from = state.revision,
+                    to = revision,
+                    "the store's revision went back (restored from a backup, or edited \
+                     by hand): pushing what it holds now"
+                );
             }
             let mut next = State::clone(state);
             next.version += 1;
@@ -475,9 +486,24 @@ mod tests {
         );
         assert_eq!(state.version, 2);
         assert_eq!(state.trust_bundle.as_deref(), Some(&vec!["ca".to_string()]));
-        // Once loaded, an older or equal revision is still ignored.
-        hub.set_rules(0, "late".into());
+        // Once loaded, the same revision again is ignored.
+        hub.set_rules(0, String::new());
         assert_eq!(hub.current().version, 2);
+    }
+
+    #[test]
+    fn a_store_gone_back_is_pushed_as_it_is() {
+        let hub = Hub::new();
+        hub.set_rules(6, "six".into());
+        // Restored from a backup taken at revision 5.
+        hub.set_rules(5, "five".into());
+        let state = hub.current();
+        assert_eq!((state.revision, &*state.rules), (5, "five"));
+        // Its next revision reuses the number 6, with other rules.
+        hub.set_rules(6, "six again".into());
+        let state = hub.current();
+        assert_eq!((state.revision, &*state.rules), (6, "six again"));
+        assert_eq!(state.version, 3);
     }
 
     const ROLLOUT: &str = "apiVersion: graylane.io/v1

@@ -131,7 +131,9 @@ pub trait Store: Send + Sync + 'static {
     /// One kept revision; `None` when it never existed or was pruned.
     fn get(&self, number: u64) -> StoreFuture<'_, Option<Revision>>;
 
-    /// The current revision number, updated after every commit.
+    /// The current revision number, updated after every commit. It goes back only
+    /// when the store itself did (etcd restored from a backup); a subscriber reads
+    /// `current` on every change rather than trusting the number.
     fn watch(&self) -> watch::Receiver<u64>;
 
     /// The mesh CA: the stored one if there is one, else `candidate`, stored first.

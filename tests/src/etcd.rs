@@ -196,6 +196,21 @@ impl Etcd {
         }
     }
 
+    /// A stopped member's data directory as it is now, copied to `to` (a backup taken
+    /// offline, as an operator would before an upgrade).
+    pub fn back_up(&self, to: &Path) {
+        assert!(self.proc.is_none(), "{} is running", self.name);
+        copy_dir(&self.data, to);
+    }
+
+    /// A stopped member's data replaced by the backup at `from` (etcd restored from
+    /// it: its revisions go back to the backup's).
+    pub fn restore(&self, from: &Path) {
+        assert!(self.proc.is_none(), "{} is running", self.name);
+        std::fs::remove_dir_all(&self.data).unwrap();
+        copy_dir(from, &self.data);
+    }
+
     /// Starts a stopped member again on the same ports and data (etcd ignores the
     /// initial-cluster flags once its data dir exists).
     pub fn restart(&mut self) {
@@ -233,6 +248,21 @@ fn base64(bytes: &[u8]) -> String {
         }
     }
     out
+}
+
+fn copy_dir(from: &Path, to: &Path) {
+    let status = std::process::Command::new("cp")
+        .arg("-a")
+        .arg(from)
+        .arg(to)
+        .status()
+        .unwrap();
+    assert!(
+        status.success(),
+        "cp -a {} {}",
+        from.display(),
+        to.display()
+    );
 }
 
 #[cfg(test)]

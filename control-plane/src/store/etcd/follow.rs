@@ -1,8 +1,13 @@
 //! The revision follower: keeps the store's `watch` channel on `P/rules/current`.
 //! When the etcd watch is cancelled (its start revision was compacted), breaks, or
 //! etcd changes leader, it reads the current number again and watches on from the
-//! etcd revision of that read, so a change is never missed; the number it publishes
-//! only ever grows.
+//! etcd revision of that read, so a change is never missed. What it publishes is
+//! what the key holds, lower numbers too: after etcd was restored from a backup its
+//! numbers go back (and are used again for other rules), and a hand-edited key can
+//! go back too. A fresh read wakes the subscribers even when the number is the same,
+//! since only the rules under it may differ. The subscriber reads the store again on
+//! every wake-up, so an event that arrives late (a commit's own `publish` came first)
+//! costs one read and changes nothing.
 
 use std::time::Duration;
 
@@ -41,7 +46,8 @@ async fn follow_once(
 ) -> Result<(), StoreError> {
     let response = client.get(key, None).await.map_err(unavailable)?;
     if let Some(number) = parse_number(response.kvs().first().map(|kv| kv.value()))? {
-        publish(notify, number);
+        // Read whatever it is: the subscriber compares the rules themselves.
+        notify.send_modify(|current| *current = number);
     }
     let read_at = response.header().map_or(0, |h| h.revision());
     watch_from(client, key, read_at + 1, notify).await
@@ -75,14 +81,18 @@ pub(super) async fn watch_from(
             if event.event_type() == EventType::Put
                 && let Some(number) = parse_number(event.kv().map(|kv| kv.value()))?
             {
-                publish(notify, number);
+                notify.send_if_modified(|current| {
+                    let moved = *current != number;
+                    *current = number;
+                    moved
+                });
             }
         }
     }
     Ok(())
 }
 
-/// Moves `notify` forward only: a late event never takes it back.
+/// Moves `notify` forward only: what a commit of this store publishes.
 pub(super) fn publish(notify: &watch::Sender<u64>, number: u64) {
     notify.send_if_modified(|current| {
         let newer = number > *current;
