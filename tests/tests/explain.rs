@@ -62,6 +62,9 @@ spec:
       match:
         query:
           group: {{exact: beta testers}}
+    - tag: gray
+      match:
+        path: {{prefix: /beta/}}
 ",
         100 - v1
     )
@@ -274,6 +277,7 @@ fn explain_predicts_where_the_sidecar_sends_each_request() {
     }
     assert!(checked >= 20, "only {checked} routed requests compared");
     query_is_matched_as_explain_says(&cp, frontend.inbound);
+    path_is_matched_normalised(&cp, frontend.inbound);
 
     // Entering at the edge: the TagPolicy's rule, step by step.
     let out = cp.cli(&[
@@ -344,13 +348,7 @@ fn query_is_matched_as_explain_says(cp: &ControlPlane, entry: SocketAddr) {
             Value::Null
         };
         assert_eq!(explained["tag"], want_tag, "{context}");
-        let request =
-            format!("GET /?{raw} HTTP/1.1\r\nHost: frontend\r\nConnection: close\r\n\r\n");
-        let (status, response) = graylane_tests::raw(entry, &request);
-        assert_eq!(status, 200, "{response}\n{context}");
-        let body = response.split_once("\r\n\r\n").map_or("", |(_, b)| b);
-        let body: Value =
-            serde_json::from_str(body).unwrap_or_else(|e| panic!("{e}: {response}\n{context}"));
+        let body = entry_answer(entry, &format!("/?{raw}"), &context);
         assert_eq!(
             body["tag"], want_tag,
             "the frontend app's tag: {body:#}\n{context}"
@@ -367,6 +365,46 @@ fn query_is_matched_as_explain_says(cp: &ControlPlane, entry: SocketAddr) {
             assert_eq!(candidates, [served], "{context}");
         }
     }
+}
+
+/// The entry's `path` rule sees the path as the app serves it (normalised): the ways
+/// around `/beta/` are tagged as `/beta/` is, by the sidecar and by explain alike; an
+/// encoded slash is not a slash.
+fn path_is_matched_normalised(cp: &ControlPlane, entry: SocketAddr) {
+    for (path, tagged) in [
+        ("/beta/x", true),
+        ("/%62eta/x", true),
+        ("//beta//x", true),
+        ("/./beta/x", true),
+        ("/x/../beta/x", true),
+        ("/x/%2E%2E/beta/x", true),
+        ("/betax", false),
+        ("/x%2F../beta/x", false),
+    ] {
+        let explained = explain_json(cp, &["--entry", "frontend", "--path", path]);
+        let context = format!("{path}\n{explained:#}");
+        let want_tag = if tagged {
+            Value::from("gray")
+        } else {
+            Value::Null
+        };
+        assert_eq!(explained["tag"], want_tag, "{context}");
+        let body = entry_answer(entry, path, &context);
+        assert_eq!(
+            body["tag"], want_tag,
+            "the frontend app's tag: {body:#}\n{context}"
+        );
+    }
+}
+
+/// What the frontend app answers to `GET target` through its sidecar's inbound (200,
+/// its JSON: the tag it saw, its downstream hop).
+fn entry_answer(entry: SocketAddr, target: &str, context: &str) -> Value {
+    let request = format!("GET {target} HTTP/1.1\r\nHost: frontend\r\nConnection: close\r\n\r\n");
+    let (status, response) = graylane_tests::raw(entry, &request);
+    assert_eq!(status, 200, "{response}\n{context}");
+    let body = response.split_once("\r\n\r\n").map_or("", |(_, b)| b);
+    serde_json::from_str(body).unwrap_or_else(|e| panic!("{e}: {response}\n{context}"))
 }
 
 /// A RoutePolicy lane override and release gray, as explain words them (`-o json` and

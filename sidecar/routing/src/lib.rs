@@ -32,6 +32,7 @@ mod query;
 mod set;
 mod table;
 mod tag;
+mod uri_path;
 
 pub use self::error::{Origin, STORED_RULES, ValidationError};
 pub use self::hash::{StableHasher, stable_hash};
@@ -60,3 +61,4 @@ pub use self::tag::{
     baggage_with_tag, baggage_without_tag, carried, push_hex, tag_from_baggage,
     trace_id_from_traceparent,
 };
+pub use self::uri_path::normalized_path;

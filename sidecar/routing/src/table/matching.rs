@@ -5,6 +5,7 @@ use super::RequestView;
 use crate::hash::StableHasher;
 use crate::model::{Cidr, HashKey, MatchBlock, StringMatch};
 use crate::query::query_param;
+use crate::uri_path::normalized_path;
 
 /// Buckets of the percent hash: a percentage has a resolution of 0.01.
 pub(crate) const BUCKETS: u64 = 10_000;
@@ -92,7 +93,8 @@ impl Cond {
     fn matches(&self, req: &dyn RequestView) -> bool {
         match self {
             Self::Methods(ms) => ms.iter().any(|m| m.eq_ignore_ascii_case(req.method())),
-            Self::Path(m) => m.matches(Some(req.path())),
+            // Normalised (`normalized_path`): the path as the app will serve it.
+            Self::Path(m) => m.matches(Some(&normalized_path(req.path()))),
             Self::Header(name, m) => m.matches(req.header(name)),
             Self::Query(name, m) => m.matches(query_param(req, name).as_deref()),
             Self::Cookie(name, m) => m.matches(req.cookie(name)),

@@ -3,7 +3,9 @@
 
 use std::collections::BTreeMap;
 
-use graylane_routing::{Cidr, HashKey, MatchBlock, RequestView, StableHasher, StringMatch};
+use graylane_routing::{
+    Cidr, HashKey, MatchBlock, RequestView, StableHasher, StringMatch, normalized_path,
+};
 use proptest::collection::vec;
 use proptest::prelude::*;
 use proptest::sample::select;
@@ -121,7 +123,7 @@ pub(crate) fn expected_match(block: &MatchBlock, salt: &str, view: &View<'_>) ->
         && block
             .path
             .as_ref()
-            .is_none_or(|m| m.matches(Some(view.path())))
+            .is_none_or(|m| m.matches(Some(&normalized_path(view.path()))))
         && block.headers.iter().all(|(n, m)| m.matches(header(n)))
         && block.query.iter().all(|(n, m)| m.matches(view.query(n)))
         && block.cookies.iter().all(|(n, m)| m.matches(view.cookie(n)))
