@@ -87,9 +87,15 @@ fn decode_unreserved(path: &str) -> Cow<'_, str> {
             i += 3;
             continue;
         }
-        // Copies up to the next `%` at once: the input is UTF-8, and `%` is ASCII,
-        // so the cut is always on a character boundary.
-        let next = path[i + 1..].find('%').map_or(path.len(), |n| i + 1 + n);
+        if bytes[i] == b'%' {
+            // Not an escape: a `%` as written.
+            out.push('%');
+            i += 1;
+            continue;
+        }
+        // Copies up to the next `%` at once. `i` only ever stops after ASCII (a `%`
+        // or an escape), so it is on a character boundary, and so is the next `%`.
+        let next = path[i..].find('%').map_or(path.len(), |n| i + n);
         out.push_str(&path[i..next]);
         i = next;
     }
@@ -98,7 +104,20 @@ fn decode_unreserved(path: &str) -> Cow<'_, str> {
 
 #[cfg(test)]
 mod tests {
+    use proptest::prelude::*;
+
     use super::normalized_path as n;
+
+    proptest! {
+        #[test]
+        fn normalising_is_idempotent_and_leaves_no_way_around(p in "[/.a%0-9eE2fF\u{e9}]{0,24}") {
+            let once = n(&p).into_owned();
+            prop_assert_eq!(n(&once), once.as_str());
+            prop_assert!(!once.contains("//"), "{}", once);
+            let segments: Vec<&str> = once.split('/').collect();
+            prop_assert!(!segments.iter().any(|s| *s == "." || *s == ".."), "{}", once);
+        }
+    }
 
     #[test]
     fn ordinary_paths_are_borrowed_as_they_are() {
