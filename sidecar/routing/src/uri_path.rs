@@ -110,9 +110,12 @@ mod tests {
 
     proptest! {
         #[test]
-        fn normalising_is_idempotent_and_leaves_no_way_around(p in "[/.a%0-9eE2fF\u{e9}]{0,24}") {
+        fn normalising_leaves_no_way_around(p in "[/.a%0-9eE2fF\u{e9}]{0,24}") {
             let once = n(&p).into_owned();
-            prop_assert_eq!(n(&once), once.as_str());
+            // Decoding is one pass, as Envoy's: `%%30a` is `%0a`, an escape only then.
+            if !p.contains('%') {
+                prop_assert_eq!(n(&once), once.as_str());
+            }
             prop_assert!(!once.contains("//"), "{}", once);
             let segments: Vec<&str> = once.split('/').collect();
             prop_assert!(!segments.iter().any(|s| *s == "." || *s == ".."), "{}", once);
