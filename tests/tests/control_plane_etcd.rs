@@ -513,3 +513,54 @@ fn after_etcd_is_restored_from_a_backup_sidecars_route_by_what_it_holds() {
             .contains("the store's revision went back")
     );
 }
+
+/// A replica that hangs (SIGSTOP: its connections stay open, nothing answers) with
+/// the default lease: its sidecars leave it and register through the other replica
+/// before its lease expires, so no request fails for an instance that never stopped
+/// (before: ~2.5 s of 502 "unknown service" while the sidecar's keep-alive, 15 s,
+/// outlasted the 10 s lease).
+#[test]
+fn a_hung_replica_s_instances_stay_in_the_mesh_and_no_request_fails() {
+    let dir = tempfile::tempdir().unwrap();
+    let etcd = Etcd::start(dir.path());
+    let a = replica(dir.path(), &[&etcd]);
+    let b = replica(dir.path(), &[&etcd]);
+    // orders prefers A, the caller B.
+    let (_orders_app, _orders) = instance(
+        dir.path(),
+        &format!("{},{}", a.url(), b.url()),
+        "orders",
+        "orders-1",
+    );
+    let (_front_app, front) = instance(dir.path(), &b.url(), "frontend", "frontend-1");
+    front.wait_endpoints("orders", 1);
+    let key = "/graylane-test/instances/orders-1";
+    let lease_a = eventually(Duration::from_secs(5), "orders-1 registered by A", || {
+        etcd.lease_of(key)
+    });
+
+    a.proc.signal(libc::SIGSTOP);
+    let started = Instant::now();
+    let mut expired: Option<Instant> = None;
+    // On for 2 s after the lease expired: long enough for its deletion to reach the
+    // caller, had the instance gone with it.
+    let (sent, failed) = load_until(front.outbound, || {
+        if expired.is_none() && etcd.lease_expired(&lease_a) {
+            expired = Some(Instant::now());
+        }
+        expired.is_some_and(|at| at.elapsed() > Duration::from_secs(2))
+            || started.elapsed() > Duration::from_secs(30)
+    });
+    let took = started.elapsed();
+    a.proc.signal(libc::SIGCONT);
+    assert!(expired.is_some(), "A's lease did not expire within 30 s");
+    assert!(
+        failed.is_empty(),
+        "{} of {sent} failed, the first: {:?}",
+        failed.len(),
+        &failed[..failed.len().min(5)]
+    );
+    assert!(sent > 50, "only {sent} requests in {took:?}");
+    let lease_b = etcd.lease_of(key).expect("orders-1 still registered");
+    assert_ne!(lease_b, lease_a, "registered again, through B");
+}

@@ -249,6 +249,11 @@ async fn run(args: Args) -> anyhow::Result<()> {
     let cluster = match &args.store {
         StoreUrl::Etcd(endpoints) => {
             let replica = format!("{}-{}", hostname(), std::process::id());
+            // Sidecars leave a hung replica within 5 s (their keep-alive); its lease
+            // expires as early as two thirds of the TTL after it hung.
+            if args.lease_ttl < std::time::Duration::from_secs(8) {
+                tracing::warn!(lease_ttl = ?args.lease_ttl, "--lease-ttl under 8s: should this replica hang, its sidecars' instances may leave the mesh for a moment before the sidecars move to another replica");
+            }
             let tls = etcd_tls.as_ref();
             let cluster = Cluster::open(endpoints, &args.etcd_prefix, args.lease_ttl, replica, tls)
                 .await
