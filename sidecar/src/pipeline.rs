@@ -74,6 +74,11 @@ pub(crate) struct Ledger {
     /// Set by the tag layers.
     pub(crate) tag: Option<Tag>,
     pub(crate) source: TagSource,
+    /// Set by the outbound route when the request asked for the trail: this hop's
+    /// `Graylane-Route` entry, for an answer the sidecar makes instead of the
+    /// upstream's (`Observe` adds its status). Without it the trail of a failed
+    /// request stops at the hop before the one that failed.
+    pub(crate) failed_hop: Option<String>,
 }
 
 /// A layer's service, as every layer of the stack takes its inner one. Errors are
@@ -159,6 +164,7 @@ impl Ledger {
             routes: None,
             tag: None,
             source: TagSource::None,
+            failed_hop: None,
         }
     }
 }

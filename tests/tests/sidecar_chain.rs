@@ -319,6 +319,29 @@ fn graylane_debug_returns_the_hop_trail_in_hop_order() {
         ["service=frontend", "service=orders", "service=payments"],
         "{head}"
     );
+    // A hop the sidecar fails (lane blue is strict, and no orders is v3) is in the
+    // trail too, with the status it answered: the trail says where it stopped.
+    let (_, head, body) = get(
+        frontend.sidecar.inbound,
+        &[
+            ("Gray-Publish", "blue"),
+            ("Graylane-Debug", "1"),
+            ("traceparent", &traceparent(3)),
+            ("x-demo-forward", "traceparent"),
+        ],
+    );
+    assert!(body.contains("503"), "{body}");
+    let trail = head
+        .lines()
+        .find_map(|l| l.strip_prefix("graylane-route: "))
+        .unwrap_or_else(|| panic!("no trail in {head}"));
+    assert_eq!(
+        trail.split(", ").collect::<Vec<_>>(),
+        [
+            "service=frontend;instance=frontend-v1;subset=-;tag=blue;source=header;fallback=false;revision=1",
+            "service=orders;instance=-;subset=-;tag=blue;source=trace;fallback=false;revision=1;error=503",
+        ]
+    );
     let (_, head, _) = get(frontend.sidecar.inbound, &[]);
     assert!(
         !head.to_ascii_lowercase().contains("graylane-route"),

@@ -110,6 +110,7 @@ impl Outbound {
         };
         if let Some(to) = original {
             // Transparent mode: not a mesh service, so it goes where the app sent it.
+            ledger.failed_hop = None;
             ledger.key.service = PASSTHROUGH.into();
             return self
                 .forward_to(unknown, ledger.tag.as_ref(), &to.to_string())
@@ -118,6 +119,7 @@ impl Outbound {
         match &dest.external {
             // `api.corp` with no service `api` in a namespace `corp`: an ordinary host.
             Some((host, port)) => {
+                ledger.failed_hop = None;
                 ledger.key.service = EXTERNAL.into();
                 let to = target::resolve(host, *port, &self.own_listeners).await?;
                 self.forward_to(unknown, ledger.tag.as_ref(), &to[0].to_string())
@@ -142,10 +144,27 @@ impl Outbound {
             source_ip: None,
         };
         let tag = ledger.tag.as_ref();
-        let route = match routes
+        let debug = trail::wanted(&leaving.parts.headers);
+        let decided = routes
             .table
-            .route(namespace, service, tag, &view, fastrand::u64(..))
-        {
+            .route(namespace, service, tag, &view, fastrand::u64(..));
+        if debug {
+            // What this hop decided, should it answer itself; a success's entry
+            // names the instance instead (below).
+            let route = decided.as_ref().ok();
+            let hop = Hop {
+                service,
+                instance: "-",
+                subset: route.and_then(|r| r.subset),
+                tag,
+                source: ledger.source,
+                fallback: route.is_some_and(|r| r.fallback.is_some() || r.base_fallback),
+                revision: routes.revision,
+                peer: None,
+            };
+            ledger.failed_hop = Some(hop.entry());
+        }
+        let route = match decided {
             Err(why @ RouteError::UnknownService { .. }) => {
                 return Err(Unrouted::Unknown(leaving, why));
             }
@@ -160,7 +179,6 @@ impl Outbound {
             }
         };
         self.note(&route, &mut ledger.key, &mut ledger.notes);
-        let debug = trail::wanted(&leaving.parts.headers);
         let hops = leaving.hops;
         let upgrade = leave(&mut leaving.parts, tag, hops);
         // One lookup for the destination's timeout, retries, fault and mirror, all

@@ -105,7 +105,13 @@ impl Finish for Done {
             Ok(response) => response,
             Err(e) => {
                 answer.ledger.notes.error_source = Some(e.caused_by().as_str());
-                e.into_response()
+                let mut response = e.into_response();
+                if let Some(entry) = answer.ledger.failed_hop.take() {
+                    let status = response.status().as_u16();
+                    let entry = format!("{entry};error={status}");
+                    crate::trail::append_route(response.headers_mut(), &entry);
+                }
+                response
             }
         };
         let ledger = &mut answer.ledger;
