@@ -34,6 +34,9 @@ pub(crate) fn wanted(headers: &HeaderMap) -> bool {
 /// One hop of the trail, as the sidecar that decided it saw it.
 pub(crate) struct Hop<'a> {
     pub(crate) service: &'a str,
+    /// Written after the service as the CLI names it (`orders.shop`), unless it is
+    /// `default`: two namespaces' `orders` are two services.
+    pub(crate) namespace: &'a str,
     pub(crate) instance: &'a str,
     /// `None` when no RoutePolicy names a subset.
     pub(crate) subset: Option<&'a str>,
@@ -52,8 +55,12 @@ impl Hop<'_> {
     /// `service=orders;instance=orders-2;subset=v2;tag=gray;source=trace;fallback=false;revision=7`,
     /// then `;peer=spiffe://…` over mTLS.
     pub(crate) fn entry(&self) -> String {
+        let (dot, namespace) = match self.namespace {
+            "" | graylane_routing::DEFAULT_NAMESPACE => ("", ""),
+            other => (".", other),
+        };
         let mut entry = format!(
-            "service={};instance={};subset={};tag={};source={};fallback={};revision={}",
+            "service={}{dot}{namespace};instance={};subset={};tag={};source={};fallback={};revision={}",
             self.service,
             self.instance,
             self.subset.unwrap_or("-"),

@@ -71,6 +71,22 @@ fn orders(dir: &Path, url: &str, namespace: &str, version: &str) -> Instance {
 
 /// GET / through the caller's outbound listener with this Host; (status, body).
 fn call(outbound: SocketAddr, host: &str, headers: &[(&str, &str)]) -> (u16, String) {
+    let (status, _, body) = exchange(outbound, host, headers);
+    (status, body)
+}
+
+/// The `Graylane-Route` trail of a GET to `host` through the caller's outbound.
+fn trail(outbound: SocketAddr, host: &str) -> String {
+    let (status, head, body) = exchange(outbound, host, &[("graylane-debug", "1")]);
+    assert_eq!(status, 200, "{host}: {body}");
+    head.lines()
+        .find_map(|l| l.strip_prefix("graylane-route: "))
+        .unwrap_or_else(|| panic!("no trail: {head}"))
+        .to_string()
+}
+
+/// GET / through `outbound` with this Host: (status, head, body).
+fn exchange(outbound: SocketAddr, host: &str, headers: &[(&str, &str)]) -> (u16, String, String) {
     let mut stream = TcpStream::connect(outbound).unwrap();
     stream
         .set_read_timeout(Some(Duration::from_secs(10)))
@@ -85,7 +101,7 @@ fn call(outbound: SocketAddr, host: &str, headers: &[(&str, &str)]) -> (u16, Str
     stream.read_to_string(&mut response).unwrap();
     let (head, body) = response.split_once("\r\n\r\n").unwrap();
     let status = head.split_whitespace().nth(1).unwrap().parse().unwrap();
-    (status, body.to_string())
+    (status, head.to_string(), body.to_string())
 }
 
 /// Which app answered (`shop-orders`, `staging-orders`) and its version.
@@ -152,6 +168,17 @@ fn namespaces_route_apart_and_the_cli_selects_them() {
             pair("staging-orders", "v1"),
             "{host}"
         );
+    }
+    // The trail names the namespace of a service not in `default`.
+    for (host, entry) in [
+        ("orders", "service=orders.shop;instance=shop-orders-v1;"),
+        (
+            "orders.staging",
+            "service=orders.staging;instance=staging-orders-v1;",
+        ),
+    ] {
+        let trail = trail(out, host);
+        assert!(trail.starts_with(entry), "{host}: {trail}");
     }
     // The old file's lane routes: a gray request to staging reaches its v2; shop has
     // no v2, so it falls back to base.

@@ -116,6 +116,7 @@ impl Inbound {
             // The hop that entered the mesh: no outbound sidecar decided it.
             let hop = Hop {
                 service: &self.service,
+                namespace: &self.namespace,
                 instance: &self.instance_id,
                 subset: None,
                 tag: ledger.tag.as_ref(),

@@ -154,6 +154,7 @@ impl Outbound {
             let route = decided.as_ref().ok();
             let hop = Hop {
                 service,
+                namespace,
                 instance: "-",
                 subset: route.and_then(|r| r.subset),
                 tag,
@@ -234,6 +235,7 @@ impl Outbound {
         if debug {
             let hop = Hop {
                 service,
+                namespace,
                 instance: &instance.id,
                 subset: route.subset,
                 tag,
