@@ -316,8 +316,8 @@ fn read_head(stream: &mut TcpStream) -> String {
 fn a_multi_hop_loop_is_a_508_within_the_hop_limit() {
     let dir = tempfile::tempdir().unwrap();
     let cp = ControlPlane::start(dir.path(), &[]);
-    // Over mesh mTLS the first bounce already fails (an outbound listener speaks no
-    // TLS: a 502 naming the instance); the hop count is what guards plaintext.
+    // In plaintext the hop count is what stops it (over mTLS, below, the first
+    // bounce fails its handshake).
     let off = "apiVersion: graylane.io/v1\nkind: PeerPolicy\nmetadata: {name: loopy}\nspec:\n  mtls: \"off\"\n  services: [loopy]\n";
     cp.cli(&[
         "rules",
@@ -380,6 +380,21 @@ fn a_multi_hop_loop_is_a_508_within_the_hop_limit() {
         counted, 9,
         "8 forwards (the hop limit), then the 9th arrival answered 508"
     );
+
+    // Over mesh mTLS (the PeerPolicy gone: permissive) the first bounce fails its
+    // handshake at the outbound listener; that is the same loop, and said as one.
+    cp.cli(&["rules", "delete", "PeerPolicy/loopy"]).assert_ok();
+    eventually(
+        Duration::from_secs(5),
+        "the rules without the policy",
+        || (frontend.config()["revision"].as_u64() == Some(2)).then_some(()),
+    );
+    let (status, body) = raw(
+        frontend.outbound,
+        "GET / HTTP/1.1\r\nHost: loopy\r\nConnection: close\r\n\r\n",
+    );
+    assert_eq!(status, 508, "{body}");
+    assert!(body.contains("this sidecar's own listener"), "{body}");
 }
 
 /// An instance whose address swallows connection attempts (SYNs dropped, as for a

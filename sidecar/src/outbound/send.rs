@@ -147,6 +147,17 @@ impl Outbound {
             };
             let outcome = self.clients.send_to(request, &to, transport).await;
             let failure = outcome.as_ref().err().map(|e| &e.failure);
+            // An instance registered at this sidecar's own outbound listener (a wrong
+            // --advertise-addr): over mTLS the handshake fails there, and in the clear
+            // the hop count stops it; either way a loop, said as one (sidecar.md: 508).
+            if matches!(failure, Some(SendFailure::Connect(_)))
+                && super::target::is_own_instance(&instance.address, &self.own_listeners)
+            {
+                return Err(ProxyError::Loop(format!(
+                    "instance {} of {service} is at {}, this sidecar's own listener",
+                    instance.id, instance.address
+                )));
+            }
             if matches!(failure, Some(SendFailure::Closed(_)))
                 && transport == Transport::Plain
                 && !force_mtls

@@ -136,6 +136,13 @@ pub(crate) async fn resolve(
     Ok(addresses)
 }
 
+/// Whether an instance's `host:port` (as it registered) is one of `own` listeners:
+/// asked only once a connection to it failed (an outbound listener speaks no TLS), so
+/// the request path never parses addresses. A host name is not looked up: false.
+pub(super) fn is_own_instance(address: &str, own: &[SocketAddr]) -> bool {
+    address.parse::<SocketAddr>().is_ok_and(|a| is_own(&a, own))
+}
+
 /// Whether `address` reaches one of `own` listeners.
 fn is_own(address: &SocketAddr, own: &[SocketAddr]) -> bool {
     own.iter().any(|l| {
