@@ -58,6 +58,16 @@ impl Routes {
         })
     }
 
+    /// Whether `namespace` is one of the mesh's: the table knows it
+    /// (`RoutingTable::has_namespace`), or the directory names a service of it.
+    pub(crate) fn knows_namespace(&self, namespace: &str) -> bool {
+        self.table.has_namespace(namespace)
+            || self
+                .directory
+                .as_ref()
+                .is_some_and(|d| d.by_namespace.contains_key(namespace))
+    }
+
     /// How many services the directory names; `None` when not scoped.
     pub(crate) fn directory_len(&self) -> Option<usize> {
         self.directory.as_ref().map(|d| d.directory_len)

@@ -180,6 +180,22 @@ fn namespaces_route_apart_and_the_cli_selects_them() {
         let trail = trail(out, host);
         assert!(trail.starts_with(entry), "{host}: {trail}");
     }
+    // A service a mesh namespace lacks is unknown (a scaled-to-zero `orders.shop` must
+    // not go to the Internet's `.shop`), and so is any `.svc` name; a namespace the
+    // mesh does not have is an ordinary host, looked up (none here).
+    for host in [
+        "nosuch.staging",
+        "nosuch.shop",
+        "nosuch.elsewhere.svc",
+        "nosuch.staging.svc.cluster.local",
+    ] {
+        let (status, body) = call(out, host, &[]);
+        assert_eq!(status, 502, "{host}: {body}");
+        assert!(body.contains("unknown service nosuch."), "{host}: {body}");
+    }
+    let (status, body) = call(out, "api.invalid", &[]);
+    assert_eq!(status, 502, "{body}");
+    assert!(body.contains("cannot resolve api.invalid"), "{body}");
     // The old file's lane routes: a gray request to staging reaches its v2; shop has
     // no v2, so it falls back to base.
     let gray = [("gray-publish", "gray")];

@@ -13,6 +13,9 @@ pub struct MeshHost {
     pub service: String,
     /// The namespace the host names, `None` for the caller's own (a bare `orders`).
     pub namespace: Option<String>,
+    /// Named with `.svc` (`orders.shop.svc[.<cluster-domain>]`): no host outside the
+    /// mesh is written so, while `orders.shop` may be one (`.shop` is a public TLD).
+    pub svc: bool,
 }
 
 impl MeshHost {
@@ -40,7 +43,8 @@ impl MeshHost {
         let mut labels = host.splitn(4, '.');
         let service = labels.next()?;
         let namespace = labels.next();
-        let in_domain = match (labels.next(), labels.next()) {
+        let third = labels.next();
+        let in_domain = match (third, labels.next()) {
             (None, _) | (Some("svc"), None) => true,
             (Some("svc"), Some(rest)) => !domain.is_empty() && rest.eq_ignore_ascii_case(domain),
             _ => false,
@@ -52,6 +56,7 @@ impl MeshHost {
         Some(MeshHost {
             service: service.to_string(),
             namespace: namespace.map(str::to_string),
+            svc: third.is_some(),
         })
     }
 
@@ -136,6 +141,9 @@ mod tests {
         ] {
             let parsed = MeshHost::parse(host, "cluster.local").unwrap();
             assert_eq!(parsed.target("shop"), want, "{host}");
+            // Only a `.svc` form is certainly the mesh's: `orders.staging` may be a
+            // host of a TLD `staging`.
+            assert_eq!(parsed.svc, host.contains(".svc"), "{host}");
         }
     }
 

@@ -256,6 +256,16 @@ impl RoutingTable {
             .map(|(namespace, service, s)| (namespace, service, s.instances.as_slice()))
     }
 
+    /// Whether `namespace` is one of the mesh's, as far as this table knows: a service
+    /// of it has an instance, or a RoutePolicy or TagPolicy names one. `orders.shop`
+    /// then names the mesh's `orders` (a 502 "unknown service" while it has no
+    /// instance), never the Internet host `orders.shop` (`.shop` is a public TLD).
+    pub fn has_namespace(&self, namespace: &str) -> bool {
+        self.services.has_namespace(namespace)
+            || self.compiled.policies.has_namespace(namespace)
+            || self.compiled.tag_policies.has_namespace(namespace)
+    }
+
     /// The compiled traffic policy of `service` in `namespace` — timeout, retries,
     /// fault and mirror — for the sidecar to look up once per request and use for all
     /// four. A service without a RoutePolicy gets a shared default (see

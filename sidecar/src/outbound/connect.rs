@@ -45,9 +45,9 @@ impl Outbound {
                     crate::discovery::ensure(&self.routes, routes, &dest.namespace, &dest.service)
                         .await;
                 match self.instance(&parts, &dest, &routes, tag) {
-                    Err(Unrouted::Unknown(why)) => match dest.external {
-                        // `api.corp:443` with no service `api` in a namespace `corp`:
-                        // an ordinary host, as for a plain request.
+                    Err(Unrouted::Unknown(why)) => match dest.outside(&self.namespace, &routes) {
+                        // `api.corp:443`, and no namespace `corp` in the mesh: an
+                        // ordinary host, as for a plain request.
                         Some((host, port)) => self.host(host, port).await?,
                         None => return Err(why.into()),
                     },

@@ -116,12 +116,12 @@ impl Outbound {
                 .forward_to(unknown, ledger.tag.as_ref(), &to.to_string())
                 .await;
         }
-        match &dest.external {
-            // `api.corp` with no service `api` in a namespace `corp`: an ordinary host.
+        match dest.outside(&self.namespace, &routes) {
+            // `api.corp`, and no namespace `corp` in the mesh: an ordinary host.
             Some((host, port)) => {
                 ledger.failed_hop = None;
                 ledger.key.service = EXTERNAL.into();
-                let to = target::resolve(host, *port, &self.own_listeners).await?;
+                let to = target::resolve(&host, port, &self.own_listeners).await?;
                 self.forward_to(unknown, ledger.tag.as_ref(), &to[0].to_string())
                     .await
             }

@@ -14,6 +14,7 @@ use http::header;
 use http::request::Parts;
 
 use crate::proxy::ProxyError;
+use crate::routes::Routes;
 
 /// The destination of a request leaving an app.
 #[derive(Debug, PartialEq, Eq)]
@@ -30,9 +31,22 @@ pub(crate) struct Dest {
     /// The namespace: the host's, else the caller's own.
     pub(crate) namespace: String,
     pub(crate) service: String,
-    /// Set when the host named a namespace (`orders.staging`): a name the mesh does
-    /// not know is then an ordinary host (`api.corp`), sent as `External` is.
+    /// Set when the host named a namespace without `.svc` (`orders.staging`): when
+    /// the mesh knows no such namespace, it is an ordinary host (`api.corp`), sent as
+    /// `External` is.
     pub(crate) external: Option<(String, u16)>,
+}
+
+impl Dest {
+    /// Where a request to this service goes when the mesh has no such service: the
+    /// host itself (`api.corp`) when it named a namespace the mesh does not have;
+    /// `None` when it is the mesh's and unknown (a 502, not the Internet's
+    /// `orders.shop` for a service scaled to zero). `own`: the caller's namespace.
+    pub(crate) fn outside(&self, own: &str, routes: &Routes) -> Option<(String, u16)> {
+        let (host, port) = self.external.as_ref()?;
+        let mesh = self.namespace == own || routes.knows_namespace(&self.namespace);
+        (!mesh).then(|| (host.clone(), *port))
+    }
 }
 
 /// Reads the destination: the authority of an absolute-form (or CONNECT, or HTTP/2)
@@ -72,7 +86,7 @@ pub(crate) fn target(
         return Ok(Target::Service(Dest {
             namespace: ns.to_string(),
             service: service.to_string(),
-            external: mesh.namespace.is_some().then(|| (host.clone(), port)),
+            external: (mesh.namespace.is_some() && !mesh.svc).then(|| (host.clone(), port)),
         }));
     }
     let host = host

@@ -41,6 +41,13 @@ impl<T> Scoped<T> {
             .or_insert_with(make)
     }
 
+    /// Whether any service of `namespace` has a value.
+    pub(super) fn has_namespace(&self, namespace: &str) -> bool {
+        self.by_namespace
+            .get(namespace)
+            .is_some_and(|services| !services.is_empty())
+    }
+
     /// Every (namespace, service, value), in no particular order.
     pub(super) fn iter(&self) -> impl Iterator<Item = (&str, &str, &T)> {
         self.by_namespace.iter().flat_map(|(namespace, services)| {

@@ -110,3 +110,15 @@ fn explain_names_the_namespace_of_the_service() {
         e.steps
     );
 }
+
+#[test]
+fn a_namespace_is_known_by_its_instances_or_its_policies() {
+    let policy_only = "apiVersion: graylane.io/v1\nkind: RoutePolicy\n\
+        metadata: {name: orders, namespace: quiet}\nspec: {service: orders}\n";
+    let t = table(policy_only);
+    for known in ["shop", "staging", "default", "quiet"] {
+        assert!(t.has_namespace(known), "{known}");
+    }
+    assert!(!t.has_namespace("corp"));
+    assert!(!t.has_namespace(""));
+}
