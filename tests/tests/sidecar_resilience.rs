@@ -400,12 +400,13 @@ fn versioned(dir: &std::path::Path, url: &str, id: &str, version: &str) -> (Demo
     (app, sidecar)
 }
 
-/// The only gray instance (and the only one of a weighted subset) stops. Until the
-/// control plane says it is gone, its address refuses connections: a gray request
-/// then goes where the lane's fallback says, and an untagged one to the other subset,
-/// not to the dead instance again (502). A strict lane still fails, naming it.
+/// Both gray instances (the whole v2 subset of a split) stop. Until the control
+/// plane says they are gone, their addresses refuse connections: a gray request then
+/// goes where the lane's fallback says, and an untagged one to the other subset, not
+/// to a dead instance again (502), a POST with its body too. A strict lane still
+/// fails, naming one.
 #[test]
-fn a_lane_s_last_instance_refusing_connections_sends_its_requests_down_the_fallback() {
+fn a_lane_s_last_instances_refusing_connections_send_its_requests_down_the_fallback() {
     let dir = tempfile::tempdir().unwrap();
     let cp = ControlPlane::start(dir.path(), &[]);
     let url = cp.url();
@@ -433,6 +434,7 @@ spec:
     cp.cli(&["rules", "apply", "-f", &file]).assert_ok();
     let (_a1, _o1) = versioned(dir.path(), &url, "orders-1", "v1");
     let (_a2, mut o2) = versioned(dir.path(), &url, "orders-2", "v2");
+    let (_a3, mut o3) = versioned(dir.path(), &url, "orders-3", "v2");
     let client = Sidecar::start(
         dir.path(),
         "frontend-1",
@@ -446,19 +448,18 @@ spec:
         ],
     );
     client.wait_ready();
-    client.wait_endpoints("orders", 2);
+    client.wait_endpoints("orders", 3);
     let outbound = client.outbound;
     let gray = "gray-publish: gray\r\ngraylane-debug: 1\r\n";
     let (code, response) = get(outbound, "orders", gray);
     assert_eq!(code, 200, "{response}");
-    assert!(
-        response.contains("orders-2"),
-        "the lane's instance: {response}"
-    );
+    assert!(response.contains("v2"), "a lane instance: {response}");
 
-    // The control plane is held still, so the client keeps orders-2 in its table.
+    // The control plane is held still, so the client keeps both in its table.
     cp.proc.signal(libc::SIGSTOP);
     o2.proc.kill();
+    o3.proc.kill();
+    let mut rerouted = 0;
     for _ in 0..10 {
         let (code, response) = get(outbound, "orders", gray);
         assert_eq!(code, 200, "a gray request: {response}");
@@ -466,11 +467,27 @@ spec:
             response.contains("instance=orders-1") && response.contains("fallback=true"),
             "served by base, and the trail says it fell back: {response}"
         );
-        let (code, response) = get(outbound, "orders", "");
-        assert_eq!(code, 200, "an untagged request: {response}");
+        // Half of them drew the dead subset: routed again, and said so.
+        for _ in 0..3 {
+            let (code, response) = get(outbound, "orders", "graylane-debug: 1\r\n");
+            assert_eq!(code, 200, "an untagged request: {response}");
+            assert!(response.contains("subset=v1;"), "{response}");
+            rerouted += usize::from(response.contains("fallback=true"));
+        }
+        let post = "POST / HTTP/1.1\r\nHost: orders\r\ngray-publish: gray\r\n\
+            Content-Length: 5\r\nConnection: close\r\n\r\nhello";
+        let (code, response) = graylane_tests::raw(outbound, post);
+        assert_eq!(code, 200, "a gray POST: {response}");
     }
+    assert!(
+        rerouted > 0,
+        "none of 30 untagged requests drew the dead subset"
+    );
     let (code, response) = get(outbound, "orders", "gray-publish: red\r\n");
     assert_eq!(code, 502, "a strict lane has nowhere else: {response}");
-    assert!(response.contains("orders-2"), "{response}");
+    assert!(
+        response.contains("orders-2") || response.contains("orders-3"),
+        "{response}"
+    );
     cp.proc.signal(libc::SIGCONT);
 }

@@ -13,7 +13,7 @@ use http::{Method, Request, Response};
 use hyper::body::Body as _;
 use hyper::upgrade::OnUpgrade;
 
-use super::send::Reroute;
+use super::send::{Reroute, Sent, Spares};
 use super::target::{self, Dest, Target};
 use super::{Outbound, View, policy};
 use crate::metrics::Key;
@@ -148,10 +148,9 @@ impl Outbound {
         let decided = routes
             .table
             .route(namespace, service, tag, &view, fastrand::u64(..));
-        if debug {
-            // What this hop decided, should it answer itself; a success's entry
-            // names the instance instead (below).
-            let route = decided.as_ref().ok();
+        // What this hop decided, should it answer itself; a success's entry names
+        // the instance instead (below).
+        let failed_hop = |route: Option<&graylane_routing::Route<'_>>, rerouted: bool| {
             let hop = Hop {
                 service,
                 namespace,
@@ -159,11 +158,15 @@ impl Outbound {
                 subset: route.and_then(|r| r.subset),
                 tag,
                 source: ledger.source,
-                fallback: route.is_some_and(|r| r.fallback.is_some() || r.base_fallback),
+                fallback: rerouted
+                    || route.is_some_and(|r| r.fallback.is_some() || r.base_fallback),
                 revision: routes.revision,
                 peer: None,
             };
-            ledger.failed_hop = Some(hop.entry());
+            hop.entry()
+        };
+        if debug {
+            ledger.failed_hop = Some(failed_hop(decided.as_ref().ok(), false));
         }
         let route = match decided {
             Err(why @ RouteError::UnknownService { .. }) => {
@@ -207,28 +210,40 @@ impl Outbound {
             self.mirror(routes, candidates, &parts, timeout);
         }
         let request = Box::new(Request::from_parts(parts, body));
-        let spare = std::sync::OnceLock::new();
+        let spares = Spares::default();
         let reroute = Reroute {
             table: &routes.table,
             namespace,
             service,
             tag,
-            spare: &spare,
+            spares: &spares,
+            last: std::sync::Mutex::new(None),
         };
-        let (response, sent, instance, retries, mtls) = self
+        let sent = self
             .send(route, &reroute, request, retry, replay, timeout)
-            .await?;
-        // Routed again without an instance that refused the connection: the notes
-        // and the trail say where it went in the end.
-        let route = if sent.fallback != route.fallback
-            || sent.base_fallback != route.base_fallback
-            || sent.subset != route.subset
-        {
-            self.note(&sent, &mut ledger.key, &mut ledger.notes);
-            sent
-        } else {
-            route
+            .await;
+        // Routed again without instances that refused the connection: a fallback of
+        // its own kind; the notes and the trail say where it went in the end.
+        let route = match reroute.rerouted() {
+            Some(again) => {
+                self.note(&again, &mut ledger.key, &mut ledger.notes);
+                if ledger.notes.fallback.is_none() {
+                    ledger.notes.fallback =
+                        Some("instances refused the connection: routed without them".into());
+                }
+                if debug {
+                    ledger.failed_hop = Some(failed_hop(Some(&again), true));
+                }
+                again
+            }
+            None => route,
         };
+        let Sent {
+            response,
+            instance,
+            retries,
+            mtls,
+        } = sent?;
         ledger.notes.instance = Some(instance.id.clone());
         ledger.notes.retries = retries;
         let mut response = forward::response(response, upgrade);
@@ -240,7 +255,7 @@ impl Outbound {
                 subset: route.subset,
                 tag,
                 source: ledger.source,
-                fallback: route.fallback.is_some() || route.base_fallback,
+                fallback: ledger.notes.fallback.is_some(),
                 revision: routes.revision,
                 peer: mtls.then_some(instance.identity.as_str()),
             };

@@ -11,40 +11,72 @@ use http::{Request, Response};
 use super::{Outbound, View, policy};
 use crate::proxy::{self, Body, ProxyError, SendFailure, Transport, Upstream};
 
-/// What routing the request again takes, when the last instance its route had
-/// refused the connection: the table it was routed by, its destination and tag, and
-/// room for the table without that instance (`RoutingTable::without`), built only
-/// then, and living as long as the route it gives.
+/// How many times one request goes again after refused connections, within its
+/// timeout, whatever its retry policy (nothing of it was sent): two dead instances of
+/// a lane, then a dead fallback lane's, still reach a live base.
+const MAX_REFUSALS: usize = 3;
+
+/// What routing the request again takes, when every instance its route had refused
+/// the connection: the table it was routed by, its destination and tag, and room for
+/// a table without the instances refused so far (`RoutingTable::without`), built
+/// only then, one per refusal, each living as long as the route it gives.
 pub(super) struct Reroute<'a, 'r> {
     pub(super) table: &'r RoutingTable,
     pub(super) namespace: &'a str,
     pub(super) service: &'a str,
     pub(super) tag: Option<&'a Tag>,
-    pub(super) spare: &'r OnceLock<Option<RoutingTable>>,
+    pub(super) spares: &'r Spares,
+    /// The route the request was last routed again by (a lock only after refusals:
+    /// see [`rerouted`](Self::rerouted)).
+    pub(super) last: std::sync::Mutex<Option<Route<'r>>>,
 }
 
+/// See [`Reroute`]: the tables without the instances refused so far.
+pub(super) type Spares = [OnceLock<Option<RoutingTable>>; MAX_REFUSALS];
+
 impl<'r> Reroute<'_, 'r> {
+    /// The route the request went by in the end, when refused connections routed it
+    /// again (answered or not); `None` otherwise, without a lock when no table was
+    /// ever built without a refused instance (every request but those).
+    pub(super) fn rerouted(&self) -> Option<Route<'r>> {
+        if self.spares.iter().all(|spare| spare.get().is_none()) {
+            return None;
+        }
+        *self
+            .last
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
     /// Where the attempt after a failed one goes: elsewhere among `route`'s
-    /// candidates when it has another; else, when `refused` (nothing of the request
-    /// reached `failed`), the route the table gives without `failed` — a lane's
+    /// candidates when one is left (not `failed`, not `refused`: every address that
+    /// refused a connection of this request, `failed`'s too when it did); else, after
+    /// a refusal, the route the table gives without the refused ones — a lane's
     /// fallback, a split's other subset; else `failed` once more. The second value is
     /// the address the next pick avoids.
     fn next(
         &self,
         route: Route<'r>,
         failed: &Instance,
-        refused: bool,
+        refused: &[String],
         request: &mut Request<Body>,
     ) -> (Route<'r>, Option<String>) {
         let service = self.service;
         let avoid = Some(failed.address.clone());
-        if route.candidates.iter().any(|i| i.address != failed.address) {
+        let left = |i: &Instance| i.address != failed.address && !refused.contains(&i.address);
+        if route.candidates.iter().any(left) {
             return (route, avoid);
         }
-        // Built for the first refusal: a later one (of a fallback's instance too)
-        // routes on the same table, and goes on only where it has somewhere else.
-        let spare = || self.table.without(self.namespace, service, &failed.address);
-        if refused && let Some(rest) = self.spare.get_or_init(spare) {
+        let spare = refused
+            .len()
+            .checked_sub(1)
+            .and_then(|n| self.spares.get(n));
+        let rest = spare.and_then(|slot| {
+            let gone = |i: &Instance| refused.contains(&i.address);
+            slot.get_or_init(|| self.table.without(self.namespace, service, gone))
+                .as_ref()
+        });
+        if let Some(rest) = rest {
             // The head is viewed as routing saw it (sticky keys, matches): moved out
             // and back, not copied.
             let taken = std::mem::replace(request, Request::new(proxy::empty()));
@@ -56,9 +88,13 @@ impl<'r> Reroute<'_, 'r> {
             let again = rest.route(self.namespace, service, self.tag, &view, fastrand::u64(..));
             *request = Request::from_parts(parts, body);
             if let Ok(again) = again
-                && again.candidates.iter().any(|i| i.address != failed.address)
+                && again.candidates.iter().any(left)
             {
                 tracing::debug!(%service, instance = %failed.id, "refused, and the last of its route: routed without it");
+                *self
+                    .last
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(again);
                 return (again, avoid);
             }
         }
@@ -67,13 +103,23 @@ impl<'r> Reroute<'_, 'r> {
     }
 }
 
+/// A request sent, and how.
+pub(super) struct Sent<'r> {
+    pub(super) response: Response<Body>,
+    pub(super) instance: &'r Instance,
+    /// Attempts after the first.
+    pub(super) retries: u32,
+    /// Whether it went over mesh mTLS.
+    pub(super) mtls: bool,
+}
+
 impl Outbound {
     /// Picks an instance and sends, over mTLS when the PeerPolicy mode of the
-    /// instance's service asks for it (the last of the result: whether it did). A
+    /// instance's service asks for it. A
     /// retryable (idempotent, body-less) request goes again as its retry policy says;
     /// any other request goes once more only when its first connection never came up
     /// (its body never left). Each attempt after a failed one goes where
-    /// `Reroute::next` says; the route of the last one is returned with its answer.
+    /// `Reroute::next` says.
     ///
     /// The request comes boxed, as `Clients::send_to` takes it (its doc says why).
     pub(super) async fn send<'r>(
@@ -84,12 +130,14 @@ impl Outbound {
         retry: Option<&RetryPolicy>,
         replay: Option<bytes::Bytes>,
         timeout: Duration,
-    ) -> Result<(Response<Body>, Route<'r>, &'r Instance, u32, bool), ProxyError> {
+    ) -> Result<Sent<'r>, ProxyError> {
         let service = reroute.service;
         // A retryable request has no body, or one held whole (`replay`): each attempt
         // is a copy of the head, with those bytes. Others are sent once, moved.
         let mut held = Some(request);
         let mut avoid: Option<String> = None;
+        // The addresses that refused a connection of this request.
+        let mut refused: Vec<String> = Vec::new();
         let mut retries_left = retry.map_or(0, RetryPolicy::attempts);
         // A connection that closed before any answer (a keep-alive race, a peer that
         // died) gets one retry of its own, whatever the policy: nothing was answered.
@@ -168,17 +216,18 @@ impl Outbound {
                 force_mtls = true;
                 continue;
             }
-            // A request with a body goes again only when nothing of it was sent.
+            // Refused: nothing of the request was sent, so it goes elsewhere whatever
+            // its retry policy (a request with a body too), a few times, in its time.
             if failure.is_some_and(|f| f.retry().allows(false))
-                && let Some((mut head, reclaim)) = unsent.take()
-                && let Some(body) = reclaim.take()
-                && retries == 0
+                && refused.len() < MAX_REFUSALS
+                && Instant::now() < deadline
+                && (held.is_some() || proxy::reclaim(&mut unsent, &mut held))
+                && let Some(request) = held.as_deref_mut()
             {
                 self.balancer.failed(&instance.address, Instant::now());
                 tracing::debug!(%service, instance = %instance.id, "not connected: sending elsewhere");
-                *head.body_mut() = body;
-                (route, avoid) = reroute.next(route, instance, true, &mut head);
-                held = Some(head);
+                refused.push(instance.address.clone());
+                (route, avoid) = reroute.next(route, instance, &refused, request);
                 retries += 1;
                 continue;
             }
@@ -204,15 +253,19 @@ impl Outbound {
                 retries_left -= 1;
                 retries += 1;
                 tracing::debug!(%service, instance = %instance.id, "retrying on another instance");
-                let refused = matches!(failure, Some(SendFailure::Connect(_)));
                 if let Some(request) = held.as_deref_mut() {
-                    (route, avoid) = reroute.next(route, instance, refused, request);
+                    (route, avoid) = reroute.next(route, instance, &refused, request);
                 }
                 continue;
             }
             let mtls = matches!(transport, Transport::Mtls(_));
             return match outcome {
-                Ok(response) => Ok((response, route, instance, retries, mtls)),
+                Ok(response) => Ok(Sent {
+                    response,
+                    instance,
+                    retries,
+                    mtls,
+                }),
                 // A late retry had only what was left: the caller waited all of it.
                 Err(e) => Err(proxy::SendError { timeout, ..e }.into()),
             };

@@ -197,13 +197,10 @@ mod tests {
             of("/", Some("orders:8080")),
             service("default", "orders", None)
         );
+        // A `.svc` name is the mesh's whatever it holds: never sent outside.
         assert_eq!(
             of("http://orders.default.svc.cluster.local/x", None),
-            service(
-                "default",
-                "orders",
-                Some(("orders.default.svc.cluster.local", 80))
-            )
+            service("default", "orders", None)
         );
         assert_eq!(
             of("http://payments.stripe.com/v1/charges", None),
@@ -242,14 +239,16 @@ mod tests {
             of_shop("orders:8080").unwrap(),
             service("shop", "orders", None)
         );
-        for host in [
-            "orders.staging",
-            "orders.staging.svc",
-            "orders.staging.svc.cluster.local",
-        ] {
+        // `orders.staging` may be a host of a TLD `staging` (when the mesh has no
+        // such namespace); the `.svc` forms are the mesh's.
+        assert_eq!(
+            of_shop("orders.staging").unwrap(),
+            service("staging", "orders", Some(("orders.staging", 80)))
+        );
+        for host in ["orders.staging.svc", "orders.staging.svc.cluster.local"] {
             assert_eq!(
                 of_shop(host).unwrap(),
-                service("staging", "orders", Some((host, 80))),
+                service("staging", "orders", None),
                 "{host}"
             );
         }

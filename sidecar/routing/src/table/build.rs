@@ -175,25 +175,26 @@ impl RoutingTable {
 }
 
 impl RoutingTable {
-    /// A table of `service` of `namespace` alone, as if its instances at `address`
-    /// had left: where a request goes once the instance it was sent to refused the
-    /// connection (stopped a moment before the control plane says so). Routing the
-    /// request again on it follows the rules as they are for the instances left: the
-    /// lane's fallback when that was its last instance, the other subsets of a split.
-    /// `None` when no instance of the service is at `address`. Builds one service's
-    /// table: for the rare attempt after a refused connection, not every request.
+    /// A table of `service` of `namespace` alone, as if its instances that are
+    /// `gone` had left: where a request goes once the instances it was sent to
+    /// refused the connection (stopped a moment before the control plane says so).
+    /// Routing the request again on it follows the rules as they are for the
+    /// instances left: the lane's fallback when those were its last instances, the
+    /// other subsets of a split. `None` when none of the service's instances is
+    /// `gone`. Builds one service's table: for the rare attempt after a refused
+    /// connection, not every request.
     #[must_use]
-    pub fn without(&self, namespace: &str, service: &str, address: &str) -> Option<RoutingTable> {
+    pub fn without(
+        &self,
+        namespace: &str,
+        service: &str,
+        gone: impl Fn(&Instance) -> bool,
+    ) -> Option<RoutingTable> {
         let st = self.services.get(namespace, service)?;
-        if !st.instances.iter().any(|i| i.address == address) {
+        if !st.instances.iter().any(&gone) {
             return None;
         }
-        let left: Vec<Instance> = st
-            .instances
-            .iter()
-            .filter(|i| i.address != address)
-            .cloned()
-            .collect();
+        let left: Vec<Instance> = st.instances.iter().filter(|i| !gone(i)).cloned().collect();
         let mut services = Scoped::default();
         if !left.is_empty() {
             let st = self.compiled.service_table(namespace, service, left);

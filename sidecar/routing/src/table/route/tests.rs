@@ -384,7 +384,9 @@ fn unknown_service_differs_from_no_instance() {
 fn without_its_last_instance_a_lane_follows_its_fallback() {
     let t = table("", &[("o1", "v1"), ("o2", "v2"), ("o4", "v4")]);
     let gray = Some(tag("gray"));
-    let rest = t.without("default", "orders", "o2:8080").unwrap();
+    let rest = t
+        .without("default", "orders", |i| i.address == "o2:8080")
+        .unwrap();
     let r = rest
         .route("default", "orders", gray.as_ref(), &Req::new(), 0)
         .unwrap();
@@ -392,7 +394,9 @@ fn without_its_last_instance_a_lane_follows_its_fallback() {
     assert_eq!(r.lane, Some("gray"));
     assert_eq!(r.fallback.unwrap().to, FallbackTarget::Base);
     // A strict lane has nowhere else to go.
-    let rest = t.without("default", "orders", "o4:8080").unwrap();
+    let rest = t
+        .without("default", "orders", |i| i.address == "o4:8080")
+        .unwrap();
     let e = rest
         .route("default", "orders", Some(&tag("red")), &Req::new(), 0)
         .unwrap_err();
@@ -405,7 +409,9 @@ fn without_its_last_instance_a_lane_follows_its_fallback() {
 #[test]
 fn without_one_subset_s_instance_a_split_goes_to_the_other_subset() {
     let t = table(&policy("orders", WEIGHTS), &[("o1", "v1"), ("o2", "v2")]);
-    let rest = t.without("default", "orders", "o2:8080").unwrap();
+    let rest = t
+        .without("default", "orders", |i| i.address == "o2:8080")
+        .unwrap();
     for draw in Draws(7).take(50) {
         let r = rest
             .route("default", "orders", None, &Req::new(), draw)
@@ -419,11 +425,33 @@ fn without_one_subset_s_instance_a_split_goes_to_the_other_subset() {
 #[test]
 fn without_an_address_no_instance_has_is_none_and_without_the_last_is_empty() {
     let t = table("", &[("o1", "v1")]);
-    assert!(t.without("default", "orders", "elsewhere:1").is_none());
-    assert!(t.without("default", "payments", "o1:8080").is_none());
-    let rest = t.without("default", "orders", "o1:8080").unwrap();
+    assert!(
+        t.without("default", "orders", |i| i.address == "elsewhere:1")
+            .is_none()
+    );
+    assert!(
+        t.without("default", "payments", |i| i.address == "o1:8080")
+            .is_none()
+    );
+    let rest = t
+        .without("default", "orders", |i| i.address == "o1:8080")
+        .unwrap();
     assert!(matches!(
         rest.route("default", "orders", None, &Req::new(), 0),
         Err(RouteError::UnknownService { .. })
     ));
+}
+
+#[test]
+fn without_every_lane_instance_a_lane_follows_its_fallback() {
+    let t = table("", &[("o1", "v1"), ("o2", "v2"), ("o3", "v2")]);
+    let gone = ["o2:8080", "o3:8080"];
+    let rest = t
+        .without("default", "orders", |i| gone.contains(&i.address.as_str()))
+        .unwrap();
+    let r = rest
+        .route("default", "orders", Some(&tag("gray")), &Req::new(), 0)
+        .unwrap();
+    assert_eq!(ids(&r), vec!["o1"]);
+    assert_eq!(r.fallback.unwrap().to, FallbackTarget::Base);
 }
