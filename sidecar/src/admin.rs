@@ -70,6 +70,10 @@ impl Admin {
             .query()
             .is_some_and(|q| q.split('&').any(|p| p == "watch=1"));
         match req.uri().path() {
+            _ if health::forwarded(req) => {
+                let (status, body) = health::looped("admin");
+                text(status, body)
+            }
             // The same answers as the health listener's: one definition of ready.
             "/live" => {
                 let (status, body) = health::live();

@@ -47,6 +47,7 @@ pub(crate) async fn serve(
 
 fn respond<B>(req: &Request<B>, routes: &Routing, identity: &Identity) -> Response<Full<Bytes>> {
     let (status, body) = match req.uri().path() {
+        _ if forwarded(req) => looped("health"),
         "/live" => live(),
         "/ready" => ready(routes, identity),
         _ => (StatusCode::NOT_FOUND, "not found: /live /ready\n".into()),
@@ -54,6 +55,25 @@ fn respond<B>(req: &Request<B>, routes: &Routing, identity: &Identity) -> Respon
     let mut response = Response::new(Full::new(Bytes::from(body)));
     *response.status_mut() = status;
     response
+}
+
+/// Whether an outbound sidecar forwarded `req` (it carries their hop count): at an
+/// admin or health listener, that is an instance registered at this listener's
+/// address (a wrong `--advertise-addr`), and a caller's request looping into a
+/// sidecar's own listener (sidecar.md: 508), not a probe.
+pub(crate) fn forwarded<B>(req: &Request<B>) -> bool {
+    req.headers().contains_key(crate::trail::HOPS_HEADER)
+}
+
+/// The answer to a [`forwarded`] request at the `listener` listener.
+pub(crate) fn looped(listener: &str) -> (StatusCode, String) {
+    (
+        StatusCode::LOOP_DETECTED,
+        format!(
+            "graylane: loop detected: a request forwarded by a sidecar reached the {listener} \
+             listener (an instance registered at its address?)\n"
+        ),
+    )
 }
 
 /// Liveness: the process answers.
@@ -138,5 +158,16 @@ mod tests {
         for path in ["/config", "/metrics", "/gates/self", "/", "/ready/x"] {
             assert_eq!(get(path), StatusCode::NOT_FOUND, "{path}");
         }
+    }
+
+    #[test]
+    fn a_request_a_sidecar_forwarded_here_is_a_loop() {
+        let req = Request::get("/live")
+            .header("graylane-hops", "1")
+            .body(())
+            .unwrap();
+        let identity = Identity::new(identity::Config::default(), Arc::default());
+        let response = respond(&req, &Routing::default(), &identity);
+        assert_eq!(response.status(), StatusCode::LOOP_DETECTED);
     }
 }

@@ -318,7 +318,7 @@ fn a_multi_hop_loop_is_a_508_within_the_hop_limit() {
     let cp = ControlPlane::start(dir.path(), &[]);
     // In plaintext the hop count is what stops it (over mTLS, below, the first
     // bounce fails its handshake).
-    let off = "apiVersion: graylane.io/v1\nkind: PeerPolicy\nmetadata: {name: loopy}\nspec:\n  mtls: \"off\"\n  services: [loopy]\n";
+    let off = "apiVersion: graylane.io/v1\nkind: PeerPolicy\nmetadata: {name: loopy}\nspec:\n  mtls: \"off\"\n  services: [loopy, loopadmin]\n";
     cp.cli(&[
         "rules",
         "apply",
@@ -380,6 +380,31 @@ fn a_multi_hop_loop_is_a_508_within_the_hop_limit() {
         counted, 9,
         "8 forwards (the hop limit), then the 9th arrival answered 508"
     );
+
+    // An instance at the caller's admin listener: a loop too, not its /config.
+    let admin = frontend.admin.to_string();
+    let loopadmin = Sidecar::start(
+        dir.path(),
+        "loopadmin-1",
+        &[
+            "--service",
+            "loopadmin",
+            "--app-addr",
+            "127.0.0.1:9",
+            "--advertise-addr",
+            &admin,
+            "--control-plane",
+            &url,
+        ],
+    );
+    loopadmin.wait_ready();
+    frontend.wait_endpoints("loopadmin", 1);
+    let (status, body) = raw(
+        frontend.outbound,
+        "GET /config HTTP/1.1\r\nHost: loopadmin\r\nConnection: close\r\n\r\n",
+    );
+    assert_eq!(status, 508, "{body}");
+    assert!(body.contains("reached the admin listener"), "{body}");
 
     // Over mesh mTLS (the PeerPolicy gone: permissive) the first bounce fails its
     // handshake at the outbound listener; that is the same loop, and said as one.
