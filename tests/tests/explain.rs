@@ -312,6 +312,14 @@ fn explain_predicts_where_the_sidecar_sends_each_request() {
         "Gray-Publish=a,b",
     ]);
     assert_eq!(bad.code, 2, "{bad:?}");
+    // A path with its query would be matched on the whole here and on the path alone
+    // by a sidecar: refused, saying where the query goes.
+    for path in ["/admin?x=1", "admin"] {
+        let bad = cp.cli(&["explain", "--service", "orders", "--path", path]);
+        assert_eq!(bad.code, 2, "{bad:?}");
+    }
+    let bad = cp.cli(&["explain", "--service", "orders", "--path", "/a?b"]);
+    assert!(bad.stderr.contains("--query NAME=VALUE"), "{bad:?}");
 
     override_and_release_gray_read_as_routed(&cp, dir.path(), &client);
 }

@@ -38,8 +38,9 @@ pub struct ExplainArgs {
     /// decodes the query string before matching).
     #[arg(long = "query", value_name = "NAME=VALUE", value_parser = pair)]
     pub query: Vec<(String, String)>,
-    /// The request path (for TagPolicy `path` rules).
-    #[arg(long, default_value = "/")]
+    /// The request path (for TagPolicy `path` rules), as the request carries it: a
+    /// sidecar matches it normalised (`//`, `.`, `..`, escaped letters), as here.
+    #[arg(long, default_value = "/", value_parser = request_path)]
     pub path: String,
     /// The request method (for TagPolicy `methods` rules).
     #[arg(long, default_value = "GET")]
@@ -54,6 +55,20 @@ fn pair(s: &str) -> Result<(String, String), String> {
         .filter(|(k, _)| !k.is_empty())
         .map(|(k, v)| (k.trim().to_string(), v.trim().to_string()))
         .ok_or_else(|| format!("{s:?}: expected NAME=VALUE"))
+}
+
+/// A path as a request's target carries it: from `/`, without the query (a sidecar
+/// matches `path` on the part before `?`, so `/admin?x=1` here would say otherwise).
+fn request_path(s: &str) -> Result<String, String> {
+    if !s.starts_with('/') {
+        return Err(format!("{s:?}: a request path starts with /"));
+    }
+    if s.contains(['?', '#']) {
+        return Err(format!(
+            "{s:?}: the path alone; give the query as --query NAME=VALUE"
+        ));
+    }
+    Ok(s.to_string())
 }
 
 /// The hypothetical request as the routing crate reads requests.
