@@ -157,13 +157,16 @@ pub(super) fn is_own_instance(address: &str, own: &[SocketAddr]) -> bool {
     address.parse::<SocketAddr>().is_ok_and(|a| is_own(&a, own))
 }
 
-/// Whether `address` reaches one of `own` listeners.
+/// Whether `address` reaches one of `own` listeners: the same address, or any
+/// loopback one for a listener on all addresses. (`127.0.0.2` does not reach a
+/// listener on `127.0.0.1`: a dead instance there is refused, not a loop.) A connect
+/// to `0.0.0.0` reaches this host's listeners.
 fn is_own(address: &SocketAddr, own: &[SocketAddr]) -> bool {
     own.iter().any(|l| {
         l.port() == address.port()
             && (l.ip() == address.ip()
                 || address.ip().is_unspecified()
-                || (l.ip().is_unspecified() || l.ip().is_loopback()) && address.ip().is_loopback())
+                || l.ip().is_unspecified() && address.ip().is_loopback())
     })
 }
 
@@ -281,6 +284,7 @@ mod tests {
         assert!(is_own(&"127.0.0.1:15001".parse().unwrap(), &own));
         assert!(is_own(&"127.0.0.2:15000".parse().unwrap(), &own));
         assert!(is_own(&"0.0.0.0:15001".parse().unwrap(), &own));
+        assert!(!is_own(&"127.0.0.2:15001".parse().unwrap(), &own));
         assert!(!is_own(&"127.0.0.1:15006".parse().unwrap(), &own));
         assert!(!is_own(&"10.0.0.7:15001".parse().unwrap(), &own));
     }
