@@ -260,6 +260,22 @@ fn namespaces_route_apart_and_the_cli_selects_them() {
         "staging's untagged requests back on the base instance",
         || (answered(out, "orders.staging", &[]) == pair("staging-orders", "v1")).then_some(()),
     );
+
+    // The sidecar's own errors name a service outside `default` as the CLI does.
+    let slow = GRAY_ORDERS.replace("  release: gray\n", "  timeout: 100ms\n");
+    let slow = write_file(dir.path(), "slow.yaml", &slow);
+    cp.cli(&["rules", "apply", "-f", &slow, "-n", "staging"])
+        .assert_ok();
+    let delayed = [("x-demo-delay-ms", "2000")];
+    let (status, body) = eventually(Duration::from_secs(10), "the timeout in force", || {
+        let (status, body) = call(out, "orders.staging", &delayed);
+        (status == 504).then_some((status, body))
+    });
+    assert_eq!(status, 504);
+    assert!(
+        body.contains("upstream orders.staging did not answer"),
+        "{body}"
+    );
 }
 
 /// `rules get`, `release get`, `status` and `explain` with and without `-n`.

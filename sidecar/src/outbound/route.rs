@@ -189,7 +189,14 @@ impl Outbound {
         // decided by the table; what follows only carries them out.
         let policy = routes.table.policy(namespace, service);
         let fault = policy.fault(tag, fastrand::u64(..));
-        policy::inject_fault(fault, &graylane_routing::qualified(namespace, service)).await?;
+        // The service as errors name it: `orders.shop` outside `default` (and no copy
+        // of the name in `default`).
+        let named = if namespace == graylane_routing::DEFAULT_NAMESPACE {
+            Cow::Borrowed(service.as_str())
+        } else {
+            Cow::Owned(graylane_routing::qualified(namespace, service))
+        };
+        policy::inject_fault(fault, &named).await?;
         // Only idempotent requests are ever sent twice: body-less ones, and those with
         // a body small enough to hold (rules.md: "never a body over 64 KiB").
         let Leaving { parts, body, .. } = *leaving;
@@ -215,6 +222,7 @@ impl Outbound {
             table: &routes.table,
             namespace,
             service,
+            named: &named,
             tag,
             spares: &spares,
             last: std::sync::Mutex::new(None),

@@ -24,6 +24,8 @@ pub(super) struct Reroute<'a, 'r> {
     pub(super) table: &'r RoutingTable,
     pub(super) namespace: &'a str,
     pub(super) service: &'a str,
+    /// The service as errors name it: `orders`, or `orders.shop` outside `default`.
+    pub(super) named: &'a str,
     pub(super) tag: Option<&'a Tag>,
     pub(super) spares: &'r Spares,
     /// The route the request was last routed again by (a lock only after refusals:
@@ -131,7 +133,8 @@ impl Outbound {
         replay: Option<bytes::Bytes>,
         timeout: Duration,
     ) -> Result<Sent<'r>, ProxyError> {
-        let service = reroute.service;
+        // Errors and logs name the service as the CLI does (`orders.shop`).
+        let service = reroute.named;
         // A retryable request has no body, or one held whole (`replay`): each attempt
         // is a copy of the head, with those bytes. Others are sent once, moved.
         let mut held = Some(request);
