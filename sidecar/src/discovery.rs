@@ -197,12 +197,20 @@ impl Discovery {
 
     /// One stream; `Ok(true)` when at least one snapshot arrived before it ended.
     async fn session(&self, url: &str, held: &mut Held) -> Result<bool, String> {
+        // A replica that takes the stream but sends nothing (hung, a proxy holding the
+        // call, or one that cannot read its store and predates refusing such streams)
+        // must not hold this sidecar: after a bound from the call's start, the next
+        // --control-plane URL.
+        let first = tokio::time::sleep(FIRST_SNAPSHOT_WAIT);
+        tokio::pin!(first);
+        let no_snapshot = || format!("no snapshot within {}s", FIRST_SNAPSHOT_WAIT.as_secs());
         let opening = self.open(url);
         tokio::pin!(opening);
         let (tx, mut inbound) = loop {
             tokio::select! {
                 opened = &mut opening => break opened?,
                 () = grace_end(held.next_expiry()) => self.expire(held).await?,
+                () = &mut first => return Err(no_snapshot()),
             }
         };
         let mut parts = PartialSnapshot::default();
@@ -212,20 +220,10 @@ impl Discovery {
         // The period of the previous stream until this one's first snapshot says.
         let mut period = self.period();
         let mut report = ticker(period);
-        // A replica that takes the stream but sends nothing (hung, or one that cannot
-        // read its store and predates refusing such streams) must not hold this
-        // sidecar: after a bound, the next --control-plane URL.
-        let first = tokio::time::sleep(FIRST_SNAPSHOT_WAIT);
-        tokio::pin!(first);
         loop {
             let message = tokio::select! {
                 m = inbound.message() => m,
-                () = &mut first, if !any => {
-                    return Err(format!(
-                        "no snapshot within {}s of subscribing",
-                        FIRST_SNAPSHOT_WAIT.as_secs()
-                    ));
-                }
+                () = &mut first, if !any => return Err(no_snapshot()),
                 _ = report.tick() => {
                     if !self.report(&tx).await {
                         return Ok(any);

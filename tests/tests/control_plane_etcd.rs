@@ -454,10 +454,16 @@ fn a_replica_cut_off_from_etcd_passes_sidecars_and_the_cli_to_the_next_one() {
         (revision_at(&sidecar) == 2).then_some(())
     });
 
-    // Alone, the cut-off replica still answers, with its store's failure (exit 3).
+    // Alone, the cut-off replica still answers, with its store's failure (exit 3),
+    // and `version` says it is not ready, and why.
     let alone = cut.cli(&["rules", "get"]);
     assert_eq!(alone.code, 3, "{alone:?}");
     assert!(alone.stderr.contains("unavailable"), "{alone:?}");
+    let version = cut.cli(&["version", "-o", "json"]).assert_ok().json();
+    let why = version["serverNotReady"].as_str().unwrap_or_default();
+    assert!(why.contains("unavailable"), "{version}");
+    let version = good.cli(&["version", "-o", "json"]).assert_ok().json();
+    assert!(version["serverNotReady"].is_null(), "{version}");
 }
 
 /// The names of the Lanes a sidecar routes by.
@@ -493,6 +499,11 @@ fn after_etcd_is_restored_from_a_backup_sidecars_route_by_what_it_holds() {
         (revision_at(&sidecar) == 3).then_some(())
     });
 
+    // A second sidecar, held still across the restore, keeps revision 3's rules.
+    let (_held_app, held) = instance(dir.path(), &cp.url(), "payments", "payments-1");
+    assert_eq!(revision_at(&held), 3);
+    held.proc.signal(libc::SIGSTOP);
+
     etcd.stop();
     etcd.restore(&backup);
     etcd.restart();
@@ -502,15 +513,24 @@ fn after_etcd_is_restored_from_a_backup_sidecars_route_by_what_it_holds() {
         "the restored rules at the sidecar",
         || (revision_at(&sidecar) == 1 && lanes_at(&sidecar) == ["a"]).then_some(()),
     );
-    // Revision 2 again, with other rules: pushed, and waited for.
-    let file = write_file(dir.path(), "d.yaml", &lane("d"));
-    let applied = cp.cli(&["rules", "apply", "-f", &file, "--wait", "--timeout", "10s"]);
-    applied.assert_ok();
-    assert_eq!(lanes_at(&sidecar), ["a", "d"], "{applied:?}");
     assert!(
         cp.proc
             .log_text()
             .contains("the store's revision went back")
+    );
+    // Revision 2 again, with other rules: pushed, and waited for. The held sidecar's
+    // ack of the old 3 does not count for it.
+    let file = write_file(dir.path(), "d.yaml", &lane("d"));
+    let waited = cp.cli(&["rules", "apply", "-f", &file, "--wait", "--timeout", "2s"]);
+    assert_eq!(waited.code, 1, "timed out: {waited:?}");
+    assert!(waited.stderr.contains("1/2 sidecars acked"), "{waited:?}");
+    assert!(!waited.stderr.contains("2/2"), "{waited:?}");
+    assert_eq!(lanes_at(&sidecar), ["a", "d"], "{waited:?}");
+    held.proc.signal(libc::SIGCONT);
+    eventually(
+        Duration::from_secs(10),
+        "the held sidecar on the new 2",
+        || (revision_at(&held) == 2 && lanes_at(&held) == ["a", "d"]).then_some(()),
     );
 }
 

@@ -268,14 +268,16 @@ impl Admin for AdminService {
                 // wakes the next round instead of being lost.
                 answers.borrow_and_update();
                 let sidecars = control.hub().sidecars();
-                let acked = sidecars
-                    .iter()
-                    .filter(|s| s.acked_revision >= revision)
-                    .count();
+                // A later revision holds this one's change too; one above the revision
+                // in force was acked before the store went back (etcd restored from a
+                // backup), and that number now stands for other rules.
+                let current = control.hub().current().revision;
+                let holds = |acked: u64| acked >= revision && acked <= current;
+                let acked = sidecars.iter().filter(|s| holds(s.acked_revision)).count();
                 let nacking: Vec<SidecarEntry> = sidecars
                     .iter()
                     .filter(|s| {
-                        s.acked_revision < revision
+                        !holds(s.acked_revision)
                             && s.nack.as_ref().is_some_and(|(r, _)| *r >= revision)
                     })
                     .cloned()

@@ -187,6 +187,9 @@ impl Connect {
     }
 }
 
+/// How long the probe waits for a server's Version answer.
+const PROBE_WAIT: Duration = Duration::from_secs(5);
+
 /// Why a connected server cannot be used.
 enum Probe {
     /// It answers, but not as graylane-control's gRPC API.
@@ -205,7 +208,9 @@ enum Probe {
 async fn probe(client: &mut Client) -> Result<(), Probe> {
     use tonic::Code;
     let call = client.version(graylane_proto::v1::VersionRequest {});
-    let status = match tokio::time::timeout(Duration::from_secs(10), call).await {
+    // A replica answers Version within its 3 s wait on the store (`READY_WAIT`): one
+    // silent past 5 s is hung, and the next --server is asked.
+    let status = match tokio::time::timeout(PROBE_WAIT, call).await {
         Ok(Ok(answer)) => {
             return if answer.into_inner().not_ready.is_empty() {
                 Ok(())
@@ -214,7 +219,10 @@ async fn probe(client: &mut Client) -> Result<(), Probe> {
             };
         }
         Ok(Err(status)) => status,
-        Err(_) => return Err(Probe::Unavailable("no answer within 10s".into())),
+        Err(_) => {
+            let why = format!("no answer within {}s", PROBE_WAIT.as_secs());
+            return Err(Probe::Unavailable(why));
+        }
     };
     // A gRPC server always sends `grpc-status`; without one, tonic makes a status up
     // with one of these messages (from the HTTP status, a body that is not gRPC

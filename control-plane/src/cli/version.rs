@@ -15,18 +15,26 @@ pub(crate) async fn run(connect: &Connect, format: Option<Format>) -> Result<(),
         Ok(mut client) => client
             .version(pb::VersionRequest {})
             .await
-            .map(|r| r.into_inner().version)
+            .map(|r| r.into_inner())
             .map_err(|s| CliError::from(s).message),
         Err(e) => Err(e.message),
     };
+    // A replica that answers but cannot serve (its store unavailable) says why.
+    let not_ready = server
+        .as_ref()
+        .ok()
+        .map(|v| v.not_ready.clone())
+        .filter(|why| !why.is_empty());
+    let server = server.map(|v| v.version);
     output::emit(
         format.unwrap_or(Format::Table),
         || {
             let mut t = Table::new(vec!["COMPONENT", "VERSION"]);
             t.row(vec!["graylane (client)".into(), client_version.into()]);
-            let server_cell = match &server {
-                Ok(v) => v.clone(),
-                Err(e) => format!("unknown ({e})"),
+            let server_cell = match (&server, &not_ready) {
+                (Ok(v), None) => v.clone(),
+                (Ok(v), Some(why)) => format!("{v} (not ready: {why})"),
+                (Err(e), _) => format!("unknown ({e})"),
             };
             t.row(vec!["graylane-control".into(), server_cell]);
             t
@@ -36,6 +44,7 @@ pub(crate) async fn run(connect: &Connect, format: Option<Format>) -> Result<(),
                 "client": client_version,
                 "server": server.as_ref().ok(),
                 "serverError": server.as_ref().err(),
+                "serverNotReady": not_ready,
             })
         },
     );
