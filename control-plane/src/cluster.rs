@@ -30,6 +30,10 @@ use crate::push::{Hub, LISTED_SCOPE, ListedScope, SidecarEntry, with_identity_de
 
 /// Between attempts after an etcd error: doubles up to the last.
 const RETRY_FIRST: Duration = Duration::from_millis(100);
+/// How long one lease renewal may take, and the pause before another after one
+/// failed (an etcd restart takes a second or two: the lease outlives it).
+const RENEW_WAIT: Duration = Duration::from_secs(2);
+const RENEW_RETRY: Duration = Duration::from_millis(500);
 const RETRY_MAX: Duration = Duration::from_secs(3);
 
 /// The shared registry of one replica.
@@ -241,7 +245,11 @@ impl Cluster {
             tokio::select! {
                 changed = changes.changed() => if changed.is_err() { return },
                 () = lease.lost.notified() => {
-                    tracing::warn!("etcd registry: lease lost; registering again");
+                    // Cut off from etcd, this replica cannot keep its sidecars'
+                    // instances in the mesh: sent to another replica, they are
+                    // written under its lease before this one runs out.
+                    tracing::warn!(sidecars = hub.local_sidecars().len(), "etcd registry: lease lost; sending this replica's sidecars to reconnect, and registering again");
+                    hub.evict_all();
                     lease.id.send_replace(None);
                     written.clear();
                 }
@@ -323,27 +331,54 @@ impl Cluster {
     async fn grant(&self, lease: &Arc<LeaseState>) -> anyhow::Result<i64> {
         let mut client = self.client.clone();
         let id = client.lease_grant(self.ttl, None).await?.id();
-        let (mut keeper, mut answers) = client.lease_keep_alive(id).await?;
+        let (keeper, answers) = client.lease_keep_alive(id).await?;
         lease.id.send_replace(Some(id));
         let (state, period) = (
             Arc::clone(lease),
             Duration::from_secs(u64::try_from(self.ttl).unwrap_or(10) / 3)
                 .max(Duration::from_millis(500)),
         );
+        let ttl = Duration::from_secs(u64::try_from(self.ttl).unwrap_or(10));
+        let client = self.client.clone();
         tokio::spawn(async move {
+            let mut stream = Some((keeper, answers));
+            let mut renewed = tokio::time::Instant::now();
             loop {
                 let alive = async {
+                    if stream.is_none() {
+                        stream = Some(client.clone().lease_keep_alive(id).await?);
+                    }
+                    let Some((keeper, answers)) = stream.as_mut() else {
+                        return Ok(false);
+                    };
                     keeper.keep_alive().await?;
                     match answers.message().await? {
                         Some(answer) if answer.ttl() > 0 => Ok(true),
                         _ => Ok::<_, etcd_client::Error>(false),
                     }
                 };
-                match alive.await {
-                    Ok(true) => {}
-                    Ok(false) | Err(_) => break,
-                }
-                tokio::time::sleep(period).await;
+                // An etcd that stopped answering (a black-holed path) is a failed
+                // renewal as surely as one that refuses.
+                let next = match tokio::time::timeout(RENEW_WAIT.min(period), alive).await {
+                    Ok(Ok(true)) => {
+                        renewed = tokio::time::Instant::now();
+                        period
+                    }
+                    // etcd says the lease is gone.
+                    Ok(Ok(false)) => break,
+                    // Not renewed (etcd restarting, or this replica cut off from it):
+                    // the same lease again, soon, until half its TTL has passed since
+                    // it was last renewed. Then it is lost, and this replica's sidecars
+                    // are sent elsewhere while their instances are still in the mesh.
+                    Ok(Err(_)) | Err(_) => {
+                        stream = None;
+                        if renewed.elapsed() >= ttl / 2 {
+                            break;
+                        }
+                        RENEW_RETRY
+                    }
+                };
+                tokio::time::sleep(next).await;
                 if *state.id.borrow() != Some(id) {
                     return; // replaced by a newer lease
                 }

@@ -93,6 +93,8 @@ pub struct Hub {
     registry: Mutex<Registry>,
     /// Bumped whenever a sidecar connects, leaves, ACKs or NACKs: wakes rollout watchers.
     answers: watch::Sender<u64>,
+    /// Bumped to end every stream of this replica (`evict_all`).
+    evictions: watch::Sender<u64>,
     /// Signalled on every registry change; `publish_endpoints` batches them.
     registry_changed: Notify,
     /// With etcd: every replica's sidecars, by instance id, and whether each is
@@ -116,6 +118,7 @@ impl Hub {
             state: watch::channel(Arc::new(State::default())).0,
             registry: Mutex::new(Registry::default()),
             answers: watch::channel(0).0,
+            evictions: watch::channel(0).0,
             registry_changed: Notify::new(),
             cluster: Mutex::new(BTreeMap::new()),
             stats: PushStats::default(),
@@ -388,6 +391,19 @@ impl Hub {
     /// then instance id.
     pub fn sidecars(&self) -> Vec<SidecarEntry> {
         self.everyone()
+    }
+
+    /// Ends every sidecar stream of this replica with UNAVAILABLE, so the sidecars
+    /// reconnect, to their next `--control-plane` URL first: when this replica lost
+    /// its lease in etcd (partitioned from it), their instances would otherwise leave
+    /// the mesh when the lease runs out, while another replica could keep them.
+    pub fn evict_all(&self) {
+        self.evictions.send_modify(|n| *n += 1);
+    }
+
+    /// Changes with every [`evict_all`](Self::evict_all).
+    pub fn evictions(&self) -> watch::Receiver<u64> {
+        self.evictions.subscribe()
     }
 
     /// Fires on every connect, disconnect, ACK or NACK.

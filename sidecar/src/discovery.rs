@@ -246,6 +246,9 @@ impl Discovery {
                 Ok(None) => return Ok(any),
                 Err(status) => {
                     return if any {
+                        // The control plane ended a healthy stream (it is shutting
+                        // down, or lost its lease in etcd): reconnecting, next URL first.
+                        tracing::info!(control_plane = %url, reason = %status.message(), "control plane stream ended");
                         Ok(true)
                     } else {
                         Err(status.message().to_string())

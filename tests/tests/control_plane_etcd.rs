@@ -584,3 +584,114 @@ fn a_hung_replica_s_instances_stay_in_the_mesh_and_no_request_fails() {
     let lease_b = etcd.lease_of(key).expect("orders-1 still registered");
     assert_ne!(lease_b, lease_a, "registered again, through B");
 }
+
+/// A TCP path to etcd the test can cut: every connection through it is shut, and new
+/// ones are closed at once, as a network partition would leave a replica.
+struct Cuttable {
+    addr: SocketAddr,
+    open: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    live: std::sync::Arc<std::sync::Mutex<Vec<TcpStream>>>,
+}
+
+impl Cuttable {
+    /// Forwards to `to` (`host:port`). Its threads end with the test process.
+    fn start(to: &str) -> Cuttable {
+        use std::sync::atomic::Ordering;
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        let cut = Cuttable {
+            addr,
+            open: Default::default(),
+            live: Default::default(),
+        };
+        cut.open.store(true, Ordering::SeqCst);
+        let (open, live, to) = (cut.open.clone(), cut.live.clone(), to.to_string());
+        std::thread::spawn(move || {
+            for client in listener.incoming() {
+                let Ok(client) = client else { return };
+                let Ok(upstream) = TcpStream::connect(&to) else {
+                    continue;
+                };
+                if !open.load(Ordering::SeqCst) {
+                    continue;
+                }
+                let mut held = live.lock().unwrap();
+                held.extend([client.try_clone().unwrap(), upstream.try_clone().unwrap()]);
+                for (mut from, mut into) in [
+                    (client.try_clone().unwrap(), upstream.try_clone().unwrap()),
+                    (upstream, client),
+                ] {
+                    std::thread::spawn(move || {
+                        let _ = std::io::copy(&mut from, &mut into);
+                        let _ = into.shutdown(std::net::Shutdown::Both);
+                    });
+                }
+            }
+        });
+        cut
+    }
+
+    fn cut(&self) {
+        self.open.store(false, std::sync::atomic::Ordering::SeqCst);
+        for stream in self.live.lock().unwrap().drain(..) {
+            let _ = stream.shutdown(std::net::Shutdown::Both);
+        }
+    }
+}
+
+/// A replica that loaded its store, then lost etcd (a partition): it sends its
+/// sidecars to reconnect, to the next replica, which writes their instances under
+/// its own lease before the lost one runs out. Before: they left the mesh ~10 s after
+/// the cut, and calls to them got 502 "unknown service" for as long as it lasted.
+#[test]
+fn a_replica_partitioned_from_etcd_sends_its_sidecars_to_another_and_no_request_fails() {
+    let dir = tempfile::tempdir().unwrap();
+    let etcd = Etcd::start(dir.path());
+    let path = Cuttable::start(&etcd.endpoint());
+    let cut_off =
+        ControlPlane::start_etcd(dir.path(), &path.addr.to_string(), "/graylane-test", &[]);
+    let healthy = replica(dir.path(), &[&etcd]);
+    let (_orders_app, orders) = instance(
+        dir.path(),
+        &format!("{},{}", cut_off.url(), healthy.url()),
+        "orders",
+        "orders-1",
+    );
+    let (_front_app, front) = instance(dir.path(), &healthy.url(), "frontend", "frontend-1");
+    front.wait_endpoints("orders", 1);
+    let key = "/graylane-test/instances/orders-1";
+    let lease = eventually(Duration::from_secs(5), "orders-1 registered", || {
+        etcd.lease_of(key)
+    });
+
+    path.cut();
+    let started = Instant::now();
+    let mut expired: Option<Instant> = None;
+    // On for 2 s after the cut-off replica's lease expired.
+    let (sent, failed) = load_until(front.outbound, || {
+        if expired.is_none() && etcd.lease_expired(&lease) {
+            expired = Some(Instant::now());
+        }
+        expired.is_some_and(|at| at.elapsed() > Duration::from_secs(2))
+            || started.elapsed() > Duration::from_secs(30)
+    });
+    assert!(
+        expired.is_some(),
+        "the lost lease did not expire within 30 s"
+    );
+    assert!(
+        failed.is_empty(),
+        "{} of {sent} failed, the first: {:?}",
+        failed.len(),
+        &failed[..failed.len().min(5)]
+    );
+    assert_ne!(
+        etcd.lease_of(key),
+        Some(lease),
+        "registered again elsewhere"
+    );
+    let log = orders.proc.log_text();
+    assert!(log.contains("this replica lost its lease in etcd"), "{log}");
+    let moved = format!("subscribed control_plane={}", healthy.url());
+    assert!(log.contains(&moved), "{log}");
+}

@@ -228,6 +228,7 @@ impl Stream {
         mut shutdown: watch::Receiver<bool>,
     ) {
         let mut states = self.hub.subscribe();
+        let mut evictions = self.hub.evictions();
         // The newest state not yet being sent; replaced (coalesced) by newer ones.
         // Nothing goes out before the rules in force were read from the store (a
         // replica starting while etcd is down): an empty set would wipe the sidecar's.
@@ -250,6 +251,7 @@ impl Stream {
             }
             tokio::select! {
                 _ = &mut kicked => break Some(Status::aborted("replaced by a newer stream of the same instance")),
+                Ok(()) = evictions.changed() => break Some(Status::unavailable("this replica lost its lease in etcd: reconnect to another")),
                 _ = shutdown.wait_for(|down| *down) => break Some(Status::unavailable("control plane shutting down")),
                 message = inbound.message() => match message {
                     Ok(Some(message)) => {
