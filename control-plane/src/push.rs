@@ -323,7 +323,23 @@ impl Hub {
         identity: String,
         now_ms: i64,
     ) -> (SidecarId, oneshot::Receiver<()>) {
-        let (id, kicked) = self.registry().insert(hello, identity, now_ms);
+        // A sidecar that moved here from another replica (which issued its certificate)
+        // keeps the expiry that replica recorded in etcd, for `graylane status`.
+        let issued_elsewhere = self
+            .cluster
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(&hello.instance_id)
+            .filter(|(e, _)| e.identity == identity && e.cert_not_after > 0)
+            .map(|(e, _)| e.cert_not_after);
+        let mut registry = self.registry();
+        let (id, kicked) = registry.insert(hello, identity.clone(), now_ms);
+        if let Some(not_after) = issued_elsewhere
+            && !registry.issued(&id.instance_id, &identity)
+        {
+            registry.record_certificate(&id.instance_id, &identity, not_after, now_ms / 1000);
+        }
+        drop(registry);
         self.registry_changed.notify_one();
         self.answers.send_modify(|n| *n += 1);
         (id, kicked)

@@ -243,6 +243,10 @@ fn a_replica_killed_under_load_fails_no_request_and_its_instances_stay() {
     );
     let status = b.cli(&["status", "-o", "json"]).json();
     assert_eq!(status["sidecars"].as_array().unwrap().len(), 2, "{status}");
+    // Their certificates came from A: B shows the expiry A recorded in etcd.
+    for sidecar in status["sidecars"].as_array().unwrap() {
+        assert!(sidecar["certNotAfter"].as_i64().is_some(), "{sidecar}");
+    }
     // A change still reaches both sidecars, through the surviving replica.
     apply(&b, dir.path(), "after").assert_ok();
     let revision = graylane_tests::docs::revision(&b);

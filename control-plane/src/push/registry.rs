@@ -206,6 +206,13 @@ impl Registry {
         }
     }
 
+    /// Whether this replica issued `instance_id` a certificate for `identity`.
+    pub(super) fn issued(&self, instance_id: &str, identity: &str) -> bool {
+        self.certs
+            .get(instance_id)
+            .is_some_and(|(issued_to, _)| issued_to == identity)
+    }
+
     pub(super) fn entries(&self) -> impl Iterator<Item = &SidecarEntry> {
         self.entries.values().map(|(_, e, _)| e)
     }
