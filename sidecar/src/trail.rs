@@ -55,13 +55,9 @@ impl Hop<'_> {
     /// `service=orders;instance=orders-2;subset=v2;tag=gray;source=trace;fallback=false;revision=7`,
     /// then `;peer=spiffe://…` over mTLS.
     pub(crate) fn entry(&self) -> String {
-        let (dot, namespace) = match self.namespace {
-            "" | graylane_routing::DEFAULT_NAMESPACE => ("", ""),
-            other => (".", other),
-        };
         let mut entry = format!(
-            "service={}{dot}{namespace};instance={};subset={};tag={};source={};fallback={};revision={}",
-            self.service,
+            "service={};instance={};subset={};tag={};source={};fallback={};revision={}",
+            graylane_routing::qualified_ref(self.namespace, self.service),
             self.instance,
             self.subset.unwrap_or("-"),
             self.tag.map_or("-", Tag::as_str),

@@ -56,6 +56,24 @@ fn instance(
     (app, sidecar)
 }
 
+/// A frontend sidecar with no app behind it, ready: the test's way into the mesh.
+fn caller(dir: &std::path::Path, url: &str) -> Sidecar {
+    let client = Sidecar::start(
+        dir,
+        "frontend-1",
+        &[
+            "--service",
+            "frontend",
+            "--instance-id",
+            "frontend-1",
+            "--control-plane",
+            url,
+        ],
+    );
+    client.wait_ready();
+    client
+}
+
 #[test]
 fn sigterm_lets_in_flight_requests_finish_then_exits_0() {
     let dir = tempfile::tempdir().unwrap();
@@ -97,19 +115,7 @@ fn killing_an_instance_under_load_fails_no_idempotent_request() {
     let url = cp.url();
     let (_a1, o1) = instance(dir.path(), &url, "orders", "orders-1", &[]);
     let (_a2, mut o2) = instance(dir.path(), &url, "orders", "orders-2", &[]);
-    let client = Sidecar::start(
-        dir.path(),
-        "frontend-1",
-        &[
-            "--service",
-            "frontend",
-            "--instance-id",
-            "frontend-1",
-            "--control-plane",
-            &url,
-        ],
-    );
-    client.wait_ready();
+    let client = caller(dir.path(), &url);
     client.wait_endpoints("orders", 2);
     let outbound = client.outbound;
     // Four clients at once, each request held 10 ms by the app, so requests are in
@@ -185,19 +191,7 @@ fn rules_swapped_every_50ms_under_load_fail_no_request_and_none_uses_stale_rules
         s.wait_ready();
         sidecars.push(s);
     }
-    let client = Sidecar::start(
-        dir.path(),
-        "frontend-1",
-        &[
-            "--service",
-            "frontend",
-            "--instance-id",
-            "frontend-1",
-            "--control-plane",
-            &url,
-        ],
-    );
-    client.wait_ready();
+    let client = caller(dir.path(), &url);
     client.wait_endpoints("orders", 2);
 
     let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
@@ -322,19 +316,7 @@ fn a_100_mib_upload_streams_through_two_sidecars_with_bounded_memory() {
     let cp = ControlPlane::start(dir.path(), &[]);
     let url = cp.url();
     let (_app, orders) = instance(dir.path(), &url, "orders", "orders-1", &[]);
-    let client = Sidecar::start(
-        dir.path(),
-        "frontend-1",
-        &[
-            "--service",
-            "frontend",
-            "--instance-id",
-            "frontend-1",
-            "--control-plane",
-            &url,
-        ],
-    );
-    client.wait_ready();
+    let client = caller(dir.path(), &url);
     client.wait_endpoints("orders", 1);
     let before = (
         peak_rss_kib(client.proc.pid()),
@@ -435,19 +417,7 @@ spec:
     let (_a1, _o1) = versioned(dir.path(), &url, "orders-1", "v1");
     let (_a2, mut o2) = versioned(dir.path(), &url, "orders-2", "v2");
     let (_a3, mut o3) = versioned(dir.path(), &url, "orders-3", "v2");
-    let client = Sidecar::start(
-        dir.path(),
-        "frontend-1",
-        &[
-            "--service",
-            "frontend",
-            "--instance-id",
-            "frontend-1",
-            "--control-plane",
-            &url,
-        ],
-    );
-    client.wait_ready();
+    let client = caller(dir.path(), &url);
     client.wait_endpoints("orders", 3);
     let outbound = client.outbound;
     let gray = "gray-publish: gray\r\ngraylane-debug: 1\r\n";

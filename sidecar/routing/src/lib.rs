@@ -44,7 +44,7 @@ pub use self::model::{
     MatchBlock, Metadata, Mirror, MtlsMode, Name, OnSuccess, Pattern, PeerPolicy, PeerPolicySpec,
     REGEX_MAX_COMPILED, REGEX_MAX_LEN, Rate, Release, Resource, Retries, RetryOn, RoutePolicy,
     RoutePolicySpec, ServiceName, Step, StringMatch, Subset, TagPolicy, TagPolicySpec, TagRule,
-    WeightedSubset, default_fallback, qualified,
+    WeightedSubset, default_fallback, qualified, qualified_ref,
 };
 pub use self::parse::{
     MAX_DOCUMENT_BYTES, MAX_DOCUMENTS, files_with_namespace, json_value, parse_file, with_namespace,

@@ -29,7 +29,9 @@ pub use self::match_block::{Cidr, HashKey, MatchBlock};
 pub use self::matcher::{Pattern, REGEX_MAX_COMPILED, REGEX_MAX_LEN, StringMatch};
 pub use self::meta::Metadata;
 pub(crate) use self::names::is_dns_label;
-pub use self::names::{DEFAULT_NAMESPACE, LABEL_MAX_LEN, Labels, Name, ServiceName, qualified};
+pub use self::names::{
+    DEFAULT_NAMESPACE, LABEL_MAX_LEN, Labels, Name, ServiceName, qualified, qualified_ref,
+};
 pub use self::peer_policy::{MtlsMode, PeerPolicy, PeerPolicySpec};
 pub use self::route_policy::{
     Abort, Delay, Exclude, Fault, LaneOverride, MAX_RETRY_ATTEMPTS, Mirror, Release, Retries,

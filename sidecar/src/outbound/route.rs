@@ -189,13 +189,8 @@ impl Outbound {
         // decided by the table; what follows only carries them out.
         let policy = routes.table.policy(namespace, service);
         let fault = policy.fault(tag, fastrand::u64(..));
-        // The service as errors name it: `orders.shop` outside `default` (and no copy
-        // of the name in `default`).
-        let named = if namespace == graylane_routing::DEFAULT_NAMESPACE {
-            Cow::Borrowed(service.as_str())
-        } else {
-            Cow::Owned(graylane_routing::qualified(namespace, service))
-        };
+        // The service as errors name it: `orders.shop` outside `default`.
+        let named = graylane_routing::qualified_ref(namespace, service);
         policy::inject_fault(fault, &named).await?;
         // Only idempotent requests are ever sent twice: body-less ones, and those with
         // a body small enough to hold (rules.md: "never a body over 64 KiB").

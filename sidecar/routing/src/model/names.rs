@@ -120,10 +120,16 @@ impl ServiceName {
 /// `service` as people read it from `namespace`'s point of view: `orders` in
 /// `default`, `orders.shop` elsewhere (the reference form rules and hosts use).
 pub fn qualified(namespace: &str, service: &str) -> String {
+    qualified_ref(namespace, service).into_owned()
+}
+
+/// [`qualified`], borrowing `service` in `default`: for a request's path, where the
+/// name in `default` (most of them) is not copied.
+pub fn qualified_ref<'a>(namespace: &str, service: &'a str) -> std::borrow::Cow<'a, str> {
     if namespace.is_empty() || namespace == DEFAULT_NAMESPACE {
-        service.to_owned()
+        std::borrow::Cow::Borrowed(service)
     } else {
-        format!("{service}.{namespace}")
+        std::borrow::Cow::Owned(format!("{service}.{namespace}"))
     }
 }
 
