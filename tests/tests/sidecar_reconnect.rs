@@ -381,3 +381,79 @@ fn a_bad_endpoint_grace_is_refused_at_start() {
     assert_eq!(out.status.code(), Some(2), "{stderr}");
     assert!(stderr.contains("must be 0s to 5m"), "{stderr}");
 }
+
+/// A first `--control-plane` URL that speaks HTTP/2 (answers the sidecar's keep-alive
+/// PINGs) but never answers its Subscribe: a proxy holding the call, or a replica
+/// whose stream is stuck. The sidecar gives it 30 s for a first snapshot, counted from
+/// the call's start, then subscribes through the next URL. (A peer that answers
+/// nothing at all is left sooner, by the keep-alive's 5 s.)
+#[test]
+fn a_control_plane_that_holds_the_call_is_left_for_the_next_url() {
+    let dir = tempfile::tempdir().unwrap();
+    let cp = ControlPlane::start(dir.path(), &[]);
+    let holding = TcpListener::bind("127.0.0.1:0").unwrap();
+    holding.set_nonblocking(true).unwrap();
+    let holding_url = format!("http://{}", holding.local_addr().unwrap());
+    let calls = Arc::new(AtomicUsize::new(0));
+    let counted = Arc::clone(&calls);
+    // Its thread ends with the test process.
+    std::thread::spawn(move || {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(async move {
+            let listener = tokio::net::TcpListener::from_std(holding).unwrap();
+            while let Ok((socket, _)) = listener.accept().await {
+                let counted = Arc::clone(&counted);
+                tokio::spawn(async move {
+                    let Ok(mut conn) = h2::server::handshake(socket).await else {
+                        return;
+                    };
+                    // Each call is taken and kept, unanswered; polling the connection
+                    // answers PINGs.
+                    let mut held = Vec::new();
+                    while let Some(Ok(call)) = conn.accept().await {
+                        counted.fetch_add(1, Ordering::SeqCst);
+                        held.push(call);
+                    }
+                });
+            }
+        });
+    });
+    let urls = format!("{holding_url},{}", cp.url());
+    let sidecar = Sidecar::start(
+        dir.path(),
+        "frontend-1",
+        &[
+            "--service",
+            "frontend",
+            "--instance-id",
+            "frontend-1",
+            "--control-plane",
+            &urls,
+            "--otlp-endpoint",
+            "none",
+        ],
+    );
+    let started = std::time::Instant::now();
+    eventually(
+        Duration::from_secs(10),
+        "the sidecar's call to the holding URL",
+        || (calls.load(Ordering::SeqCst) > 0).then_some(()),
+    );
+    assert_eq!(http_get(sidecar.admin, "/ready").0, 503);
+    eventually(
+        Duration::from_secs(45),
+        "the sidecar ready through the second URL",
+        || (http_get(sidecar.admin, "/ready").0 == 200).then_some(()),
+    );
+    // Held for the bound, not left earlier for another reason (keep-alive, a refusal).
+    assert!(
+        started.elapsed() >= Duration::from_secs(25),
+        "ready after {:?}",
+        started.elapsed()
+    );
+    let log = sidecar.proc.log_text();
+    assert!(log.contains("no snapshot within 30s"), "{log}");
+}

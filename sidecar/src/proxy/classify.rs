@@ -18,7 +18,7 @@ pub(super) fn pool_failure(e: PoolError) -> SendFailure {
 /// A failed exchange (not a connect), by who caused it.
 pub(super) fn classify(e: &(dyn std::error::Error + 'static)) -> SendFailure {
     match user_error(e) {
-        Some(User::Body) => SendFailure::Downstream(source_text(e)),
+        Some(User::Body(cause)) => SendFailure::Downstream(body_text(cause)),
         Some(User::Misuse) => SendFailure::Internal(source_text(e)),
         None if closed_before_response(e) => SendFailure::Closed(source_text(e)),
         None => SendFailure::Other(source_text(e)),
@@ -49,10 +49,11 @@ pub(super) fn malformed<B>(response: &Response<B>, upgrading: bool) -> Option<&'
 }
 
 /// A hyper error about what the sidecar handed it, not about the upstream.
-enum User {
+enum User<'a> {
     /// The request's own body failed (the client sent bad chunks, or went away): the
-    /// client's fault, not the upstream's, so no instance is blamed for it.
-    Body,
+    /// client's fault, not the upstream's, so no instance is blamed for it. With what
+    /// failed in it, below hyper's wrapper.
+    Body(Option<&'a (dyn std::error::Error + 'static)>),
     /// Anything else hyper refuses in a request (an unsupported version, a header
     /// HTTP/2 forbids): the request as the sidecar built it.
     Misuse,
@@ -60,7 +61,7 @@ enum User {
 
 /// hyper's user errors, told apart by their text: its kinds are not public, and
 /// each kind's text is fixed (`Error::description`).
-fn user_error(e: &(dyn std::error::Error + 'static)) -> Option<User> {
+fn user_error<'a>(e: &'a (dyn std::error::Error + 'static)) -> Option<User<'a>> {
     let mut source = Some(e);
     while let Some(s) = source {
         if let Some(h) = s.downcast_ref::<hyper::Error>()
@@ -68,7 +69,7 @@ fn user_error(e: &(dyn std::error::Error + 'static)) -> Option<User> {
         {
             let text = h.to_string();
             return if h.is_body_write_aborted() || text == "error from user's Body stream" {
-                Some(User::Body)
+                Some(User::Body(s.source()))
             } else if text == "dispatch task is gone" {
                 // The connection's task ended under the request: the connection's
                 // failure, classified as the upstream's below.
@@ -80,6 +81,16 @@ fn user_error(e: &(dyn std::error::Error + 'static)) -> Option<User> {
         source = s.source();
     }
     None
+}
+
+/// The 400's text for a request body that failed: what was wrong with it (bad chunk
+/// framing, as the client's connection reported it), without hyper's wrapper, whose
+/// "user's Body stream" means the sidecar's side of hyper, not the client.
+fn body_text(cause: Option<&(dyn std::error::Error + 'static)>) -> String {
+    match cause {
+        Some(cause) => format!("request body: {}", source_text(cause)),
+        None => "request body: broken off by the client".into(),
+    }
 }
 
 /// The connection closed or was reset before any byte of a response: the upstream
