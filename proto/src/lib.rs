@@ -5,8 +5,10 @@
 #![allow(unreachable_pub, clippy::all, rust_2018_idioms)]
 
 mod codec;
+mod url;
 
 pub use self::codec::Codec;
+pub use self::url::GrpcUrl;
 
 /// Version 1 of the API (`package graylane.v1`).
 pub mod v1 {

@@ -9,8 +9,9 @@ use tonic::transport::{Certificate, ClientTlsConfig, Endpoint};
 
 /// An endpoint for `url`, with TLS when it is `https://`. Errors say why, for a log.
 pub(crate) fn endpoint(url: &str, ca_bundle: Option<&[u8]>) -> Result<Endpoint, String> {
-    let endpoint = Endpoint::from_shared(url.to_string()).map_err(|e| format!("bad URL: {e}"))?;
-    if !url.starts_with("https://") {
+    let graylane_proto::GrpcUrl { url, tls } = graylane_proto::GrpcUrl::parse(url)?;
+    let endpoint = Endpoint::from_shared(url).map_err(|e| format!("bad URL: {e}"))?;
+    if !tls {
         return Ok(endpoint);
     }
     let ca = ca_bundle.ok_or("https:// needs --ca-bundle (no CA is trusted by default)")?;

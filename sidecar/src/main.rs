@@ -254,7 +254,13 @@ async fn run(args: Args) -> anyhow::Result<()> {
         }
         None => None,
     };
-    if ca_bundle.is_none() && control_planes.iter().any(|u| u.starts_with("https://")) {
+    let mut tls = false;
+    for url in &control_planes {
+        tls |= graylane_proto::GrpcUrl::parse(url)
+            .map_err(|e| anyhow::anyhow!("--control-plane {e}"))?
+            .tls;
+    }
+    if ca_bundle.is_none() && tls {
         bail!(
             "--control-plane https://... needs --ca-bundle: no CA is trusted by default, and it never falls back to plaintext"
         );
@@ -300,7 +306,11 @@ async fn run(args: Args) -> anyhow::Result<()> {
     let trace = TraceConfig {
         endpoint: match args.otlp_endpoint.as_deref() {
             Some("none") => None,
-            Some(url) => Some(url.to_string()),
+            Some(url) => {
+                graylane_proto::GrpcUrl::parse(url)
+                    .map_err(|e| anyhow::anyhow!("--otlp-endpoint {e}"))?;
+                Some(url.to_string())
+            }
             None => control_planes.first().cloned(),
         },
         token,

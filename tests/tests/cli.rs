@@ -257,3 +257,127 @@ fn validate_says_it_checks_a_whole_set_and_dry_run_checks_a_part() {
     let dry = cp.cli(&["rules", "apply", "--dry-run", "-f", &rollout]);
     assert!(dry.assert_ok().stdout.contains("LaneRollout/r"), "{dry:?}");
 }
+
+/// rules.md: "All errors of a file are reported, not only the first." A document that
+/// fails alone (an unknown field) used to hide what the file's valid documents break
+/// as a set (two RoutePolicies for one service) and against the rules in force (a
+/// Lane tag already used): three runs to see three errors. Every path now reports
+/// them in one run; nothing is written.
+#[test]
+fn every_error_of_a_file_is_reported_in_one_run() {
+    let dir = tempfile::tempdir().unwrap();
+    let cp = ControlPlane::start(dir.path(), &[]);
+    let stored = write_file(dir.path(), "stored.yaml", LANE);
+    cp.cli(&["rules", "apply", "-f", &stored]).assert_ok();
+    let policy = |name: &str, spec: &str| {
+        format!(
+            "apiVersion: graylane.io/v1\nkind: RoutePolicy\nmetadata: {{name: {name}}}\nspec: {spec}\n"
+        )
+    };
+    let file = write_file(
+        dir.path(),
+        "bad.yaml",
+        &[
+            policy("a", "{service: inventory}"),
+            policy("b", "{service: inventory}"),
+            "apiVersion: graylane.io/v1\nkind: Lane\nmetadata: {name: blue}\nspec: {tag: gray, selector: {version: v3}}\n".into(),
+            policy("c", "{service: stock, tmieout: 2s}"),
+        ]
+        .join("---\n"),
+    );
+    let duplicate = "document 2 (RoutePolicy/b): spec.service: service \"inventory\" already has RoutePolicy \"a\"";
+    let unknown = "document 4 (RoutePolicy/c): spec.tmieout: unknown field";
+    // Named on whichever of the two comes first by name, the other in parentheses.
+    let tag_taken = "spec.tag: tag \"gray\" is already used by Lane";
+
+    // Offline: the files as the whole set (the stored Lane is not known).
+    let validate = cli(&["rules", "validate", "-f", &file]);
+    assert_eq!(validate.code, 1, "{validate:?}");
+    for error in [duplicate, unknown] {
+        assert!(validate.stderr.contains(error), "{error}: {validate:?}");
+    }
+    // Against the rules in force: all three, from apply and from diff.
+    for args in [&["rules", "apply", "-f"][..], &["rules", "diff", "-f"]] {
+        let out = cp.cli(&[args, &[file.as_str()]].concat());
+        assert_eq!(out.code, 1, "{args:?}: {out:?}");
+        for error in [duplicate, unknown, tag_taken] {
+            assert!(out.stderr.contains(error), "{args:?} {error}: {out:?}");
+        }
+    }
+    assert_eq!(graylane_tests::docs::revision(&cp), 1, "nothing written");
+    // No server to ask: what the files show alone, still refused (exit 1, not 3).
+    let offline = cli(&["--server", "127.0.0.1:1", "rules", "apply", "-f", &file]);
+    assert_eq!(offline.code, 1, "{offline:?}");
+    assert!(offline.stderr.contains(unknown), "{offline:?}");
+}
+
+/// A `--server` whose scheme is neither http nor https (a mistyped `htps://`) is a
+/// usage error: it was used as plaintext gRPC, sending the token in the clear.
+#[test]
+fn a_server_url_with_another_scheme_is_refused_before_any_token_is_sent() {
+    let dir = tempfile::tempdir().unwrap();
+    let cp = ControlPlane::start(dir.path(), &[]);
+    let port = cp.grpc.port();
+    for url in [
+        format!("htps://127.0.0.1:{port}"),
+        format!("ftp://127.0.0.1:{port}"),
+    ] {
+        let out = cli(&["--server", &url, "rules", "get"]);
+        assert_eq!(out.code, 2, "{url}: {out:?}");
+        assert!(
+            out.stderr.contains("is neither http nor https"),
+            "{url}: {out:?}"
+        );
+    }
+    // The scheme's case does not matter.
+    cli(&[
+        "--server",
+        &format!("HTTP://127.0.0.1:{port}"),
+        "rules",
+        "get",
+    ])
+    .assert_ok();
+    // Nor does the sidecar send its token over such a URL: it refuses to start.
+    let out = Command::new(graylane_tests::bin("graylane-sidecar"))
+        .args(["--service", "web", "--control-plane"])
+        .arg(format!("htps://127.0.0.1:{port}"))
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{stderr}");
+    assert!(stderr.contains("is neither http nor https"), "{stderr}");
+}
+
+/// An empty render of a CI template (no file content, only comments) given to
+/// `apply --prune` would delete every rule: refused, and nothing is written.
+#[test]
+fn apply_prune_with_no_resources_is_refused_and_deletes_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let cp = ControlPlane::start(dir.path(), &[]);
+    let stored = write_file(dir.path(), "stored.yaml", LANE);
+    cp.cli(&["rules", "apply", "-f", &stored]).assert_ok();
+    let empty = write_file(dir.path(), "empty.yaml", "");
+    let comments = write_file(dir.path(), "comments.yaml", "# rendered nothing\n---\n");
+    for file in [&empty, &comments] {
+        for args in [
+            &["rules", "apply", "--prune", "-f"][..],
+            &["rules", "diff", "--prune", "-f"],
+        ] {
+            let out = cp.cli(&[args, &[file.as_str()]].concat());
+            assert_eq!(out.code, 1, "{args:?} {file}: {out:?}");
+            assert!(
+                out.stderr.contains("the files hold no resources"),
+                "{out:?}"
+            );
+        }
+    }
+    assert_eq!(graylane_tests::docs::revision(&cp), 1);
+    let names = graylane_tests::docs::names(&cp.cli(&["rules", "get", "-o", "json"]).json());
+    assert_eq!(names, ["Lane/gray"]);
+    // Without --prune an empty apply changes nothing, and says so.
+    let out = cp.cli(&["rules", "apply", "-f", &empty]);
+    assert!(
+        out.assert_ok().stdout.contains("nothing changed"),
+        "{out:?}"
+    );
+}

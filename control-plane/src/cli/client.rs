@@ -132,16 +132,13 @@ impl Connect {
             .filter(|s| !s.is_empty())
         {
             // `localhost:15010` is what people type; gRPC without TLS is `http://`.
-            let url = if url.contains("://") {
-                url.to_string()
-            } else {
-                format!("http://{url}")
-            };
+            let graylane_proto::GrpcUrl { url, tls } = graylane_proto::GrpcUrl::parse(url)
+                .map_err(|e| CliError::usage(format!("--server {e}")))?;
             let mut endpoint = Endpoint::from_shared(url.clone())
                 .map_err(|e| CliError::usage(format!("--server {url:?}: {e}")))?
                 .connect_timeout(Duration::from_secs(5))
                 .timeout(Duration::from_secs(60));
-            if url.starts_with("https://") {
+            if tls {
                 endpoint = endpoint
                     .tls_config(self.tls()?)
                     .map_err(|e| CliError::usage(format!("--server {url:?}: {e}")))?;

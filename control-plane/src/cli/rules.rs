@@ -140,7 +140,13 @@ fn change_ref(c: &pb::ResourceChange) -> String {
 
 /// The request of `apply` and `diff`, once the files passed local validation. A prune
 /// is scoped to the namespace the command means, when it means one (kubectl's rule).
-fn apply_request(
+///
+/// Local validation checks every document alone and, when the files are the whole
+/// set (`--prune` without a namespace), the set they make. Otherwise the rest of a
+/// refused file's errors (a duplicate of, or a reference to, a resource in force) are
+/// the server's to find: its dry run lists all of them in one go, and only when it
+/// cannot be asked do the local errors stand alone.
+async fn apply_request(
     files: Vec<(String, String)>,
     prune: bool,
     connect: &Connect,
@@ -148,25 +154,43 @@ fn apply_request(
     expect_revision: Option<u64>,
 ) -> Result<pb::ApplyRequest, CliError> {
     let prune_namespace = connect.namespace_filter().filter(|_| prune);
-    validate_locally(&files, prune && prune_namespace.is_none())?;
-    Ok(pb::ApplyRequest {
+    let whole_set = prune && prune_namespace.is_none();
+    let local = validate_locally(&files, whole_set);
+    let request = pb::ApplyRequest {
         files: sources(files),
         prune,
         dry_run,
         expect_revision,
         prune_namespace: prune_namespace.map(str::to_owned),
-    })
+    };
+    match local {
+        Ok(_) => Ok(request),
+        Err(refused) if whole_set => Err(refused),
+        Err(refused) => Err(errors_in_force(connect, request).await.unwrap_or(refused)),
+    }
+}
+
+/// The server's refusal of `request` as a dry run; `None` when it cannot be asked or
+/// refuses for another reason than the documents.
+async fn errors_in_force(connect: &Connect, mut request: pb::ApplyRequest) -> Option<CliError> {
+    request.dry_run = true;
+    request.expect_revision = None;
+    let mut client = connect.client().await.ok()?;
+    match client.apply(request).await {
+        Err(status) if status.code() == tonic::Code::InvalidArgument => Some(status.into()),
+        _ => None,
+    }
 }
 
 /// Local validation before anything is sent: per document, duplicates across the
-/// files and, with --prune (the files are then the whole set), the whole-set checks.
-/// Without --prune, references to stored resources are checked by the server.
+/// files and, when they are the whole set, the set-level checks.
 fn validate_locally(files: &[(String, String)], whole_set: bool) -> Result<RuleSet, CliError> {
-    let set = RuleSet::parse_files(files).map_err(refused_with)?;
     if whole_set {
-        set.validate().map_err(refused_with)?;
+        RuleSet::from_files(files)
+    } else {
+        RuleSet::parse_files(files)
     }
-    Ok(set)
+    .map_err(refused_with)
 }
 
 fn refused_with(errors: Vec<graylane_routing::ValidationError>) -> CliError {
@@ -250,11 +274,11 @@ impl RulesCommand {
         match self {
             Self::Validate { files } => {
                 let files = in_namespace(files::read_all(&files)?, connect)?;
-                let set = RuleSet::parse_files(&files).map_err(refused_with)?;
-                // Every document is fine alone; what fails now is the set they make.
-                // Files that are part of the rules (a rollout whose lane is applied
-                // already) are checked against the rules in force by the server.
-                set.validate().map_err(|errors| {
+                // Each document alone, then the set the valid ones make: every error
+                // of the files in one run. Files that are part of the rules (a
+                // rollout whose lane is applied already) are checked against the
+                // rules in force by the server.
+                let set = RuleSet::from_files(&files).map_err(|errors| {
                     let mut refused = refused_with(errors);
                     refused.message.push_str(
                         "\n(checked as the whole rule set; files that are part of it are checked against the rules in force by `graylane rules apply --dry-run -f ...`)",
@@ -280,7 +304,8 @@ impl RulesCommand {
                 // included: a slow server must not stretch the time the user allowed.
                 let deadline = tokio::time::Instant::now() + timeout;
                 let files = in_namespace(files::read_all(&files)?, connect)?;
-                let request = apply_request(files, prune, connect, dry_run, expect_revision)?;
+                let request =
+                    apply_request(files, prune, connect, dry_run, expect_revision).await?;
                 let mut client = connect.client().await?;
                 let response = client.apply(request).await?.into_inner();
                 print_change(table, &response, dry_run);
@@ -335,7 +360,7 @@ impl RulesCommand {
                 exit_code,
             } => {
                 let files = in_namespace(files::read_all(&files)?, connect)?;
-                let request = apply_request(files, prune, connect, true, None)?;
+                let request = apply_request(files, prune, connect, true, None).await?;
                 let mut client = connect.client().await?;
                 let response = client.apply(request).await?.into_inner();
                 if table == Format::Table {

@@ -47,9 +47,22 @@ impl Change {
     ) -> Result<RuleSet, ControlError> {
         let new = match self {
             Self::Apply { files, prune } => {
-                let applied = RuleSet::parse_files(files).map_err(ControlError::Invalid)?;
+                let (applied, mut errors) = RuleSet::read_files(files);
+                if errors.is_empty() && applied.is_empty() && *prune != Prune::None {
+                    // An empty render of a CI template would wipe the mesh's rules
+                    // (kubectl refuses "no objects passed to apply" too).
+                    return Err(ControlError::BadRequest(
+                        "the files hold no resources: with prune that would delete every rule in scope; delete resources by name instead".into(),
+                    ));
+                }
                 let mut new = old.clone();
                 new.apply(applied, prune);
+                if !errors.is_empty() {
+                    // Refused either way; what the valid documents break in the set
+                    // (duplicates, references) is reported with the rest.
+                    errors.extend(new.validate().err().unwrap_or_default());
+                    return Err(ControlError::Invalid(errors));
+                }
                 new
             }
             Self::Delete(refs) => {

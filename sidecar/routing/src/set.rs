@@ -112,7 +112,10 @@ impl RuleSet {
         }
     }
 
-    fn read_files(files: &[(String, String)]) -> (RuleSet, Vec<ValidationError>) {
+    /// Every valid document of `files` as a set, and every document's own errors (an
+    /// apply with errors still merges the valid ones into the set in force to find
+    /// the set-level errors, so that a file's errors are reported in one run).
+    pub fn read_files(files: &[(String, String)]) -> (RuleSet, Vec<ValidationError>) {
         let mut set = RuleSet::new();
         let mut errors = Vec::new();
         for (file, text) in files {

@@ -63,6 +63,19 @@ fn string_match() -> impl Strategy<Value = StringMatch> {
     ]
 }
 
+/// Paths as requests carry them once normalised (an `exact` or `prefix` path in any
+/// other form never matches, and is refused).
+fn path_match() -> impl Strategy<Value = StringMatch> {
+    let path = "/([a-z0-9_-]{1,8}/){0,2}[a-z0-9_-]{0,8}";
+    prop_oneof![
+        path.prop_map(StringMatch::Exact),
+        path.prop_map(StringMatch::Prefix),
+        string_match().prop_filter("exact and prefix are above", |m| {
+            !matches!(m, StringMatch::Exact(_) | StringMatch::Prefix(_))
+        }),
+    ]
+}
+
 fn hash_key() -> impl Strategy<Value = HashKey> {
     prop_oneof![
         "[a-z][a-z0-9-]{0,10}".prop_map(HashKey::Header),
@@ -75,10 +88,10 @@ fn leaf_block() -> impl Strategy<Value = MatchBlock> {
         btree_map("[a-z][a-z0-9-]{0,8}", string_match(), 0..2),
         btree_map("[a-zA-Z0-9_]{1,8}", string_match(), 0..2),
         btree_map("[a-z\\[\\]]{1,6}", string_match(), 0..2),
-        proptest::option::of(string_match()),
+        proptest::option::of(path_match()),
         vec("[A-Z]{3,7}", 0..3),
         vec(
-            prop_oneof!["10\\.[0-9]{1,2}\\.0\\.0/16", "2001:db8::/[0-9]{2}"],
+            prop_oneof!["10\\.[1-9]?[0-9]\\.0\\.0/16", "2001:db8::/[0-9]{2}"],
             0..3,
         ),
         proptest::option::of((percent(), hash_key())),

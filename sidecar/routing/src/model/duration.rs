@@ -93,13 +93,24 @@ impl Duration {
         let one_part = s
             .find(|c: char| !c.is_ascii_digit())
             .is_some_and(|i| i > 0 && !s[i..].contains(|c: char| c.is_ascii_digit() || c == '.'));
-        if !one_part {
-            return Err(format!(
+        let bad = || {
+            format!(
                 "{} is not a duration: write a whole number and a unit, ms, s, m or h (e.g. 200ms, 2s, 1m)",
                 quote(s)
-            ));
+            )
+        };
+        if !one_part {
+            return Err(bad());
         }
-        Self::parse(s)
+        // `2S`, `1d`: refused by `parse`, whose advice (`1.5s`, `1m30s`) is for flags,
+        // not for this form. Its other reasons (too long) stand.
+        Self::parse(s).map_err(|e| {
+            if e.contains("is not a duration") {
+                bad()
+            } else {
+                e
+            }
+        })
     }
 }
 
@@ -192,9 +203,14 @@ mod tests {
     #[test]
     fn rule_documents_keep_to_one_whole_number_and_a_unit() {
         assert_eq!(Duration::parse_simple("90s").unwrap().as_millis(), 90_000);
-        for compound in ["1m30s", "1.5s", "2", "s", ""] {
-            let e = Duration::parse_simple(compound).unwrap_err();
-            assert!(e.contains("is not a duration"), "{compound}: {e}");
+        // Every refusal gives this form's advice, never the flags' (`1.5s`, `1m30s`).
+        for bad in ["1m30s", "1.5s", "2", "s", "", "2S", "1d", "1us"] {
+            let e = Duration::parse_simple(bad).unwrap_err();
+            assert!(e.contains("is not a duration"), "{bad}: {e}");
+            assert!(
+                e.contains("(e.g. 200ms, 2s, 1m)") && !e.contains("1m30s)"),
+                "{bad}: {e}"
+            );
         }
         let yaml: Result<Duration, _> = serde_json::from_str("\"1.5s\"");
         assert!(yaml.is_err());

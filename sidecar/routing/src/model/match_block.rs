@@ -68,19 +68,38 @@ pub enum HashKey {
 pub struct Cidr(IpNet);
 
 impl Cidr {
-    /// Parses `10.8.0.0/16`, `2001:db8::/32` or a bare address.
+    /// Parses `10.8.0.0/16`, `2001:db8::/32` or a bare address. The address is read
+    /// as the standard library reads one, so `010.0.0.1/32` is refused as `010.0.0.1`
+    /// is (inet_aton would read its `010` as octal 8). An IPv4-mapped IPv6 network is
+    /// refused, naming the IPv4 one to write: clients are compared as IPv4
+    /// ([`Cidr::contains`]), so it could never match.
     pub fn parse(s: &str) -> Result<Self, String> {
-        if let Ok(net) = s.parse::<IpNet>() {
-            return Ok(Self(net));
+        let bad = || {
+            format!(
+                "{} is not a valid CIDR (e.g. 10.8.0.0/16 or 2001:db8::/32)",
+                quote(s)
+            )
+        };
+        let (addr, prefix) = s.split_once('/').map_or((s, None), |(a, p)| (a, Some(p)));
+        let addr: IpAddr = addr.parse().map_err(|_| bad())?;
+        let net = match prefix {
+            None => IpNet::from(addr),
+            Some(p) if (1..=3).contains(&p.len()) && p.bytes().all(|b| b.is_ascii_digit()) => {
+                IpNet::new(addr, p.parse().map_err(|_| bad())?).map_err(|_| bad())?
+            }
+            Some(_) => return Err(bad()),
+        };
+        if let IpNet::V6(v6) = net
+            && v6.prefix_len() >= 96
+            && let Some(v4) = v6.addr().to_ipv4_mapped()
+        {
+            return Err(format!(
+                "{} is an IPv4-mapped network, and IPv4 clients are compared as IPv4: write {v4}/{}",
+                quote(s),
+                v6.prefix_len() - 96
+            ));
         }
-        s.parse::<IpAddr>()
-            .map(|a| Self(IpNet::from(a)))
-            .map_err(|_| {
-                format!(
-                    "{} is not a valid CIDR (e.g. 10.8.0.0/16 or 2001:db8::/32)",
-                    quote(s)
-                )
-            })
+        Ok(Self(net))
     }
 
     /// The network.
@@ -179,6 +198,9 @@ impl MatchBlock {
         check_names(c, "headers", &self.headers, NameRule::Header);
         check_names(c, "cookies", &self.cookies, NameRule::Token);
         check_names(c, "query", &self.query, NameRule::NonEmpty);
+        if let Some(StringMatch::Exact(p) | StringMatch::Prefix(p)) = &self.path {
+            c.field("path", |c| check_path(c, p));
+        }
         c.field("methods", |c| {
             for (i, m) in self.methods.iter().enumerate() {
                 if !is_token(m) {
@@ -218,6 +240,26 @@ impl MatchBlock {
         if let Some(not) = &self.not {
             c.field("not", |c| not.check(c));
         }
+    }
+}
+
+/// An `exact` or `prefix` path that no request could match: paths are matched as
+/// `normalized_path` leaves them, which always start with `/`.
+fn check_path(c: &mut Checker, path: &str) {
+    if !path.starts_with('/') {
+        c.error(format!(
+            "{} never matches: a request path starts with /",
+            quote(path)
+        ));
+        return;
+    }
+    let normal = crate::normalized_path(path);
+    if normal != path {
+        c.error(format!(
+            "{} never matches: paths are matched normalised (escapes of letters and digits decoded, // merged, . and .. resolved); write {}",
+            quote(path),
+            quote(&normal)
+        ));
     }
 }
 
@@ -266,6 +308,34 @@ mod tests {
         assert_eq!(one.to_string(), "2001:db8::1/128");
         assert!(Cidr::parse("10.8.0.0/33").is_err());
         assert!(Cidr::parse("nope").is_err());
+        // Leading zeros are refused with a prefix as without one (octal to inet_aton).
+        for bad in [
+            "010.0.0.1/32",
+            "010.0.0.0/8",
+            "010.0.0.1",
+            "10.0.0.0/+8",
+            "10.0.0.0/",
+            "10.0.0.0/08/",
+        ] {
+            let e = Cidr::parse(bad).unwrap_err();
+            assert!(e.contains("is not a valid CIDR"), "{bad}: {e}");
+        }
+        // A network of IPv4-mapped addresses never matches: the IPv4 form is named.
+        for (mapped, write) in [
+            ("::ffff:1.2.3.4/128", "1.2.3.4/32"),
+            ("::ffff:1.2.3.4", "1.2.3.4/32"),
+            ("::ffff:10.0.0.0/104", "10.0.0.0/8"),
+        ] {
+            let e = Cidr::parse(mapped).unwrap_err();
+            assert!(e.contains(&format!("write {write}")), "{mapped}: {e}");
+        }
+        // Host bits are kept, as Go's and ipnet's readers keep them: 10.0.0.1/8 is 10/8.
+        assert!(
+            Cidr::parse("10.0.0.1/8")
+                .unwrap()
+                .contains("10.200.0.9".parse().unwrap())
+        );
+        assert!(Cidr::parse("::/0").is_ok());
     }
 
     #[test]

@@ -423,3 +423,34 @@ fn errors_of_several_rules_and_services_are_all_reported() {
         ],
     );
 }
+
+#[test]
+fn a_path_no_request_could_have_is_refused_naming_the_one_to_write() {
+    rejects_all(
+        &rule("        path: {exact: orders}\n"),
+        &[(
+            "spec.rules[0].match.path",
+            "\"orders\" never matches: a request path starts with /",
+        )],
+    );
+    rejects_all(
+        &rule("        any: [{path: {prefix: \"//internal/./x\"}}]\n"),
+        &[(
+            "spec.rules[0].match.any[0].path",
+            "paths are matched normalised (escapes of letters and digits decoded, // merged, . and .. resolved); write \"/internal/x\"",
+        )],
+    );
+    rejects_all(
+        &rule("        path: {exact: \"/%69nternal\"}\n"),
+        &[("spec.rules[0].match.path", "write \"/internal\"")],
+    );
+    // Regexes are the author's to anchor; `present` and the normal forms are fine.
+    for ok in [
+        "{regex: \"orders.*\"}",
+        "{present: true}",
+        "{prefix: /}",
+        "{exact: /a%2Fb}",
+    ] {
+        crate::RuleSet::from_yaml("t.yaml", &rule(&format!("        path: {ok}\n"))).unwrap();
+    }
+}

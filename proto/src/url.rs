@@ -1,0 +1,63 @@
+//! The one reader of a control plane's URL (`--server`, `--control-plane`,
+//! `--otlp-endpoint`): which transport it asks for.
+
+/// A gRPC endpoint's URL, read: `http://` is plaintext, `https://` is TLS (the scheme in
+/// any case), and a bare `host:port` is plaintext, as people type it. Any other scheme
+/// is refused, so a mistyped `https` (`htps://`) never sends a token in the clear.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct GrpcUrl {
+    /// The URL with its scheme written in lowercase (added when it had none).
+    pub url: String,
+    pub tls: bool,
+}
+
+impl GrpcUrl {
+    /// Reads `url`; the error says what is wrong with it, for the flag's message.
+    pub fn parse(url: &str) -> Result<Self, String> {
+        let Some((scheme, rest)) = url.split_once("://") else {
+            return Ok(Self {
+                url: format!("http://{url}"),
+                tls: false,
+            });
+        };
+        let tls = match scheme.to_ascii_lowercase().as_str() {
+            "http" => false,
+            "https" => true,
+            _ => {
+                return Err(format!(
+                    "{url:?}: scheme {scheme:?} is neither http nor https"
+                ));
+            }
+        };
+        let scheme = if tls { "https" } else { "http" };
+        Ok(Self {
+            url: format!("{scheme}://{rest}"),
+            tls,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::GrpcUrl;
+
+    #[test]
+    fn only_http_and_https_are_read_and_the_scheme_says_the_transport() {
+        let read = |u: &str| GrpcUrl::parse(u).map(|g| (g.url, g.tls));
+        assert_eq!(read("http://a:1"), Ok(("http://a:1".into(), false)));
+        assert_eq!(read("https://a:1"), Ok(("https://a:1".into(), true)));
+        assert_eq!(read("HTTPS://a:1"), Ok(("https://a:1".into(), true)));
+        assert_eq!(read("Http://a:1"), Ok(("http://a:1".into(), false)));
+        assert_eq!(read("a:1"), Ok(("http://a:1".into(), false)));
+        for typo in [
+            "htps://a:1",
+            "ftp://a:1",
+            "https:/a:1://",
+            "grpcs://a:1",
+            "://a:1",
+        ] {
+            let e = read(typo).unwrap_err();
+            assert!(e.contains("neither http nor https"), "{typo}: {e}");
+        }
+    }
+}
