@@ -13,6 +13,7 @@
 //! ```
 
 use std::future::Future;
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -35,7 +36,7 @@ use crate::server::{self, Limits, MeshInbound, Sniff};
 use crate::spans::{TraceConfig, Tracer, attr};
 use crate::tag::TraceTable;
 use crate::traffic::Traffic;
-use crate::transparent::Transparent;
+use crate::transparent::{AppAddr, Transparent};
 
 /// The trace table: traces remembered at most, and for how long.
 const TRACE_ENTRIES: usize = 100_000;
@@ -116,6 +117,23 @@ pub async fn run(config: Config, listeners: Listeners, shutdown: impl Future<Out
     let gaps = Arc::new(Gaps::default());
     let traffic = Arc::new(Traffic::default());
     let balancer = Arc::new(Balancer::new(EJECT_FOR, Instant::now()));
+    let own_listeners: Vec<SocketAddr> = [
+        listeners.outbound.local_addr().ok(),
+        listeners.admin.local_addr().ok(),
+        listeners.health.as_ref().and_then(|h| h.local_addr().ok()),
+    ]
+    .into_iter()
+    .flatten()
+    .collect();
+    let inbound_port = listeners.inbound.local_addr().ok().map(|a| a.port());
+    let app = Arc::new(AppAddr::new(
+        &config.app_addr,
+        own_listeners
+            .iter()
+            .map(SocketAddr::port)
+            .chain(inbound_port)
+            .collect(),
+    ));
     let outbound = Arc::new(outbound::stack(Outbound {
         service: d.service.clone(),
         instance_id: d.instance_id.clone(),
@@ -125,14 +143,7 @@ pub async fn run(config: Config, listeners: Listeners, shutdown: impl Future<Out
         traces: Arc::clone(&traces),
         namespace: config.namespace.clone(),
         cluster_domain: config.cluster_domain.clone(),
-        own_listeners: vec![
-            listeners.outbound.local_addr().ok(),
-            listeners.admin.local_addr().ok(),
-            listeners.health.as_ref().and_then(|h| h.local_addr().ok()),
-        ]
-        .into_iter()
-        .flatten()
-        .collect(),
+        own_listeners: own_listeners.clone(),
         connect_timeout: CONNECT_TIMEOUT,
         propagate: config.propagate_headers.clone(),
         upstream_timeout: config.upstream_timeout,
@@ -145,7 +156,7 @@ pub async fn run(config: Config, listeners: Listeners, shutdown: impl Future<Out
         service: d.service.clone(),
         namespace: config.namespace.clone(),
         instance_id: d.instance_id.clone(),
-        app_addr: config.app_addr.clone(),
+        app: Arc::clone(&app),
         routes: Arc::clone(&routes),
         clients,
         traces,
@@ -201,7 +212,7 @@ pub async fn run(config: Config, listeners: Listeners, shutdown: impl Future<Out
             limits,
             Sniff::Inbound(
                 transparent,
-                Arc::from(config.app_addr.as_str()),
+                app,
                 Arc::new(MeshInbound::new(
                     Arc::clone(&identity),
                     Arc::clone(&routes),

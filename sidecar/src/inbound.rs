@@ -8,7 +8,8 @@
 //!                  none: stripped); this service's TagPolicy: incoming
 //!                  strip|keep|keep-known, then rules; trace id → (tag,
 //!                  --propagate-headers) remembered for the outbound side   [inbound/tag]
-//!   ─► app::serve  to --app-addr with Gray-Publish and baggage set to the tag (or both
+//!   ─► app::serve  to --app-addr (or, redirected by iptables from another port, the
+//!                  app's host at that port) with Gray-Publish and baggage set to the tag (or both
 //!                  removed), hop-by-hop stripped; response (+ Graylane-Route entry
 //!                  for the mesh's entry hop)                                [inbound/app]
 //! ```
@@ -26,6 +27,7 @@ use crate::proxy::Clients;
 use crate::routes::Shared;
 use crate::spans::Tracer;
 use crate::tag::TraceTable;
+use crate::transparent::AppAddr;
 
 mod app;
 mod tag;
@@ -38,7 +40,7 @@ pub(crate) struct Inbound {
     /// This service's namespace: whose TagPolicy and PeerPolicy apply.
     pub(crate) namespace: String,
     pub(crate) instance_id: String,
-    pub(crate) app_addr: String,
+    pub(crate) app: Arc<AppAddr>,
     pub(crate) routes: Shared,
     pub(crate) clients: Clients,
     pub(crate) traces: Arc<TraceTable>,

@@ -32,7 +32,7 @@ use tokio::sync::{Notify, watch};
 
 use crate::metrics::Connections;
 use crate::proxy::{Body, ProxyError};
-use crate::transparent::Transparent;
+use crate::transparent::{AppAddr, Transparent};
 
 mod accept;
 mod checks;
@@ -95,8 +95,8 @@ pub enum Sniff {
     Outbound(Arc<Transparent>),
     /// The inbound listener: mesh mTLS by the PeerPolicy mode ([`MeshInbound`]);
     /// other TLS connections (TLS an app speaks end to end, through a `CONNECT`
-    /// tunnel of another sidecar) go to the app (the address) as they are.
-    Inbound(Arc<Transparent>, Arc<str>, Arc<MeshInbound>),
+    /// tunnel of another sidecar) go to the app as they are.
+    Inbound(Arc<Transparent>, Arc<AppAddr>, Arc<MeshInbound>),
 }
 
 /// Serves `handler` on `listener` until `shutdown`; then stops accepting and lets the

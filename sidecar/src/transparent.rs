@@ -35,6 +35,54 @@ pub const DEFAULT_OPAQUE_PORTS: &str = "25,587,3306,4444,5432,6379,9300,11211";
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) struct OriginalDst(pub(crate) SocketAddr);
 
+/// The app behind the inbound listener: `--app-addr`, and where a connection that
+/// iptables redirected to the listener goes instead. A pod's app may listen on more
+/// ports than `--app-addr`'s (its metrics, a second API, a server-first protocol):
+/// a client that dialled one of them reaches the app's host at that port, as with
+/// Istio's inbound, not the app's main port.
+pub struct AppAddr {
+    addr: Arc<str>,
+    host: String,
+    port: u16,
+    /// The sidecar's own listeners' ports: a client dialling one of those from outside
+    /// the pod reaches `--app-addr`, never the listener itself (the outbound one would
+    /// let it call the mesh as this app).
+    own_ports: Vec<u16>,
+}
+
+impl AppAddr {
+    /// `addr` is `--app-addr` (`host:port`, checked at start).
+    pub(crate) fn new(addr: &str, own_ports: Vec<u16>) -> Self {
+        let (host, port) = addr.rsplit_once(':').unwrap_or((addr, ""));
+        Self {
+            addr: Arc::from(addr),
+            host: host.to_owned(),
+            port: port.parse().unwrap_or(0),
+            own_ports,
+        }
+    }
+
+    /// `--app-addr` itself.
+    pub(crate) fn addr(&self) -> &str {
+        &self.addr
+    }
+
+    /// Where a connection dialled to `original` goes, when not to `--app-addr`:
+    /// `None` for one dialled to the listener itself (mesh calls), to the app's own
+    /// port, or to a port of the sidecar's.
+    pub(crate) fn dialled(&self, original: Option<SocketAddr>) -> Option<String> {
+        let port = original?.port();
+        (port != self.port && !self.own_ports.contains(&port))
+            .then(|| format!("{}:{port}", self.host))
+    }
+
+    /// [`Self::dialled`], or `--app-addr`.
+    pub(crate) fn for_connection(&self, original: Option<SocketAddr>) -> Arc<str> {
+        self.dialled(original)
+            .map_or_else(|| Arc::clone(&self.addr), Arc::from)
+    }
+}
+
 /// How intercepted connections are told apart and tunnelled.
 pub struct Transparent {
     /// Destination ports tunnelled without looking at the bytes.
@@ -142,6 +190,22 @@ fn classify(seen: &[u8]) -> Option<Protocol> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_connection_redirected_from_another_app_port_goes_to_that_port() {
+        let app = AppAddr::new("127.0.0.1:8080", vec![15001, 15000, 15006]);
+        let dialled = |port: u16| app.dialled(Some(SocketAddr::from(([10, 0, 0, 7], port))));
+        assert_eq!(dialled(9090).as_deref(), Some("127.0.0.1:9090"));
+        // The app's own port, the sidecar's ports, and no redirect: --app-addr.
+        for port in [8080, 15001, 15000, 15006] {
+            assert_eq!(dialled(port), None, "{port}");
+        }
+        assert_eq!(app.dialled(None), None);
+        assert_eq!(&*app.for_connection(None), "127.0.0.1:8080");
+        let v6 = AppAddr::new("[::1]:8080", Vec::new());
+        let to = v6.for_connection(Some("[fd00::7]:9090".parse().unwrap()));
+        assert_eq!(&*to, "[::1]:9090");
+    }
 
     #[test]
     fn classifies_first_bytes() {

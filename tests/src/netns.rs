@@ -63,13 +63,18 @@ impl NetNs {
     }
 
     /// Moves the calling thread into the namespace (see the module doc).
-    #[allow(unsafe_code)] // one libc call; no safe wrapper in the dependency tree
     pub fn enter(&self) {
-        let file = File::open(format!("/run/netns/{}", self.name)).expect("open the netns");
-        // SAFETY: setns on a valid namespace fd only changes this thread's namespace.
-        let rc = unsafe { libc::setns(file.as_raw_fd(), libc::CLONE_NEWNET) };
-        assert_eq!(rc, 0, "setns: {}", std::io::Error::last_os_error());
+        enter(&self.name);
     }
+}
+
+/// Moves the calling thread into the namespace named `name` (see the module doc).
+#[allow(unsafe_code)] // one libc call; no safe wrapper in the dependency tree
+pub fn enter(name: &str) {
+    let file = File::open(format!("/run/netns/{name}")).expect("open the netns");
+    // SAFETY: setns on a valid namespace fd only changes this thread's namespace.
+    let rc = unsafe { libc::setns(file.as_raw_fd(), libc::CLONE_NEWNET) };
+    assert_eq!(rc, 0, "setns: {}", std::io::Error::last_os_error());
 }
 
 impl Drop for NetNs {

@@ -169,15 +169,12 @@ fn frontend_calls_to_orders() -> u64 {
         .sum()
 }
 
-#[test]
-fn pods_with_init_iptables_keep_the_lane_without_any_proxy_setting() {
-    let dir = tempfile::tempdir().unwrap();
-    let mut net = PodNet::create();
-    net.net.enter();
+/// graylane-control in its own pod (`ip(10)`), ready.
+fn control_plane(net: &mut PodNet, dir: &Path) -> Proc {
     let cp_ns = net.pod(10, HOSTS);
     let cp_grpc = format!("{}:15010", ip(10));
     let cp_http = format!("{}:15014", ip(10));
-    let _cp = Proc::spawn(
+    let cp = Proc::spawn(
         "graylane-control",
         exec(
             &cp_ns,
@@ -193,12 +190,21 @@ fn pods_with_init_iptables_keep_the_lane_without_any_proxy_setting() {
                 "--allow-plaintext",
             ],
         ),
-        dir.path().join("control.log"),
+        dir.join("control.log"),
     );
     eventually(Duration::from_secs(20), "the control plane ready", || {
         (http_get(cp_http.parse().unwrap(), "/ready").0 == 200).then_some(())
     });
-    let url = format!("http://{cp_grpc}");
+    cp
+}
+
+#[test]
+fn pods_with_init_iptables_keep_the_lane_without_any_proxy_setting() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut net = PodNet::create();
+    net.net.enter();
+    let _cp = control_plane(&mut net, dir.path());
+    let url = format!("http://{}:15010", ip(10));
     cli(&[
         "--server",
         &url,
@@ -295,5 +301,77 @@ fn pods_with_init_iptables_keep_the_lane_without_any_proxy_setting() {
         5,
         "the sidecar saw nothing of it"
     );
+    drop(procs);
+}
+
+/// A pod's app may listen on more ports than its main one: its metrics, a
+/// server-first protocol. A client outside the pod dialling one of them reaches what
+/// listens there, through the sidecar's interception (HTTP, and the tunnel of an
+/// opaque port), as with Istio: it used to reach the app's main port. The sidecar's own
+/// outbound port, dialled from outside, still leads to the app, never into the mesh.
+#[test]
+fn a_pod_s_other_ports_reach_what_listens_on_them() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut net = PodNet::create();
+    net.net.enter();
+    let _cp = control_plane(&mut net, dir.path());
+    let (ns, mut procs) = pod(&mut net, dir.path(), 12, "orders", "v1", None);
+    procs.push(Proc::spawn(
+        "app metrics",
+        exec(
+            &ns,
+            &bin("graylane-demo-app"),
+            &[
+                "--service",
+                "metrics",
+                "--version",
+                "v9",
+                "--listen",
+                "0.0.0.0:9090",
+            ],
+        ),
+        dir.path().join("app-metrics.log"),
+    ));
+    // Redis's port (opaque by default): the server speaks first. Its thread, in the
+    // pod's namespace, ends with the test process.
+    let (listening, listened) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        graylane_tests::netns::enter(&ns);
+        let listener = std::net::TcpListener::bind("0.0.0.0:6379").unwrap();
+        listening.send(()).unwrap();
+        for mut conn in listener.incoming().map_while(Result::ok) {
+            let _ = conn.write_all(b"+READY\r\n");
+        }
+    });
+    listened.recv().unwrap();
+    let get = |port: u16| -> Option<Value> {
+        let mut stream = TcpStream::connect(format!("{}:{port}", ip(12))).ok()?;
+        stream
+            .set_read_timeout(Some(Duration::from_secs(10)))
+            .ok()?;
+        let request = format!(
+            "GET / HTTP/1.1\r\nHost: {}:{port}\r\nConnection: close\r\n\r\n",
+            ip(12)
+        );
+        stream.write_all(request.as_bytes()).ok()?;
+        let mut response = String::new();
+        stream.read_to_string(&mut response).ok()?;
+        serde_json::from_str(response.split_once("\r\n\r\n")?.1).ok()
+    };
+    let metrics = eventually(Duration::from_secs(20), "the app's metrics port", || {
+        get(9090)
+    });
+    assert_eq!(metrics["service"], "metrics", "{metrics}");
+    assert_eq!(get(8080).unwrap()["service"], "orders");
+    let outbound = get(15001).expect("an answer on 15001");
+    assert_eq!(outbound["service"], "orders", "{outbound}");
+
+    let mut redis = TcpStream::connect(format!("{}:6379", ip(12))).unwrap();
+    redis
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    let mut greeting = [0u8; 8];
+    redis.read_exact(&mut greeting).unwrap();
+    assert_eq!(&greeting, b"+READY\r\n");
     drop(procs);
 }

@@ -201,3 +201,53 @@ fn failures_are_logged_at_most_once_a_second_with_the_count_of_the_others() {
         "a client's bad request is not logged: {log}"
     );
 }
+
+/// An app whose answer breaks in its body's first chunk (a bad chunk-size line): the
+/// inbound sidecar can only close the hop (its head had gone to hyper, as nginx and
+/// Envoy do), and the caller's sidecar answers 502 saying the connection closed
+/// mid-message, in its own words: not rustls' "close_notify" and its docs link,
+/// which read as a TLS fault of the mesh.
+#[test]
+fn an_answer_broken_in_its_body_is_a_502_saying_the_connection_closed_mid_message() {
+    let dir = tempfile::tempdir().unwrap();
+    let cp = ControlPlane::start(dir.path(), &[]);
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let app = listener.local_addr().unwrap();
+    // Its thread ends with the test process.
+    std::thread::spawn(move || {
+        for conn in listener.incoming() {
+            let Ok(mut conn) = conn else { return };
+            let mut head = Vec::new();
+            let mut byte = [0u8; 1];
+            while !head.ends_with(b"\r\n\r\n") && conn.read(&mut byte).is_ok_and(|n| n == 1) {
+                head.push(byte[0]);
+            }
+            let _ = conn.write_all(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\nZZ\r\n");
+        }
+    });
+    let url = cp.url();
+    let app = app.to_string();
+    let flags = |service: &'static str, id: &'static str| {
+        vec![
+            "--service",
+            service,
+            "--instance-id",
+            id,
+            "--control-plane",
+            &url,
+        ]
+    };
+    let mut orders_flags = flags("orders", "orders-1");
+    orders_flags.extend(["--app-addr", &app]);
+    let _orders = Sidecar::start(dir.path(), "orders-1", &orders_flags);
+    let front = Sidecar::start(dir.path(), "front-1", &flags("frontend", "front-1"));
+    front.wait_ready();
+    front.wait_endpoints("orders", 1);
+    let (status, body) = get(front.outbound, "orders", "");
+    assert_eq!(status, 502, "{body}");
+    assert!(body.contains("closed the connection mid-message"), "{body}");
+    assert!(
+        !body.contains("docs.rs") && !body.contains("close_notify"),
+        "{body}"
+    );
+}

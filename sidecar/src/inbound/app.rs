@@ -12,6 +12,7 @@ use crate::pipeline::{Answer, Boxed, Call, Ledger};
 use crate::proxy::{self, Body, ProxyError, SendError, SendFailure, Upstream, forward};
 use crate::server::Peer;
 use crate::trail::{self, HOPS_HEADER, Hop, MIRROR_HEADER};
+use crate::transparent::OriginalDst;
 
 /// The layer's work for one call (a `tower::service_fn` in `inbound::stack`). What
 /// needs no waiting is done before the future is made, so the future (boxed per
@@ -43,6 +44,8 @@ struct Leaving {
     from_sidecar: bool,
     /// The client asked for the `Graylane-Route` trail.
     debug: bool,
+    /// Where iptables found the connection dialled to, when not this listener.
+    dialled: Option<std::net::SocketAddr>,
 }
 
 impl Leaving {
@@ -63,6 +66,7 @@ impl Leaving {
             parts.headers.remove(MIRROR_HEADER);
         }
         let debug = trail::wanted(&parts.headers);
+        let dialled = parts.extensions.get::<OriginalDst>().map(|o| o.0);
         let upgrade = forward::head(&mut parts);
         let again = (proxy::idempotent(&parts.method) && body.is_end_stream())
             .then(|| proxy::copy_head(&parts));
@@ -72,6 +76,7 @@ impl Leaving {
             upgrade,
             from_sidecar,
             debug,
+            dialled,
         }
     }
 }
@@ -89,11 +94,14 @@ impl Inbound {
             upgrade,
             from_sidecar,
             debug,
+            dialled,
         } = leaving;
+        // Allocates only for a connection redirected from another of the app's ports.
+        let port = self.app.dialled(dialled);
         let app = Upstream {
             service: &self.service,
             instance: &self.instance_id,
-            address: &self.app_addr,
+            address: port.as_deref().unwrap_or(self.app.addr()),
             timeout: self.upstream_timeout,
         };
         let mut outcome = self.clients.send(request, &app).await;

@@ -22,7 +22,7 @@ fn inbound() -> Inbound {
         service: "orders".into(),
         namespace: "default".into(),
         instance_id: "orders-1".into(),
-        app_addr: "127.0.0.1:1".into(),
+        app: Arc::new(crate::transparent::AppAddr::new("127.0.0.1:1", Vec::new())),
         routes: Arc::default(),
         clients: Clients::new(Duration::from_secs(1), None),
         traces: Arc::new(TraceTable::new(16, Duration::from_secs(60))),

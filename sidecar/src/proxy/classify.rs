@@ -139,11 +139,18 @@ fn connection_lost(io: &std::io::Error) -> bool {
     )
 }
 
-pub(super) fn source_text(e: &dyn std::error::Error) -> String {
+pub(super) fn source_text(e: &(dyn std::error::Error + 'static)) -> String {
     let mut text = e.to_string();
     let mut source = e.source();
     while let Some(s) = source {
-        let inner = s.to_string();
+        let inner = match s.downcast_ref::<std::io::Error>() {
+            // rustls' words for it name its own docs, and read as a TLS fault; over
+            // mesh mTLS it is the peer closing mid-message, which is what happened.
+            Some(io) if io.kind() == std::io::ErrorKind::UnexpectedEof => {
+                "the peer closed the connection mid-message".to_owned()
+            }
+            _ => s.to_string(),
+        };
         if !text.contains(&inner) {
             text = format!("{text}: {inner}");
         }

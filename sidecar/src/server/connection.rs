@@ -99,7 +99,7 @@ impl<H: Handler> Connection<H> {
                 Sniff::Inbound(t, app, mesh) => {
                     let port = original.map_or(0, |o| o.port());
                     if t.opaque_ports.contains(&port) {
-                        let tunnel = Box::pin(t.tunnel(stream, Arc::clone(app)));
+                        let tunnel = Box::pin(t.tunnel(stream, app.for_connection(original)));
                         return tunnel.await;
                     }
                     let mode = mesh.mode();
@@ -135,7 +135,9 @@ impl<H: Handler> Connection<H> {
                             };
                             Box::pin(self.http(tls, peer, original, first_head_by, never, None))
                         }
-                        Sorted::Tunnel(stream) => Box::pin(t.tunnel(stream, Arc::clone(app))),
+                        Sorted::Tunnel(stream) => {
+                            Box::pin(t.tunnel(stream, app.for_connection(original)))
+                        }
                         Sorted::Closed => return,
                     }
                 }
