@@ -46,6 +46,7 @@ impl From<ControlError> for Status {
             ControlError::Invalid(_) => Status::invalid_argument(e.to_string()),
             ControlError::NotFound(msg) => Status::not_found(msg),
             ControlError::BadRequest(msg) => Status::invalid_argument(msg),
+            ControlError::Pending(msg) => Status::unavailable(msg),
             ControlError::Store(StoreError::Conflict { expected, actual }) => {
                 Status::failed_precondition(format!(
                     "revision conflict: expected revision {expected}, but {actual} is in force; nothing was changed"

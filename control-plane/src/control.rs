@@ -39,6 +39,11 @@ pub enum ControlError {
     NotFound(String),
     #[error("{0}")]
     BadRequest(String),
+    /// Part of the change is stored and the rest will follow without the caller: a
+    /// rollout action recorded whose rules revision the store refused for now (the
+    /// driver writes it once the store answers). Never "nothing was changed".
+    #[error("{0}")]
+    Pending(String),
     #[error(transparent)]
     Store(#[from] StoreError),
 }
@@ -233,10 +238,17 @@ impl Control {
                 summary: change.summary(&changes),
                 resources: u32::try_from(new.len()).unwrap_or(u32::MAX),
             };
-            match self.store.commit(current.number, new.to_yaml(), meta).await {
+            let records =
+                crate::rollout::before_commit(self.store.as_ref(), &change, &old, &new).await?;
+            let committed = self.store.commit(current.number, new.to_yaml(), meta).await;
+            if committed.is_err() {
+                crate::rollout::undo(self.store.as_ref(), records).await;
+            }
+            match committed {
                 Ok(revision) => {
                     self.count(&self.counters.commits);
                     tracing::info!(revision, by = %options.applied_by, "committed");
+                    crate::rollout::after_commit(self.store.as_ref(), &change, &old, &new).await;
                     return Ok(ChangeOutcome {
                         revision,
                         committed: true,

@@ -149,8 +149,18 @@ impl Rollouts {
                     // would find nothing to take back and answer before it is.
                     let (_, rules) = self.control.rules().await?;
                     let rollout = find(&rules, namespace, name)?;
-                    self.reconcile(&rules, rollout, &progress).await?;
-                    return self.get(namespace, name).await;
+                    match self.reconcile(&rules, rollout, &progress).await {
+                        Ok(()) => return self.get(namespace, name).await,
+                        // The record holds the action: the driver brings the rules to
+                        // it once the store takes revisions again.
+                        Err(ControlError::Store(StoreError::Unavailable(why))) => {
+                            return Err(ControlError::Pending(format!(
+                                "LaneRollout {name:?}: {} is recorded, but its rules revision could not be written yet (rule store unavailable: {why}); it is written once the store answers, without another action",
+                                action.as_str()
+                            )));
+                        }
+                        Err(e) => return Err(e),
+                    }
                 }
                 Err(ControlError::Store(StoreError::Conflict { .. })) => continue,
                 Err(e) => return Err(e),
@@ -262,6 +272,112 @@ impl Rollouts {
             .record_put(&key, value, expected, fenced)
             .await?;
         Ok(())
+    }
+}
+
+/// The rollouts `new` holds with a spec `old` did not (created, or changed).
+fn brought<'a>(old: &RuleSet, new: &'a RuleSet) -> impl Iterator<Item = &'a LaneRollout> {
+    new.lane_rollouts().filter(move |r| {
+        let (ns, name) = (r.metadata.namespace(), r.metadata.name.as_str());
+        old.lane_rollout(ns, name)
+            .is_none_or(|before| before.spec != r.spec)
+    })
+}
+
+/// Keeps the run records in step with a person's change, before it is committed:
+/// what starts a run must not depend on where the driver's tick falls. A rollback
+/// restores content and never starts a run: a rollout it brings back (or back to
+/// another spec) gets the record of a run that is over, so the driver does not take
+/// it for a new one and send users into a lane already judged, maybe aborted.
+///
+/// Returns what it overwrote, for [`undo`] when the commit then fails.
+pub(crate) async fn before_commit(
+    store: &dyn crate::store::Store,
+    change: &Change,
+    old: &RuleSet,
+    new: &RuleSet,
+) -> Result<Vec<Overwritten>, ControlError> {
+    let mut overwritten = Vec::new();
+    let Change::Rollback(to) = change else {
+        return Ok(overwritten);
+    };
+    for rollout in brought(old, new) {
+        let (ns, name) = (rollout.metadata.namespace(), rollout.metadata.name.as_str());
+        let key = record_key(ns, name);
+        let before = store.record_get(&key).await?;
+        let restored = Progress::restored(&rollout.spec, *to, crate::now_ms());
+        let value = serde_json::to_string(&restored).unwrap_or_default();
+        let expected = before.as_ref().map_or(0, |r| r.version);
+        match store.record_put(&key, value, expected, false).await {
+            Ok(version) => overwritten.push(Overwritten {
+                key,
+                before,
+                version,
+            }),
+            Err(e) => {
+                undo(store, overwritten).await;
+                return Err(e.into());
+            }
+        }
+    }
+    Ok(overwritten)
+}
+
+/// A run record [`before_commit`] replaced: the one before (none: it was absent) and
+/// the version written.
+pub(crate) struct Overwritten {
+    key: String,
+    before: Option<Record>,
+    version: u64,
+}
+
+/// Puts back what [`before_commit`] replaced, when the change was not committed:
+/// nothing of it is left half-applied. Best effort, logged: a record changed since
+/// (an admin action) is not overwritten.
+pub(crate) async fn undo(store: &dyn crate::store::Store, overwritten: Vec<Overwritten>) {
+    for o in overwritten {
+        let undone = match o.before {
+            Some(before) => store
+                .record_put(&o.key, before.value, o.version, false)
+                .await
+                .map(|_| ()),
+            None => store.record_delete(&o.key, o.version).await,
+        };
+        if let Err(e) = undone {
+            tracing::warn!(key = o.key, error = %e, "rollout record not put back after a failed change");
+        }
+    }
+}
+
+/// After a person's change is committed: a rollout it removed, or an apply created
+/// or changed, loses its record at once (not at the driver's next tick), so a
+/// rollout deleted and applied again starts a new run however quickly the two came.
+/// Failures are logged: the change stands, and the driver's rules still hold.
+pub(crate) async fn after_commit(
+    store: &dyn crate::store::Store,
+    change: &Change,
+    old: &RuleSet,
+    new: &RuleSet,
+) {
+    let removed = old.lane_rollouts().filter(|r| {
+        new.lane_rollout(r.metadata.namespace(), r.metadata.name.as_str())
+            .is_none()
+    });
+    let applied: Vec<&LaneRollout> = match change {
+        Change::Apply { .. } => brought(old, new).collect(),
+        _ => Vec::new(),
+    };
+    for rollout in removed.chain(applied) {
+        let key = key_of(rollout);
+        let key = record_key(&key.0, &key.1);
+        let deleted = match store.record_get(&key).await {
+            Ok(Some(record)) => store.record_delete(&key, record.version).await,
+            Ok(None) => Ok(()),
+            Err(e) => Err(e),
+        };
+        if let Err(e) = deleted {
+            tracing::warn!(key, error = %e, "rollout record not reset after a change");
+        }
     }
 }
 

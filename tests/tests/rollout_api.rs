@@ -558,3 +558,119 @@ fn a_rollout_behind_a_share_rule_for_its_lane_is_refused_until_that_rule_is_zero
             .then_some(())
     });
 }
+
+/// The last document of `RULES`: rollout `blue-1`.
+fn blue_rollout() -> &'static str {
+    RULES.rsplit("---\n").next().unwrap()
+}
+
+/// A rollout applied with a lane and its rollout, started: the driver has ticked over
+/// every rollout in the rules since whatever came before.
+fn probe(s: &Setup, dir: &Path) {
+    let green = write_file(
+        dir,
+        "green.yaml",
+        "apiVersion: graylane.io/v1\nkind: Lane\nmetadata: {name: green}\nspec: {tag: green, selector: {version: v4}}\n---\n\
+         apiVersion: graylane.io/v1\nkind: LaneRollout\nmetadata: {name: green-1}\nspec:\n  lane: green\n  entry: edge\n  hashBy: {header: x-user-id}\n  steps: [{percent: 10, hold: 10m}]\n  analysis: {interval: 1s}\n",
+    );
+    s.cli(&["rules", "apply", "-f", &green]).assert_ok();
+    eventually(Duration::from_secs(10), "green-1 started", || {
+        (s.rollout("green-1")["step"] == 1).then_some(())
+    });
+}
+
+/// A rollback restores content; it never starts a rollout. Restoring the revision
+/// right after an abort, once the aborted rollout was deleted, used to start it
+/// again: its record was gone, so the driver took it for a new apply and sent 10 % of
+/// users into the lane just aborted.
+#[test]
+fn a_rollback_bringing_back_an_ended_rollout_does_not_start_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = setup(dir.path());
+    let (status, _) = s.http("POST", "/api/v1/rollouts/blue-1:abort", ADMIN);
+    assert_eq!(status, 200);
+    let after_abort = s.last_history()["revision"].as_u64().unwrap();
+    s.cli(&["rules", "delete", "LaneRollout/blue-1"])
+        .assert_ok();
+    let (status, _) = s.http("GET", "/api/v1/rollouts/blue-1", ADMIN);
+    assert_eq!(status, 404);
+
+    let back = s.cli(&["rules", "rollback", "--to", &after_abort.to_string()]);
+    assert!(
+        back.assert_ok().stdout.contains("LaneRollout/blue-1"),
+        "{back:?}"
+    );
+    probe(&s, dir.path());
+    let blue = s.rollout("blue-1");
+    assert_eq!(blue["state"], "RolledBack", "{blue}");
+    assert!(
+        blue["reason"]
+            .as_str()
+            .unwrap()
+            .contains("restored by a rollback"),
+        "{blue}"
+    );
+    assert_eq!(s.edge_rule("blue")["match"]["percent"], 0.0);
+    let (_, history) = s.http("GET", "/api/v1/history?limit=20", ADMIN);
+    let by_blue: Vec<&Value> = history
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["appliedBy"] == "graylane-rollout/blue-1")
+        .filter(|e| e["revision"].as_u64().unwrap() > after_abort)
+        .collect();
+    assert!(
+        by_blue.is_empty(),
+        "blue-1 wrote after the rollback: {by_blue:?}"
+    );
+}
+
+/// Deleting an ended rollout and applying it again, back to back as a CI job does to
+/// run a release again, starts a new run: it used to depend on whether the driver's
+/// tick fell between the two commands (if not, the new rollout took over the old,
+/// ended run, and nothing started).
+#[test]
+fn an_ended_rollout_deleted_and_applied_again_at_once_runs_again() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = setup(dir.path());
+    let (status, _) = s.http("POST", "/api/v1/rollouts/blue-1:abort", ADMIN);
+    assert_eq!(status, 200);
+    let again = write_file(dir.path(), "blue.yaml", blue_rollout());
+    s.cli(&["rules", "delete", "LaneRollout/blue-1"])
+        .assert_ok();
+    s.cli(&["rules", "apply", "-f", &again]).assert_ok();
+    let view = eventually(Duration::from_secs(10), "blue-1 running again", || {
+        let view = s.rollout("blue-1");
+        (view["state"] == "Progressing" && view["step"] == 1).then_some(view)
+    });
+    assert!(view["reason"].is_null(), "{view}");
+    eventually(Duration::from_secs(10), "blue's first step written", || {
+        (s.edge_rule("blue")["match"]["percent"] == 10.0).then_some(())
+    });
+}
+
+/// An action whose record is written but whose rules revision the store refuses (its
+/// revisions unwritable) used to answer 503 "nothing was changed", while the record
+/// already said RolledBack: a retry was then refused as "over". It says the action is
+/// recorded and its revision follows; once the store takes revisions again the
+/// driver writes it, with no other action.
+#[test]
+fn an_action_recorded_while_revisions_cannot_be_written_says_so_and_completes_later() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = setup(dir.path());
+    let revisions = s.cp.data.join("revisions");
+    let away = s.cp.data.join("revisions.away");
+    std::fs::rename(&revisions, &away).unwrap();
+    std::fs::write(&revisions, "not a directory").unwrap();
+    let (status, body) = s.http("POST", "/api/v1/rollouts/blue-1:abort", ADMIN);
+    std::fs::remove_file(&revisions).unwrap();
+    std::fs::rename(&away, &revisions).unwrap();
+    assert_eq!(status, 503, "{body}");
+    let error = body["error"].as_str().unwrap();
+    assert!(error.contains("abort is recorded"), "{body}");
+    assert!(!error.contains("nothing was changed"), "{body}");
+    eventually(Duration::from_secs(10), "the abort's revision", || {
+        (s.edge_rule("blue")["match"]["percent"] == 0.0).then_some(())
+    });
+    assert_eq!(s.rollout("blue-1")["state"], "RolledBack");
+}

@@ -100,6 +100,7 @@ fn control(e: ControlError) -> (StatusCode, String, Vec<String>) {
         }
         ControlError::NotFound(msg) => (StatusCode::NOT_FOUND, msg, Vec::new()),
         ControlError::BadRequest(msg) => (StatusCode::BAD_REQUEST, msg, Vec::new()),
+        ControlError::Pending(msg) => (StatusCode::SERVICE_UNAVAILABLE, msg, Vec::new()),
         ControlError::Store(StoreError::Conflict { expected, actual }) => (
             StatusCode::CONFLICT,
             format!(

@@ -12,7 +12,7 @@ use tokio::sync::watch;
 
 use super::progress::{Progress, Verdict};
 use super::verdict::{self, Side};
-use super::{Rollouts, key_of, record_key};
+use super::{Rollouts, key_of};
 use crate::control::ControlError;
 use crate::store::StoreError;
 use crate::traffic::Cumulative;
@@ -90,14 +90,9 @@ impl Rollouts {
         }
         let present: BTreeSet<_> = rules.lane_rollouts().map(key_of).collect();
         baselines.retain(|key, _| present.contains(key));
-        // Records of rollouts deleted from the rules (only ever inactive ones: validation
-        // refuses deleting an active one).
-        for ((ns, name), (version, _)) in records {
-            let key = record_key(&ns, &name);
-            if let Err(e) = self.control.store().record_delete(&key, version).await {
-                tracing::debug!(key, error = %e, "stale rollout record not deleted");
-            }
-        }
+        // The records of rollouts no longer in the rules are the change's to remove
+        // (`rollout::after_commit`), not this loop's: one a rollback is about to bring
+        // back is written before its revision lands, and must still be there then.
         Ok(())
     }
 

@@ -56,19 +56,28 @@ pub(crate) enum Action {
     Abort,
 }
 
+impl Action {
+    /// As the command and the API's path name it.
+    pub(crate) fn as_str(self) -> &'static str {
+        match self {
+            Self::Pause => "pause",
+            Self::Resume => "resume",
+            Self::Promote => "promote",
+            Self::Abort => "abort",
+        }
+    }
+}
+
 impl std::str::FromStr for Action {
     type Err = String;
 
     fn from_str(s: &str) -> Result<Self, String> {
-        match s {
-            "pause" => Ok(Self::Pause),
-            "resume" => Ok(Self::Resume),
-            "promote" => Ok(Self::Promote),
-            "abort" => Ok(Self::Abort),
-            _ => Err(format!(
-                "unknown rollout action {s:?}: expected pause, resume, promote or abort"
-            )),
-        }
+        [Self::Pause, Self::Resume, Self::Promote, Self::Abort]
+            .into_iter()
+            .find(|a| a.as_str() == s)
+            .ok_or_else(|| {
+                format!("unknown rollout action {s:?}: expected pause, resume, promote or abort")
+            })
     }
 }
 
@@ -115,6 +124,23 @@ impl Progress {
             decisions: Vec::new(),
         };
         p.decide(now_ms, format!("started: step 1, {}%", percent_of(spec, 0)));
+        p
+    }
+
+    /// A rollout a rollback to revision `to` brought back: a run that is over and
+    /// never started, so the driver leaves it alone (a rollback restores content; it
+    /// does not start a rollout).
+    pub(crate) fn restored(spec: &LaneRolloutSpec, to: u64, now_ms: i64) -> Self {
+        let mut p = Self::start(spec, now_ms);
+        p.decisions.clear();
+        p.phase = Phase::RolledBack;
+        p.reason = Some(format!(
+            "restored by a rollback to revision {to}, which never starts a rollout: delete it and apply it again to run it"
+        ));
+        p.decide(
+            now_ms,
+            format!("restored by a rollback to revision {to}; not started"),
+        );
         p
     }
 
