@@ -90,7 +90,16 @@ pub enum InjectError {
     /// The service name taken from a label would stop the sidecar.
     #[error("label {label}: {reason}; set annotation graylane.io/service to a valid name")]
     BadServiceLabel { label: &'static str, reason: String },
+    /// A container of the pod listens on a port the sidecar binds in the same network
+    /// namespace: one of the two could not start.
+    #[error(
+        "container port {0} is one of the sidecar's ports (15000, 15001, 15006, 15021); move the app off it"
+    )]
+    PortTaken(u16),
 }
+
+/// The ports the injected sidecar binds in the pod: admin, outbound, inbound, health.
+const SIDECAR_PORTS: [u16; 4] = [ADMIN_PORT, 15001, INBOUND_PORT, HEALTH_PORT];
 
 /// Injects the pod whose `metadata` and `spec` are given (as in a Pod, or a template),
 /// to run in `namespace`, unless [`decide`] says otherwise.
@@ -158,11 +167,24 @@ pub fn inject(
     .as_str()
     .to_string();
     let version = label("version").or_else(|| label("app.kubernetes.io/version"));
+    if let Some(port) = container_ports(spec_obj).find(|p| SIDECAR_PORTS.contains(p)) {
+        return Err(InjectError::PortTaken(port));
+    }
     let app_port = match text("graylane.io/app-port") {
-        Some(p) => p.parse::<u16>().map_err(|e| InjectError::BadAnnotation {
-            annotation: "graylane.io/app-port",
-            reason: format!("{p:?}: {e}"),
-        })?,
+        Some(p) => p
+            .parse::<u16>()
+            .map_err(|e| format!("{p:?}: {e}"))
+            .and_then(|port| match port {
+                0 => Err("0 is no port".to_owned()),
+                p if SIDECAR_PORTS.contains(&p) => Err(format!(
+                    "{p} is one of the sidecar's ports (15000, 15001, 15006, 15021): the sidecar would forward to itself"
+                )),
+                p => Ok(p),
+            })
+            .map_err(|reason| InjectError::BadAnnotation {
+                annotation: "graylane.io/app-port",
+                reason,
+            })?,
         None => app_port(spec_obj).unwrap_or(8080),
     };
     let image = match text("graylane.io/sidecar-image") {
@@ -290,6 +312,16 @@ pub fn inject(
     new_annotations.insert(STATUS_ANNOTATION.into(), json!("injected"));
     meta.insert("annotations".into(), Value::Object(new_annotations));
     Ok(Outcome::Injected)
+}
+
+/// Every `containerPort` of the pod's containers.
+fn container_ports(spec: &Map<String, Value>) -> impl Iterator<Item = u16> + '_ {
+    spec.get("containers")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+        .flat_map(|c| c["ports"].as_array().into_iter().flatten())
+        .filter_map(|p| u16::try_from(p["containerPort"].as_u64()?).ok())
 }
 
 /// The app's port: a container port named `http`, else the first container port.

@@ -577,3 +577,34 @@ fn without_a_ca_only_the_token_is_mounted_and_a_pod_supplied_ca_is_dropped() {
         "graylane-sidecar-token"
     );
 }
+
+/// A port the sidecar binds in the pod, as the app's port or any container's, would
+/// make the sidecar forward to itself or one of the two fail to start: refused at
+/// admission, naming the port.
+#[test]
+fn a_port_of_the_sidecar_s_is_refused_as_the_app_s() {
+    for port in ["15006", "15000", "15001", "15021", "0"] {
+        let mut p = pod(
+            json!({"labels": {"app": "orders"}, "annotations": {"graylane.io/app-port": port}}),
+            app(json!([{"containerPort": 8080}])),
+        );
+        let e = inject_object(&mut p, None, &Config::default()).unwrap_err();
+        let text = e.to_string();
+        assert!(
+            text.starts_with("annotation graylane.io/app-port: "),
+            "{port}: {text}"
+        );
+    }
+    for port in [15006, 15021] {
+        let mut p = pod(
+            json!({"labels": {"app": "orders"}}),
+            app(json!([{"containerPort": 8080}, {"containerPort": port}])),
+        );
+        let e = inject_object(&mut p, None, &Config::default()).unwrap_err();
+        assert!(
+            e.to_string()
+                .contains(&format!("container port {port} is one of the sidecar's")),
+            "{e}"
+        );
+    }
+}

@@ -1,10 +1,14 @@
 //! Header hygiene on every hop.
 //!
 //! Hop-by-hop headers (RFC 9110 §7.6.1) are for one connection only: the standard ones
-//! and every header named in `Connection` are removed before forwarding. The gray tag
-//! is never removed that way — a client must not be able to drop the lane by writing
-//! `Connection: gray-publish`. `Gray_Publish` (underscore) is not the tag and is
-//! removed, so no server that folds `_` into `-` can be fooled by it.
+//! and every header named in `Connection` are removed before forwarding. The fields
+//! the mesh itself reads and writes on every hop (the gray tag, `traceparent`,
+//! `baggage`, `graylane-*`) and `Host` are never removed that way: a client must not
+//! be able to drop the lane by writing `Connection: gray-publish`, leave the app
+//! without the trace the sidecar just wrote (`Connection: traceparent`), or hand it
+//! the sidecar's address as its Host (`Connection: host`). `Gray_Publish`
+//! (underscore) is not the tag and is removed, so no server that folds `_` into `-`
+//! can be fooled by it.
 
 use http::HeaderMap;
 use http::header::{self, HeaderName};
@@ -56,7 +60,7 @@ pub(crate) fn strip_hop_by_hop(headers: &mut HeaderMap, message: Message, keep_u
         .filter_map(|v| v.to_str().ok())
         .flat_map(|v| v.split(','))
         .filter_map(|name| HeaderName::from_bytes(name.trim().as_bytes()).ok())
-        .filter(|name| name.as_str() != TAG_HEADER)
+        .filter(|name| !mesh_managed(name))
         .collect();
     for name in named {
         if keep_upgrade && name == header::UPGRADE {
@@ -82,6 +86,15 @@ pub(crate) fn strip_hop_by_hop(headers: &mut HeaderMap, message: Message, keep_u
         headers.insert(header::TE, header::HeaderValue::from_static("trailers"));
     }
     remove_underscore_tag(headers);
+}
+
+/// Fields a `Connection` header may not remove (see the module doc).
+fn mesh_managed(name: &HeaderName) -> bool {
+    name.as_str() == TAG_HEADER
+        || name == header::HOST
+        || name == crate::spans::TRACEPARENT
+        || name == crate::tag::BAGGAGE
+        || name.as_str().starts_with("graylane-")
 }
 
 /// Removes `gray_publish` in any case: it is not the tag.
@@ -130,6 +143,36 @@ mod tests {
                 && h.get("keep-alive").is_none()
                 && h.get("connection").is_none()
         );
+    }
+
+    #[test]
+    fn connection_cannot_strip_host_or_what_the_mesh_writes() {
+        let mut h = map(&[
+            (
+                "connection",
+                "host, traceparent, Baggage, graylane-hops, graylane-debug, x-secret",
+            ),
+            ("host", "orders"),
+            (
+                "traceparent",
+                "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01",
+            ),
+            ("baggage", "a=1"),
+            ("graylane-hops", "1"),
+            ("graylane-debug", "1"),
+            ("x-secret", "1"),
+        ]);
+        strip_hop_by_hop(&mut h, Message::Request, false);
+        for kept in [
+            "host",
+            "traceparent",
+            "baggage",
+            "graylane-hops",
+            "graylane-debug",
+        ] {
+            assert!(h.contains_key(kept), "{kept}: {h:?}");
+        }
+        assert!(h.get("x-secret").is_none() && h.get("connection").is_none());
     }
 
     #[test]

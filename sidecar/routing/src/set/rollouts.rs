@@ -305,7 +305,17 @@ impl RuleSet {
             }
         }
         let mut lanes: BTreeMap<&str, &LaneRollout> = BTreeMap::new();
-        for rollout in self.lane_rollouts().filter(|r| is_active(r)) {
+        // The one running already claims its lane first: the error names the rollout
+        // this change brings, not the one it would disturb.
+        let (running, brought): (Vec<&LaneRollout>, Vec<&LaneRollout>) = self
+            .lane_rollouts()
+            .filter(|r| is_active(r))
+            .partition(|r| {
+                let (ns, name) = stored(r);
+                old.lane_rollout(&ns, name.as_str())
+                    .is_some_and(|before| before.spec == r.spec && is_active(before))
+            });
+        for rollout in running.into_iter().chain(brought) {
             let lane = rollout.spec.lane.as_str();
             if let Some(first) = lanes.insert(lane, rollout) {
                 lanes.insert(lane, first);

@@ -183,6 +183,14 @@ fn a_lane_has_one_active_rollout_at_a_time() {
     // The first one finished: the second may start.
     new.check_rollout_change(&old, |r| r.metadata.name.as_str() == "second")
         .unwrap();
+    // Whatever the names' order, the one running keeps its lane and the error names
+    // the one the change brings.
+    let old = set(&[LANE, EDGE, &rollout("zeta", "gray", "10s")]);
+    let mut new = old.clone();
+    new.merge(set(&[LANE, EDGE, &rollout("alpha", "gray", "10s")]));
+    let e = only(new.check_rollout_change(&old, |_| true).unwrap_err());
+    assert_eq!(e.name.as_deref(), Some("alpha"), "{e}");
+    assert!(e.reason.contains("LaneRollout \"zeta\""), "{e}");
 }
 
 #[test]
