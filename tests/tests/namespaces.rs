@@ -320,6 +320,22 @@ fn check_reads(cp: &ControlPlane) {
     };
     assert_eq!(release("staging"), "gray");
     assert_eq!(release("shop"), "all");
+    // `orders.staging` reads as explain and the rules read it, from any namespace.
+    let got = cp.cli(&[
+        "release",
+        "get",
+        "orders.staging",
+        "-n",
+        "shop",
+        "-o",
+        "json",
+    ]);
+    assert_eq!(got.assert_ok().json()["services"][0]["release"], "gray");
+    let set = cp.cli(&["release", "set", "orders.staging", "prod", "-o", "json"]);
+    assert_eq!(set.assert_ok().json()["namespace"], "staging", "{set:?}");
+    assert_eq!(release("staging"), "prod");
+    cp.cli(&["release", "set", "orders.staging", "gray"])
+        .assert_ok();
 
     let status = cp.cli(&["status", "-n", "staging", "-o", "json"]);
     let sidecars = status.assert_ok().json()["sidecars"].clone();

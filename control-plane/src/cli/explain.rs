@@ -108,9 +108,14 @@ impl RequestView for Hypothetical<'_> {
     }
 }
 
-/// (namespace, service) of a `--service`/`--entry` value, read from `caller`'s
-/// namespace as a sidecar there reads a host: `orders` there, `orders.shop` in `shop`.
-fn service_ref(flag: &str, value: &str, caller: &str) -> Result<(String, String), CliError> {
+/// (namespace, service) of a service argument (`--service`, `--entry`, `release`'s
+/// SERVICE), read from `caller`'s namespace as a sidecar there reads a host: `orders`
+/// there, `orders.shop` in `shop`.
+pub(super) fn service_ref(
+    flag: &str,
+    value: &str,
+    caller: &str,
+) -> Result<(String, String), CliError> {
     let name = ServiceName::new(value)
         .and_then(|n| n.check_reference().map(|()| n))
         .map_err(|e| CliError::usage(format!("{flag}: {e}")))?;

@@ -49,12 +49,15 @@ impl ReleaseCommand {
                 expect_revision,
                 force,
             } => {
+                // `stock.shop` as explain and the rules read it: `stock` in `shop`.
+                let (namespace, service) =
+                    super::explain::service_ref("SERVICE", &service, connect.namespace())?;
                 let request = pb::SetReleaseRequest {
                     service: service.clone(),
                     state: state.clone(),
                     expect_revision,
                     force,
-                    namespace: connect.namespace().to_owned(),
+                    namespace: namespace.clone(),
                 };
                 let response = client.set_release(request).await?.into_inner();
                 output::emit(
@@ -62,26 +65,27 @@ impl ReleaseCommand {
                     || {
                         let mut t = Table::new(vec!["SERVICE", "RELEASE", "REVISION"]);
                         t.row(vec![
-                            service.clone(),
+                            graylane_routing::qualified(&namespace, &service),
                             state.clone(),
                             response.revision.to_string(),
                         ]);
                         t
                     },
-                    || json!({"service": service, "namespace": connect.namespace(), "release": state, "revision": response.revision, "committed": response.committed}),
+                    || json!({"service": service, "namespace": namespace, "release": state, "revision": response.revision, "committed": response.committed}),
                 );
             }
             Self::Get { service } => {
+                // One service is looked up in one namespace (`stock.shop`: in `shop`);
+                // a listing is limited to one only when asked.
+                let (namespace, service) = match &service {
+                    Some(s) => super::explain::service_ref("SERVICE", s, connect.namespace())?,
+                    None => (
+                        connect.namespace_filter().unwrap_or_default().to_owned(),
+                        String::new(),
+                    ),
+                };
                 let response = client
-                    .get_release(pb::GetReleaseRequest {
-                        // One service is looked up in one namespace; a listing is
-                        // limited to one only when asked.
-                        namespace: match &service {
-                            Some(_) => connect.namespace().to_owned(),
-                            None => connect.namespace_filter().unwrap_or_default().to_owned(),
-                        },
-                        service: service.unwrap_or_default(),
-                    })
+                    .get_release(pb::GetReleaseRequest { namespace, service })
                     .await?
                     .into_inner();
                 // A mesh without namespaces keeps the output it always had: the

@@ -153,7 +153,20 @@ pub(crate) fn is_token(s: &str) -> bool {
 /// more digits would mean nothing, and two decimals read back exactly from any
 /// YAML or JSON parser.
 pub(crate) fn percent<'de, D: Deserializer<'de>>(d: D) -> Result<f64, D::Error> {
-    Ok((f64::deserialize(d)? * 100.0).round() / 100.0)
+    // Anything but a number (`"10%"`, `ten`) gets the rule's words, not serde's
+    // `expected f64`.
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Written {
+        Number(f64),
+        Other(serde::de::IgnoredAny),
+    }
+    match Written::deserialize(d)? {
+        Written::Number(p) => Ok((p * 100.0).round() / 100.0),
+        Written::Other(_) => Err(serde::de::Error::custom(
+            "a percentage is a number from 0 to 100 (e.g. 10 or 2.5), without a % sign",
+        )),
+    }
 }
 
 fn opt_percent<'de, D: Deserializer<'de>>(d: D) -> Result<Option<f64>, D::Error> {

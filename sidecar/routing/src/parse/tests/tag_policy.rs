@@ -454,3 +454,18 @@ fn a_path_no_request_could_have_is_refused_naming_the_one_to_write() {
         crate::RuleSet::from_yaml("t.yaml", &rule(&format!("        path: {ok}\n"))).unwrap();
     }
 }
+
+#[test]
+fn a_percent_written_as_text_is_told_what_a_percentage_is() {
+    for written in ["\"10%\"", "ten", "\"10\""] {
+        rejects_all(
+            &rule(&format!(
+                "        percent: {written}\n        hashBy: {{header: uid}}\n"
+            )),
+            &[(
+                "spec.rules[0].match.percent",
+                "a percentage is a number from 0 to 100 (e.g. 10 or 2.5), without a % sign",
+            )],
+        );
+    }
+}
