@@ -65,6 +65,12 @@ impl Admin {
     }
 
     fn respond<B>(&self, req: &Request<B>, shutdown: watch::Receiver<bool>) -> Response<Body> {
+        let mut response = self.answer(req, shutdown);
+        health::allow_reads(&mut response);
+        response
+    }
+
+    fn answer<B>(&self, req: &Request<B>, shutdown: watch::Receiver<bool>) -> Response<Body> {
         let watch = req
             .uri()
             .query()
@@ -72,6 +78,10 @@ impl Admin {
         match req.uri().path() {
             _ if health::forwarded(req) => {
                 let (status, body) = health::looped("admin");
+                text(status, body)
+            }
+            _ if !health::is_read(req) => {
+                let (status, body) = health::not_a_read(req);
                 text(status, body)
             }
             // The same answers as the health listener's: one definition of ready.

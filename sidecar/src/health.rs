@@ -48,13 +48,38 @@ pub(crate) async fn serve(
 fn respond<B>(req: &Request<B>, routes: &Routing, identity: &Identity) -> Response<Full<Bytes>> {
     let (status, body) = match req.uri().path() {
         _ if forwarded(req) => looped("health"),
+        _ if !is_read(req) => not_a_read(req),
         "/live" => live(),
         "/ready" => ready(routes, identity),
         _ => (StatusCode::NOT_FOUND, "not found: /live /ready\n".into()),
     };
     let mut response = Response::new(Full::new(Bytes::from(body)));
     *response.status_mut() = status;
+    allow_reads(&mut response);
     response
+}
+
+/// Every path of the admin and health listeners is a read: GET or HEAD.
+pub(crate) fn is_read<B>(req: &Request<B>) -> bool {
+    req.method() == http::Method::GET || req.method() == http::Method::HEAD
+}
+
+/// The answer to a request that is not [`is_read`].
+pub(crate) fn not_a_read<B>(req: &Request<B>) -> (StatusCode, String) {
+    (
+        StatusCode::METHOD_NOT_ALLOWED,
+        format!("method {} not allowed: only GET and HEAD\n", req.method()),
+    )
+}
+
+/// A 405 says what is allowed (RFC 9110 §15.5.6).
+pub(crate) fn allow_reads<B>(response: &mut Response<B>) {
+    if response.status() == StatusCode::METHOD_NOT_ALLOWED {
+        response.headers_mut().insert(
+            http::header::ALLOW,
+            http::HeaderValue::from_static("GET, HEAD"),
+        );
+    }
 }
 
 /// Whether an outbound sidecar forwarded `req` (it carries their hop count): at an
@@ -158,6 +183,30 @@ mod tests {
         for path in ["/config", "/metrics", "/gates/self", "/", "/ready/x"] {
             assert_eq!(get(path), StatusCode::NOT_FOUND, "{path}");
         }
+    }
+
+    #[test]
+    fn anything_but_a_read_is_405_saying_what_is_allowed() {
+        let identity = Identity::new(identity::Config::default(), Arc::default());
+        for method in ["POST", "PUT", "DELETE"] {
+            let req = Request::builder()
+                .method(method)
+                .uri("/live")
+                .body(())
+                .unwrap();
+            let response = respond(&req, &Routing::default(), &identity);
+            assert_eq!(
+                response.status(),
+                StatusCode::METHOD_NOT_ALLOWED,
+                "{method}"
+            );
+            assert_eq!(response.headers()["allow"], "GET, HEAD");
+        }
+        let head = Request::head("/live").body(()).unwrap();
+        assert_eq!(
+            respond(&head, &Routing::default(), &identity).status(),
+            StatusCode::OK
+        );
     }
 
     #[test]

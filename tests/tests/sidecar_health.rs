@@ -1,7 +1,7 @@
 //! `--health-addr`: a listener for the kubelet's probes beside a loopback-only admin
 //! listener. It answers `/live` and `/ready` (503 until a snapshot is in force, as
 //! admin does) and 404 for everything else, `/config` and `/metrics` included; without
-//! the flag there is no such listener.
+//! the flag there is no such listener. Both listeners answer reads only (405 else).
 
 #![allow(clippy::unwrap_used)]
 
@@ -46,6 +46,16 @@ fn health_listener_serves_probes_and_nothing_else() {
         200,
         "admin still serves it"
     );
+    // Every path of both is a read: a POST (to the gate API, say) is 405, not served
+    // as a GET.
+    for addr in [health, sidecar.admin] {
+        let (status, text) = graylane_tests::raw(
+            addr,
+            "POST /gates/self HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
+        );
+        assert_eq!(status, 405, "{addr}: {text}");
+        assert!(text.to_ascii_lowercase().contains("allow: get, head"), "{text}");
+    }
 }
 
 #[test]
