@@ -433,6 +433,21 @@ fn header_blocks_over_64_kib_or_100_fields_get_431() {
         // 14 (Host) + 19 (Connection) + 14 + 65,457 = 64 KiB - 32 bytes: under the limit.
         ("a header block 32 bytes under 64 KiB", fill(1, 65_457), 200),
         ("98 small headers (100 fields in all)", fill(98, 1), 200),
+        // Room for the fields a sidecar adds is a sidecar's: a client's own hop count
+        // lifts no limit.
+        (
+            "101 small headers and graylane-hops",
+            [fill(101, 1), vec!["graylane-hops: 0".into()]].concat(),
+            431,
+        ),
+        (
+            "a 65,500-byte header and graylane-hops",
+            vec![
+                format!("x-big: {}", "v".repeat(65_500)),
+                "graylane-hops: 0".into(),
+            ],
+            431,
+        ),
     ];
     let mut failures = Vec::new();
     for (name, addr) in mesh.listeners() {

@@ -40,17 +40,22 @@ impl Refusal {
 pub(crate) const MESH_FIELDS: usize = 4;
 pub(crate) const MESH_BYTES: usize = 2 * 1024;
 
-/// Checks one request head.
-pub(crate) fn check<B>(request: &Request<B>) -> Result<(), Refusal> {
+/// Checks one request head. `from_sidecar` says whether another sidecar sent it (a
+/// peer that proved a mesh identity; anyone, with mTLS off), asked only of a head over
+/// a client's limits: only a sidecar's may carry the mesh's fields on top. A client's
+/// own `graylane-hops` lifts nothing.
+pub(crate) fn check<B>(
+    request: &Request<B>,
+    from_sidecar: impl FnOnce() -> bool,
+) -> Result<(), Refusal> {
     let headers = request.headers();
     let seen = Scan::of(headers);
     // HTTP/2 has no per-field count in the h2 crate, and its list-size limit counts
     // 32 bytes per field on top, so both limits are checked here for every version.
-    let (fields, bytes) = match seen.from_sidecar {
-        true => (MAX_HEADERS + MESH_FIELDS, MAX_HEADER_BYTES + MESH_BYTES),
-        false => (MAX_HEADERS, MAX_HEADER_BYTES),
-    };
-    if headers.len() > fields || seen.bytes > bytes {
+    let over = |fields: usize, bytes: usize| headers.len() > fields || seen.bytes > bytes;
+    if over(MAX_HEADERS, MAX_HEADER_BYTES)
+        && (over(MAX_HEADERS + MESH_FIELDS, MAX_HEADER_BYTES + MESH_BYTES) || !from_sidecar())
+    {
         return Err(Refusal::HeadersTooLarge);
     }
     // RFC 9110 §4.2.4 and RFC 9113 §8.3.1: userinfo in an http(s) authority is
@@ -127,7 +132,6 @@ struct Scan<'a> {
     /// The block's size as it was sent: every field's name and value, plus the `: `
     /// and CRLF around them.
     bytes: usize,
-    from_sidecar: bool,
     hosts: usize,
     host_userinfo: bool,
     codings: usize,
@@ -149,8 +153,6 @@ impl<'a> Scan<'a> {
                 seen.coding.get_or_insert(value);
             } else if name == header::CONTENT_LENGTH {
                 seen.lengths_differ |= *seen.length.get_or_insert(value) != value;
-            } else if name == crate::trail::HOPS_HEADER {
-                seen.from_sidecar = true;
             }
         }
         seen
@@ -160,6 +162,11 @@ impl<'a> Scan<'a> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A client's request (not from a sidecar).
+    fn check<B>(request: &Request<B>) -> Result<(), Refusal> {
+        super::check(request, || false)
+    }
 
     fn request(version: Version, headers: &[(&str, &str)]) -> Request<()> {
         let mut builder = Request::builder().uri("/").version(version);
@@ -254,8 +261,14 @@ mod tests {
             check(&request(Version::HTTP_2, &many)),
             Err(Refusal::HeadersTooLarge)
         );
+        // A client's own hop count lifts nothing; a sidecar's request gets the room.
         many.push(("graylane-hops", "1"));
-        assert_eq!(check(&request(Version::HTTP_2, &many)), Ok(()));
+        let r = request(Version::HTTP_2, &many);
+        assert_eq!(check(&r), Err(Refusal::HeadersTooLarge));
+        assert_eq!(super::check(&r, || true), Ok(()));
+        many.extend([("x-a", "1"), ("x-b", "1"), ("x-c", "1")]);
+        let r = request(Version::HTTP_2, &many);
+        assert_eq!(super::check(&r, || true), Err(Refusal::HeadersTooLarge));
     }
 
     #[test]
@@ -342,7 +355,7 @@ mod tests {
             let bytes: usize = headers.iter().map(|(n, v)| n.as_str().len() + v.len() + 4).sum();
             let too_large = headers.len() > MAX_HEADERS || bytes > MAX_HEADER_BYTES;
             let result = check(&request);
-            if too_large && !headers.contains_key(crate::trail::HOPS_HEADER) {
+            if too_large {
                 proptest::prop_assert_eq!(&result, &Err(Refusal::HeadersTooLarge));
             }
             if result == Err(Refusal::HeadersTooLarge) {

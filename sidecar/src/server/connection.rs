@@ -278,16 +278,26 @@ impl<H: Handler> Serve<H> {
             .strict_gate
             .as_ref()
             .is_some_and(|m| m.refuses_plaintext());
+        // A sidecar's request: a proven mesh identity, or plaintext inbound with mTLS
+        // off (then the mesh trusts every caller, security.md).
+        let from_sidecar = || {
+            peer.identity.is_some()
+                || self
+                    .strict_gate
+                    .as_ref()
+                    .is_some_and(|m| m.mode() == MtlsMode::Off)
+        };
         if let Some(to) = self.original {
             request.extensions_mut().insert(OriginalDst(to));
         }
+        let checked = checks::check(&request, from_sidecar);
         let mut answering = Answering::new(Arc::clone(&self.resets));
         async move {
             if refused {
                 answering.done();
                 return Err(PlaintextAfterStrict);
             }
-            let response = match checks::check(&request) {
+            let response = match checked {
                 Ok(()) => handler.handle(peer, request).await,
                 Err(refusal) => refuse(&refusal),
             };
