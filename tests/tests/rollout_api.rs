@@ -636,6 +636,15 @@ fn an_ended_rollout_deleted_and_applied_again_at_once_runs_again() {
     let (status, _) = s.http("POST", "/api/v1/rollouts/blue-1:abort", ADMIN);
     assert_eq!(status, 200);
     let again = write_file(dir.path(), "blue.yaml", blue_rollout());
+    // Applied again unchanged: nothing runs, and the CLI says so and what does.
+    let unchanged = s.cli(&["rules", "apply", "-f", &again]);
+    assert!(
+        unchanged.assert_ok().stderr.contains(
+            "LaneRollout/blue-1 is unchanged and its run has ended (RolledBack); it does not run again"
+        ),
+        "{unchanged:?}"
+    );
+    assert_eq!(s.rollout("blue-1")["state"], "RolledBack");
     s.cli(&["rules", "delete", "LaneRollout/blue-1"])
         .assert_ok();
     s.cli(&["rules", "apply", "-f", &again]).assert_ok();

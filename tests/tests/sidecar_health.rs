@@ -54,7 +54,10 @@ fn health_listener_serves_probes_and_nothing_else() {
             "POST /gates/self HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
         );
         assert_eq!(status, 405, "{addr}: {text}");
-        assert!(text.to_ascii_lowercase().contains("allow: get, head"), "{text}");
+        assert!(
+            text.to_ascii_lowercase().contains("allow: get, head"),
+            "{text}"
+        );
     }
 }
 

@@ -219,6 +219,38 @@ fn action_name(action: i32) -> &'static str {
     }
 }
 
+/// A LaneRollout applied again unchanged after its run ended does not run again
+/// (release.md: applying it starts it; an unchanged apply applies nothing): said on
+/// stderr, with what does run it, so an operator re-running a release is not left
+/// waiting. Nothing when the rollouts cannot be read: the apply itself stands.
+async fn ended_rollouts_kept(client: &mut super::client::Client, response: &pb::ChangeResponse) {
+    let unchanged = response
+        .changes
+        .iter()
+        .filter(|c| c.kind == "LaneRollout" && c.action == pb::ChangeAction::Unchanged as i32);
+    for change in unchanged {
+        let request = pb::LaneRolloutsRequest {
+            namespace: change.namespace.clone(),
+            name: change.name.clone(),
+        };
+        let Ok(answer) = client.lane_rollouts(request).await else {
+            return;
+        };
+        let state = answer
+            .into_inner()
+            .rollouts_json
+            .first()
+            .and_then(|text| serde_json::from_str::<serde_json::Value>(text).ok())
+            .and_then(|view| view["state"].as_str().map(str::to_owned));
+        if let Some(state @ ("Succeeded" | "RolledBack")) = state.as_deref() {
+            eprintln!(
+                "note: LaneRollout/{} is unchanged and its run has ended ({state}); it does not run again: change its spec, or delete it and apply it",
+                change.name
+            );
+        }
+    }
+}
+
 /// Prints a change result: kubectl-style lines, or JSON/YAML.
 fn print_change(format: Format, response: &pb::ChangeResponse, dry_run: bool) {
     let suffix = if dry_run { " (dry run)" } else { "" };
@@ -309,6 +341,7 @@ impl RulesCommand {
                 let mut client = connect.client().await?;
                 let response = client.apply(request).await?.into_inner();
                 print_change(table, &response, dry_run);
+                ended_rollouts_kept(&mut client, &response).await;
                 if wait && !dry_run {
                     super::status::wait_for_rollout(
                         &mut client,
