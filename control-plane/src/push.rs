@@ -314,25 +314,44 @@ impl Hub {
     }
 
     /// Registers the instance of a new stream. A live stream with the same instance id
-    /// is replaced (a sidecar reconnecting before its old stream timed out): the
-    /// returned receiver fires when this registration is replaced in turn.
-    /// `identity`: the SPIFFE id decided from its credential (`api::identity`).
+    /// and identity is replaced (a sidecar reconnecting before its old stream timed
+    /// out): the returned receiver fires when this registration is replaced in turn.
+    /// `identity`: the SPIFFE id decided from its credential (`api::identity`). One
+    /// with the same instance id and another identity, here or at another replica, is
+    /// refused (the error says why): a sidecar credential may replace only its own
+    /// instance, not push another service's off the mesh by claiming its id.
     pub fn register(
         &self,
         hello: Hello,
         identity: String,
         now_ms: i64,
-    ) -> (SidecarId, oneshot::Receiver<()>) {
+    ) -> Result<(SidecarId, oneshot::Receiver<()>), String> {
+        let claimed_by = |other: &SidecarEntry| {
+            (other.identity != identity).then(|| {
+                format!(
+                    "instance id {:?} is registered with identity {:?}; a sidecar may replace only an instance of its own identity ({:?}): give each instance its own --instance-id",
+                    hello.instance_id, other.identity, identity
+                )
+            })
+        };
         // A sidecar that moved here from another replica (which issued its certificate)
         // keeps the expiry that replica recorded in etcd, for `graylane status`.
-        let issued_elsewhere = self
-            .cluster
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .get(&hello.instance_id)
-            .filter(|(e, _)| e.identity == identity && e.cert_not_after > 0)
-            .map(|(e, _)| e.cert_not_after);
+        let issued_elsewhere = {
+            let cluster = self.cluster.lock().unwrap_or_else(|e| e.into_inner());
+            match cluster.get(&hello.instance_id) {
+                Some((other, _)) => {
+                    if let Some(why) = claimed_by(other) {
+                        return Err(why);
+                    }
+                    (other.cert_not_after > 0).then_some(other.cert_not_after)
+                }
+                None => None,
+            }
+        };
         let mut registry = self.registry();
+        if let Some(why) = registry.live(&hello.instance_id).and_then(claimed_by) {
+            return Err(why);
+        }
         let (id, kicked) = registry.insert(hello, identity.clone(), now_ms);
         if let Some(not_after) = issued_elsewhere
             && !registry.issued(&id.instance_id, &identity)
@@ -342,7 +361,7 @@ impl Hub {
         drop(registry);
         self.registry_changed.notify_one();
         self.answers.send_modify(|n| *n += 1);
-        (id, kicked)
+        Ok((id, kicked))
     }
 
     /// Removes the instance when its stream ends; a no-op if a newer stream replaced it.
@@ -479,13 +498,13 @@ mod tests {
         let (_stop, stopped) = watch::channel(false);
         tokio::spawn(Arc::clone(&hub).publish_endpoints(ENDPOINT_DEBOUNCE, stopped));
         let step = Duration::from_millis(50);
-        hub.register(hello(0), String::new(), 0);
+        hub.register(hello(0), String::new(), 0).unwrap();
         tokio::time::sleep(ENDPOINT_DEBOUNCE + step).await;
         assert_eq!(hub.current().endpoints.len(), 1, "out once quiet");
         let generation = hub.current().endpoints_generation;
         // A change every 50 ms is never quiet for 100 ms: out at the cap, not before.
         for i in 1..=30 {
-            hub.register(hello(i), String::new(), 0);
+            hub.register(hello(i), String::new(), 0).unwrap();
             // Checked mid-step, away from the instant the cap fires.
             tokio::time::sleep(step / 2).await;
             let published = hub.current().endpoints_generation > generation;

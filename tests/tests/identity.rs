@@ -416,6 +416,12 @@ fn bad_credentials_flags_stop_the_server_naming_the_flag_or_line() {
         log.contains("--cert-ttl") && log.contains("minimum"),
         "{log}"
     );
+    // A far lifetime overflowed the certificate's date: every issue panicked.
+    let log = run(&["--cert-ttl", "90000000h"]);
+    assert!(
+        log.contains("--cert-ttl") && log.contains("maximum of 2160h"),
+        "{log}"
+    );
     let log = run(&["--trust-bundle", &write_file(d, "empty.pem", "")]);
     assert!(log.contains("--trust-bundle"), "{log}");
     let log = run(&["--trust-domain", "Not A Domain"]);

@@ -268,3 +268,84 @@ fn a_control_plane_without_certificates_is_said_once_and_not_a_failure() {
     let log = sc.proc.log_text();
     assert_eq!(log.matches("issues no certificates").count(), 1, "{log}");
 }
+
+/// A sidecar credential may replace only an instance of its own identity: one bound
+/// to shop/orders claiming cart's `--instance-id` used to push the real cart off the
+/// mesh (the newer stream replaced the older, over and over). It is refused, saying
+/// why, and cart stays registered.
+#[test]
+fn a_credential_cannot_take_over_another_identity_s_instance_id() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let cp = control_plane(d, &[]);
+    let start = |name: &str, token: &str, account: &str| {
+        let file = write_file(d, &format!("token-{name}"), token);
+        Sidecar::start(
+            d,
+            name,
+            &[
+                "--service",
+                "cart",
+                "--instance-id",
+                "cart-1",
+                "--control-plane",
+                &cp.url(),
+                "--token-file",
+                &file,
+                "--namespace",
+                "shop",
+                "--service-account",
+                account,
+                "--otlp-endpoint",
+                "none",
+            ],
+        )
+    };
+    let cart = start("cart", SIDECAR_TOKEN, "cart");
+    cart.wait_ready();
+    let thief = start("thief", "bound-token-0123456789", "orders");
+    eventually(Duration::from_secs(20), "the claim refused", || {
+        thief
+            .proc
+            .log_text()
+            .contains("is registered with identity")
+            .then_some(())
+    });
+    let admin = write_file(d, "admin.tok", "admin-token-0123456789");
+    let status = cp.cli(&["--token-file", &admin, "status", "-o", "json"]);
+    let sidecars = status.assert_ok().json()["sidecars"].clone();
+    let cart_1: Vec<&serde_json::Value> = sidecars
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|s| s["instance"] == "cart-1")
+        .collect();
+    assert_eq!(cart_1.len(), 1, "{sidecars}");
+    assert_eq!(
+        cart_1[0]["identity"], "spiffe://cluster.local/ns/shop/sa/cart",
+        "{sidecars}"
+    );
+    assert_eq!(http_get(cart.admin, "/ready").0, 200);
+}
+
+/// control-plane.md: only the sidecar role may subscribe. A sidecar given the admin
+/// token was refused a certificate but still listed and routed to, each call failing
+/// its mTLS: it is refused the stream, never ready, and not listed.
+#[test]
+fn an_admin_token_does_not_make_a_sidecar() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let cp = control_plane(d, &[]);
+    let sc = sidecar(d, &cp, "admin-token-0123456789", ["shop", "payments"]);
+    eventually(Duration::from_secs(20), "the stream refused", || {
+        sc.proc
+            .log_text()
+            .contains("an admin token may not subscribe as a sidecar")
+            .then_some(())
+    });
+    assert_eq!(http_get(sc.admin, "/ready").0, 503);
+    let admin = write_file(d, "admin.tok", "admin-token-0123456789");
+    let status = cp.cli(&["--token-file", &admin, "status", "-o", "json"]);
+    let sidecars = status.assert_ok().json()["sidecars"].clone();
+    assert_eq!(sidecars.as_array().map(Vec::len), Some(0), "{sidecars}");
+}

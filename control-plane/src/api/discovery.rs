@@ -13,7 +13,7 @@ use tokio_stream::StreamExt;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status, Streaming};
 
-use super::auth::Principal;
+use super::auth::{Principal, Role};
 use super::identity::{self, Identities};
 use crate::push::{Hub, Outgoing, Scope, SidecarId, State};
 
@@ -94,6 +94,14 @@ impl Discovery for DiscoveryService {
         request: Request<Streaming<SidecarMessage>>,
     ) -> Result<Response<Self::SubscribeStream>, Status> {
         let principal = principal_of(&request)?;
+        // control-plane.md: only the sidecar role may subscribe. An admin token's
+        // stream got no certificate (never a workload identity) yet was listed and
+        // routed to: a ready-looking instance every call to which failed its mTLS.
+        if principal.presented && principal.role == Role::Admin {
+            return Err(Status::permission_denied(
+                "an admin token may not subscribe as a sidecar; sidecars use sidecar tokens",
+            ));
+        }
         // A replica that has not read the rules in force (its store unavailable since
         // it started: a partitioned node) could never send this sidecar a snapshot.
         // Refused, the sidecar moves on to its next --control-plane URL instead of
@@ -121,7 +129,10 @@ impl Discovery for DiscoveryService {
             .map_err(|e| Status::invalid_argument(format!("Hello.scope: {e}")))?;
         let identity = self.identity_of(&principal, &hello)?;
         tracing::info!(service = %hello.service, namespace = %hello.namespace, instance = %hello.instance_id, address = %hello.address, %identity, "sidecar connected");
-        let (id, kicked) = self.hub.register(hello, identity, crate::now_ms());
+        let (id, kicked) = self
+            .hub
+            .register(hello, identity, crate::now_ms())
+            .map_err(Status::permission_denied)?;
         self.hub.set_scope(&id, &scope);
         // Capacity 1: with at most one snapshot in the channel and one pending in the
         // task, a slow sidecar costs bounded memory and gets the latest state.
@@ -401,7 +412,9 @@ mod tests {
     #[test]
     fn a_skipped_state_counts_as_held_only_once_the_snapshot_before_is_acked() {
         let hub = Arc::new(Hub::new());
-        let (id, _kicked) = hub.register(hello("web", "", &[]), String::new(), 0);
+        let (id, _kicked) = hub
+            .register(hello("web", "", &[]), String::new(), 0)
+            .unwrap();
         let mut stream = Stream {
             hub,
             id,

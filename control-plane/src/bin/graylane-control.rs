@@ -373,10 +373,16 @@ fn identities(args: &Args, ca: Option<MeshCa>) -> anyhow::Result<Identities> {
         .map_err(|e| anyhow::anyhow!("--trust-domain {:?}: {e}", args.trust_domain))
 }
 
+/// Workload certificates are short-lived (security.md): at least 1m, and at most 90
+/// days, Istio's own bound. Past it the CA outlives nothing it signs, and a far
+/// `not_after` overflowed the certificate's date (a panic at every issue).
 fn parse_cert_ttl(s: &str) -> Result<std::time::Duration, String> {
     let ttl = parse_duration(s)?;
     if ttl < std::time::Duration::from_secs(60) {
         return Err(format!("{s} is under the minimum of 1m"));
+    }
+    if ttl > std::time::Duration::from_secs(90 * 24 * 3600) {
+        return Err(format!("{s} is over the maximum of 2160h (90 days)"));
     }
     Ok(ttl)
 }

@@ -157,6 +157,11 @@ impl Registry {
         )
     }
 
+    /// The live registration of `instance_id`, if any.
+    pub(super) fn live(&self, instance_id: &str) -> Option<&SidecarEntry> {
+        self.entries.get(instance_id).map(|(_, entry, _)| entry)
+    }
+
     /// True when `id` was still the live registration and is now removed.
     pub(super) fn remove(&mut self, id: &SidecarId) -> bool {
         match self.entries.get(&id.instance_id) {
