@@ -275,6 +275,15 @@ async fn bad_csrs_are_invalid_arguments_and_nothing_is_issued() {
         .await
         .unwrap_err();
     assert!(err.message().contains("P-256"), "the reason: {err:?}");
+    // Its size is the reason, not a signature that "does not verify" (the verifier
+    // refuses such a key too).
+    let err = issue(&cp, None, &rsa1024, ("shop", "orders"), "orders-1")
+        .await
+        .unwrap_err();
+    assert!(
+        err.message().contains("RSA of 1024 bits"),
+        "the reason: {err:?}"
+    );
     let err = issue(&cp, None, &broken, ("shop", "orders"), "orders-1")
         .await
         .unwrap_err();

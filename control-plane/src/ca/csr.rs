@@ -47,11 +47,18 @@ impl CsrKey {
         if !rest.is_empty() {
             return Err("the CSR has trailing bytes after its DER".into());
         }
+        // The key first: a key refused (RSA-1024) would fail the signature check too,
+        // which would then be the reason given, not the key's size.
+        let key = Self::of_key(&csr.certification_request_info.subject_pki)?;
         // Proof of possession: whoever sent it holds the private key of the public
         // key it carries, so a certificate for it is useless to anyone else.
         csr.verify_signature()
             .map_err(|e| format!("the CSR's signature does not verify: {e}"))?;
-        let spki = &csr.certification_request_info.subject_pki;
+        Ok(key)
+    }
+
+    /// The key of a CSR, if it is one a certificate is issued for.
+    fn of_key(spki: &x509_parser::x509::SubjectPublicKeyInfo<'_>) -> Result<Self, String> {
         let raw = spki.subject_public_key.data.to_vec();
         let oid = &spki.algorithm.algorithm;
         if *oid == OID_KEY_TYPE_EC_PUBLIC_KEY {
