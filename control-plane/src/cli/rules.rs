@@ -310,13 +310,19 @@ impl RulesCommand {
                 // of the files in one run. Files that are part of the rules (a
                 // rollout whose lane is applied already) are checked against the
                 // rules in force by the server.
-                let set = RuleSet::from_files(&files).map_err(|errors| {
+                let (set, mut errors) = RuleSet::read_files(&files);
+                let of_the_set = set.validate().err().unwrap_or_default();
+                let as_a_set = !of_the_set.is_empty();
+                errors.extend(of_the_set);
+                if !errors.is_empty() {
                     let mut refused = refused_with(errors);
-                    refused.message.push_str(
-                        "\n(checked as the whole rule set; files that are part of it are checked against the rules in force by `graylane rules apply --dry-run -f ...`)",
-                    );
-                    refused
-                })?;
+                    if as_a_set {
+                        refused.message.push_str(
+                            "\n(checked as the whole rule set; files that are part of it are checked against the rules in force by `graylane rules apply --dry-run -f ...`)",
+                        );
+                    }
+                    return Err(refused);
+                }
                 output::text(&format!(
                     "{} resources in {} files are valid",
                     set.len(),
