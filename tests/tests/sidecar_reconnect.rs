@@ -146,8 +146,15 @@ fn orders(dir: &Path, url: &str, id: &str) -> (DemoApp, Sidecar) {
     graylane_tests::instance(dir, url, "orders", id)
 }
 
-/// A caller of orders (no app behind it), with `extra` flags.
+/// A caller of orders (no app behind it), with `extra` flags, ready.
 fn caller(dir: &Path, url: &str, id: &str, extra: &[&str]) -> Sidecar {
+    let sidecar = frontend(dir, url, id, extra);
+    sidecar.wait_ready();
+    sidecar
+}
+
+/// [`caller`], not waited for.
+fn frontend(dir: &Path, url: &str, id: &str, extra: &[&str]) -> Sidecar {
     let mut args = vec![
         "--service",
         "frontend",
@@ -159,9 +166,7 @@ fn caller(dir: &Path, url: &str, id: &str, extra: &[&str]) -> Sidecar {
         "none",
     ];
     args.extend(extra);
-    let sidecar = Sidecar::start(dir, id, &args);
-    sidecar.wait_ready();
-    sidecar
+    Sidecar::start(dir, id, &args)
 }
 
 /// The ids of `service` in a `/config` map (`endpoints` or `staleEndpoints`).
@@ -422,20 +427,7 @@ fn a_control_plane_that_holds_the_call_is_left_for_the_next_url() {
         });
     });
     let urls = format!("{holding_url},{}", cp.url());
-    let sidecar = Sidecar::start(
-        dir.path(),
-        "frontend-1",
-        &[
-            "--service",
-            "frontend",
-            "--instance-id",
-            "frontend-1",
-            "--control-plane",
-            &urls,
-            "--otlp-endpoint",
-            "none",
-        ],
-    );
+    let sidecar = frontend(dir.path(), &urls, "frontend-1", &[]);
     let started = std::time::Instant::now();
     eventually(
         Duration::from_secs(10),

@@ -184,12 +184,13 @@ async fn errors_in_force(connect: &Connect, mut request: pb::ApplyRequest) -> Op
 
 /// Local validation before anything is sent: per document, duplicates across the
 /// files and, when they are the whole set, the set-level checks.
-fn validate_locally(files: &[(String, String)], whole_set: bool) -> Result<RuleSet, CliError> {
+fn validate_locally(files: &[(String, String)], whole_set: bool) -> Result<(), CliError> {
     if whole_set {
         RuleSet::from_files(files)
     } else {
         RuleSet::parse_files(files)
     }
+    .map(drop)
     .map_err(refused_with)
 }
 
