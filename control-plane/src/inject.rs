@@ -220,8 +220,14 @@ pub fn inject(
     }
     let mut env = vec![
         json!({"name": "GRAYLANE_SERVICE", "value": service}),
-        json!({"name": "GRAYLANE_INSTANCE_ID", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}}),
+        json!({"name": "POD_NAME", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}}),
         json!({"name": "GRAYLANE_NAMESPACE", "valueFrom": {"fieldRef": {"fieldPath": "metadata.namespace"}}}),
+        // The instance id is unique across the mesh, and a credential may hold only
+        // its own (`Hub::register`); pod names are unique within a namespace only
+        // (StatefulSets name theirs `db-0` in every namespace). `name.namespace`, as
+        // Istio names its proxies. Kubernetes expands `$(VAR)` from the variables
+        // listed before it.
+        json!({"name": "GRAYLANE_INSTANCE_ID", "value": "$(POD_NAME).$(GRAYLANE_NAMESPACE)"}),
         json!({"name": "GRAYLANE_SERVICE_ACCOUNT", "valueFrom": {"fieldRef": {"fieldPath": "spec.serviceAccountName"}}}),
         json!({"name": "POD_IP", "valueFrom": {"fieldRef": {"fieldPath": "status.podIP"}}}),
         json!({"name": "GRAYLANE_ADVERTISE_ADDR", "value": format!("$(POD_IP):{INBOUND_PORT}")}),

@@ -66,8 +66,25 @@ fn a_plain_pod_gets_the_sidecar_and_the_init_container() {
         "status.podIP"
     );
     assert_eq!(
-        env(&p, "GRAYLANE_INSTANCE_ID")["valueFrom"]["fieldRef"]["fieldPath"],
+        env(&p, "POD_NAME")["valueFrom"]["fieldRef"]["fieldPath"],
         "metadata.name"
+    );
+    assert_eq!(
+        env(&p, "GRAYLANE_INSTANCE_ID")["value"],
+        "$(POD_NAME).$(GRAYLANE_NAMESPACE)",
+        "StatefulSet pods share names across namespaces; instance ids may not"
+    );
+    let names: Vec<&str> = containers[1]["env"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["name"].as_str().unwrap())
+        .collect();
+    let at = |n: &str| names.iter().position(|x| *x == n).unwrap();
+    assert!(
+        at("POD_NAME") < at("GRAYLANE_INSTANCE_ID")
+            && at("GRAYLANE_NAMESPACE") < at("GRAYLANE_INSTANCE_ID"),
+        "Kubernetes expands $(VAR) only from variables listed before it: {names:?}"
     );
     assert_eq!(
         env(&p, "GRAYLANE_NAMESPACE")["valueFrom"]["fieldRef"]["fieldPath"],
