@@ -869,6 +869,7 @@ fn dribble(client: &mut Client, bytes: &[u8], pace: Duration, within: Duration) 
         }
         if client.send(std::slice::from_ref(byte)).is_err() {
             out.closed = Some(client.connected.elapsed());
+            out.received = client.wire.buffered().to_vec();
             return out;
         }
         out.sent += 1;
@@ -892,6 +893,23 @@ fn dribble(client: &mut Client, bytes: &[u8], pace: Duration, within: Duration) 
         }
     }
     out
+}
+
+/// A head begun and not finished: answered 408 saying why (sidecar.md: "connection
+/// closed (408 if possible)"; Envoy's `request_headers_timeout`), and closed by the
+/// header-read timeout.
+fn timed_out_with_408(what: &str, d: &Dribbled) -> Option<String> {
+    let text = String::from_utf8_lossy(&d.received);
+    if !(text.starts_with("HTTP/1.1 408 ")
+        && text.contains("connection: close")
+        && text.ends_with("request head not complete within the header-read timeout\n"))
+    {
+        return Some(format!(
+            "{what} ({} bytes sent): answered {text:?}, want a 408 saying why",
+            d.sent
+        ));
+    }
+    closed_by_header_timeout(&format!("{what} ({} bytes sent)", d.sent), d.closed)
 }
 
 /// Closed by the header-read timeout (0.5 s here): not before it, and within 2 s.
@@ -927,24 +945,33 @@ fn slow_silent_and_idle_clients_are_closed_by_the_header_read_timeout() {
                     "a".repeat(40)
                 );
                 let d = dribble(&mut client, head.as_bytes(), pace, Duration::from_secs(4));
-                let text = String::from_utf8_lossy(&d.received);
-                if !(text.is_empty() || text.starts_with("HTTP/1.1 408")) {
-                    return Some(format!("headers dribbled: answered {text:?}"));
-                }
-                closed_by_header_timeout(
-                    &format!("headers dribbled ({} bytes sent)", d.sent),
-                    d.closed,
-                )
+                timed_out_with_408("headers dribbled", &d)
             }),
             s.spawn(move || {
                 // The same, with a method that is a valid token but not upper-case.
                 let mut client = Client::connect(inbound);
                 let head = "get /slowloris-lower HTTP/1.1\r\nHost: orders\r\nX-Pad: aaaa\r\n\r\n";
                 let d = dribble(&mut client, head.as_bytes(), pace, Duration::from_secs(4));
-                closed_by_header_timeout(
-                    &format!("lower-case headers dribbled ({} bytes sent)", d.sent),
-                    d.closed,
-                )
+                timed_out_with_408("lower-case headers dribbled", &d)
+            }),
+            s.spawn(move || {
+                // The second head of a keep-alive connection, dribbled: its deadline
+                // is the next head's, not the first's, and it is parked while begun.
+                let mut client = Client::connect(inbound);
+                client
+                    .send(b"GET /first HTTP/1.1\r\nHost: orders\r\n\r\n")
+                    .unwrap();
+                let answered = client.response(Duration::from_secs(5));
+                if !matches!(&answered, Ok(r) if r.status() == 200) {
+                    return Some(format!("keep-alive, then dribbled: first got {answered:?}"));
+                }
+                client.connected = Instant::now();
+                let head = format!(
+                    "GET /second HTTP/1.1\r\nHost: orders\r\nX-Pad: {}\r\n\r\n",
+                    "b".repeat(40)
+                );
+                let d = dribble(&mut client, head.as_bytes(), pace, Duration::from_secs(4));
+                timed_out_with_408("second head dribbled on a keep-alive connection", &d)
             }),
             s.spawn(move || {
                 let mut client = Client::connect(inbound);

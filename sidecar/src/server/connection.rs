@@ -15,12 +15,12 @@ use http::{Request, Response};
 use hyper::body::Incoming;
 use hyper::server::conn::http1::{self, UpgradeableConnection};
 use hyper_util::rt::TokioIo;
-use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::sync::watch;
 use tokio::time::Instant;
 
-use super::drive::Watch;
+use super::drive::{Driven, Watch};
 use super::idle::{H2_PREFACE, Lent, Park, ParkTimer, Readable};
 use super::mtls::{self, MeshInbound, PlaintextAfterStrict, Sorted};
 use super::stall::SendTimeout;
@@ -194,7 +194,7 @@ impl<H: Handler> Connection<H> {
             addr,
             woken: Arc::default(),
         };
-        let Some(read) = watch.next_bytes(&mut io, true, first_head_by).await else {
+        let Ok(read) = watch.next_bytes(&mut io, true, first_head_by).await else {
             return;
         };
         io.replay(read);
@@ -202,7 +202,12 @@ impl<H: Handler> Connection<H> {
             let serving = h2::Serving::new(&self.builder.h2, io, move |r| serve.call(r));
             let mut serving = Box::pin(serving);
             watch
-                .drive(serving.as_mut(), |c| c.get_mut().graceful_shutdown(), None)
+                .drive(
+                    serving.as_mut(),
+                    |c| c.get_mut().graceful_shutdown(),
+                    |_| false,
+                    None,
+                )
                 .await;
             return;
         }
@@ -220,7 +225,14 @@ impl<H: Handler> Connection<H> {
                 )
             };
             let graceful = |c: Pin<&mut UpgradeableConnection<_, _>>| c.graceful_shutdown();
-            let parked = watch.drive(Pin::new(&mut *h1), graceful, Some(&park)).await;
+            let driven = watch
+                .drive(
+                    Pin::new(&mut *h1),
+                    graceful,
+                    hyper::Error::is_timeout,
+                    Some(&park),
+                )
+                .await;
             // Parked: hyper's buffers go with its connection; the socket, the bytes
             // hyper read past the last message (if any) and the service stay. The box
             // in a block of its own: moved out of, it would keep its allocation (808
@@ -229,8 +241,15 @@ impl<H: Handler> Connection<H> {
                 let h1 = h1;
                 h1.into_parts()
             };
-            let (Some(deadline), Some(parts)) = (parked, parts) else {
-                return;
+            let (deadline, parts) = match (driven, parts) {
+                (Driven::Parked(deadline), Some(parts)) => (deadline, parts),
+                // Bytes of a head were read, none answered: the client is told why
+                // it is closed, as Envoy does (nginx closes in silence).
+                (Driven::HeadLate, Some(parts)) if !parts.read_buf.is_empty() => {
+                    request_timeout(parts.io.into_inner()).await;
+                    return;
+                }
+                _ => return,
             };
             // A copy: the rest of hyper's read buffer would keep all of it alive. And
             // `parts` is gone before the wait below: its read buffer (8 KiB) would
@@ -244,8 +263,16 @@ impl<H: Handler> Connection<H> {
                 (parts.io.into_inner(), parts.service, leftover)
             };
             head_by = deadline;
-            let Some(read) = watch.next_bytes(&mut io, false, head_by).await else {
-                return;
+            // hyper parks a connection whose head is begun but not whole (its bytes are
+            // in `leftover`) as well as an idle one.
+            let read = match watch.next_bytes(&mut io, false, head_by).await {
+                Ok(read) => read,
+                Err(Driven::HeadLate) if !leftover.is_empty() => {
+                    watch.head_left_unfinished();
+                    request_timeout(io).await;
+                    return;
+                }
+                Err(_) => return,
             };
             io.replay(join(leftover, read));
         }
@@ -304,6 +331,19 @@ impl<H: Handler> Serve<H> {
             answering.done();
             Ok(response)
         }
+    }
+}
+
+/// Answers a request head that did not come whole in time with 408, and closes. The
+/// write is bounded by the connection's send timeout.
+async fn request_timeout(mut io: impl AsyncWrite + Unpin) {
+    const BODY: &str = "request head not complete within the header-read timeout\n";
+    let answer = format!(
+        "HTTP/1.1 408 Request Timeout\r\ncontent-type: text/plain; charset=utf-8\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{BODY}",
+        BODY.len()
+    );
+    if io.write_all(answer.as_bytes()).await.is_ok() {
+        let _ = io.shutdown().await;
     }
 }
 

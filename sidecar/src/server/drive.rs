@@ -51,6 +51,17 @@ impl ArcWake for Woken {
     }
 }
 
+/// How [`Watch::drive`] left a connection.
+pub(super) enum Driven {
+    /// To be parked until this deadline for its next head.
+    Parked(Instant),
+    /// Ended, or closed by a limit.
+    Closed,
+    /// A request head was not complete by its deadline: answer 408 where one was
+    /// begun (sidecar.md), then close.
+    HeadLate,
+}
+
 /// Which watcher of [`Watch::drive`] fired.
 enum Alarm {
     NoFirstHead,
@@ -64,14 +75,16 @@ where
     N: Future<Output = ()>,
     C: Future<Output = ()>,
 {
-    /// Serves `conn` until it ends or a limit closes it (`None`), or until `park`
-    /// asks for the connection to be parked: the head wait's deadline.
+    /// Serves `conn` until it ends or a limit closes it, or until `park` asks for the
+    /// connection to be parked. `head_late`: whether `conn`'s error is its own
+    /// header-read timeout.
     pub(super) async fn drive<F, E>(
         &mut self,
         mut conn: Pin<&mut F>,
         graceful: impl Fn(Pin<&mut F>),
+        head_late: impl Fn(&E) -> bool,
         park: Option<&Park>,
-    ) -> Option<Instant>
+    ) -> Driven
     where
         F: Future<Output = Result<(), E>>,
         E: std::fmt::Display,
@@ -83,21 +96,28 @@ where
             tokio::select! {
                 biased;
                 ended = conn.as_mut() => {
-                    if let Err(e) = ended {
-                        tracing::debug!(peer = %addr, error = %e, "connection ended with an error");
-                    }
-                    return None;
+                    return match ended {
+                        Err(e) if head_late(&e) => {
+                            head_timed_out(self.counters, addr);
+                            Driven::HeadLate
+                        }
+                        Err(e) => {
+                            tracing::debug!(peer = %addr, error = %e, "connection ended with an error");
+                            Driven::Closed
+                        }
+                        Ok(()) => Driven::Closed,
+                    };
                 }
-                deadline = requested(park), if !self.closing => return Some(deadline),
+                deadline = requested(park), if !self.closing => return Driven::Parked(deadline),
                 alarm = self.alarm() => match alarm {
                     Alarm::NoFirstHead => {
-                        first_head_timed_out(self.counters, addr);
-                        return None;
+                        head_timed_out(self.counters, addr);
+                        return Driven::HeadLate;
                     }
                     Alarm::RapidReset => {
                         self.counters.reset_abuse.fetch_add(1, Ordering::Relaxed);
                         tracing::warn!(peer = %addr, "closed: the client cancels most of its requests (rapid reset)");
-                        return None;
+                        return Driven::Closed;
                     }
                     // Requests in flight finish; HTTP/1 answers its current one with
                     // `Connection: close`, HTTP/2 sends GOAWAY.
@@ -152,23 +172,23 @@ where
     }
 
     /// Parked (or not yet served): the next bytes of the connection, read into a small
-    /// buffer (after a park, none: only readable, where `io` can tell), or `None` once
-    /// it is to be closed: the client closed it, the head was
-    /// not complete by `head_by`, shutdown, or a switch to strict (an idle connection
-    /// has no request to finish first). On the `first` read, a prefix of the HTTP/2
+    /// buffer (after a park, none: only readable, where `io` can tell), or why it is to
+    /// be closed: the client closed it, shutdown, or a switch to strict (an idle
+    /// connection has no request to finish first), or the head was not complete by
+    /// `head_by` ([`Driven::HeadLate`]). On the `first` read, a prefix of the HTTP/2
     /// preface is read on until it is whole or differs.
     pub(super) async fn next_bytes<T: AsyncRead + Readable + Unpin>(
         &mut self,
         io: &mut T,
         first: bool,
         head_by: Instant,
-    ) -> Option<Bytes> {
+    ) -> Result<Bytes, Driven> {
         let mut head_timeout = std::pin::pin!(tokio::time::sleep_until(head_by));
         // After a park, readable is enough where the stream can tell: hyper reads.
         if !first {
             let readable = std::future::poll_fn(|cx| io.poll_readable(cx));
             if self.watched(readable, head_timeout.as_mut()).await? {
-                return Some(Bytes::new());
+                return Ok(Bytes::new());
             }
         }
         let mut buf = [0u8; H2_PREFACE.len()];
@@ -178,41 +198,46 @@ where
                 .watched(io.read(&mut buf[len..]), head_timeout.as_mut())
                 .await?
             {
-                Ok(0) | Err(_) => return None,
+                Ok(0) | Err(_) => return Err(Driven::Closed),
                 Ok(n) => len += n,
             }
             if !first || len == buf.len() || !H2_PREFACE.starts_with(&buf[..len]) {
-                return Some(Bytes::copy_from_slice(&buf[..len]));
+                return Ok(Bytes::copy_from_slice(&buf[..len]));
             }
         }
     }
 
-    /// `wait`'s output, or `None` once the connection is to be closed (see
+    /// `wait`'s output, or why the connection is to be closed (see
     /// [`next_bytes`](Self::next_bytes)).
     async fn watched<F: Future>(
         &mut self,
         wait: F,
         head_timeout: Pin<&mut tokio::time::Sleep>,
-    ) -> Option<F::Output> {
+    ) -> Result<F::Output, Driven> {
         let addr = self.addr;
         tokio::select! {
             biased;
-            done = wait => Some(done),
+            done = wait => Ok(done),
             () = self.no_first_head.as_mut() => {
-                first_head_timed_out(self.counters, addr);
-                None
+                head_timed_out(self.counters, addr);
+                Err(Driven::HeadLate)
             }
             () = head_timeout => {
                 tracing::debug!(peer = %addr, "no request head within the header-read timeout; closed");
-                None
+                Err(Driven::HeadLate)
             }
-            _ = self.shutdown.wait_for(|down| *down) => None,
-            () = self.close_when.as_mut(), if !self.closing => None,
+            _ = self.shutdown.wait_for(|down| *down) => Err(Driven::Closed),
+            () = self.close_when.as_mut(), if !self.closing => Err(Driven::Closed),
         }
+    }
+
+    /// A head begun before a park was not finished by its deadline.
+    pub(super) fn head_left_unfinished(&self) {
+        head_timed_out(self.counters, self.addr);
     }
 }
 
-fn first_head_timed_out(counters: &Connections, addr: SocketAddr) {
+fn head_timed_out(counters: &Connections, addr: SocketAddr) {
     counters.header_timeouts.fetch_add(1, Ordering::Relaxed);
     tracing::debug!(peer = %addr, "no request head within the header-read timeout; closed");
 }
