@@ -38,11 +38,12 @@ pub(crate) struct OriginalDst(pub(crate) SocketAddr);
 /// The app behind the inbound listener: `--app-addr`, and where a connection that
 /// iptables redirected to the listener goes instead. A pod's app may listen on more
 /// ports than `--app-addr`'s (its metrics, a second API, a server-first protocol):
-/// a client that dialled one of them reaches the app's host at that port, as with
-/// Istio's inbound, not the app's main port.
+/// a client that dialled one of them reaches the address it dialled (the pod's), as
+/// Istio's inbound does since 1.10, not the app's main port. Not `127.0.0.1` at that
+/// port: what the app binds to loopback only (a debug server, a local admin API)
+/// is private to the pod, and redirecting to it would open it to every client.
 pub struct AppAddr {
     addr: Arc<str>,
-    host: String,
     port: u16,
     /// The sidecar's own listeners' ports: a client dialling one of those from outside
     /// the pod reaches `--app-addr`, never the listener itself (the outbound one would
@@ -53,10 +54,9 @@ pub struct AppAddr {
 impl AppAddr {
     /// `addr` is `--app-addr` (`host:port`, checked at start).
     pub(crate) fn new(addr: &str, own_ports: Vec<u16>) -> Self {
-        let (host, port) = addr.rsplit_once(':').unwrap_or((addr, ""));
+        let port = addr.rsplit_once(':').map_or("", |(_, port)| port);
         Self {
             addr: Arc::from(addr),
-            host: host.to_owned(),
             port: port.parse().unwrap_or(0),
             own_ports,
         }
@@ -71,9 +71,9 @@ impl AppAddr {
     /// `None` for one dialled to the listener itself (mesh calls), to the app's own
     /// port, or to a port of the sidecar's.
     pub(crate) fn dialled(&self, original: Option<SocketAddr>) -> Option<String> {
-        let port = original?.port();
-        (port != self.port && !self.own_ports.contains(&port))
-            .then(|| format!("{}:{port}", self.host))
+        let original = original?;
+        let port = original.port();
+        (port != self.port && !self.own_ports.contains(&port)).then(|| original.to_string())
     }
 
     /// [`Self::dialled`], or `--app-addr`.
@@ -195,7 +195,11 @@ mod tests {
     fn a_connection_redirected_from_another_app_port_goes_to_that_port() {
         let app = AppAddr::new("127.0.0.1:8080", vec![15001, 15000, 15006]);
         let dialled = |port: u16| app.dialled(Some(SocketAddr::from(([10, 0, 0, 7], port))));
-        assert_eq!(dialled(9090).as_deref(), Some("127.0.0.1:9090"));
+        assert_eq!(
+            dialled(9090).as_deref(),
+            Some("10.0.0.7:9090"),
+            "the address dialled: what the app binds to loopback only stays private"
+        );
         // The app's own port, the sidecar's ports, and no redirect: --app-addr.
         for port in [8080, 15001, 15000, 15006] {
             assert_eq!(dialled(port), None, "{port}");
@@ -204,7 +208,7 @@ mod tests {
         assert_eq!(&*app.for_connection(None), "127.0.0.1:8080");
         let v6 = AppAddr::new("[::1]:8080", Vec::new());
         let to = v6.for_connection(Some("[fd00::7]:9090".parse().unwrap()));
-        assert_eq!(&*to, "[::1]:9090");
+        assert_eq!(&*to, "[fd00::7]:9090");
     }
 
     #[test]

@@ -335,12 +335,27 @@ fn a_pod_s_other_ports_reach_what_listens_on_them() {
     // Redis's port (opaque by default): the server speaks first. Its thread, in the
     // pod's namespace, ends with the test process.
     let (listening, listened) = std::sync::mpsc::channel();
+    let pod_ns = ns.clone();
     std::thread::spawn(move || {
         graylane_tests::netns::enter(&ns);
         let listener = std::net::TcpListener::bind("0.0.0.0:6379").unwrap();
         listening.send(()).unwrap();
         for mut conn in listener.incoming().map_while(Result::ok) {
             let _ = conn.write_all(b"+READY\r\n");
+        }
+    });
+    listened.recv().unwrap();
+    // A debug server bound to loopback only: private to the pod, with or without the
+    // sidecar (Istio 1.10's change), however a client outside dials it.
+    let (listening, listened) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        graylane_tests::netns::enter(&pod_ns);
+        let listener = std::net::TcpListener::bind("127.0.0.1:6060").unwrap();
+        listening.send(()).unwrap();
+        for mut conn in listener.incoming().map_while(Result::ok) {
+            let mut head = [0u8; 4096];
+            let _ = conn.read(&mut head);
+            let _ = conn.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 7\r\n\r\nSECRET\n");
         }
     });
     listened.recv().unwrap();
@@ -365,6 +380,22 @@ fn a_pod_s_other_ports_reach_what_listens_on_them() {
     assert_eq!(get(8080).unwrap()["service"], "orders");
     let outbound = get(15001).expect("an answer on 15001");
     assert_eq!(outbound["service"], "orders", "{outbound}");
+    let mut private = TcpStream::connect(format!("{}:6060", ip(12))).unwrap();
+    private
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    let request = format!(
+        "GET / HTTP/1.1\r\nHost: {}:6060\r\nConnection: close\r\n\r\n",
+        ip(12)
+    );
+    private.write_all(request.as_bytes()).unwrap();
+    let mut answer = Vec::new();
+    let _ = private.read_to_end(&mut answer);
+    let answer = String::from_utf8_lossy(&answer);
+    assert!(
+        answer.starts_with("HTTP/1.1 502") && !answer.contains("SECRET"),
+        "a port the app binds to 127.0.0.1 only was reached from outside the pod: {answer:?}"
+    );
 
     let mut redis = TcpStream::connect(format!("{}:6379", ip(12))).unwrap();
     redis
