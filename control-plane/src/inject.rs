@@ -55,6 +55,19 @@ pub struct Config {
     pub credential: Credential,
 }
 
+impl Config {
+    /// What every injected pod would be given, checked once at start (the flags'
+    /// names in the message): a typo here would crash-loop every pod admitted.
+    pub fn check(&self, image_flag: &str, control_plane_flag: &str) -> Result<(), String> {
+        if self.image.trim().is_empty() {
+            return Err(format!("{image_flag}: empty: name the sidecar image"));
+        }
+        graylane_proto::control_plane_urls(&self.control_plane)
+            .map_err(|e| format!("{control_plane_flag} {e}"))?;
+        Ok(())
+    }
+}
+
 impl Default for Config {
     fn default() -> Self {
         Self {
@@ -299,8 +312,7 @@ pub fn inject(
         if value.is_empty() {
             continue;
         }
-        check_list(annotation, &value)?;
-        init_args.extend([flag.to_string(), value]);
+        init_args.extend([flag.to_string(), check_list(annotation, &value)?]);
     }
     let init = json!({
         "name": INIT,
@@ -357,23 +369,29 @@ fn push(obj: &mut Map<String, Value>, key: &str, item: Value) {
 }
 
 /// A comma list of ports or CIDRs, checked now so a typo fails the injection, not the
-/// pod's init container.
-fn check_list(annotation: &'static str, value: &str) -> Result<(), InjectError> {
+/// pod's init container, and written as init-iptables reads it (`"9090, 9091"` has a
+/// space its flag refuses).
+fn check_list(annotation: &'static str, value: &str) -> Result<String, InjectError> {
     let cidrs = annotation.ends_with("cidrs");
+    let mut items = Vec::new();
     for item in value.split(',').map(str::trim) {
-        let ok = if cidrs {
-            item.parse::<ipnet::IpNet>().is_ok()
-        } else {
-            item.parse::<u16>().is_ok_and(|p| p > 0)
-        };
-        if !ok {
-            return Err(InjectError::BadAnnotation {
-                annotation,
-                reason: format!("{item:?} is not a {}", if cidrs { "CIDR" } else { "port" }),
-            });
+        let bad = |reason: String| InjectError::BadAnnotation { annotation, reason };
+        if cidrs {
+            match item.parse::<ipnet::IpNet>() {
+                Ok(ipnet::IpNet::V4(_)) => {}
+                Ok(ipnet::IpNet::V6(_)) => {
+                    return Err(bad(format!(
+                        "{item:?} is an IPv6 network: interception is IPv4 (init-iptables), so there is nothing to exclude"
+                    )));
+                }
+                Err(_) => return Err(bad(format!("{item:?} is not a CIDR"))),
+            }
+        } else if !item.parse::<u16>().is_ok_and(|p| p > 0) {
+            return Err(bad(format!("{item:?} is not a port")));
         }
+        items.push(item);
     }
-    Ok(())
+    Ok(items.join(","))
 }
 
 /// Where a workload keeps its pod template: `(metadata, spec)` paths. `None` for kinds

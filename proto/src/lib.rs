@@ -8,7 +8,7 @@ mod codec;
 mod url;
 
 pub use self::codec::Codec;
-pub use self::url::GrpcUrl;
+pub use self::url::{GrpcUrl, control_plane_urls};
 
 /// Version 1 of the API (`package graylane.v1`).
 pub mod v1 {

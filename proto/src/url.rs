@@ -37,9 +37,38 @@ impl GrpcUrl {
     }
 }
 
+/// The control planes of a sidecar's `--control-plane` (comma-separated, for fail-over),
+/// each read with [`GrpcUrl::parse`]; at least one. Also how injection checks the URLs
+/// it writes into every pod (a typo there crash-loops them all).
+pub fn control_plane_urls(list: &str) -> Result<Vec<GrpcUrl>, String> {
+    let urls = list
+        .split(',')
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .map(GrpcUrl::parse)
+        .collect::<Result<Vec<_>, _>>()?;
+    if urls.is_empty() {
+        return Err(format!("{list:?}: no URL given"));
+    }
+    Ok(urls)
+}
+
 #[cfg(test)]
 mod tests {
-    use super::GrpcUrl;
+    use super::{GrpcUrl, control_plane_urls};
+
+    #[test]
+    fn a_control_plane_list_needs_one_url_and_no_bad_one() {
+        let read = |l: &str| control_plane_urls(l).map(|v| v.len());
+        assert_eq!(read("http://a:1, https://b:2"), Ok(2));
+        assert_eq!(read("a:1,"), Ok(1));
+        assert_eq!(read(" , "), Err("\" , \": no URL given".into()));
+        assert!(
+            read("http://a:1,htps://b:2")
+                .unwrap_err()
+                .contains("\"htps\"")
+        );
+    }
 
     #[test]
     fn only_http_and_https_are_read_and_the_scheme_says_the_transport() {

@@ -241,33 +241,20 @@ async fn run(args: Args) -> anyhow::Result<()> {
         ),
         None => None,
     };
-    let control_planes: Vec<String> = args
-        .control_plane
-        .split(',')
-        .map(str::trim)
-        .filter(|s| !s.is_empty())
-        .map(String::from)
-        .collect();
     let ca_bundle = match &args.ca_bundle {
         Some(path) => {
             Some(std::fs::read(path).with_context(|| format!("--ca-bundle {}", path.display()))?)
         }
         None => None,
     };
-    let mut tls = false;
-    for url in &control_planes {
-        tls |= graylane_proto::GrpcUrl::parse(url)
-            .map_err(|e| anyhow::anyhow!("--control-plane {e}"))?
-            .tls;
-    }
-    if ca_bundle.is_none() && tls {
+    let urls = graylane_proto::control_plane_urls(&args.control_plane)
+        .map_err(|e| anyhow::anyhow!("--control-plane {e}"))?;
+    if ca_bundle.is_none() && urls.iter().any(|u| u.tls) {
         bail!(
             "--control-plane https://... needs --ca-bundle: no CA is trusted by default, and it never falls back to plaintext"
         );
     }
-    if control_planes.is_empty() {
-        bail!("--control-plane: no URL given");
-    }
+    let control_planes: Vec<String> = urls.into_iter().map(|u| u.url).collect();
     let endpoint_scope =
         discovery::endpoint_scope(&args.endpoint_scope, args.calls.clone(), &args.namespace)
             .map_err(anyhow::Error::msg)?;

@@ -346,6 +346,33 @@ fn a_server_url_with_another_scheme_is_refused_before_any_token_is_sent() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success(), "{stderr}");
     assert!(stderr.contains("is neither http nor https"), "{stderr}");
+    // A bad URL after a good one is refused too, before the good one is dialled; and
+    // `inject` writes no such URL (or an empty image) into pods, where every sidecar
+    // would refuse to start.
+    let out = cli(&[
+        "--server",
+        &format!("http://127.0.0.1:{port},htps://127.0.0.1:{port}"),
+        "rules",
+        "get",
+    ]);
+    assert_eq!(out.code, 2, "{out:?}");
+    let pod = write_file(
+        dir.path(),
+        "pod.yaml",
+        "apiVersion: v1\nkind: Pod\nmetadata: {name: a, labels: {app: a}}\nspec: {containers: [{name: a, image: a}]}\n",
+    );
+    for (flag, value, says) in [
+        (
+            "--control-plane",
+            "htps://cp:15010",
+            "is neither http nor https",
+        ),
+        ("--image", " ", "--image: empty"),
+    ] {
+        let out = cli(&["inject", flag, value, "-f", &pod]);
+        assert_eq!(out.code, 2, "{flag} {value:?}: {out:?}");
+        assert!(out.stderr.contains(says), "{flag} {value:?}: {out:?}");
+    }
 }
 
 /// An empty render of a CI template (no file content, only comments) given to

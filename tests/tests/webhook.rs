@@ -386,3 +386,45 @@ fn inject_projected_token_without_k8s_jwks_is_refused_naming_the_flag() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains("--k8s-jwks"), "{stderr}");
 }
+
+/// What the webhook writes into every pod is checked at start: a mistyped scheme or an
+/// empty image would crash-loop every pod it admits.
+#[test]
+fn injection_settings_that_would_stop_every_sidecar_are_refused_at_start() {
+    let dir = tempfile::tempdir().unwrap();
+    certificates(dir.path());
+    let path = |f: &str| dir.path().join(f).display().to_string();
+    for (flag, value, says) in [
+        (
+            "--inject-control-plane",
+            "htps://graylane-control.graylane-system.svc:15010",
+            "scheme \"htps\" is neither http nor https",
+        ),
+        ("--inject-control-plane", " , ", "no URL given"),
+        ("--inject-image", "", "--inject-image: empty"),
+    ] {
+        let out = Command::new(graylane_tests::bin("graylane-control"))
+            .args(["--store", "memory:", "--grpc-addr", "127.0.0.1:0"])
+            .args([
+                "--http-addr",
+                "127.0.0.1:0",
+                "--webhook-addr",
+                "127.0.0.1:0",
+            ])
+            .args([
+                "--tls-cert",
+                &path("tls.pem"),
+                "--tls-key",
+                &path("tls.key"),
+            ])
+            .args([flag, value])
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            !out.status.success() && stderr.contains(flag) && stderr.contains(says),
+            "{flag} {value:?}: {:?} {stderr}",
+            out.status
+        );
+    }
+}

@@ -235,11 +235,14 @@ async fn run(args: Args) -> anyhow::Result<()> {
         .with_context(|| format!("--http-addr {}", args.http_addr))?;
     let webhook = match (&args.webhook_addr, &args.tls_cert, &args.tls_key) {
         (Some(addr), Some(cert), Some(key)) => {
+            let config = inject_config(&args, &identities);
+            config
+                .check("--inject-image", "--inject-control-plane")
+                .map_err(anyhow::Error::msg)?;
             let tls = webhook::tls(cert, key)?;
             let listener =
                 graylane_serve::bind(*addr).with_context(|| format!("--webhook-addr {addr}"))?;
             tracing::info!(webhook_addr = %listener.local_addr()?, "admission webhook listening");
-            let config = inject_config(&args, &identities);
             Some((listener, tls, Arc::new(config)))
         }
         _ => None,

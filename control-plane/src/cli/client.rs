@@ -125,15 +125,11 @@ impl Connect {
         // A replica that answered but is not ready (e.g. cut off from etcd): used only
         // when no other one is ready.
         let mut unready = None;
-        for url in self
-            .servers
-            .split(',')
-            .map(str::trim)
-            .filter(|s| !s.is_empty())
-        {
-            // `localhost:15010` is what people type; gRPC without TLS is `http://`.
-            let graylane_proto::GrpcUrl { url, tls } = graylane_proto::GrpcUrl::parse(url)
-                .map_err(|e| CliError::usage(format!("--server {e}")))?;
+        // `localhost:15010` is what people type; gRPC without TLS is `http://`. Every
+        // URL is read before any is dialled: a typo is a usage error, whichever place.
+        let urls = graylane_proto::control_plane_urls(&self.servers)
+            .map_err(|e| CliError::usage(format!("--server {e}")))?;
+        for graylane_proto::GrpcUrl { url, tls } in urls {
             let mut endpoint = Endpoint::from_shared(url.clone())
                 .map_err(|e| CliError::usage(format!("--server {url:?}: {e}")))?
                 .connect_timeout(Duration::from_secs(5))
@@ -173,9 +169,6 @@ impl Connect {
                  default 127.0.0.1:15010): {}",
                 foreign.join("; ")
             )));
-        }
-        if failures.is_empty() {
-            return Err(CliError::usage("--server: no URL given"));
         }
         Err(CliError::unavailable(format!(
             "cannot reach the control plane ({})",

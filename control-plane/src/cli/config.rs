@@ -333,11 +333,8 @@ impl ConfigFile {
                     context.name
                 ));
             }
-            if context.server.split(',').all(|s| s.trim().is_empty()) {
-                return Err(format!(
-                    "contexts[{i}].server ({:?}): no URL given",
-                    context.name
-                ));
+            if let Err(e) = graylane_proto::control_plane_urls(&context.server) {
+                return Err(format!("contexts[{i}].server ({:?}): {e}", context.name));
             }
         }
         Ok(())

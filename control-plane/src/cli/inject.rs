@@ -46,6 +46,9 @@ pub(crate) fn run(args: &InjectArgs) -> Result<(), CliError> {
             name => Credential::Secret(name.to_string()),
         },
     };
+    config
+        .check("--image", "--control-plane")
+        .map_err(CliError::usage)?;
     let mut out = String::new();
     for path in &args.files {
         let name = path.display().to_string();

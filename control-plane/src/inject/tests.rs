@@ -229,8 +229,10 @@ fn annotations_override_image_ports_and_exclusions() {
                 "graylane.io/sidecar-image": "registry.local/graylane:dev",
                 "graylane.io/service": "checkout",
                 "graylane.io/app-port": "7000",
-                "graylane.io/exclude-outbound-ports": "5432,6379",
-                "graylane.io/exclude-outbound-cidrs": "10.96.0.1/32",
+                // Spaces after commas, as people write lists: init-iptables' flags
+                // refuse them, so they must not reach its arguments.
+                "graylane.io/exclude-outbound-ports": "5432, 6379",
+                "graylane.io/exclude-outbound-cidrs": " 10.96.0.1/32 ,192.168.0.0/16",
                 "graylane.io/exclude-inbound-ports": "9090",
             }
         }),
@@ -254,7 +256,7 @@ fn annotations_override_image_ports_and_exclusions() {
             "--exclude-outbound-ports",
             "5432,6379",
             "--exclude-outbound-cidrs",
-            "10.96.0.1/32",
+            "10.96.0.1/32,192.168.0.0/16",
         ]
     );
 }
@@ -309,6 +311,15 @@ fn bad_input_is_refused_with_the_reason() {
         e.contains("graylane.io/exclude-outbound-ports") && e.contains("\"http\""),
         "{e}"
     );
+    // init-iptables writes IPv4 rules: an IPv6 network would fail the init container.
+    let mut p = pod(
+        json!({"labels": {"app": "orders"}, "annotations": {"graylane.io/exclude-outbound-cidrs": "10.0.0.0/8,fd00::/8"}}),
+        app(json!([])),
+    );
+    let e = inject_object(&mut p, None, &Config::default())
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("\"fd00::/8\" is an IPv6 network"), "{e}");
 }
 
 /// A pod admitted is a pod whose sidecar starts: what would stop it (`--service

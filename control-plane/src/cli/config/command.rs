@@ -102,10 +102,9 @@ fn set_context(file: &mut ConfigFile, args: SetContextArgs) -> Result<bool, CliE
     if args.name.trim().is_empty() {
         return Err(CliError::usage("set-context: the name is empty"));
     }
-    if let Some(server) = &args.server
-        && server.split(',').all(|s| s.trim().is_empty())
-    {
-        return Err(CliError::usage("--server: no URL given"));
+    if let Some(server) = &args.server {
+        graylane_proto::control_plane_urls(server)
+            .map_err(|e| CliError::usage(format!("--server {e}")))?;
     }
     // Stored absolute: a relative path in the file would be read relative to the file's
     // directory, not to where this command ran.
