@@ -2,11 +2,17 @@
 //! replica is an OTLP/gRPC trace receiver (the standard `TraceService`, on the gRPC
 //! port), and keeps what sidecars export in a bounded index by trace id.
 //!
-//! Bounded three ways: traces kept (oldest first out), spans kept in total, spans per
-//! trace. A full index forgets whole traces, never parts of the newest ones.
+//! Bounded four ways: traces kept (oldest first out), spans kept in total, spans per
+//! trace, and bytes: a span keeps at most 128 attributes (its resource's included), each
+//! value cut at 1 KiB (OpenTelemetry's attribute limits), and the index at most 64 MiB.
+//! Without the last two, one small export (a 64 KiB resource attribute over 20,000
+//! spans) took 1.3 GB. A full index forgets whole traces, never parts of the newest
+//! ones. A span whose id its trace already holds is dropped: ids are unique within a
+//! trace, and a repeated one could make the hop tree a cycle.
 //!
 //! Spans marked as propagation gaps (`graylane.gap`, see the sidecar's `gaps`) are also
-//! counted per (service, destination) for `graylane gaps`, since the replica started.
+//! counted per (service, destination) for `graylane gaps`, since the replica started;
+//! at most 10,000 pairs (later new pairs are dropped and logged once).
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::Mutex;
@@ -23,6 +29,11 @@ use tonic::{Request, Response, Status};
 const MAX_TRACES: usize = 10_000;
 const MAX_SPANS: usize = 200_000;
 const MAX_SPANS_PER_TRACE: usize = 1_000;
+const MAX_BYTES: usize = 64 << 20;
+const MAX_ATTRIBUTES: usize = 128;
+const MAX_KEY: usize = 256;
+const MAX_VALUE: usize = 1024;
+const MAX_GAPS: usize = 10_000;
 
 /// The index of recent traces.
 #[derive(Default)]
@@ -34,10 +45,14 @@ pub struct Traces {
 struct Inner {
     /// Propagation gaps by (service, destination): count and the latest example.
     gaps: BTreeMap<(String, String), (u64, String)>,
+    /// New gap pairs not kept since the table was full.
+    gaps_dropped: u64,
     by_id: HashMap<String, Vec<pb::TraceSpan>>,
     /// Trace ids by first arrival, oldest first.
     order: VecDeque<String>,
     spans: usize,
+    /// What the spans kept hold, roughly (strings and a fixed cost per span).
+    bytes: usize,
 }
 
 impl Traces {
@@ -54,7 +69,7 @@ impl Traces {
         for resource_spans in request.resource_spans {
             let resource: Vec<(String, String)> = resource_spans
                 .resource
-                .map(|r| r.attributes.iter().map(pair).collect())
+                .map(|r| r.attributes.iter().filter_map(pair).collect())
                 .unwrap_or_default();
             for scope in resource_spans.scope_spans {
                 for span in scope.spans {
@@ -62,18 +77,23 @@ impl Traces {
                     if trace_id.len() != 32 {
                         continue;
                     }
-                    let mut attributes: BTreeMap<String, String> =
-                        span.attributes.iter().map(pair).collect();
+                    let mut attributes: BTreeMap<String, String> = span
+                        .attributes
+                        .iter()
+                        .filter_map(pair)
+                        .take(MAX_ATTRIBUTES)
+                        .collect();
                     if attributes.get("graylane.gap").is_some_and(|g| g == "true") {
                         let at = |k: &str| attributes.get(k).cloned().unwrap_or_default();
-                        let entry = inner
-                            .gaps
-                            .entry((at("graylane.service"), at("graylane.destination")))
-                            .or_default();
-                        entry.0 += 1;
-                        entry.1 = at("graylane.gap_trace");
+                        let key = (at("graylane.service"), at("graylane.destination"));
+                        inner.count_gap(key, at("graylane.gap_trace"));
                     }
-                    attributes.extend(resource.iter().cloned());
+                    // The resource's win, as before; a new key only while there is room.
+                    for (k, v) in &resource {
+                        if attributes.len() < MAX_ATTRIBUTES || attributes.contains_key(k) {
+                            attributes.insert(k.clone(), v.clone());
+                        }
+                    }
                     let kind = match SpanKind::try_from(span.kind) {
                         Ok(SpanKind::Server) => "server",
                         Ok(SpanKind::Client) => "client",
@@ -82,7 +102,7 @@ impl Traces {
                     let stored = pb::TraceSpan {
                         span_id: hex(&span.span_id),
                         parent_span_id: hex(&span.parent_span_id),
-                        name: span.name,
+                        name: cut(span.name, MAX_VALUE),
                         kind: kind.into(),
                         start_unix_nano: span.start_time_unix_nano,
                         end_unix_nano: span.end_time_unix_nano,
@@ -136,25 +156,77 @@ impl Traces {
 
 impl Inner {
     fn add(&mut self, trace_id: String, span: pb::TraceSpan) -> bool {
-        if !self.by_id.contains_key(&trace_id) {
-            self.order.push_back(trace_id.clone());
-        }
-        let spans = self.by_id.entry(trace_id).or_default();
-        if spans.len() >= MAX_SPANS_PER_TRACE {
+        if let Some(spans) = self.by_id.get(&trace_id)
+            && (spans.len() >= MAX_SPANS_PER_TRACE
+                || spans.iter().any(|s| s.span_id == span.span_id))
+        {
             return false;
         }
+        let spans = self.by_id.entry(trace_id).or_insert_with_key(|id| {
+            self.order.push_back(id.clone());
+            Vec::new()
+        });
+        self.bytes += size(&span);
         spans.push(span);
         self.spans += 1;
-        while self.order.len() > MAX_TRACES || self.spans > MAX_SPANS {
+        while self.order.len() > MAX_TRACES || self.spans > MAX_SPANS || self.bytes > MAX_BYTES {
             let Some(oldest) = self.order.pop_front() else {
                 break;
             };
             if let Some(gone) = self.by_id.remove(&oldest) {
                 self.spans -= gone.len();
+                self.bytes -= gone.iter().map(size).sum::<usize>();
             }
         }
         true
     }
+
+    /// One more gap from `service` to `destination`; a new pair only while there is
+    /// room (a sidecar credential could otherwise grow the table without end).
+    fn count_gap(&mut self, key: (String, String), example: String) {
+        let full = self.gaps.len() >= MAX_GAPS;
+        let entry = match self.gaps.get_mut(&key) {
+            Some(entry) => entry,
+            None if full => {
+                if self.gaps_dropped == 0 {
+                    tracing::warn!(
+                        kept = MAX_GAPS,
+                        "propagation gaps: the table is full; gaps between new pairs of services are not counted"
+                    );
+                }
+                self.gaps_dropped += 1;
+                return;
+            }
+            None => self.gaps.entry(key).or_default(),
+        };
+        entry.0 += 1;
+        entry.1 = example;
+    }
+}
+
+/// A stored span's weight for [`MAX_BYTES`]: its strings and a fixed cost (the
+/// struct, the map's nodes).
+fn size(span: &pb::TraceSpan) -> usize {
+    let strings =
+        span.span_id.len() + span.parent_span_id.len() + span.name.len() + span.kind.len();
+    let attributes: usize = span
+        .attributes
+        .iter()
+        .map(|(k, v)| k.len() + v.len() + 64)
+        .sum();
+    strings + attributes + 192
+}
+
+/// `s` cut to at most `max` bytes, at a character boundary.
+fn cut(mut s: String, max: usize) -> String {
+    if s.len() > max {
+        let mut end = max;
+        while !s.is_char_boundary(end) {
+            end -= 1;
+        }
+        s.truncate(end);
+    }
+    s
 }
 
 fn trace(trace_id: &str, spans: &[pb::TraceSpan]) -> pb::Trace {
@@ -166,15 +238,19 @@ fn trace(trace_id: &str, spans: &[pb::TraceSpan]) -> pb::Trace {
     }
 }
 
-fn pair(kv: &KeyValue) -> (String, String) {
+/// An attribute as kept: a value cut at [`MAX_VALUE`]; none with a key past [`MAX_KEY`].
+fn pair(kv: &KeyValue) -> Option<(String, String)> {
+    if kv.key.len() > MAX_KEY {
+        return None;
+    }
     let value = match kv.value.as_ref().and_then(|v| v.value.as_ref()) {
-        Some(any_value::Value::StringValue(s)) => s.clone(),
+        Some(any_value::Value::StringValue(s)) => cut(s.clone(), MAX_VALUE),
         Some(any_value::Value::IntValue(i)) => i.to_string(),
         Some(any_value::Value::BoolValue(b)) => b.to_string(),
         Some(any_value::Value::DoubleValue(d)) => d.to_string(),
         _ => String::new(),
     };
-    (kv.key.clone(), value)
+    Some((kv.key.clone(), value))
 }
 
 fn hex(bytes: &[u8]) -> String {

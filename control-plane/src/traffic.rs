@@ -45,9 +45,11 @@ use self::window::{Counts, SLOT_MS, SLOTS, SeriesKey, Totals, Window};
 
 /// Series kept mesh-wide (namespace × service × lane × subset).
 pub const MAX_SERIES: usize = 4_096;
-/// Series read from one report: a sidecar keeps at most 2,000; another replica's
-/// slot holds at most `MAX_SERIES`.
+/// Series read from one report: another replica's slot holds at most `MAX_SERIES`.
 const MAX_SERIES_PER_REPORT: usize = MAX_SERIES;
+/// Series read from one sidecar's report: it keeps at most 2,000 itself (more are its
+/// overflow), so one credential cannot take the whole table in one report.
+const MAX_SERIES_PER_SIDECAR: usize = 2_000;
 /// The longest name a series may carry (a DNS name).
 const MAX_NAME: usize = 253;
 /// How long after its start another replica's slot still counts in the cumulative
@@ -119,13 +121,27 @@ impl Traffic {
 
     /// Adds one sidecar's report to the slot of `now_ms`. Never fails: series with
     /// over-long names are skipped, a histogram with other bounds or length is
-    /// ignored (counts kept), series past `MAX_SERIES_PER_REPORT` are ignored.
-    pub fn record(&self, report: &TrafficReport, now_ms: u64) {
+    /// ignored (counts kept), series past `MAX_SERIES_PER_SIDECAR` are dropped, and
+    /// so are series of a service `known` does not name (a mesh service with an
+    /// instance): a sidecar credential could otherwise fill the table with made-up
+    /// names and leave the real traffic, which rollouts read, out of it. What is
+    /// skipped is counted in the dropped requests.
+    pub fn record(&self, report: &TrafficReport, now_ms: u64, known: impl Fn(&str, &str) -> bool) {
         let mut windows = self.lock();
-        // A sidecar whose own table was full: those requests are in no series.
-        windows.own.dropped = windows.own.dropped.saturating_add(report.overflow_requests);
         let Windows { own, tally, .. } = &mut *windows;
-        add_report(own, Some(tally), report, now_ms);
+        let unknown = add_report(
+            own,
+            Some(tally),
+            report,
+            now_ms,
+            MAX_SERIES_PER_SIDECAR,
+            known,
+        );
+        // And a sidecar whose own table was full: those requests are in no series.
+        own.dropped = own
+            .dropped
+            .saturating_add(report.overflow_requests)
+            .saturating_add(unknown);
     }
 
     /// Adds another replica's slot `slot` (checked as a sidecar's report is), read at
@@ -138,7 +154,16 @@ impl Traffic {
         let fresh = at_ms.saturating_add(REMOTE_FRESH_MS) >= now_ms;
         let mut windows = self.lock();
         let Windows { remote, tally, .. } = &mut *windows;
-        add_report(remote, fresh.then_some(tally), report, at_ms);
+        // Checked by the replica that received it.
+        let every = |_: &str, _: &str| true;
+        add_report(
+            remote,
+            fresh.then_some(tally),
+            report,
+            at_ms,
+            MAX_SERIES_PER_REPORT,
+            every,
+        );
     }
 
     /// Every series' totals since this replica started: diff two with
@@ -224,15 +249,23 @@ impl Traffic {
 }
 
 /// One report into `window` (and `tally`, if any) at `at_ms`; see `Traffic::record`
-/// for what is skipped.
+/// for what is skipped. Returns the requests of series past `limit` or of services
+/// not `known`.
 fn add_report(
     window: &mut Window,
     mut tally: Option<&mut Tally>,
     report: &TrafficReport,
     at_ms: u64,
-) {
+    limit: usize,
+    known: impl Fn(&str, &str) -> bool,
+) -> u64 {
     let usable_histograms = report.latency_bounds_ms == LATENCY_BOUNDS_MS;
-    for series in report.series.iter().take(MAX_SERIES_PER_REPORT) {
+    let mut unknown: u64 = report
+        .series
+        .iter()
+        .skip(limit)
+        .fold(0, |n, s| n.saturating_add(s.requests));
+    for series in report.series.iter().take(limit) {
         let names = [
             &series.namespace,
             &series.service,
@@ -240,6 +273,10 @@ fn add_report(
             &series.subset,
         ];
         if series.requests == 0 || names.iter().any(|n| n.is_empty() || n.len() > MAX_NAME) {
+            continue;
+        }
+        if !known(&series.namespace, &series.service) {
+            unknown = unknown.saturating_add(series.requests);
             continue;
         }
         let buckets = (usable_histograms && series.latency_buckets.len() == BUCKETS)
@@ -262,6 +299,7 @@ fn add_report(
             tally.add(&key, &counts, at_ms);
         }
     }
+    unknown
 }
 
 /// `GET /api/v1/traffic?window=…` for the HTTP router (which parses the window):

@@ -70,6 +70,16 @@ impl Subscriber {
         })
     }
 
+    /// Sends a traffic report on the stream, as a sidecar does every few seconds.
+    pub async fn report(&self, report: graylane_proto::v1::TrafficReport) {
+        self.tx
+            .send(SidecarMessage {
+                message: Some(Message::Traffic(report)),
+            })
+            .await
+            .expect("queue the report");
+    }
+
     /// The next snapshot (each part within 10 s), its parts reassembled, with `rules`
     /// and `endpoints` updated as a sidecar would.
     pub async fn next(&mut self) -> Snapshot {

@@ -435,3 +435,93 @@ fn graylane_gaps_names_the_app_that_drops_the_lane() {
         "{metrics}"
     );
 }
+
+/// A hostile or broken exporter (any sidecar credential may export): one 0.7 MiB export
+/// whose resource carries a 64 KiB attribute over 20,000 spans took the control plane
+/// to 1.3 GB, the resource copied into every span kept; and a trace repeating a span id
+/// as its own parent made `graylane trace` overflow its stack.
+#[test]
+fn the_trace_store_is_bounded_in_bytes_and_a_repeated_span_id_makes_no_cycle() {
+    use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
+    use opentelemetry_proto::tonic::collector::trace::v1::trace_service_client::TraceServiceClient;
+    use opentelemetry_proto::tonic::common::v1::{AnyValue, KeyValue, any_value};
+    use opentelemetry_proto::tonic::resource::v1::Resource;
+    use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, ScopeSpans, Span};
+
+    let dir = tempfile::tempdir().unwrap();
+    let cp = ControlPlane::start(dir.path(), &[]);
+    let text = |k: &str, v: String| KeyValue {
+        key: k.into(),
+        value: Some(AnyValue {
+            value: Some(any_value::Value::StringValue(v)),
+        }),
+        ..Default::default()
+    };
+    let span = |trace: [u8; 16], id: u64, parent: Option<u64>| Span {
+        trace_id: trace.to_vec(),
+        span_id: id.to_be_bytes().to_vec(),
+        parent_span_id: parent.map(|p| p.to_be_bytes().to_vec()).unwrap_or_default(),
+        name: format!("span {id}"),
+        kind: 2,
+        start_time_unix_nano: 1_000 + id,
+        end_time_unix_nano: 2_000 + id,
+        ..Default::default()
+    };
+    let export = |resource: Vec<KeyValue>, spans: Vec<Span>| ExportTraceServiceRequest {
+        resource_spans: vec![ResourceSpans {
+            resource: Some(Resource {
+                attributes: resource,
+                ..Default::default()
+            }),
+            scope_spans: vec![ScopeSpans {
+                spans,
+                ..Default::default()
+            }],
+            ..Default::default()
+        }],
+    };
+    let wide = (0..20_000u64)
+        .map(|i| span(((i / 1_000) as u128 + 1).to_be_bytes(), i + 1, None))
+        .collect();
+    let padded = export(vec![text("padding", "x".repeat(64 << 10))], wide);
+    let cycle_id = [0xc7; 16];
+    let cycle = export(
+        vec![text("service.name", "orders".into())],
+        vec![
+            span(cycle_id, 1, None),
+            span(cycle_id, 2, Some(1)),
+            span(cycle_id, 2, Some(2)),
+        ],
+    );
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    runtime.block_on(async {
+        let mut client = TraceServiceClient::connect(format!("http://{}", cp.grpc))
+            .await
+            .unwrap()
+            .max_encoding_message_size(16 << 20);
+        client.export(padded).await.expect("the padded export");
+        client.export(cycle).await.expect("the cyclic export");
+    });
+    let peak = graylane_tests::h2raw::Usage::of(cp.proc.pid()).peak_kib;
+    assert!(
+        peak < 256 * 1024,
+        "the control plane peaked at {} MiB after one 0.7 MiB export",
+        peak / 1024
+    );
+    let id = "c7".repeat(16);
+    let out = cp.cli(&["trace", &id, "-o", "json"]);
+    assert_eq!(out.code, 0, "{out:?}");
+    let spans = out.json()[0]["spans"].as_array().unwrap().clone();
+    assert_eq!(spans.len(), 2, "the repeated span id is dropped: {spans:?}");
+    let tree = cp.cli(&["trace", &id]);
+    assert_eq!(tree.code, 0, "{tree:?}");
+    let recent = cp.cli(&["trace", "--recent", "3", "-o", "json"]);
+    assert_eq!(recent.code, 0, "{recent:?}");
+    let kept = recent.json()[1]["spans"][0]["attributes"]["padding"]
+        .as_str()
+        .map(str::len);
+    assert_eq!(kept, Some(1024), "attribute values are cut at 1 KiB");
+}

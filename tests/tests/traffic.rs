@@ -178,6 +178,64 @@ fn traffic_rows_match_what_was_sent() {
     assert_eq!(row(&again, "-", "v1").unwrap()["requests"], 60);
 }
 
+/// Any sidecar credential reports traffic. One report of 4,096 made-up series used to
+/// fill the mesh-wide table, so the real traffic (what rollout analysis reads) was in
+/// no row for the whole window, and nothing said so. Series of services not in the
+/// mesh are now dropped and counted, and one report holds what a sidecar's own table
+/// can (2,000).
+#[test]
+fn made_up_series_neither_crowd_out_real_traffic_nor_go_uncounted() {
+    use graylane_proto::v1::{TrafficReport, TrafficSeries};
+    let dir = tempfile::tempdir().unwrap();
+    let mesh = mesh(dir.path());
+    // A worker of its own: the stream is sent while the test waits (blocking) below.
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .unwrap();
+    runtime.block_on(async {
+        let mut forger =
+            graylane_tests::Subscriber::connect(&mesh.cp.url(), "forger", "forger-1", &[], None)
+                .await
+                .unwrap();
+        forger.next().await;
+        let series = (0..4_096)
+            .map(|i| TrafficSeries {
+                namespace: "default".into(),
+                service: format!("made-up-{i}"),
+                lane: "-".into(),
+                subset: "-".into(),
+                requests: 1,
+                ..TrafficSeries::default()
+            })
+            .collect();
+        forger
+            .report(TrafficReport {
+                series,
+                ..TrafficReport::default()
+            })
+            .await;
+        eventually(Duration::from_secs(10), "the forged report counted", || {
+            let (_, metrics) = http_get(mesh.cp.http, "/metrics");
+            metrics
+                .lines()
+                .find_map(|l| l.strip_prefix("graylane_control_traffic_dropped_requests_total "))
+                .and_then(|v| v.trim().parse::<u64>().ok())
+                .filter(|n| *n >= 4_096)
+        });
+        for _ in 0..20 {
+            assert_eq!(call(mesh.frontend.outbound, "orders", ""), 200);
+        }
+        eventually(Duration::from_secs(15), "the real traffic's row", || {
+            (requests(&mesh.cp, "-", "v1") == Some(20)).then_some(())
+        });
+        let (_, body) = traffic(&mesh.cp, "?window=5m");
+        assert!(!body.contains("made-up"), "{body}");
+        drop(forger);
+    });
+}
+
 /// The requests of `orders` in `lane`/`subset` per `cp`'s `/api/v1/traffic`.
 fn requests(cp: &ControlPlane, lane: &str, subset: &str) -> Option<u64> {
     let (status, body) = traffic(cp, "?window=5m");

@@ -317,10 +317,15 @@ impl Stream {
                     self.hub.nack(&self.id, revision, nack.reason);
                 }
             }
-            Some(Message::Traffic(report)) => self
-                .hub
-                .traffic
-                .record(&report, u64::try_from(crate::now_ms()).unwrap_or(0)),
+            Some(Message::Traffic(report)) => {
+                // Series of mesh services with an instance only (`Traffic::record`).
+                let state = self.hub.current();
+                self.hub.traffic.record(
+                    &report,
+                    u64::try_from(crate::now_ms()).unwrap_or(0),
+                    |namespace, service| state.directory.run(namespace, service).is_some(),
+                );
+            }
             Some(Message::Interest(interest)) => {
                 self.hub.stats.interest();
                 let widened = self.scope.widen(&interest).map_err(|e| {

@@ -88,7 +88,13 @@ fn render(control: &Control, accept: Option<&HeaderValue>) -> (&'static str, Str
         .filter(|s| s.acked_revision == state.revision)
         .count();
     let count = |n: usize| i64::try_from(n).unwrap_or(i64::MAX);
+    let (own_series, remote_series, traffic_dropped) = hub.traffic.usage();
     let gauges = [
+        (
+            "graylane_control_traffic_series",
+            "Traffic series kept (of this replica's sidecars and of other replicas'); at most 4096 each.",
+            count(own_series + remote_series),
+        ),
         (
             "graylane_control_rule_revision",
             "Rule revision in force.",
@@ -122,6 +128,11 @@ fn render(control: &Control, accept: Option<&HeaderValue>) -> (&'static str, Str
     for (name, help, value) in control.counters().render() {
         scrape.counter(name, help, value);
     }
+    scrape.counter(
+        "graylane_control_traffic_dropped_requests_total",
+        "Reported requests in no traffic series: a table full (here or in the sidecar), or a service not in the mesh.",
+        traffic_dropped,
+    );
     hub.stats.register(&mut scrape);
     let (format, body) = scrape.encode(accept);
     (format.content_type(), body)
