@@ -62,30 +62,32 @@ impl<S: Layered> Service<Call> for OutboundTag<S> {
 impl Outbound {
     /// The tag the call carries (header, then baggage), then the trace table. The
     /// header is removed either way (`Route` sets the resolved one); an invalid one
-    /// is counted and never travels further.
+    /// is counted and never travels further. The `--propagate-headers` the call lacks
+    /// come from the trace table too, also when the call carries its tag (an
+    /// OpenTelemetry SDK forwards `traceparent` and `baggage`, not `x-tenant`).
     fn resolve_tag(&self, parts: &mut Parts) -> (Option<Tag>, TagSource) {
         let carried = tag::carried(&parts.headers);
         parts.headers.remove(TAG_HEADER_NAME);
         if carried.invalid_header {
             self.metrics.invalid_tags.fetch_add(1, Ordering::Relaxed);
         }
-        if carried.tag.is_some() {
+        if carried.tag.is_some() && self.propagate.is_empty() {
             return (carried.tag, carried.source);
         }
-        let Some(trace) = tag::trace_id(&parts.headers) else {
-            return (None, TagSource::None);
-        };
-        let Some(entry) = self.traces.recall(&trace, Instant::now()) else {
-            return (None, TagSource::None);
+        let entry = tag::trace_id(&parts.headers)
+            .and_then(|trace| self.traces.recall(&trace, Instant::now()));
+        let Some(entry) = entry else {
+            return (carried.tag, carried.source);
         };
         for (name, value) in entry.headers {
             if self.propagate.contains(&name) && !parts.headers.contains_key(&name) {
                 parts.headers.insert(name, value);
             }
         }
-        match entry.tag {
-            Some(tag) => (Some(tag), TagSource::Trace),
-            None => (None, TagSource::None),
+        match (carried.tag, entry.tag) {
+            (Some(tag), _) => (Some(tag), carried.source),
+            (None, Some(tag)) => (Some(tag), TagSource::Trace),
+            (None, None) => (None, TagSource::None),
         }
     }
 }

@@ -116,6 +116,33 @@ async fn a_call_with_only_traceparent_gets_its_traces_tag_and_propagated_headers
     assert_eq!(seen.headers["x-tenant"], "acme");
 }
 
+/// What an OpenTelemetry SDK forwards: `traceparent` and `baggage` (the tag in it),
+/// not the app's `x-tenant`. The tag is the call's; `x-tenant` comes from the trace.
+#[tokio::test]
+async fn a_call_carrying_its_tag_still_gets_the_propagated_headers_it_lacks() {
+    let outbound = Arc::new(outbound());
+    let entry = TraceEntry {
+        tag: Tag::parse("gray"),
+        headers: vec![(
+            HeaderName::from_static("x-tenant"),
+            "acme".parse().expect("a value"),
+        )],
+    };
+    outbound.traces.remember(TRACE, entry, Instant::now());
+    let headers = [
+        ("traceparent", TRACEPARENT),
+        ("baggage", "gray-publish=gray"),
+    ];
+    let seen = tagged(
+        Arc::clone(&outbound),
+        call("http://orders/", &headers, None),
+    )
+    .await;
+    assert_eq!(seen.tag, Tag::parse("gray"));
+    assert_eq!(seen.source, TagSource::Baggage);
+    assert_eq!(seen.headers["x-tenant"], "acme");
+}
+
 #[tokio::test]
 async fn the_apps_own_header_wins_over_the_trace_table() {
     let outbound = Arc::new(outbound());
