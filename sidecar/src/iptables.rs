@@ -7,42 +7,66 @@
 //! nat OUTPUT -p tcp ─────► GRAYLANE_OUTBOUND: the sidecar's UID ─► RETURN (never captured twice)
 //!                                             127.0.0.0/8, excluded CIDRs and ports ─► RETURN
 //!                                             everything else ─► REDIRECT :15001 (outbound)
+//! IPv6, filter INPUT -p tcp ─► GRAYLANE_INBOUND6: loopback, excluded ports ─► RETURN
+//!                                                a new connection (SYN) ─► REJECT (reset)
 //! ```
 //!
-//! Our own chains, flushed and refilled on every run, and one jump rule each, added
-//! only when missing: running it twice is harmless. `--cleanup` removes both.
+//! Interception is IPv4. An app listening on `[::]` (Go's, Java's and Node's default)
+//! would otherwise be reached over IPv6 past the sidecar, and past strict mTLS with it:
+//! where the pod has IPv6, new inbound IPv6 connections are refused, as Istio does for
+//! pods it does not intercept over IPv6. Outbound IPv6 is not captured.
+//!
+//! Each family's chains are refilled, and their jumps added where missing, in one
+//! `iptables-restore --noflush` transaction: running it twice is harmless, and a run
+//! that fails leaves the rules as they were, never half-written. `--cleanup` removes
+//! it all.
 
-use std::process::Command;
+use std::io::Write;
+use std::process::{Command, Stdio};
 
 use anyhow::{Context, bail};
+use clap::CommandFactory;
 
 pub(crate) const INBOUND_CHAIN: &str = "GRAYLANE_INBOUND";
 pub(crate) const OUTBOUND_CHAIN: &str = "GRAYLANE_OUTBOUND";
+const INBOUND6_CHAIN: &str = "GRAYLANE_INBOUND6";
 
 /// What to capture, from the flags (or the pod's annotations, through injection).
 #[derive(Clone, Debug, clap::Args)]
 pub struct Interception {
-    /// The UID the sidecar runs as: its own connections are never captured.
-    #[arg(long, default_value_t = 1337)]
+    /// The UID the sidecar runs as: its own connections are never captured (not 0:
+    /// root's connections, the kubelet's tools' included, would all go uncaptured).
+    #[arg(long, default_value_t = 1337, value_parser = clap::value_parser!(u32).range(1..))]
     pub proxy_uid: u32,
     /// Where outbound connections are redirected (the sidecar's outbound listener).
-    #[arg(long, default_value_t = 15001)]
+    #[arg(long, default_value_t = 15001, value_parser = clap::value_parser!(u16).range(1..))]
     pub outbound_port: u16,
     /// Where inbound connections are redirected (the sidecar's inbound listener).
-    #[arg(long, default_value_t = 15006)]
+    #[arg(long, default_value_t = 15006, value_parser = clap::value_parser!(u16).range(1..))]
     pub inbound_port: u16,
     /// Inbound ports left alone, comma-separated (the admin port, for probes).
-    #[arg(long, value_delimiter = ',', default_value = "15000")]
+    #[arg(long, value_delimiter = ',', default_value = "15000", value_parser = clap::value_parser!(u16).range(1..))]
     pub exclude_inbound_ports: Vec<u16>,
     /// Outbound destination ports left alone, comma-separated.
-    #[arg(long, value_delimiter = ',')]
+    #[arg(long, value_delimiter = ',', value_parser = clap::value_parser!(u16).range(1..))]
     pub exclude_outbound_ports: Vec<u16>,
-    /// Outbound destination CIDRs left alone, comma-separated (e.g. the API server).
-    #[arg(long, value_delimiter = ',')]
-    pub exclude_outbound_cidrs: Vec<ipnet::IpNet>,
+    /// Outbound destination IPv4 CIDRs left alone, comma-separated (e.g. the API
+    /// server). Interception is IPv4: there is no IPv6 traffic to exclude.
+    #[arg(long, value_delimiter = ',', value_parser = ipv4_network)]
+    pub exclude_outbound_cidrs: Vec<ipnet::Ipv4Net>,
     /// Capture inbound traffic (off: outbound only).
     #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
     pub inbound: bool,
+}
+
+fn ipv4_network(text: &str) -> Result<ipnet::Ipv4Net, String> {
+    match text.parse::<ipnet::IpNet>() {
+        Ok(ipnet::IpNet::V4(net)) => Ok(net),
+        Ok(ipnet::IpNet::V6(_)) => {
+            Err("an IPv6 network: interception is IPv4, so there is nothing to exclude".into())
+        }
+        Err(e) => Err(e.to_string()),
+    }
 }
 
 /// `init-iptables` itself.
@@ -54,29 +78,59 @@ pub struct InitArgs {
     /// Remove graylane's rules instead (traffic flows directly again).
     #[arg(long)]
     pub cleanup: bool,
-    /// Print the iptables commands instead of running them.
+    /// Print what would be run instead of running it.
     #[arg(long)]
     pub dry_run: bool,
 }
 
-/// One `iptables` invocation (arguments after the program name).
+impl InitArgs {
+    /// Reads the flags as clap does, then what no single flag can say: a usage error
+    /// (exit 2) either way.
+    pub fn parse_checked(args: impl IntoIterator<Item = String>) -> InitArgs {
+        let parsed = <InitArgs as clap::Parser>::parse_from(args);
+        let i = &parsed.interception;
+        if i.inbound && i.inbound_port == i.outbound_port {
+            InitArgs::command()
+                .error(
+                    clap::error::ErrorKind::ArgumentConflict,
+                    format!(
+                        "--inbound-port and --outbound-port are both {}: inbound connections would reach the outbound listener",
+                        i.inbound_port
+                    ),
+                )
+                .exit();
+        }
+        parsed
+    }
+}
+
+/// One rule (arguments after `-A CHAIN`).
 pub(crate) type Rule = Vec<String>;
 
 fn rule(parts: &[&str]) -> Rule {
     parts.iter().map(|s| (*s).to_string()).collect()
 }
 
+/// One address family's part: its programs, table, chains and jumps.
+struct Family {
+    /// `iptables` / `ip6tables`: to test for a jump, and to clean up.
+    check: &'static str,
+    restore: &'static str,
+    table: &'static str,
+    /// Ours, emptied and refilled on every run.
+    chains: &'static [&'static str],
+    /// `(built-in chain, ours)`: the jumps that exist when we are installed.
+    jumps: Vec<(&'static str, &'static str)>,
+    rules: Vec<(&'static str, Rule)>,
+}
+
 impl Interception {
-    /// The rules of our two chains, in order (after `-t nat -A CHAIN`).
+    /// The rules of our two NAT chains, in order.
     pub(crate) fn chains(&self) -> Vec<(&'static str, Rule)> {
         let mut out = Vec::new();
         if self.inbound {
             let inbound = self.inbound_port.to_string();
-            let mut excluded = self.exclude_inbound_ports.clone();
-            excluded.push(self.inbound_port);
-            excluded.sort_unstable();
-            excluded.dedup();
-            for port in excluded {
+            for port in self.inbound_exclusions() {
                 out.push((
                     INBOUND_CHAIN,
                     rule(&["-p", "tcp", "--dport", &port.to_string(), "-j", "RETURN"]),
@@ -113,49 +167,155 @@ impl Interception {
         out
     }
 
-    /// The jump rules from the built-in chains into ours.
-    fn jumps(&self) -> Vec<(&'static str, &'static str)> {
-        let mut out = vec![("OUTPUT", OUTBOUND_CHAIN)];
-        if self.inbound {
-            out.push(("PREROUTING", INBOUND_CHAIN));
+    /// The rules of the IPv6 inbound chain: none when inbound is not captured.
+    fn chains6(&self) -> Vec<(&'static str, Rule)> {
+        if !self.inbound {
+            return Vec::new();
         }
+        let mut out = vec![(INBOUND6_CHAIN, rule(&["-i", "lo", "-j", "RETURN"]))];
+        for port in self.inbound_exclusions() {
+            out.push((
+                INBOUND6_CHAIN,
+                rule(&["-p", "tcp", "--dport", &port.to_string(), "-j", "RETURN"]),
+            ));
+        }
+        out.push((
+            INBOUND6_CHAIN,
+            rule(&[
+                "-p",
+                "tcp",
+                "--syn",
+                "-j",
+                "REJECT",
+                "--reject-with",
+                "tcp-reset",
+            ]),
+        ));
         out
+    }
+
+    /// Inbound ports left alone: the excluded ones and the inbound listener's own.
+    fn inbound_exclusions(&self) -> Vec<u16> {
+        let mut excluded = self.exclude_inbound_ports.clone();
+        excluded.push(self.inbound_port);
+        excluded.sort_unstable();
+        excluded.dedup();
+        excluded
+    }
+
+    fn families(&self) -> [Family; 2] {
+        let mut nat_jumps = vec![("OUTPUT", OUTBOUND_CHAIN)];
+        if self.inbound {
+            nat_jumps.push(("PREROUTING", INBOUND_CHAIN));
+        }
+        [
+            Family {
+                check: "iptables",
+                restore: "iptables-restore",
+                table: "nat",
+                chains: &[INBOUND_CHAIN, OUTBOUND_CHAIN],
+                jumps: nat_jumps,
+                rules: self.chains(),
+            },
+            Family {
+                check: "ip6tables",
+                restore: "ip6tables-restore",
+                table: "filter",
+                chains: &[INBOUND6_CHAIN],
+                jumps: if self.inbound {
+                    vec![("INPUT", INBOUND6_CHAIN)]
+                } else {
+                    Vec::new()
+                },
+                rules: self.chains6(),
+            },
+        ]
     }
 }
 
-/// Runs `iptables`, or with `dry_run` prints the command line.
+/// Every jump a family can have: removed at cleanup, or when no longer wanted.
+fn all_jumps(family: &Family) -> &'static [(&'static str, &'static str)] {
+    match family.table {
+        "nat" => &[("OUTPUT", OUTBOUND_CHAIN), ("PREROUTING", INBOUND_CHAIN)],
+        _ => &[("INPUT", INBOUND6_CHAIN)],
+    }
+}
+
+/// The `iptables-restore --noflush` input installing `family`: its chains declared
+/// (created, or emptied: `--noflush` empties a user chain it declares) and refilled,
+/// the jumps `present` lacks added, the unwanted ones `present` has removed.
+fn restore_input(family: &Family, present: &dyn Fn(&str, &str) -> bool) -> String {
+    let mut out = format!("*{}\n", family.table);
+    for chain in family.chains {
+        out.push_str(&format!(":{chain} - [0:0]\n"));
+    }
+    for (chain, rule) in &family.rules {
+        out.push_str(&format!("-A {chain} {}\n", rule.join(" ")));
+    }
+    for &(builtin, chain) in all_jumps(family) {
+        let wanted = family.jumps.contains(&(builtin, chain));
+        match (wanted, present(builtin, chain)) {
+            (true, false) => out.push_str(&format!("-A {builtin} -p tcp -j {chain}\n")),
+            (false, true) => out.push_str(&format!("-D {builtin} -p tcp -j {chain}\n")),
+            _ => {}
+        }
+    }
+    out.push_str("COMMIT\n");
+    out
+}
+
+/// Runs the family's programs, or with `dry_run` prints what it would run.
 struct Runner {
     dry_run: bool,
 }
 
 impl Runner {
-    fn run(&self, args: &[String]) -> anyhow::Result<bool> {
+    /// Whether `program args` succeeds (a `-C` check, a cleanup step that may find
+    /// nothing to remove). Never run in a dry run: a check reads as "absent".
+    fn succeeds(&self, program: &str, args: &[&str]) -> anyhow::Result<bool> {
         if self.dry_run {
             #[allow(clippy::print_stdout)]
             {
-                println!("iptables {}", args.join(" "));
+                println!("{program} {}", args.join(" "));
             }
-            return Ok(true);
+            return Ok(false);
         }
-        let out = Command::new("iptables")
-            .args(args)
-            .output()
-            .context("running iptables (is it installed, and are we root with NET_ADMIN?)")?;
+        let out = Command::new(program).args(args).output().with_context(|| {
+            format!("running {program} (is it installed, and are we root with NET_ADMIN?)")
+        })?;
         Ok(out.status.success())
     }
 
-    fn must(&self, args: &[String]) -> anyhow::Result<()> {
+    /// Feeds `input` to `program --noflush`; its error is ours.
+    fn restore(&self, program: &str, input: &str) -> anyhow::Result<()> {
         if self.dry_run {
-            return self.run(args).map(|_| ());
+            #[allow(clippy::print_stdout)]
+            {
+                print!("{program} --noflush <<EOF\n{input}EOF\n");
+            }
+            return Ok(());
         }
-        let out = Command::new("iptables")
-            .args(args)
-            .output()
-            .context("running iptables (is it installed, and are we root with NET_ADMIN?)")?;
+        let mut child = Command::new(program)
+            .arg("--noflush")
+            .stdin(Stdio::piped())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .with_context(|| {
+                format!("running {program} (is it installed, and are we root with NET_ADMIN?)")
+            })?;
+        child
+            .stdin
+            .take()
+            .context("the restore's input")?
+            .write_all(input.as_bytes())
+            .with_context(|| format!("writing to {program}"))?;
+        let out = child
+            .wait_with_output()
+            .with_context(|| format!("waiting for {program}"))?;
         if !out.status.success() {
             bail!(
-                "iptables {}: {}",
-                args.join(" "),
+                "{program} refused the rules, and changed nothing: {}\n{input}",
                 String::from_utf8_lossy(&out.stderr).trim()
             );
         }
@@ -163,12 +323,9 @@ impl Runner {
     }
 }
 
-fn nat(args: &[&str]) -> Vec<String> {
-    ["-t", "nat"]
-        .iter()
-        .chain(args)
-        .map(|s| (*s).to_string())
-        .collect()
+/// Whether this network namespace has IPv6 at all (an address on any interface).
+fn has_ipv6() -> bool {
+    std::fs::read_to_string("/proc/net/if_inet6").is_ok_and(|t| !t.trim().is_empty())
 }
 
 /// Installs (or with `cleanup` removes) the rules. Idempotent either way.
@@ -176,107 +333,33 @@ pub fn apply(args: &InitArgs) -> anyhow::Result<()> {
     let runner = Runner {
         dry_run: args.dry_run,
     };
-    let i = &args.interception;
-    let all_jumps = [("OUTPUT", OUTBOUND_CHAIN), ("PREROUTING", INBOUND_CHAIN)];
-    if args.cleanup {
-        for (builtin, chain) in all_jumps {
-            let jump = nat(&["-D", builtin, "-p", "tcp", "-j", chain]);
-            // `-D` removes one copy per call; stop when none is left.
-            while !runner.dry_run && runner.run(&jump)? {}
-            if runner.dry_run {
-                runner.run(&jump)?;
+    for family in args.interception.families() {
+        let ipv6 = family.table == "filter";
+        if ipv6 && !runner.dry_run && !has_ipv6() {
+            continue;
+        }
+        let t = family.table;
+        if args.cleanup {
+            for &(builtin, chain) in all_jumps(&family) {
+                let jump = ["-t", t, "-D", builtin, "-p", "tcp", "-j", chain];
+                // `-D` removes one copy per call; stop when none is left.
+                while runner.succeeds(family.check, &jump)? {}
             }
-            runner.run(&nat(&["-F", chain]))?;
-            runner.run(&nat(&["-X", chain]))?;
+            for chain in family.chains {
+                runner.succeeds(family.check, &["-t", t, "-F", chain])?;
+                runner.succeeds(family.check, &["-t", t, "-X", chain])?;
+            }
+            continue;
         }
-        return Ok(());
-    }
-    for (_, chain) in all_jumps {
-        // Create, or empty what an earlier run left.
-        if !runner.run(&nat(&["-N", chain]))? {
-            runner.must(&nat(&["-F", chain]))?;
-        }
-    }
-    for (chain, r) in i.chains() {
-        let mut args = nat(&["-A", chain]);
-        args.extend(r);
-        runner.must(&args)?;
-    }
-    for (builtin, chain) in i.jumps() {
-        let check = nat(&["-C", builtin, "-p", "tcp", "-j", chain]);
-        if runner.dry_run || !runner.run(&check)? {
-            runner.must(&nat(&["-A", builtin, "-p", "tcp", "-j", chain]))?;
-        }
-    }
-    // Outbound only: a jump into the inbound chain from an earlier run goes away.
-    if !i.inbound {
-        let jump = nat(&["-D", "PREROUTING", "-p", "tcp", "-j", INBOUND_CHAIN]);
-        while !runner.dry_run && runner.run(&jump)? {}
+        let present = |builtin: &str, chain: &str| {
+            let check = ["-t", t, "-C", builtin, "-p", "tcp", "-j", chain];
+            // A failed check reads as absent; the restore then says what is wrong.
+            runner.succeeds(family.check, &check).unwrap_or(false)
+        };
+        runner.restore(family.restore, &restore_input(&family, &present))?;
     }
     Ok(())
 }
 
 #[cfg(test)]
-mod tests {
-    use clap::Parser;
-
-    use super::*;
-
-    fn plan(args: &[&str]) -> Vec<String> {
-        let a = InitArgs::parse_from([&["init-iptables"][..], args].concat());
-        a.interception
-            .chains()
-            .into_iter()
-            .map(|(c, r)| format!("{c} {}", r.join(" ")))
-            .collect()
-    }
-
-    #[test]
-    fn default_rules_exempt_the_proxy_loopback_and_the_admin_port() {
-        assert_eq!(
-            plan(&[]),
-            [
-                "GRAYLANE_INBOUND -p tcp --dport 15000 -j RETURN",
-                "GRAYLANE_INBOUND -p tcp --dport 15006 -j RETURN",
-                "GRAYLANE_INBOUND -p tcp -j REDIRECT --to-ports 15006",
-                "GRAYLANE_OUTBOUND -m owner --uid-owner 1337 -j RETURN",
-                "GRAYLANE_OUTBOUND -d 127.0.0.0/8 -j RETURN",
-                "GRAYLANE_OUTBOUND -p tcp -j REDIRECT --to-ports 15001",
-            ]
-        );
-    }
-
-    #[test]
-    fn exclusions_come_before_the_redirect() {
-        let rules = plan(&[
-            "--exclude-outbound-cidrs",
-            "10.96.0.1/32,192.168.0.0/16",
-            "--exclude-outbound-ports",
-            "5432",
-            "--inbound",
-            "false",
-            "--proxy-uid",
-            "2000",
-        ]);
-        assert_eq!(
-            rules,
-            [
-                "GRAYLANE_OUTBOUND -m owner --uid-owner 2000 -j RETURN",
-                "GRAYLANE_OUTBOUND -d 127.0.0.0/8 -j RETURN",
-                "GRAYLANE_OUTBOUND -d 10.96.0.1/32 -j RETURN",
-                "GRAYLANE_OUTBOUND -d 192.168.0.0/16 -j RETURN",
-                "GRAYLANE_OUTBOUND -p tcp --dport 5432 -j RETURN",
-                "GRAYLANE_OUTBOUND -p tcp -j REDIRECT --to-ports 15001",
-            ]
-        );
-    }
-
-    #[test]
-    fn a_bad_cidr_is_a_clear_error() {
-        let e =
-            InitArgs::try_parse_from(["init-iptables", "--exclude-outbound-cidrs", "10.0.0.0/33"])
-                .unwrap_err()
-                .to_string();
-        assert!(e.contains("--exclude-outbound-cidrs"), "{e}");
-    }
-}
+mod tests;

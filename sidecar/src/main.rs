@@ -198,7 +198,7 @@ fn main() {
     // `graylane-sidecar init-iptables ...`: the init container's one job (see
     // `iptables`), then exit; anything else runs the sidecar.
     if std::env::args().nth(1).as_deref() == Some("init-iptables") {
-        let args = graylane_sidecar::iptables::InitArgs::parse_from(std::env::args().skip(1));
+        let args = graylane_sidecar::iptables::InitArgs::parse_checked(std::env::args().skip(1));
         if let Err(e) = graylane_sidecar::iptables::apply(&args) {
             #[allow(clippy::print_stderr)]
             {

@@ -45,6 +45,26 @@ fn ip(n: u8) -> String {
     format!("{}.{n}", PodNet::SUBNET)
 }
 
+/// Listens on `addr` in the pod `ns` and writes `answer` to every connection (after
+/// reading its request when `read_first`); returns once listening. The thread ends
+/// with the test process.
+fn serve_in(ns: &str, addr: &'static str, answer: &'static [u8], read_first: bool) {
+    let (listening, listened) = std::sync::mpsc::channel();
+    let ns = ns.to_owned();
+    std::thread::spawn(move || {
+        graylane_tests::netns::enter(&ns);
+        let listener = std::net::TcpListener::bind(addr).unwrap();
+        listening.send(()).unwrap();
+        for mut conn in listener.incoming().map_while(Result::ok) {
+            if read_first {
+                let _ = conn.read(&mut [0u8; 4096]);
+            }
+            let _ = conn.write_all(answer);
+        }
+    });
+    listened.recv().unwrap();
+}
+
 /// A pod: its app on :8080, its sidecar, the init container's rules.
 fn pod(
     net: &mut PodNet,
@@ -332,33 +352,33 @@ fn a_pod_s_other_ports_reach_what_listens_on_them() {
         ),
         dir.path().join("app-metrics.log"),
     ));
-    // Redis's port (opaque by default): the server speaks first. Its thread, in the
-    // pod's namespace, ends with the test process.
-    let (listening, listened) = std::sync::mpsc::channel();
-    let pod_ns = ns.clone();
-    std::thread::spawn(move || {
-        graylane_tests::netns::enter(&ns);
-        let listener = std::net::TcpListener::bind("0.0.0.0:6379").unwrap();
-        listening.send(()).unwrap();
-        for mut conn in listener.incoming().map_while(Result::ok) {
-            let _ = conn.write_all(b"+READY\r\n");
-        }
-    });
-    listened.recv().unwrap();
+    // Redis's port (opaque by default): the server speaks first.
+    serve_in(&ns, "0.0.0.0:6379", b"+READY\r\n", false);
+    // An app on `[::]` (Go's, Java's and Node's default), in a pod that has IPv6 too:
+    // interception is IPv4, so over IPv6 it would be reached past the sidecar (and
+    // past strict mTLS). New inbound IPv6 connections are refused instead.
+    net.net
+        .ip(&["addr", "add", "fd00:99::fe/64", "dev", "br0", "nodad"]);
+    let added = std::process::Command::new("ip")
+        .args(["-n", &ns, "addr", "add", "fd00:99::12/64", "dev", "eth0"])
+        .arg("nodad")
+        .status()
+        .unwrap();
+    assert!(added.success());
+    serve_in(
+        &ns,
+        "[::]:7070",
+        b"HTTP/1.1 200 OK\r\nContent-Length: 4\r\n\r\nDUAL",
+        true,
+    );
     // A debug server bound to loopback only: private to the pod, with or without the
     // sidecar (Istio 1.10's change), however a client outside dials it.
-    let (listening, listened) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        graylane_tests::netns::enter(&pod_ns);
-        let listener = std::net::TcpListener::bind("127.0.0.1:6060").unwrap();
-        listening.send(()).unwrap();
-        for mut conn in listener.incoming().map_while(Result::ok) {
-            let mut head = [0u8; 4096];
-            let _ = conn.read(&mut head);
-            let _ = conn.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 7\r\n\r\nSECRET\n");
-        }
-    });
-    listened.recv().unwrap();
+    serve_in(
+        &ns,
+        "127.0.0.1:6060",
+        b"HTTP/1.1 200 OK\r\nContent-Length: 7\r\n\r\nSECRET\n",
+        true,
+    );
     let get = |port: u16| -> Option<Value> {
         let mut stream = TcpStream::connect(format!("{}:{port}", ip(12))).ok()?;
         stream
@@ -380,6 +400,23 @@ fn a_pod_s_other_ports_reach_what_listens_on_them() {
     assert_eq!(get(8080).unwrap()["service"], "orders");
     let outbound = get(15001).expect("an answer on 15001");
     assert_eq!(outbound["service"], "orders", "{outbound}");
+    let dual = |addr: String| -> std::io::Result<String> {
+        let mut stream =
+            TcpStream::connect_timeout(&addr.parse().unwrap(), Duration::from_secs(10))?;
+        stream.set_read_timeout(Some(Duration::from_secs(10)))?;
+        stream.write_all(b"GET / HTTP/1.1\r\nHost: dual\r\nConnection: close\r\n\r\n")?;
+        let mut answer = String::new();
+        stream.read_to_string(&mut answer)?;
+        Ok(answer)
+    };
+    let over_v4 = dual(format!("{}:7070", ip(12))).expect("IPv4, through the sidecar");
+    assert!(over_v4.ends_with("DUAL"), "{over_v4:?}");
+    let over_v6 = dual("[fd00:99::12]:7070".into());
+    assert_eq!(
+        over_v6.as_ref().map_err(std::io::Error::kind).err(),
+        Some(std::io::ErrorKind::ConnectionRefused),
+        "IPv6 past the sidecar: {over_v6:?}"
+    );
     let mut private = TcpStream::connect(format!("{}:6060", ip(12))).unwrap();
     private
         .set_read_timeout(Some(Duration::from_secs(10)))

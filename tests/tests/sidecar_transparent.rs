@@ -198,6 +198,20 @@ fn redirected_connections_are_routed_passed_through_or_tunnelled() {
     let rules = ns.iptables_save();
     init(&[]);
     assert_eq!(ns.iptables_save(), rules, "init-iptables twice is harmless");
+    // Flags that would break every connection are a usage error, and change nothing.
+    for bad in [
+        &["--inbound", "true", "--inbound-port", &port][..],
+        &["--proxy-uid", "0"],
+        &["--exclude-outbound-ports", "0"],
+    ] {
+        let out = std::process::Command::new(graylane_tests::bin("graylane-sidecar"))
+            .args(["init-iptables", "--outbound-port", &port])
+            .args(bad)
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(2), "{bad:?}: {out:?}");
+        assert_eq!(ns.iptables_save(), rules, "{bad:?} changed the rules");
+    }
     assert!(
         rules.contains("-A OUTPUT -p tcp -j GRAYLANE_OUTBOUND"),
         "{rules}"
