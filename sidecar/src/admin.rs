@@ -110,10 +110,17 @@ impl Admin {
         let (lane, release, active) = match self.routes.load() {
             Some(r) => {
                 let g = r.table.gate(&self.namespace, &self.service, &self.labels);
-                (g.lane.map(str::to_string), g.release.to_string(), g.active)
+                (
+                    g.lane.map(str::to_string),
+                    Some(g.release.to_string()),
+                    g.active,
+                )
             }
-            // Before the first snapshot nothing says otherwise: `all` lets everyone run.
-            None => (None, "all".to_string(), true),
+            // No rules yet (none from the control plane, none cached): the release
+            // state is unknown, and a consumer that started on a guess could run on
+            // the version it must not (a base instance under `gray`). Closed until
+            // known; `release` null says why.
+            None => (None, None, false),
         };
         json!({"service": self.service, "instance": self.instance_id, "lane": lane, "release": release, "active": active})
     }

@@ -328,3 +328,49 @@ fn two_sidecars_claiming_one_instance_id_are_named_in_the_log() {
     assert!(line.contains("orders-dup"), "{line}");
     drop((first, second));
 }
+
+/// Before the sidecar has any rules (the control plane not up yet, no cache), the
+/// release state is unknown: the gate is closed, not `all`. A base instance under
+/// `gray` told to run would consume messages on the version it must not.
+#[test]
+fn the_gate_is_closed_until_the_release_state_is_known() {
+    let dir = tempfile::tempdir().unwrap();
+    let grpc = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    let url = format!("http://{grpc}");
+    let cache = dir.path().join("cache").to_string_lossy().into_owned();
+    let sidecar = Sidecar::start(
+        dir.path(),
+        "orders-1",
+        &sidecar_args(&url, &cache, "orders-1"),
+    );
+    let (code, body) = http_get(sidecar.admin, "/gates/self");
+    assert_eq!(code, 200, "{body}");
+    let gate: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(
+        gate,
+        serde_json::json!({"service": "orders", "instance": "orders-1", "lane": null, "release": null, "active": false})
+    );
+    let mut watch = GateWatch::open(&sidecar);
+    assert_eq!(watch.next()["active"], false, "the first line too");
+    let cp = ControlPlane::start_on(dir.path(), &grpc.to_string(), &[]);
+    cp.cli(&[
+        "rules",
+        "apply",
+        "-f",
+        &write_file(dir.path(), "lane.yaml", LANE),
+    ])
+    .assert_ok();
+    let opened = watch.next();
+    assert_eq!(
+        (
+            opened["lane"].as_str(),
+            opened["release"].as_str(),
+            opened["active"].as_bool()
+        ),
+        (Some("gray"), Some("all"), Some(true)),
+        "{opened}"
+    );
+}
