@@ -50,14 +50,14 @@ struct Args {
     #[arg(long, env = "GRAYLANE_PROPAGATE_HEADERS", value_delimiter = ',')]
     propagate_headers: Vec<http::HeaderName>,
     /// Whole-request timeout upstream, unless a RoutePolicy says otherwise.
-    #[arg(long, env = "GRAYLANE_UPSTREAM_TIMEOUT", default_value = "30s", value_parser = parse_duration)]
+    #[arg(long, env = "GRAYLANE_UPSTREAM_TIMEOUT", default_value = "30s", value_parser = parse_timeout)]
     upstream_timeout: Duration,
     /// Request headers must be complete within this.
-    #[arg(long, env = "GRAYLANE_HEADER_READ_TIMEOUT", default_value = "10s", value_parser = parse_duration)]
+    #[arg(long, env = "GRAYLANE_HEADER_READ_TIMEOUT", default_value = "10s", value_parser = parse_timeout)]
     header_read_timeout: Duration,
     /// A connection whose client takes no bytes of its response for this long is
     /// closed (a reader that stopped; nginx's send_timeout).
-    #[arg(long, env = "GRAYLANE_SEND_TIMEOUT", default_value = "60s", value_parser = parse_duration)]
+    #[arg(long, env = "GRAYLANE_SEND_TIMEOUT", default_value = "60s", value_parser = parse_timeout)]
     send_timeout: Duration,
     /// Open connections per listener (inbound, outbound); more are closed at once.
     #[arg(long, env = "GRAYLANE_MAX_CONNECTIONS", default_value_t = 10_000, value_parser = clap::value_parser!(u32).range(1..))]
@@ -103,7 +103,7 @@ struct Args {
     opaque_ports: Vec<u16>,
     /// Transparent mode: a client silent for this long is taken for a server-first
     /// protocol, and its connection passed through as TCP.
-    #[arg(long, env = "GRAYLANE_DETECT_TIMEOUT", default_value = "10s", value_parser = parse_duration)]
+    #[arg(long, env = "GRAYLANE_DETECT_TIMEOUT", default_value = "10s", value_parser = parse_timeout)]
     detect_timeout: Duration,
     /// Threads that serve requests (Envoy's --concurrency; Istio's sidecars default to 2).
     #[arg(long, env = "GRAYLANE_CONCURRENCY", default_value_t = 2, value_parser = clap::value_parser!(u16).range(1..=256))]
@@ -171,6 +171,18 @@ fn parse_endpoint_grace(s: &str) -> Result<Duration, String> {
 
 fn parse_duration(s: &str) -> Result<Duration, String> {
     graylane_routing::Duration::parse(s).map(|d| d.as_std())
+}
+
+/// A timeout: not zero, which would fail every request (`--upstream-timeout 0s`) or
+/// close every connection whose head takes two packets (`--header-read-timeout`).
+fn parse_timeout(s: &str) -> Result<Duration, String> {
+    let timeout = parse_duration(s)?;
+    if timeout.is_zero() {
+        return Err(format!(
+            "{s}: a timeout of zero would fail every request; give a duration such as 30s"
+        ));
+    }
+    Ok(timeout)
 }
 
 /// A service is one DNS label, as a resource name is (`orders.shop` would read as

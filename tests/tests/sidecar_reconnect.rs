@@ -385,6 +385,24 @@ fn a_bad_endpoint_grace_is_refused_at_start() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(2), "{stderr}");
     assert!(stderr.contains("must be 0s to 5m"), "{stderr}");
+    // A zero timeout fails every request or connection: refused, naming the flag.
+    for flag in [
+        "--upstream-timeout",
+        "--header-read-timeout",
+        "--send-timeout",
+        "--detect-timeout",
+    ] {
+        let out = Command::new(bin("graylane-sidecar"))
+            .args(["--service", "web", flag, "0s"])
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{flag}: {stderr}");
+        assert!(
+            stderr.contains(flag) && stderr.contains("a timeout of zero"),
+            "{flag}: {stderr}"
+        );
+    }
 }
 
 /// A first `--control-plane` URL that speaks HTTP/2 (answers the sidecar's keep-alive
