@@ -51,6 +51,7 @@ mod received;
 mod stale;
 mod status;
 
+pub use self::cache::claim;
 pub use self::interest::{EndpointScope, endpoint_scope, parse_call};
 pub(crate) use self::interest::{Interest, ensure};
 pub use self::status::DiscoveryStatus;

@@ -271,6 +271,11 @@ async fn run(args: Args) -> anyhow::Result<()> {
         discovery::endpoint_scope(&args.endpoint_scope, args.calls.clone(), &args.namespace)
             .map_err(anyhow::Error::msg)?;
     let instance_id = args.instance_id.clone().unwrap_or_else(default_instance_id);
+    // Held for the process's life (see `discovery::claim`).
+    let _cache_claimed = match &args.cache_dir {
+        Some(dir) => discovery::claim(dir).map_err(|e| anyhow::anyhow!("--cache-dir {e}"))?,
+        None => None,
+    };
     let bind = |addr: SocketAddr, flag: &'static str| async move {
         graylane_serve::bind(addr).with_context(|| format!("{flag} {addr}"))
     };

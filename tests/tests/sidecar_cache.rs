@@ -332,3 +332,69 @@ fn endpoint_changes_logged_after_the_snapshot_come_back_after_a_crash() {
         ignored[0]
     );
 }
+
+/// A cache that is not a regular file (a FIFO, a link to `/dev/zero`) is refused like
+/// any bad cache: opening the FIFO blocked the start, and with it every connection to
+/// the control plane; reading `/dev/zero` grew without end.
+#[test]
+fn a_cache_that_is_no_regular_file_neither_blocks_nor_grows_the_start() {
+    let dir = tempfile::tempdir().unwrap();
+    let fifo = dir.path().join("fifo");
+    std::fs::create_dir_all(&fifo).unwrap();
+    let made = std::process::Command::new("mkfifo")
+        .arg(fifo.join(FILE))
+        .status()
+        .unwrap();
+    assert!(made.success());
+    let zero = dir.path().join("zero");
+    std::fs::create_dir_all(&zero).unwrap();
+    std::os::unix::fs::symlink("/dev/zero", zero.join(FILE)).unwrap();
+    // The control plane is down when the sidecars start (so they read their cache
+    // first), and comes up on the port they dial.
+    let grpc = TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    let url = format!("http://{grpc}");
+    let sidecars: Vec<Sidecar> = [fifo, zero]
+        .into_iter()
+        .map(|cache| {
+            let name = cache.file_name().unwrap().to_string_lossy().into_owned();
+            let cache = cache.to_string_lossy().into_owned();
+            Sidecar::start(dir.path(), &name, &sidecar_args(&url, &cache, &name))
+        })
+        .collect();
+    let _cp = ControlPlane::start_on(dir.path(), &grpc.to_string(), &[]);
+    for sidecar in &sidecars {
+        sidecar.wait_ready();
+        assert_eq!(sidecar.config()["source"], "control-plane");
+        assert_eq!(metric(sidecar, REJECTED), Some(1));
+    }
+}
+
+/// Two sidecars given one `--cache-dir` would start from each other's view after an
+/// offline restart and remove each other's files: the second is refused at start.
+#[test]
+fn a_cache_dir_in_use_by_a_running_sidecar_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let url = unreachable_url();
+    let cache = dir.path().join("shared").to_string_lossy().into_owned();
+    let _first = Sidecar::start(dir.path(), "first", &sidecar_args(&url, &cache, "first"));
+    let out = std::process::Command::new(graylane_tests::bin("graylane-sidecar"))
+        .args(sidecar_args(&url, &cache, "second"))
+        .args([
+            "--admin-addr",
+            "127.0.0.1:0",
+            "--outbound-addr",
+            "127.0.0.1:0",
+        ])
+        .args(["--inbound-addr", "127.0.0.1:0"])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{stderr}");
+    assert!(
+        stderr.contains("--cache-dir") && stderr.contains("in use by another running sidecar"),
+        "{stderr}"
+    );
+}

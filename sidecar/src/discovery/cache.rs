@@ -245,10 +245,67 @@ fn replace(dir: &Path, name: &str, bytes: &[u8]) -> io::Result<()> {
     File::open(dir)?.sync_all()
 }
 
+/// The largest cache file read back: far over any snapshot (10,000 endpoints take
+/// ~1 MB), far under what a runaway read (a link to `/dev/zero`) would take.
+const MAX_FILE: u64 = 256 << 20;
+
+/// `path`'s bytes, if it is a regular file of at most [`MAX_FILE`]. Looked at before it
+/// is opened: opening a FIFO put in its place would block the sidecar's start (and
+/// with it its first connection to the control plane) until something wrote to it.
+pub(super) fn read_file(path: &Path) -> io::Result<Vec<u8>> {
+    use std::io::Read;
+    if !fs::metadata(path)?.is_file() {
+        return Err(io::Error::other("not a regular file"));
+    }
+    let file = File::open(path)?;
+    let mut bytes = Vec::new();
+    file.take(MAX_FILE + 1).read_to_end(&mut bytes)?;
+    if bytes.len() as u64 > MAX_FILE {
+        return Err(io::Error::other(format!("larger than {MAX_FILE} bytes")));
+    }
+    Ok(bytes)
+}
+
+/// Claims `dir` for this process: an advisory lock on `dir/.lock`, released when the
+/// process ends however it ends. Two sidecars sharing one cache would each start from
+/// the other's view after an offline restart (its scope, its services) and remove each
+/// other's files. `Ok(None)`: the directory cannot be written, so there is nothing to
+/// collide on (a read-only cache still serves a start).
+pub fn claim(dir: &Path) -> Result<Option<File>, String> {
+    let opened = fs::create_dir_all(dir).and_then(|()| {
+        fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(dir.join(".lock"))
+    });
+    let file = match opened {
+        Ok(file) => file,
+        Err(e)
+            if matches!(
+                e.kind(),
+                io::ErrorKind::PermissionDenied | io::ErrorKind::ReadOnlyFilesystem
+            ) =>
+        {
+            tracing::warn!(cache_dir = %dir.display(), error = %e, "the cache directory cannot be written: started from it, never written");
+            return Ok(None);
+        }
+        Err(e) => return Err(format!("{}: {e}", dir.display())),
+    };
+    match file.try_lock() {
+        Ok(()) => Ok(Some(file)),
+        Err(fs::TryLockError::WouldBlock) => Err(format!(
+            "{}: in use by another running sidecar; give each sidecar its own cache directory",
+            dir.display()
+        )),
+        Err(fs::TryLockError::Error(e)) => Err(format!("{}: locking it: {e}", dir.display())),
+    }
+}
+
 /// The cached snapshot; `Ok(None)` when there is none. Blocks: call it off the runtime
 /// threads.
 pub(super) fn read(dir: &Path) -> Result<Option<Received>, CacheError> {
-    let bytes = match fs::read(dir.join(FILE)) {
+    let bytes = match read_file(&dir.join(FILE)) {
         Ok(bytes) => bytes,
         Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
         Err(e) => return Err(e.into()),
@@ -278,7 +335,7 @@ fn read_rules(dir: &Path, rules: RulesRef) -> Result<Arc<str>, CacheError> {
         file: file.clone(),
         reason,
     };
-    let bytes = fs::read(dir.join(&file)).map_err(|e| failed(e.to_string()))?;
+    let bytes = read_file(&dir.join(&file)).map_err(|e| failed(e.to_string()))?;
     if bytes.len() != rules.len {
         return Err(failed(format!(
             "{} bytes, the snapshot says {}",

@@ -15,7 +15,7 @@
 
 use std::borrow::Cow;
 use std::collections::{BTreeMap, BTreeSet};
-use std::fs::{self, File, OpenOptions};
+use std::fs::{File, OpenOptions};
 use std::io::{self, Write};
 use std::path::Path;
 
@@ -158,7 +158,7 @@ impl Log {
 /// Applies the log of the snapshot hashing to `hash`, if there is one, to `received`.
 pub(super) fn replay(dir: &Path, hash: u64, received: &mut Received) -> Result<(), CacheError> {
     let file = name(hash);
-    let bytes = match fs::read(dir.join(&file)) {
+    let bytes = match super::read_file(&dir.join(&file)) {
         Ok(bytes) => bytes,
         Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
         Err(e) => {
@@ -241,6 +241,7 @@ fn apply(received: &mut Received, record: Record<'_>) {
 
 #[cfg(test)]
 mod tests {
+    use std::fs;
     use std::os::unix::fs::MetadataExt;
     use std::sync::Arc;
 
