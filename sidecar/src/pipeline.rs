@@ -79,6 +79,9 @@ pub(crate) struct Ledger {
     /// upstream's (`Observe` adds its status). Without it the trail of a failed
     /// request stops at the hop before the one that failed.
     pub(crate) failed_hop: Option<String>,
+    /// Set by `Observe`: the call is gRPC, so the sidecar's own errors are answered
+    /// in gRPC's form.
+    pub(crate) grpc: bool,
 }
 
 /// A layer's service, as every layer of the stack takes its inner one. Errors are
@@ -165,6 +168,7 @@ impl Ledger {
             tag: None,
             source: TagSource::None,
             failed_hop: None,
+            grpc: false,
         }
     }
 }

@@ -28,7 +28,7 @@ pub(crate) mod upgrade;
 pub(crate) use self::body::Body;
 use self::classify::{malformed, pool_failure};
 use self::coalesce::Coalesce;
-pub(crate) use self::error::ProxyError;
+pub(crate) use self::error::{ProxyError, is_grpc};
 pub(crate) use self::error::{RetryClass, SendError, SendFailure, Upstream};
 pub(crate) use self::headers::{Message, strip_hop_by_hop};
 use self::mtls::MeshClients;

@@ -22,11 +22,15 @@ struct Echo;
 impl Discovery for Echo {
     type SubscribeStream = Pin<Box<dyn Stream<Item = Result<Snapshot, Status>> + Send>>;
 
-    // This app serves streams only; a unary call gets the status an app would give.
+    // This app serves streams only; a unary call gets the status an app would give,
+    // 3 s late when asked (`x-slow`).
     async fn issue_certificate(
         &self,
-        _: Request<graylane_proto::v1::CertificateRequest>,
+        request: Request<graylane_proto::v1::CertificateRequest>,
     ) -> Result<Response<graylane_proto::v1::CertificateResponse>, Status> {
+        if request.metadata().contains_key("x-slow") {
+            tokio::time::sleep(std::time::Duration::from_secs(3)).await;
+        }
         Err(Status::unimplemented("the echo app issues no certificates"))
     }
 
@@ -165,6 +169,100 @@ async fn grpc_bidi_streaming_and_trailers_pass_through_two_sidecars() {
         (end.code(), end.message()),
         (tonic::Code::FailedPrecondition, "done"),
         "the status in the trailers is intact"
+    );
+    drop((orders, frontend));
+}
+
+/// What the sidecar answers itself (a timeout, no such service) reaches a gRPC client
+/// as a gRPC status in trailers-only form, not as an HTTP 504 or 502 that the client
+/// can only read as `UNAVAILABLE: Received http2 header with status: 504`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_sidecars_own_errors_reach_a_grpc_client_as_grpc_statuses() {
+    let dir = tempfile::tempdir().unwrap();
+    let cp = ControlPlane::start(dir.path(), &[]);
+    let url = cp.url();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let app = listener.local_addr().unwrap().to_string();
+    tokio::spawn(
+        tonic::transport::Server::builder()
+            .add_service(DiscoveryServer::new(Echo))
+            .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(listener)),
+    );
+    let d = dir.path().to_path_buf();
+    let (orders, frontend) = tokio::task::spawn_blocking(move || {
+        let orders = Sidecar::start(
+            &d,
+            "orders",
+            &[
+                "--service",
+                "orders",
+                "--instance-id",
+                "orders-1",
+                "--app-addr",
+                &app,
+            ]
+            .into_iter()
+            .chain(["--control-plane", &url])
+            .collect::<Vec<_>>(),
+        );
+        let frontend = Sidecar::start(
+            &d,
+            "frontend",
+            &["--service", "frontend", "--instance-id", "frontend-1"]
+                .into_iter()
+                .chain(["--control-plane", &url, "--upstream-timeout", "1s"])
+                .collect::<Vec<_>>(),
+        );
+        orders.wait_ready();
+        frontend.wait_ready();
+        frontend.wait_endpoints("orders", 1);
+        (orders, frontend)
+    })
+    .await
+    .unwrap();
+    let call = |origin: &'static str, slow: bool| {
+        let outbound = frontend.outbound;
+        async move {
+            let channel = tonic::transport::Endpoint::from_shared(format!("http://{outbound}"))
+                .unwrap()
+                .origin(origin.parse().unwrap())
+                .connect()
+                .await
+                .unwrap();
+            let mut request = Request::new(graylane_proto::v1::CertificateRequest::default());
+            if slow {
+                request
+                    .metadata_mut()
+                    .insert("x-slow", "1".parse().unwrap());
+            }
+            DiscoveryClient::new(channel)
+                .issue_certificate(request)
+                .await
+                .unwrap_err()
+        }
+    };
+    let answered = call("http://orders", false).await;
+    assert_eq!(
+        answered.code(),
+        tonic::Code::Unimplemented,
+        "the app's own: {answered:?}"
+    );
+    let late = call("http://orders", true).await;
+    assert_eq!(late.code(), tonic::Code::DeadlineExceeded, "{late:?}");
+    assert!(late.message().contains("orders"), "{late:?}");
+    let nowhere = call("http://nosuch", false).await;
+    assert_eq!(nowhere.code(), tonic::Code::Unavailable, "{nowhere:?}");
+    assert!(
+        nowhere.message().contains("unknown service nosuch"),
+        "{nowhere:?}"
+    );
+    assert_eq!(
+        nowhere
+            .metadata()
+            .get("graylane-error")
+            .and_then(|v| v.to_str().ok()),
+        Some("1"),
+        "marked as the sidecar's own answer"
     );
     drop((orders, frontend));
 }

@@ -88,6 +88,7 @@ impl<S: Layered> Service<Call> for Observe<S> {
         let span = observed.tracer.begin(&mut call.head.headers);
         let ledger = &mut call.ledger;
         ledger.key.direction = observed.direction.as_str();
+        ledger.grpc = crate::proxy::is_grpc(&call.head.headers);
         ledger.notes.trace_id = span.trace_id;
         ledger.notes.peer_identity = call.peer.identity.as_deref().map(str::to_owned);
         ledger.span = Some(span);
@@ -101,21 +102,31 @@ impl<S: Layered> Service<Call> for Observe<S> {
 
 impl Finish for Done {
     fn finish(self, mut answer: Answer) -> Answer {
-        let response = match answer.response {
-            Ok(response) => response,
+        let (response, status) = match answer.response {
+            Ok(response) => {
+                let status = response.status();
+                (response, status)
+            }
             Err(e) => {
                 answer.ledger.notes.error_source = Some(e.caused_by().as_str());
-                let mut response = e.into_response();
+                let (mut response, status) = if answer.ledger.grpc {
+                    e.into_grpc_response()
+                } else {
+                    let response = e.into_response();
+                    let status = response.status();
+                    (response, status)
+                };
                 if let Some(entry) = answer.ledger.failed_hop.take() {
-                    let status = response.status().as_u16();
-                    let entry = format!("{entry};error={status}");
+                    let entry = format!("{entry};error={}", status.as_u16());
                     crate::trail::append_route(response.headers_mut(), &entry);
                 }
-                response
+                (response, status)
             }
         };
         let ledger = &mut answer.ledger;
-        ledger.key.status = response.status().as_u16();
+        // A gRPC caller's error is answered 200 with its `grpc-status`; counted as
+        // the error it is.
+        ledger.key.status = status.as_u16();
         let observed = &self.observed;
         if let Some(span) = ledger.span.as_ref().filter(|s| observed.tracer.records(s)) {
             // Attributes cost allocations: only for spans that are recorded.

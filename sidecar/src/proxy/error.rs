@@ -319,6 +319,50 @@ impl ProxyError {
         }
     }
 
+    /// The gRPC status of the error for a gRPC caller: `DEADLINE_EXCEEDED` for a
+    /// timeout (`UNAVAILABLE` would invite a retry policy to run again a call that may
+    /// have run for the whole timeout), `INTERNAL` for the sidecar's own fault, else
+    /// gRPC's mapping of the HTTP status (doc/http-grpc-status-mapping.md).
+    fn grpc_code(&self) -> u8 {
+        match self {
+            Self::Timeout { .. } => 4,
+            Self::Internal(_) => 13,
+            _ => match self.status().as_u16() {
+                400 => 13,
+                401 => 16,
+                403 => 7,
+                404 => 12,
+                429 | 502 | 503 | 504 => 14,
+                _ => 2,
+            },
+        }
+    }
+
+    /// The answer a gRPC caller sees: trailers-only (HTTP 200, `grpc-status`,
+    /// `grpc-message`), as gRPC clients read errors and as Envoy answers them. A
+    /// plain 504 reached a gRPC client as `UNAVAILABLE: Received http2 header with
+    /// status: 504`, whatever happened. Returns the HTTP status the error has
+    /// elsewhere too, for metrics and traffic reports to count it as what it is.
+    pub(crate) fn into_grpc_response(self) -> (Response<Body>, StatusCode) {
+        let status = self.status();
+        let code = self.grpc_code();
+        let message = grpc_message(&self.to_string());
+        let mut response = self.into_response();
+        *response.status_mut() = StatusCode::OK;
+        *response.body_mut() = Body::Empty;
+        let headers = response.headers_mut();
+        headers.remove(header::CONNECTION);
+        headers.insert(
+            header::CONTENT_TYPE,
+            header::HeaderValue::from_static("application/grpc"),
+        );
+        headers.insert("grpc-status", header::HeaderValue::from(u16::from(code)));
+        if let Ok(value) = header::HeaderValue::from_str(&message) {
+            headers.insert("grpc-message", value);
+        }
+        (response, status)
+    }
+
     /// The response the caller sees: the status and one line saying what happened.
     pub(crate) fn into_response(self) -> Response<Body> {
         let status = self.status();
@@ -366,6 +410,29 @@ impl ProxyError {
         }
         response
     }
+}
+
+/// Whether `headers` are a gRPC call's (`application/grpc`, `application/grpc+proto`;
+/// not gRPC-Web, which carries its status in the body).
+pub(crate) fn is_grpc(headers: &http::HeaderMap) -> bool {
+    headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|t| t == "application/grpc" || t.starts_with("application/grpc+"))
+}
+
+/// `text` as gRPC's `grpc-message` carries it: percent-encoded outside printable
+/// ASCII, and `%` itself.
+fn grpc_message(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for b in text.bytes() {
+        if (0x20..=0x7e).contains(&b) && b != b'%' {
+            out.push(char::from(b));
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
 }
 
 #[cfg(test)]
