@@ -229,6 +229,12 @@ async fn probe(client: &mut Client) -> Result<(), Probe> {
         };
         return Err(Probe::Foreign(why));
     }
+    // A graylane sidecar's listener answers a gRPC call it cannot route in gRPC's
+    // form, marked as its own.
+    if status.metadata().contains_key("graylane-error") {
+        let why = format!("a graylane sidecar answered: {}", first_line(message));
+        return Err(Probe::Foreign(why));
+    }
     match status.code() {
         // UNIMPLEMENTED is a real gRPC server: a graylane-control older than the
         // Version call still serves every other call, so it is let through (a call
