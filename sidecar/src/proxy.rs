@@ -370,6 +370,32 @@ fn copy(method: &Method, uri: &Uri, version: Version, headers: &HeaderMap) -> Bo
     request
 }
 
+/// A gRPC call's own deadline, its `grpc-timeout` (gRPC over HTTP/2: at most 8 digits
+/// and a unit, `H` `M` `S` `m` `u` `n`), capped at a day. It takes the place of the
+/// default `--upstream-timeout`, as Envoy's `grpc_timeout_header_max` does: a client
+/// stream with a 60 s deadline was cut at 30 s while still sending. `None` when
+/// absent or not in that form.
+pub(crate) fn grpc_timeout(headers: &http::HeaderMap) -> Option<Duration> {
+    // Made at compile time: a lookup by `&str` parses the name on every request.
+    const GRPC_TIMEOUT: http::HeaderName = http::HeaderName::from_static("grpc-timeout");
+    let value = headers.get(GRPC_TIMEOUT)?.as_bytes();
+    let (unit, digits) = value.split_last()?;
+    if digits.is_empty() || digits.len() > 8 || !digits.iter().all(u8::is_ascii_digit) {
+        return None;
+    }
+    let n: u64 = std::str::from_utf8(digits).ok()?.parse().ok()?;
+    let timeout = match unit {
+        b'H' => Duration::from_secs(n.saturating_mul(3600)),
+        b'M' => Duration::from_secs(n.saturating_mul(60)),
+        b'S' => Duration::from_secs(n),
+        b'm' => Duration::from_millis(n),
+        b'u' => Duration::from_micros(n),
+        b'n' => Duration::from_nanos(n),
+        _ => return None,
+    };
+    Some(timeout.min(Duration::from_secs(86_400)))
+}
+
 /// RFC 9110 §9.2.2: requests that may be sent twice.
 pub(crate) fn idempotent(method: &Method) -> bool {
     matches!(
@@ -380,6 +406,25 @@ pub(crate) fn idempotent(method: &Method) -> bool {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn a_grpc_timeout_is_read_in_its_own_form_only() {
+        let read = |v: &str| {
+            let mut headers = http::HeaderMap::new();
+            headers.insert("grpc-timeout", v.parse().unwrap());
+            super::grpc_timeout(&headers)
+        };
+        let ms = std::time::Duration::from_millis;
+        assert_eq!(read("60S"), Some(ms(60_000)));
+        assert_eq!(read("250m"), Some(ms(250)));
+        assert_eq!(read("2M"), Some(ms(120_000)));
+        assert_eq!(read("1500000u"), Some(ms(1500)));
+        assert_eq!(read("99999999H"), Some(ms(86_400_000)), "capped at a day");
+        assert_eq!(read("0m"), Some(ms(0)), "a deadline already past");
+        for bad in ["", "S", "10", "10s", "123456789S", "-1S", "1.5S", " 1S"] {
+            assert_eq!(read(bad), None, "{bad:?}");
+        }
+    }
+
     use super::*;
 
     fn request(uri: &str, host: Option<&str>) -> Request<Body> {

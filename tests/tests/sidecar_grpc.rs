@@ -220,7 +220,7 @@ async fn the_sidecars_own_errors_reach_a_grpc_client_as_grpc_statuses() {
     })
     .await
     .unwrap();
-    let call = |origin: &'static str, slow: bool| {
+    let call_within = |origin: &'static str, slow: bool, deadline: Option<std::time::Duration>| {
         let outbound = frontend.outbound;
         async move {
             let channel = tonic::transport::Endpoint::from_shared(format!("http://{outbound}"))
@@ -235,12 +235,16 @@ async fn the_sidecars_own_errors_reach_a_grpc_client_as_grpc_statuses() {
                     .metadata_mut()
                     .insert("x-slow", "1".parse().unwrap());
             }
+            if let Some(deadline) = deadline {
+                request.set_timeout(deadline);
+            }
             DiscoveryClient::new(channel)
                 .issue_certificate(request)
                 .await
                 .unwrap_err()
         }
     };
+    let call = |origin: &'static str, slow: bool| call_within(origin, slow, None);
     let answered = call("http://orders", false).await;
     assert_eq!(
         answered.code(),
@@ -250,6 +254,19 @@ async fn the_sidecars_own_errors_reach_a_grpc_client_as_grpc_statuses() {
     let late = call("http://orders", true).await;
     assert_eq!(late.code(), tonic::Code::DeadlineExceeded, "{late:?}");
     assert!(late.message().contains("orders"), "{late:?}");
+    // A client's own deadline (`grpc-timeout`) takes the place of the sidecar's
+    // default: a 5 s call to a 3 s handler is answered, past `--upstream-timeout 1s`.
+    let patient = call_within(
+        "http://orders",
+        true,
+        Some(std::time::Duration::from_secs(5)),
+    )
+    .await;
+    assert_eq!(
+        patient.code(),
+        tonic::Code::Unimplemented,
+        "the app's answer: {patient:?}"
+    );
     let nowhere = call("http://nosuch", false).await;
     assert_eq!(nowhere.code(), tonic::Code::Unavailable, "{nowhere:?}");
     assert!(

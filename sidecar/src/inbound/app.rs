@@ -102,7 +102,7 @@ impl Inbound {
             service: &self.service,
             instance: &self.instance_id,
             address: port.as_deref().unwrap_or(self.app.addr()),
-            timeout: self.upstream_timeout,
+            timeout: proxy::grpc_timeout(request.headers()).unwrap_or(self.upstream_timeout),
         };
         let mut outcome = self.clients.send(request, &app).await;
         // Decided in a statement of its own: a borrow of `outcome` held across the

@@ -195,7 +195,14 @@ impl Outbound {
         // Only idempotent requests are ever sent twice: body-less ones, and those with
         // a body small enough to hold (rules.md: "never a body over 64 KiB").
         let Leaving { parts, body, .. } = *leaving;
-        let timeout = policy.timeout().unwrap_or(self.upstream_timeout);
+        // A gRPC client's deadline replaces the default; a RoutePolicy timeout, the
+        // operator's bound, still caps it (see `proxy::grpc_timeout`).
+        let timeout = match (policy.timeout(), proxy::grpc_timeout(&parts.headers)) {
+            (Some(policy), Some(client)) => policy.min(client),
+            (Some(policy), None) => policy,
+            (None, Some(client)) => client,
+            (None, None) => self.upstream_timeout,
+        };
         let idempotent = proxy::idempotent(&parts.method);
         let (body, replay) = if idempotent && policy.retry().attempts() > 0 {
             held_for_retries(body, timeout).await?
