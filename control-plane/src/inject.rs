@@ -109,6 +109,9 @@ pub enum InjectError {
         "container port {0} is one of the sidecar's ports (15000, 15001, 15006, 15021); move the app off it"
     )]
     PortTaken(u16),
+    /// The pod already has a volume of the name the sidecar's credential mounts.
+    #[error("the pod already has a volume named {0:?}, which injection adds; rename it")]
+    VolumeTaken(&'static str),
 }
 
 /// The ports the injected sidecar binds in the pod: admin, outbound, inbound, health.
@@ -148,11 +151,14 @@ pub fn inject(
     if let Decision::Skip(why) = decide(namespace, &labels, &annotations, host_network) {
         return Ok(Outcome::Skipped(why));
     }
-    // A sidecar added by hand, without the status annotation, is not added twice.
-    let has_sidecar = spec_obj
-        .get("containers")
-        .and_then(Value::as_array)
-        .is_some_and(|cs| cs.iter().any(|c| c["name"] == SIDECAR));
+    // A sidecar added by hand, without the status annotation, is not added twice:
+    // ours by name, as a container or a native sidecar, or our init container.
+    let has_sidecar = ["containers", "initContainers"].into_iter().any(|list| {
+        spec_obj
+            .get(list)
+            .and_then(Value::as_array)
+            .is_some_and(|cs| cs.iter().any(|c| c["name"] == SIDECAR || c["name"] == INIT))
+    });
     if has_sidecar {
         return Ok(Outcome::Skipped(Skip::AlreadyInjected));
     }
@@ -182,6 +188,10 @@ pub fn inject(
     let version = label("version").or_else(|| label("app.kubernetes.io/version"));
     if let Some(port) = container_ports(spec_obj).find(|p| SIDECAR_PORTS.contains(p)) {
         return Err(InjectError::PortTaken(port));
+    }
+    let volumes = spec_obj.get("volumes").and_then(Value::as_array);
+    if volumes.is_some_and(|vs| vs.iter().any(|v| v["name"] == credential::VOLUME)) {
+        return Err(InjectError::VolumeTaken(credential::VOLUME));
     }
     let app_port = match text("graylane.io/app-port") {
         Some(p) => p
@@ -325,11 +335,48 @@ pub fn inject(
             "capabilities": {"add": ["NET_ADMIN", "NET_RAW"], "drop": ["ALL"]},
         },
     });
-    push(spec_obj, "containers", sidecar);
     push(spec_obj, "initContainers", init);
+    add_sidecar(spec_obj, sidecar, text("graylane.io/native-sidecar"))?;
     new_annotations.insert(STATUS_ANNOTATION.into(), json!("injected"));
     meta.insert("annotations".into(), Value::Object(new_annotations));
     Ok(Outcome::Injected)
+}
+
+/// Adds the sidecar as a native sidecar (Kubernetes 1.29+: an init container that
+/// keeps running, `restartPolicy: Always`), after the init container, unless the pod
+/// says `graylane.io/native-sidecar: "false"` (an older cluster). As a native sidecar
+/// it starts, and is ready, before the app (its startup probe: the app's first calls
+/// find it routing, rules in hand), and it stops after the app: a Job or CronJob pod
+/// completes when its job does, where an ordinary sidecar container kept it running
+/// for ever.
+fn add_sidecar(
+    spec: &mut Map<String, Value>,
+    mut sidecar: Value,
+    native: Option<&str>,
+) -> Result<(), InjectError> {
+    let native = match native {
+        None | Some("true") => true,
+        Some("false") => false,
+        Some(other) => {
+            return Err(InjectError::BadAnnotation {
+                annotation: "graylane.io/native-sidecar",
+                reason: format!("{other:?}: \"true\" (the default) or \"false\""),
+            });
+        }
+    };
+    if !native {
+        push(spec, "containers", sidecar);
+        return Ok(());
+    }
+    sidecar["restartPolicy"] = json!("Always");
+    // Up to 10 minutes for its first rules (the control plane's own restart).
+    sidecar["startupProbe"] = json!({
+        "httpGet": {"path": "/ready", "port": HEALTH_PORT},
+        "periodSeconds": 1,
+        "failureThreshold": 600,
+    });
+    push(spec, "initContainers", sidecar);
+    Ok(())
 }
 
 /// Every `containerPort` of the pod's containers.

@@ -211,8 +211,8 @@ fn the_items_of_a_list_are_injected() {
     let value: serde_json::Value = serde_json::from_str(&out.stdout).expect("JSON in, JSON out");
     let items = value["items"].as_array().unwrap();
     assert_eq!(items.len(), 2, "{}", out.stdout);
-    let containers = &items[0]["spec"]["template"]["spec"]["containers"];
-    assert_eq!(containers[1]["name"], "graylane-sidecar", "{}", out.stdout);
+    let inits = &items[0]["spec"]["template"]["spec"]["initContainers"];
+    assert_eq!(inits[1]["name"], "graylane-sidecar", "{}", out.stdout);
     assert_eq!(items[1]["metadata"]["name"], "settings");
     validate(&write_file(dir.path(), "list-injected.yaml", &out.stdout));
 }

@@ -184,15 +184,17 @@ fn the_webhook_patches_pods_over_https() {
     let patch: Value =
         serde_json::from_slice(&base64_decode(response["patch"].as_str().unwrap())).unwrap();
     let injected = apply(pod.clone(), &patch);
-    let containers = injected["spec"]["containers"].as_array().unwrap();
     assert_eq!(
-        containers[0], pod["spec"]["containers"][0],
+        injected["spec"]["containers"], pod["spec"]["containers"],
         "the app container is untouched"
     );
-    assert_eq!(containers[1]["name"], "graylane-sidecar");
-    assert_eq!(containers[1]["image"], "registry.local/graylane:test");
+    // A native sidecar: an init container that keeps running, after interception.
+    let inits = injected["spec"]["initContainers"].as_array().unwrap();
+    assert_eq!(inits[1]["name"], "graylane-sidecar");
+    assert_eq!(inits[1]["restartPolicy"], "Always");
+    assert_eq!(inits[1]["image"], "registry.local/graylane:test");
     let env = |name: &str| {
-        containers[1]["env"]
+        inits[1]["env"]
             .as_array()
             .unwrap()
             .iter()

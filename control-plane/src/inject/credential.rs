@@ -16,7 +16,7 @@ use serde_json::{Map, Value, json};
 /// Where the credential is mounted in the sidecar.
 const DIR: &str = "/var/run/secrets/graylane";
 /// The pod volume holding it.
-const VOLUME: &str = "graylane-token";
+pub(super) const VOLUME: &str = "graylane-token";
 /// The audience the control plane checks in projected tokens (spec: security.md).
 pub const TOKEN_AUDIENCE: &str = "graylane";
 /// Projected tokens live an hour; the kubelet renews them at 80 % of that.

@@ -15,13 +15,22 @@ fn app(ports: Value) -> Value {
     json!({"containers": [{"name": "app", "image": "shop/orders:2", "ports": ports}]})
 }
 
-fn env(pod: &Value, name: &str) -> Value {
-    pod["spec"]["containers"]
-        .as_array()
-        .unwrap()
-        .iter()
+/// The injected sidecar of a pod spec: a native sidecar (an init container) unless
+/// the pod asked for a plain container.
+fn sidecar_of(spec: &Value) -> &Value {
+    ["initContainers", "containers"]
+        .into_iter()
+        .flat_map(|list| spec[list].as_array().into_iter().flatten())
         .find(|c| c["name"] == SIDECAR)
-        .unwrap()["env"]
+        .expect("a sidecar")
+}
+
+fn sidecar(pod: &Value) -> &Value {
+    sidecar_of(&pod["spec"])
+}
+
+fn env(pod: &Value, name: &str) -> Value {
+    sidecar(pod)["env"]
         .as_array()
         .unwrap()
         .iter()
@@ -32,8 +41,7 @@ fn env(pod: &Value, name: &str) -> Value {
 
 fn init_args(pod: &Value) -> Vec<String> {
     let inits = pod["spec"]["initContainers"].as_array().unwrap();
-    let init = inits.last().unwrap();
-    assert_eq!(init["name"], INIT);
+    let init = inits.iter().find(|c| c["name"] == INIT).unwrap();
     init["args"]
         .as_array()
         .unwrap()
@@ -53,7 +61,28 @@ fn a_plain_pod_gets_the_sidecar_and_the_init_container() {
         Outcome::Injected
     );
     let containers = p["spec"]["containers"].as_array().unwrap();
-    assert_eq!(containers.len(), 2);
+    assert_eq!(
+        containers.len(),
+        1,
+        "the app's alone: the sidecar is a native one"
+    );
+    let inits: Vec<&str> = p["spec"]["initContainers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        inits,
+        [INIT, SIDECAR],
+        "interception first, then the sidecar"
+    );
+    assert_eq!(
+        sidecar(&p)["restartPolicy"],
+        "Always",
+        "it keeps running, and stops after the app (a Job's pod completes)"
+    );
+    assert_eq!(sidecar(&p)["startupProbe"]["httpGet"]["path"], "/ready");
     assert_eq!(env(&p, "GRAYLANE_SERVICE")["value"], "orders");
     assert_eq!(env(&p, "GRAYLANE_LABELS")["value"], "app=orders,version=v2");
     assert_eq!(env(&p, "GRAYLANE_APP_ADDR")["value"], "127.0.0.1:9000");
@@ -74,7 +103,7 @@ fn a_plain_pod_gets_the_sidecar_and_the_init_container() {
         "$(POD_NAME).$(GRAYLANE_NAMESPACE)",
         "StatefulSet pods share names across namespaces; instance ids may not"
     );
-    let names: Vec<&str> = containers[1]["env"]
+    let names: Vec<&str> = sidecar(&p)["env"]
         .as_array()
         .unwrap()
         .iter()
@@ -100,10 +129,10 @@ fn a_plain_pod_gets_the_sidecar_and_the_init_container() {
         env(&p, "GRAYLANE_TOKEN_FILE")["value"],
         "/var/run/secrets/graylane/token"
     );
-    let sidecar = &containers[1];
-    assert_eq!(sidecar["securityContext"]["runAsUser"], 1337);
-    assert_eq!(sidecar["readinessProbe"]["httpGet"]["port"], 15021);
-    assert_eq!(sidecar["livenessProbe"]["httpGet"]["port"], 15021);
+    let container = sidecar(&p);
+    assert_eq!(container["securityContext"]["runAsUser"], 1337);
+    assert_eq!(container["readinessProbe"]["httpGet"]["port"], 15021);
+    assert_eq!(container["livenessProbe"]["httpGet"]["port"], 15021);
     assert_eq!(
         env(&p, "GRAYLANE_ADMIN_ADDR")["value"],
         "127.0.0.1:15000",
@@ -111,7 +140,7 @@ fn a_plain_pod_gets_the_sidecar_and_the_init_container() {
     );
     assert_eq!(env(&p, "GRAYLANE_HEALTH_ADDR")["value"], "0.0.0.0:15021");
     assert_eq!(
-        sidecar["ports"],
+        container["ports"],
         json!([
             {"name": "graylane-in", "containerPort": 15006},
             {"name": "graylane-health", "containerPort": 15021},
@@ -162,9 +191,8 @@ fn sidecars_trust_the_mesh_ca_from_the_token_secret_over_https() {
         "/var/run/secrets/graylane/ca.pem",
         "ca.pem of the mounted graylane-sidecar-token Secret"
     );
-    let sidecar = &p["spec"]["containers"][1];
     assert_eq!(
-        sidecar["volumeMounts"][0]["mountPath"],
+        sidecar(&p)["volumeMounts"][0]["mountPath"],
         "/var/run/secrets/graylane"
     );
 
@@ -192,17 +220,64 @@ fn injecting_twice_changes_nothing() {
         Outcome::Skipped(Skip::AlreadyInjected)
     );
     assert_eq!(p, once);
-    // A pod that already has the container (injected by hand) is left alone too.
-    let mut manual = pod(
-        json!({"labels": {"app": "orders"}}),
+    // A pod that already has the container (injected by hand), as a container or a
+    // native sidecar, or our init container, is left alone too: injected again, it
+    // would hold two containers of one name.
+    for spec in [
         json!({"containers": [{"name": "app"}, {"name": SIDECAR}]}),
-    );
-    let before = manual.clone();
-    assert_eq!(
-        inject_object(&mut manual, None, &Config::default()).unwrap(),
-        Outcome::Skipped(Skip::AlreadyInjected)
-    );
-    assert_eq!(manual, before);
+        json!({"containers": [{"name": "app"}], "initContainers": [{"name": SIDECAR, "restartPolicy": "Always"}]}),
+        json!({"containers": [{"name": "app"}], "initContainers": [{"name": INIT}]}),
+    ] {
+        let mut manual = pod(json!({"labels": {"app": "orders"}}), spec);
+        let before = manual.clone();
+        assert_eq!(
+            inject_object(&mut manual, None, &Config::default()).unwrap(),
+            Outcome::Skipped(Skip::AlreadyInjected)
+        );
+        assert_eq!(manual, before);
+    }
+}
+
+/// A pod's own volume named as the one injection mounts would make two of one name:
+/// refused, naming it.
+#[test]
+fn a_volume_of_the_injected_name_is_refused() {
+    let mut spec = app(json!([]));
+    spec["volumes"] = json!([{"name": "graylane-token", "emptyDir": {}}]);
+    let mut p = pod(json!({"labels": {"app": "orders"}}), spec);
+    let before = p.clone();
+    let e = inject_object(&mut p, None, &Config::default()).unwrap_err();
+    assert_eq!(e, InjectError::VolumeTaken("graylane-token"));
+    assert_eq!(p, before, "nothing half-added");
+}
+
+/// On a cluster before Kubernetes 1.29 (no native sidecars), the pod asks for a plain
+/// container; any other value is refused, naming the annotation.
+#[test]
+fn a_pod_may_ask_for_a_plain_sidecar_container() {
+    let annotated = |value: &str| {
+        pod(
+            json!({"labels": {"app": "orders"}, "annotations": {"graylane.io/native-sidecar": value}}),
+            app(json!([])),
+        )
+    };
+    let mut p = annotated("false");
+    inject_object(&mut p, None, &Config::default()).unwrap();
+    let names = |list: &str| -> Vec<String> {
+        p["spec"][list]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|c| c["name"].as_str().unwrap().to_owned())
+            .collect()
+    };
+    assert_eq!(names("containers"), ["app", SIDECAR]);
+    assert_eq!(names("initContainers"), [INIT]);
+    assert_eq!(sidecar(&p)["restartPolicy"], Value::Null);
+    let e = inject_object(&mut annotated("no"), None, &Config::default())
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("graylane.io/native-sidecar"), "{e}");
 }
 
 #[test]
@@ -217,7 +292,7 @@ fn existing_init_containers_run_before_interception() {
         .iter()
         .map(|c| c["name"].as_str().unwrap())
         .collect();
-    assert_eq!(names, ["migrate", INIT]);
+    assert_eq!(names, ["migrate", INIT, SIDECAR]);
 }
 
 #[test]
@@ -241,10 +316,7 @@ fn annotations_override_image_ports_and_exclusions() {
     inject_object(&mut p, None, &Config::default()).unwrap();
     assert_eq!(env(&p, "GRAYLANE_SERVICE")["value"], "checkout");
     assert_eq!(env(&p, "GRAYLANE_APP_ADDR")["value"], "127.0.0.1:7000");
-    assert_eq!(
-        p["spec"]["containers"][1]["image"],
-        "registry.local/graylane:dev"
-    );
+    assert_eq!(sidecar(&p)["image"], "registry.local/graylane:dev");
     assert_eq!(
         init_args(&p),
         [
@@ -415,7 +487,8 @@ fn workloads_inject_their_pod_template_and_other_kinds_pass() {
             "{kind}"
         );
         assert_eq!(
-            d["spec"]["template"]["spec"]["containers"][1]["name"], SIDECAR,
+            sidecar_of(&d["spec"]["template"]["spec"])["restartPolicy"],
+            "Always",
             "{kind}"
         );
         assert!(
@@ -428,9 +501,10 @@ fn workloads_inject_their_pod_template_and_other_kinds_pass() {
         "spec": {"jobTemplate": {"spec": {"template": {"metadata": {"labels": {"app": "report"}}, "spec": app(json!([]))}}}},
     });
     inject_object(&mut cron, None, &Config::default()).unwrap();
+    // A job's pod completes when its job does: the native sidecar stops after it.
     assert_eq!(
-        cron["spec"]["jobTemplate"]["spec"]["template"]["spec"]["containers"][1]["name"],
-        SIDECAR
+        sidecar_of(&cron["spec"]["jobTemplate"]["spec"]["template"]["spec"])["restartPolicy"],
+        "Always"
     );
     let mut cm = json!({"kind": "ConfigMap", "data": {"a": "b"}});
     let before = cm.clone();
@@ -550,9 +624,8 @@ fn a_service_account_sidecar_gets_a_projected_token_and_the_injected_ca() {
         json!({"path": "ca.pem", "fieldRef": {"fieldPath": "metadata.annotations['graylane.io/ca-bundle']"}})
     );
     assert!(volume(&p, "graylane-token").get("secret").is_none());
-    let sidecar = &p["spec"]["containers"][1];
     assert_eq!(
-        sidecar["volumeMounts"],
+        sidecar(&p)["volumeMounts"],
         json!([{"name": "graylane-token", "mountPath": "/var/run/secrets/graylane", "readOnly": true}])
     );
 }
