@@ -30,6 +30,7 @@ use serde_json::{Map, Value, json};
 
 mod credential;
 mod decide;
+mod probes;
 mod scope;
 
 pub use self::credential::{CA_BUNDLE_ANNOTATION, Credential, TOKEN_AUDIENCE, TOKEN_SECONDS};
@@ -262,6 +263,10 @@ pub fn inject(
         json!({"name": "GRAYLANE_HEALTH_ADDR", "value": format!("0.0.0.0:{HEALTH_PORT}")}),
     ];
     env.extend(scope::env(text)?);
+    env.extend(probes::rewrite(
+        spec_obj,
+        text("graylane.io/rewrite-probes"),
+    )?);
     let mut mounts = Vec::new();
     let mut new_annotations = annotations.clone();
     config

@@ -26,6 +26,7 @@ use crate::balance::Balancer;
 use crate::discovery::{self, Discovery};
 use crate::gaps::Gaps;
 use crate::health;
+pub use crate::health::AppProbes;
 use crate::identity::{self, Identity};
 use crate::inbound::{self, Inbound};
 use crate::metrics::Metrics;
@@ -65,6 +66,8 @@ pub struct Config {
     /// which hosts name a mesh service.
     pub namespace: String,
     pub cluster_domain: String,
+    /// The app's probes the health listener makes for the kubelet (`--app-probes`).
+    pub app_probes: AppProbes,
 }
 
 /// The sidecar's listeners, bound by the caller.
@@ -193,6 +196,7 @@ pub async fn run(config: Config, listeners: Listeners, shutdown: impl Future<Out
             l,
             Arc::clone(&routes),
             Arc::clone(&identity),
+            Arc::new(config.app_probes.clone()),
             stopped.clone(),
         ))
     });

@@ -1,7 +1,8 @@
 //! The health listener (`--health-addr`): `/ready` and `/live` for the kubelet's
-//! probes, and nothing else (404). In a pod, the admin listener stays on loopback,
-//! since its `/config` shows every rule and endpoint of the mesh; the kubelet reaches
-//! the pod IP, so probes get a port of their own (Istio's 15021).
+//! probes, the app's own probes rewritten by injection (`/app-health/...`, see
+//! `app_probes`), and nothing else (404). In a pod, the admin listener stays on
+//! loopback, since its `/config` shows every rule and endpoint of the mesh; the
+//! kubelet reaches the pod IP, so probes get a port of their own (Istio's 15021).
 
 use std::convert::Infallible;
 use std::sync::Arc;
@@ -16,6 +17,10 @@ use tokio::sync::watch;
 use crate::identity::{self, Identity};
 use crate::routes::{Routing, Shared};
 
+mod app_probes;
+
+pub use self::app_probes::AppProbes;
+
 /// Probes from one kubelet, a few at a time: a small limit keeps anyone else on the
 /// pod network from holding more.
 const HEALTH_CONNECTIONS: usize = 32;
@@ -28,6 +33,7 @@ pub(crate) async fn serve(
     listener: TcpListener,
     routes: Shared,
     identity: Arc<Identity>,
+    app_probes: Arc<AppProbes>,
     shutdown: watch::Receiver<bool>,
 ) {
     let limits = graylane_serve::Limits {
@@ -37,22 +43,39 @@ pub(crate) async fn serve(
     };
     graylane_serve::serve_http(listener, limits, None, Arc::new(()), shutdown, move |_| {
         let (routes, identity) = (Arc::clone(&routes), Arc::clone(&identity));
+        let app_probes = Arc::clone(&app_probes);
         hyper::service::service_fn(move |req| {
             let (routes, identity) = (Arc::clone(&routes), Arc::clone(&identity));
-            async move { Ok::<_, Infallible>(respond(&req, &routes, &identity)) }
+            let app_probes = Arc::clone(&app_probes);
+            async move {
+                let app_probe =
+                    is_read(&req) && !forwarded(&req) && AppProbes::covers(req.uri().path());
+                let answer = if app_probe {
+                    app_probes.check(req.uri().path()).await
+                } else {
+                    answer(&req, &routes, &identity)
+                };
+                Ok::<_, Infallible>(respond(answer))
+            }
         })
     })
     .await;
 }
 
-fn respond<B>(req: &Request<B>, routes: &Routing, identity: &Identity) -> Response<Full<Bytes>> {
-    let (status, body) = match req.uri().path() {
+fn answer<B>(req: &Request<B>, routes: &Routing, identity: &Identity) -> (StatusCode, String) {
+    match req.uri().path() {
         _ if forwarded(req) => looped("health"),
         _ if !is_read(req) => not_a_read(req),
         "/live" => live(),
         "/ready" => ready(routes, identity),
-        _ => (StatusCode::NOT_FOUND, "not found: /live /ready\n".into()),
-    };
+        _ => (
+            StatusCode::NOT_FOUND,
+            "not found: /live /ready /app-health/...\n".into(),
+        ),
+    }
+}
+
+fn respond((status, body): (StatusCode, String)) -> Response<Full<Bytes>> {
     let mut response = Response::new(Full::new(Bytes::from(body)));
     *response.status_mut() = status;
     allow_reads(&mut response);
@@ -139,7 +162,7 @@ mod tests {
     fn get(path: &str) -> StatusCode {
         let req = Request::get(path).body(()).unwrap();
         let identity = Identity::new(identity::Config::default(), Arc::default());
-        respond(&req, &Routing::default(), &identity).status()
+        respond(answer(&req, &Routing::default(), &identity)).status()
     }
 
     #[test]
@@ -194,7 +217,7 @@ mod tests {
                 .uri("/live")
                 .body(())
                 .unwrap();
-            let response = respond(&req, &Routing::default(), &identity);
+            let response = respond(answer(&req, &Routing::default(), &identity));
             assert_eq!(
                 response.status(),
                 StatusCode::METHOD_NOT_ALLOWED,
@@ -204,7 +227,7 @@ mod tests {
         }
         let head = Request::head("/live").body(()).unwrap();
         assert_eq!(
-            respond(&head, &Routing::default(), &identity).status(),
+            respond(answer(&head, &Routing::default(), &identity)).status(),
             StatusCode::OK
         );
     }
@@ -216,7 +239,7 @@ mod tests {
             .body(())
             .unwrap();
         let identity = Identity::new(identity::Config::default(), Arc::default());
-        let response = respond(&req, &Routing::default(), &identity);
+        let response = respond(answer(&req, &Routing::default(), &identity));
         assert_eq!(response.status(), StatusCode::LOOP_DETECTED);
     }
 }

@@ -71,6 +71,10 @@ struct Args {
     /// The cluster domain of `orders.<namespace>.svc.<domain>`.
     #[arg(long, env = "GRAYLANE_CLUSTER_DOMAIN", default_value = "cluster.local", value_parser = parse_cluster_domain)]
     cluster_domain: String,
+    /// The app's HTTP probes the health listener makes for the kubelet, as injection
+    /// rewrites them (JSON; see the README's injection section).
+    #[arg(long, env = "GRAYLANE_APP_PROBES", default_value = "{}", value_parser = graylane_sidecar::app::AppProbes::parse)]
+    app_probes: graylane_sidecar::app::AppProbes,
     /// On SIGTERM, in-flight requests may finish for this long (a second SIGTERM
     /// exits at once).
     #[arg(long, env = "GRAYLANE_DRAIN_TIMEOUT", default_value = "20s", value_parser = parse_duration)]
@@ -350,6 +354,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
         },
         namespace: args.namespace,
         cluster_domain: args.cluster_domain,
+        app_probes: args.app_probes,
         opaque_ports: args.opaque_ports,
         detect_timeout: args.detect_timeout,
         trace,

@@ -35,6 +35,8 @@ spec:
           image: shop/orders:2
           ports:
             - {name: http, containerPort: 8080}
+          readinessProbe:
+            httpGet: {path: /ready, port: http}
 ---
 apiVersion: batch/v1
 kind: CronJob
@@ -109,6 +111,11 @@ fn inject_adds_the_sidecar_to_workloads_and_nothing_else() {
     assert!(
         docs[1].contains("value: 127.0.0.1:8080"),
         "the named http port is the app's"
+    );
+    assert!(
+        docs[1].contains("path: /app-health/orders/readyz"),
+        "the app's probe goes through the health port: {}",
+        docs[1]
     );
     assert!(
         docs[1].find("name: migrate").unwrap() < docs[1].find("name: graylane-init").unwrap(),

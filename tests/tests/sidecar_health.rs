@@ -87,3 +87,56 @@ fn without_the_flag_there_is_no_health_listener() {
     );
     assert_eq!(sidecar.health(), None, "{}", sidecar.proc.log_text());
 }
+
+/// The app's own probes, rewritten by injection to `/app-health/...` on the health port
+/// (under strict mTLS the kubelet's plaintext probe cannot reach the app's port): the
+/// sidecar asks the app on loopback, and answers 200 for its 2xx/3xx, its status else,
+/// 503 when it does not answer.
+#[test]
+fn the_apps_probes_are_made_on_loopback_for_the_kubelet() {
+    let dir = tempfile::tempdir().unwrap();
+    let cp = ControlPlane::start(dir.path(), &[]);
+    let url = cp.url();
+    let up = graylane_tests::DemoApp::start(dir.path(), "orders", "v1", None);
+    let failing =
+        graylane_tests::DemoApp::start_with(dir.path(), "orders", "v1", None, &["--status", "500"]);
+    let closed = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    let probes = serde_json::json!({
+        "/app-health/orders/livez": {"port": up.addr.port(), "path": "/healthz",
+            "headers": [{"name": "X-Probe", "value": "kubelet"}]},
+        "/app-health/orders/readyz": {"port": failing.addr.port(), "path": "/ready"},
+        "/app-health/orders/startupz": {"port": closed.port(), "path": "/"},
+    })
+    .to_string();
+    let mut sidecar_args = args(&url);
+    sidecar_args.extend(["--app-probes", &probes]);
+    let sidecar = Sidecar::start(dir.path(), "orders", &sidecar_args);
+    let health = sidecar.health().unwrap();
+    let (status, body) = http_get(health, "/app-health/orders/livez");
+    assert_eq!((status, body.as_str()), (200, "app answered 200 OK\n"));
+    let (status, body) = http_get(health, "/app-health/orders/readyz");
+    assert_eq!(status, 500, "{body}");
+    let (status, body) = http_get(health, "/app-health/orders/startupz");
+    assert!(status == 503 && body.contains("failed"), "{status} {body}");
+    let (status, _) = http_get(health, "/app-health/other/livez");
+    assert_eq!(status, 404);
+    // A typo in what injection wrote stops the sidecar at start, naming the probe.
+    let out = std::process::Command::new(graylane_tests::bin("graylane-sidecar"))
+        .args([
+            "--service",
+            "orders",
+            "--app-probes",
+            r#"{"/livez": {"port": 1, "path": "/"}}"#,
+        ])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(
+        stderr.contains("--app-probes") && stderr.contains("\"/livez\""),
+        "{stderr}"
+    );
+}

@@ -5,6 +5,7 @@ use serde_json::{Value, json};
 
 use super::*;
 
+mod pod_shape;
 mod ports;
 
 fn pod(metadata: Value, spec: Value) -> Value {
@@ -208,76 +209,6 @@ fn sidecars_trust_the_mesh_ca_from_the_token_secret_over_https() {
     inject_object(&mut p, None, &config).unwrap();
     assert_eq!(env(&p, "GRAYLANE_CA_BUNDLE"), Value::Null);
     assert_eq!(env(&p, "GRAYLANE_TOKEN_FILE"), Value::Null);
-}
-
-#[test]
-fn injecting_twice_changes_nothing() {
-    let mut p = pod(json!({"labels": {"app": "orders"}}), app(json!([])));
-    inject_object(&mut p, None, &Config::default()).unwrap();
-    let once = p.clone();
-    assert_eq!(
-        inject_object(&mut p, None, &Config::default()).unwrap(),
-        Outcome::Skipped(Skip::AlreadyInjected)
-    );
-    assert_eq!(p, once);
-    // A pod that already has the container (injected by hand), as a container or a
-    // native sidecar, or our init container, is left alone too: injected again, it
-    // would hold two containers of one name.
-    for spec in [
-        json!({"containers": [{"name": "app"}, {"name": SIDECAR}]}),
-        json!({"containers": [{"name": "app"}], "initContainers": [{"name": SIDECAR, "restartPolicy": "Always"}]}),
-        json!({"containers": [{"name": "app"}], "initContainers": [{"name": INIT}]}),
-    ] {
-        let mut manual = pod(json!({"labels": {"app": "orders"}}), spec);
-        let before = manual.clone();
-        assert_eq!(
-            inject_object(&mut manual, None, &Config::default()).unwrap(),
-            Outcome::Skipped(Skip::AlreadyInjected)
-        );
-        assert_eq!(manual, before);
-    }
-}
-
-/// A pod's own volume named as the one injection mounts would make two of one name:
-/// refused, naming it.
-#[test]
-fn a_volume_of_the_injected_name_is_refused() {
-    let mut spec = app(json!([]));
-    spec["volumes"] = json!([{"name": "graylane-token", "emptyDir": {}}]);
-    let mut p = pod(json!({"labels": {"app": "orders"}}), spec);
-    let before = p.clone();
-    let e = inject_object(&mut p, None, &Config::default()).unwrap_err();
-    assert_eq!(e, InjectError::VolumeTaken("graylane-token"));
-    assert_eq!(p, before, "nothing half-added");
-}
-
-/// On a cluster before Kubernetes 1.29 (no native sidecars), the pod asks for a plain
-/// container; any other value is refused, naming the annotation.
-#[test]
-fn a_pod_may_ask_for_a_plain_sidecar_container() {
-    let annotated = |value: &str| {
-        pod(
-            json!({"labels": {"app": "orders"}, "annotations": {"graylane.io/native-sidecar": value}}),
-            app(json!([])),
-        )
-    };
-    let mut p = annotated("false");
-    inject_object(&mut p, None, &Config::default()).unwrap();
-    let names = |list: &str| -> Vec<String> {
-        p["spec"][list]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|c| c["name"].as_str().unwrap().to_owned())
-            .collect()
-    };
-    assert_eq!(names("containers"), ["app", SIDECAR]);
-    assert_eq!(names("initContainers"), [INIT]);
-    assert_eq!(sidecar(&p)["restartPolicy"], Value::Null);
-    let e = inject_object(&mut annotated("no"), None, &Config::default())
-        .unwrap_err()
-        .to_string();
-    assert!(e.contains("graylane.io/native-sidecar"), "{e}");
 }
 
 #[test]

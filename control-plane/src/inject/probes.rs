@@ -1,0 +1,80 @@
+//! The app's HTTP probes, rewritten to the sidecar's health port. Under `mtls: strict`
+//! the inbound sidecar refuses the kubelet's plaintext probe on the app's port, so
+//! every probed pod would be restarted; as Istio does, each `httpGet` probe of an app
+//! container goes to `:15021/app-health/<container>/<probe>` instead, and the sidecar
+//! makes the same request to the app on loopback (`GRAYLANE_APP_PROBES`). HTTPS
+//! probes, and probes on a named port no container declares, stay as they are.
+//! `graylane.io/rewrite-probes: "false"` leaves them all.
+
+use serde_json::{Map, Value, json};
+
+use super::{HEALTH_PORT, InjectError};
+
+const ANNOTATION: &str = "graylane.io/rewrite-probes";
+const PROBES: [(&str, &str); 3] = [
+    ("livenessProbe", "livez"),
+    ("readinessProbe", "readyz"),
+    ("startupProbe", "startupz"),
+];
+
+/// Rewrites the probes of `spec`'s containers; returns the sidecar's env entry saying
+/// where each rewritten path goes, if any was rewritten.
+pub(super) fn rewrite(
+    spec: &mut Map<String, Value>,
+    annotation: Option<&str>,
+) -> Result<Option<Value>, InjectError> {
+    match annotation {
+        None | Some("true") => {}
+        Some("false") => return Ok(None),
+        Some(other) => {
+            return Err(InjectError::BadAnnotation {
+                annotation: ANNOTATION,
+                reason: format!("{other:?}: \"true\" (the default) or \"false\""),
+            });
+        }
+    }
+    let mut targets = Map::new();
+    let containers = spec.get_mut("containers").and_then(Value::as_array_mut);
+    for container in containers.into_iter().flatten() {
+        let name = container["name"].as_str().unwrap_or_default().to_owned();
+        let ports = container["ports"].clone();
+        for (field, kind) in PROBES {
+            let Some(get) = container.get_mut(field).and_then(|p| p.get_mut("httpGet")) else {
+                continue;
+            };
+            let https = get["scheme"]
+                .as_str()
+                .is_some_and(|s| s.eq_ignore_ascii_case("https"));
+            let Some(port) = port_of(&get["port"], &ports).filter(|_| !https) else {
+                continue;
+            };
+            let path = format!("/app-health/{name}/{kind}");
+            let mut target = json!({
+                "port": port,
+                "path": get["path"].as_str().unwrap_or("/"),
+            });
+            if let Some(headers) = get.get("httpHeaders") {
+                target["headers"] = headers.clone();
+            }
+            targets.insert(path.clone(), target);
+            *get = json!({"path": path, "port": HEALTH_PORT});
+        }
+    }
+    if targets.is_empty() {
+        return Ok(None);
+    }
+    let value = Value::Object(targets).to_string();
+    Ok(Some(json!({"name": "GRAYLANE_APP_PROBES", "value": value})))
+}
+
+/// A probe's port: a number, or the name of one of the container's ports.
+fn port_of(port: &Value, ports: &Value) -> Option<u64> {
+    if let Some(n) = port.as_u64() {
+        return Some(n);
+    }
+    if let Some(n) = port.as_str().and_then(|s| s.parse().ok()) {
+        return Some(n);
+    }
+    let name = port.as_str()?;
+    ports.as_array()?.iter().find(|p| p["name"] == name)?["containerPort"].as_u64()
+}
