@@ -152,10 +152,20 @@ impl Admin {
                     }
                     last = Some(gate);
                 }
-                tokio::select! {
-                    changed = changes.changed() => if changed.is_err() { return },
-                    _ = shutdown.wait_for(|down| *down) => return,
+                let down = tokio::select! {
+                    changed = changes.changed() => if changed.is_err() { return } else { false },
+                    _ = shutdown.wait_for(|down| *down) => true,
                     () = tx.closed() => return,
+                };
+                if down {
+                    // The instance is going away: its background work stops with it,
+                    // told before the stream ends rather than left to guess.
+                    let mut gate = admin.gate();
+                    gate["active"] = false.into();
+                    if last.as_ref() != Some(&gate) {
+                        let _ = tx.send(Bytes::from(format!("{gate}\n"))).await;
+                    }
+                    return;
                 }
             }
         });

@@ -198,15 +198,16 @@ fn parse_service(s: &str) -> Result<String, String> {
 /// `k=v,k=v`, each key and value checked by the rules' own label rule, so an instance
 /// label that no selector could ever name is refused at start, not silently unmatched.
 fn parse_labels(s: &str) -> Result<BTreeMap<String, String>, String> {
-    let pairs: BTreeMap<String, String> = s
-        .split(',')
-        .map(str::trim)
-        .filter(|p| !p.is_empty())
-        .map(|pair| match pair.split_once('=') {
-            Some((k, v)) if !k.is_empty() => Ok((k.to_string(), v.to_string())),
-            _ => Err(format!("{pair:?}: expected key=value")),
-        })
-        .collect::<Result<_, _>>()?;
+    let mut pairs = BTreeMap::new();
+    for pair in s.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+        let Some((k, v)) = pair.split_once('=').filter(|(k, _)| !k.is_empty()) else {
+            return Err(format!("{pair:?}: expected key=value"));
+        };
+        // `version=v2,version=v1`: which one decides the lane is a typo's guess.
+        if let Some(first) = pairs.insert(k.to_string(), v.to_string()) {
+            return Err(format!("{k:?} is given twice ({first:?} and {v:?})"));
+        }
+    }
     graylane_routing::Labels::new(pairs).map(|l| l.as_map().clone())
 }
 

@@ -284,6 +284,8 @@ fn a_service_or_label_no_rule_could_name_is_refused_at_start() {
         ("--service", "orders.shop"),
         ("--labels", "version=v 2"),
         ("--labels", "version=v2,zone=eu:west"),
+        // Which value would decide the lane is a guess: refused.
+        ("--labels", "version=v2,version=v1"),
     ] {
         let mut args = vec!["--service", "orders", "--labels", "version=v1"];
         let at = args.iter().position(|a| *a == flag).unwrap();
@@ -373,4 +375,10 @@ fn the_gate_is_closed_until_the_release_state_is_known() {
         (Some("gray"), Some("all"), Some(true)),
         "{opened}"
     );
+    // SIGTERM: the instance is going away, and its watchers are told to stop before
+    // the stream ends.
+    let mut sidecar = sidecar;
+    sidecar.proc.terminate(Duration::from_secs(30));
+    let last = watch.next();
+    assert_eq!(last["active"], false, "{last}");
 }
