@@ -108,8 +108,10 @@ impl Inbound {
         peer: &Peer,
     ) -> (Option<Tag>, TagSource) {
         let carried = tag::carried(&parts.headers);
-        if carried.invalid_header {
-            self.metrics.invalid_tags.fetch_add(1, Ordering::Relaxed);
+        if carried.invalid() > 0 {
+            self.metrics
+                .invalid_tags
+                .fetch_add(carried.invalid(), Ordering::Relaxed);
         }
         let untrusted = !self.vouched_for(routes, peer);
         let had_tag = carried.tag.is_some();

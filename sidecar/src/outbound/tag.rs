@@ -68,8 +68,10 @@ impl Outbound {
     fn resolve_tag(&self, parts: &mut Parts) -> (Option<Tag>, TagSource) {
         let carried = tag::carried(&parts.headers);
         parts.headers.remove(TAG_HEADER_NAME);
-        if carried.invalid_header {
-            self.metrics.invalid_tags.fetch_add(1, Ordering::Relaxed);
+        if carried.invalid() > 0 {
+            self.metrics
+                .invalid_tags
+                .fetch_add(carried.invalid(), Ordering::Relaxed);
         }
         if carried.tag.is_some() && self.propagate.is_empty() {
             return (carried.tag, carried.source);

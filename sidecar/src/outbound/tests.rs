@@ -95,6 +95,23 @@ async fn an_invalid_header_is_counted_removed_and_the_baggage_asked_next() {
 }
 
 #[tokio::test]
+async fn an_invalid_tag_in_the_baggage_is_counted_too() {
+    let outbound = Arc::new(outbound());
+    let headers = [("baggage", "gray-publish=gr@y,k=v")];
+    let seen = tagged(
+        Arc::clone(&outbound),
+        call("http://orders/", &headers, None),
+    )
+    .await;
+    assert_eq!((seen.tag, seen.source), (None, TagSource::None));
+    let invalid = outbound
+        .metrics
+        .invalid_tags
+        .load(std::sync::atomic::Ordering::Relaxed);
+    assert_eq!(invalid, 1);
+}
+
+#[tokio::test]
 async fn a_call_with_only_traceparent_gets_its_traces_tag_and_propagated_headers() {
     let outbound = Arc::new(outbound());
     let entry = TraceEntry {

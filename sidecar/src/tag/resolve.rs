@@ -46,6 +46,15 @@ pub(crate) struct Carried {
     pub(crate) source: TagSource,
     /// The header was there and invalid: the caller counts it.
     pub(crate) invalid_header: bool,
+    /// The baggage's `gray-publish` entry was read and is no tag: counted as well.
+    pub(crate) invalid_baggage: bool,
+}
+
+impl Carried {
+    /// Invalid tags the request carried (sidecar.md: each removed and counted).
+    pub(crate) fn invalid(&self) -> u64 {
+        u64::from(self.invalid_header) + u64::from(self.invalid_baggage)
+    }
 }
 
 pub(crate) fn carried(headers: &HeaderMap) -> Carried {
@@ -64,6 +73,7 @@ pub(crate) fn carried(headers: &HeaderMap) -> Carried {
             CarriedFrom::None => TagSource::None,
         },
         invalid_header: c.invalid_header,
+        invalid_baggage: c.invalid_baggage,
     }
 }
 

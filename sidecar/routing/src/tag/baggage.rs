@@ -13,6 +13,12 @@ pub const BAGGAGE_KEY: &str = "gray-publish";
 /// `None` when there is no such entry, when its value is not a valid tag, or when
 /// several entries disagree (like two `Gray-Publish` headers, that is no tag).
 pub fn tag_from_baggage(baggage: &str) -> Option<Tag> {
+    baggage_tag(baggage).ok().flatten()
+}
+
+/// [`tag_from_baggage`], telling "no entry" (`Ok(None)`) from an entry that is no tag
+/// (`Err`: a value outside the grammar, entries that disagree), which is counted.
+pub(super) fn baggage_tag(baggage: &str) -> Result<Option<Tag>, ()> {
     let mut found: Option<Tag> = None;
     for member in baggage.split(',') {
         let Some((key, value)) = member.split_once('=') else {
@@ -22,13 +28,15 @@ pub fn tag_from_baggage(baggage: &str) -> Option<Tag> {
             continue;
         }
         let value = value.split(';').next().unwrap_or_default().trim();
-        let tag = Tag::parse(&percent_decode(value)?)?;
+        let tag = percent_decode(value)
+            .and_then(|v| Tag::parse(&v))
+            .ok_or(())?;
         match &found {
-            Some(prev) if *prev != tag => return None,
+            Some(prev) if *prev != tag => return Err(()),
             _ => found = Some(tag),
         }
     }
-    found
+    Ok(found)
 }
 
 /// A `baggage` value with the `gray-publish` entry set to `tag`: any existing entry is

@@ -2,7 +2,8 @@
 //! by `graylane explain` (sidecar.md): its one `Gray-Publish` value, else the
 //! `gray-publish` entry of its `baggage`.
 
-use super::{Tag, tag_from_baggage};
+use super::Tag;
+use super::baggage::baggage_tag;
 
 /// Where a carried tag was found.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -21,6 +22,9 @@ pub struct Carried {
     /// grammar, not text): never forwarded; the sidecar counts it. The baggage is read
     /// next, as for no header.
     pub invalid_header: bool,
+    /// The baggage was read and its `gray-publish` entry is no tag (a value outside the
+    /// grammar, entries that disagree, a line that is not text): counted as well.
+    pub invalid_baggage: bool,
 }
 
 /// The tag of a request whose `Gray-Publish` lines are `header` and whose `baggage`
@@ -40,13 +44,17 @@ pub fn carried<'a>(
                     tag: Some(tag),
                     from: CarriedFrom::Header,
                     invalid_header: false,
+                    invalid_baggage: false,
                 };
             }
             None => true,
         },
         _ => true,
     };
-    let tag = from_baggage(baggage);
+    let (tag, invalid_baggage) = match from_baggage(baggage) {
+        Ok(tag) => (tag, false),
+        Err(()) => (None, true),
+    };
     Carried {
         from: if tag.is_some() {
             CarriedFrom::Baggage
@@ -55,21 +63,25 @@ pub fn carried<'a>(
         },
         tag,
         invalid_header,
+        invalid_baggage,
     }
 }
 
-fn from_baggage<'a>(mut lines: impl Iterator<Item = Option<&'a str>>) -> Option<Tag> {
-    let first = lines.next()??;
+fn from_baggage<'a>(mut lines: impl Iterator<Item = Option<&'a str>>) -> Result<Option<Tag>, ()> {
+    let Some(first) = lines.next() else {
+        return Ok(None);
+    };
+    let first = first.ok_or(())?;
     let Some(second) = lines.next() else {
         // The usual case: one line, read in place.
-        return tag_from_baggage(first);
+        return baggage_tag(first);
     };
     let mut joined = first.to_owned();
     for line in std::iter::once(second).chain(lines) {
         joined.push(',');
-        joined.push_str(line?);
+        joined.push_str(line.ok_or(())?);
     }
-    tag_from_baggage(&joined)
+    baggage_tag(&joined)
 }
 
 #[cfg(test)]
@@ -114,6 +126,29 @@ mod tests {
                 "{bad:?}"
             );
         }
+    }
+
+    /// sidecar.md: an invalid tag is removed and counted, in the baggage as in the
+    /// header; no entry at all is nothing to count.
+    #[test]
+    fn a_baggage_entry_that_is_no_tag_is_flagged() {
+        let flagged = |baggage: &[Option<&str>]| {
+            let c = carried(std::iter::empty(), baggage.iter().copied());
+            (c.tag.is_some(), c.invalid_baggage)
+        };
+        assert_eq!(flagged(&[Some("gray-publish=gr@y")]), (false, true));
+        assert_eq!(
+            flagged(&[Some("gray-publish=gray,gray-publish=blue")]),
+            (false, true)
+        );
+        assert_eq!(
+            flagged(&[Some("k=v"), Some("gray-publish=%zz")]),
+            (false, true)
+        );
+        assert_eq!(flagged(&[None]), (false, true), "unreadable");
+        assert_eq!(flagged(&[Some("k=v")]), (false, false));
+        assert_eq!(flagged(&[]), (false, false));
+        assert_eq!(flagged(&[Some("gray-publish=gray")]), (true, false));
     }
 
     #[test]
