@@ -59,6 +59,17 @@ fn call(addr: SocketAddr, method: &str, path: &str, extra: &str, body: &[u8]) ->
     }
 }
 
+/// Every API answer: never sniffed as another type, never kept by a browser or proxy
+/// (it carries rules, identities and traffic).
+fn assert_guarded(a: &Answer) {
+    assert!(
+        a.head.contains("x-content-type-options: nosniff")
+            && a.head.contains("cache-control: no-store"),
+        "{}",
+        a.head
+    );
+}
+
 fn bearer(token: &str) -> String {
     format!("Authorization: Bearer {token}\r\n")
 }
@@ -121,7 +132,11 @@ fn credentials_come_only_from_the_bearer_header_and_roles_limit_writes() {
         assert_eq!(a.status, 401, "{path} {extra}: {a:?}");
         assert!(a.head.contains("www-authenticate: bearer"), "{}", a.head);
         assert!(a.json["error"].as_str().is_some(), "{a:?}");
+        assert_guarded(&a);
     }
+    let read = get(&cp, ADMIN, "/api/v1/rules");
+    assert_eq!(read.status, 200, "{read:?}");
+    assert_guarded(&read);
     assert_eq!(apply("").status, 401);
     // A viewer reads everything and writes nothing; a sidecar's token is not an
     // operator's.

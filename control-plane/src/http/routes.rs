@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use axum::extract::rejection::PathRejection;
 use axum::extract::{Path, Query, State};
-use axum::http::{HeaderMap, Uri};
+use axum::http::{HeaderMap, HeaderValue, Uri, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Extension, Json, Router};
@@ -58,8 +58,22 @@ pub(super) fn router(state: HttpState) -> Router {
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),
             super::auth::require_token,
-        ));
+        ))
+        .layer(axum::middleware::map_response(guarded));
     Router::new().nest("/api/v1", api).with_state(state)
+}
+
+/// Every API answer, errors and 401s included: never sniffed as another type (a
+/// rule's text is no page to run), and never cached by a browser or proxy on the way
+/// (it carries rules, identities, traffic; a viewer's token may be shared).
+async fn guarded(mut response: Response) -> Response {
+    let headers = response.headers_mut();
+    headers.insert(
+        header::X_CONTENT_TYPE_OPTIONS,
+        HeaderValue::from_static("nosniff"),
+    );
+    headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    response
 }
 
 /// The query parameters of a route that `takes` those named. One it does not take
