@@ -85,6 +85,30 @@ pub struct State {
     /// analysis intervals (`RuleSet::traffic_report_interval`), or
     /// `DEFAULT_TRAFFIC_REPORT_MS`. Sent with the rules.
     pub traffic_report_interval_ms: u32,
+    /// The lane and subset labels sidecars report traffic under with `rules`.
+    pub series_labels: Arc<graylane_routing::SeriesLabels>,
+}
+
+impl State {
+    /// Whether a sidecar could have reported `series`: a mesh service with an
+    /// instance, or one that lost its last instance lately (a report comes seconds
+    /// after its requests), under labels these rules make. A credential's invented
+    /// services, lanes and subsets would crowd the real series, which rollouts read,
+    /// out of the bounded table.
+    pub(crate) fn could_report(&self, series: &graylane_proto::v1::TrafficSeries) -> bool {
+        let (namespace, service) = (series.namespace.as_str(), series.service.as_str());
+        let present = self.directory.run(namespace, service).is_some()
+            || self.endpoint_changes.iter().any(|change| {
+                change
+                    .removed
+                    .iter()
+                    .any(|r| r.namespace == namespace && r.service == service)
+            });
+        present
+            && self
+                .series_labels
+                .allows(namespace, service, &series.lane, &series.subset)
+    }
 }
 
 /// The push hub, shared by the discovery streams, the admin API and the store watcher.
@@ -156,7 +180,7 @@ impl Hub {
         if !news(&self.state.borrow(), &rules) {
             return;
         }
-        let report_ms = traffic_report_interval_ms(&rules);
+        let (report_ms, series_labels) = read_rules(&rules);
         self.state.send_if_modified(|state| {
             // Until the first rules arrive, any revision (0 too) is news: the version
             // may already have moved for endpoints or the trust bundle.
@@ -176,6 +200,7 @@ impl Hub {
             next.revision = revision;
             next.rules = rules.into();
             next.traffic_report_interval_ms = report_ms;
+            next.series_labels = Arc::new(series_labels);
             next.loaded = true;
             *state = Arc::new(next);
             true
@@ -459,135 +484,33 @@ impl Hub {
     }
 }
 
-/// The report period sidecars should use under `rules`: what its LaneRollouts need
-/// (`RuleSet::traffic_report_interval`), `DEFAULT_TRAFFIC_REPORT_MS` without one.
-fn traffic_report_interval_ms(rules: &str) -> u32 {
+/// What the control plane takes from `rules` for sidecars' traffic reports: the
+/// period they should use (what its LaneRollouts need,
+/// `RuleSet::traffic_report_interval`; `DEFAULT_TRAFFIC_REPORT_MS` without one), and
+/// the labels their series can carry.
+fn read_rules(rules: &str) -> (u32, graylane_routing::SeriesLabels) {
     match graylane_routing::RuleSet::from_yaml(crate::control::STORED, rules) {
-        Ok(set) => set
-            .traffic_report_interval()
-            .map_or(DEFAULT_TRAFFIC_REPORT_MS, |d| {
-                u32::try_from(d.as_millis()).unwrap_or(u32::MAX)
-            }),
+        Ok(set) => {
+            let period = set
+                .traffic_report_interval()
+                .map_or(DEFAULT_TRAFFIC_REPORT_MS, |d| {
+                    u32::try_from(d.as_millis()).unwrap_or(u32::MAX)
+                });
+            (period, set.series_labels())
+        }
         // Stored rules were validated when committed; sidecars will NACK these too.
         Err(errors) => {
             tracing::warn!(
                 errors = errors.len(),
                 "stored rules do not parse; default traffic report period"
             );
-            DEFAULT_TRAFFIC_REPORT_MS
+            (
+                DEFAULT_TRAFFIC_REPORT_MS,
+                graylane_routing::SeriesLabels::default(),
+            )
         }
     }
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn hello(i: usize) -> Hello {
-        Hello {
-            service: "svc".into(),
-            instance_id: format!("i-{i:03}"),
-            address: "10.0.0.1:8080".into(),
-            ..Hello::default()
-        }
-    }
-
-    #[tokio::test(start_paused = true)]
-    async fn endpoints_go_out_when_quiet_or_at_the_cap_with_their_changes_kept() {
-        let hub = Arc::new(Hub::new());
-        let (_stop, stopped) = watch::channel(false);
-        tokio::spawn(Arc::clone(&hub).publish_endpoints(ENDPOINT_DEBOUNCE, stopped));
-        let step = Duration::from_millis(50);
-        hub.register(hello(0), String::new(), 0).unwrap();
-        tokio::time::sleep(ENDPOINT_DEBOUNCE + step).await;
-        assert_eq!(hub.current().endpoints.len(), 1, "out once quiet");
-        let generation = hub.current().endpoints_generation;
-        // A change every 50 ms is never quiet for 100 ms: out at the cap, not before.
-        for i in 1..=30 {
-            hub.register(hello(i), String::new(), 0).unwrap();
-            // Checked mid-step, away from the instant the cap fires.
-            tokio::time::sleep(step / 2).await;
-            let published = hub.current().endpoints_generation > generation;
-            let elapsed = (i - 1) * 50 + 25;
-            assert_eq!(published, elapsed > 1_000, "after {elapsed} ms");
-            tokio::time::sleep(step / 2).await;
-        }
-        tokio::time::sleep(ENDPOINT_DEBOUNCE_MAX).await;
-        let state = hub.current();
-        assert_eq!(state.endpoints.len(), 31);
-        // Every generation's change is kept: composed, they rebuild the list.
-        let changes = state.endpoint_changes.as_slice();
-        assert_eq!(changes.len() as u64, state.endpoints_generation);
-        let delta = compose(changes, &Scope::default());
-        assert!(delta.removed.is_empty());
-        assert_eq!(delta.upserted, *state.endpoints);
-        assert_eq!(state.directory.names.len(), 1, "one service");
-    }
-
-    #[test]
-    fn empty_rules_load_even_when_the_trust_bundle_came_first() {
-        let hub = Hub::new();
-        hub.set_trust_bundle(vec!["ca".into()]);
-        assert!(!hub.current().loaded);
-        hub.set_rules(0, String::new());
-        let state = hub.current();
-        assert!(
-            state.loaded,
-            "an empty store's revision 0 is the rules in force"
-        );
-        assert_eq!(state.version, 2);
-        assert_eq!(state.trust_bundle.as_deref(), Some(&vec!["ca".to_string()]));
-        // Once loaded, the same revision again is ignored.
-        hub.set_rules(0, String::new());
-        assert_eq!(hub.current().version, 2);
-    }
-
-    #[test]
-    fn a_store_gone_back_is_pushed_as_it_is() {
-        let hub = Hub::new();
-        hub.set_rules(6, "six".into());
-        // Restored from a backup taken at revision 5.
-        hub.set_rules(5, "five".into());
-        let state = hub.current();
-        assert_eq!((state.revision, &*state.rules), (5, "five"));
-        // Its next revision reuses the number 6, with other rules.
-        hub.set_rules(6, "six again".into());
-        let state = hub.current();
-        assert_eq!((state.revision, &*state.rules), (6, "six again"));
-        assert_eq!(state.version, 3);
-    }
-
-    const ROLLOUT: &str = "apiVersion: graylane.io/v1
-kind: Lane
-metadata: {name: gray}
-spec: {tag: gray, selector: {version: v2}}
----
-apiVersion: graylane.io/v1
-kind: TagPolicy
-metadata: {name: edge}
-spec: {services: [frontend]}
----
-apiVersion: graylane.io/v1
-kind: LaneRollout
-metadata: {name: r}
-spec:
-  lane: gray
-  entry: edge
-  hashBy: {header: x-user-id}
-  steps: [{percent: 5, hold: 1m}]
-  analysis: {interval: 4s}
-";
-
-    #[test]
-    fn the_report_period_follows_the_rollouts_of_the_rules() {
-        let hub = Hub::new();
-        hub.set_rules(1, String::new());
-        assert_eq!(hub.current().traffic_report_interval_ms, 5_000);
-        // Half its interval (`RuleSet::traffic_report_interval`).
-        hub.set_rules(2, ROLLOUT.into());
-        assert_eq!(hub.current().traffic_report_interval_ms, 2_000);
-        // Rules that do not parse (edited in the store by hand): the default.
-        hub.set_rules(3, "kind: [".into());
-        assert_eq!(hub.current().traffic_report_interval_ms, 5_000);
-    }
-}
+mod tests;

@@ -122,11 +122,16 @@ impl Traffic {
     /// Adds one sidecar's report to the slot of `now_ms`. Never fails: series with
     /// over-long names are skipped, a histogram with other bounds or length is
     /// ignored (counts kept), series past `MAX_SERIES_PER_SIDECAR` are dropped, and
-    /// so are series of a service `known` does not name (a mesh service with an
-    /// instance): a sidecar credential could otherwise fill the table with made-up
-    /// names and leave the real traffic, which rollouts read, out of it. What is
-    /// skipped is counted in the dropped requests.
-    pub fn record(&self, report: &TrafficReport, now_ms: u64, known: impl Fn(&str, &str) -> bool) {
+    /// so are series `known` refuses (`State::could_report`: a service, lane or subset
+    /// no sidecar reports under the rules): a sidecar credential could otherwise fill
+    /// the table with made-up names and leave the real traffic, which rollouts read,
+    /// out of it. What is skipped is counted in the dropped requests.
+    pub fn record(
+        &self,
+        report: &TrafficReport,
+        now_ms: u64,
+        known: impl Fn(&TrafficSeries) -> bool,
+    ) {
         let mut windows = self.lock();
         let Windows { own, tally, .. } = &mut *windows;
         let unknown = add_report(
@@ -155,7 +160,7 @@ impl Traffic {
         let mut windows = self.lock();
         let Windows { remote, tally, .. } = &mut *windows;
         // Checked by the replica that received it.
-        let every = |_: &str, _: &str| true;
+        let every = |_: &TrafficSeries| true;
         add_report(
             remote,
             fresh.then_some(tally),
@@ -257,7 +262,7 @@ fn add_report(
     report: &TrafficReport,
     at_ms: u64,
     limit: usize,
-    known: impl Fn(&str, &str) -> bool,
+    known: impl Fn(&TrafficSeries) -> bool,
 ) -> u64 {
     let usable_histograms = report.latency_bounds_ms == LATENCY_BOUNDS_MS;
     let mut unknown: u64 = report
@@ -275,7 +280,7 @@ fn add_report(
         if series.requests == 0 || names.iter().any(|n| n.is_empty() || n.len() > MAX_NAME) {
             continue;
         }
-        if !known(&series.namespace, &series.service) {
+        if !known(series) {
             unknown = unknown.saturating_add(series.requests);
             continue;
         }

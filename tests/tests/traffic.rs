@@ -181,8 +181,8 @@ fn traffic_rows_match_what_was_sent() {
 /// Any sidecar credential reports traffic. One report of 4,096 made-up series used to
 /// fill the mesh-wide table, so the real traffic (what rollout analysis reads) was in
 /// no row for the whole window, and nothing said so. Series of services not in the
-/// mesh are now dropped and counted, and one report holds what a sidecar's own table
-/// can (2,000).
+/// mesh, and of lanes and subsets the rules do not make, are now dropped and counted,
+/// and one report holds what a sidecar's own table can (2,000).
 #[test]
 fn made_up_series_neither_crowd_out_real_traffic_nor_go_uncounted() {
     use graylane_proto::v1::{TrafficReport, TrafficSeries};
@@ -200,15 +200,21 @@ fn made_up_series_neither_crowd_out_real_traffic_nor_go_uncounted() {
                 .await
                 .unwrap();
         forger.next().await;
-        let series = (0..4_096)
-            .map(|i| TrafficSeries {
-                namespace: "default".into(),
-                service: format!("made-up-{i}"),
-                lane: "-".into(),
-                subset: "-".into(),
-                requests: 1,
-                ..TrafficSeries::default()
-            })
+        // Invented services, and invented lanes and subsets of the real one.
+        let made_up = |service: String, lane: String, subset: &str| TrafficSeries {
+            namespace: "default".into(),
+            service,
+            lane,
+            subset: subset.into(),
+            requests: 1,
+            ..TrafficSeries::default()
+        };
+        let series = (0..2_048)
+            .map(|i| made_up(format!("made-up-{i}"), "-".into(), "-"))
+            .chain((0..1_024).map(|i| made_up("orders".into(), format!("made-up-{i}"), "v1")))
+            .chain(
+                (0..1_024).map(|i| made_up("orders".into(), "-".into(), &format!("made-up-{i}"))),
+            )
             .collect();
         forger
             .report(TrafficReport {

@@ -318,12 +318,12 @@ impl Stream {
                 }
             }
             Some(Message::Traffic(report)) => {
-                // Series of mesh services with an instance only (`Traffic::record`).
+                // Series a sidecar could have made only (`State::could_report`).
                 let state = self.hub.current();
                 self.hub.traffic.record(
                     &report,
                     u64::try_from(crate::now_ms()).unwrap_or(0),
-                    |namespace, service| state.directory.run(namespace, service).is_some(),
+                    |series| state.could_report(series),
                 );
             }
             Some(Message::Interest(interest)) => {

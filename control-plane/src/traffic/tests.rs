@@ -3,7 +3,7 @@ use graylane_proto::v1::{TrafficReport, TrafficSeries};
 use super::*;
 
 /// Every service is known (as a mesh service with an instance).
-fn every(_: &str, _: &str) -> bool {
+fn every(_: &TrafficSeries) -> bool {
     true
 }
 
@@ -109,7 +109,7 @@ fn hostile_series_are_skipped() {
 #[test]
 fn series_of_services_not_in_the_mesh_are_dropped_and_counted() {
     let traffic = Traffic::new(T0);
-    let mesh = |ns: &str, svc: &str| ns == "default" && svc == "api";
+    let mesh = |s: &TrafficSeries| s.namespace == "default" && s.service == "api";
     let mut r = report(vec![series("api", "v1", 7, 0)]);
     r.series
         .extend((0..100).map(|i| series(&format!("made-up-{i}"), "v1", 3, 0)));

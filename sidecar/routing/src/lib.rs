@@ -50,7 +50,7 @@ pub use self::parse::{
     MAX_DOCUMENT_BYTES, MAX_DOCUMENTS, files_with_namespace, json_value, parse_file, with_namespace,
 };
 pub use self::query::query_pairs;
-pub use self::set::{Prune, RuleSet};
+pub use self::set::{Prune, RuleSet, SeriesLabels};
 pub use self::table::{
     Candidates, CompiledPolicy, Explained, Explanation, FallbackInfo, FallbackTarget, Gate,
     InboundSource, InboundTag, Injected, Instance, RequestView, RetryPolicy, Route, RouteError,

@@ -11,6 +11,9 @@ use crate::parse::{MAX_DOCUMENTS, parse_all};
 
 mod checks;
 mod rollouts;
+mod series;
+
+pub use self::series::SeriesLabels;
 
 /// What an apply with `--prune` removes besides replacing what its files hold.
 #[derive(Clone, Debug, PartialEq, Eq)]

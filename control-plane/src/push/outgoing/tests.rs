@@ -33,6 +33,7 @@ fn state(
         loaded: true,
         trust_bundle: None,
         traffic_report_interval_ms: 5_000,
+        series_labels: Arc::default(),
     })
 }
 
