@@ -85,13 +85,19 @@ function hopTree(trace) {
     }
   }
   const rows = [];
+  // Each span once, however its parent links loop (a broken exporter's cycle).
+  const shown = new Set();
   const walk = (span, depth) => {
+    if (shown.has(span.spanId)) return;
+    shown.add(span.spanId);
     rows.push(hopRow(span, depth));
     const kids = (children.get(span.spanId) || [])
       .sort((a, b) => Number(a.startUnixNano) - Number(b.startUnixNano));
     for (const kid of kids) walk(kid, depth + 1);
   };
   for (const root of roots(trace)) walk(root, 0);
+  // Spans reachable only from each other have no root: shown, not hidden.
+  for (const span of trace.spans) walk(span, 0);
   const heads = ['Service', 'Version', 'Tag', 'Lane', 'Fallback', 'Status', 'Latency'];
   return el('section', { class: 'card tree', 'data-key': `tree-${trace.traceId}` },
     el('h2', {}, 'Trace ', el('span', { class: 'mono' }, trace.traceId)),

@@ -131,7 +131,7 @@ impl Server {
         let collector = TraceServiceServer::new(Collector {
             traces: Arc::clone(&traces),
         })
-        .max_decoding_message_size(MAX_MESSAGE);
+        .max_decoding_message_size(crate::traces::MAX_EXPORT);
         let admin = AdminServer::new(AdminService::new(core))
             .max_decoding_message_size(MAX_MESSAGE)
             .max_encoding_message_size(MAX_MESSAGE);

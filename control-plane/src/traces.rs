@@ -2,13 +2,16 @@
 //! replica is an OTLP/gRPC trace receiver (the standard `TraceService`, on the gRPC
 //! port), and keeps what sidecars export in a bounded index by trace id.
 //!
-//! Bounded four ways: traces kept (oldest first out), spans kept in total, spans per
-//! trace, and bytes: a span keeps at most 128 attributes (its resource's included), each
-//! value cut at 1 KiB (OpenTelemetry's attribute limits), and the index at most 64 MiB.
-//! Without the last two, one small export (a 64 KiB resource attribute over 20,000
-//! spans) took 1.3 GB. A full index forgets whole traces, never parts of the newest
-//! ones. A span whose id its trace already holds is dropped: ids are unique within a
-//! trace, and a repeated one could make the hop tree a cycle.
+//! Bounded four ways: traces kept (oldest first out), spans kept in total, spans and
+//! bytes per trace, and bytes: a span keeps at most 128 attributes of its own and 128
+//! of its resource, each value cut at 1 KiB (OpenTelemetry's attribute limits), a
+//! trace at most 8 MiB, and the index at most 64 MiB. Without them, one small export
+//! (a 64 KiB resource attribute over 20,000 spans) took 1.3 GB. A full index forgets
+//! whole traces, never parts of the newest ones. A span without a valid id (8 bytes,
+//! not all zero), or whose id its trace already holds, is dropped: ids are unique
+//! within a trace, and a repeated or empty one could make the hop tree a cycle or
+//! hide it. An export is at most 4 MiB (the OpenTelemetry Collector's default; a
+//! sidecar's batch of 512 spans is far less), and is filed off the runtime's threads.
 //!
 //! Spans marked as propagation gaps (`graylane.gap`, see the sidecar's `gaps`) are also
 //! counted per (service, destination) for `graylane gaps`, since the replica started;
@@ -30,6 +33,9 @@ const MAX_TRACES: usize = 10_000;
 const MAX_SPANS: usize = 200_000;
 const MAX_SPANS_PER_TRACE: usize = 1_000;
 const MAX_BYTES: usize = 64 << 20;
+const MAX_TRACE_BYTES: usize = 8 << 20;
+/// The largest export taken (a gRPC message).
+pub const MAX_EXPORT: usize = 4 << 20;
 const MAX_ATTRIBUTES: usize = 128;
 const MAX_KEY: usize = 256;
 const MAX_VALUE: usize = 1024;
@@ -69,12 +75,20 @@ impl Traces {
         for resource_spans in request.resource_spans {
             let resource: Vec<(String, String)> = resource_spans
                 .resource
-                .map(|r| r.attributes.iter().filter_map(pair).collect())
+                .map(|r| {
+                    r.attributes
+                        .iter()
+                        .filter_map(pair)
+                        .take(MAX_ATTRIBUTES)
+                        .collect()
+                })
                 .unwrap_or_default();
             for scope in resource_spans.scope_spans {
                 for span in scope.spans {
                     let trace_id = hex(&span.trace_id);
-                    if trace_id.len() != 32 {
+                    let parent_ok =
+                        span.parent_span_id.is_empty() || valid_id(&span.parent_span_id);
+                    if trace_id.len() != 32 || !valid_id(&span.span_id) || !parent_ok {
                         continue;
                     }
                     let mut attributes: BTreeMap<String, String> = span
@@ -83,17 +97,16 @@ impl Traces {
                         .filter_map(pair)
                         .take(MAX_ATTRIBUTES)
                         .collect();
-                    if attributes.get("graylane.gap").is_some_and(|g| g == "true") {
-                        let at = |k: &str| attributes.get(k).cloned().unwrap_or_default();
-                        let key = (at("graylane.service"), at("graylane.destination"));
-                        inner.count_gap(key, at("graylane.gap_trace"));
-                    }
-                    // The resource's win, as before; a new key only while there is room.
-                    for (k, v) in &resource {
-                        if attributes.len() < MAX_ATTRIBUTES || attributes.contains_key(k) {
-                            attributes.insert(k.clone(), v.clone());
-                        }
-                    }
+                    let gap = attributes
+                        .get("graylane.gap")
+                        .is_some_and(|g| g == "true")
+                        .then(|| {
+                            let at = |k: &str| attributes.get(k).cloned().unwrap_or_default();
+                            let key = (at("graylane.service"), at("graylane.destination"));
+                            (key, at("graylane.gap_trace"))
+                        });
+                    // The resource's win over a span's own of the same key.
+                    attributes.extend(resource.iter().cloned());
                     let kind = match SpanKind::try_from(span.kind) {
                         Ok(SpanKind::Server) => "server",
                         Ok(SpanKind::Client) => "client",
@@ -102,7 +115,7 @@ impl Traces {
                     let stored = pb::TraceSpan {
                         span_id: hex(&span.span_id),
                         parent_span_id: hex(&span.parent_span_id),
-                        name: cut(span.name, MAX_VALUE),
+                        name: cut(&span.name, MAX_VALUE),
                         kind: kind.into(),
                         start_unix_nano: span.start_time_unix_nano,
                         end_unix_nano: span.end_time_unix_nano,
@@ -110,6 +123,10 @@ impl Traces {
                     };
                     if inner.add(trace_id, stored) {
                         accepted += 1;
+                        // Counted once per span kept: an exporter's retry is no gap.
+                        if let Some((key, example)) = gap {
+                            inner.count_gap(key, example);
+                        }
                     }
                 }
             }
@@ -156,23 +173,36 @@ impl Traces {
 
 impl Inner {
     fn add(&mut self, trace_id: String, span: pb::TraceSpan) -> bool {
-        if let Some(spans) = self.by_id.get(&trace_id)
-            && (spans.len() >= MAX_SPANS_PER_TRACE
-                || spans.iter().any(|s| s.span_id == span.span_id))
-        {
-            return false;
+        let weight = size(&span);
+        if let Some(spans) = self.by_id.get(&trace_id) {
+            let held: usize = spans.iter().map(size).sum();
+            if spans.len() >= MAX_SPANS_PER_TRACE
+                || held + weight > MAX_TRACE_BYTES
+                || spans.iter().any(|s| s.span_id == span.span_id)
+            {
+                return false;
+            }
         }
-        let spans = self.by_id.entry(trace_id).or_insert_with_key(|id| {
+        let spans = self.by_id.entry(trace_id.clone()).or_insert_with_key(|id| {
             self.order.push_back(id.clone());
             Vec::new()
         });
-        self.bytes += size(&span);
+        self.bytes += weight;
         spans.push(span);
         self.spans += 1;
         while self.order.len() > MAX_TRACES || self.spans > MAX_SPANS || self.bytes > MAX_BYTES {
+            // Never the trace being filled: it is the newest, and kept whole (its own
+            // bound, `MAX_TRACE_BYTES`, is under the index's).
+            if self.order.len() == 1 {
+                break;
+            }
             let Some(oldest) = self.order.pop_front() else {
                 break;
             };
+            if oldest == trace_id {
+                self.order.push_back(oldest);
+                continue;
+            }
             if let Some(gone) = self.by_id.remove(&oldest) {
                 self.spans -= gone.len();
                 self.bytes -= gone.iter().map(size).sum::<usize>();
@@ -204,29 +234,37 @@ impl Inner {
     }
 }
 
-/// A stored span's weight for [`MAX_BYTES`]: its strings and a fixed cost (the
-/// struct, the map's nodes).
+/// A stored span's weight for [`MAX_BYTES`]: its strings and what holding them costs
+/// (each string's allocation and the map's entry, ~100 bytes an attribute; the
+/// struct and its vector slot).
 fn size(span: &pb::TraceSpan) -> usize {
     let strings =
         span.span_id.len() + span.parent_span_id.len() + span.name.len() + span.kind.len();
     let attributes: usize = span
         .attributes
         .iter()
-        .map(|(k, v)| k.len() + v.len() + 64)
+        .map(|(k, v)| k.len() + v.len() + 100)
         .sum();
-    strings + attributes + 192
+    strings + attributes + 256
 }
 
-/// `s` cut to at most `max` bytes, at a character boundary.
-fn cut(mut s: String, max: usize) -> String {
-    if s.len() > max {
-        let mut end = max;
-        while !s.is_char_boundary(end) {
-            end -= 1;
-        }
-        s.truncate(end);
+/// A span id as OpenTelemetry has it: 8 bytes, not all zero.
+fn valid_id(id: &[u8]) -> bool {
+    id.len() == 8 && id.iter().any(|b| *b != 0)
+}
+
+/// `s` cut to at most `max` bytes, at a character boundary, in an allocation of its
+/// own size: a `String` truncated in place keeps all of its capacity (an 8 MiB value
+/// cut to 1 KiB would still hold 8 MiB).
+fn cut(s: &str, max: usize) -> String {
+    if s.len() <= max {
+        return s.to_owned();
     }
-    s
+    let mut end = max;
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    s[..end].to_owned()
 }
 
 fn trace(trace_id: &str, spans: &[pb::TraceSpan]) -> pb::Trace {
@@ -244,7 +282,7 @@ fn pair(kv: &KeyValue) -> Option<(String, String)> {
         return None;
     }
     let value = match kv.value.as_ref().and_then(|v| v.value.as_ref()) {
-        Some(any_value::Value::StringValue(s)) => cut(s.clone(), MAX_VALUE),
+        Some(any_value::Value::StringValue(s)) => cut(s, MAX_VALUE),
         Some(any_value::Value::IntValue(i)) => i.to_string(),
         Some(any_value::Value::BoolValue(b)) => b.to_string(),
         Some(any_value::Value::DoubleValue(d)) => d.to_string(),
@@ -270,7 +308,13 @@ impl TraceService for Collector {
         &self,
         request: Request<ExportTraceServiceRequest>,
     ) -> Result<Response<ExportTraceServiceResponse>, Status> {
-        self.traces.insert(request.into_inner());
+        // Filing a few thousand spans takes milliseconds under the index's lock: off
+        // the runtime's threads, which serve probes and the API meanwhile.
+        let traces = std::sync::Arc::clone(&self.traces);
+        let request = request.into_inner();
+        tokio::task::spawn_blocking(move || traces.insert(request))
+            .await
+            .map_err(|_| Status::internal("filing the spans failed"))?;
         Ok(Response::new(ExportTraceServiceResponse {
             partial_success: None,
         }))

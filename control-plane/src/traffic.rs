@@ -277,10 +277,10 @@ fn add_report(
             &series.lane,
             &series.subset,
         ];
-        if series.requests == 0 || names.iter().any(|n| n.is_empty() || n.len() > MAX_NAME) {
+        if series.requests == 0 {
             continue;
         }
-        if !known(series) {
+        if names.iter().any(|n| n.is_empty() || n.len() > MAX_NAME) || !known(series) {
             unknown = unknown.saturating_add(series.requests);
             continue;
         }

@@ -15,10 +15,7 @@ impl GrpcUrl {
     /// Reads `url`; the error says what is wrong with it, for the flag's message.
     pub fn parse(url: &str) -> Result<Self, String> {
         let Some((scheme, rest)) = url.split_once("://") else {
-            return Ok(Self {
-                url: format!("http://{url}"),
-                tls: false,
-            });
+            return Self::checked(format!("http://{url}"), false);
         };
         let tls = match scheme.to_ascii_lowercase().as_str() {
             "http" => false,
@@ -30,10 +27,27 @@ impl GrpcUrl {
             }
         };
         let scheme = if tls { "https" } else { "http" };
-        Ok(Self {
-            url: format!("{scheme}://{rest}"),
-            tls,
-        })
+        Self::checked(format!("{scheme}://{rest}"), tls)
+    }
+
+    /// `url` if it names a host (and, if any, a port) as an endpoint's URL must: a
+    /// list's bad entry is refused at once, not when fail-over first needs it.
+    fn checked(url: String, tls: bool) -> Result<Self, String> {
+        let uri: tonic::codegen::http::Uri = url
+            .parse()
+            .map_err(|e| format!("{url:?}: not a URL ({e})"))?;
+        if uri.host().is_none_or(str::is_empty) {
+            return Err(format!("{url:?}: no host"));
+        }
+        // The URL parser takes any text after the host's `:`; a port is a number.
+        let authority = uri.authority().map_or("", |a| a.as_str());
+        let after_host = authority
+            .rsplit_once(']')
+            .map_or(authority, |(_, rest)| rest);
+        if after_host.contains(':') && uri.port_u16().is_none() {
+            return Err(format!("{url:?}: the port is not a number"));
+        }
+        Ok(Self { url, tls })
     }
 }
 
@@ -68,6 +82,15 @@ mod tests {
                 .unwrap_err()
                 .contains("\"htps\"")
         );
+        // A host and port that are no endpoint's, whichever place in the list.
+        for bad in [
+            "http://a:1,http://",
+            "http://a:1,http://[::1",
+            "a b:1",
+            "http://a:port",
+        ] {
+            assert!(read(bad).is_err(), "{bad}");
+        }
     }
 
     #[test]

@@ -85,19 +85,33 @@ pub(crate) fn tree(trace: &pb::Trace) -> String {
         }
     }
     let mut out = format!("trace {}\n", trace.trace_id);
+    let mut shown = HashSet::new();
     for root in roots {
-        walk(&mut out, root, &children, "", None);
+        walk(&mut out, root, &children, "", None, &mut shown);
+    }
+    // Spans only reachable from each other (a parent cycle, from a broken exporter)
+    // have no root: shown as branches of their own rather than hidden.
+    for span in &trace.spans {
+        if !shown.contains(span.span_id.as_str()) {
+            walk(&mut out, span, &children, "", None, &mut shown);
+        }
     }
     out
 }
 
-fn walk(
+/// Writes `span` and its children, each span once (`shown`), however the parent links
+/// loop.
+fn walk<'a>(
     out: &mut String,
-    span: &pb::TraceSpan,
-    children: &BTreeMap<&str, Vec<&pb::TraceSpan>>,
+    span: &'a pb::TraceSpan,
+    children: &BTreeMap<&str, Vec<&'a pb::TraceSpan>>,
     indent: &str,
     last: Option<bool>,
+    shown: &mut HashSet<&'a str>,
 ) {
+    if !shown.insert(span.span_id.as_str()) {
+        return;
+    }
     let (branch, next) = match last {
         None => ("", String::new()),
         Some(true) => ("└─ ", format!("{indent}   ")),
@@ -108,7 +122,7 @@ fn walk(
         .get(span.span_id.as_str())
         .map_or(&[][..], Vec::as_slice);
     for (i, kid) in kids.iter().enumerate() {
-        walk(out, kid, children, &next, Some(i + 1 == kids.len()));
+        walk(out, kid, children, &next, Some(i + 1 == kids.len()), shown);
     }
 }
 
@@ -151,4 +165,38 @@ fn line(span: &pb::TraceSpan) -> String {
 
 fn duration_ms(span: &pb::TraceSpan) -> f64 {
     span.end_unix_nano.saturating_sub(span.start_unix_nano) as f64 / 1e6
+}
+
+#[cfg(test)]
+mod tests {
+    use graylane_proto::v1 as pb;
+
+    fn span(id: &str, parent: &str) -> pb::TraceSpan {
+        pb::TraceSpan {
+            span_id: id.into(),
+            parent_span_id: parent.into(),
+            kind: "client".into(),
+            attributes: [("graylane.destination".to_owned(), format!("span-{id}"))].into(),
+            ..Default::default()
+        }
+    }
+
+    /// A broken exporter's parent cycle (a → b → a) has no root: its spans are shown,
+    /// each once, beside the real tree, not hidden and not walked for ever.
+    #[test]
+    fn spans_in_a_parent_cycle_are_shown_once() {
+        let trace = pb::Trace {
+            trace_id: "t".into(),
+            spans: vec![
+                span("r", ""),
+                span("c", "r"),
+                span("a", "b"),
+                span("b", "a"),
+            ],
+        };
+        let text = super::tree(&trace);
+        for id in ["r", "c", "a", "b"] {
+            assert_eq!(text.matches(&format!("span-{id}")).count(), 1, "{text}");
+        }
+    }
 }

@@ -102,6 +102,13 @@ fn hostile_series_are_skipped() {
         rows.iter()
             .all(|r| r.service.len() <= MAX_NAME && !r.service.is_empty())
     );
+    // Nothing skipped goes uncounted: the two bad names' 10 requests, and the 102
+    // series past what one report may hold.
+    let (_, _, dropped) = traffic.usage();
+    assert_eq!(
+        dropped,
+        10 + (MAX_SERIES_PER_REPORT as u64 + 100 + 2 - MAX_SERIES_PER_SIDECAR as u64)
+    );
 }
 
 /// Series of services that are not in the mesh are a credential's inventions: kept,
