@@ -28,7 +28,7 @@ pub(crate) mod upgrade;
 pub(crate) use self::body::Body;
 use self::classify::{malformed, pool_failure};
 use self::coalesce::Coalesce;
-pub(crate) use self::error::{ProxyError, is_grpc};
+pub(crate) use self::error::{ProxyError, grpc_form, is_grpc};
 pub(crate) use self::error::{RetryClass, SendError, SendFailure, Upstream};
 pub(crate) use self::headers::{Message, strip_hop_by_hop};
 use self::mtls::MeshClients;
@@ -379,6 +379,10 @@ pub(crate) fn grpc_timeout(headers: &http::HeaderMap) -> Option<Duration> {
     // Made at compile time: a lookup by `&str` parses the name on every request.
     const GRPC_TIMEOUT: http::HeaderName = http::HeaderName::from_static("grpc-timeout");
     let value = headers.get(GRPC_TIMEOUT)?.as_bytes();
+    // A gRPC call's only: any other client could lift the operator's bound with it.
+    if !is_grpc(headers) {
+        return None;
+    }
     let (unit, digits) = value.split_last()?;
     if digits.is_empty() || digits.len() > 8 || !digits.iter().all(u8::is_ascii_digit) {
         return None;
@@ -411,8 +415,13 @@ mod tests {
         let read = |v: &str| {
             let mut headers = http::HeaderMap::new();
             headers.insert("grpc-timeout", v.parse().unwrap());
+            headers.insert("content-type", "application/grpc".parse().unwrap());
             super::grpc_timeout(&headers)
         };
+        // Not a gRPC call: no client lifts the bound with the header.
+        let mut plain = http::HeaderMap::new();
+        plain.insert("grpc-timeout", "10S".parse().unwrap());
+        assert_eq!(super::grpc_timeout(&plain), None);
         let ms = std::time::Duration::from_millis;
         assert_eq!(read("60S"), Some(ms(60_000)));
         assert_eq!(read("250m"), Some(ms(250)));

@@ -283,3 +283,82 @@ async fn the_sidecars_own_errors_reach_a_grpc_client_as_grpc_statuses() {
     );
     drop((orders, frontend));
 }
+
+/// A gRPC call to a lane whose app is down: the callee's sidecar answers the caller's
+/// sidecar with the HTTP status (502), which counts it as the error it is and answers
+/// its gRPC client in gRPC's form. Answered 200 with a `grpc-status` between the
+/// sidecars, every failed call counted as a success, and rollout analysis passed a
+/// broken lane.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failing_grpc_upstream_is_counted_as_failing_by_the_calling_sidecar() {
+    let dir = tempfile::tempdir().unwrap();
+    let cp = ControlPlane::start(dir.path(), &[]);
+    let url = cp.url();
+    let closed = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .to_string();
+    let d = dir.path().to_path_buf();
+    let (broken, frontend) = tokio::task::spawn_blocking(move || {
+        let broken = Sidecar::start(
+            &d,
+            "broken",
+            &[
+                "--service",
+                "broken",
+                "--instance-id",
+                "broken-1",
+                "--app-addr",
+                &closed,
+            ]
+            .into_iter()
+            .chain(["--control-plane", &url])
+            .collect::<Vec<_>>(),
+        );
+        let frontend = Sidecar::start(
+            &d,
+            "frontend",
+            &[
+                "--service",
+                "frontend",
+                "--instance-id",
+                "frontend-1",
+                "--control-plane",
+                &url,
+            ],
+        );
+        broken.wait_ready();
+        frontend.wait_ready();
+        frontend.wait_endpoints("broken", 1);
+        (broken, frontend)
+    })
+    .await
+    .unwrap();
+    let channel = tonic::transport::Endpoint::from_shared(format!("http://{}", frontend.outbound))
+        .unwrap()
+        .origin("http://broken".parse().unwrap())
+        .connect()
+        .await
+        .unwrap();
+    let failed = DiscoveryClient::new(channel)
+        .issue_certificate(Request::new(
+            graylane_proto::v1::CertificateRequest::default(),
+        ))
+        .await
+        .unwrap_err();
+    assert_eq!(failed.code(), tonic::Code::Unavailable, "{failed:?}");
+    let admin = frontend.admin;
+    let metrics =
+        tokio::task::spawn_blocking(move || graylane_tests::http_get(admin, "/metrics").1)
+            .await
+            .unwrap();
+    let counted = metrics.lines().any(|l| {
+        l.starts_with("graylane_sidecar_requests_total")
+            && l.contains("direction=\"outbound\"")
+            && l.contains("service=\"broken\"")
+            && l.contains("status=\"502\"")
+    });
+    assert!(counted, "the calling sidecar counts a 502: {metrics}");
+    drop((broken, frontend));
+}

@@ -88,7 +88,15 @@ impl<S: Layered> Service<Call> for Observe<S> {
         let span = observed.tracer.begin(&mut call.head.headers);
         let ledger = &mut call.ledger;
         ledger.key.direction = observed.direction.as_str();
-        ledger.grpc = crate::proxy::is_grpc(&call.head.headers);
+        // A gRPC client gets the sidecar's own errors in gRPC's form; a peer sidecar
+        // (a proven identity, or the hop count it writes) gets the HTTP status, to
+        // count it as the error it is and answer its own client in turn: answered
+        // 200 with a `grpc-status`, a failing lane looked healthy to its callers.
+        let from_sidecar = call.peer.identity.is_some()
+            || call.head.headers.contains_key(crate::trail::HOPS_HEADER);
+        ledger.grpc = call.head.version == http::Version::HTTP_2
+            && !(observed.direction == Direction::Inbound && from_sidecar)
+            && crate::proxy::is_grpc(&call.head.headers);
         ledger.notes.trace_id = span.trace_id;
         ledger.notes.peer_identity = call.peer.identity.as_deref().map(str::to_owned);
         ledger.span = Some(span);
@@ -103,6 +111,12 @@ impl<S: Layered> Service<Call> for Observe<S> {
 impl Finish for Done {
     fn finish(self, mut answer: Answer) -> Answer {
         let (response, status) = match answer.response {
+            // The next hop's sidecar answered with an error of its own: for a gRPC
+            // client, in gRPC's form too.
+            Ok(response) if answer.ledger.grpc => {
+                let status = response.status();
+                (crate::proxy::grpc_form(response), status)
+            }
             Ok(response) => {
                 let status = response.status();
                 (response, status)

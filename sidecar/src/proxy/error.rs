@@ -319,48 +319,15 @@ impl ProxyError {
         }
     }
 
-    /// The gRPC status of the error for a gRPC caller: `DEADLINE_EXCEEDED` for a
-    /// timeout (`UNAVAILABLE` would invite a retry policy to run again a call that may
-    /// have run for the whole timeout), `INTERNAL` for the sidecar's own fault, else
-    /// gRPC's mapping of the HTTP status (doc/http-grpc-status-mapping.md).
-    fn grpc_code(&self) -> u8 {
-        match self {
-            Self::Timeout { .. } => 4,
-            Self::Internal(_) => 13,
-            _ => match self.status().as_u16() {
-                400 => 13,
-                401 => 16,
-                403 => 7,
-                404 => 12,
-                429 | 502 | 503 | 504 => 14,
-                _ => 2,
-            },
-        }
-    }
-
     /// The answer a gRPC caller sees: trailers-only (HTTP 200, `grpc-status`,
     /// `grpc-message`), as gRPC clients read errors and as Envoy answers them. A
     /// plain 504 reached a gRPC client as `UNAVAILABLE: Received http2 header with
     /// status: 504`, whatever happened. Returns the HTTP status the error has
     /// elsewhere too, for metrics and traffic reports to count it as what it is.
     pub(crate) fn into_grpc_response(self) -> (Response<Body>, StatusCode) {
-        let status = self.status();
-        let code = self.grpc_code();
-        let message = grpc_message(&self.to_string());
-        let mut response = self.into_response();
-        *response.status_mut() = StatusCode::OK;
-        *response.body_mut() = Body::Empty;
-        let headers = response.headers_mut();
-        headers.remove(header::CONNECTION);
-        headers.insert(
-            header::CONTENT_TYPE,
-            header::HeaderValue::from_static("application/grpc"),
-        );
-        headers.insert("grpc-status", header::HeaderValue::from(u16::from(code)));
-        if let Ok(value) = header::HeaderValue::from_str(&message) {
-            headers.insert("grpc-message", value);
-        }
-        (response, status)
+        let response = self.into_response();
+        let status = response.status();
+        (grpc_form(response), status)
     }
 
     /// The response the caller sees: the status and one line saying what happened.
@@ -392,10 +359,14 @@ impl ProxyError {
             header::CONTENT_TYPE,
             header::HeaderValue::from_static("text/plain; charset=utf-8"),
         );
-        // Marks the answer as the sidecar's own, not the upstream's.
+        // Marks the answer as the sidecar's own, not the upstream's, and says why in
+        // a field too: the calling sidecar answers a gRPC client with it (`grpc_form`).
         response
             .headers_mut()
-            .insert("graylane-error", header::HeaderValue::from_static("1"));
+            .insert(SIDECAR_ERROR, header::HeaderValue::from_static("1"));
+        if let Ok(reason) = header::HeaderValue::from_str(&grpc_message(&self.to_string())) {
+            response.headers_mut().insert(REASON, reason);
+        }
         // A request refused as malformed leaves the rest of its connection's bytes
         // untrustworthy as the start of a new request: close after answering (hyper
         // drops the field on HTTP/2, where a stream error suffices).
@@ -412,13 +383,66 @@ impl ProxyError {
     }
 }
 
+/// Marks an answer a sidecar made itself (an error), not the upstream app.
+pub(crate) const SIDECAR_ERROR: header::HeaderName =
+    header::HeaderName::from_static("graylane-error");
+/// What went wrong, as `grpc-message` carries it.
+const REASON: header::HeaderName = header::HeaderName::from_static("graylane-reason");
+
+/// The gRPC status of an error answered with `status`: `DEADLINE_EXCEEDED` for a
+/// timeout (`UNAVAILABLE` would invite a retry policy to run again a call that may
+/// have run for the whole timeout), `INTERNAL` for a sidecar's own fault, else gRPC's
+/// mapping of the HTTP status (doc/http-grpc-status-mapping.md).
+fn grpc_code(status: StatusCode) -> u16 {
+    match status.as_u16() {
+        504 => 4,
+        400 | 500 => 13,
+        401 => 16,
+        403 => 7,
+        404 => 12,
+        429 | 502 | 503 => 14,
+        _ => 2,
+    }
+}
+
+/// A sidecar's error answer (this one's, or the next hop sidecar's passing through) in
+/// gRPC's trailers-only form for a gRPC client; any other answer as it is.
+pub(crate) fn grpc_form(mut response: Response<Body>) -> Response<Body> {
+    if !response.headers().contains_key(SIDECAR_ERROR) || response.status() == StatusCode::OK {
+        return response;
+    }
+    let code = grpc_code(response.status());
+    *response.status_mut() = StatusCode::OK;
+    *response.body_mut() = Body::Empty;
+    let headers = response.headers_mut();
+    headers.remove(header::CONNECTION);
+    headers.remove(header::CONTENT_LENGTH);
+    headers.insert(
+        header::CONTENT_TYPE,
+        header::HeaderValue::from_static("application/grpc"),
+    );
+    headers.insert("grpc-status", header::HeaderValue::from(code));
+    if let Some(reason) = headers.remove(REASON) {
+        headers.insert("grpc-message", reason);
+    }
+    response
+}
+
 /// Whether `headers` are a gRPC call's (`application/grpc`, `application/grpc+proto`;
 /// not gRPC-Web, which carries its status in the body).
 pub(crate) fn is_grpc(headers: &http::HeaderMap) -> bool {
-    headers
+    let Some(value) = headers
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
-        .is_some_and(|t| t == "application/grpc" || t.starts_with("application/grpc+"))
+    else {
+        return false;
+    };
+    // The media type, without its parameters (`; charset=utf-8`), in any case.
+    let media = value.split(';').next().unwrap_or_default().trim();
+    media.eq_ignore_ascii_case("application/grpc")
+        || media
+            .get(..17)
+            .is_some_and(|p| p.eq_ignore_ascii_case("application/grpc+"))
 }
 
 /// `text` as gRPC's `grpc-message` carries it: percent-encoded outside printable
