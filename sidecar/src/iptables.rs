@@ -2,7 +2,8 @@
 //! in a pod's network namespace (run once by an init container with NET_ADMIN).
 //!
 //! ```text
-//! nat PREROUTING -p tcp ─► GRAYLANE_INBOUND:  excluded ports ─► RETURN
+//! nat PREROUTING -p tcp ─► GRAYLANE_INBOUND:  not to this pod's addresses ─► RETURN
+//!                                            excluded ports ─► RETURN
 //!                                            everything else ─► REDIRECT :15006 (inbound)
 //! nat OUTPUT -p tcp ─────► GRAYLANE_OUTBOUND: the sidecar's UID ─► RETURN (never captured twice)
 //!                                             127.0.0.0/8, excluded CIDRs and ports ─► RETURN
@@ -130,6 +131,13 @@ impl Interception {
         let mut out = Vec::new();
         if self.inbound {
             let inbound = self.inbound_port.to_string();
+            // Only what is addressed to the pod itself: a neighbour routing another
+            // host's traffic through the pod would otherwise have the sidecar dial it
+            // (the original destination), as a relay into wherever the pod can reach.
+            out.push((
+                INBOUND_CHAIN,
+                rule(&["-m", "addrtype", "!", "--dst-type", "LOCAL", "-j", "RETURN"]),
+            ));
             for port in self.inbound_exclusions() {
                 out.push((
                     INBOUND_CHAIN,

@@ -400,6 +400,60 @@ fn a_pod_s_other_ports_reach_what_listens_on_them() {
     assert_eq!(get(8080).unwrap()["service"], "orders");
     let outbound = get(15001).expect("an answer on 15001");
     assert_eq!(outbound["service"], "orders", "{outbound}");
+    // A neighbour routing another network through the pod (10.77.0.0/24, which only
+    // the pod reaches) must not find the sidecar dialling it on its behalf: only what
+    // is addressed to the pod itself is intercepted. Before, the sidecar dialled the
+    // original destination as UID 1337, a relay.
+    let backend = graylane_tests::netns::NetNs::create();
+    let ip_in = |ns: &str, args: &[&str]| {
+        let ok = std::process::Command::new("ip")
+            .args(["-n", ns])
+            .args(args)
+            .status()
+            .unwrap();
+        assert!(ok.success(), "ip -n {ns} {args:?}");
+    };
+    ip_in(
+        &ns,
+        &[
+            "link",
+            "add",
+            "ex0",
+            "type",
+            "veth",
+            "peer",
+            "name",
+            "ex1",
+            "netns",
+            &backend.name,
+        ],
+    );
+    ip_in(&ns, &["addr", "add", "10.77.0.1/24", "dev", "ex0"]);
+    ip_in(&ns, &["link", "set", "ex0", "up"]);
+    backend.ip(&["addr", "add", "10.77.0.5/24", "dev", "ex1"]);
+    backend.ip(&["link", "set", "ex1", "up"]);
+    serve_in(
+        &backend.name,
+        "10.77.0.5:80",
+        b"HTTP/1.1 200 OK\r\nContent-Length: 8\r\n\r\nINTERNAL",
+        true,
+    );
+    net.net
+        .ip(&["route", "add", "10.77.0.0/24", "via", &ip(12)]);
+    let relayed =
+        TcpStream::connect_timeout(&"10.77.0.5:80".parse().unwrap(), Duration::from_secs(2))
+            .and_then(|mut stream| {
+                stream.set_read_timeout(Some(Duration::from_secs(5)))?;
+                stream
+                    .write_all(b"GET / HTTP/1.1\r\nHost: internal\r\nConnection: close\r\n\r\n")?;
+                let mut answer = String::new();
+                stream.read_to_string(&mut answer)?;
+                Ok(answer)
+            });
+    assert!(
+        !relayed.as_ref().is_ok_and(|a| a.contains("INTERNAL")),
+        "the pod relayed a neighbour's connection to a network only it reaches: {relayed:?}"
+    );
     let dual = |addr: String| -> std::io::Result<String> {
         let mut stream =
             TcpStream::connect_timeout(&addr.parse().unwrap(), Duration::from_secs(10))?;

@@ -16,6 +16,7 @@ fn default_rules_exempt_the_proxy_loopback_and_the_admin_port() {
     assert_eq!(
         plan(&[]),
         [
+            "GRAYLANE_INBOUND -m addrtype ! --dst-type LOCAL -j RETURN",
             "GRAYLANE_INBOUND -p tcp --dport 15000 -j RETURN",
             "GRAYLANE_INBOUND -p tcp --dport 15006 -j RETURN",
             "GRAYLANE_INBOUND -p tcp -j REDIRECT --to-ports 15006",
@@ -76,6 +77,7 @@ fn one_transaction_per_family_adds_only_the_missing_jumps() {
     assert_eq!(
         fresh[0],
         "*nat\n:GRAYLANE_INBOUND - [0:0]\n:GRAYLANE_OUTBOUND - [0:0]\n\
+         -A GRAYLANE_INBOUND -m addrtype ! --dst-type LOCAL -j RETURN\n\
          -A GRAYLANE_INBOUND -p tcp --dport 15000 -j RETURN\n\
          -A GRAYLANE_INBOUND -p tcp --dport 15006 -j RETURN\n\
          -A GRAYLANE_INBOUND -p tcp -j REDIRECT --to-ports 15006\n\
