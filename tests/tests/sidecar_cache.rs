@@ -397,4 +397,30 @@ fn a_cache_dir_in_use_by_a_running_sidecar_is_refused() {
         stderr.contains("--cache-dir") && stderr.contains("in use by another running sidecar"),
         "{stderr}"
     );
+    // A FIFO where the lock goes would block the start (opening it waits for a
+    // reader): refused at once instead.
+    let fifo = dir.path().join("fifo-lock");
+    std::fs::create_dir_all(&fifo).unwrap();
+    let made = std::process::Command::new("mkfifo")
+        .arg(fifo.join(".lock"))
+        .status()
+        .unwrap();
+    assert!(made.success());
+    let fifo = fifo.to_string_lossy().into_owned();
+    let out = std::process::Command::new(graylane_tests::bin("graylane-sidecar"))
+        .args(sidecar_args(&url, &fifo, "third"))
+        .args([
+            "--admin-addr",
+            "127.0.0.1:0",
+            "--outbound-addr",
+            "127.0.0.1:0",
+        ])
+        .args(["--inbound-addr", "127.0.0.1:0"])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success() && stderr.contains("not a regular file"),
+        "{stderr}"
+    );
 }

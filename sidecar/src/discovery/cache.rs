@@ -272,12 +272,17 @@ pub(super) fn read_file(path: &Path) -> io::Result<Vec<u8>> {
 /// other's files. `Ok(None)`: the directory cannot be written, so there is nothing to
 /// collide on (a read-only cache still serves a start).
 pub fn claim(dir: &Path) -> Result<Option<File>, String> {
+    let lock = dir.join(".lock");
+    // Opening a FIFO put there would wait for a reader: the start would hang.
+    if fs::symlink_metadata(&lock).is_ok_and(|m| !m.is_file()) {
+        return Err(format!("{}: not a regular file", lock.display()));
+    }
     let opened = fs::create_dir_all(dir).and_then(|()| {
         fs::OpenOptions::new()
             .create(true)
             .truncate(false)
             .write(true)
-            .open(dir.join(".lock"))
+            .open(&lock)
     });
     let file = match opened {
         Ok(file) => file,
