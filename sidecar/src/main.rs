@@ -326,6 +326,11 @@ async fn run(args: Args) -> anyhow::Result<()> {
         sampling: args.trace_sampling / 100.0,
         ca_bundle: ca_bundle.clone(),
     };
+    // The kubelet probes the pod's IP: so do the rewritten probes.
+    let app_probes = match advertise.parse::<SocketAddr>() {
+        Ok(at) => args.app_probes.at_pod_ip(at.ip()),
+        Err(_) => args.app_probes,
+    };
     let config = app::Config {
         discovery: discovery::Config {
             service_account: args.service_account.unwrap_or_else(|| args.service.clone()),
@@ -355,7 +360,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
         },
         namespace: args.namespace,
         cluster_domain: args.cluster_domain,
-        app_probes: args.app_probes,
+        app_probes,
         opaque_ports: args.opaque_ports,
         detect_timeout: args.detect_timeout,
         trace,

@@ -104,11 +104,39 @@ fn the_apps_probes_are_made_on_loopback_for_the_kubelet() {
         .unwrap()
         .local_addr()
         .unwrap();
+    // An app that redirects: /moved to /ok (200), /broken to /fail (500). The kubelet
+    // follows redirects on the same host; so does the sidecar.
+    let redirecting = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let redirects = redirecting.local_addr().unwrap();
+    std::thread::spawn(move || {
+        use std::io::{Read, Write};
+        for mut conn in redirecting.incoming().map_while(Result::ok) {
+            let mut head = [0u8; 4096];
+            let n = conn.read(&mut head).unwrap_or(0);
+            let line = String::from_utf8_lossy(&head[..n])
+                .lines()
+                .next()
+                .unwrap_or("")
+                .to_owned();
+            let answer = if line.starts_with("GET /moved ") {
+                "HTTP/1.1 302 Found\r\nLocation: /ok\r\nContent-Length: 0\r\n\r\n"
+            } else if line.starts_with("GET /broken ") {
+                "HTTP/1.1 302 Found\r\nLocation: /fail\r\nContent-Length: 0\r\n\r\n"
+            } else if line.starts_with("GET /ok ") {
+                "HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n"
+            } else {
+                "HTTP/1.1 500 Internal Server Error\r\nContent-Length: 0\r\n\r\n"
+            };
+            let _ = conn.write_all(answer.as_bytes());
+        }
+    });
     let probes = serde_json::json!({
         "/app-health/orders/livez": {"port": up.addr.port(), "path": "/healthz",
             "headers": [{"name": "X-Probe", "value": "kubelet"}]},
         "/app-health/orders/readyz": {"port": failing.addr.port(), "path": "/ready"},
         "/app-health/orders/startupz": {"port": closed.port(), "path": "/"},
+        "/app-health/moved/livez": {"port": redirects.port(), "path": "/moved"},
+        "/app-health/broken/livez": {"port": redirects.port(), "path": "/broken"},
     })
     .to_string();
     let mut sidecar_args = args(&url);
@@ -123,6 +151,12 @@ fn the_apps_probes_are_made_on_loopback_for_the_kubelet() {
     assert!(status == 503 && body.contains("failed"), "{status} {body}");
     let (status, _) = http_get(health, "/app-health/other/livez");
     assert_eq!(status, 404);
+    assert_eq!(http_get(health, "/app-health/moved/livez").0, 200);
+    assert_eq!(
+        http_get(health, "/app-health/broken/livez").0,
+        500,
+        "a redirect to a failing page fails, as the kubelet sees it"
+    );
     // A typo in what injection wrote stops the sidecar at start, naming the probe.
     let out = std::process::Command::new(graylane_tests::bin("graylane-sidecar"))
         .args([

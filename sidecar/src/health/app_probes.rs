@@ -2,7 +2,10 @@
 //! (`:15021/app-health/<container>/<probe>`, see the control plane's
 //! `inject/probes.rs`): under `mtls: strict` the kubelet's plaintext probe could not
 //! reach the app's port through the inbound sidecar. Each path stands for a request to
-//! the app on loopback, made here as the kubelet would have made it.
+//! the app, made here as the kubelet would have made it: to the probe's `host`, else
+//! the pod's IP (an app bound to it alone answers there, not on loopback), following
+//! redirects on the same host, 2xx or 3xx a success. The sidecar's own connections
+//! are never intercepted.
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -21,9 +24,11 @@ const PROBE_TIMEOUT: Duration = Duration::from_secs(30);
 #[derive(Clone, Debug, Default)]
 pub struct AppProbes(BTreeMap<String, Target>);
 
-/// Where one probe goes: the app's port on loopback, its path and headers.
+/// Where one probe goes: the app's host (`None`: loopback; the pod's IP once known)
+/// and port, its path and headers.
 #[derive(Clone, Debug)]
 struct Target {
+    host: Option<String>,
     port: u16,
     path: http::uri::PathAndQuery,
     headers: Vec<(HeaderName, HeaderValue)>,
@@ -32,11 +37,16 @@ struct Target {
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct Written {
+    #[serde(default)]
+    host: Option<String>,
     port: u16,
     path: String,
     #[serde(default)]
     headers: Vec<WrittenHeader>,
 }
+
+/// Redirects followed, as the kubelet follows them.
+const MAX_REDIRECTS: usize = 10;
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -79,9 +89,15 @@ impl AppProbes {
                     }
                 })
                 .collect::<Result<_, _>>()?;
+            if let Some(host) = &w.host
+                && host.parse::<http::uri::Authority>().is_err()
+            {
+                return Err(bad(format!("host {host:?} is not a host name or address")));
+            }
             probes.insert(
                 at,
                 Target {
+                    host: w.host,
                     port: w.port,
                     path,
                     headers,
@@ -89,6 +105,15 @@ impl AppProbes {
             );
         }
         Ok(Self(probes))
+    }
+
+    /// Probes without a host of their own go to `pod_ip`, as the kubelet's do.
+    pub fn at_pod_ip(mut self, pod_ip: std::net::IpAddr) -> Self {
+        let ip = pod_ip.to_string();
+        for target in self.0.values_mut() {
+            target.host.get_or_insert_with(|| ip.clone());
+        }
+        self
     }
 
     /// Whether `path` is one of the probes' (the health listener's namespace for them).
@@ -120,19 +145,50 @@ impl AppProbes {
     }
 }
 
+type ProbeError = Box<dyn std::error::Error + Send + Sync>;
+
 impl Target {
-    /// One GET to the app on loopback (the sidecar's own connection: never
-    /// intercepted), as the kubelet sends it.
-    async fn get(&self) -> Result<StatusCode, Box<dyn std::error::Error + Send + Sync>> {
-        let stream = tokio::net::TcpStream::connect(("127.0.0.1", self.port)).await?;
+    /// The probe's answer: its GET, and the redirects on the same host after it.
+    async fn get(&self) -> Result<StatusCode, ProbeError> {
+        let host = self.host.as_deref().unwrap_or("127.0.0.1");
+        let authority = if host.contains(':') {
+            format!("[{host}]:{}", self.port)
+        } else {
+            format!("{host}:{}", self.port)
+        };
+        let mut path = self.path.clone();
+        for _ in 0..=MAX_REDIRECTS {
+            let response = self.once(host, &authority, path.clone()).await?;
+            let status = response.status();
+            if !status.is_redirection() {
+                return Ok(status);
+            }
+            let location = response
+                .headers()
+                .get(http::header::LOCATION)
+                .and_then(|l| l.to_str().ok());
+            match location.and_then(|l| same_host(l, &authority)) {
+                Some(next) => path = next,
+                // Elsewhere, or nowhere: the kubelet counts the redirect a success.
+                None => return Ok(status),
+            }
+        }
+        Err(format!("more than {MAX_REDIRECTS} redirects").into())
+    }
+
+    /// One GET, as the kubelet sends it.
+    async fn once(
+        &self,
+        host: &str,
+        authority: &str,
+        path: http::uri::PathAndQuery,
+    ) -> Result<http::Response<hyper::body::Incoming>, ProbeError> {
+        let stream = tokio::net::TcpStream::connect((host, self.port)).await?;
         let (mut send, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream)).await?;
         tokio::spawn(conn);
-        let mut request = Request::get(self.path.clone()).body(Empty::<Bytes>::new())?;
+        let mut request = Request::get(path).body(Empty::<Bytes>::new())?;
         let headers = request.headers_mut();
-        headers.insert(
-            http::header::HOST,
-            HeaderValue::from_str(&format!("127.0.0.1:{}", self.port))?,
-        );
+        headers.insert(http::header::HOST, HeaderValue::from_str(authority)?);
         headers.insert(
             http::header::USER_AGENT,
             HeaderValue::from_static("kube-probe (graylane-sidecar)"),
@@ -140,8 +196,21 @@ impl Target {
         for (name, value) in &self.headers {
             headers.insert(name.clone(), value.clone());
         }
-        Ok(send.send_request(request).await?.status())
+        Ok(send.send_request(request).await?)
     }
+}
+
+/// The path a redirect to `location` asks for when it stays on `authority`: a path,
+/// or a URL naming the same host and port.
+fn same_host(location: &str, authority: &str) -> Option<http::uri::PathAndQuery> {
+    if location.starts_with('/') && !location.starts_with("//") {
+        return location.parse().ok();
+    }
+    let uri: http::Uri = location.parse().ok()?;
+    if uri.authority()?.as_str() != authority {
+        return None;
+    }
+    uri.path_and_query().cloned()
 }
 
 #[cfg(test)]

@@ -115,6 +115,32 @@ fn the_apps_http_probes_go_through_the_health_port() {
             "/app-health/app/readyz": {"port": 8080, "path": "/ready"},
         })
     );
+    // A path without its `/` gets one (as the kubelet's URL does); a probe already
+    // on the health port (a re-injected manifest), or with a header no request could
+    // carry, stays as it is; a `host` goes along.
+    let mut spec = super::app(json!([{"containerPort": 8080}]));
+    let container = &mut spec["containers"][0];
+    container["livenessProbe"] =
+        json!({"httpGet": {"path": "healthz", "port": 8080, "host": "10.0.0.9"}});
+    container["readinessProbe"] =
+        json!({"httpGet": {"path": "/app-health/app/readyz", "port": 15021}});
+    container["startupProbe"] = json!({"httpGet": {"path": "/", "port": 8080,
+        "httpHeaders": [{"name": "X-Bad", "value": "a\u{1}b"}]}});
+    let before = spec.clone();
+    let mut p = pod(json!({"labels": {"app": "orders"}}), spec);
+    inject_object(&mut p, None, &Config::default()).unwrap();
+    let probes: Value =
+        serde_json::from_str(env(&p, "GRAYLANE_APP_PROBES")["value"].as_str().unwrap()).unwrap();
+    assert_eq!(
+        probes,
+        json!({"/app-health/app/livez": {"port": 8080, "path": "/healthz", "host": "10.0.0.9"}})
+    );
+    for kept in ["readinessProbe", "startupProbe"] {
+        assert_eq!(
+            p["spec"]["containers"][0][kept], before["containers"][0][kept],
+            "{kept}"
+        );
+    }
     let mut kept = pod(
         json!({"labels": {"app": "orders"}, "annotations": {"graylane.io/rewrite-probes": "false"}}),
         original.clone(),
