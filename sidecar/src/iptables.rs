@@ -323,7 +323,7 @@ impl Runner {
             .with_context(|| format!("waiting for {program}"))?;
         if !out.status.success() {
             bail!(
-                "{program} refused the rules, and changed nothing: {}\n{input}",
+                "{program} refused the rules, and changed none of them: {}\n{input}",
                 String::from_utf8_lossy(&out.stderr).trim()
             );
         }
@@ -341,22 +341,29 @@ pub fn apply(args: &InitArgs) -> anyhow::Result<()> {
     let runner = Runner {
         dry_run: args.dry_run,
     };
+    let mut installed: Option<&str> = None;
     for family in args.interception.families() {
         let ipv6 = family.table == "filter";
-        if ipv6 && !runner.dry_run && !has_ipv6() {
-            continue;
-        }
         let t = family.table;
         if args.cleanup {
+            // Whether IPv6 is on now or not: rules an earlier run left come back into
+            // force when it is turned on again. Without `ip6tables` there are none.
+            let run = |args: &[&str]| match runner.succeeds(family.check, args) {
+                Err(_) if ipv6 => Ok(false),
+                other => other,
+            };
             for &(builtin, chain) in all_jumps(&family) {
                 let jump = ["-t", t, "-D", builtin, "-p", "tcp", "-j", chain];
                 // `-D` removes one copy per call; stop when none is left.
-                while runner.succeeds(family.check, &jump)? {}
+                while run(&jump)? {}
             }
             for chain in family.chains {
-                runner.succeeds(family.check, &["-t", t, "-F", chain])?;
-                runner.succeeds(family.check, &["-t", t, "-X", chain])?;
+                run(&["-t", t, "-F", chain])?;
+                run(&["-t", t, "-X", chain])?;
             }
+            continue;
+        }
+        if ipv6 && !runner.dry_run && !has_ipv6() {
             continue;
         }
         let present = |builtin: &str, chain: &str| {
@@ -364,7 +371,13 @@ pub fn apply(args: &InitArgs) -> anyhow::Result<()> {
             // A failed check reads as absent; the restore then says what is wrong.
             runner.succeeds(family.check, &check).unwrap_or(false)
         };
-        runner.restore(family.restore, &restore_input(&family, &present))?;
+        let restored = runner.restore(family.restore, &restore_input(&family, &present));
+        // Each family is one transaction; a later one failing leaves the earlier in.
+        match (restored, installed) {
+            (Err(e), Some(done)) => return Err(e.context(format!("the {done} rules are in place"))),
+            (Err(e), None) => return Err(e),
+            (Ok(()), _) => installed = Some(if ipv6 { "IPv6" } else { "IPv4" }),
+        }
     }
     Ok(())
 }

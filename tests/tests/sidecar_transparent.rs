@@ -315,3 +315,47 @@ fn passthroughs(sidecar: &Sidecar) -> u64 {
         .filter_map(|l| l.rsplit(' ').next()?.parse::<u64>().ok())
         .sum()
 }
+
+/// `--cleanup` removes the IPv6 rules too when IPv6 was turned off since: left, they
+/// would come back into force when it is turned on again.
+#[test]
+fn cleanup_removes_the_ipv6_rules_even_with_ipv6_turned_off() {
+    let ns = NetNs::create();
+    ns.enter();
+    let init = |args: &[&str]| {
+        let out = std::process::Command::new(graylane_tests::bin("graylane-sidecar"))
+            .arg("init-iptables")
+            .args(args)
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{args:?}: {out:?}");
+    };
+    let v6 = || {
+        let out = std::process::Command::new("ip6tables")
+            .arg("-S")
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    init(&[]);
+    assert!(
+        v6().contains("-A INPUT -p tcp -j GRAYLANE_INBOUND6"),
+        "{}",
+        v6()
+    );
+    let off = std::process::Command::new("ip")
+        .args([
+            "netns",
+            "exec",
+            &ns.name,
+            "sysctl",
+            "-qw",
+            "net.ipv6.conf.all.disable_ipv6=1",
+        ])
+        .status()
+        .unwrap();
+    assert!(off.success());
+    init(&["--cleanup"]);
+    assert!(!v6().contains("GRAYLANE"), "{}", v6());
+    assert!(!ns.iptables_save().contains("GRAYLANE"));
+}
