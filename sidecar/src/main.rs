@@ -204,7 +204,9 @@ fn parse_labels(s: &str) -> Result<BTreeMap<String, String>, String> {
             return Err(format!("{pair:?}: expected key=value"));
         };
         // `version=v2,version=v1`: which one decides the lane is a typo's guess.
-        if let Some(first) = pairs.insert(k.to_string(), v.to_string()) {
+        if let Some(first) = pairs.insert(k.to_string(), v.to_string())
+            && first != v
+        {
             return Err(format!("{k:?} is given twice ({first:?} and {v:?})"));
         }
     }
@@ -275,7 +277,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
     let endpoint_scope =
         discovery::endpoint_scope(&args.endpoint_scope, args.calls.clone(), &args.namespace)
             .map_err(anyhow::Error::msg)?;
-    let instance_id = args.instance_id.clone().unwrap_or_else(default_instance_id);
+    let instance_id = fit_instance_id(args.instance_id.clone().unwrap_or_else(default_instance_id));
     // Held for the process's life (see `discovery::claim`).
     let _cache_claimed = match &args.cache_dir {
         Some(dir) => discovery::claim(dir).map_err(|e| anyhow::anyhow!("--cache-dir {e}"))?,
@@ -386,6 +388,25 @@ async fn run(args: Args) -> anyhow::Result<()> {
     })
     .await;
     Ok(())
+}
+
+/// The control plane takes instance ids of at most 253 characters; injection's
+/// `POD.NAMESPACE` can be longer (a 253-character pod name). A longer id keeps its
+/// start and ends in a hash of the whole, so it stays unique and readable, rather
+/// than being refused on every connect and never ready.
+fn fit_instance_id(id: String) -> String {
+    const MAX: usize = 253;
+    if id.len() <= MAX {
+        return id;
+    }
+    let suffix = format!("-{:016x}", graylane_routing::stable_hash(id.as_bytes()));
+    let mut end = MAX - suffix.len();
+    while !id.is_char_boundary(end) {
+        end -= 1;
+    }
+    let fitted = format!("{}{suffix}", &id[..end]);
+    tracing::info!(instance = %fitted, "--instance-id longer than 253 characters: shortened");
+    fitted
 }
 
 fn default_instance_id() -> String {

@@ -998,6 +998,29 @@ fn slow_silent_and_idle_clients_are_closed_by_the_header_read_timeout() {
                 }
             }),
             s.spawn(move || {
+                // A stray CRLF after a request (RFC 9112 §2.2: to be ignored) begins
+                // no head: the idle connection still closes in silence, no 408.
+                let mut client = Client::connect(inbound);
+                client
+                    .send(b"GET /crlf HTTP/1.1\r\nHost: orders\r\n\r\n")
+                    .unwrap();
+                let answered = client.response(Duration::from_secs(5));
+                if !matches!(&answered, Ok(r) if r.status() == 200) {
+                    return Some(format!("stray CRLF: first request got {answered:?}"));
+                }
+                client.send(b"\r\n").unwrap();
+                match client
+                    .wire
+                    .read_to_end(Instant::now() + Duration::from_secs(3))
+                {
+                    (bytes, stop) if stop.closed() && bytes.is_empty() => None,
+                    (bytes, stop) => Some(format!(
+                        "stray CRLF: got {:?} ({stop:?}), want a silent close",
+                        String::from_utf8_lossy(&bytes)
+                    )),
+                }
+            }),
+            s.spawn(move || {
                 // Slow but within the timeout: served.
                 let mut client = Client::connect(inbound);
                 let head =

@@ -382,3 +382,24 @@ fn the_gate_is_closed_until_the_release_state_is_known() {
     let last = watch.next();
     assert_eq!(last["active"], false, "{last}");
 }
+
+/// Injection makes instance ids `POD.NAMESPACE`: a 253-character pod name makes one
+/// the control plane refuses, on every connect, and the pod would never be ready.
+/// The sidecar keeps its start and ends it in a hash of the whole.
+#[test]
+fn an_instance_id_past_253_characters_is_shortened_not_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let cp = ControlPlane::start(dir.path(), &[]);
+    let url = cp.url();
+    let cache = dir.path().join("cache").to_string_lossy().into_owned();
+    let long = format!("{}.shop", "p".repeat(253));
+    let sidecar = Sidecar::start(dir.path(), "long", &sidecar_args(&url, &cache, &long));
+    sidecar.wait_ready();
+    let status = cp.cli(&["status", "-o", "json"]).json();
+    let id = status["sidecars"][0]["instance"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    assert_eq!(id.len(), 253, "{id}");
+    assert!(id.starts_with("ppppp"), "{id}");
+}

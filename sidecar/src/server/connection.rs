@@ -245,7 +245,7 @@ impl<H: Handler> Connection<H> {
                 (Driven::Parked(deadline), Some(parts)) => (deadline, parts),
                 // Bytes of a head were read, none answered: the client is told why
                 // it is closed, as Envoy does (nginx closes in silence).
-                (Driven::HeadLate, Some(parts)) if !parts.read_buf.is_empty() => {
+                (Driven::HeadLate, Some(parts)) if head_begun(&parts.read_buf) => {
                     request_timeout(parts.io.into_inner()).await;
                     return;
                 }
@@ -267,7 +267,7 @@ impl<H: Handler> Connection<H> {
             // in `leftover`) as well as an idle one.
             let read = match watch.next_bytes(&mut io, false, head_by).await {
                 Ok(read) => read,
-                Err(Driven::HeadLate) if !leftover.is_empty() => {
+                Err(Driven::HeadLate) if head_begun(&leftover) => {
                     watch.head_left_unfinished();
                     request_timeout(io).await;
                     return;
@@ -332,6 +332,12 @@ impl<H: Handler> Serve<H> {
             Ok(response)
         }
     }
+}
+
+/// Whether `read` holds the start of a request head: not only the empty lines a
+/// server ignores before one (RFC 9112 §2.2; a client's stray CRLF after a body).
+fn head_begun(read: &[u8]) -> bool {
+    read.iter().any(|b| !matches!(b, b'\r' | b'\n'))
 }
 
 /// Answers a request head that did not come whole in time with 408, and closes. The
