@@ -162,6 +162,10 @@ fn reads_of_sidecars_traces_gaps_and_explain_answer_as_the_cli() {
         call(cp.http, "GET", "/api/v1/traces?recent=5", ""),
         (200, json!([]))
     );
+    // As the CLI's `--recent 0`: refused, not read as 1.
+    let (status, body) = call(cp.http, "GET", "/api/v1/traces?recent=0", "");
+    assert_eq!(status, 400, "{body}");
+    assert!(body["error"].as_str().unwrap().contains("recent"), "{body}");
     let (status, body) = call(cp.http, "GET", "/api/v1/traces/not-a-trace-id", "");
     assert_eq!(status, 400, "{body}");
     assert!(

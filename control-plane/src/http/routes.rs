@@ -377,6 +377,10 @@ async fn traffic(State(s): State<HttpState>, uri: Uri) -> ApiResult {
 
 async fn recent_traces(State(s): State<HttpState>, uri: Uri) -> ApiResult {
     let p = params(&uri, &["recent"])?;
+    // As the CLI's `--recent N`: at least one (at most 1,000 are kept to list).
+    if p.recent == Some(0) {
+        return Err(ApiError::BadRequest("recent: must be at least 1".into()));
+    }
     let traces = s.core.recent_traces(p.recent.unwrap_or(20));
     let list: Vec<Value> = traces.iter().map(cli::trace::to_json).collect();
     Ok(Json(list).into_response())
