@@ -35,7 +35,7 @@ const MAX_SPANS_PER_TRACE: usize = 1_000;
 const MAX_BYTES: usize = 64 << 20;
 const MAX_TRACE_BYTES: usize = 8 << 20;
 /// The largest export taken (a gRPC message).
-pub const MAX_EXPORT: usize = 4 << 20;
+pub(crate) const MAX_EXPORT: usize = 4 << 20;
 const MAX_ATTRIBUTES: usize = 128;
 const MAX_KEY: usize = 256;
 const MAX_VALUE: usize = 1024;
