@@ -53,11 +53,18 @@ struct Inner {
     gaps: BTreeMap<(String, String), (u64, String)>,
     /// New gap pairs not kept since the table was full.
     gaps_dropped: u64,
-    by_id: HashMap<String, Vec<pb::TraceSpan>>,
+    by_id: HashMap<String, Held>,
     /// Trace ids by first arrival, oldest first.
     order: VecDeque<String>,
     spans: usize,
     /// What the spans kept hold, roughly (strings and a fixed cost per span).
+    bytes: usize,
+}
+
+/// One trace's spans, and their weight (kept, not summed again at each span).
+#[derive(Default)]
+struct Held {
+    spans: Vec<pb::TraceSpan>,
     bytes: usize,
 }
 
@@ -137,8 +144,8 @@ impl Traces {
     /// The spans of `trace_id` (lowercase hex), in start order.
     pub fn get(&self, trace_id: &str) -> Option<pb::Trace> {
         let inner = self.lock();
-        let spans = inner.by_id.get(trace_id)?;
-        Some(trace(trace_id, spans))
+        let held = inner.by_id.get(trace_id)?;
+        Some(trace(trace_id, &held.spans))
     }
 
     /// Every (service, destination) with gaps, most first.
@@ -166,7 +173,7 @@ impl Traces {
             .iter()
             .rev()
             .take(limit)
-            .filter_map(|id| Some(trace(id, inner.by_id.get(id)?)))
+            .filter_map(|id| Some(trace(id, &inner.by_id.get(id)?.spans)))
             .collect()
     }
 }
@@ -174,41 +181,46 @@ impl Traces {
 impl Inner {
     fn add(&mut self, trace_id: String, span: pb::TraceSpan) -> bool {
         let weight = size(&span);
-        if let Some(spans) = self.by_id.get(&trace_id) {
-            let held: usize = spans.iter().map(size).sum();
-            if spans.len() >= MAX_SPANS_PER_TRACE
-                || held + weight > MAX_TRACE_BYTES
-                || spans.iter().any(|s| s.span_id == span.span_id)
-            {
-                return false;
-            }
+        let held = self.by_id.get(&trace_id);
+        if let Some(held) = held
+            && (held.spans.len() >= MAX_SPANS_PER_TRACE
+                || held.bytes + weight > MAX_TRACE_BYTES
+                || held.spans.iter().any(|s| s.span_id == span.span_id))
+        {
+            return false;
         }
-        let spans = self.by_id.entry(trace_id.clone()).or_insert_with_key(|id| {
+        let new_trace = usize::from(held.is_none());
+        self.make_room(&trace_id, new_trace, weight);
+        let held = self.by_id.entry(trace_id).or_insert_with_key(|id| {
             self.order.push_back(id.clone());
-            Vec::new()
+            Held::default()
         });
+        held.bytes += weight;
+        held.spans.push(span);
         self.bytes += weight;
-        spans.push(span);
         self.spans += 1;
-        while self.order.len() > MAX_TRACES || self.spans > MAX_SPANS || self.bytes > MAX_BYTES {
-            // Never the trace being filled: it is the newest, and kept whole (its own
-            // bound, `MAX_TRACE_BYTES`, is under the index's).
-            if self.order.len() == 1 {
-                break;
-            }
-            let Some(oldest) = self.order.pop_front() else {
+        true
+    }
+
+    /// Forgets the oldest traces until one more span of `weight` (and `new_trace`
+    /// more traces) fits. Never the trace being filled, `filling`: the newest are kept
+    /// whole (its own bound, `MAX_TRACE_BYTES`, is under the index's).
+    fn make_room(&mut self, filling: &str, new_trace: usize, weight: usize) {
+        while self.order.len() + new_trace > MAX_TRACES
+            || self.spans >= MAX_SPANS
+            || self.bytes + weight > MAX_BYTES
+        {
+            let Some(at) = self.order.iter().position(|id| id != filling) else {
                 break;
             };
-            if oldest == trace_id {
-                self.order.push_back(oldest);
-                continue;
-            }
+            let Some(oldest) = self.order.remove(at) else {
+                break;
+            };
             if let Some(gone) = self.by_id.remove(&oldest) {
-                self.spans -= gone.len();
-                self.bytes -= gone.iter().map(size).sum::<usize>();
+                self.spans -= gone.spans.len();
+                self.bytes -= gone.bytes;
             }
         }
-        true
     }
 
     /// One more gap from `service` to `destination`; a new pair only while there is

@@ -92,11 +92,14 @@ impl<S: Layered> Service<Call> for Observe<S> {
         // (a proven identity, or the hop count it writes) gets the HTTP status, to
         // count it as the error it is and answer its own client in turn: answered
         // 200 with a `grpc-status`, a failing lane looked healthy to its callers.
-        let from_sidecar = call.peer.identity.is_some()
-            || call.head.headers.contains_key(crate::trail::HOPS_HEADER);
+        // Asked in order of cost: most calls stop at the version or the content type.
+        let from_sidecar = || {
+            call.peer.identity.is_some()
+                || call.head.headers.contains_key(crate::trail::HOPS_HEADER)
+        };
         ledger.grpc = call.head.version == http::Version::HTTP_2
-            && !(observed.direction == Direction::Inbound && from_sidecar)
-            && crate::proxy::is_grpc(&call.head.headers);
+            && crate::proxy::is_grpc(&call.head.headers)
+            && !(observed.direction == Direction::Inbound && from_sidecar());
         ledger.notes.trace_id = span.trace_id;
         ledger.notes.peer_identity = call.peer.identity.as_deref().map(str::to_owned);
         ledger.span = Some(span);

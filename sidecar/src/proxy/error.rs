@@ -408,7 +408,7 @@ fn grpc_code(status: StatusCode) -> u16 {
 /// A sidecar's error answer (this one's, or the next hop sidecar's passing through) in
 /// gRPC's trailers-only form for a gRPC client; any other answer as it is.
 pub(crate) fn grpc_form(mut response: Response<Body>) -> Response<Body> {
-    if !response.headers().contains_key(SIDECAR_ERROR) || response.status() == StatusCode::OK {
+    if response.status() == StatusCode::OK || !response.headers().contains_key(SIDECAR_ERROR) {
         return response;
     }
     let code = grpc_code(response.status());
