@@ -114,6 +114,9 @@ fn rule(parts: &[&str]) -> Rule {
 
 /// One address family's part: its programs, table, chains and jumps.
 struct Family {
+    /// `IPv4` / `IPv6`, for messages.
+    name: &'static str,
+    ipv6: bool,
     /// `iptables` / `ip6tables`: to test for a jump, and to clean up.
     check: &'static str,
     restore: &'static str,
@@ -122,6 +125,8 @@ struct Family {
     chains: &'static [&'static str],
     /// `(built-in chain, ours)`: the jumps that exist when we are installed.
     jumps: Vec<(&'static str, &'static str)>,
+    /// Every jump the family can have: removed at cleanup, or when no longer wanted.
+    all_jumps: &'static [(&'static str, &'static str)],
     rules: Vec<(&'static str, Rule)>,
 }
 
@@ -218,14 +223,19 @@ impl Interception {
         }
         [
             Family {
+                name: "IPv4",
+                ipv6: false,
                 check: "iptables",
                 restore: "iptables-restore",
                 table: "nat",
                 chains: &[INBOUND_CHAIN, OUTBOUND_CHAIN],
                 jumps: nat_jumps,
+                all_jumps: &[("OUTPUT", OUTBOUND_CHAIN), ("PREROUTING", INBOUND_CHAIN)],
                 rules: self.chains(),
             },
             Family {
+                name: "IPv6",
+                ipv6: true,
                 check: "ip6tables",
                 restore: "ip6tables-restore",
                 table: "filter",
@@ -235,17 +245,10 @@ impl Interception {
                 } else {
                     Vec::new()
                 },
+                all_jumps: &[("INPUT", INBOUND6_CHAIN)],
                 rules: self.chains6(),
             },
         ]
-    }
-}
-
-/// Every jump a family can have: removed at cleanup, or when no longer wanted.
-fn all_jumps(family: &Family) -> &'static [(&'static str, &'static str)] {
-    match family.table {
-        "nat" => &[("OUTPUT", OUTBOUND_CHAIN), ("PREROUTING", INBOUND_CHAIN)],
-        _ => &[("INPUT", INBOUND6_CHAIN)],
     }
 }
 
@@ -260,7 +263,7 @@ fn restore_input(family: &Family, present: &dyn Fn(&str, &str) -> bool) -> Strin
     for (chain, rule) in &family.rules {
         out.push_str(&format!("-A {chain} {}\n", rule.join(" ")));
     }
-    for &(builtin, chain) in all_jumps(family) {
+    for &(builtin, chain) in family.all_jumps {
         let wanted = family.jumps.contains(&(builtin, chain));
         match (wanted, present(builtin, chain)) {
             (true, false) => out.push_str(&format!("-A {builtin} -p tcp -j {chain}\n")),
@@ -343,7 +346,7 @@ pub fn apply(args: &InitArgs) -> anyhow::Result<()> {
     };
     let mut installed: Option<&str> = None;
     for family in args.interception.families() {
-        let ipv6 = family.table == "filter";
+        let ipv6 = family.ipv6;
         let t = family.table;
         if args.cleanup {
             // Whether IPv6 is on now or not: rules an earlier run left come back into
@@ -352,7 +355,7 @@ pub fn apply(args: &InitArgs) -> anyhow::Result<()> {
                 Err(_) if ipv6 => Ok(false),
                 other => other,
             };
-            for &(builtin, chain) in all_jumps(&family) {
+            for &(builtin, chain) in family.all_jumps {
                 let jump = ["-t", t, "-D", builtin, "-p", "tcp", "-j", chain];
                 // `-D` removes one copy per call; stop when none is left.
                 while run(&jump)? {}
@@ -376,7 +379,7 @@ pub fn apply(args: &InitArgs) -> anyhow::Result<()> {
         match (restored, installed) {
             (Err(e), Some(done)) => return Err(e.context(format!("the {done} rules are in place"))),
             (Err(e), None) => return Err(e),
-            (Ok(()), _) => installed = Some(if ipv6 { "IPv6" } else { "IPv4" }),
+            (Ok(()), _) => installed = Some(family.name),
         }
     }
     Ok(())
