@@ -372,16 +372,11 @@ fn a_cache_that_is_no_regular_file_neither_blocks_nor_grows_the_start() {
     }
 }
 
-/// Two sidecars given one `--cache-dir` would start from each other's view after an
-/// offline restart and remove each other's files: the second is refused at start.
-#[test]
-fn a_cache_dir_in_use_by_a_running_sidecar_is_refused() {
-    let dir = tempfile::tempdir().unwrap();
-    let url = unreachable_url();
-    let cache = dir.path().join("shared").to_string_lossy().into_owned();
-    let _first = Sidecar::start(dir.path(), "first", &sidecar_args(&url, &cache, "first"));
+/// A sidecar on `cache` run to its end (it is expected to refuse to start): its exit
+/// status and standard error.
+fn start_refused(url: &str, cache: &str, name: &str) -> (std::process::ExitStatus, String) {
     let out = std::process::Command::new(graylane_tests::bin("graylane-sidecar"))
-        .args(sidecar_args(&url, &cache, "second"))
+        .args(sidecar_args(url, cache, name))
         .args([
             "--admin-addr",
             "127.0.0.1:0",
@@ -391,8 +386,22 @@ fn a_cache_dir_in_use_by_a_running_sidecar_is_refused() {
         .args(["--inbound-addr", "127.0.0.1:0"])
         .output()
         .unwrap();
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(!out.status.success(), "{stderr}");
+    (
+        out.status,
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// Two sidecars given one `--cache-dir` would start from each other's view after an
+/// offline restart and remove each other's files: the second is refused at start.
+#[test]
+fn a_cache_dir_in_use_by_a_running_sidecar_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let url = unreachable_url();
+    let cache = dir.path().join("shared").to_string_lossy().into_owned();
+    let _first = Sidecar::start(dir.path(), "first", &sidecar_args(&url, &cache, "first"));
+    let (out, stderr) = start_refused(&url, &cache, "second");
+    assert!(!out.success(), "{stderr}");
     assert!(
         stderr.contains("--cache-dir") && stderr.contains("in use by another running sidecar"),
         "{stderr}"
@@ -407,20 +416,9 @@ fn a_cache_dir_in_use_by_a_running_sidecar_is_refused() {
         .unwrap();
     assert!(made.success());
     let fifo = fifo.to_string_lossy().into_owned();
-    let out = std::process::Command::new(graylane_tests::bin("graylane-sidecar"))
-        .args(sidecar_args(&url, &fifo, "third"))
-        .args([
-            "--admin-addr",
-            "127.0.0.1:0",
-            "--outbound-addr",
-            "127.0.0.1:0",
-        ])
-        .args(["--inbound-addr", "127.0.0.1:0"])
-        .output()
-        .unwrap();
-    let stderr = String::from_utf8_lossy(&out.stderr);
+    let (out, stderr) = start_refused(&url, &fifo, "third");
     assert!(
-        !out.status.success() && stderr.contains("not a regular file"),
+        !out.success() && stderr.contains("not a regular file"),
         "{stderr}"
     );
 }

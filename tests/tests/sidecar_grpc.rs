@@ -85,12 +85,8 @@ fn ack(version: u64) -> SidecarMessage {
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn grpc_bidi_streaming_and_trailers_pass_through_two_sidecars() {
-    let dir = tempfile::tempdir().unwrap();
-    let cp = ControlPlane::start(dir.path(), &[]);
-    let url = cp.url();
-
+/// The `Echo` app on a free port; returns its address.
+async fn echo_app() -> String {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let app = listener.local_addr().unwrap().to_string();
     tokio::spawn(
@@ -98,48 +94,71 @@ async fn grpc_bidi_streaming_and_trailers_pass_through_two_sidecars() {
             .add_service(DiscoveryServer::new(Echo))
             .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(listener)),
     );
-    let d = dir.path().to_path_buf();
-    let (orders, frontend) = tokio::task::spawn_blocking(move || {
-        let orders = Sidecar::start(
+    app
+}
+
+/// `service`'s sidecar in front of `app`, and `frontend`'s sidecar (with
+/// `frontend_flags`) whose outbound listener the test calls, both ready and frontend
+/// holding `service`'s endpoint.
+async fn two_sidecars(
+    dir: &std::path::Path,
+    cp: &ControlPlane,
+    service: &'static str,
+    app: String,
+    frontend_flags: &'static [&'static str],
+) -> (Sidecar, Sidecar) {
+    let (d, url) = (dir.to_path_buf(), cp.url());
+    tokio::task::spawn_blocking(move || {
+        let id = format!("{service}-1");
+        let upstream = Sidecar::start(
             &d,
-            "orders",
+            service,
             &[
                 "--service",
-                "orders",
+                service,
                 "--instance-id",
-                "orders-1",
+                &id,
                 "--app-addr",
                 &app,
-                "--control-plane",
-                &url,
-            ],
+            ]
+            .into_iter()
+            .chain(["--control-plane", &url])
+            .collect::<Vec<_>>(),
         );
         let frontend = Sidecar::start(
             &d,
             "frontend",
-            &[
-                "--service",
-                "frontend",
-                "--instance-id",
-                "frontend-1",
-                "--control-plane",
-                &url,
-            ],
+            &["--service", "frontend", "--instance-id", "frontend-1"]
+                .into_iter()
+                .chain(["--control-plane", &url])
+                .chain(frontend_flags.iter().copied())
+                .collect::<Vec<_>>(),
         );
-        orders.wait_ready();
+        upstream.wait_ready();
         frontend.wait_ready();
-        frontend.wait_endpoints("orders", 1);
-        (orders, frontend)
+        frontend.wait_endpoints(service, 1);
+        (upstream, frontend)
     })
     .await
-    .unwrap();
+    .unwrap()
+}
 
-    let channel = tonic::transport::Endpoint::from_shared(format!("http://{}", frontend.outbound))
+/// A gRPC channel to `origin` through `frontend`'s outbound listener.
+async fn through(frontend: &Sidecar, origin: &'static str) -> tonic::transport::Channel {
+    tonic::transport::Endpoint::from_shared(format!("http://{}", frontend.outbound))
         .unwrap()
-        .origin("http://orders".parse().unwrap())
+        .origin(origin.parse().unwrap())
         .connect()
         .await
-        .unwrap();
+        .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn grpc_bidi_streaming_and_trailers_pass_through_two_sidecars() {
+    let dir = tempfile::tempdir().unwrap();
+    let cp = ControlPlane::start(dir.path(), &[]);
+    let (orders, frontend) = two_sidecars(dir.path(), &cp, "orders", echo_app().await, &[]).await;
+    let channel = through(&frontend, "http://orders").await;
     let (tx, rx) = tokio::sync::mpsc::channel(4);
     let mut request = Request::new(tokio_stream::wrappers::ReceiverStream::new(rx));
     request
@@ -180,55 +199,19 @@ async fn grpc_bidi_streaming_and_trailers_pass_through_two_sidecars() {
 async fn the_sidecars_own_errors_reach_a_grpc_client_as_grpc_statuses() {
     let dir = tempfile::tempdir().unwrap();
     let cp = ControlPlane::start(dir.path(), &[]);
-    let url = cp.url();
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let app = listener.local_addr().unwrap().to_string();
-    tokio::spawn(
-        tonic::transport::Server::builder()
-            .add_service(DiscoveryServer::new(Echo))
-            .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(listener)),
-    );
-    let d = dir.path().to_path_buf();
-    let (orders, frontend) = tokio::task::spawn_blocking(move || {
-        let orders = Sidecar::start(
-            &d,
-            "orders",
-            &[
-                "--service",
-                "orders",
-                "--instance-id",
-                "orders-1",
-                "--app-addr",
-                &app,
-            ]
-            .into_iter()
-            .chain(["--control-plane", &url])
-            .collect::<Vec<_>>(),
-        );
-        let frontend = Sidecar::start(
-            &d,
-            "frontend",
-            &["--service", "frontend", "--instance-id", "frontend-1"]
-                .into_iter()
-                .chain(["--control-plane", &url, "--upstream-timeout", "1s"])
-                .collect::<Vec<_>>(),
-        );
-        orders.wait_ready();
-        frontend.wait_ready();
-        frontend.wait_endpoints("orders", 1);
-        (orders, frontend)
-    })
-    .await
-    .unwrap();
+    let app = echo_app().await;
+    let (orders, frontend) = two_sidecars(
+        dir.path(),
+        &cp,
+        "orders",
+        app,
+        &["--upstream-timeout", "1s"],
+    )
+    .await;
     let call_within = |origin: &'static str, slow: bool, deadline: Option<std::time::Duration>| {
-        let outbound = frontend.outbound;
+        let frontend = &frontend;
         async move {
-            let channel = tonic::transport::Endpoint::from_shared(format!("http://{outbound}"))
-                .unwrap()
-                .origin(origin.parse().unwrap())
-                .connect()
-                .await
-                .unwrap();
+            let channel = through(frontend, origin).await;
             let mut request = Request::new(graylane_proto::v1::CertificateRequest::default());
             if slow {
                 request
@@ -293,54 +276,13 @@ async fn the_sidecars_own_errors_reach_a_grpc_client_as_grpc_statuses() {
 async fn a_failing_grpc_upstream_is_counted_as_failing_by_the_calling_sidecar() {
     let dir = tempfile::tempdir().unwrap();
     let cp = ControlPlane::start(dir.path(), &[]);
-    let url = cp.url();
     let closed = std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
         .local_addr()
         .unwrap()
         .to_string();
-    let d = dir.path().to_path_buf();
-    let (broken, frontend) = tokio::task::spawn_blocking(move || {
-        let broken = Sidecar::start(
-            &d,
-            "broken",
-            &[
-                "--service",
-                "broken",
-                "--instance-id",
-                "broken-1",
-                "--app-addr",
-                &closed,
-            ]
-            .into_iter()
-            .chain(["--control-plane", &url])
-            .collect::<Vec<_>>(),
-        );
-        let frontend = Sidecar::start(
-            &d,
-            "frontend",
-            &[
-                "--service",
-                "frontend",
-                "--instance-id",
-                "frontend-1",
-                "--control-plane",
-                &url,
-            ],
-        );
-        broken.wait_ready();
-        frontend.wait_ready();
-        frontend.wait_endpoints("broken", 1);
-        (broken, frontend)
-    })
-    .await
-    .unwrap();
-    let channel = tonic::transport::Endpoint::from_shared(format!("http://{}", frontend.outbound))
-        .unwrap()
-        .origin("http://broken".parse().unwrap())
-        .connect()
-        .await
-        .unwrap();
+    let (broken, frontend) = two_sidecars(dir.path(), &cp, "broken", closed, &[]).await;
+    let channel = through(&frontend, "http://broken").await;
     let failed = DiscoveryClient::new(channel)
         .issue_certificate(Request::new(
             graylane_proto::v1::CertificateRequest::default(),

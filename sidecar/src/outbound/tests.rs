@@ -40,6 +40,20 @@ fn outbound() -> Outbound {
     }
 }
 
+/// An outbound whose trace table holds `TRACE` with tag `gray` and `x-tenant: acme`.
+fn outbound_remembering_a_gray_acme_trace() -> Arc<Outbound> {
+    let outbound = Arc::new(outbound());
+    let entry = TraceEntry {
+        tag: Tag::parse("gray"),
+        headers: vec![(
+            HeaderName::from_static("x-tenant"),
+            "acme".parse().expect("a value"),
+        )],
+    };
+    outbound.traces.remember(TRACE, entry, Instant::now());
+    outbound
+}
+
 /// What the layer below `OutboundTag` got.
 struct Seen {
     headers: http::HeaderMap,
@@ -113,15 +127,7 @@ async fn an_invalid_tag_in_the_baggage_is_counted_too() {
 
 #[tokio::test]
 async fn a_call_with_only_traceparent_gets_its_traces_tag_and_propagated_headers() {
-    let outbound = Arc::new(outbound());
-    let entry = TraceEntry {
-        tag: Tag::parse("gray"),
-        headers: vec![(
-            HeaderName::from_static("x-tenant"),
-            "acme".parse().expect("a value"),
-        )],
-    };
-    outbound.traces.remember(TRACE, entry, Instant::now());
+    let outbound = outbound_remembering_a_gray_acme_trace();
     let headers = [("traceparent", TRACEPARENT)];
     let seen = tagged(
         Arc::clone(&outbound),
@@ -137,15 +143,7 @@ async fn a_call_with_only_traceparent_gets_its_traces_tag_and_propagated_headers
 /// not the app's `x-tenant`. The tag is the call's; `x-tenant` comes from the trace.
 #[tokio::test]
 async fn a_call_carrying_its_tag_still_gets_the_propagated_headers_it_lacks() {
-    let outbound = Arc::new(outbound());
-    let entry = TraceEntry {
-        tag: Tag::parse("gray"),
-        headers: vec![(
-            HeaderName::from_static("x-tenant"),
-            "acme".parse().expect("a value"),
-        )],
-    };
-    outbound.traces.remember(TRACE, entry, Instant::now());
+    let outbound = outbound_remembering_a_gray_acme_trace();
     let headers = [
         ("traceparent", TRACEPARENT),
         ("baggage", "gray-publish=gray"),
@@ -162,15 +160,7 @@ async fn a_call_carrying_its_tag_still_gets_the_propagated_headers_it_lacks() {
 
 #[tokio::test]
 async fn the_apps_own_header_wins_over_the_trace_table() {
-    let outbound = Arc::new(outbound());
-    let entry = TraceEntry {
-        tag: Tag::parse("gray"),
-        headers: vec![(
-            HeaderName::from_static("x-tenant"),
-            "acme".parse().expect("a value"),
-        )],
-    };
-    outbound.traces.remember(TRACE, entry, Instant::now());
+    let outbound = outbound_remembering_a_gray_acme_trace();
     let headers = [
         ("traceparent", TRACEPARENT),
         ("gray-publish", "blue"),
