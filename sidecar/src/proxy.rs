@@ -232,8 +232,8 @@ impl Clients {
                 .map_err(|e| SendFailure::Internal(format!("Host from the target: {e}")))?;
             request.headers_mut().insert(http::header::HOST, host);
         }
-        // hyper's connection writes the target as given: origin-form, and a `Host`
-        // for an HTTP/1.0 caller that sent none (RFC 9112 §3.2).
+        // The target goes as given, origin-form, and a `Host` for an HTTP/1.0
+        // caller that sent none (RFC 9112 §3.2).
         let mut parts = http::uri::Parts::default();
         parts.path_and_query = Some(target);
         *request.uri_mut() = Uri::from_parts(parts)
@@ -248,17 +248,16 @@ impl Clients {
         // Kept by the hop-by-hop stripping only when the client asked for an upgrade.
         let upgrading = request.headers().contains_key(http::header::UPGRADE);
         let sent = self.pool.send_http1(dest, request);
-        let (response, checkout) = match tokio::time::timeout(timeout, sent).await {
+        let response = match tokio::time::timeout(timeout, sent).await {
             Err(_) => return Err(SendFailure::Timeout),
             Ok(sent) => sent.map_err(pool_failure)?,
         };
         if let Some(reason) = malformed(&response, upgrading) {
-            // The connection is dropped, never pooled again: nothing else is read
-            // from it.
+            // Its connection goes with it, never pooled again (`pool::http1`
+            // does not give back a connection after such a head).
             return Err(SendFailure::Other(format!("malformed response: {reason}")));
         }
-        self.pool.give_back(dest, checkout);
-        Ok(response.map(boxed))
+        Ok(response)
     }
 
     async fn send_h2(

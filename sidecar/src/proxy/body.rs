@@ -1,6 +1,7 @@
 //! Every body the sidecar sends or receives. An enum rather than one boxed type: the
-//! bodies of nearly every request — the one hyper received over HTTP/1.1, the one h2
-//! received (a client's request, an upstream's response), and none at all — go
+//! bodies of nearly every request — the one hyper received over HTTP/1.1, the one our
+//! HTTP/1.1 client reads, the one h2 received (a client's request, an upstream's
+//! response), and none at all — go
 //! through unboxed, two allocations fewer per request; anything else is boxed.
 
 use std::pin::Pin;
@@ -12,14 +13,18 @@ use hyper::body::{Body as HttpBody, Frame, Incoming, SizeHint};
 
 use super::BoxError;
 use super::coalesce::Coalesce;
+use super::pool::ResponseBody;
 use super::streams::Received;
 
 pub(crate) enum Body {
     /// Nothing: a body-less request's copy, a response without content.
     Empty,
-    /// A body as hyper received it (HTTP/1.1), its ready frames merged (see
-    /// `coalesce`).
+    /// A request body as hyper's server received it (HTTP/1.1), its ready frames
+    /// merged (see `coalesce`).
     Received(Coalesce<Incoming>),
+    /// A response body as the pool's HTTP/1.1 client reads it (it merges what it
+    /// has read itself).
+    Upstream(ResponseBody),
     /// A body as h2 received it (see `streams`), merged the same way.
     ReceivedH2(Coalesce<Received>),
     /// Anything else: an error's text, a body that can be taken back while unsent.
@@ -49,6 +54,7 @@ impl HttpBody for Body {
         match self.get_mut() {
             Self::Empty => Poll::Ready(None),
             Self::Received(body) => Pin::new(body).poll_frame(cx),
+            Self::Upstream(body) => Pin::new(body).poll_frame(cx),
             Self::ReceivedH2(body) => Pin::new(body).poll_frame(cx),
             Self::Boxed(body) => Pin::new(body).poll_frame(cx),
         }
@@ -58,6 +64,7 @@ impl HttpBody for Body {
         match self {
             Self::Empty => true,
             Self::Received(body) => body.is_end_stream(),
+            Self::Upstream(body) => body.is_end_stream(),
             Self::ReceivedH2(body) => body.is_end_stream(),
             Self::Boxed(body) => body.is_end_stream(),
         }
@@ -67,6 +74,7 @@ impl HttpBody for Body {
         match self {
             Self::Empty => SizeHint::with_exact(0),
             Self::Received(body) => body.size_hint(),
+            Self::Upstream(body) => body.size_hint(),
             Self::ReceivedH2(body) => body.size_hint(),
             Self::Boxed(body) => body.size_hint(),
         }

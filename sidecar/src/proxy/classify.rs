@@ -1,5 +1,5 @@
-//! Who caused a failed exchange with an upstream, told from hyper's and h2's errors, and the
-//! responses no proxy may pass on.
+//! Who caused a failed exchange with an upstream, told from h2's errors and our HTTP/1.1
+//! client's, and the responses no proxy may pass on.
 
 use http::Response;
 
@@ -12,23 +12,24 @@ pub(super) fn pool_failure(e: PoolError) -> SendFailure {
         PoolError::Connect(text) => SendFailure::Connect(text),
         PoolError::Exchange(e) => classify(&*e),
         PoolError::RequestBody(e) => SendFailure::Downstream(source_text(&*e)),
+        PoolError::Unsendable(e) => SendFailure::Internal(source_text(&*e)),
     }
 }
 
-/// A failed exchange (not a connect), by who caused it.
+/// A failed exchange (not a connect), by who caused it. The request's own body
+/// failing is reported as `PoolError::RequestBody`, not here.
 pub(super) fn classify(e: &(dyn std::error::Error + 'static)) -> SendFailure {
-    match user_error(e) {
-        Some(User::Body(cause)) => SendFailure::Downstream(body_text(cause)),
-        Some(User::Misuse) => SendFailure::Internal(source_text(e)),
-        None if closed_before_response(e) => SendFailure::Closed(source_text(e)),
-        None => SendFailure::Other(source_text(e)),
+    if closed_before_response(e) {
+        SendFailure::Closed(source_text(e))
+    } else {
+        SendFailure::Other(source_text(e))
     }
 }
 
-/// What hyper's client accepts in a response but no proxy may pass on:
+/// What an HTTP client accepts in a response but no proxy may pass on:
 /// - a length two readers could frame differently (RFC 9112 §6.3: Transfer-Encoding
 ///   overrides Content-Length, and such a message "ought to be handled as an error");
-/// - a status past 599, which hyper parses (any three digits) and RFC 9110 §15 has
+/// - a status past 599, which httparse parses (any three digits) and RFC 9110 §15 has
 ///   none of;
 /// - `101 Switching Protocols` to a request that asked for no upgrade (`upgrading`
 ///   false): a server must not switch to a protocol not asked for (RFC 9110 §15.2.2),
@@ -48,62 +49,12 @@ pub(super) fn malformed<B>(response: &Response<B>, upgrading: bool) -> Option<&'
         .then_some("101 Switching Protocols to a request that asked for no upgrade")
 }
 
-/// A hyper error about what the sidecar handed it, not about the upstream.
-enum User<'a> {
-    /// The request's own body failed (the client sent bad chunks, or went away): the
-    /// client's fault, not the upstream's, so no instance is blamed for it. With what
-    /// failed in it, below hyper's wrapper.
-    Body(Option<&'a (dyn std::error::Error + 'static)>),
-    /// Anything else hyper refuses in a request (an unsupported version, a header
-    /// HTTP/2 forbids): the request as the sidecar built it.
-    Misuse,
-}
-
-/// hyper's user errors, told apart by their text: its kinds are not public, and
-/// each kind's text is fixed (`Error::description`).
-fn user_error<'a>(e: &'a (dyn std::error::Error + 'static)) -> Option<User<'a>> {
-    let mut source = Some(e);
-    while let Some(s) = source {
-        if let Some(h) = s.downcast_ref::<hyper::Error>()
-            && h.is_user()
-        {
-            let text = h.to_string();
-            return if h.is_body_write_aborted() || text == "error from user's Body stream" {
-                Some(User::Body(s.source()))
-            } else if text == "dispatch task is gone" {
-                // The connection's task ended under the request: the connection's
-                // failure, classified as the upstream's below.
-                None
-            } else {
-                Some(User::Misuse)
-            };
-        }
-        source = s.source();
-    }
-    None
-}
-
-/// The 400's text for a request body that failed: what was wrong with it (bad chunk
-/// framing, as the client's connection reported it), without hyper's wrapper, whose
-/// "user's Body stream" means the sidecar's side of hyper, not the client.
-fn body_text(cause: Option<&(dyn std::error::Error + 'static)>) -> String {
-    match cause {
-        Some(cause) => format!("request body: {}", source_text(cause)),
-        None => "request body: broken off by the client".into(),
-    }
-}
-
 /// The connection closed or was reset before any byte of a response: the upstream
 /// closed an idle connection as the request went out, or died. Nothing of an answer
 /// was seen, so an idempotent request may go again.
 fn closed_before_response(e: &(dyn std::error::Error + 'static)) -> bool {
     let mut source = Some(e);
     while let Some(s) = source {
-        if let Some(h) = s.downcast_ref::<hyper::Error>()
-            && (h.is_incomplete_message() || h.is_canceled())
-        {
-            return true;
-        }
         // RFC 9113 §8.7: a stream refused, or cut by the peer's GOAWAY, was not
         // processed.
         if let Some(h2) = s.downcast_ref::<h2::Error>()

@@ -152,11 +152,11 @@ pub(crate) enum SendFailure {
     /// cannot be forwarded): no instance is blamed.
     #[error("{0}")]
     Downstream(String),
-    /// Anything after connecting (a malformed response, a reset): hyper drops that
-    /// connection, it is never reused.
+    /// Anything after connecting (a malformed response, a reset): that connection
+    /// is dropped, never reused.
     #[error("{0}")]
     Other(String),
-    /// hyper refused the request as the sidecar built it: the sidecar's bug.
+    /// The request as the sidecar built it cannot be sent: the sidecar's bug.
     #[error("{0}")]
     Internal(String),
 }

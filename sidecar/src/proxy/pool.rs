@@ -1,16 +1,15 @@
-//! Upstream connections, pooled by destination, on hyper's connection API: plaintext
-//! to an address, or mesh mTLS to an address whose server proves a given identity.
+//! Upstream connections, pooled by destination: plaintext to an address, or mesh mTLS
+//! to an address whose server proves a given identity.
 //!
-//! HTTP/1.1: an idle list of `SendRequest`s per destination; a miss connects; a
-//! connection goes back with its response, and is lent again once hyper says it is
-//! ready (its response body has ended); it is dropped after [`POOL_IDLE_TIMEOUT`]
-//! unused. HTTP/2: one connection per destination, its `SendRequest` cloned per
+//! HTTP/1.1 (our own client, `http1`): an idle list per destination; a miss connects;
+//! a connection rides in its response's body and goes back to the list when the body
+//! has been read to its end; it is dropped after [`POOL_IDLE_TIMEOUT`] unused.
+//! HTTP/2 (h2's): one connection per destination, its `SendRequest` cloned per
 //! request (streams multiplex; the server's SETTINGS cap them); a burst that finds
 //! none waits for one request's connect instead of each making its own (a TLS
-//! handshake each, over mTLS). Per request this is a lock, a pop and a clone of the
-//! handle, where hyper-util's legacy
-//! `Client` builds a pool key from a rebuilt URI, a lazy connect future and a
-//! checkout.
+//! handshake each, over mTLS). Per request this is a lock, a pop and a clone of a
+//! handle, where hyper-util's legacy `Client` builds a pool key from a rebuilt URI, a
+//! lazy connect future and a checkout.
 //!
 //! A destination is the address AND, for mTLS, the identity the request expects: a
 //! connection is lent only to requests expecting the identity its server proved, so
@@ -21,16 +20,18 @@ use std::sync::{Arc, Mutex, PoisonError, Weak};
 use std::time::Duration;
 
 use http::{Request, Response};
-use hyper::body::Incoming;
-use hyper::client::conn::http1;
 use tokio::time::Instant;
 
 use self::connect::Connector;
+use self::http1::{Conn, Idle};
 use super::{Body, BoxError, POOL_IDLE_TIMEOUT};
 use crate::identity::Identity;
 
 mod connect;
+mod http1;
 pub(super) mod http2;
+
+pub(crate) use self::http1::{ResponseBody, take_switched};
 
 /// Distinct upstream addresses kept; past it the map starts over (idle connections
 /// to the dropped ones close, requests in flight keep theirs).
@@ -66,7 +67,8 @@ type Map = hashbrown::HashMap<String, Vec<Entry>, std::hash::RandomState>;
 
 struct Entry {
     peer: Option<Box<str>>,
-    idle: Vec<(http1::SendRequest<Body>, Instant)>,
+    /// Shared with the response bodies that give their connections back to it.
+    idle: Idle,
     /// The connection, and when a request last took it (idle ones close as HTTP/1.1's).
     h2: Option<(http2::Sender, Instant)>,
     /// Taken to make the HTTP/2 connection, so that a burst of requests finding none
@@ -80,17 +82,14 @@ struct Entry {
 pub(crate) enum PoolError {
     /// TCP connect, TLS handshake (the peer's identity included) or HTTP handshake.
     Connect(String),
-    /// hyper's or h2's error from the exchange, classified by the caller.
+    /// The exchange's error (h2's, or an I/O or parse error of our HTTP/1.1
+    /// client's), classified by the caller.
     Exchange(BoxError),
     /// The request's own body failed as it went out: its client's doing, not the
-    /// upstream's (HTTP/2; hyper's HTTP/1.1 errors say so themselves).
+    /// upstream's.
     RequestBody(BoxError),
-}
-
-/// An HTTP/1.1 connection checked out for one request.
-pub(crate) struct Checkout {
-    sender: http1::SendRequest<Body>,
-    reused: bool,
+    /// The request, as the sidecar built it, cannot be written: nothing was sent.
+    Unsendable(BoxError),
 }
 
 impl Dest<'_> {
@@ -118,46 +117,28 @@ impl Pool {
     }
 
     /// Sends an HTTP/1.1 `request` (origin-form) to `dest`. A pooled connection that
-    /// turns out closed before the request was written is replaced by a fresh one,
-    /// once: the request had not left.
+    /// turns out closed before anything of the request was written is replaced by a
+    /// fresh one, once: the request had not left.
     pub(crate) async fn send_http1(
         &self,
         dest: Dest<'_>,
         mut request: Box<Request<Body>>,
-    ) -> Result<(Response<Incoming>, Checkout), PoolError> {
+    ) -> Result<Response<Body>, PoolError> {
         loop {
-            let mut checkout = match self.idle_http1(dest) {
-                Some(sender) => Checkout {
-                    sender,
-                    reused: true,
-                },
-                None => Checkout {
-                    // Boxed: a connect (TCP, maybe TLS, handshake) is rare and its
-                    // future large; inline, every request's future would carry it.
-                    sender: Box::pin(self.connector.http1(dest)).await?,
-                    reused: false,
-                },
+            let (conn, idle) = self.idle_http1(dest);
+            let (conn, reused) = match conn {
+                Some(conn) => (conn, true),
+                // Boxed: a connect (TCP, maybe TLS) is rare and its future large;
+                // inline, every request's future would carry it.
+                None => (Box::pin(self.connector.http1(dest)).await?, false),
             };
-            match checkout.sender.try_send_request(*request).await {
-                Ok(response) => return Ok((response, checkout)),
-                Err(mut e) => match e.take_message() {
-                    Some(back) if checkout.reused => *request = back,
-                    _ => return Err(PoolError::Exchange(e.into_error().into())),
+            match http1::send(conn, request, &idle).await {
+                Ok(response) => return Ok(response),
+                Err(failed) => match failed.unsent {
+                    Some(back) if reused => request = back,
+                    _ => return Err(failed.error),
                 },
             }
-        }
-    }
-
-    /// Puts `checkout` back with its response, whose body may still be on its way:
-    /// [`idle_http1`](Self::idle_http1) lends it only once hyper says it is ready, so
-    /// no request waits behind another's body. Not a task per request that awaits
-    /// `ready()` and then puts it back: that was 5 % of a hop's instructions. Its idle
-    /// time counts from here, which can only close it early, never late.
-    pub(crate) fn give_back(&self, dest: Dest<'_>, checkout: Checkout) {
-        let mut map = self.lock();
-        let idle = &mut entry(&mut map, dest).idle;
-        if idle.len() < MAX_IDLE {
-            idle.push((checkout.sender, Instant::now()));
         }
     }
 
@@ -194,24 +175,21 @@ impl Pool {
             .unwrap_or_else(PoisonError::into_inner)
     }
 
-    fn idle_http1(&self, dest: Dest<'_>) -> Option<http1::SendRequest<Body>> {
-        let mut map = self.lock();
-        let idle = &mut existing(&mut map, dest)?.idle;
+    /// An idle connection to `dest`, if one is open, and the list it goes back to.
+    fn idle_http1(&self, dest: Dest<'_>) -> (Option<Box<Conn>>, Idle) {
+        let idle = Arc::clone(&entry(&mut self.lock(), dest).idle);
+        let mut list = idle.lock().unwrap_or_else(PoisonError::into_inner);
         // Most recently used first: the likeliest to be still open, and the older
-        // ones age out. One still reading its last response stays for a later request
-        // (hyper would queue this one behind that body).
+        // ones age out.
         let now = Instant::now();
-        let mut at = idle.len();
-        while at > 0 {
-            at -= 1;
-            let (sender, since) = &idle[at];
-            if now.duration_since(*since) >= POOL_IDLE_TIMEOUT || sender.is_closed() {
-                idle.remove(at);
-            } else if sender.is_ready() {
-                return Some(idle.remove(at).0);
+        while let Some((mut conn, since)) = list.pop() {
+            if now.duration_since(since) < POOL_IDLE_TIMEOUT && conn.is_open() {
+                drop(list);
+                return (Some(conn), idle);
             }
         }
-        None
+        drop(list);
+        (None, idle)
     }
 
     fn live_http2(&self, dest: Dest<'_>) -> Option<http2::Sender> {
@@ -271,7 +249,7 @@ fn entry<'m>(map: &'m mut Map, dest: Dest<'_>) -> &'m mut Entry {
             }
             entries.push(Entry {
                 peer: dest.peer.map(Into::into),
-                idle: Vec::new(),
+                idle: Idle::default(),
                 h2: None,
                 h2_connect: Arc::default(),
             });
@@ -291,9 +269,13 @@ async fn sweep(pool: Weak<Mutex<Map>>) {
         let mut map = pool.lock().unwrap_or_else(PoisonError::into_inner);
         map.retain(|_, entries| {
             entries.retain_mut(|entry| {
-                entry.idle.retain(|(sender, since)| {
-                    since.elapsed() < POOL_IDLE_TIMEOUT && !sender.is_closed()
+                let mut idle = entry.idle.lock().unwrap_or_else(PoisonError::into_inner);
+                idle.retain_mut(|(conn, since)| {
+                    since.elapsed() < POOL_IDLE_TIMEOUT && conn.is_open()
                 });
+                // Connections out on requests come back to this list.
+                let in_use = !idle.is_empty() || Arc::strong_count(&entry.idle) > 1;
+                drop(idle);
                 // Dropping the pool's handle closes the connection once the requests
                 // still holding clones of it end.
                 if entry.h2.as_ref().is_some_and(|(sender, used)| {
@@ -302,9 +284,7 @@ async fn sweep(pool: Weak<Mutex<Map>>) {
                     entry.h2 = None;
                 }
                 // A connect under way keeps the entry (and its gate).
-                !entry.idle.is_empty()
-                    || entry.h2.is_some()
-                    || Arc::strong_count(&entry.h2_connect) > 1
+                in_use || entry.h2.is_some() || Arc::strong_count(&entry.h2_connect) > 1
             });
             !entries.is_empty()
         });

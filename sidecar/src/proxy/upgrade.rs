@@ -46,13 +46,15 @@ pub(crate) fn join_if_switched<B>(downstream: Option<OnUpgrade>, response: &mut 
     if response.status() != StatusCode::SWITCHING_PROTOCOLS {
         return;
     }
-    let upstream = hyper::upgrade::on(response);
+    let Some(mut up) = super::pool::take_switched(response) else {
+        return;
+    };
     tokio::spawn(async move {
-        let (Ok(down), Ok(up)) = (downstream.await, upstream.await) else {
-            tracing::debug!("upgrade failed on one side");
+        let Ok(down) = downstream.await else {
+            tracing::debug!("upgrade failed on the client's side");
             return;
         };
-        let (mut down, mut up) = (TokioIo::new(down), TokioIo::new(up));
+        let mut down = TokioIo::new(down);
         if let Err(e) = tokio::io::copy_bidirectional(&mut down, &mut up).await {
             tracing::debug!(error = %e, "upgraded connection ended");
         }

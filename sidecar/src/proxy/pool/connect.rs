@@ -1,16 +1,16 @@
 //! Making one upstream connection: TCP; for mesh mTLS, the TLS handshake with this
-//! sidecar's certificate as it is at that moment; then hyper's HTTP/1.1 or h2's HTTP/2
-//! handshake (see `http2`), the connection driven by a task of its own until it closes.
+//! sidecar's certificate as it is at that moment; then, for HTTP/2, h2's handshake
+//! (see `http2`), the connection driven by a task of its own until it closes. An
+//! HTTP/1.1 connection has no handshake and no task (see `http1`).
 
 use std::sync::Arc;
 use std::time::Duration;
 
-use hyper::client::conn::http1;
-use hyper::rt::{Read, Write};
 use hyper_util::rt::TokioIo;
 use tokio::net::TcpStream;
 
-use super::super::{Body, mtls};
+use super::super::mtls;
+use super::http1::{Conn, Io};
 use super::{Dest, PoolError, http2};
 use crate::identity::{Alpn, Identity};
 
@@ -26,17 +26,15 @@ pub(super) struct Connector {
 
 impl Connector {
     /// A new HTTP/1.1 connection to `dest` (ALPN `http/1.1` over mTLS).
-    pub(super) async fn http1(
-        &self,
-        dest: Dest<'_>,
-    ) -> Result<http1::SendRequest<Body>, PoolError> {
-        match dest.peer {
-            None => handshake_http1(self.tcp(dest.address).await?, dest.address).await,
+    pub(super) async fn http1(&self, dest: Dest<'_>) -> Result<Box<Conn>, PoolError> {
+        let io = match dest.peer {
+            None => Io::Plain(self.tcp(dest.address).await?.into_inner()),
             Some(peer) => {
                 let tls = self.tls(dest.address, peer, Alpn::Http1).await?;
-                handshake_http1(tls, dest.address).await
+                Io::Tls(Box::new(tls.into_inner()))
             }
-        }
+        };
+        Ok(Conn::new(io))
     }
 
     /// A new HTTP/2 connection to `dest` (prior knowledge in the clear, ALPN `h2` over
@@ -105,19 +103,4 @@ impl Connector {
         let _ = stream.set_nodelay(true);
         Ok(TokioIo::new(stream))
     }
-}
-
-async fn handshake_http1<T>(io: T, address: &str) -> Result<http1::SendRequest<Body>, PoolError>
-where
-    T: Read + Write + Unpin + Send + 'static,
-{
-    let (sender, connection) = http1::handshake(io)
-        .await
-        .map_err(|e| PoolError::Connect(format!("handshake with {address}: {e}")))?;
-    tokio::spawn(async move {
-        if let Err(e) = connection.with_upgrades().await {
-            tracing::debug!(error = %e, "upstream connection ended");
-        }
-    });
-    Ok(sender)
 }

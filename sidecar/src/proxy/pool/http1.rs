@@ -1,0 +1,323 @@
+//! The pool's own HTTP/1.1 client: one request at a time on a connection the pool
+//! lends, driven by the request's own task.
+//!
+//! hyper's `client::conn` drives each connection from a task of its own: a request
+//! crosses to it over a channel, its response comes back over another, and the
+//! response body is a third channel fed by that task. That is two task switches and
+//! three queues per request, and a third of a proxied HTTP/1.1 hop's instructions
+//! (bench/README.md, "Our own HTTP/1.1 client"). Here the request's task writes the
+//! head, reads the response head, and the response body reads straight from the
+//! socket; the connection rides inside that body and goes back to its pool when both
+//! messages are done (see `body`).
+//!
+//! What it accepts in a response is what hyper's client accepted (httparse's
+//! default strictness, at most 100 fields in a 400 KiB head, skipped 1xx answers);
+//! what no proxy may pass on is refused by the caller (`classify::malformed`).
+
+use std::io;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::task::{Context, Poll, Waker};
+
+use bytes::BytesMut;
+use http::{Request, Response};
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::net::TcpStream;
+use tokio::time::Instant;
+
+use super::super::Body;
+use super::super::mtls::TlsStream;
+use super::PoolError;
+
+mod body;
+mod head;
+mod upload;
+
+pub(crate) use self::body::ResponseBody;
+pub(crate) use self::head::take_switched;
+use self::head::{Parsed, Switched};
+use self::upload::{Outgoing, Upload};
+
+/// Idle connections kept for one destination; a response body gives its connection
+/// back here.
+pub(super) type Idle = Arc<Mutex<Vec<(Box<Conn>, Instant)>>>;
+
+/// What is read at once: enough for a typical head and body in one read. A read that
+/// fills it doubles the next one, up to `MAX_READ`, as hyper's adaptive buffer does,
+/// so a large body costs few system calls.
+const FIRST_READ: usize = 8 * 1024;
+const MAX_READ: usize = 256 * 1024;
+
+/// One upstream connection, plaintext or mesh mTLS, with its buffers.
+pub(crate) struct Conn {
+    io: Io,
+    /// Read and not yet used: the rest of a head, body bytes, the next message.
+    read: BytesMut,
+    /// How much the next read asks for (see `FIRST_READ`).
+    read_size: usize,
+    out: Outgoing,
+    /// Writing failed: the server closed its side. The connection is not reused.
+    write_failed: Option<io::Error>,
+}
+
+/// The transport under a connection.
+pub(crate) enum Io {
+    Plain(TcpStream),
+    /// Boxed: a TLS session is a kilobyte, a plain socket a few words.
+    Tls(Box<TlsStream<TcpStream>>),
+}
+
+/// Why an exchange failed; `unsent`: the request, when nothing of it was written
+/// (it may go on another connection).
+pub(super) struct Failed {
+    pub(super) error: PoolError,
+    pub(super) unsent: Option<Box<Request<Body>>>,
+}
+
+impl Conn {
+    pub(super) fn new(io: Io) -> Box<Self> {
+        Box::new(Self {
+            io,
+            read: BytesMut::new(),
+            read_size: FIRST_READ,
+            out: Outgoing::default(),
+            write_failed: None,
+        })
+    }
+
+    /// Whether the server has neither closed this idle connection nor sent anything
+    /// on it (an answer no one asked for makes it unusable). Costs no system call
+    /// while the socket has had nothing to read since the last response: tokio
+    /// remembers that a read came up short.
+    pub(super) fn is_open(&mut self) -> bool {
+        if !self.read.is_empty() {
+            return false;
+        }
+        let mut cx = Context::from_waker(Waker::noop());
+        let tcp = match &self.io {
+            Io::Plain(tcp) => tcp,
+            Io::Tls(tls) => tls.get_ref().0,
+        };
+        match tcp.poll_read_ready(&mut cx) {
+            Poll::Pending => return true,
+            Poll::Ready(Err(_)) => return false,
+            Poll::Ready(Ok(())) => {}
+        }
+        let mut probe = [0u8; 1];
+        let mut buf = ReadBuf::new(&mut probe);
+        // Ready: something came, or the readiness is stale. A TLS session may also
+        // have a record to process (a close_notify reads as the end).
+        matches!(
+            Pin::new(&mut self.io).poll_read(&mut cx, &mut buf),
+            Poll::Pending
+        )
+    }
+
+    /// Reads what the socket has into `read`.
+    fn poll_fill(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<usize>> {
+        if self.read.capacity() - self.read.len() < self.read_size / 2 {
+            self.read.reserve(self.read_size);
+        }
+        let room = self.read.capacity() - self.read.len();
+        let n = std::task::ready!(tokio_util::io::poll_read_buf(
+            Pin::new(&mut self.io),
+            cx,
+            &mut self.read
+        ))?;
+        self.read_size = if n == room {
+            (self.read_size * 2).min(MAX_READ)
+        } else {
+            FIRST_READ
+        };
+        Poll::Ready(Ok(n))
+    }
+}
+
+/// Sends `request` on `conn` and reads the response head. The response body reads
+/// from the connection and gives it back to `idle` once both messages are done and
+/// the server did not close it.
+pub(super) async fn send(
+    mut conn: Box<Conn>,
+    mut request: Box<Request<Body>>,
+    idle: &Idle,
+) -> Result<Response<Body>, Failed> {
+    let framing = head::encode_request(&request, &mut conn.out).map_err(|e| Failed {
+        error: PoolError::Unsendable(e),
+        unsent: None,
+    })?;
+    let method_head = request.method() == http::Method::HEAD;
+    let mut upload = framing.map(|framing| {
+        let body = std::mem::replace(request.body_mut(), Body::Empty);
+        Upload::new(body, framing)
+    });
+    let had_body = upload.is_some();
+    let before = conn.out.written();
+    let parsed = std::future::poll_fn(|cx| exchange(&mut conn, &mut upload, cx)).await;
+    match parsed {
+        Ok(parsed) => Ok(finish(conn, parsed, upload, method_head, idle)),
+        // Nothing of a body-less request left: it may go on another connection.
+        Err(error) => Err(Failed {
+            error,
+            unsent: (!had_body && conn.out.written() == before).then_some(request),
+        }),
+    }
+}
+
+/// Writes what is to be written and reads until a final response head has come. A
+/// server may answer before it has read the whole request (a 413, say) and close:
+/// once writing fails, the answer is still read, and the write's error is the
+/// exchange's only if none comes.
+fn exchange(
+    conn: &mut Conn,
+    upload: &mut Option<Upload>,
+    cx: &mut Context<'_>,
+) -> Poll<Result<Parsed, PoolError>> {
+    loop {
+        let mut progress = false;
+        if conn.write_failed.is_none() {
+            match conn.out.poll_write(&mut conn.io, cx) {
+                Poll::Ready(Ok(())) => {
+                    if let Some(up) = upload.as_mut() {
+                        match up.poll_next(cx, &mut conn.out) {
+                            Poll::Ready(Ok(more)) => {
+                                progress = true;
+                                if !more {
+                                    *upload = None;
+                                }
+                            }
+                            Poll::Ready(Err(e)) => {
+                                return Poll::Ready(Err(PoolError::RequestBody(e)));
+                            }
+                            Poll::Pending => {}
+                        }
+                    }
+                }
+                Poll::Ready(Err(e)) => {
+                    conn.write_failed = Some(e);
+                    *upload = None;
+                    progress = true;
+                }
+                Poll::Pending => {}
+            }
+        }
+        match head::parse_response(&mut conn.read) {
+            Ok(Some(parsed)) => return Poll::Ready(Ok(parsed)),
+            Ok(None) => {}
+            Err(e) => return Poll::Ready(Err(PoolError::Exchange(e))),
+        }
+        let failed = match conn.poll_fill(cx) {
+            Poll::Ready(Ok(0)) => closed(conn.read.is_empty()),
+            Poll::Ready(Ok(_)) => continue,
+            // rustls' end without close_notify: the same, in our words.
+            Poll::Ready(Err(e)) if e.kind() == io::ErrorKind::UnexpectedEof => {
+                closed(conn.read.is_empty())
+            }
+            Poll::Ready(Err(e)) => e,
+            Poll::Pending if progress => continue,
+            Poll::Pending => return Poll::Pending,
+        };
+        let error = conn.write_failed.take().unwrap_or(failed);
+        return Poll::Ready(Err(PoolError::Exchange(error.into())));
+    }
+}
+
+/// The upstream closed the connection before a whole response head: an end of
+/// stream, which `classify` reads as the connection lost (an idempotent request may
+/// go again), as it read hyper's "connection closed before message completed".
+fn closed(nothing_read: bool) -> io::Error {
+    let what = if nothing_read {
+        "the peer closed the connection mid-message, before any answer"
+    } else {
+        "the peer closed the connection mid-message, in the response head"
+    };
+    io::Error::new(io::ErrorKind::UnexpectedEof, what)
+}
+
+/// The response as the caller gets it: its body reads from `conn`, or, with none,
+/// `conn` goes back to `idle` now.
+fn finish(
+    mut conn: Box<Conn>,
+    parsed: Parsed,
+    upload: Option<Upload>,
+    method_head: bool,
+    idle: &Idle,
+) -> Response<Body> {
+    let Parsed {
+        mut response,
+        length,
+        keep_alive,
+    } = parsed;
+    if response.status() == http::StatusCode::SWITCHING_PROTOCOLS {
+        // The connection is the upgraded protocol's from here (`upgrade`).
+        let read = std::mem::take(&mut conn.read);
+        response
+            .extensions_mut()
+            .insert(Switched::new(conn.io, read.freeze()));
+        return response.map(|()| Body::Empty);
+    }
+    let framing = body::Framing::of(&response, length, method_head);
+    let keep_alive = keep_alive && framing != body::Framing::Close;
+    if framing == body::Framing::Done && upload.is_none() {
+        if keep_alive {
+            give_back(idle, conn);
+        }
+        return response.map(|()| Body::Empty);
+    }
+    let body = ResponseBody::new(conn, framing, upload, keep_alive.then(|| Arc::clone(idle)));
+    response.map(|()| Body::Upstream(body))
+}
+
+/// Puts `conn` back among `idle`, within the pool's bound, unless writing on it
+/// failed.
+fn give_back(idle: &Idle, conn: Box<Conn>) {
+    if conn.write_failed.is_some() {
+        return;
+    }
+    let mut idle = idle.lock().unwrap_or_else(PoisonError::into_inner);
+    if idle.len() < super::MAX_IDLE {
+        idle.push((conn, Instant::now()));
+    }
+}
+
+impl AsyncRead for Io {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            Self::Plain(tcp) => Pin::new(tcp).poll_read(cx, buf),
+            Self::Tls(tls) => Pin::new(tls.as_mut()).poll_read(cx, buf),
+        }
+    }
+}
+
+impl AsyncWrite for Io {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        match self.get_mut() {
+            Self::Plain(tcp) => Pin::new(tcp).poll_write(cx, buf),
+            Self::Tls(tls) => Pin::new(tls.as_mut()).poll_write(cx, buf),
+        }
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            Self::Plain(tcp) => Pin::new(tcp).poll_flush(cx),
+            Self::Tls(tls) => Pin::new(tls.as_mut()).poll_flush(cx),
+        }
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            Self::Plain(tcp) => Pin::new(tcp).poll_shutdown(cx),
+            Self::Tls(tls) => Pin::new(tls.as_mut()).poll_shutdown(cx),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;

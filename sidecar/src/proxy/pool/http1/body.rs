@@ -1,0 +1,407 @@
+//! A response body read straight from its connection, which it gives back to the
+//! pool the moment its last byte is read (hyper's server asks no more of a body
+//! that says it has ended, so it cannot wait for another poll).
+
+use std::pin::Pin;
+use std::task::{Context, Poll};
+
+use bytes::{Buf, Bytes, BytesMut};
+use http::{HeaderMap, HeaderName, HeaderValue, Response, StatusCode};
+use hyper::body::{Body as HttpBody, Frame, SizeHint};
+
+use super::super::super::BoxError;
+use super::head::Length;
+use super::upload::Upload;
+use super::{Conn, Idle, give_back};
+
+/// Longest chunk-size line (with extensions), and largest trailer section.
+const MAX_CHUNK_LINE: usize = 4096;
+const MAX_TRAILERS: usize = 64 * 1024;
+const MAX_TRAILER_FIELDS: usize = 100;
+
+/// Where the body's end is.
+#[derive(Debug, PartialEq, Eq)]
+pub(super) enum Framing {
+    /// This many bytes left.
+    Length(u64),
+    Chunked(Chunk),
+    /// At the connection's end.
+    Close,
+    Done,
+}
+
+/// Where a chunked body is.
+#[derive(Debug, PartialEq, Eq)]
+pub(super) enum Chunk {
+    Size,
+    Data(u64),
+    /// The CRLF after a chunk's data.
+    DataEnd,
+    Trailers,
+}
+
+/// What `decode` may return.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Want {
+    Any,
+    /// Data only (more to merge into a frame).
+    Data,
+    /// No frame (to see whether the end is already there).
+    Nothing,
+}
+
+/// Ready chunks are merged into a frame up to this size, as `coalesce` merges
+/// frames: a stream of small chunks is not passed on one frame each.
+const MERGE_UNDER: usize = 16 * 1024;
+
+enum Decoded {
+    Frame(Frame<Bytes>),
+    /// More bytes are needed.
+    More,
+    End,
+}
+
+impl Framing {
+    /// The body a response has: none for a `HEAD`, a 204 or a 304 (RFC 9112 §6.3).
+    pub(super) fn of(response: &Response<()>, length: Length, method_head: bool) -> Self {
+        let status = response.status();
+        if method_head || status == StatusCode::NO_CONTENT || status == StatusCode::NOT_MODIFIED {
+            return Self::Done;
+        }
+        match length {
+            Length::Exact(0) => Self::Done,
+            Length::Exact(n) => Self::Length(n),
+            Length::Chunked => Self::Chunked(Chunk::Size),
+            Length::Close => Self::Close,
+        }
+    }
+
+    /// The next frame in `buf` of those `want` asks for; the steps that make none
+    /// are taken whatever it asks.
+    fn decode(&mut self, buf: &mut BytesMut, want: Want) -> Result<Decoded, BoxError> {
+        let frames = want != Want::Nothing;
+        loop {
+            match self {
+                Self::Done => return Ok(Decoded::End),
+                Self::Length(_) | Self::Chunked(Chunk::Data(_)) | Self::Close
+                    if buf.is_empty() || !frames =>
+                {
+                    return Ok(Decoded::More);
+                }
+                Self::Close => {
+                    let data = buf.split().freeze();
+                    return Ok(Decoded::Frame(Frame::data(data)));
+                }
+                Self::Length(left) => {
+                    let data = take(buf, left);
+                    if *left == 0 {
+                        *self = Self::Done;
+                    }
+                    return Ok(Decoded::Frame(Frame::data(data)));
+                }
+                Self::Chunked(chunk) => match chunk {
+                    Chunk::Data(left) => {
+                        let data = take(buf, left);
+                        if *left == 0 {
+                            *chunk = Chunk::DataEnd;
+                        }
+                        return Ok(Decoded::Frame(Frame::data(data)));
+                    }
+                    Chunk::Size => match size_line(buf)? {
+                        None => return Ok(Decoded::More),
+                        Some(0) => *chunk = Chunk::Trailers,
+                        Some(n) => *chunk = Chunk::Data(n),
+                    },
+                    Chunk::DataEnd => {
+                        if buf.len() < 2 {
+                            return Ok(Decoded::More);
+                        }
+                        if &buf[..2] != b"\r\n" {
+                            return Err("malformed chunked body: no CRLF after a chunk".into());
+                        }
+                        buf.advance(2);
+                        *chunk = Chunk::Size;
+                    }
+                    Chunk::Trailers => {
+                        if buf.starts_with(b"\r\n") {
+                            buf.advance(2);
+                            *self = Self::Done;
+                            continue;
+                        }
+                        if want != Want::Any {
+                            return Ok(Decoded::More);
+                        }
+                        let Some(trailers) = trailers(buf)? else {
+                            return Ok(Decoded::More);
+                        };
+                        *self = Self::Done;
+                        return Ok(Decoded::Frame(Frame::trailers(trailers)));
+                    }
+                },
+            }
+        }
+    }
+}
+
+/// Up to `left` bytes from `buf`.
+fn take(buf: &mut BytesMut, left: &mut u64) -> Bytes {
+    let n = usize::try_from(*left).unwrap_or(usize::MAX).min(buf.len());
+    *left -= n as u64;
+    buf.split_to(n).freeze()
+}
+
+/// A chunk-size line (`1*HEXDIG [ chunk-ext ] CRLF`), taken out of `buf`.
+fn size_line(buf: &mut BytesMut) -> Result<Option<u64>, BoxError> {
+    let Some(lf) = buf.iter().take(MAX_CHUNK_LINE).position(|&b| b == b'\n') else {
+        if buf.len() >= MAX_CHUNK_LINE {
+            return Err("malformed chunked body: chunk size line over 4 KiB".into());
+        }
+        return Ok(None);
+    };
+    let line = buf[..lf]
+        .strip_suffix(b"\r")
+        .ok_or("malformed chunked body: a bare LF ends a chunk size line")?;
+    let digits = line.iter().take_while(|b| b.is_ascii_hexdigit()).count();
+    let rest = line[digits..].trim_ascii_start();
+    if digits == 0 || digits > 16 || !(rest.is_empty() || rest.starts_with(b";")) {
+        return Err("malformed chunked body: chunk size".into());
+    }
+    let size = std::str::from_utf8(&line[..digits])
+        .ok()
+        .and_then(|hex| u64::from_str_radix(hex, 16).ok())
+        .ok_or("malformed chunked body: chunk size")?;
+    buf.advance(lf + 1);
+    Ok(Some(size))
+}
+
+/// The trailer section, taken out of `buf` once all of it is there.
+fn trailers(buf: &mut BytesMut) -> Result<Option<HeaderMap>, BoxError> {
+    let Some(end) = buf
+        .windows(4)
+        .take(MAX_TRAILERS)
+        .position(|w| w == b"\r\n\r\n")
+    else {
+        if buf.len() >= MAX_TRAILERS {
+            return Err("malformed chunked body: trailers over 64 KiB".into());
+        }
+        return Ok(None);
+    };
+    let mut fields = [httparse::EMPTY_HEADER; MAX_TRAILER_FIELDS];
+    let section = &buf[..end + 4];
+    match httparse::parse_headers(section, &mut fields) {
+        Ok(httparse::Status::Complete((_, fields))) => {
+            let mut map = HeaderMap::with_capacity(fields.len());
+            for field in fields {
+                let name = HeaderName::from_bytes(field.name.as_bytes())
+                    .map_err(|_| "malformed trailers: a field name")?;
+                let value = HeaderValue::from_bytes(field.value)
+                    .map_err(|_| "malformed trailers: a field value")?;
+                map.append(name, value);
+            }
+            buf.advance(end + 4);
+            Ok(Some(map))
+        }
+        Ok(httparse::Status::Partial) => Err("malformed trailers".into()),
+        Err(e) => Err(format!("malformed trailers: {e}").into()),
+    }
+}
+
+/// The body of a response from the pool's HTTP/1.1 client.
+pub(crate) struct ResponseBody {
+    /// `None` once given back or failed.
+    conn: Option<Box<Conn>>,
+    framing: Framing,
+    /// The rest of a request body the server answered before it had all of it
+    /// (a streaming echo does): sent on as the response is read.
+    upload: Option<Box<Upload>>,
+    /// Where the connection goes back; `None`: it does not (the server closes it).
+    idle: Option<Idle>,
+    /// A frame went out since the last poll that found nothing.
+    fresh: bool,
+    /// A failure held back for a poll (see `poll_frame`).
+    failed: Option<BoxError>,
+}
+
+impl ResponseBody {
+    pub(super) fn new(
+        conn: Box<Conn>,
+        framing: Framing,
+        upload: Option<Upload>,
+        idle: Option<Idle>,
+    ) -> Self {
+        Self {
+            conn: Some(conn),
+            framing,
+            upload: upload.map(Box::new),
+            idle,
+            fresh: false,
+            failed: None,
+        }
+    }
+
+    /// Sends what it can of the request body without waiting.
+    fn pump(&mut self, cx: &mut Context<'_>) -> Result<(), BoxError> {
+        let Some(conn) = self.conn.as_mut() else {
+            return Ok(());
+        };
+        loop {
+            match conn.out.poll_write(&mut conn.io, cx) {
+                Poll::Ready(Ok(())) => {}
+                // The server stopped reading what it answered already: it gets no
+                // more, and the connection is not used again.
+                Poll::Ready(Err(_)) => {
+                    self.upload = None;
+                    self.idle = None;
+                    return Ok(());
+                }
+                Poll::Pending => return Ok(()),
+            }
+            let Some(upload) = self.upload.as_mut() else {
+                return Ok(());
+            };
+            match upload.poll_next(cx, &mut conn.out) {
+                Poll::Ready(Ok(true)) => {}
+                // Its end is queued: written on the next turn.
+                Poll::Ready(Ok(false)) => self.upload = None,
+                Poll::Ready(Err(e)) => return Err(e),
+                Poll::Pending => return Ok(()),
+            }
+        }
+    }
+
+    /// The response has ended: the connection goes back if both messages are whole
+    /// and nothing else was sent on it.
+    fn finish(&mut self) {
+        let Some(conn) = self.conn.take() else { return };
+        if let Some(idle) = self.idle.take()
+            && self.upload.is_none()
+            && conn.out.is_empty()
+            && conn.read.is_empty()
+        {
+            give_back(&idle, conn);
+        }
+    }
+
+    /// The next frame: what the buffer holds, else what the socket has.
+    fn poll_next(&mut self, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        self.pump(cx)?;
+        loop {
+            let Some(conn) = self.conn.as_mut() else {
+                return Poll::Ready(None);
+            };
+            match self.framing.decode(&mut conn.read, Want::Any)? {
+                Decoded::Frame(frame) => {
+                    let frame = match frame.into_data() {
+                        Ok(data) => Frame::data(self.merge(data)?),
+                        Err(frame) => frame,
+                    };
+                    // The end may be in the buffer already: give the connection back
+                    // now, so `is_end_stream` can say so.
+                    if let Some(conn) = self.conn.as_mut()
+                        && let Decoded::End = self.framing.decode(&mut conn.read, Want::Nothing)?
+                    {
+                        self.finish();
+                    }
+                    return Poll::Ready(Some(Ok(frame)));
+                }
+                Decoded::End => {
+                    self.finish();
+                    return Poll::Ready(None);
+                }
+                Decoded::More => {}
+            }
+            match conn.poll_fill(cx) {
+                Poll::Ready(Ok(0)) if self.framing == Framing::Close => {
+                    self.framing = Framing::Done;
+                    self.idle = None;
+                }
+                // rustls' end without close_notify included: for a body that runs
+                // to the close, that is a truncation.
+                Poll::Ready(Ok(0)) => return Poll::Ready(Some(Err(truncated()))),
+                Poll::Ready(Err(e)) if e.kind() == std::io::ErrorKind::UnexpectedEof => {
+                    return Poll::Ready(Some(Err(truncated())));
+                }
+                Poll::Ready(Ok(_)) => {}
+                Poll::Ready(Err(e)) => return Poll::Ready(Some(Err(e.into()))),
+                Poll::Pending => return Poll::Pending,
+            }
+        }
+    }
+
+    /// `first` and the data chunks after it already read, as one.
+    fn merge(&mut self, first: Bytes) -> Result<Bytes, BoxError> {
+        let Some(conn) = self.conn.as_mut() else {
+            return Ok(first);
+        };
+        let mut merged: Option<BytesMut> = None;
+        while merged.as_ref().map_or(first.len(), BytesMut::len) < MERGE_UNDER {
+            match self.framing.decode(&mut conn.read, Want::Data)? {
+                Decoded::Frame(frame) => {
+                    let Ok(data) = frame.into_data() else { break };
+                    merged
+                        .get_or_insert_with(|| BytesMut::from(&first[..]))
+                        .extend_from_slice(&data);
+                }
+                Decoded::More | Decoded::End => break,
+            }
+        }
+        Ok(merged.map_or(first, BytesMut::freeze))
+    }
+}
+
+fn truncated() -> BoxError {
+    "the peer closed the connection mid-message, in the response body".into()
+}
+
+impl HttpBody for ResponseBody {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    /// A failure is passed on only after a poll that found nothing: what came before
+    /// it then goes out first (hyper's server writes out what it has when a body has
+    /// nothing more for now), so a client sees the head and the part of the body
+    /// that came, then the connection cut, not the cut alone.
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        let this = self.get_mut();
+        if let Some(e) = this.failed.take() {
+            this.framing = Framing::Done;
+            return Poll::Ready(Some(Err(e)));
+        }
+        match this.poll_next(cx) {
+            Poll::Ready(Some(Err(e))) => {
+                this.conn = None;
+                if std::mem::take(&mut this.fresh) {
+                    this.failed = Some(e);
+                    cx.waker().wake_by_ref();
+                    return Poll::Pending;
+                }
+                this.framing = Framing::Done;
+                Poll::Ready(Some(Err(e)))
+            }
+            Poll::Ready(Some(Ok(frame))) => {
+                this.fresh = true;
+                Poll::Ready(Some(Ok(frame)))
+            }
+            Poll::Pending => {
+                this.fresh = false;
+                Poll::Pending
+            }
+            Poll::Ready(None) => Poll::Ready(None),
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.framing == Framing::Done && self.failed.is_none()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match self.framing {
+            Framing::Length(n) => SizeHint::with_exact(n),
+            Framing::Done => SizeHint::with_exact(0),
+            _ => SizeHint::default(),
+        }
+    }
+}

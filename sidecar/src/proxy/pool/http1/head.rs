@@ -1,0 +1,318 @@
+//! Heads: the request's written, the response's parsed in place (values are slices of
+//! the read buffer, as hyper's are), and how each message's body is framed.
+
+use std::io;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::task::{Context, Poll};
+
+use bytes::{Buf, Bytes, BytesMut};
+use http::header::{self, HeaderName, HeaderValue};
+use http::{HeaderMap, Request, Response, StatusCode, Version};
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+
+use super::super::super::{Body, BoxError};
+use super::Io;
+use super::upload::{Outgoing, RequestFraming};
+
+/// hyper's limits for a response head: 100 fields, and its read buffer's bound.
+const MAX_HEADERS: usize = 100;
+const MAX_HEAD: usize = 8192 + 4096 * 100;
+
+/// A final response head, and what it says of the connection.
+pub(super) struct Parsed {
+    pub(super) response: Response<()>,
+    pub(super) length: Length,
+    /// The server keeps the connection open after this response (if its body does
+    /// not run to the close).
+    pub(super) keep_alive: bool,
+}
+
+/// How a response says its body ends (before the request method and status are
+/// taken into account: see `body::Framing::of`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) enum Length {
+    Exact(u64),
+    Chunked,
+    /// At the connection's end: no `Content-Length`, or a transfer coding other than
+    /// chunked last.
+    Close,
+}
+
+/// Writes `request`'s head into `out`: origin-form target, its fields as they are,
+/// and the framing its body needs. `None`: no body follows.
+pub(super) fn encode_request(
+    request: &Request<Body>,
+    out: &mut Outgoing,
+) -> Result<Option<RequestFraming>, BoxError> {
+    use hyper::body::Body as _;
+    let headers = request.headers();
+    let body = request.body();
+    let target = request.uri().path_and_query().map_or("/", |p| p.as_str());
+    let buf = out.head();
+    buf.reserve(256);
+    buf.extend_from_slice(request.method().as_str().as_bytes());
+    buf.extend_from_slice(b" ");
+    buf.extend_from_slice(target.as_bytes());
+    buf.extend_from_slice(b" HTTP/1.1\r\n");
+    for (name, value) in headers {
+        buf.extend_from_slice(name.as_str().as_bytes());
+        buf.extend_from_slice(b": ");
+        buf.extend_from_slice(value.as_bytes());
+        buf.extend_from_slice(b"\r\n");
+    }
+    // The client's own length, when it gave one, is what its body is checked against.
+    let framing = match headers.get(header::CONTENT_LENGTH) {
+        Some(value) => match content_length(value.as_bytes()) {
+            Some(0) => None,
+            Some(n) => Some(RequestFraming::Length(n)),
+            None => return Err(format!("request Content-Length {value:?} is not a length").into()),
+        },
+        None if body.is_end_stream() => None,
+        None => match body.size_hint().exact() {
+            Some(n) => {
+                buf.extend_from_slice(b"content-length: ");
+                buf.extend_from_slice(n.to_string().as_bytes());
+                buf.extend_from_slice(b"\r\n");
+                Some(RequestFraming::Length(n))
+            }
+            None => {
+                buf.extend_from_slice(b"transfer-encoding: chunked\r\n");
+                Some(RequestFraming::Chunked {
+                    trailers: declared_trailers(headers),
+                })
+            }
+        },
+    };
+    buf.extend_from_slice(b"\r\n");
+    Ok(framing)
+}
+
+/// The trailer fields a chunked request may carry on: those its `Trailer` field
+/// declares, less those no trailer may hold (RFC 9110 §6.5.1). hyper's rule, kept.
+fn declared_trailers(headers: &HeaderMap) -> Vec<HeaderName> {
+    headers
+        .get_all(header::TRAILER)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .filter_map(|name| HeaderName::from_bytes(name.trim().as_bytes()).ok())
+        .filter(|name| {
+            !matches!(
+                *name,
+                header::AUTHORIZATION
+                    | header::CACHE_CONTROL
+                    | header::CONTENT_ENCODING
+                    | header::CONTENT_LENGTH
+                    | header::CONTENT_RANGE
+                    | header::CONTENT_TYPE
+                    | header::HOST
+                    | header::MAX_FORWARDS
+                    | header::SET_COOKIE
+                    | header::TRAILER
+                    | header::TRANSFER_ENCODING
+                    | header::TE
+            )
+        })
+        .collect()
+}
+
+/// The first final response head in `buf`, taken out of it; interim (1xx) answers
+/// before it are skipped, as hyper's client skips them (`101` is final). `None`:
+/// not all of it has come.
+pub(super) fn parse_response(buf: &mut BytesMut) -> Result<Option<Parsed>, BoxError> {
+    loop {
+        let mut fields = [httparse::EMPTY_HEADER; MAX_HEADERS];
+        let mut parsed = httparse::Response::new(&mut fields);
+        let len = match parsed.parse(buf) {
+            Ok(httparse::Status::Complete(len)) => len,
+            Ok(httparse::Status::Partial) if buf.len() > MAX_HEAD => {
+                return Err("response head over 400 KiB".into());
+            }
+            Ok(httparse::Status::Partial) => return Ok(None),
+            Err(e) => return Err(format!("malformed response head: {e}").into()),
+        };
+        let code = parsed.code.unwrap_or_default();
+        if (100..200).contains(&code) && code != 101 {
+            buf.advance(len);
+            continue;
+        }
+        let status = StatusCode::from_u16(code)
+            .map_err(|_| format!("malformed response head: status {code}"))?;
+        let version = match parsed.version {
+            Some(0) => Version::HTTP_10,
+            _ => Version::HTTP_11,
+        };
+        let reason = parsed.reason.unwrap_or_default();
+        let custom_reason = !reason.is_empty() && status.canonical_reason() != Some(reason);
+        // Where each field is in the head, so that the values can be slices of it.
+        let base = buf.as_ptr() as usize;
+        let mut at = [(0usize, 0usize, 0usize, 0usize); MAX_HEADERS];
+        let count = parsed.headers.len();
+        for (slot, field) in at.iter_mut().zip(parsed.headers.iter()) {
+            let name = field.name.as_ptr() as usize - base;
+            let value = field.value.as_ptr() as usize - base;
+            *slot = (
+                name,
+                name + field.name.len(),
+                value,
+                value + field.value.len(),
+            );
+        }
+        let reason = custom_reason.then(|| Bytes::copy_from_slice(reason.as_bytes()));
+        let head = buf.split_to(len).freeze();
+        let mut headers = HeaderMap::with_capacity(count);
+        for &(ns, ne, vs, ve) in &at[..count] {
+            let name = HeaderName::from_bytes(&head[ns..ne])
+                .map_err(|_| "malformed response head: a field name")?;
+            let value = HeaderValue::from_maybe_shared(head.slice(vs..ve))
+                .map_err(|_| "malformed response head: a field value")?;
+            headers.append(name, value);
+        }
+        let mut response = Response::new(());
+        *response.status_mut() = status;
+        *response.version_mut() = version;
+        if let Some(reason) = reason
+            && let Ok(reason) = hyper::ext::ReasonPhrase::try_from(reason)
+        {
+            response.extensions_mut().insert(reason);
+        }
+        let (length, keep_alive) = framing(&headers, version, status)?;
+        *response.headers_mut() = headers;
+        return Ok(Some(Parsed {
+            response,
+            length,
+            keep_alive,
+        }));
+    }
+}
+
+/// How the body ends, and whether the connection stays open after it. A response
+/// no proxy may pass on (`classify::malformed`) is never followed on its connection.
+fn framing(
+    headers: &HeaderMap,
+    version: Version,
+    status: StatusCode,
+) -> Result<(Length, bool), BoxError> {
+    let mut keep_alive = match version {
+        Version::HTTP_10 => connection_has(headers, "keep-alive"),
+        _ => !connection_has(headers, "close"),
+    };
+    let te = headers.contains_key(header::TRANSFER_ENCODING);
+    let cl = headers.contains_key(header::CONTENT_LENGTH);
+    if status.as_u16() > 599 || te && cl {
+        keep_alive = false;
+    }
+    let length = if te {
+        if version == Version::HTTP_10 {
+            return Err("malformed response head: Transfer-Encoding in HTTP/1.0".into());
+        }
+        // Chunked must be the last coding; any other last coding runs to the close.
+        let last = headers
+            .get_all(header::TRANSFER_ENCODING)
+            .iter()
+            .next_back()
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.rsplit(',').next())
+            .map(str::trim);
+        if last.is_some_and(|c| c.eq_ignore_ascii_case("chunked")) {
+            Length::Chunked
+        } else {
+            Length::Close
+        }
+    } else if cl {
+        let mut length = None;
+        for value in headers.get_all(header::CONTENT_LENGTH) {
+            for part in value.as_bytes().split(|&b| b == b',') {
+                let n = content_length(part.trim_ascii())
+                    .ok_or("malformed response head: Content-Length")?;
+                if length.is_some_and(|l| l != n) {
+                    return Err("malformed response head: Content-Lengths differ".into());
+                }
+                length = Some(n);
+            }
+        }
+        Length::Exact(length.unwrap_or_default())
+    } else {
+        Length::Close
+    };
+    Ok((length, keep_alive))
+}
+
+/// A Content-Length: digits only, at most 19 of them.
+fn content_length(value: &[u8]) -> Option<u64> {
+    if value.is_empty() || value.len() > 19 || !value.iter().all(u8::is_ascii_digit) {
+        return None;
+    }
+    std::str::from_utf8(value).ok()?.parse().ok()
+}
+
+fn connection_has(headers: &HeaderMap, token: &str) -> bool {
+    headers
+        .get_all(header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .any(|t| t.trim().eq_ignore_ascii_case(token))
+}
+
+/// A 101 response's connection, from the byte after its head: the switched
+/// protocol's. An extension (which must be `Clone`): only the first taker gets it.
+#[derive(Clone)]
+pub(super) struct Switched(Arc<Mutex<Option<Upgraded>>>);
+
+impl Switched {
+    pub(super) fn new(io: Io, read: Bytes) -> Self {
+        Self(Arc::new(Mutex::new(Some(Upgraded { io, read }))))
+    }
+}
+
+/// Takes the upgraded connection out of a 101 response this client received.
+pub(crate) fn take_switched<B>(response: &mut Response<B>) -> Option<Upgraded> {
+    let switched = response.extensions_mut().remove::<Switched>()?;
+    switched
+        .0
+        .lock()
+        .unwrap_or_else(PoisonError::into_inner)
+        .take()
+}
+
+/// The connection after a 101: what was read past the head first, then the socket.
+pub(crate) struct Upgraded {
+    io: Io,
+    read: Bytes,
+}
+
+impl AsyncRead for Upgraded {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        let this = self.get_mut();
+        if !this.read.is_empty() {
+            let n = this.read.len().min(buf.remaining());
+            buf.put_slice(&this.read.split_to(n));
+            return Poll::Ready(Ok(()));
+        }
+        Pin::new(&mut this.io).poll_read(cx, buf)
+    }
+}
+
+impl AsyncWrite for Upgraded {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.get_mut().io).poll_write(cx, buf)
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().io).poll_flush(cx)
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().io).poll_shutdown(cx)
+    }
+}

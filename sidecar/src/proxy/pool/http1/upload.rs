@@ -1,0 +1,188 @@
+//! What goes out on a connection: the request head, then its body as the client
+//! sends it, framed by its length or chunked.
+
+use std::fmt::Write as _;
+use std::io;
+use std::pin::Pin;
+use std::task::{Context, Poll, ready};
+
+use tokio::io::AsyncWrite;
+
+use bytes::{Buf, Bytes, BytesMut};
+use http::HeaderName;
+use hyper::body::Body as _;
+
+use super::super::super::classify::source_text;
+use super::super::super::{Body, BoxError};
+use super::Io;
+
+/// Body data at most this long is copied behind what is queued (one write); longer
+/// data is written from its own buffer.
+const COPY_UNDER: usize = 8 * 1024;
+
+/// Bytes queued for the connection.
+#[derive(Default)]
+pub(crate) struct Outgoing {
+    buf: BytesMut,
+    /// Written after `buf`.
+    big: Option<Bytes>,
+    /// A chunk's closing CRLF, written after `big`.
+    crlf_after_big: bool,
+    /// Written since the connection was made, for "did anything leave".
+    written: u64,
+}
+
+impl Outgoing {
+    /// The buffer a head is written into.
+    pub(super) fn head(&mut self) -> &mut BytesMut {
+        &mut self.buf
+    }
+
+    pub(super) fn written(&self) -> u64 {
+        self.written
+    }
+
+    pub(super) fn is_empty(&self) -> bool {
+        self.buf.is_empty() && self.big.is_none()
+    }
+
+    fn push(&mut self, data: Bytes, crlf: bool) {
+        if data.len() < COPY_UNDER || self.big.is_some() {
+            self.buf.extend_from_slice(&data);
+            if crlf {
+                self.buf.extend_from_slice(b"\r\n");
+            }
+        } else {
+            self.big = Some(data);
+            self.crlf_after_big = crlf;
+        }
+    }
+
+    /// Writes everything queued; `Ready(Ok)`: nothing is left.
+    pub(super) fn poll_write(&mut self, io: &mut Io, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        loop {
+            let bytes: &[u8] = if !self.buf.is_empty() {
+                &self.buf
+            } else if let Some(big) = &self.big {
+                big
+            } else {
+                return Pin::new(io).poll_flush(cx);
+            };
+            let n = ready!(Pin::new(&mut *io).poll_write(cx, bytes))?;
+            if n == 0 {
+                return Poll::Ready(Err(io::ErrorKind::WriteZero.into()));
+            }
+            self.written += n as u64;
+            if !self.buf.is_empty() {
+                self.buf.advance(n);
+            } else if let Some(big) = &mut self.big {
+                big.advance(n);
+                if big.is_empty() {
+                    self.big = None;
+                    if std::mem::take(&mut self.crlf_after_big) {
+                        self.buf.extend_from_slice(b"\r\n");
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// How a request body is framed on the wire.
+pub(crate) enum RequestFraming {
+    /// This many bytes still to send.
+    Length(u64),
+    /// Chunked, ending with the declared trailer fields the body yields.
+    Chunked { trailers: Vec<HeaderName> },
+}
+
+/// A request body on its way out.
+pub(crate) struct Upload {
+    body: Body,
+    framing: RequestFraming,
+}
+
+impl Upload {
+    pub(super) fn new(body: Body, framing: RequestFraming) -> Self {
+        Self { body, framing }
+    }
+
+    /// Queues the body's next frame in `out`. `Ready(Ok(true))`: more may follow;
+    /// `Ready(Ok(false))`: the body's end is queued. A failure is the body's own
+    /// (its client broke it off, or sent more or less than its length).
+    pub(super) fn poll_next(
+        &mut self,
+        cx: &mut Context<'_>,
+        out: &mut Outgoing,
+    ) -> Poll<Result<bool, BoxError>> {
+        loop {
+            let frame = match ready!(Pin::new(&mut self.body).poll_frame(cx)) {
+                Some(Ok(frame)) => frame,
+                Some(Err(e)) => {
+                    return Poll::Ready(Err(format!("request body: {}", source_text(&*e)).into()));
+                }
+                None => return Poll::Ready(self.end(out).map(|()| false)),
+            };
+            let data = match frame.into_data() {
+                Ok(data) => data,
+                Err(frame) => {
+                    if let (Ok(trailers), RequestFraming::Chunked { trailers: declared }) =
+                        (frame.into_trailers(), &self.framing)
+                    {
+                        let head = &mut out.buf;
+                        head.extend_from_slice(b"0\r\n");
+                        for (name, value) in &trailers {
+                            if declared.contains(name) {
+                                head.extend_from_slice(name.as_str().as_bytes());
+                                head.extend_from_slice(b": ");
+                                head.extend_from_slice(value.as_bytes());
+                                head.extend_from_slice(b"\r\n");
+                            }
+                        }
+                        head.extend_from_slice(b"\r\n");
+                        return Poll::Ready(Ok(false));
+                    }
+                    // Trailers on a body with a length have nowhere to go.
+                    continue;
+                }
+            };
+            if data.is_empty() {
+                continue;
+            }
+            match &mut self.framing {
+                RequestFraming::Length(left) => {
+                    let len = data.len() as u64;
+                    if len > *left {
+                        return Poll::Ready(Err(
+                            "request body: longer than its Content-Length".into()
+                        ));
+                    }
+                    *left -= len;
+                    out.push(data, false);
+                    if *left == 0 {
+                        return Poll::Ready(Ok(false));
+                    }
+                }
+                RequestFraming::Chunked { .. } => {
+                    let _ = write!(out.buf, "{:x}\r\n", data.len());
+                    out.push(data, true);
+                }
+            }
+            return Poll::Ready(Ok(true));
+        }
+    }
+
+    /// The body ended.
+    fn end(&mut self, out: &mut Outgoing) -> Result<(), BoxError> {
+        match self.framing {
+            RequestFraming::Length(0) => Ok(()),
+            RequestFraming::Length(left) => {
+                Err(format!("request body: ended {left} bytes short of its Content-Length").into())
+            }
+            RequestFraming::Chunked { .. } => {
+                out.buf.extend_from_slice(b"0\r\n\r\n");
+                Ok(())
+            }
+        }
+    }
+}
