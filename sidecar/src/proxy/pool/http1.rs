@@ -58,6 +58,8 @@ pub(crate) struct Conn {
     out: Outgoing,
     /// Writing failed: the server closed its side. The connection is not reused.
     write_failed: Option<io::Error>,
+    /// Scratch space for parsing response heads.
+    fields: Vec<head::FieldAt>,
 }
 
 /// The transport under a connection.
@@ -82,6 +84,7 @@ impl Conn {
             read_size: FIRST_READ,
             out: Outgoing::default(),
             write_failed: None,
+            fields: Vec::new(),
         })
     }
 
@@ -200,7 +203,7 @@ fn exchange(
                 Poll::Pending => {}
             }
         }
-        match head::parse_response(&mut conn.read) {
+        match head::parse_response(&mut conn.read, &mut conn.fields) {
             Ok(Some(parsed)) => return Poll::Ready(Ok(parsed)),
             Ok(None) => {}
             Err(e) => return Poll::Ready(Err(PoolError::Exchange(e))),
