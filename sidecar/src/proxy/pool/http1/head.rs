@@ -120,7 +120,7 @@ fn declared_trailers(headers: &HeaderMap) -> Vec<HeaderName> {
 
 /// Where one field's name and value are in a head (start and end of each): taken
 /// while the parser borrows the buffer, used once the head is split off it.
-pub(super) type FieldAt = [u32; 4];
+pub(super) type FieldAt = [usize; 4];
 
 /// The first final response head in `buf`, taken out of it; interim (1xx) answers
 /// before it are skipped, as hyper's client skips them (`101` is final). `None`:
@@ -160,23 +160,23 @@ pub(super) fn parse_response(
         let reason = (!reason.is_empty() && status.canonical_reason() != Some(reason))
             .then(|| Bytes::copy_from_slice(reason.as_bytes()));
         let base = buf.as_ptr() as usize;
-        let offset = |field: &[u8]| (field.as_ptr() as usize - base) as u32;
+        let offset = |field: &[u8]| field.as_ptr() as usize - base;
         at.clear();
         at.extend(parsed.headers.iter().map(|field| {
             let (name, value) = (offset(field.name.as_bytes()), offset(field.value));
             [
                 name,
-                name + field.name.len() as u32,
+                name + field.name.len(),
                 value,
-                value + field.value.len() as u32,
+                value + field.value.len(),
             ]
         }));
         let head = buf.split_to(len).freeze();
         let mut headers = HeaderMap::with_capacity(at.len());
         for &[ns, ne, vs, ve] in at.iter() {
-            let name = HeaderName::from_bytes(&head[ns as usize..ne as usize])
+            let name = HeaderName::from_bytes(&head[ns..ne])
                 .map_err(|_| "malformed response head: a field name")?;
-            let value = HeaderValue::from_maybe_shared(head.slice(vs as usize..ve as usize))
+            let value = HeaderValue::from_maybe_shared(head.slice(vs..ve))
                 .map_err(|_| "malformed response head: a field value")?;
             headers.append(name, value);
         }
