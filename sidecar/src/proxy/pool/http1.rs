@@ -271,11 +271,17 @@ fn finish(
 }
 
 /// Puts `conn` back among `idle`, within the pool's bound, unless writing on it
-/// failed.
-fn give_back(idle: &Idle, conn: Box<Conn>) {
+/// failed. A connection that read a large body keeps no large buffer while idle:
+/// 256 of them per destination are kept.
+fn give_back(idle: &Idle, mut conn: Box<Conn>) {
     if conn.write_failed.is_some() {
         return;
     }
+    if conn.read.capacity() > 2 * FIRST_READ {
+        conn.read = BytesMut::new();
+    }
+    conn.read_size = FIRST_READ;
+    conn.out.shrink(2 * FIRST_READ);
     let mut idle = idle.lock().unwrap_or_else(PoisonError::into_inner);
     if idle.len() < super::MAX_IDLE {
         idle.push((conn, Instant::now()));

@@ -446,3 +446,23 @@ async fn small_chunks_already_read_go_on_as_one_frame_and_a_cut_comes_after_them
     assert!(frames <= 3, "{frames} frames for 100 chunks read at once");
     assert!(failure.contains("mid-message"), "{failure}");
 }
+
+#[tokio::test]
+async fn a_connection_that_read_a_large_body_keeps_no_large_buffer_idle() {
+    let mut answer = b"HTTP/1.1 200 OK\r\ncontent-length: 4194304\r\n\r\n".to_vec();
+    answer.extend(std::iter::repeat_n(b'x', 4 << 20));
+    let answer: &'static [u8] = answer.leak();
+    let (sent, idle) = answered(answer, get("/big")).await;
+    let mut body = sent.ok().unwrap().into_body();
+    let mut bytes = 0;
+    while let Some(frame) = body.frame().await {
+        bytes += frame.unwrap().into_data().unwrap().len();
+    }
+    assert_eq!(bytes, 4 << 20);
+    let (kept, _) = idle.lock().unwrap().pop().expect("given back");
+    assert!(
+        kept.read.capacity() <= 2 * FIRST_READ,
+        "{}",
+        kept.read.capacity()
+    );
+}

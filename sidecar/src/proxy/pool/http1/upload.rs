@@ -42,6 +42,13 @@ impl Outgoing {
         self.written
     }
 
+    /// Drops a buffer grown past `max` (it is empty between requests).
+    pub(super) fn shrink(&mut self, max: usize) {
+        if self.buf.capacity() > max {
+            self.buf = BytesMut::new();
+        }
+    }
+
     pub(super) fn is_empty(&self) -> bool {
         self.buf.is_empty() && self.big.is_none()
     }
