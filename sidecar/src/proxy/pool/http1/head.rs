@@ -56,14 +56,18 @@ pub(super) fn encode_request(
     buf.extend_from_slice(b" ");
     buf.extend_from_slice(target.as_bytes());
     buf.extend_from_slice(b" HTTP/1.1\r\n");
+    let mut length = None;
     for (name, value) in headers {
+        if name == header::CONTENT_LENGTH {
+            length = Some(value);
+        }
         buf.extend_from_slice(name.as_str().as_bytes());
         buf.extend_from_slice(b": ");
         buf.extend_from_slice(value.as_bytes());
         buf.extend_from_slice(b"\r\n");
     }
     // The client's own length, when it gave one, is what its body is checked against.
-    let framing = match headers.get(header::CONTENT_LENGTH) {
+    let framing = match length {
         Some(value) => match content_length(value.as_bytes()) {
             Some(0) => None,
             Some(n) => Some(RequestFraming::Length(n)),
@@ -173,11 +177,13 @@ pub(super) fn parse_response(
         }));
         let head = buf.split_to(len).freeze();
         let mut headers = HeaderMap::with_capacity(at.len());
+        let mut framing = Framing::default();
         for &[ns, ne, vs, ve] in at.iter() {
             let name = HeaderName::from_bytes(&head[ns..ne])
                 .map_err(|_| "malformed response head: a field name")?;
             let value = HeaderValue::from_maybe_shared(head.slice(vs..ve))
                 .map_err(|_| "malformed response head: a field value")?;
+            framing.see(&name, &value)?;
             headers.append(name, value);
         }
         let mut response = Response::new(());
@@ -188,7 +194,7 @@ pub(super) fn parse_response(
         {
             response.extensions_mut().insert(reason);
         }
-        let (length, keep_alive) = framing(&headers, version, status)?;
+        let (length, keep_alive) = framing.decide(version, status)?;
         *response.headers_mut() = headers;
         return Ok(Some(Parsed {
             response,
@@ -198,56 +204,67 @@ pub(super) fn parse_response(
     }
 }
 
-/// How the body ends, and whether the connection stays open after it. A response
-/// no proxy may pass on (`classify::malformed`) is never followed on its connection.
-fn framing(
-    headers: &HeaderMap,
-    version: Version,
-    status: StatusCode,
-) -> Result<(Length, bool), BoxError> {
-    let mut keep_alive = match version {
-        Version::HTTP_10 => connection_has(headers, "keep-alive"),
-        _ => !connection_has(headers, "close"),
-    };
-    let te = headers.contains_key(header::TRANSFER_ENCODING);
-    let cl = headers.contains_key(header::CONTENT_LENGTH);
-    if status.as_u16() > 599 || te && cl {
-        keep_alive = false;
-    }
-    let length = if te {
-        if version == Version::HTTP_10 {
-            return Err("malformed response head: Transfer-Encoding in HTTP/1.0".into());
-        }
-        // Chunked must be the last coding; any other last coding runs to the close.
-        let last = headers
-            .get_all(header::TRANSFER_ENCODING)
-            .iter()
-            .next_back()
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.rsplit(',').next())
-            .map(str::trim);
-        if last.is_some_and(|c| c.eq_ignore_ascii_case("chunked")) {
-            Length::Chunked
-        } else {
-            Length::Close
-        }
-    } else if cl {
-        let mut length = None;
-        for value in headers.get_all(header::CONTENT_LENGTH) {
-            for part in value.as_bytes().split(|&b| b == b',') {
+/// What a response head says of its framing, gathered as its fields are added to
+/// the map (one look at each name, not a hashed lookup per field asked about).
+#[derive(Default)]
+struct Framing {
+    /// `Connection: close`, `Connection: keep-alive`.
+    close: bool,
+    keep_alive: bool,
+    /// Transfer-Encoding: present, and its last coding is chunked.
+    te: bool,
+    chunked: bool,
+    /// Content-Length, its values all the same.
+    length: Option<u64>,
+}
+
+impl Framing {
+    fn see(&mut self, name: &HeaderName, value: &HeaderValue) -> Result<(), BoxError> {
+        let bytes = value.as_bytes();
+        if *name == header::CONNECTION {
+            for token in bytes.split(|&b| b == b',').map(<[u8]>::trim_ascii) {
+                self.close |= token.eq_ignore_ascii_case(b"close");
+                self.keep_alive |= token.eq_ignore_ascii_case(b"keep-alive");
+            }
+        } else if *name == header::TRANSFER_ENCODING {
+            // Chunked must be the last coding; any other last coding runs to the close.
+            self.te = true;
+            let last = bytes.rsplit(|&b| b == b',').next().unwrap_or_default();
+            self.chunked = last.trim_ascii().eq_ignore_ascii_case(b"chunked");
+        } else if *name == header::CONTENT_LENGTH {
+            for part in bytes.split(|&b| b == b',') {
                 let n = content_length(part.trim_ascii())
                     .ok_or("malformed response head: Content-Length")?;
-                if length.is_some_and(|l| l != n) {
+                if self.length.is_some_and(|l| l != n) {
                     return Err("malformed response head: Content-Lengths differ".into());
                 }
-                length = Some(n);
+                self.length = Some(n);
             }
         }
-        Length::Exact(length.unwrap_or_default())
-    } else {
-        Length::Close
-    };
-    Ok((length, keep_alive))
+        Ok(())
+    }
+
+    /// How the body ends, and whether the connection stays open after it. A
+    /// response no proxy may pass on (`classify::malformed`) is never followed on
+    /// its connection.
+    fn decide(self, version: Version, status: StatusCode) -> Result<(Length, bool), BoxError> {
+        let mut keep_alive = match version {
+            Version::HTTP_10 => self.keep_alive,
+            _ => !self.close,
+        };
+        if status.as_u16() > 599 || self.te && self.length.is_some() {
+            keep_alive = false;
+        }
+        let length = match (self.te, self.length) {
+            (true, _) if version == Version::HTTP_10 => {
+                return Err("malformed response head: Transfer-Encoding in HTTP/1.0".into());
+            }
+            (true, _) if self.chunked => Length::Chunked,
+            (true, _) | (false, None) => Length::Close,
+            (false, Some(n)) => Length::Exact(n),
+        };
+        Ok((length, keep_alive))
+    }
 }
 
 /// A Content-Length: digits only, at most 19 of them.
@@ -256,15 +273,6 @@ fn content_length(value: &[u8]) -> Option<u64> {
         return None;
     }
     std::str::from_utf8(value).ok()?.parse().ok()
-}
-
-fn connection_has(headers: &HeaderMap, token: &str) -> bool {
-    headers
-        .get_all(header::CONNECTION)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .any(|t| t.trim().eq_ignore_ascii_case(token))
 }
 
 /// A 101 response's connection, from the byte after its head: the switched
