@@ -30,14 +30,20 @@ pub(super) enum Framing {
     Done,
 }
 
-/// Where a chunked body is.
+/// Where a chunked body is. A line or section still coming keeps how far it has
+/// been searched for its end, so an upstream trickling it byte by byte costs one
+/// look at each byte, not one at every byte per byte.
 #[derive(Debug, PartialEq, Eq)]
 pub(super) enum Chunk {
-    Size,
+    Size {
+        searched: usize,
+    },
     Data(u64),
     /// The CRLF after a chunk's data.
     DataEnd,
-    Trailers,
+    Trailers {
+        searched: usize,
+    },
 }
 
 /// What `decode` may return.
@@ -71,7 +77,7 @@ impl Framing {
         match length {
             Length::Exact(0) => Self::Done,
             Length::Exact(n) => Self::Length(n),
-            Length::Chunked => Self::Chunked(Chunk::Size),
+            Length::Chunked => Self::Chunked(Chunk::Size { searched: 0 }),
             Length::Close => Self::Close,
         }
     }
@@ -107,9 +113,9 @@ impl Framing {
                         }
                         return Ok(Decoded::Frame(Frame::data(data)));
                     }
-                    Chunk::Size => match size_line(buf)? {
+                    Chunk::Size { searched } => match size_line(buf, searched)? {
                         None => return Ok(Decoded::More),
-                        Some(0) => *chunk = Chunk::Trailers,
+                        Some(0) => *chunk = Chunk::Trailers { searched: 0 },
                         Some(n) => *chunk = Chunk::Data(n),
                     },
                     Chunk::DataEnd => {
@@ -120,9 +126,9 @@ impl Framing {
                             return Err("malformed chunked body: no CRLF after a chunk".into());
                         }
                         buf.advance(2);
-                        *chunk = Chunk::Size;
+                        *chunk = Chunk::Size { searched: 0 };
                     }
-                    Chunk::Trailers => {
+                    Chunk::Trailers { searched } => {
                         if buf.starts_with(b"\r\n") {
                             buf.advance(2);
                             *self = Self::Done;
@@ -131,7 +137,7 @@ impl Framing {
                         if want != Want::Any {
                             return Ok(Decoded::More);
                         }
-                        let Some(trailers) = trailers(buf)? else {
+                        let Some(trailers) = trailers(buf, searched)? else {
                             return Ok(Decoded::More);
                         };
                         *self = Self::Done;
@@ -150,14 +156,18 @@ fn take(buf: &mut BytesMut, left: &mut u64) -> Bytes {
     buf.split_to(n).freeze()
 }
 
-/// A chunk-size line (`1*HEXDIG [ chunk-ext ] CRLF`), taken out of `buf`.
-fn size_line(buf: &mut BytesMut) -> Result<Option<u64>, BoxError> {
-    let Some(lf) = buf.iter().take(MAX_CHUNK_LINE).position(|&b| b == b'\n') else {
+/// A chunk-size line (`1*HEXDIG [ chunk-ext ] CRLF`), taken out of `buf`; until all
+/// of it has come, `searched` says how much of `buf` holds no LF.
+fn size_line(buf: &mut BytesMut, searched: &mut usize) -> Result<Option<u64>, BoxError> {
+    let end = buf.len().min(MAX_CHUNK_LINE);
+    let Some(lf) = buf[*searched..end].iter().position(|&b| b == b'\n') else {
         if buf.len() >= MAX_CHUNK_LINE {
             return Err("malformed chunked body: chunk size line over 4 KiB".into());
         }
+        *searched = end;
         return Ok(None);
     };
+    let lf = *searched + lf;
     let line = buf[..lf]
         .strip_suffix(b"\r")
         .ok_or("malformed chunked body: a bare LF ends a chunk size line")?;
@@ -174,18 +184,22 @@ fn size_line(buf: &mut BytesMut) -> Result<Option<u64>, BoxError> {
     Ok(Some(size))
 }
 
-/// The trailer section, taken out of `buf` once all of it is there.
-fn trailers(buf: &mut BytesMut) -> Result<Option<HeaderMap>, BoxError> {
-    let Some(end) = buf
+/// The trailer section, taken out of `buf` once all of it is there; until then,
+/// `searched` says where its end may still start.
+fn trailers(buf: &mut BytesMut, searched: &mut usize) -> Result<Option<HeaderMap>, BoxError> {
+    let limit = buf.len().min(MAX_TRAILERS);
+    let Some(end) = buf[*searched..limit]
         .windows(4)
-        .take(MAX_TRAILERS)
         .position(|w| w == b"\r\n\r\n")
     else {
         if buf.len() >= MAX_TRAILERS {
             return Err("malformed chunked body: trailers over 64 KiB".into());
         }
+        // The end's first bytes may be the last three here.
+        *searched = limit.saturating_sub(3).max(*searched);
         return Ok(None);
     };
+    let end = *searched + end;
     let mut fields = [httparse::EMPTY_HEADER; MAX_TRAILER_FIELDS];
     let section = &buf[..end + 4];
     match httparse::parse_headers(section, &mut fields) {
@@ -403,5 +417,65 @@ impl HttpBody for ResponseBody {
             Framing::Done => SizeHint::with_exact(0),
             _ => SizeHint::default(),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Everything `framing` makes of `wire` when it arrives `step` bytes at a time.
+    fn decode_in_steps(
+        mut framing: Framing,
+        wire: &[u8],
+        step: usize,
+    ) -> (Vec<u8>, Option<HeaderMap>) {
+        let (mut buf, mut data, mut trailers) = (BytesMut::new(), Vec::new(), None);
+        let mut pieces = wire.chunks(step);
+        loop {
+            match framing.decode(&mut buf, Want::Any).unwrap() {
+                Decoded::Frame(frame) => match frame.into_data() {
+                    Ok(bytes) => data.extend_from_slice(&bytes),
+                    Err(frame) => trailers = frame.into_trailers().ok(),
+                },
+                Decoded::End => return (data, trailers),
+                Decoded::More => buf.extend_from_slice(pieces.next().expect("ended early")),
+            }
+        }
+    }
+
+    #[test]
+    fn a_chunked_body_trickled_byte_by_byte_decodes_as_one_read_at_once() {
+        let wire = b"5;name=value\r\nhello\r\n6\r\n world\r\n0\r\nx-sum: 11\r\nx-n: 2\r\n\r\n";
+        let whole = decode_in_steps(
+            Framing::Chunked(Chunk::Size { searched: 0 }),
+            wire,
+            wire.len(),
+        );
+        for step in [1, 2, 3, 5] {
+            let trickled =
+                decode_in_steps(Framing::Chunked(Chunk::Size { searched: 0 }), wire, step);
+            assert_eq!(trickled, whole, "{step} bytes at a time");
+        }
+        assert_eq!(whole.0, b"hello world");
+        assert_eq!(whole.1.unwrap()["x-n"], "2");
+    }
+
+    #[test]
+    fn a_trickled_size_line_is_looked_at_once_per_byte() {
+        let mut buf = BytesMut::new();
+        let mut searched = 0;
+        for byte in b"1a;ext" {
+            buf.extend_from_slice(&[*byte]);
+            assert_eq!(size_line(&mut buf, &mut searched).unwrap(), None);
+            assert_eq!(
+                searched,
+                buf.len(),
+                "the bytes without an LF are not searched again"
+            );
+        }
+        buf.extend_from_slice(b"\r\n");
+        assert_eq!(size_line(&mut buf, &mut searched).unwrap(), Some(0x1a));
+        assert!(buf.is_empty());
     }
 }

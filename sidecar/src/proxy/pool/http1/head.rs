@@ -18,7 +18,7 @@ use super::upload::{Outgoing, RequestFraming};
 
 /// hyper's limits for a response head: 100 fields, and its read buffer's bound.
 const MAX_HEADERS: usize = 100;
-const MAX_HEAD: usize = 8192 + 4096 * 100;
+pub(super) const MAX_HEAD: usize = 8192 + 4096 * 100;
 
 /// A final response head, and what it says of the connection.
 pub(super) struct Parsed {
