@@ -249,6 +249,7 @@ impl Control {
                     self.count(&self.counters.commits);
                     tracing::info!(revision, by = %options.applied_by, "committed");
                     crate::rollout::after_commit(self.store.as_ref(), &change, &old, &new).await;
+                    self.in_force(revision).await;
                     return Ok(ChangeOutcome {
                         revision,
                         committed: true,
@@ -270,6 +271,26 @@ impl Control {
             }
         }
         Err(StoreError::Unavailable("too many concurrent changes, try again".into()).into())
+    }
+
+    /// Waits (a bounded while) for the hub to hold `revision`, so that what the
+    /// caller looks at next, `/metrics` or `graylane status`, shows the change it was
+    /// told is committed. The hub takes revisions from the store's watch
+    /// (`push_revisions`), the one writer; a caller answered before it fired saw
+    /// the revision before its own. A hub not yet loaded (start-up, tests without
+    /// the feed) is not waited for.
+    async fn in_force(&self, revision: u64) {
+        let mut state = self.hub.subscribe();
+        if !state.borrow().loaded {
+            return;
+        }
+        let held = state.wait_for(|s| s.revision >= revision);
+        if tokio::time::timeout(IN_FORCE_WAIT, held).await.is_err() {
+            tracing::warn!(
+                revision,
+                "committed, not yet in force after {IN_FORCE_WAIT:?}"
+            );
+        }
     }
 
     fn count(&self, counter: &AtomicU64) {
@@ -312,6 +333,8 @@ impl Control {
 }
 
 /// Between reads of the revision in force while the store is unreachable.
+/// How long a change waits for its revision to be in force (see `in_force`).
+const IN_FORCE_WAIT: std::time::Duration = std::time::Duration::from_secs(2);
 const RETRY_FIRST: std::time::Duration = std::time::Duration::from_millis(200);
 const RETRY_MAX: std::time::Duration = std::time::Duration::from_secs(3);
 
@@ -354,5 +377,37 @@ mod tests {
         let (n1, rules) = control.rules().await.unwrap();
         assert_eq!((n0, n1), (0, 1));
         assert_eq!(rules.len(), 1, "the new revision, not the cached one");
+    }
+
+    #[tokio::test]
+    async fn a_committed_change_is_in_force_when_the_caller_is_answered() {
+        let hub = Arc::new(Hub::new());
+        let control = Arc::new(Control::new(
+            Box::new(MemoryStore::new(100)),
+            Arc::clone(&hub),
+        ));
+        let (_stop, stopped) = watch::channel(false);
+        tokio::spawn(Arc::clone(&control).push_revisions(stopped));
+        let mut state = hub.subscribe();
+        state.wait_for(|s| s.loaded).await.unwrap();
+        for n in 1..=3 {
+            let apply = Change::Apply {
+                files: vec![(
+                    "lane.yaml".into(),
+                    format!(
+                        "apiVersion: graylane.io/v1\nkind: Lane\nmetadata: {{name: g{n}}}\n\
+                         spec:\n  tag: g{n}\n  selector: {{version: v{n}}}\n"
+                    ),
+                )],
+                prune: graylane_routing::Prune::None,
+            };
+            let outcome = control
+                .change(apply, ChangeOptions::default())
+                .await
+                .unwrap();
+            assert_eq!(outcome.revision, n);
+            // No wait here: `/metrics` and `status` read the hub right after.
+            assert_eq!(hub.current().revision, n, "revision {n} in force");
+        }
     }
 }
