@@ -202,19 +202,15 @@ fn failures_are_logged_at_most_once_a_second_with_the_count_of_the_others() {
     );
 }
 
-/// An app whose answer breaks in its body's first chunk (a bad chunk-size line): the
-/// inbound sidecar can only close the hop (its head had gone to hyper, as nginx and
-/// Envoy do), and the caller's sidecar answers 502 saying the connection closed
-/// mid-message, in its own words: not rustls' "close_notify" and its docs link,
-/// which read as a TLS fault of the mesh.
-#[test]
-fn an_answer_broken_in_its_body_is_a_502_saying_the_connection_closed_mid_message() {
-    let dir = tempfile::tempdir().unwrap();
-    let cp = ControlPlane::start(dir.path(), &[]);
+/// An app on port 0 that reads each request head and answers `answer` (`None`: never
+/// answers, holding the connection); says on `took` when it has a request. Its
+/// thread ends with the test process.
+fn raw_app(answer: Option<&'static [u8]>) -> (SocketAddr, std::sync::mpsc::Receiver<()>) {
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let app = listener.local_addr().unwrap();
-    // Its thread ends with the test process.
+    let (took, taken) = std::sync::mpsc::channel();
     std::thread::spawn(move || {
+        let mut held = Vec::new();
         for conn in listener.incoming() {
             let Ok(mut conn) = conn else { return };
             let mut head = Vec::new();
@@ -222,9 +218,23 @@ fn an_answer_broken_in_its_body_is_a_502_saying_the_connection_closed_mid_messag
             while !head.ends_with(b"\r\n\r\n") && conn.read(&mut byte).is_ok_and(|n| n == 1) {
                 head.push(byte[0]);
             }
-            let _ = conn.write_all(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\nZZ\r\n");
+            let _ = took.send(());
+            match answer {
+                Some(answer) => drop(conn.write_all(answer)),
+                None => held.push(conn),
+            }
         }
     });
+    (app, taken)
+}
+
+/// `orders` (its sidecar's inbound to `app`) and `frontend` (whose outbound the test
+/// calls), mesh mTLS between them, `frontend` ready to route to `orders`.
+fn orders_behind_a_peer(
+    dir: &std::path::Path,
+    cp: &ControlPlane,
+    app: SocketAddr,
+) -> (Sidecar, Sidecar) {
     let url = cp.url();
     let app = app.to_string();
     let flags = |service: &'static str, id: &'static str| {
@@ -239,15 +249,66 @@ fn an_answer_broken_in_its_body_is_a_502_saying_the_connection_closed_mid_messag
     };
     let mut orders_flags = flags("orders", "orders-1");
     orders_flags.extend(["--app-addr", &app]);
-    let _orders = Sidecar::start(dir.path(), "orders-1", &orders_flags);
-    let front = Sidecar::start(dir.path(), "front-1", &flags("frontend", "front-1"));
+    let orders = Sidecar::start(dir, "orders-1", &orders_flags);
+    let front = Sidecar::start(dir, "front-1", &flags("frontend", "front-1"));
     front.wait_ready();
     front.wait_endpoints("orders", 1);
-    let (status, body) = get(front.outbound, "orders", "");
-    assert_eq!(status, 502, "{body}");
-    assert!(body.contains("closed the connection mid-message"), "{body}");
+    (orders, front)
+}
+
+/// An app whose answer breaks in its body's first chunk (a bad chunk-size line), sent
+/// with its head: the inbound sidecar finds it before passing the head on, and the
+/// caller gets that sidecar's 502 naming the fault, not a 200 and then a cut
+/// connection (nginx and Envoy pass the head on first).
+#[test]
+fn an_answer_broken_in_its_first_chunk_is_a_502_naming_the_fault() {
+    let dir = tempfile::tempdir().unwrap();
+    let cp = ControlPlane::start(dir.path(), &[]);
+    let answer = b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\nZZ\r\n";
+    let (app, _) = raw_app(Some(answer));
+    let (_orders, front) = orders_behind_a_peer(dir.path(), &cp, app);
+    let (status, response) = get(front.outbound, "orders", "");
+    assert_eq!(status, 502, "{response}");
+    let head = response.to_ascii_lowercase();
+    assert!(head.contains("\r\ngraylane-error: 1\r\n"), "{response}");
     assert!(
-        !body.contains("docs.rs") && !body.contains("close_notify"),
-        "{body}"
+        response.contains("upstream orders: malformed chunked body: chunk size"),
+        "{response}"
+    );
+}
+
+/// A peer sidecar that dies while a request is in it: the caller's sidecar answers
+/// 502 saying the connection closed mid-message, in its own words: not rustls'
+/// "close_notify" and its docs link, which read as a TLS fault of the mesh. A POST,
+/// which no sidecar sends twice.
+#[test]
+fn a_peer_sidecar_dying_mid_exchange_is_a_502_saying_the_connection_closed_mid_message() {
+    let dir = tempfile::tempdir().unwrap();
+    let cp = ControlPlane::start(dir.path(), &[]);
+    let (app, taken) = raw_app(None);
+    let (mut orders, front) = orders_behind_a_peer(dir.path(), &cp, app);
+    let mut client = TcpStream::connect(front.outbound).unwrap();
+    client
+        .write_all(
+            b"POST / HTTP/1.1\r\nHost: orders\r\nContent-Length: 2\r\nConnection: close\r\n\r\nhi",
+        )
+        .unwrap();
+    taken
+        .recv_timeout(Duration::from_secs(10))
+        .expect("the request reached the app");
+    orders.proc.kill();
+    client
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    let mut response = String::new();
+    let _ = client.read_to_string(&mut response);
+    assert!(response.starts_with("HTTP/1.1 502 "), "{response}");
+    assert!(
+        response.contains("closed the connection mid-message"),
+        "{response}"
+    );
+    assert!(
+        !response.contains("docs.rs") && !response.contains("close_notify"),
+        "{response}"
     );
 }

@@ -159,7 +159,10 @@ pub(super) async fn send(
     let parsed =
         std::future::poll_fn(|cx| exchange(&mut conn, &mut upload, &mut searched, cx)).await;
     match parsed {
-        Ok(parsed) => Ok(finish(conn, parsed, upload, method_head, idle)),
+        Ok(parsed) => finish(conn, parsed, upload, method_head, idle).map_err(|error| Failed {
+            error,
+            unsent: None,
+        }),
         // Nothing of a body-less request left: it may go on another connection.
         Err(error) => Err(Failed {
             error,
@@ -245,14 +248,16 @@ fn closed(nothing_read: bool) -> io::Error {
 }
 
 /// The response as the caller gets it: its body reads from `conn`, or, with none,
-/// `conn` goes back to `idle` now.
+/// `conn` goes back to `idle` now. A body whose framing is broken in what already
+/// came with the head (a bad first chunk-size line) fails the exchange: the client
+/// gets a 502 saying so, not a head and then a cut connection.
 fn finish(
     mut conn: Box<Conn>,
     parsed: Parsed,
     upload: Option<Upload>,
     method_head: bool,
     idle: &Idle,
-) -> Response<Body> {
+) -> Result<Response<Body>, PoolError> {
     let Parsed {
         mut response,
         length,
@@ -264,18 +269,19 @@ fn finish(
         response
             .extensions_mut()
             .insert(Switched::new(conn.io, read.freeze()));
-        return response.map(|()| Body::Empty);
+        return Ok(response.map(|()| Body::Empty));
     }
-    let framing = body::Framing::of(&response, length, method_head);
+    let mut framing = body::Framing::of(&response, length, method_head);
+    framing.check(&mut conn.read).map_err(PoolError::Exchange)?;
     let keep_alive = keep_alive && framing != body::Framing::Close;
     if framing == body::Framing::Done && upload.is_none() {
         if keep_alive {
             give_back(idle, conn);
         }
-        return response.map(|()| Body::Empty);
+        return Ok(response.map(|()| Body::Empty));
     }
     let body = ResponseBody::new(conn, framing, upload, keep_alive.then(|| Arc::clone(idle)));
-    response.map(|()| Body::Upstream(body))
+    Ok(response.map(|()| Body::Upstream(body)))
 }
 
 /// Puts `conn` back among `idle`, within the pool's bound, unless writing on it

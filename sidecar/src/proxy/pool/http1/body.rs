@@ -82,6 +82,12 @@ impl Framing {
         }
     }
 
+    /// Takes the steps in `buf` that make no frame (a chunk-size line, say): a
+    /// framing error in what came with the head is found before the head goes on.
+    pub(super) fn check(&mut self, buf: &mut BytesMut) -> Result<(), BoxError> {
+        self.decode(buf, Want::Nothing).map(drop)
+    }
+
     /// The next frame in `buf` of those `want` asks for; the steps that make none
     /// are taken whatever it asks.
     fn decode(&mut self, buf: &mut BytesMut, want: Want) -> Result<Decoded, BoxError> {
@@ -230,7 +236,8 @@ pub(crate) struct ResponseBody {
     upload: Option<Box<Upload>>,
     /// Where the connection goes back; `None`: it does not (the server closes it).
     idle: Option<Idle>,
-    /// A frame went out since the last poll that found nothing.
+    /// Something went out since the last poll that found nothing: a frame, or at
+    /// first the head (hyper's server writes it out when the body has nothing yet).
     fresh: bool,
     /// A failure held back for a poll (see `poll_frame`).
     failed: Option<BoxError>,
@@ -248,7 +255,7 @@ impl ResponseBody {
             framing,
             upload: upload.map(Box::new),
             idle,
-            fresh: false,
+            fresh: true,
             failed: None,
         }
     }
