@@ -97,19 +97,19 @@ impl Conn {
             return false;
         }
         let mut cx = Context::from_waker(Waker::noop());
-        let tcp = match &self.io {
-            Io::Plain(tcp) => tcp,
-            Io::Tls(tls) => tls.get_ref().0,
-        };
-        match tcp.poll_read_ready(&mut cx) {
-            Poll::Pending => return true,
-            Poll::Ready(Err(_)) => return false,
-            Poll::Ready(Ok(())) => {}
+        // A TLS session is read whatever the socket says: it may hold decrypted bytes
+        // read with the last response (its socket read then asks tokio's readiness
+        // first, and costs no system call either).
+        if let Io::Plain(tcp) = &self.io {
+            match tcp.poll_read_ready(&mut cx) {
+                Poll::Pending => return true,
+                Poll::Ready(Err(_)) => return false,
+                Poll::Ready(Ok(())) => {}
+            }
         }
         let mut probe = [0u8; 1];
         let mut buf = ReadBuf::new(&mut probe);
-        // Ready: something came, or the readiness is stale. A TLS session may also
-        // have a record to process (a close_notify reads as the end).
+        // Something came, the end (a close_notify included), or stale readiness.
         matches!(
             Pin::new(&mut self.io).poll_read(&mut cx, &mut buf),
             Poll::Pending
@@ -274,9 +274,13 @@ fn finish(
     let mut framing = body::Framing::of(&response, length, method_head);
     framing.check(&mut conn.read).map_err(PoolError::Exchange)?;
     let keep_alive = keep_alive && framing != body::Framing::Close;
-    if framing == body::Framing::Done && upload.is_none() {
-        if keep_alive {
-            give_back(idle, conn);
+    if framing == body::Framing::Done {
+        let idle = keep_alive.then(|| Arc::clone(idle));
+        // The end of the request body may still be queued (the answer came first).
+        if upload.is_some() || !conn.out.is_empty() {
+            body::send_rest(conn, upload, idle);
+        } else if let Some(idle) = idle {
+            give_back(&idle, conn);
         }
         return Ok(response.map(|()| Body::Empty));
     }

@@ -3,7 +3,8 @@
 //! that says it has ended, so it cannot wait for another poll).
 
 use std::pin::Pin;
-use std::task::{Context, Poll};
+use std::task::{Context, Poll, ready};
+use std::time::Duration;
 
 use bytes::{Buf, Bytes, BytesMut};
 use http::{HeaderMap, HeaderName, HeaderValue, Response, StatusCode};
@@ -241,6 +242,9 @@ pub(crate) struct ResponseBody {
     fresh: bool,
     /// A failure held back for a poll (see `poll_frame`).
     failed: Option<BoxError>,
+    /// A failure found past a frame (a bad chunk after good ones): the frame goes
+    /// first, the failure with the next poll.
+    later: Option<BoxError>,
 }
 
 impl ResponseBody {
@@ -257,6 +261,7 @@ impl ResponseBody {
             idle,
             fresh: true,
             failed: None,
+            later: None,
         }
     }
 
@@ -294,9 +299,11 @@ impl ResponseBody {
     /// and nothing else was sent on it.
     fn finish(&mut self) {
         let Some(conn) = self.conn.take() else { return };
-        if let Some(idle) = self.idle.take()
-            && self.upload.is_none()
-            && conn.out.is_empty()
+        let idle = self.idle.take();
+        let upload = self.upload.take();
+        if upload.is_some() || !conn.out.is_empty() {
+            send_rest(conn, upload.map(|u| *u), idle);
+        } else if let Some(idle) = idle
             && conn.read.is_empty()
         {
             give_back(&idle, conn);
@@ -305,6 +312,9 @@ impl ResponseBody {
 
     /// The next frame: what the buffer holds, else what the socket has.
     fn poll_next(&mut self, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        if let Some(e) = self.later.take() {
+            return Poll::Ready(Some(Err(e)));
+        }
         self.pump(cx)?;
         loop {
             let Some(conn) = self.conn.as_mut() else {
@@ -313,15 +323,19 @@ impl ResponseBody {
             match self.framing.decode(&mut conn.read, Want::Any)? {
                 Decoded::Frame(frame) => {
                     let frame = match frame.into_data() {
-                        Ok(data) => Frame::data(self.merge(data)?),
+                        Ok(data) => Frame::data(self.merge(data)),
                         Err(frame) => frame,
                     };
                     // The end may be in the buffer already: give the connection back
                     // now, so `is_end_stream` can say so.
-                    if let Some(conn) = self.conn.as_mut()
-                        && let Decoded::End = self.framing.decode(&mut conn.read, Want::Nothing)?
+                    if self.later.is_none()
+                        && let Some(conn) = self.conn.as_mut()
                     {
-                        self.finish();
+                        match self.framing.decode(&mut conn.read, Want::Nothing) {
+                            Ok(Decoded::End) => self.finish(),
+                            Ok(_) => {}
+                            Err(e) => self.later = Some(e),
+                        }
                     }
                     return Poll::Ready(Some(Ok(frame)));
                 }
@@ -349,25 +363,69 @@ impl ResponseBody {
         }
     }
 
-    /// `first` and the data chunks after it already read, as one.
-    fn merge(&mut self, first: Bytes) -> Result<Bytes, BoxError> {
+    /// `first` and the data chunks after it already read, as one. A failure after
+    /// them is kept for the next poll (`later`): what came before it goes on.
+    fn merge(&mut self, first: Bytes) -> Bytes {
         let Some(conn) = self.conn.as_mut() else {
-            return Ok(first);
+            return first;
         };
         let mut merged: Option<BytesMut> = None;
         while merged.as_ref().map_or(first.len(), BytesMut::len) < MERGE_UNDER {
-            match self.framing.decode(&mut conn.read, Want::Data)? {
-                Decoded::Frame(frame) => {
+            match self.framing.decode(&mut conn.read, Want::Data) {
+                Ok(Decoded::Frame(frame)) => {
                     let Ok(data) = frame.into_data() else { break };
                     merged
                         .get_or_insert_with(|| BytesMut::from(&first[..]))
                         .extend_from_slice(&data);
                 }
-                Decoded::More | Decoded::End => break,
+                Ok(Decoded::More | Decoded::End) => break,
+                Err(e) => {
+                    self.later = Some(e);
+                    break;
+                }
             }
         }
-        Ok(merged.map_or(first, BytesMut::freeze))
+        merged.map_or(first, BytesMut::freeze)
     }
+}
+
+/// How long the rest of a request body may take to go out once its response has
+/// ended (see `send_rest`).
+const REST_OF_UPLOAD: Duration = Duration::from_secs(30);
+
+/// The rest of a request body the server answered before it had all of it: a server
+/// may answer early and still read the rest (RFC 9112 §9.5 has a client keep
+/// sending unless told otherwise), so it goes on from a task of its own, within
+/// `REST_OF_UPLOAD`. The connection is reused only if all of it went out and
+/// nothing else came. A server that stopped reading fails the write and ends it.
+/// `upload` is `None` when the body is all queued but not all written yet.
+pub(super) fn send_rest(mut conn: Box<Conn>, mut upload: Option<Upload>, idle: Option<Idle>) {
+    tokio::spawn(async move {
+        let sent = std::future::poll_fn(|cx| {
+            loop {
+                if let Err(e) = ready!(conn.out.poll_write(&mut conn.io, cx)) {
+                    return Poll::Ready(Err(BoxError::from(e)));
+                }
+                let Some(rest) = upload.as_mut() else {
+                    return Poll::Ready(Ok(()));
+                };
+                if !ready!(rest.poll_next(cx, &mut conn.out))? {
+                    upload = None;
+                }
+            }
+        });
+        match tokio::time::timeout(REST_OF_UPLOAD, sent).await {
+            Ok(Ok(())) => {
+                if let Some(idle) = idle
+                    && conn.read.is_empty()
+                {
+                    give_back(&idle, conn);
+                }
+            }
+            Ok(Err(e)) => tracing::debug!(error = %e, "the rest of an answered upload"),
+            Err(_) => tracing::debug!("the rest of an answered upload: timed out"),
+        }
+    });
 }
 
 fn truncated() -> BoxError {
@@ -415,7 +473,7 @@ impl HttpBody for ResponseBody {
     }
 
     fn is_end_stream(&self) -> bool {
-        self.framing == Framing::Done && self.failed.is_none()
+        self.framing == Framing::Done && self.failed.is_none() && self.later.is_none()
     }
 
     fn size_hint(&self) -> SizeHint {

@@ -142,6 +142,10 @@ pub(super) fn parse_response(
             buf,
             &mut fields,
         ) {
+            // The bound holds however the head was read: in one read or many.
+            Ok(httparse::Status::Complete(len)) if len > MAX_HEAD => {
+                return Err("response head over 400 KiB".into());
+            }
             Ok(httparse::Status::Complete(len)) => len,
             Ok(httparse::Status::Partial) if buf.len() > MAX_HEAD => {
                 return Err("response head over 400 KiB".into());
@@ -194,7 +198,13 @@ pub(super) fn parse_response(
         {
             response.extensions_mut().insert(reason);
         }
+        let listed = framing.listed;
         let (length, keep_alive) = framing.decide(version, status)?;
+        if let (true, Length::Exact(n)) = (listed, length) {
+            // `5, 5` or two fields of 5 (RFC 9110 §8.6 lets a recipient take it as 5):
+            // the client gets the one length, not a list it may refuse.
+            headers.insert(header::CONTENT_LENGTH, HeaderValue::from(n));
+        }
         *response.headers_mut() = headers;
         return Ok(Some(Parsed {
             response,
@@ -211,11 +221,12 @@ struct Framing {
     /// `Connection: close`, `Connection: keep-alive`.
     close: bool,
     keep_alive: bool,
-    /// Transfer-Encoding: present, and its last coding is chunked.
+    /// Transfer-Encoding: present, and every coding it names is chunked.
     te: bool,
-    chunked: bool,
-    /// Content-Length, its values all the same.
+    only_chunked: bool,
+    /// Content-Length, its values all the same; `listed`: given more than once.
     length: Option<u64>,
+    listed: bool,
 }
 
 impl Framing {
@@ -227,14 +238,17 @@ impl Framing {
                 self.keep_alive |= token.eq_ignore_ascii_case(b"keep-alive");
             }
         } else if *name == header::TRANSFER_ENCODING {
-            // Chunked must be the last coding; any other last coding runs to the close.
+            let first = !self.te;
             self.te = true;
-            let last = bytes.rsplit(|&b| b == b',').next().unwrap_or_default();
-            self.chunked = last.trim_ascii().eq_ignore_ascii_case(b"chunked");
+            let chunked = bytes
+                .split(|&b| b == b',')
+                .all(|coding| coding.trim_ascii().eq_ignore_ascii_case(b"chunked"));
+            self.only_chunked = chunked && (first || self.only_chunked);
         } else if *name == header::CONTENT_LENGTH {
             for part in bytes.split(|&b| b == b',') {
                 let n = content_length(part.trim_ascii())
                     .ok_or("malformed response head: Content-Length")?;
+                self.listed |= self.length.is_some();
                 if self.length.is_some_and(|l| l != n) {
                     return Err("malformed response head: Content-Lengths differ".into());
                 }
@@ -259,8 +273,14 @@ impl Framing {
             (true, _) if version == Version::HTTP_10 => {
                 return Err("malformed response head: Transfer-Encoding in HTTP/1.0".into());
             }
-            (true, _) if self.chunked => Length::Chunked,
-            (true, _) | (false, None) => Length::Close,
+            (true, _) if self.only_chunked => Length::Chunked,
+            // A coding the sidecar does not decode (`gzip`) would reach the client as
+            // if it were the content, `Transfer-Encoding` being hop-by-hop: refused,
+            // as Envoy does.
+            (true, _) => {
+                return Err("malformed response head: a transfer coding other than chunked".into());
+            }
+            (false, None) => Length::Close,
             (false, Some(n)) => Length::Exact(n),
         };
         Ok((length, keep_alive))

@@ -472,3 +472,93 @@ async fn a_connection_that_read_a_large_body_keeps_no_large_buffer_idle() {
         kept.read.capacity()
     );
 }
+
+#[tokio::test]
+async fn what_came_before_a_bad_chunk_goes_on_before_the_failure() {
+    let answer = b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n5\r\nhello\r\nZZ\r\n";
+    let (sent, _) = answered(answer, get("/")).await;
+    let mut body = sent.ok().unwrap().into_body();
+    let first = body.frame().await.unwrap().unwrap();
+    assert_eq!(first.into_data().unwrap(), "hello");
+    let failure = body.frame().await.unwrap().unwrap_err().to_string();
+    assert!(failure.contains("chunk size"), "{failure}");
+}
+
+#[tokio::test]
+async fn a_head_over_400_kib_is_refused_however_it_was_read() {
+    let mut answer = b"HTTP/1.1 200 OK\r\nx-big: ".to_vec();
+    answer.extend(std::iter::repeat_n(b'a', 450 * 1024));
+    answer.extend_from_slice(b"\r\ncontent-length: 0\r\n\r\n");
+    let (sent, _) = answered(answer.leak(), get("/")).await;
+    let text = error_text(sent);
+    assert!(text.contains("response head over 400 KiB"), "{text}");
+}
+
+#[tokio::test]
+async fn a_transfer_coding_other_than_chunked_is_refused_and_a_listed_length_made_one() {
+    for te in ["gzip", "gzip, chunked", "chunked, gzip"] {
+        let answer = format!("HTTP/1.1 200 OK\r\ntransfer-encoding: {te}\r\n\r\n0\r\n\r\n");
+        let (sent, _) = answered(answer.into_bytes().leak(), get("/")).await;
+        let text = error_text(sent);
+        assert!(
+            text.contains("a transfer coding other than chunked"),
+            "{te}: {text}"
+        );
+    }
+    let answer = b"HTTP/1.1 200 OK\r\ncontent-length: 5, 5\r\ncontent-length: 5\r\n\r\nhello";
+    let (sent, _) = answered(answer, get("/")).await;
+    let response = sent.ok().unwrap();
+    let lengths: Vec<_> = response
+        .headers()
+        .get_all("content-length")
+        .iter()
+        .collect();
+    assert_eq!(lengths, ["5"]);
+    assert_eq!(body_of(response).await.0, "hello");
+}
+
+#[tokio::test]
+async fn an_upload_answered_early_with_a_2xx_still_goes_out_whole() {
+    // Answers at the head, then reads the whole body, as a server that accepts an
+    // upload before storing it does.
+    const SIZE: usize = 1 << 20;
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let address = listener.local_addr().unwrap().to_string();
+    let server = tokio::spawn(async move {
+        let (mut stream, _) = listener.accept().await.unwrap();
+        read_head(&mut stream, &mut Vec::new()).await;
+        let answer = b"HTTP/1.1 202 Accepted\r\ncontent-length: 2\r\n\r\nok";
+        stream.write_all(answer).await.unwrap();
+        let mut body = vec![0; SIZE];
+        stream.read_exact(&mut body).await.map(|_| body.len())
+    });
+    let (tx, rx) = tokio::sync::mpsc::channel::<Result<Frame<Bytes>, BoxError>>(1);
+    let body = Body::Boxed(BodyExt::boxed_unsync(StreamBody::new(
+        tokio_stream::wrappers::ReceiverStream::new(rx),
+    )));
+    let request = Request::post("/up")
+        .header("content-length", SIZE.to_string())
+        .body(body)
+        .unwrap();
+    let feeder = tokio::spawn(async move {
+        for _ in 0..16 {
+            let piece = Bytes::from(vec![b'x'; SIZE / 16]);
+            if tx.send(Ok(Frame::data(piece))).await.is_err() {
+                return;
+            }
+        }
+    });
+    let idle = Idle::default();
+    let response = send(conn(&address).await, Box::new(request), &idle)
+        .await
+        .ok()
+        .unwrap();
+    assert_eq!(response.status(), 202);
+    assert_eq!(body_of(response).await.0, "ok");
+    let received = tokio::time::timeout(Duration::from_secs(10), server)
+        .await
+        .expect("the rest of the body came")
+        .unwrap();
+    assert_eq!(received.unwrap(), SIZE);
+    feeder.await.unwrap();
+}
