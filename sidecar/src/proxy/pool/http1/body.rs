@@ -270,12 +270,16 @@ impl ResponseBody {
         let Some(conn) = self.conn.as_mut() else {
             return Ok(());
         };
+        if conn.write_failed.is_some() {
+            return Ok(());
+        }
         loop {
             match conn.out.poll_write(&mut conn.io, cx) {
                 Poll::Ready(Ok(())) => {}
                 // The server stopped reading what it answered already: it gets no
                 // more, and the connection is not used again.
-                Poll::Ready(Err(_)) => {
+                Poll::Ready(Err(e)) => {
+                    conn.write_failed = Some(e);
                     self.upload = None;
                     self.idle = None;
                     return Ok(());
@@ -301,9 +305,13 @@ impl ResponseBody {
         let Some(conn) = self.conn.take() else { return };
         let idle = self.idle.take();
         let upload = self.upload.take();
-        if upload.is_some() || !conn.out.is_empty() {
+        let unsent = upload.is_some() || !conn.out.is_empty();
+        // A server that stopped reading gets no more (`give_back` refuses its
+        // connection too).
+        if unsent && conn.write_failed.is_none() {
             send_rest(conn, upload.map(|u| *u), idle);
         } else if let Some(idle) = idle
+            && !unsent
             && conn.read.is_empty()
         {
             give_back(&idle, conn);
