@@ -11,8 +11,9 @@
 //! messages are done (see `body`).
 //!
 //! What it accepts in a response is what hyper's client accepted (httparse's
-//! default strictness, at most 100 fields in a 400 KiB head, skipped 1xx answers);
-//! what no proxy may pass on is refused by the caller (`classify::malformed`).
+//! default strictness, at most 100 fields in a 400 KiB head, skipped 1xx answers),
+//! less a transfer coding other than chunked (`head`, as Envoy refuses it); what
+//! else no proxy may pass on is refused by the caller (`classify::malformed`).
 
 use std::io;
 use std::pin::Pin;
