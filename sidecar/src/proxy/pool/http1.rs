@@ -223,15 +223,20 @@ fn exchange(
         let failed = match conn.poll_fill(cx) {
             Poll::Ready(Ok(0)) => closed(conn.read.is_empty()),
             Poll::Ready(Ok(_)) => continue,
-            // rustls' end without close_notify: the same, in our words.
-            Poll::Ready(Err(e)) if e.kind() == io::ErrorKind::UnexpectedEof => {
-                closed(conn.read.is_empty())
-            }
             Poll::Ready(Err(e)) => e,
             Poll::Pending if progress => continue,
             Poll::Pending => return Poll::Pending,
         };
         let error = conn.write_failed.take().unwrap_or(failed);
+        // rustls' end without close_notify, a reset (a peer killed with bytes unread)
+        // and a broken pipe are all the peer closing mid-message: said so in our
+        // words, not the OS's or rustls'.
+        let error = match error.kind() {
+            io::ErrorKind::UnexpectedEof
+            | io::ErrorKind::ConnectionReset
+            | io::ErrorKind::BrokenPipe => closed(conn.read.is_empty()),
+            _ => error,
+        };
         return Poll::Ready(Err(PoolError::Exchange(error.into())));
     }
 }

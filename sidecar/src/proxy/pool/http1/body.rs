@@ -361,7 +361,12 @@ impl ResponseBody {
                 // rustls' end without close_notify included: for a body that runs
                 // to the close, that is a truncation.
                 Poll::Ready(Ok(0)) => return Poll::Ready(Some(Err(truncated()))),
-                Poll::Ready(Err(e)) if e.kind() == std::io::ErrorKind::UnexpectedEof => {
+                Poll::Ready(Err(e))
+                    if matches!(
+                        e.kind(),
+                        std::io::ErrorKind::UnexpectedEof | std::io::ErrorKind::ConnectionReset
+                    ) =>
+                {
                     return Poll::Ready(Some(Err(truncated())));
                 }
                 Poll::Ready(Ok(_)) => {}

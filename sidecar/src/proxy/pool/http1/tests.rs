@@ -562,3 +562,18 @@ async fn an_upload_answered_early_with_a_2xx_still_goes_out_whole() {
     assert_eq!(received.unwrap(), SIZE);
     feeder.await.unwrap();
 }
+
+#[tokio::test]
+async fn a_reset_before_any_answer_reads_as_the_connection_lost_in_our_words() {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let address = listener.local_addr().unwrap().to_string();
+    tokio::spawn(async move {
+        let (mut stream, _) = listener.accept().await.unwrap();
+        read_head(&mut stream, &mut Vec::new()).await;
+        // Closed with a reset, as a killed process with bytes unread is.
+        stream.set_zero_linger().unwrap();
+    });
+    let idle = Idle::default();
+    let text = error_text(send(conn(&address).await, get("/"), &idle).await);
+    assert!(text.contains("mid-message, before any answer"), "{text}");
+}
