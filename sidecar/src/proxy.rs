@@ -30,7 +30,7 @@ use self::classify::{malformed, pool_failure};
 use self::coalesce::Coalesce;
 pub(crate) use self::error::{ProxyError, grpc_form, is_grpc};
 pub(crate) use self::error::{RetryClass, SendError, SendFailure, Upstream};
-pub(crate) use self::headers::{Message, strip_hop_by_hop};
+pub(crate) use self::headers::{Message, only_chunked, strip_hop_by_hop};
 use self::mtls::MeshClients;
 pub(crate) use self::mtls::{Transport, mtls_mode};
 use self::pool::{Dest, Pool};

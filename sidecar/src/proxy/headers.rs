@@ -32,6 +32,14 @@ const HOP_BY_HOP: [HeaderName; 9] = [
     HeaderName::from_static("http2-settings"),
 ];
 
+/// Whether a `Transfer-Encoding` value is the one coding the sidecar understands:
+/// `chunked`, alone. Requests (`server::checks`) and upstream responses
+/// (`pool::http1`) are held to it alike; a proxy that dropped another coding would
+/// pass the body on mislabelled (nginx and Envoy refuse it too).
+pub(crate) fn only_chunked(value: &[u8]) -> bool {
+    value.trim_ascii().eq_ignore_ascii_case(b"chunked")
+}
+
 /// Which message is stripped. `TE` is a request's field (RFC 9110 §10.1.4): a
 /// request's `TE: trailers` goes on (gRPC needs it end to end), a response's never.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

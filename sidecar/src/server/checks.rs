@@ -103,11 +103,9 @@ pub(crate) fn check<B>(
     if seen.codings > 1 {
         return Err(Refusal::Malformed("Transfer-Encoding repeated"));
     }
-    // Only `chunked` is understood; a proxy that dropped another coding would pass
-    // the body on mislabelled (nginx answers 501 here, Envoy 501 too).
     if seen
         .coding
-        .is_some_and(|te| !te.as_bytes().trim_ascii().eq_ignore_ascii_case(b"chunked"))
+        .is_some_and(|te| !crate::proxy::only_chunked(te.as_bytes()))
     {
         return Err(Refusal::Malformed("Transfer-Encoding other than chunked"));
     }

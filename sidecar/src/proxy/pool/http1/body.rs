@@ -240,11 +240,10 @@ pub(crate) struct ResponseBody {
     /// Something went out since the last poll that found nothing: a frame, or at
     /// first the head (hyper's server writes it out when the body has nothing yet).
     fresh: bool,
-    /// A failure held back for a poll (see `poll_frame`).
+    /// A failure, passed on after a poll that found nothing (see `poll_frame`):
+    /// found reading, or past a frame already decoded (a bad chunk after good
+    /// ones), which goes first.
     failed: Option<BoxError>,
-    /// A failure found past a frame (a bad chunk after good ones): the frame goes
-    /// first, the failure with the next poll.
-    later: Option<BoxError>,
 }
 
 impl ResponseBody {
@@ -261,7 +260,6 @@ impl ResponseBody {
             idle,
             fresh: true,
             failed: None,
-            later: None,
         }
     }
 
@@ -320,9 +318,6 @@ impl ResponseBody {
 
     /// The next frame: what the buffer holds, else what the socket has.
     fn poll_next(&mut self, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
-        if let Some(e) = self.later.take() {
-            return Poll::Ready(Some(Err(e)));
-        }
         self.pump(cx)?;
         loop {
             let Some(conn) = self.conn.as_mut() else {
@@ -336,13 +331,13 @@ impl ResponseBody {
                     };
                     // The end may be in the buffer already: give the connection back
                     // now, so `is_end_stream` can say so.
-                    if self.later.is_none()
+                    if self.failed.is_none()
                         && let Some(conn) = self.conn.as_mut()
                     {
                         match self.framing.decode(&mut conn.read, Want::Nothing) {
                             Ok(Decoded::End) => self.finish(),
                             Ok(_) => {}
-                            Err(e) => self.later = Some(e),
+                            Err(e) => self.failed = Some(e),
                         }
                     }
                     return Poll::Ready(Some(Ok(frame)));
@@ -377,7 +372,7 @@ impl ResponseBody {
     }
 
     /// `first` and the data chunks after it already read, as one. A failure after
-    /// them is kept for the next poll (`later`): what came before it goes on.
+    /// them is kept (`failed`): what came before it goes on first.
     fn merge(&mut self, first: Bytes) -> Bytes {
         let Some(conn) = self.conn.as_mut() else {
             return first;
@@ -393,7 +388,7 @@ impl ResponseBody {
                 }
                 Ok(Decoded::More | Decoded::End) => break,
                 Err(e) => {
-                    self.later = Some(e);
+                    self.failed = Some(e);
                     break;
                 }
             }
@@ -458,35 +453,31 @@ impl HttpBody for ResponseBody {
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
         let this = self.get_mut();
-        if let Some(e) = this.failed.take() {
-            this.framing = Framing::Done;
-            return Poll::Ready(Some(Err(e)));
-        }
-        match this.poll_next(cx) {
-            Poll::Ready(Some(Err(e))) => {
-                this.conn = None;
-                if std::mem::take(&mut this.fresh) {
-                    this.failed = Some(e);
-                    cx.waker().wake_by_ref();
+        if this.failed.is_none() {
+            match this.poll_next(cx) {
+                Poll::Ready(Some(Err(e))) => this.failed = Some(e),
+                Poll::Ready(Some(Ok(frame))) => {
+                    this.fresh = true;
+                    return Poll::Ready(Some(Ok(frame)));
+                }
+                Poll::Pending => {
+                    this.fresh = false;
                     return Poll::Pending;
                 }
-                this.framing = Framing::Done;
-                Poll::Ready(Some(Err(e)))
+                Poll::Ready(None) => return Poll::Ready(None),
             }
-            Poll::Ready(Some(Ok(frame))) => {
-                this.fresh = true;
-                Poll::Ready(Some(Ok(frame)))
-            }
-            Poll::Pending => {
-                this.fresh = false;
-                Poll::Pending
-            }
-            Poll::Ready(None) => Poll::Ready(None),
         }
+        this.conn = None;
+        if std::mem::take(&mut this.fresh) {
+            cx.waker().wake_by_ref();
+            return Poll::Pending;
+        }
+        this.framing = Framing::Done;
+        Poll::Ready(this.failed.take().map(Err))
     }
 
     fn is_end_stream(&self) -> bool {
-        self.framing == Framing::Done && self.failed.is_none() && self.later.is_none()
+        self.framing == Framing::Done && self.failed.is_none()
     }
 
     fn size_hint(&self) -> SizeHint {

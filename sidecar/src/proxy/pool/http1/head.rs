@@ -221,7 +221,7 @@ struct Framing {
     /// `Connection: close`, `Connection: keep-alive`.
     close: bool,
     keep_alive: bool,
-    /// Transfer-Encoding: present, and every coding it names is chunked.
+    /// Transfer-Encoding: present, and one field saying `chunked` alone.
     te: bool,
     only_chunked: bool,
     /// Content-Length, its values all the same; `listed`: given more than once.
@@ -238,12 +238,9 @@ impl Framing {
                 self.keep_alive |= token.eq_ignore_ascii_case(b"keep-alive");
             }
         } else if *name == header::TRANSFER_ENCODING {
-            let first = !self.te;
+            // One field, `chunked` alone: the rule requests are held to.
+            self.only_chunked = !self.te && super::super::super::only_chunked(bytes);
             self.te = true;
-            let chunked = bytes
-                .split(|&b| b == b',')
-                .all(|coding| coding.trim_ascii().eq_ignore_ascii_case(b"chunked"));
-            self.only_chunked = chunked && (first || self.only_chunked);
         } else if *name == header::CONTENT_LENGTH {
             for part in bytes.split(|&b| b == b',') {
                 let n = content_length(part.trim_ascii())
