@@ -20,7 +20,7 @@ mod error;
 pub(crate) mod forward;
 mod headers;
 mod mtls;
-mod pool;
+pub(crate) mod pool;
 pub(crate) mod streams;
 mod unsent;
 pub(crate) mod upgrade;

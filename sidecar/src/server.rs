@@ -7,12 +7,13 @@
 //!      the app dialled; inbound: by the PeerPolicy mode (`mtls`), mesh mTLS ─►
 //!      HTTP over TLS with the peer's identity; an app's own TLS ─► TCP tunnel to the
 //!      app; plaintext ─► HTTP, or refused in strict mode
-//!   ─► HTTP/1.1 (hyper) or HTTP/2 (prior knowledge; `h2`), told apart by the preface
+//!   ─► HTTP/1.1 or HTTP/2 (prior knowledge; `h2`), told apart by the preface;
+//!      HTTP/1.1 requests without a body served by `h1`, the others by hyper
 //!        first request head within --header-read-timeout of accept, else closed
 //!        writes stalled for --send-timeout: closed (stall)
 //!        most requests cancelled by the client: closed (rapid reset)
-//!        HTTP/1.1 idle 20 ms between requests: parked, hyper's buffers freed,
-//!        the socket kept (`idle`, driven by `drive`)
+//!        HTTP/1.1 idle 5 ms between requests: parked, the buffers freed, the
+//!        socket kept (`idle`, driven by `drive`)
 //!   ─► every request (`Serve`): checks (400 / 431) ─► Handler (the `pipeline`) ─► response
 //! ```
 //!
@@ -20,13 +21,14 @@
 //! timer set, and starts it only after protocol detection, so a connection that sends
 //! nothing, or dribbles the HTTP/2 preface, is timed from accept here instead.
 
+use std::cell::RefCell;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
-use http::{Request, Response};
+use http::{HeaderValue, Request, Response};
 use tokio::net::TcpListener;
 use tokio::sync::{Notify, watch};
 
@@ -38,6 +40,7 @@ mod accept;
 mod checks;
 mod connection;
 mod drive;
+mod h1;
 mod h2;
 mod idle;
 mod mtls;
@@ -61,6 +64,14 @@ pub struct Limits {
     /// Open connections per listener; more are closed at once.
     pub max_connections: usize,
 }
+
+/// An HTTP/1.1 request head's bound: room for a 64 KiB header block plus the request
+/// line (a larger head is a 431 from hyper, one just over 64 KiB a 431 from `checks`).
+const MAX_HEAD: usize = MAX_HEADER_BYTES + 8 * 1024;
+
+/// The fields an HTTP/1.1 head may have: `checks` holds clients to MAX_HEADERS, the
+/// rest is room for what the mesh adds.
+const MAX_FIELDS: usize = MAX_HEADERS + MESH_FIELDS;
 
 /// HTTP/2: streams a client may open at once (gRPC-Go's and nginx's order of
 /// magnitude); more are refused with REFUSED_STREAM, which clients retry.
@@ -138,7 +149,7 @@ impl Limits {
             max_connections: self.max_connections,
             header_read_timeout: self.header_read_timeout,
             drain_timeout: self.drain_timeout,
-            max_header_bytes: MAX_HEADER_BYTES + 8 * 1024,
+            max_header_bytes: MAX_HEAD,
             http2: true,
             ..graylane_serve::Limits::default()
         }
@@ -159,7 +170,7 @@ fn builder(limits: &Limits) -> Arc<Protocols> {
     // The shared settings: hyper's header timer, the read buffer.
     let mut h1 = graylane_serve::http1_builder(&limits.serve());
     // Room for what the mesh adds; `checks` holds clients to MAX_HEADERS.
-    h1.max_headers(MAX_HEADERS + MESH_FIELDS);
+    h1.max_headers(MAX_FIELDS);
     Arc::new(Protocols {
         h1,
         h2: h2::builder(),
@@ -236,4 +247,25 @@ impl Drop for Answering {
             self.resets.abusive.notify_one();
         }
     }
+}
+
+/// `Date` for a response without one (RFC 9110 §6.6.1), as hyper's servers add it:
+/// formatted once a second per thread.
+pub(super) fn date() -> HeaderValue {
+    thread_local! {
+        static NOW: RefCell<(u64, HeaderValue)> =
+            const { RefCell::new((0, HeaderValue::from_static(""))) };
+    }
+    let time = SystemTime::now();
+    let second = time
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    NOW.with_borrow_mut(|(at, value)| {
+        if *at != second {
+            *value = HeaderValue::from_str(&httpdate::fmt_http_date(time))
+                .expect("an HTTP date is ASCII");
+            *at = second;
+        }
+        value.clone()
+    })
 }

@@ -101,6 +101,11 @@ impl Head {
         self.get(name).is_some()
     }
 
+    /// The method (first word of a request line).
+    pub fn method(&self) -> &str {
+        self.start_line.split(' ').next().unwrap_or_default()
+    }
+
     /// The request target (second word of a request line).
     pub fn target(&self) -> &str {
         self.start_line.split(' ').nth(1).unwrap_or_default()

@@ -1,6 +1,6 @@
-//! Idle HTTP/1.1 keep-alive connections are parked (hyper's connection and its
-//! buffers dropped, the socket kept) once they have waited 20 ms for their next
-//! request, and rebuilt when it comes (sidecar `server/idle.rs`). A client must see
+//! Idle HTTP/1.1 keep-alive connections are parked (their buffers dropped, the socket
+//! kept) once they have waited 5 ms for their next request, and served again when it
+//! comes (sidecar `server/idle.rs`). A client must see
 //! none of it: the next request, a head split across a park, bytes pipelined before
 //! one, are all answered in order and forwarded once; the header-read timeout still
 //! counts from the start of the wait (`hardening_h1` dribbles a head across parks).
@@ -15,7 +15,7 @@ use std::time::Duration;
 use graylane_tests::rawhttp::{Client, Response, Upstream};
 use graylane_tests::{ControlPlane, Sidecar};
 
-/// Longer than the sidecar's park grace (20 ms), with room for a loaded machine.
+/// Longer than the sidecar's park grace (5 ms), with room for a loaded machine.
 const PAST_THE_GRACE: Duration = Duration::from_millis(150);
 
 #[test]

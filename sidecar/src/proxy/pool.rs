@@ -28,7 +28,7 @@ use super::{Body, BoxError, POOL_IDLE_TIMEOUT};
 use crate::identity::Identity;
 
 mod connect;
-mod http1;
+pub(crate) mod http1;
 pub(super) mod http2;
 
 pub(crate) use self::http1::{ResponseBody, take_switched};

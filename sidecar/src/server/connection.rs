@@ -1,7 +1,8 @@
 //! One accepted connection: sorted out by the listener's `Sniff` (tunnel, plaintext
-//! HTTP, mesh mTLS, refused), then served by hyper until the client is done, a limit
-//! closes it, or a graceful close begins (shutdown; a listener turned `strict` for a
-//! plaintext connection).
+//! HTTP, mesh mTLS, refused), then served (HTTP/1.1 by `h1`, handing to hyper what it
+//! does not serve; HTTP/2 by `h2`) until the client is done, a limit closes it, or a
+//! graceful close begins (shutdown; a listener turned `strict` for a plaintext
+//! connection).
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -9,7 +10,7 @@ use std::pin::{Pin, pin};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 use graylane_routing::MtlsMode;
 use http::{Request, Response};
 use hyper::body::Incoming;
@@ -24,7 +25,7 @@ use super::drive::{Driven, Watch};
 use super::idle::{H2_PREFACE, Lent, Park, ParkTimer, Readable};
 use super::mtls::{self, MeshInbound, PlaintextAfterStrict, Sorted};
 use super::stall::SendTimeout;
-use super::{Answering, Handler, Limits, Peer, Resets, Sniff, checks, h2, refuse};
+use super::{Answering, Handler, Limits, Peer, Resets, Sniff, checks, h1, h2, refuse};
 use crate::metrics::Connections;
 use crate::proxy::{self, Body};
 use crate::transparent::{OriginalDst, Transparent};
@@ -197,8 +198,8 @@ impl<H: Handler> Connection<H> {
         let Ok(read) = watch.next_bytes(&mut io, true, first_head_by).await else {
             return;
         };
-        io.replay(read);
-        if io.replays(H2_PREFACE) {
+        if read.starts_with(H2_PREFACE) {
+            io.replay(read);
             let serving = h2::Serving::new(&self.builder.h2, io, move |r| serve.call(r));
             let mut serving = Box::pin(serving);
             watch
@@ -211,70 +212,127 @@ impl<H: Handler> Connection<H> {
                 .await;
             return;
         }
-        let mut service =
-            hyper::service::service_fn(move |r: Request<Incoming>| serve.call(r.map(proxy::boxed)));
+        let serve = Arc::new(serve);
+        let mut own = h1::Own::default();
+        own.append(&read);
         let mut head_by = first_head_by;
         loop {
-            // The builder in a block of its own: it would stay in this future otherwise.
-            let mut h1 = {
-                let mut h1 = self.builder.h1.clone();
-                h1.timer(ParkTimer::new(Arc::clone(&park), head_by));
-                Box::new(
-                    h1.serve_connection(TokioIo::new(io), service)
-                        .with_upgrades(),
-                )
+            let closing = AtomicBool::new(false);
+            let driven = {
+                let timer = ParkTimer::new(Arc::clone(&park), head_by);
+                let timeout = self.limits.header_read_timeout;
+                // Boxed and dropped at a park: the handler's future is in it.
+                let mut serving = Box::pin(h1::serve(
+                    &mut io, &mut own, &serve, &timer, &closing, timeout,
+                ));
+                let graceful = |_: Pin<&mut _>| closing.store(true, Ordering::Relaxed);
+                watch
+                    .drive(
+                        serving.as_mut(),
+                        graceful,
+                        h1::Ended::is_head_late,
+                        Some(&park),
+                    )
+                    .await
             };
-            let graceful = |c: Pin<&mut UpgradeableConnection<_, _>>| c.graceful_shutdown();
-            let driven = watch
-                .drive(
-                    Pin::new(&mut *h1),
-                    graceful,
-                    hyper::Error::is_timeout,
-                    Some(&park),
-                )
-                .await;
-            // Parked: hyper's buffers go with its connection; the socket, the bytes
-            // hyper read past the last message (if any) and the service stay. The box
-            // in a block of its own: moved out of, it would keep its allocation (808
-            // bytes) until the end of the loop's turn, the whole park.
-            let parts = {
-                let h1 = h1;
-                h1.into_parts()
-            };
-            let (deadline, parts) = match (driven, parts) {
-                (Driven::Parked(deadline), Some(parts)) => (deadline, parts),
-                // Bytes of a head were read, none answered: the client is told why
-                // it is closed, as Envoy does (nginx closes in silence).
-                (Driven::HeadLate, Some(parts)) if head_begun(&parts.read_buf) => {
-                    request_timeout(parts.io.into_inner()).await;
+            match driven {
+                Driven::Parked(deadline) => head_by = deadline,
+                Driven::HeadLate => {
+                    if head_begun(own.read()) {
+                        request_timeout(io).await;
+                    }
                     return;
                 }
-                _ => return,
-            };
-            // A copy: the rest of hyper's read buffer would keep all of it alive. And
-            // `parts` is gone before the wait below: its read buffer (8 KiB) would
-            // otherwise stay in this future for as long as the connection is parked.
-            // (One block for both, returning a named tuple, measured 80 bytes larger:
-            // the tuple's slot stays in the future.)
-            let leftover;
-            (io, service, leftover) = {
-                let parts = parts;
-                let leftover = Bytes::copy_from_slice(&parts.read_buf);
-                (parts.io.into_inner(), parts.service, leftover)
-            };
-            head_by = deadline;
-            // hyper parks a connection whose head is begun but not whole (its bytes are
-            // in `leftover`) as well as an idle one.
+                Driven::Closed if own.take_hand_off() => {
+                    io.replay(own.take_read());
+                    // The head handed over is whole (or over the bound, refused at once):
+                    // the deadline is the next wait's.
+                    let next_by = Instant::now() + self.limits.header_read_timeout;
+                    let Some((back, deadline, leftover)) =
+                        self.hyper(io, &serve, &mut watch, &park, next_by).await
+                    else {
+                        return;
+                    };
+                    (io, head_by) = (back, deadline);
+                    own.append(&leftover);
+                }
+                Driven::Closed => return,
+            }
+            // A connection whose head is begun but not whole is parked as well as an
+            // idle one: the bytes of its head are kept.
+            own.park();
             let read = match watch.next_bytes(&mut io, false, head_by).await {
                 Ok(read) => read,
-                Err(Driven::HeadLate) if head_begun(&leftover) => {
+                Err(Driven::HeadLate) if head_begun(own.read()) => {
                     watch.head_left_unfinished();
                     request_timeout(io).await;
                     return;
                 }
                 Err(_) => return,
             };
-            io.replay(join(leftover, read));
+            own.append(&read);
+        }
+    }
+
+    /// Serves `io` with hyper, from the head replayed to it, until hyper's connection
+    /// is parked: then `io` back, the next head's deadline, and what hyper read past
+    /// its last message. `None`: the connection is done.
+    async fn hyper<IO, N, C>(
+        &self,
+        io: Lent<IO>,
+        serve: &Arc<Serve<H>>,
+        watch: &mut Watch<'_, N, C>,
+        park: &Arc<Park>,
+        head_by: Instant,
+    ) -> Option<(Lent<IO>, Instant, Bytes)>
+    where
+        IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+        N: Future<Output = ()>,
+        C: Future<Output = ()>,
+    {
+        let serve = Arc::clone(serve);
+        let service =
+            hyper::service::service_fn(move |r: Request<Incoming>| serve.call(r.map(proxy::boxed)));
+        // The builder in a block of its own: it would stay in this future otherwise.
+        let mut h1 = {
+            let mut h1 = self.builder.h1.clone();
+            h1.timer(ParkTimer::new(Arc::clone(park), head_by));
+            Box::new(
+                h1.serve_connection(TokioIo::new(io), service)
+                    .with_upgrades(),
+            )
+        };
+        let graceful = |c: Pin<&mut UpgradeableConnection<_, _>>| c.graceful_shutdown();
+        let driven = watch
+            .drive(
+                Pin::new(&mut *h1),
+                graceful,
+                hyper::Error::is_timeout,
+                Some(park),
+            )
+            .await;
+        // Parked: hyper's buffers go with its connection; the socket and the bytes
+        // hyper read past the last message (if any) stay. The box in a block of its
+        // own: moved out of, it would keep its allocation (808 bytes) until the caller's
+        // park ends.
+        let parts = {
+            let h1 = h1;
+            h1.into_parts()
+        };
+        match (driven, parts) {
+            // A copy: the rest of hyper's read buffer would keep all of it alive.
+            (Driven::Parked(deadline), Some(parts)) => Some((
+                parts.io.into_inner(),
+                deadline,
+                Bytes::copy_from_slice(&parts.read_buf),
+            )),
+            // Bytes of a head were read, none answered: the client is told why
+            // it is closed, as Envoy does (nginx closes in silence).
+            (Driven::HeadLate, Some(parts)) if head_begun(&parts.read_buf) => {
+                request_timeout(parts.io.into_inner()).await;
+                None
+            }
+            _ => None,
         }
     }
 }
@@ -282,7 +340,7 @@ impl<H: Handler> Connection<H> {
 /// What every request of a connection goes through before the handler: the first
 /// head marked seen, plaintext refused after a switch to strict, the checks, and
 /// cancellations counted.
-struct Serve<H> {
+pub(super) struct Serve<H> {
     handler: Arc<H>,
     peer: Peer,
     /// Where iptables had the connection go (transparent interception).
@@ -295,7 +353,7 @@ struct Serve<H> {
 }
 
 impl<H: Handler> Serve<H> {
-    fn call(
+    pub(super) fn call(
         &self,
         mut request: Request<Body>,
     ) -> impl Future<Output = Result<Response<Body>, PlaintextAfterStrict>> + Send + use<H> {
@@ -336,7 +394,7 @@ impl<H: Handler> Serve<H> {
 
 /// Whether `read` holds the start of a request head: not only the empty lines a
 /// server ignores before one (RFC 9112 §2.2; a client's stray CRLF after a body).
-fn head_begun(read: &[u8]) -> bool {
+pub(super) fn head_begun(read: &[u8]) -> bool {
     read.iter().any(|b| !matches!(b, b'\r' | b'\n'))
 }
 
@@ -351,15 +409,4 @@ async fn request_timeout(mut io: impl AsyncWrite + Unpin) {
     if io.write_all(answer.as_bytes()).await.is_ok() {
         let _ = io.shutdown().await;
     }
-}
-
-/// What hyper had read past the last message, then what came while parked.
-fn join(leftover: Bytes, read: Bytes) -> Bytes {
-    if leftover.is_empty() {
-        return read;
-    }
-    let mut joined = BytesMut::with_capacity(leftover.len() + read.len());
-    joined.extend_from_slice(&leftover);
-    joined.extend_from_slice(&read);
-    joined.freeze()
 }

@@ -15,12 +15,10 @@
 //! body size, a `CONNECT` gets its stream as the tunnel once answered 2xx, and a
 //! PING every 30 s closes a connection whose client is gone.
 
-use std::cell::RefCell;
 use std::fmt::Display;
 use std::future::Future;
 use std::pin::Pin;
 use std::task::{Context, Poll, ready};
-use std::time::SystemTime;
 
 use ::h2::server::{Builder, Connection, Handshake, SendResponse};
 use ::h2::{Reason, RecvStream};
@@ -299,7 +297,7 @@ fn answered<F>(
     // itself may carry `Connection: close`.
     strip_hop_by_hop(&mut head.headers, Message::Response, false);
     if let header::Entry::Vacant(date) = head.headers.entry(header::DATE) {
-        date.insert(now());
+        date.insert(super::date());
     }
     if let Some((recv, opened)) = connect
         && head.status.is_success()
@@ -347,27 +345,6 @@ fn reset_reason(error: &(dyn std::error::Error + 'static)) -> Reason {
         source = e.source();
     }
     Reason::INTERNAL_ERROR
-}
-
-/// `Date` for a response without one (RFC 9110 §6.6.1), as hyper's servers add it:
-/// formatted once a second per thread.
-fn now() -> HeaderValue {
-    thread_local! {
-        static NOW: RefCell<(u64, HeaderValue)> =
-            const { RefCell::new((0, HeaderValue::from_static(""))) };
-    }
-    let time = SystemTime::now();
-    let second = time
-        .duration_since(SystemTime::UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs());
-    NOW.with_borrow_mut(|(at, value)| {
-        if *at != second {
-            *value = HeaderValue::from_str(&httpdate::fmt_http_date(time))
-                .expect("an HTTP date is ASCII");
-            *at = second;
-        }
-        value.clone()
-    })
 }
 
 #[cfg(test)]

@@ -1,7 +1,8 @@
-//! Idle HTTP/1.1 keep-alive connections hold no hyper state: once a connection has
-//! waited [`PARK_AFTER`] for its next request head, hyper's connection is taken apart
-//! (`into_parts`) and dropped, and only the socket is kept ("parked") until the next
-//! bytes come; then a new hyper connection is built on it, fed those bytes first.
+//! Idle HTTP/1.1 keep-alive connections hold no buffers: once a connection has waited
+//! [`PARK_AFTER`] for its next request head, what serves it (`h1`'s future and its
+//! buffers, or hyper's connection, taken apart with `into_parts`) is dropped, and only
+//! the socket is kept ("parked") until the next bytes come; then it is served again,
+//! from those bytes.
 //!
 //! Why: hyper keeps each connection's read buffer (8–16 KiB), write buffer (8 KiB) and
 //! boxed request and response slots (~6 KiB) at their high-water mark for as long as
@@ -9,15 +10,16 @@
 //! a parked one costs its task and socket (issue 15: ≤ 6 KiB). linkerd2-proxy
 //! releases idle buffers for the same reason.
 //!
-//! When: hyper tells us it waits for a head by arming its header-read timer, and that
-//! the wait has gone on by polling it; the timer here ([`ParkTimer`]) is that hook.
-//! hyper arms the timer only between messages (request body read, response written),
-//! so nothing is mid-flight; a response not yet flushed to a client that does not
-//! read ([`Lent`] sees the write pending) is not parked. The grace keeps a busy
+//! When: a server tells us it waits for a head by arming its header-read timer, and
+//! that the wait has gone on by polling it; the timer here ([`ParkTimer`]) is that
+//! hook (hyper's `Timer`, and `h1`'s head wait). Both arm it only between messages
+//! (request body read, response written), so nothing is mid-flight; a response not
+//! yet flushed to a client that does not read ([`Lent`] sees the write pending) is
+//! not parked. The grace keeps a busy
 //! connection (requests µs apart) from paying a rebuild per request.
 //!
 //! The header-read timeout spans a park: a head wait keeps its deadline across the
-//! hyper connections that serve it (a client dribbling a head byte by byte is cut
+//! servings of it (a client dribbling a head byte by byte is cut
 //! at the same time as before).
 
 use std::io;
@@ -264,11 +266,6 @@ impl<T> Lent<T> {
         self.prefix = prefix;
     }
 
-    /// Whether the bytes to replay begin with `prefix`.
-    pub(super) fn replays(&self, prefix: &[u8]) -> bool {
-        self.prefix.starts_with(prefix)
-    }
-
     fn wrote<R>(&self, polled: Poll<io::Result<R>>) -> Poll<io::Result<R>> {
         self.park
             .write_pending
@@ -427,7 +424,6 @@ mod tests {
         let mut lent = Lent::new(near, park);
         far.write_all(b"rest of the head").await.unwrap();
         lent.replay(Bytes::from_static(b"GET / "));
-        assert!(lent.replays(b"GET"));
         let mut buf = [0u8; 64];
         let n = lent.read(&mut buf).await.unwrap();
         assert_eq!(&buf[..n], b"GET / rest of the head");

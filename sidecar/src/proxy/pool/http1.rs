@@ -35,9 +35,9 @@ mod head;
 mod upload;
 
 pub(crate) use self::body::ResponseBody;
-pub(crate) use self::head::take_switched;
+pub(crate) use self::head::{FieldAt, declared_trailers, field_offsets, header_map, take_switched};
 use self::head::{Parsed, Switched};
-use self::upload::{Outgoing, Upload};
+pub(crate) use self::upload::{OutFraming, Outgoing, Upload};
 
 /// Idle connections kept for one destination; a response body gives its connection
 /// back here.

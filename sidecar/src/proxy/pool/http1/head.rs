@@ -14,7 +14,7 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
 use super::super::super::{Body, BoxError};
 use super::Io;
-use super::upload::{Outgoing, RequestFraming};
+use super::upload::{OutFraming, Outgoing};
 
 /// hyper's limits for a response head: 100 fields, and its read buffer's bound.
 const MAX_HEADERS: usize = 100;
@@ -45,7 +45,7 @@ pub(super) enum Length {
 pub(super) fn encode_request(
     request: &Request<Body>,
     out: &mut Outgoing,
-) -> Result<Option<RequestFraming>, BoxError> {
+) -> Result<Option<OutFraming>, BoxError> {
     use hyper::body::Body as _;
     let headers = request.headers();
     let body = request.body();
@@ -70,7 +70,7 @@ pub(super) fn encode_request(
     let framing = match length {
         Some(value) => match content_length(value.as_bytes()) {
             Some(0) => None,
-            Some(n) => Some(RequestFraming::Length(n)),
+            Some(n) => Some(OutFraming::Length(n)),
             None => return Err(format!("request Content-Length {value:?} is not a length").into()),
         },
         None if body.is_end_stream() => None,
@@ -79,11 +79,11 @@ pub(super) fn encode_request(
                 buf.extend_from_slice(b"content-length: ");
                 buf.extend_from_slice(n.to_string().as_bytes());
                 buf.extend_from_slice(b"\r\n");
-                Some(RequestFraming::Length(n))
+                Some(OutFraming::Length(n))
             }
             None => {
                 buf.extend_from_slice(b"transfer-encoding: chunked\r\n");
-                Some(RequestFraming::Chunked {
+                Some(OutFraming::Chunked {
                     trailers: declared_trailers(headers),
                 })
             }
@@ -95,7 +95,7 @@ pub(super) fn encode_request(
 
 /// The trailer fields a chunked request may carry on: those its `Trailer` field
 /// declares, less those no trailer may hold (RFC 9110 §6.5.1). hyper's rule, kept.
-fn declared_trailers(headers: &HeaderMap) -> Vec<HeaderName> {
+pub(crate) fn declared_trailers(headers: &HeaderMap) -> Vec<HeaderName> {
     headers
         .get_all(header::TRAILER)
         .iter()
@@ -124,7 +124,43 @@ fn declared_trailers(headers: &HeaderMap) -> Vec<HeaderName> {
 
 /// Where one field's name and value are in a head (start and end of each): taken
 /// while the parser borrows the buffer, used once the head is split off it.
-pub(super) type FieldAt = [usize; 4];
+pub(crate) type FieldAt = [usize; 4];
+
+/// Notes in `at` where each of `fields`, parsed from `buf`, lies in it.
+pub(crate) fn field_offsets(buf: &[u8], fields: &[httparse::Header<'_>], at: &mut Vec<FieldAt>) {
+    let base = buf.as_ptr() as usize;
+    let offset = |field: &[u8]| field.as_ptr() as usize - base;
+    at.clear();
+    at.extend(fields.iter().map(|field| {
+        let (name, value) = (offset(field.name.as_bytes()), offset(field.value));
+        [
+            name,
+            name + field.name.len(),
+            value,
+            value + field.value.len(),
+        ]
+    }));
+}
+
+/// The fields `at` notes in `head`, their values slices of it (no copy), each shown
+/// to `see` as it is added (a response's framing is read that way). `room`: fields
+/// the map takes on top without growing (a request gets the mesh's).
+pub(crate) fn header_map(
+    head: &Bytes,
+    at: &[FieldAt],
+    room: usize,
+    mut see: impl FnMut(&HeaderName, &HeaderValue) -> Result<(), BoxError>,
+) -> Result<HeaderMap, BoxError> {
+    let mut headers = HeaderMap::with_capacity(at.len() + room);
+    for &[ns, ne, vs, ve] in at {
+        let name = HeaderName::from_bytes(&head[ns..ne]).map_err(|_| "a field name")?;
+        let value =
+            HeaderValue::from_maybe_shared(head.slice(vs..ve)).map_err(|_| "a field value")?;
+        see(&name, &value)?;
+        headers.append(name, value);
+    }
+    Ok(headers)
+}
 
 /// The first final response head in `buf`, taken out of it; interim (1xx) answers
 /// before it are skipped, as hyper's client skips them (`101` is final). `None`:
@@ -167,29 +203,11 @@ pub(super) fn parse_response(
         let reason = parsed.reason.unwrap_or_default();
         let reason = (!reason.is_empty() && status.canonical_reason() != Some(reason))
             .then(|| Bytes::copy_from_slice(reason.as_bytes()));
-        let base = buf.as_ptr() as usize;
-        let offset = |field: &[u8]| field.as_ptr() as usize - base;
-        at.clear();
-        at.extend(parsed.headers.iter().map(|field| {
-            let (name, value) = (offset(field.name.as_bytes()), offset(field.value));
-            [
-                name,
-                name + field.name.len(),
-                value,
-                value + field.value.len(),
-            ]
-        }));
+        field_offsets(buf, parsed.headers, at);
         let head = buf.split_to(len).freeze();
-        let mut headers = HeaderMap::with_capacity(at.len());
         let mut framing = Framing::default();
-        for &[ns, ne, vs, ve] in at.iter() {
-            let name = HeaderName::from_bytes(&head[ns..ne])
-                .map_err(|_| "malformed response head: a field name")?;
-            let value = HeaderValue::from_maybe_shared(head.slice(vs..ve))
-                .map_err(|_| "malformed response head: a field value")?;
-            framing.see(&name, &value)?;
-            headers.append(name, value);
-        }
+        let mut headers = header_map(&head, at, 0, |name, value| framing.see(name, value))
+            .map_err(|e| format!("malformed response head: {e}"))?;
         let mut response = Response::new(());
         *response.status_mut() = status;
         *response.version_mut() = version;
@@ -243,11 +261,10 @@ impl Framing {
             self.te = true;
         } else if *name == header::CONTENT_LENGTH {
             for part in bytes.split(|&b| b == b',') {
-                let n = content_length(part.trim_ascii())
-                    .ok_or("malformed response head: Content-Length")?;
+                let n = content_length(part.trim_ascii()).ok_or("Content-Length")?;
                 self.listed |= self.length.is_some();
                 if self.length.is_some_and(|l| l != n) {
-                    return Err("malformed response head: Content-Lengths differ".into());
+                    return Err("Content-Lengths differ".into());
                 }
                 self.length = Some(n);
             }

@@ -1,5 +1,6 @@
-//! What goes out on a connection: the request head, then its body as the client
-//! sends it, framed by its length or chunked.
+//! What goes out on a connection: a head, then its body as it comes, framed by its
+//! length or chunked. The client sends requests with it, the server
+//! (`server::h1`) responses.
 
 use std::fmt::Write as _;
 use std::io;
@@ -14,7 +15,6 @@ use hyper::body::Body as _;
 
 use super::super::super::classify::source_text;
 use super::super::super::{Body, BoxError};
-use super::Io;
 
 /// Body data at most this long is copied behind what is queued (one write); longer
 /// data is written from its own buffer.
@@ -34,7 +34,7 @@ pub(crate) struct Outgoing {
 
 impl Outgoing {
     /// The buffer a head is written into.
-    pub(super) fn head(&mut self) -> &mut BytesMut {
+    pub(crate) fn head(&mut self) -> &mut BytesMut {
         &mut self.buf
     }
 
@@ -43,13 +43,18 @@ impl Outgoing {
     }
 
     /// Drops a buffer grown past `max` (it is empty between requests).
-    pub(super) fn shrink(&mut self, max: usize) {
+    pub(crate) fn shrink(&mut self, max: usize) {
         if self.buf.capacity() > max {
             self.buf = BytesMut::new();
         }
     }
 
-    pub(super) fn is_empty(&self) -> bool {
+    /// Bytes queued and not yet written.
+    pub(crate) fn queued(&self) -> usize {
+        self.buf.len() + self.big.as_ref().map_or(0, Bytes::len)
+    }
+
+    pub(crate) fn is_empty(&self) -> bool {
         self.buf.is_empty() && self.big.is_none()
     }
 
@@ -66,7 +71,11 @@ impl Outgoing {
     }
 
     /// Writes everything queued; `Ready(Ok)`: nothing is left.
-    pub(super) fn poll_write(&mut self, io: &mut Io, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+    pub(crate) fn poll_write<W: AsyncWrite + Unpin>(
+        &mut self,
+        io: &mut W,
+        cx: &mut Context<'_>,
+    ) -> Poll<io::Result<()>> {
         loop {
             let bytes: &[u8] = if !self.buf.is_empty() {
                 &self.buf
@@ -95,29 +104,29 @@ impl Outgoing {
     }
 }
 
-/// How a request body is framed on the wire.
-pub(crate) enum RequestFraming {
+/// How an outgoing body is framed on the wire.
+pub(crate) enum OutFraming {
     /// This many bytes still to send.
     Length(u64),
     /// Chunked, ending with the declared trailer fields the body yields.
     Chunked { trailers: Vec<HeaderName> },
 }
 
-/// A request body on its way out.
+/// A body on its way out (a request's, or a response's).
 pub(crate) struct Upload {
     body: Body,
-    framing: RequestFraming,
+    framing: OutFraming,
 }
 
 impl Upload {
-    pub(super) fn new(body: Body, framing: RequestFraming) -> Self {
+    pub(crate) fn new(body: Body, framing: OutFraming) -> Self {
         Self { body, framing }
     }
 
     /// Queues the body's next frame in `out`. `Ready(Ok(true))`: more may follow;
     /// `Ready(Ok(false))`: the body's end is queued. A failure is the body's own
     /// (its client broke it off, or sent more or less than its length).
-    pub(super) fn poll_next(
+    pub(crate) fn poll_next(
         &mut self,
         cx: &mut Context<'_>,
         out: &mut Outgoing,
@@ -133,7 +142,7 @@ impl Upload {
             let data = match frame.into_data() {
                 Ok(data) => data,
                 Err(frame) => {
-                    if let (Ok(trailers), RequestFraming::Chunked { trailers: declared }) =
+                    if let (Ok(trailers), OutFraming::Chunked { trailers: declared }) =
                         (frame.into_trailers(), &self.framing)
                     {
                         let head = &mut out.buf;
@@ -157,7 +166,7 @@ impl Upload {
                 continue;
             }
             match &mut self.framing {
-                RequestFraming::Length(left) => {
+                OutFraming::Length(left) => {
                     let len = data.len() as u64;
                     if len > *left {
                         return Poll::Ready(Err(
@@ -170,7 +179,7 @@ impl Upload {
                         return Poll::Ready(Ok(false));
                     }
                 }
-                RequestFraming::Chunked { .. } => {
+                OutFraming::Chunked { .. } => {
                     let _ = write!(out.buf, "{:x}\r\n", data.len());
                     out.push(data, true);
                 }
@@ -182,11 +191,11 @@ impl Upload {
     /// The body ended.
     fn end(&mut self, out: &mut Outgoing) -> Result<(), BoxError> {
         match self.framing {
-            RequestFraming::Length(0) => Ok(()),
-            RequestFraming::Length(left) => {
+            OutFraming::Length(0) => Ok(()),
+            OutFraming::Length(left) => {
                 Err(format!("request body: ended {left} bytes short of its Content-Length").into())
             }
-            RequestFraming::Chunked { .. } => {
+            OutFraming::Chunked { .. } => {
                 out.buf.extend_from_slice(b"0\r\n\r\n");
                 Ok(())
             }
