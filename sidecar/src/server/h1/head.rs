@@ -125,15 +125,10 @@ struct Scan {
 impl Scan {
     fn see(&mut self, name: &str, value: &[u8]) {
         let is = |known: &header::HeaderName| name.eq_ignore_ascii_case(known.as_str());
-        let has = |token: &[u8]| {
-            value
-                .split(|&b| b == b',')
-                .any(|t| t.trim_ascii().eq_ignore_ascii_case(token))
-        };
         if is(&header::CONNECTION) {
-            self.close |= has(b"close");
+            self.close |= has_token(value, b"close");
         } else if is(&header::TE) {
-            self.trailers |= has(b"trailers");
+            self.trailers |= has_token(value, b"trailers");
         } else if is(&header::CONTENT_LENGTH) {
             self.hyper_serves |= value != b"0";
         } else if is(&header::TRANSFER_ENCODING) || is(&header::UPGRADE) || is(&header::EXPECT) {
@@ -173,7 +168,7 @@ pub(super) fn encode_response(
     let has_body =
         !asked.head_only && !matches!(status, StatusCode::NO_CONTENT | StatusCode::NOT_MODIFIED);
     let mut length = None;
-    let mut dated = false;
+    let (mut dated, mut said_close) = (false, false);
     for (name, value) in &head.headers {
         match *name {
             header::TRANSFER_ENCODING => continue,
@@ -183,7 +178,9 @@ pub(super) fn encode_response(
                     length.or_else(|| std::str::from_utf8(value.as_bytes()).ok()?.parse().ok());
                 continue;
             }
-            header::CONNECTION => close |= value.as_bytes().eq_ignore_ascii_case(b"close"),
+            header::CONNECTION if has_token(value.as_bytes(), b"close") => {
+                (close, said_close) = (true, true);
+            }
             header::DATE => dated = true,
             _ => {}
         }
@@ -216,13 +213,7 @@ pub(super) fn encode_response(
             }
         }
     };
-    if close
-        && !head
-            .headers
-            .get_all(header::CONNECTION)
-            .iter()
-            .any(|v| v == "close")
-    {
+    if close && !said_close {
         out.put_slice(b"connection: close\r\n");
     }
     if !dated {
@@ -232,6 +223,13 @@ pub(super) fn encode_response(
     }
     out.put_slice(b"\r\n");
     (framing, close)
+}
+
+/// Whether a comma-separated field value lists `token` (any case).
+fn has_token(value: &[u8], token: &[u8]) -> bool {
+    value
+        .split(|&b| b == b',')
+        .any(|t| t.trim_ascii().eq_ignore_ascii_case(token))
 }
 
 /// `n` in decimal, in `buf`.

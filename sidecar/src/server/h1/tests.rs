@@ -207,13 +207,15 @@ fn the_last_answer_says_close_once_and_an_answer_saying_close_is_the_last() {
         ]
     );
     assert!(close);
-    let mut response = Response::new(proxy::empty());
-    response
-        .headers_mut()
-        .insert(header::CONNECTION, HeaderValue::from_static("close"));
-    let (head, _, close) = encode(response, GET, false);
-    assert_eq!(head.matches("connection: close").count(), 1, "{head}");
-    assert!(close);
+    for said in ["close", "Close", "upgrade, CLOSE"] {
+        let mut response = Response::new(proxy::empty());
+        response
+            .headers_mut()
+            .insert(header::CONNECTION, HeaderValue::from_static(said));
+        let (head, _, close) = encode(response, GET, true);
+        assert_eq!(head.matches("connection: ").count(), 1, "{head}");
+        assert!(close, "{said}");
+    }
 }
 
 #[test]
