@@ -1,5 +1,5 @@
-//! The sidecar serves HTTP/1.1 requests without a body itself (sidecar
-//! `server/h1.rs`) and hands the others to hyper. What a client and an app must see
+//! The sidecar serves most HTTP/1.1 requests itself (sidecar `server/h1.rs`) and
+//! hands the others (HTTP/1.0, upgrades, `Expect`, odd framing) to hyper. What a client and an app must see
 //! of it: answers framed for the request that asked (no body after `HEAD`, 204 or
 //! 304, chunked when the app's answer runs to its close), a keep-alive connection
 //! that goes on after each, the same connection moving between the two servers, and
@@ -16,7 +16,7 @@ use graylane_tests::rawhttp::{Head, Wire};
 use graylane_tests::{ControlPlane, Sidecar};
 
 /// An app answering by path, keep-alive; `/eof` answers without a length and closes.
-/// Every request head it read is sent on `seen`.
+/// Every request it read is sent on `seen` (method, target and body).
 fn framing_app() -> (SocketAddr, mpsc::Receiver<String>) {
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
     let addr = listener.local_addr().unwrap();
@@ -32,11 +32,18 @@ fn framing_app() -> (SocketAddr, mpsc::Receiver<String>) {
                     let Ok(head) = wire.read_head(deadline) else {
                         return;
                     };
-                    if let Some(len) = head.get("content-length") {
-                        let _ = wire.read_exact(len.parse().unwrap(), deadline);
-                    }
+                    let body = match head.get("content-length") {
+                        Some(len) => wire.read_exact(len.parse().unwrap(), deadline),
+                        None if head.has("transfer-encoding") => wire.read_chunked(deadline),
+                        None => Ok(Vec::new()),
+                    };
+                    let body = String::from_utf8_lossy(&body.unwrap_or_default()).into_owned();
                     let target = head.target().to_string();
-                    let _ = seen.send(format!("{} {target}", head.method()));
+                    let _ = seen.send(
+                        format!("{} {target} {body}", head.method())
+                            .trim()
+                            .to_string(),
+                    );
                     let answer: &[u8] = match target.as_str() {
                         "/head" => b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\n",
                         "/none" => b"HTTP/1.1 204 No Content\r\n\r\n",
@@ -124,13 +131,16 @@ fn a_connection_moves_between_bodies_and_plain_requests_and_keeps_its_order() {
     let orders = sidecar(dir.path(), &cp, app);
     let mut wire = Wire::new(std::net::TcpStream::connect(orders.inbound).unwrap());
     let deadline = || Instant::now() + Duration::from_secs(10);
-    // Plain, a body (hyper's), plain again (still hyper's until the connection is
-    // idle), an empty POST; one at a time, each answered before the next.
+    // Plain, a body, HTTP/1.0 (hyper's), plain again (still hyper's until the
+    // connection is idle), a chunked body, an empty POST; one at a time, each
+    // answered before the next.
     let requests = [
         "GET /a HTTP/1.1\r\nHost: orders\r\n\r\n",
         "POST /b HTTP/1.1\r\nHost: orders\r\nContent-Length: 3\r\n\r\nabc",
-        "GET /c HTTP/1.1\r\nHost: orders\r\n\r\n",
-        "POST /d HTTP/1.1\r\nHost: orders\r\nContent-Length: 0\r\n\r\n",
+        "GET /c HTTP/1.0\r\nHost: orders\r\nConnection: keep-alive\r\n\r\n",
+        "GET /d HTTP/1.1\r\nHost: orders\r\n\r\n",
+        "PUT /e HTTP/1.1\r\nHost: orders\r\nTransfer-Encoding: chunked\r\n\r\n2\r\nab\r\n0\r\n\r\n",
+        "POST /f HTTP/1.1\r\nHost: orders\r\nContent-Length: 0\r\n\r\n",
     ];
     for request in requests {
         wire.stream().write_all(request.as_bytes()).unwrap();
@@ -139,7 +149,17 @@ fn a_connection_moves_between_bodies_and_plain_requests_and_keeps_its_order() {
         assert_eq!(wire.read_exact(4, deadline()).unwrap(), b"last");
     }
     let seen: Vec<String> = heads.try_iter().collect();
-    assert_eq!(seen, ["GET /a", "POST /b", "GET /c", "POST /d"]);
+    assert_eq!(
+        seen,
+        [
+            "GET /a",
+            "POST /b abc",
+            "GET /c",
+            "GET /d",
+            "PUT /e ab",
+            "POST /f"
+        ]
+    );
 }
 
 #[test]

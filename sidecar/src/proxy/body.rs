@@ -15,6 +15,7 @@ use super::BoxError;
 use super::coalesce::Coalesce;
 use super::pool::ResponseBody;
 use super::streams::Received;
+use crate::server::RequestBody;
 
 pub(crate) enum Body {
     /// Nothing: a body-less request's copy, a response without content.
@@ -22,6 +23,9 @@ pub(crate) enum Body {
     /// A request body as hyper's server received it (HTTP/1.1), its ready frames
     /// merged (see `coalesce`).
     Received(Coalesce<Incoming>),
+    /// A request body as the sidecar's own HTTP/1.1 server reads it (`server::h1`;
+    /// it merges what it has read itself).
+    Downstream(RequestBody),
     /// A response body as the pool's HTTP/1.1 client reads it (it merges what it
     /// has read itself).
     Upstream(ResponseBody),
@@ -55,6 +59,7 @@ impl HttpBody for Body {
             Self::Empty => Poll::Ready(None),
             Self::Received(body) => Pin::new(body).poll_frame(cx),
             Self::Upstream(body) => Pin::new(body).poll_frame(cx),
+            Self::Downstream(body) => Pin::new(body).poll_frame(cx),
             Self::ReceivedH2(body) => Pin::new(body).poll_frame(cx),
             Self::Boxed(body) => Pin::new(body).poll_frame(cx),
         }
@@ -65,6 +70,7 @@ impl HttpBody for Body {
             Self::Empty => true,
             Self::Received(body) => body.is_end_stream(),
             Self::Upstream(body) => body.is_end_stream(),
+            Self::Downstream(body) => body.is_end_stream(),
             Self::ReceivedH2(body) => body.is_end_stream(),
             Self::Boxed(body) => body.is_end_stream(),
         }
@@ -75,6 +81,7 @@ impl HttpBody for Body {
             Self::Empty => SizeHint::with_exact(0),
             Self::Received(body) => body.size_hint(),
             Self::Upstream(body) => body.size_hint(),
+            Self::Downstream(body) => body.size_hint(),
             Self::ReceivedH2(body) => body.size_hint(),
             Self::Boxed(body) => body.size_hint(),
         }

@@ -1,5 +1,5 @@
-//! HTTP/1.1 requests without a body, served here rather than by hyper: most of a
-//! mesh's calls (`GET`, `HEAD`, `DELETE`, probes), and what the load benchmarks send.
+//! HTTP/1.1 requests served here rather than by hyper: those without a body, and
+//! those whose body has one `Content-Length` or is chunked alone (`incoming`).
 //!
 //! Why: hyper's server spent about a third of a proxied request's user-space
 //! instructions around the handler (its dispatcher, its head parser building a
@@ -8,9 +8,9 @@
 //! place with the pool client's code (`proxy::pool::http1`), and the answer goes out
 //! through its `Outgoing` and `Upload`.
 //!
-//! What is not served here goes to hyper, whole: a request with a body, an upgrade,
-//! `Expect`, `CONNECT`, a target that is not a path, HTTP/1.0, and every head hyper
-//! would refuse (its 400 and 431, with the reasons). Its bytes stay in the read
+//! What is not served here goes to hyper, whole: an upgrade, `Expect`, `CONNECT`, a
+//! target that is not a path, HTTP/1.0, framing other than the above, and every head
+//! hyper would refuse (its 400 and 431, with the reasons). Its bytes stay in the read
 //! buffer and are replayed to a hyper connection, which serves the connection until
 //! it is parked (see `connection`); then this side takes it back.
 //!
@@ -38,14 +38,17 @@ use tokio_util::io::poll_read_buf;
 use super::connection::{Serve, head_begun};
 use super::idle::ParkTimer;
 use super::{Handler, MAX_HEAD};
-use crate::proxy::BoxError;
 use crate::proxy::pool::http1::{FieldAt, Outgoing, Upload};
+use crate::proxy::{Body, BoxError};
 
 mod head;
+mod incoming;
 #[cfg(test)]
 mod tests;
 
 use self::head::Parsed;
+use self::incoming::Feed;
+pub(crate) use self::incoming::RequestBody;
 
 /// What a read asks for; a head longer than a read takes more reads.
 const READ_SIZE: usize = 8 * 1024;
@@ -162,10 +165,17 @@ where
             }
         };
         let answer = head.answer;
+        let mut request = head.request;
+        let mut feed = head.body.map(|(framing, length)| {
+            let (body, feed) = incoming::channel(framing, length);
+            *request.body_mut() = Body::Downstream(body);
+            feed
+        });
         // Pinned where it is made: the handler's future is kilobytes, and each move a
         // copy.
-        let call = pin!(serve.call(head.request));
-        let Some(response) = handle(io, &mut own.read, call).await else {
+        let call = pin!(serve.call(request));
+        let read = &mut own.read;
+        let Some(response) = handle(io, read, call, feed.as_mut()).await else {
             return Err(Ended::ClientGone);
         };
         let response = response.map_err(|_| Ended::Refused)?;
@@ -173,11 +183,25 @@ where
         let close = !head.keep_alive || closing.load(Ordering::Relaxed);
         let (framing, close) = head::encode_response(&parts, &body, answer, close, own.out.head());
         drop(parts);
-        write_answer(io, &mut own.out, framing.map(|f| Upload::new(body, f))).await?;
+        let upload = framing.map(|f| Upload::new(body, f));
+        write_answer(io, &mut own.out, upload, feed.as_mut(), read).await?;
         own.out.shrink(QUEUE);
+        // The rest of the body: taken by a handler still reading it (an upload the
+        // upstream answered early), or thrown away (see `incoming`).
+        if let Some(feed) = feed.as_mut() {
+            poll_fn(|cx| match feed.poll(cx, io, read) {
+                // What has come is thrown away; a client still sending the body of a
+                // request answered without it is not waited for (hyper's rule).
+                Poll::Pending if feed.reader_gone() => Poll::Ready(()),
+                polled => polled,
+            })
+            .await;
+        }
+        let unread = feed.as_ref().is_some_and(|f| !f.finished());
         // A graceful close begun while the answer went out: pipelined requests are
-        // not taken (hyper's rule).
-        if close || closing.load(Ordering::Relaxed) {
+        // not taken (hyper's rule). Nor after a body not all read: where the next
+        // request starts is not known.
+        if close || unread || closing.load(Ordering::Relaxed) {
             let _ = io.shutdown().await;
             return Ok(());
         }
@@ -213,24 +237,39 @@ async fn read_head<IO: AsyncRead + Unpin>(
     .await
 }
 
-/// The handler's answer; `None`: the client closed the connection first (its end
-/// read while nothing else is buffered, as hyper's server watches for it), and the
-/// request is dropped. Bytes of a next request read meanwhile stay in `read`.
+/// The handler's answer, its request's body (if any) read meanwhile. `None`: the
+/// client closed the connection first (its end read while nothing else is buffered,
+/// as hyper's server watches for it), and the request is dropped. Bytes of a next
+/// request read meanwhile stay in `read`.
 async fn handle<IO: AsyncRead + Unpin, F: Future>(
     io: &mut IO,
     read: &mut BytesMut,
     mut call: Pin<&mut F>,
+    mut feed: Option<&mut Feed>,
 ) -> Option<F::Output> {
-    let mut watch = read.is_empty() && read.capacity() > 0;
+    let mut watch = feed.is_none();
     poll_fn(|cx| {
         if let Poll::Ready(answer) = call.as_mut().poll(cx) {
             return Poll::Ready(Some(answer));
         }
-        if watch {
+        if let Some(body) = feed.as_mut()
+            && body.poll(cx, io, read).is_ready()
+        {
+            // Read whole (or failed: the handler hears it from the body). Watched
+            // from here like a request without one.
+            watch = body.finished();
+            feed = None;
+        }
+        // Bytes of pipelined requests are read on too (up to a head's bound): a
+        // client that sent them and closed is gone before they are served.
+        while watch && read.len() < MAX_HEAD {
+            if read.capacity() - read.len() < READ_SIZE / 8 {
+                read.reserve(READ_SIZE);
+            }
             match poll_read_buf(Pin::new(&mut *io), cx, read) {
                 Poll::Ready(Ok(0) | Err(_)) => return Poll::Ready(None),
-                Poll::Ready(Ok(_)) => watch = false,
-                Poll::Pending => {}
+                Poll::Ready(Ok(_)) => {}
+                Poll::Pending => break,
             }
         }
         Poll::Pending
@@ -238,16 +277,25 @@ async fn handle<IO: AsyncRead + Unpin, F: Future>(
     .await
 }
 
-/// Writes the queued head, then the body as it comes, merging what is ready.
-async fn write_answer<IO: AsyncWrite + Unpin>(
+/// Writes the queued head, then the body as it comes, merging what is ready; the
+/// request's body goes on being read meanwhile (`feed`: an upstream may answer
+/// before it has all of it, and read on).
+async fn write_answer<IO: AsyncRead + AsyncWrite + Unpin>(
     io: &mut IO,
     out: &mut Outgoing,
     mut body: Option<Upload>,
+    mut feed: Option<&mut Feed>,
+    read: &mut BytesMut,
 ) -> Result<(), Ended> {
     poll_fn(|cx: &mut Context<'_>| {
+        if let Some(request) = feed.as_mut()
+            && request.poll(cx, io, read).is_ready()
+        {
+            feed = None;
+        }
         loop {
             if let Some(upload) = body.as_mut()
-                && out.queued() < QUEUE
+                && out.has_room(QUEUE)
             {
                 match upload.poll_next(cx, out) {
                     Poll::Ready(Ok(true)) => continue,

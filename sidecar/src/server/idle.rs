@@ -286,6 +286,10 @@ impl<T: AsyncRead + Unpin> AsyncRead for Lent<T> {
         let n = self.prefix.len().min(buf.remaining());
         buf.put_slice(&self.prefix[..n]);
         self.prefix.advance(n);
+        if self.prefix.is_empty() {
+            // Emptied, it would still keep its whole buffer for the connection's life.
+            self.prefix = Bytes::new();
+        }
         // The rest of the head in the same read, if it has come: hyper wants a whole
         // free read size (8 KiB) before each read, and a second read after a short
         // first one would double its buffer. An error or nothing yet: the next read

@@ -34,8 +34,10 @@ mod body;
 mod head;
 mod upload;
 
-pub(crate) use self::body::ResponseBody;
-pub(crate) use self::head::{FieldAt, declared_trailers, field_offsets, header_map, take_switched};
+pub(crate) use self::body::{Decoded, Framing, ResponseBody, Want};
+pub(crate) use self::head::{
+    FieldAt, content_length, declared_trailers, field_offsets, header_map, take_switched,
+};
 use self::head::{Parsed, Switched};
 pub(crate) use self::upload::{OutFraming, Outgoing, Upload};
 

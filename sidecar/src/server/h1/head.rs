@@ -9,7 +9,7 @@ use http::header;
 use http::{Method, Request, StatusCode, Uri, Version, response};
 
 use crate::proxy::pool::http1::{
-    FieldAt, OutFraming, declared_trailers, field_offsets, header_map,
+    FieldAt, Framing, OutFraming, content_length, declared_trailers, field_offsets, header_map,
 };
 use crate::proxy::{self, Body};
 
@@ -21,6 +21,8 @@ pub(super) struct Head {
     pub(super) request: Request<Body>,
     /// The client keeps the connection open after the answer.
     pub(super) keep_alive: bool,
+    /// How its body is framed, and its length if it says; `None`: it has none.
+    pub(super) body: Option<(Framing, Option<u64>)>,
     /// The answer's fields: to a `HEAD` (no body), with trailers (`TE: trailers`).
     pub(super) answer: Answer,
 }
@@ -77,7 +79,7 @@ pub(super) fn parse_request(buf: &mut BytesMut, at: &mut Vec<FieldAt>, max_head:
     for field in parsed.headers.iter() {
         scan.see(field.name, field.value);
     }
-    if scan.hyper_serves || method == Method::CONNECT {
+    if scan.hyper_serves || scan.te && scan.length.is_some() || method == Method::CONNECT {
         return Parsed::HandOff;
     }
     let base = buf.as_ptr() as usize;
@@ -106,9 +108,15 @@ pub(super) fn parse_request(buf: &mut BytesMut, at: &mut Vec<FieldAt>, max_head:
         trailers: scan.trailers,
     };
     *request.headers_mut() = headers;
+    let body = match (scan.te, scan.length) {
+        (true, _) => Some((Framing::chunked(), None)),
+        (false, None | Some(0)) => None,
+        (false, Some(n)) => Some((Framing::Length(n), Some(n))),
+    };
     Parsed::Plain(Head {
         request,
         keep_alive: !scan.close,
+        body,
         answer,
     })
 }
@@ -118,7 +126,11 @@ pub(super) fn parse_request(buf: &mut BytesMut, at: &mut Vec<FieldAt>, max_head:
 struct Scan {
     close: bool,
     trailers: bool,
-    /// A body (other than `Content-Length: 0`), an upgrade or `Expect`: hyper's.
+    /// `Transfer-Encoding: chunked` (one field, chunked alone).
+    te: bool,
+    length: Option<u64>,
+    /// An upgrade, `Expect`, or framing other than one length or chunked alone
+    /// (hyper's 400s and `Content-Length` with `Transfer-Encoding`): hyper's.
     hyper_serves: bool,
 }
 
@@ -130,8 +142,14 @@ impl Scan {
         } else if is(&header::TE) {
             self.trailers |= has_token(value, b"trailers");
         } else if is(&header::CONTENT_LENGTH) {
-            self.hyper_serves |= value != b"0";
-        } else if is(&header::TRANSFER_ENCODING) || is(&header::UPGRADE) || is(&header::EXPECT) {
+            match content_length(value) {
+                Some(n) if self.length.is_none() => self.length = Some(n),
+                _ => self.hyper_serves = true,
+            }
+        } else if is(&header::TRANSFER_ENCODING) {
+            self.hyper_serves |= self.te || !crate::proxy::only_chunked(value);
+            self.te = true;
+        } else if is(&header::UPGRADE) || is(&header::EXPECT) {
             self.hyper_serves = true;
         }
     }
@@ -168,12 +186,15 @@ pub(super) fn encode_response(
     let has_body =
         !asked.head_only && !matches!(status, StatusCode::NO_CONTENT | StatusCode::NOT_MODIFIED);
     let mut length = None;
-    let (mut dated, mut said_close) = (false, false);
+    let (mut dated, mut said_close, mut has_length) = (false, false, false);
     for (name, value) in &head.headers {
         match *name {
             header::TRANSFER_ENCODING => continue,
+            // Only a body that can be chunked may have trailers (hyper's rule).
+            header::TRAILER if !has_body => continue,
             // A `HEAD`'s answer keeps the length a `GET` would have had.
-            header::CONTENT_LENGTH if !asked.head_only => {
+            header::CONTENT_LENGTH if asked.head_only => has_length = true,
+            header::CONTENT_LENGTH => {
                 length =
                     length.or_else(|| std::str::from_utf8(value.as_bytes()).ok()?.parse().ok());
                 continue;
@@ -190,6 +211,16 @@ pub(super) fn encode_response(
         out.put_slice(b"\r\n");
     }
     let framing = if !has_body {
+        // A `HEAD` the sidecar answers itself (an error): the length a `GET` would get.
+        if asked.head_only
+            && !has_length
+            && !body.is_end_stream()
+            && let Some(n) = body.size_hint().exact()
+        {
+            out.put_slice(b"content-length: ");
+            out.put_slice(itoa(n, &mut [0; 20]));
+            out.put_slice(b"\r\n");
+        }
         None
     } else if body.is_end_stream() {
         out.put_slice(b"content-length: 0\r\n");

@@ -17,15 +17,19 @@ use super::{Conn, Idle, give_back};
 
 /// Longest chunk-size line (with extensions), and largest trailer section.
 const MAX_CHUNK_LINE: usize = 4096;
+/// Chunk extensions over a whole body: hyper's bound (a peer sending a byte of data
+/// per kilobyte of extensions costs the proxy a thousandfold).
+const MAX_EXTENSIONS: usize = 16 * 1024;
 const MAX_TRAILERS: usize = 64 * 1024;
 const MAX_TRAILER_FIELDS: usize = 100;
 
-/// Where the body's end is.
+/// Where the body's end is (a response's here, a request's in `server::h1`).
 #[derive(Debug, PartialEq, Eq)]
-pub(super) enum Framing {
+pub(crate) enum Framing {
     /// This many bytes left.
     Length(u64),
-    Chunked(Chunk),
+    /// With the chunk-extension bytes seen so far (bounded: `MAX_EXTENSIONS`).
+    Chunked(Chunk, usize),
     /// At the connection's end.
     Close,
     Done,
@@ -35,7 +39,7 @@ pub(super) enum Framing {
 /// been searched for its end, so an upstream trickling it byte by byte costs one
 /// look at each byte, not one at every byte per byte.
 #[derive(Debug, PartialEq, Eq)]
-pub(super) enum Chunk {
+pub(crate) enum Chunk {
     Size {
         searched: usize,
     },
@@ -49,7 +53,7 @@ pub(super) enum Chunk {
 
 /// What `decode` may return.
 #[derive(Clone, Copy, PartialEq, Eq)]
-enum Want {
+pub(crate) enum Want {
     Any,
     /// Data only (more to merge into a frame).
     Data,
@@ -61,7 +65,7 @@ enum Want {
 /// frames: a stream of small chunks is not passed on one frame each.
 const MERGE_UNDER: usize = 16 * 1024;
 
-enum Decoded {
+pub(crate) enum Decoded {
     Frame(Frame<Bytes>),
     /// More bytes are needed.
     More,
@@ -69,6 +73,11 @@ enum Decoded {
 }
 
 impl Framing {
+    /// A chunked body, from its first chunk-size line.
+    pub(crate) fn chunked() -> Self {
+        Self::Chunked(Chunk::Size { searched: 0 }, 0)
+    }
+
     /// The body a response has: none for a `HEAD`, a 204 or a 304 (RFC 9112 §6.3).
     pub(super) fn of(response: &Response<()>, length: Length, method_head: bool) -> Self {
         let status = response.status();
@@ -78,7 +87,7 @@ impl Framing {
         match length {
             Length::Exact(0) => Self::Done,
             Length::Exact(n) => Self::Length(n),
-            Length::Chunked => Self::Chunked(Chunk::Size { searched: 0 }),
+            Length::Chunked => Self::chunked(),
             Length::Close => Self::Close,
         }
     }
@@ -91,12 +100,12 @@ impl Framing {
 
     /// The next frame in `buf` of those `want` asks for; the steps that make none
     /// are taken whatever it asks.
-    fn decode(&mut self, buf: &mut BytesMut, want: Want) -> Result<Decoded, BoxError> {
+    pub(crate) fn decode(&mut self, buf: &mut BytesMut, want: Want) -> Result<Decoded, BoxError> {
         let frames = want != Want::Nothing;
         loop {
             match self {
                 Self::Done => return Ok(Decoded::End),
-                Self::Length(_) | Self::Chunked(Chunk::Data(_)) | Self::Close
+                Self::Length(_) | Self::Chunked(Chunk::Data(_), _) | Self::Close
                     if buf.is_empty() || !frames =>
                 {
                     return Ok(Decoded::More);
@@ -112,7 +121,7 @@ impl Framing {
                     }
                     return Ok(Decoded::Frame(Frame::data(data)));
                 }
-                Self::Chunked(chunk) => match chunk {
+                Self::Chunked(chunk, extensions) => match chunk {
                     Chunk::Data(left) => {
                         let data = take(buf, left);
                         if *left == 0 {
@@ -120,7 +129,7 @@ impl Framing {
                         }
                         return Ok(Decoded::Frame(Frame::data(data)));
                     }
-                    Chunk::Size { searched } => match size_line(buf, searched)? {
+                    Chunk::Size { searched } => match size_line(buf, searched, extensions)? {
                         None => return Ok(Decoded::More),
                         Some(0) => *chunk = Chunk::Trailers { searched: 0 },
                         Some(n) => *chunk = Chunk::Data(n),
@@ -165,7 +174,11 @@ fn take(buf: &mut BytesMut, left: &mut u64) -> Bytes {
 
 /// A chunk-size line (`1*HEXDIG [ chunk-ext ] CRLF`), taken out of `buf`; until all
 /// of it has come, `searched` says how much of `buf` holds no LF.
-fn size_line(buf: &mut BytesMut, searched: &mut usize) -> Result<Option<u64>, BoxError> {
+fn size_line(
+    buf: &mut BytesMut,
+    searched: &mut usize,
+    extensions: &mut usize,
+) -> Result<Option<u64>, BoxError> {
     let end = buf.len().min(MAX_CHUNK_LINE);
     let Some(lf) = buf[*searched..end].iter().position(|&b| b == b'\n') else {
         if buf.len() >= MAX_CHUNK_LINE {
@@ -182,6 +195,10 @@ fn size_line(buf: &mut BytesMut, searched: &mut usize) -> Result<Option<u64>, Bo
     let rest = line[digits..].trim_ascii_start();
     if digits == 0 || digits > 16 || !(rest.is_empty() || rest.starts_with(b";")) {
         return Err("malformed chunked body: chunk size".into());
+    }
+    *extensions += rest.len();
+    if *extensions > MAX_EXTENSIONS {
+        return Err("malformed chunked body: chunk extensions over 16 KiB".into());
     }
     let size = std::str::from_utf8(&line[..digits])
         .ok()
@@ -516,14 +533,9 @@ mod tests {
     #[test]
     fn a_chunked_body_trickled_byte_by_byte_decodes_as_one_read_at_once() {
         let wire = b"5;name=value\r\nhello\r\n6\r\n world\r\n0\r\nx-sum: 11\r\nx-n: 2\r\n\r\n";
-        let whole = decode_in_steps(
-            Framing::Chunked(Chunk::Size { searched: 0 }),
-            wire,
-            wire.len(),
-        );
+        let whole = decode_in_steps(Framing::chunked(), wire, wire.len());
         for step in [1, 2, 3, 5] {
-            let trickled =
-                decode_in_steps(Framing::Chunked(Chunk::Size { searched: 0 }), wire, step);
+            let trickled = decode_in_steps(Framing::chunked(), wire, step);
             assert_eq!(trickled, whole, "{step} bytes at a time");
         }
         assert_eq!(whole.0, b"hello world");
@@ -536,7 +548,7 @@ mod tests {
         let mut searched = 0;
         for byte in b"1a;ext" {
             buf.extend_from_slice(&[*byte]);
-            assert_eq!(size_line(&mut buf, &mut searched).unwrap(), None);
+            assert_eq!(size_line(&mut buf, &mut searched, &mut 0).unwrap(), None);
             assert_eq!(
                 searched,
                 buf.len(),
@@ -544,7 +556,10 @@ mod tests {
             );
         }
         buf.extend_from_slice(b"\r\n");
-        assert_eq!(size_line(&mut buf, &mut searched).unwrap(), Some(0x1a));
+        assert_eq!(
+            size_line(&mut buf, &mut searched, &mut 0).unwrap(),
+            Some(0x1a)
+        );
         assert!(buf.is_empty());
     }
 }

@@ -302,7 +302,7 @@ impl Framing {
 }
 
 /// A Content-Length: digits only, at most 19 of them.
-fn content_length(value: &[u8]) -> Option<u64> {
+pub(crate) fn content_length(value: &[u8]) -> Option<u64> {
     if value.is_empty() || value.len() > 19 || !value.iter().all(u8::is_ascii_digit) {
         return None;
     }

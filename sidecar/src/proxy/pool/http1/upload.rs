@@ -49,9 +49,11 @@ impl Outgoing {
         }
     }
 
-    /// Bytes queued and not yet written.
-    pub(crate) fn queued(&self) -> usize {
-        self.buf.len() + self.big.as_ref().map_or(0, Bytes::len)
+    /// Whether more may be queued behind what is, up to `max` bytes: not while a
+    /// large piece is being written from its own buffer (what is queued now is
+    /// written before it, so a frame queued then would go out ahead of it).
+    pub(crate) fn has_room(&self, max: usize) -> bool {
+        self.big.is_none() && self.buf.len() < max
     }
 
     pub(crate) fn is_empty(&self) -> bool {
@@ -59,6 +61,7 @@ impl Outgoing {
     }
 
     fn push(&mut self, data: Bytes, crlf: bool) {
+        debug_assert!(self.big.is_none(), "queued ahead of a piece being written");
         if data.len() < COPY_UNDER || self.big.is_some() {
             self.buf.extend_from_slice(&data);
             if crlf {
