@@ -238,17 +238,22 @@ async fn read_head<IO: AsyncRead + Unpin>(
 }
 
 /// The handler's answer, its request's body (if any) read meanwhile. `None`: the
-/// client closed the connection first (its end read while nothing else is buffered,
-/// as hyper's server watches for it), and the request is dropped. Bytes of a next
-/// request read meanwhile stay in `read`.
+/// client closed the connection first, and the request is dropped. As hyper's server
+/// does, the close is watched for while nothing else is buffered (the bytes of a
+/// pipelined request end the watch and stay in `read`), from before the handler is
+/// first polled: a client that pipelined a request and closed is gone before that
+/// one reaches the app.
 async fn handle<IO: AsyncRead + Unpin, F: Future>(
     io: &mut IO,
     read: &mut BytesMut,
     mut call: Pin<&mut F>,
     mut feed: Option<&mut Feed>,
 ) -> Option<F::Output> {
-    let mut watch = feed.is_none();
+    let mut watch = feed.is_none() && read.is_empty();
     poll_fn(|cx| {
+        if closed(io, read, cx, &mut watch) {
+            return Poll::Ready(None);
+        }
         if let Poll::Ready(answer) = call.as_mut().poll(cx) {
             return Poll::Ready(Some(answer));
         }
@@ -257,24 +262,39 @@ async fn handle<IO: AsyncRead + Unpin, F: Future>(
         {
             // Read whole (or failed: the handler hears it from the body). Watched
             // from here like a request without one.
-            watch = body.finished();
+            watch = body.finished() && read.is_empty();
             feed = None;
-        }
-        // Bytes of pipelined requests are read on too (up to a head's bound): a
-        // client that sent them and closed is gone before they are served.
-        while watch && read.len() < MAX_HEAD {
-            if read.capacity() - read.len() < READ_SIZE / 8 {
-                read.reserve(READ_SIZE);
-            }
-            match poll_read_buf(Pin::new(&mut *io), cx, read) {
-                Poll::Ready(Ok(0) | Err(_)) => return Poll::Ready(None),
-                Poll::Ready(Ok(_)) => {}
-                Poll::Pending => break,
+            if closed(io, read, cx, &mut watch) {
+                return Poll::Ready(None);
             }
         }
         Poll::Pending
     })
     .await
+}
+
+/// Whether the client closed the connection (while `watch`); bytes it sent end the
+/// watch.
+fn closed<IO: AsyncRead + Unpin>(
+    io: &mut IO,
+    read: &mut BytesMut,
+    cx: &mut Context<'_>,
+    watch: &mut bool,
+) -> bool {
+    if !*watch {
+        return false;
+    }
+    if read.capacity() == read.len() {
+        read.reserve(READ_SIZE);
+    }
+    match poll_read_buf(Pin::new(io), cx, read) {
+        Poll::Ready(Ok(0) | Err(_)) => true,
+        Poll::Ready(Ok(_)) => {
+            *watch = false;
+            false
+        }
+        Poll::Pending => false,
+    }
 }
 
 /// Writes the queued head, then the body as it comes, merging what is ready; the
