@@ -20,7 +20,8 @@ use crate::server::RequestBody;
 pub(crate) enum Body {
     /// Nothing: a body-less request's copy, a response without content.
     Empty,
-    /// A request body as hyper's server received it (HTTP/1.1), its ready frames
+    /// A request body as hyper's server received it (HTTP/1.1 requests `h1` hands
+    /// to hyper), its ready frames
     /// merged (see `coalesce`).
     Received(Coalesce<Incoming>),
     /// A request body as the sidecar's own HTTP/1.1 server reads it (`server::h1`;

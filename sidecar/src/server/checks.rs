@@ -1,12 +1,14 @@
 //! What every request must pass before a handler sees it, on both listeners and both
 //! protocols: the parts of the sidecar.md error table hyper leaves to us.
 //!
-//! hyper's HTTP/1 parser already refuses differing Content-Lengths, bad chunk framing,
-//! obs-fold and request-line oddities (400), and more than `MAX_HEADERS` fields or a
-//! head over its buffer (431). Content-Length together with Transfer-Encoding never
-//! reaches this check: hyper drops the Content-Length, frames the body as chunked and
-//! closes the connection after the response (RFC 9112 §6.1), so nothing can be
-//! smuggled behind it. The h2 crate refuses malformed pseudo-headers and
+//! The HTTP/1.1 server (`h1`, and hyper for the heads it hands over) already refuses
+//! differing or listed Content-Lengths, obs-fold and request-line oddities (400), and
+//! more than `MAX_HEADERS` fields or a head over its buffer (431); bad chunk framing
+//! fails the body (the shared decoder: a 400, the connection closed). Content-Length
+//! together with Transfer-Encoding never reaches this check: `h1` hands it to hyper,
+//! which drops the Content-Length, frames the body as chunked and closes the
+//! connection after the response (RFC 9112 §6.1), so nothing can be smuggled behind
+//! it. The h2 crate refuses malformed pseudo-headers and
 //! connection-specific fields (RFC 9113 §8.2.2) with a stream reset.
 
 use http::uri::Scheme;

@@ -1,6 +1,6 @@
-//! What watches a connection while hyper serves it and while it is parked: the first
-//! head's deadline, the next head's deadline, rapid reset, shutdown and a switch to
-//! strict mTLS. The limits are the same in both states; only who reads differs.
+//! What watches a connection while it is served (`h1` or hyper) and while it is
+//! parked: the first head's deadline, the next head's deadline, rapid reset, shutdown
+//! and a switch to strict mTLS. The limits are the same in both states; only who reads differs.
 
 use std::future::{Future, poll_fn};
 use std::net::SocketAddr;
@@ -184,7 +184,7 @@ where
         head_by: Instant,
     ) -> Result<Bytes, Driven> {
         let mut head_timeout = std::pin::pin!(tokio::time::sleep_until(head_by));
-        // After a park, readable is enough where the stream can tell: hyper reads.
+        // After a park, readable is enough where the stream can tell: the server reads.
         if !first {
             let readable = std::future::poll_fn(|cx| io.poll_readable(cx));
             if self.watched(readable, head_timeout.as_mut()).await? {
