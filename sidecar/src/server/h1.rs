@@ -254,19 +254,24 @@ async fn handle<IO: AsyncRead + Unpin, F: Future>(
         if closed(io, read, cx, &mut watch) {
             return Poll::Ready(None);
         }
-        if let Poll::Ready(answer) = call.as_mut().poll(cx) {
-            return Poll::Ready(Some(answer));
-        }
+        // The body first: a client gone before the end of it is gone before the
+        // request starts (hyper's order).
         if let Some(body) = feed.as_mut()
             && body.poll(cx, io, read).is_ready()
         {
-            // Read whole (or failed: the handler hears it from the body). Watched
-            // from here like a request without one.
+            if body.client_gone() {
+                return Poll::Ready(None);
+            }
+            // Read whole (or malformed: the handler hears it from the body, and
+            // answers 400). Watched from here like a request without one.
             watch = body.finished() && read.is_empty();
             feed = None;
             if closed(io, read, cx, &mut watch) {
                 return Poll::Ready(None);
             }
+        }
+        if let Poll::Ready(answer) = call.as_mut().poll(cx) {
+            return Poll::Ready(Some(answer));
         }
         Poll::Pending
     })

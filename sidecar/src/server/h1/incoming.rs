@@ -27,6 +27,9 @@ use crate::proxy::pool::http1::{Decoded, Framing, Want};
 /// What is read and thrown away of a body its handler dropped.
 const DRAIN: u64 = 64 * 1024;
 
+/// The most a read of a large body asks for (the pool client's bound).
+const MAX_READ: usize = 256 * 1024;
+
 /// Data read while the handler has not taken what came before is merged up to this
 /// (as `proxy::coalesce` merges hyper's frames): many small chunks go upstream as
 /// few writes.
@@ -70,6 +73,10 @@ pub(super) struct Feed {
     framing: Framing,
     /// Thrown away since the handler dropped the body.
     drained: u64,
+    /// What the next read asks for room for.
+    read_size: usize,
+    /// The client closed the connection (or it failed) before the body's end.
+    client_gone: bool,
 }
 
 /// A body framed by `framing`; `length`: its Content-Length.
@@ -85,6 +92,8 @@ pub(super) fn channel(framing: Framing, length: Option<u64>) -> (RequestBody, Fe
         slot,
         framing,
         drained: 0,
+        read_size: READ_SIZE,
+        client_gone: false,
     };
     (body, feed)
 }
@@ -128,20 +137,40 @@ impl Feed {
                 Ok(Decoded::End) => {}
                 Ok(Decoded::More) => {
                     if read.capacity() - read.len() < READ_SIZE / 8 {
-                        read.reserve(READ_SIZE);
+                        read.reserve(self.read_size);
                     }
+                    let room = read.capacity() - read.len();
                     match poll_read_buf(Pin::new(&mut *io), cx, read) {
                         Poll::Ready(Ok(0)) => {
+                            self.client_gone = true;
                             self.fail("the client closed the connection mid-body".into());
                         }
+                        // A read that filled the room asks for twice as much next time
+                        // (as the pool's client reads): a large upload in few reads.
+                        Poll::Ready(Ok(n)) if n == room => {
+                            self.read_size = (self.read_size * 2).min(MAX_READ);
+                        }
                         Poll::Ready(Ok(_)) => {}
-                        Poll::Ready(Err(e)) => self.fail(e.into()),
-                        Poll::Pending => return Poll::Pending,
+                        Poll::Ready(Err(e)) => {
+                            self.client_gone = true;
+                            self.fail(e.into());
+                        }
+                        // Woken by the socket, or by the handler dropping the body
+                        // (then nothing more is waited for: see `h1::serve`).
+                        Poll::Pending => {
+                            lock(&self.slot).feeder = Some(cx.waker().clone());
+                            return Poll::Pending;
+                        }
                     }
                 }
                 Err(e) => self.fail(e),
             }
         }
+    }
+
+    /// The client closed the connection before the body's end.
+    pub(super) fn client_gone(&self) -> bool {
+        self.client_gone
     }
 
     /// The handler dropped the body.

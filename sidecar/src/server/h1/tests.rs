@@ -365,12 +365,19 @@ mod write {
             .map(|i| Bytes::from(vec![b'A' + i; 9_000 + usize::from(i) * 700]))
             .collect();
         let whole: Vec<u8> = pieces.iter().flat_map(|p| p.to_vec()).collect();
-        for framing in [
-            OutFraming::Length(whole.len() as u64),
-            OutFraming::Chunked {
-                trailers: Vec::new(),
-            },
-        ] {
+        let framings = || {
+            [
+                OutFraming::Length(whole.len() as u64),
+                OutFraming::Chunked {
+                    trailers: Vec::new(),
+                },
+            ]
+        };
+        for (tcp, framing) in framings()
+            .into_iter()
+            .map(|f| (false, f))
+            .chain(framings().into_iter().map(|f| (true, f)))
+        {
             let chunked = matches!(framing, OutFraming::Chunked { .. });
             let frames = pieces
                 .iter()
@@ -379,29 +386,45 @@ mod write {
                 frames.collect::<Vec<_>>(),
             ));
             let body = Body::from(stream.boxed_unsync());
-            let (mut near, mut far) = tokio::io::duplex(1_000);
-            let reader = tokio::spawn(async move {
-                let mut got = Vec::new();
-                far.read_to_end(&mut got).await.unwrap();
-                got
-            });
-            let mut out = Outgoing::default();
-            let mut read = BytesMut::new();
-            write_answer(
-                &mut near,
-                &mut out,
-                Some(Upload::new(body, framing)),
-                None,
-                &mut read,
-            )
-            .await
-            .unwrap();
-            drop(near);
-            let got = reader.await.unwrap();
+            // A slow reader over a pipe, and a socket (vectored writes: a piece with
+            // the chunk-size line before it in one).
+            let got = if tcp {
+                let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+                let mut near = tokio::net::TcpStream::connect(listener.local_addr().unwrap())
+                    .await
+                    .unwrap();
+                let (mut far, _) = listener.accept().await.unwrap();
+                let reader = tokio::spawn(async move {
+                    let mut got = Vec::new();
+                    far.read_to_end(&mut got).await.unwrap();
+                    got
+                });
+                let mut out = Outgoing::default();
+                let upload = Some(Upload::new(body, framing));
+                write_answer(&mut near, &mut out, upload, None, &mut BytesMut::new())
+                    .await
+                    .unwrap();
+                drop(near);
+                reader.await.unwrap()
+            } else {
+                let (mut near, mut far) = tokio::io::duplex(1_000);
+                let reader = tokio::spawn(async move {
+                    let mut got = Vec::new();
+                    far.read_to_end(&mut got).await.unwrap();
+                    got
+                });
+                let mut out = Outgoing::default();
+                let upload = Some(Upload::new(body, framing));
+                write_answer(&mut near, &mut out, upload, None, &mut BytesMut::new())
+                    .await
+                    .unwrap();
+                drop(near);
+                reader.await.unwrap()
+            };
             let got = if chunked { dechunk(&got) } else { got };
             assert!(
                 got == whole,
-                "chunked: {chunked}: the pieces went out out of order"
+                "chunked: {chunked}, tcp: {tcp}: the pieces went out out of order"
             );
         }
     }
@@ -462,5 +485,71 @@ mod cancel {
         let call = pin!(async { 200 });
         let handled = handle(&mut near, &mut read, call, None).await;
         assert_eq!(handled, Some(200));
+    }
+}
+
+mod stuck {
+    use std::pin::pin;
+    use std::time::Duration;
+
+    use bytes::BytesMut;
+    use tokio::io::AsyncWriteExt;
+
+    use super::super::handle;
+    use super::super::incoming::channel;
+    use crate::proxy::pool::http1::Framing;
+
+    /// The connection waits on a silent client for the rest of a body; the handler
+    /// drops the body: the connection is woken to hear it (explore18 F1: it slept
+    /// forever, holding the connection past every timeout).
+    #[tokio::test]
+    async fn a_body_dropped_while_its_client_is_silent_wakes_the_connection() {
+        struct Count(std::sync::atomic::AtomicUsize);
+        impl std::task::Wake for Count {
+            fn wake(self: std::sync::Arc<Self>) {
+                self.0.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            }
+        }
+        let (mut near, mut far) = tokio::io::duplex(1024);
+        far.write_all(b"abc").await.unwrap();
+        let (body, mut feed) = channel(Framing::Length(10), Some(10));
+        let mut read = BytesMut::new();
+        let count = std::sync::Arc::new(Count(std::sync::atomic::AtomicUsize::new(0)));
+        let waker = std::task::Waker::from(std::sync::Arc::clone(&count));
+        let mut cx = std::task::Context::from_waker(&waker);
+        assert!(
+            feed.poll(&mut cx, &mut near, &mut read).is_pending(),
+            "waits for the rest"
+        );
+        let before = count.0.load(std::sync::atomic::Ordering::SeqCst);
+        drop(body);
+        assert!(
+            count.0.load(std::sync::atomic::Ordering::SeqCst) > before,
+            "woken when the body was dropped"
+        );
+        assert!(feed.reader_gone());
+        drop(far);
+    }
+
+    /// A client that closes mid-body is gone before its request starts (hyper's
+    /// order; explore18 F2: the head and part of the body reached the app).
+    #[tokio::test]
+    async fn a_client_gone_mid_body_is_gone_before_its_request_starts() {
+        let (mut near, mut far) = tokio::io::duplex(1024);
+        far.write_all(b"abc").await.unwrap();
+        drop(far);
+        let (_body, mut feed) = channel(Framing::Length(10), Some(10));
+        let mut read = BytesMut::new();
+        let polled = std::cell::Cell::new(false);
+        let call = pin!(std::future::poll_fn(|_| {
+            polled.set(true);
+            std::task::Poll::<()>::Pending
+        }));
+        let handled = tokio::time::timeout(
+            Duration::from_secs(10),
+            handle(&mut near, &mut read, call, Some(&mut feed)),
+        );
+        assert_eq!(handled.await, Ok(None));
+        assert!(!polled.get(), "the request never started");
     }
 }

@@ -15,12 +15,13 @@ use super::head::Length;
 use super::upload::Upload;
 use super::{Conn, Idle, give_back};
 
-/// Longest chunk-size line (with extensions), and largest trailer section.
-const MAX_CHUNK_LINE: usize = 4096;
 /// Chunk extensions over a whole body: hyper's bound (a peer sending a byte of data
 /// per kilobyte of extensions costs the proxy a thousandfold).
 const MAX_EXTENSIONS: usize = 16 * 1024;
-const MAX_TRAILERS: usize = 64 * 1024;
+/// Longest chunk-size line: its extensions may be all of the body's.
+const MAX_CHUNK_LINE: usize = MAX_EXTENSIONS + 64;
+/// Largest trailer section: hyper's bound.
+const MAX_TRAILERS: usize = 16 * 1024;
 const MAX_TRAILER_FIELDS: usize = 100;
 
 /// Where the body's end is (a response's here, a request's in `server::h1`).
@@ -182,7 +183,7 @@ fn size_line(
     let end = buf.len().min(MAX_CHUNK_LINE);
     let Some(lf) = buf[*searched..end].iter().position(|&b| b == b'\n') else {
         if buf.len() >= MAX_CHUNK_LINE {
-            return Err("malformed chunked body: chunk size line over 4 KiB".into());
+            return Err("malformed chunked body: chunk size line over 16 KiB".into());
         }
         *searched = end;
         return Ok(None);
@@ -191,9 +192,19 @@ fn size_line(
     let line = buf[..lf]
         .strip_suffix(b"\r")
         .ok_or("malformed chunked body: a bare LF ends a chunk size line")?;
+    // No CR or other control byte but HTAB in it: a front proxy that reads `5\r\r\n`
+    // or a bare CR otherwise than we do must not see a different body.
+    if line.iter().any(|&b| b == 0x7f || b < 0x20 && b != b'\t') {
+        return Err("malformed chunked body: a control byte in a chunk size line".into());
+    }
     let digits = line.iter().take_while(|b| b.is_ascii_hexdigit()).count();
-    let rest = line[digits..].trim_ascii_start();
-    if digits == 0 || digits > 16 || !(rest.is_empty() || rest.starts_with(b";")) {
+    let significant = line[..digits].iter().skip_while(|&&b| b == b'0').count();
+    let blank = line[digits..]
+        .iter()
+        .take_while(|&&b| b == b' ' || b == b'\t')
+        .count();
+    let rest = &line[digits + blank..];
+    if digits == 0 || significant > 16 || !(rest.is_empty() || rest.starts_with(b";")) {
         return Err("malformed chunked body: chunk size".into());
     }
     *extensions += rest.len();
@@ -217,15 +228,23 @@ fn trailers(buf: &mut BytesMut, searched: &mut usize) -> Result<Option<HeaderMap
         .position(|w| w == b"\r\n\r\n")
     else {
         if buf.len() >= MAX_TRAILERS {
-            return Err("malformed chunked body: trailers over 64 KiB".into());
+            return Err("malformed chunked body: trailers over 16 KiB".into());
         }
         // The end's first bytes may be the last three here.
         *searched = limit.saturating_sub(3).max(*searched);
         return Ok(None);
     };
     let end = *searched + end;
-    let mut fields = [httparse::EMPTY_HEADER; MAX_TRAILER_FIELDS];
     let section = &buf[..end + 4];
+    // Every line ends in CRLF (httparse takes a bare LF too).
+    if section
+        .iter()
+        .enumerate()
+        .any(|(i, &b)| b == b'\n' && (i == 0 || section[i - 1] != b'\r'))
+    {
+        return Err("malformed trailers: a line ends in a bare LF".into());
+    }
+    let mut fields = [httparse::EMPTY_HEADER; MAX_TRAILER_FIELDS];
     match httparse::parse_headers(section, &mut fields) {
         Ok(httparse::Status::Complete((_, fields))) => {
             let mut map = HeaderMap::with_capacity(fields.len());
@@ -561,5 +580,58 @@ mod tests {
             Some(0x1a)
         );
         assert!(buf.is_empty());
+    }
+
+    /// What hyper's decoder refuses, refused here too, and what it takes, taken: a
+    /// front proxy that reads a body otherwise than the sidecar must not see another
+    /// body (explore18 F3).
+    #[test]
+    fn chunk_lines_and_trailers_are_read_as_hyper_reads_them() {
+        let decode_all = |wire: &[u8]| -> Result<Vec<u8>, String> {
+            let mut framing = Framing::chunked();
+            let mut buf = BytesMut::from(wire);
+            let mut data = Vec::new();
+            loop {
+                match framing
+                    .decode(&mut buf, Want::Any)
+                    .map_err(|e| e.to_string())?
+                {
+                    Decoded::Frame(frame) => {
+                        if let Ok(d) = frame.into_data() {
+                            data.extend_from_slice(&d);
+                        }
+                    }
+                    Decoded::End => return Ok(data),
+                    Decoded::More => return Err("more".into()),
+                }
+            }
+        };
+        for refused in [
+            &b"5\r\r\nhello\r\n0\r\n\r\n"[..],
+            b"5\x0c\r\nhello\r\n0\r\n\r\n",
+            b"5;a=\rb\r\nhello\r\n0\r\n\r\n",
+            b"0\r\nx-a: 1\nx-b: 2\r\n\r\n",
+        ] {
+            assert!(
+                decode_all(refused).is_err(),
+                "{:?}",
+                String::from_utf8_lossy(refused)
+            );
+        }
+        let big_trailers = format!("0\r\nx-a: {}\r\n\r\n", "a".repeat(17 * 1024));
+        assert!(
+            decode_all(big_trailers.as_bytes()).is_err(),
+            "trailers over 16 KiB"
+        );
+        let zeros = format!(
+            "{}5 \t;ext={}\r\nhello\r\n0\r\n\r\n",
+            "0".repeat(30),
+            "e".repeat(8000)
+        );
+        assert_eq!(
+            decode_all(zeros.as_bytes()).unwrap(),
+            b"hello",
+            "leading zeros, one long extension"
+        );
     }
 }

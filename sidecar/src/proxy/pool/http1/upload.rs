@@ -73,29 +73,41 @@ impl Outgoing {
         }
     }
 
-    /// Writes everything queued; `Ready(Ok)`: nothing is left.
+    /// Writes everything queued; `Ready(Ok)`: nothing is left. A large piece goes out
+    /// in one vectored write with what is queued before it (a chunk-size line, the
+    /// last chunk's CRLF), where the stream takes one.
     pub(crate) fn poll_write<W: AsyncWrite + Unpin>(
         &mut self,
         io: &mut W,
         cx: &mut Context<'_>,
     ) -> Poll<io::Result<()>> {
         loop {
-            let bytes: &[u8] = if !self.buf.is_empty() {
-                &self.buf
-            } else if let Some(big) = &self.big {
-                big
-            } else {
-                return Pin::new(io).poll_flush(cx);
+            let n = match &self.big {
+                Some(big) if !self.buf.is_empty() && io.is_write_vectored() => {
+                    let both = [io::IoSlice::new(&self.buf), io::IoSlice::new(big)];
+                    ready!(Pin::new(&mut *io).poll_write_vectored(cx, &both))?
+                }
+                _ => {
+                    let bytes: &[u8] = if !self.buf.is_empty() {
+                        &self.buf
+                    } else if let Some(big) = &self.big {
+                        big
+                    } else {
+                        return Pin::new(io).poll_flush(cx);
+                    };
+                    ready!(Pin::new(&mut *io).poll_write(cx, bytes))?
+                }
             };
-            let n = ready!(Pin::new(&mut *io).poll_write(cx, bytes))?;
             if n == 0 {
                 return Poll::Ready(Err(io::ErrorKind::WriteZero.into()));
             }
             self.written += n as u64;
-            if !self.buf.is_empty() {
-                self.buf.advance(n);
-            } else if let Some(big) = &mut self.big {
-                big.advance(n);
+            let from_buf = n.min(self.buf.len());
+            self.buf.advance(from_buf);
+            if let Some(big) = &mut self.big
+                && n > from_buf
+            {
+                big.advance(n - from_buf);
                 if big.is_empty() {
                     self.big = None;
                     if std::mem::take(&mut self.crlf_after_big) {
