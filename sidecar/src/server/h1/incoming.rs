@@ -4,12 +4,11 @@
 //!
 //! The slot holds at most 16 KiB of data (and the trailers): the connection reads on
 //! once the handler has taken it, so a slow upstream slows the client, not the
-//! sidecar's memory. A handler that drops
-//! the body unread (a refusal, an early answer) leaves the rest to be read and thrown
-//! away, up to [`DRAIN`] bytes, so the connection can serve its next request (hyper
-//! drains the same way); past that the connection closes after the answer.
-//! The framing is the pool client's decoder (`proxy::pool::http1::Framing`): one
-//! parser of chunked bodies for both directions.
+//! sidecar's memory. A handler that drops the body unread (a refusal, an early
+//! answer) leaves the rest to be read and thrown away, up to [`DRAIN`] bytes, so the
+//! connection can serve its next request (hyper drains the same way); past that the
+//! connection closes after the answer. The framing is the pool client's decoder
+//! (`proxy::pool::http1::Framing`): one parser of chunked bodies for both directions.
 
 use std::pin::Pin;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
