@@ -33,12 +33,11 @@ use bytes::BytesMut;
 use hyper::rt::Timer as _;
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 use tokio::time::Instant;
-use tokio_util::io::poll_read_buf;
 
 use super::connection::{Serve, head_begun};
 use super::idle::ParkTimer;
 use super::{Handler, MAX_HEAD};
-use crate::proxy::pool::http1::{FieldAt, Outgoing, Upload};
+use crate::proxy::pool::http1::{FIRST_READ, FieldAt, Outgoing, Upload, poll_fill};
 use crate::proxy::{Body, BoxError};
 
 mod head;
@@ -49,9 +48,6 @@ mod tests;
 use self::head::Parsed;
 use self::incoming::Feed;
 pub(crate) use self::incoming::RequestBody;
-
-/// What a read asks for; a head longer than a read takes more reads.
-const READ_SIZE: usize = 8 * 1024;
 
 /// Body bytes queued before they are written.
 const QUEUE: usize = 16 * 1024;
@@ -85,7 +81,7 @@ impl Own {
 
     pub(super) fn append(&mut self, bytes: &[u8]) {
         if !bytes.is_empty() {
-            self.read.reserve(READ_SIZE.max(bytes.len()));
+            self.read.reserve(FIRST_READ.max(bytes.len()));
             self.read.extend_from_slice(bytes);
         }
     }
@@ -217,11 +213,10 @@ async fn read_head<IO: AsyncRead + Unpin>(
     closing: &AtomicBool,
     mut wait: Pin<&mut dyn hyper::rt::Sleep>,
 ) -> Result<bool, Ended> {
+    // A head is read a read's worth at a time (growth is for bodies).
+    let mut size = FIRST_READ;
     poll_fn(|cx| {
-        if read.capacity() - read.len() < READ_SIZE / 8 {
-            read.reserve(READ_SIZE);
-        }
-        match poll_read_buf(Pin::new(&mut *io), cx, read) {
+        match poll_fill(io, cx, read, &mut size) {
             // The client is done; a head it left unfinished has no one to answer.
             Poll::Ready(Ok(0)) => return Poll::Ready(Ok(false)),
             Poll::Ready(Ok(_)) => return Poll::Ready(Ok(true)),
@@ -289,10 +284,8 @@ fn closed<IO: AsyncRead + Unpin>(
     if !*watch {
         return false;
     }
-    if read.capacity() == read.len() {
-        read.reserve(READ_SIZE);
-    }
-    match poll_read_buf(Pin::new(io), cx, read) {
+    let mut size = FIRST_READ;
+    match poll_fill(io, cx, read, &mut size) {
         Poll::Ready(Ok(0) | Err(_)) => true,
         Poll::Ready(Ok(_)) => {
             *watch = false;

@@ -48,7 +48,7 @@ pub(super) type Idle = Arc<Mutex<Vec<(Box<Conn>, Instant)>>>;
 /// What is read at once: enough for a typical head and body in one read. A read that
 /// fills it doubles the next one, up to `MAX_READ`, as hyper's adaptive buffer does,
 /// so a large body costs few system calls.
-const FIRST_READ: usize = 8 * 1024;
+pub(crate) const FIRST_READ: usize = 8 * 1024;
 const MAX_READ: usize = 256 * 1024;
 
 /// One upstream connection, plaintext or mesh mTLS, with its buffers.
@@ -121,22 +121,30 @@ impl Conn {
 
     /// Reads what the socket has into `read`.
     fn poll_fill(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<usize>> {
-        if self.read.capacity() - self.read.len() < self.read_size / 2 {
-            self.read.reserve(self.read_size);
-        }
-        let room = self.read.capacity() - self.read.len();
-        let n = std::task::ready!(tokio_util::io::poll_read_buf(
-            Pin::new(&mut self.io),
-            cx,
-            &mut self.read
-        ))?;
-        self.read_size = if n == room {
-            (self.read_size * 2).min(MAX_READ)
-        } else {
-            FIRST_READ
-        };
-        Poll::Ready(Ok(n))
+        poll_fill(&mut self.io, cx, &mut self.read, &mut self.read_size)
     }
+}
+
+/// Reads what `io` has into `read`, with room for `read_size` bytes: a read that
+/// fills the room doubles the next one, up to `MAX_READ`, a short one goes back to
+/// `FIRST_READ` (see `FIRST_READ`). The server side (`server::h1`) reads so too.
+pub(crate) fn poll_fill<IO: AsyncRead + Unpin>(
+    io: &mut IO,
+    cx: &mut Context<'_>,
+    read: &mut BytesMut,
+    read_size: &mut usize,
+) -> Poll<io::Result<usize>> {
+    if read.capacity() - read.len() < *read_size / 2 {
+        read.reserve(*read_size);
+    }
+    let room = read.capacity() - read.len();
+    let n = std::task::ready!(tokio_util::io::poll_read_buf(Pin::new(io), cx, read))?;
+    *read_size = if n == room {
+        (*read_size * 2).min(MAX_READ)
+    } else {
+        FIRST_READ
+    };
+    Poll::Ready(Ok(n))
 }
 
 /// Sends `request` on `conn` and reads the response head. The response body reads

@@ -14,20 +14,14 @@ use std::pin::Pin;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::task::{Context, Poll, Waker};
 
+use crate::proxy::BoxError;
+use crate::proxy::pool::http1::{Decoded, FIRST_READ, Framing, Want, poll_fill};
 use bytes::{Bytes, BytesMut};
 use hyper::body::{Body as HttpBody, Frame, SizeHint};
 use tokio::io::AsyncRead;
-use tokio_util::io::poll_read_buf;
-
-use super::READ_SIZE;
-use crate::proxy::BoxError;
-use crate::proxy::pool::http1::{Decoded, Framing, Want};
 
 /// What is read and thrown away of a body its handler dropped.
 const DRAIN: u64 = 64 * 1024;
-
-/// The most a read of a large body asks for (the pool client's bound).
-const MAX_READ: usize = 256 * 1024;
 
 /// Data read while the handler has not taken what came before is merged up to this
 /// (as `proxy::coalesce` merges hyper's frames): many small chunks go upstream as
@@ -91,7 +85,7 @@ pub(super) fn channel(framing: Framing, length: Option<u64>) -> (RequestBody, Fe
         slot,
         framing,
         drained: 0,
-        read_size: READ_SIZE,
+        read_size: FIRST_READ,
         client_gone: false,
     };
     (body, feed)
@@ -135,19 +129,11 @@ impl Feed {
                 // `framing` is done: the top of the loop says so.
                 Ok(Decoded::End) => {}
                 Ok(Decoded::More) => {
-                    if read.capacity() - read.len() < READ_SIZE / 8 {
-                        read.reserve(self.read_size);
-                    }
-                    let room = read.capacity() - read.len();
-                    match poll_read_buf(Pin::new(&mut *io), cx, read) {
+                    // Reads grow while they fill (a large upload in few of them).
+                    match poll_fill(io, cx, read, &mut self.read_size) {
                         Poll::Ready(Ok(0)) => {
                             self.client_gone = true;
                             self.fail("the client closed the connection mid-body".into());
-                        }
-                        // A read that filled the room asks for twice as much next time
-                        // (as the pool's client reads): a large upload in few reads.
-                        Poll::Ready(Ok(n)) if n == room => {
-                            self.read_size = (self.read_size * 2).min(MAX_READ);
                         }
                         Poll::Ready(Ok(_)) => {}
                         Poll::Ready(Err(e)) => {
