@@ -22,7 +22,6 @@ mod headers;
 mod mtls;
 pub(crate) mod pool;
 pub(crate) mod streams;
-mod unsent;
 pub(crate) mod upgrade;
 
 pub(crate) use self::body::Body;
@@ -34,7 +33,6 @@ pub(crate) use self::headers::{Message, only_chunked, strip_hop_by_hop};
 use self::mtls::MeshClients;
 pub(crate) use self::mtls::{Transport, mtls_mode};
 use self::pool::{Dest, Pool};
-pub(crate) use self::unsent::{Reclaim, unsent};
 
 pub(crate) type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
@@ -71,6 +69,10 @@ pub(crate) const H2_CONNECTION_WINDOW: u32 = 4 * 1024 * 1024;
 /// keep-alive timeout (5 s) — so the client gives up first and a request is never
 /// written into a connection the server is closing.
 const POOL_IDLE_TIMEOUT: Duration = Duration::from_secs(4);
+
+/// One attempt's answer, or its failure with the request when it came back whole
+/// (see [`SendError::request`]).
+type Attempt = Result<Response<Body>, (SendFailure, Option<Box<Request<Body>>>)>;
 
 /// Pooled clients to upstreams: HTTP/1.1, and HTTP/2 with prior knowledge for requests
 /// that arrived as HTTP/2 (gRPC needs it end to end; one connection multiplexes); the
@@ -162,24 +164,24 @@ impl Clients {
         to: &Upstream<'_>,
         transport: Transport<'_>,
     ) -> Result<Response<Body>, SendError> {
-        self.try_send(request, to.address, transport, to.timeout)
+        self.try_send(request, to, transport)
             .await
-            .map_err(|failure| to.failed(failure))
+            .map_err(|(failure, request)| to.failed(failure, request))
     }
 
     async fn try_send(
         &self,
         mut request: Box<Request<Body>>,
-        address: &str,
+        to: &Upstream<'_>,
         transport: Transport<'_>,
-        timeout: Duration,
-    ) -> Result<Response<Body>, SendFailure> {
+    ) -> Attempt {
+        let (address, timeout) = (to.address, to.timeout);
         if request.method() == Method::CONNECT {
             // The outbound listener opens tunnels itself (`outbound::connect`); sent on
             // as a request, a CONNECT would reach the app as `CONNECT /`.
-            return Err(SendFailure::Downstream(
+            return Err((SendFailure::Downstream(
                 "CONNECT is served only by the outbound listener (a tunnel); it cannot be forwarded as a request".into(),
-            ));
+            ), None));
         }
         let target = request
             .uri()
@@ -189,10 +191,13 @@ impl Clients {
         if !target.as_str().starts_with('/') {
             // `OPTIONS *` (RFC 9110 §9.3.7) asks about a server, not a resource: it has
             // no meaning past this hop.
-            return Err(SendFailure::Downstream(format!(
-                "request target {:?} cannot be forwarded",
-                target.as_str()
-            )));
+            return Err((
+                SendFailure::Downstream(format!(
+                    "request target {:?} cannot be forwarded",
+                    target.as_str()
+                )),
+                None,
+            ));
         }
         let h2 = request.version() == Version::HTTP_2;
         if !h2 {
@@ -211,7 +216,8 @@ impl Clients {
             },
         };
         if h2 {
-            self.send_h2(request, dest, target, timeout).await
+            self.send_h2(request, dest, target, timeout, to.hand_back)
+                .await
         } else {
             self.send_h1(request, dest, target, timeout).await
         }
@@ -223,39 +229,52 @@ impl Clients {
         dest: Dest<'_>,
         target: PathAndQuery,
         timeout: Duration,
-    ) -> Result<Response<Body>, SendFailure> {
+    ) -> Attempt {
         // An absolute-form target names the host the request was routed by: a proxy
         // puts it in `Host` in place of the one received (RFC 9112 §3.2.2), so the app
         // never sees another.
         if let Some(authority) = request.uri().authority() {
-            let host = HeaderValue::from_str(authority.as_str())
-                .map_err(|e| SendFailure::Internal(format!("Host from the target: {e}")))?;
+            let host = HeaderValue::from_str(authority.as_str()).map_err(|e| {
+                (
+                    SendFailure::Internal(format!("Host from the target: {e}")),
+                    None,
+                )
+            })?;
             request.headers_mut().insert(http::header::HOST, host);
         }
         // The target goes as given, origin-form, and a `Host` for an HTTP/1.0
         // caller that sent none (RFC 9112 §3.2).
         let mut parts = http::uri::Parts::default();
         parts.path_and_query = Some(target);
-        *request.uri_mut() = Uri::from_parts(parts)
-            .map_err(|e| SendFailure::Internal(format!("origin-form target: {e}")))?;
+        *request.uri_mut() = Uri::from_parts(parts).map_err(|e| {
+            (
+                SendFailure::Internal(format!("origin-form target: {e}")),
+                None,
+            )
+        })?;
         if !request.headers().contains_key(http::header::HOST) {
             let address = dest.address;
-            let host = HeaderValue::from_str(address).map_err(|e| {
-                SendFailure::Connect(format!("no Host for address {address:?}: {e}"))
-            })?;
-            request.headers_mut().insert(http::header::HOST, host);
+            match HeaderValue::from_str(address) {
+                Ok(host) => request.headers_mut().insert(http::header::HOST, host),
+                // The address's fault, not the request's: it may go to another.
+                Err(e) => {
+                    let reason = format!("no Host for address {address:?}: {e}");
+                    return Err((SendFailure::Connect(reason), Some(request)));
+                }
+            };
         }
         // Kept by the hop-by-hop stripping only when the client asked for an upgrade.
         let upgrading = request.headers().contains_key(http::header::UPGRADE);
         let sent = self.pool.send_http1(dest, request);
         let response = match tokio::time::timeout(timeout, sent).await {
-            Err(_) => return Err(SendFailure::Timeout),
+            Err(_) => return Err((SendFailure::Timeout, None)),
             Ok(sent) => sent.map_err(pool_failure)?,
         };
         if let Some(reason) = malformed(&response, upgrading) {
             // Its connection goes with it, never pooled again (`pool::http1`
             // does not give back a connection after such a head).
-            return Err(SendFailure::Other(format!("malformed response: {reason}")));
+            let reason = format!("malformed response: {reason}");
+            return Err((SendFailure::Other(reason), None));
         }
         Ok(response)
     }
@@ -266,24 +285,31 @@ impl Clients {
         dest: Dest<'_>,
         target: PathAndQuery,
         timeout: Duration,
-    ) -> Result<Response<Body>, SendFailure> {
+        hand_back: bool,
+    ) -> Attempt {
         // HTTP/2 carries the target as :scheme and :authority (RFC 9113 §8.3.1).
         let scheme = if dest.peer.is_some() {
             Scheme::HTTPS
         } else {
             Scheme::HTTP
         };
-        let authority = h2_authority(&mut request, dest.address)?;
-        *request.uri_mut() = absolute(scheme, authority, target)?;
-        let sent = self.pool.send_http2(dest, request);
+        let authority = match h2_authority(&mut request, dest.address) {
+            Ok(authority) => authority,
+            // An address's failure comes back with the request: it may go elsewhere.
+            Err(failure @ SendFailure::Connect(_)) => return Err((failure, Some(request))),
+            Err(failure) => return Err((failure, None)),
+        };
+        *request.uri_mut() = absolute(scheme, authority, target).map_err(|f| (f, None))?;
+        let sent = self.pool.send_http2(dest, request, hand_back);
         let response = match tokio::time::timeout(timeout, sent).await {
-            Err(_) => return Err(SendFailure::Timeout),
+            Err(_) => return Err((SendFailure::Timeout, None)),
             Ok(sent) => sent.map_err(pool_failure)?,
         };
         // HTTP/2 has no upgrade (h2 refuses a 101 itself).
         if let Some(reason) = malformed(&response, false) {
             self.pool.poison_http2(dest);
-            return Err(SendFailure::Other(format!("malformed response: {reason}")));
+            let reason = format!("malformed response: {reason}");
+            return Err((SendFailure::Other(reason), None));
         }
         Ok(response)
     }
@@ -323,25 +349,6 @@ fn absolute(
     parts.authority = Some(authority);
     parts.path_and_query = Some(target);
     Uri::from_parts(parts).map_err(|e| SendFailure::Internal(format!("HTTP/2 target: {e}")))
-}
-
-/// Puts a request whose body never left (`unsent`) back into `held` for another
-/// attempt; `false` when its body was already (partly) sent.
-pub(crate) fn reclaim(
-    unsent: &mut Option<(Box<Request<Body>>, Reclaim)>,
-    held: &mut Option<Box<Request<Body>>>,
-) -> bool {
-    let Some((mut head, reclaim)) = unsent.take() else {
-        return false;
-    };
-    match reclaim.take() {
-        Some(body) => {
-            *head.body_mut() = body;
-            *held = Some(head);
-            true
-        }
-        None => false,
-    }
 }
 
 /// A body-less copy of a request head (`Parts` is not `Clone`: extensions are not),

@@ -534,6 +534,22 @@ pub fn raw(addr: SocketAddr, request: &str) -> (u16, String) {
     (status, response)
 }
 
+/// Reads one request head from an app's connection (10 s at most): its bytes, up to
+/// and with the blank line; `None` when the connection ended first. What a scripted
+/// app reads before it answers.
+pub fn read_head(stream: &mut TcpStream) -> Option<Vec<u8>> {
+    let _ = stream.set_read_timeout(Some(Duration::from_secs(10)));
+    let mut buf = Vec::new();
+    let mut chunk = [0u8; 4096];
+    while !buf.windows(4).any(|w| w == b"\r\n\r\n") {
+        match stream.read(&mut chunk) {
+            Ok(0) | Err(_) => return None,
+            Ok(n) => buf.extend_from_slice(&chunk[..n]),
+        }
+    }
+    Some(buf)
+}
+
 /// The first flight of a TLS client connecting to `name`: its ClientHello record, what
 /// an app's own TLS sends first (the inbound listener tunnels a connection to the app
 /// only when it starts with a readable one).

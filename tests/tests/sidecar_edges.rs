@@ -39,16 +39,10 @@ impl External {
                 let Ok(mut stream) = stream else { return };
                 let seen = Arc::clone(&seen);
                 std::thread::spawn(move || {
-                    let _ = stream.set_read_timeout(Some(Duration::from_secs(10)));
-                    let mut buf = Vec::new();
-                    let mut chunk = [0u8; 4096];
                     // One request per connection: read its head, answer, close.
-                    while !buf.windows(4).any(|w| w == b"\r\n\r\n") {
-                        match stream.read(&mut chunk) {
-                            Ok(0) | Err(_) => return,
-                            Ok(n) => buf.extend_from_slice(&chunk[..n]),
-                        }
-                    }
+                    let Some(buf) = graylane_tests::read_head(&mut stream) else {
+                        return;
+                    };
                     seen.lock()
                         .unwrap()
                         .push(String::from_utf8_lossy(&buf).into_owned());

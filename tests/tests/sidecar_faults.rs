@@ -3,7 +3,8 @@
 //! - a malformed upstream answer is a 502 naming the service, and that upstream
 //!   connection is never reused;
 //! - an app that closes its keep-alive connections right after answering costs no
-//!   client a single error;
+//!   client a single error; a GET whose connection closed unanswered goes again, a
+//!   POST never;
 //! - at its open-file limit the sidecar backs off instead of spinning, keeps serving
 //!   open connections, and recovers;
 //! - a second SIGTERM during the drain exits at once; tunnels are part of the drain.
@@ -17,7 +18,8 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use graylane_tests::{
-    ControlPlane, DemoApp, Sidecar, echo_server, eventually, http_get, raw, tls_client_hello,
+    ControlPlane, DemoApp, Sidecar, echo_server, eventually, http_get, raw, read_head,
+    tls_client_hello,
 };
 
 fn get(addr: SocketAddr) -> (u16, String) {
@@ -113,6 +115,55 @@ fn a_malformed_upstream_answer_is_a_502_and_its_connection_is_not_reused() {
             "each request on a new upstream connection: the bad one is never reused"
         );
     }
+}
+
+/// An app whose first connection reads one request head and closes without an answer
+/// (as an app restarting does); later connections answer 200. Counts the heads read.
+fn drops_first_request() -> (SocketAddr, Arc<AtomicUsize>) {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    let heads = Arc::new(AtomicUsize::new(0));
+    let count = Arc::clone(&heads);
+    std::thread::spawn(move || {
+        for (n, stream) in listener.incoming().enumerate() {
+            let Ok(mut stream) = stream else { return };
+            let count = Arc::clone(&count);
+            std::thread::spawn(move || {
+                if read_head(&mut stream).is_none() {
+                    return;
+                }
+                count.fetch_add(1, Ordering::SeqCst);
+                if n > 0 {
+                    let _ = stream.write_all(
+                        b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: close\r\n\r\nok",
+                    );
+                }
+            });
+        }
+    });
+    (addr, heads)
+}
+
+#[test]
+fn a_get_whose_app_connection_closed_unanswered_goes_again_and_a_post_does_not() {
+    let dir = tempfile::tempdir().unwrap();
+    let cp = ControlPlane::start(dir.path(), &[]);
+    let (app, heads) = drops_first_request();
+    let orders = orders_sidecar(dir.path(), &cp, app, &[]);
+    let (status, body) = get(orders.inbound);
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(heads.load(Ordering::SeqCst), 2, "the GET went twice");
+
+    // A POST, even one without a body, may have been acted on: never sent twice.
+    let (app, heads) = drops_first_request();
+    let orders = orders_sidecar(dir.path(), &cp, app, &[]);
+    let (status, body) = raw(
+        orders.inbound,
+        "POST /orders HTTP/1.1\r\nHost: orders\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
+    );
+    assert_eq!(status, 502, "{body}");
+    assert!(body.contains("upstream orders"), "{body}");
+    assert_eq!(heads.load(Ordering::SeqCst), 1, "the POST went once");
 }
 
 #[test]

@@ -4,7 +4,6 @@ use std::sync::Arc;
 
 use http::request::Parts;
 use http::{Request, Response};
-use hyper::body::Body as _;
 use hyper::upgrade::OnUpgrade;
 
 use super::Inbound;
@@ -35,10 +34,6 @@ pub(super) fn serve(inbound: Arc<Inbound>, call: Call) -> Boxed {
 /// A request on its way to the app, and what its answer needs from it.
 struct Leaving {
     request: Box<Request<Body>>,
-    /// An idempotent body-less request whose pooled connection to the app closed
-    /// before any answer (the app's keep-alive timeout racing the request) goes once
-    /// more, on a new connection: this copy.
-    again: Option<Box<Request<Body>>>,
     upgrade: Option<OnUpgrade>,
     /// The call came from another sidecar (it counted the hop).
     from_sidecar: bool,
@@ -68,11 +63,8 @@ impl Leaving {
         let debug = trail::wanted(&parts.headers);
         let dialled = parts.extensions.get::<OriginalDst>().map(|o| o.0);
         let upgrade = forward::head(&mut parts);
-        let again = (proxy::idempotent(&parts.method) && body.is_end_stream())
-            .then(|| proxy::copy_head(&parts));
         Self {
             request: Box::new(Request::from_parts(parts, body)),
-            again,
             upgrade,
             from_sidecar,
             debug,
@@ -90,7 +82,6 @@ impl Inbound {
     ) -> Result<Response<Body>, ProxyError> {
         let Leaving {
             request,
-            again,
             upgrade,
             from_sidecar,
             debug,
@@ -103,21 +94,27 @@ impl Inbound {
             instance: &self.instance_id,
             address: port.as_deref().unwrap_or(self.app.addr()),
             timeout: proxy::grpc_timeout(request.headers()).unwrap_or(self.upstream_timeout),
+            // Sent again if idempotent, when its connection closed unanswered.
+            hand_back: proxy::idempotent(request.method()),
         };
         let mut outcome = self.clients.send(request, &app).await;
-        // Decided in a statement of its own: a borrow of `outcome` held across the
-        // await below would make the future require a `Sync` body.
-        let resend = match &outcome {
+        // An idempotent body-less request whose connection to the app closed before
+        // any answer (the app's keep-alive timeout racing it, an app restarting) goes
+        // once more, on a new connection: the client hands it back whole. Decided in
+        // a statement of its own: a borrow of `outcome` held across the await below
+        // would make the future require a `Sync` body.
+        let resend = match &mut outcome {
             Err(SendError {
                 failure: SendFailure::Closed(reason),
+                request,
                 ..
-            }) => again.inspect(|_| {
+            }) => request.take().filter(|r| proxy::idempotent(r.method())).inspect(|_| {
                 tracing::debug!(%reason, "app connection closed before answering; sending again");
             }),
             _ => None,
         };
-        if let Some(copy) = resend {
-            outcome = self.clients.send(copy, &app).await;
+        if let Some(request) = resend {
+            outcome = self.clients.send(request, &app).await;
         }
         let mut response = forward::response(outcome?, upgrade);
         if debug && !from_sidecar {

@@ -65,25 +65,28 @@ mod tests {
         assert_eq!(started.elapsed(), Duration::ZERO);
     }
 
-    fn failed(failure: SendFailure) -> Result<Response<Body>, SendError> {
+    fn failed(failure: SendFailure) -> SendError {
         let to = crate::proxy::Upstream {
             service: "orders",
             instance: "orders-1",
             address: "127.0.0.1:1",
             timeout: Duration::from_secs(1),
+            hand_back: false,
         };
-        Err(to.failed(failure))
+        to.failed(failure, None)
     }
 
     #[test]
     fn timeouts_bad_requests_and_internal_errors_are_never_retried() {
-        assert_eq!(outcome(&failed(SendFailure::Timeout)), None);
+        assert_eq!(outcome(&Err(failed(SendFailure::Timeout))), None);
         assert_eq!(
-            outcome(&failed(SendFailure::Downstream("bad body".into()))),
+            outcome(&Err(failed(SendFailure::Downstream("bad body".into())))),
             None
         );
         assert_eq!(
-            outcome(&failed(SendFailure::Internal("unsupported version".into()))),
+            outcome(&Err(failed(SendFailure::Internal(
+                "unsupported version".into()
+            )))),
             None
         );
     }
@@ -91,15 +94,17 @@ mod tests {
     #[test]
     fn nothing_sent_is_a_connect_failure_and_a_seen_send_a_reset() {
         assert_eq!(
-            outcome(&failed(SendFailure::Connect("refused".into()))),
+            outcome(&Err(failed(SendFailure::Connect("refused".into())))),
             Some(RetryOn::ConnectFailure)
         );
         assert_eq!(
-            outcome(&failed(SendFailure::Closed("eof".into()))),
+            outcome(&Err(failed(SendFailure::Closed("eof".into())))),
             Some(RetryOn::Reset)
         );
         assert_eq!(
-            outcome(&failed(SendFailure::Other("malformed response".into()))),
+            outcome(&Err(failed(SendFailure::Other(
+                "malformed response".into()
+            )))),
             Some(RetryOn::Reset)
         );
     }

@@ -313,6 +313,8 @@ impl Outbound {
             instance: address,
             address,
             timeout: self.upstream_timeout,
+            // Never sent again: an external host has no instances to try.
+            hand_back: false,
         };
         let response = self
             .clients
@@ -351,6 +353,7 @@ impl Outbound {
                 instance: &id,
                 address: &address,
                 timeout,
+                hand_back: false,
             };
             let _ = clients.send_to(request, &to, transport).await;
         });

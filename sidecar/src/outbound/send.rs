@@ -146,8 +146,6 @@ impl Outbound {
         // died) gets one retry of its own, whatever the policy: nothing was answered.
         let mut closed_retry = retry.is_some();
         let mut retries = 0;
-        // A request with a body: its head, and the way back to its body while unsent.
-        let mut unsent: Option<(Box<Request<proxy::Body>>, proxy::Reclaim)> = None;
         // Off → strict: an instance may refuse plaintext a moment before this sidecar
         // sees the new rules; that refusal is retried over mTLS, once.
         let mut force_mtls = false;
@@ -172,20 +170,13 @@ impl Outbound {
                     }
                     copy
                 }
-                _ => {
-                    // The loop only goes round with the request held again (a copy
-                    // of the head, or its body reclaimed unsent).
-                    let mut request = held.take().ok_or_else(|| {
-                        ProxyError::Internal(format!(
-                            "request to {service} already sent, yet another attempt began"
-                        ))
-                    })?;
-                    let body = std::mem::replace(request.body_mut(), proxy::empty());
-                    let (body, reclaim) = proxy::unsent(body);
-                    *request.body_mut() = body;
-                    unsent = Some((proxy::copy_request(&request), reclaim));
-                    request
-                }
+                // The loop only goes round with the request held again: a copy of
+                // the head, or the request handed back by the failed attempt.
+                _ => held.take().ok_or_else(|| {
+                    ProxyError::Internal(format!(
+                        "request to {service} already sent, yet another attempt began"
+                    ))
+                })?,
             };
             let transport = self
                 .clients
@@ -195,8 +186,17 @@ impl Outbound {
                 instance: &instance.id,
                 address: &instance.address,
                 timeout: deadline.saturating_duration_since(Instant::now()),
+                // With a retry policy each attempt is a copy: the request is held.
+                hand_back: held.is_none(),
             };
-            let outcome = self.clients.send_to(request, &to, transport).await;
+            let mut outcome = self.clients.send_to(request, &to, transport).await;
+            // What came back whole with a failure (nothing of it left, or a body-less
+            // request unanswered) may go again; a copy held for retries goes first.
+            if held.is_none()
+                && let Err(e) = &mut outcome
+            {
+                held = e.request.take();
+            }
             let failure = outcome.as_ref().err().map(|e| &e.failure);
             // An instance registered at this sidecar's own outbound listener (a wrong
             // --advertise-addr): over mTLS the handshake fails there, and in the clear
@@ -213,7 +213,7 @@ impl Outbound {
                 && transport == Transport::Plain
                 && !force_mtls
                 && self.clients.can_reach(&instance.identity)
-                && (held.is_some() || proxy::reclaim(&mut unsent, &mut held))
+                && held.is_some()
             {
                 tracing::debug!(%service, instance = %instance.id, "plaintext refused: sending over mTLS");
                 force_mtls = true;
@@ -224,7 +224,6 @@ impl Outbound {
             if failure.is_some_and(|f| f.retry().allows(false))
                 && refused.len() < MAX_REFUSALS
                 && Instant::now() < deadline
-                && (held.is_some() || proxy::reclaim(&mut unsent, &mut held))
                 && let Some(request) = held.as_deref_mut()
             {
                 self.balancer.failed(&instance.address, Instant::now());

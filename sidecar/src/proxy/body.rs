@@ -32,8 +32,16 @@ pub(crate) enum Body {
     Upstream(ResponseBody),
     /// A body as h2 received it (see `streams`), merged the same way.
     ReceivedH2(Coalesce<Received>),
-    /// Anything else: an error's text, a body that can be taken back while unsent.
+    /// Anything else: an error's text, a retried request's body held whole.
     Boxed(UnsyncBoxBody<Bytes, BoxError>),
+}
+
+/// For a request handed back with its failure (`SendError::request`): what a body is
+/// does not show.
+impl std::fmt::Debug for Body {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Body { .. }")
+    }
 }
 
 impl Body {

@@ -1,13 +1,18 @@
 //! Who caused a failed exchange with an upstream, told from h2's errors and our HTTP/1.1
 //! client's, and the responses no proxy may pass on.
 
-use http::Response;
+use http::{Request, Response};
 
-use super::SendFailure;
-use super::pool::PoolError;
+use super::pool::{Failure, PoolError};
+use super::{Body, SendFailure};
 
-/// A pool's failure: a connect error means nothing was sent.
-pub(super) fn pool_failure(e: PoolError) -> SendFailure {
+/// A pool's failure, with the request it handed back: a connect error means
+/// nothing was sent.
+pub(super) fn pool_failure(failed: Failure) -> (SendFailure, Option<Box<Request<Body>>>) {
+    (failure_of(failed.error), failed.request)
+}
+
+fn failure_of(e: PoolError) -> SendFailure {
     match e {
         PoolError::Connect(text) => SendFailure::Connect(text),
         PoolError::Exchange(e) => classify(&*e),

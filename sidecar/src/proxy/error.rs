@@ -25,7 +25,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use graylane_exposition::Sampled;
-use http::{Response, StatusCode, header};
+use http::{Request, Response, StatusCode, header};
 use http_body_util::{BodyExt, Full};
 
 use super::Body;
@@ -133,6 +133,12 @@ pub(crate) struct SendError {
     pub(crate) instance: String,
     pub(crate) address: String,
     pub(crate) timeout: Duration,
+    /// The request, back whole when the failure left it so: nothing of it was
+    /// written (a connect failure), or it had no body and nothing of an answer came.
+    /// Whether it may go again is the failure's [`RetryClass`] and its method's.
+    /// Handed back, not copied beforehand: a copy of every request's head, for the
+    /// few that fail, was 5 % of an HTTP/1.1 hop's instructions.
+    pub(crate) request: Option<Box<Request<Body>>>,
 }
 
 /// What went wrong in one send.
@@ -170,17 +176,26 @@ pub(crate) struct Upstream<'a> {
     /// `host:port` to connect to.
     pub(crate) address: &'a str,
     pub(crate) timeout: Duration,
+    /// Whether a failed body-less request is wanted back ([`SendError::request`]):
+    /// over HTTP/2 that costs a copy of its head (h2 takes the head), made for
+    /// nothing when the caller holds a copy of its own (a retry policy's).
+    pub(crate) hand_back: bool,
 }
 
 impl Upstream<'_> {
-    /// This attempt's failure, with its context.
-    pub(crate) fn failed(&self, failure: SendFailure) -> SendError {
+    /// This attempt's failure, with its context and the request if it came back.
+    pub(crate) fn failed(
+        &self,
+        failure: SendFailure,
+        request: Option<Box<Request<Body>>>,
+    ) -> SendError {
         SendError {
             failure,
             service: self.service.to_owned(),
             instance: self.instance.to_owned(),
             address: self.address.to_owned(),
             timeout: self.timeout,
+            request,
         }
     }
 }
@@ -218,6 +233,7 @@ impl From<SendError> for ProxyError {
             instance,
             address,
             timeout,
+            request: _,
         } = e;
         match failure {
             SendFailure::Connect(reason) => ProxyError::Connect {

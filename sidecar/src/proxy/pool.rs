@@ -77,6 +77,14 @@ struct Entry {
     h2_connect: Arc<tokio::sync::Mutex<Option<(Instant, String)>>>,
 }
 
+/// A request that got no answer: why, and the request itself when it came back
+/// whole (see `SendError::request`).
+#[derive(Debug)]
+pub(crate) struct Failure {
+    pub(crate) error: PoolError,
+    pub(crate) request: Option<Box<Request<Body>>>,
+}
+
 /// Why a request was not answered; `Connect`: nothing was sent.
 #[derive(Debug)]
 pub(crate) enum PoolError {
@@ -90,6 +98,14 @@ pub(crate) enum PoolError {
     RequestBody(BoxError),
     /// The request, as the sidecar built it, cannot be written: nothing was sent.
     Unsendable(BoxError),
+}
+
+/// A failure before anything of `request` left: it comes back whole, body included.
+fn unsent(error: PoolError, request: Box<Request<Body>>) -> Failure {
+    Failure {
+        error,
+        request: Some(request),
+    }
 }
 
 impl Dest<'_> {
@@ -123,20 +139,28 @@ impl Pool {
         &self,
         dest: Dest<'_>,
         mut request: Box<Request<Body>>,
-    ) -> Result<Response<Body>, PoolError> {
+    ) -> Result<Response<Body>, Failure> {
         loop {
             let (conn, idle) = self.idle_http1(dest);
             let (conn, reused) = match conn {
                 Some(conn) => (conn, true),
                 // Boxed: a connect (TCP, maybe TLS) is rare and its future large;
                 // inline, every request's future would carry it.
-                None => (Box::pin(self.connector.http1(dest)).await?, false),
+                None => match Box::pin(self.connector.http1(dest)).await {
+                    Ok(conn) => (conn, false),
+                    Err(error) => return Err(unsent(error, request)),
+                },
             };
             match http1::send(conn, request, &idle).await {
                 Ok(response) => return Ok(response),
-                Err(failed) => match failed.unsent {
-                    Some(back) if reused => request = back,
-                    _ => return Err(failed.error),
+                Err(failed) => match failed.request {
+                    Some(back) if reused && !failed.written => request = back,
+                    back => {
+                        return Err(Failure {
+                            error: failed.error,
+                            request: back,
+                        });
+                    }
                 },
             }
         }
@@ -147,18 +171,24 @@ impl Pool {
         &self,
         dest: Dest<'_>,
         request: Box<Request<Body>>,
-    ) -> Result<Response<Body>, PoolError> {
+        hand_back: bool,
+    ) -> Result<Response<Body>, Failure> {
         // A pooled connection that closed before the request went out (a GOAWAY, an
         // idle close) is replaced by a fresh one, once: the request had not left.
         if let Some(mut sender) = self.live_http2(dest) {
             if sender.ready().await.is_ok() {
-                return sender.send(*request).await;
+                return sender.send(request, hand_back).await;
             }
             self.poison_http2(dest);
         }
-        let mut sender = Box::pin(self.connect_http2(dest)).await?;
-        sender.ready().await?;
-        sender.send(*request).await
+        let mut sender = match Box::pin(self.connect_http2(dest)).await {
+            Ok(sender) => sender,
+            Err(error) => return Err(unsent(error, request)),
+        };
+        if let Err(error) = sender.ready().await {
+            return Err(unsent(error, request));
+        }
+        sender.send(request, hand_back).await
     }
 
     /// Takes `dest`'s HTTP/2 connection out of the pool (it answered malformed).

@@ -130,8 +130,9 @@ fn failed(failure: SendFailure) -> SendError {
         instance: "orders-1",
         address: "10.0.0.1:80",
         timeout: Duration::from_millis(2500),
+        hand_back: false,
     }
-    .failed(failure)
+    .failed(failure, None)
 }
 
 #[test]

@@ -72,11 +72,13 @@ pub(crate) enum Io {
     Tls(Box<TlsStream<TcpStream>>),
 }
 
-/// Why an exchange failed; `unsent`: the request, when nothing of it was written
-/// (it may go on another connection).
+/// Why an exchange failed, and the request when it had no body and nothing of an
+/// answer came: whole, to go again where its failure and method allow (`written`:
+/// whether any of it reached the connection).
 pub(super) struct Failed {
     pub(super) error: PoolError,
-    pub(super) unsent: Option<Box<Request<Body>>>,
+    pub(super) request: Option<Box<Request<Body>>>,
+    pub(super) written: bool,
 }
 
 impl Conn {
@@ -157,7 +159,8 @@ pub(super) async fn send(
 ) -> Result<Response<Body>, Failed> {
     let framing = head::encode_request(&request, &mut conn.out).map_err(|e| Failed {
         error: PoolError::Unsendable(e),
-        unsent: None,
+        request: None,
+        written: false,
     })?;
     let method_head = request.method() == http::Method::HEAD;
     let mut upload = framing.map(|framing| {
@@ -172,12 +175,15 @@ pub(super) async fn send(
     match parsed {
         Ok(parsed) => finish(conn, parsed, upload, method_head, idle).map_err(|error| Failed {
             error,
-            unsent: None,
+            request: None,
+            written: true,
         }),
-        // Nothing of a body-less request left: it may go on another connection.
+        // A body-less request is still whole: it is handed back, so that it can go
+        // again without a copy made beforehand for every request.
         Err(error) => Err(Failed {
             error,
-            unsent: (!had_body && conn.out.written() == before).then_some(request),
+            request: (!had_body && conn.read.is_empty()).then_some(request),
+            written: conn.out.written() != before,
         }),
     }
 }

@@ -27,7 +27,7 @@ use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::sync::oneshot;
 
 use self::unaccepted::{HOLD_LIMIT, Unaccepted};
-use super::PoolError;
+use super::{Failure, PoolError};
 use crate::proxy::streams::{KeepAlive, Pump, Pumped, Received, content_length};
 use crate::proxy::{Body, BoxError, H2_CONNECTION_WINDOW, H2_STREAM_WINDOW};
 /// hyper's client defaults, kept: 1 MiB of a request body buffered per stream past
@@ -118,12 +118,33 @@ impl Sender {
 
     /// Opens a stream for `request` (its URI absolute: h2 takes `:scheme` and
     /// `:authority` from it) and awaits the response head. Call [`Self::ready`] first.
+    /// With `hand_back`, a body-less request whose stream fails comes back with the
+    /// failure: a copy, since h2 takes the head (HTTP/1.1 hands back the request
+    /// itself, at no cost).
     pub(super) async fn send(
         &mut self,
-        request: Request<Body>,
-    ) -> Result<Response<Body>, PoolError> {
+        request: Box<Request<Body>>,
+        hand_back: bool,
+    ) -> Result<Response<Body>, Failure> {
         let (head, body) = request.into_parts();
         let end = body.is_end_stream();
+        let copy = (hand_back && end).then(|| crate::proxy::copy_head(&head));
+        let failed = |error| Failure {
+            error,
+            request: copy,
+        };
+        match self.exchange(head, body, end).await {
+            Ok(response) => Ok(response),
+            Err(error) => Err(failed(error)),
+        }
+    }
+
+    async fn exchange(
+        &mut self,
+        head: http::request::Parts,
+        body: Body,
+        end: bool,
+    ) -> Result<Response<Body>, PoolError> {
         let (response, stream) = self
             .send
             .send_request(Request::from_parts(head, ()), end)

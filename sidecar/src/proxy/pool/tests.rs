@@ -150,8 +150,15 @@ async fn a_refused_connect_says_nothing_was_sent() {
     drop(listener);
     let pool = Pool::new(Duration::from_secs(1), None);
     match pool.send_http1(plain(&address), get()).await {
-        Err(PoolError::Connect(text)) => assert!(text.contains(&address), "{text}"),
-        _ => panic!("expected a connect error"),
+        Err(Failure {
+            error: PoolError::Connect(text),
+            request: Some(back),
+        }) => {
+            assert!(text.contains(&address), "{text}");
+            // Whole, to go to another instance.
+            assert_eq!(back.uri(), "/");
+        }
+        _ => panic!("expected a connect error, the request handed back"),
     }
 }
 
@@ -242,7 +249,7 @@ fn renew(holder: &Identity, ca: &TestCa, id: &str) -> Vec<u8> {
 }
 
 async fn mesh_round_trip(pool: &Pool, dest: Dest<'_>) -> Result<Bytes, String> {
-    let response = match pool.send_http1(dest, get()).await {
+    let response = match pool.send_http1(dest, get()).await.map_err(|f| f.error) {
         Ok(sent) => sent,
         Err(PoolError::Connect(text)) => return Err(text),
         Err(PoolError::Exchange(e) | PoolError::RequestBody(e) | PoolError::Unsendable(e)) => {
@@ -283,7 +290,7 @@ async fn an_mtls_connection_serves_request_after_request() {
     for _ in 0..5 {
         let dest = mesh(&h2.address, B);
         let response = pool
-            .send_http2(dest, h2_get(&h2.address))
+            .send_http2(dest, h2_get(&h2.address), false)
             .await
             .ok()
             .unwrap();
@@ -308,7 +315,7 @@ async fn new_mtls_connections_present_the_renewed_certificate() {
     // An HTTP/2 connection opened before the renewal.
     let h2 = tls_server(server, true).await;
     let dest = mesh(&h2.address, B);
-    pool.send_http2(dest, h2_get(&h2.address))
+    pool.send_http2(dest, h2_get(&h2.address), false)
         .await
         .ok()
         .unwrap();
@@ -323,7 +330,7 @@ async fn new_mtls_connections_present_the_renewed_certificate() {
         [first.clone(), renewed]
     );
     // The connection made before keeps serving: a renewal drops none.
-    pool.send_http2(dest, h2_get(&h2.address))
+    pool.send_http2(dest, h2_get(&h2.address), false)
         .await
         .ok()
         .unwrap();
@@ -431,7 +438,11 @@ async fn burst(
                 address: &address,
                 peer: peer.as_deref(),
             };
-            match pool.send_http2(dest, h2_get(&address)).await {
+            match pool
+                .send_http2(dest, h2_get(&address), false)
+                .await
+                .map_err(|f| f.error)
+            {
                 Ok(response) => Ok(response.into_body().collect().await.unwrap().to_bytes()),
                 Err(PoolError::Connect(text)) => Err(text),
                 Err(

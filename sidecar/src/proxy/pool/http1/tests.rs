@@ -241,7 +241,8 @@ async fn a_close_before_any_answer_reads_as_the_connection_lost() {
     match answered(b"", get("/")).await.0 {
         Err(Failed {
             error: PoolError::Exchange(e),
-            unsent: None,
+            request: Some(back),
+            written: true,
         }) => {
             let io = e.downcast_ref::<io::Error>().expect("an I/O error");
             assert_eq!(io.kind(), io::ErrorKind::UnexpectedEof);
@@ -249,8 +250,11 @@ async fn a_close_before_any_answer_reads_as_the_connection_lost() {
                 io.to_string().contains("mid-message, before any answer"),
                 "{io}"
             );
+            // Whole, to go again if its method allows: no copy made beforehand.
+            assert_eq!(back.uri(), "/");
+            assert_eq!(back.headers()["host"], "app");
         }
-        _ => panic!("expected a lost connection, the request written"),
+        _ => panic!("expected a lost connection, the request written and handed back"),
     }
 }
 

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use ::h2::server::{self, SendResponse};
 use bytes::Bytes;
-use http::HeaderMap;
+use http::{HeaderMap, HeaderValue};
 use http_body_util::{BodyExt, Full};
 use tokio::io::DuplexStream;
 use tokio::sync::{mpsc, oneshot};
@@ -79,16 +79,21 @@ impl HttpBody for Frames {
 fn send(mut sender: Sender, body: Body) -> JoinHandle<Result<Response<Body>, PoolError>> {
     tokio::spawn(async move {
         sender.ready().await?;
-        sender.send(request(body)).await
+        sender
+            .send(request(body), true)
+            .await
+            .map_err(|failed| failed.error)
     })
 }
 
-fn request(body: Body) -> Request<Body> {
-    Request::builder()
-        .method("POST")
-        .uri("http://app/echo")
-        .body(body)
-        .unwrap()
+fn request(body: Body) -> Box<Request<Body>> {
+    Box::new(
+        Request::builder()
+            .method("POST")
+            .uri("http://app/echo")
+            .body(body)
+            .unwrap(),
+    )
 }
 
 fn full(text: &'static str) -> Body {
@@ -183,7 +188,11 @@ async fn a_failing_request_body_is_the_clients_doing_and_resets_the_stream() {
         }
         frames.send(Err("client went away".into())).unwrap();
         sender.ready().await.unwrap();
-        match sender.send(request(streamed(rx))).await {
+        match sender
+            .send(request(streamed(rx)), true)
+            .await
+            .map_err(|f| f.error)
+        {
             Err(PoolError::RequestBody(e)) => assert!(e.to_string().contains("went away"), "{e}"),
             Err(e) => panic!("after {first:?}, blamed elsewhere: {e:?}"),
             Ok(_) => panic!("answered"),
@@ -410,6 +419,50 @@ async fn an_upstream_reset_fails_the_answer_with_its_reason() {
     };
     let h2 = e.downcast_ref::<::h2::Error>().unwrap();
     assert_eq!(h2.reason(), Some(Reason::REFUSED_STREAM));
+}
+
+#[tokio::test]
+async fn a_failed_body_less_request_comes_back_and_one_with_a_body_does_not() {
+    let (mut sender, io) = connected().await;
+    let mut served = serve(io);
+    let mut get = request(Body::Empty);
+    *get.method_mut() = http::Method::GET;
+    get.headers_mut()
+        .insert("x-id", HeaderValue::from_static("7"));
+    sender.ready().await.unwrap();
+    let sending = tokio::spawn(async move { sender.send(get, true).await });
+    let (_, _, mut respond) = served.recv().await.unwrap();
+    respond.send_reset(Reason::REFUSED_STREAM);
+    let Err(failed) = sending.await.unwrap() else {
+        panic!("answered")
+    };
+    // h2 took the head: what comes back is a copy, to go again if its method allows.
+    let back = failed.request.expect("handed back");
+    assert_eq!(
+        (back.method(), back.uri()),
+        (
+            &http::Method::GET,
+            &"http://app/echo".parse::<http::Uri>().unwrap()
+        )
+    );
+    assert_eq!(back.headers()["x-id"], "7");
+
+    let (sender, io) = connected().await;
+    let mut served = serve(io);
+    let sending = tokio::spawn(async move {
+        let mut sender = sender;
+        sender.ready().await.unwrap();
+        sender.send(request(full("x")), true).await
+    });
+    let (_, _, mut respond) = served.recv().await.unwrap();
+    respond.send_reset(Reason::REFUSED_STREAM);
+    let Err(failed) = sending.await.unwrap() else {
+        panic!("answered")
+    };
+    assert!(
+        failed.request.is_none(),
+        "its body is gone: nothing to send again"
+    );
 }
 
 #[tokio::test(start_paused = true)]
