@@ -76,11 +76,15 @@ impl<S: Layered> Service<Call> for InboundTag<S> {
         let ledger = &mut call.ledger;
         ledger.key.service = Cow::Borrowed(self.labels.0);
         ledger.key.namespace = Cow::Borrowed(self.labels.1);
-        let (tag, source) =
+        let (tag, source, lines) =
             inbound.decide_tag(ledger.routes.as_deref(), &mut call.head, &call.peer);
         let trace_id = ledger.notes.trace_id;
         let tagged = tag.is_some().then(|| inbound.gaps.tagged(trace_id));
-        set_tag(&mut call.head, tag.as_ref());
+        // An untagged request that came with neither line has none to rewrite: three
+        // hashed look-ups of names it lacks saved (most requests are untagged).
+        if tag.is_some() || lines {
+            set_tag(&mut call.head, tag.as_ref());
+        }
         inbound.remember(trace_id, &call.head, tag.as_ref());
         call.ledger.set_tag(tag, source);
         After::new(self.inner.call(call), Hold(tagged))
@@ -100,13 +104,14 @@ impl Inbound {
     /// The caller's tag (header, else baggage), then this service's TagPolicy (trust
     /// setting, then rules) when it has one. With mTLS on, a tag from a peer that
     /// proved no mesh identity is an untrusted caller's: with no TagPolicy to decide,
-    /// it is stripped and counted.
+    /// it is stripped and counted. The third value: whether the request carried a
+    /// `Gray-Publish` or `baggage` line at all.
     fn decide_tag(
         &self,
         routes: Option<&Routes>,
         parts: &mut Parts,
         peer: &Peer,
-    ) -> (Option<Tag>, TagSource) {
+    ) -> (Option<Tag>, TagSource, bool) {
         let carried = tag::carried(&parts.headers);
         if carried.invalid() > 0 {
             self.metrics
@@ -130,7 +135,7 @@ impl Inbound {
             } else {
                 TagSource::None
             };
-            return (incoming, source);
+            return (incoming, source, carried.lines);
         };
         let view = View {
             parts,
@@ -147,7 +152,7 @@ impl Inbound {
             InboundSource::Rule => TagSource::Rule,
             InboundSource::None => TagSource::None,
         };
-        (decided.tag, source)
+        (decided.tag, source, carried.lines)
     }
 
     /// Remembered for the outbound side: the tag and propagated headers of this trace.

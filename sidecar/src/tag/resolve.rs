@@ -48,6 +48,8 @@ pub(crate) struct Carried {
     pub(crate) invalid_header: bool,
     /// The baggage's `gray-publish` entry was read and is no tag: counted as well.
     pub(crate) invalid_baggage: bool,
+    /// A `Gray-Publish` or `baggage` line was there at all, valid or not.
+    pub(crate) lines: bool,
 }
 
 impl Carried {
@@ -61,10 +63,9 @@ pub(crate) fn carried(headers: &HeaderMap) -> Carried {
     fn text(v: &http::HeaderValue) -> Option<&str> {
         v.to_str().ok()
     }
-    let c = graylane_routing::carried(
-        headers.get_all(TAG_HEADER_NAME).iter().map(text),
-        headers.get_all(BAGGAGE).iter().map(text),
-    );
+    let (tags, baggage) = (headers.get_all(TAG_HEADER_NAME), headers.get_all(BAGGAGE));
+    let lines = tags.iter().next().is_some() || baggage.iter().next().is_some();
+    let c = graylane_routing::carried(tags.iter().map(text), baggage.iter().map(text));
     Carried {
         tag: c.tag,
         source: match c.from {
@@ -74,6 +75,7 @@ pub(crate) fn carried(headers: &HeaderMap) -> Carried {
         },
         invalid_header: c.invalid_header,
         invalid_baggage: c.invalid_baggage,
+        lines,
     }
 }
 
