@@ -1,5 +1,6 @@
 //! Mesh mTLS while the rules change: PeerPolicy switches under steady load fail no
-//! request, and `CONNECT` tunnels by mode (security.md "mTLS between sidecars").
+//! request, `CONNECT` tunnels by mode (security.md "mTLS between sidecars"), and the
+//! resend over mTLS of a plaintext request closed unanswered is for idempotent ones.
 
 #![allow(clippy::unwrap_used)]
 
@@ -7,10 +8,12 @@
 mod support;
 
 use std::io::{Read, Write};
-use std::net::TcpStream;
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, mpsc};
 use std::time::Duration;
 
-use graylane_tests::{ControlPlane, Sidecar};
+use graylane_tests::{ControlPlane, Sidecar, raw, read_head};
 use serde_json::Value;
 
 use self::support::*;
@@ -171,6 +174,104 @@ fn a_caller_that_has_not_seen_strict_yet_is_retried_over_mtls() {
         "a's plaintext attempts were refused first"
     );
     gate.hold(false);
+}
+
+/// An app whose first request of all (`heads` counts them, shared by the instances)
+/// is held unanswered, its instance's number sent on `held`; later ones answered 200.
+fn holding_app(n: usize, heads: &Arc<AtomicUsize>, held: &mpsc::Sender<usize>) -> SocketAddr {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    let (heads, held) = (Arc::clone(heads), held.clone());
+    std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            let Ok(mut stream) = stream else { return };
+            let (heads, held) = (Arc::clone(&heads), held.clone());
+            std::thread::spawn(move || {
+                while read_head(&mut stream).is_some() {
+                    if heads.fetch_add(1, Ordering::SeqCst) == 0 {
+                        let _ = held.send(n);
+                        // Held: until the test ends.
+                        let _ = stream.read(&mut [0u8; 1]);
+                        return;
+                    }
+                    let answer = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok";
+                    if stream.write_all(answer).is_err() {
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    addr
+}
+
+/// Mode off: a caller's plaintext connection closing unanswered is taken for an
+/// instance that turned strict, and the request goes again over mTLS. But a sidecar
+/// dying with the request at its app closes the same way: a POST must then fail, not
+/// reach the other instance's app too (explore19 F2); a GET goes again.
+#[test]
+fn a_post_whose_instance_died_holding_it_is_not_sent_again_over_mtls() {
+    for (method, sent) in [("POST", 1), ("GET", 2)] {
+        let dir = tempfile::tempdir().unwrap();
+        let cp = ControlPlane::start(dir.path(), &[]);
+        let (heads, (held_tx, held)) = (Arc::new(AtomicUsize::new(0)), mpsc::channel());
+        let mut orders: Vec<Sidecar> = (0..2)
+            .map(|n| {
+                let app = holding_app(n, &heads, &held_tx).to_string();
+                let id = format!("orders-{n}");
+                let args = [
+                    "--service",
+                    "orders",
+                    "--instance-id",
+                    &id,
+                    "--app-addr",
+                    &app,
+                ];
+                let s = Sidecar::start(
+                    dir.path(),
+                    &id,
+                    &[&args[..], &["--control-plane", &cp.url()]].concat(),
+                );
+                s.wait_ready();
+                identity(&s);
+                s
+            })
+            .collect();
+        let front = Sidecar::start(
+            dir.path(),
+            "front",
+            &[
+                "--service",
+                "front",
+                "--app-addr",
+                "127.0.0.1:9",
+                "--control-plane",
+                &cp.url(),
+            ],
+        );
+        front.wait_ready();
+        identity(&front);
+        front.wait_endpoints("orders", 2);
+        let all: Vec<&Sidecar> = orders.iter().chain([&front]).collect();
+        apply(
+            &cp,
+            dir.path(),
+            &peer_policy("orders", "off", Some("orders")),
+            &all,
+        );
+
+        let outbound = front.outbound;
+        let request = format!(
+            "{method} /orders HTTP/1.1\r\nHost: orders\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+        );
+        let client = std::thread::spawn(move || raw(outbound, &request));
+        let n = held.recv_timeout(Duration::from_secs(10)).unwrap();
+        orders[n].proc.kill();
+        let (status, response) = client.join().unwrap();
+        assert_eq!(heads.load(Ordering::SeqCst), sent, "{method}: {response}");
+        let expected = if sent == 1 { 502 } else { 200 };
+        assert_eq!(status, expected, "{method}: {response}");
+    }
 }
 
 /// A listener turning strict closes the plaintext connections it accepted before: an

@@ -117,9 +117,10 @@ fn a_malformed_upstream_answer_is_a_502_and_its_connection_is_not_reused() {
     }
 }
 
-/// An app whose first connection reads one request head and closes without an answer
-/// (as an app restarting does); later connections answer 200. Counts the heads read.
-fn drops_first_request() -> (SocketAddr, Arc<AtomicUsize>) {
+/// An app whose first connection reads one request head, writes `first` (nothing, or
+/// part of an answer's head) and closes, as an app restarting does; later connections
+/// answer 200. Counts the heads read.
+fn drops_first_request(first: &'static [u8]) -> (SocketAddr, Arc<AtomicUsize>) {
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
     let addr = listener.local_addr().unwrap();
     let heads = Arc::new(AtomicUsize::new(0));
@@ -133,7 +134,9 @@ fn drops_first_request() -> (SocketAddr, Arc<AtomicUsize>) {
                     return;
                 }
                 count.fetch_add(1, Ordering::SeqCst);
-                if n > 0 {
+                if n == 0 {
+                    let _ = stream.write_all(first);
+                } else {
                     let _ = stream.write_all(
                         b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: close\r\n\r\nok",
                     );
@@ -148,14 +151,17 @@ fn drops_first_request() -> (SocketAddr, Arc<AtomicUsize>) {
 fn a_get_whose_app_connection_closed_unanswered_goes_again_and_a_post_does_not() {
     let dir = tempfile::tempdir().unwrap();
     let cp = ControlPlane::start(dir.path(), &[]);
-    let (app, heads) = drops_first_request();
-    let orders = orders_sidecar(dir.path(), &cp, app, &[]);
-    let (status, body) = get(orders.inbound);
-    assert_eq!(status, 200, "{body}");
-    assert_eq!(heads.load(Ordering::SeqCst), 2, "the GET went twice");
+    // Nothing of an answer, or part of its head (explore19 F1): the GET goes again.
+    for first in [&b""[..], b"HTTP/1.1 200", b"\r\n"] {
+        let (app, heads) = drops_first_request(first);
+        let orders = orders_sidecar(dir.path(), &cp, app, &[]);
+        let (status, body) = get(orders.inbound);
+        assert_eq!(status, 200, "after {first:?}: {body}");
+        assert_eq!(heads.load(Ordering::SeqCst), 2, "the GET went twice");
+    }
 
     // A POST, even one without a body, may have been acted on: never sent twice.
-    let (app, heads) = drops_first_request();
+    let (app, heads) = drops_first_request(b"");
     let orders = orders_sidecar(dir.path(), &cp, app, &[]);
     let (status, body) = raw(
         orders.inbound,

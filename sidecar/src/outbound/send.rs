@@ -209,11 +209,16 @@ impl Outbound {
                     instance.id, instance.address
                 )));
             }
+            // A plaintext connection closed unanswered by an instance that can do mTLS:
+            // most likely it turned strict before this sidecar heard, so the request
+            // goes again over mTLS. Idempotent ones only: a sidecar dying with the
+            // request at its app closes the same way, and a POST sent again would be
+            // acted on twice (explore19).
             if matches!(failure, Some(SendFailure::Closed(_)))
                 && transport == Transport::Plain
                 && !force_mtls
                 && self.clients.can_reach(&instance.identity)
-                && held.is_some()
+                && held.as_ref().is_some_and(|r| proxy::idempotent(r.method()))
             {
                 tracing::debug!(%service, instance = %instance.id, "plaintext refused: sending over mTLS");
                 force_mtls = true;

@@ -72,8 +72,8 @@ pub(crate) enum Io {
     Tls(Box<TlsStream<TcpStream>>),
 }
 
-/// Why an exchange failed, and the request when it had no body and nothing of an
-/// answer came: whole, to go again where its failure and method allow (`written`:
+/// Why an exchange failed, and the request when it had no body and no whole answer
+/// head came: whole, to go again where its failure and method allow (`written`:
 /// whether any of it reached the connection).
 pub(super) struct Failed {
     pub(super) error: PoolError,
@@ -179,10 +179,12 @@ pub(super) async fn send(
             written: true,
         }),
         // A body-less request is still whole: it is handed back, so that it can go
-        // again without a copy made beforehand for every request.
+        // again without a copy made beforehand for every request. Also after part of
+        // an answer's head (a server dying mid-head): whether that may go again is
+        // the failure's class and the method's, as for any other.
         Err(error) => Err(Failed {
             error,
-            request: (!had_body && conn.read.is_empty()).then_some(request),
+            request: (!had_body).then_some(request),
             written: conn.out.written() != before,
         }),
     }

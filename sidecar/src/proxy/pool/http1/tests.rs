@@ -258,6 +258,28 @@ async fn a_close_before_any_answer_reads_as_the_connection_lost() {
     }
 }
 
+#[tokio::test]
+async fn a_close_mid_head_hands_back_a_body_less_request_only() {
+    match answered(b"HTTP/1.1 200", get("/")).await.0 {
+        Err(Failed {
+            error: PoolError::Exchange(e),
+            request: Some(back),
+            written: true,
+        }) => {
+            assert!(e.to_string().contains("in the response head"), "{e}");
+            assert_eq!(back.uri(), "/");
+        }
+        _ => panic!("expected a lost connection, the request handed back"),
+    }
+    let mut post = get("/");
+    *post.method_mut() = http::Method::POST;
+    *post.body_mut() = streamed(vec![Frame::data(Bytes::from_static(b"order"))]);
+    match answered(b"HTTP/1.1 200", post).await.0 {
+        Err(Failed { request: None, .. }) => {}
+        _ => panic!("expected a failure without the request: its body has left"),
+    }
+}
+
 fn streamed(parts: Vec<Frame<Bytes>>) -> Body {
     let frames = parts.into_iter().map(Ok::<_, BoxError>);
     Body::Boxed(BodyExt::boxed_unsync(StreamBody::new(tokio_stream::iter(
