@@ -252,7 +252,8 @@ impl Clients {
                 None,
             )
         })?;
-        if !request.headers().contains_key(http::header::HOST) {
+        let host_from_address = !request.headers().contains_key(http::header::HOST);
+        if host_from_address {
             let address = dest.address;
             match HeaderValue::from_str(address) {
                 Ok(host) => request.headers_mut().insert(http::header::HOST, host),
@@ -268,7 +269,14 @@ impl Clients {
         let sent = self.pool.send_http1(dest, request);
         let response = match tokio::time::timeout(timeout, sent).await {
             Err(_) => return Err((SendFailure::Timeout, None)),
-            Ok(sent) => sent.map_err(pool_failure)?,
+            Ok(sent) => sent.map_err(|failed| {
+                let (failure, mut back) = pool_failure(failed);
+                // Handed back as it came: another instance gets a `Host` of its own.
+                if let Some(back) = back.as_mut().filter(|_| host_from_address) {
+                    back.headers_mut().remove(http::header::HOST);
+                }
+                (failure, back)
+            })?,
         };
         if let Some(reason) = malformed(&response, upgrading) {
             // Its connection goes with it, never pooled again (`pool::http1`
@@ -293,17 +301,36 @@ impl Clients {
         } else {
             Scheme::HTTP
         };
-        let authority = match h2_authority(&mut request, dest.address) {
+        let host = request.headers_mut().remove(http::header::HOST);
+        let authority = match h2_authority(&request, host.as_ref(), dest.address) {
             Ok(authority) => authority,
             // An address's failure comes back with the request: it may go elsewhere.
+            // (It named no host: there is none to put back.)
             Err(failure @ SendFailure::Connect(_)) => return Err((failure, Some(request))),
             Err(failure) => return Err((failure, None)),
         };
+        // What the request named its host by, to hand it back as it came.
+        let origin = request.uri().authority().is_none().then(|| target.clone());
         *request.uri_mut() = absolute(scheme, authority, target).map_err(|f| (f, None))?;
         let sent = self.pool.send_http2(dest, request, hand_back);
         let response = match tokio::time::timeout(timeout, sent).await {
             Err(_) => return Err((SendFailure::Timeout, None)),
-            Ok(sent) => sent.map_err(pool_failure)?,
+            Ok(sent) => sent.map_err(|failed| {
+                let (failure, mut back) = pool_failure(failed);
+                // Handed back as it came (routed again by what it said; the next
+                // instance gets an authority of its own, not the first one's address).
+                if let (Some(back), Some(origin)) = (back.as_mut(), origin) {
+                    let mut parts = http::uri::Parts::default();
+                    parts.path_and_query = Some(origin);
+                    if let Ok(uri) = Uri::from_parts(parts) {
+                        *back.uri_mut() = uri;
+                    }
+                    if let Some(host) = host {
+                        back.headers_mut().insert(http::header::HOST, host);
+                    }
+                }
+                (failure, back)
+            })?,
         };
         // HTTP/2 has no upgrade (h2 refuses a 101 itself).
         if let Some(reason) = malformed(&response, false) {
@@ -319,10 +346,14 @@ impl Clients {
 /// intermediary must (RFC 9113 §8.3.1), so that an app routing or building links by
 /// host sees what it sees over HTTP/1.1. That is the request's own `:authority`, else
 /// the `Host` it carried. `Host` itself does not go on: an app would see both, and a
-/// strict server refuses them when they differ. The address is the authority only of
-/// a request that named none.
-fn h2_authority(request: &mut Request<Body>, address: &str) -> Result<Authority, SendFailure> {
-    let host = request.headers_mut().remove(http::header::HOST);
+/// strict server refuses them when they differ (the caller takes it out first and
+/// passes it as `host`). The address is the authority only of a request that named
+/// none.
+fn h2_authority(
+    request: &Request<Body>,
+    host: Option<&HeaderValue>,
+    address: &str,
+) -> Result<Authority, SendFailure> {
     if let Some(authority) = request.uri().authority() {
         return Ok(authority.clone());
     }
@@ -451,8 +482,47 @@ mod tests {
         request
     }
 
+    /// A request that named no host gets the instance's address as its `Host` (or
+    /// `:authority`); refused, it comes back without it, so the next instance tried
+    /// gets its own, not the first one's.
+    #[tokio::test]
+    async fn a_refused_request_comes_back_without_the_address_it_was_given() {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let address = listener.local_addr().unwrap().to_string();
+        drop(listener);
+        let clients = Clients::new(Duration::from_secs(1), None);
+        let to = Upstream {
+            service: "orders",
+            instance: "orders-1",
+            address: &address,
+            timeout: Duration::from_secs(5),
+            hand_back: true,
+        };
+        for (version, host) in [
+            (Version::HTTP_11, None),
+            (Version::HTTP_2, None),
+            (Version::HTTP_11, Some("orders")),
+            (Version::HTTP_2, Some("orders")),
+        ] {
+            let mut sent = request("/a", host);
+            *sent.version_mut() = version;
+            let Err(e) = clients.send(Box::new(sent), &to).await else {
+                panic!("{version:?}: answered by a closed port");
+            };
+            assert!(matches!(e.failure, SendFailure::Connect(_)), "{e}");
+            let back = e.request.expect("handed back");
+            assert_eq!(back.uri(), "/a", "{version:?} {host:?}");
+            let kept = back.headers().get(http::header::HOST);
+            assert_eq!(
+                kept.map(|h| h.to_str().unwrap()),
+                host,
+                "{version:?} {host:?}"
+            );
+        }
+    }
+
     #[test]
-    fn the_h2_authority_is_the_callers_and_host_does_not_go_on() {
+    fn the_h2_authority_is_the_callers() {
         let cases = [
             // (the request's target, its Host, the authority that goes on)
             ("http://orders/a", None, "orders"),
@@ -461,23 +531,21 @@ mod tests {
             ("/a", None, "127.0.0.1:9"),
         ];
         for (uri, host, expected) in cases {
-            let mut r = request(uri, host);
-            let authority = h2_authority(&mut r, "127.0.0.1:9").unwrap();
+            let r = request(uri, None);
+            let host = host.map(|h| HeaderValue::from_str(h).unwrap());
+            let authority = h2_authority(&r, host.as_ref(), "127.0.0.1:9").unwrap();
             assert_eq!(authority.as_str(), expected, "{uri} {host:?}");
-            assert!(
-                r.headers().get(http::header::HOST).is_none(),
-                "{uri} {host:?}"
-            );
         }
-        let mut r = request("/a", Some("not a host"));
-        let e = h2_authority(&mut r, "127.0.0.1:9").unwrap_err();
+        let host = HeaderValue::from_static("not a host");
+        let r = request("/a", None);
+        let e = h2_authority(&r, Some(&host), "127.0.0.1:9").unwrap_err();
         assert!(
             matches!(e, SendFailure::Downstream(ref m) if m.contains("not a host")),
             "{e:?}"
         );
-        let mut r = request("/a", None);
+        let r = request("/a", None);
         assert!(matches!(
-            h2_authority(&mut r, "no address"),
+            h2_authority(&r, None, "no address"),
             Err(SendFailure::Connect(_))
         ));
     }

@@ -135,8 +135,13 @@ impl Outbound {
     ) -> Result<Sent<'r>, ProxyError> {
         // Errors and logs name the service as the CLI does (`orders.shop`).
         let service = reroute.named;
-        // A retryable request has no body, or one held whole (`replay`): each attempt
-        // is a copy of the head, with those bytes. Others are sent once, moved.
+        // A retryable request has no body, or one held whole (`replay`). Each attempt
+        // is a copy of the head (with those bytes) when an attempt that reached the
+        // instance may be retried (an answer takes the request) or the body is held.
+        // Otherwise (the default policy) the request itself goes, and comes back with
+        // a failure that lets it go again: a connect failure, a connection closed
+        // unanswered (`SendError::request`).
+        let copies = replay.is_some() || retry.is_some_and(RetryPolicy::retries_after_sending);
         let mut held = Some(request);
         let mut avoid: Option<String> = None;
         // The addresses that refused a connection of this request.
@@ -162,7 +167,7 @@ impl Outbound {
                 .ok_or_else(|| {
                     ProxyError::NoInstance(format!("no ready instance of service {service}"))
                 })?;
-            let request = match (&held, retry.is_some()) {
+            let request = match (&held, copies) {
                 (Some(request), true) => {
                     let mut copy = proxy::copy_request(request);
                     if let Some(bytes) = &replay {
@@ -255,8 +260,9 @@ impl Outbound {
                 Some(r) => policy::outcome(&outcome).is_some_and(|o| r.retries(o)),
             };
             // An attempt that would start with no time left would only answer 504
-            // for an answer already in hand.
-            if again && Instant::now() < deadline {
+            // for an answer already in hand; one whose request did not come back
+            // (a failure after its head, over HTTP/2 unasked) has nothing to send.
+            if again && held.is_some() && Instant::now() < deadline {
                 retries_left -= 1;
                 retries += 1;
                 tracing::debug!(%service, instance = %instance.id, "retrying on another instance");

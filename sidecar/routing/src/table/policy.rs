@@ -162,6 +162,13 @@ impl RetryPolicy {
         self.attempts
     }
 
+    /// Whether an attempt that reached the instance may go again: on a status, or on
+    /// a reset (the connection broke before or during the response). Otherwise only
+    /// a connect failure is retried, and nothing was sent then.
+    pub fn retries_after_sending(&self) -> bool {
+        self.reset || !self.statuses.is_empty()
+    }
+
     /// Whether an attempt that ended this way may be tried again elsewhere (while
     /// attempts are left): `ConnectFailure` (no connection), `Reset` (the connection
     /// broke before or during the response) or `Status` (the instance answered it).

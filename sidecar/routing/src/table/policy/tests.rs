@@ -74,6 +74,10 @@ fn the_default_retries_a_connect_failure_once_and_nothing_else() {
     assert!(r.retries(RetryOn::ConnectFailure));
     assert!(!r.retries(RetryOn::Reset));
     assert!(!r.retries(RetryOn::Status(503)));
+    assert!(
+        !r.retries_after_sending(),
+        "nothing was sent on a connect failure"
+    );
 }
 
 #[test]
@@ -98,6 +102,22 @@ fn retries_are_what_on_lists() {
     assert!(
         !r.retries(RetryOn::ConnectFailure),
         "listing `on` replaces the default"
+    );
+    assert!(r.retries_after_sending());
+    for on in ["[reset]", "[503]"] {
+        let t = table(&format!("  retries: {{attempts: 1, on: {on}}}\n"));
+        assert!(
+            t.policy("default", "orders")
+                .retry()
+                .retries_after_sending(),
+            "{on}"
+        );
+    }
+    let t = table("  retries: {attempts: 1, on: [connect-failure]}\n");
+    assert!(
+        !t.policy("default", "orders")
+            .retry()
+            .retries_after_sending()
     );
 }
 
