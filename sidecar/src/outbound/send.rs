@@ -191,7 +191,7 @@ impl Outbound {
                 instance: &instance.id,
                 address: &instance.address,
                 timeout: deadline.saturating_duration_since(Instant::now()),
-                // With a retry policy each attempt is a copy: the request is held.
+                // While attempts are copies the request is held: none need come back.
                 hand_back: held.is_none(),
             };
             let mut outcome = self.clients.send_to(request, &to, transport).await;

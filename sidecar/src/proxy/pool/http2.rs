@@ -129,14 +129,12 @@ impl Sender {
         let (head, body) = request.into_parts();
         let end = body.is_end_stream();
         let copy = (hand_back && end).then(|| crate::proxy::copy_head(&head));
-        let failed = |error| Failure {
-            error,
-            request: copy,
-        };
-        match self.exchange(head, body, end).await {
-            Ok(response) => Ok(response),
-            Err(error) => Err(failed(error)),
-        }
+        self.exchange(head, body, end)
+            .await
+            .map_err(|error| Failure {
+                error,
+                request: copy,
+            })
     }
 
     async fn exchange(
