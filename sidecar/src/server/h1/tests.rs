@@ -388,38 +388,17 @@ mod write {
             let body = Body::from(stream.boxed_unsync());
             // A slow reader over a pipe, and a socket (vectored writes: a piece with
             // the chunk-size line before it in one).
+            let upload = Upload::new(body, framing);
             let got = if tcp {
                 let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-                let mut near = tokio::net::TcpStream::connect(listener.local_addr().unwrap())
+                let near = tokio::net::TcpStream::connect(listener.local_addr().unwrap())
                     .await
                     .unwrap();
-                let (mut far, _) = listener.accept().await.unwrap();
-                let reader = tokio::spawn(async move {
-                    let mut got = Vec::new();
-                    far.read_to_end(&mut got).await.unwrap();
-                    got
-                });
-                let mut out = Outgoing::default();
-                let upload = Some(Upload::new(body, framing));
-                write_answer(&mut near, &mut out, upload, None, &mut BytesMut::new())
-                    .await
-                    .unwrap();
-                drop(near);
-                reader.await.unwrap()
+                let (far, _) = listener.accept().await.unwrap();
+                written_through(near, far, upload).await
             } else {
-                let (mut near, mut far) = tokio::io::duplex(1_000);
-                let reader = tokio::spawn(async move {
-                    let mut got = Vec::new();
-                    far.read_to_end(&mut got).await.unwrap();
-                    got
-                });
-                let mut out = Outgoing::default();
-                let upload = Some(Upload::new(body, framing));
-                write_answer(&mut near, &mut out, upload, None, &mut BytesMut::new())
-                    .await
-                    .unwrap();
-                drop(near);
-                reader.await.unwrap()
+                let (near, far) = tokio::io::duplex(1_000);
+                written_through(near, far, upload).await
             };
             let got = if chunked { dechunk(&got) } else { got };
             assert!(
@@ -427,6 +406,31 @@ mod write {
                 "chunked: {chunked}, tcp: {tcp}: the pieces went out out of order"
             );
         }
+    }
+
+    /// What `upload` looks like at the far end of `near`, read as it is written.
+    async fn written_through<W, R>(mut near: W, mut far: R, upload: Upload) -> Vec<u8>
+    where
+        W: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+        R: tokio::io::AsyncRead + Unpin + Send + 'static,
+    {
+        let reader = tokio::spawn(async move {
+            let mut got = Vec::new();
+            far.read_to_end(&mut got).await.unwrap();
+            got
+        });
+        let mut out = Outgoing::default();
+        write_answer(
+            &mut near,
+            &mut out,
+            Some(upload),
+            None,
+            &mut BytesMut::new(),
+        )
+        .await
+        .unwrap();
+        drop(near);
+        reader.await.unwrap()
     }
 
     fn dechunk(mut wire: &[u8]) -> Vec<u8> {
