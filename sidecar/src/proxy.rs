@@ -487,9 +487,7 @@ mod tests {
     /// gets its own, not the first one's.
     #[tokio::test]
     async fn a_refused_request_comes_back_without_the_address_it_was_given() {
-        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        let address = listener.local_addr().unwrap().to_string();
-        drop(listener);
+        let (_held, address) = pool::tests::refusing();
         let clients = Clients::new(Duration::from_secs(1), None);
         let to = Upstream {
             service: "orders",

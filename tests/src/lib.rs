@@ -589,6 +589,31 @@ pub fn echo_server() -> SocketAddr {
     addr
 }
 
+/// A loopback address that refuses every connection for as long as it lives: a
+/// socket bound there but not listening. A port bound from 0 and let go is not
+/// that: another test can take it, or a connect can pick it as its own source port
+/// and connect to itself (TCP simultaneous open), and a "closed" app then answers
+/// nothing at all.
+pub struct Refusing {
+    _socket: tokio::net::TcpSocket,
+    pub addr: SocketAddr,
+}
+
+impl Refusing {
+    pub fn bind() -> Refusing {
+        // No SO_REUSEADDR: no other socket can bind this port while it is held.
+        let socket = tokio::net::TcpSocket::new_v4().expect("a socket");
+        socket
+            .bind(SocketAddr::from(([127, 0, 0, 1], 0)))
+            .expect("bind");
+        let addr = socket.local_addr().expect("local addr");
+        Refusing {
+            _socket: socket,
+            addr,
+        }
+    }
+}
+
 /// Writes `content` to `dir/name` and returns the path as a string.
 pub fn write_file(dir: &Path, name: &str, content: &str) -> String {
     let path = dir.join(name);

@@ -428,9 +428,8 @@ fn a_replica_cut_off_from_etcd_passes_sidecars_and_the_cli_to_the_next_one() {
     let good = replica(dir.path(), &[&etcd]);
     apply(&good, dir.path(), "shared").assert_ok();
     // Its etcd endpoint is a port nothing listens on.
-    let dead = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let dead_endpoint = dead.local_addr().unwrap().to_string();
-    drop(dead);
+    let dead = graylane_tests::Refusing::bind();
+    let dead_endpoint = dead.addr.to_string();
     let cut = ControlPlane::start_etcd_unready(dir.path(), &dead_endpoint, "/graylane-test", &[]);
     eventually(Duration::from_secs(10), "/ready to answer 503", || {
         (http_get(cut.http, "/ready").0 == 503).then_some(())

@@ -137,10 +137,9 @@ fn the_error_table() {
 fn failures_are_logged_at_most_once_a_second_with_the_count_of_the_others() {
     let dir = tempfile::tempdir().unwrap();
     let cp = ControlPlane::start(dir.path(), &[]);
-    // An app that is not there: nothing listens on this port any more.
-    let gone = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let app = gone.local_addr().unwrap();
-    drop(gone);
+    // An app that is not there: its port refuses connections.
+    let gone = graylane_tests::Refusing::bind();
+    let app = gone.addr;
     let orders = Sidecar::start(
         dir.path(),
         "orders-down",

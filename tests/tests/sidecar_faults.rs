@@ -393,15 +393,6 @@ fn a_drain_ends_when_the_last_tunnel_closes() {
     assert!(started.elapsed() < Duration::from_secs(10));
 }
 
-/// A free port on loopback that nothing listens on: connecting there is refused.
-fn closed_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 #[test]
 fn a_post_whose_connection_never_came_up_goes_to_another_instance() {
     let dir = tempfile::tempdir().unwrap();
@@ -409,7 +400,8 @@ fn a_post_whose_connection_never_came_up_goes_to_another_instance() {
     let app = DemoApp::start(dir.path(), "orders", "v1", None);
     let _live = orders_sidecar(dir.path(), &cp, app.addr, &[]);
     // A registered instance whose address refuses connections (its pod just died).
-    let dead = format!("127.0.0.1:{}", closed_port());
+    let refusing = graylane_tests::Refusing::bind();
+    let dead = refusing.addr.to_string();
     let _dead = Sidecar::start(
         dir.path(),
         "orders-dead",

@@ -276,12 +276,9 @@ async fn the_sidecars_own_errors_reach_a_grpc_client_as_grpc_statuses() {
 async fn a_failing_grpc_upstream_is_counted_as_failing_by_the_calling_sidecar() {
     let dir = tempfile::tempdir().unwrap();
     let cp = ControlPlane::start(dir.path(), &[]);
-    let closed = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .to_string();
-    let (broken, frontend) = two_sidecars(dir.path(), &cp, "broken", closed, &[]).await;
+    let closed = graylane_tests::Refusing::bind();
+    let (broken, frontend) =
+        two_sidecars(dir.path(), &cp, "broken", closed.addr.to_string(), &[]).await;
     let channel = through(&frontend, "http://broken").await;
     let failed = DiscoveryClient::new(channel)
         .issue_certificate(Request::new(

@@ -100,10 +100,7 @@ fn the_apps_probes_are_made_on_loopback_for_the_kubelet() {
     let up = graylane_tests::DemoApp::start(dir.path(), "orders", "v1", None);
     let failing =
         graylane_tests::DemoApp::start_with(dir.path(), "orders", "v1", None, &["--status", "500"]);
-    let closed = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap();
+    let closed = graylane_tests::Refusing::bind();
     // An app that redirects: /moved to /ok (200), /broken to /fail (500). The kubelet
     // follows redirects on the same host; so does the sidecar.
     let redirecting = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
@@ -134,7 +131,7 @@ fn the_apps_probes_are_made_on_loopback_for_the_kubelet() {
         "/app-health/orders/livez": {"port": up.addr.port(), "path": "/healthz",
             "headers": [{"name": "X-Probe", "value": "kubelet"}]},
         "/app-health/orders/readyz": {"port": failing.addr.port(), "path": "/ready"},
-        "/app-health/orders/startupz": {"port": closed.port(), "path": "/"},
+        "/app-health/orders/startupz": {"port": closed.addr.port(), "path": "/"},
         "/app-health/moved/livez": {"port": redirects.port(), "path": "/moved"},
         "/app-health/broken/livez": {"port": redirects.port(), "path": "/broken"},
     })

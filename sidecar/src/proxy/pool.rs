@@ -322,4 +322,4 @@ async fn sweep(pool: Weak<Mutex<Map>>) {
 }
 
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;

@@ -14,6 +14,16 @@ use crate::identity::{Config, Issued, unix_now};
 /// busy until the body is read.
 const BIG: usize = 4 << 20;
 
+/// A loopback address that refuses connections while the socket lives: bound, not
+/// listening, without SO_REUSEADDR. A port bound from 0 and let go can be taken by
+/// another test, or picked as a connect's own source port (a self-connect).
+pub(crate) fn refusing() -> (tokio::net::TcpSocket, String) {
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.bind(([127, 0, 0, 1], 0).into()).unwrap();
+    let address = socket.local_addr().unwrap().to_string();
+    (socket, address)
+}
+
 /// A server on port 0 answering `ok` (`/big`: [`BIG`] bytes); counts the connections it accepted, then
 /// those it closed. With `close_after_one`, it drops each connection soon after
 /// its first answer without saying so (no `Connection: close`), like a server
@@ -145,9 +155,7 @@ async fn a_connection_the_server_dropped_is_replaced_without_an_error() {
 
 #[tokio::test]
 async fn a_refused_connect_says_nothing_was_sent() {
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let address = listener.local_addr().unwrap().to_string();
-    drop(listener);
+    let (_held, address) = refusing();
     let pool = Pool::new(Duration::from_secs(1), None);
     match pool.send_http1(plain(&address), get()).await {
         Err(Failure {
@@ -466,9 +474,7 @@ async fn a_burst_of_h2_requests_to_a_new_destination_makes_one_connection() {
     }
     assert_eq!(server.accepted.load(Ordering::SeqCst), 1);
     // Those that waited on a connect that failed get its error, without trying again.
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let refused = listener.local_addr().unwrap().to_string();
-    drop(listener);
+    let (_held, refused) = refusing();
     for answer in burst(&pool, &refused, None, 8).await {
         let text = answer.unwrap_err();
         assert!(
