@@ -1,0 +1,14 @@
+//! graylane's own HTTP/2 layer (issue 15), built as HAProxy's is: streams as state
+//! inside their connection, headers encoded in place, no task or allocation per
+//! stream. On the sidecar's HTTP/2 and gRPC hops `h2` (with hyper's pieces around it)
+//! is most of the user-space work (`bench/README.md`), which is why the throughput
+//! bars of issue 15 wait for this layer.
+//!
+//! Pure so far: no I/O, no runtime, no dependencies; each part is tested against its
+//! RFC's examples and against what a hostile peer can send.
+//!
+//! - [`frame`]: frames read, checked and written (RFC 9113 §4, §6);
+//! - [`hpack`]: header compression (RFC 7541).
+
+pub mod frame;
+pub mod hpack;
