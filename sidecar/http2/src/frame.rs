@@ -157,6 +157,9 @@ pub enum Frame<'a> {
         end_stream: bool,
         end_headers: bool,
         fragment: &'a [u8],
+        /// Its priority names the stream itself: a stream error (RFC 9113 §5.3.1),
+        /// once the block is decoded, which HPACK needs whatever becomes of it.
+        self_dependent: bool,
     },
     Priority {
         stream: u32,
@@ -233,15 +236,10 @@ impl<'a> Frame<'a> {
             kind::HEADERS => {
                 on_stream("a HEADERS frame on stream 0")?;
                 let mut fragment = unpad(head.flags, payload)?;
+                let mut self_dependent = false;
                 if head.flags & flag::PRIORITY != 0 {
                     let (priority, rest) = split_priority(fragment)?;
-                    if priority.depends_on == stream {
-                        return Err(Error {
-                            reason: Reason::PROTOCOL_ERROR,
-                            stream: Some(stream),
-                            what: "a stream that depends on itself",
-                        });
-                    }
+                    self_dependent = priority.depends_on == stream;
                     fragment = rest;
                 }
                 Frame::Headers {
@@ -249,6 +247,7 @@ impl<'a> Frame<'a> {
                     end_stream: head.flags & flag::END_STREAM != 0,
                     end_headers: head.flags & flag::END_HEADERS != 0,
                     fragment,
+                    self_dependent,
                 }
             }
             kind::PRIORITY => {

@@ -8,7 +8,9 @@
 //! RFC's examples and against what a hostile peer can send.
 //!
 //! - [`frame`]: frames read, checked and written (RFC 9113 §4, §6);
-//! - [`hpack`]: header compression (RFC 7541).
+//! - [`hpack`]: header compression (RFC 7541);
+//! - [`server`]: the server side of a connection, streams and flow control.
 
 pub mod frame;
 pub mod hpack;
+pub mod server;

@@ -60,7 +60,8 @@ fn every_frame_written_reads_back_as_it_went() {
                 stream: 3,
                 end_stream: false,
                 end_headers: true,
-                fragment: b"block"
+                fragment: b"block",
+                self_dependent: false,
             },
             Frame::Settings {
                 ack: false,
@@ -106,6 +107,7 @@ fn a_large_header_block_goes_as_headers_then_continuations_and_joins_back() {
                 end_stream: true,
                 end_headers,
                 fragment,
+                ..
             } => {
                 assert_eq!((i, *end_headers, fragment.len()), (0, false, 16_384));
                 joined.extend_from_slice(fragment);
@@ -150,7 +152,8 @@ fn padding_and_priority_are_removed_and_padding_counts_against_the_window() {
             stream: 3,
             end_stream: false,
             end_headers: true,
-            fragment: b"block"
+            fragment: b"block",
+            self_dependent: false,
         })
     );
     // The reserved bit of the stream id is ignored (§4.1).
@@ -187,10 +190,6 @@ fn malformed_frames_get_the_error_code_and_scope_the_rfc_gives() {
         (
             raw(kind::HEADERS, 0x4, 0, b"x"),
             (Reason::PROTOCOL_ERROR, connection),
-        ),
-        (
-            raw(kind::HEADERS, 0x20, 3, b"\0\0\0\x03\x10"),
-            (Reason::PROTOCOL_ERROR, Some(3)),
         ),
         (
             raw(kind::HEADERS, 0x20, 3, b"\0\0"),
@@ -343,4 +342,19 @@ fn random_frames_parse_or_are_refused_without_panicking() {
             let _ = Settings::default().apply(payload);
         }
     }
+}
+
+/// A HEADERS frame whose priority names its own stream is read (its block must still
+/// be decoded) and marked: the stream error is the connection's to raise.
+#[test]
+fn a_headers_frame_depending_on_itself_is_read_and_marked() {
+    let bytes = raw(kind::HEADERS, 0x20 | 0x4, 3, b"\0\0\0\x03\x10block");
+    assert!(matches!(
+        one(&bytes),
+        Ok(Frame::Headers {
+            fragment: b"block",
+            self_dependent: true,
+            ..
+        })
+    ));
 }

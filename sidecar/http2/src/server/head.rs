@@ -1,0 +1,224 @@
+//! A request's header block made into a request head, with RFC 9113 §8's rules on
+//! what a request may carry checked once, here: field names in lowercase, no
+//! connection-specific fields, `te` only as `trailers`, the pseudo-header fields a
+//! request needs, each once and before the others.
+
+use http::header::{HeaderName, HeaderValue};
+use http::request::Parts;
+use http::uri::{Authority, PathAndQuery, Scheme};
+use http::{HeaderMap, Method, Request, Uri};
+
+use crate::hpack::{self, Decoder, Field};
+
+/// What a size limit counts per field on top of its name and value (RFC 9113 §6.5.2).
+const FIELD_OVERHEAD: usize = 32;
+
+/// A header block read as a request head or as trailers.
+#[derive(Debug)]
+pub(crate) enum Read<T> {
+    Valid(T),
+    /// Not a valid request: the stream is reset with PROTOCOL_ERROR (§8.1.1).
+    Malformed(&'static str),
+    /// Over this end's `SETTINGS_MAX_HEADER_LIST_SIZE`: answered 431.
+    TooLarge,
+}
+
+/// The pseudo-header fields of a request, as they came.
+#[derive(Default)]
+struct Pseudo {
+    method: Option<Method>,
+    scheme: Option<Scheme>,
+    authority: Option<Authority>,
+    path: Option<PathAndQuery>,
+    protocol: Option<HeaderValue>,
+}
+
+/// Decodes a request's header block. An `Err` is the decoder's: the connection is
+/// out of step with its peer and ends (COMPRESSION_ERROR).
+pub(crate) fn request(
+    decoder: &mut Decoder,
+    block: &[u8],
+    limit: usize,
+) -> Result<Read<Parts>, hpack::Error> {
+    let mut pseudo = Pseudo::default();
+    let mut headers = HeaderMap::new();
+    let mut regular = false;
+    let read = fields(decoder, block, limit, |field| {
+        if let Some(name) = field.name.strip_prefix(b":") {
+            if regular {
+                return Err("a pseudo-header field after a regular one");
+            }
+            return pseudo.take(name, field.value);
+        }
+        regular = true;
+        regular_field(field, &mut headers)
+    })?;
+    Ok(match read {
+        Read::Valid(()) => match pseudo.into_head(headers) {
+            Ok(parts) => Read::Valid(parts),
+            Err(why) => Read::Malformed(why),
+        },
+        Read::Malformed(why) => Read::Malformed(why),
+        Read::TooLarge => Read::TooLarge,
+    })
+}
+
+/// Decodes a trailer block: regular fields only (§8.1).
+pub(crate) fn trailers(
+    decoder: &mut Decoder,
+    block: &[u8],
+    limit: usize,
+) -> Result<Read<HeaderMap>, hpack::Error> {
+    let mut headers = HeaderMap::new();
+    let read = fields(decoder, block, limit, |field| {
+        if field.name.first() == Some(&b':') {
+            return Err("a pseudo-header field in trailers");
+        }
+        regular_field(field, &mut headers)
+    })?;
+    Ok(match read {
+        Read::Valid(()) => Read::Valid(headers),
+        Read::Malformed(why) => Read::Malformed(why),
+        Read::TooLarge => Read::TooLarge,
+    })
+}
+
+/// Decodes a whole block (HPACK needs every field), handing each to `take` until
+/// one is refused or the list goes over `limit`.
+fn fields(
+    decoder: &mut Decoder,
+    block: &[u8],
+    limit: usize,
+    mut take: impl FnMut(Field<'_>) -> Result<(), &'static str>,
+) -> Result<Read<()>, hpack::Error> {
+    let mut size = 0;
+    let mut fault = None;
+    decoder.decode(block, |field| {
+        size += field.name.len() + field.value.len() + FIELD_OVERHEAD;
+        if fault.is_none() && size <= limit {
+            fault = take(field).err();
+        }
+    })?;
+    Ok(if size > limit {
+        Read::TooLarge
+    } else if let Some(why) = fault {
+        Read::Malformed(why)
+    } else {
+        Read::Valid(())
+    })
+}
+
+fn regular_field(field: Field<'_>, headers: &mut HeaderMap) -> Result<(), &'static str> {
+    if field.name.iter().any(u8::is_ascii_uppercase) {
+        return Err("a field name with uppercase letters");
+    }
+    let name = HeaderName::from_bytes(field.name).map_err(|_| "a field name not a token")?;
+    if is_connection_specific(&name) {
+        return Err("a connection-specific field");
+    }
+    if name == http::header::TE && field.value != b"trailers" {
+        return Err("te other than trailers");
+    }
+    let mut value =
+        HeaderValue::from_bytes(field.value).map_err(|_| "a field value with NUL, CR or LF")?;
+    // Kept never-indexed on the next hop too (RFC 7541 §7.1.3).
+    value.set_sensitive(field.sensitive);
+    headers.append(name, value);
+    Ok(())
+}
+
+/// The fields HTTP/2 forbids (§8.2.2): they belong to an HTTP/1.1 connection.
+fn is_connection_specific(name: &HeaderName) -> bool {
+    use http::header::{CONNECTION, TRANSFER_ENCODING, UPGRADE};
+    name == CONNECTION
+        || name == TRANSFER_ENCODING
+        || name == UPGRADE
+        || name.as_str() == "keep-alive"
+        || name.as_str() == "proxy-connection"
+}
+
+impl Pseudo {
+    fn take(&mut self, name: &[u8], value: &[u8]) -> Result<(), &'static str> {
+        fn once<T>(
+            slot: &mut Option<T>,
+            value: Option<T>,
+            bad: &'static str,
+        ) -> Result<(), &'static str> {
+            if slot.is_some() {
+                return Err("a pseudo-header field twice");
+            }
+            *slot = Some(value.ok_or(bad)?);
+            Ok(())
+        }
+        match name {
+            b"method" => once(
+                &mut self.method,
+                Method::from_bytes(value).ok(),
+                "an invalid :method",
+            ),
+            b"scheme" => once(
+                &mut self.scheme,
+                Scheme::try_from(value).ok(),
+                "an invalid :scheme",
+            ),
+            b"authority" => once(
+                &mut self.authority,
+                Authority::try_from(value).ok(),
+                "an invalid :authority",
+            ),
+            b"path" => once(
+                &mut self.path,
+                PathAndQuery::try_from(value)
+                    .ok()
+                    .filter(|_| !value.is_empty()),
+                "an empty or invalid :path",
+            ),
+            b"protocol" => once(
+                &mut self.protocol,
+                HeaderValue::from_bytes(value).ok(),
+                "an invalid :protocol",
+            ),
+            _ => Err("an unknown pseudo-header field"),
+        }
+    }
+
+    fn into_head(self, headers: HeaderMap) -> Result<Parts, &'static str> {
+        let method = self.method.ok_or("no :method")?;
+        let (mut parts, ()) = Request::new(()).into_parts();
+        let uri = if method == Method::CONNECT && self.protocol.is_none() {
+            // A tunnel (§8.5): :authority alone.
+            if self.scheme.is_some() || self.path.is_some() {
+                return Err("a CONNECT with :scheme or :path");
+            }
+            let authority = self.authority.ok_or("a CONNECT without :authority")?;
+            Uri::from(authority)
+        } else {
+            if self.protocol.is_some() && method != Method::CONNECT {
+                return Err(":protocol on a method other than CONNECT");
+            }
+            let scheme = self.scheme.ok_or("no :scheme")?;
+            let path = self.path.ok_or("no :path")?;
+            // A URI cannot hold a scheme without an authority: a request that names
+            // none (its `host` field may) keeps the path alone, as h2 does.
+            let uri = match self.authority {
+                Some(authority) => Uri::builder().scheme(scheme).authority(authority),
+                None => Uri::builder(),
+            };
+            uri.path_and_query(path)
+                .build()
+                .map_err(|_| "a request target that is not a URI")?
+        };
+        if let Some(protocol) = self.protocol {
+            parts.extensions.insert(Protocol(protocol));
+        }
+        parts.method = method;
+        parts.uri = uri;
+        parts.version = http::Version::HTTP_2;
+        parts.headers = headers;
+        Ok(parts)
+    }
+}
+
+/// An extended CONNECT's `:protocol` (RFC 8441), in the request's extensions.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Protocol(pub HeaderValue);
