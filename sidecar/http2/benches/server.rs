@@ -8,6 +8,9 @@
 //! best of five runs of 20,000. `SERVER=ours|h2 REQUESTS=N` runs one server for N
 //! requests and nothing else, for callgrind. Results in bench/README.md.
 
+// The bench's report is its output.
+#![allow(clippy::print_stdout)]
+
 use std::time::Instant;
 
 use bytes::Bytes;

@@ -9,8 +9,11 @@
 //!
 //! - [`frame`]: frames read, checked and written (RFC 9113 §4, §6);
 //! - [`hpack`]: header compression (RFC 7541);
-//! - [`server`]: the server side of a connection, streams and flow control.
+//! - a connection, either end (`conn.rs`: streams and flow control), as [`server`]
+//!   and as [`client`].
 
+pub mod client;
+mod conn;
 pub mod frame;
 pub mod hpack;
 pub mod server;

@@ -5,6 +5,9 @@ use crate::frame::{self, DEFAULT_MAX_FRAME_SIZE, Frame, HEAD_LEN, Head, Reason, 
 use crate::hpack::encode_field;
 
 use super::*;
+use crate::conn::RESETS_BEYOND_FINISHED;
+use crate::frame::setting;
+use http::HeaderMap;
 
 /// Events as the tests compare them.
 #[derive(Debug, PartialEq)]

@@ -1,12 +1,12 @@
-//! A request's header block made into a request head, with RFC 9113 §8's rules on
-//! what a request may carry checked once, here: field names in lowercase, no
-//! connection-specific fields, `te` only as `trailers`, the pseudo-header fields a
-//! request needs, each once and before the others.
+//! Header blocks made into request heads, response heads and trailers, with RFC
+//! 9113 §8's rules on what a message may carry checked once, here: field names in
+//! lowercase, no connection-specific fields, `te` only as `trailers`, the
+//! pseudo-header fields each message needs, each once and before the others.
 
 use http::header::{HeaderName, HeaderValue};
 use http::request::Parts;
 use http::uri::{Authority, PathAndQuery, Scheme};
-use http::{HeaderMap, Method, Request, Uri};
+use http::{HeaderMap, Method, Request, Response, StatusCode, Uri, response};
 
 use crate::hpack::{self, Decoder, Field};
 
@@ -17,7 +17,7 @@ const FIELD_OVERHEAD: usize = 32;
 #[derive(Debug)]
 pub(crate) enum Read<T> {
     Valid(T),
-    /// Not a valid request: the stream is reset with PROTOCOL_ERROR (§8.1.1).
+    /// Not a valid message: the stream is reset with PROTOCOL_ERROR (§8.1.1).
     Malformed(&'static str),
     /// Over this end's `SETTINGS_MAX_HEADER_LIST_SIZE`: answered 431.
     TooLarge,
@@ -35,7 +35,7 @@ struct Pseudo {
 
 /// Decodes a request's header block. An `Err` is the decoder's: the connection is
 /// out of step with its peer and ends (COMPRESSION_ERROR).
-pub(crate) fn request(
+pub(crate) fn request_head(
     decoder: &mut Decoder,
     block: &[u8],
     limit: usize,
@@ -57,6 +57,55 @@ pub(crate) fn request(
         Read::Valid(()) => match pseudo.into_head(headers) {
             Ok(parts) => Read::Valid(parts),
             Err(why) => Read::Malformed(why),
+        },
+        Read::Malformed(why) => Read::Malformed(why),
+        Read::TooLarge => Read::TooLarge,
+    })
+}
+
+/// Decodes a response's header block: `:status` alone of the pseudo-header fields,
+/// first. 101 is not HTTP/2's (§8.6).
+pub(crate) fn response_head(
+    decoder: &mut Decoder,
+    block: &[u8],
+    limit: usize,
+) -> Result<Read<response::Parts>, hpack::Error> {
+    let mut status = None;
+    let mut headers = HeaderMap::new();
+    let mut regular = false;
+    let read = fields(decoder, block, limit, |field| {
+        if field.name.first() == Some(&b':') {
+            if regular {
+                return Err("a pseudo-header field after a regular one");
+            }
+            if field.name != b":status" {
+                return Err("a pseudo-header field other than :status in a response");
+            }
+            if status.is_some() {
+                return Err("a pseudo-header field twice");
+            }
+            status = Some(
+                StatusCode::from_bytes(field.value)
+                    .ok()
+                    .filter(|_| field.value.len() == 3)
+                    .ok_or("an invalid :status")?,
+            );
+            return Ok(());
+        }
+        regular = true;
+        regular_field(field, &mut headers)
+    })?;
+    Ok(match read {
+        Read::Valid(()) => match status {
+            None => Read::Malformed("no :status"),
+            Some(StatusCode::SWITCHING_PROTOCOLS) => Read::Malformed("a 101 over HTTP/2"),
+            Some(status) => {
+                let (mut parts, ()) = Response::new(()).into_parts();
+                parts.status = status;
+                parts.version = http::Version::HTTP_2;
+                parts.headers = headers;
+                Read::Valid(parts)
+            }
         },
         Read::Malformed(why) => Read::Malformed(why),
         Read::TooLarge => Read::TooLarge,
@@ -222,3 +271,21 @@ impl Pseudo {
 /// An extended CONNECT's `:protocol` (RFC 8441), in the request's extensions.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Protocol(pub HeaderValue);
+
+/// A message's `content-length`: none, or one value all its fields agree on.
+pub(crate) fn content_length(headers: &HeaderMap) -> Result<Option<u64>, ()> {
+    let mut length = None;
+    for value in headers.get_all(http::header::CONTENT_LENGTH) {
+        let n: u64 = value
+            .to_str()
+            .ok()
+            .filter(|s| !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit()))
+            .and_then(|s| s.parse().ok())
+            .ok_or(())?;
+        if length.is_some_and(|l| l != n) {
+            return Err(());
+        }
+        length = Some(n);
+    }
+    Ok(length)
+}

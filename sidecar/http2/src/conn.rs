@@ -1,0 +1,702 @@
+//! One HTTP/2 connection, sans I/O, either end: bytes from the peer go in
+//! ([`Connection::recv`]), what they mean comes out as [`Event`]s, and what the
+//! connection must send collects in one buffer ([`Connection::output`]) for the
+//! caller to write. Streams are entries in the connection's own table, not tasks
+//! or channels: a request costs a table entry and its head, as in HAProxy.
+//!
+//! Everything RFC 9113 asks of either end is decided here, once: the preface and
+//! the first SETTINGS, stream states and ids, both directions of flow control,
+//! header blocks in one piece (nothing between a HEADERS and its CONTINUATIONs),
+//! trailers, `content-length` against the DATA that came, and what each fault
+//! costs: the stream (RST_STREAM) or the connection (GOAWAY). What differs by end
+//! (whose streams, what a head is) is the [`Role`]: `server.rs` and `client.rs`.
+//!
+//! Limits a hostile peer meets: a header block's encoded size while its
+//! CONTINUATIONs come (the CONTINUATION flood), and resets of streams beyond the
+//! streams it let finish (the rapid reset attack): both end the connection with
+//! ENHANCE_YOUR_CALM. Frames on a stream that ended are ignored rather than
+//! tracked per stream (RFC 9113 §5.1 lets an end that reset a stream ignore what
+//! is still in flight on it); their DATA still counts against the connection's
+//! window, which is given back at once.
+
+use std::collections::HashMap;
+
+use http::{HeaderMap, request, response};
+
+use crate::frame::{self, Frame, HEAD_LEN, Head, MAX_WINDOW, Reason, Settings};
+use crate::hpack::{self, Decoder};
+
+mod head;
+mod send;
+
+pub use self::head::Protocol;
+pub(crate) use self::head::{Read, content_length, request_head, response_head, trailers};
+pub(crate) use self::send::encode_headers;
+
+/// Resets of open streams a peer may make beyond the streams it let finish: a
+/// browser cancelling navigations or a gRPC client cancelling calls stays far below;
+/// a rapid reset attack (CVE-2023-44487) goes past it within a second.
+pub(crate) const RESETS_BEYOND_FINISHED: usize = 1000;
+
+/// The settings this end advertises, and holds its peer to.
+#[derive(Debug, Clone, Copy)]
+pub struct Config {
+    /// Streams the peer may open at once (a client's peer opens none: push is off).
+    pub max_concurrent_streams: u32,
+    /// Each stream's receive window.
+    pub initial_window_size: u32,
+    /// The connection's receive window (raised from 65,535 by a WINDOW_UPDATE).
+    pub connection_window_size: u32,
+    /// The largest frame accepted.
+    pub max_frame_size: u32,
+    /// The largest header list accepted, counted as RFC 9113 §6.5.2 does.
+    pub max_header_list_size: u32,
+    /// Extended CONNECT (RFC 8441), offered by a server.
+    pub enable_connect_protocol: bool,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            max_concurrent_streams: 100,
+            initial_window_size: 65_535,
+            connection_window_size: 65_535,
+            max_frame_size: 16_384,
+            max_header_list_size: 64 * 1024,
+            enable_connect_protocol: false,
+        }
+    }
+}
+
+/// What the peer's bytes meant.
+#[derive(Debug)]
+pub enum Event<'a> {
+    /// (Server) A request's head; with `end_stream` it has no body.
+    Request {
+        stream: u32,
+        head: request::Parts,
+        end_stream: bool,
+    },
+    /// (Server) A request whose header list is over the limit: to be answered 431.
+    /// Its body, if any, is dropped here.
+    TooLarge { stream: u32 },
+    /// (Client) An interim response (1xx, not 101): the final one is still to come.
+    Informational { stream: u32, head: response::Parts },
+    /// (Client) A response's head; with `end_stream` it has no body.
+    Response {
+        stream: u32,
+        head: response::Parts,
+        end_stream: bool,
+    },
+    /// Some of a message's body. The caller gives the window back with
+    /// [`Connection::release`] once it has passed the bytes on.
+    Data {
+        stream: u32,
+        data: &'a [u8],
+        end_stream: bool,
+    },
+    /// A message's trailers: its body is complete.
+    Trailers { stream: u32, trailers: HeaderMap },
+    /// A message this end refused as malformed (RFC 9113 §8.1.1), and why: it was
+    /// reset with PROTOCOL_ERROR and nothing else of it comes.
+    Malformed { stream: u32, what: &'static str },
+    /// The peer reset the stream, or the stream broke a rule (then this end has
+    /// sent the RST_STREAM). Whatever handles it stops. REFUSED_STREAM, and a
+    /// client's stream above a GOAWAY's last, were not processed: safe to send
+    /// again, whatever the method.
+    Reset { stream: u32, reason: Reason },
+    /// The peer opened a send window: the stream's, or all of them (stream 0).
+    WindowUpdate { stream: u32 },
+    /// The answer to a PING this end sent.
+    PingAck { data: [u8; 8] },
+    /// The peer is leaving: streams above `last_stream` were not processed by it.
+    GoAway { last_stream: u32, reason: Reason },
+}
+
+/// The connection has ended on an error: the GOAWAY saying so is in the output,
+/// to be written before the socket closes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConnectionError {
+    pub reason: Reason,
+    pub what: &'static str,
+}
+
+impl std::fmt::Display for ConnectionError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} (error code {:#x})", self.what, self.reason.0)
+    }
+}
+
+impl std::error::Error for ConnectionError {}
+
+/// A send on a stream that cannot take it: unknown (finished or reset), or its
+/// direction already ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct StreamGone {
+    pub stream: u32,
+}
+
+impl std::fmt::Display for StreamGone {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "stream {} is closed for sending", self.stream)
+    }
+}
+
+impl std::error::Error for StreamGone {}
+
+/// What differs between the two ends of a connection.
+pub trait Role: Sized + private::Sealed {
+    /// A header block on `stream` that is not trailers: a new request (server), a
+    /// response's head (client).
+    #[doc(hidden)]
+    fn head(
+        conn: &mut Connection<Self>,
+        block: Whole<'_>,
+        on: &mut dyn FnMut(Event<'_>),
+    ) -> Result<(), ConnectionError>;
+
+    /// Whether the peer may send a HEADERS frame on `stream` at all.
+    #[doc(hidden)]
+    fn peer_may_send_headers(stream: u32) -> bool;
+
+    /// Whether `stream` was never opened: a frame on it is a connection error.
+    #[doc(hidden)]
+    fn is_idle(conn: &Connection<Self>, stream: u32) -> bool;
+}
+
+mod private {
+    pub trait Sealed {}
+    impl Sealed for crate::server::Server {}
+    impl Sealed for crate::client::Client {}
+}
+
+/// A whole header block and what its first frame said.
+#[doc(hidden)]
+#[derive(Debug)]
+pub struct Whole<'a> {
+    pub(crate) stream: u32,
+    pub(crate) end_stream: bool,
+    pub(crate) self_dependent: bool,
+    pub(crate) block: &'a [u8],
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Phase {
+    /// (Server) Waiting for the client's preface.
+    Preface,
+    /// Waiting for the peer's first SETTINGS.
+    Settings,
+    Open,
+    /// Ended on an error; nothing more is read.
+    Failed,
+}
+
+/// One stream's state: each direction open or not, and its windows.
+#[derive(Debug)]
+pub(crate) struct Stream {
+    pub(crate) recv_open: bool,
+    pub(crate) send_open: bool,
+    /// The head came (a request's, a final response's): a header block now is
+    /// trailers.
+    pub(crate) head_received: bool,
+    /// (Client) The request was a HEAD: its response has no body.
+    pub(crate) head_request: bool,
+    /// What the peer may still send before a WINDOW_UPDATE.
+    pub(crate) recv_window: i64,
+    /// Bytes passed on but not yet given back to the peer.
+    pub(crate) recv_unacked: u32,
+    /// What this end may still send.
+    pub(crate) send_window: i64,
+    /// The body bytes `content-length` says are still to come.
+    pub(crate) remaining: Option<u64>,
+    /// (Server) The request went over the header list limit: its body is dropped.
+    pub(crate) discard: bool,
+}
+
+/// A header block being received: HEADERS, then CONTINUATIONs until END_HEADERS.
+#[derive(Debug)]
+struct Block {
+    stream: u32,
+    end_stream: bool,
+    self_dependent: bool,
+}
+
+/// One HTTP/2 connection; `R` says which end: [`crate::server::Connection`],
+/// [`crate::client::Connection`].
+#[derive(Debug)]
+pub struct Connection<R> {
+    role: std::marker::PhantomData<R>,
+    pub(crate) config: Config,
+    pub(crate) phase: Phase,
+    pub(crate) peer: Settings,
+    pub(crate) decoder: Decoder,
+    pub(crate) streams: HashMap<u32, Stream>,
+    /// The highest stream the peer opened (a server's clients').
+    pub(crate) last_stream: u32,
+    /// (Client) The next stream this end opens.
+    pub(crate) next_stream: u32,
+    /// Set once this end sent a GOAWAY: streams above it are ignored.
+    pub(crate) going_away: Option<u32>,
+    /// Set once the peer sent one: no new stream is opened.
+    pub(crate) peer_going_away: bool,
+    block: Option<Block>,
+    /// The header block so far (kept between blocks, so its allocation is reused).
+    fragments: Vec<u8>,
+    pub(crate) recv_window: i64,
+    pub(crate) recv_unacked: u32,
+    pub(crate) send_window: i64,
+    pub(crate) finished: usize,
+    resets: usize,
+    pub(crate) out: Vec<u8>,
+    pub(crate) written: usize,
+    pub(crate) scratch: Vec<u8>,
+}
+
+impl<R: Role> Connection<R> {
+    /// A connection in `phase` whose opening bytes (`out`) are written already.
+    pub(crate) fn with(config: Config, phase: Phase, out: Vec<u8>) -> Self {
+        let default = Settings::default().initial_window_size;
+        Connection {
+            role: std::marker::PhantomData,
+            config,
+            phase,
+            peer: Settings::default(),
+            decoder: Decoder::default(),
+            streams: HashMap::new(),
+            last_stream: 0,
+            next_stream: 1,
+            going_away: None,
+            peer_going_away: false,
+            block: None,
+            fragments: Vec::new(),
+            recv_window: i64::from(config.connection_window_size),
+            recv_unacked: 0,
+            send_window: i64::from(default),
+            finished: 0,
+            resets: 0,
+            out,
+            written: 0,
+            scratch: Vec::new(),
+        }
+    }
+
+    /// Reads what it can of `input` (whole frames), handing what they mean to `on`,
+    /// and says how many bytes it used: the rest is an incomplete frame, to be given
+    /// again with more bytes after it.
+    pub fn recv(
+        &mut self,
+        input: &[u8],
+        on: &mut dyn FnMut(Event<'_>),
+    ) -> Result<usize, ConnectionError> {
+        let mut used = 0;
+        if self.phase == Phase::Failed {
+            return Ok(input.len());
+        }
+        if self.phase == Phase::Preface {
+            let preface = crate::server::PREFACE;
+            let n = input.len().min(preface.len());
+            if input[..n] != preface[..n] {
+                return Err(self.fail(Reason::PROTOCOL_ERROR, "not an HTTP/2 client preface"));
+            }
+            if n < preface.len() {
+                return Ok(0);
+            }
+            used = preface.len();
+            self.phase = Phase::Settings;
+        }
+        while input.len() - used >= HEAD_LEN {
+            let bytes: [u8; HEAD_LEN] = input[used..used + HEAD_LEN]
+                .try_into()
+                .unwrap_or([0; HEAD_LEN]);
+            let head = Head::parse(bytes, self.config.max_frame_size as usize)
+                .map_err(|e| self.fail(e.reason, e.what))?;
+            let end = used + HEAD_LEN + head.len;
+            if input.len() < end {
+                break;
+            }
+            self.frame(head, &input[used + HEAD_LEN..end], on)?;
+            used = end;
+        }
+        Ok(used)
+    }
+
+    fn frame(
+        &mut self,
+        head: Head,
+        payload: &[u8],
+        on: &mut dyn FnMut(Event<'_>),
+    ) -> Result<(), ConnectionError> {
+        if let Some(block) = &self.block
+            && (head.kind != frame::kind::CONTINUATION || head.stream != block.stream)
+        {
+            return Err(self.fail(Reason::PROTOCOL_ERROR, "a frame inside a header block"));
+        }
+        let frame = match Frame::parse(head, payload) {
+            Ok(frame) => frame,
+            Err(e) => {
+                return match e.stream {
+                    Some(stream) => {
+                        self.refuse(stream, e.reason, on);
+                        Ok(())
+                    }
+                    None => Err(self.fail(e.reason, e.what)),
+                };
+            }
+        };
+        if self.phase == Phase::Settings {
+            if !matches!(frame, Frame::Settings { ack: false, .. }) {
+                return Err(self.fail(Reason::PROTOCOL_ERROR, "a first frame other than SETTINGS"));
+            }
+            self.phase = Phase::Open;
+        }
+        match frame {
+            Frame::Data {
+                stream,
+                end_stream,
+                data,
+                flow,
+            } => self.data(stream, end_stream, data, flow, on),
+            Frame::Headers {
+                stream,
+                end_stream,
+                end_headers,
+                fragment,
+                self_dependent,
+            } => {
+                if !R::peer_may_send_headers(stream) {
+                    return Err(self.fail(
+                        Reason::PROTOCOL_ERROR,
+                        "HEADERS on a stream the peer cannot use",
+                    ));
+                }
+                self.fragments.clear();
+                self.fragments.extend_from_slice(fragment);
+                self.block = Some(Block {
+                    stream,
+                    end_stream,
+                    self_dependent,
+                });
+                self.fragment_added(end_headers, on)
+            }
+            Frame::Continuation {
+                end_headers,
+                fragment,
+                ..
+            } => {
+                if self.block.is_none() {
+                    return Err(self.fail(
+                        Reason::PROTOCOL_ERROR,
+                        "a CONTINUATION outside a header block",
+                    ));
+                }
+                self.fragments.extend_from_slice(fragment);
+                self.fragment_added(end_headers, on)
+            }
+            Frame::RstStream { stream, reason } => {
+                if R::is_idle(self, stream) {
+                    return Err(self.fail(Reason::PROTOCOL_ERROR, "RST_STREAM on an idle stream"));
+                }
+                if self.streams.remove(&stream).is_some() {
+                    self.resets += 1;
+                    if self.resets > self.finished + RESETS_BEYOND_FINISHED {
+                        return Err(self.fail(Reason::ENHANCE_YOUR_CALM, "too many streams reset"));
+                    }
+                    on(Event::Reset { stream, reason });
+                }
+                Ok(())
+            }
+            Frame::Settings { ack: true, .. } => Ok(()),
+            Frame::Settings {
+                ack: false,
+                payload,
+            } => self.settings(payload, on),
+            // A server cannot receive one; a client said SETTINGS_ENABLE_PUSH 0.
+            Frame::PushPromise { .. } => Err(self.fail(Reason::PROTOCOL_ERROR, "a PUSH_PROMISE")),
+            Frame::Ping { ack: false, data } => {
+                frame::write_ping(true, data, &mut self.out);
+                Ok(())
+            }
+            Frame::Ping { ack: true, data } => {
+                on(Event::PingAck { data });
+                Ok(())
+            }
+            Frame::GoAway {
+                last_stream,
+                reason,
+                ..
+            } => {
+                self.peer_goes_away(last_stream, on);
+                on(Event::GoAway {
+                    last_stream,
+                    reason,
+                });
+                Ok(())
+            }
+            Frame::WindowUpdate { stream, increment } => self.window_update(stream, increment, on),
+            Frame::Priority { .. } | Frame::Unknown => Ok(()),
+        }
+    }
+
+    fn fragment_added(
+        &mut self,
+        end_headers: bool,
+        on: &mut dyn FnMut(Event<'_>),
+    ) -> Result<(), ConnectionError> {
+        // A block's encoded size is bounded by what it decodes to (an indexed
+        // field is at least 33 bytes decoded for its one): four times the limit
+        // is beyond any honest block.
+        if self.fragments.len() > 4 * self.config.max_header_list_size as usize + 1024 {
+            return Err(self.fail(Reason::ENHANCE_YOUR_CALM, "a header block without end"));
+        }
+        if !end_headers {
+            return Ok(());
+        }
+        let Some(Block {
+            stream,
+            end_stream,
+            self_dependent,
+        }) = self.block.take()
+        else {
+            return Ok(());
+        };
+        let fragments = std::mem::take(&mut self.fragments);
+        let whole = Whole {
+            stream,
+            end_stream,
+            self_dependent,
+            block: &fragments,
+        };
+        let trailers = self.streams.get(&stream).is_some_and(|s| s.head_received);
+        let result = if trailers {
+            self.trailers(whole, on)
+        } else {
+            R::head(self, whole, on)
+        };
+        self.fragments = fragments;
+        result
+    }
+
+    /// A header block after a stream's head: its trailers, which end it.
+    fn trailers(
+        &mut self,
+        whole: Whole<'_>,
+        on: &mut dyn FnMut(Event<'_>),
+    ) -> Result<(), ConnectionError> {
+        let Whole {
+            stream,
+            end_stream,
+            self_dependent,
+            block,
+        } = whole;
+        let read = self.decode(block, trailers)?;
+        let Some((recv_open, remaining, discard)) = self
+            .streams
+            .get(&stream)
+            .map(|s| (s.recv_open, s.remaining, s.discard))
+        else {
+            return Ok(());
+        };
+        if !recv_open {
+            self.refuse(stream, Reason::STREAM_CLOSED, on);
+            return Ok(());
+        }
+        match read {
+            Read::Valid(trailers) if end_stream && !self_dependent => {
+                if remaining.is_some_and(|n| n != 0) {
+                    self.refuse(stream, Reason::PROTOCOL_ERROR, on);
+                    return Ok(());
+                }
+                if !discard {
+                    on(Event::Trailers { stream, trailers });
+                }
+                self.recv_closed(stream);
+            }
+            _ => self.refuse(stream, Reason::PROTOCOL_ERROR, on),
+        }
+        Ok(())
+    }
+
+    fn data(
+        &mut self,
+        stream: u32,
+        end_stream: bool,
+        data: &[u8],
+        flow: usize,
+        on: &mut dyn FnMut(Event<'_>),
+    ) -> Result<(), ConnectionError> {
+        let flow32 = u32::try_from(flow).unwrap_or(u32::MAX);
+        if i64::from(flow32) > self.recv_window {
+            return Err(self.fail(
+                Reason::FLOW_CONTROL_ERROR,
+                "DATA beyond the connection window",
+            ));
+        }
+        self.recv_window -= i64::from(flow32);
+        let Some(state) = self.streams.get_mut(&stream) else {
+            if R::is_idle(self, stream) {
+                return Err(self.fail(Reason::PROTOCOL_ERROR, "DATA on an idle stream"));
+            }
+            // A stream that ended: its bytes count against the connection only.
+            self.release_connection(flow32);
+            return Ok(());
+        };
+        let fault = if !state.recv_open || !state.head_received {
+            Some(if state.recv_open {
+                Reason::PROTOCOL_ERROR
+            } else {
+                Reason::STREAM_CLOSED
+            })
+        } else if i64::from(flow32) > state.recv_window {
+            Some(Reason::FLOW_CONTROL_ERROR)
+        } else {
+            state.recv_window -= i64::from(flow32);
+            let len = data.len() as u64;
+            match &mut state.remaining {
+                Some(left) if len > *left || (end_stream && len != *left) => {
+                    Some(Reason::PROTOCOL_ERROR)
+                }
+                Some(left) => {
+                    *left -= len;
+                    None
+                }
+                None => None,
+            }
+        };
+        if let Some(reason) = fault {
+            self.release_connection(flow32);
+            self.refuse(stream, reason, on);
+            return Ok(());
+        }
+        let discard = state.discard;
+        // The padding is given back at once; the data once it is passed on.
+        let padding = flow32 - u32::try_from(data.len()).unwrap_or(flow32);
+        if padding > 0 {
+            self.release(stream, padding);
+        }
+        if discard {
+            self.release(stream, flow32 - padding);
+        } else {
+            on(Event::Data {
+                stream,
+                data,
+                end_stream,
+            });
+        }
+        if end_stream {
+            self.recv_closed(stream);
+        }
+        Ok(())
+    }
+
+    fn settings(
+        &mut self,
+        payload: &[u8],
+        on: &mut dyn FnMut(Event<'_>),
+    ) -> Result<(), ConnectionError> {
+        let before = self.peer.initial_window_size;
+        if let Err(e) = self.peer.apply(payload) {
+            return Err(self.fail(e.reason, e.what));
+        }
+        let delta = i64::from(self.peer.initial_window_size) - i64::from(before);
+        if delta != 0 {
+            for state in self.streams.values_mut() {
+                state.send_window += delta;
+                if state.send_window > i64::from(MAX_WINDOW) {
+                    return Err(self.fail(Reason::FLOW_CONTROL_ERROR, "a window above 2^31-1"));
+                }
+            }
+        }
+        frame::write_settings_ack(&mut self.out);
+        if delta > 0 {
+            on(Event::WindowUpdate { stream: 0 });
+        }
+        Ok(())
+    }
+
+    fn window_update(
+        &mut self,
+        stream: u32,
+        increment: u32,
+        on: &mut dyn FnMut(Event<'_>),
+    ) -> Result<(), ConnectionError> {
+        if stream == 0 {
+            self.send_window += i64::from(increment);
+            if self.send_window > i64::from(MAX_WINDOW) {
+                return Err(self.fail(Reason::FLOW_CONTROL_ERROR, "a window above 2^31-1"));
+            }
+            on(Event::WindowUpdate { stream });
+            return Ok(());
+        }
+        let Some(state) = self.streams.get_mut(&stream) else {
+            if R::is_idle(self, stream) {
+                return Err(self.fail(Reason::PROTOCOL_ERROR, "WINDOW_UPDATE on an idle stream"));
+            }
+            return Ok(());
+        };
+        state.send_window += i64::from(increment);
+        if state.send_window > i64::from(MAX_WINDOW) {
+            self.refuse(stream, Reason::FLOW_CONTROL_ERROR, on);
+            return Ok(());
+        }
+        on(Event::WindowUpdate { stream });
+        Ok(())
+    }
+
+    /// The peer's GOAWAY: streams this end opened above `last_stream` were not
+    /// processed, and end here as refused (safe to send elsewhere); no new one is
+    /// opened.
+    fn peer_goes_away(&mut self, last_stream: u32, on: &mut dyn FnMut(Event<'_>)) {
+        self.peer_going_away = true;
+        let mut unprocessed: Vec<u32> = self
+            .streams
+            .keys()
+            .copied()
+            .filter(|&id| {
+                id % 2 == self.next_stream % 2 && id > last_stream && id < self.next_stream
+            })
+            .collect();
+        unprocessed.sort_unstable();
+        for stream in unprocessed {
+            self.streams.remove(&stream);
+            on(Event::Reset {
+                stream,
+                reason: Reason::REFUSED_STREAM,
+            });
+        }
+    }
+
+    /// A stream error: the stream is reset and whoever handles it told.
+    pub(crate) fn refuse(&mut self, stream: u32, reason: Reason, on: &mut dyn FnMut(Event<'_>)) {
+        frame::write_rst_stream(stream, reason, &mut self.out);
+        if self.streams.remove(&stream).is_some() {
+            on(Event::Reset { stream, reason });
+        }
+    }
+
+    /// Decodes a whole header block with `read`, within this end's header list
+    /// limit. Every block is decoded, even one whose stream is dropped: HPACK's
+    /// table must stay in step with the peer's. A block that does not decode ends
+    /// the connection: nothing after it can be read.
+    pub(crate) fn decode<T>(
+        &mut self,
+        block: &[u8],
+        read: fn(&mut Decoder, &[u8], usize) -> Result<Read<T>, hpack::Error>,
+    ) -> Result<Read<T>, ConnectionError> {
+        let limit = self.config.max_header_list_size as usize;
+        read(&mut self.decoder, block, limit).map_err(|_| {
+            self.fail(
+                Reason::COMPRESSION_ERROR,
+                "a header block that does not decode",
+            )
+        })
+    }
+
+    /// A connection error: GOAWAY with the last stream processed, then nothing.
+    pub(crate) fn fail(&mut self, reason: Reason, what: &'static str) -> ConnectionError {
+        if self.phase != Phase::Failed {
+            self.phase = Phase::Failed;
+            frame::write_goaway(self.last_stream, reason, what.as_bytes(), &mut self.out);
+        }
+        ConnectionError { reason, what }
+    }
+}
