@@ -124,7 +124,7 @@ impl Connection {
         }
         for (name, value) in &head.headers {
             // `:authority` says it (RFC 9113 §8.3.1).
-            if name != header::HOST {
+            if name != header::HOST && conn::http2_field(name, value) {
                 encode_field(
                     name.as_str().as_bytes(),
                     value.as_bytes(),
@@ -142,8 +142,9 @@ impl Connection {
                 send_open: true,
                 head_received: false,
                 head_request: head.method == Method::HEAD,
-                recv_window: i64::from(self.config.initial_window_size),
+                recv_window: self.initial_recv_window(),
                 recv_unacked: 0,
+                unreleased: 0,
                 send_window: i64::from(self.peer.initial_window_size),
                 remaining: None,
                 discard: false,

@@ -12,9 +12,10 @@
 //! (whose streams, what a head is) is the [`Role`]: `server.rs` and `client.rs`.
 //!
 //! Limits a hostile peer meets: a header block's encoded size while its
-//! CONTINUATIONs come (the CONTINUATION flood), and resets of streams beyond the
-//! streams it let finish (the rapid reset attack): both end the connection with
-//! ENHANCE_YOUR_CALM. Frames on a stream that ended are ignored rather than
+//! CONTINUATIONs come (the CONTINUATION flood), and "glitches" beyond the streams it
+//! let finish: streams reset by either end (the rapid reset attack, and MadeYouReset,
+//! where the peer makes this end reset them), empty DATA and CONTINUATION frames.
+//! Both end the connection with ENHANCE_YOUR_CALM. Frames on a stream that ended are ignored rather than
 //! tracked per stream (RFC 9113 §5.1 lets an end that reset a stream ignore what
 //! is still in flight on it); their DATA still counts against the connection's
 //! window, which is given back at once.
@@ -31,12 +32,19 @@ mod send;
 
 pub use self::head::Protocol;
 pub(crate) use self::head::{Read, content_length, request_head, response_head, trailers};
-pub(crate) use self::send::encode_headers;
+pub(crate) use self::send::{encode_headers, http2_field};
 
-/// Resets of open streams a peer may make beyond the streams it let finish: a
+/// Glitches a peer may cause beyond the streams it let finish: streams reset by
+/// either end, empty DATA frames that do not end a stream, empty CONTINUATIONs. A
 /// browser cancelling navigations or a gRPC client cancelling calls stays far below;
-/// a rapid reset attack (CVE-2023-44487) goes past it within a second.
-pub(crate) const RESETS_BEYOND_FINISHED: usize = 1000;
+/// a rapid reset attack (CVE-2023-44487), MadeYouReset (CVE-2025-8671) or an empty
+/// frame flood (CVE-2019-9518) goes past it within a second.
+pub(crate) const GLITCHES_BEYOND_FINISHED: usize = 1000;
+/// The most fields a header block may hold: `HeaderMap` holds at most 32,768 names,
+/// and no honest message comes near this.
+pub(crate) const MAX_FIELDS: usize = 8192;
+/// The windows' size before SETTINGS say otherwise (RFC 9113 §6.9.2).
+const DEFAULT_WINDOW: u32 = 65_535;
 
 /// The settings this end advertises, and holds its peer to.
 #[derive(Debug, Clone, Copy)]
@@ -205,6 +213,10 @@ pub(crate) struct Stream {
     pub(crate) recv_window: i64,
     /// Bytes passed on but not yet given back to the peer.
     pub(crate) recv_unacked: u32,
+    /// Bytes handed to the caller in [`Event::Data`] and not yet released: given
+    /// back to the connection's window when the stream ends, whatever the caller
+    /// did with them.
+    pub(crate) unreleased: u32,
     /// What this end may still send.
     pub(crate) send_window: i64,
     /// The body bytes `content-length` says are still to come.
@@ -246,7 +258,10 @@ pub struct Connection<R> {
     pub(crate) recv_unacked: u32,
     pub(crate) send_window: i64,
     pub(crate) finished: usize,
-    resets: usize,
+    glitches: usize,
+    /// The peer acknowledged this end's SETTINGS: its windows apply. Before, the
+    /// peer may send as RFC 9113's defaults allow.
+    settings_acked: bool,
     pub(crate) out: Vec<u8>,
     pub(crate) written: usize,
     pub(crate) scratch: Vec<u8>,
@@ -269,11 +284,13 @@ impl<R: Role> Connection<R> {
             peer_going_away: false,
             block: None,
             fragments: Vec::new(),
-            recv_window: i64::from(config.connection_window_size),
+            // The connection's window cannot be lowered below 65,535 (§6.9.2).
+            recv_window: i64::from(config.connection_window_size.max(default)),
             recv_unacked: 0,
             send_window: i64::from(default),
             finished: 0,
-            resets: 0,
+            glitches: 0,
+            settings_acked: false,
             out,
             written: 0,
             scratch: Vec::new(),
@@ -331,10 +348,39 @@ impl<R: Role> Connection<R> {
         {
             return Err(self.fail(Reason::PROTOCOL_ERROR, "a frame inside a header block"));
         }
+        if self.phase == Phase::Settings {
+            if head.kind != frame::kind::SETTINGS || head.flags & 0x1 != 0 {
+                return Err(self.fail(Reason::PROTOCOL_ERROR, "a first frame other than SETTINGS"));
+            }
+            self.phase = Phase::Open;
+        }
+        let result = self.dispatch(head, payload, on);
+        if result.is_ok() && self.glitches > self.finished + GLITCHES_BEYOND_FINISHED {
+            return Err(self.fail(
+                Reason::ENHANCE_YOUR_CALM,
+                "too many streams reset or empty frames",
+            ));
+        }
+        result
+    }
+
+    fn dispatch(
+        &mut self,
+        head: Head,
+        payload: &[u8],
+        on: &mut dyn FnMut(Event<'_>),
+    ) -> Result<(), ConnectionError> {
         let frame = match Frame::parse(head, payload) {
             Ok(frame) => frame,
             Err(e) => {
                 return match e.stream {
+                    // RST_STREAM is never sent on an idle stream (§6.4): a frame
+                    // there other than PRIORITY is a connection error (§5.1).
+                    Some(stream)
+                        if head.kind != frame::kind::PRIORITY && R::is_idle(self, stream) =>
+                    {
+                        Err(self.fail(Reason::PROTOCOL_ERROR, e.what))
+                    }
                     Some(stream) => {
                         self.refuse(stream, e.reason, on);
                         Ok(())
@@ -343,12 +389,6 @@ impl<R: Role> Connection<R> {
                 };
             }
         };
-        if self.phase == Phase::Settings {
-            if !matches!(frame, Frame::Settings { ack: false, .. }) {
-                return Err(self.fail(Reason::PROTOCOL_ERROR, "a first frame other than SETTINGS"));
-            }
-            self.phase = Phase::Open;
-        }
         match frame {
             Frame::Data {
                 stream,
@@ -389,6 +429,9 @@ impl<R: Role> Connection<R> {
                         "a CONTINUATION outside a header block",
                     ));
                 }
+                if fragment.is_empty() && !end_headers {
+                    self.glitches += 1;
+                }
                 self.fragments.extend_from_slice(fragment);
                 self.fragment_added(end_headers, on)
             }
@@ -396,16 +439,16 @@ impl<R: Role> Connection<R> {
                 if R::is_idle(self, stream) {
                     return Err(self.fail(Reason::PROTOCOL_ERROR, "RST_STREAM on an idle stream"));
                 }
-                if self.streams.remove(&stream).is_some() {
-                    self.resets += 1;
-                    if self.resets > self.finished + RESETS_BEYOND_FINISHED {
-                        return Err(self.fail(Reason::ENHANCE_YOUR_CALM, "too many streams reset"));
-                    }
+                if self.remove(stream) {
+                    self.glitches += 1;
                     on(Event::Reset { stream, reason });
                 }
                 Ok(())
             }
-            Frame::Settings { ack: true, .. } => Ok(()),
+            Frame::Settings { ack: true, .. } => {
+                self.settings_acked();
+                Ok(())
+            }
             Frame::Settings {
                 ack: false,
                 payload,
@@ -532,6 +575,9 @@ impl<R: Role> Connection<R> {
             ));
         }
         self.recv_window -= i64::from(flow32);
+        if flow == 0 && !end_stream {
+            self.glitches += 1;
+        }
         let Some(state) = self.streams.get_mut(&stream) else {
             if R::is_idle(self, stream) {
                 return Err(self.fail(Reason::PROTOCOL_ERROR, "DATA on an idle stream"));
@@ -567,15 +613,16 @@ impl<R: Role> Connection<R> {
             self.refuse(stream, reason, on);
             return Ok(());
         }
-        let discard = state.discard;
+        let len = u32::try_from(data.len()).unwrap_or(flow32);
         // The padding is given back at once; the data once it is passed on.
-        let padding = flow32 - u32::try_from(data.len()).unwrap_or(flow32);
-        if padding > 0 {
-            self.release(stream, padding);
-        }
-        if discard {
-            self.release(stream, flow32 - padding);
+        let padding = flow32 - len;
+        if state.discard {
+            self.credit(stream, flow32);
         } else {
+            state.unreleased += len;
+            if padding > 0 {
+                self.credit(stream, padding);
+            }
             on(Event::Data {
                 stream,
                 data,
@@ -657,7 +704,7 @@ impl<R: Role> Connection<R> {
             .collect();
         unprocessed.sort_unstable();
         for stream in unprocessed {
-            self.streams.remove(&stream);
+            self.remove(stream);
             on(Event::Reset {
                 stream,
                 reason: Reason::REFUSED_STREAM,
@@ -665,12 +712,59 @@ impl<R: Role> Connection<R> {
         }
     }
 
-    /// A stream error: the stream is reset and whoever handles it told.
+    /// A stream error: the stream is reset and whoever handles it told. It counts
+    /// as a glitch: a peer that makes this end reset streams costs it work each time
+    /// (MadeYouReset).
     pub(crate) fn refuse(&mut self, stream: u32, reason: Reason, on: &mut dyn FnMut(Event<'_>)) {
         frame::write_rst_stream(stream, reason, &mut self.out);
-        if self.streams.remove(&stream).is_some() {
+        self.glitches += 1;
+        if self.remove(stream) {
             on(Event::Reset { stream, reason });
         }
+    }
+
+    /// A stream refused before it was opened (its head malformed, or over the
+    /// stream limit): reset, and counted as a glitch.
+    pub(crate) fn refuse_new(&mut self, stream: u32, reason: Reason) {
+        frame::write_rst_stream(stream, reason, &mut self.out);
+        self.glitches += 1;
+    }
+
+    /// Takes a stream out of the table, giving the connection's window back what
+    /// the caller was handed and did not release: whatever handled the stream is
+    /// gone, and those bytes would be lost to every other stream. Later
+    /// [`Connection::release`] calls for it count for nothing.
+    pub(crate) fn remove(&mut self, stream: u32) -> bool {
+        let Some(state) = self.streams.remove(&stream) else {
+            return false;
+        };
+        if state.unreleased > 0 {
+            self.release_connection(state.unreleased);
+        }
+        true
+    }
+
+    /// The peer applied this end's SETTINGS: the streams open get this end's
+    /// window instead of the default they started with.
+    fn settings_acked(&mut self) {
+        if self.settings_acked {
+            return;
+        }
+        self.settings_acked = true;
+        let delta = i64::from(self.config.initial_window_size) - i64::from(DEFAULT_WINDOW);
+        for state in self.streams.values_mut() {
+            state.recv_window += delta;
+        }
+    }
+
+    /// A new stream's receive window: RFC 9113's default until the peer
+    /// acknowledged this end's SETTINGS (it may send that much before it knows).
+    pub(crate) fn initial_recv_window(&self) -> i64 {
+        i64::from(if self.settings_acked {
+            self.config.initial_window_size
+        } else {
+            DEFAULT_WINDOW
+        })
     }
 
     /// Decodes a whole header block with `read`, within this end's header list
@@ -695,7 +789,9 @@ impl<R: Role> Connection<R> {
     pub(crate) fn fail(&mut self, reason: Reason, what: &'static str) -> ConnectionError {
         if self.phase != Phase::Failed {
             self.phase = Phase::Failed;
-            frame::write_goaway(self.last_stream, reason, what.as_bytes(), &mut self.out);
+            // Never above a GOAWAY already sent (§6.8).
+            let last = self.going_away.unwrap_or(self.last_stream);
+            frame::write_goaway(last, reason, what.as_bytes(), &mut self.out);
         }
         ConnectionError { reason, what }
     }

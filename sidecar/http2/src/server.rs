@@ -88,7 +88,15 @@ impl Role for Server {
         // Decoded even when the stream is dropped (`Connection::decode`).
         let read = conn.decode(block, conn::request_head)?;
         if stream <= conn.last_stream {
-            // A stream already finished or reset: nothing more of it is taken.
+            // A request on a stream already used (or skipped, which closed it):
+            // ids only go up (§5.1.1). Anything else there is trailers that
+            // crossed this end's reset, and is dropped.
+            if matches!(read, Read::Valid(_)) {
+                return Err(conn.fail(
+                    Reason::PROTOCOL_ERROR,
+                    "a request on a stream id already used",
+                ));
+            }
             return Ok(());
         }
         conn.last_stream = stream;
@@ -101,24 +109,31 @@ impl Role for Server {
             send_open: true,
             head_received: true,
             head_request: false,
-            recv_window: i64::from(conn.config.initial_window_size),
+            recv_window: conn.initial_recv_window(),
             recv_unacked: 0,
+            unreleased: 0,
             send_window: i64::from(conn.peer.initial_window_size),
             remaining: None,
             discard: false,
         };
-        let read = if self_dependent {
-            Read::Malformed("a stream that depends on itself")
-        } else {
-            read
+        let read = match read {
+            _ if self_dependent => Read::Malformed("a stream that depends on itself"),
+            // Extended CONNECT only where this end offered it (RFC 8441 §3).
+            Read::Valid(head)
+                if !conn.config.enable_connect_protocol
+                    && head.extensions.get::<conn::Protocol>().is_some() =>
+            {
+                Read::Malformed(":protocol without SETTINGS_ENABLE_CONNECT_PROTOCOL")
+            }
+            read => read,
         };
         let malformed = |conn: &mut Connection, what, on: &mut dyn FnMut(Event<'_>)| {
-            frame::write_rst_stream(stream, Reason::PROTOCOL_ERROR, &mut conn.out);
+            conn.refuse_new(stream, Reason::PROTOCOL_ERROR);
             on(Event::Malformed { stream, what });
         };
         match read {
             _ if open >= conn.config.max_concurrent_streams as usize => {
-                frame::write_rst_stream(stream, Reason::REFUSED_STREAM, &mut conn.out);
+                conn.refuse_new(stream, Reason::REFUSED_STREAM);
             }
             Read::Malformed(what) => malformed(conn, what, on),
             Read::TooLarge => {

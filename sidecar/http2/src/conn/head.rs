@@ -8,6 +8,7 @@ use http::request::Parts;
 use http::uri::{Authority, PathAndQuery, Scheme};
 use http::{HeaderMap, Method, Request, Response, StatusCode, Uri, response};
 
+use super::MAX_FIELDS;
 use crate::hpack::{self, Decoder, Field};
 
 /// What a size limit counts per field on top of its name and value (RFC 9113 §6.5.2).
@@ -141,14 +142,16 @@ fn fields(
     mut take: impl FnMut(Field<'_>) -> Result<(), &'static str>,
 ) -> Result<Read<()>, hpack::Error> {
     let mut size = 0;
+    let mut count = 0;
     let mut fault = None;
     decoder.decode(block, |field| {
         size += field.name.len() + field.value.len() + FIELD_OVERHEAD;
-        if fault.is_none() && size <= limit {
+        count += 1;
+        if fault.is_none() && size <= limit && count <= MAX_FIELDS {
             fault = take(field).err();
         }
     })?;
-    Ok(if size > limit {
+    Ok(if size > limit || count > MAX_FIELDS {
         Read::TooLarge
     } else if let Some(why) = fault {
         Read::Malformed(why)
@@ -168,8 +171,21 @@ fn regular_field(field: Field<'_>, headers: &mut HeaderMap) -> Result<(), &'stat
     if name == http::header::TE && field.value != b"trailers" {
         return Err("te other than trailers");
     }
-    let mut value =
-        HeaderValue::from_bytes(field.value).map_err(|_| "a field value with NUL, CR or LF")?;
+    // §8.2.1: no whitespace around a value (an HTTP/1.1 hop would strip it, and
+    // two hops would then disagree on it).
+    if field
+        .value
+        .first()
+        .is_some_and(|b| matches!(b, b' ' | b'\t'))
+        || field
+            .value
+            .last()
+            .is_some_and(|b| matches!(b, b' ' | b'\t'))
+    {
+        return Err("a field value with whitespace around it");
+    }
+    let mut value = HeaderValue::from_bytes(field.value)
+        .map_err(|_| "a field value with a control character")?;
     // Kept never-indexed on the next hop too (RFC 7541 §7.1.3).
     value.set_sensitive(field.sensitive);
     headers.append(name, value);
@@ -177,7 +193,7 @@ fn regular_field(field: Field<'_>, headers: &mut HeaderMap) -> Result<(), &'stat
 }
 
 /// The fields HTTP/2 forbids (§8.2.2): they belong to an HTTP/1.1 connection.
-fn is_connection_specific(name: &HeaderName) -> bool {
+pub(crate) fn is_connection_specific(name: &HeaderName) -> bool {
     use http::header::{CONNECTION, TRANSFER_ENCODING, UPGRADE};
     name == CONNECTION
         || name == TRANSFER_ENCODING
@@ -217,10 +233,11 @@ impl Pseudo {
             ),
             b"path" => once(
                 &mut self.path,
+                // Origin form, or `*` (for OPTIONS: checked with the method).
                 PathAndQuery::try_from(value)
                     .ok()
-                    .filter(|_| !value.is_empty()),
-                "an empty or invalid :path",
+                    .filter(|_| value.first() == Some(&b'/') || value == b"*"),
+                "a :path neither absolute nor *",
             ),
             b"protocol" => once(
                 &mut self.protocol,
@@ -240,6 +257,10 @@ impl Pseudo {
                 return Err("a CONNECT with :scheme or :path");
             }
             let authority = self.authority.ok_or("a CONNECT without :authority")?;
+            // A tunnel's target is a host and a port (RFC 9110 §9.3.6).
+            if authority.port().is_none() {
+                return Err("a CONNECT without a port");
+            }
             Uri::from(authority)
         } else {
             if self.protocol.is_some() && method != Method::CONNECT {
@@ -247,6 +268,24 @@ impl Pseudo {
             }
             let scheme = self.scheme.ok_or("no :scheme")?;
             let path = self.path.ok_or("no :path")?;
+            if path.as_str() == "*" && method != Method::OPTIONS {
+                return Err(":path * on a method other than OPTIONS");
+            }
+            // §8.3.1: no userinfo in an http or https authority, and a `host` that
+            // names another is malformed: a hop routing by one and the next by the
+            // other would disagree on where the request goes.
+            if let Some(authority) = &self.authority {
+                if authority.as_str().contains('@') {
+                    return Err("an :authority with userinfo");
+                }
+                let named = authority.as_str().as_bytes();
+                if headers
+                    .get(http::header::HOST)
+                    .is_some_and(|host| !host.as_bytes().eq_ignore_ascii_case(named))
+                {
+                    return Err("a host field other than :authority");
+                }
+            }
             // A URI cannot hold a scheme without an authority: a request that names
             // none (its `host` field may) keeps the path alone, as h2 does.
             let uri = match self.authority {

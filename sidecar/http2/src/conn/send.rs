@@ -13,6 +13,18 @@ impl<R: Role> Connection<R> {
     /// peer streaming a body sends on without waiting and without a frame per DATA
     /// frame.
     pub fn release(&mut self, stream: u32, n: u32) {
+        // A stream that ended gave its bytes back then.
+        let Some(state) = self.streams.get_mut(&stream) else {
+            return;
+        };
+        let n = n.min(state.unreleased);
+        state.unreleased -= n;
+        self.credit(stream, n);
+    }
+
+    /// Gives `n` bytes back to the connection's window and, while the peer may
+    /// still send on it, the stream's.
+    pub(crate) fn credit(&mut self, stream: u32, n: u32) {
         self.release_connection(n);
         let half = self.config.initial_window_size / 2;
         if let Some(state) = self.streams.get_mut(&stream)
@@ -106,7 +118,7 @@ impl<R: Role> Connection<R> {
 
     /// Resets a stream (its handler failed, or gave up on the peer's body).
     pub fn reset(&mut self, stream: u32, reason: Reason) {
-        if self.streams.remove(&stream).is_some() {
+        if self.remove(stream) {
             frame::write_rst_stream(stream, reason, &mut self.out);
         }
     }
@@ -146,6 +158,11 @@ impl<R: Role> Connection<R> {
         if self.written == self.out.len() {
             self.out.clear();
             self.written = 0;
+        } else if self.written > 16 * 1024 && self.written * 2 > self.out.len() {
+            // A writer that never drains the buffer to the end would keep what it
+            // wrote forever: moved out once it is most of the buffer.
+            self.out.drain(..self.written);
+            self.written = 0;
         }
     }
 
@@ -160,7 +177,7 @@ impl<R: Role> Connection<R> {
         if let Some(state) = self.streams.get_mut(&stream) {
             state.recv_open = false;
             if !state.send_open {
-                self.streams.remove(&stream);
+                self.remove(stream);
                 self.finished += 1;
             }
         }
@@ -170,16 +187,21 @@ impl<R: Role> Connection<R> {
         if let Some(state) = self.streams.get_mut(&stream) {
             state.send_open = false;
             if !state.recv_open {
-                self.streams.remove(&stream);
+                self.remove(stream);
                 self.finished += 1;
             }
         }
     }
 }
 
-/// Regular fields, never-indexed where the value is marked sensitive.
+/// Regular fields, never-indexed where the value is marked sensitive. Those of an
+/// HTTP/1.1 connection are left out (RFC 9113 §8.2.2: a peer resets the stream
+/// over them), and `te` unless it is `trailers`.
 pub(crate) fn encode_headers(headers: &HeaderMap, dst: &mut Vec<u8>) {
     for (name, value) in headers {
+        if !http2_field(name, value) {
+            continue;
+        }
         encode_field(
             name.as_str().as_bytes(),
             value.as_bytes(),
@@ -187,4 +209,9 @@ pub(crate) fn encode_headers(headers: &HeaderMap, dst: &mut Vec<u8>) {
             dst,
         );
     }
+}
+
+/// Whether a field may go in an HTTP/2 message (§8.2.2).
+pub(crate) fn http2_field(name: &http::HeaderName, value: &http::HeaderValue) -> bool {
+    !super::head::is_connection_specific(name) && (name != http::header::TE || value == "trailers")
 }

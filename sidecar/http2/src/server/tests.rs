@@ -5,7 +5,7 @@ use crate::frame::{self, DEFAULT_MAX_FRAME_SIZE, Frame, HEAD_LEN, Head, Reason, 
 use crate::hpack::encode_field;
 
 use super::*;
-use crate::conn::RESETS_BEYOND_FINISHED;
+use crate::conn::GLITCHES_BEYOND_FINISHED;
 use crate::frame::setting;
 use http::HeaderMap;
 
@@ -480,7 +480,7 @@ fn a_rapid_reset_flood_ends_the_connection_and_cancelled_calls_do_not() {
     assert_eq!(
         ended,
         Some((
-            u32::try_from(RESETS_BEYOND_FINISHED).unwrap(),
+            u32::try_from(GLITCHES_BEYOND_FINISHED).unwrap(),
             Reason::ENHANCE_YOUR_CALM
         ))
     );
