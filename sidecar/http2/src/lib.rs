@@ -4,8 +4,10 @@
 //! is most of the user-space work (`bench/README.md`), which is why the throughput
 //! bars of issue 15 wait for this layer.
 //!
-//! Pure so far: no I/O, no runtime, no dependencies; each part is tested against its
-//! RFC's examples and against what a hostile peer can send.
+//! Sans I/O: no runtime, and no dependency but `http` for the heads; the sidecar's
+//! inbound listeners drive the server end (`sidecar/src/server/h2.rs`). Each part is
+//! tested against its RFC's examples, against the real `h2` over in-memory
+//! connections, and against what a hostile peer can send.
 //!
 //! - [`frame`]: frames read, checked and written (RFC 9113 §4, §6);
 //! - [`hpack`]: header compression (RFC 7541);

@@ -15,7 +15,7 @@ use super::BoxError;
 use super::coalesce::Coalesce;
 use super::pool::ResponseBody;
 use super::streams::Received;
-use crate::server::RequestBody;
+use crate::server::{H2RequestBody, RequestBody};
 
 pub(crate) enum Body {
     /// Nothing: a body-less request's copy, a response without content.
@@ -32,6 +32,9 @@ pub(crate) enum Body {
     Upstream(ResponseBody),
     /// A body as h2 received it (see `streams`), merged the same way.
     ReceivedH2(Coalesce<Received>),
+    /// A request body as the sidecar's own HTTP/2 server receives it
+    /// (`server::h2`), merged the same way.
+    ReceivedOwnH2(Coalesce<H2RequestBody>),
     /// Anything else: an error's text, a retried request's body held whole.
     Boxed(UnsyncBoxBody<Bytes, BoxError>),
 }
@@ -47,6 +50,10 @@ impl std::fmt::Debug for Body {
 impl Body {
     pub(crate) fn received_h2(body: Received) -> Self {
         Self::ReceivedH2(Coalesce::new(body))
+    }
+
+    pub(crate) fn received_own_h2(body: H2RequestBody) -> Self {
+        Self::ReceivedOwnH2(Coalesce::new(body))
     }
 }
 
@@ -70,6 +77,7 @@ impl HttpBody for Body {
             Self::Upstream(body) => Pin::new(body).poll_frame(cx),
             Self::Downstream(body) => Pin::new(body).poll_frame(cx),
             Self::ReceivedH2(body) => Pin::new(body).poll_frame(cx),
+            Self::ReceivedOwnH2(body) => Pin::new(body).poll_frame(cx),
             Self::Boxed(body) => Pin::new(body).poll_frame(cx),
         }
     }
@@ -81,6 +89,7 @@ impl HttpBody for Body {
             Self::Upstream(body) => body.is_end_stream(),
             Self::Downstream(body) => body.is_end_stream(),
             Self::ReceivedH2(body) => body.is_end_stream(),
+            Self::ReceivedOwnH2(body) => body.is_end_stream(),
             Self::Boxed(body) => body.is_end_stream(),
         }
     }
@@ -92,6 +101,7 @@ impl HttpBody for Body {
             Self::Upstream(body) => body.size_hint(),
             Self::Downstream(body) => body.size_hint(),
             Self::ReceivedH2(body) => body.size_hint(),
+            Self::ReceivedOwnH2(body) => body.size_hint(),
             Self::Boxed(body) => body.size_hint(),
         }
     }

@@ -34,7 +34,7 @@ use crate::transparent::{OriginalDst, Transparent};
 /// connections.
 pub(super) struct Protocols {
     pub(super) h1: http1::Builder,
-    pub(super) h2: ::h2::server::Builder,
+    pub(super) h2: graylane_http2::server::Config,
 }
 
 /// A connection's tunnel or HTTP serving, on the heap (see [`Connection::run`]).

@@ -1,82 +1,130 @@
-//! HTTP/2 from clients on `h2` itself, not hyper's server.
+//! HTTP/2 from clients on graylane-http2's connection (sans I/O), driven here: no
+//! task, channel or slab entry per stream, and nothing of h2 or hyper.
 //!
-//! hyper's server spawns a task for every stream (a 128-byte-aligned task cell, a trip
-//! through the scheduler) and wraps each request body in a type that locks a mutex per
-//! DATA frame for its keep-alive bookkeeping. Here, on a current-thread runtime (one
-//! worker, `--concurrency 1`), a connection's streams are futures of the connection's
-//! own task, polled only when woken (`FuturesUnordered`), as Envoy keeps a
-//! connection's streams on the worker that owns it. With several workers each stream
-//! still gets a task of its own, so one client's connection is not held to one core.
+//! One task per connection reads the socket into the connection, acts on what it
+//! says, polls the handlers' futures (each stream's [`incoming::Answer`], in a
+//! `FuturesUnordered`, as Envoy keeps a connection's streams on the worker that
+//! owns it) and the answers' bodies, and writes what the connection has to send. A
+//! request body is shared with its handler ([`Incoming`]): the window goes back to
+//! the client as the handler's upstream takes the bytes, so a slow upstream slows
+//! the client down instead of the sidecar buffering for it. Reading and pumping
+//! pause while more than [`HIGH_WATER`] bytes wait to be written.
 //!
-//! What hyper's server did on the way is done here as it did it: a client's reset
-//! drops the handler's future (the upstream request is cancelled with it), the
-//! response's connection-specific headers are dropped (h2 refuses to send them), a
-//! `Date` is added where the response has none, `Content-Length` is set from an exact
-//! body size, a `CONNECT` gets its stream as the tunnel once answered 2xx, and a
-//! PING every 30 s closes a connection whose client is gone.
+//! What hyper's server and h2 did on the way is done here as they did it: a client's
+//! reset drops the handler's future (the upstream request is cancelled with it), the
+//! response's connection-specific fields are dropped, a `Date` is added where the
+//! response has none, `Content-Length` is set from an exact body size, the answer to
+//! a HEAD is its head alone, a `CONNECT` gets its stream as a tunnel once answered
+//! 2xx, a header list over the limit is answered 431, a handler's error resets the
+//! stream as not processed (REFUSED_STREAM), and a PING every 30 s closes a
+//! connection whose client is gone.
 
+use std::collections::HashMap;
 use std::fmt::Display;
 use std::future::Future;
+use std::io;
 use std::pin::Pin;
+use std::sync::Arc;
 use std::task::{Context, Poll, ready};
 
-use ::h2::server::{Builder, Connection, Handshake, SendResponse};
-use ::h2::{Reason, RecvStream};
-use bytes::Bytes;
+use bytes::{Buf, Bytes, BytesMut};
 use futures_util::stream::{FuturesUnordered, Stream as _};
-use http::{HeaderValue, Method, Request, Response, header};
+use futures_util::task::AtomicWaker;
+use graylane_http2::frame::Reason;
+use graylane_http2::server::{Config, Connection, Event};
+use http::{HeaderMap, HeaderValue, Method, Request, Response, header, request};
 use hyper::body::Body as HttpBody;
 use tokio::io::{AsyncRead, AsyncWrite, DuplexStream};
 use tokio::sync::oneshot;
 
+use self::incoming::{Answer, Shared};
+use self::keep_alive::KeepAlive;
 use super::{H2_MAX_HEADER_LIST, MAX_CONCURRENT_STREAMS};
-use crate::proxy::streams::{KeepAlive, Pump, Pumped, Received, content_length};
+use crate::proxy::streams::content_length;
 use crate::proxy::upgrade::H2Tunnel;
 use crate::proxy::{
     Body, BoxError, H2_CONNECTION_WINDOW, H2_STREAM_WINDOW, Message, strip_hop_by_hop,
 };
 
+mod incoming;
+mod keep_alive;
 mod tunnel;
 
-/// hyper's server defaults, kept: 400 KiB of a response body buffered per stream past
-/// the client's window, and locally reset streams per connection before it is given
-/// up. h2's own limit on streams reset before they are accepted (20) stays as it is.
-const MAX_SEND_BUFFER: usize = 400 * 1024;
-const MAX_LOCAL_RESETS: usize = 1024;
+pub(crate) use self::incoming::Incoming;
+
+/// Bytes waiting to be written past which the connection stops reading and pumping
+/// answers until the client takes them: hyper's server kept 400 KiB per stream past
+/// the window; one bound for the connection is enough.
+const HIGH_WATER: usize = 256 * 1024;
+/// Read from the socket at a time.
+const READ_CHUNK: usize = 16 * 1024;
 
 /// The HTTP/2 settings of a listener, shared by its connections.
-pub(super) fn builder() -> Builder {
-    let mut builder = Builder::new();
-    builder
-        .max_concurrent_streams(MAX_CONCURRENT_STREAMS)
-        .initial_window_size(H2_STREAM_WINDOW)
-        .initial_connection_window_size(H2_CONNECTION_WINDOW)
-        .max_header_list_size(H2_MAX_HEADER_LIST)
-        .max_send_buffer_size(MAX_SEND_BUFFER)
-        .max_local_error_reset_streams(Some(MAX_LOCAL_RESETS));
-    builder
+pub(super) fn builder() -> Config {
+    Config {
+        max_concurrent_streams: MAX_CONCURRENT_STREAMS,
+        initial_window_size: H2_STREAM_WINDOW,
+        connection_window_size: H2_CONNECTION_WINDOW,
+        max_frame_size: 16 * 1024,
+        max_header_list_size: H2_MAX_HEADER_LIST,
+        enable_connect_protocol: false,
+    }
 }
 
 /// One client's HTTP/2 connection: every request handed to `serve`, its answer sent
 /// back. Ends when the connection does; dropped, it drops the streams it holds.
 pub(super) struct Serving<T, S, F> {
-    state: State<T>,
+    io: T,
+    conn: Connection,
+    read: BytesMut,
     serve: S,
-    /// The streams this task runs (`inline`), while there are any: an empty
-    /// `FuturesUnordered` still holds a node the size of a stream's future (~1.5 KiB),
-    /// which an idle connection would keep for as long as it is open.
-    streams: Option<FuturesUnordered<Stream<F>>>,
-    inline: bool,
-    /// A graceful close asked for before the handshake was done.
-    close_pending: bool,
+    streams: HashMap<u32, Open>,
+    answers: FuturesUnordered<Answer<F>>,
+    /// This task, for the bodies to wake when they took bytes.
+    waker: Arc<AtomicWaker>,
+    keep_alive: KeepAlive,
+    /// What the connection said, kept between reads (its allocation reused).
+    events: Vec<Said>,
+    /// The client closed its side: nothing more comes.
+    read_closed: bool,
+    /// The connection failed: the GOAWAY goes out, then it ends with this.
+    failed: Option<BoxError>,
 }
 
-enum State<T> {
-    Handshaking(Handshake<T, Bytes>),
-    Serving {
-        connection: Connection<T, Bytes>,
-        keep_alive: KeepAlive,
-    },
+/// A stream's side in this task.
+struct Open {
+    shared: Arc<Shared>,
+    /// The answer's body, while it is sent.
+    sending: Option<Sending>,
+    /// The answer went out whole.
+    answered: bool,
+    /// The request was a HEAD: its answer ends with its head.
+    answers_head: bool,
+    /// A CONNECT's tunnel, handed to the handler once answered 2xx.
+    connect: Option<oneshot::Sender<DuplexStream>>,
+}
+
+/// An answer's body on its way: what it gave and the windows have not let go yet.
+struct Sending {
+    body: Body,
+    chunk: Bytes,
+    /// `chunk` is the body's last.
+    last: bool,
+}
+
+/// An event of the connection, its data owned.
+enum Said {
+    /// A stream to reset once `recv` is done (a CONNECT with a body).
+    Refuse(u32, Reason),
+    TooLarge(u32),
+    /// DATA that nobody reads: its window goes back at once.
+    Unread(u32, u32),
+    /// The request ended.
+    Ended(u32),
+    Trailers(u32, HeaderMap),
+    Reset(u32, Reason),
+    PingAck,
+    Other,
 }
 
 impl<T, S, F, E> Serving<T, S, F>
@@ -87,72 +135,311 @@ where
     E: Display,
 {
     /// Serves `io` (its first bytes the client's preface) with `serve`.
-    pub(super) fn new(builder: &Builder, io: T, serve: S) -> Self {
-        let inline = matches!(
-            tokio::runtime::Handle::current().runtime_flavor(),
-            tokio::runtime::RuntimeFlavor::CurrentThread
-        );
+    pub(super) fn new(config: &Config, io: T, serve: S) -> Self {
         Self {
-            state: State::Handshaking(builder.handshake(io)),
+            io,
+            conn: Connection::new(*config),
+            read: BytesMut::new(),
             serve,
-            streams: None,
-            inline,
-            close_pending: false,
+            streams: HashMap::new(),
+            answers: FuturesUnordered::new(),
+            waker: Arc::default(),
+            keep_alive: KeepAlive::new(),
+            events: Vec::new(),
+            read_closed: false,
+            failed: None,
         }
     }
 
     /// A GOAWAY: the streams open go on to their end, no new one is taken.
     pub(super) fn graceful_shutdown(&mut self) {
-        match &mut self.state {
-            State::Handshaking(_) => self.close_pending = true,
-            State::Serving { connection, .. } => connection.graceful_shutdown(),
+        self.conn.go_away();
+        self.waker.wake();
+    }
+
+    /// What the client's bytes said, acted on.
+    fn received(&mut self) {
+        let mut events = std::mem::take(&mut self.events);
+        let (streams, serve, answers, waker) = (
+            &mut self.streams,
+            &mut self.serve,
+            &mut self.answers,
+            &self.waker,
+        );
+        let result = self.conn.recv(&self.read, &mut |event| {
+            events.push(match event {
+                // Started here: DATA for it may follow in the same read.
+                Event::Request {
+                    stream,
+                    head,
+                    end_stream,
+                } => match start(serve, streams, answers, waker, stream, head, end_stream) {
+                    Some(reason) => Said::Refuse(stream, reason),
+                    None => Said::Other,
+                },
+                Event::TooLarge { stream } => Said::TooLarge(stream),
+                // Into the body's queue here, copied once from the read buffer.
+                Event::Data {
+                    stream,
+                    data,
+                    end_stream,
+                } => match streams.get(&stream) {
+                    Some(open) if open.shared.push(data, end_stream) => match end_stream {
+                        true => Said::Ended(stream),
+                        false => Said::Other,
+                    },
+                    _ => Said::Unread(stream, u32::try_from(data.len()).unwrap_or(u32::MAX)),
+                },
+                Event::Trailers { stream, trailers } => Said::Trailers(stream, trailers),
+                Event::Reset { stream, reason } => Said::Reset(stream, reason),
+                Event::Malformed { stream, what } => {
+                    tracing::debug!(stream, what, "malformed h2 request: reset");
+                    Said::Other
+                }
+                Event::PingAck { .. } => Said::PingAck,
+                _ => Said::Other,
+            });
+        });
+        match result {
+            Ok(used) => self.read.advance(used),
+            Err(e) => self.failed = Some(e.into()),
+        }
+        for said in events.drain(..) {
+            self.act(said);
+        }
+        self.events = events;
+    }
+
+    fn act(&mut self, said: Said) {
+        match said {
+            Said::Refuse(stream, reason) => self.conn.reset(stream, reason),
+            Said::TooLarge(stream) => {
+                let shared = Shared::new(Arc::clone(&self.waker), None, false);
+                shared.abandon();
+                self.streams.insert(stream, Open::new(shared, false));
+                let refusal = super::refuse(&super::checks::Refusal::HeadersTooLarge);
+                self.answer(stream, refusal);
+            }
+            Said::Unread(stream, len) => {
+                self.conn.release(stream, len);
+                self.settle(stream);
+            }
+            Said::Ended(stream) => self.settle(stream),
+            Said::Trailers(stream, trailers) => {
+                if let Some(open) = self.streams.get(&stream) {
+                    open.shared.trailers(trailers);
+                }
+                self.settle(stream);
+            }
+            Said::Reset(stream, reason) => {
+                if let Some(open) = self.streams.remove(&stream) {
+                    tracing::debug!(stream, ?reason, "client reset the stream");
+                    open.shared.reset(reason);
+                }
+            }
+            Said::PingAck => self.keep_alive.ponged(),
+            Said::Other => {}
         }
     }
-}
 
-/// A stream for a request h2 has accepted, run in this task (`inline`) or in one of
-/// its own.
-fn start<S, F, E>(
-    serve: &mut S,
-    streams: &mut Option<FuturesUnordered<Stream<F>>>,
-    inline: bool,
-    request: Request<RecvStream>,
-    mut reply: SendResponse<Bytes>,
-) where
-    S: FnMut(Request<Body>) -> F,
-    F: Future<Output = Result<Response<Body>, E>> + Send + 'static,
-    E: Display,
-{
-    let (mut head, recv) = request.into_parts();
-    let length = content_length(&head.headers);
-    let answers_head = head.method == Method::HEAD;
-    let (body, connect) = if head.method == Method::CONNECT {
-        // The stream is the tunnel: a CONNECT carries no body of its own.
-        if length.is_some_and(|n| n != 0) {
-            tracing::debug!("h2 CONNECT with a body: reset");
-            reply.send_reset(Reason::PROTOCOL_ERROR);
+    /// The handler's answer to `stream`: `None` if the client reset it first.
+    fn answered(&mut self, stream: u32, answer: Option<Result<Response<Body>, E>>) {
+        match answer {
+            None => {}
+            Some(Ok(response)) => self.answer(stream, response),
+            // Nothing was processed: the client may try again elsewhere.
+            Some(Err(e)) => {
+                tracing::debug!(error = %e, "request refused");
+                self.conn.reset(stream, Reason::REFUSED_STREAM);
+                self.forget(stream);
+            }
+        }
+    }
+
+    /// Sends `response` on `stream`: its head now, its body as the windows allow.
+    fn answer(&mut self, stream: u32, response: Response<Body>) {
+        let Some(open) = self.streams.get_mut(&stream) else {
+            return;
+        };
+        let (mut head, body) = response.into_parts();
+        // A response the sidecar made itself may carry `Connection: close`.
+        strip_hop_by_hop(&mut head.headers, Message::Response, false);
+        if let header::Entry::Vacant(date) = head.headers.entry(header::DATE) {
+            date.insert(super::date());
+        }
+        if let Some(opened) = open.connect.take()
+            && head.status.is_success()
+        {
+            head.headers.remove(header::CONTENT_LENGTH);
+            if self.conn.send_response(stream, &head, false).is_err() {
+                return self.forget(stream);
+            }
+            match tunnel::open(opened, Incoming(Arc::clone(&open.shared))) {
+                Some(body) => {
+                    open.sending = Some(Sending {
+                        body,
+                        chunk: Bytes::new(),
+                        last: false,
+                    });
+                }
+                None => {
+                    self.conn.reset(stream, Reason::CANCEL);
+                    self.forget(stream);
+                }
+            }
             return;
         }
-        let (tunnel, opened) = H2Tunnel::new();
-        head.extensions.insert(tunnel);
-        (Body::Empty, Some((recv, opened)))
-    } else if recv.is_end_stream() {
-        (Body::Empty, None)
-    } else {
-        (Body::received_h2(Received::new(recv, length)), None)
-    };
-    let stream = Stream::Answering {
-        answer: serve(Request::from_parts(head, body)),
-        reply,
-        connect,
-        answers_head,
-    };
-    if inline {
-        streams
-            .get_or_insert_with(FuturesUnordered::new)
-            .push(stream);
-    } else {
-        tokio::spawn(stream);
+        let empty = body.is_end_stream();
+        // For a HEAD too: the length the body would have had, as a GET would see it.
+        if !empty && let Some(length) = body.size_hint().exact() {
+            head.headers
+                .entry(header::CONTENT_LENGTH)
+                .or_insert_with(|| HeaderValue::from(length));
+        }
+        let end = empty || open.answers_head;
+        if self.conn.send_response(stream, &head, end).is_err() {
+            return self.forget(stream);
+        }
+        if end {
+            open.answered = true;
+            self.settle(stream);
+        } else {
+            open.sending = Some(Sending {
+                body,
+                chunk: Bytes::new(),
+                last: false,
+            });
+        }
+    }
+
+    /// The answers' bodies, as far as the windows and the output bound allow.
+    fn pump(&mut self, cx: &mut Context<'_>) -> bool {
+        let mut progress = false;
+        let mut finished = Vec::new();
+        for (&stream, open) in &mut self.streams {
+            let Some(sending) = &mut open.sending else {
+                continue;
+            };
+            let done = loop {
+                if self.conn.output().len() >= HIGH_WATER {
+                    break false;
+                }
+                if !sending.chunk.is_empty() || sending.last {
+                    if !sending.chunk.is_empty() && self.conn.capacity(stream) == 0 {
+                        break false;
+                    }
+                    let Ok(n) = self.conn.send_data(stream, &sending.chunk, sending.last) else {
+                        break true;
+                    };
+                    sending.chunk.advance(n);
+                    progress = true;
+                    if sending.chunk.is_empty() && sending.last {
+                        break true;
+                    }
+                    continue;
+                }
+                match Pin::new(&mut sending.body).poll_frame(cx) {
+                    Poll::Ready(Some(Ok(frame))) => match frame.into_data() {
+                        Ok(data) => {
+                            // The last DATA frame ends the stream itself.
+                            sending.last = sending.body.is_end_stream();
+                            sending.chunk = data;
+                        }
+                        Err(frame) => {
+                            if let Ok(trailers) = frame.into_trailers() {
+                                let _ = self.conn.send_trailers(stream, &trailers);
+                                progress = true;
+                            }
+                            break true;
+                        }
+                    },
+                    Poll::Ready(None) => sending.last = true,
+                    Poll::Ready(Some(Err(e))) => {
+                        tracing::debug!(error = %e, "response body failed");
+                        self.conn.reset(stream, reset_reason(&*e));
+                        progress = true;
+                        break true;
+                    }
+                    Poll::Pending => break false,
+                }
+            };
+            if done {
+                open.sending = None;
+                open.answered = true;
+                finished.push(stream);
+            }
+        }
+        for stream in finished {
+            self.settle(stream);
+        }
+        progress
+    }
+
+    /// Forgets a stream whose answer went out whole and whose request ended (or
+    /// whose handler dropped its body: the client is told to stop sending).
+    fn settle(&mut self, stream: u32) {
+        let Some(open) = self.streams.get(&stream) else {
+            return;
+        };
+        if !open.answered {
+            return;
+        }
+        if open.shared.abandoned() {
+            self.conn.reset(stream, Reason::NO_ERROR);
+        } else if self.conn.is_open(stream) {
+            return;
+        }
+        self.streams.remove(&stream);
+    }
+
+    /// Forgets a stream this end has reset or cannot answer.
+    fn forget(&mut self, stream: u32) {
+        if let Some(open) = self.streams.remove(&stream) {
+            open.shared.reset(Reason::CANCEL);
+        }
+    }
+
+    /// Gives the client's windows back what the bodies took.
+    fn release(&mut self) {
+        let mut abandoned = Vec::new();
+        for (&stream, open) in &self.streams {
+            let taken = open.shared.taken();
+            if taken > 0 {
+                self.conn.release(stream, taken);
+            }
+            if open.answered && open.shared.abandoned() {
+                abandoned.push(stream);
+            }
+        }
+        for stream in abandoned {
+            self.settle(stream);
+        }
+    }
+
+    /// Writes what the connection has to send; `Ready(Ok(()))` once all of it went.
+    fn flush(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<bool>> {
+        let mut wrote = false;
+        while !self.conn.output().is_empty() {
+            let n = ready!(Pin::new(&mut self.io).poll_write(cx, self.conn.output()))?;
+            if n == 0 {
+                return Poll::Ready(Err(io::ErrorKind::WriteZero.into()));
+            }
+            self.conn.advance(n);
+            wrote = true;
+        }
+        if wrote {
+            // TLS holds records until flushed.
+            ready!(Pin::new(&mut self.io).poll_flush(cx))?;
+        }
+        Poll::Ready(Ok(wrote))
+    }
+
+    /// Whether the connection is done: failed, closed by the client, or closing
+    /// with nothing left open.
+    fn ended(&self) -> bool {
+        self.read_closed
+            || self.failed.is_some()
+            || (self.conn.is_closing() && self.streams.is_empty() && self.conn.is_idle())
     }
 }
 
@@ -167,165 +454,110 @@ where
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let me = self.get_mut();
-        if let State::Handshaking(handshake) = &mut me.state {
-            let mut connection = ready!(Pin::new(handshake).poll(cx))?;
-            let ping = connection.ping_pong().expect("taken once, here");
-            if me.close_pending {
-                connection.graceful_shutdown();
-            }
-            me.state = State::Serving {
-                connection,
-                keep_alive: KeepAlive::new(ping),
-            };
-        }
-        let State::Serving {
-            connection,
-            keep_alive,
-        } = &mut me.state
-        else {
-            unreachable!("set above")
-        };
-        if let Poll::Ready(e) = keep_alive.poll(cx) {
+        me.waker.register(cx.waker());
+        if let Poll::Ready(e) = me.keep_alive.poll(cx, &mut me.conn) {
             return Poll::Ready(Err(e));
         }
         loop {
-            // The streams first: what they write goes out in the connection's poll
-            // right after, without another wake-up of this task.
-            if let Some(streams) = &mut me.streams {
-                while let Poll::Ready(Some(())) = Pin::new(&mut *streams).poll_next(cx) {}
-                if streams.is_empty() {
-                    me.streams = None;
+            let mut progress = false;
+            // The handlers first: what they answer goes out in this same round.
+            while let Poll::Ready(Some((stream, answer))) = Pin::new(&mut me.answers).poll_next(cx)
+            {
+                me.answered(stream, answer);
+                progress = true;
+            }
+            me.release();
+            progress |= me.pump(cx);
+            match me.flush(cx) {
+                Poll::Ready(Ok(wrote)) => progress |= wrote,
+                Poll::Ready(Err(e)) => return Poll::Ready(Err(e.into())),
+                Poll::Pending => {}
+            }
+            if me.ended() && me.conn.output().is_empty() {
+                return Poll::Ready(match me.failed.take() {
+                    Some(e) => Err(e),
+                    None => Ok(()),
+                });
+            }
+            if me.conn.output().len() < HIGH_WATER && !me.read_closed && me.failed.is_none() {
+                me.read.reserve(READ_CHUNK);
+                match tokio_util::io::poll_read_buf(Pin::new(&mut me.io), cx, &mut me.read) {
+                    Poll::Ready(Ok(0)) => {
+                        me.read_closed = true;
+                        progress = true;
+                    }
+                    Poll::Ready(Ok(_)) => {
+                        me.received();
+                        progress = true;
+                    }
+                    Poll::Ready(Err(e)) => return Poll::Ready(Err(e.into())),
+                    Poll::Pending => {}
                 }
             }
-            let accepted = match connection.poll_accept(cx) {
-                Poll::Ready(Some(Ok(accepted))) => accepted,
-                Poll::Ready(Some(Err(e))) => return Poll::Ready(Err(e.into())),
-                // The connection is done: its streams have ended or cannot go on.
-                Poll::Ready(None) => return Poll::Ready(Ok(())),
-                Poll::Pending => return Poll::Pending,
-            };
-            let (request, reply) = accepted;
-            // Fields, not `me`: `connection` still borrows `me.state`.
-            start(&mut me.serve, &mut me.streams, me.inline, request, reply);
+            if !progress {
+                return Poll::Pending;
+            }
         }
     }
 }
 
-pin_project_lite::pin_project! {
-    /// One request, from the handler's future to the last frame of its answer.
-    #[project = StreamProj]
-    enum Stream<F> {
-        Answering {
-            #[pin]
-            answer: F,
-            reply: SendResponse<Bytes>,
-            // A CONNECT's stream, and where its tunnel goes once answered 2xx.
-            connect: Option<(RecvStream, oneshot::Sender<DuplexStream>)>,
-            // The request was a HEAD: its answer ends with its head.
-            answers_head: bool,
-        },
-        Sending { pump: Pump },
-        Done,
-    }
-}
-
-impl<F, E> Future for Stream<F>
+/// A request: handed to `serve`, its future polled in the connection's task.
+/// `Some(reason)`: refused, the stream to be reset with it.
+fn start<S, F, E>(
+    serve: &mut S,
+    streams: &mut HashMap<u32, Open>,
+    answers: &mut FuturesUnordered<Answer<F>>,
+    waker: &Arc<AtomicWaker>,
+    stream: u32,
+    mut head: request::Parts,
+    end_stream: bool,
+) -> Option<Reason>
 where
+    S: FnMut(Request<Body>) -> F,
     F: Future<Output = Result<Response<Body>, E>>,
-    E: Display,
 {
-    type Output = ();
+    let length = content_length(&head.headers);
+    let answers_head = head.method == Method::HEAD;
+    let shared = Shared::new(Arc::clone(waker), length, end_stream);
+    let mut open = Open::new(Arc::clone(&shared), answers_head);
+    let body = if head.method == Method::CONNECT {
+        // The stream is the tunnel: a CONNECT carries no body of its own.
+        if length.is_some_and(|n| n != 0) {
+            tracing::debug!("h2 CONNECT with a body: reset");
+            return Some(Reason::PROTOCOL_ERROR);
+        }
+        let (tunnel, opened) = H2Tunnel::new();
+        head.extensions.insert(tunnel);
+        open.connect = Some(opened);
+        Body::Empty
+    } else if end_stream {
+        Body::Empty
+    } else {
+        Body::received_own_h2(Incoming(Arc::clone(&shared)))
+    };
+    let answer = serve(Request::from_parts(head, body));
+    answers.push(Answer::new(stream, shared, answer));
+    streams.insert(stream, open);
+    None
+}
 
-    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
-        loop {
-            let next = match self.as_mut().project() {
-                StreamProj::Answering {
-                    answer,
-                    reply,
-                    connect,
-                    answers_head,
-                } => match answer.poll(cx) {
-                    Poll::Ready(Ok(response)) => {
-                        answered(reply, connect.take(), *answers_head, response)
-                    }
-                    // Not answered yet: a reset from the client ends it here, and
-                    // dropping the handler's future cancels what it was doing.
-                    Poll::Pending => {
-                        let Poll::Ready(reset) = reply.poll_reset(cx) else {
-                            return Poll::Pending;
-                        };
-                        tracing::debug!(reason = ?reset, "client reset the stream");
-                        Stream::Done
-                    }
-                    // Nothing was processed: the client may try again elsewhere.
-                    Poll::Ready(Err(e)) => {
-                        tracing::debug!(error = %e, "request refused");
-                        reply.send_reset(Reason::REFUSED_STREAM);
-                        Stream::Done
-                    }
-                },
-                StreamProj::Sending { pump } => {
-                    match ready!(Pin::new(&mut *pump).poll(cx)) {
-                        Ok(()) => {}
-                        Err(Pumped::Body(e)) => {
-                            tracing::debug!(error = %e, "response body failed");
-                            pump.reset(reset_reason(&*e));
-                        }
-                        Err(Pumped::Stream(e)) => tracing::debug!(error = %e, "response cut"),
-                    }
-                    Stream::Done
-                }
-                StreamProj::Done => return Poll::Ready(()),
-            };
-            self.set(next);
+impl<T, S, F> Drop for Serving<T, S, F> {
+    fn drop(&mut self) {
+        // The bodies the handlers still hold fail instead of waiting forever.
+        for open in self.streams.values() {
+            open.shared.reset(Reason::CANCEL);
         }
     }
 }
 
-/// Sends the head of `response`, and says what is left: its body, or nothing. The
-/// answer to a HEAD is its head alone (RFC 9113 §8.1.1), whatever body it was made
-/// with: a client reads DATA on it as a protocol error. hyper's HTTP/1.1 server drops
-/// such a body the same way.
-fn answered<F>(
-    reply: &mut SendResponse<Bytes>,
-    connect: Option<(RecvStream, oneshot::Sender<DuplexStream>)>,
-    answers_head: bool,
-    response: Response<Body>,
-) -> Stream<F> {
-    let (mut head, body) = response.into_parts();
-    // h2 refuses to send connection-specific fields; a response the sidecar made
-    // itself may carry `Connection: close`.
-    strip_hop_by_hop(&mut head.headers, Message::Response, false);
-    if let header::Entry::Vacant(date) = head.headers.entry(header::DATE) {
-        date.insert(super::date());
-    }
-    if let Some((recv, opened)) = connect
-        && head.status.is_success()
-    {
-        head.headers.remove(header::CONTENT_LENGTH);
-        match reply.send_response(Response::from_parts(head, ()), false) {
-            Ok(send) => tunnel::open(opened, recv, send),
-            Err(e) => tracing::debug!(error = %e, "CONNECT answer not sent"),
-        }
-        return Stream::Done;
-    }
-    let empty = body.is_end_stream();
-    // For a HEAD too: the length the body would have had, as a GET would see it.
-    if !empty && let Some(length) = body.size_hint().exact() {
-        head.headers
-            .entry(header::CONTENT_LENGTH)
-            .or_insert_with(|| HeaderValue::from(length));
-    }
-    let end = empty || answers_head;
-    match reply.send_response(Response::from_parts(head, ()), end) {
-        Ok(send) if !end => Stream::Sending {
-            pump: Pump::new(body, send),
-        },
-        Ok(_) => Stream::Done,
-        Err(e) => {
-            tracing::debug!(error = %e, "response head not sent");
-            reply.send_reset(Reason::INTERNAL_ERROR);
-            Stream::Done
+impl Open {
+    fn new(shared: Arc<Shared>, answers_head: bool) -> Self {
+        Self {
+            shared,
+            sending: None,
+            answered: false,
+            answers_head,
+            connect: None,
         }
     }
 }
@@ -340,7 +572,7 @@ fn reset_reason(error: &(dyn std::error::Error + 'static)) -> Reason {
             .downcast_ref::<::h2::Error>()
             .and_then(::h2::Error::reason)
         {
-            return reason;
+            return Reason(u32::from(reason));
         }
         source = e.source();
     }

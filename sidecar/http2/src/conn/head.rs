@@ -271,20 +271,16 @@ impl Pseudo {
             if path.as_str() == "*" && method != Method::OPTIONS {
                 return Err(":path * on a method other than OPTIONS");
             }
-            // §8.3.1: no userinfo in an http or https authority, and a `host` that
-            // names another is malformed: a hop routing by one and the next by the
-            // other would disagree on where the request goes.
-            if let Some(authority) = &self.authority {
-                if authority.as_str().contains('@') {
-                    return Err("an :authority with userinfo");
-                }
-                let named = authority.as_str().as_bytes();
-                if headers
-                    .get(http::header::HOST)
-                    .is_some_and(|host| !host.as_bytes().eq_ignore_ascii_case(named))
-                {
-                    return Err("a host field other than :authority");
-                }
+            // §8.3.1: no userinfo in an http or https authority. A `host` naming
+            // another authority is passed on as it came (the RFC's SHOULD, not a
+            // MUST): clients such as hyper send the one the caller set beside
+            // `:authority`, and h2 took them; what is routed on is `:authority`.
+            if self
+                .authority
+                .as_ref()
+                .is_some_and(|a| a.as_str().contains('@'))
+            {
+                return Err("an :authority with userinfo");
             }
             // A URI cannot hold a scheme without an authority: a request that names
             // none (its `host` field may) keeps the path alone, as h2 does.

@@ -136,6 +136,11 @@ impl<R: Role> Connection<R> {
         frame::write_ping(false, data, &mut self.out);
     }
 
+    /// Whether `stream` is still open in either direction.
+    pub fn is_open(&self, stream: u32) -> bool {
+        self.streams.contains_key(&stream)
+    }
+
     /// Whether no stream is open: with a GOAWAY either way, the connection may
     /// close once the output is written.
     pub fn is_idle(&self) -> bool {

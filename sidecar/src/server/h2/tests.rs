@@ -4,6 +4,7 @@
 use std::convert::Infallible;
 use std::time::Duration;
 
+use ::h2::Reason;
 use ::h2::client::{self, SendRequest};
 use http_body_util::{BodyExt, Full, StreamBody};
 use hyper::body::Frame;
@@ -241,7 +242,7 @@ async fn a_refused_request_is_reset_as_not_processed() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn with_several_workers_streams_run_in_tasks_of_their_own_and_answer_alike() {
+async fn with_several_workers_the_streams_of_one_connection_answer_alike() {
     let (send, _served) = connected(|request: Request<Body>| async move {
         let body = request.into_body().collect().await.unwrap().to_bytes();
         let response = Response::new(Body::from(

@@ -1,0 +1,257 @@
+//! What a stream shares between the connection's task and the handler: the request
+//! body as the connection receives it, and the client's reset.
+//!
+//! The connection pushes DATA in; the body the handler holds ([`Incoming`]) takes it
+//! out, and what it took is given back to the client's windows by the connection
+//! (`Serving::release`), so a slow upstream holds the client back instead of the
+//! sidecar buffering for it. A reset wakes both the body (an error) and the
+//! handler's future ([`Answer`]), which then ends, dropping what it was doing.
+
+use std::collections::VecDeque;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::task::{Context, Poll, Waker};
+
+use bytes::{Bytes, BytesMut};
+use futures_util::task::AtomicWaker;
+use graylane_http2::frame::Reason;
+use http::HeaderMap;
+use hyper::body::{Body as HttpBody, Frame, SizeHint};
+
+use crate::proxy::BoxError;
+
+/// DATA below this size is merged with what is queued (up to this size).
+const MERGED: usize = 16 * 1024;
+
+/// One stream's shared state.
+pub(crate) struct Shared {
+    inner: Mutex<Inner>,
+    /// The connection's task: woken when the body took bytes (to give the window
+    /// back) or was dropped.
+    connection: Arc<AtomicWaker>,
+}
+
+#[derive(Default)]
+struct Inner {
+    chunks: VecDeque<Bytes>,
+    /// Small DATA frames, merged: a flood of 1-byte frames costs a byte each, not an
+    /// allocation each (its order: after `chunks`).
+    tail: BytesMut,
+    trailers: Option<HeaderMap>,
+    /// The client ended its body.
+    ended: bool,
+    /// The client reset the stream, or the connection ended.
+    reset: Option<Reason>,
+    /// Bytes the body took and the connection has not given back yet.
+    taken: u32,
+    /// The body was dropped before its end: what comes is given back at once.
+    dropped: bool,
+    /// `content-length`'s bytes not yet taken.
+    remaining: Option<u64>,
+    body: Option<Waker>,
+    answer: Option<Waker>,
+}
+
+impl Shared {
+    pub(super) fn new(connection: Arc<AtomicWaker>, length: Option<u64>, ended: bool) -> Arc<Self> {
+        Arc::new(Self {
+            inner: Mutex::new(Inner {
+                ended,
+                remaining: length,
+                ..Inner::default()
+            }),
+            connection,
+        })
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Inner> {
+        // A panic while holding it leaves plain data behind: carry on with it.
+        self.inner
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Some of the body came; `false`: nobody reads it, give the window back.
+    pub(super) fn push(&self, data: &[u8], end: bool) -> bool {
+        let mut inner = self.lock();
+        inner.ended |= end;
+        if inner.dropped {
+            return false;
+        }
+        if data.len() >= MERGED || inner.tail.len() + data.len() > MERGED {
+            if !inner.tail.is_empty() {
+                let tail = inner.tail.split().freeze();
+                inner.chunks.push_back(tail);
+            }
+            if data.len() >= MERGED {
+                inner.chunks.push_back(Bytes::copy_from_slice(data));
+            } else {
+                inner.tail.extend_from_slice(data);
+            }
+        } else {
+            inner.tail.extend_from_slice(data);
+        }
+        if let Some(waker) = inner.body.take() {
+            waker.wake();
+        }
+        true
+    }
+
+    pub(super) fn trailers(&self, trailers: HeaderMap) {
+        let mut inner = self.lock();
+        inner.trailers = Some(trailers);
+        inner.ended = true;
+        if let Some(waker) = inner.body.take() {
+            waker.wake();
+        }
+    }
+
+    /// The stream is gone: the body fails and the handler's future ends.
+    pub(super) fn reset(&self, reason: Reason) {
+        let mut inner = self.lock();
+        inner.reset = Some(reason);
+        let wakers = (inner.body.take(), inner.answer.take());
+        drop(inner);
+        wakers.0.into_iter().chain(wakers.1).for_each(Waker::wake);
+    }
+
+    /// Nobody will read the body (a request refused before its handler): what comes
+    /// is given back at once, and the client told to stop once answered.
+    pub(super) fn abandon(&self) {
+        self.lock().dropped = true;
+    }
+
+    /// The bytes the body took since the last call: to give back to the client.
+    pub(super) fn taken(&self) -> u32 {
+        std::mem::take(&mut self.lock().taken)
+    }
+
+    /// Whether the body was dropped before the client ended it.
+    pub(super) fn abandoned(&self) -> bool {
+        let inner = self.lock();
+        inner.dropped && !inner.ended
+    }
+
+    fn reset_reason(&self) -> Option<Reason> {
+        self.lock().reset
+    }
+}
+
+/// A request body received on one of the connection's streams.
+pub(crate) struct Incoming(pub(super) Arc<Shared>);
+
+impl HttpBody for Incoming {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        let mut inner = self.0.lock();
+        let next = match inner.chunks.pop_front() {
+            Some(chunk) => Some(chunk),
+            None if !inner.tail.is_empty() => Some(inner.tail.split().freeze()),
+            None => None,
+        };
+        if let Some(chunk) = next {
+            let len = u32::try_from(chunk.len()).unwrap_or(u32::MAX);
+            inner.taken = inner.taken.saturating_add(len);
+            if let Some(left) = &mut inner.remaining {
+                *left = left.saturating_sub(chunk.len() as u64);
+            }
+            drop(inner);
+            self.0.connection.wake();
+            return Poll::Ready(Some(Ok(Frame::data(chunk))));
+        }
+        if let Some(reason) = inner.reset {
+            return Poll::Ready(Some(Err(format!(
+                "the client reset the stream ({:#x})",
+                reason.0
+            )
+            .into())));
+        }
+        if let Some(trailers) = inner.trailers.take() {
+            return Poll::Ready(Some(Ok(Frame::trailers(trailers))));
+        }
+        if inner.ended {
+            return Poll::Ready(None);
+        }
+        inner.body = Some(cx.waker().clone());
+        Poll::Pending
+    }
+
+    fn is_end_stream(&self) -> bool {
+        let inner = self.0.lock();
+        inner.ended
+            && inner.chunks.is_empty()
+            && inner.tail.is_empty()
+            && inner.trailers.is_none()
+            && inner.reset.is_none()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match self.0.lock().remaining {
+            Some(left) => SizeHint::with_exact(left),
+            None => SizeHint::default(),
+        }
+    }
+}
+
+impl Drop for Incoming {
+    fn drop(&mut self) {
+        let mut inner = self.0.lock();
+        inner.dropped = true;
+        // What was queued and never read goes back to the client's window too.
+        let queued = inner.chunks.drain(..).map(|c| c.len()).sum::<usize>() + inner.tail.len();
+        inner.tail = BytesMut::new();
+        inner.taken = inner
+            .taken
+            .saturating_add(u32::try_from(queued).unwrap_or(u32::MAX));
+        drop(inner);
+        self.0.connection.wake();
+    }
+}
+
+pin_project_lite::pin_project! {
+    /// The handler's future for one stream, ended early by the client's reset.
+    pub(super) struct Answer<F> {
+        pub(super) stream: u32,
+        pub(super) shared: Arc<Shared>,
+        #[pin]
+        future: F,
+    }
+}
+
+impl<F> Answer<F> {
+    pub(super) fn new(stream: u32, shared: Arc<Shared>, future: F) -> Self {
+        Self {
+            stream,
+            shared,
+            future,
+        }
+    }
+}
+
+impl<F: Future> Future for Answer<F> {
+    /// The stream, and the handler's answer: `None` if the stream was reset first.
+    type Output = (u32, Option<F::Output>);
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let me = self.project();
+        if me.shared.reset_reason().is_some() {
+            return Poll::Ready((*me.stream, None));
+        }
+        match me.future.poll(cx) {
+            Poll::Ready(answer) => Poll::Ready((*me.stream, Some(answer))),
+            Poll::Pending => {
+                let mut inner = me.shared.lock();
+                if inner.reset.is_some() {
+                    return Poll::Ready((*me.stream, None));
+                }
+                inner.answer = Some(cx.waker().clone());
+                Poll::Pending
+            }
+        }
+    }
+}
