@@ -22,6 +22,7 @@
 
 use std::collections::HashMap;
 
+use bytes::{Bytes, BytesMut};
 use http::{HeaderMap, request, response};
 
 use crate::frame::{self, Frame, HEAD_LEN, Head, MAX_WINDOW, Reason, Settings};
@@ -185,7 +186,7 @@ pub struct Whole<'a> {
     pub(crate) stream: u32,
     pub(crate) end_stream: bool,
     pub(crate) self_dependent: bool,
-    pub(crate) block: &'a [u8],
+    pub(crate) block: &'a Bytes,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -253,7 +254,7 @@ pub struct Connection<R> {
     pub(crate) peer_going_away: bool,
     block: Option<Block>,
     /// The header block so far (kept between blocks, so its allocation is reused).
-    fragments: Vec<u8>,
+    fragments: BytesMut,
     pub(crate) recv_window: i64,
     pub(crate) recv_unacked: u32,
     pub(crate) send_window: i64,
@@ -283,7 +284,7 @@ impl<R: Role> Connection<R> {
             going_away: None,
             peer_going_away: false,
             block: None,
-            fragments: Vec::new(),
+            fragments: BytesMut::new(),
             // The connection's window cannot be lowered below 65,535 (§6.9.2).
             recv_window: i64::from(config.connection_window_size.max(default)),
             recv_unacked: 0,
@@ -502,7 +503,8 @@ impl<R: Role> Connection<R> {
         else {
             return Ok(());
         };
-        let fragments = std::mem::take(&mut self.fragments);
+        // Frozen: the fields' values are slices of it (`head.rs`).
+        let fragments = self.fragments.split().freeze();
         let whole = Whole {
             stream,
             end_stream,
@@ -510,13 +512,11 @@ impl<R: Role> Connection<R> {
             block: &fragments,
         };
         let trailers = self.streams.get(&stream).is_some_and(|s| s.head_received);
-        let result = if trailers {
+        if trailers {
             self.trailers(whole, on)
         } else {
             R::head(self, whole, on)
-        };
-        self.fragments = fragments;
-        result
+        }
     }
 
     /// A header block after a stream's head: its trailers, which end it.
@@ -773,8 +773,8 @@ impl<R: Role> Connection<R> {
     /// the connection: nothing after it can be read.
     pub(crate) fn decode<T>(
         &mut self,
-        block: &[u8],
-        read: fn(&mut Decoder, &[u8], usize) -> Result<Read<T>, hpack::Error>,
+        block: &Bytes,
+        read: fn(&mut Decoder, &Bytes, usize) -> Result<Read<T>, hpack::Error>,
     ) -> Result<Read<T>, ConnectionError> {
         let limit = self.config.max_header_list_size as usize;
         read(&mut self.decoder, block, limit).map_err(|_| {

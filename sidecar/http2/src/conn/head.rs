@@ -10,6 +10,7 @@ use http::{HeaderMap, Method, Request, Response, StatusCode, Uri, response};
 
 use super::MAX_FIELDS;
 use crate::hpack::{self, Decoder, Field};
+use bytes::Bytes;
 
 /// What a size limit counts per field on top of its name and value (RFC 9113 §6.5.2).
 const FIELD_OVERHEAD: usize = 32;
@@ -38,7 +39,7 @@ struct Pseudo {
 /// out of step with its peer and ends (COMPRESSION_ERROR).
 pub(crate) fn request_head(
     decoder: &mut Decoder,
-    block: &[u8],
+    block: &Bytes,
     limit: usize,
 ) -> Result<Read<Parts>, hpack::Error> {
     let mut pseudo = Pseudo::default();
@@ -49,10 +50,10 @@ pub(crate) fn request_head(
             if regular {
                 return Err("a pseudo-header field after a regular one");
             }
-            return pseudo.take(name, field.value);
+            return pseudo.take(name, field.value, block);
         }
         regular = true;
-        regular_field(field, &mut headers)
+        regular_field(field, &mut headers, block)
     })?;
     Ok(match read {
         Read::Valid(()) => match pseudo.into_head(headers) {
@@ -68,7 +69,7 @@ pub(crate) fn request_head(
 /// first. 101 is not HTTP/2's (§8.6).
 pub(crate) fn response_head(
     decoder: &mut Decoder,
-    block: &[u8],
+    block: &Bytes,
     limit: usize,
 ) -> Result<Read<response::Parts>, hpack::Error> {
     let mut status = None;
@@ -94,7 +95,7 @@ pub(crate) fn response_head(
             return Ok(());
         }
         regular = true;
-        regular_field(field, &mut headers)
+        regular_field(field, &mut headers, block)
     })?;
     Ok(match read {
         Read::Valid(()) => match status {
@@ -116,7 +117,7 @@ pub(crate) fn response_head(
 /// Decodes a trailer block: regular fields only (§8.1).
 pub(crate) fn trailers(
     decoder: &mut Decoder,
-    block: &[u8],
+    block: &Bytes,
     limit: usize,
 ) -> Result<Read<HeaderMap>, hpack::Error> {
     let mut headers = HeaderMap::new();
@@ -124,7 +125,7 @@ pub(crate) fn trailers(
         if field.name.first() == Some(&b':') {
             return Err("a pseudo-header field in trailers");
         }
-        regular_field(field, &mut headers)
+        regular_field(field, &mut headers, block)
     })?;
     Ok(match read {
         Read::Valid(()) => Read::Valid(headers),
@@ -160,7 +161,11 @@ fn fields(
     })
 }
 
-fn regular_field(field: Field<'_>, headers: &mut HeaderMap) -> Result<(), &'static str> {
+fn regular_field(
+    field: Field<'_>,
+    headers: &mut HeaderMap,
+    block: &Bytes,
+) -> Result<(), &'static str> {
     if field.name.iter().any(u8::is_ascii_uppercase) {
         return Err("a field name with uppercase letters");
     }
@@ -184,7 +189,7 @@ fn regular_field(field: Field<'_>, headers: &mut HeaderMap) -> Result<(), &'stat
     {
         return Err("a field value with whitespace around it");
     }
-    let mut value = HeaderValue::from_bytes(field.value)
+    let mut value = HeaderValue::from_maybe_shared(shared(block, field.value))
         .map_err(|_| "a field value with a control character")?;
     // Kept never-indexed on the next hop too (RFC 7541 §7.1.3).
     value.set_sensitive(field.sensitive);
@@ -203,7 +208,7 @@ pub(crate) fn is_connection_specific(name: &HeaderName) -> bool {
 }
 
 impl Pseudo {
-    fn take(&mut self, name: &[u8], value: &[u8]) -> Result<(), &'static str> {
+    fn take(&mut self, name: &[u8], value: &[u8], block: &Bytes) -> Result<(), &'static str> {
         fn once<T>(
             slot: &mut Option<T>,
             value: Option<T>,
@@ -228,13 +233,13 @@ impl Pseudo {
             ),
             b"authority" => once(
                 &mut self.authority,
-                Authority::try_from(value).ok(),
+                Authority::from_maybe_shared(shared(block, value)).ok(),
                 "an invalid :authority",
             ),
             b"path" => once(
                 &mut self.path,
                 // Origin form, or `*` (for OPTIONS: checked with the method).
-                PathAndQuery::try_from(value)
+                PathAndQuery::from_maybe_shared(shared(block, value))
                     .ok()
                     .filter(|_| value.first() == Some(&b'/') || value == b"*"),
                 "a :path neither absolute nor *",
@@ -323,4 +328,17 @@ pub(crate) fn content_length(headers: &HeaderMap) -> Result<Option<u64>, ()> {
         length = Some(n);
     }
     Ok(length)
+}
+
+/// A value's bytes as a `Bytes`: a slice of the block when the value is in it (a
+/// literal not Huffman-coded: no copy, and clones of the header map share it), a
+/// copy otherwise (from the static or dynamic table, or Huffman-decoded).
+fn shared(block: &Bytes, value: &[u8]) -> Bytes {
+    let start = block.as_ptr() as usize;
+    let at = value.as_ptr() as usize;
+    if at >= start && at + value.len() <= start + block.len() && !value.is_empty() {
+        block.slice_ref(value)
+    } else {
+        Bytes::copy_from_slice(value)
+    }
 }
