@@ -135,6 +135,7 @@ impl Connection {
         }
         let stream = self.next_stream;
         self.next_stream += 2;
+        self.opened += 1;
         self.streams.insert(
             stream,
             Stream {
@@ -148,6 +149,7 @@ impl Connection {
                 send_window: i64::from(self.peer.initial_window_size),
                 remaining: None,
                 discard: false,
+                answered: true,
             },
         );
         self.send_block(stream, end_stream);

@@ -12,10 +12,12 @@
 //! (whose streams, what a head is) is the [`Role`]: `server.rs` and `client.rs`.
 //!
 //! Limits a hostile peer meets: a header block's encoded size while its
-//! CONTINUATIONs come (the CONTINUATION flood), and "glitches" beyond the streams it
-//! let finish: streams reset by either end (the rapid reset attack, and MadeYouReset,
-//! where the peer makes this end reset them), empty DATA and CONTINUATION frames.
-//! Both end the connection with ENHANCE_YOUR_CALM. Frames on a stream that ended are ignored rather than
+//! CONTINUATIONs come (the CONTINUATION flood), and "glitches" as many as half the
+//! streams it opened, once there are 1,000 of them: streams it reset before this end
+//! answered (the rapid reset attack), streams it made this end reset (MadeYouReset),
+//! empty DATA and CONTINUATION frames. Both end the connection with
+//! ENHANCE_YOUR_CALM. A stream cancelled after its answer began (a gRPC stream the
+//! client is done with) is not a glitch. Frames on a stream that ended are ignored rather than
 //! tracked per stream (RFC 9113 §5.1 lets an end that reset a stream ignore what
 //! is still in flight on it); their DATA still counts against the connection's
 //! window, which is given back at once.
@@ -35,12 +37,15 @@ pub use self::head::Protocol;
 pub(crate) use self::head::{Read, content_length, request_head, response_head, trailers};
 pub(crate) use self::send::{encode_headers, http2_field};
 
-/// Glitches a peer may cause beyond the streams it let finish: streams reset by
-/// either end, empty DATA frames that do not end a stream, empty CONTINUATIONs. A
-/// browser cancelling navigations or a gRPC client cancelling calls stays far below;
-/// a rapid reset attack (CVE-2023-44487), MadeYouReset (CVE-2025-8671) or an empty
-/// frame flood (CVE-2019-9518) goes past it within a second.
-pub(crate) const GLITCHES_BEYOND_FINISHED: usize = 1000;
+/// Glitches a peer may cause before their share of its streams is looked at:
+/// streams it reset unanswered, streams it made this end reset, empty DATA frames
+/// that do not end a stream, empty CONTINUATIONs. Then at most half as many as the
+/// streams it opened, as Envoy's premature-reset check (and the sidecar's own,
+/// `server.rs`) allow. A browser cancelling navigations or a gRPC client whose calls
+/// time out now and then stays below; a rapid reset attack (CVE-2023-44487),
+/// MadeYouReset (CVE-2025-8671) or an empty frame flood (CVE-2019-9518) goes past
+/// it within a second.
+pub(crate) const GLITCHES_BEFORE_RATIO: usize = 1000;
 /// The most fields a header block may hold: `HeaderMap` holds at most 32,768 names,
 /// and no honest message comes near this.
 pub(crate) const MAX_FIELDS: usize = 8192;
@@ -224,6 +229,9 @@ pub(crate) struct Stream {
     pub(crate) remaining: Option<u64>,
     /// (Server) The request went over the header list limit: its body is dropped.
     pub(crate) discard: bool,
+    /// This end's head went out (a server's answer; a client's request): a reset
+    /// from the peer now is a cancellation, not a glitch.
+    pub(crate) answered: bool,
 }
 
 /// A header block being received: HEADERS, then CONTINUATIONs until END_HEADERS.
@@ -259,6 +267,8 @@ pub struct Connection<R> {
     pub(crate) recv_unacked: u32,
     pub(crate) send_window: i64,
     pub(crate) finished: usize,
+    /// Streams the peer opened (a client's requests) or this end did (a client's).
+    pub(crate) opened: usize,
     glitches: usize,
     /// The peer acknowledged this end's SETTINGS: its windows apply. Before, the
     /// peer may send as RFC 9113's defaults allow.
@@ -290,6 +300,7 @@ impl<R: Role> Connection<R> {
             recv_unacked: 0,
             send_window: i64::from(default),
             finished: 0,
+            opened: 0,
             glitches: 0,
             settings_acked: false,
             out,
@@ -356,7 +367,10 @@ impl<R: Role> Connection<R> {
             self.phase = Phase::Open;
         }
         let result = self.dispatch(head, payload, on);
-        if result.is_ok() && self.glitches > self.finished + GLITCHES_BEYOND_FINISHED {
+        if result.is_ok()
+            && self.glitches >= GLITCHES_BEFORE_RATIO
+            && self.glitches * 2 > self.opened
+        {
             return Err(self.fail(
                 Reason::ENHANCE_YOUR_CALM,
                 "too many streams reset or empty frames",
@@ -440,8 +454,11 @@ impl<R: Role> Connection<R> {
                 if R::is_idle(self, stream) {
                     return Err(self.fail(Reason::PROTOCOL_ERROR, "RST_STREAM on an idle stream"));
                 }
+                let answered = self.streams.get(&stream).is_some_and(|s| s.answered);
                 if self.remove(stream) {
-                    self.glitches += 1;
+                    if !answered {
+                        self.glitches += 1;
+                    }
                     on(Event::Reset { stream, reason });
                 }
                 Ok(())

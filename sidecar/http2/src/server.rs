@@ -67,6 +67,9 @@ impl Connection {
             &mut self.scratch,
         );
         conn::encode_headers(&head.headers, &mut self.scratch);
+        if let Some(state) = self.streams.get_mut(&stream) {
+            state.answered = true;
+        }
         self.send_block(stream, end_stream);
         Ok(())
     }
@@ -100,6 +103,7 @@ impl Role for Server {
             return Ok(());
         }
         conn.last_stream = stream;
+        conn.opened += 1;
         if conn.going_away.is_some() {
             return Ok(());
         }
@@ -115,6 +119,7 @@ impl Role for Server {
             send_window: i64::from(conn.peer.initial_window_size),
             remaining: None,
             discard: false,
+            answered: false,
         };
         let read = match read {
             _ if self_dependent => Read::Malformed("a stream that depends on itself"),
