@@ -267,7 +267,13 @@ where
         if let header::Entry::Vacant(date) = head.headers.entry(header::DATE) {
             date.insert(super::date());
         }
-        if let Some(opened) = open.connect.take()
+        let connect = open.connect.take();
+        if connect.is_some() && !head.status.is_success() {
+            // No tunnel: what the client sends on the stream is read by nobody, and
+            // once answered it is told to stop (RST_STREAM NO_ERROR).
+            open.shared.abandon();
+        }
+        if let Some(opened) = connect
             && head.status.is_success()
         {
             head.headers.remove(header::CONTENT_LENGTH);

@@ -314,6 +314,42 @@ async fn a_connect_gets_its_stream_as_the_tunnel_once_answered() {
     assert!(rest.is_empty(), "{rest:?}");
 }
 
+/// A CONNECT refused by its handler: no tunnel, the answer goes out, and the client,
+/// which may have begun sending, is told to stop instead of filling the windows.
+#[tokio::test]
+async fn a_connect_answered_without_a_tunnel_is_answered_and_its_stream_ended() {
+    let (send, _served) = connected(|_request: Request<Body>| async move {
+        let response = Response::builder()
+            .status(403)
+            .body(full("no tunnel for you"))
+            .unwrap();
+        Ok::<_, Infallible>(response)
+    })
+    .await;
+    let mut send = send.ready().await.unwrap();
+    let request = Request::connect("db:5432").body(()).unwrap();
+    let (response, mut stream) = send.send_request(request, false).unwrap();
+    stream
+        .send_data(Bytes::from_static(b"early bytes"), false)
+        .unwrap();
+    let (head, mut recv) = response.await.unwrap().into_parts();
+    assert_eq!(head.status, 403);
+    let mut read = Vec::new();
+    while let Some(data) = recv.data().await {
+        read.extend_from_slice(&data.unwrap());
+    }
+    assert_eq!(read, b"no tunnel for you");
+    // The request side ended by the server: sending more fails.
+    let stopped = tokio::time::timeout(
+        Duration::from_secs(10),
+        std::future::poll_fn(|cx| stream.poll_reset(cx)),
+    )
+    .await
+    .expect("the server ended the stream")
+    .unwrap();
+    assert_eq!(stopped, Reason::NO_ERROR);
+}
+
 #[tokio::test]
 async fn a_connect_with_a_body_is_refused() {
     let (send, _served) = connected(|_request: Request<Body>| async move {
