@@ -158,7 +158,6 @@ impl Role for Server {
                         stream,
                         head,
                         end_stream,
-                        length: remaining,
                     });
                 }
             },

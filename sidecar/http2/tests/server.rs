@@ -75,7 +75,6 @@ async fn echo(
                     stream,
                     head,
                     end_stream,
-                    ..
                 } => Owned::Request(stream, head, end_stream),
                 Event::Data {
                     stream,
