@@ -392,6 +392,18 @@ impl<H: Handler> Serve<H> {
     }
 }
 
+impl<H> Serve<H> {
+    /// Whether this plaintext connection's listener is strict now: its answer then
+    /// closes it. Read when the answer is written, not left to the graceful close
+    /// the switch begins, which reaches the connection's task later (the answer may
+    /// be ready before the task sees the switch, on another thread).
+    pub(super) fn turned_strict(&self) -> bool {
+        self.strict_gate
+            .as_ref()
+            .is_some_and(|m| m.mode() == MtlsMode::Strict)
+    }
+}
+
 /// Whether `read` holds the start of a request head: not only the empty lines a
 /// server ignores before one (RFC 9112 §2.2; a client's stray CRLF after a body).
 pub(super) fn head_begun(read: &[u8]) -> bool {

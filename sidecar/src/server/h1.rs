@@ -176,7 +176,7 @@ where
         };
         let response = response.map_err(|_| Ended::Refused)?;
         let (parts, body) = response.into_parts();
-        let close = !head.keep_alive || closing.load(Ordering::Relaxed);
+        let close = !head.keep_alive || closing.load(Ordering::Relaxed) || serve.turned_strict();
         let (framing, close) = head::encode_response(&parts, &body, answer, close, own.out.head());
         drop(parts);
         let upload = framing.map(|f| Upload::new(body, f));
