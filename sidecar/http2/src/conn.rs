@@ -86,11 +86,13 @@ impl Default for Config {
 /// What the peer's bytes meant.
 #[derive(Debug)]
 pub enum Event<'a> {
-    /// (Server) A request's head; with `end_stream` it has no body.
+    /// (Server) A request's head; with `end_stream` it has no body. `length` is its
+    /// `content-length`, checked here (the DATA is held to it): not to be parsed again.
     Request {
         stream: u32,
         head: request::Parts,
         end_stream: bool,
+        length: Option<u64>,
     },
     /// (Server) A request whose header list is over the limit: to be answered 431.
     /// Its body, if any, is dropped here.

@@ -158,6 +158,7 @@ impl Role for Server {
                         stream,
                         head,
                         end_stream,
+                        length: remaining,
                     });
                 }
             },

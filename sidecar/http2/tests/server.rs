@@ -75,6 +75,7 @@ async fn echo(
                     stream,
                     head,
                     end_stream,
+                    ..
                 } => Owned::Request(stream, head, end_stream),
                 Event::Data {
                     stream,

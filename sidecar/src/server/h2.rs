@@ -40,7 +40,6 @@ use tokio::sync::oneshot;
 use self::incoming::{Answer, Shared};
 use self::keep_alive::KeepAlive;
 use super::{H2_MAX_HEADER_LIST, MAX_CONCURRENT_STREAMS};
-use crate::proxy::streams::content_length;
 use crate::proxy::upgrade::H2Tunnel;
 use crate::proxy::{
     Body, BoxError, H2_CONNECTION_WINDOW, H2_STREAM_WINDOW, Message, strip_hop_by_hop,
@@ -173,7 +172,16 @@ where
                     stream,
                     head,
                     end_stream,
-                } => match start(serve, streams, answers, waker, stream, head, end_stream) {
+                    length,
+                } => match start(
+                    serve,
+                    streams,
+                    answers,
+                    waker,
+                    stream,
+                    head,
+                    (end_stream, length),
+                ) {
                     Some(reason) => Said::Refuse(stream, reason),
                     None => Said::Other,
                 },
@@ -507,7 +515,8 @@ where
     }
 }
 
-/// A request: handed to `serve`, its future polled in the connection's task.
+/// A request: handed to `serve`, its future polled in the connection's task. Its
+/// `content-length` comes checked with it, not parsed again.
 /// `Some(reason)`: refused, the stream to be reset with it.
 fn start<S, F, E>(
     serve: &mut S,
@@ -516,13 +525,12 @@ fn start<S, F, E>(
     waker: &Arc<AtomicWaker>,
     stream: u32,
     mut head: request::Parts,
-    end_stream: bool,
+    (end_stream, length): (bool, Option<u64>),
 ) -> Option<Reason>
 where
     S: FnMut(Request<Body>) -> F,
     F: Future<Output = Result<Response<Body>, E>>,
 {
-    let length = content_length(&head.headers);
     let answers_head = head.method == Method::HEAD;
     let shared = Shared::new(Arc::clone(waker), length, end_stream);
     let mut open = Open::new(Arc::clone(&shared), answers_head);

@@ -40,6 +40,7 @@ fn feed(conn: &mut Connection, bytes: &[u8]) -> (Result<usize, ConnectionError>,
                 stream,
                 head,
                 end_stream,
+                ..
             } => Seen::Request(stream, head.uri.to_string(), end_stream),
             Event::TooLarge { stream } => Seen::TooLarge(stream),
             Event::Data {

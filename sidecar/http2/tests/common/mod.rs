@@ -42,6 +42,7 @@ pub fn owned(e: Event<'_>) -> Seen {
             stream,
             head,
             end_stream,
+            ..
         } => Seen::Request(stream, head.uri.to_string(), end_stream),
         Event::TooLarge { stream } => Seen::TooLarge(stream),
         Event::Data {
