@@ -33,6 +33,9 @@ use crate::hpack::Decoder;
 mod head;
 mod recv;
 mod send;
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests;
 
 pub use self::head::Protocol;
 pub(crate) use self::head::{Read, content_length, request_head, response_head, trailers};

@@ -10,7 +10,9 @@ use http::{HeaderMap, Method, Request, Response, StatusCode, Uri, response};
 
 use super::MAX_FIELDS;
 use crate::hpack::{self, Decoder, Field};
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
+
+use super::recv::stage;
 
 /// What a size limit counts per field on top of its name and value (RFC 9113 §6.5.2).
 const FIELD_OVERHEAD: usize = 32;
@@ -40,6 +42,7 @@ struct Pseudo {
 pub(crate) fn request_head(
     decoder: &mut Decoder,
     block: &Bytes,
+    spill: &mut BytesMut,
     limit: usize,
 ) -> Result<Read<Parts>, hpack::Error> {
     let mut pseudo = Pseudo::default();
@@ -50,10 +53,10 @@ pub(crate) fn request_head(
             if regular {
                 return Err("a pseudo-header field after a regular one");
             }
-            return pseudo.take(name, field.value, block);
+            return pseudo.take(name, field.value, block, spill);
         }
         regular = true;
-        regular_field(field, &mut headers, block)
+        regular_field(field, &mut headers, block, spill)
     })?;
     Ok(match read {
         Read::Valid(()) => match pseudo.into_head(headers) {
@@ -70,6 +73,7 @@ pub(crate) fn request_head(
 pub(crate) fn response_head(
     decoder: &mut Decoder,
     block: &Bytes,
+    spill: &mut BytesMut,
     limit: usize,
 ) -> Result<Read<response::Parts>, hpack::Error> {
     let mut status = None;
@@ -95,7 +99,7 @@ pub(crate) fn response_head(
             return Ok(());
         }
         regular = true;
-        regular_field(field, &mut headers, block)
+        regular_field(field, &mut headers, block, spill)
     })?;
     Ok(match read {
         Read::Valid(()) => match status {
@@ -118,6 +122,7 @@ pub(crate) fn response_head(
 pub(crate) fn trailers(
     decoder: &mut Decoder,
     block: &Bytes,
+    spill: &mut BytesMut,
     limit: usize,
 ) -> Result<Read<HeaderMap>, hpack::Error> {
     let mut headers = HeaderMap::new();
@@ -125,7 +130,7 @@ pub(crate) fn trailers(
         if field.name.first() == Some(&b':') {
             return Err("a pseudo-header field in trailers");
         }
-        regular_field(field, &mut headers, block)
+        regular_field(field, &mut headers, block, spill)
     })?;
     Ok(match read {
         Read::Valid(()) => Read::Valid(headers),
@@ -165,6 +170,7 @@ fn regular_field(
     field: Field<'_>,
     headers: &mut HeaderMap,
     block: &Bytes,
+    spill: &mut BytesMut,
 ) -> Result<(), &'static str> {
     if field.name.iter().any(u8::is_ascii_uppercase) {
         return Err("a field name with uppercase letters");
@@ -189,7 +195,7 @@ fn regular_field(
     {
         return Err("a field value with whitespace around it");
     }
-    let mut value = HeaderValue::from_maybe_shared(shared(block, field.value))
+    let mut value = HeaderValue::from_maybe_shared(shared(block, field.value, spill))
         .map_err(|_| "a field value with a control character")?;
     // Kept never-indexed on the next hop too (RFC 7541 §7.1.3).
     value.set_sensitive(field.sensitive);
@@ -208,7 +214,13 @@ pub(crate) fn is_connection_specific(name: &HeaderName) -> bool {
 }
 
 impl Pseudo {
-    fn take(&mut self, name: &[u8], value: &[u8], block: &Bytes) -> Result<(), &'static str> {
+    fn take(
+        &mut self,
+        name: &[u8],
+        value: &[u8],
+        block: &Bytes,
+        spill: &mut BytesMut,
+    ) -> Result<(), &'static str> {
         fn once<T>(
             slot: &mut Option<T>,
             value: Option<T>,
@@ -233,13 +245,13 @@ impl Pseudo {
             ),
             b"authority" => once(
                 &mut self.authority,
-                Authority::from_maybe_shared(shared(block, value)).ok(),
+                Authority::from_maybe_shared(shared(block, value, spill)).ok(),
                 "an invalid :authority",
             ),
             b"path" => once(
                 &mut self.path,
                 // Origin form, or `*` (for OPTIONS: checked with the method).
-                PathAndQuery::from_maybe_shared(shared(block, value))
+                PathAndQuery::from_maybe_shared(shared(block, value, spill))
                     .ok()
                     .filter(|_| value.first() == Some(&b'/') || value == b"*"),
                 "a :path neither absolute nor *",
@@ -332,13 +344,17 @@ pub(crate) fn content_length(headers: &HeaderMap) -> Result<Option<u64>, ()> {
 
 /// A value's bytes as a `Bytes`: a slice of the block when the value is in it (a
 /// literal not Huffman-coded: no copy, and clones of the header map share it), a
-/// copy otherwise (from the static or dynamic table, or Huffman-decoded).
-fn shared(block: &Bytes, value: &[u8]) -> Bytes {
+/// copy otherwise (from the static or dynamic table, or Huffman-decoded), staged in
+/// `spill`'s chunk and split off it (no allocation of its own).
+fn shared(block: &Bytes, value: &[u8], spill: &mut BytesMut) -> Bytes {
     let start = block.as_ptr() as usize;
     let at = value.as_ptr() as usize;
-    if at >= start && at + value.len() <= start + block.len() && !value.is_empty() {
+    if value.is_empty() {
+        Bytes::new()
+    } else if at >= start && at + value.len() <= start + block.len() {
         block.slice_ref(value)
     } else {
-        Bytes::copy_from_slice(value)
+        stage(spill, value);
+        spill.split().freeze()
     }
 }

@@ -1,7 +1,7 @@
 //! What a connection reads: frames in, each checked and acted on, events out; the
 //! stream and connection errors they cost, and the glitch budget.
 
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
 
 use super::{
     Block, Connection, ConnectionError, DEFAULT_WINDOW, Event, GLITCHES_BEFORE_RATIO, Phase, Read,
@@ -127,7 +127,7 @@ impl<R: Role> Connection<R> {
                     ));
                 }
                 self.fragments.clear();
-                self.fragments.extend_from_slice(fragment);
+                stage(&mut self.fragments, fragment);
                 self.block = Some(Block {
                     stream,
                     end_stream,
@@ -149,7 +149,7 @@ impl<R: Role> Connection<R> {
                 if fragment.is_empty() && !end_headers {
                     self.glitches += 1;
                 }
-                self.fragments.extend_from_slice(fragment);
+                stage(&mut self.fragments, fragment);
                 self.fragment_added(end_headers, on)
             }
             Frame::RstStream { stream, reason } => {
@@ -460,6 +460,11 @@ impl<R: Role> Connection<R> {
         if state.unreleased > 0 {
             self.release_connection(state.unreleased);
         }
+        // Nothing in flight: the staging chunk is let go (freed once the last
+        // head read from it is dropped), so an idle connection holds none.
+        if self.streams.is_empty() {
+            self.fragments = BytesMut::new();
+        }
         true
     }
 
@@ -493,10 +498,10 @@ impl<R: Role> Connection<R> {
     pub(crate) fn decode<T>(
         &mut self,
         block: &Bytes,
-        read: fn(&mut Decoder, &Bytes, usize) -> Result<Read<T>, hpack::Error>,
+        read: fn(&mut Decoder, &Bytes, &mut BytesMut, usize) -> Result<Read<T>, hpack::Error>,
     ) -> Result<Read<T>, ConnectionError> {
         let limit = self.config.max_header_list_size as usize;
-        read(&mut self.decoder, block, limit).map_err(|_| {
+        read(&mut self.decoder, block, &mut self.fragments, limit).map_err(|_| {
             self.fail(
                 Reason::COMPRESSION_ERROR,
                 "a header block that does not decode",
@@ -514,4 +519,18 @@ impl<R: Role> Connection<R> {
         }
         ConnectionError { reason, what }
     }
+}
+
+/// Header blocks, and the values of their fields that are not in the block, are
+/// staged in a chunk of their own and split off it: one allocation for many heads
+/// instead of one (or two) for each block and each value.
+const CHUNK: usize = 4096;
+
+/// Appends `bytes` to `buf`, a fresh chunk first where it has no room for them
+/// (the old one lives on in what was split off it).
+pub(crate) fn stage(buf: &mut BytesMut, bytes: &[u8]) {
+    if buf.capacity() - buf.len() < bytes.len() {
+        buf.reserve(CHUNK.max(bytes.len()));
+    }
+    buf.extend_from_slice(bytes);
 }

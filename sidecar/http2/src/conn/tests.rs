@@ -1,0 +1,98 @@
+//! Where a header block's values live: split off one staging chunk rather than
+//! allocated one by one, and the chunk let go once nothing is in flight.
+
+use http::HeaderMap;
+
+use crate::frame::{self, DEFAULT_MAX_FRAME_SIZE, Reason};
+use crate::server::{Connection, PREFACE};
+
+use super::{Config, Event};
+
+/// A server connection past the preface and SETTINGS, its output dropped.
+fn open() -> Connection {
+    let mut conn = Connection::new(Config::default());
+    let mut hello = PREFACE.to_vec();
+    frame::write_settings(&[], &mut hello);
+    assert_eq!(conn.recv(&hello, &mut |_| ()), Ok(hello.len()));
+    let n = conn.output().len();
+    conn.advance(n);
+    conn
+}
+
+/// A GET's HEADERS on `stream`, its pseudo-header fields literal, then `rest`
+/// (HPACK bytes as they are).
+fn get(stream: u32, rest: &[u8]) -> Vec<u8> {
+    let mut block = Vec::new();
+    for (name, value) in [
+        (":method", "GET"),
+        (":scheme", "http"),
+        (":path", "/"),
+        (":authority", "a"),
+    ] {
+        crate::hpack::encode_field(name.as_bytes(), value.as_bytes(), false, &mut block);
+    }
+    block.extend_from_slice(rest);
+    let mut out = Vec::new();
+    frame::write_headers(stream, true, &block, DEFAULT_MAX_FRAME_SIZE, &mut out);
+    out
+}
+
+/// A literal field with incremental indexing, new name (RFC 7541 §6.2.1).
+fn indexed_literal(name: &str, value: &str) -> Vec<u8> {
+    let mut out = vec![0x40, name.len() as u8];
+    out.extend_from_slice(name.as_bytes());
+    out.push(value.len() as u8);
+    out.extend_from_slice(value.as_bytes());
+    out
+}
+
+fn heads(conn: &mut Connection, bytes: &[u8]) -> Vec<HeaderMap> {
+    let mut heads = Vec::new();
+    let read = conn.recv(bytes, &mut |event| {
+        if let Event::Request { head, .. } = event {
+            heads.push(head.headers);
+        }
+    });
+    assert_eq!(read, Ok(bytes.len()));
+    heads
+}
+
+#[test]
+fn values_from_the_table_share_one_chunk_and_an_idle_connection_holds_none() {
+    let mut conn = open();
+    let mut first = indexed_literal("x-first", "value-one");
+    first.extend(indexed_literal("x-second", "value-two"));
+    let one = heads(&mut conn, &get(1, &first));
+    assert_eq!(one[0]["x-first"], "value-one");
+    // Both from the dynamic table now (62: the newest, x-second), and the static
+    // table's `accept-encoding: gzip, deflate` (16): none of them in the block.
+    let two = heads(&mut conn, &get(3, &[0x80 | 63, 0x80 | 62, 0x80 | 16]));
+    let (a, b, c) = (
+        two[0]["x-first"].as_bytes(),
+        two[0]["x-second"].as_bytes(),
+        two[0]["accept-encoding"].as_bytes(),
+    );
+    assert_eq!(
+        (a, b, c),
+        (&b"value-one"[..], &b"value-two"[..], &b"gzip, deflate"[..])
+    );
+    // Staged one after the other in one allocation.
+    assert_eq!(b.as_ptr(), a.as_ptr().wrapping_add(a.len()));
+    assert_eq!(c.as_ptr(), b.as_ptr().wrapping_add(b.len()));
+    assert!(
+        conn.fragments.capacity() > 0,
+        "the chunk is kept while streams are open"
+    );
+
+    // Both answered and done: the chunk is let go; the heads read from it are intact.
+    for stream in [1, 3] {
+        conn.reset(stream, Reason::NO_ERROR);
+    }
+    assert!(conn.streams.is_empty());
+    assert_eq!(
+        conn.fragments.capacity(),
+        0,
+        "an idle connection holds no chunk"
+    );
+    assert_eq!(two[0]["x-second"], "value-two");
+}
