@@ -301,3 +301,63 @@ async fn a_failing_grpc_upstream_is_counted_as_failing_by_the_calling_sidecar() 
     assert!(counted, "the calling sidecar counts a 502: {metrics}");
     drop((broken, frontend));
 }
+
+/// A gRPC client ending server streams it is done with (a watch replaced, a
+/// subscription dropped) cancels each after its answer began. Over a long-lived
+/// connection that adds up past any reset budget: 1,200 of them must not end the
+/// connection, at either sidecar, nor the call held open on it all along. (Resets
+/// of unanswered streams, the rapid reset attack, are `hardening_h2`'s.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn streams_cancelled_after_their_answer_began_do_not_end_a_long_lived_connection() {
+    const CANCELLED: u64 = 1_200;
+    let dir = tempfile::tempdir().unwrap();
+    let cp = ControlPlane::start(dir.path(), &[]);
+    let (orders, frontend) = two_sidecars(dir.path(), &cp, "orders", echo_app().await, &[]).await;
+    let channel = through(&frontend, "http://orders").await;
+    let mut client = DiscoveryClient::new(channel);
+    let subscribe = |client: &mut DiscoveryClient<_>| {
+        let mut client = client.clone();
+        async move {
+            let (tx, rx) = tokio::sync::mpsc::channel(4);
+            let request = Request::new(tokio_stream::wrappers::ReceiverStream::new(rx));
+            let responses = client.subscribe(request).await.unwrap().into_inner();
+            (tx, responses)
+        }
+    };
+    // Held open across the whole run: a connection cut under it fails it.
+    let (held, mut held_responses) = subscribe(&mut client).await;
+    held.send(ack(1)).await.unwrap();
+    assert_eq!(held_responses.message().await.unwrap().unwrap().version, 1);
+
+    for version in 1..=CANCELLED {
+        let (tx, mut responses) = subscribe(&mut client).await;
+        tx.send(ack(version)).await.unwrap();
+        let answered = responses.message().await;
+        let answered = answered.unwrap_or_else(|e| panic!("stream {version}: {e}"));
+        assert_eq!(answered.unwrap().version, version);
+        // Dropped with its answer begun: the client resets the stream (CANCEL).
+        drop((tx, responses));
+    }
+
+    held.send(ack(2)).await.unwrap();
+    let still = held_responses.message().await;
+    assert_eq!(
+        still
+            .unwrap_or_else(|e| panic!("the held call, after the cancels: {e}"))
+            .unwrap()
+            .version,
+        2
+    );
+    for sidecar in [&frontend, &orders] {
+        let admin = sidecar.admin;
+        let (_, metrics) =
+            tokio::task::spawn_blocking(move || graylane_tests::http_get(admin, "/metrics"))
+                .await
+                .unwrap();
+        assert!(
+            metrics.contains("graylane_connections_reset_abuse_total{listener=\"inbound\"} 0"),
+            "{metrics}"
+        );
+    }
+    drop((held, orders, frontend));
+}

@@ -19,3 +19,6 @@ mod conn;
 pub mod frame;
 pub mod hpack;
 pub mod server;
+mod stage;
+
+pub use stage::stage;

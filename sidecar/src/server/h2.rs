@@ -84,6 +84,9 @@ pub(super) struct Serving<T, S, F> {
     keep_alive: KeepAlive,
     /// What the connection said, kept between reads (its allocation reused).
     events: Vec<Said>,
+    /// Where small DATA is staged for the bodies ([`graylane_http2::stage`]); let go
+    /// while no stream is open.
+    staging: BytesMut,
     /// The client closed its side: nothing more comes.
     read_closed: bool,
     /// The connection failed: the GOAWAY goes out, then it ends with this.
@@ -145,6 +148,7 @@ where
             waker: Arc::default(),
             keep_alive: KeepAlive::new(),
             events: Vec::new(),
+            staging: BytesMut::new(),
             read_closed: false,
             failed: None,
         }
@@ -159,11 +163,12 @@ where
     /// What the client's bytes said, acted on.
     fn received(&mut self) {
         let mut events = std::mem::take(&mut self.events);
-        let (streams, serve, answers, waker) = (
+        let (streams, serve, answers, waker, staging) = (
             &mut self.streams,
             &mut self.serve,
             &mut self.answers,
             &self.waker,
+            &mut self.staging,
         );
         let result = self.conn.recv(&self.read, &mut |event| {
             events.push(match event {
@@ -186,13 +191,14 @@ where
                     None => Said::Other,
                 },
                 Event::TooLarge { stream } => Said::TooLarge(stream),
-                // Into the body's queue here, copied once from the read buffer.
+                // Into the body's queue here, copied once from the read buffer (small
+                // DATA into the staging chunk).
                 Event::Data {
                     stream,
                     data,
                     end_stream,
                 } => match streams.get(&stream) {
-                    Some(open) if open.shared.push(data, end_stream) => match end_stream {
+                    Some(open) if open.shared.push(data, end_stream, staging) => match end_stream {
                         true => Said::Ended(stream),
                         false => Said::Other,
                     },
@@ -509,6 +515,9 @@ where
                 }
             }
             if !progress {
+                if me.streams.is_empty() && me.staging.capacity() > 0 {
+                    me.staging = BytesMut::new();
+                }
                 return Poll::Pending;
             }
         }

@@ -12,7 +12,7 @@ use super::MAX_FIELDS;
 use crate::hpack::{self, Decoder, Field};
 use bytes::{Bytes, BytesMut};
 
-use super::recv::stage;
+use crate::stage;
 
 /// What a size limit counts per field on top of its name and value (RFC 9113 §6.5.2).
 const FIELD_OVERHEAD: usize = 32;

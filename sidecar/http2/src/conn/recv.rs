@@ -3,6 +3,8 @@
 
 use bytes::{Bytes, BytesMut};
 
+use crate::stage;
+
 use super::{
     Block, Connection, ConnectionError, DEFAULT_WINDOW, Event, GLITCHES_BEFORE_RATIO, Phase, Read,
     Role, Whole, trailers,
@@ -519,18 +521,4 @@ impl<R: Role> Connection<R> {
         }
         ConnectionError { reason, what }
     }
-}
-
-/// Header blocks, and the values of their fields that are not in the block, are
-/// staged in a chunk of their own and split off it: one allocation for many heads
-/// instead of one (or two) for each block and each value.
-const CHUNK: usize = 4096;
-
-/// Appends `bytes` to `buf`, a fresh chunk first where it has no room for them
-/// (the old one lives on in what was split off it).
-pub(crate) fn stage(buf: &mut BytesMut, bytes: &[u8]) {
-    if buf.capacity() - buf.len() < bytes.len() {
-        buf.reserve(CHUNK.max(bytes.len()));
-    }
-    buf.extend_from_slice(bytes);
 }

@@ -71,25 +71,30 @@ impl Shared {
             .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
-    /// Some of the body came; `false`: nobody reads it, give the window back.
-    pub(super) fn push(&self, data: &[u8], end: bool) -> bool {
+    /// Some of the body came; `false`: nobody reads it, give the window back. Small
+    /// DATA is staged in the connection's `staging` chunk and split off it: a unary
+    /// gRPC message costs no allocation of its own.
+    pub(super) fn push(&self, data: &[u8], end: bool, staging: &mut BytesMut) -> bool {
         let mut inner = self.lock();
         inner.ended |= end;
         if inner.dropped {
             return false;
         }
-        if data.len() >= MERGED || inner.tail.len() + data.len() > MERGED {
+        if data.len() >= MERGED {
             if !inner.tail.is_empty() {
                 let tail = inner.tail.split().freeze();
                 inner.chunks.push_back(tail);
             }
-            if data.len() >= MERGED {
-                inner.chunks.push_back(Bytes::copy_from_slice(data));
-            } else {
-                inner.tail.extend_from_slice(data);
-            }
+            inner.chunks.push_back(Bytes::copy_from_slice(data));
         } else {
-            inner.tail.extend_from_slice(data);
+            if inner.tail.len() + data.len() > MERGED {
+                let tail = inner.tail.split().freeze();
+                inner.chunks.push_back(tail);
+            }
+            graylane_http2::stage(staging, data);
+            // In place when it follows the tail in the chunk (or the tail is empty);
+            // else copied onto the tail, which from then on is a buffer of its own.
+            inner.tail.unsplit(staging.split());
         }
         if let Some(waker) = inner.body.take() {
             waker.wake();
@@ -253,5 +258,53 @@ impl<F: Future> Future for Answer<F> {
                 Poll::Pending
             }
         }
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use http_body_util::BodyExt;
+
+    use super::*;
+
+    fn stream() -> Incoming {
+        Incoming(Shared::new(Arc::default(), None, false))
+    }
+
+    async fn next(body: &mut Incoming) -> Bytes {
+        body.frame().await.unwrap().unwrap().into_data().unwrap()
+    }
+
+    #[tokio::test]
+    async fn small_data_is_split_off_the_connections_chunk_and_merged_per_stream() {
+        let mut staging = BytesMut::new();
+        let (mut a, mut b) = (stream(), stream());
+        assert!(a.0.push(b"hello", false, &mut staging));
+        assert!(b.0.push(b"world", false, &mut staging));
+        let (hello, world) = (next(&mut a).await, next(&mut b).await);
+        assert_eq!((&hello[..], &world[..]), (&b"hello"[..], &b"world"[..]));
+        // One allocation for both streams' DATA: one after the other in the chunk.
+        assert_eq!(world.as_ptr(), hello.as_ptr().wrapping_add(hello.len()));
+
+        // A stream's small frames merge, in order, whether they follow each other in
+        // the chunk or not.
+        for (body, data) in [(&a, "1"), (&a, "2"), (&b, "x"), (&a, "3")] {
+            assert!(body.0.push(data.as_bytes(), false, &mut staging));
+        }
+        assert_eq!(next(&mut a).await, "123");
+        assert_eq!(next(&mut b).await, "x");
+    }
+
+    #[tokio::test]
+    async fn data_past_the_merge_size_comes_whole_after_what_was_merged() {
+        let mut staging = BytesMut::new();
+        let mut body = stream();
+        let large = vec![7u8; MERGED];
+        assert!(body.0.push(b"ab", false, &mut staging));
+        assert!(body.0.push(&large, true, &mut staging));
+        assert_eq!(next(&mut body).await, "ab");
+        assert_eq!(next(&mut body).await.len(), MERGED);
+        assert!(body.frame().await.is_none());
     }
 }
