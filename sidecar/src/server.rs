@@ -50,7 +50,6 @@ use self::checks::Refusal;
 pub(crate) use self::checks::{MAX_HEADER_BYTES, MAX_HEADERS, MESH_BYTES, MESH_FIELDS};
 use self::connection::{Connection, Protocols};
 pub(crate) use self::h1::RequestBody;
-pub(crate) use self::h2::Incoming as H2RequestBody;
 pub use self::mtls::MeshInbound;
 
 /// Connection limits of a listener.

@@ -241,6 +241,7 @@ impl Role for Client {
             stream,
             head,
             end_stream,
+            length: remaining,
         });
         if end_stream {
             conn.recv_closed(stream);

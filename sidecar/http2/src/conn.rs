@@ -102,11 +102,14 @@ pub enum Event<'a> {
     TooLarge { stream: u32 },
     /// (Client) An interim response (1xx, not 101): the final one is still to come.
     Informational { stream: u32, head: response::Parts },
-    /// (Client) A response's head; with `end_stream` it has no body.
+    /// (Client) A response's head; with `end_stream` it has no body. `length` is
+    /// its body's size by `content-length` (none for a HEAD's, a 204's or a 304's),
+    /// checked here as for a request.
     Response {
         stream: u32,
         head: response::Parts,
         end_stream: bool,
+        length: Option<u64>,
     },
     /// Some of a message's body. The caller gives the window back with
     /// [`Connection::release`] once it has passed the bytes on.

@@ -68,6 +68,32 @@ impl Reason {
     pub const HTTP_1_1_REQUIRED: Reason = Reason(0xd);
 }
 
+/// As RFC 9113 §7 names it, with its number: `CANCEL (0x8)`.
+impl std::fmt::Display for Reason {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        const NAMES: [&str; 14] = [
+            "NO_ERROR",
+            "PROTOCOL_ERROR",
+            "INTERNAL_ERROR",
+            "FLOW_CONTROL_ERROR",
+            "SETTINGS_TIMEOUT",
+            "STREAM_CLOSED",
+            "FRAME_SIZE_ERROR",
+            "REFUSED_STREAM",
+            "CANCEL",
+            "COMPRESSION_ERROR",
+            "CONNECT_ERROR",
+            "ENHANCE_YOUR_CALM",
+            "INADEQUATE_SECURITY",
+            "HTTP_1_1_REQUIRED",
+        ];
+        let name = NAMES
+            .get(self.0 as usize)
+            .unwrap_or(&"an unknown error code");
+        write!(f, "{name} ({:#x})", self.0)
+    }
+}
+
 /// A frame the peer got wrong: the whole connection's error, or one stream's (§5.4).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Error {

@@ -21,4 +21,5 @@ pub mod hpack;
 pub mod server;
 mod stage;
 
+pub use conn::{Connection, Role};
 pub use stage::stage;

@@ -167,6 +167,7 @@ async fn drive(io: DuplexStream, mut calls: Vec<Call>) -> (Vec<Call>, usize) {
                         stream,
                         head,
                         end_stream,
+                        ..
                     } => (
                         stream,
                         None,

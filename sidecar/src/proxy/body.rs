@@ -1,7 +1,7 @@
 //! Every body the sidecar sends or receives. An enum rather than one boxed type: the
 //! bodies of nearly every request — the one hyper received over HTTP/1.1, the one our
-//! HTTP/1.1 client reads, the one h2 received (a client's request, an upstream's
-//! response), and none at all — go
+//! HTTP/1.1 client reads, the one an HTTP/2 connection received (a client's request,
+//! an upstream's response), and none at all — go
 //! through unboxed, two allocations fewer per request; anything else is boxed.
 
 use std::pin::Pin;
@@ -14,8 +14,8 @@ use hyper::body::{Body as HttpBody, Frame, Incoming, SizeHint};
 use super::BoxError;
 use super::coalesce::Coalesce;
 use super::pool::ResponseBody;
-use super::streams::Received;
-use crate::server::{H2RequestBody, RequestBody};
+use super::streams::Incoming as H2Body;
+use crate::server::RequestBody;
 
 pub(crate) enum Body {
     /// Nothing: a body-less request's copy, a response without content.
@@ -30,11 +30,10 @@ pub(crate) enum Body {
     /// A response body as the pool's HTTP/1.1 client reads it (it merges what it
     /// has read itself).
     Upstream(ResponseBody),
-    /// A body as h2 received it (see `streams`), merged the same way.
-    ReceivedH2(Coalesce<Received>),
-    /// A request body as the sidecar's own HTTP/2 server receives it
-    /// (`server::h2`), merged the same way.
-    ReceivedOwnH2(Coalesce<H2RequestBody>),
+    /// A body an HTTP/2 connection received (a client's request on the inbound
+    /// listeners, an upstream's response in the pool: see `streams`), merged the same
+    /// way.
+    ReceivedH2(Coalesce<H2Body>),
     /// Anything else: an error's text, a retried request's body held whole.
     Boxed(UnsyncBoxBody<Bytes, BoxError>),
 }
@@ -48,12 +47,8 @@ impl std::fmt::Debug for Body {
 }
 
 impl Body {
-    pub(crate) fn received_h2(body: Received) -> Self {
+    pub(crate) fn received_h2(body: H2Body) -> Self {
         Self::ReceivedH2(Coalesce::new(body))
-    }
-
-    pub(crate) fn received_own_h2(body: H2RequestBody) -> Self {
-        Self::ReceivedOwnH2(Coalesce::new(body))
     }
 }
 
@@ -77,7 +72,6 @@ impl HttpBody for Body {
             Self::Upstream(body) => Pin::new(body).poll_frame(cx),
             Self::Downstream(body) => Pin::new(body).poll_frame(cx),
             Self::ReceivedH2(body) => Pin::new(body).poll_frame(cx),
-            Self::ReceivedOwnH2(body) => Pin::new(body).poll_frame(cx),
             Self::Boxed(body) => Pin::new(body).poll_frame(cx),
         }
     }
@@ -89,7 +83,6 @@ impl HttpBody for Body {
             Self::Upstream(body) => body.is_end_stream(),
             Self::Downstream(body) => body.is_end_stream(),
             Self::ReceivedH2(body) => body.is_end_stream(),
-            Self::ReceivedOwnH2(body) => body.is_end_stream(),
             Self::Boxed(body) => body.is_end_stream(),
         }
     }
@@ -101,7 +94,6 @@ impl HttpBody for Body {
             Self::Upstream(body) => body.size_hint(),
             Self::Downstream(body) => body.size_hint(),
             Self::ReceivedH2(body) => body.size_hint(),
-            Self::ReceivedOwnH2(body) => body.size_hint(),
             Self::Boxed(body) => body.size_hint(),
         }
     }

@@ -176,9 +176,8 @@ pub(crate) struct Upstream<'a> {
     /// `host:port` to connect to.
     pub(crate) address: &'a str,
     pub(crate) timeout: Duration,
-    /// Whether a failed body-less request is wanted back ([`SendError::request`]):
-    /// over HTTP/2 that costs a copy of its head (h2 takes the head), made for
-    /// nothing when the caller holds a copy of its own (a retry policy's).
+    /// Whether a failed body-less request is wanted back ([`SendError::request`]),
+    /// not wanted when the caller holds a copy of its own (a retry policy's).
     pub(crate) hand_back: bool,
 }
 

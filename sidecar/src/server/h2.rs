@@ -22,12 +22,11 @@
 use std::collections::HashMap;
 use std::fmt::Display;
 use std::future::Future;
-use std::io;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::task::{Context, Poll, ready};
+use std::task::{Context, Poll};
 
-use bytes::{Buf, Bytes, BytesMut};
+use bytes::{Buf, BytesMut};
 use futures_util::stream::{FuturesUnordered, Stream as _};
 use futures_util::task::AtomicWaker;
 use graylane_http2::frame::Reason;
@@ -37,19 +36,16 @@ use hyper::body::Body as HttpBody;
 use tokio::io::{AsyncRead, AsyncWrite, DuplexStream};
 use tokio::sync::oneshot;
 
-use self::incoming::{Answer, Shared};
-use self::keep_alive::KeepAlive;
+use self::answer::Answer;
 use super::{H2_MAX_HEADER_LIST, MAX_CONCURRENT_STREAMS};
+use crate::proxy::streams::{Incoming, KeepAlive, Pumped, Reset, Sending, Shared, flush};
 use crate::proxy::upgrade::H2Tunnel;
 use crate::proxy::{
     Body, BoxError, H2_CONNECTION_WINDOW, H2_STREAM_WINDOW, Message, strip_hop_by_hop,
 };
 
-mod incoming;
-mod keep_alive;
+mod answer;
 mod tunnel;
-
-pub(crate) use self::incoming::Incoming;
 
 /// Bytes waiting to be written past which the connection stops reading and pumping
 /// answers until the client takes them: hyper's server kept 400 KiB per stream past
@@ -104,14 +100,6 @@ struct Open {
     answers_head: bool,
     /// A CONNECT's tunnel, handed to the handler once answered 2xx.
     connect: Option<oneshot::Sender<DuplexStream>>,
-}
-
-/// An answer's body on its way: what it gave and the windows have not let go yet.
-struct Sending {
-    body: Body,
-    chunk: Bytes,
-    /// `chunk` is the body's last.
-    last: bool,
 }
 
 /// An event of the connection, its data owned.
@@ -296,11 +284,7 @@ where
             }
             match tunnel::open(opened, Incoming(Arc::clone(&open.shared))) {
                 Some(body) => {
-                    open.sending = Some(Sending {
-                        body,
-                        chunk: Bytes::new(),
-                        last: false,
-                    });
+                    open.sending = Some(Sending::new(body));
                 }
                 None => {
                     self.conn.reset(stream, Reason::CANCEL);
@@ -324,11 +308,7 @@ where
             open.answered = true;
             self.settle(stream);
         } else {
-            open.sending = Some(Sending {
-                body,
-                chunk: Bytes::new(),
-                last: false,
-            });
+            open.sending = Some(Sending::new(body));
         }
     }
 
@@ -340,54 +320,18 @@ where
             let Some(sending) = &mut open.sending else {
                 continue;
             };
-            let done = loop {
-                if self.conn.output().len() >= HIGH_WATER {
-                    break false;
-                }
-                if !sending.chunk.is_empty() || sending.last {
-                    if !sending.chunk.is_empty() && self.conn.capacity(stream) == 0 {
-                        break false;
-                    }
-                    let Ok(n) = self.conn.send_data(stream, &sending.chunk, sending.last) else {
-                        break true;
-                    };
-                    sending.chunk.advance(n);
+            match sending.pump(&mut self.conn, stream, HIGH_WATER, cx, &mut progress) {
+                Pumped::Waiting => continue,
+                Pumped::Done => {}
+                Pumped::Failed(e) => {
+                    tracing::debug!(error = %e, "response body failed");
+                    self.conn.reset(stream, reset_reason(&*e));
                     progress = true;
-                    if sending.chunk.is_empty() && sending.last {
-                        break true;
-                    }
-                    continue;
                 }
-                match Pin::new(&mut sending.body).poll_frame(cx) {
-                    Poll::Ready(Some(Ok(frame))) => match frame.into_data() {
-                        Ok(data) => {
-                            // The last DATA frame ends the stream itself.
-                            sending.last = sending.body.is_end_stream();
-                            sending.chunk = data;
-                        }
-                        Err(frame) => {
-                            if let Ok(trailers) = frame.into_trailers() {
-                                let _ = self.conn.send_trailers(stream, &trailers);
-                                progress = true;
-                            }
-                            break true;
-                        }
-                    },
-                    Poll::Ready(None) => sending.last = true,
-                    Poll::Ready(Some(Err(e))) => {
-                        tracing::debug!(error = %e, "response body failed");
-                        self.conn.reset(stream, reset_reason(&*e));
-                        progress = true;
-                        break true;
-                    }
-                    Poll::Pending => break false,
-                }
-            };
-            if done {
-                open.sending = None;
-                open.answered = true;
-                finished.push(stream);
             }
+            open.sending = None;
+            open.answered = true;
+            finished.push(stream);
         }
         for stream in finished {
             self.settle(stream);
@@ -436,24 +380,6 @@ where
         }
     }
 
-    /// Writes what the connection has to send; `Ready(Ok(()))` once all of it went.
-    fn flush(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<bool>> {
-        let mut wrote = false;
-        while !self.conn.output().is_empty() {
-            let n = ready!(Pin::new(&mut self.io).poll_write(cx, self.conn.output()))?;
-            if n == 0 {
-                return Poll::Ready(Err(io::ErrorKind::WriteZero.into()));
-            }
-            self.conn.advance(n);
-            wrote = true;
-        }
-        if wrote {
-            // TLS holds records until flushed.
-            ready!(Pin::new(&mut self.io).poll_flush(cx))?;
-        }
-        Poll::Ready(Ok(wrote))
-    }
-
     /// Whether the connection is done: failed, closed by the client, or closing
     /// with nothing left open.
     fn ended(&self) -> bool {
@@ -488,7 +414,7 @@ where
             }
             me.release();
             progress |= me.pump(cx);
-            match me.flush(cx) {
+            match flush(&mut me.io, &mut me.conn, cx) {
                 Poll::Ready(Ok(wrote)) => progress |= wrote,
                 Poll::Ready(Err(e)) => return Poll::Ready(Err(e.into())),
                 Poll::Pending => {}
@@ -556,7 +482,7 @@ where
     } else if end_stream {
         Body::Empty
     } else {
-        Body::received_own_h2(Incoming(Arc::clone(&shared)))
+        Body::received_h2(Incoming(Arc::clone(&shared)))
     };
     let answer = serve(Request::from_parts(head, body));
     answers.push(Answer::new(stream, shared, answer));
@@ -591,11 +517,8 @@ impl Open {
 fn reset_reason(error: &(dyn std::error::Error + 'static)) -> Reason {
     let mut source = Some(error);
     while let Some(e) = source {
-        if let Some(reason) = e
-            .downcast_ref::<::h2::Error>()
-            .and_then(::h2::Error::reason)
-        {
-            return Reason(u32::from(reason));
+        if let Some(Reset(reason)) = e.downcast_ref::<Reset>() {
+            return *reason;
         }
         source = e.source();
     }

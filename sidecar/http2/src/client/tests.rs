@@ -28,6 +28,7 @@ fn feed(conn: &mut Connection, bytes: &[u8]) -> (Result<usize, ConnectionError>,
                 stream,
                 head,
                 end_stream,
+                ..
             } => Seen::Response(stream, head.status.as_u16(), end_stream),
             Event::Data {
                 stream,

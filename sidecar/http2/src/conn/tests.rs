@@ -39,9 +39,9 @@ fn get(stream: u32, rest: &[u8]) -> Vec<u8> {
 
 /// A literal field with incremental indexing, new name (RFC 7541 §6.2.1).
 fn indexed_literal(name: &str, value: &str) -> Vec<u8> {
-    let mut out = vec![0x40, name.len() as u8];
+    let mut out = vec![0x40, u8::try_from(name.len()).unwrap()];
     out.extend_from_slice(name.as_bytes());
-    out.push(value.len() as u8);
+    out.push(u8::try_from(value.len()).unwrap());
     out.extend_from_slice(value.as_bytes());
     out
 }

@@ -43,11 +43,11 @@ impl Connector {
         match dest.peer {
             None => {
                 let tcp = self.tcp(dest.address).await?.into_inner();
-                http2::handshake(tcp, dest.address).await
+                Ok(http2::handshake(tcp))
             }
             Some(peer) => {
                 let tls = self.tls(dest.address, peer, Alpn::H2).await?.into_inner();
-                http2::handshake(tls, dest.address).await
+                Ok(http2::handshake(tls))
             }
         }
     }

@@ -1,106 +1,189 @@
-//! HTTP/2 to upstreams on `h2` itself, not hyper's client.
+//! HTTP/2 to upstreams on graylane-http2's client end (sans I/O), driven here.
 //!
-//! hyper's client hands each request to its connection's task through a channel, and
-//! that task spawns one more task per request to await the response and hand it back
-//! through a oneshot: three tasks and two hand-offs per request, 10 % of an HTTP/2
-//! hop's instructions (bench/README.md). Here the request's own task opens the stream
-//! and awaits the response; the connection's task only moves frames. What hyper's
-//! client did on the way is done here as it did it: the request body pumped within
-//! the peer's windows (in the request's task when it can finish at once, in a task
-//! of its own when it cannot), the response's window given back as it is read, a
-//! RST_STREAM(NO_ERROR) after the response read as its end, keep-alive PINGs, and
-//! server push refused. What it did not: hold back resets an app could take for an
-//! attack ([`unaccepted`]).
+//! One task per connection (`drive.rs`) reads the socket into the connection, hands
+//! each response head to the request waiting for it and its DATA to the response's
+//! body ([`Incoming`]: the window goes back to the upstream as the body is read),
+//! pumps the request bodies within the upstream's windows, and writes. A request's
+//! own task opens its stream and waits for its head through the connection's lock:
+//! no channel, task or oneshot per request (hyper's client took three tasks and two
+//! hand-offs, 10 % of an HTTP/2 hop: bench/README.md), and a request's head, its
+//! body at hand and those of the requests beside it go out in one write.
+//!
+//! What hyper's client did on the way is done here as it did it: keep-alive PINGs,
+//! push refused, a response the upstream ends early with RST_STREAM(NO_ERROR) is
+//! whole, a request given up before its answer is reset (CANCEL). What it did not:
+//! hold back resets an app could take for an attack ([`unaccepted`]).
 
-use std::future::{Future, poll_fn};
-use std::pin::Pin;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::task::{Context, Poll, ready};
+use std::collections::HashMap;
+use std::future::poll_fn;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::task::{Context, Poll, Waker, ready};
 
-use ::h2::client::{Builder, ResponseFuture, SendRequest};
-use ::h2::{PingPong, Reason, RecvStream};
-use bytes::Bytes;
-use http::{Request, Response};
+use bytes::BytesMut;
+use futures_util::task::AtomicWaker;
+use graylane_http2::client::{Config, Connection, ConnectionError, Unsendable};
+use graylane_http2::frame::Reason;
+use http::{Request, Response, response};
 use hyper::body::Body as HttpBody;
 use tokio::io::{AsyncRead, AsyncWrite};
-use tokio::sync::oneshot;
 
 use self::unaccepted::{HOLD_LIMIT, Unaccepted};
 use super::{Failure, PoolError};
-use crate::proxy::streams::{KeepAlive, Pump, Pumped, Received, content_length};
+use crate::proxy::streams::{Incoming, Reset, Sending, Shared as BodyShared};
 use crate::proxy::{Body, BoxError, H2_CONNECTION_WINDOW, H2_STREAM_WINDOW};
-/// hyper's client defaults, kept: 1 MiB of a request body buffered per stream past
-/// the peer's window, streams opened before the peer's SETTINGS say how many it
-/// takes, and locally reset streams per connection before it is given up. (Not its
-/// 16 KiB for a response's header list: an app may answer with what a client may
-/// ask with, `H2_MAX_HEADER_LIST`, as it may over HTTP/1.1.)
-const MAX_SEND_BUFFER: usize = 1024 * 1024;
-const INITIAL_MAX_SEND_STREAMS: usize = 100;
-const MAX_LOCAL_RESETS: usize = 1024;
+
+mod drive;
+#[cfg(test)]
+mod tests;
+mod unaccepted;
 
 /// One HTTP/2 connection; clones share it. It closes once every clone, and every
 /// stream opened on it, is gone.
-#[derive(Clone)]
 pub(crate) struct Sender {
-    send: SendRequest<Bytes>,
     shared: Arc<Shared>,
 }
 
-/// What the clones of a [`Sender`] and its streams share.
-#[derive(Default)]
+/// What the clones of a [`Sender`], its streams and its task share.
 struct Shared {
-    /// Set by the connection's task when the connection ends.
-    closed: AtomicBool,
+    state: Mutex<State>,
+    /// The connection's task: woken when there is something to write, a body took
+    /// bytes, a request gave up, or the last handle went.
+    task: Arc<AtomicWaker>,
     unaccepted: Unaccepted,
+    /// Set once no new stream may be opened: the connection ended or is closing.
+    closed: AtomicBool,
+    /// Live [`Sender`]s.
+    handles: AtomicUsize,
 }
 
-/// The HTTP/2 handshake over `io`; the connection is then driven by a task of its own.
-pub(super) async fn handshake<T>(io: T, address: &str) -> Result<Sender, PoolError>
+struct State {
+    conn: Connection,
+    streams: HashMap<u32, Slot>,
+    /// Requests waiting for a stream (as many open as the upstream allows).
+    queued: Vec<Waker>,
+    /// Why the connection ended: every stream still waiting fails with it.
+    ended: Option<Ended>,
+    /// Where small DATA is staged for the response bodies ([`graylane_http2::stage`]).
+    staging: BytesMut,
+}
+
+/// One stream's side in the connection's state.
+#[derive(Default)]
+struct Slot {
+    /// The response's head, its body (`None`: it has none), until the request takes
+    /// them.
+    head: Option<(response::Parts, Option<Arc<BodyShared>>)>,
+    /// Why the stream failed before its head (or its request body did), until the
+    /// request takes it.
+    failed: Option<PoolError>,
+    /// The request's task, waiting for one of the two.
+    waiter: Option<Waker>,
+    /// The response body, while DATA may come for it.
+    body: Option<Arc<BodyShared>>,
+    /// The request body, while it goes out.
+    sending: Option<Sending>,
+    /// Nobody waits for the answer any more (taken, or given up): the slot goes once
+    /// the stream has ended.
+    taken: bool,
+    /// The connection's task has reset or held the stream already (its request body
+    /// failed): a request giving up then has nothing left to do.
+    settled: bool,
+}
+
+/// How a connection ended.
+#[derive(Clone)]
+enum Ended {
+    Io(std::io::ErrorKind, String),
+    /// The upstream broke HTTP/2 (the GOAWAY saying so went out).
+    Protocol(ConnectionError),
+}
+
+impl Ended {
+    fn error(&self) -> BoxError {
+        match self {
+            Ended::Io(kind, text) => Box::new(std::io::Error::new(*kind, text.clone())),
+            Ended::Protocol(e) => Box::new(e.clone()),
+        }
+    }
+}
+
+/// The settings this end asks of upstreams: the windows every HTTP/2 hop of the
+/// sidecar uses, and a header list as large as a client may send the sidecar.
+fn config() -> Config {
+    Config {
+        max_concurrent_streams: 0,
+        initial_window_size: H2_STREAM_WINDOW,
+        connection_window_size: H2_CONNECTION_WINDOW,
+        max_frame_size: 16 * 1024,
+        max_header_list_size: crate::server::H2_MAX_HEADER_LIST,
+        enable_connect_protocol: false,
+    }
+}
+
+/// An HTTP/2 connection over `io` (its preface and SETTINGS are the first bytes
+/// written), driven by a task of its own. A request may go at once.
+pub(super) fn handshake<T>(io: T) -> Sender
 where
     T: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
-    let (send, mut connection) = Builder::new()
-        .enable_push(false)
-        .initial_window_size(H2_STREAM_WINDOW)
-        .initial_connection_window_size(H2_CONNECTION_WINDOW)
-        .max_header_list_size(crate::server::H2_MAX_HEADER_LIST)
-        .max_send_buffer_size(MAX_SEND_BUFFER)
-        .initial_max_send_streams(INITIAL_MAX_SEND_STREAMS)
-        .max_local_error_reset_streams(Some(MAX_LOCAL_RESETS))
-        .handshake::<_, Bytes>(io)
-        .await
-        .map_err(|e| PoolError::Connect(format!("h2 handshake with {address}: {e}")))?;
-    let shared = Arc::new(Shared::default());
-    let ping = connection.ping_pong().expect("taken once, here");
-    let ended = Arc::clone(&shared);
-    tokio::spawn(async move {
-        let end = drive(connection, ping).await;
-        ended.closed.store(true, Ordering::Relaxed);
-        if let Err(e) = end {
-            tracing::debug!(error = %e, "upstream h2 connection ended");
-        }
+    let shared = Arc::new(Shared {
+        state: Mutex::new(State {
+            conn: Connection::new(config()),
+            streams: HashMap::new(),
+            queued: Vec::new(),
+            ended: None,
+            staging: BytesMut::new(),
+        }),
+        task: Arc::default(),
+        unaccepted: Unaccepted::default(),
+        closed: AtomicBool::new(false),
+        handles: AtomicUsize::new(1),
     });
-    Ok(Sender { send, shared })
+    tokio::spawn(drive::drive(io, Arc::clone(&shared)));
+    Sender { shared }
 }
 
-/// Drives the connection until it ends, with its keep-alive PINGs.
-async fn drive<T>(
-    connection: ::h2::client::Connection<T, Bytes>,
-    ping: PingPong,
-) -> Result<(), BoxError>
-where
-    T: AsyncRead + AsyncWrite + Unpin,
-{
-    let mut keep_alive = KeepAlive::new(ping);
-    let mut connection = std::pin::pin!(connection);
-    poll_fn(|cx| {
-        if let Poll::Ready(e) = keep_alive.poll(cx) {
-            return Poll::Ready(Err(e));
+impl Shared {
+    fn lock(&self) -> MutexGuard<'_, State> {
+        // A panic while holding it leaves plain data behind: carry on with it.
+        self.state.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+impl State {
+    /// Ready once a stream may be opened; an error: the connection is gone or
+    /// closing, and nothing was sent.
+    fn poll_open(&mut self, cx: &Context<'_>) -> Poll<Result<(), PoolError>> {
+        if let Some(ended) = &self.ended {
+            return Poll::Ready(Err(PoolError::Exchange(ended.error())));
         }
-        connection.as_mut().poll(cx).map_err(Into::into)
-    })
-    .await
+        match self.conn.can_send() {
+            Ok(()) => Poll::Ready(Ok(())),
+            Err(Unsendable::AtLimit) => {
+                self.queued.push(cx.waker().clone());
+                Poll::Pending
+            }
+            Err(e) => Poll::Ready(Err(PoolError::Exchange(Box::new(e)))),
+        }
+    }
+}
+
+impl Clone for Sender {
+    fn clone(&self) -> Self {
+        self.shared.handles.fetch_add(1, Ordering::Relaxed);
+        Self {
+            shared: Arc::clone(&self.shared),
+        }
+    }
+}
+
+impl Drop for Sender {
+    fn drop(&mut self) {
+        if self.shared.handles.fetch_sub(1, Ordering::AcqRel) == 1 {
+            self.shared.task.wake();
+        }
+    }
 }
 
 impl Sender {
@@ -111,16 +194,12 @@ impl Sender {
     /// Waits until a stream may be opened; an error: the connection is gone, and
     /// nothing was sent.
     pub(super) async fn ready(&mut self) -> Result<(), PoolError> {
-        poll_fn(|cx| self.send.poll_ready(cx))
-            .await
-            .map_err(|e| PoolError::Exchange(e.into()))
+        poll_fn(|cx| self.shared.lock().poll_open(cx)).await
     }
 
-    /// Opens a stream for `request` (its URI absolute: h2 takes `:scheme` and
-    /// `:authority` from it) and awaits the response head. Call [`Self::ready`] first.
-    /// With `hand_back`, a body-less request whose stream fails comes back with the
-    /// failure: a copy, since h2 takes the head (HTTP/1.1 hands back the request
-    /// itself, at no cost).
+    /// Opens a stream for `request` (its URI absolute: `:scheme` and `:authority`
+    /// come from it) and awaits the response head. With `hand_back`, a body-less
+    /// request whose stream fails comes back with the failure, its head as it was.
     pub(super) async fn send(
         &mut self,
         request: Box<Request<Body>>,
@@ -128,153 +207,180 @@ impl Sender {
     ) -> Result<Response<Body>, Failure> {
         let (head, body) = request.into_parts();
         let end = body.is_end_stream();
-        let copy = (hand_back && end).then(|| crate::proxy::copy_head(&head));
-        self.exchange(head, body, end)
+        let mut body = Some(body);
+        // Opened under the lock, once the connection has room for it.
+        let opened = poll_fn(|cx| {
+            let mut state = self.shared.lock();
+            ready!(state.poll_open(cx))?;
+            let stream = state.conn.send_request(&head, end).map_err(|e| match e {
+                Unsendable::Malformed(_) => PoolError::Unsendable(Box::new(e)),
+                _ => PoolError::Exchange(Box::new(e)),
+            })?;
+            let sending = body.take().filter(|_| !end).map(Sending::new);
+            state.streams.insert(
+                stream,
+                Slot {
+                    sending,
+                    ..Slot::default()
+                },
+            );
+            Poll::Ready(Ok(stream))
+        })
+        .await;
+        let stream = match opened {
+            Ok(stream) => stream,
+            Err(error) => {
+                let body = body.unwrap_or(Body::Empty);
+                return Err(Failure {
+                    error,
+                    request: Some(Box::new(Request::from_parts(head, body))),
+                });
+            }
+        };
+        self.shared.task.wake();
+        let mut waiting = Waiting {
+            shared: &self.shared,
+            stream,
+            done: false,
+        };
+        poll_fn(|cx| waiting.poll(cx))
             .await
             .map_err(|error| Failure {
                 error,
-                request: copy,
+                request: (hand_back && end)
+                    .then(|| Box::new(Request::from_parts(head, Body::Empty))),
             })
-    }
-
-    async fn exchange(
-        &mut self,
-        head: http::request::Parts,
-        body: Body,
-        end: bool,
-    ) -> Result<Response<Body>, PoolError> {
-        let (response, stream) = self
-            .send
-            .send_request(Request::from_parts(head, ()), end)
-            .map_err(|e| PoolError::Exchange(e.into()))?;
-        let mut waiting = Waiting {
-            response: Some(response),
-            cancel: None,
-            shared: &self.shared,
-        };
-        // A body failing once the pump has a task of its own says so here; the
-        // stream is then given up as any other ([`Waiting`]).
-        let mut failed = None;
-        if !end {
-            let mut pump = Pump::new(body, stream);
-            // Most bodies are at hand whole (a unary gRPC message): sent from here,
-            // without a task.
-            match poll_fn(|cx| Poll::Ready(Pin::new(&mut pump).poll(cx))).await {
-                Poll::Ready(Ok(())) | Poll::Ready(Err(Pumped::Stream(_))) => {}
-                Poll::Ready(Err(Pumped::Body(e))) => return Err(PoolError::RequestBody(e)),
-                Poll::Pending => {
-                    let (tx, rx) = oneshot::channel();
-                    pump.cancel_on(rx);
-                    waiting.cancel = Some(tx);
-                    let (tx, rx) = oneshot::channel();
-                    failed = Some(rx);
-                    tokio::spawn(finish(pump, tx));
-                }
-            }
-        }
-        let response = poll_fn(|cx| {
-            if let Some(rx) = &mut failed {
-                match Pin::new(rx).poll(cx) {
-                    Poll::Ready(Ok(e)) => return Poll::Ready(Err(PoolError::RequestBody(e))),
-                    Poll::Ready(Err(_)) => failed = None,
-                    Poll::Pending => {}
-                }
-            }
-            waiting
-                .poll_response(cx)
-                .map_err(|e| PoolError::Exchange(e.into()))
-        })
-        .await?;
-        let length = content_length(response.headers());
-        Ok(response.map(|stream| Body::received_h2(Received::new(stream, length))))
     }
 }
 
-/// A stream opened and not answered yet. Given up (a timeout, a client gone, its
-/// request body failed), it is reset: dropping the response future resets a stream
-/// whose body has gone, and a body still being pumped is told to stop through
-/// `cancel` (a dropped `cancel` says the answer is in: from then on the body goes on
-/// alongside it, a bidirectional stream). Unless the app may not have accepted it
-/// yet and too many such resets are out: then it is held until the app answers it or
-/// a later stream ([`unaccepted`]).
+/// A stream opened and not answered yet. Given up (a timeout, a client gone), it
+/// is reset, unless the app may not have accepted it yet and too many such resets
+/// are out: then it is held until the app answers it or a later stream
+/// ([`unaccepted`]).
 struct Waiting<'a> {
-    response: Option<ResponseFuture>,
-    cancel: Option<oneshot::Sender<()>>,
     shared: &'a Arc<Shared>,
+    stream: u32,
+    done: bool,
 }
 
 impl Waiting<'_> {
-    fn poll_response(
-        &mut self,
-        cx: &mut Context<'_>,
-    ) -> Poll<Result<Response<RecvStream>, ::h2::Error>> {
-        let response = self
-            .response
-            .as_mut()
-            .expect("polled after it was answered");
-        let answer = ready!(Pin::new(&mut *response).poll(cx));
-        if self.shared.unaccepted.watching() && answer.is_ok() {
-            self.shared.unaccepted.answered(response.stream_id().into());
-        }
-        self.response = None;
-        self.cancel = None;
+    fn poll(&mut self, cx: &Context<'_>) -> Poll<Result<Response<Body>, PoolError>> {
+        let mut state = self.shared.lock();
+        let Some(slot) = state.streams.get_mut(&self.stream) else {
+            self.done = true;
+            let ended = state.ended.as_ref().map(Ended::error);
+            let error = ended.unwrap_or_else(|| Box::new(Reset(Reason::CANCEL)));
+            return Poll::Ready(Err(PoolError::Exchange(error)));
+        };
+        let answer = if let Some(error) = slot.failed.take() {
+            Err(error)
+        } else if let Some((head, body)) = slot.head.take() {
+            let body = body.map_or(Body::Empty, |b| Body::received_h2(Incoming(b)));
+            Ok(Response::from_parts(head, body))
+        } else {
+            slot.waiter = Some(cx.waker().clone());
+            return Poll::Pending;
+        };
+        slot.taken = true;
+        self.done = true;
+        state.forget_if_ended(self.stream);
         Poll::Ready(answer)
     }
 }
 
 impl Drop for Waiting<'_> {
     fn drop(&mut self) {
-        let Some(response) = self.response.take() else {
-            return;
-        };
-        let cancel = self.cancel.take();
-        let id = response.stream_id().into();
-        // Outside a runtime (it is shutting down) the reset goes at once.
-        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
-            return;
-        };
-        if self.shared.unaccepted.may_reset(id) {
-            if let Some(cancel) = cancel {
-                let _ = cancel.send(());
-            }
-            return;
+        if !self.done {
+            give_up(self.shared, self.stream);
         }
-        let shared = Arc::clone(self.shared);
-        runtime.spawn(async move {
-            let unaccepted = &shared.unaccepted;
-            let held = async {
-                tokio::select! {
-                    answer = response => if answer.is_ok() {
-                        unaccepted.answered(id);
-                    },
-                    () = unaccepted.accepted(id) => {}
-                }
-            };
-            let _ = tokio::time::timeout(HOLD_LIMIT, held).await;
-            unaccepted.release();
-            if let Some(cancel) = cancel {
-                let _ = cancel.send(());
-            }
-        });
     }
 }
 
-/// The rest of a request body, in a task of its own. A failure of the body goes to
-/// `failed`, and the stream is reset once its [`Waiting`] lets it: given up (at once,
-/// or after a hold), or answered.
-async fn finish(mut pump: Pump, failed: oneshot::Sender<BoxError>) {
-    match (&mut pump).await {
-        Ok(()) => {}
-        Err(Pumped::Body(e)) => {
-            tracing::debug!(error = %e, "request body failed");
-            let _ = failed.send(e);
-            pump.cancelled().await;
-            pump.reset(Reason::CANCEL);
-        }
-        Err(Pumped::Stream(e)) => tracing::debug!(error = %e, "request body cut"),
+/// Nobody waits for `stream`'s answer any more: reset it, or hold it (see
+/// [`Waiting`]). Its request body goes on while it is held: the app that reads it
+/// late is waiting for the rest.
+fn give_up(shared: &Arc<Shared>, stream: u32) {
+    let mut state = shared.lock();
+    let Some(slot) = state.streams.get_mut(&stream) else {
+        return;
+    };
+    slot.taken = true;
+    slot.waiter = None;
+    if slot.settled {
+        return;
     }
+    let answered = slot.head.take().is_some();
+    // Outside a runtime (it is shutting down) the reset goes at once.
+    let in_runtime = tokio::runtime::Handle::try_current().is_ok();
+    if answered || !in_runtime || shared.unaccepted.may_reset(stream) {
+        state.reset(stream, Reason::CANCEL);
+    } else {
+        hold(Arc::clone(shared), stream);
+    }
+    drop(state);
+    shared.task.wake();
 }
 
-#[cfg(test)]
-mod tests;
-mod unaccepted;
+/// Holds `stream` open until the app answers it or a later stream, or
+/// [`HOLD_LIMIT`] passes; then resets it. Its answer, if it comes, is dropped.
+fn hold(shared: Arc<Shared>, stream: u32) {
+    tokio::spawn(async move {
+        let unaccepted = &shared.unaccepted;
+        let held = async {
+            tokio::select! {
+                answered = answered(&shared, stream) => if answered {
+                    unaccepted.answered(stream);
+                },
+                () = unaccepted.accepted(stream) => {}
+            }
+        };
+        let _ = tokio::time::timeout(HOLD_LIMIT, held).await;
+        unaccepted.release();
+        shared.lock().reset(stream, Reason::CANCEL);
+        shared.task.wake();
+    });
+}
+
+/// Resolves when a held `stream` is answered (`true`) or ends without an answer.
+async fn answered(shared: &Shared, stream: u32) -> bool {
+    poll_fn(|cx| {
+        let mut state = shared.lock();
+        let open = state.conn.is_open(stream);
+        match state.streams.get_mut(&stream) {
+            Some(slot) if slot.body.is_some() || slot.head.is_some() => Poll::Ready(true),
+            Some(slot) if open && slot.failed.is_none() => {
+                slot.waiter = Some(cx.waker().clone());
+                Poll::Pending
+            }
+            _ => Poll::Ready(false),
+        }
+    })
+    .await
+}
+
+impl State {
+    /// Resets `stream` if it is still open, failing what of it is still under way,
+    /// and forgets it once nobody waits for it (a request body's failure is yet to be
+    /// taken).
+    fn reset(&mut self, stream: u32, reason: Reason) {
+        if self.conn.is_open(stream) {
+            self.conn.reset(stream, reason);
+        }
+        let Some(slot) = self.streams.get_mut(&stream) else {
+            return;
+        };
+        slot.sending = None;
+        if let Some(body) = slot.body.take() {
+            body.reset(reason);
+        }
+        self.forget_if_ended(stream);
+    }
+
+    /// Forgets `stream` once nobody waits for it and the connection is done with it.
+    fn forget_if_ended(&mut self, stream: u32) {
+        let gone = self.streams.get(&stream).is_some_and(|s| s.taken) && !self.conn.is_open(stream);
+        if gone {
+            self.streams.remove(&stream);
+        }
+    }
+}

@@ -4,6 +4,8 @@
 use std::convert::Infallible;
 use std::time::Duration;
 
+use bytes::Bytes;
+
 use ::h2::Reason;
 use ::h2::client::{self, SendRequest};
 use http_body_util::{BodyExt, Full, StreamBody};
@@ -218,7 +220,9 @@ async fn a_failed_answer_body_resets_the_stream_with_the_upstreams_reason() {
     let (mut send, _served) = connected(|_request: Request<Body>| async move {
         let frames = vec![
             Ok::<_, BoxError>(Frame::data(Bytes::from_static(b"some"))),
-            Err(::h2::Error::from(Reason::REFUSED_STREAM).into()),
+            Err(Box::new(crate::proxy::streams::Reset(
+                graylane_http2::frame::Reason::REFUSED_STREAM,
+            )) as BoxError),
         ];
         let body = StreamBody::new(tokio_stream::iter(frames));
         Ok::<_, Infallible>(Response::new(Body::from(body.boxed_unsync())))

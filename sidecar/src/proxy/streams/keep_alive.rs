@@ -1,28 +1,32 @@
-//! A connection's keep-alive PINGs: one every 30 s; a client whose PONG takes longer
+//! A connection's keep-alive PINGs: one every 30 s; a peer whose PONG takes longer
 //! than the timeout is gone (without a FIN), and its connection is closed, its
 //! streams failing instead of waiting forever.
 
 use std::pin::Pin;
 use std::task::{Context, Poll, ready};
+use std::time::Duration;
 
-use graylane_http2::server::Connection;
+use graylane_http2::{Connection, Role};
 use tokio::time::{Instant, Sleep};
 
 use crate::proxy::BoxError;
-use crate::proxy::streams::{KEEP_ALIVE_INTERVAL, KEEP_ALIVE_TIMEOUT};
+/// How often an HTTP/2 connection is checked with a PING, and how long its PONG may
+/// take: hyper's settings, as the sidecar always used them.
+pub(crate) const KEEP_ALIVE_INTERVAL: Duration = Duration::from_secs(30);
+pub(crate) const KEEP_ALIVE_TIMEOUT: Duration = Duration::from_secs(20);
 
 /// What this end's keep-alive PINGs carry.
 const PING: [u8; 8] = *b"graylane";
 
 /// The connection's keep-alive PINGs.
-pub(super) struct KeepAlive {
+pub(crate) struct KeepAlive {
     /// The next PING's time, or the PONG's deadline while one is awaited.
     timer: Pin<Box<Sleep>>,
     awaiting: bool,
 }
 
 impl KeepAlive {
-    pub(super) fn new() -> Self {
+    pub(crate) fn new() -> Self {
         Self {
             timer: Box::pin(tokio::time::sleep(KEEP_ALIVE_INTERVAL)),
             awaiting: false,
@@ -30,7 +34,11 @@ impl KeepAlive {
     }
 
     /// `Ready(error)` once the PONG is overdue; sends the PINGs as they are due.
-    pub(super) fn poll(&mut self, cx: &mut Context<'_>, conn: &mut Connection) -> Poll<BoxError> {
+    pub(crate) fn poll<R: Role>(
+        &mut self,
+        cx: &mut Context<'_>,
+        conn: &mut Connection<R>,
+    ) -> Poll<BoxError> {
         loop {
             ready!(self.timer.as_mut().poll(cx));
             if self.awaiting {
@@ -44,7 +52,7 @@ impl KeepAlive {
         }
     }
 
-    pub(super) fn ponged(&mut self) {
+    pub(crate) fn ponged(&mut self) {
         self.awaiting = false;
         self.timer
             .as_mut()

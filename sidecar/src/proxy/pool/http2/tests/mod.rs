@@ -2,8 +2,10 @@
 //! time paused where the test is about timers.
 
 use std::convert::Infallible;
+use std::pin::Pin;
 use std::time::Duration;
 
+use ::h2::Reason;
 use ::h2::server::{self, SendResponse};
 use bytes::Bytes;
 use http::{HeaderMap, HeaderValue};
@@ -16,10 +18,12 @@ use super::*;
 use crate::proxy::streams::{KEEP_ALIVE_INTERVAL, KEEP_ALIVE_TIMEOUT};
 use hyper::body::Frame;
 
+mod ends;
+
 /// A connected client and the server end of its pipe.
 async fn connected() -> (Sender, DuplexStream) {
     let (client, server) = tokio::io::duplex(1 << 20);
-    let sender = handshake(client, "app").await.unwrap();
+    let sender = handshake(client);
     (sender, server)
 }
 
@@ -417,8 +421,8 @@ async fn an_upstream_reset_fails_the_answer_with_its_reason() {
     let Err(PoolError::Exchange(e)) = sending.await.unwrap() else {
         panic!("not an exchange error")
     };
-    let h2 = e.downcast_ref::<::h2::Error>().unwrap();
-    assert_eq!(h2.reason(), Some(Reason::REFUSED_STREAM));
+    let reset = e.downcast_ref::<Reset>().unwrap();
+    assert_eq!(reset.0, graylane_http2::frame::Reason::REFUSED_STREAM);
 }
 
 #[tokio::test]
@@ -436,7 +440,7 @@ async fn a_failed_body_less_request_comes_back_and_one_with_a_body_does_not() {
     let Err(failed) = sending.await.unwrap() else {
         panic!("answered")
     };
-    // h2 took the head: what comes back is a copy, to go again if its method allows.
+    // Its head as it was, to go again if its method allows.
     let back = failed.request.expect("handed back");
     assert_eq!(
         (back.method(), back.uri()),
@@ -502,8 +506,8 @@ async fn the_connection_closes_once_every_handle_is_gone() {
     answer(&mut respond, "ok", None);
     let response = sending.await.unwrap().unwrap();
     drop(response);
-    // The last handle went with the request's task: the server's accept loop ends
-    // on the client's GOAWAY, and the connection's task marks it closed.
+    // The last handle went with the request's task: the connection closes (the
+    // server's accept loop ends), and its task marks it closed.
     let ended = tokio::time::timeout(Duration::from_secs(5), served.recv()).await;
     assert!(matches!(ended, Ok(None)), "the connection stayed open");
     tokio::time::timeout(Duration::from_secs(5), async {

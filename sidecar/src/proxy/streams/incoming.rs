@@ -1,11 +1,12 @@
-//! What a stream shares between the connection's task and the handler: the request
-//! body as the connection receives it, and the client's reset.
+//! What a stream shares between its connection's task and whoever holds the body it
+//! receives: a client's request body (the inbound listeners, `server::h2`) or an
+//! upstream's response body (the pool, `pool::http2`), and the peer's reset.
 //!
-//! The connection pushes DATA in; the body the handler holds ([`Incoming`]) takes it
-//! out, and what it took is given back to the client's windows by the connection
-//! (`Serving::release`), so a slow upstream holds the client back instead of the
-//! sidecar buffering for it. A reset wakes both the body (an error) and the
-//! handler's future ([`Answer`]), which then ends, dropping what it was doing.
+//! The connection pushes DATA in; the body ([`Incoming`]) takes it out, and what it
+//! took is given back to the peer's windows by the connection, so a slow reader
+//! holds the peer back instead of the sidecar buffering for it. A reset fails the
+//! body and wakes whoever watches for it ([`Shared::watch_reset`]: a handler's
+//! future, dropped then).
 
 use std::collections::VecDeque;
 use std::pin::Pin;
@@ -19,6 +20,19 @@ use http::HeaderMap;
 use hyper::body::{Body as HttpBody, Frame, SizeHint};
 
 use crate::proxy::BoxError;
+
+/// The peer reset the stream, with this reason: relayed as it came where the body
+/// goes on over HTTP/2 (a gRPC client reads CANCEL and REFUSED_STREAM apart).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Reset(pub(crate) Reason);
+
+impl std::fmt::Display for Reset {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "the stream was reset ({})", self.0)
+    }
+}
+
+impl std::error::Error for Reset {}
 
 /// DATA below this size is merged with what is queued (up to this size).
 const MERGED: usize = 16 * 1024;
@@ -53,7 +67,7 @@ struct Inner {
 }
 
 impl Shared {
-    pub(super) fn new(connection: Arc<AtomicWaker>, length: Option<u64>, ended: bool) -> Arc<Self> {
+    pub(crate) fn new(connection: Arc<AtomicWaker>, length: Option<u64>, ended: bool) -> Arc<Self> {
         Arc::new(Self {
             inner: Mutex::new(Inner {
                 ended,
@@ -74,7 +88,7 @@ impl Shared {
     /// Some of the body came; `false`: nobody reads it, give the window back. Small
     /// DATA is staged in the connection's `staging` chunk and split off it: a unary
     /// gRPC message costs no allocation of its own.
-    pub(super) fn push(&self, data: &[u8], end: bool, staging: &mut BytesMut) -> bool {
+    pub(crate) fn push(&self, data: &[u8], end: bool, staging: &mut BytesMut) -> bool {
         let mut inner = self.lock();
         inner.ended |= end;
         if inner.dropped {
@@ -102,7 +116,7 @@ impl Shared {
         true
     }
 
-    pub(super) fn trailers(&self, trailers: HeaderMap) {
+    pub(crate) fn trailers(&self, trailers: HeaderMap) {
         let mut inner = self.lock();
         inner.trailers = Some(trailers);
         inner.ended = true;
@@ -112,7 +126,7 @@ impl Shared {
     }
 
     /// The stream is gone: the body fails and the handler's future ends.
-    pub(super) fn reset(&self, reason: Reason) {
+    pub(crate) fn reset(&self, reason: Reason) {
         let mut inner = self.lock();
         inner.reset = Some(reason);
         let wakers = (inner.body.take(), inner.answer.take());
@@ -122,28 +136,46 @@ impl Shared {
 
     /// Nobody will read the body (a request refused before its handler): what comes
     /// is given back at once, and the client told to stop once answered.
-    pub(super) fn abandon(&self) {
+    pub(crate) fn abandon(&self) {
         self.lock().dropped = true;
     }
 
     /// The bytes the body took since the last call: to give back to the client.
-    pub(super) fn taken(&self) -> u32 {
+    pub(crate) fn taken(&self) -> u32 {
         std::mem::take(&mut self.lock().taken)
     }
 
     /// Whether the body was dropped before the client ended it.
-    pub(super) fn abandoned(&self) -> bool {
+    pub(crate) fn abandoned(&self) -> bool {
         let inner = self.lock();
         inner.dropped && !inner.ended
     }
 
-    fn reset_reason(&self) -> Option<Reason> {
-        self.lock().reset
+    /// Whether the stream was reset; if not, `cx` is woken when it is.
+    pub(crate) fn watch_reset(&self, cx: &Context<'_>) -> bool {
+        let mut inner = self.lock();
+        if inner.reset.is_some() {
+            return true;
+        }
+        inner.answer = Some(cx.waker().clone());
+        false
+    }
+
+    /// The peer asked this end to stop sending (RST_STREAM NO_ERROR) after a
+    /// complete head: what came of the body is all of it, not a failure (RFC 9113
+    /// §8.1).
+    pub(crate) fn end_early(&self) {
+        let mut inner = self.lock();
+        inner.ended = true;
+        inner.trailers = None;
+        if let Some(waker) = inner.body.take() {
+            waker.wake();
+        }
     }
 }
 
 /// A request body received on one of the connection's streams.
-pub(crate) struct Incoming(pub(super) Arc<Shared>);
+pub(crate) struct Incoming(pub(crate) Arc<Shared>);
 
 impl HttpBody for Incoming {
     type Data = Bytes;
@@ -170,11 +202,7 @@ impl HttpBody for Incoming {
             return Poll::Ready(Some(Ok(Frame::data(chunk))));
         }
         if let Some(reason) = inner.reset {
-            return Poll::Ready(Some(Err(format!(
-                "the client reset the stream ({:#x})",
-                reason.0
-            )
-            .into())));
+            return Poll::Ready(Some(Err(Box::new(Reset(reason)))));
         }
         if let Some(trailers) = inner.trailers.take() {
             return Poll::Ready(Some(Ok(Frame::trailers(trailers))));
@@ -215,49 +243,6 @@ impl Drop for Incoming {
             .saturating_add(u32::try_from(queued).unwrap_or(u32::MAX));
         drop(inner);
         self.0.connection.wake();
-    }
-}
-
-pin_project_lite::pin_project! {
-    /// The handler's future for one stream, ended early by the client's reset.
-    pub(super) struct Answer<F> {
-        pub(super) stream: u32,
-        pub(super) shared: Arc<Shared>,
-        #[pin]
-        future: F,
-    }
-}
-
-impl<F> Answer<F> {
-    pub(super) fn new(stream: u32, shared: Arc<Shared>, future: F) -> Self {
-        Self {
-            stream,
-            shared,
-            future,
-        }
-    }
-}
-
-impl<F: Future> Future for Answer<F> {
-    /// The stream, and the handler's answer: `None` if the stream was reset first.
-    type Output = (u32, Option<F::Output>);
-
-    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        let me = self.project();
-        if me.shared.reset_reason().is_some() {
-            return Poll::Ready((*me.stream, None));
-        }
-        match me.future.poll(cx) {
-            Poll::Ready(answer) => Poll::Ready((*me.stream, Some(answer))),
-            Poll::Pending => {
-                let mut inner = me.shared.lock();
-                if inner.reset.is_some() {
-                    return Poll::Ready((*me.stream, None));
-                }
-                inner.answer = Some(cx.waker().clone());
-                Poll::Pending
-            }
-        }
     }
 }
 

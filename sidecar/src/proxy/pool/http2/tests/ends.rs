@@ -1,0 +1,61 @@
+//! How streams end when the upstream limits or closes the connection.
+
+use super::*;
+
+#[tokio::test]
+async fn requests_past_the_upstreams_stream_limit_wait_for_a_stream_and_all_are_answered() {
+    let (client, io) = tokio::io::duplex(1 << 20);
+    let sender = handshake(client);
+    let (tx, mut served) = mpsc::unbounded_channel();
+    tokio::spawn(async move {
+        let mut connection = server::Builder::new()
+            .max_concurrent_streams(2)
+            .handshake::<_, Bytes>(io)
+            .await
+            .unwrap();
+        while let Some(Ok((_, respond))) = connection.accept().await {
+            let _ = tx.send(respond);
+        }
+    });
+    let sending: Vec<_> = (0..5).map(|_| send(sender.clone(), full("x"))).collect();
+    drop(sender);
+    // Two at a time: a third stream opened before one ended would be refused
+    // (REFUSED_STREAM), failing its request.
+    for _ in 0..5 {
+        let mut respond = served.recv().await.unwrap();
+        answer(&mut respond, "ok", None);
+    }
+    for sending in sending {
+        let response = sending.await.unwrap().unwrap();
+        assert_eq!(
+            response.into_body().collect().await.unwrap().to_bytes(),
+            "ok"
+        );
+    }
+}
+
+#[tokio::test]
+async fn an_upstream_closing_with_a_request_unanswered_fails_it_as_not_answered() {
+    let (sender, mut io) = connected().await;
+    let sending = send(sender.clone(), full("x"));
+    // Reads the request's bytes (the preface, SETTINGS, the stream), then closes.
+    let mut buf = vec![0; 4096];
+    let n = tokio::io::AsyncReadExt::read(&mut io, &mut buf)
+        .await
+        .unwrap();
+    assert!(n > 0);
+    drop(io);
+    let Err(PoolError::Exchange(e)) = sending.await.unwrap() else {
+        panic!("not an exchange error")
+    };
+    let io = e.downcast_ref::<std::io::Error>().expect("an I/O error");
+    assert_eq!(io.kind(), std::io::ErrorKind::UnexpectedEof, "{io}");
+    assert!(
+        matches!(
+            crate::proxy::classify::classify(&*e),
+            crate::proxy::SendFailure::Closed(_)
+        ),
+        "taken for a request the upstream may have processed"
+    );
+    assert!(sender.is_closed());
+}
