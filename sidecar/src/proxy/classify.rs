@@ -3,6 +3,7 @@
 
 use http::{Request, Response};
 
+use graylane_http2::client::Unsendable;
 use graylane_http2::frame::Reason;
 
 use super::pool::{Failure, PoolError};
@@ -68,6 +69,11 @@ fn closed_before_response(e: &(dyn std::error::Error + 'static)) -> bool {
         if s.downcast_ref::<Reset>() == Some(&Reset(Reason::REFUSED_STREAM)) {
             return true;
         }
+        // The connection began closing as the request waited for a stream on it: the
+        // request never left.
+        if s.downcast_ref::<Unsendable>() == Some(&Unsendable::Closing) {
+            return true;
+        }
         if let Some(io) = s.downcast_ref::<std::io::Error>()
             && connection_lost(io)
         {
@@ -127,5 +133,7 @@ mod tests {
         assert!(matches!(classify(&refused), SendFailure::Closed(_)));
         let reset = Reset(Reason::INTERNAL_ERROR);
         assert!(matches!(classify(&reset), SendFailure::Other(_)));
+        let unsent = Unsendable::Closing;
+        assert!(matches!(classify(&unsent), SendFailure::Closed(_)));
     }
 }

@@ -92,6 +92,7 @@ impl<T: AsyncRead + AsyncWrite + Unpin> Driver<T> {
         loop {
             let mut progress = state.release();
             progress |= state.pump(&shared, cx);
+            state.sweep();
             match flush(&mut self.io, &mut state.conn, cx) {
                 Poll::Ready(Ok(wrote)) => progress |= wrote,
                 Poll::Ready(Err(e)) => {
@@ -124,6 +125,7 @@ impl<T: AsyncRead + AsyncWrite + Unpin> Driver<T> {
                     }
                     Poll::Ready(Ok(_)) => {
                         self.received(&shared, &mut state);
+                        state.sweep();
                         progress = true;
                     }
                     Poll::Ready(Err(e)) => {
@@ -209,12 +211,16 @@ impl<T: AsyncRead + AsyncWrite + Unpin> Driver<T> {
                 Said::GoAway => shared.closed.store(true, Ordering::Relaxed),
             }
         }
-        let State { conn, streams, .. } = state;
-        streams.retain(|&stream, slot| !slot.taken || conn.is_open(stream));
     }
 }
 
 impl State {
+    /// Forgets the streams nobody waits for that the connection is done with.
+    fn sweep(&mut self) {
+        let State { conn, streams, .. } = self;
+        streams.retain(|&stream, slot| !slot.taken || conn.is_open(stream));
+    }
+
     /// Gives the upstream's windows back what the response bodies took; a body
     /// dropped before its end has its stream reset (CANCEL). `true` if anything
     /// was done.
