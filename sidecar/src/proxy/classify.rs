@@ -1,5 +1,5 @@
-//! Who caused a failed exchange with an upstream, told from h2's errors and our HTTP/1.1
-//! client's, and the responses no proxy may pass on.
+//! Who caused a failed exchange with an upstream, told from our HTTP/2 and HTTP/1.1
+//! clients' errors, and the responses no proxy may pass on.
 
 use http::{Request, Response};
 

@@ -4,8 +4,9 @@
 //! HTTP/1.1 (our own client, `http1`): an idle list per destination; a miss connects;
 //! a connection rides in its response's body and goes back to the list when the body
 //! has been read to its end; it is dropped after [`POOL_IDLE_TIMEOUT`] unused.
-//! HTTP/2 (h2's): one connection per destination, its `SendRequest` cloned per
-//! request (streams multiplex; the server's SETTINGS cap them); a burst that finds
+//! HTTP/2 (graylane-http2's client end, `http2`): one connection per destination,
+//! its `Sender` cloned per request (streams multiplex; the server's SETTINGS cap
+//! them); a burst that finds
 //! none waits for one request's connect instead of each making its own (a TLS
 //! handshake each, over mTLS). Per request this is a lock, a pop and a clone of a
 //! handle, where hyper-util's legacy `Client` builds a pool key from a rebuilt URI, a
@@ -90,8 +91,8 @@ pub(crate) struct Failure {
 pub(crate) enum PoolError {
     /// TCP connect, TLS handshake (the peer's identity included) or HTTP handshake.
     Connect(String),
-    /// The exchange's error (h2's, or an I/O or parse error of our HTTP/1.1
-    /// client's), classified by the caller.
+    /// The exchange's error (a stream reset or a connection ended, over HTTP/2; an
+    /// I/O or parse error of our HTTP/1.1 client's), classified by the caller.
     Exchange(BoxError),
     /// The request's own body failed as it went out: its client's doing, not the
     /// upstream's.

@@ -6,6 +6,13 @@
 //! coming in and a response body coming back are the same thing to a connection,
 //! so each is written once.
 
+/// Bytes waiting to be written past which a connection stops reading and pumping
+/// bodies until its peer takes them: hyper's server kept 400 KiB per stream past the
+/// window; one bound for the connection is enough.
+pub(crate) const HIGH_WATER: usize = 256 * 1024;
+/// Read from a connection's socket at a time.
+pub(crate) const READ_CHUNK: usize = 16 * 1024;
+
 mod incoming;
 mod keep_alive;
 mod pump;

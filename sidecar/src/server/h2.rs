@@ -38,7 +38,9 @@ use tokio::sync::oneshot;
 
 use self::answer::Answer;
 use super::{H2_MAX_HEADER_LIST, MAX_CONCURRENT_STREAMS};
-use crate::proxy::streams::{Incoming, KeepAlive, Pumped, Reset, Sending, Shared, flush};
+use crate::proxy::streams::{
+    HIGH_WATER, Incoming, KeepAlive, Pumped, READ_CHUNK, Reset, Sending, Shared, flush,
+};
 use crate::proxy::upgrade::H2Tunnel;
 use crate::proxy::{
     Body, BoxError, H2_CONNECTION_WINDOW, H2_STREAM_WINDOW, Message, strip_hop_by_hop,
@@ -46,13 +48,6 @@ use crate::proxy::{
 
 mod answer;
 mod tunnel;
-
-/// Bytes waiting to be written past which the connection stops reading and pumping
-/// answers until the client takes them: hyper's server kept 400 KiB per stream past
-/// the window; one bound for the connection is enough.
-const HIGH_WATER: usize = 256 * 1024;
-/// Read from the socket at a time.
-const READ_CHUNK: usize = 16 * 1024;
 
 /// The HTTP/2 settings of a listener, shared by its connections.
 pub(super) fn builder() -> Config {

@@ -1,6 +1,7 @@
 //! Making one upstream connection: TCP; for mesh mTLS, the TLS handshake with this
-//! sidecar's certificate as it is at that moment; then, for HTTP/2, h2's handshake
-//! (see `http2`), the connection driven by a task of its own until it closes. An
+//! sidecar's certificate as it is at that moment; then, for HTTP/2, the connection
+//! (see `http2`) driven by a task of its own until it closes, its preface the first
+//! bytes it writes. An
 //! HTTP/1.1 connection has no handshake and no task (see `http1`).
 
 use std::sync::Arc;

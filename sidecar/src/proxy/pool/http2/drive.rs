@@ -18,13 +18,9 @@ use graylane_http2::frame::Reason;
 use tokio::io::{AsyncRead, AsyncWrite};
 
 use super::{Ended, PoolError, Shared, State, hold};
-use crate::proxy::streams::{KeepAlive, Pumped, Reset, Shared as BodyShared, flush};
-
-/// Bytes waiting to be written past which reading and pumping pause until the
-/// upstream takes them.
-const HIGH_WATER: usize = 256 * 1024;
-/// Read from the socket at a time.
-const READ_CHUNK: usize = 16 * 1024;
+use crate::proxy::streams::{
+    HIGH_WATER, KeepAlive, Pumped, READ_CHUNK, Reset, Shared as BodyShared, flush,
+};
 
 /// What the connection said of a stream, acted on once `recv` is done with it.
 enum Said {
