@@ -22,13 +22,12 @@
 //! is still in flight on it); their DATA still counts against the connection's
 //! window, which is given back at once.
 
-use std::collections::HashMap;
-
 use bytes::{Bytes, BytesMut};
 use http::{HeaderMap, request, response};
 
 use crate::frame::{Reason, Settings};
 use crate::hpack::Decoder;
+use crate::streams::StreamMap;
 
 mod head;
 mod recv;
@@ -260,7 +259,7 @@ pub struct Connection<R> {
     pub(crate) phase: Phase,
     pub(crate) peer: Settings,
     pub(crate) decoder: Decoder,
-    pub(crate) streams: HashMap<u32, Stream>,
+    pub(crate) streams: StreamMap<Stream>,
     /// The highest stream the peer opened (a server's clients').
     pub(crate) last_stream: u32,
     /// (Client) The next stream this end opens.
@@ -297,7 +296,7 @@ impl<R: Role> Connection<R> {
             phase,
             peer: Settings::default(),
             decoder: Decoder::default(),
-            streams: HashMap::new(),
+            streams: StreamMap::default(),
             last_stream: 0,
             next_stream: 1,
             going_away: None,

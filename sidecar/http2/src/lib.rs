@@ -20,6 +20,8 @@ pub mod frame;
 pub mod hpack;
 pub mod server;
 mod stage;
+mod streams;
 
 pub use conn::{Connection, Role};
 pub use stage::stage;
+pub use streams::{IdHasher, StreamMap};

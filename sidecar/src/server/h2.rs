@@ -19,7 +19,6 @@
 //! stream as not processed (REFUSED_STREAM), and a PING every 30 s closes a
 //! connection whose client is gone.
 
-use std::collections::HashMap;
 use std::fmt::Display;
 use std::future::Future;
 use std::pin::Pin;
@@ -29,6 +28,7 @@ use std::task::{Context, Poll};
 use bytes::{Buf, BytesMut};
 use futures_util::stream::{FuturesUnordered, Stream as _};
 use futures_util::task::AtomicWaker;
+use graylane_http2::StreamMap;
 use graylane_http2::frame::Reason;
 use graylane_http2::server::{Config, Connection, Event};
 use http::{HeaderMap, HeaderValue, Method, Request, Response, header, request};
@@ -68,7 +68,7 @@ pub(super) struct Serving<T, S, F> {
     conn: Connection,
     read: BytesMut,
     serve: S,
-    streams: HashMap<u32, Open>,
+    streams: StreamMap<Open>,
     answers: FuturesUnordered<Answer<F>>,
     /// This task, for the bodies to wake when they took bytes.
     waker: Arc<AtomicWaker>,
@@ -126,7 +126,7 @@ where
             conn: Connection::new(*config),
             read: BytesMut::new(),
             serve,
-            streams: HashMap::new(),
+            streams: StreamMap::default(),
             answers: FuturesUnordered::new(),
             waker: Arc::default(),
             keep_alive: KeepAlive::new(),
@@ -450,7 +450,7 @@ where
 /// `Some(reason)`: refused, the stream to be reset with it.
 fn start<S, F, E>(
     serve: &mut S,
-    streams: &mut HashMap<u32, Open>,
+    streams: &mut StreamMap<Open>,
     answers: &mut FuturesUnordered<Answer<F>>,
     waker: &Arc<AtomicWaker>,
     stream: u32,

@@ -14,7 +14,6 @@
 //! whole, a request given up before its answer is reset (CANCEL). What it did not:
 //! hold back resets an app could take for an attack ([`unaccepted`]).
 
-use std::collections::HashMap;
 use std::future::poll_fn;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
@@ -22,6 +21,7 @@ use std::task::{Context, Poll, Waker, ready};
 
 use bytes::BytesMut;
 use futures_util::task::AtomicWaker;
+use graylane_http2::StreamMap;
 use graylane_http2::client::{Config, Connection, ConnectionError, Unsendable};
 use graylane_http2::frame::Reason;
 use http::{Request, Response, response};
@@ -59,7 +59,7 @@ struct Shared {
 
 struct State {
     conn: Connection,
-    streams: HashMap<u32, Slot>,
+    streams: StreamMap<Slot>,
     /// Requests waiting for a stream (as many open as the upstream allows).
     queued: Vec<Waker>,
     /// Why the connection ended: every stream still waiting fails with it.
@@ -130,7 +130,7 @@ where
     let shared = Arc::new(Shared {
         state: Mutex::new(State {
             conn: Connection::new(config()),
-            streams: HashMap::new(),
+            streams: StreamMap::default(),
             queued: Vec::new(),
             ended: None,
             staging: BytesMut::new(),
