@@ -26,7 +26,8 @@ pub type Connection = conn::Connection<Client>;
 pub enum Unsendable {
     /// As many streams are open as the server allows: wait for one to end.
     AtLimit,
-    /// Either end said GOAWAY, or stream ids ran out: a new connection.
+    /// Either end said GOAWAY, stream ids ran out, or the server takes no streams
+    /// (`SETTINGS_MAX_CONCURRENT_STREAMS` 0): a new connection.
     Closing,
     /// The request cannot be said in HTTP/2 (no authority to a CONNECT, a target
     /// without a path).
@@ -77,6 +78,11 @@ impl Connection {
         // refused stream as a connection error. Servers send SETTINGS at once, so
         // the second request waits a round trip at most, on a new connection only.
         let limit = match self.phase {
+            // A server taking no streams at all: another connection, not a wait
+            // for one that may never come.
+            Phase::Open if self.peer.max_concurrent_streams == Some(0) => {
+                return Err(Unsendable::Closing);
+            }
             Phase::Open => self.peer.max_concurrent_streams.unwrap_or(u32::MAX) as usize,
             _ => 1,
         };
@@ -208,13 +214,13 @@ impl Role for Client {
             on(Event::Informational { stream, head });
             return Ok(());
         }
+        // No content, whatever `content-length` says: DATA with any is malformed
+        // (RFC 9113 §8.1.1).
+        let no_content = head_request
+            || head.status == StatusCode::NO_CONTENT
+            || head.status == StatusCode::NOT_MODIFIED;
         let remaining = match conn::content_length(&head.headers) {
-            _ if head_request
-                || head.status == StatusCode::NO_CONTENT
-                || head.status == StatusCode::NOT_MODIFIED =>
-            {
-                None
-            }
+            _ if no_content => None,
             Ok(remaining) => remaining,
             Err(()) => {
                 conn.refuse(stream, Reason::PROTOCOL_ERROR, on);
@@ -235,7 +241,7 @@ impl Role for Client {
         }
         if let Some(state) = conn.streams.get_mut(&stream) {
             state.head_received = true;
-            state.remaining = remaining;
+            state.remaining = if no_content { Some(0) } else { remaining };
         }
         on(Event::Response {
             stream,

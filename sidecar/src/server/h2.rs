@@ -512,7 +512,11 @@ impl Open {
 fn reset_reason(error: &(dyn std::error::Error + 'static)) -> Reason {
     let mut source = Some(error);
     while let Some(e) = source {
-        if let Some(Reset(reason)) = e.downcast_ref::<Reset>() {
+        // Not NO_ERROR, though: a body that failed must not read as one stopped
+        // cleanly (an answer cut short of its length).
+        if let Some(Reset(reason)) = e.downcast_ref::<Reset>()
+            && *reason != Reason::NO_ERROR
+        {
             return *reason;
         }
         source = e.source();

@@ -258,3 +258,45 @@ fn a_connect_goes_with_its_authority_alone_and_one_without_is_not_sent() {
     // The one not sent took no stream id.
     assert_eq!(get(&mut conn, "GET"), 3);
 }
+
+#[test]
+fn data_on_an_answer_that_has_no_content_resets_its_stream() {
+    for (method, status) in [("HEAD", "200"), ("GET", "204"), ("GET", "304")] {
+        let mut conn = open(&[]);
+        let stream = get(&mut conn, method);
+        let mut bytes = headers(
+            stream,
+            &[(":status", status), ("content-length", "3")],
+            false,
+        );
+        frame::write_data(stream, true, b"abc", &mut bytes);
+        let (result, seen) = feed(&mut conn, &bytes);
+        assert!(result.is_ok(), "{method} {status}");
+        let code: u16 = status.parse().unwrap();
+        assert_eq!(
+            seen,
+            vec![
+                Seen::Response(stream, code, false),
+                Seen::Reset(stream, Reason::PROTOCOL_ERROR)
+            ],
+            "{method} {status}"
+        );
+        // Ended by an empty DATA frame, it is whole.
+        let stream = get(&mut conn, method);
+        let mut bytes = headers(stream, &[(":status", status)], false);
+        frame::write_data(stream, true, b"", &mut bytes);
+        assert_eq!(
+            feed(&mut conn, &bytes).1,
+            vec![
+                Seen::Response(stream, code, false),
+                Seen::Data(stream, 0, true)
+            ]
+        );
+    }
+}
+
+#[test]
+fn a_server_that_takes_no_streams_is_a_connection_to_leave() {
+    let conn = open(&[(setting::MAX_CONCURRENT_STREAMS, 0)]);
+    assert_eq!(conn.can_send(), Err(Unsendable::Closing));
+}

@@ -163,9 +163,14 @@ impl Shared {
 
     /// The peer asked this end to stop sending (RST_STREAM NO_ERROR) after a
     /// complete head: what came of the body is all of it, not a failure (RFC 9113
-    /// §8.1).
+    /// §8.1), unless it is short of its `content-length`: then it was cut.
     pub(crate) fn end_early(&self) {
         let mut inner = self.lock();
+        let queued = inner.chunks.iter().map(Bytes::len).sum::<usize>() + inner.tail.len();
+        if !inner.ended && inner.remaining.is_some_and(|left| left > queued as u64) {
+            drop(inner);
+            return self.reset(Reason::NO_ERROR);
+        }
         inner.ended = true;
         inner.trailers = None;
         if let Some(waker) = inner.body.take() {

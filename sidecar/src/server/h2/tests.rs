@@ -217,19 +217,24 @@ async fn a_reset_from_the_client_drops_the_handlers_future() {
 
 #[tokio::test]
 async fn a_failed_answer_body_resets_the_stream_with_the_upstreams_reason() {
-    let (mut send, _served) = connected(|_request: Request<Body>| async move {
-        let frames = vec![
-            Ok::<_, BoxError>(Frame::data(Bytes::from_static(b"some"))),
-            Err(Box::new(crate::proxy::streams::Reset(
-                graylane_http2::frame::Reason::REFUSED_STREAM,
-            )) as BoxError),
-        ];
-        let body = StreamBody::new(tokio_stream::iter(frames));
-        Ok::<_, Infallible>(Response::new(Body::from(body.boxed_unsync())))
-    })
-    .await;
-    let error = exchange(&mut send, post("/broken"), "").await.unwrap_err();
-    assert_eq!(error.reason(), Some(Reason::REFUSED_STREAM), "{error}");
+    use graylane_http2::frame::Reason as Upstream;
+    // NO_ERROR on a body that failed (cut short) is not relayed as a clean stop.
+    for (upstream, relayed) in [
+        (Upstream::REFUSED_STREAM, Reason::REFUSED_STREAM),
+        (Upstream::NO_ERROR, Reason::INTERNAL_ERROR),
+    ] {
+        let (mut send, _served) = connected(move |_request: Request<Body>| async move {
+            let frames = vec![
+                Ok::<_, BoxError>(Frame::data(Bytes::from_static(b"some"))),
+                Err(Box::new(crate::proxy::streams::Reset(upstream)) as BoxError),
+            ];
+            let body = StreamBody::new(tokio_stream::iter(frames));
+            Ok::<_, Infallible>(Response::new(Body::from(body.boxed_unsync())))
+        })
+        .await;
+        let error = exchange(&mut send, post("/broken"), "").await.unwrap_err();
+        assert_eq!(error.reason(), Some(relayed), "{error}");
+    }
 }
 
 #[tokio::test]

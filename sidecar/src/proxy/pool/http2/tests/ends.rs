@@ -59,3 +59,26 @@ async fn an_upstream_closing_with_a_request_unanswered_fails_it_as_not_answered(
     );
     assert!(sender.is_closed());
 }
+
+#[tokio::test]
+async fn a_reset_with_no_error_short_of_the_content_length_fails_the_answer() {
+    let (sender, io) = connected().await;
+    let mut served = serve(io);
+    let sending = send(sender, full("x"));
+    let (_, _, mut respond) = served.recv().await.unwrap();
+    let head = Response::builder()
+        .status(200)
+        .header("content-length", 1000)
+        .body(())
+        .unwrap();
+    let mut stream = respond.send_response(head, false).unwrap();
+    stream.send_data(Bytes::from("partial"), false).unwrap();
+    let mut body = sending.await.unwrap().unwrap().into_body();
+    let first = body.frame().await.unwrap().unwrap();
+    assert_eq!(first.into_data().unwrap(), "partial");
+    // NO_ERROR, but 993 bytes short: not a complete answer (RFC 9113 §8.1), so not
+    // passed on as one.
+    stream.send_reset(Reason::NO_ERROR);
+    let error = body.frame().await.unwrap().unwrap_err();
+    assert!(error.to_string().contains("NO_ERROR"), "{error}");
+}
