@@ -852,7 +852,8 @@ fn a_client_dying_with_uploads_a_busy_app_has_not_read_does_not_cost_others_the_
     assert_eq!(
         (status, body.as_deref().ok()),
         (200, Some(&b"/after done"[..])),
-        "{body:?}"
+        "{body:?}; the app's connections ended: {:?}",
+        busy.seen.ended.lock().unwrap()
     );
     busy.assert_the_post_in_flight_went_through(resets_seen);
 }

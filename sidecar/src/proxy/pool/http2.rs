@@ -86,8 +86,9 @@ struct Slot {
     /// Nobody waits for the answer any more (taken, or given up): the slot goes once
     /// the stream has ended.
     taken: bool,
-    /// The connection's task has reset or held the stream already (its request body
-    /// failed): a request giving up then has nothing left to do.
+    /// The stream has been reset or held already, by a request giving up or by the
+    /// connection's task when its request body failed: the other has nothing left
+    /// to decide.
     settled: bool,
 }
 
@@ -309,6 +310,7 @@ fn give_up(shared: &Arc<Shared>, stream: u32) {
     if slot.settled {
         return;
     }
+    slot.settled = true;
     let answered = slot.head.take().is_some();
     // Outside a runtime (it is shutting down) the reset goes at once.
     let in_runtime = tokio::runtime::Handle::try_current().is_ok();
@@ -342,13 +344,15 @@ fn hold(shared: Arc<Shared>, stream: u32) {
 }
 
 /// Resolves when a held `stream` is answered (`true`) or ends without an answer.
+/// (Its request body's failure, waiting in `failed` for a request that may be gone,
+/// does not end it: that is what it is held through.)
 async fn answered(shared: &Shared, stream: u32) -> bool {
     poll_fn(|cx| {
         let mut state = shared.lock();
         let open = state.conn.is_open(stream);
         match state.streams.get_mut(&stream) {
             Some(slot) if slot.body.is_some() || slot.head.is_some() => Poll::Ready(true),
-            Some(slot) if open && slot.failed.is_none() => {
+            Some(slot) if open => {
                 slot.waiter = Some(cx.waker().clone());
                 Poll::Pending
             }

@@ -265,10 +265,12 @@ impl State {
                 continue;
             };
             let answered = slot.head.is_some() || slot.body.is_some();
-            slot.settled = true;
             if !answered && !slot.taken {
                 slot.failed = Some(PoolError::RequestBody(error));
                 slot.waiter.take().into_iter().for_each(Waker::wake);
+            }
+            if std::mem::replace(&mut slot.settled, true) {
+                continue;
             }
             if answered || shared.unaccepted.may_reset(stream) {
                 self.reset(stream, Reason::CANCEL);

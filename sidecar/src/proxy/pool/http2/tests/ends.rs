@@ -82,3 +82,48 @@ async fn a_reset_with_no_error_short_of_the_content_length_fails_the_answer() {
     let error = body.frame().await.unwrap().unwrap_err();
     assert!(error.to_string().contains("NO_ERROR"), "{error}");
 }
+
+/// A request body failing first, then its request given up without reading why
+/// (its client went away): the stream is held all the same, not reset, until the
+/// app answers a later stream. (The failure left for nobody once ended the hold at
+/// once: 50 resets reached a busy app, which closed the connection.)
+#[tokio::test(start_paused = true)]
+async fn a_failed_request_body_whose_request_is_gone_is_held_all_the_same() {
+    let (sender, io) = connected().await;
+    let mut served = serve(io);
+    let open = given_up(&sender, &mut served, unaccepted::MAX_UNCONFIRMED).await;
+    let (frames, rx) = mpsc::unbounded_channel();
+    frames.send(Ok(Frame::data(Bytes::from("part")))).unwrap();
+    let mut client = sender.clone();
+    let mut sending = Box::pin(async move {
+        client.ready().await?;
+        client
+            .send(request(streamed(rx)), true)
+            .await
+            .map_err(|f| f.error)
+    });
+    // Polled until the app has its stream, then left unpolled: it never reads why.
+    let (_, mut body, respond) = tokio::select! {
+        _ = &mut sending => panic!("ended before the app had it"),
+        served = served.recv() => served.unwrap(),
+    };
+    let (reset, held) = reset_or_held(open).await;
+    assert_eq!((reset, held.len()), (unaccepted::MAX_UNCONFIRMED, 0));
+    frames.send(Err("client went away".into())).unwrap();
+    let settled = || sender.shared.lock().streams.values().any(|s| s.settled);
+    for _ in 0..1000 {
+        if settled() {
+            break;
+        }
+        tokio::task::yield_now().await;
+    }
+    assert!(settled(), "the body's failure never reached its stream");
+    drop(sending);
+    let waited = tokio::time::timeout(Duration::from_secs(1), &mut body).await;
+    assert!(waited.is_err(), "reset at once: {waited:?}");
+    answered(&sender, &mut served).await;
+    let read = tokio::time::timeout(Duration::from_secs(1), body).await;
+    let reset = read.expect("still held").unwrap().unwrap_err();
+    assert_eq!(reset.reason(), Some(Reason::CANCEL), "{reset}");
+    drop(respond);
+}
