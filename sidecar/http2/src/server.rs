@@ -178,4 +178,4 @@ impl Role for Server {
 
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]
-mod tests;
+pub(crate) mod tests;

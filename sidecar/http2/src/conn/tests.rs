@@ -4,20 +4,10 @@
 use http::HeaderMap;
 
 use crate::frame::{self, DEFAULT_MAX_FRAME_SIZE, Reason};
-use crate::server::{Connection, PREFACE};
+use crate::server::Connection;
+use crate::server::tests::open;
 
 use super::{Config, Event};
-
-/// A server connection past the preface and SETTINGS, its output dropped.
-fn open() -> Connection {
-    let mut conn = Connection::new(Config::default());
-    let mut hello = PREFACE.to_vec();
-    frame::write_settings(&[], &mut hello);
-    assert_eq!(conn.recv(&hello, &mut |_| ()), Ok(hello.len()));
-    let n = conn.output().len();
-    conn.advance(n);
-    conn
-}
 
 /// A GET's HEADERS on `stream`, its pseudo-header fields literal, then `rest`
 /// (HPACK bytes as they are).
@@ -59,7 +49,7 @@ fn heads(conn: &mut Connection, bytes: &[u8]) -> Vec<HeaderMap> {
 
 #[test]
 fn values_from_the_table_share_one_chunk_and_an_idle_connection_holds_none() {
-    let mut conn = open();
+    let mut conn = open(Config::default());
     let mut first = indexed_literal("x-first", "value-one");
     first.extend(indexed_literal("x-second", "value-two"));
     let one = heads(&mut conn, &get(1, &first));

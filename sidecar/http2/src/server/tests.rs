@@ -22,7 +22,7 @@ enum Seen {
 }
 
 /// A connection that got the preface and an empty SETTINGS, its output dropped.
-fn open(config: Config) -> Connection {
+pub(crate) fn open(config: Config) -> Connection {
     let mut conn = Connection::new(config);
     let mut hello = PREFACE.to_vec();
     frame::write_settings(&[], &mut hello);

@@ -179,7 +179,8 @@ impl Shared {
     }
 }
 
-/// A request body received on one of the connection's streams.
+/// A body received on one of a connection's streams: a client's request (the
+/// inbound listeners) or an upstream's response (the pool).
 pub(crate) struct Incoming(pub(crate) Arc<Shared>);
 
 impl HttpBody for Incoming {
