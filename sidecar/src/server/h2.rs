@@ -104,8 +104,9 @@ enum Said {
     TooLarge(u32),
     /// DATA that nobody reads: its window goes back at once.
     Unread(u32, u32),
-    /// The request ended.
-    Ended(u32),
+    /// DATA in the body's queue: its reader is woken once `recv` is done (and once
+    /// per read, not per frame: see `Shared::push`); `true`: the request ended.
+    Pushed(u32, bool),
     Trailers(u32, HeaderMap),
     Reset(u32, Reason),
     PingAck,
@@ -154,7 +155,7 @@ where
             &mut self.staging,
         );
         let result = self.conn.recv(&self.read, &mut |event| {
-            events.push(match event {
+            let said = match event {
                 // Started here: DATA for it may follow in the same read.
                 Event::Request {
                     stream,
@@ -181,10 +182,9 @@ where
                     data,
                     end_stream,
                 } => match streams.get(&stream) {
-                    Some(open) if open.shared.push(data, end_stream, staging) => match end_stream {
-                        true => Said::Ended(stream),
-                        false => Said::Other,
-                    },
+                    Some(open) if open.shared.push(data, end_stream, staging) => {
+                        Said::Pushed(stream, end_stream)
+                    }
                     _ => Said::Unread(stream, u32::try_from(data.len()).unwrap_or(u32::MAX)),
                 },
                 Event::Trailers { stream, trailers } => Said::Trailers(stream, trailers),
@@ -195,7 +195,17 @@ where
                 }
                 Event::PingAck { .. } => Said::PingAck,
                 _ => Said::Other,
-            });
+            };
+            // A run of DATA on one stream wakes its reader once.
+            if let Said::Pushed(stream, ended) = said
+                && let Some(Said::Pushed(last, last_ended)) = events.last_mut()
+                && *last == stream
+                && !*last_ended
+            {
+                *last_ended = ended;
+                return;
+            }
+            events.push(said);
         });
         match result {
             Ok(used) => self.read.advance(used),
@@ -221,7 +231,14 @@ where
                 self.conn.release(stream, len);
                 self.settle(stream);
             }
-            Said::Ended(stream) => self.settle(stream),
+            Said::Pushed(stream, ended) => {
+                if let Some(open) = self.streams.get(&stream) {
+                    open.shared.wake();
+                }
+                if ended {
+                    self.settle(stream);
+                }
+            }
             Said::Trailers(stream, trailers) => {
                 if let Some(open) = self.streams.get(&stream) {
                     open.shared.trailers(trailers);

@@ -54,6 +54,9 @@ struct Inner {
     trailers: Option<HeaderMap>,
     /// The client ended its body.
     ended: bool,
+    /// A read is being pushed: what it brings is not for the reader yet (see
+    /// `Shared::push`).
+    filling: bool,
     /// The client reset the stream, or the connection ended.
     reset: Option<Reason>,
     /// Bytes the body took and the connection has not given back yet.
@@ -87,13 +90,19 @@ impl Shared {
 
     /// Some of the body came; `false`: nobody reads it, give the window back. Small
     /// DATA is staged in the connection's `staging` chunk and split off it: a unary
-    /// gRPC message costs no allocation of its own.
+    /// gRPC message costs no allocation of its own. Nothing pushed is for the reader
+    /// until the whole read is pushed, [`Shared::wake`] then: a reader polled
+    /// meanwhile (its task woken for another stream) took a flood of 1-byte frames
+    /// as it came and sent it on to the app as thousands of 20-byte frames, which the
+    /// app's `h2` counts as an attack (its DATA frame budget) and answers by closing
+    /// the connection, failing every stream on it.
     pub(crate) fn push(&self, data: &[u8], end: bool, staging: &mut BytesMut) -> bool {
         let mut inner = self.lock();
         inner.ended |= end;
         if inner.dropped {
             return false;
         }
+        inner.filling = true;
         if data.len() >= MERGED {
             if !inner.tail.is_empty() {
                 let tail = inner.tail.split().freeze();
@@ -110,10 +119,18 @@ impl Shared {
             // else copied onto the tail, which from then on is a buffer of its own.
             inner.tail.unsplit(staging.split());
         }
-        if let Some(waker) = inner.body.take() {
+        true
+    }
+
+    /// The read is pushed: what it brought is there to read; wakes the reader.
+    pub(crate) fn wake(&self) {
+        let mut inner = self.lock();
+        inner.filling = false;
+        let waker = inner.body.take();
+        drop(inner);
+        if let Some(waker) = waker {
             waker.wake();
         }
-        true
     }
 
     pub(crate) fn trailers(&self, trailers: HeaderMap) {
@@ -192,10 +209,14 @@ impl HttpBody for Incoming {
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
         let mut inner = self.0.lock();
-        let next = match inner.chunks.pop_front() {
-            Some(chunk) => Some(chunk),
-            None if !inner.tail.is_empty() => Some(inner.tail.split().freeze()),
-            None => None,
+        let next = if inner.filling {
+            None
+        } else {
+            match inner.chunks.pop_front() {
+                Some(chunk) => Some(chunk),
+                None if !inner.tail.is_empty() => Some(inner.tail.split().freeze()),
+                None => None,
+            }
         };
         if let Some(chunk) = next {
             let len = u32::try_from(chunk.len()).unwrap_or(u32::MAX);
@@ -209,6 +230,10 @@ impl HttpBody for Incoming {
         }
         if let Some(reason) = inner.reset {
             return Poll::Ready(Some(Err(Box::new(Reset(reason)))));
+        }
+        if inner.filling {
+            inner.body = Some(cx.waker().clone());
+            return Poll::Pending;
         }
         if let Some(trailers) = inner.trailers.take() {
             return Poll::Ready(Some(Ok(Frame::trailers(trailers))));
@@ -255,6 +280,8 @@ impl Drop for Incoming {
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]
 mod tests {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
     use http_body_util::BodyExt;
 
     use super::*;
@@ -273,6 +300,8 @@ mod tests {
         let (mut a, mut b) = (stream(), stream());
         assert!(a.0.push(b"hello", false, &mut staging));
         assert!(b.0.push(b"world", false, &mut staging));
+        a.0.wake();
+        b.0.wake();
         let (hello, world) = (next(&mut a).await, next(&mut b).await);
         assert_eq!((&hello[..], &world[..]), (&b"hello"[..], &b"world"[..]));
         // One allocation for both streams' DATA: one after the other in the chunk.
@@ -283,8 +312,43 @@ mod tests {
         for (body, data) in [(&a, "1"), (&a, "2"), (&b, "x"), (&a, "3")] {
             assert!(body.0.push(data.as_bytes(), false, &mut staging));
         }
+        a.0.wake();
+        b.0.wake();
         assert_eq!(next(&mut a).await, "123");
         assert_eq!(next(&mut b).await, "x");
+    }
+
+    #[tokio::test]
+    async fn what_a_read_brings_is_read_whole_once_the_read_is_pushed() {
+        let mut staging = BytesMut::new();
+        let mut body = stream();
+        let (waker, woken) = counting_waker();
+        let mut cx = Context::from_waker(&waker);
+        // A reader polled while a read of 1-byte frames is being pushed (its task
+        // woken for another stream) takes none of it: it would send it on in crumbs.
+        for _ in 0..100 {
+            assert!(body.0.push(b"x", false, &mut staging));
+            assert!(Pin::new(&mut body).poll_frame(&mut cx).is_pending());
+        }
+        assert_eq!(woken.load(Ordering::Relaxed), 0);
+        body.0.wake();
+        assert_eq!(woken.load(Ordering::Relaxed), 1, "woken once for the read");
+        assert_eq!(next(&mut body).await.len(), 100);
+        // A reset is not held back by a read being pushed.
+        assert!(body.0.push(b"y", false, &mut staging));
+        body.0.reset(Reason::CANCEL);
+        assert!(body.frame().await.is_some_and(|f| f.is_err()));
+    }
+
+    fn counting_waker() -> (Waker, Arc<AtomicUsize>) {
+        struct Count(Arc<AtomicUsize>);
+        impl std::task::Wake for Count {
+            fn wake(self: Arc<Self>) {
+                self.0.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+        let count = Arc::new(AtomicUsize::new(0));
+        (Waker::from(Arc::new(Count(Arc::clone(&count)))), count)
     }
 
     #[tokio::test]
@@ -294,6 +358,7 @@ mod tests {
         let large = vec![7u8; MERGED];
         assert!(body.0.push(b"ab", false, &mut staging));
         assert!(body.0.push(&large, true, &mut staging));
+        body.0.wake();
         assert_eq!(next(&mut body).await, "ab");
         assert_eq!(next(&mut body).await.len(), MERGED);
         assert!(body.frame().await.is_none());

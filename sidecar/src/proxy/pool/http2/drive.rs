@@ -24,6 +24,9 @@ use crate::proxy::streams::{
 
 /// What the connection said of a stream, acted on once `recv` is done with it.
 enum Said {
+    /// DATA in the response body's queue: its reader is woken once the read is
+    /// done (once per read, not per frame: see `Shared::push`).
+    Pushed(u32),
     /// DATA nobody reads: its window goes back at once.
     Unread(u32, u32),
     /// The stream ended without the rest of its answer: reset by the upstream, or by
@@ -180,6 +183,8 @@ impl<T: AsyncRead + AsyncWrite + Unpin> Driver<T> {
                         stream,
                         u32::try_from(data.len()).unwrap_or(u32::MAX),
                     ));
+                } else if !matches!(said.last(), Some(Said::Pushed(last)) if *last == stream) {
+                    said.push(Said::Pushed(stream));
                 }
             }
             Event::Trailers { stream, trailers } => {
@@ -201,6 +206,11 @@ impl<T: AsyncRead + AsyncWrite + Unpin> Driver<T> {
         }
         for said in self.said.drain(..) {
             match said {
+                Said::Pushed(stream) => {
+                    if let Some(body) = state.streams.get(&stream).and_then(|s| s.body.as_ref()) {
+                        body.wake();
+                    }
+                }
                 Said::Unread(stream, len) => state.conn.release(stream, len),
                 Said::Failed(stream, reason, what) => state.failed(stream, reason, what),
                 Said::PingAck => self.keep_alive.ponged(),
