@@ -17,8 +17,10 @@
 //!   Huffman pass. A block is a little larger on loopback, where bytes are cheap
 //!   and instructions are not.
 //!
-//! No allocation beyond the dynamic table and scratch buffers. Names are bytes as the peer sent them; HTTP/2's own rules on them
-//! (lowercase, pseudo-headers first) belong to the layer above.
+//! No allocation beyond the dynamic table, its entries' memos (what the layer above
+//! made of a field it was sent by index, kept to take again: at most one per entry)
+//! and scratch buffers. Names are bytes as the peer sent them; HTTP/2's own rules on
+//! them (lowercase, pseudo-headers first) belong to the layer above.
 
 mod decoder;
 mod encoder;
@@ -27,7 +29,7 @@ pub mod huffman;
 mod lengths;
 mod table;
 
-pub use self::decoder::{Decoder, Field};
+pub use self::decoder::{Decoder, Field, Made, Memo};
 pub use self::encoder::encode_field;
 pub use self::error::Error;
 pub use self::table::STATIC_TABLE;

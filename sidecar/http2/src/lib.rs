@@ -14,6 +14,8 @@
 //! - [`hpack`]: header compression (RFC 7541);
 //! - a connection, either end (`conn.rs`: streams and flow control), as [`server`]
 //!   and as [`client`];
+//! - [`header_map`] and [`recycle`]: header maps used again, not made per call;
+//! - [`field_name`]: the names a mesh hop sees on most calls, without allocating;
 //! - [`stage`]: small pieces staged in a shared chunk, one allocation for many;
 //!   [`StreamMap`]: tables keyed by stream id, cheaply hashed.
 
@@ -21,10 +23,14 @@ pub mod client;
 mod conn;
 pub mod frame;
 pub mod hpack;
+mod maps;
+mod names;
 pub mod server;
 mod stage;
 mod streams;
 
 pub use conn::{Connection, Role};
+pub use maps::{header_map, recycle};
+pub use names::field_name;
 pub use stage::stage;
 pub use streams::{IdHasher, StreamMap};

@@ -178,7 +178,7 @@ where
         let (parts, body) = response.into_parts();
         let close = !head.keep_alive || closing.load(Ordering::Relaxed) || serve.turned_strict();
         let (framing, close) = head::encode_response(&parts, &body, answer, close, own.out.head());
-        drop(parts);
+        graylane_http2::recycle(parts.headers);
         let upload = framing.map(|f| Upload::new(body, f));
         write_answer(io, &mut own.out, upload, feed.as_mut(), read).await?;
         own.out.shrink(QUEUE);

@@ -313,7 +313,9 @@ where
                 .or_insert_with(|| HeaderValue::from(length));
         }
         let end = empty || open.answers_head;
-        if self.conn.send_response(stream, &head, end).is_err() {
+        let sent = self.conn.send_response(stream, &head, end);
+        graylane_http2::recycle(head.headers);
+        if sent.is_err() {
             return self.forget(stream);
         }
         if end {

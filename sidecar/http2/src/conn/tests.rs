@@ -1,5 +1,6 @@
 //! Where a header block's values live: split off one staging chunk rather than
-//! allocated one by one, and the chunk let go once nothing is in flight.
+//! allocated one by one (the chunk let go once nothing is in flight), or shared with
+//! the dynamic table's entry, made once per entry.
 
 use http::HeaderMap;
 
@@ -48,7 +49,7 @@ fn heads(conn: &mut Connection, bytes: &[u8]) -> Vec<HeaderMap> {
 }
 
 #[test]
-fn values_from_the_table_share_one_chunk_and_an_idle_connection_holds_none() {
+fn values_from_the_dynamic_table_are_shared_not_copied_and_an_idle_connection_holds_no_chunk() {
     let mut conn = open(Config::default());
     let mut first = indexed_literal("x-first", "value-one");
     first.extend(indexed_literal("x-second", "value-two"));
@@ -56,7 +57,8 @@ fn values_from_the_table_share_one_chunk_and_an_idle_connection_holds_none() {
     assert_eq!(one[0]["x-first"], "value-one");
     // Both from the dynamic table now (62: the newest, x-second), and the static
     // table's `accept-encoding: gzip, deflate` (16): none of them in the block.
-    let two = heads(&mut conn, &get(3, &[0x80 | 63, 0x80 | 62, 0x80 | 16]));
+    let by_index = [0x80 | 63, 0x80 | 62, 0x80 | 16];
+    let two = heads(&mut conn, &get(3, &by_index));
     let (a, b, c) = (
         two[0]["x-first"].as_bytes(),
         two[0]["x-second"].as_bytes(),
@@ -66,16 +68,20 @@ fn values_from_the_table_share_one_chunk_and_an_idle_connection_holds_none() {
         (a, b, c),
         (&b"value-one"[..], &b"value-two"[..], &b"gzip, deflate"[..])
     );
-    // Staged one after the other in one allocation.
-    assert_eq!(b.as_ptr(), a.as_ptr().wrapping_add(a.len()));
-    assert_eq!(c.as_ptr(), b.as_ptr().wrapping_add(b.len()));
+    // The static table's value is staged in the connection's chunk.
     assert!(
         conn.fragments.capacity() > 0,
         "the chunk is kept while streams are open"
     );
+    // Sent by index again: the very bytes the table holds, as made the first time
+    // (the entry's memo), not a copy per request.
+    let three = heads(&mut conn, &get(5, &by_index));
+    assert_eq!(three[0]["x-first"].as_bytes().as_ptr(), a.as_ptr());
+    assert_eq!(three[0]["x-second"].as_bytes().as_ptr(), b.as_ptr());
+    assert_eq!(three[0]["accept-encoding"], "gzip, deflate");
 
-    // Both answered and done: the chunk is let go; the heads read from it are intact.
-    for stream in [1, 3] {
+    // All answered and done: the chunk is let go; the heads read from it are intact.
+    for stream in [1, 3, 5] {
         conn.reset(stream, Reason::NO_ERROR);
     }
     assert!(conn.streams.is_empty());
@@ -85,4 +91,23 @@ fn values_from_the_table_share_one_chunk_and_an_idle_connection_holds_none() {
         "an idle connection holds no chunk"
     );
     assert_eq!(two[0]["x-second"], "value-two");
+    assert_eq!(two[0]["accept-encoding"], "gzip, deflate");
+}
+
+#[test]
+fn a_field_refused_once_is_refused_each_time_it_is_sent_by_index() {
+    let mut conn = open(Config::default());
+    // Remembered by the table, then refused as a field (a value with whitespace
+    // around it): no memo is made of it, and sending its index again is refused
+    // again, where a memo of the first use would have let it through.
+    let one = heads(&mut conn, &get(1, &indexed_literal("x-padded", " v ")));
+    assert!(one.is_empty(), "{one:?}");
+    let two = heads(&mut conn, &get(3, &[0x80 | 62]));
+    assert!(two.is_empty(), "{two:?}");
+    // A valid field sent by index keeps coming out whole next to it.
+    let three = heads(&mut conn, &get(5, &indexed_literal("x-fine", "ok")));
+    let four = heads(&mut conn, &get(7, &[0x80 | 62, 0x80 | 62]));
+    assert_eq!(three[0]["x-fine"], "ok");
+    let fine: Vec<_> = four[0].get_all("x-fine").iter().collect();
+    assert_eq!(fine, ["ok", "ok"]);
 }

@@ -1,5 +1,7 @@
 //! Reading header blocks (RFC 7541 §6).
 
+use bytes::Bytes;
+
 use super::table::Dynamic;
 use super::{DEFAULT_TABLE_SIZE, Error, STATIC_TABLE, huffman};
 
@@ -8,13 +10,38 @@ use super::{DEFAULT_TABLE_SIZE, Error, STATIC_TABLE, huffman};
 const MAX_INTEGER_SHIFT: u32 = 28;
 
 /// One field of a header block, borrowed for the duration of the callback.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug)]
 pub struct Field<'a> {
     pub name: &'a [u8],
     pub value: &'a [u8],
     /// Sent as "never indexed" (§6.2.3): a proxy passing it on must not let it into
     /// a compression table either.
     pub sensitive: bool,
+    /// A field sent by its index in the dynamic table: that entry's memo. A peer
+    /// sends most fields of a steady stream of requests that way, and the same
+    /// bytes each time: what the decoder's user made of them once (checked, the
+    /// name looked up, the value validated) it can take again from here.
+    pub memo: Option<Memo<'a>>,
+}
+
+/// What the decoder's user made of a field: its name and value as a head holds them.
+pub type Made = (http::HeaderName, http::HeaderValue);
+
+/// A dynamic-table entry's memo (see [`Field::memo`]). Dropped with the entry.
+#[derive(Debug)]
+pub struct Memo<'a> {
+    /// Empty until the user fills it.
+    pub made: &'a mut Option<Box<Made>>,
+    pub(super) stored: &'a Bytes,
+    pub(super) name: usize,
+}
+
+impl Memo<'_> {
+    /// The field's value as the table holds it, shared, not copied: what a value
+    /// kept in the memo is made of, so that it pins no other buffer.
+    pub fn value(&self) -> Bytes {
+        self.stored.slice(self.name..)
+    }
 }
 
 /// One direction of a connection's header compression: the dynamic table the peer
@@ -64,12 +91,7 @@ impl Decoder {
             if first & 0x80 != 0 {
                 // Indexed field (§6.1).
                 let index = integer(&mut rest, 7)?;
-                let (name, value) = self.table.get(index)?;
-                each(Field {
-                    name,
-                    value,
-                    sensitive: false,
-                });
+                each(self.table.indexed(index)?);
             } else if first & 0xe0 == 0x20 {
                 // Dynamic table size update (§6.3): only before the block's first
                 // field (§4.2).
@@ -108,6 +130,7 @@ impl Decoder {
                         name,
                         value,
                         sensitive: false,
+                        memo: None,
                     });
                     self.table.insert(name, value);
                 } else {
@@ -120,6 +143,7 @@ impl Decoder {
                         name,
                         value,
                         sensitive: first & 0x10 != 0,
+                        memo: None,
                     });
                 }
             }

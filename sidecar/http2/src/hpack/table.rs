@@ -2,7 +2,10 @@
 
 use std::collections::VecDeque;
 
+use bytes::Bytes;
+
 use super::Error;
+use super::decoder::{Field, Made, Memo};
 
 /// The static table: index 1 is `STATIC_TABLE[0]`.
 pub const STATIC_TABLE: [(&[u8], &[u8]); 61] = [
@@ -72,12 +75,24 @@ pub const STATIC_TABLE: [(&[u8], &[u8]); 61] = [
 /// What an entry costs in the table besides its bytes (§4.1).
 const ENTRY_OVERHEAD: usize = 32;
 
+/// A remembered field.
+#[derive(Debug)]
+struct Entry {
+    /// Name and value in one allocation: one per remembered field, shared by the
+    /// values made of it.
+    bytes: Bytes,
+    /// Where the value starts.
+    name: usize,
+    /// What the decoder's user made of it, once it was sent by index (see
+    /// [`Field::memo`]).
+    made: Option<Box<Made>>,
+}
+
 /// The fields a peer asked this end to remember, newest first, within `max` bytes
 /// as the peer counts them.
 #[derive(Debug)]
 pub(crate) struct Dynamic {
-    /// Name and value in one allocation: one per remembered field.
-    entries: VecDeque<(Box<[u8]>, usize)>,
+    entries: VecDeque<Entry>,
     size: usize,
     max: usize,
 }
@@ -97,13 +112,43 @@ impl Dynamic {
             0 => Err(Error::ZeroIndex),
             1..=61 => Ok(STATIC_TABLE[index - 1]),
             _ => {
-                let (bytes, name) = self.entries.get(index - 62).ok_or(Error::NoSuchIndex {
+                let entry = self.entries.get(index - 62).ok_or(Error::NoSuchIndex {
                     index,
                     entries: 61 + self.entries.len(),
                 })?;
-                Ok(bytes.split_at(*name))
+                Ok(entry.bytes.split_at(entry.name))
             }
         }
+    }
+
+    /// The field at `index`, sent by its index alone: a dynamic one with its memo.
+    pub(crate) fn indexed(&mut self, index: usize) -> Result<Field<'_>, Error> {
+        if index < 62 {
+            let (name, value) = self.get(index)?;
+            return Ok(Field {
+                name,
+                value,
+                sensitive: false,
+                memo: None,
+            });
+        }
+        let entries = self.entries.len();
+        let Entry { bytes, name, made } =
+            self.entries.get_mut(index - 62).ok_or(Error::NoSuchIndex {
+                index,
+                entries: 61 + entries,
+            })?;
+        let (name_bytes, value) = bytes.split_at(*name);
+        Ok(Field {
+            name: name_bytes,
+            value,
+            sensitive: false,
+            memo: Some(Memo {
+                made,
+                stored: bytes,
+                name: *name,
+            }),
+        })
     }
 
     /// Remembers a field, evicting the oldest to make room; a field larger than the
@@ -119,8 +164,11 @@ impl Dynamic {
         let mut bytes = Vec::with_capacity(name.len() + value.len());
         bytes.extend_from_slice(name);
         bytes.extend_from_slice(value);
-        self.entries
-            .push_front((bytes.into_boxed_slice(), name.len()));
+        self.entries.push_front(Entry {
+            bytes: Bytes::from(bytes),
+            name: name.len(),
+            made: None,
+        });
         self.size += size;
     }
 
@@ -137,10 +185,10 @@ impl Dynamic {
 
     fn evict_to(&mut self, room: usize) {
         while self.size > room {
-            let Some((bytes, _)) = self.entries.pop_back() else {
+            let Some(entry) = self.entries.pop_back() else {
                 break;
             };
-            self.size -= bytes.len() + ENTRY_OVERHEAD;
+            self.size -= entry.bytes.len() + ENTRY_OVERHEAD;
         }
     }
 }

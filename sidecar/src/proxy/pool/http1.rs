@@ -173,11 +173,14 @@ pub(super) async fn send(
     let parsed =
         std::future::poll_fn(|cx| exchange(&mut conn, &mut upload, &mut searched, cx)).await;
     match parsed {
-        Ok(parsed) => finish(conn, parsed, upload, method_head, idle).map_err(|error| Failed {
-            error,
-            request: None,
-            written: true,
-        }),
+        Ok(parsed) => {
+            graylane_http2::recycle(std::mem::take(request.headers_mut()));
+            finish(conn, parsed, upload, method_head, idle).map_err(|error| Failed {
+                error,
+                request: None,
+                written: true,
+            })
+        }
         // A body-less request is still whole: it is handed back, so that it can go
         // again without a copy made beforehand for every request. Also after part of
         // an answer's head (a server dying mid-head): whether that may go again is

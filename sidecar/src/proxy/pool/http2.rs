@@ -244,13 +244,17 @@ impl Sender {
             stream,
             done: false,
         };
-        poll_fn(|cx| waiting.poll(cx))
-            .await
-            .map_err(|error| Failure {
+        match poll_fn(|cx| waiting.poll(cx)).await {
+            Ok(response) => {
+                graylane_http2::recycle(head.headers);
+                Ok(response)
+            }
+            Err(error) => Err(Failure {
                 error,
                 request: (hand_back && end)
                     .then(|| Box::new(Request::from_parts(head, Body::Empty))),
-            })
+            }),
+        }
     }
 }
 

@@ -80,6 +80,7 @@ impl Sending {
                     Err(frame) => {
                         if let Ok(trailers) = frame.into_trailers() {
                             let _ = conn.send_trailers(stream, &trailers);
+                            graylane_http2::recycle(trailers);
                             *progress = true;
                         }
                         return Pumped::Done;

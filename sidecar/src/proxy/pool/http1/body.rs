@@ -7,7 +7,7 @@ use std::task::{Context, Poll, ready};
 use std::time::Duration;
 
 use bytes::{Buf, Bytes, BytesMut};
-use http::{HeaderMap, HeaderName, HeaderValue, Response, StatusCode};
+use http::{HeaderMap, HeaderValue, Response, StatusCode};
 use hyper::body::{Body as HttpBody, Frame, SizeHint};
 
 use super::super::super::BoxError;
@@ -249,7 +249,7 @@ fn trailers(buf: &mut BytesMut, searched: &mut usize) -> Result<Option<HeaderMap
         Ok(httparse::Status::Complete((_, fields))) => {
             let mut map = HeaderMap::with_capacity(fields.len());
             for field in fields {
-                let name = HeaderName::from_bytes(field.name.as_bytes())
+                let name = graylane_http2::field_name(field.name.as_bytes())
                     .map_err(|_| "malformed trailers: a field name")?;
                 let value = HeaderValue::from_bytes(field.value)
                     .map_err(|_| "malformed trailers: a field value")?;

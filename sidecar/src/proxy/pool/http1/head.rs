@@ -151,9 +151,9 @@ pub(crate) fn header_map(
     room: usize,
     mut see: impl FnMut(&HeaderName, &HeaderValue) -> Result<(), BoxError>,
 ) -> Result<HeaderMap, BoxError> {
-    let mut headers = HeaderMap::with_capacity(at.len() + room);
+    let mut headers = graylane_http2::header_map(at.len() + room);
     for &[ns, ne, vs, ve] in at {
-        let name = HeaderName::from_bytes(&head[ns..ne]).map_err(|_| "a field name")?;
+        let name = graylane_http2::field_name(&head[ns..ne]).map_err(|_| "a field name")?;
         let value =
             HeaderValue::from_maybe_shared(head.slice(vs..ve)).map_err(|_| "a field value")?;
         see(&name, &value)?;
