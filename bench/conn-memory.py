@@ -36,6 +36,12 @@ import tempfile
 import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+# The sidecar image's allocator setting: memory measured as the sidecar ships
+# (GLIBC_TUNABLES= in the environment runs without it).
+if "GLIBC_TUNABLES" not in os.environ:
+    with open(os.path.join(ROOT, "deploy/docker/sidecar.Dockerfile")) as f:
+        tunables = re.search(r"^ENV GLIBC_TUNABLES=(.*)$", f.read(), re.M)
+    os.environ["GLIBC_TUNABLES"] = tunables.group(1) if tunables else ""
 ARGS = argparse.ArgumentParser(description="Sidecar memory: idle and per idle connection.")
 ARGS.add_argument("connections", nargs="?", type=int, default=1000)
 ARGS.add_argument("--bin-dir", default=os.path.join(ROOT, "target", "release"),

@@ -25,6 +25,10 @@ LOAD_CPU=${LOAD_CPU:-0}
 GRPC_PATH=/graylane.v1.Admin/History
 BOUND=$((DURATION + WARMUP + 30)) # seconds any one load command may take
 HZ=$(getconf CLK_TCK)
+# The sidecar image's allocator setting (a larger glibc per-thread cache), exported to
+# every process started here: graylane runs as it ships, and the peers that use glibc's
+# malloc (nginx, HAProxy) get the same. GLIBC_TUNABLES= (empty) runs without it.
+export GLIBC_TUNABLES=${GLIBC_TUNABLES-$(sed -n 's/^ENV GLIBC_TUNABLES=//p' "$ROOT/deploy/docker/sidecar.Dockerfile")}
 
 say() { printf '[%s] %s\n' "$(date +%T)" "$*" >&2; }
 die() {

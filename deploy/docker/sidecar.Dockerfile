@@ -22,5 +22,10 @@ COPY --from=build /src/target/release/graylane-sidecar /src/target/release/grayl
 # The sidecar runs as 1337, the UID init-iptables exempts; the init container
 # overrides this with root and NET_ADMIN.
 USER 1337:1337
+# glibc's per-thread cache keeps 7 freed blocks of a size; with many HTTP/2 streams in
+# flight most of a request's allocations then take malloc's slow path (7 % of an h2c
+# or gRPC hop's instructions, bench/README.md). `graylane demo` and bench/proxy run
+# the sidecar with the same setting (control-plane/src/cli/demo/procs.rs checks it).
+ENV GLIBC_TUNABLES=glibc.malloc.tcache_count=256
 EXPOSE 15000 15001 15006 15021
 ENTRYPOINT ["/usr/local/bin/graylane-sidecar"]

@@ -8,6 +8,10 @@ use std::time::{Duration, Instant};
 
 use crate::cli::CliError;
 
+/// The sidecar image's allocator setting (`deploy/docker/sidecar.Dockerfile`): the
+/// demo's processes run as the image runs them.
+pub(super) const GLIBC_TUNABLES: &str = "glibc.malloc.tcache_count=256";
+
 /// A child process, killed on drop.
 pub(super) struct Proc {
     pub(super) name: String,
@@ -45,6 +49,7 @@ impl Proc {
         let child = command
             .args(args)
             .env("GRAYLANE_LOG", "info")
+            .env("GLIBC_TUNABLES", GLIBC_TUNABLES)
             .stdin(if stdin { Stdio::piped() } else { Stdio::null() })
             .stdout(out)
             .stderr(file)
@@ -163,4 +168,17 @@ pub(super) fn get(
         .and_then(|s| s.parse().ok())
         .unwrap_or(0);
     Ok((status, head.to_string(), body.to_string()))
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn the_demo_runs_its_processes_with_the_images_allocator_setting() {
+        let dockerfile = include_str!("../../../../deploy/docker/sidecar.Dockerfile");
+        let line = format!("ENV GLIBC_TUNABLES={}", super::GLIBC_TUNABLES);
+        assert!(
+            dockerfile.lines().any(|l| l == line),
+            "deploy/docker/sidecar.Dockerfile lacks `{line}`"
+        );
+    }
 }
