@@ -111,3 +111,31 @@ fn a_field_refused_once_is_refused_each_time_it_is_sent_by_index() {
     let fine: Vec<_> = four[0].get_all("x-fine").iter().collect();
     assert_eq!(fine, ["ok", "ok"]);
 }
+
+#[test]
+fn a_memo_goes_with_its_entry_not_with_its_index() {
+    let mut conn = open(Config::default());
+    heads(&mut conn, &get(1, &indexed_literal("x-old", "one")));
+    // Sent by index: its memo is made.
+    let two = heads(&mut conn, &get(3, &[0x80 | 62]));
+    assert_eq!(two[0]["x-old"], "one");
+    // The table emptied (a size update to 0, then back), and another field
+    // remembered: index 62 is that field now, whatever the old entry's memo held.
+    let mut block = vec![0x20, 0x3f, 0xe1, 0x1f]; // sizes 0, then 4,096
+    for (name, value) in [
+        (":method", "GET"),
+        (":scheme", "http"),
+        (":path", "/"),
+        (":authority", "a"),
+    ] {
+        crate::hpack::encode_field(name.as_bytes(), value.as_bytes(), false, &mut block);
+    }
+    block.extend(indexed_literal("x-new", "two"));
+    let mut frame = Vec::new();
+    frame::write_headers(5, true, &block, DEFAULT_MAX_FRAME_SIZE, &mut frame);
+    let three = heads(&mut conn, &frame);
+    assert_eq!(three[0]["x-new"], "two");
+    let four = heads(&mut conn, &get(7, &[0x80 | 62]));
+    assert_eq!(four[0]["x-new"], "two");
+    assert!(four[0].get("x-old").is_none(), "{:?}", four[0]);
+}
