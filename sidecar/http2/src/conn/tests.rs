@@ -13,7 +13,12 @@ use super::{Config, Event};
 /// A GET's HEADERS on `stream`, its pseudo-header fields literal, then `rest`
 /// (HPACK bytes as they are).
 fn get(stream: u32, rest: &[u8]) -> Vec<u8> {
-    let mut block = Vec::new();
+    get_after(stream, &[], rest)
+}
+
+/// As [`get`], with `first` (table size updates) at the head of the block.
+fn get_after(stream: u32, first: &[u8], rest: &[u8]) -> Vec<u8> {
+    let mut block = first.to_vec();
     for (name, value) in [
         (":method", "GET"),
         (":scheme", "http"),
@@ -121,19 +126,11 @@ fn a_memo_goes_with_its_entry_not_with_its_index() {
     assert_eq!(two[0]["x-old"], "one");
     // The table emptied (a size update to 0, then back), and another field
     // remembered: index 62 is that field now, whatever the old entry's memo held.
-    let mut block = vec![0x20, 0x3f, 0xe1, 0x1f]; // sizes 0, then 4,096
-    for (name, value) in [
-        (":method", "GET"),
-        (":scheme", "http"),
-        (":path", "/"),
-        (":authority", "a"),
-    ] {
-        crate::hpack::encode_field(name.as_bytes(), value.as_bytes(), false, &mut block);
-    }
-    block.extend(indexed_literal("x-new", "two"));
-    let mut frame = Vec::new();
-    frame::write_headers(5, true, &block, DEFAULT_MAX_FRAME_SIZE, &mut frame);
-    let three = heads(&mut conn, &frame);
+    let sizes = [0x20, 0x3f, 0xe1, 0x1f]; // 0, then 4,096
+    let three = heads(
+        &mut conn,
+        &get_after(5, &sizes, &indexed_literal("x-new", "two")),
+    );
     assert_eq!(three[0]["x-new"], "two");
     let four = heads(&mut conn, &get(7, &[0x80 | 62]));
     assert_eq!(four[0]["x-new"], "two");
