@@ -7,8 +7,7 @@ Run after `cargo build --release --workspace --bins`:
 CONNECTIONS defaults to 1000, DIR to target/release; --h2 opens prior-knowledge h2c
 connections (one GET each, then idle) instead of HTTP/1.1 keep-alive ones. --check
 exits 1 when the sidecar holds more than issue 15's bounds: 8 MiB idle, 6 KiB of
-anonymous memory per idle keep-alive connection (either burst); for h2c, whose goal is
-not met (h2's fixed buffers), 25 KiB in the first burst, to catch a regression.
+anonymous memory per idle connection, keep-alive or h2c (either burst).
 `.ci/test` runs both.
 
 Starts graylane-control (`memory:`), a demo app and a release sidecar
@@ -237,11 +236,8 @@ for p in (sc, app, cp):
     p.wait()
 
 if OPTS.check:
-    # HTTP/1.1: both bursts. h2c: the first; the second measures 8-9 KiB more per
-    # connection that glibc does not reuse of the first burst's freed memory, though
-    # the heap in use is back to 0.45 MB once the first burst has closed (heaptrack).
-    bound = 25.0 if OPTS.h2 else 6.0
-    worst = per_conn[0] if OPTS.h2 else max(per_conn)
+    bound = 6.0
+    worst = max(per_conn)
     failed = []
     if idle > 8 * 1024:
         failed.append(f"idle RSS {idle / 1024:.1f} MiB > 8 MiB")

@@ -15,10 +15,14 @@ pub(crate) const READ_CHUNK: usize = 16 * 1024;
 
 mod incoming;
 mod keep_alive;
+mod let_go;
 mod pump;
 
 pub(crate) use self::incoming::{Incoming, Reset, Shared};
 pub(crate) use self::keep_alive::KeepAlive;
 #[cfg(test)]
 pub(crate) use self::keep_alive::{KEEP_ALIVE_INTERVAL, KEEP_ALIVE_TIMEOUT};
+#[cfg(test)]
+pub(crate) use self::let_go::LET_GO_AFTER;
+pub(crate) use self::let_go::{LetGo, poll_read};
 pub(crate) use self::pump::{Pumped, Sending, flush};

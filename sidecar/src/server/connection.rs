@@ -153,7 +153,12 @@ impl<H: Handler> Connection<H> {
     /// `strict_gate`: a plaintext inbound connection, whose requests are refused once
     /// the listener is strict (see [`MeshInbound::refuses_plaintext`]). An idle
     /// HTTP/1.1 connection is parked between requests (see [`idle`](super::idle)).
-    async fn http<IO, C: Future<Output = ()>>(
+    /// An `async` block, not an `async fn`, as `run` is (its arguments once, not twice).
+    #[expect(
+        clippy::manual_async_fn,
+        reason = "an async fn keeps its arguments twice (see `run`)"
+    )]
+    fn http<IO, C: Future<Output = ()>>(
         &self,
         io: IO,
         peer: Peer,
@@ -161,116 +166,120 @@ impl<H: Handler> Connection<H> {
         first_head_by: Instant,
         close_when: impl FnOnce() -> C,
         strict_gate: Option<Arc<MeshInbound>>,
-    ) where
+    ) -> impl Future<Output = ()>
+    where
         IO: AsyncRead + AsyncWrite + Readable + Unpin + Send + 'static,
     {
-        let resets = Arc::new(Resets::default());
-        let park = Arc::new(Park::default());
-        let addr = peer.addr;
-        let serve = Serve {
-            handler: Arc::clone(&self.handler),
-            peer,
-            original,
-            strict_gate,
-            seen: Arc::new(AtomicBool::new(false)),
-            resets: Arc::clone(&resets),
-        };
-        let seen = Arc::clone(&serve.seen);
-        let mut io = Lent::new(
-            SendTimeout::new(io, self.limits.send_timeout),
-            Arc::clone(&park),
-        );
-        let mut watch = Watch {
-            no_first_head: pin!(async {
-                tokio::time::sleep_until(first_head_by).await;
-                if seen.load(Ordering::Relaxed) {
-                    std::future::pending::<()>().await;
-                }
-            }),
-            close_when: pin!(close_when()),
-            shutdown: self.shutdown.clone(),
-            closing: false,
-            counters: &self.counters,
-            resets: &resets,
-            addr,
-            woken: Arc::default(),
-        };
-        let Ok(read) = watch.next_bytes(&mut io, true, first_head_by).await else {
-            return;
-        };
-        if read.starts_with(H2_PREFACE) {
-            io.replay(read);
-            let serving = h2::Serving::new(&self.builder.h2, io, move |r| serve.call(r));
-            let mut serving = Box::pin(serving);
-            watch
-                .drive(
-                    serving.as_mut(),
-                    |c| c.get_mut().graceful_shutdown(),
-                    |_| false,
-                    None,
-                )
-                .await;
-            return;
-        }
-        let serve = Arc::new(serve);
-        let mut own = h1::Own::default();
-        own.append(&read);
-        let mut head_by = first_head_by;
-        loop {
-            let closing = AtomicBool::new(false);
-            let driven = {
-                let timer = ParkTimer::new(Arc::clone(&park), head_by);
-                let timeout = self.limits.header_read_timeout;
-                // Boxed and dropped at a park: the handler's future is in it.
-                let mut serving = Box::pin(h1::serve(
-                    &mut io, &mut own, &serve, &timer, &closing, timeout,
-                ));
-                let graceful = |_: Pin<&mut _>| closing.store(true, Ordering::Relaxed);
+        async move {
+            let resets = Arc::new(Resets::default());
+            let park = Arc::new(Park::default());
+            let addr = peer.addr;
+            let serve = Serve {
+                handler: Arc::clone(&self.handler),
+                peer,
+                original,
+                strict_gate,
+                seen: Arc::new(AtomicBool::new(false)),
+                resets: Arc::clone(&resets),
+            };
+            let seen = Arc::clone(&serve.seen);
+            let mut io = Lent::new(
+                SendTimeout::new(io, self.limits.send_timeout),
+                Arc::clone(&park),
+            );
+            let mut watch = Watch {
+                no_first_head: pin!(async {
+                    tokio::time::sleep_until(first_head_by).await;
+                    if seen.load(Ordering::Relaxed) {
+                        std::future::pending::<()>().await;
+                    }
+                }),
+                close_when: pin!(close_when()),
+                shutdown: self.shutdown.clone(),
+                closing: false,
+                counters: &self.counters,
+                resets: &resets,
+                addr,
+                woken: Arc::default(),
+            };
+            let Ok(read) = watch.next_bytes(&mut io, true, first_head_by).await else {
+                return;
+            };
+            if read.starts_with(H2_PREFACE) {
+                io.replay(read);
+                let serving = h2::Serving::new(&self.builder.h2, io, move |r| serve.call(r));
+                let mut serving = Box::pin(serving);
                 watch
                     .drive(
                         serving.as_mut(),
-                        graceful,
-                        h1::Ended::is_head_late,
-                        Some(&park),
+                        |c| c.get_mut().graceful_shutdown(),
+                        |_| false,
+                        None,
                     )
-                    .await
-            };
-            match driven {
-                Driven::Parked(deadline) => head_by = deadline,
-                Driven::HeadLate => {
-                    if head_begun(own.read()) {
-                        request_timeout(io).await;
-                    }
-                    return;
-                }
-                Driven::Closed if own.take_hand_off() => {
-                    io.replay(own.take_read());
-                    // The head handed over is whole (or over the bound, refused at once):
-                    // the deadline is the next wait's.
-                    let next_by = Instant::now() + self.limits.header_read_timeout;
-                    let Some((back, deadline, leftover)) =
-                        self.hyper(io, &serve, &mut watch, &park, next_by).await
-                    else {
-                        return;
-                    };
-                    (io, head_by) = (back, deadline);
-                    own.append(&leftover);
-                }
-                Driven::Closed => return,
+                    .await;
+                return;
             }
-            // A connection whose head is begun but not whole is parked as well as an
-            // idle one: the bytes of its head are kept.
-            own.park();
-            let read = match watch.next_bytes(&mut io, false, head_by).await {
-                Ok(read) => read,
-                Err(Driven::HeadLate) if head_begun(own.read()) => {
-                    watch.head_left_unfinished();
-                    request_timeout(io).await;
-                    return;
-                }
-                Err(_) => return,
-            };
+            let serve = Arc::new(serve);
+            let mut own = h1::Own::default();
             own.append(&read);
+            let mut head_by = first_head_by;
+            loop {
+                let closing = AtomicBool::new(false);
+                let driven = {
+                    let timer = ParkTimer::new(Arc::clone(&park), head_by);
+                    let timeout = self.limits.header_read_timeout;
+                    // Boxed and dropped at a park: the handler's future is in it.
+                    let mut serving = Box::pin(h1::serve(
+                        &mut io, &mut own, &serve, &timer, &closing, timeout,
+                    ));
+                    let graceful = |_: Pin<&mut _>| closing.store(true, Ordering::Relaxed);
+                    watch
+                        .drive(
+                            serving.as_mut(),
+                            graceful,
+                            h1::Ended::is_head_late,
+                            Some(&park),
+                        )
+                        .await
+                };
+                match driven {
+                    Driven::Parked(deadline) => head_by = deadline,
+                    Driven::HeadLate => {
+                        if head_begun(own.read()) {
+                            request_timeout(io).await;
+                        }
+                        return;
+                    }
+                    Driven::Closed if own.take_hand_off() => {
+                        io.replay(own.take_read());
+                        // The head handed over is whole (or over the bound, refused at once):
+                        // the deadline is the next wait's.
+                        let next_by = Instant::now() + self.limits.header_read_timeout;
+                        // On the heap, as its own statement: inline, hyper's serving would
+                        // be in every connection's task (HTTP/2's too), handed over or not.
+                        let hyper = Box::pin(self.hyper(io, &serve, &mut watch, &park, next_by));
+                        let Some((back, deadline, leftover)) = hyper.await else {
+                            return;
+                        };
+                        (io, head_by) = (back, deadline);
+                        own.append(&leftover);
+                    }
+                    Driven::Closed => return,
+                }
+                // A connection whose head is begun but not whole is parked as well as an
+                // idle one: the bytes of its head are kept.
+                own.park();
+                let read = match watch.next_bytes(&mut io, false, head_by).await {
+                    Ok(read) => read,
+                    Err(Driven::HeadLate) if head_begun(own.read()) => {
+                        watch.head_left_unfinished();
+                        request_timeout(io).await;
+                        return;
+                    }
+                    Err(_) => return,
+                };
+                own.append(&read);
+            }
         }
     }
 

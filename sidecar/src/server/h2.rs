@@ -39,7 +39,7 @@ use tokio::sync::oneshot;
 use self::answer::Answer;
 use super::{H2_MAX_HEADER_LIST, MAX_CONCURRENT_STREAMS};
 use crate::proxy::streams::{
-    HIGH_WATER, Incoming, KeepAlive, Pumped, READ_CHUNK, Reset, Sending, Shared, flush,
+    HIGH_WATER, Incoming, KeepAlive, LetGo, Pumped, Reset, Sending, Shared, flush, poll_read,
 };
 use crate::proxy::upgrade::H2Tunnel;
 use crate::proxy::{
@@ -69,10 +69,14 @@ pub(super) struct Serving<T, S, F> {
     read: BytesMut,
     serve: S,
     streams: StreamMap<Open>,
-    answers: FuturesUnordered<Answer<F>>,
+    /// The handlers' futures; none while no stream is open: an empty
+    /// `FuturesUnordered` holds a stub task the size of one future (1.3 KiB).
+    answers: Option<FuturesUnordered<Answer<F>>>,
     /// This task, for the bodies to wake when they took bytes.
     waker: Arc<AtomicWaker>,
     keep_alive: KeepAlive,
+    /// Drops the buffers once the connection has been idle a while.
+    let_go: LetGo,
     /// What the connection said, kept between reads (its allocation reused).
     events: Vec<Said>,
     /// Where small DATA is staged for the bodies ([`graylane_http2::stage`]); let go
@@ -128,9 +132,10 @@ where
             read: BytesMut::new(),
             serve,
             streams: StreamMap::default(),
-            answers: FuturesUnordered::new(),
+            answers: None,
             waker: Arc::default(),
             keep_alive: KeepAlive::new(),
+            let_go: LetGo::new(),
             events: Vec::new(),
             staging: BytesMut::new(),
             read_closed: false,
@@ -421,7 +426,8 @@ where
         loop {
             let mut progress = false;
             // The handlers first: what they answer goes out in this same round.
-            while let Poll::Ready(Some((stream, answer))) = Pin::new(&mut me.answers).poll_next(cx)
+            while let Some(answers) = me.answers.as_mut()
+                && let Poll::Ready(Some((stream, answer))) = Pin::new(answers).poll_next(cx)
             {
                 me.answered(stream, answer);
                 progress = true;
@@ -440,8 +446,7 @@ where
                 });
             }
             if me.conn.output().len() < HIGH_WATER && !me.read_closed && me.failed.is_none() {
-                me.read.reserve(READ_CHUNK);
-                match tokio_util::io::poll_read_buf(Pin::new(&mut me.io), cx, &mut me.read) {
+                match poll_read(&mut me.io, cx, &mut me.read) {
                     Poll::Ready(Ok(0)) => {
                         me.read_closed = true;
                         progress = true;
@@ -455,8 +460,15 @@ where
                 }
             }
             if !progress {
-                if me.streams.is_empty() && me.staging.capacity() > 0 {
-                    me.staging = BytesMut::new();
+                let quiet = me.streams.is_empty()
+                    && me.answers.as_ref().is_none_or(FuturesUnordered::is_empty);
+                if me
+                    .let_go
+                    .poll(cx, quiet, &mut me.conn, &mut me.read, &mut me.staging)
+                {
+                    me.streams = StreamMap::default();
+                    me.answers = None;
+                    me.events = Vec::new();
                 }
                 return Poll::Pending;
             }
@@ -470,7 +482,7 @@ where
 fn start<S, F, E>(
     serve: &mut S,
     streams: &mut StreamMap<Open>,
-    answers: &mut FuturesUnordered<Answer<F>>,
+    answers: &mut Option<FuturesUnordered<Answer<F>>>,
     waker: &Arc<AtomicWaker>,
     stream: u32,
     mut head: request::Parts,
@@ -499,7 +511,9 @@ where
         Body::received_h2(Incoming(Arc::clone(&shared)))
     };
     let answer = serve(Request::from_parts(head, body));
-    answers.push(Answer::new(stream, shared, answer));
+    answers
+        .get_or_insert_with(FuturesUnordered::new)
+        .push(Answer::new(stream, shared, answer));
     streams.insert(stream, open);
     None
 }

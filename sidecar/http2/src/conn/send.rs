@@ -1,9 +1,11 @@
 //! What a connection sends: bodies within the windows, trailers, resets, GOAWAY,
 //! PINGs, the window given back as bytes are passed on; and its output buffer.
 
+use bytes::BytesMut;
 use http::HeaderMap;
 
 use super::{Connection, Phase, Role, StreamGone};
+use crate::StreamMap;
 use crate::frame::{self, Reason};
 use crate::hpack::encode_field;
 
@@ -145,6 +147,32 @@ impl<R: Role> Connection<R> {
     /// close once the output is written.
     pub fn is_idle(&self) -> bool {
         self.streams.is_empty()
+    }
+
+    /// Whether nothing is under way: no stream open, no header block half
+    /// received, nothing left to write.
+    pub fn at_rest(&self) -> bool {
+        self.streams.is_empty() && self.block.is_none() && self.output().is_empty()
+    }
+
+    /// Lets go of the buffers kept for reuse between messages (the output, the
+    /// header block's, the encoder's and the decoder's scratch, the stream table's
+    /// room) when nothing is under way: no stream open, no header block half
+    /// received, nothing left to write. An idle connection then holds its state
+    /// alone (the dynamic table stays: the peer's next block refers to it); the next
+    /// message allocates them again. Returns whether it did (the connection was
+    /// [at rest](Connection::at_rest)).
+    pub fn let_go(&mut self) -> bool {
+        if !self.at_rest() {
+            return false;
+        }
+        self.out = Vec::new();
+        self.written = 0;
+        self.fragments = BytesMut::new();
+        self.scratch = Vec::new();
+        self.streams = StreamMap::default();
+        self.decoder.let_go();
+        true
     }
 
     /// Whether either end said GOAWAY, or the connection failed.

@@ -136,3 +136,67 @@ fn a_memo_goes_with_its_entry_not_with_its_index() {
     assert_eq!(four[0]["x-new"], "two");
     assert!(four[0].get("x-old").is_none(), "{:?}", four[0]);
 }
+
+#[test]
+fn an_idle_connection_lets_go_of_its_buffers_not_of_its_dynamic_table() {
+    let mut conn = open(Config::default());
+    let one = heads(
+        &mut conn,
+        &get(1, &indexed_literal("x-kept", "in the table")),
+    );
+    assert_eq!(one[0]["x-kept"], "in the table");
+    assert!(!conn.let_go(), "a stream is open");
+    let mut ok = http::Response::new(()).into_parts().0;
+    ok.headers
+        .insert("x-answer", http::HeaderValue::from_static("yes"));
+    conn.send_response(1, &ok, true).unwrap();
+    assert!(conn.streams.is_empty());
+    assert!(!conn.let_go(), "the answer is still to be written");
+    conn.advance(conn.output().len() - 1);
+    assert!(
+        !conn.let_go(),
+        "a byte of the answer is still to be written"
+    );
+    conn.advance(1);
+    assert!(conn.out.capacity() > 0 && conn.scratch.capacity() > 0);
+
+    // A header block begun, its CONTINUATION still to come: kept.
+    let block = &get(3, &[0x80 | 62])[9..];
+    let mut split = Vec::new();
+    for (kind, flags, part) in [
+        (frame::kind::HEADERS, 0x1, &block[..4]),      // END_STREAM
+        (frame::kind::CONTINUATION, 0x4, &block[4..]), // END_HEADERS
+    ] {
+        let len = part.len();
+        frame::Head {
+            len,
+            kind,
+            flags,
+            stream: 3,
+        }
+        .write(&mut split);
+        split.extend_from_slice(part);
+    }
+    let first = 9 + 4;
+    assert_eq!(conn.recv(&split[..first], &mut |_| ()), Ok(first));
+    assert!(!conn.let_go(), "a header block is half received");
+    let two = heads(&mut conn, &split[first..]);
+    assert_eq!(two[0]["x-kept"], "in the table");
+    conn.reset(3, Reason::NO_ERROR);
+    conn.advance(conn.output().len());
+
+    assert!(conn.let_go(), "nothing under way");
+    assert_eq!(
+        (
+            conn.out.capacity(),
+            conn.scratch.capacity(),
+            conn.streams.capacity()
+        ),
+        (0, 0, 0)
+    );
+    // The peer's next block refers to the table as it was: it still is.
+    let three = heads(&mut conn, &get(5, &[0x80 | 62]));
+    assert_eq!(three[0]["x-kept"], "in the table");
+    conn.send_response(5, &ok, true).unwrap();
+    assert!(!conn.output().is_empty(), "answered after letting go");
+}

@@ -74,6 +74,12 @@ impl Decoder {
         }
     }
 
+    /// Lets go of the Huffman scratch (an idle connection's, `Connection::let_go`).
+    pub(crate) fn let_go(&mut self) {
+        self.name = Vec::new();
+        self.value = Vec::new();
+    }
+
     /// The dynamic table's size as the peer counts it.
     pub fn table_size(&self) -> usize {
         self.table.size()

@@ -14,7 +14,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::task::JoinHandle;
 
 use super::*;
-use crate::proxy::streams::{KEEP_ALIVE_INTERVAL, KEEP_ALIVE_TIMEOUT};
+use crate::proxy::streams::{KEEP_ALIVE_INTERVAL, KEEP_ALIVE_TIMEOUT, LET_GO_AFTER};
 use crate::proxy::upgrade::Downstream;
 
 type Served = JoinHandle<Result<(), BoxError>>;
@@ -454,4 +454,41 @@ async fn a_graceful_shutdown_lets_the_open_stream_finish_and_takes_no_new_one() 
     }
     let late = exchange(&mut send.clone(), post("/late"), "").await;
     assert!(late.is_err(), "a stream after the GOAWAY was served");
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_connection_idle_a_while_holds_no_buffers_and_its_next_request_is_served() {
+    let (near, far) = tokio::io::duplex(1 << 20);
+    let echo = |request: Request<Body>| async move {
+        let body = request.into_body().collect().await.unwrap().to_bytes();
+        let body = Full::new(body).map_err(|e: Infallible| match e {});
+        Ok::<_, Infallible>(Response::new(Body::from(body.boxed_unsync())))
+    };
+    // Polled here, not in a task of its own: its state is looked at between polls.
+    let mut serving = Box::pin(Serving::new(&builder(), far, echo));
+    let (send, connection) = client::handshake(near).await.unwrap();
+    tokio::spawn(async move {
+        let _ = connection.await;
+    });
+    for body in ["first", "second, after letting go"] {
+        let mut send = send.clone();
+        let (head, answer) = tokio::select! {
+            answer = exchange(&mut send, post("/"), body) => answer.unwrap(),
+            ended = serving.as_mut() => panic!("the connection ended: {ended:?}"),
+        };
+        assert_eq!((head.status.as_u16(), &answer[..]), (200, body.as_bytes()));
+        // Just answered: what the next message would use is kept for a while.
+        assert!(serving.streams.is_empty());
+        assert!(serving.read.capacity() > 0, "let go at once");
+        // Idle past the grace (the clock is paused: it moves when all tasks wait),
+        // the connection holds its state alone.
+        tokio::select! {
+            () = tokio::time::sleep(2 * LET_GO_AFTER) => {}
+            ended = serving.as_mut() => panic!("the connection ended: {ended:?}"),
+        }
+        assert_eq!(serving.read.capacity(), 0, "the read buffer is kept");
+        assert_eq!(serving.staging.capacity(), 0, "the staging chunk is kept");
+        assert!(serving.answers.is_none(), "the futures' set is kept");
+        assert_eq!(serving.events.capacity(), 0);
+    }
 }

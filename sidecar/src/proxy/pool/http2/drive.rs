@@ -7,7 +7,6 @@
 
 use std::future::poll_fn;
 use std::io;
-use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::task::{Context, Poll, Waker};
@@ -19,7 +18,7 @@ use tokio::io::{AsyncRead, AsyncWrite};
 
 use super::{Ended, PoolError, Shared, State, hold};
 use crate::proxy::streams::{
-    HIGH_WATER, KeepAlive, Pumped, READ_CHUNK, Reset, Shared as BodyShared, flush,
+    HIGH_WATER, KeepAlive, LetGo, Pumped, Reset, Shared as BodyShared, flush, poll_read,
 };
 
 /// What the connection said of a stream, acted on once `recv` is done with it.
@@ -41,6 +40,8 @@ struct Driver<T> {
     shared: Arc<Shared>,
     read: BytesMut,
     keep_alive: KeepAlive,
+    /// Drops the buffers once the connection has been idle a while.
+    let_go: LetGo,
     said: Vec<Said>,
     /// The upstream broke HTTP/2: the GOAWAY goes out, then the connection ends.
     failed: Option<Ended>,
@@ -53,6 +54,7 @@ pub(super) async fn drive<T: AsyncRead + AsyncWrite + Unpin>(io: T, shared: Arc<
         shared: Arc::clone(&shared),
         read: BytesMut::new(),
         keep_alive: KeepAlive::new(),
+        let_go: LetGo::new(),
         said: Vec::new(),
         failed: None,
     };
@@ -113,8 +115,7 @@ impl<T: AsyncRead + AsyncWrite + Unpin> Driver<T> {
                 return Poll::Ready(Ok(()));
             }
             if state.conn.output().len() < HIGH_WATER && self.failed.is_none() {
-                self.read.reserve(READ_CHUNK);
-                match tokio_util::io::poll_read_buf(Pin::new(&mut self.io), cx, &mut self.read) {
+                match poll_read(&mut self.io, cx, &mut self.read) {
                     Poll::Ready(Ok(0)) => {
                         let eof = "the upstream closed the connection";
                         return Poll::Ready(Err(Ended::Io(
@@ -138,8 +139,18 @@ impl<T: AsyncRead + AsyncWrite + Unpin> Driver<T> {
                 state.queued.drain(..).for_each(Waker::wake);
                 continue;
             }
-            if state.streams.is_empty() && state.staging.capacity() > 0 {
-                state.staging = BytesMut::new();
+            let State {
+                conn,
+                staging,
+                streams: slots,
+                ..
+            } = &mut *state;
+            if self
+                .let_go
+                .poll(cx, slots.is_empty(), conn, &mut self.read, staging)
+            {
+                *slots = graylane_http2::StreamMap::default();
+                self.said = Vec::new();
             }
             return Poll::Pending;
         }
