@@ -185,7 +185,7 @@ impl Role for Client {
             // A stream this end reset: what was in flight is dropped.
             return Ok(());
         };
-        let head = match read {
+        let mut head = match read {
             Read::Valid(head) if !self_dependent => head,
             Read::Valid(_) => {
                 conn.refuse(stream, Reason::PROTOCOL_ERROR, on);
@@ -219,7 +219,7 @@ impl Role for Client {
         let no_content = head_request
             || head.status == StatusCode::NO_CONTENT
             || head.status == StatusCode::NOT_MODIFIED;
-        let remaining = match conn::content_length(&head.headers) {
+        let remaining = match conn::content_length(&mut head.headers) {
             _ if no_content => None,
             Ok(remaining) => remaining,
             Err(()) => {

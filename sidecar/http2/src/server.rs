@@ -146,7 +146,7 @@ impl Role for Server {
                 conn.streams.insert(stream, state);
                 on(Event::TooLarge { stream });
             }
-            Read::Valid(head) => match conn::content_length(&head.headers) {
+            Read::Valid(mut head) => match conn::content_length(&mut head.headers) {
                 Err(()) => malformed(conn, "an invalid content-length", on),
                 Ok(Some(n)) if end_stream && n != 0 => {
                     malformed(conn, "a content-length with no body", on);

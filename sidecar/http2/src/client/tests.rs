@@ -300,3 +300,29 @@ fn a_server_that_takes_no_streams_is_a_connection_to_leave() {
     let conn = open(&[(setting::MAX_CONCURRENT_STREAMS, 0)]);
     assert_eq!(conn.can_send(), Err(Unsendable::Closing));
 }
+
+#[test]
+fn a_response_whose_content_length_fields_agree_comes_with_one() {
+    let mut conn = open(&[]);
+    let stream = get(&mut conn, "GET");
+    let fields = [
+        (":status", "200"),
+        ("content-length", "2"),
+        ("content-length", "2"),
+    ];
+    let bytes = headers(stream, &fields, false);
+    let mut seen = Vec::new();
+    let used = conn.recv(&bytes, &mut |event| {
+        if let Event::Response { head, length, .. } = event {
+            let fields: Vec<_> = head
+                .headers
+                .get_all("content-length")
+                .iter()
+                .cloned()
+                .collect();
+            seen.push((fields, length));
+        }
+    });
+    assert_eq!(used, Ok(bytes.len()));
+    assert_eq!(seen, [(vec![http::HeaderValue::from(2)], Some(2))]);
+}

@@ -344,10 +344,15 @@ impl Pseudo {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Protocol(pub HeaderValue);
 
-/// A message's `content-length`: none, or one value all its fields agree on.
-pub(crate) fn content_length(headers: &HeaderMap) -> Result<Option<u64>, ()> {
+/// A message's `content-length`: none, or one value all its fields agree on. Fields
+/// that agree are made one, as RFC 9110 §8.6 lets a recipient do: sent on as they
+/// came, an HTTP/1.1 hop would get two `Content-Length` lines, which servers refuse
+/// as a request smuggling attempt (hyper and nginx answer 400).
+pub(crate) fn content_length(headers: &mut HeaderMap) -> Result<Option<u64>, ()> {
     let mut length = None;
+    let mut fields = 0;
     for value in headers.get_all(http::header::CONTENT_LENGTH) {
+        fields += 1;
         let n: u64 = value
             .to_str()
             .ok()
@@ -358,6 +363,11 @@ pub(crate) fn content_length(headers: &HeaderMap) -> Result<Option<u64>, ()> {
             return Err(());
         }
         length = Some(n);
+    }
+    if fields > 1
+        && let Some(n) = length
+    {
+        headers.insert(http::header::CONTENT_LENGTH, HeaderValue::from(n));
     }
     Ok(length)
 }

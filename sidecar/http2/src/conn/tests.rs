@@ -200,3 +200,51 @@ fn an_idle_connection_lets_go_of_its_buffers_not_of_its_dynamic_table() {
     conn.send_response(5, &ok, true).unwrap();
     assert!(!conn.output().is_empty(), "answered after letting go");
 }
+
+#[test]
+fn content_length_fields_that_agree_are_handed_on_as_one() {
+    let mut conn = open(Config::default());
+    let post = |stream, lengths: &[&str]| {
+        let mut block = Vec::new();
+        let pseudo = [
+            (":method", "POST"),
+            (":scheme", "http"),
+            (":authority", "o"),
+            (":path", "/"),
+        ];
+        let length = lengths.iter().map(|l| ("content-length", *l));
+        for (name, value) in pseudo.into_iter().chain(length) {
+            crate::hpack::encode_field(name.as_bytes(), value.as_bytes(), false, &mut block);
+        }
+        let mut out = Vec::new();
+        frame::write_headers(stream, false, &block, DEFAULT_MAX_FRAME_SIZE, &mut out);
+        out
+    };
+    let mut bytes = post(1, &["3", "3"]);
+    bytes.extend(post(3, &["3"]));
+    bytes.extend(post(5, &["3", "4"]));
+    let mut seen = Vec::new();
+    let used = conn.recv(&bytes, &mut |event| match event {
+        Event::Request {
+            stream,
+            head,
+            length,
+            ..
+        } => {
+            let fields = head.headers.get_all("content-length").iter().cloned();
+            seen.push((stream, fields.collect::<Vec<_>>(), length));
+        }
+        Event::Malformed { stream, .. } => seen.push((stream, Vec::new(), None)),
+        _ => {}
+    });
+    assert_eq!(used, Ok(bytes.len()));
+    let three = vec![http::HeaderValue::from(3)];
+    assert_eq!(
+        seen,
+        [
+            (1, three.clone(), Some(3)),
+            (3, three, Some(3)),
+            (5, vec![], None)
+        ]
+    );
+}
