@@ -103,7 +103,11 @@ pub async fn run(config: Config, listeners: Listeners, shutdown: impl Future<Out
         Arc::clone(&metrics),
     ));
     // Mesh mTLS to other sidecars by the PeerPolicy of each destination.
-    let clients = Clients::new(CONNECT_TIMEOUT, Some(Arc::clone(&identity)));
+    let clients = Clients::new(
+        CONNECT_TIMEOUT,
+        Some(Arc::clone(&identity)),
+        Arc::clone(&metrics.upstream),
+    );
     let mut resource = vec![
         attr("service.name", d.service.clone()),
         attr("service.instance.id", d.instance_id.clone()),

@@ -19,6 +19,10 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::Histogram;
 
+pub(crate) use self::upstream::{Protocol, Upstream};
+
+mod upstream;
+
 /// Upper bounds of the latency buckets, in seconds.
 const BUCKETS: [f64; 12] = [
     0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
@@ -142,6 +146,8 @@ pub(crate) struct Metrics {
     durations: Family<Series, Histogram, fn() -> Histogram>,
     pub(crate) inbound_connections: Arc<Connections>,
     pub(crate) outbound_connections: Arc<Connections>,
+    /// The pool's connections to upstreams.
+    pub(crate) upstream: Arc<Upstream>,
     /// Inbound connections refused by the mTLS mode, by reason.
     pub(crate) inbound_refused: Refusals,
     /// Tags from a peer without a verified mesh identity, removed (mTLS on, no
@@ -256,6 +262,7 @@ impl Default for Metrics {
             durations: Family::new_with_constructor(|| Histogram::new(BUCKETS)),
             inbound_connections: Arc::default(),
             outbound_connections: Arc::default(),
+            upstream: Arc::default(),
             inbound_refused: Refusals::default(),
             untrusted_tags: AtomicU64::default(),
             base_fallbacks: AtomicU64::default(),
@@ -327,6 +334,7 @@ impl Metrics {
             self.tunnels.load(Ordering::Relaxed),
         );
         self.register_connections(scrape);
+        self.upstream.register(scrape);
         self.register_certificate(scrape);
         scrape.counters(
             "graylane_inbound_refused_total",

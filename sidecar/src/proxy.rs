@@ -92,9 +92,10 @@ impl Clients {
     pub(crate) fn new(
         connect_timeout: Duration,
         identity: Option<Arc<crate::identity::Identity>>,
+        counted: Arc<crate::metrics::Upstream>,
     ) -> Self {
         Self {
-            pool: Pool::new(connect_timeout, identity.clone()),
+            pool: Pool::new(connect_timeout, identity.clone(), counted),
             mesh: identity.map(MeshClients::new),
         }
     }
@@ -488,7 +489,7 @@ mod tests {
     #[tokio::test]
     async fn a_refused_request_comes_back_without_the_address_it_was_given() {
         let (_held, address) = pool::tests::refusing();
-        let clients = Clients::new(Duration::from_secs(1), None);
+        let clients = Clients::new(Duration::from_secs(1), None, Arc::default());
         let to = Upstream {
             service: "orders",
             instance: "orders-1",

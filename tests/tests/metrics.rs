@@ -139,6 +139,9 @@ fn metrics_are_typed_negotiated_and_parse_strictly() {
         r#"graylane_sidecar_requests_total{direction="inbound",service="orders",subset="-",lane="-",status="200"} 1"#,
         r#"graylane_sidecar_request_duration_seconds_count{direction="inbound",service="orders",subset="-",lane="-",status="200"} 1"#,
         r#"graylane_connections_accepted_total{listener="inbound"} "#,
+        // Its app, called once over one pooled connection.
+        r#"graylane_upstream_connections_opened_total{protocol="http/1.1",transport="plaintext"} 1"#,
+        "graylane_upstream_connect_errors_total 0\n",
         "graylane_sidecar_rule_revision 1\n",
         "graylane_sidecar_requests_in_flight 0\n",
     ] {

@@ -24,7 +24,7 @@ fn inbound() -> Inbound {
         instance_id: "orders-1".into(),
         app: Arc::new(crate::transparent::AppAddr::new("127.0.0.1:1", Vec::new())),
         routes: Arc::default(),
-        clients: Clients::new(Duration::from_secs(1), None),
+        clients: Clients::new(Duration::from_secs(1), None, Arc::default()),
         traces: Arc::new(TraceTable::new(16, Duration::from_secs(60))),
         propagate: vec![HeaderName::from_static("x-tenant")],
         upstream_timeout: Duration::from_secs(1),

@@ -25,7 +25,7 @@ fn outbound() -> Outbound {
         instance_id: "web-1".into(),
         routes: Arc::default(),
         balancer: Arc::new(Balancer::new(Duration::from_secs(5), Instant::now())),
-        clients: Clients::new(Duration::from_secs(1), None),
+        clients: Clients::new(Duration::from_secs(1), None, Arc::default()),
         traces: Arc::new(TraceTable::new(16, Duration::from_secs(60))),
         namespace: "default".into(),
         cluster_domain: "cluster.local".into(),

@@ -27,6 +27,7 @@ use self::connect::Connector;
 use self::http1::{Conn, Idle};
 use super::{Body, BoxError, POOL_IDLE_TIMEOUT};
 use crate::identity::Identity;
+use crate::metrics::Upstream;
 
 mod connect;
 pub(crate) mod http1;
@@ -119,12 +120,17 @@ impl Pool {
     /// A pool whose connects (and TLS handshakes) are each bounded by
     /// `connect_timeout`, making mTLS connections with `identity`; inside a runtime,
     /// a sweeper closes connections idle past [`POOL_IDLE_TIMEOUT`].
-    pub(crate) fn new(connect_timeout: Duration, identity: Option<Arc<Identity>>) -> Self {
+    pub(crate) fn new(
+        connect_timeout: Duration,
+        identity: Option<Arc<Identity>>,
+        counted: Arc<Upstream>,
+    ) -> Self {
         let pool = Self {
             by_address: Arc::default(),
             connector: Connector {
                 timeout: connect_timeout,
                 identity,
+                counted,
             },
         };
         if let Ok(runtime) = tokio::runtime::Handle::try_current() {

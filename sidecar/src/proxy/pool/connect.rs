@@ -14,6 +14,7 @@ use super::super::mtls;
 use super::http1::{Conn, Io};
 use super::{Dest, PoolError, http2};
 use crate::identity::{Alpn, Identity};
+use crate::metrics::{Protocol, Upstream};
 
 /// How the pool connects.
 #[derive(Clone)]
@@ -23,11 +24,14 @@ pub(super) struct Connector {
     /// This sidecar's certificate and trust bundle, read per connection (a renewed
     /// certificate serves every connection made after it); `None`: mTLS fails.
     pub(super) identity: Option<Arc<Identity>>,
+    /// Connections opened and connects failed.
+    pub(super) counted: Arc<Upstream>,
 }
 
 impl Connector {
     /// A new HTTP/1.1 connection to `dest` (ALPN `http/1.1` over mTLS).
     pub(super) async fn http1(&self, dest: Dest<'_>) -> Result<Box<Conn>, PoolError> {
+        let counted = Protocol::Http1;
         let io = match dest.peer {
             None => Io::Plain(self.tcp(dest.address).await?.into_inner()),
             Some(peer) => {
@@ -35,22 +39,25 @@ impl Connector {
                 Io::Tls(Box::new(tls.into_inner()))
             }
         };
+        self.counted.opened(counted, dest.peer.is_some());
         Ok(Conn::new(io))
     }
 
     /// A new HTTP/2 connection to `dest` (prior knowledge in the clear, ALPN `h2` over
     /// mTLS).
     pub(super) async fn http2(&self, dest: Dest<'_>) -> Result<http2::Sender, PoolError> {
-        match dest.peer {
+        let sender = match dest.peer {
             None => {
                 let tcp = self.tcp(dest.address).await?.into_inner();
-                Ok(http2::handshake(tcp))
+                http2::handshake(tcp)
             }
             Some(peer) => {
                 let tls = self.tls(dest.address, peer, Alpn::H2).await?.into_inner();
-                Ok(http2::handshake(tls))
+                http2::handshake(tls)
             }
-        }
+        };
+        self.counted.opened(Protocol::Http2, dest.peer.is_some());
+        Ok(sender)
     }
 
     /// Mesh TLS to `address`, its server proving `peer`, with this sidecar's
@@ -70,10 +77,10 @@ impl Connector {
         // there is nothing to try.
         let client = mtls::MeshTls::new(identity, peer, alpn).map_err(PoolError::Connect)?;
         let tcp = self.tcp(address).await?.into_inner();
-        let tls = client
-            .handshake(tcp, self.timeout)
-            .await
-            .map_err(PoolError::Connect)?;
+        let tls = client.handshake(tcp, self.timeout).await.map_err(|e| {
+            self.counted.connect_failed();
+            PoolError::Connect(e)
+        })?;
         Ok(TokioIo::new(tls))
     }
 
@@ -85,7 +92,11 @@ impl Connector {
                 _ => TcpStream::connect((address.trim_matches(['[', ']']), 80)).await,
             }
         };
-        let stream = match tokio::time::timeout(self.timeout, connect).await {
+        let connected = tokio::time::timeout(self.timeout, connect).await;
+        if !matches!(connected, Ok(Ok(_))) {
+            self.counted.connect_failed();
+        }
+        let stream = match connected {
             Err(_) => {
                 return Err(PoolError::Connect(format!(
                     "tcp connect error: {address}: timed out after {:?}",

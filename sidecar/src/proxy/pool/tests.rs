@@ -89,7 +89,7 @@ async fn round_trip(pool: &Pool, address: &str) -> Bytes {
 #[tokio::test]
 async fn a_connection_serves_request_after_request() {
     let (address, accepted, _) = server(false).await;
-    let pool = Pool::new(Duration::from_secs(1), None);
+    let pool = Pool::new(Duration::from_secs(1), None, Arc::default());
     for _ in 0..5 {
         assert_eq!(round_trip(&pool, &address).await, "ok");
         let_connections_settle().await;
@@ -100,7 +100,8 @@ async fn a_connection_serves_request_after_request() {
 #[tokio::test]
 async fn a_connection_whose_body_is_unread_is_not_lent_until_it_is_read() {
     let (address, accepted, _) = server(false).await;
-    let pool = Pool::new(Duration::from_secs(1), None);
+    let counted = Arc::new(Upstream::default());
+    let pool = Pool::new(Duration::from_secs(1), None, Arc::clone(&counted));
     let mut big = get();
     *big.uri_mut() = http::Uri::from_static("/big");
     let first = pool.send_http1(plain(&address), big).await.ok().unwrap();
@@ -115,12 +116,19 @@ async fn a_connection_whose_body_is_unread_is_not_lent_until_it_is_read() {
         let_connections_settle().await;
     }
     assert_eq!(accepted.load(Ordering::SeqCst), 2);
+    // Counted as the server saw them: plaintext HTTP/1.1.
+    assert_eq!(
+        counted.opened_now(crate::metrics::Protocol::Http1, false),
+        2
+    );
+    assert_eq!(counted.opened_now(crate::metrics::Protocol::Http1, true), 0);
+    assert_eq!(counted.connect_errors_now(), 0);
 }
 
 #[tokio::test]
 async fn a_response_without_a_body_gives_its_connection_back_with_its_head() {
     let (address, accepted, _) = server(false).await;
-    let pool = Pool::new(Duration::from_secs(1), None);
+    let pool = Pool::new(Duration::from_secs(1), None, Arc::default());
     let mut head = get();
     *head.method_mut() = http::Method::HEAD;
     let first = pool.send_http1(plain(&address), head).await.ok().unwrap();
@@ -142,7 +150,7 @@ async fn a_response_without_a_body_gives_its_connection_back_with_its_head() {
 #[tokio::test]
 async fn a_connection_the_server_dropped_is_replaced_without_an_error() {
     let (address, accepted, closed) = server(true).await;
-    let pool = Pool::new(Duration::from_secs(1), None);
+    let pool = Pool::new(Duration::from_secs(1), None, Arc::default());
     for round in 1..=3 {
         assert_eq!(round_trip(&pool, &address).await, "ok");
         // The pool still holds the connection the server has just dropped.
@@ -156,8 +164,15 @@ async fn a_connection_the_server_dropped_is_replaced_without_an_error() {
 #[tokio::test]
 async fn a_refused_connect_says_nothing_was_sent() {
     let (_held, address) = refusing();
-    let pool = Pool::new(Duration::from_secs(1), None);
-    match pool.send_http1(plain(&address), get()).await {
+    let counted = Arc::new(Upstream::default());
+    let pool = Pool::new(Duration::from_secs(1), None, Arc::clone(&counted));
+    let sent = pool.send_http1(plain(&address), get()).await;
+    assert_eq!(counted.connect_errors_now(), 1);
+    assert_eq!(
+        counted.opened_now(crate::metrics::Protocol::Http1, false),
+        0
+    );
+    match sent {
         Err(Failure {
             error: PoolError::Connect(text),
             request: Some(back),
@@ -285,7 +300,8 @@ async fn an_mtls_connection_serves_request_after_request() {
     let ca = TestCa::new("mesh");
     let (client, _) = certified(&ca, A);
     let (server, _) = certified(&ca, B);
-    let pool = Pool::new(Duration::from_secs(1), Some(client));
+    let counted = Arc::new(Upstream::default());
+    let pool = Pool::new(Duration::from_secs(1), Some(client), Arc::clone(&counted));
     // HTTP/1.1: the connection goes back to the idle list of (address, B).
     let h1 = tls_server(Arc::clone(&server), true).await;
     for _ in 0..5 {
@@ -307,6 +323,14 @@ async fn an_mtls_connection_serves_request_after_request() {
         assert_eq!(body, "ok");
     }
     assert_eq!(h2.accepted.load(Ordering::SeqCst), 1);
+    let opened = |protocol, mtls| counted.opened_now(protocol, mtls);
+    use crate::metrics::Protocol::{Http1, Http2};
+    assert_eq!(
+        [opened(Http1, true), opened(Http2, true)],
+        [1, 1],
+        "one mTLS connection each"
+    );
+    assert_eq!([opened(Http1, false), opened(Http2, false)], [0, 0]);
 }
 
 #[tokio::test]
@@ -314,7 +338,11 @@ async fn new_mtls_connections_present_the_renewed_certificate() {
     let ca = TestCa::new("mesh");
     let (client, first) = certified(&ca, A);
     let (server, _) = certified(&ca, B);
-    let pool = Pool::new(Duration::from_secs(1), Some(Arc::clone(&client)));
+    let pool = Pool::new(
+        Duration::from_secs(1),
+        Some(Arc::clone(&client)),
+        Arc::default(),
+    );
     // One request per connection: every request connects anew.
     let one_shot = tls_server(Arc::clone(&server), false).await;
     mesh_round_trip(&pool, mesh(&one_shot.address, B))
@@ -352,7 +380,7 @@ async fn mtls_connections_are_kept_per_peer_identity() {
     let (client, _) = certified(&ca, A);
     let (server, _) = certified(&ca, B);
     let server = tls_server(server, true).await;
-    let pool = Pool::new(Duration::from_secs(1), Some(client));
+    let pool = Pool::new(Duration::from_secs(1), Some(client), Arc::default());
     let address = server.address.as_str();
     mesh_round_trip(&pool, mesh(address, B)).await.unwrap();
     // Another identity expected at the same address (the address changed hands):
@@ -379,18 +407,18 @@ async fn mtls_without_a_usable_identity_fails_before_connecting() {
     let (server, _) = certified(&ca, B);
     let server = tls_server(server, true).await;
     let address = server.address.as_str();
-    let none = Pool::new(Duration::from_secs(1), None);
+    let none = Pool::new(Duration::from_secs(1), None, Arc::default());
     let err = mesh_round_trip(&none, mesh(address, B)).await.unwrap_err();
     assert!(err.contains("this sidecar has no identity"), "{err}");
     // No certificate yet, and an identity of another trust domain.
     let empty = Arc::new(Identity::new(Config::default(), Arc::default()));
-    let uncertified = Pool::new(Duration::from_secs(1), Some(empty));
+    let uncertified = Pool::new(Duration::from_secs(1), Some(empty), Arc::default());
     let err = mesh_round_trip(&uncertified, mesh(address, B))
         .await
         .unwrap_err();
     assert!(err.contains("no valid certificate"), "{err}");
     let (client, _) = certified(&ca, A);
-    let pool = Pool::new(Duration::from_secs(1), Some(client));
+    let pool = Pool::new(Duration::from_secs(1), Some(client), Arc::default());
     let elsewhere = "spiffe://elsewhere.example/ns/default/sa/b";
     let err = mesh_round_trip(&pool, mesh(address, elsewhere))
         .await
@@ -414,7 +442,7 @@ async fn a_peer_that_never_finishes_the_handshake_is_a_connect_error_in_time() {
         std::future::pending::<()>().await;
         drop(tcp);
     });
-    let pool = Pool::new(Duration::from_millis(200), Some(client));
+    let pool = Pool::new(Duration::from_millis(200), Some(client), Arc::default());
     let started = Instant::now();
     let err = mesh_round_trip(&pool, mesh(&address, B)).await.unwrap_err();
     assert!(
@@ -468,7 +496,7 @@ async fn a_burst_of_h2_requests_to_a_new_destination_makes_one_connection() {
     let (client, _) = certified(&ca, A);
     let (server, _) = certified(&ca, B);
     let server = tls_server(server, true).await;
-    let pool = Pool::new(Duration::from_secs(1), Some(client));
+    let pool = Pool::new(Duration::from_secs(1), Some(client), Arc::default());
     for answer in burst(&pool, &server.address, Some(B), 16).await {
         assert_eq!(answer.as_deref(), Ok(&b"ok"[..]));
     }
