@@ -423,6 +423,8 @@ where
         if let Poll::Ready(e) = me.keep_alive.poll(cx, &mut me.conn) {
             return Poll::Ready(Err(e));
         }
+        // Whether this poll did anything: an idle connection's grace starts again.
+        let mut worked = false;
         loop {
             let mut progress = false;
             // The handlers first: what they answer goes out in this same round.
@@ -459,13 +461,12 @@ where
                     Poll::Pending => {}
                 }
             }
+            worked |= progress;
             if !progress {
                 let quiet = me.streams.is_empty()
                     && me.answers.as_ref().is_none_or(FuturesUnordered::is_empty);
-                if me
-                    .let_go
-                    .poll(cx, quiet, &mut me.conn, &mut me.read, &mut me.staging)
-                {
+                let (conn, read, staging) = (&mut me.conn, &mut me.read, &mut me.staging);
+                if me.let_go.poll(cx, (quiet, worked), conn, read, staging) {
                     me.streams = StreamMap::default();
                     me.answers = None;
                     me.events = Vec::new();

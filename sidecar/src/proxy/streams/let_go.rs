@@ -47,15 +47,15 @@ impl LetGo {
     }
 
     /// Called each time the connection's task has nothing more to do. `quiet`: the
-    /// caller has no stream of its own under way. Returns whether the buffers were
-    /// let go just now, for the caller to let go of its own; until the grace has
-    /// passed, the timer wakes the task. The next call that finds the connection
-    /// idle sets the timer again (a message may have come and gone within one poll
-    /// of the task, its buffers allocated again).
+    /// caller has no stream of its own under way; `worked`: this poll of the task
+    /// read, wrote or answered something (a message may come and go within one
+    /// poll): the grace starts again. Returns whether the buffers were let go just
+    /// now, for the caller to let go of its own; until the grace has passed, the
+    /// timer wakes the task.
     pub(crate) fn poll<R: Role>(
         &mut self,
         cx: &mut Context<'_>,
-        quiet: bool,
+        (quiet, worked): (bool, bool),
         conn: &mut Connection<R>,
         read: &mut BytesMut,
         staging: &mut BytesMut,
@@ -64,7 +64,7 @@ impl LetGo {
             self.waiting = false;
             return false;
         }
-        if !self.waiting {
+        if worked || !self.waiting {
             self.waiting = true;
             self.timer.as_mut().reset(Instant::now() + LET_GO_AFTER);
         }

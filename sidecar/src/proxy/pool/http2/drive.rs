@@ -90,6 +90,8 @@ impl<T: AsyncRead + AsyncWrite + Unpin> Driver<T> {
         if let Poll::Ready(e) = self.keep_alive.poll(cx, &mut state.conn) {
             return Poll::Ready(Err(Ended::Io(io::ErrorKind::TimedOut, e.to_string())));
         }
+        // Whether this poll did anything: an idle connection's grace starts again.
+        let mut worked = false;
         loop {
             let mut progress = state.release();
             progress |= state.pump(&shared, cx);
@@ -135,6 +137,7 @@ impl<T: AsyncRead + AsyncWrite + Unpin> Driver<T> {
                     Poll::Pending => {}
                 }
             }
+            worked |= progress;
             if progress {
                 state.queued.drain(..).for_each(Waker::wake);
                 continue;
@@ -145,10 +148,13 @@ impl<T: AsyncRead + AsyncWrite + Unpin> Driver<T> {
                 streams: slots,
                 ..
             } = &mut *state;
-            if self
-                .let_go
-                .poll(cx, slots.is_empty(), conn, &mut self.read, staging)
-            {
+            if self.let_go.poll(
+                cx,
+                (slots.is_empty(), worked),
+                conn,
+                &mut self.read,
+                staging,
+            ) {
                 *slots = graylane_http2::StreamMap::default();
                 self.said = Vec::new();
             }
