@@ -80,7 +80,7 @@ pub(super) struct Serving<T, S, F> {
     /// What the connection said, kept between reads (its allocation reused).
     events: Vec<Said>,
     /// Where small DATA is staged for the bodies ([`graylane_http2::stage`]); let go
-    /// while no stream is open.
+    /// with the read buffer once the connection has been idle a while ([`LetGo`]).
     staging: BytesMut,
     /// The client closed its side: nothing more comes.
     read_closed: bool,

@@ -31,7 +31,6 @@ pub(super) struct Connector {
 impl Connector {
     /// A new HTTP/1.1 connection to `dest` (ALPN `http/1.1` over mTLS).
     pub(super) async fn http1(&self, dest: Dest<'_>) -> Result<Box<Conn>, PoolError> {
-        let counted = Protocol::Http1;
         let io = match dest.peer {
             None => Io::Plain(self.tcp(dest.address).await?.into_inner()),
             Some(peer) => {
@@ -39,7 +38,7 @@ impl Connector {
                 Io::Tls(Box::new(tls.into_inner()))
             }
         };
-        self.counted.opened(counted, dest.peer.is_some());
+        self.counted.opened(Protocol::Http1, dest.peer.is_some());
         Ok(Conn::new(io))
     }
 
